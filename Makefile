@@ -1,0 +1,56 @@
+# The two commands of the README, and a few helpers. Everything a fresh machine needs is here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := $(CURDIR)/.davit-demo
+
+.PHONY: run test test-unit lint peers peers-down bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+## make run: the daemon on its embedded defaults with an example files.backup job.
+run: $(VENV)/.installed
+	mkdir -p $(DEMO)/jobs.d $(DEMO)/restored
+	sed -e 's|@SOURCE@|$(CURDIR)|' config/demo/demo-backup.toml > $(DEMO)/jobs.d/demo-backup.toml
+	@echo ""
+	@echo "davitd is starting with --home $(DEMO); in another terminal try:"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) jobs"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) runs"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) history --follow"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) run demo-backup --wait"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) snapshots"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) verify <SNAPSHOT>"
+	@echo "  $(VENV)/bin/davit --home $(DEMO) log verify"
+	@echo "Stop it with Ctrl-C; start it again and interrupted runs resume."
+	@echo ""
+	$(VENV)/bin/davitd --home $(DEMO)
+
+## make test: install, start the real test peers, run the whole suite, stop the peers.
+test: $(VENV)/.installed
+	$(PY) -m tests.peers up
+	status=0; $(PY) -m pytest tests || status=$$?; $(PY) -m tests.peers down; exit $$status
+
+## make test-unit: the fast tests only (no peers, no daemon subprocesses).
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+peers: $(VENV)/.installed
+	$(PY) -m tests.peers up
+
+peers-down:
+	$(PY) -m tests.peers down
+
+bench: $(VENV)/.installed
+	$(PY) bench/files.py
+	$(PY) bench/eventlog.py
+
+clean:
+	rm -rf $(VENV) .davit-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

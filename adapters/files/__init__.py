@@ -1,0 +1,1 @@
+"""files.backup and files.restore: directory trees through the repository."""

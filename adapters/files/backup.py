@@ -1,0 +1,289 @@
+"""files.backup: a directory tree into a snapshot, resumable from its last checkpoint.
+
+Steps: `store` walks the tree in walk order, stores new chunks into a pack and appends tree
+lines to a staging file; every checkpoint seals the pack, fsyncs the staging tree and only
+then records `CheckpointRecorded` (cursor = the last path done and the staging tree's
+length). A resumed run truncates the staging tree to that length and skips every path up to
+the cursor; chunks of a pack that was in flight were never recorded and are written again.
+`publish` turns the staging tree into a snapshot; `retention` applies the job's policy.
+
+Reading, hashing and compressing overlap: chunks are hashed and compressed in worker threads
+(zstandard and hashlib release the GIL) while this thread reads ahead and writes the pack.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import zstandard
+
+from adapters.files.tree import FILE, Entry, ParentCursor, Skipped, read_lines, read_tree_zst, walk, walk_key
+from adapters.repository.packs import PackWriter
+from adapters.repository.repository import Repository
+from adapters.repository.retention import apply_retention
+from adapters.repository.tuning import Tuning
+from domain.errors import SourceMissing
+from domain.jobs import FilesBackupJob
+from domain.ports import RunContext
+
+STORE, PUBLISH, RETENTION = "store", "publish", "retention"
+MAX_SKIP_WARNINGS = 20
+
+
+@dataclass
+class _Pending:
+    entry: Entry
+    futures: list[Future[tuple[bytes, bytes | None, int]]] = field(default_factory=list)
+    plain_lens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Progress:
+    bytes_done: int = 0
+    bytes_stored: int = 0
+    items_done: int = 0
+    last_path: str | None = None
+
+
+class FilesBackupWork:
+    def __init__(self, spec: FilesBackupJob, repo: Repository, run_id: str, tuning: Tuning) -> None:
+        self.spec = spec
+        self.repo = repo
+        self.run_id = run_id
+        self.tuning = tuning
+        self.source = Path(spec.source.path)
+        self.staging = repo.root / "staging" / run_id
+
+    def plan(self) -> list[str]:
+        return [STORE, PUBLISH] + ([] if self.spec.retention.is_empty() else [RETENTION])
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        if not self.source.is_dir():
+            raise SourceMissing(str(self.source), "not a directory" if self.source.exists() else "does not exist")
+        parent = self._parent()
+        return {"source": str(self.source), "snapshot_id": self.run_id, "parent": parent.id if parent else None}
+
+    def run(self, ctx: RunContext) -> None:
+        if not ctx.step_done(STORE):
+            ctx.step_started(STORE)
+            summary = self._store(ctx)
+            ctx.step_completed(STORE, summary)
+        if not ctx.step_done(PUBLISH):
+            ctx.step_started(PUBLISH)
+            ctx.step_completed(PUBLISH, self._publish(ctx))
+        if RETENTION in self.plan() and not ctx.step_done(RETENTION):
+            ctx.step_started(RETENTION)
+            ctx.step_completed(RETENTION, self._retention(ctx))
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        """Verify the published snapshot: its tree is intact and every chunk it names exists."""
+        info = self.repo.resolve(self.run_id)
+        missing = sum(1 for e in read_tree_zst(self.repo.tree_bytes(info)) for c in e.chunks if not self.repo.has(bytes.fromhex(c)))
+        if missing:
+            raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
+        return {"snapshot_id": self.run_id, **info.stats}
+
+    # --- store ---------------------------------------------------------------------------------
+
+    def _store(self, ctx: RunContext) -> dict[str, Any]:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        tree_path = self.staging / "tree.jsonl"
+        cursor = ctx.cursor(STORE) or {}
+        progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),
+                             cursor.get("last"))
+        last_key = walk_key(progress.last_path) if progress.last_path is not None else None
+        skipped: list[Skipped] = []
+        with self.repo.locked(exclusive=False), open(tree_path, "ab+") as tree, \
+                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
+            tree.truncate(cursor.get("tree_bytes", 0))
+            tree.seek(0, os.SEEK_END)
+            store = _Store(self, ctx, tree, pool, progress)
+            for item in walk(self.source, list(self.spec.source.exclude)):
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    if len(skipped) <= MAX_SKIP_WARNINGS:
+                        ctx.warn(f"skipped {item.path}: {item.reason}", STORE)
+                    continue
+                entry, abspath = item
+                if last_key is not None and entry.key <= last_key:
+                    continue
+                store.add(entry, abspath)
+            store.checkpoint()
+        if len(skipped) > MAX_SKIP_WARNINGS:
+            ctx.warn(f"skipped {len(skipped)} entries in all", STORE)
+        return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
+                "skipped": len(skipped)}
+
+    def _parent(self) -> Any:
+        earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
+        return earlier[-1] if earlier else None
+
+    # --- publish -------------------------------------------------------------------------------
+
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
+        if self.repo.snapshot_exists(self.run_id):
+            return {"snapshot_id": self.run_id, "already_published": True}
+        tree_path = self.staging / "tree.jsonl"
+        stats = {"files": 0, "dirs": 0, "links": 0, "bytes": 0, "chunk_refs": 0}
+        cctx = zstandard.ZstdCompressor(level=self.tuning.compression_level)
+        with open(tree_path, "rb") as fh:
+            for entry in read_lines(fh):
+                stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
+                stats["bytes"] += entry.size
+                stats["chunk_refs"] += len(entry.chunks)
+            fh.seek(0)
+            tree_zst = cctx.compress(fh.read())
+        store = ctx.cursor(STORE) or {}
+        parent = self._parent()
+        manifest = {
+            "id": self.run_id,
+            "job": self.spec.name,
+            "kind": "files",
+            "run_id": self.run_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {"path": str(self.source), "exclude": list(self.spec.source.exclude)},
+            "parent": parent.id if parent else None,
+            "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
+        }
+        self.repo.publish_snapshot(manifest, tree_zst)
+        _remove_tree(self.staging)
+        return {"snapshot_id": self.run_id, **stats}
+
+    def _retention(self, ctx: RunContext) -> dict[str, Any]:
+        result = apply_retention(self.repo, self.spec.name, self.spec.retention)
+        return result
+
+
+class _Store:
+    """The pipeline of one `store` step: read ahead, hash and compress in threads, write packs."""
+
+    def __init__(self, work: FilesBackupWork, ctx: RunContext, tree: BinaryIO,
+                 pool: ThreadPoolExecutor, progress: _Progress) -> None:
+        self.work, self.repo, self.ctx, self.tree, self.pool = work, work.repo, ctx, tree, pool
+        self.tuning = work.tuning
+        self.progress = progress
+        self.pending: deque[_Pending] = deque()
+        self.inflight = 0
+        self.pack: PackWriter | None = None
+        self.last_checkpoint = time.monotonic()
+        self.parent = ParentCursor(self._parent_entries())
+
+    def _parent_entries(self) -> Any:
+        parent = self.work._parent()
+        if parent is None:
+            return iter(())
+        return read_tree_zst(self.repo.tree_bytes(parent))
+
+    def add(self, entry: Entry, abspath: str | None) -> None:
+        pending = _Pending(entry)
+        self.pending.append(pending)
+        if entry.type == FILE and abspath is not None:
+            previous = self.parent.find(entry.key)
+            if previous is not None and entry.unchanged_since(previous) and all(
+                self.repo.has(bytes.fromhex(c)) for c in previous.chunks
+            ):
+                entry.chunks = list(previous.chunks)
+            else:
+                self._read(pending, abspath)
+        self._drain(self.tuning.inflight_chunks)
+        if self._checkpoint_due():
+            self.checkpoint()
+
+    def _read(self, pending: _Pending, abspath: str) -> None:
+        size = 0
+        try:
+            with open(abspath, "rb", buffering=0) as fh:
+                while True:
+                    self.ctx.check_stop()
+                    data = fh.read(self.tuning.chunk_size)
+                    if not data:
+                        break
+                    size += len(data)
+                    pending.futures.append(self.pool.submit(self.repo.encode, data))
+                    pending.plain_lens.append(len(data))
+                    self.inflight += 1
+                    if self.inflight > self.tuning.inflight_chunks:
+                        self._drain(self.tuning.inflight_chunks - 1, keep=pending)
+        except OSError as exc:
+            self.ctx.warn(f"could not read {pending.entry.path} fully: {exc.strerror}; stored {size} bytes", STORE)
+        pending.entry.size = size
+
+    def _drain(self, limit: int, keep: _Pending | None = None) -> None:
+        """Write finished entries in order until at most `limit` chunks are in flight."""
+        while self.pending and (self.inflight > limit or not self.pending[0].futures):
+            head = self.pending[0]
+            if head is keep:
+                # The file being read is at the head: write its finished chunks, keep its entry.
+                self._write_chunks(head, until=len(head.futures) - max(limit, 0))
+                return
+            self.pending.popleft()
+            self._write_chunks(head, until=len(head.futures))
+            self.tree.write(head.entry.to_line())
+            self.progress.items_done += 1
+            self.progress.bytes_done += head.entry.size
+            self.progress.last_path = head.entry.path
+
+    def _write_chunks(self, pending: _Pending, until: int) -> None:
+        for _ in range(max(until, 0)):
+            future = pending.futures.pop(0)
+            plain_len = pending.plain_lens.pop(0)
+            cid, stored, codec = future.result()
+            self.inflight -= 1
+            pending.entry.chunks.append(cid.hex())
+            if stored is None or self.repo.has(cid):
+                continue
+            if self.pack is None:
+                self.pack = self.repo.new_pack()
+            if cid in self.pack:
+                continue
+            self.pack.add(cid, stored, plain_len, codec)
+            self.progress.bytes_stored += len(stored)
+            if self._pack_full():
+                # Inside a large file: seal and record the chunks, the cursor stays put.
+                self.checkpoint(drain=False)
+
+    def _pack_full(self) -> bool:
+        return self.pack is not None and (
+            self.pack.size >= self.tuning.pack_size or len(self.pack) >= self.tuning.pack_max_chunks
+        )
+
+    def _checkpoint_due(self) -> bool:
+        return self._pack_full() or time.monotonic() - self.last_checkpoint >= self.tuning.checkpoint_seconds
+
+    def checkpoint(self, drain: bool = True) -> None:
+        """Seal the pack, make the staging tree durable, then record where to continue."""
+        if drain:
+            self._drain(-1)
+        written: list[bytes] = []
+        if self.pack is not None:
+            if len(self.pack):
+                written = self.repo.seal_pack(self.pack)
+            else:
+                self.pack.abort()
+            self.pack = None
+        self.tree.flush()
+        os.fsync(self.tree.fileno())
+        self.ctx.checkpoint(
+            STORE,
+            {"tree_bytes": self.tree.tell(), "last": self.progress.last_path, "items": self.progress.items_done,
+             "bytes_done": self.progress.bytes_done, "bytes_stored": self.progress.bytes_stored},
+            chunks_written=[c.hex() for c in written],
+            bytes_done=self.progress.bytes_done,
+            bytes_stored=self.progress.bytes_stored,
+            items_done=self.progress.items_done,
+        )
+        self.last_checkpoint = time.monotonic()
+        self.ctx.check_stop()
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""A snapshot's tree: one JSON line per entry, in walk order.
+
+The walk visits each directory's entries sorted by name, depth first, directory before its
+children. That order is the lexicographic order of the paths' component tuples, so a cursor
+is simply "the last path done", and the previous snapshot's tree can be merge-joined with
+the current walk in constant memory (the files cache: unchanged files are not read again).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+FILE, DIR, LINK = "f", "d", "l"
+
+
+@dataclass
+class Entry:
+    path: str  # relative, "/"-separated; "." is the root directory itself
+    type: str
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    uid: int = 0
+    gid: int = 0
+    inode: int = 0
+    ctime_ns: int = 0
+    target: str | None = None
+    chunks: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return walk_key(self.path)
+
+    def to_line(self) -> bytes:
+        d: dict[str, Any] = {"p": self.path, "t": self.type, "m": self.mode, "mt": self.mtime_ns,
+                             "u": self.uid, "g": self.gid}
+        if self.type == FILE:
+            d.update(s=self.size, i=self.inode, ct=self.ctime_ns, c=self.chunks)
+        elif self.type == LINK:
+            d["l"] = self.target
+        return json.dumps(d, separators=(",", ":")).encode() + b"\n"
+
+    @staticmethod
+    def from_line(line: bytes) -> Entry:
+        d = json.loads(line)
+        return Entry(
+            path=d["p"], type=d["t"], mode=d["m"], mtime_ns=d["mt"], size=d.get("s", 0),
+            uid=d.get("u", 0), gid=d.get("g", 0), inode=d.get("i", 0), ctime_ns=d.get("ct", 0),
+            target=d.get("l"), chunks=d.get("c", []),
+        )
+
+    def unchanged_since(self, other: Entry) -> bool:
+        """The files-cache test: same size, mtime, ctime and inode means same content."""
+        return (
+            other.type == FILE
+            and self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and self.ctime_ns == other.ctime_ns
+            and self.inode == other.inode
+        )
+
+
+def walk_key(path: str) -> tuple[str, ...]:
+    return () if path == "." else tuple(path.split("/"))
+
+
+def is_excluded(rel: str, name: str, patterns: list[str]) -> bool:
+    """A pattern with a `/` matches the relative path; without, any entry's name."""
+    for pattern in patterns:
+        if "/" in pattern.strip("/"):
+            if fnmatch.fnmatchcase(rel, pattern.strip("/")):
+                return True
+        elif fnmatch.fnmatchcase(name, pattern.strip("/")):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def walk(root: Path, exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
+    """Yield (entry, absolute path for files) in walk order; special files come as `Skipped`."""
+    st = os.lstat(root)
+    yield _entry(".", st, None), None
+    yield from _walk_dir(root, "", exclude)
+
+
+def _walk_dir(directory: Path, prefix: str, exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
+    try:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda d: d.name)
+    except OSError as exc:
+        yield Skipped(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror}")
+        return
+    for child in children:
+        rel = prefix + child.name
+        if is_excluded(rel, child.name, exclude):
+            continue
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as exc:
+            yield Skipped(rel, f"cannot stat: {exc.strerror}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield _entry(rel, st, None), None
+            yield from _walk_dir(Path(child.path), rel + "/", exclude)
+        elif stat.S_ISREG(st.st_mode):
+            yield _entry(rel, st, None), child.path
+        elif stat.S_ISLNK(st.st_mode):
+            yield _entry(rel, st, os.readlink(child.path)), None
+        else:
+            yield Skipped(rel, "not a regular file, directory or symlink")
+
+
+def _entry(rel: str, st: os.stat_result, target: str | None) -> Entry:
+    kind = DIR if stat.S_ISDIR(st.st_mode) else LINK if stat.S_ISLNK(st.st_mode) else FILE
+    return Entry(
+        path=rel, type=kind, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns,
+        size=st.st_size if kind == FILE else 0, uid=st.st_uid, gid=st.st_gid,
+        inode=st.st_ino, ctime_ns=st.st_ctime_ns, target=target,
+    )
+
+
+def read_tree_zst(data: bytes) -> Iterator[Entry]:
+    """Entries of a zstd-compressed tree, decompressed as they are read (bounded memory)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+    return read_lines(io.BufferedReader(reader, buffer_size=1 << 16))  # type: ignore[arg-type]
+
+
+def read_lines(lines: Iterable[bytes]) -> Iterator[Entry]:
+    for line in lines:
+        if line.strip():
+            yield Entry.from_line(line)
+
+
+class ParentCursor:
+    """Walks a previous snapshot's tree alongside the current walk (both in walk order)."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self._current: Entry | None = next(entries, None)
+
+    def find(self, key: tuple[str, ...]) -> Entry | None:
+        while self._current is not None and self._current.key < key:
+            self._current = next(self._entries, None)
+        if self._current is not None and self._current.key == key:
+            return self._current
+        return None

@@ -1,0 +1,1 @@
+"""The snapshot repository: content-addressed chunks in pack files, snapshots as manifests."""

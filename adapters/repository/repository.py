@@ -1,0 +1,291 @@
+"""The repository on a local directory: chunk store, snapshot manifests, staging, locks.
+
+Layout:
+    config.json                 format version and chunking parameters
+    packs/<xx>/<pack>.pack      compressed chunks, see `packs.py`
+    index/<pack>.idx            what each pack holds
+    snapshots/<id>/manifest.json  a snapshot exists once its manifest is durable
+    snapshots/<id>/tree.jsonl.zst the tree the manifest describes
+    staging/<run>/              a backup run's partial tree while it is in progress
+    tmp/                        temporary names of files not yet renamed into place
+    lock                        shared by writers, exclusive for pruning
+
+A chunk's id is the sha256 of its plain bytes. Reading a chunk decompresses it and checks
+that hash before handing back a single byte, so a corrupt chunk never reaches a target.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from adapters.repository.fsutil import write_atomic
+from adapters.repository.packs import (
+    CODEC_RAW,
+    CODEC_ZSTD,
+    BlobRef,
+    PackWriter,
+    decode_index,
+    pack_path,
+)
+from domain.errors import CorruptChunk, PermanentError, RunStopped, SnapshotNotFound
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    job: str
+    kind: str
+    created_at: str
+    run_id: str
+    source: dict[str, Any]
+    stats: dict[str, Any]
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "run_id": self.run_id,
+            "source": self.source,
+            "stats": self.stats,
+        }
+
+
+class Repository:
+    def __init__(self, root: Path, compression_level: int = 3) -> None:
+        self.root = root
+        self.compression_level = compression_level
+        self._index: dict[bytes, BlobRef] = {}
+        self._index_lock = threading.Lock()
+        self._loaded_idx: set[str] = set()
+        self._local = threading.local()
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fd_lock = threading.Lock()
+
+    # --- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path, compression_level: int = 3, create: bool = True) -> Repository:
+        config = root / "config.json"
+        if not config.exists():
+            if not create:
+                raise PermanentError(f"{root} is not a davit repository (no config.json)")
+            for sub in ("packs", "index", "snapshots", "staging", "tmp"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            write_atomic(config, json.dumps({"format": FORMAT_VERSION}).encode(), root / "tmp")
+        else:
+            found = json.loads(config.read_text()).get("format")
+            if found != FORMAT_VERSION:
+                raise PermanentError(f"{root}: repository format {found} is not supported")
+            for sub in ("packs", "index", "snapshots", "staging", "tmp"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        repo = cls(root, compression_level)
+        repo.refresh_index()
+        return repo
+
+    def refresh_index(self) -> None:
+        """Load the indexes of packs sealed since the last call (by this or another process)."""
+        for idx in sorted((self.root / "index").glob("*.idx")):
+            pack = idx.stem
+            if pack in self._loaded_idx:
+                continue
+            entries = decode_index(pack, idx.read_bytes(), idx)
+            with self._index_lock:
+                for cid, ref in entries:
+                    self._index.setdefault(cid, ref)
+                self._loaded_idx.add(pack)
+
+    def reload_index(self) -> None:
+        """Forget what is loaded and read every index again (after packs were deleted)."""
+        with self._index_lock:
+            self._index.clear()
+            self._loaded_idx.clear()
+        self.refresh_index()
+
+    def read_blob(self, ref: BlobRef) -> bytes:
+        """A blob exactly as stored (for copying between packs without recompressing)."""
+        return self._pread(ref)
+
+    def forget_pack(self, pack: str) -> None:
+        with self._fd_lock:
+            fd = self._fds.pop(pack, None)
+            if fd is not None:
+                os.close(fd)
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    # --- chunks ------------------------------------------------------------------------------
+
+    def has(self, chunk_id: bytes) -> bool:
+        return chunk_id in self._index
+
+    def chunk_count(self) -> int:
+        return len(self._index)
+
+    def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
+        """Hash `plain`; compress it only if the repository lacks it. (id, stored, codec)."""
+        cid = hashlib.sha256(plain).digest()
+        if cid in self._index:
+            return cid, None, CODEC_RAW
+        stored = self._compressor().compress(plain)
+        if len(stored) >= len(plain):
+            return cid, bytes(plain), CODEC_RAW
+        return cid, stored, CODEC_ZSTD
+
+    def new_pack(self) -> PackWriter:
+        return PackWriter(self.root, os.urandom(16).hex())
+
+    def seal_pack(self, writer: PackWriter) -> list[bytes]:
+        """Make a pack durable and visible; the ids of the chunks it holds."""
+        entries = writer.seal()
+        with self._index_lock:
+            for cid, ref in entries:
+                self._index.setdefault(cid, ref)
+            self._loaded_idx.add(writer.pack_id)
+        return [cid for cid, _ in entries]
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """The plain bytes of a chunk, verified against its id before they are returned."""
+        ref = self._index.get(chunk_id)
+        if ref is None:
+            self.refresh_index()
+            ref = self._index.get(chunk_id)
+        if ref is None:
+            raise CorruptChunk(chunk_id.hex(), str(self.root), "chunk is missing from the repository")
+        stored = self._pread(ref)
+        if len(stored) != ref.stored_len:
+            raise CorruptChunk(chunk_id.hex(), ref.pack, "pack file is truncated")
+        try:
+            plain = (
+                self._decompressor().decompress(stored, max_output_size=ref.plain_len)
+                if ref.codec == CODEC_ZSTD
+                else stored
+            )
+        except zstandard.ZstdError as exc:
+            raise CorruptChunk(chunk_id.hex(), ref.pack, f"cannot decompress: {exc}") from exc
+        if hashlib.sha256(plain).digest() != chunk_id:
+            raise CorruptChunk(chunk_id.hex(), ref.pack, "content does not match its sha256")
+        return plain
+
+    def _pread(self, ref: BlobRef) -> bytes:
+        with self._fd_lock:
+            fd = self._fds.get(ref.pack)
+            if fd is None:
+                path = pack_path(self.root, ref.pack)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError as exc:
+                    raise CorruptChunk("(pack)", ref.pack, "pack file is missing") from exc
+                self._fds[ref.pack] = fd
+                if len(self._fds) > 64:
+                    os.close(self._fds.popitem(last=False)[1])
+            else:
+                self._fds.move_to_end(ref.pack)
+            return os.pread(fd, ref.stored_len, ref.offset)
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        comp = getattr(self._local, "cctx", None)
+        if comp is None:
+            comp = self._local.cctx = zstandard.ZstdCompressor(level=self.compression_level)
+        return comp
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dec = getattr(self._local, "dctx", None)
+        if dec is None:
+            dec = self._local.dctx = zstandard.ZstdDecompressor()
+        return dec
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def staging_dir(self, run_id: str) -> Path:
+        path = self.root / "staging" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
+        """Write a snapshot's tree then its manifest; the manifest's rename makes it exist."""
+        snap_dir = self.root / "snapshots" / manifest["id"]
+        manifest = {**manifest, "tree_sha256": hashlib.sha256(tree_zst).hexdigest()}
+        write_atomic(snap_dir / "tree.jsonl.zst", tree_zst, self.root / "tmp")
+        write_atomic(snap_dir / "manifest.json", json.dumps(manifest, indent=1).encode(), self.root / "tmp")
+        return self._info(snap_dir / "manifest.json")
+
+    def snapshot_exists(self, snapshot_id: str) -> bool:
+        return (self.root / "snapshots" / snapshot_id / "manifest.json").exists()
+
+    def snapshots(self, job: str | None = None) -> list[SnapshotInfo]:
+        found = [self._info(p) for p in (self.root / "snapshots").glob("*/manifest.json")]
+        return sorted((s for s in found if job is None or s.job == job), key=lambda s: (s.created_at, s.id))
+
+    def resolve(self, ref: str, job: str | None = None) -> SnapshotInfo:
+        """`latest` (of `job`), an id, or a unique prefix of one."""
+        candidates = self.snapshots(job)
+        if ref == "latest":
+            if not candidates:
+                raise SnapshotNotFound(f"latest of job {job}")
+            return candidates[-1]
+        matches = [s for s in candidates if s.id.startswith(ref)]
+        if len(matches) != 1:
+            raise SnapshotNotFound(ref if not matches else f"{ref} (ambiguous: {len(matches)} match)")
+        return matches[0]
+
+    def tree_bytes(self, info: SnapshotInfo) -> bytes:
+        data = (info.path / "tree.jsonl.zst").read_bytes()
+        manifest = json.loads((info.path / "manifest.json").read_text())
+        if hashlib.sha256(data).hexdigest() != manifest.get("tree_sha256"):
+            raise CorruptChunk("(tree)", str(info.path), "snapshot tree does not match its manifest")
+        return data
+
+    def _info(self, manifest_path: Path) -> SnapshotInfo:
+        m = json.loads(manifest_path.read_text())
+        return SnapshotInfo(
+            id=m["id"],
+            job=m["job"],
+            kind=m["kind"],
+            created_at=m["created_at"],
+            run_id=m.get("run_id", ""),
+            source=m.get("source", {}),
+            stats=m.get("stats", {}),
+            path=manifest_path.parent,
+        )
+
+    # --- locks -------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, exclusive: bool, stop: threading.Event | None = None) -> Iterator[None]:
+        """Writers share the lock; pruning takes it alone so no chunk it deletes is in use."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            while True:
+                try:
+                    fcntl.flock(fd, mode)
+                    break
+                except BlockingIOError:
+                    if stop is not None and stop.is_set():
+                        raise RunStopped("stopped while waiting for the repository lock") from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,16 @@
+"""Knobs of the data path, set from the daemon config (`[data_path]` in davit.toml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tuning:
+    chunk_size: int = 1 << 20  # bytes of a file per chunk
+    pack_size: int = 32 << 20  # a checkpoint seals the pack once it holds this much
+    pack_max_chunks: int = 2000  # ... or this many chunks
+    checkpoint_seconds: float = 3.0  # ... or this long has passed
+    workers: int = 2  # threads hashing, compressing, decompressing
+    inflight_chunks: int = 16  # chunks read ahead of the writer (bounds memory)
+    compression_level: int = 3

@@ -1,0 +1,1 @@
+"""The process: `davitd` (supervisor, watcher, scheduler, executor, systemd notify) and `davit`."""

@@ -1,0 +1,1 @@
+"""`davit`, the command-line client: one module per command, all reading the same log."""

@@ -1,0 +1,37 @@
+"""`davit cancel RUN`: stop a run at its next chunk boundary; it ends `cancelled`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from daemon.cli.common import resolve_run, with_store
+from daemon.cli.requests import send, wait_for_end
+from domain.commands import CancelRun
+from domain.errors import EXIT_FAILED, EXIT_OK
+from domain.machine import RunState
+from eventstore.sqlite import SqliteEventStore
+
+
+@click.command("cancel")
+@click.argument("run")
+@click.option("--wait", is_flag=True, help="Wait until the run has ended.")
+@click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 1).")
+@click.pass_context
+def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> None:
+    """Cancel RUN (any unique prefix of its id)."""
+
+    async def go(store: SqliteEventStore) -> int:
+        run_id = await resolve_run(store, run)
+        await send(store, CancelRun(run_id=run_id))
+        click.echo(run_id)
+        if not wait:
+            return EXIT_OK
+        view = await wait_for_end(store, run_id, timeout)
+        if view is None:
+            return EXIT_FAILED
+        click.echo(f"{run_id} {view.state.value}", err=True)
+        return EXIT_OK if view.state is RunState.CANCELLED else EXIT_FAILED
+
+    sys.exit(with_store(ctx, go))

@@ -1,0 +1,55 @@
+"""`davit`: the entry point and the command group. Only here do errors become exit codes:
+0 success, 1 a run or check failed, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from daemon.cli import (
+    cancel,
+    history,
+    jobs,
+    logcmd,
+    resume,
+    run,
+    runs,
+    show,
+    snapshots,
+    validate,
+    verify,
+)
+from daemon.cli.common import CliState
+from daemon.davitd import davit_version
+from domain.errors import DavitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), help="davitd's --home directory.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="Config file.")
+@click.version_option(davit_version(), prog_name="davit")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, config_file: Path | None) -> None:
+    """Read davit's history and steer its runs."""
+    ctx.obj = CliState(home, config_file)
+
+
+for module in (jobs, runs, show, history, run, resume, cancel, validate, snapshots, verify, logcmd):
+    cli.add_command(module.command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(2)
+    except DavitError as exc:
+        click.echo(f"davit: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,44 @@
+"""`davit run JOB`: ask the daemon to run a job now; print the run id; optionally wait."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from daemon.cli.common import with_store
+from daemon.cli.requests import send, succeeded, wait_for_end
+from daemon.jobs import JobRegistry
+from daemon.supervisor import new_run_id
+from domain.commands import RunJobNow
+from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from eventstore.sqlite import SqliteEventStore
+
+
+@click.command("run")
+@click.argument("job")
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit 0 if it succeeded, 1 otherwise.")
+@click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 1).")
+@click.pass_context
+def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> None:
+    """Run JOB now."""
+
+    async def go(store: SqliteEventStore) -> int:
+        registry = JobRegistry(store)
+        await registry.load()
+        if not any(j.name == job for j in registry.active()):
+            click.echo(f"davit: no job named {job!r} is defined (see `davit jobs`)", err=True)
+            return EXIT_USAGE
+        run_id = new_run_id()
+        await send(store, RunJobNow(job=job, run_id=run_id))
+        click.echo(run_id)
+        if not wait:
+            return EXIT_OK
+        view = await wait_for_end(store, run_id, timeout)
+        if view is None:
+            click.echo(f"davit: run {run_id} did not end within {timeout:g} s", err=True)
+            return EXIT_FAILED
+        click.echo(f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else ""), err=True)
+        return EXIT_OK if succeeded(view) else EXIT_FAILED
+
+    sys.exit(with_store(ctx, go))

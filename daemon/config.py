@@ -1,0 +1,133 @@
+"""The daemon configuration (`davit.toml`) and where everything lives.
+
+`--home DIR` makes one self-contained directory: `DIR/davit.toml` (written with defaults if
+missing), `DIR/jobs.d/`, `DIR/state/davit.db`, `DIR/repository/`. Without it davit follows
+the system layout: `/etc/davit/davit.toml` and `/etc/davit/jobs.d`, state under
+`/var/lib/davit`, honouring systemd's `CONFIGURATION_DIRECTORY` and `STATE_DIRECTORY`.
+Relative `jobs_dir` is read against the config file's directory; relative `state_dir` and
+repository paths against the state root (the home, or the system state directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.repository.tuning import Tuning
+from domain.errors import FieldProblem, InvalidConfig
+from domain.jobs import problems_from_validation
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSection(_Section):
+    jobs_dir: str = "jobs.d"
+    state_dir: str = "state"
+    max_parallel_runs: int = Field(default=2, ge=1, le=64)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    request_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+
+
+class RetrySection(_Section):
+    max_attempts: int = Field(default=5, ge=1)
+    initial_seconds: float = Field(default=10.0, gt=0)
+    max_seconds: float = Field(default=600.0, gt=0)
+
+
+class DataPathSection(_Section):
+    chunk_size_kib: int = Field(default=1024, ge=64, le=65536)
+    pack_size_mib: int = Field(default=32, ge=1, le=1024)
+    checkpoint_seconds: float = Field(default=3.0, gt=0)
+    workers: int = Field(default=2, ge=1, le=64)
+    inflight_chunks: int = Field(default=16, ge=1, le=1024)
+    compression_level: int = Field(default=3, ge=1, le=22)
+
+    def tuning(self) -> Tuning:
+        return Tuning(
+            chunk_size=self.chunk_size_kib << 10,
+            pack_size=self.pack_size_mib << 20,
+            checkpoint_seconds=self.checkpoint_seconds,
+            workers=self.workers,
+            inflight_chunks=self.inflight_chunks,
+            compression_level=self.compression_level,
+        )
+
+
+class RepositorySection(_Section):
+    path: str
+
+
+class ConfigModel(_Section):
+    daemon: DaemonSection = DaemonSection()
+    retry: RetrySection = RetrySection()
+    data_path: DataPathSection = DataPathSection()
+    repositories: dict[str, RepositorySection] = Field(
+        default_factory=lambda: {"local": RepositorySection(path="repository")}
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration with every path resolved."""
+
+    config_file: Path
+    model: ConfigModel
+    jobs_dir: Path
+    state_dir: Path
+    repositories: dict[str, Path]
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "davit.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "davitd.lock"
+
+
+def load_settings(home: Path | None = None, config_file: Path | None = None) -> Settings:
+    if home is not None:
+        home = home.absolute()
+        config_file = config_file or home / "davit.toml"
+        if not config_file.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(DEFAULT_CONFIG.read_text())
+        state_root = home
+    else:
+        conf_dir = Path(os.environ.get("CONFIGURATION_DIRECTORY", "/etc/davit").split(":")[0])
+        config_file = config_file or conf_dir / "davit.toml"
+        state_root = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/davit").split(":")[0])
+    model = read_config(config_file)
+    base = config_file.parent
+
+    def under(root: Path, value: str) -> Path:
+        return Path(value) if value.startswith("/") else root / value
+
+    return Settings(
+        config_file=config_file,
+        model=model,
+        jobs_dir=under(base, model.daemon.jobs_dir),
+        state_dir=under(state_root, model.daemon.state_dir),
+        repositories={name: under(state_root, r.path) for name, r in model.repositories.items()},
+    )
+
+
+def read_config(path: Path) -> ConfigModel:
+    try:
+        raw = tomllib.loads(path.read_text()) if path.exists() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(str(path), [FieldProblem("(toml)", str(exc))]) from exc
+    except OSError as exc:
+        raise InvalidConfig(str(path), [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
+    try:
+        return ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidConfig(str(path), problems_from_validation(exc)) from exc

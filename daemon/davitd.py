@@ -1,0 +1,63 @@
+"""`davitd`: the daemon's entry point. Loads settings, opens the log, runs the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anyio
+import click
+
+from daemon.bootstrap import Parts
+from daemon.config import load_settings
+from daemon.notify import Notifier
+from daemon.supervisor import Supervisor
+from domain.errors import DavitError
+from eventstore.sqlite import SqliteEventStore
+
+
+def davit_version() -> str:
+    try:
+        return version("davit")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+async def _serve(parts: Parts) -> None:
+    store = await SqliteEventStore(parts.settings.db_path).open()
+    try:
+        await Supervisor(parts, store, Notifier(), davit_version()).run()
+    finally:
+        await store.close()
+        parts.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), help="Self-contained home directory.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="Config file.")
+@click.version_option(davit_version(), prog_name="davitd")
+def main(home: Path | None, config_file: Path | None) -> None:
+    """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
+    try:
+        settings = load_settings(home, config_file)
+    except DavitError as exc:
+        click.echo(f"davitd: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    logging.basicConfig(
+        level=settings.model.daemon.log_level.upper(),
+        format="%(asctime)s davitd %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        anyio.run(_serve, Parts(settings))
+    except DavitError as exc:
+        logging.getLogger("davitd").error("%s", exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The run executor: drives one run through its machine, doing each state's work in a thread.
+
+For each state the executor does the work, then records the event that says it was done
+(`prepare` -> RunStarted, `run` -> RunVerifying, `finish` -> RunSucceeded); checkpoints
+inside `run` are recorded by the work itself, each after the data it describes is durable.
+A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`,
+a daemon shutdown leaves it `interrupted` and resumable. Every failure becomes an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from daemon.config import RetrySection
+from daemon.recorder import RunRecorder, WorkerContext
+from daemon.retry import retry_at
+from domain import events as ev
+from domain.errors import DavitError, RunStopped
+from domain.machine import RunState
+from domain.ports import JobWork
+from domain.runs import RunView
+
+log = logging.getLogger("davitd.executor")
+
+CANCEL = "cancel requested"
+SHUTDOWN = "daemon stopping"
+
+
+class RunHandle:
+    """A run the daemon is executing: its recorder and the flag that asks its work to stop."""
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        self.recorder = recorder
+        self.stop = threading.Event()
+        self.stop_reason = SHUTDOWN
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop.set()
+
+
+async def execute(
+    handle: RunHandle,
+    work_for: Callable[[RunView], JobWork],
+    retry: RetrySection,
+    limiter: anyio.CapacityLimiter,
+) -> None:
+    rec = handle.recorder
+    ctx = WorkerContext(rec, handle.stop, lambda: handle.stop_reason)
+    work: JobWork | None = None
+
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    try:
+        while True:
+            state = rec.view.state
+            if state is RunState.CANCELLING or (handle.stop.is_set() and handle.stop_reason == CANCEL):
+                raise RunStopped(CANCEL)
+            if handle.stop.is_set():
+                raise RunStopped(handle.stop_reason)
+            if state is RunState.QUEUED:
+                await rec.record(ev.RunPreparing(attempt=rec.view.attempt + 1))
+            elif state is RunState.PREPARING:
+                work = work_for(rec.view)
+                details = await in_thread(work.prepare, ctx)
+                await rec.record(ev.RunStarted(plan=work.plan(), details=details))
+            elif state is RunState.RUNNING:
+                work = work or work_for(rec.view)
+                await in_thread(work.run, ctx)
+                await rec.record(ev.RunVerifying())
+            elif state is RunState.VERIFYING:
+                work = work or work_for(rec.view)
+                summary = await in_thread(work.finish, ctx)
+                await rec.record(ev.RunSucceeded(snapshot_id=summary.get("snapshot_id"), summary=summary))
+                log.info("run %s (%s) succeeded", rec.run_id, rec.view.job)
+                return
+            else:
+                return
+    except RunStopped as stopped:
+        await _stopped(rec, handle, str(stopped))
+    except DavitError as exc:
+        await _failed(rec, exc, retry)
+    except Exception as exc:
+        log.exception("run %s failed unexpectedly", rec.run_id)
+        await _failed(rec, exc, retry)
+
+
+async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str) -> None:
+    if rec.view.state is RunState.CANCELLING or handle.stop_reason == CANCEL:
+        if rec.view.state is not RunState.CANCELLING:
+            await rec.record(ev.RunCancelling(reason=CANCEL))
+        await rec.record(ev.RunCancelled())
+        log.info("run %s cancelled", rec.run_id)
+    elif rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+        await rec.record(ev.RunInterrupted(reason=reason))
+        log.info("run %s interrupted (%s); it resumes at the next start", rec.run_id, reason)
+
+
+async def _failed(rec: RunRecorder, exc: BaseException, retry: RetrySection) -> None:
+    message = str(exc) or type(exc).__name__
+    error_type = type(exc).__name__
+    if rec.view.state is RunState.CANCELLING:
+        await rec.record(ev.RunCancelled())
+        return
+    retryable = isinstance(exc, DavitError) and exc.retryable
+    if retryable and rec.view.attempt < retry.max_attempts:
+        when = retry_at(retry, rec.view.attempt, datetime.now(UTC))
+        await rec.record(
+            ev.RunWaitingRetry(error=message, error_type=error_type, attempt=rec.view.attempt,
+                               retry_at=when.isoformat(timespec="seconds"))
+        )
+        log.warning("run %s: %s; retrying at %s", rec.run_id, message, when.isoformat(timespec="seconds"))
+        return
+    await rec.record(ev.RunFailed(error=message, error_type=error_type))
+    log.error("run %s (%s) failed: %s", rec.run_id, rec.view.job, message)

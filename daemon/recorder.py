@@ -1,0 +1,121 @@
+"""Recording a run's events: one writer per run, the fold kept current, legality checked first.
+
+`RunRecorder.record` refuses an event the run machine would refuse (before anything is
+written), appends with the run's current version as the expected version, and applies what
+was stored to the in-memory fold, so `view` is always what replaying the log would give.
+`WorkerContext` is the `RunContext` handed to blocking adapter code in a worker thread: each
+call that records something blocks until the event is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio.from_thread
+
+from domain import events as ev
+from domain.errors import ConcurrencyError, RunStopped
+from domain.machine import next_state
+from domain.runs import RunView, apply, fold
+from eventstore.sqlite import SqliteEventStore
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def append_unordered(log: SqliteEventStore, stream: str, *events: ev.Event) -> None:
+    """Append to a stream where order against other writers does not matter (daemon, requests).
+
+    Event ids are fixed before the first try, so a retry after a lost acknowledgement is a no-op.
+    """
+    new = [ev.NewEvent.of(new_event_id(), e) for e in events]
+    for _ in range(100):
+        try:
+            await log.append(stream, await log.stream_version(stream), new)
+            return
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(stream, -1, await log.stream_version(stream))
+
+
+class RunRecorder:
+    def __init__(self, log: SqliteEventStore, view: RunView, ids: Callable[[], str] = new_event_id) -> None:
+        self.log = log
+        self.view = view
+        self._ids = ids
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def load(cls, log: SqliteEventStore, run_id: str) -> RunRecorder:
+        return cls(log, fold(run_id, await log.read_stream(ev.run_stream(run_id))))
+
+    @property
+    def run_id(self) -> str:
+        return self.view.run_id
+
+    async def record(self, *events: ev.Event) -> None:
+        async with self._lock:
+            state = self.view.state
+            for event in events:
+                if event.trigger is not None:
+                    state = next_state(self.view.run_id, state, event.trigger)
+            stream = ev.run_stream(self.view.run_id)
+            await self.log.append(stream, self.view.version, [ev.NewEvent.of(self._ids(), e) for e in events])
+            for stored in await self.log.read_stream(stream, self.view.version + 1):
+                apply(self.view, stored)
+
+
+class WorkerContext:
+    """The `RunContext` of one run, used from the worker thread that runs its `JobWork`."""
+
+    def __init__(self, recorder: RunRecorder, stop: threading.Event, stop_reason: Callable[[], str]) -> None:
+        self.recorder = recorder
+        self.run_id = recorder.run_id
+        self._stop = stop
+        self._stop_reason = stop_reason
+
+    def _record(self, event: ev.Event) -> None:
+        anyio.from_thread.run(self.recorder.record, event)
+
+    def cursor(self, step: str) -> dict[str, Any] | None:
+        found = self.recorder.view.steps.get(step)
+        return found.cursor if found else None
+
+    def step_done(self, step: str) -> bool:
+        found = self.recorder.view.steps.get(step)
+        return found is not None and found.status == "done"
+
+    def step_started(self, step: str) -> None:
+        self._record(ev.StepStarted(step=step))
+
+    def checkpoint(
+        self,
+        step: str,
+        cursor: dict[str, Any],
+        *,
+        chunks_written: Sequence[str] = (),
+        bytes_done: int = 0,
+        bytes_stored: int = 0,
+        items_done: int = 0,
+    ) -> None:
+        self._record(
+            ev.CheckpointRecorded(
+                step=step, cursor=cursor, chunks_written=list(chunks_written),
+                bytes_done=bytes_done, bytes_stored=bytes_stored, items_done=items_done,
+            )
+        )
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
+        self._record(ev.StepCompleted(step=step, summary=summary))
+
+    def warn(self, message: str, step: str | None = None) -> None:
+        self._record(ev.RunWarning(message=message, step=step))
+
+    def check_stop(self) -> None:
+        if self._stop.is_set():
+            raise RunStopped(self._stop_reason())

@@ -1,0 +1,306 @@
+"""davitd's supervisor: start-up recovery, the jobs watcher, the scheduler, CLI requests, and
+dispatching runs to the executor with bounded parallelism.
+
+Start-up: take the state directory's lock (one daemon per log), record `DaemonStarted`, fold
+every run; a run found preparing, running or verifying had no live owner, so it is recorded
+`interrupted` with the reason and requeued; then the jobs directory is synced. A job without
+a schedule runs once per revision, and a triggered revision is in the log, so a restart never
+runs it again. SIGTERM/SIGINT ask every run to stop at its next chunk boundary (left
+`interrupted`, resumed at the next start) and wait for them before exiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import uuid
+from datetime import UTC, datetime
+
+import anyio
+import watchfiles
+from anyio.abc import TaskGroup
+from croniter import croniter
+
+from daemon import executor as ex
+from daemon.bootstrap import Parts
+from daemon.jobs import JobRegistry, JobState
+from daemon.notify import Notifier
+from daemon.recorder import RunRecorder, append_unordered, new_event_id
+from domain import events as ev
+from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
+from domain.errors import ConcurrencyError, IllegalTransition, PermanentError
+from domain.machine import TERMINAL, RunState
+from domain.runs import RunView, fold
+from eventstore.sqlite import SqliteEventStore
+
+log = logging.getLogger("davitd")
+SHUTDOWN_GRACE_SECONDS = 60
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Supervisor:
+    def __init__(self, parts: Parts, store: SqliteEventStore, notifier: Notifier, version: str) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.store = store
+        self.notifier = notifier
+        self.version = version
+        self.registry = JobRegistry(store)
+        self.runs: dict[str, RunView] = {}
+        self.recorders: dict[str, RunRecorder] = {}
+        self.handles: dict[str, ex.RunHandle] = {}
+        self.wakeup = anyio.Event()
+        self.requests_after = 0
+        max_parallel = self.settings.model.daemon.max_parallel_runs
+        self.limiter = anyio.CapacityLimiter(max_parallel + 2)
+        self.stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        lock_fd = self._take_lock()
+        try:
+            await append_unordered(
+                self.store, ev.DAEMON_STREAM,
+                ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version),
+            )
+            await self._load()
+            await self._recover()
+            self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+            await self._sync_jobs()
+            self.notifier.ready(self._status())
+            log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_jobs)
+                tg.start_soon(self._schedule_loop)
+                tg.start_soon(self._requests_loop)
+                tg.start_soon(self._dispatch_loop, tg)
+                tg.start_soon(self._watchdog_loop)
+                await self._wait_for_signal()
+                await self._shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            os.close(lock_fd)
+
+    def _take_lock(self) -> int:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.settings.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PermanentError(f"another davitd is running with state directory {self.settings.state_dir}") from None
+        return fd
+
+    async def _wait_for_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
+                return
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        self.notifier.stopping()
+        for handle in list(self.handles.values()):
+            handle.request_stop(ex.SHUTDOWN)
+        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
+            while self.handles:
+                await anyio.sleep(0.05)
+        await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+        log.info("davitd stopped")
+
+    # --- state ---------------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        await self.registry.load()
+        streams: dict[str, list[ev.StoredEvent]] = {}
+        async for stored in self.store.iter_all(stream_prefix="run-"):
+            streams.setdefault(stored.stream, []).append(stored)
+        for stream, items in streams.items():
+            run_id = stream.removeprefix("run-")
+            self.runs[run_id] = fold(run_id, items)
+        async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
+            if stored.type == ev.RequestsHandled.type_name():
+                self.requests_after = max(self.requests_after, stored.data["upto_position"])
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        if run_id not in self.recorders:
+            self.recorders[run_id] = RunRecorder(self.store, self.runs[run_id])
+        return self.recorders[run_id]
+
+    async def _recover(self) -> None:
+        for run_id, view in list(self.runs.items()):
+            state = view.state
+            if state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+                reason = f"found {state.value} at start-up: the daemon that ran it stopped without finishing"
+                await self.recorder(run_id).record(ev.RunInterrupted(reason=reason),
+                                                   ev.RunRequeued(reason="resumed at start-up"))
+                log.warning("run %s (%s) was interrupted; resuming from its last checkpoint", run_id, view.job)
+            elif state is RunState.INTERRUPTED:
+                await self.recorder(run_id).record(ev.RunRequeued(reason="resumed at start-up"))
+                log.info("run %s (%s) resumes from its last checkpoint", run_id, view.job)
+            elif state is RunState.CANCELLING:
+                await self.recorder(run_id).record(ev.RunCancelled())
+
+    def _status(self) -> str:
+        return f"{len(self.handles)} running, {len(self.registry.active())} jobs"
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    async def _sync_jobs(self) -> None:
+        await self.registry.sync_directory(self.settings.jobs_dir)
+        for job in self.registry.active():
+            if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
+                await self.trigger(job, "new-revision")
+
+    async def _watch_jobs(self) -> None:
+        async for _changes in watchfiles.awatch(self.settings.jobs_dir, debounce=300, step=100,
+                                                 recursive=False, force_polling=False):
+            try:
+                await self._sync_jobs()
+            except Exception:
+                log.exception("syncing the jobs directory failed; will retry on the next change")
+
+    async def trigger(self, job: JobState, reason: str, run_id: str | None = None,
+                      scheduled_for: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        queued = ev.RunQueued(run_id=run_id, job=job.name, kind=job.kind, revision=job.revision,
+                              spec=job.spec, reason=reason)
+        run_part = ev.StreamAppend(ev.run_stream(run_id), 0, (ev.NewEvent.of(new_event_id(), queued),))
+        await self.registry.append(
+            job.name,
+            ev.JobRunTriggered(run_id=run_id, revision=job.revision, reason=reason, scheduled_for=scheduled_for),
+            extra=[run_part],
+        )
+        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+        log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
+        self.wakeup.set()
+        return run_id
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            now = datetime.now(UTC).astimezone()
+            for job in self.registry.active():
+                schedule = job.spec.get("schedule")
+                if schedule:
+                    await self._fire_if_due(job, schedule, now)
+            for run_id, view in list(self.runs.items()):
+                if view.state is RunState.WAITING_RETRY and view.retry_at and \
+                        datetime.fromisoformat(view.retry_at) <= now and run_id not in self.handles:
+                    await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
+                    self.wakeup.set()
+            await anyio.sleep(1.0)
+
+    async def _fire_if_due(self, job: JobState, schedule: str, now: datetime) -> None:
+        base = datetime.fromisoformat(job.last_scheduled_for or job.defined_at)
+        due = croniter(schedule, now).get_prev(datetime)
+        if due > base:
+            await self.trigger(job, "schedule", scheduled_for=due.isoformat())
+
+    # --- requests from the CLI -----------------------------------------------------------------
+
+    async def _requests_loop(self) -> None:
+        poll = self.settings.model.daemon.request_poll_seconds
+        while True:
+            batch = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
+            batch = [b for b in batch if b.stream == ev.REQUESTS_STREAM]
+            for stored in batch:
+                try:
+                    await self._handle_request(stored)
+                except Exception:
+                    log.exception("request at position %d failed", stored.position)
+            if batch:
+                self.requests_after = batch[-1].position
+                await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
+            else:
+                await anyio.sleep(poll)
+
+    async def _handle_request(self, stored: ev.StoredEvent) -> None:
+        command = decode_command(stored)
+        if isinstance(command, RunJobNow):
+            if command.run_id in self.runs:
+                return
+            job = next((j for j in self.registry.active() if j.name == command.job), None)
+            if job is None:
+                await self._reject_run(command.run_id, command.job, f"no job named {command.job!r} is defined")
+            elif not self.stopping:
+                await self.trigger(job, "manual", run_id=command.run_id)
+        elif isinstance(command, ResumeRun):
+            view = self.runs.get(command.run_id)
+            if view and view.state in (RunState.INTERRUPTED, RunState.WAITING_RETRY, RunState.FAILED) \
+                    and command.run_id not in self.handles:
+                await self.recorder(command.run_id).record(ev.RunRequeued(reason="resumed by operator"))
+                log.info("run %s resumed by operator", command.run_id)
+                self.wakeup.set()
+        elif isinstance(command, CancelRun):
+            await self._cancel(command.run_id)
+
+    async def _reject_run(self, run_id: str, job: str, reason: str) -> None:
+        queued = ev.RunQueued(run_id=run_id, job=job, kind="", revision="", spec={}, reason="manual")
+        failed = ev.RunFailed(error=reason, error_type="InvalidJob")
+        await self.store.append(ev.run_stream(run_id), 0,
+                                [ev.NewEvent.of(new_event_id(), queued), ev.NewEvent.of(new_event_id(), failed)])
+        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+
+    async def _cancel(self, run_id: str) -> None:
+        view = self.runs.get(run_id)
+        if view is None or view.state in TERMINAL or view.state is RunState.CANCELLING:
+            return
+        rec = self.recorder(run_id)
+        try:
+            await rec.record(ev.RunCancelling(reason="requested by operator"))
+        except (IllegalTransition, ConcurrencyError):
+            return
+        handle = self.handles.get(run_id)
+        if handle is not None:
+            handle.request_stop(ex.CANCEL)
+        else:
+            await rec.record(ev.RunCancelled())
+        log.info("run %s cancelled by operator", run_id)
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self, tg: TaskGroup) -> None:
+        max_parallel = self.settings.model.daemon.max_parallel_runs
+        while True:
+            self.wakeup = anyio.Event()
+            busy_jobs = {self.runs[r].job for r in self.handles}
+            queued = sorted(
+                (v for v in self.runs.values() if v.state is RunState.QUEUED and v.run_id not in self.handles),
+                key=lambda v: v.last_position,
+            )
+            for view in queued:
+                if len(self.handles) >= max_parallel or self.stopping:
+                    break
+                if view.job in busy_jobs:
+                    continue
+                busy_jobs.add(view.job)
+                handle = ex.RunHandle(self.recorder(view.run_id))
+                self.handles[view.run_id] = handle
+                tg.start_soon(self._execute, handle)
+            self.notifier.status(self._status())
+            with anyio.move_on_after(1.0):
+                await self.wakeup.wait()
+
+    async def _execute(self, handle: ex.RunHandle) -> None:
+        try:
+            await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
+        finally:
+            self.handles.pop(handle.recorder.run_id, None)
+            self.wakeup.set()
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_seconds
+        if not interval:
+            return
+        while True:
+            self.notifier.watchdog()
+            await anyio.sleep(interval / 2)
+

@@ -1,0 +1,138 @@
+"""One error tree for davit, rooted at `DavitError`.
+
+```
+DavitError
+├── PermanentError              fail the run at once; an operator must act
+│   ├── InvalidJob              a job file or spec is wrong (file, field, reason)
+│   ├── InvalidConfig           the daemon configuration is wrong
+│   ├── IllegalTransition       the run machine refused a trigger
+│   ├── CorruptChunk            a stored chunk does not match its hash
+│   ├── SnapshotNotFound
+│   ├── TargetNotEmpty          a restore would overwrite data without `overwrite = true`
+│   ├── SourceMissing           the thing to back up is not there
+│   └── StorageFull             no space left where davit writes
+├── RetryableError              back off and try again (network, busy server)
+└── ConcurrencyError            an append's expected version was stale (eventstore)
+```
+
+Each error knows the CLI exit code it maps to; only the CLI's entry point turns errors into
+exit codes. Messages never carry secrets: adapters redact before raising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class DavitError(Exception):
+    """Base of every error davit raises on purpose."""
+
+    exit_code = EXIT_FAILED
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PermanentError(DavitError):
+    """Retrying cannot help: the run fails at once."""
+
+
+class RetryableError(DavitError):
+    """A passing condition (network, busy peer): back off with jitter and try again."""
+
+    retryable = True
+
+
+class ConcurrencyError(DavitError):
+    """An append named a stale expected version; nothing of it was written."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, append expected {expected}"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One reason a job file or config is invalid, located by its dotted field path."""
+
+    field: str
+    reason: str
+
+    def render(self, file: str) -> str:
+        return f"{file}: {self.field}: {self.reason}"
+
+
+class InvalidJob(PermanentError):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, file: str, problems: list[FieldProblem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__("; ".join(p.render(file) for p in problems))
+
+
+class InvalidConfig(PermanentError):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, file: str, problems: list[FieldProblem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__("; ".join(p.render(file) for p in problems))
+
+
+class IllegalTransition(PermanentError):
+    def __init__(self, run_id: str, state: str, trigger: str) -> None:
+        super().__init__(f"run {run_id}: cannot {trigger!r} from state {state!r}")
+        self.run_id = run_id
+        self.state = state
+        self.trigger = trigger
+
+
+class CorruptChunk(PermanentError):
+    def __init__(self, chunk_id: str, where: str, reason: str) -> None:
+        super().__init__(f"chunk {chunk_id} in {where} is corrupt: {reason}")
+        self.chunk_id = chunk_id
+        self.where = where
+
+
+class SnapshotNotFound(PermanentError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no snapshot matches {ref!r}")
+        self.ref = ref
+
+
+class TargetNotEmpty(PermanentError):
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"restore target {target} is not empty; set overwrite = true to restore into it"
+        )
+        self.target = target
+
+
+class SourceMissing(PermanentError):
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"source {source} cannot be read: {reason}")
+        self.source = source
+
+
+class StorageFull(PermanentError):
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no space left on the device holding {where}")
+        self.where = where
+
+
+class RunStopped(DavitError):
+    """Raised inside a worker when the run is asked to stop (shutdown or cancel)."""

@@ -1,0 +1,251 @@
+"""Events: past-tense facts, each a pydantic model with a `type` and a schema version.
+
+The eventstore persists an event as (id, type, schema, JSON data); `decode` turns a stored
+row back into its model. Old events stay readable: a model only ever gains optional fields,
+and a schema bump adds an upcaster here. Run events name the machine trigger they fire
+(`trigger`), which is how the fold derives a run's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    schema_version: ClassVar[int] = 1
+    trigger: ClassVar[str | None] = None
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+# --- streams -------------------------------------------------------------------------------
+
+DAEMON_STREAM = "daemon"
+REQUESTS_STREAM = "requests"
+
+
+def run_stream(run_id: str) -> str:
+    return f"run-{run_id}"
+
+
+def job_stream(name: str) -> str:
+    return f"job-{name}"
+
+
+# --- envelopes shared with the eventstore ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; its id is chosen by the writer so a retried append is idempotent."""
+
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    schema: int = 1
+
+    @staticmethod
+    def of(event_id: str, event: Event) -> NewEvent:
+        return NewEvent(event_id, event.type_name(), event.model_dump(mode="json"), event.schema_version)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    position: int
+    stream: str
+    version: int
+    event_id: str
+    type: str
+    schema: int
+    data: dict[str, Any]
+    recorded_at: str
+    hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of an atomic append: all parts commit together or none does."""
+
+    stream: str
+    expected_version: int
+    events: tuple[NewEvent, ...]
+
+
+# --- daemon ---------------------------------------------------------------------------------
+
+
+class DaemonStarted(Event):
+    pid: int
+    home: str
+    version: str
+
+
+class DaemonStopped(Event):
+    reason: str
+
+
+class JobFileRejected(Event):
+    file: str
+    problems: list[dict[str, str]]
+    content_sha256: str = ""
+
+
+class RequestsHandled(Event):
+    upto_position: int
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+class JobDefined(Event):
+    name: str
+    kind: str
+    revision: str
+    file: str
+    spec: dict[str, Any]
+
+
+class JobRetired(Event):
+    name: str
+    file: str
+    reason: str
+
+
+class JobRunTriggered(Event):
+    run_id: str
+    revision: str
+    reason: str  # "new-revision" | "schedule" | "manual"
+    scheduled_for: str | None = None
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunQueued(Event):
+    run_id: str
+    job: str
+    kind: str
+    revision: str
+    spec: dict[str, Any]
+    reason: str
+
+
+class RunPreparing(Event):
+    trigger: ClassVar[str | None] = "prepare"
+    attempt: int = 1
+
+
+class RunStarted(Event):
+    trigger: ClassVar[str | None] = "start"
+    plan: list[str]
+    details: dict[str, Any] = {}
+
+
+class StepStarted(Event):
+    step: str
+
+
+class CheckpointRecorded(Event):
+    """A unit of work is durable; `cursor` says where to continue after it."""
+
+    step: str
+    cursor: dict[str, Any]
+    chunks_written: list[str] = []
+    bytes_done: int = 0
+    bytes_stored: int = 0
+    items_done: int = 0
+
+
+class StepCompleted(Event):
+    step: str
+    summary: dict[str, Any] = {}
+
+
+class RunWarning(Event):
+    message: str
+    step: str | None = None
+
+
+class RunVerifying(Event):
+    trigger: ClassVar[str | None] = "verify"
+
+
+class RunSucceeded(Event):
+    trigger: ClassVar[str | None] = "succeed"
+    snapshot_id: str | None = None
+    summary: dict[str, Any] = {}
+
+
+class RunFailed(Event):
+    trigger: ClassVar[str | None] = "fail"
+    error: str
+    error_type: str
+
+
+class RunWaitingRetry(Event):
+    trigger: ClassVar[str | None] = "wait_retry"
+    error: str
+    error_type: str
+    attempt: int
+    retry_at: str
+
+
+class RunInterrupted(Event):
+    trigger: ClassVar[str | None] = "interrupt"
+    reason: str
+
+
+class RunRequeued(Event):
+    trigger: ClassVar[str | None] = "requeue"
+    reason: str
+
+
+class RunCancelling(Event):
+    trigger: ClassVar[str | None] = "cancel"
+    reason: str = "requested"
+
+
+class RunCancelled(Event):
+    trigger: ClassVar[str | None] = "cancelled"
+
+
+class RunRollingBack(Event):
+    trigger: ClassVar[str | None] = "roll_back"
+    cause: str
+
+
+class RunRolledBack(Event):
+    trigger: ClassVar[str | None] = "rolled_back"
+    cause: str
+
+
+class RetentionApplied(Event):
+    forgotten: list[str]
+    kept: list[str]
+    packs_deleted: int = 0
+    bytes_freed: int = 0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name(): cls
+    for cls in (
+        DaemonStarted, DaemonStopped, JobFileRejected, RequestsHandled,
+        JobDefined, JobRetired, JobRunTriggered,
+        RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
+        RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,
+        RunRequeued, RunCancelling, RunCancelled, RunRollingBack, RunRolledBack,
+        RetentionApplied,
+    )
+}
+
+
+def decode(stored: StoredEvent) -> Event | None:
+    """The model of a stored event, or None for a type this version does not know."""
+    cls = EVENT_TYPES.get(stored.type)
+    return cls.model_validate(stored.data) if cls else None

@@ -1,0 +1,88 @@
+"""The run lifecycle as data: a `RunState` enum and a table of (trigger, sources, dest) rows.
+
+A synchronous `transitions.Machine` built from the table decides which transitions are legal;
+it holds no run and does no I/O (callbacks would be the wrong place for work: the executor
+in `daemon/` does the work and appends the event that records it). A run's state is never
+stored: it is the fold of the run's events (`domain/runs.py`), each of which names a trigger.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import cache
+
+from transitions import Machine
+
+from domain.errors import IllegalTransition
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    WAITING_RETRY = "waiting_retry"
+    INTERRUPTED = "interrupted"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
+S = RunState
+TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.ROLLED_BACK})
+ACTIVE = frozenset({S.PREPARING, S.RUNNING, S.VERIFYING, S.ROLLING_BACK})
+NON_TERMINAL = frozenset(S) - TERMINAL
+WORKING = frozenset({S.PREPARING, S.RUNNING, S.VERIFYING})
+# states in which step and checkpoint events may be recorded (a chunk in flight when a cancel
+# arrives still becomes durable and is recorded)
+RECORDING = ACTIVE | {S.CANCELLING}
+
+# (trigger, sources, dest). Interrupt comes from states where a live process did work;
+# cancel from every state that has not finished; rollback only once work has started.
+# `failed` is final unless an operator resumes the run (`davit resume`), which requeues it.
+TRANSITIONS: tuple[tuple[str, frozenset[RunState], RunState], ...] = (
+    ("prepare", frozenset({S.QUEUED}), S.PREPARING),
+    ("start", frozenset({S.PREPARING}), S.RUNNING),
+    ("verify", frozenset({S.RUNNING}), S.VERIFYING),
+    ("succeed", frozenset({S.VERIFYING}), S.SUCCEEDED),
+    ("fail", NON_TERMINAL - {S.CANCELLING}, S.FAILED),
+    ("wait_retry", WORKING, S.WAITING_RETRY),
+    ("interrupt", WORKING | {S.ROLLING_BACK}, S.INTERRUPTED),
+    ("requeue", frozenset({S.INTERRUPTED, S.WAITING_RETRY, S.FAILED}), S.QUEUED),
+    ("cancel", NON_TERMINAL - {S.CANCELLING, S.ROLLING_BACK}, S.CANCELLING),
+    ("cancelled", frozenset({S.CANCELLING}), S.CANCELLED),
+    ("roll_back", frozenset({S.RUNNING, S.VERIFYING, S.INTERRUPTED}), S.ROLLING_BACK),
+    ("rolled_back", frozenset({S.ROLLING_BACK}), S.ROLLED_BACK),
+)
+TRIGGERS: tuple[str, ...] = tuple(row[0] for row in TRANSITIONS)
+
+
+@cache
+def _machine() -> Machine:
+    machine = Machine(
+        model=None,
+        states=[s.value for s in RunState],
+        initial=S.QUEUED.value,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
+    for trigger, sources, dest in TRANSITIONS:
+        machine.add_transition(trigger, sorted(s.value for s in sources), dest.value)
+    return machine
+
+
+def next_state(run_id: str, state: RunState, trigger: str) -> RunState:
+    """The state after `trigger` from `state`, or `IllegalTransition` if the table refuses."""
+    if trigger not in TRIGGERS:
+        raise IllegalTransition(run_id, state.value, trigger)
+    found = _machine().get_transitions(trigger=trigger, source=state.value)
+    if not found:
+        raise IllegalTransition(run_id, state.value, trigger)
+    return RunState(found[0].dest)
+
+
+def allowed(state: RunState, trigger: str) -> bool:
+    return trigger in TRIGGERS and bool(_machine().get_transitions(trigger=trigger, source=state.value))

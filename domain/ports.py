@@ -1,0 +1,81 @@
+"""Ports: the narrow roles the daemon asks of its adapters and of the event store.
+
+Each is a `typing.Protocol`; adapters implement them without importing this module's
+callers, and tests drive the daemon with fakes of the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from domain.events import NewEvent, StoredEvent, StreamAppend
+
+
+class EventLog(Protocol):
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent]) -> list[int]: ...
+
+    async def append_atomic(self, parts: Sequence[StreamAppend]) -> list[int]: ...
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]: ...
+
+    async def read_all(
+        self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None
+    ) -> list[StoredEvent]: ...
+
+    async def stream_version(self, stream: str) -> int: ...
+
+    async def head_position(self) -> int: ...
+
+    def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]: ...
+
+
+class RunContext(Protocol):
+    """What a job's work may ask of the executor. Called from a worker thread; each call that
+    records something returns only once the event is durable."""
+
+    run_id: str
+
+    def cursor(self, step: str) -> dict[str, Any] | None: ...
+
+    def step_done(self, step: str) -> bool: ...
+
+    def step_started(self, step: str) -> None: ...
+
+    def checkpoint(
+        self,
+        step: str,
+        cursor: dict[str, Any],
+        *,
+        chunks_written: Sequence[str] = (),
+        bytes_done: int = 0,
+        bytes_stored: int = 0,
+        items_done: int = 0,
+    ) -> None: ...
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None: ...
+
+    def warn(self, message: str, step: str | None = None) -> None: ...
+
+    def check_stop(self) -> None:
+        """Raise `RunStopped` if the run was asked to stop (cancel or shutdown)."""
+        ...
+
+
+class JobWork(Protocol):
+    """The data work of one run, in blocking code that the executor runs in a worker thread.
+
+    `prepare` checks preconditions once per run (not again on resume) and returns details
+    worth recording; `run` performs the plan's steps, skipping done ones and continuing
+    from checkpoints; `finish` seals the result and returns the run's summary.
+    """
+
+    def plan(self) -> list[str]: ...
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]: ...
+
+    def run(self, ctx: RunContext) -> None: ...
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]: ...

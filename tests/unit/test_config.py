@@ -1,0 +1,54 @@
+"""The daemon config: the shipped example is valid and documents every key; bad values are named."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from daemon.config import DEFAULT_CONFIG, ConfigModel, load_settings, read_config
+from domain.errors import InvalidConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_config_is_valid_and_equal_to_the_defaults() -> None:
+    assert read_config(ROOT / "config" / "davit.toml") == ConfigModel()
+    assert read_config(DEFAULT_CONFIG) == ConfigModel()
+
+
+def test_every_config_key_is_in_the_documented_example() -> None:
+    documented = tomllib.loads((ROOT / "config" / "davit.toml").read_text())
+    model = ConfigModel().model_dump()
+    for section, keys in model.items():
+        if section == "repositories":
+            continue
+        assert set(keys) == set(documented[section]), section
+
+
+def test_a_home_directory_is_self_contained(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "h")
+    assert settings.config_file == tmp_path / "h" / "davit.toml" and settings.config_file.exists()
+    assert settings.jobs_dir == tmp_path / "h" / "jobs.d"
+    assert settings.db_path == tmp_path / "h" / "state" / "davit.db"
+    assert settings.repositories == {"local": tmp_path / "h" / "repository"}
+
+
+def test_without_a_home_the_system_layout_honours_systemd_directories(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc"))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
+    settings = load_settings()
+    assert settings.config_file == tmp_path / "etc" / "davit.toml"
+    assert settings.jobs_dir == tmp_path / "etc" / "jobs.d"
+    assert settings.db_path == tmp_path / "lib" / "state" / "davit.db"
+
+
+def test_a_bad_value_is_named_with_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "davit.toml"
+    path.write_text("[daemon]\nmax_parallel_runs = 0\n")
+    with pytest.raises(InvalidConfig) as err:
+        read_config(path)
+    assert err.value.problems[0].field == "daemon.max_parallel_runs"
+    assert str(path) in str(err.value)
