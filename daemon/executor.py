@@ -68,6 +68,10 @@ async def execute(
                 raise RunStopped(handle.stop_reason)
             if state is RunState.QUEUED:
                 await rec.record(ev.RunPreparing(attempt=rec.view.attempt + 1))
+            elif state is RunState.PREPARING and rec.view.plan:
+                # A resumed run: its preconditions were checked and recorded on its first start
+                # (a restore's target is not empty now because of this very run).
+                await rec.record(ev.RunStarted(plan=rec.view.plan, details=rec.view.details))
             elif state is RunState.PREPARING:
                 work = work_for(rec.view)
                 details = await in_thread(work.prepare, ctx)

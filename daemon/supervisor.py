@@ -37,6 +37,7 @@ from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
+RESCAN_MS = 2000
 
 
 def new_run_id() -> str:
@@ -159,11 +160,13 @@ class Supervisor:
                 await self.trigger(job, "new-revision")
 
     async def _watch_jobs(self) -> None:
-        async for _changes in watchfiles.awatch(self.settings.jobs_dir, debounce=300, step=100,
-                                                 recursive=False, force_polling=False):
+        # Changes wake the watcher at once; the timeout also rescans every few seconds, which
+        # catches a file written before the watch was set up (syncing is idempotent).
+        async for _changes in watchfiles.awatch(self.settings.jobs_dir, debounce=300, step=100, recursive=False,
+                                                 yield_on_timeout=True, rust_timeout=RESCAN_MS):
             try:
                 await self._sync_jobs()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a bad file or a race must never stop the watcher
                 log.exception("syncing the jobs directory failed; will retry on the next change")
 
     async def trigger(self, job: JobState, reason: str, run_id: str | None = None,

@@ -1,0 +1,170 @@
+"""davitd and davit as subprocesses, as an operator runs them: a home directory per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Davit:
+    """One davit installation: a --home, its daemon process, and the CLI."""
+
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs.d"
+
+    def configure(self, text: str) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "davit.toml").write_text(text)
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = self.home / f"davitd-{len(self.logs)}.log"
+        self.logs.append(log)
+        self.proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(self.home)],
+                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.wait_for(lambda: "ready" in log.read_text(), 30, "davitd to be ready")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(90)
+        return self.proc.returncode
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(BIN / "davit"), "--home", str(self.home), *args],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"davit {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def json_lines(self, *args: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.cli(*args, "--json").stdout.splitlines() if line.strip()]
+
+    def runs(self, job: str | None = None) -> list[dict[str, Any]]:
+        return self.json_lines("runs", *(["--job", job] if job else []))
+
+    def history(self, *args: str) -> list[dict[str, Any]]:
+        return self.json_lines("history", *args)
+
+    def events(self, where: str = "1=1") -> list[tuple[int, str, str, dict[str, Any]]]:
+        """Read the log directly (read-only), cheap enough to poll every few milliseconds."""
+        db = self.home / "state" / "davit.db"
+        if not db.exists():
+            return []
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute(f"SELECT position, stream, type, data FROM events WHERE {where} ORDER BY position")
+            return [(p, s, t, json.loads(d)) for p, s, t, d in rows]
+        finally:
+            conn.close()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"davitd exited ({self.proc.returncode}) while waiting for {what}:\n"
+                                     + self.logs[-1].read_text()[-3000:])
+            time.sleep(poll)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; log tail:\n"
+                             + (self.logs[-1].read_text()[-3000:] if self.logs else ""))
+
+    def wait_run_state(self, job: str, states: set[str], timeout: float = 120) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def done() -> bool:
+            runs = self.runs(job)
+            if runs and runs[-1]["state"] in states:
+                found.update(runs[-1])
+                return True
+            return False
+
+        self.wait_for(done, timeout, f"a run of {job} to reach {states}", poll=0.3)
+        return found
+
+
+@pytest.fixture
+def davit(tmp_path: Path) -> Iterator[Davit]:
+    instance = Davit(tmp_path / "home")
+    instance.home.mkdir()
+    yield instance
+    if instance.proc is not None and instance.proc.poll() is None:
+        instance.proc.kill()
+        instance.proc.wait(10)
+
+
+def write_job(davit: Davit, filename: str, text: str) -> Path:
+    davit.jobs_dir.mkdir(parents=True, exist_ok=True)
+    path = davit.jobs_dir / filename
+    tmp = path.with_suffix(".part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
+    import hashlib
+
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = ("l", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("d", st.st_mode & 0o7777, st.st_mtime_ns)
+        else:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            out[rel] = ("f", st.st_mode & 0o7777, st.st_mtime_ns, st.st_size, h.hexdigest())
+    return out
+
+
+def make_big_tree(root: Path, megabytes: int) -> None:
+    """A mixed tree: many small text files, large random files, a long run of zeros."""
+    import random
+
+    rnd = random.Random(7)
+    words = ["davit", "crane", "lifeboat", "deck", "winch", "rope", "hull", "keel"]
+    for i in range(1500):
+        d = root / "small" / f"d{i % 25}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"note{i}.txt").write_text(" ".join(rnd.choice(words) for _ in range(rnd.randint(5, 1500))))
+    (root / "zeros.img").write_bytes(b"\0" * (40 << 20))
+    remaining = megabytes - 45
+    index = 0
+    while remaining > 0:
+        size = min(remaining, 64)
+        with open(root / f"blob{index:02d}.bin", "wb") as fh:
+            for _ in range(size):
+                fh.write(os.urandom(1 << 20))
+        remaining -= size
+        index += 1

@@ -1,0 +1,204 @@
+"""What an operator does with davitd and davit, run as subprocesses with a --home each."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Davit, tree_digest, write_job
+
+pytestmark = pytest.mark.e2e
+
+
+def backup_job(name: str, source: Path, extra: str = "") -> str:
+    return f'name = "{name}"\nkind = "files.backup"\n{extra}\n[source]\npath = "{source}"\n'
+
+
+def restore_job(name: str, job: str, target: Path) -> str:
+    return f'name = "{name}"\nkind = "files.restore"\n[source]\njob = "{job}"\n[target]\npath = "{target}"\n'
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "source"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n" * 1000)
+    (root / "sub" / "b.bin").write_bytes(bytes(range(256)) * 4000)
+    return root
+
+
+def test_a_dropped_job_runs_and_history_shows_its_transitions_in_order(davit: Davit, source: Path) -> None:
+    davit.start()
+    write_job(davit, "docs.toml", backup_job("docs", source))
+    run = davit.wait_run_state("docs", {"succeeded", "failed"})
+    assert run["state"] == "succeeded", run
+    types = [e["type"] for e in davit.history(run["run_id"])]
+    assert types[:3] == ["RunQueued", "RunPreparing", "RunStarted"]
+    assert types[-2:] == ["RunVerifying", "RunSucceeded"]
+    assert "CheckpointRecorded" in types and types.index("StepStarted") < types.index("CheckpointRecorded")
+    job_events = [e["type"] for e in davit.history("--job", "docs")]
+    assert job_events[:2] == ["JobDefined", "JobRunTriggered"]
+    positions = [e["position"] for e in davit.history("--all")]
+    assert positions == sorted(positions)
+    [snap] = davit.json_lines("snapshots")
+    assert snap["id"] == run["snapshot_id"]
+    assert "0 problems" in davit.cli("verify", snap["id"][:6]).stdout
+    show = davit.cli("show", run["run_id"][:5]).stdout
+    assert "succeeded" in show and "store" in show
+
+
+def test_a_job_without_schedule_runs_once_per_revision_also_across_restarts(davit: Davit, source: Path) -> None:
+    davit.start()
+    path = write_job(davit, "docs.toml", backup_job("docs", source))
+    davit.wait_run_state("docs", {"succeeded"})
+    davit.stop()
+    davit.start()
+    write_job(davit, "other.toml", backup_job("other", source))  # proves the daemon is watching again
+    davit.wait_run_state("other", {"succeeded"})
+    assert len(davit.runs("docs")) == 1
+    path.write_text("# a comment changes nothing\n" + path.read_text())
+    path.write_text(path.read_text().replace('[source]', '[retention]\nkeep_last = 2\n[source]'))
+    davit.wait_for(lambda: len(davit.runs("docs")) == 2, 30, "a run of the new revision")
+    davit.wait_run_state("docs", {"succeeded"})
+
+
+def test_bad_job_files_are_rejected_clearly_and_a_valid_job_keeps_running(davit: Davit, source: Path) -> None:
+    davit.start()
+    write_job(davit, "good.toml", backup_job("good", source, 'schedule = "* * * * *"'))
+    write_job(davit, "broken.toml", 'name = "broken"\nkind = "files.backup"\n[source\n')
+    write_job(davit, "alien.toml", 'name = "alien"\nkind = "tape.backup"\n')
+    davit.wait_for(lambda: len([e for e in davit.events() if e[2] == "JobFileRejected"]) == 2, 20, "rejections")
+    rejections = {Path(e[3]["file"]).name: e[3]["problems"] for e in davit.events() if e[2] == "JobFileRejected"}
+    assert rejections["broken.toml"][0]["field"] == "(toml)"
+    assert rejections["alien.toml"][0]["field"] == "kind"
+    assert "unknown kind 'tape.backup'" in rejections["alien.toml"][0]["reason"]
+    log = davit.logs[-1].read_text()
+    assert "alien.toml: kind: unknown kind 'tape.backup'" in log
+    assert davit.proc is not None and davit.proc.poll() is None
+    jobs = {j["name"]: j for j in davit.json_lines("jobs")}
+    assert set(jobs) == {"good"}
+    run_id = davit.cli("run", "good").stdout.strip()
+    davit.wait_for(lambda: any(r["run_id"] == run_id and r["state"] == "succeeded" for r in davit.runs("good")),
+                   60, "the valid job to keep running")
+
+
+def test_validate_reports_file_field_and_reason(tmp_path: Path, source: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(backup_job("good", source))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "Bad Name"\nkind = "files.backup"\n[source]\npath = "relative"\n')
+    ok = subprocess.run([str(BIN / "davit"), "validate", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0
+    result = subprocess.run([str(BIN / "davit"), "validate", str(good), str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert f"{bad}: name: String should match pattern" in lines[0]
+    assert f"{bad}: source.path: must be an absolute path" in lines
+    assert str(good) not in result.stdout
+
+
+def test_run_wait_exits_0_on_success_and_1_on_failure(davit: Davit, source: Path, tmp_path: Path) -> None:
+    davit.start()
+    write_job(davit, "ok.toml", backup_job("ok", source, 'schedule = "0 0 1 1 *"'))
+    write_job(davit, "gone.toml", backup_job("gone", tmp_path / "missing", 'schedule = "0 0 1 1 *"'))
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 2, 20, "both jobs defined")
+    assert davit.cli("run", "ok", "--wait", "--timeout", "60", check=False).returncode == 0
+    failed = davit.cli("run", "gone", "--wait", "--timeout", "60", check=False)
+    assert failed.returncode == 1 and "does not exist" in failed.stderr
+    run = davit.runs("gone")[-1]
+    assert run["state"] == "failed" and run["error_type"] == "SourceMissing"
+    assert davit.cli("run", "nosuchjob", check=False).returncode == 2
+
+
+def test_sigterm_leaves_a_run_interrupted_and_the_next_start_resumes_it(davit: Davit, tmp_path: Path) -> None:
+    from tests.e2e.conftest import make_big_tree
+
+    big = tmp_path / "big"
+    make_big_tree(big, 200)
+    davit.configure("[data_path]\npack_size_mib = 4\ncheckpoint_seconds = 0.5\n")
+    davit.start()
+    write_job(davit, "big.toml", backup_job("big", big))
+    davit.wait_for(lambda: len([e for e in davit.events() if e[2] == "CheckpointRecorded"]) >= 2, 60,
+                   "two checkpoints")
+    assert davit.stop(signal.SIGTERM) == 0
+    [run] = davit.runs("big")
+    assert run["state"] in ("interrupted", "succeeded")
+    if run["state"] == "interrupted":
+        davit.start()
+        run = davit.wait_run_state("big", {"succeeded", "failed"})
+        assert run["state"] == "succeeded" and run["interruptions"] == 1
+        types = [e["type"] for e in davit.history(run["run_id"])]
+        assert types.count("RunInterrupted") == 1 and "RunRequeued" in types
+
+
+def test_cancel_stops_a_run_and_it_ends_cancelled(davit: Davit, tmp_path: Path) -> None:
+    from tests.e2e.conftest import make_big_tree
+
+    big = tmp_path / "big"
+    make_big_tree(big, 300)
+    davit.configure("[data_path]\npack_size_mib = 2\ncheckpoint_seconds = 0.2\n")
+    davit.start()
+    write_job(davit, "big.toml", backup_job("big", big))
+    davit.wait_for(lambda: any(e[2] == "CheckpointRecorded" for e in davit.events()), 60, "a checkpoint")
+    run_id = davit.runs("big")[-1]["run_id"]
+    result = davit.cli("cancel", run_id[:6], "--wait", "--timeout", "60", check=False)
+    state = davit.runs("big")[-1]["state"]
+    assert (result.returncode, state) in ((0, "cancelled"), (1, "succeeded"))  # it may finish first
+    if state == "cancelled":
+        types = [e["type"] for e in davit.history(run_id)]
+        assert types[-1] == "RunCancelled"
+        # after the request only the chunk in flight may still land, then the run ends
+        assert set(types[types.index("RunCancelling") + 1 : -1]) <= {"CheckpointRecorded"}
+        assert davit.json_lines("snapshots") == []
+
+
+def test_log_verify_passes_on_an_intact_log_and_names_the_first_edited_position(davit: Davit,
+                                                                               source: Path) -> None:
+    davit.start()
+    write_job(davit, "docs.toml", backup_job("docs", source))
+    davit.wait_run_state("docs", {"succeeded"})
+    davit.stop()
+    assert "hash chain intact" in davit.cli("log", "verify").stdout
+    with sqlite3.connect(davit.home / "state" / "davit.db") as conn:
+        conn.execute("UPDATE events SET data = replace(data, 'docs', 'evil') WHERE position = 2")
+    result = davit.cli("log", "verify", "--json", check=False)
+    assert result.returncode == 1
+    assert '"first_bad_position": 2' in result.stdout
+
+
+def test_removing_a_job_file_retires_the_job(davit: Davit, source: Path) -> None:
+    davit.start()
+    path = write_job(davit, "docs.toml", backup_job("docs", source, 'schedule = "0 0 1 1 *"'))
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
+    path.unlink()
+    davit.wait_for(lambda: davit.json_lines("jobs") == [], 20, "the job to be retired")
+    assert any(e[2] == "JobRetired" for e in davit.events())
+
+
+def test_a_second_daemon_on_the_same_state_refuses_to_start(davit: Davit) -> None:
+    davit.start()
+    second = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True,
+                            timeout=30)
+    assert second.returncode == 1 and "another davitd is running" in second.stderr
+
+
+def test_history_follow_prints_new_events_as_they_happen(davit: Davit, source: Path) -> None:
+    davit.start()
+    follower = subprocess.Popen([str(BIN / "davit"), "--home", str(davit.home), "history", "--follow", "--json"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        write_job(davit, "docs.toml", backup_job("docs", source))
+        seen = []
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            seen.append(line)
+            if '"RunSucceeded"' in line:
+                break
+        assert any('"JobDefined"' in s for s in seen)
+    finally:
+        follower.kill()
+        follower.wait()
