@@ -7,15 +7,17 @@ was queued with. Nothing connects at import time.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.files.backup import FilesBackupWork
 from adapters.files.restore import FilesRestoreWork
 from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
 from daemon.config import Settings
 from domain.errors import FieldProblem, InvalidConfig
-from domain.jobs import FilesBackupJob, FilesRestoreJob, spec_from_json
+from domain.jobs import spec_from_json
 from domain.ports import JobWork
 from domain.runs import RunView
 
@@ -38,20 +40,32 @@ class Parts:
                 self._repos[name] = Repository.open(path, self.settings.model.data_path.compression_level)
             return self._repos[name]
 
+    @property
+    def tuning(self) -> Tuning:
+        return self.settings.model.data_path.tuning()
+
     def work_for(self, view: RunView) -> JobWork:
         spec = spec_from_json(view.spec)
-        tuning = self.settings.model.data_path.tuning()
-        repo = self.repository(spec.repository)
-        if isinstance(spec, FilesBackupJob):
-            return FilesBackupWork(spec, repo, view.run_id, tuning)
-        if isinstance(spec, FilesRestoreJob):
-            return FilesRestoreWork(spec, repo, view.run_id, tuning, dict(view.details))
-        raise InvalidConfig(str(self.settings.config_file), [FieldProblem("kind", f"no adapter for {view.kind}")])
+        factory = WORK_FACTORIES.get(spec.kind)
+        if factory is None:
+            raise InvalidConfig(str(self.settings.config_file), [FieldProblem("kind", f"no adapter for {spec.kind}")])
+        return factory(spec, self, view)
 
     def close(self) -> None:
         for repo in self._repos.values():
             repo.close()
 
 
-def describe(spec: Any) -> str:
-    return f"{spec.kind} {spec.name}"
+def _files_backup(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    return FilesBackupWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning)
+
+
+def _files_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    return FilesRestoreWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+# kind -> the JobWork that performs it; one line per kind.
+WORK_FACTORIES: dict[str, Callable[[Any, Parts, RunView], JobWork]] = {
+    "files.backup": _files_backup,
+    "files.restore": _files_restore,
+}

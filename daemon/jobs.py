@@ -112,7 +112,8 @@ class JobRegistry:
         revision = spec_revision(spec)
         owner = next((j for j in self.active() if j.name == spec.name), None)
         if owner is not None and owner.file != file:
-            await self._reject(file, content_hash, [FieldProblem("name", f"job {spec.name!r} is already defined by {owner.file}")])
+            taken = FieldProblem("name", f"job {spec.name!r} is already defined by {owner.file}")
+            await self._reject(file, content_hash, [taken])
             return None
         previous = self.by_file(file)
         if previous is not None and previous.name != spec.name:

@@ -166,7 +166,7 @@ class Supervisor:
                                                  yield_on_timeout=True, rust_timeout=RESCAN_MS):
             try:
                 await self._sync_jobs()
-            except Exception:  # noqa: BLE001 - a bad file or a race must never stop the watcher
+            except Exception:
                 log.exception("syncing the jobs directory failed; will retry on the next change")
 
     async def trigger(self, job: JobState, reason: str, run_id: str | None = None,

@@ -8,7 +8,7 @@ stored: it is the fold of the run's events (`domain/runs.py`), each of which nam
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from functools import cache
 
 from transitions import Machine
@@ -16,7 +16,7 @@ from transitions import Machine
 from domain.errors import IllegalTransition
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     QUEUED = "queued"
     PREPARING = "preparing"
     RUNNING = "running"
@@ -70,7 +70,7 @@ def _machine() -> Machine:
         ignore_invalid_triggers=False,
     )
     for trigger, sources, dest in TRANSITIONS:
-        machine.add_transition(trigger, sorted(s.value for s in sources), dest.value)
+        machine.add_transition(trigger, [s.value for s in sorted(sources)], dest.value)
     return machine
 
 
@@ -81,7 +81,7 @@ def next_state(run_id: str, state: RunState, trigger: str) -> RunState:
     found = _machine().get_transitions(trigger=trigger, source=state.value)
     if not found:
         raise IllegalTransition(run_id, state.value, trigger)
-    return RunState(found[0].dest)
+    return RunState(str(found[0].dest))
 
 
 def allowed(state: RunState, trigger: str) -> bool:

@@ -19,7 +19,7 @@ def snapshots_to_keep(snapshots: Sequence[tuple[str, str]], policy: Retention) -
         keep.update(sid for sid, _ in newest_first[: policy.keep_last])
     buckets = (
         (policy.keep_daily, lambda d: d.strftime("%Y-%m-%d")),
-        (policy.keep_weekly, lambda d: "%d-W%02d" % d.isocalendar()[:2]),
+        (policy.keep_weekly, lambda d: "{}-W{:02d}".format(*d.isocalendar()[:2])),
         (policy.keep_monthly, lambda d: d.strftime("%Y-%m")),
     )
     for count, bucket_of in buckets:

@@ -119,9 +119,8 @@ def apply(view: RunView, item: ev.StoredEvent) -> RunView:
         return view
     if event.trigger is not None:
         view.state = next_state(view.run_id, view.state, event.trigger)
-    elif isinstance(event, (ev.StepStarted, ev.CheckpointRecorded, ev.StepCompleted)):
-        if view.state not in RECORDING:
-            raise IllegalTransition(view.run_id, view.state.value, event.type_name())
+    elif isinstance(event, (ev.StepStarted, ev.CheckpointRecorded, ev.StepCompleted)) and view.state not in RECORDING:
+        raise IllegalTransition(view.run_id, view.state.value, event.type_name())
     _record(view, event, item.recorded_at)
     return view
 

@@ -278,7 +278,9 @@ class SqliteEventStore:
             query = query.where(s.events.c.stream.startswith(stream_prefix, autoescape=True))
         return await self._select(query.order_by(s.events.c.position).limit(limit))
 
-    async def iter_all(self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000) -> AsyncIterator[StoredEvent]:
+    async def iter_all(
+        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
+    ) -> AsyncIterator[StoredEvent]:
         """Every event after a position, read page by page."""
         while True:
             rows = await self.read_all(after_position, page, stream_prefix)

@@ -85,7 +85,8 @@ class FilesBackupWork:
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
         info = self.repo.resolve(self.run_id)
-        missing = sum(1 for e in read_tree_zst(self.repo.tree_bytes(info)) for c in e.chunks if not self.repo.has(bytes.fromhex(c)))
+        entries = read_tree_zst(self.repo.tree_bytes(info))
+        missing = sum(1 for e in entries for c in e.chunks if not self.repo.has(bytes.fromhex(c)))
         if missing:
             raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}

@@ -137,7 +137,7 @@ def _entry(rel: str, st: os.stat_result, target: str | None) -> Entry:
 def read_tree_zst(data: bytes) -> Iterator[Entry]:
     """Entries of a zstd-compressed tree, decompressed as they are read (bounded memory)."""
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-    return read_lines(io.BufferedReader(reader, buffer_size=1 << 16))  # type: ignore[arg-type]
+    return read_lines(io.BufferedReader(reader, buffer_size=1 << 16))
 
 
 def read_lines(lines: Iterable[bytes]) -> Iterator[Entry]:

@@ -122,7 +122,7 @@ class PackWriter:
     def abort(self) -> None:
         try:
             self._finish_writes()
-        except Exception:  # noqa: BLE001 - aborting: the temporary pack is discarded anyway
+        except Exception:
             pass
         if not self._fh.closed:
             self._fh.close()

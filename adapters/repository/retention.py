@@ -13,8 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from adapters.files.tree import read_lines, read_tree_zst
 from adapters.repository.packs import decode_index, index_path, pack_path
 from adapters.repository.repository import Repository

@@ -15,7 +15,7 @@ def _brief(data: dict[str, object]) -> str:
     parts = []
     for key, value in data.items():
         if key in ("spec", "chunks_written") and value:
-            value = f"<{len(value)} items>" if isinstance(value, list) else "{...}"  # type: ignore[arg-type]
+            value = f"<{len(value)} items>" if isinstance(value, list) else "{...}"
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         parts.append(f"{key}={text}")
     return " ".join(parts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Davit, tree_digest, write_job
+from tests.e2e.conftest import BIN, Davit, write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +202,38 @@ def test_history_follow_prints_new_events_as_they_happen(davit: Davit, source: P
     finally:
         follower.kill()
         follower.wait()
+
+
+def test_under_systemd_davitd_notifies_ready_status_and_watchdog(davit: Davit, tmp_path: Path) -> None:
+    import os
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
+    proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(davit.home)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        messages: list[str] = []
+        while not {"READY=1", "WATCHDOG=1"} <= {line for m in messages for line in m.splitlines()}:
+            messages.append(sock.recv(4096).decode())
+        assert any(line.startswith("STATUS=") for m in messages for line in m.splitlines())
+        proc.terminate()
+        assert proc.wait(30) == 0
+        tail = []
+        while not any("STOPPING=1" in m for m in tail):
+            tail.append(sock.recv(4096).decode())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+
+
+def test_the_service_unit_declares_notify_watchdog_directories_and_sandboxing() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
+    for directive in ("Type=notify", "WatchdogSec=", "StateDirectory=davit", "ConfigurationDirectory=davit",
+                      "ProtectSystem=strict", "ProtectHome=", "NoNewPrivileges=true", "PrivateTmp=true",
+                      "ReadWritePaths=/var/lib/davit"):
+        assert directive in unit, directive

@@ -1,0 +1,64 @@
+"""Job specs: what a job file declares, as pydantic models discriminated by `kind`.
+
+One module per family of kinds (`files.py`, ...); this module registers them in the union
+and parses job files. Parsing lives in the domain because it is pure: the caller hands in the
+file's text and its name, and gets a spec or an `InvalidJob` naming file, field and reason.
+To add a kind: write its spec module, add the class to `JobSpec` below, and an example file
+in `config/jobs.d/` (a test checks there is one per kind and that it validates).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Annotated, Any, get_args
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from domain.errors import FieldProblem, InvalidJob
+from domain.jobs.base import JobBase, Retention, SnapshotRef, problems_from_validation, spec_revision
+from domain.jobs.base import inline_secrets as _inline_secrets
+from domain.jobs.files import FilesBackupJob, FilesRestoreJob
+
+AnyJob = FilesBackupJob | FilesRestoreJob
+JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
+
+_job_adapter: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
+KINDS: tuple[str, ...] = tuple(get_args(cls.model_fields["kind"].annotation)[0] for cls in get_args(AnyJob))
+
+__all__ = [
+    "KINDS", "AnyJob", "FilesBackupJob", "FilesRestoreJob", "JobBase", "JobSpec", "Retention", "SnapshotRef",
+    "job_from_dict", "parse_job", "problems_from_validation", "spec_from_json", "spec_revision",
+]
+
+
+def parse_job(text: str, file: str) -> AnyJob:
+    """Parse a job file's text; raise `InvalidJob` naming file, field and reason."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidJob(file, [FieldProblem("(toml)", str(exc))]) from exc
+    return job_from_dict(raw, file)
+
+
+def job_from_dict(raw: dict[str, Any], file: str) -> AnyJob:
+    problems = _precheck(raw)
+    if problems:
+        raise InvalidJob(file, problems)
+    try:
+        return _job_adapter.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidJob(file, problems_from_validation(exc, skip_leading=1)) from exc
+
+
+def _precheck(raw: dict[str, Any]) -> list[FieldProblem]:
+    kind = raw.get("kind")
+    if kind is None:
+        return [FieldProblem("kind", f"missing; expected one of {', '.join(KINDS)}")]
+    if kind not in KINDS:
+        return [FieldProblem("kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")]
+    return _inline_secrets(raw)
+
+
+def spec_from_json(data: dict[str, Any]) -> AnyJob:
+    """Re-read a spec recorded in an event (it was valid when recorded)."""
+    return _job_adapter.validate_python(data)
