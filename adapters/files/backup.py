@@ -29,7 +29,7 @@ from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.tuning import Tuning
-from domain.errors import SourceMissing
+from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob
 from domain.ports import RunContext
 
@@ -115,8 +115,13 @@ class FilesBackupWork:
                 entry, abspath = item
                 if last_key is not None and entry.key <= last_key:
                     continue
-                store.add(entry, abspath)
-            store.checkpoint()
+                try:
+                    store.add(entry, abspath)
+                except RunStopped:
+                    store.record_sealed(wait=True)
+                    raise
+            store.checkpoint(wait=True)
+            store.sealer.shutdown()
         if len(skipped) > MAX_SKIP_WARNINGS:
             ctx.warn(f"skipped {len(skipped)} entries in all", STORE)
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
@@ -175,6 +180,8 @@ class _Store:
         self.pack: PackWriter | None = None
         self.last_checkpoint = time.monotonic()
         self.parent = ParentCursor(self._parent_entries())
+        self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
+        self.sealing: tuple[Future[list[bytes]], dict[str, Any]] | None = None
 
     def _parent_entries(self) -> Any:
         parent = self.work._parent()
@@ -194,6 +201,7 @@ class _Store:
             else:
                 self._read(pending, abspath)
         self._drain(self.tuning.inflight_chunks)
+        self.record_sealed(wait=False)
         if self._checkpoint_due():
             self.checkpoint()
 
@@ -258,30 +266,51 @@ class _Store:
     def _checkpoint_due(self) -> bool:
         return self._pack_full() or time.monotonic() - self.last_checkpoint >= self.tuning.checkpoint_seconds
 
-    def checkpoint(self, drain: bool = True) -> None:
-        """Seal the pack, make the staging tree durable, then record where to continue."""
+    def checkpoint(self, drain: bool = True, wait: bool = False) -> None:
+        """Seal the pack and make the staging tree durable in the background, then record
+        where to continue once that is done. At most one seal is in flight."""
         if drain:
             self._drain(-1)
-        written: list[bytes] = []
-        if self.pack is not None:
-            if len(self.pack):
-                written = self.repo.seal_pack(self.pack)
-            else:
-                self.pack.abort()
-            self.pack = None
+        self.record_sealed(wait=True)
+        pack, self.pack = self.pack, None
         self.tree.flush()
-        os.fsync(self.tree.fileno())
-        self.ctx.checkpoint(
-            STORE,
-            {"tree_bytes": self.tree.tell(), "last": self.progress.last_path, "items": self.progress.items_done,
-             "bytes_done": self.progress.bytes_done, "bytes_stored": self.progress.bytes_stored},
-            chunks_written=[c.hex() for c in written],
-            bytes_done=self.progress.bytes_done,
-            bytes_stored=self.progress.bytes_stored,
-            items_done=self.progress.items_done,
-        )
+        cursor = {"tree_bytes": self.tree.tell(), "last": self.progress.last_path, "items": self.progress.items_done,
+                  "bytes_done": self.progress.bytes_done, "bytes_stored": self.progress.bytes_stored}
+        tree_fd = self.tree.fileno()
+
+        def seal() -> list[bytes]:
+            written: list[bytes] = []
+            if pack is not None:
+                if len(pack):
+                    written = self.repo.seal_pack(pack)
+                else:
+                    pack.abort()
+            os.fsync(tree_fd)
+            return written
+
+        self.sealing = (self.sealer.submit(seal), cursor)
         self.last_checkpoint = time.monotonic()
-        self.ctx.check_stop()
+        if wait:
+            self.record_sealed(wait=True)
+        try:
+            self.ctx.check_stop()
+        except RunStopped:
+            self.record_sealed(wait=True)
+            raise
+
+    def record_sealed(self, wait: bool) -> None:
+        """Record the checkpoint of the seal in flight once its data is durable."""
+        if self.sealing is None:
+            return
+        future, cursor = self.sealing
+        if not wait and not future.done():
+            return
+        self.sealing = None
+        written = future.result()
+        self.ctx.checkpoint(
+            STORE, cursor, chunks_written=[c.hex() for c in written], bytes_done=cursor["bytes_done"],
+            bytes_stored=cursor["bytes_stored"], items_done=cursor["items"],
+        )
 
 
 def _remove_tree(path: Path) -> None:

@@ -217,3 +217,15 @@ def test_retention_forgets_old_snapshots_and_keeps_every_chunk_still_referenced(
     for snap in ("b2", "b3"):  # every remaining snapshot still restores completely
         restore(Repository.open(repo.root), tmp_path / f"out-{snap}", snapshot=snap)
         assert (tmp_path / f"out-{snap}" / "stable.bin").read_bytes() == (source / "stable.bin").read_bytes()
+
+
+def test_the_chunk_writer_stores_each_content_once_and_reports_what_a_seal_wrote(repo: Repository) -> None:
+    from adapters.repository.chunkwriter import ChunkWriter
+
+    writer = ChunkWriter(repo, SMALL)
+    a = writer.put(b"a" * 1000)
+    b = writer.put(os.urandom(5000))
+    assert writer.put(b"a" * 1000) == a
+    assert sorted(writer.seal()) == sorted([a, b])
+    assert writer.put(b"a" * 1000) == a and writer.seal() == []
+    assert repo.read_chunk(bytes.fromhex(a)) == b"a" * 1000
