@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 import anyio
 import watchfiles
 from anyio.abc import TaskGroup
-from croniter import croniter
 
 from daemon import executor as ex
 from daemon.bootstrap import Parts
@@ -33,6 +32,7 @@ from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import ConcurrencyError, IllegalTransition, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold
+from domain.schedule import due_fire
 from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
@@ -202,9 +202,8 @@ class Supervisor:
             await anyio.sleep(1.0)
 
     async def _fire_if_due(self, job: JobState, schedule: str, now: datetime) -> None:
-        base = datetime.fromisoformat(job.last_scheduled_for or job.defined_at)
-        due = croniter(schedule, now).get_prev(datetime)
-        if due > base:
+        due = due_fire(schedule, datetime.fromisoformat(job.last_scheduled_for or job.defined_at), now)
+        if due is not None:
             await self.trigger(job, "schedule", scheduled_for=due.isoformat())
 
     # --- requests from the CLI -----------------------------------------------------------------

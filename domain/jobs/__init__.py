@@ -17,17 +17,24 @@ from pydantic import Field, TypeAdapter, ValidationError
 from domain.errors import FieldProblem, InvalidJob
 from domain.jobs.base import JobBase, Retention, SnapshotRef, problems_from_validation, spec_revision
 from domain.jobs.base import inline_secrets as _inline_secrets
+from domain.jobs.compose import ComposeMigrateJob
+from domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from domain.jobs.files import FilesBackupJob, FilesRestoreJob
+from domain.jobs.mongo import MongoBackupJob, MongoRestoreJob
+from domain.jobs.weaviate import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 
-AnyJob = FilesBackupJob | FilesRestoreJob
+AnyJob = FilesBackupJob | FilesRestoreJob | VolumeBackupJob | VolumeRestoreJob | ComposeMigrateJob | MongoBackupJob | MongoRestoreJob | WeaviateBackupJob | WeaviateRestoreJob | WeaviateClearJob
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
 _job_adapter: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
 KINDS: tuple[str, ...] = tuple(get_args(cls.model_fields["kind"].annotation)[0] for cls in get_args(AnyJob))
 
 __all__ = [
-    "KINDS", "AnyJob", "FilesBackupJob", "FilesRestoreJob", "JobBase", "JobSpec", "Retention", "SnapshotRef",
+    "KINDS", "AnyJob", "ComposeMigrateJob", "FilesBackupJob", "FilesRestoreJob", "JobBase", "JobSpec", "MongoBackupJob", "MongoRestoreJob",
+    "Retention", "SnapshotRef", "VolumeBackupJob",
+    "VolumeRestoreJob",
     "job_from_dict", "parse_job", "problems_from_validation", "spec_from_json", "spec_revision",
+    "WeaviateBackupJob", "WeaviateClearJob", "WeaviateRestoreJob",
 ]
 
 

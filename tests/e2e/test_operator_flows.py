@@ -237,3 +237,43 @@ def test_the_service_unit_declares_notify_watchdog_directories_and_sandboxing() 
                       "ProtectSystem=strict", "ProtectHome=", "NoNewPrivileges=true", "PrivateTmp=true",
                       "ReadWritePaths=/var/lib/davit"):
         assert directive in unit, directive
+
+
+def test_a_failed_run_resumed_after_the_cause_is_fixed_succeeds(davit: Davit, tmp_path: Path) -> None:
+    source = tmp_path / "late"
+    davit.start()
+    write_job(davit, "late.toml", backup_job("late", source))
+    failed = davit.wait_run_state("late", {"failed", "succeeded"})
+    assert failed["state"] == "failed" and "does not exist" in failed["error"]
+    source.mkdir()
+    (source / "now-here.txt").write_text("the operator fixed it")
+    assert davit.cli("resume", failed["run_id"][:7]).stdout.strip() == failed["run_id"]
+    run = davit.wait_run_state("late", {"succeeded"}, timeout=60)
+    assert run["run_id"] == failed["run_id"] and run["attempt"] == 2
+    assert "RunRequeued" in [e["type"] for e in davit.history(run["run_id"])]
+
+
+def test_max_parallel_runs_bounds_how_many_runs_execute_at_once(davit: Davit, source: Path) -> None:
+    davit.configure("[daemon]\nmax_parallel_runs = 1\n")
+    davit.start()
+    for name in ("one", "two", "three"):
+        write_job(davit, f"{name}.toml", backup_job(name, source))
+    for name in ("one", "two", "three"):
+        davit.wait_run_state(name, {"succeeded"}, timeout=60)
+    active = 0
+    for _, stream, type_, _ in davit.events("stream LIKE 'run-%'"):
+        active += {"RunPreparing": 1, "RunSucceeded": -1}.get(type_, 0)
+        assert active <= 1, f"two runs overlapped at {stream}"
+
+
+@pytest.mark.slow
+def test_a_scheduled_job_runs_when_its_cron_time_passes(davit: Davit, source: Path) -> None:
+    davit.start()
+    write_job(davit, "minutely.toml", backup_job("minutely", source, 'schedule = "* * * * *"'))
+    run = davit.wait_run_state("minutely", {"succeeded"}, timeout=75)
+    assert run["reason"] == "schedule"
+    from datetime import datetime
+
+    trigger = next(e for e in davit.history("--job", "minutely") if e["type"] == "JobRunTriggered")
+    assert trigger["data"]["reason"] == "schedule"
+    assert datetime.fromisoformat(trigger["data"]["scheduled_for"]).second == 0

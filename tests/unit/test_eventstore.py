@@ -235,3 +235,15 @@ def test_positions_only_grow_across_streams(db: Path) -> None:
             assert got == sorted(got) and len(set(got)) == 60
 
     run(go())
+
+
+def test_the_schema_version_is_recorded_once_and_a_newer_log_is_refused(db: Path) -> None:
+    from eventstore.sqlite import EventStoreError
+
+    _create(db)
+    _create(db)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        conn.execute("INSERT INTO schema_version VALUES (99, 'from the future')")
+    with pytest.raises(EventStoreError, match="newer than this davit"):
+        _create(db)
