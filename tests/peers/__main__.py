@@ -1,0 +1,5 @@
+import sys
+
+from tests.peers.cli import main
+
+sys.exit(main())

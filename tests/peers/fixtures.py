@@ -1,0 +1,86 @@
+"""pytest plugin: markers and session fixtures for the real peers.
+
+Register with `pytest_plugins = ["tests.peers.fixtures"]`. A test gets a peer by asking for
+its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`) or by its marker
+(`@pytest.mark.docker`, ...). When the peer is not up: outside CI the test is skipped with one
+line saying how to get it; with CI=true the test fails with the peer's error and log tail.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from tests.peers import docker_engine, ferretdb, ssh_host, weaviate
+from tests.peers.common import state_path
+from tests.peers.state import DockerPeer, MongoPeer, SshPeer, WeaviatePeer, from_entry, load
+
+MARKERS = {
+    "docker": "needs the Docker Engine peer (dockerd + compose + test image)",
+    "ssh": "needs the second host peer (sshd + second dockerd)",
+    "mongo": "needs the MongoDB-wire peer (FerretDB)",
+    "weaviate": "needs the Weaviate peer",
+}
+CHECKS = {"docker": docker_engine.check, "ssh": ssh_host.check, "mongo": ferretdb.check,
+          "weaviate": weaviate.check}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a peer fixture carries that peer's marker (for `-m "not docker"`)."""
+    for item in items:
+        for name in MARKERS:
+            if f"{name}_peer" in getattr(item, "fixturenames", ()):
+                item.add_marker(name)
+
+
+def _peer_entry(name: str) -> dict[str, Any]:
+    entry = load().get(name)
+    if entry and entry.get("ok") and CHECKS[name](entry):
+        return entry
+    log_tail = ""
+    if not entry:
+        problem = f"peer '{name}' is not up (nothing in {state_path()})"
+    elif not entry.get("ok"):
+        problem = f"peer '{name}' failed to start: {entry.get('error')}"
+        log_tail = str(entry.get("log_tail") or "")
+    else:
+        problem = f"peer '{name}' is in {state_path()} but does not answer"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{problem}\n{log_tail}".rstrip(), pytrace=False)
+    pytest.skip(f"{problem}; get it with `make peers` (or `python -m tests.peers up --only {name}`)")
+
+
+# Session-scoped and cached by pytest: the state file is read once per peer per run.
+@pytest.fixture(scope="session")
+def docker_peer() -> DockerPeer:
+    return from_entry(DockerPeer, _peer_entry("docker"))
+
+
+@pytest.fixture(scope="session")
+def ssh_peer() -> SshPeer:
+    return from_entry(SshPeer, _peer_entry("ssh"))
+
+
+@pytest.fixture(scope="session")
+def mongo_peer() -> MongoPeer:
+    return from_entry(MongoPeer, _peer_entry("mongo"))
+
+
+@pytest.fixture(scope="session")
+def weaviate_peer() -> WeaviatePeer:
+    return from_entry(WeaviatePeer, _peer_entry("weaviate"))
+
+
+@pytest.fixture(autouse=True)
+def _peers_for_markers(request: pytest.FixtureRequest) -> None:
+    """A test marked `@pytest.mark.docker` (etc.) without the fixture still needs the peer."""
+    for name in MARKERS:
+        if request.node.get_closest_marker(name) is not None:
+            request.getfixturevalue(f"{name}_peer")

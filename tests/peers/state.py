@@ -1,0 +1,75 @@
+"""The state file that `python -m tests.peers up` writes and the pytest fixtures read.
+
+Shape: {"docker": {"ok": true, "host": ..., "image": ...}, "ssh": {...}, "mongo": {...},
+"weaviate": {...}}; a peer that failed is {"ok": false, "error": ..., "log_tail": ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.peers.common import state_path
+
+PEERS = ("docker", "ssh", "mongo", "weaviate")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DockerPeer:
+    host: str  # unix:///.../docker.sock, usable as DOCKER_HOST
+    image: str  # test image with busybox (sh, tar, sleep, ...)
+
+
+@dataclass(frozen=True)
+class SshPeer:
+    host: str
+    port: int
+    user: str
+    key_file: str
+    known_hosts: str
+    docker_host: str  # the second engine, the default DOCKER_HOST of remote sessions
+    image: str
+
+
+@dataclass(frozen=True)
+class MongoPeer:
+    uri: str
+
+
+@dataclass(frozen=True)
+class WeaviatePeer:
+    host: str
+    http_port: int
+    grpc_port: int
+
+
+def load(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((path or state_path()).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save(state: dict[str, dict[str, Any]], path: Path | None = None) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    path = path or state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def from_entry(cls: type[T], entry: dict[str, Any]) -> T:
+    """Build a peer dataclass from its state-file entry (extra keys are ignored)."""
+    kwargs = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        kwargs[f.name] = int(entry[f.name]) if f.type in (int, "int") else entry[f.name]
+    return cls(**kwargs)
