@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anyio
@@ -14,15 +13,9 @@ from daemon.bootstrap import Parts
 from daemon.config import load_settings
 from daemon.notify import Notifier
 from daemon.supervisor import Supervisor
+from daemon.version import davit_version
 from domain.errors import DavitError
 from eventstore.sqlite import SqliteEventStore
-
-
-def davit_version() -> str:
-    try:
-        return version("davit")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 async def _serve(parts: Parts) -> None:

@@ -28,6 +28,10 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 async def append_unordered(log: SqliteEventStore, stream: str, *events: ev.Event) -> None:
     """Append to a stream where order against other writers does not matter (daemon, requests).
 

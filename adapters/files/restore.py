@@ -11,6 +11,7 @@ resumed restore never switches to a newer snapshot.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections import deque
@@ -134,15 +135,17 @@ class FilesRestoreWork:
                     os.lchown(dest, entry.uid, entry.gid)
                 os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
             elif entry.type == FILE:
-                if dest.is_symlink():
-                    dest.unlink()
-                with open(dest, "wb", buffering=0) as fh:
+                fd = _open_for_restore(dest)
+                try:
                     for data in chunks:
-                        fh.write(data)
-                if IS_ROOT:
-                    os.chown(dest, entry.uid, entry.gid)
-                os.chmod(dest, entry.mode)
-                os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
+                        os.write(fd, data)
+                    # metadata through the open descriptor: no further path lookups
+                    if IS_ROOT:
+                        os.fchown(fd, entry.uid, entry.gid)
+                    os.fchmod(fd, entry.mode)
+                    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise storage_error(exc, dest) from exc
 
@@ -156,6 +159,18 @@ class FilesRestoreWork:
             os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
         syncfs(self.target)
         return {"directories": len(dirs)}
+
+
+def _open_for_restore(dest: Path) -> int:
+    """Open `dest` for writing from scratch, never following a symlink that is in the way."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(dest, flags, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        dest.unlink()  # a symlink where the snapshot has a file: replace the link, not its target
+        return os.open(dest, flags, 0o600)
 
 
 def _prefetch(entries: Iterator[Entry], repo: Repository, pool: ThreadPoolExecutor,

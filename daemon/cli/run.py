@@ -9,7 +9,7 @@ import click
 from daemon.cli.common import with_store
 from daemon.cli.requests import send, succeeded, wait_for_end
 from daemon.jobs import JobRegistry
-from daemon.supervisor import new_run_id
+from daemon.recorder import new_run_id
 from domain.commands import RunJobNow
 from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from eventstore.sqlite import SqliteEventStore

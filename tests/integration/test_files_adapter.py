@@ -229,3 +229,17 @@ def test_the_chunk_writer_stores_each_content_once_and_reports_what_a_seal_wrote
     assert sorted(writer.seal()) == sorted([a, b])
     assert writer.put(b"a" * 1000) == a and writer.seal() == []
     assert repo.read_chunk(bytes.fromhex(a)) == b"a" * 1000
+
+
+def test_an_overwrite_restore_replaces_a_symlink_in_the_way_instead_of_writing_through_it(
+        tree: Path, repo: Repository, tmp_path: Path) -> None:
+    backup(repo, tree, "b1")
+    target = tmp_path / "target"
+    (target / "docs").mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("must stay untouched")
+    os.symlink(outside, target / "docs" / "readme.txt")
+    restore(repo, target, overwrite=True)
+    assert not (target / "docs" / "readme.txt").is_symlink()
+    assert (target / "docs" / "readme.txt").read_text() == "hello davit\n" * 100
+    assert outside.read_text() == "must stay untouched"
