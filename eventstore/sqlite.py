@@ -162,6 +162,9 @@ class SqliteEventStore:
         self._pending.append(request)
         async with self._commit_lock:
             if not request.done.done():
+                # Let appenders that became ready in this loop turn (typically the ones whose
+                # previous append was just acknowledged) join this batch before it is taken.
+                await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 await self._commit(batch)
         return await request.done
