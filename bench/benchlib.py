@@ -101,3 +101,9 @@ def vm_hwm_mb(pid: int) -> float | None:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def load_note() -> str:
+    """The machine's load averages: other work on it skews every figure, so say how busy it was."""
+    one, five, _fifteen = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"

@@ -1,0 +1,247 @@
+"""Event log benchmark: davit's SqliteEventStore (group commit) against raw sqlite3, one event per commit.
+
+Run: `.venv/bin/python bench/eventlog.py [--seconds S]`.
+
+N concurrent appenders (1, 8, 32) each append small events to their own stream, one event per
+append, every append durable (WAL, `synchronous=FULL`) before it returns. The baseline, in the
+same run, is the `sqlite3` module with N threads, each on its own connection, committing one
+event per transaction (`BEGIN IMMEDIATE; INSERT; COMMIT`) into a table of the same shape. Then,
+with 8 store appenders running, a reader in a separate process tails the log the way
+`davit history --follow` does (`store.tail`), counting "database is locked" errors and
+measuring its lag: from an event's `recorded_at` to the moment the reader saw it.
+The databases live in a temporary directory under `./.bench/` (the repository's disk, not tmpfs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing as mp
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchlib import cpu_count, disk_of, load_note, table, ts
+
+from domain.events import NewEvent
+from eventstore.sqlite import SqliteEventStore
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNTS = (1, 8, 32)
+TAIL_WRITERS = 8
+
+
+def payload(writer: int, n: int) -> dict[str, Any]:
+    return {"writer": writer, "n": n, "step": "store", "cursor": {"path": f"dir/sub/file{n:06d}.bin"}, "bytes": n * 1024}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# --- davit's store -----------------------------------------------------------------------------
+
+
+async def store_appenders(path: Path, writers: int, seconds: float) -> tuple[int, list[float], int]:
+    """Events appended, append latencies (s) and errors, with `writers` concurrent appenders."""
+    latencies: list[float] = []
+    errors = 0
+    async with SqliteEventStore(path) as store:
+        deadline = time.monotonic() + seconds
+
+        async def appender(i: int) -> int:
+            nonlocal errors
+            version = 0
+            while time.monotonic() < deadline:
+                event = NewEvent(uuid.uuid4().hex, "BenchAppended", payload(i, version))
+                start = time.perf_counter()
+                try:
+                    await store.append(f"bench-{i}", version, [event])
+                except Exception as exc:
+                    errors += 1
+                    print(f"append error: {type(exc).__name__}: {exc}")
+                    continue
+                latencies.append(time.perf_counter() - start)
+                version += 1
+            return version
+
+        counts = await asyncio.gather(*(appender(i) for i in range(writers)))
+    return sum(counts), latencies, errors
+
+
+# --- raw sqlite3 -------------------------------------------------------------------------------
+
+RAW_SCHEMA = """
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL,
+    version INTEGER NOT NULL, type TEXT NOT NULL, schema INTEGER NOT NULL, data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE(stream, version));
+CREATE INDEX ix_events_type ON events(type);
+"""
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def raw_appenders(path: Path, writers: int, seconds: float) -> int:
+    """Events committed by `writers` threads, one event per transaction."""
+    setup = raw_connect(path)
+    setup.executescript(RAW_SCHEMA)
+    setup.close()
+    counts = [0] * writers
+    deadline = time.monotonic() + seconds
+
+    def appender(i: int) -> None:
+        conn = raw_connect(path)
+        version, prev = 0, "0" * 64
+        while time.monotonic() < deadline:
+            version += 1
+            data = json.dumps(payload(i, version), sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(f"{prev}{i}{version}{data}".encode()).hexdigest()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO events (event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                (uuid.uuid4().hex, f"bench-{i}", version, "BenchAppended", data,
+                 datetime.now(UTC).isoformat(timespec="microseconds"), prev, digest),
+            )
+            conn.execute("COMMIT")
+            prev, counts[i] = digest, version
+        conn.close()
+
+    threads = [threading.Thread(target=appender, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+# --- the tailing reader ------------------------------------------------------------------------
+
+
+def tail_reader(path: str, ready: Any, stop: Any, results: Any) -> None:
+    """In its own process: follow the log like `davit history --follow`; lags and locked errors."""
+
+    lags: list[float] = []
+    counts = {"locked": 0, "other": 0}
+
+    async def follow() -> None:
+        after = 0
+        async with SqliteEventStore(Path(path)) as store:
+            ready.set()
+            while True:
+                try:
+                    async for event in store.tail(after):
+                        lags.append(time.time() - ts(event.recorded_at))
+                        after = event.position
+                except Exception as exc:  # count it and carry on from the last event seen
+                    key = "locked" if "database is locked" in str(exc) else "other"
+                    counts[key] += 1
+                    print(f"reader error: {type(exc).__name__}: {exc}")
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.create_task(follow())
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # let the reader catch up with the last commits
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return {"seen": len(lags), **counts,
+                "median": statistics.median(lags) if lags else float("nan"), "p99": percentile(lags, 0.99)}
+
+    results.put(asyncio.run(main()))
+
+
+def with_tail_reader(path: Path, seconds: float) -> tuple[int, int, dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    # The store creates its schema on open; do it first so the reader does not race the writer on it.
+    asyncio.run(_create(path))
+    reader = ctx.Process(target=tail_reader, args=(str(path), ready, stop, results))
+    reader.start()
+    ready.wait(30)
+    written, _lat, errors = asyncio.run(store_appenders(path, TAIL_WRITERS, seconds))
+    stop.set()
+    report = results.get(timeout=120)
+    reader.join(30)
+    return written, errors, report
+
+
+async def _create(path: Path) -> None:
+    async with SqliteEventStore(path):
+        pass
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="how long each measurement runs (default 4)")
+    args = parser.parse_args()
+    base = ROOT / ".bench"
+    base.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="eventlog-", dir=base))
+    print(f"databases in {tmp} on {disk_of(tmp)}; {cpu_count()} CPUs; {args.seconds:.0f} s per measurement; "
+          f"{load_note()}")
+    try:
+        rows, rates = [], {}
+        for n in COUNTS:
+            print(f"measuring {n} appender(s) ...", flush=True)
+            raw = raw_appenders(tmp / f"raw-{n}.db", n, args.seconds) / args.seconds
+            written, latencies, errors = asyncio.run(store_appenders(tmp / f"store-{n}.db", n, args.seconds))
+            rate = written / args.seconds
+            rates[n] = (rate, raw)
+            rows.append([str(n), f"{rate:,.0f}", f"{raw:,.0f}", f"{rate / raw:.2f}x", "",
+                         f"{percentile(latencies, 0.5) * 1000:.1f}", f"{percentile(latencies, 0.99) * 1000:.1f}", str(errors)])
+        raw1 = rates[1][1]
+        for row, n in zip(rows, COUNTS, strict=True):
+            row[4] = f"{rates[n][0] / raw1:.2f}x"
+        print(table(["appenders", "store ev/s", "raw ev/s", "store/raw (same N)", "store/raw (1 writer)",
+                     "append p50 ms", "append p99 ms", "errors"], rows,
+                    "\nDurable appends, one event per append (store: group commit; raw: one commit per event)"))
+
+        print(f"\nmeasuring {TAIL_WRITERS} appenders with a tailing reader in another process ...", flush=True)
+        written, errors, rep = with_tail_reader(tmp / "tail.db", args.seconds)
+        print(table(
+            ["writers", "store ev/s", "reader saw", "'database is locked'", "other errors", "lag median ms", "lag p99 ms"],
+            [[str(TAIL_WRITERS), f"{written / args.seconds:,.0f}", f"{rep['seen']}/{written}", str(rep["locked"]),
+              str(rep["other"] + errors), f"{rep['median'] * 1000:.0f}", f"{rep['p99'] * 1000:.0f}"]],
+            "\nTailing reader (store.tail, as `davit history --follow`) while the writers run",
+        ))
+
+        best_raw = max(r for _, r in rates.values())
+        store8 = rates[8][0]
+        goals = [
+            ["8 appenders >= 1.0x raw one-commit-per-event (best raw rate)", f"{store8 / best_raw:.2f}x",
+             "PASS" if store8 >= best_raw else "MISS"],
+            ["no 'database is locked' for the tailing reader", str(rep["locked"]), "PASS" if rep["locked"] == 0 else "MISS"],
+            ["reader saw every event", f"{rep['seen']}/{written}", "PASS" if rep["seen"] == written else "MISS"],
+        ]
+        print(table(["goal (issue 9)", "measured", "verdict"], goals, "\nGoals"))
+        print(f"\nat the end: {load_note()}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
