@@ -1,7 +1,9 @@
 """The composition root: the one place that turns settings into real parts.
 
 It opens repositories lazily by name and builds the `JobWork` for a run from the spec the run
-was queued with. Nothing connects at import time.
+was queued with. Nothing connects at import time, and an adapter's module (with its client
+library: pymongo, weaviate-client and grpc, docker, asyncssh) is imported only when a run of
+its kind needs it, which keeps an idle daemon small and the CLI quick.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.files.backup import FilesBackupWork
-from adapters.files.restore import FilesRestoreWork
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from daemon.config import Settings
@@ -57,15 +57,89 @@ class Parts:
 
 
 def _files_backup(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.files.backup import FilesBackupWork
+
     return FilesBackupWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning)
 
 
 def _files_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.files.restore import FilesRestoreWork
+
     return FilesRestoreWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _volume_backup(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.docker.backup import VolumeBackupWork
+
+    return VolumeBackupWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _volume_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.docker.restore import VolumeRestoreWork
+
+    return VolumeRestoreWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _mongo_backup(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.mongo.backup import MongoBackupWork
+
+    return MongoBackupWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _mongo_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.mongo.restore import MongoRestoreWork
+
+    return MongoRestoreWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _mongo_export(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.mongo.textio import MongoExportWork
+
+    return MongoExportWork(spec, view.run_id, parts.tuning)
+
+
+def _mongo_import(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.mongo.textio import MongoImportWork
+
+    return MongoImportWork(spec, view.run_id, parts.tuning)
+
+
+def _weaviate_backup(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.weaviate.backup import WeaviateBackupWork
+
+    return WeaviateBackupWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _weaviate_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.weaviate.restore import WeaviateRestoreWork
+
+    return WeaviateRestoreWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _weaviate_clear(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.weaviate.clear import WeaviateClearWork
+
+    return WeaviateClearWork(spec, view.run_id, dict(view.details))
+
+
+def _compose_migrate(spec: Any, parts: Parts, view: RunView) -> JobWork:
+    from adapters.compose.migrate import ComposeMigrateWork
+
+    return ComposeMigrateWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
 
 
 # kind -> the JobWork that performs it; one line per kind.
 WORK_FACTORIES: dict[str, Callable[[Any, Parts, RunView], JobWork]] = {
     "files.backup": _files_backup,
     "files.restore": _files_restore,
+    "weaviate.backup": _weaviate_backup,
+    "weaviate.restore": _weaviate_restore,
+    "weaviate.clear": _weaviate_clear,
+    "mongo.backup": _mongo_backup,
+    "mongo.restore": _mongo_restore,
+    "mongo.export": _mongo_export,
+    "mongo.import": _mongo_import,
+    "volume.backup": _volume_backup,
+    "volume.restore": _volume_restore,
+    "compose.migrate": _compose_migrate,
 }

@@ -9,6 +9,7 @@ a daemon shutdown leaves it `interrupted` and resumable. Every failure becomes a
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -22,9 +23,9 @@ from daemon.config import RetrySection
 from daemon.recorder import RunRecorder, WorkerContext
 from daemon.retry import retry_at
 from domain import events as ev
-from domain.errors import DavitError, RunStopped
+from domain.errors import DavitError, RunStopped, StorageFull
 from domain.machine import RunState
-from domain.ports import JobWork
+from domain.ports import JobWork, ReversibleWork
 from domain.runs import RunView
 
 log = logging.getLogger("davitd.executor")
@@ -80,6 +81,15 @@ async def execute(
                 work = work or work_for(rec.view)
                 await in_thread(work.run, ctx)
                 await rec.record(ev.RunVerifying())
+            elif state is RunState.ROLLING_BACK:
+                # A rollback in progress (this process started it, or a daemon before it died
+                # in the middle): the work undoes what is not undone yet.
+                work = work or work_for(rec.view)
+                if isinstance(work, ReversibleWork):
+                    await in_thread(work.rollback, ctx)
+                await rec.record(ev.RunRolledBack(cause=rec.view.error or "rolled back"))
+                log.warning("run %s (%s) rolled back: %s", rec.run_id, rec.view.job, rec.view.error)
+                return
             elif state is RunState.VERIFYING:
                 work = work or work_for(rec.view)
                 summary = await in_thread(work.finish, ctx)
@@ -91,10 +101,45 @@ async def execute(
     except RunStopped as stopped:
         await _stopped(rec, handle, str(stopped))
     except DavitError as exc:
-        await _failed(rec, exc, retry)
-    except Exception as exc:
-        log.exception("run %s failed unexpectedly", rec.run_id)
-        await _failed(rec, exc, retry)
+        if not await _rolling_back(rec, work, ctx, exc, retry, in_thread):
+            await _failed(rec, exc, retry)
+        else:
+            await execute(handle, work_for, retry, limiter)
+    except Exception as raw:
+        failure = _classified(raw)
+        if failure is raw:
+            log.exception("run %s failed unexpectedly", rec.run_id)
+        if not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
+            await _failed(rec, failure, retry)
+        else:
+            await execute(handle, work_for, retry, limiter)
+
+
+def _classified(exc: Exception) -> Exception:
+    """A full disk is a permanent, operator-actionable failure wherever it surfaced."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        full = StorageFull(str(exc.filename or "the repository or target"))
+        full.__cause__ = exc
+        return full
+    return exc
+
+
+async def _rolling_back(rec: RunRecorder, work: JobWork | None, ctx: WorkerContext, exc: BaseException,
+                        retry: RetrySection, in_thread: Callable[..., Any]) -> bool:
+    """Record `RunRollingBack` if this failure is final and the work must be put back."""
+    if not isinstance(work, ReversibleWork) or rec.view.state not in (RunState.RUNNING, RunState.VERIFYING):
+        return False
+    if isinstance(exc, DavitError) and exc.retryable and rec.view.attempt < retry.max_attempts:
+        return False
+    try:
+        if not await in_thread(work.needs_rollback, ctx):
+            return False
+    except Exception:
+        log.exception("run %s: cannot tell whether a rollback is needed; rolling back", rec.run_id)
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    await rec.record(ev.RunRollingBack(cause=cause))
+    log.warning("run %s (%s) failed after changing things (%s); rolling back", rec.run_id, rec.view.job, cause)
+    return True
 
 
 async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str) -> None:
@@ -113,6 +158,11 @@ async def _failed(rec: RunRecorder, exc: BaseException, retry: RetrySection) -> 
     error_type = type(exc).__name__
     if rec.view.state is RunState.CANCELLING:
         await rec.record(ev.RunCancelled())
+        return
+    if rec.view.state is RunState.ROLLING_BACK:
+        await rec.record(ev.RunFailed(error=f"rollback failed: {message} (cause: {rec.view.error})",
+                                      error_type=error_type))
+        log.error("run %s (%s): rollback failed: %s", rec.run_id, rec.view.job, message)
         return
     retryable = isinstance(exc, DavitError) and exc.retryable
     if retryable and rec.view.attempt < retry.max_attempts:

@@ -15,7 +15,6 @@ import fcntl
 import logging
 import os
 import signal
-import uuid
 from datetime import UTC, datetime
 
 import anyio
@@ -26,7 +25,7 @@ from daemon import executor as ex
 from daemon.bootstrap import Parts
 from daemon.jobs import JobRegistry, JobState
 from daemon.notify import Notifier
-from daemon.recorder import RunRecorder, append_unordered, new_event_id
+from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import ConcurrencyError, IllegalTransition, PermanentError
@@ -38,10 +37,6 @@ from eventstore.sqlite import SqliteEventStore
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
 RESCAN_MS = 2000
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 class Supervisor:
@@ -124,7 +119,12 @@ class Supervisor:
             streams.setdefault(stored.stream, []).append(stored)
         for stream, items in streams.items():
             run_id = stream.removeprefix("run-")
-            self.runs[run_id] = fold(run_id, items)
+            try:
+                self.runs[run_id] = fold(run_id, items)
+            except IllegalTransition as exc:
+                # A log that breaks the machine was written by something else than davitd;
+                # leave that run alone rather than refuse to start every other one.
+                log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
         async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
             if stored.type == ev.RequestsHandled.type_name():
                 self.requests_after = max(self.requests_after, stored.data["upto_position"])
@@ -275,7 +275,9 @@ class Supervisor:
             self.wakeup = anyio.Event()
             busy_jobs = {self.runs[r].job for r in self.handles}
             queued = sorted(
-                (v for v in self.runs.values() if v.state is RunState.QUEUED and v.run_id not in self.handles),
+                # A run found rolling back had its rollback cut short (crash): it resumes it.
+                (v for v in self.runs.values()
+                 if v.state in (RunState.QUEUED, RunState.ROLLING_BACK) and v.run_id not in self.handles),
                 key=lambda v: v.last_position,
             )
             for view in queued:

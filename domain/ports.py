@@ -7,7 +7,7 @@ callers, and tests drive the daemon with fakes of the same shape.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain.events import NewEvent, StoredEvent, StreamAppend
 
@@ -79,3 +79,16 @@ class JobWork(Protocol):
     def run(self, ctx: RunContext) -> None: ...
 
     def finish(self, ctx: RunContext) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ReversibleWork(Protocol):
+    """Optional for a `JobWork` whose failure must put things back (a migration restarts its
+    source). When its run fails for good while running or verifying and `needs_rollback`
+    says something was changed, the executor records `RunRollingBack`, calls `rollback`
+    (which skips what is already undone, like `run` skips done steps; a daemon crash in the
+    middle resumes it), then records `RunRolledBack` with the cause."""
+
+    def needs_rollback(self, ctx: RunContext) -> bool: ...
+
+    def rollback(self, ctx: RunContext) -> None: ...

@@ -164,7 +164,11 @@ def _record(view: RunView, event: ev.Event, at: str) -> None:
         case ev.RunInterrupted():
             view.interruptions += 1
             view.error = event.reason
-        case ev.RunCancelled() | ev.RunRolledBack():
+        case ev.RunRollingBack():
+            view.error = event.cause
+        case ev.RunRolledBack():
+            view.error, view.finished_at = event.cause, at
+        case ev.RunCancelled():
             view.finished_at = at
         case _:
             pass

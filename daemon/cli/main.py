@@ -10,7 +10,9 @@ import click
 
 from daemon.cli import (
     cancel,
+    export,
     history,
+    importcmd,
     jobs,
     logcmd,
     resume,
@@ -22,7 +24,7 @@ from daemon.cli import (
     verify,
 )
 from daemon.cli.common import CliState
-from daemon.davitd import davit_version
+from daemon.version import davit_version
 from domain.errors import DavitError
 
 
@@ -36,7 +38,7 @@ def cli(ctx: click.Context, home: Path | None, config_file: Path | None) -> None
     ctx.obj = CliState(home, config_file)
 
 
-for module in (jobs, runs, show, history, run, resume, cancel, validate, snapshots, verify, logcmd):
+for module in (jobs, runs, show, history, run, resume, cancel, validate, snapshots, verify, logcmd, export, importcmd):
     cli.add_command(module.command)
 
 

@@ -20,21 +20,53 @@ from domain.jobs.base import inline_secrets as _inline_secrets
 from domain.jobs.compose import ComposeMigrateJob
 from domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from domain.jobs.files import FilesBackupJob, FilesRestoreJob
-from domain.jobs.mongo import MongoBackupJob, MongoRestoreJob
+from domain.jobs.mongo import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
 from domain.jobs.weaviate import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 
-AnyJob = FilesBackupJob | FilesRestoreJob | VolumeBackupJob | VolumeRestoreJob | ComposeMigrateJob | MongoBackupJob | MongoRestoreJob | WeaviateBackupJob | WeaviateRestoreJob | WeaviateClearJob
+# One line per kind; keep the list in sync with config/jobs.d/ (a test checks).
+AnyJob = (
+    FilesBackupJob
+    | FilesRestoreJob
+    | VolumeBackupJob
+    | VolumeRestoreJob
+    | ComposeMigrateJob
+    | MongoBackupJob
+    | MongoRestoreJob
+    | MongoExportJob
+    | MongoImportJob
+    | WeaviateBackupJob
+    | WeaviateRestoreJob
+    | WeaviateClearJob
+)
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
 _job_adapter: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
 KINDS: tuple[str, ...] = tuple(get_args(cls.model_fields["kind"].annotation)[0] for cls in get_args(AnyJob))
 
-__all__ = [
-    "KINDS", "AnyJob", "ComposeMigrateJob", "FilesBackupJob", "FilesRestoreJob", "JobBase", "JobSpec", "MongoBackupJob", "MongoRestoreJob",
-    "Retention", "SnapshotRef", "VolumeBackupJob",
+__all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
+    "KINDS",
+    "AnyJob",
+    "JobSpec",
+    "ComposeMigrateJob",
+    "FilesBackupJob",
+    "FilesRestoreJob",
+    "JobBase",
+    "MongoBackupJob",
+    "MongoRestoreJob",
+    "MongoExportJob",
+    "MongoImportJob",
+    "Retention",
+    "SnapshotRef",
+    "VolumeBackupJob",
     "VolumeRestoreJob",
-    "job_from_dict", "parse_job", "problems_from_validation", "spec_from_json", "spec_revision",
-    "WeaviateBackupJob", "WeaviateClearJob", "WeaviateRestoreJob",
+    "WeaviateBackupJob",
+    "WeaviateClearJob",
+    "WeaviateRestoreJob",
+    "job_from_dict",
+    "parse_job",
+    "problems_from_validation",
+    "spec_from_json",
+    "spec_revision",
 ]
 
 

@@ -26,6 +26,14 @@ def _patterns(values: list[str]) -> list[str]:
     return values
 
 
+def _namespace(value: str) -> str:
+    try:
+        split_ns(value)
+    except PatternError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
 class MongoServer(Spec):
     uri_env: str | None = None
     uri_file: str | None = None
@@ -112,3 +120,63 @@ class MongoRestoreJob(JobBase):
     target: MongoRestoreTarget
     parallel: int = Field(default=2, ge=1, le=16)  # collections restored at once
     batch_kib: int = Field(default=1024, ge=16, le=16384)  # bytes of documents per insert
+
+
+class MongoExportSource(MongoServer):
+    namespace: str
+    query: str = "{}"  # Extended JSON
+    sort: str = "{}"  # Extended JSON, e.g. '{"createdAt": -1}'; `_id` is appended as the tie-breaker
+    skip: int = Field(default=0, ge=0)
+    limit: int = Field(default=0, ge=0)  # 0: no limit
+
+    _ns = field_validator("namespace")(_namespace)
+
+    @field_validator("query", "sort")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object")
+        return value
+
+
+class TextFile(Spec):
+    path: str
+    format: Literal["jsonl", "csv"] = "jsonl"
+
+    _absolute = field_validator("path")(absolute_path)
+
+
+class MongoExportOutput(TextFile):
+    json_mode: Literal["relaxed", "canonical"] = "relaxed"
+    fields: list[str] = Field(default_factory=list)  # dotted paths; required for CSV, a projection for JSON
+
+    @model_validator(mode="after")
+    def _csv_needs_fields(self) -> MongoExportOutput:
+        if self.format == "csv" and not self.fields:
+            raise ValueError("format = 'csv' needs the fields to write (its columns)")
+        return self
+
+
+class MongoExportJob(JobBase):
+    kind: Literal["mongo.export"]
+    source: MongoExportSource
+    output: MongoExportOutput
+
+
+class MongoImportTarget(MongoServer):
+    namespace: str
+    mode: Literal["insert", "upsert", "merge"] = "insert"
+    upsert_fields: list[str] = Field(default_factory=lambda: ["_id"])  # how upsert/merge find a document
+
+    _ns = field_validator("namespace")(_namespace)
+
+
+class MongoImportJob(JobBase):
+    kind: Literal["mongo.import"]
+    input: TextFile
+    target: MongoImportTarget
+    batch_docs: int = Field(default=1000, ge=1, le=100_000)

@@ -42,7 +42,7 @@ class WeaviateBackupSource(WeaviateConnection):
     collections: list[str] | Literal["all"] = "all"
     exclude: list[str] = Field(default_factory=list)
     activate_inactive_tenants: bool = False
-    chunk_objects: int = Field(default=2000, ge=1, le=100_000)
+    chunk_objects: int = Field(default=1000, ge=1, le=100_000)
     chunk_bytes: int = Field(default=8 << 20, ge=1 << 16, le=256 << 20)
 
     @field_validator("collections")

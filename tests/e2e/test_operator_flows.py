@@ -277,3 +277,44 @@ def test_a_scheduled_job_runs_when_its_cron_time_passes(davit: Davit, source: Pa
     trigger = next(e for e in davit.history("--job", "minutely") if e["type"] == "JobRunTriggered")
     assert trigger["data"]["reason"] == "schedule"
     assert datetime.fromisoformat(trigger["data"]["scheduled_for"]).second == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An 8 MiB file system for the repository, to fill up on purpose."""
+    import os
+
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}")
+        pytest.skip(f"needs root to mount a small tmpfs: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_full_disk_fails_the_run_at_once_and_keeps_the_earlier_snapshot(davit: Davit, tmp_path: Path,
+                                                                            small_disk: Path) -> None:
+    import os
+
+    source = tmp_path / "grows"
+    source.mkdir()
+    (source / "first.bin").write_bytes(os.urandom(1 << 20))
+    davit.configure(f'[repositories.local]\npath = "{small_disk / "repo"}"\n[retry]\nmax_attempts = 5\n')
+    davit.start()
+    write_job(davit, "grows.toml", backup_job("grows", source, 'schedule = "0 0 1 1 *"'))
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
+    assert davit.cli("run", "grows", "--wait", "--timeout", "60", check=False).returncode == 0
+    [first] = davit.json_lines("snapshots")
+    (source / "second.bin").write_bytes(os.urandom(12 << 20))
+    full = davit.cli("run", "grows", "--wait", "--timeout", "60", check=False)
+    assert full.returncode == 1
+    run = davit.runs("grows")[-1]
+    assert run["state"] == "failed" and run["error_type"] == "StorageFull" and run["attempt"] == 1
+    assert "no space left" in run["error"]
+    assert [s["id"] for s in davit.json_lines("snapshots")] == [first["id"]]
+    assert "0 problems" in davit.cli("verify", first["id"]).stdout
+    assert davit.proc is not None and davit.proc.poll() is None

@@ -1,0 +1,1 @@
+"""compose.migrate: a compose project to another host over SSH, with rollback."""

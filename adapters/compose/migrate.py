@@ -1,0 +1,287 @@
+"""compose.migrate: a compose project from the local engine to another host, as steps.
+
+Plan: `inspect` (find the project by its labels, record the resolved model) -> `preflight`
+(over SSH: docker, compose, zstd, helper image, free space, names free) -> `stop_source` (the
+running containers are recorded, then stopped) -> `export` (each volume and bind path as a
+deterministic tar cut into content-addressed chunks, kept in the repository's staging area)
+-> `transfer` (only the chunks the target's store lacks) -> `import` (volumes through a helper
+container, bind paths by the host's tar) -> `write_project` (compose files and `.env`, paths
+under the project translated to `base_path`) -> `start_target` (`docker compose -p NAME up -d
+--pull never`) -> `verify` (every service running, healthchecks healthy) -> `finalize`.
+
+Each step is recorded, and those that move data checkpoint per item or per batch, so a
+resumed run continues where the last one stopped. A failure once the source was stopped is
+undone by `rollback` (driven by the executor): the target stack is stopped and removed
+(unless `keep_failed_target`), then the source containers that were running are started.
+`dry_run` plans only `inspect` and `preflight`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from adapters.compose import target as tgt
+from adapters.compose.source import Item, compose_args, export_item, inspect_project
+from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from adapters.secrets import redact
+from adapters.ssh.remote import SshAddress
+from adapters.ssh.remote import connect as ssh_connect
+from domain.errors import DavitError, PermanentError
+from domain.jobs import ComposeMigrateJob
+from domain.ports import RunContext
+
+INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER = "inspect", "preflight", "stop_source", "export", "transfer"
+IMPORT, WRITE, START, VERIFY, FINALIZE = "import", "write_project", "start_target", "verify", "finalize"
+ROLLBACK_TARGET, RESTART_SOURCE = "rollback_target", "restart_source"
+PLAN = [INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER, IMPORT, WRITE, START, VERIFY, FINALIZE]
+
+
+SECRET_NAME = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+
+
+def recorded_model(model: dict[str, Any]) -> dict[str, Any]:
+    """The resolved model as the log keeps it: environment values whose names look like
+    secrets (password, token, key, ...) are masked, and URIs lose their credentials."""
+    out = json.loads(redact(json.dumps(model)))
+    for service in (out.get("services") or {}).values():
+        env = service.get("environment")
+        if isinstance(env, dict):
+            for name in env:
+                if SECRET_NAME.search(name) and env[name] is not None:
+                    env[name] = "***"
+    return dict(out)
+
+
+class ComposeMigrateWork:
+    def __init__(self, spec: ComposeMigrateJob, repo: Repository, run_id: str, tuning: Tuning,
+                 details: dict[str, Any]) -> None:
+        self.spec = spec
+        self.repo = repo
+        self.run_id = run_id
+        self.tuning = tuning
+        self.details = details
+        self.staging = repo.root / "staging" / run_id
+        self.layout = tgt.TargetLayout(spec.target.base_path, spec.source.project)
+        t = spec.target
+        self.address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect(self.spec.source.engine)
+        return self._client
+
+    def plan(self) -> list[str]:
+        return [INSPECT, PREFLIGHT] if self.spec.dry_run else list(PLAN)
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        self.details = {"project": self.spec.source.project, "target": self.address.where,
+                        "project_dir": self.layout.project_dir, "dry_run": self.spec.dry_run}
+        return self.details
+
+    def run(self, ctx: RunContext) -> None:
+        steps = {INSPECT: self._inspect, PREFLIGHT: self._preflight, STOP: self._stop, EXPORT: self._export,
+                 TRANSFER: self._transfer, IMPORT: self._import, WRITE: self._write, START: self._start,
+                 VERIFY: self._verify, FINALIZE: self._finalize}
+        for step in self.plan():
+            if ctx.step_done(step):
+                continue
+            ctx.check_stop()
+            ctx.step_started(step)
+            ctx.step_completed(step, steps[step](ctx))
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        summary = {"project": info["name"], "target": self.address.where, "project_dir": self.layout.project_dir,
+                   "services": info["services"], "items": len(info["items"]), "bytes": info["bytes"]}
+        if self.spec.dry_run:
+            summary.update(dry_run=True, would_run=PLAN[2:])
+        if self._client is not None:
+            self._client.close()
+        return summary
+
+    # --- rollback (the executor calls these when the run fails for good) -----------------------
+
+    def needs_rollback(self, ctx: RunContext) -> bool:
+        return ctx.cursor(STOP) is not None and not ctx.step_done(FINALIZE)
+
+    def rollback(self, ctx: RunContext) -> None:
+        target_error: DavitError | None = None
+        if not ctx.step_done(ROLLBACK_TARGET):
+            ctx.step_started(ROLLBACK_TARGET)
+            try:
+                info = self._info(ctx)
+                with ssh_connect(self.address) as host:
+                    tgt.remove_target(host, self.layout, self._project_args(info), self._items(info),
+                                      keep=self.spec.keep_failed_target)
+                ctx.step_completed(ROLLBACK_TARGET, {"removed": not self.spec.keep_failed_target})
+            except DavitError as exc:
+                target_error = exc
+                ctx.warn(f"the target could not be cleaned up: {exc}", ROLLBACK_TARGET)
+        if not ctx.step_done(RESTART_SOURCE):
+            ctx.step_started(RESTART_SOURCE)
+            containers = list((ctx.cursor(STOP) or {}).get("containers", []))
+            problems = start_containers(self.client, containers)
+            if problems:
+                raise PermanentError("the source could not be started again: " + "; ".join(problems))
+            ctx.step_completed(RESTART_SOURCE, {"started": [c["name"] for c in containers]})
+        if target_error is not None:
+            raise target_error
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _info(self, ctx: RunContext) -> dict[str, Any]:
+        info = ctx.cursor(INSPECT)
+        if info is None:
+            raise PermanentError("the migration has no inspection of its source recorded")
+        return info
+
+    @staticmethod
+    def _items(info: dict[str, Any]) -> list[Item]:
+        return [Item.from_json(d) for d in info["items"]]
+
+    def _project_args(self, info: dict[str, Any]) -> str:
+        return " ".join(shlex.quote(a) for a in compose_args(info["name"], info["files"], local_paths=False))
+
+    def _inspect(self, ctx: RunContext) -> dict[str, Any]:
+        project = inspect_project(self.client, self.spec.source.engine, self.spec.source.project,
+                                  self.layout.project_dir)
+        info = project.to_json()
+        info["images"] = sorted({s.get("image", "") for s in project.model.get("services", {}).values()} - {""})
+        ctx.checkpoint(INSPECT, info, items_done=len(project.items))
+        return {"model": recorded_model(project.model), "working_dir": project.working_dir, "config_files": project.config_files,
+                "items": info["items"], "bytes": project.bytes, "engine": self.spec.source.engine or DEFAULT_ENGINE}
+
+    def _preflight(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
+        with ssh_connect(self.address) as host:
+            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need,
+                                  info["images"])
+        if facts.get("images_missing"):
+            ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(facts['images_missing'])}",
+                     PREFLIGHT)
+        return {**facts, "need_bytes": need, "plan": self.plan() if not self.spec.dry_run else PLAN}
+
+    def _stop(self, ctx: RunContext) -> dict[str, Any]:
+        cursor = ctx.cursor(STOP)
+        if cursor is None:
+            with engine_errors(f"listing the containers of {self.spec.source.project}"):
+                running = self.client.containers.list(
+                    filters={"label": f"{COMPOSE_PROJECT}={self.spec.source.project}", "status": "running"})
+            cursor = {"containers": sorted(({"id": c.id, "name": c.name} for c in running), key=lambda c: c["name"])}
+            # Recorded before stopping: a rollback knows what to start again.
+            ctx.checkpoint(STOP, cursor, items_done=len(cursor["containers"]))
+        for c in cursor["containers"]:
+            with engine_errors(f"stopping container {c['name']}"):
+                self.client.containers.get(c["id"]).stop(timeout=self.spec.stop_timeout)
+        return {"stopped": [c["name"] for c in cursor["containers"]]}
+
+    def _export(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        done: dict[str, Any] = dict((ctx.cursor(EXPORT) or {}).get("done", {}))
+        chunk_dir = self.staging / "chunks"
+        for item in self._items(info):
+            if item.id in done:
+                continue
+            ids, size = export_item(item, chunk_dir, self.tuning.compression_level, ctx.check_stop)
+            done[item.id] = {"chunks": ids, "bytes": size}
+            ctx.checkpoint(EXPORT, {"done": done}, bytes_done=sum(d["bytes"] for d in done.values()),
+                           items_done=len(done))
+        return {"items": len(done), "tar_bytes": sum(d["bytes"] for d in done.values()),
+                "chunks": len({c for d in done.values() for c in d["chunks"]})}
+
+    def _needed(self, ctx: RunContext) -> list[str]:
+        done = (ctx.cursor(EXPORT) or {}).get("done", {})
+        return list(dict.fromkeys(c for d in done.values() for c in d["chunks"]))
+
+    def _transfer(self, ctx: RunContext) -> dict[str, Any]:
+        needed = self._needed(ctx)
+        cursor = dict(ctx.cursor(TRANSFER) or {"chunks_sent": 0, "bytes_sent": 0})
+        sent = {"chunks": 0, "bytes": 0}
+        chunk_dir = self.staging / "chunks"
+        with ssh_connect(self.address) as host:
+            present = tgt.present_chunks(host, self.layout)
+            missing = [c for c in needed if c not in present]
+
+            def on_batch(chunks: int, size: int) -> None:
+                sent["chunks"] += chunks
+                sent["bytes"] += size
+                cursor["chunks_sent"] += chunks
+                cursor["bytes_sent"] += size
+                ctx.checkpoint(TRANSFER, dict(cursor), bytes_done=cursor["bytes_sent"], items_done=cursor["chunks_sent"])
+
+            tgt.send_batches(host, self.layout, missing, lambda c: (chunk_dir / f"{c}.zst").read_bytes(), on_batch,
+                             ctx.check_stop)
+        size_of = {c: (chunk_dir / f"{c}.zst").stat().st_size for c in needed}
+        return {"chunks": len(needed), "already_on_target": len(needed) - len(missing),
+                "bytes_needed": sum(size_of.values()), "bytes_missing": sum(size_of[c] for c in missing),
+                "chunks_sent": sent["chunks"], "bytes_sent": sent["bytes"], "bytes_sent_all_attempts": cursor["bytes_sent"]}
+
+    def _import(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        exported = (ctx.cursor(EXPORT) or {}).get("done", {})
+        done = list((ctx.cursor(IMPORT) or {}).get("done", []))
+        with ssh_connect(self.address) as host:
+            for item in self._items(info):
+                if item.id in done:
+                    continue
+                ctx.check_stop()
+                tgt.import_item(host, self.layout, item, exported[item.id]["chunks"], self.spec.target.helper_image,
+                                info["name"])
+                done.append(item.id)
+                ctx.checkpoint(IMPORT, {"done": done}, items_done=len(done))
+        return {"imported": done}
+
+    def _write(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        wd = info["working_dir"].rstrip("/")
+        files = {rel: Path(local).read_bytes().replace(wd.encode(), self.layout.project_dir.encode())
+                 for rel, local in info["files"].items()}
+        with ssh_connect(self.address) as host:
+            tgt.write_project(host, self.layout, files)
+        return {"files": sorted(files), "project_dir": self.layout.project_dir}
+
+    def _start(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        with ssh_connect(self.address) as host:
+            out = tgt.compose(host, self.layout, f"{self._project_args(info)} up -d --pull never --remove-orphans")
+        return {"output": out[-2000:]}
+
+    def _verify(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        with ssh_connect(self.address) as host:
+            states = tgt.wait_healthy(host, self.layout, self._project_args(info), info["services"],
+                                      self.spec.verify_timeout, ctx.check_stop)
+        return {"services": states}
+
+    def _finalize(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        removed: list[str] = []
+        if self.spec.remove_source:
+            label = f"{COMPOSE_PROJECT}={info['name']}"
+            with engine_errors(f"removing the source of {info['name']}"):
+                for c in self.client.containers.list(all=True, filters={"label": label}):
+                    c.remove(force=True)
+                    removed.append(c.name)
+                for n in self.client.networks.list(filters={"label": label}):
+                    n.remove()
+                if self.spec.remove_source_volumes:
+                    for item in self._items(info):
+                        if item.kind == "volume":
+                            self.client.volumes.get(item.target).remove(force=True)
+                            removed.append(f"volume {item.target}")
+        with ssh_connect(self.address) as host:
+            host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}

@@ -1,0 +1,234 @@
+"""The source side of a migration: the compose project on the local engine.
+
+`inspect_project` finds the project by its labels (`com.docker.compose.project`, the working
+directory and config files its containers carry), asks `docker compose config --format json`
+for the resolved model, and lists what must move: the project's named volumes (read through
+their mountpoints: davitd runs on the engine's host) and its bind-mounted paths.
+`export_item` turns one of them into a deterministic tar stream (sorted walk) cut into
+fixed-size, content-addressed chunks (sha256 of the plain bytes, zstd-compressed on disk), so
+an unchanged, stopped source always yields the same chunks and a resumed export or transfer
+finds its earlier work by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import zstandard
+
+from adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors, readable_mountpoint
+from adapters.docker.engine import VolumeRef as _VolumeRef
+from adapters.repository.fsutil import fsync_dir
+from adapters.secrets import redact
+from domain.errors import PermanentError, SourceMissing
+
+WORKING_DIR = "com.docker.compose.project.working_dir"
+CONFIG_FILES = "com.docker.compose.project.config_files"
+EXPORT_CHUNK = 4 << 20
+
+
+class ComposeFailed(PermanentError):
+    pass
+
+
+def compose_cli(engine: str | None, args: list[str], cwd: str | None = None, timeout: float = 300) -> str:
+    """Run the local `docker compose` against the job's engine; its stdout."""
+    env = {**os.environ, "DOCKER_HOST": engine_address(engine)}
+    try:
+        done = subprocess.run(["docker", "compose", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ComposeFailed(f"docker compose {' '.join(args[:4])} could not run: {exc}") from exc
+    if done.returncode != 0:
+        raise ComposeFailed(redact(f"docker compose {' '.join(args)} exited {done.returncode}: "
+                                   f"{done.stderr.strip()[-800:]}"))
+    return done.stdout
+
+
+@dataclass
+class Item:
+    """One piece of data to move: a named volume or a bind-mounted path."""
+
+    id: str
+    kind: str  # "volume" | "bind"
+    source: str  # local path
+    target: str  # the volume's name, or the path on the target host
+    key: str = ""  # the volume's key in the compose file
+    is_file: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "source": self.source, "target": self.target, "key": self.key,
+                "is_file": self.is_file}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Item:
+        return Item(d["id"], d["kind"], d["source"], d["target"], d.get("key", ""), d.get("is_file", False))
+
+
+@dataclass
+class Project:
+    name: str
+    working_dir: str
+    config_files: list[str]
+    model: dict[str, Any]
+    containers: list[dict[str, str]]
+    items: list[Item] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # relative name on target -> local path
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "working_dir": self.working_dir, "config_files": self.config_files,
+                "containers": self.containers, "items": [i.to_json() for i in self.items], "files": self.files,
+                "bytes": self.bytes, "services": sorted(self.model.get("services", {}))}
+
+
+def inspect_project(client: docker.DockerClient, engine: str | None, name: str, target_dir: str) -> Project:
+    with engine_errors(f"listing the containers of compose project {name}"):
+        containers = client.containers.list(all=True, filters={"label": f"{COMPOSE_PROJECT}={name}"})
+    if not containers:
+        raise SourceMissing(f"compose project {name}", "no container on the engine carries its label")
+    labels = containers[0].labels
+    working_dir = labels.get(WORKING_DIR, "")
+    config_files = [f for f in labels.get(CONFIG_FILES, "").split(",") if f]
+    if not working_dir or not config_files:
+        raise SourceMissing(f"compose project {name}", "its containers do not name a working dir and config files")
+    missing = [f for f in config_files if not Path(f).is_file()]
+    if missing:
+        raise SourceMissing(f"compose project {name}", f"config files are gone: {', '.join(missing)}")
+    args = ["-p", name, "--project-directory", working_dir]
+    for f in config_files:
+        args += ["-f", f]
+    model = json.loads(compose_cli(engine, [*args, "config", "--format", "json"], cwd=working_dir))
+    project = Project(name, working_dir, config_files, model,
+                      sorted(({"id": c.id, "name": c.name, "status": c.status} for c in containers),
+                             key=lambda c: c["name"]))
+    _collect_items(client, project, target_dir)
+    _collect_files(project)
+    project.bytes = sum(_size(Path(i.source)) for i in project.items)
+    return project
+
+
+def _collect_items(client: docker.DockerClient, project: Project, target_dir: str) -> None:
+    wd = project.working_dir.rstrip("/")
+    for key, spec in sorted((project.model.get("volumes") or {}).items()):
+        if (spec or {}).get("external"):
+            continue
+        volume_name = (spec or {}).get("name") or f"{project.name}_{key}"
+        with engine_errors(f"inspecting volume {volume_name}"):
+            try:
+                attrs = client.volumes.get(volume_name).attrs
+            except docker.errors.NotFound:
+                continue  # declared but never created: nothing to move
+        ref = _VolumeRef(attrs["Name"], attrs.get("Mountpoint") or "", dict(attrs.get("Labels") or {}))
+        if readable_mountpoint(ref) is None:
+            raise SourceMissing(f"volume {volume_name}", f"its mountpoint {ref.mountpoint} is not readable from here")
+        project.items.append(Item(f"volume-{key}", "volume", ref.mountpoint, volume_name, key=key))
+    binds = set()
+    for service in (project.model.get("services") or {}).values():
+        for mount in service.get("volumes") or []:
+            if mount.get("type") == "bind" and mount.get("source"):
+                binds.add(mount["source"])
+    for n, source in enumerate(sorted(binds)):
+        path = Path(source)
+        if not path.exists():
+            continue
+        target = target_dir + source[len(wd):] if source == wd or source.startswith(wd + "/") else source
+        project.items.append(Item(f"bind-{n}", "bind", source, target, is_file=path.is_file()))
+
+
+def _collect_files(project: Project) -> None:
+    """The project's definition: its config files and `.env`, named relative to the project."""
+    wd = project.working_dir.rstrip("/")
+    for f in project.config_files:
+        rel = f[len(wd) + 1:] if f.startswith(wd + "/") else Path(f).name
+        project.files[rel] = f
+    if (Path(wd) / ".env").is_file():
+        project.files[".env"] = str(Path(wd) / ".env")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def compose_args(name: str, files: dict[str, str], local_paths: bool) -> list[str]:
+    """`-p NAME -f F...` for the definition files (local paths, or names relative to the project)."""
+    args = ["-p", name]
+    for rel, local in files.items():
+        if rel != ".env":
+            args += ["-f", local if local_paths else rel]
+    return args
+
+
+# --- export: tar stream -> content-addressed chunks ---------------------------------------------
+
+
+class _ChunkSink:
+    """A file-like object a tar writer writes into; cuts the stream into stored chunks."""
+
+    def __init__(self, chunk_dir: Path, level: int, on_chunk: Callable[[str, int], None]) -> None:
+        self.chunk_dir = chunk_dir
+        self.buf = bytearray()
+        self.ids: list[str] = []
+        self.cctx = zstandard.ZstdCompressor(level=level)
+        self.on_chunk = on_chunk
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.buf += data
+        while len(self.buf) >= EXPORT_CHUNK:
+            self._emit(bytes(self.buf[:EXPORT_CHUNK]))
+            del self.buf[:EXPORT_CHUNK]
+        return len(data)
+
+    def close(self) -> None:
+        if self.buf:
+            self._emit(bytes(self.buf))
+            self.buf.clear()
+
+    def _emit(self, plain: bytes) -> None:
+        cid = hashlib.sha256(plain).hexdigest()
+        path = self.chunk_dir / f"{cid}.zst"
+        if not path.exists():
+            tmp = self.chunk_dir / f".{cid}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(self.cctx.compress(plain))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        self.ids.append(cid)
+        self.bytes += len(plain)
+        self.on_chunk(cid, len(plain))
+
+
+def export_item(item: Item, chunk_dir: Path, level: int, check_stop: Callable[[], None]) -> tuple[list[str], int]:
+    """Tar `item` (sorted, so the same content gives the same chunks) into chunks; their ids
+    in stream order and the stream's length. Durable when this returns."""
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    sink = _ChunkSink(chunk_dir, level, lambda _cid, _n: check_stop())
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+        source = Path(item.source)
+        if item.is_file:
+            tar.add(source, arcname=source.name, recursive=False)
+        else:
+            tar.add(source, arcname=".", recursive=True)
+    sink.close()
+    fsync_dir(chunk_dir)
+    return sink.ids, sink.bytes

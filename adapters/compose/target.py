@@ -1,0 +1,215 @@
+"""The target side of a migration: what davit does on the other host, over SSH.
+
+Everything goes through one verified asyncssh connection (`adapters/ssh/remote.py`): shell
+commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a batch is unpacked into
+`incoming/` and only moved into the store once it arrived whole, so a chunk in the store is
+always complete and a resumed transfer sends only what the store lacks. Importing a volume
+streams its chunks, decompressed, into `tar -x` in a helper container (a local image on the
+target, never pulled) with the volume mounted; a bind path is unpacked by the host's tar.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.compose.source import Item
+from adapters.ssh.remote import RemoteCommandFailed, RemoteHost
+from domain.errors import PermanentError
+
+q = shlex.quote
+BATCH_BYTES = 16 << 20
+
+
+class PreflightFailed(PermanentError):
+    pass
+
+
+class TargetNotHealthy(PermanentError):
+    pass
+
+
+@dataclass(frozen=True)
+class TargetLayout:
+    base_path: str
+    project: str
+
+    @property
+    def project_dir(self) -> str:
+        return f"{self.base_path.rstrip('/')}/{self.project}"
+
+    @property
+    def store(self) -> str:
+        return f"{self.base_path.rstrip('/')}/.davit/{self.project}"
+
+    @property
+    def chunks(self) -> str:
+        return f"{self.store}/chunks"
+
+
+def preflight(host: RemoteHost, layout: TargetLayout, items: list[Item], helper_image: str, need_bytes: int,
+              images: list[str]) -> dict[str, Any]:
+    """Check the target can take the project; raise `PreflightFailed` listing every problem."""
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    version = host.run("docker version --format '{{.Server.Version}}'", check=False)
+    if version.status != 0:
+        problems.append(f"docker does not answer: {version.stderr.strip()[-300:]}")
+    facts["docker"] = version.stdout.strip()
+    compose = host.run("docker compose version --short", check=False)
+    if compose.status != 0:
+        problems.append(f"docker compose is not installed: {compose.stderr.strip()[-300:]}")
+    facts["compose"] = compose.stdout.strip()
+    facts["zstd"] = host.run("command -v zstd", check=False).status == 0
+    if not facts["zstd"]:
+        problems.append("zstd is not installed on the target (it unpacks the transferred chunks)")
+    if host.run(f"docker image inspect {q(helper_image)} >/dev/null", check=False).status != 0:
+        problems.append(f"helper image {helper_image} is not on the target (it is never pulled)")
+    taken = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}", check=False)
+    if taken.stdout.strip():
+        problems.append(f"compose project {layout.project} already has containers on the target")
+    for item in items:
+        if item.kind == "volume" and host.run(f"docker volume inspect {q(item.target)} >/dev/null 2>&1",
+                                              check=False).status == 0:
+            problems.append(f"volume {item.target} already exists on the target")
+        elif item.kind == "bind" and not item.target.startswith(layout.project_dir + "/") and host.run(
+                f"test -e {q(item.target)}", check=False).status == 0:
+            problems.append(f"bind path {item.target} already exists on the target")
+    if host.run(f"test -e {q(layout.project_dir)} && test -n \"$(ls -A {q(layout.project_dir)})\"",
+                check=False).status == 0:
+        problems.append(f"project directory {layout.project_dir} exists and is not empty")
+    free = host.run(f"p={q(layout.base_path)}; while [ ! -d \"$p\" ]; do p=$(dirname \"$p\"); done; "
+                    "df -Pk \"$p\" | tail -1", check=False)
+    try:
+        facts["free_bytes"] = int(free.stdout.split()[3]) * 1024
+        if facts["free_bytes"] < need_bytes:
+            problems.append(f"{facts['free_bytes']} bytes free under {layout.base_path}, {need_bytes} needed")
+    except (IndexError, ValueError):
+        problems.append(f"cannot tell the free space under {layout.base_path}: {free.stderr.strip()[-200:]}")
+    missing = [img for img in images if host.run(f"docker image inspect {q(img)} >/dev/null 2>&1",
+                                                 check=False).status != 0]
+    facts["images_missing"] = missing
+    if problems:
+        raise PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
+    return facts
+
+
+def present_chunks(host: RemoteHost, layout: TargetLayout) -> set[str]:
+    """The chunks already in the target's store (complete by construction)."""
+    out = host.run(f"mkdir -p {q(layout.chunks)} {q(layout.store)}/incoming && "
+                   f"rm -rf {q(layout.store)}/incoming/* && ls {q(layout.chunks)}").stdout
+    return {name.removesuffix(".zst") for name in out.split() if name.endswith(".zst")}
+
+
+def send_batches(host: RemoteHost, layout: TargetLayout, missing: list[str], read: Callable[[str], bytes],
+                 on_batch: Callable[[int, int], None], check_stop: Callable[[], None]) -> None:
+    """Send `missing` chunks in batches; `on_batch(chunks, bytes)` after each batch is in the store."""
+    batch: list[tuple[str, bytes]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if not batch:
+            return
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for cid, data in batch:
+                info = tarfile.TarInfo(f"{cid}.zst")
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
+                tar.addfile(info, io.BytesIO(data))
+        incoming = f"{layout.store}/incoming"
+        host.run(f"tar -x -C {q(incoming)} && find {q(incoming)} -type f -name '*.zst' "
+                 f"-exec mv -f -t {q(layout.chunks)} {{}} +", input=buf.getvalue())
+        on_batch(len(batch), size)
+        batch.clear()
+        size = 0
+
+    for cid in missing:
+        check_stop()
+        data = read(cid)
+        batch.append((cid, data))
+        size += len(data)
+        if size >= BATCH_BYTES:
+            flush()
+    flush()
+
+
+def import_item(host: RemoteHost, layout: TargetLayout, item: Item, chunk_ids: Iterable[str], helper_image: str,
+                project: str) -> None:
+    """Unpack one item's chunks into its volume (via a helper container) or its path."""
+    names = "\n".join(f"{cid}.zst" for cid in chunk_ids) + "\n"
+    listing = f"{layout.store}/lists/{item.id}"
+    host.write_file(listing, names.encode())
+    # every chunk must be there before anything is unpacked (a pipe hides a missing file)
+    host.run(f"cd {q(layout.chunks)} && xargs ls < {q(listing)} >/dev/null")
+    stream = f"cd {q(layout.chunks)} && xargs cat < {q(listing)} | zstd -dcq"
+    if item.kind == "volume":
+        labels = (f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}")
+        host.run(f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || "
+                 f"docker volume create {labels} {q(item.target)} >/dev/null")
+        host.run(f"{stream} | docker run --rm -i --network none "
+                 f"-v {q(item.target)}:/v {q(helper_image)} tar -x -C /v")
+    else:
+        dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
+        host.run(f"mkdir -p {q(dest)} && {stream} | tar -x --same-owner -p -C {q(dest)}")
+
+
+def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        host.write_file(f"{layout.project_dir}/{rel}", data, 0o600 if rel == ".env" else 0o644)
+
+
+def compose(host: RemoteHost, layout: TargetLayout, args: str, timeout: float = 600) -> str:
+    return host.run(f"cd {q(layout.project_dir)} && docker compose {args}", timeout=timeout).stdout
+
+
+def wait_healthy(host: RemoteHost, layout: TargetLayout, project_args: str, services: list[str],
+                 timeout: float, check_stop: Callable[[], None]) -> dict[str, str]:
+    """Poll until every service has a running container that is healthy (or has no check)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while True:
+        check_stop()
+        out = compose(host, layout, f"{project_args} ps -a --format json", timeout=120)
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if len(rows) == 1 and out.strip().startswith("["):
+            rows = json.loads(out)
+        states = {s: "missing" for s in services}
+        for row in rows:
+            health = row.get("Health") or ""
+            states[row.get("Service", "?")] = row.get("State", "?") + (f"/{health}" if health else "")
+        if all(v in ("running", "running/healthy") for v in states.values()):
+            return states
+        if any(v.startswith(("exited", "dead")) or v.endswith("/unhealthy") for v in states.values()) \
+                or time.monotonic() > deadline:
+            raise TargetNotHealthy(f"on {host.address.where} the services are not all running and healthy "
+                                   f"after {timeout:.0f}s: {states}")
+        time.sleep(1.0)
+
+
+def remove_target(host: RemoteHost, layout: TargetLayout, project_args: str, items: list[Item], keep: bool) -> None:
+    """Stop the target stack; unless `keep`, remove it with its volumes, bind data and files."""
+    exists = host.run(f"test -d {q(layout.project_dir)}", check=False).status == 0
+    if exists:
+        try:
+            compose(host, layout, f"{project_args} {'stop' if keep else 'down -v --remove-orphans'} --timeout 5")
+        except RemoteCommandFailed:
+            pass  # the stack may never have been written completely; clean up by label below
+    if keep:
+        return
+    ids = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}").stdout.split()
+    if ids:
+        host.run("docker rm -f " + " ".join(q(i) for i in ids))
+    for item in items:
+        if item.kind == "volume":
+            host.run(f"docker volume rm -f {q(item.target)} >/dev/null 2>&1 || true")
+        elif not item.target.startswith(layout.project_dir + "/"):
+            host.run(f"rm -rf {q(item.target)}")
+    host.run(f"rm -rf {q(layout.project_dir)}")

@@ -1,0 +1,1 @@
+"""Docker volumes: backup and restore through the files machinery."""

@@ -1,0 +1,221 @@
+"""volume.backup: selected Docker volumes into one snapshot, with the files machinery.
+
+The snapshot's tree has one top-level directory per volume (named after it), holding the
+volume's content; chunking, zstd, sha256, packs, the files cache and checkpoints are those of
+`files.backup` (`FilesBackupWork` with a walk over the volumes' mountpoints instead of one
+directory). Steps: `stop_containers` (record, then stop, the running containers labelled
+`davit.stop-during-backup` that use a selected volume) -> `store` -> `publish` ->
+`start_containers` -> `retention`. Starting them again is a step, so a resumed run does it;
+a run that fails or is stopped inside `run` starts them again on its way out (without
+completing the step, so a resumed run stops them again before storing more).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import zstandard
+
+from adapters.docker.engine import (
+    VolumeRef,
+    connect,
+    containers_to_stop,
+    engine_address,
+    readable_mountpoint,
+    select_volumes,
+    start_containers,
+    stop_containers,
+)
+from adapters.files.backup import MAX_SKIP_WARNINGS, FilesBackupWork, _Progress, _Store
+from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines, walk_key
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from adapters.secrets import redact
+from domain.errors import PermanentError, RunStopped
+from domain.jobs import FilesBackupJob, VolumeBackupJob
+from domain.jobs.files import FilesBackupSource
+from domain.ports import RunContext
+
+STOP, STORE, PUBLISH, START, RETENTION = "stop_containers", "store", "publish", "start_containers", "retention"
+
+
+class HelperAccessNotAvailable(PermanentError):
+    """The engine's volumes cannot be read from here and no helper path can be used."""
+
+
+def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
+    """The walk of a virtual root whose children are the volumes (sorted by name)."""
+    yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
+    for name, root in sorted(volumes):
+        root_entry = _entry(name, os.lstat(root), None)
+        yield root_entry, None
+        yield from _walk_dir(root, name + "/", exclude)
+
+
+class VolumeBackupWork(FilesBackupWork):
+    def __init__(self, spec: VolumeBackupJob, repo: Repository, run_id: str, tuning: Tuning,
+                 details: dict[str, Any]) -> None:
+        files_spec = FilesBackupJob(name=spec.name, kind="files.backup", repository=spec.repository,
+                                    source=FilesBackupSource(path="/", exclude=list(spec.source.exclude)),
+                                    retention=spec.retention)
+        super().__init__(files_spec, repo, run_id, tuning)
+        self.volume_spec = spec
+        self.details = details
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect(self.volume_spec.engine)
+        return self._client
+
+    def plan(self) -> list[str]:
+        return [STOP, STORE, PUBLISH, START] + ([] if self.spec.retention.is_empty() else [RETENTION])
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        volumes = select_volumes(self.client, self.volume_spec.source)
+        unreadable = [v.name for v in volumes if readable_mountpoint(v) is None]
+        if unreadable or self.volume_spec.access == "helper":
+            raise HelperAccessNotAvailable(
+                f"volumes {', '.join(unreadable) or '(all)'} cannot be read through their mountpoint from this "
+                "host; reading them through a helper container is not implemented for backups yet: run davitd "
+                "on the engine's host")
+        parent = self._parent()
+        self.details = {"engine": redact(engine_address(self.volume_spec.engine)),
+                        "volumes": [v.to_json() for v in volumes], "snapshot_id": self.run_id,
+                        "parent": parent.id if parent else None}
+        return self.details
+
+    def run(self, ctx: RunContext) -> None:
+        stopped = self._stop(ctx)
+        try:
+            if not ctx.step_done(STORE):
+                ctx.step_started(STORE)
+                ctx.step_completed(STORE, self._store(ctx))
+            if not ctx.step_done(PUBLISH):
+                ctx.step_started(PUBLISH)
+                ctx.step_completed(PUBLISH, self._publish(ctx))
+        except BaseException as exc:
+            if stopped and not ctx.step_done(START):
+                self._start_after_failure(ctx, stopped, exc)
+            raise
+        if not ctx.step_done(START):
+            ctx.step_started(START)
+            problems = start_containers(self.client, stopped)
+            for problem in problems:
+                ctx.warn(problem, START)
+            ctx.step_completed(START, {"started": [c["name"] for c in stopped], "problems": problems})
+        if RETENTION in self.plan() and not ctx.step_done(RETENTION):
+            ctx.step_started(RETENTION)
+            ctx.step_completed(RETENTION, self._retention(ctx))
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        summary = super().finish(ctx)
+        if self._client is not None:
+            self._client.close()
+        return summary
+
+    # --- the containers that must be quiet -----------------------------------------------------
+
+    def _stop(self, ctx: RunContext) -> list[dict[str, str]]:
+        """Stop the labelled containers; on a resumed run, stop again those recorded the first
+        time (a run that stopped on failure started them again)."""
+        if ctx.step_done(START):
+            return list((ctx.cursor(STOP) or {}).get("containers", []))
+        cursor = ctx.cursor(STOP)
+        if cursor is None:
+            ctx.step_started(STOP)
+            names = [v["name"] for v in self.details["volumes"]]
+            containers = containers_to_stop(self.client, names, self.volume_spec.stop_group)
+            # Recorded before stopping: whatever happens next, the run knows what to start.
+            ctx.checkpoint(STOP, {"containers": containers}, items_done=len(containers))
+        else:
+            containers = list(cursor.get("containers", []))
+        stop_containers(self.client, containers, self.volume_spec.stop_timeout)
+        if not ctx.step_done(STOP):
+            ctx.step_completed(STOP, {"stopped": [c["name"] for c in containers]})
+        return containers
+
+    def _start_after_failure(self, ctx: RunContext, containers: list[dict[str, str]], cause: BaseException) -> None:
+        why = "the run is stopping" if isinstance(cause, RunStopped) else f"the run failed ({type(cause).__name__})"
+        problems = start_containers(self.client, containers)
+        ctx.checkpoint(START, {"started_after_failure": [c["name"] for c in containers], "problems": problems})
+        ctx.warn(f"started {len(containers) - len(problems)} of {len(containers)} stopped containers again: {why}",
+                 START)
+
+    # --- store and publish: the files machinery over the volumes' mountpoints ------------------
+
+    def _volume_roots(self) -> list[tuple[str, Path]]:
+        roots = []
+        for d in self.details["volumes"]:
+            ref = VolumeRef.from_json(d)
+            path = readable_mountpoint(ref)
+            if path is None:
+                raise HelperAccessNotAvailable(f"volume {ref.name}: mountpoint {ref.mountpoint} is not readable here")
+            roots.append((ref.name, path))
+        return roots
+
+    def _store(self, ctx: RunContext) -> dict[str, Any]:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        tree_path = self.staging / "tree.jsonl"
+        cursor = ctx.cursor(STORE) or {}
+        progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),
+                             cursor.get("last"))
+        last_key = walk_key(progress.last_path) if progress.last_path is not None else None
+        skipped: list[Skipped] = []
+        with self.repo.locked(exclusive=False), open(tree_path, "ab+") as tree, \
+                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
+            tree.truncate(cursor.get("tree_bytes", 0))
+            tree.seek(0, os.SEEK_END)
+            store = _Store(self, ctx, tree, pool, progress)
+            for item in walk_volumes(self._volume_roots(), list(self.spec.source.exclude)):
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    if len(skipped) <= MAX_SKIP_WARNINGS:
+                        ctx.warn(f"skipped {item.path}: {item.reason}", STORE)
+                    continue
+                entry, abspath = item
+                if last_key is not None and entry.key <= last_key:
+                    continue
+                try:
+                    store.add(entry, abspath)
+                except RunStopped:
+                    store.record_sealed(wait=True)
+                    raise
+            store.checkpoint(wait=True)
+            store.sealer.shutdown()
+        return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
+                "skipped": len(skipped)}
+
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
+        if self.repo.snapshot_exists(self.run_id):
+            return {"snapshot_id": self.run_id, "already_published": True}
+        tree_path = self.staging / "tree.jsonl"
+        stats = {"files": 0, "dirs": 0, "links": 0, "bytes": 0, "chunk_refs": 0}
+        with open(tree_path, "rb") as fh:
+            for entry in read_lines(fh):
+                stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
+                stats["bytes"] += entry.size
+                stats["chunk_refs"] += len(entry.chunks)
+            fh.seek(0)
+            tree_zst = zstandard.ZstdCompressor(level=self.tuning.compression_level).compress(fh.read())
+        store = ctx.cursor(STORE) or {}
+        manifest = {
+            "id": self.run_id, "job": self.spec.name, "kind": "volumes", "run_id": self.run_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {"engine": self.details["engine"],
+                       "volumes": [{"name": v["name"], "labels": v["labels"]} for v in self.details["volumes"]]},
+            "parent": self.details.get("parent"),
+            "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
+        }
+        self.repo.publish_snapshot(manifest, tree_zst)
+        import shutil
+
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return {"snapshot_id": self.run_id, **stats}

@@ -1,0 +1,259 @@
+"""mongo.backup: selected collections into a snapshot, raw BSON, resumable after the last `_id`.
+
+`prepare` connects (a refused login fails the run at once) and fixes the namespaces to dump;
+the plan has one step `dump:DB.COLL` per collection, then `publish` and `retention`. A dump
+step reads `find_raw_batches()` sorted by `_id` (never decoding a document), cuts the stream
+into chunks of whole documents, stores them through a `ChunkWriter` and appends their ids to
+a staging list; a checkpoint seals the pack, fsyncs the list and then records the last `_id`
+stored (canonical Extended JSON, so any `_id` type round-trips) and the list's length. A
+resumed step truncates the list to that length and reads on from after that `_id`. The
+collection's options and indexes are read when its data is done, in mongodump's
+`metadata.json` form. Collections run in parallel (`parallel`, default 2); memory per
+collection is one server batch plus one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+from adapters.mongo.client import SYSTEM_DBS, Server
+from adapters.mongo.layout import CollectionEntry, collection_metadata, meta_to_text, tree_zst
+from adapters.mongo.parallel import Relay, prefetch, run_parallel
+from adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
+from adapters.repository.chunkwriter import ChunkWriter
+from adapters.repository.fsutil import write_atomic
+from adapters.repository.repository import Repository
+from adapters.repository.retention import apply_retention
+from adapters.repository.tuning import Tuning
+from adapters.secrets import redact
+from domain.errors import PermanentError, SourceMissing
+from domain.jobs import MongoBackupJob
+from domain.namespaces import select, split_ns
+from domain.ports import RunContext
+
+DUMP, PUBLISH, RETENTION = "dump:", "publish", "retention"
+BATCH_DOCS = 1000
+NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented
+
+
+class MongoBackupWork:
+    def __init__(self, spec: MongoBackupJob, repo: Repository, run_id: str, tuning: Tuning,
+                 details: dict[str, Any]) -> None:
+        self.spec = spec
+        self.repo = repo
+        self.run_id = run_id
+        self.tuning = tuning
+        self.details = details
+        self._server: Server | None = None
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            src = self.spec.source
+            self._server = Server(src.uri_env, src.uri_file, f"mongo.backup {self.spec.name}")
+        return self._server
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self.details.get("namespaces", []))
+
+    def plan(self) -> list[str]:
+        return [DUMP + ns for ns in self.namespaces] + [PUBLISH] + \
+            ([] if self.spec.retention.is_empty() else [RETENTION])
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        info = self.server.ping()
+        namespaces = self._select()
+        if not namespaces:
+            ctx.warn("no collection matches the job's databases/include/exclude")
+        self.details = {"snapshot_id": self.run_id, "namespaces": namespaces, **info}
+        return self.details
+
+    def run(self, ctx: RunContext) -> None:
+        try:
+            todo = [(i, ns) for i, ns in enumerate(self.namespaces) if not ctx.step_done(DUMP + ns)]
+            with self.repo.locked(exclusive=False):
+                run_parallel([self._dump_task(ctx, i, ns) for i, ns in todo], self.spec.parallel)
+            if not ctx.step_done(PUBLISH):
+                ctx.step_started(PUBLISH)
+                ctx.step_completed(PUBLISH, self._publish(ctx))
+            if RETENTION in self.plan() and not ctx.step_done(RETENTION):
+                ctx.step_started(RETENTION)
+                ctx.step_completed(RETENTION, apply_retention(self.repo, self.spec.name, self.spec.retention))
+        finally:
+            self.server.close()
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        from adapters.mongo.layout import read_tree
+
+        info = self.repo.resolve(self.run_id)
+        missing = sum(1 for e in read_tree(self.repo.tree_bytes(info)) for c in e.chunks
+                      if not self.repo.has(bytes.fromhex(c)))
+        if missing:
+            raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
+        return {"snapshot_id": self.run_id, **info.stats}
+
+    # --- selection -----------------------------------------------------------------------------
+
+    def _select(self) -> list[str]:
+        src = self.spec.source
+        client = self.server.client
+        with self.server.errors("listing databases and collections"):
+            dbs = src.databases or sorted(d for d in client.list_database_names() if d not in SYSTEM_DBS)
+            found = []
+            for db in dbs:
+                for info in client[db].list_collections():
+                    if info.get("type", "collection") == "collection" and not info["name"].startswith("system."):
+                        found.append(f"{db}.{info['name']}")
+        for ns in src.query:
+            split_ns(ns)
+        return select(sorted(found), src.include, src.exclude)
+
+    # --- dump ----------------------------------------------------------------------------------
+
+    def _staging(self, index: int) -> Path:
+        # One staging directory per collection, each with a `tree.jsonl` of files-tree lines,
+        # so pruning sees the chunks of an unfinished backup (see repository/retention.py).
+        path = self.repo.root / "staging" / f"{self.run_id}.c{index}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _dump_task(self, ctx: RunContext, index: int, ns: str) -> Any:
+        def task(relay: Relay) -> None:
+            step = DUMP + ns
+            relay.call(ctx.step_started, step)
+            summary = self._dump(ctx, relay, index, ns)
+            relay.call(ctx.step_completed, step, summary)
+
+        return task
+
+    def _dump(self, ctx: RunContext, relay: Relay, index: int, ns: str) -> dict[str, Any]:
+        step = DUMP + ns
+        db_name, coll_name = split_ns(ns)
+        staging = self._staging(index)
+        cursor = ctx.cursor(step) or {}
+        docs, nbytes, stored = cursor.get("docs", 0), cursor.get("bytes", 0), cursor.get("bytes_stored", 0)
+        base = self._query(ns)
+
+        def query(exotic: bool) -> dict[str, Any]:
+            if cursor.get("last_id") is None:
+                return base
+            after = after_id_filter(id_from_json(cursor["last_id"]), exotic)
+            return {"$and": [base, after]} if base else after
+        writer = ChunkWriter(self.repo, self.tuning)
+        limit = self.spec.chunk_kib << 10
+        coll = self.server.client[db_name][coll_name]
+        last_doc: bytes | None = None
+        with open(staging / "tree.jsonl", "ab+") as listing:
+            listing.truncate(cursor.get("list_bytes", 0))
+            listing.seek(0, os.SEEK_END)
+
+            def checkpoint() -> None:
+                written = writer.seal()
+                listing.flush()
+                os.fsync(listing.fileno())
+                new_cursor = {"list_bytes": listing.tell(), "docs": docs, "bytes": nbytes,
+                              "bytes_stored": stored + writer.bytes_stored,
+                              "last_id": None if last_doc is None else id_to_json(doc_id(last_doc))}
+                if last_doc is None:
+                    new_cursor["last_id"] = cursor.get("last_id")
+                relay.call(ctx.checkpoint, step, new_cursor, chunks_written=written, bytes_done=nbytes,
+                           bytes_stored=new_cursor["bytes_stored"], items_done=docs)
+
+            def docs_of_batches() -> Any:
+                batches = coll.find_raw_batches(query(True), sort=[("_id", 1)], batch_size=BATCH_DOCS)
+                try:
+                    first = next(batches, None)
+                except OperationFailure as exc:
+                    if exc.code not in NOT_SUPPORTED:
+                        raise
+                    # the server refuses $type codes of types it cannot store: leave those out
+                    batches = coll.find_raw_batches(query(False), sort=[("_id", 1)], batch_size=BATCH_DOCS)
+                    first = next(batches, None)
+                try:
+                    if first is not None:
+                        yield from split_docs(first)
+                    for batch in prefetch(batches):
+                        yield from split_docs(batch)
+                finally:
+                    batches.close()
+
+            stream = chunks_of(docs_of_batches(), limit)
+            try:
+                with self.server.errors(f"reading {ns}"):
+                    for chunk, count, last in stream:
+                        cid = writer.put(chunk)
+                        listing.write(_chunk_line(ns, cid))
+                        docs += count
+                        nbytes += len(chunk)
+                        last_doc = last
+                        if writer.checkpoint_due():
+                            checkpoint()
+                            ctx.check_stop()
+                    checkpoint()
+            except BaseException:
+                writer.abort()
+                raise
+            finally:
+                stream.close()  # ends the prefetching thread and the server cursor now
+        with self.server.errors(f"reading the options and indexes of {ns}"):
+            meta = meta_to_text(collection_metadata(self.server.client[db_name], coll_name))
+        write_atomic(staging / "metadata.json", meta.encode(), self.repo.root / "tmp")
+        return {"ns": ns, "documents": docs, "bytes": nbytes}
+
+    def _query(self, ns: str) -> dict[str, Any]:
+        text = self.spec.source.query.get(ns)
+        if not text:
+            return {}
+        from bson import json_util
+
+        try:
+            parsed = json_util.loads(text)
+        except Exception as exc:  # json_util raises several types for bad Extended JSON
+            raise PermanentError(f"query for {ns} is not valid Extended JSON: {redact(str(exc))}") from exc
+        return dict(parsed)
+
+    # --- publish -------------------------------------------------------------------------------
+
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
+        if self.repo.snapshot_exists(self.run_id):
+            return {"snapshot_id": self.run_id, "already_published": True}
+        entries = []
+        stored = 0
+        for index, ns in enumerate(self.namespaces):
+            staging = self._staging(index)
+            cursor = ctx.cursor(DUMP + ns) or {}
+            entry = CollectionEntry(ns=ns, meta=(staging / "metadata.json").read_text(),
+                                    docs=cursor.get("docs", 0), size=cursor.get("bytes", 0))
+            with open(staging / "tree.jsonl", "rb") as fh:
+                data = fh.read(cursor.get("list_bytes", 0))
+            entry.chunks = [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
+            stored += cursor.get("bytes_stored", 0)
+            entries.append(entry)
+        stats = {"collections": len(entries), "documents": sum(e.docs for e in entries),
+                 "bytes": sum(e.size for e in entries), "chunk_refs": sum(len(e.chunks) for e in entries),
+                 "bytes_stored": stored}
+        src = self.spec.source
+        manifest = {
+            "id": self.run_id, "job": self.spec.name, "kind": "mongo", "run_id": self.run_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {"databases": list(src.databases), "include": list(src.include), "exclude": list(src.exclude),
+                       "server_version": self.details.get("server_version")},
+            "parent": None, "stats": stats,
+        }
+        self.repo.publish_snapshot(manifest, tree_zst(entries, self.tuning.compression_level))
+        for index in range(len(self.namespaces)):
+            shutil.rmtree(self._staging(index), ignore_errors=True)
+        return {"snapshot_id": self.run_id, **stats}
+
+
+def _chunk_line(ns: str, cid: str) -> bytes:
+    return json.dumps({"p": ns, "t": "f", "m": 0o644, "mt": 0, "u": 0, "g": 0, "c": [cid]},
+                      separators=(",", ":")).encode() + b"\n"

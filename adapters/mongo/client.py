@@ -1,0 +1,93 @@
+"""Connecting to a MongoDB-wire server and translating pymongo's errors at the boundary.
+
+The URI comes from the job's `uri_env`/`uri_file` and is never written anywhere: every
+message that leaves this package goes through `redact` with the URI as a secret. Network
+trouble (server down, connection reset, timeouts) is retryable and left to the executor's
+bounded backoff; a refused login is permanent, with a message that says so; anything else
+the server refuses is permanent and names what was being done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.errors import (
+    AutoReconnect,
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+)
+
+from adapters.secrets import redact, resolve
+from domain.errors import PermanentError, RetryableError
+
+AUTH_FAILED = {18, 11}  # AuthenticationFailed, UserNotFound
+SYSTEM_DBS = {"admin", "local", "config"}
+
+
+class MongoAuthFailed(PermanentError):
+    pass
+
+
+class MongoUnreachable(RetryableError):
+    pass
+
+
+class MongoRefused(PermanentError):
+    pass
+
+
+class Server:
+    """One server named by a job: its (secret) URI and a lazily opened client."""
+
+    def __init__(self, uri_env: str | None, uri_file: str | None, what: str) -> None:
+        self.uri = resolve(uri_env, uri_file, "uri")
+        self.what = what
+        self._client: MongoClient[Any] | None = None
+
+    @property
+    def client(self) -> MongoClient[Any]:
+        if self._client is None:
+            with self.errors("connecting"):
+                self._client = MongoClient(self.uri, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
+                                           socketTimeoutMS=300_000, retryWrites=False, appname="davit")
+        return self._client
+
+    def ping(self) -> dict[str, Any]:
+        """Check the server answers and the credentials are accepted; its version."""
+        with self.errors("connecting"):
+            self.client.admin.command("ping")
+            info = self.client.server_info()
+        return {"server_version": info.get("version")}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.uri)
+
+    @contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Map pymongo's errors raised while `doing` to davit's, without the URI's secrets."""
+        try:
+            yield
+        except OperationFailure as exc:
+            detail = self.redact(str(exc.details.get("errmsg") if exc.details else exc))
+            if exc.code in AUTH_FAILED:
+                raise MongoAuthFailed(
+                    f"{self.what}: authentication failed while {doing} (check the user and password in the "
+                    f"URI): {detail}") from exc
+            raise MongoRefused(f"{self.what}: the server refused {doing}: {detail} (code {exc.code})") from exc
+        except (InvalidURI, ConfigurationError) as exc:
+            raise PermanentError(f"{self.what}: bad MongoDB URI: {self.redact(str(exc))}") from exc
+        except (AutoReconnect, ConnectionFailure) as exc:
+            raise MongoUnreachable(f"{self.what}: server unreachable while {doing}: {self.redact(str(exc))}") from exc
+        except PyMongoError as exc:
+            raise MongoRefused(f"{self.what}: {doing} failed: {self.redact(str(exc))}") from exc

@@ -1,0 +1,305 @@
+"""mongo.restore: a snapshot (or a mongodump directory) into a server, resumable per chunk.
+
+`prepare` connects to the target, fixes the source (a snapshot id, or the dump directory)
+and the namespaces to restore after `ns_include`/`ns_exclude` and `ns_from`/`ns_to`; the
+plan has one step `restore:DB.COLL` per target collection. A step's first start drops the
+target collection if `drop = true` and creates it with the source's options; then each chunk
+is read and verified (sha256) before a byte of it is sent, inserted in batches of about
+`batch_kib` (unordered `insert_many` of raw documents; in `insert` mode a duplicate `_id`,
+code 11000, is tolerated so a chunk redone after a kill inserts nothing twice; `upsert`
+replaces by `_id`), and the count of chunks done is recorded. Indexes come after the data.
+An option or index the target rejects becomes a warning naming it, or fails the run with
+`strict = true`. A connection the server closes on every retry of one batch while it still
+answers a ping is a permanent failure naming the collection (FerretDB closes the connection
+on a BSON type it cannot store); a server that stops answering is retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import ReplaceOne
+from pymongo.collection import Collection
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMongoError
+
+from adapters.mongo.client import MongoRefused, MongoUnreachable, Server
+from adapters.mongo.dumpdir import DumpCollection, list_dump
+from adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
+from adapters.mongo.parallel import Relay, run_parallel
+from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, split_docs
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from domain.errors import CorruptChunk, PermanentError, SourceMissing
+from domain.jobs import MongoRestoreJob
+from domain.namespaces import PatternError, Renamer, select, split_ns
+from domain.ports import RunContext
+
+RESTORE = "restore:"
+DUPLICATE_KEY = 11000
+WRITE_ATTEMPTS = 3
+UPSERT_OPS = 50  # replacements per command: FerretDB 1.24 never answers an update command of 100 or more
+SOURCE_CHUNK = 1 << 20  # how a mongodump file is cut into chunks (fixed: the cursor counts them)
+
+
+class MongoRestoreWork:
+    def __init__(self, spec: MongoRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
+                 details: dict[str, Any]) -> None:
+        self.spec = spec
+        self.repo = repo
+        self.run_id = run_id
+        self.tuning = tuning
+        self.details = details
+        tgt = spec.target
+        self.server = Server(tgt.uri_env, tgt.uri_file, f"mongo.restore {spec.name}")
+
+    def plan(self) -> list[str]:
+        return [RESTORE + dst for _, dst in self.details.get("namespaces", [])]
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        src = self.spec.source
+        tgt = self.spec.target
+        if src.from_mongodump is not None:
+            try:
+                names = [c.ns for c in list_dump(Path(src.from_mongodump))]
+            except OSError as exc:
+                raise SourceMissing(src.from_mongodump, str(exc)) from exc
+            origin: dict[str, Any] = {"mongodump": src.from_mongodump}
+        else:
+            snap = self.repo.resolve(src.snapshot, src.job)
+            if snap.kind != "mongo":
+                raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one")
+            names = [e.ns for e in read_tree(self.repo.tree_bytes(snap))]
+            origin = {"snapshot_id": snap.id}
+        renamer = Renamer.of(tgt.ns_from, tgt.ns_to)
+        pairs = [[ns, renamer.rename(ns)] for ns in select(names, tgt.ns_include, tgt.ns_exclude)]
+        targets = [dst for _, dst in pairs]
+        for dst in targets:
+            try:
+                split_ns(dst)
+            except PatternError as exc:
+                raise PermanentError(f"ns_from/ns_to renames a collection to {dst!r}: {exc}") from exc
+        clash = sorted({d for d in targets if targets.count(d) > 1})
+        if clash:
+            raise PermanentError(f"several source collections would be restored into {', '.join(clash)}")
+        info = self.server.ping()
+        self.details = {**origin, "namespaces": pairs, **info}
+        self.server.close()
+        return self.details
+
+    def run(self, ctx: RunContext) -> None:
+        todo = [(s, d) for s, d in self.details["namespaces"] if not ctx.step_done(RESTORE + d)]
+        sources = self._sources()
+        try:
+            with self.repo.locked(exclusive=False):
+                run_parallel([self._task(ctx, sources[s], d) for s, d in todo], self.spec.parallel)
+        finally:
+            self.server.close()
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        """Each target collection holds at least the documents restored into it (exactly, after a drop)."""
+        problems, total = [], 0
+        try:
+            for _, dst in self.details["namespaces"]:
+                expected = (ctx.cursor(RESTORE + dst) or {}).get("docs", 0)
+                db, coll = split_ns(dst)
+                with self.server.errors(f"counting {dst}"):
+                    found = self.server.client[db][coll].count_documents({})
+                total += found
+                if found < expected or (self.spec.target.drop and self.spec.target.mode == "insert"
+                                        and found != expected):
+                    problems.append(f"{dst}: {found} documents, expected {expected}")
+        finally:
+            self.server.close()
+        if problems:
+            raise PermanentError(f"restored collections differ from the source: {'; '.join(problems[:5])}")
+        return {"snapshot_id": self.details.get("snapshot_id"), "collections": len(self.details["namespaces"]),
+                "documents": total}
+
+    # --- sources -------------------------------------------------------------------------------
+
+    def _sources(self) -> dict[str, Any]:
+        if "mongodump" in self.details:
+            return {c.ns: c for c in list_dump(Path(self.details["mongodump"]))}
+        snap = self.repo.resolve(self.details["snapshot_id"])
+        return {e.ns: e for e in read_tree(self.repo.tree_bytes(snap))}
+
+    def _chunks(self, source: CollectionEntry | DumpCollection, skip: int) -> Iterator[bytes]:
+        """The collection's chunks after the first `skip`, each verified before it is handed out."""
+        if isinstance(source, DumpCollection):
+            for index, (chunk, _count, _last) in enumerate(source.chunks(SOURCE_CHUNK)):
+                if index >= skip:
+                    yield chunk
+            return
+        ids = [bytes.fromhex(c) for c in source.chunks[skip:]]
+        with ThreadPoolExecutor(1, thread_name_prefix="davit-mongo-read") as pool:
+            ahead = pool.submit(self.repo.read_chunk, ids[0]) if ids else None
+            for i in range(len(ids)):
+                assert ahead is not None
+                data = ahead.result()
+                ahead = pool.submit(self.repo.read_chunk, ids[i + 1]) if i + 1 < len(ids) else None
+                yield data
+
+    # --- one collection ------------------------------------------------------------------------
+
+    def _task(self, ctx: RunContext, source: CollectionEntry | DumpCollection, dst: str) -> Any:
+        def task(relay: Relay) -> None:
+            step = RESTORE + dst
+            relay.call(ctx.step_started, step)
+            relay.call(ctx.step_completed, step, self._restore(ctx, relay, source, dst))
+
+        return task
+
+    def _restore(self, ctx: RunContext, relay: Relay, source: CollectionEntry | DumpCollection,
+                 dst: str) -> dict[str, Any]:
+        step = RESTORE + dst
+        db_name, coll_name = split_ns(dst)
+        meta = meta_from_text(source.meta if isinstance(source, CollectionEntry) else source.meta_text())
+        cursor = ctx.cursor(step) or {}
+        coll = self.server.client[db_name].get_collection(coll_name, codec_options=RAW_CODEC)
+        warnings = cursor.get("warnings", 0)
+        if not cursor:
+            warnings += self._create(ctx, relay, dst, meta)
+            relay.call(ctx.checkpoint, step, {"chunks": 0, "docs": 0, "bytes": 0, "duplicates": 0,
+                                              "warnings": warnings})
+        chunks, docs, nbytes, dups = (cursor.get(k, 0) for k in ("chunks", "docs", "bytes", "duplicates"))
+        posted = None
+        try:
+            for chunk in self._chunks(source, chunks):
+                ctx.check_stop()
+                relay.check(posted)
+                try:
+                    raw = [RawBSONDocument(bytes(d), RAW_CODEC) for d in split_docs(chunk)]
+                except BadBson as exc:
+                    raise CorruptChunk(f"#{chunks}", dst, str(exc)) from exc
+                dups += self._write(coll, dst, raw, chunks)
+                chunks += 1
+                docs += len(raw)
+                nbytes += len(chunk)
+                # the chunk is acknowledged by the server: record it without waiting for the commit
+                posted = relay.post(ctx.checkpoint, step, {"chunks": chunks, "docs": docs, "bytes": nbytes,
+                                                           "duplicates": dups, "warnings": warnings},
+                                    bytes_done=nbytes, items_done=docs)
+        except BadBson as exc:
+            raise CorruptChunk(f"#{chunks}", str(getattr(source, "bson", dst)), str(exc)) from exc
+        if posted is not None:
+            posted.result()  # the last checkpoint is durable (or its failure raised) before going on
+        warnings += self._indexes(ctx, relay, dst, meta)
+        return {"ns": dst, "documents": docs, "bytes": nbytes, "duplicates_skipped": dups, "warnings": warnings}
+
+    def _batches(self, raw: list[RawBSONDocument]) -> Iterator[list[RawBSONDocument]]:
+        limit = self.spec.batch_kib << 10
+        batch: list[RawBSONDocument] = []
+        size = 0
+        for doc in raw:
+            n = len(doc.raw)
+            if batch and size + n > limit:
+                yield batch
+                batch, size = [], 0
+            batch.append(doc)
+            size += n
+        if batch:
+            yield batch
+
+    def _write(self, coll: Collection[Any], dst: str, raw: list[RawBSONDocument], chunk: int) -> int:
+        dups = 0
+        for batch in self._batches(raw):
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                try:
+                    dups += self._write_batch(coll, dst, batch)
+                    break
+                except AutoReconnect as exc:
+                    try:
+                        self.server.ping()
+                    except MongoUnreachable:
+                        raise
+                    if attempt == WRITE_ATTEMPTS:
+                        raise PermanentError(
+                            f"{dst}: the target closed the connection on each of {WRITE_ATTEMPTS} attempts to write "
+                            f"a batch of chunk #{chunk} while still answering pings; the batch likely holds a "
+                            f"BSON type the target cannot store (FerretDB: decimal128, minKey/maxKey, "
+                            f"JavaScript code, ...): {self.server.redact(str(exc))}") from exc
+        return dups
+
+    def _write_batch(self, coll: Collection[Any], dst: str, batch: list[RawBSONDocument]) -> int:
+        try:
+            if self.spec.target.mode == "upsert":
+                ops: list[ReplaceOne[Any]] = [ReplaceOne({"_id": doc_id(d.raw)}, d, upsert=True) for d in batch]
+                for start in range(0, len(ops), UPSERT_OPS):
+                    coll.bulk_write(ops[start : start + UPSERT_OPS], ordered=False)
+                return 0
+            coll.insert_many(batch, ordered=False)
+            return 0
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if other or exc.details.get("writeConcernErrors"):
+                first = other[0] if other else exc.details["writeConcernErrors"][0]
+                raise MongoRefused(f"{dst}: the target refused {len(other) or 1} document(s): "
+                                   f"{self.server.redact(str(first.get('errmsg')))} (code {first.get('code')})") from exc
+            return len(errors)
+        except AutoReconnect:
+            raise
+        except PyMongoError as exc:
+            with self.server.errors(f"writing to {dst}"):
+                raise exc
+
+    # --- options and indexes -------------------------------------------------------------------
+
+    def _rejected(self, ctx: RunContext, relay: Relay, dst: str, message: str) -> int:
+        if self.spec.target.strict:
+            raise PermanentError(f"{message} (strict = true)")
+        relay.call(ctx.warn, message, RESTORE + dst)
+        return 1
+
+    def _create(self, ctx: RunContext, relay: Relay, dst: str, meta: dict[str, Any]) -> int:
+        db_name, coll_name = split_ns(dst)
+        db = self.server.client[db_name]
+        with self.server.errors(f"preparing {dst}"):
+            if self.spec.target.drop:
+                db.drop_collection(coll_name)
+            if coll_name in db.list_collection_names(filter={"name": coll_name}):
+                return 0
+        options = {k: v for k, v in dict(meta.get("options") or {}).items()}
+        if meta.get("type", "collection") != "collection":
+            return self._rejected(ctx, relay, dst, f"{dst}: a {meta.get('type')} cannot be restored; skipped its "
+                                                   "definition")
+        if options:
+            try:
+                db.command({"create": coll_name, **options})
+                return 0
+            except OperationFailure as exc:
+                names = ", ".join(sorted(options))
+                warned = self._rejected(ctx, relay, dst, f"{dst}: collection option(s) {names} rejected by the "
+                                                         f"target: {self.server.redact(str(exc.details or exc))}")
+            except PyMongoError as exc:
+                with self.server.errors(f"creating {dst}"):
+                    raise exc
+        else:
+            warned = 0
+        with self.server.errors(f"creating {dst}"):
+            db.create_collection(coll_name, check_exists=False)
+        return warned
+
+    def _indexes(self, ctx: RunContext, relay: Relay, dst: str, meta: dict[str, Any]) -> int:
+        db_name, coll_name = split_ns(dst)
+        db = self.server.client[db_name]
+        warned = 0
+        for index in meta.get("indexes") or []:
+            spec = {k: v for k, v in dict(index).items() if k not in ("v", "ns")}
+            name = spec.get("name", "?")
+            if name == "_id_":
+                continue
+            try:
+                db.command("createIndexes", coll_name, indexes=[spec])
+            except OperationFailure as exc:
+                errmsg = (exc.details or {}).get("errmsg", str(exc))
+                warned += self._rejected(ctx, relay, dst, f"{dst}: index {name} rejected by the target: "
+                                                          f"{self.server.redact(str(errmsg))}")
+            except PyMongoError as exc:
+                with self.server.errors(f"creating index {name} on {dst}"):
+                    raise exc
+        return warned

@@ -1,0 +1,1 @@
+"""SSH access to other hosts (asyncssh), for migrations."""

@@ -1,0 +1,79 @@
+"""weaviate.clear: delete every object of one collection and keep its schema (and tenants).
+
+The job file must say `confirm = true` (the spec refuses it otherwise); prepare refuses a
+collection that does not exist. One step, `clear`: for each tenant in name order (or the
+collection itself), fetch a page of uuids, delete exactly those, record a checkpoint with
+the tenant index and the count so far; repeat until a page comes back empty. Deleting is
+idempotent, so a resumed run simply goes on with what is left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weaviate.classes.query import Filter
+
+from adapters.weaviate.client import Server, collection_config, collection_exists
+from adapters.weaviate.schema import multi_tenant
+from domain.errors import SourceMissing
+from domain.jobs import WeaviateClearJob
+from domain.ports import RunContext
+
+CLEAR = "clear"
+
+
+class WeaviateClearWork:
+    def __init__(self, spec: WeaviateClearJob, run_id: str, details: dict[str, Any]) -> None:
+        self.spec = spec
+        self.target = spec.target
+        self.run_id = run_id
+        self.details = details
+
+    def plan(self) -> list[str]:
+        return [CLEAR]
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        with Server(self.target) as server:
+            if not collection_exists(server, self.target.collection):
+                raise SourceMissing(f"collection {self.target.collection} on {server.where}",
+                                    "it does not exist; nothing to clear")
+        self.details = {"collection": self.target.collection}
+        return self.details
+
+    def run(self, ctx: RunContext) -> None:
+        if ctx.step_done(CLEAR):
+            return
+        ctx.step_started(CLEAR)
+        ctx.step_completed(CLEAR, self._clear(ctx))
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        return {"collection": self.target.collection, **(ctx.cursor(CLEAR) or {})}
+
+    def _clear(self, ctx: RunContext) -> dict[str, Any]:
+        name = self.target.collection
+        cursor = ctx.cursor(CLEAR) or {"tenant_index": 0, "deleted": 0}
+        with Server(self.target) as server:
+            if not collection_exists(server, name):
+                raise SourceMissing(f"collection {name} on {server.where}", "it no longer exists")
+            base = server.client.collections.get(name)
+            tenants: list[str | None] = [None]
+            if multi_tenant(collection_config(server, name)):
+                with server.errors(f"listing the tenants of {name}"):
+                    tenants = list(sorted(base.tenants.get()))
+            while cursor["tenant_index"] < len(tenants):
+                tenant = tenants[cursor["tenant_index"]]
+                collection = base.with_tenant(tenant) if tenant is not None else base
+                where = f"clearing {name}" + (f" tenant {tenant}" if tenant else "")
+                while True:
+                    ctx.check_stop()
+                    with server.errors(where):
+                        page = collection.query.fetch_objects(limit=self.target.batch_size, return_properties=[])
+                        ids = [o.uuid for o in page.objects]
+                        if not ids:
+                            break
+                        result = collection.data.delete_many(where=Filter.by_id().contains_any(ids))
+                    cursor["deleted"] += result.successful
+                    ctx.checkpoint(CLEAR, dict(cursor), items_done=cursor["deleted"])
+                cursor["tenant_index"] += 1
+                ctx.checkpoint(CLEAR, dict(cursor), items_done=cursor["deleted"])
+        return {"collection": name, "deleted": cursor["deleted"], "tenants": len([t for t in tenants if t])}

@@ -1,0 +1,119 @@
+"""Connecting to Weaviate and translating the client's errors at the adapter's boundary.
+
+`connect` opens a weaviate-client v4 connection (HTTP + gRPC) from a job's connection
+section, resolving the API key reference at run time. `weaviate_errors` maps what the client
+raises to davit's error tree: an unreachable or busy server (connection refused, gRPC
+unavailable, timeouts, 5xx, 429) is retryable; everything else (bad key, 4xx, invalid input)
+fails the run. Every message passes through `redact` with the key, so it never leaves here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import weaviate
+from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+from weaviate.exceptions import (
+    AuthenticationFailedError,
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateConnectionError,
+    WeaviateGRPCUnavailableError,
+    WeaviateQueryError,
+    WeaviateRetryError,
+    WeaviateStartUpError,
+    WeaviateTimeoutError,
+)
+
+from adapters.secrets import redact, resolve
+from domain.errors import PermanentError, RetryableError
+from domain.jobs.weaviate import WeaviateConnection
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_RETRYABLE_WORDS = ("unavailable", "deadline exceeded", "connection refused", "leader not found",
+                    "connection reset", "timed out", "timeout")
+
+
+class WeaviateUnavailable(RetryableError):
+    pass
+
+
+class WeaviateRejected(PermanentError):
+    pass
+
+
+class Server:
+    """One job's connection: the client plus what is needed to redact its secret."""
+
+    def __init__(self, conn: WeaviateConnection) -> None:
+        self.conn = conn
+        self.api_key = resolve(conn.api_key_env, conn.api_key_file, "api_key") \
+            if conn.api_key_env or conn.api_key_file else None
+        self.where = f"weaviate at {conn.host}:{conn.http_port} (grpc {conn.grpc_port})"
+        with self.errors("connecting"):
+            self.client = weaviate.connect_to_custom(
+                http_host=conn.host, http_port=conn.http_port, http_secure=conn.secure,
+                grpc_host=conn.host, grpc_port=conn.grpc_port, grpc_secure=conn.secure,
+                auth_credentials=Auth.api_key(self.api_key) if self.api_key else None,
+                additional_config=AdditionalConfig(timeout=Timeout(
+                    init=30, query=conn.timeout_seconds, insert=conn.timeout_seconds)),
+                skip_init_checks=False,
+            )
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def redact(self, text: str) -> str:
+        return redact(text, *([self.api_key] if self.api_key else []))
+
+    @contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Translate the client's errors raised while `doing` something into davit's tree."""
+        try:
+            yield
+        except (PermanentError, RetryableError):
+            raise
+        except Exception as exc:
+            raise self.translate(exc, doing) from exc
+
+    def translate(self, exc: BaseException, doing: str) -> PermanentError | RetryableError:
+        message = self.redact(f"{self.where}: {doing}: {type(exc).__name__}: {exc}")[:2000]
+        if isinstance(exc, AuthenticationFailedError):
+            return WeaviateRejected(message)
+        if isinstance(exc, UnexpectedStatusCodeError):
+            if exc.status_code in RETRYABLE_STATUS or "leader not found" in str(exc):
+                return WeaviateUnavailable(message)
+            return WeaviateRejected(message)
+        if isinstance(exc, WeaviateConnectionError | WeaviateGRPCUnavailableError | WeaviateTimeoutError
+                      | WeaviateRetryError | WeaviateStartUpError | ConnectionError | TimeoutError):
+            return WeaviateUnavailable(message)
+        if isinstance(exc, WeaviateQueryError | WeaviateBaseError) and is_transient(str(exc)):
+            return WeaviateUnavailable(message)
+        return WeaviateRejected(message)
+
+
+def is_transient(message: str) -> bool:
+    low = message.lower()
+    return any(word in low for word in _RETRYABLE_WORDS)
+
+
+def collection_exists(server: Server, name: str) -> bool:
+    with server.errors(f"checking collection {name}"):
+        return bool(server.client.collections.exists(name))
+
+
+def collection_config(server: Server, name: str) -> dict[str, Any]:
+    with server.errors(f"reading the configuration of {name}"):
+        config: dict[str, Any] = server.client.collections.get(name).config.get().to_dict()
+        return config

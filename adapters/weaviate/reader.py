@@ -1,0 +1,129 @@
+"""Reading one collection (or one tenant of it) page by page with the client's cursor.
+
+`pages` follows Weaviate's cursor (`after` = the last uuid returned) and turns each object
+into a `Row`: properties (blobs included, which Weaviate leaves out unless named), every
+vector (the default one, named ones, multi-vectors) and the uuids of every cross-reference.
+A background thread keeps at most `depth` pages ahead of the writer, so fetching from the
+server overlaps encoding and storing, with memory bounded by the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+from weaviate.classes.query import QueryReference
+
+from adapters.weaviate.client import Server
+from adapters.weaviate.codec import Row, dump_properties
+
+_DONE = object()
+
+
+def reference_properties(config: dict[str, Any]) -> list[str]:
+    """Names of the cross-reference properties in a collection's exported configuration."""
+    out = [p["name"] for p in config.get("references", []) or []]
+    for prop in config.get("properties", []) or []:
+        types = prop.get("dataType", [])
+        if types and all(t[:1].isupper() for t in types) and prop["name"] not in out:
+            out.append(prop["name"])
+    return out
+
+
+def blob_properties(config: dict[str, Any]) -> list[str]:
+    return [p["name"] for p in config.get("properties", []) or [] if p.get("dataType") == ["blob"]]
+
+
+@lru_cache(maxsize=64)
+def _packer(dims: int) -> struct.Struct:
+    return struct.Struct(f"<{dims}f")
+
+
+def to_row(obj: Any, with_refs: bool) -> Row:
+    vectors: dict[str, bytes | Sequence[float]] = {}
+    multi: dict[str, list[list[float]]] = {}
+    for name, vec in (obj.vector or {}).items():
+        if vec and isinstance(vec[0], list):
+            multi[name] = vec
+        else:
+            vectors[name] = _packer(len(vec)).pack(*vec)  # float32 bytes: 4 bytes a value, not a Python float
+    refs: dict[str, list[tuple[str, str]]] = {}
+    if with_refs and obj.references:
+        for prop, ref in obj.references.items():
+            refs[prop] = [(o.collection, str(o.uuid)) for o in ref.objects]
+    props = {k: v for k, v in obj.properties.items() if v is not None}
+    return Row(uuid=str(obj.uuid), properties=props, vectors=vectors, multi_vectors=multi, refs=refs,
+               props_json=dump_properties(props))
+
+
+def pages(server: Server, name: str, tenant: str | None, config: dict[str, Any], after: str | None,
+          page_size: int) -> Iterator[list[Row]]:
+    """Pages of rows in uuid order, starting after `after`."""
+    collection = server.client.collections.get(name)
+    if tenant is not None:
+        collection = collection.with_tenant(tenant)
+    refs = reference_properties(config)
+    blobs = blob_properties(config)
+    return_refs = [QueryReference(link_on=r, return_properties=[]) for r in refs] or None
+    where = f"reading {name}" + (f" tenant {tenant}" if tenant is not None else "")
+    while True:
+        with server.errors(where):
+            # Named properties are needed for blobs (left out otherwise); None means "all others".
+            names = _property_names(config) if blobs else None
+            result = collection.query.fetch_objects(
+                limit=page_size, after=after, include_vector=True,
+                return_properties=names, return_references=return_refs)
+        objects = result.objects
+        if not objects:
+            return
+        rows = [to_row(o, bool(refs)) for o in objects]
+        after = rows[-1].uuid
+        yield rows
+
+
+def _property_names(config: dict[str, Any]) -> list[str]:
+    refs = set(reference_properties(config))
+    return [p["name"] for p in config.get("properties", []) or [] if p["name"] not in refs]
+
+
+def prefetch(source: Iterator[list[Row]], depth: int) -> Iterator[list[Row]]:
+    """`source` run in a background thread, at most `depth` pages ahead of the consumer."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in source:
+                while not stop.is_set():
+                    try:
+                        q.put(page, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="davit-weaviate-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

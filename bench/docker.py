@@ -1,0 +1,206 @@
+"""Docker benchmark: volume backup and migration transfer against the obvious pipelines.
+
+Same data for every contender: a Docker volume of `--size-mb` (default 1024) of mixed files
+(many small text files, random blobs, a run of zeros) on the test engine peer. Measured:
+davit's volume backup (cold, then repeated on unchanged data) vs `docker run --rm -v VOL:/v
+IMAGE tar c /v | zstd -T0 > file`; davit's migration data path (export -> content-addressed
+transfer over asyncssh -> unpack on the target; cold, then repeated) vs `tar c | zstd -T0 |
+ssh target 'zstd -d | tar x'`. Prints MB/s, peak RSS (largest process of the measured
+command, from wait4) and ratios. Needs the docker and ssh peers (`python -m tests.peers up
+--only docker,ssh`); run as root on the engine's host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's directory comes first on sys.path and its name would hide the
+# `docker` package: put the repository root there instead.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from bench.benchlib import cpu_count, disk_of, table  # noqa: E402
+
+
+class BenchContext:
+    """A `RunContext` that keeps cursors in memory (no daemon: the data path alone)."""
+
+    run_id = "bench"
+
+    def __init__(self) -> None:
+        self.cursors: dict[str, dict[str, Any]] = {}
+        self.done: set[str] = set()
+
+    def cursor(self, step: str) -> dict[str, Any] | None:
+        return self.cursors.get(step)
+
+    def step_done(self, step: str) -> bool:
+        return step in self.done
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def checkpoint(self, step: str, cursor: dict[str, Any], *, chunks_written: Sequence[str] = (),
+                   bytes_done: int = 0, bytes_stored: int = 0, items_done: int = 0) -> None:
+        self.cursors[step] = cursor
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
+        self.done.add(step)
+
+    def warn(self, message: str, step: str | None = None) -> None:
+        print(f"  warning: {message}")
+
+    def check_stop(self) -> None:
+        pass
+
+
+def measured(fn: Callable[[], None]) -> tuple[float, float]:
+    """Run `fn` in a forked child; (seconds, peak RSS in MB of the child and its children)."""
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fn()
+        except BaseException as exc:
+            print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
+        os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("a measured step failed")
+    return time.monotonic() - start, usage.ru_maxrss / 1024
+
+
+def shell(cmd: str) -> Callable[[], None]:
+    def go() -> None:
+        subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+    return go
+
+
+def fill(root: Path, megabytes: int) -> None:
+    rnd = random.Random(11)
+    words = ["davit", "crane", "winch", "hull", "keel", "deck", "rope", "lifeboat"]
+    for i in range(3000):
+        d = root / "small" / f"d{i % 40}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"n{i}.txt").write_text(" ".join(rnd.choice(words) for _ in range(rnd.randint(10, 2000))))
+    (root / "zeros.img").write_bytes(b"\0" * (64 << 20))
+    left, n = megabytes - 64 - 25, 0
+    while left > 0:
+        size = min(left, 64)
+        with open(root / f"blob{n:02d}.bin", "wb") as fh:
+            for _ in range(size):
+                fh.write(rnd.randbytes(1 << 20) if n % 2 == 0 else (rnd.randbytes(4096) * 256))
+        left -= size
+        n += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--workdir", type=Path, default=Path(".bench/docker"))
+    args = parser.parse_args()
+
+    import docker
+
+    from adapters.compose import target as tgt
+    from adapters.compose.source import Item, export_item
+    from adapters.docker.backup import VolumeBackupWork
+    from adapters.repository.repository import Repository
+    from adapters.repository.tuning import Tuning
+    from adapters.ssh.remote import SshAddress
+    from adapters.ssh.remote import connect as ssh_connect
+    from domain.jobs import VolumeBackupJob
+    from tests.peers.state import load
+
+    state = load()
+    dk, sh = state.get("docker", {}), state.get("ssh", {})
+    if not (dk.get("ok") and sh.get("ok")):
+        raise SystemExit("needs the docker and ssh peers: python -m tests.peers up --only docker,ssh")
+    work = args.workdir.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    client = docker.DockerClient(base_url=dk["host"])
+    vol = f"davit-bench-{uuid.uuid4().hex[:6]}"
+    mp = Path(client.volumes.create(vol).attrs["Mountpoint"])
+    rows: list[list[str]] = []
+    mb = float(args.size_mb)
+    try:
+        print(f"filling volume {vol} with {args.size_mb} MB of mixed files; {cpu_count()} CPUs; "
+              f"repository on {disk_of(work)}")
+        fill(mp, args.size_mb)
+        tuning = Tuning()
+        spec = VolumeBackupJob.model_validate({"name": "bench", "kind": "volume.backup", "engine": dk["host"],
+                                               "source": {"names": [vol]}})
+
+        def backup(run_id: str) -> Callable[[], None]:
+            def go() -> None:
+                repo = Repository.open(work / "repo")
+                w = VolumeBackupWork(spec, repo, run_id, tuning, {})
+                ctx = BenchContext()
+                w.details = w.prepare(ctx)
+                w.run(ctx)
+                w.finish(ctx)
+            return go
+
+        results: dict[str, tuple[float, float]] = {}
+        os.sync()
+        results["davit volume backup (cold)"] = measured(backup("b1"))
+        results["davit volume backup (repeat)"] = measured(backup("b2"))
+        os.sync()
+        results["docker run tar | zstd -T0"] = measured(shell(
+            f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm -v {vol}:/v {shlex.quote(dk['image'])} "
+            f"tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"))
+
+        address = SshAddress(sh["host"], int(sh["port"]), sh["user"], sh["key_file"], sh["known_hosts"])
+        layout = tgt.TargetLayout(str(work / "target"), "bench")
+
+        def migrate(dest: str) -> Callable[[], None]:
+            def go() -> None:
+                item = Item("bind-0", "bind", str(mp), str(work / "target" / dest))
+                ids, _ = export_item(item, work / "export", 3, lambda: None)
+                with ssh_connect(address) as host:
+                    present = tgt.present_chunks(host, layout)
+                    missing = [c for c in dict.fromkeys(ids) if c not in present]
+                    tgt.send_batches(host, layout, missing, lambda c: (work / "export" / f"{c}.zst").read_bytes(),
+                                     lambda _n, _b: None, lambda: None)
+                    tgt.import_item(host, layout, item, ids, sh["image"], "bench")
+            return go
+
+        results["davit migration data path (cold)"] = measured(migrate("m1"))
+        results["davit migration data path (repeat)"] = measured(migrate("m2"))
+        ssh = (f"ssh -i {sh['key_file']} -p {sh['port']} -o UserKnownHostsFile={sh['known_hosts']} "
+               f"-o StrictHostKeyChecking=yes {sh['user']}@{sh['host']}")
+        results["tar | zstd -T0 | ssh 'zstd -d | tar x'"] = measured(shell(
+            f"mkdir -p {work / 'target' / 'p1'} && tar c -C {mp} . | zstd -q -T0 | "
+            f"{ssh} 'zstd -dq | tar x -C {work / 'target' / 'p1'}'"))
+
+        for name, (secs, rss) in results.items():
+            rows.append([name, f"{secs:.1f}", f"{mb / secs:.0f}", f"{rss:.0f}"])
+        print(table(["contender", "seconds", "MB/s", "peak RSS MB"], rows, f"\n{args.size_mb} MB volume"))
+        b, bp = results["davit volume backup (cold)"][0], results["docker run tar | zstd -T0"][0]
+        m, mpipe = results["davit migration data path (cold)"][0], results["tar | zstd -T0 | ssh 'zstd -d | tar x'"][0]
+        print(f"\nbackup: davit at {bp / b:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
+              f"{results['davit volume backup (repeat)'][0] / b:.2f}x the cold run's time")
+        print(f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
+              f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time")
+    finally:
+        client.volumes.get(vol).remove(force=True)
+        client.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

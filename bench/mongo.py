@@ -1,0 +1,212 @@
+"""MongoDB benchmark: davit's mongo.backup and mongo.restore against the bare pymongo ceilings.
+
+Run: `.venv/bin/python bench/mongo.py [--docs N] [--uri URI] [--workdir DIR]` (defaults: 200,000
+documents of about 1 KB, the FerretDB test peer from `.peers/state.json`, `./.bench/mongo`).
+
+Same server, same data, same run. The backup ceiling is a bare `find_raw_batches()` loop in
+`_id` order writing to /dev/null; the restore ceiling is a bare unordered `insert_many` of
+`RawBSONDocument` batches of about 1 MB read from the exported `.bson` file. mongodump and
+mongorestore cannot be had on these machines (see README), so they are not compared. davit
+runs as an operator runs it: `davitd --home H` as a subprocess, job files dropped into
+`H/jobs.d/`; its time is taken from the run's own events (RunPreparing -> RunSucceeded, so
+connecting, publishing and verifying count; the data steps alone are printed too: a restore's
+verification counts each collection, a full scan on FerretDB) and its peak RSS is the daemon's VmHWM (start-up
+included). Baselines run in a child process that reports its own peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import LogReader, cpu_count, load_note, table, ts, vm_hwm_mb
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+DB, COPY, BARE = "bench_mongo", "bench_mongo_davit", "bench_mongo_bare"
+MB = 1e6
+
+BARE_BACKUP = """
+import json, resource, sys, time
+from pymongo import MongoClient
+c = MongoClient(sys.argv[1]); coll = c[sys.argv[2]]["items"]
+t = time.monotonic(); n = 0
+with open("/dev/null", "wb") as out:
+    for batch in coll.find_raw_batches(sort=[("_id", 1)], batch_size=1000):
+        out.write(batch); n += len(batch)
+print(json.dumps({"seconds": time.monotonic() - t, "bytes": n,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BARE_RESTORE = """
+import json, resource, sys, time
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+c = MongoClient(sys.argv[1]); c.drop_database(sys.argv[2]); coll = c[sys.argv[2]]["items"]
+t = time.monotonic(); n = docs = 0
+with open(sys.argv[3], "rb", buffering=1 << 20) as fh:
+    batch, size = [], 0
+    while head := fh.read(4):
+        length = int.from_bytes(head, "little")
+        batch.append(RawBSONDocument(head + fh.read(length - 4))); size += length
+        if size >= 1 << 20:
+            coll.insert_many(batch, ordered=False); docs += len(batch); n += size; batch, size = [], 0
+    if batch:
+        coll.insert_many(batch, ordered=False); docs += len(batch); n += size
+print(json.dumps({"seconds": time.monotonic() - t, "bytes": n, "docs": docs,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def peer_uri() -> str:
+    state = json.loads((ROOT / ".peers" / "state.json").read_text())
+    return str(state["mongo"]["uri"])
+
+
+def seed(uri: str, docs: int) -> int:
+    from bson import ObjectId, encode
+    from bson.raw_bson import RawBSONDocument
+    from pymongo import MongoClient
+
+    client: MongoClient[Any] = MongoClient(uri)
+    coll = client[DB]["items"]
+    if coll.estimated_document_count() == docs:
+        return docs
+    client.drop_database(DB)
+    print(f"seeding {docs} documents of about 1 KB into {DB}.items ...", flush=True)
+    batch = []
+    for i in range(docs):
+        batch.append(RawBSONDocument(encode({"_id": ObjectId(), "n": i, "name": f"item {i}",
+                                             "pad": os.urandom(470).hex()})))
+        if len(batch) == 2000:
+            coll.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        coll.insert_many(batch, ordered=False)
+    coll.create_index("n", name="by_n")
+    return docs
+
+
+def child(script: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+class Daemon:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "davit.toml").write_text("")
+        log = open(home / "davitd.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)], stdout=log, stderr=log)
+        self.log = LogReader(home / "state" / "davit.db")
+        deadline = time.monotonic() + 60
+        while "ready" not in (home / "davitd.log").read_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                sys.exit(f"davitd did not start; see {home / 'davitd.log'}")
+            time.sleep(0.1)
+
+    def run(self, name: str, body: str) -> tuple[float, float, int]:
+        """Drop a job file; the run's seconds (RunPreparing -> RunSucceeded), the seconds of its
+        data steps (first StepStarted -> last StepCompleted of `dump:`/`restore:`) and bytes done."""
+        start = self.log.head()
+        jobs = self.home / "jobs.d"
+        jobs.mkdir(exist_ok=True)
+        (jobs / f"{name}.tmp").write_text(body)
+        os.replace(jobs / f"{name}.tmp", jobs / f"{name}.toml")
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            done = [r for r in self.log.after(start) if r.type in ("RunSucceeded", "RunFailed")]
+            if done:
+                rows = self.log.stream(done[0].stream)
+                if done[0].type == "RunFailed":
+                    sys.exit(f"davit run {done[0].stream} failed: {done[0].data}")
+                began = next(r for r in rows if r.type == "RunPreparing")
+                nbytes = max((r.data.get("bytes_done", 0) for r in rows if r.type == "CheckpointRecorded"), default=0)
+                data = [r for r in rows if r.type in ("StepStarted", "StepCompleted")
+                        and str(r.data.get("step", "")).startswith(("dump:", "restore:"))]
+                data_s = ts(data[-1].recorded_at) - ts(data[0].recorded_at)
+                return ts(done[0].recorded_at) - ts(began.recorded_at), data_s, int(nbytes)
+            time.sleep(0.2)
+        sys.exit("timed out")
+
+    def stop(self) -> float | None:
+        rss = vm_hwm_mb(self.proc.pid)
+        self.proc.terminate()
+        self.proc.wait(120)
+        return rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=200_000)
+    parser.add_argument("--uri", default=None, help="MongoDB-wire server (default: the FerretDB test peer)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "mongo")
+    args = parser.parse_args()
+    uri = args.uri or peer_uri()
+    docs = seed(uri, args.docs)
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "uri").write_text(uri)
+
+    bare_backup = child(BARE_BACKUP, uri, DB)
+    daemon = Daemon(work / "home-backup")
+    backup_s, backup_data_s, backup_bytes = daemon.run("bench-backup", f'name = "bench-backup"\nkind = "mongo.backup"\n[source]\n'
+                                                        f'uri_file = "{work / "uri"}"\ndatabases = ["{DB}"]\n')
+    backup_rss = daemon.stop()
+    snapshots = subprocess.run([str(VENV_BIN / "davit"), "--home", str(work / "home-backup"), "snapshots", "--json"],
+                               capture_output=True, text=True, check=True).stdout
+    snap = json.loads(snapshots.splitlines()[-1])["id"]
+    subprocess.run([str(VENV_BIN / "davit"), "--home", str(work / "home-backup"), "export", "mongodump", snap,
+                    str(work / "dump")], check=True, capture_output=True)
+
+    bare_restore = child(BARE_RESTORE, uri, BARE, str(work / "dump" / DB / "items.bson"))
+    daemon = Daemon(work / "home-backup")
+    restore_s, restore_data_s, restore_bytes = daemon.run(
+        "bench-restore", f'name = "bench-restore"\nkind = "mongo.restore"\n[source]\njob = "bench-backup"\n'
+                         f'[target]\nuri_file = "{work / "uri"}"\nns_from = ["{DB}.*"]\nns_to = ["{COPY}.*"]\n'
+                         f'drop = true\n')
+    restore_rss = daemon.stop()
+    from pymongo import MongoClient
+
+    client: MongoClient[Any] = MongoClient(uri)
+    restored = client[COPY]["items"].count_documents({})
+    client.drop_database(COPY)
+    client.drop_database(BARE)
+    if restored != docs:
+        sys.exit(f"davit restored {restored} documents, expected {docs}")
+
+    def row(label: str, seconds: float, nbytes: float, rss: float | None, ceiling: float) -> list[str]:
+        return [label, f"{seconds:.1f}", f"{docs / seconds:,.0f}", f"{nbytes / MB / seconds:.1f}",
+                f"{rss:.0f}" if rss else "?", f"{(docs / seconds) / ceiling:.2f}x"]
+
+    bb = docs / bare_backup["seconds"]
+    br = docs / bare_restore["seconds"]
+    rows = [
+        row("backup: bare find_raw_batches -> /dev/null", bare_backup["seconds"], bare_backup["bytes"],
+            bare_backup["rss_mb"], bb),
+        row("backup: davit mongo.backup, whole run", backup_s, backup_bytes, backup_rss, bb),
+        row("backup: davit, dump step only", backup_data_s, backup_bytes, backup_rss, bb),
+        row("restore: bare insert_many(RawBSONDocument)", bare_restore["seconds"], bare_restore["bytes"],
+            bare_restore["rss_mb"], br),
+        row("restore: davit mongo.restore, whole run", restore_s, restore_bytes, restore_rss, br),
+        row("restore: davit, restore step only", restore_data_s, restore_bytes, restore_rss, br),
+    ]
+    print(table(["operation", "seconds", "docs/s", "MB/s", "peak RSS MB", "vs ceiling"], rows,
+                title=f"{docs:,} documents of about {bare_backup['bytes'] / docs:.0f} bytes, server {uri.split('@')[-1]}; "
+                      f"{cpu_count()} CPUs, {load_note()}"))
+    print(f"goals (whole runs): backup >= 0.9x -> {'met' if docs / backup_s >= 0.9 * bb else 'NOT met'}; "
+          f"restore >= 0.9x -> {'met' if docs / restore_s >= 0.9 * br else 'NOT met'}; "
+          f"peak RSS < 200 MB -> {'met' if max(backup_rss or 0, restore_rss or 0) < 200 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Weaviate benchmark: davit's weaviate.backup and weaviate.restore against the bare client loops.
+
+Run: `.venv/bin/python bench/weaviate.py [--objects N] [--dims D] [--workdir DIR]` (default
+100,000 objects with 384-dim vectors, workdir `./.bench/weaviate/`), against the Weaviate test
+peer (`python -m tests.peers up --only weaviate`; its address is read from `.peers/state.json`).
+
+Same server, same run, same data:
+- bare import: a `collection.batch.fixed_size(batch_size=200, concurrent_requests=2)` loop
+  that creates the source collection (random vectors, generated in the loop);
+- bare iterate: a `collection.iterator(include_vector=True)` loop over it (the ceiling);
+- davit backup: `davitd --home H` as a subprocess, a weaviate.backup job file dropped in;
+- davit restore: a fresh daemon, a weaviate.restore job restoring it under a new name.
+Each bare loop runs in its own Python process, so its peak RSS (`ru_maxrss`) is its own; each
+davit operation gets a fresh daemon, and its peak RSS (`VmHWM`) covers start-up and that one
+operation. davit's objects/s is timed from its own events: the export (or objects) step's
+start to its completion; the whole run's time is shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchlib import LogReader, cpu_count, load_note, table, ts, vm_hwm_mb
+
+# This file is named like the client package: take its directory off the path, so that
+# `import weaviate` below finds weaviate-client and not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SOURCE, RESTORED, BARE_PREFIX = "BenchWvSource", "BenchWvRestored", "BenchWv"
+
+
+def peer() -> dict[str, Any]:
+    state = json.loads((ROOT / ".peers" / "state.json").read_text())["weaviate"]
+    if not state.get("ok"):
+        sys.exit("the weaviate peer is not up: python -m tests.peers up --only weaviate")
+    return dict(state)
+
+
+def connect(p: dict[str, Any]) -> Any:
+    import weaviate
+
+    return weaviate.connect_to_custom(http_host=p["host"], http_port=p["http_port"], http_secure=False,
+                                      grpc_host=p["host"], grpc_port=p["grpc_port"], grpc_secure=False)
+
+
+# --- the bare loops, each in its own process ---------------------------------------------------
+
+
+def bare_import(name: str, count: int, dims: int, index: str) -> dict[str, Any]:
+    from weaviate.classes.config import Configure, DataType, Property
+
+    client = connect(peer())
+    try:
+        if client.collections.exists(name):
+            client.collections.delete(name)
+        coll = client.collections.create(name, properties=[Property(name="title", data_type=DataType.TEXT),
+                                                           Property(name="n", data_type=DataType.INT)],
+                                         vector_config=Configure.Vectors.self_provided(
+                                             vector_index_config=Configure.VectorIndex.flat() if index == "flat"
+                                             else Configure.VectorIndex.hnsw()))
+        rnd = random.Random(5)
+        start = time.monotonic()
+        with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
+            for i in range(count):
+                batch.add_object({"title": f"object {i} of the benchmark", "n": i},
+                                 uuid=uuid.UUID(int=rnd.getrandbits(128), version=4),
+                                 vector=[rnd.random() - 0.5 for _ in range(dims)])
+        seconds = time.monotonic() - start
+        failed = len(coll.batch.failed_objects)
+    finally:
+        client.close()
+    return {"objects": count - failed, "seconds": seconds, "failed": failed}
+
+
+def bare_iterate(name: str) -> dict[str, Any]:
+    client = connect(peer())
+    try:
+        start = time.monotonic()
+        n = 0
+        for obj in client.collections.get(name).iterator(include_vector=True):
+            n += 1 if obj.vector else 0
+        seconds = time.monotonic() - start
+    finally:
+        client.close()
+    return {"objects": n, "seconds": seconds}
+
+
+def child(args: list[str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --- davit -------------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, home: Path, config: str = "") -> None:
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "jobs.d").mkdir(parents=True)
+        if config:
+            (home / "davit.toml").write_text(config)
+        self.home = home
+        self.log = LogReader(home / "state" / "davit.db")
+        self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)],
+                                     stdout=open(home / "davitd.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+    def run(self, job: str, text: str, timeout: float = 1800) -> dict[str, Any]:
+        (self.home / "jobs.d" / f"{job}.toml").write_text(text)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ends = [r for r in self.log.after(0) if r.type in ("RunSucceeded", "RunFailed")]
+            if ends:
+                if ends[-1].type == "RunFailed":
+                    sys.exit(f"davit {job} failed: {ends[-1].data}")
+                break
+            time.sleep(0.2)
+        else:
+            sys.exit(f"davit {job} did not finish in {timeout}s")
+        rss = vm_hwm_mb(self.proc.pid) or 0.0
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        events = self.log.after(0)
+        started = {r.data["step"]: ts(r.recorded_at) for r in events if r.type == "StepStarted"}
+        done = {r.data["step"]: ts(r.recorded_at) for r in events if r.type == "StepCompleted"}
+        data_steps = [s for s in done if s.startswith(("export:", "objects:", "references:"))]
+        step_seconds = sum(done[s] - started[s] for s in data_steps)
+        run = [ts(r.recorded_at) for r in events if r.type in ("RunPreparing", "RunSucceeded")]
+        items = max((r.data.get("items_done", 0) for r in events if r.type == "CheckpointRecorded"
+                     and r.data["step"].startswith(("export:", "objects:"))), default=0)
+        return {"objects": items, "seconds": step_seconds, "run_seconds": run[-1] - run[0], "rss": rss}
+
+
+def conn_toml(p: dict[str, Any]) -> str:
+    return f'host = "{p["host"]}"\nhttp_port = {p["http_port"]}\ngrpc_port = {p["grpc_port"]}\n'
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "weaviate")
+    ap.add_argument("--index", choices=("hnsw", "flat"), default="hnsw",
+                    help="vector index of the collections (flat imports far faster on small machines)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        rss_kind = args.child[0]
+        result = bare_import(args.child[1], int(args.child[2]), int(args.child[3]), args.child[4]) \
+            if rss_kind == "import" \
+            else bare_iterate(args.child[1])
+        result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    p = peer()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    client = connect(p)
+    for name in (SOURCE, RESTORED):
+        if client.collections.exists(name):
+            client.collections.delete(name)
+    client.close()
+    print(f"weaviate {p.get('version')} at {p['host']}:{p['http_port']}; {args.objects:,} objects x "
+          f"{args.dims} dims, {args.index} vector index; {cpu_count()} CPUs; {load_note()}", flush=True)
+
+    bare_in = child(["--child", "import", SOURCE, str(args.objects), str(args.dims), args.index])
+    print(f"bare import: {bare_in}", flush=True)
+    bare_out = child(["--child", "iterate", SOURCE])
+    print(f"bare iterate: {bare_out}", flush=True)
+    backup = Daemon(args.workdir / "backup").run(
+        "bench-wv", f'name = "bench-wv"\nkind = "weaviate.backup"\n[source]\n{conn_toml(p)}'
+                    f'collections = ["{SOURCE}"]\n')
+    print(f"davit backup: {backup}", flush=True)
+    repo = args.workdir / "backup" / "repository"
+    restore = Daemon(args.workdir / "restore", f'[repositories.bench]\npath = "{repo}"\n').run(
+        "bench-wv-restore",
+        f'name = "bench-wv-restore"\nkind = "weaviate.restore"\nrepository = "bench"\n[source]\njob = "bench-wv"\n'
+        f'[target]\n{conn_toml(p)}rename = {{ "{SOURCE}" = "{RESTORED}" }}\n')
+    print(f"davit restore: {restore}", flush=True)
+
+    def rate(r: dict[str, Any]) -> float:
+        return r["objects"] / r["seconds"] if r["seconds"] else 0.0
+
+    rows = [
+        ["bare iterator(include_vector=True)", f"{bare_out['objects']:,}", f"{bare_out['seconds']:.1f}",
+         f"{rate(bare_out):,.0f}", f"{bare_out['rss']:.0f}", "1.00x"],
+        ["davit weaviate.backup", f"{backup['objects']:,}", f"{backup['seconds']:.1f} ({backup['run_seconds']:.1f})",
+         f"{rate(backup):,.0f}", f"{backup['rss']:.0f}", f"{rate(backup) / rate(bare_out):.2f}x"],
+        ["bare batch.fixed_size import", f"{bare_in['objects']:,}", f"{bare_in['seconds']:.1f}",
+         f"{rate(bare_in):,.0f}", f"{bare_in['rss']:.0f}", "1.00x"],
+        ["davit weaviate.restore", f"{restore['objects']:,}",
+         f"{restore['seconds']:.1f} ({restore['run_seconds']:.1f})", f"{rate(restore):,.0f}",
+         f"{restore['rss']:.0f}", f"{rate(restore) / rate(bare_in):.2f}x"],
+    ]
+    print()
+    print(table(["operation", "objects", "seconds (run)", "objects/s", "peak RSS MB", "vs bare"], rows,
+                title="Weaviate: davit vs the bare client loops (same server, same data)"))
+    client = connect(p)
+    for name in (SOURCE, RESTORED):
+        if client.collections.exists(name):
+            client.collections.delete(name)
+    client.close()
+
+
+if __name__ == "__main__":
+    main()

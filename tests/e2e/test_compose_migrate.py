@@ -1,0 +1,130 @@
+"""compose.migrate through davitd, as an operator runs it: success, rollback on a failure at
+"start target", and `kill -9` of davitd during the transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.e2e.conftest import Davit, write_job
+from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.peers.state import DockerPeer, SshPeer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
+
+
+def job_text(stack: Stack, ssh_peer: SshPeer, base: Path) -> str:
+    return f"""name = "move"
+kind = "compose.migrate"
+verify_timeout = 120
+stop_timeout = 1
+[source]
+project = "{stack.name}"
+engine = "{stack.source_host}"
+[target]
+host = "{ssh_peer.host}"
+port = {ssh_peer.port}
+user = "{ssh_peer.user}"
+key_file = "{ssh_peer.key_file}"
+known_hosts = "{ssh_peer.known_hosts}"
+base_path = "{base}"
+helper_image = "{ssh_peer.image}"
+"""
+
+
+@pytest.fixture
+def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
+    yield from clients(docker_peer, ssh_peer)
+
+
+def steps(davit: Davit, run_id: str, kind: str) -> list[dict[str, Any]]:
+    return [e[3] for e in davit.events(f"stream = 'run-{run_id}' AND type = '{kind}'")]
+
+
+def test_migration_through_davitd_moves_the_stack_and_records_the_model(
+        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
+        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    source, target = engines
+    stack = make_stack(tmp_path, docker_peer, ssh_peer)
+    try:
+        before = digest(stack.volume_dir(source))
+        davit.start()
+        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+        run = davit.wait_run_state("move", {"succeeded", "failed", "rolled_back"}, timeout=300)
+        assert run["state"] == "succeeded", run
+        inspect = [s for s in steps(davit, run["run_id"], "StepCompleted") if s["step"] == "inspect"]
+        assert set(inspect[0]["summary"]["model"]["services"]) == {"web", "worker"}
+        assert "hunter2-secret" not in repr(davit.events()), "the .env's secret reached the log"
+        assert stack.states(target) == {"web": "running", "worker": "running"}
+        assert stack.states(source) == {"web": "exited", "worker": "exited"}
+        assert digest(stack.volume_dir(target)) == before
+        assert digest(tmp_path / "target" / stack.name / "site") == digest(stack.dir / "site")
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
+def test_failure_at_start_target_ends_rolled_back_with_the_source_running(
+        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
+        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    source, target = engines
+    only_here = "davit-test/only-on-source:1"
+    source.images.get(docker_peer.image).tag(only_here)
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
+    try:
+        before = digest(stack.volume_dir(source))
+        davit.start()
+        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+        run = davit.wait_run_state("move", {"succeeded", "failed", "rolled_back"}, timeout=300)
+        assert run["state"] == "rolled_back", run
+        assert "only-on-source" in run["error"]
+        history = [e["type"] for e in davit.history(run["run_id"])]
+        assert history[-2:] == ["StepCompleted", "RunRolledBack"] and "RunRollingBack" in history
+        assert stack.states(source) == {"web": "running", "worker": "running"}
+        assert digest(stack.volume_dir(source)) == before
+        assert stack.states(target) == {} and not target.volumes.list(filters={"name": stack.name})
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
+@pytest.mark.slow
+def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing(
+        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
+        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    source, target = engines
+    stack = make_stack(tmp_path, docker_peer, ssh_peer)
+    try:
+        stack.compose("exec", "-T", "web", "sh", "-c",
+                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
+        before = digest(stack.volume_dir(source))
+        davit.start()
+        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+
+        def transfer_checkpoints() -> list[dict[str, Any]]:
+            return [e[3] for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "transfer"]
+
+        davit.wait_for(lambda: bool(transfer_checkpoints()), 300, "a transfer checkpoint", poll=0.005)
+        davit.kill9()
+        confirmed = max(int(c["cursor"]["bytes_sent"]) for c in transfer_checkpoints())
+        run_at_kill = davit.runs("move")[-1]
+        assert run_at_kill["state"] == "running" and run_at_kill["steps"]["transfer"]["status"] != "done"
+
+        davit.start()
+        run = davit.wait_run_state("move", {"succeeded", "failed", "rolled_back"}, timeout=300)
+        assert run["state"] == "succeeded", run
+        assert run["interruptions"] == 1
+        transfer = run["steps"]["transfer"]["summary"]
+        export = run["steps"]["export"]["summary"]
+        assert transfer["already_on_target"] >= 1
+        # after the restart only what the target's store lacked was sent: never what the
+        # batches confirmed before the kill carried (at most a batch in flight is sent again)
+        assert transfer["bytes_sent"] == transfer["bytes_missing"]
+        assert transfer["bytes_missing"] <= transfer["bytes_needed"] - confirmed
+        assert transfer["chunks_sent"] + transfer["already_on_target"] == export["chunks"]
+        assert digest(stack.volume_dir(target)) == before
+        assert stack.states(target) == {"web": "running", "worker": "running"}
+    finally:
+        cleanup(stack, tmp_path / "target")

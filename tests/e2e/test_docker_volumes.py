@@ -1,0 +1,71 @@
+"""volume.backup and volume.restore through davitd: `kill -9` in the middle of a backup that
+stopped a labelled container; after the restart the backup completes, the container runs
+again, and a restore gives identical data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from tests.e2e.conftest import Davit, write_job
+from tests.integration.docker.test_volume_adapter import digest, mountpoint, run_in
+from tests.peers.state import DockerPeer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
+
+CONFIG = "[data_path]\npack_size_mib = 8\ncheckpoint_seconds = 0.5\n"
+
+
+@pytest.fixture
+def engine(docker_peer: DockerPeer) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=docker_peer.host)
+    tag = uuid.uuid4().hex[:8]
+    client.davit_tag = tag  # type: ignore[attr-defined]
+    yield client
+    for c in client.containers.list(all=True, filters={"label": f"davit-test={tag}"}):
+        c.remove(force=True)
+    for v in client.volumes.list(filters={"name": f"davit-e2e-{tag}"}):
+        v.remove(force=True)
+    client.close()
+
+
+def test_backup_killed_while_the_app_is_stopped_resumes_and_starts_the_app_again(
+        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    tag = engine.davit_tag  # type: ignore[attr-defined]
+    data, restored, app = f"davit-e2e-{tag}-data", f"davit-e2e-{tag}-restored", f"davit-e2e-app-{tag}"
+    engine.volumes.create(data)
+    run_in(engine, docker_peer.image, data,
+           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
+           "mkdir /v/etc && echo conf > /v/etc/app.conf")
+    engine.containers.run(docker_peer.image, ["sleep", "600"], detach=True, name=app,
+                          labels={"davit.stop-during-backup": "true", "davit-test": tag},
+                          volumes={data: {"bind": "/v", "mode": "rw"}})
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+                                  f'stop_timeout = 1\n[source]\nnames = ["{data}"]\n')
+
+    def store_checkpoints() -> int:
+        return sum(1 for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "store")
+
+    davit.wait_for(lambda: store_checkpoints() >= 2, 120, "two store checkpoints", poll=0.005)
+    davit.kill9()
+    assert davit.runs("vols")[-1]["state"] == "running"
+    assert engine.containers.get(app).status == "exited", "the app is stopped while its volume is read"
+
+    davit.start()
+    run = davit.wait_run_state("vols", {"succeeded", "failed"}, timeout=300)
+    assert run["state"] == "succeeded", run
+    assert run["interruptions"] == 1 and run["steps"]["start_containers"]["status"] == "done"
+    assert engine.containers.get(app).status == "running"
+
+    write_job(davit, "back.toml", f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
+                                  f'volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n')
+    back = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=300)
+    assert back["state"] == "succeeded", back
+    assert digest(mountpoint(engine, restored)) == digest(mountpoint(engine, data))
+    assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
+

@@ -1,0 +1,155 @@
+"""`kill -9` of davitd in the middle of a weaviate.backup and of a weaviate.restore of 100,000
+objects with 384-dim vectors: after a restart the run completes, the counts match, and no
+object or chunk is there twice."""
+
+from __future__ import annotations
+
+import io
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import weaviate
+from weaviate.classes.config import Configure, DataType, Property
+from weaviate.client import WeaviateClient
+
+from adapters.repository.repository import Repository
+from adapters.weaviate import tree
+from tests.e2e.conftest import Davit, write_job
+from tests.peers.state import WeaviatePeer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.weaviate]
+
+OBJECTS, DIMS = 100_000, 384
+CONFIG = "[data_path]\npack_size_mib = 8\ncheckpoint_seconds = 0.5\n"
+
+
+def connect(peer: WeaviatePeer) -> WeaviateClient:
+    return weaviate.connect_to_custom(http_host=peer.host, http_port=peer.http_port, http_secure=False,
+                                      grpc_host=peer.host, grpc_port=peer.grpc_port, grpc_secure=False)
+
+
+def seed(client: WeaviateClient, name: str, count: int, dims: int) -> set[str]:
+    """`count` objects with a random `dims`-dim vector each, imported with batch.fixed_size.
+
+    The vector index is flat: what is tested is resuming, and an HNSW graph of 100,000 vectors
+    takes this 2-core machine minutes to build at each import (bench/weaviate.py uses HNSW)."""
+    rnd = random.Random(11)
+    coll = client.collections.create(name, properties=[Property(name="title", data_type=DataType.TEXT),
+                                                       Property(name="n", data_type=DataType.INT)],
+                                     vector_config=Configure.Vectors.self_provided(
+                                         vector_index_config=Configure.VectorIndex.flat()))
+    ids = set()
+    with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
+        for i in range(count):
+            uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+            ids.add(uid)
+            batch.add_object({"title": f"object {i}", "n": i}, uuid=uid,
+                             vector=[rnd.random() - 0.5 for _ in range(dims)])
+    assert not coll.batch.failed_objects
+    return ids
+
+
+@pytest.fixture(scope="module")
+def big(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
+    """One collection of 100,000 objects for the whole module (seeding takes about a minute)."""
+    client = connect(weaviate_peer)
+    name = f"T{uuid.uuid4().hex[:8]}Big"
+    try:
+        ids = seed(client, name, OBJECTS, DIMS)
+        yield {"name": name, "ids": ids, "peer": weaviate_peer}
+    finally:
+        for existing in list(client.collections.list_all(simple=True)):
+            if existing.startswith(name):
+                client.collections.delete(existing)
+        client.close()
+
+
+def conn(peer: WeaviatePeer) -> str:
+    return f"host = \"{peer.host}\"\nhttp_port = {peer.http_port}\ngrpc_port = {peer.grpc_port}\n"
+
+
+def checkpoints(davit: Davit, run_id: str, step_prefix: str = "") -> list[dict[str, Any]]:
+    return [e[3] for e in davit.events(f"stream = 'run-{run_id}' AND type = 'CheckpointRecorded'")
+            if e[3]["step"].startswith(step_prefix)]
+
+
+def kill_after_checkpoints(davit: Davit, job: str, count: int, step_prefix: str) -> str:
+    def enough() -> bool:
+        runs = [e for e in davit.events("type = 'RunQueued'") if e[3]["job"] == job]
+        return bool(runs) and len(checkpoints(davit, runs[-1][3]["run_id"], step_prefix)) >= count
+
+    davit.wait_for(enough, 300, f"{count} checkpoints of {job}", poll=0.005)
+    davit.kill9()
+    [queued] = [e for e in davit.events("type = 'RunQueued'") if e[3]["job"] == job]
+    return str(queued[3]["run_id"])
+
+
+def snapshot_uuids(home: Path, snapshot_id: str) -> list[str]:
+    repo = Repository.open(home / "repository", create=False)
+    info = repo.resolve(snapshot_id)
+    out: list[str] = []
+    for line in tree.read_zst(repo.tree_bytes(info)):
+        if isinstance(line, tree.ChunkLine):
+            table = pq.read_table(io.BytesIO(repo.read_chunk(bytes.fromhex(line.chunk))), columns=["uuid"])
+            out.extend(table.column("uuid").to_pylist())
+    return out
+
+
+def backup_job(big: dict[str, Any]) -> str:
+    return (f'name = "wvbig"\nkind = "weaviate.backup"\n[source]\n{conn(big["peer"])}'
+            f'collections = ["{big["name"]}"]\n')
+
+
+def assert_resumed_once(davit: Davit, job: str, run_id: str) -> None:
+    run = davit.wait_run_state(job, {"succeeded", "failed"}, timeout=600)
+    assert run["state"] == "succeeded", run
+    assert run["run_id"] == run_id and run["interruptions"] == 1
+    after = checkpoints(davit, run_id)
+    written = [c for cp in after for c in cp["chunks_written"]]
+    assert len(written) == len(set(written)), "a chunk was written twice"
+
+
+def test_weaviate_backup_killed_mid_run_resumes_and_holds_every_object_once(
+        davit: Davit, big: dict[str, Any]) -> None:
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "wvbig.toml", backup_job(big))
+    run_id = kill_after_checkpoints(davit, "wvbig", 4, "export:")
+    assert davit.runs("wvbig")[-1]["state"] == "running", "the kill must land in the middle of the backup"
+    davit.start()
+    assert_resumed_once(davit, "wvbig", run_id)
+    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "export:")]
+    assert done == sorted(done) and done[-1] == OBJECTS
+    uuids = snapshot_uuids(davit.home, run_id)
+    assert len(uuids) == OBJECTS and set(uuids) == big["ids"]
+    assert "0 problems" in davit.cli("verify", run_id).stdout
+
+
+def test_weaviate_restore_killed_mid_run_resumes_and_counts_match(davit: Davit, big: dict[str, Any]) -> None:
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "wvbig.toml", backup_job(big))
+    assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
+    restored = big["name"] + "Restored"
+    write_job(davit, "wvback.toml",
+              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(big["peer"])}'
+              f'rename = {{ "{big["name"]}" = "{restored}" }}\n')
+    run_id = kill_after_checkpoints(davit, "wvback", 3, "objects:")
+    assert davit.runs("wvback")[-1]["state"] == "running", "the kill must land in the middle of the restore"
+    davit.start()
+    assert_resumed_once(davit, "wvback", run_id)
+    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "objects:")]
+    assert done == sorted(done) and done[-1] == OBJECTS
+    client = connect(big["peer"])
+    try:
+        coll = client.collections.get(restored)
+        assert coll.aggregate.over_all(total_count=True).total_count == OBJECTS
+        ids = {str(o.uuid) for o in coll.iterator(return_properties=[])}
+        assert ids == big["ids"]
+    finally:
+        client.close()

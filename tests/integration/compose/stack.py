@@ -1,0 +1,124 @@
+"""The compose stack the migration tests move: two services, a named volume, a bind-mounted
+directory with files, an `.env` variable used in the compose file and a busybox healthcheck."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from tests.peers.state import DockerPeer, SshPeer
+
+COMPOSE = """\
+services:
+  web:
+    image: ${WEB_IMAGE}
+    command: ["sh", "-c", "echo $$GREETING > /data/started; sleep 3600"]
+    environment:
+      GREETING: ${GREETING}
+      DB_PASSWORD: ${DB_PASSWORD}
+    volumes: ["appdata:/data", "./site:/site"]
+    healthcheck:
+      test: ["CMD", "sh", "-c", "test -f /site/index.html && test -f /data/started"]
+      interval: 1s
+      timeout: 5s
+      retries: 60
+    labels:
+      davit.test: "true"
+  worker:
+    image: ${WORKER_IMAGE}
+    command: ["sleep", "3600"]
+    volumes: ["appdata:/shared:ro"]
+volumes:
+  appdata: {}
+"""
+
+
+@dataclass
+class Stack:
+    name: str
+    dir: Path
+    source_host: str
+    target_host: str
+
+    def compose(self, *args: str, host: str | None = None, cwd: Path | None = None) -> str:
+        env = {**os.environ, "DOCKER_HOST": host or self.source_host}
+        done = subprocess.run(["docker", "compose", "-p", self.name, *args], cwd=cwd or self.dir, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def volume_dir(self, client: docker.DockerClient) -> Path:
+        return Path(client.volumes.get(f"{self.name}_appdata").attrs["Mountpoint"])
+
+    def states(self, client: docker.DockerClient) -> dict[str, str]:
+        found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={self.name}"})
+        return {c.labels["com.docker.compose.service"]: c.status for c in found}
+
+
+def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str | None = None) -> Stack:
+    name = f"davitmig{uuid.uuid4().hex[:8]}"
+    d = root / "src" / name
+    (d / "site" / "assets").mkdir(parents=True)
+    (d / "compose.yaml").write_text(COMPOSE)
+    (d / ".env").write_text(f"WEB_IMAGE={web_image or source.image}\nWORKER_IMAGE={source.image}\n"
+                            "GREETING=ahoy\nDB_PASSWORD=hunter2-secret\n")
+    (d / "site" / "index.html").write_text("<h1>davit</h1>\n")
+    (d / "site" / "assets" / "logo.bin").write_bytes(os.urandom(300_000))
+    (d / "site" / "assets" / "notes.txt").write_text("keel winch hull\n" * 2000)
+    os.chmod(d / "site" / "assets" / "notes.txt", 0o640)
+    stack = Stack(name, d, source.host, target.docker_host)
+    stack.compose("up", "-d", "--wait")
+    stack.compose("exec", "-T", "web", "sh", "-c",
+                  "mkdir -p /data/db && dd if=/dev/urandom of=/data/db/blob bs=1024 count=900 2>/dev/null && "
+                  "echo row1 > /data/db/table.txt && ln -s db/table.txt /data/current")
+    return stack
+
+
+def cleanup(stack: Stack, base_path: Path) -> None:
+    for host in (stack.source_host, stack.target_host):
+        env = {**os.environ, "DOCKER_HOST": host}
+        client = docker.DockerClient(base_url=host)
+        try:
+            label = f"com.docker.compose.project={stack.name}"
+            for c in client.containers.list(all=True, filters={"label": label}):
+                c.remove(force=True)
+            for n in client.networks.list(filters={"label": label}):
+                n.remove()
+            for v in client.volumes.list(filters={"name": stack.name}):
+                v.remove(force=True)
+        finally:
+            client.close()
+        del env
+    subprocess.run(["rm", "-rf", str(base_path / stack.name), str(base_path / ".davit")], check=False)
+
+
+def digest(path: Path) -> dict[str, tuple[Any, ...]]:
+    """Content, type, mode and owner of every entry: what byte-identical data means here."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for p in sorted(path.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(path))
+        if p.is_symlink():
+            out[rel] = ("l", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("d", st.st_mode & 0o7777, st.st_uid)
+        else:
+            out[rel] = ("f", st.st_mode & 0o7777, st.st_uid, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def clients(source: DockerPeer, target: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
+    a, b = docker.DockerClient(base_url=source.host), docker.DockerClient(base_url=target.docker_host)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,142 @@
+"""compose.migrate against the real peers (engine 1 local, engine 2 behind sshd), driven
+without a daemon: the adapter's steps, and its rollback as the executor would call it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import docker
+import pytest
+
+from adapters.compose.migrate import EXPORT, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
+from domain.jobs import ComposeMigrateJob
+from tests.fakes import MemoryRunContext
+from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.peers.state import DockerPeer, SshPeer
+
+pytestmark = [pytest.mark.docker, pytest.mark.ssh]
+
+
+class SummaryContext(MemoryRunContext):
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: dict[str, dict[str, Any]] = {}
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
+        self.summaries[step] = summary
+        super().step_completed(step, summary)
+
+
+@pytest.fixture
+def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
+    yield from clients(docker_peer, ssh_peer)
+
+
+def job(stack: Stack, ssh_peer: SshPeer, base: Path, known_hosts: str | None = None, **extra: Any) -> ComposeMigrateJob:
+    return ComposeMigrateJob.model_validate({
+        "name": "move", "kind": "compose.migrate", "verify_timeout": 90, "stop_timeout": 1,
+        "source": {"project": stack.name, "engine": stack.source_host},
+        "target": {"host": ssh_peer.host, "port": ssh_peer.port, "user": ssh_peer.user, "key_file": ssh_peer.key_file,
+                   "known_hosts": known_hosts or ssh_peer.known_hosts, "base_path": str(base),
+                   "helper_image": ssh_peer.image},
+        **extra,
+    })
+
+
+def work_for(spec: ComposeMigrateJob, tmp_path: Path, run_id: str = "mig1") -> ComposeMigrateWork:
+    return ComposeMigrateWork(spec, Repository.open(tmp_path / "repo"), run_id, Tuning(), {})
+
+
+@pytest.fixture
+def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterator[Stack]:
+    made = make_stack(tmp_path, docker_peer, ssh_peer)
+    yield made
+    cleanup(made, tmp_path / "target")
+
+
+def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_stopped(
+        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, target = engines
+    before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
+    ctx = SummaryContext()
+    work = work_for(job(stack, ssh_peer, tmp_path / "target"), tmp_path)
+    work.prepare(ctx)
+    work.run(ctx)
+    summary = work.finish(ctx)
+
+    assert summary["services"] == ["web", "worker"]
+    recorded_env = ctx.summaries[INSPECT]["model"]["services"]["web"]["environment"]
+    assert recorded_env == {"GREETING": "ahoy", "DB_PASSWORD": "***"}, "secrets stay out of the log"
+    assert stack.states(target) == {"web": "running", "worker": "running"}
+    assert target.containers.list(filters={"label": f"com.docker.compose.project={stack.name}",
+                                           "health": "healthy"})
+    assert digest(stack.volume_dir(target)) == before_volume
+    project_dir = tmp_path / "target" / stack.name
+    assert digest(project_dir / "site") == before_site
+    assert (project_dir / ".env").read_text() == (stack.dir / ".env").read_text()
+    assert stack.states(source) == {"web": "exited", "worker": "exited"}
+    assert not (tmp_path / "target" / ".davit" / stack.name).exists()
+
+
+def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
+        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, target = engines
+    only_here = "davit-test/only-on-source:1"
+    source.images.get(docker_peer.image).tag(only_here)
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
+    try:
+        before_volume = digest(stack.volume_dir(source))
+        ctx = SummaryContext()
+        work = work_for(job(stack, ssh_peer, tmp_path / "target"), tmp_path)
+        work.prepare(ctx)
+        with pytest.raises(RemoteCommandFailed, match="only-on-source"):
+            work.run(ctx)
+        assert START not in ctx.done and {STOP, EXPORT, TRANSFER} <= ctx.done
+        assert work.needs_rollback(ctx)
+        work.rollback(ctx)
+        assert ROLLBACK_TARGET in ctx.done
+        assert stack.states(source) == {"web": "running", "worker": "running"}
+        assert digest(stack.volume_dir(source)) == before_volume
+        assert stack.states(target) == {}
+        assert not target.volumes.list(filters={"name": stack.name})
+        assert not (tmp_path / "target" / stack.name).exists()
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
+def test_an_unknown_host_key_fails_before_anything_is_stopped(
+        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, _ = engines
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{ssh_peer.host}]:{ssh_peer.port} {other}")
+    ctx = SummaryContext()
+    work = work_for(job(stack, ssh_peer, tmp_path / "target", known_hosts=str(known)), tmp_path)
+    work.prepare(ctx)
+    with pytest.raises(HostKeyRejected, match="never accepts an unknown host key"):
+        work.run(ctx)
+    assert STOP not in ctx.cursors and not work.needs_rollback(ctx)
+    assert stack.states(source) == {"web": "running", "worker": "running"}
+
+
+def test_a_dry_run_inspects_and_checks_the_target_only(
+        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, target = engines
+    ctx = SummaryContext()
+    work = work_for(job(stack, ssh_peer, tmp_path / "target", dry_run=True), tmp_path)
+    work.prepare(ctx)
+    work.run(ctx)
+    summary = work.finish(ctx)
+    assert summary["dry_run"] and ctx.done == {"inspect", "preflight"}
+    assert ctx.summaries["preflight"]["compose"] and ctx.summaries["preflight"]["free_bytes"] > 0
+    assert stack.states(source) == {"web": "running", "worker": "running"} and stack.states(target) == {}

@@ -1,0 +1,66 @@
+"""Failures of the MongoDB adapter are classified and never show the URI's password: a server
+that is down is retryable, refused credentials are permanent, and a document type the target
+cannot store (FerretDB closes the connection) fails after bounded retries naming the collection."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import bson
+import pytest
+from bson import Decimal128, json_util
+
+from adapters.mongo.client import MongoAuthFailed, MongoUnreachable
+from adapters.repository.repository import Repository
+from domain.errors import PermanentError, RetryableError
+from tests.fakes import MemoryRunContext
+from tests.integration.mongo.conftest import Mongo
+from tests.integration.mongo.helpers import URI_ENV, restore_spec, run_backup, run_restore
+from tests.integration.mongo.helpers import backup_spec as bspec
+
+pytestmark = pytest.mark.mongo
+PASSWORD = "Sup3r-s3cret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_server_that_is_down_is_a_retryable_failure_without_the_password(
+        mongo: Mongo, repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(URI_ENV, f"mongodb://davit:{PASSWORD}@127.0.0.1:{free_port()}/?authSource=admin")
+    with pytest.raises(RetryableError) as err:
+        run_backup(repo, bspec("down", databases=["app"]), "snap1")
+    assert isinstance(err.value, MongoUnreachable)
+    assert "server unreachable while connecting" in str(err.value)
+    assert PASSWORD not in str(err.value) and "davit:" not in str(err.value)
+
+
+def test_refused_credentials_fail_permanently_with_a_clear_message_without_the_password(
+        mongo: Mongo, repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FerretDB's SQLite handler has no users: any login is refused with AuthenticationFailed.
+    monkeypatch.setenv(URI_ENV, mongo.uri.replace("mongodb://", f"mongodb://davit:{PASSWORD}@"))
+    with pytest.raises(MongoAuthFailed) as err:
+        run_backup(repo, bspec("auth", databases=["app"]), "snap1")
+    assert not err.value.retryable
+    assert "authentication failed" in str(err.value) and PASSWORD not in str(err.value)
+
+
+def test_a_document_the_target_cannot_store_fails_after_bounded_retries_naming_the_collection(
+        mongo: Mongo, repo: Repository, tmp_path: Path) -> None:
+    db = mongo.db("legacy")
+    (tmp_path / "dump" / db).mkdir(parents=True)
+    docs = [{"_id": 1, "price": 1.5}, {"_id": 2, "price": Decimal128("9.99")}]
+    (tmp_path / "dump" / db / "prices.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
+    (tmp_path / "dump" / db / "prices.metadata.json").write_text(json_util.dumps(
+        {"options": {}, "indexes": [], "collectionName": "prices", "type": "collection"},
+        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    ctx = MemoryRunContext(run_id="r1")
+    with pytest.raises(PermanentError) as err:
+        run_restore(repo, restore_spec("dec", {"from_mongodump": str(tmp_path / "dump")}), "r1", ctx=ctx)
+    assert not err.value.retryable
+    assert f"{db}.prices" in str(err.value) and "3 attempts" in str(err.value)
+    assert mongo.client.admin.command("ping")["ok"] == 1  # the server is fine afterwards

@@ -1,0 +1,139 @@
+"""Helpers for the Weaviate adapter's tests: a client on the peer, job specs pointed at it,
+runs driven like the executor drives them, and a comparable dump of a collection."""
+
+from __future__ import annotations
+
+import uuid
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import weaviate
+from weaviate.classes.query import QueryReference
+from weaviate.client import WeaviateClient
+
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from adapters.weaviate.backup import WeaviateBackupWork
+from adapters.weaviate.clear import WeaviateClearWork
+from adapters.weaviate.reader import reference_properties
+from adapters.weaviate.restore import WeaviateRestoreWork
+from domain.jobs import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
+from domain.ports import JobWork
+from tests.fakes import MemoryRunContext
+from tests.peers.state import WeaviatePeer
+
+TUNING = Tuning(pack_size=1 << 20, checkpoint_seconds=60)
+
+
+def prefix() -> str:
+    return f"T{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def connect(peer: WeaviatePeer) -> Iterator[WeaviateClient]:
+    client = weaviate.connect_to_custom(
+        http_host=peer.host, http_port=peer.http_port, http_secure=False,
+        grpc_host=peer.host, grpc_port=peer.grpc_port, grpc_secure=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def conn(peer: WeaviatePeer) -> dict[str, Any]:
+    return {"host": peer.host, "http_port": peer.http_port, "grpc_port": peer.grpc_port}
+
+
+def backup_spec(peer: WeaviatePeer, name: str = "wv-backup", retention: dict[str, int] | None = None,
+                **source: Any) -> WeaviateBackupJob:
+    return WeaviateBackupJob.model_validate(
+        {"name": name, "kind": "weaviate.backup", "source": {**conn(peer), **source}, "retention": retention or {}})
+
+
+def restore_spec(peer: WeaviatePeer, job: str = "wv-backup", **target: Any) -> WeaviateRestoreJob:
+    return WeaviateRestoreJob.model_validate(
+        {"name": "wv-restore", "kind": "weaviate.restore", "source": {"job": job},
+         "target": {**conn(peer), **target}})
+
+
+def clear_spec(peer: WeaviatePeer, collection: str) -> WeaviateClearJob:
+    return WeaviateClearJob.model_validate(
+        {"name": "wv-clear", "kind": "weaviate.clear", "confirm": True,
+         "target": {**conn(peer), "collection": collection}})
+
+
+def drive(work: JobWork, ctx: MemoryRunContext, details: dict[str, Any]) -> dict[str, Any]:
+    """prepare (first attempt only, as the executor does), run, finish; the details recorded."""
+    if not details:
+        details.update(work.prepare(ctx))
+    work.run(ctx)
+    work.finish(ctx)
+    return details
+
+
+def run_backup(repo: Repository, spec: WeaviateBackupJob, run_id: str,
+               ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> str:
+    details = {} if details is None else details
+    ctx = ctx or MemoryRunContext(run_id=run_id)
+    if not details:
+        details.update(WeaviateBackupWork(spec, repo, run_id, TUNING, {}).prepare(ctx))
+    drive(WeaviateBackupWork(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+    return run_id
+
+
+def run_restore(repo: Repository, spec: WeaviateRestoreJob, run_id: str = "restore1",
+                ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> MemoryRunContext:
+    details = {} if details is None else details
+    ctx = ctx or MemoryRunContext(run_id=run_id)
+    if not details:
+        details.update(WeaviateRestoreWork(spec, repo, run_id, TUNING, {}).prepare(ctx))
+    drive(WeaviateRestoreWork(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+    return ctx
+
+
+def run_clear(spec: WeaviateClearJob, ctx: MemoryRunContext | None = None) -> MemoryRunContext:
+    ctx = ctx or MemoryRunContext(run_id="clear1")
+    details: dict[str, Any] = {}
+    drive(WeaviateClearWork(spec, "clear1", details), ctx, details)
+    return ctx
+
+
+def f32(vector: Any) -> Any:
+    """A vector (or multi-vector) as float32 values, for exact comparison."""
+    if vector and isinstance(vector[0], list):
+        return [array("f", v).tobytes() for v in vector]
+    return array("f", vector).tobytes()
+
+
+def dump(client: WeaviateClient, name: str, tenant: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every object of a collection by uuid: properties, float32 vectors, reference uuids."""
+    collection = client.collections.get(name)
+    config = collection.config.get().to_dict()
+    if tenant is not None:
+        collection = collection.with_tenant(tenant)
+    refs = reference_properties(config)
+    props = [p["name"] for p in config["properties"] if p["name"] not in refs]
+    out = {}
+    for obj in collection.iterator(
+            include_vector=True, return_properties=props,
+            return_references=[QueryReference(link_on=r, return_properties=[]) for r in refs] or None):
+        out[str(obj.uuid)] = {
+            "properties": {k: v for k, v in obj.properties.items() if v is not None},
+            "vectors": {k: f32(v) for k, v in obj.vector.items()},
+            "refs": {k: sorted((o.collection, str(o.uuid)) for o in v.objects)
+                     for k, v in (obj.references or {}).items()},
+        }
+    return out
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    out.pop("class", None)
+    return out
+
+
+def open_repo(tmp_path: Path) -> Repository:
+    return Repository.open(tmp_path / "repo")
