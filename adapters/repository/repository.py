@@ -10,6 +10,11 @@ Layout:
     tmp/                        temporary names of files not yet renamed into place
     lock                        shared by writers, exclusive for pruning
 
+Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids a line
+references (the files tree's shape, `adapters/files/tree.py`); pruning and `davit verify`
+read only that key, so an adapter with a tree of its own keeps `c` and stages it as
+`staging/<dir>/tree.jsonl`, or its chunks would look unreferenced.
+
 A chunk's id is the sha256 of its plain bytes. Reading a chunk decompresses it and checks
 that hash before handing back a single byte, so a corrupt chunk never reaches a target.
 """
