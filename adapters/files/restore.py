@@ -15,8 +15,9 @@ import errno
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,22 +101,31 @@ class FilesRestoreWork:
         self.target.mkdir(parents=True, exist_ok=True)
         entries = (e for e in self._entries(snap) if last_key is None or e.key > last_key)
         with self.repo.locked(exclusive=False), \
-                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool:
+                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool, \
+                _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small:
             for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
                 ctx.check_stop()
-                self._write_entry(entry, chunks)
+                if entry.type == FILE and len(entry.chunks) <= 1:
+                    # Small files are mostly create/metadata cost: write them in parallel.
+                    data = b"".join(chunks)
+                    small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
+                else:
+                    self._write_entry(entry, chunks)
                 done_items += 1
                 done_bytes += entry.size
                 since_checkpoint += entry.size
                 last_path = entry.path
                 if since_checkpoint >= self.tuning.pack_size or \
                         time.monotonic() - last_checkpoint >= self.tuning.checkpoint_seconds:
+                    small.wait_all()
                     self._checkpoint(ctx, last_path, done_items, done_bytes)
                     since_checkpoint, last_checkpoint = 0, time.monotonic()
+            small.wait_all()
             self._checkpoint(ctx, last_path, done_items, done_bytes)
         return {"items": done_items, "bytes": done_bytes}
 
     def _checkpoint(self, ctx: RunContext, last: str | None, items: int, done: int) -> None:
+        """Every entry up to `last` is written (the caller waited for them); make it durable."""
         syncfs(self.target)
         ctx.checkpoint(RESTORE, {"last": last, "items": items, "bytes_done": done},
                        bytes_done=done, items_done=items)
@@ -159,6 +169,40 @@ class FilesRestoreWork:
             os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
         syncfs(self.target)
         return {"directories": len(dirs)}
+
+
+class _SmallFileWriters:
+    """A few threads writing whole small files; `wait_all` is the barrier before a checkpoint.
+
+    At most `max_bytes` of file content waits in memory; a failed write is raised to the
+    restoring thread at the next submit or barrier.
+    """
+
+    def __init__(self, threads: int, max_bytes: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="davit-write")
+        self._pending: deque[tuple[Future[None], int]] = deque()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def submit(self, write: Callable[[], None], size: int) -> None:
+        while self._pending and (self._bytes + size > self._max_bytes or self._pending[0][0].done()):
+            future, held = self._pending.popleft()
+            future.result()
+            self._bytes -= held
+        self._pending.append((self._pool.submit(write), size))
+        self._bytes += size
+
+    def wait_all(self) -> None:
+        while self._pending:
+            future, held = self._pending.popleft()
+            future.result()
+            self._bytes -= held
+
+    def __enter__(self) -> _SmallFileWriters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _open_for_restore(dest: Path) -> int:
