@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, select, text, update
+from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -189,13 +189,16 @@ class SqliteEventStore:
             _settle(request, result)
 
     def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
-        """One transaction for the whole batch, run in the writer thread (a single hop)."""
+        """One transaction for the whole batch, run in the writer thread (a single hop).
+
+        The hot path goes through `exec_driver_sql` with fixed statements: building
+        expressions per transaction cost several times the commit itself.
+        """
         assert self._writer is not None
         with self._writer.begin() as conn:
-            head = conn.execute(select(s.chain_head.c.position, s.chain_head.c.hash)).one()
-            position, prev_hash = int(head.position), str(head.hash)
-            versions, replays = self._lookup(conn, batch)
-            rows: list[dict[str, Any]] = []
+            position, prev_hash = conn.exec_driver_sql(_HEAD_SQL).one()
+            versions, replays = _lookup(conn, batch)
+            rows: list[tuple[Any, ...]] = []
             results: list[list[int] | BaseException] = []
             for request in batch:
                 outcome = _check(request, versions, replays)
@@ -209,55 +212,22 @@ class SqliteEventStore:
                         position += 1
                         version += 1
                         row = self._row(new, part.stream, version, position, prev_hash)
-                        prev_hash = row["hash"]
+                        prev_hash = row[-1]
                         rows.append(row)
                         replays[new.event_id] = position
                         positions.append(position)
                     versions[part.stream] = version
                 results.append(positions)
             if rows:
-                conn.execute(insert(s.events), rows)
-                conn.execute(
-                    update(s.chain_head).where(s.chain_head.c.id == 1).values(position=position, hash=prev_hash)
-                )
+                conn.exec_driver_sql(_INSERT_SQL, rows)
+                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash))
             return results
 
-    @staticmethod
-    def _lookup(conn: Connection, batch: list[_Request]) -> tuple[dict[str, int], dict[str, int]]:
-        """Current versions of the streams the batch touches, and which of its ids exist."""
-        streams = {part.stream for r in batch for part in r.parts}
-        ids = [e.event_id for r in batch for part in r.parts for e in part.events]
-        versions = dict.fromkeys(streams, 0)
-        for row in conn.execute(
-            select(s.events.c.stream, func.max(s.events.c.version))
-            .where(s.events.c.stream.in_(streams))
-            .group_by(s.events.c.stream)
-        ):
-            versions[row[0]] = int(row[1])
-        replays = {
-            row.event_id: int(row.position)
-            for row in conn.execute(
-                select(s.events.c.event_id, s.events.c.position).where(s.events.c.event_id.in_(ids))
-            )
-        }
-        return versions, replays
-
-    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> dict[str, Any]:
+    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
         data = canonical_json(new.data)
         recorded_at = self._clock()
         digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at)
-        return {
-            "position": position,
-            "event_id": new.event_id,
-            "stream": stream,
-            "version": version,
-            "type": new.type,
-            "schema": new.schema,
-            "data": data,
-            "recorded_at": recorded_at,
-            "prev_hash": prev_hash,
-            "hash": digest,
-        }
+        return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
 
     async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -362,6 +332,38 @@ class SqliteEventStore:
         if head.position != expected_position - 1 or head.hash != prev_hash:
             return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
         return ChainReport(True, checked)
+
+
+_HEAD_SQL = "SELECT position, hash FROM chain_head WHERE id = 1"
+_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = ?, hash = ? WHERE id = 1"
+_INSERT_SQL = (
+    "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_LIMIT = 500  # bound parameters per IN (...) list
+
+
+def _lookup(conn: Connection, batch: list[_Request]) -> tuple[dict[str, int], dict[str, int]]:
+    """Current versions of the streams the batch touches, and which of its event ids exist."""
+    streams = sorted({part.stream for r in batch for part in r.parts})
+    ids = [e.event_id for r in batch for part in r.parts for e in part.events]
+    versions = dict.fromkeys(streams, 0)
+    replays: dict[str, int] = {}
+    for group in _groups(streams):
+        marks = ",".join("?" * len(group))
+        rows = conn.exec_driver_sql(
+            f"SELECT stream, MAX(version) FROM events WHERE stream IN ({marks}) GROUP BY stream", tuple(group)
+        )
+        versions.update((stream, int(version)) for stream, version in rows)
+    for group in _groups(ids):
+        marks = ",".join("?" * len(group))
+        rows = conn.exec_driver_sql(f"SELECT event_id, position FROM events WHERE event_id IN ({marks})", tuple(group))
+        replays.update((event_id, int(pos)) for event_id, pos in rows)
+    return versions, replays
+
+
+def _groups(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _IN_LIMIT] for i in range(0, len(items), _IN_LIMIT)]
 
 
 def _check(request: _Request, versions: dict[str, int], replays: dict[str, int]) -> list[int] | BaseException | None:
