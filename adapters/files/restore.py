@@ -102,33 +102,33 @@ class FilesRestoreWork:
         entries = (e for e in self._entries(snap) if last_key is None or e.key > last_key)
         with self.repo.locked(exclusive=False), \
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool, \
-                _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small:
-            for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
-                ctx.check_stop()
-                if entry.type == FILE and len(entry.chunks) <= 1:
-                    # Small files are mostly create/metadata cost: write them in parallel.
-                    data = b"".join(chunks)
-                    small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
-                else:
-                    self._write_entry(entry, chunks)
-                done_items += 1
-                done_bytes += entry.size
-                since_checkpoint += entry.size
-                last_path = entry.path
-                if since_checkpoint >= self.tuning.pack_size or \
-                        time.monotonic() - last_checkpoint >= self.tuning.checkpoint_seconds:
-                    small.wait_all()
-                    self._checkpoint(ctx, last_path, done_items, done_bytes)
-                    since_checkpoint, last_checkpoint = 0, time.monotonic()
-            small.wait_all()
-            self._checkpoint(ctx, last_path, done_items, done_bytes)
+                _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small, \
+                _Flusher(self.target, ctx) as flusher:
+            try:
+                for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
+                    ctx.check_stop()
+                    if entry.type == FILE and len(entry.chunks) <= 1:
+                        # Small files are mostly create/metadata cost: write them in parallel.
+                        data = b"".join(chunks)
+                        small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
+                    else:
+                        self._write_entry(entry, chunks)
+                    done_items += 1
+                    done_bytes += entry.size
+                    since_checkpoint += entry.size
+                    last_path = entry.path
+                    flusher.record_finished(wait=False)
+                    if since_checkpoint >= self.tuning.pack_size or \
+                            time.monotonic() - last_checkpoint >= self.tuning.checkpoint_seconds:
+                        small.wait_all()
+                        flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
+                        since_checkpoint, last_checkpoint = 0, time.monotonic()
+                small.wait_all()
+                flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
+            finally:
+                # A stop or failure still records the flush already under way: that work is durable.
+                flusher.record_finished(wait=True)
         return {"items": done_items, "bytes": done_bytes}
-
-    def _checkpoint(self, ctx: RunContext, last: str | None, items: int, done: int) -> None:
-        """Every entry up to `last` is written (the caller waited for them); make it durable."""
-        syncfs(self.target)
-        ctx.checkpoint(RESTORE, {"last": last, "items": items, "bytes_done": done},
-                       bytes_done=done, items_done=items)
 
     def _write_entry(self, entry: Entry, chunks: Iterator[bytes]) -> None:
         dest = self._dest(entry)
@@ -169,6 +169,41 @@ class FilesRestoreWork:
             os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
         syncfs(self.target)
         return {"directories": len(dirs)}
+
+
+class _Flusher:
+    """Checkpoints whose flush runs in the background while the restore goes on writing.
+
+    `begin` is called once every entry up to the cursor is written; it starts one `syncfs`
+    (which makes all of them durable) and the checkpoint is recorded when that returns, from
+    the restoring thread. At most one flush is under way.
+    """
+
+    def __init__(self, target: Path, ctx: RunContext) -> None:
+        self._target = target
+        self._ctx = ctx
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="davit-flush")
+        self._under_way: tuple[Future[None], dict[str, Any]] | None = None
+
+    def begin(self, cursor: dict[str, Any]) -> None:
+        self.record_finished(wait=True)
+        self._under_way = (self._thread.submit(syncfs, self._target), cursor)
+
+    def record_finished(self, wait: bool) -> None:
+        if self._under_way is None:
+            return
+        future, cursor = self._under_way
+        if not wait and not future.done():
+            return
+        self._under_way = None
+        future.result()
+        self._ctx.checkpoint(RESTORE, cursor, bytes_done=cursor["bytes_done"], items_done=cursor["items"])
+
+    def __enter__(self) -> _Flusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.shutdown(wait=True)
 
 
 class _SmallFileWriters:

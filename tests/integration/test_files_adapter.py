@@ -144,6 +144,8 @@ def test_a_backup_stopped_at_a_checkpoint_resumes_without_writing_a_chunk_twice(
 
 def test_a_restore_stopped_at_a_checkpoint_resumes_and_completes(tree: Path, repo: Repository,
                                                                  tmp_path: Path) -> None:
+    for i in range(40):  # enough entries after the first checkpoints for the stop to land mid-way
+        (tree / "docs" / f"page{i:02d}.bin").write_bytes(os.urandom(50_000))
     backup(repo, tree, "b1")
     ctx = MemoryRunContext(run_id="restore1", stop_after_checkpoints=1)
     tuning = Tuning(chunk_size=64 << 10, pack_size=100_000, checkpoint_seconds=60)
