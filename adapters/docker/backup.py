@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from adapters.docker.engine import (
     start_containers,
     stop_containers,
 )
-from adapters.files.backup import MAX_SKIP_WARNINGS, FilesBackupWork, _Progress, _Store
-from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines, walk_key
+from adapters.files.backup import FilesBackupWork
+from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -161,37 +160,8 @@ class VolumeBackupWork(FilesBackupWork):
             roots.append((ref.name, path))
         return roots
 
-    def _store(self, ctx: RunContext) -> dict[str, Any]:
-        self.staging.mkdir(parents=True, exist_ok=True)
-        tree_path = self.staging / "tree.jsonl"
-        cursor = ctx.cursor(STORE) or {}
-        progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),
-                             cursor.get("last"))
-        last_key = walk_key(progress.last_path) if progress.last_path is not None else None
-        skipped: list[Skipped] = []
-        with self.repo.locked(exclusive=False), open(tree_path, "ab+") as tree, \
-                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
-            tree.truncate(cursor.get("tree_bytes", 0))
-            tree.seek(0, os.SEEK_END)
-            store = _Store(self, ctx, tree, pool, progress)
-            for item in walk_volumes(self._volume_roots(), list(self.spec.source.exclude)):
-                if isinstance(item, Skipped):
-                    skipped.append(item)
-                    if len(skipped) <= MAX_SKIP_WARNINGS:
-                        ctx.warn(f"skipped {item.path}: {item.reason}", STORE)
-                    continue
-                entry, abspath = item
-                if last_key is not None and entry.key <= last_key:
-                    continue
-                try:
-                    store.add(entry, abspath)
-                except RunStopped:
-                    store.record_sealed(wait=True)
-                    raise
-            store.checkpoint(wait=True)
-            store.sealer.shutdown()
-        return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
-                "skipped": len(skipped)}
+    def _walk(self) -> Iterator[tuple[Entry, str | None] | Skipped]:
+        return walk_volumes(self._volume_roots(), list(self.spec.source.exclude))
 
     def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.repo.snapshot_exists(self.run_id):

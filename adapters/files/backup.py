@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,7 +107,7 @@ class FilesBackupWork:
             tree.truncate(cursor.get("tree_bytes", 0))
             tree.seek(0, os.SEEK_END)
             store = _Store(self, ctx, tree, pool, progress)
-            for item in walk(self.source, list(self.spec.source.exclude)):
+            for item in self._walk():
                 if isinstance(item, Skipped):
                     skipped.append(item)
                     if len(skipped) <= MAX_SKIP_WARNINGS:
@@ -126,6 +127,10 @@ class FilesBackupWork:
             ctx.warn(f"skipped {len(skipped)} entries in all", STORE)
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
                 "skipped": len(skipped)}
+
+    def _walk(self) -> Iterator[tuple[Entry, str | None] | Skipped]:
+        """The entries to store, in walk order (a volume backup walks several roots)."""
+        return walk(self.source, list(self.spec.source.exclude))
 
     def _parent(self) -> Any:
         earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
