@@ -38,11 +38,27 @@ STORE, PUBLISH, RETENTION = "store", "publish", "retention"
 MAX_SKIP_WARNINGS = 20
 
 
+Encoded = tuple[bytes, bytes | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
+
+
 @dataclass
 class _Pending:
     entry: Entry
-    futures: list[Future[tuple[bytes, bytes | None, int]]] = field(default_factory=list)
-    plain_lens: list[int] = field(default_factory=list)
+    futures: list[Future[Encoded | None]] = field(default_factory=list)
+    whole: bool = False  # read in one piece by a worker
+
+
+def _encode(repo: Repository, data: bytes) -> Encoded:
+    cid, stored, codec = repo.encode(data)
+    return cid, stored, codec, len(data)
+
+
+def _read_whole(repo: Repository, abspath: str) -> Encoded | None:
+    """A small file, read to its end and encoded as one chunk; None if it is empty. (A file
+    that grew past the chunk size since its stat becomes one larger chunk, which is valid.)"""
+    with open(abspath, "rb") as fh:
+        data = fh.read()
+    return _encode(repo, data) if data else None
 
 
 @dataclass
@@ -211,6 +227,13 @@ class _Store:
             self.checkpoint()
 
     def _read(self, pending: _Pending, abspath: str) -> None:
+        if pending.entry.size < self.tuning.chunk_size:
+            # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
+            # the per-file system calls of many small files overlap.
+            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath))
+            pending.whole = True
+            self.inflight += 1
+            return
         size = 0
         try:
             with open(abspath, "rb", buffering=0) as fh:
@@ -220,8 +243,7 @@ class _Store:
                     if not data:
                         break
                     size += len(data)
-                    pending.futures.append(self.pool.submit(self.repo.encode, data))
-                    pending.plain_lens.append(len(data))
+                    pending.futures.append(self.pool.submit(_encode, self.repo, data))
                     self.inflight += 1
                     if self.inflight > self.tuning.inflight_chunks:
                         self._drain(self.tuning.inflight_chunks - 1, keep=pending)
@@ -247,9 +269,19 @@ class _Store:
     def _write_chunks(self, pending: _Pending, until: int) -> None:
         for _ in range(max(until, 0)):
             future = pending.futures.pop(0)
-            plain_len = pending.plain_lens.pop(0)
-            cid, stored, codec = future.result()
             self.inflight -= 1
+            try:
+                encoded = future.result()
+            except OSError as exc:  # only a small file's whole read can fail here
+                self.ctx.warn(f"could not read {pending.entry.path}: {exc.strerror}; stored 0 bytes", STORE)
+                pending.entry.size = 0
+                continue
+            if encoded is None:  # the small file turned out empty
+                pending.entry.size = 0
+                continue
+            cid, stored, codec, plain_len = encoded
+            if pending.whole:
+                pending.entry.size = plain_len  # what was read, should the file have changed since its stat
             pending.entry.chunks.append(cid.hex())
             if stored is None or self.repo.has(cid):
                 continue
