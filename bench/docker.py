@@ -21,9 +21,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's directory comes first on sys.path and its name would hide the
@@ -31,38 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from bench.benchlib import cpu_count, disk_of, table  # noqa: E402
-
-
-class BenchContext:
-    """A `RunContext` that keeps cursors in memory (no daemon: the data path alone)."""
-
-    run_id = "bench"
-
-    def __init__(self) -> None:
-        self.cursors: dict[str, dict[str, Any]] = {}
-        self.done: set[str] = set()
-
-    def cursor(self, step: str) -> dict[str, Any] | None:
-        return self.cursors.get(step)
-
-    def step_done(self, step: str) -> bool:
-        return step in self.done
-
-    def step_started(self, step: str) -> None:
-        pass
-
-    def checkpoint(self, step: str, cursor: dict[str, Any], *, chunks_written: Sequence[str] = (),
-                   bytes_done: int = 0, bytes_stored: int = 0, items_done: int = 0) -> None:
-        self.cursors[step] = cursor
-
-    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
-        self.done.add(step)
-
-    def warn(self, message: str, step: str | None = None) -> None:
-        print(f"  warning: {message}")
-
-    def check_stop(self) -> None:
-        pass
+from tests.fakes import MemoryRunContext  # noqa: E402
 
 
 def measured(fn: Callable[[], None]) -> tuple[float, float]:
@@ -149,10 +117,12 @@ def main() -> None:
             def go() -> None:
                 repo = Repository.open(work / "repo")
                 w = VolumeBackupWork(spec, repo, run_id, tuning, {})
-                ctx = BenchContext()
+                ctx = MemoryRunContext()
                 w.details = w.prepare(ctx)
                 w.run(ctx)
                 w.finish(ctx)
+                for message in ctx.warnings:
+                    print(f"  warning: {message}")
             return go
 
         results: dict[str, tuple[float, float]] = {}
