@@ -9,6 +9,10 @@ fails the run. Every message passes through `redact` with the key, so it never l
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +77,26 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def rest_get(self, path: str, params: dict[str, str], doing: str, missing_ok: bool = False) -> Any:
+        """GET `/v1/<path>` from the REST API, parsed JSON (None for a 404 when `missing_ok`). For
+        what the gRPC API cannot give: a multi-target reference property's targets in order."""
+        url = f"{'https' if self.conn.secure else 'http'}://{self.conn.host}:{self.conn.http_port}/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.conn.timeout_seconds) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None
+            message = self.redact(f"{self.where}: {doing}: HTTP {exc.code}: {exc.read()[:500]!r}")
+            raise (WeaviateUnavailable if exc.code in RETRYABLE_STATUS else WeaviateRejected)(message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise WeaviateUnavailable(self.redact(f"{self.where}: {doing}: {exc}")) from None
 
     def redact(self, text: str) -> str:
         return redact(text, *([self.api_key] if self.api_key else []))

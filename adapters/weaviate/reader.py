@@ -20,6 +20,7 @@ from weaviate.classes.query import QueryReference
 
 from adapters.weaviate.client import Server
 from adapters.weaviate.codec import Row, dump_properties
+from adapters.weaviate.schema import multi_target_properties
 
 _DONE = object()
 
@@ -67,10 +68,12 @@ def pages(server: Server, name: str, tenant: str | None, config: dict[str, Any],
     if tenant is not None:
         collection = collection.with_tenant(tenant)
     refs = reference_properties(config)
+    multi = multi_target_properties(config)
     blobs = blob_properties(config)
-    return_refs = [QueryReference(link_on=r, return_properties=[]) for r in refs] or None
+    return_refs = [QueryReference(link_on=r, return_properties=[]) for r in refs if r not in multi] or None
     where = f"reading {name}" + (f" tenant {tenant}" if tenant is not None else "")
     while True:
+        start = after
         with server.errors(where):
             # Named properties are needed for blobs (left out otherwise); None means "all others".
             names = _property_names(config) if blobs else None
@@ -81,8 +84,40 @@ def pages(server: Server, name: str, tenant: str | None, config: dict[str, Any],
         if not objects:
             return
         rows = [to_row(o, bool(refs)) for o in objects]
+        if multi:
+            _add_multi_target_refs(server, name, tenant, start, rows, multi)
         after = rows[-1].uuid
         yield rows
+
+
+def _add_multi_target_refs(server: Server, name: str, tenant: str | None, start: str | None, rows: list[Row],
+                           props: frozenset[str]) -> None:
+    """The targets of `props` for `rows`, in their stored order, from the REST API's listing of
+    the same page (same cursor); an object the listing missed (written meanwhile) by its id."""
+    params = {"class": name, "limit": str(len(rows))}
+    if start is not None:
+        params["after"] = start
+    if tenant is not None:
+        params["tenant"] = tenant
+    where = f"reading the references of {name}" + (f" tenant {tenant}" if tenant is not None else "")
+    listed = server.rest_get("objects", params, where).get("objects") or []
+    by_id = {o["id"]: o.get("properties") or {} for o in listed}
+    for row in rows:
+        found = by_id.get(row.uuid)
+        if found is None:
+            one = server.rest_get(f"objects/{name}/{row.uuid}", {"tenant": tenant} if tenant else {}, where,
+                                  missing_ok=True)
+            found = (one or {}).get("properties") or {}
+        for prop in props:
+            targets = [_beacon_target(ref["beacon"]) for ref in found.get(prop) or []]
+            if targets:
+                row.refs[prop] = targets
+
+
+def _beacon_target(beacon: str) -> tuple[str, str]:
+    """(collection, uuid) of `weaviate://localhost/<Collection>/<uuid>`."""
+    parts = beacon.split("/")
+    return (parts[-2] if len(parts) >= 5 else "", parts[-1])
 
 
 def _property_names(config: dict[str, Any]) -> list[str]:

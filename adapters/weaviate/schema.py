@@ -41,6 +41,20 @@ def renamed_config(config: dict[str, Any], rename: dict[str, str]) -> dict[str, 
     return out
 
 
+def multi_target_properties(config: dict[str, Any]) -> frozenset[str]:
+    """Reference properties that may point into more than one collection: their targets are
+    read over REST (gRPC cannot return them in one query) and restored one reference at a time."""
+    out = set()
+    for prop in config.get("references") or []:
+        if len(prop.get("target_collections") or prop.get("targetCollections") or []) > 1:
+            out.add(prop["name"])
+    for prop in config.get("properties") or []:
+        types = prop.get("dataType") or []
+        if len(types) > 1 and all(t[:1].isupper() for t in types):
+            out.add(prop["name"])
+    return frozenset(out)
+
+
 def multi_tenant(config: dict[str, Any]) -> bool:
     return bool((config.get("multiTenancyConfig") or {}).get("enabled"))
 

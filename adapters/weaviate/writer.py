@@ -17,12 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from weaviate.classes.data import DataObject, ReferenceToMulti
+from weaviate.classes.data import DataObject, DataReference
 from weaviate.exceptions import WeaviateInsertManyAllFailedError
 
 from adapters.weaviate.client import Server
 from adapters.weaviate.codec import Row
-from adapters.weaviate.schema import target_name
+from adapters.weaviate.schema import multi_target_properties, target_name
 
 RETRIES = 3
 
@@ -38,15 +38,7 @@ class Target:
 
 
 def target_for(config: dict[str, Any], name: str, rename: dict[str, str]) -> Target:
-    multi = set()
-    for prop in (config.get("references") or []):
-        if len(prop.get("target_collections") or prop.get("targetCollections") or []) > 1:
-            multi.add(prop["name"])
-    for prop in (config.get("properties") or []):
-        types = prop.get("dataType") or []
-        if len(types) > 1 and all(t[:1].isupper() for t in types):
-            multi.add(prop["name"])
-    return Target(name, bool(config.get("vectorConfig")), frozenset(multi), rename)
+    return Target(name, bool(config.get("vectorConfig")), multi_target_properties(config), rename)
 
 
 class Importer:
@@ -68,12 +60,15 @@ class Importer:
             collection = collection.with_tenant(tenant)
         inflight: deque[Future[list[tuple[DataObject[Any, Any], str]]]] = deque()
         failed: list[tuple[DataObject[Any, Any], str]] = []
+        multi_refs: list[Any] = []
         sent = 0
         for rows in batches:
             if not rows:
                 continue
             sent += len(rows)
             batch = [_data_object(r, target, with_refs) for r in rows]
+            if with_refs and target.multi_target_refs:
+                multi_refs.extend(_multi_target_references(rows, target))
             inflight.append(self.pool.submit(self._send, collection, target, tenant, batch))
             while len(inflight) > self.concurrency:
                 failed.extend(inflight.popleft().result())
@@ -87,7 +82,35 @@ class Importer:
             failed = []
             for start in range(0, len(pending), self.batch_size):
                 failed.extend(self._send(collection, target, tenant, pending[start:start + self.batch_size]))
-        return sent, [(str(obj.uuid), reason) for obj, reason in failed]
+        failures = [(str(obj.uuid), reason) for obj, reason in failed]
+        if multi_refs:
+            failures.extend(self._add_references(collection, target, tenant, multi_refs, {u for u, _ in failures}))
+        return sent, failures
+
+    def _add_references(self, collection: Any, target: Target, tenant: str | None, refs: list[Any],
+                        skip: set[str]) -> list[tuple[str, str]]:
+        """Add multi-target references in their stored order, after their objects were sent
+        without them (which cleared any added by an earlier attempt at this chunk)."""
+        where = f"adding references in {target.name}" + (f" tenant {tenant}" if tenant is not None else "")
+        pending = [r for r in refs if str(r.from_uuid) not in skip]
+        failures: dict[str, str] = {}
+        for attempt in range(RETRIES + 1):
+            if not pending:
+                break
+            if attempt:
+                time.sleep(0.2 * attempt)
+            again: list[Any] = []
+            failures = {}
+            for start in range(0, len(pending), self.batch_size):
+                part = pending[start:start + self.batch_size]
+                with self.server.errors(where):
+                    result = collection.data.reference_add_many(part)
+                for index, err in result.errors.items():
+                    again.append(part[index])
+                    failures[str(part[index].from_uuid)] = self.server.redact(err.message)[:500]
+            # A reference that failed is sent again on its own (the others of its object are in).
+            pending = again
+        return sorted(failures.items())
 
     def _send(self, collection: Any, target: Target, tenant: str | None,
               batch: list[DataObject[Any, Any]]) -> list[tuple[DataObject[Any, Any], str]]:
@@ -109,13 +132,15 @@ def _data_object(row: Row, target: Target, with_refs: bool) -> DataObject[Any, A
     vector: Any = named if target.named_vectors else row.vectors.get("default")
     references: dict[str, Any] | None = None
     if with_refs and row.refs:
-        references = {}
-        for prop, targets in row.refs.items():
-            if prop in target.multi_target_refs and targets:
-                coll = targets[0][0]
-                references[prop] = ReferenceToMulti(
-                    target_collection=target_name(coll, target.rename),
-                    uuids=[u for c, u in targets if c == coll])
-            else:
-                references[prop] = [u for _, u in targets]
+        # Multi-target references are added afterwards (`_multi_target_references`): an
+        # object's references can name one target collection per property here.
+        references = {prop: [u for _, u in targets] for prop, targets in row.refs.items()
+                      if prop not in target.multi_target_refs} or None
     return DataObject(properties=row.properties, uuid=row.uuid, vector=vector, references=references)
+
+
+def _multi_target_references(rows: list[Row], target: Target) -> list[Any]:
+    return [DataReference.MultiTarget(from_uuid=row.uuid, from_property=prop, to_uuid=uid,
+                                      target_collection=target_name(coll, target.rename))
+            for row in rows for prop, targets in row.refs.items() if prop in target.multi_target_refs
+            for coll, uid in targets]

@@ -20,6 +20,7 @@ from adapters.weaviate.backup import WeaviateBackupWork
 from adapters.weaviate.clear import WeaviateClearWork
 from adapters.weaviate.reader import reference_properties
 from adapters.weaviate.restore import WeaviateRestoreWork
+from adapters.weaviate.schema import multi_target_properties
 from domain.jobs import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 from domain.ports import JobWork
 from tests.fakes import MemoryRunContext
@@ -116,10 +117,12 @@ def dump(client: WeaviateClient, name: str, tenant: str | None = None) -> dict[s
         collection = collection.with_tenant(tenant)
     refs = reference_properties(config)
     props = [p["name"] for p in config["properties"] if p["name"] not in refs]
+    multi = multi_target_properties(config)  # gRPC cannot return these: see `ordered_references`
     out = {}
     for obj in collection.iterator(
             include_vector=True, return_properties=props,
-            return_references=[QueryReference(link_on=r, return_properties=[]) for r in refs] or None):
+            return_references=[QueryReference(link_on=r, return_properties=[]) for r in refs if r not in multi]
+            or None):
         out[str(obj.uuid)] = {
             "properties": {k: v for k, v in obj.properties.items() if v is not None},
             "vectors": {k: f32(v) for k, v in obj.vector.items()},
@@ -127,6 +130,26 @@ def dump(client: WeaviateClient, name: str, tenant: str | None = None) -> dict[s
                      for k, v in (obj.references or {}).items()},
         }
     return out
+
+
+def ordered_references(peer: WeaviatePeer, name: str, prop: str) -> dict[str, list[tuple[str, str]]]:
+    """Each object's `prop` targets as (collection, uuid), in the order the server stores them
+    (read over REST, independently of the adapter)."""
+    import json
+    import urllib.request
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    after = None
+    while True:
+        query = f"class={name}&limit=100" + (f"&after={after}" if after else "")
+        with urllib.request.urlopen(f"http://{peer.host}:{peer.http_port}/v1/objects?{query}") as response:
+            objects = json.load(response).get("objects") or []
+        if not objects:
+            return out
+        for obj in objects:
+            beacons = [r["beacon"].split("/") for r in (obj.get("properties") or {}).get(prop) or []]
+            out[obj["id"]] = [(b[-2], b[-1]) for b in beacons]
+        after = objects[-1]["id"]
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from weaviate.classes.config import Configure, DataType, Property, ReferenceProperty
-from weaviate.classes.data import DataObject, GeoCoordinate, PhoneNumber
+from weaviate.classes.data import DataObject, DataReference, GeoCoordinate, PhoneNumber
 from weaviate.classes.tenants import Tenant
 from weaviate.client import WeaviateClient
 
@@ -28,8 +28,8 @@ def create_authors(client: WeaviateClient, name: str, count: int = 20) -> list[s
 
 
 def create_articles(client: WeaviateClient, name: str, authors: str, author_ids: list[str],
-                    count: int = 120) -> None:
-    """Every scalar and nested type, and a reference to `authors` on most objects."""
+                    count: int = 120) -> list[str]:
+    """Every scalar and nested type, and a reference to `authors` on most objects; their uuids."""
     rnd = random.Random(2)
     coll = client.collections.create(
         name,
@@ -74,6 +74,34 @@ def create_articles(client: WeaviateClient, name: str, authors: str, author_ids:
                                   vector=rvec(rnd, 16), references=refs))
     result = coll.data.insert_many(objects)
     assert not result.errors, result.errors
+    return [str(o.uuid) for o in objects]
+
+
+def create_notes(client: WeaviateClient, name: str, articles: str, article_ids: list[str], authors: str,
+                 author_ids: list[str], count: int = 45) -> None:
+    """Notes whose `about` may point at articles and authors, both in one note, in a set order."""
+    rnd = random.Random(6)
+    coll = client.collections.create(
+        name, properties=[Property(name="text", data_type=DataType.TEXT)],
+        references=[ReferenceProperty.MultiTarget(name="about", target_collections=[articles, authors])],
+        vector_config=Configure.Vectors.self_provided())
+    objects = [DataObject(properties={"text": f"note {i}"}, uuid=uuid.UUID(int=rnd.getrandbits(128), version=4),
+                          vector=rvec(rnd, 4)) for i in range(count)]
+    result = coll.data.insert_many(objects)
+    assert not result.errors, result.errors
+    refs = []
+    for i, obj in enumerate(objects):
+        if i % 3 == 0:  # article, author, article: mixed targets, order kept
+            order = [(articles, article_ids[i]), (authors, author_ids[i % len(author_ids)]),
+                     (articles, article_ids[i + 1])]
+        elif i % 3 == 1:
+            order = [(authors, author_ids[i % len(author_ids)])]
+        else:
+            continue
+        refs += [DataReference.MultiTarget(from_uuid=obj.uuid, from_property="about", to_uuid=u,
+                                           target_collection=c) for c, u in order]
+    added = coll.data.reference_add_many(refs)
+    assert not added.errors, added.errors
 
 
 def create_named(client: WeaviateClient, name: str, count: int = 60) -> None:
