@@ -3,8 +3,10 @@
 For each state the executor does the work, then records the event that says it was done
 (`prepare` -> RunStarted, `run` -> RunVerifying, `finish` -> RunSucceeded); checkpoints
 inside `run` are recorded by the work itself, each after the data it describes is durable.
-A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`,
-a daemon shutdown leaves it `interrupted` and resumable. Every failure becomes an event.
+A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`
+(or, when the work already changed something it must put back, rolls it back like a failure
+and ends `rolled_back`), a daemon shutdown leaves it `interrupted` and resumable. Every
+failure becomes an event.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from domain import events as ev
 from domain.errors import DavitError, RunStopped, StorageFull
 from domain.machine import RunState
 from domain.ports import JobWork, ReversibleWork
-from domain.runs import RunView
+from domain.runs import CANCELLED_BY_OPERATOR, RunView
 
 log = logging.getLogger("davitd.executor")
 
@@ -99,20 +101,31 @@ async def execute(
             else:
                 return
     except RunStopped as stopped:
-        await _stopped(rec, handle, str(stopped))
+        if not await _stopped(rec, handle, str(stopped), work, work_for, limiter):
+            return
     except DavitError as exc:
-        if not await _rolling_back(rec, work, ctx, exc, retry, in_thread):
+        if rec.view.state is RunState.CANCELLING:
+            # the work failed on its way out of a cancel: the cancel decides how the run ends
+            if not await settle_cancel(rec, work, work_for, limiter):
+                return
+        elif not await _rolling_back(rec, work, ctx, exc, retry, in_thread):
             await _failed(rec, exc, retry)
-        else:
-            await execute(handle, work_for, retry, limiter)
+            return
     except Exception as raw:
         failure = _classified(raw)
         if failure is raw:
             log.exception("run %s failed unexpectedly", rec.run_id)
-        if not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
+        if rec.view.state is RunState.CANCELLING:
+            if not await settle_cancel(rec, work, work_for, limiter):
+                return
+        elif not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
             await _failed(rec, failure, retry)
-        else:
-            await execute(handle, work_for, retry, limiter)
+            return
+    if handle.stop_reason == CANCEL:
+        # the cancel is being honoured by this rollback; it must not stop it
+        handle.stop.clear()
+        handle.stop_reason = SHUTDOWN
+    await execute(handle, work_for, retry, limiter)
 
 
 def _classified(exc: Exception) -> Exception:
@@ -142,23 +155,49 @@ async def _rolling_back(rec: RunRecorder, work: JobWork | None, ctx: WorkerConte
     return True
 
 
-async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str) -> None:
+async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str, work: JobWork | None,
+                   work_for: Callable[[RunView], JobWork], limiter: anyio.CapacityLimiter) -> bool:
+    """Record how a stopped run ends; True if it now rolls back (a cancel that needs one)."""
     if rec.view.state is RunState.CANCELLING or handle.stop_reason == CANCEL:
-        if rec.view.state is not RunState.CANCELLING:
-            await rec.record(ev.RunCancelling(reason=CANCEL))
-        await rec.record(ev.RunCancelled())
-        log.info("run %s cancelled", rec.run_id)
-    elif rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+        return await settle_cancel(rec, work, work_for, limiter)
+    if rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
         await rec.record(ev.RunInterrupted(reason=reason))
         log.info("run %s interrupted (%s); it resumes at the next start", rec.run_id, reason)
+    return False
+
+
+async def settle_cancel(rec: RunRecorder, work: JobWork | None, work_for: Callable[[RunView], JobWork],
+                        limiter: anyio.CapacityLimiter) -> bool:
+    """End a cancelled run: `cancelled`, unless its work already changed something it must put
+    back (a migration that stopped its source), which is rolled back as after a failure, with
+    the cause "cancelled by operator". True if `RunRollingBack` was recorded: the caller then
+    has the rollback run (the supervisor's dispatcher picks up a run in `rolling_back`)."""
+    if rec.view.state is not RunState.CANCELLING:
+        await rec.record(ev.RunCancelling(reason=CANCEL))
+    if work is None and rec.view.plan:
+        try:
+            work = work_for(rec.view)
+        except Exception:
+            log.exception("run %s: cannot build its work to tell whether the cancel needs a rollback", rec.run_id)
+    if isinstance(work, ReversibleWork):
+        ctx = WorkerContext(rec, threading.Event(), lambda: CANCEL)
+        try:
+            changed = bool(await anyio.to_thread.run_sync(work.needs_rollback, ctx, limiter=limiter))
+        except Exception:
+            log.exception("run %s: cannot tell whether the cancel needs a rollback; rolling back", rec.run_id)
+            changed = True
+        if changed:
+            await rec.record(ev.RunRollingBack(cause=CANCELLED_BY_OPERATOR))
+            log.warning("run %s (%s) cancelled after changing things; rolling back", rec.run_id, rec.view.job)
+            return True
+    await rec.record(ev.RunCancelled())
+    log.info("run %s cancelled", rec.run_id)
+    return False
 
 
 async def _failed(rec: RunRecorder, exc: BaseException, retry: RetrySection) -> None:
     message = str(exc) or type(exc).__name__
     error_type = type(exc).__name__
-    if rec.view.state is RunState.CANCELLING:
-        await rec.record(ev.RunCancelled())
-        return
     if rec.view.state is RunState.ROLLING_BACK:
         await rec.record(ev.RunFailed(error=f"rollback failed: {message} (cause: {rec.view.error})",
                                       error_type=error_type))

@@ -146,7 +146,8 @@ class Supervisor:
                 await self.recorder(run_id).record(ev.RunRequeued(reason="resumed at start-up"))
                 log.info("run %s (%s) resumes from its last checkpoint", run_id, view.job)
             elif state is RunState.CANCELLING:
-                await self.recorder(run_id).record(ev.RunCancelled())
+                # the daemon died while honouring a cancel: end it now, rolling back if needed
+                await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
 
     def _status(self) -> str:
         return f"{len(self.handles)} running, {len(self.registry.active())} jobs"
@@ -263,8 +264,8 @@ class Supervisor:
         handle = self.handles.get(run_id)
         if handle is not None:
             handle.request_stop(ex.CANCEL)
-        else:
-            await rec.record(ev.RunCancelled())
+        elif await ex.settle_cancel(rec, None, self.parts.work_for, self.limiter):
+            self.wakeup.set()  # the dispatcher runs the rollback
         log.info("run %s cancelled by operator", run_id)
 
     # --- dispatch ------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ WORKING = frozenset({S.PREPARING, S.RUNNING, S.VERIFYING})
 RECORDING = ACTIVE | {S.CANCELLING}
 
 # (trigger, sources, dest). Interrupt comes from states where a live process did work;
-# cancel from every state that has not finished; rollback only once work has started.
+# cancel from every state that has not finished; rollback only once work has started (also
+# from cancelling: a cancel after a migration stopped its source puts the source back).
 # `failed` is final unless an operator resumes the run (`davit resume`), which requeues it.
 TRANSITIONS: tuple[tuple[str, frozenset[RunState], RunState], ...] = (
     ("prepare", frozenset({S.QUEUED}), S.PREPARING),
@@ -54,7 +55,7 @@ TRANSITIONS: tuple[tuple[str, frozenset[RunState], RunState], ...] = (
     ("requeue", frozenset({S.INTERRUPTED, S.WAITING_RETRY, S.FAILED}), S.QUEUED),
     ("cancel", NON_TERMINAL - {S.CANCELLING, S.ROLLING_BACK}, S.CANCELLING),
     ("cancelled", frozenset({S.CANCELLING}), S.CANCELLED),
-    ("roll_back", frozenset({S.RUNNING, S.VERIFYING, S.INTERRUPTED}), S.ROLLING_BACK),
+    ("roll_back", frozenset({S.RUNNING, S.VERIFYING, S.INTERRUPTED, S.CANCELLING}), S.ROLLING_BACK),
     ("rolled_back", frozenset({S.ROLLING_BACK}), S.ROLLED_BACK),
 )
 TRIGGERS: tuple[str, ...] = tuple(row[0] for row in TRANSITIONS)

@@ -15,6 +15,10 @@ from domain import events as ev
 from domain.errors import IllegalTransition
 from domain.machine import RECORDING, RunState, next_state
 
+# The cause of a rollback that a cancel started (a migration cancelled after it stopped its
+# source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
+CANCELLED_BY_OPERATOR = "cancelled by operator"
+
 
 @dataclass
 class StepView:
@@ -66,6 +70,12 @@ class RunView:
 
     def step(self, name: str) -> StepView:
         return self.steps.setdefault(name, StepView(name))
+
+    @property
+    def cancelled(self) -> bool:
+        """Ended by an operator's cancel: `cancelled`, or rolled back because of it."""
+        return self.state is RunState.CANCELLED or (
+            self.state is RunState.ROLLED_BACK and self.error == CANCELLED_BY_OPERATOR)
 
     def to_json(self) -> dict[str, Any]:
         return {

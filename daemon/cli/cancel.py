@@ -1,4 +1,5 @@
-"""`davit cancel RUN`: stop a run at its next chunk boundary; it ends `cancelled`."""
+"""`davit cancel RUN`: stop a run at its next chunk boundary; it ends `cancelled` (or
+`rolled_back` with the cause "cancelled by operator" if it must put things back first)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from daemon.cli.common import resolve_run, with_store
 from daemon.cli.requests import send, wait_for_end
 from domain.commands import CancelRun
 from domain.errors import EXIT_FAILED, EXIT_OK
-from domain.machine import RunState
 from eventstore.sqlite import SqliteEventStore
 
 
@@ -32,6 +32,6 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
         if view is None:
             return EXIT_FAILED
         click.echo(f"{run_id} {view.state.value}", err=True)
-        return EXIT_OK if view.state is RunState.CANCELLED else EXIT_FAILED
+        return EXIT_OK if view.cancelled else EXIT_FAILED
 
     sys.exit(with_store(ctx, go))

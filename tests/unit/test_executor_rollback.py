@@ -1,6 +1,7 @@
 """The executor's rollback path: a work that must put things back ends `rolled_back` with
 the cause; one that changed nothing ends `failed`; a run found rolling back (the daemon died
-in the middle of a rollback) resumes the rollback, skipping what was already undone."""
+in the middle of a rollback) resumes the rollback, skipping what was already undone. A
+cancel is a cause like a failure: after changes it rolls back, before them it just cancels."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from typing import Any
 import anyio
 
 from daemon.config import RetrySection
-from daemon.executor import RunHandle, execute
+from daemon.executor import CANCEL, RunHandle, execute, settle_cancel
 from daemon.recorder import RunRecorder, new_event_id
 from domain import events as ev
 from domain.errors import PermanentError
 from domain.machine import RunState
 from domain.ports import RunContext
-from domain.runs import RunView, fold
+from domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
 from eventstore.sqlite import SqliteEventStore
 
 
@@ -86,3 +87,78 @@ def test_a_run_found_rolling_back_resumes_its_rollback(tmp_path: Path) -> None:
     view = anyio.run(_run, tmp_path / "log.db", MigrationLike(calls), crashed)
     assert view.state is RunState.ROLLED_BACK and view.error == "boom"
     assert calls == ["restart_source"]
+
+
+class CancelledMigration(MigrationLike):
+    """An operator cancels it while it runs, after its change (or before, with `early`)."""
+
+    def __init__(self, calls: list[str], cancel: Any, early: bool = False) -> None:
+        super().__init__(calls)
+        self.cancel = cancel
+        self.early = early
+
+    def run(self, ctx: RunContext) -> None:
+        if not self.early:
+            ctx.step_started("change")
+            ctx.checkpoint("change", {"changed": True})
+        self.cancel()
+        ctx.check_stop()
+        raise AssertionError("the cancel was not noticed")
+
+
+async def _cancelled_run(db: Path, calls: list[str], early: bool) -> RunView:
+    async with SqliteEventStore(db) as store:
+        queued = ev.RunQueued(run_id="r1", job="j", kind="compose.migrate", revision="x", spec={}, reason="manual")
+        await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+        rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+        handle = RunHandle(rec)
+
+        def cancel() -> None:  # what the supervisor does on `davit cancel`, from the worker thread
+            anyio.from_thread.run(rec.record, ev.RunCancelling(reason="requested by operator"))
+            handle.request_stop(CANCEL)
+
+        await execute(handle, lambda _view: CancelledMigration(calls, cancel, early), RetrySection(),
+                      anyio.CapacityLimiter(2))
+        return fold("r1", await store.read_stream("run-r1"))
+
+
+def test_a_cancel_after_changes_rolls_back_and_says_it_was_cancelled(tmp_path: Path) -> None:
+    calls: list[str] = []
+    view = anyio.run(_cancelled_run, tmp_path / "log.db", calls, False)
+    assert view.state is RunState.ROLLED_BACK and view.error == CANCELLED_BY_OPERATOR and view.cancelled
+    assert calls == ["undo_target", "restart_source"]
+
+
+def test_a_cancel_before_any_change_ends_cancelled_without_rollback(tmp_path: Path) -> None:
+    calls: list[str] = []
+    view = anyio.run(_cancelled_run, tmp_path / "log.db", calls, True)
+    assert view.state is RunState.CANCELLED and view.cancelled and calls == []
+
+
+def test_a_crash_during_a_cancel_s_rollback_resumes_the_rollback(tmp_path: Path) -> None:
+    calls: list[str] = []
+    crashed = [ev.RunPreparing(), ev.RunStarted(plan=["change", "more"]), ev.StepStarted(step="change"),
+               ev.CheckpointRecorded(step="change", cursor={"changed": True}),
+               ev.RunCancelling(reason="requested by operator"), ev.RunRollingBack(cause=CANCELLED_BY_OPERATOR),
+               ev.StepStarted(step="undo_target"), ev.StepCompleted(step="undo_target")]
+    view = anyio.run(_run, tmp_path / "log.db", MigrationLike(calls), crashed)
+    assert view.state is RunState.ROLLED_BACK and view.error == CANCELLED_BY_OPERATOR
+    assert calls == ["restart_source"]
+
+
+def test_a_run_found_cancelling_after_changes_is_rolled_back_not_just_cancelled(tmp_path: Path) -> None:
+    """The daemon died between the cancel request and its outcome; start-up settles it."""
+    async def go() -> tuple[RunView, bool]:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="compose.migrate", revision="x", spec={},
+                                  reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            await rec.record(ev.RunPreparing(), ev.RunStarted(plan=["change", "more"]), ev.StepStarted(step="change"),
+                             ev.CheckpointRecorded(step="change", cursor={"changed": True}),
+                             ev.RunCancelling(reason="requested by operator"))
+            rolls_back = await settle_cancel(rec, None, lambda _view: MigrationLike([]), anyio.CapacityLimiter(1))
+            return rec.view, rolls_back
+
+    view, rolls_back = anyio.run(go)
+    assert rolls_back and view.state is RunState.ROLLING_BACK and view.error == CANCELLED_BY_OPERATOR

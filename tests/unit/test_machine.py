@@ -23,7 +23,7 @@ LEGAL: dict[tuple[RunState, str], RunState] = {
     **{(s, "cancel"): S.CANCELLING for s in (S.QUEUED, S.PREPARING, S.RUNNING, S.VERIFYING, S.WAITING_RETRY,
                                              S.INTERRUPTED)},
     (S.CANCELLING, "cancelled"): S.CANCELLED,
-    **{(s, "roll_back"): S.ROLLING_BACK for s in (S.RUNNING, S.VERIFYING, S.INTERRUPTED)},
+    **{(s, "roll_back"): S.ROLLING_BACK for s in (S.RUNNING, S.VERIFYING, S.INTERRUPTED, S.CANCELLING)},
     (S.ROLLING_BACK, "rolled_back"): S.ROLLED_BACK,
 }
 
