@@ -1,5 +1,6 @@
 """compose.migrate through davitd, as an operator runs it: success, rollback on a failure at
-"start target", and `kill -9` of davitd during the transfer."""
+"start target", `kill -9` of davitd during the transfer, and a cancel after the source was
+stopped (rolled back, also across a `kill -9` in the middle of that rollback)."""
 
 from __future__ import annotations
 
@@ -126,5 +127,48 @@ def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing
         assert transfer["chunks_sent"] + transfer["already_on_target"] == export["chunks"]
         assert digest(stack.volume_dir(target)) == before
         assert stack.states(target) == {"web": "running", "worker": "running"}
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
+@pytest.mark.slow
+def test_cancel_after_the_source_stopped_rolls_back_and_a_crash_in_that_rollback_resumes_it(
+        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
+        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    source, target = engines
+    stack = make_stack(tmp_path, docker_peer, ssh_peer)
+    try:
+        stack.compose("exec", "-T", "web", "sh", "-c",
+                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
+        before = digest(stack.volume_dir(source))
+        davit.start()
+        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+
+        def started(step: str) -> bool:
+            return any(s["step"] == step for s in [e[3] for e in davit.events("type = 'StepStarted'")])
+
+        davit.wait_for(lambda: started("export"), 300, "the source to be stopped", poll=0.005)
+        assert stack.states(source) == {"web": "exited", "worker": "exited"}
+        run_id = davit.runs("move")[-1]["run_id"]
+        davit.cli("cancel", run_id)
+        davit.wait_for(lambda: started("rollback_target"), 120, "the rollback to start", poll=0.005)
+        davit.kill9()
+        at_kill = davit.runs("move")[-1]
+        assert at_kill["state"] == "rolling_back" and at_kill["error"] == "cancelled by operator", at_kill
+        assert at_kill["steps"].get("restart_source", {}).get("status") != "done"
+
+        davit.start()
+        waited = davit.cli("cancel", run_id, "--wait", "--timeout", "180", check=False)
+        assert waited.returncode == 0, waited.stderr  # a cancel that rolled back is a cancel that worked
+        run = davit.runs("move")[-1]
+        assert run["state"] == "rolled_back" and run["error"] == "cancelled by operator", run
+        types = [e["type"] for e in davit.history(run_id)]
+        assert types.count("RunCancelling") == 1 and types.count("RunRollingBack") == 1 and types[-1] == "RunRolledBack"
+        assert "RunCancelled" not in types and "RunVerifying" not in types
+        assert run["steps"]["restart_source"]["status"] == "done"
+        assert stack.states(source) == {"web": "running", "worker": "running"}
+        assert digest(stack.volume_dir(source)) == before
+        assert stack.states(target) == {} and not target.volumes.list(filters={"name": stack.name})
+        assert not (tmp_path / "target" / stack.name).exists()
     finally:
         cleanup(stack, tmp_path / "target")
