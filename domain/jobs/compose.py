@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from domain.jobs.base import JobBase, Spec, absolute_path
 
@@ -45,3 +45,10 @@ class ComposeMigrateJob(JobBase):
     verify_timeout: float = Field(default=120, gt=0)
     stop_timeout: int = Field(default=30, ge=0)
     min_free_bytes: int = Field(default=0, ge=0)  # extra headroom demanded on the target
+
+    @model_validator(mode="after")
+    def _volumes_go_with_the_source(self) -> ComposeMigrateJob:
+        if self.remove_source_volumes and not self.remove_source:
+            raise ValueError("remove_source_volumes = true needs remove_source = true (volumes are removed with "
+                             "the source's containers)")
+        return self

@@ -1,5 +1,6 @@
 """compose.migrate against the real peers (engine 1 local, engine 2 behind sshd), driven
-without a daemon: the adapter's steps, and its rollback as the executor would call it."""
+without a daemon: the adapter's steps, and its rollback as the executor would call it; the
+finalize options (`remove_source`, `remove_source_volumes`) and `keep_failed_target`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncssh
 import docker
 import pytest
 
-from adapters.compose.migrate import EXPORT, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
+from adapters.compose.migrate import EXPORT, FINALIZE, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
@@ -140,3 +141,63 @@ def test_a_dry_run_inspects_and_checks_the_target_only(
     assert summary["dry_run"] and ctx.done == {"inspect", "preflight"}
     assert ctx.summaries["preflight"]["compose"] and ctx.summaries["preflight"]["free_bytes"] > 0
     assert stack.states(source) == {"web": "running", "worker": "running"} and stack.states(target) == {}
+
+
+@pytest.mark.parametrize("remove_volumes", [False, True], ids=["volumes-kept", "volumes-removed"])
+def test_remove_source_removes_the_source_containers_and_its_volumes_only_when_asked(
+        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path, remove_volumes: bool) -> None:
+    source, target = engines
+    before_volume = digest(stack.volume_dir(source))
+    ctx = SummaryContext()
+    work = work_for(job(stack, ssh_peer, tmp_path / "target", remove_source=True,
+                        remove_source_volumes=remove_volumes), tmp_path)
+    work.prepare(ctx)
+    work.run(ctx)
+    work.finish(ctx)
+
+    assert stack.states(target) == {"web": "running", "worker": "running"}
+    assert digest(stack.volume_dir(target)) == before_volume
+    assert stack.states(source) == {}, "the source's containers are gone"
+    assert not source.networks.list(filters={"label": f"com.docker.compose.project={stack.name}"})
+    left = [v.name for v in source.volumes.list(filters={"name": stack.name})]
+    if remove_volumes:
+        assert left == [] and f"volume {stack.name}_appdata" in ctx.summaries[FINALIZE]["removed"]
+    else:
+        assert left == [f"{stack.name}_appdata"] and digest(stack.volume_dir(source)) == before_volume
+    assert (stack.dir / "site" / "index.html").is_file(), "bind-mounted data on the source is never removed"
+
+
+def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_volumes(
+        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, target = engines
+    only_here = "davit-test/only-on-source:1"
+    source.images.get(docker_peer.image).tag(only_here)
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
+    try:
+        before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
+        ctx = SummaryContext()
+        work = work_for(job(stack, ssh_peer, tmp_path / "target", keep_failed_target=True), tmp_path)
+        work.prepare(ctx)
+        with pytest.raises(RemoteCommandFailed, match="only-on-source"):
+            work.run(ctx)
+        work.rollback(ctx)
+
+        assert ctx.summaries[ROLLBACK_TARGET] == {"removed": False}
+        assert stack.states(source) == {"web": "running", "worker": "running"}
+        on_target = stack.states(target)
+        assert on_target, "the failed target's containers were removed"
+        assert "running" not in on_target.values(), f"the failed target stack still runs: {on_target}"
+        assert digest(stack.volume_dir(target)) == before_volume, "the target's volume was kept with its data"
+        project_dir = tmp_path / "target" / stack.name
+        assert digest(project_dir / "site") == before_site
+        assert (project_dir / "compose.yaml").is_file() and (project_dir / ".env").is_file()
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
+def test_remove_source_volumes_without_remove_source_is_refused_as_a_job(
+        stack: Stack, ssh_peer: SshPeer, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="remove_source_volumes = true needs remove_source = true"):
+        job(stack, ssh_peer, tmp_path / "target", remove_source_volumes=True)
