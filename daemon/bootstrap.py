@@ -93,13 +93,13 @@ def _mongo_restore(spec: Any, parts: Parts, view: RunView) -> JobWork:
 
 
 def _mongo_export(spec: Any, parts: Parts, view: RunView) -> JobWork:
-    from adapters.mongo.textio import MongoExportWork
+    from adapters.mongo.textexport import MongoExportWork
 
     return MongoExportWork(spec, view.run_id, parts.tuning)
 
 
 def _mongo_import(spec: Any, parts: Parts, view: RunView) -> JobWork:
-    from adapters.mongo.textio import MongoImportWork
+    from adapters.mongo.textimport import MongoImportWork
 
     return MongoImportWork(spec, view.run_id, parts.tuning)
 

@@ -103,9 +103,37 @@ def after_id_filter(last: Any, exotic: bool = True) -> dict[str, Any]:
 
     `exotic = False` leaves out the types some servers neither store nor accept in `$type`
     (FerretDB: decimal128, symbol, minKey, maxKey)."""
-    alias = _type_alias(last)
-    later = [a for bracket in _BRACKETS[_bracket_index(alias) + 1 :] for a in bracket if exotic or a not in EXOTIC]
-    return {"$or": [{"_id": {"$gt": last}}, {"_id": {"$type": later}}]} if later else {"_id": {"$gt": last}}
+    return after_value_filter("_id", last, exotic)
+
+
+def after_value_filter(field: str, last: Any, exotic: bool = True, descending: bool = False) -> dict[str, Any]:
+    """Documents whose `field` sorts after `last` in an ascending (or descending) sort.
+
+    Within `last`'s type class a comparison does it; the type classes that sort later (earlier
+    when descending) are matched by `$type`, except null, matched by `{field: null}` so that a
+    missing field, which sorts as null, is found too."""
+    index = _bracket_index(_type_alias(last))
+    others = _BRACKETS[:index] if descending else _BRACKETS[index + 1 :]
+    codes = [a for bracket in others for a in bracket if a != 10 and (exotic or a not in EXOTIC)]
+    terms: list[dict[str, Any]] = [] if last is None else [{field: {"$lt" if descending else "$gt": last}}]
+    if codes:
+        terms.append({field: {"$type": codes}})
+    if (10,) in others:
+        terms.append({field: None})
+    if not terms:
+        return {field: {"$in": []}}  # nothing sorts after it
+    return terms[0] if len(terms) == 1 else {"$or": terms}
+
+
+def after_sort_key_filter(sort: list[tuple[str, int]], last: list[Any], exotic: bool = True) -> dict[str, Any]:
+    """Documents after the one whose sort key was `last`, in the total order `sort` gives (its
+    last key unique, e.g. `_id`): equal on the first i keys and after on key i, for some i."""
+    terms = []
+    for i, (field, direction) in enumerate(sort):
+        equal = [{f: v} for (f, _), v in zip(sort[:i], last[:i], strict=True)]
+        after = after_value_filter(field, last[i], exotic, direction < 0)
+        terms.append({"$and": [*equal, after]} if equal else after)
+    return terms[0] if len(terms) == 1 else {"$or": terms}
 
 
 def _bracket_index(alias: str) -> int:

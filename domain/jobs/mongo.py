@@ -1,14 +1,35 @@
-"""Job specs of the MongoDB kinds: `mongo.backup` and `mongo.restore`.
+"""Job specs of the MongoDB kinds: `mongo.backup`, `mongo.restore`, `mongo.export`, `mongo.import`.
 
 The server is named by reference only (`uri_env` or `uri_file`, exactly one): a MongoDB URI
 carries its password. Namespaces are selected and renamed with mongorestore's patterns (see
 `domain/namespaces.py`); the patterns are checked here, so a bad one is reported with the
 job file instead of failing a run later. A per-namespace query is Extended JSON text.
+
+`mongo.export` and `mongo.import` follow mongoexport and mongoimport:
+
+- export: `[source] namespace, query, sort, skip, limit` and `[output] path, format = "jsonl" |
+  "csv", json_mode = "relaxed" | "canonical", fields` (dotted paths; for JSON a projection, for
+  CSV the columns, in order), `header` (CSV: write the header line, mongoexport's
+  `--noHeaderLine` is `header = false`). In CSV a string is written as is, a missing field as
+  an empty value, any other value as relaxed Extended JSON (`5`, `{"$oid": "..."}`).
+- import: `[input] path, format`, and for CSV `fields` (mongoimport's `--fields`: when given,
+  the file has no header line), `columns_have_types` (mongoimport's `--columnsHaveTypes`:
+  every column name is `NAME.TYPE(ARG)`, in the header or in `fields`) and `ignore_blanks`
+  (an empty value leaves the field out). Without types every CSV value is a string. Types:
+  `string()`, `int32()`, `int64()`, `double()`, `decimal()`, `boolean()` (true/false, 1/0,
+  yes/no, t/f), `date(LAYOUT)` / `date_go(LAYOUT)` (Go's reference-time layout, e.g.
+  `date(2006-01-02)`; empty: RFC 3339), `binary(base64|hex|base32)`, and `auto()`: the value
+  read as relaxed Extended JSON when it is JSON (`42`, `true`, `{"$oid": "..."}`, what
+  mongo.export's CSV writes), else the string. Dotted names make nested documents.
+  `[target] mode`: `insert`, `upsert` (replace the document matching `upsert_fields`, default
+  `_id`) or `merge` (`$set` the file's top-level fields into it); either inserts when nothing
+  matches or the record lacks a key field.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -153,6 +174,7 @@ class TextFile(Spec):
 class MongoExportOutput(TextFile):
     json_mode: Literal["relaxed", "canonical"] = "relaxed"
     fields: list[str] = Field(default_factory=list)  # dotted paths; required for CSV, a projection for JSON
+    header: bool = True  # CSV: write the column names as the first line
 
     @model_validator(mode="after")
     def _csv_needs_fields(self) -> MongoExportOutput:
@@ -166,6 +188,55 @@ class MongoExportJob(JobBase):
     source: MongoExportSource
     output: MongoExportOutput
 
+    @model_validator(mode="after")
+    def _sort_keys_fit_the_fields(self) -> MongoExportJob:
+        sort = json.loads(self.source.sort)
+        for key, direction in sort.items():
+            if direction not in (1, -1):
+                raise ValueError(f"sort {key}: the direction must be 1 or -1, not {direction!r}")
+            # the export fetches its sort keys to resume after them: a key whose sub-field is
+            # projected would collide with that projection
+            inner = [f for f in self.output.fields if f.startswith(key + ".")]
+            if inner:
+                raise ValueError(f"sort key {key} holds output field(s) {', '.join(inner)}: add {key} to fields "
+                                 f"or sort by the sub-field")
+        return self
+
+
+COLUMN_TYPES = {"auto", "string", "int32", "int64", "double", "decimal", "boolean", "date", "date_go", "binary"}
+BINARY_ENCODINGS = {"base64", "hex", "base32"}
+_TYPED = re.compile(r"^(?P<name>.+)\.(?P<type>[a-z_0-9]+)\((?P<arg>.*)\)$")
+
+
+def typed_column(text: str) -> tuple[str, str, str]:
+    """`name.type(arg)` -> (name, type, arg), as mongoimport's `--columnsHaveTypes` writes them."""
+    found = _TYPED.match(text)
+    if found is None:
+        raise ValueError(f"column {text!r} has no type: write it as NAME.TYPE(ARG), e.g. age.int32()")
+    name, kind, arg = found["name"], found["type"], found["arg"]
+    if kind not in COLUMN_TYPES:
+        raise ValueError(f"column {text!r}: unknown type {kind!r} (one of {', '.join(sorted(COLUMN_TYPES))})")
+    if kind == "binary" and arg not in BINARY_ENCODINGS:
+        raise ValueError(f"column {text!r}: binary() takes one of {', '.join(sorted(BINARY_ENCODINGS))}")
+    if arg and kind not in ("binary", "date", "date_go"):
+        raise ValueError(f"column {text!r}: {kind}() takes no argument")
+    return name, kind, arg
+
+
+class MongoImportInput(TextFile):
+    fields: list[str] = Field(default_factory=list)  # CSV column names; given: the file has no header line
+    columns_have_types: bool = False  # CSV column names are NAME.TYPE(ARG)
+    ignore_blanks: bool = False  # CSV: an empty value leaves the field out
+
+    @model_validator(mode="after")
+    def _typed_columns(self) -> MongoImportInput:
+        if self.format != "csv" and (self.fields or self.columns_have_types or self.ignore_blanks):
+            raise ValueError("fields, columns_have_types and ignore_blanks apply to format = 'csv' only")
+        if self.columns_have_types:
+            for text in self.fields:
+                typed_column(text)
+        return self
+
 
 class MongoImportTarget(MongoServer):
     namespace: str
@@ -177,6 +248,6 @@ class MongoImportTarget(MongoServer):
 
 class MongoImportJob(JobBase):
     kind: Literal["mongo.import"]
-    input: TextFile
+    input: MongoImportInput
     target: MongoImportTarget
     batch_docs: int = Field(default=1000, ge=1, le=100_000)
