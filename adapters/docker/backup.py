@@ -8,6 +8,12 @@ directory). Steps: `stop_containers` (record, then stop, the running containers 
 `start_containers` -> `retention`. Starting them again is a step, so a resumed run does it;
 a run that fails or is stopped inside `run` starts them again on its way out (without
 completing the step, so a resumed run stops them again before storing more).
+
+Access (fixed at prepare and recorded): through the volumes' mountpoints when this process
+can read them, else (or with `access = "helper"`) through a helper container whose archive
+stream is chunked like files (`adapters.docker.archive`); both give the same tree lines, so
+their snapshots are interchangeable. A resumed helper backup streams again and passes over
+what the staging tree holds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import docker
 import zstandard
 
+from adapters.docker.archive import volume_archive_entries
 from adapters.docker.engine import (
     VolumeRef,
     connect,
@@ -31,21 +38,27 @@ from adapters.docker.engine import (
     start_containers,
     stop_containers,
 )
-from adapters.files.backup import FilesBackupWork
-from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines
+from adapters.docker.helper import (
+    HelperAccessNotAvailable,
+    LazyHelper,
+    helper_container,
+    helper_name,
+    remove_helper,
+    require_image,
+)
+from adapters.files.backup import Content, FilesBackupWork
+from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines, walk_key
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
-from domain.errors import PermanentError, RunStopped
+from domain.errors import RunStopped
 from domain.jobs import FilesBackupJob, VolumeBackupJob
 from domain.jobs.files import FilesBackupSource
 from domain.ports import RunContext
 
 STOP, STORE, PUBLISH, START, RETENTION = "stop_containers", "store", "publish", "start_containers", "retention"
-
-
-class HelperAccessNotAvailable(PermanentError):
-    """The engine's volumes cannot be read from here and no helper path can be used."""
+MOUNTPOINT, HELPER = "mountpoint", "helper"
+__all__ = ["HelperAccessNotAvailable", "VolumeBackupWork", "walk_volumes"]
 
 
 def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
@@ -67,6 +80,9 @@ class VolumeBackupWork(FilesBackupWork):
         self.volume_spec = spec
         self.details = details
         self._client: docker.DockerClient | None = None
+        self._helper: Any = None
+        self._links: LazyHelper | None = None
+        self._resume_after: tuple[str, ...] | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -79,19 +95,32 @@ class VolumeBackupWork(FilesBackupWork):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         volumes = select_volumes(self.client, self.volume_spec.source)
-        unreadable = [v.name for v in volumes if readable_mountpoint(v) is None]
-        if unreadable or self.volume_spec.access == "helper":
-            raise HelperAccessNotAvailable(
-                f"volumes {', '.join(unreadable) or '(all)'} cannot be read through their mountpoint from this "
-                "host; reading them through a helper container is not implemented for backups yet: run davitd "
-                "on the engine's host")
+        access = self._access(volumes)
         parent = self._parent()
         self.details = {"engine": redact(engine_address(self.volume_spec.engine)),
                         "volumes": [v.to_json() for v in volumes], "snapshot_id": self.run_id,
-                        "parent": parent.id if parent else None}
+                        "parent": parent.id if parent else None, "access": access}
         return self.details
 
+    def _access(self, volumes: list[VolumeRef]) -> str:
+        engine = redact(engine_address(self.volume_spec.engine))
+        unreadable = [v.name for v in volumes if readable_mountpoint(v) is None]
+        wanted = self.volume_spec.access
+        if wanted == MOUNTPOINT and unreadable:
+            raise HelperAccessNotAvailable(
+                f"volumes {', '.join(unreadable)} on {engine} cannot be read through their mountpoint from this "
+                'host (access = "mountpoint"); set access = "auto" and a helper_image to read them through a '
+                "helper container")
+        if wanted == HELPER or unreadable:
+            require_image(self.client, self.volume_spec.helper_image, engine)
+            return HELPER
+        return MOUNTPOINT
+
     def run(self, ctx: RunContext) -> None:
+        if self._through_helper():
+            # A crashed run's helper, should the store step not run again to remove it.
+            for role in ("backup", "links"):
+                remove_helper(self.client, helper_name(self.run_id, role))
         stopped = self._stop(ctx)
         try:
             if not ctx.step_done(STORE):
@@ -148,7 +177,25 @@ class VolumeBackupWork(FilesBackupWork):
         ctx.warn(f"started {len(containers) - len(problems)} of {len(containers)} stopped containers again: {why}",
                  START)
 
-    # --- store and publish: the files machinery over the volumes' mountpoints ------------------
+    # --- store and publish: the files machinery over the volumes' mountpoints or a helper ------
+
+    def _through_helper(self) -> bool:
+        return self.details.get("access") == HELPER
+
+    def _store(self, ctx: RunContext) -> dict[str, Any]:
+        if not self._through_helper():
+            return super()._store(ctx)
+        last = (ctx.cursor(STORE) or {}).get("last")
+        self._resume_after = walk_key(last) if last is not None else None
+        mounts = {v["name"]: "ro" for v in self.details["volumes"]}
+        image = str(self.volume_spec.helper_image)
+        with helper_container(self.client, image, helper_name(self.run_id, "backup"), self.run_id, mounts) as helper, \
+                LazyHelper(self.client, image, helper_name(self.run_id, "links"), self.run_id, mounts) as links:
+            self._helper, self._links = helper, links
+            try:
+                return super()._store(ctx)
+            finally:
+                self._helper = self._links = None
 
     def _volume_roots(self) -> list[tuple[str, Path]]:
         roots = []
@@ -160,8 +207,20 @@ class VolumeBackupWork(FilesBackupWork):
             roots.append((ref.name, path))
         return roots
 
-    def _walk(self) -> Iterator[tuple[Entry, str | None] | Skipped]:
-        return walk_volumes(self._volume_roots(), list(self.spec.source.exclude))
+    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        if self._helper is None:
+            return walk_volumes(self._volume_roots(), list(self.spec.source.exclude))
+        return self._walk_helper()
+
+    def _walk_helper(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
+        after = self._resume_after
+        for name in sorted(v["name"] for v in self.details["volumes"]):
+            if after is not None and after and (name,) < after[:1]:
+                continue  # the staging tree holds all of it: do not stream it again
+            assert self._links is not None
+            yield from volume_archive_entries(self._helper, name, list(self.spec.source.exclude), self._links.get,
+                                              after)
 
     def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.repo.snapshot_exists(self.run_id):

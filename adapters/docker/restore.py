@@ -6,10 +6,15 @@ verified before they reach the volume, checkpoints after a `syncfs`, directory m
 last, a resumed run rewriting at most the file in flight; its entries are the snapshot's
 subtree of the chosen volume, re-rooted at the volume's mountpoint. The volume and its
 mountpoint are fixed at prepare time and recorded, so a resumed run writes to the same one.
+
+When the mountpoint cannot be written from here (the engine runs elsewhere) or `access =
+"helper"`, the same entries go through a helper container instead (`helper_restore`), with
+the same steps, checkpoints and final check.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +22,29 @@ from typing import Any
 import docker
 import docker.errors
 
-from adapters.docker.backup import HelperAccessNotAvailable
 from adapters.docker.engine import VolumeRef, connect, engine_address, engine_errors, readable_mountpoint
+from adapters.docker.helper import (
+    HelperAccessNotAvailable,
+    LazyHelper,
+    helper_container,
+    helper_name,
+    remove_helper,
+    require_image,
+)
+from adapters.docker.helper_restore import (
+    METADATA,
+    RESTORE,
+    differences,
+    restore_directories,
+    restore_entries,
+    volume_holds_data,
+)
 from adapters.files.restore import FilesRestoreWork
 from adapters.files.tree import Entry, read_tree_zst
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
-from domain.errors import SnapshotNotFound, TargetNotEmpty
+from domain.errors import PermanentError, SnapshotNotFound, TargetNotEmpty
 from domain.jobs import FilesRestoreJob, VolumeRestoreJob
 from domain.jobs.files import FilesRestoreTarget
 from domain.ports import RunContext
@@ -54,25 +74,36 @@ class VolumeRestoreWork(FilesRestoreWork):
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
-        client = connect(self.volume_spec.engine)
-        try:
-            volume = self._target_volume(client)
-        finally:
-            client.close()
-        path = readable_mountpoint(volume)
-        if path is None:
-            raise HelperAccessNotAvailable(
-                f"volume {volume.name}: mountpoint {volume.mountpoint} is not writable from this host; restoring "
-                "through a helper container is not implemented yet: run davitd on the engine's host")
         if not any(True for _ in volume_entries(read_tree_zst(self.repo.tree_bytes(snap)), self.volume_spec.volume)):
             raise SnapshotNotFound(f"volume {self.volume_spec.volume} in snapshot {snap.id}"
                                    + (f" (it holds {', '.join(names)})" if names else ""))
-        if any(path.iterdir()) and not self.volume_spec.target.overwrite:
+        engine = redact(engine_address(self.volume_spec.engine))
+        client = connect(self.volume_spec.engine)
+        try:
+            volume = self._target_volume(client)
+            path = _writable_mountpoint(volume)
+            if self.volume_spec.access == "mountpoint" and path is None:
+                raise HelperAccessNotAvailable(
+                    f"volume {volume.name}: mountpoint {volume.mountpoint} on {engine} is not writable from this "
+                    'host (access = "mountpoint"); set access = "auto" and a helper_image to restore through a '
+                    "helper container")
+            through_helper = path is None or self.volume_spec.access == "helper"
+            if through_helper:
+                require_image(client, self.volume_spec.helper_image, engine)
+                with helper_container(client, str(self.volume_spec.helper_image), helper_name(self.run_id, "check"),
+                                      self.run_id, {volume.name: "ro"}) as helper:
+                    holds_data = volume_holds_data(helper, volume.name)
+            else:
+                holds_data = path is not None and any(path.iterdir())
+        finally:
+            client.close()
+        if holds_data and not self.volume_spec.target.overwrite:
             raise TargetNotEmpty(f"volume {volume.name}")
-        self.target = path
         self.details = {"snapshot_id": snap.id, "volume": self.volume_spec.volume, "target_volume": volume.name,
-                        "mountpoint": str(path), "engine": redact(engine_address(self.volume_spec.engine)),
-                        "bytes": snap.stats.get("bytes", 0)}
+                        "mountpoint": volume.mountpoint if through_helper else str(path), "engine": engine,
+                        "bytes": snap.stats.get("bytes", 0), "access": "helper" if through_helper else "mountpoint"}
+        if path is not None and not through_helper:
+            self.target = path
         return self.details
 
     def _target_volume(self, client: docker.DockerClient) -> VolumeRef:
@@ -85,13 +116,67 @@ class VolumeRestoreWork(FilesRestoreWork):
         return VolumeRef(attrs["Name"], attrs.get("Mountpoint") or "", dict(attrs.get("Labels") or {}))
 
     def run(self, ctx: RunContext) -> None:
+        if self._through_helper():
+            self._run_through_helper(ctx)
+            return
         self.target = Path(self.details["mountpoint"])
         super().run(ctx)
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
+        if self._through_helper():
+            return self._check_through_helper()
         self.target = Path(self.details["mountpoint"])
         summary = super().finish(ctx)
         return {**summary, "target": self.details["target_volume"], "volume": self.details["volume"]}
 
+    # --- through a helper container ------------------------------------------------------------
+
+    def _through_helper(self) -> bool:
+        return self.details.get("access") == "helper"
+
+    def _helper(self, client: docker.DockerClient, role: str, mode: str) -> Any:
+        return helper_container(client, str(self.volume_spec.helper_image), helper_name(self.run_id, role),
+                                self.run_id, {self.details["target_volume"]: mode})
+
+    def _run_through_helper(self, ctx: RunContext) -> None:
+        snap = self.repo.resolve(self.details["snapshot_id"])
+        volume = self.details["target_volume"]
+        client = connect(self.volume_spec.engine)
+        try:
+            for role in ("check", "links"):  # what a crash during prepare's look or a check left
+                remove_helper(client, helper_name(self.run_id, role))
+            with self._helper(client, "restore", "rw") as helper:
+                if not ctx.step_done(RESTORE):
+                    ctx.step_started(RESTORE)
+                    summary = restore_entries(ctx, self.repo, self.tuning, helper, volume,
+                                              lambda: self._entries(snap))
+                    ctx.step_completed(RESTORE, summary)
+                if not ctx.step_done(METADATA):
+                    ctx.step_started(METADATA)
+                    ctx.step_completed(METADATA, restore_directories(helper, volume, self._entries(snap)))
+        finally:
+            client.close()
+
+    def _check_through_helper(self) -> dict[str, Any]:
+        snap = self.repo.resolve(self.details["snapshot_id"])
+        client = connect(self.volume_spec.engine)
+        try:
+            mounts = {self.details["target_volume"]: "ro"}
+            with self._helper(client, "check", "ro") as helper, \
+                    LazyHelper(client, str(self.volume_spec.helper_image), helper_name(self.run_id, "links"),
+                               self.run_id, mounts) as links:
+                count, problems = differences(helper, links.get, self.details["target_volume"], self._entries(snap))
+        finally:
+            client.close()
+        if problems:
+            raise PermanentError(f"restored volume differs from snapshot: {'; '.join(problems[:5])}")
+        return {"snapshot_id": snap.id, "target": self.details["target_volume"], "volume": self.details["volume"],
+                "entries": count}
+
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
         return volume_entries(read_tree_zst(self.repo.tree_bytes(snap)), self.details["volume"])
+
+
+def _writable_mountpoint(volume: VolumeRef) -> Path | None:
+    path = readable_mountpoint(volume)
+    return path if path is not None and os.access(path, os.W_OK) else None

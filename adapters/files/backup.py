@@ -18,10 +18,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
@@ -39,6 +40,13 @@ MAX_SKIP_WARNINGS = 20
 
 
 Encoded = tuple[bytes, bytes | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
+# Where a file's content comes from: its path, or a stream positioned at it (a volume read
+# through a helper container's archive), readable until the walk takes its next entry.
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+Content = str | Readable
 
 
 @dataclass
@@ -144,8 +152,8 @@ class FilesBackupWork:
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
                 "skipped": len(skipped)}
 
-    def _walk(self) -> Iterator[tuple[Entry, str | None] | Skipped]:
-        """The entries to store, in walk order (a volume backup walks several roots)."""
+    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
         return walk(self.source, list(self.spec.source.exclude))
 
     def _parent(self) -> Any:
@@ -210,10 +218,14 @@ class _Store:
             return iter(())
         return read_tree_zst(self.repo.tree_bytes(parent))
 
-    def add(self, entry: Entry, abspath: str | None) -> None:
+    def add(self, entry: Entry, abspath: Content | None) -> None:
         pending = _Pending(entry)
         self.pending.append(pending)
-        if entry.type == FILE and abspath is not None:
+        if entry.type == FILE and not isinstance(abspath, str) and abspath is not None:
+            # A stream's entries have whole-second mtimes and no inode or ctime, too little
+            # for the files cache: its content is read and hashed (known chunks are not stored).
+            self._read(pending, abspath)
+        elif entry.type == FILE and abspath is not None:
             previous = self.parent.find(entry.key)
             if previous is not None and entry.unchanged_since(previous) and all(
                 self.repo.has(bytes.fromhex(c)) for c in previous.chunks
@@ -226,8 +238,8 @@ class _Store:
         if self._checkpoint_due():
             self.checkpoint()
 
-    def _read(self, pending: _Pending, abspath: str) -> None:
-        if pending.entry.size < self.tuning.chunk_size:
+    def _read(self, pending: _Pending, abspath: Content) -> None:
+        if isinstance(abspath, str) and pending.entry.size < self.tuning.chunk_size:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
             # the per-file system calls of many small files overlap.
             pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath))
@@ -236,7 +248,7 @@ class _Store:
             return
         size = 0
         try:
-            with open(abspath, "rb", buffering=0) as fh:
+            with open(abspath, "rb", buffering=0) if isinstance(abspath, str) else nullcontext(abspath) as fh:
                 while True:
                     self.ctx.check_stop()
                     data = fh.read(self.tuning.chunk_size)

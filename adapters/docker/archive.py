@@ -1,0 +1,149 @@
+"""Tar streams of the engine's archive API, read as tree entries and written from them.
+
+Reading: `volume_archive_entries` turns the tar of a mounted volume into the entries of the
+files walk (same paths, modes, owners, sizes, symlink targets), each file with a reader of
+its content that is valid until the next entry is taken, so the files backup's store step
+chunks the stream exactly as it chunks a file. The engine's archive is in walk order
+(directories sorted by name, depth first), which the resume cursor and the files cache rely
+on; an entry out of order fails the run rather than corrupting the cursor. Its mtimes are
+whole seconds, and it has no inode or ctime.
+
+Writing: `tar_header` gives the PAX header of an entry (mtime to the nanosecond), so a
+restore streams headers and verified chunks without ever holding a whole file.
+"""
+
+from __future__ import annotations
+
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import IO, Any
+
+from adapters.docker.engine import EngineUnreachable
+from adapters.docker.helper import MOUNT_ROOT, ChunkReader, mounted_path, open_archive
+from adapters.files.backup import Content
+from adapters.files.tree import DIR, FILE, LINK, Entry, Skipped, is_excluded, walk_key
+from domain.errors import PermanentError
+
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+TAR_BUFFER = 1 << 20
+
+
+class ArchiveOutOfOrder(PermanentError):
+    """The engine's archive did not come in walk order, so a resume cursor would be wrong."""
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    exact = member.pax_headers.get("mtime")
+    if exact is not None:
+        return int(Decimal(exact) * 1_000_000_000)
+    return int(member.mtime) * 1_000_000_000
+
+
+def _entry(member: tarfile.TarInfo, path: str, kind: str, size: int = 0) -> Entry:
+    return Entry(path=path, type=kind, mode=stat.S_IMODE(member.mode), mtime_ns=_mtime_ns(member), size=size,
+                 uid=member.uid, gid=member.gid, target=member.linkname if kind == LINK else None)
+
+
+class _Member:
+    """A member's content, translating a stream that ends too early into a retryable error."""
+
+    def __init__(self, fh: IO[bytes], path: str) -> None:
+        self._fh, self._path = fh, path
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._fh.read(size)
+        except tarfile.ReadError as exc:
+            raise EngineUnreachable(f"the helper's archive ended inside {self._path}: {exc}") from exc
+
+
+def _linked_content(links: Callable[[], Any], member: tarfile.TarInfo,
+                    path: str) -> Iterator[tuple[Entry, _Member]]:
+    """A hard link's content, read through an archive of its target from a second helper (the
+    stream only names the target), so a linked file is stored like any file, as the
+    mountpoint walk stores it."""
+    reader = open_archive(links(), f"{MOUNT_ROOT}/{member.linkname}", f"reading hard link {path}")
+    try:
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFFER) as tar:  # type: ignore[call-overload]
+            target = tar.next()
+            if target is None or not target.isreg():
+                return
+            fh = tar.extractfile(target)
+            if fh is not None:
+                yield _entry(member, path, FILE, target.size), _Member(fh, path)
+    finally:
+        reader.close()
+
+
+def volume_archive_entries(container: Any, volume: str, exclude: list[str], links: Callable[[], Any],
+                           after: tuple[str, ...] | None = None) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+    """The entries of the volume mounted in `container`, as "VOLUME" and "VOLUME/..." paths;
+    `links()` gives a second helper with the same mounts, for hard links.
+
+    Entries at or before `after` (a resume cursor) are passed over: the staging tree holds them.
+    """
+    reader: ChunkReader = open_archive(container, mounted_path(volume), f"reading volume {volume} through a helper")
+    previous: tuple[str, ...] | None = None
+    excluded_dir: str | None = None
+    try:
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFFER) as tar:  # type: ignore[call-overload]
+            for member in _members(tar, volume):
+                path = member.name.rstrip("/")
+                key = walk_key(path)
+                if previous is not None and key <= previous:
+                    raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive gave {path} after "
+                                            f"{'/'.join(previous)}; it must come in walk order")
+                previous = key
+                if excluded_dir is not None and path.startswith(excluded_dir):
+                    continue
+                excluded_dir = None
+                if path != volume and is_excluded(path, path.rsplit("/", 1)[-1], exclude):
+                    excluded_dir = path + "/" if member.isdir() else None
+                    continue
+                if after is not None and key <= after:
+                    continue
+                if member.isdir():
+                    yield _entry(member, path, DIR), None
+                elif member.isreg():
+                    fh = tar.extractfile(member)
+                    yield _entry(member, path, FILE, member.size), (_Member(fh, path) if fh is not None else None)
+                elif member.issym():
+                    yield _entry(member, path, LINK), None
+                elif member.islnk():
+                    yield from _linked_content(links, member, path)
+                else:
+                    yield Skipped(path, "not a regular file, directory or symlink")
+    finally:
+        reader.close()
+
+
+def _members(tar: tarfile.TarFile, volume: str) -> Iterator[tarfile.TarInfo]:
+    try:
+        for member in tar:
+            if member.name != volume and not member.name.startswith(volume + "/"):
+                raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive holds {member.name}, outside it")
+            yield member
+    except tarfile.ReadError as exc:
+        raise EngineUnreachable(f"volume {volume}: the helper's archive broke off: {exc}") from exc
+
+
+def tar_header(entry: Entry, name: str) -> bytes:
+    """The PAX header block(s) of `entry` stored as `name`."""
+    info = tarfile.TarInfo(name)
+    info.type = {DIR: tarfile.DIRTYPE, FILE: tarfile.REGTYPE, LINK: tarfile.SYMTYPE}[entry.type]
+    info.mode = entry.mode
+    info.uid, info.gid = entry.uid, entry.gid
+    info.size = entry.size if entry.type == FILE else 0
+    info.linkname = entry.target or "" if entry.type == LINK else ""
+    seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
+    info.mtime = seconds
+    if nanos:
+        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
