@@ -30,3 +30,17 @@ def test_rows_round_trip_through_a_parquet_chunk_with_their_types() -> None:
     import struct
 
     assert back[1].vectors["a"] == list(struct.unpack("2f", struct.pack("2f", 0.1, 0.2)))  # float32
+
+
+def test_a_decoded_vector_is_packed_by_the_client_into_the_float32_bytes_it_was_stored_as() -> None:
+    import struct
+
+    from weaviate.collections.grpc.shared import _Pack
+
+    stored = [0.1, -2.5, 3.0e-7]
+    (row,) = decode_rows(encode_rows([Row(uuid=str(uuid.uuid4()), properties={}, vectors={"v": stored})]))
+    vector = row.vectors["v"]
+    # The client checks `isinstance(vector, list)` before it packs: a PackedVector must pass.
+    assert isinstance(vector, list) and len(vector) == 3
+    assert _Pack.parse_single_or_multi_vec(vector).bytes_ == struct.pack("<3f", *stored)
+    assert _Pack.single(vector) == struct.pack("<3f", *stored)
