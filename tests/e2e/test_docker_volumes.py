@@ -1,17 +1,22 @@
 """volume.backup and volume.restore through davitd: `kill -9` in the middle of a backup that
 stopped a labelled container; after the restart the backup completes, the container runs
-again, and a restore gives identical data."""
+again, and a restore gives identical data. The same through a helper container (the path for
+an engine on another host): the resumed run streams again, writes no chunk twice and leaves
+no helper behind."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import pytest
 
+from adapters.docker.helper import HELPER_LABEL
 from tests.e2e.conftest import Davit, write_job
 from tests.integration.docker.test_volume_adapter import digest, mountpoint, run_in
+from tests.integration.docker.test_volume_helper import seconds_digest
 from tests.peers.state import DockerPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
@@ -69,3 +74,47 @@ def test_backup_killed_while_the_app_is_stopped_resumes_and_starts_the_app_again
     assert digest(mountpoint(engine, restored)) == digest(mountpoint(engine, data))
     assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
 
+
+
+def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leaves_no_helper(
+        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    tag = engine.davit_tag  # type: ignore[attr-defined]
+    data, restored = f"davit-e2e-{tag}-data", f"davit-e2e-{tag}-restored"
+    engine.volumes.create(data)
+    run_in(engine, docker_peer.image, data,
+           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
+           "mkdir /v/etc && echo conf > /v/etc/app.conf && ln -s etc/app.conf /v/conf")
+    davit.configure(CONFIG)
+    davit.start()
+    access = f'access = "helper"\nhelper_image = "{docker_peer.image}"\n'
+    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+                                  f'{access}[source]\nnames = ["{data}"]\n')
+
+    def store_checkpoints() -> list[dict[str, Any]]:
+        return [e[3] for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "store"]
+
+    davit.wait_for(lambda: len(store_checkpoints()) >= 2, 120, "two store checkpoints", poll=0.005)
+    davit.kill9()
+    assert davit.runs("vols")[-1]["state"] == "running", "the kill must land in the middle of the backup"
+    run_id = davit.runs("vols")[-1]["run_id"]
+    assert helpers_of(engine, run_id), "the killed run's helper is still there"
+
+    davit.start()
+    run = davit.wait_run_state("vols", {"succeeded", "failed"}, timeout=300)
+    assert run["state"] == "succeeded", run
+    assert run["interruptions"] == 1
+    written = [c for cp in store_checkpoints() for c in cp["chunks_written"]]
+    assert len(written) == len(set(written)), "a chunk was written twice"
+    assert helpers_of(engine, run_id) == []
+
+    write_job(davit, "back.toml", f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
+                                  f'{access}volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n')
+    back = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=300)
+    assert back["state"] == "succeeded", back
+    assert seconds_digest(mountpoint(engine, restored)) == seconds_digest(mountpoint(engine, data))
+    assert helpers_of(engine, back["run_id"]) == []
+    assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
+
+
+def helpers_of(engine: docker.DockerClient, run_id: str) -> list[str]:
+    return [c.name for c in engine.containers.list(all=True, filters={"label": f"{HELPER_LABEL}={run_id}"})]
