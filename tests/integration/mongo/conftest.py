@@ -1,5 +1,6 @@
 """Fixtures of the MongoDB adapter tests: a client on the FerretDB peer, unique database names
-dropped afterwards, the peer's URI in the environment variable the job specs name."""
+dropped afterwards, the peer's URI in the environment variable the job specs name; and the
+peer's second instance, which has authentication on and one user."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from pymongo import MongoClient
 
 from adapters.repository.repository import Repository
-from tests.integration.mongo.helpers import URI_ENV
+from tests.integration.mongo.helpers import URI_ENV, AuthServer, auth_server
 from tests.peers.state import MongoPeer
 
 
@@ -47,3 +48,8 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
     r = Repository.open(tmp_path / "repo")
     yield r
     r.close()
+
+
+@pytest.fixture
+def mongo_auth(mongo_peer: MongoPeer) -> AuthServer:
+    return auth_server(mongo_peer)

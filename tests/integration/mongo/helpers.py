@@ -1,10 +1,12 @@
 """Shared pieces of the MongoDB adapter tests: a dataset with every BSON type FerretDB stores,
-raw reads keyed by `_id`, and driving the backup and restore works without a daemon."""
+raw reads keyed by `_id`, driving the backup and restore works without a daemon, and the
+peer's instance with authentication on."""
 
 from __future__ import annotations
 
 import datetime
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,26 @@ from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from domain.jobs import job_from_dict
 from tests.fakes import MemoryRunContext
+from tests.peers.state import MongoPeer, load
+
+
+@dataclass(frozen=True)
+class AuthServer:
+    """The FerretDB instance with authentication on: its port and its one user."""
+
+    port: int
+    user: str
+    password: str
+
+    def uri(self, password: str) -> str:
+        return f"mongodb://{self.user}:{password}@127.0.0.1:{self.port}/?authSource=admin"
+
+
+def auth_server(peer: MongoPeer) -> AuthServer:
+    """`peer` is up, so its entry has the auth instance too (the peer's check asks both)."""
+    entry = load()["mongo"]
+    return AuthServer(int(entry["auth_port"]), entry["auth_user"], Path(entry["auth_password_file"]).read_text())
+
 
 SMALL = Tuning(pack_size=2 << 20, checkpoint_seconds=60)
 URI_ENV = "DAVIT_TEST_MONGO_URI"

@@ -1,10 +1,12 @@
 """Failures of the MongoDB adapter are classified and never show the URI's password: a server
-that is down is retryable, refused credentials are permanent, and a document type the target
-cannot store (FerretDB closes the connection) fails after bounded retries naming the collection."""
+that is down is retryable, refused credentials (no such user, or a wrong password for a user
+that exists) are permanent, and a document type the target cannot store (FerretDB closes the
+connection) fails after bounded retries naming the collection."""
 
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 
 import bson
@@ -15,7 +17,7 @@ from adapters.mongo.client import MongoAuthFailed, MongoUnreachable
 from adapters.repository.repository import Repository
 from domain.errors import PermanentError, RetryableError
 from tests.fakes import MemoryRunContext
-from tests.integration.mongo.conftest import Mongo
+from tests.integration.mongo.conftest import AuthServer, Mongo
 from tests.integration.mongo.helpers import URI_ENV, restore_spec, run_backup, run_restore
 from tests.integration.mongo.helpers import backup_spec as bspec
 
@@ -47,6 +49,36 @@ def test_refused_credentials_fail_permanently_with_a_clear_message_without_the_p
         run_backup(repo, bspec("auth", databases=["app"]), "snap1")
     assert not err.value.retryable
     assert "authentication failed" in str(err.value) and PASSWORD not in str(err.value)
+
+
+def test_a_wrong_password_for_an_existing_user_fails_permanently_naming_the_job_without_the_password(
+        mongo_auth: AuthServer, repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_auth.uri(mongo_auth.password),
+                                                         serverSelectionTimeoutMS=10_000)
+    db = f"authed_{uuid.uuid4().hex[:8]}"
+    client[db]["items"].insert_one({"_id": 1})
+    try:
+        monkeypatch.setenv(URI_ENV, mongo_auth.uri(mongo_auth.password))  # the user exists: this one works
+        _ctx, details = run_backup(repo, bspec("authed", databases=[db]), "snap1")
+        assert details["documents"] == 1
+
+        wrong = "Wr0ng-" + PASSWORD
+        monkeypatch.setenv(URI_ENV, mongo_auth.uri(wrong))
+        ctx = MemoryRunContext(run_id="snap2")
+        with pytest.raises(MongoAuthFailed) as err:
+            run_backup(repo, bspec("authed", databases=[db]), "snap2", ctx=ctx)
+        assert not err.value.retryable
+        message = str(err.value)
+        assert message.startswith("mongo.backup authed: authentication failed while connecting (check the user and "
+                                  "password in the URI)"), message
+        everything = message + repr(err.value) + str(err.value.__cause__) + str(ctx.checkpoints) + str(ctx.warnings)
+        assert wrong not in everything and mongo_auth.password not in everything
+        assert not ctx.checkpoints  # it failed before any work
+    finally:
+        client.drop_database(db)
+        client.close()
 
 
 def test_a_document_the_target_cannot_store_fails_after_bounded_retries_naming_the_collection(
