@@ -5,8 +5,9 @@ Plan: `inspect` (find the project by its labels, record the resolved model) -> `
 running containers are recorded, then stopped) -> `export` (each volume and bind path as a
 deterministic tar cut into content-addressed chunks, kept in the repository's staging area)
 -> `transfer` (only the chunks the target's store lacks) -> `import` (volumes through a helper
-container, bind paths by the host's tar) -> `write_project` (compose files and `.env`, paths
-under the project translated to `base_path`) -> `start_target` (`docker compose -p NAME up -d
+container, bind paths by the host's tar) -> `write_project` (compose files, `.env`, env files,
+extended and included files, configs and secrets from files; paths under the project
+translated to `base_path` in compose and env files) -> `start_target` (`docker compose -p NAME up -d
 --pull never`) -> `verify` (every service running, healthchecks healthy) -> `finalize`.
 
 Each step is recorded, and those that move data checkpoint per item or per batch, so a
@@ -151,7 +152,7 @@ class ComposeMigrateWork:
         return [Item.from_json(d) for d in info["items"]]
 
     def _project_args(self, info: dict[str, Any]) -> str:
-        return " ".join(shlex.quote(a) for a in compose_args(info["name"], info["files"], local_paths=False))
+        return " ".join(shlex.quote(a) for a in compose_args(info["name"], info))
 
     def _inspect(self, ctx: RunContext) -> dict[str, Any]:
         project = inspect_project(self.client, self.spec.source.engine, self.spec.source.project,
@@ -159,7 +160,11 @@ class ComposeMigrateWork:
         info = project.to_json()
         info["images"] = sorted({s.get("image", "") for s in project.model.get("services", {}).values()} - {""})
         ctx.checkpoint(INSPECT, info, items_done=len(project.items))
-        return {"model": recorded_model(project.model), "working_dir": project.working_dir, "config_files": project.config_files,
+        if info["outside"]:
+            ctx.warn("files the project uses lie outside its directory and are not copied to the target: "
+                     + ", ".join(info["outside"]), INSPECT)
+        return {"model": recorded_model(project.model), "working_dir": project.working_dir,
+                "config_files": project.config_files, "files": sorted(info["files"]), "outside": info["outside"],
                 "items": info["items"], "bytes": project.bytes, "engine": self.spec.source.engine or DEFAULT_ENGINE}
 
     def _preflight(self, ctx: RunContext) -> dict[str, Any]:
@@ -246,8 +251,14 @@ class ComposeMigrateWork:
     def _write(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
         wd = info["working_dir"].rstrip("/")
-        files = {rel: Path(local).read_bytes().replace(wd.encode(), self.layout.project_dir.encode())
-                 for rel, local in info["files"].items()}
+        # compose and env files name the project directory; configs and secrets go byte for byte
+        translated = set(info.get("translated", info["files"]))
+        files: dict[str, tuple[bytes, int]] = {}
+        for rel, local in info["files"].items():
+            data = Path(local).read_bytes()
+            if rel in translated:
+                data = data.replace(wd.encode(), self.layout.project_dir.encode())
+            files[rel] = (data, 0o600 if rel == ".env" else Path(local).stat().st_mode & 0o777)
         with ssh_connect(self.address) as host:
             tgt.write_project(host, self.layout, files)
         return {"files": sorted(files), "project_dir": self.layout.project_dir}

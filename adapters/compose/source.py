@@ -3,7 +3,8 @@
 `inspect_project` finds the project by its labels (`com.docker.compose.project`, the working
 directory and config files its containers carry), asks `docker compose config --format json`
 for the resolved model, and lists what must move: the project's named volumes (read through
-their mountpoints: davitd runs on the engine's host) and its bind-mounted paths.
+their mountpoints: davitd runs on the engine's host), its bind-mounted paths, and the files of
+its definition (`adapters/compose/definition.py`).
 `export_item` turns one of them into a deterministic tar stream (sorted walk) cut into
 fixed-size, content-addressed chunks (sha256 of the plain bytes, zstd-compressed on disk), so
 an unchanged, stopped source always yields the same chunks and a resumed export or transfer
@@ -25,6 +26,7 @@ from typing import Any
 import docker
 import zstandard
 
+from adapters.compose.definition import Definition, project_definition
 from adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors, readable_mountpoint
 from adapters.docker.engine import VolumeRef as _VolumeRef
 from adapters.repository.fsutil import fsync_dir
@@ -82,12 +84,14 @@ class Project:
     model: dict[str, Any]
     containers: list[dict[str, str]]
     items: list[Item] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)  # relative name on target -> local path
+    definition: Definition | None = None
     bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        d = self.definition or Definition([], {})
         return {"name": self.name, "working_dir": self.working_dir, "config_files": self.config_files,
-                "containers": self.containers, "items": [i.to_json() for i in self.items], "files": self.files,
+                "containers": self.containers, "items": [i.to_json() for i in self.items], "files": d.files,
+                "compose_files": d.compose_files, "translated": d.translated, "outside": d.outside,
                 "bytes": self.bytes, "services": sorted(self.model.get("services", {}))}
 
 
@@ -108,11 +112,15 @@ def inspect_project(client: docker.DockerClient, engine: str | None, name: str, 
     for f in config_files:
         args += ["-f", f]
     model = json.loads(compose_cli(engine, [*args, "config", "--format", "json"], cwd=working_dir))
+    # The resolved model has env files merged into `environment`; compose names them (by
+    # absolute path) only when it does not interpolate either (2.40).
+    as_written = json.loads(compose_cli(engine, [*args, "config", "--format", "json", "--no-interpolate",
+                                                 "--no-env-resolution"], cwd=working_dir))
     project = Project(name, working_dir, config_files, model,
                       sorted(({"id": c.id, "name": c.name, "status": c.status} for c in containers),
                              key=lambda c: c["name"]))
     _collect_items(client, project, target_dir)
-    _collect_files(project)
+    project.definition = project_definition(name, working_dir, config_files, model, as_written)
     project.bytes = sum(_size(Path(i.source)) for i in project.items)
     return project
 
@@ -145,16 +153,6 @@ def _collect_items(client: docker.DockerClient, project: Project, target_dir: st
         project.items.append(Item(f"bind-{n}", "bind", source, target, is_file=path.is_file()))
 
 
-def _collect_files(project: Project) -> None:
-    """The project's definition: its config files and `.env`, named relative to the project."""
-    wd = project.working_dir.rstrip("/")
-    for f in project.config_files:
-        rel = f[len(wd) + 1:] if f.startswith(wd + "/") else Path(f).name
-        project.files[rel] = f
-    if (Path(wd) / ".env").is_file():
-        project.files[".env"] = str(Path(wd) / ".env")
-
-
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -168,12 +166,14 @@ def _size(path: Path) -> int:
     return total
 
 
-def compose_args(name: str, files: dict[str, str], local_paths: bool) -> list[str]:
-    """`-p NAME -f F...` for the definition files (local paths, or names relative to the project)."""
+def compose_args(name: str, info: dict[str, Any]) -> list[str]:
+    """`-p NAME -f F...` with the compose files named relative to the project directory."""
+    compose_files = info.get("compose_files")
+    if compose_files is None:  # recorded by a davit that copied only compose files and `.env`
+        compose_files = [rel for rel in info["files"] if rel != ".env"]
     args = ["-p", name]
-    for rel, local in files.items():
-        if rel != ".env":
-            args += ["-f", local if local_paths else rel]
+    for rel in compose_files:
+        args += ["-f", rel]
     return args
 
 

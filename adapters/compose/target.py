@@ -161,9 +161,10 @@ def import_item(host: RemoteHost, layout: TargetLayout, item: Item, chunk_ids: I
         host.run(f"mkdir -p {q(dest)} && {stream} | tar -x --same-owner -p -C {q(dest)}")
 
 
-def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        host.write_file(f"{layout.project_dir}/{rel}", data, 0o600 if rel == ".env" else 0o644)
+def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:
+    """Write the project's files (content and mode) under its directory on the target."""
+    for rel, (data, mode) in files.items():
+        host.write_file(f"{layout.project_dir}/{rel}", data, mode)
 
 
 def compose(host: RemoteHost, layout: TargetLayout, args: str, timeout: float = 600) -> str:

@@ -40,6 +40,34 @@ volumes:
   appdata: {}
 """
 
+# The same stack, defined across more files: the worker takes its settings from an env file,
+# web extends a service in another file (which has an env file of its own), and web reads a
+# config and a secret from files. All must reach the target for the project to run there.
+COMPOSE_WITH_FILES = COMPOSE.replace("""    labels:
+      davit.test: "true"
+""", """    labels:
+      davit.test: "true"
+    extends:
+      file: common/base.yaml
+      service: base
+    configs: [{source: appconf, target: /etc/app.conf}]
+    secrets: [apikey]
+""").replace("""    command: ["sleep", "3600"]
+""", """    command: ["sleep", "3600"]
+    env_file: [env/worker.env, {path: env/optional.env, required: false}]
+""") + """configs:
+  appconf: {file: ./conf/app.conf}
+secrets:
+  apikey: {file: ./secrets/api.key}
+"""
+DEFINITION_FILES = {
+    "common/base.yaml": "services:\n  base:\n    env_file: base.env\n    environment: {FROM_BASE: yes}\n",
+    "common/base.env": "BASE_ENV=from-base-env\n",
+    "env/worker.env": "WORKER_MODE=night-shift\nWORKER_TOKEN=oar-lock-secret\n",
+    "conf/app.conf": "harbour = {{project}}\n",
+    "secrets/api.key": "api-key-bollard-secret\n",
+}
+
 
 @dataclass
 class Stack:
@@ -63,11 +91,18 @@ class Stack:
         return {c.labels["com.docker.compose.service"]: c.status for c in found}
 
 
-def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str | None = None) -> Stack:
+def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str | None = None,
+               with_files: bool = False) -> Stack:
+    """The test stack, running on the source engine; `with_files` uses `COMPOSE_WITH_FILES`."""
     name = f"davitmig{uuid.uuid4().hex[:8]}"
     d = root / "src" / name
     (d / "site" / "assets").mkdir(parents=True)
-    (d / "compose.yaml").write_text(COMPOSE)
+    (d / "compose.yaml").write_text(COMPOSE_WITH_FILES if with_files else COMPOSE)
+    if with_files:
+        for rel, text in DEFINITION_FILES.items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_text(text.replace("{{project}}", str(d)))
+        os.chmod(d / "secrets" / "api.key", 0o600)
     (d / ".env").write_text(f"WEB_IMAGE={web_image or source.image}\nWORKER_IMAGE={source.image}\n"
                             "GREETING=ahoy\nDB_PASSWORD=hunter2-secret\n")
     (d / "site" / "index.html").write_text("<h1>davit</h1>\n")

@@ -18,7 +18,7 @@ from adapters.repository.tuning import Tuning
 from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
 from domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
@@ -201,3 +201,43 @@ def test_remove_source_volumes_without_remove_source_is_refused_as_a_job(
         stack: Stack, ssh_peer: SshPeer, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="remove_source_volumes = true needs remove_source = true"):
         job(stack, ssh_peer, tmp_path / "target", remove_source_volumes=True)
+
+
+def test_env_files_extended_files_configs_and_secrets_go_with_the_project(
+        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    _source, target = engines
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, with_files=True)
+    try:
+        ctx = SummaryContext()
+        work = work_for(job(stack, ssh_peer, tmp_path / "target"), tmp_path)
+        work.prepare(ctx)
+        work.run(ctx)
+        work.finish(ctx)
+
+        assert stack.states(target) == {"web": "running", "worker": "running"}
+        project_dir = tmp_path / "target" / stack.name
+        for rel in DEFINITION_FILES:
+            assert (project_dir / rel).is_file(), f"{rel} was not copied"
+        assert not (project_dir / "env" / "optional.env").exists()
+        assert (project_dir / "secrets" / "api.key").stat().st_mode & 0o777 == 0o600
+        # a config is copied byte for byte (it names the source directory; only compose and env
+        # files have that translated)
+        assert (project_dir / "conf" / "app.conf").read_bytes() == (stack.dir / "conf" / "app.conf").read_bytes()
+
+        def env_in(service: str, name: str) -> str:
+            found = target.containers.list(filters={"label": [f"com.docker.compose.project={stack.name}",
+                                                              f"com.docker.compose.service={service}"]})
+            return found[0].exec_run(["sh", "-c", f"printf %s \"${name}\""]).output.decode()
+
+        assert env_in("worker", "WORKER_MODE") == "night-shift"
+        assert env_in("web", "BASE_ENV") == "from-base-env" and env_in("web", "FROM_BASE") == "yes"
+        web = target.containers.list(filters={"label": [f"com.docker.compose.project={stack.name}",
+                                                        "com.docker.compose.service=web"]})[0]
+        assert web.exec_run(["cat", "/run/secrets/apikey"]).output == b"api-key-bollard-secret\n"
+        assert web.exec_run(["cat", "/etc/app.conf"]).output == (stack.dir / "conf" / "app.conf").read_bytes()
+        recorded = repr(ctx.summaries[INSPECT]) + repr(ctx.checkpoints)
+        assert "oar-lock-secret" not in recorded and "api-key-bollard-secret" not in recorded
+        assert set(DEFINITION_FILES) <= set(ctx.summaries[INSPECT]["files"]) and ctx.warnings == []
+    finally:
+        cleanup(stack, tmp_path / "target")
