@@ -2,10 +2,11 @@
 
 Same data for every contender: a Docker volume of `--size-mb` (default 1024) of mixed files
 (many small text files, random blobs, a run of zeros) on the test engine peer. Measured:
-davit's volume backup (cold, then repeated on unchanged data) vs `docker run --rm -v VOL:/v
-IMAGE tar c /v | zstd -T0 > file`; davit's migration data path (export -> content-addressed
-transfer over asyncssh -> unpack on the target; cold, then repeated) vs `tar c | zstd -T0 |
-ssh target 'zstd -d | tar x'`. Prints MB/s, peak RSS (largest process of the measured
+davit's volume backup through the mountpoint and through a helper container (`access =
+"helper"`, the path for an engine elsewhere), each cold then repeated on unchanged data, vs
+`docker run --rm -v VOL:/v IMAGE tar c /v | zstd -T0 > file`; davit's migration data path
+(export -> content-addressed transfer over asyncssh -> unpack on the target; cold, then
+repeated) vs `tar c | zstd -T0 | ssh target 'zstd -d | tar x'`. Prints MB/s, peak RSS (largest process of the measured
 command, from wait4) and ratios. Needs the docker and ssh peers (`python -m tests.peers up
 --only docker,ssh`); run as root on the engine's host.
 """
@@ -75,10 +76,23 @@ def fill(root: Path, megabytes: int) -> None:
         n += 1
 
 
+def report_volume(results: dict[str, tuple[float, float]], size_mb: int) -> None:
+    """The table of every result so far, and the volume backups' ratios to the pipeline."""
+    rows = [[name, f"{secs:.1f}", f"{size_mb / secs:.0f}", f"{rss:.0f}"] for name, (secs, rss) in results.items()]
+    print(table(["contender", "seconds", "MB/s", "peak RSS MB"], rows, f"\n{size_mb} MB volume"))
+    pipeline = results["docker run tar | zstd -T0"][0]
+    for path in ("volume", "helper"):
+        cold = results[f"davit {path} backup (cold)"][0]
+        print(f"\n{path} backup: davit at {pipeline / cold:.2f}x the pipeline's speed (goal >= 0.8x); repeated "
+              f"run takes {results[f'davit {path} backup (repeat)'][0] / cold:.2f}x the cold run's time")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, default=Path(".bench/docker"))
+    parser.add_argument("--volume-only", action="store_true", help="measure the volume backups, not the migration")
     args = parser.parse_args()
 
     import docker
@@ -103,19 +117,19 @@ def main() -> None:
     client = docker.DockerClient(base_url=dk["host"])
     vol = f"davit-bench-{uuid.uuid4().hex[:6]}"
     mp = Path(client.volumes.create(vol).attrs["Mountpoint"])
-    rows: list[list[str]] = []
-    mb = float(args.size_mb)
     try:
         print(f"filling volume {vol} with {args.size_mb} MB of mixed files; {cpu_count()} CPUs; "
               f"repository on {disk_of(work)}")
         fill(mp, args.size_mb)
         tuning = Tuning()
-        spec = VolumeBackupJob.model_validate({"name": "bench", "kind": "volume.backup", "engine": dk["host"],
-                                               "source": {"names": [vol]}})
 
-        def backup(run_id: str) -> Callable[[], None]:
+        def backup(run_id: str, access: str = "mountpoint") -> Callable[[], None]:
+            spec = VolumeBackupJob.model_validate({"name": f"bench-{access}", "kind": "volume.backup",
+                                                   "engine": dk["host"], "source": {"names": [vol]},
+                                                   "access": access, "helper_image": dk["image"]})
+
             def go() -> None:
-                repo = Repository.open(work / "repo")
+                repo = Repository.open(work / f"repo-{access}")
                 w = VolumeBackupWork(spec, repo, run_id, tuning, {})
                 ctx = MemoryRunContext()
                 w.details = w.prepare(ctx)
@@ -130,10 +144,16 @@ def main() -> None:
         results["davit volume backup (cold)"] = measured(backup("b1"))
         results["davit volume backup (repeat)"] = measured(backup("b2"))
         os.sync()
+        results["davit helper backup (cold)"] = measured(backup("h1", "helper"))
+        results["davit helper backup (repeat)"] = measured(backup("h2", "helper"))
+        os.sync()
         results["docker run tar | zstd -T0"] = measured(shell(
             f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm -v {vol}:/v {shlex.quote(dk['image'])} "
             f"tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"))
 
+        if args.volume_only:
+            report_volume(results, args.size_mb)
+            return
         address = SshAddress(sh["host"], int(sh["port"]), sh["user"], sh["key_file"], sh["known_hosts"])
         layout = tgt.TargetLayout(str(work / "target"), "bench")
 
@@ -157,13 +177,8 @@ def main() -> None:
             f"mkdir -p {work / 'target' / 'p1'} && tar c -C {mp} . | zstd -q -T0 | "
             f"{ssh} 'zstd -dq | tar x -C {work / 'target' / 'p1'}'"))
 
-        for name, (secs, rss) in results.items():
-            rows.append([name, f"{secs:.1f}", f"{mb / secs:.0f}", f"{rss:.0f}"])
-        print(table(["contender", "seconds", "MB/s", "peak RSS MB"], rows, f"\n{args.size_mb} MB volume"))
-        b, bp = results["davit volume backup (cold)"][0], results["docker run tar | zstd -T0"][0]
+        report_volume(results, args.size_mb)
         m, mpipe = results["davit migration data path (cold)"][0], results["tar | zstd -T0 | ssh 'zstd -d | tar x'"][0]
-        print(f"\nbackup: davit at {bp / b:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
-              f"{results['davit volume backup (repeat)'][0] / b:.2f}x the cold run's time")
         print(f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
               f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time")
     finally:

@@ -2,11 +2,11 @@
 
 Reading: `volume_archive_entries` turns the tar of a mounted volume into the entries of the
 files walk (same paths, modes, owners, sizes, symlink targets), each file with a reader of
-its content that is valid until the next entry is taken, so the files backup's store step
-chunks the stream exactly as it chunks a file. The engine's archive is in walk order
-(directories sorted by name, depth first), which the resume cursor and the files cache rely
-on; an entry out of order fails the run rather than corrupting the cursor. Its mtimes are
-whole seconds, and it has no inode or ctime.
+its content that is valid until the next entry is taken (`tarread`), so the files backup's
+store step chunks the stream exactly as it chunks a file. The engine's archive is in walk
+order (directories sorted by name, depth first), which the resume cursor relies on; an
+entry out of order fails the run rather than corrupting the cursor. Its mtimes are whole
+seconds, and it has no inode or ctime.
 
 Writing: `tar_header` gives the PAX header of an entry (mtime to the nanosecond), so a
 restore streams headers and verified chunks without ever holding a whole file.
@@ -18,17 +18,15 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import IO, Any
+from typing import Any
 
-from adapters.docker.engine import EngineUnreachable
 from adapters.docker.helper import MOUNT_ROOT, ChunkReader, mounted_path, open_archive
-from adapters.files.backup import Content
+from adapters.docker.tarread import Content, members
 from adapters.files.tree import DIR, FILE, LINK, Entry, Skipped, is_excluded, walk_key
 from domain.errors import PermanentError
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
-TAR_BUFFER = 1 << 20
 
 
 class ArchiveOutOfOrder(PermanentError):
@@ -47,33 +45,18 @@ def _entry(member: tarfile.TarInfo, path: str, kind: str, size: int = 0) -> Entr
                  uid=member.uid, gid=member.gid, target=member.linkname if kind == LINK else None)
 
 
-class _Member:
-    """A member's content, translating a stream that ends too early into a retryable error."""
-
-    def __init__(self, fh: IO[bytes], path: str) -> None:
-        self._fh, self._path = fh, path
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._fh.read(size)
-        except tarfile.ReadError as exc:
-            raise EngineUnreachable(f"the helper's archive ended inside {self._path}: {exc}") from exc
-
-
 def _linked_content(links: Callable[[], Any], member: tarfile.TarInfo,
-                    path: str) -> Iterator[tuple[Entry, _Member]]:
+                    path: str) -> Iterator[tuple[Entry, Content]]:
     """A hard link's content, read through an archive of its target from a second helper (the
     stream only names the target), so a linked file is stored like any file, as the
     mountpoint walk stores it."""
-    reader = open_archive(links(), f"{MOUNT_ROOT}/{member.linkname}", f"reading hard link {path}")
+    what = f"reading hard link {path}"
+    reader = open_archive(links(), f"{MOUNT_ROOT}/{member.linkname}", what)
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFFER) as tar:  # type: ignore[call-overload]
-            target = tar.next()
-            if target is None or not target.isreg():
-                return
-            fh = tar.extractfile(target)
-            if fh is not None:
-                yield _entry(member, path, FILE, target.size), _Member(fh, path)
+        for target, content in members(reader, what):
+            if content is not None:
+                yield _entry(member, path, FILE, target.size), content
+            return
     finally:
         reader.close()
 
@@ -85,49 +68,40 @@ def volume_archive_entries(container: Any, volume: str, exclude: list[str], link
 
     Entries at or before `after` (a resume cursor) are passed over: the staging tree holds them.
     """
-    reader: ChunkReader = open_archive(container, mounted_path(volume), f"reading volume {volume} through a helper")
+    what = f"reading volume {volume} through a helper"
+    reader: ChunkReader = open_archive(container, mounted_path(volume), what)
     previous: tuple[str, ...] | None = None
     excluded_dir: str | None = None
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFFER) as tar:  # type: ignore[call-overload]
-            for member in _members(tar, volume):
-                path = member.name.rstrip("/")
-                key = walk_key(path)
-                if previous is not None and key <= previous:
-                    raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive gave {path} after "
-                                            f"{'/'.join(previous)}; it must come in walk order")
-                previous = key
-                if excluded_dir is not None and path.startswith(excluded_dir):
-                    continue
-                excluded_dir = None
-                if path != volume and is_excluded(path, path.rsplit("/", 1)[-1], exclude):
-                    excluded_dir = path + "/" if member.isdir() else None
-                    continue
-                if after is not None and key <= after:
-                    continue
-                if member.isdir():
-                    yield _entry(member, path, DIR), None
-                elif member.isreg():
-                    fh = tar.extractfile(member)
-                    yield _entry(member, path, FILE, member.size), (_Member(fh, path) if fh is not None else None)
-                elif member.issym():
-                    yield _entry(member, path, LINK), None
-                elif member.islnk():
-                    yield from _linked_content(links, member, path)
-                else:
-                    yield Skipped(path, "not a regular file, directory or symlink")
+        for member, content in members(reader, what):
+            path = member.name.rstrip("/")
+            if path != volume and not path.startswith(volume + "/"):
+                raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive holds {path}, outside it")
+            key = walk_key(path)
+            if previous is not None and key <= previous:
+                raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive gave {path} after "
+                                        f"{'/'.join(previous)}; it must come in walk order")
+            previous = key
+            if excluded_dir is not None and path.startswith(excluded_dir):
+                continue
+            excluded_dir = None
+            if path != volume and is_excluded(path, path.rsplit("/", 1)[-1], exclude):
+                excluded_dir = path + "/" if member.isdir() else None
+                continue
+            if after is not None and key <= after:
+                continue
+            if member.isdir():
+                yield _entry(member, path, DIR), None
+            elif content is not None:
+                yield _entry(member, path, FILE, member.size), content
+            elif member.issym():
+                yield _entry(member, path, LINK), None
+            elif member.islnk():
+                yield from _linked_content(links, member, path)
+            else:
+                yield Skipped(path, "not a regular file, directory or symlink")
     finally:
         reader.close()
-
-
-def _members(tar: tarfile.TarFile, volume: str) -> Iterator[tarfile.TarInfo]:
-    try:
-        for member in tar:
-            if member.name != volume and not member.name.startswith(volume + "/"):
-                raise ArchiveOutOfOrder(f"volume {volume}: the engine's archive holds {member.name}, outside it")
-            yield member
-    except tarfile.ReadError as exc:
-        raise EngineUnreachable(f"volume {volume}: the helper's archive broke off: {exc}") from exc
 
 
 def tar_header(entry: Entry, name: str) -> bytes:

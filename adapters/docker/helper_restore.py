@@ -12,15 +12,15 @@ stream of directory headers (the engine sets a directory's times after unpacking
 
 from __future__ import annotations
 
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from adapters.docker.archive import END_OF_ARCHIVE, TAR_BUFFER, padding, tar_header, volume_archive_entries
+from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_archive_entries
 from adapters.docker.engine import EngineError, engine_errors
 from adapters.docker.helper import MOUNT_ROOT, open_archive
+from adapters.docker.tarread import members
 from adapters.files.restore import _prefetch
 from adapters.files.tree import DIR, FILE, Entry, Skipped, walk_key
 from adapters.repository.repository import Repository
@@ -147,10 +147,11 @@ def restore_directories(container: Any, volume: str, entries: Iterator[Entry]) -
 
 def volume_holds_data(container: Any, volume: str) -> bool:
     """Whether the mounted volume has anything besides its root (reads two headers at most)."""
-    reader = open_archive(container, f"{MOUNT_ROOT}/{volume}", f"looking into volume {volume}")
+    what = f"looking into volume {volume}"
+    reader = open_archive(container, f"{MOUNT_ROOT}/{volume}", what)
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFFER) as tar:  # type: ignore[call-overload]
-            return tar.next() is not None and tar.next() is not None
+        found = members(reader, what)
+        return next(found, None) is not None and next(found, None) is not None
     finally:
         reader.close()
 
