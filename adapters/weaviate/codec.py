@@ -8,10 +8,12 @@ A chunk holds one batch of objects of one collection (and tenant). Columns:
     mv:<name>    list<list<float32>>: one column per multi-vector name
 
 Properties keep their Python types through tagged JSON: a dict with one key starting with
-`$` (property names never do) stands for a value JSON cannot carry: `$d` date (RFC 3339),
-`$u` uuid, `$g` geo coordinates [lat, lon], `$p` phone number [input, default country],
-`$b` bytes (base64). Decoding gives back what the client's batch import accepts, so a
-restored object reads back equal to the original.
+`$` (property names never do) stands for a value JSON cannot carry: `$d` date (RFC 3339 as
+the server sent it, nanoseconds included), `$u` uuid, `$g` geo coordinates [lat, lon], `$p`
+phone number [input, default country], `$b` bytes (base64). Decoding gives back what the
+client's batch import accepts, so a restored object reads back equal to the original; a date
+comes back as its RFC 3339 text, which is how the client sends a datetime too, so the server
+keeps every digit it had.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Row:
 def _tag(value: Any) -> Any:
     """The tagged form of a value JSON cannot carry (called by `json.dumps` for those only)."""
     if isinstance(value, datetime):
-        return {"$d": value.isoformat()}
+        return {"$d": getattr(value, "text", None) or value.isoformat()}
     if isinstance(value, uuid_lib.UUID):
         return {"$u": str(value)}
     if isinstance(value, bytes):
@@ -79,7 +81,7 @@ def _untag_one(key: str, inner: Any) -> Any:
     from weaviate.classes.data import GeoCoordinate, PhoneNumber
 
     if key == "$d":
-        return datetime.fromisoformat(inner)
+        return inner  # RFC 3339 text, as the server sent it: the client sends dates as text anyway
     if key == "$u":
         return uuid_lib.UUID(inner)
     if key == "$g":

@@ -13,6 +13,7 @@ import queue
 import struct
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +45,40 @@ def _packer(dims: int) -> struct.Struct:
     return struct.Struct(f"<{dims}f")
 
 
+class WeaviateDate(datetime):
+    """A date property as the client gives it (a datetime, so to the microsecond), with the text
+    the server sent beside it: RFC 3339 with up to nanoseconds, which is what Weaviate stores."""
+
+    text: str
+
+
+def keep_date_text() -> None:
+    """Make the client's parsing of a date property keep the server's text.
+
+    weaviate-client parses each gRPC `date_value` with `_datetime_from_weaviate_str`, dropping
+    digits past the microsecond; no public option keeps them. Wrapping that function (once,
+    process-wide) keeps every value equal to what the client would give, as a `WeaviateDate`
+    that also carries `text`. The fidelity tests pin nanoseconds, so a client that renames the
+    function fails them rather than silently truncating again."""
+    from weaviate.collections.queries import base_executor
+
+    parse = base_executor._datetime_from_weaviate_str
+    if getattr(parse, "keeps_text", False):
+        return
+
+    def parse_keeping_text(string: str) -> datetime | None:
+        parsed = parse(string)
+        if parsed is None or parsed == datetime.min:
+            return parsed
+        out = WeaviateDate(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
+                           parsed.microsecond, parsed.tzinfo)
+        out.text = string
+        return out
+
+    parse_keeping_text.keeps_text = True  # type: ignore[attr-defined]
+    base_executor._datetime_from_weaviate_str = parse_keeping_text
+
+
 def to_row(obj: Any, with_refs: bool) -> Row:
     vectors: dict[str, bytes | Sequence[float]] = {}
     multi: dict[str, list[list[float]]] = {}
@@ -64,6 +99,7 @@ def to_row(obj: Any, with_refs: bool) -> Row:
 def pages(server: Server, name: str, tenant: str | None, config: dict[str, Any], after: str | None,
           page_size: int) -> Iterator[list[Row]]:
     """Pages of rows in uuid order, starting after `after`."""
+    keep_date_text()
     collection = server.client.collections.get(name)
     if tenant is not None:
         collection = collection.with_tenant(tenant)

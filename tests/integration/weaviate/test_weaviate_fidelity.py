@@ -105,3 +105,47 @@ def test_every_chunk_is_parquet_with_float32_vector_columns(
     assert schema.field("v:title_vec").type == pa.list_(pa.float32())
     assert schema.field("mv:colbert").type == pa.list_(pa.list_(pa.float32()))
     assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_dates_come_back_with_every_digit_the_server_stored_nanoseconds_included(
+        weaviate_peer: WeaviatePeer, client: WeaviateClient, tmp_path: Path) -> None:
+    import uuid
+
+    from weaviate.classes.config import Configure, DataType, Property
+    from weaviate.classes.data import DataObject
+
+    name = f"{prefix()}Dated"
+    written = ["2020-01-02T03:04:05.123456789Z", "2021-06-07T08:09:10.5Z", "1999-12-31T23:59:59Z",
+               "2022-02-03T04:05:06.000000001+02:00"]
+    coll = client.collections.create(
+        name, properties=[Property(name="at", data_type=DataType.DATE),
+                          Property(name="times", data_type=DataType.DATE_ARRAY)],
+        vector_config=Configure.Vectors.self_provided())
+    try:
+        ids = [str(uuid.uuid4()) for _ in written]
+        result = coll.data.insert_many([DataObject(properties={"at": at, "times": [at, written[0]]}, uuid=u,
+                                                   vector=[0.5, 0.25]) for u, at in zip(ids, written, strict=True)])
+        assert not result.errors
+        before = {u: rest_properties(weaviate_peer, name, u) for u in ids}
+        # What the server keeps, read over REST: nanoseconds survive (the client's datetimes would
+        # stop at microseconds).
+        assert before[ids[0]]["at"] == "2020-01-02T03:04:05.123456789Z"
+        assert before[ids[3]]["at"].split(".")[1][:9] == "000000001"
+
+        repo = open_repo(tmp_path)
+        run_backup(repo, backup_spec(weaviate_peer, collections=[name]), "snap1")
+        client.collections.delete(name)
+        run_restore(repo, restore_spec(weaviate_peer, job="wv-backup"))
+
+        assert {u: rest_properties(weaviate_peer, name, u) for u in ids} == before
+    finally:
+        client.collections.delete(name)
+
+
+def rest_properties(peer: WeaviatePeer, name: str, uid: str) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{peer.host}:{peer.http_port}/v1/objects/{name}/{uid}") as response:
+        properties: dict[str, Any] = json.load(response)["properties"]
+        return properties
