@@ -1,7 +1,8 @@
 """Weaviate benchmark: davit's weaviate.backup and weaviate.restore against the bare client loops.
 
-Run: `.venv/bin/python bench/weaviate.py [--objects N] [--dims D] [--workdir DIR]` (default
-100,000 objects with 384-dim vectors, workdir `./.bench/weaviate/`), against the Weaviate test
+Run: `.venv/bin/python bench/weaviate.py [--objects N] [--dims D] [--rounds R] [--index flat]
+[--workdir DIR]` (default 100,000 objects with 384-dim vectors, one round, HNSW index, workdir
+`./.bench/weaviate/`), against the Weaviate test
 peer (`python -m tests.peers up --only weaviate`; its address is read from `.peers/state.json`).
 
 Same server, same run, same data:
@@ -13,17 +14,22 @@ Same server, same run, same data:
 Each bare loop runs in its own Python process, so its peak RSS (`ru_maxrss`) is its own; each
 davit operation gets a fresh daemon, and its peak RSS (`VmHWM`) covers start-up and that one
 operation. davit's objects/s is timed from its own events: the export (or objects) step's
-start to its completion; the whole run's time is shown beside it.
+start to its completion; the whole run's time is shown beside it. With `--rounds R` the four
+measurements are repeated R times back to back (the source collection is imported once; later
+rounds import into a scratch collection), each round with the load average at its start and
+end, and the ratios' medians are printed: on a shared machine one round proves little.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +44,7 @@ from benchlib import LogReader, cpu_count, load_note, table, ts, vm_hwm_mb
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SOURCE, RESTORED, BARE_PREFIX = "BenchWvSource", "BenchWvRestored", "BenchWv"
+SOURCE, RESTORED, BARE = "BenchWvSource", "BenchWvRestored", "BenchWvBare"
 
 
 def peer() -> dict[str, Any]:
@@ -146,10 +152,53 @@ def conn_toml(p: dict[str, Any]) -> str:
     return f'host = "{p["host"]}"\nhttp_port = {p["http_port"]}\ngrpc_port = {p["grpc_port"]}\n'
 
 
+def drop(p: dict[str, Any], *names: str) -> None:
+    client = connect(p)
+    try:
+        for name in names:
+            if client.collections.exists(name):
+                client.collections.delete(name)
+    finally:
+        client.close()
+
+
+def rate(r: dict[str, Any]) -> float:
+    return r["objects"] / r["seconds"] if r["seconds"] else 0.0
+
+
+def one_round(p: dict[str, Any], args: argparse.Namespace, index: int,
+              bare_in: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """bare iterate, davit backup, davit restore, bare import: one figure each, back to back."""
+    load = os.getloadavg()[0]
+    bare_out = child(["--child", "iterate", SOURCE])
+    print(f"round {index}: bare iterate: {bare_out}", flush=True)
+    home = args.workdir / f"backup{index}"
+    backup = Daemon(home).run(
+        "bench-wv", f'name = "bench-wv"\nkind = "weaviate.backup"\n[source]\n{conn_toml(p)}'
+                    f'collections = ["{SOURCE}"]\n')
+    print(f"round {index}: davit backup: {backup}", flush=True)
+    drop(p, RESTORED)
+    restore = Daemon(args.workdir / f"restore{index}", f'[repositories.bench]\npath = "{home / "repository"}"\n').run(
+        "bench-wv-restore",
+        f'name = "bench-wv-restore"\nkind = "weaviate.restore"\nrepository = "bench"\n[source]\njob = "bench-wv"\n'
+        f'[target]\n{conn_toml(p)}rename = {{ "{SOURCE}" = "{RESTORED}" }}\n')
+    print(f"round {index}: davit restore: {restore}", flush=True)
+    drop(p, RESTORED)
+    if bare_in is None:
+        bare_in = child(["--child", "import", BARE, str(args.objects), str(args.dims), args.index])
+        drop(p, BARE)
+        print(f"round {index}: bare import: {bare_in}", flush=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return {"bare_out": bare_out, "backup": backup, "bare_in": bare_in, "restore": restore,
+            "load": {"start": load, "end": os.getloadavg()[0]}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the four measurements this many times (the source is imported once)")
     ap.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "weaviate")
     ap.add_argument("--index", choices=("hnsw", "flat"), default="hnsw",
                     help="vector index of the collections (flat imports far faster on small machines)")
@@ -165,51 +214,42 @@ def main() -> None:
         return
     p = peer()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    client = connect(p)
-    for name in (SOURCE, RESTORED):
-        if client.collections.exists(name):
-            client.collections.delete(name)
-    client.close()
+    drop(p, SOURCE, RESTORED, BARE)
     print(f"weaviate {p.get('version')} at {p['host']}:{p['http_port']}; {args.objects:,} objects x "
           f"{args.dims} dims, {args.index} vector index; {cpu_count()} CPUs; {load_note()}", flush=True)
 
-    bare_in = child(["--child", "import", SOURCE, str(args.objects), str(args.dims), args.index])
-    print(f"bare import: {bare_in}", flush=True)
-    bare_out = child(["--child", "iterate", SOURCE])
-    print(f"bare iterate: {bare_out}", flush=True)
-    backup = Daemon(args.workdir / "backup").run(
-        "bench-wv", f'name = "bench-wv"\nkind = "weaviate.backup"\n[source]\n{conn_toml(p)}'
-                    f'collections = ["{SOURCE}"]\n')
-    print(f"davit backup: {backup}", flush=True)
-    repo = args.workdir / "backup" / "repository"
-    restore = Daemon(args.workdir / "restore", f'[repositories.bench]\npath = "{repo}"\n').run(
-        "bench-wv-restore",
-        f'name = "bench-wv-restore"\nkind = "weaviate.restore"\nrepository = "bench"\n[source]\njob = "bench-wv"\n'
-        f'[target]\n{conn_toml(p)}rename = {{ "{SOURCE}" = "{RESTORED}" }}\n')
-    print(f"davit restore: {restore}", flush=True)
+    first_import = child(["--child", "import", SOURCE, str(args.objects), str(args.dims), args.index])
+    print(f"bare import (the source): {first_import}", flush=True)
+    rounds = [one_round(p, args, i + 1, first_import if i == 0 else None) for i in range(args.rounds)]
 
-    def rate(r: dict[str, Any]) -> float:
-        return r["objects"] / r["seconds"] if r["seconds"] else 0.0
-
-    rows = [
-        ["bare iterator(include_vector=True)", f"{bare_out['objects']:,}", f"{bare_out['seconds']:.1f}",
-         f"{rate(bare_out):,.0f}", f"{bare_out['rss']:.0f}", "1.00x"],
-        ["davit weaviate.backup", f"{backup['objects']:,}", f"{backup['seconds']:.1f} ({backup['run_seconds']:.1f})",
-         f"{rate(backup):,.0f}", f"{backup['rss']:.0f}", f"{rate(backup) / rate(bare_out):.2f}x"],
-        ["bare batch.fixed_size import", f"{bare_in['objects']:,}", f"{bare_in['seconds']:.1f}",
-         f"{rate(bare_in):,.0f}", f"{bare_in['rss']:.0f}", "1.00x"],
-        ["davit weaviate.restore", f"{restore['objects']:,}",
-         f"{restore['seconds']:.1f} ({restore['run_seconds']:.1f})", f"{rate(restore):,.0f}",
-         f"{restore['rss']:.0f}", f"{rate(restore) / rate(bare_in):.2f}x"],
-    ]
+    rows = []
+    for i, r in enumerate(rounds, 1):
+        bare_out, backup, bare_in, restore = r["bare_out"], r["backup"], r["bare_in"], r["restore"]
+        load = f"{r['load']['start']:.1f}-{r['load']['end']:.1f}"
+        rows += [
+            [str(i), "bare iterator(include_vector=True)", f"{bare_out['objects']:,}", f"{bare_out['seconds']:.1f}",
+             f"{rate(bare_out):,.0f}", f"{bare_out['rss']:.0f}", "1.00x", load],
+            [str(i), "davit weaviate.backup", f"{backup['objects']:,}",
+             f"{backup['seconds']:.1f} ({backup['run_seconds']:.1f})", f"{rate(backup):,.0f}",
+             f"{backup['rss']:.0f}", f"{rate(backup) / rate(bare_out):.2f}x", load],
+            [str(i), "bare batch.fixed_size import", f"{bare_in['objects']:,}", f"{bare_in['seconds']:.1f}",
+             f"{rate(bare_in):,.0f}", f"{bare_in['rss']:.0f}", "1.00x", load],
+            [str(i), "davit weaviate.restore", f"{restore['objects']:,}",
+             f"{restore['seconds']:.1f} ({restore['run_seconds']:.1f})", f"{rate(restore):,.0f}",
+             f"{restore['rss']:.0f}", f"{rate(restore) / rate(bare_in):.2f}x", load],
+        ]
     print()
-    print(table(["operation", "objects", "seconds (run)", "objects/s", "peak RSS MB", "vs bare"], rows,
-                title="Weaviate: davit vs the bare client loops (same server, same data)"))
-    client = connect(p)
-    for name in (SOURCE, RESTORED):
-        if client.collections.exists(name):
-            client.collections.delete(name)
-    client.close()
+    print(table(["round", "operation", "objects", "seconds (run)", "objects/s", "peak RSS MB", "vs bare",
+                 "load 1-min"], rows, title="Weaviate: davit vs the bare client loops (same server, same data)"))
+    backup_ratios = sorted(rate(r["backup"]) / rate(r["bare_out"]) for r in rounds)
+    restore_ratios = sorted(rate(r["restore"]) / rate(r["bare_in"]) for r in rounds)
+    print(f"\nbackup vs bare iterator: median {statistics.median(backup_ratios):.2f}x "
+          f"(rounds {', '.join(f'{x:.2f}' for x in backup_ratios)}); peak RSS max "
+          f"{max(r['backup']['rss'] for r in rounds):.0f} MB")
+    print(f"restore vs bare import:  median {statistics.median(restore_ratios):.2f}x "
+          f"(rounds {', '.join(f'{x:.2f}' for x in restore_ratios)}); peak RSS max "
+          f"{max(r['restore']['rss'] for r in rounds):.0f} MB; {load_note()}")
+    drop(p, SOURCE, RESTORED, BARE)
 
 
 if __name__ == "__main__":
