@@ -1,6 +1,8 @@
 """Files benchmark: davit's backup and restore against tar|zstd, restic and borg on one generated tree.
 
-Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR]` (default 800 MB in `./.bench/`).
+Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--encrypted]` (default 800 MB
+in `./.bench/`). `--encrypted` gives davit's repository a passphrase (AES-256-GCM) and borg's a
+`repokey-blake2` one, so every tool but tar|zstd encrypts (restic always does).
 
 The tree (thousands of small text-like files, large incompressible files, files with long zero
 runs) is generated once and cached in the workdir. Every tool works on the same tree in the same
@@ -24,6 +26,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NoReturn
@@ -212,15 +215,17 @@ def run_restic(tree: Path, work: Path) -> dict[str, Measure]:
     return out
 
 
-def run_borg(tree: Path, work: Path) -> dict[str, Measure]:
+def run_borg(tree: Path, work: Path, encrypted: bool) -> dict[str, Measure]:
     repo = work / "borg-repo"
     shutil.rmtree(repo, ignore_errors=True)
     env = {
         "BORG_BASE_DIR": str(fresh_dir(work / "borg-base")),
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        "BORG_PASSPHRASE": "bench",
     }
-    subprocess.run(["borg", "init", "-e", "none", str(repo)], env={**os.environ, **env}, capture_output=True, check=True)
+    mode = "repokey-blake2" if encrypted else "none"
+    subprocess.run(["borg", "init", "-e", mode, str(repo)], env={**os.environ, **env}, capture_output=True, check=True)
     out = {
         "first backup": timed(f"borg create --compression zstd,3 {repo}::first .", tree, env),
         "unchanged backup": timed(f"borg create --compression zstd,3 {repo}::second .", tree, env),
@@ -345,10 +350,16 @@ def drop_job(home: Path, name: str, body: str) -> float:
     return time.time()
 
 
-def run_davit(tree: Path, work: Path) -> tuple[dict[str, RunTiming], Path, float | None]:
+def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTiming], Path, float | None]:
     """The three operations, one fresh daemon each; also the peak RSS of a daemon that only started."""
     home = fresh_dir(work / "davit-home")
-    (home / "davit.toml").write_text("# bench/files.py: davit's defaults, nothing special\n")
+    if encrypted:
+        (home / "passphrase").write_text("bench")
+        (home / "davit.toml").write_text(
+            "# bench/files.py --encrypted: davit's defaults plus a passphrase\n"
+            f'[repositories.local]\npath = "repository"\npassphrase_file = "{home / "passphrase"}"\n')
+    else:
+        (home / "davit.toml").write_text("# bench/files.py: davit's defaults, nothing special\n")
     out: dict[str, RunTiming] = {}
 
     daemon = Daemon(home, "idle")
@@ -510,6 +521,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=800, help="size of the generated tree (default 800)")
     parser.add_argument("--workdir", type=Path, default=Path(".bench"), help="where the tree, repos and restores go")
     parser.add_argument("--skip-peers", action="store_true", help="measure davit only (for quick iterations)")
+    parser.add_argument("--encrypted", action="store_true", help="davit and borg encrypt their repositories")
     args = parser.parse_args()
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -536,7 +548,9 @@ def main() -> None:
     warm(tree)
 
     peers: dict[str, dict[str, Measure]] = {}
-    for tool, runner in (("tar|zstd", run_tar), ("restic", run_restic), ("borg", run_borg)):
+    runners: dict[str, Callable[[Path, Path], dict[str, Measure]]] = {
+        "tar|zstd": run_tar, "restic": run_restic, "borg": lambda t, w: run_borg(t, w, args.encrypted)}
+    for tool, runner in runners.items():
         if tool in skipped:
             continue
         print(f"measuring {tool} ...", flush=True)
@@ -550,7 +564,8 @@ def main() -> None:
         shutil.rmtree(work / leftover, ignore_errors=True)
 
     print("measuring davit ...", flush=True)
-    davit, restored, idle_rss = run_davit(tree, work)
+    print(f"davit's repository is {'encrypted' if args.encrypted else 'not encrypted'}", flush=True)
+    davit, restored, idle_rss = run_davit(tree, work, args.encrypted)
     print("verifying davit's restore against the tree (paths, modes, mtimes, sha256) ...", flush=True)
     problems = compare_trees(tree, restored)
     report = Report(total, davit, peers, skipped, idle_rss)

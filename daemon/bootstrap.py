@@ -16,6 +16,7 @@ from typing import Any
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from daemon.config import Settings
+from daemon.repositories import open_repository
 from domain.errors import FieldProblem, InvalidConfig
 from domain.jobs import spec_from_json
 from domain.ports import JobWork
@@ -31,13 +32,7 @@ class Parts:
     def repository(self, name: str) -> Repository:
         with self._lock:
             if name not in self._repos:
-                path = self.settings.repositories.get(name)
-                if path is None:
-                    raise InvalidConfig(
-                        str(self.settings.config_file),
-                        [FieldProblem(f"repositories.{name}", "no repository of this name is configured")],
-                    )
-                self._repos[name] = Repository.open(path, self.settings.model.data_path.compression_level)
+                self._repos[name] = open_repository(self.settings, name)
             return self._repos[name]
 
     @property

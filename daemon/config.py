@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.repository.tuning import Tuning
 from domain.errors import FieldProblem, InvalidConfig
@@ -63,6 +63,21 @@ class DataPathSection(_Section):
 
 class RepositorySection(_Section):
     path: str
+    # An encrypted repository's passphrase, by reference only (never inline). Given when the
+    # repository is created, it makes the repository encrypted (AES-256-GCM); an existing
+    # encrypted repository needs it for every read and write of chunks and trees.
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> RepositorySection:
+        if self.passphrase_env is not None and self.passphrase_file is not None:
+            raise ValueError("give passphrase_env or passphrase_file, not both")
+        return self
+
+    @property
+    def encrypted(self) -> bool:
+        return self.passphrase_env is not None or self.passphrase_file is not None
 
 
 class ConfigModel(_Section):

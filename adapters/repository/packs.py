@@ -25,6 +25,7 @@ _ENTRY = struct.Struct(">32sQIIB")  # id, offset, stored length, plain length, c
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+CODEC_SEALED = 0x80  # flag: the stored bytes are an AES-256-GCM sealed blob (see crypto.py)
 
 
 @dataclass(frozen=True)

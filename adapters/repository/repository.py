@@ -15,8 +15,10 @@ references (the files tree's shape, `adapters/files/tree.py`); pruning and `davi
 read only that key, so an adapter with a tree of its own keeps `c` and stages it as
 `staging/<dir>/tree.jsonl`, or its chunks would look unreferenced.
 
-A chunk's id is the sha256 of its plain bytes. Reading a chunk decompresses it and checks
-that hash before handing back a single byte, so a corrupt chunk never reaches a target.
+A chunk's id is the sha256 of its plain bytes (an HMAC of them in an encrypted repository,
+see `crypto.py`). Reading a chunk opens it (decrypts and authenticates, if sealed),
+decompresses it and checks its id before handing back a single byte, so a corrupt chunk never
+reaches a target.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from typing import Any
 
 import zstandard
 
+from adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from adapters.repository.fsutil import write_atomic
 from adapters.repository.packs import (
     CODEC_RAW,
+    CODEC_SEALED,
     CODEC_ZSTD,
     BlobRef,
     PackWriter,
@@ -48,6 +52,7 @@ from adapters.repository.packs import (
 from domain.errors import CorruptChunk, PermanentError, RunStopped, SnapshotNotFound
 
 FORMAT_VERSION = 1
+_SEALED_TREE = b"DAVITSEALEDTREE1"
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,12 @@ class SnapshotInfo:
 
 
 class Repository:
-    def __init__(self, root: Path, compression_level: int = 3) -> None:
+    def __init__(self, root: Path, compression_level: int = 3, key: RepositoryKey | None = None,
+                 encrypted: bool = False) -> None:
         self.root = root
         self.compression_level = compression_level
+        self.encrypted = encrypted or key is not None
+        self._key = key
         self._index: dict[bytes, BlobRef] = {}
         self._index_lock = threading.Lock()
         self._loaded_idx: set[str] = set()
@@ -87,21 +95,39 @@ class Repository:
     # --- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path, compression_level: int = 3, create: bool = True) -> Repository:
+    def open(cls, root: Path, compression_level: int = 3, create: bool = True,
+             passphrase: str | None = None) -> Repository:
+        """Open (or create) the repository at `root`.
+
+        With `passphrase`, a new repository is created encrypted and an existing one must be
+        encrypted with it. Without, an encrypted repository still opens, for listing snapshots;
+        reading or writing its chunks and trees raises `RepositoryKeyError`.
+        """
         config = root / "config.json"
         if not config.exists():
             if not create:
                 raise PermanentError(f"{root} is not a davit repository (no config.json)")
             for sub in ("packs", "index", "snapshots", "staging", "tmp"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
-            write_atomic(config, json.dumps({"format": FORMAT_VERSION}).encode(), root / "tmp")
-        else:
-            found = json.loads(config.read_text()).get("format")
-            if found != FORMAT_VERSION:
-                raise PermanentError(f"{root}: repository format {found} is not supported")
-            for sub in ("packs", "index", "snapshots", "staging", "tmp"):
-                (root / sub).mkdir(parents=True, exist_ok=True)
-        repo = cls(root, compression_level)
+            settings: dict[str, Any] = {"format": FORMAT_VERSION}
+            key = None
+            if passphrase is not None:
+                key, settings["encryption"] = RepositoryKey.create(passphrase)
+            write_atomic(config, json.dumps(settings, indent=1).encode(), root / "tmp")
+            return cls(root, compression_level, key)
+        settings = json.loads(config.read_text())
+        found = settings.get("format")
+        if found != FORMAT_VERSION:
+            raise PermanentError(f"{root}: repository format {found} is not supported")
+        for sub in ("packs", "index", "snapshots", "staging", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        section = settings.get("encryption")
+        if section is None and passphrase is not None:
+            raise RepositoryKeyError(
+                f"{root}: a passphrase is configured but this repository was created without encryption; "
+                "remove the passphrase from its configuration or give the repository a new path")
+        key = RepositoryKey.open(passphrase, section, str(root)) if section is not None and passphrase else None
+        repo = cls(root, compression_level, key, encrypted=section is not None)
         repo.refresh_index()
         return repo
 
@@ -149,14 +175,31 @@ class Repository:
         return len(self._index)
 
     def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
-        """Hash `plain`; compress it only if the repository lacks it. (id, stored, codec)."""
-        cid = hashlib.sha256(plain).digest()
+        """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec)."""
+        key = self._key
+        if key is None and self.encrypted:
+            raise self._key_required()
+        cid = key.chunk_id(plain) if key is not None else plain_chunk_id(plain)
         if cid in self._index:
             return cid, None, CODEC_RAW
         stored = self._compressor().compress(plain)
+        codec = CODEC_ZSTD
         if len(stored) >= len(plain):
-            return cid, bytes(plain), CODEC_RAW
-        return cid, stored, CODEC_ZSTD
+            stored, codec = bytes(plain), CODEC_RAW
+        if key is not None:
+            return cid, key.seal(stored, cid), codec | CODEC_SEALED
+        return cid, stored, codec
+
+    def chunk_id(self, plain: bytes | memoryview) -> bytes:
+        """The id `plain` has (or would have) in this repository."""
+        if self._key is None and self.encrypted:
+            raise self._key_required()
+        return self._key.chunk_id(plain) if self._key is not None else plain_chunk_id(plain)
+
+    def _key_required(self) -> RepositoryKeyError:
+        return RepositoryKeyError(
+            f"{self.root} is encrypted: configure the passphrase of this repository "
+            "(passphrase_env or passphrase_file in its [repositories.NAME] section)")
 
     def new_pack(self) -> PackWriter:
         return PackWriter(self.root, os.urandom(16).hex())
@@ -181,16 +224,26 @@ class Repository:
         stored = self._pread(ref)
         if len(stored) != ref.stored_len:
             raise CorruptChunk(chunk_id.hex(), ref.pack, "pack file is truncated")
+        if ref.codec & CODEC_SEALED:
+            if self._key is None:
+                raise self._key_required()
+            try:
+                stored = self._key.open_sealed(stored, chunk_id)
+            except SealedBlobError as exc:
+                raise CorruptChunk(chunk_id.hex(), ref.pack, f"sealed chunk does not open: {exc}") from None
+        elif self.encrypted:
+            raise CorruptChunk(chunk_id.hex(), ref.pack, "chunk of an encrypted repository is stored unsealed")
         try:
             plain = (
                 self._decompressor().decompress(stored, max_output_size=ref.plain_len)
-                if ref.codec == CODEC_ZSTD
+                if ref.codec & ~CODEC_SEALED == CODEC_ZSTD
                 else stored
             )
         except zstandard.ZstdError as exc:
             raise CorruptChunk(chunk_id.hex(), ref.pack, f"cannot decompress: {exc}") from exc
-        if hashlib.sha256(plain).digest() != chunk_id:
-            raise CorruptChunk(chunk_id.hex(), ref.pack, "content does not match its sha256")
+        expected = self._key.chunk_id(plain) if self._key is not None else plain_chunk_id(plain)
+        if expected != chunk_id:
+            raise CorruptChunk(chunk_id.hex(), ref.pack, "content does not match its id")
         return plain
 
     def _pread(self, ref: BlobRef) -> bytes:
@@ -231,6 +284,10 @@ class Repository:
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
         """Write a snapshot's tree then its manifest; the manifest's rename makes it exist."""
         snap_dir = self.root / "snapshots" / manifest["id"]
+        if self.encrypted:
+            if self._key is None:
+                raise self._key_required()
+            tree_zst = _SEALED_TREE + self._key.seal(tree_zst, manifest["id"].encode())
         manifest = {**manifest, "tree_sha256": hashlib.sha256(tree_zst).hexdigest()}
         write_atomic(snap_dir / "tree.jsonl.zst", tree_zst, self.root / "tmp")
         write_atomic(snap_dir / "manifest.json", json.dumps(manifest, indent=1).encode(), self.root / "tmp")
@@ -260,6 +317,15 @@ class Repository:
         manifest = json.loads((info.path / "manifest.json").read_text())
         if hashlib.sha256(data).hexdigest() != manifest.get("tree_sha256"):
             raise CorruptChunk("(tree)", str(info.path), "snapshot tree does not match its manifest")
+        if data.startswith(_SEALED_TREE):
+            if self._key is None:
+                raise self._key_required()
+            try:
+                return self._key.open_sealed(data[len(_SEALED_TREE):], info.id.encode())
+            except SealedBlobError as exc:
+                raise CorruptChunk("(tree)", str(info.path), f"sealed snapshot tree does not open: {exc}") from None
+        if self.encrypted:
+            raise CorruptChunk("(tree)", str(info.path), "tree of an encrypted repository is stored unsealed")
         return data
 
     def _info(self, manifest_path: Path) -> SnapshotInfo:

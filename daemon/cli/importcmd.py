@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from adapters.mongo.importdump import import_mongodump
-from adapters.repository.repository import Repository
 from daemon.cli.common import emit_json, fail, guard, state
+from daemon.repositories import open_repository
 from domain.jobs.base import JOB_NAME_PATTERN
 
 
@@ -33,14 +33,13 @@ def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_
     if not re.match(JOB_NAME_PATTERN, job):
         fail(f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
     settings = state(ctx).settings
-    path = settings.repositories.get(repo_name)
-    if path is None:
+    if repo_name not in settings.repositories:
         fail(f"no repository named {repo_name!r} in the daemon config")
         return
     model = settings.model.data_path
 
     def run() -> dict[str, object]:
-        repo = Repository.open(path, model.compression_level)
+        repo = open_repository(settings, repo_name)
         try:
             info = import_mongodump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], model.tuning())
         finally:

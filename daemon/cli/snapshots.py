@@ -6,14 +6,16 @@ import click
 
 from adapters.repository.repository import Repository, SnapshotInfo
 from daemon.cli.common import emit_json, human_bytes, state, table
+from daemon.repositories import open_repository
 
 
 def all_snapshots(ctx: click.Context, job: str | None = None) -> list[tuple[str, Repository, SnapshotInfo]]:
     found = []
-    for name, path in state(ctx).settings.repositories.items():
+    settings = state(ctx).settings
+    for name, path in settings.repositories.items():
         if not (path / "config.json").exists():
             continue
-        repo = Repository.open(path, create=False)
+        repo = open_repository(settings, name, create=False, listing_only=True)
         found += [(name, repo, snap) for snap in repo.snapshots(job)]
     return found
 
