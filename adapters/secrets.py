@@ -8,12 +8,10 @@ and pass every message that could carry it through `redact` before it leaves the
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from domain.errors import PermanentError
-
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
+from domain.redaction import URI_CREDENTIALS, strip_uri_credentials
 
 
 class SecretUnavailable(PermanentError):
@@ -37,7 +35,7 @@ def resolve(env: str | None, file: str | None, what: str) -> str:
 
 def redact(text: str, *secrets: str) -> str:
     """`text` without URI credentials and without any of `secrets` (or their parts)."""
-    out = _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+    out = strip_uri_credentials(text)
     for secret in secrets:
         if not secret:
             continue
@@ -48,7 +46,7 @@ def redact(text: str, *secrets: str) -> str:
 
 
 def _credential_parts(secret: str) -> list[str]:
-    match = _URI_CREDENTIALS.search(secret)
+    match = URI_CREDENTIALS.search(secret)
     if not match:
         return []
     userinfo = match["userinfo"]

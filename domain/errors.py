@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.redaction import strip_uri_credentials
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -70,6 +72,12 @@ class FieldProblem:
 
     field: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # Reasons quote the operator's input; a URI with a password pasted into any field
+        # must not travel on into events and logs.
+        object.__setattr__(self, "field", strip_uri_credentials(self.field))
+        object.__setattr__(self, "reason", strip_uri_credentials(self.reason))
 
     def render(self, file: str) -> str:
         return f"{file}: {self.field}: {self.reason}"
