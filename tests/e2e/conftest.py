@@ -168,3 +168,23 @@ def make_big_tree(root: Path, megabytes: int) -> None:
                 fh.write(os.urandom(1 << 20))
         remaining -= size
         index += 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB file system (a tmpfs) to fill up on purpose; `remount_small_disk` grows it."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}")
+        pytest.skip(f"needs root to mount a small tmpfs: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def remount_small_disk(mountpoint: Path, megabytes: int) -> None:
+    """What an operator does when a disk is full: make room (here: grow the tmpfs)."""
+    subprocess.run(["mount", "-o", f"remount,size={megabytes}m", str(mountpoint)], check=True)

@@ -279,23 +279,6 @@ def test_a_scheduled_job_runs_when_its_cron_time_passes(davit: Davit, source: Pa
     assert datetime.fromisoformat(trigger["data"]["scheduled_for"]).second == 0
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """An 8 MiB file system for the repository, to fill up on purpose."""
-    import os
-
-    mountpoint = tmp_path / "small-disk"
-    mountpoint.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}")
-        pytest.skip(f"needs root to mount a small tmpfs: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
 def test_a_full_disk_fails_the_run_at_once_and_keeps_the_earlier_snapshot(davit: Davit, tmp_path: Path,
                                                                             small_disk: Path) -> None:
     import os
