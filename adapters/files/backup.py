@@ -24,9 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-import zstandard
-
-from adapters.files.tree import FILE, Entry, ParentCursor, Skipped, read_lines, read_tree_zst, walk, walk_key
+from adapters.files.tree import FILE, Entry, ParentCursor, Skipped, read_lines, walk, walk_key
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
@@ -110,7 +108,7 @@ class FilesBackupWork:
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
         info = self.repo.resolve(self.run_id)
-        entries = read_tree_zst(self.repo.tree_bytes(info))
+        entries = read_lines(self.repo.open_tree(info))
         missing = sum(1 for e in entries for c in e.chunks if not self.repo.has(bytes.fromhex(c)))
         if missing:
             raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
@@ -167,14 +165,11 @@ class FilesBackupWork:
             return {"snapshot_id": self.run_id, "already_published": True}
         tree_path = self.staging / "tree.jsonl"
         stats = {"files": 0, "dirs": 0, "links": 0, "bytes": 0, "chunk_refs": 0}
-        cctx = zstandard.ZstdCompressor(level=self.tuning.compression_level)
         with open(tree_path, "rb") as fh:
             for entry in read_lines(fh):
                 stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
                 stats["bytes"] += entry.size
                 stats["chunk_refs"] += len(entry.chunks)
-            fh.seek(0)
-            tree_zst = cctx.compress(fh.read())
         store = ctx.cursor(STORE) or {}
         parent = self._parent()
         manifest = {
@@ -187,7 +182,8 @@ class FilesBackupWork:
             "parent": parent.id if parent else None,
             "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
         }
-        self.repo.publish_snapshot(manifest, tree_zst)
+        with open(tree_path, "rb") as fh:
+            self.repo.publish_snapshot_from(manifest, fh)
         _remove_tree(self.staging)
         return {"snapshot_id": self.run_id, **stats}
 
@@ -216,7 +212,7 @@ class _Store:
         parent = self.work._parent()
         if parent is None:
             return iter(())
-        return read_tree_zst(self.repo.tree_bytes(parent))
+        return read_lines(self.repo.open_tree(parent))
 
     def add(self, entry: Entry, abspath: Content | None) -> None:
         pending = _Pending(entry)

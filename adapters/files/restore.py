@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapters.files.tree import DIR, FILE, LINK, Entry, read_tree_zst, walk_key
+from adapters.files.tree import DIR, FILE, LINK, Entry, read_lines, walk_key
 from adapters.repository.fsutil import storage_error, syncfs
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
@@ -86,7 +86,7 @@ class FilesRestoreWork:
     # --- steps ---------------------------------------------------------------------------------
 
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
-        return read_tree_zst(self.repo.tree_bytes(snap))
+        return read_lines(self.repo.open_tree(snap))
 
     def _dest(self, entry: Entry) -> Path:
         return self.target if entry.path == "." else self.target / entry.path

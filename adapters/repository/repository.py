@@ -24,7 +24,6 @@ reaches a target.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import threading
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -49,10 +48,10 @@ from adapters.repository.packs import (
     decode_index,
     pack_path,
 )
+from adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
 from domain.errors import CorruptChunk, PermanentError, RunStopped, SnapshotNotFound
 
 FORMAT_VERSION = 1
-_SEALED_TREE = b"DAVITSEALEDTREE1"
 
 
 @dataclass(frozen=True)
@@ -282,16 +281,34 @@ class Repository:
         return path
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
-        """Write a snapshot's tree then its manifest; the manifest's rename makes it exist."""
-        snap_dir = self.root / "snapshots" / manifest["id"]
-        if self.encrypted:
-            if self._key is None:
-                raise self._key_required()
-            tree_zst = _SEALED_TREE + self._key.seal(tree_zst, manifest["id"].encode())
-        manifest = {**manifest, "tree_sha256": hashlib.sha256(tree_zst).hexdigest()}
-        write_atomic(snap_dir / "tree.jsonl.zst", tree_zst, self.root / "tmp")
-        write_atomic(snap_dir / "manifest.json", json.dumps(manifest, indent=1).encode(), self.root / "tmp")
-        return self._info(snap_dir / "manifest.json")
+        """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree)."""
+        writer = self._tree_writer(manifest["id"])
+        writer.write_compressed(tree_zst)
+        return self._publish(manifest, writer)
+
+    def publish_snapshot_from(self, manifest: dict[str, Any], plain_tree: BinaryIO) -> SnapshotInfo:
+        """Publish a snapshot whose tree's JSON lines are read from `plain_tree`, a block at a time."""
+        writer = self._tree_writer(manifest["id"])
+        try:
+            write_plain_tree(writer, plain_tree, self.compression_level)
+        except BaseException:
+            writer.abort()
+            raise
+        return self._publish(manifest, writer)
+
+    def _tree_writer(self, snapshot_id: str) -> TreeWriter:
+        if self.encrypted and self._key is None:
+            raise self._key_required()
+        path = self.root / "snapshots" / snapshot_id / "tree.jsonl.zst"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return TreeWriter(path, self.root / "tmp", snapshot_id, self._key)
+
+    def _publish(self, manifest: dict[str, Any], writer: TreeWriter) -> SnapshotInfo:
+        """The tree, then the manifest: the manifest's rename makes the snapshot exist."""
+        manifest = {**manifest, "tree_sha256": writer.commit()}
+        manifest_path = writer.path.parent / "manifest.json"
+        write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), self.root / "tmp")
+        return self._info(manifest_path)
 
     def snapshot_exists(self, snapshot_id: str) -> bool:
         return (self.root / "snapshots" / snapshot_id / "manifest.json").exists()
@@ -312,21 +329,21 @@ class Repository:
             raise SnapshotNotFound(ref if not matches else f"{ref} (ambiguous: {len(matches)} match)")
         return matches[0]
 
+    def open_tree(self, info: SnapshotInfo) -> BinaryIO:
+        """A snapshot's tree as JSON lines, read as a stream; checked against its manifest first."""
+        return plain_lines(self._compressed_tree(info))
+
     def tree_bytes(self, info: SnapshotInfo) -> bytes:
-        data = (info.path / "tree.jsonl.zst").read_bytes()
+        """A snapshot's whole tree, zstd-compressed, in memory: for the small trees of adapters
+        that store a line per collection or per chunk. A files tree is read with `open_tree`."""
+        with self._compressed_tree(info) as stream:
+            return stream.read()
+
+    def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
+        path = info.path / "tree.jsonl.zst"
         manifest = json.loads((info.path / "manifest.json").read_text())
-        if hashlib.sha256(data).hexdigest() != manifest.get("tree_sha256"):
-            raise CorruptChunk("(tree)", str(info.path), "snapshot tree does not match its manifest")
-        if data.startswith(_SEALED_TREE):
-            if self._key is None:
-                raise self._key_required()
-            try:
-                return self._key.open_sealed(data[len(_SEALED_TREE):], info.id.encode())
-            except SealedBlobError as exc:
-                raise CorruptChunk("(tree)", str(info.path), f"sealed snapshot tree does not open: {exc}") from None
-        if self.encrypted:
-            raise CorruptChunk("(tree)", str(info.path), "tree of an encrypted repository is stored unsealed")
-        return data
+        check_stored(path, manifest.get("tree_sha256"))
+        return compressed_stream(path, info.id, self._key, self.encrypted, self._key_required())
 
     def _info(self, manifest_path: Path) -> SnapshotInfo:
         m = json.loads(manifest_path.read_text())

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from adapters.files.tree import read_lines, read_tree_zst
+from adapters.files.tree import read_lines
 from adapters.repository.packs import decode_index, index_path, pack_path
 from adapters.repository.repository import Repository
 from domain.jobs import Retention
@@ -37,7 +37,7 @@ def referenced_chunks(repo: Repository) -> set[bytes]:
     """Chunks named by any snapshot's tree or any in-progress backup's staging tree."""
     refs: set[bytes] = set()
     for snap in repo.snapshots():
-        for entry in read_tree_zst(repo.tree_bytes(snap)):
+        for entry in read_lines(repo.open_tree(snap)):
             refs.update(bytes.fromhex(c) for c in entry.chunks)
     for staged in (repo.root / "staging").glob("*/tree.jsonl"):
         with open(staged, "rb") as fh:

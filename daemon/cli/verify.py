@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from adapters.files.tree import read_tree_zst
+from adapters.files.tree import read_lines
 from daemon.cli.common import emit_json
 from daemon.cli.snapshots import all_snapshots
 from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
@@ -26,7 +26,7 @@ def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
     checked, bad = 0, []
     seen: set[str] = set()
     try:
-        entries = read_tree_zst(repo.tree_bytes(snap))
+        entries = read_lines(repo.open_tree(snap))
         for entry in entries:
             for chunk in entry.chunks:
                 if chunk in seen:
