@@ -66,6 +66,12 @@ def _joined(pieces: Iterator[bytes]) -> Iterator[bytes]:
     held: list[bytes] = []
     size = 0
     for piece in pieces:
+        if len(piece) >= SEND_SIZE:  # a whole chunk: sent as it is, not copied
+            if held:
+                yield b"".join(held)
+                held, size = [], 0
+            yield piece
+            continue
         held.append(piece)
         size += len(piece)
         if size >= SEND_SIZE:

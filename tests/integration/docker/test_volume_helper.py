@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from adapters.docker.backup import STORE, VolumeBackupWork
-from adapters.docker.helper import HELPER_LABEL, HelperImageMissing
+from adapters.docker.helper import HELPER_LABEL, HelperAccessNotAvailable, HelperImageMissing
 from adapters.docker.helper_restore import RESTORE
 from adapters.docker.restore import VolumeRestoreWork
 from adapters.files.tree import read_tree_zst
@@ -297,3 +297,20 @@ def test_helper_restore_refuses_a_volume_with_data_unless_overwrite(
     restore(docker_peer.host, docker_peer.image, repo, "r2", filled, names["restored"], "h1", overwrite=True)
     restored = mountpoint(engine, names["restored"])
     assert (restored / "greeting").read_text() == "hello\n" and (restored / "keep.txt").exists()
+
+
+def test_auto_access_reads_through_the_mountpoint_when_this_host_can_and_records_the_choice(
+        docker_peer: DockerPeer, filled: str, tmp_path: Path) -> None:
+    work = VolumeBackupWork(backup_spec(docker_peer, [filled], access="auto"), Repository.open(tmp_path / "repo"),
+                            "a1", SMALL, {})
+    assert work.prepare(MemoryRunContext())["access"] == "mountpoint"
+    forced = VolumeBackupWork(backup_spec(docker_peer, [filled]), Repository.open(tmp_path / "repo"), "a2", SMALL, {})
+    assert forced.prepare(MemoryRunContext())["access"] == "helper"
+
+
+def test_helper_access_without_a_helper_image_fails_naming_the_setting(
+        docker_peer: DockerPeer, filled: str, tmp_path: Path) -> None:
+    spec = backup_spec(docker_peer, [filled]).model_copy(update={"helper_image": None})
+    work = VolumeBackupWork(spec, Repository.open(tmp_path / "repo"), "h1", SMALL, {})
+    with pytest.raises(HelperAccessNotAvailable, match="sets no helper_image"):
+        work.prepare(MemoryRunContext())
