@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from adapters.files.tree import FILE, Entry, ParentCursor, Skipped, read_lines, walk, walk_key
+from adapters.files.tree import FILE, Entry, HardLinks, ParentCursor, Skipped, read_lines, walk, walk_key
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
@@ -127,6 +127,9 @@ class FilesBackupWork:
         with self.repo.locked(exclusive=False), open(tree_path, "ab+") as tree, \
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
             tree.truncate(cursor.get("tree_bytes", 0))
+            tree.seek(0)
+            links = HardLinks()
+            links.replay(tree)
             tree.seek(0, os.SEEK_END)
             store = _Store(self, ctx, tree, pool, progress)
             for item in self._walk():
@@ -138,6 +141,7 @@ class FilesBackupWork:
                 entry, abspath = item
                 if last_key is not None and entry.key <= last_key:
                     continue
+                links.note(entry)
                 try:
                     store.add(entry, abspath)
                 except RunStopped:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -107,7 +108,11 @@ class FilesRestoreWork:
             try:
                 for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
                     ctx.check_stop()
-                    if entry.type == FILE and len(entry.chunks) <= 1:
+                    if entry.hardlink_to is not None:
+                        small.wait_all()  # the first path of the inode must be complete on disk
+                    if entry.hardlink_to is not None and self._link(entry, chunks):
+                        pass
+                    elif entry.type == FILE and len(entry.chunks) <= 1:
                         # Small files are mostly create/metadata cost: write them in parallel.
                         data = b"".join(chunks)
                         small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
@@ -129,6 +134,29 @@ class FilesRestoreWork:
                 # A stop or failure still records the flush already under way: that work is durable.
                 flusher.record_finished(wait=True)
         return {"items": done_items, "bytes": done_bytes}
+
+    def _link(self, entry: Entry, chunks: Iterator[bytes]) -> bool:
+        """Make `entry` a hard link to the path it shares an inode with; False if that cannot be
+        done here (the first path is not a regular file of this target, another device, ...), and
+        the caller writes the content instead."""
+        assert entry.hardlink_to is not None
+        dest, first = self._dest(entry), self.target / entry.hardlink_to
+        try:
+            first_st = os.lstat(first)
+            if not stat.S_ISREG(first_st.st_mode):
+                return False
+            try:
+                dest_st = os.lstat(dest)
+                if (dest_st.st_dev, dest_st.st_ino) != (first_st.st_dev, first_st.st_ino):
+                    dest.unlink()
+                    os.link(first, dest, follow_symlinks=False)
+            except FileNotFoundError:
+                os.link(first, dest, follow_symlinks=False)
+        except OSError:
+            return False
+        for _verified in chunks:  # read and verified all the same: the snapshot is checked whole
+            pass
+        return True
 
     def _write_entry(self, entry: Entry, chunks: Iterator[bytes]) -> None:
         dest = self._dest(entry)
@@ -241,15 +269,25 @@ class _SmallFileWriters:
 
 
 def _open_for_restore(dest: Path) -> int:
-    """Open `dest` for writing from scratch, never following a symlink that is in the way."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Open `dest` for writing from scratch, never writing through a link that is in the way:
+    a symlink is replaced rather than followed, and a file with other hard links (which may be
+    outside the target) is replaced rather than truncated."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(dest, flags, 0o600)
+        fd = os.open(dest, flags, 0o600)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
         dest.unlink()  # a symlink where the snapshot has a file: replace the link, not its target
-        return os.open(dest, flags, 0o600)
+        return os.open(dest, flags | os.O_EXCL, 0o600)
+    st = os.fstat(fd)
+    if st.st_nlink > 1:
+        os.close(fd)
+        dest.unlink()
+        return os.open(dest, flags | os.O_EXCL, 0o600)
+    if st.st_size:
+        os.ftruncate(fd, 0)
+    return fd
 
 
 def _prefetch(entries: Iterator[Entry], repo: Repository, pool: ThreadPoolExecutor,

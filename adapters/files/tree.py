@@ -36,6 +36,12 @@ class Entry:
     ctime_ns: int = 0
     target: str | None = None
     chunks: list[str] = field(default_factory=list)
+    # Hard links: a file with more than one link records its link count and device, and a later
+    # path to the same inode names the first path it was seen at. Its content is stored too (at
+    # no cost: same chunks), so a partial or cross-device restore still has every file whole.
+    nlink: int = 1
+    dev: int = 0
+    hardlink_to: str | None = None
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -46,6 +52,10 @@ class Entry:
                              "u": self.uid, "g": self.gid}
         if self.type == FILE:
             d.update(s=self.size, i=self.inode, ct=self.ctime_ns, c=self.chunks)
+            if self.nlink > 1:
+                d.update(n=self.nlink, dv=self.dev)
+            if self.hardlink_to is not None:
+                d["h"] = self.hardlink_to
         elif self.type == LINK:
             d["l"] = self.target
         return json.dumps(d, separators=(",", ":")).encode() + b"\n"
@@ -56,7 +66,8 @@ class Entry:
         return Entry(
             path=d["p"], type=d["t"], mode=d["m"], mtime_ns=d["mt"], size=d.get("s", 0),
             uid=d.get("u", 0), gid=d.get("g", 0), inode=d.get("i", 0), ctime_ns=d.get("ct", 0),
-            target=d.get("l"), chunks=d.get("c", []),
+            target=d.get("l"), chunks=d.get("c", []), nlink=d.get("n", 1), dev=d.get("dv", 0),
+            hardlink_to=d.get("h"),
         )
 
     def unchanged_since(self, other: Entry) -> bool:
@@ -131,6 +142,7 @@ def _entry(rel: str, st: os.stat_result, target: str | None) -> Entry:
         path=rel, type=kind, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns,
         size=st.st_size if kind == FILE else 0, uid=st.st_uid, gid=st.st_gid,
         inode=st.st_ino, ctime_ns=st.st_ctime_ns, target=target,
+        nlink=st.st_nlink if kind == FILE else 1, dev=st.st_dev if kind == FILE and st.st_nlink > 1 else 0,
     )
 
 
@@ -144,6 +156,26 @@ def read_lines(lines: Iterable[bytes]) -> Iterator[Entry]:
     for line in lines:
         if line.strip():
             yield Entry.from_line(line)
+
+
+class HardLinks:
+    """The first path of each multiply-linked inode seen so far in one backup (only those are kept)."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[int, int], str] = {}
+
+    def note(self, entry: Entry) -> None:
+        """Mark `entry` as a further link to an inode already seen, or remember it as the first."""
+        if entry.type != FILE or entry.nlink <= 1:
+            return
+        first = self._first.setdefault((entry.dev, entry.inode), entry.path)
+        entry.hardlink_to = first if first != entry.path else None
+
+    def replay(self, lines: Iterable[bytes]) -> None:
+        """Learn the inodes of entries already stored (a resumed run's staging tree)."""
+        for entry in read_lines(lines):
+            if entry.type == FILE and entry.nlink > 1:
+                self._first.setdefault((entry.dev, entry.inode), entry.path)
 
 
 class ParentCursor:

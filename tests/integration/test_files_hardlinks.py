@@ -1,0 +1,93 @@
+"""Hard links survive a backup and a restore as hard links (a Maildir, an rsnapshot tree, a
+package cache): one inode on disk after the restore, as before the backup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
+from domain.errors import RunStopped
+from tests.fakes import MemoryRunContext
+from tests.integration.test_files_adapter import backup, restore, snapshot_of
+
+
+def inode_groups(root: Path) -> list[list[str]]:
+    """Paths of regular files grouped by the inode they share (groups of two or more only)."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            st = p.lstat()
+            groups.setdefault((st.st_dev, st.st_ino), []).append(str(p.relative_to(root)))
+    return sorted(g for g in groups.values() if len(g) > 1)
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    root = tmp_path / "linked"
+    (root / "cur").mkdir(parents=True)
+    (root / "new").mkdir()
+    (root / "archive" / "2026").mkdir(parents=True)
+    (root / "cur" / "msg1").write_bytes(os.urandom(200_000))  # several chunks
+    os.link(root / "cur" / "msg1", root / "new" / "msg1")
+    os.link(root / "cur" / "msg1", root / "archive" / "2026" / "msg1")
+    (root / "cur" / "small").write_text("a small linked file")
+    os.link(root / "cur" / "small", root / "new" / "small-again")
+    (root / "alone.txt").write_text("one link only")
+    return root
+
+
+def test_hard_linked_files_come_back_as_one_inode_and_their_content_is_stored_once(
+        linked: Path, tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    ctx = backup(repo, linked, "b1")
+    assert len(ctx.chunks_written) == len(set(ctx.chunks_written))
+    restore(repo, tmp_path / "out")
+    assert inode_groups(tmp_path / "out") == inode_groups(linked) == [
+        ["archive/2026/msg1", "cur/msg1", "new/msg1"], ["cur/small", "new/small-again"]]
+    assert snapshot_of(tmp_path / "out") == snapshot_of(linked)
+
+
+def test_a_resumed_backup_still_knows_the_links_it_saw_before_the_stop(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(30):
+        (source / f"a{i:02d}.bin").write_bytes(os.urandom(50_000))
+    for i in range(30):  # the second link of each file comes after the stop
+        os.link(source / f"a{i:02d}.bin", source / f"z{i:02d}.bin")
+    repo = Repository.open(tmp_path / "repo")
+    ctx = MemoryRunContext(run_id="b1", stop_after_checkpoints=2)
+    tuning = Tuning(chunk_size=64 << 10, pack_size=200_000, checkpoint_seconds=60, inflight_chunks=4)
+    with pytest.raises(RunStopped):
+        backup(repo, source, "b1", ctx, tuning=tuning)
+    ctx.stop.clear()
+    ctx.stop_after_checkpoints = None
+    backup(repo, source, "b1", ctx, tuning=tuning)
+    restore(repo, tmp_path / "out", snapshot="b1")
+    assert inode_groups(tmp_path / "out") == inode_groups(source) and len(inode_groups(source)) == 30
+
+
+def test_an_overwrite_restore_does_not_write_through_a_hard_link_to_a_file_outside_the_target(
+        linked: Path, tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, linked, "b1")
+    target = tmp_path / "target"
+    target.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("must stay untouched")
+    os.link(outside, target / "alone.txt")
+    restore(repo, target, overwrite=True)
+    assert (target / "alone.txt").read_text() == "one link only"
+    assert outside.read_text() == "must stay untouched"
+
+
+def test_a_restore_resumed_after_its_links_were_made_leaves_them_linked(linked: Path, tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, linked, "b1")
+    restore(repo, tmp_path / "out")
+    restore(repo, tmp_path / "out", overwrite=True)  # every entry done again, as after a crash
+    assert inode_groups(tmp_path / "out") == inode_groups(linked)
+    assert snapshot_of(tmp_path / "out") == snapshot_of(linked)
