@@ -1,9 +1,10 @@
 """Optional encryption of a repository: AES-256-GCM for chunks and snapshot trees.
 
-A repository is encrypted when it is created with a passphrase. Its `config.json` then holds
-the scrypt salt and cost and a key check (a known text sealed with the derived key), so a
-wrong passphrase is refused at open, before anything is read or written, and never mistaken
-for corruption. Two keys are derived from the passphrase with HKDF: one seals data, one names
+A repository is encrypted when it is created with a passphrase. Its data key is random (32
+bytes); `config.json` holds it sealed under a key stretched from the passphrase with scrypt
+(salt and cost alongside), so a wrong passphrase is refused at open, before anything is read
+or written, and never mistaken for corruption, and changing the passphrase rewrites only that
+one sealed key. Two keys are derived from the data key with HKDF: one seals data, one names
 chunks. A chunk's id in an encrypted repository is HMAC-SHA256 of its plain bytes under the
 naming key, not their bare sha256: identical content still deduplicates, but the ids in the
 index and in trees say nothing about the content to someone without the passphrase.
@@ -30,16 +31,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from domain.errors import PermanentError
+from domain.errors import EXIT_USAGE, PermanentError
 
 CIPHER = "aes-256-gcm"
 _NONCE = 12
-_CHECK_TEXT = b"davit repository key check v1"
+_WRAP_CONTEXT = b"davit repository key v1"
 _DEFAULT_COST = {"n": 2**15, "r": 8, "p": 1}
 
 
 class RepositoryKeyError(PermanentError):
     """The repository's passphrase is missing, wrong, or given for an unencrypted repository."""
+
+    exit_code = EXIT_USAGE  # the configuration names the wrong secret: an operator fixes it
 
 
 class SealedBlobError(Exception):
@@ -56,31 +59,20 @@ class RepositoryKey:
 
     @classmethod
     def create(cls, passphrase: str, cost: dict[str, int] | None = None) -> tuple[RepositoryKey, dict[str, Any]]:
-        """A new key for `passphrase` and the `encryption` section of the repository config."""
-        salt = os.urandom(16)
-        cost = dict(cost or _DEFAULT_COST)
-        key = cls(_stretch(passphrase, salt, cost))
-        section = {
-            "cipher": CIPHER,
-            "kdf": "scrypt",
-            "salt": _b64(salt),
-            **cost,
-            "check": _b64(key.seal(_CHECK_TEXT, b"check")),
-        }
-        return key, section
+        """A new random key and the `encryption` section of the repository config that holds it
+        sealed under `passphrase`."""
+        master = os.urandom(32)
+        return cls(master), _wrap(master, passphrase, dict(cost or _DEFAULT_COST))
 
     @classmethod
     def open(cls, passphrase: str, section: dict[str, Any], where: str) -> RepositoryKey:
-        if section.get("cipher") != CIPHER or section.get("kdf") != "scrypt":
-            raise RepositoryKeyError(f"{where}: encryption {section.get('cipher')!r} is not supported")
+        return cls(_unwrap(passphrase, section, where))
+
+    @staticmethod
+    def rewrap(old_passphrase: str, new_passphrase: str, section: dict[str, Any], where: str) -> dict[str, Any]:
+        """The `encryption` section with the same key, sealed under `new_passphrase` instead."""
         cost = {k: int(section[k]) for k in ("n", "r", "p")}
-        key = cls(_stretch(passphrase, base64.b64decode(section["salt"]), cost))
-        try:
-            if key.open_sealed(base64.b64decode(section["check"]), b"check") != _CHECK_TEXT:
-                raise SealedBlobError("key check text differs")
-        except SealedBlobError:
-            raise RepositoryKeyError(f"{where}: the passphrase does not open this repository") from None
-        return key
+        return _wrap(_unwrap(old_passphrase, section, where), new_passphrase, cost)
 
     # --- use ---------------------------------------------------------------------------------
 
@@ -98,6 +90,25 @@ class RepositoryKey:
             return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], associated)
         except InvalidTag:
             raise SealedBlobError("authentication failed") from None
+
+
+def _wrap(master: bytes, passphrase: str, cost: dict[str, int]) -> dict[str, Any]:
+    salt = os.urandom(16)
+    nonce = os.urandom(_NONCE)
+    wrapped = nonce + AESGCM(_stretch(passphrase, salt, cost)).encrypt(nonce, master, _WRAP_CONTEXT)
+    return {"cipher": CIPHER, "kdf": "scrypt", "salt": _b64(salt), **cost, "key": _b64(wrapped)}
+
+
+def _unwrap(passphrase: str, section: dict[str, Any], where: str) -> bytes:
+    if section.get("cipher") != CIPHER or section.get("kdf") != "scrypt":
+        raise RepositoryKeyError(f"{where}: encryption {section.get('cipher')!r} is not supported")
+    cost = {k: int(section[k]) for k in ("n", "r", "p")}
+    wrapped = base64.b64decode(section["key"])
+    kek = _stretch(passphrase, base64.b64decode(section["salt"]), cost)
+    try:
+        return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _WRAP_CONTEXT)
+    except InvalidTag:
+        raise RepositoryKeyError(f"{where}: the passphrase does not open this repository") from None
 
 
 def _stretch(passphrase: str, salt: bytes, cost: dict[str, int]) -> bytes:

@@ -130,6 +130,19 @@ class Repository:
         repo.refresh_index()
         return repo
 
+    @staticmethod
+    def change_passphrase(root: Path, old: str, new: str) -> None:
+        """Seal the repository's key under `new` instead of `old`; the data is not rewritten."""
+        config = root / "config.json"
+        if not config.exists():
+            raise PermanentError(f"{root} is not a davit repository (no config.json)")
+        settings = json.loads(config.read_text())
+        section = settings.get("encryption")
+        if section is None:
+            raise RepositoryKeyError(f"{root} is not encrypted: it has no passphrase to change")
+        settings["encryption"] = RepositoryKey.rewrap(old, new, section, str(root))
+        write_atomic(config, json.dumps(settings, indent=1).encode(), root / "tmp")
+
     def refresh_index(self) -> None:
         """Load the indexes of packs sealed since the last call (by this or another process)."""
         for idx in sorted((self.root / "index").glob("*.idx")):

@@ -15,6 +15,7 @@ from daemon.cli import (
     importcmd,
     jobs,
     logcmd,
+    repository,
     resume,
     run,
     runs,
@@ -38,7 +39,8 @@ def cli(ctx: click.Context, home: Path | None, config_file: Path | None) -> None
     ctx.obj = CliState(home, config_file)
 
 
-for module in (jobs, runs, show, history, run, resume, cancel, validate, snapshots, verify, logcmd, export, importcmd):
+for module in (jobs, runs, show, history, run, resume, cancel, validate, snapshots, verify, logcmd, export, importcmd,
+               repository):
     cli.add_command(module.command)
 
 

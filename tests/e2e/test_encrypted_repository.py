@@ -66,3 +66,32 @@ def test_a_missing_passphrase_fails_the_run_clearly_and_the_daemon_keeps_going(d
     assert "repositories.local.passphrase" in run["error"] and str(key_file) in run["error"]
     assert len(davit.json_lines("snapshots")) == 1  # listing needs no passphrase
     assert davit.proc is not None and davit.proc.poll() is None
+
+
+def test_an_operator_changes_the_passphrase_and_the_repository_keeps_its_snapshots(davit: Davit, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.bin").write_bytes(os.urandom(200_000))
+    old_file, new_file = tmp_path / "old.pass", tmp_path / "new.pass"
+    old_file.write_text(PASSPHRASE)
+    new_file.write_text("a brand new passphrase")
+    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{old_file}"\n')
+    davit.start()
+    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
+                                  f'[source]\npath = "{source}"\n')
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
+    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+
+    changed = davit.cli("repository", "passphrase", "local", "--new-passphrase-file", str(new_file))
+    assert "passphrase changed" in changed.stdout
+    assert PASSPHRASE not in changed.stdout + changed.stderr and "brand new" not in changed.stdout + changed.stderr
+    again = davit.cli("repository", "passphrase", "local", "--new-passphrase-file", str(new_file), check=False)
+    assert again.returncode == 2 and "passphrase does not open" in again.stderr  # the config still names the old one
+
+    davit.stop()
+    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{new_file}"\n')
+    davit.start()
+    [snap] = davit.json_lines("snapshots")
+    assert "0 problems" in davit.cli("verify", snap["id"]).stdout
+    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+    assert davit.runs("home")[-1]["chunks_written"] == 0  # same key: the unchanged file is known

@@ -135,3 +135,18 @@ def test_pruning_an_encrypted_repository_keeps_every_remaining_snapshot_restorab
     for snap in ("b2", "b3"):
         restore(Repository.open(repo.root, passphrase=PASSPHRASE), tmp_path / f"out-{snap}", snapshot=snap)
         assert (tmp_path / f"out-{snap}" / "stable.bin").read_bytes() == (source / "stable.bin").read_bytes()
+
+
+def test_changing_the_passphrase_rewrites_only_the_sealed_key(repo: Repository, source: Path, tmp_path: Path) -> None:
+    backup(repo, source, "b1")
+    packs_before = {p: p.stat().st_mtime_ns for p in (repo.root / "packs").rglob("*.pack")}
+    Repository.change_passphrase(repo.root, PASSPHRASE, "a new passphrase")
+    with pytest.raises(RepositoryKeyError, match="passphrase does not open"):
+        Repository.open(repo.root, passphrase=PASSPHRASE)
+    reopened = Repository.open(repo.root, passphrase="a new passphrase")
+    restore(reopened, tmp_path / "out")
+    assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(source))
+    assert {p: p.stat().st_mtime_ns for p in (repo.root / "packs").rglob("*.pack")} == packs_before
+    assert backup(reopened, source, "b2").chunks_written == []  # same key: same chunk ids
+    with pytest.raises(RepositoryKeyError, match="passphrase does not open"):
+        Repository.change_passphrase(repo.root, PASSPHRASE, "whatever")
