@@ -1,7 +1,7 @@
 """volume.restore through a helper container: the snapshot's entries as tar streams unpacked
 by the engine into the target volume (`put_archive` on a created helper).
 
-The restore goes in batches of about a pack's worth of bytes (or `checkpoint_seconds`): each
+The restore goes in batches of `checkpoint_seconds` (or a few packs' worth of bytes): each
 batch is one tar stream of headers and chunks, every chunk read and verified against its
 sha256 before its bytes are sent (the files restore's prefetch), so a corrupt chunk stops the
 stream before it reaches the volume. When the engine has unpacked a batch, the helper runs
@@ -30,6 +30,9 @@ from domain.ports import RunContext
 
 RESTORE, METADATA = "restore", "metadata"
 SEND_SIZE = 1 << 20  # pieces of the tar stream are joined up to this size per write
+# Each batch ends with the helper's `sync` (a container start, about 0.3 s here): batches are
+# bounded by `checkpoint_seconds` and by this many packs' worth of bytes.
+PACKS_PER_BATCH = 8
 
 
 def _name(volume: str, entry: Entry) -> str:
@@ -119,7 +122,8 @@ def restore_entries(ctx: RunContext, repo: Repository, tuning: Tuning, container
                 progress["bytes_done"] += written
                 progress["last"] = entry.path
                 sent += written
-                if sent >= tuning.pack_size or time.monotonic() - started >= tuning.checkpoint_seconds:
+                if sent >= PACKS_PER_BATCH * tuning.pack_size or \
+                        time.monotonic() - started >= tuning.checkpoint_seconds:
                     break
             else:
                 finished = True

@@ -22,6 +22,7 @@ from adapters.docker.helper_restore import RESTORE
 from adapters.docker.restore import VolumeRestoreWork
 from adapters.files.tree import read_tree_zst
 from adapters.repository.repository import Repository
+from adapters.repository.tuning import Tuning
 from domain.errors import CorruptChunk, RunStopped, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
@@ -29,6 +30,8 @@ from tests.integration.docker.test_volume_adapter import SMALL, engine, mountpoi
 from tests.peers.state import DockerPeer, SshPeer
 
 __all__ = ["engine", "names"]  # fixtures shared with the mountpoint scenarios
+# A helper restore's batches hold a few packs' worth: small packs make several batches here.
+SHORT_BATCHES = Tuning(chunk_size=64 << 10, pack_size=32 << 10, checkpoint_seconds=60, inflight_chunks=4)
 
 # Files of several chunks, an empty file, a hard link, a symlink, odd modes and owners, a
 # name with spaces and non-ASCII letters, nested and empty directories.
@@ -269,7 +272,7 @@ def test_helper_restore_stopped_after_a_checkpoint_resumes_and_completes(
     backup(docker_peer, repo, "h1", [filled])
     spec = restore_spec(docker_peer.host, docker_peer.image, filled, names["restored"], "h1")
     ctx = MemoryRunContext(run_id="r1", stop_after_checkpoints=1)
-    work = VolumeRestoreWork(spec, repo, "r1", SMALL, {})
+    work = VolumeRestoreWork(spec, repo, "r1", SHORT_BATCHES, {})
     work.details = work.prepare(ctx)
     with pytest.raises(RunStopped):
         work.run(ctx)
@@ -277,10 +280,12 @@ def test_helper_restore_stopped_after_a_checkpoint_resumes_and_completes(
     assert 0 < first_stop["items"] < 12
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
-    resumed = VolumeRestoreWork(spec, repo, "r1", SMALL, dict(work.details))
+    resumed = VolumeRestoreWork(spec, repo, "r1", SHORT_BATCHES, dict(work.details))
     resumed.run(ctx)
     assert resumed.finish(ctx)["entries"] == 12
     assert ctx.cursors[RESTORE]["items"] == 12
+    counts = [c["cursor"]["items"] for c in ctx.checkpoints]
+    assert counts == sorted(counts) and counts[0] == first_stop["items"], "the resumed run went on from the cursor"
     assert seconds_digest(mountpoint(engine, names["restored"])) == seconds_digest(mountpoint(engine, filled))
 
 
