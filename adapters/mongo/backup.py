@@ -10,6 +10,12 @@ resumed step truncates the list to that length and reads on from after that `_id
 collection's options and indexes are read when its data is done, in mongodump's
 `metadata.json` form. Collections run in parallel (`parallel`, default 2); memory per
 collection is one server batch plus one chunk.
+
+What is not an ordinary collection, as mongodump treats it: a view is kept as its definition
+only (`metadata.json` with `type: view` and its `viewOn`/`pipeline` options, no documents),
+read in `prepare`; `system.*` collections are skipped (they belong to the server) except
+`system.js`, which mongodump keeps; a time-series collection is skipped with a warning (its
+buckets are not dumped yet). What was skipped and why is in the run's details (`skipped`).
 """
 
 from __future__ import annotations
@@ -70,10 +76,14 @@ class MongoBackupWork:
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         info = self.server.ping()
-        namespaces = self._select()
-        if not namespaces:
+        namespaces, views, skipped = self._select()
+        if not namespaces and not views:
             ctx.warn("no collection matches the job's databases/include/exclude")
-        self.details = {"snapshot_id": self.run_id, "namespaces": namespaces, **info}
+        for reason in skipped:
+            if "time-series" in reason:
+                ctx.warn(f"skipped {reason}")
+        self.details = {"snapshot_id": self.run_id, "namespaces": namespaces, "views": views, "skipped": skipped,
+                        **info}
         return self.details
 
     def run(self, ctx: RunContext) -> None:
@@ -102,19 +112,17 @@ class MongoBackupWork:
 
     # --- selection -----------------------------------------------------------------------------
 
-    def _select(self) -> list[str]:
+    def _select(self) -> tuple[list[str], dict[str, str], list[str]]:
+        """The collections to dump, the views to keep ({ns: metadata.json text}), and what is skipped."""
         src = self.spec.source
         client = self.server.client
         with self.server.errors("listing databases and collections"):
             dbs = src.databases or sorted(d for d in client.list_database_names() if d not in SYSTEM_DBS)
-            found = []
-            for db in dbs:
-                for info in client[db].list_collections():
-                    if info.get("type", "collection") == "collection" and not info["name"].startswith("system."):
-                        found.append(f"{db}.{info['name']}")
+            listed = [(db, dict(info)) for db in dbs for info in client[db].list_collections()]
         for ns in src.query:
             split_ns(ns)
-        return select(sorted(found), src.include, src.exclude)
+        chosen = set(select(sorted(f"{db}.{info['name']}" for db, info in listed), src.include, src.exclude))
+        return classify([(db, info) for db, info in listed if f"{db}.{info['name']}" in chosen])
 
     # --- dump ----------------------------------------------------------------------------------
 
@@ -237,7 +245,8 @@ class MongoBackupWork:
             entry.chunks = [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
             stored += cursor.get("bytes_stored", 0)
             entries.append(entry)
-        stats = {"collections": len(entries), "documents": sum(e.docs for e in entries),
+        views = [CollectionEntry(ns=ns, meta=meta) for ns, meta in dict(self.details.get("views") or {}).items()]
+        stats = {"collections": len(entries), "views": len(views), "documents": sum(e.docs for e in entries),
                  "bytes": sum(e.size for e in entries), "chunk_refs": sum(len(e.chunks) for e in entries),
                  "bytes_stored": stored}
         src = self.spec.source
@@ -248,10 +257,32 @@ class MongoBackupWork:
                        "server_version": self.details.get("server_version")},
             "parent": None, "stats": stats,
         }
-        self.repo.publish_snapshot(manifest, tree_zst(entries, self.tuning.compression_level))
+        self.repo.publish_snapshot(manifest, tree_zst(sorted(entries + views, key=lambda e: e.ns),
+                                                      self.tuning.compression_level))
         for index in range(len(self.namespaces)):
             shutil.rmtree(self._staging(index), ignore_errors=True)
         return {"snapshot_id": self.run_id, **stats}
+
+
+def classify(listed: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], dict[str, str], list[str]]:
+    """What `listCollections` reported, per database, sorted out as mongodump does: collections to
+    dump, views to keep as their `metadata.json` text, and the reasons others are skipped."""
+    found, views, skipped = [], {}, []
+    for db, info in listed:
+        name, kind = info["name"], info.get("type", "collection")
+        ns = f"{db}.{name}"
+        if name.startswith("system.") and name != "system.js":
+            skipped.append(f"{ns}: a system collection")
+        elif kind == "view":
+            views[ns] = meta_to_text({"options": dict(info.get("options") or {}), "indexes": [],
+                                      "collectionName": name, "type": "view"})
+        elif kind == "timeseries":
+            skipped.append(f"{ns}: a time-series collection (not supported yet)")
+        elif kind == "collection":
+            found.append(ns)
+        else:
+            skipped.append(f"{ns}: a {kind}")
+    return sorted(found), dict(sorted(views.items())), sorted(skipped)
 
 
 def _chunk_line(ns: str, cid: str) -> bytes:

@@ -2,7 +2,12 @@
 
 `DIR/DB/COLL.bson` is the collection's documents as concatenated BSON; `DIR/DB/COLL.metadata.json`
 its options, indexes, uuid, collectionName and type in canonical Extended JSON; with gzip both
-names end in `.gz`. Reading cuts the `.bson` stream into chunks of whole documents (the same
+names end in `.gz`. A view has only its `.metadata.json` (`type: view`, `viewOn` and `pipeline`
+in its options). Collection names are escaped in file names as mongodump does (Go's
+`url.PathEscape`, mongo-tools' `util.EscapeCollectionName`: `/`, `%`, `?`, `;`, `,`, spaces,
+control and non-ASCII bytes become `%XX`); reading takes the name from `collectionName` in the
+metadata, else unescapes the file name. `system.*` collections are skipped, except `system.js`,
+as mongorestore does. Reading cuts the `.bson` stream into chunks of whole documents (the same
 cut every time, so "chunks done" is a cursor); writing copies chunks in order, to a temporary
 name renamed into place, so a half-written export never looks complete.
 """
@@ -15,18 +20,29 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
+from urllib.parse import quote, unquote
 
-from adapters.mongo.layout import meta_to_text
+from adapters.mongo.layout import meta_from_text, meta_to_text
 from adapters.mongo.rawbson import chunks_of, read_docs
 from adapters.repository.fsutil import fsync_dir
 
 BSON, META = ".bson", ".metadata.json"
+PATH_SEGMENT_SAFE = "$&+:=@"  # what Go's url.PathEscape leaves as is besides letters, digits and -_.~
+
+
+def escape_collection_name(name: str) -> str:
+    """A collection name as mongodump writes it in a file name (mongo-tools' EscapeCollectionName)."""
+    return quote(name, safe=PATH_SEGMENT_SAFE)
+
+
+def unescape_collection_name(name: str) -> str:
+    return unquote(name)
 
 
 @dataclass(frozen=True)
 class DumpCollection:
     ns: str
-    bson: Path
+    bson: Path | None  # None: a view
     meta: Path | None
 
     def meta_text(self) -> str:
@@ -39,6 +55,8 @@ class DumpCollection:
 
     def chunks(self, limit: int) -> Iterator[tuple[bytes, int, bytes]]:
         """(chunk, documents, last document) in file order."""
+        if self.bson is None:
+            return
         with _open_read(self.bson) as fh:
             yield from chunks_of(read_docs(fh), limit)
 
@@ -50,25 +68,56 @@ def _open_read(path: Path) -> IO[bytes]:
 
 
 def list_dump(root: Path) -> list[DumpCollection]:
-    """The collections of a mongodump directory, sorted by namespace; system collections skipped."""
+    """The collections and views of a mongodump directory, sorted by namespace; system collections skipped."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
     found = []
     for db_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(db_dir.iterdir()):
-            name = path.name
-            gz = name.endswith(".gz")
-            base = name[:-3] if gz else name
-            if not base.endswith(BSON) or base.endswith(META):
+        files = {p.name: p for p in db_dir.iterdir()}
+        stems: dict[str, tuple[Path | None, Path | None]] = {}
+        for name, path in files.items():
+            base = name[:-3] if name.endswith(".gz") else name
+            if base.endswith(META):
+                stem = base[: -len(META)]
+                bson, meta = stems.get(stem, (None, None))
+                if meta is None or not name.endswith(".gz"):  # a plain file wins over its .gz twin
+                    stems[stem] = (bson, path)
+            elif base.endswith(BSON):
+                stem = base[: -len(BSON)]
+                bson, meta = stems.get(stem, (None, None))
+                if bson is None or not name.endswith(".gz"):
+                    stems[stem] = (path, meta)
+        for stem, (bson, meta) in stems.items():
+            coll = _collection_name(stem, meta)
+            if coll.startswith("system.") and coll != "system.js":
                 continue
-            coll = base[: -len(BSON)]
-            if coll.startswith("system."):
-                continue
-            meta = db_dir / (coll + META + (".gz" if gz else ""))
-            if not meta.exists():
-                meta = db_dir / (coll + META)
-            found.append(DumpCollection(f"{db_dir.name}.{coll}", path, meta if meta.exists() else None))
+            if bson is None and (meta is None or _meta_type(meta) != "view"):
+                continue  # metadata without data: only a view is something to restore
+            found.append(DumpCollection(f"{db_dir.name}.{coll}", bson, meta))
     return sorted(found, key=lambda c: c.ns)
+
+
+def _read_meta(path: Path) -> dict[str, object]:
+    with _open_read(path) as fh:
+        return meta_from_text(fh.read().decode())
+
+
+def _collection_name(stem: str, meta: Path | None) -> str:
+    if meta is not None:
+        try:
+            name = _read_meta(meta).get("collectionName")
+        except (OSError, ValueError, EOFError):
+            name = None
+        if isinstance(name, str) and name:
+            return name
+    return unescape_collection_name(stem)
+
+
+def _meta_type(meta: Path) -> str:
+    try:
+        return str(_read_meta(meta).get("type", "collection"))
+    except (OSError, ValueError, EOFError):
+        return "collection"
 
 
 def write_collection(root: Path, ns: str, meta_text: str, chunks: Iterable[bytes], compress: bool) -> int:
@@ -78,7 +127,11 @@ def write_collection(root: Path, ns: str, meta_text: str, chunks: Iterable[bytes
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     total = 0
-    for name, parts in ((coll + BSON + suffix, chunks), (coll + META + suffix, [meta_text.encode()])):
+    stem = escape_collection_name(coll)
+    files: list[tuple[str, Iterable[bytes]]] = [(stem + META + suffix, [meta_text.encode()])]
+    if meta_from_text(meta_text).get("type", "collection") != "view":  # mongodump writes no .bson for a view
+        files.insert(0, (stem + BSON + suffix, chunks))
+    for name, parts in files:
         final = folder / name
         tmp = folder / f".{name}.{os.getpid()}.tmp"
         with open(tmp, "wb") as raw:

@@ -7,7 +7,17 @@ target collection if `drop = true` and creates it with the source's options; the
 is read and verified (sha256) before a byte of it is sent, inserted in batches of about
 `batch_kib` (unordered `insert_many` of raw documents; in `insert` mode a duplicate `_id`,
 code 11000, is tolerated so a chunk redone after a kill inserts nothing twice; `upsert`
-replaces by `_id`), and the count of chunks done is recorded. Indexes come after the data.
+replaces by `_id`), and the count of chunks done is recorded together with what the server
+acknowledged for them (documents inserted, or matched/upserted, plus duplicate `_id`s found
+present) and the last `_id` written. Indexes come after the data; views are created after
+every collection. A `system.*` collection in a mongodump directory is skipped (except
+`system.js`).
+
+Verification (`finish`) is honest without scanning the target: for each collection, every
+document of the source (its count in the snapshot; for a mongodump directory, what was read)
+must have been acknowledged by the server, chunk by chunk as the checkpoints recorded, and the
+last document written must be found by `_id` (an index lookup). `verify_count = true` counts
+each target collection on the server instead (on FerretDB a full scan).
 An option or index the target rejects becomes a warning naming it, or fails the run with
 `strict = true`. A connection the server closes on every retry of one batch while it still
 answers a ping is a permanent failure naming the collection (FerretDB closes the connection
@@ -21,8 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bson import json_util
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne
+from pymongo import InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMongoError
 
@@ -30,7 +41,7 @@ from adapters.mongo.client import MongoRefused, MongoUnreachable, Server
 from adapters.mongo.dumpdir import DumpCollection, list_dump
 from adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
 from adapters.mongo.parallel import Relay, run_parallel
-from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, split_docs
+from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from domain.errors import CorruptChunk, PermanentError, SourceMissing
@@ -38,7 +49,7 @@ from domain.jobs import MongoRestoreJob
 from domain.namespaces import PatternError, Renamer, select, split_ns
 from domain.ports import RunContext
 
-RESTORE = "restore:"
+RESTORE, VIEW = "restore:", "view:"
 DUPLICATE_KEY = 11000
 WRITE_ATTEMPTS = 3
 UPSERT_OPS = 50  # replacements per command: FerretDB 1.24 never answers an update command of 100 or more
@@ -57,14 +68,15 @@ class MongoRestoreWork:
         self.server = Server(tgt.uri_env, tgt.uri_file, f"mongo.restore {spec.name}")
 
     def plan(self) -> list[str]:
-        return [RESTORE + dst for _, dst in self.details.get("namespaces", [])]
+        return ([RESTORE + dst for _, dst in self.details.get("namespaces", [])]
+                + [VIEW + dst for _, dst in self.details.get("views", [])])
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         src = self.spec.source
         tgt = self.spec.target
         if src.from_mongodump is not None:
             try:
-                names = [c.ns for c in list_dump(Path(src.from_mongodump))]
+                listed: list[CollectionEntry | DumpCollection] = list(list_dump(Path(src.from_mongodump)))
             except OSError as exc:
                 raise SourceMissing(src.from_mongodump, str(exc)) from exc
             origin: dict[str, Any] = {"mongodump": src.from_mongodump}
@@ -72,10 +84,18 @@ class MongoRestoreWork:
             snap = self.repo.resolve(src.snapshot, src.job)
             if snap.kind != "mongo":
                 raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one")
-            names = [e.ns for e in read_tree(self.repo.tree_bytes(snap))]
+            listed = list(read_tree(self.repo.tree_bytes(snap)))
             origin = {"snapshot_id": snap.id}
+        kinds = {s.ns: _kind(s) for s in listed}
+        views = {ns for ns, kind in kinds.items() if kind == "view"}
         renamer = Renamer.of(tgt.ns_from, tgt.ns_to)
-        pairs = [[ns, renamer.rename(ns)] for ns in select(names, tgt.ns_include, tgt.ns_exclude)]
+        chosen = []
+        for ns in select([s.ns for s in listed], tgt.ns_include, tgt.ns_exclude):
+            if kinds[ns] in ("collection", "view"):
+                chosen.append(ns)
+            else:
+                ctx.warn(f"skipped {ns}: a {kinds[ns]} cannot be restored yet")
+        pairs = [[ns, renamer.rename(ns)] for ns in chosen]
         targets = [dst for _, dst in pairs]
         for dst in targets:
             try:
@@ -86,7 +106,8 @@ class MongoRestoreWork:
         if clash:
             raise PermanentError(f"several source collections would be restored into {', '.join(clash)}")
         info = self.server.ping()
-        self.details = {**origin, "namespaces": pairs, **info}
+        self.details = {**origin, "namespaces": [p for p in pairs if p[0] not in views],
+                        "views": [p for p in pairs if p[0] in views], **info}
         self.server.close()
         return self.details
 
@@ -96,28 +117,52 @@ class MongoRestoreWork:
         try:
             with self.repo.locked(exclusive=False):
                 run_parallel([self._task(ctx, sources[s], d) for s, d in todo], self.spec.parallel)
+            for src, dst in self.details.get("views", []):
+                if not ctx.step_done(VIEW + dst):
+                    ctx.step_started(VIEW + dst)
+                    ctx.step_completed(VIEW + dst, self._view(ctx, dst, meta_from_text(_meta_text(sources[src]))))
         finally:
             self.server.close()
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
-        """Each target collection holds at least the documents restored into it (exactly, after a drop)."""
+        """Every source document acknowledged by the target, and the last one found there."""
         problems, total = [], 0
+        sources = self._sources()
         try:
-            for _, dst in self.details["namespaces"]:
-                expected = (ctx.cursor(RESTORE + dst) or {}).get("docs", 0)
-                db, coll = split_ns(dst)
-                with self.server.errors(f"counting {dst}"):
-                    found = self.server.client[db][coll].count_documents({})
-                total += found
-                if found < expected or (self.spec.target.drop and self.spec.target.mode == "insert"
-                                        and found != expected):
-                    problems.append(f"{dst}: {found} documents, expected {expected}")
+            for src, dst in self.details["namespaces"]:
+                cursor = ctx.cursor(RESTORE + dst) or {}
+                source = sources[src]
+                expected = source.docs if isinstance(source, CollectionEntry) else cursor.get("docs", 0)
+                total += expected
+                if self.spec.target.verify_count or cursor.get("acked") is None:
+                    problems += self._count(dst, expected)
+                    continue
+                if cursor.get("docs", 0) != expected or cursor["acked"] != expected:
+                    problems.append(f"{dst}: {cursor.get('docs', 0)} documents read and {cursor['acked']} "
+                                    f"acknowledged by the target, expected {expected}")
+                elif cursor.get("last_id") is not None:
+                    db, coll = split_ns(dst)
+                    with self.server.errors(f"checking {dst}"):
+                        last = self.server.client[db][coll].find_one({"_id": id_from_json(cursor["last_id"])},
+                                                                     {"_id": 1})
+                    if last is None:
+                        shown = json_util.dumps(id_from_json(cursor["last_id"]))
+                        problems.append(f"{dst}: the last document restored (_id {shown}) is missing")
         finally:
             self.server.close()
         if problems:
             raise PermanentError(f"restored collections differ from the source: {'; '.join(problems[:5])}")
         return {"snapshot_id": self.details.get("snapshot_id"), "collections": len(self.details["namespaces"]),
-                "documents": total}
+                "views": len(self.details.get("views") or []), "documents": total}
+
+    def _count(self, dst: str, expected: int) -> list[str]:
+        """Count the target collection on the server: at least `expected`, exactly after a drop in insert mode."""
+        db, coll = split_ns(dst)
+        with self.server.errors(f"counting {dst}"):
+            found = self.server.client[db][coll].count_documents({})
+        if found < expected or (self.spec.target.drop and self.spec.target.mode == "insert" and found != expected):
+            return [f"{dst}: {found} documents, expected {expected}"]
+        return []
 
     # --- sources -------------------------------------------------------------------------------
 
@@ -157,15 +202,17 @@ class MongoRestoreWork:
                  dst: str) -> dict[str, Any]:
         step = RESTORE + dst
         db_name, coll_name = split_ns(dst)
-        meta = meta_from_text(source.meta if isinstance(source, CollectionEntry) else source.meta_text())
+        meta = meta_from_text(_meta_text(source))
         cursor = ctx.cursor(step) or {}
         coll = self.server.client[db_name].get_collection(coll_name, codec_options=RAW_CODEC)
         warnings = cursor.get("warnings", 0)
         if not cursor:
             warnings += self._create(ctx, relay, dst, meta)
-            relay.call(ctx.checkpoint, step, {"chunks": 0, "docs": 0, "bytes": 0, "duplicates": 0,
-                                              "warnings": warnings})
+            cursor = {"chunks": 0, "docs": 0, "bytes": 0, "duplicates": 0, "acked": 0, "last_id": None,
+                      "warnings": warnings}
+            relay.call(ctx.checkpoint, step, cursor)
         chunks, docs, nbytes, dups = (cursor.get(k, 0) for k in ("chunks", "docs", "bytes", "duplicates"))
+        acked, last_id = cursor.get("acked"), cursor.get("last_id")
         posted = None
         try:
             for chunk in self._chunks(source, chunks):
@@ -175,13 +222,18 @@ class MongoRestoreWork:
                     raw = [RawBSONDocument(bytes(d), RAW_CODEC) for d in split_docs(chunk)]
                 except BadBson as exc:
                     raise CorruptChunk(f"#{chunks}", dst, str(exc)) from exc
-                dups += self._write(coll, dst, raw, chunks)
+                written, found = self._write(coll, dst, raw, chunks)
+                dups += found
+                acked = None if acked is None else acked + written  # None: a cursor from before acks were kept
                 chunks += 1
                 docs += len(raw)
                 nbytes += len(chunk)
+                if raw:
+                    last_id = id_to_json(doc_id(raw[-1].raw))
                 # the chunk is acknowledged by the server: record it without waiting for the commit
                 posted = relay.post(ctx.checkpoint, step, {"chunks": chunks, "docs": docs, "bytes": nbytes,
-                                                           "duplicates": dups, "warnings": warnings},
+                                                           "duplicates": dups, "acked": acked, "last_id": last_id,
+                                                           "warnings": warnings},
                                     bytes_done=nbytes, items_done=docs)
         except BadBson as exc:
             raise CorruptChunk(f"#{chunks}", str(getattr(source, "bson", dst)), str(exc)) from exc
@@ -204,12 +256,14 @@ class MongoRestoreWork:
         if batch:
             yield batch
 
-    def _write(self, coll: Collection[Any], dst: str, raw: list[RawBSONDocument], chunk: int) -> int:
-        dups = 0
+    def _write(self, coll: Collection[Any], dst: str, raw: list[RawBSONDocument], chunk: int) -> tuple[int, int]:
+        acked = dups = 0
         for batch in self._batches(raw):
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 try:
-                    dups += self._write_batch(coll, dst, batch)
+                    written, found = self._write_batch(coll, dst, batch)
+                    acked += written
+                    dups += found
                     break
                 except AutoReconnect as exc:
                     try:
@@ -222,17 +276,20 @@ class MongoRestoreWork:
                             f"a batch of chunk #{chunk} while still answering pings; the batch likely holds a "
                             f"BSON type the target cannot store (FerretDB: decimal128, minKey/maxKey, "
                             f"JavaScript code, ...): {self.server.redact(str(exc))}") from exc
-        return dups
+        return acked, dups
 
-    def _write_batch(self, coll: Collection[Any], dst: str, batch: list[RawBSONDocument]) -> int:
+    def _write_batch(self, coll: Collection[Any], dst: str, batch: list[RawBSONDocument]) -> tuple[int, int]:
+        """Write one batch: (documents the server acknowledged as written or present, duplicates)."""
         try:
             if self.spec.target.mode == "upsert":
                 ops: list[ReplaceOne[Any]] = [ReplaceOne({"_id": doc_id(d.raw)}, d, upsert=True) for d in batch]
+                acked = 0
                 for start in range(0, len(ops), UPSERT_OPS):
-                    coll.bulk_write(ops[start : start + UPSERT_OPS], ordered=False)
-                return 0
-            coll.insert_many(batch, ordered=False)
-            return 0
+                    result = coll.bulk_write(ops[start : start + UPSERT_OPS], ordered=False)
+                    acked += result.matched_count + result.upserted_count
+                return acked, 0
+            inserted = coll.bulk_write([InsertOne(d) for d in batch], ordered=False).inserted_count
+            return inserted, 0
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
@@ -240,7 +297,7 @@ class MongoRestoreWork:
                 first = other[0] if other else exc.details["writeConcernErrors"][0]
                 raise MongoRefused(f"{dst}: the target refused {len(other) or 1} document(s): "
                                    f"{self.server.redact(str(first.get('errmsg')))} (code {first.get('code')})") from exc
-            return len(errors)
+            return int(exc.details.get("nInserted", 0)) + len(errors), len(errors)
         except AutoReconnect:
             raise
         except PyMongoError as exc:
@@ -284,6 +341,30 @@ class MongoRestoreWork:
             db.create_collection(coll_name, check_exists=False)
         return warned
 
+    def _view(self, ctx: RunContext, dst: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """Create a view from its definition (`viewOn`, `pipeline`, ...), after every collection."""
+        db_name, name = split_ns(dst)
+        db = self.server.client[db_name]
+        options = dict(meta.get("options") or {})
+        with self.server.errors(f"preparing view {dst}"):
+            if self.spec.target.drop:
+                db.drop_collection(name)
+            if name in db.list_collection_names(filter={"name": name}):
+                return {"ns": dst, "created": False, "warnings": 0}
+        try:
+            db.command({"create": name, **options})
+        except OperationFailure as exc:
+            message = (f"{dst}: view on {options.get('viewOn')} rejected by the target: "
+                       f"{self.server.redact(str((exc.details or {}).get('errmsg', exc)))}")
+            if self.spec.target.strict:
+                raise PermanentError(f"{message} (strict = true)") from exc
+            ctx.warn(message, VIEW + dst)
+            return {"ns": dst, "created": False, "warnings": 1}
+        except PyMongoError as exc:
+            with self.server.errors(f"creating view {dst}"):
+                raise exc
+        return {"ns": dst, "created": True, "warnings": 0}
+
     def _indexes(self, ctx: RunContext, relay: Relay, dst: str, meta: dict[str, Any]) -> int:
         db_name, coll_name = split_ns(dst)
         db = self.server.client[db_name]
@@ -303,3 +384,15 @@ class MongoRestoreWork:
                 with self.server.errors(f"creating index {name} on {dst}"):
                     raise exc
         return warned
+
+
+def _meta_text(source: CollectionEntry | DumpCollection) -> str:
+    return source.meta if isinstance(source, CollectionEntry) else source.meta_text()
+
+
+def _kind(source: CollectionEntry | DumpCollection) -> str:
+    """`collection`, `view`, ... as the source's metadata says."""
+    try:
+        return str(meta_from_text(_meta_text(source)).get("type", "collection"))
+    except ValueError:
+        return "collection"

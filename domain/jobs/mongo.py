@@ -123,6 +123,7 @@ class MongoRestoreTarget(MongoServer):
     drop: bool = False
     mode: Literal["insert", "upsert"] = "insert"
     strict: bool = False  # an index or option the target rejects fails the run instead of warning
+    verify_count: bool = False  # count each target collection at the end (a full scan on some servers)
 
     _checked = field_validator("ns_include", "ns_exclude")(_patterns)
 
