@@ -216,7 +216,7 @@ class VolumeBackupWork(FilesBackupWork):
         yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
         after = self._resume_after
         for name in sorted(v["name"] for v in self.details["volumes"]):
-            if after is not None and after and (name,) < after[:1]:
+            if after and (name,) < after[:1]:
                 continue  # the staging tree holds all of it: do not stream it again
             assert self._links is not None
             yield from volume_archive_entries(self._helper, name, list(self.spec.source.exclude), self._links.get,

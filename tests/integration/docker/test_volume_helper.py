@@ -202,24 +202,31 @@ def test_a_missing_helper_image_fails_the_restore_clearly(
 
 
 def test_helper_backup_stopped_mid_stream_resumes_without_writing_a_chunk_twice(
-        docker_peer: DockerPeer, engine: docker.DockerClient, filled: str, tmp_path: Path) -> None:
+        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], filled: str,
+        tmp_path: Path) -> None:
+    engine.volumes.create(names["other"])  # sorts first: the resumed run passes over it whole
+    run_in(engine, docker_peer.image, names["other"], "echo other > /v/o.txt")
+    volumes = [names["other"], filled]
     repo = Repository.open(tmp_path / "repo")
     ctx = MemoryRunContext(run_id="h1", stop_after_checkpoints=2)
-    work = VolumeBackupWork(backup_spec(docker_peer, [filled]), repo, "h1", SMALL, {})
+    work = VolumeBackupWork(backup_spec(docker_peer, volumes), repo, "h1", SMALL, {})
     work.details = work.prepare(ctx)
     with pytest.raises(RunStopped):
         work.run(ctx)
     assert helpers_left(engine) == [], "the helper is removed when the run stops"
     before = list(ctx.chunks_written)
-    assert before and ctx.cursors[STORE]["last"] is not None
+    assert before and ctx.cursors[STORE]["last"].startswith(filled + "/")
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
-    resumed = VolumeBackupWork(backup_spec(docker_peer, [filled]), repo, "h1", SMALL, dict(work.details))
+    resumed = VolumeBackupWork(backup_spec(docker_peer, volumes), repo, "h1", SMALL, dict(work.details))
     resumed.run(ctx)
     resumed.finish(ctx)
     assert len(ctx.chunks_written) == len(set(ctx.chunks_written)), "no chunk written twice"
-    whole = backup(docker_peer, Repository.open(tmp_path / "fresh"), "h2", [filled])
+    whole = backup(docker_peer, Repository.open(tmp_path / "fresh"), "h2", volumes)
     assert sorted(ctx.chunks_written) == sorted(whole.chunks_written)
+    tree = [e.to_line() for e in read_tree_zst(repo.tree_bytes(repo.resolve("h1")))]
+    fresh = Repository.open(tmp_path / "fresh")
+    assert tree == [e.to_line() for e in read_tree_zst(fresh.tree_bytes(fresh.resolve("h2")))]
 
 
 def test_a_leftover_helper_of_a_crashed_run_is_removed_by_the_resumed_run(
