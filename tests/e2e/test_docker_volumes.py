@@ -118,3 +118,20 @@ def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leave
 
 def helpers_of(engine: docker.DockerClient, run_id: str) -> list[str]:
     return [c.name for c in engine.containers.list(all=True, filters={"label": f"{HELPER_LABEL}={run_id}"})]
+
+
+def test_a_helper_image_missing_on_the_engine_fails_the_run_clearly_and_is_never_pulled(
+        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    tag = engine.davit_tag  # type: ignore[attr-defined]
+    data = f"davit-e2e-{tag}-data"
+    engine.volumes.create(data)
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+                                  f'access = "helper"\nhelper_image = "davit-test/absent:{tag}"\n'
+                                  f'[source]\nnames = ["{data}"]\n')
+    run = davit.wait_run_state("vols", {"succeeded", "failed"}, timeout=120)
+    assert run["state"] == "failed", run
+    assert f"helper image davit-test/absent:{tag} is not on the engine" in run["error"]
+    assert "never pulls" in run["error"]
+    assert not engine.images.list(name="davit-test/absent")
