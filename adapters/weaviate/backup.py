@@ -29,7 +29,7 @@ from adapters.repository.tuning import Tuning
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_config
 from adapters.weaviate.codec import Row, encode_rows, row_size
-from adapters.weaviate.reader import pages, prefetch
+from adapters.weaviate.reader import CollectionReader, prefetch
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import WeaviateBackupJob
 from domain.ports import RunContext
@@ -203,9 +203,9 @@ class _Export:
             self._set_status(unit["name"], ACTIVE)
         rows: list[Row] = []
         size = 0
-        source = pages(self.server, self.name, tenant, self.config, self.cursor["after"], PAGE_SIZE)
-        for page in prefetch(source, depth=PREFETCH_PAGES):
-            for row in page:
+        reader = CollectionReader(self.server, self.name, tenant, self.config)
+        for page in prefetch(reader.pages(self.cursor["after"], PAGE_SIZE), depth=PREFETCH_PAGES):
+            for row in reader.rows(page):
                 rows.append(row)
                 size += row_size(row)
                 if len(rows) >= self.src.chunk_objects or size >= self.src.chunk_bytes:

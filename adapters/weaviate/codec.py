@@ -182,13 +182,15 @@ def _rows_of(batch: pa.RecordBatch) -> list[Row]:
 
 
 class PackedVector(list[float]):
-    """A vector kept as its float32 values until the client packs it for the wire.
+    """A vector kept as its float32 values: until the client packs it for the wire (restore),
+    or from the wire to the chunk (backup, see `decoding`).
 
     The client accepts a vector only if it is a list (or numpy and the like) and packs it by
     iterating it; so this is a list in type only, whose length, items and iteration come from
     the float32 view it holds. The Python floats of one vector then exist only while it is
     packed, instead of all of a batch's in flight (about 12 KB a 384-dim vector as floats,
-    1.5 KB as float32). The list storage itself stays empty."""
+    1.5 KB as float32). The list storage itself stays empty, so code that reads lists at the
+    C level (pyarrow, json) sees an empty list: give such code `tobytes()` or `tolist()`."""
 
     __slots__ = ("_values",)
 
@@ -218,6 +220,9 @@ class PackedVector(list[float]):
 
     def tolist(self) -> list[float]:
         return cast(list[float], self._values.tolist())
+
+    def tobytes(self) -> bytes:
+        return self._values.tobytes()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and self.tolist() == list(other)

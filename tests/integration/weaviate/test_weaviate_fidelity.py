@@ -149,3 +149,14 @@ def rest_properties(peer: WeaviatePeer, name: str, uid: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{peer.host}:{peer.http_port}/v1/objects/{name}/{uid}") as response:
         properties: dict[str, Any] = json.load(response)["properties"]
         return properties
+
+
+def test_other_client_reads_in_the_process_still_get_python_floats_and_datetimes(
+        weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path) -> None:
+    from datetime import datetime
+
+    run_backup(open_repo(tmp_path), backup_spec(weaviate_peer, collections=[seeded["articles"]]), "snap1")
+    # The backup's decoding adjustments are installed now; a caller of the client sees none.
+    objects = client.collections.get(seeded["articles"]).query.fetch_objects(limit=5, include_vector=True).objects
+    assert objects and all(type(o.vector["default"]) is list and len(o.vector["default"]) == 16 for o in objects)
+    assert all(type(o.properties["date"]) is datetime for o in objects)
