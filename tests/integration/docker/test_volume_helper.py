@@ -23,10 +23,19 @@ from adapters.docker.restore import VolumeRestoreWork
 from adapters.files.tree import read_tree_zst
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
-from domain.errors import CorruptChunk, RunStopped, TargetNotEmpty
+from domain.errors import CorruptChunk, PermanentError, RunStopped, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
-from tests.integration.docker.test_volume_adapter import SMALL, engine, mountpoint, names, run_in, run_work
+from tests.integration.docker.test_volume_adapter import (
+    SMALL,
+    WatchingContext,
+    app_container,
+    engine,
+    mountpoint,
+    names,
+    run_in,
+    run_work,
+)
 from tests.peers.state import DockerPeer, SshPeer
 
 __all__ = ["engine", "names"]  # fixtures shared with the mountpoint scenarios
@@ -76,7 +85,7 @@ def helpers_left(engine: docker.DockerClient) -> list[str]:
 
 def backup_spec(peer: DockerPeer, volumes: list[str], access: str = "helper",
                 image: str | None = None) -> VolumeBackupJob:
-    return VolumeBackupJob(name="vols", kind="volume.backup", engine=peer.host, access=access,  # type: ignore[arg-type]
+    return VolumeBackupJob(name="vols", kind="volume.backup", engine=peer.host, access=access, stop_timeout=1,  # type: ignore[arg-type]
                            helper_image=image or peer.image, source={"names": volumes})  # type: ignore[arg-type]
 
 
@@ -326,3 +335,17 @@ def test_helper_access_without_a_helper_image_fails_naming_the_setting(
     work = VolumeBackupWork(spec, Repository.open(tmp_path / "repo"), "h1", SMALL, {})
     with pytest.raises(HelperAccessNotAvailable, match="sets no helper_image"):
         work.prepare(MemoryRunContext())
+
+
+def test_a_failed_helper_backup_removes_its_helper_and_starts_the_stopped_app_again(
+        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], filled: str,
+        tmp_path: Path) -> None:
+    app_container(engine, docker_peer.image, names)
+    ctx = WatchingContext(engine, names["app"], fail_store=True)
+    work = VolumeBackupWork(backup_spec(docker_peer, [filled]), Repository.open(tmp_path / "repo"), "h1", SMALL, {})
+    work.details = work.prepare(ctx)
+    with pytest.raises(PermanentError, match="disk on fire"):
+        work.run(ctx)
+    assert ctx.seen == ["exited"], "the app was stopped while the helper read its volume"
+    assert helpers_left(engine) == []
+    assert engine.containers.get(names["app"]).status == "running"
