@@ -9,8 +9,10 @@ Same server, same data, same run. The backup ceiling is a bare `find_raw_batches
 mongorestore cannot be had on these machines (see README), so they are not compared. davit
 runs as an operator runs it: `davitd --home H` as a subprocess, job files dropped into
 `H/jobs.d/`; its time is taken from the run's own events (RunPreparing -> RunSucceeded, so
-connecting, publishing and verifying count; the data steps alone are printed too: a restore's
-verification counts each collection, a full scan on FerretDB) and its peak RSS is the daemon's VmHWM (start-up
+connecting, publishing and verifying count; the data steps alone are printed too. A restore
+verifies by the server's acknowledgements recorded per chunk and an `_id` lookup of the last
+document, not by counting the collection, a full scan on FerretDB; the benchmark counts the
+copy itself afterwards, outside the timing) and its peak RSS is the daemon's VmHWM (start-up
 included). Baselines run in a child process that reports its own peak RSS.
 """
 
