@@ -37,7 +37,6 @@ from domain.ports import RunContext
 PUBLISH, RETENTION = "publish", "retention"
 EXPORT = "export:"
 ACTIVE = "ACTIVE"
-PAGE_SIZE = 200
 PREFETCH_PAGES = 2
 
 
@@ -204,7 +203,7 @@ class _Export:
         rows: list[Row] = []
         size = 0
         reader = CollectionReader(self.server, self.name, tenant, self.config)
-        for page in prefetch(reader.pages(self.cursor["after"], PAGE_SIZE), depth=PREFETCH_PAGES):
+        for page in prefetch(reader.pages(self.cursor["after"], self.src.page_objects), depth=PREFETCH_PAGES):
             for row in reader.rows(page):
                 rows.append(row)
                 size += row_size(row)
