@@ -55,7 +55,9 @@ def _linked_content(links: Callable[[], Any], member: tarfile.TarInfo,
     try:
         for target, content in members(reader, what):
             if content is not None:
-                yield _entry(member, path, FILE, target.size), content
+                entry = _entry(member, path, FILE, target.size)
+                entry.hardlink_to = member.linkname  # the first path of the inode, as the walk records it
+                yield entry, content
             return
     finally:
         reader.close()
@@ -104,14 +106,17 @@ def volume_archive_entries(container: Any, volume: str, exclude: list[str], link
         reader.close()
 
 
-def tar_header(entry: Entry, name: str) -> bytes:
-    """The PAX header block(s) of `entry` stored as `name`."""
+def tar_header(entry: Entry, name: str, hardlink_to: str | None = None) -> bytes:
+    """The PAX header block(s) of `entry` stored as `name`; with `hardlink_to`, a hard link to
+    that member (no content follows)."""
     info = tarfile.TarInfo(name)
     info.type = {DIR: tarfile.DIRTYPE, FILE: tarfile.REGTYPE, LINK: tarfile.SYMTYPE}[entry.type]
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
     info.size = entry.size if entry.type == FILE else 0
     info.linkname = entry.target or "" if entry.type == LINK else ""
+    if hardlink_to is not None and entry.type == FILE:
+        info.type, info.linkname, info.size = tarfile.LNKTYPE, hardlink_to, 0
     seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
     info.mtime = seconds
     if nanos:

@@ -19,13 +19,13 @@ what the staging tree holds.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker
-import zstandard
 
 from adapters.docker.archive import volume_archive_entries
 from adapters.docker.engine import (
@@ -232,8 +232,6 @@ class VolumeBackupWork(FilesBackupWork):
                 stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
                 stats["bytes"] += entry.size
                 stats["chunk_refs"] += len(entry.chunks)
-            fh.seek(0)
-            tree_zst = zstandard.ZstdCompressor(level=self.tuning.compression_level).compress(fh.read())
         store = ctx.cursor(STORE) or {}
         manifest = {
             "id": self.run_id, "job": self.spec.name, "kind": "volumes", "run_id": self.run_id,
@@ -243,8 +241,7 @@ class VolumeBackupWork(FilesBackupWork):
             "parent": self.details.get("parent"),
             "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
         }
-        self.repo.publish_snapshot(manifest, tree_zst)
-        import shutil
-
+        with open(tree_path, "rb") as fh:
+            self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
         shutil.rmtree(self.staging, ignore_errors=True)
         return {"snapshot_id": self.run_id, **stats}

@@ -40,7 +40,7 @@ from adapters.docker.helper_restore import (
     volume_holds_data,
 )
 from adapters.files.restore import FilesRestoreWork
-from adapters.files.tree import Entry, read_tree_zst
+from adapters.files.tree import Entry, read_lines
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -51,15 +51,19 @@ from domain.ports import RunContext
 
 
 def volume_entries(entries: Iterator[Entry], volume: str) -> Iterator[Entry]:
-    """The entries under top-level directory `volume`, re-rooted ("volume/x" -> "x")."""
+    """The entries under top-level directory `volume`, re-rooted ("volume/x" -> "x"), hard
+    links too (one to a path outside the volume is restored as a plain file)."""
     prefix = volume + "/"
     for entry in entries:
         if entry.path == volume:
             entry.path = "."
-            yield entry
         elif entry.path.startswith(prefix):
             entry.path = entry.path[len(prefix):]
-            yield entry
+        else:
+            continue
+        if entry.hardlink_to is not None:
+            entry.hardlink_to = entry.hardlink_to[len(prefix):] if entry.hardlink_to.startswith(prefix) else None
+        yield entry
 
 
 class VolumeRestoreWork(FilesRestoreWork):
@@ -74,7 +78,7 @@ class VolumeRestoreWork(FilesRestoreWork):
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
-        if not any(True for _ in volume_entries(read_tree_zst(self.repo.tree_bytes(snap)), self.volume_spec.volume)):
+        if not any(True for _ in volume_entries(read_lines(self.repo.open_tree(snap)), self.volume_spec.volume)):
             raise SnapshotNotFound(f"volume {self.volume_spec.volume} in snapshot {snap.id}"
                                    + (f" (it holds {', '.join(names)})" if names else ""))
         engine = redact(engine_address(self.volume_spec.engine))
@@ -174,7 +178,7 @@ class VolumeRestoreWork(FilesRestoreWork):
                 "entries": count}
 
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
-        return volume_entries(read_tree_zst(self.repo.tree_bytes(snap)), self.details["volume"])
+        return volume_entries(read_lines(self.repo.open_tree(snap)), self.details["volume"])
 
 
 def _writable_mountpoint(volume: VolumeRef) -> Path | None:

@@ -79,6 +79,11 @@ def exact_digest(path: Path) -> dict[str, tuple[object, ...]]:
     return tree_digest(path, 1)
 
 
+def hard_linked(root: Path) -> bool:
+    """FILL's `hardlink` is the same inode as `greeting` again."""
+    return (root / "hardlink").stat().st_ino == (root / "greeting").stat().st_ino
+
+
 def helpers_left(engine: docker.DockerClient) -> list[str]:
     return [c.name for c in engine.containers.list(all=True, filters={"label": HELPER_LABEL})]
 
@@ -127,6 +132,7 @@ def test_helper_backup_and_helper_restore_give_the_same_bytes_modes_links_and_mt
     summary = restore(docker_peer.host, docker_peer.image, repo, "r1", filled, names["restored"], "h1")
     assert summary["entries"] == 12  # the volume and its 11 entries (the backup adds the snapshot root)
     assert seconds_digest(mountpoint(engine, names["restored"])) == seconds_digest(mountpoint(engine, filled))
+    assert hard_linked(mountpoint(engine, names["restored"]))
 
 
 def test_snapshots_of_both_paths_hold_the_same_tree_up_to_mtime_precision(
@@ -137,8 +143,8 @@ def test_snapshots_of_both_paths_hold_the_same_tree_up_to_mtime_precision(
     by_mount, by_helper = (list(read_tree_zst(repo.tree_bytes(repo.resolve(s)))) for s in ("by-mount", "by-helper"))
 
     def comparable(entries: list[Any]) -> list[tuple[object, ...]]:
-        return [(e.path, e.type, e.mode, e.uid, e.gid, e.size, e.target, e.chunks, e.mtime_ns // 10**9)
-                for e in entries]
+        return [(e.path, e.type, e.mode, e.uid, e.gid, e.size, e.target, e.chunks, e.mtime_ns // 10**9,
+                 e.hardlink_to) for e in entries]
 
     assert comparable(by_helper) == comparable(by_mount)
     assert later.chunks_written == [], "content stored through the mountpoint is not stored again"
@@ -151,6 +157,7 @@ def test_a_snapshot_made_through_the_mountpoint_restores_through_the_helper_to_t
     backup(docker_peer, repo, "by-mount", [filled], access="mountpoint")
     restore(docker_peer.host, docker_peer.image, repo, "r1", filled, names["restored"], "by-mount")
     assert exact_digest(mountpoint(engine, names["restored"])) == exact_digest(mountpoint(engine, filled))
+    assert hard_linked(mountpoint(engine, names["restored"]))
 
 
 def test_a_snapshot_made_through_the_helper_restores_through_the_mountpoint(
@@ -161,6 +168,7 @@ def test_a_snapshot_made_through_the_helper_restores_through_the_mountpoint(
     restore(docker_peer.host, docker_peer.image, repo, "r1", filled, names["restored"], "by-helper",
             access="mountpoint")
     assert seconds_digest(mountpoint(engine, names["restored"])) == seconds_digest(mountpoint(engine, filled))
+    assert hard_linked(mountpoint(engine, names["restored"]))
 
 
 def test_a_second_helper_backup_of_unchanged_content_stores_no_new_chunks(
