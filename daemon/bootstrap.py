@@ -35,6 +35,17 @@ class Parts:
                 self._repos[name] = open_repository(self.settings, name)
             return self._repos[name]
 
+    def apply(self, settings: Settings) -> None:
+        """New settings for the runs that start from now on. A repository whose section changed
+        is opened again when next needed; runs already using it keep the one they have."""
+        with self._lock:
+            old = self.settings.model.repositories
+            for name in list(self._repos):
+                if settings.model.repositories.get(name) != old.get(name) or \
+                        settings.repositories.get(name) != self.settings.repositories.get(name):
+                    del self._repos[name]
+            self.settings = settings
+
     @property
     def tuning(self) -> Tuning:
         return self.settings.model.data_path.tuning()

@@ -98,6 +98,7 @@ class Settings:
     jobs_dir: Path
     state_dir: Path
     repositories: dict[str, Path]
+    state_root: Path
 
     @property
     def db_path(self) -> Path:
@@ -120,7 +121,26 @@ def load_settings(home: Path | None = None, config_file: Path | None = None) -> 
         conf_dir = Path(os.environ.get("CONFIGURATION_DIRECTORY", "/etc/davit").split(":")[0])
         config_file = config_file or conf_dir / "davit.toml"
         state_root = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/davit").split(":")[0])
-    model = read_config(config_file)
+    return _settings(config_file, read_config(config_file), state_root)
+
+
+def reload_settings(current: Settings) -> Settings:
+    """The settings as the config file says now (same file, same state root); `InvalidConfig`
+    if it no longer validates."""
+    return _settings(current.config_file, read_config(current.config_file), current.state_root)
+
+
+def changed_fields(old: ConfigModel, new: ConfigModel) -> list[str]:
+    """Dotted names of the settings that differ, e.g. `daemon.max_parallel_runs`, `repositories.offsite`."""
+    before, after = old.model_dump(), new.model_dump()
+    out = []
+    for section in sorted(set(before) | set(after)):
+        a, b = before.get(section) or {}, after.get(section) or {}
+        out += [f"{section}.{key}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return out
+
+
+def _settings(config_file: Path, model: ConfigModel, state_root: Path) -> Settings:
     base = config_file.parent
 
     def under(root: Path, value: str) -> Path:
@@ -132,6 +152,7 @@ def load_settings(home: Path | None = None, config_file: Path | None = None) -> 
         jobs_dir=under(base, model.daemon.jobs_dir),
         state_dir=under(state_root, model.daemon.state_dir),
         repositories={name: under(state_root, r.path) for name, r in model.repositories.items()},
+        state_root=state_root,
     )
 
 

@@ -1,6 +1,11 @@
 """davitd's supervisor: start-up recovery, the jobs watcher, the scheduler, CLI requests, and
 dispatching runs to the executor with bounded parallelism.
 
+SIGHUP (`systemctl reload davit`) re-reads the config file: an invalid one is rejected with
+an event naming field and reason and the daemon keeps what it had; a valid one applies to the
+runs that start from then on (parallelism, retry policy, data path, repositories, log level),
+and a change that needs a restart (jobs or state directory) is named in `ConfigReloaded`.
+
 Start-up: take the state directory's lock (one daemon per log), record `DaemonStarted`, fold
 every run; a run found preparing, running or verifying had no live owner, so it is recorded
 `interrupted` with the reason and requeued; then the jobs directory is synced. A job without
@@ -15,6 +20,7 @@ import fcntl
 import logging
 import os
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
@@ -23,12 +29,13 @@ from anyio.abc import TaskGroup
 
 from daemon import executor as ex
 from daemon.bootstrap import Parts
+from daemon.config import changed_fields, reload_settings
 from daemon.jobs import JobRegistry, JobState
 from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
-from domain.errors import ConcurrencyError, IllegalTransition, PermanentError
+from domain.errors import ConcurrencyError, IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold
 from domain.schedule import due_fire
@@ -37,6 +44,7 @@ from eventstore.sqlite import SqliteEventStore
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
 RESCAN_MS = 2000
+RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
 
 
 class Supervisor:
@@ -94,10 +102,38 @@ class Supervisor:
         return fd
 
     async def _wait_for_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload()
+                    continue
                 log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
                 return
+
+    async def _reload(self) -> None:
+        file = str(self.settings.config_file)
+        try:
+            new = reload_settings(self.settings)
+        except InvalidConfig as exc:
+            log.error("config not reloaded, keeping the current one: %s", exc)
+            await append_unordered(self.store, ev.DAEMON_STREAM, ev.ConfigRejected(
+                file=file, problems=[{"field": p.field, "reason": p.reason} for p in exc.problems]))
+            return
+        changed = changed_fields(self.settings.model, new.model)
+        needs_restart = [f for f in changed if f in RESTART_ONLY]
+        # Until a restart, the directories stay those the daemon started with.
+        kept = {name.split(".", 1)[1]: getattr(self.settings.model.daemon, name.split(".", 1)[1]) for name in needs_restart}
+        model = new.model.model_copy(update={"daemon": new.model.daemon.model_copy(update=kept)})
+        new = replace(new, model=model, jobs_dir=self.settings.jobs_dir, state_dir=self.settings.state_dir)
+        self.settings = new
+        self.parts.apply(new)
+        self.limiter.total_tokens = new.model.daemon.max_parallel_runs + 2
+        logging.getLogger().setLevel(new.model.daemon.log_level.upper())
+        await append_unordered(self.store, ev.DAEMON_STREAM,
+                               ev.ConfigReloaded(file=file, changed=changed, needs_restart=needs_restart))
+        log.info("config reloaded from %s: %s%s", file, ", ".join(changed) or "nothing changed",
+                 f"; restart davitd to apply {', '.join(needs_restart)}" if needs_restart else "")
+        self.wakeup.set()
 
     async def _shutdown(self) -> None:
         self.stopping = True
@@ -210,8 +246,8 @@ class Supervisor:
     # --- requests from the CLI -----------------------------------------------------------------
 
     async def _requests_loop(self) -> None:
-        poll = self.settings.model.daemon.request_poll_seconds
         while True:
+            poll = self.settings.model.daemon.request_poll_seconds
             batch = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
             batch = [b for b in batch if b.stream == ev.REQUESTS_STREAM]
             for stored in batch:
@@ -271,8 +307,8 @@ class Supervisor:
     # --- dispatch ------------------------------------------------------------------------------
 
     async def _dispatch_loop(self, tg: TaskGroup) -> None:
-        max_parallel = self.settings.model.daemon.max_parallel_runs
         while True:
+            max_parallel = self.settings.model.daemon.max_parallel_runs
             self.wakeup = anyio.Event()
             busy_jobs = {self.runs[r].job for r in self.handles}
             queued = sorted(

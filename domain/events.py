@@ -90,6 +90,21 @@ class DaemonStopped(Event):
     reason: str
 
 
+class ConfigReloaded(Event):
+    """The daemon re-read its config (SIGHUP, `systemctl reload davit`) and applies it to new runs."""
+
+    file: str
+    changed: list[str]
+    needs_restart: list[str] = []
+
+
+class ConfigRejected(Event):
+    """A reload found the config invalid; the daemon keeps the settings it had."""
+
+    file: str
+    problems: list[dict[str, str]]
+
+
 class JobFileRejected(Event):
     file: str
     problems: list[dict[str, str]]
@@ -235,7 +250,7 @@ class RetentionApplied(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
-        DaemonStarted, DaemonStopped, JobFileRejected, RequestsHandled,
+        DaemonStarted, DaemonStopped, ConfigReloaded, ConfigRejected, JobFileRejected, RequestsHandled,
         JobDefined, JobRetired, JobRunTriggered,
         RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
         RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,

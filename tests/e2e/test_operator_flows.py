@@ -235,7 +235,7 @@ def test_the_service_unit_declares_notify_watchdog_directories_and_sandboxing() 
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
     for directive in ("Type=notify", "WatchdogSec=", "StateDirectory=davit", "ConfigurationDirectory=davit",
                       "ProtectSystem=strict", "ProtectHome=", "NoNewPrivileges=true", "PrivateTmp=true",
-                      "ReadWritePaths=/var/lib/davit"):
+                      "ReadWritePaths=/var/lib/davit", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert directive in unit, directive
 
 
