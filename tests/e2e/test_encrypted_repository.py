@@ -10,6 +10,20 @@ from tests.e2e.conftest import Davit, tree_digest, write_job
 PASSPHRASE = "tr0ub4dor&3-but-longer"
 
 
+def encrypted_config(key_file: Path) -> str:
+    return f'[repositories.local]\npath = "repository"\npassphrase_file = "{key_file}"\n'
+
+
+def start_with_a_backed_up_job(davit: Davit, source: Path, key_file: Path) -> None:
+    """A daemon on an encrypted repository, a backup job `home` of `source`, and its first snapshot."""
+    davit.configure(encrypted_config(key_file))
+    davit.start()
+    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
+                                  f'[source]\npath = "{source}"\n')
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
+    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+
+
 def test_an_encrypted_repository_backs_up_verifies_and_restores_without_the_passphrase_showing(
         davit: Davit, tmp_path: Path) -> None:
     source = tmp_path / "source"
@@ -19,12 +33,7 @@ def test_an_encrypted_repository_backs_up_verifies_and_restores_without_the_pass
     key_file = tmp_path / "passphrase"
     key_file.write_text(PASSPHRASE + "\n")
     key_file.chmod(0o600)
-    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{key_file}"\n')
-    davit.start()
-    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
-                                  f'[source]\npath = "{source}"\n')
-    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
-    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+    start_with_a_backed_up_job(davit, source, key_file)
     [snap] = davit.json_lines("snapshots")
     assert "0 problems" in davit.cli("verify", snap["id"]).stdout
 
@@ -50,12 +59,7 @@ def test_a_missing_passphrase_fails_the_run_clearly_and_the_daemon_keeps_going(d
     (source / "a.txt").write_text("a")
     key_file = tmp_path / "passphrase"
     key_file.write_text(PASSPHRASE)
-    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{key_file}"\n')
-    davit.start()
-    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
-                                  f'[source]\npath = "{source}"\n')
-    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
-    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+    start_with_a_backed_up_job(davit, source, key_file)
 
     key_file.unlink()  # the daemon still has the repository open; a restarted one has no key
     davit.stop()
@@ -75,12 +79,7 @@ def test_an_operator_changes_the_passphrase_and_the_repository_keeps_its_snapsho
     old_file, new_file = tmp_path / "old.pass", tmp_path / "new.pass"
     old_file.write_text(PASSPHRASE)
     new_file.write_text("a brand new passphrase")
-    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{old_file}"\n')
-    davit.start()
-    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
-                                  f'[source]\npath = "{source}"\n')
-    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
-    assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+    start_with_a_backed_up_job(davit, source, old_file)
 
     changed = davit.cli("repository", "passphrase", "local", "--new-passphrase-file", str(new_file))
     assert "passphrase changed" in changed.stdout
@@ -89,7 +88,7 @@ def test_an_operator_changes_the_passphrase_and_the_repository_keeps_its_snapsho
     assert again.returncode == 2 and "passphrase does not open" in again.stderr  # the config still names the old one
 
     davit.stop()
-    davit.configure(f'[repositories.local]\npath = "repository"\npassphrase_file = "{new_file}"\n')
+    davit.configure(encrypted_config(new_file))
     davit.start()
     [snap] = davit.json_lines("snapshots")
     assert "0 problems" in davit.cli("verify", snap["id"]).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,13 @@ def test_a_missing_source_fails_with_a_clear_error(repo: Repository, tmp_path: P
 
 def test_retention_forgets_old_snapshots_and_keeps_every_chunk_still_referenced(tmp_path: Path,
                                                                                 repo: Repository) -> None:
+    assert_retention_keeps_what_remaining_snapshots_need(repo, tmp_path, lambda: Repository.open(repo.root))
+
+
+def assert_retention_keeps_what_remaining_snapshots_need(repo: Repository, tmp_path: Path,
+                                                         reopen: Callable[[], Repository]) -> None:
+    """Four backups with one file changing each time, keep the last two: what they reference
+    stays (every remaining snapshot restores completely), the rest is pruned."""
     from adapters.repository.retention import apply_retention
     from domain.jobs import Retention
 
@@ -216,8 +224,8 @@ def test_retention_forgets_old_snapshots_and_keeps_every_chunk_still_referenced(
     assert sorted(result["forgotten"]) == ["b0", "b1"]
     assert result["packs_deleted"] + result["packs_rewritten"] >= 1
     assert len(list((repo.root / "index").glob("*.idx"))) <= packs_before
-    for snap in ("b2", "b3"):  # every remaining snapshot still restores completely
-        restore(Repository.open(repo.root), tmp_path / f"out-{snap}", snapshot=snap)
+    for snap in ("b2", "b3"):
+        restore(reopen(), tmp_path / f"out-{snap}", snapshot=snap)
         assert (tmp_path / f"out-{snap}" / "stable.bin").read_bytes() == (source / "stable.bin").read_bytes()
 
 

@@ -15,10 +15,15 @@ import pytest
 from adapters.repository.crypto import RepositoryKeyError
 from adapters.repository.packs import decode_index, pack_path
 from adapters.repository.repository import Repository
-from adapters.repository.retention import apply_retention
 from domain.errors import CorruptChunk
-from domain.jobs import Retention
-from tests.integration.test_files_adapter import backup, make_tree, restore, snapshot_of, without_excluded
+from tests.integration.test_files_adapter import (
+    assert_retention_keeps_what_remaining_snapshots_need,
+    backup,
+    make_tree,
+    restore,
+    snapshot_of,
+    without_excluded,
+)
 
 PASSPHRASE = "correct horse battery staple"
 MARKER = b"THE-PLAINTEXT-MARKER-7f3a"
@@ -123,18 +128,8 @@ def test_a_sealed_tree_swapped_between_snapshots_does_not_open(source: Path, rep
 
 def test_pruning_an_encrypted_repository_keeps_every_remaining_snapshot_restorable(
         tmp_path: Path, repo: Repository) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "stable.bin").write_bytes(os.urandom(100_000))
-    for i in range(4):
-        (source / "changing.bin").write_bytes(os.urandom(100_000))
-        backup(repo, source, f"b{i}")
-    result = apply_retention(repo, "job", Retention(keep_last=2))
-    assert sorted(result["forgotten"]) == ["b0", "b1"]
-    assert result["packs_deleted"] + result["packs_rewritten"] >= 1
-    for snap in ("b2", "b3"):
-        restore(Repository.open(repo.root, passphrase=PASSPHRASE), tmp_path / f"out-{snap}", snapshot=snap)
-        assert (tmp_path / f"out-{snap}" / "stable.bin").read_bytes() == (source / "stable.bin").read_bytes()
+    assert_retention_keeps_what_remaining_snapshots_need(
+        repo, tmp_path, lambda: Repository.open(repo.root, passphrase=PASSPHRASE))
 
 
 def test_changing_the_passphrase_rewrites_only_the_sealed_key(repo: Repository, source: Path, tmp_path: Path) -> None:
