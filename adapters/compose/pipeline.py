@@ -3,12 +3,12 @@
 `tar c` of the item (GNU tar, names sorted, numeric owners: a stopped source gives the same
 stream every time) is cut into fixed-size chunks, each named by the sha256 of its bytes and
 zstd-compressed in worker threads. The chunks go in order over one SSH channel to a store
-writer on the target, which files each under its name (`dd` into `incoming/`, then a rename)
-and acknowledges it; as soon as a chunk is acknowledged, or found already in the store, its
-name goes to an unpacker on a second channel that streams stored chunks, decompressed, into
-`tar x`. Reading, hashing, compressing, sending and unpacking therefore all overlap; at most
-`AHEAD` chunks wait in memory; a chunk the store already holds is never sent again, so a
-resumed migration sends only what is missing.
+writer on the target, which files each under its name and acknowledges it once whole; as
+soon as a chunk is acknowledged, or found already in the store, its name goes to an unpacker
+on a second channel that streams stored chunks, decompressed, into `tar x`. Reading,
+hashing, compressing, sending and unpacking therefore all overlap; at most `AHEAD` chunks
+wait in memory; a chunk the store already holds is never sent again, so a resumed migration
+sends only what is missing.
 """
 
 from __future__ import annotations
@@ -63,13 +63,16 @@ def tar_command(item: Item) -> list[str]:
 
 
 def store_command(store: str) -> str:
-    """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk; files it, then prints NAME. A chunk cut
-    short (the sender died: `dd` then ends at EOF without an error) never enters the store."""
-    return (f"cd {q(store)} && mkdir -p chunks incoming && "
-            "while IFS=' ' read -r c n; do "
-            "dd of=\"incoming/$c\" bs=\"$n\" count=1 iflag=fullblock status=none && "
-            "[ \"$(stat -c %s \"incoming/$c\")\" = \"$n\" ] && "
-            "mv -f \"incoming/$c\" \"chunks/$c.zst\" && echo \"$c\" || exit 1; done")
+    """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; writes each
+    chunk into the store and prints its name once the stream went on past it (`dd` ends a cut
+    stream without an error, so only what follows a chunk proves it whole). The chunk being
+    written is named in `writing` first: `present_chunks` drops it if the sender went away.
+    One process per chunk (`dd`): forks are dear on a loaded host."""
+    return (f"cd {q(store)} && mkdir -p chunks && p= && "
+            "while IFS=' ' read -r c n; do : > writing; [ -n \"$p\" ] && echo \"$p\"; "
+            "[ \"$c\" = END ] && exit 0; "
+            "echo \"$c\" > writing && dd of=\"chunks/$c.zst\" bs=\"$n\" count=1 iflag=fullblock status=none "
+            "|| exit 1; p=$c; done; exit 1")
 
 
 def unpack_command(chunks: str, unpack: str) -> str:
@@ -223,6 +226,7 @@ async def _move(conn: asyncssh.SSHClientConnection, host: RemoteHost, store: str
             if acks.done():
                 break  # the store writer stopped early: its status says why
             hand_over()
+        writer.stdin.write(b"END 0\n")
         writer.stdin.write_eof()
         await acks
         done = await writer.wait()

@@ -2,9 +2,9 @@
 
 Everything goes through one verified asyncssh connection (`adapters/ssh/remote.py`): shell
 commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
-target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a chunk is written into
-`incoming/` and only renamed into the store once it arrived whole, so a chunk in the store is
-always complete and a resumed transfer sends only what the store lacks (the streaming itself
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); the one chunk that may be cut
+short (its sender went away) is named in `writing` and dropped before the store is listed,
+so a listed chunk is always complete and a resumed transfer sends only what the store lacks (the streaming itself
 is `adapters/compose/pipeline.py`). A volume is unpacked by `tar -x` in a helper container (a
 local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
 """
@@ -100,9 +100,10 @@ def preflight(host: RemoteHost, layout: TargetLayout, items: list[Item], helper_
 
 def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     """The chunks already in the target's store (complete by construction), with their sizes."""
-    out = host.run(f"mkdir -p {q(layout.chunks)} {q(layout.store)}/incoming && "
-                   f"rm -rf {q(layout.store)}/incoming/* && cd {q(layout.chunks)} && "
-                   "for f in *.zst; do [ -e \"$f\" ] && stat -c '%n %s' -- \"$f\"; done; true").stdout
+    # a chunk the store writer was writing when its sender went away may be cut short: drop it
+    out = host.run(f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
+                   "if [ -s writing ]; then read -r w < writing; rm -f \"chunks/$w.zst\"; fi; : > writing; "
+                   "cd chunks && for f in *.zst; do [ -e \"$f\" ] && stat -c '%n %s' -- \"$f\"; done; true").stdout
     found: dict[str, int] = {}
     for line in out.splitlines():
         name, _, size = line.partition(" ")

@@ -1,6 +1,6 @@
 """The migration's data pipeline against the real sshd: a directory moved to the target is
 identical there; a chunk met twice goes over the wire once; a second move of the same data
-sends nothing; a chunk cut short never enters the target's store."""
+sends nothing; a chunk cut short is never listed as present in the target's store."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_a_moved_directory_is_identical_on_the_target_and_a_second_move_sends_no
     assert digest(tmp_path / "target" / "one") == digest(source) == digest(tmp_path / "target" / "two")
 
 
-def test_a_chunk_cut_short_by_a_lost_sender_never_enters_the_store(ssh_peer: SshPeer, tmp_path: Path) -> None:
+def test_a_chunk_cut_short_by_a_lost_sender_is_not_listed_as_present(ssh_peer: SshPeer, tmp_path: Path) -> None:
     layout = TargetLayout(str(tmp_path / "target"), "proj")
     with connect(address(ssh_peer)) as host:
         present_chunks(host, layout)
@@ -62,3 +62,5 @@ def test_a_chunk_cut_short_by_a_lost_sender_never_enters_the_store(ssh_peer: Ssh
         result = host.run(store_command(layout.store), input=b"abc 1000\n" + b"x" * 10, check=False)
         assert result.status != 0 and result.stdout == ""
         assert present_chunks(host, layout) == {}
+        whole = host.run(store_command(layout.store), input=b"abc 1000\n" + b"x" * 1000 + b"END 0\n")
+        assert whole.stdout == "abc\n" and present_chunks(host, layout) == {"abc": 1000}
