@@ -3,8 +3,9 @@
 `RunRecorder.record` refuses an event the run machine would refuse (before anything is
 written), appends with the run's current version as the expected version, and applies what
 was stored to the in-memory fold, so `view` is always what replaying the log would give.
-`WorkerContext` is the `RunContext` handed to blocking adapter code in a worker thread: each
-call that records something blocks until the event is durable.
+`WorkerContext` is the `RunContext` handed to blocking adapter code in worker threads (any
+thread: it holds the event loop's token): each call that records something blocks until the
+event is durable.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio.from_thread
+import anyio.lowlevel
 
 from domain import events as ev
 from domain.errors import ConcurrencyError, RunStopped
@@ -82,9 +84,11 @@ class WorkerContext:
         self.run_id = recorder.run_id
         self._stop = stop
         self._stop_reason = stop_reason
+        # Made on the event loop, so threads the adapter starts itself can record too.
+        self._loop = anyio.lowlevel.current_token()
 
     def _record(self, event: ev.Event) -> None:
-        anyio.from_thread.run(self.recorder.record, event)
+        anyio.from_thread.run(self.recorder.record, event, token=self._loop)
 
     def cursor(self, step: str) -> dict[str, Any] | None:
         found = self.recorder.view.steps.get(step)

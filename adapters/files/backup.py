@@ -210,7 +210,7 @@ class _Store:
         self.last_checkpoint = time.monotonic()
         self.parent = ParentCursor(self._parent_entries())
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
-        self.sealing: tuple[Future[list[bytes]], dict[str, Any]] | None = None
+        self.sealing: Future[None] | None = None
 
     def _parent_entries(self) -> Any:
         parent = self.work._parent()
@@ -323,11 +323,12 @@ class _Store:
         self.record_sealed(wait=True)
         pack, self.pack = self.pack, None
         self.tree.flush()
-        cursor = {"tree_bytes": self.tree.tell(), "last": self.progress.last_path, "items": self.progress.items_done,
-                  "bytes_done": self.progress.bytes_done, "bytes_stored": self.progress.bytes_stored}
+        cursor: dict[str, Any] = {
+            "tree_bytes": self.tree.tell(), "last": self.progress.last_path, "items": self.progress.items_done,
+            "bytes_done": self.progress.bytes_done, "bytes_stored": self.progress.bytes_stored}
         tree_fd = self.tree.fileno()
 
-        def seal() -> list[bytes]:
+        def seal_and_record() -> None:
             written: list[bytes] = []
             if pack is not None:
                 if len(pack):
@@ -335,9 +336,13 @@ class _Store:
                 else:
                     pack.abort()
             os.fsync(tree_fd)
-            return written
+            # Recorded from this thread, so the store goes on reading while the event is made durable.
+            self.ctx.checkpoint(
+                STORE, cursor, chunks_written=[c.hex() for c in written], bytes_done=cursor["bytes_done"],
+                bytes_stored=cursor["bytes_stored"], items_done=cursor["items"],
+            )
 
-        self.sealing = (self.sealer.submit(seal), cursor)
+        self.sealing = self.sealer.submit(seal_and_record)
         self.last_checkpoint = time.monotonic()
         if wait:
             self.record_sealed(wait=True)
@@ -348,19 +353,14 @@ class _Store:
             raise
 
     def record_sealed(self, wait: bool) -> None:
-        """Record the checkpoint of the seal in flight once its data is durable."""
+        """Settle the seal in flight (its checkpoint is recorded once its data is durable):
+        raise what it raised; with `wait`, block until it is done."""
         if self.sealing is None:
             return
-        future, cursor = self.sealing
-        if not wait and not future.done():
+        if not wait and not self.sealing.done():
             return
-        self.sealing = None
-        written = future.result()
-        self.ctx.checkpoint(
-            STORE, cursor, chunks_written=[c.hex() for c in written], bytes_done=cursor["bytes_done"],
-            bytes_stored=cursor["bytes_stored"], items_done=cursor["items"],
-        )
-
+        future, self.sealing = self.sealing, None
+        future.result()
 
 def _remove_tree(path: Path) -> None:
     import shutil

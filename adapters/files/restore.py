@@ -203,29 +203,33 @@ class _Flusher:
     """Checkpoints whose flush runs in the background while the restore goes on writing.
 
     `begin` is called once every entry up to the cursor is written; it starts one `syncfs`
-    (which makes all of them durable) and the checkpoint is recorded when that returns, from
-    the restoring thread. At most one flush is under way.
+    (which makes all of them durable) and, when that returns, records the checkpoint from the
+    flushing thread, so the restore never waits for the event to be durable. At most one flush
+    is under way, so checkpoints are recorded in order.
     """
 
     def __init__(self, target: Path, ctx: RunContext) -> None:
         self._target = target
         self._ctx = ctx
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="davit-flush")
-        self._under_way: tuple[Future[None], dict[str, Any]] | None = None
+        self._under_way: Future[None] | None = None
 
     def begin(self, cursor: dict[str, Any]) -> None:
         self.record_finished(wait=True)
-        self._under_way = (self._thread.submit(syncfs, self._target), cursor)
+        self._under_way = self._thread.submit(self._flush_and_record, cursor)
+
+    def _flush_and_record(self, cursor: dict[str, Any]) -> None:
+        syncfs(self._target)
+        self._ctx.checkpoint(RESTORE, cursor, bytes_done=cursor["bytes_done"], items_done=cursor["items"])
 
     def record_finished(self, wait: bool) -> None:
+        """Settle the flush under way: raise what it raised; with `wait`, block until it is done."""
         if self._under_way is None:
             return
-        future, cursor = self._under_way
-        if not wait and not future.done():
+        if not wait and not self._under_way.done():
             return
-        self._under_way = None
+        future, self._under_way = self._under_way, None
         future.result()
-        self._ctx.checkpoint(RESTORE, cursor, bytes_done=cursor["bytes_done"], items_done=cursor["items"])
 
     def __enter__(self) -> _Flusher:
         return self
