@@ -6,6 +6,11 @@ the objects a batch reported as failed; what still fails after the retries comes
 (uuid, reason) for the caller to list and count. A batch with an existing uuid
 replaces that object, so importing a chunk twice (a resumed run) leaves one copy of each.
 A failure of the transport itself (server down, timeout) is raised, translated, instead.
+
+A multi-target reference property (one that may point into several collections) cannot be
+given in a batch object with more than one target collection, so such properties are left out
+of the object, which clears them, and their references are then added one by one in their
+stored order (`reference_add_many`): a replayed chunk again clears and adds, leaving each once.
 """
 
 from __future__ import annotations

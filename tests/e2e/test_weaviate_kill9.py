@@ -1,6 +1,8 @@
 """`kill -9` of davitd in the middle of a weaviate.backup and of a weaviate.restore of 100,000
 objects with 384-dim vectors: after a restart the run completes, the counts match, and no
-object or chunk is there twice."""
+object or chunk is there twice. Those use a flat vector index; one more restore, of 10,000
+objects, runs into Weaviate's default HNSW index, so the index most servers use is rebuilt
+through a kill once."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tests.peers.state import WeaviatePeer
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.weaviate]
 
 OBJECTS, DIMS = 100_000, 384
+HNSW_OBJECTS = 10_000
 CONFIG = "[data_path]\npack_size_mib = 8\ncheckpoint_seconds = 0.5\n"
 
 
@@ -33,16 +36,16 @@ def connect(peer: WeaviatePeer) -> WeaviateClient:
                                       grpc_host=peer.host, grpc_port=peer.grpc_port, grpc_secure=False)
 
 
-def seed(client: WeaviateClient, name: str, count: int, dims: int) -> set[str]:
+def seed(client: WeaviateClient, name: str, count: int, dims: int, hnsw: bool = False) -> set[str]:
     """`count` objects with a random `dims`-dim vector each, imported with batch.fixed_size.
 
-    The vector index is flat: what is tested is resuming, and an HNSW graph of 100,000 vectors
-    takes this 2-core machine minutes to build at each import (bench/weaviate.py uses HNSW)."""
+    The vector index is flat unless `hnsw`: an HNSW graph of 100,000 vectors takes this 2-core
+    machine minutes to build at each import (bench/weaviate.py uses HNSW)."""
     rnd = random.Random(11)
+    index = Configure.VectorIndex.hnsw() if hnsw else Configure.VectorIndex.flat()
     coll = client.collections.create(name, properties=[Property(name="title", data_type=DataType.TEXT),
                                                        Property(name="n", data_type=DataType.INT)],
-                                     vector_config=Configure.Vectors.self_provided(
-                                         vector_index_config=Configure.VectorIndex.flat()))
+                                     vector_config=Configure.Vectors.self_provided(vector_index_config=index))
     ids = set()
     with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
         for i in range(count):
@@ -61,6 +64,20 @@ def big(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
     name = f"T{uuid.uuid4().hex[:8]}Big"
     try:
         ids = seed(client, name, OBJECTS, DIMS)
+        yield {"name": name, "ids": ids, "peer": weaviate_peer}
+    finally:
+        for existing in list(client.collections.list_all(simple=True)):
+            if existing.startswith(name):
+                client.collections.delete(existing)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def hnsw(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
+    client = connect(weaviate_peer)
+    name = f"T{uuid.uuid4().hex[:8]}Hnsw"
+    try:
+        ids = seed(client, name, HNSW_OBJECTS, DIMS, hnsw=True)
         yield {"name": name, "ids": ids, "peer": weaviate_peer}
     finally:
         for existing in list(client.collections.list_all(simple=True)):
@@ -100,9 +117,9 @@ def snapshot_uuids(home: Path, snapshot_id: str) -> list[str]:
     return out
 
 
-def backup_job(big: dict[str, Any]) -> str:
+def backup_job(big: dict[str, Any], chunk_objects: int = 1000) -> str:
     return (f'name = "wvbig"\nkind = "weaviate.backup"\n[source]\n{conn(big["peer"])}'
-            f'collections = ["{big["name"]}"]\n')
+            f'collections = ["{big["name"]}"]\nchunk_objects = {chunk_objects}\n')
 
 
 def assert_resumed_once(davit: Davit, job: str, run_id: str) -> None:
@@ -151,5 +168,35 @@ def test_weaviate_restore_killed_mid_run_resumes_and_counts_match(davit: Davit, 
         assert coll.aggregate.over_all(total_count=True).total_count == OBJECTS
         ids = {str(o.uuid) for o in coll.iterator(return_properties=[])}
         assert ids == big["ids"]
+    finally:
+        client.close()
+
+
+def test_weaviate_restore_into_an_hnsw_index_killed_mid_run_resumes_and_counts_match(
+        davit: Davit, hnsw: dict[str, Any]) -> None:
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "wvbig.toml", backup_job(hnsw, chunk_objects=250))
+    assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
+    restored = hnsw["name"] + "Restored"
+    write_job(davit, "wvback.toml",
+              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(hnsw["peer"])}'
+              f'rename = {{ "{hnsw["name"]}" = "{restored}" }}\n')
+    run_id = kill_after_checkpoints(davit, "wvback", 3, "objects:")
+    assert davit.runs("wvback")[-1]["state"] == "running", "the kill must land in the middle of the restore"
+    davit.start()
+    assert_resumed_once(davit, "wvback", run_id)
+    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "objects:")]
+    assert done == sorted(done) and done[-1] == HNSW_OBJECTS
+    client = connect(hnsw["peer"])
+    try:
+        coll = client.collections.get(restored)
+        assert coll.config.get().to_dict()["vectorConfig"]["default"]["vectorIndexType"] == "hnsw"
+        assert coll.aggregate.over_all(total_count=True).total_count == HNSW_OBJECTS
+        assert {str(o.uuid) for o in coll.iterator(return_properties=[])} == hnsw["ids"]
+        # The graph answers: an object's own vector finds that object first.
+        probe = next(iter(coll.query.fetch_objects(limit=1, include_vector=True).objects))
+        [nearest] = coll.query.near_vector(probe.vector["default"], limit=1).objects
+        assert nearest.uuid == probe.uuid
     finally:
         client.close()
