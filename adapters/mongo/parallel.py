@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -74,7 +74,7 @@ class Relay:
             raise (real or errors)[0]  # type: ignore[misc]
 
 
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """`items` produced by a background thread up to `depth` ahead, so waiting for a server's
     next batch overlaps with hashing and compressing the previous one. Errors are re-raised."""
     box: queue.Queue[tuple[str, Any]] = queue.Queue(depth)

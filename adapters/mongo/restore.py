@@ -40,7 +40,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMo
 from adapters.mongo.client import MongoRefused, MongoUnreachable, Server
 from adapters.mongo.dumpdir import DumpCollection, list_dump
 from adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
-from adapters.mongo.parallel import Relay, run_parallel
+from adapters.mongo.parallel import Relay, prefetch, run_parallel
 from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
@@ -214,20 +214,17 @@ class MongoRestoreWork:
         chunks, docs, nbytes, dups = (cursor.get(k, 0) for k in ("chunks", "docs", "bytes", "duplicates"))
         acked, last_id = cursor.get("acked"), cursor.get("last_id")
         posted = None
+        prepared = prefetch(self._prepared(source, chunks, dst))
         try:
-            for chunk in self._chunks(source, chunks):
+            for raw, size in prepared:
                 ctx.check_stop()
                 relay.check(posted)
-                try:
-                    raw = [RawBSONDocument(bytes(d), RAW_CODEC) for d in split_docs(chunk)]
-                except BadBson as exc:
-                    raise CorruptChunk(f"#{chunks}", dst, str(exc)) from exc
                 written, found = self._write(coll, dst, raw, chunks)
                 dups += found
                 acked = None if acked is None else acked + written  # None: a cursor from before acks were kept
                 chunks += 1
                 docs += len(raw)
-                nbytes += len(chunk)
+                nbytes += size
                 if raw:
                     last_id = id_to_json(doc_id(raw[-1].raw))
                 # the chunk is acknowledged by the server: record it without waiting for the commit
@@ -235,12 +232,28 @@ class MongoRestoreWork:
                                                            "duplicates": dups, "acked": acked, "last_id": last_id,
                                                            "warnings": warnings},
                                     bytes_done=nbytes, items_done=docs)
-        except BadBson as exc:
-            raise CorruptChunk(f"#{chunks}", str(getattr(source, "bson", dst)), str(exc)) from exc
+        finally:
+            prepared.close()  # ends the preparing thread now
         if posted is not None:
             posted.result()  # the last checkpoint is durable (or its failure raised) before going on
         warnings += self._indexes(ctx, relay, dst, meta)
         return {"ns": dst, "documents": docs, "bytes": nbytes, "duplicates_skipped": dups, "warnings": warnings}
+
+    def _prepared(self, source: CollectionEntry | DumpCollection, skip: int,
+                  dst: str) -> Iterator[tuple[list[RawBSONDocument], int]]:
+        """The chunks after the first `skip` as documents ready to send, and each chunk's size. Run
+        ahead in a thread (`prefetch`), so reading, checking and splitting the next chunk overlaps
+        with the server writing this one."""
+        index = skip
+        try:
+            for chunk in self._chunks(source, skip):
+                try:
+                    yield [RawBSONDocument(bytes(d), RAW_CODEC) for d in split_docs(chunk)], len(chunk)
+                except BadBson as exc:
+                    raise CorruptChunk(f"#{index}", dst, str(exc)) from exc
+                index += 1
+        except BadBson as exc:  # a mongodump file cut short or corrupt
+            raise CorruptChunk(f"#{index}", str(getattr(source, "bson", dst)), str(exc)) from exc
 
     def _batches(self, raw: list[RawBSONDocument]) -> Iterator[list[RawBSONDocument]]:
         limit = self.spec.batch_kib << 10
