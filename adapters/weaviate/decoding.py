@@ -65,7 +65,9 @@ def _wrap_date_parsing() -> None:
 
     def parse_keeping_text(string: str) -> datetime | None:
         parsed = parse(string)
-        if parsed is None or parsed == datetime.min or not getattr(_local, "active", False):
+        # datetime.min is the client's stand-in for a year it cannot represent (0): the text
+        # beside it still restores the server's value.
+        if parsed is None or not getattr(_local, "active", False):
             return parsed
         out = WeaviateDate(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
                            parsed.microsecond, parsed.tzinfo)

@@ -107,7 +107,7 @@ def test_every_chunk_is_parquet_with_float32_vector_columns(
     assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
 
 
-def test_dates_come_back_with_every_digit_the_server_stored_nanoseconds_included(
+def test_dates_come_back_with_every_digit_the_server_stored_nanoseconds_and_year_0_included(
         weaviate_peer: WeaviatePeer, client: WeaviateClient, tmp_path: Path) -> None:
     import uuid
 
@@ -116,7 +116,8 @@ def test_dates_come_back_with_every_digit_the_server_stored_nanoseconds_included
 
     name = f"{prefix()}Dated"
     written = ["2020-01-02T03:04:05.123456789Z", "2021-06-07T08:09:10.5Z", "1999-12-31T23:59:59Z",
-               "2022-02-03T04:05:06.000000001+02:00"]
+               "2022-02-03T04:05:06.000000001+02:00",
+               "0000-03-04T05:06:07.5Z"]  # year 0: the client reads it as datetime.min
     coll = client.collections.create(
         name, properties=[Property(name="at", data_type=DataType.DATE),
                           Property(name="times", data_type=DataType.DATE_ARRAY)],
