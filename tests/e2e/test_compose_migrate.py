@@ -5,6 +5,7 @@ stopped (rolled back, also across a `kill -9` in the middle of that rollback).""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,22 @@ helper_image = "{ssh_peer.image}"
 @pytest.fixture
 def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
     yield from clients(docker_peer, ssh_peer)
+
+
+@contextmanager
+def migrating_a_big_stack(davit: Davit, source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer,
+                          tmp_path: Path) -> Iterator[tuple[Stack, dict[str, tuple[Any, ...]]]]:
+    """Starts davitd moving a new stack with 80 MiB more in its volume; yields it and its volume's digest, then cleans up."""
+    stack = make_stack(tmp_path, docker_peer, ssh_peer)
+    try:
+        stack.compose("exec", "-T", "web", "sh", "-c",
+                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
+        before = digest(stack.volume_dir(source))
+        davit.start()
+        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+        yield stack, before
+    finally:
+        cleanup(stack, tmp_path / "target")
 
 
 def steps(davit: Davit, run_id: str, kind: str) -> list[dict[str, Any]]:
@@ -96,13 +113,7 @@ def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing
         davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
         engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
     source, target = engines
-    stack = make_stack(tmp_path, docker_peer, ssh_peer)
-    try:
-        stack.compose("exec", "-T", "web", "sh", "-c",
-                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
-        before = digest(stack.volume_dir(source))
-        davit.start()
-        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+    with migrating_a_big_stack(davit, source, docker_peer, ssh_peer, tmp_path) as (stack, before):
 
         def transfer_checkpoints() -> list[dict[str, Any]]:
             return [e[3] for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "transfer"]
@@ -127,8 +138,6 @@ def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing
         assert transfer["chunks_sent"] + transfer["already_on_target"] == export["chunks"]
         assert digest(stack.volume_dir(target)) == before
         assert stack.states(target) == {"web": "running", "worker": "running"}
-    finally:
-        cleanup(stack, tmp_path / "target")
 
 
 @pytest.mark.slow
@@ -136,13 +145,7 @@ def test_cancel_after_the_source_stopped_rolls_back_and_a_crash_in_that_rollback
         davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
         engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
     source, target = engines
-    stack = make_stack(tmp_path, docker_peer, ssh_peer)
-    try:
-        stack.compose("exec", "-T", "web", "sh", "-c",
-                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
-        before = digest(stack.volume_dir(source))
-        davit.start()
-        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+    with migrating_a_big_stack(davit, source, docker_peer, ssh_peer, tmp_path) as (stack, before):
 
         def started(step: str) -> bool:
             return any(s["step"] == step for s in [e[3] for e in davit.events("type = 'StepStarted'")])
@@ -170,5 +173,3 @@ def test_cancel_after_the_source_stopped_rolls_back_and_a_crash_in_that_rollback
         assert digest(stack.volume_dir(source)) == before
         assert stack.states(target) == {} and not target.volumes.list(filters={"name": stack.name})
         assert not (tmp_path / "target" / stack.name).exists()
-    finally:
-        cleanup(stack, tmp_path / "target")

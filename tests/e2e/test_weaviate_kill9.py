@@ -57,33 +57,29 @@ def seed(client: WeaviateClient, name: str, count: int, dims: int, hnsw: bool = 
     return ids
 
 
-@pytest.fixture(scope="module")
-def big(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
-    """One collection of 100,000 objects for the whole module (seeding takes about a minute)."""
-    client = connect(weaviate_peer)
-    name = f"T{uuid.uuid4().hex[:8]}Big"
+def seeded_collection(peer: WeaviatePeer, suffix: str, count: int, hnsw: bool = False) -> Iterator[dict[str, Any]]:
+    """Seeds a collection of `count` objects, yields its name, ids and peer, then deletes it and its restored copies."""
+    client = connect(peer)
+    name = f"T{uuid.uuid4().hex[:8]}{suffix}"
     try:
-        ids = seed(client, name, OBJECTS, DIMS)
-        yield {"name": name, "ids": ids, "peer": weaviate_peer}
+        ids = seed(client, name, count, DIMS, hnsw=hnsw)
+        yield {"name": name, "ids": ids, "peer": peer}
     finally:
         for existing in list(client.collections.list_all(simple=True)):
             if existing.startswith(name):
                 client.collections.delete(existing)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def big(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
+    """One collection of 100,000 objects for the whole module (seeding takes about a minute)."""
+    yield from seeded_collection(weaviate_peer, "Big", OBJECTS)
 
 
 @pytest.fixture(scope="module")
 def hnsw(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
-    client = connect(weaviate_peer)
-    name = f"T{uuid.uuid4().hex[:8]}Hnsw"
-    try:
-        ids = seed(client, name, HNSW_OBJECTS, DIMS, hnsw=True)
-        yield {"name": name, "ids": ids, "peer": weaviate_peer}
-    finally:
-        for existing in list(client.collections.list_all(simple=True)):
-            if existing.startswith(name):
-                client.collections.delete(existing)
-        client.close()
+    yield from seeded_collection(weaviate_peer, "Hnsw", HNSW_OBJECTS, hnsw=True)
 
 
 def conn(peer: WeaviatePeer) -> str:
@@ -131,37 +127,44 @@ def assert_resumed_once(davit: Davit, job: str, run_id: str) -> None:
     assert len(written) == len(set(written)), "a chunk was written twice"
 
 
+def kill_mid_run_and_resume(davit: Davit, job: str, kill_after: int, step_prefix: str, items: int) -> str:
+    """Kills davitd after `kill_after` `step_prefix` checkpoints of `job`, restarts it, checks the resumed run; returns its id."""
+    run_id = kill_after_checkpoints(davit, job, kill_after, step_prefix)
+    assert davit.runs(job)[-1]["state"] == "running", f"the kill must land in the middle of {job}'s run"
+    davit.start()
+    assert_resumed_once(davit, job, run_id)
+    done = [cp["items_done"] for cp in checkpoints(davit, run_id, step_prefix)]
+    assert done == sorted(done) and done[-1] == items
+    return run_id
+
+
+def restore_killed_mid_run(davit: Davit, seeded: dict[str, Any], objects: int, chunk_objects: int = 1000) -> str:
+    """Backs `seeded` up, restores it renamed through a `kill -9` of davitd, checks the resumed run; returns the new name."""
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "wvbig.toml", backup_job(seeded, chunk_objects=chunk_objects))
+    assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
+    restored = seeded["name"] + "Restored"
+    write_job(davit, "wvback.toml",
+              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(seeded["peer"])}'
+              f'rename = {{ "{seeded["name"]}" = "{restored}" }}\n')
+    kill_mid_run_and_resume(davit, "wvback", 3, "objects:", objects)
+    return restored
+
+
 def test_weaviate_backup_killed_mid_run_resumes_and_holds_every_object_once(
         davit: Davit, big: dict[str, Any]) -> None:
     davit.configure(CONFIG)
     davit.start()
     write_job(davit, "wvbig.toml", backup_job(big))
-    run_id = kill_after_checkpoints(davit, "wvbig", 4, "export:")
-    assert davit.runs("wvbig")[-1]["state"] == "running", "the kill must land in the middle of the backup"
-    davit.start()
-    assert_resumed_once(davit, "wvbig", run_id)
-    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "export:")]
-    assert done == sorted(done) and done[-1] == OBJECTS
+    run_id = kill_mid_run_and_resume(davit, "wvbig", 4, "export:", OBJECTS)
     uuids = snapshot_uuids(davit.home, run_id)
     assert len(uuids) == OBJECTS and set(uuids) == big["ids"]
     assert "0 problems" in davit.cli("verify", run_id).stdout
 
 
 def test_weaviate_restore_killed_mid_run_resumes_and_counts_match(davit: Davit, big: dict[str, Any]) -> None:
-    davit.configure(CONFIG)
-    davit.start()
-    write_job(davit, "wvbig.toml", backup_job(big))
-    assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
-    restored = big["name"] + "Restored"
-    write_job(davit, "wvback.toml",
-              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(big["peer"])}'
-              f'rename = {{ "{big["name"]}" = "{restored}" }}\n')
-    run_id = kill_after_checkpoints(davit, "wvback", 3, "objects:")
-    assert davit.runs("wvback")[-1]["state"] == "running", "the kill must land in the middle of the restore"
-    davit.start()
-    assert_resumed_once(davit, "wvback", run_id)
-    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "objects:")]
-    assert done == sorted(done) and done[-1] == OBJECTS
+    restored = restore_killed_mid_run(davit, big, OBJECTS)
     client = connect(big["peer"])
     try:
         coll = client.collections.get(restored)
@@ -174,20 +177,7 @@ def test_weaviate_restore_killed_mid_run_resumes_and_counts_match(davit: Davit, 
 
 def test_weaviate_restore_into_an_hnsw_index_killed_mid_run_resumes_and_counts_match(
         davit: Davit, hnsw: dict[str, Any]) -> None:
-    davit.configure(CONFIG)
-    davit.start()
-    write_job(davit, "wvbig.toml", backup_job(hnsw, chunk_objects=250))
-    assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
-    restored = hnsw["name"] + "Restored"
-    write_job(davit, "wvback.toml",
-              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(hnsw["peer"])}'
-              f'rename = {{ "{hnsw["name"]}" = "{restored}" }}\n')
-    run_id = kill_after_checkpoints(davit, "wvback", 3, "objects:")
-    assert davit.runs("wvback")[-1]["state"] == "running", "the kill must land in the middle of the restore"
-    davit.start()
-    assert_resumed_once(davit, "wvback", run_id)
-    done = [cp["items_done"] for cp in checkpoints(davit, run_id, "objects:")]
-    assert done == sorted(done) and done[-1] == HNSW_OBJECTS
+    restored = restore_killed_mid_run(davit, hnsw, HNSW_OBJECTS, chunk_objects=250)
     client = connect(hnsw["peer"])
     try:
         coll = client.collections.get(restored)

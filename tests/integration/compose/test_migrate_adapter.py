@@ -5,6 +5,7 @@ finalize options (`remove_source`, `remove_source_volumes`) and `keep_failed_tar
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterato
     cleanup(made, tmp_path / "target")
 
 
+@contextmanager
+def stack_failing_at_start_target(source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer,
+                                  tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose web image is on the source engine only, so starting it on the target fails; cleaned up afterwards."""
+    only_here = "davit-test/only-on-source:1"
+    source.images.get(docker_peer.image).tag(only_here)
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
+    try:
+        yield stack
+    finally:
+        cleanup(stack, tmp_path / "target")
+
+
 def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_stopped(
         stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
         tmp_path: Path) -> None:
@@ -90,10 +104,7 @@ def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
         docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
         tmp_path: Path) -> None:
     source, target = engines
-    only_here = "davit-test/only-on-source:1"
-    source.images.get(docker_peer.image).tag(only_here)
-    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
-    try:
+    with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume = digest(stack.volume_dir(source))
         ctx = SummaryContext()
         work = work_for(job(stack, ssh_peer, tmp_path / "target"), tmp_path)
@@ -109,8 +120,6 @@ def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
         assert stack.states(target) == {}
         assert not target.volumes.list(filters={"name": stack.name})
         assert not (tmp_path / "target" / stack.name).exists()
-    finally:
-        cleanup(stack, tmp_path / "target")
 
 
 def test_an_unknown_host_key_fails_before_anything_is_stopped(
@@ -172,10 +181,7 @@ def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_v
         docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
         tmp_path: Path) -> None:
     source, target = engines
-    only_here = "davit-test/only-on-source:1"
-    source.images.get(docker_peer.image).tag(only_here)
-    stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
-    try:
+    with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
         ctx = SummaryContext()
         work = work_for(job(stack, ssh_peer, tmp_path / "target", keep_failed_target=True), tmp_path)
@@ -193,8 +199,6 @@ def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_v
         project_dir = tmp_path / "target" / stack.name
         assert digest(project_dir / "site") == before_site
         assert (project_dir / "compose.yaml").is_file() and (project_dir / ".env").is_file()
-    finally:
-        cleanup(stack, tmp_path / "target")
 
 
 def test_remove_source_volumes_without_remove_source_is_refused_as_a_job(

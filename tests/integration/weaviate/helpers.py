@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import weaviate
 from weaviate.classes.query import QueryReference
 from weaviate.client import WeaviateClient
@@ -42,6 +43,13 @@ def connect(peer: WeaviatePeer) -> Iterator[WeaviateClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(name="client")
+def client_fixture(weaviate_peer: WeaviatePeer) -> Iterator[WeaviateClient]:
+    """The `client` fixture (a client on the Weaviate peer for one test); a test module imports it to use it."""
+    with connect(weaviate_peer) as c:
+        yield c
 
 
 def conn(peer: WeaviatePeer) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from tests.fakes import MemoryRunContext
 from tests.integration.weaviate.helpers import (
     backup_spec,
     clear_spec,
+    client_fixture,  # noqa: F401 (provides the `client` fixture)
     comparable_config,
-    connect,
     dump,
     open_repo,
     prefix,
@@ -34,12 +34,6 @@ from tests.integration.weaviate.seed import create_articles, create_authors, cre
 from tests.peers.state import WeaviatePeer
 
 pytestmark = pytest.mark.weaviate
-
-
-@pytest.fixture
-def client(weaviate_peer: WeaviatePeer) -> Iterator[WeaviateClient]:
-    with connect(weaviate_peer) as c:
-        yield c
 
 
 @pytest.fixture

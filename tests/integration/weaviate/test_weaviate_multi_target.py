@@ -15,7 +15,7 @@ from adapters.weaviate.restore import REFERENCES
 from tests.fakes import MemoryRunContext
 from tests.integration.weaviate.helpers import (
     backup_spec,
-    connect,
+    client_fixture,  # noqa: F401 (provides the `client` fixture)
     dump,
     open_repo,
     ordered_references,
@@ -28,12 +28,6 @@ from tests.integration.weaviate.seed import create_articles, create_authors, cre
 from tests.peers.state import WeaviatePeer
 
 pytestmark = pytest.mark.weaviate
-
-
-@pytest.fixture
-def client(weaviate_peer: WeaviatePeer) -> Iterator[WeaviateClient]:
-    with connect(weaviate_peer) as c:
-        yield c
 
 
 @pytest.fixture
