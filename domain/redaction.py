@@ -13,5 +13,10 @@ import re
 URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
 
 
+def has_uri_password(text: str) -> bool:
+    """True if `text` holds a URI whose user information carries a password (`user:pw@`)."""
+    return any(m["userinfo"].partition(":")[2] for m in URI_CREDENTIALS.finditer(text))
+
+
 def strip_uri_credentials(text: str) -> str:
     return URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)

@@ -15,6 +15,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import FieldProblem
+from domain.redaction import has_uri_password
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 INLINE_SECRET_KEYS = frozenset({"password", "uri", "url", "api_key", "key", "token", "secret"})
@@ -90,6 +91,8 @@ def problems_from_validation(exc: ValidationError, skip_leading: int = 0) -> lis
 
 
 def inline_secrets(node: dict[str, Any], prefix: str = "") -> list[FieldProblem]:
+    """Secrets written into the job file: a secret-named key with a value, or a URI carrying a
+    password in any field (a job's spec is recorded in the log, so it must hold none)."""
     found = []
     for key, value in node.items():
         path = f"{prefix}{key}"
@@ -103,7 +106,20 @@ def inline_secrets(node: dict[str, Any], prefix: str = "") -> list[FieldProblem]
                     f"variable) or {key}_file (a file) instead",
                 )
             )
+        elif any(has_uri_password(text) for text in _strings(value)):
+            found.append(FieldProblem(path, "holds a URI with a password; secrets are never written inline: "
+                                            "put the URI in an environment variable or a file and name that"))
     return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    return []
 
 
 def spec_revision(spec: BaseModel) -> str:

@@ -93,6 +93,13 @@ def test_an_inline_secret_is_refused_with_how_to_refer_to_it() -> None:
     assert any(f == "target.password" and "password_env" in r and "hunter2" not in r for f, r in found)
 
 
+def test_a_uri_with_a_password_in_any_field_is_refused_without_being_echoed() -> None:
+    found = problems('repository = "mongodb://app:s3cret@db:27017/x"\n' + BACKUP)
+    assert any(f == "repository" and "URI with a password" in r for f, r in found)
+    assert not any("s3cret" in f + r for f, r in found)
+    assert parse_job('repository = "ssh://backup@host"\n' + BACKUP, "x.toml").repository == "ssh://backup@host"
+
+
 def test_a_restore_of_latest_needs_the_job_it_restores() -> None:
     text = 'name = "r"\nkind = "files.restore"\n[source]\nsnapshot = "latest"\n[target]\npath = "/srv"\n'
     assert any("needs the job" in r for _, r in problems(text))
