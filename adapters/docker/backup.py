@@ -19,9 +19,7 @@ what the staging tree holds.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +45,7 @@ from adapters.docker.helper import (
     require_image,
 )
 from adapters.files.backup import Content, FilesBackupWork
-from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, read_lines, walk_key
+from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, walk_key
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -222,26 +220,13 @@ class VolumeBackupWork(FilesBackupWork):
             yield from volume_archive_entries(self._helper, name, list(self.spec.source.exclude), self._links.get,
                                               after)
 
-    def _publish(self, ctx: RunContext) -> dict[str, Any]:
-        if self.repo.snapshot_exists(self.run_id):
-            return {"snapshot_id": self.run_id, "already_published": True}
-        tree_path = self.staging / "tree.jsonl"
-        stats = {"files": 0, "dirs": 0, "links": 0, "bytes": 0, "chunk_refs": 0}
-        with open(tree_path, "rb") as fh:
-            for entry in read_lines(fh):
-                stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
-                stats["bytes"] += entry.size
-                stats["chunk_refs"] += len(entry.chunks)
-        store = ctx.cursor(STORE) or {}
-        manifest = {
-            "id": self.run_id, "job": self.spec.name, "kind": "volumes", "run_id": self.run_id,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {"engine": self.details["engine"],
-                       "volumes": [{"name": v["name"], "labels": v["labels"]} for v in self.details["volumes"]]},
-            "parent": self.details.get("parent"),
-            "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
-        }
-        with open(tree_path, "rb") as fh:
-            self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return {"snapshot_id": self.run_id, **stats}
+    SNAPSHOT_KIND = "volumes"
+
+    def _snapshot_source(self) -> dict[str, Any]:
+        return {"engine": self.details["engine"],
+                "volumes": [{"name": v["name"], "labels": v["labels"]} for v in self.details["volumes"]]}
+
+    def _parent_id(self) -> str | None:
+        parent: str | None = self.details.get("parent")
+        return parent
+

@@ -164,6 +164,16 @@ class FilesBackupWork:
 
     # --- publish -------------------------------------------------------------------------------
 
+    SNAPSHOT_KIND = "files"
+
+    def _snapshot_source(self) -> dict[str, Any]:
+        """What the manifest says was backed up."""
+        return {"path": str(self.source), "exclude": list(self.spec.source.exclude)}
+
+    def _parent_id(self) -> str | None:
+        parent = self._parent()
+        return parent.id if parent else None
+
     def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.repo.snapshot_exists(self.run_id):
             return {"snapshot_id": self.run_id, "already_published": True}
@@ -175,19 +185,18 @@ class FilesBackupWork:
                 stats["bytes"] += entry.size
                 stats["chunk_refs"] += len(entry.chunks)
         store = ctx.cursor(STORE) or {}
-        parent = self._parent()
         manifest = {
             "id": self.run_id,
             "job": self.spec.name,
-            "kind": "files",
+            "kind": self.SNAPSHOT_KIND,
             "run_id": self.run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {"path": str(self.source), "exclude": list(self.spec.source.exclude)},
-            "parent": parent.id if parent else None,
+            "source": self._snapshot_source(),
+            "parent": self._parent_id(),
             "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
         }
         with open(tree_path, "rb") as fh:
-            self.repo.publish_snapshot_from(manifest, fh)
+            self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
         _remove_tree(self.staging)
         return {"snapshot_id": self.run_id, **stats}
 
