@@ -34,6 +34,7 @@ from adapters.compose.source import Item, compose_args, inspect_project
 from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.secrets import redact
 from adapters.ssh.remote import SshAddress
 from adapters.ssh.remote import connect as ssh_connect
@@ -68,14 +69,10 @@ def recorded_model(model: dict[str, Any]) -> dict[str, Any]:
     return dict(out)
 
 
-class ComposeMigrateWork:
+class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
     def __init__(self, spec: ComposeMigrateJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.details = details
+        super().__init__(spec, repo, run_id, tuning, details)
         self.staging = repo.root / "staging" / run_id
         self.layout = tgt.TargetLayout(spec.target.base_path, spec.source.project)
         t = spec.target

@@ -26,6 +26,7 @@ from adapters.files.tree import DIR, FILE, LINK, Entry, read_lines, walk_key
 from adapters.repository.fsutil import storage_error, syncfs
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import TargetNotEmpty
 from domain.jobs import FilesRestoreJob
 from domain.ports import RunContext
@@ -34,15 +35,11 @@ RESTORE, METADATA = "restore", "metadata"
 IS_ROOT = os.geteuid() == 0
 
 
-class FilesRestoreWork:
+class FilesRestoreWork(RunInputs[FilesRestoreJob]):
     def __init__(self, spec: FilesRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
+        super().__init__(spec, repo, run_id, tuning, details)
         self.target = Path(spec.target.path)
-        self.details = details
 
     def plan(self) -> list[str]:
         return [RESTORE, METADATA]

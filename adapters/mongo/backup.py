@@ -38,6 +38,7 @@ from adapters.repository.fsutil import write_atomic
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.secrets import redact
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoBackupJob
@@ -49,14 +50,10 @@ BATCH_DOCS = 1000
 NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented
 
 
-class MongoBackupWork:
+class MongoBackupWork(RunInputs[MongoBackupJob]):
     def __init__(self, spec: MongoBackupJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.details = details
+        super().__init__(spec, repo, run_id, tuning, details)
         self._server: Server | None = None
 
     @property

@@ -44,6 +44,7 @@ from adapters.mongo.parallel import Relay, prefetch, run_parallel
 from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import CorruptChunk, PermanentError, SourceMissing
 from domain.jobs import MongoRestoreJob
 from domain.namespaces import PatternError, Renamer, select, split_ns
@@ -56,14 +57,10 @@ UPSERT_OPS = 50  # replacements per command: FerretDB 1.24 never answers an upda
 SOURCE_CHUNK = 1 << 20  # how a mongodump file is cut into chunks (fixed: the cursor counts them)
 
 
-class MongoRestoreWork:
+class MongoRestoreWork(RunInputs[MongoRestoreJob]):
     def __init__(self, spec: MongoRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.details = details
+        super().__init__(spec, repo, run_id, tuning, details)
         tgt = spec.target
         self.server = Server(tgt.uri_env, tgt.uri_file, f"mongo.restore {spec.name}")
 

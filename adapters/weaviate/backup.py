@@ -26,6 +26,7 @@ from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_config
 from adapters.weaviate.codec import Row, encode_rows, row_size
@@ -44,14 +45,10 @@ def export_step(collection: str) -> str:
     return EXPORT + collection
 
 
-class WeaviateBackupWork:
+class WeaviateBackupWork(RunInputs[WeaviateBackupJob]):
     def __init__(self, spec: WeaviateBackupJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.details = details
+        super().__init__(spec, repo, run_id, tuning, details)
         self.staging = repo.root / "staging" / run_id
 
     def plan(self) -> list[str]:

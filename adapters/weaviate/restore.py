@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_exists
 from adapters.weaviate.codec import decode_batches
@@ -45,14 +46,10 @@ class TooManyFailedObjects(PermanentError):
     pass
 
 
-class WeaviateRestoreWork:
+class WeaviateRestoreWork(RunInputs[WeaviateRestoreJob]):
     def __init__(self, spec: WeaviateRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
                  details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.details = details
+        super().__init__(spec, repo, run_id, tuning, details)
         self.target = spec.target
 
     def plan(self) -> list[str]:
