@@ -105,16 +105,8 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
             try:
                 for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
                     ctx.check_stop()
-                    if entry.hardlink_to is not None:
-                        small.wait_all()  # the first path of the inode must be complete on disk
-                    if entry.hardlink_to is not None and self._link(entry, chunks):
-                        pass
-                    elif entry.type == FILE and len(entry.chunks) <= 1:
-                        # Small files are mostly create/metadata cost: write them in parallel.
-                        data = b"".join(chunks)
-                        small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
-                    else:
-                        self._write_entry(entry, chunks)
+                    if entry.hardlink_to is None or not self._link(entry, chunks, small):
+                        self._write_or_submit(entry, chunks, small)
                     done_items += 1
                     done_bytes += entry.size
                     since_checkpoint += entry.size
@@ -132,11 +124,20 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
                 flusher.record_finished(wait=True)
         return {"items": done_items, "bytes": done_bytes}
 
-    def _link(self, entry: Entry, chunks: Iterator[bytes]) -> bool:
+    def _write_or_submit(self, entry: Entry, chunks: Iterator[bytes], small: _SmallFileWriters) -> None:
+        if entry.type == FILE and len(entry.chunks) <= 1:
+            # Small files are mostly create/metadata cost: write them in parallel.
+            data = b"".join(chunks)
+            small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
+        else:
+            self._write_entry(entry, chunks)
+
+    def _link(self, entry: Entry, chunks: Iterator[bytes], small: _SmallFileWriters) -> bool:
         """Make `entry` a hard link to the path it shares an inode with; False if that cannot be
         done here (the first path is not a regular file of this target, another device, ...), and
         the caller writes the content instead."""
         assert entry.hardlink_to is not None
+        small.wait_all()  # the first path of the inode must be complete on disk
         dest, first = self._dest(entry), self.target / entry.hardlink_to
         try:
             first_st = os.lstat(first)
