@@ -83,24 +83,26 @@ def drive(work: JobWork, ctx: MemoryRunContext, details: dict[str, Any]) -> dict
     return details
 
 
-def run_backup(repo: Repository, spec: WeaviateBackupJob, run_id: str,
-               ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> str:
+def run_work(work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None,
+             details: dict[str, Any] | None) -> MemoryRunContext:
+    """Prepare (unless `details` already hold what a prepare recorded), run and finish one work."""
     details = {} if details is None else details
     ctx = ctx or MemoryRunContext(run_id=run_id)
     if not details:
-        details.update(WeaviateBackupWork(spec, repo, run_id, TUNING, {}).prepare(ctx))
-    drive(WeaviateBackupWork(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+        details.update(work_class(spec, repo, run_id, TUNING, {}).prepare(ctx))
+    drive(work_class(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+    return ctx
+
+
+def run_backup(repo: Repository, spec: WeaviateBackupJob, run_id: str,
+               ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> str:
+    run_work(WeaviateBackupWork, repo, spec, run_id, ctx, details)
     return run_id
 
 
 def run_restore(repo: Repository, spec: WeaviateRestoreJob, run_id: str = "restore1",
                 ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> MemoryRunContext:
-    details = {} if details is None else details
-    ctx = ctx or MemoryRunContext(run_id=run_id)
-    if not details:
-        details.update(WeaviateRestoreWork(spec, repo, run_id, TUNING, {}).prepare(ctx))
-    drive(WeaviateRestoreWork(spec, repo, run_id, TUNING, dict(details)), ctx, details)
-    return ctx
+    return run_work(WeaviateRestoreWork, repo, spec, run_id, ctx, details)
 
 
 def run_clear(spec: WeaviateClearJob, ctx: MemoryRunContext | None = None) -> MemoryRunContext:
