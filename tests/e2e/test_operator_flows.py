@@ -139,12 +139,12 @@ def test_cancel_stops_a_run_and_it_ends_cancelled(davit: Davit, tmp_path: Path) 
     from tests.e2e.conftest import make_big_tree
 
     big = tmp_path / "big"
-    make_big_tree(big, 300)
+    make_big_tree(big, 600)  # long enough that the cancel lands while the store step is running
     davit.configure("[data_path]\npack_size_mib = 2\ncheckpoint_seconds = 0.2\n")
     davit.start()
     write_job(davit, "big.toml", backup_job("big", big))
     davit.wait_for(lambda: any(e[2] == "CheckpointRecorded" for e in davit.events()), 60, "a checkpoint")
-    run_id = davit.runs("big")[-1]["run_id"]
+    run_id = next(e[3]["run_id"] for e in davit.events("type = 'RunQueued'"))  # the log, not a slower CLI call
     result = davit.cli("cancel", run_id[:6], "--wait", "--timeout", "60", check=False)
     state = davit.runs("big")[-1]["state"]
     assert (result.returncode, state) in ((0, "cancelled"), (1, "succeeded"))  # it may finish first
