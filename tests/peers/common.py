@@ -60,7 +60,7 @@ def sock_dir() -> Path:
 
 
 def fresh_dir(path: Path) -> Path:
-    """Empty `path` (unmounting anything left mounted below it) and create it."""
+    """Empty `path` (unmounting anything left mounted on or below it) and create it."""
     if path.exists():
         unmount_below(path)
         shutil.rmtree(path, ignore_errors=True)
@@ -69,12 +69,15 @@ def fresh_dir(path: Path) -> Path:
 
 
 def unmount_below(path: Path) -> None:
-    prefix = str(path.resolve()) + "/"
+    # A dockerd killed without cleanup leaves its data root bind-mounted on itself, so the path
+    # itself counts too (rmtree would fail with EBUSY).
+    root = str(path.resolve())
     try:
         mounts = Path("/proc/mounts").read_text().splitlines()
     except OSError:
         return
-    targets = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    targets = [line.split()[1] for line in mounts
+               if line.split()[1] == root or line.split()[1].startswith(root + "/")]
     for target in sorted(targets, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
