@@ -26,8 +26,9 @@ on a BSON type it cannot store); a server that stops answering is retryable.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -208,31 +209,47 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
             cursor = {"chunks": 0, "docs": 0, "bytes": 0, "duplicates": 0, "acked": 0, "last_id": None,
                       "warnings": warnings}
             relay.call(ctx.checkpoint, step, cursor)
-        chunks, docs, nbytes, dups = (cursor.get(k, 0) for k in ("chunks", "docs", "bytes", "duplicates"))
-        acked, last_id = cursor.get("acked"), cursor.get("last_id")
-        posted = None
-        prepared = prefetch(self._prepared(source, chunks, dst))
-        try:
-            for raw, size in prepared:
-                ctx.check_stop()
-                relay.check(posted)
-                written, found = self._write(coll, dst, raw, chunks)
-                dups += found
-                acked = None if acked is None else acked + written  # None: a cursor from before acks were kept
-                chunks += 1
-                docs += len(raw)
-                nbytes += size
-                if raw:
-                    last_id = id_to_json(doc_id(raw[-1].raw))
-                # the chunk is acknowledged by the server: record it without waiting for the commit
-                posted = relay.post(ctx.checkpoint, step, {"chunks": chunks, "docs": docs, "bytes": nbytes,
-                                                           "duplicates": dups, "acked": acked, "last_id": last_id,
-                                                           "warnings": warnings},
-                                    bytes_done=nbytes, items_done=docs)
-        finally:
-            prepared.close()  # ends the preparing thread now
+        state: dict[str, Any] = {key: cursor.get(key, 0) for key in ("chunks", "docs", "bytes", "duplicates")}
+        state.update(acked=cursor.get("acked"), last_id=cursor.get("last_id"), warnings=warnings)
+        posted: Future[Any] | None = None
+
+        def settle(write: Future[tuple[int, int]], raw: list[RawBSONDocument], size: int) -> Future[Any]:
+            written, found = write.result()
+            state["duplicates"] += found
+            if state["acked"] is not None:  # None: a cursor from before acknowledgements were kept
+                state["acked"] += written
+            state["chunks"] += 1
+            state["docs"] += len(raw)
+            state["bytes"] += size
+            if raw:
+                state["last_id"] = id_to_json(doc_id(raw[-1].raw))
+            # the chunk is acknowledged by the server: record it without waiting for the commit
+            return relay.post(ctx.checkpoint, step, dict(state), bytes_done=state["bytes"], items_done=state["docs"])
+
+        # Up to `writers` chunks are with the server at once (it parses one while it stores
+        # another); they are settled in order, so a checkpoint always covers a prefix of the
+        # chunks and a kill redoes at most the chunks in flight.
+        in_flight: deque[tuple[Future[tuple[int, int]], list[RawBSONDocument], int]] = deque()
+        prepared = prefetch(self._prepared(source, state["chunks"], dst))
+        with ThreadPoolExecutor(self.spec.writers, thread_name_prefix="davit-mongo-write") as pool:
+            try:
+                sent = state["chunks"]
+                for raw, size in prepared:
+                    ctx.check_stop()
+                    relay.check(posted)
+                    in_flight.append((pool.submit(self._write, coll, dst, raw, sent), raw, size))
+                    sent += 1
+                    if len(in_flight) >= self.spec.writers:
+                        posted = settle(*in_flight.popleft())
+                while in_flight:
+                    posted = settle(*in_flight.popleft())
+            finally:
+                prepared.close()  # ends the preparing thread now
+                for write, _, _ in in_flight:
+                    write.cancel()
         if posted is not None:
             posted.result()  # the last checkpoint is durable (or its failure raised) before going on
+        docs, nbytes, dups = state["docs"], state["bytes"], state["duplicates"]
         warnings += self._indexes(ctx, relay, dst, meta)
         return {"ns": dst, "documents": docs, "bytes": nbytes, "duplicates_skipped": dups, "warnings": warnings}
 

@@ -142,6 +142,7 @@ class MongoRestoreJob(JobBase):
     target: MongoRestoreTarget
     parallel: int = Field(default=2, ge=1, le=16)  # collections restored at once
     batch_kib: int = Field(default=1024, ge=16, le=16384)  # bytes of documents per insert
+    writers: int = Field(default=2, ge=1, le=8)  # chunks being inserted at once into one collection
 
 
 class MongoExportSource(MongoServer):
