@@ -5,8 +5,12 @@ its options, indexes, uuid, collectionName and type in canonical Extended JSON; 
 names end in `.gz`. A view has only its `.metadata.json` (`type: view`, `viewOn` and `pipeline`
 in its options). Collection names are escaped in file names as mongodump does (Go's
 `url.PathEscape`, mongo-tools' `util.EscapeCollectionName`: `/`, `%`, `?`, `;`, `,`, spaces,
-control and non-ASCII bytes become `%XX`); reading takes the name from `collectionName` in the
-metadata, else unescapes the file name. `system.*` collections are skipped, except `system.js`,
+control and non-ASCII bytes become `%XX`); an escaped name longer than 238 bytes, which with
+`.metadata.json.gz` would pass the 255-byte file name limit, is cut to its first 208 bytes
+followed by `%24` and the unpadded URL-safe base64 of the SHA-1 of the real name (mongodump's
+`outputPath`). Reading takes the name from `collectionName` in the metadata, else unescapes the
+file name; a cut name without that metadata cannot be read back, as with mongorestore.
+`system.*` collections are skipped, except `system.js`,
 as mongorestore does. Reading cuts the `.bson` stream into chunks of whole documents (the same
 cut every time, so "chunks done" is a cursor); writing copies chunks in order, to a temporary
 name renamed into place, so a half-written export never looks complete.
@@ -14,7 +18,9 @@ name renamed into place, so a half-written export never looks complete.
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from urllib.parse import quote, unquote
 from adapters.mongo.layout import meta_from_text, meta_to_text
 from adapters.mongo.rawbson import chunks_of, read_docs
 from adapters.repository.fsutil import fsync_dir
+from domain.errors import SourceMissing
 
 BSON, META = ".bson", ".metadata.json"
 PATH_SEGMENT_SAFE = "$&+:=@"  # what Go's url.PathEscape leaves as is besides letters, digits and -_.~
@@ -37,6 +44,26 @@ def escape_collection_name(name: str) -> str:
 
 def unescape_collection_name(name: str) -> str:
     return unquote(name)
+
+
+# mongodump keeps every file name within 255 bytes, its longest suffix being `.metadata.json.gz`
+LONGEST_STEM = 238
+KEPT_OF_LONG_NAME = 208  # + "%24" + 27 characters of hash = 238
+HASH_MARK = "%24"
+
+
+def dump_file_stem(name: str) -> str:
+    """A collection's file name without suffix as mongodump writes it: escaped, and cut with a hash if too long."""
+    escaped = escape_collection_name(name)
+    if len(escaped) <= LONGEST_STEM:
+        return escaped
+    digest = base64.urlsafe_b64encode(hashlib.sha1(name.encode()).digest()).rstrip(b"=").decode()
+    return escaped[:KEPT_OF_LONG_NAME] + HASH_MARK + digest
+
+
+def is_cut_stem(stem: str) -> bool:
+    """Whether mongodump cut this file name (mongorestore's test): only the metadata has the real name."""
+    return len(stem) == LONGEST_STEM and HASH_MARK in stem
 
 
 @dataclass(frozen=True)
@@ -88,7 +115,7 @@ def list_dump(root: Path) -> list[DumpCollection]:
                 if bson is None or not name.endswith(".gz"):
                     stems[stem] = (path, meta)
         for stem, (bson, meta) in stems.items():
-            coll = _collection_name(stem, meta)
+            coll = _collection_name(db_dir, stem, meta)
             if coll.startswith("system.") and coll != "system.js":
                 continue
             if bson is None and (meta is None or _meta_type(meta) != "view"):
@@ -102,7 +129,7 @@ def _read_meta(path: Path) -> dict[str, object]:
         return meta_from_text(fh.read().decode())
 
 
-def _collection_name(stem: str, meta: Path | None) -> str:
+def _collection_name(db_dir: Path, stem: str, meta: Path | None) -> str:
     if meta is not None:
         try:
             name = _read_meta(meta).get("collectionName")
@@ -110,6 +137,10 @@ def _collection_name(stem: str, meta: Path | None) -> str:
             name = None
         if isinstance(name, str) and name:
             return name
+    if is_cut_stem(stem):
+        raise SourceMissing(str(db_dir / stem), "mongodump cut this collection's file name to fit and only its "
+                                                "metadata.json (`collectionName`) holds the full name, which is "
+                                                "missing or unreadable")
     return unescape_collection_name(stem)
 
 
@@ -127,13 +158,14 @@ def write_collection(root: Path, ns: str, meta_text: str, chunks: Iterable[bytes
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     total = 0
-    stem = escape_collection_name(coll)
+    stem = dump_file_stem(coll)
     files: list[tuple[str, Iterable[bytes]]] = [(stem + META + suffix, [meta_text.encode()])]
     if meta_from_text(meta_text).get("type", "collection") != "view":  # mongodump writes no .bson for a view
         files.insert(0, (stem + BSON + suffix, chunks))
     for name, parts in files:
         final = folder / name
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        # not named after the file: a cut name is already as long as a file name may be
+        tmp = folder / f".{hashlib.sha1(name.encode()).hexdigest()[:16]}.{os.getpid()}.tmp"
         with open(tmp, "wb") as raw:
             out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else raw)
             for part in parts:
