@@ -42,6 +42,10 @@ class MongoRefused(PermanentError):
     pass
 
 
+class MongoConflict(MongoRefused):
+    """A write the target refused because a unique index holds the value already."""
+
+
 class Server:
     """One server named by a job: its (secret) URI and a lazily opened client."""
 

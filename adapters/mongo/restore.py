@@ -7,11 +7,12 @@ target collection if `drop = true` and creates it with the source's options; the
 is read and verified (sha256) before a byte of it is sent, inserted in batches of about
 `batch_kib` (unordered `insert_many` of raw documents; in `insert` mode a duplicate `_id`,
 code 11000, is tolerated so a chunk redone after a kill inserts nothing twice; `upsert`
-replaces by `_id`), and the count of chunks done is recorded together with what the server
-acknowledged for them (documents inserted, or matched/upserted, plus duplicate `_id`s found
-present) and the last `_id` written. Indexes come after the data; views are created after
-every collection. A `system.*` collection in a mongodump directory is skipped (except
-`system.js`).
+replaces by `_id`, and a unique index of the target that a source document would break fails
+the run naming the collection and the index), and the count of chunks done is recorded
+together with what the server acknowledged for them (documents inserted, or matched/upserted,
+plus duplicate `_id`s found present) and the last `_id` written. Indexes come after the data;
+views are created after every collection. A `system.*` collection in a mongodump directory is
+skipped (except `system.js`).
 
 Verification (`finish`) is honest without scanning the target: for each collection, every
 document of the source (its count in the snapshot; for a mongodump directory, what was read)
@@ -34,11 +35,11 @@ from typing import Any
 
 from bson import json_util
 from bson.raw_bson import RawBSONDocument
-from pymongo import InsertOne, ReplaceOne
+from pymongo import InsertOne
 from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMongoError
 
-from adapters.mongo.client import MongoRefused, MongoUnreachable, Server
+from adapters.mongo.client import MongoConflict, MongoRefused, MongoUnreachable, Server
 from adapters.mongo.dumpdir import DumpCollection, list_dump
 from adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
 from adapters.mongo.parallel import Relay, prefetch, run_parallel
@@ -53,8 +54,10 @@ from domain.ports import RunContext
 
 RESTORE, VIEW = "restore:", "view:"
 DUPLICATE_KEY = 11000
+UNIQUE_BROKEN = "UNIQUE constraint failed"  # FerretDB's SQLite message when a replacement breaks a unique index
 WRITE_ATTEMPTS = 3
 UPSERT_OPS = 50  # replacements per command: FerretDB 1.24 never answers an update command of 100 or more
+UPSERT_BYTES = 8 << 20  # documents per update command, which must stay under the 16 MiB a command may have
 SOURCE_CHUNK = 1 << 20  # how a mongodump file is cut into chunks (fixed: the cursor counts them)
 
 
@@ -309,12 +312,7 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         """Write one batch: (documents the server acknowledged as written or present, duplicates)."""
         try:
             if self.spec.target.mode == "upsert":
-                ops: list[ReplaceOne[Any]] = [ReplaceOne({"_id": doc_id(d.raw)}, d, upsert=True) for d in batch]
-                acked = 0
-                for start in range(0, len(ops), UPSERT_OPS):
-                    result = coll.bulk_write(ops[start : start + UPSERT_OPS], ordered=False)
-                    acked += result.matched_count + result.upserted_count
-                return acked, 0
+                return sum(self._upsert(coll, dst, group) for group in _upsert_groups(batch)), 0
             inserted = coll.bulk_write([InsertOne(d) for d in batch], ordered=False).inserted_count
             return inserted, 0
         except BulkWriteError as exc:
@@ -330,6 +328,50 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         except PyMongoError as exc:
             with self.server.errors(f"writing to {dst}"):
                 raise exc
+
+    def _upsert(self, coll: Collection[Any], dst: str, group: list[RawBSONDocument]) -> int:
+        """Replace by `_id`, inserting what is missing: the documents the server matched or inserted.
+
+        The `update` command is sent as is rather than through `bulk_write`: FerretDB answers an
+        upsert that breaks a unique index with write errors but without `n`/`nModified`, on which
+        pymongo's `bulk_write` fails with a `KeyError`. A unique index other than `_id` holding a
+        value of the source already is a conflict an operator must settle: a permanent failure."""
+        updates = [{"q": {"_id": doc_id(d.raw)}, "u": d, "upsert": True} for d in group]
+        try:
+            reply = coll.database.command({"update": coll.name, "updates": updates, "ordered": False})
+        except OperationFailure as exc:
+            errmsg = str((exc.details or {}).get("errmsg", exc))
+            if exc.code == DUPLICATE_KEY or UNIQUE_BROKEN in errmsg:  # FerretDB: replacing an existing document
+                raise self._conflict(coll, dst, errmsg) from exc
+            raise
+        errors = reply.get("writeErrors") or []
+        if errors:
+            first = errors[0]
+            if first.get("code") == DUPLICATE_KEY:
+                raise self._conflict(coll, dst, str(first.get("errmsg")))
+            raise MongoRefused(f"{dst}: the target refused {len(errors)} replacement(s): "
+                               f"{self.server.redact(str(first.get('errmsg')))} (code {first.get('code')})")
+        if reply.get("writeConcernError"):
+            problem = reply["writeConcernError"]
+            raise MongoRefused(f"{dst}: the target did not confirm replacements: "
+                               f"{self.server.redact(str(problem.get('errmsg')))} (code {problem.get('code')})")
+        return int(reply.get("n", 0))
+
+    def _conflict(self, coll: Collection[Any], dst: str, errmsg: str) -> MongoConflict:
+        """Name the unique index: the one the server's message names, else every one the target has
+        besides `_id` (FerretDB names none, or its SQLite name). The rest of the server's message is
+        left out: it quotes the duplicate values, which are the operator's data."""
+        try:
+            unique = sorted(str(i["name"]) for i in coll.database.get_collection(coll.name).list_indexes()
+                            if i.get("unique") and i.get("name") != "_id_")
+        except PyMongoError:
+            unique = []
+        names = [n for n in unique if n in errmsg] or unique
+        index = f"unique index {', '.join(names)}" if names else "a unique index"
+        return MongoConflict(self.server.redact(
+            f"{dst}: upsert refused by the target's {index}: a document of the source holds a value that another "
+            f"document of the target, with another _id, holds already; remove or change that document in the "
+            f"target, or restore with drop = true"))
 
     # --- options and indexes -------------------------------------------------------------------
 
@@ -411,6 +453,20 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
                 with self.server.errors(f"creating index {name} on {dst}"):
                     raise exc
         return warned
+
+
+def _upsert_groups(batch: list[RawBSONDocument]) -> Iterator[list[RawBSONDocument]]:
+    """The batch in runs of at most UPSERT_OPS documents and UPSERT_BYTES (a larger document alone)."""
+    group: list[RawBSONDocument] = []
+    size = 0
+    for doc in batch:
+        if group and (len(group) == UPSERT_OPS or size + len(doc.raw) > UPSERT_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(doc)
+        size += len(doc.raw)
+    if group:
+        yield group
 
 
 def _meta_text(source: CollectionEntry | DumpCollection) -> str:

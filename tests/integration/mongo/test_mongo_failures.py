@@ -13,7 +13,7 @@ import bson
 import pytest
 from bson import Decimal128, json_util
 
-from adapters.mongo.client import MongoAuthFailed, MongoUnreachable
+from adapters.mongo.client import MongoAuthFailed, MongoConflict, MongoUnreachable
 from adapters.repository.repository import Repository
 from domain.errors import PermanentError, RetryableError
 from tests.fakes import MemoryRunContext
@@ -96,3 +96,29 @@ def test_a_document_the_target_cannot_store_fails_after_bounded_retries_naming_t
     assert not err.value.retryable
     assert f"{db}.prices" in str(err.value) and "3 attempts" in str(err.value)
     assert mongo.client.admin.command("ping")["ok"] == 1  # the server is fine afterwards
+
+
+@pytest.mark.parametrize("held_by", ["a new document", "an existing document"])
+def test_an_upsert_that_breaks_a_unique_index_of_the_target_fails_naming_the_collection_and_index(
+        mongo: Mongo, repo: Repository, tmp_path: Path, held_by: str) -> None:
+    db = mongo.db("people")
+    (tmp_path / "dump" / db).mkdir(parents=True)
+    docs = [{"_id": n, "email": f"user{n}@example.org"} for n in range(5)] + [{"_id": 7, "email": "ada@example.org"}]
+    (tmp_path / "dump" / db / "people.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
+    (tmp_path / "dump" / db / "people.metadata.json").write_text(json_util.dumps(
+        {"options": {}, "indexes": [], "collectionName": "people", "type": "collection"},
+        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    # the target already has Ada under another _id, and a unique index on email
+    target = mongo.client[db]["people"]
+    target.insert_one({"_id": 99, "email": "ada@example.org"})
+    if held_by == "an existing document":  # the replacement of _id 7 is what breaks the index
+        target.insert_one({"_id": 7, "email": "old@example.org"})
+    target.create_index("email", unique=True, name="email_1")
+
+    with pytest.raises(MongoConflict) as err:
+        run_restore(repo, restore_spec("up", {"from_mongodump": str(tmp_path / "dump")}, mode="upsert"), "r1")
+    assert not err.value.retryable
+    assert str(err.value).startswith(f"{db}.people: upsert refused by the target's unique index email_1: a "
+                                     "document of the source holds a value that another document of the target")
+    assert "ada@example.org" not in str(err.value)  # the server's message quotes the values: left out
+    assert target.find_one({"_id": 99}) == {"_id": 99, "email": "ada@example.org"}
