@@ -48,6 +48,7 @@ from domain.ports import RunContext
 DUMP, PUBLISH, RETENTION = "dump:", "publish", "retention"
 BATCH_DOCS = 1000
 NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented
+SYSTEM_SKIPPED = ": a system collection"
 
 
 class MongoBackupWork(RunInputs[MongoBackupJob]):
@@ -74,11 +75,8 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         info = self.server.ping()
         namespaces, views, skipped = self._select()
-        if not namespaces and not views:
-            ctx.warn("no collection matches the job's databases/include/exclude")
-        for reason in skipped:
-            if "time-series" in reason:
-                ctx.warn(f"skipped {reason}")
+        for warning in selection_warnings(namespaces, views, skipped):
+            ctx.warn(warning)
         self.details = {"snapshot_id": self.run_id, "namespaces": namespaces, "views": views, "skipped": skipped,
                         **info}
         return self.details
@@ -269,7 +267,7 @@ def classify(listed: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], dict[
         name, kind = info["name"], info.get("type", "collection")
         ns = f"{db}.{name}"
         if name.startswith("system.") and name != "system.js":
-            skipped.append(f"{ns}: a system collection")
+            skipped.append(f"{ns}{SYSTEM_SKIPPED}")
         elif kind == "view":
             views[ns] = meta_to_text({"options": dict(info.get("options") or {}), "indexes": [],
                                       "collectionName": name, "type": "view"})
@@ -280,6 +278,14 @@ def classify(listed: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], dict[
         else:
             skipped.append(f"{ns}: a {kind}")
     return sorted(found), dict(sorted(views.items())), sorted(skipped)
+
+
+def selection_warnings(namespaces: list[str], views: dict[str, str], skipped: list[str]) -> list[str]:
+    """What the operator is warned of about `classify`'s result: nothing selected, or a collection
+    left out of the snapshot that they may expect in it (a time-series collection); a system
+    collection is no surprise and stays in the run's details only."""
+    warnings = [] if namespaces or views else ["no collection to back up matches the job's databases/include/exclude"]
+    return warnings + [f"skipped {reason}" for reason in skipped if not reason.endswith(SYSTEM_SKIPPED)]
 
 
 def _chunk_line(ns: str, cid: str) -> bytes:

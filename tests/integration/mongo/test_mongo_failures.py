@@ -1,7 +1,8 @@
 """Failures of the MongoDB adapter are classified and never show the URI's password: a server
 that is down is retryable, refused credentials (no such user, or a wrong password for a user
 that exists) are permanent, and a document type the target cannot store (FerretDB closes the
-connection) fails after bounded retries naming the collection."""
+connection) fails after bounded retries naming the collection; an upsert that breaks a unique
+index of the target fails permanently naming the collection and the index, not the values."""
 
 from __future__ import annotations
 
