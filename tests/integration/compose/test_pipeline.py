@@ -5,6 +5,7 @@ sends nothing; a chunk cut short is never listed as present in the target's stor
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,28 @@ def test_a_chunk_cut_short_by_a_lost_sender_is_not_listed_as_present(ssh_peer: S
         assert present_chunks(host, layout) == {}
         whole = host.run(store_command(layout.store), input=b"abc 1000\n" + b"x" * 1000 + b"END 0\n")
         assert whole.stdout == "abc\n" and present_chunks(host, layout) == {"abc": 1000}
+
+
+@pytest.mark.parametrize("where", ["direct-capable disk", "busybox dd", "tmpfs"])
+def test_the_store_writer_files_every_chunk_whole_whether_or_not_it_can_write_past_the_page_cache(
+        ssh_peer: SshPeer, tmp_path: Path, where: str) -> None:
+    # chunk lengths that are and are not multiples of the 1 MiB block the direct path writes in
+    chunks = [os.urandom(n) for n in (1, 4096, 1 << 20, (1 << 20) + 7, 3_000_001)]
+    names = [f"c{i}" for i in range(len(chunks))]
+    stream = b"".join(f"{name} {len(c)}\n".encode() + c for name, c in zip(names, chunks, strict=True)) + b"END 0\n"
+    store = Path("/dev/shm") / f"davit-store-{tmp_path.name}" if where == "tmpfs" else tmp_path / "store"
+    store.mkdir(parents=True)
+    prefix = ""
+    if where == "busybox dd":
+        (tmp_path / "bin").mkdir()
+        os.symlink("/bin/busybox", tmp_path / "bin" / "dd")
+        prefix = f"PATH={tmp_path / 'bin'}:$PATH; "
+    try:
+        with connect(address(ssh_peer)) as host:
+            result = host.run(prefix + store_command(str(store)), input=stream)
+        assert result.stdout.split() == names
+        assert [(store / "chunks" / f"{name}.zst").read_bytes() for name in names] == chunks
+        assert sorted(p.name for p in (store / "chunks").iterdir()) == sorted(f"{n}.zst" for n in names)
+    finally:
+        if where == "tmpfs":
+            shutil.rmtree(store, ignore_errors=True)
