@@ -5,8 +5,10 @@ For each state the executor does the work, then records the event that says it w
 inside `run` are recorded by the work itself, each after the data it describes is durable.
 A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`
 (or, when the work already changed something it must put back, rolls it back like a failure
-and ends `rolled_back`), a daemon shutdown leaves it `interrupted` and resumable. Every
-failure becomes an event.
+and ends `rolled_back`), a daemon shutdown leaves it `interrupted` and resumable. A cancel that
+comes once the run's committing step has started (a backup's `publish`) no longer applies: it
+is recorded as `CancelIgnored` and the run goes on to its end, so a published snapshot is never
+reported as cancelled. Every failure becomes an event.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from daemon.config import RetrySection
 from daemon.recorder import RunRecorder, WorkerContext
 from daemon.retry import retry_at
 from domain import events as ev
-from domain.errors import DavitError, RunStopped, StorageFull
+from domain.errors import AlreadyCommitted, ConcurrencyError, DavitError, IllegalTransition, RunStopped, StorageFull
 from domain.machine import RunState
 from domain.ports import JobWork, ReversibleWork
 from domain.runs import CANCELLED_BY_OPERATOR, RunView
@@ -34,6 +36,7 @@ log = logging.getLogger("davitd.executor")
 
 CANCEL = "cancel requested"
 SHUTDOWN = "daemon stopping"
+BY_OPERATOR = "requested by operator"
 
 
 class RunHandle:
@@ -164,6 +167,29 @@ async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str, work: JobWo
         await rec.record(ev.RunInterrupted(reason=reason))
         log.info("run %s interrupted (%s); it resumes at the next start", rec.run_id, reason)
     return False
+
+
+async def cancel(rec: RunRecorder, handle: RunHandle | None, work_for: Callable[[RunView], JobWork],
+                 limiter: anyio.CapacityLimiter) -> bool:
+    """An operator's cancel of a run that has not ended. Recorded as `RunCancelling` and then
+    honoured (the running work is asked to stop; a run nobody executes is settled here), or, if
+    the run's committing step has started, recorded as `CancelIgnored` and the run goes on. The
+    recorder decides under its lock, so a committing step and a cancel are ordered: whichever is
+    recorded first wins. True if `RunRollingBack` was recorded (the dispatcher runs it)."""
+    try:
+        await rec.record(ev.RunCancelling(reason=BY_OPERATOR))
+    except AlreadyCommitted as late:
+        await rec.record(ev.CancelIgnored(reason=BY_OPERATOR, step=late.step, state=late.state))
+        log.warning("run %s (%s): cancel ignored, its %s step had started; the run goes on to its end",
+                    rec.run_id, rec.view.job, late.step)
+        return False
+    except (IllegalTransition, ConcurrencyError):
+        return False
+    log.info("run %s cancelled by operator", rec.run_id)
+    if handle is not None:
+        handle.request_stop(CANCEL)
+        return False
+    return await settle_cancel(rec, None, work_for, limiter)
 
 
 async def settle_cancel(rec: RunRecorder, work: JobWork | None, work_for: Callable[[RunView], JobWork],

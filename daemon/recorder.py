@@ -20,9 +20,9 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from domain import events as ev
-from domain.errors import ConcurrencyError, RunStopped
-from domain.machine import next_state
-from domain.runs import RunView, apply, fold
+from domain.errors import ConcurrencyError, IllegalTransition, RunStopped
+from domain.machine import RunState
+from domain.runs import RunView, admit, apply, fold
 from eventstore.sqlite import SqliteEventStore
 
 
@@ -66,10 +66,7 @@ class RunRecorder:
 
     async def record(self, *events: ev.Event) -> None:
         async with self._lock:
-            state = self.view.state
-            for event in events:
-                if event.trigger is not None:
-                    state = next_state(self.view.run_id, state, event.trigger)
+            admit(self.view, events)
             stream = ev.run_stream(self.view.run_id)
             await self.log.append(stream, self.view.version, [ev.NewEvent.of(self._ids(), e) for e in events])
             for stored in await self.log.read_stream(stream, self.view.version + 1):
@@ -98,8 +95,19 @@ class WorkerContext:
         found = self.recorder.view.steps.get(step)
         return found is not None and found.status == "done"
 
-    def step_started(self, step: str) -> None:
-        self._record(ev.StepStarted(step=step))
+    def step_started(self, step: str, *, commits: bool = False) -> None:
+        if not commits:
+            self._record(ev.StepStarted(step=step))
+            return
+        self.check_stop()
+        try:
+            self._record(ev.StepStarted(step=step, commits=True))
+        except IllegalTransition:
+            # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
+            # step that would have made the run's result exist never runs.
+            if self.recorder.view.state is RunState.CANCELLING:
+                raise RunStopped(f"cancelled before {step} started") from None
+            raise
 
     def checkpoint(
         self,

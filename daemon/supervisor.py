@@ -35,7 +35,7 @@ from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
-from domain.errors import ConcurrencyError, IllegalTransition, InvalidConfig, PermanentError
+from domain.errors import IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold
 from domain.schedule import due_fire
@@ -292,17 +292,8 @@ class Supervisor:
         view = self.runs.get(run_id)
         if view is None or view.state in TERMINAL or view.state is RunState.CANCELLING:
             return
-        rec = self.recorder(run_id)
-        try:
-            await rec.record(ev.RunCancelling(reason="requested by operator"))
-        except (IllegalTransition, ConcurrencyError):
-            return
-        handle = self.handles.get(run_id)
-        if handle is not None:
-            handle.request_stop(ex.CANCEL)
-        elif await ex.settle_cancel(rec, None, self.parts.work_for, self.limiter):
+        if await ex.cancel(self.recorder(run_id), self.handles.get(run_id), self.parts.work_for, self.limiter):
             self.wakeup.set()  # the dispatcher runs the rollback
-        log.info("run %s cancelled by operator", run_id)
 
     # --- dispatch ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ DavitError
 │   ├── InvalidJob              a job file or spec is wrong (file, field, reason)
 │   ├── InvalidConfig           the daemon configuration is wrong
 │   ├── IllegalTransition       the run machine refused a trigger
+│   │   └── AlreadyCommitted    ... because the run's committing step has started (a late cancel)
 │   ├── CorruptChunk            a stored chunk does not match its hash
 │   ├── SnapshotNotFound
 │   ├── TargetNotEmpty          a restore would overwrite data without `overwrite = true`
@@ -107,6 +108,16 @@ class IllegalTransition(PermanentError):
         self.run_id = run_id
         self.state = state
         self.trigger = trigger
+
+
+class AlreadyCommitted(IllegalTransition):
+    """A trigger (a cancel) refused because the run's committing step has started: what that
+    step commits (a published snapshot, a removed migration source) will exist whatever follows."""
+
+    def __init__(self, run_id: str, state: str, trigger: str, step: str) -> None:
+        super().__init__(run_id, state, trigger)
+        self.message = f"{self.message}: step {step!r} has started, which commits the run"
+        self.step = step
 
 
 class CorruptChunk(PermanentError):

@@ -163,7 +163,11 @@ class RunStarted(Event):
 
 
 class StepStarted(Event):
+    """`commits`: this step commits the run's result (a backup's `publish`, a migration's
+    `finalize`); once it has started a cancel no longer applies (see `domain/machine.py`)."""
+
     step: str
+    commits: bool = False
 
 
 class CheckpointRecorded(Event):
@@ -230,6 +234,15 @@ class RunCancelled(Event):
     trigger: ClassVar[str | None] = "cancelled"
 
 
+class CancelIgnored(Event):
+    """A cancel arrived after the run's committing step `step` had started: the run goes on and
+    ends as its work does (a backup `succeeded`, with its snapshot), and says so."""
+
+    reason: str
+    step: str
+    state: str
+
+
 class RunRollingBack(Event):
     trigger: ClassVar[str | None] = "roll_back"
     cause: str
@@ -254,7 +267,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         JobDefined, JobRetired, JobRunTriggered,
         RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
         RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,
-        RunRequeued, RunCancelling, RunCancelled, RunRollingBack, RunRolledBack,
+        RunRequeued, RunCancelling, RunCancelled, CancelIgnored, RunRollingBack, RunRolledBack,
         RetentionApplied,
     )
 }

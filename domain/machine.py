@@ -4,6 +4,13 @@ A synchronous `transitions.Machine` built from the table decides which transitio
 it holds no run and does no I/O (callbacks would be the wrong place for work: the executor
 in `daemon/` does the work and appends the event that records it). A run's state is never
 stored: it is the fold of the run's events (`domain/runs.py`), each of which names a trigger.
+
+One fact besides the state also decides: whether the run's committing step has started (a
+backup's `publish`, a migration's `finalize`; the step is started with `commits`). From then on
+what that step commits exists, or will, whatever follows, so the run only goes forward: a cancel
+is refused (`AlreadyCommitted`; the executor records it as `CancelIgnored`) and the run ends as
+its work does. And a run that is already cancelling must not start such a step: the first of
+the two to be recorded wins, and the run's end says truthfully what was done.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from functools import cache
 
 from transitions import Machine
 
-from domain.errors import IllegalTransition
+from domain.errors import AlreadyCommitted, IllegalTransition
 
 
 class RunState(StrEnum):
@@ -39,6 +46,9 @@ WORKING = frozenset({S.PREPARING, S.RUNNING, S.VERIFYING})
 # states in which step and checkpoint events may be recorded (a chunk in flight when a cancel
 # arrives still becomes durable and is recorded)
 RECORDING = ACTIVE | {S.CANCELLING}
+# states in which a committing step may start, and the triggers refused once one has started
+COMMITTABLE = WORKING
+REFUSED_ONCE_COMMITTED = frozenset({"cancel"})
 
 # (trigger, sources, dest). Interrupt comes from states where a live process did work;
 # cancel from every state that has not finished; rollback only once work has started (also
@@ -75,15 +85,20 @@ def _machine() -> Machine:
     return machine
 
 
-def next_state(run_id: str, state: RunState, trigger: str) -> RunState:
-    """The state after `trigger` from `state`, or `IllegalTransition` if the table refuses."""
+def next_state(run_id: str, state: RunState, trigger: str, committed: str | None = None) -> RunState:
+    """The state after `trigger` from `state`, or `IllegalTransition` if the table refuses
+    (`AlreadyCommitted` if only the run's started committing step, `committed`, refuses it)."""
     if trigger not in TRIGGERS:
         raise IllegalTransition(run_id, state.value, trigger)
     found = _machine().get_transitions(trigger=trigger, source=state.value)
     if not found:
         raise IllegalTransition(run_id, state.value, trigger)
+    if committed is not None and trigger in REFUSED_ONCE_COMMITTED:
+        raise AlreadyCommitted(run_id, state.value, trigger, committed)
     return RunState(str(found[0].dest))
 
 
-def allowed(state: RunState, trigger: str) -> bool:
+def allowed(state: RunState, trigger: str, committed: str | None = None) -> bool:
+    if committed is not None and trigger in REFUSED_ONCE_COMMITTED:
+        return False
     return trigger in TRIGGERS and bool(_machine().get_transitions(trigger=trigger, source=state.value))

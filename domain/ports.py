@@ -42,7 +42,11 @@ class RunContext(Protocol):
 
     def step_done(self, step: str) -> bool: ...
 
-    def step_started(self, step: str) -> None: ...
+    def step_started(self, step: str, *, commits: bool = False) -> None:
+        """Record that `step` starts. `commits`: the step commits the run's result (a snapshot's
+        publication); it raises `RunStopped` instead if a cancel was recorded first, and once
+        it is recorded a cancel no longer applies."""
+        ...
 
     def checkpoint(
         self,

@@ -2,18 +2,21 @@
 
 `fold` replays a run stream through the run machine (`domain/machine.py`): every event that
 names a trigger must be legal from the state reached so far, or the fold raises
-`IllegalTransition`; step and checkpoint events are legal only while the run is active.
-Replaying the log therefore gives the same view the live daemon showed.
+`IllegalTransition`; step and checkpoint events are legal only while the run is active, and a
+committing step only while it works. `admit` applies the same rules to events not yet written,
+so the recorder refuses what the fold would. Replaying the log therefore gives the same view the
+live daemon showed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from domain import events as ev
 from domain.errors import IllegalTransition
-from domain.machine import RECORDING, RunState, next_state
+from domain.machine import COMMITTABLE, RECORDING, RunState, next_state
 
 # The cause of a rollback that a cancel started (a migration cancelled after it stopped its
 # source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
@@ -55,6 +58,8 @@ class RunView:
     summary: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     interruptions: int = 0
+    committed_step: str | None = None  # the committing step, once it has started
+    cancel_ignored: dict[str, str] | None = None  # the last cancel that came after it
     queued_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -108,6 +113,8 @@ class RunView:
             "summary": self.summary,
             "warnings": self.warnings,
             "interruptions": self.interruptions,
+            "committed_step": self.committed_step,
+            "cancel_ignored": self.cancel_ignored,
             "queued_at": self.queued_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -127,12 +134,29 @@ def apply(view: RunView, item: ev.StoredEvent) -> RunView:
     view.last_position = item.position
     if event is None:
         return view
-    if event.trigger is not None:
-        view.state = next_state(view.run_id, view.state, event.trigger)
-    elif isinstance(event, (ev.StepStarted, ev.CheckpointRecorded, ev.StepCompleted)) and view.state not in RECORDING:
-        raise IllegalTransition(view.run_id, view.state.value, event.type_name())
+    view.state, view.committed_step = _legal(view.run_id, view.state, view.committed_step, event)
     _record(view, event, item.recorded_at)
     return view
+
+
+def admit(view: RunView, events: Sequence[ev.Event]) -> None:
+    """Raise `IllegalTransition` unless `events`, appended in this order now, fold legally."""
+    state, committed = view.state, view.committed_step
+    for event in events:
+        state, committed = _legal(view.run_id, state, committed, event)
+
+
+def _legal(run_id: str, state: RunState, committed: str | None, event: ev.Event) -> tuple[RunState, str | None]:
+    """The state and committing step after `event`, or `IllegalTransition` if the run refuses it."""
+    if event.trigger is not None:
+        return next_state(run_id, state, event.trigger, committed), committed
+    if isinstance(event, (ev.StepStarted, ev.CheckpointRecorded, ev.StepCompleted)) and state not in RECORDING:
+        raise IllegalTransition(run_id, state.value, event.type_name())
+    if isinstance(event, ev.StepStarted) and event.commits:
+        if state not in COMMITTABLE:
+            raise IllegalTransition(run_id, state.value, f"commit:{event.step}")
+        return state, committed or event.step
+    return state, committed
 
 
 def _record(view: RunView, event: ev.Event, at: str) -> None:
@@ -180,5 +204,7 @@ def _record(view: RunView, event: ev.Event, at: str) -> None:
             view.error, view.finished_at = event.cause, at
         case ev.RunCancelled():
             view.finished_at = at
+        case ev.CancelIgnored():
+            view.cancel_ignored = {"reason": event.reason, "step": event.step, "state": event.state}
         case _:
             pass

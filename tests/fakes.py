@@ -29,7 +29,7 @@ class MemoryRunContext:
     def step_done(self, step: str) -> bool:
         return step in self.done
 
-    def step_started(self, step: str) -> None:
+    def step_started(self, step: str, *, commits: bool = False) -> None:
         pass
 
     def checkpoint(self, step: str, cursor: dict[str, Any], *, chunks_written: Sequence[str] = (),

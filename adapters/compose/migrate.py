@@ -13,8 +13,9 @@ translated to `base_path` in compose and env files) -> `start_target` (`docker c
 Each step is recorded, and those that move data checkpoint per item or per batch, so a
 resumed run continues where the last one stopped. A failure once the source was stopped is
 undone by `rollback` (driven by the executor): the target stack is stopped and removed
-(unless `keep_failed_target`), then the source containers that were running are started.
-`dry_run` plans only `inspect` and `preflight`.
+(unless `keep_failed_target`), then the source containers that were running are started; a
+cancel rolls back the same way, unless `finalize` (the committing step) has started: then it
+is ignored and the migration ends as finalize does. `dry_run` plans only `inspect` and `preflight`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
             if step in DATA_STEPS:
                 self._move_data(ctx)  # the three steps overlap; it starts and completes each
                 continue
-            ctx.step_started(step)
+            # finalize removes the source's store (and the source, with remove_source): once it
+            # starts there is nothing a rollback could put back, so a later cancel is ignored
+            ctx.step_started(step, commits=step == FINALIZE)
             ctx.step_completed(step, steps[step](ctx))
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:

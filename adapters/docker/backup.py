@@ -125,7 +125,7 @@ class VolumeBackupWork(FilesBackupWork):
                 ctx.step_started(STORE)
                 ctx.step_completed(STORE, self._store(ctx))
             if not ctx.step_done(PUBLISH):
-                ctx.step_started(PUBLISH)
+                ctx.step_started(PUBLISH, commits=True)
                 ctx.step_completed(PUBLISH, self._publish(ctx))
         except BaseException as exc:
             if stopped and not ctx.step_done(START):

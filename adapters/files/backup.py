@@ -99,7 +99,7 @@ class FilesBackupWork:
             summary = self._store(ctx)
             ctx.step_completed(STORE, summary)
         if not ctx.step_done(PUBLISH):
-            ctx.step_started(PUBLISH)
+            ctx.step_started(PUBLISH, commits=True)
             ctx.step_completed(PUBLISH, self._publish(ctx))
         if RETENTION in self.plan() and not ctx.step_done(RETENTION):
             ctx.step_started(RETENTION)

@@ -87,7 +87,7 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
             with self.repo.locked(exclusive=False):
                 run_parallel([self._dump_task(ctx, i, ns) for i, ns in todo], self.spec.parallel)
             if not ctx.step_done(PUBLISH):
-                ctx.step_started(PUBLISH)
+                ctx.step_started(PUBLISH, commits=True)
                 ctx.step_completed(PUBLISH, self._publish(ctx))
             if RETENTION in self.plan() and not ctx.step_done(RETENTION):
                 ctx.step_started(RETENTION)

@@ -322,12 +322,45 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
                 first = other[0] if other else exc.details["writeConcernErrors"][0]
                 raise MongoRefused(f"{dst}: the target refused {len(other) or 1} document(s): "
                                    f"{self.server.redact(str(first.get('errmsg')))} (code {first.get('code')})") from exc
+            self._check_duplicates(coll, dst, errors, batch)
             return int(exc.details.get("nInserted", 0)) + len(errors), len(errors)
         except AutoReconnect:
             raise
         except PyMongoError as exc:
             with self.server.errors(f"writing to {dst}"):
                 raise exc
+
+    def _check_duplicates(self, coll: Collection[Any], dst: str, errors: list[dict[str, Any]],
+                          batch: list[RawBSONDocument]) -> None:
+        """Duplicate-key errors of an insert are tolerated only where the `_id` is present already (a
+        redone chunk): the same code on another unique index means a document was not restored.
+        MongoDB says which index (`keyPattern`, or `index:` in the message); where the server does
+        not (FerretDB) and the target has a unique index besides `_id`, the batch's documents are
+        looked up by `_id`: each must be there now."""
+        unnamed = []
+        for error in errors:
+            errmsg = str(error.get("errmsg", ""))
+            pattern = error.get("keyPattern")
+            if pattern is not None:
+                if dict(pattern) != {"_id": 1}:
+                    raise self._conflict(coll, dst, errmsg, "insert")
+            elif " index: " in errmsg:
+                if errmsg.split(" index: ", 1)[1].split()[0] != "_id_":
+                    raise self._conflict(coll, dst, errmsg, "insert")
+            else:
+                unnamed.append(errmsg)
+        with self.server.errors(f"listing the indexes of {dst}"):
+            if not unnamed or not self._unique_indexes(coll):
+                return
+        ids = [doc_id(d.raw) for d in batch]
+        with self.server.errors(f"checking the duplicates met in {dst}"):
+            present = {id_to_json(doc_id(d.raw)) for d in coll.find({"_id": {"$in": ids}}, {"_id": 1})}
+        if any(id_to_json(i) not in present for i in ids):
+            raise self._conflict(coll, dst, unnamed[0], "insert")
+
+    def _unique_indexes(self, coll: Collection[Any]) -> list[str]:
+        return sorted(str(i["name"]) for i in coll.database.get_collection(coll.name).list_indexes()
+                      if i.get("unique") and i.get("name") != "_id_")
 
     def _upsert(self, coll: Collection[Any], dst: str, group: list[RawBSONDocument]) -> int:
         """Replace by `_id`, inserting what is missing: the documents the server matched or inserted.
@@ -357,19 +390,18 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
                                f"{self.server.redact(str(problem.get('errmsg')))} (code {problem.get('code')})")
         return int(reply.get("n", 0))
 
-    def _conflict(self, coll: Collection[Any], dst: str, errmsg: str) -> MongoConflict:
+    def _conflict(self, coll: Collection[Any], dst: str, errmsg: str, action: str = "upsert") -> MongoConflict:
         """Name the unique index: the one the server's message names, else every one the target has
         besides `_id` (FerretDB names none, or its SQLite name). The rest of the server's message is
         left out: it quotes the duplicate values, which are the operator's data."""
         try:
-            unique = sorted(str(i["name"]) for i in coll.database.get_collection(coll.name).list_indexes()
-                            if i.get("unique") and i.get("name") != "_id_")
+            unique = self._unique_indexes(coll)
         except PyMongoError:
             unique = []
         names = [n for n in unique if n in errmsg] or unique
         index = f"unique index {', '.join(names)}" if names else "a unique index"
         return MongoConflict(self.server.redact(
-            f"{dst}: upsert refused by the target's {index}: a document of the source holds a value that another "
+            f"{dst}: {action} refused by the target's {index}: a document of the source holds a value that another "
             f"document of the target, with another _id, holds already; remove or change that document in the "
             f"target, or restore with drop = true"))
 

@@ -84,7 +84,7 @@ class WeaviateBackupWork(RunInputs[WeaviateBackupJob]):
                 summary = _Export(self, ctx, server, name, (previous or {}).get("tree_bytes", 0)).run()
             ctx.step_completed(step, summary)
         if not ctx.step_done(PUBLISH):
-            ctx.step_started(PUBLISH)
+            ctx.step_started(PUBLISH, commits=True)
             ctx.step_completed(PUBLISH, self._publish(ctx))
         if RETENTION in self.plan() and not ctx.step_done(RETENTION):
             ctx.step_started(RETENTION)

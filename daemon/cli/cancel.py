@@ -1,5 +1,7 @@
 """`davit cancel RUN`: stop a run at its next chunk boundary; it ends `cancelled` (or
-`rolled_back` with the cause "cancelled by operator" if it must put things back first)."""
+`rolled_back` with the cause "cancelled by operator" if it must put things back first). A
+cancel that comes once the run's committing step has started (a backup's `publish`) is
+ignored: the run ends as its work does, and `--wait` says so and exits 1."""
 
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
         view = await wait_for_end(store, run_id, timeout)
         if view is None:
             return EXIT_FAILED
-        click.echo(f"{run_id} {view.state.value}", err=True)
+        late = view.cancel_ignored
+        click.echo(f"{run_id} {view.state.value}" + (
+            f" (the cancel came after step {late['step']} had started, which commits the run)" if late else ""), err=True)
         return EXIT_OK if view.cancelled else EXIT_FAILED
 
     sys.exit(with_store(ctx, go))

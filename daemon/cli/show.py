@@ -35,6 +35,10 @@ def command(ctx: click.Context, run: str, as_json: bool) -> None:
                        f"{human_bytes(step.bytes_done)}  cursor={step.cursor.get('last') if step.cursor else '-'}")
         for warning in view.warnings:
             click.echo(f"warning   {warning}")
+        if view.cancel_ignored:
+            late = view.cancel_ignored
+            click.echo(f"cancel    ignored: {late['reason']} while {late['state']}, after step {late['step']} had "
+                       "started (it commits the run)")
         if view.error:
             click.echo(f"error     {view.error_type}: {view.error}")
         if view.retry_at:

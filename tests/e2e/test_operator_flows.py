@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import sqlite3
 import subprocess
@@ -155,6 +157,45 @@ def test_cancel_stops_a_run_and_it_ends_cancelled(davit: Davit, tmp_path: Path) 
         # of the step it was finishing); no step starts, and the run ends
         assert set(types[types.index("RunCancelling") + 1 : -1]) <= {"CheckpointRecorded", "StepCompleted"}
         assert davit.json_lines("snapshots") == []
+    else:
+        # it went past publish first: then a cancel no longer applies (it may show as CancelIgnored)
+        assert "RunCancelling" not in [e["type"] for e in davit.history(run_id)]
+        assert [s["id"] for s in davit.json_lines("snapshots")] == [run_id]
+
+
+def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succeeds(davit: Davit,
+                                                                                    source: Path) -> None:
+    """Another process holds the repository (a shared lock, as a backup does): the run stores and
+    publishes, then waits in its retention step, which needs the repository alone, until the
+    cancel sent meanwhile has been handled. The snapshot exists, so the run must not end
+    `cancelled`: it succeeds, and says that the cancel came too late."""
+    repository = davit.home / "repository"
+    repository.mkdir()
+    lock = os.open(repository / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        davit.start()
+        write_job(davit, "docs.toml", backup_job("docs", source, "[retention]\nkeep_last = 3"))
+        davit.wait_for(lambda: any(e[2] == "StepStarted" and e[3]["step"] == "retention" for e in davit.events()),
+                       60, "the retention step, after publish")
+        run_id = next(e[3]["run_id"] for e in davit.events("type = 'RunQueued'"))
+        canceller = subprocess.Popen([str(BIN / "davit"), "--home", str(davit.home), "cancel", run_id[:6], "--wait",
+                                      "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        davit.wait_for(lambda: any(e[2] == "CancelIgnored" for e in davit.events()), 30, "the cancel to be handled")
+    finally:
+        os.close(lock)
+    _out, err = canceller.communicate(timeout=90)
+    assert canceller.returncode == 1
+    assert f"{run_id} succeeded (the cancel came after step publish had started" in err
+
+    assert davit.runs("docs")[-1]["state"] == "succeeded"
+    assert [s["id"] for s in davit.json_lines("snapshots")] == [run_id]
+    shown = davit.cli("show", run_id).stdout
+    assert "cancel    ignored: requested by operator while running, after step publish had started" in shown
+    history = [(e["type"], e["data"].get("step")) for e in davit.history(run_id)]
+    assert ("RunCancelling", None) not in history and history[-1] == ("RunSucceeded", None)
+    assert history.index(("StepCompleted", "publish")) < history.index(("CancelIgnored", "publish")) \
+        < history.index(("StepCompleted", "retention"))
 
 
 def test_log_verify_passes_on_an_intact_log_and_names_the_first_edited_position(davit: Davit,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from domain import events as ev
-from domain.errors import IllegalTransition
+from domain.errors import AlreadyCommitted, IllegalTransition
 from domain.machine import RunState
-from domain.runs import fold
+from domain.runs import admit, fold
 
 _positions = itertools.count(1)
 
@@ -80,3 +80,55 @@ def test_unknown_event_types_from_a_newer_version_are_skipped() -> None:
                             data={"a": 1}, recorded_at="2026-01-01T00:00:00+00:00")
     view = fold("r1", [*items, future])
     assert view.state is RunState.QUEUED and view.version == 2
+
+
+def committed_backup(*after: ev.Event) -> list[ev.Event]:
+    """A backup that stored its data and started publishing its snapshot."""
+    return [queued(), ev.RunPreparing(), ev.RunStarted(plan=["store", "publish"]), ev.StepStarted(step="store"),
+            ev.StepCompleted(step="store"), ev.StepStarted(step="publish", commits=True), *after]
+
+
+def test_a_cancel_that_came_during_publish_is_shown_ignored_and_the_backup_succeeds() -> None:
+    view = fold("r1", stored(committed_backup(
+        ev.CancelIgnored(reason="requested by operator", step="publish", state="running"),
+        ev.StepCompleted(step="publish"), ev.RunVerifying(), ev.RunSucceeded(snapshot_id="r1"),
+    )))
+    assert view.state is RunState.SUCCEEDED and view.snapshot_id == "r1"
+    assert view.committed_step == "publish"
+    assert view.cancel_ignored == {"reason": "requested by operator", "step": "publish", "state": "running"}
+    assert view.to_json()["cancel_ignored"]["step"] == "publish"
+
+
+def test_a_log_cancelling_a_run_after_its_committing_step_started_is_refused() -> None:
+    with pytest.raises(AlreadyCommitted):
+        fold("r1", stored(committed_backup(ev.RunCancelling(), ev.RunCancelled())))
+    # also after an interruption: the snapshot may already exist, so the resumed run must finish
+    with pytest.raises(AlreadyCommitted):
+        fold("r1", stored(committed_backup(ev.RunInterrupted(reason="kill -9"), ev.RunCancelling())))
+
+
+def test_a_committing_step_may_not_start_once_the_run_is_cancelling() -> None:
+    with pytest.raises(IllegalTransition) as err:
+        fold("r1", stored([queued(), ev.RunPreparing(), ev.RunStarted(plan=["store", "publish"]),
+                           ev.RunCancelling(), ev.StepStarted(step="publish", commits=True)]))
+    assert err.value.trigger == "commit:publish" and err.value.state == "cancelling"
+
+
+def test_admit_refuses_before_writing_what_the_fold_would_refuse() -> None:
+    view = fold("r1", stored(committed_backup()))
+    with pytest.raises(AlreadyCommitted):
+        admit(view, [ev.RunCancelling()])
+    admit(view, [ev.CancelIgnored(reason="requested by operator", step="publish", state="running"),
+                 ev.StepCompleted(step="publish"), ev.RunVerifying(), ev.RunSucceeded()])
+    started = fold("r1", stored([queued(), ev.RunPreparing(), ev.RunStarted(plan=["store", "publish"])]))
+    with pytest.raises(IllegalTransition):  # the cancel and the commit in one batch: the cancel came first
+        admit(started, [ev.RunCancelling(), ev.StepStarted(step="publish", commits=True)])
+    assert started.state is RunState.RUNNING and started.committed_step is None  # admit changes nothing
+
+
+def test_a_step_started_recorded_before_commits_existed_reads_as_not_committing() -> None:
+    old = stored([queued(), ev.RunPreparing(), ev.RunStarted(plan=["store", "publish"])])
+    legacy = ev.StoredEvent(position=99, stream="run-r1", version=4, event_id="old", type="StepStarted", schema=1,
+                            data={"step": "publish"}, recorded_at="2026-01-01T00:00:00+00:00")
+    view = fold("r1", [*old, legacy])
+    assert view.committed_step is None and view.steps["publish"].status == "running"

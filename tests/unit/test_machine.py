@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import IllegalTransition
+from domain.errors import AlreadyCommitted, IllegalTransition
 from domain.machine import TRIGGERS, RunState, allowed, next_state
 
 S = RunState
@@ -55,3 +55,28 @@ def test_terminal_states_accept_nothing_but_an_operator_resume_of_a_failed_run()
     for state in (S.SUCCEEDED, S.CANCELLED, S.ROLLED_BACK):
         assert not any(allowed(state, t) for t in TRIGGERS)
     assert [t for t in TRIGGERS if allowed(S.FAILED, t)] == ["requeue"]
+
+
+# Once a run's committing step (a backup's publish) has started, only the cancel rows change.
+CANCELLABLE = [s for s in RunState if (s, "cancel") in LEGAL]
+
+
+@pytest.mark.parametrize("state", CANCELLABLE, ids=lambda s: s.value)
+def test_a_cancel_once_the_committing_step_started_is_refused_naming_the_step(state: RunState) -> None:
+    assert not allowed(state, "cancel", committed="publish")
+    with pytest.raises(AlreadyCommitted) as err:
+        next_state("r1", state, "cancel", committed="publish")
+    assert err.value.step == "publish" and err.value.state == state.value
+    assert "'publish' has started, which commits the run" in str(err.value)
+
+
+@pytest.mark.parametrize(("state", "trigger"), [p for p in LEGAL if p[1] != "cancel"],
+                         ids=lambda v: v.value if isinstance(v, RunState) else v)
+def test_a_committed_run_keeps_every_other_legal_transition(state: RunState, trigger: str) -> None:
+    assert next_state("r1", state, trigger, committed="publish") is LEGAL[(state, trigger)]
+
+
+def test_a_cancel_the_table_refuses_anyway_is_not_reported_as_too_late() -> None:
+    with pytest.raises(IllegalTransition) as err:
+        next_state("r1", S.SUCCEEDED, "cancel", committed="publish")
+    assert not isinstance(err.value, AlreadyCommitted)

@@ -2,7 +2,8 @@
 that is down is retryable, refused credentials (no such user, or a wrong password for a user
 that exists) are permanent, and a document type the target cannot store (FerretDB closes the
 connection) fails after bounded retries naming the collection; an upsert that breaks a unique
-index of the target fails permanently naming the collection and the index, not the values."""
+index of the target fails permanently naming the collection and the index, not the values, and so
+does an insert (a duplicate `_id` of a redone chunk is tolerated, a duplicate on another unique index is not)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,33 @@ def test_an_upsert_that_breaks_a_unique_index_of_the_target_fails_naming_the_col
                                      "document of the source holds a value that another document of the target")
     assert "ada@example.org" not in str(err.value)  # the server's message quotes the values: left out
     assert target.find_one({"_id": 99}) == {"_id": 99, "email": "ada@example.org"}
+
+
+def test_an_insert_that_breaks_a_unique_index_of_the_target_fails_while_documents_already_there_are_tolerated(
+        mongo: Mongo, repo: Repository, tmp_path: Path) -> None:
+    db = mongo.db("members")
+    (tmp_path / "dump" / db).mkdir(parents=True)
+    docs = [{"_id": n, "email": f"user{n}@example.org"} for n in range(6)] + [{"_id": 7, "email": "ada@example.org"}]
+    (tmp_path / "dump" / db / "people.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
+    (tmp_path / "dump" / db / "people.metadata.json").write_text(json_util.dumps(
+        {"options": {}, "indexes": [], "collectionName": "people", "type": "collection"},
+        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    target = mongo.client[db]["people"]
+    target.create_index("email", unique=True, name="email_1")
+    spec = restore_spec("in", {"from_mongodump": str(tmp_path / "dump")}, mode="insert")
+
+    # documents of the source already in the target (a redone chunk) are duplicates of their _id: fine
+    target.insert_many([docs[1], docs[4]])
+    _ctx, _details, summary = run_restore(repo, spec, "r1")
+    assert summary["documents"] == 7 and target.count_documents({}) == 7
+
+    # Ada is in the target under another _id: her document cannot be restored, and the run says so
+    target.delete_one({"_id": 7})
+    target.insert_one({"_id": 99, "email": "ada@example.org"})
+    with pytest.raises(MongoConflict) as err:
+        run_restore(repo, spec, "r2")
+    assert not err.value.retryable
+    assert str(err.value).startswith(f"{db}.people: insert refused by the target's unique index email_1: a "
+                                     "document of the source holds a value that another document of the target")
+    assert "ada@example.org" not in str(err.value)
+    assert target.find_one({"_id": 7}) is None
