@@ -7,7 +7,8 @@ document written (canonical Extended JSON). A resumed run truncates the file to 
 and reads on from the documents that sort after that key (with `skip` already spent and
 `limit` reduced by what is written), so documents inserted or removed meanwhile neither shift
 nor repeat lines. Sort keys are fetched even if `fields` leaves them out, and dropped again
-before writing. The finished file is renamed to `<path>`.
+before writing. The finished file is renamed to `<path>` by the committing step `publish`: a
+cancel that comes once it has started is ignored, so a written file is never reported cancelled.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from domain.namespaces import split_ns
 from domain.ports import RunContext
 
 EXPORT = "export"
+PUBLISH = "publish"
 NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented: FerretDB refuses some $type codes
 RELAXED = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
@@ -56,7 +58,7 @@ class MongoExportWork:
         self.projection = {f: 1 for f in [*fields, *self.extra]} or None
 
     def plan(self) -> list[str]:
-        return [EXPORT]
+        return [EXPORT, PUBLISH]
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         info = self.server.ping()
@@ -66,19 +68,26 @@ class MongoExportWork:
         return {"output": str(self.path), **info}
 
     def run(self, ctx: RunContext) -> None:
-        if ctx.step_done(EXPORT):
-            return
-        ctx.step_started(EXPORT)
-        try:
-            ctx.step_completed(EXPORT, self._export(ctx))
-        finally:
-            self.server.close()
+        if not ctx.step_done(EXPORT):
+            ctx.step_started(EXPORT)
+            try:
+                ctx.step_completed(EXPORT, self._export(ctx))
+            finally:
+                self.server.close()
+        if not ctx.step_done(PUBLISH):
+            ctx.step_started(PUBLISH, commits=True)
+            ctx.step_completed(PUBLISH, self._publish())
+
+    def _publish(self) -> dict[str, Any]:
+        if self.part.exists():  # else renamed before a crash that came before the step's end
+            os.replace(self.part, self.path)
+            fsync_dir(self.path.parent)
+        return {"output": str(self.path)}
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         cursor = ctx.cursor(EXPORT) or {}
-        if self.part.exists():
-            os.replace(self.part, self.path)
-            fsync_dir(self.path.parent)
+        if self.part.exists() or not self.path.exists():
+            raise PermanentError(f"{self.path}: the export's output is not in place")
         return {"output": str(self.path), "documents": cursor.get("docs", 0), "bytes": cursor.get("bytes", 0)}
 
     def _documents(self, cursor: dict[str, Any]) -> Iterator[dict[str, Any]]:
