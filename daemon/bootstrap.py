@@ -57,6 +57,12 @@ class Parts:
             raise InvalidConfig(str(self.settings.config_file), [FieldProblem("kind", f"no adapter for {spec.kind}")])
         return factory(spec, self, view)
 
+    def remove_leftovers(self, view: RunView) -> list[str]:
+        """Remove what an ended run may have left outside the repository (helper containers
+        of a step that a crash cut short); the names of what was removed. Blocking."""
+        cleaner = LEFTOVER_CLEANERS.get(view.kind)
+        return cleaner(spec_from_json(view.spec), view) if cleaner is not None and view.spec else []
+
     def close(self) -> None:
         for repo in self._repos.values():
             repo.close()
@@ -132,6 +138,21 @@ def _compose_migrate(spec: Any, parts: Parts, view: RunView) -> JobWork:
     from adapters.compose.migrate import ComposeMigrateWork
 
     return ComposeMigrateWork(spec, parts.repository(spec.repository), view.run_id, parts.tuning, dict(view.details))
+
+
+def _volume_leftovers(spec: Any, view: RunView) -> list[str]:
+    if view.details.get("access") == "mountpoint":
+        return []  # such a run made no helper
+    from adapters.docker.helper import remove_run_helpers
+
+    return remove_run_helpers(spec.engine, view.run_id)
+
+
+# kind -> what removes an ended run's leftovers; kinds that leave none have no line.
+LEFTOVER_CLEANERS: dict[str, Callable[[Any, RunView], list[str]]] = {
+    "volume.backup": _volume_leftovers,
+    "volume.restore": _volume_leftovers,
+}
 
 
 # kind -> the JobWork that performs it; one line per kind.

@@ -8,7 +8,10 @@ and a change that needs a restart (jobs or state directory) is named in `ConfigR
 
 Start-up: take the state directory's lock (one daemon per log), record `DaemonStarted`, fold
 every run; a run found preparing, running or verifying had no live owner, so it is recorded
-`interrupted` with the reason and requeued; then the jobs directory is synced. A job without
+`interrupted` with the reason and requeued; then the jobs directory is synced. A run that
+ends (succeeded, failed, cancelled, rolled back) has what it may have left outside the
+repository removed (helper containers of a step a crash cut short), and so, at start-up, has
+every run that ended while the previous daemon ran (it may have died before doing so). A job without
 a schedule runs once per revision, and a triggered revision is in the log, so a restart never
 runs it again. SIGTERM/SIGINT ask every run to stop at its next chunk boundary (left
 `interrupted`, resumed at the next start) and wait for them before exiting.
@@ -24,6 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
+import anyio.to_thread
 import watchfiles
 from anyio.abc import TaskGroup
 
@@ -60,6 +64,8 @@ class Supervisor:
         self.handles: dict[str, ex.RunHandle] = {}
         self.wakeup = anyio.Event()
         self.requests_after = 0
+        self.previous_start = 0  # the log position of the previous daemon's start
+        self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
@@ -85,6 +91,7 @@ class Supervisor:
                 tg.start_soon(self._requests_loop)
                 tg.start_soon(self._dispatch_loop, tg)
                 tg.start_soon(self._watchdog_loop)
+                tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
                 await self._wait_for_signal()
                 await self._shutdown()
                 tg.cancel_scope.cancel()
@@ -161,9 +168,13 @@ class Supervisor:
                 # A log that breaks the machine was written by something else than davitd;
                 # leave that run alone rather than refuse to start every other one.
                 log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
+        starts = []
         async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
             if stored.type == ev.RequestsHandled.type_name():
                 self.requests_after = max(self.requests_after, stored.data["upto_position"])
+            elif stored.type == ev.DaemonStarted.type_name():
+                starts.append(stored.position)
+        self.previous_start = starts[-2] if len(starts) > 1 else 0
 
     def recorder(self, run_id: str) -> RunRecorder:
         if run_id not in self.recorders:
@@ -184,6 +195,27 @@ class Supervisor:
             elif state is RunState.CANCELLING:
                 # the daemon died while honouring a cancel: end it now, rolling back if needed
                 await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
+            if view.state in TERMINAL and view.last_position > self.previous_start:
+                self.ended_before_start.append(run_id)
+
+    async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            await self._remove_leftovers(run_id)
+
+    async def _remove_leftovers(self, run_id: str) -> None:
+        """Remove what an ended run left outside the repository. A failure is a log line, not
+        the run's: its result stands, and the leftovers carry its id for an operator."""
+        view = self.runs.get(run_id)
+        if view is None or view.state not in TERMINAL:
+            return
+        try:
+            removed = await anyio.to_thread.run_sync(self.parts.remove_leftovers, view, limiter=self.limiter)
+        except Exception as exc:
+            log.warning("run %s (%s) ended; what it left behind (labelled with its id) could not be removed: %s",
+                        run_id, view.job, exc)
+            return
+        if removed:
+            log.info("run %s (%s) ended; removed what it left behind: %s", run_id, view.job, ", ".join(removed))
 
     def _status(self) -> str:
         return f"{len(self.handles)} running, {len(self.registry.active())} jobs"
@@ -294,6 +326,8 @@ class Supervisor:
             return
         if await ex.cancel(self.recorder(run_id), self.handles.get(run_id), self.parts.work_for, self.limiter):
             self.wakeup.set()  # the dispatcher runs the rollback
+        else:
+            await self._remove_leftovers(run_id)  # a run nobody executed, settled as cancelled
 
     # --- dispatch ------------------------------------------------------------------------------
 
@@ -324,6 +358,7 @@ class Supervisor:
     async def _execute(self, handle: ex.RunHandle) -> None:
         try:
             await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
+            await self._remove_leftovers(handle.recorder.run_id)
         finally:
             self.handles.pop(handle.recorder.run_id, None)
             self.wakeup.set()

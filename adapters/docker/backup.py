@@ -31,6 +31,7 @@ from adapters.docker.engine import (
     connect,
     containers_to_stop,
     engine_address,
+    engine_on_this_host,
     readable_mountpoint,
     select_volumes,
     start_containers,
@@ -93,26 +94,33 @@ class VolumeBackupWork(FilesBackupWork):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         volumes = select_volumes(self.client, self.volume_spec.source)
-        access = self._access(volumes)
+        access, why = self._access(volumes)
         parent = self._parent()
         self.details = {"engine": redact(engine_address(self.volume_spec.engine)),
                         "volumes": [v.to_json() for v in volumes], "snapshot_id": self.run_id,
-                        "parent": parent.id if parent else None, "access": access}
+                        "parent": parent.id if parent else None, "access": access, "access_reason": why}
         return self.details
 
-    def _access(self, volumes: list[VolumeRef]) -> str:
-        engine = redact(engine_address(self.volume_spec.engine))
-        unreadable = [v.name for v in volumes if readable_mountpoint(v) is None]
+    def _access(self, volumes: list[VolumeRef]) -> tuple[str, str]:
+        """How the volumes are read (`mountpoint` or `helper`) and why, for the run's details."""
+        address = engine_address(self.volume_spec.engine)
+        engine = redact(address)
+        if not engine_on_this_host(address):
+            unreadable = [v.name for v in volumes]
+            why = f"the engine {engine} is not reached through a socket on this host"
+        else:
+            unreadable = [v.name for v in volumes if readable_mountpoint(v) is None]
+            why = f"the mountpoints of {', '.join(unreadable)} are not readable from this host"
         wanted = self.volume_spec.access
         if wanted == MOUNTPOINT and unreadable:
             raise HelperAccessNotAvailable(
                 f"volumes {', '.join(unreadable)} on {engine} cannot be read through their mountpoint from this "
-                'host (access = "mountpoint"); set access = "auto" and a helper_image to read them through a '
+                f'host ({why}; access = "mountpoint"); set access = "auto" and a helper_image to read them through a '
                 "helper container")
         if wanted == HELPER or unreadable:
             require_image(self.client, self.volume_spec.helper_image, engine)
-            return HELPER
-        return MOUNTPOINT
+            return HELPER, 'access = "helper"' if wanted == HELPER else why
+        return MOUNTPOINT, "the engine runs on this host and every mountpoint is readable"
 
     def run(self, ctx: RunContext) -> None:
         if self._through_helper():

@@ -100,6 +100,17 @@ def select_volumes(client: docker.DockerClient, selection: VolumeSelection) -> l
     return chosen
 
 
+LOCAL_SCHEMES = ("unix://", "npipe://")
+
+
+def engine_on_this_host(address: str) -> bool:
+    """Whether the engine is addressed through this host's own socket. An engine reached over
+    tcp:// or ssh:// may be elsewhere, where a volume's mountpoint names a directory of that
+    host; a directory of the same path here (another engine's volume of the same name) must
+    never be read in its place."""
+    return address.startswith(LOCAL_SCHEMES)
+
+
 def readable_mountpoint(volume: VolumeRef) -> Path | None:
     """The volume's data directory if this process can read it (the engine runs here)."""
     path = Path(volume.mountpoint)

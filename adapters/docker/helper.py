@@ -6,7 +6,8 @@ with the volumes mounted under `/davit/NAME`. It is never started to move data: 
 archive API streams a mounted volume as a tar from a created container (`get_archive`) and
 unpacks a tar into one (`put_archive`). Helpers are named after their run and role, so a
 resumed run removes what a crashed one left behind before creating its own, and they are
-removed when their step ends, whether it succeeded or not. The engine serves one archive
+removed when their step ends, whether it succeeded or not; the daemon removes those of a run
+that ended without its work running again (`remove_run_helpers`). The engine serves one archive
 of a container at a time (a second request waits for the first stream to end).
 """
 
@@ -21,12 +22,17 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from adapters.docker.engine import EngineUnreachable, engine_errors
+from adapters.docker.engine import EngineUnreachable, connect, engine_errors
 from domain.errors import PermanentError
 
 MOUNT_ROOT = "/davit"
 HELPER_LABEL = "davit.helper-of-run"
 STREAM_CHUNK = 1 << 20
+# Reading and writing go through the engine's archive API, which needs nothing of the image;
+# a restore makes what it wrote durable by starting the helper, whose command is `sync`.
+RESTORE_TOOLS = ("sync",)
+# How the engine says a container's command is not in the image (Docker 20.10 to 27).
+NOT_FOUND_MARKS = ("executable file not found", "no such file or directory")
 
 
 class HelperAccessNotAvailable(PermanentError):
@@ -35,6 +41,16 @@ class HelperAccessNotAvailable(PermanentError):
 
 class HelperImageMissing(PermanentError):
     """The configured helper image is not on the engine (davit never pulls it)."""
+
+
+class HelperImageUnfit(PermanentError):
+    """The helper image lacks a program the helper runs (found before the helper is used)."""
+
+    def __init__(self, image: str, engine: str, missing: list[str]) -> None:
+        super().__init__(f"helper image {image} on {engine} has no {', '.join(missing)} (the helper container runs "
+                         f"{'it' if len(missing) == 1 else 'them'}); use an image that has "
+                         f"{'it' if len(missing) == 1 else 'them'} on its PATH, e.g. one with busybox")
+        self.image, self.missing = image, missing
 
 
 def helper_name(run_id: str, role: str) -> str:
@@ -50,7 +66,7 @@ def require_image(client: docker.DockerClient, image: str | None, engine: str) -
     if not image:
         raise HelperAccessNotAvailable(
             f"the volumes on {engine} must be reached through a helper container, and the job sets no "
-            "helper_image (a local image with sh and tar)")
+            "helper_image (a local image with sync, e.g. busybox)")
     with engine_errors(f"looking up helper image {image}"):
         try:
             client.images.get(image)
@@ -61,6 +77,33 @@ def require_image(client: docker.DockerClient, image: str | None, engine: str) -
     return image
 
 
+def require_tools(client: docker.DockerClient, image: str, engine: str, tools: tuple[str, ...], run_id: str) -> None:
+    """Check that `image` runs each of `tools`: a container per tool runs `TOOL --help` (any
+    exit status will do, a tool that is there has run); a tool the engine cannot find is named
+    in `HelperImageUnfit`, rather than a helper failing with a bare exit status mid-run."""
+    missing = []
+    for tool in tools:
+        name = helper_name(run_id, f"probe-{tool}")
+        remove_helper(client, name)
+        with engine_errors(f"creating a container from helper image {image} to look for {tool}"):
+            probe = client.containers.create(image, [tool, "--help"], name=name, labels={HELPER_LABEL: run_id},
+                                             network_disabled=True)
+        try:
+            with engine_errors(f"running {tool} in helper image {image}"):
+                try:
+                    probe.start()
+                except docker.errors.APIError as exc:
+                    if any(mark in str(exc.explanation or exc).lower() for mark in NOT_FOUND_MARKS):
+                        missing.append(tool)
+                        continue
+                    raise
+                probe.wait(timeout=60)
+        finally:
+            remove_helper(client, name)
+    if missing:
+        raise HelperImageUnfit(image, engine, missing)
+
+
 def remove_helper(client: docker.DockerClient, name: str) -> bool:
     """Remove the helper called `name` if it exists; whether there was one."""
     with engine_errors(f"removing helper container {name}"):
@@ -69,6 +112,18 @@ def remove_helper(client: docker.DockerClient, name: str) -> bool:
         except docker.errors.NotFound:
             return False
     return True
+
+
+def remove_run_helpers(engine: str | None, run_id: str) -> list[str]:
+    """Remove every helper labelled with `run_id` on `engine` (what a process killed in the
+    middle of a step left); their names."""
+    client = connect(engine)
+    try:
+        with engine_errors(f"listing the helper containers of run {run_id}"):
+            found = sorted(c.name for c in client.containers.list(all=True, filters={"label": f"{HELPER_LABEL}={run_id}"}))
+        return [name for name in found if remove_helper(client, name)]
+    finally:
+        client.close()
 
 
 @contextmanager

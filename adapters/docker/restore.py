@@ -22,14 +22,23 @@ from typing import Any
 import docker
 import docker.errors
 
-from adapters.docker.engine import VolumeRef, connect, engine_address, engine_errors, readable_mountpoint
+from adapters.docker.engine import (
+    VolumeRef,
+    connect,
+    engine_address,
+    engine_errors,
+    engine_on_this_host,
+    readable_mountpoint,
+)
 from adapters.docker.helper import (
+    RESTORE_TOOLS,
     HelperAccessNotAvailable,
     LazyHelper,
     helper_container,
     helper_name,
     remove_helper,
     require_image,
+    require_tools,
 )
 from adapters.docker.helper_restore import (
     METADATA,
@@ -85,15 +94,26 @@ class VolumeRestoreWork(FilesRestoreWork):
         client = connect(self.volume_spec.engine)
         try:
             volume = self._target_volume(client)
-            path = _writable_mountpoint(volume)
+            local = engine_on_this_host(engine_address(self.volume_spec.engine))
+            path = _writable_mountpoint(volume) if local else None
             if self.volume_spec.access == "mountpoint" and path is None:
+                where = "is not writable from this host" if local else "belongs to an engine not on this host"
                 raise HelperAccessNotAvailable(
-                    f"volume {volume.name}: mountpoint {volume.mountpoint} on {engine} is not writable from this "
-                    'host (access = "mountpoint"); set access = "auto" and a helper_image to restore through a '
+                    f"volume {volume.name}: mountpoint {volume.mountpoint} on {engine} {where} "
+                    '(access = "mountpoint"); set access = "auto" and a helper_image to restore through a '
                     "helper container")
             through_helper = path is None or self.volume_spec.access == "helper"
+            if self.volume_spec.access == "helper":
+                why = 'access = "helper"'
+            elif not local:
+                why = f"the engine {engine} is not reached through a socket on this host"
+            elif path is None:
+                why = f"the mountpoint of {volume.name} is not writable from this host"
+            else:
+                why = "the engine runs on this host and the mountpoint is writable"
             if through_helper:
-                require_image(client, self.volume_spec.helper_image, engine)
+                image = require_image(client, self.volume_spec.helper_image, engine)
+                require_tools(client, image, engine, RESTORE_TOOLS, self.run_id)
                 with helper_container(client, str(self.volume_spec.helper_image), helper_name(self.run_id, "check"),
                                       self.run_id, {volume.name: "ro"}) as helper:
                     holds_data = volume_holds_data(helper, volume.name)
@@ -105,7 +125,8 @@ class VolumeRestoreWork(FilesRestoreWork):
             raise TargetNotEmpty(f"volume {volume.name}")
         self.details = {"snapshot_id": snap.id, "volume": self.volume_spec.volume, "target_volume": volume.name,
                         "mountpoint": volume.mountpoint if through_helper else str(path), "engine": engine,
-                        "bytes": snap.stats.get("bytes", 0), "access": "helper" if through_helper else "mountpoint"}
+                        "bytes": snap.stats.get("bytes", 0), "access": "helper" if through_helper else "mountpoint",
+                        "access_reason": why}
         if path is not None and not through_helper:
             self.target = path
         return self.details

@@ -37,7 +37,7 @@ class VolumeSelection(Spec):
 
 class EngineSettings(Spec):
     engine: str | None = None  # e.g. unix:///var/run/docker.sock; default DOCKER_HOST
-    helper_image: str | None = None  # a local image with sh and tar; never pulled
+    helper_image: str | None = None  # a local image; a restore runs its `sync`; never pulled
     access: Literal["auto", "mountpoint", "helper"] = "auto"
 
 

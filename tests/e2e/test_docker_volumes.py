@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import docker
 import pytest
 
 from adapters.docker.helper import HELPER_LABEL
+from daemon.recorder import RunRecorder
+from domain import events as ev
+from eventstore.sqlite import SqliteEventStore
 from tests.e2e.conftest import Davit, write_job
 from tests.integration.docker.test_volume_adapter import digest, mountpoint, run_in
 from tests.integration.docker.test_volume_helper import seconds_digest
@@ -118,6 +123,47 @@ def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leave
 
 def helpers_of(engine: docker.DockerClient, run_id: str) -> list[str]:
     return [c.name for c in engine.containers.list(all=True, filters={"label": f"{HELPER_LABEL}={run_id}"})]
+
+
+async def record_cancel(db: Path, run_id: str) -> None:
+    """What davitd records first when an operator cancels a run (then it stops the work)."""
+    store = await SqliteEventStore(db).open()
+    try:
+        await (await RunRecorder.load(store, run_id)).record(ev.RunCancelling(reason="requested by operator"))
+    finally:
+        await store.close()
+
+
+def test_a_helper_backup_killed_while_its_cancel_is_honoured_ends_cancelled_and_its_helper_is_removed(
+        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    tag = engine.davit_tag  # type: ignore[attr-defined]
+    data = f"davit-e2e-{tag}-data"
+    engine.volumes.create(data)
+    run_in(engine, docker_peer.image, data,
+           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done")
+    davit.configure(CONFIG)
+    davit.start()
+    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+                                  f'access = "helper"\nhelper_image = "{docker_peer.image}"\n'
+                                  f'[source]\nnames = ["{data}"]\n')
+    davit.wait_for(lambda: any(e[3]["step"] == "store" for e in davit.events("type = 'CheckpointRecorded'")), 120,
+                   "a store checkpoint", poll=0.005)
+    davit.kill9()
+    run_id = davit.runs("vols")[-1]["run_id"]
+    try:
+        assert helpers_of(engine, run_id), "the kill must land while the helper reads the volume"
+        # davitd died right after recording the operator's cancel, before the work stopped: the
+        # next davitd ends the run cancelled without running its work again.
+        anyio.run(record_cancel, davit.home / "state" / "davit.db", run_id)
+
+        davit.start()
+        run = davit.wait_run_state("vols", {"cancelled", "succeeded", "failed"}, timeout=60)
+        assert run["state"] == "cancelled", run
+        davit.wait_for(lambda: helpers_of(engine, run_id) == [], 30, "the ended run's helper to be removed", poll=0.2)
+        assert f"removed what it left behind: davit-backup-{run_id}" in davit.logs[-1].read_text()
+    finally:
+        for name in helpers_of(engine, run_id):  # should the test fail: the volume can be removed
+            engine.containers.get(name).remove(force=True)
 
 
 def test_a_helper_image_missing_on_the_engine_fails_the_run_clearly_and_is_never_pulled(

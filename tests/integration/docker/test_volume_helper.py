@@ -17,7 +17,12 @@ import docker
 import pytest
 
 from adapters.docker.backup import STORE, VolumeBackupWork
-from adapters.docker.helper import HELPER_LABEL, HelperAccessNotAvailable, HelperImageMissing
+from adapters.docker.helper import (
+    HELPER_LABEL,
+    HelperAccessNotAvailable,
+    HelperImageMissing,
+    HelperImageUnfit,
+)
 from adapters.docker.helper_restore import RESTORE
 from adapters.docker.restore import VolumeRestoreWork
 from adapters.files.tree import read_tree_zst
@@ -26,6 +31,8 @@ from adapters.repository.tuning import Tuning
 from domain.errors import CorruptChunk, PermanentError, RunStopped, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
+from tests.integration.docker.bare_image import bare_image
+from tests.integration.docker.tcp_forward import tcp_engine
 from tests.integration.docker.test_volume_adapter import (
     SMALL,
     WatchingContext,
@@ -357,3 +364,40 @@ def test_a_failed_helper_backup_removes_its_helper_and_starts_the_stopped_app_ag
     assert ctx.seen == ["exited"], "the app was stopped while the helper read its volume"
     assert helpers_left(engine) == []
     assert engine.containers.get(names["app"]).status == "running"
+
+
+def test_auto_access_goes_through_a_helper_for_an_engine_reached_over_tcp_and_the_volume_round_trips(
+        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], filled: str,
+        tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    with tcp_engine(docker_peer.host) as remote:
+        # The same engine over tcp://: as for an engine on another host, the mountpoints it names
+        # are not this host's (here they happen to be; auto must not rely on that).
+        ctx = MemoryRunContext(run_id="t1")
+        work = VolumeBackupWork(backup_spec(DockerPeer(remote, docker_peer.image), [filled], access="auto"), repo,
+                                "t1", SMALL, {})
+        work.details = work.prepare(ctx)
+        assert work.details["access"] == "helper"
+        assert f"the engine {remote} is not reached through a socket on this host" in work.details["access_reason"]
+        work.run(ctx)
+        work.finish(ctx)
+        assert ctx.chunks_written, "the content was stored through the helper"
+        summary = restore(remote, docker_peer.image, repo, "r1", filled, names["restored"], "t1", access="auto")
+    assert summary["entries"] == 12
+    assert seconds_digest(mountpoint(engine, names["restored"])) == seconds_digest(mountpoint(engine, filled))
+    assert hard_linked(mountpoint(engine, names["restored"]))
+
+
+def test_a_helper_image_without_sync_fails_the_restore_before_a_byte_is_written_naming_image_and_tool(
+        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], filled: str,
+        tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    backup(docker_peer, repo, "h1", [filled])
+    image = bare_image(engine)
+    work = VolumeRestoreWork(restore_spec(docker_peer.host, image, filled, names["restored"], "h1"), repo, "r1",
+                             SMALL, {})
+    with pytest.raises(HelperImageUnfit, match=rf"helper image {image} on {docker_peer.host} has no sync") as failed:
+        work.prepare(MemoryRunContext(run_id="r1"))
+    assert failed.value.missing == ["sync"]
+    assert list(mountpoint(engine, names["restored"]).iterdir()) == []
+    assert helpers_left(engine) == []
