@@ -30,6 +30,7 @@ from typing import Any
 import docker
 
 from adapters.compose import target as tgt
+from adapters.compose.localtools import require_gnu_tar
 from adapters.compose.pipeline import move_item
 from adapters.compose.source import Item, compose_args, inspect_project
 from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
@@ -178,9 +179,11 @@ class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
     def _preflight(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
         need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
+        source_tar = require_gnu_tar()  # the export's `tar --sort=name`, on this host
         with ssh_connect(self.address) as host:
             facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need,
                                   info["images"])
+        facts["source_tar"] = source_tar
         if facts.get("images_missing"):
             ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(facts['images_missing'])}",
                      PREFLIGHT)

@@ -23,6 +23,16 @@ from adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from domain.errors import PermanentError
 
 q = shlex.quote
+# What the target host runs (`pipeline.store_command`, `unpack_command`, `present_chunks`,
+# `unpacker_for`): each check prints the tool's name when it fails, with the flags used.
+HOST_TOOLS = {
+    "zstd": "command -v zstd >/dev/null",
+    "tar": "command -v tar >/dev/null",
+    "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
+    "stat -c": "stat -c %s / >/dev/null",
+}
+HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
+NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 
 
 class PreflightFailed(PermanentError):
@@ -64,11 +74,16 @@ def preflight(host: RemoteHost, layout: TargetLayout, items: list[Item], helper_
     if compose.status != 0:
         problems.append(f"docker compose is not installed: {compose.stderr.strip()[-300:]}")
     facts["compose"] = compose.stdout.strip()
-    facts["zstd"] = host.run("command -v zstd", check=False).status == 0
-    if not facts["zstd"]:
-        problems.append("zstd is not installed on the target (it unpacks the transferred chunks)")
+    missing_tools = missing_host_tools(host)
+    facts["zstd"] = "zstd" not in missing_tools
+    if missing_tools:
+        problems.append(f"the target lacks {', '.join(missing_tools)} on its PATH (the transfer and unpacking run "
+                        "them there)")
     if host.run(f"docker image inspect {q(helper_image)} >/dev/null", check=False).status != 0:
         problems.append(f"helper image {helper_image} is not on the target (it is never pulled)")
+    elif items_have_volumes(items) and (lacking := missing_helper_tools(host, helper_image)):
+        problems.append(f"helper image {helper_image} has no {', '.join(lacking)} (the helper unpacks each "
+                        "volume with it)")
     taken = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}", check=False)
     if taken.stdout.strip():
         problems.append(f"compose project {layout.project} already has containers on the target")
@@ -96,6 +111,28 @@ def preflight(host: RemoteHost, layout: TargetLayout, items: list[Item], helper_
     if problems:
         raise PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
     return facts
+
+
+def missing_host_tools(host: RemoteHost) -> list[str]:
+    """The tools of `HOST_TOOLS` the target's shell cannot run as the migration runs them."""
+    script = "; ".join(f"{{ {check}; }} >/dev/null 2>&1 || echo {q(name)}" for name, check in HOST_TOOLS.items())
+    out = host.run(script, check=False).stdout
+    return [line for line in out.splitlines() if line in HOST_TOOLS]
+
+
+def items_have_volumes(items: list[Item]) -> bool:
+    return any(item.kind == "volume" for item in items)
+
+
+def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
+    """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot find."""
+    missing = []
+    for tool in HELPER_TOOLS:
+        probe = host.run(f"docker run --rm --network none {q(helper_image)} {q(tool)} --help >/dev/null 2>&1",
+                         check=False, timeout=120)
+        if probe.status in NOT_FOUND:
+            missing.append(tool)
+    return missing
 
 
 def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:

@@ -28,7 +28,7 @@ class SshTarget(Spec):
     key_file: str
     known_hosts: str
     base_path: str
-    helper_image: str  # an image present on the target (sh + tar), used to fill volumes
+    helper_image: str  # an image present on the target with tar, used to fill volumes
     connect_timeout: float = Field(default=30, gt=0)
 
     _absolute = field_validator("key_file", "known_hosts", "base_path")(absolute_path)

@@ -14,12 +14,15 @@ import docker
 import pytest
 
 from adapters.compose.migrate import EXPORT, FINALIZE, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
+from adapters.compose.target import PreflightFailed
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
 from domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext
+from tests.integration.compose.narrow_target import target_without
 from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
+from tests.integration.docker.bare_image import bare_image
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
@@ -138,6 +141,27 @@ def test_an_unknown_host_key_fails_before_anything_is_stopped(
     assert stack.states(source) == {"web": "running", "worker": "running"}
 
 
+def test_a_target_without_zstd_and_a_helper_image_without_tar_fail_preflight_before_anything_is_stopped(
+        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
+        tmp_path: Path) -> None:
+    source, target = engines
+    image = bare_image(target)
+    with target_without(ssh_peer, tmp_path, {"zstd"}) as narrow:
+        spec = job(stack, narrow, tmp_path / "target")
+        spec = spec.model_copy(update={"target": spec.target.model_copy(update={"helper_image": image})})
+        ctx = SummaryContext()
+        work = work_for(spec, tmp_path)
+        work.prepare(ctx)
+        with pytest.raises(PreflightFailed) as failed:
+            work.run(ctx)
+    message = str(failed.value)
+    assert f"pre-flight on {narrow.user}@{narrow.host}:{narrow.port} failed" in message
+    assert "the target lacks zstd on its PATH" in message
+    assert f"helper image {image} has no tar" in message
+    assert STOP not in ctx.cursors and not work.needs_rollback(ctx)
+    assert stack.states(source) == {"web": "running", "worker": "running"}
+
+
 def test_a_dry_run_inspects_and_checks_the_target_only(
         stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
         tmp_path: Path) -> None:
@@ -149,6 +173,7 @@ def test_a_dry_run_inspects_and_checks_the_target_only(
     summary = work.finish(ctx)
     assert summary["dry_run"] and ctx.done == {"inspect", "preflight"}
     assert ctx.summaries["preflight"]["compose"] and ctx.summaries["preflight"]["free_bytes"] > 0
+    assert tuple(int(n) for n in ctx.summaries["preflight"]["source_tar"].split(".")) >= (1, 28)
     assert stack.states(source) == {"web": "running", "worker": "running"} and stack.states(target) == {}
 
 
