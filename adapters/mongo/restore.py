@@ -17,8 +17,10 @@ skipped (except `system.js`).
 Verification (`finish`) is honest without scanning the target: for each collection, every
 document of the source (its count in the snapshot; for a mongodump directory, what was read)
 must have been acknowledged by the server, chunk by chunk as the checkpoints recorded, and the
-last document written must be found by `_id` (an index lookup). `verify_count = true` counts
-each target collection on the server instead (on FerretDB a full scan).
+last document written must have been found by `_id` (an index lookup, made at the end of the
+collection's step while its indexes are built, its answer kept in the step's cursor).
+`verify_count = true` counts each target collection on the server instead (on FerretDB a full
+scan).
 An option or index the target rejects becomes a warning naming it, or fails the run with
 `strict = true`. A connection the server closes on every retry of one batch while it still
 answers a ping is a permanent failure naming the collection (FerretDB closes the connection
@@ -142,11 +144,10 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
                     problems.append(f"{dst}: {cursor.get('docs', 0)} documents read and {cursor['acked']} "
                                     f"acknowledged by the target, expected {expected}")
                 elif cursor.get("last_id") is not None:
-                    db, coll = split_ns(dst)
-                    with self.server.errors(f"checking {dst}"):
-                        last = self.server.client[db][coll].find_one({"_id": id_from_json(cursor["last_id"])},
-                                                                     {"_id": 1})
-                    if last is None:
+                    found = cursor.get("last_found")
+                    if found is None:  # a cursor from before the step looked it up
+                        found = self._last_present(dst, cursor["last_id"])
+                    if not found:
                         shown = json_util.dumps(id_from_json(cursor["last_id"]))
                         problems.append(f"{dst}: the last document restored (_id {shown}) is missing")
         finally:
@@ -253,8 +254,24 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         if posted is not None:
             posted.result()  # the last checkpoint is durable (or its failure raised) before going on
         docs, nbytes, dups = state["docs"], state["bytes"], state["duplicates"]
-        warnings += self._indexes(ctx, relay, dst, meta)
+        # The last document is looked up while the indexes are built (the server does both at
+        # once; on FerretDB the lookup is no index hit): `finish` reads the answer from the cursor.
+        with ThreadPoolExecutor(1, thread_name_prefix="davit-mongo-check") as checker:
+            found = checker.submit(self._last_present, dst, state["last_id"])
+            warnings += self._indexes(ctx, relay, dst, meta)
+            state["last_found"] = found.result()
+        state["warnings"] = warnings
+        relay.call(ctx.checkpoint, step, dict(state), bytes_done=nbytes, items_done=docs)
         return {"ns": dst, "documents": docs, "bytes": nbytes, "duplicates_skipped": dups, "warnings": warnings}
+
+    def _last_present(self, dst: str, last_id: str | None) -> bool | None:
+        """Whether the last document restored is in the target (None: nothing was restored, or
+        `verify_count` counts instead)."""
+        if last_id is None or self.spec.target.verify_count:
+            return None
+        db, coll = split_ns(dst)
+        with self.server.errors(f"checking {dst}"):
+            return self.server.client[db][coll].find_one({"_id": id_from_json(last_id)}, {"_id": 1}) is not None
 
     def _prepared(self, source: CollectionEntry | DumpCollection, skip: int,
                   dst: str) -> Iterator[tuple[list[RawBSONDocument], int]]:

@@ -146,12 +146,23 @@ def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_documen
                                              r"target, expected 3000"):
         work.finish(ctx)
 
-    # a complete restore, then the last document disappears before the check
+    # a complete restore whose last document is gone when the step looks it up (here: resumed
+    # from a cursor that says every chunk was written and acknowledged, onto a target without it)
     ctx, details, summary = run_restore(repo, spec, "r2")
     assert summary["documents"] == 3000
+    assert ctx.cursors[f"restore:{copy}.items"]["last_found"] is True
     mongo.client[copy]["items"].delete_one({"_id": 2999})
+    resumed = MemoryRunContext(run_id="r3")
+    resumed.cursors[f"restore:{copy}.items"] = {**ctx.cursors[f"restore:{copy}.items"], "last_found": None}
+    work = MongoRestoreWork(spec, repo, "r3", SMALL, details)
+    work.run(resumed)
+    assert resumed.cursors[f"restore:{copy}.items"]["last_found"] is False
     with pytest.raises(PermanentError, match=rf"{copy}.items: the last document restored \(_id 2999\) is missing"):
-        MongoRestoreWork(spec, repo, "r2", SMALL, details).finish(ctx)
+        work.finish(resumed)
+    # a cursor written before the step looked it up is checked by `finish` itself
+    resumed.cursors[f"restore:{copy}.items"].pop("last_found")
+    with pytest.raises(PermanentError, match=rf"{copy}.items: the last document restored \(_id 2999\) is missing"):
+        MongoRestoreWork(spec, repo, "r3", SMALL, details).finish(resumed)
     # counting on the server (verify_count) sees the shortfall too
     counted = restore_spec("back", {"job": "src"}, verify_count=True, **rename)
     with pytest.raises(PermanentError, match=rf"{copy}.items: 2999 documents, expected 3000"):
