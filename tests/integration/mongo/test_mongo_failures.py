@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import bson
 import pytest
@@ -25,6 +26,17 @@ from tests.integration.mongo.helpers import backup_spec as bspec
 
 pytestmark = pytest.mark.mongo
 PASSWORD = "Sup3r-s3cret-pw"
+
+
+def people_dump(root: Path, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A mongodump directory of `db.people` holding `docs` and Ada (_id 7); its documents."""
+    docs = [*docs, {"_id": 7, "email": "ada@example.org"}]
+    (root / db).mkdir(parents=True)
+    (root / db / "people.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
+    (root / db / "people.metadata.json").write_text(json_util.dumps(
+        {"options": {}, "indexes": [], "collectionName": "people", "type": "collection"},
+        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    return docs
 
 
 def free_port() -> int:
@@ -104,12 +116,7 @@ def test_a_document_the_target_cannot_store_fails_after_bounded_retries_naming_t
 def test_an_upsert_that_breaks_a_unique_index_of_the_target_fails_naming_the_collection_and_index(
         mongo: Mongo, repo: Repository, tmp_path: Path, held_by: str) -> None:
     db = mongo.db("people")
-    (tmp_path / "dump" / db).mkdir(parents=True)
-    docs = [{"_id": n, "email": f"user{n}@example.org"} for n in range(5)] + [{"_id": 7, "email": "ada@example.org"}]
-    (tmp_path / "dump" / db / "people.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
-    (tmp_path / "dump" / db / "people.metadata.json").write_text(json_util.dumps(
-        {"options": {}, "indexes": [], "collectionName": "people", "type": "collection"},
-        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    people_dump(tmp_path / "dump", db, [{"_id": n, "email": f"user{n}@example.org"} for n in range(5)])
     # the target already has Ada under another _id, and a unique index on email
     target = mongo.client[db]["people"]
     target.insert_one({"_id": 99, "email": "ada@example.org"})
@@ -129,12 +136,7 @@ def test_an_upsert_that_breaks_a_unique_index_of_the_target_fails_naming_the_col
 def test_an_insert_that_breaks_a_unique_index_of_the_target_fails_while_documents_already_there_are_tolerated(
         mongo: Mongo, repo: Repository, tmp_path: Path) -> None:
     db = mongo.db("members")
-    (tmp_path / "dump" / db).mkdir(parents=True)
-    docs = [{"_id": n, "email": f"user{n}@example.org"} for n in range(6)] + [{"_id": 7, "email": "ada@example.org"}]
-    (tmp_path / "dump" / db / "people.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
-    (tmp_path / "dump" / db / "people.metadata.json").write_text(json_util.dumps(
-        {"options": {}, "indexes": [], "collectionName": "people", "type": "collection"},
-        json_options=json_util.CANONICAL_JSON_OPTIONS))
+    docs = people_dump(tmp_path / "dump", db, [{"_id": n, "email": f"user{n}@example.org"} for n in range(6)])
     target = mongo.client[db]["people"]
     target.create_index("email", unique=True, name="email_1")
     spec = restore_spec("in", {"from_mongodump": str(tmp_path / "dump")}, mode="insert")
