@@ -289,23 +289,9 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         except BadBson as exc:  # a mongodump file cut short or corrupt
             raise CorruptChunk(f"#{index}", str(getattr(source, "bson", dst)), str(exc)) from exc
 
-    def _batches(self, raw: list[RawBSONDocument]) -> Iterator[list[RawBSONDocument]]:
-        limit = self.spec.batch_kib << 10
-        batch: list[RawBSONDocument] = []
-        size = 0
-        for doc in raw:
-            n = len(doc.raw)
-            if batch and size + n > limit:
-                yield batch
-                batch, size = [], 0
-            batch.append(doc)
-            size += n
-        if batch:
-            yield batch
-
     def _write(self, coll: Collection[Any], dst: str, raw: list[RawBSONDocument], chunk: int) -> tuple[int, int]:
         acked = dups = 0
-        for batch in self._batches(raw):
+        for batch in _runs(raw, self.spec.batch_kib << 10):
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 try:
                     written, found = self._write_batch(coll, dst, batch)
@@ -329,7 +315,7 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         """Write one batch: (documents the server acknowledged as written or present, duplicates)."""
         try:
             if self.spec.target.mode == "upsert":
-                return sum(self._upsert(coll, dst, group) for group in _upsert_groups(batch)), 0
+                return sum(self._upsert(coll, dst, group) for group in _runs(batch, UPSERT_BYTES, UPSERT_OPS)), 0
             inserted = coll.bulk_write([InsertOne(d) for d in batch], ordered=False).inserted_count
             return inserted, 0
         except BulkWriteError as exc:
@@ -366,8 +352,10 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
                     raise self._conflict(coll, dst, errmsg, "insert")
             else:
                 unnamed.append(errmsg)
+        if not unnamed:
+            return
         with self.server.errors(f"listing the indexes of {dst}"):
-            if not unnamed or not self._unique_indexes(coll):
+            if not self._unique_indexes(coll):
                 return
         ids = [doc_id(d.raw) for d in batch]
         with self.server.errors(f"checking the duplicates met in {dst}"):
@@ -504,18 +492,19 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         return warned
 
 
-def _upsert_groups(batch: list[RawBSONDocument]) -> Iterator[list[RawBSONDocument]]:
-    """The batch in runs of at most UPSERT_OPS documents and UPSERT_BYTES (a larger document alone)."""
-    group: list[RawBSONDocument] = []
+def _runs(docs: list[RawBSONDocument], max_bytes: int,
+          max_docs: int | None = None) -> Iterator[list[RawBSONDocument]]:
+    """`docs` in order, in runs of at most `max_bytes` (a larger document alone) and `max_docs`."""
+    run: list[RawBSONDocument] = []
     size = 0
-    for doc in batch:
-        if group and (len(group) == UPSERT_OPS or size + len(doc.raw) > UPSERT_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(doc)
+    for doc in docs:
+        if run and (len(run) == max_docs or size + len(doc.raw) > max_bytes):
+            yield run
+            run, size = [], 0
+        run.append(doc)
         size += len(doc.raw)
-    if group:
-        yield group
+    if run:
+        yield run
 
 
 def _meta_text(source: CollectionEntry | DumpCollection) -> str:
