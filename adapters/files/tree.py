@@ -8,6 +8,7 @@ the current walk in constant memory (the files cache: unchanged files are not re
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import io
 import json
@@ -21,6 +22,9 @@ from typing import Any
 import zstandard
 
 FILE, DIR, LINK = "f", "d", "l"
+FIFO, CHAR, BLOCK = "p", "c", "b"  # restored as root only, and only inside the target
+SPECIAL = (FIFO, CHAR, BLOCK)
+TYPES = (FILE, DIR, LINK, *SPECIAL)
 
 
 @dataclass
@@ -36,12 +40,19 @@ class Entry:
     ctime_ns: int = 0
     target: str | None = None
     chunks: list[str] = field(default_factory=list)
-    # Hard links: a file with more than one link records its link count and device, and a later
-    # path to the same inode names the first path it was seen at. Its content is stored too (at
-    # no cost: same chunks), so a partial or cross-device restore still has every file whole.
+    # Hard links: a non-directory with more than one link (a file, and also a symlink, FIFO or
+    # device node) records its link count and device, and a later path to the same inode names
+    # the first path it was seen at. A file's content is stored too (at no cost: same chunks), so
+    # a partial or cross-device restore still has every file whole.
     nlink: int = 1
     dev: int = 0
     hardlink_to: str | None = None
+    # A device node's device number (`st_rdev`), for CHAR and BLOCK entries.
+    rdev: int = 0
+    # Extended attributes of any entry, every namespace read (user, trusted, security, and the
+    # POSIX ACLs `system.posix_acl_access` / `system.posix_acl_default`): name -> value, the value
+    # base64-encoded in the stored line. Empty for most entries, and then not stored.
+    xattrs: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -52,12 +63,17 @@ class Entry:
                              "u": self.uid, "g": self.gid}
         if self.type == FILE:
             d.update(s=self.size, i=self.inode, ct=self.ctime_ns, c=self.chunks)
+        elif self.type == LINK:
+            d["l"] = self.target
+        elif self.type in (CHAR, BLOCK):
+            d["r"] = self.rdev
+        if self.type != DIR:
             if self.nlink > 1:
                 d.update(n=self.nlink, dv=self.dev)
             if self.hardlink_to is not None:
                 d["h"] = self.hardlink_to
-        elif self.type == LINK:
-            d["l"] = self.target
+        if self.xattrs:
+            d["x"] = {name: base64.b64encode(value).decode() for name, value in sorted(self.xattrs.items())}
         return json.dumps(d, separators=(",", ":")).encode() + b"\n"
 
     @staticmethod
@@ -67,7 +83,8 @@ class Entry:
             path=d["p"], type=d["t"], mode=d["m"], mtime_ns=d["mt"], size=d.get("s", 0),
             uid=d.get("u", 0), gid=d.get("g", 0), inode=d.get("i", 0), ctime_ns=d.get("ct", 0),
             target=d.get("l"), chunks=d.get("c", []), nlink=d.get("n", 1), dev=d.get("dv", 0),
-            hardlink_to=d.get("h"),
+            hardlink_to=d.get("h"), rdev=d.get("r", 0),
+            xattrs={name: base64.b64decode(value) for name, value in d.get("x", {}).items()},
         )
 
     def unchanged_since(self, other: Entry) -> bool:
