@@ -15,6 +15,12 @@ A sealed blob is `nonce (12 bytes) || ciphertext || tag`; its associated data is
 What stays readable without the passphrase: snapshot manifests (job, kind, times, stats, the
 source's description) so `davit snapshots` lists them, pack indexes (ids, sizes), and the
 staging tree of a backup that is still in progress.
+
+A manifest is readable but not forgeable: a third key derived from the data key (HKDF, its own
+`info`) authenticates it with HMAC-SHA256 over its canonical JSON (sorted keys, no spaces,
+ASCII) without the `mac` field, bound to the snapshot id (the directory it is stored in). With
+the key, a manifest whose `mac` is missing or does not verify is not trusted (listed as
+damaged); without it a listing can only say the manifest is unverified.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 from typing import Any
 
@@ -37,6 +44,9 @@ CIPHER = "aes-256-gcm"
 _NONCE = 12
 _WRAP_CONTEXT = b"davit repository key v1"
 _DEFAULT_COST = {"n": 2**15, "r": 8, "p": 1}
+_MANIFEST_KEY_INFO = b"davit manifest mac v1"
+_MANIFEST_CONTEXT = b"davit manifest v1\0"
+MANIFEST_MAC_FIELD = "mac"
 
 
 class RepositoryKeyError(PermanentError):
@@ -54,6 +64,9 @@ class RepositoryKey:
         derived = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"davit repository keys v1").derive(master)
         self._aead = AESGCM(derived[:32])
         self._id_key = derived[32:]
+        # a key of its own, so a MAC of a manifest is never a valid chunk id or the reverse
+        self._manifest_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                                  info=_MANIFEST_KEY_INFO).derive(master)
 
     # --- creating and opening ----------------------------------------------------------------
 
@@ -78,6 +91,18 @@ class RepositoryKey:
 
     def chunk_id(self, plain: bytes | memoryview) -> bytes:
         return hmac.digest(self._id_key, plain, "sha256")
+
+    def manifest_mac(self, snapshot_id: str, manifest: dict[str, Any]) -> str:
+        """The MAC (hex) of a manifest: every field but `mac` itself, bound to `snapshot_id`."""
+        body = {k: v for k, v in manifest.items() if k != MANIFEST_MAC_FIELD}
+        message = _MANIFEST_CONTEXT + snapshot_id.encode() + b"\0" + canonical_json(body)
+        return hmac.new(self._manifest_key, message, "sha256").hexdigest()
+
+    def manifest_authentic(self, snapshot_id: str, manifest: dict[str, Any]) -> bool:
+        given = manifest.get(MANIFEST_MAC_FIELD)
+        if not isinstance(given, str):
+            return False
+        return hmac.compare_digest(given.encode(), self.manifest_mac(snapshot_id, manifest).encode())
 
     def seal(self, data: bytes, associated: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -119,6 +144,12 @@ def _stretch(passphrase: str, salt: bytes, cost: dict[str, int]) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte string per JSON value whatever the key order or spacing it was read with."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()
 
 
 def plain_chunk_id(plain: bytes | memoryview) -> bytes:

@@ -1,4 +1,9 @@
-"""Durable file writes: temporary name, fsync, rename, fsync of the directory."""
+"""Durable file writes: temporary name, fsync, rename, fsync of the directory.
+
+Files are created 0600 and directories 0700 by mode, not left to the umask: what a repository
+holds is as secret as what was backed up, and the Repository class is also used as a library
+(tests, bench) by processes whose umask davit does not set.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,35 @@ import os
 from pathlib import Path
 
 from domain.errors import StorageFull
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def make_dirs(path: Path) -> None:
+    """`path` and its missing parents, each created 0700 (one that exists is left as it is)."""
+    if path.is_dir():
+        return
+    if not path.parent.is_dir() and path.parent != path:
+        make_dirs(path.parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+    else:
+        os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask; this is not
+
+
+def open_new(path: Path, flags: int = 0) -> int:
+    """A descriptor of a new file at `path`, 0600 whatever the umask (truncated if it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,11 +55,11 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write `data` so that `path` holds either nothing or all of it, even after power loss."""
     tmp = tmp_dir / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with open(open_new(tmp), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:

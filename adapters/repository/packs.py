@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.repository.fsutil import fsync_dir, storage_error, write_atomic
+from adapters.repository.fsutil import fsync_dir, make_dirs, open_new, storage_error, write_atomic
 from domain.errors import CorruptChunk
 
 IDX_MAGIC = b"DAVITIDX1\n"
@@ -66,7 +66,7 @@ class PackWriter:
         self.root = root
         self.pack_id = pack_id
         self.tmp_path = root / "tmp" / f"{pack_id}.pack.tmp"
-        self._fh = open(self.tmp_path, "wb", buffering=0)  # noqa: SIM115 - closed by seal/abort
+        self._fh = open(open_new(self.tmp_path), "wb", buffering=0)  # noqa: SIM115 - closed by seal/abort
         self.size = 0
         self.entries: list[tuple[bytes, BlobRef]] = []
         self._ids: set[bytes] = set()
@@ -112,7 +112,7 @@ class PackWriter:
             self._finish_writes()
             os.fsync(self._fh.fileno())
             self._fh.close()
-            final.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(final.parent)
             os.replace(self.tmp_path, final)
             fsync_dir(final.parent)
         except OSError as exc:

@@ -4,7 +4,8 @@ Layout:
     config.json                 format version and chunking parameters
     packs/<xx>/<pack>.pack      compressed chunks, see `packs.py`
     index/<pack>.idx            what each pack holds
-    snapshots/<id>/manifest.json  a snapshot exists once its manifest is durable
+    snapshots/<id>/manifest.json  a snapshot exists once its manifest is durable (`manifests.py`:
+                                  one that cannot be used is listed as damaged, nothing else)
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
     staging/<run>/              a backup run's partial tree while it is in progress
     tmp/                        temporary names of files not yet renamed into place
@@ -14,6 +15,9 @@ Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids
 references (the files tree's shape, `adapters/files/tree.py`); pruning and `davit verify`
 read only that key, so an adapter with a tree of its own keeps `c` and stages it as
 `staging/<dir>/tree.jsonl`, or its chunks would look unreferenced.
+
+Everything is created 0700 (directories) / 0600 (files) whatever the process's umask: a
+repository holds the content of whatever was backed up (`/etc/shadow` included).
 
 A chunk's id is the sha256 of its plain bytes (an HMAC of them in an encrypted repository,
 see `crypto.py`). Reading a chunk opens it (decrypts and authenticates, if sealed),
@@ -38,7 +42,8 @@ from typing import Any, BinaryIO
 import zstandard
 
 from adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
-from adapters.repository.fsutil import write_atomic
+from adapters.repository.fsutil import make_dirs, write_atomic
+from adapters.repository.manifests import MANIFEST, Loaded, load_manifest
 from adapters.repository.packs import (
     CODEC_RAW,
     CODEC_SEALED,
@@ -64,6 +69,11 @@ class SnapshotInfo:
     source: dict[str, Any]
     stats: dict[str, Any]
     path: Path
+    # True: its MAC verified under the repository key; None: nothing to verify it with (a plain
+    # repository, or an encrypted one opened without its passphrase, for listing)
+    authenticated: bool | None = None
+    parent: str | None = None
+    tree_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,7 +84,20 @@ class SnapshotInfo:
             "run_id": self.run_id,
             "source": self.source,
             "stats": self.stats,
+            "damaged": False,
         }
+
+
+@dataclass(frozen=True)
+class DamagedSnapshot:
+    """A snapshot directory whose manifest cannot be used, and why: listed, never used."""
+
+    id: str  # the directory's name
+    reason: str
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "damaged": True, "reason": self.reason}
 
 
 class Repository:
@@ -106,8 +129,9 @@ class Repository:
         if not config.exists():
             if not create:
                 raise PermanentError(f"{root} is not a davit repository (no config.json)")
+            make_dirs(root)
             for sub in ("packs", "index", "snapshots", "staging", "tmp"):
-                (root / sub).mkdir(parents=True, exist_ok=True)
+                make_dirs(root / sub)
             settings: dict[str, Any] = {"format": FORMAT_VERSION}
             key = None
             if passphrase is not None:
@@ -119,7 +143,7 @@ class Repository:
         if found != FORMAT_VERSION:
             raise PermanentError(f"{root}: repository format {found} is not supported")
         for sub in ("packs", "index", "snapshots", "staging", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            make_dirs(root / sub)
         section = settings.get("encryption")
         if section is None and passphrase is not None:
             raise RepositoryKeyError(
@@ -290,7 +314,7 @@ class Repository:
 
     def staging_dir(self, run_id: str) -> Path:
         path = self.root / "staging" / run_id
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)
         return path
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
@@ -313,22 +337,52 @@ class Repository:
         if self.encrypted and self._key is None:
             raise self._key_required()
         path = self.root / "snapshots" / snapshot_id / "tree.jsonl.zst"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         return TreeWriter(path, self.root / "tmp", snapshot_id, self._key)
 
     def _publish(self, manifest: dict[str, Any], writer: TreeWriter) -> SnapshotInfo:
-        """The tree, then the manifest: the manifest's rename makes the snapshot exist."""
-        manifest = {**manifest, "tree_sha256": writer.commit()}
-        manifest_path = writer.path.parent / "manifest.json"
+        """The tree, then the manifest: the manifest's rename makes the snapshot exist. In an
+        encrypted repository the manifest carries a MAC under the key (`crypto.py`)."""
+        manifest = {k: v for k, v in manifest.items() if k != "mac"}
+        manifest["tree_sha256"] = writer.commit()
+        if self._key is not None:
+            manifest["mac"] = self._key.manifest_mac(writer.path.parent.name, manifest)
+        manifest_path = writer.path.parent / MANIFEST
         write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), self.root / "tmp")
-        return self._info(manifest_path)
+        return self._snapshot_info(writer.path.parent)
 
     def snapshot_exists(self, snapshot_id: str) -> bool:
-        return (self.root / "snapshots" / snapshot_id / "manifest.json").exists()
+        """Whether `snapshot_id` has a manifest (usable or damaged: either way the id is taken)."""
+        return os.path.lexists(self.root / "snapshots" / snapshot_id / MANIFEST)
 
     def snapshots(self, job: str | None = None) -> list[SnapshotInfo]:
-        found = [self._info(p) for p in (self.root / "snapshots").glob("*/manifest.json")]
+        """The usable snapshots (of `job`), oldest first; damaged ones are left out (see
+        `damaged_snapshots`), so `latest`, a parent or retention never pick one."""
+        found = [s for s in self._scan() if isinstance(s, SnapshotInfo)]
         return sorted((s for s in found if job is None or s.job == job), key=lambda s: (s.created_at, s.id))
+
+    def damaged_snapshots(self) -> list[DamagedSnapshot]:
+        """Snapshot directories whose manifest is not usable (not JSON, a field missing or of
+        the wrong type, or, with the key of an encrypted repository, not authenticated)."""
+        return sorted((s for s in self._scan() if isinstance(s, DamagedSnapshot)), key=lambda s: s.id)
+
+    def _scan(self) -> list[SnapshotInfo | DamagedSnapshot]:
+        found: list[SnapshotInfo | DamagedSnapshot] = []
+        with os.scandir(self.root / "snapshots") as entries:
+            for entry in entries:
+                directory = Path(entry.path)
+                if entry.is_symlink():
+                    found.append(DamagedSnapshot(entry.name, "snapshot directory is a symbolic link", directory))
+                    continue
+                # lexists: a manifest that is a dangling symlink is damaged, not absent
+                if not entry.is_dir(follow_symlinks=False) or not os.path.lexists(directory / MANIFEST):
+                    continue  # a stray file, or a publish in progress (its tree before its manifest)
+                loaded = load_manifest(directory, self._key, self.encrypted)
+                if isinstance(loaded, Loaded):
+                    found.append(self._info_of(loaded, directory))
+                else:
+                    found.append(DamagedSnapshot(entry.name, loaded, directory))
+        return found
 
     def resolve(self, ref: str, job: str | None = None) -> SnapshotInfo:
         """`latest` (of `job`), an id, or a unique prefix of one."""
@@ -354,12 +408,21 @@ class Repository:
 
     def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
         path = info.path / "tree.jsonl.zst"
-        manifest = json.loads((info.path / "manifest.json").read_text())
-        check_stored(path, manifest.get("tree_sha256"))
+        # read again, not taken from `info`: the manifest may have changed since it was listed
+        current = self._snapshot_info(info.path)
+        check_stored(path, current.tree_sha256)
         return compressed_stream(path, info.id, self._key, self.encrypted, self._key_required())
 
-    def _info(self, manifest_path: Path) -> SnapshotInfo:
-        m = json.loads(manifest_path.read_text())
+    def _snapshot_info(self, directory: Path) -> SnapshotInfo:
+        """The snapshot in `directory`; `CorruptChunk` naming the reason if its manifest is damaged."""
+        loaded = load_manifest(directory, self._key, self.encrypted)
+        if not isinstance(loaded, Loaded):
+            raise CorruptChunk("(manifest)", str(directory), loaded)
+        return self._info_of(loaded, directory)
+
+    @staticmethod
+    def _info_of(loaded: Loaded, directory: Path) -> SnapshotInfo:
+        m = loaded.manifest
         return SnapshotInfo(
             id=m["id"],
             job=m["job"],
@@ -368,7 +431,10 @@ class Repository:
             run_id=m.get("run_id", ""),
             source=m.get("source", {}),
             stats=m.get("stats", {}),
-            path=manifest_path.parent,
+            path=directory,
+            authenticated=loaded.authenticated,
+            parent=m.get("parent"),
+            tree_sha256=m["tree_sha256"],
         )
 
     # --- locks -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import zstandard
 
 from adapters.repository.crypto import RepositoryKey, SealedBlobError
-from adapters.repository.fsutil import fsync_dir, storage_error
+from adapters.repository.fsutil import fsync_dir, make_dirs, open_new, storage_error
 from domain.errors import CorruptChunk
 
 SEALED_MAGIC = b"DAVITSEALEDTREE2\n"
@@ -44,7 +44,7 @@ class TreeWriter:
     def __init__(self, path: Path, tmp_dir: Path, snapshot_id: str, key: RepositoryKey | None) -> None:
         self.path = path
         self._tmp = tmp_dir / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self._fh = open(open_new(self._tmp), "wb")  # noqa: SIM115 - closed in commit/abort
         self._sha = hashlib.sha256()
         self._key = key
         self._snapshot_id = snapshot_id
@@ -70,7 +70,7 @@ class TreeWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent)
             os.replace(self._tmp, self.path)
             fsync_dir(self.path.parent)
         except OSError as exc:

@@ -1,4 +1,7 @@
-"""`davit verify SNAPSHOT`: re-read every chunk a snapshot references and check its hash."""
+"""`davit verify SNAPSHOT`: re-read every chunk a snapshot references and check its hash.
+
+A damaged snapshot (its manifest not usable, or in an encrypted repository not authenticated)
+fails at once with the reason."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import sys
 import click
 
 from adapters.files.tree import read_lines
+from adapters.repository.repository import DamagedSnapshot
 from daemon.cli.common import emit_json
-from daemon.cli.snapshots import all_snapshots
+from daemon.cli.snapshots import all_entries
 from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
 
 
@@ -18,11 +22,22 @@ from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
 @click.pass_context
 def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
     """Verify SNAPSHOT (an id or a unique prefix)."""
-    matches = [(r, repo, s) for r, repo, s in all_snapshots(ctx) if s.id.startswith(snapshot)]
+    matches = [(r, repo, s) for r, repo, s in all_entries(ctx) if s.id.startswith(snapshot)]
+    exact = [m for m in matches if m[2].id == snapshot]
+    matches = exact or matches
     if len(matches) != 1:
         click.echo(f"davit: {'no' if not matches else 'more than one'} snapshot matches {snapshot!r}", err=True)
         sys.exit(EXIT_USAGE)
-    _, repo, snap = matches[0]
+    _, repo, found = matches[0]
+    if isinstance(found, DamagedSnapshot):
+        if as_json:
+            emit_json({"snapshot": found.id, "chunks_checked": 0, "problems": [found.reason], "ok": False,
+                       "damaged": True})
+        else:
+            click.echo(f"damaged: {found.reason}")
+            click.echo(f"{found.id}: damaged, its manifest cannot be used")
+        sys.exit(EXIT_FAILED)
+    snap = found
     checked, bad = 0, []
     seen: set[str] = set()
     try:

@@ -121,9 +121,14 @@ def test_a_sealed_tree_swapped_between_snapshots_does_not_open(source: Path, rep
     manifest = (second / "manifest.json").read_text()
     old_sum = json.loads(manifest)["tree_sha256"]
     new_sum = json.loads((first / "manifest.json").read_text())["tree_sha256"]
+    listed = repo.resolve("b2")
+    with pytest.raises(CorruptChunk, match="does not match its manifest"):
+        repo.tree_bytes(listed)
+    # pointing the manifest at the swapped tree breaks the manifest's own MAC
     (second / "manifest.json").write_text(manifest.replace(old_sum, new_sum))
-    with pytest.raises(CorruptChunk, match="sealed snapshot tree does not open"):
-        repo.tree_bytes(repo.resolve("b2"))
+    with pytest.raises(CorruptChunk, match="manifest is not authenticated"):
+        repo.tree_bytes(listed)
+    assert [d.id for d in repo.damaged_snapshots()] == ["b2"]
 
 
 def test_pruning_an_encrypted_repository_keeps_every_remaining_snapshot_restorable(

@@ -64,11 +64,16 @@ def test_a_small_tree_given_whole_reads_back_the_same_way(tmp_path: Path) -> Non
 
 
 def rewrite_tree(repo: Repository, snapshot_id: str, stored: bytes) -> None:
-    """What someone with write access to the repository (but not the passphrase) can do."""
+    """A stored tree replaced and its manifest made to match. Without the passphrase the
+    manifest's MAC then fails (tests/integration/test_repository_manifests.py); it is re-made
+    here with the key so that the next defence, the sealed segments, is what is tested."""
     snap = repo.root / "snapshots" / snapshot_id
     (snap / "tree.jsonl.zst").write_bytes(stored)
     m = json.loads((snap / "manifest.json").read_text())
     m["tree_sha256"] = hashlib.sha256(stored).hexdigest()
+    key = repo._key
+    assert key is not None
+    m["mac"] = key.manifest_mac(snapshot_id, m)
     (snap / "manifest.json").write_text(json.dumps(m))
 
 
