@@ -8,12 +8,15 @@ its kind needs it, which keeps an idle daemon small and the CLI quick.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters.repository.repository import Repository
+from adapters.repository.staging import ended_runs_staging, remove_run_staging
 from adapters.repository.tuning import Tuning
 from daemon.config import Settings
 from daemon.repositories import open_repository
@@ -58,10 +61,40 @@ class Parts:
         return factory(spec, self, view)
 
     def remove_leftovers(self, view: RunView) -> list[str]:
-        """Remove what an ended run may have left outside the repository (helper containers
-        of a step that a crash cut short); the names of what was removed. Blocking."""
+        """Remove what an ended run may have left (helper containers of a step that a crash cut
+        short, its staging in the repository: nothing resumes from it now); the names of what
+        was removed. Blocking."""
+        if not view.spec:
+            return []
+        spec = spec_from_json(view.spec)
         cleaner = LEFTOVER_CLEANERS.get(view.kind)
-        return cleaner(spec_from_json(view.spec), view) if cleaner is not None and view.spec else []
+        removed = cleaner(spec, view) if cleaner is not None else []
+        root = self._repository_root(getattr(spec, "repository", None))
+        if root is not None:
+            removed += remove_run_staging(root, view.run_id)
+        return removed
+
+    def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
+        """At start-up: remove the staging, in every configured repository, of the runs in
+        `ended` (runs this daemon's log shows as ended). Staging of runs the log does not know
+        belongs to another davitd and is left alone. Blocking."""
+        removed = []
+        for name in self.settings.repositories:
+            root = self._repository_root(name)
+            if root is None:
+                continue
+            for path in ended_runs_staging(root, ended):
+                if path.is_symlink() or not path.is_dir():
+                    path.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(path)
+                removed.append(str(path))
+        return removed
+
+    def _repository_root(self, name: str | None) -> Path | None:
+        """The directory of the configured repository `name`, if it is one (never created here)."""
+        root = self.settings.repositories.get(name) if name else None
+        return root if root is not None and (root / "config.json").exists() else None
 
     def close(self) -> None:
         for repo in self._repos.values():

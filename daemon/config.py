@@ -22,6 +22,8 @@ from domain.errors import FieldProblem, InvalidConfig
 from domain.jobs import problems_from_validation
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+# davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
+PRIVATE_UMASK = 0o077
 
 
 class _Section(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import anyio
 import click
 
 from daemon.bootstrap import Parts
-from daemon.config import load_settings
+from daemon.config import PRIVATE_UMASK, load_settings
 from daemon.notify import Notifier
 from daemon.supervisor import Supervisor
 from daemon.version import davit_version
@@ -33,6 +34,9 @@ async def _serve(parts: Parts) -> None:
 @click.version_option(davit_version(), prog_name="davitd")
 def main(home: Path | None, config_file: Path | None) -> None:
     """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
+    # Everything davitd creates (repository, log with its -wal and -shm, staging, exports) is
+    # its owner's alone, whatever umask it was started with: it holds copies of what it backs up.
+    os.umask(PRIVATE_UMASK)
     try:
         settings = load_settings(home, config_file)
     except DavitError as exc:

@@ -9,9 +9,11 @@ and a change that needs a restart (jobs or state directory) is named in `ConfigR
 Start-up: take the state directory's lock (one daemon per log), record `DaemonStarted`, fold
 every run; a run found preparing, running or verifying had no live owner, so it is recorded
 `interrupted` with the reason and requeued; then the jobs directory is synced. A run that
-ends (succeeded, failed, cancelled, rolled back) has what it may have left outside the
-repository removed (helper containers of a step a crash cut short), and so, at start-up, has
-every run that ended while the previous daemon ran (it may have died before doing so). A job without
+ends (succeeded, failed, cancelled, rolled back) has what it may have left removed (helper
+containers of a step a crash cut short, its staging in the repository), and so, at start-up,
+has every run that ended while the previous daemon ran (it may have died before doing so); at
+start-up the staging of every run the log shows as ended is removed too (staging of runs the
+log does not know, another davitd's on a shared repository, is left alone). A job without
 a schedule runs once per revision, and a triggered revision is in the log, so a restart never
 runs it again. SIGTERM/SIGINT ask every run to stop at its next chunk boundary (left
 `interrupted`, resumed at the next start) and wait for them before exiting.
@@ -99,7 +101,7 @@ class Supervisor:
             os.close(lock_fd)
 
     def _take_lock(self) -> int:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.settings.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +203,14 @@ class Supervisor:
     async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
             await self._remove_leftovers(run_id)
+        ended = {r for r, v in self.runs.items() if v.state in TERMINAL}
+        try:
+            removed = await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, ended, limiter=self.limiter)
+        except Exception as exc:
+            log.warning("the staging of runs that ended could not all be removed: %s", exc)
+            return
+        if removed:
+            log.info("removed the staging of runs that had ended: %s", ", ".join(removed))
 
     async def _remove_leftovers(self, run_id: str) -> None:
         """Remove what an ended run left outside the repository. A failure is a log line, not

@@ -28,6 +28,7 @@ from adapters.files.tree import FILE, Entry, HardLinks, ParentCursor, Skipped, r
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
+from adapters.repository.staging import reopen_staged
 from adapters.repository.tuning import Tuning
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob
@@ -124,9 +125,8 @@ class FilesBackupWork:
                              cursor.get("last"))
         last_key = walk_key(progress.last_path) if progress.last_path is not None else None
         skipped: list[Skipped] = []
-        with self.repo.locked(exclusive=False), open(tree_path, "ab+") as tree, \
+        with self.repo.locked(exclusive=False), reopen_staged(tree_path, cursor.get("tree_bytes", 0)) as tree, \
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
-            tree.truncate(cursor.get("tree_bytes", 0))
             tree.seek(0)
             links = HardLinks()
             links.replay(tree)

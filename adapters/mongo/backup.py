@@ -37,6 +37,7 @@ from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.fsutil import write_atomic
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
+from adapters.repository.staging import reopen_staged
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
 from adapters.secrets import redact
@@ -154,9 +155,7 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
         limit = self.spec.chunk_kib << 10
         coll = self.server.client[db_name][coll_name]
         last_doc: bytes | None = None
-        with open(staging / "tree.jsonl", "ab+") as listing:
-            listing.truncate(cursor.get("list_bytes", 0))
-            listing.seek(0, os.SEEK_END)
+        with reopen_staged(staging / "tree.jsonl", cursor.get("list_bytes", 0)) as listing:
 
             def checkpoint() -> None:
                 written = writer.seal()

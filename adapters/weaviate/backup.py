@@ -25,6 +25,7 @@ import zstandard
 from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
+from adapters.repository.staging import reopen_staged
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
 from adapters.weaviate import tree
@@ -150,9 +151,8 @@ class _Export:
 
     def run(self) -> dict[str, Any]:
         self.work.staging.mkdir(parents=True, exist_ok=True)
-        with self.work.repo.locked(exclusive=False), open(self.work.staging / "tree.jsonl", "ab+") as fh:
-            fh.truncate(self.cursor["tree_bytes"])
-            fh.seek(0, os.SEEK_END)
+        with self.work.repo.locked(exclusive=False), \
+                reopen_staged(self.work.staging / "tree.jsonl", self.cursor["tree_bytes"]) as fh:
             self.tree = fh
             try:
                 self._run()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from daemon.cli import (
     verify,
 )
 from daemon.cli.common import CliState
+from daemon.config import PRIVATE_UMASK
 from daemon.version import davit_version
 from domain.errors import DavitError
 
@@ -45,6 +47,9 @@ for module in (jobs, runs, show, history, run, resume, cancel, validate, snapsho
 
 
 def main() -> None:
+    # What davit creates (the log if davitd never ran, a repository, an export) is its owner's
+    # alone, as with davitd: it may hold copies of anything backed up.
+    os.umask(PRIVATE_UMASK)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

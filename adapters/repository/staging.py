@@ -1,0 +1,86 @@
+"""A run's staging in the repository: found, reopened on resume, and removed once the run ends.
+
+A backup run keeps its partial tree under `staging/<run_id>/` (a MongoDB backup one directory
+per collection, `staging/<run_id>.c<N>/`) so a resume continues where its last checkpoint
+left off and pruning keeps the chunks it names. Once the run has ended (succeeded, failed,
+cancelled, rolled back) nothing resumes from it: davitd removes it then, and at start-up
+removes the staging of every run its log shows as ended. Staging whose run this log does not
+know (another davitd sharing the repository) is left alone.
+
+An operator may still `davit resume` a failed run after its staging is gone: `reopen_staged`
+notices (the staged tree is shorter than the checkpoint says) and fails the run with
+`StagingGone` rather than extending the file with zeros or publishing part of a tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from adapters.repository.fsutil import FILE_MODE
+from domain.errors import PermanentError
+
+STAGING = "staging"
+
+
+class StagingGone(PermanentError):
+    """A resumed run's staging is shorter than its last checkpoint: it was removed when the run ended."""
+
+    def __init__(self, path: Path, expected: int, found: int) -> None:
+        super().__init__(
+            f"the staging of this run ({path}) holds {found} bytes where its last checkpoint recorded "
+            f"{expected}: it was removed when the run ended, so the run cannot resume; start a new run of the job")
+        self.path = path
+
+
+def run_of(staging_name: str) -> str:
+    """The run id a staging directory belongs to (`<run>` or `<run>.c<N>`)."""
+    return staging_name.split(".", 1)[0]
+
+
+def staging_of(root: Path, run_id: str) -> list[Path]:
+    """The staging directories of `run_id` in the repository at `root`."""
+    base = root / STAGING
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    return sorted(base / n for n in names if run_of(n) == run_id and n)
+
+
+def remove_run_staging(root: Path, run_id: str) -> list[str]:
+    """Remove the staging of an ended run; the paths removed."""
+    removed = []
+    for path in staging_of(root, run_id):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path)
+        removed.append(str(path))
+    return removed
+
+
+def ended_runs_staging(root: Path, ended: set[str]) -> list[Path]:
+    """Staging directories in the repository at `root` of runs in `ended`."""
+    base = root / STAGING
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    return sorted(base / n for n in names if run_of(n) in ended)
+
+
+def reopen_staged(path: Path, length: int) -> BinaryIO:
+    """The staged file at `path`, opened for appending at `length` (a checkpoint's length: what
+    lies past it is a torn write the resumed run redoes). `StagingGone` if it is shorter."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    fh = open(fd, "ab+")  # noqa: SIM115 - handed to the caller
+    size = os.fstat(fd).st_size
+    if size < length:
+        fh.close()
+        raise StagingGone(path, length, size)
+    fh.truncate(length)
+    fh.seek(0, os.SEEK_END)
+    return fh
