@@ -147,6 +147,17 @@ class SourceMissing(PermanentError):
         self.source = source
 
 
+class UnsafeName(PermanentError):
+    """A name stored in a snapshot (a namespace, a path) that would put a file outside the
+    directory it is written into: the snapshot is refused before anything is written."""
+
+    def __init__(self, snapshot: str, name: str, reason: str) -> None:
+        super().__init__(f"snapshot {snapshot} is refused: {name!r} cannot be written as a path: {reason}")
+        self.snapshot = snapshot
+        self.name = name
+        self.reason = reason
+
+
 class StorageFull(PermanentError):
     def __init__(self, where: str) -> None:
         super().__init__(f"no space left on the device holding {where}")

@@ -31,7 +31,8 @@ from urllib.parse import quote, unquote
 from adapters.mongo.layout import meta_from_text, meta_to_text
 from adapters.mongo.rawbson import chunks_of, read_docs
 from adapters.repository.fsutil import fsync_dir
-from domain.errors import SourceMissing
+from domain.errors import SourceMissing, UnsafeName
+from domain.names import unsafe_reason
 
 BSON, META = ".bson", ".metadata.json"
 PATH_SEGMENT_SAFE = "$&+:=@"  # what Go's url.PathEscape leaves as is besides letters, digits and -_.~
@@ -151,11 +152,40 @@ def _meta_type(meta: Path) -> str:
         return "collection"
 
 
+def namespace_problem(ns: str) -> str | None:
+    """Why the namespace `ns` of a snapshot cannot be written under a dump directory, or None.
+
+    The database name becomes a directory, so it must be one safe path component (not empty,
+    `.`, `..`, nor holding `/` or NUL; MongoDB allows none of these in a database name). The
+    collection name is escaped into a file name as mongodump does (`/` becomes `%2F`), so a
+    legitimate name with `/` still works; an empty one, `.`, `..` or one with NUL is refused
+    (MongoDB allows none of them), and the escaped file name is checked too.
+    """
+    db, sep, coll = ns.partition(".")
+    if not sep:
+        return "it is not of the form DB.COLLECTION"
+    reason = unsafe_reason(db)
+    if reason is not None:
+        return f"database name {db!r}: {reason}"
+    if coll in ("", ".", "..") or "\0" in coll:
+        return f"collection name {coll!r}: " + (unsafe_reason(coll) or "it holds a NUL byte")
+    reason = unsafe_reason(dump_file_stem(coll) + META + ".gz")
+    if reason is not None:
+        return f"collection name {coll!r} as a file name: {reason}"
+    return None
+
+
 def write_collection(root: Path, ns: str, meta_text: str, chunks: Iterable[bytes], compress: bool) -> int:
-    """Write one collection's `.bson` and `.metadata.json` (gzip-compressed if asked); bytes written."""
+    """Write one collection's `.bson` and `.metadata.json` (gzip-compressed if asked); bytes written.
+    A namespace that would put a file outside `root` raises `UnsafeName` before anything is written."""
+    problem = namespace_problem(ns)
+    if problem is not None:
+        raise UnsafeName("(export)", ns, problem)
     db, coll = ns.split(".", 1)
     folder = root / db
     folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink():  # planted in the dump directory: never written through
+        raise UnsafeName("(export)", ns, f"{folder} is a symbolic link")
     suffix = ".gz" if compress else ""
     total = 0
     stem = dump_file_stem(coll)

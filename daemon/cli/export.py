@@ -3,6 +3,8 @@
 Writes `DIR/DB/COLL.bson` (the collection's chunks, verified and concatenated: raw BSON,
 never decoded) and `DIR/DB/COLL.metadata.json` (as stored at backup time), or their `.gz`
 variants, so a davit backup is never a lock-in: `mongorestore --dir DIR` reads the result.
+A snapshot with a namespace that would write outside DIR (a database name that is absolute,
+`..`, empty or holds `/` or NUL) is refused whole, before anything is written (exit 1).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from adapters.mongo.dumpdir import write_collection
+from adapters.mongo.dumpdir import namespace_problem, write_collection
 from adapters.mongo.layout import read_tree
 from daemon.cli.common import emit_json, guard
 from daemon.cli.snapshots import all_snapshots
-from domain.errors import EXIT_USAGE
+from domain.errors import EXIT_USAGE, UnsafeName
 
 
 @click.group("export")
@@ -43,7 +45,12 @@ def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool
 
     def export() -> dict[str, object]:
         collections = documents = size = 0
-        for entry in read_tree(repo.tree_bytes(snap)):
+        entries = list(read_tree(repo.tree_bytes(snap)))
+        for entry in entries:  # every name first: a hostile one refuses the snapshot, nothing written
+            problem = namespace_problem(entry.ns)
+            if problem is not None:
+                raise UnsafeName(snap.id, entry.ns, problem)
+        for entry in entries:
             chunks = (repo.read_chunk(bytes.fromhex(c)) for c in entry.chunks)
             size += write_collection(directory, entry.ns, entry.meta, chunks, compress)
             collections += 1
