@@ -191,3 +191,4 @@ def test_a_manifest_without_its_mac_is_not_trusted_in_an_encrypted_repository(so
     [damaged] = repo.damaged_snapshots()
     assert "has no MAC" in damaged.reason
     assert repo.snapshots() == []
+
