@@ -60,24 +60,24 @@ class Parts:
             raise InvalidConfig(str(self.settings.config_file), [FieldProblem("kind", f"no adapter for {spec.kind}")])
         return factory(spec, self, view)
 
-    def remove_leftovers(self, view: RunView) -> list[str]:
+    def remove_leftovers(self, view: RunView, staging: bool) -> list[str]:
         """Remove what an ended run may have left (helper containers of a step that a crash cut
-        short, its staging in the repository: nothing resumes from it now); the names of what
-        was removed. Blocking."""
+        short, and with `staging` its staging in the repository, when nothing will resume from
+        it: see `staging_unneeded`); the names of what was removed. Blocking."""
         if not view.spec:
             return []
         spec = spec_from_json(view.spec)
         cleaner = LEFTOVER_CLEANERS.get(view.kind)
         removed = cleaner(spec, view) if cleaner is not None else []
         root = self._repository_root(getattr(spec, "repository", None))
-        if root is not None:
+        if root is not None and staging:
             removed += remove_run_staging(root, view.run_id)
         return removed
 
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
-        """At start-up: remove the staging, in every configured repository, of the runs in
-        `ended` (runs this daemon's log shows as ended). Staging of runs the log does not know
-        belongs to another davitd and is left alone. Blocking."""
+        """Remove the staging, in every configured repository, of the runs in `ended` (runs this
+        daemon's log shows as ended that nothing resumes from). Staging of runs the log does not
+        know belongs to another davitd and is left alone. Blocking."""
         removed = []
         for name in self.settings.repositories:
             root = self._repository_root(name)

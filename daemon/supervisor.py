@@ -43,7 +43,7 @@ from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
-from domain.runs import RunView, fold
+from domain.runs import RunView, fold, staging_unneeded
 from domain.schedule import due_fire
 from eventstore.sqlite import SqliteEventStore
 
@@ -203,9 +203,9 @@ class Supervisor:
     async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
             await self._remove_leftovers(run_id)
-        ended = {r for r, v in self.runs.items() if v.state in TERMINAL}
+        unneeded = staging_unneeded(self.runs.values())
         try:
-            removed = await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, ended, limiter=self.limiter)
+            removed = await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, unneeded, limiter=self.limiter)
         except Exception as exc:
             log.warning("the staging of runs that ended could not all be removed: %s", exc)
             return
@@ -218,8 +218,13 @@ class Supervisor:
         view = self.runs.get(run_id)
         if view is None or view.state not in TERMINAL:
             return
+        unneeded = staging_unneeded(v for v in self.runs.values() if v.job == view.job)
         try:
-            removed = await anyio.to_thread.run_sync(self.parts.remove_leftovers, view, limiter=self.limiter)
+            removed = await anyio.to_thread.run_sync(self.parts.remove_leftovers, view, run_id in unneeded,
+                                                     limiter=self.limiter)
+            if view.state is RunState.SUCCEEDED:  # the job's earlier failed runs are superseded now
+                removed += await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, unneeded - {run_id},
+                                                          limiter=self.limiter)
         except Exception as exc:
             log.warning("run %s (%s) ended; what it left behind (labelled with its id) could not be removed: %s",
                         run_id, view.job, exc)

@@ -10,13 +10,13 @@ live daemon showed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from domain import events as ev
 from domain.errors import IllegalTransition
-from domain.machine import COMMITTABLE, RECORDING, RunState, next_state
+from domain.machine import COMMITTABLE, RECORDING, TERMINAL, RunState, next_state
 
 # The cause of a rollback that a cancel started (a migration cancelled after it stopped its
 # source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
@@ -208,3 +208,19 @@ def _record(view: RunView, event: ev.Event, at: str) -> None:
             view.cancel_ignored = {"reason": event.reason, "step": event.step, "state": event.state}
         case _:
             pass
+
+
+def staging_unneeded(views: Iterable[RunView]) -> set[str]:
+    """Runs whose staging nothing will resume from: every ended run but a failed one (an operator
+    may `davit resume` it, after a full disk for example), and a failed run once a run of its job
+    queued after it has succeeded (its snapshot supersedes whatever the failed run would publish)."""
+    views = list(views)
+    last_success: dict[str, str] = {}
+    for view in views:
+        if view.state is RunState.SUCCEEDED and view.queued_at is not None:
+            last_success[view.job] = max(last_success.get(view.job, ""), view.queued_at)
+    def superseded(view: RunView) -> bool:
+        return view.queued_at is not None and view.queued_at < last_success.get(view.job, "")
+
+    return {v.run_id for v in views
+            if v.state in TERMINAL and (v.state is not RunState.FAILED or superseded(v))}

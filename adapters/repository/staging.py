@@ -2,14 +2,16 @@
 
 A backup run keeps its partial tree under `staging/<run_id>/` (a MongoDB backup one directory
 per collection, `staging/<run_id>.c<N>/`) so a resume continues where its last checkpoint
-left off and pruning keeps the chunks it names. Once the run has ended (succeeded, failed,
-cancelled, rolled back) nothing resumes from it: davitd removes it then, and at start-up
-removes the staging of every run its log shows as ended. Staging whose run this log does not
-know (another davitd sharing the repository) is left alone.
+left off and pruning keeps the chunks it names. Once nothing will resume from it davitd
+removes it: when the run ends succeeded, cancelled or rolled back, and for a failed run (which
+an operator may still `davit resume`) once a later run of its job has succeeded (see
+`domain.runs.staging_unneeded`); at start-up the same rule is applied to every run the log
+knows. Staging whose run this log does not know (another davitd sharing the repository) is
+left alone.
 
-An operator may still `davit resume` a failed run after its staging is gone: `reopen_staged`
-notices (the staged tree is shorter than the checkpoint says) and fails the run with
-`StagingGone` rather than extending the file with zeros or publishing part of a tree.
+An operator may still `davit resume` a superseded failed run after its staging is gone:
+`reopen_staged` notices (the staged tree is shorter than the checkpoint says) and fails the run
+with `StagingGone` rather than extending the file with zeros or publishing part of a tree.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Davit, write_job
+from tests.e2e.conftest import Davit, remount_small_disk, write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -93,9 +93,11 @@ def test_a_damaged_manifest_is_listed_as_damaged_verify_fails_it_and_the_other_s
     assert started[0]["data"]["details"]["parent"] == first["id"]
 
 
-def test_a_backup_that_fails_leaves_no_staging_and_start_up_removes_only_staging_of_runs_it_knows_ended(
+def test_a_failed_backup_keeps_its_staging_until_a_later_run_succeeds_and_start_up_removes_only_staging_it_knows_ended(
         davit: Davit, tmp_path: Path, small_disk: Path) -> None:
-    """Finding 9: the staging of a failed or cancelled run stayed forever (and kept its chunks)."""
+    """Finding 9: the staging of a failed or cancelled run stayed forever (and kept its chunks).
+    A failed run may still be resumed by an operator (after making room), so its staging stays
+    until a later run of its job succeeds; then nothing will resume from it and it goes."""
     source = tmp_path / "big"
     source.mkdir()
     for i in range(16):
@@ -111,7 +113,12 @@ def test_a_backup_that_fails_leaves_no_staging_and_start_up_removes_only_staging
     checkpoints = davit.events(f"stream = 'run-{failed['run_id']}' AND type = 'CheckpointRecorded'")
     assert checkpoints, "the run failed before it staged anything: the test proves nothing"
     staging = small_disk / "repo" / "staging"
-    davit.wait_for(lambda: not (staging / failed["run_id"]).exists(), 10, "the failed run's staging to go")
+    assert (staging / failed["run_id"]).is_dir(), "a failed run's staging is what `davit resume` continues from"
+
+    remount_small_disk(small_disk, 64)
+    assert davit.cli("run", "big", "--wait", "--timeout", "90", check=False).returncode == 0
+    davit.wait_for(lambda: not (staging / failed["run_id"]).exists(), 10,
+                   "the failed run's staging to go once a later run succeeded")
 
     # a daemon that died before removing it: the next start removes it, not another davitd's
     davit.stop()
