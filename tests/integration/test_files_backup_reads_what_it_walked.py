@@ -185,3 +185,28 @@ def test_a_source_path_that_is_a_symlink_to_a_directory_is_followed_and_its_snap
     expected = {k: v for k, v in snapshot_of(real).items() if not k.endswith(".tmp")}
     assert snapshot_of(tmp_path / "out") == expected
     shutil.rmtree(tmp_path / "out")
+
+
+def test_when_the_first_name_of_a_hard_linked_file_is_left_out_the_next_name_becomes_the_first(
+        secrets: Path, tmp_path: Path) -> None:
+    source = tmp_path / "maildir"
+    source.mkdir()
+    (source / "a").write_bytes(b"one message, three names\n")
+    os.link(source / "a", source / "b")
+    os.link(source / "a", source / "c")
+
+    def swap(entry: Entry) -> None:
+        if entry.path == "a":
+            (source / "a").unlink()
+            (source / "a").symlink_to(secrets / "small")
+
+    SwappingBackup.swap = staticmethod(swap)  # type: ignore[assignment]
+    repo = Repository.open(tmp_path / "repo")
+    run_backup(SwappingBackup, repo, source)
+    entries = stored(repo)
+    assert "a" not in entries
+    b, content = entries["b"]
+    assert b.hardlink_to is None and content == b"one message, three names\n"
+    assert entries["c"][0].hardlink_to == "b"
+    restore(repo, tmp_path / "out")
+    assert os.stat(tmp_path / "out" / "b").st_ino == os.stat(tmp_path / "out" / "c").st_ino
