@@ -18,7 +18,6 @@ what the staging tree holds.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from adapters.docker.helper import (
     require_image,
 )
 from adapters.files.backup import Content, FilesBackupWork
-from adapters.files.tree import DIR, Entry, Skipped, _entry, _walk_dir, walk_key
+from adapters.files.tree import DIR, Entry, Skipped, WalkedFile, walk_key, walk_root
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -60,13 +59,14 @@ MOUNTPOINT, HELPER = "mountpoint", "helper"
 __all__ = ["HelperAccessNotAvailable", "VolumeBackupWork", "walk_volumes"]
 
 
-def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
-    """The walk of a virtual root whose children are the volumes (sorted by name)."""
+def walk_volumes(volumes: list[tuple[str, Path]],
+                 exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    """The walk of a virtual root whose children are the volumes (sorted by name), each walked
+    like a files source: listed through descriptors, so a link a container plants in its volume
+    is stored as a link, never followed onto the host."""
     yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
     for name, root in sorted(volumes):
-        root_entry = _entry(name, os.lstat(root), None)
-        yield root_entry, None
-        yield from _walk_dir(root, name + "/", exclude)
+        yield from walk_root(root, name, exclude)
 
 
 class VolumeBackupWork(FilesBackupWork):

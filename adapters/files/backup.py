@@ -7,6 +7,11 @@ length). A resumed run truncates the staging tree to that length and skips every
 the cursor; chunks of a pack that was in flight were never recorded and are written again.
 `publish` turns the staging tree into a snapshot; `retention` applies the job's policy.
 
+Each file is read through `open_walked`: opened without following a symlink and checked to be
+the inode the walk saw; a path that changed in between is left out of the snapshot with a
+warning naming it (the next backup takes what is there then), never stored with what it now
+leads to.
+
 Reading, hashing and compressing overlap: chunks are hashed and compressed in worker threads
 (zstandard and hashlib release the GIL) while this thread reads ahead and writes the pack.
 """
@@ -24,7 +29,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from adapters.files.tree import FILE, Entry, HardLinks, ParentCursor, Skipped, read_lines, walk, walk_key
+from adapters.files.tree import (
+    DIR,
+    FILE,
+    LINK,
+    ChangedSinceWalk,
+    Entry,
+    HardLinks,
+    ParentCursor,
+    Skipped,
+    WalkedFile,
+    open_walked,
+    read_lines,
+    walk,
+    walk_key,
+)
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
@@ -39,13 +58,14 @@ MAX_SKIP_WARNINGS = 20
 
 
 Encoded = tuple[bytes, bytes | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
-# Where a file's content comes from: its path, or a stream positioned at it (a volume read
-# through a helper container's archive), readable until the walk takes its next entry.
+# Where a file's content comes from: the file the walk saw (opened and checked when read), or a
+# stream positioned at it (a volume read through a helper container's archive), readable until
+# the walk takes its next entry.
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-Content = str | Readable
+Content = WalkedFile | Readable
 
 
 @dataclass
@@ -53,6 +73,7 @@ class _Pending:
     entry: Entry
     futures: list[Future[Encoded | None]] = field(default_factory=list)
     whole: bool = False  # read in one piece by a worker
+    changed: str | None = None  # why the entry is left out: its path changed since the walk
 
 
 def _encode(repo: Repository, data: bytes) -> Encoded:
@@ -60,10 +81,11 @@ def _encode(repo: Repository, data: bytes) -> Encoded:
     return cid, stored, codec, len(data)
 
 
-def _read_whole(repo: Repository, abspath: str) -> Encoded | None:
+def _read_whole(repo: Repository, walked: WalkedFile) -> Encoded | None:
     """A small file, read to its end and encoded as one chunk; None if it is empty. (A file
-    that grew past the chunk size since its stat becomes one larger chunk, which is valid.)"""
-    with open(abspath, "rb") as fh:
+    that grew past the chunk size since its stat becomes one larger chunk, which is valid.)
+    Raises `ChangedSinceWalk` if the path no longer leads to the file the walk saw."""
+    with open(open_walked(walked), "rb") as fh:
         data = fh.read()
     return _encode(repo, data) if data else None
 
@@ -131,8 +153,9 @@ class FilesBackupWork:
             links = HardLinks()
             links.replay(tree)
             tree.seek(0, os.SEEK_END)
-            store = _Store(self, ctx, tree, pool, progress)
-            for item in self._walk():
+            store = _Store(self, ctx, tree, pool, progress, links)
+            items = self._walk()
+            for item in items:
                 if isinstance(item, Skipped):
                     skipped.append(item)
                     if len(skipped) <= MAX_SKIP_WARNINGS:
@@ -149,6 +172,9 @@ class FilesBackupWork:
                     raise
             store.checkpoint(wait=True)
             store.sealer.shutdown()
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the walk's directory descriptors, now rather than when collected
         if len(skipped) > MAX_SKIP_WARNINGS:
             ctx.warn(f"skipped {len(skipped)} entries in all", STORE)
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
@@ -178,10 +204,11 @@ class FilesBackupWork:
         if self.repo.snapshot_exists(self.run_id):
             return {"snapshot_id": self.run_id, "already_published": True}
         tree_path = self.staging / "tree.jsonl"
-        stats = {"files": 0, "dirs": 0, "links": 0, "bytes": 0, "chunk_refs": 0}
+        stats = {"files": 0, "dirs": 0, "links": 0, "specials": 0, "bytes": 0, "chunk_refs": 0}
+        kinds = {FILE: "files", DIR: "dirs", LINK: "links"}
         with open(tree_path, "rb") as fh:
             for entry in read_lines(fh):
-                stats[{"f": "files", "d": "dirs", "l": "links"}[entry.type]] += 1
+                stats[kinds.get(entry.type, "specials")] += 1  # specials: FIFOs and device nodes
                 stats["bytes"] += entry.size
                 stats["chunk_refs"] += len(entry.chunks)
         store = ctx.cursor(STORE) or {}
@@ -209,8 +236,9 @@ class _Store:
     """The pipeline of one `store` step: read ahead, hash and compress in threads, write packs."""
 
     def __init__(self, work: FilesBackupWork, ctx: RunContext, tree: BinaryIO,
-                 pool: ThreadPoolExecutor, progress: _Progress) -> None:
+                 pool: ThreadPoolExecutor, progress: _Progress, links: HardLinks) -> None:
         self.work, self.repo, self.ctx, self.tree, self.pool = work, work.repo, ctx, tree, pool
+        self.links = links
         self.tuning = work.tuning
         self.progress = progress
         self.pending: deque[_Pending] = deque()
@@ -230,7 +258,7 @@ class _Store:
     def add(self, entry: Entry, abspath: Content | None) -> None:
         pending = _Pending(entry)
         self.pending.append(pending)
-        if entry.type == FILE and not isinstance(abspath, str) and abspath is not None:
+        if entry.type == FILE and not isinstance(abspath, WalkedFile) and abspath is not None:
             # A stream's entries have whole-second mtimes and no inode or ctime, too little
             # for the files cache: its content is read and hashed (known chunks are not stored).
             self._read(pending, abspath)
@@ -248,19 +276,32 @@ class _Store:
             self.checkpoint()
 
     def _read(self, pending: _Pending, abspath: Content) -> None:
-        if isinstance(abspath, str) and pending.entry.size < self.tuning.chunk_size:
+        if isinstance(abspath, WalkedFile) and pending.entry.size < self.tuning.chunk_size:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
             # the per-file system calls of many small files overlap.
             pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath))
             pending.whole = True
             self.inflight += 1
             return
+        if isinstance(abspath, WalkedFile):
+            try:
+                source: Readable = open(open_walked(abspath), "rb", buffering=0)  # noqa: SIM115 - closed below
+            except ChangedSinceWalk as exc:
+                pending.changed = str(exc)
+                return
+            except OSError as exc:
+                self.ctx.warn(f"could not read {pending.entry.path}: {exc.strerror}; stored 0 bytes", STORE)
+                pending.entry.size = 0
+                return
+            closing: Any = source
+        else:
+            source, closing = abspath, nullcontext()  # the stream belongs to the walk
         size = 0
         try:
-            with open(abspath, "rb", buffering=0) if isinstance(abspath, str) else nullcontext(abspath) as fh:
+            with closing:
                 while True:
                     self.ctx.check_stop()
-                    data = fh.read(self.tuning.chunk_size)
+                    data = source.read(self.tuning.chunk_size)
                     if not data:
                         break
                     size += len(data)
@@ -282,10 +323,27 @@ class _Store:
                 return
             self.pending.popleft()
             self._write_chunks(head, until=len(head.futures))
+            self.progress.last_path = head.entry.path
+            if head.changed is not None:
+                self._leave_out(head)
+                continue
             self.tree.write(head.entry.to_line())
             self.progress.items_done += 1
             self.progress.bytes_done += head.entry.size
-            self.progress.last_path = head.entry.path
+
+    def _leave_out(self, pending: _Pending) -> None:
+        """An entry whose path changed since the walk is not stored (its chunks, if any were
+        written, are unreferenced and go at the next prune). Later paths to the same inode that
+        named it as their first link name the next of them instead."""
+        entry = pending.entry
+        self.ctx.warn(f"skipped {entry.path}: {pending.changed}", STORE)
+        successor: str | None = None
+        if entry.hardlink_to is None:
+            for later in self.pending:
+                if later.entry.hardlink_to == entry.path:
+                    later.entry.hardlink_to = successor
+                    successor = successor or later.entry.path
+        self.links.not_stored(entry, successor)
 
     def _write_chunks(self, pending: _Pending, until: int) -> None:
         for _ in range(max(until, 0)):
@@ -293,7 +351,10 @@ class _Store:
             self.inflight -= 1
             try:
                 encoded = future.result()
-            except OSError as exc:  # only a small file's whole read can fail here
+            except ChangedSinceWalk as exc:  # only a small file's whole read can fail here
+                pending.changed = str(exc)
+                continue
+            except OSError as exc:
                 self.ctx.warn(f"could not read {pending.entry.path}: {exc.strerror}; stored 0 bytes", STORE)
                 pending.entry.size = 0
                 continue

@@ -9,6 +9,7 @@ the current walk in constant memory (the files cache: unchanged files are not re
 from __future__ import annotations
 
 import base64
+import errno
 import fnmatch
 import io
 import json
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+
+from domain.errors import SourceMissing
 
 FILE, DIR, LINK = "f", "d", "l"
 FIFO, CHAR, BLOCK = "p", "c", "b"  # restored as root only, and only inside the target
@@ -115,51 +118,197 @@ def is_excluded(rel: str, name: str, patterns: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class Skipped:
+    """An entry the walk did not store, or (reason "its extended attributes: ...") stored without a part."""
+
     path: str
     reason: str
 
 
-def walk(root: Path, exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
-    """Yield (entry, absolute path for files) in walk order; special files come as `Skipped`."""
-    st = os.lstat(root)
-    yield _entry(".", st, None), None
-    yield from _walk_dir(root, "", exclude)
+# --- the walk: every directory listed through a descriptor checked against its lstat -----------
+#
+# A user who can write inside the source must not be able to make davitd (root) store anything
+# outside it. Each directory is opened relative to its parent's descriptor with O_NOFOLLOW, so a
+# directory swapped for a symlink after the parent was listed fails to open (ELOOP/ENOTDIR) and
+# is skipped, and its children are listed through that descriptor (`scandir(fd)`, `fstatat`),
+# never by a path. A regular file is handed over as a `WalkedFile` (its full path and the inode
+# the walk saw): its reader opens it with O_NOFOLLOW and `open_walked` compares the descriptor's
+# fstat with the walk's lstat. Opening a file by its full path is safe with that check: a swapped
+# intermediate component leads to another inode, which the check refuses.
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in does not block
+# Extended attributes of a name in a directory held open: `listxattr` has no `dir_fd`, but the
+# descriptor's /proc entry resolves to that very directory (not a path looked up again).
+_PROC_FD = os.path.isdir("/proc/self/fd")
+_XATTR_ABSENT = (errno.ENOTSUP, errno.EPERM, errno.ENOENT, errno.ENODATA)  # no xattrs: not a failure
 
 
-def _walk_dir(directory: Path, prefix: str, exclude: list[str]) -> Iterator[tuple[Entry, str | None] | Skipped]:
+@dataclass(frozen=True)
+class WalkedFile:
+    """A regular file as the walk saw it: where to open it, and the inode the open must find."""
+
+    path: str
+    dev: int
+    ino: int
+
+
+class ChangedSinceWalk(Exception):  # a condition, caught by the store and made a warning
+    """The path no longer leads to the file the walk saw; nothing of it may be stored."""
+
+
+def open_walked(walked: WalkedFile) -> int:
+    """Open a walked file for reading, without following a symlink at its name, and check that it
+    is the inode the walk saw; raise `ChangedSinceWalk` otherwise (also when it is gone)."""
     try:
-        with os.scandir(directory) as it:
+        fd = os.open(walked.path, _FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.ENXIO):
+            raise ChangedSinceWalk(f"changed since it was walked ({exc.strerror}); not stored") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (walked.dev, walked.ino):
+        os.close(fd)
+        raise ChangedSinceWalk("changed since it was walked (the path now leads to another file); not stored")
+    return fd
+
+
+def walk(root: Path, exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    """Yield (entry, the file to read for regular files) in walk order; what cannot be stored
+    (sockets, unreadable or vanished entries) comes as `Skipped`. A `root` that is a symlink is
+    followed (the root only): "." is the directory it points to, so every snapshot restores."""
+    yield from walk_root(root, ".", exclude)
+
+
+def walk_root(root: Path, rel: str, exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    """The walk of one root directory, named `rel` in the tree ("." for the tree's own root)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # follows a symlinked root
+    except OSError as exc:
+        raise SourceMissing(str(root), f"cannot open the directory: {exc.strerror}") from exc
+    try:
+        xattrs, problem = read_xattrs(fd)
+        if problem:
+            yield Skipped(rel, problem)
+        yield _entry(rel, os.fstat(fd), None, xattrs), None
+        yield from _walk_dir(fd, str(root), "" if rel == "." else rel + "/", exclude)
+    finally:
+        os.close(fd)
+
+
+def _walk_dir(fd: int, dir_path: str, prefix: str,
+              exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    """The children of the directory open at `fd` (at `dir_path`, named `prefix` in the tree)."""
+    try:
+        with os.scandir(fd) as it:
             children = sorted(it, key=lambda d: d.name)
     except OSError as exc:
         yield Skipped(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror}")
         return
     for child in children:
-        rel = prefix + child.name
-        if is_excluded(rel, child.name, exclude):
+        name = child.name
+        rel = prefix + name
+        if is_excluded(rel, name, exclude):
             continue
         try:
-            st = child.stat(follow_symlinks=False)
+            st = child.stat(follow_symlinks=False)  # fstatat(fd, name): no path lookup
         except OSError as exc:
             yield Skipped(rel, f"cannot stat: {exc.strerror}")
             continue
+        path = os.path.join(dir_path, name)
         if stat.S_ISDIR(st.st_mode):
-            yield _entry(rel, st, None), None
-            yield from _walk_dir(Path(child.path), rel + "/", exclude)
-        elif stat.S_ISREG(st.st_mode):
-            yield _entry(rel, st, None), child.path
-        elif stat.S_ISLNK(st.st_mode):
-            yield _entry(rel, st, os.readlink(child.path)), None
-        else:
-            yield Skipped(rel, "not a regular file, directory or symlink")
+            yield from _walk_subdir(fd, name, path, rel, st, exclude)
+            continue
+        if stat.S_ISSOCK(st.st_mode) or _kind(st.st_mode) is None:
+            yield Skipped(rel, "a socket: not stored" if stat.S_ISSOCK(st.st_mode) else "of an unknown type")
+            continue
+        target = None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(name, dir_fd=fd)
+            except OSError as exc:
+                yield Skipped(rel, f"cannot read the link (changed since it was walked?): {exc.strerror}")
+                continue
+        xattrs, problem = read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
+        if problem:
+            yield Skipped(rel, problem)
+        entry = _entry(rel, st, target, xattrs)
+        yield entry, WalkedFile(path, st.st_dev, st.st_ino) if entry.type == FILE else None
 
 
-def _entry(rel: str, st: os.stat_result, target: str | None) -> Entry:
-    kind = DIR if stat.S_ISDIR(st.st_mode) else LINK if stat.S_ISLNK(st.st_mode) else FILE
+def _walk_subdir(parent_fd: int, name: str, path: str, rel: str, st: os.stat_result,
+                 exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            # Swapped for a symlink or a file (or removed) since the listing: never followed.
+            yield Skipped(rel, f"changed since it was walked ({exc.strerror}); not stored")
+            return
+        xattrs, problem = read_xattrs(f"/proc/self/fd/{parent_fd}/{name}" if _PROC_FD else path)
+        if problem:
+            yield Skipped(rel, problem)
+        yield _entry(rel, st, None, xattrs), None
+        yield Skipped(rel, f"cannot list: {exc.strerror}")
+        return
+    try:
+        # What the descriptor holds is what is stored and listed: it was opened under the parent
+        # without following a link, so even if it is another directory than the lstat saw (one
+        # renamed into place since), it is inside the source.
+        now = os.fstat(fd)
+        xattrs, problem = read_xattrs(fd)
+        if problem:
+            yield Skipped(rel, problem)
+        yield _entry(rel, now, None, xattrs), None
+        yield from _walk_dir(fd, path, rel + "/", exclude)
+    finally:
+        os.close(fd)
+
+
+def read_xattrs(target: int | str) -> tuple[dict[str, bytes], str | None]:
+    """Every extended attribute this process can read (all namespaces, POSIX ACLs included) of
+    an open descriptor or a path (its last component not followed), and what went wrong, if
+    anything did beyond "none here" (unsupported, not permitted, gone)."""
+    follow = isinstance(target, int)  # a descriptor: the option must be left at its default
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError as exc:
+        return {}, None if exc.errno in _XATTR_ABSENT else f"its extended attributes: {exc.strerror}"
+    values: dict[str, bytes] = {}
+    for name in names:
+        try:
+            values[name] = os.getxattr(target, name, follow_symlinks=follow)
+        except OSError as exc:
+            if exc.errno not in _XATTR_ABSENT:  # ENODATA: removed since the listing
+                return values, f"its extended attribute {name}: {exc.strerror}"
+    return values, None
+
+
+def _kind(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return LINK
+    if stat.S_ISFIFO(mode):
+        return FIFO
+    if stat.S_ISCHR(mode):
+        return CHAR
+    if stat.S_ISBLK(mode):
+        return BLOCK
+    return None
+
+
+def _entry(rel: str, st: os.stat_result, target: str | None, xattrs: dict[str, bytes] | None = None) -> Entry:
+    kind = _kind(st.st_mode)
+    assert kind is not None, f"{rel}: the walk passes only storable types"
+    linked = kind != DIR and st.st_nlink > 1  # a hard link: any non-directory can have several names
     return Entry(
         path=rel, type=kind, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns,
         size=st.st_size if kind == FILE else 0, uid=st.st_uid, gid=st.st_gid,
         inode=st.st_ino, ctime_ns=st.st_ctime_ns, target=target,
-        nlink=st.st_nlink if kind == FILE else 1, dev=st.st_dev if kind == FILE and st.st_nlink > 1 else 0,
+        nlink=st.st_nlink if linked else 1, dev=st.st_dev if linked else 0,
+        rdev=st.st_rdev if kind in (CHAR, BLOCK) else 0, xattrs=xattrs or {},
     )
 
 
@@ -183,15 +332,25 @@ class HardLinks:
 
     def note(self, entry: Entry) -> None:
         """Mark `entry` as a further link to an inode already seen, or remember it as the first."""
-        if entry.type != FILE or entry.nlink <= 1:
+        if entry.type == DIR or entry.nlink <= 1:
             return
         first = self._first.setdefault((entry.dev, entry.inode), entry.path)
         entry.hardlink_to = first if first != entry.path else None
 
+    def not_stored(self, entry: Entry, successor: str | None) -> None:
+        """`entry` was left out of the snapshot (it changed since the walk): if it was the first
+        path of its inode, `successor` (a later path to the inode, or None) is the first now."""
+        key = (entry.dev, entry.inode)
+        if entry.type != DIR and entry.nlink > 1 and self._first.get(key) == entry.path:
+            if successor is None:
+                del self._first[key]
+            else:
+                self._first[key] = successor
+
     def replay(self, lines: Iterable[bytes]) -> None:
         """Learn the inodes of entries already stored (a resumed run's staging tree)."""
         for entry in read_lines(lines):
-            if entry.type == FILE and entry.nlink > 1:
+            if entry.type != DIR and entry.nlink > 1:
                 self._first.setdefault((entry.dev, entry.inode), entry.path)
 
 
