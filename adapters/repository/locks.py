@@ -7,9 +7,10 @@ Locally they are a hard link of a fsynced temporary file (exclusive and atomic w
 content) and plain unlink/rename; on S3 create-if-absent is a PUT with `If-None-Match: *`.
 
 The protocol:
-- A lock is `locks/<random id>.json`: {id, owner (hostname), boot_id, pid, start_time (the
-  pid's start time, so a reused pid is not mistaken for the holder), run_id, exclusive,
-  created, expires (UTC, wall clock)}.
+- A lock is `locks/<random id>.json`: {id, owner (hostname), boot_id, pid_ns, pid, start_time
+  (the pid's start time, so a reused pid is not mistaken for the holder), run_id, exclusive,
+  created, expires (UTC, wall clock)}. `pid_ns` names the pid namespace: two containers with
+  one hostname and one kernel (host networking) must not judge each other's pids.
 - Shared (store, publish, restore): create own lock, then list. Any other live exclusive lock:
   delete own, back off with jitter, try again.
 - Exclusive (prune): create own lock, then list. An exclusive lock created before ours (ties
@@ -21,7 +22,7 @@ The protocol:
   lister sees the other.
 - A held lock is refreshed (its `expires` rewritten) every TTL/3 by a daemon thread.
 - A lock is stale when it expired by the reader's clock, or when it was made on this host in
-  this boot and its process is gone (or the pid now names a process started at another time).
+  this boot (and pid namespace) and its process is gone (or the pid now names a process started at another time).
   Whoever finds a stale lock deletes it: a `kill -9`ed davitd's lock is taken over at once on
   its own host, and after TTL from another; no operator action, ever. A lock file that does not
   parse is stale too (nothing writes one: creation is atomic with the content).
@@ -164,6 +165,7 @@ class LockInfo:
     exclusive: bool
     created: str
     expires: str
+    pid_ns: str = ""
 
     @property
     def name(self) -> str:
@@ -179,7 +181,8 @@ class LockInfo:
             raise ValueError("not an object")
         return LockInfo(id=str(raw["id"]), owner=str(raw["owner"]), boot_id=str(raw["boot_id"]), pid=int(raw["pid"]),
                         start_time=int(raw["start_time"]), run_id=str(raw.get("run_id") or ""),
-                        exclusive=bool(raw["exclusive"]), created=str(raw["created"]), expires=str(raw["expires"]))
+                        exclusive=bool(raw["exclusive"]), created=str(raw["created"]), expires=str(raw["expires"]),
+                        pid_ns=str(raw.get("pid_ns") or ""))
 
     def expires_at(self) -> float:
         return _parse_time(self.expires)
@@ -204,6 +207,13 @@ def _parse_time(text: str) -> float:
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
 
@@ -308,6 +318,7 @@ class RepositoryLocks:
         self.max_backoff = max_backoff
         self.hostname = socket.gethostname()
         self.boot_id = boot_id()
+        self.pid_ns = pid_namespace()
         self.pid = os.getpid()
         self.start_time = process_start_time(self.pid) or 0
 
@@ -362,7 +373,7 @@ class RepositoryLocks:
         while True:
             info = LockInfo(id=os.urandom(16).hex(), owner=self.hostname, boot_id=self.boot_id, pid=self.pid,
                             start_time=self.start_time, run_id=run_id or "", exclusive=exclusive,
-                            created=_stamp(now), expires=_stamp(now + self.ttl))
+                            created=_stamp(now), expires=_stamp(now + self.ttl), pid_ns=self.pid_ns)
             if self.backend.create(info.name, info.encode()):
                 return HeldLock(self, info)
 
@@ -414,8 +425,9 @@ class RepositoryLocks:
                 return f"expired at {info.expires}"
         except ValueError:
             return "its expiry does not parse"
-        if info.owner != self.hostname or not info.boot_id or info.boot_id != self.boot_id:
-            return None  # another host (or boot): only expiry tells
+        if (info.owner, info.boot_id, info.pid_ns) != (self.hostname, self.boot_id, self.pid_ns) \
+                or not info.boot_id or not info.pid_ns:
+            return None  # another host, boot or pid namespace: only expiry tells
         if info.pid == self.pid and info.start_time == self.start_time:
             with _held_guard:
                 return None if info.id in _held_ids else "left behind by this process"

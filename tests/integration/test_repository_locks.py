@@ -23,7 +23,7 @@ import pytest
 
 from adapters.files.backup import PUBLISH, FilesBackupWork
 from adapters.files.tree import read_lines
-from adapters.repository.locks import boot_id, process_start_time
+from adapters.repository.locks import boot_id, pid_namespace, process_start_time
 from adapters.repository.packs import index_path, pack_path
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
@@ -210,6 +210,22 @@ def test_an_expired_lock_of_another_host_is_taken_over(tmp_path: Path) -> None:
         assert not stale.exists()
 
 
+def test_a_lock_of_a_pid_in_another_pid_namespace_is_judged_by_its_expiry_only(tmp_path: Path) -> None:
+    """Two containers with host networking share a hostname and a kernel, not their pids."""
+    repo = Repository.open(tmp_path / "repo")
+    live = write_lock(repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(),
+                      pid_ns="pid:[1]", pid=999_999)
+    with pytest.raises(RunStopped), repo.locked(exclusive=False, stop=stop_after(0.4)):
+        pass
+    assert live.exists()
+    write_lock(repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(),
+               pid_ns=pid_namespace(), pid=999_999)  # this namespace, no such pid: stale at once
+    live.unlink()
+    with repo.locked(exclusive=False, stop=stop_after(5)):
+        pass
+    assert list((repo.root / "locks").glob("*.json")) == []
+
+
 @pytest.mark.parametrize("holder_exclusive, asked_exclusive", [(True, False), (False, True), (True, True)])
 def test_a_live_lock_of_another_host_blocks_until_the_wait_is_stopped(
         tmp_path: Path, holder_exclusive: bool, asked_exclusive: bool) -> None:
@@ -282,6 +298,7 @@ def test_a_lock_file_names_its_holder_and_is_private(tmp_path: Path) -> None:
         assert (repo.root / "locks").stat().st_mode & 0o777 == 0o700
     assert info["owner"] == socket.gethostname() and info["pid"] == os.getpid()
     assert info["boot_id"] == boot_id() and info["start_time"] == process_start_time(os.getpid())
+    assert info["pid_ns"] == pid_namespace() != ""
     assert info["run_id"] == "run-7" and info["exclusive"] is False
     assert datetime.fromisoformat(info["expires"]) > datetime.fromisoformat(info["created"])
     assert not path.exists()
