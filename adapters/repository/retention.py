@@ -24,6 +24,7 @@ lock without knowing it.
 from __future__ import annotations
 
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,11 @@ def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) ->
     cutoff = time.time() - grace_seconds
     tmp_removed = orphans = freed = 0
     for path in (repo.root / "tmp").iterdir():
-        st = path.lstat()
-        if st.st_mtime < cutoff and not path.is_dir():
+        try:
+            st = path.lstat()  # another process's lock file may come and go meanwhile
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
             lock.ensure_held()
             path.unlink(missing_ok=True)
             tmp_removed += 1
@@ -120,8 +124,11 @@ def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) ->
     for path in (repo.root / "packs").glob("*/*.pack"):
         if path.stem in indexed:
             continue
-        st = path.lstat()
-        if st.st_mtime < cutoff:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
             lock.ensure_held()
             repo.forget_pack(path.stem)
             path.unlink(missing_ok=True)
