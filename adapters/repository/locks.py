@@ -250,8 +250,6 @@ class HeldLock:
         self.lost_reason: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name=f"davit-lock-{info.id[:8]}", daemon=True)
-        with _held_guard:
-            _held_ids.add(info.id)
         self._thread.start()
 
     @property
@@ -374,8 +372,20 @@ class RepositoryLocks:
             info = LockInfo(id=os.urandom(16).hex(), owner=self.hostname, boot_id=self.boot_id, pid=self.pid,
                             start_time=self.start_time, run_id=run_id or "", exclusive=exclusive,
                             created=_stamp(now), expires=_stamp(now + self.ttl), pid_ns=self.pid_ns)
-            if self.backend.create(info.name, info.encode()):
+            # Registered before it exists: another thread of ours listing meanwhile must not
+            # take it for a lock this process left behind.
+            with _held_guard:
+                _held_ids.add(info.id)
+            try:
+                created = self.backend.create(info.name, info.encode())
+            except BaseException:
+                with _held_guard:
+                    _held_ids.discard(info.id)
+                raise
+            if created:
                 return HeldLock(self, info)
+            with _held_guard:
+                _held_ids.discard(info.id)
 
     def _wait_for_turn(self, lock: HeldLock, stop: threading.Event | None) -> bool:
         """True once `lock` may be used; False if it must be given up and taken again later."""
