@@ -13,6 +13,7 @@ DavitError
 │   ├── SourceMissing           the thing to back up is not there
 │   └── StorageFull             no space left where davit writes
 ├── RetryableError              back off and try again (network, busy server)
+│   └── RepositoryLockLost      a held repository lock was taken over or not refreshed
 └── ConcurrencyError            an append's expected version was stale (eventstore)
 ```
 
@@ -162,6 +163,16 @@ class StorageFull(PermanentError):
     def __init__(self, where: str) -> None:
         super().__init__(f"no space left on the device holding {where}")
         self.where = where
+
+
+class RepositoryLockLost(RetryableError):
+    """A lock this process held on a repository is gone or was not refreshed in time: whatever
+    it protected (a prune's deletions) stopped before doing harm, and can be run again."""
+
+    def __init__(self, repository: str, lock_id: str, reason: str) -> None:
+        super().__init__(f"repository {repository}: lock {lock_id} is no longer held: {reason}")
+        self.repository = repository
+        self.lock_id = lock_id
 
 
 class RunStopped(DavitError):

@@ -132,9 +132,11 @@ class FilesBackupWork:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
         info = self.repo.resolve(self.run_id)
         entries = read_lines(self.repo.open_tree(info))
-        missing = sum(1 for e in entries for c in e.chunks if not self.repo.has(bytes.fromhex(c)))
+        # Against the repository as it is now, not this object's index: another process may
+        # have pruned since (see Repository.missing_chunks).
+        missing = self.repo.missing_chunks(bytes.fromhex(c) for e in entries for c in e.chunks)
         if missing:
-            raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
+            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     # --- store ---------------------------------------------------------------------------------

@@ -100,10 +100,10 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
         from adapters.mongo.layout import read_tree
 
         info = self.repo.resolve(self.run_id)
-        missing = sum(1 for e in read_tree(self.repo.tree_bytes(info)) for c in e.chunks
-                      if not self.repo.has(bytes.fromhex(c)))
+        missing = self.repo.missing_chunks(bytes.fromhex(c) for e in read_tree(self.repo.tree_bytes(info))
+                                           for c in e.chunks)
         if missing:
-            raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
+            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     # --- selection -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Layout:
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
     staging/<run>/              a backup run's partial tree while it is in progress
     tmp/                        temporary names of files not yet renamed into place
-    lock                        shared by writers, exclusive for pruning
+    locks/<id>.json             shared by writers, exclusive for pruning (see `locks.py`)
 
 Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids a line
 references (the files tree's shape, `adapters/files/tree.py`); pruning and `davit verify`
@@ -27,13 +27,11 @@ reaches a target.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ import zstandard
 
 from adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from adapters.repository.fsutil import make_dirs, write_atomic
+from adapters.repository.locks import DirectoryLockBackend, HeldLock, RepositoryLocks
 from adapters.repository.manifests import MANIFEST, Loaded, load_manifest
 from adapters.repository.packs import (
     CODEC_RAW,
@@ -54,7 +53,7 @@ from adapters.repository.packs import (
     pack_path,
 )
 from adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
-from domain.errors import CorruptChunk, PermanentError, RunStopped, SnapshotNotFound
+from domain.errors import CorruptChunk, PermanentError, SnapshotNotFound
 
 FORMAT_VERSION = 1
 
@@ -113,6 +112,7 @@ class Repository:
         self._local = threading.local()
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._fd_lock = threading.Lock()
+        self.locks = RepositoryLocks(DirectoryLockBackend(root / "locks", root / "tmp"))
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -168,15 +168,45 @@ class Repository:
         write_atomic(config, json.dumps(settings, indent=1).encode(), root / "tmp")
 
     def refresh_index(self) -> None:
-        """Load the indexes of packs sealed since the last call (by this or another process)."""
-        for idx in sorted((self.root / "index").glob("*.idx")):
-            pack = idx.stem
-            if pack in self._loaded_idx:
-                continue
-            entries = decode_index(pack, idx.read_bytes(), idx)
-            with self._index_lock:
-                for cid, ref in entries:
+        """Bring the loaded index up to the repository as it is now: drop the packs whose index
+        is gone (a prune, by this or another process or `Repository`), load the new ones.
+
+        Called on every lock acquisition, so under a lock `has` answers for the repository as
+        it is, not as it was when this object first looked.
+        """
+        present = {idx.stem for idx in (self.root / "index").glob("*.idx")}
+        with self._index_lock:
+            gone = self._loaded_idx - present
+            still = self._loaded_idx & present
+            dropped: set[bytes] = set()
+            if gone:
+                for cid, ref in list(self._index.items()):
+                    if ref.pack in gone:
+                        del self._index[cid]
+                        dropped.add(cid)
+                self._loaded_idx -= gone
+        for pack in gone:
+            self.forget_pack(pack)
+        for pack in sorted(present - still):
+            self._load_index(pack)
+        if dropped:
+            # A chunk was also in a pack loaded before (two backups stored it at once): its
+            # entry there was skipped at load time, and is the one to answer with now.
+            for pack in sorted(still):
+                self._load_index(pack, only=dropped)
+
+    def _load_index(self, pack: str, only: set[bytes] | None = None) -> None:
+        idx = self.root / "index" / f"{pack}.idx"
+        try:
+            data = idx.read_bytes()
+        except FileNotFoundError:
+            return  # pruned since it was listed
+        entries = decode_index(pack, data, idx)
+        with self._index_lock:
+            for cid, ref in entries:
+                if only is None or cid in only:
                     self._index.setdefault(cid, ref)
+            if only is None:
                 self._loaded_idx.add(pack)
 
     def reload_index(self) -> None:
@@ -205,7 +235,26 @@ class Repository:
     # --- chunks ------------------------------------------------------------------------------
 
     def has(self, chunk_id: bytes) -> bool:
+        """Whether the loaded index names the chunk. Exact while a lock is held (taking one
+        refreshes the index, and no prune runs meanwhile); outside one, see `missing_chunks`."""
         return chunk_id in self._index
+
+    def missing_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Which of `chunk_ids` the repository lacks as it is now: the index is refreshed first
+        (packs pruned by anyone are dropped), and a chunk whose pack file is gone is missing."""
+        self.refresh_index()
+        missing: set[bytes] = set()
+        packs: dict[str, bool] = {}
+        for cid in chunk_ids:
+            ref = self._index.get(cid)
+            if ref is None:
+                missing.add(cid)
+                continue
+            if ref.pack not in packs:
+                packs[ref.pack] = pack_path(self.root, ref.pack).is_file()
+            if not packs[ref.pack]:
+                missing.add(cid)
+        return missing
 
     def chunk_count(self) -> int:
         return len(self._index)
@@ -241,7 +290,11 @@ class Repository:
         return PackWriter(self.root, os.urandom(16).hex())
 
     def seal_pack(self, writer: PackWriter) -> list[bytes]:
-        """Make a pack durable and visible; the ids of the chunks it holds."""
+        """Make a pack durable and visible; the ids of the chunks it holds.
+
+        Call it under a lock (`locked`), and name its chunks in a staging tree before that lock
+        is released: a prune counts a sealed pack's chunks as used only once a tree names them.
+        """
         entries = writer.seal()
         with self._index_lock:
             for cid, ref in entries:
@@ -318,20 +371,26 @@ class Repository:
         return path
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
-        """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree)."""
-        writer = self._tree_writer(manifest["id"])
-        writer.write_compressed(tree_zst)
-        return self._publish(manifest, writer)
+        """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).
+
+        Under a shared lock, like every publish: a prune (exclusive) sees either the staging
+        tree or the manifest, never neither. Remove the staging tree only after this returns."""
+        with self.locked(exclusive=False):
+            writer = self._tree_writer(manifest["id"])
+            writer.write_compressed(tree_zst)
+            return self._publish(manifest, writer)
 
     def publish_snapshot_from(self, manifest: dict[str, Any], plain_tree: BinaryIO) -> SnapshotInfo:
-        """Publish a snapshot whose tree's JSON lines are read from `plain_tree`, a block at a time."""
-        writer = self._tree_writer(manifest["id"])
-        try:
-            write_plain_tree(writer, plain_tree, self.compression_level)
-        except BaseException:
-            writer.abort()
-            raise
-        return self._publish(manifest, writer)
+        """Publish a snapshot whose tree's JSON lines are read from `plain_tree`, a block at a time
+        (under a shared lock, see `publish_snapshot`)."""
+        with self.locked(exclusive=False):
+            writer = self._tree_writer(manifest["id"])
+            try:
+                write_plain_tree(writer, plain_tree, self.compression_level)
+            except BaseException:
+                writer.abort()
+                raise
+            return self._publish(manifest, writer)
 
     def _tree_writer(self, snapshot_id: str) -> TreeWriter:
         if self.encrypted and self._key is None:
@@ -406,6 +465,13 @@ class Repository:
         with self._compressed_tree(info) as stream:
             return stream.read()
 
+    def open_damaged_tree(self, damaged: DamagedSnapshot) -> BinaryIO:
+        """The tree of a snapshot whose manifest is damaged, unchecked (there is no trusted
+        checksum to check it against): only for pruning, which keeps the chunks it still names
+        rather than deleting what an operator may want to recover."""
+        return plain_lines(compressed_stream(damaged.path / "tree.jsonl.zst", damaged.id, self._key,
+                                             self.encrypted, self._key_required()))
+
     def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
         path = info.path / "tree.jsonl.zst"
         # read again, not taken from `info`: the manifest may have changed since it was listed
@@ -440,19 +506,15 @@ class Repository:
     # --- locks -------------------------------------------------------------------------------
 
     @contextmanager
-    def locked(self, exclusive: bool, stop: threading.Event | None = None) -> Iterator[None]:
-        """Writers share the lock; pruning takes it alone so no chunk it deletes is in use."""
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            while True:
-                try:
-                    fcntl.flock(fd, mode)
-                    break
-                except BlockingIOError:
-                    if stop is not None and stop.is_set():
-                        raise RunStopped("stopped while waiting for the repository lock") from None
-                    time.sleep(0.1)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self, exclusive: bool, stop: threading.Event | None = None,
+               run_id: str | None = None) -> Iterator[HeldLock]:
+        """Writers share the lock; pruning takes it alone so no chunk it deletes is in use.
+
+        The protocol (lock objects under `locks/`, refreshed while held, stale ones taken over
+        without an operator) is in `locks.py`. Taking the lock refreshes the index, so chunks
+        pruned meanwhile by anyone are no longer answered as present. Re-entrant per thread.
+        """
+        with self.locks.hold(exclusive, stop, run_id) as (lock, new):
+            if new:
+                self.refresh_index()
+            yield lock

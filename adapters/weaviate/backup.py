@@ -94,10 +94,10 @@ class WeaviateBackupWork(RunInputs[WeaviateBackupJob]):
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Check the published snapshot: its tree reads back and every chunk it names exists."""
         info = self.repo.resolve(self.run_id)
-        missing = sum(1 for line in tree.read_zst(self.repo.tree_bytes(info))
-                      if isinstance(line, tree.ChunkLine) and not self.repo.has(bytes.fromhex(line.chunk)))
+        missing = self.repo.missing_chunks(bytes.fromhex(line.chunk) for line in tree.read_zst(self.repo.tree_bytes(info))
+                                           if isinstance(line, tree.ChunkLine))
         if missing:
-            raise SourceMissing(str(info.path), f"{missing} chunk references are missing from the repository")
+            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     def _publish(self, ctx: RunContext) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import sqlite3
 import subprocess
@@ -169,11 +167,10 @@ def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succe
     publishes, then waits in its retention step, which needs the repository alone, until the
     cancel sent meanwhile has been handled. The snapshot exists, so the run must not end
     `cancelled`: it succeeds, and says that the cancel came too late."""
-    repository = davit.home / "repository"
-    repository.mkdir()
-    lock = os.open(repository / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    from adapters.repository.repository import Repository
+
+    lock = Repository.open(davit.home / "repository").locks.acquire(exclusive=False)
     try:
-        fcntl.flock(lock, fcntl.LOCK_SH)
         davit.start()
         write_job(davit, "docs.toml", backup_job("docs", source, "[retention]\nkeep_last = 3"))
         davit.wait_for(lambda: any(e[2] == "StepStarted" and e[3]["step"] == "retention" for e in davit.events()),
@@ -183,7 +180,7 @@ def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succe
                                       "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         davit.wait_for(lambda: any(e[2] == "CancelIgnored" for e in davit.events()), 30, "the cancel to be handled")
     finally:
-        os.close(lock)
+        lock.release()
     _out, err = canceller.communicate(timeout=90)
     assert canceller.returncode == 1
     assert f"{run_id} succeeded (the cancel came after step publish had started" in err

@@ -192,3 +192,25 @@ def test_a_manifest_without_its_mac_is_not_trusted_in_an_encrypted_repository(so
     assert "has no MAC" in damaged.reason
     assert repo.snapshots() == []
 
+
+
+def test_a_prune_keeps_the_chunks_a_damaged_snapshots_tree_still_names(source: Path, tmp_path: Path) -> None:
+    """A damaged manifest hides its snapshot from restores, not its data from an operator who
+    mends the manifest: pruning keeps what the tree still names."""
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, source, "b1")
+    (source / "b.bin").write_bytes(os.urandom(50_000))  # content only b2 holds
+    backup(repo, source, "b2")
+    (source / "b.bin").write_bytes(os.urandom(50_000))
+    backup(repo, source, "b3")
+    _not_json(repo, "b2")
+    [damaged] = repo.damaged_snapshots()
+    with repo.open_damaged_tree(damaged) as lines:
+        named = [bytes.fromhex(c) for line in lines if line.strip() for c in json.loads(line).get("c", [])]
+    assert named
+
+    result = apply_retention(repo, "job", Retention(keep_last=1))
+    assert result["forgotten"] == ["b1"] and result["packs_deleted"] + result["packs_rewritten"] > 0
+
+    for chunk in named:
+        repo.read_chunk(chunk)  # raises CorruptChunk if its pack went
