@@ -48,6 +48,9 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
         super().__init__(spec, repo, run_id, tuning, details)
         self.target = Path(spec.target.path)
         self.overwrite = spec.target.overwrite
+        # The directories met by a `restore` step that went through the whole tree in this
+        # process: the `metadata` step then needs no further pass over it.
+        self._dirs: list[Entry] | None = None
 
     def plan(self) -> list[str]:
         return [RESTORE, METADATA]
@@ -105,7 +108,16 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
         writer = Writer(self.target, self.overwrite, warnings)
         deferred: list[int] = []
         walk = DirWalk(open_root(self.target), deferred.append)
-        entries = (e for e in self._entries(snap) if last_key is None or e.key > last_key)
+        dirs: list[Entry] = []
+
+        def todo() -> Iterator[Entry]:
+            for entry in self._entries(snap):
+                if entry.type == DIR:
+                    dirs.append(entry)
+                if last_key is None or entry.key > last_key:
+                    yield entry
+
+        entries = todo()
         try:
             with self.repo.locked(exclusive=False), \
                     ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool, \
@@ -146,6 +158,7 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
             for fd in deferred:
                 os.close(fd)
         warnings.summarize()
+        self._dirs = dirs
         return {"items": done_items, "bytes": done_bytes}
 
     def _put(self, writer: Writer, walk: DirWalk, entry: Entry, chunks: Iterator[bytes],
@@ -181,7 +194,8 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
             writer.make_node(parent, name, entry)
 
     def _metadata(self, ctx: RunContext, snap: SnapshotInfo) -> dict[str, Any]:
-        dirs = [e for e in self._entries(snap) if e.type == DIR]
+        dirs = self._dirs if self._dirs is not None else [e for e in self._entries(snap) if e.type == DIR]
+        self._dirs = None
         warnings = Warnings(ctx, METADATA)
         writer = Writer(self.target, self.overwrite, warnings)
         walk = DirWalk(open_root(self.target))

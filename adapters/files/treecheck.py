@@ -27,6 +27,7 @@ from domain.errors import CorruptSnapshot
 SHOWN = 160  # characters of an entry quoted in the error
 U32, I64, U64 = (1 << 32) - 1, 1 << 63, (1 << 64) - 1
 NAME_MAX = 255
+DOTS = frozenset({"", ".", ".."})
 HEX = frozenset("0123456789abcdef")
 
 
@@ -60,58 +61,74 @@ def _encodable(name: str) -> bool:
     return True
 
 
-def _int(value: object, low: int, high: int) -> bool:
-    return type(value) is int and low <= value <= high
+def _ints_sane(e: Entry) -> bool:
+    """Every integer field an int (not a bool) in its range; written out, not looped: this runs
+    once per entry on every pass of a restore."""
+    m, mt, ct, u, g, s, i, d, r, n = e.mode, e.mtime_ns, e.ctime_ns, e.uid, e.gid, e.size, e.inode, e.dev, e.rdev, e.nlink
+    return (type(m) is int and type(mt) is int and type(ct) is int and type(u) is int and type(g) is int
+            and type(s) is int and type(i) is int and type(d) is int and type(r) is int and type(n) is int
+            and 0 <= m <= 0o7777 and -I64 <= mt < I64 and -I64 <= ct < I64 and 0 <= u <= U32 and 0 <= g <= U32
+            and 0 <= s < I64 and 0 <= i <= U64 and 0 <= d <= U64 and 0 <= r <= U64 and 1 <= n <= U64)
+
+
+def _chunk_id(chunk: object) -> bool:
+    if type(chunk) is not str or len(chunk) != 64:
+        return False
+    try:
+        return len(bytes.fromhex(chunk)) == 32  # 64 characters, 32 bytes: hex digits only
+    except ValueError:
+        return False
 
 
 def _problem(entry: Entry) -> str | None:
     """What is wrong with one entry's own fields (not its place in the tree), or None."""
     if type(entry.path) is not str or not (entry.hardlink_to is None or type(entry.hardlink_to) is str):
         return "path or hard link is not a string"
-    if type(entry.type) is not str or entry.type not in TYPES:
+    if entry.type not in TYPES or type(entry.type) is not str:
         return "unknown type"
-    if not _int(entry.mode, 0, 0o7777):
-        return "mode out of range"
-    if not (_int(entry.mtime_ns, -I64, I64 - 1) and _int(entry.ctime_ns, -I64, I64 - 1)):
-        return "time out of range"
-    if not (_int(entry.uid, 0, U32) and _int(entry.gid, 0, U32)):
-        return "owner out of range"
-    if not (_int(entry.size, 0, I64 - 1) and _int(entry.inode, 0, U64) and _int(entry.dev, 0, U64)
-            and _int(entry.rdev, 0, U64) and _int(entry.nlink, 1, U64)):
-        return "size, inode, device or link count out of range"
+    if not _ints_sane(entry):
+        return "an integer field (mode, time, owner, size, inode, device, link count) out of range"
     if entry.type == LINK:
         if type(entry.target) is not str or not entry.target or "\0" in entry.target or not _encodable(entry.target):
             return "a symlink without a valid target"
     elif entry.target is not None:
         return "a link target on an entry that is not a symlink"
-    if type(entry.chunks) is not list or (entry.chunks and entry.type != FILE):
+    chunks = entry.chunks
+    if type(chunks) is not list or (chunks and entry.type != FILE):
         return "chunks on an entry that is not a file"
-    for chunk in entry.chunks:
-        if type(chunk) is not str or len(chunk) != 64 or not HEX.issuperset(chunk):
+    for chunk in chunks:
+        if not _chunk_id(chunk):
             return "a chunk id that is not 64 hex digits"
-    if type(entry.xattrs) is not dict:
+    if entry.xattrs:
+        for name in entry.xattrs:
+            if type(name) is not str or not name or "\0" in name or not _encodable(name):
+                return "an extended attribute without a valid name"
+    elif type(entry.xattrs) is not dict:
         return "extended attributes that are not a mapping"
-    for name in entry.xattrs:
-        if type(name) is not str or not name or "\0" in name or not _encodable(name):
-            return "an extended attribute without a valid name"
     return None
 
 
-def _path_problem(path: object) -> str | None:
-    if type(path) is not str or not path:
-        return "path is not a non-empty string"
-    if path.startswith("/"):
+def _path_problem(path: str, parts: list[str]) -> str | None:
+    """What is wrong with a non-root entry's path (split at "/" into `parts`), or None."""
+    if not path:
+        return "path is empty"
+    if path[0] == "/":
         return "absolute path"
     if "\0" in path:
         return "path holds a NUL byte"
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
+    for part in parts:
+        if part in DOTS:
             return f"path has an empty, '.' or '..' component ({part!r})"
-    try:
-        encoded = os.fsencode(path)
-    except UnicodeEncodeError:
-        return "path is not encodable as a file name"
-    if len(encoded) > 255 and any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+    if path.isascii():
+        if len(path) <= NAME_MAX:
+            return None  # the common case: nothing to encode, no component can be too long
+        encoded = path.encode()
+    else:
+        try:
+            encoded = os.fsencode(path)
+        except UnicodeEncodeError:
+            return "path is not encodable as a file name"
+    if len(encoded) > NAME_MAX and any(len(part) > NAME_MAX for part in encoded.split(b"/")):
         return f"a path component longer than {NAME_MAX} bytes"
     return None
 
@@ -131,9 +148,10 @@ def checked(entries: Iterable[Entry], snapshot_id: str) -> Iterator[Entry]:
             reason = None if entry.path == "." and entry.type == DIR else \
                 "the first entry must be the root '.', a directory"
         else:
-            reason = _path_problem(entry.path)
+            parts = entry.path.split("/")
+            reason = _path_problem(entry.path, parts)
             if reason is None:
-                key = tuple(entry.path.split("/"))
+                key = tuple(parts)
                 reason = _place_problem(key, previous, dirs)
         if reason is None and entry.hardlink_to is not None:
             first = link_targets.get(entry.hardlink_to)

@@ -85,7 +85,7 @@ def test_a_tree_swapped_after_prepare_still_cannot_write_outside(name: str, repo
 
 @pytest.mark.parametrize(("line", "reason"), [
     (b"{not json", "does not parse"),
-    (b'{"p": "x", "t": "f", "m": "0644", "mt": 1}', "mode out of range"),
+    (b'{"p": "x", "t": "f", "m": "0644", "mt": 1}', "integer field .* out of range"),
     (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "x": {"user.a": "!!not base64"}}', "does not parse"),
     (b'{"p": "x", "t": "s", "m": 420, "mt": 1}', "unknown type"),
     (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "c": ["../../etc/passwd"]}', "chunk id"),
@@ -95,7 +95,7 @@ def test_a_tree_swapped_after_prepare_still_cannot_write_outside(name: str, repo
     (b'{"p": "' + b"n" * 300 + b'", "t": "f", "m": 420, "mt": 1}', "longer than 255"),
     (b'{"p": "x", "t": "l", "m": 511, "mt": 1}', "symlink without a valid target"),
     (b'{"p": "d", "t": "d", "m": 493, "mt": 1, "h": "a"}', "hard link"),
-    (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "u": -1}', "owner out of range"),
+    (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "u": -1}', "integer field .* out of range"),
     (b'[1, 2]', "does not parse"),
 ])
 def test_a_malformed_line_is_a_corrupt_snapshot_naming_the_line_and_the_reason(line: bytes, reason: str) -> None:
