@@ -18,8 +18,10 @@ import pytest
 
 from adapters.repository.repository import Repository
 from domain.errors import PermanentError, TargetNotEmpty
+from tests.fakes import MemoryRunContext
 from tests.integration.crafted_trees import (
     ROOT,
+    SMALL,
     file_line,
     fingerprint,
     make_outside,
@@ -195,3 +197,22 @@ def test_a_directory_in_the_way_of_a_file_is_never_removed(repo: Repository, tmp
     with pytest.raises(PermanentError, match="a directory where the snapshot has a file"):
         run_restore(repo, target, "b1", overwrite=True)
     assert (target / "sub" / "f.txt" / "keep").read_text() == "the operator's"
+
+
+@pytest.mark.parametrize("access", ["mountpoint", "helper"])
+def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engine(access: str, repo: Repository,
+                                                                                   tmp_path: Path) -> None:
+    """volume.restore (through the mountpoint or a helper container) checks the volume's
+    re-rooted entries the same way, at prepare, before it connects to any engine: the engine
+    named here does not exist, and the error is the snapshot's."""
+    from adapters.docker.restore import VolumeRestoreWork
+    from domain.jobs import VolumeRestoreJob
+
+    publish(repo, "vols1", [ROOT, {"p": "data", "t": "d", "m": 0o755, "mt": 1},
+                            file_line(repo, "data/../../escape", b"out of the volume")], job="vols")
+    spec = VolumeRestoreJob(name="back", kind="volume.restore", engine=f"unix://{tmp_path}/no-engine.sock",
+                            access=access, helper_image="busybox:1", source={"job": "vols"},  # type: ignore[arg-type]
+                            volume="data", target={"volume": "restored", "overwrite": True})  # type: ignore[arg-type]
+    work, ctx = VolumeRestoreWork(spec, repo, "restore1", SMALL, {}), MemoryRunContext(run_id="restore1")
+    with pytest.raises(PermanentError, match=r"snapshot vols1 is corrupt: entry .*'\.\./\.\./escape'"):
+        work.prepare(ctx)
