@@ -90,7 +90,7 @@ class VolumeRestoreWork(FilesRestoreWork):
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
         # the whole subtree is checked before anything is written: a corrupt one fails here
-        if not validate(self._volume_entries(snap, self.volume_spec.volume), snap.id):
+        if not validate(self._volume_entries(snap, self.volume_spec.volume)):
             raise SnapshotNotFound(f"volume {self.volume_spec.volume} in snapshot {snap.id}"
                                    + (f" (it holds {', '.join(names)})" if names else ""))
         engine = redact(engine_address(self.volume_spec.engine))

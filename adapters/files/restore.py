@@ -57,7 +57,7 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
-        validate(self._entries(snap), snap.id)  # before anything is written: a corrupt tree fails here
+        validate(self._entries(snap))  # before anything is written: a corrupt tree fails here
         if self.target.exists() and any(self.target.iterdir()) and not self.overwrite:
             raise TargetNotEmpty(str(self.target))
         self.details = {"snapshot_id": snap.id, "target": str(self.target), "bytes": snap.stats.get("bytes", 0)}
