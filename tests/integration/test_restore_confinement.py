@@ -216,3 +216,28 @@ def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engin
     work, ctx = VolumeRestoreWork(spec, repo, "restore1", SMALL, {}), MemoryRunContext(run_id="restore1")
     with pytest.raises(PermanentError, match=r"snapshot vols1 is corrupt: entry .*'\.\./\.\./escape'"):
         work.prepare(ctx)
+
+
+def test_a_tree_deeper_than_the_open_directory_limit_restores_whole(repo: Repository, tmp_path: Path) -> None:
+    """The descriptor walk keeps at most MAX_OPEN_DIRS directories open and opens the others
+    again when it climbs back: a tree 150 deep (files at every tenth level, siblings on the
+    way back up) restores with every mode and mtime."""
+    from adapters.files.confined import MAX_OPEN_DIRS
+    from tests.integration.test_files_adapter import snapshot_of
+
+    source = tmp_path / "deep"
+    level = source
+    for depth in range(150):
+        level = level / f"d{depth}"
+        level.mkdir(parents=True)
+        if depth % 10 == 0:
+            (level / "f.txt").write_text(f"at depth {depth}")
+            (level / "z-sibling").mkdir()  # met after the whole subtree below: its parent is reopened
+            (level / "z-sibling" / "g.txt").write_text("after the descent")
+            os.chmod(level, 0o750)
+    assert 150 > 2 * MAX_OPEN_DIRS
+    backup(repo, source, "b1")
+    open_before = len(os.listdir("/proc/self/fd"))
+    run_restore(repo, tmp_path / "out", "b1")
+    assert snapshot_of(tmp_path / "out") == snapshot_of(source)
+    assert len(os.listdir("/proc/self/fd")) == open_before  # every directory descriptor closed
