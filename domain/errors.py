@@ -8,6 +8,8 @@ DavitError
 │   ├── IllegalTransition       the run machine refused a trigger
 │   │   └── AlreadyCommitted    ... because the run's committing step has started (a late cancel)
 │   ├── CorruptChunk            a stored chunk does not match its hash
+│   ├── CorruptSnapshot         a snapshot's tree holds a hostile or malformed entry
+│   ├── TargetInTheWay          a restore found something it may not replace at a path
 │   ├── SnapshotNotFound
 │   ├── TargetNotEmpty          a restore would overwrite data without `overwrite = true`
 │   ├── SourceMissing           the thing to back up is not there
@@ -126,6 +128,28 @@ class CorruptChunk(PermanentError):
         super().__init__(f"chunk {chunk_id} in {where} is corrupt: {reason}")
         self.chunk_id = chunk_id
         self.where = where
+
+
+class CorruptSnapshot(PermanentError):
+    """A snapshot's tree holds an entry no walk can produce (a name with `..`, an absolute
+    path, an entry under a symlink, a hard link out of the tree, bad JSON): the restore fails
+    before it writes anything."""
+
+    def __init__(self, snapshot_id: str, entry: str, reason: str) -> None:
+        super().__init__(f"snapshot {snapshot_id} is corrupt: entry {entry}: {reason}; nothing was restored")
+        self.snapshot_id = snapshot_id
+        self.entry = entry
+        self.reason = reason
+
+
+class TargetInTheWay(PermanentError):
+    """Something in the restore target stands where the snapshot has an entry of another
+    type, and the restore may not replace it (a directory is never removed; anything else
+    only with `overwrite = true`)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"restore target path {path}: {reason}")
+        self.path = path
 
 
 class SnapshotNotFound(PermanentError):

@@ -49,7 +49,8 @@ from adapters.docker.helper_restore import (
     volume_holds_data,
 )
 from adapters.files.restore import FilesRestoreWork
-from adapters.files.tree import Entry, read_lines
+from adapters.files.tree import Entry
+from adapters.files.treecheck import checked, parsed, validate
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -83,11 +84,13 @@ class VolumeRestoreWork(FilesRestoreWork):
                                      source=spec.source, target=FilesRestoreTarget(path=mountpoint, overwrite=True))
         super().__init__(files_spec, repo, run_id, tuning, details)
         self.volume_spec = spec
+        self.overwrite = spec.target.overwrite  # what may be replaced in the volume (see adapters/files/confined.py)
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
-        if not any(True for _ in volume_entries(read_lines(self.repo.open_tree(snap)), self.volume_spec.volume)):
+        # the whole subtree is checked before anything is written: a corrupt one fails here
+        if not validate(self._volume_entries(snap, self.volume_spec.volume)):
             raise SnapshotNotFound(f"volume {self.volume_spec.volume} in snapshot {snap.id}"
                                    + (f" (it holds {', '.join(names)})" if names else ""))
         engine = redact(engine_address(self.volume_spec.engine))
@@ -199,7 +202,12 @@ class VolumeRestoreWork(FilesRestoreWork):
                 "entries": count}
 
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
-        return volume_entries(read_lines(self.repo.open_tree(snap)), self.details["volume"])
+        return self._volume_entries(snap, self.details["volume"])
+
+    def _volume_entries(self, snap: SnapshotInfo, volume: str) -> Iterator[Entry]:
+        """The volume's entries, re-rooted, each checked (`treecheck`) before it is used, here and
+        through a helper container alike."""
+        return checked(volume_entries(parsed(self.repo.open_tree(snap), snap.id), volume), snap.id)
 
 
 def _writable_mountpoint(volume: VolumeRef) -> Path | None:

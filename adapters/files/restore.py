@@ -4,16 +4,19 @@ Steps: `restore` writes entries in walk order; chunks are read, decompressed and
 against their sha256 in worker threads ahead of the writer, and a chunk reaches the target
 only after it verified. A checkpoint flushes the target's filesystem (one `syncfs`, not one
 fsync per file) and then records the last path done; a resumed run rewrites at most the file
-that was in flight. `metadata` then sets directories' modes and mtimes, deepest first, since
-creating children changes a directory's mtime. The snapshot is fixed at prepare time, so a
-resumed restore never switches to a newer snapshot.
+that was in flight. `metadata` then sets directories' modes, owners, extended attributes and
+mtimes, deepest first, since creating children changes a directory's mtime. The snapshot is
+fixed at prepare time, so a resumed restore never switches to a newer snapshot.
+
+Confinement (GUARANTEES 13): prepare checks the whole tree first (`treecheck`: a snapshot
+with a hostile or malformed entry is corrupt and nothing is written), and every step reaches
+the target's entries only through directory descriptors (`confined`), never following a
+symlink in the target, whatever was planted there.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,17 +25,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapters.files.tree import DIR, FILE, LINK, Entry, read_lines, walk_key
-from adapters.repository.fsutil import storage_error, syncfs
+from adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
+from adapters.files.tree import DIR, FILE, LINK, SPECIAL, Entry, walk_key
+from adapters.files.treecheck import checked, parsed, validate
+from adapters.repository.fsutil import syncfs
 from adapters.repository.repository import Repository, SnapshotInfo
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
-from domain.errors import TargetNotEmpty
+from domain.errors import PermanentError, TargetNotEmpty
 from domain.jobs import FilesRestoreJob
 from domain.ports import RunContext
 
 RESTORE, METADATA = "restore", "metadata"
-IS_ROOT = os.geteuid() == 0
+# Directory descriptors popped while small-file writers may still use them are closed at the
+# next barrier; this many force one (the soft RLIMIT_NOFILE may be 1024).
+MAX_DEFERRED_FDS = 256
 
 
 class FilesRestoreWork(RunInputs[FilesRestoreJob]):
@@ -40,13 +47,18 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
                  details: dict[str, Any]) -> None:
         super().__init__(spec, repo, run_id, tuning, details)
         self.target = Path(spec.target.path)
+        self.overwrite = spec.target.overwrite
+        # The directories met by a `restore` step that went through the whole tree in this
+        # process: the `metadata` step then needs no further pass over it.
+        self._dirs: list[Entry] | None = None
 
     def plan(self) -> list[str]:
         return [RESTORE, METADATA]
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
-        if self.target.exists() and any(self.target.iterdir()) and not self.spec.target.overwrite:
+        validate(self._entries(snap))  # before anything is written: a corrupt tree fails here
+        if self.target.exists() and any(self.target.iterdir()) and not self.overwrite:
             raise TargetNotEmpty(str(self.target))
         self.details = {"snapshot_id": snap.id, "target": str(self.target), "bytes": snap.stats.get("bytes", 0)}
         return self.details
@@ -58,36 +70,32 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
             ctx.step_completed(RESTORE, self._restore(ctx, snap))
         if not ctx.step_done(METADATA):
             ctx.step_started(METADATA)
-            ctx.step_completed(METADATA, self._metadata(snap))
+            ctx.step_completed(METADATA, self._metadata(ctx, snap))
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
-        """Check the target holds every entry of the snapshot with its size and type."""
+        """Check the target holds every entry of the snapshot with its type and size (looked up
+        through directory descriptors, never following a link)."""
         snap = self.repo.resolve(self.details["snapshot_id"])
-        problems = []
+        problems: list[str] = []
         count = 0
-        for entry in self._entries(snap):
-            count += 1
-            path = self._dest(entry)
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                problems.append(f"{entry.path}: missing")
-                continue
-            if entry.type == FILE and st.st_size != entry.size:
-                problems.append(f"{entry.path}: size {st.st_size}, expected {entry.size}")
+        walk = DirWalk(open_root(self.target))
+        try:
+            for entry in self._entries(snap):
+                count += 1
+                problem = _difference(walk, entry)
+                if problem is not None:
+                    problems.append(f"{entry.path}: {problem}")
+        finally:
+            walk.close()
         if problems:
-            from domain.errors import PermanentError
-
             raise PermanentError(f"restored tree differs from snapshot: {'; '.join(problems[:5])}")
         return {"snapshot_id": snap.id, "target": str(self.target), "entries": count}
 
     # --- steps ---------------------------------------------------------------------------------
 
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
-        return read_lines(self.repo.open_tree(snap))
-
-    def _dest(self, entry: Entry) -> Path:
-        return self.target if entry.path == "." else self.target / entry.path
+        """The snapshot's entries, each checked (`treecheck`) before it is used."""
+        return checked(parsed(self.repo.open_tree(snap), snap.id), snap.id)
 
     def _restore(self, ctx: RunContext, snap: SnapshotInfo) -> dict[str, Any]:
         cursor = ctx.cursor(RESTORE) or {}
@@ -96,105 +104,131 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
         last_path = cursor.get("last")
         last_checkpoint = time.monotonic()
         since_checkpoint = 0
-        self.target.mkdir(parents=True, exist_ok=True)
-        entries = (e for e in self._entries(snap) if last_key is None or e.key > last_key)
-        with self.repo.locked(exclusive=False), \
-                ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool, \
-                _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small, \
-                _Flusher(self.target, ctx) as flusher:
-            try:
-                for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
-                    ctx.check_stop()
-                    if entry.hardlink_to is None or not self._link(entry, chunks, small):
-                        self._write_or_submit(entry, chunks, small)
-                    done_items += 1
-                    done_bytes += entry.size
-                    since_checkpoint += entry.size
-                    last_path = entry.path
-                    flusher.record_finished(wait=False)
-                    if since_checkpoint >= self.tuning.pack_size or \
-                            time.monotonic() - last_checkpoint >= self.tuning.checkpoint_seconds:
-                        small.wait_all()
-                        flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
-                        since_checkpoint, last_checkpoint = 0, time.monotonic()
-                small.wait_all()
-                flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
-            finally:
-                # A stop or failure still records the flush already under way: that work is durable.
-                flusher.record_finished(wait=True)
+        warnings = Warnings(ctx, RESTORE)
+        writer = Writer(self.target, self.overwrite, warnings)
+        deferred: list[int] = []
+        walk = DirWalk(open_root(self.target), deferred.append)
+        dirs: list[Entry] = []
+
+        def todo() -> Iterator[Entry]:
+            for entry in self._entries(snap):
+                if entry.type == DIR:
+                    dirs.append(entry)
+                if last_key is None or entry.key > last_key:
+                    yield entry
+
+        entries = todo()
+        try:
+            with self.repo.locked(exclusive=False), \
+                    ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool, \
+                    _SmallFileWriters(self.tuning.workers * 2,
+                                      self.tuning.chunk_size * self.tuning.inflight_chunks) as small, \
+                    _Flusher(self.target, ctx) as flusher:
+
+                def barrier() -> None:
+                    """Every submitted small file is on disk; their directories may be closed."""
+                    small.wait_all()
+                    while deferred:
+                        os.close(deferred.pop())
+
+                try:
+                    for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
+                        ctx.check_stop()
+                        self._put(writer, walk, entry, chunks, small, barrier)
+                        if len(deferred) > MAX_DEFERRED_FDS:
+                            barrier()
+                        done_items += 1
+                        done_bytes += entry.size
+                        since_checkpoint += entry.size
+                        last_path = entry.path
+                        flusher.record_finished(wait=False)
+                        if since_checkpoint >= self.tuning.pack_size or \
+                                time.monotonic() - last_checkpoint >= self.tuning.checkpoint_seconds:
+                            barrier()
+                            flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
+                            since_checkpoint, last_checkpoint = 0, time.monotonic()
+                    barrier()
+                    flusher.begin({"last": last_path, "items": done_items, "bytes_done": done_bytes})
+                finally:
+                    # A stop or failure still records the flush already under way: that work is durable.
+                    flusher.record_finished(wait=True)
+        finally:
+            # the writer threads have finished (their pool is shut down): nothing uses these now
+            walk.close()
+            for fd in deferred:
+                os.close(fd)
+        warnings.summarize()
+        self._dirs = dirs
         return {"items": done_items, "bytes": done_bytes}
 
-    def _write_or_submit(self, entry: Entry, chunks: Iterator[bytes], small: _SmallFileWriters) -> None:
-        if entry.type == FILE and len(entry.chunks) <= 1:
-            # Small files are mostly create/metadata cost: write them in parallel.
-            data = b"".join(chunks)
-            small.submit(partial(self._write_entry, entry, iter((data,))), len(data))
-        else:
-            self._write_entry(entry, chunks)
-
-    def _link(self, entry: Entry, chunks: Iterator[bytes], small: _SmallFileWriters) -> bool:
-        """Make `entry` a hard link to the path it shares an inode with; False if that cannot be
-        done here (the first path is not a regular file of this target, another device, ...), and
-        the caller writes the content instead."""
-        assert entry.hardlink_to is not None
-        small.wait_all()  # the first path of the inode must be complete on disk
-        dest, first = self._dest(entry), self.target / entry.hardlink_to
+    def _put(self, writer: Writer, walk: DirWalk, entry: Entry, chunks: Iterator[bytes],
+             small: _SmallFileWriters, barrier: Callable[[], None]) -> None:
+        """Create one entry relative to its parent directory's descriptor."""
+        if entry.path == ".":
+            return  # the root: opened (created if missing) by `open_root`; its metadata comes last
+        key = entry.key
         try:
-            first_st = os.lstat(first)
-            if not stat.S_ISREG(first_st.st_mode):
-                return False
-            try:
-                dest_st = os.lstat(dest)
-                if (dest_st.st_dev, dest_st.st_ino) != (first_st.st_dev, first_st.st_ino):
-                    dest.unlink()
-                    os.link(first, dest, follow_symlinks=False)
-            except FileNotFoundError:
-                os.link(first, dest, follow_symlinks=False)
-        except OSError:
-            return False
-        for _verified in chunks:  # read and verified all the same: the snapshot is checked whole
-            pass
-        return True
-
-    def _write_entry(self, entry: Entry, chunks: Iterator[bytes]) -> None:
-        dest = self._dest(entry)
-        try:
-            if entry.type == DIR:
-                dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-                if entry.path == ".":
-                    return
-            elif entry.type == LINK:
-                if dest.is_symlink() or dest.exists():
-                    dest.unlink()
-                os.symlink(entry.target or "", dest)
-                if IS_ROOT:
-                    os.lchown(dest, entry.uid, entry.gid)
-                os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-            elif entry.type == FILE:
-                fd = _open_for_restore(dest)
-                try:
-                    for data in chunks:
-                        os.write(fd, data)
-                    # metadata through the open descriptor: no further path lookups
-                    if IS_ROOT:
-                        os.fchown(fd, entry.uid, entry.gid)
-                    os.fchmod(fd, entry.mode)
-                    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-                finally:
-                    os.close(fd)
+            parent = walk.fd_of(key[:-1])
         except OSError as exc:
-            raise storage_error(exc, dest) from exc
+            raise PermanentError(f"restore target path {writer.shown(entry).parent}: cannot be opened as a "
+                                 f"directory of the target ({exc.strerror}); it was replaced or is a symlink") from exc
+        name = one_name(key[-1])
+        if entry.hardlink_to is not None:
+            barrier()  # the first path of the inode must be complete on disk
+            if writer.link(walk.root, parent, name, entry):
+                for _verified in chunks:  # read and verified all the same: the snapshot is checked whole
+                    pass
+                return
+        if entry.type == FILE:
+            if len(entry.chunks) <= 1:
+                # Small files are mostly create/metadata cost: write them in parallel.
+                data = b"".join(chunks)
+                small.submit(partial(writer.write_file, parent, name, entry, (data,)), len(data))
+            else:
+                writer.write_file(parent, name, entry, chunks)
+        elif entry.type == DIR:
+            writer.make_dir(parent, name, entry)
+        elif entry.type == LINK:
+            writer.make_symlink(parent, name, entry)
+        else:
+            writer.make_node(parent, name, entry)
 
-    def _metadata(self, snap: SnapshotInfo) -> dict[str, Any]:
-        dirs = [e for e in self._entries(snap) if e.type == DIR]
-        for entry in reversed(dirs):
-            dest = self._dest(entry)
-            if IS_ROOT:
-                os.chown(dest, entry.uid, entry.gid)
-            os.chmod(dest, entry.mode)
-            os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
+    def _metadata(self, ctx: RunContext, snap: SnapshotInfo) -> dict[str, Any]:
+        dirs = self._dirs if self._dirs is not None else [e for e in self._entries(snap) if e.type == DIR]
+        self._dirs = None
+        warnings = Warnings(ctx, METADATA)
+        writer = Writer(self.target, self.overwrite, warnings)
+        walk = DirWalk(open_root(self.target))
+        try:
+            for entry in reversed(dirs):  # deepest first: a child's creation changed its parent's mtime
+                try:
+                    fd = walk.fd_of(entry.key)
+                except OSError as exc:
+                    raise PermanentError(f"restore target path {writer.shown(entry)}: cannot be opened as a "
+                                         f"directory ({exc.strerror}); it was replaced or is a symlink") from exc
+                writer.dir_metadata(fd, entry)
+        finally:
+            walk.close()
+        warnings.summarize()
         syncfs(self.target)
         return {"directories": len(dirs)}
+
+
+def _difference(walk: DirWalk, entry: Entry) -> str | None:
+    """How the target differs from `entry` (missing, another type, another size), or None."""
+    key = entry.key
+    try:
+        st = os.stat(key[-1], dir_fd=walk.fd_of(key[:-1]), follow_symlinks=False) if key else os.fstat(walk.root)
+    except OSError:
+        # a FIFO or device node the target refused (or, without root, a device node) was
+        # reported as a warning when the restore met it
+        return None if entry.type in SPECIAL else "missing"
+    there = kind_of(st)
+    if there != entry.type:
+        return f"a {there}, expected a {entry.type}"
+    if entry.type == FILE and st.st_size != entry.size:
+        return f"size {st.st_size}, expected {entry.size}"
+    return None
 
 
 class _Flusher:
@@ -268,28 +302,6 @@ class _SmallFileWriters:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _open_for_restore(dest: Path) -> int:
-    """Open `dest` for writing from scratch, never writing through a link that is in the way:
-    a symlink is replaced rather than followed, and a file with other hard links (which may be
-    outside the target) is replaced rather than truncated."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(dest, flags, 0o600)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        dest.unlink()  # a symlink where the snapshot has a file: replace the link, not its target
-        return os.open(dest, flags | os.O_EXCL, 0o600)
-    st = os.fstat(fd)
-    if st.st_nlink > 1:
-        os.close(fd)
-        dest.unlink()
-        return os.open(dest, flags | os.O_EXCL, 0o600)
-    if st.st_size:
-        os.ftruncate(fd, 0)
-    return fd
 
 
 def _prefetch(entries: Iterator[Entry], repo: Repository, pool: ThreadPoolExecutor,
