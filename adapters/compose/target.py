@@ -27,11 +27,16 @@ q = shlex.quote
 # `unpacker_for`): each check prints the tool's name when it fails, with the flags used.
 HOST_TOOLS = {
     "zstd": "command -v zstd >/dev/null",
-    "tar": "command -v tar >/dev/null",
+    # GNU tar: a bind path is unpacked by the host's tar as root, and GNU tar's defaults are what
+    # keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
+    # to an absolute or climbing target created only at the end so nothing is extracted through
+    # it, a symlink found where a directory is unpacked replaced rather than followed)
+    "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
     "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
     "stat -c": "stat -c %s / >/dev/null",
 }
 HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
+BIND_UNPACK = "tar -x --same-owner -p -C"  # GNU tar (checked by pre-flight), whose defaults confine it
 NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 
 
@@ -158,7 +163,7 @@ def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) 
                  f"docker volume create {labels} {q(item.target)} >/dev/null")
         return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
-    return f"mkdir -p {q(dest)} && tar -x --same-owner -p -C {q(dest)}"
+    return f"mkdir -p {q(dest)} && {BIND_UNPACK} {q(dest)}"
 
 
 def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:
