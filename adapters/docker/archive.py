@@ -14,6 +14,7 @@ restore streams headers and verified chunks without ever holding a whole file.
 
 from __future__ import annotations
 
+import os
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -22,11 +23,14 @@ from typing import Any
 
 from adapters.docker.helper import MOUNT_ROOT, ChunkReader, mounted_path, open_archive
 from adapters.docker.tarread import Content, members
-from adapters.files.tree import DIR, FILE, LINK, Entry, Skipped, is_excluded, walk_key
+from adapters.files.tree import BLOCK as BLOCK_DEVICE
+from adapters.files.tree import CHAR, DIR, FIFO, FILE, LINK, Entry, Skipped, is_excluded, walk_key
 from domain.errors import PermanentError
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+TAR_TYPES = {DIR: tarfile.DIRTYPE, FILE: tarfile.REGTYPE, LINK: tarfile.SYMTYPE, FIFO: tarfile.FIFOTYPE,
+             CHAR: tarfile.CHRTYPE, BLOCK_DEVICE: tarfile.BLKTYPE}
 
 
 class ArchiveOutOfOrder(PermanentError):
@@ -108,19 +112,25 @@ def volume_archive_entries(container: Any, volume: str, exclude: list[str], link
 
 def tar_header(entry: Entry, name: str, hardlink_to: str | None = None) -> bytes:
     """The PAX header block(s) of `entry` stored as `name`; with `hardlink_to`, a hard link to
-    that member (no content follows)."""
+    that member (no content follows). Every entry type of the files walk has its tar type (a
+    mountpoint snapshot holds FIFOs and device nodes, made by the engine as it unpacks), and
+    extended attributes go as `SCHILY.xattr.*` records, which the engine sets as it unpacks."""
     info = tarfile.TarInfo(name)
-    info.type = {DIR: tarfile.DIRTYPE, FILE: tarfile.REGTYPE, LINK: tarfile.SYMTYPE}[entry.type]
+    info.type = TAR_TYPES[entry.type]
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
     info.size = entry.size if entry.type == FILE else 0
     info.linkname = entry.target or "" if entry.type == LINK else ""
+    if entry.type in (CHAR, BLOCK_DEVICE):
+        info.devmajor, info.devminor = os.major(entry.rdev), os.minor(entry.rdev)
     if hardlink_to is not None and entry.type == FILE:
         info.type, info.linkname, info.size = tarfile.LNKTYPE, hardlink_to, 0
     seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
     info.mtime = seconds
+    pax = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in entry.xattrs.items()}
     if nanos:
-        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+        pax["mtime"] = f"{seconds}.{nanos:09d}"
+    info.pax_headers = pax
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 

@@ -131,12 +131,14 @@ class Skipped:
 # directory swapped for a symlink after the parent was listed fails to open (ELOOP/ENOTDIR) and
 # is skipped, and its children are listed through that descriptor (`scandir(fd)`, `fstatat`),
 # never by a path. A regular file is handed over as a `WalkedFile` (its full path and the inode
-# the walk saw): its reader opens it with O_NOFOLLOW and `open_walked` compares the descriptor's
-# fstat with the walk's lstat. Opening a file by its full path is safe with that check: a swapped
-# intermediate component leads to another inode, which the check refuses.
+# the walk saw): `open_walked` takes an O_PATH handle with O_NOFOLLOW, compares its fstat with the
+# walk's lstat, and only then opens that inode for reading. Looking a file up by its full path is
+# safe with that check: a swapped intermediate component leads to another inode, which the check
+# refuses before anything (a device node, a FIFO) is opened.
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in does not block
+_HANDLE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a handle on the inode: nothing of it is opened
 # Extended attributes of a name in a directory held open: `listxattr` has no `dir_fd`, but the
 # descriptor's /proc entry resolves to that very directory (not a path looked up again).
 _PROC_FD = os.path.isdir("/proc/self/fd")
@@ -158,17 +160,48 @@ class ChangedSinceWalk(Exception):  # a condition, caught by the store and made 
 
 def open_walked(walked: WalkedFile) -> int:
     """Open a walked file for reading, without following a symlink at its name, and check that it
-    is the inode the walk saw; raise `ChangedSinceWalk` otherwise (also when it is gone)."""
+    is the inode the walk saw; raise `ChangedSinceWalk` otherwise (also when it is gone).
+
+    The check comes before the file is opened for reading: the path is first opened `O_PATH`,
+    which does not open the object itself. Opening a device node or FIFO has effects of its own
+    (`/dev/watchdog` arms the watchdog, a tape rewinds, a FIFO's writer is released), and one
+    can be swapped in after the walk (a container `mknod`s in its volume, or a directory above
+    the file becomes a symlink to `/dev`). Only a regular file of the walk's inode is then
+    opened for reading, through the descriptor's /proc entry: that very inode, not the path
+    looked up again."""
+    if not _PROC_FD:
+        return _open_walked_by_path(walked)
+    try:
+        handle = os.open(walked.path, _HANDLE_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ChangedSinceWalk(f"changed since it was walked ({exc.strerror}); not stored") from exc
+        raise
+    try:
+        _check_walked(walked, os.fstat(handle))
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+
+
+def _check_walked(walked: WalkedFile, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (walked.dev, walked.ino):
+        raise ChangedSinceWalk("changed since it was walked (the path now leads to another file); not stored")
+
+
+def _open_walked_by_path(walked: WalkedFile) -> int:
+    """Without /proc: opened for reading at once (a device swapped in is opened before the check)."""
     try:
         fd = os.open(walked.path, _FILE_FLAGS)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.ENXIO):
             raise ChangedSinceWalk(f"changed since it was walked ({exc.strerror}); not stored") from exc
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (walked.dev, walked.ino):
+    try:
+        _check_walked(walked, os.fstat(fd))
+    except ChangedSinceWalk:
         os.close(fd)
-        raise ChangedSinceWalk("changed since it was walked (the path now leads to another file); not stored")
+        raise
     return fd
 
 

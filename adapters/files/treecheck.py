@@ -7,11 +7,13 @@ restore fails at prepare, before anything is written (the policy of issue 14; th
 `confined.py` would refuse such names anyway, this makes the refusal early, whole and typed).
 
 `checked` is one streaming pass in constant memory, except for the paths of entries with more
-than one link (the only possible hard-link targets). It enforces what the walk guarantees:
+than one link (the hard-link targets a walk records). It enforces what the walk guarantees:
 "." first and a directory; every other path "/"-joined components, none empty, ".", ".." or
 holding NUL; strictly increasing walk order (so no duplicates); each entry's parent a directory
 entry met earlier (so nothing lies under a symlink or a file); a hard link names an earlier
-entry of the same non-directory type that had more than one link; known types; integers of
+entry of the same non-directory type that had more than one link (or, for a file of a snapshot
+made through a helper container, whose tar stream has no link counts, a well-formed path
+earlier in walk order); known types; integers of
 sane range; and `Entry.from_line`'s own failures (bad JSON, wrong field types, bad base64).
 """
 
@@ -154,9 +156,7 @@ def checked(entries: Iterable[Entry], snapshot_id: str) -> Iterator[Entry]:
                 key = tuple(parts)
                 reason = _place_problem(key, previous, dirs)
         if reason is None and entry.hardlink_to is not None:
-            first = link_targets.get(entry.hardlink_to)
-            if entry.type == DIR or first != entry.type:
-                reason = "a hard link to a path that is not an earlier multiply-linked entry of its type"
+            reason = _link_problem(entry, key, link_targets)
         if reason is not None:
             raise CorruptSnapshot(snapshot_id, _shown(_describe(entry)), reason)
         if entry.type == DIR:
@@ -165,6 +165,26 @@ def checked(entries: Iterable[Entry], snapshot_id: str) -> Iterator[Entry]:
             link_targets[entry.path] = entry.type
         previous = key
         yield entry
+
+
+def _link_problem(entry: Entry, key: tuple[str, ...], link_targets: dict[str, str]) -> str | None:
+    """Whether `entry`'s hard link may be trusted to name an earlier entry of the tree.
+
+    A walk of the file system records the link count, so the first path is a multiply-linked
+    entry of the same type. A snapshot made through a helper container (the engine's tar
+    stream, which has no link counts) records its first path with one link: a file's link to
+    a well-formed path earlier in walk order is accepted too. Either way the name stays inside
+    the target, and the writer links only to a file this restore wrote there (else it writes
+    the file whole, its content being stored with the link)."""
+    assert entry.hardlink_to is not None
+    first = link_targets.get(entry.hardlink_to)
+    if entry.type != DIR and first == entry.type:
+        return None
+    if entry.type == FILE and first is None:
+        parts = entry.hardlink_to.split("/")
+        if _path_problem(entry.hardlink_to, parts) is None and tuple(parts) < key:
+            return None
+    return "a hard link to a path that is not an earlier entry of its type"
 
 
 def _place_problem(key: tuple[str, ...], previous: tuple[str, ...], dirs: list[tuple[str, ...]]) -> str | None:

@@ -19,9 +19,11 @@ name renamed into place, so a half-written export never looks complete.
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import hashlib
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,12 @@ from urllib.parse import quote, unquote
 
 from adapters.mongo.layout import meta_from_text, meta_to_text
 from adapters.mongo.rawbson import chunks_of, read_docs
-from adapters.repository.fsutil import fsync_dir
 from domain.errors import SourceMissing, UnsafeName
 from domain.names import unsafe_reason
 
 BSON, META = ".bson", ".metadata.json"
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PATH_SEGMENT_SAFE = "$&+:=@"  # what Go's url.PathEscape leaves as is besides letters, digits and -_.~
 
 
@@ -182,29 +185,51 @@ def write_collection(root: Path, ns: str, meta_text: str, chunks: Iterable[bytes
     if problem is not None:
         raise UnsafeName("(export)", ns, problem)
     db, coll = ns.split(".", 1)
-    folder = root / db
-    folder.mkdir(parents=True, exist_ok=True)
-    if folder.is_symlink():  # planted in the dump directory: never written through
-        raise UnsafeName("(export)", ns, f"{folder} is a symbolic link")
+    folder_fd = _open_db_folder(root, db, ns)
     suffix = ".gz" if compress else ""
     total = 0
     stem = dump_file_stem(coll)
     files: list[tuple[str, Iterable[bytes]]] = [(stem + META + suffix, [meta_text.encode()])]
     if meta_from_text(meta_text).get("type", "collection") != "view":  # mongodump writes no .bson for a view
         files.insert(0, (stem + BSON + suffix, chunks))
-    for name, parts in files:
-        final = folder / name
-        # not named after the file: a cut name is already as long as a file name may be
-        tmp = folder / f".{hashlib.sha1(name.encode()).hexdigest()[:16]}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as raw:
-            out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else raw)
-            for part in parts:
-                out.write(part)
-                total += len(part)
-            if compress:
-                out.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    fsync_dir(folder)
+    try:
+        for name, parts in files:
+            # Not named after the file (a cut name is already as long as a file name may be), and
+            # not predictable: created new (O_EXCL, O_NOFOLLOW) relative to the folder's descriptor,
+            # so nothing planted in DIR (a symlink at a guessed name) is ever written through.
+            tmp = f".{hashlib.sha1(name.encode()).hexdigest()[:16]}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+            fd = os.open(tmp, NEW_FILE, 0o666, dir_fd=folder_fd)
+            with open(fd, "wb") as raw:
+                out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else raw)
+                for part in parts:
+                    out.write(part)
+                    total += len(part)
+                if compress:
+                    out.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
     return total
+
+
+def _open_db_folder(root: Path, db: str, ns: str) -> int:
+    """A descriptor of `root/db`, made if missing, opened without following a symlink there:
+    one planted in the dump directory (or swapped in later) is refused, never written through."""
+    root.mkdir(parents=True, exist_ok=True)  # the operator's DIR: resolved as given
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.mkdir(db, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        try:
+            return os.open(db, DIRECTORY, dir_fd=root_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeName("(export)", ns, f"{root / db} is a symbolic link or not a directory") from None
+            raise
+    finally:
+        os.close(root_fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,49 @@ def test_when_the_first_name_of_a_hard_linked_file_is_left_out_the_next_name_bec
     assert entries["c"][0].hardlink_to == "b"
     restore(repo, tmp_path / "out")
     assert os.stat(tmp_path / "out" / "b").st_ino == os.stat(tmp_path / "out" / "c").st_ino
+
+
+@pytest.mark.parametrize("where", ["the file itself", "a directory above it"])
+def test_a_file_swapped_for_a_fifo_or_device_after_the_walk_is_never_opened(
+        where: str, source: Path, tmp_path: Path) -> None:
+    """Opening a device node has effects of its own (`/dev/watchdog` arms the watchdog, a tape
+    rewinds, a FIFO's blocked writer is released), and a container can `mknod` in its volume
+    after the walk saw a regular file there, or a user can swap a directory above the file for
+    a symlink to `/dev`. The reader must check the inode before it opens it for reading: the
+    witness is a writer blocked in `open(O_WRONLY)` on a FIFO, released only if the backup
+    opens the FIFO."""
+    fifo_dir = tmp_path / "fifos"
+    fifo_dir.mkdir()
+    fifo = fifo_dir / "small"
+    os.mkfifo(fifo)
+    released = threading.Event()
+
+    def blocked_writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # returns only when someone opens the FIFO for reading
+        released.set()
+        os.close(fd)
+
+    def swap(entry: Entry) -> None:
+        if where == "the file itself" and entry.path == "small-mine.txt":
+            (source / "small-mine.txt").unlink()
+            os.link(fifo, source / "small-mine.txt")  # the same FIFO inode, now inside the source
+        elif where == "a directory above it" and entry.path == "sub/small":
+            (source / "sub").rename(tmp_path / "sub-moved-away")
+            (source / "sub").symlink_to(fifo_dir)
+
+    writer = threading.Thread(target=blocked_writer, daemon=True)
+    writer.start()
+    SwappingBackup.swap = staticmethod(swap)  # type: ignore[assignment]
+    repo = Repository.open(tmp_path / "repo")
+    try:
+        ctx = run_backup(SwappingBackup, repo, source)
+        # a writer the backup released may not have recorded it yet: give its thread a moment
+        opened_by_the_backup = released.wait(timeout=1.0)
+    finally:
+        if not released.is_set():  # let the writer go: open the FIFO ourselves
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=10)
+    assert not opened_by_the_backup, "the backup opened a FIFO swapped in after its walk"
+    changed = "small-mine.txt" if where == "the file itself" else "sub/small"
+    assert changed not in stored(repo)
+    assert any(changed in w and "changed since it was walked" in w for w in ctx.warnings)

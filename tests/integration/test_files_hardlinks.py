@@ -10,8 +10,9 @@ import pytest
 
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
-from domain.errors import RunStopped
+from domain.errors import CorruptSnapshot, RunStopped
 from tests.fakes import MemoryRunContext
+from tests.integration.crafted_trees import ROOT, file_line, publish, run_restore
 from tests.integration.test_files_adapter import backup, restore, snapshot_of
 
 
@@ -91,3 +92,33 @@ def test_a_restore_resumed_after_its_links_were_made_leaves_them_linked(linked: 
     restore(repo, tmp_path / "out", overwrite=True)  # every entry done again, as after a crash
     assert inode_groups(tmp_path / "out") == inode_groups(linked)
     assert snapshot_of(tmp_path / "out") == snapshot_of(linked)
+
+
+def test_a_snapshot_made_through_a_helper_container_restores_its_hard_links(tmp_path: Path) -> None:
+    """The engine's tar stream has no link counts: a volume snapshot made through a helper
+    records the first path of a linked file with one link and the later path naming it. The
+    tree check refused every such snapshot ("not an earlier multiply-linked entry")."""
+    repo = Repository.open(tmp_path / "repo")
+    first = file_line(repo, "vol/greeting", b"hello\n")  # as `volume_archive_entries` records it: no "n"
+    publish(repo, "h1", [ROOT, {**ROOT, "p": "vol"}, first, {**first, "p": "vol/hardlink", "h": "vol/greeting"}])
+    run_restore(repo, tmp_path / "out", "h1")
+    assert inode_groups(tmp_path / "out") == [["vol/greeting", "vol/hardlink"]]
+    assert (tmp_path / "out" / "vol" / "hardlink").read_bytes() == b"hello\n"
+
+
+@pytest.mark.parametrize(("entries", "link"), [
+    (["a"], {"p": "b", "h": "zz"}),  # a later path
+    (["a"], {"p": "b", "h": "b"}),  # itself
+    (["a"], {"p": "b", "h": "../a"}),
+    (["a"], {"p": "b", "h": "/a"}),
+    (["a"], {"p": "b", "h": "a//"}),
+    (["a"], {"p": "b", "t": "l", "l": "x", "h": "a", "s": 0, "c": []}),  # a symlink, to a one-link entry
+])
+def test_a_hard_link_to_a_one_link_entry_is_refused_unless_a_file_names_a_well_formed_earlier_path(
+        entries: list[str], link: dict[str, object], tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    lines = [ROOT, *(file_line(repo, p, b"x") for p in entries), {**file_line(repo, "b", b"x"), **link}]
+    publish(repo, "s1", lines)
+    with pytest.raises(CorruptSnapshot, match="a hard link to a path that is not an earlier entry of its type"):
+        run_restore(repo, tmp_path / "out", "s1")
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
