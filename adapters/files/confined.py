@@ -325,9 +325,13 @@ class Writer:
             source = open_dir_at(root, first_key[:-1])
         except OSError:
             return False
+        node = -1
         try:
-            first = os.stat(first_key[-1], dir_fd=source, follow_symlinks=False)
-            if not self._made_here(source, first_key[-1], first, entry):
+            # the first path is pinned by a descriptor, checked, and linked through that same
+            # descriptor: a swap between the check and the link cannot redirect the link
+            node = os.open(first_key[-1], O_NODE, dir_fd=source)
+            first = os.fstat(node)
+            if not self._made_here(node, first, entry):
                 return False
             try:
                 here = os.stat(name, dir_fd=parent, follow_symlinks=False)
@@ -336,14 +340,17 @@ class Writer:
                 self._clear(parent, name, entry)
             except FileNotFoundError:
                 pass
-            os.link(first_key[-1], name, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+            os.link(f"/proc/self/fd/{node}", name, dst_dir_fd=parent, follow_symlinks=True)
             return True
         except OSError:
             return False
         finally:
+            if node >= 0:
+                os.close(node)
             os.close(source)
 
-    def _made_here(self, source: int, name: str, st: os.stat_result, entry: Entry) -> bool:
+    def _made_here(self, node: int, st: os.stat_result, entry: Entry) -> bool:
+        """`node` (an `O_PATH` descriptor of the first path) is what this restore made there."""
         assert entry.hardlink_to is not None
         if kind_of(st) != entry.type:
             return False
@@ -354,7 +361,7 @@ class Writer:
         if st.st_mtime_ns != entry.mtime_ns or (entry.type == FILE and st.st_size != entry.size):
             return False
         if entry.type == LINK:
-            return os.readlink(name, dir_fd=source) == entry.target
+            return os.readlink("", dir_fd=node) == entry.target
         return entry.type not in (CHAR, BLOCK) or st.st_rdev == entry.rdev
 
     # --- metadata ------------------------------------------------------------------------------

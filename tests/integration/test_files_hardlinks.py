@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
-from domain.errors import CorruptSnapshot, RunStopped
+from domain.errors import CorruptSnapshot, PermanentError, RunStopped
 from tests.fakes import MemoryRunContext
 from tests.integration.crafted_trees import ROOT, file_line, publish, run_restore
 from tests.integration.test_files_adapter import backup, restore, snapshot_of
@@ -122,3 +123,35 @@ def test_a_hard_link_to_a_one_link_entry_is_refused_unless_a_file_names_a_well_f
     with pytest.raises(CorruptSnapshot, match="a hard link to a path that is not an earlier entry of its type"):
         run_restore(repo, tmp_path / "out", "s1")
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_a_first_path_swapped_after_its_check_is_never_what_the_hard_link_is_made_to(
+        linked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone who can write the target swaps the first path of a hard-linked inode for a file of
+    their own between the restore's check of it and the link: the link must not be made to that
+    file (they could then change what the restore put at the second path)."""
+    from adapters.files.confined import Writer
+
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, linked, "b1")
+    target = tmp_path / "out"
+    planted: list[tuple[int, int]] = []
+    checked = Writer._made_here
+
+    def check_then_swap(self: Writer, *args: Any) -> bool:
+        verdict = checked(self, *args)
+        if args[-1].hardlink_to == "cur/small" and not planted:
+            (target / "attackers").write_text("not from the snapshot")
+            st = (target / "attackers").stat()
+            planted.append((st.st_dev, st.st_ino))
+            os.replace(target / "attackers", target / "cur" / "small")
+        return verdict
+
+    monkeypatch.setattr(Writer, "_made_here", check_then_swap)
+    with pytest.raises(PermanentError, match="cur/small: size 21"):  # the swapped path itself is caught
+        restore(repo, target)
+
+    assert planted, "the restore made no hard link: the test proves nothing"
+    again = (target / "new" / "small-again").stat()
+    assert (again.st_dev, again.st_ino) != planted[0]
+    assert (target / "new" / "small-again").read_text() == "a small linked file"
