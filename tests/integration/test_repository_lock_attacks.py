@@ -24,7 +24,7 @@ from adapters.repository.fsutil import storage_error
 from adapters.repository.locks import DirectoryLockBackend, LockInfo, RepositoryLocks, _stamp, process_start_time
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
-from domain.errors import RepositoryLockLost, SourceMissing
+from domain.errors import CorruptChunk, RepositoryLockLost, SourceMissing
 from domain.jobs import Retention
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import backup
@@ -243,3 +243,58 @@ def test_a_lock_file_of_this_host_whose_process_lives_is_live_even_when_its_expi
         holder.kill()
         holder.wait()
 
+
+
+def _prune_in_time(repo: Repository, fifos: list[Path]) -> list[Any]:
+    """Prune in a thread; if it is still blocked after 10 s (in open() of a FIFO), open the FIFOs
+    for writing to let it go, and fail."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(prune(repo, grace_seconds=0))
+        except BaseException as exc:  # reported by the caller
+            outcome.append(exc)
+
+    pruning = threading.Thread(target=run, daemon=True)
+    pruning.start()
+    pruning.join(10)
+    if pruning.is_alive():
+        for fifo in fifos:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+        pruning.join(10)
+        pytest.fail("the prune hung, holding the exclusive lock, on a FIFO")
+    return outcome
+
+
+@pytest.mark.parametrize("where", ["staging tree", "damaged snapshot's tree"])
+def test_a_fifo_in_place_of_a_tree_the_prune_may_skip_does_not_hang_the_prune(tmp_path: Path, where: str) -> None:
+    """A FIFO where a staging tree or a damaged snapshot's tree should be made the prune block
+    in open() forever while holding the exclusive lock (refreshed all along): every backup of
+    the repository waited behind it. Neither is anything davit wrote: the prune passes it over."""
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, random_tree(tmp_path / "src"), "s0", name="s")
+    if where == "staging tree":
+        (repo.root / "staging" / "r1").mkdir()
+        fifo = repo.root / "staging" / "r1" / "tree.jsonl"
+    else:
+        (repo.root / "snapshots" / "bad").mkdir()
+        (repo.root / "snapshots" / "bad" / "manifest.json").write_text("{")
+        fifo = repo.root / "snapshots" / "bad" / "tree.jsonl.zst"
+    os.mkfifo(fifo)
+    outcome = _prune_in_time(repo, [fifo])
+    assert isinstance(outcome[0], dict), outcome
+    assert unreadable_chunks(repo.root) == []
+
+
+def test_a_fifo_in_place_of_a_published_snapshots_tree_fails_the_prune_instead_of_hanging_it(tmp_path: Path) -> None:
+    """A published snapshot whose tree is a FIFO: the prune cannot know what it names, so it
+    stops (CorruptChunk naming the snapshot) rather than blocking everyone for good."""
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, random_tree(tmp_path / "src"), "s0", name="s")
+    tree = repo.root / "snapshots" / "s0" / "tree.jsonl.zst"
+    tree.unlink()
+    os.mkfifo(tree)
+    outcome = _prune_in_time(repo, [tree])
+    assert isinstance(outcome[0], CorruptChunk) and "not a regular file" in str(outcome[0]), outcome
