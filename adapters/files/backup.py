@@ -44,6 +44,7 @@ from adapters.files.tree import (
     walk,
     walk_key,
 )
+from adapters.repository.fsutil import make_dirs
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
@@ -142,7 +143,7 @@ class FilesBackupWork:
     # --- store ---------------------------------------------------------------------------------
 
     def _store(self, ctx: RunContext) -> dict[str, Any]:
-        self.staging.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.staging)  # 0700 whatever the umask, like everything in a repository
         tree_path = self.staging / "tree.jsonl"
         cursor = ctx.cursor(STORE) or {}
         progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from adapters.files.backup import PUBLISH
 from adapters.repository.fsutil import storage_error
 from adapters.repository.locks import DirectoryLockBackend, LockInfo, RepositoryLocks, _stamp, process_start_time
 from adapters.repository.repository import Repository
@@ -298,3 +299,20 @@ def test_a_fifo_in_place_of_a_published_snapshots_tree_fails_the_prune_instead_o
     os.mkfifo(tree)
     outcome = _prune_in_time(repo, [tree])
     assert isinstance(outcome[0], CorruptChunk) and "not a regular file" in str(outcome[0]), outcome
+
+
+def test_a_backups_staging_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The Repository class is also used as a library (tests, bench) under a umask davit does
+    not set: the staging directory of a files backup in progress was made 0755 (mkdir's
+    default mode), where everything in a repository is 0700/0600."""
+    repo = Repository.open(tmp_path / "repo")
+    work = files_work(repo, random_tree(tmp_path / "src"), "u0", "u")
+    ctx = MemoryRunContext(run_id="u0")
+    work.prepare(ctx)
+    ctx.done.add(PUBLISH)  # the store step only: its staging stays
+    old = os.umask(0o022)
+    try:
+        work.run(ctx)
+    finally:
+        os.umask(old)
+    assert (repo.root / "staging" / "u0").stat().st_mode & 0o777 == 0o700
