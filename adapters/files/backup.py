@@ -44,6 +44,7 @@ from adapters.files.tree import (
     walk,
     walk_key,
 )
+from adapters.repository.fsutil import make_dirs
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
@@ -142,7 +143,7 @@ class FilesBackupWork:
     # --- store ---------------------------------------------------------------------------------
 
     def _store(self, ctx: RunContext) -> dict[str, Any]:
-        self.staging.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.staging)  # 0700 whatever the umask, like everything in a repository
         tree_path = self.staging / "tree.jsonl"
         cursor = ctx.cursor(STORE) or {}
         progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),
@@ -208,11 +209,23 @@ class FilesBackupWork:
         tree_path = self.staging / "tree.jsonl"
         stats = {"files": 0, "dirs": 0, "links": 0, "specials": 0, "bytes": 0, "chunk_refs": 0}
         kinds = {FILE: "files", DIR: "dirs", LINK: "links"}
-        with open(tree_path, "rb") as fh:
-            for entry in read_lines(fh):
+
+        def chunks_counted(lines: BinaryIO) -> Iterator[bytes]:
+            for entry in read_lines(lines):
                 stats[kinds.get(entry.type, "specials")] += 1  # specials: FIFOs and device nodes
                 stats["bytes"] += entry.size
                 stats["chunk_refs"] += len(entry.chunks)
+                for chunk in entry.chunks:
+                    yield bytes.fromhex(chunk)
+
+        with self.repo.locked(exclusive=False):  # held through the publish below (re-entrant)
+            with open(tree_path, "rb") as fh:
+                # The repository as it is now: this run's lock may have been taken over while it
+                # stored, and a prune have deleted chunks the tree names (Repository.publish_snapshot).
+                self.repo.refuse_missing(self.run_id, self.repo.missing_chunks(chunks_counted(fh)))
+            return self._publish_checked(ctx, tree_path, stats)
+
+    def _publish_checked(self, ctx: RunContext, tree_path: Path, stats: dict[str, int]) -> dict[str, Any]:
         store = ctx.cursor(STORE) or {}
         manifest = {
             "id": self.run_id,

@@ -34,7 +34,7 @@ from adapters.mongo.layout import CollectionEntry, collection_metadata, meta_to_
 from adapters.mongo.parallel import Relay, prefetch, run_parallel
 from adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
 from adapters.repository.chunkwriter import ChunkWriter
-from adapters.repository.fsutil import write_atomic
+from adapters.repository.fsutil import make_dirs, write_atomic
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
@@ -126,7 +126,7 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
         # One staging directory per collection, each with a `tree.jsonl` of files-tree lines,
         # so pruning sees the chunks of an unfinished backup (see repository/retention.py).
         path = self.repo.root / "staging" / f"{self.run_id}.c{index}"
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)  # 0700 whatever the umask, like everything in a repository
         return path
 
     def _dump_task(self, ctx: RunContext, index: int, ns: str) -> Any:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from domain.errors import StorageFull
 
@@ -41,6 +43,25 @@ def open_new(path: Path, flags: int = 0) -> int:
         os.close(fd)
         raise
     return fd
+
+
+class NotRegularFile(ValueError):
+    """A path that should hold a file davit wrote is something else (a FIFO, a device, a directory)."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file: a symlink is not followed (ELOOP) and a
+    FIFO is not waited on (`NotRegularFile`). Anyone who can write a repository can plant one, and
+    a reader blocked in open() may hold the repository's lock for good."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
 
 
 def fsync_dir(path: Path) -> None:

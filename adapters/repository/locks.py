@@ -21,10 +21,13 @@ The protocol:
   side creates before it lists: of a shared and an exclusive lock taken at once, at least one
   lister sees the other.
 - A held lock is refreshed (its `expires` rewritten) every TTL/3 by a daemon thread.
-- A lock is stale when it expired by the reader's clock, or when it was made on this host in
-  this boot (and pid namespace) and its process is gone (or the pid now names a process started at another time).
+- A lock made on this host in this boot (and pid namespace) is stale exactly when its process
+  is gone (or the pid now names a process started at another time), whatever its expiry says:
+  a clock stepped forward must not take a lock from a process that is still using it. Any
+  other lock is stale when it expired by the reader's clock.
   Whoever finds a stale lock deletes it: a `kill -9`ed davitd's lock is taken over at once on
-  its own host, and after TTL from another; no operator action, ever. A lock file that does not
+  its own host, and after TTL from another; no operator action, ever. (A davitd that is alive
+  but stopped, SIGSTOP or stuck in the kernel, keeps its lock on its own host, as `flock` would.) A lock file that does not
   parse is stale too (nothing writes one: creation is atomic with the content).
 - The exclusive holder calls `HeldLock.ensure_held()` before each deletion: its lock must
   still exist and have at least TTL/3 left; otherwise `RepositoryLockLost` stops the prune.
@@ -44,6 +47,7 @@ import logging
 import os
 import random
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +58,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.repository.fsutil import fsync_dir, storage_error
-from domain.errors import RepositoryLockLost, RunStopped
+from domain.errors import RepositoryLockLost, RunStopped, StorageFull
 
 DEFAULT_TTL = 300.0
 log = logging.getLogger("davit.repository.locks")
@@ -122,11 +126,20 @@ class DirectoryLockBackend:
             return []
 
     def read(self, name: str) -> bytes | None:
+        # Only a regular file is a lock (creation links one): a directory, symlink or FIFO of
+        # that name is passed over, or one stray entry would stop (or hang, for a FIFO's open)
+        # every lock taken on this repository.
         try:
-            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None
+            raise
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             return os.read(fd, 1 << 16)
         finally:
             os.close(fd)
@@ -264,7 +277,7 @@ class HeldLock:
         while not self._stop.wait(self.locks.ttl / 3):
             try:
                 self.refresh()
-            except OSError as exc:  # a full or failing disk: ensure_held notices the expiry nearing
+            except (OSError, StorageFull) as exc:  # a full or failing disk: ensure_held notices the expiry nearing
                 log.warning("cannot refresh repository lock %s in %s: %s", self.id, self.locks.backend.where, exc)
 
     def refresh(self) -> None:
@@ -430,14 +443,16 @@ class RepositoryLocks:
         return live
 
     def stale_reason(self, info: LockInfo) -> str | None:
-        try:
-            if info.expires_at() < self.clock():
-                return f"expired at {info.expires}"
-        except ValueError:
-            return "its expiry does not parse"
         if (info.owner, info.boot_id, info.pid_ns) != (self.hostname, self.boot_id, self.pid_ns) \
                 or not info.boot_id or not info.pid_ns:
-            return None  # another host, boot or pid namespace: only expiry tells
+            # another host, boot or pid namespace: only expiry tells
+            try:
+                return f"expired at {info.expires}" if info.expires_at() < self.clock() else None
+            except ValueError:
+                return "its expiry does not parse"
+        # This host, boot and pid namespace: whether the holder lives is known, and decides
+        # whatever the expiry says. A wall clock stepped forward (a VM resumed, NTP) makes every
+        # lock look expired until its next refresh; its process still relies on it.
         if info.pid == self.pid and info.start_time == self.start_time:
             with _held_guard:
                 return None if info.id in _held_ids else "left behind by this process"

@@ -27,6 +27,7 @@ reaches a target.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -53,7 +54,7 @@ from adapters.repository.packs import (
     pack_path,
 )
 from adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
-from domain.errors import CorruptChunk, PermanentError, SnapshotNotFound
+from domain.errors import CorruptChunk, PermanentError, SnapshotNotFound, SourceMissing
 
 FORMAT_VERSION = 1
 
@@ -374,23 +375,37 @@ class Repository:
         """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).
 
         Under a shared lock, like every publish: a prune (exclusive) sees either the staging
-        tree or the manifest, never neither. Remove the staging tree only after this returns."""
-        with self.locked(exclusive=False):
+        tree or the manifest, never neither. Remove the staging tree only after this returns.
+        Every chunk the tree names is checked against the repository as it is now, under that
+        lock: a writer whose lock was taken over while it stored (another host judged it
+        expired) may name chunks a prune deleted meanwhile, and such a snapshot is refused."""
+        with self.locked(exclusive=False) as lock:
+            self.refuse_missing(manifest["id"], self.missing_chunks(_tree_chunks(tree_zst)))
             writer = self._tree_writer(manifest["id"])
             writer.write_compressed(tree_zst)
-            return self._publish(manifest, writer)
+            return self._publish(manifest, writer, lock)
 
     def publish_snapshot_from(self, manifest: dict[str, Any], plain_tree: BinaryIO) -> SnapshotInfo:
         """Publish a snapshot whose tree's JSON lines are read from `plain_tree`, a block at a time
-        (under a shared lock, see `publish_snapshot`)."""
-        with self.locked(exclusive=False):
+        (under a shared lock, see `publish_snapshot`). The caller checks the tree's chunks with
+        `missing_chunks` under the same lock first (it reads the tree anyway, for its stats)."""
+        with self.locked(exclusive=False) as lock:
             writer = self._tree_writer(manifest["id"])
             try:
                 write_plain_tree(writer, plain_tree, self.compression_level)
             except BaseException:
                 writer.abort()
                 raise
-            return self._publish(manifest, writer)
+            return self._publish(manifest, writer, lock)
+
+    @staticmethod
+    def refuse_missing(snapshot_id: str, missing: set[bytes]) -> None:
+        """`SourceMissing` if a tree about to be published names chunks the repository lacks."""
+        if missing:
+            raise SourceMissing(
+                f"the tree of snapshot {snapshot_id}",
+                f"{len(missing)} chunks it names are missing from the repository (pruned while this run did not "
+                "hold its repository lock); nothing was published: run the job again")
 
     def _tree_writer(self, snapshot_id: str) -> TreeWriter:
         if self.encrypted and self._key is None:
@@ -399,11 +414,16 @@ class Repository:
         make_dirs(path.parent)
         return TreeWriter(path, self.root / "tmp", snapshot_id, self._key)
 
-    def _publish(self, manifest: dict[str, Any], writer: TreeWriter) -> SnapshotInfo:
+    def _publish(self, manifest: dict[str, Any], writer: TreeWriter, lock: HeldLock) -> SnapshotInfo:
         """The tree, then the manifest: the manifest's rename makes the snapshot exist. In an
         encrypted repository the manifest carries a MAC under the key (`crypto.py`)."""
         manifest = {k: v for k, v in manifest.items() if k != "mac"}
         manifest["tree_sha256"] = writer.commit()
+        # The lock must still be ours when the snapshot comes to exist: if another process took
+        # it over meanwhile, a prune may have run after the chunks were checked. Retried under a
+        # new lock, the check runs again.
+        lock.refresh()
+        lock.ensure_held()
         if self._key is not None:
             manifest["mac"] = self._key.manifest_mac(writer.path.parent.name, manifest)
         manifest_path = writer.path.parent / MANIFEST
@@ -518,3 +538,12 @@ class Repository:
             if new:
                 self.refresh_index()
             yield lock
+
+
+def _tree_chunks(tree_zst: bytes) -> Iterator[bytes]:
+    """The chunk ids a small tree's lines name (their `c` key, see the module's docstring)."""
+    with plain_lines(io.BytesIO(tree_zst)) as lines:
+        for line in lines:
+            if line.strip():
+                for chunk in json.loads(line).get("c") or ():
+                    yield bytes.fromhex(chunk)

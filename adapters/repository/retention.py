@@ -23,6 +23,7 @@ lock without knowing it.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import stat
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files.tree import read_lines
+from adapters.repository.fsutil import NotRegularFile, open_regular
 from adapters.repository.locks import HeldLock
 from adapters.repository.packs import decode_index, index_path, pack_path
 from adapters.repository.repository import DamagedSnapshot, Repository
@@ -38,6 +40,7 @@ from domain.retention import snapshots_to_keep
 
 REPACK_WHEN_UNUSED_ABOVE = 0.5
 GRACE_SECONDS = 3600.0  # left-overs younger than this may belong to a writer still at work
+log = logging.getLogger("davit.repository.retention")
 
 
 def apply_retention(repo: Repository, job: str, policy: Retention, grace_seconds: float = GRACE_SECONDS) -> dict[str, Any]:
@@ -69,7 +72,16 @@ def referenced_chunks(repo: Repository) -> set[bytes]:
     for damaged in repo.damaged_snapshots():
         refs.update(_chunks_of_damaged(repo, damaged))
     for staged in (repo.root / "staging").glob("*/tree.jsonl"):
-        with open(staged, "rb") as fh:
+        try:
+            fh = open_regular(staged)
+        except FileNotFoundError:
+            # davitd removes an ended run's staging without a lock: its snapshot was published
+            # before this prune listed the snapshots, or will never be.
+            continue
+        except (NotRegularFile, OSError) as exc:  # a FIFO or symlink: no staging davit wrote
+            log.warning("prune passes over %s: %s", staged, exc)
+            continue
+        with fh:
             try:
                 for entry in read_lines(fh):
                     refs.update(bytes.fromhex(c) for c in entry.chunks)

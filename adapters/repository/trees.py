@@ -13,6 +13,7 @@ single line.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -24,7 +25,7 @@ from typing import BinaryIO
 import zstandard
 
 from adapters.repository.crypto import RepositoryKey, SealedBlobError
-from adapters.repository.fsutil import fsync_dir, make_dirs, open_new, storage_error
+from adapters.repository.fsutil import NotRegularFile, fsync_dir, make_dirs, open_new, open_regular, storage_error
 from domain.errors import CorruptChunk
 
 SEALED_MAGIC = b"DAVITSEALEDTREE2\n"
@@ -107,9 +108,20 @@ def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int) -> None:
     writer.write_compressed(compressor.flush())
 
 
+def _open_stored(path: Path) -> BinaryIO:
+    try:
+        return open_regular(path)
+    except NotRegularFile:
+        raise CorruptChunk("(tree)", str(path.parent), "snapshot tree is not a regular file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptChunk("(tree)", str(path.parent), "snapshot tree is a symbolic link") from None
+        raise
+
+
 def check_stored(path: Path, expected_sha256: str | None) -> None:
     sha = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with _open_stored(path) as fh:
         while block := fh.read(_READ):
             sha.update(block)
     if sha.hexdigest() != expected_sha256:
@@ -119,7 +131,7 @@ def check_stored(path: Path, expected_sha256: str | None) -> None:
 def compressed_stream(path: Path, snapshot_id: str, key: RepositoryKey | None, encrypted: bool,
                       key_required: Exception) -> BinaryIO:
     """The zstd stream of a stored tree (already checked against its manifest)."""
-    fh = open(path, "rb")  # noqa: SIM115 - handed to the caller inside the returned stream
+    fh = _open_stored(path)  # handed to the caller inside the returned stream
     head = fh.read(len(SEALED_MAGIC))
     if head == SEALED_MAGIC:
         if key is None:

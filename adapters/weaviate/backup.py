@@ -23,6 +23,7 @@ from typing import Any
 import zstandard
 
 from adapters.repository.chunkwriter import ChunkWriter
+from adapters.repository.fsutil import make_dirs
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
@@ -150,7 +151,7 @@ class _Export:
         self.stored_before = self.cursor["bytes_stored"]
 
     def run(self) -> dict[str, Any]:
-        self.work.staging.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.work.staging)  # 0700 whatever the umask, like everything in a repository
         with self.work.repo.locked(exclusive=False), \
                 reopen_staged(self.work.staging / "tree.jsonl", self.cursor["tree_bytes"]) as fh:
             self.tree = fh
