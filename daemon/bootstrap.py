@@ -8,7 +8,6 @@ its kind needs it, which keeps an idle daemon small and the CLI quick.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.repository.repository import Repository
-from adapters.repository.staging import ended_runs_staging, remove_run_staging
+from adapters.repository.staging import ended_runs_staging, remove_run_staging, remove_staging
 from adapters.repository.tuning import Tuning
 from daemon.config import Settings
 from daemon.repositories import open_repository
@@ -83,12 +82,7 @@ class Parts:
             root = self._repository_root(name)
             if root is None:
                 continue
-            for path in ended_runs_staging(root, ended):
-                if path.is_symlink() or not path.is_dir():
-                    path.unlink(missing_ok=True)
-                else:
-                    shutil.rmtree(path)
-                removed.append(str(path))
+            removed += [remove_staging(path) for path in ended_runs_staging(root, ended)]
         return removed
 
     def _repository_root(self, name: str | None) -> Path | None:

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from adapters.files.tree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Entry
+from adapters.files.tree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, TYPE_OF_MODE, Entry
 from adapters.repository.fsutil import storage_error
 from domain.errors import TargetInTheWay
 from domain.ports import RunContext
@@ -46,8 +46,6 @@ REFUSED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES,
                      errno.ERANGE})
 KIND = {FILE: "file", DIR: "directory", LINK: "symlink", FIFO: "FIFO", CHAR: "character device",
         BLOCK: "block device"}
-S_KIND = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK, stat.S_IFIFO: FIFO,
-          stat.S_IFCHR: CHAR, stat.S_IFBLK: BLOCK}
 
 
 def one_name(name: str) -> str:
@@ -60,7 +58,7 @@ def one_name(name: str) -> str:
 
 
 def kind_of(st: os.stat_result) -> str:
-    return S_KIND.get(stat.S_IFMT(st.st_mode), "?")
+    return TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode), "?")
 
 
 def open_root(path: Path) -> int:

@@ -28,6 +28,8 @@ FILE, DIR, LINK = "f", "d", "l"
 FIFO, CHAR, BLOCK = "p", "c", "b"  # restored as root only, and only inside the target
 SPECIAL = (FIFO, CHAR, BLOCK)
 TYPES = (FILE, DIR, LINK, *SPECIAL)
+TYPE_OF_MODE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK, stat.S_IFIFO: FIFO,
+                stat.S_IFCHR: CHAR, stat.S_IFBLK: BLOCK}
 
 
 @dataclass
@@ -317,19 +319,8 @@ def read_xattrs(target: int | str) -> tuple[dict[str, bytes], str | None]:
 
 
 def _kind(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return FILE
-    if stat.S_ISDIR(mode):
-        return DIR
-    if stat.S_ISLNK(mode):
-        return LINK
-    if stat.S_ISFIFO(mode):
-        return FIFO
-    if stat.S_ISCHR(mode):
-        return CHAR
-    if stat.S_ISBLK(mode):
-        return BLOCK
-    return None
+    """The entry type of a file of `mode`; None for a socket (or anything else never stored)."""
+    return TYPE_OF_MODE.get(stat.S_IFMT(mode))
 
 
 def _entry(rel: str, st: os.stat_result, target: str | None, xattrs: dict[str, bytes] | None = None) -> Entry:

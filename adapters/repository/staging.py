@@ -54,14 +54,17 @@ def staging_of(root: Path, run_id: str) -> list[Path]:
 
 def remove_run_staging(root: Path, run_id: str) -> list[str]:
     """Remove the staging of an ended run; the paths removed."""
-    removed = []
-    for path in staging_of(root, run_id):
-        if path.is_symlink() or not path.is_dir():
-            path.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(path)
-        removed.append(str(path))
-    return removed
+    return [remove_staging(path) for path in staging_of(root, run_id)]
+
+
+def remove_staging(path: Path) -> str:
+    """Remove one staging directory (a symlink or stray file in its place is unlinked, never
+    followed); its path."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
+    return str(path)
 
 
 def ended_runs_staging(root: Path, ended: set[str]) -> list[Path]:
