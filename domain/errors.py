@@ -152,6 +152,15 @@ class TargetInTheWay(PermanentError):
         self.path = path
 
 
+class TargetUnwritable(PermanentError):
+    """The restore target refused an entry (a name too long for its file system, a read-only
+    or foreign file system, no permission): what the operator must change, named."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"restore target path {path}: {reason}")
+        self.path = path
+
+
 class SnapshotNotFound(PermanentError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no snapshot matches {ref!r}")

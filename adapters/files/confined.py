@@ -31,7 +31,7 @@ from pathlib import Path
 
 from adapters.files.tree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, TYPE_OF_MODE, Entry
 from adapters.repository.fsutil import storage_error
-from domain.errors import TargetInTheWay
+from domain.errors import StorageFull, TargetInTheWay, TargetUnwritable
 from domain.ports import RunContext
 
 IS_ROOT = os.geteuid() == 0
@@ -57,6 +57,15 @@ def one_name(name: str) -> str:
     return name
 
 
+def target_error(exc: OSError, path: object) -> Exception:
+    """A failed write into the target, typed: a full disk is `StorageFull`, anything else the
+    target refused is `TargetUnwritable` naming the path and the reason."""
+    mapped = storage_error(exc, Path(str(path)))
+    if isinstance(mapped, StorageFull):
+        return mapped
+    return TargetUnwritable(str(path), exc.strerror or str(exc))
+
+
 def kind_of(st: os.stat_result) -> str:
     return TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode), "?")
 
@@ -68,7 +77,7 @@ def open_root(path: Path) -> int:
         os.makedirs(path, mode=0o700, exist_ok=True)
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise storage_error(exc, path) from exc
+        raise target_error(exc, path) from exc
 
 
 class Warnings:
@@ -235,7 +244,7 @@ class Writer:
             os.unlink(name, dir_fd=parent)  # a symlink is replaced, never followed
             os.mkdir(name, 0o700, dir_fd=parent)
         except OSError as exc:
-            raise storage_error(exc, self.shown(entry)) from exc
+            raise target_error(exc, self.shown(entry)) from exc
 
     # --- entries -------------------------------------------------------------------------------
 
@@ -257,7 +266,7 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise storage_error(exc, self.shown(entry)) from exc
+            raise target_error(exc, self.shown(entry)) from exc
 
     def make_symlink(self, parent: int, name: str, entry: Entry) -> None:
         assert entry.target is not None
@@ -276,7 +285,7 @@ class Writer:
             self.set_xattrs(f"/proc/self/fd/{parent}/{name}", entry, follow=False)
             os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
-            raise storage_error(exc, self.shown(entry)) from exc
+            raise target_error(exc, self.shown(entry)) from exc
 
     def make_node(self, parent: int, name: str, entry: Entry) -> None:
         """A FIFO, or (as root) a character or block device; what cannot be made is a warning."""
@@ -292,7 +301,7 @@ class Writer:
                 os.mknod(name, kind | 0o600, entry.rdev, dir_fd=parent)
         except OSError as exc:
             if exc.errno not in REFUSED:
-                raise storage_error(exc, self.shown(entry)) from exc
+                raise target_error(exc, self.shown(entry)) from exc
             self.warnings.warn(f"{self.shown(entry)}: {KIND[entry.type]} not restored: {exc.strerror}")
             return
         try:
@@ -311,7 +320,7 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise storage_error(exc, self.shown(entry)) from exc
+            raise target_error(exc, self.shown(entry)) from exc
 
     def link(self, root: int, parent: int, name: str, entry: Entry) -> bool:
         """Make `entry` a hard link to its first path, if that is what this restore made there;
@@ -403,4 +412,4 @@ class Writer:
             self.apply(fd, entry, os.fchown, os.fchmod)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         except OSError as exc:
-            raise storage_error(exc, self.shown(entry)) from exc
+            raise target_error(exc, self.shown(entry)) from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import adapters.files.restore as files_restore
@@ -86,6 +86,14 @@ def resolved(entries: list[dict[str, Any]], outside: Path, chunk: str) -> list[d
 
 @pytest.mark.timeout(120)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example({"entries": [{"p": "n" * 300, "t": "f", "m": 420, "mt": 1_600_000_000_000_000_000, "s": 5, "c": ["CHUNK"]}],
+          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
+@example({"entries": [{"p": "n" * 300, "t": "d", "m": 420, "mt": 1_600_000_000_000_000_000}],
+          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
+@example({"entries": [{"p": "n" * 300, "t": "l", "m": 420, "mt": 1_600_000_000_000_000_000, "l": "/OUTSIDE"}],
+          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
+@example({"entries": [{"p": "n" * 300, "t": "p", "m": 420, "mt": 1_600_000_000_000_000_000}],
+          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
 @given(trees())
 def test_nothing_outside_the_target_changes_whatever_the_tree_and_the_target_hold(tree: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
