@@ -37,6 +37,7 @@ from adapters.files.tree import (
     Entry,
     HardLinks,
     ParentCursor,
+    Previous,
     Skipped,
     WalkedFile,
     open_walked,
@@ -157,7 +158,7 @@ class FilesBackupWork:
             links.replay(tree)
             tree.seek(0, os.SEEK_END)
             store = _Store(self, ctx, tree, pool, progress, links)
-            items = self._walk()
+            items = self._walk(store.parent.find)  # one cursor for both: asked in walk order
             for item in items:
                 if isinstance(item, Skipped):
                     skipped.append(item)
@@ -183,9 +184,10 @@ class FilesBackupWork:
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
                 "skipped": len(skipped)}
 
-    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
-        """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
-        return walk(self.source, list(self.spec.source.exclude))
+    def _walk(self, previous: Previous) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        """The entries to store, in walk order (a volume backup walks several roots or a stream);
+        `previous` finds the parent snapshot's entry at a key."""
+        return walk(self.source, list(self.spec.source.exclude), previous)
 
     def _parent(self) -> Any:
         earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]

@@ -120,8 +120,8 @@ def test_every_kind_of_entry_and_attribute_is_captured_in_the_snapshot(tmp_path:
 
 
 def test_a_change_of_only_an_extended_attribute_is_in_the_next_snapshot(tmp_path: Path) -> None:
-    """The files cache (size, mtime, ctime, inode) still holds: setting an xattr bumps ctime,
-    and the walk reads every entry's xattrs whatever the cache says about its content."""
+    """The files cache (size, mtime, ctime, inode) still holds: setting an xattr bumps ctime, so
+    a file whose attributes changed is never taken for unchanged (its attributes are read again)."""
     source = tmp_path / "src"
     make_fidelity_tree(source)
     repo = Repository.open(tmp_path / "repo")
@@ -138,3 +138,29 @@ def test_a_change_of_only_an_extended_attribute_is_in_the_next_snapshot(tmp_path
     assert entries["shared"].xattrs["user.added"] == b"new on the directory"
     assert stored_entries(repo, "b1")["doc.txt"].xattrs["user.comment"] == b"user namespace"
     assert second.chunks_written == []  # the content is the same: no chunk is stored again
+
+
+def test_an_unchanged_file_keeps_its_attributes_without_reading_them_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unchanged backup reads no file's extended attributes: an unchanged file (same inode,
+    mtime and ctime) has the ones the previous snapshot recorded. Directories are read again."""
+    import adapters.files.tree as tree
+
+    source = tmp_path / "src"
+    make_fidelity_tree(source)
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, source, "b1")
+    read: list[object] = []
+    real = tree.read_xattrs
+
+    def counting(target: int | str) -> tuple[dict[str, bytes], str | None]:
+        read.append(target)
+        return real(target)
+
+    monkeypatch.setattr(tree, "read_xattrs", counting)
+    backup(repo, source, "b2")
+    first, second = stored_entries(repo, "b1"), stored_entries(repo, "b2")
+    assert {p: e.xattrs for p, e in second.items()} == {p: e.xattrs for p, e in first.items()}
+    files = [p for p, e in second.items() if e.type == "f"]
+    assert files and second["doc.txt"].xattrs
+    assert len(read) == len(second) - len(files)  # every entry but the unchanged files
