@@ -271,7 +271,7 @@ def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
             except OSError as exc:
                 yield Skipped(rel, f"cannot read the link (changed since it was walked?): {exc.strerror}")
                 continue
-        known = _known_xattrs(previous, rel, st)
+        known = _known_xattrs(previous, rel, st) if previous is not None and stat.S_ISREG(st.st_mode) else None
         xattrs, problem = (known, None) if known is not None else \
             read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
         if problem:
