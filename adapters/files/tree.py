@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -147,8 +147,7 @@ _PROC_FD = os.path.isdir("/proc/self/fd")
 _XATTR_ABSENT = (errno.ENOTSUP, errno.EPERM, errno.ENOENT, errno.ENODATA)  # no xattrs: not a failure
 
 
-@dataclass(frozen=True)
-class WalkedFile:
+class WalkedFile(NamedTuple):  # a tuple: one per file of the walk, made cheaply
     """A regular file as the walk saw it: where to open it, and the inode the open must find."""
 
     path: str
@@ -247,6 +246,7 @@ def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
     except OSError as exc:
         yield Skipped(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror}")
         return
+    base = dir_path if dir_path.endswith("/") else dir_path + "/"
     for child in children:
         name = child.name
         rel = prefix + name
@@ -257,7 +257,7 @@ def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
         except OSError as exc:
             yield Skipped(rel, f"cannot stat: {exc.strerror}")
             continue
-        path = os.path.join(dir_path, name)
+        path = base + name
         if stat.S_ISDIR(st.st_mode):
             yield from _walk_subdir(fd, name, path, rel, st, exclude, previous)
             continue
