@@ -45,7 +45,7 @@ from adapters.docker.helper import (
     require_image,
 )
 from adapters.files.backup import Content, FilesBackupWork
-from adapters.files.tree import DIR, Entry, Previous, Skipped, WalkedFile, walk_key, walk_root
+from adapters.files.tree import DIR, Entry, Skipped, WalkedFile, walk_key, walk_root
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
@@ -59,14 +59,14 @@ MOUNTPOINT, HELPER = "mountpoint", "helper"
 __all__ = ["HelperAccessNotAvailable", "VolumeBackupWork", "walk_volumes"]
 
 
-def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str],
-                 previous: Previous | None = None) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+def walk_volumes(volumes: list[tuple[str, Path]],
+                 exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
     """The walk of a virtual root whose children are the volumes (sorted by name), each walked
     like a files source: listed through descriptors, so a link a container plants in its volume
     is stored as a link, never followed onto the host."""
     yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
     for name, root in sorted(volumes):
-        yield from walk_root(root, name, exclude, previous)
+        yield from walk_root(root, name, exclude)
 
 
 class VolumeBackupWork(FilesBackupWork):
@@ -213,9 +213,9 @@ class VolumeBackupWork(FilesBackupWork):
             roots.append((ref.name, path))
         return roots
 
-    def _walk(self, previous: Previous) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
         if self._helper is None:
-            return walk_volumes(self._volume_roots(), list(self.spec.source.exclude), previous)
+            return walk_volumes(self._volume_roots(), list(self.spec.source.exclude))
         return self._walk_helper()
 
     def _walk_helper(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:

@@ -37,11 +37,11 @@ from adapters.files.tree import (
     Entry,
     HardLinks,
     ParentCursor,
-    Previous,
     Skipped,
     WalkedFile,
     open_walked,
     read_lines,
+    read_xattrs,
     walk,
     walk_key,
 )
@@ -76,6 +76,7 @@ class _Pending:
     futures: list[Future[Encoded | None]] = field(default_factory=list)
     whole: bool = False  # read in one piece by a worker
     changed: str | None = None  # why the entry is left out: its path changed since the walk
+    xattrs_problem: str | None = None  # why its extended attributes could not all be read
 
 
 def _encode(repo: Repository, data: bytes) -> Encoded:
@@ -83,11 +84,14 @@ def _encode(repo: Repository, data: bytes) -> Encoded:
     return cid, stored, codec, len(data)
 
 
-def _read_whole(repo: Repository, walked: WalkedFile) -> Encoded | None:
+def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending) -> Encoded | None:
     """A small file, read to its end and encoded as one chunk; None if it is empty. (A file
     that grew past the chunk size since its stat becomes one larger chunk, which is valid.)
-    Raises `ChangedSinceWalk` if the path no longer leads to the file the walk saw."""
+    Its extended attributes are read from the same descriptor into `pending` (seen by the
+    storing thread once this returns). Raises `ChangedSinceWalk` if the path no longer leads
+    to the file the walk saw."""
     with open(open_walked(walked), "rb") as fh:
+        pending.entry.xattrs, pending.xattrs_problem = read_xattrs(fh.fileno())
         data = fh.read()
     return _encode(repo, data) if data else None
 
@@ -158,7 +162,7 @@ class FilesBackupWork:
             links.replay(tree)
             tree.seek(0, os.SEEK_END)
             store = _Store(self, ctx, tree, pool, progress, links)
-            items = self._walk(store.parent.find)  # one cursor for both: asked in walk order
+            items = self._walk()
             for item in items:
                 if isinstance(item, Skipped):
                     skipped.append(item)
@@ -184,10 +188,9 @@ class FilesBackupWork:
         return {"items": progress.items_done, "bytes": progress.bytes_done, "bytes_stored": progress.bytes_stored,
                 "skipped": len(skipped)}
 
-    def _walk(self, previous: Previous) -> Iterator[tuple[Entry, Content | None] | Skipped]:
-        """The entries to store, in walk order (a volume backup walks several roots or a stream);
-        `previous` finds the parent snapshot's entry at a key."""
-        return walk(self.source, list(self.spec.source.exclude), previous)
+    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
+        return walk(self.source, list(self.spec.source.exclude))
 
     def _parent(self) -> Any:
         earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
@@ -284,7 +287,8 @@ class _Store:
             if previous is not None and entry.unchanged_since(previous) and all(
                 self.repo.has(bytes.fromhex(c)) for c in previous.chunks
             ):
-                entry.chunks = list(previous.chunks)
+                # unchanged: same ctime, so the same extended attributes too (setting one moves it)
+                entry.chunks, entry.xattrs = list(previous.chunks), previous.xattrs
             else:
                 self._read(pending, abspath)
         self._drain(self.tuning.inflight_chunks)
@@ -296,13 +300,14 @@ class _Store:
         if isinstance(abspath, WalkedFile) and pending.entry.size < self.tuning.chunk_size:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
             # the per-file system calls of many small files overlap.
-            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath))
+            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending))
             pending.whole = True
             self.inflight += 1
             return
         if isinstance(abspath, WalkedFile):
             try:
                 source: Readable = open(open_walked(abspath), "rb", buffering=0)  # noqa: SIM115 - closed below
+                pending.entry.xattrs, pending.xattrs_problem = read_xattrs(source.fileno())  # type: ignore[attr-defined]
             except ChangedSinceWalk as exc:
                 pending.changed = str(exc)
                 return
@@ -344,6 +349,8 @@ class _Store:
             if head.changed is not None:
                 self._leave_out(head)
                 continue
+            if head.xattrs_problem is not None:
+                self.ctx.warn(f"skipped {head.entry.path}: {head.xattrs_problem}", STORE)
             self.tree.write(head.entry.to_line())
             self.progress.items_done += 1
             self.progress.bytes_done += head.entry.size

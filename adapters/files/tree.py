@@ -15,7 +15,7 @@ import io
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -206,22 +206,18 @@ def _open_walked_by_path(walked: WalkedFile) -> int:
     return fd
 
 
-# The previous snapshot's entry at a walk key, asked in walk order (`ParentCursor.find`).
-Previous = Callable[[tuple[str, ...]], "Entry | None"]
-
-
-def walk(root: Path, exclude: list[str],
-         previous: Previous | None = None) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+def walk(root: Path, exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
     """Yield (entry, the file to read for regular files) in walk order; what cannot be stored
     (sockets, unreadable or vanished entries) comes as `Skipped`. A `root` that is a symlink is
     followed (the root only): "." is the directory it points to, so every snapshot restores.
-    With `previous`, a file unchanged since the previous snapshot keeps that snapshot's extended
-    attributes instead of having them read again (see `_known_xattrs`)."""
-    yield from walk_root(root, ".", exclude, previous)
+    A regular file's extended attributes are not read here: whoever reads its content reads them
+    from the descriptor `open_walked` checked (`read_xattrs(fd)`), or takes them from the
+    previous snapshot when the files cache says the file is unchanged (an attribute change moves
+    the ctime), so they are those of the inode stored, and an unchanged file costs no reads."""
+    yield from walk_root(root, ".", exclude)
 
 
-def walk_root(root: Path, rel: str, exclude: list[str],
-              previous: Previous | None = None) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+def walk_root(root: Path, rel: str, exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
     """The walk of one root directory, named `rel` in the tree ("." for the tree's own root)."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # follows a symlinked root
@@ -232,13 +228,13 @@ def walk_root(root: Path, rel: str, exclude: list[str],
         if problem:
             yield Skipped(rel, problem)
         yield _entry(rel, os.fstat(fd), None, xattrs), None
-        yield from _walk_dir(fd, str(root), "" if rel == "." else rel + "/", exclude, previous)
+        yield from _walk_dir(fd, str(root), "" if rel == "." else rel + "/", exclude)
     finally:
         os.close(fd)
 
 
-def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
-              previous: Previous | None) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+def _walk_dir(fd: int, dir_path: str, prefix: str,
+              exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
     """The children of the directory open at `fd` (at `dir_path`, named `prefix` in the tree)."""
     try:
         with os.scandir(fd) as it:
@@ -259,7 +255,7 @@ def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
             continue
         path = base + name
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk_subdir(fd, name, path, rel, st, exclude, previous)
+            yield from _walk_subdir(fd, name, path, rel, st, exclude)
             continue
         if stat.S_ISSOCK(st.st_mode) or _kind(st.st_mode) is None:
             yield Skipped(rel, "a socket: not stored" if stat.S_ISSOCK(st.st_mode) else "of an unknown type")
@@ -271,30 +267,17 @@ def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str],
             except OSError as exc:
                 yield Skipped(rel, f"cannot read the link (changed since it was walked?): {exc.strerror}")
                 continue
-        known = _known_xattrs(previous, rel, st) if previous is not None and stat.S_ISREG(st.st_mode) else None
-        xattrs, problem = (known, None) if known is not None else \
-            read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
+        if stat.S_ISREG(st.st_mode):  # its attributes are read with its content (see `walk`)
+            yield _entry(rel, st, None), WalkedFile(path, st.st_dev, st.st_ino)
+            continue
+        xattrs, problem = read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
         if problem:
             yield Skipped(rel, problem)
-        entry = _entry(rel, st, target, xattrs)
-        yield entry, WalkedFile(path, st.st_dev, st.st_ino) if entry.type == FILE else None
+        yield _entry(rel, st, target, xattrs), None
 
 
-def _known_xattrs(previous: Previous | None, rel: str, st: os.stat_result) -> dict[str, bytes] | None:
-    """The previous snapshot's extended attributes of a file that has not changed since: same
-    type, inode, mtime and ctime (setting or removing an attribute moves the ctime, as the files
-    cache relies on for content), so an unchanged tree costs no attribute reads. None: read them."""
-    if previous is None:
-        return None
-    before = previous(walk_key(rel))
-    if before is None or before.type != FILE or not stat.S_ISREG(st.st_mode) or before.ctime_ns == 0 or \
-            (before.inode, before.mtime_ns, before.ctime_ns) != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
-        return None
-    return before.xattrs
-
-
-def _walk_subdir(parent_fd: int, name: str, path: str, rel: str, st: os.stat_result, exclude: list[str],
-                 previous: Previous | None) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+def _walk_subdir(parent_fd: int, name: str, path: str, rel: str, st: os.stat_result,
+                 exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
@@ -317,7 +300,7 @@ def _walk_subdir(parent_fd: int, name: str, path: str, rel: str, st: os.stat_res
         if problem:
             yield Skipped(rel, problem)
         yield _entry(rel, now, None, xattrs), None
-        yield from _walk_dir(fd, path, rel + "/", exclude, previous)
+        yield from _walk_dir(fd, path, rel + "/", exclude)
     finally:
         os.close(fd)
 

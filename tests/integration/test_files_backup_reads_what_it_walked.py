@@ -37,8 +37,8 @@ class SwappingBackup(FilesBackupWork):
 
     swap: Callable[[Entry], None] = staticmethod(lambda entry: None)
 
-    def _walk(self, previous: Any) -> Iterator[Any]:
-        for item in super()._walk(previous):
+    def _walk(self) -> Iterator[Any]:
+        for item in super()._walk():
             if not isinstance(item, Skipped):
                 type(self).swap(item[0])
             yield item

@@ -144,6 +144,7 @@ def test_an_unchanged_file_keeps_its_attributes_without_reading_them_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unchanged backup reads no file's extended attributes: an unchanged file (same inode,
     mtime and ctime) has the ones the previous snapshot recorded. Directories are read again."""
+    import adapters.files.backup as files_backup
     import adapters.files.tree as tree
 
     source = tmp_path / "src"
@@ -157,7 +158,8 @@ def test_an_unchanged_file_keeps_its_attributes_without_reading_them_again(
         read.append(target)
         return real(target)
 
-    monkeypatch.setattr(tree, "read_xattrs", counting)
+    monkeypatch.setattr(tree, "read_xattrs", counting)  # directories, links, FIFOs, devices
+    monkeypatch.setattr(files_backup, "read_xattrs", counting)  # files, from the descriptor read
     backup(repo, source, "b2")
     first, second = stored_entries(repo, "b1"), stored_entries(repo, "b2")
     assert {p: e.xattrs for p, e in second.items()} == {p: e.xattrs for p, e in first.items()}

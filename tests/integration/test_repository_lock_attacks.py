@@ -69,8 +69,8 @@ def _backup_while_a_prune_lands_mid_store(tmp_path: Path, pruner: Repository) ->
     pruning = threading.Thread(target=run_prune)
     real_walk = work._walk
 
-    def walk(previous: Any) -> Any:
-        yield from real_walk(previous)
+    def walk() -> Any:
+        yield from real_walk()
         pruning.start()
         assert prune_over.wait(30)
 
