@@ -1,7 +1,8 @@
 """Tar streams of the engine's archive API, read as tree entries and written from them.
 
 Reading: `volume_archive_entries` turns the tar of a mounted volume into the entries of the
-files walk (same paths, modes, owners, sizes, symlink targets), each file with a reader of
+files walk (same paths, modes, owners, sizes, symlink targets, FIFOs and device nodes, and the
+extended attributes the engine puts in the stream), each file with a reader of
 its content that is valid until the next entry is taken (`tarread`), so the files backup's
 store step chunks the stream exactly as it chunks a file. The engine's archive is in walk
 order (directories sorted by name, depth first), which the resume cursor relies on; an
@@ -44,9 +45,15 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(member.mtime) * 1_000_000_000
 
 
+XATTR = "SCHILY.xattr."  # the PAX records of extended attributes, as the engine writes and reads them
+
+
 def _entry(member: tarfile.TarInfo, path: str, kind: str, size: int = 0) -> Entry:
     return Entry(path=path, type=kind, mode=stat.S_IMODE(member.mode), mtime_ns=_mtime_ns(member), size=size,
-                 uid=member.uid, gid=member.gid, target=member.linkname if kind == LINK else None)
+                 uid=member.uid, gid=member.gid, target=member.linkname if kind == LINK else None,
+                 rdev=os.makedev(member.devmajor, member.devminor) if kind in (CHAR, BLOCK_DEVICE) else 0,
+                 xattrs={key[len(XATTR):]: value.encode("utf-8", "surrogateescape")
+                         for key, value in member.pax_headers.items() if key.startswith(XATTR)})
 
 
 def _linked_content(links: Callable[[], Any], member: tarfile.TarInfo,
@@ -104,8 +111,12 @@ def volume_archive_entries(container: Any, volume: str, exclude: list[str], link
                 yield _entry(member, path, LINK), None
             elif member.islnk():
                 yield from _linked_content(links, member, path)
+            elif member.isfifo():
+                yield _entry(member, path, FIFO), None
+            elif member.ischr() or member.isblk():
+                yield _entry(member, path, CHAR if member.ischr() else BLOCK_DEVICE), None
             else:
-                yield Skipped(path, "not a regular file, directory or symlink")
+                yield Skipped(path, "not a regular file, directory, symlink, FIFO or device node")
     finally:
         reader.close()
 
@@ -114,7 +125,7 @@ def tar_header(entry: Entry, name: str, hardlink_to: str | None = None) -> bytes
     """The PAX header block(s) of `entry` stored as `name`; with `hardlink_to`, a hard link to
     that member (no content follows). Every entry type of the files walk has its tar type (a
     mountpoint snapshot holds FIFOs and device nodes, made by the engine as it unpacks), and
-    extended attributes go as `SCHILY.xattr.*` records, which the engine sets as it unpacks."""
+    extended attributes go as `SCHILY.xattr.*` records (`XATTR`), which the engine sets as it unpacks."""
     info = tarfile.TarInfo(name)
     info.type = TAR_TYPES[entry.type]
     info.mode = entry.mode
@@ -127,7 +138,7 @@ def tar_header(entry: Entry, name: str, hardlink_to: str | None = None) -> bytes
         info.type, info.linkname, info.size = tarfile.LNKTYPE, hardlink_to, 0
     seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
     info.mtime = seconds
-    pax = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in entry.xattrs.items()}
+    pax = {f"{XATTR}{key}": value.decode("utf-8", "surrogateescape") for key, value in entry.xattrs.items()}
     if nanos:
         pax["mtime"] = f"{seconds}.{nanos:09d}"
     info.pax_headers = pax
