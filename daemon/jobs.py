@@ -9,16 +9,16 @@ defined keep running.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.jobfiles import load_job_file
 from daemon.recorder import append_unordered, new_event_id
 from domain import events as ev
-from domain.errors import FieldProblem, InvalidJob
-from domain.jobs import AnyJob, parse_job, spec_from_json, spec_revision
+from domain.errors import FieldProblem
+from domain.jobs import AnyJob, spec_from_json, spec_revision
 from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd.jobs")
@@ -92,18 +92,11 @@ class JobRegistry:
                 await self.append(job.name, ev.JobRetired(name=job.name, file=job.file, reason="file removed"))
                 log.info("job %s retired: %s was removed", job.name, job.file)
         for file, path in present.items():
-            try:
-                text = path.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                await self._reject(file, "", [FieldProblem("(file)", f"cannot read: {exc}")])
+            loaded = load_job_file(path)
+            if loaded.spec is None:
+                await self._reject(file, loaded.content_sha256, loaded.problems)
                 continue
-            content_hash = hashlib.sha256(text.encode()).hexdigest()
-            try:
-                spec = parse_job(text, file)
-            except InvalidJob as exc:
-                await self._reject(file, content_hash, exc.problems)
-                continue
-            name = await self._define(file, spec, content_hash)
+            name = await self._define(file, loaded.spec, loaded.content_sha256)
             if name:
                 defined.append(name)
         return defined

@@ -1,4 +1,7 @@
-"""`davit validate FILE...`: check job files without a daemon; exit 0 if all are valid, else 2."""
+"""`davit validate FILE...`: check job files without a daemon; exit 0 if all are valid, else 2.
+
+The verdict is davitd's: both read a file through `daemon.jobfiles.load_job_file`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from domain.errors import EXIT_OK, EXIT_USAGE, InvalidJob
-from domain.jobs import parse_job
+from daemon.jobfiles import load_job_file
+from domain.errors import EXIT_OK, EXIT_USAGE
 
 
 @click.command("validate")
@@ -17,15 +20,11 @@ def command(files: tuple[Path, ...]) -> None:
     """Validate job files: one `file: field: reason` line per problem."""
     ok = True
     for path in files:
-        try:
-            spec = parse_job(path.read_text(), str(path))
-        except InvalidJob as exc:
+        loaded = load_job_file(path)
+        if loaded.spec is None:
             ok = False
-            for problem in exc.problems:
+            for problem in loaded.problems:
                 click.echo(problem.render(str(path)))
-        except (OSError, UnicodeDecodeError) as exc:
-            ok = False
-            click.echo(f"{path}: (file): cannot read: {exc}")
         else:
-            click.echo(f"{path}: valid {spec.kind} job {spec.name!r}", err=True)
+            click.echo(f"{path}: valid {loaded.spec.kind} job {loaded.spec.name!r}", err=True)
     sys.exit(EXIT_OK if ok else EXIT_USAGE)
