@@ -12,6 +12,7 @@ import click
 
 from daemon.bootstrap import Parts
 from daemon.config import PRIVATE_UMASK, load_settings
+from daemon.loghealth import LogHealth
 from daemon.notify import Notifier
 from daemon.supervisor import Supervisor
 from daemon.version import davit_version
@@ -20,9 +21,11 @@ from eventstore.sqlite import SqliteEventStore
 
 
 async def _serve(parts: Parts) -> None:
-    store = await SqliteEventStore(parts.settings.db_path).open()
+    notifier = Notifier()
+    health = LogHealth(notifier)  # appends wait out a log that cannot be written
+    store = await SqliteEventStore(parts.settings.db_path, outage=health).open()
     try:
-        await Supervisor(parts, store, Notifier(), davit_version()).run()
+        await Supervisor(parts, store, notifier, davit_version(), health).run()
     finally:
         await store.close()
         parts.close()

@@ -9,6 +9,12 @@ and ends `rolled_back`), a daemon shutdown leaves it `interrupted` and resumable
 comes once the run's committing step has started (a backup's `publish`) no longer applies: it
 is recorded as `CancelIgnored` and the run goes on to its end, so a published snapshot is never
 reported as cancelled. Every failure becomes an event.
+
+A run whose event cannot be recorded because the log cannot be written (full disk, I/O error)
+stops at that checkpoint (`EventLogStop`, whatever its work raised on the way out). It is not a
+failure of the run: once the log takes writes again the run is recorded `interrupted` and
+requeued, and resumes from its last recorded checkpoint. Only when davitd stops during such an
+outage is a run left as the log last showed it, for start-up recovery to resume.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from daemon.config import RetrySection
 from daemon.recorder import RunRecorder, WorkerContext
 from daemon.retry import retry_at
 from domain import events as ev
-from domain.errors import AlreadyCommitted, ConcurrencyError, DavitError, IllegalTransition, RunStopped, StorageFull
+from domain.errors import (
+    LOG_UNWRITABLE,
+    AlreadyCommitted,
+    ConcurrencyError,
+    DavitError,
+    IllegalTransition,
+    RunStopped,
+    StorageFull,
+)
 from domain.machine import RunState
 from domain.ports import JobWork, ReversibleWork
 from domain.runs import CANCELLED_BY_OPERATOR, RunView
@@ -37,6 +51,7 @@ log = logging.getLogger("davitd.executor")
 CANCEL = "cancel requested"
 SHUTDOWN = "daemon stopping"
 BY_OPERATOR = "requested by operator"
+LOG_WRITABLE_AGAIN = "the event log can be written again"
 
 
 class RunHandle:
@@ -53,6 +68,21 @@ class RunHandle:
 
 
 async def execute(
+    handle: RunHandle,
+    work_for: Callable[[RunView], JobWork],
+    retry: RetrySection,
+    limiter: anyio.CapacityLimiter,
+) -> None:
+    rec = handle.recorder
+    try:
+        await _drive(handle, work_for, retry, limiter)
+    except LOG_UNWRITABLE as exc:
+        # Records wait for the log, so this happens only when davitd stops during an outage.
+        log.warning("run %s (%s) is left %s in the log, which cannot be written (%s); it resumes at the next start",
+                    rec.run_id, rec.view.job, rec.view.state.value, exc)
+
+
+async def _drive(
     handle: RunHandle,
     work_for: Callable[[RunView], JobWork],
     retry: RetrySection,
@@ -103,11 +133,18 @@ async def execute(
                 return
             else:
                 return
+    except LOG_UNWRITABLE:
+        raise  # only when davitd stops during an outage: see `execute`
     except RunStopped as stopped:
-        if not await _stopped(rec, handle, str(stopped), work, work_for, limiter):
+        if not await _stopped(rec, handle, str(rec.stopped_by_log or stopped), work, work_for, limiter):
             return
     except DavitError as exc:
-        if rec.view.state is RunState.CANCELLING:
+        if rec.stopped_by_log is not None:
+            # the work was stopped because its checkpoint could not be recorded, and raised
+            # something else on its way out: the stop, not that, says how the run goes on
+            if not await _stopped(rec, handle, str(rec.stopped_by_log), work, work_for, limiter):
+                return
+        elif rec.view.state is RunState.CANCELLING:
             # the work failed on its way out of a cancel: the cancel decides how the run ends
             if not await settle_cancel(rec, work, work_for, limiter):
                 return
@@ -116,19 +153,23 @@ async def execute(
             return
     except Exception as raw:
         failure = _classified(raw)
-        if failure is raw:
-            log.exception("run %s failed unexpectedly", rec.run_id)
-        if rec.view.state is RunState.CANCELLING:
-            if not await settle_cancel(rec, work, work_for, limiter):
+        if rec.stopped_by_log is not None:
+            if not await _stopped(rec, handle, str(rec.stopped_by_log), work, work_for, limiter):
                 return
-        elif not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
-            await _failed(rec, failure, retry)
-            return
+        else:
+            if failure is raw:
+                log.exception("run %s failed unexpectedly", rec.run_id)
+            if rec.view.state is RunState.CANCELLING:
+                if not await settle_cancel(rec, work, work_for, limiter):
+                    return
+            elif not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
+                await _failed(rec, failure, retry)
+                return
     if handle.stop_reason == CANCEL:
         # the cancel is being honoured by this rollback; it must not stop it
         handle.stop.clear()
         handle.stop_reason = SHUTDOWN
-    await execute(handle, work_for, retry, limiter)
+    await _drive(handle, work_for, retry, limiter)
 
 
 def _classified(exc: Exception) -> Exception:
@@ -160,7 +201,20 @@ async def _rolling_back(rec: RunRecorder, work: JobWork | None, ctx: WorkerConte
 
 async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str, work: JobWork | None,
                    work_for: Callable[[RunView], JobWork], limiter: anyio.CapacityLimiter) -> bool:
-    """Record how a stopped run ends; True if it now rolls back (a cancel that needs one)."""
+    """Record how a stopped run ends; True if it now rolls back (a cancel that needs one, or
+    a rollback that was stopped because the log could not be written)."""
+    if rec.stopped_by_log is not None:
+        rec.stopped_by_log = None
+        # Wait for the log to take writes again; what the work could not record lands first.
+        await rec.flush()
+        if not handle.stop.is_set() and rec.view.state is not RunState.CANCELLING:
+            if rec.view.state is RunState.ROLLING_BACK:
+                return True  # the rollback goes on where its last recorded checkpoint left it
+            if rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+                await rec.record(ev.RunInterrupted(reason=reason), ev.RunRequeued(reason=LOG_WRITABLE_AGAIN))
+                log.warning("run %s (%s) was interrupted (%s); resuming from its last checkpoint",
+                            rec.run_id, rec.view.job, reason)
+            return False
     if rec.view.state is RunState.CANCELLING or handle.stop_reason == CANCEL:
         return await settle_cancel(rec, work, work_for, limiter)
     if rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):

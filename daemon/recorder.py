@@ -6,6 +6,13 @@ was stored to the in-memory fold, so `view` is always what replaying the log wou
 `WorkerContext` is the `RunContext` handed to blocking adapter code in worker threads (any
 thread: it holds the event loop's token): each call that records something blocks until the
 event is durable.
+
+When the log cannot be written (full disk, I/O error): an event whose append failed stays the
+recorder's *unsent* event, with the id it was given, and is appended before anything else on
+the run's stream, so it is never lost, and never written twice if the failed try did land. The
+executor's records wait the outage out (the store retries them); a worker's record tries once
+(and not at all while an outage is known), and on failure its run stops there with
+`EventLogStop`, so no worker thread sits on a full disk and shutdown stays prompt.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
 
 from domain import events as ev
-from domain.errors import ConcurrencyError, IllegalTransition, RunStopped
+from domain.errors import LOG_UNWRITABLE, ConcurrencyError, EventLogStop, IllegalTransition, RunStopped
 from domain.machine import RunState
 from domain.runs import RunView, admit, apply, fold
 from eventstore.sqlite import SqliteEventStore
@@ -55,6 +63,10 @@ class RunRecorder:
         self.view = view
         self._ids = ids
         self._lock = asyncio.Lock()
+        self._unsent: list[ev.NewEvent] = []
+        # Set when a worker of this run was stopped because the log could not be written: the
+        # executor then treats whatever the work raised on its way out as that stop.
+        self.stopped_by_log: EventLogStop | None = None
 
     @classmethod
     async def load(cls, log: SqliteEventStore, run_id: str) -> RunRecorder:
@@ -64,13 +76,39 @@ class RunRecorder:
     def run_id(self) -> str:
         return self.view.run_id
 
-    async def record(self, *events: ev.Event) -> None:
+    @property
+    def has_unsent(self) -> bool:
+        return bool(self._unsent)
+
+    async def record(self, *events: ev.Event, patient: bool = True) -> None:
+        """Record events (after any unsent ones). `patient=False`: try once; a log that cannot
+        be written raises one of `LOG_UNWRITABLE` and leaves these events unsent."""
         async with self._lock:
-            admit(self.view, events)
-            stream = ev.run_stream(self.view.run_id)
-            await self.log.append(stream, self.view.version, [ev.NewEvent.of(self._ids(), e) for e in events])
-            for stored in await self.log.read_stream(stream, self.view.version + 1):
-                apply(self.view, stored)
+            await self._send(patient)
+            if events:
+                admit(self.view, events)
+                self._unsent = [ev.NewEvent.of(self._ids(), e) for e in events]
+                await self._send(patient)
+
+    async def flush(self) -> None:
+        """Append the unsent events, waiting for the log to take them."""
+        await self.record()
+
+    async def _send(self, patient: bool) -> None:
+        if not self._unsent:
+            return
+        stream = ev.run_stream(self.view.run_id)
+        try:
+            # Same ids, same expected version on every try: a try that landed is replayed.
+            await self.log.append(stream, self.view.version, self._unsent, patient=patient)
+        except LOG_UNWRITABLE:
+            raise  # kept unsent: the log could not take them, they are still to be recorded
+        except BaseException:
+            self._unsent = []  # refused (stale version, bad event): as before, not retried
+            raise
+        self._unsent = []
+        for stored in await self.log.read_stream(stream, self.view.version + 1):
+            apply(self.view, stored)
 
 
 class WorkerContext:
@@ -85,7 +123,18 @@ class WorkerContext:
         self._loop = anyio.lowlevel.current_token()
 
     def _record(self, event: ev.Event) -> None:
-        anyio.from_thread.run(self.recorder.record, event, token=self._loop)
+        rec = self.recorder
+        if rec.log.writes_failing:
+            # A known outage: don't try, and don't queue behind the executor's waiting record;
+            # the run stops at this checkpoint and its work resumes from the previous one.
+            rec.stopped_by_log = EventLogStop("event log cannot be written (see davitd's log)")
+            raise rec.stopped_by_log
+        try:
+            anyio.from_thread.run(partial(rec.record, event, patient=False), token=self._loop)
+        except LOG_UNWRITABLE as exc:
+            rec.stopped_by_log = EventLogStop(f"event log cannot be written: {exc}")
+            raise rec.stopped_by_log from exc
+        rec.stopped_by_log = None  # the work went on (it caught the stop) and the log took this
 
     def cursor(self, step: str) -> dict[str, Any] | None:
         found = self.recorder.view.steps.get(step)

@@ -17,6 +17,11 @@ log does not know, another davitd's on a shared repository, is left alone). A jo
 a schedule runs once per revision, and a triggered revision is in the log, so a restart never
 runs it again. SIGTERM/SIGINT ask every run to stop at its next chunk boundary (left
 `interrupted`, resumed at the next start) and wait for them before exiting.
+
+A log that cannot be written (full disk, I/O error; `daemon/loghealth.py`) never stops the
+daemon: its appends wait with backoff, runs stop at their next checkpoint and resume when the
+log takes writes again, no new run is dispatched meanwhile, and STATUS= says why. A shutdown
+during such an outage waits for the log at most `LOG_SHUTDOWN_PATIENCE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from daemon import executor as ex
 from daemon.bootstrap import Parts
 from daemon.config import changed_fields, reload_settings
 from daemon.jobs import JobRegistry, JobState
+from daemon.loghealth import LogHealth
 from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
-from domain.errors import IllegalTransition, InvalidConfig, PermanentError
+from domain.errors import LOG_UNWRITABLE, IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold, staging_unneeded
 from domain.schedule import due_fire
@@ -49,16 +55,19 @@ from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
+LOG_SHUTDOWN_PATIENCE_SECONDS = 10
 RESCAN_MS = 2000
 RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
 
 
 class Supervisor:
-    def __init__(self, parts: Parts, store: SqliteEventStore, notifier: Notifier, version: str) -> None:
+    def __init__(self, parts: Parts, store: SqliteEventStore, notifier: Notifier, version: str,
+                 health: LogHealth | None = None) -> None:
         self.parts = parts
         self.settings = parts.settings
         self.store = store
         self.notifier = notifier
+        self.health = health  # the store's WriteOutage, when it has one
         self.version = version
         self.registry = JobRegistry(store)
         self.runs: dict[str, RunView] = {}
@@ -149,10 +158,19 @@ class Supervisor:
         self.notifier.stopping()
         for handle in list(self.handles.values()):
             handle.request_stop(ex.SHUTDOWN)
+        waited = 0.0
         with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
             while self.handles:
+                if self.health is not None and self.health.failing and waited >= LOG_SHUTDOWN_PATIENCE_SECONDS:
+                    self.health.give_up()  # what cannot be recorded is recovered at the next start
                 await anyio.sleep(0.05)
-        await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+                waited += 0.05
+        if self.health is not None:
+            self.health.give_up()
+        try:
+            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+        except LOG_UNWRITABLE as exc:
+            log.warning("davitd's stop could not be recorded: %s", exc)
         log.info("davitd stopped")
 
     # --- state ---------------------------------------------------------------------------------
@@ -233,7 +251,9 @@ class Supervisor:
             log.info("run %s (%s) ended; removed what it left behind: %s", run_id, view.job, ", ".join(removed))
 
     def _status(self) -> str:
-        return f"{len(self.handles)} running, {len(self.registry.active())} jobs"
+        status = f"{len(self.handles)} running, {len(self.registry.active())} jobs"
+        problem = self.health.problem if self.health is not None else None
+        return f"{problem}; retrying ({status})" if problem else status
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -358,8 +378,8 @@ class Supervisor:
                 key=lambda v: v.last_position,
             )
             for view in queued:
-                if len(self.handles) >= max_parallel or self.stopping:
-                    break
+                if len(self.handles) >= max_parallel or self.stopping or self.store.writes_failing:
+                    break  # (a run started while the log cannot be written would only wait)
                 if view.job in busy_jobs:
                     continue
                 busy_jobs.add(view.job)

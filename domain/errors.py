@@ -14,10 +14,18 @@ DavitError
 │   ├── TargetNotEmpty          a restore would overwrite data without `overwrite = true`
 │   ├── SourceMissing           the thing to back up is not there
 │   └── StorageFull             no space left where davit writes
+│       └── EventLogFull        ... where the event log is (davitd waits for room, see below)
 ├── RetryableError              back off and try again (network, busy server)
-│   └── RepositoryLockLost      a held repository lock was taken over or not refreshed
-└── ConcurrencyError            an append's expected version was stale (eventstore)
+│   ├── RepositoryLockLost      a held repository lock was taken over or not refreshed
+│   └── EventLogUnavailable     the event log cannot be written now (I/O error, read-only)
+├── ConcurrencyError            an append's expected version was stale (eventstore)
+└── RunStopped                  a worker is asked to stop (shutdown, cancel)
+    └── EventLogStop            ... because its run's events cannot be recorded now
 ```
+
+`EventLogFull` and `EventLogUnavailable` (together `LOG_UNWRITABLE`) never fail a run: a run
+whose events cannot be recorded stops at its next checkpoint and resumes once the log takes
+writes again; davitd retries its own appends meanwhile.
 
 Each error knows the CLI exit code it maps to; only the CLI's entry point turns errors into
 exit codes. Messages never carry secrets: adapters redact before raising.
@@ -210,3 +218,32 @@ class RepositoryLockLost(RetryableError):
 
 class RunStopped(DavitError):
     """Raised inside a worker when the run is asked to stop (shutdown or cancel)."""
+
+
+class EventLogFull(StorageFull):
+    """The file system holding the event log is full, or the log hit a file-size limit
+    (`ulimit -f`, a quota): nothing can be recorded until the operator makes room."""
+
+    def __init__(self, state_dir: str, reason: str) -> None:
+        super().__init__(state_dir)
+        self.message = f"no space left for the event log in {state_dir}: {reason}"
+        self.reason = reason
+
+
+class EventLogUnavailable(RetryableError):
+    """The event log cannot be written now for another storage reason (an I/O error, a file
+    system remounted read-only): what failed, and where."""
+
+    def __init__(self, state_dir: str, reason: str) -> None:
+        super().__init__(f"the event log in {state_dir} cannot be written: {reason}")
+        self.where = state_dir
+        self.reason = reason
+
+
+# The errors that say "the log cannot take writes now", not "this append is wrong".
+LOG_UNWRITABLE: tuple[type[DavitError], ...] = (EventLogFull, EventLogUnavailable)
+
+
+class EventLogStop(RunStopped):
+    """Raised inside a worker whose event could not be recorded because the log cannot be
+    written: the run stops at this checkpoint and resumes once the log takes writes again."""

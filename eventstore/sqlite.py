@@ -6,6 +6,13 @@ block the writer (WAL). Appends waiting at the same moment are gathered into one
 transaction (`synchronous=FULL`) and each is acknowledged only after that commit: this keeps
 every append durable while multiplying throughput. Each request in a batch is checked on its
 own, so a stale expected version rejects that request alone and writes nothing of it.
+
+A write the storage cannot take (full disk, file-size limit, I/O error) is raised as
+`EventLogFull` / `EventLogUnavailable` naming the state directory (eventstore/failures.py).
+Given a `WriteOutage` (davitd's `LogHealth`), an append waits such a failure out instead: it
+is retried with backoff, unchanged, until it lands. Its event ids were fixed by the writer
+before the first try, so a try whose acknowledgement was lost is found and replayed, never
+written twice. `patient=False` tries once (a worker thread must not block on a full disk).
 """
 
 from __future__ import annotations
@@ -17,17 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from domain.errors import ConcurrencyError, DavitError
+from domain.errors import LOG_UNWRITABLE, ConcurrencyError, DavitError
 from domain.events import NewEvent, StoredEvent, StreamAppend
 from eventstore import schema as s
 from eventstore.chain import canonical_json, event_hash
+from eventstore.failures import storage_failure
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -52,6 +60,24 @@ class ChainReport:
 
 class EventStoreError(DavitError):
     pass
+
+
+class WriteOutage(Protocol):
+    """What a store does about writes the storage cannot take (davitd's `daemon/loghealth.py`)."""
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed write until a write lands again."""
+        ...
+
+    def noticed(self, error: DavitError) -> None:
+        """A write failed with `error` (one of `LOG_UNWRITABLE`)."""
+
+    async def backoff(self, error: DavitError) -> None:
+        """Wait before the next try of a failed write, or raise `error` to give up on it."""
+
+    def succeeded(self) -> None:
+        """A write landed."""
 
 
 def _configure(engine: Engine, begin: str) -> None:
@@ -101,9 +127,10 @@ def _stored(row: Row[Any]) -> StoredEvent:
 class SqliteEventStore:
     """The event log in one SQLite file. Open with `await store.open()`; close when done."""
 
-    def __init__(self, path: Path, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(self, path: Path, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
         self.path = path
         self._clock = clock
+        self._outage = outage
         self._writer: Engine | None = None
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="davit-eventlog")
         self._reader: AsyncEngine | None = None
@@ -115,7 +142,13 @@ class SqliteEventStore:
     async def open(self) -> SqliteEventStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _writer_engine(self.path)
-        await self._in_writer(self._migrate)
+        try:
+            await self._in_writer(self._migrate)
+        except Exception as exc:
+            failure = storage_failure(exc, self.path)
+            if failure is None:
+                raise
+            raise failure from exc
         self._reader = _reader_engine(self.path)
         return self
 
@@ -152,12 +185,38 @@ class SqliteEventStore:
 
     # --- appends -----------------------------------------------------------------------------
 
-    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent]) -> list[int]:
-        """Append events to a stream whose version must be `expected_version`; their positions."""
-        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))])
+    @property
+    def writes_failing(self) -> bool:
+        """True while writes fail for storage reasons (only known with a `WriteOutage`)."""
+        return self._outage is not None and self._outage.failing
 
-    async def append_atomic(self, parts: Sequence[StreamAppend]) -> list[int]:
-        """Append to several streams in one transaction: all parts are written, or none is."""
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *,
+                     patient: bool = True) -> list[int]:
+        """Append events to a stream whose version must be `expected_version`; their positions."""
+        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
+        """Append to several streams in one transaction: all parts are written, or none is.
+
+        With a `WriteOutage`, a storage failure is retried (the same parts, the same event ids)
+        until the append lands or the outage gives up; `patient=False` tries once.
+        """
+        while True:
+            try:
+                positions = await self._append_once(parts)
+            except LOG_UNWRITABLE as exc:
+                if self._outage is None:
+                    raise
+                self._outage.noticed(exc)
+                if not patient:
+                    raise
+                await self._outage.backoff(exc)
+                continue
+            if self._outage is not None:
+                self._outage.succeeded()
+            return positions
+
+    async def _append_once(self, parts: Sequence[StreamAppend]) -> list[int]:
         request = _Request(tuple(parts))
         self._pending.append(request)
         async with self._commit_lock:
@@ -174,7 +233,7 @@ class SqliteEventStore:
             results = await self._in_writer(self._write, batch)
         except Exception:
             if len(batch) == 1:
-                raise_into(batch[0], _map_error)
+                raise_into(batch[0], self._map_error)
                 return
             # One request broke the shared transaction in a way the checks did not foresee:
             # commit each on its own so the others still land.
@@ -183,10 +242,18 @@ class SqliteEventStore:
                     (result,) = await self._in_writer(self._write, [request])
                     _settle(request, result)
                 except Exception:
-                    raise_into(request, _map_error)
+                    raise_into(request, self._map_error)
             return
         for request, result in zip(batch, results, strict=True):
             _settle(request, result)
+
+    def _map_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, DavitError):
+            return exc
+        mapped = storage_failure(exc, self.path) or EventStoreError(
+            f"event log write failed: {type(exc).__name__}: {exc}")
+        mapped.__cause__ = exc
+        return mapped
 
     def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
         """One transaction for the whole batch, run in the writer thread (a single hop).
@@ -399,10 +466,3 @@ def raise_into(request: _Request, mapper: Callable[[BaseException], BaseExceptio
     if not request.done.done():
         request.done.set_exception(mapper(exc))
 
-
-def _map_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, DavitError):
-        return exc
-    mapped = EventStoreError(f"event log write failed: {type(exc).__name__}: {exc}")
-    mapped.__cause__ = exc
-    return mapped
