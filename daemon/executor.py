@@ -13,8 +13,8 @@ reported as cancelled. Every failure becomes an event.
 A run whose event cannot be recorded because the log cannot be written (full disk, I/O error)
 stops at that checkpoint (`EventLogStop`, whatever its work raised on the way out). It is not a
 failure of the run: once the log takes writes again the run is recorded `interrupted` and
-requeued, and resumes from its last recorded checkpoint. Only when davitd stops during such an
-outage is a run left as the log last showed it, for start-up recovery to resume.
+requeued, and resumes from its last recorded checkpoint. When davitd stops during such an
+outage, a run is left as the log last showed it, for start-up recovery to resume.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ async def execute(
     try:
         await _drive(handle, work_for, retry, limiter)
     except LOG_UNWRITABLE as exc:
-        # Records wait for the log, so this happens only when davitd stops during an outage.
+        # davitd's store waits for the log instead of raising this; a store without a
+        # `WriteOutage` (a tool's, a test's) raises it: the run stays as the log shows it.
         log.warning("run %s (%s) is left %s in the log, which cannot be written (%s); it resumes at the next start",
                     rec.run_id, rec.view.job, rec.view.state.value, exc)
 
@@ -134,7 +135,7 @@ async def _drive(
             else:
                 return
     except LOG_UNWRITABLE:
-        raise  # only when davitd stops during an outage: see `execute`
+        raise  # see `execute`
     except RunStopped as stopped:
         if not await _stopped(rec, handle, str(rec.stopped_by_log or stopped), work, work_for, limiter):
             return

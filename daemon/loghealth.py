@@ -8,10 +8,9 @@ outage and wakes every waiting append so they land at once. Appends are never dr
 daemon's own appends wait the outage out; a worker thread's checkpoint tries once and, if it
 cannot be recorded, its run stops there (`EventLogStop`) and resumes after the outage.
 
-When davitd stops, `give_up` ends the waiting: each waiting append is tried once more and then
-raises, so a shutdown during an outage takes seconds, not forever; whatever could not be
-recorded is recovered from the log at the next start (the run is found in progress, marked
-interrupted and resumed).
+When davitd stops during an outage it waits for the log a short while, then cancels what
+still waits: whatever could not be recorded is recovered from the log at the next start (a run
+found in progress is marked interrupted and resumed).
 """
 
 from __future__ import annotations
@@ -43,9 +42,6 @@ class LogHealth:
         self._reminded = 0.0
         self._failures = 0
         self._recovered = anyio.Event()
-        self._giving_up = False
-
-    # --- the store's side ------------------------------------------------------------------
 
     @property
     def failing(self) -> bool:
@@ -70,15 +66,11 @@ class LogHealth:
             self._notifier.status(str(self.problem))
 
     async def backoff(self, error: DavitError) -> None:
-        if self._giving_up:
-            raise error
         step = min(MAX_BACKOFF_SECONDS, INITIAL_BACKOFF_SECONDS * 2 ** min(self._failures, 16))
         recovered = self._recovered
-        # Wake early when another write lands (the disk has room again) or when davitd stops.
+        # Wake early when another write lands (the disk has room again).
         with anyio.move_on_after(step * self._rng.uniform(0.5, 1.0)):
             await recovered.wait()
-        if self._giving_up:
-            raise error
 
     def succeeded(self) -> None:
         if self._error is None:
@@ -86,13 +78,5 @@ class LogHealth:
         log.warning("event log can be written again after %.1f s (%d failed writes); resuming",
                     time.monotonic() - self._since, self._failures)
         self._error, self._failures = None, 0
-        self._recovered.set()
-        self._recovered = anyio.Event()
-
-    # --- the daemon's side -----------------------------------------------------------------
-
-    def give_up(self) -> None:
-        """davitd is stopping: appends that wait for the log try once more, then raise."""
-        self._giving_up = True
         self._recovered.set()
         self._recovered = anyio.Event()

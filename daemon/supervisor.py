@@ -47,7 +47,7 @@ from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
-from domain.errors import LOG_UNWRITABLE, IllegalTransition, InvalidConfig, PermanentError
+from domain.errors import IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold, staging_unneeded
 from domain.schedule import due_fire
@@ -158,19 +158,24 @@ class Supervisor:
         self.notifier.stopping()
         for handle in list(self.handles.values()):
             handle.request_stop(ex.SHUTDOWN)
-        waited = 0.0
+        failing_since: float | None = None
         with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
             while self.handles:
-                if self.health is not None and self.health.failing and waited >= LOG_SHUTDOWN_PATIENCE_SECONDS:
-                    self.health.give_up()  # what cannot be recorded is recovered at the next start
+                if not self.store.writes_failing:
+                    failing_since = None
+                elif failing_since is None:
+                    failing_since = anyio.current_time()
+                elif anyio.current_time() - failing_since >= LOG_SHUTDOWN_PATIENCE_SECONDS:
+                    break  # runs waiting for the log are cancelled below; start-up recovery resumes them
                 await anyio.sleep(0.05)
-                waited += 0.05
-        if self.health is not None:
-            self.health.give_up()
-        try:
+        if self.handles and self.store.writes_failing:
+            log.warning("the event log cannot be written: runs %s are left as the log shows them; "
+                        "they resume at the next start", ", ".join(sorted(self.handles)))
+        # (if the log is still failing, it was waited for above: one more short try)
+        with anyio.move_on_after(1.0 if self.store.writes_failing else LOG_SHUTDOWN_PATIENCE_SECONDS) as waiting:
             await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
-        except LOG_UNWRITABLE as exc:
-            log.warning("davitd's stop could not be recorded: %s", exc)
+        if waiting.cancelled_caught:
+            log.warning("davitd's stop could not be recorded: the event log cannot be written")
         log.info("davitd stopped")
 
     # --- state ---------------------------------------------------------------------------------

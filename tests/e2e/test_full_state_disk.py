@@ -140,3 +140,37 @@ def test_a_full_state_disk_mid_backup_stops_the_run_and_it_resumes_when_room_is_
     assert "hash chain intact" in davit.cli("log", "verify").stdout
     assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
     assert davit.stop() == 0
+
+
+def test_davitd_stopped_while_its_state_disk_is_full_exits_promptly_and_the_run_resumes_at_the_next_start(
+        davit: Davit, tmp_path: Path, state_disk: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(240):
+        (source / f"part{i:03d}.bin").write_bytes(os.urandom(1 << 20))
+    davit.configure("[data_path]\npack_size_mib = 4\ncheckpoint_seconds = 0.1\n")
+    davit.start()
+    write_job(davit, "big.toml", f'name = "big"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
+    davit.wait_for(lambda: bool(davit.events("type = 'CheckpointRecorded'")), 120, "the first checkpoint",
+                   poll=0.005)
+    filler = fill(state_disk)
+    davit.wait_for(lambda: "event log cannot be written" in davit.logs[-1].read_text(), 60,
+                   "davitd to say the log cannot be written")
+    started = time.monotonic()
+    assert davit.stop() == 0, davit.logs[-1].read_text()[-3000:]
+    assert time.monotonic() - started < 30, "a shutdown on a full state disk waited too long"
+    log_text = davit.logs[-1].read_text()
+    assert "Traceback" not in log_text and "davitd stopped" in log_text
+    assert "they resume at the next start" in log_text
+
+    filler.unlink()
+    davit.start()
+    run = davit.wait_run_state("big", {"succeeded", "failed"}, timeout=180)
+    assert run["state"] == "succeeded", run
+    types = [e[2] for e in davit.events(f"stream = 'run-{run['run_id']}'")]
+    assert types.count("RunSucceeded") == 1 and types.count("RunInterrupted") == 1, types
+    cursors = [repr(sorted(e[3]["cursor"].items())) for e in davit.events(
+        f"stream = 'run-{run['run_id']}' AND type = 'CheckpointRecorded'")]
+    assert len(cursors) == len(set(cursors)), "a checkpoint was recorded twice"
+    assert "hash chain intact" in davit.cli("log", "verify").stdout
+    assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
