@@ -30,8 +30,9 @@ import fcntl
 import logging
 import os
 import signal
+from collections.abc import Collection
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 import anyio
 import anyio.to_thread
@@ -45,31 +46,44 @@ from daemon.jobs import JobRegistry, JobState
 from daemon.loghealth import LogHealth
 from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
+from daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import IllegalTransition, InvalidConfig, PermanentError
 from domain.machine import TERMINAL, RunState
 from domain.runs import RunView, fold, staging_unneeded
-from domain.schedule import due_fire
+from domain.schedule import MonotonicQueue, Timetable
 from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
 LOG_SHUTDOWN_PATIENCE_SECONDS = 10
-RESCAN_MS = 2000
+# The watcher reports changed paths; a reconcile that only lstat()s every job file catches what
+# it missed (a file written before the watch was set up, an overflowed inotify queue).
+FIRST_RECONCILE_SECONDS = 2.0
+RECONCILE_SECONDS = 30.0
+WATCH_RETRY_SECONDS = 5.0
+MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
+RETRY_FAILED_FIRE_SECONDS = 60.0
 RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
 
 
 class Supervisor:
     def __init__(self, parts: Parts, store: SqliteEventStore, notifier: Notifier, version: str,
-                 health: LogHealth | None = None) -> None:
+                 health: LogHealth | None = None, clock: Clock | None = None) -> None:
         self.parts = parts
         self.settings = parts.settings
         self.store = store
         self.notifier = notifier
         self.health = health  # the store's WriteOutage, when it has one
         self.version = version
+        self.clock: Clock = clock or SystemClock()
         self.registry = JobRegistry(store)
+        self.registry.on_change = self._job_changed
+        self.timetable = Timetable()  # scheduled jobs by next fire (wall clock)
+        self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
+        self.schedule_changed = anyio.Event()
+        self.sync_lock = anyio.Lock()
         self.runs: dict[str, RunView] = {}
         self.recorders: dict[str, RunRecorder] = {}
         self.handles: dict[str, ex.RunHandle] = {}
@@ -222,6 +236,7 @@ class Supervisor:
                 await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
             if view.state in TERMINAL and view.last_position > self.previous_start:
                 self.ended_before_start.append(run_id)
+            self._expect_retry(run_id)
 
     async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
@@ -256,27 +271,49 @@ class Supervisor:
             log.info("run %s (%s) ended; removed what it left behind: %s", run_id, view.job, ", ".join(removed))
 
     def _status(self) -> str:
-        status = f"{len(self.handles)} running, {len(self.registry.active())} jobs"
+        status = f"{len(self.handles)} running, {self.registry.active_count()} jobs"
         problem = self.health.problem if self.health is not None else None
         return f"{problem}; retrying ({status})" if problem else status
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    async def _sync_jobs(self) -> None:
-        await self.registry.sync_directory(self.settings.jobs_dir)
-        for job in self.registry.active():
-            if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
-                await self.trigger(job, "new-revision")
+    async def _sync_jobs(self, names: Collection[str] | None = None) -> None:
+        """Sync the named job files (as the watcher reported them), or all of them (start-up,
+        reconcile: only stat()s files unchanged since they were read). One sync at a time."""
+        async with self.sync_lock:
+            if names is None:
+                await self.registry.sync_directory(self.settings.jobs_dir)
+                candidates = self.registry.active()
+            else:
+                defined = await self.registry.sync_paths(self.settings.jobs_dir, names)
+                candidates = [j for j in map(self.registry.by_name, defined) if j is not None]
+            for job in candidates:
+                if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
+                    await self.trigger(job, "new-revision")
 
     async def _watch_jobs(self) -> None:
-        # Changes wake the watcher at once; the timeout also rescans every few seconds, which
-        # catches a file written before the watch was set up (syncing is idempotent).
-        async for _changes in watchfiles.awatch(self.settings.jobs_dir, debounce=300, step=100, recursive=False,
-                                                 yield_on_timeout=True, rust_timeout=RESCAN_MS):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._reconcile_jobs)
+            while True:
+                try:
+                    async for changes in watchfiles.awatch(self.settings.jobs_dir, watch_filter=_is_job_file,
+                                                           debounce=300, step=100, recursive=False):
+                        try:
+                            await self._sync_jobs({os.path.basename(path) for _change, path in changes})
+                        except Exception:
+                            log.exception("syncing changed job files failed; the next reconcile retries")
+                except Exception:
+                    log.exception("watching the jobs directory failed; watching again in %.0f s", WATCH_RETRY_SECONDS)
+                await anyio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _reconcile_jobs(self) -> None:
+        await anyio.sleep(FIRST_RECONCILE_SECONDS)
+        while True:
             try:
                 await self._sync_jobs()
             except Exception:
-                log.exception("syncing the jobs directory failed; will retry on the next change")
+                log.exception("reconciling the jobs directory failed; will retry")
+            await anyio.sleep(RECONCILE_SECONDS)
 
     async def trigger(self, job: JobState, reason: str, run_id: str | None = None,
                       scheduled_for: str | None = None) -> str:
@@ -296,24 +333,117 @@ class Supervisor:
 
     # --- scheduling ----------------------------------------------------------------------------
 
-    async def _schedule_loop(self) -> None:
-        while True:
-            now = datetime.now(UTC).astimezone()
-            for job in self.registry.active():
-                schedule = job.spec.get("schedule")
-                if schedule:
-                    await self._fire_if_due(job, schedule, now)
-            for run_id, view in list(self.runs.items()):
-                if view.state is RunState.WAITING_RETRY and view.retry_at and \
-                        datetime.fromisoformat(view.retry_at) <= now and run_id not in self.handles:
-                    await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
-                    self.wakeup.set()
-            await anyio.sleep(1.0)
+    def _job_changed(self, job: JobState) -> None:
+        """The registry applied events to `job`: plan its next fire again (O(log n))."""
+        schedule = None if job.retired else job.spec.get("schedule")
+        if schedule:
+            self.timetable.plan(job.name, schedule, _since(job), self.clock.now())
+        else:
+            self.timetable.drop(job.name)
+        self.schedule_changed.set()
 
-    async def _fire_if_due(self, job: JobState, schedule: str, now: datetime) -> None:
-        due = due_fire(schedule, datetime.fromisoformat(job.last_scheduled_for or job.defined_at), now)
+    def _plan_all(self) -> dict[str, timedelta]:
+        """Plan every scheduled job from the clock's time now; the jobs whose previous fire (or
+        definition) was recorded ahead of it, with how far."""
+        now = self.clock.now()
+        self.timetable.clear()
+        ahead: dict[str, timedelta] = {}
+        for job in self.registry.active():
+            schedule = job.spec.get("schedule")
+            if schedule:
+                lead = self.timetable.plan(job.name, schedule, _since(job), now)
+                if lead is not None:
+                    ahead[job.name] = lead
+        return ahead
+
+    async def _schedule_loop(self) -> None:
+        """Sleep until the earliest fire or retry (at most a minute, woken early when the
+        registry changes), fire what is due. Never a pass over every job or run."""
+        watch = ClockWatch(self.clock)
+        await self._replan(None)
+        while True:
+            self.schedule_changed = anyio.Event()
+            step = watch.check()
+            if step is not None:
+                await self._replan(step)
+            await self._fire_due()
+            await self._retry_due()
+            with anyio.move_on_after(self._seconds_to_next()):
+                await self.schedule_changed.wait()
+
+    def _seconds_to_next(self) -> float:
+        wait = MAX_SCHEDULER_SLEEP_SECONDS
+        due = self.timetable.next_due()
         if due is not None:
-            await self.trigger(job, "schedule", scheduled_for=due.isoformat())
+            wait = min(wait, (due - self.clock.now()).total_seconds())
+        retry = self.retries.next_due()
+        if retry is not None:
+            wait = min(wait, retry - self.clock.monotonic())
+        return max(wait, 0.0)
+
+    async def _replan(self, step: float | None) -> None:
+        """Plan all fires again; say so with `ClockMoved` if the wall clock was seen stepped
+        (`step`) or fires had been recorded ahead of it."""
+        ahead = self._plan_all()
+        if step is None and not ahead:
+            return
+        now = self.clock.now()
+        jobs = sorted(ahead)
+        if step is not None:
+            seconds = step
+            detail = (f"the wall clock moved {_span(step)} against the monotonic clock (a step, or a suspend); "
+                      f"fires are planned again from {now.isoformat(timespec='seconds')}")
+        else:
+            lead = max(ahead.values())
+            seconds = -lead.total_seconds()
+            detail = (f"{len(jobs)} job(s) had a fire or definition recorded up to {_span(lead.total_seconds())} "
+                      f"ahead of the clock: it was ahead, then set back; their next fires count from "
+                      f"{now.isoformat(timespec='seconds')}")
+        log.warning("clock moved: %s%s", detail, f" (jobs: {', '.join(jobs[:20])})" if jobs else "")
+        try:
+            await append_unordered(self.store, ev.DAEMON_STREAM,
+                                   ev.ClockMoved(seconds=round(seconds, 3), detail=detail, jobs=jobs[:100]))
+        except Exception:
+            log.exception("the clock step could not be recorded")
+
+    async def _fire_due(self) -> None:
+        now = self.clock.now()
+        for name, at in self.timetable.pop_due(now):
+            job = self.registry.by_name(name)
+            if job is None:
+                self.timetable.drop(name)
+                continue
+            try:
+                await self.trigger(job, "schedule", scheduled_for=at.isoformat())
+            except Exception:
+                log.exception("job %s: its scheduled run could not be queued; trying again in %.0f s",
+                              name, RETRY_FAILED_FIRE_SECONDS)
+                self.timetable.postpone(name, now + timedelta(seconds=RETRY_FAILED_FIRE_SECONDS))
+
+    def _expect_retry(self, run_id: str) -> None:
+        """Wake for `run_id`'s retry: the wait is counted on the monotonic clock, capped by the
+        retry policy (a retry_at recorded on a clock that was ahead holds nothing back)."""
+        view = self.runs.get(run_id)
+        if view is None or view.state is not RunState.WAITING_RETRY or not view.retry_at:
+            return
+        delay = retry_delay(datetime.fromisoformat(view.retry_at), self.clock.now(),
+                            self.settings.model.retry.max_seconds)
+        self.retries.push(run_id, self.clock.monotonic() + delay)
+        self.schedule_changed.set()
+
+    async def _retry_due(self) -> None:
+        for run_id in self.retries.pop_due(self.clock.monotonic()):
+            view = self.runs.get(run_id)
+            if view is None or view.state is not RunState.WAITING_RETRY or run_id in self.handles:
+                continue
+            try:
+                await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
+            except Exception:
+                log.exception("run %s could not be requeued for its retry; trying again in %.0f s",
+                              run_id, RETRY_FAILED_FIRE_SECONDS)
+                self.retries.push(run_id, self.clock.monotonic() + RETRY_FAILED_FIRE_SECONDS)
+                continue
+            self.wakeup.set()
 
     # --- requests from the CLI -----------------------------------------------------------------
 
@@ -401,6 +531,7 @@ class Supervisor:
             await self._remove_leftovers(handle.recorder.run_id)
         finally:
             self.handles.pop(handle.recorder.run_id, None)
+            self._expect_retry(handle.recorder.run_id)
             self.wakeup.set()
 
     async def _watchdog_loop(self) -> None:
@@ -411,3 +542,21 @@ class Supervisor:
             self.notifier.watchdog()
             await anyio.sleep(interval / 2)
 
+
+
+def _is_job_file(_change: watchfiles.Change, path: str) -> bool:
+    return path.endswith(".toml")
+
+
+def _since(job: JobState) -> datetime:
+    """When the job's fires are counted from: its last scheduled fire, or its definition."""
+    return datetime.fromisoformat(job.last_scheduled_for or job.defined_at)
+
+
+def _span(seconds: float) -> str:
+    sign = "back " if seconds < 0 else "forward "
+    left = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if left >= size:
+            return f"{sign}{left / size:.1f} {unit}"
+    return f"{sign}{left:.0f} s"

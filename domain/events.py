@@ -260,6 +260,16 @@ class RetentionApplied(Event):
     bytes_freed: int = 0
 
 
+class ClockMoved(Event):
+    """The wall clock was found stepped (daemon stream): `seconds` is how far (negative: back;
+    at least that far when found from fires recorded ahead of it). Schedules were planned again
+    from the clock's new time, so a fire recorded while it was ahead holds nothing back."""
+
+    seconds: float
+    detail: str
+    jobs: list[str] = []
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
@@ -268,7 +278,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
         RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,
         RunRequeued, RunCancelling, RunCancelled, CancelIgnored, RunRollingBack, RunRolledBack,
-        RetentionApplied,
+        RetentionApplied, ClockMoved,
     )
 }
 

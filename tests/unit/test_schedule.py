@@ -37,3 +37,117 @@ def test_retry_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     waits = [(retry_at(policy, attempt, T, rng) - T).total_seconds() for attempt in range(1, 7)]
     assert 5 <= waits[0] <= 10 and 10 <= waits[1] <= 20 and 20 <= waits[2] <= 40
     assert all(30 <= w <= 60 for w in waits[3:])
+
+
+# --- the timetable: next fires computed once, in a heap (issue 15, finding 3) ------------------
+
+
+def test_the_timetable_gives_the_earliest_fire_and_what_is_due() -> None:
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    table.plan("nightly", "0 3 * * *", since=T, now=T)
+    table.plan("hourly", "0 * * * *", since=T, now=T)
+    assert table.next_due() == T.replace(hour=13, minute=0, second=0)
+    assert table.pop_due(T.replace(hour=12, minute=59)) == []
+    assert table.pop_due(T.replace(hour=13, minute=0, second=1)) == [("hourly", T.replace(hour=13, minute=0, second=0))]
+    assert table.next_due() == (T + timedelta(days=1)).replace(hour=3, minute=0, second=0)
+
+
+def test_a_popped_job_is_not_due_again_until_its_fire_is_planned_or_postponed() -> None:
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    table.plan("hourly", "0 * * * *", since=T, now=T)
+    later = T.replace(hour=13, minute=5)
+    [(name, at)] = table.pop_due(later)
+    assert table.pop_due(later) == [] and table.next_due() is None
+    table.postpone(name, later + timedelta(minutes=1))  # its fire could not be recorded: try again
+    assert table.pop_due(later + timedelta(minutes=1)) == [("hourly", at)]
+    table.plan("hourly", "0 * * * *", since=at, now=later)  # recorded: planned from it
+    assert table.next_due() == T.replace(hour=14, minute=0, second=0)
+
+
+def test_many_replans_and_drops_keep_one_live_entry_per_job() -> None:
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    for round_ in range(50):
+        for i in range(40):
+            table.plan(f"job{i}", f"{i % 60} * * * *", since=T + timedelta(minutes=round_), now=T)
+    for i in range(0, 40, 2):
+        table.drop(f"job{i}")
+    due = table.pop_due(T + timedelta(hours=3))
+    assert sorted(n for n, _ in due) == sorted(f"job{i}" for i in range(1, 40, 2))
+    assert len(table) == 0
+
+
+# --- clocks (issue 15, finding 4) ----------------------------------------------------------------
+
+
+def test_a_fire_recorded_a_year_ahead_does_not_block_the_next_night() -> None:
+    """The clock was a year ahead when the job last fired, then corrected: the next night fires."""
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    fired_while_ahead = (T + timedelta(days=365)).replace(hour=3, minute=0, second=0)
+    lead = table.plan("nightly", "0 3 * * *", since=fired_while_ahead, now=T)
+    assert lead is not None and lead > timedelta(days=364)
+    next_night = (T + timedelta(days=1)).replace(hour=3, minute=0, second=0)
+    assert table.next_due() == next_night
+    assert table.pop_due(next_night + timedelta(seconds=1)) == [("nightly", next_night)]
+    # the pure rule on its own refuses it, which is why the timetable counts from now
+    assert due_fire("0 3 * * *", since=fired_while_ahead, now=next_night + timedelta(seconds=1)) is None
+
+
+def test_a_fire_a_few_seconds_ahead_is_honoured_so_a_small_step_back_does_not_repeat_it() -> None:
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    fired = T.replace(hour=3, minute=0, second=0)
+    assert table.plan("nightly", "0 3 * * *", since=fired, now=fired - timedelta(seconds=3)) is None
+    assert table.next_due() == fired + timedelta(days=1)
+
+
+def test_the_clock_watch_reports_a_step_of_the_wall_clock_but_not_time_passing() -> None:
+    from daemon.scheduler import ClockWatch
+
+    clock = FakeClock(T)
+    watch = ClockWatch(clock)
+    clock.advance(3600)
+    assert watch.check() is None
+    clock.step(-365 * 86400)
+    step = watch.check()
+    assert step is not None and abs(step + 365 * 86400) < 1
+    clock.advance(10)
+    assert watch.check() is None
+
+
+def test_a_retry_recorded_on_a_clock_a_year_ahead_waits_at_most_the_policy_cap() -> None:
+    from daemon.scheduler import retry_delay
+
+    assert retry_delay(T + timedelta(days=365), T, cap_seconds=600) == 600
+    assert retry_delay(T + timedelta(seconds=30), T, cap_seconds=600) == 30
+    assert retry_delay(T - timedelta(seconds=30), T, cap_seconds=600) == 0
+
+
+class FakeClock:
+    """A wall clock and a monotonic clock that tests move: `advance` moves both (time passes),
+    `step` moves only the wall clock (NTP or an operator setting it)."""
+
+    def __init__(self, wall: datetime) -> None:
+        self.wall = wall
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def step(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)

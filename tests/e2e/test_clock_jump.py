@@ -1,0 +1,58 @@
+"""A real davitd whose log holds a fire recorded while the clock was a year ahead (issue 15,
+finding 4): today's main never fires the job again until that date comes round, silently. Now
+the daemon says the clock moved (`ClockMoved`) at start-up and fires at the next cron time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.jobs import JobRegistry
+from domain import events as ev
+from eventstore.sqlite import SqliteEventStore
+from tests.e2e.conftest import Davit, write_job
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def seed_fire_a_year_ahead(db: Path, job: str) -> datetime:
+    ahead = (datetime.now(UTC) + timedelta(days=365)).replace(second=0, microsecond=0)
+
+    async def go() -> None:
+        async with SqliteEventStore(db) as store:
+            registry = JobRegistry(store)
+            await registry.load()
+            state = registry.jobs[job]
+            await registry.append(job, ev.JobRunTriggered(run_id="fired-while-ahead", revision=state.revision,
+                                                          reason="schedule", scheduled_for=ahead.isoformat()))
+
+    asyncio.run(go())
+    return ahead
+
+
+def test_a_fire_recorded_a_year_ahead_does_not_stop_the_schedule_after_a_restart(davit: Davit, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    write_job(davit, "minutely.toml",
+              f'name = "minutely"\nkind = "files.backup"\nschedule = "* * * * *"\n[source]\npath = "{source}"\n')
+    davit.start()
+    davit.wait_for(lambda: bool(davit.events("type = 'JobDefined'")), 30, "JobDefined")
+    davit.stop()
+    ahead = seed_fire_a_year_ahead(davit.home / "state" / "davit.db", "minutely")
+
+    davit.start()
+    davit.wait_for(lambda: bool(davit.events("type = 'ClockMoved'")), 15, "ClockMoved at start-up", poll=0.2)
+    [(_, stream, _, moved)] = davit.events("type = 'ClockMoved'")
+    assert stream == "daemon" and moved["jobs"] == ["minutely"] and moved["seconds"] < -364 * 86400
+
+    def fired_after_correction() -> bool:
+        return any(e[3]["reason"] == "schedule" and datetime.fromisoformat(e[3]["scheduled_for"]) < ahead
+                   for e in davit.events("type = 'JobRunTriggered'")
+                   if e[3]["run_id"] != "fired-while-ahead" and e[0] > moved_position)
+
+    moved_position = davit.events("type = 'ClockMoved'")[0][0]
+    davit.wait_for(fired_after_correction, 75, "a scheduled fire after the correction", poll=0.5)
