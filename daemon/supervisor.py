@@ -39,6 +39,7 @@ from daemon.config import changed_fields, reload_settings
 from daemon.jobs import JobRegistry, JobState
 from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
+from daemon.requestfail import UnknownRequest, record_failure
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import IllegalTransition, InvalidConfig, PermanentError
@@ -300,8 +301,10 @@ class Supervisor:
             for stored in batch:
                 try:
                     await self._handle_request(stored)
-                except Exception:
-                    log.exception("request at position %d failed", stored.position)
+                except Exception as exc:
+                    # recorded, so a CLI waiting on it stops waiting (a log line alone left it
+                    # waiting until its timeout)
+                    await record_failure(self.store, stored, exc)
             if batch:
                 self.requests_after = batch[-1].position
                 await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
@@ -310,6 +313,8 @@ class Supervisor:
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
+        if command is None:
+            raise UnknownRequest(stored.type, self.version)
         if isinstance(command, RunJobNow):
             if command.run_id in self.runs:
                 return

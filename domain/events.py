@@ -260,6 +260,17 @@ class RetentionApplied(Event):
     bytes_freed: int = 0
 
 
+class RequestFailed(Event):
+    """davitd could not handle the request recorded at `position` (it does not decode, names
+    a type this davitd does not know, or handling it raised): the CLI waiting on it stops
+    waiting and says why. `reason` names what failed, never the request's values."""
+
+    position: int
+    request_type: str
+    reason: str
+    run_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
@@ -268,7 +279,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
         RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,
         RunRequeued, RunCancelling, RunCancelled, CancelIgnored, RunRollingBack, RunRolledBack,
-        RetentionApplied,
+        RetentionApplied, RequestFailed,
     )
 }
 
