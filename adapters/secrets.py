@@ -30,6 +30,8 @@ def resolve(env: str | None, file: str | None, what: str) -> str:
             return Path(file).read_text().strip()
         except OSError as exc:
             raise SecretUnavailable(f"{what}: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:  # its text would quote the secret's bytes: say only where
+            raise SecretUnavailable(f"{what}: {file} is not UTF-8 text") from None
     raise SecretUnavailable(f"{what}: no {what}_env or {what}_file given")
 
 

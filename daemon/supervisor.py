@@ -46,6 +46,7 @@ from daemon.jobs import JobRegistry, JobState
 from daemon.loghealth import LogHealth
 from daemon.notify import Notifier
 from daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
+from daemon.requestfail import UnknownRequest, record_failure
 from daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
@@ -455,8 +456,10 @@ class Supervisor:
             for stored in batch:
                 try:
                     await self._handle_request(stored)
-                except Exception:
-                    log.exception("request at position %d failed", stored.position)
+                except Exception as exc:
+                    # recorded, so a CLI waiting on it stops waiting (a log line alone left it
+                    # waiting until its timeout)
+                    await record_failure(self.store, stored, exc)
             if batch:
                 self.requests_after = batch[-1].position
                 await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
@@ -465,10 +468,12 @@ class Supervisor:
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
+        if command is None:
+            raise UnknownRequest(stored.type, self.version)
         if isinstance(command, RunJobNow):
             if command.run_id in self.runs:
                 return
-            job = next((j for j in self.registry.active() if j.name == command.job), None)
+            job = self.registry.by_name(command.job)
             if job is None:
                 await self._reject_run(command.run_id, command.job, f"no job named {command.job!r} is defined")
             elif not self.stopping:

@@ -270,6 +270,17 @@ class ClockMoved(Event):
     jobs: list[str] = []
 
 
+class RequestFailed(Event):
+    """davitd could not handle the request recorded at `position` (it does not decode, names
+    a type this davitd does not know, or handling it raised): the CLI waiting on it stops
+    waiting and says why. `reason` names what failed, never the request's values."""
+
+    position: int
+    request_type: str
+    reason: str
+    run_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
@@ -278,7 +289,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunQueued, RunPreparing, RunStarted, StepStarted, CheckpointRecorded, StepCompleted,
         RunWarning, RunVerifying, RunSucceeded, RunFailed, RunWaitingRetry, RunInterrupted,
         RunRequeued, RunCancelling, RunCancelled, CancelIgnored, RunRollingBack, RunRolledBack,
-        RetentionApplied, ClockMoved,
+        RetentionApplied, ClockMoved, RequestFailed,
     )
 }
 

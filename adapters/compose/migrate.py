@@ -1,6 +1,7 @@
 """compose.migrate: a compose project from the local engine to another host, as steps.
 
-Plan: `inspect` (find the project by its labels, record the resolved model) -> `preflight`
+Plan: `inspect` (find the project by its labels, record the resolved model's structure with
+its values masked: `model_mask.py`) -> `preflight`
 (over SSH: docker, compose, zstd, helper image, free space, names free) -> `stop_source` (the
 running containers are recorded, then stopped) -> `export` (each volume and bind path as a
 deterministic tar cut into content-addressed chunks) -> `transfer` (only the chunks the
@@ -20,8 +21,6 @@ is ignored and the migration ends as finalize does. `dry_run` plans only `inspec
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -31,13 +30,13 @@ import docker
 
 from adapters.compose import target as tgt
 from adapters.compose.localtools import require_gnu_tar
+from adapters.compose.model_mask import masked_model
 from adapters.compose.pipeline import move_item
 from adapters.compose.source import Item, compose_args, inspect_project
 from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
-from adapters.secrets import redact
 from adapters.ssh.remote import SshAddress
 from adapters.ssh.remote import connect as ssh_connect
 from domain.errors import DavitError, PermanentError
@@ -53,22 +52,6 @@ CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often
 # The chunks are compressed for the wire only (the target's store is removed at finalize):
 # zstd's fastest level leaves the CPU to hashing, encryption and unpacking, which share it.
 WIRE_LEVEL = 1
-
-
-SECRET_NAME = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
-
-
-def recorded_model(model: dict[str, Any]) -> dict[str, Any]:
-    """The resolved model as the log keeps it: environment values whose names look like
-    secrets (password, token, key, ...) are masked, and URIs lose their credentials."""
-    out = json.loads(redact(json.dumps(model)))
-    for service in (out.get("services") or {}).values():
-        env = service.get("environment")
-        if isinstance(env, dict):
-            for name in env:
-                if SECRET_NAME.search(name) and env[name] is not None:
-                    env[name] = "***"
-    return dict(out)
 
 
 class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
@@ -172,7 +155,7 @@ class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
         if info["outside"]:
             ctx.warn("files the project uses lie outside its directory and are not copied to the target: "
                      + ", ".join(info["outside"]), INSPECT)
-        return {"model": recorded_model(project.model), "working_dir": project.working_dir,
+        return {"model": masked_model(project.model, project.written), "working_dir": project.working_dir,
                 "config_files": project.config_files, "files": sorted(info["files"]), "outside": info["outside"],
                 "items": info["items"], "bytes": project.bytes, "engine": self.spec.source.engine or DEFAULT_ENGINE}
 

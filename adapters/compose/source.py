@@ -77,6 +77,8 @@ class Project:
     items: list[Item] = field(default_factory=list)
     definition: Definition | None = None
     bytes: int = 0
+    # the model as written (`config --no-interpolate`): where a value was interpolated
+    written: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = self.definition or Definition([], {})
@@ -110,6 +112,7 @@ def inspect_project(client: docker.DockerClient, engine: str | None, name: str, 
     project = Project(name, working_dir, config_files, model,
                       sorted(({"id": c.id, "name": c.name, "status": c.status} for c in containers),
                              key=lambda c: c["name"]))
+    project.written = as_written
     _collect_items(client, project, target_dir)
     project.definition = project_definition(name, working_dir, config_files, model, as_written)
     project.bytes = sum(_size(Path(i.source)) for i in project.items)

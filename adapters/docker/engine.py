@@ -19,8 +19,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from adapters.oserrors import os_error
 from adapters.secrets import redact
-from domain.errors import PermanentError, RetryableError, SourceMissing
+from domain.errors import DavitError, PermanentError, RetryableError, SourceMissing
 from domain.jobs.docker import STOP_LABEL, VolumeSelection
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -39,17 +40,37 @@ def engine_address(configured: str | None) -> str:
     return configured or os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
 
 
+# What the SDK raises for a request it could not make as asked (bad arguments, TLS settings,
+# a config file): retrying cannot help. Any other DockerException is about reaching the engine.
+SDK_REFUSALS = (docker.errors.InvalidVersion, docker.errors.InvalidRepository, docker.errors.InvalidConfigFile,
+                docker.errors.InvalidArgument, docker.errors.TLSParameterError, docker.errors.NullResource,
+                docker.errors.ContainerError, docker.errors.BuildError, docker.errors.ImageLoadError,
+                docker.errors.StreamParseError, docker.errors.ContextException)
+BUSY_STATUS = frozenset({429, 502, 503, 504})
+
+
 @contextmanager
 def engine_errors(what: str) -> Iterator[None]:
     """Translate the SDK's errors at the boundary, naming what was being done."""
     try:
         yield
+    except DavitError:
+        raise  # already mapped (or a stop request)
     except docker.errors.NotFound as exc:
         raise EngineError(redact(f"{what}: not found: {exc.explanation or exc}")) from exc
     except docker.errors.APIError as exc:
-        raise EngineError(redact(f"{what}: the engine refused: {exc.explanation or exc}")) from exc
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        busy = exc.status_code in BUSY_STATUS
+        raise (EngineUnreachable if busy else EngineError)(
+            redact(f"{what}: the engine {'is busy' if busy else 'refused'}: {exc.explanation or exc}")) from exc
+    except SDK_REFUSALS as exc:
+        raise EngineError(redact(f"{what}: {type(exc).__name__}: {exc}")) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, docker.errors.DockerException) as exc:
+        # a read timeout is not a ConnectionError: an engine that stopped answering mid-request
         raise EngineUnreachable(redact(f"{what}: cannot reach the Docker engine: {exc}")) from exc
+    except requests.exceptions.RequestException as exc:  # an address the SDK cannot use (bad URL, scheme)
+        raise EngineError(redact(f"{what}: {type(exc).__name__}: {exc}")) from exc
+    except OSError as exc:
+        raise os_error(exc, what, EngineUnreachable, EngineError, redact) from exc
 
 
 def connect(configured: str | None) -> docker.DockerClient:

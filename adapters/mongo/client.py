@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bson.errors import BSONError
 from pymongo import MongoClient
 from pymongo.errors import (
     AutoReconnect,
@@ -23,10 +24,14 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from adapters.oserrors import os_error
 from adapters.secrets import redact, resolve
-from domain.errors import PermanentError, RetryableError
+from domain.errors import DavitError, PermanentError, RetryableError
 
 AUTH_FAILED = {18, 11}  # AuthenticationFailed, UserNotFound
+# Server answers that pass (a primary stepping down or shutting down, a time limit, a write
+# concern timeout, a cursor the server reaped): the run is retried, from its checkpoint.
+TRANSIENT_CODES = frozenset({6, 7, 43, 50, 64, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 SYSTEM_DBS = {"admin", "local", "config"}
 
 
@@ -40,6 +45,10 @@ class MongoUnreachable(RetryableError):
 
 class MongoRefused(PermanentError):
     pass
+
+
+class MongoBadUri(PermanentError):
+    """The URI the job names cannot be used (pymongo refused to parse or apply it)."""
 
 
 class MongoConflict(MongoRefused):
@@ -58,8 +67,13 @@ class Server:
     def client(self) -> MongoClient[Any]:
         if self._client is None:
             with self.errors("connecting"):
-                self._client = MongoClient(self.uri, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
-                                           socketTimeoutMS=300_000, retryWrites=False, appname="davit")
+                try:
+                    self._client = MongoClient(self.uri, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
+                                               socketTimeoutMS=300_000, retryWrites=False, appname="davit")
+                except (ValueError, TypeError) as exc:
+                    # pymongo parses the URI here and lets some refusals out as bare
+                    # ValueErrors (a port out of range, an unclosed IPv6 bracket)
+                    raise MongoBadUri(f"{self.what}: bad MongoDB URI: {self.redact(str(exc))}") from None
         return self._client
 
     def ping(self) -> dict[str, Any]:
@@ -80,18 +94,30 @@ class Server:
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         """Map pymongo's errors raised while `doing` to davit's, without the URI's secrets."""
+        # `from None`: the library's own message may hold the URI; the redacted text is all
+        # that travels on (into the run's error, the daemon's log).
         try:
             yield
+        except DavitError:
+            raise  # already mapped (or a stop request): passes through as it is
         except OperationFailure as exc:
             detail = self.redact(str(exc.details.get("errmsg") if exc.details else exc))
             if exc.code in AUTH_FAILED:
                 raise MongoAuthFailed(
                     f"{self.what}: authentication failed while {doing} (check the user and password in the "
-                    f"URI): {detail}") from exc
-            raise MongoRefused(f"{self.what}: the server refused {doing}: {detail} (code {exc.code})") from exc
+                    f"URI): {detail}") from None
+            if exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError") \
+                    or exc.has_error_label("TransientTransactionError"):
+                raise MongoUnreachable(f"{self.what}: the server could not complete {doing} for now: {detail} "
+                                       f"(code {exc.code})") from None
+            raise MongoRefused(f"{self.what}: the server refused {doing}: {detail} (code {exc.code})") from None
         except (InvalidURI, ConfigurationError) as exc:
-            raise PermanentError(f"{self.what}: bad MongoDB URI: {self.redact(str(exc))}") from exc
+            raise MongoBadUri(f"{self.what}: bad MongoDB URI: {self.redact(str(exc))}") from None
         except (AutoReconnect, ConnectionFailure) as exc:
-            raise MongoUnreachable(f"{self.what}: server unreachable while {doing}: {self.redact(str(exc))}") from exc
+            raise MongoUnreachable(f"{self.what}: server unreachable while {doing}: {self.redact(str(exc))}") from None
         except PyMongoError as exc:
-            raise MongoRefused(f"{self.what}: {doing} failed: {self.redact(str(exc))}") from exc
+            raise MongoRefused(f"{self.what}: {doing} failed: {self.redact(str(exc))}") from None
+        except BSONError as exc:  # a document the driver cannot encode or decode (too large, invalid)
+            raise MongoRefused(f"{self.what}: {doing} failed: {type(exc).__name__}: {self.redact(str(exc))}") from None
+        except OSError as exc:
+            raise os_error(exc, f"{self.what}: {doing}", MongoUnreachable, MongoRefused, self.redact) from None

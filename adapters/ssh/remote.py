@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from adapters.oserrors import os_error
 from adapters.secrets import redact
-from domain.errors import PermanentError, RetryableError
+from domain.errors import DavitError, PermanentError, RetryableError
 
 T = TypeVar("T")
 # AES-GCM first: with AES-NI it costs far less CPU per byte than the default ChaCha20-Poly1305
@@ -44,6 +45,16 @@ class RemoteUnreachable(RetryableError):
 
 class RemoteLoginFailed(PermanentError):
     pass
+
+
+class RemoteRefused(PermanentError):
+    """The connection cannot be made as configured (an unreadable or malformed key file, no
+    algorithm both sides accept): retrying cannot help."""
+
+
+# asyncssh's disconnects that say the two sides cannot agree, not that the network failed
+NEGOTIATION = (asyncssh.KeyExchangeFailed, asyncssh.ProtocolNotSupported, asyncssh.IllegalUserName,
+               asyncssh.ServiceNotAvailable)
 
 
 class RemoteCommandFailed(PermanentError):
@@ -86,10 +97,8 @@ class RemoteHost:
         async def go() -> Any:
             return await self._conn.run(command, input=input, encoding=None, check=False, timeout=timeout)
 
-        try:
+        with session_errors(f"on {self.address.where}: `{command[:200]}` was cut off"):
             result = self._loop.run_until_complete(go())
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise RemoteUnreachable(redact(f"on {self.address.where}: `{command[:200]}` was cut off: {exc}")) from exc
         out = (result.stdout or b"").decode(errors="replace")
         err = (result.stderr or b"").decode(errors="replace")
         status = result.exit_status if result.exit_status is not None else -1
@@ -99,10 +108,8 @@ class RemoteHost:
 
     def run_async(self, job: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]) -> T:
         """Run `job` on this connection's event loop (several channels at once, streamed)."""
-        try:
+        with session_errors(f"on {self.address.where}: the connection was cut off"):
             return self._loop.run_until_complete(job(self._conn))
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise RemoteUnreachable(redact(f"on {self.address.where}: the connection was cut off: {exc}")) from exc
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `path` atomically (temporary name, then rename)."""
@@ -120,17 +127,11 @@ def connect(address: SshAddress) -> Iterator[RemoteHost]:
             known = asyncssh.read_known_hosts(address.known_hosts)
         except (OSError, ValueError) as exc:
             raise HostKeyRejected(address.where, address.known_hosts, f"cannot read known_hosts: {exc}") from exc
-        try:
+        with connect_errors(address):
             conn = loop.run_until_complete(asyncio.wait_for(asyncssh.connect(
                 address.host, address.port, username=address.user, client_keys=[address.key_file],
                 known_hosts=known, config=[], agent_path=None, encryption_algs=PREFERRED_CIPHERS,
                 connect_timeout=address.connect_timeout), address.connect_timeout + 5))
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise HostKeyRejected(address.where, address.known_hosts, str(exc.reason or exc)) from exc
-        except asyncssh.PermissionDenied as exc:
-            raise RemoteLoginFailed(f"login to {address.where} with key {address.key_file} refused: {exc.reason}") from exc
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise RemoteUnreachable(f"cannot connect to {address.where}: {exc}") from exc
         try:
             yield RemoteHost(address, loop, conn)
         finally:
@@ -138,3 +139,40 @@ def connect(address: SshAddress) -> Iterator[RemoteHost]:
             loop.run_until_complete(conn.wait_closed())
     finally:
         loop.close()
+
+
+@contextmanager
+def connect_errors(address: SshAddress) -> Iterator[None]:
+    """The boundary of opening a connection: what asyncssh and the OS raise, as davit errors."""
+    try:
+        yield
+    except DavitError:
+        raise
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyRejected(address.where, address.known_hosts, str(exc.reason or exc)) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise RemoteLoginFailed(f"login to {address.where} with key {address.key_file} refused: {exc.reason}") from exc
+    except NEGOTIATION as exc:
+        raise RemoteRefused(redact(f"cannot connect to {address.where}: {type(exc).__name__}: {exc}")) from exc
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:  # ValueErrors: the key file's content
+        raise RemoteRefused(f"cannot connect to {address.where}: the key file {address.key_file} cannot be used: "
+                            f"{type(exc).__name__}") from None
+    except OSError as exc:
+        # the key file is read here too: an unreadable one is the operator's to fix, not the network's
+        raise os_error(exc, f"cannot connect to {address.where}", RemoteUnreachable, RemoteRefused, redact) from exc
+    except (asyncssh.Error, TimeoutError) as exc:
+        raise RemoteUnreachable(redact(f"cannot connect to {address.where}: {exc}")) from exc
+
+
+@contextmanager
+def session_errors(doing: str) -> Iterator[None]:
+    """The boundary of work on an open connection: it was cut off (retryable), or the local
+    side failed (a full disk while streaming is `StorageFull`)."""
+    try:
+        yield
+    except DavitError:
+        raise
+    except OSError as exc:
+        raise os_error(exc, doing, RemoteUnreachable, RemoteRefused, redact) from exc
+    except (asyncssh.Error, TimeoutError) as exc:
+        raise RemoteUnreachable(redact(f"{doing}: {exc}")) from exc

@@ -13,10 +13,12 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import grpc
+import httpx
 import weaviate
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 from weaviate.exceptions import (
@@ -31,11 +33,14 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
+from adapters.oserrors import os_error
 from adapters.secrets import redact, resolve
-from domain.errors import PermanentError, RetryableError
+from domain.errors import DavitError, PermanentError, RetryableError
 from domain.jobs.weaviate import WeaviateConnection
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRYABLE_GRPC = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
 _RETRYABLE_WORDS = ("unavailable", "deadline exceeded", "connection refused", "leader not found",
                     "connection reset", "timed out", "timeout")
 
@@ -104,27 +109,43 @@ class Server:
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         """Translate the client's errors raised while `doing` something into davit's tree."""
-        try:
+        with weaviate_errors(self.where, doing, self.redact):
             yield
-        except (PermanentError, RetryableError):
-            raise
-        except Exception as exc:
-            raise self.translate(exc, doing) from exc
 
-    def translate(self, exc: BaseException, doing: str) -> PermanentError | RetryableError:
-        message = self.redact(f"{self.where}: {doing}: {type(exc).__name__}: {exc}")[:2000]
-        if isinstance(exc, AuthenticationFailedError):
-            return WeaviateRejected(message)
-        if isinstance(exc, UnexpectedStatusCodeError):
-            if exc.status_code in RETRYABLE_STATUS or "leader not found" in str(exc):
-                return WeaviateUnavailable(message)
-            return WeaviateRejected(message)
-        if isinstance(exc, WeaviateConnectionError | WeaviateGRPCUnavailableError | WeaviateTimeoutError
-                      | WeaviateRetryError | WeaviateStartUpError | ConnectionError | TimeoutError):
-            return WeaviateUnavailable(message)
-        if isinstance(exc, WeaviateQueryError | WeaviateBaseError) and is_transient(str(exc)):
+    def translate(self, exc: BaseException, doing: str) -> DavitError:
+        return translate(exc, self.where, doing, self.redact)
+
+
+@contextmanager
+def weaviate_errors(where: str, doing: str, redact: Callable[[str], str]) -> Iterator[None]:
+    """The boundary: whatever the client raises while `doing` leaves as a davit error, its text
+    through `redact` (which knows the API key); davit's own errors pass through untouched."""
+    try:
+        yield
+    except DavitError:
+        raise  # already mapped, or a stop request (RunStopped) that must stay one
+    except Exception as exc:
+        raise translate(exc, where, doing, redact) from exc
+
+
+def translate(exc: BaseException, where: str, doing: str, redact: Callable[[str], str]) -> DavitError:
+    message = redact(f"{where}: {doing}: {type(exc).__name__}: {exc}")[:2000]
+    if isinstance(exc, AuthenticationFailedError):
+        return WeaviateRejected(message)
+    if isinstance(exc, UnexpectedStatusCodeError):
+        if exc.status_code in RETRYABLE_STATUS or "leader not found" in str(exc):
             return WeaviateUnavailable(message)
         return WeaviateRejected(message)
+    if isinstance(exc, WeaviateConnectionError | WeaviateGRPCUnavailableError | WeaviateTimeoutError
+                  | WeaviateRetryError | WeaviateStartUpError | httpx.TransportError):
+        return WeaviateUnavailable(message)
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+        return (WeaviateUnavailable if exc.code() in RETRYABLE_GRPC else WeaviateRejected)(message)
+    if isinstance(exc, OSError):
+        return os_error(exc, f"{where}: {doing}", WeaviateUnavailable, WeaviateRejected, redact)
+    if isinstance(exc, WeaviateQueryError | WeaviateBaseError) and is_transient(str(exc)):
+        return WeaviateUnavailable(message)
+    return WeaviateRejected(message)
 
 
 def is_transient(message: str) -> bool:

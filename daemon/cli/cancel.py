@@ -13,6 +13,7 @@ from daemon.cli.common import resolve_run, with_store
 from daemon.cli.requests import send, wait_for_end
 from domain.commands import CancelRun
 from domain.errors import EXIT_FAILED, EXIT_OK
+from domain.events import RequestFailed
 from eventstore.sqlite import SqliteEventStore
 
 
@@ -26,12 +27,15 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
 
     async def go(store: SqliteEventStore) -> int:
         run_id = await resolve_run(store, run)
-        await send(store, CancelRun(run_id=run_id))
+        position = await send(store, CancelRun(run_id=run_id))
         click.echo(run_id)
         if not wait:
             return EXIT_OK
-        view = await wait_for_end(store, run_id, timeout)
+        view = await wait_for_end(store, run_id, timeout, request=position)
         if view is None:
+            return EXIT_FAILED
+        if isinstance(view, RequestFailed):
+            click.echo(f"davit: davitd could not handle the cancel of {run_id}: {view.reason}", err=True)
             return EXIT_FAILED
         late = view.cancel_ignored
         click.echo(f"{run_id} {view.state.value}" + (

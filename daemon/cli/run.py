@@ -12,6 +12,7 @@ from daemon.jobs import JobRegistry
 from daemon.recorder import new_run_id
 from domain.commands import RunJobNow
 from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from domain.events import RequestFailed
 from eventstore.sqlite import SqliteEventStore
 
 
@@ -30,13 +31,16 @@ def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> 
             click.echo(f"davit: no job named {job!r} is defined (see `davit jobs`)", err=True)
             return EXIT_USAGE
         run_id = new_run_id()
-        await send(store, RunJobNow(job=job, run_id=run_id))
+        position = await send(store, RunJobNow(job=job, run_id=run_id))
         click.echo(run_id)
         if not wait:
             return EXIT_OK
-        view = await wait_for_end(store, run_id, timeout)
+        view = await wait_for_end(store, run_id, timeout, request=position)
         if view is None:
             click.echo(f"davit: run {run_id} did not end within {timeout:g} s", err=True)
+            return EXIT_FAILED
+        if isinstance(view, RequestFailed):
+            click.echo(f"davit: davitd could not handle the request to run {job}: {view.reason}", err=True)
             return EXIT_FAILED
         click.echo(f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else ""), err=True)
         return EXIT_OK if succeeded(view) else EXIT_FAILED

@@ -57,9 +57,9 @@ def with_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         async with SqliteEventStore(tmp_path / "state" / "davit.db") as store:
             real_append = store.append_atomic
 
-            async def counting_append(parts: Any) -> list[int]:
+            async def counting_append(parts: Any, **kwargs: Any) -> list[int]:
                 counted.appends += 1
-                return await real_append(parts)
+                return await real_append(parts, **kwargs)
 
             store.append_atomic = counting_append  # type: ignore[method-assign]
             registry = JobRegistry(store)
