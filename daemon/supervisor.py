@@ -453,15 +453,19 @@ class Supervisor:
             poll = self.settings.model.daemon.request_poll_seconds
             batch = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
             batch = [b for b in batch if b.stream == ev.REQUESTS_STREAM]
+            handled = None
             for stored in batch:
+                if self.stopping:
+                    break  # left unhandled for the next start, where a run request still runs
                 try:
                     await self._handle_request(stored)
                 except Exception as exc:
                     # recorded, so a CLI waiting on it stops waiting (a log line alone left it
                     # waiting until its timeout)
                     await record_failure(self.store, stored, exc)
-            if batch:
-                self.requests_after = batch[-1].position
+                handled = stored.position
+            if handled is not None:
+                self.requests_after = handled
                 await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
             else:
                 await anyio.sleep(poll)
