@@ -28,7 +28,7 @@ def test_every_config_key_is_in_the_documented_example() -> None:
 
 
 def test_a_home_directory_is_self_contained(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path / "h")
+    settings = load_settings(home=tmp_path / "h", create_home=True)
     assert settings.config_file == tmp_path / "h" / "davit.toml" and settings.config_file.exists()
     assert settings.jobs_dir == tmp_path / "h" / "jobs.d"
     assert settings.db_path == tmp_path / "h" / "state" / "davit.db"
