@@ -265,3 +265,20 @@ def test_a_log_from_before_keys_is_sealed_at_the_next_start_and_verifies(davit: 
     davit.stop()
     verified = davit.cli("log", "verify", "--json").stdout
     assert f'"keyed_from": {position + 1}' in verified and '"ok": true' in verified
+
+
+def test_make_log_key_makes_the_system_key_once_for_the_service_unit(tmp_path: Path) -> None:
+    """What the unit's `ExecStartPre=+davitd --make-log-key` does in the system layout."""
+    env = {**os.environ, "CONFIGURATION_DIRECTORY": str(tmp_path / "etc"), "STATE_DIRECTORY": str(tmp_path / "lib")}
+    (tmp_path / "etc").mkdir()
+    for _ in range(2):
+        made = subprocess.run([str(BIN / "davitd"), "--make-log-key"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert made.returncode == 0 and made.stdout.strip() == f"davitd: log key {tmp_path / 'etc' / 'log.key'}"
+        if _ == 0:
+            first = (tmp_path / "etc" / "log.key").read_bytes()
+    assert (tmp_path / "etc" / "log.key").read_bytes() == first
+    assert stat.S_IMODE((tmp_path / "etc" / "log.key").stat().st_mode) == 0o400
+    assert not (tmp_path / "lib").exists()  # it made the key and nothing else
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
+    assert "ExecStartPre=+/usr/local/bin/davitd --make-log-key" in unit
