@@ -168,10 +168,12 @@ def _stored(row: Row[Any]) -> StoredEvent:
 class SqliteEventStore:
     """The event log in one SQLite file. Open with `await store.open()`; close when done."""
 
-    def __init__(self, path: Path, clock: Callable[[], str] = utc_now, key: LogKey | None = None) -> None:
+    def __init__(self, path: Path, clock: Callable[[], str] = utc_now, key: LogKey | None = None,
+                 key_path: Path | None = None) -> None:
         self.path = path
         self._clock = clock
         self._key = key
+        self._key_path = key.path if key is not None else key_path  # where a key was looked for
         self._writer: Engine | None = None
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="davit-eventlog")
         self._reader: AsyncEngine | None = None
@@ -250,9 +252,15 @@ class SqliteEventStore:
             if current != s.LATEST_VERSION:
                 raise EventStoreError(f"{self.path} has log schema {current}, older than this davit "
                                       f"({s.LATEST_VERSION}); start davitd once to upgrade it")
-            if _head(conn)[2] is not None and self._key is None:
-                raise LogKeyError(f"the event log {self.path} is keyed and no log key could be read "
-                                  "(see `davit log verify`)")
+            sealed = _head(conn)[2] is not None
+            if sealed and self._key is None:
+                raise LogKeyError(f"the event log {self.path} is keyed and there is no log key at "
+                                  f"{self._key_path or 'the configured path'}")
+            if not sealed and self._key is not None:
+                # Only davitd's seal may come next: a plain event appended now would move the
+                # head away from the one the key was made to seal, and davitd would refuse it.
+                raise LogKeyError(f"the event log {self.path} is not sealed with the key {self._key.path} yet; "
+                                  "start davitd once first")
 
     def _seal(self, conn: Connection, key: LogKey) -> None:
         """Make this log keyed under `key` if it is not: one keyed marker event whose hash covers
@@ -554,8 +562,10 @@ class _mapped:
         if not isinstance(original, sqlite3.Error):
             return
         reason = str(original).splitlines()[0] if str(original) else type(original).__name__
-        if "locked" in reason or "busy" in reason:
+        if "locked" in reason or "busy" in reason or "unable to open" in reason:
             raise EventStoreError(f"event log {self.path}: {reason}") from None
+        if "readonly" in reason:
+            raise EventLogReadOnly(f"the event log {self.path} is read-only here: {reason}") from None
         raise EventLogDamaged(self.path, reason) from None
 _INSERT_SQL = (
     "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "

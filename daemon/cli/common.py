@@ -49,7 +49,8 @@ def with_store(ctx: click.Context, fn: Callable[[SqliteEventStore], Awaitable[T]
     key = read_log_key(settings.log_key_path) if write else None
 
     async def go() -> T:
-        store = await SqliteEventStore(settings.db_path, key=key).open(create=False, readonly=not write)
+        store = await SqliteEventStore(settings.db_path, key=key, key_path=settings.log_key_path).open(
+            create=False, readonly=not write)
         try:
             return await fn(store)
         finally:

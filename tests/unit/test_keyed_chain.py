@@ -222,3 +222,27 @@ def test_davitd_makes_its_key_0400_beside_the_config_and_refuses_a_keyed_log_who
     with pytest.raises(LogKeyError, match=r"keyed but its key .* is missing"):
         daemon_log_key(settings)
     assert not key.path.exists()
+
+
+def test_a_cli_writer_appends_nothing_to_a_log_its_key_has_not_sealed_yet(db: Path, tmp_path: Path) -> None:
+    """Between `davitd --make-log-key` and davitd's start, a plain request would move the head
+    away from the one the key was made to seal."""
+    fill(db, 3)
+    position, head, _ = log_head(db)
+    key = create_log_key(tmp_path / "etc" / "log.key", (position, head))
+
+    async def request(with_key: LogKey | None) -> None:
+        store = await SqliteEventStore(db, key=with_key, key_path=key.path).open(create=False)
+        try:
+            await store.append("requests", await store.stream_version("requests"), [new()])
+        finally:
+            await store.close()
+
+    with pytest.raises(LogKeyError, match=r"not sealed with the key .* yet; start davitd once first"):
+        run(request(key))
+    assert log_head(db)[:2] == (position, head)
+    fill(db, 0, key)  # davitd's start seals it
+    run(request(key))
+    with pytest.raises(LogKeyError, match=f"keyed and there is no log key at {key.path}"):
+        run(request(None))
+    assert verify(db, key).ok
