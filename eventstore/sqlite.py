@@ -2,12 +2,16 @@
 
 Writers use one connection that opens every transaction with `BEGIN IMMEDIATE`, so a
 read-then-write transaction never fails its lock upgrade; readers use their own pool and never
-block the writer (WAL). A store opened `readonly` (the CLI's read commands) has no writer at
-all: its connections are SQLite `mode=ro` URIs, it runs no migration and takes no write lock,
-so it works on a read-only state directory while davitd writes. Appends waiting at the same moment are gathered into one durable
+block the writer (WAL). Appends waiting at the same moment are gathered into one durable
 transaction (`synchronous=FULL`) and each is acknowledged only after that commit: this keeps
 every append durable while multiplying throughput. Each request in a batch is checked on its
 own, so a stale expected version rejects that request alone and writes nothing of it.
+
+A store opened `readonly` (the CLI's read commands) has no writer at all: its connections are
+SQLite `mode=ro` URIs, it runs no migration and takes no write lock, so it works on a
+read-only state directory while davitd writes. SQLite's own errors (not a database,
+malformed, a table gone) surface as one typed line, `EventLogDamaged`. With a log key the
+chain is keyed (`eventstore/chain.py`).
 """
 
 from __future__ import annotations
