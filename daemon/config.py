@@ -1,11 +1,16 @@
 """The daemon configuration (`davit.toml`) and where everything lives.
 
-`--home DIR` makes one self-contained directory: `DIR/davit.toml` (written with defaults if
-missing), `DIR/jobs.d/`, `DIR/state/davit.db`, `DIR/repository/`. Without it davit follows
-the system layout: `/etc/davit/davit.toml` and `/etc/davit/jobs.d`, state under
-`/var/lib/davit`, honouring systemd's `CONFIGURATION_DIRECTORY` and `STATE_DIRECTORY`.
-Relative `jobs_dir` is read against the config file's directory; relative `state_dir` and
-repository paths against the state root (the home, or the system state directory).
+`--home DIR` makes one self-contained directory: `DIR/davit.toml` (davitd writes it with
+defaults if missing), `DIR/jobs.d/`, `DIR/state/davit.db`, `DIR/repository/`, `DIR/log.key`.
+Without it davit follows the system layout: `/etc/davit/davit.toml`, `/etc/davit/jobs.d` and
+`/etc/davit/log.key`, state under `/var/lib/davit`, honouring systemd's
+`CONFIGURATION_DIRECTORY` and `STATE_DIRECTORY`. Relative `jobs_dir` is read against the
+config file's directory; relative `state_dir` and repository paths against the state root
+(the home, or the system state directory).
+
+Only davitd creates a home (`create_home`): for the CLI a `--home` that is not a directory or
+a `--config` that is not a file is a usage error naming it, and nothing is created (a typo
+must not grow a second, empty davit).
 """
 
 from __future__ import annotations
@@ -110,14 +115,28 @@ class Settings:
     def lock_path(self) -> Path:
         return self.state_dir / "davitd.lock"
 
+    @property
+    def log_key_path(self) -> Path:
+        """The event log's HMAC key: the systemd credential `log.key` when davitd is given one,
+        else `log.key` beside the config file, outside the state directory either way."""
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "log.key").exists():
+            return Path(credentials) / "log.key"
+        return self.config_file.parent / "log.key"
 
-def load_settings(home: Path | None = None, config_file: Path | None = None) -> Settings:
+
+def load_settings(home: Path | None = None, config_file: Path | None = None, create_home: bool = False) -> Settings:
+    if config_file is not None and not config_file.is_file():
+        raise InvalidConfig(str(config_file), [FieldProblem("--config", "no such file")])
     if home is not None:
         home = home.absolute()
-        config_file = config_file or home / "davit.toml"
-        if not config_file.exists():
-            home.mkdir(parents=True, exist_ok=True)
-            config_file.write_text(DEFAULT_CONFIG.read_text())
+        if not home.is_dir() and not create_home:
+            raise InvalidConfig(str(home), [FieldProblem("--home", "no such directory")])
+        if config_file is None:
+            config_file = home / "davit.toml"
+            if create_home and not config_file.exists():
+                home.mkdir(parents=True, exist_ok=True)
+                config_file.write_text(DEFAULT_CONFIG.read_text())
         state_root = home
     else:
         conf_dir = Path(os.environ.get("CONFIGURATION_DIRECTORY", "/etc/davit").split(":")[0])

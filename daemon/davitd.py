@@ -13,6 +13,7 @@ import click
 from daemon.bootstrap import Parts
 from daemon.config import PRIVATE_UMASK, load_settings
 from daemon.loghealth import LogHealth
+from daemon.logkeys import daemon_log_key
 from daemon.notify import Notifier
 from daemon.supervisor import Supervisor
 from daemon.version import davit_version
@@ -23,7 +24,8 @@ from eventstore.sqlite import SqliteEventStore
 async def _serve(parts: Parts) -> None:
     notifier = Notifier()
     health = LogHealth(notifier)  # appends wait out a log that cannot be written
-    store = await SqliteEventStore(parts.settings.db_path, outage=health).open()
+    key = daemon_log_key(parts.settings)
+    store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
     try:
         await Supervisor(parts, store, notifier, davit_version(), health).run()
     finally:
@@ -34,17 +36,26 @@ async def _serve(parts: Parts) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(path_type=Path, file_okay=False), help="Self-contained home directory.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="Config file.")
+@click.option("--make-log-key", is_flag=True,
+              help="Only make the event log's key if it is missing, then exit (systemd's ExecStartPre=+).")
 @click.version_option(davit_version(), prog_name="davitd")
-def main(home: Path | None, config_file: Path | None) -> None:
+def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> None:
     """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
     # Everything davitd creates (repository, log with its -wal and -shm, staging, exports) is
     # its owner's alone, whatever umask it was started with: it holds copies of what it backs up.
     os.umask(PRIVATE_UMASK)
     try:
-        settings = load_settings(home, config_file)
+        settings = load_settings(home, config_file, create_home=True)
     except DavitError as exc:
         click.echo(f"davitd: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if make_log_key:
+        try:
+            click.echo(f"davitd: log key {daemon_log_key(settings).path}")
+        except DavitError as exc:
+            click.echo(f"davitd: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        return
     logging.basicConfig(
         level=settings.model.daemon.log_level.upper(),
         format="%(asctime)s davitd %(levelname)s %(name)s: %(message)s",

@@ -4,7 +4,12 @@
 stream and the version within it (`UNIQUE(stream, version)` is the optimistic-concurrency
 check), the writer-chosen event id (`UNIQUE`, so a retried append records once), type,
 schema, JSON data, recorded time, and the hash chain. `chain_head` holds the last hash, so
-deleting the newest rows is detected too. `schema_version` records the migrations applied.
+deleting the newest rows is detected too; in a keyed log its `mac` seals it under the log key
+(`eventstore/chain.py`), and a NULL `mac` means the log is not keyed yet. `schema_version`
+records the migrations applied.
+
+A new log is made from `metadata` as it is now, with every migration recorded as applied;
+an existing one gets the migrations it lacks, in order.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ chain_head = Table(
     Column("id", Integer, primary_key=True),
     Column("position", Integer, nullable=False),
     Column("hash", Text, nullable=False),
+    Column("mac", Text, nullable=True),
 )
 
 schema_version = Table(
@@ -51,5 +57,6 @@ GENESIS_HASH = "0" * 64
 # Forward-only: each entry upgrades from the previous version; never edit a released one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (),  # created from `metadata`
+    2: ("ALTER TABLE chain_head ADD COLUMN mac TEXT",),  # the keyed chain's head seal
 }
 LATEST_VERSION = max(MIGRATIONS)

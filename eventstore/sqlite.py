@@ -13,29 +13,43 @@ Given a `WriteOutage` (davitd's `LogHealth`), an append waits such a failure out
 is retried with backoff, unchanged, until it lands. Its event ids were fixed by the writer
 before the first try, so a try whose acknowledgement was lost is found and replayed, never
 written twice. `patient=False` tries once (a worker thread must not block on a full disk).
+
+A store opened `readonly` (the CLI's read commands) has no writer at all: its connections are
+SQLite `mode=ro` URIs, it runs no migration and takes no write lock, so it works on a
+read-only state directory while davitd writes. SQLite's own errors (not a database,
+malformed, a table gone) surface as one typed line, `EventLogDamaged`. With a log key the
+chain is keyed (`eventstore/chain.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
+import aiosqlite
 from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from domain.errors import LOG_UNWRITABLE, ConcurrencyError, DavitError
+from domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError
 from domain.events import NewEvent, StoredEvent, StreamAppend
 from eventstore import schema as s
-from eventstore.chain import canonical_json, event_hash
+from eventstore.chain import MARKER_STREAM, MARKER_TYPE, canonical_json, event_hash, head_mac, key_id, same
 from eventstore.failures import storage_failure
+from eventstore.logkey import LogKey, LogKeyError
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -56,6 +70,7 @@ class ChainReport:
     checked: int
     first_bad_position: int | None = None
     reason: str | None = None
+    keyed_from: int | None = None  # the marker's position: events from it on are keyed
 
 
 class EventStoreError(DavitError):
@@ -80,14 +95,46 @@ class WriteOutage(Protocol):
         """A write landed."""
 
 
-def _configure(engine: Engine, begin: str) -> None:
+class EventLogMissing(EventStoreError):
+    """A command that must not create a log found none (a --home or state_dir typo, or davitd
+    has never run with this configuration)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no event log at {path} (has davitd run with this configuration?)")
+        self.path = path
+
+
+class EventLogDamaged(EventStoreError):
+    """The database cannot be read as a davit log: not SQLite, truncated, a table gone."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"event log {path} is damaged: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class EventLogTooNew(EventStoreError):
+    exit_code = EXIT_USAGE
+
+
+class EventLogReadOnly(EventStoreError):
+    """An append was asked of a log this process may only read (a read-only mount, another
+    user's state directory)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _configure(engine: Engine, begin: str, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        if not readonly:  # setting the journal mode may write; a reader leaves the file as it is
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -110,6 +157,30 @@ def _reader_engine(path: Path) -> AsyncEngine:
     return engine
 
 
+def _readonly_uri(path: Path) -> str:
+    """`mode=ro`: SQLite opens the file read-only and refuses every write. A WAL log whose
+    -wal and -shm are gone (davitd stopped cleanly) in a directory we cannot write cannot be
+    opened that way (SQLite would have to create them); then all of the log is in the main
+    file and it is read as `immutable`."""
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() and not os.access(path.parent, os.W_OK):
+        uri += "&immutable=1"
+    return uri
+
+
+def _readonly_engine(path: Path) -> AsyncEngine:
+    uri = _readonly_uri(path)
+
+    async def connect() -> Any:
+        return await aiosqlite.connect(uri, uri=True, check_same_thread=False)
+
+    # The URL only picks the dialect and pool; `async_creator` makes every connection.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", async_creator=connect, pool_size=2, max_overflow=8)
+    _configure(engine.sync_engine, "BEGIN", readonly=True)
+    return engine
+
+
 def _stored(row: Row[Any]) -> StoredEvent:
     return StoredEvent(
         position=row.position,
@@ -127,9 +198,12 @@ def _stored(row: Row[Any]) -> StoredEvent:
 class SqliteEventStore:
     """The event log in one SQLite file. Open with `await store.open()`; close when done."""
 
-    def __init__(self, path: Path, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
+    def __init__(self, path: Path, clock: Callable[[], str] = utc_now, key: LogKey | None = None,
+                 key_path: Path | None = None, outage: WriteOutage | None = None) -> None:
         self.path = path
         self._clock = clock
+        self._key = key
+        self._key_path = key.path if key is not None else key_path  # where a key was looked for
         self._outage = outage
         self._writer: Engine | None = None
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="davit-eventlog")
@@ -139,13 +213,32 @@ class SqliteEventStore:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> SqliteEventStore:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    async def open(self, create: bool = True, readonly: bool = False) -> SqliteEventStore:
+        """Open the log. `create` (davitd): make the log if missing, migrate it, and with a key
+        seal it (see `eventstore/chain.py`). Without `create` (the CLI's requests) the log must
+        exist at the current schema. `readonly`: reads only, no write lock ever taken."""
+        if (readonly or not create) and not self.path.exists():
+            raise EventLogMissing(self.path)
+        if readonly:
+            self._reader = _readonly_engine(self.path)
+            try:
+                async with self._reading() as conn:
+                    await conn.run_sync(lambda c: _probe(c, self.path))
+            except BaseException:
+                await self.close()
+                raise
+            return self
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)):
+            # SQLite needs the directory too (-wal, -shm, the journal); say so before it fails.
+            raise EventLogReadOnly(f"the event log {self.path} is read-only here; this command appends to it")
         self._writer = _writer_engine(self.path)
         try:
-            await self._in_writer(self._migrate)
-        except Exception as exc:
-            failure = storage_failure(exc, self.path)
+            await self._in_writer(self._migrate if create else self._check_current)
+        except BaseException as exc:
+            await self.close()
+            failure = storage_failure(exc, self.path) if isinstance(exc, Exception) else None
             if failure is None:
                 raise
             raise failure from exc
@@ -168,20 +261,63 @@ class SqliteEventStore:
 
     def _migrate(self) -> None:
         assert self._writer is not None
-        with self._writer.begin() as conn:
-            s.metadata.create_all(conn)
-            current = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
-            if current is not None and current > s.LATEST_VERSION:
-                raise EventStoreError(
-                    f"{self.path} has log schema {current}, newer than this davit ({s.LATEST_VERSION}); "
-                    "upgrade davit"
-                )
-            for version in range(int(current or 0) + 1, s.LATEST_VERSION + 1):
-                for statement in s.MIGRATIONS[version]:
-                    conn.execute(text(statement))
-                conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
+        with _mapped(self.path), self._writer.begin() as conn:
+            current = _probe(conn, self.path, fresh_ok=True)
+            if current is None:  # a new log: the tables as they are now, every migration recorded
+                s.metadata.create_all(conn)
+                current = 0
+                for version in range(1, s.LATEST_VERSION + 1):
+                    conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
+            else:
+                for version in range(current + 1, s.LATEST_VERSION + 1):
+                    for statement in s.MIGRATIONS[version]:
+                        conn.execute(text(statement))
+                    conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
             if conn.execute(select(s.chain_head.c.id)).first() is None:
                 conn.execute(insert(s.chain_head).values(id=1, position=0, hash=s.GENESIS_HASH))
+            if self._key is not None:
+                self._seal(conn, self._key)
+
+    def _check_current(self) -> None:
+        """A log the CLI appends requests to: there, at this davit's schema (davitd migrates)."""
+        assert self._writer is not None
+        with _mapped(self.path), self._writer.begin() as conn:
+            current = _probe(conn, self.path)
+            if current != s.LATEST_VERSION:
+                raise EventStoreError(f"{self.path} has log schema {current}, older than this davit "
+                                      f"({s.LATEST_VERSION}); start davitd once to upgrade it")
+            sealed = _head(conn)[2] is not None
+            if sealed and self._key is None:
+                raise LogKeyError(f"the event log {self.path} is keyed and there is no log key at "
+                                  f"{self._key_path or 'the configured path'}")
+            if not sealed and self._key is not None:
+                # Only davitd's seal may come next: a plain event appended now would move the
+                # head away from the one the key was made to seal, and davitd would refuse it.
+                raise LogKeyError(f"the event log {self.path} is not sealed with the key {self._key.path} yet; "
+                                  "start davitd once first")
+
+    def _seal(self, conn: Connection, key: LogKey) -> None:
+        """Make this log keyed under `key` if it is not: one keyed marker event whose hash covers
+        the plain head, then the head sealed. A log already keyed must be keyed with `key`."""
+        marker = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first()
+        if marker is not None:
+            if json.loads(marker.data).get("key_id") != key_id(key.secret):
+                raise LogKeyError(f"the event log {self.path} was keyed with another key than {key.path}; "
+                                  "restore the key it was keyed with")
+            return
+        position, prev_hash, _ = _head(conn)
+        if key.sealed is not None and key.sealed != (position, prev_hash):
+            raise LogKeyError(
+                f"the event log {self.path} (head at position {position}) is not the log the key {key.path} "
+                f"was made for (head at position {key.sealed[0]}): its keyed part may have been removed. "
+                "If the log was replaced on purpose, move the key aside and start davitd again")
+        version = conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = ?", (MARKER_STREAM,)).scalar()
+        new = NewEvent(uuid.uuid4().hex, MARKER_TYPE, {
+            "key_id": key_id(key.secret), "plain_events": position, "plain_head": prev_hash,
+        })
+        row = self._row(new, MARKER_STREAM, int(version or 0) + 1, position + 1, prev_hash, key.secret)
+        conn.exec_driver_sql(_INSERT_SQL, [row])
+        conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position + 1, row[-1], head_mac(key.secret, position + 1, row[-1])))
 
     # --- appends -----------------------------------------------------------------------------
 
@@ -263,7 +399,8 @@ class SqliteEventStore:
         """
         assert self._writer is not None
         with self._writer.begin() as conn:
-            position, prev_hash = conn.exec_driver_sql(_HEAD_SQL).one()
+            position, prev_hash, mac = conn.exec_driver_sql(_HEAD_SQL).one()
+            secret = self._link_key(mac)
             versions, replays = _lookup(conn, batch)
             rows: list[tuple[Any, ...]] = []
             results: list[list[int] | BaseException] = []
@@ -278,7 +415,7 @@ class SqliteEventStore:
                     for new in part.events:
                         position += 1
                         version += 1
-                        row = self._row(new, part.stream, version, position, prev_hash)
+                        row = self._row(new, part.stream, version, position, prev_hash, secret)
                         prev_hash = row[-1]
                         rows.append(row)
                         replays[new.event_id] = position
@@ -287,13 +424,24 @@ class SqliteEventStore:
                 results.append(positions)
             if rows:
                 conn.exec_driver_sql(_INSERT_SQL, rows)
-                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash))
+                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash, _seal_head(secret, position, prev_hash)))
             return results
 
-    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
+    def _link_key(self, mac: str | None) -> bytes | None:
+        """The key new events are linked with: a keyed log (its head sealed) needs the key,
+        decided inside the write transaction so an append racing the sealing is keyed too."""
+        if mac is None:
+            return None
+        if self._key is None:
+            raise LogKeyError(f"the event log {self.path} is keyed and this process has no log key")
+        return self._key.secret
+
+    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str,
+             secret: bytes | None = None) -> tuple[Any, ...]:
         data = canonical_json(new.data)
         recorded_at = self._clock()
-        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at)
+        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at,
+                            secret)
         return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
 
     async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -331,20 +479,17 @@ class SqliteEventStore:
             after_position = rows[-1].position
 
     async def stream_version(self, stream: str) -> int:
-        assert self._reader is not None
-        async with self._reader.connect() as conn:
+        async with self._reading() as conn:
             current = (await conn.execute(select(func.max(s.events.c.version)).where(s.events.c.stream == stream))).scalar()
         return int(current or 0)
 
     async def head_position(self) -> int:
-        assert self._reader is not None
-        async with self._reader.connect() as conn:
+        async with self._reading() as conn:
             current = (await conn.execute(select(func.max(s.events.c.position)))).scalar()
         return int(current or 0)
 
     async def streams(self, prefix: str) -> list[str]:
-        assert self._reader is not None
-        async with self._reader.connect() as conn:
+        async with self._reading() as conn:
             rows = await conn.execute(
                 select(s.events.c.stream)
                 .where(s.events.c.stream.startswith(prefix, autoescape=True), s.events.c.version == 1)
@@ -365,44 +510,131 @@ class SqliteEventStore:
                 await asyncio.sleep(poll_seconds)
 
     async def _select(self, query: Any) -> list[StoredEvent]:
-        assert self._reader is not None
-        async with self._reader.connect() as conn:
+        async with self._reading() as conn:
             return [_stored(r) for r in await conn.execute(query)]
 
-    async def integrity_check(self) -> str:
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A reader connection; SQLite's errors become one typed line (`EventLogDamaged`)."""
         assert self._reader is not None
-        async with self._reader.connect() as conn:
+        with _mapped(self.path):
+            async with self._reader.connect() as conn:
+                yield conn
+
+    async def integrity_check(self) -> str:
+        async with self._reading() as conn:
             rows = (await conn.exec_driver_sql("PRAGMA integrity_check")).all()
         return "; ".join(str(r[0]) for r in rows)
 
     # --- integrity ---------------------------------------------------------------------------
 
-    async def verify_chain(self) -> ChainReport:
-        """Recompute the chain from the first event; name the first position that breaks it."""
-        assert self._reader is not None
+    async def verify_chain(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
+        """Recompute the chain from the first event; name the first position that breaks it.
+
+        Events up to the key marker are plain links, the marker and every event after it keyed
+        links (which needs `key`: `LogKeyError` naming the key without it), and a keyed log's
+        head must carry the key's seal. With a key, a log with no marker is broken: its keyed
+        part was removed (or the key made and davitd not started since)."""
         prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
-        async with self._reader.connect() as conn:
+        secret: bytes | None = None
+        keyed_from: int | None = None
+        async with self._reading() as conn:
             result = await conn.stream(select(s.events).order_by(s.events.c.position))
             async for row in result:
                 if row.position != expected_position:
-                    return ChainReport(False, checked, expected_position, "event missing (gap in positions)")
+                    return ChainReport(False, checked, expected_position, "event missing (gap in positions)",
+                                       keyed_from)
                 if row.prev_hash != prev_hash:
-                    return ChainReport(False, checked, row.position, "previous hash does not match")
+                    return ChainReport(False, checked, row.position, "previous hash does not match", keyed_from)
+                if keyed_from is None and row.stream == MARKER_STREAM and row.type == MARKER_TYPE:
+                    if key is None:
+                        raise LogKeyError(f"the event log {self.path} is keyed (from position {row.position}) and "
+                                          f"there is no log key at {key_path or 'the configured path'} to verify it")
+                    secret, keyed_from = key.secret, row.position
                 digest = event_hash(
                     prev_hash, row.position, row.event_id, row.stream, row.version,
-                    row.type, row.schema, row.data, row.recorded_at,
+                    row.type, row.schema, row.data, row.recorded_at, secret,
                 )
-                if digest != row.hash:
-                    return ChainReport(False, checked, row.position, "content does not match its hash")
+                if not same(digest, row.hash):
+                    reason = "content does not match its hash"
+                    if row.position == keyed_from and json.loads(row.data).get("key_id") != key_id(secret or b""):
+                        reason = f"the log was keyed with another key than {key.path if key else '?'}"
+                    return ChainReport(False, checked, row.position, reason, keyed_from)
                 prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
-            head = (await conn.execute(select(s.chain_head.c.position, s.chain_head.c.hash))).one()
-        if head.position != expected_position - 1 or head.hash != prev_hash:
-            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
-        return ChainReport(True, checked)
+            # SELECT *: a log not yet migrated to the keyed schema (read-only readers never
+            # migrate) has no mac column, and is not keyed.
+            head = (await conn.exec_driver_sql("SELECT * FROM chain_head WHERE id = 1")).one()._mapping
+        if head["position"] != expected_position - 1 or head["hash"] != prev_hash:
+            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)",
+                               keyed_from)
+        if secret is not None and not same(head.get("mac"), head_mac(secret, head["position"], head["hash"])):
+            return ChainReport(False, checked, expected_position,
+                               "chain head not sealed by the key (newest events removed?)", keyed_from)
+        if secret is None and key is not None:
+            return ChainReport(False, checked, expected_position,
+                               f"no key marker though the key {key.path} exists: the log's keyed part was removed "
+                               "or the log replaced (or davitd has not started since the key was made)", None)
+        return ChainReport(True, checked, keyed_from=keyed_from)
 
 
-_HEAD_SQL = "SELECT position, hash FROM chain_head WHERE id = 1"
-_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = ?, hash = ? WHERE id = 1"
+_HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
+_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = ?, hash = ?, mac = ? WHERE id = 1"
+_MARKER_SQL = "SELECT position, data FROM events WHERE stream = ? AND type = ? ORDER BY position LIMIT 1"
+_TABLES = ("events", "chain_head", "schema_version")
+
+
+def _head(conn: Connection) -> tuple[int, str, str | None]:
+    position, hash_, mac = conn.exec_driver_sql(_HEAD_SQL).one()
+    return int(position), str(hash_), mac
+
+
+def _seal_head(secret: bytes | None, position: int, hash_: str) -> str | None:
+    return None if secret is None else head_mac(secret, position, hash_)
+
+
+def _probe(conn: Connection, path: Path, fresh_ok: bool = False) -> int | None:
+    """The log's schema version; None for a new, empty file if `fresh_ok`. `EventLogDamaged`
+    if it is not a whole davit log, `EventLogTooNew` if a newer davit wrote it."""
+    names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in _TABLES if t not in names]
+    if fresh_ok and not names:
+        return None
+    if missing:
+        raise EventLogDamaged(path, f"table {', '.join(missing)} missing")
+    current = conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").scalar()
+    if current is None:
+        raise EventLogDamaged(path, "no schema version recorded")
+    if int(current) > s.LATEST_VERSION:
+        raise EventLogTooNew(f"{path} has log schema {current}, newer than this davit ({s.LATEST_VERSION}); "
+                             "upgrade davit")
+    columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(chain_head)")}
+    if int(current) >= 2 and "mac" not in columns:
+        raise EventLogDamaged(path, "table chain_head has lost its mac column")
+    return int(current)
+
+
+class _mapped:
+    """SQLite's own errors (not a database, malformed, no such table, cannot open) as one
+    typed line naming the log; usable around sync and async code alike."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None or isinstance(exc, DavitError):
+            return
+        original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        if not isinstance(original, sqlite3.Error):
+            return
+        reason = str(original).splitlines()[0] if str(original) else type(original).__name__
+        if "locked" in reason or "busy" in reason or "unable to open" in reason:
+            raise EventStoreError(f"event log {self.path}: {reason}") from None
+        if "readonly" in reason:
+            raise EventLogReadOnly(f"the event log {self.path} is read-only here: {reason}") from None
+        raise EventLogDamaged(self.path, reason) from None
 _INSERT_SQL = (
     "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -466,3 +698,24 @@ def raise_into(request: _Request, mapper: Callable[[BaseException], BaseExceptio
     if not request.done.done():
         request.done.set_exception(mapper(exc))
 
+
+
+def log_head(path: Path) -> tuple[int, str, bool]:
+    """The head (position, hash) of the log at `path` and whether it is keyed, read-only;
+    (0, genesis, False) if there is no log yet. For making a key that will seal this head."""
+    if not path.exists():
+        return 0, s.GENESIS_HASH, False
+    with _mapped(path):
+        conn = sqlite3.connect(_readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not names:
+                return 0, s.GENESIS_HASH, False
+            if "chain_head" not in names or "events" not in names:
+                raise EventLogDamaged(path, "table chain_head or events missing")
+            conn.execute("BEGIN")  # one snapshot for both reads
+            position, hash_ = conn.execute("SELECT position, hash FROM chain_head WHERE id = 1").fetchone()
+            keyed = conn.execute(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).fetchone() is not None
+            return int(position), str(hash_), keyed
+        finally:
+            conn.close()

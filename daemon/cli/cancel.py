@@ -42,4 +42,4 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
             f" (the cancel came after step {late['step']} had started, which commits the run)" if late else ""), err=True)
         return EXIT_OK if view.cancelled else EXIT_FAILED
 
-    sys.exit(with_store(ctx, go))
+    sys.exit(with_store(ctx, go, write=True))

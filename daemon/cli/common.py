@@ -16,6 +16,7 @@ from daemon.config import Settings, load_settings
 from domain import events as ev
 from domain.errors import EXIT_USAGE, DavitError
 from domain.runs import RunView, fold
+from eventstore.logkey import read_log_key
 from eventstore.sqlite import SqliteEventStore
 
 T = TypeVar("T")
@@ -40,12 +41,20 @@ def state(ctx: click.Context) -> CliState:
     return obj
 
 
-def with_store(ctx: click.Context, fn: Callable[[SqliteEventStore], Awaitable[T]]) -> T:
+def with_store(ctx: click.Context, fn: Callable[[SqliteEventStore], Awaitable[T]], write: bool = False) -> T:
+    """Run `fn` on the log. Read commands open it read-only (no migration, no write lock: they
+    work on a read-only state directory while davitd writes); `write` (requests for davitd)
+    opens it for appends, with the log key if the log is keyed. Neither creates a log."""
     settings = state(ctx).settings
+    key = read_log_key(settings.log_key_path) if write else None
 
     async def go() -> T:
-        async with SqliteEventStore(settings.db_path) as store:
+        store = await SqliteEventStore(settings.db_path, key=key, key_path=settings.log_key_path).open(
+            create=False, readonly=not write)
+        try:
             return await fn(store)
+        finally:
+            await store.close()
 
     return anyio.run(go)
 

@@ -1,4 +1,8 @@
-"""`davit log verify`: recompute the event log's hash chain; name the first bad position."""
+"""`davit log verify`: recompute the event log's hash chain; name the first bad position.
+
+Read-only: the log is opened `mode=ro`. A keyed log (see `eventstore/chain.py`) needs the log
+key (`Settings.log_key_path`); without it, or with a damaged database, the answer is one line
+naming the key or what is damaged, never a traceback."""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import sys
 
 import click
 
-from daemon.cli.common import emit_json, with_store
+from daemon.cli.common import emit_json, state, with_store
 from domain.errors import EXIT_FAILED, EXIT_OK
-from eventstore.sqlite import ChainReport, SqliteEventStore
+from eventstore.logkey import read_log_key
+from eventstore.sqlite import ChainReport, EventLogDamaged, SqliteEventStore
 
 
 @click.group("log")
@@ -20,21 +25,36 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
-    """Check the hash chain of the whole log and SQLite's integrity."""
+    """Check the hash chain of the whole log (keyed, with the log key) and SQLite's integrity."""
+    key_path = state(ctx).settings.log_key_path
+    key = read_log_key(key_path)
 
     async def go(store: SqliteEventStore) -> tuple[ChainReport, str]:
-        return await store.verify_chain(), await store.integrity_check()
+        try:
+            report = await store.verify_chain(key, key_path)
+        except EventLogDamaged as exc:
+            report = ChainReport(False, 0, None, f"damaged: {exc.reason}")
+        try:
+            integrity = await store.integrity_check()
+        except EventLogDamaged as exc:
+            integrity = exc.reason
+        return report, integrity
 
     report, integrity = with_store(ctx, go)
     ok = report.ok and integrity == "ok"
+    keyed = report.keyed_from is not None
     if as_json:
         emit_json({"ok": ok, "checked": report.checked, "first_bad_position": report.first_bad_position,
-                   "reason": report.reason, "integrity_check": integrity})
+                   "reason": report.reason, "integrity_check": integrity, "keyed": keyed,
+                   "keyed_from": report.keyed_from, "key": str(key_path) if key is not None else None})
     elif ok:
-        click.echo(f"log ok: {report.checked} events, hash chain intact, integrity_check ok")
+        how = f"keyed from position {report.keyed_from} with {key_path}" if keyed else \
+            f"NOT keyed (no key at {key_path}: anyone who can write the log can recompute it)"
+        click.echo(f"log ok: {report.checked} events, hash chain intact, {how}, integrity_check ok")
     else:
         if not report.ok:
-            click.echo(f"log broken at position {report.first_bad_position}: {report.reason}")
+            where = f" at position {report.first_bad_position}" if report.first_bad_position else ""
+            click.echo(f"log broken{where}: {report.reason}")
         if integrity != "ok":
             click.echo(f"integrity_check: {integrity}")
     sys.exit(EXIT_OK if ok else EXIT_FAILED)

@@ -21,4 +21,4 @@ def command(ctx: click.Context, run: str) -> None:
         await send(store, ResumeRun(run_id=run_id))
         click.echo(run_id)
 
-    with_store(ctx, go)
+    with_store(ctx, go, write=True)

@@ -45,4 +45,4 @@ def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> 
         click.echo(f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else ""), err=True)
         return EXIT_OK if succeeded(view) else EXIT_FAILED
 
-    sys.exit(with_store(ctx, go))
+    sys.exit(with_store(ctx, go, write=True))

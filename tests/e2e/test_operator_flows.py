@@ -202,11 +202,12 @@ def test_log_verify_passes_on_an_intact_log_and_names_the_first_edited_position(
     davit.wait_run_state("docs", {"succeeded"})
     davit.stop()
     assert "hash chain intact" in davit.cli("log", "verify").stdout
+    edited = next(p for p, _, t, _ in davit.events() if t == "JobDefined")  # after LogKeyed, DaemonStarted
     with sqlite3.connect(davit.home / "state" / "davit.db") as conn:
-        conn.execute("UPDATE events SET data = replace(data, 'docs', 'evil') WHERE position = 2")
+        conn.execute("UPDATE events SET data = replace(data, 'docs', 'evil') WHERE position = ?", (edited,))
     result = davit.cli("log", "verify", "--json", check=False)
     assert result.returncode == 1
-    assert '"first_bad_position": 2' in result.stdout
+    assert f'"first_bad_position": {edited}' in result.stdout
 
 
 def test_removing_a_job_file_retires_the_job(davit: Davit, source: Path) -> None:

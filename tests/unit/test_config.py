@@ -28,7 +28,7 @@ def test_every_config_key_is_in_the_documented_example() -> None:
 
 
 def test_a_home_directory_is_self_contained(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path / "h")
+    settings = load_settings(home=tmp_path / "h", create_home=True)
     assert settings.config_file == tmp_path / "h" / "davit.toml" and settings.config_file.exists()
     assert settings.jobs_dir == tmp_path / "h" / "jobs.d"
     assert settings.db_path == tmp_path / "h" / "state" / "davit.db"
@@ -52,3 +52,24 @@ def test_a_bad_value_is_named_with_file_and_field(tmp_path: Path) -> None:
         read_config(path)
     assert err.value.problems[0].field == "daemon.max_parallel_runs"
     assert str(path) in str(err.value)
+
+
+def test_the_log_key_is_beside_the_config_or_the_systemd_credential(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc"))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert load_settings().log_key_path == tmp_path / "etc" / "log.key"
+    (tmp_path / "creds").mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    assert load_settings().log_key_path == tmp_path / "etc" / "log.key"  # no such credential given
+    (tmp_path / "creds" / "log.key").write_text("ab" * 32)
+    assert load_settings().log_key_path == tmp_path / "creds" / "log.key"
+
+
+def test_only_davitd_creates_a_home_a_typo_is_named_and_nothing_is_made(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig, match="--home: no such directory"):
+        load_settings(home=tmp_path / "typo")
+    with pytest.raises(InvalidConfig, match="--config: no such file"):
+        load_settings(home=tmp_path, config_file=tmp_path / "typo.toml", create_home=True)
+    assert list(tmp_path.iterdir()) == []

@@ -243,7 +243,7 @@ def test_the_schema_version_is_recorded_once_and_a_newer_log_is_refused(db: Path
     _create(db)
     _create(db)
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
         conn.execute("INSERT INTO schema_version VALUES (99, 'from the future')")
     with pytest.raises(EventStoreError, match="newer than this davit"):
         _create(db)

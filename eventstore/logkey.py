@@ -1,0 +1,120 @@
+"""The log key file: the HMAC key of the hash chain, kept outside the state directory.
+
+The file is TOML, made 0400 by davitd (or `davitd --make-log-key`) when it is missing:
+
+    key = "<64 hex digits>"
+    sealed_position = 41
+    sealed_hash = "<hex>"
+
+`sealed_*` name the head of the log at the moment the key was made: the plain prefix the
+key's marker event will seal. davitd seals a log that has no marker only if its head is
+still exactly that, so someone who removes the keyed part of a log (back to plain events
+only) and rewrites the plain part cannot get the next start to bless it. A file holding only
+64 hex digits (a key provisioned some other way, e.g. a systemd credential) is accepted too;
+it pins no prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from domain.errors import EXIT_USAGE, DavitError
+from eventstore.chain import KEY_BYTES
+
+MAX_KEY_FILE = 4096
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+class LogKeyError(DavitError):
+    """The log key is missing where it is needed, unreadable or malformed."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class LogKey:
+    path: Path
+    secret: bytes
+    sealed: tuple[int, str] | None = None  # the plain head this key was made to seal
+
+    def __repr__(self) -> str:  # never the secret, in a traceback or a log line
+        return f"LogKey(path={str(self.path)!r}, sealed={self.sealed!r})"
+
+
+def read_log_key(path: Path) -> LogKey | None:
+    """The key at `path`, or None if there is no file; `LogKeyError` if it cannot be used."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LogKeyError(f"log key {path} is unreadable: {exc.strerror or exc}") from None
+    if len(raw) > MAX_KEY_FILE:
+        raise LogKeyError(f"log key {path} is not a davit log key (over {MAX_KEY_FILE} bytes)")
+    return _parse(path, raw)
+
+
+def _parse(path: Path, raw: bytes) -> LogKey:
+    text = raw.decode("utf-8", "replace").strip()
+    if _HEX_KEY.fullmatch(text):
+        return LogKey(path, bytes.fromhex(text))
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        doc = {}
+    key = doc.get("key")
+    if not isinstance(key, str) or not _HEX_KEY.fullmatch(key):
+        # The reason never quotes the file: it is a secret.
+        raise LogKeyError(f"log key {path} is not a davit log key (need key = \"<64 hex digits>\")")
+    position, hash_ = doc.get("sealed_position"), doc.get("sealed_hash")
+    sealed = (position, hash_) if isinstance(position, int) and isinstance(hash_, str) else None
+    return LogKey(path, bytes.fromhex(key), sealed)
+
+
+def create_log_key(path: Path, sealed: tuple[int, str]) -> LogKey:
+    """Make a new key file at `path` (0400, never replacing one): the key that will seal the
+    log whose head is `sealed`. If another process made one first, that one is returned."""
+    secret = secrets.token_bytes(KEY_BYTES)
+    body = (
+        "# davit's event-log key: the HMAC key of its hash chain. Keep it secret, keep it off the\n"
+        "# state directory, back it up apart from the log. Without it `davit log verify` cannot\n"
+        "# check the log and davitd will not append to it.\n"
+        f'key = "{secret.hex()}"\n'
+        f"sealed_position = {sealed[0]}\n"
+        f'sealed_hash = "{sealed[1]}"\n'
+    ).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # never replaces an existing key, unlike rename
+        except FileExistsError:
+            existing = read_log_key(path)
+            if existing is None:
+                raise
+            return existing
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise LogKeyError(
+            f"cannot create the log key {path}: {exc.strerror or exc} (create it as root with "
+            "`davitd --make-log-key`, or provide it as the systemd credential log.key)"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return LogKey(path, secret, sealed)
