@@ -86,15 +86,16 @@ class JobRegistry:
     async def sync_directory(self, jobs_dir: Path) -> list[str]:
         """Bring the registry in line with the directory; names of jobs (re)defined."""
         defined: list[str] = []
-        present = {str(p): p for p in sorted(jobs_dir.glob("*.toml")) if p.is_file()}
+        # every entry but a directory gets a verdict: a FIFO or a link leading out is rejected, not skipped
+        present = {str(p): p for p in sorted(jobs_dir.glob("*.toml")) if not p.is_dir()}
         for job in self.active():
             if job.file not in present:
                 await self.append(job.name, ev.JobRetired(name=job.name, file=job.file, reason="file removed"))
                 log.info("job %s retired: %s was removed", job.name, job.file)
         for file, path in present.items():
-            loaded = load_job_file(path)
+            loaded = load_job_file(path, jobs_dir)
             if loaded.spec is None:
-                await self._reject(file, loaded.content_sha256, loaded.problems)
+                await self._reject(file, loaded.fingerprint, loaded.problems)
                 continue
             name = await self._define(file, loaded.spec, loaded.content_sha256)
             if name:
