@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	mkdir -p $(DEMO)/jobs.d $(DEMO)/restored
 	sed -e 's|@SOURCE@|$(CURDIR)|' config/demo/demo-backup.toml > $(DEMO)/jobs.d/demo-backup.toml
+	chmod go-w $(DEMO)/jobs.d $(DEMO)/jobs.d/demo-backup.toml  # davitd refuses job files others can write (umask 002)
 	@echo ""
 	@echo "davitd is starting with --home $(DEMO); in another terminal try:"
 	@echo "  $(VENV)/bin/davit --home $(DEMO) jobs"

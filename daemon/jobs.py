@@ -40,16 +40,20 @@ FileStamp = tuple[int, int, int, int]  # (inode, size, mtime_ns, ctime_ns)
 
 
 def stamp_of(path: Path) -> FileStamp | None:
-    """What says a job file changed, without reading it; None if `path` is not a job file now
-    (absent, a directory, a FIFO...). A symlink is stamped by what it points at (stat only: the
-    reader decides whether it may be followed)."""
+    """What says a job file changed, without reading it; None if `path` is absent or a
+    directory. A symlink is stamped by what it points at (stat only: the reader decides whether
+    it may be followed), a dangling one by itself; a FIFO or device is stamped too, so the
+    reader refuses it (unread) with a verdict instead of it being skipped in silence."""
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            st = os.stat(path)
+            try:
+                st = os.stat(path)
+            except OSError:
+                pass
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if stat.S_ISDIR(st.st_mode):
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -91,6 +95,7 @@ class JobRegistry:
         self.jobs: dict[str, JobState] = {}
         self.rejected: dict[str, str] = {}  # file -> content hash of its latest rejection
         self.stamps: dict[str, FileStamp] = {}  # file -> its stamp when last read
+        self.directory_stamp: tuple[int, int] | None = None
         self.on_change: Callable[[JobState], None] | None = None
         self._active: dict[str, JobState] = {}  # name -> job, active ones only
         self._by_file: dict[str, str] = {}  # file -> name of the active job it defines
@@ -162,7 +167,12 @@ class JobRegistry:
                         present[str(path)] = stamp
         gone = (set(self._by_file) | set(self.stamps)) - set(present)
         changed = {f: s for f, s in present.items() if self.stamps.get(f) != s}
-        return await self._sync(gone, changed)
+        st = os.stat(jobs_dir)
+        if (st.st_mode, st.st_uid) != self.directory_stamp:
+            # the directory's mode and owner are part of every file's verdict (StrictModes)
+            self.directory_stamp = (st.st_mode, st.st_uid)
+            changed = present
+        return await self._sync(jobs_dir, gone, changed)
 
     async def sync_paths(self, jobs_dir: Path, names: Iterable[str]) -> list[str]:
         """Sync the files the watcher reported (names directly in `jobs_dir`); each is re-read,
@@ -178,9 +188,9 @@ class JobRegistry:
                 gone.add(str(path))
             else:
                 changed[str(path)] = stamp
-        return await self._sync(gone, changed)
+        return await self._sync(jobs_dir, gone, changed)
 
-    async def _sync(self, gone: set[str], changed: dict[str, FileStamp]) -> list[str]:
+    async def _sync(self, jobs_dir: Path, gone: set[str], changed: dict[str, FileStamp]) -> list[str]:
         batch = _Batch()
         defined: list[str] = []
         for file in sorted(gone):
@@ -191,22 +201,23 @@ class JobRegistry:
                 batch.add(job.name, ev.JobRetired(name=job.name, file=file, reason="file removed"))
                 log.info("job %s retired: %s was removed", job.name, file)
             batch.gone.add(file)
-        await self._read_files(batch, changed, defined)
+        await self._read_files(jobs_dir, batch, changed, defined)
         await self._flush(batch)
         # A file refused because its name was taken gets its turn once the name is free.
         freed = {f: s for f in list(self._claims) if self.by_name(self._claims[f]) is None
                  and f not in changed and (s := stamp_of(Path(f))) is not None}
         if freed:
-            await self._read_files(batch, freed, defined)
+            await self._read_files(jobs_dir, batch, freed, defined)
             await self._flush(batch)
         return defined
 
-    async def _read_files(self, batch: _Batch, changed: dict[str, FileStamp], defined: list[str]) -> None:
+    async def _read_files(self, jobs_dir: Path, batch: _Batch, changed: dict[str, FileStamp],
+                          defined: list[str]) -> None:
         for file in sorted(changed):
             self._claims.pop(file, None)
-            loaded = load_job_file(Path(file))
+            loaded = load_job_file(Path(file), jobs_dir)
             if loaded.spec is None:
-                await self._reject(file, loaded.content_sha256, loaded.problems)
+                await self._reject(file, loaded.fingerprint, loaded.problems)
                 self.stamps[file] = changed[file]
                 continue
             name = await self._define(batch, file, loaded.spec, loaded.content_sha256)

@@ -12,10 +12,11 @@ Pure string logic, no I/O, so both the backup and the restore adapters (and the 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 _SPECIAL = set("*[](){}\\?$^+!.|")
+MAX_PATTERN_LENGTH = 1024
 
 
 class PatternError(ValueError):
@@ -68,39 +69,48 @@ def _count_stars(text: str) -> int:
 
 def _compile(source: str, target: str) -> tuple[re.Pattern[str], list[tuple[bool, str]]]:
     """A regex for `source` and the replacement as (is_group, text) parts."""
+    for text in (source, target):
+        if len(text) > MAX_PATTERN_LENGTH:
+            # a namespace is at most 255 bytes; the bound keeps checking a job file cheap
+            # (the regex compiler costs ~15 us per `*`)
+            raise PatternError(f"longer than {MAX_PATTERN_LENGTH} characters ({len(text)}); "
+                               f"a MongoDB namespace is at most 255 bytes")
     if "$" not in source:
         source, target = _stars_to_variables(source), _stars_to_variables(target)
     names: dict[str, int] = {}
     regex: list[str] = []
-    rest = source
-    while rest:
-        var = re.match(r"(?s)\$([^$]*)\$", rest)
-        if var:
-            if var[1] in names:
-                raise PatternError(f"variable name {var[1]!r} used more than once")
-            names[var[1]] = len(names) + 1
+    for is_var, text in _tokens(source):
+        if is_var:
+            if text in names:
+                raise PatternError(f"variable name {text!r} used more than once")
+            names[text] = len(names) + 1
             regex.append("(.*?)")
-            rest = rest[var.end():]
-            continue
-        if rest[0] == "$":
-            raise PatternError("extraneous '$'")
-        regex.append(("\\" if rest[0] in _SPECIAL else "") + rest[0])
-        rest = rest[1:]
+        else:
+            regex.append(("\\" if text in _SPECIAL else "") + text)
     parts: list[tuple[bool, str]] = []
-    rest = target
-    while rest:
-        var = re.match(r"(?s)\$([^$]*)\$", rest)
-        if var:
-            if var[1] not in names:
-                raise PatternError(f"unknown variable {var[1]!r}")
-            parts.append((True, str(names[var[1]])))
-            rest = rest[var.end():]
-            continue
-        if rest[0] == "$":
-            raise PatternError("extraneous '$'")
-        parts.append((False, rest[0]))
-        rest = rest[1:]
+    for is_var, text in _tokens(target):
+        if is_var:
+            if text not in names:
+                raise PatternError(f"unknown variable {text!r}")
+            parts.append((True, str(names[text])))
+        else:
+            parts.append((False, text))
     return re.compile("(?s)^" + "".join(regex) + "$"), parts
+
+
+def _tokens(text: str) -> Iterator[tuple[bool, str]]:
+    """`$name$` variables and single characters, as (is_variable, text), in one pass."""
+    i = 0
+    while i < len(text):
+        if text[i] == "$":
+            end = text.find("$", i + 1)
+            if end < 0:
+                raise PatternError("extraneous '$'")
+            yield True, text[i + 1 : end]
+            i = end + 1
+        else:
+            yield False, text[i]
+            i += 1
 
 
 @dataclass(frozen=True)

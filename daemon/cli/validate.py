@@ -20,7 +20,9 @@ def command(files: tuple[Path, ...]) -> None:
     """Validate job files: one `file: field: reason` line per problem."""
     ok = True
     for path in files:
-        loaded = load_job_file(path)
+        # the file's own directory stands for davitd's jobs directory: a file in jobs.d gets
+        # exactly davitd's verdict (the directory's mode and owner included)
+        loaded = load_job_file(path, path.parent)
         if loaded.spec is None:
             ok = False
             for problem in loaded.problems:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, get_args
 from pydantic import Field, TypeAdapter, ValidationError
 
 from domain.errors import FieldProblem, InvalidJob
+from domain.jobs import nesting
 from domain.jobs.base import JobBase, Retention, SnapshotRef, problems_from_validation, spec_revision
 from domain.jobs.base import inline_secrets as _inline_secrets
 from domain.jobs.compose import ComposeMigrateJob
@@ -71,22 +72,37 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
 
 
 def parse_job(text: str, file: str) -> AnyJob:
-    """Parse a job file's text; raise `InvalidJob` naming file, field and reason."""
+    """Parse a job file's text; raise `InvalidJob` naming file, field and reason.
+
+    Nesting is bounded before anything recursive runs (`nesting`), and `RecursionError` is
+    caught as a last line: whatever the text, the caller gets a verdict, never a crash.
+    """
+    too_deep = nesting.text_problem(text)
+    if too_deep is not None:
+        raise InvalidJob(file, [too_deep])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidJob(file, [FieldProblem("(toml)", str(exc))]) from exc
+    except RecursionError as exc:
+        raise InvalidJob(file, [FieldProblem("(toml)", nesting.too_deep())]) from exc
     return job_from_dict(raw, file)
 
 
 def job_from_dict(raw: dict[str, Any], file: str) -> AnyJob:
-    problems = _precheck(raw)
-    if problems:
-        raise InvalidJob(file, problems)
+    too_deep = nesting.value_problem(raw)
+    if too_deep is not None:
+        raise InvalidJob(file, [too_deep])
     try:
-        return _job_adapter.validate_python(raw)
-    except ValidationError as exc:
-        raise InvalidJob(file, problems_from_validation(exc, skip_leading=1)) from exc
+        problems = _precheck(raw)
+        if problems:
+            raise InvalidJob(file, problems)
+        try:
+            return _job_adapter.validate_python(raw)
+        except ValidationError as exc:
+            raise InvalidJob(file, problems_from_validation(exc, skip_leading=1)) from exc
+    except RecursionError as exc:
+        raise InvalidJob(file, [FieldProblem("(job)", nesting.too_deep())]) from exc
 
 
 def _precheck(raw: dict[str, Any]) -> list[FieldProblem]:

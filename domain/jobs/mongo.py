@@ -207,15 +207,22 @@ class MongoExportJob(JobBase):
 
 COLUMN_TYPES = {"auto", "string", "int32", "int64", "double", "decimal", "boolean", "date", "date_go", "binary"}
 BINARY_ENCODINGS = {"base64", "hex", "base32"}
-_TYPED = re.compile(r"^(?P<name>.+)\.(?P<type>[a-z_0-9]+)\((?P<arg>.*)\)$")
+# `.TYPE(` where a column's type starts; the last one (after a non-empty name) is the type, and
+# the argument runs from there to the closing `)` at the end. Found by one scan (finditer: the
+# matches cannot overlap) rather than a pattern with `.+` and `.*` around it, which backtracked
+# quadratically on a long field such as "a.b(" repeated.
+_TYPE_CALL = re.compile(r"\.(?P<type>[a-z_0-9]++)\(")
 
 
 def typed_column(text: str) -> tuple[str, str, str]:
     """`name.type(arg)` -> (name, type, arg), as mongoimport's `--columnsHaveTypes` writes them."""
-    found = _TYPED.match(text)
+    found = None
+    if text.endswith(")") and "\n" not in text:
+        for found in _TYPE_CALL.finditer(text, 1):  # noqa: B007 - the last match is the one kept
+            pass
     if found is None:
         raise ValueError(f"column {text!r} has no type: write it as NAME.TYPE(ARG), e.g. age.int32()")
-    name, kind, arg = found["name"], found["type"], found["arg"]
+    name, kind, arg = text[: found.start()], found["type"], text[found.end() : -1]
     if kind not in COLUMN_TYPES:
         raise ValueError(f"column {text!r}: unknown type {kind!r} (one of {', '.join(sorted(COLUMN_TYPES))})")
     if kind == "binary" and arg not in BINARY_ENCODINGS:
