@@ -45,9 +45,9 @@ def with_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   go: Callable[[JobRegistry, Path, Counted], Coroutine[Any, Any, None]]) -> None:
     counted = Counted()
 
-    def counting_load(path: Path) -> LoadedJobFile:
+    def counting_load(path: Path, jobs_dir: Path) -> LoadedJobFile:
         counted.reads.append(path.name)
-        return load_job_file(path)
+        return load_job_file(path, jobs_dir)
 
     monkeypatch.setattr(jobs_module, "load_job_file", counting_load)
     jobs_dir = tmp_path / "jobs.d"
