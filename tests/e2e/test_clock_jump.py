@@ -12,6 +12,7 @@ import pytest
 
 from daemon.jobs import JobRegistry
 from domain import events as ev
+from eventstore.logkey import read_log_key
 from eventstore.sqlite import SqliteEventStore
 from tests.e2e.conftest import Davit, write_job
 
@@ -22,7 +23,8 @@ def seed_fire_a_year_ahead(db: Path, job: str) -> datetime:
     ahead = (datetime.now(UTC) + timedelta(days=365)).replace(second=0, microsecond=0)
 
     async def go() -> None:
-        async with SqliteEventStore(db) as store:
+        # the log is keyed: a writer needs the key davitd made beside the config (home/log.key)
+        async with SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")) as store:
             registry = JobRegistry(store)
             await registry.load()
             state = registry.jobs[job]
