@@ -18,6 +18,7 @@ import pytest
 from adapters.docker.helper import HELPER_LABEL
 from daemon.recorder import RunRecorder
 from domain import events as ev
+from eventstore.logkey import read_log_key
 from eventstore.sqlite import SqliteEventStore
 from tests.e2e.conftest import Davit, write_job
 from tests.integration.docker.test_volume_adapter import digest, mountpoint, run_in
@@ -127,7 +128,7 @@ def helpers_of(engine: docker.DockerClient, run_id: str) -> list[str]:
 
 async def record_cancel(db: Path, run_id: str) -> None:
     """What davitd records first when an operator cancels a run (then it stops the work)."""
-    store = await SqliteEventStore(db).open()
+    store = await SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")).open()
     try:
         await (await RunRecorder.load(store, run_id)).record(ev.RunCancelling(reason="requested by operator"))
     finally:
