@@ -24,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adapters.repository.tuning import Tuning
 from domain.errors import FieldProblem, InvalidConfig
-from domain.jobs import problems_from_validation
+from domain.jobs import nesting, problems_from_validation
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
 PRIVATE_UMASK = 0o077
+MAX_CONFIG_BYTES = 1 << 20  # as a job file: a config larger than this is refused unread
 
 
 class _Section(BaseModel):
@@ -178,13 +179,38 @@ def _settings(config_file: Path, model: ConfigModel, state_root: Path) -> Settin
 
 
 def read_config(path: Path) -> ConfigModel:
+    """The config file's settings (defaults if it is absent); `InvalidConfig` naming field and
+    reason for anything wrong with it, never another exception: a bad file read at SIGHUP must
+    leave the running daemon as it was. Like a job file: at most `MAX_CONFIG_BYTES`, UTF-8,
+    nested no deeper than the job files' bound."""
+    file = str(path)
     try:
-        raw = tomllib.loads(path.read_text()) if path.exists() else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(str(path), [FieldProblem("(toml)", str(exc))]) from exc
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > MAX_CONFIG_BYTES:
+                raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        data = b""
     except OSError as exc:
-        raise InvalidConfig(str(path), [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
+        raise InvalidConfig(file, [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
+    if len(data) > MAX_CONFIG_BYTES:  # grew between the check and the read
+        raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
     try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
+    problem = nesting.text_problem(text)
+    if problem is not None:
+        raise InvalidConfig(file, [problem])
+    try:
+        raw = tomllib.loads(text)
+        problem = nesting.value_problem(raw)
+        if problem is not None:
+            raise InvalidConfig(file, [problem])
         return ConfigModel.model_validate(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(file, [FieldProblem("(toml)", str(exc))]) from exc
     except ValidationError as exc:
-        raise InvalidConfig(str(path), problems_from_validation(exc)) from exc
+        raise InvalidConfig(file, problems_from_validation(exc)) from exc
+    except RecursionError:
+        raise InvalidConfig(file, [FieldProblem("(toml)", nesting.too_deep())]) from None

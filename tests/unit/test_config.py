@@ -73,3 +73,25 @@ def test_only_davitd_creates_a_home_a_typo_is_named_and_nothing_is_made(tmp_path
     with pytest.raises(InvalidConfig, match="--config: no such file"):
         load_settings(home=tmp_path, config_file=tmp_path / "typo.toml", create_home=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "field", "reason"),
+    [
+        (b"x = " + b"[" * 2000 + b"]" * 2000 + b"\n", "(toml)", "nested deeper than"),
+        (b"[daemon]\nlog_level = \"info\xff\"\n", "(file)", "not UTF-8"),
+        (b"# " + b"a" * (2 << 20) + b"\n", "(file)", "larger than"),
+        (b"[" + b".".join([b"a"] * 2000) + b"]\n", "a", "nested deeper than"),
+    ],
+    ids=["nested-2000", "not-utf8", "2-MiB", "deep-table-header"],
+)
+def test_a_hostile_config_file_is_invalid_config_naming_field_and_reason_never_another_exception(
+        tmp_path: Path, content: bytes, field: str, reason: str) -> None:
+    """A config read at SIGHUP that raised anything but InvalidConfig (RecursionError,
+    UnicodeDecodeError) escaped the reload and stopped davitd."""
+    config = tmp_path / "davit.toml"
+    config.write_bytes(content)
+    with pytest.raises(InvalidConfig) as caught:
+        read_config(config)
+    [problem] = caught.value.problems
+    assert problem.field == field and reason in problem.reason
