@@ -451,12 +451,16 @@ class Supervisor:
     async def _requests_loop(self) -> None:
         while True:
             poll = self.settings.model.daemon.request_poll_seconds
-            batch = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
-            batch = [b for b in batch if b.stream == ev.REQUESTS_STREAM]
+            page = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
             handled = None
-            for stored in batch:
+            for stored in page:
                 if self.stopping:
                     break  # left unhandled for the next start, where a run request still runs
+                if stored.stream != ev.REQUESTS_STREAM:
+                    # another stream the prefix matches ("requests-x", written by something
+                    # else than davit): passed over, or a page of them stalled every request
+                    handled = stored.position
+                    continue
                 try:
                     await self._handle_request(stored)
                 except Exception as exc:
