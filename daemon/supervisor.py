@@ -449,9 +449,22 @@ class Supervisor:
     # --- requests from the CLI -----------------------------------------------------------------
 
     async def _requests_loop(self) -> None:
+        unreadable_after: int | None = None  # said once per position
         while True:
             poll = self.settings.model.daemon.request_poll_seconds
-            page = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
+            try:
+                page = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
+            except Exception as exc:
+                # an event whose data cannot be decoded (JSON nested deeper than this stack
+                # allows, appended by a writer with a higher recursion limit): davitd stays up
+                # and keeps running its jobs; the requests after it wait for an operator
+                if unreadable_after != self.requests_after:
+                    unreadable_after = self.requests_after
+                    log.error("the requests after log position %d cannot be read (%s); they are not handled "
+                              "until the event is repaired", self.requests_after, type(exc).__name__)
+                await anyio.sleep(poll)
+                continue
+            unreadable_after = None
             handled = None
             for stored in page:
                 if self.stopping:
