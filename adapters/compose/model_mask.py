@@ -103,7 +103,8 @@ def _without_queries(text: str) -> str:
     out: list[str] = []
     done = 0
     while (scheme_end := text.find("://", done)) != -1:
-        end = _WORD_END.search(text, scheme_end).start()
+        space = _SPACE.search(text, scheme_end)
+        end = space.start() if space else len(text)
         url = text[scheme_end:end]
         query = url.find("?")
         if query != -1:
@@ -115,7 +116,7 @@ def _without_queries(text: str) -> str:
     return "".join(out)
 
 
-_WORD_END = re.compile(r"\s|$")
+_SPACE = re.compile(r"\s")
 
 
 def _readable(path: tuple[str, ...]) -> bool:
