@@ -449,14 +449,31 @@ class Supervisor:
     # --- requests from the CLI -----------------------------------------------------------------
 
     async def _requests_loop(self) -> None:
+        unreadable_after: int | None = None  # said once per position
         while True:
             poll = self.settings.model.daemon.request_poll_seconds
-            batch = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
-            batch = [b for b in batch if b.stream == ev.REQUESTS_STREAM]
+            try:
+                page = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
+            except Exception as exc:
+                # an event whose data cannot be decoded (JSON nested deeper than this stack
+                # allows, appended by a writer with a higher recursion limit): davitd stays up
+                # and keeps running its jobs; the requests after it wait for an operator
+                if unreadable_after != self.requests_after:
+                    unreadable_after = self.requests_after
+                    log.error("the requests after log position %d cannot be read (%s); they are not handled "
+                              "until the event is repaired", self.requests_after, type(exc).__name__)
+                await anyio.sleep(poll)
+                continue
+            unreadable_after = None
             handled = None
-            for stored in batch:
+            for stored in page:
                 if self.stopping:
                     break  # left unhandled for the next start, where a run request still runs
+                if stored.stream != ev.REQUESTS_STREAM:
+                    # another stream the prefix matches ("requests-x", written by something
+                    # else than davit): passed over, or a page of them stalled every request
+                    handled = stored.position
+                    continue
                 try:
                     await self._handle_request(stored)
                 except Exception as exc:

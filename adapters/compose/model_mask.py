@@ -12,11 +12,19 @@ says: which of them holds a password is not something a name can tell (`--requir
 A value kept by the rules above is masked all the same when the project interpolated it (the
 model as written, from `config --no-interpolate`, has a `$` there): what came from `.env` or
 davitd's environment is not shown, even in a field that is usually harmless.
+
+A readable field may still hold a URL written with its credentials: a build context can be a
+git repository (`https://x-access-token:TOKEN@github.com/org/repo.git#main`) or a tarball
+whose URL carries a token in its query. Such a URL keeps its scheme, host, path and fragment
+(the git ref), and loses its user information and query.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from domain.redaction import strip_uri_credentials
 
 MASK = "***"
 ANY = "*"  # one mapping key or list index
@@ -82,6 +90,35 @@ def masked_model(model: dict[str, Any], as_written: dict[str, Any] | None = None
     return out if isinstance(out, dict) else {}
 
 
+def _shown(value: Any) -> Any:
+    """A readable value as recorded: a URL in it without its credentials or query."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    return _without_queries(strip_uri_credentials(value))
+
+
+def _without_queries(text: str) -> str:
+    """`text` with the query of each URL in it (from `?` to `#` or the URL's end) masked. One
+    pass: each URL is cut at the next whitespace and looked at once."""
+    out: list[str] = []
+    done = 0
+    while (scheme_end := text.find("://", done)) != -1:
+        space = _SPACE.search(text, scheme_end)
+        end = space.start() if space else len(text)
+        url = text[scheme_end:end]
+        query = url.find("?")
+        if query != -1:
+            fragment = url.find("#", query)
+            url = f"{url[:query]}?{MASK}{url[fragment:] if fragment != -1 else ''}"
+        out.append(text[done:scheme_end] + url)
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+_SPACE = re.compile(r"\s")
+
+
 def _readable(path: tuple[str, ...]) -> bool:
     return any(_matches(rule, path) for rule in READABLE)
 
@@ -124,5 +161,5 @@ def _mask(node: Any, path: tuple[str, ...], written: Any, interpolated: bool) ->
     if node is None or isinstance(node, bool):
         return node
     if not interpolated and _readable(path):
-        return node
+        return _shown(node)
     return MASK

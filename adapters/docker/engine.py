@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+from docker.utils import parse_host
 
 from adapters.oserrors import os_error
 from adapters.secrets import redact
@@ -75,6 +76,14 @@ def engine_errors(what: str) -> Iterator[None]:
 
 def connect(configured: str | None) -> docker.DockerClient:
     address = engine_address(configured)
+    try:
+        # the SDK's own parse, first: an address it cannot use is the job's to fix, not an
+        # engine that is down (it raised a bare ValueError for "[::1", and a DockerException
+        # the mapping below took for an unreachable engine, retried, for "tcp://u:pw@h")
+        parse_host(address)
+    except (ValueError, docker.errors.DockerException) as exc:
+        # `from None`: the SDK's text quotes the address, credentials included
+        raise EngineError(redact(f"the Docker engine address {address} cannot be used: {exc}")) from None
     with engine_errors(f"connecting to {address}"):
         client = docker.DockerClient(base_url=address, timeout=120)
         client.ping()

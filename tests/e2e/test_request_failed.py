@@ -24,15 +24,21 @@ from tests.e2e.conftest import Davit, write_job
 pytestmark = pytest.mark.e2e
 
 
+def keyed_store(db: Path) -> SqliteEventStore:
+    """The store as the CLI opens it for appends: with davitd's log key, beside the config."""
+    key_path = db.parent.parent / "log.key"
+    return SqliteEventStore(db, key=read_log_key(key_path), key_path=key_path)
+
+
 async def append_request(db: Path, type_name: str, data: dict[str, object]) -> int:
-    async with SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")) as store:
+    async with keyed_store(db) as store:
         version = await store.stream_version(ev.REQUESTS_STREAM)
         (position,) = await store.append(ev.REQUESTS_STREAM, version, [ev.NewEvent(new_event_id(), type_name, data)])
         return position
 
 
 async def wait_on(db: Path, run_id: str, position: int, timeout: float) -> object:
-    async with SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")) as store:
+    async with keyed_store(db) as store:
         return await wait_for_end(store, run_id, timeout, request=position)
 
 
@@ -80,7 +86,7 @@ def test_a_run_request_whose_handling_raises_ends_the_clis_wait_at_once(davit: D
     db = davit.home / "state" / "davit.db"
 
     async def request_for_a_taken_run_id() -> tuple[int, object]:
-        async with SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")) as store:
+        async with keyed_store(db) as store:
             taken = ev.RunQueued(run_id="0badc0ffee00", job="docs", kind="files.backup", revision="x", spec={},
                                  reason="another writer")
             await store.append(ev.run_stream("0badc0ffee00"), 0, [ev.NewEvent.of(new_event_id(), taken)])

@@ -98,3 +98,17 @@ def test_a_readable_field_that_was_interpolated_is_masked() -> None:
 def test_without_the_written_model_nothing_outside_the_readable_fields_is_shown() -> None:
     text = json.dumps(masked_model(resolved()))
     assert not [s for s in ("Xr3dispw", "HealthPw9", "dbpwd-value", "npm-token-value", "cifspw") if s in text]
+
+
+def test_a_build_context_url_keeps_its_repository_and_loses_its_token() -> None:
+    """A build context may be a git repository or a tarball URL (readable: it is where the image
+    comes from), written with a token in its user information or its query; `docker compose
+    config` prints it as written. Only the token goes."""
+    model = {"services": {
+        "app": {"image": "app", "build": {"context": "https://x-access-token:ghp-ctx-token-1@github.com/org/app.git#main"}},
+        "web": {"image": "web", "build": {"context": "https://files.example/ctx.tar.gz?sig=ctx-sig-2&x=1#sub"}},
+    }}
+    masked = masked_model(model, model)
+    assert "ghp-ctx-token-1" not in json.dumps(masked) and "ctx-sig-2" not in json.dumps(masked)
+    assert masked["services"]["app"]["build"]["context"] == "https://***@github.com/org/app.git#main"
+    assert masked["services"]["web"]["build"]["context"] == f"https://files.example/ctx.tar.gz?{MASK}#sub"

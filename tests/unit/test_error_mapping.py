@@ -28,6 +28,7 @@ import requests.exceptions
 import weaviate.exceptions as we
 
 from adapters.docker.engine import EngineError, EngineUnreachable, engine_errors
+from adapters.docker.engine import connect as engine_connect
 from adapters.mongo.client import MongoAuthFailed, MongoBadUri, MongoRefused, MongoUnreachable, Server
 from adapters.secrets import SecretUnavailable, redact, resolve
 from adapters.ssh.remote import (
@@ -166,6 +167,20 @@ DOCKER_ROWS = [
 def test_docker_sdk_and_os_errors_map_to_davit_errors(exc: BaseException, expected: type[DavitError],
                                                       retryable: bool) -> None:
     check(lambda: engine_errors(f"listing volumes on {ENGINE}"), exc, expected, retryable)
+
+
+@pytest.mark.parametrize("address", [f"tcp://admin:{PW}@[::1:2376", f"tcp://admin:{PW}@engine.example:2376",
+                                     f"tcp://admin:{PW}@engine.example:notaport"])
+def test_an_engine_address_the_sdk_cannot_use_is_a_permanent_engine_error(address: str) -> None:
+    """The SDK let a bare ValueError out for an unclosed IPv6 bracket ("failed unexpectedly",
+    with a traceback in davitd's log), and a DockerException("Invalid bind address format")
+    that was taken for an unreachable engine and retried; its cause quoted the password."""
+    with pytest.raises(DavitError) as info:
+        engine_connect(address)
+    mapped = info.value
+    assert isinstance(mapped, EngineError) and not mapped.retryable, f"{type(mapped).__name__}: {mapped}"
+    assert "engine.example" in str(mapped) or "::1" in str(mapped)
+    assert PW not in str(mapped) and mapped.__cause__ is None and mapped.__suppress_context__
 
 
 # --- weaviate-client -----------------------------------------------------------------------
