@@ -146,6 +146,9 @@ def _follow_inside(dir_fd: int, name: str, roots: set[str]) -> tuple[int, str, o
     hops = 0
     try:
         while True:
+            if not parts:  # the walk ended on a directory: the target was `.`, `sub/..`, the jobs directory
+                st = os.fstat(stack[-1])
+                raise _Refused(f"not a regular file ({_kind(st.st_mode)}); davitd reads only regular files", st)
             part = parts.pop(0)
             if part in ("", "."):
                 continue

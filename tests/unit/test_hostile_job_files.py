@@ -214,6 +214,11 @@ def test_a_symlink_is_followed_to_a_file_inside_the_jobs_directory(jobs_dir: Pat
     ("loop.toml", "more than 8 symlinks to follow"),
     ("open/job.toml", "a symlink into the directory 'open', which is writable by group and others"),
     ("sub", "not a regular file (a directory)"),
+    # links that end on a directory by a path the kernel would also call a directory
+    (".", "not a regular file (a directory)"),
+    ("./", "not a regular file (a directory)"),
+    ("sub/..", "not a regular file (a directory)"),
+    ("{jobs_dir}", "not a regular file (a directory)"),
 ])
 def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(
         jobs_dir: Path, target: str, reason: str) -> None:
@@ -223,7 +228,7 @@ def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(
     (jobs_dir / "sub").mkdir()
     (jobs_dir / "loop.toml").symlink_to("loop.toml")
     link = jobs_dir / "link.toml"
-    link.symlink_to(target)
+    link.symlink_to(target.format(jobs_dir=jobs_dir))
     loaded = load_job_file(link, jobs_dir)
     assert loaded.spec is None and loaded.problems[0].field == "(file)"
     assert reason in loaded.problems[0].reason
