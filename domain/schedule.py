@@ -21,7 +21,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 FUTURE_TOLERANCE = timedelta(seconds=60)
 
@@ -61,8 +61,14 @@ class Timetable:
         since = since.astimezone(now.tzinfo)  # cron times are read in the clock's own zone
         ahead = since - now
         after = now if ahead > FUTURE_TOLERANCE else since
-        due = croniter(schedule, after).get_next(datetime)
         self._parked.pop(name, None)
+        try:
+            due = croniter(schedule, after).get_next(datetime)
+        except CroniterBadDateError:
+            # a day that never comes (30 February), in a spec recorded before the job file check
+            # refused it: the job has no fire, and must not stop the others' planning
+            self.drop(name)
+            return None
         self._put(name, Plan(schedule, after, due, self._next_seq()))
         return ahead if ahead > FUTURE_TOLERANCE else None
 

@@ -151,3 +151,16 @@ class FakeClock:
 
     def step(self, seconds: float) -> None:
         self.wall += timedelta(seconds=seconds)
+
+
+def test_a_recorded_schedule_whose_day_never_comes_is_not_planned_instead_of_raising() -> None:
+    """A job defined before its schedule was checked for a next fire (30 February) must not stop
+    the scheduler (CroniterBadDateError escaped the planner and ended davitd)."""
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    assert table.plan("never", "0 0 30 2 *", since=T, now=T) is None
+    table.plan("nightly", "0 3 * * *", since=T, now=T)
+    assert len(table) == 1 and table.plan_of("never") is None
+    assert table.pop_due(T + timedelta(days=1)) == [("nightly", (T + timedelta(days=1)).replace(hour=3, minute=0,
+                                                                                             second=0))]
