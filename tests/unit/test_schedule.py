@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pytest
 
 from daemon.config import RetrySection
 from daemon.retry import retry_at
@@ -164,3 +168,52 @@ def test_a_recorded_schedule_whose_day_never_comes_is_not_planned_instead_of_rai
     assert len(table) == 1 and table.plan_of("never") is None
     assert table.pop_due(T + timedelta(days=1)) == [("nightly", (T + timedelta(days=1)).replace(hour=3, minute=0,
                                                                                              second=0))]
+
+
+class _SimulatedNow(datetime):
+    """`datetime` as daemon.scheduler sees it, with `now` at a simulated instant."""
+
+    instant = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return cls.instant.astimezone(tz)
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    (datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC)),  # clocks go back
+    (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC)),  # clocks go forward
+])
+def test_a_nightly_job_fires_once_at_three_local_on_the_nights_the_clocks_change(
+        monkeypatch: pytest.MonkeyPatch, start: datetime, end: datetime) -> None:
+    """The system clock's `now` carried the UTC offset of its instant, fixed, so a fire planned
+    before a daylight-saving change kept the old offset: on the night the clocks went back the
+    nightly job ran twice (02:00 and 03:00), on the night they went forward at 04:00. The real
+    SystemClock in TZ=Europe/Berlin, read minute by minute as the scheduler does (only the
+    instant `datetime.now` answers is simulated)."""
+    from daemon import scheduler
+    from domain.schedule import Timetable
+
+    try:
+        berlin = ZoneInfo("Europe/Berlin")
+    except ZoneInfoNotFoundError:
+        pytest.skip("no time zone database")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    monkeypatch.setattr(scheduler, "datetime", _SimulatedNow)
+    try:
+        clock = scheduler.SystemClock()
+        _SimulatedNow.instant = start
+        table = Timetable()
+        table.plan("nightly", "0 3 * * *", since=clock.now() - timedelta(hours=10), now=clock.now())
+        fired: list[str] = []
+        while _SimulatedNow.instant < end:
+            now = clock.now()
+            for name, at in table.pop_due(now):
+                fired.append(now.astimezone(berlin).strftime("%d %H:%M"))
+                table.plan(name, "0 3 * * *", since=at, now=now)
+            _SimulatedNow.instant += timedelta(minutes=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert fired == [f"{start.day + 1} 03:00", f"{start.day + 2} 03:00"]
