@@ -74,7 +74,9 @@ class ClockWatch:
     def check(self) -> float | None:
         """Seconds the wall clock was stepped since the previous check (negative: back), or None."""
         wall, mono = self.clock.now(), self.clock.monotonic()
-        step = (wall - self._wall).total_seconds() - (mono - self._mono)
+        # (timestamps: a difference of datetimes sharing a zone is one of wall times, which
+        # jumps by an hour when daylight saving changes, though the clock did not move)
+        step = (wall.timestamp() - self._wall.timestamp()) - (mono - self._mono)
         self._wall, self._mono = wall, mono
         return step if abs(step) > self.tolerance else None
 

@@ -180,12 +180,20 @@ class _SimulatedNow(datetime):
         return cls.instant.astimezone(tz)
 
 
-@pytest.mark.parametrize(("start", "end"), [
-    (datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC)),  # clocks go back
-    (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC)),  # clocks go forward
+BACK = (datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC))  # clocks go back
+FORWARD = (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC))  # and forward
+
+
+@pytest.mark.parametrize(("schedule", "night", "expected"), [
+    ("0 3 * * *", BACK, ["25 03:00", "26 03:00"]),
+    ("0 3 * * *", FORWARD, ["29 03:00", "30 03:00"]),
+    ("30 2 * * *", BACK, ["25 02:30", "26 02:30"]),  # once, though 02:30 comes twice
+    ("30 2 * * *", FORWARD, ["29 03:30", "30 02:30"]),  # 02:30 never comes: once, as +01:00 places it
+    ("15 1-4 * * *", BACK, ["25 01:15", "25 02:15", "25 03:15", "25 04:15", "26 01:15", "26 02:15", "26 03:15",
+                            "26 04:15"]),
 ])
-def test_a_nightly_job_fires_once_at_three_local_on_the_nights_the_clocks_change(
-        monkeypatch: pytest.MonkeyPatch, start: datetime, end: datetime) -> None:
+def test_scheduled_jobs_fire_once_per_cron_time_in_local_time_on_the_nights_the_clocks_change(
+        monkeypatch: pytest.MonkeyPatch, schedule: str, night: tuple[datetime, datetime], expected: list[str]) -> None:
     """The system clock's `now` carried the UTC offset of its instant, fixed, so a fire planned
     before a daylight-saving change kept the old offset: on the night the clocks went back the
     nightly job ran twice (02:00 and 03:00), on the night they went forward at 04:00. The real
@@ -203,17 +211,31 @@ def test_a_nightly_job_fires_once_at_three_local_on_the_nights_the_clocks_change
     monkeypatch.setattr(scheduler, "datetime", _SimulatedNow)
     try:
         clock = scheduler.SystemClock()
+        start, end = night
         _SimulatedNow.instant = start
         table = Timetable()
-        table.plan("nightly", "0 3 * * *", since=clock.now() - timedelta(hours=10), now=clock.now())
+        table.plan("job", schedule, since=clock.now(), now=clock.now())
         fired: list[str] = []
         while _SimulatedNow.instant < end:
             now = clock.now()
             for name, at in table.pop_due(now):
                 fired.append(now.astimezone(berlin).strftime("%d %H:%M"))
-                table.plan(name, "0 3 * * *", since=at, now=now)
+                table.plan(name, schedule, since=at, now=now)
             _SimulatedNow.instant += timedelta(minutes=1)
     finally:
         monkeypatch.undo()
         time.tzset()
-    assert fired == [f"{start.day + 1} 03:00", f"{start.day + 2} 03:00"]
+    assert fired == expected
+
+
+def test_the_hour_the_clocks_go_back_is_not_a_step_of_the_wall_clock() -> None:
+    """Two readings in one zone differ by their wall times, which jump back an hour at the
+    change: ClockWatch saw a step of -3600 s (a false ClockMoved and a replan) every autumn."""
+    from daemon.scheduler import ClockWatch
+
+    berlin = ZoneInfo("Europe/Berlin")
+    clock = FakeClock(datetime(2026, 10, 25, 0, 59, tzinfo=UTC).astimezone(berlin))  # 02:59 CEST
+    watch = ClockWatch(clock)
+    clock.wall = datetime(2026, 10, 25, 1, 1, tzinfo=UTC).astimezone(berlin)  # 02:01 CET, two minutes later
+    clock.mono += 120
+    assert watch.check() is None
