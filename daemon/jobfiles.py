@@ -13,6 +13,9 @@ What is read, and how (a job file is an order to davitd, which runs as root):
   between the check and the open leads outside;
 - only a regular file is opened (its type is checked before the open, which could block on a
   FIFO or act on a device, and again on the descriptor, opened O_NONBLOCK);
+- a file whose name is not UTF-8 or holds control characters is refused unread: its name goes
+  into events and log lines (a lone surrogate could not be recorded at all, a newline forged a
+  line), so the verdict shows it escaped (`LoadedJobFile.file`);
 - a file over `MAX_JOB_FILE_BYTES` is refused unread; bad UTF-8 and bad TOML are problems;
   nesting and recursion are bounded by `domain.jobs.parse_job`.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_C
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OUTSIDE = "outside the jobs directory; davitd follows a symlink only to a file inside it"
 _MAX_SYMLINK_HOPS = 8  # the target of a link may be a link (inside the directory) in turn
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,12 @@ class _Refused(Exception):
 
 def load_job_file(path: Path, jobs_dir: Path) -> LoadedJobFile:
     """The verdict on `path`, a file directly inside `jobs_dir` (both as davitd names them)."""
-    file = str(path)
+    file = printable_path(str(path))
+    if file != str(path):
+        problem = FieldProblem("(file)", "the file name is not UTF-8 or has control characters (shown escaped); "
+                                         "rename it")
+        fingerprint = "unread:" + hashlib.sha256(os.fsencode(path)).hexdigest()
+        return LoadedJobFile(file, problems=[problem], fingerprint=fingerprint)
     try:
         data = _read(path, jobs_dir)
     except _Refused as refused:
@@ -79,6 +89,13 @@ def load_job_file(path: Path, jobs_dir: Path) -> LoadedJobFile:
         return LoadedJobFile(file, content_hash, spec=parse_job(text, file), fingerprint=content_hash)
     except InvalidJob as exc:
         return LoadedJobFile(file, content_hash, problems=exc.problems, fingerprint=content_hash)
+
+
+def printable_path(path: str) -> str:
+    """`path` as it may be recorded and logged: bytes that are not UTF-8 (surrogate-escaped by
+    os.fsdecode) and control characters written as backslash escapes."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _read(path: Path, jobs_dir: Path) -> bytes:
@@ -146,6 +163,9 @@ def _follow_inside(dir_fd: int, name: str, roots: set[str]) -> tuple[int, str, o
     hops = 0
     try:
         while True:
+            if not parts:  # the walk ended on a directory: the target was `.`, `sub/..`, the jobs directory
+                st = os.fstat(stack[-1])
+                raise _Refused(f"not a regular file ({_kind(st.st_mode)}); davitd reads only regular files", st)
             part = parts.pop(0)
             if part in ("", "."):
                 continue

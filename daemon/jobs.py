@@ -217,7 +217,8 @@ class JobRegistry:
             self._claims.pop(file, None)
             loaded = load_job_file(Path(file), jobs_dir)
             if loaded.spec is None:
-                await self._reject(file, loaded.fingerprint, loaded.problems)
+                # (loaded.file: the name as it may be recorded, escaped if it is not printable)
+                await self._reject(loaded.file, loaded.fingerprint, loaded.problems)
                 self.stamps[file] = changed[file]
                 continue
             name = await self._define(batch, file, loaded.spec, loaded.content_sha256)

@@ -5,6 +5,11 @@ and timeout uses the monotonic clock (`anyio.sleep` is monotonic), which a step 
 clock (NTP correcting a clock that was a year ahead, an operator's `date -s`) does not move.
 `Clock` is injected so tests can step the wall clock at will.
 
+The wall clock is read in the machine's time zone with its rules (`local_zone`), not in the
+fixed UTC offset of the moment: a fire planned the day before a daylight-saving change must
+land at 03:00 local after it (with a fixed offset the nightly job ran twice the night the
+clocks went back, and an hour late the night they went forward).
+
 `ClockWatch` compares how far each clock moved between two looks: a difference above
 `STEP_TOLERANCE` is a step of the wall clock (or a suspend, during which the monotonic clock
 stands still), which the supervisor records as `ClockMoved` before planning fires again.
@@ -12,10 +17,12 @@ stands still), which the supervisor records as `ClockMoved` before planning fire
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 STEP_TOLERANCE_SECONDS = 5.0
 
@@ -29,9 +36,26 @@ class Clock(Protocol):
         ...
 
 
+def local_zone() -> tzinfo:
+    """The machine's time zone with its daylight-saving rules: `TZ` if it names a zone, else
+    /etc/localtime; failing both, the current fixed offset (read once: a zone changed while
+    davitd runs applies at its next start)."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if name and not name.startswith("/"):
+            return ZoneInfo(name)
+        with open(name or "/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key=name or "localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):  # e.g. a POSIX rule in TZ: what libc makes of it
+        return datetime.now(UTC).astimezone().tzinfo or UTC
+
+
+@dataclass
 class SystemClock:
+    zone: tzinfo = field(default_factory=local_zone)
+
     def now(self) -> datetime:
-        return datetime.now(UTC).astimezone()
+        return datetime.now(self.zone)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -50,7 +74,9 @@ class ClockWatch:
     def check(self) -> float | None:
         """Seconds the wall clock was stepped since the previous check (negative: back), or None."""
         wall, mono = self.clock.now(), self.clock.monotonic()
-        step = (wall - self._wall).total_seconds() - (mono - self._mono)
+        # (timestamps: a difference of datetimes sharing a zone is one of wall times, which
+        # jumps by an hour when daylight saving changes, though the clock did not move)
+        step = (wall.timestamp() - self._wall.timestamp()) - (mono - self._mono)
         self._wall, self._mono = wall, mono
         return step if abs(step) > self.tolerance else None
 

@@ -19,17 +19,43 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 FUTURE_TOLERANCE = timedelta(seconds=60)
 
 
 def due_fire(schedule: str, since: datetime, now: datetime) -> datetime | None:
     """The cron time to fire for now, or None if no cron time passed after `since`."""
-    latest = croniter(schedule, now).get_prev(datetime)
-    return latest if latest > since else None
+    latest = _local(croniter(schedule, _wall(now)).get_prev(datetime), now)
+    return latest if _utc(latest) > _utc(since) else None
+
+
+def next_fire(schedule: str, after: datetime, zone_of: datetime) -> datetime:
+    """The first cron time after `after`, read in the zone of `zone_of` (the clock's)."""
+    times = croniter(schedule, _wall(after.astimezone(zone_of.tzinfo)))
+    while _utc(due := _local(times.get_next(datetime), zone_of)) <= _utc(after):
+        pass  # a wall time of the hour the clocks went back, met again: it already passed
+    return due
+
+
+# Cron times are wall-clock times in the clock's zone, which may have daylight-saving rules:
+# croniter walks naive wall times (its own DST handling misplaces times around the change), a
+# wall time is placed in the zone at its first occurrence (one run in the hour the clocks go
+# back; a time in the hour skipped going forward runs as that hour's offset places it, once),
+# and instants are compared in UTC (two datetimes sharing a zone compare by wall time, which
+# repeats in that hour).
+def _wall(at: datetime) -> datetime:
+    return at.replace(tzinfo=None)
+
+
+def _local(wall: datetime, zone_of: datetime) -> datetime:
+    return wall.replace(tzinfo=zone_of.tzinfo, fold=0)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -59,10 +85,16 @@ class Timetable:
         """(Re)plan `name`: its next fire is the first cron time after `since`, or after `now`
         when `since` lies more than FUTURE_TOLERANCE ahead. Returns that lead, else None."""
         since = since.astimezone(now.tzinfo)  # cron times are read in the clock's own zone
-        ahead = since - now
+        ahead = _utc(since) - _utc(now)
         after = now if ahead > FUTURE_TOLERANCE else since
-        due = croniter(schedule, after).get_next(datetime)
         self._parked.pop(name, None)
+        try:
+            due = next_fire(schedule, after, now)
+        except CroniterBadDateError:
+            # a day that never comes (30 February), in a spec recorded before the job file check
+            # refused it: the job has no fire, and must not stop the others' planning
+            self.drop(name)
+            return None
         self._put(name, Plan(schedule, after, due, self._next_seq()))
         return ahead if ahead > FUTURE_TOLERANCE else None
 
@@ -104,9 +136,9 @@ class Timetable:
 
     def _put(self, name: str, plan: Plan) -> None:
         self._plans[name] = plan
-        heapq.heappush(self._heap, (plan.due, plan.seq, name))
+        heapq.heappush(self._heap, (_utc(plan.due), plan.seq, name))  # (UTC: instants, not wall times)
         if len(self._heap) > 2 * len(self._plans) + 64:  # too many stale entries: rebuild
-            self._heap = [(p.due, p.seq, n) for n, p in self._plans.items()]
+            self._heap = [(_utc(p.due), p.seq, n) for n, p in self._plans.items()]
             heapq.heapify(self._heap)
 
     def _discard_stale(self) -> None:

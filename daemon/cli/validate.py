@@ -26,7 +26,7 @@ def command(files: tuple[Path, ...]) -> None:
         if loaded.spec is None:
             ok = False
             for problem in loaded.problems:
-                click.echo(problem.render(str(path)))
+                click.echo(problem.render(loaded.file))  # (escaped if the name is not printable)
         else:
             click.echo(f"{path}: valid {loaded.spec.kind} job {loaded.spec.name!r}", err=True)
     sys.exit(EXIT_OK if ok else EXIT_USAGE)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import FieldProblem
@@ -39,6 +40,9 @@ class Retention(Spec):
         )
 
 
+_A_LEAP_YEAR = datetime(2000, 1, 1, tzinfo=UTC)  # a fixed start: the verdict must not depend on the date
+
+
 class JobBase(Spec):
     name: str = Field(pattern=JOB_NAME_PATTERN)
     schedule: str | None = None
@@ -49,6 +53,12 @@ class JobBase(Spec):
     def _schedule_is_cron(cls, value: str | None) -> str | None:
         if value is not None and not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * *')")
+        if value is not None:
+            # is_valid accepts a day that never comes (30 February), which has no next fire
+            try:
+                croniter(value, _A_LEAP_YEAR).get_next(datetime)
+            except CroniterBadDateError:
+                raise ValueError(f"{value!r}: the day it names never comes (e.g. 30 February)") from None
         return value
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import load_settings
 from daemon.jobs import JobRegistry
 from domain import events as ev
 from eventstore.logkey import read_log_key
@@ -19,12 +20,13 @@ from tests.e2e.conftest import Davit, write_job
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def seed_fire_a_year_ahead(db: Path, job: str) -> datetime:
+def seed_fire_a_year_ahead(home: Path, job: str) -> datetime:
+    settings = load_settings(home)
+    key = read_log_key(settings.log_key_path)  # the log is keyed: davitd made the key at its first start
     ahead = (datetime.now(UTC) + timedelta(days=365)).replace(second=0, microsecond=0)
 
     async def go() -> None:
-        # the log is keyed: a writer needs the key davitd made beside the config (home/log.key)
-        async with SqliteEventStore(db, key=read_log_key(db.parent.parent / "log.key")) as store:
+        async with SqliteEventStore(settings.db_path, key=key) as store:
             registry = JobRegistry(store)
             await registry.load()
             state = registry.jobs[job]
@@ -44,7 +46,7 @@ def test_a_fire_recorded_a_year_ahead_does_not_stop_the_schedule_after_a_restart
     davit.start()
     davit.wait_for(lambda: bool(davit.events("type = 'JobDefined'")), 30, "JobDefined")
     davit.stop()
-    ahead = seed_fire_a_year_ahead(davit.home / "state" / "davit.db", "minutely")
+    ahead = seed_fire_a_year_ahead(davit.home, "minutely")
 
     davit.start()
     davit.wait_for(lambda: bool(davit.events("type = 'ClockMoved'")), 15, "ClockMoved at start-up", poll=0.2)

@@ -214,6 +214,11 @@ def test_a_symlink_is_followed_to_a_file_inside_the_jobs_directory(jobs_dir: Pat
     ("loop.toml", "more than 8 symlinks to follow"),
     ("open/job.toml", "a symlink into the directory 'open', which is writable by group and others"),
     ("sub", "not a regular file (a directory)"),
+    # links that end on a directory by a path the kernel would also call a directory
+    (".", "not a regular file (a directory)"),
+    ("./", "not a regular file (a directory)"),
+    ("sub/..", "not a regular file (a directory)"),
+    ("{jobs_dir}", "not a regular file (a directory)"),
 ])
 def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(
         jobs_dir: Path, target: str, reason: str) -> None:
@@ -223,7 +228,7 @@ def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(
     (jobs_dir / "sub").mkdir()
     (jobs_dir / "loop.toml").symlink_to("loop.toml")
     link = jobs_dir / "link.toml"
-    link.symlink_to(target)
+    link.symlink_to(target.format(jobs_dir=jobs_dir))
     loaded = load_job_file(link, jobs_dir)
     assert loaded.spec is None and loaded.problems[0].field == "(file)"
     assert reason in loaded.problems[0].reason
@@ -270,3 +275,32 @@ def test_a_refused_file_is_recorded_once_not_on_every_sync(jobs_dir: Path, tmp_p
     rejected, active = anyio.run(sync_three_times)
     assert sorted(Path(r["file"]).name for r in rejected) == ["a-fifo.toml", "a-group-writable.toml"]
     assert active == ["good", "group-writable"]
+
+
+def test_a_file_whose_name_is_not_utf8_or_has_control_characters_is_refused_and_the_others_defined(
+        jobs_dir: Path, tmp_path: Path) -> None:
+    """A name copied from a Latin-1 system (`été` as bytes e9) reached the log as a lone
+    surrogate: the append raised UnicodeEncodeError and davitd stopped at start-up. A newline
+    in a name forged a second log line. Both are refused, shown with their bytes escaped."""
+    latin1 = os.fsencode(jobs_dir) + b"/sauvegarde-\xe9t\xe9.toml"
+    with open(latin1, "wb") as fh:
+        fh.write(valid_job("latin1").encode())
+    (jobs_dir / "two\nlines.toml").write_text(valid_job("newline"))
+    (jobs_dir / "z-good.toml").write_text(valid_job("good"))
+
+    async def sync_twice() -> tuple[list[dict[str, Any]], list[str]]:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            registry = JobRegistry(store)
+            await registry.load()
+            await registry.sync_directory(jobs_dir)
+            await registry.sync_directory(jobs_dir)
+            rejected = [e.data async for e in store.iter_all() if e.type == "JobFileRejected"]
+            return rejected, sorted(j.name for j in registry.active())
+
+    rejected, active = anyio.run(sync_twice)
+    assert active == ["good"]
+    by_name = {Path(r["file"]).name: r["problems"][0]["reason"] for r in rejected}
+    assert sorted(by_name) == ["sauvegarde-\\xe9t\\xe9.toml", "two\\nlines.toml"]
+    assert all("file name" in reason for reason in by_name.values())
+    loaded = load_job_file(Path(os.fsdecode(latin1)), jobs_dir)
+    assert loaded.spec is None and loaded.file.encode()  # printable, and encodable for the log

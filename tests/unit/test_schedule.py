@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pytest
 
 from daemon.config import RetrySection
 from daemon.retry import retry_at
@@ -151,3 +155,87 @@ class FakeClock:
 
     def step(self, seconds: float) -> None:
         self.wall += timedelta(seconds=seconds)
+
+
+def test_a_recorded_schedule_whose_day_never_comes_is_not_planned_instead_of_raising() -> None:
+    """A job defined before its schedule was checked for a next fire (30 February) must not stop
+    the scheduler (CroniterBadDateError escaped the planner and ended davitd)."""
+    from domain.schedule import Timetable
+
+    table = Timetable()
+    assert table.plan("never", "0 0 30 2 *", since=T, now=T) is None
+    table.plan("nightly", "0 3 * * *", since=T, now=T)
+    assert len(table) == 1 and table.plan_of("never") is None
+    assert table.pop_due(T + timedelta(days=1)) == [("nightly", (T + timedelta(days=1)).replace(hour=3, minute=0,
+                                                                                             second=0))]
+
+
+class _SimulatedNow(datetime):
+    """`datetime` as daemon.scheduler sees it, with `now` at a simulated instant."""
+
+    instant = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return cls.instant.astimezone(tz)
+
+
+BACK = (datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC))  # clocks go back
+FORWARD = (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC))  # and forward
+
+
+@pytest.mark.parametrize(("schedule", "night", "expected"), [
+    ("0 3 * * *", BACK, ["25 03:00", "26 03:00"]),
+    ("0 3 * * *", FORWARD, ["29 03:00", "30 03:00"]),
+    ("30 2 * * *", BACK, ["25 02:30", "26 02:30"]),  # once, though 02:30 comes twice
+    ("30 2 * * *", FORWARD, ["29 03:30", "30 02:30"]),  # 02:30 never comes: once, as +01:00 places it
+    ("15 1-4 * * *", BACK, ["25 01:15", "25 02:15", "25 03:15", "25 04:15", "26 01:15", "26 02:15", "26 03:15",
+                            "26 04:15"]),
+])
+def test_scheduled_jobs_fire_once_per_cron_time_in_local_time_on_the_nights_the_clocks_change(
+        monkeypatch: pytest.MonkeyPatch, schedule: str, night: tuple[datetime, datetime], expected: list[str]) -> None:
+    """The system clock's `now` carried the UTC offset of its instant, fixed, so a fire planned
+    before a daylight-saving change kept the old offset: on the night the clocks went back the
+    nightly job ran twice (02:00 and 03:00), on the night they went forward at 04:00. The real
+    SystemClock in TZ=Europe/Berlin, read minute by minute as the scheduler does (only the
+    instant `datetime.now` answers is simulated)."""
+    from daemon import scheduler
+    from domain.schedule import Timetable
+
+    try:
+        berlin = ZoneInfo("Europe/Berlin")
+    except ZoneInfoNotFoundError:
+        pytest.skip("no time zone database")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    monkeypatch.setattr(scheduler, "datetime", _SimulatedNow)
+    try:
+        clock = scheduler.SystemClock()
+        start, end = night
+        _SimulatedNow.instant = start
+        table = Timetable()
+        table.plan("job", schedule, since=clock.now(), now=clock.now())
+        fired: list[str] = []
+        while _SimulatedNow.instant < end:
+            now = clock.now()
+            for name, at in table.pop_due(now):
+                fired.append(now.astimezone(berlin).strftime("%d %H:%M"))
+                table.plan(name, schedule, since=at, now=now)
+            _SimulatedNow.instant += timedelta(minutes=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert fired == expected
+
+
+def test_the_hour_the_clocks_go_back_is_not_a_step_of_the_wall_clock() -> None:
+    """Two readings in one zone differ by their wall times, which jump back an hour at the
+    change: ClockWatch saw a step of -3600 s (a false ClockMoved and a replan) every autumn."""
+    from daemon.scheduler import ClockWatch
+
+    berlin = ZoneInfo("Europe/Berlin")
+    clock = FakeClock(datetime(2026, 10, 25, 0, 59, tzinfo=UTC).astimezone(berlin))  # 02:59 CEST
+    watch = ClockWatch(clock)
+    clock.wall = datetime(2026, 10, 25, 1, 1, tzinfo=UTC).astimezone(berlin)  # 02:01 CET, two minutes later
+    clock.mono += 120
+    assert watch.check() is None
