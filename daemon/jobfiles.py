@@ -23,6 +23,7 @@ What is read, and how (a job file is an order to davitd, which runs as root):
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -38,6 +39,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OUTSIDE = "outside the jobs directory; davitd follows a symlink only to a file inside it"
 _MAX_SYMLINK_HOPS = 8  # the target of a link may be a link (inside the directory) in turn
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+log = logging.getLogger("davitd.jobs")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,12 @@ def load_job_file(path: Path, jobs_dir: Path) -> LoadedJobFile:
         return LoadedJobFile(file, content_hash, spec=parse_job(text, file), fingerprint=content_hash)
     except InvalidJob as exc:
         return LoadedJobFile(file, content_hash, problems=exc.problems, fingerprint=content_hash)
+    except Exception as exc:
+        # A shape no check foresaw must still be one file's verdict, not the daemon's end; the
+        # type only, since the message may quote the file's content.
+        log.exception("job file %s: unexpected %s while checking it", file, type(exc).__name__)
+        problem = FieldProblem("(file)", f"could not be checked ({type(exc).__name__}); see davitd's log")
+        return LoadedJobFile(file, content_hash, problems=[problem], fingerprint=content_hash)
 
 
 def printable_path(path: str) -> str:

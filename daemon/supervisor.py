@@ -108,7 +108,11 @@ class Supervisor:
             await self._load()
             await self._recover()
             self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-            await self._sync_jobs()
+            try:
+                await self._sync_jobs()
+            except Exception:
+                # The jobs already defined run; the watcher and the reconcile try the directory again.
+                log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
             self.notifier.ready(self._status())
             log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
             async with anyio.create_task_group() as tg:

@@ -304,3 +304,26 @@ def test_a_file_whose_name_is_not_utf8_or_has_control_characters_is_refused_and_
     assert all("file name" in reason for reason in by_name.values())
     loaded = load_job_file(Path(os.fsdecode(latin1)), jobs_dir)
     assert loaded.spec is None and loaded.file.encode()  # printable, and encodable for the log
+
+
+def test_a_failure_no_check_foresaw_is_that_files_verdict_not_the_daemons_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: whatever the parser raises on some future shape (here a KeyError
+    planted in it) is a `(file)` problem naming the exception type, never its message (it may
+    quote the file), and never an exception out of the reader."""
+    import daemon.jobfiles as jobfiles
+
+    def broken_parser(text: str, file: str) -> Any:
+        raise KeyError("value-from-the-file")
+
+    monkeypatch.setattr(jobfiles, "parse_job", broken_parser)
+    jobs_dir = tmp_path / "jobs.d"
+    jobs_dir.mkdir(mode=0o755)
+    path = jobs_dir / "odd.toml"
+    path.write_text(valid_job("odd"))
+    path.chmod(0o644)
+    loaded = load_job_file(path, jobs_dir)
+    assert loaded.spec is None
+    [problem] = loaded.problems
+    assert problem.field == "(file)" and "KeyError" in problem.reason
+    assert "value-from-the-file" not in problem.reason
