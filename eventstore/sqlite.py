@@ -235,13 +235,25 @@ class SqliteEventStore:
             raise EventLogReadOnly(f"the event log {self.path} is read-only here; this command appends to it")
         self._writer = _writer_engine(self.path)
         try:
-            await self._in_writer(self._migrate if create else self._check_current)
+            while True:
+                try:
+                    await self._in_writer(self._migrate if create else self._check_current)
+                    break
+                except LOG_UNWRITABLE as exc:
+                    # Migrating or sealing writes too: davitd waits a full disk out here as it
+                    # does for every append (one transaction, so a retry starts afresh).
+                    if self._outage is None or not create:
+                        raise
+                    self._outage.noticed(exc)
+                    await self._outage.backoff(exc)
         except BaseException as exc:
             await self.close()
             failure = storage_failure(exc, self.path) if isinstance(exc, Exception) else None
             if failure is None:
                 raise
             raise failure from exc
+        if self._outage is not None and create:
+            self._outage.succeeded()
         self._reader = _reader_engine(self.path)
         return self
 
@@ -634,6 +646,11 @@ class _mapped:
             raise EventStoreError(f"event log {self.path}: {reason}") from None
         if "readonly" in reason:
             raise EventLogReadOnly(f"the event log {self.path} is read-only here: {reason}") from None
+        # A full disk or an I/O error (a migration or the sealing writes too) is not damage:
+        # the same write succeeds once there is room.
+        failure = storage_failure(original, self.path)
+        if failure is not None:
+            raise failure from None
         raise EventLogDamaged(self.path, reason) from None
 _INSERT_SQL = (
     "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
