@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,27 @@ class LogKey:
 def read_log_key(path: Path) -> LogKey | None:
     """The key at `path`, or None if there is no file; `LogKeyError` if it cannot be used."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_KEY_FILE + 1)
+        # O_NONBLOCK: a FIFO planted at the key's path must not hang davitd's start or a
+        # `davit log verify`; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise LogKeyError(f"log key {path} is unreadable: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LogKeyError(f"log key {path} is not a regular file")
+        if st.st_mode & 0o027:
+            # As ssh does with a private key: whoever else can read it can forge the log. A
+            # group may read it (operators who run `davit log verify`; an ACL shows as that).
+            raise LogKeyError(f"log key {path} is readable by others or writable by its group (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}): chmod 0400 it")
+        raw = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise LogKeyError(f"log key {path} is unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_KEY_FILE:
         raise LogKeyError(f"log key {path} is not a davit log key (over {MAX_KEY_FILE} bytes)")
     return _parse(path, raw)
@@ -66,7 +82,7 @@ def _parse(path: Path, raw: bytes) -> LogKey:
         return LogKey(path, bytes.fromhex(text))
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: brackets nested deep
         doc = {}
     key = doc.get("key")
     if not isinstance(key, str) or not _HEX_KEY.fullmatch(key):

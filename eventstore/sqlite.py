@@ -40,7 +40,7 @@ from urllib.parse import quote
 import aiosqlite
 from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -181,6 +181,17 @@ def _readonly_engine(path: Path) -> AsyncEngine:
     return engine
 
 
+def _object(text_: str, position: int) -> dict[str, Any]:
+    """An event's data: a JSON object, or `ValueError` naming the position (damage)."""
+    try:
+        data = json.loads(text_)
+    except (ValueError, TypeError):
+        data = None
+    if not isinstance(data, dict):
+        raise ValueError(f"the data of the event at position {position} is not a JSON object")
+    return data
+
+
 def _stored(row: Row[Any]) -> StoredEvent:
     return StoredEvent(
         position=row.position,
@@ -189,7 +200,7 @@ def _stored(row: Row[Any]) -> StoredEvent:
         event_id=row.event_id,
         type=row.type,
         schema=row.schema,
-        data=json.loads(row.data),
+        data=_object(row.data, row.position),
         recorded_at=row.recorded_at,
         hash=row.hash,
     )
@@ -235,13 +246,25 @@ class SqliteEventStore:
             raise EventLogReadOnly(f"the event log {self.path} is read-only here; this command appends to it")
         self._writer = _writer_engine(self.path)
         try:
-            await self._in_writer(self._migrate if create else self._check_current)
+            while True:
+                try:
+                    await self._in_writer(self._migrate if create else self._check_current)
+                    break
+                except LOG_UNWRITABLE as exc:
+                    # Migrating or sealing writes too: davitd waits a full disk out here as it
+                    # does for every append (one transaction, so a retry starts afresh).
+                    if self._outage is None or not create:
+                        raise
+                    self._outage.noticed(exc)
+                    await self._outage.backoff(exc)
         except BaseException as exc:
             await self.close()
             failure = storage_failure(exc, self.path) if isinstance(exc, Exception) else None
             if failure is None:
                 raise
             raise failure from exc
+        if self._outage is not None and create:
+            self._outage.succeeded()
         self._reader = _reader_engine(self.path)
         return self
 
@@ -274,6 +297,10 @@ class SqliteEventStore:
                         conn.execute(text(statement))
                     conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
             if conn.execute(select(s.chain_head.c.id)).first() is None:
+                if conn.execute(select(s.events.c.position).limit(1)).first() is not None:
+                    # Recreated at genesis, it would let the next append collide or hide the
+                    # events' removal: the head of a log with events is never guessed.
+                    raise EventLogDamaged(self.path, "chain_head has no row")
                 conn.execute(insert(s.chain_head).values(id=1, position=0, hash=s.GENESIS_HASH))
             if self._key is not None:
                 self._seal(conn, self._key)
@@ -301,7 +328,7 @@ class SqliteEventStore:
         the plain head, then the head sealed. A log already keyed must be keyed with `key`."""
         marker = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first()
         if marker is not None:
-            if json.loads(marker.data).get("key_id") != key_id(key.secret):
+            if _object(marker.data, marker.position).get("key_id") != key_id(key.secret):
                 raise LogKeyError(f"the event log {self.path} was keyed with another key than {key.path}; "
                                   "restore the key it was keyed with")
             return
@@ -481,12 +508,12 @@ class SqliteEventStore:
     async def stream_version(self, stream: str) -> int:
         async with self._reading() as conn:
             current = (await conn.execute(select(func.max(s.events.c.version)).where(s.events.c.stream == stream))).scalar()
-        return int(current or 0)
+            return int(current or 0)  # inside: a version that is text is damage, named as such
 
     async def head_position(self) -> int:
         async with self._reading() as conn:
             current = (await conn.execute(select(func.max(s.events.c.position)))).scalar()
-        return int(current or 0)
+            return int(current or 0)
 
     async def streams(self, prefix: str) -> list[str]:
         async with self._reading() as conn:
@@ -557,7 +584,8 @@ class SqliteEventStore:
                 )
                 if not same(digest, row.hash):
                     reason = "content does not match its hash"
-                    if row.position == keyed_from and json.loads(row.data).get("key_id") != key_id(secret or b""):
+                    if row.position == keyed_from and _object(row.data, row.position).get("key_id") != key_id(
+                            secret or b""):
                         reason = f"the log was keyed with another key than {key.path if key else '?'}"
                     return ChainReport(False, checked, row.position, reason, keyed_from)
                 prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
@@ -626,6 +654,11 @@ class _mapped:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
         if exc is None or isinstance(exc, DavitError):
             return
+        if isinstance(exc, NoResultFound | ValueError | TypeError):
+            # Rows of a shape davit never writes (a head row gone, data that is not JSON, a
+            # number that is text): someone edited the file. One line, not a traceback.
+            detail = "chain_head has no row" if isinstance(exc, NoResultFound) else str(exc).splitlines()[0]
+            raise EventLogDamaged(self.path, f"unexpected content ({detail})") from None
         original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         if not isinstance(original, sqlite3.Error):
             return
@@ -634,6 +667,11 @@ class _mapped:
             raise EventStoreError(f"event log {self.path}: {reason}") from None
         if "readonly" in reason:
             raise EventLogReadOnly(f"the event log {self.path} is read-only here: {reason}") from None
+        # A full disk or an I/O error (a migration or the sealing writes too) is not damage:
+        # the same write succeeds once there is room.
+        failure = storage_failure(original, self.path)
+        if failure is not None:
+            raise failure from None
         raise EventLogDamaged(self.path, reason) from None
 _INSERT_SQL = (
     "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
@@ -714,7 +752,10 @@ def log_head(path: Path) -> tuple[int, str, bool]:
             if "chain_head" not in names or "events" not in names:
                 raise EventLogDamaged(path, "table chain_head or events missing")
             conn.execute("BEGIN")  # one snapshot for both reads
-            position, hash_ = conn.execute("SELECT position, hash FROM chain_head WHERE id = 1").fetchone()
+            head = conn.execute("SELECT position, hash FROM chain_head WHERE id = 1").fetchone()
+            if head is None:
+                raise EventLogDamaged(path, "chain_head has no row")
+            position, hash_ = head
             keyed = conn.execute(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).fetchone() is not None
             return int(position), str(hash_), keyed
         finally:

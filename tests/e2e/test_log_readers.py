@@ -174,6 +174,57 @@ def test_every_command_reports_a_damaged_log_in_one_line(davit: Davit, source: P
         assert out and ("damaged" in out[0] or "integrity_check" in out[0]), (damage, out)
 
 
+def _head_row_deleted(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM chain_head")
+
+
+def _data_not_json(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET data = '{' WHERE stream LIKE 'run-%'")
+
+
+def _marker_data_an_array(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET data = '[1]' WHERE type = 'LogKeyed'")
+
+
+def _version_text(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET version = 'x' WHERE stream LIKE 'run-%' AND version = 3")
+
+
+def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_davitd(
+        davit: Davit, source: Path, tmp_path: Path) -> None:
+    """A forger (or a stray sqlite3 session) edits rows rather than pages: a head row gone,
+    data that is not a JSON object, a version that is text. Each was a traceback somewhere
+    (NoResultFound, JSONDecodeError, AttributeError, ValueError), and an emptied head was
+    recreated at genesis by davitd."""
+    davit.start()
+    write_job(davit, "docs.toml", backup_job("docs", source))
+    run_id = davit.wait_run_state("docs", {"succeeded"})["run_id"]
+    davit.stop()
+    for damage in (_head_row_deleted, _data_not_json, _marker_data_an_array, _version_text):
+        home = tmp_path / damage.__name__.strip("_")
+        shutil.copytree(davit.home, home)
+        db = home / "state" / "davit.db"
+        damage(db)
+        for args in (("runs",), ("show", run_id), ("history",), ("run", "docs")):
+            result = davit_at(home, *args)
+            assert "Traceback" not in result.stdout + result.stderr, (damage, args, result)
+            if result.returncode != 0:  # a command that does not read the damaged row may work
+                (line,) = lines(result)
+                assert result.returncode == 1 and line.startswith("davit: "), (damage, args, line)
+        verify = davit_at(home, "log", "verify")
+        assert verify.returncode == 1 and "Traceback" not in verify.stdout + verify.stderr, (damage, verify)
+        if damage not in (_head_row_deleted, _marker_data_an_array):
+            continue  # davitd reads these rows only when a run needs them
+        started = subprocess.run([str(BIN / "davitd"), "--home", str(home)], capture_output=True, text=True,
+                                 timeout=60)
+        assert started.returncode == 1 and "Traceback" not in started.stdout + started.stderr, (damage, started)
+        assert f"event log {db} is damaged" in started.stderr, (damage, started.stderr)
+
+
 def test_a_log_newer_than_this_davit_is_refused_by_readers_in_one_line(davit: Davit) -> None:
     davit.start()
     davit.stop()

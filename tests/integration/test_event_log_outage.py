@@ -30,7 +30,8 @@ from domain.errors import EventLogFull, EventLogStop, StorageFull
 from domain.machine import RunState
 from domain.ports import RunContext
 from domain.runs import fold
-from eventstore.sqlite import SqliteEventStore
+from eventstore.logkey import create_log_key
+from eventstore.sqlite import SqliteEventStore, log_head
 
 
 @pytest.fixture
@@ -145,6 +146,44 @@ def test_with_a_log_health_an_append_waits_for_room_and_is_written_once(tiny_fs:
             assert landed == [2] and not health.failing
             assert [e.data.get("n") for e in await store.read_stream("s")] == [1, 2]
             assert (await store.verify_chain()).ok
+
+    anyio.run(go)
+
+
+def test_sealing_a_log_on_a_full_disk_is_storage_full_and_davitd_waits_for_room_to_seal_it(
+        tiny_fs: Path, tmp_path: Path) -> None:
+    """The first start with a key writes (the marker, the head's seal): on a full disk that is
+    `EventLogFull`, not "damaged", and davitd's store waits for room as for any append."""
+    db = tiny_fs / "state" / "davit.db"
+
+    async def go() -> None:
+        async with SqliteEventStore(db) as store:  # a log from before keys
+            await store.append("s", 0, [thing(n=1, pad="x" * 3000)])
+        position, head, _ = log_head(db)
+        key = create_log_key(tmp_path / "etc" / "log.key", (position, head))
+        filler = fill(tiny_fs)
+        with pytest.raises(EventLogFull, match="no space left for the event log"):
+            await SqliteEventStore(db, key=key).open()
+        health = LogHealth(Notifier({}))
+        opened: list[SqliteEventStore] = []
+
+        async def open_as_davitd() -> None:
+            opened.append(await SqliteEventStore(db, key=key, outage=health).open())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_as_davitd)
+            with anyio.fail_after(10):
+                while not health.failing:
+                    await anyio.sleep(0.01)
+            await anyio.sleep(1.0)
+            assert not opened
+            filler.unlink()
+        assert not health.failing
+        try:
+            report = await opened[0].verify_chain(key)
+            assert report.ok and report.keyed_from == 2, report
+        finally:
+            await opened[0].close()
 
     anyio.run(go)
 

@@ -7,8 +7,10 @@ without a key), but cannot read the log key, which lives outside the state direc
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -246,3 +248,34 @@ def test_a_cli_writer_appends_nothing_to_a_log_its_key_has_not_sealed_yet(db: Pa
     with pytest.raises(LogKeyError, match=f"keyed and there is no log key at {key.path}"):
         run(request(None))
     assert verify(db, key).ok
+
+
+def test_a_fifo_at_the_key_path_is_refused_at_once_instead_of_hanging_the_reader(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.key"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(LogKeyError, match="is not a regular file"):
+        read_log_key(fifo)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
+def test_a_key_others_can_read_or_its_group_can_write_is_refused_naming_its_mode(
+        key: LogKey, mode: int) -> None:
+    os.chmod(key.path, mode)
+    with pytest.raises(LogKeyError, match=f"mode {mode:04o}"):
+        read_log_key(key.path)
+
+
+def test_a_key_its_group_may_read_is_accepted(key: LogKey) -> None:
+    os.chmod(key.path, 0o440)  # operators of a group that runs `davit log verify`, or an ACL
+    found = read_log_key(key.path)
+    assert found is not None and found.secret == key.secret
+
+
+def test_a_key_file_of_deeply_nested_brackets_is_not_a_key_and_no_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.key"
+    path.write_text("x = " + "[" * 1900 + "]" * 1900)
+    os.chmod(path, 0o400)
+    with pytest.raises(LogKeyError, match="is not a davit log key"):
+        read_log_key(path)
