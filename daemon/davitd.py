@@ -13,7 +13,7 @@ import click
 from daemon.bootstrap import Parts
 from daemon.config import PRIVATE_UMASK, load_settings
 from daemon.loghealth import LogHealth
-from daemon.logkeys import daemon_log_key
+from daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
 from daemon.notify import Notifier
 from daemon.supervisor import Supervisor
 from daemon.version import davit_version
@@ -27,6 +27,7 @@ async def _serve(parts: Parts) -> None:
     key = daemon_log_key(parts.settings)
     store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
     try:
+        finish_log_key(key)  # the log is sealed under it now: nobody seals again
         await Supervisor(parts, store, notifier, davit_version(), health).run()
     finally:
         await store.close()
@@ -37,7 +38,8 @@ async def _serve(parts: Parts) -> None:
 @click.option("--home", type=click.Path(path_type=Path, file_okay=False), help="Self-contained home directory.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="Config file.")
 @click.option("--make-log-key", is_flag=True,
-              help="Only make the event log's key if it is missing, then exit (systemd's ExecStartPre=+).")
+              help="Only make the event log's key if it is missing and seal the log under it, then exit "
+                   "(systemd's ExecStartPre=+).")
 @click.version_option(davit_version(), prog_name="davitd")
 def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> None:
     """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
@@ -51,7 +53,7 @@ def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> Non
         sys.exit(exc.exit_code)
     if make_log_key:
         try:
-            click.echo(f"davitd: log key {daemon_log_key(settings).path}")
+            click.echo(f"davitd: log key {anyio.run(provision_log_key, settings).path}")
         except DavitError as exc:
             click.echo(f"davitd: {exc}", err=True)
             sys.exit(exc.exit_code)

@@ -317,6 +317,8 @@ class SqliteEventStore:
             if sealed and self._key is None:
                 raise LogKeyError(f"the event log {self.path} is keyed and there is no log key at "
                                   f"{self._key_path or 'the configured path'}")
+            if not sealed and self._key is not None and self._key.seal_done:
+                raise LogKeyError(rolled_back(self.path, self._key))
             if not sealed and self._key is not None:
                 # Only davitd's seal may come next: a plain event appended now would move the
                 # head away from the one the key was made to seal, and davitd would refuse it.
@@ -333,6 +335,11 @@ class SqliteEventStore:
                                   "restore the key it was keyed with")
             return
         position, prev_hash, _ = _head(conn)
+        if key.seal_done:
+            # Its writer sealed the log under this key once: a log without the marker lost its
+            # keyed part, even with the head back at exactly the sealed pair. Sealing it again
+            # would hide that for good.
+            raise LogKeyError(rolled_back(self.path, key))
         if key.sealed is not None and key.sealed != (position, prev_hash):
             raise LogKeyError(
                 f"the event log {self.path} (head at position {position}) is not the log the key {key.path} "
@@ -598,6 +605,8 @@ class SqliteEventStore:
         if secret is not None and not same(head.get("mac"), head_mac(secret, head["position"], head["hash"])):
             return ChainReport(False, checked, expected_position,
                                "chain head not sealed by the key (newest events removed?)", keyed_from)
+        if secret is None and key is not None and key.seal_done:
+            return ChainReport(False, checked, expected_position, rolled_back(self.path, key), None)
         if secret is None and key is not None:
             return ChainReport(False, checked, expected_position,
                                f"no key marker though the key {key.path} exists: the log's keyed part was removed "
@@ -609,6 +618,12 @@ _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
 _HEAD_UPDATE_SQL = "UPDATE chain_head SET position = ?, hash = ?, mac = ? WHERE id = 1"
 _MARKER_SQL = "SELECT position, data FROM events WHERE stream = ? AND type = ? ORDER BY position LIMIT 1"
 _TABLES = ("events", "chain_head", "schema_version")
+
+
+def rolled_back(path: Path, key: LogKey) -> str:
+    """Why a log without a key marker is refused under a key its writer marked sealed."""
+    return (f"the event log {path} was sealed under the key {key.path} but its keyed part is gone: "
+            "rolled back or truncated (if the log was replaced on purpose, move the key aside)")
 
 
 def _head(conn: Connection) -> tuple[int, str, str | None]:

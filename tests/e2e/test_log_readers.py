@@ -318,18 +318,50 @@ def test_a_log_from_before_keys_is_sealed_at_the_next_start_and_verifies(davit: 
     assert f'"keyed_from": {position + 1}' in verified and '"ok": true' in verified
 
 
-def test_make_log_key_makes_the_system_key_once_for_the_service_unit(tmp_path: Path) -> None:
-    """What the unit's `ExecStartPre=+davitd --make-log-key` does in the system layout."""
+def test_make_log_key_makes_the_system_key_once_seals_the_log_and_marks_the_key(tmp_path: Path) -> None:
+    """What the unit's `ExecStartPre=+davitd --make-log-key` does in the system layout: the
+    key, the log sealed under it (made and migrated if missing), the key marked sealed."""
     env = {**os.environ, "CONFIGURATION_DIRECTORY": str(tmp_path / "etc"), "STATE_DIRECTORY": str(tmp_path / "lib")}
     (tmp_path / "etc").mkdir()
+    key = tmp_path / "etc" / "log.key"
     for _ in range(2):
         made = subprocess.run([str(BIN / "davitd"), "--make-log-key"], env=env, capture_output=True, text=True,
                               timeout=60)
-        assert made.returncode == 0 and made.stdout.strip() == f"davitd: log key {tmp_path / 'etc' / 'log.key'}"
+        assert made.returncode == 0 and made.stdout.strip() == f"davitd: log key {key}"
         if _ == 0:
-            first = (tmp_path / "etc" / "log.key").read_bytes()
-    assert (tmp_path / "etc" / "log.key").read_bytes() == first
-    assert stat.S_IMODE((tmp_path / "etc" / "log.key").stat().st_mode) == 0o400
-    assert not (tmp_path / "lib").exists()  # it made the key and nothing else
+            first = key.read_bytes()
+    assert key.read_bytes() == first and b"sealed = true" in first
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400
+    assert [p.name for p in key.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    with sqlite3.connect(tmp_path / "lib" / "state" / "davit.db") as conn:
+        assert conn.execute("SELECT position, type FROM events").fetchall() == [(1, "LogKeyed")]
+    verified = subprocess.run([str(BIN / "davit"), "log", "verify"], env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert verified.returncode == 0 and "keyed from position 1" in verified.stdout
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
     assert "ExecStartPre=+/usr/local/bin/davitd --make-log-key" in unit
+
+
+def test_a_log_rolled_back_to_the_moment_of_its_sealing_fails_verify_and_davitd_refuses_to_start(
+        davit: Davit, source: Path) -> None:
+    """The forger deletes every event from the `LogKeyed` marker on and sets the chain head
+    back to the key file's sealed pair, unsealed (here a key made for an empty log: genesis)."""
+    davit.start()
+    write_job(davit, "docs.toml", backup_job("docs", source))
+    davit.wait_run_state("docs", {"succeeded"})
+    davit.stop()
+    db, key = davit.home / "state" / "davit.db", davit.home / "log.key"
+    assert "sealed = true" in key.read_text()
+    with sqlite3.connect(db) as conn:
+        marker, pair = conn.execute("SELECT position, prev_hash FROM events WHERE type = 'LogKeyed'").fetchone()
+        conn.execute("DELETE FROM events WHERE position >= ?", (marker,))
+        conn.execute("UPDATE chain_head SET position = ?, hash = ?, mac = NULL WHERE id = 1", (marker - 1, pair))
+    gone = f"was sealed under the key {key} but its keyed part is gone: rolled back or truncated"
+    result = davit.cli("log", "verify", check=False)
+    assert result.returncode == 1 and len(lines(result)) == 1 and gone in result.stdout
+    daemon = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True,
+                            timeout=60)
+    assert daemon.returncode != 0 and len(lines(daemon)) == 1 and gone in daemon.stderr
+    with sqlite3.connect(db) as conn:  # not sealed again: the removal stays visible
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (marker - 1,)
+    assert davit.cli("log", "verify", check=False).returncode == 1

@@ -10,6 +10,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from daemon.config import load_settings
-from daemon.logkeys import daemon_log_key
+from daemon.config import DEFAULT_CONFIG, Settings, load_settings
+from daemon.logkeys import daemon_log_key, finish_log_key
 from domain.events import NewEvent
 from eventstore.chain import MARKER_TYPE, event_hash
 from eventstore.logkey import LogKey, LogKeyError, create_log_key, read_log_key
@@ -279,3 +280,117 @@ def test_a_key_file_of_deeply_nested_brackets_is_not_a_key_and_no_recursion_erro
     os.chmod(path, 0o400)
     with pytest.raises(LogKeyError, match="is not a davit log key"):
         read_log_key(path)
+
+
+# --- the key records its sealing: a rollback to the sealing moment is not sealed again ------
+
+def davitd_start(settings: Settings, n: int = 0) -> LogKey:
+    """What davitd's start does with the log key (daemon/davitd.py `_serve`): find or make it,
+    open the log (which seals it), mark the key sealed; then `n` appends."""
+    async def go() -> LogKey:
+        key = daemon_log_key(settings)
+        async with SqliteEventStore(settings.db_path, key=key) as store:
+            finish_log_key(key)
+            for i in range(n):
+                await store.append("s", await store.stream_version("s"), [new(n=i)])
+        return key
+
+    result: LogKey = run(go())
+    return result
+
+
+def roll_back_to(db: Path, pair: tuple[int, str]) -> None:
+    """The forger's move: every event from the marker on deleted, the head set back to the
+    pair the key file names, its seal removed."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE position > ?", (pair[0],))
+        conn.execute("UPDATE chain_head SET position = ?, hash = ?, mac = NULL WHERE id = 1", pair)
+
+
+def test_a_log_rolled_back_to_the_moment_of_its_sealing_is_refused_not_sealed_again(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "home", create_home=True)
+    fill(settings.db_path, 4)  # a log from before keys
+    pair = log_head(settings.db_path)[:2]
+    key = davitd_start(settings, 5)
+    assert read_log_key(key.path) == LogKey(key.path, key.secret, pair, seal_done=True)
+    assert "sealed = true" in key.path.read_text()
+    roll_back_to(settings.db_path, pair)
+    report = verify(settings.db_path, read_log_key(key.path))
+    assert not report.ok and report.reason is not None and "keyed part is gone: rolled back or truncated" in report.reason
+    with pytest.raises(LogKeyError, match=r"was sealed under the key .* but its keyed part is gone"):
+        davitd_start(settings)
+    assert log_head(settings.db_path) == (*pair, False)  # nothing sealed, nothing appended
+    assert not verify(settings.db_path, read_log_key(key.path)).ok
+
+
+def test_a_log_replaced_by_an_empty_one_under_a_sealed_key_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "home", create_home=True)
+    davitd_start(settings, 3)  # the key was made for an empty log
+    settings.db_path.unlink()
+    with pytest.raises(LogKeyError, match="keyed part is gone"):
+        davitd_start(settings)
+    assert log_head(settings.db_path) == (0, GENESIS_HASH, False)
+
+
+def test_a_crash_between_making_the_key_and_sealing_ends_sealed_at_the_next_start(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "home", create_home=True)
+    fill(settings.db_path, 3)
+    made = daemon_log_key(settings)  # ... and davitd died here, before opening the log
+    assert made.needs_sealing_mark and "sealed = false" in made.path.read_text()
+    key = davitd_start(settings, 2)
+    assert read_log_key(key.path) == LogKey(key.path, made.secret, made.sealed, seal_done=True)
+    report = verify(settings.db_path, key)
+    assert report.ok and report.keyed_from == 4
+
+
+def test_a_crash_between_sealing_and_marking_the_key_is_marked_at_the_next_start(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "home", create_home=True)
+    made = daemon_log_key(settings)
+    fill(settings.db_path, 2, made)  # sealed, and davitd died before marking the key
+    assert read_log_key(made.path) == made
+    davitd_start(settings)
+    marked = read_log_key(made.path)
+    assert marked is not None and marked.seal_done and verify(settings.db_path, marked).ok
+
+
+def test_davitd_that_cannot_rewrite_an_unmarked_key_names_make_log_key_and_seals_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system layout, with /etc/davit a read-only bind mount as systemd's
+    ProtectSystem=strict makes it for davitd. Needs root to mount (CI runs as root); skips
+    elsewhere."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "davit.toml").write_text(DEFAULT_CONFIG.read_text())
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(etc))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
+    settings = load_settings()
+    fill(settings.db_path, 2)
+    made = daemon_log_key(settings)  # as root, before the sandbox: but the sealing never ran
+    for command in (["mount", "--bind", str(etc), str(etc)], ["mount", "-o", "remount,bind,ro", str(etc)]):
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(etc)], capture_output=True)
+            pytest.skip("needs root to bind-mount")
+    try:
+        with pytest.raises(LogKeyError, match=r"cannot rewrite it here: run `davitd --make-log-key` as root"):
+            davitd_start(settings)
+    finally:
+        subprocess.run(["umount", str(etc)], check=True)
+    assert log_head(settings.db_path)[2] is False  # not sealed: a seal the key cannot record
+    davitd_start(settings)
+    marked = read_log_key(made.path)
+    assert marked is not None and marked.seal_done
+
+
+def test_a_bare_hex_key_pins_nothing_and_is_never_rewritten(tmp_path: Path) -> None:
+    """A key provisioned as 64 hex digits (e.g. a systemd credential) has no record: a log
+    rolled back to plain events is sealed again, as before; the file stays as it was."""
+    settings = load_settings(tmp_path / "home", create_home=True)
+    settings.log_key_path.write_text("ab" * 32 + "\n")
+    os.chmod(settings.log_key_path, 0o400)
+    fill(settings.db_path, 2)
+    pair = log_head(settings.db_path)[:2]
+    davitd_start(settings, 1)
+    roll_back_to(settings.db_path, pair)
+    davitd_start(settings)
+    assert settings.log_key_path.read_text() == "ab" * 32 + "\n"
+    assert verify(settings.db_path, read_log_key(settings.log_key_path)).ok
