@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Davit, write_job
+from tests.fixtures.fullfs import fill
 
 pytestmark = [pytest.mark.e2e]
 
@@ -66,21 +67,6 @@ def statuses(sock: socket.socket) -> list[str]:
             return found
         found += [line.removeprefix("STATUS=") for line in message.splitlines() if line.startswith("STATUS=")]
 
-
-def fill(mountpoint: Path) -> Path:
-    """Fill the file system to the last byte, as a runaway log or a neighbour would."""
-    filler = mountpoint / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for block in (64 << 10, 512):  # then the last partial block
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_full_state_disk_mid_backup_stops_the_run_and_it_resumes_when_room_is_made(

@@ -32,6 +32,7 @@ from domain.ports import RunContext
 from domain.runs import fold
 from eventstore.logkey import create_log_key
 from eventstore.sqlite import SqliteEventStore, log_head
+from tests.fixtures.fullfs import fill
 
 
 @pytest.fixture
@@ -47,20 +48,6 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     yield mountpoint
     subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
-
-def fill(mountpoint: Path) -> Path:
-    filler = mountpoint / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for block in (64 << 10, 512):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def thing(**data: object) -> ev.NewEvent:
