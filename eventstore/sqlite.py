@@ -185,7 +185,7 @@ def _object(text_: str, position: int) -> dict[str, Any]:
     """An event's data: a JSON object, or `ValueError` naming the position (damage)."""
     try:
         data = json.loads(text_)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested deeper than this stack
         data = None
     if not isinstance(data, dict):
         raise ValueError(f"the data of the event at position {position} is not a JSON object")

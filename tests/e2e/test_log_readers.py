@@ -184,6 +184,12 @@ def _data_not_json(db: Path) -> None:
         conn.execute("UPDATE events SET data = '{' WHERE stream LIKE 'run-%'")
 
 
+def _data_nested_too_deep(db: Path) -> None:
+    """JSON nested deeper than Python's stack: json.loads raised RecursionError, not ValueError."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET data = ? WHERE stream LIKE 'run-%'", ('{"a":' + "[" * 100_000 + "]" * 100_000 + "}",))
+
+
 def _marker_data_an_array(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE events SET data = '[1]' WHERE type = 'LogKeyed'")
@@ -204,7 +210,7 @@ def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_d
     write_job(davit, "docs.toml", backup_job("docs", source))
     run_id = davit.wait_run_state("docs", {"succeeded"})["run_id"]
     davit.stop()
-    for damage in (_head_row_deleted, _data_not_json, _marker_data_an_array, _version_text):
+    for damage in (_head_row_deleted, _data_not_json, _data_nested_too_deep, _marker_data_an_array, _version_text):
         home = tmp_path / damage.__name__.strip("_")
         shutil.copytree(davit.home, home)
         db = home / "state" / "davit.db"
