@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.fullfs import mounted_tmpfs
+
 BIN = Path(sys.executable).parent
 
 
@@ -175,14 +177,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB file system (a tmpfs) to fill up on purpose; `remount_small_disk` grows it."""
     mountpoint = tmp_path / "small-disk"
     mountpoint.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}")
-        pytest.skip(f"needs root to mount a small tmpfs: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    with mounted_tmpfs(mountpoint, "size=8m"):
+        yield mountpoint
 
 
 def remount_small_disk(mountpoint: Path, megabytes: int) -> None:

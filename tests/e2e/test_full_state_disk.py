@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Davit, write_job
-from tests.fixtures.fullfs import fill
+from tests.fixtures.fullfs import fill, mounted_tmpfs
 
 pytestmark = [pytest.mark.e2e]
 
@@ -30,17 +29,11 @@ def state_disk(davit: Davit) -> Iterator[Path]:
     """davit's state directory (`HOME/state`, the event log) on its own 8 MiB tmpfs."""
     mountpoint = davit.home / "state"
     mountpoint.mkdir(mode=0o700)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs for the state directory: {result.stderr.strip()}")
-        pytest.skip(f"needs root to mount a small tmpfs: {result.stderr.strip()}")
-    yield mountpoint
-    if davit.proc is not None and davit.proc.poll() is None:
-        davit.proc.kill()
-        davit.proc.wait(10)
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    with mounted_tmpfs(mountpoint, "size=8m,mode=0700"):
+        yield mountpoint
+        if davit.proc is not None and davit.proc.poll() is None:
+            davit.proc.kill()
+            davit.proc.wait(10)
 
 
 @pytest.fixture

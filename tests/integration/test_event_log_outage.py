@@ -32,21 +32,15 @@ from domain.ports import RunContext
 from domain.runs import fold
 from eventstore.logkey import create_log_key
 from eventstore.sqlite import SqliteEventStore, log_head
-from tests.fixtures.fullfs import fill
+from tests.fixtures.fullfs import fill, mounted_tmpfs
 
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tiny tmpfs: {result.stderr.strip()}")
-        pytest.skip(f"needs root to mount a tiny tmpfs: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    with mounted_tmpfs(mountpoint, "size=2m"):
+        yield mountpoint
 
 
 
