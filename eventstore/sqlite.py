@@ -257,12 +257,10 @@ class SqliteEventStore:
                         raise
                     self._outage.noticed(exc)
                     await self._outage.backoff(exc)
-        except BaseException as exc:
+        except BaseException:
+            # (storage failures arrive typed: `_migrate` and `_check_current` run under `_mapped`)
             await self.close()
-            failure = storage_failure(exc, self.path) if isinstance(exc, Exception) else None
-            if failure is None:
-                raise
-            raise failure from exc
+            raise
         if self._outage is not None and create:
             self._outage.succeeded()
         self._reader = _reader_engine(self.path)
