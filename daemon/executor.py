@@ -1,7 +1,9 @@
 """The run executor: drives one run through its machine, doing each state's work in a thread.
 
 For each state the executor does the work, then records the event that says it was done
-(`prepare` -> RunStarted, `run` -> RunVerifying, `finish` -> RunSucceeded); checkpoints
+(`prepare` -> RunStarted, `run` -> RunVerifying, `finish` -> RunSucceeded, `rollback` ->
+RunRolledBack: the table `STAGES`), in a loop with one failure path; what follows a failure
+(retry, rollback, fail) is decided by `domain/failures.py`. Checkpoints
 inside `run` are recorded by the work itself, each after the data it describes is durable.
 A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`
 (or, when the work already changed something it must put back, rolls it back like a failure
@@ -23,6 +25,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +45,8 @@ from domain.errors import (
     RunStopped,
     StorageFull,
 )
-from domain.machine import RunState
+from domain.failures import after_failure
+from domain.machine import WORKING, RunState, Trigger
 from domain.ports import JobWork, ReversibleWork
 from domain.runs import CANCELLED_BY_OPERATOR, RunView
 
@@ -67,15 +71,64 @@ class RunHandle:
         self.stop.set()
 
 
+@dataclass(frozen=True)
+class Stage:
+    """What the executor does in one state: the work (run in a thread with the run's `JobWork`;
+    None: nothing to do) and the event that records it done, built from the run's view, the
+    work and what the work returned."""
+
+    work: Callable[[JobWork, WorkerContext], Any] | None
+    done: Callable[[RunView, JobWork | None, Any], ev.Event]
+
+
+def _roll_back(work: JobWork, ctx: WorkerContext) -> None:
+    # A rollback in progress (this process started it, or a daemon before it died in the
+    # middle): the work undoes what is not undone yet.
+    if isinstance(work, ReversibleWork):
+        work.rollback(ctx)
+
+
+STAGES: dict[RunState, Stage] = {
+    RunState.QUEUED: Stage(None, lambda view, _work, _result: ev.RunPreparing(attempt=view.attempt + 1)),
+    RunState.PREPARING: Stage(lambda work, ctx: work.prepare(ctx),
+                               lambda _view, work, details: ev.RunStarted(plan=_plan(work), details=details)),
+    RunState.RUNNING: Stage(lambda work, ctx: work.run(ctx), lambda _view, _work, _result: ev.RunVerifying()),
+    RunState.VERIFYING: Stage(lambda work, ctx: work.finish(ctx),
+                               lambda _view, _work, summary: ev.RunSucceeded(snapshot_id=summary.get("snapshot_id"),
+                                                                            summary=summary)),
+    RunState.ROLLING_BACK: Stage(_roll_back, lambda view, _work, _result: ev.RunRolledBack(cause=view.error or "rolled back")),
+}
+# A resumed run: its preconditions were checked and recorded on its first start (a restore's
+# target is not empty now because of this very run), so `prepare` is not done again.
+RESUMED = Stage(None, lambda view, _work, _result: ev.RunStarted(plan=view.plan, details=view.details))
+
+
+def _plan(work: JobWork | None) -> list[str]:
+    assert work is not None  # (the stage's work ran with it)
+    return work.plan()
+
+
+def _stage(view: RunView) -> Stage:
+    if view.state is RunState.PREPARING and view.plan:
+        return RESUMED
+    return STAGES[view.state]
+
+
 async def execute(
     handle: RunHandle,
     work_for: Callable[[RunView], JobWork],
     retry: RetrySection,
     limiter: anyio.CapacityLimiter,
 ) -> None:
+    """Drive the run until it ends or stops: each pass goes through the states' stages; a pass
+    whose failure, stop or cancel started a rollback is followed by one that does it."""
     rec = handle.recorder
     try:
-        await _drive(handle, work_for, retry, limiter)
+        while await _drive(handle, work_for, retry, limiter):
+            if handle.stop_reason == CANCEL:
+                # the cancel is being honoured by this rollback; it must not stop it
+                handle.stop.clear()
+                handle.stop_reason = SHUTDOWN
     except LOG_UNWRITABLE as exc:
         # davitd's store waits for the log instead of raising this; a store without a
         # `WriteOutage` (a tool's, a test's) raises it: the run stays as the log shows it.
@@ -88,7 +141,9 @@ async def _drive(
     work_for: Callable[[RunView], JobWork],
     retry: RetrySection,
     limiter: anyio.CapacityLimiter,
-) -> None:
+) -> bool:
+    """One pass: do each state's work and record the event that says it was done, until the run
+    ends, stops or fails. True if the run now rolls back (another pass does it)."""
     rec = handle.recorder
     ctx = WorkerContext(rec, handle.stop, lambda: handle.stop_reason)
     work: JobWork | None = None
@@ -97,80 +152,42 @@ async def _drive(
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     try:
-        while True:
-            state = rec.view.state
-            if state is RunState.CANCELLING or (handle.stop.is_set() and handle.stop_reason == CANCEL):
+        # (a run that ended, succeeded or rolled back, has no stage: the pass is over)
+        while rec.view.state in STAGES or rec.view.state is RunState.CANCELLING:
+            if rec.view.state is RunState.CANCELLING or (handle.stop.is_set() and handle.stop_reason == CANCEL):
                 raise RunStopped(CANCEL)
             if handle.stop.is_set():
                 raise RunStopped(handle.stop_reason)
-            if state is RunState.QUEUED:
-                await rec.record(ev.RunPreparing(attempt=rec.view.attempt + 1))
-            elif state is RunState.PREPARING and rec.view.plan:
-                # A resumed run: its preconditions were checked and recorded on its first start
-                # (a restore's target is not empty now because of this very run).
-                await rec.record(ev.RunStarted(plan=rec.view.plan, details=rec.view.details))
-            elif state is RunState.PREPARING:
-                work = work_for(rec.view)
-                details = await in_thread(work.prepare, ctx)
-                await rec.record(ev.RunStarted(plan=work.plan(), details=details))
-            elif state is RunState.RUNNING:
+            stage = _stage(rec.view)
+            result = None
+            if stage.work is not None:
                 work = work or work_for(rec.view)
-                await in_thread(work.run, ctx)
-                await rec.record(ev.RunVerifying())
-            elif state is RunState.ROLLING_BACK:
-                # A rollback in progress (this process started it, or a daemon before it died
-                # in the middle): the work undoes what is not undone yet.
-                work = work or work_for(rec.view)
-                if isinstance(work, ReversibleWork):
-                    await in_thread(work.rollback, ctx)
-                await rec.record(ev.RunRolledBack(cause=rec.view.error or "rolled back"))
-                log.warning("run %s (%s) rolled back: %s", rec.run_id, rec.view.job, rec.view.error)
-                return
-            elif state is RunState.VERIFYING:
-                work = work or work_for(rec.view)
-                summary = await in_thread(work.finish, ctx)
-                await rec.record(ev.RunSucceeded(snapshot_id=summary.get("snapshot_id"), summary=summary))
-                log.info("run %s (%s) succeeded", rec.run_id, rec.view.job)
-                return
-            else:
-                return
+                result = await in_thread(stage.work, work, ctx)
+            await rec.record(stage.done(rec.view, work, result))
+            _log_end(rec)
+        return False
     except LOG_UNWRITABLE:
         raise  # see `execute`
-    except RunStopped as stopped:
-        if not await _stopped(rec, handle, str(rec.stopped_by_log or stopped), work, work_for, limiter):
-            return
-    except DavitError as exc:
-        if rec.stopped_by_log is not None:
-            # the work was stopped because its checkpoint could not be recorded, and raised
-            # something else on its way out: the stop, not that, says how the run goes on
-            if not await _stopped(rec, handle, str(rec.stopped_by_log), work, work_for, limiter):
-                return
-        elif rec.view.state is RunState.CANCELLING:
-            # the work failed on its way out of a cancel: the cancel decides how the run ends
-            if not await settle_cancel(rec, work, work_for, limiter):
-                return
-        elif not await _rolling_back(rec, work, ctx, exc, retry, in_thread):
-            await _failed(rec, exc, retry)
-            return
     except Exception as raw:
+        # The one failure path. A stop (shutdown, cancel, a checkpoint the log could not take)
+        # says how the run goes on, whatever the work raised on its way out of it.
+        if isinstance(raw, RunStopped) or rec.stopped_by_log is not None:
+            return await _stopped(rec, handle, str(rec.stopped_by_log or raw), work, work_for, limiter)
         failure = _classified(raw)
-        if rec.stopped_by_log is not None:
-            if not await _stopped(rec, handle, str(rec.stopped_by_log), work, work_for, limiter):
-                return
-        else:
-            if failure is raw:
-                log.exception("run %s failed unexpectedly", rec.run_id)
-            if rec.view.state is RunState.CANCELLING:
-                if not await settle_cancel(rec, work, work_for, limiter):
-                    return
-            elif not await _rolling_back(rec, work, ctx, failure, retry, in_thread):
-                await _failed(rec, failure, retry)
-                return
-    if handle.stop_reason == CANCEL:
-        # the cancel is being honoured by this rollback; it must not stop it
-        handle.stop.clear()
-        handle.stop_reason = SHUTDOWN
-    await _drive(handle, work_for, retry, limiter)
+        if failure is raw and not isinstance(raw, DavitError):
+            log.exception("run %s failed unexpectedly", rec.run_id)
+        if rec.view.state is RunState.CANCELLING:
+            # the work failed on its way out of a cancel: the cancel decides how the run ends
+            return await settle_cancel(rec, work, work_for, limiter)
+        return await _failed(rec, work, ctx, failure, retry, in_thread)
+
+
+def _log_end(rec: RunRecorder) -> None:
+    """Say so once the executor recorded the run's end."""
+    if rec.view.state is RunState.SUCCEEDED:
+        log.info("run %s (%s) succeeded", rec.run_id, rec.view.job)
+    elif rec.view.state is RunState.ROLLED_BACK:
+        log.warning("run %s (%s) rolled back: %s", rec.run_id, rec.view.job, rec.view.error)
 
 
 def _classified(exc: Exception) -> Exception:
@@ -180,24 +197,6 @@ def _classified(exc: Exception) -> Exception:
         full.__cause__ = exc
         return full
     return exc
-
-
-async def _rolling_back(rec: RunRecorder, work: JobWork | None, ctx: WorkerContext, exc: BaseException,
-                        retry: RetrySection, in_thread: Callable[..., Any]) -> bool:
-    """Record `RunRollingBack` if this failure is final and the work must be put back."""
-    if not isinstance(work, ReversibleWork) or rec.view.state not in (RunState.RUNNING, RunState.VERIFYING):
-        return False
-    if isinstance(exc, DavitError) and exc.retryable and rec.view.attempt < retry.max_attempts:
-        return False
-    try:
-        if not await in_thread(work.needs_rollback, ctx):
-            return False
-    except Exception:
-        log.exception("run %s: cannot tell whether a rollback is needed; rolling back", rec.run_id)
-    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    await rec.record(ev.RunRollingBack(cause=cause))
-    log.warning("run %s (%s) failed after changing things (%s); rolling back", rec.run_id, rec.view.job, cause)
-    return True
 
 
 async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str, work: JobWork | None,
@@ -211,14 +210,14 @@ async def _stopped(rec: RunRecorder, handle: RunHandle, reason: str, work: JobWo
         if not handle.stop.is_set() and rec.view.state is not RunState.CANCELLING:
             if rec.view.state is RunState.ROLLING_BACK:
                 return True  # the rollback goes on where its last recorded checkpoint left it
-            if rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+            if rec.view.state in WORKING:
                 await rec.record(ev.RunInterrupted(reason=reason), ev.RunRequeued(reason=LOG_WRITABLE_AGAIN))
                 log.warning("run %s (%s) was interrupted (%s); resuming from its last checkpoint",
                             rec.run_id, rec.view.job, reason)
             return False
     if rec.view.state is RunState.CANCELLING or handle.stop_reason == CANCEL:
         return await settle_cancel(rec, work, work_for, limiter)
-    if rec.view.state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+    if rec.view.state in WORKING:
         await rec.record(ev.RunInterrupted(reason=reason))
         log.info("run %s interrupted (%s); it resumes at the next start", rec.run_id, reason)
     return False
@@ -276,22 +275,40 @@ async def settle_cancel(rec: RunRecorder, work: JobWork | None, work_for: Callab
     return False
 
 
-async def _failed(rec: RunRecorder, exc: BaseException, retry: RetrySection) -> None:
+async def _failed(rec: RunRecorder, work: JobWork | None, ctx: WorkerContext, exc: Exception,
+                  retry: RetrySection, in_thread: Callable[..., Any]) -> bool:
+    """Record what follows the failure `exc` of the run's work (`domain/failures.py` decides):
+    a retry, a rollback or the end. True if `RunRollingBack` was recorded."""
+    view = rec.view
     message = str(exc) or type(exc).__name__
     error_type = type(exc).__name__
-    if rec.view.state is RunState.ROLLING_BACK:
-        await rec.record(ev.RunFailed(error=f"rollback failed: {message} (cause: {rec.view.error})",
+    then = after_failure(view.state, retryable=isinstance(exc, DavitError) and exc.retryable,
+                         attempt=view.attempt, max_attempts=retry.max_attempts,
+                         reversible=isinstance(work, ReversibleWork))
+    if then is Trigger.ROLL_BACK and await _changed(rec, work, ctx, in_thread):
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        await rec.record(ev.RunRollingBack(cause=cause))
+        log.warning("run %s (%s) failed after changing things (%s); rolling back", rec.run_id, view.job, cause)
+        return True
+    if view.state is RunState.ROLLING_BACK:
+        await rec.record(ev.RunFailed(error=f"rollback failed: {message} (cause: {view.error})",
                                       error_type=error_type))
-        log.error("run %s (%s): rollback failed: %s", rec.run_id, rec.view.job, message)
-        return
-    retryable = isinstance(exc, DavitError) and exc.retryable
-    if retryable and rec.view.attempt < retry.max_attempts:
-        when = retry_at(retry, rec.view.attempt, datetime.now(UTC))
-        await rec.record(
-            ev.RunWaitingRetry(error=message, error_type=error_type, attempt=rec.view.attempt,
-                               retry_at=when.isoformat(timespec="seconds"))
-        )
-        log.warning("run %s: %s; retrying at %s", rec.run_id, message, when.isoformat(timespec="seconds"))
-        return
-    await rec.record(ev.RunFailed(error=message, error_type=error_type))
-    log.error("run %s (%s) failed: %s", rec.run_id, rec.view.job, message)
+        log.error("run %s (%s): rollback failed: %s", rec.run_id, view.job, message)
+    elif then is Trigger.WAIT_RETRY:
+        when = retry_at(retry, view.attempt, datetime.now(UTC)).isoformat(timespec="seconds")
+        await rec.record(ev.RunWaitingRetry(error=message, error_type=error_type, attempt=view.attempt, retry_at=when))
+        log.warning("run %s: %s; retrying at %s", rec.run_id, message, when)
+    else:
+        await rec.record(ev.RunFailed(error=message, error_type=error_type))
+        log.error("run %s (%s) failed: %s", rec.run_id, view.job, message)
+    return False
+
+
+async def _changed(rec: RunRecorder, work: JobWork | None, ctx: WorkerContext, in_thread: Callable[..., Any]) -> bool:
+    """Whether the failed work changed something it must put back; when it cannot tell, yes."""
+    assert isinstance(work, ReversibleWork)  # (`after_failure` rolls back only such work)
+    try:
+        return bool(await in_thread(work.needs_rollback, ctx))
+    except Exception:
+        log.exception("run %s: cannot tell whether a rollback is needed; rolling back", rec.run_id)
+        return True

@@ -51,7 +51,7 @@ from daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from domain import events as ev
 from domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
 from domain.errors import IllegalTransition, InvalidConfig, PermanentError
-from domain.machine import TERMINAL, RunState
+from domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
 from domain.runs import RunView, fold, staging_unneeded
 from domain.schedule import MonotonicQueue, Timetable
 from eventstore.sqlite import SqliteEventStore
@@ -228,7 +228,7 @@ class Supervisor:
     async def _recover(self) -> None:
         for run_id, view in list(self.runs.items()):
             state = view.state
-            if state in (RunState.PREPARING, RunState.RUNNING, RunState.VERIFYING):
+            if state in WORKING:
                 reason = f"found {state.value} at start-up: the daemon that ran it stopped without finishing"
                 await self.recorder(run_id).record(ev.RunInterrupted(reason=reason),
                                                    ev.RunRequeued(reason="resumed at start-up"))
@@ -505,8 +505,7 @@ class Supervisor:
                 await self.trigger(job, "manual", run_id=command.run_id)
         elif isinstance(command, ResumeRun):
             view = self.runs.get(command.run_id)
-            if view and view.state in (RunState.INTERRUPTED, RunState.WAITING_RETRY, RunState.FAILED) \
-                    and command.run_id not in self.handles:
+            if view and view.state in RESUMABLE and command.run_id not in self.handles:
                 await self.recorder(command.run_id).record(ev.RunRequeued(reason="resumed by operator"))
                 log.info("run %s resumed by operator", command.run_id)
                 self.wakeup.set()
@@ -522,7 +521,8 @@ class Supervisor:
 
     async def _cancel(self, run_id: str) -> None:
         view = self.runs.get(run_id)
-        if view is None or view.state in TERMINAL or view.state is RunState.CANCELLING:
+        # (the table alone: a cancel after the committing step started is recorded as ignored)
+        if view is None or view.state not in CANCELLABLE:
             return
         if await ex.cancel(self.recorder(run_id), self.handles.get(run_id), self.parts.work_for, self.limiter):
             self.wakeup.set()  # the dispatcher runs the rollback
@@ -539,7 +539,7 @@ class Supervisor:
             queued = sorted(
                 # A run found rolling back had its rollback cut short (crash): it resumes it.
                 (v for v in self.runs.values()
-                 if v.state in (RunState.QUEUED, RunState.ROLLING_BACK) and v.run_id not in self.handles),
+                 if v.state in DISPATCHABLE and v.run_id not in self.handles),
                 key=lambda v: v.last_position,
             )
             for view in queued:

@@ -13,11 +13,13 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.machine import Trigger
+
 
 class Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     schema_version: ClassVar[int] = 1
-    trigger: ClassVar[str | None] = None
+    trigger: ClassVar[Trigger | None] = None
 
     @classmethod
     def type_name(cls) -> str:
@@ -152,12 +154,12 @@ class RunQueued(Event):
 
 
 class RunPreparing(Event):
-    trigger: ClassVar[str | None] = "prepare"
+    trigger: ClassVar[Trigger | None] = Trigger.PREPARE
     attempt: int = 1
 
 
 class RunStarted(Event):
-    trigger: ClassVar[str | None] = "start"
+    trigger: ClassVar[Trigger | None] = Trigger.START
     plan: list[str]
     details: dict[str, Any] = {}
 
@@ -192,23 +194,23 @@ class RunWarning(Event):
 
 
 class RunVerifying(Event):
-    trigger: ClassVar[str | None] = "verify"
+    trigger: ClassVar[Trigger | None] = Trigger.VERIFY
 
 
 class RunSucceeded(Event):
-    trigger: ClassVar[str | None] = "succeed"
+    trigger: ClassVar[Trigger | None] = Trigger.SUCCEED
     snapshot_id: str | None = None
     summary: dict[str, Any] = {}
 
 
 class RunFailed(Event):
-    trigger: ClassVar[str | None] = "fail"
+    trigger: ClassVar[Trigger | None] = Trigger.FAIL
     error: str
     error_type: str
 
 
 class RunWaitingRetry(Event):
-    trigger: ClassVar[str | None] = "wait_retry"
+    trigger: ClassVar[Trigger | None] = Trigger.WAIT_RETRY
     error: str
     error_type: str
     attempt: int
@@ -216,22 +218,22 @@ class RunWaitingRetry(Event):
 
 
 class RunInterrupted(Event):
-    trigger: ClassVar[str | None] = "interrupt"
+    trigger: ClassVar[Trigger | None] = Trigger.INTERRUPT
     reason: str
 
 
 class RunRequeued(Event):
-    trigger: ClassVar[str | None] = "requeue"
+    trigger: ClassVar[Trigger | None] = Trigger.REQUEUE
     reason: str
 
 
 class RunCancelling(Event):
-    trigger: ClassVar[str | None] = "cancel"
+    trigger: ClassVar[Trigger | None] = Trigger.CANCEL
     reason: str = "requested"
 
 
 class RunCancelled(Event):
-    trigger: ClassVar[str | None] = "cancelled"
+    trigger: ClassVar[Trigger | None] = Trigger.CANCELLED
 
 
 class CancelIgnored(Event):
@@ -244,12 +246,12 @@ class CancelIgnored(Event):
 
 
 class RunRollingBack(Event):
-    trigger: ClassVar[str | None] = "roll_back"
+    trigger: ClassVar[Trigger | None] = Trigger.ROLL_BACK
     cause: str
 
 
 class RunRolledBack(Event):
-    trigger: ClassVar[str | None] = "rolled_back"
+    trigger: ClassVar[Trigger | None] = Trigger.ROLLED_BACK
     cause: str
 
 

@@ -3,10 +3,14 @@ with its destination, or must be refused with IllegalTransition."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from domain import events as ev
+from domain import machine
 from domain.errors import AlreadyCommitted, IllegalTransition
-from domain.machine import TRIGGERS, RunState, allowed, next_state
+from domain.machine import TERMINAL, TRIGGERS, RunState, Trigger, allowed, markup, next_state, sources
 
 S = RunState
 # Written out by hand from the lifecycle in DESIGN.md, not derived from the implementation.
@@ -80,3 +84,45 @@ def test_a_cancel_the_table_refuses_anyway_is_not_reported_as_too_late() -> None
     with pytest.raises(IllegalTransition) as err:
         next_state("r1", S.SUCCEEDED, "cancel", committed="publish")
     assert not isinstance(err.value, AlreadyCommitted)
+
+
+# --- the machine answers the daemon's state questions ----------------------------------------
+
+def _from(trigger: str) -> set[RunState]:
+    return {s for (s, t) in LEGAL if t == trigger}
+
+
+def test_the_named_sets_are_what_the_hand_written_table_says() -> None:
+    """The supervisor and executor ask these instead of writing states out again."""
+    assert machine.RESUMABLE == _from("requeue") == {S.INTERRUPTED, S.WAITING_RETRY, S.FAILED}
+    assert machine.CANCELLABLE == _from("cancel") == set(CANCELLABLE)
+    assert machine.DISPATCHABLE == _from("prepare") | _from("rolled_back") == {S.QUEUED, S.ROLLING_BACK}
+    assert {S.RUNNING, S.VERIFYING} == machine.ROLLS_BACK_ON_FAILURE
+    assert sources(Trigger.INTERRUPT) == _from("interrupt")
+
+
+def test_the_triggers_are_an_enum_of_exactly_the_table_s_triggers() -> None:
+    assert set(TRIGGERS) == set(Trigger) == {t for (_s, t) in LEGAL}
+    assert all(isinstance(t, Trigger) for t in TRIGGERS)
+
+
+def _event_classes(cls: type[ev.Event] = ev.Event) -> list[type[ev.Event]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_event_classes(sub)]
+    return found
+
+
+def test_each_trigger_is_named_by_exactly_one_event_class() -> None:
+    """So the fold of the events is the run's state: no trigger without an event that records
+    it, and no two events that mean the same move."""
+    named = Counter(cls.trigger for cls in _event_classes() if cls.trigger is not None)
+    assert named == Counter(set(Trigger)), named
+    assert all(cls in ev.EVENT_TYPES.values() for cls in _event_classes()), "an event the log cannot decode"
+
+
+def test_the_markup_export_is_the_table() -> None:
+    exported = {(RunState(t["source"]), t["trigger"]): RunState(t["dest"]) for t in markup()["transitions"]}
+    assert exported == LEGAL
+    assert markup()["initial"] == "queued"
+    assert {s["name"] for s in markup()["states"] if s.get("final")} == {s.value for s in TERMINAL}
