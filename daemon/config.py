@@ -16,7 +16,6 @@ must not grow a second, empty davit).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,17 +198,11 @@ def read_config(path: Path) -> ConfigModel:
         text = data.decode()
     except UnicodeDecodeError as exc:
         raise InvalidConfig(file, [FieldProblem("(file)", f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
-    problem = nesting.text_problem(text)
-    if problem is not None:
-        raise InvalidConfig(file, [problem])
+    raw = nesting.loads_bounded(text)
+    if isinstance(raw, FieldProblem):
+        raise InvalidConfig(file, [raw])
     try:
-        raw = tomllib.loads(text)
-        problem = nesting.value_problem(raw)
-        if problem is not None:
-            raise InvalidConfig(file, [problem])
         return ConfigModel.model_validate(raw)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(file, [FieldProblem("(toml)", str(exc))]) from exc
     except ValidationError as exc:
         raise InvalidConfig(file, problems_from_validation(exc)) from exc
     except RecursionError:
