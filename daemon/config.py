@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from adapters.repository.tuning import Tuning
 from domain.errors import FieldProblem, InvalidConfig
 from domain.jobs import nesting, problems_from_validation
+from eventstore.boundedread import TooLarge, read_bounded
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
@@ -185,15 +186,13 @@ def read_config(path: Path) -> ConfigModel:
     file = str(path)
     try:
         with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size > MAX_CONFIG_BYTES:
-                raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
-            data = fh.read(MAX_CONFIG_BYTES + 1)
+            data = read_bounded(fh.fileno(), MAX_CONFIG_BYTES, "the config file")
     except FileNotFoundError:
         data = b""
+    except TooLarge as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", str(exc))]) from None
     except OSError as exc:
         raise InvalidConfig(file, [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
-    if len(data) > MAX_CONFIG_BYTES:  # grew between the check and the read
-        raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
