@@ -754,7 +754,7 @@ def raise_into(request: _Request, mapper: Callable[[BaseException], BaseExceptio
 def log_head(path: Path) -> tuple[int, str, bool]:
     """The head (position, hash) of the log at `path` and whether it is keyed, read-only;
     (0, genesis, False) if there is no log yet. For making a key that will seal this head.
-    The log is checked as every opening checks it (`_probe`), before any key is made for it."""
+    The log is checked as every opening checks it (`_probe`) before any key is made for it."""
     if not path.exists():
         return 0, s.GENESIS_HASH, False
     uri = _readonly_uri(path)
@@ -764,8 +764,9 @@ def log_head(path: Path) -> tuple[int, str, bool]:
         with _mapped(path), engine.begin() as conn:
             if _probe(conn, path, fresh_ok=True) is None:
                 return 0, s.GENESIS_HASH, False
-            position, hash_, _ = _head(conn)
+            # not `_head`: a log of schema 1 (before keys) has no mac column until davitd migrates it
+            position, hash_ = conn.exec_driver_sql("SELECT position, hash FROM chain_head WHERE id = 1").one()
             keyed = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first() is not None
-            return position, hash_, keyed
+            return int(position), str(hash_), keyed
     finally:
         engine.dispose()
