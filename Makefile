@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := $(CURDIR)/.davit-demo
 
-.PHONY: run test test-unit lint peers peers-down bench clean
+.PHONY: run test test-unit lint check peers peers-down bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,14 @@ test: $(VENV)/.installed
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit -q
 
+## make lint: ruff's rules (with the complexity budget), ruff's format, mypy.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## make check: before every commit: lint, types and the unit tests, in that order.
+check: lint test-unit
 
 peers: $(VENV)/.installed
 	$(PY) -m tests.peers up

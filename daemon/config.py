@@ -16,7 +16,6 @@ must not grow a second, empty davit).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from adapters.repository.tuning import Tuning
 from domain.errors import FieldProblem, InvalidConfig
 from domain.jobs import nesting, problems_from_validation
+from eventstore.boundedread import TooLarge, read_bounded
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
@@ -186,30 +186,22 @@ def read_config(path: Path) -> ConfigModel:
     file = str(path)
     try:
         with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size > MAX_CONFIG_BYTES:
-                raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
-            data = fh.read(MAX_CONFIG_BYTES + 1)
+            data = read_bounded(fh.fileno(), MAX_CONFIG_BYTES, "the config file")
     except FileNotFoundError:
         data = b""
+    except TooLarge as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", str(exc))]) from None
     except OSError as exc:
         raise InvalidConfig(file, [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
-    if len(data) > MAX_CONFIG_BYTES:  # grew between the check and the read
-        raise InvalidConfig(file, [FieldProblem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes; not read")])
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
         raise InvalidConfig(file, [FieldProblem("(file)", f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
-    problem = nesting.text_problem(text)
-    if problem is not None:
-        raise InvalidConfig(file, [problem])
+    raw = nesting.loads_bounded(text)
+    if isinstance(raw, FieldProblem):
+        raise InvalidConfig(file, [raw])
     try:
-        raw = tomllib.loads(text)
-        problem = nesting.value_problem(raw)
-        if problem is not None:
-            raise InvalidConfig(file, [problem])
         return ConfigModel.model_validate(raw)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(file, [FieldProblem("(toml)", str(exc))]) from exc
     except ValidationError as exc:
         raise InvalidConfig(file, problems_from_validation(exc)) from exc
     except RecursionError:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from domain.errors import FieldProblem, InvalidJob
 from domain.jobs import AnyJob, parse_job
+from eventstore.boundedread import TooLarge, read_bounded
 
 MAX_JOB_FILE_BYTES = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -147,13 +148,9 @@ def _read_in(dir_fd: int, name: str, roots: set[str]) -> bytes:
             raise _Refused("changed while it was being opened; it is read again when it changes", fst)
         if (why := _unsafe(fst)) is not None:
             raise _Refused(why, fst)
-        if fst.st_size > MAX_JOB_FILE_BYTES:
-            raise _Refused(f"{fst.st_size} bytes, larger than the {MAX_JOB_FILE_BYTES} a job file may be; "
-                           f"not read", fst)
-        data = _read_at_most(fd, MAX_JOB_FILE_BYTES + 1)
-        if len(data) > MAX_JOB_FILE_BYTES:  # it grew after the fstat
-            raise _Refused(f"larger than the {MAX_JOB_FILE_BYTES} bytes a job file may be; not read", fst)
-        return data
+        return read_bounded(fd, MAX_JOB_FILE_BYTES, "a job file")
+    except TooLarge as exc:
+        raise _Refused(str(exc), fst) from None
     except OSError as exc:
         raise _Refused(f"cannot read: {exc.strerror or exc}") from exc
     finally:
@@ -240,18 +237,6 @@ def _unsafe(st: os.stat_result) -> str | None:
     if st.st_uid not in (0, os.geteuid()):
         return f"owned by uid {st.st_uid}, not by root or davitd's user (uid {os.geteuid()})"
     return None
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = os.read(fd, min(1 << 16, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _kind(mode: int) -> str:

@@ -30,7 +30,7 @@ from daemon.jobfiles import load_job_file
 from daemon.recorder import append_unordered, new_event_id
 from domain import events as ev
 from domain.errors import FieldProblem
-from domain.jobs import AnyJob, spec_from_json, spec_revision
+from domain.jobs import AnyJob, spec_revision
 from eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd.jobs")
@@ -70,9 +70,6 @@ class JobState:
     triggered_revisions: set[str] = field(default_factory=set)
     last_scheduled_for: str | None = None
     defined_at: str = ""
-
-    def typed_spec(self) -> AnyJob:
-        return spec_from_json(self.spec)
 
     def apply(self, stored: ev.StoredEvent) -> None:
         self.version = stored.version

@@ -17,10 +17,6 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC", "")
         self.watchdog_seconds = int(usec) / 1_000_000 if usec.isdigit() else None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def send(self, *lines: str) -> None:
         if not self._address:
             return

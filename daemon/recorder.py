@@ -76,10 +76,6 @@ class RunRecorder:
     def run_id(self) -> str:
         return self.view.run_id
 
-    @property
-    def has_unsent(self) -> bool:
-        return bool(self._unsent)
-
     async def record(self, *events: ev.Event, patient: bool = True) -> None:
         """Record events (after any unsent ones). `patient=False`: try once; a log that cannot
         be written raises one of `LOG_UNWRITABLE` and leaves these events unsent."""

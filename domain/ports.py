@@ -1,4 +1,5 @@
-"""Ports: the narrow roles the daemon asks of its adapters and of the event store.
+"""Ports: the narrow roles the daemon asks of its adapters (the event store is used as it is,
+`eventstore.sqlite.SqliteEventStore`, until a second store makes a port of it worth having).
 
 Each is a `typing.Protocol`; adapters implement them without importing this module's
 callers, and tests drive the daemon with fakes of the same shape.
@@ -6,30 +7,8 @@ callers, and tests drive the daemon with fakes of the same shape.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
-
-from domain.events import NewEvent, StoredEvent, StreamAppend
-
-
-class EventLog(Protocol):
-    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent]) -> list[int]: ...
-
-    async def append_atomic(self, parts: Sequence[StreamAppend]) -> list[int]: ...
-
-    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]: ...
-
-    async def read_all(
-        self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None
-    ) -> list[StoredEvent]: ...
-
-    async def stream_version(self, stream: str) -> int: ...
-
-    async def head_position(self) -> int: ...
-
-    def tail(
-        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
-    ) -> AsyncIterator[StoredEvent]: ...
 
 
 class RunContext(Protocol):

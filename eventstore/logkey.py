@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.errors import EXIT_USAGE, DavitError
+from eventstore.boundedread import TooLarge, read_bounded
 from eventstore.chain import KEY_BYTES
 
 MAX_KEY_FILE = 4096
@@ -80,13 +81,13 @@ def read_log_key(path: Path) -> LogKey | None:
             # group may read it (operators who run `davit log verify`; an ACL shows as that).
             raise LogKeyError(f"log key {path} is readable by others or writable by its group (mode "
                               f"{stat.S_IMODE(st.st_mode):04o}): chmod 0400 it")
-        raw = os.read(fd, MAX_KEY_FILE + 1)
+        raw = read_bounded(fd, MAX_KEY_FILE, "a log key")
+    except TooLarge as exc:
+        raise LogKeyError(f"log key {path} is not a davit log key ({exc})") from None
     except OSError as exc:
         raise LogKeyError(f"log key {path} is unreadable: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    if len(raw) > MAX_KEY_FILE:
-        raise LogKeyError(f"log key {path} is not a davit log key (over {MAX_KEY_FILE} bytes)")
     return _parse(path, raw)
 
 

@@ -42,7 +42,7 @@ from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError
 from domain.events import NewEvent, StoredEvent, StreamAppend
@@ -753,23 +753,20 @@ def raise_into(request: _Request, mapper: Callable[[BaseException], BaseExceptio
 
 def log_head(path: Path) -> tuple[int, str, bool]:
     """The head (position, hash) of the log at `path` and whether it is keyed, read-only;
-    (0, genesis, False) if there is no log yet. For making a key that will seal this head."""
+    (0, genesis, False) if there is no log yet. For making a key that will seal this head.
+    The log is checked as every opening checks it (`_probe`) before any key is made for it."""
     if not path.exists():
         return 0, s.GENESIS_HASH, False
-    with _mapped(path):
-        conn = sqlite3.connect(_readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not names:
+    uri = _readonly_uri(path)
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
+    _configure(engine, "BEGIN", readonly=True)  # one snapshot for every read below
+    try:
+        with _mapped(path), engine.begin() as conn:
+            if _probe(conn, path, fresh_ok=True) is None:
                 return 0, s.GENESIS_HASH, False
-            if "chain_head" not in names or "events" not in names:
-                raise EventLogDamaged(path, "table chain_head or events missing")
-            conn.execute("BEGIN")  # one snapshot for both reads
-            head = conn.execute("SELECT position, hash FROM chain_head WHERE id = 1").fetchone()
-            if head is None:
-                raise EventLogDamaged(path, "chain_head has no row")
-            position, hash_ = head
-            keyed = conn.execute(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).fetchone() is not None
+            # not `_head`: a log of schema 1 (before keys) has no mac column until davitd migrates it
+            position, hash_ = conn.exec_driver_sql("SELECT position, hash FROM chain_head WHERE id = 1").one()
+            keyed = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first() is not None
             return int(position), str(hash_), keyed
-        finally:
-            conn.close()
+    finally:
+        engine.dispose()

@@ -177,14 +177,12 @@ class ChunkReader:
     def __init__(self, chunks: Iterator[bytes], what: str) -> None:
         self._chunks = chunks
         self._what = what
-        self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = next(self._chunks, b"")
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise EngineUnreachable(f"{self._what}: the engine's stream broke off: {exc}") from exc
-        self.bytes_read += len(data)
         return data
 
     def close(self) -> None:

@@ -30,7 +30,6 @@ SHOWN = 160  # characters of an entry quoted in the error
 U32, I64, U64 = (1 << 32) - 1, 1 << 63, (1 << 64) - 1
 NAME_MAX = 255
 DOTS = frozenset({"", ".", ".."})
-HEX = frozenset("0123456789abcdef")
 
 
 def _shown(what: object) -> str:

@@ -9,7 +9,6 @@ in `config/jobs.d/` (a test checks there is one per kind and that it validates).
 
 from __future__ import annotations
 
-import tomllib
 from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -77,15 +76,9 @@ def parse_job(text: str, file: str) -> AnyJob:
     Nesting is bounded before anything recursive runs (`nesting`), and `RecursionError` is
     caught as a last line: whatever the text, the caller gets a verdict, never a crash.
     """
-    too_deep = nesting.text_problem(text)
-    if too_deep is not None:
-        raise InvalidJob(file, [too_deep])
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidJob(file, [FieldProblem("(toml)", str(exc))]) from exc
-    except RecursionError as exc:
-        raise InvalidJob(file, [FieldProblem("(toml)", nesting.too_deep())]) from exc
+    raw = nesting.loads_bounded(text)
+    if isinstance(raw, FieldProblem):
+        raise InvalidJob(file, [raw])
     return job_from_dict(raw, file)
 
 

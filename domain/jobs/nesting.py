@@ -11,12 +11,16 @@ them run, by two linear, loop-only checks:
 - `value_problem` walks the parsed value with an explicit stack: deep dotted keys
   (`a.b.c...= 1`) and table headers (`[a.b.c...]`), which the parser builds without recursing.
 
-Callers still catch `RecursionError` as a last line (a shape these checks did not foresee).
+`loads_bounded` is the one way davit parses TOML it is handed (job files, `davit.toml`): both
+checks around `tomllib.loads`, every failure returned as a problem. Callers still catch
+`RecursionError` around what they do with the value as a last line (a shape these checks did not
+foresee).
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from itertools import accumulate
 from typing import Any
 
@@ -30,6 +34,21 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _BASIC_STRING_END = re.compile(r'\\[\s\S]|["\n]')  # inside "...": an escape, the end, or a (bad) newline
 _ML_BASIC_STRING_END = re.compile(r'\\[\s\S]|"""')
 _LITERAL_STRING_END = re.compile(r"['\n]")  # '...' has no escapes and ends at its line's end
+
+
+def loads_bounded(text: str) -> dict[str, Any] | FieldProblem:
+    """`text` parsed as TOML, or the `(toml)` problem (or, from `value_problem`, the field)
+    that stops it: bad syntax, or nesting deeper than `MAX_DEPTH` however it is written."""
+    problem = text_problem(text)
+    if problem is not None:
+        return problem
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return FieldProblem("(toml)", str(exc))
+    except RecursionError:
+        return FieldProblem("(toml)", too_deep())
+    return value_problem(raw) or raw
 
 
 def too_deep(line: int | None = None) -> str:

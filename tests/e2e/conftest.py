@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from daemon.recorder import new_event_id
+from domain import events as ev
+from eventstore.logkey import read_log_key
+from eventstore.sqlite import SqliteEventStore
 from tests.fixtures.fullfs import mounted_tmpfs
 
 BIN = Path(sys.executable).parent
@@ -119,6 +123,23 @@ def davit(tmp_path: Path) -> Iterator[Davit]:
     if instance.proc is not None and instance.proc.poll() is None:
         instance.proc.kill()
         instance.proc.wait(10)
+
+
+def keyed_store(davit: Davit) -> SqliteEventStore:
+    """davit's event log as the CLI opens it to append: with davitd's log key, beside the config."""
+    key_path = davit.home / "log.key"
+    return SqliteEventStore(davit.home / "state" / "davit.db", key=read_log_key(key_path), key_path=key_path)
+
+
+async def append_events(davit: Davit, stream: str, type_name: str, datas: list[dict[str, Any]]) -> list[int]:
+    """One event of `type_name` per item of `datas`, appended to `stream` at its current version
+    as another writer of the log would (no rule of the CLI's applied); their positions."""
+    positions: list[int] = []
+    async with keyed_store(davit) as store:
+        for data in datas:
+            version = await store.stream_version(stream)
+            positions += await store.append(stream, version, [ev.NewEvent(new_event_id(), type_name, data)])
+    return positions
 
 
 def write_job(davit: Davit, filename: str, text: str) -> Path:

@@ -14,22 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.recorder import new_event_id
 from domain import events as ev
-from eventstore.logkey import read_log_key
-from eventstore.sqlite import SqliteEventStore
-from tests.e2e.conftest import Davit, write_job
+from tests.e2e.conftest import Davit, append_events, write_job
 
 pytestmark = pytest.mark.e2e
-
-
-async def append(davit: Davit, stream: str, type_name: str, datas: list[dict[str, Any]]) -> None:
-    key_path = davit.home / "log.key"
-    async with SqliteEventStore(davit.home / "state" / "davit.db", key=read_log_key(key_path),
-                                key_path=key_path) as store:
-        for data in datas:
-            version = await store.stream_version(stream)
-            await store.append(stream, version, [ev.NewEvent(new_event_id(), type_name, data)])
 
 
 def started_with_a_job(davit: Davit, tmp_path: Path) -> None:
@@ -47,7 +35,7 @@ def test_requests_behind_a_page_of_events_of_a_look_alike_stream_are_still_handl
     them on another stream ("requests-x") was dropped without moving past it: davitd re-read
     the same page every poll and never handled another request, at this start or the next."""
     started_with_a_job(davit, tmp_path)
-    anyio.run(append, davit, "requests-x", "RunJobNow", [{"job": "docs", "run_id": f"x{i:011d}"} for i in range(200)])
+    anyio.run(append_events, davit, "requests-x", "RunJobNow", [{"job": "docs", "run_id": f"x{i:011d}"} for i in range(200)])
 
     after = davit.cli("run", "docs", "--wait", "--timeout", "30", check=False)
     assert after.returncode == 0, after.stderr
@@ -65,7 +53,7 @@ def test_a_request_nested_too_deep_to_decode_does_not_stop_davitd(davit: Davit, 
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20000)
     try:
-        anyio.run(append, davit, ev.REQUESTS_STREAM, "RunJobNow", [{"job": "docs", "run_id": "deep00000000",
+        anyio.run(append_events, davit, ev.REQUESTS_STREAM, "RunJobNow", [{"job": "docs", "run_id": "deep00000000",
                                                                        "extra": deep}])
     finally:
         sys.setrecursionlimit(limit)

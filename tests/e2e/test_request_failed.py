@@ -17,28 +17,13 @@ from daemon.cli.requests import send, wait_for_end
 from daemon.recorder import new_event_id
 from domain import events as ev
 from domain.commands import RunJobNow
-from eventstore.logkey import read_log_key
-from eventstore.sqlite import SqliteEventStore
-from tests.e2e.conftest import Davit, write_job
+from tests.e2e.conftest import Davit, append_events, keyed_store, write_job
 
 pytestmark = pytest.mark.e2e
 
 
-def keyed_store(db: Path) -> SqliteEventStore:
-    """The store as the CLI opens it for appends: with davitd's log key, beside the config."""
-    key_path = db.parent.parent / "log.key"
-    return SqliteEventStore(db, key=read_log_key(key_path), key_path=key_path)
-
-
-async def append_request(db: Path, type_name: str, data: dict[str, object]) -> int:
-    async with keyed_store(db) as store:
-        version = await store.stream_version(ev.REQUESTS_STREAM)
-        (position,) = await store.append(ev.REQUESTS_STREAM, version, [ev.NewEvent(new_event_id(), type_name, data)])
-        return position
-
-
-async def wait_on(db: Path, run_id: str, position: int, timeout: float) -> object:
-    async with keyed_store(db) as store:
+async def wait_on(davit: Davit, run_id: str, position: int, timeout: float) -> object:
+    async with keyed_store(davit) as store:
         return await wait_for_end(store, run_id, timeout, request=position)
 
 
@@ -49,13 +34,12 @@ def test_a_request_davitd_cannot_handle_is_recorded_and_ends_the_wait_at_once(da
     davit.start()
     write_job(davit, "docs.toml", f'name = "docs"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
     davit.wait_run_state("docs", {"succeeded", "failed"})
-    db = davit.home / "state" / "davit.db"
-
-    unknown = anyio.run(append_request, db, "PruneNow", {"run_id": "feedfacecafe", "job": "docs"})
-    undecodable = anyio.run(append_request, db, "RunJobNow", {"job": "docs", "run_id": ["hawser-value-71"]})
+    [unknown] = anyio.run(append_events, davit, ev.REQUESTS_STREAM, "PruneNow", [{"run_id": "feedfacecafe", "job": "docs"}])
+    [undecodable] = anyio.run(append_events, davit, ev.REQUESTS_STREAM, "RunJobNow",
+                              [{"job": "docs", "run_id": ["hawser-value-71"]}])
 
     started = time.monotonic()
-    outcome = anyio.run(wait_on, db, "feedfacecafe", unknown, 60.0)
+    outcome = anyio.run(wait_on, davit, "feedfacecafe", unknown, 60.0)
     assert isinstance(outcome, ev.RequestFailed), outcome
     assert time.monotonic() - started < 15, "the wait ended only at its timeout"
     assert "PruneNow" in outcome.reason and outcome.run_id == "feedfacecafe"
@@ -83,10 +67,8 @@ def test_a_run_request_whose_handling_raises_ends_the_clis_wait_at_once(davit: D
     davit.start()
     write_job(davit, "docs.toml", f'name = "docs"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
     davit.wait_run_state("docs", {"succeeded", "failed"})
-    db = davit.home / "state" / "davit.db"
-
     async def request_for_a_taken_run_id() -> tuple[int, object]:
-        async with keyed_store(db) as store:
+        async with keyed_store(davit) as store:
             taken = ev.RunQueued(run_id="0badc0ffee00", job="docs", kind="files.backup", revision="x", spec={},
                                  reason="another writer")
             await store.append(ev.run_stream("0badc0ffee00"), 0, [ev.NewEvent.of(new_event_id(), taken)])

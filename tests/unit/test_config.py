@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from daemon.config import DEFAULT_CONFIG, ConfigModel, load_settings, read_config
-from domain.errors import InvalidConfig
+from domain.errors import InvalidConfig, InvalidJob
+from domain.jobs import parse_job
+from domain.jobs.nesting import loads_bounded
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,3 +97,26 @@ def test_a_hostile_config_file_is_invalid_config_naming_field_and_reason_never_a
         read_config(config)
     [problem] = caught.value.problems
     assert problem.field == field and reason in problem.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = " + "[" * 2000 + "]" * 2000 + "\n",
+        "[" + ".".join(["a"] * 2000) + "]\n",
+        ".".join(["b"] * 40) + " = 1\n",
+        "x = {\n",
+        "x = 1\nx = 2\n",
+    ],
+    ids=["deep-brackets", "deep-table-header", "deep-dotted-key", "unclosed-table", "duplicate-key"],
+)
+def test_the_config_and_a_job_file_give_one_verdict_on_the_same_bad_toml(tmp_path: Path, text: str) -> None:
+    """Both parse TOML through `nesting.loads_bounded`: the same text is refused for the same
+    field and reason, whichever file holds it."""
+    config = tmp_path / "davit.toml"
+    config.write_text(text)
+    with pytest.raises(InvalidConfig) as as_config:
+        read_config(config)
+    with pytest.raises(InvalidJob) as as_job:
+        parse_job(text, "job.toml")
+    assert as_config.value.problems == as_job.value.problems == [loads_bounded(text)]

@@ -24,7 +24,7 @@ from domain.events import NewEvent
 from eventstore.chain import MARKER_TYPE, event_hash
 from eventstore.logkey import LogKey, LogKeyError, create_log_key, read_log_key
 from eventstore.schema import GENESIS_HASH
-from eventstore.sqlite import ChainReport, SqliteEventStore, log_head
+from eventstore.sqlite import ChainReport, EventLogTooNew, SqliteEventStore, log_head
 
 
 def new(**data: object) -> NewEvent:
@@ -394,3 +394,15 @@ def test_a_bare_hex_key_pins_nothing_and_is_never_rewritten(tmp_path: Path) -> N
     davitd_start(settings)
     assert settings.log_key_path.read_text() == "ab" * 32 + "\n"
     assert verify(settings.db_path, read_log_key(settings.log_key_path)).ok
+
+
+def test_no_key_is_made_for_a_log_that_a_newer_davit_wrote(tmp_path: Path) -> None:
+    """`log_head` checks the log as every opening does (`_probe`): a log this davit cannot open
+    is refused before davitd makes a key for it (it used to leave a key behind, then fail)."""
+    settings = load_settings(tmp_path / "home", create_home=True)
+    fill(settings.db_path, 2)
+    with sqlite3.connect(settings.db_path) as conn:
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 'later')")
+    with pytest.raises(EventLogTooNew, match="upgrade davit"):
+        daemon_log_key(settings)
+    assert not settings.log_key_path.exists()
