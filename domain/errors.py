@@ -1,5 +1,8 @@
 """One error tree for davit, rooted at `DavitError`.
 
+Every subclass in the code is drawn here, where it sits (a test holds the drawing to the
+classes): those of this module, then in parentheses the module of the others.
+
 ```
 DavitError
 ├── PermanentError              fail the run at once; an operator must act
@@ -10,15 +13,57 @@ DavitError
 │   ├── CorruptChunk            a stored chunk does not match its hash
 │   ├── CorruptSnapshot         a snapshot's tree holds a hostile or malformed entry
 │   ├── TargetInTheWay          a restore found something it may not replace at a path
-│   ├── SnapshotNotFound
+│   ├── TargetUnwritable        the restore target refused an entry (name too long, read-only)
+│   ├── SnapshotNotFound        no snapshot (or more than one) matches a reference; in the CLI exit 2
 │   ├── TargetNotEmpty          a restore would overwrite data without `overwrite = true`
 │   ├── SourceMissing           the thing to back up is not there
-│   └── StorageFull             no space left where davit writes
-│       └── EventLogFull        ... where the event log is (davitd waits for room, see below)
+│   ├── UnsafeName              a stored name would be written outside its directory
+│   ├── StorageFull             no space left where davit writes
+│   │   └── EventLogFull        ... where the event log is (davitd waits for room, see below)
+│   ├── RepositoryKeyError      (adapters/repository/crypto) passphrase missing or wrong: exit 2
+│   ├── StagingGone             (adapters/repository/staging) a resumed run's staging was removed
+│   ├── SecretUnavailable       (adapters/secrets) a passphrase or password reference cannot be read
+│   ├── HostKeyRejected         (adapters/ssh/remote) the SSH host key is not trusted
+│   ├── RemoteLoginFailed       (adapters/ssh/remote) SSH authentication failed
+│   ├── RemoteRefused           (adapters/ssh/remote) the connection cannot be made as configured
+│   ├── RemoteCommandFailed     (adapters/ssh/remote) a remote command exited non-zero
+│   ├── ComposeFailed           (adapters/compose/source) `docker compose` could not run or failed
+│   ├── ExportFailed            (adapters/compose/pipeline) a volume's tar export failed
+│   ├── PreflightFailed         (adapters/compose/target) a host lacks what a migration needs
+│   ├── TargetNotHealthy        (adapters/compose/target) the migrated stack did not come up
+│   ├── EngineError             (adapters/docker/engine) the Docker engine refused a request
+│   ├── ArchiveOutOfOrder       (adapters/docker/archive) the engine's archive not in walk order
+│   ├── HelperAccessNotAvailable (adapters/docker/helper) no way to reach the engine's volumes
+│   ├── HelperImageMissing      (adapters/docker/helper) the helper image is not on the engine
+│   ├── HelperImageUnfit        (adapters/docker/helper) the helper image lacks a program
+│   ├── MongoAuthFailed         (adapters/mongo/client) MongoDB refused the credentials
+│   ├── MongoBadUri             (adapters/mongo/client) the URI cannot be used
+│   ├── MongoRefused            (adapters/mongo/client) MongoDB refused an operation
+│   │   └── MongoConflict       (adapters/mongo/client) a unique index holds the value already
+│   ├── BadRecord               (adapters/mongo/textimport) a line of a JSON/CSV import is wrong
+│   ├── WeaviateRejected        (adapters/weaviate/client) Weaviate refused a request
+│   ├── CollectionExists        (adapters/weaviate/schema) the restore's collection is there already
+│   └── TooManyFailedObjects    (adapters/weaviate/restore) too many objects refused in a batch
 ├── RetryableError              back off and try again (network, busy server)
 │   ├── RepositoryLockLost      a held repository lock was taken over or not refreshed
-│   └── EventLogUnavailable     the event log cannot be written now (I/O error, read-only)
+│   ├── EventLogUnavailable     the event log cannot be written now (I/O error, read-only)
+│   ├── RemoteUnreachable       (adapters/ssh/remote) the SSH host did not answer
+│   ├── EngineUnreachable       (adapters/docker/engine) the Docker engine did not answer
+│   ├── MongoUnreachable        (adapters/mongo/client) MongoDB did not answer
+│   └── WeaviateUnavailable     (adapters/weaviate/client) Weaviate did not answer
 ├── ConcurrencyError            an append's expected version was stale (eventstore)
+├── EventStoreError             the event log cannot be opened or used as asked (eventstore)
+│   ├── EventLogMissing         (eventstore/sqlite) no log where one must be: exit 2
+│   ├── EventLogDamaged         (eventstore/sqlite) the database cannot be read as a davit log
+│   ├── EventLogTooNew          (eventstore/sqlite) written by a newer davit: exit 2
+│   └── EventLogReadOnly        (eventstore/sqlite) an append asked of a read-only log: exit 2
+├── LogKeyError                 (eventstore/logkey) the log key is missing, unreadable or malformed: exit 2
+├── InvalidArgument             a command's argument names nothing usable: exit 2
+│   └── UnknownJob              ... a job no file defines
+├── CommandFailed               a command's answer is "no"; its own output may have said why
+│   ├── RunDidNotSucceed        `run`/`cancel --wait`: the run ended otherwise, not in time, or was refused
+│   ├── VerificationFailed      `verify`, `log verify`: damage found
+│   └── JobFilesInvalid         `validate`: a job file is not valid: exit 2
 └── RunStopped                  a worker is asked to stop (shutdown, cancel)
     └── EventLogStop            ... because its run's events cannot be recorded now
 ```
@@ -27,8 +72,9 @@ DavitError
 whose events cannot be recorded stops at its next checkpoint and resumes once the log takes
 writes again; davitd retries its own appends meanwhile.
 
-Each error knows the CLI exit code it maps to; only the CLI's entry point turns errors into
-exit codes. Messages never carry secrets: adapters redact before raising.
+Each error knows the CLI exit code it maps to (1 unless drawn above with another); only the
+CLI's entry point (`daemon/cli/main.py`, and `daemon/davitd.py` for the daemon's start) turns
+errors into exit codes. Messages never carry secrets: adapters redact before raising.
 """
 
 from __future__ import annotations
@@ -76,6 +122,73 @@ class ConcurrencyError(DavitError):
         self.stream = stream
         self.expected = expected
         self.actual = actual
+
+
+class EventStoreError(DavitError):
+    """The event log cannot be opened or used as asked (eventstore/sqlite.py raises it and its
+    subclasses). Here, not there, so that the tree above has one home and the daemon can name it
+    without the store."""
+
+
+class InvalidArgument(DavitError):
+    """A command's argument names nothing usable (a repository the config lacks, a snapshot of
+    another kind): `argument` is the option or argument, the message says what is wrong."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class UnknownJob(InvalidArgument):
+    """A command names a job no file in the jobs directory defines (or one that is retired)."""
+
+    def __init__(self, job: str) -> None:
+        super().__init__("JOB", f"no job named {job!r} is defined (see `davit jobs`)")
+        self.job = job
+
+
+class CommandFailed(DavitError):
+    """A command ran to its answer and the answer is "no": a run that did not succeed, a check
+    that found damage. `reported` is True when the command's own output has already said why
+    (the state line of a run, the problems a check found): the entry point then adds no line
+    and only exits with `exit_code`."""
+
+    def __init__(self, message: str, reported: bool) -> None:
+        super().__init__(message)
+        self.reported = reported
+
+
+class RunDidNotSucceed(CommandFailed):
+    """`davit run --wait` or `cancel --wait`: the run ended otherwise than asked (`state`), did
+    not end in time (`state` None), or davitd could not handle the request."""
+
+    def __init__(self, run_id: str, message: str, state: str | None = None, reported: bool = False) -> None:
+        super().__init__(message, reported)
+        self.run_id = run_id
+        self.state = state
+
+
+class VerificationFailed(CommandFailed):
+    """`davit verify` or `log verify` found `problems` in `subject` (a snapshot, the event log);
+    the command has printed them."""
+
+    def __init__(self, subject: str, problems: list[str]) -> None:
+        super().__init__(f"{subject}: {len(problems)} problems: {'; '.join(problems)}", reported=True)
+        self.subject = subject
+        self.problems = problems
+
+
+class JobFilesInvalid(CommandFailed):
+    """`davit validate`: these `files` are not valid jobs; the command has printed one
+    `file: field: reason` line per problem."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, files: list[str]) -> None:
+        super().__init__(f"not valid jobs: {', '.join(files)}", reported=True)
+        self.files = files
 
 
 @dataclass(frozen=True)
@@ -170,9 +283,15 @@ class TargetUnwritable(PermanentError):
 
 
 class SnapshotNotFound(PermanentError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no snapshot matches {ref!r}")
+    """No snapshot, or (`matches` > 1) more than one, answers to a reference: an id, a prefix,
+    `latest`. Named on a command line it is a usage error; in a restore it fails the run."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, ref: str, matches: int = 0) -> None:
+        super().__init__(f"{'more than one' if matches > 1 else 'no'} snapshot matches {ref!r}")
         self.ref = ref
+        self.matches = matches
 
 
 class TargetNotEmpty(PermanentError):

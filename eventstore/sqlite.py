@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-from domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError
+from domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError, EventStoreError
 from domain.events import NewEvent, StoredEvent, StreamAppend
 from eventstore import schema as s
 from eventstore.chain import MARKER_STREAM, MARKER_TYPE, canonical_json, event_hash, head_mac, key_id, same
@@ -71,10 +71,6 @@ class ChainReport:
     first_bad_position: int | None = None
     reason: str | None = None
     keyed_from: int | None = None  # the marker's position: events from it on are keyed
-
-
-class EventStoreError(DavitError):
-    pass
 
 
 class WriteOutage(Protocol):

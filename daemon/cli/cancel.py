@@ -5,14 +5,12 @@ ignored: the run ends as its work does, and `--wait` says so and exits 1."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from daemon.cli.common import resolve_run, with_store
 from daemon.cli.requests import send, wait_for_end
 from domain.commands import CancelRun
-from domain.errors import EXIT_FAILED, EXIT_OK
+from domain.errors import RunDidNotSucceed
 from domain.events import RequestFailed
 from eventstore.sqlite import SqliteEventStore
 
@@ -25,21 +23,23 @@ from eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> None:
     """Cancel RUN (any unique prefix of its id)."""
 
-    async def go(store: SqliteEventStore) -> int:
+    async def go(store: SqliteEventStore) -> None:
         run_id = await resolve_run(store, run)
         position = await send(store, CancelRun(run_id=run_id))
         click.echo(run_id)
         if not wait:
-            return EXIT_OK
+            return
         view = await wait_for_end(store, run_id, timeout, request=position)
         if view is None:
-            return EXIT_FAILED
+            # reported: the run id on stdout and exit 1 are this answer's whole output, as before
+            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s", reported=True)
         if isinstance(view, RequestFailed):
-            click.echo(f"davit: davitd could not handle the cancel of {run_id}: {view.reason}", err=True)
-            return EXIT_FAILED
+            raise RunDidNotSucceed(run_id, f"davitd could not handle the cancel of {run_id}: {view.reason}")
         late = view.cancel_ignored
-        click.echo(f"{run_id} {view.state.value}" + (
-            f" (the cancel came after step {late['step']} had started, which commits the run)" if late else ""), err=True)
-        return EXIT_OK if view.cancelled else EXIT_FAILED
+        outcome = f"{run_id} {view.state.value}" + (
+            f" (the cancel came after step {late['step']} had started, which commits the run)" if late else "")
+        click.echo(outcome, err=True)
+        if not view.cancelled:
+            raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
 
-    sys.exit(with_store(ctx, go, write=True))
+    with_store(ctx, go, write=True)

@@ -1,9 +1,11 @@
-"""What the CLI's commands share: settings, the open log, run folding, output helpers."""
+"""What the CLI's commands share: settings, the open log, run folding, output helpers.
+
+Commands end by returning (exit 0) or by raising a davit error; `main.py` alone turns that
+into a message and an exit code."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,6 @@ import click
 
 from daemon.config import Settings, load_settings
 from domain import events as ev
-from domain.errors import EXIT_USAGE, DavitError
 from domain.runs import RunView, fold
 from eventstore.logkey import read_log_key
 from eventstore.sqlite import SqliteEventStore
@@ -101,16 +102,3 @@ def human_bytes(n: int) -> str:
         value /= 1024
     return f"{n} B"
 
-
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"davit: {message}", err=True)
-    sys.exit(code)
-
-
-def guard(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except DavitError as exc:
-        click.echo(f"davit: {exc}", err=True)
-        sys.exit(exc.exit_code)
-        raise  # unreachable

@@ -9,16 +9,15 @@ A snapshot with a namespace that would write outside DIR (a database name that i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from adapters.mongo.dumpdir import namespace_problem, write_collection
 from adapters.mongo.layout import read_tree
-from daemon.cli.common import emit_json, guard
-from daemon.cli.snapshots import all_snapshots
-from domain.errors import EXIT_USAGE, UnsafeName
+from daemon.cli.common import emit_json
+from daemon.cli.snapshots import resolve_snapshot
+from domain.errors import InvalidArgument, UnsafeName
 
 
 @click.group("export")
@@ -34,31 +33,22 @@ def command() -> None:
 @click.pass_context
 def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool, as_json: bool) -> None:
     """Write SNAPSHOT (an id or unique prefix) of a mongo.backup job into DIRECTORY."""
-    matches = [(repo, s) for _, repo, s in all_snapshots(ctx) if s.id.startswith(snapshot)]
-    if len(matches) != 1:
-        click.echo(f"davit: {'no' if not matches else 'more than one'} snapshot matches {snapshot!r}", err=True)
-        sys.exit(EXIT_USAGE)
-    repo, snap = matches[0]
+    repo, snap = resolve_snapshot(ctx, snapshot)
     if snap.kind != "mongo":
-        click.echo(f"davit: snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one", err=True)
-        sys.exit(EXIT_USAGE)
-
-    def export() -> dict[str, object]:
-        collections = documents = size = 0
-        entries = list(read_tree(repo.tree_bytes(snap)))
-        for entry in entries:  # every name first: a hostile one refuses the snapshot, nothing written
-            problem = namespace_problem(entry.ns)
-            if problem is not None:
-                raise UnsafeName(snap.id, entry.ns, problem)
-        for entry in entries:
-            chunks = (repo.read_chunk(bytes.fromhex(c)) for c in entry.chunks)
-            size += write_collection(directory, entry.ns, entry.meta, chunks, compress)
-            collections += 1
-            documents += entry.docs
-        return {"snapshot": snap.id, "directory": str(directory), "collections": collections,
-                "documents": documents, "bytes": size, "gzip": compress}
-
-    result = guard(export)
+        raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one")
+    collections = documents = size = 0
+    entries = list(read_tree(repo.tree_bytes(snap)))
+    for entry in entries:  # every name first: a hostile one refuses the snapshot, nothing written
+        problem = namespace_problem(entry.ns)
+        if problem is not None:
+            raise UnsafeName(snap.id, entry.ns, problem)
+    for entry in entries:
+        chunks = (repo.read_chunk(bytes.fromhex(c)) for c in entry.chunks)
+        size += write_collection(directory, entry.ns, entry.meta, chunks, compress)
+        collections += 1
+        documents += entry.docs
+    result = {"snapshot": snap.id, "directory": str(directory), "collections": collections,
+              "documents": documents, "bytes": size, "gzip": compress}
     if as_json:
         emit_json(result)
     else:

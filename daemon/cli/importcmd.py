@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from adapters.mongo.importdump import import_mongodump
-from daemon.cli.common import emit_json, fail, guard, state
+from daemon.cli.common import emit_json, state
 from daemon.repositories import open_repository
+from domain.errors import InvalidArgument
 from domain.jobs.base import JOB_NAME_PATTERN
 
 
@@ -31,22 +32,17 @@ def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_
     import re
 
     if not re.match(JOB_NAME_PATTERN, job):
-        fail(f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
+        raise InvalidArgument("--job", f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
     settings = state(ctx).settings
     if repo_name not in settings.repositories:
-        fail(f"no repository named {repo_name!r} in the daemon config")
-        return
+        raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
     model = settings.model.data_path
-
-    def run() -> dict[str, object]:
-        repo = open_repository(settings, repo_name)
-        try:
-            info = import_mongodump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], model.tuning())
-        finally:
-            repo.close()
-        return {**info.to_json(), "repository": repo_name}
-
-    result = guard(run)
+    repo = open_repository(settings, repo_name)
+    try:
+        info = import_mongodump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], model.tuning())
+    finally:
+        repo.close()
+    result = {**info.to_json(), "repository": repo_name}
     if as_json:
         emit_json(result)
     else:

@@ -6,12 +6,10 @@ naming the key or what is damaged, never a traceback."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from daemon.cli.common import emit_json, state, with_store
-from domain.errors import EXIT_FAILED, EXIT_OK
+from domain.errors import VerificationFailed
 from eventstore.logkey import read_log_key
 from eventstore.sqlite import ChainReport, EventLogDamaged, SqliteEventStore
 
@@ -57,4 +55,6 @@ def verify(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"log broken{where}: {report.reason}")
         if integrity != "ok":
             click.echo(f"integrity_check: {integrity}")
-    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+    if not ok:
+        problems = [] if report.ok else [f"at position {report.first_bad_position}: {report.reason}"]
+        raise VerificationFailed("the event log", problems + ([] if integrity == "ok" else [integrity]))

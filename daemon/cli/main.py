@@ -1,5 +1,7 @@
 """`davit`: the entry point and the command group. Only here do errors become exit codes:
-0 success, 1 a run or check failed, 2 usage or configuration error."""
+0 success, 1 a run or check failed, 2 usage or configuration error. Commands return, or raise
+a davit error that carries its exit code (see the tree in `domain/errors.py`); click's own
+usage errors exit 2."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from daemon.cli import (
 from daemon.cli.common import CliState
 from daemon.config import PRIVATE_UMASK
 from daemon.version import davit_version
-from domain.errors import DavitError
+from domain.errors import EXIT_USAGE, CommandFailed, DavitError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,9 +58,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except click.exceptions.Abort:
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except DavitError as exc:
-        click.echo(f"davit: {exc}", err=True)
+        # a command whose own output said why (a run's state line, a check's problems) adds nothing
+        if not (isinstance(exc, CommandFailed) and exc.reported):
+            click.echo(f"davit: {exc}", err=True)
         sys.exit(exc.exit_code)

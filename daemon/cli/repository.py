@@ -8,7 +8,8 @@ import click
 
 from adapters.repository.repository import Repository
 from adapters.secrets import resolve
-from daemon.cli.common import fail, guard, state
+from daemon.cli.common import state
+from domain.errors import InvalidArgument
 
 
 @click.group("repository")
@@ -31,17 +32,11 @@ def passphrase(ctx: click.Context, name: str, new_passphrase_file: Path) -> None
     settings = state(ctx).settings
     section = settings.model.repositories.get(name)
     if section is None:
-        fail(f"no repository named {name!r} in the daemon config")
-        return
+        raise InvalidArgument("NAME", f"no repository named {name!r} in the daemon config")
     if not section.encrypted:
-        fail(f"repository {name!r} has no passphrase_env or passphrase_file in the daemon config")
-        return
-
-    def change() -> None:
-        old = resolve(section.passphrase_env, section.passphrase_file, f"repositories.{name}.passphrase")
-        new = resolve(None, str(new_passphrase_file), "--new-passphrase")
-        Repository.change_passphrase(settings.repositories[name], old, new)
-
-    guard(change)
+        raise InvalidArgument("NAME", f"repository {name!r} has no passphrase_env or passphrase_file in the daemon config")
+    old = resolve(section.passphrase_env, section.passphrase_file, f"repositories.{name}.passphrase")
+    new = resolve(None, str(new_passphrase_file), "--new-passphrase")
+    Repository.change_passphrase(settings.repositories[name], old, new)
     click.echo(f"repository {name}: passphrase changed; now point its passphrase_file or passphrase_env "
                f"at the new passphrase")

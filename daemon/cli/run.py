@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from daemon.cli.common import with_store
@@ -11,7 +9,7 @@ from daemon.cli.requests import send, succeeded, wait_for_end
 from daemon.jobs import JobRegistry
 from daemon.recorder import new_run_id
 from domain.commands import RunJobNow
-from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from domain.errors import RunDidNotSucceed, UnknownJob
 from domain.events import RequestFailed
 from eventstore.sqlite import SqliteEventStore
 
@@ -24,25 +22,24 @@ from eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> None:
     """Run JOB now."""
 
-    async def go(store: SqliteEventStore) -> int:
+    async def go(store: SqliteEventStore) -> None:
         registry = JobRegistry(store)
         await registry.load()
         if not any(j.name == job for j in registry.active()):
-            click.echo(f"davit: no job named {job!r} is defined (see `davit jobs`)", err=True)
-            return EXIT_USAGE
+            raise UnknownJob(job)
         run_id = new_run_id()
         position = await send(store, RunJobNow(job=job, run_id=run_id))
         click.echo(run_id)
         if not wait:
-            return EXIT_OK
+            return
         view = await wait_for_end(store, run_id, timeout, request=position)
         if view is None:
-            click.echo(f"davit: run {run_id} did not end within {timeout:g} s", err=True)
-            return EXIT_FAILED
+            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
         if isinstance(view, RequestFailed):
-            click.echo(f"davit: davitd could not handle the request to run {job}: {view.reason}", err=True)
-            return EXIT_FAILED
-        click.echo(f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else ""), err=True)
-        return EXIT_OK if succeeded(view) else EXIT_FAILED
+            raise RunDidNotSucceed(run_id, f"davitd could not handle the request to run {job}: {view.reason}")
+        outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
+        click.echo(outcome, err=True)
+        if not succeeded(view):
+            raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
 
-    sys.exit(with_store(ctx, go, write=True))
+    with_store(ctx, go, write=True)

@@ -7,11 +7,14 @@ manifests cannot be authenticated, which the listing says ("unverified").
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import click
 
 from adapters.repository.repository import DamagedSnapshot, Repository, SnapshotInfo
 from daemon.cli.common import emit_json, human_bytes, state, table
 from daemon.repositories import open_repository
+from domain.errors import SnapshotNotFound
 
 
 def _repositories(ctx: click.Context) -> list[tuple[str, Repository]]:
@@ -34,6 +37,26 @@ def all_entries(ctx: click.Context, job: str | None = None
         found += [(name, repo, snap) for snap in repo.snapshots(job)]
         found += [(name, repo, bad) for bad in repo.damaged_snapshots()]
     return found
+
+
+@overload
+def resolve_snapshot(ctx: click.Context, ref: str, damaged: Literal[False] = False
+                     ) -> tuple[Repository, SnapshotInfo]: ...
+@overload
+def resolve_snapshot(ctx: click.Context, ref: str, damaged: Literal[True]
+                     ) -> tuple[Repository, SnapshotInfo | DamagedSnapshot]: ...
+def resolve_snapshot(ctx: click.Context, ref: str, damaged: bool = False
+                     ) -> tuple[Repository, SnapshotInfo | DamagedSnapshot]:
+    """The one snapshot `ref` names in the configured repositories, for every command that takes
+    a SNAPSHOT: the snapshot with that id, else the only one whose id starts with it (so an id
+    that starts another is still selectable). Damaged snapshots count only with `damaged` (verify
+    reports them; nothing can be read from one). `SnapshotNotFound` (exit 2) otherwise."""
+    entries = all_entries(ctx) if damaged else all_snapshots(ctx)
+    matches = [(repo, snap) for _, repo, snap in entries if snap.id.startswith(ref)]
+    matches = [m for m in matches if m[1].id == ref] or matches
+    if len(matches) != 1:
+        raise SnapshotNotFound(ref, len(matches))
+    return matches[0]
 
 
 def status(repo: Repository, snap: SnapshotInfo | DamagedSnapshot) -> str:

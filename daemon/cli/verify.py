@@ -5,15 +5,13 @@ fails at once with the reason."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from adapters.files.tree import read_lines
 from adapters.repository.repository import DamagedSnapshot
 from daemon.cli.common import emit_json
-from daemon.cli.snapshots import all_entries
-from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
+from daemon.cli.snapshots import resolve_snapshot
+from domain.errors import CorruptChunk, VerificationFailed
 
 
 @click.command("verify")
@@ -22,13 +20,7 @@ from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
 @click.pass_context
 def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
     """Verify SNAPSHOT (an id or a unique prefix)."""
-    matches = [(r, repo, s) for r, repo, s in all_entries(ctx) if s.id.startswith(snapshot)]
-    exact = [m for m in matches if m[2].id == snapshot]
-    matches = exact or matches
-    if len(matches) != 1:
-        click.echo(f"davit: {'no' if not matches else 'more than one'} snapshot matches {snapshot!r}", err=True)
-        sys.exit(EXIT_USAGE)
-    _, repo, found = matches[0]
+    repo, found = resolve_snapshot(ctx, snapshot, damaged=True)
     if isinstance(found, DamagedSnapshot):
         if as_json:
             emit_json({"snapshot": found.id, "chunks_checked": 0, "problems": [found.reason], "ok": False,
@@ -36,7 +28,7 @@ def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
         else:
             click.echo(f"damaged: {found.reason}")
             click.echo(f"{found.id}: damaged, its manifest cannot be used")
-        sys.exit(EXIT_FAILED)
+        raise VerificationFailed(f"snapshot {found.id}", [found.reason])
     snap = found
     checked, bad = 0, []
     seen: set[str] = set()
@@ -61,4 +53,5 @@ def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
         for line in bad:
             click.echo(f"corrupt: {line}")
         click.echo(f"{snap.id}: {checked} chunks verified, {len(bad)} problems")
-    sys.exit(EXIT_OK if not bad else EXIT_FAILED)
+    if bad:
+        raise VerificationFailed(f"snapshot {snap.id}", bad)
