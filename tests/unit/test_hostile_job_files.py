@@ -38,6 +38,11 @@ def jobs_dir(tmp_path: Path) -> Path:
     return path
 
 
+# Tells linear from super-linear, not fast from slow (speed lives in bench/): the quadratic
+# patterns these replace took 14 s on 100,000 characters and would take minutes on a MiB, while
+# a linear pass takes well under a second even on a loaded 2-core machine.
+LINEAR_BUDGET = 5.0
+
 @pytest.mark.parametrize("shape", sorted(HOSTILE))
 def test_every_hostile_job_file_gets_a_verdict_naming_field_and_reason(jobs_dir: Path, shape: str) -> None:
     hostile = HOSTILE[shape]
@@ -51,7 +56,7 @@ def test_every_hostile_job_file_gets_a_verdict_naming_field_and_reason(jobs_dir:
     assert (loaded.problems[0].field, loaded.file) == (hostile.field, str(path))
     assert hostile.reason in loaded.problems[0].reason, loaded.problems
     assert loaded.fingerprint
-    assert elapsed < 1.0, f"{shape} took {elapsed:.2f}s"
+    assert elapsed < LINEAR_BUDGET, f"{shape} took {elapsed:.2f}s"
 
 
 def test_a_job_file_nested_2000_levels_deep_is_a_toml_problem_not_a_recursion_error() -> None:
@@ -113,12 +118,12 @@ def test_recursion_running_out_anyway_gives_a_verdict_not_a_crash() -> None:
 
 
 @pytest.mark.parametrize("size", [100_000, MIB - 4096], ids=["100k", "1MiB"])
-def test_a_huge_name_validates_in_well_under_a_second(jobs_dir: Path, size: int) -> None:
+def test_a_huge_name_validates_in_linear_time(jobs_dir: Path, size: int) -> None:
     """The URI pattern took 14 s on a 100,000-letter name (quadratic backtracking)."""
     path = hostile_jobs.huge_name(jobs_dir, size)
     started = time.perf_counter()
     loaded = load_job_file(path, jobs_dir)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < LINEAR_BUDGET
     assert loaded.problems[0].field == "name"
 
 
@@ -173,7 +178,7 @@ def test_the_uri_pattern_is_linear_and_still_finds_credentials_after_other_chara
         started = time.perf_counter()
         has_uri_password(text)
         strip_uri_credentials(text)
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < LINEAR_BUDGET
     assert strip_uri_credentials("x 1mongodb+srv://u:pw@h/db") == "x 1mongodb+srv://***@h/db"
     assert has_uri_password("--uri=mongodb://u:pw@h")
 
@@ -187,7 +192,7 @@ def test_typed_columns_and_namespace_patterns_are_checked_in_linear_time() -> No
         check_pattern("db." + "*" * MIB)
     with pytest.raises(PatternError, match="longer than 1024 characters"):
         check_rename("db." + "*" * MIB, "db." + "*" * MIB)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < LINEAR_BUDGET
 
 
 # --- how the file is read -------------------------------------------------------------------
