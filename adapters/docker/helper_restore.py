@@ -24,8 +24,9 @@ from adapters.docker.engine import EngineError, engine_errors
 from adapters.docker.helper import MOUNT_ROOT, open_archive
 from adapters.docker.tarread import members
 from adapters.files.restore import _prefetch
-from adapters.files.tree import DIR, FILE, SPECIAL, Entry, Skipped, walk_key
+from adapters.files.tree import Skipped
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import DIR, FILE, SPECIAL, Entry, walk_key
 from adapters.repository.tuning import Tuning
 from domain.errors import PermanentError
 from domain.ports import RunContext

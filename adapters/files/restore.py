@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
-from adapters.files.tree import DIR, FILE, LINK, SPECIAL, Entry, walk_key
 from adapters.files.treecheck import checked, parsed, validate
 from adapters.repository.fsutil import syncfs
 from adapters.repository.repository import Repository, SnapshotInfo
+from adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
 from domain.errors import PermanentError, TargetNotEmpty

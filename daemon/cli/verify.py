@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from adapters.files.tree import read_lines
 from adapters.repository.repository import DamagedSnapshot
+from adapters.repository.treeformat import read_lines
 from daemon.cli.common import emit_json
 from daemon.cli.snapshots import all_entries
 from domain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CorruptChunk
