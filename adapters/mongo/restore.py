@@ -44,8 +44,9 @@ from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMo
 from adapters.mongo.client import MongoConflict, MongoRefused, MongoUnreachable, Server
 from adapters.mongo.dumpdir import DumpCollection, list_dump
 from adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
-from adapters.mongo.parallel import Relay, prefetch, run_parallel
+from adapters.mongo.parallel import Relay, run_parallel
 from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
+from adapters.prefetch import calls_ahead, in_background
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
@@ -183,12 +184,7 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
             return
         ids = [bytes.fromhex(c) for c in source.chunks[skip:]]
         with ThreadPoolExecutor(1, thread_name_prefix="davit-mongo-read") as pool:
-            ahead = pool.submit(self.repo.read_chunk, ids[0]) if ids else None
-            for i in range(len(ids)):
-                assert ahead is not None
-                data = ahead.result()
-                ahead = pool.submit(self.repo.read_chunk, ids[i + 1]) if i + 1 < len(ids) else None
-                yield data
+            yield from calls_ahead(pool, self.repo.read_chunk, ids, depth=1)
 
     # --- one collection ------------------------------------------------------------------------
 
@@ -234,7 +230,7 @@ class MongoRestoreWork(RunInputs[MongoRestoreJob]):
         # another); they are settled in order, so a checkpoint always covers a prefix of the
         # chunks and a kill redoes at most the chunks in flight.
         in_flight: deque[tuple[Future[tuple[int, int]], list[RawBSONDocument], int]] = deque()
-        prepared = prefetch(self._prepared(source, state["chunks"], dst))
+        prepared = in_background(self._prepared(source, state["chunks"], dst), 2, "davit-mongo-prefetch")
         with ThreadPoolExecutor(self.spec.writers, thread_name_prefix="davit-mongo-write") as pool:
             try:
                 sent = state["chunks"]

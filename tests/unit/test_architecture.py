@@ -110,3 +110,22 @@ def test_the_adapter_packages_import_each_other_without_a_cycle() -> None:
         visit(package, [])
     assert done == set(graph)
 
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    """A name starting with `_` is free to change with its own package; what another package needs
+    is public and named for what it does (`from adapters.files.restore import _prefetch` was not)."""
+    wrong = []
+    for layer in ALLOWED:
+        for path in (ROOT / layer).rglob("*.py"):
+            here = _module_name(path)
+            package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+            for module, name in _imports(path):
+                owner = module.rpartition(".")[0] if name is None else module
+                private = (name is not None and _private(name)) or any(_private(p) for p in module.split("."))
+                if private and owner != package and not owner.startswith(package + "."):
+                    wrong.append(f"{path.relative_to(ROOT)}: {module}{'' if name is None else ' ' + name}")
+    assert not wrong, "\n".join(wrong)
