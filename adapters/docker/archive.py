@@ -24,8 +24,9 @@ from typing import Any
 
 from adapters.docker.helper import MOUNT_ROOT, ChunkReader, mounted_path, open_archive
 from adapters.docker.tarread import Content, members
-from adapters.files.tree import BLOCK as BLOCK_DEVICE
-from adapters.files.tree import CHAR, DIR, FIFO, FILE, LINK, Entry, Skipped, is_excluded, walk_key
+from adapters.files.tree import Skipped, is_excluded
+from adapters.repository.treeformat import BLOCK as BLOCK_DEVICE
+from adapters.repository.treeformat import CHAR, DIR, FIFO, FILE, LINK, Entry, walk_key
 from domain.errors import PermanentError
 
 BLOCK = 512

@@ -45,8 +45,9 @@ from adapters.docker.helper import (
     require_image,
 )
 from adapters.files.backup import Content, FilesBackupWork
-from adapters.files.tree import DIR, Entry, Skipped, WalkedFile, walk_key, walk_root
+from adapters.files.tree import Skipped, WalkedFile, walk_root
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import DIR, Entry, walk_key
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
 from domain.errors import RunStopped

@@ -23,9 +23,10 @@ from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_
 from adapters.docker.engine import EngineError, engine_errors
 from adapters.docker.helper import MOUNT_ROOT, open_archive
 from adapters.docker.tarread import members
-from adapters.files.restore import _prefetch
-from adapters.files.tree import DIR, FILE, SPECIAL, Entry, Skipped, walk_key
+from adapters.files.tree import Skipped
+from adapters.prefetch import chunks_ahead
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import DIR, FILE, SPECIAL, Entry, walk_key
 from adapters.repository.tuning import Tuning
 from domain.errors import PermanentError
 from domain.ports import RunContext
@@ -103,7 +104,7 @@ def restore_entries(ctx: RunContext, repo: Repository, tuning: Tuning, container
     progress = {"last": cursor.get("last"), "items": cursor.get("items", 0), "bytes_done": cursor.get("bytes_done", 0)}
     todo = (e for e in entries() if last_key is None or e.key > last_key)
     with repo.locked(exclusive=False), ThreadPoolExecutor(tuning.workers, thread_name_prefix="davit-restore") as pool:
-        items = _prefetch(todo, repo, pool, tuning.inflight_chunks)
+        items = chunks_ahead(todo, repo.read_chunk, pool, tuning.inflight_chunks)
         finished = False
 
         def batch() -> Iterator[bytes]:

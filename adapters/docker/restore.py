@@ -49,9 +49,9 @@ from adapters.docker.helper_restore import (
     volume_holds_data,
 )
 from adapters.files.restore import FilesRestoreWork
-from adapters.files.tree import Entry
 from adapters.files.treecheck import checked, parsed, validate
 from adapters.repository.repository import Repository, SnapshotInfo
+from adapters.repository.treeformat import Entry
 from adapters.repository.tuning import Tuning
 from adapters.secrets import redact
 from domain.errors import PermanentError, SnapshotNotFound, TargetNotEmpty

@@ -29,27 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from adapters.files.tree import (
-    DIR,
-    FILE,
-    LINK,
-    ChangedSinceWalk,
-    Entry,
-    HardLinks,
-    ParentCursor,
-    Skipped,
-    WalkedFile,
-    open_walked,
-    read_lines,
-    read_xattrs,
-    walk,
-    walk_key,
-)
+from adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
 from adapters.repository.fsutil import make_dirs
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
+from adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
 from adapters.repository.tuning import Tuning
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob

@@ -29,8 +29,8 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from adapters.files.tree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, TYPE_OF_MODE, Entry
 from adapters.repository.fsutil import storage_error
+from adapters.repository.treeformat import BLOCK, CHAR, DIR, FIFO, FILE, LINK, TYPE_OF_MODE, Entry
 from domain.errors import StorageFull, TargetInTheWay, TargetUnwritable
 from domain.ports import RunContext
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
-from adapters.files.tree import DIR, FILE, LINK, SPECIAL, Entry, walk_key
 from adapters.files.treecheck import checked, parsed, validate
+from adapters.prefetch import chunks_ahead
 from adapters.repository.fsutil import syncfs
 from adapters.repository.repository import Repository, SnapshotInfo
+from adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
 from adapters.repository.tuning import Tuning
 from adapters.runwork import RunInputs
 from domain.errors import PermanentError, TargetNotEmpty
@@ -132,7 +133,7 @@ class FilesRestoreWork(RunInputs[FilesRestoreJob]):
                         os.close(deferred.pop())
 
                 try:
-                    for entry, chunks in _prefetch(entries, self.repo, pool, self.tuning.inflight_chunks):
+                    for entry, chunks in chunks_ahead(entries, self.repo.read_chunk, pool, self.tuning.inflight_chunks):
                         ctx.check_stop()
                         self._put(writer, walk, entry, chunks, small, barrier)
                         if len(deferred) > MAX_DEFERRED_FDS:
@@ -302,50 +303,3 @@ class _SmallFileWriters:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _prefetch(entries: Iterator[Entry], repo: Repository, pool: ThreadPoolExecutor,
-              depth: int) -> Iterator[tuple[Entry, Iterator[bytes]]]:
-    """Entries with their chunks, read and verified up to `depth` chunks ahead of the writer."""
-    queue: deque[tuple[Entry, deque[Future[bytes]], list[str]]] = deque()
-    inflight = 0
-    source = iter(entries)
-    exhausted = False
-
-    def fill() -> None:
-        nonlocal inflight, exhausted
-        while not exhausted and inflight < depth:
-            # top up the newest queued entry's chunks before taking a new entry
-            if queue and queue[-1][2]:
-                _entry, futures, todo = queue[-1]
-                futures.append(pool.submit(repo.read_chunk, bytes.fromhex(todo.pop(0))))
-                inflight += 1
-                continue
-            entry = next(source, None)
-            if entry is None:
-                exhausted = True
-                return
-            queue.append((entry, deque(), list(entry.chunks)))
-
-    def chunks_of(futures: deque[Future[bytes]], todo: list[str]) -> Iterator[bytes]:
-        nonlocal inflight
-        while futures or todo:
-            if not futures:
-                futures.append(pool.submit(repo.read_chunk, bytes.fromhex(todo.pop(0))))
-                inflight += 1
-            data = futures.popleft().result()
-            inflight -= 1
-            fill_current(futures, todo)
-            yield data
-
-    def fill_current(futures: deque[Future[bytes]], todo: list[str]) -> None:
-        nonlocal inflight
-        while todo and inflight < depth:
-            futures.append(pool.submit(repo.read_chunk, bytes.fromhex(todo.pop(0))))
-            inflight += 1
-
-    fill()
-    while queue:
-        entry, futures, todo = queue.popleft()
-        yield entry, chunks_of(futures, todo)
-        fill()

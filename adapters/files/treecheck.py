@@ -23,7 +23,7 @@ import binascii
 import os
 from collections.abc import Iterable, Iterator
 
-from adapters.files.tree import DIR, FILE, LINK, TYPES, Entry
+from adapters.repository.treeformat import DIR, FILE, LINK, TYPES, Entry
 from domain.errors import CorruptSnapshot
 
 SHOWN = 160  # characters of an entry quoted in the error

@@ -31,8 +31,9 @@ from pymongo.errors import OperationFailure
 
 from adapters.mongo.client import SYSTEM_DBS, Server
 from adapters.mongo.layout import CollectionEntry, collection_metadata, meta_to_text, tree_zst
-from adapters.mongo.parallel import Relay, prefetch, run_parallel
+from adapters.mongo.parallel import Relay, run_parallel
 from adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
+from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.fsutil import make_dirs, write_atomic
 from adapters.repository.repository import Repository
@@ -182,7 +183,7 @@ class MongoBackupWork(RunInputs[MongoBackupJob]):
                 try:
                     if first is not None:
                         yield from split_docs(first)
-                    for batch in prefetch(batches):
+                    for batch in in_background(batches, 2, "davit-mongo-prefetch"):
                         yield from split_docs(batch)
                 finally:
                     batches.close()

@@ -1,6 +1,6 @@
 """What a MongoDB snapshot holds, and the metadata of a collection in mongodump's form.
 
-The snapshot tree has one JSON line per collection. Its keys are those of a files tree entry
+The snapshot tree has one JSON line per collection. Its keys are those of a tree entry (`treeformat.py`)
 (`p` path = the namespace, `t` = "f", `s` = bytes, `c` = chunk ids in order), so `davit
 verify` and retention read it unchanged, plus `ns`, `docs` and `meta`: the collection's
 `metadata.json` text exactly as mongodump writes it (canonical Extended JSON with `options`,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -72,47 +72,6 @@ class Relay:
         real = [e for e in errors if not isinstance(e, RunStopped)]
         if real or errors:
             raise (real or errors)[0]  # type: ignore[misc]
-
-
-def prefetch(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
-    """`items` produced by a background thread up to `depth` ahead, so waiting for a server's
-    next batch overlaps with hashing and compressing the previous one. Errors are re-raised."""
-    box: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put(("item", item), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put(("end", None))
-        except BaseException as exc:
-            box.put(("error", exc))
-
-    thread = threading.Thread(target=produce, name="davit-mongo-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = box.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                box.get(timeout=0.2)
-            except queue.Empty:
-                continue
-        thread.join()
 
 
 def run_parallel(tasks: Sequence[Callable[[Relay], None]], workers: int) -> None:

@@ -12,7 +12,7 @@ Layout:
     locks/<id>.json             shared by writers, exclusive for pruning (see `locks.py`)
 
 Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids a line
-references (the files tree's shape, `adapters/files/tree.py`); pruning and `davit verify`
+references (the tree format, `treeformat.py`); pruning and `davit verify`
 read only that key, so an adapter with a tree of its own keeps `c` and stages it as
 `staging/<dir>/tree.jsonl`, or its chunks would look unreferenced.
 

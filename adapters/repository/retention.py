@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.files.tree import read_lines
 from adapters.repository.fsutil import NotRegularFile, open_regular
 from adapters.repository.locks import HeldLock
 from adapters.repository.packs import decode_index, index_path, pack_path
 from adapters.repository.repository import DamagedSnapshot, Repository
+from adapters.repository.treeformat import read_lines
 from domain.jobs import Retention
 from domain.retention import snapshots_to_keep
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import zstandard
 
+from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.fsutil import make_dirs
 from adapters.repository.repository import Repository
@@ -32,7 +33,7 @@ from adapters.runwork import RunInputs
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_config
 from adapters.weaviate.codec import Row, encode_rows, row_size
-from adapters.weaviate.reader import CollectionReader, prefetch
+from adapters.weaviate.reader import CollectionReader
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import WeaviateBackupJob
 from domain.ports import RunContext
@@ -201,7 +202,8 @@ class _Export:
         rows: list[Row] = []
         size = 0
         reader = CollectionReader(self.server, self.name, tenant, self.config)
-        for page in prefetch(reader.pages(self.cursor["after"], self.src.page_objects), depth=PREFETCH_PAGES):
+        for page in in_background(reader.pages(self.cursor["after"], self.src.page_objects), PREFETCH_PAGES,
+                                  "davit-weaviate-read"):
             for row in reader.rows(page):
                 rows.append(row)
                 size += row_size(row)

@@ -3,20 +3,18 @@
 `CollectionReader.pages` follows Weaviate's cursor (`after` = the last uuid returned);
 `CollectionReader.rows` turns each object into a `Row`: properties (blobs included, which
 Weaviate leaves out unless named), every vector (the default one, named ones, multi-vectors)
-and the uuids of every cross-reference. A background thread keeps at most `depth` pages ahead
-of the writer, so fetching from the server overlaps converting, encoding and storing, with
-memory bounded by the queue.
+and the uuids of every cross-reference. The backup draws `pages` in a background thread a few
+pages ahead of the writer (`adapters/prefetch.py`), so fetching from the server overlaps
+converting, encoding and storing, with memory bounded.
 """
 
 from __future__ import annotations
 
-import queue
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from weaviate.classes.query import QueryReference
 
@@ -24,9 +22,6 @@ from adapters.weaviate.client import Server
 from adapters.weaviate.codec import PackedVector, Row, dump_properties
 from adapters.weaviate.decoding import backup_decoding, install
 from adapters.weaviate.schema import multi_target_properties
-
-_DONE = object()
-T = TypeVar("T")
 
 
 def reference_properties(config: dict[str, Any]) -> list[str]:
@@ -150,42 +145,3 @@ def _beacon_target(beacon: str) -> tuple[str, str]:
 def _property_names(config: dict[str, Any]) -> list[str]:
     refs = set(reference_properties(config))
     return [p["name"] for p in config.get("properties", []) or [] if p["name"] not in refs]
-
-
-def prefetch(source: Iterator[T], depth: int) -> Iterator[T]:
-    """`source` run in a background thread, at most `depth` pages ahead of the consumer."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for page in source:
-                while not stop.is_set():
-                    try:
-                        q.put(page, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_DONE)
-        except BaseException as exc:
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="davit-weaviate-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)

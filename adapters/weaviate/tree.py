@@ -1,6 +1,6 @@
 """A Weaviate snapshot's tree: JSON lines, one per collection and one per chunk of objects.
 
-The lines are shaped like the files tree's entries (`p` path, `t` type, `c` chunk ids, ...),
+The lines are shaped like the repository's tree entries (`treeformat.py`: `p` path, `t` type, `c` chunk ids),
 so the repository's shared tools read them unchanged: pruning keeps every chunk a Weaviate
 snapshot or staging tree names, and `davit verify` re-reads them. The Weaviate part is under
 `w` and the keys beside it:

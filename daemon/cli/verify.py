@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import click
 
-from adapters.files.tree import read_lines
 from adapters.repository.repository import DamagedSnapshot
+from adapters.repository.treeformat import read_lines
 from daemon.cli.common import emit_json
 from daemon.cli.snapshots import resolve_snapshot
 from domain.errors import CorruptChunk, VerificationFailed

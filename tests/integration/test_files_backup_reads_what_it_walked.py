@@ -21,8 +21,9 @@ import pytest
 
 from adapters.docker.backup import walk_volumes
 from adapters.files.backup import FilesBackupWork
-from adapters.files.tree import DIR, FILE, LINK, Entry, Skipped, read_lines
+from adapters.files.tree import Skipped
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import DIR, FILE, LINK, Entry, read_lines
 from domain.jobs import FilesBackupJob
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup, make_tree, restore, snapshot_of

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.files.tree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Entry, read_lines
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Entry, read_lines
 from tests.integration.test_files_adapter import backup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: trusted.* xattrs, capabilities, mknod")

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import adapters.files.restore as files_restore
-from adapters.files.tree import walk_key
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import walk_key
 from domain.errors import DavitError
 from tests.integration.crafted_trees import ROOT, fingerprint, make_outside, publish, run_restore, store_chunk
 

@@ -14,7 +14,7 @@ import pytest
 from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header
 from adapters.docker.engine import EngineUnreachable
 from adapters.docker.tarread import members
-from adapters.files.tree import DIR, FILE, LINK, Entry
+from adapters.repository.treeformat import DIR, FILE, LINK, Entry
 
 LONG = "deep/" + "a-rather-long-directory-name/" * 5 + "file-with-ünïcode name.txt"
 

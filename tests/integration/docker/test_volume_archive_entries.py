@@ -12,7 +12,8 @@ import pytest
 
 import adapters.docker.archive as archive
 from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_archive_entries
-from adapters.files.tree import CHAR, DIR, FIFO, FILE, Entry, Skipped
+from adapters.files.tree import Skipped
+from adapters.repository.treeformat import CHAR, DIR, FIFO, FILE, Entry
 
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+ep, as setcap writes it
 

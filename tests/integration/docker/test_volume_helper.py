@@ -25,8 +25,8 @@ from adapters.docker.helper import (
 )
 from adapters.docker.helper_restore import RESTORE
 from adapters.docker.restore import VolumeRestoreWork
-from adapters.files.tree import read_tree_zst
 from adapters.repository.repository import Repository
+from adapters.repository.treeformat import read_tree_zst
 from adapters.repository.tuning import Tuning
 from domain.errors import CorruptChunk, PermanentError, RunStopped, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
