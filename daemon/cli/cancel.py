@@ -31,8 +31,7 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
             return
         view = await wait_for_end(store, run_id, timeout, request=position)
         if view is None:
-            # reported: the run id on stdout and exit 1 are this answer's whole output, as before
-            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s", reported=True)
+            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
         if isinstance(view, RequestFailed):
             raise RunDidNotSucceed(run_id, f"davitd could not handle the cancel of {run_id}: {view.reason}")
         late = view.cancel_ignored

@@ -128,8 +128,9 @@ def test_run_and_cancel_answer_unknown_names_timeouts_and_outcomes(davit: Davit,
         waiting = davit.cli("run", "ok", "--wait", "--timeout", "0", check=False)
         pending = waiting.stdout.strip()
         assert answer(waiting) == (1, f"{pending}\n", f"davit: run {pending} did not end within 0 s\n")
+        # it says why it gave up, as `run --wait` does (it exited 1 with nothing said before)
         assert answer(davit.cli("cancel", pending, "--wait", "--timeout", "0", check=False)) == \
-            (1, f"{pending}\n", "")
+            (1, f"{pending}\n", f"davit: run {pending} did not end within 0 s\n")
     finally:
         lock.release()
     davit.wait_run_state("ok", {"cancelled", "succeeded"})
