@@ -16,6 +16,7 @@ must not grow a second, empty davit).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +186,14 @@ def read_config(path: Path) -> ConfigModel:
     nested no deeper than the job files' bound."""
     file = str(path)
     try:
-        with open(path, "rb") as fh:
-            data = read_bounded(fh.fileno(), MAX_CONFIG_BYTES, "the config file")
+        # O_NONBLOCK: a FIFO at the path opens at once and is refused, instead of hanging a reload
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidConfig(file, [FieldProblem("(file)", "not a regular file; not read")])
+            data = read_bounded(fd, MAX_CONFIG_BYTES, "the config file")
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         data = b""
     except TooLarge as exc:

@@ -5,6 +5,7 @@ cap while being read is refused after at most one byte more than the cap."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,24 @@ def test_the_job_file_the_config_and_the_log_key_are_each_refused_over_their_cap
     key.chmod(0o400)
     with pytest.raises(LogKeyError, match=f"larger than the {MAX_KEY_FILE} a log key may be"):
         read_log_key(key)
+
+
+def test_a_fifo_planted_at_the_config_path_is_refused_at_once_instead_of_hanging_a_reload(tmp_path: Path) -> None:
+    """davitd reads davit.toml again at SIGHUP; a plain open() of a FIFO waits for a writer forever."""
+    config = tmp_path / "davit.toml"
+    os.mkfifo(config)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_config(config)
+        except InvalidConfig as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "read_config is waiting on the FIFO"
+    [error] = outcome
+    assert isinstance(error, InvalidConfig)
+    assert error.problems[0].reason == "not a regular file; not read"
