@@ -17,6 +17,7 @@ from weaviate.client import WeaviateClient
 
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.weaviate.backup import WeaviateBackupWork
 from adapters.weaviate.clear import WeaviateClearWork
 from adapters.weaviate.reader import reference_properties
@@ -108,7 +109,7 @@ def run_restore(repo: Repository, spec: WeaviateRestoreJob, run_id: str = "resto
 def run_clear(spec: WeaviateClearJob, ctx: MemoryRunContext | None = None) -> MemoryRunContext:
     ctx = ctx or MemoryRunContext(run_id="clear1")
     details: dict[str, Any] = {}
-    drive(WeaviateClearWork(spec, "clear1", details), ctx, details)
+    drive(WeaviateClearWork(RunInputs(spec, "clear1", details=details)), ctx, details)
     return ctx
 
 
