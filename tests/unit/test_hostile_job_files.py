@@ -31,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "jobs.d").glob("*.toml"))
 
 
-@pytest.fixture
-def jobs_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "jobs.d"
-    path.mkdir(mode=0o755)
-    return path
-
-
 @pytest.mark.parametrize("shape", sorted(HOSTILE))
 def test_every_hostile_job_file_gets_a_verdict_naming_field_and_reason(jobs_dir: Path, shape: str) -> None:
     hostile = HOSTILE[shape]

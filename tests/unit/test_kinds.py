@@ -36,19 +36,16 @@ EXAMPLES = sorted((ROOT / "config" / "jobs.d").glob("*.toml"))
 
 
 @pytest.fixture
-def jobs_dir(tmp_path: Path) -> Path:
-    """The examples in a jobs directory davitd would read (its mode and owner are checked)."""
-    path = tmp_path / "jobs.d"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
+def examples(jobs_dir: Path) -> Path:
+    """The example job files, copied into a jobs directory davitd would read."""
     for example in EXAMPLES:
-        shutil.copyfile(example, path / example.name)
-        (path / example.name).chmod(0o644)
-    return path
+        shutil.copyfile(example, jobs_dir / example.name)
+        (jobs_dir / example.name).chmod(0o644)
+    return jobs_dir
 
 
 @pytest.fixture
-def secrets(jobs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def secrets(examples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The secrets the examples name, so their work can be built (a MongoDB URI is resolved then);
     nothing connects to them."""
     monkeypatch.setenv("MONGO_URI", "mongodb://127.0.0.1:9/")
@@ -56,18 +53,18 @@ def secrets(jobs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     uri_file = tmp_path / "staging-mongo.uri"
     uri_file.write_text("mongodb://127.0.0.1:9/\n")
     uri_file.chmod(0o600)
-    for path in jobs_dir.glob("*.toml"):
+    for path in examples.glob("*.toml"):
         path.write_text(path.read_text().replace("/etc/davit/staging-mongo.uri", str(uri_file)))
 
 
-def example_of(kind: str, jobs_dir: Path) -> Path:
-    found = [p for p in sorted(jobs_dir.glob("*.toml")) if f'kind = "{kind}"' in p.read_text()]
+def example_of(kind: str, examples: Path) -> Path:
+    found = [p for p in sorted(examples.glob("*.toml")) if f'kind = "{kind}"' in p.read_text()]
     assert found, f"no example job of kind {kind} in config/jobs.d/"
     return found[0]
 
 
-def example_spec(kind: str, jobs_dir: Path) -> AnyJob:
-    loaded = load_job_file(example_of(kind, jobs_dir), jobs_dir)
+def example_spec(kind: str, examples: Path) -> AnyJob:
+    loaded = load_job_file(example_of(kind, examples), examples)
     assert loaded.spec is not None, loaded.problems
     return loaded.spec
 
@@ -83,16 +80,16 @@ def test_the_table_of_kinds_names_exactly_the_kinds_the_job_specs_declare() -> N
 
 
 @pytest.mark.parametrize("kind", sorted(SPEC_KINDS))
-def test_every_kind_has_an_example_job_that_validate_accepts(kind: str, jobs_dir: Path) -> None:
-    path = example_of(kind, jobs_dir)
-    loaded = load_job_file(path, jobs_dir)
+def test_every_kind_has_an_example_job_that_validate_accepts(kind: str, examples: Path) -> None:
+    path = example_of(kind, examples)
+    loaded = load_job_file(path, examples)
     assert loaded.problems == [] and loaded.spec is not None and loaded.spec.kind == kind
     result = CliRunner().invoke(validate.command, [str(path)])
     assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_table_line_names_a_work_class_built_from_run_inputs(kind: str, jobs_dir: Path, tmp_path: Path,
+def test_every_table_line_names_a_work_class_built_from_run_inputs(kind: str, examples: Path, tmp_path: Path,
                                                                    secrets: None) -> None:
     cls = work_class(kind)
     assert inspect.isclass(cls), f"{KINDS[kind].work} is not a class"
@@ -102,7 +99,7 @@ def test_every_table_line_names_a_work_class_built_from_run_inputs(kind: str, jo
     # built as the daemon builds it, from the example job's spec, it does the JobWork port
     parts = Parts(load_settings(home=tmp_path / "home", create_home=True))
     try:
-        work = parts.work_for(run_view(example_spec(kind, jobs_dir)))
+        work = parts.work_for(run_view(example_spec(kind, examples)))
         assert isinstance(work, cls) and isinstance(work, JobWork)
         plan = work.plan()  # some plans come from what `prepare` found: empty before it
         assert isinstance(plan, list) and all(isinstance(step, str) for step in plan)
@@ -116,29 +113,29 @@ NO_REPOSITORY = ["mongo.export", "mongo.import", "weaviate.clear"]
 
 @pytest.mark.parametrize("kind", NO_REPOSITORY)
 def test_a_kind_without_a_repository_is_built_and_planned_where_no_repository_can_be_opened(
-        kind: str, jobs_dir: Path, tmp_path: Path, secrets: None) -> None:
+        kind: str, examples: Path, tmp_path: Path, secrets: None) -> None:
     """Built the same way as every kind, it never opens one: it runs on a machine whose
     configured repository is unusable (here its directory is taken by a file)."""
     settings = load_settings(home=tmp_path / "home", create_home=True)
     settings.repositories["local"].write_text("not a repository\n")
-    work = Parts(settings).work_for(run_view(example_spec(kind, jobs_dir)))
+    work = Parts(settings).work_for(run_view(example_spec(kind, examples)))
     assert work.plan()
 
 
-def test_inputs_without_a_repository_say_so_when_one_is_asked_for(jobs_dir: Path, secrets: None) -> None:
-    inputs = RunInputs(example_spec("mongo.export", jobs_dir), "k1")
+def test_inputs_without_a_repository_say_so_when_one_is_asked_for(examples: Path, secrets: None) -> None:
+    inputs = RunInputs(example_spec("mongo.export", examples), "k1")
     with pytest.raises(RuntimeError, match="run k1: this kind of job has no repository"):
         _ = inputs.repo
 
 
-def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(jobs_dir: Path, tmp_path: Path,
+def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(examples: Path, tmp_path: Path,
                                                                             secrets: None) -> None:
     """The repository is no longer opened to build the work: the same failure to open it comes
     from the step that first reads it (a worker thread), not from building the work."""
     settings = load_settings(home=tmp_path / "home", create_home=True)
     settings.repositories["local"].write_text("not a repository\n")
     parts = Parts(settings)
-    work = parts.work_for(run_view(example_spec("mongo.backup", jobs_dir)))
+    work = parts.work_for(run_view(example_spec("mongo.backup", examples)))
     assert work.plan()
     with pytest.raises(OSError):
         _ = work.repo  # type: ignore[attr-defined]
@@ -146,10 +143,10 @@ def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(jobs
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_validate_refuses_a_job_whose_kind_has_no_line_in_the_table(
-        kind: str, jobs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = example_of(kind, jobs_dir)
+        kind: str, examples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = example_of(kind, examples)
     monkeypatch.delitem(KINDS, kind)
-    loaded = load_job_file(path, jobs_dir)
+    loaded = load_job_file(path, examples)
     assert loaded.spec is None
     assert [(p.field, p.reason) for p in loaded.problems] == [("kind", f"{kind} has no adapter in this davit (daemon/kinds.py)")]
     result = CliRunner().invoke(validate.command, [str(path)])
@@ -158,9 +155,9 @@ def test_validate_refuses_a_job_whose_kind_has_no_line_in_the_table(
 
 
 def test_a_run_of_a_kind_missing_from_the_table_fails_with_an_invalid_config(
-        jobs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        examples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run queued before an upgrade that dropped its kind: a typed error naming the kind."""
-    spec = example_spec("files.backup", jobs_dir)
+    spec = example_spec("files.backup", examples)
     monkeypatch.delitem(KINDS, "files.backup")
     parts = Parts(load_settings(home=tmp_path / "home", create_home=True))
     with pytest.raises(InvalidConfig, match=r"no adapter for files\.backup"):
@@ -174,9 +171,9 @@ def test_every_leftovers_line_names_a_function_of_the_run_inputs(kind: str) -> N
     assert list(inspect.signature(remover).parameters) == ["inputs"]
 
 
-def test_a_volume_run_that_used_mountpoints_leaves_no_helper_to_remove(jobs_dir: Path) -> None:
+def test_a_volume_run_that_used_mountpoints_leaves_no_helper_to_remove(examples: Path) -> None:
     """Such a run made no helper container: nothing is asked of the engine (none runs here)."""
-    spec = example_spec("volume.backup", jobs_dir)
+    spec = example_spec("volume.backup", examples)
     assert isinstance(spec, VolumeBackupJob)
     remover = leftover_remover("volume.backup")
     assert remover is not None
