@@ -34,11 +34,11 @@ class RunInputs(Generic[SpecT]):
 
     @property
     def repo(self) -> Repository:
-        """The run's repository, opened on first use. Asking for it from a kind without one is a
-        programming error (its spec names no repository), not an operator's."""
+        """The run's repository, opened on first use. Inputs given neither (a test's, for a kind
+        that uses none) asked for one: a programming error, not an operator's."""
         if self._repo is None:
             if self._open_repo is None:
-                raise RuntimeError(f"run {self.run_id}: this kind of job has no repository")
+                raise RuntimeError(f"run {self.run_id}: these inputs were given no repository")
             self._repo = self._open_repo()
         return self._repo
 

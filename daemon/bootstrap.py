@@ -57,9 +57,8 @@ class Parts:
     def inputs(self, view: RunView) -> RunInputs[AnyJob]:
         """What the run's work is built from; its repository is opened when first asked for."""
         spec = spec_from_json(view.spec)
-        name: str | None = getattr(spec, "repository", None)
-        open_repo = None if name is None else lambda: self.repository(name)
-        return RunInputs(spec, view.run_id, self.tuning, dict(view.details), open_repo=open_repo)
+        return RunInputs(spec, view.run_id, self.tuning, dict(view.details),
+                         open_repo=lambda: self.repository(spec.repository))
 
     def work_for(self, view: RunView) -> JobWork:
         inputs = self.inputs(view)
@@ -77,7 +76,7 @@ class Parts:
         inputs = self.inputs(view)
         remover = leftover_remover(view.kind)
         removed = remover(inputs) if remover is not None else []
-        root = self._repository_root(getattr(inputs.spec, "repository", None))
+        root = self._repository_root(inputs.spec.repository)
         if root is not None and staging:
             removed += remove_run_staging(root, view.run_id)
         return removed

@@ -124,7 +124,7 @@ def test_a_kind_without_a_repository_is_built_and_planned_where_no_repository_ca
 
 def test_inputs_without_a_repository_say_so_when_one_is_asked_for(examples: Path, secrets: None) -> None:
     inputs = RunInputs(example_spec("mongo.export", examples), "k1")
-    with pytest.raises(RuntimeError, match="run k1: this kind of job has no repository"):
+    with pytest.raises(RuntimeError, match="run k1: these inputs were given no repository"):
         _ = inputs.repo
 
 
