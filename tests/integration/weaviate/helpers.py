@@ -90,8 +90,8 @@ def run_work(work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: Mem
     details = {} if details is None else details
     ctx = ctx or MemoryRunContext(run_id=run_id)
     if not details:
-        details.update(work_class(spec, repo, run_id, TUNING, {}).prepare(ctx))
-    drive(work_class(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+        details.update(work_class(RunInputs(spec, run_id, TUNING, repo=repo)).prepare(ctx))
+    drive(work_class(RunInputs(spec, run_id, TUNING, dict(details), repo=repo)), ctx, details)
     return ctx
 
 
