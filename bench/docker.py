@@ -108,6 +108,7 @@ def main() -> None:
     from adapters.docker.backup import VolumeBackupWork
     from adapters.repository.repository import Repository
     from adapters.repository.tuning import Tuning
+    from adapters.runwork import RunInputs
     from adapters.ssh.remote import SshAddress
     from adapters.ssh.remote import connect as ssh_connect
     from domain.jobs import VolumeBackupJob
@@ -136,7 +137,7 @@ def main() -> None:
 
             def go() -> None:
                 repo = Repository.open(work / f"repo-{access}")
-                w = VolumeBackupWork(spec, repo, run_id, tuning, {})
+                w = VolumeBackupWork(RunInputs(spec, run_id, tuning, repo=repo))
                 ctx = MemoryRunContext()
                 w.details = w.prepare(ctx)
                 w.run(ctx)

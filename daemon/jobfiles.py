@@ -30,6 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.kinds import KINDS
 from domain.errors import FieldProblem, InvalidJob
 from domain.jobs import AnyJob, parse_job
 from eventstore.boundedread import TooLarge, read_bounded
@@ -90,7 +91,12 @@ def load_job_file(path: Path, jobs_dir: Path) -> LoadedJobFile:
         problem = FieldProblem("(file)", f"not UTF-8: {exc.reason} at byte {exc.start}")
         return LoadedJobFile(file, content_hash, problems=[problem], fingerprint=content_hash)
     try:
-        return LoadedJobFile(file, content_hash, spec=parse_job(text, file), fingerprint=content_hash)
+        spec = parse_job(text, file)
+        if spec.kind not in KINDS:
+            # a spec without its line in the table of kinds: refused here, not when its first run starts
+            problem = FieldProblem("kind", f"{spec.kind} has no adapter in this davit (daemon/kinds.py)")
+            return LoadedJobFile(file, content_hash, problems=[problem], fingerprint=content_hash)
+        return LoadedJobFile(file, content_hash, spec=spec, fingerprint=content_hash)
     except InvalidJob as exc:
         return LoadedJobFile(file, content_hash, problems=exc.problems, fingerprint=content_hash)
     except Exception as exc:

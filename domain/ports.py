@@ -47,6 +47,7 @@ class RunContext(Protocol):
         ...
 
 
+@runtime_checkable
 class JobWork(Protocol):
     """The data work of one run, in blocking code that the executor runs in a worker thread.
 

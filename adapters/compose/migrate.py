@@ -34,9 +34,7 @@ from adapters.compose.model_mask import masked_model
 from adapters.compose.pipeline import move_item
 from adapters.compose.source import Item, compose_args, inspect_project
 from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from adapters.ssh.remote import SshAddress
 from adapters.ssh.remote import connect as ssh_connect
 from domain.errors import DavitError, PermanentError
@@ -54,11 +52,11 @@ CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often
 WIRE_LEVEL = 1
 
 
-class ComposeMigrateWork(RunInputs[ComposeMigrateJob]):
-    def __init__(self, spec: ComposeMigrateJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
-        self.staging = repo.root / "staging" / run_id
+class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
+    def __init__(self, inputs: RunInputs[ComposeMigrateJob]) -> None:
+        super().__init__(inputs)
+        spec = self.spec
+        self.staging = self.repo.root / "staging" / self.run_id
         self.layout = tgt.TargetLayout(spec.target.base_path, spec.source.project)
         t = spec.target
         self.address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)

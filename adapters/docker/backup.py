@@ -46,9 +46,8 @@ from adapters.docker.helper import (
 )
 from adapters.files.backup import Content, FilesBackupWork
 from adapters.files.tree import Skipped, WalkedFile, walk_root
-from adapters.repository.repository import Repository
 from adapters.repository.treeformat import DIR, Entry, walk_key
-from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.secrets import redact
 from domain.errors import RunStopped
 from domain.jobs import FilesBackupJob, VolumeBackupJob
@@ -71,14 +70,13 @@ def walk_volumes(volumes: list[tuple[str, Path]],
 
 
 class VolumeBackupWork(FilesBackupWork):
-    def __init__(self, spec: VolumeBackupJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
+    def __init__(self, inputs: RunInputs[VolumeBackupJob]) -> None:
+        spec = inputs.spec
         files_spec = FilesBackupJob(name=spec.name, kind="files.backup", repository=spec.repository,
                                     source=FilesBackupSource(path="/", exclude=list(spec.source.exclude)),
                                     retention=spec.retention)
-        super().__init__(files_spec, repo, run_id, tuning)
+        super().__init__(inputs.with_spec(files_spec))
         self.volume_spec = spec
-        self.details = details
         self._client: docker.DockerClient | None = None
         self._helper: Any = None
         self._links: LazyHelper | None = None

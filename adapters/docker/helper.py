@@ -23,7 +23,9 @@ import requests.exceptions
 import urllib3.exceptions
 
 from adapters.docker.engine import EngineUnreachable, connect, engine_errors
+from adapters.runwork import RunInputs
 from domain.errors import PermanentError
+from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 
 MOUNT_ROOT = "/davit"
 HELPER_LABEL = "davit.helper-of-run"
@@ -124,6 +126,14 @@ def remove_run_helpers(engine: str | None, run_id: str) -> list[str]:
         return [name for name in found if remove_helper(client, name)]
     finally:
         client.close()
+
+
+def remove_leftovers(inputs: RunInputs[VolumeBackupJob | VolumeRestoreJob]) -> list[str]:
+    """What an ended volume run left behind: its helper containers (the kinds' line in
+    daemon/kinds.py names this). A run that reached the volumes through their mountpoints made none."""
+    if inputs.details.get("access") == "mountpoint":
+        return []
+    return remove_run_helpers(inputs.spec.engine, inputs.run_id)
 
 
 @contextmanager

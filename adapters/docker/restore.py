@@ -50,9 +50,9 @@ from adapters.docker.helper_restore import (
 )
 from adapters.files.restore import FilesRestoreWork
 from adapters.files.treecheck import checked, parsed, validate
-from adapters.repository.repository import Repository, SnapshotInfo
+from adapters.repository.repository import SnapshotInfo
 from adapters.repository.treeformat import Entry
-from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.secrets import redact
 from domain.errors import PermanentError, SnapshotNotFound, TargetNotEmpty
 from domain.jobs import FilesRestoreJob, VolumeRestoreJob
@@ -77,12 +77,12 @@ def volume_entries(entries: Iterator[Entry], volume: str) -> Iterator[Entry]:
 
 
 class VolumeRestoreWork(FilesRestoreWork):
-    def __init__(self, spec: VolumeRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        mountpoint = str(details.get("mountpoint") or "/nonexistent")
+    def __init__(self, inputs: RunInputs[VolumeRestoreJob]) -> None:
+        spec = inputs.spec
+        mountpoint = str(inputs.details.get("mountpoint") or "/nonexistent")
         files_spec = FilesRestoreJob(name=spec.name, kind="files.restore", repository=spec.repository,
                                      source=spec.source, target=FilesRestoreTarget(path=mountpoint, overwrite=True))
-        super().__init__(files_spec, repo, run_id, tuning, details)
+        super().__init__(inputs.with_spec(files_spec))
         self.volume_spec = spec
         self.overwrite = spec.target.overwrite  # what may be replaced in the volume (see adapters/files/confined.py)
 

@@ -36,7 +36,7 @@ from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
 from adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
-from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs, RunWork
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob
 from domain.ports import RunContext
@@ -90,14 +90,11 @@ class _Progress:
     last_path: str | None = None
 
 
-class FilesBackupWork:
-    def __init__(self, spec: FilesBackupJob, repo: Repository, run_id: str, tuning: Tuning) -> None:
-        self.spec = spec
-        self.repo = repo
-        self.run_id = run_id
-        self.tuning = tuning
-        self.source = Path(spec.source.path)
-        self.staging = repo.root / "staging" / run_id
+class FilesBackupWork(RunWork[FilesBackupJob]):
+    def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
+        super().__init__(inputs)
+        self.source = Path(self.spec.source.path)
+        self.staging = self.repo.root / "staging" / self.run_id
 
     def plan(self) -> list[str]:
         return [STORE, PUBLISH] + ([] if self.spec.retention.is_empty() else [RETENTION])

@@ -29,10 +29,9 @@ from adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name
 from adapters.files.treecheck import checked, parsed, validate
 from adapters.prefetch import chunks_ahead
 from adapters.repository.fsutil import syncfs
-from adapters.repository.repository import Repository, SnapshotInfo
+from adapters.repository.repository import SnapshotInfo
 from adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from domain.errors import PermanentError, TargetNotEmpty
 from domain.jobs import FilesRestoreJob
 from domain.ports import RunContext
@@ -43,12 +42,11 @@ RESTORE, METADATA = "restore", "metadata"
 MAX_DEFERRED_FDS = 256
 
 
-class FilesRestoreWork(RunInputs[FilesRestoreJob]):
-    def __init__(self, spec: FilesRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
-        self.target = Path(spec.target.path)
-        self.overwrite = spec.target.overwrite
+class FilesRestoreWork(RunWork[FilesRestoreJob]):
+    def __init__(self, inputs: RunInputs[FilesRestoreJob]) -> None:
+        super().__init__(inputs)
+        self.target = Path(self.spec.target.path)
+        self.overwrite = self.spec.target.overwrite
         # The directories met by a `restore` step that went through the whole tree in this
         # process: the `metadata` step then needs no further pass over it.
         self._dirs: list[Entry] | None = None

@@ -36,11 +36,9 @@ from adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_j
 from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.fsutil import make_dirs, write_atomic
-from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from adapters.secrets import redact
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoBackupJob
@@ -53,10 +51,9 @@ NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented
 SYSTEM_SKIPPED = ": a system collection"
 
 
-class MongoBackupWork(RunInputs[MongoBackupJob]):
-    def __init__(self, spec: MongoBackupJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
+class MongoBackupWork(RunWork[MongoBackupJob]):
+    def __init__(self, inputs: RunInputs[MongoBackupJob]) -> None:
+        super().__init__(inputs)
         self._server: Server | None = None
 
     @property

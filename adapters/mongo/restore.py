@@ -46,9 +46,7 @@ from adapters.mongo.parallel import Relay, run_parallel
 from adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
 from adapters.mongo.writes import ChunkWrites
 from adapters.prefetch import calls_ahead, in_background
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from domain.errors import CorruptChunk, PermanentError, SourceMissing
 from domain.jobs import MongoRestoreJob
 from domain.namespaces import PatternError, Renamer, select, split_ns
@@ -58,12 +56,11 @@ RESTORE, VIEW = "restore:", "view:"
 SOURCE_CHUNK = 1 << 20  # how a mongodump file is cut into chunks (fixed: the cursor counts them)
 
 
-class MongoRestoreWork(RunInputs[MongoRestoreJob]):
-    def __init__(self, spec: MongoRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
-        tgt = spec.target
-        self.server = Server(tgt.uri_env, tgt.uri_file, f"mongo.restore {spec.name}")
+class MongoRestoreWork(RunWork[MongoRestoreJob]):
+    def __init__(self, inputs: RunInputs[MongoRestoreJob]) -> None:
+        super().__init__(inputs)
+        tgt = self.spec.target
+        self.server = Server(tgt.uri_env, tgt.uri_file, f"mongo.restore {self.spec.name}")
 
     def plan(self) -> list[str]:
         return ([RESTORE + dst for _, dst in self.details.get("namespaces", [])]

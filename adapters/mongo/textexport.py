@@ -28,7 +28,7 @@ from adapters.mongo.client import Server
 from adapters.mongo.rawbson import CODEC, JSON, after_sort_key_filter
 from adapters.mongo.textvalues import MISSING, csv_cell, drop_path, get_path
 from adapters.repository.fsutil import fsync_dir, storage_error
-from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs, RunWork
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoExportJob
 from domain.namespaces import split_ns
@@ -41,11 +41,10 @@ RELAXED = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=T
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
 
 
-class MongoExportWork:
-    def __init__(self, spec: MongoExportJob, run_id: str, tuning: Tuning) -> None:
-        self.spec = spec
-        self.run_id = run_id
-        self.tuning = tuning
+class MongoExportWork(RunWork[MongoExportJob]):
+    def __init__(self, inputs: RunInputs[MongoExportJob]) -> None:
+        super().__init__(inputs)
+        spec = self.spec
         self.server = Server(spec.source.uri_env, spec.source.uri_file, f"mongo.export {spec.name}")
         self.path = Path(spec.output.path)
         self.part = self.path.with_name(self.path.name + ".part")

@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from adapters.mongo.client import Server
 from adapters.mongo.textvalues import MISSING, RELAXED, Columns, get_path
-from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs, RunWork
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoImportJob
 from domain.namespaces import split_ns
@@ -75,11 +75,10 @@ class _Lines:
 Record = tuple[dict[str, Any], int, int, int]  # document, its (first) line, offset and line after it
 
 
-class MongoImportWork:
-    def __init__(self, spec: MongoImportJob, run_id: str, tuning: Tuning) -> None:
-        self.spec = spec
-        self.run_id = run_id
-        self.tuning = tuning
+class MongoImportWork(RunWork[MongoImportJob]):
+    def __init__(self, inputs: RunInputs[MongoImportJob]) -> None:
+        super().__init__(inputs)
+        spec = self.spec
         self.server = Server(spec.target.uri_env, spec.target.uri_file, f"mongo.import {spec.name}")
         self.path = Path(spec.input.path)
         self.oid_time = 0

@@ -25,11 +25,9 @@ import zstandard
 from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
 from adapters.repository.fsutil import make_dirs
-from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
 from adapters.repository.staging import reopen_staged
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_config
 from adapters.weaviate.codec import Row, encode_rows, row_size
@@ -48,11 +46,10 @@ def export_step(collection: str) -> str:
     return EXPORT + collection
 
 
-class WeaviateBackupWork(RunInputs[WeaviateBackupJob]):
-    def __init__(self, spec: WeaviateBackupJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
-        self.staging = repo.root / "staging" / run_id
+class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
+    def __init__(self, inputs: RunInputs[WeaviateBackupJob]) -> None:
+        super().__init__(inputs)
+        self.staging = self.repo.root / "staging" / self.run_id
 
     def plan(self) -> list[str]:
         steps = [export_step(c) for c in self.details.get("collections", [])] + [PUBLISH]

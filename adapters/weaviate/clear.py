@@ -13,6 +13,7 @@ from typing import Any
 
 from weaviate.classes.query import Filter
 
+from adapters.runwork import RunInputs, RunWork
 from adapters.weaviate.client import Server, collection_config, collection_exists
 from adapters.weaviate.schema import multi_tenant
 from domain.errors import SourceMissing
@@ -22,12 +23,10 @@ from domain.ports import RunContext
 CLEAR = "clear"
 
 
-class WeaviateClearWork:
-    def __init__(self, spec: WeaviateClearJob, run_id: str, details: dict[str, Any]) -> None:
-        self.spec = spec
-        self.target = spec.target
-        self.run_id = run_id
-        self.details = details
+class WeaviateClearWork(RunWork[WeaviateClearJob]):
+    def __init__(self, inputs: RunInputs[WeaviateClearJob]) -> None:
+        super().__init__(inputs)
+        self.target = self.spec.target
 
     def plan(self) -> list[str]:
         return [CLEAR]

@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
+from adapters.runwork import RunInputs, RunWork
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_exists
 from adapters.weaviate.codec import decode_batches
@@ -46,11 +44,10 @@ class TooManyFailedObjects(PermanentError):
     pass
 
 
-class WeaviateRestoreWork(RunInputs[WeaviateRestoreJob]):
-    def __init__(self, spec: WeaviateRestoreJob, repo: Repository, run_id: str, tuning: Tuning,
-                 details: dict[str, Any]) -> None:
-        super().__init__(spec, repo, run_id, tuning, details)
-        self.target = spec.target
+class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
+    def __init__(self, inputs: RunInputs[WeaviateRestoreJob]) -> None:
+        super().__init__(inputs)
+        self.target = self.spec.target
 
     def plan(self) -> list[str]:
         names = [t for _, t in self.details.get("collections", [])]

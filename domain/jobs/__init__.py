@@ -3,8 +3,9 @@
 One module per family of kinds (`files.py`, ...); this module registers them in the union
 and parses job files. Parsing lives in the domain because it is pure: the caller hands in the
 file's text and its name, and gets a spec or an `InvalidJob` naming file, field and reason.
-To add a kind: write its spec module, add the class to `JobSpec` below, and an example file
-in `config/jobs.d/` (a test checks there is one per kind and that it validates).
+To add a kind: write its spec module, add the class to `AnyJob` below, its line to the table
+of kinds (`daemon/kinds.py`), and an example file in `config/jobs.d/`; tests/unit/test_kinds.py
+checks the four agree (the README's "Adding a kind").
 """
 
 from __future__ import annotations

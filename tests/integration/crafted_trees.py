@@ -15,6 +15,7 @@ from typing import Any
 from adapters.files.restore import FilesRestoreWork
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.jobs import FilesRestoreJob
 from tests.fakes import MemoryRunContext
 
@@ -50,7 +51,7 @@ def restore_work(repo: Repository, target: Path, snapshot: str, overwrite: bool 
                  job: str = "job") -> tuple[FilesRestoreWork, MemoryRunContext]:
     spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": job, "snapshot": snapshot},
                            target={"path": str(target), "overwrite": overwrite})
-    return FilesRestoreWork(spec, repo, "restore1", SMALL, {}), MemoryRunContext(run_id="restore1")
+    return FilesRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo)), MemoryRunContext(run_id="restore1")
 
 
 def run_restore(repo: Repository, target: Path, snapshot: str, overwrite: bool = False) -> MemoryRunContext:

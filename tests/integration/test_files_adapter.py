@@ -15,6 +15,7 @@ from adapters.files.restore import FilesRestoreWork
 from adapters.repository.packs import pack_path
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import CorruptChunk, RunStopped, SourceMissing, TargetNotEmpty
 from domain.jobs import FilesBackupJob, FilesRestoreJob
 from tests.fakes import MemoryRunContext
@@ -63,7 +64,7 @@ def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
 def backup(repo: Repository, source: Path, run_id: str, ctx: MemoryRunContext | None = None,
            name: str = "job", tuning: Tuning = SMALL) -> MemoryRunContext:
     spec = FilesBackupJob(name=name, kind="files.backup", source={"path": str(source), "exclude": ["*.tmp"]})
-    work = FilesBackupWork(spec, repo, run_id, tuning)
+    work = FilesBackupWork(RunInputs(spec, run_id, tuning, repo=repo))
     ctx = ctx or MemoryRunContext(run_id=run_id)
     work.prepare(ctx)
     work.run(ctx)
@@ -75,7 +76,7 @@ def restore(repo: Repository, target: Path, snapshot: str = "latest", overwrite:
             ctx: MemoryRunContext | None = None) -> tuple[FilesRestoreWork, MemoryRunContext]:
     spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": "job", "snapshot": snapshot},
                            target={"path": str(target), "overwrite": overwrite})
-    work = FilesRestoreWork(spec, repo, "restore1", SMALL, {})
+    work = FilesRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo))
     ctx = ctx or MemoryRunContext(run_id="restore1")
     work.prepare(ctx)
     work.run(ctx)
@@ -154,14 +155,14 @@ def test_a_restore_stopped_at_a_checkpoint_resumes_and_completes(tree: Path, rep
     tuning = Tuning(chunk_size=64 << 10, pack_size=100_000, checkpoint_seconds=60)
     spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": "job"},
                            target={"path": str(tmp_path / "out")})
-    work = FilesRestoreWork(spec, repo, "restore1", tuning, {})
+    work = FilesRestoreWork(RunInputs(spec, "restore1", tuning, repo=repo))
     details = work.prepare(ctx)
     with pytest.raises(RunStopped):
         work.run(ctx)
     items_at_stop = ctx.cursors["restore"]["items"]
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
-    resumed = FilesRestoreWork(spec, repo, "restore1", tuning, details)  # as after a restart: no prepare again
+    resumed = FilesRestoreWork(RunInputs(spec, "restore1", tuning, details, repo=repo))  # as after a restart: no prepare again
     resumed.run(ctx)
     resumed.finish(ctx)
     assert 0 < items_at_stop < ctx.cursors["restore"]["items"]

@@ -24,6 +24,7 @@ from adapters.files.backup import FilesBackupWork
 from adapters.files.tree import Skipped
 from adapters.repository.repository import Repository
 from adapters.repository.treeformat import DIR, FILE, LINK, Entry, read_lines
+from adapters.runwork import RunInputs
 from domain.jobs import FilesBackupJob
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup, make_tree, restore, snapshot_of
@@ -47,7 +48,7 @@ class SwappingBackup(FilesBackupWork):
 
 def run_backup(work_class: type[FilesBackupWork], repo: Repository, source: Path) -> MemoryRunContext:
     spec = FilesBackupJob(name="job", kind="files.backup", source={"path": str(source)})
-    work = work_class(spec, repo, "b1", SMALL)
+    work = work_class(RunInputs(spec, "b1", SMALL, repo=repo))
     ctx = MemoryRunContext(run_id="b1")
     work.prepare(ctx)
     work.run(ctx)

@@ -27,6 +27,7 @@ from adapters.repository.packs import index_path, pack_path
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
 from adapters.repository.treeformat import read_lines
+from adapters.runwork import RunInputs
 from domain.errors import CorruptChunk, RepositoryLockLost, RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext
@@ -53,7 +54,7 @@ def unreadable_chunks(root: Path) -> list[str]:
 
 def files_work(repo: Repository, source: Path, run_id: str, job: str) -> FilesBackupWork:
     spec = FilesBackupJob(name=job, kind="files.backup", source={"path": str(source)})
-    return FilesBackupWork(spec, repo, run_id, SMALL)
+    return FilesBackupWork(RunInputs(spec, run_id, SMALL, repo=repo))
 
 
 def random_tree(root: Path, files: int = 3, size: int = 150_000) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from adapters.files.backup import FilesBackupWork
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention
+from adapters.runwork import RunInputs
 from domain.errors import CorruptChunk, SnapshotNotFound
 from domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext
@@ -124,7 +125,7 @@ def test_one_malformed_manifest_is_listed_as_damaged_and_the_rest_of_the_reposit
         repo.resolve("b3")
 
     spec = FilesBackupJob(name="job", kind="files.backup", source={"path": str(source)})
-    details = FilesBackupWork(spec, repo, "b4", SMALL).prepare(MemoryRunContext(run_id="b4"))
+    details = FilesBackupWork(RunInputs(spec, "b4", SMALL, repo=repo)).prepare(MemoryRunContext(run_id="b4"))
     assert details["parent"] == "b2"
 
     result = apply_retention(repo, "job", Retention(keep_last=1))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from adapters.repository.repository import Repository
+from adapters.runwork import RunInputs
 from domain.errors import PermanentError, TargetNotEmpty
 from tests.fakes import MemoryRunContext
 from tests.integration.crafted_trees import (
@@ -213,7 +214,7 @@ def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engin
     spec = VolumeRestoreJob(name="back", kind="volume.restore", engine=f"unix://{tmp_path}/no-engine.sock",
                             access=access, helper_image="busybox:1", source={"job": "vols"},  # type: ignore[arg-type]
                             volume="data", target={"volume": "restored", "overwrite": True})  # type: ignore[arg-type]
-    work, ctx = VolumeRestoreWork(spec, repo, "restore1", SMALL, {}), MemoryRunContext(run_id="restore1")
+    work, ctx = VolumeRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo)), MemoryRunContext(run_id="restore1")
     with pytest.raises(PermanentError, match=r"snapshot vols1 is corrupt: entry .*'\.\./\.\./escape'"):
         work.prepare(ctx)
 

@@ -31,17 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "jobs.d").glob("*.toml"))
 
 
-@pytest.fixture
-def jobs_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "jobs.d"
-    path.mkdir(mode=0o755)
-    return path
-
-
 # Tells linear from super-linear, not fast from slow (speed lives in bench/): the quadratic
 # patterns these replace took 14 s on 100,000 characters and would take minutes on a MiB, while
 # a linear pass takes well under a second even on a loaded 2-core machine.
 LINEAR_BUDGET = 5.0
+
 
 @pytest.mark.parametrize("shape", sorted(HOSTILE))
 def test_every_hostile_job_file_gets_a_verdict_naming_field_and_reason(jobs_dir: Path, shape: str) -> None:

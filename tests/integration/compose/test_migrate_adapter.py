@@ -17,6 +17,7 @@ from adapters.compose.migrate import EXPORT, FINALIZE, INSPECT, ROLLBACK_TARGET,
 from adapters.compose.target import PreflightFailed
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
 from domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext
@@ -55,7 +56,7 @@ def job(stack: Stack, ssh_peer: SshPeer, base: Path, known_hosts: str | None = N
 
 
 def work_for(spec: ComposeMigrateJob, tmp_path: Path, run_id: str = "mig1") -> ComposeMigrateWork:
-    return ComposeMigrateWork(spec, Repository.open(tmp_path / "repo"), run_id, Tuning(), {})
+    return ComposeMigrateWork(RunInputs(spec, run_id, Tuning(), repo=Repository.open(tmp_path / "repo")))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from adapters.docker.backup import START, STOP, STORE, VolumeBackupWork
 from adapters.docker.restore import VolumeRestoreWork
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import PermanentError, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
@@ -125,13 +126,13 @@ def test_volume_round_trip_restores_identical_data_and_restarts_the_stopped_app(
     app_container(engine, docker_peer.image, names)
     repo = Repository.open(tmp_path / "repo")
     ctx = WatchingContext(engine, names["app"])
-    summary = run_work(VolumeBackupWork(backup_spec(docker_peer, names), repo, "snap1", SMALL, {}), ctx, None)
+    summary = run_work(VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "snap1", SMALL, repo=repo)), ctx, None)
     assert summary["files"] == 4 and ctx.seen and set(ctx.seen) == {"exited"}
     assert {STOP, STORE, START} <= ctx.done
     assert engine.containers.get(names["app"]).status == "running"
 
     rctx = MemoryRunContext(run_id="restore1")
-    restore = VolumeRestoreWork(restore_spec(docker_peer, names), repo, "restore1", SMALL, {})
+    restore = VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names), "restore1", SMALL, repo=repo))
     run_work(restore, rctx)
     assert digest(mountpoint(engine, names["restored"])) == digest(mountpoint(engine, names["data"]))
     assert not (mountpoint(engine, names["restored"]) / "o.txt").exists()
@@ -144,9 +145,9 @@ def test_unchanged_volume_content_is_not_stored_twice(
     run_in(engine, docker_peer.image, names["data"], FILL)
     repo = Repository.open(tmp_path / "repo")
     first = MemoryRunContext(run_id="s1")
-    run_work(VolumeBackupWork(backup_spec(docker_peer, names), repo, "s1", SMALL, {}), first)
+    run_work(VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "s1", SMALL, repo=repo)), first)
     second = MemoryRunContext(run_id="s2")
-    run_work(VolumeBackupWork(backup_spec(docker_peer, names), repo, "s2", SMALL, {}), second)
+    run_work(VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "s2", SMALL, repo=repo)), second)
     assert first.chunks_written and second.chunks_written == []
 
 
@@ -158,7 +159,7 @@ def test_stopped_app_runs_again_after_a_failed_backup_and_is_stopped_again_on_re
     app_container(engine, docker_peer.image, names)
     repo = Repository.open(tmp_path / "repo")
     ctx = WatchingContext(engine, names["app"], fail_store=True)
-    work = VolumeBackupWork(backup_spec(docker_peer, names), repo, "snap1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "snap1", SMALL, repo=repo))
     work.details = work.prepare(ctx)
     with pytest.raises(PermanentError, match="disk on fire"):
         work.run(ctx)
@@ -167,7 +168,7 @@ def test_stopped_app_runs_again_after_a_failed_backup_and_is_stopped_again_on_re
     assert START not in ctx.done and any("started 1 of 1" in w for w in ctx.warnings)
 
     ctx.fail_store, ctx.seen = False, []  # the operator resumes the run
-    resumed = VolumeBackupWork(backup_spec(docker_peer, names), repo, "snap1", SMALL, dict(work.details))
+    resumed = VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "snap1", SMALL, dict(work.details), repo=repo))
     resumed.run(ctx)
     resumed.finish(ctx)
     assert ctx.seen and set(ctx.seen) == {"exited"}
@@ -182,7 +183,7 @@ def test_app_of_another_stop_group_keeps_running(
     repo = Repository.open(tmp_path / "repo")
     ctx = WatchingContext(engine, names["app"])
     spec = backup_spec(docker_peer, names).model_copy(update={"stop_group": "weekly"})
-    run_work(VolumeBackupWork(spec, repo, "snap1", SMALL, {}), ctx)
+    run_work(VolumeBackupWork(RunInputs(spec, "snap1", SMALL, repo=repo)), ctx)
     assert set(ctx.seen) == {"running"} and ctx.cursors[STOP] == {"containers": []}
 
 
@@ -192,12 +193,12 @@ def test_restore_refuses_a_volume_with_data_unless_overwrite(
     engine.volumes.create(names["other"])
     run_in(engine, docker_peer.image, names["data"], FILL)
     repo = Repository.open(tmp_path / "repo")
-    run_work(VolumeBackupWork(backup_spec(docker_peer, names), repo, "snap1", SMALL, {}), MemoryRunContext())
+    run_work(VolumeBackupWork(RunInputs(backup_spec(docker_peer, names), "snap1", SMALL, repo=repo)), MemoryRunContext())
     engine.volumes.create(names["restored"])
     run_in(engine, docker_peer.image, names["restored"], "echo precious > /v/keep.txt")
     with pytest.raises(TargetNotEmpty, match=names["restored"]):
-        VolumeRestoreWork(restore_spec(docker_peer, names), repo, "r1", SMALL, {}).prepare(MemoryRunContext())
-    run_work(VolumeRestoreWork(restore_spec(docker_peer, names, overwrite=True), repo, "r2", SMALL, {}),
+        VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names), "r1", SMALL, repo=repo)).prepare(MemoryRunContext())
+    run_work(VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names, overwrite=True), "r2", SMALL, repo=repo)),
              MemoryRunContext(run_id="r2"))
     restored = mountpoint(engine, names["restored"])
     assert (restored / "greeting").read_text() == "hello\n" and (restored / "keep.txt").exists()
@@ -210,6 +211,6 @@ def test_volumes_of_a_compose_project_are_selected_by_its_label(
     engine.volumes.create(names["other"])
     spec = VolumeBackupJob(name="vols", kind="volume.backup", engine=docker_peer.host,
                            source={"compose_project": project})  # type: ignore[arg-type]
-    work = VolumeBackupWork(spec, Repository.open(tmp_path / "repo"), "snap1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(spec, "snap1", SMALL, repo=Repository.open(tmp_path / "repo")))
     details = work.prepare(MemoryRunContext())
     assert [v["name"] for v in details["volumes"]] == [names["data"]]

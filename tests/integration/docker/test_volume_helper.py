@@ -28,6 +28,7 @@ from adapters.docker.restore import VolumeRestoreWork
 from adapters.repository.repository import Repository
 from adapters.repository.treeformat import read_tree_zst
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import CorruptChunk, PermanentError, RunStopped, TargetNotEmpty
 from domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
@@ -111,14 +112,14 @@ def restore_spec(host: str, image: str, volume: str, target: str, snapshot: str,
 def backup(peer: DockerPeer, repo: Repository, run_id: str, volumes: list[str], access: str = "helper",
            ctx: MemoryRunContext | None = None) -> MemoryRunContext:
     ctx = ctx or MemoryRunContext(run_id=run_id)
-    run_work(VolumeBackupWork(backup_spec(peer, volumes, access), repo, run_id, SMALL, {}), ctx)
+    run_work(VolumeBackupWork(RunInputs(backup_spec(peer, volumes, access), run_id, SMALL, repo=repo)), ctx)
     return ctx
 
 
 def restore(host: str, image: str, repo: Repository, run_id: str, volume: str, target: str, snapshot: str,
             access: str = "helper", overwrite: bool = False) -> dict[str, Any]:
-    work = VolumeRestoreWork(restore_spec(host, image, volume, target, snapshot, access, overwrite), repo, run_id,
-                             SMALL, {})
+    work = VolumeRestoreWork(RunInputs(restore_spec(host, image, volume, target, snapshot, access, overwrite),
+                                       run_id, SMALL, repo=repo))
     return run_work(work, MemoryRunContext(run_id=run_id))
 
 
@@ -209,7 +210,7 @@ def test_a_volume_restored_to_the_other_engine_through_a_helper_matches(
 def test_a_missing_helper_image_fails_the_backup_before_anything_is_stopped(
         docker_peer: DockerPeer, engine: docker.DockerClient, filled: str, tmp_path: Path) -> None:
     spec = backup_spec(docker_peer, [filled], image="davit-test/not-here:1")
-    work = VolumeBackupWork(spec, Repository.open(tmp_path / "repo"), "h1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(spec, "h1", SMALL, repo=Repository.open(tmp_path / "repo")))
     with pytest.raises(HelperImageMissing, match=r"davit-test/not-here:1 is not on the engine.*never pulls"):
         work.prepare(MemoryRunContext())
     assert "davit-test/not-here:1" not in {t for i in engine.images.list() for t in i.tags}
@@ -219,8 +220,8 @@ def test_a_missing_helper_image_fails_the_restore_clearly(
         docker_peer: DockerPeer, names: dict[str, str], filled: str, tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     backup(docker_peer, repo, "h1", [filled])
-    work = VolumeRestoreWork(restore_spec(docker_peer.host, "davit-test/not-here:1", filled, names["restored"], "h1"),
-                             repo, "r1", SMALL, {})
+    work = VolumeRestoreWork(RunInputs(restore_spec(docker_peer.host, "davit-test/not-here:1", filled, names["restored"], "h1"),
+                                       "r1", SMALL, repo=repo))
     with pytest.raises(HelperImageMissing, match="never pulls"):
         work.prepare(MemoryRunContext())
 
@@ -233,7 +234,7 @@ def test_helper_backup_stopped_mid_stream_resumes_without_writing_a_chunk_twice(
     volumes = [names["other"], filled]
     repo = Repository.open(tmp_path / "repo")
     ctx = MemoryRunContext(run_id="h1", stop_after_checkpoints=2)
-    work = VolumeBackupWork(backup_spec(docker_peer, volumes), repo, "h1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(backup_spec(docker_peer, volumes), "h1", SMALL, repo=repo))
     work.details = work.prepare(ctx)
     with pytest.raises(RunStopped):
         work.run(ctx)
@@ -242,7 +243,7 @@ def test_helper_backup_stopped_mid_stream_resumes_without_writing_a_chunk_twice(
     assert before and ctx.cursors[STORE]["last"].startswith(filled + "/")
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
-    resumed = VolumeBackupWork(backup_spec(docker_peer, volumes), repo, "h1", SMALL, dict(work.details))
+    resumed = VolumeBackupWork(RunInputs(backup_spec(docker_peer, volumes), "h1", SMALL, dict(work.details), repo=repo))
     resumed.run(ctx)
     resumed.finish(ctx)
     assert len(ctx.chunks_written) == len(set(ctx.chunks_written)), "no chunk written twice"
@@ -257,7 +258,7 @@ def test_a_leftover_helper_of_a_crashed_run_is_removed_by_the_resumed_run(
         docker_peer: DockerPeer, engine: docker.DockerClient, filled: str, tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     ctx = MemoryRunContext(run_id="h1")
-    work = VolumeBackupWork(backup_spec(docker_peer, [filled]), repo, "h1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(backup_spec(docker_peer, [filled]), "h1", SMALL, repo=repo))
     work.details = work.prepare(ctx)
     engine.containers.create(docker_peer.image, ["true"], name="davit-backup-h1", labels={HELPER_LABEL: "h1"})
     work.run(ctx)
@@ -272,8 +273,8 @@ def test_a_corrupt_chunk_stops_the_helper_restore_before_its_bytes_reach_the_vol
     backup(docker_peer, repo, "h1", [filled])
     greeting = next(e for e in read_tree_zst(repo.tree_bytes(repo.resolve("h1"))) if e.path.endswith("/greeting"))
     corrupt_chunk(repo, greeting.chunks[0], b"hello\n")
-    work = VolumeRestoreWork(restore_spec(docker_peer.host, docker_peer.image, filled, names["restored"], "h1"),
-                             repo, "r1", SMALL, {})
+    work = VolumeRestoreWork(RunInputs(restore_spec(docker_peer.host, docker_peer.image, filled, names["restored"], "h1"),
+                                       "r1", SMALL, repo=repo))
     ctx = MemoryRunContext(run_id="r1")
     work.details = work.prepare(ctx)
     with pytest.raises(CorruptChunk):
@@ -303,7 +304,7 @@ def test_helper_restore_stopped_after_a_checkpoint_resumes_and_completes(
     backup(docker_peer, repo, "h1", [filled])
     spec = restore_spec(docker_peer.host, docker_peer.image, filled, names["restored"], "h1")
     ctx = MemoryRunContext(run_id="r1", stop_after_checkpoints=1)
-    work = VolumeRestoreWork(spec, repo, "r1", SHORT_BATCHES, {})
+    work = VolumeRestoreWork(RunInputs(spec, "r1", SHORT_BATCHES, repo=repo))
     work.details = work.prepare(ctx)
     with pytest.raises(RunStopped):
         work.run(ctx)
@@ -311,7 +312,7 @@ def test_helper_restore_stopped_after_a_checkpoint_resumes_and_completes(
     assert 0 < first_stop["items"] < 12
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
-    resumed = VolumeRestoreWork(spec, repo, "r1", SHORT_BATCHES, dict(work.details))
+    resumed = VolumeRestoreWork(RunInputs(spec, "r1", SHORT_BATCHES, dict(work.details), repo=repo))
     resumed.run(ctx)
     assert resumed.finish(ctx)["entries"] == 12
     assert ctx.cursors[RESTORE]["items"] == 12
@@ -329,7 +330,7 @@ def test_helper_restore_refuses_a_volume_with_data_unless_overwrite(
     run_in(engine, docker_peer.image, names["restored"], "echo precious > /v/keep.txt")
     spec = restore_spec(docker_peer.host, docker_peer.image, filled, names["restored"], "h1")
     with pytest.raises(TargetNotEmpty, match=names["restored"]):
-        VolumeRestoreWork(spec, repo, "r1", SMALL, {}).prepare(MemoryRunContext())
+        VolumeRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo)).prepare(MemoryRunContext())
     restore(docker_peer.host, docker_peer.image, repo, "r2", filled, names["restored"], "h1", overwrite=True)
     restored = mountpoint(engine, names["restored"])
     assert (restored / "greeting").read_text() == "hello\n" and (restored / "keep.txt").exists()
@@ -337,17 +338,17 @@ def test_helper_restore_refuses_a_volume_with_data_unless_overwrite(
 
 def test_auto_access_reads_through_the_mountpoint_when_this_host_can_and_records_the_choice(
         docker_peer: DockerPeer, filled: str, tmp_path: Path) -> None:
-    work = VolumeBackupWork(backup_spec(docker_peer, [filled], access="auto"), Repository.open(tmp_path / "repo"),
-                            "a1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(backup_spec(docker_peer, [filled], access="auto"),
+                                      "a1", SMALL, repo=Repository.open(tmp_path / "repo")))
     assert work.prepare(MemoryRunContext())["access"] == "mountpoint"
-    forced = VolumeBackupWork(backup_spec(docker_peer, [filled]), Repository.open(tmp_path / "repo"), "a2", SMALL, {})
+    forced = VolumeBackupWork(RunInputs(backup_spec(docker_peer, [filled]), "a2", SMALL, repo=Repository.open(tmp_path / "repo")))
     assert forced.prepare(MemoryRunContext())["access"] == "helper"
 
 
 def test_helper_access_without_a_helper_image_fails_naming_the_setting(
         docker_peer: DockerPeer, filled: str, tmp_path: Path) -> None:
     spec = backup_spec(docker_peer, [filled]).model_copy(update={"helper_image": None})
-    work = VolumeBackupWork(spec, Repository.open(tmp_path / "repo"), "h1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(spec, "h1", SMALL, repo=Repository.open(tmp_path / "repo")))
     with pytest.raises(HelperAccessNotAvailable, match="sets no helper_image"):
         work.prepare(MemoryRunContext())
 
@@ -357,7 +358,7 @@ def test_a_failed_helper_backup_removes_its_helper_and_starts_the_stopped_app_ag
         tmp_path: Path) -> None:
     app_container(engine, docker_peer.image, names)
     ctx = WatchingContext(engine, names["app"], fail_store=True)
-    work = VolumeBackupWork(backup_spec(docker_peer, [filled]), Repository.open(tmp_path / "repo"), "h1", SMALL, {})
+    work = VolumeBackupWork(RunInputs(backup_spec(docker_peer, [filled]), "h1", SMALL, repo=Repository.open(tmp_path / "repo")))
     work.details = work.prepare(ctx)
     with pytest.raises(PermanentError, match="disk on fire"):
         work.run(ctx)
@@ -374,8 +375,8 @@ def test_auto_access_goes_through_a_helper_for_an_engine_reached_over_tcp_and_th
         # The same engine over tcp://: as for an engine on another host, the mountpoints it names
         # are not this host's (here they happen to be; auto must not rely on that).
         ctx = MemoryRunContext(run_id="t1")
-        work = VolumeBackupWork(backup_spec(DockerPeer(remote, docker_peer.image), [filled], access="auto"), repo,
-                                "t1", SMALL, {})
+        work = VolumeBackupWork(RunInputs(backup_spec(DockerPeer(remote, docker_peer.image), [filled], access="auto"),
+                                          "t1", SMALL, repo=repo))
         work.details = work.prepare(ctx)
         assert work.details["access"] == "helper"
         assert f"the engine {remote} is not reached through a socket on this host" in work.details["access_reason"]
@@ -394,8 +395,8 @@ def test_a_helper_image_without_sync_fails_the_restore_before_a_byte_is_written_
     repo = Repository.open(tmp_path / "repo")
     backup(docker_peer, repo, "h1", [filled])
     image = bare_image(engine)
-    work = VolumeRestoreWork(restore_spec(docker_peer.host, image, filled, names["restored"], "h1"), repo, "r1",
-                             SMALL, {})
+    work = VolumeRestoreWork(RunInputs(restore_spec(docker_peer.host, image, filled, names["restored"], "h1"),
+                                       "r1", SMALL, repo=repo))
     with pytest.raises(HelperImageUnfit, match=rf"helper image {image} on {docker_peer.host} has no sync") as failed:
         work.prepare(MemoryRunContext(run_id="r1"))
     assert failed.value.missing == ["sync"]

@@ -18,6 +18,7 @@ from adapters.mongo.backup import MongoBackupWork
 from adapters.mongo.restore import MongoRestoreWork
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.jobs import job_from_dict
 from tests.fakes import MemoryRunContext
 from tests.peers.state import MongoPeer, load
@@ -108,7 +109,7 @@ def restore_spec(name: str, source: dict[str, Any], **target: Any) -> Any:
 def run_backup(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None,
                tuning: Tuning = SMALL) -> tuple[MemoryRunContext, dict[str, Any]]:
     ctx = ctx or MemoryRunContext(run_id=run_id)
-    work = MongoBackupWork(spec, repo, run_id, tuning, {})
+    work = MongoBackupWork(RunInputs(spec, run_id, tuning, repo=repo))
     details = work.prepare(ctx)
     work.run(ctx)
     return ctx, {**details, **work.finish(ctx)}
@@ -117,7 +118,7 @@ def run_backup(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext |
 def run_restore(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None,
                 details: dict[str, Any] | None = None) -> tuple[MemoryRunContext, dict[str, Any], dict[str, Any]]:
     ctx = ctx or MemoryRunContext(run_id=run_id)
-    work = MongoRestoreWork(spec, repo, run_id, SMALL, details or {})
+    work = MongoRestoreWork(RunInputs(spec, run_id, SMALL, details or {}, repo=repo))
     if details is None:
         details = work.prepare(ctx)
     work.run(ctx)

@@ -19,6 +19,7 @@ from adapters.mongo.dumpdir import list_dump
 from adapters.mongo.layout import meta_from_text, read_tree
 from adapters.mongo.restore import MongoRestoreWork
 from adapters.repository.repository import Repository
+from adapters.runwork import RunInputs
 from domain.errors import PermanentError
 from tests.fakes import MemoryRunContext
 from tests.integration.mongo.conftest import Mongo
@@ -136,7 +137,7 @@ def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_documen
     ctx, details, _summary = None, None, None
 
     spec = restore_spec("back", {"job": "src"}, **rename)
-    work = MongoRestoreWork(spec, repo, "r1", SMALL, {})
+    work = MongoRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo))
     ctx = MemoryRunContext(run_id="r1")
     details = work.prepare(ctx)
     ctx.cursors[f"restore:{copy}.items"] = {"chunks": 1, "docs": 0, "bytes": 0, "duplicates": 0, "acked": 0,
@@ -154,7 +155,7 @@ def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_documen
     mongo.client[copy]["items"].delete_one({"_id": 2999})
     resumed = MemoryRunContext(run_id="r3")
     resumed.cursors[f"restore:{copy}.items"] = {**ctx.cursors[f"restore:{copy}.items"], "last_found": None}
-    work = MongoRestoreWork(spec, repo, "r3", SMALL, details)
+    work = MongoRestoreWork(RunInputs(spec, "r3", SMALL, details, repo=repo))
     work.run(resumed)
     assert resumed.cursors[f"restore:{copy}.items"]["last_found"] is False
     with pytest.raises(PermanentError, match=rf"{copy}.items: the last document restored \(_id 2999\) is missing"):
@@ -162,8 +163,8 @@ def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_documen
     # a cursor written before the step looked it up is checked by `finish` itself
     resumed.cursors[f"restore:{copy}.items"].pop("last_found")
     with pytest.raises(PermanentError, match=rf"{copy}.items: the last document restored \(_id 2999\) is missing"):
-        MongoRestoreWork(spec, repo, "r3", SMALL, details).finish(resumed)
+        MongoRestoreWork(RunInputs(spec, "r3", SMALL, details, repo=repo)).finish(resumed)
     # counting on the server (verify_count) sees the shortfall too
     counted = restore_spec("back", {"job": "src"}, verify_count=True, **rename)
     with pytest.raises(PermanentError, match=rf"{copy}.items: 2999 documents, expected 3000"):
-        MongoRestoreWork(counted, repo, "r2", SMALL, details).finish(ctx)
+        MongoRestoreWork(RunInputs(counted, "r2", SMALL, details, repo=repo)).finish(ctx)

@@ -16,6 +16,7 @@ from bson import Int64, ObjectId, json_util
 from adapters.mongo.textexport import MongoExportWork
 from adapters.mongo.textimport import BadRecord, MongoImportWork
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from domain.errors import RunStopped
 from domain.jobs import job_from_dict
 from tests.fakes import MemoryRunContext
@@ -30,7 +31,7 @@ DEFAULT = Tuning()
 def export(run_id: str, ctx: MemoryRunContext | None = None, tuning: Tuning = DEFAULT, **fields: Any) -> Path:
     source = {"uri_env": URI_ENV, **fields.pop("source")}
     spec = job_from_dict({"name": "exp", "kind": "mongo.export", "source": source, "output": fields}, "exp.toml")
-    work = MongoExportWork(spec, run_id, tuning)
+    work = MongoExportWork(RunInputs(spec, run_id, tuning))
     ctx = ctx or MemoryRunContext(run_id=run_id)
     work.prepare(ctx)
     work.run(ctx)
@@ -43,7 +44,7 @@ def import_file(path: Path, ctx: MemoryRunContext | None = None, fmt: str = "jso
     spec = job_from_dict({"name": "imp", "kind": "mongo.import", "batch_docs": batch_docs,
                           "input": {"path": str(path), "format": fmt, **(inp or {})},
                           "target": {"uri_env": URI_ENV, **target}}, "imp.toml")
-    work = MongoImportWork(spec, "r1", Tuning())
+    work = MongoImportWork(RunInputs(spec, "r1", Tuning()))
     ctx = ctx or MemoryRunContext(run_id="r1")
     work.prepare(ctx)
     work.run(ctx)

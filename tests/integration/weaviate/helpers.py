@@ -17,6 +17,7 @@ from weaviate.client import WeaviateClient
 
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
+from adapters.runwork import RunInputs
 from adapters.weaviate.backup import WeaviateBackupWork
 from adapters.weaviate.clear import WeaviateClearWork
 from adapters.weaviate.reader import reference_properties
@@ -89,8 +90,8 @@ def run_work(work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: Mem
     details = {} if details is None else details
     ctx = ctx or MemoryRunContext(run_id=run_id)
     if not details:
-        details.update(work_class(spec, repo, run_id, TUNING, {}).prepare(ctx))
-    drive(work_class(spec, repo, run_id, TUNING, dict(details)), ctx, details)
+        details.update(work_class(RunInputs(spec, run_id, TUNING, repo=repo)).prepare(ctx))
+    drive(work_class(RunInputs(spec, run_id, TUNING, dict(details), repo=repo)), ctx, details)
     return ctx
 
 
@@ -108,7 +109,7 @@ def run_restore(repo: Repository, spec: WeaviateRestoreJob, run_id: str = "resto
 def run_clear(spec: WeaviateClearJob, ctx: MemoryRunContext | None = None) -> MemoryRunContext:
     ctx = ctx or MemoryRunContext(run_id="clear1")
     details: dict[str, Any] = {}
-    drive(WeaviateClearWork(spec, "clear1", details), ctx, details)
+    drive(WeaviateClearWork(RunInputs(spec, "clear1", details=details)), ctx, details)
     return ctx
 
 

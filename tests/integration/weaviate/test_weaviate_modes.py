@@ -12,6 +12,7 @@ from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.client import WeaviateClient
 
 from adapters.repository.repository import Repository
+from adapters.runwork import RunInputs
 from adapters.weaviate.restore import OBJECTS, TooManyFailedObjects
 from adapters.weaviate.schema import CollectionExists
 from domain.errors import InvalidJob, RunStopped, SourceMissing
@@ -157,14 +158,14 @@ def test_a_stopped_backup_resumes_after_its_last_checkpoint_and_the_snapshot_is_
 
     tiny = Tuning(pack_size=1 << 20, pack_max_chunks=2, checkpoint_seconds=60)
     ctx = MemoryRunContext(run_id="snap1", stop_after_checkpoints=3)
-    details = WeaviateBackupWork(spec, repo, "snap1", tiny, {}).prepare(ctx)
+    details = WeaviateBackupWork(RunInputs(spec, "snap1", tiny, repo=repo)).prepare(ctx)
     with pytest.raises(RunStopped):
-        WeaviateBackupWork(spec, repo, "snap1", tiny, details).run(ctx)
+        WeaviateBackupWork(RunInputs(spec, "snap1", tiny, details, repo=repo)).run(ctx)
     done_before = ctx.cursors["export:" + names["articles"]]["items"]
     assert 0 < done_before < 120
     ctx.stop_after_checkpoints = None
     ctx.stop.clear()
-    work = WeaviateBackupWork(spec, repo, "snap1", tiny, details)
+    work = WeaviateBackupWork(RunInputs(spec, "snap1", tiny, details, repo=repo))
     work.run(ctx)
     assert work.finish(ctx)["objects"] == 120
     client.collections.delete(names["articles"])
