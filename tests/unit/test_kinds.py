@@ -25,7 +25,7 @@ from daemon.cli import validate
 from daemon.config import load_settings
 from daemon.jobfiles import load_job_file
 from daemon.kinds import KINDS, leftover_remover, load, work_class
-from domain.errors import EXIT_USAGE, InvalidConfig
+from domain.errors import EXIT_USAGE, InvalidConfig, JobFilesInvalid
 from domain.jobs import KINDS as SPEC_KINDS
 from domain.jobs import AnyJob, VolumeBackupJob
 from domain.ports import JobWork
@@ -150,7 +150,8 @@ def test_validate_refuses_a_job_whose_kind_has_no_line_in_the_table(
     assert loaded.spec is None
     assert [(p.field, p.reason) for p in loaded.problems] == [("kind", f"{kind} has no adapter in this davit (daemon/kinds.py)")]
     result = CliRunner().invoke(validate.command, [str(path)])
-    assert result.exit_code == EXIT_USAGE
+    assert isinstance(result.exception, JobFilesInvalid)  # main() turns it into the exit code
+    assert result.exception.exit_code == EXIT_USAGE
     assert f"{path}: kind: {kind} has no adapter in this davit" in result.output
 
 
