@@ -48,13 +48,12 @@ from adapters.files.tree import (
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
 from adapters.repository.tuning import Tuning
-from adapters.steps import PUBLISH, RETENTION, Step, publish_then_retention, run_steps, step_names
+from adapters.steps import Step, publish_then_retention, run_steps, step_names
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob
 from domain.ports import RunContext
 
 STORE = "store"
-__all__ = ["PUBLISH", "RETENTION", "STORE", "FilesBackupWork"]
 MAX_SKIP_WARNINGS = 20
 
 
@@ -145,7 +144,8 @@ class FilesBackupWork:
                              cursor.get("last"))
         last_key = walk_key(progress.last_path) if progress.last_path is not None else None
         skipped: list[Skipped] = []
-        with self.repo.locked(exclusive=False), self.repo.staging(self.run_id).reopen_tree(cursor.get("tree_bytes", 0)) as tree, \
+        staging = self.repo.staging(self.run_id)
+        with self.repo.locked(exclusive=False), staging.reopen_tree(cursor.get("tree_bytes", 0)) as tree, \
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
             tree.seek(0)
             links = HardLinks()

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 
-from adapters.files.backup import PUBLISH, FilesBackupWork
+from adapters.files.backup import FilesBackupWork
 from adapters.files.tree import read_lines
 from adapters.repository.locks import boot_id, pid_namespace, process_start_time
 from adapters.repository.packs import index_path, pack_path
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
+from adapters.steps import PUBLISH
 from domain.errors import CorruptChunk, RepositoryLockLost, RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext
