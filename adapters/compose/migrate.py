@@ -22,7 +22,6 @@ is ignored and the migration ends as finalize does. `dry_run` plans only `inspec
 from __future__ import annotations
 
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, eng
 from adapters.runwork import RunInputs, RunWork
 from adapters.ssh.remote import SshAddress
 from adapters.ssh.remote import connect as ssh_connect
+from adapters.steps import Step, run_steps
 from domain.errors import DavitError, PermanentError
 from domain.jobs import ComposeMigrateJob
 from domain.ports import RunContext
@@ -56,7 +56,6 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     def __init__(self, inputs: RunInputs[ComposeMigrateJob]) -> None:
         super().__init__(inputs)
         spec = self.spec
-        self.staging = self.repo.root / "staging" / self.run_id
         self.layout = tgt.TargetLayout(spec.target.base_path, spec.source.project)
         t = spec.target
         self.address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
@@ -76,20 +75,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                         "project_dir": self.layout.project_dir, "dry_run": self.spec.dry_run}
         return self.details
 
+    def steps(self) -> list[Step]:
+        work = {INSPECT: self._inspect, PREFLIGHT: self._preflight, STOP: self._stop, WRITE: self._write,
+                START: self._start, VERIFY: self._verify, FINALIZE: self._finalize}
+        # the three data steps overlap: `_move_data` starts and completes each; finalize removes
+        # the source's store (and the source, with remove_source): once it starts there is
+        # nothing a rollback could put back, so it commits and a later cancel is ignored
+        return [Step(name, self._move_data, records_itself=True) if name in DATA_STEPS
+                else Step(name, work[name], commits=name == FINALIZE) for name in self.plan()]
+
     def run(self, ctx: RunContext) -> None:
-        steps = {INSPECT: self._inspect, PREFLIGHT: self._preflight, STOP: self._stop, WRITE: self._write,
-                 START: self._start, VERIFY: self._verify, FINALIZE: self._finalize}
-        for step in self.plan():
-            if ctx.step_done(step):
-                continue
-            ctx.check_stop()
-            if step in DATA_STEPS:
-                self._move_data(ctx)  # the three steps overlap; it starts and completes each
-                continue
-            # finalize removes the source's store (and the source, with remove_source): once it
-            # starts there is nothing a rollback could put back, so a later cancel is ignored
-            ctx.step_started(step, commits=step == FINALIZE)
-            ctx.step_completed(step, steps[step](ctx))
+        run_steps(ctx, self.steps(), stop_between=True)
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
@@ -291,5 +287,5 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                             removed.append(f"volume {item.target}")
         with ssh_connect(self.address) as host:
             host.run(f"rm -rf {shlex.quote(self.layout.store)}")
-        shutil.rmtree(self.staging, ignore_errors=True)  # where an earlier davit kept exported chunks
+        self.repo.staging(self.run_id).remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}

@@ -18,7 +18,7 @@ what the staging tree holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,13 @@ from adapters.files.tree import Skipped, WalkedFile, walk_root
 from adapters.repository.treeformat import DIR, Entry, walk_key
 from adapters.runwork import RunInputs
 from adapters.secrets import redact
+from adapters.steps import Step, publish_step, retention_steps, run_steps, step_names
 from domain.errors import RunStopped
 from domain.jobs import FilesBackupJob, VolumeBackupJob
 from domain.jobs.files import FilesBackupSource
 from domain.ports import RunContext
 
-STOP, STORE, PUBLISH, START, RETENTION = "stop_containers", "store", "publish", "start_containers", "retention"
+STOP, STORE, START = "stop_containers", "store", "start_containers"
 MOUNTPOINT, HELPER = "mountpoint", "helper"
 __all__ = ["HelperAccessNotAvailable", "VolumeBackupWork", "walk_volumes"]
 
@@ -89,7 +90,13 @@ class VolumeBackupWork(FilesBackupWork):
         return self._client
 
     def plan(self) -> list[str]:
-        return [STOP, STORE, PUBLISH, START] + ([] if self.spec.retention.is_empty() else [RETENTION])
+        return [STOP, *step_names(self.steps())]
+
+    def steps(self, stopped: Sequence[dict[str, str]] = ()) -> list[Step]:
+        """The steps after `stop_containers`: the containers (`stopped`) are started again between
+        publish and retention."""
+        return [Step(STORE, self._store), publish_step(self._publish),
+                Step(START, lambda ctx: self._start(ctx, stopped)), *retention_steps(self)]
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         volumes = select_volumes(self.client, self.volume_spec.source)
@@ -127,26 +134,15 @@ class VolumeBackupWork(FilesBackupWork):
             for role in ("backup", "links"):
                 remove_helper(self.client, helper_name(self.run_id, role))
         stopped = self._stop(ctx)
+        steps = self.steps(stopped)
+        while_stopped = step_names(steps).index(START)
         try:
-            if not ctx.step_done(STORE):
-                ctx.step_started(STORE)
-                ctx.step_completed(STORE, self._store(ctx))
-            if not ctx.step_done(PUBLISH):
-                ctx.step_started(PUBLISH, commits=True)
-                ctx.step_completed(PUBLISH, self._publish(ctx))
+            run_steps(ctx, steps[:while_stopped])
         except BaseException as exc:
             if stopped and not ctx.step_done(START):
                 self._start_after_failure(ctx, stopped, exc)
             raise
-        if not ctx.step_done(START):
-            ctx.step_started(START)
-            problems = start_containers(self.client, stopped)
-            for problem in problems:
-                ctx.warn(problem, START)
-            ctx.step_completed(START, {"started": [c["name"] for c in stopped], "problems": problems})
-        if RETENTION in self.plan() and not ctx.step_done(RETENTION):
-            ctx.step_started(RETENTION)
-            ctx.step_completed(RETENTION, self._retention(ctx))
+        run_steps(ctx, steps[while_stopped:])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         summary = super().finish(ctx)
@@ -174,6 +170,12 @@ class VolumeBackupWork(FilesBackupWork):
         if not ctx.step_done(STOP):
             ctx.step_completed(STOP, {"stopped": [c["name"] for c in containers]})
         return containers
+
+    def _start(self, ctx: RunContext, stopped: Sequence[dict[str, str]]) -> dict[str, Any]:
+        problems = start_containers(self.client, list(stopped))
+        for problem in problems:
+            ctx.warn(problem, START)
+        return {"started": [c["name"] for c in stopped], "problems": problems}
 
     def _start_after_failure(self, ctx: RunContext, containers: list[dict[str, str]], cause: BaseException) -> None:
         why = "the run is stopping" if isinstance(cause, RunStopped) else f"the run failed ({type(cause).__name__})"

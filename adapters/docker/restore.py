@@ -54,6 +54,7 @@ from adapters.repository.repository import SnapshotInfo
 from adapters.repository.treeformat import Entry
 from adapters.runwork import RunInputs
 from adapters.secrets import redact
+from adapters.steps import Step, run_steps
 from domain.errors import PermanentError, SnapshotNotFound, TargetNotEmpty
 from domain.jobs import FilesRestoreJob, VolumeRestoreJob
 from domain.jobs.files import FilesRestoreTarget
@@ -174,14 +175,10 @@ class VolumeRestoreWork(FilesRestoreWork):
             for role in ("check", "links"):  # what a crash during prepare's look or a check left
                 remove_helper(client, helper_name(self.run_id, role))
             with self._helper(client, "restore", "rw") as helper:
-                if not ctx.step_done(RESTORE):
-                    ctx.step_started(RESTORE)
-                    summary = restore_entries(ctx, self.repo, self.tuning, helper, volume,
-                                              lambda: self._entries(snap))
-                    ctx.step_completed(RESTORE, summary)
-                if not ctx.step_done(METADATA):
-                    ctx.step_started(METADATA)
-                    ctx.step_completed(METADATA, restore_directories(helper, volume, self._entries(snap)))
+                run_steps(ctx, [
+                    Step(RESTORE, lambda ctx: restore_entries(ctx, self.repo, self.tuning, helper, volume,
+                                                              lambda: self._entries(snap))),
+                    Step(METADATA, lambda _ctx: restore_directories(helper, volume, self._entries(snap)))])
         finally:
             client.close()
 

@@ -30,18 +30,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
-from adapters.repository.fsutil import make_dirs
 from adapters.repository.packs import PackWriter
 from adapters.repository.repository import Repository
-from adapters.repository.retention import apply_retention
-from adapters.repository.staging import reopen_staged
 from adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, publish_then_retention, run_steps, step_names
 from domain.errors import RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob
 from domain.ports import RunContext
 
-STORE, PUBLISH, RETENTION = "store", "publish", "retention"
+STORE = "store"
 MAX_SKIP_WARNINGS = 20
 
 
@@ -94,10 +92,12 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
         super().__init__(inputs)
         self.source = Path(self.spec.source.path)
-        self.staging = self.repo.root / "staging" / self.run_id
+
+    def steps(self) -> list[Step]:
+        return [Step(STORE, self._store), *publish_then_retention(self, self._publish)]
 
     def plan(self) -> list[str]:
-        return [STORE, PUBLISH] + ([] if self.spec.retention.is_empty() else [RETENTION])
+        return step_names(self.steps())
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         if not self.source.is_dir():
@@ -106,16 +106,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         return {"source": str(self.source), "snapshot_id": self.run_id, "parent": parent.id if parent else None}
 
     def run(self, ctx: RunContext) -> None:
-        if not ctx.step_done(STORE):
-            ctx.step_started(STORE)
-            summary = self._store(ctx)
-            ctx.step_completed(STORE, summary)
-        if not ctx.step_done(PUBLISH):
-            ctx.step_started(PUBLISH, commits=True)
-            ctx.step_completed(PUBLISH, self._publish(ctx))
-        if RETENTION in self.plan() and not ctx.step_done(RETENTION):
-            ctx.step_started(RETENTION)
-            ctx.step_completed(RETENTION, self._retention(ctx))
+        run_steps(ctx, self.steps())
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
@@ -131,14 +122,13 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     # --- store ---------------------------------------------------------------------------------
 
     def _store(self, ctx: RunContext) -> dict[str, Any]:
-        make_dirs(self.staging)  # 0700 whatever the umask, like everything in a repository
-        tree_path = self.staging / "tree.jsonl"
         cursor = ctx.cursor(STORE) or {}
         progress = _Progress(cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0),
                              cursor.get("last"))
         last_key = walk_key(progress.last_path) if progress.last_path is not None else None
         skipped: list[Skipped] = []
-        with self.repo.locked(exclusive=False), reopen_staged(tree_path, cursor.get("tree_bytes", 0)) as tree, \
+        staging = self.repo.staging(self.run_id)
+        with self.repo.locked(exclusive=False), staging.reopen_tree(cursor.get("tree_bytes", 0)) as tree, \
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool:
             tree.seek(0)
             links = HardLinks()
@@ -194,7 +184,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.repo.snapshot_exists(self.run_id):
             return {"snapshot_id": self.run_id, "already_published": True}
-        tree_path = self.staging / "tree.jsonl"
+        tree_path = self.repo.staging(self.run_id).tree
         stats = {"files": 0, "dirs": 0, "links": 0, "specials": 0, "bytes": 0, "chunk_refs": 0}
         kinds = {FILE: "files", DIR: "dirs", LINK: "links"}
 
@@ -227,12 +217,8 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         }
         with open(tree_path, "rb") as fh:
             self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
-        _remove_tree(self.staging)
+        self.repo.staging(self.run_id).remove()
         return {"snapshot_id": self.run_id, **stats}
-
-    def _retention(self, ctx: RunContext) -> dict[str, Any]:
-        result = apply_retention(self.repo, self.spec.name, self.spec.retention)
-        return result
 
 
 class _Store:
@@ -438,8 +424,3 @@ class _Store:
             return
         future, self.sealing = self.sealing, None
         future.result()
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

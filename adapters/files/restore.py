@@ -32,6 +32,7 @@ from adapters.repository.fsutil import syncfs
 from adapters.repository.repository import SnapshotInfo
 from adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, run_steps
 from domain.errors import PermanentError, TargetNotEmpty
 from domain.jobs import FilesRestoreJob
 from domain.ports import RunContext
@@ -64,12 +65,7 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
 
     def run(self, ctx: RunContext) -> None:
         snap = self.repo.resolve(self.details["snapshot_id"])
-        if not ctx.step_done(RESTORE):
-            ctx.step_started(RESTORE)
-            ctx.step_completed(RESTORE, self._restore(ctx, snap))
-        if not ctx.step_done(METADATA):
-            ctx.step_started(METADATA)
-            ctx.step_completed(METADATA, self._metadata(ctx, snap))
+        run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Check the target holds every entry of the snapshot with its type and size (looked up

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pymongo.errors import OperationFailure
@@ -35,17 +33,17 @@ from adapters.mongo.parallel import Relay, run_parallel
 from adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
 from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
-from adapters.repository.fsutil import make_dirs, write_atomic
-from adapters.repository.retention import apply_retention
-from adapters.repository.staging import reopen_staged
+from adapters.repository.fsutil import write_atomic
+from adapters.repository.staging import Staging
 from adapters.runwork import RunInputs, RunWork
 from adapters.secrets import redact
+from adapters.steps import publish_then_retention, run_steps, step_names
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoBackupJob
 from domain.namespaces import select, split_ns
 from domain.ports import RunContext
 
-DUMP, PUBLISH, RETENTION = "dump:", "publish", "retention"
+DUMP = "dump:"
 BATCH_DOCS = 1000
 NOT_SUPPORTED = {2, 238}  # BadValue, NotImplemented
 SYSTEM_SKIPPED = ": a system collection"
@@ -68,8 +66,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         return list(self.details.get("namespaces", []))
 
     def plan(self) -> list[str]:
-        return [DUMP + ns for ns in self.namespaces] + [PUBLISH] + \
-            ([] if self.spec.retention.is_empty() else [RETENTION])
+        return [DUMP + ns for ns in self.namespaces] + step_names(publish_then_retention(self, self._publish))
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         info = self.server.ping()
@@ -85,12 +82,8 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
             todo = [(i, ns) for i, ns in enumerate(self.namespaces) if not ctx.step_done(DUMP + ns)]
             with self.repo.locked(exclusive=False):
                 run_parallel([self._dump_task(ctx, i, ns) for i, ns in todo], self.spec.parallel)
-            if not ctx.step_done(PUBLISH):
-                ctx.step_started(PUBLISH, commits=True)
-                ctx.step_completed(PUBLISH, self._publish(ctx))
-            if RETENTION in self.plan() and not ctx.step_done(RETENTION):
-                ctx.step_started(RETENTION)
-                ctx.step_completed(RETENTION, apply_retention(self.repo, self.spec.name, self.spec.retention))
+            # the dump steps run in parallel (`run_parallel`), each recording itself from its task
+            run_steps(ctx, publish_then_retention(self, self._publish))
         finally:
             self.server.close()
 
@@ -120,12 +113,10 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
 
     # --- dump ----------------------------------------------------------------------------------
 
-    def _staging(self, index: int) -> Path:
-        # One staging directory per collection, each with a `tree.jsonl` of files-tree lines,
-        # so pruning sees the chunks of an unfinished backup (see repository/retention.py).
-        path = self.repo.root / "staging" / f"{self.run_id}.c{index}"
-        make_dirs(path)  # 0700 whatever the umask, like everything in a repository
-        return path
+    def _staging(self, index: int) -> Staging:
+        # One staging directory per collection, each with a tree of files-tree lines, so
+        # pruning sees the chunks of an unfinished backup (see repository/staging.py).
+        return self.repo.staging(self.run_id, part=index)
 
     def _dump_task(self, ctx: RunContext, index: int, ns: str) -> Any:
         def task(relay: Relay) -> None:
@@ -153,7 +144,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         limit = self.spec.chunk_kib << 10
         coll = self.server.client[db_name][coll_name]
         last_doc: bytes | None = None
-        with reopen_staged(staging / "tree.jsonl", cursor.get("list_bytes", 0)) as listing:
+        with staging.reopen_tree(cursor.get("list_bytes", 0)) as listing:
 
             def checkpoint() -> None:
                 written = writer.seal()
@@ -205,7 +196,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
                 stream.close()  # ends the prefetching thread and the server cursor now
         with self.server.errors(f"reading the options and indexes of {ns}"):
             meta = meta_to_text(collection_metadata(self.server.client[db_name], coll_name))
-        write_atomic(staging / "metadata.json", meta.encode(), self.repo.root / "tmp")
+        write_atomic(staging.path / "metadata.json", meta.encode(), self.repo.root / "tmp")
         return {"ns": ns, "documents": docs, "bytes": nbytes}
 
     def _query(self, ns: str) -> dict[str, Any]:
@@ -230,9 +221,9 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         for index, ns in enumerate(self.namespaces):
             staging = self._staging(index)
             cursor = ctx.cursor(DUMP + ns) or {}
-            entry = CollectionEntry(ns=ns, meta=(staging / "metadata.json").read_text(),
+            entry = CollectionEntry(ns=ns, meta=(staging.path / "metadata.json").read_text(),
                                     docs=cursor.get("docs", 0), size=cursor.get("bytes", 0))
-            with open(staging / "tree.jsonl", "rb") as fh:
+            with open(staging.tree, "rb") as fh:
                 data = fh.read(cursor.get("list_bytes", 0))
             entry.chunks = [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
             stored += cursor.get("bytes_stored", 0)
@@ -252,7 +243,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         self.repo.publish_snapshot(manifest, tree_zst(sorted(entries + views, key=lambda e: e.ns),
                                                       self.tuning.compression_level))
         for index in range(len(self.namespaces)):
-            shutil.rmtree(self._staging(index), ignore_errors=True)
+            self._staging(index).remove()
         return {"snapshot_id": self.run_id, **stats}
 
 

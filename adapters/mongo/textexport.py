@@ -29,6 +29,7 @@ from adapters.mongo.rawbson import CODEC, JSON, after_sort_key_filter
 from adapters.mongo.textvalues import MISSING, csv_cell, drop_path, get_path
 from adapters.repository.fsutil import fsync_dir, storage_error
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, publish_step, run_steps
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoExportJob
 from domain.namespaces import split_ns
@@ -67,17 +68,13 @@ class MongoExportWork(RunWork[MongoExportJob]):
         return {"output": str(self.path), **info}
 
     def run(self, ctx: RunContext) -> None:
-        if not ctx.step_done(EXPORT):
-            ctx.step_started(EXPORT)
-            try:
-                ctx.step_completed(EXPORT, self._export(ctx))
-            finally:
-                self.server.close()
-        if not ctx.step_done(PUBLISH):
-            ctx.step_started(PUBLISH, commits=True)
-            ctx.step_completed(PUBLISH, self._publish())
+        try:
+            run_steps(ctx, [Step(EXPORT, self._export)])
+        finally:
+            self.server.close()  # a no-op when the step was done already: no client was made
+        run_steps(ctx, [publish_step(self._publish)])
 
-    def _publish(self) -> dict[str, Any]:
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.part.exists():  # else renamed before a crash that came before the step's end
             os.replace(self.part, self.path)
             fsync_dir(self.path.parent)

@@ -34,6 +34,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from adapters.mongo.client import Server
 from adapters.mongo.textvalues import MISSING, RELAXED, Columns, get_path
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, run_steps
 from domain.errors import PermanentError, SourceMissing
 from domain.jobs import MongoImportJob
 from domain.namespaces import split_ns
@@ -94,13 +95,10 @@ class MongoImportWork(RunWork[MongoImportJob]):
         return {"input": str(self.path), "bytes": self.path.stat().st_size, **info}
 
     def run(self, ctx: RunContext) -> None:
-        if ctx.step_done(IMPORT):
-            return
-        ctx.step_started(IMPORT)
         try:
-            ctx.step_completed(IMPORT, self._import(ctx))
+            run_steps(ctx, [Step(IMPORT, self._import)])
         finally:
-            self.server.close()
+            self.server.close()  # a no-op when the step was done already: no client was made
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         cursor = ctx.cursor(IMPORT) or {}

@@ -7,7 +7,7 @@ Layout:
     snapshots/<id>/manifest.json  a snapshot exists once its manifest is durable (`manifests.py`:
                                   one that cannot be used is listed as damaged, nothing else)
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
-    staging/<run>/              a backup run's partial tree while it is in progress
+    staging/<run>/              a backup run's partial tree while it is in progress (`staging.py`)
     tmp/                        temporary names of files not yet renamed into place
     locks/<id>.json             shared by writers, exclusive for pruning (see `locks.py`)
 
@@ -53,6 +53,7 @@ from adapters.repository.packs import (
     decode_index,
     pack_path,
 )
+from adapters.repository.staging import Staging, staging_path
 from adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
 from domain.errors import CorruptChunk, PermanentError, SnapshotNotFound, SourceMissing
 
@@ -257,9 +258,6 @@ class Repository:
                 missing.add(cid)
         return missing
 
-    def chunk_count(self) -> int:
-        return len(self._index)
-
     def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
         """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec)."""
         key = self._key
@@ -366,10 +364,11 @@ class Repository:
 
     # --- snapshots ---------------------------------------------------------------------------
 
-    def staging_dir(self, run_id: str) -> Path:
-        path = self.root / "staging" / run_id
-        make_dirs(path)
-        return path
+    def staging(self, run_id: str, part: int | None = None) -> Staging:
+        """The staging of backup run `run_id` (or of its `part`, a MongoDB collection): where its
+        partial tree is kept until `publish`, protecting the chunks it names from pruning (see
+        `staging.py`). Not created until the run writes to it."""
+        return Staging(staging_path(self.root, run_id, part))
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
         """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).

@@ -34,6 +34,7 @@ from adapters.repository.fsutil import NotRegularFile, open_regular
 from adapters.repository.locks import HeldLock
 from adapters.repository.packs import decode_index, index_path, pack_path
 from adapters.repository.repository import DamagedSnapshot, Repository
+from adapters.repository.staging import staged_trees
 from adapters.repository.treeformat import read_lines
 from domain.jobs import Retention
 from domain.retention import snapshots_to_keep
@@ -71,7 +72,7 @@ def referenced_chunks(repo: Repository) -> set[bytes]:
             refs.update(bytes.fromhex(c) for c in entry.chunks)
     for damaged in repo.damaged_snapshots():
         refs.update(_chunks_of_damaged(repo, damaged))
-    for staged in (repo.root / "staging").glob("*/tree.jsonl"):
+    for staged in staged_trees(repo.root):
         try:
             fh = open_regular(staged)
         except FileNotFoundError:

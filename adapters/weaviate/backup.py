@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import zstandard
 
 from adapters.prefetch import in_background
 from adapters.repository.chunkwriter import ChunkWriter
-from adapters.repository.fsutil import make_dirs
-from adapters.repository.retention import apply_retention
-from adapters.repository.staging import reopen_staged
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, publish_then_retention, run_steps, step_names
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_config
 from adapters.weaviate.codec import Row, encode_rows, row_size
@@ -36,7 +35,6 @@ from domain.errors import RunStopped, SourceMissing
 from domain.jobs import WeaviateBackupJob
 from domain.ports import RunContext
 
-PUBLISH, RETENTION = "publish", "retention"
 EXPORT = "export:"
 ACTIVE = "ACTIVE"
 PREFETCH_PAGES = 2
@@ -49,11 +47,15 @@ def export_step(collection: str) -> str:
 class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
     def __init__(self, inputs: RunInputs[WeaviateBackupJob]) -> None:
         super().__init__(inputs)
-        self.staging = self.repo.root / "staging" / self.run_id
+
+    def steps(self) -> list[Step]:
+        collections = self.details.get("collections", [])
+        exports = [Step(export_step(name), partial(self._export, collections=collections, index=i))
+                   for i, name in enumerate(collections)]
+        return exports + publish_then_retention(self, self._publish)
 
     def plan(self) -> list[str]:
-        steps = [export_step(c) for c in self.details.get("collections", [])] + [PUBLISH]
-        return steps + ([] if self.spec.retention.is_empty() else [RETENTION])
+        return step_names(self.steps())
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         src = self.spec.source
@@ -73,22 +75,13 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
         return self.details
 
     def run(self, ctx: RunContext) -> None:
-        collections = self.details.get("collections", [])
-        for index, name in enumerate(collections):
-            step = export_step(name)
-            if ctx.step_done(step):
-                continue
-            ctx.step_started(step)
-            previous = ctx.cursor(export_step(collections[index - 1])) if index else None
-            with Server(self.spec.source) as server:
-                summary = _Export(self, ctx, server, name, (previous or {}).get("tree_bytes", 0)).run()
-            ctx.step_completed(step, summary)
-        if not ctx.step_done(PUBLISH):
-            ctx.step_started(PUBLISH, commits=True)
-            ctx.step_completed(PUBLISH, self._publish(ctx))
-        if RETENTION in self.plan() and not ctx.step_done(RETENTION):
-            ctx.step_started(RETENTION)
-            ctx.step_completed(RETENTION, apply_retention(self.repo, self.spec.name, self.spec.retention))
+        run_steps(ctx, self.steps())
+
+    def _export(self, ctx: RunContext, collections: list[str], index: int) -> dict[str, Any]:
+        """Export `collections[index]`, appending to the staging tree where the one before ended."""
+        previous = ctx.cursor(export_step(collections[index - 1])) if index else None
+        with Server(self.spec.source) as server:
+            return _Export(self, ctx, server, collections[index], (previous or {}).get("tree_bytes", 0)).run()
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Check the published snapshot: its tree reads back and every chunk it names exists."""
@@ -103,8 +96,7 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
         if self.repo.snapshot_exists(self.run_id):
             return {"snapshot_id": self.run_id, "already_published": True}
         stats: dict[str, Any] = {"collections": 0, "objects": 0, "chunks": 0, "bytes": 0, "skipped_tenants": 0}
-        tree_path = self.staging / "tree.jsonl"
-        with open(tree_path, "rb") as fh:
+        with open(self.repo.staging(self.run_id).tree, "rb") as fh:
             for line in tree.parse(fh):
                 if isinstance(line, tree.CollectionLine):
                     stats["collections"] += 1
@@ -127,9 +119,7 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
             "stats": {**stats, "bytes_stored": bytes_stored},
         }
         self.repo.publish_snapshot(manifest, tree_zst)
-        import shutil
-
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.repo.staging(self.run_id).remove()
         return {"snapshot_id": self.run_id, **stats}
 
 
@@ -149,9 +139,8 @@ class _Export:
         self.stored_before = self.cursor["bytes_stored"]
 
     def run(self) -> dict[str, Any]:
-        make_dirs(self.work.staging)  # 0700 whatever the umask, like everything in a repository
-        with self.work.repo.locked(exclusive=False), \
-                reopen_staged(self.work.staging / "tree.jsonl", self.cursor["tree_bytes"]) as fh:
+        staging = self.work.repo.staging(self.work.run_id)
+        with self.work.repo.locked(exclusive=False), staging.reopen_tree(self.cursor["tree_bytes"]) as fh:
             self.tree = fh
             try:
                 self._run()

@@ -14,6 +14,7 @@ from typing import Any
 from weaviate.classes.query import Filter
 
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, run_steps
 from adapters.weaviate.client import Server, collection_config, collection_exists
 from adapters.weaviate.schema import multi_tenant
 from domain.errors import SourceMissing
@@ -40,10 +41,7 @@ class WeaviateClearWork(RunWork[WeaviateClearJob]):
         return self.details
 
     def run(self, ctx: RunContext) -> None:
-        if ctx.step_done(CLEAR):
-            return
-        ctx.step_started(CLEAR)
-        ctx.step_completed(CLEAR, self._clear(ctx))
+        run_steps(ctx, [Step(CLEAR, self._clear)])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         return {"collection": self.target.collection, **(ctx.cursor(CLEAR) or {})}

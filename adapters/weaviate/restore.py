@@ -16,10 +16,12 @@ Objects that still fail after the importer's retries are listed in warnings (up 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from adapters.runwork import RunInputs, RunWork
+from adapters.steps import Step, run_steps
 from adapters.weaviate import tree
 from adapters.weaviate.client import Server, collection_exists
 from adapters.weaviate.codec import decode_batches
@@ -77,13 +79,16 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
         pairs = [(s, t) for s, t in self.details["collections"]]
         with Server(self.target) as server:
             importer = Importer(server, self.target.batch_size, self.target.concurrent_requests)
+            steps: list[Step] = []
+            for stored, name in pairs:
+                steps += [Step(SCHEMA + name, partial(self._schema, server=server, stored=stored, name=name)),
+                          Step(OBJECTS + name, partial(self._objects, importer=importer, stored=stored, name=name,
+                                                       refs=False))]
+            steps += [Step(REFERENCES + name, partial(self._objects, importer=importer, stored=stored, name=name,
+                                                      refs=True)) for stored, name in pairs]
+            steps.append(Step(TENANTS, lambda _ctx: self._tenant_statuses(server, pairs)))
             try:
-                for stored, name in pairs:
-                    self._step(ctx, SCHEMA + name, self._schema, ctx, server, stored, name)
-                    self._step(ctx, OBJECTS + name, self._objects, ctx, importer, stored, name, False)
-                for stored, name in pairs:
-                    self._step(ctx, REFERENCES + name, self._objects, ctx, importer, stored, name, True)
-                self._step(ctx, TENANTS, self._tenant_statuses, server, pairs)
+                run_steps(ctx, steps)
             finally:
                 importer.close()
 
@@ -118,12 +123,6 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
         return {"snapshot_id": self.details["snapshot_id"], "objects": counts, "failed_objects": failed}
 
     # --- steps ---------------------------------------------------------------------------------
-
-    def _step(self, ctx: RunContext, step: str, body: Callable[..., dict[str, Any]], *args: Any) -> None:
-        if ctx.step_done(step):
-            return
-        ctx.step_started(step)
-        ctx.step_completed(step, body(*args))
 
     def _lines(self, snapshot_id: str) -> Iterator[tree.CollectionLine | tree.ChunkLine | tuple[str, str, str]]:
         return tree.read_zst(self.repo.tree_bytes(self.repo.resolve(snapshot_id)))

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import zstandard
 
-from adapters.files.backup import PUBLISH
 from adapters.repository.fsutil import storage_error
 from adapters.repository.locks import DirectoryLockBackend, LockInfo, RepositoryLocks, _stamp, process_start_time
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
+from adapters.steps import PUBLISH
 from domain.errors import CorruptChunk, RepositoryLockLost, SourceMissing
 from domain.jobs import Retention
 from tests.fakes import MemoryRunContext

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 
-from adapters.files.backup import PUBLISH, FilesBackupWork
+from adapters.files.backup import FilesBackupWork
 from adapters.repository.locks import boot_id, pid_namespace, process_start_time
 from adapters.repository.packs import index_path, pack_path
 from adapters.repository.repository import Repository
 from adapters.repository.retention import apply_retention, prune
 from adapters.repository.treeformat import read_lines
 from adapters.runwork import RunInputs
+from adapters.steps import PUBLISH
 from domain.errors import CorruptChunk, RepositoryLockLost, RunStopped, SourceMissing
 from domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext

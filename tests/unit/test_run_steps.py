@@ -1,0 +1,146 @@
+"""`run_steps` (adapters/steps.py), the step loop every job's `run` shares (issue 16, part 1): a
+step whose completion is recorded is not done again when the run resumes, the publish step is
+recorded as the one that commits the run, and a step that fails stops the loop so the steps
+after it never start. Driven by the real executor over a real SQLite event log, and judged by
+the events it recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from adapters.steps import PUBLISH, Step, publish_step, run_steps, step_names
+from daemon import executor as ex
+from daemon.config import RetrySection
+from daemon.recorder import RunRecorder, new_event_id
+from domain import events as ev
+from domain.errors import PermanentError, RetryableError, RunStopped
+from domain.machine import RunState
+from domain.ports import RunContext
+from domain.runs import RunView, fold
+from eventstore.sqlite import SqliteEventStore
+from tests.fakes import MemoryRunContext
+
+
+class ServerBusy(RetryableError):
+    """The peer asked us to come back later."""
+
+
+class StoreCheckPublish:
+    """`store` (checkpoints, then completes), `check` (fails on its first try with `failure`),
+    then `publish`; counts how often each step's work ran."""
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure: Exception | None = failure
+        self.ran: dict[str, int] = {"store": 0, "check": 0, PUBLISH: 0}
+
+    def steps(self) -> list[Step]:
+        return [Step("store", self._store), Step("check", self._check), publish_step(self._publish)]
+
+    def plan(self) -> list[str]:
+        return step_names(self.steps())
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        return {}
+
+    def run(self, ctx: RunContext) -> None:
+        run_steps(ctx, self.steps())
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        return {"snapshot_id": "r1"}
+
+    def _store(self, ctx: RunContext) -> dict[str, Any]:
+        self.ran["store"] += 1
+        ctx.checkpoint("store", {"last": "z"}, items_done=3)
+        return {"items": 3}
+
+    def _check(self, ctx: RunContext) -> dict[str, Any]:
+        self.ran["check"] += 1
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        return {"checked": True}
+
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
+        self.ran[PUBLISH] += 1
+        return {"snapshot_id": "r1"}
+
+
+def _execute(db: Path, work: StoreCheckPublish, attempts: int) -> tuple[RunView, list[ev.StoredEvent]]:
+    """Run the work through the executor; each time it waits for a retry, requeue it at once
+    (as the supervisor does when the retry is due), up to `attempts` executions."""
+
+    async def go() -> tuple[RunView, list[ev.StoredEvent]]:
+        async with SqliteEventStore(db) as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            retry = RetrySection(max_attempts=attempts, initial_seconds=0.01, max_seconds=0.01)
+            for _ in range(attempts):
+                await ex.execute(ex.RunHandle(rec), lambda _view: work, retry, anyio.CapacityLimiter(2))
+                if rec.view.state is not RunState.WAITING_RETRY:
+                    break
+                await rec.record(ev.RunRequeued(reason="retry after ServerBusy"))
+            stored = await store.read_stream("run-r1")
+            return fold("r1", stored), stored
+
+    return anyio.run(go)
+
+
+def _started(stored: list[ev.StoredEvent]) -> list[tuple[str, bool]]:
+    return [(s.data["step"], bool(s.data.get("commits"))) for s in stored if s.type == "StepStarted"]
+
+
+def test_a_resumed_run_skips_the_steps_it_completed_and_publish_is_recorded_as_committing(tmp_path: Path) -> None:
+    work = StoreCheckPublish(ServerBusy("server busy"))
+    view, stored = _execute(tmp_path / "log.db", work, attempts=2)
+    assert view.state is RunState.SUCCEEDED
+    # `store` completed in the first attempt: the second one does not do it again
+    assert work.ran == {"store": 1, "check": 2, PUBLISH: 1}
+    assert _started(stored) == [("store", False), ("check", False), ("check", False), (PUBLISH, True)]
+    assert [s.type for s in stored].count("StepCompleted") == 3
+    assert view.committed_step == PUBLISH
+
+
+def test_a_step_that_fails_stops_the_loop_and_the_steps_after_it_never_start(tmp_path: Path) -> None:
+    work = StoreCheckPublish(PermanentError("the check found damage"))
+    view, stored = _execute(tmp_path / "log.db", work, attempts=1)
+    assert view.state is RunState.FAILED and view.error == "the check found damage"
+    assert work.ran == {"store": 1, "check": 1, PUBLISH: 0}
+    assert _started(stored) == [("store", False), ("check", False)]
+    assert view.steps[PUBLISH].status == "pending" and view.committed_step is None
+
+
+def test_with_stop_between_a_stop_request_ends_the_loop_before_the_next_step_starts() -> None:
+    """A migration checks for a stop between its steps; the step after the request never runs."""
+    ctx = MemoryRunContext()
+    ran: list[str] = []
+
+    def first(c: RunContext) -> dict[str, Any]:
+        ran.append("first")
+        ctx.stop.set()  # the operator cancels while `first` runs
+        return {}
+
+    steps = [Step("first", first), Step("second", lambda c: {"second": ran.append("second")})]
+    with pytest.raises(RunStopped):
+        run_steps(ctx, steps, stop_between=True)
+    assert ran == ["first"] and ctx.done == {"first"}
+
+
+def test_a_step_that_records_itself_is_called_once_and_covers_the_steps_it_completes() -> None:
+    """A migration's export, transfer and import overlap: one work starts and completes all
+    three, and the loop does not call it again for the two that follow."""
+    ctx = MemoryRunContext()
+    calls: list[str] = []
+
+    def move_data(c: RunContext) -> None:
+        calls.append("move")
+        for name in ("export", "transfer", "import"):
+            c.step_started(name)
+            c.step_completed(name, {})
+
+    run_steps(ctx, [Step(name, move_data, records_itself=True) for name in ("export", "transfer", "import")])
+    assert calls == ["move"] and ctx.done == {"export", "transfer", "import"}
