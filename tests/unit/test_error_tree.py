@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import domain.errors
+from domain import errors as errors_module
 from domain.errors import DavitError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_the_exit_check_sees_every_way_of_exiting(tmp_path: Path) -> None:
 
 def drawn_tree() -> dict[str, tuple[str | None, str]]:
     """Each class the docstring draws: (its parent, its module as drawn)."""
-    doc = domain.errors.__doc__ or ""
+    doc = errors_module.__doc__ or ""
     block = doc.split("```")[1].strip("\n").splitlines()
     line = re.compile(r"^(?P<indent>(?:│   |    )*)(?P<branch>├── |└── )?(?P<name>\w+)(?:\s+\((?P<module>[\w/]+)\))?")
     drawn: dict[str, tuple[str | None, str]] = {}
