@@ -28,9 +28,11 @@ def table(headers: list[str], rows: list[list[str]], title: str = "") -> str:
 def disk_of(path: Path) -> str:
     """Which device, filesystem type and mount point hold `path`, as `df` reports them."""
     try:
-        out = subprocess.run(
-            ["df", "--output=source,fstype,target", str(path)], capture_output=True, text=True, check=True
-        ).stdout.splitlines()[-1].split()
+        out = (
+            subprocess.run(["df", "--output=source,fstype,target", str(path)], capture_output=True, text=True, check=True)
+            .stdout.splitlines()[-1]
+            .split()
+        )
         return f"{out[0]} ({out[1]}, mounted on {out[2]})"
     except (OSError, subprocess.CalledProcessError, IndexError):
         return "unknown disk"

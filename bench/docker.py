@@ -55,6 +55,7 @@ def measured(fn: Callable[[], None]) -> tuple[float, float]:
 def shell(cmd: str) -> Callable[[], None]:
     def go() -> None:
         subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+
     return go
 
 
@@ -86,9 +87,11 @@ def report_volume(results: dict[str, tuple[float, float]], size_mb: int) -> None
     pipeline, no_log = results["docker run tar | zstd -T0"][0], results[NO_LOG_PIPELINE][0]
     for path in ("volume", "helper"):
         cold = results[f"davit {path} backup (cold)"][0]
-        print(f"\n{path} backup: davit at {pipeline / cold:.2f}x the pipeline's speed, {no_log / cold:.2f}x that "
-              f"of the pipeline without a log driver (goal >= 0.8x); repeated run takes "
-              f"{results[f'davit {path} backup (repeat)'][0] / cold:.2f}x the cold run's time")
+        print(
+            f"\n{path} backup: davit at {pipeline / cold:.2f}x the pipeline's speed, {no_log / cold:.2f}x that "
+            f"of the pipeline without a log driver (goal >= 0.8x); repeated run takes "
+            f"{results[f'davit {path} backup (repeat)'][0] / cold:.2f}x the cold run's time"
+        )
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -101,17 +104,17 @@ def main() -> None:
 
     import docker
 
-    from adapters.compose import target as tgt
-    from adapters.compose.migrate import WIRE_LEVEL
-    from adapters.compose.pipeline import move_item
-    from adapters.compose.source import Item
-    from adapters.docker.backup import VolumeBackupWork
-    from adapters.repository.repository import Repository
-    from adapters.repository.tuning import Tuning
-    from adapters.runwork import RunInputs
-    from adapters.ssh.remote import SshAddress
-    from adapters.ssh.remote import connect as ssh_connect
-    from domain.jobs import VolumeBackupJob
+    from davit.adapters.compose import target as tgt
+    from davit.adapters.compose.migrate import WIRE_LEVEL
+    from davit.adapters.compose.pipeline import move_item
+    from davit.adapters.compose.source import Item
+    from davit.adapters.docker.backup import VolumeBackupWork
+    from davit.adapters.repository.repository import Repository
+    from davit.adapters.repository.tuning import Tuning
+    from davit.adapters.runwork import RunInputs
+    from davit.adapters.ssh.remote import SshAddress
+    from davit.adapters.ssh.remote import connect as ssh_connect
+    from davit.domain.jobs import VolumeBackupJob
     from tests.peers.state import load
 
     state = load()
@@ -125,15 +128,21 @@ def main() -> None:
     vol = f"davit-bench-{uuid.uuid4().hex[:6]}"
     mp = Path(client.volumes.create(vol).attrs["Mountpoint"])
     try:
-        print(f"filling volume {vol} with {args.size_mb} MB of mixed files; {cpu_count()} CPUs; "
-              f"repository on {disk_of(work)}")
+        print(f"filling volume {vol} with {args.size_mb} MB of mixed files; {cpu_count()} CPUs; repository on {disk_of(work)}")
         fill(mp, args.size_mb)
         tuning = Tuning()
 
         def backup(run_id: str, access: str = "mountpoint") -> Callable[[], None]:
-            spec = VolumeBackupJob.model_validate({"name": f"bench-{access}", "kind": "volume.backup",
-                                                   "engine": dk["host"], "source": {"names": [vol]},
-                                                   "access": access, "helper_image": dk["image"]})
+            spec = VolumeBackupJob.model_validate(
+                {
+                    "name": f"bench-{access}",
+                    "kind": "volume.backup",
+                    "engine": dk["host"],
+                    "source": {"names": [vol]},
+                    "access": access,
+                    "helper_image": dk["image"],
+                }
+            )
 
             def go() -> None:
                 repo = Repository.open(work / f"repo-{access}")
@@ -144,6 +153,7 @@ def main() -> None:
                 w.finish(ctx)
                 for message in ctx.warnings:
                     print(f"  warning: {message}")
+
             return go
 
         results: dict[str, tuple[float, float]] = {}
@@ -154,14 +164,20 @@ def main() -> None:
         results["davit helper backup (cold)"] = measured(backup("h1", "helper"))
         results["davit helper backup (repeat)"] = measured(backup("h2", "helper"))
         os.sync()
-        results["docker run tar | zstd -T0"] = measured(shell(
-            f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm -v {vol}:/v {shlex.quote(dk['image'])} "
-            f"tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"))
+        results["docker run tar | zstd -T0"] = measured(
+            shell(
+                f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm -v {vol}:/v {shlex.quote(dk['image'])} "
+                f"tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"
+            )
+        )
         # The engine's default json-file log driver also writes the whole tar into the
         # container's log: the same pipeline without it is the fairer baseline.
-        results[NO_LOG_PIPELINE] = measured(shell(
-            f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm --log-driver none -v {vol}:/v "
-            f"{shlex.quote(dk['image'])} tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"))
+        results[NO_LOG_PIPELINE] = measured(
+            shell(
+                f"DOCKER_HOST={shlex.quote(dk['host'])} docker run --rm --log-driver none -v {vol}:/v "
+                f"{shlex.quote(dk['image'])} tar c /v | zstd -q -T0 > {work / 'vol.tar.zst'}"
+            )
+        )
 
         if args.volume_only:
             report_volume(results, args.size_mb)
@@ -172,28 +188,48 @@ def main() -> None:
         def migrate(dest: str) -> Callable[[], None]:
             """The migration's data path for one item, as `compose.migrate` runs it: export,
             transfer and import overlapping in one bounded pipeline."""
+
             def go() -> None:
                 item = Item("bind-0", "bind", str(mp), str(work / "target" / dest))
                 with ssh_connect(address) as host:
                     present = tgt.present_chunks(host, layout)
-                    moved = move_item(host, layout.store, item, tgt.unpacker_for(host, item, sh["image"], "bench"),
-                                      WIRE_LEVEL, present, set(), lambda _n, _b: None, lambda: None)
-                print(f"  {dest}: {moved.sent_chunks} of {len(set(moved.ids))} chunks sent, "
-                      f"{moved.sent_bytes / 1e6:.0f} MB on the wire")
+                    moved = move_item(
+                        host,
+                        layout.store,
+                        item,
+                        tgt.unpacker_for(host, item, sh["image"], "bench"),
+                        WIRE_LEVEL,
+                        present,
+                        set(),
+                        lambda _n, _b: None,
+                        lambda: None,
+                    )
+                print(
+                    f"  {dest}: {moved.sent_chunks} of {len(set(moved.ids))} chunks sent, "
+                    f"{moved.sent_bytes / 1e6:.0f} MB on the wire"
+                )
+
             return go
 
         results["davit migration data path (cold)"] = measured(migrate("m1"))
         results["davit migration data path (repeat)"] = measured(migrate("m2"))
-        ssh = (f"ssh -i {sh['key_file']} -p {sh['port']} -o UserKnownHostsFile={sh['known_hosts']} "
-               f"-o StrictHostKeyChecking=yes {sh['user']}@{sh['host']}")
-        results["tar | zstd -T0 | ssh 'zstd -d | tar x'"] = measured(shell(
-            f"mkdir -p {work / 'target' / 'p1'} && tar c -C {mp} . | zstd -q -T0 | "
-            f"{ssh} 'zstd -dq | tar x -C {work / 'target' / 'p1'}'"))
+        ssh = (
+            f"ssh -i {sh['key_file']} -p {sh['port']} -o UserKnownHostsFile={sh['known_hosts']} "
+            f"-o StrictHostKeyChecking=yes {sh['user']}@{sh['host']}"
+        )
+        results["tar | zstd -T0 | ssh 'zstd -d | tar x'"] = measured(
+            shell(
+                f"mkdir -p {work / 'target' / 'p1'} && tar c -C {mp} . | zstd -q -T0 | "
+                f"{ssh} 'zstd -dq | tar x -C {work / 'target' / 'p1'}'"
+            )
+        )
 
         report_volume(results, args.size_mb)
         m, mpipe = results["davit migration data path (cold)"][0], results["tar | zstd -T0 | ssh 'zstd -d | tar x'"][0]
-        print(f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
-              f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time")
+        print(
+            f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
+            f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time"
+        )
     finally:
         client.volumes.get(vol).remove(force=True)
         client.close()

@@ -32,8 +32,8 @@ from typing import Any
 
 from benchlib import cpu_count, disk_of, load_note, table, ts
 
-from domain.events import NewEvent
-from eventstore.sqlite import SqliteEventStore
+from davit.domain.events import NewEvent
+from davit.eventstore.sqlite import SqliteEventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTS = (1, 8, 32)
@@ -117,8 +117,16 @@ def raw_appenders(path: Path, writers: int, seconds: float) -> int:
             conn.execute(
                 "INSERT INTO events (event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
                 " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (uuid.uuid4().hex, f"bench-{i}", version, "BenchAppended", data,
-                 datetime.now(UTC).isoformat(timespec="microseconds"), prev, digest),
+                (
+                    uuid.uuid4().hex,
+                    f"bench-{i}",
+                    version,
+                    "BenchAppended",
+                    data,
+                    datetime.now(UTC).isoformat(timespec="microseconds"),
+                    prev,
+                    digest,
+                ),
             )
             conn.execute("COMMIT")
             prev, counts[i] = digest, version
@@ -165,8 +173,12 @@ def tail_reader(path: str, ready: Any, stop: Any, results: Any) -> None:
             await task
         except asyncio.CancelledError:
             pass
-        return {"seen": len(lags), **counts,
-                "median": statistics.median(lags) if lags else float("nan"), "p99": percentile(lags, 0.99)}
+        return {
+            "seen": len(lags),
+            **counts,
+            "median": statistics.median(lags) if lags else float("nan"),
+            "p99": percentile(lags, 0.99),
+        }
 
     results.put(asyncio.run(main()))
 
@@ -201,8 +213,7 @@ def main() -> None:
     base = ROOT / ".bench"
     base.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="eventlog-", dir=base))
-    print(f"databases in {tmp} on {disk_of(tmp)}; {cpu_count()} CPUs; {args.seconds:.0f} s per measurement; "
-          f"{load_note()}")
+    print(f"databases in {tmp} on {disk_of(tmp)}; {cpu_count()} CPUs; {args.seconds:.0f} s per measurement; {load_note()}")
     try:
         rows, rates = [], {}
         for n in COUNTS:
@@ -211,29 +222,66 @@ def main() -> None:
             written, latencies, errors = asyncio.run(store_appenders(tmp / f"store-{n}.db", n, args.seconds))
             rate = written / args.seconds
             rates[n] = (rate, raw)
-            rows.append([str(n), f"{rate:,.0f}", f"{raw:,.0f}", f"{rate / raw:.2f}x", "",
-                         f"{percentile(latencies, 0.5) * 1000:.1f}", f"{percentile(latencies, 0.99) * 1000:.1f}", str(errors)])
+            rows.append(
+                [
+                    str(n),
+                    f"{rate:,.0f}",
+                    f"{raw:,.0f}",
+                    f"{rate / raw:.2f}x",
+                    "",
+                    f"{percentile(latencies, 0.5) * 1000:.1f}",
+                    f"{percentile(latencies, 0.99) * 1000:.1f}",
+                    str(errors),
+                ]
+            )
         raw1 = rates[1][1]
         for row, n in zip(rows, COUNTS, strict=True):
             row[4] = f"{rates[n][0] / raw1:.2f}x"
-        print(table(["appenders", "store ev/s", "raw ev/s", "store/raw (same N)", "store/raw (1 writer)",
-                     "append p50 ms", "append p99 ms", "errors"], rows,
-                    "\nDurable appends, one event per append (store: group commit; raw: one commit per event)"))
+        print(
+            table(
+                [
+                    "appenders",
+                    "store ev/s",
+                    "raw ev/s",
+                    "store/raw (same N)",
+                    "store/raw (1 writer)",
+                    "append p50 ms",
+                    "append p99 ms",
+                    "errors",
+                ],
+                rows,
+                "\nDurable appends, one event per append (store: group commit; raw: one commit per event)",
+            )
+        )
 
         print(f"\nmeasuring {TAIL_WRITERS} appenders with a tailing reader in another process ...", flush=True)
         written, errors, rep = with_tail_reader(tmp / "tail.db", args.seconds)
-        print(table(
-            ["writers", "store ev/s", "reader saw", "'database is locked'", "other errors", "lag median ms", "lag p99 ms"],
-            [[str(TAIL_WRITERS), f"{written / args.seconds:,.0f}", f"{rep['seen']}/{written}", str(rep["locked"]),
-              str(rep["other"] + errors), f"{rep['median'] * 1000:.0f}", f"{rep['p99'] * 1000:.0f}"]],
-            "\nTailing reader (store.tail, as `davit history --follow`) while the writers run",
-        ))
+        print(
+            table(
+                ["writers", "store ev/s", "reader saw", "'database is locked'", "other errors", "lag median ms", "lag p99 ms"],
+                [
+                    [
+                        str(TAIL_WRITERS),
+                        f"{written / args.seconds:,.0f}",
+                        f"{rep['seen']}/{written}",
+                        str(rep["locked"]),
+                        str(rep["other"] + errors),
+                        f"{rep['median'] * 1000:.0f}",
+                        f"{rep['p99'] * 1000:.0f}",
+                    ]
+                ],
+                "\nTailing reader (store.tail, as `davit history --follow`) while the writers run",
+            )
+        )
 
         best_raw = max(r for _, r in rates.values())
         store8 = rates[8][0]
         goals = [
-            ["8 appenders >= 1.0x raw one-commit-per-event (best raw rate)", f"{store8 / best_raw:.2f}x",
-             "PASS" if store8 >= best_raw else "MISS"],
+            [
+                "8 appenders >= 1.0x raw one-commit-per-event (best raw rate)",
+                f"{store8 / best_raw:.2f}x",
+                "PASS" if store8 >= best_raw else "MISS",
+            ],
             ["no 'database is locked' for the tailing reader", str(rep["locked"]), "PASS" if rep["locked"] == 0 else "MISS"],
             ["reader saw every event", f"{rep['seen']}/{written}", "PASS" if rep["seen"] == written else "MISS"],
         ]

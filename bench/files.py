@@ -140,9 +140,7 @@ def ensure_tools() -> dict[str, str]:
     reasons: dict[str, str] = {}
     if missing:
         print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
-        proc = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", *missing], capture_output=True, text=True
-        )
+        proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], capture_output=True, text=True)
         if proc.returncode != 0:
             why = (proc.stderr.strip().splitlines() or ["apt-get failed"])[-1]
             for tool, pkg in wanted.items():
@@ -357,7 +355,8 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
         (home / "passphrase").write_text("bench")
         (home / "davit.toml").write_text(
             "# bench/files.py --encrypted: davit's defaults plus a passphrase\n"
-            f'[repositories.local]\npath = "repository"\npassphrase_file = "{home / "passphrase"}"\n')
+            f'[repositories.local]\npath = "repository"\npassphrase_file = "{home / "passphrase"}"\n'
+        )
     else:
         (home / "davit.toml").write_text("# bench/files.py: davit's defaults, nothing special\n")
     out: dict[str, RunTiming] = {}
@@ -379,7 +378,8 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
     head = daemon.log.head()
     cli = subprocess.run(
         [str(VENV_BIN / "davit"), "--home", str(home), "run", BACKUP_JOB, "--wait", "--timeout", "3600"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if cli.returncode != 0:
         daemon.fail(f"davit run {BACKUP_JOB} --wait exited {cli.returncode}: {cli.stdout}{cli.stderr}")
@@ -393,7 +393,8 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
     daemon = Daemon(home, "restore")
     head = daemon.log.head()
     dropped = drop_job(
-        home, RESTORE_JOB,
+        home,
+        RESTORE_JOB,
         f'name = "{RESTORE_JOB}"\nkind = "files.restore"\n\n[source]\njob = "{BACKUP_JOB}"\nsnapshot = "latest"\n\n'
         f'[target]\npath = "{target}"\n',
     )
@@ -466,30 +467,66 @@ class Report:
                 rss = self.davit[op].rss_mb if tool == "davit" else self.peers[tool][op].rss_mb
                 r = self.ratio(tool, op)
                 label = "zstd -d|tar x" if tool == "tar|zstd" and op == "restore" else tool
-                rows.append([
-                    op if tool == "davit" else "", label, f"{s:.2f}", f"{mb / s:.0f}",
-                    f"{rss:.0f}" if rss is not None else "-", "" if tool == "davit" else f"{r:.2f}x" if r else "-",
-                ])
-        print(table(["operation", "tool", "seconds", "MiB/s", "peak RSS MiB", "peer s / davit s"], rows,
-                    f"\nResults on {mb:.0f} MiB ({self.tree_bytes} bytes); ratio > 1 means davit is faster"))
+                rows.append(
+                    [
+                        op if tool == "davit" else "",
+                        label,
+                        f"{s:.2f}",
+                        f"{mb / s:.0f}",
+                        f"{rss:.0f}" if rss is not None else "-",
+                        "" if tool == "davit" else f"{r:.2f}x" if r else "-",
+                    ]
+                )
+        print(
+            table(
+                ["operation", "tool", "seconds", "MiB/s", "peak RSS MiB", "peer s / davit s"],
+                rows,
+                f"\nResults on {mb:.0f} MiB ({self.tree_bytes} bytes); ratio > 1 means davit is faster",
+            )
+        )
         for tool, why in self.skipped.items():
             print(f"SKIPPED {tool}: {why}")
 
         rows = []
         for op, t in self.davit.items():
             steps = ", ".join(f"{k} {v:.2f}s" for k, v in t.steps.items())
-            rows.append([op, t.run_id[:12], f"{t.pickup:.2f}", f"{t.wall:.2f}", f"{t.before_steps:.2f}", steps,
-                         f"{t.after_steps:.2f}", f"{t.overhead:.1f}% (outside {'+'.join(t.data_steps)})"])
-        print(table(["davit run", "run id", "pick-up s", "wall s", "queued->1st step s", "steps", "last step->end s",
-                     "orchestration overhead"], rows,
-                    "\ndavit runs, from their events (pick-up: job file renamed / request recorded -> RunQueued; "
-                    "peak RSS is per daemon lifetime: start-up + that one operation)"))
+            rows.append(
+                [
+                    op,
+                    t.run_id[:12],
+                    f"{t.pickup:.2f}",
+                    f"{t.wall:.2f}",
+                    f"{t.before_steps:.2f}",
+                    steps,
+                    f"{t.after_steps:.2f}",
+                    f"{t.overhead:.1f}% (outside {'+'.join(t.data_steps)})",
+                ]
+            )
+        print(
+            table(
+                [
+                    "davit run",
+                    "run id",
+                    "pick-up s",
+                    "wall s",
+                    "queued->1st step s",
+                    "steps",
+                    "last step->end s",
+                    "orchestration overhead",
+                ],
+                rows,
+                "\ndavit runs, from their events (pick-up: job file renamed / request recorded -> RunQueued; "
+                "peak RSS is per daemon lifetime: start-up + that one operation)",
+            )
+        )
         if self.idle_rss is not None:
             print(f"davitd that only started (no run, 1 s after DaemonStarted): peak RSS {self.idle_rss:.0f} MiB")
         durable = self.peers.get("tar|zstd", {}).get("restore+sync")
         if durable:
-            print(f"for reference (not a goal): zstd -d|tar x followed by `sync` took {durable.seconds:.2f} s; "
-                  "davit's restore flushes the target (syncfs) at each checkpoint, the peers do not flush at all")
+            print(
+                f"for reference (not a goal): zstd -d|tar x followed by `sync` took {durable.seconds:.2f} s; "
+                "davit's restore flushes the target (syncfs) at each checkpoint, the peers do not flush at all"
+            )
         self.print_goals()
 
     def print_goals(self) -> None:
@@ -499,19 +536,30 @@ class Report:
         def faster(peer: str, op: str, floor: float = 1.0) -> list[str]:
             r = self.ratio(peer, op)
             name = "zstd -d|tar x" if peer == "tar|zstd" and op == "restore" else peer
-            return check(f"{op}: davit >= {floor}x {name}" if floor != 1.0 else f"{op}: faster than {name}",
-                         r, r is not None and (r >= floor if floor != 1.0 else r > 1.0), f"{r:.2f}x" if r else "")
+            return check(
+                f"{op}: davit >= {floor}x {name}" if floor != 1.0 else f"{op}: faster than {name}",
+                r,
+                r is not None and (r >= floor if floor != 1.0 else r > 1.0),
+                f"{r:.2f}x" if r else "",
+            )
 
         rss = [t.rss_mb for t in self.davit.values() if t.rss_mb is not None]
         peak = max(rss) if rss else None
         overhead, unchanged = self.davit["first backup"].overhead, self.davit["unchanged backup"].overhead
         rows = [
-            faster("restic", "first backup"), faster("borg", "first backup"), faster("tar|zstd", "first backup", 0.8),
+            faster("restic", "first backup"),
+            faster("borg", "first backup"),
+            faster("tar|zstd", "first backup", 0.8),
             faster("borg", "unchanged backup"),
-            faster("restic", "restore"), faster("tar|zstd", "restore", 0.8),
+            faster("restic", "restore"),
+            faster("tar|zstd", "restore", 0.8),
             check("peak RSS < 200 MiB (all daemons)", peak, peak is not None and peak < 200, f"{peak:.0f} MiB" if peak else ""),
-            check("orchestration overhead < 5% (first backup)", overhead, overhead < 5,
-                  f"{overhead:.1f}% (unchanged: {unchanged:.1f}%)"),
+            check(
+                "orchestration overhead < 5% (first backup)",
+                overhead,
+                overhead < 5,
+                f"{overhead:.1f}% (unchanged: {unchanged:.1f}%)",
+            ),
         ]
         print(table(["goal (issue 9)", "measured", "verdict"], rows, "\nGoals"))
 
@@ -532,8 +580,7 @@ def main() -> None:
         generate_tree(tree, args.size_mb)
         marker.touch()
     files, total = tree_stats(tree)
-    print(f"tree: {tree} ({files} files, {total / MiB:.0f} MiB); workdir on {disk_of(work)}; {cpu_count()} CPUs; "
-          f"{load_note()}")
+    print(f"tree: {tree} ({files} files, {total / MiB:.0f} MiB); workdir on {disk_of(work)}; {cpu_count()} CPUs; {load_note()}")
 
     skipped = {} if not args.skip_peers else {"restic": "--skip-peers", "borg": "--skip-peers", "tar|zstd": "--skip-peers"}
     if not args.skip_peers:
@@ -549,7 +596,10 @@ def main() -> None:
 
     peers: dict[str, dict[str, Measure]] = {}
     runners: dict[str, Callable[[Path, Path], dict[str, Measure]]] = {
-        "tar|zstd": run_tar, "restic": run_restic, "borg": lambda t, w: run_borg(t, w, args.encrypted)}
+        "tar|zstd": run_tar,
+        "restic": run_restic,
+        "borg": lambda t, w: run_borg(t, w, args.encrypted),
+    }
     for tool, runner in runners.items():
         if tool in skipped:
             continue

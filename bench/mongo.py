@@ -92,8 +92,7 @@ def seed(uri: str, docs: int) -> int:
     print(f"seeding {docs} documents of about 1 KB into {DB}.items ...", flush=True)
     batch = []
     for i in range(docs):
-        batch.append(RawBSONDocument(encode({"_id": ObjectId(), "n": i, "name": f"item {i}",
-                                             "pad": os.urandom(470).hex()})))
+        batch.append(RawBSONDocument(encode({"_id": ObjectId(), "n": i, "name": f"item {i}", "pad": os.urandom(470).hex()})))
         if len(batch) == 2000:
             coll.insert_many(batch, ordered=False)
             batch = []
@@ -139,8 +138,12 @@ class Daemon:
                     sys.exit(f"davit run {done[0].stream} failed: {done[0].data}")
                 began = next(r for r in rows if r.type == "RunPreparing")
                 nbytes = max((r.data.get("bytes_done", 0) for r in rows if r.type == "CheckpointRecorded"), default=0)
-                data = [r for r in rows if r.type in ("StepStarted", "StepCompleted")
-                        and str(r.data.get("step", "")).startswith(("dump:", "restore:"))]
+                data = [
+                    r
+                    for r in rows
+                    if r.type in ("StepStarted", "StepCompleted")
+                    and str(r.data.get("step", "")).startswith(("dump:", "restore:"))
+                ]
                 data_s = ts(data[-1].recorded_at) - ts(data[0].recorded_at)
                 return ts(done[0].recorded_at) - ts(began.recorded_at), data_s, int(nbytes)
             time.sleep(0.2)
@@ -173,33 +176,55 @@ def main() -> None:
     for i in range(args.repeat):
         bare_backups.append(child(BARE_BACKUP, uri, DB))
         daemon = Daemon(home)
-        backups.append(daemon.run(f"bench-backup-{i}", f'name = "bench-backup-{i}"\nkind = "mongo.backup"\n'
-                                                        f'[source]\nuri_file = "{work / "uri"}"\ndatabases = ["{DB}"]\n'))
+        backups.append(
+            daemon.run(
+                f"bench-backup-{i}",
+                f'name = "bench-backup-{i}"\nkind = "mongo.backup"\n'
+                f'[source]\nuri_file = "{work / "uri"}"\ndatabases = ["{DB}"]\n',
+            )
+        )
         backup_rss.append(daemon.stop())
-    snapshots = subprocess.run([str(VENV_BIN / "davit"), "--home", str(home), "snapshots", "--job", "bench-backup-0",
-                                "--json"], capture_output=True, text=True, check=True).stdout
+    snapshots = subprocess.run(
+        [str(VENV_BIN / "davit"), "--home", str(home), "snapshots", "--job", "bench-backup-0", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     snap = json.loads(snapshots.splitlines()[-1])["id"]
-    subprocess.run([str(VENV_BIN / "davit"), "--home", str(home), "export", "mongodump", snap,
-                    str(work / "dump")], check=True, capture_output=True)
+    subprocess.run(
+        [str(VENV_BIN / "davit"), "--home", str(home), "export", "mongodump", snap, str(work / "dump")],
+        check=True,
+        capture_output=True,
+    )
 
     bare_restores, restores, restore_rss = [], [], []
     writers = f"writers = {args.writers}\n" if args.writers else ""
     for i in range(args.repeat):
         bare_restores.append(child(BARE_RESTORE, uri, BARE, str(work / "dump" / DB / "items.bson")))
         daemon = Daemon(home)
-        restores.append(daemon.run(
-            f"bench-restore-{i}", f'name = "bench-restore-{i}"\nkind = "mongo.restore"\n{writers}[source]\n'
-                                  f'job = "bench-backup-0"\n[target]\nuri_file = "{work / "uri"}"\n'
-                                  f'ns_from = ["{DB}.*"]\nns_to = ["{COPY}.*"]\ndrop = true\n'))
+        restores.append(
+            daemon.run(
+                f"bench-restore-{i}",
+                f'name = "bench-restore-{i}"\nkind = "mongo.restore"\n{writers}[source]\n'
+                f'job = "bench-backup-0"\n[target]\nuri_file = "{work / "uri"}"\n'
+                f'ns_from = ["{DB}.*"]\nns_to = ["{COPY}.*"]\ndrop = true\n',
+            )
+        )
         restore_rss.append(daemon.stop())
     bare_backup = min(bare_backups, key=lambda r: float(r["seconds"]))
     bare_restore = min(bare_restores, key=lambda r: float(r["seconds"]))
     backup_s, backup_data_s, backup_bytes = min(b[0] for b in backups), min(b[1] for b in backups), backups[0][2]
     restore_s, restore_data_s, restore_bytes = min(r[0] for r in restores), min(r[1] for r in restores), restores[0][2]
-    print("seconds of each repetition: bare backup " + " ".join(f"{r['seconds']:.1f}" for r in bare_backups)
-          + "; davit backup " + " ".join(f"{b[0]:.1f}" for b in backups)
-          + "; bare restore " + " ".join(f"{r['seconds']:.1f}" for r in bare_restores)
-          + "; davit restore " + " ".join(f"{r[0]:.1f} (step {r[1]:.1f})" for r in restores))
+    print(
+        "seconds of each repetition: bare backup "
+        + " ".join(f"{r['seconds']:.1f}" for r in bare_backups)
+        + "; davit backup "
+        + " ".join(f"{b[0]:.1f}" for b in backups)
+        + "; bare restore "
+        + " ".join(f"{r['seconds']:.1f}" for r in bare_restores)
+        + "; davit restore "
+        + " ".join(f"{r[0]:.1f} (step {r[1]:.1f})" for r in restores)
+    )
     from pymongo import MongoClient
 
     client: MongoClient[Any] = MongoClient(uri)
@@ -210,33 +235,56 @@ def main() -> None:
         sys.exit(f"davit restored {restored} documents, expected {docs}")
 
     def row(label: str, seconds: float, nbytes: float, rss: float | None, ceiling: float) -> list[str]:
-        return [label, f"{seconds:.1f}", f"{docs / seconds:,.0f}", f"{nbytes / MB / seconds:.1f}",
-                f"{rss:.0f}" if rss else "?", f"{(docs / seconds) / ceiling:.2f}x"]
+        return [
+            label,
+            f"{seconds:.1f}",
+            f"{docs / seconds:,.0f}",
+            f"{nbytes / MB / seconds:.1f}",
+            f"{rss:.0f}" if rss else "?",
+            f"{(docs / seconds) / ceiling:.2f}x",
+        ]
 
     bb = docs / bare_backup["seconds"]
     br = docs / bare_restore["seconds"]
     rows = [
-        row("backup: bare find_raw_batches -> /dev/null", bare_backup["seconds"], bare_backup["bytes"],
-            bare_backup["rss_mb"], bb),
+        row(
+            "backup: bare find_raw_batches -> /dev/null", bare_backup["seconds"], bare_backup["bytes"], bare_backup["rss_mb"], bb
+        ),
         row("backup: davit mongo.backup, whole run", backup_s, backup_bytes, max(r or 0 for r in backup_rss), bb),
         row("backup: davit, dump step only", backup_data_s, backup_bytes, max(r or 0 for r in backup_rss), bb),
-        row("restore: bare insert_many(RawBSONDocument)", bare_restore["seconds"], bare_restore["bytes"],
-            bare_restore["rss_mb"], br),
-        row("restore: bare insert_many, then the same index (context)",
-            bare_restore["seconds"] + bare_restore["index_seconds"], bare_restore["bytes"], bare_restore["rss_mb"], br),
+        row(
+            "restore: bare insert_many(RawBSONDocument)",
+            bare_restore["seconds"],
+            bare_restore["bytes"],
+            bare_restore["rss_mb"],
+            br,
+        ),
+        row(
+            "restore: bare insert_many, then the same index (context)",
+            bare_restore["seconds"] + bare_restore["index_seconds"],
+            bare_restore["bytes"],
+            bare_restore["rss_mb"],
+            br,
+        ),
         row("restore: davit mongo.restore, whole run", restore_s, restore_bytes, max(r or 0 for r in restore_rss), br),
         row("restore: davit, restore step only", restore_data_s, restore_bytes, max(r or 0 for r in restore_rss), br),
     ]
-    print(table(["operation", "seconds", "docs/s", "MB/s", "peak RSS MB", "vs ceiling"], rows,
-                title=f"fastest of {args.repeat}: {docs:,} documents of about {bare_backup['bytes'] / docs:.0f} bytes, "
-                      f"server {uri.split('@')[-1]}; "
-                      f"{cpu_count()} CPUs, {load_note()}"))
+    print(
+        table(
+            ["operation", "seconds", "docs/s", "MB/s", "peak RSS MB", "vs ceiling"],
+            rows,
+            title=f"fastest of {args.repeat}: {docs:,} documents of about {bare_backup['bytes'] / docs:.0f} bytes, "
+            f"server {uri.split('@')[-1]}; "
+            f"{cpu_count()} CPUs, {load_note()}",
+        )
+    )
     with_index = bare_restore["seconds"] + bare_restore["index_seconds"]
-    print(f"context: davit's whole restore run against the bare loop that also builds the index: "
-          f"{with_index / restore_s:.2f}x")
-    print(f"goals (whole runs): backup >= 0.9x -> {'met' if docs / backup_s >= 0.9 * bb else 'NOT met'}; "
-          f"restore >= 0.9x -> {'met' if docs / restore_s >= 0.9 * br else 'NOT met'}; "
-          f"peak RSS < 200 MB -> {'met' if max(r or 0 for r in backup_rss + restore_rss) < 200 else 'NOT met'}")
+    print(f"context: davit's whole restore run against the bare loop that also builds the index: {with_index / restore_s:.2f}x")
+    print(
+        f"goals (whole runs): backup >= 0.9x -> {'met' if docs / backup_s >= 0.9 * bb else 'NOT met'}; "
+        f"restore >= 0.9x -> {'met' if docs / restore_s >= 0.9 * br else 'NOT met'}; "
+        f"peak RSS < 200 MB -> {'met' if max(r or 0 for r in backup_rss + restore_rss) < 200 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

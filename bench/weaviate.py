@@ -57,8 +57,14 @@ def peer() -> dict[str, Any]:
 def connect(p: dict[str, Any]) -> Any:
     import weaviate
 
-    return weaviate.connect_to_custom(http_host=p["host"], http_port=p["http_port"], http_secure=False,
-                                      grpc_host=p["host"], grpc_port=p["grpc_port"], grpc_secure=False)
+    return weaviate.connect_to_custom(
+        http_host=p["host"],
+        http_port=p["http_port"],
+        http_secure=False,
+        grpc_host=p["host"],
+        grpc_port=p["grpc_port"],
+        grpc_secure=False,
+    )
 
 
 # --- the bare loops, each in its own process ---------------------------------------------------
@@ -71,18 +77,22 @@ def bare_import(name: str, count: int, dims: int, index: str) -> dict[str, Any]:
     try:
         if client.collections.exists(name):
             client.collections.delete(name)
-        coll = client.collections.create(name, properties=[Property(name="title", data_type=DataType.TEXT),
-                                                           Property(name="n", data_type=DataType.INT)],
-                                         vector_config=Configure.Vectors.self_provided(
-                                             vector_index_config=Configure.VectorIndex.flat() if index == "flat"
-                                             else Configure.VectorIndex.hnsw()))
+        coll = client.collections.create(
+            name,
+            properties=[Property(name="title", data_type=DataType.TEXT), Property(name="n", data_type=DataType.INT)],
+            vector_config=Configure.Vectors.self_provided(
+                vector_index_config=Configure.VectorIndex.flat() if index == "flat" else Configure.VectorIndex.hnsw()
+            ),
+        )
         rnd = random.Random(5)
         start = time.monotonic()
         with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
             for i in range(count):
-                batch.add_object({"title": f"object {i} of the benchmark", "n": i},
-                                 uuid=uuid.UUID(int=rnd.getrandbits(128), version=4),
-                                 vector=[rnd.random() - 0.5 for _ in range(dims)])
+                batch.add_object(
+                    {"title": f"object {i} of the benchmark", "n": i},
+                    uuid=uuid.UUID(int=rnd.getrandbits(128), version=4),
+                    vector=[rnd.random() - 0.5 for _ in range(dims)],
+                )
         seconds = time.monotonic() - start
         failed = len(coll.batch.failed_objects)
     finally:
@@ -119,8 +129,8 @@ class Daemon:
             (home / "davit.toml").write_text(config)
         self.home = home
         self.log = LogReader(home / "state" / "davit.db")
-        self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)],
-                                     stdout=open(home / "davitd.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        log = open(home / "davitd.log", "wb")  # noqa: SIM115 (the daemon writes it while it runs)
+        self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)], stdout=log, stderr=subprocess.STDOUT)
 
     def run(self, job: str, text: str, timeout: float = 1800) -> dict[str, Any]:
         (self.home / "jobs.d" / f"{job}.toml").write_text(text)
@@ -143,8 +153,14 @@ class Daemon:
         data_steps = [s for s in done if s.startswith(("export:", "objects:", "references:"))]
         step_seconds = sum(done[s] - started[s] for s in data_steps)
         run = [ts(r.recorded_at) for r in events if r.type in ("RunPreparing", "RunSucceeded")]
-        items = max((r.data.get("items_done", 0) for r in events if r.type == "CheckpointRecorded"
-                     and r.data["step"].startswith(("export:", "objects:"))), default=0)
+        items = max(
+            (
+                r.data.get("items_done", 0)
+                for r in events
+                if r.type == "CheckpointRecorded" and r.data["step"].startswith(("export:", "objects:"))
+            ),
+            default=0,
+        )
         return {"objects": items, "seconds": step_seconds, "run_seconds": run[-1] - run[0], "rss": rss}
 
 
@@ -166,22 +182,24 @@ def rate(r: dict[str, Any]) -> float:
     return r["objects"] / r["seconds"] if r["seconds"] else 0.0
 
 
-def one_round(p: dict[str, Any], args: argparse.Namespace, index: int,
-              bare_in: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+def one_round(
+    p: dict[str, Any], args: argparse.Namespace, index: int, bare_in: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
     """bare iterate, davit backup, davit restore, bare import: one figure each, back to back."""
     load = os.getloadavg()[0]
     bare_out = child(["--child", "iterate", SOURCE])
     print(f"round {index}: bare iterate: {bare_out}", flush=True)
     home = args.workdir / f"backup{index}"
     backup = Daemon(home).run(
-        "bench-wv", f'name = "bench-wv"\nkind = "weaviate.backup"\n[source]\n{conn_toml(p)}'
-                    f'collections = ["{SOURCE}"]\n')
+        "bench-wv", f'name = "bench-wv"\nkind = "weaviate.backup"\n[source]\n{conn_toml(p)}collections = ["{SOURCE}"]\n'
+    )
     print(f"round {index}: davit backup: {backup}", flush=True)
     drop(p, RESTORED)
     restore = Daemon(args.workdir / f"restore{index}", f'[repositories.bench]\npath = "{home / "repository"}"\n').run(
         "bench-wv-restore",
         f'name = "bench-wv-restore"\nkind = "weaviate.restore"\nrepository = "bench"\n[source]\njob = "bench-wv"\n'
-        f'[target]\n{conn_toml(p)}rename = {{ "{SOURCE}" = "{RESTORED}" }}\n')
+        f'[target]\n{conn_toml(p)}rename = {{ "{SOURCE}" = "{RESTORED}" }}\n',
+    )
     print(f"round {index}: davit restore: {restore}", flush=True)
     drop(p, RESTORED)
     if bare_in is None:
@@ -189,34 +207,49 @@ def one_round(p: dict[str, Any], args: argparse.Namespace, index: int,
         drop(p, BARE)
         print(f"round {index}: bare import: {bare_in}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
-    return {"bare_out": bare_out, "backup": backup, "bare_in": bare_in, "restore": restore,
-            "load": {"start": load, "end": os.getloadavg()[0]}}
+    return {
+        "bare_out": bare_out,
+        "backup": backup,
+        "bare_in": bare_in,
+        "restore": restore,
+        "load": {"start": load, "end": os.getloadavg()[0]},
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=384)
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="repeat the four measurements this many times (the source is imported once)")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat the four measurements this many times (the source is imported once)"
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "weaviate")
-    ap.add_argument("--index", choices=("hnsw", "flat"), default="hnsw",
-                    help="vector index of the collections (flat imports far faster on small machines)")
+    ap.add_argument(
+        "--index",
+        choices=("hnsw", "flat"),
+        default="hnsw",
+        help="vector index of the collections (flat imports far faster on small machines)",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         rss_kind = args.child[0]
-        result = bare_import(args.child[1], int(args.child[2]), int(args.child[3]), args.child[4]) \
-            if rss_kind == "import" \
+        result = (
+            bare_import(args.child[1], int(args.child[2]), int(args.child[3]), args.child[4])
+            if rss_kind == "import"
             else bare_iterate(args.child[1])
+        )
         result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
     p = peer()
     args.workdir.mkdir(parents=True, exist_ok=True)
     drop(p, SOURCE, RESTORED, BARE)
-    print(f"weaviate {p.get('version')} at {p['host']}:{p['http_port']}; {args.objects:,} objects x "
-          f"{args.dims} dims, {args.index} vector index; {cpu_count()} CPUs; {load_note()}", flush=True)
+    print(
+        f"weaviate {p.get('version')} at {p['host']}:{p['http_port']}; {args.objects:,} objects x "
+        f"{args.dims} dims, {args.index} vector index; {cpu_count()} CPUs; {load_note()}",
+        flush=True,
+    )
 
     first_import = child(["--child", "import", SOURCE, str(args.objects), str(args.dims), args.index])
     print(f"bare import (the source): {first_import}", flush=True)
@@ -227,28 +260,67 @@ def main() -> None:
         bare_out, backup, bare_in, restore = r["bare_out"], r["backup"], r["bare_in"], r["restore"]
         load = f"{r['load']['start']:.1f}-{r['load']['end']:.1f}"
         rows += [
-            [str(i), "bare iterator(include_vector=True)", f"{bare_out['objects']:,}", f"{bare_out['seconds']:.1f}",
-             f"{rate(bare_out):,.0f}", f"{bare_out['rss']:.0f}", "1.00x", load],
-            [str(i), "davit weaviate.backup", f"{backup['objects']:,}",
-             f"{backup['seconds']:.1f} ({backup['run_seconds']:.1f})", f"{rate(backup):,.0f}",
-             f"{backup['rss']:.0f}", f"{rate(backup) / rate(bare_out):.2f}x", load],
-            [str(i), "bare batch.fixed_size import", f"{bare_in['objects']:,}", f"{bare_in['seconds']:.1f}",
-             f"{rate(bare_in):,.0f}", f"{bare_in['rss']:.0f}", "1.00x", load],
-            [str(i), "davit weaviate.restore", f"{restore['objects']:,}",
-             f"{restore['seconds']:.1f} ({restore['run_seconds']:.1f})", f"{rate(restore):,.0f}",
-             f"{restore['rss']:.0f}", f"{rate(restore) / rate(bare_in):.2f}x", load],
+            [
+                str(i),
+                "bare iterator(include_vector=True)",
+                f"{bare_out['objects']:,}",
+                f"{bare_out['seconds']:.1f}",
+                f"{rate(bare_out):,.0f}",
+                f"{bare_out['rss']:.0f}",
+                "1.00x",
+                load,
+            ],
+            [
+                str(i),
+                "davit weaviate.backup",
+                f"{backup['objects']:,}",
+                f"{backup['seconds']:.1f} ({backup['run_seconds']:.1f})",
+                f"{rate(backup):,.0f}",
+                f"{backup['rss']:.0f}",
+                f"{rate(backup) / rate(bare_out):.2f}x",
+                load,
+            ],
+            [
+                str(i),
+                "bare batch.fixed_size import",
+                f"{bare_in['objects']:,}",
+                f"{bare_in['seconds']:.1f}",
+                f"{rate(bare_in):,.0f}",
+                f"{bare_in['rss']:.0f}",
+                "1.00x",
+                load,
+            ],
+            [
+                str(i),
+                "davit weaviate.restore",
+                f"{restore['objects']:,}",
+                f"{restore['seconds']:.1f} ({restore['run_seconds']:.1f})",
+                f"{rate(restore):,.0f}",
+                f"{restore['rss']:.0f}",
+                f"{rate(restore) / rate(bare_in):.2f}x",
+                load,
+            ],
         ]
     print()
-    print(table(["round", "operation", "objects", "seconds (run)", "objects/s", "peak RSS MB", "vs bare",
-                 "load 1-min"], rows, title="Weaviate: davit vs the bare client loops (same server, same data)"))
+    print(
+        table(
+            ["round", "operation", "objects", "seconds (run)", "objects/s", "peak RSS MB", "vs bare", "load 1-min"],
+            rows,
+            title="Weaviate: davit vs the bare client loops (same server, same data)",
+        )
+    )
     backup_ratios = sorted(rate(r["backup"]) / rate(r["bare_out"]) for r in rounds)
     restore_ratios = sorted(rate(r["restore"]) / rate(r["bare_in"]) for r in rounds)
-    print(f"\nbackup vs bare iterator: median {statistics.median(backup_ratios):.2f}x "
-          f"(rounds {', '.join(f'{x:.2f}' for x in backup_ratios)}); peak RSS max "
-          f"{max(r['backup']['rss'] for r in rounds):.0f} MB")
-    print(f"restore vs bare import:  median {statistics.median(restore_ratios):.2f}x "
-          f"(rounds {', '.join(f'{x:.2f}' for x in restore_ratios)}); peak RSS max "
-          f"{max(r['restore']['rss'] for r in rounds):.0f} MB; {load_note()}")
+    print(
+        f"\nbackup vs bare iterator: median {statistics.median(backup_ratios):.2f}x "
+        f"(rounds {', '.join(f'{x:.2f}' for x in backup_ratios)}); peak RSS max "
+        f"{max(r['backup']['rss'] for r in rounds):.0f} MB"
+    )
+    print(
+        f"restore vs bare import:  median {statistics.median(restore_ratios):.2f}x "
+        f"(rounds {', '.join(f'{x:.2f}' for x in restore_ratios)}); peak RSS max "
+        f"{max(r['restore']['rss'] for r in rounds):.0f} MB; {load_note()}"
+    )
     drop(p, SOURCE, RESTORED, BARE)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.errors import RunStopped
+from davit.domain.errors import RunStopped
 
 
 @dataclass
@@ -32,8 +32,16 @@ class MemoryRunContext:
     def step_started(self, step: str, *, commits: bool = False) -> None:
         pass
 
-    def checkpoint(self, step: str, cursor: dict[str, Any], *, chunks_written: Sequence[str] = (),
-                   bytes_done: int = 0, bytes_stored: int = 0, items_done: int = 0) -> None:
+    def checkpoint(
+        self,
+        step: str,
+        cursor: dict[str, Any],
+        *,
+        chunks_written: Sequence[str] = (),
+        bytes_done: int = 0,
+        bytes_stored: int = 0,
+        items_done: int = 0,
+    ) -> None:
         self.cursors[step] = cursor
         self.chunks_written.extend(chunks_written)
         self.checkpoints.append({"step": step, "cursor": cursor, "chunks": list(chunks_written)})

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from daemon.recorder import new_event_id
-from domain import events as ev
-from eventstore.logkey import read_log_key
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon.recorder import new_event_id
+from davit.domain import events as ev
+from davit.eventstore.logkey import read_log_key
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.fixtures.fullfs import mounted_tmpfs
 
 BIN = Path(sys.executable).parent
@@ -45,8 +45,8 @@ class Davit:
         assert self.proc is None or self.proc.poll() is not None
         log = self.home / f"davitd-{len(self.logs)}.log"
         self.logs.append(log)
-        self.proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(self.home)],
-                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        output = open(log, "wb")  # noqa: SIM115 (the daemon writes it while it runs)
+        self.proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(self.home)], stdout=output, stderr=subprocess.STDOUT)
         self.wait_for(lambda: "ready" in log.read_text(), 30, "davitd to be ready")
 
     def kill9(self) -> None:
@@ -62,8 +62,9 @@ class Davit:
         return self.proc.returncode
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "davit"), "--home", str(self.home), *args],
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(BIN / "davit"), "--home", str(self.home), *args], capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"davit {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
@@ -95,11 +96,14 @@ class Davit:
             if predicate():
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"davitd exited ({self.proc.returncode}) while waiting for {what}:\n"
-                                     + self.logs[-1].read_text()[-3000:])
+                raise AssertionError(
+                    f"davitd exited ({self.proc.returncode}) while waiting for {what}:\n" + self.logs[-1].read_text()[-3000:]
+                )
             time.sleep(poll)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; log tail:\n"
-                             + (self.logs[-1].read_text()[-3000:] if self.logs else ""))
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}; log tail:\n"
+            + (self.logs[-1].read_text()[-3000:] if self.logs else "")
+        )
 
     def wait_run_state(self, job: str, states: set[str], timeout: float = 120) -> dict[str, Any]:
         found: dict[str, Any] = {}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_settings
-from daemon.jobs import JobRegistry
-from domain import events as ev
-from eventstore.logkey import read_log_key
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon.config import load_settings
+from davit.daemon.jobs import JobRegistry
+from davit.domain import events as ev
+from davit.eventstore.logkey import read_log_key
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.e2e.conftest import Davit, write_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,8 +30,12 @@ def seed_fire_a_year_ahead(home: Path, job: str) -> datetime:
             registry = JobRegistry(store)
             await registry.load()
             state = registry.jobs[job]
-            await registry.append(job, ev.JobRunTriggered(run_id="fired-while-ahead", revision=state.revision,
-                                                          reason="schedule", scheduled_for=ahead.isoformat()))
+            await registry.append(
+                job,
+                ev.JobRunTriggered(
+                    run_id="fired-while-ahead", revision=state.revision, reason="schedule", scheduled_for=ahead.isoformat()
+                ),
+            )
 
     asyncio.run(go())
     return ahead
@@ -41,8 +45,9 @@ def test_a_fire_recorded_a_year_ahead_does_not_stop_the_schedule_after_a_restart
     source = tmp_path / "source"
     source.mkdir()
     (source / "a.txt").write_text("a")
-    write_job(davit, "minutely.toml",
-              f'name = "minutely"\nkind = "files.backup"\nschedule = "* * * * *"\n[source]\npath = "{source}"\n')
+    write_job(
+        davit, "minutely.toml", f'name = "minutely"\nkind = "files.backup"\nschedule = "* * * * *"\n[source]\npath = "{source}"\n'
+    )
     davit.start()
     davit.wait_for(lambda: bool(davit.events("type = 'JobDefined'")), 30, "JobDefined")
     davit.stop()
@@ -54,9 +59,11 @@ def test_a_fire_recorded_a_year_ahead_does_not_stop_the_schedule_after_a_restart
     assert stream == "daemon" and moved["jobs"] == ["minutely"] and moved["seconds"] < -364 * 86400
 
     def fired_after_correction() -> bool:
-        return any(e[3]["reason"] == "schedule" and datetime.fromisoformat(e[3]["scheduled_for"]) < ahead
-                   for e in davit.events("type = 'JobRunTriggered'")
-                   if e[3]["run_id"] != "fired-while-ahead" and e[0] > moved_position)
+        return any(
+            e[3]["reason"] == "schedule" and datetime.fromisoformat(e[3]["scheduled_for"]) < ahead
+            for e in davit.events("type = 'JobRunTriggered'")
+            if e[3]["run_id"] != "fired-while-ahead" and e[0] > moved_position
+        )
 
     moved_position = davit.events("type = 'ClockMoved'")[0][0]
     davit.wait_for(fired_after_correction, 75, "a scheduled fire after the correction", poll=0.5)

@@ -44,13 +44,13 @@ def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker
 
 
 @contextmanager
-def migrating_a_big_stack(davit: Davit, source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer,
-                          tmp_path: Path) -> Iterator[tuple[Stack, dict[str, tuple[Any, ...]]]]:
+def migrating_a_big_stack(
+    davit: Davit, source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path
+) -> Iterator[tuple[Stack, dict[str, tuple[Any, ...]]]]:
     """Starts davitd moving a new stack with 80 MiB more in its volume; yields it and its volume's digest, then cleans up."""
     stack = make_stack(tmp_path, docker_peer, ssh_peer)
     try:
-        stack.compose("exec", "-T", "web", "sh", "-c",
-                      "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
+        stack.compose("exec", "-T", "web", "sh", "-c", "dd if=/dev/urandom of=/data/db/big bs=1048576 count=80 2>/dev/null")
         before = digest(stack.volume_dir(source))
         davit.start()
         write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
@@ -64,8 +64,12 @@ def steps(davit: Davit, run_id: str, kind: str) -> list[dict[str, Any]]:
 
 
 def test_migration_through_davitd_moves_the_stack_and_records_the_model(
-        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
-        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    davit: Davit,
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    engines: tuple[docker.DockerClient, docker.DockerClient],
+    tmp_path: Path,
+) -> None:
     source, target = engines
     stack = make_stack(tmp_path, docker_peer, ssh_peer)
     try:
@@ -86,8 +90,12 @@ def test_migration_through_davitd_moves_the_stack_and_records_the_model(
 
 
 def test_failure_at_start_target_ends_rolled_back_with_the_source_running(
-        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
-        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    davit: Davit,
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    engines: tuple[docker.DockerClient, docker.DockerClient],
+    tmp_path: Path,
+) -> None:
     source, target = engines
     only_here = "davit-test/only-on-source:1"
     source.images.get(docker_peer.image).tag(only_here)
@@ -110,8 +118,12 @@ def test_failure_at_start_target_ends_rolled_back_with_the_source_running(
 
 @pytest.mark.slow
 def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing(
-        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
-        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    davit: Davit,
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    engines: tuple[docker.DockerClient, docker.DockerClient],
+    tmp_path: Path,
+) -> None:
     source, target = engines
     with migrating_a_big_stack(davit, source, docker_peer, ssh_peer, tmp_path) as (stack, before):
 
@@ -142,8 +154,12 @@ def test_migration_killed_during_transfer_resumes_and_sends_only_what_is_missing
 
 @pytest.mark.slow
 def test_cancel_after_the_source_stopped_rolls_back_and_a_crash_in_that_rollback_resumes_it(
-        davit: Davit, docker_peer: DockerPeer, ssh_peer: SshPeer,
-        engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path) -> None:
+    davit: Davit,
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    engines: tuple[docker.DockerClient, docker.DockerClient],
+    tmp_path: Path,
+) -> None:
     source, target = engines
     with migrating_a_big_stack(davit, source, docker_peer, ssh_peer, tmp_path) as (stack, before):
 

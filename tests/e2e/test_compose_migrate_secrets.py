@@ -75,7 +75,8 @@ def planted(tmp_path: Path, docker_peer: DockerPeer, ssh_peer: SshPeer) -> Itera
 
 
 def test_no_planted_secret_of_a_migrated_project_reaches_show_history_or_the_daemon_log(
-        davit: Davit, planted: Stack, ssh_peer: SshPeer, tmp_path: Path) -> None:
+    davit: Davit, planted: Stack, ssh_peer: SshPeer, tmp_path: Path
+) -> None:
     davit.configure('[daemon]\nlog_level = "debug"\n')
     davit.start()
     write_job(davit, "move.toml", job_text(planted, ssh_peer, tmp_path / "target"))
@@ -95,8 +96,11 @@ def test_no_planted_secret_of_a_migrated_project_reaches_show_history_or_the_dae
         leaked = [k for k, v in PLANTED.items() if v in text]
         assert not leaked, f"{leaked} reached {where}"
 
-    model = next(json.loads(line)["data"]["summary"]["model"] for line in history.splitlines()
-                 if '"StepCompleted"' in line and '"inspect"' in line)
+    model = next(
+        json.loads(line)["data"]["summary"]["model"]
+        for line in history.splitlines()
+        if '"StepCompleted"' in line and '"inspect"' in line
+    )
     cache = model["services"]["cache"]
     assert cache["image"] and cache["environment"] == {"DB_PWD": "***", "SMTP_PW": "***"}
     assert [v["target"] for v in cache["volumes"]] == ["/data", "/site"]
@@ -106,7 +110,12 @@ def test_no_planted_secret_of_a_migrated_project_reaches_show_history_or_the_dae
 
 def test_the_planted_values_are_in_the_project_migrated(planted: Stack) -> None:
     """The check above means something: compose resolves every planted value into the model."""
-    done = subprocess.run(["docker", "compose", "-p", planted.name, "config", "--format", "json"], cwd=planted.dir,
-                          env={"DOCKER_HOST": planted.source_host, "PATH": "/usr/bin:/bin:/usr/local/bin"},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["docker", "compose", "-p", planted.name, "config", "--format", "json"],
+        cwd=planted.dir,
+        env={"DOCKER_HOST": planted.source_host, "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert all(v in done.stdout for v in PLANTED.values())

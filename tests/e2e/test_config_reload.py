@@ -54,7 +54,9 @@ def test_a_reload_applies_a_valid_config_to_new_runs_and_rejects_a_broken_one(da
     davit.wait_for(lambda: bool(daemon_events(davit, "ConfigRejected")), 10, "the broken config to be rejected")
     [rejected] = daemon_events(davit, "ConfigRejected")
     assert {p["field"] for p in rejected["problems"]} == {  # type: ignore[attr-defined]
-        "daemon.no_such_setting", "retry.max_attempts"}
+        "daemon.no_such_setting",
+        "retry.max_attempts",
+    }
     assert davit.proc.poll() is None
     davit.configure("[daemon]\nmax_parallel_runs = 1\n")  # fixed on disk, not reloaded: the CLI reads it too
 

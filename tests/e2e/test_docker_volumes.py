@@ -15,11 +15,11 @@ import anyio
 import docker
 import pytest
 
-from adapters.docker.helper import HELPER_LABEL
-from daemon.recorder import RunRecorder
-from domain import events as ev
-from eventstore.logkey import read_log_key
-from eventstore.sqlite import SqliteEventStore
+from davit.adapters.docker.helper import HELPER_LABEL
+from davit.daemon.recorder import RunRecorder
+from davit.domain import events as ev
+from davit.eventstore.logkey import read_log_key
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.e2e.conftest import Davit, write_job
 from tests.integration.docker.test_volume_adapter import digest, mountpoint, run_in
 from tests.integration.docker.test_volume_helper import seconds_digest
@@ -44,20 +44,33 @@ def engine(docker_peer: DockerPeer) -> Iterator[docker.DockerClient]:
 
 
 def test_backup_killed_while_the_app_is_stopped_resumes_and_starts_the_app_again(
-        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient
+) -> None:
     tag = engine.davit_tag  # type: ignore[attr-defined]
     data, restored, app = f"davit-e2e-{tag}-data", f"davit-e2e-{tag}-restored", f"davit-e2e-app-{tag}"
     engine.volumes.create(data)
-    run_in(engine, docker_peer.image, data,
-           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
-           "mkdir /v/etc && echo conf > /v/etc/app.conf")
-    engine.containers.run(docker_peer.image, ["sleep", "600"], detach=True, name=app,
-                          labels={"davit.stop-during-backup": "true", "davit-test": tag},
-                          volumes={data: {"bind": "/v", "mode": "rw"}})
+    run_in(
+        engine,
+        docker_peer.image,
+        data,
+        "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
+        "mkdir /v/etc && echo conf > /v/etc/app.conf",
+    )
+    engine.containers.run(
+        docker_peer.image,
+        ["sleep", "600"],
+        detach=True,
+        name=app,
+        labels={"davit.stop-during-backup": "true", "davit-test": tag},
+        volumes={data: {"bind": "/v", "mode": "rw"}},
+    )
     davit.configure(CONFIG)
     davit.start()
-    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
-                                  f'stop_timeout = 1\n[source]\nnames = ["{data}"]\n')
+    write_job(
+        davit,
+        "vols.toml",
+        f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\nstop_timeout = 1\n[source]\nnames = ["{data}"]\n',
+    )
 
     def store_checkpoints() -> int:
         return sum(1 for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "store")
@@ -73,28 +86,39 @@ def test_backup_killed_while_the_app_is_stopped_resumes_and_starts_the_app_again
     assert run["interruptions"] == 1 and run["steps"]["start_containers"]["status"] == "done"
     assert engine.containers.get(app).status == "running"
 
-    write_job(davit, "back.toml", f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
-                                  f'volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n')
+    write_job(
+        davit,
+        "back.toml",
+        f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
+        f'volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n',
+    )
     back = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=300)
     assert back["state"] == "succeeded", back
     assert digest(mountpoint(engine, restored)) == digest(mountpoint(engine, data))
     assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
 
 
-
 def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leaves_no_helper(
-        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient
+) -> None:
     tag = engine.davit_tag  # type: ignore[attr-defined]
     data, restored = f"davit-e2e-{tag}-data", f"davit-e2e-{tag}-restored"
     engine.volumes.create(data)
-    run_in(engine, docker_peer.image, data,
-           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
-           "mkdir /v/etc && echo conf > /v/etc/app.conf && ln -s etc/app.conf /v/conf")
+    run_in(
+        engine,
+        docker_peer.image,
+        data,
+        "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done; "
+        "mkdir /v/etc && echo conf > /v/etc/app.conf && ln -s etc/app.conf /v/conf",
+    )
     davit.configure(CONFIG)
     davit.start()
     access = f'access = "helper"\nhelper_image = "{docker_peer.image}"\n'
-    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
-                                  f'{access}[source]\nnames = ["{data}"]\n')
+    write_job(
+        davit,
+        "vols.toml",
+        f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n{access}[source]\nnames = ["{data}"]\n',
+    )
 
     def store_checkpoints() -> list[dict[str, Any]]:
         return [e[3] for e in davit.events("type = 'CheckpointRecorded'") if e[3]["step"] == "store"]
@@ -113,8 +137,12 @@ def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leave
     assert len(written) == len(set(written)), "a chunk was written twice"
     assert helpers_of(engine, run_id) == []
 
-    write_job(davit, "back.toml", f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
-                                  f'{access}volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n')
+    write_job(
+        davit,
+        "back.toml",
+        f'name = "back"\nkind = "volume.restore"\nengine = "{docker_peer.host}"\n'
+        f'{access}volume = "{data}"\n[source]\njob = "vols"\n[target]\nvolume = "{restored}"\n',
+    )
     back = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=300)
     assert back["state"] == "succeeded", back
     assert seconds_digest(mountpoint(engine, restored)) == seconds_digest(mountpoint(engine, data))
@@ -136,19 +164,32 @@ async def record_cancel(db: Path, run_id: str) -> None:
 
 
 def test_a_helper_backup_killed_while_its_cancel_is_honoured_ends_cancelled_and_its_helper_is_removed(
-        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient
+) -> None:
     tag = engine.davit_tag  # type: ignore[attr-defined]
     data = f"davit-e2e-{tag}-data"
     engine.volumes.create(data)
-    run_in(engine, docker_peer.image, data,
-           "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done")
+    run_in(
+        engine,
+        docker_peer.image,
+        data,
+        "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/v/blob$i bs=1048576 count=10 2>/dev/null; done",
+    )
     davit.configure(CONFIG)
     davit.start()
-    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
-                                  f'access = "helper"\nhelper_image = "{docker_peer.image}"\n'
-                                  f'[source]\nnames = ["{data}"]\n')
-    davit.wait_for(lambda: any(e[3]["step"] == "store" for e in davit.events("type = 'CheckpointRecorded'")), 120,
-                   "a store checkpoint", poll=0.005)
+    write_job(
+        davit,
+        "vols.toml",
+        f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+        f'access = "helper"\nhelper_image = "{docker_peer.image}"\n'
+        f'[source]\nnames = ["{data}"]\n',
+    )
+    davit.wait_for(
+        lambda: any(e[3]["step"] == "store" for e in davit.events("type = 'CheckpointRecorded'")),
+        120,
+        "a store checkpoint",
+        poll=0.005,
+    )
     davit.kill9()
     run_id = davit.runs("vols")[-1]["run_id"]
     try:
@@ -168,15 +209,20 @@ def test_a_helper_backup_killed_while_its_cancel_is_honoured_ends_cancelled_and_
 
 
 def test_a_helper_image_missing_on_the_engine_fails_the_run_clearly_and_is_never_pulled(
-        davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient) -> None:
+    davit: Davit, docker_peer: DockerPeer, engine: docker.DockerClient
+) -> None:
     tag = engine.davit_tag  # type: ignore[attr-defined]
     data = f"davit-e2e-{tag}-data"
     engine.volumes.create(data)
     davit.configure(CONFIG)
     davit.start()
-    write_job(davit, "vols.toml", f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
-                                  f'access = "helper"\nhelper_image = "davit-test/absent:{tag}"\n'
-                                  f'[source]\nnames = ["{data}"]\n')
+    write_job(
+        davit,
+        "vols.toml",
+        f'name = "vols"\nkind = "volume.backup"\nengine = "{docker_peer.host}"\n'
+        f'access = "helper"\nhelper_image = "davit-test/absent:{tag}"\n'
+        f'[source]\nnames = ["{data}"]\n',
+    )
     run = davit.wait_run_state("vols", {"succeeded", "failed"}, timeout=120)
     assert run["state"] == "failed", run
     assert f"helper image davit-test/absent:{tag} is not on the engine" in run["error"]

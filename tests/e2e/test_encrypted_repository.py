@@ -18,14 +18,14 @@ def start_with_a_backed_up_job(davit: Davit, source: Path, key_file: Path) -> No
     """A daemon on an encrypted repository, a backup job `home` of `source`, and its first snapshot."""
     davit.configure(encrypted_config(key_file))
     davit.start()
-    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n'
-                                  f'[source]\npath = "{source}"\n')
+    write_job(davit, "home.toml", f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n[source]\npath = "{source}"\n')
     davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
     assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
 
 
 def test_an_encrypted_repository_backs_up_verifies_and_restores_without_the_passphrase_showing(
-        davit: Davit, tmp_path: Path) -> None:
+    davit: Davit, tmp_path: Path
+) -> None:
     source = tmp_path / "source"
     (source / "docs").mkdir(parents=True)
     (source / "docs" / "plans.txt").write_text("the plain text of the plans\n" * 1000)
@@ -43,8 +43,7 @@ def test_an_encrypted_repository_backs_up_verifies_and_restores_without_the_pass
     assert b"the plain text of the plans" not in stored and b"plans.txt" not in stored
 
     target = tmp_path / "restored"
-    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "home"\n'
-                                  f'[target]\npath = "{target}"\n')
+    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "home"\n[target]\npath = "{target}"\n')
     davit.wait_run_state("back", {"succeeded"}, timeout=60)
     assert tree_digest(target) == tree_digest(source)
 

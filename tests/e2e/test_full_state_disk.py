@@ -61,9 +61,9 @@ def statuses(sock: socket.socket) -> list[str]:
         found += [line.removeprefix("STATUS=") for line in message.splitlines() if line.startswith("STATUS=")]
 
 
-
 def test_a_full_state_disk_mid_backup_stops_the_run_and_it_resumes_when_room_is_made(
-        davit: Davit, tmp_path: Path, state_disk: Path, notify_socket: socket.socket) -> None:
+    davit: Davit, tmp_path: Path, state_disk: Path, notify_socket: socket.socket
+) -> None:
     source = tmp_path / "source"
     source.mkdir()
     for i in range(240):
@@ -80,14 +80,14 @@ def test_a_full_state_disk_mid_backup_stops_the_run_and_it_resumes_when_room_is_
 
     davit.wait_for(lambda: len(checkpoints()) >= 1, 120, "the backup's first checkpoint", poll=0.005)
     filler = fill(state_disk)
-    davit.wait_for(lambda: "event log cannot be written" in davit.logs[-1].read_text(), 60,
-                   "davitd to say the log cannot be written")
+    davit.wait_for(
+        lambda: "event log cannot be written" in davit.logs[-1].read_text(), 60, "davitd to say the log cannot be written"
+    )
     recorded_while_full = len(davit.events())
     time.sleep(3)  # several retries against the full disk
     assert davit.proc.poll() is None, "davitd exited on a full state disk:\n" + davit.logs[-1].read_text()[-3000:]
     said = statuses(notify_socket)
-    assert any(s.startswith("event log cannot be written: no space left for the event log in "
-                            f"{state_dir}") for s in said), said
+    assert any(s.startswith(f"event log cannot be written: no space left for the event log in {state_dir}") for s in said), said
     log_text = davit.logs[-1].read_text()
     assert f"no space left for the event log in {state_dir}" in log_text
     assert "Traceback" not in log_text
@@ -122,7 +122,8 @@ def test_a_full_state_disk_mid_backup_stops_the_run_and_it_resumes_when_room_is_
 
 
 def test_davitd_stopped_while_its_state_disk_is_full_exits_promptly_and_the_run_resumes_at_the_next_start(
-        davit: Davit, tmp_path: Path, state_disk: Path) -> None:
+    davit: Davit, tmp_path: Path, state_disk: Path
+) -> None:
     source = tmp_path / "source"
     source.mkdir()
     for i in range(240):
@@ -130,11 +131,11 @@ def test_davitd_stopped_while_its_state_disk_is_full_exits_promptly_and_the_run_
     davit.configure("[data_path]\npack_size_mib = 4\ncheckpoint_seconds = 0.1\n")
     davit.start()
     write_job(davit, "big.toml", f'name = "big"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
-    davit.wait_for(lambda: bool(davit.events("type = 'CheckpointRecorded'")), 120, "the first checkpoint",
-                   poll=0.005)
+    davit.wait_for(lambda: bool(davit.events("type = 'CheckpointRecorded'")), 120, "the first checkpoint", poll=0.005)
     filler = fill(state_disk)
-    davit.wait_for(lambda: "event log cannot be written" in davit.logs[-1].read_text(), 60,
-                   "davitd to say the log cannot be written")
+    davit.wait_for(
+        lambda: "event log cannot be written" in davit.logs[-1].read_text(), 60, "davitd to say the log cannot be written"
+    )
     started = time.monotonic()
     assert davit.stop() == 0, davit.logs[-1].read_text()[-3000:]
     assert time.monotonic() - started < 30, "a shutdown on a full state disk waited too long"
@@ -148,8 +149,10 @@ def test_davitd_stopped_while_its_state_disk_is_full_exits_promptly_and_the_run_
     assert run["state"] == "succeeded", run
     types = [e[2] for e in davit.events(f"stream = 'run-{run['run_id']}'")]
     assert types.count("RunSucceeded") == 1 and types.count("RunInterrupted") == 1, types
-    cursors = [repr(sorted(e[3]["cursor"].items())) for e in davit.events(
-        f"stream = 'run-{run['run_id']}' AND type = 'CheckpointRecorded'")]
+    cursors = [
+        repr(sorted(e[3]["cursor"].items()))
+        for e in davit.events(f"stream = 'run-{run['run_id']}' AND type = 'CheckpointRecorded'")
+    ]
     assert len(cursors) == len(set(cursors)), "a checkpoint was recorded twice"
     assert "hash chain intact" in davit.cli("log", "verify").stdout
     assert "0 problems" in davit.cli("verify", run["run_id"]).stdout

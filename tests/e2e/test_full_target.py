@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.e2e]
 
 
 def test_a_restore_onto_a_full_disk_fails_at_once_and_resumes_after_room_is_made(
-        davit: Davit, tmp_path: Path, small_disk: Path) -> None:
+    davit: Davit, tmp_path: Path, small_disk: Path
+) -> None:
     source = tmp_path / "source"
     source.mkdir()
     for i in range(12):
@@ -26,8 +27,7 @@ def test_a_restore_onto_a_full_disk_fails_at_once_and_resumes_after_room_is_made
     assert davit.wait_run_state("src", {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
 
     target = small_disk / "restored"
-    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "src"\n'
-                                  f'[target]\npath = "{target}"\n')
+    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "src"\n[target]\npath = "{target}"\n')
     failed = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=60)
     assert failed["state"] == "failed" and failed["error_type"] == "StorageFull" and failed["attempt"] == 1, failed
     assert "no space left" in failed["error"]
@@ -39,6 +39,7 @@ def test_a_restore_onto_a_full_disk_fails_at_once_and_resumes_after_room_is_made
     assert done["state"] == "succeeded" and done["run_id"] == failed["run_id"], done
     assert tree_digest(target) == tree_digest(source)
     assert len(davit.runs("back")) == 1
-    done_counts = [int(e[3]["items_done"]) for e in davit.events(
-        f"stream = 'run-{failed['run_id']}' AND type = 'CheckpointRecorded'")]
+    done_counts = [
+        int(e[3]["items_done"]) for e in davit.events(f"stream = 'run-{failed['run_id']}' AND type = 'CheckpointRecorded'")
+    ]
     assert done_counts == sorted(done_counts), "the resumed restore went back to an earlier point"

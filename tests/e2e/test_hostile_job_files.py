@@ -36,8 +36,11 @@ def defined(davit: Davit) -> set[str]:
 
 
 def assert_each_rejected_once_with_its_reason(davit: Davit, expected: dict[str, Hostile]) -> None:
-    davit.wait_for(lambda: set(expected) <= set(rejections(davit)) and "good" in defined(davit), 60,
-                   "every hostile file rejected and the valid one defined")
+    davit.wait_for(
+        lambda: set(expected) <= set(rejections(davit)) and "good" in defined(davit),
+        60,
+        "every hostile file rejected and the valid one defined",
+    )
     time.sleep(2.5 * RESCAN_S)  # a few rescans: a rejection must not be recorded again
     found = rejections(davit)
     for name, hostile in expected.items():

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from domain import events as ev
+from davit.domain import events as ev
 from tests.e2e.conftest import Davit, append_events, write_job
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +29,7 @@ def started_with_a_job(davit: Davit, tmp_path: Path) -> None:
     davit.wait_run_state("docs", {"succeeded", "failed"})
 
 
-def test_requests_behind_a_page_of_events_of_a_look_alike_stream_are_still_handled(davit: Davit,
-                                                                                   tmp_path: Path) -> None:
+def test_requests_behind_a_page_of_events_of_a_look_alike_stream_are_still_handled(davit: Davit, tmp_path: Path) -> None:
     """The requests loop reads a page of events whose stream starts with "requests"; a page of
     them on another stream ("requests-x") was dropped without moving past it: davitd re-read
     the same page every poll and never handled another request, at this start or the next."""
@@ -53,8 +52,9 @@ def test_a_request_nested_too_deep_to_decode_does_not_stop_davitd(davit: Davit, 
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20000)
     try:
-        anyio.run(append_events, davit, ev.REQUESTS_STREAM, "RunJobNow", [{"job": "docs", "run_id": "deep00000000",
-                                                                       "extra": deep}])
+        anyio.run(
+            append_events, davit, ev.REQUESTS_STREAM, "RunJobNow", [{"job": "docs", "run_id": "deep00000000", "extra": deep}]
+        )
     finally:
         sys.setrecursionlimit(limit)
 

@@ -36,8 +36,7 @@ def kill_after_checkpoints(davit: Davit, job: str, count: int) -> str:
     return str(queued[3]["run_id"])
 
 
-def test_backup_killed_mid_run_resumes_completes_and_writes_no_chunk_twice(davit: Davit, big_tree: Path,
-                                                                           tmp_path: Path) -> None:
+def test_backup_killed_mid_run_resumes_completes_and_writes_no_chunk_twice(davit: Davit, big_tree: Path, tmp_path: Path) -> None:
     davit.configure(CONFIG)
     davit.start()
     write_job(davit, "big.toml", f'name = "big"\nkind = "files.backup"\n[source]\npath = "{big_tree}"\n')
@@ -60,8 +59,11 @@ def test_backup_killed_mid_run_resumes_completes_and_writes_no_chunk_twice(davit
     done = [cp["items_done"] for cp in after]
     assert done == sorted(done)
 
-    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n'
-                                  f'[target]\npath = "{tmp_path / "restored"}"\n')
+    write_job(
+        davit,
+        "back.toml",
+        f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n[target]\npath = "{tmp_path / "restored"}"\n',
+    )
     restored = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=300)
     assert restored["state"] == "succeeded", restored
     assert tree_digest(tmp_path / "restored") == tree_digest(big_tree)
@@ -69,15 +71,13 @@ def test_backup_killed_mid_run_resumes_completes_and_writes_no_chunk_twice(davit
     assert "hash chain intact" in davit.cli("log", "verify").stdout
 
 
-def test_restore_killed_mid_run_resumes_and_the_tree_is_identical(davit: Davit, big_tree: Path,
-                                                                  tmp_path: Path) -> None:
+def test_restore_killed_mid_run_resumes_and_the_tree_is_identical(davit: Davit, big_tree: Path, tmp_path: Path) -> None:
     davit.configure(CONFIG)
     davit.start()
     write_job(davit, "big.toml", f'name = "big"\nkind = "files.backup"\n[source]\npath = "{big_tree}"\n')
     assert davit.wait_run_state("big", {"succeeded", "failed"}, timeout=300)["state"] == "succeeded"
     target = tmp_path / "restored"
-    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n'
-                                  f'[target]\npath = "{target}"\n')
+    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n[target]\npath = "{target}"\n')
     run_id = kill_after_checkpoints(davit, "back", 2)
     assert davit.runs("back")[-1]["state"] == "running"
     items_at_kill = max(int(cp["items_done"]) for cp in checkpoints(davit, run_id))  # type: ignore[call-overload]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.chain import event_hash
+from davit.eventstore.chain import event_hash
 from tests.e2e.conftest import BIN, Davit, write_job
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +37,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def davit_at(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=120)
 
 
 def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -86,8 +85,9 @@ def test_commands_that_send_requests_never_create_a_log(davit: Davit) -> None:
     for args in (("run", "docs"), ("resume", "abc"), ("cancel", "abc"), ("runs",), ("log", "verify")):
         result = davit.cli(*args, check=False)
         assert result.returncode == 2, result
-        assert lines(result) == [f"davit: no event log at {davit.home / 'state' / 'davit.db'} "
-                                 "(has davitd run with this configuration?)"]
+        assert lines(result) == [
+            f"davit: no event log at {davit.home / 'state' / 'davit.db'} (has davitd run with this configuration?)"
+        ]
     assert list(davit.home.iterdir()) == []
 
 
@@ -95,7 +95,8 @@ def test_commands_that_send_requests_never_create_a_log(davit: Davit) -> None:
 
 
 def test_read_commands_work_on_a_read_only_bind_mount_of_a_live_state_directory(
-        davit: Davit, source: Path, read_only_view: Path) -> None:
+    davit: Davit, source: Path, read_only_view: Path
+) -> None:
     davit.start()
     write_job(davit, "docs.toml", backup_job("docs", source))
     first = davit.wait_run_state("docs", {"succeeded"})
@@ -124,8 +125,9 @@ def test_read_commands_work_on_a_read_only_bind_mount_of_a_live_state_directory(
     # Asking davitd for something means appending: refused in one line, not a traceback.
     refused = davit_at(read_only_view, "run", "docs")
     assert refused.returncode == 2
-    assert lines(refused) == [f"davit: the event log {read_only_view / 'state' / 'davit.db'} is read-only here; "
-                              "this command appends to it"]
+    assert lines(refused) == [
+        f"davit: the event log {read_only_view / 'state' / 'davit.db'} is read-only here; this command appends to it"
+    ]
 
 
 # --- a damaged log -----------------------------------------------------------------------------
@@ -201,7 +203,8 @@ def _version_text(db: Path) -> None:
 
 
 def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_davitd(
-        davit: Davit, source: Path, tmp_path: Path) -> None:
+    davit: Davit, source: Path, tmp_path: Path
+) -> None:
     """A forger (or a stray sqlite3 session) edits rows rather than pages: a head row gone,
     data that is not a JSON object, a version that is text. Each was a traceback somewhere
     (NoResultFound, JSONDecodeError, AttributeError, ValueError), and an emptied head was
@@ -225,8 +228,7 @@ def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_d
         assert verify.returncode == 1 and "Traceback" not in verify.stdout + verify.stderr, (damage, verify)
         if damage not in (_head_row_deleted, _marker_data_an_array):
             continue  # davitd reads these rows only when a run needs them
-        started = subprocess.run([str(BIN / "davitd"), "--home", str(home)], capture_output=True, text=True,
-                                 timeout=60)
+        started = subprocess.run([str(BIN / "davitd"), "--home", str(home)], capture_output=True, text=True, timeout=60)
         assert started.returncode == 1 and "Traceback" not in started.stdout + started.stderr, (damage, started)
         assert f"event log {db} is damaged" in started.stderr, (damage, started.stderr)
 
@@ -250,8 +252,11 @@ def _forge(db: Path, position: int) -> None:
     with the public algorithm: what anyone who can write davit.db can do."""
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE events SET data = replace(data, 'docs', 'evil') WHERE position = ?", (position,))
-        rows = conn.execute("SELECT position, event_id, stream, version, type, schema, data, recorded_at "
-                            "FROM events WHERE position >= ? ORDER BY position", (position,)).fetchall()
+        rows = conn.execute(
+            "SELECT position, event_id, stream, version, type, schema, data, recorded_at "
+            "FROM events WHERE position >= ? ORDER BY position",
+            (position,),
+        ).fetchall()
         (prev,) = conn.execute("SELECT prev_hash FROM events WHERE position = ?", (position,)).fetchone()
         for row in rows:
             digest = event_hash(prev, *row)
@@ -283,8 +288,7 @@ def test_a_keyed_log_needs_its_key_to_verify_and_davitd_will_not_start_without_i
     key.rename(kept)
     result = davit.cli("log", "verify", check=False)
     assert result.returncode == 2 and str(key) in result.stderr and len(lines(result)) == 1
-    daemon = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True,
-                            timeout=60)
+    daemon = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True, timeout=60)
     assert daemon.returncode == 2 and f"its key {key} is missing" in daemon.stderr
     assert not key.exists()
     kept.rename(key)
@@ -298,8 +302,10 @@ def test_a_log_from_before_keys_is_sealed_at_the_next_start_and_verifies(davit: 
     davit.stop()
     db = davit.home / "state" / "davit.db"
     with sqlite3.connect(db) as conn:  # make it the log an earlier davit left: schema 1, plain links
-        rows = conn.execute("SELECT position, event_id, stream, version, type, schema, data, recorded_at "
-                            "FROM events WHERE type != 'LogKeyed' ORDER BY position").fetchall()
+        rows = conn.execute(
+            "SELECT position, event_id, stream, version, type, schema, data, recorded_at "
+            "FROM events WHERE type != 'LogKeyed' ORDER BY position"
+        ).fetchall()
         conn.execute("DELETE FROM events")
         prev, position = "0" * 64, 0
         for row in rows:
@@ -317,8 +323,7 @@ def test_a_log_from_before_keys_is_sealed_at_the_next_start_and_verifies(davit: 
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (1,)
     davit.start()
     davit.cli("run", "docs")
-    davit.wait_for(lambda: len(davit.runs("docs")) == 2 and davit.runs("docs")[-1]["state"] == "succeeded", 60,
-                   "a second run")
+    davit.wait_for(lambda: len(davit.runs("docs")) == 2 and davit.runs("docs")[-1]["state"] == "succeeded", 60, "a second run")
     davit.stop()
     verified = davit.cli("log", "verify", "--json").stdout
     assert f'"keyed_from": {position + 1}' in verified and '"ok": true' in verified
@@ -331,8 +336,7 @@ def test_make_log_key_makes_the_system_key_once_seals_the_log_and_marks_the_key(
     (tmp_path / "etc").mkdir()
     key = tmp_path / "etc" / "log.key"
     for _ in range(2):
-        made = subprocess.run([str(BIN / "davitd"), "--make-log-key"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        made = subprocess.run([str(BIN / "davitd"), "--make-log-key"], env=env, capture_output=True, text=True, timeout=60)
         assert made.returncode == 0 and made.stdout.strip() == f"davitd: log key {key}"
         if _ == 0:
             first = key.read_bytes()
@@ -341,15 +345,15 @@ def test_make_log_key_makes_the_system_key_once_seals_the_log_and_marks_the_key(
     assert [p.name for p in key.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
     with sqlite3.connect(tmp_path / "lib" / "state" / "davit.db") as conn:
         assert conn.execute("SELECT position, type FROM events").fetchall() == [(1, "LogKeyed")]
-    verified = subprocess.run([str(BIN / "davit"), "log", "verify"], env=env, capture_output=True, text=True,
-                              timeout=60)
+    verified = subprocess.run([str(BIN / "davit"), "log", "verify"], env=env, capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0 and "keyed from position 1" in verified.stdout
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
     assert "ExecStartPre=+/usr/local/bin/davitd --make-log-key" in unit
 
 
 def test_a_log_rolled_back_to_the_moment_of_its_sealing_fails_verify_and_davitd_refuses_to_start(
-        davit: Davit, source: Path) -> None:
+    davit: Davit, source: Path
+) -> None:
     """The forger deletes every event from the `LogKeyed` marker on and sets the chain head
     back to the key file's sealed pair, unsealed (here a key made for an empty log: genesis)."""
     davit.start()
@@ -365,8 +369,7 @@ def test_a_log_rolled_back_to_the_moment_of_its_sealing_fails_verify_and_davitd_
     gone = f"was sealed under the key {key} but its keyed part is gone: rolled back or truncated"
     result = davit.cli("log", "verify", check=False)
     assert result.returncode == 1 and len(lines(result)) == 1 and gone in result.stdout
-    daemon = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True,
-                            timeout=60)
+    daemon = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True, timeout=60)
     assert daemon.returncode != 0 and len(lines(daemon)) == 1 and gone in daemon.stderr
     with sqlite3.connect(db) as conn:  # not sealed again: the removal stays visible
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (marker - 1,)

@@ -34,8 +34,7 @@ def big(mongo_peer: MongoPeer) -> Iterator[tuple[MongoClient[Any], str, str]]:
     coll = client[db]["items"]
     batch: list[RawBSONDocument] = []
     for i in range(DOCS):
-        batch.append(RawBSONDocument(encode({"_id": ObjectId(), "n": i, "name": f"item {i}",
-                                             "pad": os.urandom(470).hex()})))
+        batch.append(RawBSONDocument(encode({"_id": ObjectId(), "n": i, "name": f"item {i}", "pad": os.urandom(470).hex()})))
         if len(batch) == 2000:
             coll.insert_many(batch, ordered=False)
             batch = []
@@ -82,8 +81,9 @@ def backup_job(name: str, db: str, uri: Path) -> str:
     return f'name = "{name}"\nkind = "mongo.backup"\n[source]\nuri_file = "{uri}"\ndatabases = ["{db}"]\n'
 
 
-def test_backup_killed_mid_collection_resumes_and_the_snapshot_matches(davit: Davit, big: tuple[Any, str, str],
-                                                                       tmp_path: Path, mongo_peer: MongoPeer) -> None:
+def test_backup_killed_mid_collection_resumes_and_the_snapshot_matches(
+    davit: Davit, big: tuple[Any, str, str], tmp_path: Path, mongo_peer: MongoPeer
+) -> None:
     _client, db, digest = big
     davit.configure(CONFIG)
     davit.start()
@@ -116,7 +116,8 @@ def test_backup_killed_mid_collection_resumes_and_the_snapshot_matches(davit: Da
 
 
 def test_restore_killed_mid_collection_resumes_and_inserts_each_document_once(
-        davit: Davit, big: tuple[Any, str, str], tmp_path: Path, mongo_peer: MongoPeer) -> None:
+    davit: Davit, big: tuple[Any, str, str], tmp_path: Path, mongo_peer: MongoPeer
+) -> None:
     client, db, digest = big
     davit.configure(CONFIG)
     davit.start()
@@ -125,9 +126,13 @@ def test_restore_killed_mid_collection_resumes_and_inserts_each_document_once(
     assert davit.wait_run_state("big", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
     target = f"copy_{uuid.uuid4().hex[:8]}"
     try:
-        write_job(davit, "back.toml", f'name = "back"\nkind = "mongo.restore"\n[source]\njob = "big"\n'
-                                      f'[target]\nuri_file = "{uri}"\nns_from = ["{db}.*"]\nns_to = ["{target}.*"]\n'
-                                      f'drop = true\n')
+        write_job(
+            davit,
+            "back.toml",
+            f'name = "back"\nkind = "mongo.restore"\n[source]\njob = "big"\n'
+            f'[target]\nuri_file = "{uri}"\nns_from = ["{db}.*"]\nns_to = ["{target}.*"]\n'
+            f"drop = true\n",
+        )
         run_id = kill_after_checkpoints(davit, "back", 3)
         assert davit.runs("back")[-1]["state"] == "running"
         docs_at_kill = max(c["items_done"] for c in checkpoints(davit, run_id))

@@ -26,8 +26,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_server_down_retries_with_backoff_then_fails_without_the_password_anywhere(davit: Davit,
-                                                                                    tmp_path: Path) -> None:
+def test_server_down_retries_with_backoff_then_fails_without_the_password_anywhere(davit: Davit, tmp_path: Path) -> None:
     uri = tmp_path / "mongo.uri"
     uri.write_text(f"mongodb://admin:{PASSWORD}@127.0.0.1:{free_port()}/?authSource=admin\n")
     davit.configure("[retry]\nmax_attempts = 2\ninitial_seconds = 1\nmax_seconds = 2\n")
@@ -41,16 +40,21 @@ def test_server_down_retries_with_backoff_then_fails_without_the_password_anywhe
     failed = next(e for e in history if e["type"] == "RunFailed")
     assert "server unreachable" in str(failed) and "MongoUnreachable" in str(failed)
 
-    outputs = [davit.cli("history", "--all", "--json").stdout, davit.cli("runs", "--json").stdout,
-               davit.cli("show", run["run_id"], "--json").stdout, davit.cli("jobs", "--json").stdout,
-               str(davit.events())]
+    outputs = [
+        davit.cli("history", "--all", "--json").stdout,
+        davit.cli("runs", "--json").stdout,
+        davit.cli("show", run["run_id"], "--json").stdout,
+        davit.cli("jobs", "--json").stdout,
+        str(davit.events()),
+    ]
     outputs += [log.read_text() for log in davit.logs]
     for text in outputs:
         assert PASSWORD not in text and "admin:" not in text
 
 
 def test_a_wrong_password_for_an_existing_user_fails_at_once_without_the_password_anywhere(
-        davit: Davit, mongo_peer: MongoPeer, tmp_path: Path) -> None:
+    davit: Davit, mongo_peer: MongoPeer, tmp_path: Path
+) -> None:
     auth = auth_server(mongo_peer)
     uri = tmp_path / "mongo.uri"
     uri.write_text(auth.uri(PASSWORD) + "\n")  # the user exists; this is not its password
@@ -65,9 +69,13 @@ def test_a_wrong_password_for_an_existing_user_fails_at_once_without_the_passwor
     failed = str(next(e for e in history if e["type"] == "RunFailed"))
     assert "MongoAuthFailed" in failed and "mongo.backup authed: authentication failed" in failed
 
-    outputs = [davit.cli("history", "--all", "--json").stdout, davit.cli("runs", "--json").stdout,
-               davit.cli("show", run["run_id"], "--json").stdout, davit.cli("show", run["run_id"], check=False).stdout,
-               str(davit.events())]
+    outputs = [
+        davit.cli("history", "--all", "--json").stdout,
+        davit.cli("runs", "--json").stdout,
+        davit.cli("show", run["run_id"], "--json").stdout,
+        davit.cli("show", run["run_id"], check=False).stdout,
+        str(davit.events()),
+    ]
     outputs += [log.read_text() for log in davit.logs]
     for text in outputs:
         assert PASSWORD not in text and auth.password not in text and f"{auth.user}:" not in text

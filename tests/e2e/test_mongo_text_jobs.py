@@ -26,11 +26,21 @@ def shop(mongo_peer: MongoPeer) -> Iterator[tuple[MongoClient[Any], str, str]]:
     client: MongoClient[Any] = MongoClient(mongo_peer.uri, serverSelectionTimeoutMS=10_000)
     src, dst = f"shop_{uuid.uuid4().hex[:8]}", f"copy_{uuid.uuid4().hex[:8]}"
     when = datetime.datetime(2024, 5, 1)
-    client[src]["orders"].insert_many([
-        {"_id": i, "status": "shipped" if i % 2 else "open", "total": i * 2.5, "placed": when + datetime.timedelta(days=i),
-         "customer": {"name": f"c{i % 9}", "city": "Oslo"}} for i in range(500)])
-    client[dst]["orders"].insert_many([{"_id": 499, "status": "lost", "note": "kept by merge"},
-                                       {"_id": 1, "status": "other", "note": "untouched"}])
+    client[src]["orders"].insert_many(
+        [
+            {
+                "_id": i,
+                "status": "shipped" if i % 2 else "open",
+                "total": i * 2.5,
+                "placed": when + datetime.timedelta(days=i),
+                "customer": {"name": f"c{i % 9}", "city": "Oslo"},
+            }
+            for i in range(500)
+        ]
+    )
+    client[dst]["orders"].insert_many(
+        [{"_id": 499, "status": "lost", "note": "kept by merge"}, {"_id": 1, "status": "other", "note": "untouched"}]
+    )
     yield client, src, dst
     client.drop_database(src)
     client.drop_database(dst)
@@ -38,13 +48,17 @@ def shop(mongo_peer: MongoPeer) -> Iterator[tuple[MongoClient[Any], str, str]]:
 
 
 def test_export_to_csv_then_typed_import_merges_into_another_database(
-        davit: Davit, shop: tuple[MongoClient[Any], str, str], mongo_peer: MongoPeer, tmp_path: Path) -> None:
+    davit: Davit, shop: tuple[MongoClient[Any], str, str], mongo_peer: MongoPeer, tmp_path: Path
+) -> None:
     client, src, dst = shop
     uri = tmp_path / "mongo.uri"
     uri.write_text(mongo_peer.uri)
     out = tmp_path / "shipped.csv"
     davit.start()
-    write_job(davit, "export.toml", f'''name = "shipped-export"
+    write_job(
+        davit,
+        "export.toml",
+        f'''name = "shipped-export"
 kind = "mongo.export"
 [source]
 uri_file = "{uri}"
@@ -57,14 +71,18 @@ path = "{out}"
 format = "csv"
 fields = ["_id", "status", "total", "placed", "customer.name"]
 header = false
-''')
+''',
+    )
     run = davit.wait_run_state("shipped-export", {"succeeded", "failed"}, timeout=120)
     assert run["state"] == "succeeded", run
     lines = out.read_text().splitlines()
     assert len(lines) == 100 and lines[0].startswith("499,shipped,1247.5,") and lines[-1].startswith("301,")
     assert not Path(str(out) + ".part").exists()
 
-    write_job(davit, "import.toml", f'''name = "shipped-import"
+    write_job(
+        davit,
+        "import.toml",
+        f'''name = "shipped-import"
 kind = "mongo.import"
 batch_docs = 30
 [input]
@@ -76,28 +94,39 @@ fields = ["_id.int32()", "status.string()", "total.double()", "placed.auto()", "
 uri_file = "{uri}"
 namespace = "{dst}.orders"
 mode = "merge"
-''')
+''',
+    )
     run = davit.wait_run_state("shipped-import", {"succeeded", "failed"}, timeout=120)
     assert run["state"] == "succeeded", run
     copied = {d["_id"]: d for d in client[dst]["orders"].find()}
     assert sorted(copied) == [1, *range(301, 500, 2)]
     for i in range(301, 500, 2):
-        expected = {"_id": i, "status": "shipped", "total": i * 2.5,
-                    "placed": datetime.datetime(2024, 5, 1) + datetime.timedelta(days=i), "customer": {"name": f"c{i % 9}"}}
+        expected = {
+            "_id": i,
+            "status": "shipped",
+            "total": i * 2.5,
+            "placed": datetime.datetime(2024, 5, 1) + datetime.timedelta(days=i),
+            "customer": {"name": f"c{i % 9}"},
+        }
         assert copied[i] == (expected if i != 499 else {**expected, "note": "kept by merge"})
     assert copied[1] == {"_id": 1, "status": "other", "note": "untouched"}
 
 
 def test_an_import_with_a_bad_line_fails_naming_the_file_and_line(
-        davit: Davit, shop: tuple[MongoClient[Any], str, str], mongo_peer: MongoPeer, tmp_path: Path) -> None:
+    davit: Davit, shop: tuple[MongoClient[Any], str, str], mongo_peer: MongoPeer, tmp_path: Path
+) -> None:
     client, _src, dst = shop
     uri = tmp_path / "mongo.uri"
     uri.write_text(mongo_peer.uri)
     data = tmp_path / "people.jsonl"
     data.write_text('{"_id": "a", "n": 1}\n{"_id": "b", "n": 2}\n{"_id": "c", "n": 3,}\n')
     davit.start()
-    write_job(davit, "people.toml", f'name = "people"\nkind = "mongo.import"\nbatch_docs = 1\n[input]\n'
-                                    f'path = "{data}"\n[target]\nuri_file = "{uri}"\nnamespace = "{dst}.people"\n')
+    write_job(
+        davit,
+        "people.toml",
+        f'name = "people"\nkind = "mongo.import"\nbatch_docs = 1\n[input]\n'
+        f'path = "{data}"\n[target]\nuri_file = "{uri}"\nnamespace = "{dst}.people"\n',
+    )
     run = davit.wait_run_state("people", {"succeeded", "failed"}, timeout=120)
     assert run["state"] == "failed", run
     shown = davit.cli("show", run["run_id"], check=False).stdout

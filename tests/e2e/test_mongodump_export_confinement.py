@@ -12,8 +12,8 @@ from pathlib import Path
 import bson
 import pytest
 
-from adapters.mongo.layout import CollectionEntry, meta_to_text, tree_zst
-from adapters.repository.repository import Repository
+from davit.adapters.mongo.layout import CollectionEntry, meta_to_text, tree_zst
+from davit.adapters.repository.repository import Repository
 from tests.e2e.conftest import Davit
 
 pytestmark = pytest.mark.e2e
@@ -34,8 +34,16 @@ def crafted_snapshot(davit: Davit, snapshot_id: str, namespaces: list[str]) -> N
         meta = meta_to_text({"options": {}, "indexes": [], "collectionName": coll, "type": "collection"})
         entries.append(CollectionEntry(ns=ns, meta=meta, chunks=[cid.hex()], docs=1, size=len(doc)))
     repo.seal_pack(writer)
-    manifest = {"id": snapshot_id, "job": "mongo", "kind": "mongo", "run_id": snapshot_id,
-                "created_at": "2026-01-01T00:00:00+00:00", "source": {}, "parent": None, "stats": {}}
+    manifest = {
+        "id": snapshot_id,
+        "job": "mongo",
+        "kind": "mongo",
+        "run_id": snapshot_id,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "source": {},
+        "parent": None,
+        "stats": {},
+    }
     repo.publish_snapshot(manifest, tree_zst(entries))
 
 
@@ -57,7 +65,8 @@ HOSTILE = {
 
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_an_export_of_a_snapshot_with_a_hostile_namespace_writes_nothing_and_names_it(
-        case: str, davit: Davit, tmp_path: Path) -> None:
+    case: str, davit: Davit, tmp_path: Path
+) -> None:
     ns = HOSTILE[case]
     # the hostile namespace comes after a legitimate one: the snapshot is refused whole
     crafted_snapshot(davit, "crafted1", ["good.coll", ns])
@@ -73,12 +82,12 @@ def test_an_export_of_a_snapshot_with_a_hostile_namespace_writes_nothing_and_nam
 
 
 def test_legitimate_names_with_slashes_dots_and_unicode_still_export_as_mongodump_names_them(
-        davit: Davit, tmp_path: Path) -> None:
+    davit: Davit, tmp_path: Path
+) -> None:
     crafted_snapshot(davit, "fine1", ["shop.orders/2024", "shop.a.b.c", "shop.ünï cödé", "my-db.c"])
     target = tmp_path / "dump"
     davit.cli("export", "mongodump", "fine1", str(target))
     names = everything_under(target)
-    assert {"shop/orders%2F2024.bson", "shop/a.b.c.bson", "shop/%C3%BCn%C3%AF%20c%C3%B6d%C3%A9.bson",
-            "my-db/c.bson"} <= names
+    assert {"shop/orders%2F2024.bson", "shop/a.b.c.bson", "shop/%C3%BCn%C3%AF%20c%C3%B6d%C3%A9.bson", "my-db/c.bson"} <= names
     assert bson.decode((target / "shop" / "orders%2F2024.bson").read_bytes())["ns"] == "shop.orders/2024"
     assert all(not p.startswith("..") for p in os.listdir(target))

@@ -61,7 +61,7 @@ def test_a_job_without_schedule_runs_once_per_revision_also_across_restarts(davi
     davit.wait_run_state("other", {"succeeded"})
     assert len(davit.runs("docs")) == 1
     path.write_text("# a comment changes nothing\n" + path.read_text())
-    path.write_text(path.read_text().replace('[source]', '[retention]\nkeep_last = 2\n[source]'))
+    path.write_text(path.read_text().replace("[source]", "[retention]\nkeep_last = 2\n[source]"))
     davit.wait_for(lambda: len(davit.runs("docs")) == 2, 30, "a run of the new revision")
     davit.wait_run_state("docs", {"succeeded"})
 
@@ -82,8 +82,11 @@ def test_bad_job_files_are_rejected_clearly_and_a_valid_job_keeps_running(davit:
     jobs = {j["name"]: j for j in davit.json_lines("jobs")}
     assert set(jobs) == {"good"}
     run_id = davit.cli("run", "good").stdout.strip()
-    davit.wait_for(lambda: any(r["run_id"] == run_id and r["state"] == "succeeded" for r in davit.runs("good")),
-                   60, "the valid job to keep running")
+    davit.wait_for(
+        lambda: any(r["run_id"] == run_id and r["state"] == "succeeded" for r in davit.runs("good")),
+        60,
+        "the valid job to keep running",
+    )
 
 
 def test_validate_reports_file_field_and_reason(tmp_path: Path, source: Path) -> None:
@@ -122,8 +125,7 @@ def test_sigterm_leaves_a_run_interrupted_and_the_next_start_resumes_it(davit: D
     davit.configure("[data_path]\npack_size_mib = 4\ncheckpoint_seconds = 0.5\n")
     davit.start()
     write_job(davit, "big.toml", backup_job("big", big))
-    davit.wait_for(lambda: len([e for e in davit.events() if e[2] == "CheckpointRecorded"]) >= 2, 60,
-                   "two checkpoints")
+    davit.wait_for(lambda: len([e for e in davit.events() if e[2] == "CheckpointRecorded"]) >= 2, 60, "two checkpoints")
     assert davit.stop(signal.SIGTERM) == 0
     [run] = davit.runs("big")
     assert run["state"] in ("interrupted", "succeeded")
@@ -161,23 +163,29 @@ def test_cancel_stops_a_run_and_it_ends_cancelled(davit: Davit, tmp_path: Path) 
         assert [s["id"] for s in davit.json_lines("snapshots")] == [run_id]
 
 
-def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succeeds(davit: Davit,
-                                                                                    source: Path) -> None:
+def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succeeds(davit: Davit, source: Path) -> None:
     """Another process holds the repository (a shared lock, as a backup does): the run stores and
     publishes, then waits in its retention step, which needs the repository alone, until the
     cancel sent meanwhile has been handled. The snapshot exists, so the run must not end
     `cancelled`: it succeeds, and says that the cancel came too late."""
-    from adapters.repository.repository import Repository
+    from davit.adapters.repository.repository import Repository
 
     lock = Repository.open(davit.home / "repository").locks.acquire(exclusive=False)
     try:
         davit.start()
         write_job(davit, "docs.toml", backup_job("docs", source, "[retention]\nkeep_last = 3"))
-        davit.wait_for(lambda: any(e[2] == "StepStarted" and e[3]["step"] == "retention" for e in davit.events()),
-                       60, "the retention step, after publish")
+        davit.wait_for(
+            lambda: any(e[2] == "StepStarted" and e[3]["step"] == "retention" for e in davit.events()),
+            60,
+            "the retention step, after publish",
+        )
         run_id = next(e[3]["run_id"] for e in davit.events("type = 'RunQueued'"))
-        canceller = subprocess.Popen([str(BIN / "davit"), "--home", str(davit.home), "cancel", run_id[:6], "--wait",
-                                      "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        canceller = subprocess.Popen(
+            [str(BIN / "davit"), "--home", str(davit.home), "cancel", run_id[:6], "--wait", "--timeout", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         davit.wait_for(lambda: any(e[2] == "CancelIgnored" for e in davit.events()), 30, "the cancel to be handled")
     finally:
         lock.release()
@@ -191,12 +199,14 @@ def test_a_cancel_once_the_snapshot_is_published_is_ignored_and_the_backup_succe
     assert "cancel    ignored: requested by operator while running, after step publish had started" in shown
     history = [(e["type"], e["data"].get("step")) for e in davit.history(run_id)]
     assert ("RunCancelling", None) not in history and history[-1] == ("RunSucceeded", None)
-    assert history.index(("StepCompleted", "publish")) < history.index(("CancelIgnored", "publish")) \
+    assert (
+        history.index(("StepCompleted", "publish"))
+        < history.index(("CancelIgnored", "publish"))
         < history.index(("StepCompleted", "retention"))
+    )
 
 
-def test_log_verify_passes_on_an_intact_log_and_names_the_first_edited_position(davit: Davit,
-                                                                               source: Path) -> None:
+def test_log_verify_passes_on_an_intact_log_and_names_the_first_edited_position(davit: Davit, source: Path) -> None:
     davit.start()
     write_job(davit, "docs.toml", backup_job("docs", source))
     davit.wait_run_state("docs", {"succeeded"})
@@ -221,15 +231,15 @@ def test_removing_a_job_file_retires_the_job(davit: Davit, source: Path) -> None
 
 def test_a_second_daemon_on_the_same_state_refuses_to_start(davit: Davit) -> None:
     davit.start()
-    second = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True,
-                            timeout=30)
+    second = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True, timeout=30)
     assert second.returncode == 1 and "another davitd is running" in second.stderr
 
 
 def test_history_follow_prints_new_events_as_they_happen(davit: Davit, source: Path) -> None:
     davit.start()
-    follower = subprocess.Popen([str(BIN / "davit"), "--home", str(davit.home), "history", "--follow", "--json"],
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [str(BIN / "davit"), "--home", str(davit.home), "history", "--follow", "--json"], stdout=subprocess.PIPE, text=True
+    )
     try:
         write_job(davit, "docs.toml", backup_job("docs", source))
         seen = []
@@ -253,8 +263,9 @@ def test_under_systemd_davitd_notifies_ready_status_and_watchdog(davit: Davit, t
     sock.bind(address)
     sock.settimeout(30)
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
-    proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(davit.home)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "davitd"), "--home", str(davit.home)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         messages: list[str] = []
         while not {"READY=1", "WATCHDOG=1"} <= {line for m in messages for line in m.splitlines()}:
@@ -273,9 +284,18 @@ def test_under_systemd_davitd_notifies_ready_status_and_watchdog(davit: Davit, t
 
 def test_the_service_unit_declares_notify_watchdog_directories_and_sandboxing() -> None:
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "davit.service").read_text()
-    for directive in ("Type=notify", "WatchdogSec=", "StateDirectory=davit", "ConfigurationDirectory=davit",
-                      "ProtectSystem=strict", "ProtectHome=", "NoNewPrivileges=true", "PrivateTmp=true",
-                      "ReadWritePaths=/var/lib/davit", "ExecReload=/bin/kill -HUP $MAINPID"):
+    for directive in (
+        "Type=notify",
+        "WatchdogSec=",
+        "StateDirectory=davit",
+        "ConfigurationDirectory=davit",
+        "ProtectSystem=strict",
+        "ProtectHome=",
+        "NoNewPrivileges=true",
+        "PrivateTmp=true",
+        "ReadWritePaths=/var/lib/davit",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
         assert directive in unit, directive
 
 
@@ -319,8 +339,7 @@ def test_a_scheduled_job_runs_when_its_cron_time_passes(davit: Davit, source: Pa
     assert datetime.fromisoformat(trigger["data"]["scheduled_for"]).second == 0
 
 
-def test_a_full_disk_fails_the_run_at_once_and_keeps_the_earlier_snapshot(davit: Davit, tmp_path: Path,
-                                                                            small_disk: Path) -> None:
+def test_a_full_disk_fails_the_run_at_once_and_keeps_the_earlier_snapshot(davit: Davit, tmp_path: Path, small_disk: Path) -> None:
     import os
 
     source = tmp_path / "grows"

@@ -86,8 +86,7 @@ def test_backup_and_restore_survive_kill_9_at_random_instants(davit: Davit, tmp_
     assert "0 problems" in davit.cli("verify", snapshot["id"]).stdout, why
 
     target = tmp_path / "restored"
-    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n'
-                                  f'[target]\npath = "{target}"\n')
+    write_job(davit, "back.toml", f'name = "back"\nkind = "files.restore"\n[source]\njob = "big"\n[target]\npath = "{target}"\n')
     davit.stop()
     kill_at_random_instants(davit, "back", rng, why)
     [restore] = davit.runs("back")  # one run: resumed each time, never started over

@@ -41,7 +41,8 @@ def readable_by_others(root: Path) -> list[str]:
 
 
 def test_under_umask_022_nothing_davitd_writes_in_the_repository_or_state_dir_is_group_or_other_readable(
-        davit: Davit, source: Path) -> None:
+    davit: Davit, source: Path
+) -> None:
     """Finding 11: with the umask `make run` or a shell gives (022), packs and davit.db were 0644."""
     previous = os.umask(0o022)
     try:
@@ -63,7 +64,8 @@ def test_under_umask_022_nothing_davitd_writes_in_the_repository_or_state_dir_is
 
 
 def test_a_damaged_manifest_is_listed_as_damaged_verify_fails_it_and_the_other_snapshots_still_work(
-        davit: Davit, source: Path) -> None:
+    davit: Davit, source: Path
+) -> None:
     """Finding 8: one manifest that is not JSON broke `davit snapshots` with a traceback."""
     davit.start()
     write_job(davit, "etc.toml", backup_job("etc", source))
@@ -94,7 +96,8 @@ def test_a_damaged_manifest_is_listed_as_damaged_verify_fails_it_and_the_other_s
 
 
 def test_a_failed_backup_keeps_its_staging_until_a_later_run_succeeds_and_start_up_removes_only_staging_it_knows_ended(
-        davit: Davit, tmp_path: Path, small_disk: Path) -> None:
+    davit: Davit, tmp_path: Path, small_disk: Path
+) -> None:
     """Finding 9: the staging of a failed or cancelled run stayed forever (and kept its chunks).
     A failed run may still be resumed by an operator (after making room), so its staging stays
     until a later run of its job succeeds; then nothing will resume from it and it goes."""
@@ -102,8 +105,9 @@ def test_a_failed_backup_keeps_its_staging_until_a_later_run_succeeds_and_start_
     source.mkdir()
     for i in range(16):
         (source / f"part{i:02d}.bin").write_bytes(os.urandom(1 << 20))
-    davit.configure(f'[data_path]\npack_size_mib = 1\ncheckpoint_seconds = 0.2\n'
-                    f'[repositories.local]\npath = "{small_disk / "repo"}"\n')
+    davit.configure(
+        f'[data_path]\npack_size_mib = 1\ncheckpoint_seconds = 0.2\n[repositories.local]\npath = "{small_disk / "repo"}"\n'
+    )
     davit.start()
     write_job(davit, "big.toml", backup_job("big", source))
     davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
@@ -117,8 +121,9 @@ def test_a_failed_backup_keeps_its_staging_until_a_later_run_succeeds_and_start_
 
     remount_small_disk(small_disk, 64)
     assert davit.cli("run", "big", "--wait", "--timeout", "90", check=False).returncode == 0
-    davit.wait_for(lambda: not (staging / failed["run_id"]).exists(), 10,
-                   "the failed run's staging to go once a later run succeeded")
+    davit.wait_for(
+        lambda: not (staging / failed["run_id"]).exists(), 10, "the failed run's staging to go once a later run succeeded"
+    )
 
     # a daemon that died before removing it: the next start removes it, not another davitd's
     davit.stop()

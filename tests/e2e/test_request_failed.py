@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.cli.requests import send, wait_for_end
-from daemon.recorder import new_event_id
-from domain import events as ev
-from domain.commands import RunJobNow
+from davit.daemon.cli.requests import send, wait_for_end
+from davit.daemon.recorder import new_event_id
+from davit.domain import events as ev
+from davit.domain.commands import RunJobNow
 from tests.e2e.conftest import Davit, append_events, keyed_store, write_job
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,9 @@ def test_a_request_davitd_cannot_handle_is_recorded_and_ends_the_wait_at_once(da
     write_job(davit, "docs.toml", f'name = "docs"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
     davit.wait_run_state("docs", {"succeeded", "failed"})
     [unknown] = anyio.run(append_events, davit, ev.REQUESTS_STREAM, "PruneNow", [{"run_id": "feedfacecafe", "job": "docs"}])
-    [undecodable] = anyio.run(append_events, davit, ev.REQUESTS_STREAM, "RunJobNow",
-                              [{"job": "docs", "run_id": ["hawser-value-71"]}])
+    [undecodable] = anyio.run(
+        append_events, davit, ev.REQUESTS_STREAM, "RunJobNow", [{"job": "docs", "run_id": ["hawser-value-71"]}]
+    )
 
     started = time.monotonic()
     outcome = anyio.run(wait_on, davit, "feedfacecafe", unknown, 60.0)
@@ -67,10 +68,12 @@ def test_a_run_request_whose_handling_raises_ends_the_clis_wait_at_once(davit: D
     davit.start()
     write_job(davit, "docs.toml", f'name = "docs"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
     davit.wait_run_state("docs", {"succeeded", "failed"})
+
     async def request_for_a_taken_run_id() -> tuple[int, object]:
         async with keyed_store(davit) as store:
-            taken = ev.RunQueued(run_id="0badc0ffee00", job="docs", kind="files.backup", revision="x", spec={},
-                                 reason="another writer")
+            taken = ev.RunQueued(
+                run_id="0badc0ffee00", job="docs", kind="files.backup", revision="x", spec={}, reason="another writer"
+            )
             await store.append(ev.run_stream("0badc0ffee00"), 0, [ev.NewEvent.of(new_event_id(), taken)])
             position = await send(store, RunJobNow(job="docs", run_id="0badc0ffee00"))
             return position, await wait_for_end(store, "0badc0ffee00", 60, request=position)

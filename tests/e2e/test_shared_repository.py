@@ -42,9 +42,14 @@ def test_two_daemons_on_one_repository_one_pruning_while_the_other_publishes_los
                 (sources["written"] / f"r{rounds}-{f.name}").write_bytes(f.read_bytes())
             for i in range(3):
                 (sources["pruned"] / f"f{i}.bin").write_bytes(os.urandom(200_000))
-            runs = [subprocess.Popen([str(BIN / "davit"), "--home", str(d.home), "run", name, "--wait", "--timeout", "60"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                    for d, name in ((pruner, "pruned"), (writer, "written"))]
+            runs = [
+                subprocess.Popen(
+                    [str(BIN / "davit"), "--home", str(d.home), "run", name, "--wait", "--timeout", "60"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                for d, name in ((pruner, "pruned"), (writer, "written"))
+            ]
             for proc in runs:
                 out, _ = proc.communicate(90)
                 assert proc.returncode == 0, out.decode()

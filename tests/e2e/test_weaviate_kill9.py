@@ -19,8 +19,8 @@ import weaviate
 from weaviate.classes.config import Configure, DataType, Property
 from weaviate.client import WeaviateClient
 
-from adapters.repository.repository import Repository
-from adapters.weaviate import tree
+from davit.adapters.repository.repository import Repository
+from davit.adapters.weaviate import tree
 from tests.e2e.conftest import Davit, write_job
 from tests.peers.state import WeaviatePeer
 
@@ -32,8 +32,14 @@ CONFIG = "[data_path]\npack_size_mib = 8\ncheckpoint_seconds = 0.5\n"
 
 
 def connect(peer: WeaviatePeer) -> WeaviateClient:
-    return weaviate.connect_to_custom(http_host=peer.host, http_port=peer.http_port, http_secure=False,
-                                      grpc_host=peer.host, grpc_port=peer.grpc_port, grpc_secure=False)
+    return weaviate.connect_to_custom(
+        http_host=peer.host,
+        http_port=peer.http_port,
+        http_secure=False,
+        grpc_host=peer.host,
+        grpc_port=peer.grpc_port,
+        grpc_secure=False,
+    )
 
 
 def seed(client: WeaviateClient, name: str, count: int, dims: int, hnsw: bool = False) -> set[str]:
@@ -43,16 +49,17 @@ def seed(client: WeaviateClient, name: str, count: int, dims: int, hnsw: bool = 
     machine minutes to build at each import (bench/weaviate.py uses HNSW)."""
     rnd = random.Random(11)
     index = Configure.VectorIndex.hnsw() if hnsw else Configure.VectorIndex.flat()
-    coll = client.collections.create(name, properties=[Property(name="title", data_type=DataType.TEXT),
-                                                       Property(name="n", data_type=DataType.INT)],
-                                     vector_config=Configure.Vectors.self_provided(vector_index_config=index))
+    coll = client.collections.create(
+        name,
+        properties=[Property(name="title", data_type=DataType.TEXT), Property(name="n", data_type=DataType.INT)],
+        vector_config=Configure.Vectors.self_provided(vector_index_config=index),
+    )
     ids = set()
     with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
         for i in range(count):
             uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             ids.add(uid)
-            batch.add_object({"title": f"object {i}", "n": i}, uuid=uid,
-                             vector=[rnd.random() - 0.5 for _ in range(dims)])
+            batch.add_object({"title": f"object {i}", "n": i}, uuid=uid, vector=[rnd.random() - 0.5 for _ in range(dims)])
     assert not coll.batch.failed_objects
     return ids
 
@@ -83,12 +90,15 @@ def hnsw(weaviate_peer: WeaviatePeer) -> Iterator[dict[str, Any]]:
 
 
 def conn(peer: WeaviatePeer) -> str:
-    return f"host = \"{peer.host}\"\nhttp_port = {peer.http_port}\ngrpc_port = {peer.grpc_port}\n"
+    return f'host = "{peer.host}"\nhttp_port = {peer.http_port}\ngrpc_port = {peer.grpc_port}\n'
 
 
 def checkpoints(davit: Davit, run_id: str, step_prefix: str = "") -> list[dict[str, Any]]:
-    return [e[3] for e in davit.events(f"stream = 'run-{run_id}' AND type = 'CheckpointRecorded'")
-            if e[3]["step"].startswith(step_prefix)]
+    return [
+        e[3]
+        for e in davit.events(f"stream = 'run-{run_id}' AND type = 'CheckpointRecorded'")
+        if e[3]["step"].startswith(step_prefix)
+    ]
 
 
 def kill_after_checkpoints(davit: Davit, job: str, count: int, step_prefix: str) -> str:
@@ -114,8 +124,10 @@ def snapshot_uuids(home: Path, snapshot_id: str) -> list[str]:
 
 
 def backup_job(big: dict[str, Any], chunk_objects: int = 1000) -> str:
-    return (f'name = "wvbig"\nkind = "weaviate.backup"\n[source]\n{conn(big["peer"])}'
-            f'collections = ["{big["name"]}"]\nchunk_objects = {chunk_objects}\n')
+    return (
+        f'name = "wvbig"\nkind = "weaviate.backup"\n[source]\n{conn(big["peer"])}'
+        f'collections = ["{big["name"]}"]\nchunk_objects = {chunk_objects}\n'
+    )
 
 
 def assert_resumed_once(davit: Davit, job: str, run_id: str) -> None:
@@ -145,15 +157,17 @@ def restore_killed_mid_run(davit: Davit, seeded: dict[str, Any], objects: int, c
     write_job(davit, "wvbig.toml", backup_job(seeded, chunk_objects=chunk_objects))
     assert davit.wait_run_state("wvbig", {"succeeded", "failed"}, timeout=600)["state"] == "succeeded"
     restored = seeded["name"] + "Restored"
-    write_job(davit, "wvback.toml",
-              f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(seeded["peer"])}'
-              f'rename = {{ "{seeded["name"]}" = "{restored}" }}\n')
+    write_job(
+        davit,
+        "wvback.toml",
+        f'name = "wvback"\nkind = "weaviate.restore"\n[source]\njob = "wvbig"\n[target]\n{conn(seeded["peer"])}'
+        f'rename = {{ "{seeded["name"]}" = "{restored}" }}\n',
+    )
     kill_mid_run_and_resume(davit, "wvback", 3, "objects:", objects)
     return restored
 
 
-def test_weaviate_backup_killed_mid_run_resumes_and_holds_every_object_once(
-        davit: Davit, big: dict[str, Any]) -> None:
+def test_weaviate_backup_killed_mid_run_resumes_and_holds_every_object_once(davit: Davit, big: dict[str, Any]) -> None:
     davit.configure(CONFIG)
     davit.start()
     write_job(davit, "wvbig.toml", backup_job(big))
@@ -175,8 +189,7 @@ def test_weaviate_restore_killed_mid_run_resumes_and_counts_match(davit: Davit, 
         client.close()
 
 
-def test_weaviate_restore_into_an_hnsw_index_killed_mid_run_resumes_and_counts_match(
-        davit: Davit, hnsw: dict[str, Any]) -> None:
+def test_weaviate_restore_into_an_hnsw_index_killed_mid_run_resumes_and_counts_match(davit: Davit, hnsw: dict[str, Any]) -> None:
     restored = restore_killed_mid_run(davit, hnsw, HNSW_OBJECTS, chunk_objects=250)
     client = connect(hnsw["peer"])
     try:

@@ -12,11 +12,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from adapters.files.restore import FilesRestoreWork
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from domain.jobs import FilesRestoreJob
+from davit.adapters.files.restore import FilesRestoreWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.domain.jobs import FilesRestoreJob
 from tests.fakes import MemoryRunContext
 
 SMALL = Tuning(chunk_size=64 << 10, pack_size=256 << 10, checkpoint_seconds=60, inflight_chunks=4)
@@ -34,23 +34,34 @@ def store_chunk(repo: Repository, data: bytes) -> str:
 
 
 def file_line(repo: Repository, path: str, data: bytes, mode: int = 0o644, **extra: Any) -> dict[str, Any]:
-    return {"p": path, "t": "f", "m": mode, "mt": 1_600_000_000_000_000_000, "s": len(data),
-            "c": [store_chunk(repo, data)] if data else [], **extra}
+    return {
+        "p": path,
+        "t": "f",
+        "m": mode,
+        "mt": 1_600_000_000_000_000_000,
+        "s": len(data),
+        "c": [store_chunk(repo, data)] if data else [],
+        **extra,
+    }
 
 
 def publish(repo: Repository, snapshot_id: str, lines: list[dict[str, Any] | bytes], job: str = "job") -> str:
     """Publish `lines` (dicts, or raw bytes for lines that are not even JSON) as a files snapshot."""
     raw = b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
-    manifest = {"id": snapshot_id, "job": job, "kind": "files", "run_id": snapshot_id,
-                "created_at": "2026-01-01T00:00:00"}
+    manifest = {"id": snapshot_id, "job": job, "kind": "files", "run_id": snapshot_id, "created_at": "2026-01-01T00:00:00"}
     repo.publish_snapshot_from(manifest, io.BytesIO(raw))
     return snapshot_id
 
 
-def restore_work(repo: Repository, target: Path, snapshot: str, overwrite: bool = False,
-                 job: str = "job") -> tuple[FilesRestoreWork, MemoryRunContext]:
-    spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": job, "snapshot": snapshot},
-                           target={"path": str(target), "overwrite": overwrite})
+def restore_work(
+    repo: Repository, target: Path, snapshot: str, overwrite: bool = False, job: str = "job"
+) -> tuple[FilesRestoreWork, MemoryRunContext]:
+    spec = FilesRestoreJob(
+        name="r",
+        kind="files.restore",
+        source={"job": job, "snapshot": snapshot},
+        target={"path": str(target), "overwrite": overwrite},
+    )
     return FilesRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo)), MemoryRunContext(run_id="restore1")
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from adapters.mongo.dumpdir import META, dump_file_stem, write_collection
-from adapters.mongo.layout import meta_to_text
-from domain.errors import UnsafeName
+from davit.adapters.mongo.dumpdir import META, dump_file_stem, write_collection
+from davit.adapters.mongo.layout import meta_to_text
+from davit.domain.errors import UnsafeName
 
 META_TEXT = meta_to_text({"options": {}, "indexes": [], "collectionName": "coll", "type": "collection"})
 VICTIM = b"a file outside DIR that the export must never touch\n"
@@ -49,7 +49,8 @@ def test_a_symlink_planted_at_the_temporary_files_name_is_never_written_through(
 
 
 def test_a_database_directory_swapped_for_a_symlink_after_its_check_is_never_written_through(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The swap lands right after the writer made (or found) the database's directory and, if
     it looks, after it checked that the directory is no symlink."""
     outside = victim(tmp_path).parent

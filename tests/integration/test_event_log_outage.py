@@ -20,18 +20,18 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon import executor as ex
-from daemon.config import RetrySection
-from daemon.loghealth import LogHealth
-from daemon.notify import Notifier
-from daemon.recorder import RunRecorder, new_event_id
-from domain import events as ev
-from domain.errors import EventLogFull, EventLogStop, StorageFull
-from domain.machine import RunState
-from domain.ports import RunContext
-from domain.runs import fold
-from eventstore.logkey import create_log_key
-from eventstore.sqlite import SqliteEventStore, log_head
+from davit.daemon import executor as ex
+from davit.daemon.config import RetrySection
+from davit.daemon.loghealth import LogHealth
+from davit.daemon.notify import Notifier
+from davit.daemon.recorder import RunRecorder, new_event_id
+from davit.domain import events as ev
+from davit.domain.errors import EventLogFull, EventLogStop, StorageFull
+from davit.domain.machine import RunState
+from davit.domain.ports import RunContext
+from davit.domain.runs import fold
+from davit.eventstore.logkey import create_log_key
+from davit.eventstore.sqlite import SqliteEventStore, log_head
 from tests.fixtures.fullfs import fill, mounted_tmpfs
 
 
@@ -43,13 +43,11 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         yield mountpoint
 
 
-
 def thing(**data: object) -> ev.NewEvent:
     return ev.NewEvent(new_event_id(), "Thing", dict(data))
 
 
-def test_an_append_to_a_full_disk_is_storage_full_naming_the_state_directory_and_lands_once_room_is_made(
-        tiny_fs: Path) -> None:
+def test_an_append_to_a_full_disk_is_storage_full_naming_the_state_directory_and_lands_once_room_is_made(tiny_fs: Path) -> None:
     state = tiny_fs / "state"
 
     async def go() -> None:
@@ -78,8 +76,8 @@ def test_a_write_past_the_file_size_limit_is_storage_full_too(tmp_path: Path) ->
     script = textwrap.dedent(f"""
         import json, resource, sys, anyio
         from pathlib import Path
-        from domain.events import NewEvent
-        from eventstore.sqlite import SqliteEventStore
+        from davit.domain.events import NewEvent
+        from davit.eventstore.sqlite import SqliteEventStore
 
         async def go():
             async with SqliteEventStore(Path({str(tmp_path / "state" / "davit.db")!r})) as store:
@@ -96,8 +94,13 @@ def test_a_write_past_the_file_size_limit_is_storage_full_too(tmp_path: Path) ->
 
         anyio.run(go)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["type"] == "EventLogFull" and "StorageFull" in outcome["bases"], outcome
@@ -131,8 +134,7 @@ def test_with_a_log_health_an_append_waits_for_room_and_is_written_once(tiny_fs:
     anyio.run(go)
 
 
-def test_sealing_a_log_on_a_full_disk_is_storage_full_and_davitd_waits_for_room_to_seal_it(
-        tiny_fs: Path, tmp_path: Path) -> None:
+def test_sealing_a_log_on_a_full_disk_is_storage_full_and_davitd_waits_for_room_to_seal_it(tiny_fs: Path, tmp_path: Path) -> None:
     """The first start with a key writes (the marker, the head's seal): on a full disk that is
     `EventLogFull`, not "damaged", and davitd's store waits for room as for any append."""
     db = tiny_fs / "state" / "davit.db"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.files.backup import FilesBackupWork
-from adapters.files.restore import FilesRestoreWork
-from adapters.repository.packs import pack_path
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from domain.errors import CorruptChunk, RunStopped, SourceMissing, TargetNotEmpty
-from domain.jobs import FilesBackupJob, FilesRestoreJob
+from davit.adapters.files.backup import FilesBackupWork
+from davit.adapters.files.restore import FilesRestoreWork
+from davit.adapters.repository.packs import pack_path
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import CorruptChunk, RunStopped, SourceMissing, TargetNotEmpty
+from davit.domain.jobs import FilesBackupJob, FilesRestoreJob
 from tests.fakes import MemoryRunContext
 
 SMALL = Tuning(chunk_size=64 << 10, pack_size=256 << 10, checkpoint_seconds=60, inflight_chunks=4)
@@ -61,8 +61,9 @@ def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-def backup(repo: Repository, source: Path, run_id: str, ctx: MemoryRunContext | None = None,
-           name: str = "job", tuning: Tuning = SMALL) -> MemoryRunContext:
+def backup(
+    repo: Repository, source: Path, run_id: str, ctx: MemoryRunContext | None = None, name: str = "job", tuning: Tuning = SMALL
+) -> MemoryRunContext:
     spec = FilesBackupJob(name=name, kind="files.backup", source={"path": str(source), "exclude": ["*.tmp"]})
     work = FilesBackupWork(RunInputs(spec, run_id, tuning, repo=repo))
     ctx = ctx or MemoryRunContext(run_id=run_id)
@@ -72,10 +73,15 @@ def backup(repo: Repository, source: Path, run_id: str, ctx: MemoryRunContext | 
     return ctx
 
 
-def restore(repo: Repository, target: Path, snapshot: str = "latest", overwrite: bool = False,
-            ctx: MemoryRunContext | None = None) -> tuple[FilesRestoreWork, MemoryRunContext]:
-    spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": "job", "snapshot": snapshot},
-                           target={"path": str(target), "overwrite": overwrite})
+def restore(
+    repo: Repository, target: Path, snapshot: str = "latest", overwrite: bool = False, ctx: MemoryRunContext | None = None
+) -> tuple[FilesRestoreWork, MemoryRunContext]:
+    spec = FilesRestoreJob(
+        name="r",
+        kind="files.restore",
+        source={"job": "job", "snapshot": snapshot},
+        target={"path": str(target), "overwrite": overwrite},
+    )
     work = FilesRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo))
     ctx = ctx or MemoryRunContext(run_id="restore1")
     work.prepare(ctx)
@@ -101,16 +107,14 @@ def without_excluded(snap: dict[str, tuple[object, ...]]) -> dict[str, tuple[obj
     return {k: v for k, v in snap.items() if not k.endswith(".tmp") and k != "a-fifo"}
 
 
-def test_a_tree_round_trips_byte_identical_with_modes_mtimes_and_symlinks(tree: Path, repo: Repository,
-                                                                          tmp_path: Path) -> None:
+def test_a_tree_round_trips_byte_identical_with_modes_mtimes_and_symlinks(tree: Path, repo: Repository, tmp_path: Path) -> None:
     ctx = backup(repo, tree, "b1")
     assert any("a-socket" in w for w in ctx.warnings)  # sockets are reported, not silently dropped
     restore(repo, tmp_path / "out")
     assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(tree))
 
 
-def test_identical_content_is_stored_once_and_an_unchanged_tree_writes_no_new_chunk(tree: Path,
-                                                                                  repo: Repository) -> None:
+def test_identical_content_is_stored_once_and_an_unchanged_tree_writes_no_new_chunk(tree: Path, repo: Repository) -> None:
     first = backup(repo, tree, "b1")
     assert len(first.chunks_written) == len(set(first.chunks_written))
     second = backup(repo, tree, "b2")
@@ -127,8 +131,7 @@ def test_a_changed_file_stores_only_its_new_chunks(tree: Path, repo: Repository)
     assert len(again.chunks_written) == 1  # one 64 KiB chunk of random.bin changed
 
 
-def test_a_backup_stopped_at_a_checkpoint_resumes_without_writing_a_chunk_twice(tmp_path: Path,
-                                                                               repo: Repository) -> None:
+def test_a_backup_stopped_at_a_checkpoint_resumes_without_writing_a_chunk_twice(tmp_path: Path, repo: Repository) -> None:
     source = tmp_path / "many"
     source.mkdir()
     for i in range(60):
@@ -146,15 +149,13 @@ def test_a_backup_stopped_at_a_checkpoint_resumes_without_writing_a_chunk_twice(
     assert snapshot_of(tmp_path / "out") == snapshot_of(source)
 
 
-def test_a_restore_stopped_at_a_checkpoint_resumes_and_completes(tree: Path, repo: Repository,
-                                                                 tmp_path: Path) -> None:
+def test_a_restore_stopped_at_a_checkpoint_resumes_and_completes(tree: Path, repo: Repository, tmp_path: Path) -> None:
     for i in range(40):  # enough entries after the first checkpoints for the stop to land mid-way
         (tree / "docs" / f"page{i:02d}.bin").write_bytes(os.urandom(50_000))
     backup(repo, tree, "b1")
     ctx = MemoryRunContext(run_id="restore1", stop_after_checkpoints=1)
     tuning = Tuning(chunk_size=64 << 10, pack_size=100_000, checkpoint_seconds=60)
-    spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": "job"},
-                           target={"path": str(tmp_path / "out")})
+    spec = FilesRestoreJob(name="r", kind="files.restore", source={"job": "job"}, target={"path": str(tmp_path / "out")})
     work = FilesRestoreWork(RunInputs(spec, "restore1", tuning, repo=repo))
     details = work.prepare(ctx)
     with pytest.raises(RunStopped):
@@ -169,8 +170,7 @@ def test_a_restore_stopped_at_a_checkpoint_resumes_and_completes(tree: Path, rep
     assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(tree))
 
 
-def test_a_restore_refuses_a_non_empty_target_unless_overwrite(tree: Path, repo: Repository,
-                                                              tmp_path: Path) -> None:
+def test_a_restore_refuses_a_non_empty_target_unless_overwrite(tree: Path, repo: Repository, tmp_path: Path) -> None:
     backup(repo, tree, "b1")
     target = tmp_path / "busy"
     target.mkdir()
@@ -204,17 +204,17 @@ def test_a_missing_source_fails_with_a_clear_error(repo: Repository, tmp_path: P
         backup(repo, tmp_path / "nope", "b1")
 
 
-def test_retention_forgets_old_snapshots_and_keeps_every_chunk_still_referenced(tmp_path: Path,
-                                                                                repo: Repository) -> None:
+def test_retention_forgets_old_snapshots_and_keeps_every_chunk_still_referenced(tmp_path: Path, repo: Repository) -> None:
     assert_retention_keeps_what_remaining_snapshots_need(repo, tmp_path, lambda: Repository.open(repo.root))
 
 
-def assert_retention_keeps_what_remaining_snapshots_need(repo: Repository, tmp_path: Path,
-                                                         reopen: Callable[[], Repository]) -> None:
+def assert_retention_keeps_what_remaining_snapshots_need(
+    repo: Repository, tmp_path: Path, reopen: Callable[[], Repository]
+) -> None:
     """Four backups with one file changing each time, keep the last two: what they reference
     stays (every remaining snapshot restores completely), the rest is pruned."""
-    from adapters.repository.retention import apply_retention
-    from domain.jobs import Retention
+    from davit.adapters.repository.retention import apply_retention
+    from davit.domain.jobs import Retention
 
     source = tmp_path / "src"
     source.mkdir()
@@ -233,7 +233,7 @@ def assert_retention_keeps_what_remaining_snapshots_need(repo: Repository, tmp_p
 
 
 def test_the_chunk_writer_stores_each_content_once_and_reports_what_a_seal_wrote(repo: Repository) -> None:
-    from adapters.repository.chunkwriter import ChunkWriter
+    from davit.adapters.repository.chunkwriter import ChunkWriter
 
     writer = ChunkWriter(repo, SMALL)
     a = writer.put(b"a" * 1000)
@@ -245,7 +245,8 @@ def test_the_chunk_writer_stores_each_content_once_and_reports_what_a_seal_wrote
 
 
 def test_an_overwrite_restore_replaces_a_symlink_in_the_way_instead_of_writing_through_it(
-        tree: Path, repo: Repository, tmp_path: Path) -> None:
+    tree: Path, repo: Repository, tmp_path: Path
+) -> None:
     backup(repo, tree, "b1")
     target = tmp_path / "target"
     (target / "docs").mkdir(parents=True)

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from adapters.docker.backup import walk_volumes
-from adapters.files.backup import FilesBackupWork
-from adapters.files.tree import Skipped
-from adapters.repository.repository import Repository
-from adapters.repository.treeformat import DIR, FILE, LINK, Entry, read_lines
-from adapters.runwork import RunInputs
-from domain.jobs import FilesBackupJob
+from davit.adapters.docker.backup import walk_volumes
+from davit.adapters.files.backup import FilesBackupWork
+from davit.adapters.files.tree import Skipped
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, read_lines
+from davit.adapters.runwork import RunInputs
+from davit.domain.jobs import FilesBackupJob
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup, make_tree, restore, snapshot_of
 
@@ -86,7 +86,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def test_a_file_swapped_for_a_symlink_after_the_walk_is_not_stored_with_the_link_targets_content(
-        source: Path, secrets: Path, tmp_path: Path) -> None:
+    source: Path, secrets: Path, tmp_path: Path
+) -> None:
     def swap(entry: Entry) -> None:
         target = {"big-mine.bin": secrets / "big", "small-mine.txt": secrets / "small"}.get(entry.path)
         if target is not None:
@@ -98,7 +99,7 @@ def test_a_file_swapped_for_a_symlink_after_the_walk_is_not_stored_with_the_link
     ctx = run_backup(SwappingBackup, repo, source)
     contents = [content for _entry, content in stored(repo).values()]
     assert SECRET not in contents and SECRET_SMALL not in contents
-    assert not repo.has(repo.chunk_id(SECRET[:SMALL.chunk_size])) and not repo.has(repo.chunk_id(SECRET_SMALL))
+    assert not repo.has(repo.chunk_id(SECRET[: SMALL.chunk_size])) and not repo.has(repo.chunk_id(SECRET_SMALL))
     # Left out with a warning naming each; the rest of the tree is whole.
     assert "big-mine.bin" not in stored(repo) and "small-mine.txt" not in stored(repo)
     assert any("big-mine.bin" in w and "changed since it was walked" in w for w in ctx.warnings)
@@ -107,9 +108,11 @@ def test_a_file_swapped_for_a_symlink_after_the_walk_is_not_stored_with_the_link
 
 
 def test_a_directory_above_a_walked_file_swapped_for_a_symlink_does_not_lead_the_read_outside(
-        source: Path, secrets: Path, tmp_path: Path) -> None:
+    source: Path, secrets: Path, tmp_path: Path
+) -> None:
     """The file is opened by its full path: the check of the opened inode against the walk's
     lstat is what refuses a path whose intermediate directory now leads elsewhere."""
+
     def swap(entry: Entry) -> None:
         if entry.path == "sub/big":  # both children of sub are walked: swap sub before either is read
             (source / "sub").rename(tmp_path / "sub-moved-away")
@@ -125,7 +128,8 @@ def test_a_directory_above_a_walked_file_swapped_for_a_symlink_does_not_lead_the
 
 
 def test_a_directory_swapped_for_a_symlink_before_it_is_listed_is_not_followed(
-        source: Path, secrets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source: Path, secrets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The swap is made right before the walk opens (or, by path, lists) `sub`, after its lstat."""
     real_open, real_scandir = os.open, os.scandir
     swapped: list[bool] = []
@@ -172,8 +176,7 @@ def test_a_volume_root_lists_a_planted_link_as_a_link_and_never_follows_it(secre
     assert entries["data"].type == DIR and entries["data/app.db"].type == FILE
 
 
-def test_a_source_path_that_is_a_symlink_to_a_directory_is_followed_and_its_snapshot_restores(
-        tmp_path: Path) -> None:
+def test_a_source_path_that_is_a_symlink_to_a_directory_is_followed_and_its_snapshot_restores(tmp_path: Path) -> None:
     real = tmp_path / "real-source"
     real.mkdir()
     make_tree(real)
@@ -191,7 +194,8 @@ def test_a_source_path_that_is_a_symlink_to_a_directory_is_followed_and_its_snap
 
 
 def test_when_the_first_name_of_a_hard_linked_file_is_left_out_the_next_name_becomes_the_first(
-        secrets: Path, tmp_path: Path) -> None:
+    secrets: Path, tmp_path: Path
+) -> None:
     source = tmp_path / "maildir"
     source.mkdir()
     (source / "a").write_bytes(b"one message, three names\n")
@@ -216,8 +220,7 @@ def test_when_the_first_name_of_a_hard_linked_file_is_left_out_the_next_name_bec
 
 
 @pytest.mark.parametrize("where", ["the file itself", "a directory above it"])
-def test_a_file_swapped_for_a_fifo_or_device_after_the_walk_is_never_opened(
-        where: str, source: Path, tmp_path: Path) -> None:
+def test_a_file_swapped_for_a_fifo_or_device_after_the_walk_is_never_opened(where: str, source: Path, tmp_path: Path) -> None:
     """Opening a device node has effects of its own (`/dev/watchdog` arms the watchdog, a tape
     rewinds, a FIFO's blocked writer is released), and a container can `mknod` in its volume
     after the walk saw a regular file there, or a user can swap a directory above the file for

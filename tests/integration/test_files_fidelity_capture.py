@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.repository.repository import Repository
-from adapters.repository.treeformat import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Entry, read_lines
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.treeformat import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Entry, read_lines
 from tests.integration.test_files_adapter import backup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: trusted.* xattrs, capabilities, mknod")
@@ -30,10 +30,16 @@ def acl_blob(*entries: tuple[int, int, int]) -> bytes:
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, uid) for tag, perm, uid in entries)
 
 
-ACCESS_ACL = acl_blob((ACL_USER_OBJ, 6, ACL_UNDEFINED_ID), (ACL_USER, 4, 1234), (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
-                      (ACL_MASK, 4, ACL_UNDEFINED_ID), (ACL_OTHER, 0, ACL_UNDEFINED_ID))
-DEFAULT_ACL = acl_blob((ACL_USER_OBJ, 7, ACL_UNDEFINED_ID), (ACL_GROUP_OBJ, 5, ACL_UNDEFINED_ID),
-                       (ACL_OTHER, 5, ACL_UNDEFINED_ID))
+ACCESS_ACL = acl_blob(
+    (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
+    (ACL_USER, 4, 1234),
+    (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+    (ACL_MASK, 4, ACL_UNDEFINED_ID),
+    (ACL_OTHER, 0, ACL_UNDEFINED_ID),
+)
+DEFAULT_ACL = acl_blob(
+    (ACL_USER_OBJ, 7, ACL_UNDEFINED_ID), (ACL_GROUP_OBJ, 5, ACL_UNDEFINED_ID), (ACL_OTHER, 5, ACL_UNDEFINED_ID)
+)
 # struct vfs_cap_data, revision 2, effective: cap_net_raw (13) permitted, as on /bin/ping
 NET_RAW = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
 
@@ -83,15 +89,17 @@ def test_every_kind_of_entry_and_attribute_is_captured_in_the_snapshot(tmp_path:
     repo = Repository.open(tmp_path / "repo")
     ctx = backup(repo, source, "b1")
     entries = stored_entries(repo)
-    assert sorted(entries) == [".", "doc.txt", "link", "link-again", "loop7", "null", "ping", "pipe", "pipe-again",
-                               "shared"]
+    assert sorted(entries) == [".", "doc.txt", "link", "link-again", "loop7", "null", "ping", "pipe", "pipe-again", "shared"]
     assert [w for w in ctx.warnings if "sock" in w] == ["skipped sock: a socket: not stored"]
 
     # Every namespace, binary values intact; the ACLs as the kernel returns them.
     assert entries["."].xattrs == {"user.on-root": b"the root directory's own"}
     assert entries["doc.txt"].xattrs == {
-        "user.comment": b"user namespace", "user.binary": bytes(range(256)), "trusted.origin": b"trusted namespace",
-        "system.posix_acl_access": os.getxattr(source / "doc.txt", "system.posix_acl_access")}
+        "user.comment": b"user namespace",
+        "user.binary": bytes(range(256)),
+        "trusted.origin": b"trusted namespace",
+        "system.posix_acl_access": os.getxattr(source / "doc.txt", "system.posix_acl_access"),
+    }
     assert entries["ping"].xattrs == {"security.capability": NET_RAW}
     assert entries["shared"].xattrs == {"system.posix_acl_default": DEFAULT_ACL, "user.dir": b"on a directory"}
     assert entries["link"].xattrs == {"trusted.on-link": b"a symlink's own"}
@@ -141,11 +149,12 @@ def test_a_change_of_only_an_extended_attribute_is_in_the_next_snapshot(tmp_path
 
 
 def test_an_unchanged_file_keeps_its_attributes_without_reading_them_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unchanged backup reads no file's extended attributes: an unchanged file (same inode,
     mtime and ctime) has the ones the previous snapshot recorded. Directories are read again."""
-    import adapters.files.backup as files_backup
-    import adapters.files.tree as tree
+    import davit.adapters.files.backup as files_backup
+    import davit.adapters.files.tree as tree
 
     source = tmp_path / "src"
     make_fidelity_tree(source)

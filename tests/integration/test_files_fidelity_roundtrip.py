@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.repository.repository import Repository
+from davit.adapters.repository.repository import Repository
 from tests.integration.test_files_adapter import backup, restore
 from tests.integration.test_files_fidelity_capture import make_fidelity_tree, xattrs_of
 
@@ -40,13 +40,20 @@ def fingerprint(root: Path) -> dict[str, tuple[object, ...]]:
         else:
             what = None
         first = inodes.setdefault((st.st_dev, st.st_ino), rel) if not stat.S_ISDIR(st.st_mode) else rel
-        out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, what,
-                    xattrs_of(path), first)
+        out[rel] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            what,
+            xattrs_of(path),
+            first,
+        )
     return out
 
 
-def test_a_restored_tree_keeps_xattrs_acls_capabilities_fifos_devices_and_hard_linked_symlinks(
-        tmp_path: Path) -> None:
+def test_a_restored_tree_keeps_xattrs_acls_capabilities_fifos_devices_and_hard_linked_symlinks(tmp_path: Path) -> None:
     source = tmp_path / "src"
     make_fidelity_tree(source)
     repo = Repository.open(tmp_path / "repo")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from domain.errors import CorruptSnapshot, PermanentError, RunStopped
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.domain.errors import CorruptSnapshot, PermanentError, RunStopped
 from tests.fakes import MemoryRunContext
 from tests.integration.crafted_trees import ROOT, file_line, publish, run_restore
 from tests.integration.test_files_adapter import backup, restore, snapshot_of
@@ -42,14 +42,16 @@ def linked(tmp_path: Path) -> Path:
     return root
 
 
-def test_hard_linked_files_come_back_as_one_inode_and_their_content_is_stored_once(
-        linked: Path, tmp_path: Path) -> None:
+def test_hard_linked_files_come_back_as_one_inode_and_their_content_is_stored_once(linked: Path, tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     ctx = backup(repo, linked, "b1")
     assert len(ctx.chunks_written) == len(set(ctx.chunks_written))
     restore(repo, tmp_path / "out")
-    assert inode_groups(tmp_path / "out") == inode_groups(linked) == [
-        ["archive/2026/msg1", "cur/msg1", "new/msg1"], ["cur/small", "new/small-again"]]
+    assert (
+        inode_groups(tmp_path / "out")
+        == inode_groups(linked)
+        == [["archive/2026/msg1", "cur/msg1", "new/msg1"], ["cur/small", "new/small-again"]]
+    )
     assert snapshot_of(tmp_path / "out") == snapshot_of(linked)
 
 
@@ -73,7 +75,8 @@ def test_a_resumed_backup_still_knows_the_links_it_saw_before_the_stop(tmp_path:
 
 
 def test_an_overwrite_restore_does_not_write_through_a_hard_link_to_a_file_outside_the_target(
-        linked: Path, tmp_path: Path) -> None:
+    linked: Path, tmp_path: Path
+) -> None:
     repo = Repository.open(tmp_path / "repo")
     backup(repo, linked, "b1")
     target = tmp_path / "target"
@@ -107,16 +110,20 @@ def test_a_snapshot_made_through_a_helper_container_restores_its_hard_links(tmp_
     assert (tmp_path / "out" / "vol" / "hardlink").read_bytes() == b"hello\n"
 
 
-@pytest.mark.parametrize(("entries", "link"), [
-    (["a"], {"p": "b", "h": "zz"}),  # a later path
-    (["a"], {"p": "b", "h": "b"}),  # itself
-    (["a"], {"p": "b", "h": "../a"}),
-    (["a"], {"p": "b", "h": "/a"}),
-    (["a"], {"p": "b", "h": "a//"}),
-    (["a"], {"p": "b", "t": "l", "l": "x", "h": "a", "s": 0, "c": []}),  # a symlink, to a one-link entry
-])
+@pytest.mark.parametrize(
+    ("entries", "link"),
+    [
+        (["a"], {"p": "b", "h": "zz"}),  # a later path
+        (["a"], {"p": "b", "h": "b"}),  # itself
+        (["a"], {"p": "b", "h": "../a"}),
+        (["a"], {"p": "b", "h": "/a"}),
+        (["a"], {"p": "b", "h": "a//"}),
+        (["a"], {"p": "b", "t": "l", "l": "x", "h": "a", "s": 0, "c": []}),  # a symlink, to a one-link entry
+    ],
+)
 def test_a_hard_link_to_a_one_link_entry_is_refused_unless_a_file_names_a_well_formed_earlier_path(
-        entries: list[str], link: dict[str, object], tmp_path: Path) -> None:
+    entries: list[str], link: dict[str, object], tmp_path: Path
+) -> None:
     repo = Repository.open(tmp_path / "repo")
     lines = [ROOT, *(file_line(repo, p, b"x") for p in entries), {**file_line(repo, "b", b"x"), **link}]
     publish(repo, "s1", lines)
@@ -126,11 +133,12 @@ def test_a_hard_link_to_a_one_link_entry_is_refused_unless_a_file_names_a_well_f
 
 
 def test_a_first_path_swapped_after_its_check_is_never_what_the_hard_link_is_made_to(
-        linked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    linked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Someone who can write the target swaps the first path of a hard-linked inode for a file of
     their own between the restore's check of it and the link: the link must not be made to that
     file (they could then change what the restore put at the second path)."""
-    from adapters.files.confined import Writer
+    from davit.adapters.files.confined import Writer
 
     repo = Repository.open(tmp_path / "repo")
     backup(repo, linked, "b1")

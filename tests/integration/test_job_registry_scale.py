@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 
-import daemon.jobs as jobs_module
-from daemon.jobfiles import LoadedJobFile, load_job_file
-from daemon.jobs import JobRegistry
-from eventstore.sqlite import SqliteEventStore
+import davit.daemon.jobs as jobs_module
+from davit.daemon.jobfiles import LoadedJobFile, load_job_file
+from davit.daemon.jobs import JobRegistry
+from davit.eventstore.sqlite import SqliteEventStore
 
 
 def body(name: str, keep: int = 3) -> str:
-    return f'name = "{name}"\nkind = "files.backup"\nschedule = "0 3 * * *"\n[source]\npath = "/srv"\n' \
-           f"[retention]\nkeep_last = {keep}\n"
+    return (
+        f'name = "{name}"\nkind = "files.backup"\nschedule = "0 3 * * *"\n[source]\npath = "/srv"\n'
+        f"[retention]\nkeep_last = {keep}\n"
+    )
 
 
 def drop(jobs_dir: Path, file: str, text: str) -> None:
@@ -41,8 +43,9 @@ class Counted:
         self.appends = 0
 
 
-def with_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                  go: Callable[[JobRegistry, Path, Counted], Coroutine[Any, Any, None]]) -> None:
+def with_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, go: Callable[[JobRegistry, Path, Counted], Coroutine[Any, Any, None]]
+) -> None:
     counted = Counted()
 
     def counting_load(path: Path, jobs_dir: Path) -> LoadedJobFile:
@@ -94,8 +97,7 @@ def test_a_sync_after_one_file_changed_reads_that_file_only(tmp_path: Path, monk
     with_registry(tmp_path, monkeypatch, go)
 
 
-def test_a_removed_file_retires_its_job_without_reading_the_others(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_removed_file_retires_its_job_without_reading_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def go(registry: JobRegistry, jobs_dir: Path, counted: Counted) -> None:
         for i in range(20):
             drop(jobs_dir, f"job{i:02d}.toml", body(f"job{i:02d}"))
@@ -114,7 +116,8 @@ def test_a_removed_file_retires_its_job_without_reading_the_others(tmp_path: Pat
 
 
 def test_defining_many_files_makes_no_pass_over_every_job_and_few_transactions(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Today's main looked up each file's job with a scan of every job (O(n^2)) and appended
     each definition in its own transaction."""
     passes = []
@@ -136,14 +139,16 @@ def test_defining_many_files_makes_no_pass_over_every_job_and_few_transactions(
         # what was stored is what the registry holds: a fresh registry folds the same jobs
         fresh = JobRegistry(registry.log)
         await fresh.load()
-        assert {j.name: (j.file, j.revision) for j in fresh.jobs.values()} == \
-            {j.name: (j.file, j.revision) for j in registry.jobs.values()}
+        assert {j.name: (j.file, j.revision) for j in fresh.jobs.values()} == {
+            j.name: (j.file, j.revision) for j in registry.jobs.values()
+        }
 
     with_registry(tmp_path, monkeypatch, go)
 
 
 def test_a_file_refused_for_a_taken_name_is_defined_once_the_owner_file_goes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def go(registry: JobRegistry, jobs_dir: Path, counted: Counted) -> None:
         drop(jobs_dir, "a.toml", body("shared"))
         drop(jobs_dir, "b.toml", body("shared", keep=5))
@@ -161,8 +166,7 @@ def test_a_file_refused_for_a_taken_name_is_defined_once_the_owner_file_goes(
     with_registry(tmp_path, monkeypatch, go)
 
 
-def test_a_renamed_job_retires_the_old_name_and_defines_the_new(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_renamed_job_retires_the_old_name_and_defines_the_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def go(registry: JobRegistry, jobs_dir: Path, counted: Counted) -> None:
         drop(jobs_dir, "a.toml", body("old"))
         drop(jobs_dir, "b.toml", body("other"))

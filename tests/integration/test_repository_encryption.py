@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.repository.crypto import RepositoryKeyError
-from adapters.repository.packs import decode_index, pack_path
-from adapters.repository.repository import Repository
-from domain.errors import CorruptChunk
+from davit.adapters.repository.crypto import RepositoryKeyError
+from davit.adapters.repository.packs import decode_index, pack_path
+from davit.adapters.repository.repository import Repository
+from davit.domain.errors import CorruptChunk
 from tests.integration.test_files_adapter import (
     assert_retention_keeps_what_remaining_snapshots_need,
     backup,
@@ -49,7 +49,8 @@ def every_file_under(root: Path) -> bytes:
 
 
 def test_an_encrypted_repository_round_trips_and_stores_neither_content_nor_names_in_the_clear(
-        source: Path, repo: Repository, tmp_path: Path) -> None:
+    source: Path, repo: Repository, tmp_path: Path
+) -> None:
     backup(repo, source, "b1")
     restore(repo, tmp_path / "out")
     assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(source))
@@ -75,7 +76,8 @@ def test_a_wrong_passphrase_is_refused_at_open_without_echoing_it(repo: Reposito
 
 
 def test_without_the_passphrase_snapshots_are_listed_but_nothing_is_read_or_written(
-        repo: Repository, source: Path, tmp_path: Path) -> None:
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
     backup(repo, source, "b1")
     keyless = Repository.open(repo.root)
     assert [s.id for s in keyless.snapshots("job")] == ["b1"]
@@ -96,7 +98,8 @@ def test_a_passphrase_given_for_an_unencrypted_repository_is_refused(tmp_path: P
 
 
 def test_a_tampered_sealed_chunk_is_detected_before_any_byte_reaches_the_target(
-        source: Path, repo: Repository, tmp_path: Path) -> None:
+    source: Path, repo: Repository, tmp_path: Path
+) -> None:
     (source / "only.bin").write_bytes(os.urandom(50_000))
     backup(repo, source, "b1")
     for idx in (repo.root / "index").glob("*.idx"):
@@ -131,10 +134,10 @@ def test_a_sealed_tree_swapped_between_snapshots_does_not_open(source: Path, rep
     assert [d.id for d in repo.damaged_snapshots()] == ["b2"]
 
 
-def test_pruning_an_encrypted_repository_keeps_every_remaining_snapshot_restorable(
-        tmp_path: Path, repo: Repository) -> None:
+def test_pruning_an_encrypted_repository_keeps_every_remaining_snapshot_restorable(tmp_path: Path, repo: Repository) -> None:
     assert_retention_keeps_what_remaining_snapshots_need(
-        repo, tmp_path, lambda: Repository.open(repo.root, passphrase=PASSPHRASE))
+        repo, tmp_path, lambda: Repository.open(repo.root, passphrase=PASSPHRASE)
+    )
 
 
 def test_changing_the_passphrase_rewrites_only_the_sealed_key(repo: Repository, source: Path, tmp_path: Path) -> None:

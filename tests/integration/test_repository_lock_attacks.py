@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import zstandard
 
-from adapters.repository.fsutil import storage_error
-from adapters.repository.locks import DirectoryLockBackend, LockInfo, RepositoryLocks, _stamp, process_start_time
-from adapters.repository.repository import Repository
-from adapters.repository.retention import apply_retention, prune
-from adapters.steps import PUBLISH
-from domain.errors import CorruptChunk, RepositoryLockLost, SourceMissing
-from domain.jobs import Retention
+from davit.adapters.repository.fsutil import storage_error
+from davit.adapters.repository.locks import DirectoryLockBackend, LockInfo, RepositoryLocks, _stamp, process_start_time
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import apply_retention, prune
+from davit.adapters.steps import PUBLISH
+from davit.domain.errors import CorruptChunk, RepositoryLockLost, SourceMissing
+from davit.domain.jobs import Retention
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import backup
 from tests.integration.test_repository_locks import files_work, random_tree, stop_after, unreadable_chunks
@@ -82,8 +82,7 @@ def _backup_while_a_prune_lands_mid_store(tmp_path: Path, pruner: Repository) ->
     return writer, ctx
 
 
-def test_a_clock_stepped_forward_does_not_let_a_prune_take_the_lock_of_a_live_writer_on_this_host(
-        tmp_path: Path) -> None:
+def test_a_clock_stepped_forward_does_not_let_a_prune_take_the_lock_of_a_live_writer_on_this_host(tmp_path: Path) -> None:
     """The wall clock jumps ahead by more than the TTL (a VM resumed, NTP stepping): every lock
     on this host looks expired until its holder's next refresh. The holder's process is alive
     here and the prune can see it, so the lock stays: before the fix the prune removed it as
@@ -96,8 +95,7 @@ def test_a_clock_stepped_forward_does_not_let_a_prune_take_the_lock_of_a_live_wr
     assert {s.id for s in Repository.open(tmp_path / "repo", create=False).snapshots()} == {"a1", "b0"}
 
 
-def test_a_writer_whose_lock_another_host_took_over_never_publishes_a_snapshot_with_pruned_chunks(
-        tmp_path: Path) -> None:
+def test_a_writer_whose_lock_another_host_took_over_never_publishes_a_snapshot_with_pruned_chunks(tmp_path: Path) -> None:
     """Another host, whose clock runs ahead (or which saw this host suspended longer than the
     TTL), takes b's lock as expired, as the protocol lets it, and prunes. b must not publish a
     tree naming what that prune deleted: before the fix it did (and only its finish noticed);
@@ -196,7 +194,8 @@ def test_an_entry_of_the_lock_directory_that_is_no_lock_file_blocks_no_one(tmp_p
 
 
 def test_a_staging_tree_removed_during_the_prunes_reference_scan_does_not_fail_the_prune(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """davitd removes an ended run's staging without a lock (its snapshot is published, or it
     never will be), so it may vanish between the prune's listing of staging trees and its open
     of one: the prune failed with FileNotFoundError. Such a tree names nothing the prune must
@@ -221,8 +220,7 @@ def test_a_staging_tree_removed_during_the_prunes_reference_scan_does_not_fail_t
     assert unreadable_chunks(repo.root) == []
 
 
-def test_a_lock_file_of_this_host_whose_process_lives_is_live_even_when_its_expiry_has_passed(
-        tmp_path: Path) -> None:
+def test_a_lock_file_of_this_host_whose_process_lives_is_live_even_when_its_expiry_has_passed(tmp_path: Path) -> None:
     """Another process of this host holds a lock whose expiry lies in the past by the reader's
     clock (the clock was stepped forward before the holder's next refresh): the process is
     alive with the same start time, so the lock is live."""
@@ -233,17 +231,24 @@ def test_a_lock_file_of_this_host_whose_process_lives_is_live_even_when_its_expi
         start = process_start_time(holder.pid)
         assert start is not None
         past = _stamp(locks.clock() - 10)
-        info = LockInfo(id="ab" * 16, owner=locks.hostname, boot_id=locks.boot_id, pid=holder.pid,
-                        start_time=start, run_id="", exclusive=False, created=past, expires=past,
-                        pid_ns=locks.pid_ns)
+        info = LockInfo(
+            id="ab" * 16,
+            owner=locks.hostname,
+            boot_id=locks.boot_id,
+            pid=holder.pid,
+            start_time=start,
+            run_id="",
+            exclusive=False,
+            created=past,
+            expires=past,
+            pid_ns=locks.pid_ns,
+        )
         assert locks.stale_reason(info) is None
         assert "is gone" in (locks.stale_reason(LockInfo(**{**info.__dict__, "pid": 999_999})) or "")
-        assert "another process" in (locks.stale_reason(LockInfo(**{**info.__dict__, "start_time": start + 1}))
-                                     or "")
+        assert "another process" in (locks.stale_reason(LockInfo(**{**info.__dict__, "start_time": start + 1})) or "")
     finally:
         holder.kill()
         holder.wait()
-
 
 
 def _prune_in_time(repo: Repository, fifos: list[Path]) -> list[Any]:

@@ -1,7 +1,7 @@
 """Pruning against concurrent writers (issue 14, findings 3, 4 and the prune part of 9), with
 real repositories on disk, real backups and real threads and processes.
 
-The lock protocol is described in adapters/repository/locks.py.
+The lock protocol is described in davit/adapters/repository/locks.py.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from adapters.files.backup import FilesBackupWork
-from adapters.repository.locks import boot_id, pid_namespace, process_start_time
-from adapters.repository.packs import index_path, pack_path
-from adapters.repository.repository import Repository
-from adapters.repository.retention import apply_retention, prune
-from adapters.repository.treeformat import read_lines
-from adapters.runwork import RunInputs
-from adapters.steps import PUBLISH
-from domain.errors import CorruptChunk, RepositoryLockLost, RunStopped, SourceMissing
-from domain.jobs import FilesBackupJob, Retention
+from davit.adapters.files.backup import FilesBackupWork
+from davit.adapters.repository.locks import boot_id, pid_namespace, process_start_time
+from davit.adapters.repository.packs import index_path, pack_path
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import apply_retention, prune
+from davit.adapters.repository.treeformat import read_lines
+from davit.adapters.runwork import RunInputs
+from davit.adapters.steps import PUBLISH
+from davit.domain.errors import CorruptChunk, RepositoryLockLost, RunStopped, SourceMissing
+from davit.domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup
 
@@ -68,9 +68,18 @@ def random_tree(root: Path, files: int = 3, size: int = 150_000) -> Path:
 def write_lock(repo: Repository, **fields: Any) -> Path:
     """A lock file as another process (or host) would have left it."""
     now = datetime.now(UTC)
-    lock = {"id": os.urandom(16).hex(), "owner": "other-host", "boot_id": "another-boot", "pid": 4242,
-            "start_time": 1, "run_id": "", "exclusive": False, "created": now.isoformat(),
-            "expires": (now + timedelta(seconds=300)).isoformat(), **fields}
+    lock = {
+        "id": os.urandom(16).hex(),
+        "owner": "other-host",
+        "boot_id": "another-boot",
+        "pid": 4242,
+        "start_time": 1,
+        "run_id": "",
+        "exclusive": False,
+        "created": now.isoformat(),
+        "expires": (now + timedelta(seconds=300)).isoformat(),
+        **fields,
+    }
     path = repo.root / "locks" / f"{lock['id']}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(lock))
@@ -87,7 +96,8 @@ def stop_after(seconds: float) -> threading.Event:
 
 
 def test_a_publish_landing_between_the_phases_of_a_prune_keeps_every_chunk_of_the_new_snapshot(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Job `a` prunes (keep_last=1) while job `b`, whose store step is done, publishes. The
     publish is made to land exactly after prune has listed the snapshots and before it lists
     the staging trees: prune's first `snapshots()` call without a job starts it and waits
@@ -150,8 +160,7 @@ def test_a_pack_pruned_through_another_repository_object_is_no_longer_answered_a
     first = random_tree(tmp_path / "first")
     backup(other, first, "o0", name="o")
     backup(other, random_tree(tmp_path / "second"), "o1", name="o")
-    pruned_chunk = next(bytes.fromhex(c) for e in read_lines(other.open_tree(other.resolve("o0")))
-                        for c in e.chunks)
+    pruned_chunk = next(bytes.fromhex(c) for e in read_lines(other.open_tree(other.resolve("o0"))) for c in e.chunks)
     assert other.has(pruned_chunk)
 
     apply_retention(pruner, "o", Retention(keep_last=1))
@@ -183,11 +192,18 @@ def test_a_backup_whose_chunks_vanished_before_its_finish_fails_naming_them(tmp_
 def test_the_lock_of_a_killed_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from adapters.repository.repository import Repository\n"
-         "repo = Repository.open(Path(sys.argv[1]))\n"
-         "with repo.locked(exclusive=False):\n    print('held', flush=True)\n    time.sleep(60)\n",
-         str(repo.root)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from davit.adapters.repository.repository import Repository\n"
+            "repo = Repository.open(Path(sys.argv[1]))\n"
+            "with repo.locked(exclusive=False):\n    print('held', flush=True)\n    time.sleep(60)\n",
+            str(repo.root),
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
     # while it lives, its shared lock keeps a prune out
     with pytest.raises(RunStopped), repo.locked(exclusive=True, stop=stop_after(0.5)):
@@ -215,13 +231,13 @@ def test_an_expired_lock_of_another_host_is_taken_over(tmp_path: Path) -> None:
 def test_a_lock_of_a_pid_in_another_pid_namespace_is_judged_by_its_expiry_only(tmp_path: Path) -> None:
     """Two containers with host networking share a hostname and a kernel, not their pids."""
     repo = Repository.open(tmp_path / "repo")
-    live = write_lock(repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(),
-                      pid_ns="pid:[1]", pid=999_999)
+    live = write_lock(repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(), pid_ns="pid:[1]", pid=999_999)
     with pytest.raises(RunStopped), repo.locked(exclusive=False, stop=stop_after(0.4)):
         pass
     assert live.exists()
-    write_lock(repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(),
-               pid_ns=pid_namespace(), pid=999_999)  # this namespace, no such pid: stale at once
+    write_lock(
+        repo, exclusive=True, owner=socket.gethostname(), boot_id=boot_id(), pid_ns=pid_namespace(), pid=999_999
+    )  # this namespace, no such pid: stale at once
     live.unlink()
     with repo.locked(exclusive=False, stop=stop_after(5)):
         pass
@@ -230,7 +246,8 @@ def test_a_lock_of_a_pid_in_another_pid_namespace_is_judged_by_its_expiry_only(t
 
 @pytest.mark.parametrize("holder_exclusive, asked_exclusive", [(True, False), (False, True), (True, True)])
 def test_a_live_lock_of_another_host_blocks_until_the_wait_is_stopped(
-        tmp_path: Path, holder_exclusive: bool, asked_exclusive: bool) -> None:
+    tmp_path: Path, holder_exclusive: bool, asked_exclusive: bool
+) -> None:
     repo = Repository.open(tmp_path / "repo")
     live = write_lock(repo, exclusive=holder_exclusive)
     started = time.monotonic()
@@ -307,7 +324,8 @@ def test_a_lock_file_names_its_holder_and_is_private(tmp_path: Path) -> None:
 
 
 def test_a_prune_whose_lock_was_taken_over_stops_before_deleting_anything(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another process judged the prune's lock stale (a stalled host, a skewed clock) and
     removed it: the prune must not go on deleting as if it still held it."""
     repo = Repository.open(tmp_path / "repo")
@@ -396,8 +414,11 @@ def test_two_jobs_one_pruning_with_keep_last_1_while_the_other_publishes_lose_no
             while time.monotonic() < deadline and rounds["w"] < 40:
                 src = tmp_path / f"w-src{rounds['w']}"
                 random_tree(src, files=1, size=50_000)
-                earlier = sorted((tmp_path / "p-last").glob("*"), key=lambda f: f.stat().st_mtime)[-4:] \
-                    if (tmp_path / "p-last").exists() else []
+                earlier = (
+                    sorted((tmp_path / "p-last").glob("*"), key=lambda f: f.stat().st_mtime)[-4:]
+                    if (tmp_path / "p-last").exists()
+                    else []
+                )
                 for f in earlier:
                     os.link(f, src / f.name)
                 backup(repo, src, f"w{rounds['w']}", name="w")

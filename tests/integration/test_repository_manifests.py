@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.files.backup import FilesBackupWork
-from adapters.repository.repository import Repository
-from adapters.repository.retention import apply_retention
-from adapters.runwork import RunInputs
-from domain.errors import CorruptChunk, SnapshotNotFound
-from domain.jobs import FilesBackupJob, Retention
+from davit.adapters.files.backup import FilesBackupWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import apply_retention
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import CorruptChunk, SnapshotNotFound
+from davit.domain.jobs import FilesBackupJob, Retention
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup
 
@@ -110,7 +110,8 @@ DAMAGES: dict[str, tuple[Callable[[Repository, str], None], str]] = {
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_one_malformed_manifest_is_listed_as_damaged_and_the_rest_of_the_repository_works(
-        damage: str, source: Path, tmp_path: Path) -> None:
+    damage: str, source: Path, tmp_path: Path
+) -> None:
     repo = Repository.open(tmp_path / "repo")
     for sid in ("b1", "b2", "b3"):
         backup(repo, source, sid)
@@ -135,7 +136,8 @@ def test_one_malformed_manifest_is_listed_as_damaged_and_the_rest_of_the_reposit
 
 
 def test_reading_the_tree_of_a_snapshot_whose_manifest_broke_after_listing_fails_naming_the_reason(
-        source: Path, tmp_path: Path) -> None:
+    source: Path, tmp_path: Path
+) -> None:
     repo = Repository.open(tmp_path / "repo")
     backup(repo, source, "b1")
     info = repo.resolve("b1")
@@ -144,8 +146,7 @@ def test_reading_the_tree_of_a_snapshot_whose_manifest_broke_after_listing_fails
         repo.open_tree(info)
 
 
-def test_an_edited_manifest_of_an_encrypted_repository_no_longer_redirects_latest(
-        source: Path, tmp_path: Path) -> None:
+def test_an_edited_manifest_of_an_encrypted_repository_no_longer_redirects_latest(source: Path, tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo", passphrase=PASSPHRASE)
     backup(repo, source, "b1")
     backup(repo, source, "b2")
@@ -173,8 +174,16 @@ def test_every_field_of_an_encrypted_manifest_is_covered_by_its_mac(field: str, 
     repo = Repository.open(tmp_path / "repo", passphrase=PASSPHRASE)
     backup(repo, source, "b1")
     backup(repo, source, "b2")
-    changed = {"job": "job2", "kind": "mongo", "created_at": "2001-01-01T00:00:00+00:00", "parent": "b0",
-               "source": {"path": "/elsewhere"}, "stats": {"files": 1}, "tree_sha256": "0" * 64, "id": "b2"}
+    changed = {
+        "job": "job2",
+        "kind": "mongo",
+        "created_at": "2001-01-01T00:00:00+00:00",
+        "parent": "b0",
+        "source": {"path": "/elsewhere"},
+        "stats": {"files": 1},
+        "tree_sha256": "0" * 64,
+        "id": "b2",
+    }
     if field == "id":
         # a manifest copied whole into another snapshot's directory: its MAC is bound to its own id
         manifest_of(repo, "b1").write_bytes(manifest_of(repo, "b2").read_bytes())
@@ -192,7 +201,6 @@ def test_a_manifest_without_its_mac_is_not_trusted_in_an_encrypted_repository(so
     [damaged] = repo.damaged_snapshots()
     assert "has no MAC" in damaged.reason
     assert repo.snapshots() == []
-
 
 
 def test_a_prune_keeps_the_chunks_a_damaged_snapshots_tree_still_names(source: Path, tmp_path: Path) -> None:

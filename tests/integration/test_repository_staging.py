@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from adapters.repository.repository import Repository
-from adapters.repository.retention import prune
-from adapters.repository.staging import StagingGone, remove_run_staging
-from domain.errors import PermanentError, RunStopped
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import prune
+from davit.adapters.repository.staging import StagingGone, remove_run_staging
+from davit.domain.errors import PermanentError, RunStopped
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import backup
 
 
-def test_a_run_resumed_after_its_staging_was_removed_fails_instead_of_publishing_part_of_a_tree(
-        tmp_path: Path) -> None:
+def test_a_run_resumed_after_its_staging_was_removed_fails_instead_of_publishing_part_of_a_tree(tmp_path: Path) -> None:
     """Finding 9's other side: davitd removes a failed run's staging when it ends, and an
     operator may still `davit resume` it. The resumed store must not extend the missing staged
     tree with zeros (or publish only what came after its checkpoint): it fails, saying why."""
@@ -57,7 +56,8 @@ def _tree_line(cid: bytes) -> bytes:
 
 
 def test_prune_keeps_the_chunks_named_by_a_staging_tree_made_through_the_repository_and_only_while_it_is_there(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Issue 16, part 4: the repository owns its staging. A run's tree staged where
     `Repository.staging` says (a whole run, or a MongoDB collection's part `<run>.c<N>`) protects
     its chunks from a prune in progress; once davitd removes the run's staging they go."""

@@ -12,17 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from adapters.repository.repository import Repository
-from adapters.repository.trees import SEGMENT
-from domain.errors import CorruptChunk
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.trees import SEGMENT
+from davit.domain.errors import CorruptChunk
 
 PASSPHRASE = "streaming trees"
 
 
 def tree_lines(count: int) -> bytes:
-    return b"".join(json.dumps({"p": f"dir{i // 1000}/file{i}.txt", "t": "f", "m": 420, "mt": i, "s": i,
-                                "c": [hashlib.sha256(str(i).encode()).hexdigest()]}).encode() + b"\n"
-                    for i in range(count))
+    return b"".join(
+        json.dumps(
+            {
+                "p": f"dir{i // 1000}/file{i}.txt",
+                "t": "f",
+                "m": 420,
+                "mt": i,
+                "s": i,
+                "c": [hashlib.sha256(str(i).encode()).hexdigest()],
+            }
+        ).encode()
+        + b"\n"
+        for i in range(count)
+    )
 
 
 def manifest(snapshot_id: str) -> dict[str, object]:
@@ -30,8 +41,7 @@ def manifest(snapshot_id: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("passphrase", [None, PASSPHRASE], ids=["plain", "encrypted"])
-def test_a_large_tree_is_published_and_read_back_without_holding_it_in_memory(tmp_path: Path,
-                                                                               passphrase: str | None) -> None:
+def test_a_large_tree_is_published_and_read_back_without_holding_it_in_memory(tmp_path: Path, passphrase: str | None) -> None:
     repo = Repository.open(tmp_path / "repo", passphrase=passphrase)
     plain = tmp_path / "tree.jsonl"
     plain.write_bytes(tree_lines(200_000))  # about 30 MB of JSON lines, several sealed segments
@@ -90,14 +100,14 @@ def test_a_sealed_tree_cut_at_a_segment_boundary_or_reordered_is_refused(tmp_pat
         info = repo.publish_snapshot_from(manifest("s1"), noise)
     stored = (info.path / "tree.jsonl.zst").read_bytes()
     magic_len = stored.index(b"\n") + 1
-    first_len = int.from_bytes(stored[magic_len:magic_len + 4], "big")
+    first_len = int.from_bytes(stored[magic_len : magic_len + 4], "big")
     first_end = magic_len + 4 + first_len
 
     rewrite_tree(repo, "s1", stored[:first_end])  # only the first segment: the end is missing
     with pytest.raises(CorruptChunk, match="cut short"):
         repo.open_tree(repo.resolve("s1")).read()
 
-    second_len = int.from_bytes(stored[first_end:first_end + 4], "big")
+    second_len = int.from_bytes(stored[first_end : first_end + 4], "big")
     second_end = first_end + 4 + second_len
     swapped = stored[:magic_len] + stored[first_end:second_end] + stored[magic_len:first_end] + stored[second_end:]
     rewrite_tree(repo, "s1", swapped)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from adapters.repository.repository import Repository
-from adapters.runwork import RunInputs
-from domain.errors import PermanentError, TargetNotEmpty
+from davit.adapters.repository.repository import Repository
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import PermanentError, TargetNotEmpty
 from tests.fakes import MemoryRunContext
 from tests.integration.crafted_trees import (
     ROOT,
@@ -44,8 +44,10 @@ def crafted(name: str, repo: Repository, outside: Path) -> list[dict[str, Any]]:
     hostile: dict[str, list[dict[str, Any]]] = {
         "dotdot-file": [file_line(repo, "../x", b"written outside")],
         "absolute": [file_line(repo, str(outside / "abs"), b"written at an absolute path")],
-        "under-a-symlink": [{"p": "lnk", "t": "l", "m": 0o777, "mt": 1, "l": str(outside / "dir")},
-                            file_line(repo, "lnk/f", b"#!/bin/sh\nid\n", mode=0o4755)],
+        "under-a-symlink": [
+            {"p": "lnk", "t": "l", "m": 0o777, "mt": 1, "l": str(outside / "dir")},
+            file_line(repo, "lnk/f", b"#!/bin/sh\nid\n", mode=0o4755),
+        ],
         "hard-link-out": [file_line(repo, "h", b"x", n=2, dv=1, h="../outside/secret")],
         "dotdot-dir-0777": [{"p": "../outside", "t": "d", "m": 0o777, "mt": 1}],
     }
@@ -53,8 +55,7 @@ def crafted(name: str, repo: Repository, outside: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", ["dotdot-file", "absolute", "under-a-symlink", "hard-link-out", "dotdot-dir-0777"])
-def test_a_crafted_snapshot_fails_the_restore_before_anything_is_written(name: str, repo: Repository,
-                                                                         tmp_path: Path) -> None:
+def test_a_crafted_snapshot_fails_the_restore_before_anything_is_written(name: str, repo: Repository, tmp_path: Path) -> None:
     outside = make_outside(tmp_path)
     target = tmp_path / "target"
     publish(repo, "evil", crafted(name, repo, outside))  # type: ignore[arg-type]
@@ -70,8 +71,7 @@ def test_a_crafted_snapshot_fails_the_restore_before_anything_is_written(name: s
 
 
 @pytest.mark.parametrize("name", ["dotdot-file", "absolute", "under-a-symlink", "hard-link-out", "dotdot-dir-0777"])
-def test_a_tree_swapped_after_prepare_still_cannot_write_outside(name: str, repo: Repository,
-                                                                 tmp_path: Path) -> None:
+def test_a_tree_swapped_after_prepare_still_cannot_write_outside(name: str, repo: Repository, tmp_path: Path) -> None:
     """A resumed run does not prepare again: the check runs on every pass over the tree, and
     the writer reaches the target only through directory descriptors anyway."""
     outside = make_outside(tmp_path)
@@ -86,45 +86,52 @@ def test_a_tree_swapped_after_prepare_still_cannot_write_outside(name: str, repo
     assert fingerprint(tmp_path, leave_out=(tmp_path / "repo", target)) == before
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    (b"{not json", "does not parse"),
-    (b'{"p": "x", "t": "f", "m": "0644", "mt": 1}', "integer field .* out of range"),
-    (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "x": {"user.a": "!!not base64"}}', "does not parse"),
-    (b'{"p": "x", "t": "s", "m": 420, "mt": 1}', "unknown type"),
-    (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "c": ["../../etc/passwd"]}', "chunk id"),
-    (b'{"p": "a\\u0000b", "t": "f", "m": 420, "mt": 1}', "NUL"),
-    (b'{"p": "a//b", "t": "f", "m": 420, "mt": 1}', "empty"),
-    (b'{"p": "./a", "t": "f", "m": 420, "mt": 1}', "'.'"),
-    (b'{"p": "' + b"n" * 300 + b'", "t": "f", "m": 420, "mt": 1}', "longer than 255"),
-    (b'{"p": "x", "t": "l", "m": 511, "mt": 1}', "symlink without a valid target"),
-    (b'{"p": "d", "t": "d", "m": 493, "mt": 1, "h": "a"}', "hard link"),
-    (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "u": -1}', "integer field .* out of range"),
-    (b'[1, 2]', "does not parse"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "does not parse"),
+        (b'{"p": "x", "t": "f", "m": "0644", "mt": 1}', "integer field .* out of range"),
+        (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "x": {"user.a": "!!not base64"}}', "does not parse"),
+        (b'{"p": "x", "t": "s", "m": 420, "mt": 1}', "unknown type"),
+        (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "c": ["../../etc/passwd"]}', "chunk id"),
+        (b'{"p": "a\\u0000b", "t": "f", "m": 420, "mt": 1}', "NUL"),
+        (b'{"p": "a//b", "t": "f", "m": 420, "mt": 1}', "empty"),
+        (b'{"p": "./a", "t": "f", "m": 420, "mt": 1}', "'.'"),
+        (b'{"p": "' + b"n" * 300 + b'", "t": "f", "m": 420, "mt": 1}', "longer than 255"),
+        (b'{"p": "x", "t": "l", "m": 511, "mt": 1}', "symlink without a valid target"),
+        (b'{"p": "d", "t": "d", "m": 493, "mt": 1, "h": "a"}', "hard link"),
+        (b'{"p": "x", "t": "f", "m": 420, "mt": 1, "u": -1}', "integer field .* out of range"),
+        (b"[1, 2]", "does not parse"),
+    ],
+)
 def test_a_malformed_line_is_a_corrupt_snapshot_naming_the_line_and_the_reason(line: bytes, reason: str) -> None:
-    from adapters.files.treecheck import checked, parsed
+    from davit.adapters.files.treecheck import checked, parsed
 
     lines = [b'{"p": ".", "t": "d", "m": 493, "mt": 1}', b'{"p": "a", "t": "f", "m": 420, "mt": 1}', line]
     with pytest.raises(PermanentError, match=f"snapshot s1 is corrupt: entry .*{reason}"):
         list(checked(parsed(lines, "s1"), "s1"))
 
 
-@pytest.mark.parametrize(("paths", "reason"), [
-    (["b", "a"], "out of walk order"),
-    (["a", "a"], "out of walk order"),
-    (["a/b"], "parent is not a directory"),
-])
+@pytest.mark.parametrize(
+    ("paths", "reason"),
+    [
+        (["b", "a"], "out of walk order"),
+        (["a", "a"], "out of walk order"),
+        (["a/b"], "parent is not a directory"),
+    ],
+)
 def test_order_duplicates_and_missing_parents_are_refused(paths: list[str], reason: str) -> None:
-    from adapters.files.treecheck import checked, parsed
+    from davit.adapters.files.treecheck import checked, parsed
 
     lines = [b'{"p": ".", "t": "d", "m": 493, "mt": 1}'] + [
-        f'{{"p": "{p}", "t": "f", "m": 420, "mt": 1}}'.encode() for p in paths]
+        f'{{"p": "{p}", "t": "f", "m": 420, "mt": 1}}'.encode() for p in paths
+    ]
     with pytest.raises(PermanentError, match=reason):
         list(checked(parsed(lines, "s1"), "s1"))
 
 
 def test_a_tree_without_its_root_first_is_refused() -> None:
-    from adapters.files.treecheck import checked, parsed
+    from davit.adapters.files.treecheck import checked, parsed
 
     with pytest.raises(PermanentError, match="root"):
         list(checked(parsed([b'{"p": "a", "t": "f", "m": 420, "mt": 1}'], "s1"), "s1"))
@@ -154,8 +161,7 @@ def test_a_restore_never_writes_through_a_symlink_planted_in_the_target(repo: Re
     assert (target / "sub").stat().st_mode & 0o7777 == 0o777
 
 
-def test_symlinks_planted_deeper_and_at_a_files_place_are_replaced_not_followed(repo: Repository,
-                                                                                 tmp_path: Path) -> None:
+def test_symlinks_planted_deeper_and_at_a_files_place_are_replaced_not_followed(repo: Repository, tmp_path: Path) -> None:
     source = source_with_sub(tmp_path)
     backup(repo, source, "b1")
     outside = make_outside(tmp_path)
@@ -201,19 +207,31 @@ def test_a_directory_in_the_way_of_a_file_is_never_removed(repo: Repository, tmp
 
 
 @pytest.mark.parametrize("access", ["mountpoint", "helper"])
-def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engine(access: str, repo: Repository,
-                                                                                   tmp_path: Path) -> None:
+def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engine(
+    access: str, repo: Repository, tmp_path: Path
+) -> None:
     """volume.restore (through the mountpoint or a helper container) checks the volume's
     re-rooted entries the same way, at prepare, before it connects to any engine: the engine
     named here does not exist, and the error is the snapshot's."""
-    from adapters.docker.restore import VolumeRestoreWork
-    from domain.jobs import VolumeRestoreJob
+    from davit.adapters.docker.restore import VolumeRestoreWork
+    from davit.domain.jobs import VolumeRestoreJob
 
-    publish(repo, "vols1", [ROOT, {"p": "data", "t": "d", "m": 0o755, "mt": 1},
-                            file_line(repo, "data/../../escape", b"out of the volume")], job="vols")
-    spec = VolumeRestoreJob(name="back", kind="volume.restore", engine=f"unix://{tmp_path}/no-engine.sock",
-                            access=access, helper_image="busybox:1", source={"job": "vols"},  # type: ignore[arg-type]
-                            volume="data", target={"volume": "restored", "overwrite": True})  # type: ignore[arg-type]
+    publish(
+        repo,
+        "vols1",
+        [ROOT, {"p": "data", "t": "d", "m": 0o755, "mt": 1}, file_line(repo, "data/../../escape", b"out of the volume")],
+        job="vols",
+    )
+    spec = VolumeRestoreJob(
+        name="back",
+        kind="volume.restore",
+        engine=f"unix://{tmp_path}/no-engine.sock",
+        access=access,
+        helper_image="busybox:1",
+        source={"job": "vols"},  # type: ignore[arg-type]
+        volume="data",
+        target={"volume": "restored", "overwrite": True},
+    )  # type: ignore[arg-type]
     work, ctx = VolumeRestoreWork(RunInputs(spec, "restore1", SMALL, repo=repo)), MemoryRunContext(run_id="restore1")
     with pytest.raises(PermanentError, match=r"snapshot vols1 is corrupt: entry .*'\.\./\.\./escape'"):
         work.prepare(ctx)
@@ -233,7 +251,7 @@ def test_a_tree_deeper_than_the_open_directory_limit_restores_whole(repo: Reposi
     """The descriptor walk keeps at most MAX_OPEN_DIRS directories open and opens the others
     again when it climbs back: a tree 150 deep (files at every tenth level, siblings on the
     way back up) restores with every mode and mtime."""
-    from adapters.files.confined import MAX_OPEN_DIRS
+    from davit.adapters.files.confined import MAX_OPEN_DIRS
     from tests.integration.test_files_adapter import snapshot_of
 
     source = tmp_path / "deep"

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-import adapters.files.restore as files_restore
-from adapters.repository.repository import Repository
-from adapters.repository.treeformat import walk_key
-from domain.errors import DavitError
+import davit.adapters.files.restore as files_restore
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.treeformat import walk_key
+from davit.domain.errors import DavitError
 from tests.integration.crafted_trees import ROOT, fingerprint, make_outside, publish, run_restore, store_chunk
 
 COMMON = ["a", "b", "sub", "..", ".", "", "é", "𝄞", "n" * 300, "x\x00y"]
@@ -38,8 +38,12 @@ def trees(draw: st.DrawFn) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     for path in draw(st.lists(paths, max_size=8)):
         kind = draw(st.sampled_from(["f", "d", "l", "p"]))
-        line: dict[str, Any] = {"p": path, "t": kind, "m": draw(st.sampled_from([0o644, 0o777, 0o4755, 0o700])),
-                                "mt": 1_600_000_000_000_000_000}
+        line: dict[str, Any] = {
+            "p": path,
+            "t": kind,
+            "m": draw(st.sampled_from([0o644, 0o777, 0o4755, 0o700])),
+            "mt": 1_600_000_000_000_000_000,
+        }
         if kind == "l":
             line["l"] = draw(st.sampled_from(["/OUTSIDE", "/OUTSIDE/secret", "../../outside", "a"]))
         if kind == "f":
@@ -53,9 +57,15 @@ def trees(draw: st.DrawFn) -> dict[str, Any]:
         entries.sort(key=lambda e: walk_key(e["p"]))  # walk order: more trees get past the first entries
     return {
         "entries": ([ROOT] if draw(st.booleans()) or not entries else []) + entries,
-        "planted": draw(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "sub"]), min_size=1, max_size=3),
-                                           st.sampled_from(["/OUTSIDE", "/OUTSIDE/dir", "/OUTSIDE/secret"])),
-                                 max_size=3)),
+        "planted": draw(
+            st.lists(
+                st.tuples(
+                    st.lists(st.sampled_from(["a", "b", "sub"]), min_size=1, max_size=3),
+                    st.sampled_from(["/OUTSIDE", "/OUTSIDE/dir", "/OUTSIDE/secret"]),
+                ),
+                max_size=3,
+            )
+        ),
         "overwrite": draw(st.booleans()),
         "unchecked": draw(st.booleans()),
     }
@@ -86,14 +96,38 @@ def resolved(entries: list[dict[str, Any]], outside: Path, chunk: str) -> list[d
 
 @pytest.mark.timeout(120)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example({"entries": [{"p": "n" * 300, "t": "f", "m": 420, "mt": 1_600_000_000_000_000_000, "s": 5, "c": ["CHUNK"]}],
-          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
-@example({"entries": [{"p": "n" * 300, "t": "d", "m": 420, "mt": 1_600_000_000_000_000_000}],
-          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
-@example({"entries": [{"p": "n" * 300, "t": "l", "m": 420, "mt": 1_600_000_000_000_000_000, "l": "/OUTSIDE"}],
-          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
-@example({"entries": [{"p": "n" * 300, "t": "p", "m": 420, "mt": 1_600_000_000_000_000_000}],
-          "planted": [], "overwrite": False, "unchecked": True})  # a name too long: a typed failure
+@example(
+    {
+        "entries": [{"p": "n" * 300, "t": "f", "m": 420, "mt": 1_600_000_000_000_000_000, "s": 5, "c": ["CHUNK"]}],
+        "planted": [],
+        "overwrite": False,
+        "unchecked": True,
+    }
+)  # a name too long: a typed failure
+@example(
+    {
+        "entries": [{"p": "n" * 300, "t": "d", "m": 420, "mt": 1_600_000_000_000_000_000}],
+        "planted": [],
+        "overwrite": False,
+        "unchecked": True,
+    }
+)  # a name too long: a typed failure
+@example(
+    {
+        "entries": [{"p": "n" * 300, "t": "l", "m": 420, "mt": 1_600_000_000_000_000_000, "l": "/OUTSIDE"}],
+        "planted": [],
+        "overwrite": False,
+        "unchecked": True,
+    }
+)  # a name too long: a typed failure
+@example(
+    {
+        "entries": [{"p": "n" * 300, "t": "p", "m": 420, "mt": 1_600_000_000_000_000_000}],
+        "planted": [],
+        "overwrite": False,
+        "unchecked": True,
+    }
+)  # a name too long: a typed failure
 @given(trees())
 def test_nothing_outside_the_target_changes_whatever_the_tree_and_the_target_hold(tree: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:

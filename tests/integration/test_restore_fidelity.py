@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from adapters.repository.repository import Repository
+from davit.adapters.repository.repository import Repository
 from tests.integration.crafted_trees import file_line, publish, run_restore
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes, trusted.* and security.* need root")
@@ -49,22 +49,80 @@ def lines(repo: Repository) -> list[dict[str, Any]]:
     null_rdev = os.stat("/dev/null").st_rdev
     return [
         {"p": ".", "t": "d", "m": 0o755, "mt": MT},
-        {"p": "cap-ping", **{k: v for k, v in file_line(repo, "cap-ping", b"\x7fELF a program").items() if k != "p"},
-         "m": 0o755, "mt": MT + 1, "u": 1234, "g": 5678,
-         "x": {"security.capability": b64(CAPABILITY), "user.comment": b64(b"kept"), "trusted.note": b64(b"\x00\xff")}},
-        {"p": "fifo", "t": "p", "m": 0o640, "mt": MT + 2, "u": 42, "g": 43, "n": 2, "dv": 1,
-         "x": {"user.refused": b64(b"no user xattrs on a FIFO"), "trusted.kept": b64(b"yes")}},
-        {"p": "fifo-link", "t": "p", "m": 0o640, "mt": MT + 2, "u": 42, "g": 43, "n": 2, "dv": 1, "h": "fifo",
-         "x": {"user.refused": b64(b"no user xattrs on a FIFO"), "trusted.kept": b64(b"yes")}},
+        {
+            "p": "cap-ping",
+            **{k: v for k, v in file_line(repo, "cap-ping", b"\x7fELF a program").items() if k != "p"},
+            "m": 0o755,
+            "mt": MT + 1,
+            "u": 1234,
+            "g": 5678,
+            "x": {"security.capability": b64(CAPABILITY), "user.comment": b64(b"kept"), "trusted.note": b64(b"\x00\xff")},
+        },
+        {
+            "p": "fifo",
+            "t": "p",
+            "m": 0o640,
+            "mt": MT + 2,
+            "u": 42,
+            "g": 43,
+            "n": 2,
+            "dv": 1,
+            "x": {"user.refused": b64(b"no user xattrs on a FIFO"), "trusted.kept": b64(b"yes")},
+        },
+        {
+            "p": "fifo-link",
+            "t": "p",
+            "m": 0o640,
+            "mt": MT + 2,
+            "u": 42,
+            "g": 43,
+            "n": 2,
+            "dv": 1,
+            "h": "fifo",
+            "x": {"user.refused": b64(b"no user xattrs on a FIFO"), "trusted.kept": b64(b"yes")},
+        },
         {"p": "null", "t": "c", "m": 0o666, "mt": MT + 3, "r": null_rdev, "u": 0, "g": 0},
-        {"p": "shared", "t": "d", "m": 0o2775, "mt": MT + 4, "u": 1000, "g": 2000,
-         "x": {"system.posix_acl_default": b64(DEFAULT_ACL), "user.dir": b64(b"on a directory")}},
-        {"p": "shared/acl.txt", **{k: v for k, v in file_line(repo, "x", b"with an ACL").items() if k != "p"},
-         "m": 0o664, "mt": MT + 5, "x": {"system.posix_acl_access": b64(ACCESS_ACL)}},
-        {"p": "sl-a", "t": "l", "m": 0o777, "mt": MT + 6, "l": "cap-ping", "n": 2, "dv": 1, "u": 7, "g": 8,
-         "x": {"trusted.link": b64(b"on the symlink itself")}},
-        {"p": "sl-b", "t": "l", "m": 0o777, "mt": MT + 6, "l": "cap-ping", "n": 2, "dv": 1, "u": 7, "g": 8,
-         "h": "sl-a", "x": {"trusted.link": b64(b"on the symlink itself")}},
+        {
+            "p": "shared",
+            "t": "d",
+            "m": 0o2775,
+            "mt": MT + 4,
+            "u": 1000,
+            "g": 2000,
+            "x": {"system.posix_acl_default": b64(DEFAULT_ACL), "user.dir": b64(b"on a directory")},
+        },
+        {
+            "p": "shared/acl.txt",
+            **{k: v for k, v in file_line(repo, "x", b"with an ACL").items() if k != "p"},
+            "m": 0o664,
+            "mt": MT + 5,
+            "x": {"system.posix_acl_access": b64(ACCESS_ACL)},
+        },
+        {
+            "p": "sl-a",
+            "t": "l",
+            "m": 0o777,
+            "mt": MT + 6,
+            "l": "cap-ping",
+            "n": 2,
+            "dv": 1,
+            "u": 7,
+            "g": 8,
+            "x": {"trusted.link": b64(b"on the symlink itself")},
+        },
+        {
+            "p": "sl-b",
+            "t": "l",
+            "m": 0o777,
+            "mt": MT + 6,
+            "l": "cap-ping",
+            "n": 2,
+            "dv": 1,
+            "u": 7,
+            "g": 8,
+            "h": "sl-a",
+            "x": {"trusted.link": b64(b"on the symlink itself")},
+        },
     ]
 
 
@@ -72,8 +130,12 @@ def observed(path: Path) -> dict[str, Any]:
     st = os.lstat(path)
     follow = not stat.S_ISLNK(st.st_mode)
     return {
-        "type": stat.S_IFMT(st.st_mode), "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
-        "mtime": st.st_mtime_ns, "rdev": st.st_rdev if stat.S_ISCHR(st.st_mode) else 0,
+        "type": stat.S_IFMT(st.st_mode),
+        "mode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mtime": st.st_mtime_ns,
+        "rdev": st.st_rdev if stat.S_ISCHR(st.st_mode) else 0,
         "xattrs": {n: os.getxattr(path, n, follow_symlinks=follow) for n in os.listxattr(path, follow_symlinks=follow)},
         "target": os.readlink(path) if not follow else None,
     }
@@ -105,4 +167,5 @@ def test_xattrs_acls_fifos_devices_and_linked_symlinks_are_restored_field_by_fie
     assert os.lstat(target / "sl-a").st_nlink == 2
     # refused by the file system: a warning naming the path and the attribute, and the run succeeded
     assert [w for w in ctx.warnings if "user.refused" in w] == [
-        f"{target / 'fifo'}: extended attribute user.refused not restored: Operation not permitted"]
+        f"{target / 'fifo'}: extended attribute user.refused not restored: Operation not permitted"
+    ]

@@ -15,11 +15,11 @@ from typing import Any
 
 import anyio
 
-from daemon.bootstrap import Parts
-from daemon.config import load_settings
-from daemon.notify import Notifier
-from daemon.supervisor import Supervisor
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon.bootstrap import Parts
+from davit.daemon.config import load_settings
+from davit.daemon.notify import Notifier
+from davit.daemon.supervisor import Supervisor
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.unit.test_schedule import FakeClock
 
 REAL = datetime(2026, 3, 10, 2, 59, 0, tzinfo=UTC)
@@ -29,8 +29,7 @@ AHEAD = REAL + timedelta(days=365)
 def events(db: Path, type_: str) -> list[dict[str, Any]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return [json.loads(d) for (d,) in conn.execute("SELECT data FROM events WHERE type = ? ORDER BY position",
-                                                        (type_,))]
+        return [json.loads(d) for (d,) in conn.execute("SELECT data FROM events WHERE type = ? ORDER BY position", (type_,))]
     finally:
         conn.close()
 
@@ -47,7 +46,8 @@ def test_a_fire_made_while_the_clock_was_a_year_ahead_does_not_stop_the_job_afte
     settings = load_settings(home)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     (settings.jobs_dir / "nightly.toml").write_text(
-        f'name = "nightly"\nkind = "files.backup"\nschedule = "0 3 * * *"\n[source]\npath = "{tmp_path}"\n')
+        f'name = "nightly"\nkind = "files.backup"\nschedule = "0 3 * * *"\n[source]\npath = "{tmp_path}"\n'
+    )
     clock = FakeClock(AHEAD)  # the machine's clock is a year ahead
     db = settings.db_path
 

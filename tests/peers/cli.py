@@ -80,8 +80,10 @@ def up(names: list[str], strict: bool) -> int:
             state[name] = entry
             save(state)
     failed = [n for n in names if not state[n].get("ok")]
-    say(f"done in {time.monotonic() - started:.1f}s; state in {state_path()}"
-        + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    say(
+        f"done in {time.monotonic() - started:.1f}s; state in {state_path()}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if strict and failed else 0
 
 

@@ -76,8 +76,7 @@ def unmount_below(path: Path) -> None:
         mounts = Path("/proc/mounts").read_text().splitlines()
     except OSError:
         return
-    targets = [line.split()[1] for line in mounts
-               if line.split()[1] == root or line.split()[1].startswith(root + "/")]
+    targets = [line.split()[1] for line in mounts if line.split()[1] == root or line.split()[1].startswith(root + "/")]
     for target in sorted(targets, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
@@ -85,19 +84,31 @@ def unmount_below(path: Path) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def run(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, input: bytes | None = None, timeout: float = 1800) -> str:
+def run(
+    argv: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    input: bytes | None = None,
+    timeout: float = 1800,
+) -> str:
     """Run a command to completion; raise PeerError carrying its output when it fails."""
     full_env = {**os.environ, **env} if env else None
     try:
-        proc = subprocess.run([str(a) for a in argv], env=full_env, cwd=cwd, input=input,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(
+            [str(a) for a in argv],
+            env=full_env,
+            cwd=cwd,
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PeerError(f"{argv[0]}: {exc}") from exc
     output = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
-        raise PeerError(f"`{' '.join(str(a) for a in argv[:4])} ...` exited {proc.returncode}",
-                        tail(output))
+        raise PeerError(f"`{' '.join(str(a) for a in argv[:4])} ...` exited {proc.returncode}", tail(output))
     return output
 
 
@@ -118,8 +129,7 @@ def apt_install(packages: Sequence[str]) -> None:
 
 
 def deb_installed(package: str) -> bool:
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
     return proc.returncode == 0 and proc.stdout.endswith(" installed")
 
 
@@ -134,8 +144,7 @@ def pip_download(requirement: str, sha256: str, dest: Path) -> Path:
         if pip[0] != sys.executable and not shutil.which(pip[0]):
             continue
         try:
-            run([*pip, "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-                 "-r", req, "-d", dest])
+            run([*pip, "download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "-r", req, "-d", dest])
         except PeerError as exc:
             errors.append(f"{exc} {exc.log_tail}")
             continue
@@ -150,17 +159,22 @@ def pid_file(name: str) -> Path:
     return run_dir() / "pids" / f"{name}.pid"
 
 
-def spawn(name: str, argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> int:
+def spawn(name: str, argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
     """Start a daemon in its own session, output to logs/NAME.log; remember its pid."""
     log_dir().mkdir(parents=True, exist_ok=True)
     pid_file(name).parent.mkdir(parents=True, exist_ok=True)
     with open(log_dir() / f"{name}.log", "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {argv[0]}\n".encode())
         log.flush()
-        proc = subprocess.Popen([str(a) for a in argv], env={**os.environ, **(env or {})},
-                                cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     pid_file(name).write_text(json.dumps({"pid": proc.pid, "exe": Path(str(argv[0])).name}))
     return proc.pid
 

@@ -73,17 +73,24 @@ class Engine:
         self.stop()
         fresh_dir(self.data_root)
         fresh_dir(self.exec_dir)
-        spawn(self.name, [
-            "dockerd",
-            "--data-root", self.data_root,
-            "--exec-root", self.exec_dir / "exec",
-            "--pidfile", self.exec_dir / "docker.pid",
-            "-H", self.host,
-            "--iptables=false", "--ip-masq=false",
-            *extra_args,
-        ])
-        wait_until(self.ping, what=f"{self.name} to answer on {self.socket}", name=self.name,
-                   timeout=60)
+        spawn(
+            self.name,
+            [
+                "dockerd",
+                "--data-root",
+                self.data_root,
+                "--exec-root",
+                self.exec_dir / "exec",
+                "--pidfile",
+                self.exec_dir / "docker.pid",
+                "-H",
+                self.host,
+                "--iptables=false",
+                "--ip-masq=false",
+                *extra_args,
+            ],
+        )
+        wait_until(self.ping, what=f"{self.name} to answer on {self.socket}", name=self.name, timeout=60)
 
     def stop(self) -> None:
         stop(self.name, timeout=30)
@@ -93,8 +100,7 @@ class Engine:
                 path.rmdir()
 
     def has_image(self, image: str) -> bool:
-        proc = subprocess.run(["docker", "-H", self.host, "image", "inspect", image],
-                              capture_output=True, check=False)
+        proc = subprocess.run(["docker", "-H", self.host, "image", "inspect", image], capture_output=True, check=False)
         return proc.returncode == 0
 
     def load_test_image(self) -> None:
@@ -103,8 +109,7 @@ class Engine:
         archive = cache_dir() / "images" / "davit-test-busybox-1.tar"
         if not archive.exists():
             say(f"building test image {IMAGE} with docker import (first time)...")
-            self.docker("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["/bin/sh"]',
-                        "-", IMAGE, input=busybox_rootfs())
+            self.docker("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["/bin/sh"]', "-", IMAGE, input=busybox_rootfs())
             archive.parent.mkdir(parents=True, exist_ok=True)
             self.docker("save", "-o", f"{archive}.tmp", IMAGE)
             os.replace(f"{archive}.tmp", archive)
@@ -118,6 +123,7 @@ def busybox_rootfs() -> bytes:
     applets = run([busybox, "--list"]).split()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+
         def add_dir(name: str, mode: int = 0o755) -> None:
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
@@ -189,14 +195,12 @@ def up() -> dict[str, Any]:
     engine.start(ENGINE1_ARGS)
     engine.load_test_image()
     version = engine.docker("version", "--format", "{{.Server.Version}}").strip()
-    return {"ok": True, "host": engine.host, "image": IMAGE, "engine_version": version,
-            "compose_version": COMPOSE_VERSION}
+    return {"ok": True, "host": engine.host, "image": IMAGE, "engine_version": version, "compose_version": COMPOSE_VERSION}
 
 
 def check(entry: dict[str, Any]) -> bool:
     engine = Engine(NAME)
-    return (entry.get("host") == engine.host and running_pid(NAME) is not None
-            and engine.ping() and engine.has_image(IMAGE))
+    return entry.get("host") == engine.host and running_pid(NAME) is not None and engine.ping() and engine.has_image(IMAGE)
 
 
 def down() -> None:

@@ -48,8 +48,7 @@ MODULE_DIR = Path(__file__).resolve().parent / "ferretdb"
 
 
 def go_binary() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists()
-                                   else None)
+    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if found is None:
         raise PeerError("the Go toolchain (`go`) is not on PATH; it comes with the machine")
     return found
@@ -65,8 +64,7 @@ def binary() -> Path:
         say(f"building FerretDB {FERRETDB_VERSION} (first time, ~2 min)...")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
-        run([go_binary(), "build", "-trimpath", "-o", tmp, "."], cwd=MODULE_DIR,
-            env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+        run([go_binary(), "build", "-trimpath", "-o", tmp, "."], cwd=MODULE_DIR, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
         os.replace(tmp, target)
     return target
 
@@ -74,16 +72,24 @@ def binary() -> Path:
 def patch_config(source: str) -> str:
     """ferretdb/ferretdb.go with Config fields for FerretDB's new auth and its setup user."""
     edits = [
-        ('"github.com/FerretDB/FerretDB/internal/util/state"',
-         '"github.com/FerretDB/FerretDB/internal/util/password"\n\t"github.com/FerretDB/FerretDB/internal/util/state"'),
-        ("\tSQLiteURL string // For example: `file:data/`.\n",
-         "\tSQLiteURL string // For example: `file:data/`.\n\n\tEnableNewAuth bool\n\tSetupDatabase string\n"
-         "\tSetupUsername string\n\tSetupPassword string\n"),
-        ("\t\tSQLiteURL: config.SQLiteURL,\n",
-         "\t\tSQLiteURL: config.SQLiteURL,\n\n\t\tSetupDatabase: config.SetupDatabase,\n"
-         "\t\tSetupUsername: config.SetupUsername,\n\t\tSetupPassword: password.WrapPassword(config.SetupPassword),\n"),
-        ("\t\t\tBatchSize:               100,\n",
-         "\t\t\tBatchSize:               100,\n\t\t\tEnableNewAuth:           config.EnableNewAuth,\n"),
+        (
+            '"github.com/FerretDB/FerretDB/internal/util/state"',
+            '"github.com/FerretDB/FerretDB/internal/util/password"\n\t"github.com/FerretDB/FerretDB/internal/util/state"',
+        ),
+        (
+            "\tSQLiteURL string // For example: `file:data/`.\n",
+            "\tSQLiteURL string // For example: `file:data/`.\n\n\tEnableNewAuth bool\n\tSetupDatabase string\n"
+            "\tSetupUsername string\n\tSetupPassword string\n",
+        ),
+        (
+            "\t\tSQLiteURL: config.SQLiteURL,\n",
+            "\t\tSQLiteURL: config.SQLiteURL,\n\n\t\tSetupDatabase: config.SetupDatabase,\n"
+            "\t\tSetupUsername: config.SetupUsername,\n\t\tSetupPassword: password.WrapPassword(config.SetupPassword),\n",
+        ),
+        (
+            "\t\t\tBatchSize:               100,\n",
+            "\t\t\tBatchSize:               100,\n\t\t\tEnableNewAuth:           config.EnableNewAuth,\n",
+        ),
     ]
     for old, new in edits:
         if source.count(old) != 1:
@@ -105,16 +111,22 @@ def auth_binary() -> Path:
         return target
     say(f"building FerretDB {FERRETDB_VERSION} with authentication (first time, ~1 min)...")
     env = {"GOFLAGS": "-mod=mod -buildvcs=false"}
-    src = run([go_binary(), "list", "-m", "-f", "{{.Dir}}", "github.com/FerretDB/FerretDB"], cwd=MODULE_DIR,
-              env={"GOFLAGS": "-mod=readonly"}).strip()
+    src = run(
+        [go_binary(), "list", "-m", "-f", "{{.Dir}}", "github.com/FerretDB/FerretDB"],
+        cwd=MODULE_DIR,
+        env={"GOFLAGS": "-mod=readonly"},
+    ).strip()
     build = fresh_dir(top / "build")
     shutil.copytree(src, build / "ferretdb-src")
     for path in (build / "ferretdb-src").rglob("*"):
         path.chmod(path.stat().st_mode | stat.S_IWUSR)
     config_go = build / "ferretdb-src" / "ferretdb" / "ferretdb.go"
     config_go.write_text(patch_config(config_go.read_text()))
-    mod = (MODULE_DIR / "go.mod").read_text().replace("module github.com/davit/tests/peers/ferretdb",
-                                                      "module github.com/davit/tests/peers/ferretdbauth")
+    mod = (
+        (MODULE_DIR / "go.mod")
+        .read_text()
+        .replace("module github.com/davit/tests/peers/ferretdb", "module github.com/davit/tests/peers/ferretdbauth")
+    )
     (build / "go.mod").write_text(mod + "\nreplace github.com/FerretDB/FerretDB => ./ferretdb-src\n")
     shutil.copy(MODULE_DIR / "go.sum", build / "go.sum")
     shutil.copy(MODULE_DIR / "auth" / "main.go", build / "main.go")
@@ -127,8 +139,7 @@ def auth_binary() -> Path:
 
 def hello(port: int) -> bool:
     """One OP_MSG `hello` round trip on the MongoDB wire protocol; true if it answers ok: 1."""
-    body = (b"\x10hello\x00" + struct.pack("<i", 1)
-            + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00")
+    body = b"\x10hello\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
     doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
     msg = struct.pack("<i", 0) + b"\x00" + doc  # flagBits, section kind 0, document
     header = struct.pack("<iiii", 16 + len(msg), 1, 0, 2013)  # length, requestID, responseTo, OP_MSG
@@ -165,13 +176,32 @@ def up() -> dict[str, Any]:
     password_file.write_text(secrets.token_urlsafe(18))
     password_file.chmod(0o600)
     auth_port = free_port()
-    spawn(AUTH_NAME, [exe, "-listen-addr", f"127.0.0.1:{auth_port}", "-sqlite-url", f"file:{data}/",
-                      "-setup-database", "admin", "-setup-username", AUTH_USER,
-                      "-setup-password-file", password_file])
-    wait_until(lambda: hello(auth_port), what=f"FerretDB with auth on 127.0.0.1:{auth_port}", name=AUTH_NAME,
-               timeout=30)
-    return {"ok": True, "uri": entry["uri"], "port": entry["port"], "version": FERRETDB_VERSION,
-            "auth_port": auth_port, "auth_user": AUTH_USER, "auth_password_file": str(password_file)}
+    spawn(
+        AUTH_NAME,
+        [
+            exe,
+            "-listen-addr",
+            f"127.0.0.1:{auth_port}",
+            "-sqlite-url",
+            f"file:{data}/",
+            "-setup-database",
+            "admin",
+            "-setup-username",
+            AUTH_USER,
+            "-setup-password-file",
+            password_file,
+        ],
+    )
+    wait_until(lambda: hello(auth_port), what=f"FerretDB with auth on 127.0.0.1:{auth_port}", name=AUTH_NAME, timeout=30)
+    return {
+        "ok": True,
+        "uri": entry["uri"],
+        "port": entry["port"],
+        "version": FERRETDB_VERSION,
+        "auth_port": auth_port,
+        "auth_user": AUTH_USER,
+        "auth_password_file": str(password_file),
+    }
 
 
 def check(entry: dict[str, Any]) -> bool:

@@ -23,8 +23,7 @@ MARKERS = {
     "mongo": "needs the MongoDB-wire peer (FerretDB)",
     "weaviate": "needs the Weaviate peer",
 }
-CHECKS = {"docker": docker_engine.check, "ssh": ssh_host.check, "mongo": ferretdb.check,
-          "weaviate": weaviate.check}
+CHECKS = {"docker": docker_engine.check, "ssh": ssh_host.check, "mongo": ferretdb.check, "weaviate": weaviate.check}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -37,10 +37,27 @@ def _dir() -> Path:
 
 def ssh_argv(entry: dict[str, Any], *command: str) -> list[str]:
     """An `ssh` command line for the peer with strict host-key checking."""
-    return ["ssh", "-F", "none", "-p", str(entry["port"]), "-i", entry["key_file"],
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={entry['known_hosts']}",
-            "-o", "ConnectTimeout=5", f"{entry['user']}@{entry['host']}", *command]
+    return [
+        "ssh",
+        "-F",
+        "none",
+        "-p",
+        str(entry["port"]),
+        "-i",
+        entry["key_file"],
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={entry['known_hosts']}",
+        "-o",
+        "ConnectTimeout=5",
+        f"{entry['user']}@{entry['host']}",
+        *command,
+    ]
 
 
 def _write_config(d: Path, port: int, docker_host: str) -> Path:
@@ -74,10 +91,8 @@ def up() -> dict[str, Any]:
 
     stop(NAME)
     d = fresh_dir(_dir())
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "davit-peer-host",
-         "-f", d / "ssh_host_ed25519_key"])
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "davit-peer-client",
-         "-f", d / "id_ed25519"])
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "davit-peer-host", "-f", d / "ssh_host_ed25519_key"])
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "davit-peer-client", "-f", d / "id_ed25519"])
     (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
     (d / "authorized_keys").chmod(0o600)
     port = free_port()
@@ -89,17 +104,23 @@ def up() -> dict[str, Any]:
     spawn(NAME, ["/usr/sbin/sshd", "-D", "-f", config, "-E", run_dir() / "logs" / "sshd.log"])
     wait_until(lambda: port_open(port), what=f"sshd on 127.0.0.1:{port}", name=NAME, timeout=20)
 
-    entry = {"ok": True, "host": "127.0.0.1", "port": port, "user": getpass.getuser(),
-             "key_file": str(d / "id_ed25519"), "known_hosts": str(d / "known_hosts"),
-             "docker_host": engine.host, "image": IMAGE}
+    entry = {
+        "ok": True,
+        "host": "127.0.0.1",
+        "port": port,
+        "user": getpass.getuser(),
+        "key_file": str(d / "id_ed25519"),
+        "known_hosts": str(d / "known_hosts"),
+        "docker_host": engine.host,
+        "image": IMAGE,
+    }
     if not _remote_sees_engine2(entry):
         raise PeerError("ssh session does not see the second engine as DOCKER_HOST")
     return entry
 
 
 def _remote_sees_engine2(entry: dict[str, Any]) -> bool:
-    out = run(ssh_argv(entry, "echo $DOCKER_HOST; docker version --format {{.Server.Version}}"),
-              timeout=30).split()
+    out = run(ssh_argv(entry, "echo $DOCKER_HOST; docker version --format {{.Server.Version}}"), timeout=30).split()
     return bool(out) and out[0] == entry["docker_host"] and len(out) == 2
 
 

@@ -36,9 +36,11 @@ def binary() -> str:
     target = cache_dir() / f"weaviate-{VERSION}" / "weaviate-server"
     if not target.exists():
         say(f"building weaviate {VERSION} (first time, ~4 min)...")
-        run([go_binary(), "install", f"github.com/weaviate/weaviate/cmd/weaviate-server@{VERSION}"],
+        run(
+            [go_binary(), "install", f"github.com/weaviate/weaviate/cmd/weaviate-server@{VERSION}"],
             env={"GOBIN": str(target.parent), "GOFLAGS": "-buildvcs=false"},
-            timeout=1800)
+            timeout=1800,
+        )
     return str(target)
 
 
@@ -55,8 +57,9 @@ def _ports() -> dict[str, int]:
 
 def _request(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> int:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return int(resp.status)
@@ -98,14 +101,10 @@ def up() -> dict[str, Any]:
         "GO_PROFILING_DISABLE": "true",  # else a debug listener on *:6060
         "LOG_LEVEL": "info",
     }
-    spawn(NAME, [exe, "--host", "127.0.0.1", "--port", str(ports["http"]), "--scheme", "http"],
-          env=env)
-    wait_until(lambda: ready(ports["http"]), what="weaviate /v1/.well-known/ready", name=NAME,
-               timeout=120)
-    wait_until(lambda: schema_works(ports["http"]), what="weaviate schema changes (raft leader)",
-               name=NAME, timeout=60)
-    return {"ok": True, "host": "127.0.0.1", "http_port": ports["http"],
-            "grpc_port": ports["grpc"], "version": VERSION}
+    spawn(NAME, [exe, "--host", "127.0.0.1", "--port", str(ports["http"]), "--scheme", "http"], env=env)
+    wait_until(lambda: ready(ports["http"]), what="weaviate /v1/.well-known/ready", name=NAME, timeout=120)
+    wait_until(lambda: schema_works(ports["http"]), what="weaviate schema changes (raft leader)", name=NAME, timeout=60)
+    return {"ok": True, "host": "127.0.0.1", "http_port": ports["http"], "grpc_port": ports["grpc"], "version": VERSION}
 
 
 def check(entry: dict[str, Any]) -> bool:

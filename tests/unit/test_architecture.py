@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "davit"  # the one installed top-level package; the layers are its subpackages
 ALLOWED = {
     "domain": set(),
     "eventstore": {"domain"},
@@ -23,15 +24,20 @@ def imported_layers(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-        found.update(n.split(".")[0] for n in names)
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            else []
+        )
+        found.update(n.split(".")[1] for n in names if n.startswith("davit."))
     return found & set(ALLOWED)
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_dependencies_point_inward(layer: str) -> None:
-    for path in (ROOT / layer).rglob("*.py"):
+    for path in (PACKAGE / layer).rglob("*.py"):
         wrong = imported_layers(path) - ALLOWED[layer] - {layer}
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
 
@@ -65,16 +71,16 @@ def _imports(path: Path) -> list[tuple[str, str | None]]:
 
 
 def _adapter_package(module: str) -> str | None:
-    """`files` for `adapters.files.tree`; None for a top-level module such as `adapters.runwork`."""
+    """`files` for `davit.adapters.files.tree`; None for a top-level module such as `davit.adapters.runwork`."""
     parts = module.split(".")
-    if parts[0] != "adapters" or len(parts) < 2 or not (ROOT / "adapters" / parts[1]).is_dir():
+    if parts[:2] != ["davit", "adapters"] or len(parts) < 3 or not (PACKAGE / "adapters" / parts[2]).is_dir():
         return None
-    return parts[1]
+    return parts[2]
 
 
 def _adapter_package_imports() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
-    for path in (ROOT / "adapters").rglob("*.py"):
+    for path in (PACKAGE / "adapters").rglob("*.py"):
         package = _adapter_package(_module_name(path))
         if package is None:
             continue
@@ -98,7 +104,7 @@ def test_the_adapter_packages_import_each_other_without_a_cycle() -> None:
 
     def visit(package: str, path: list[str]) -> None:
         if package in path:
-            cycle = [*path[path.index(package):], package]
+            cycle = [*path[path.index(package) :], package]
             raise AssertionError(f"adapter packages import each other in a cycle: {' -> '.join(cycle)}")
         if package in done:
             return
@@ -120,7 +126,7 @@ def test_no_module_imports_a_private_name_of_another_package() -> None:
     is public and named for what it does (`from adapters.files.restore import _prefetch` was not)."""
     wrong = []
     for layer in ALLOWED:
-        for path in (ROOT / layer).rglob("*.py"):
+        for path in (PACKAGE / layer).rglob("*.py"):
             here = _module_name(path)
             package = here if path.name == "__init__.py" else here.rpartition(".")[0]
             for module, name in _imports(path):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import MAX_CONFIG_BYTES, read_config
-from daemon.jobfiles import MAX_JOB_FILE_BYTES, load_job_file
-from domain.errors import InvalidConfig
-from eventstore.boundedread import TooLarge, read_bounded
-from eventstore.logkey import MAX_KEY_FILE, LogKeyError, read_log_key
+from davit.daemon.config import MAX_CONFIG_BYTES, read_config
+from davit.daemon.jobfiles import MAX_JOB_FILE_BYTES, load_job_file
+from davit.domain.errors import InvalidConfig
+from davit.eventstore.boundedread import TooLarge, read_bounded
+from davit.eventstore.logkey import MAX_KEY_FILE, LogKeyError, read_log_key
 
 
 def _read(path: Path, limit: int) -> bytes:

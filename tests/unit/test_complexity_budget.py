@@ -29,9 +29,22 @@ def _over_budget() -> dict[str, list[str]]:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff, "ruff is a test dependency"
     result = subprocess.run(
-        [ruff, "check", "--select", "C901", "--config", "lint.per-file-ignores = {}", "--output-format", "json",
-         "--exit-zero", str(ROOT)],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        [
+            ruff,
+            "check",
+            "--select",
+            "C901",
+            "--config",
+            "lint.per-file-ignores = {}",
+            "--output-format",
+            "json",
+            "--exit-zero",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     found: dict[str, list[str]] = {}
     for row in json.loads(result.stdout):

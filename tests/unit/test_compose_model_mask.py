@@ -8,10 +8,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from adapters.compose.model_mask import MASK, masked_model
+from davit.adapters.compose.model_mask import MASK, masked_model
 
-SECRETS = ("Xr3dispw", "HealthPw9", "dbpwd-value", "smtp-from-dotenv", "npm-token-value", "label-secret-value",
-           "entry-secret", "cifspw", "xsecret", "6380", "/srv/hostdir-from-dotenv", "4242")
+SECRETS = (
+    "Xr3dispw",
+    "HealthPw9",
+    "dbpwd-value",
+    "smtp-from-dotenv",
+    "npm-token-value",
+    "label-secret-value",
+    "entry-secret",
+    "cifspw",
+    "xsecret",
+    "6380",
+    "/srv/hostdir-from-dotenv",
+    "4242",
+)
 
 
 def resolved() -> dict[str, Any]:
@@ -30,15 +42,18 @@ def resolved() -> dict[str, Any]:
                 "networks": {"back": None},
                 "ports": [
                     {"mode": "ingress", "target": 6379, "published": "6380", "protocol": "tcp"},
-                    {"mode": "ingress", "host_ip": "127.0.0.1", "target": 9000, "published": "9000",
-                     "protocol": "udp"},
+                    {"mode": "ingress", "host_ip": "127.0.0.1", "target": 9000, "published": "9000", "protocol": "udp"},
                 ],
                 "volumes": [
                     {"type": "volume", "source": "data", "target": "/data", "volume": {}},
-                    {"type": "bind", "source": "/srv/probe/site", "target": "/site", "read_only": True,
-                     "bind": {"create_host_path": True}},
-                    {"type": "bind", "source": "/srv/hostdir-from-dotenv", "target": "/host",
-                     "bind": {"create_host_path": True}},
+                    {
+                        "type": "bind",
+                        "source": "/srv/probe/site",
+                        "target": "/site",
+                        "read_only": True,
+                        "bind": {"create_host_path": True},
+                    },
+                    {"type": "bind", "source": "/srv/hostdir-from-dotenv", "target": "/host", "bind": {"create_host_path": True}},
                 ],
                 "depends_on": {"db": {"condition": "service_healthy", "required": True, "restart": True}},
                 "x-custom": {"a": "xsecret"},
@@ -69,8 +84,13 @@ def test_the_projects_shape_stays_readable() -> None:
     cache = model["services"]["cache"]
     assert model["name"] == "probe" and set(model["services"]) == {"cache", "db"}
     assert cache["image"] == "redis:7" and model["services"]["db"]["image"] == "postgres:16"
-    assert cache["ports"][1] == {"mode": "ingress", "host_ip": "127.0.0.1", "target": 9000, "published": "9000",
-                                 "protocol": "udp"}
+    assert cache["ports"][1] == {
+        "mode": "ingress",
+        "host_ip": "127.0.0.1",
+        "target": 9000,
+        "published": "9000",
+        "protocol": "udp",
+    }
     assert cache["volumes"][0] == {"type": "volume", "source": "data", "target": "/data", "volume": {}}
     assert cache["volumes"][1]["source"] == "/srv/probe/site" and cache["volumes"][1]["read_only"] is True
     assert cache["networks"] == {"back": None} and model["networks"]["back"]["name"] == "probe_back"
@@ -104,10 +124,12 @@ def test_a_build_context_url_keeps_its_repository_and_loses_its_token() -> None:
     """A build context may be a git repository or a tarball URL (readable: it is where the image
     comes from), written with a token in its user information or its query; `docker compose
     config` prints it as written. Only the token goes."""
-    model = {"services": {
-        "app": {"image": "app", "build": {"context": "https://x-access-token:ghp-ctx-token-1@github.com/org/app.git#main"}},
-        "web": {"image": "web", "build": {"context": "https://files.example/ctx.tar.gz?sig=ctx-sig-2&x=1#sub"}},
-    }}
+    model = {
+        "services": {
+            "app": {"image": "app", "build": {"context": "https://x-access-token:ghp-ctx-token-1@github.com/org/app.git#main"}},
+            "web": {"image": "web", "build": {"context": "https://files.example/ctx.tar.gz?sig=ctx-sig-2&x=1#sub"}},
+        }
+    }
     masked = masked_model(model, model)
     assert "ghp-ctx-token-1" not in json.dumps(masked) and "ctx-sig-2" not in json.dumps(masked)
     assert masked["services"]["app"]["build"]["context"] == "https://***@github.com/org/app.git#main"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import DEFAULT_CONFIG, ConfigModel, load_settings, read_config
-from domain.errors import InvalidConfig, InvalidJob
-from domain.jobs import parse_job
-from domain.jobs.nesting import loads_bounded
+from davit.daemon.config import DEFAULT_CONFIG, ConfigModel, load_settings, read_config
+from davit.domain.errors import InvalidConfig, InvalidJob
+from davit.domain.jobs import parse_job
+from davit.domain.jobs.nesting import loads_bounded
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,8 +37,7 @@ def test_a_home_directory_is_self_contained(tmp_path: Path) -> None:
     assert settings.repositories == {"local": tmp_path / "h" / "repository"}
 
 
-def test_without_a_home_the_system_layout_honours_systemd_directories(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_home_the_system_layout_honours_systemd_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc"))
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
     settings = load_settings()
@@ -56,8 +55,7 @@ def test_a_bad_value_is_named_with_file_and_field(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
-def test_the_log_key_is_beside_the_config_or_the_systemd_credential(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_log_key_is_beside_the_config_or_the_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc"))
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
@@ -81,14 +79,15 @@ def test_only_davitd_creates_a_home_a_typo_is_named_and_nothing_is_made(tmp_path
     ("content", "field", "reason"),
     [
         (b"x = " + b"[" * 2000 + b"]" * 2000 + b"\n", "(toml)", "nested deeper than"),
-        (b"[daemon]\nlog_level = \"info\xff\"\n", "(file)", "not UTF-8"),
+        (b'[daemon]\nlog_level = "info\xff"\n', "(file)", "not UTF-8"),
         (b"# " + b"a" * (2 << 20) + b"\n", "(file)", "larger than"),
         (b"[" + b".".join([b"a"] * 2000) + b"]\n", "a", "nested deeper than"),
     ],
     ids=["nested-2000", "not-utf8", "2-MiB", "deep-table-header"],
 )
 def test_a_hostile_config_file_is_invalid_config_naming_field_and_reason_never_another_exception(
-        tmp_path: Path, content: bytes, field: str, reason: str) -> None:
+    tmp_path: Path, content: bytes, field: str, reason: str
+) -> None:
     """A config read at SIGHUP that raised anything but InvalidConfig (RecursionError,
     UnicodeDecodeError) escaped the reload and stopped davitd."""
     config = tmp_path / "davit.toml"

@@ -27,11 +27,11 @@ import requests
 import requests.exceptions
 import weaviate.exceptions as we
 
-from adapters.docker.engine import EngineError, EngineUnreachable, engine_errors
-from adapters.docker.engine import connect as engine_connect
-from adapters.mongo.client import MongoAuthFailed, MongoBadUri, MongoRefused, MongoUnreachable, Server
-from adapters.secrets import SecretUnavailable, redact, resolve
-from adapters.ssh.remote import (
+from davit.adapters.docker.engine import EngineError, EngineUnreachable, engine_errors
+from davit.adapters.docker.engine import connect as engine_connect
+from davit.adapters.mongo.client import MongoAuthFailed, MongoBadUri, MongoRefused, MongoUnreachable, Server
+from davit.adapters.secrets import SecretUnavailable, redact, resolve
+from davit.adapters.ssh.remote import (
     HostKeyRejected,
     RemoteLoginFailed,
     RemoteRefused,
@@ -41,8 +41,8 @@ from adapters.ssh.remote import (
     connect_errors,
     session_errors,
 )
-from adapters.weaviate.client import WeaviateRejected, WeaviateUnavailable, weaviate_errors
-from domain.errors import DavitError, RunStopped, StorageFull
+from davit.adapters.weaviate.client import WeaviateRejected, WeaviateUnavailable, weaviate_errors
+from davit.domain.errors import DavitError, RunStopped, StorageFull
 
 PW = "s3cret-Pw-9911"
 MONGO_URI = f"mongodb://davit:{PW}@db.example:27017/?authSource=admin"
@@ -53,8 +53,7 @@ SSH_URI = f"ssh://root:{PW}@host.example:22"
 Mapper = Callable[[], AbstractContextManager[None]]
 
 
-def check(mapper: Mapper, exc: BaseException, expected: type[DavitError], retryable: bool,
-          secret: str = PW) -> DavitError:
+def check(mapper: Mapper, exc: BaseException, expected: type[DavitError], retryable: bool, secret: str = PW) -> DavitError:
     with pytest.raises(DavitError) as info, mapper():
         raise exc
     mapped = info.value
@@ -84,6 +83,7 @@ def rpc(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
 
 # --- pymongo -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mongo(monkeypatch: pytest.MonkeyPatch) -> Server:
     monkeypatch.setenv("DAVIT_TEST_MONGO_URI", MONGO_URI)
@@ -107,8 +107,7 @@ MONGO_ROWS = [
     (pe.ConnectionFailure("connection closed"), MongoUnreachable, True),
     (pe.WaitQueueTimeoutError("pool exhausted"), MongoUnreachable, True),
     (pe.InvalidURI(f"bad {MONGO_URI}"), MongoBadUri, False),
-    (pe.ConfigurationError(f"Cannot specify directConnection=true with loadBalanced=true: {MONGO_URI}"),
-     MongoBadUri, False),
+    (pe.ConfigurationError(f"Cannot specify directConnection=true with loadBalanced=true: {MONGO_URI}"), MongoBadUri, False),
     (pe.InvalidOperation("cannot use MongoClient after close"), MongoRefused, False),
     (pe.DocumentTooLarge("BSON document too large (17000000 bytes)"), MongoRefused, False),
     (bson.errors.InvalidDocument(f"cannot encode object: {MONGO_URI}"), MongoRefused, False),
@@ -122,16 +121,22 @@ MONGO_ROWS = [
 
 
 @pytest.mark.parametrize(("exc", "expected", "retryable"), MONGO_ROWS, ids=lambda v: type(v).__name__)
-def test_pymongo_and_os_errors_map_to_davit_errors(mongo: Server, exc: BaseException, expected: type[DavitError],
-                                                   retryable: bool) -> None:
+def test_pymongo_and_os_errors_map_to_davit_errors(
+    mongo: Server, exc: BaseException, expected: type[DavitError], retryable: bool
+) -> None:
     check(lambda: mongo.errors("reading db.coll"), exc, expected, retryable)
 
 
-@pytest.mark.parametrize("uri", [f"mongodb://davit:{PW}@db.example:99999/", f"mongodb://davit:{PW}@[::1/",
-                                 f"mongodb://davit:{PW}@db.example/?tlsCAFile=/nonexistent/ca.pem",
-                                 f"mongodb://davit:{PW}@db.example:port/"])
-def test_a_uri_pymongo_refuses_with_a_bare_error_is_a_permanent_bad_uri(monkeypatch: pytest.MonkeyPatch,
-                                                                        uri: str) -> None:
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb://davit:{PW}@db.example:99999/",
+        f"mongodb://davit:{PW}@[::1/",
+        f"mongodb://davit:{PW}@db.example/?tlsCAFile=/nonexistent/ca.pem",
+        f"mongodb://davit:{PW}@db.example:port/",
+    ],
+)
+def test_a_uri_pymongo_refuses_with_a_bare_error_is_a_permanent_bad_uri(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
     monkeypatch.setenv("DAVIT_TEST_MONGO_URI", uri)
     server = Server("DAVIT_TEST_MONGO_URI", None, "source")
     with pytest.raises(DavitError) as info:
@@ -164,13 +169,14 @@ DOCKER_ROWS = [
 
 
 @pytest.mark.parametrize(("exc", "expected", "retryable"), DOCKER_ROWS, ids=lambda v: type(v).__name__)
-def test_docker_sdk_and_os_errors_map_to_davit_errors(exc: BaseException, expected: type[DavitError],
-                                                      retryable: bool) -> None:
+def test_docker_sdk_and_os_errors_map_to_davit_errors(exc: BaseException, expected: type[DavitError], retryable: bool) -> None:
     check(lambda: engine_errors(f"listing volumes on {ENGINE}"), exc, expected, retryable)
 
 
-@pytest.mark.parametrize("address", [f"tcp://admin:{PW}@[::1:2376", f"tcp://admin:{PW}@engine.example:2376",
-                                     f"tcp://admin:{PW}@engine.example:notaport"])
+@pytest.mark.parametrize(
+    "address",
+    [f"tcp://admin:{PW}@[::1:2376", f"tcp://admin:{PW}@engine.example:2376", f"tcp://admin:{PW}@engine.example:notaport"],
+)
 def test_an_engine_address_the_sdk_cannot_use_is_a_permanent_engine_error(address: str) -> None:
     """The SDK let a bare ValueError out for an unclosed IPv6 bracket ("failed unexpectedly",
     with a traceback in davitd's log), and a DockerException("Invalid bind address format")
@@ -215,10 +221,16 @@ WEAVIATE_ROWS = [
 
 
 @pytest.mark.parametrize(("exc", "expected", "retryable"), WEAVIATE_ROWS, ids=lambda v: type(v).__name__)
-def test_weaviate_client_and_os_errors_map_to_davit_errors(exc: BaseException, expected: type[DavitError],
-                                                           retryable: bool) -> None:
-    check(lambda: weaviate_errors("weaviate at w:8080", "reading Article", lambda t: redact(t, API_KEY)),
-          exc, expected, retryable, secret=API_KEY)
+def test_weaviate_client_and_os_errors_map_to_davit_errors(
+    exc: BaseException, expected: type[DavitError], retryable: bool
+) -> None:
+    check(
+        lambda: weaviate_errors("weaviate at w:8080", "reading Article", lambda t: redact(t, API_KEY)),
+        exc,
+        expected,
+        retryable,
+        secret=API_KEY,
+    )
 
 
 # --- asyncssh ------------------------------------------------------------------------------
@@ -251,13 +263,15 @@ SSH_SESSION_ROWS = [
 
 @pytest.mark.parametrize(("exc", "expected", "retryable"), SSH_CONNECT_ROWS, ids=lambda v: type(v).__name__)
 def test_asyncssh_and_os_errors_while_connecting_map_to_davit_errors(
-        exc: BaseException, expected: type[DavitError], retryable: bool) -> None:
+    exc: BaseException, expected: type[DavitError], retryable: bool
+) -> None:
     check(lambda: connect_errors(ADDRESS), exc, expected, retryable)
 
 
 @pytest.mark.parametrize(("exc", "expected", "retryable"), SSH_SESSION_ROWS, ids=lambda v: type(v).__name__)
 def test_asyncssh_and_os_errors_during_a_session_map_to_davit_errors(
-        exc: BaseException, expected: type[DavitError], retryable: bool) -> None:
+    exc: BaseException, expected: type[DavitError], retryable: bool
+) -> None:
     check(lambda: session_errors("on root@host.example:22: `tar -x` was cut off"), exc, expected, retryable)
 
 
@@ -285,12 +299,15 @@ def test_a_closed_port_is_retryable(tmp_path: Path) -> None:
     known.write_text("")
     key = tmp_path / "id_ed25519"
     key.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
-    with pytest.raises(RemoteUnreachable), connect(SshAddress("127.0.0.1", free_port(), "root", str(key), str(known),
-                                                              connect_timeout=5)):
+    with (
+        pytest.raises(RemoteUnreachable),
+        connect(SshAddress("127.0.0.1", free_port(), "root", str(key), str(known), connect_timeout=5)),
+    ):
         pass
 
 
 # --- davit's own errors pass through every boundary unchanged ------------------------------
+
 
 @contextmanager
 def _mongo_boundary(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -303,8 +320,11 @@ def test_a_stop_request_leaves_every_boundary_as_itself(monkeypatch: pytest.Monk
     """A cancel raised inside a guarded block (a worker's `check_stop`) must stay a stop, not
     become "rejected" (weaviate's mapper turned it into `WeaviateRejected`)."""
     boundaries: list[Mapper] = [
-        lambda: _mongo_boundary(monkeypatch), lambda: engine_errors("x"),
-        lambda: weaviate_errors("w", "x", str), lambda: connect_errors(ADDRESS), lambda: session_errors("x"),
+        lambda: _mongo_boundary(monkeypatch),
+        lambda: engine_errors("x"),
+        lambda: weaviate_errors("w", "x", str),
+        lambda: connect_errors(ADDRESS),
+        lambda: session_errors("x"),
     ]
     for boundary in boundaries:
         stop = RunStopped("cancel")
@@ -315,12 +335,12 @@ def test_a_stop_request_leaves_every_boundary_as_itself(monkeypatch: pytest.Monk
 
 # --- secret references ---------------------------------------------------------------------
 
+
 def test_an_unusable_secret_file_is_named_without_its_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     binary = tmp_path / "uri.bin"
     binary.write_bytes(b"mongodb://davit:" + PW.encode() + b"\xff\xfe@db/")
     monkeypatch.delenv("DAVIT_UNSET_VARIABLE", raising=False)
-    cases = [(None, str(binary)), (None, str(tmp_path)), (None, str(tmp_path / "missing")),
-             ("DAVIT_UNSET_VARIABLE", None)]
+    cases = [(None, str(binary)), (None, str(tmp_path)), (None, str(tmp_path / "missing")), ("DAVIT_UNSET_VARIABLE", None)]
     for env, file in cases:
         with pytest.raises(SecretUnavailable) as info:
             resolve(env, file, "uri")

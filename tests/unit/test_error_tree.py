@@ -1,8 +1,8 @@
-"""Errors become exit codes in one place, and the error tree drawn in `domain/errors.py` is the
+"""Errors become exit codes in one place, and the error tree drawn in `davit/domain/errors.py` is the
 one in the code (issue 16, part 2).
 
-Commands raise davit errors; only the two entry points, `daemon/cli/main.py` and
-`daemon/davitd.py`, end the process. The drawing at the top of `domain/errors.py` names every
+Commands raise davit errors; only the two entry points, `davit/daemon/cli/main.py` and
+`davit/daemon/davitd.py`, end the process. The drawing at the top of `davit/domain/errors.py` names every
 `DavitError` subclass of the four packages under its real parent and in its real module, so
 the next error a kind adds cannot be left out of it."""
 
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from domain import errors as errors_module
-from domain.errors import DavitError
+from davit.domain import errors as errors_module
+from davit.domain.errors import DavitError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("domain", "eventstore", "adapters", "daemon")
-MAY_EXIT = {Path("daemon/cli/main.py"), Path("daemon/davitd.py")}
+MAY_EXIT = {Path("davit/daemon/cli/main.py"), Path("davit/daemon/davitd.py")}
 EXITS = {"exit", "_exit", "quit"}  # sys.exit, os._exit, the builtins exit and quit, ctx.exit
 
 
@@ -43,18 +43,23 @@ def exits_in(path: Path) -> list[str]:
 
 
 def test_only_the_two_entry_points_end_the_process() -> None:
-    found = [f"{path.relative_to(ROOT)}:{hit}" for package in PACKAGES
-             for path in sorted((ROOT / package).rglob("*.py"))
-             if path.relative_to(ROOT) not in MAY_EXIT for hit in exits_in(path)]
-    assert found == [], "raise a davit error instead; daemon/cli/main.py maps it to an exit code:\n" + \
-        "\n".join(found)
+    found = [
+        f"{path.relative_to(ROOT)}:{hit}"
+        for package in PACKAGES
+        for path in sorted((ROOT / "davit" / package).rglob("*.py"))
+        if path.relative_to(ROOT) not in MAY_EXIT
+        for hit in exits_in(path)
+    ]
+    assert found == [], "raise a davit error instead; davit/daemon/cli/main.py maps it to an exit code:\n" + "\n".join(found)
 
 
 def test_the_exit_check_sees_every_way_of_exiting(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("import os, sys\nimport click\nsys.exit(1)\nos._exit(1)\nexit()\n"
-                     "raise SystemExit(2)\nraise click.exceptions.Exit(0)\nclick.get_current_context().exit(1)\n"
-                     "stack.close()\n")
+    probe.write_text(
+        "import os, sys\nimport click\nsys.exit(1)\nos._exit(1)\nexit()\n"
+        "raise SystemExit(2)\nraise click.exceptions.Exit(0)\nclick.get_current_context().exit(1)\n"
+        "stack.close()\n"
+    )
     assert sorted(int(hit.split(":")[0]) for hit in exits_in(probe)) == [3, 4, 5, 6, 7, 8]
 
 
@@ -81,15 +86,16 @@ def drawn_tree() -> dict[str, tuple[str | None, str]]:
 def coded_tree() -> dict[str, tuple[str | None, str]]:
     """Every DavitError subclass the four packages define: (its davit parent, its module)."""
     for package in PACKAGES:
-        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        for info in pkgutil.walk_packages(importlib.import_module(f"davit.{package}").__path__, f"davit.{package}."):
             importlib.import_module(info.name)
     coded: dict[str, tuple[str | None, str]] = {"DavitError": (None, "domain.errors")}
     todo = [DavitError]
     while todo:
         cls = todo.pop()
         for sub in cls.__subclasses__():
-            if sub.__module__.split(".")[0] in PACKAGES:  # not a test's own subclass
-                coded[sub.__name__] = (cls.__name__, sub.__module__)
+            module = sub.__module__.removeprefix("davit.")  # the drawing names modules inside davit
+            if module.split(".")[0] in PACKAGES and sub.__module__.startswith("davit."):  # not a test's own subclass
+                coded[sub.__name__] = (cls.__name__, module)
                 todo.append(sub)
     return coded
 
@@ -98,21 +104,32 @@ def test_the_drawn_error_tree_names_every_davit_error_under_its_parent_and_modul
     drawn, coded = drawn_tree(), coded_tree()
     assert len(coded) > 40  # the walk found the adapters' errors, not only the domain's
     missing = {name: where for name, where in coded.items() if name not in drawn}
-    assert not missing, f"draw these in domain/errors.py's tree (name: (parent, module)): {missing}"
+    assert not missing, f"draw these in davit/domain/errors.py's tree (name: (parent, module)): {missing}"
     assert set(drawn) == set(coded), f"drawn but not in the code: {sorted(set(drawn) - set(coded))}"
     wrong = {name: (drawn[name], coded[name]) for name in coded if drawn[name] != coded[name]}
     assert not wrong, f"drawn (parent, module) differs from the code's: {wrong}"
 
 
-@pytest.mark.parametrize("name", ["EventStoreError", "RunStopped", "RunDidNotSucceed", "VerificationFailed",
-                                  "UnknownJob", "SnapshotNotFound", "InvalidArgument", "JobFilesInvalid"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "EventStoreError",
+        "RunStopped",
+        "RunDidNotSucceed",
+        "VerificationFailed",
+        "UnknownJob",
+        "SnapshotNotFound",
+        "InvalidArgument",
+        "JobFilesInvalid",
+    ],
+)
 def test_the_errors_issue_16_names_are_in_the_drawing(name: str) -> None:
     assert name in drawn_tree()
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """`davit ARGS` in this process: its exit code, stdout, stderr (the umask it sets undone)."""
-    from daemon.cli.main import main
+    from davit.daemon.cli.main import main
 
     monkeypatch.setattr("sys.argv", ["davit", *args])
     umask = os.umask(0o022)
@@ -126,15 +143,18 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 
 
 def test_main_adds_one_davit_line_to_an_error_unless_the_command_has_reported_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nkind = "files.backup"\n[source]\npath = "relative"\n')
     # JobFilesInvalid is reported: the problem lines are the whole answer
-    assert run_main(monkeypatch, capsys, "validate", str(bad)) == \
-        (2, f"{bad}: source.path: must be an absolute path\n", "")
+    assert run_main(monkeypatch, capsys, "validate", str(bad)) == (2, f"{bad}: source.path: must be an absolute path\n", "")
     home = tmp_path / "home"
     home.mkdir()
     (home / "davit.toml").write_text("")
     # SnapshotNotFound is not: main says it, once, and exits with its code
-    assert run_main(monkeypatch, capsys, "--home", str(home), "verify", "nothing") == \
-        (2, "", "davit: no snapshot matches 'nothing'\n")
+    assert run_main(monkeypatch, capsys, "--home", str(home), "verify", "nothing") == (
+        2,
+        "",
+        "davit: no snapshot matches 'nothing'\n",
+    )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.errors import ConcurrencyError
-from domain.events import NewEvent, StreamAppend
-from eventstore.sqlite import SqliteEventStore
+from davit.domain.errors import ConcurrencyError
+from davit.domain.events import NewEvent, StreamAppend
+from davit.eventstore.sqlite import SqliteEventStore
 
 
 def new(type_: str = "Thing", **data: object) -> NewEvent:
@@ -53,8 +53,7 @@ def test_append_with_a_stale_expected_version_is_rejected_and_writes_nothing(db:
 def test_of_concurrent_appenders_to_one_stream_exactly_one_wins(db: Path) -> None:
     async def go() -> None:
         async with SqliteEventStore(db) as store:
-            results = await asyncio.gather(*(store.append("s", 0, [new(who=i)]) for i in range(20)),
-                                           return_exceptions=True)
+            results = await asyncio.gather(*(store.append("s", 0, [new(who=i)]) for i in range(20)), return_exceptions=True)
             winners = [r for r in results if not isinstance(r, BaseException)]
             losers = [r for r in results if isinstance(r, ConcurrencyError)]
             assert len(winners) == 1 and len(losers) == 19
@@ -238,7 +237,7 @@ def test_positions_only_grow_across_streams(db: Path) -> None:
 
 
 def test_the_schema_version_is_recorded_once_and_a_newer_log_is_refused(db: Path) -> None:
-    from eventstore.sqlite import EventStoreError
+    from davit.eventstore.sqlite import EventStoreError
 
     _create(db)
     _create(db)

@@ -13,14 +13,14 @@ from typing import Any
 import anyio
 import anyio.from_thread
 
-from daemon import executor as ex
-from daemon.config import RetrySection
-from daemon.recorder import RunRecorder, new_event_id
-from domain import events as ev
-from domain.machine import RunState
-from domain.ports import JobWork, RunContext
-from domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon import executor as ex
+from davit.daemon.config import RetrySection
+from davit.daemon.recorder import RunRecorder, new_event_id
+from davit.domain import events as ev
+from davit.domain.machine import RunState
+from davit.domain.ports import JobWork, RunContext
+from davit.domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
+from davit.eventstore.sqlite import SqliteEventStore
 
 Hook = Callable[[str], None]  # called with the moment's name: "stored", "publishing", "finishing"
 
@@ -121,8 +121,7 @@ def _run_cancelled_at(db: Path, moment: str, make: Callable[[Hook], JobWork]) ->
     return anyio.run(go)
 
 
-def test_a_cancel_that_lands_while_the_snapshot_is_published_is_ignored_and_the_backup_succeeds(
-        tmp_path: Path) -> None:
+def test_a_cancel_that_lands_while_the_snapshot_is_published_is_ignored_and_the_backup_succeeds(tmp_path: Path) -> None:
     works: list[BackupLike] = []
 
     def make(hook: Hook) -> BackupLike:
@@ -157,16 +156,20 @@ def test_a_cancel_that_lands_just_before_publish_starts_ends_cancelled_without_a
     assert types[-2:] == ["RunCancelling", "RunCancelled"]
 
 
-def test_a_cancel_of_an_interrupted_run_that_had_started_publishing_is_ignored_and_it_resumes(
-        tmp_path: Path) -> None:
+def test_a_cancel_of_an_interrupted_run_that_had_started_publishing_is_ignored_and_it_resumes(tmp_path: Path) -> None:
     """After kill -9 in the middle of publish the snapshot may exist: the run must finish."""
 
     async def go() -> tuple[RunView, RunView]:
         async with SqliteEventStore(tmp_path / "log.db") as store:
             rec = await _new_run(store)
-            await rec.record(ev.RunPreparing(), ev.RunStarted(plan=["store", "publish"]), ev.StepStarted(step="store"),
-                             ev.StepCompleted(step="store"), ev.StepStarted(step="publish", commits=True),
-                             ev.RunInterrupted(reason="kill -9"))
+            await rec.record(
+                ev.RunPreparing(),
+                ev.RunStarted(plan=["store", "publish"]),
+                ev.StepStarted(step="store"),
+                ev.StepCompleted(step="store"),
+                ev.StepStarted(step="publish", commits=True),
+                ev.RunInterrupted(reason="kill -9"),
+            )
             work = BackupLike(tmp_path, lambda _now: None)
             limiter = anyio.CapacityLimiter(2)
             assert not await ex.cancel(rec, None, lambda _view: work, limiter)
@@ -200,8 +203,7 @@ def test_a_migration_cancelled_just_before_finalize_rolls_back_and_never_finaliz
     assert undone == ["restart_source"] and not any(w.finalized for w in works)
 
 
-def test_publish_does_not_start_once_a_cancel_is_recorded_even_before_the_work_is_told_to_stop(
-        tmp_path: Path) -> None:
+def test_publish_does_not_start_once_a_cancel_is_recorded_even_before_the_work_is_told_to_stop(tmp_path: Path) -> None:
     """The supervisor records `RunCancelling`, then sets the stop flag: publish may try to start
     in between, and the recorder refuses it then."""
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import anyio
 
-from daemon.config import RetrySection
-from daemon.executor import CANCEL, RunHandle, execute, settle_cancel
-from daemon.recorder import RunRecorder, new_event_id
-from domain import events as ev
-from domain.errors import PermanentError
-from domain.machine import RunState
-from domain.ports import RunContext
-from domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon.config import RetrySection
+from davit.daemon.executor import CANCEL, RunHandle, execute, settle_cancel
+from davit.daemon.recorder import RunRecorder, new_event_id
+from davit.domain import events as ev
+from davit.domain.errors import PermanentError
+from davit.domain.machine import RunState
+from davit.domain.ports import RunContext
+from davit.domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
+from davit.eventstore.sqlite import SqliteEventStore
 
 
 class MigrationLike:
@@ -82,8 +82,13 @@ def test_a_failure_before_any_change_ends_failed_without_rollback(tmp_path: Path
 
 def test_a_run_found_rolling_back_resumes_its_rollback(tmp_path: Path) -> None:
     calls: list[str] = []
-    crashed = [ev.RunPreparing(), ev.RunStarted(plan=["change", "more"]), ev.RunRollingBack(cause="boom"),
-               ev.StepStarted(step="undo_target"), ev.StepCompleted(step="undo_target")]
+    crashed = [
+        ev.RunPreparing(),
+        ev.RunStarted(plan=["change", "more"]),
+        ev.RunRollingBack(cause="boom"),
+        ev.StepStarted(step="undo_target"),
+        ev.StepCompleted(step="undo_target"),
+    ]
     view = anyio.run(_run, tmp_path / "log.db", MigrationLike(calls), crashed)
     assert view.state is RunState.ROLLED_BACK and view.error == "boom"
     assert calls == ["restart_source"]
@@ -117,8 +122,7 @@ async def _cancelled_run(db: Path, calls: list[str], early: bool) -> RunView:
             anyio.from_thread.run(rec.record, ev.RunCancelling(reason="requested by operator"))
             handle.request_stop(CANCEL)
 
-        await execute(handle, lambda _view: CancelledMigration(calls, cancel, early), RetrySection(),
-                      anyio.CapacityLimiter(2))
+        await execute(handle, lambda _view: CancelledMigration(calls, cancel, early), RetrySection(), anyio.CapacityLimiter(2))
         return fold("r1", await store.read_stream("run-r1"))
 
 
@@ -137,10 +141,16 @@ def test_a_cancel_before_any_change_ends_cancelled_without_rollback(tmp_path: Pa
 
 def test_a_crash_during_a_cancel_s_rollback_resumes_the_rollback(tmp_path: Path) -> None:
     calls: list[str] = []
-    crashed = [ev.RunPreparing(), ev.RunStarted(plan=["change", "more"]), ev.StepStarted(step="change"),
-               ev.CheckpointRecorded(step="change", cursor={"changed": True}),
-               ev.RunCancelling(reason="requested by operator"), ev.RunRollingBack(cause=CANCELLED_BY_OPERATOR),
-               ev.StepStarted(step="undo_target"), ev.StepCompleted(step="undo_target")]
+    crashed = [
+        ev.RunPreparing(),
+        ev.RunStarted(plan=["change", "more"]),
+        ev.StepStarted(step="change"),
+        ev.CheckpointRecorded(step="change", cursor={"changed": True}),
+        ev.RunCancelling(reason="requested by operator"),
+        ev.RunRollingBack(cause=CANCELLED_BY_OPERATOR),
+        ev.StepStarted(step="undo_target"),
+        ev.StepCompleted(step="undo_target"),
+    ]
     view = anyio.run(_run, tmp_path / "log.db", MigrationLike(calls), crashed)
     assert view.state is RunState.ROLLED_BACK and view.error == CANCELLED_BY_OPERATOR
     assert calls == ["restart_source"]
@@ -148,15 +158,19 @@ def test_a_crash_during_a_cancel_s_rollback_resumes_the_rollback(tmp_path: Path)
 
 def test_a_run_found_cancelling_after_changes_is_rolled_back_not_just_cancelled(tmp_path: Path) -> None:
     """The daemon died between the cancel request and its outcome; start-up settles it."""
+
     async def go() -> tuple[RunView, bool]:
         async with SqliteEventStore(tmp_path / "log.db") as store:
-            queued = ev.RunQueued(run_id="r1", job="j", kind="compose.migrate", revision="x", spec={},
-                                  reason="manual")
+            queued = ev.RunQueued(run_id="r1", job="j", kind="compose.migrate", revision="x", spec={}, reason="manual")
             await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
             rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
-            await rec.record(ev.RunPreparing(), ev.RunStarted(plan=["change", "more"]), ev.StepStarted(step="change"),
-                             ev.CheckpointRecorded(step="change", cursor={"changed": True}),
-                             ev.RunCancelling(reason="requested by operator"))
+            await rec.record(
+                ev.RunPreparing(),
+                ev.RunStarted(plan=["change", "more"]),
+                ev.StepStarted(step="change"),
+                ev.CheckpointRecorded(step="change", cursor={"changed": True}),
+                ev.RunCancelling(reason="requested by operator"),
+            )
             rolls_back = await settle_cancel(rec, None, lambda _view: MigrationLike([]), anyio.CapacityLimiter(1))
             return rec.view, rolls_back
 

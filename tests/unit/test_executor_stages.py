@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from daemon.executor import RESUMED, STAGES, Stage
-from domain.machine import DISPATCHABLE, RunState, allowed, next_state
-from domain.ports import RunContext
-from domain.runs import RunView
+from davit.daemon.executor import RESUMED, STAGES, Stage
+from davit.domain.machine import DISPATCHABLE, RunState, allowed, next_state
+from davit.domain.ports import RunContext
+from davit.domain.runs import RunView
 
 
 class Work:

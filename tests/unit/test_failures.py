@@ -6,35 +6,37 @@ from __future__ import annotations
 
 import pytest
 
-from domain.failures import after_failure
-from domain.machine import ACTIVE, RunState, Trigger, allowed
+from davit.domain.failures import after_failure
+from davit.domain.machine import ACTIVE, RunState, Trigger, allowed
 
 S, T = RunState, Trigger
 MAX = 3
 
 CASES: list[tuple[RunState, bool, int, bool, Trigger]] = [
     # state          retryable attempt reversible -> then
-    (S.QUEUED,        False, 1, False, T.FAIL),
-    (S.PREPARING,     True,  1, False, T.WAIT_RETRY),
-    (S.PREPARING,     True,  3, False, T.FAIL),         # no attempt left
-    (S.PREPARING,     False, 1, True,  T.FAIL),         # nothing to put back before work starts
-    (S.RUNNING,       True,  2, False, T.WAIT_RETRY),
-    (S.RUNNING,       True,  2, True,  T.WAIT_RETRY),   # a retry comes before a rollback
-    (S.RUNNING,       True,  3, True,  T.ROLL_BACK),    # ... until the attempts are used up
-    (S.RUNNING,       False, 1, True,  T.ROLL_BACK),
-    (S.RUNNING,       False, 1, False, T.FAIL),
-    (S.VERIFYING,     False, 1, True,  T.ROLL_BACK),
-    (S.VERIFYING,     True,  1, False, T.WAIT_RETRY),
-    (S.VERIFYING,     False, 5, False, T.FAIL),
-    (S.ROLLING_BACK,  True,  1, True,  T.FAIL),         # a failed rollback ends the run, never retried
-    (S.ROLLING_BACK,  False, 3, True,  T.FAIL),
+    (S.QUEUED, False, 1, False, T.FAIL),
+    (S.PREPARING, True, 1, False, T.WAIT_RETRY),
+    (S.PREPARING, True, 3, False, T.FAIL),  # no attempt left
+    (S.PREPARING, False, 1, True, T.FAIL),  # nothing to put back before work starts
+    (S.RUNNING, True, 2, False, T.WAIT_RETRY),
+    (S.RUNNING, True, 2, True, T.WAIT_RETRY),  # a retry comes before a rollback
+    (S.RUNNING, True, 3, True, T.ROLL_BACK),  # ... until the attempts are used up
+    (S.RUNNING, False, 1, True, T.ROLL_BACK),
+    (S.RUNNING, False, 1, False, T.FAIL),
+    (S.VERIFYING, False, 1, True, T.ROLL_BACK),
+    (S.VERIFYING, True, 1, False, T.WAIT_RETRY),
+    (S.VERIFYING, False, 5, False, T.FAIL),
+    (S.ROLLING_BACK, True, 1, True, T.FAIL),  # a failed rollback ends the run, never retried
+    (S.ROLLING_BACK, False, 3, True, T.FAIL),
 ]
 
 
-@pytest.mark.parametrize(("state", "retryable", "attempt", "reversible", "then"), CASES,
-                         ids=lambda v: v.value if isinstance(v, (RunState, Trigger)) else str(v))
-def test_what_follows_a_failure(state: RunState, retryable: bool, attempt: int, reversible: bool,
-                                then: Trigger) -> None:
+@pytest.mark.parametrize(
+    ("state", "retryable", "attempt", "reversible", "then"),
+    CASES,
+    ids=lambda v: v.value if isinstance(v, (RunState, Trigger)) else str(v),
+)
+def test_what_follows_a_failure(state: RunState, retryable: bool, attempt: int, reversible: bool, then: Trigger) -> None:
     assert after_failure(state, retryable=retryable, attempt=attempt, max_attempts=MAX, reversible=reversible) is then
 
 

@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.config import ConfigModel, read_config
-from domain.errors import InvalidConfig, InvalidJob
-from domain.jobs import job_from_dict, parse_job, spec_from_json, spec_revision
+from davit.daemon.config import ConfigModel, read_config
+from davit.domain.errors import InvalidConfig, InvalidJob
+from davit.domain.jobs import job_from_dict, parse_job, spec_from_json, spec_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = {p.name: p.read_text() for p in sorted((ROOT / "config" / "jobs.d").glob("*.toml"))}
@@ -25,8 +25,15 @@ SECRET = "S3cr3t-Fuzz-Pa55"
 CREDENTIAL_URI = f"mongodb://fuzzuser:{SECRET}@db.example:27017/app"
 
 toml_scalars = st.one_of(
-    st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False),
-    st.text(max_size=40), st.just(""), st.just("/"), st.just("latest"), st.just("*"), st.just(CREDENTIAL_URI),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.just(""),
+    st.just("/"),
+    st.just("latest"),
+    st.just("*"),
+    st.just(CREDENTIAL_URI),
 )
 toml_values = st.recursive(
     toml_scalars,
@@ -112,10 +119,10 @@ def test_every_shipped_example_parses_as_its_own_kind() -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.sampled_from(["daemon", "retry", "data_path", "repositories", "other"]),
-                       toml_values, max_size=4))
-def test_a_damaged_daemon_config_is_either_accepted_or_rejected_with_field_and_reason(tmp_path_factory: Any,
-                                                                                      raw: dict[str, Any]) -> None:
+@given(st.dictionaries(st.sampled_from(["daemon", "retry", "data_path", "repositories", "other"]), toml_values, max_size=4))
+def test_a_damaged_daemon_config_is_either_accepted_or_rejected_with_field_and_reason(
+    tmp_path_factory: Any, raw: dict[str, Any]
+) -> None:
     import json
 
     path = tmp_path_factory.mktemp("cfg") / "davit.toml"
@@ -141,8 +148,7 @@ def toml_inline(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else (
-            "inf" if value > 0 else "-inf")
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else ("inf" if value > 0 else "-inf")
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list):

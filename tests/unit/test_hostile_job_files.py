@@ -16,14 +16,14 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.jobfiles import MAX_JOB_FILE_BYTES, load_job_file
-from daemon.jobs import JobRegistry
-from domain.errors import InvalidJob
-from domain.jobs import job_from_dict, parse_job
-from domain.jobs.mongo import typed_column
-from domain.namespaces import PatternError, check_pattern, check_rename
-from domain.redaction import has_uri_password, strip_uri_credentials
-from eventstore.sqlite import SqliteEventStore
+from davit.daemon.jobfiles import MAX_JOB_FILE_BYTES, load_job_file
+from davit.daemon.jobs import JobRegistry
+from davit.domain.errors import InvalidJob
+from davit.domain.jobs import job_from_dict, parse_job
+from davit.domain.jobs.mongo import typed_column
+from davit.domain.namespaces import PatternError, check_pattern, check_rename
+from davit.domain.redaction import has_uri_password, strip_uri_credentials
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.fixtures import hostile_jobs
 from tests.fixtures.hostile_jobs import HOSTILE, MIB, valid_job
 
@@ -54,14 +54,14 @@ def test_every_hostile_job_file_gets_a_verdict_naming_field_and_reason(jobs_dir:
 
 
 def test_a_job_file_nested_2000_levels_deep_is_a_toml_problem_not_a_recursion_error() -> None:
-    text = valid_job("deep", f'x = {"[" * 2000}{"]" * 2000}\n')
+    text = valid_job("deep", f"x = {'[' * 2000}{']' * 2000}\n")
     with pytest.raises(InvalidJob) as err:
         parse_job(text, "deep.toml")
     assert [(p.field, p.reason) for p in err.value.problems] == [("(toml)", "line 4: nested deeper than 32 levels")]
 
 
 def test_dotted_keys_2000_deep_which_the_toml_parser_accepts_are_refused_before_anything_recurses() -> None:
-    text = valid_job("dotted", f'x.{".".join(["k"] * 2000)} = 1\n')
+    text = valid_job("dotted", f"x.{'.'.join(['k'] * 2000)} = 1\n")
     assert tomllib.loads(text)  # the parser itself copes: the depth is met later
     with pytest.raises(InvalidJob) as err:
         parse_job(text, "dotted.toml")
@@ -71,7 +71,7 @@ def test_dotted_keys_2000_deep_which_the_toml_parser_accepts_are_refused_before_
 def test_32_levels_are_allowed_and_33_are_not() -> None:
     def verdict(depth: int) -> list[tuple[str, str]]:
         with pytest.raises(InvalidJob) as err:
-            parse_job(valid_job("d", f'x = {"[" * depth}{"]" * depth}\n'), "d.toml")
+            parse_job(valid_job("d", f"x = {'[' * depth}{']' * depth}\n"), "d.toml")
         return [(p.field, p.reason) for p in err.value.problems]
 
     assert verdict(32) == [("x", "unknown field")]
@@ -80,17 +80,20 @@ def test_32_levels_are_allowed_and_33_are_not() -> None:
 
 def test_brackets_inside_strings_and_comments_do_not_count_as_nesting() -> None:
     deep = "[" * 100
-    text = valid_job("strings").replace('path = "/srv"', (
-        f'path = "/srv"  # {deep}\n'
-        f'exclude = ["{deep}", \'{deep}\', """{deep}\\"""", \'\'\'{deep}\'\'\'\'\', "esc\\\\", "{{{{{{"]\n'
-    ))
+    text = valid_job("strings").replace(
+        'path = "/srv"',
+        (
+            f'path = "/srv"  # {deep}\n'
+            f'exclude = ["{deep}", \'{deep}\', """{deep}\\"""", \'\'\'{deep}\'\'\'\'\', "esc\\\\", "{{{{{{"]\n'
+        ),
+    )
     spec = parse_job(text, "strings.toml")
     assert spec.source.exclude[:2] == [deep, deep]  # type: ignore[union-attr]
 
 
 def test_recursion_running_out_anyway_gives_a_verdict_not_a_crash() -> None:
     """The last line: a stack nearly used up before parsing starts (a shape nobody foresaw)."""
-    text = valid_job("shallow", f'x = {"[" * 30}{"]" * 30}\n')
+    text = valid_job("shallow", f"x = {'[' * 30}{']' * 30}\n")
 
     def depth() -> int:
         frame, n = sys._getframe(), 0
@@ -208,19 +211,21 @@ def test_a_symlink_is_followed_to_a_file_inside_the_jobs_directory(jobs_dir: Pat
         assert loaded.spec is not None and loaded.spec.name == "shared", (name, loaded.problems)
 
 
-@pytest.mark.parametrize(("target", "reason"), [
-    ("missing.toml", "cannot read: No such file or directory"),
-    ("loop.toml", "more than 8 symlinks to follow"),
-    ("open/job.toml", "a symlink into the directory 'open', which is writable by group and others"),
-    ("sub", "not a regular file (a directory)"),
-    # links that end on a directory by a path the kernel would also call a directory
-    (".", "not a regular file (a directory)"),
-    ("./", "not a regular file (a directory)"),
-    ("sub/..", "not a regular file (a directory)"),
-    ("{jobs_dir}", "not a regular file (a directory)"),
-])
-def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(
-        jobs_dir: Path, target: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("missing.toml", "cannot read: No such file or directory"),
+        ("loop.toml", "more than 8 symlinks to follow"),
+        ("open/job.toml", "a symlink into the directory 'open', which is writable by group and others"),
+        ("sub", "not a regular file (a directory)"),
+        # links that end on a directory by a path the kernel would also call a directory
+        (".", "not a regular file (a directory)"),
+        ("./", "not a regular file (a directory)"),
+        ("sub/..", "not a regular file (a directory)"),
+        ("{jobs_dir}", "not a regular file (a directory)"),
+    ],
+)
+def test_a_symlink_that_cannot_be_followed_safely_is_refused_with_its_reason(jobs_dir: Path, target: str, reason: str) -> None:
     (jobs_dir / "open").mkdir()
     (jobs_dir / "open").chmod(0o777)
     (jobs_dir / "open" / "job.toml").write_text(valid_job("open"))
@@ -277,7 +282,8 @@ def test_a_refused_file_is_recorded_once_not_on_every_sync(jobs_dir: Path, tmp_p
 
 
 def test_a_file_whose_name_is_not_utf8_or_has_control_characters_is_refused_and_the_others_defined(
-        jobs_dir: Path, tmp_path: Path) -> None:
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     """A name copied from a Latin-1 system (`été` as bytes e9) reached the log as a lone
     surrogate: the append raised UnicodeEncodeError and davitd stopped at start-up. A newline
     in a name forged a second log line. Both are refused, shown with their bytes escaped."""
@@ -306,11 +312,12 @@ def test_a_file_whose_name_is_not_utf8_or_has_control_characters_is_refused_and_
 
 
 def test_a_failure_no_check_foresaw_is_that_files_verdict_not_the_daemons_end(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Defence in depth: whatever the parser raises on some future shape (here a KeyError
     planted in it) is a `(file)` problem naming the exception type, never its message (it may
     quote the file), and never an exception out of the reader."""
-    import daemon.jobfiles as jobfiles
+    import davit.daemon.jobfiles as jobfiles
 
     def broken_parser(text: str, file: str) -> Any:
         raise KeyError("value-from-the-file")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from domain.errors import InvalidJob
-from domain.jobs import FilesBackupJob, FilesRestoreJob, parse_job, spec_revision
+from davit.domain.errors import InvalidJob
+from davit.domain.jobs import FilesBackupJob, FilesRestoreJob, parse_job, spec_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +33,7 @@ def problems(text: str) -> list[tuple[str, str]]:
 def test_a_backup_job_file_parses_into_its_spec() -> None:
     spec = parse_job(BACKUP, "home.toml")
     assert isinstance(spec, FilesBackupJob)
-    assert (spec.name, spec.schedule, spec.source.exclude, spec.retention.keep_last) == (
-        "home", "0 3 * * *", ["*.tmp"], 3)
+    assert (spec.name, spec.schedule, spec.source.exclude, spec.retention.keep_last) == ("home", "0 3 * * *", ["*.tmp"], 3)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config" / "jobs.d").glob("*.toml")), ids=lambda p: p.name)
@@ -44,7 +43,7 @@ def test_every_example_job_file_validates(path: Path) -> None:
 
 
 def test_there_is_an_example_for_every_kind() -> None:
-    from domain.jobs import KINDS
+    from davit.domain.jobs import KINDS
 
     kinds = {parse_job(p.read_text(), str(p)).kind for p in (ROOT / "config" / "jobs.d").glob("*.toml")}
     assert kinds == set(KINDS)

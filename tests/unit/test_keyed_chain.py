@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from daemon.config import DEFAULT_CONFIG, Settings, load_settings
-from daemon.logkeys import daemon_log_key, finish_log_key
-from domain.events import NewEvent
-from eventstore.chain import MARKER_TYPE, event_hash
-from eventstore.logkey import LogKey, LogKeyError, create_log_key, read_log_key
-from eventstore.schema import GENESIS_HASH
-from eventstore.sqlite import ChainReport, EventLogTooNew, SqliteEventStore, log_head
+from davit.daemon.config import DEFAULT_CONFIG, Settings, load_settings
+from davit.daemon.logkeys import daemon_log_key, finish_log_key
+from davit.domain.events import NewEvent
+from davit.eventstore.chain import MARKER_TYPE, event_hash
+from davit.eventstore.logkey import LogKey, LogKeyError, create_log_key, read_log_key
+from davit.eventstore.schema import GENESIS_HASH
+from davit.eventstore.sqlite import ChainReport, EventLogTooNew, SqliteEventStore, log_head
 
 
 def new(**data: object) -> NewEvent:
@@ -47,6 +47,7 @@ def key(tmp_path: Path) -> LogKey:
 
 def fill(db: Path, n: int, key: LogKey | None = None) -> None:
     """n events appended by a store that has `key` (sealing the log first, as davitd does)."""
+
     async def go() -> None:
         async with SqliteEventStore(db, key=key) as store:
             for i in range(n):
@@ -73,8 +74,9 @@ def recompute_publicly(db: Path, edit: str | None = None, after: int = 0) -> Non
     with sqlite3.connect(db) as conn:
         if edit:
             conn.execute(edit)
-        rows = conn.execute("SELECT position, event_id, stream, version, type, schema, data, recorded_at "
-                            "FROM events ORDER BY position").fetchall()
+        rows = conn.execute(
+            "SELECT position, event_id, stream, version, type, schema, data, recorded_at FROM events ORDER BY position"
+        ).fetchall()
         prev = GENESIS_HASH
         for position, event_id, stream, version, type_, schema, data, recorded_at in rows:
             if position > after:
@@ -130,8 +132,10 @@ def test_rewriting_the_plain_prefix_of_a_sealed_log_is_detected(db: Path, tmp_pa
     with sqlite3.connect(db) as conn:  # edit event 2, recompute the plain prefix only (1..6)
         conn.execute("""UPDATE events SET data = '{"n":999}' WHERE position = 2""")
         prev = GENESIS_HASH
-        for row in conn.execute("SELECT position, event_id, stream, version, type, schema, data, recorded_at "
-                                "FROM events WHERE position <= 6 ORDER BY position").fetchall():
+        for row in conn.execute(
+            "SELECT position, event_id, stream, version, type, schema, data, recorded_at "
+            "FROM events WHERE position <= 6 ORDER BY position"
+        ).fetchall():
             digest = event_hash(prev, *row)
             conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE position = ?", (prev, digest, row[0]))
             prev = digest
@@ -261,8 +265,7 @@ def test_a_fifo_at_the_key_path_is_refused_at_once_instead_of_hanging_the_reader
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
-def test_a_key_others_can_read_or_its_group_can_write_is_refused_naming_its_mode(
-        key: LogKey, mode: int) -> None:
+def test_a_key_others_can_read_or_its_group_can_write_is_refused_naming_its_mode(key: LogKey, mode: int) -> None:
     os.chmod(key.path, mode)
     with pytest.raises(LogKeyError, match=f"mode {mode:04o}"):
         read_log_key(key.path)
@@ -284,9 +287,11 @@ def test_a_key_file_of_deeply_nested_brackets_is_not_a_key_and_no_recursion_erro
 
 # --- the key records its sealing: a rollback to the sealing moment is not sealed again ------
 
+
 def davitd_start(settings: Settings, n: int = 0) -> LogKey:
-    """What davitd's start does with the log key (daemon/davitd.py `_serve`): find or make it,
+    """What davitd's start does with the log key (davit/daemon/davitd.py `_serve`): find or make it,
     open the log (which seals it), mark the key sealed; then `n` appends."""
+
     async def go() -> LogKey:
         key = daemon_log_key(settings)
         async with SqliteEventStore(settings.db_path, key=key) as store:
@@ -354,7 +359,8 @@ def test_a_crash_between_sealing_and_marking_the_key_is_marked_at_the_next_start
 
 
 def test_davitd_that_cannot_rewrite_an_unmarked_key_names_make_log_key_and_seals_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The system layout, with /etc/davit a read-only bind mount as systemd's
     ProtectSystem=strict makes it for davitd. Needs root to mount (CI runs as root); skips
     elsewhere."""

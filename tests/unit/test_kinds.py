@@ -1,4 +1,4 @@
-"""One registration per kind: the table of kinds (`daemon/kinds.py`), the job specs
+"""One registration per kind: the table of kinds (`davit/daemon/kinds.py`), the job specs
 (`domain/jobs/`), the adapters' work classes and the examples in `config/jobs.d/` agree.
 
 A kind added in one place and forgotten in another fails here and in `davit validate`, not when
@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from adapters.runwork import RunInputs
-from daemon.bootstrap import Parts
-from daemon.cli import validate
-from daemon.config import load_settings
-from daemon.jobfiles import load_job_file
-from daemon.kinds import KINDS, leftover_remover, load, work_class
-from domain.errors import EXIT_USAGE, InvalidConfig, JobFilesInvalid
-from domain.jobs import KINDS as SPEC_KINDS
-from domain.jobs import AnyJob, VolumeBackupJob
-from domain.ports import JobWork
-from domain.runs import RunView
+from davit.adapters.runwork import RunInputs
+from davit.daemon.bootstrap import Parts
+from davit.daemon.cli import validate
+from davit.daemon.config import load_settings
+from davit.daemon.jobfiles import load_job_file
+from davit.daemon.kinds import KINDS, leftover_remover, load, work_class
+from davit.domain.errors import EXIT_USAGE, InvalidConfig, JobFilesInvalid
+from davit.domain.jobs import KINDS as SPEC_KINDS
+from davit.domain.jobs import AnyJob, VolumeBackupJob
+from davit.domain.ports import JobWork
+from davit.domain.runs import RunView
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "jobs.d").glob("*.toml"))
@@ -75,8 +75,8 @@ def run_view(spec: AnyJob) -> RunView:
 
 
 def test_the_table_of_kinds_names_exactly_the_kinds_the_job_specs_declare() -> None:
-    assert set(KINDS) == set(SPEC_KINDS), (
-        f"only specs: {sorted(set(SPEC_KINDS) - set(KINDS))}; only in daemon/kinds.py: {sorted(set(KINDS) - set(SPEC_KINDS))}")
+    only_specs, only_table = sorted(set(SPEC_KINDS) - set(KINDS)), sorted(set(KINDS) - set(SPEC_KINDS))
+    assert set(KINDS) == set(SPEC_KINDS), f"only specs: {only_specs}; only in davit/daemon/kinds.py: {only_table}"
 
 
 @pytest.mark.parametrize("kind", sorted(SPEC_KINDS))
@@ -89,8 +89,9 @@ def test_every_kind_has_an_example_job_that_validate_accepts(kind: str, examples
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_table_line_names_a_work_class_built_from_run_inputs(kind: str, examples: Path, tmp_path: Path,
-                                                                   secrets: None) -> None:
+def test_every_table_line_names_a_work_class_built_from_run_inputs(
+    kind: str, examples: Path, tmp_path: Path, secrets: None
+) -> None:
     cls = work_class(kind)
     assert inspect.isclass(cls), f"{KINDS[kind].work} is not a class"
     params = list(inspect.signature(cls).parameters.values())
@@ -113,7 +114,8 @@ NO_REPOSITORY = ["mongo.export", "mongo.import", "weaviate.clear"]
 
 @pytest.mark.parametrize("kind", NO_REPOSITORY)
 def test_a_kind_without_a_repository_is_built_and_planned_where_no_repository_can_be_opened(
-        kind: str, examples: Path, tmp_path: Path, secrets: None) -> None:
+    kind: str, examples: Path, tmp_path: Path, secrets: None
+) -> None:
     """Built the same way as every kind, it never opens one: it runs on a machine whose
     configured repository is unusable (here its directory is taken by a file)."""
     settings = load_settings(home=tmp_path / "home", create_home=True)
@@ -128,8 +130,9 @@ def test_inputs_without_a_repository_say_so_when_one_is_asked_for(examples: Path
         _ = inputs.repo
 
 
-def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(examples: Path, tmp_path: Path,
-                                                                            secrets: None) -> None:
+def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(
+    examples: Path, tmp_path: Path, secrets: None
+) -> None:
     """The repository is no longer opened to build the work: the same failure to open it comes
     from the step that first reads it (a worker thread), not from building the work."""
     settings = load_settings(home=tmp_path / "home", create_home=True)
@@ -143,12 +146,15 @@ def test_a_kind_with_a_repository_opens_it_only_when_its_work_first_uses_it(exam
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_validate_refuses_a_job_whose_kind_has_no_line_in_the_table(
-        kind: str, examples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind: str, examples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = example_of(kind, examples)
     monkeypatch.delitem(KINDS, kind)
     loaded = load_job_file(path, examples)
     assert loaded.spec is None
-    assert [(p.field, p.reason) for p in loaded.problems] == [("kind", f"{kind} has no adapter in this davit (daemon/kinds.py)")]
+    assert [(p.field, p.reason) for p in loaded.problems] == [
+        ("kind", f"{kind} has no adapter in this davit (davit/daemon/kinds.py)")
+    ]
     result = CliRunner().invoke(validate.command, [str(path)])
     assert isinstance(result.exception, JobFilesInvalid)  # main() turns it into the exit code
     assert result.exception.exit_code == EXIT_USAGE
@@ -156,7 +162,8 @@ def test_validate_refuses_a_job_whose_kind_has_no_line_in_the_table(
 
 
 def test_a_run_of_a_kind_missing_from_the_table_fails_with_an_invalid_config(
-        examples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    examples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run queued before an upgrade that dropped its kind: a typed error naming the kind."""
     spec = example_spec("files.backup", examples)
     monkeypatch.delitem(KINDS, "files.backup")
@@ -197,11 +204,11 @@ def test_an_idle_daemon_and_the_cli_import_no_module_of_a_kind() -> None:
     """The table names modules; a kind's module (and its client library) is imported when a run
     of that kind needs it, so davitd at rest and the CLI stay small."""
     named = {ref.partition(":")[0] for line in KINDS.values() for ref in line if ref}
-    daemon = imported_by("daemon.davitd", "daemon.supervisor", "daemon.bootstrap")
-    cli = imported_by("daemon.cli.main")
+    daemon = imported_by("davit.daemon.davitd", "davit.daemon.supervisor", "davit.daemon.bootstrap")
+    cli = imported_by("davit.daemon.cli.main")
     assert named and not named & (daemon | cli), f"imported at start: {sorted(named & (daemon | cli))}"
     assert {"pymongo", "weaviate", "docker", "asyncssh"}.isdisjoint(daemon)
 
 
 def test_load_names_the_object_of_a_module_colon_name_line() -> None:
-    assert load("daemon.kinds:KINDS") is KINDS
+    assert load("davit.daemon.kinds:KINDS") is KINDS

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from domain import events as ev
-from domain import machine
-from domain.commands import COMMAND_TYPES
-from domain.errors import AlreadyCommitted, IllegalTransition
-from domain.machine import TERMINAL, TRIGGERS, RunState, Trigger, allowed, markup, next_state, sources
+from davit.domain import events as ev
+from davit.domain import machine
+from davit.domain.commands import COMMAND_TYPES
+from davit.domain.errors import AlreadyCommitted, IllegalTransition
+from davit.domain.machine import TERMINAL, TRIGGERS, RunState, Trigger, allowed, markup, next_state, sources
 
 S = RunState
 # Written out by hand from the lifecycle in DESIGN.md, not derived from the implementation.
@@ -20,13 +20,14 @@ LEGAL: dict[tuple[RunState, str], RunState] = {
     (S.PREPARING, "start"): S.RUNNING,
     (S.RUNNING, "verify"): S.VERIFYING,
     (S.VERIFYING, "succeed"): S.SUCCEEDED,
-    **{(s, "fail"): S.FAILED for s in (S.QUEUED, S.PREPARING, S.RUNNING, S.VERIFYING, S.WAITING_RETRY,
-                                        S.INTERRUPTED, S.ROLLING_BACK)},
+    **{
+        (s, "fail"): S.FAILED
+        for s in (S.QUEUED, S.PREPARING, S.RUNNING, S.VERIFYING, S.WAITING_RETRY, S.INTERRUPTED, S.ROLLING_BACK)
+    },
     **{(s, "wait_retry"): S.WAITING_RETRY for s in (S.PREPARING, S.RUNNING, S.VERIFYING)},
     **{(s, "interrupt"): S.INTERRUPTED for s in (S.PREPARING, S.RUNNING, S.VERIFYING, S.ROLLING_BACK)},
     **{(s, "requeue"): S.QUEUED for s in (S.INTERRUPTED, S.WAITING_RETRY, S.FAILED)},
-    **{(s, "cancel"): S.CANCELLING for s in (S.QUEUED, S.PREPARING, S.RUNNING, S.VERIFYING, S.WAITING_RETRY,
-                                             S.INTERRUPTED)},
+    **{(s, "cancel"): S.CANCELLING for s in (S.QUEUED, S.PREPARING, S.RUNNING, S.VERIFYING, S.WAITING_RETRY, S.INTERRUPTED)},
     (S.CANCELLING, "cancelled"): S.CANCELLED,
     **{(s, "roll_back"): S.ROLLING_BACK for s in (S.RUNNING, S.VERIFYING, S.INTERRUPTED, S.CANCELLING)},
     (S.ROLLING_BACK, "rolled_back"): S.ROLLED_BACK,
@@ -35,15 +36,17 @@ LEGAL: dict[tuple[RunState, str], RunState] = {
 ALL_PAIRS = [(state, trigger) for state in RunState for trigger in TRIGGERS]
 
 
-@pytest.mark.parametrize(("state", "trigger"), [p for p in ALL_PAIRS if p in LEGAL],
-                         ids=lambda v: v.value if isinstance(v, RunState) else v)
+@pytest.mark.parametrize(
+    ("state", "trigger"), [p for p in ALL_PAIRS if p in LEGAL], ids=lambda v: v.value if isinstance(v, RunState) else v
+)
 def test_legal_transition_reaches_its_destination(state: RunState, trigger: str) -> None:
     assert allowed(state, trigger)
     assert next_state("r1", state, trigger) is LEGAL[(state, trigger)]
 
 
-@pytest.mark.parametrize(("state", "trigger"), [p for p in ALL_PAIRS if p not in LEGAL],
-                         ids=lambda v: v.value if isinstance(v, RunState) else v)
+@pytest.mark.parametrize(
+    ("state", "trigger"), [p for p in ALL_PAIRS if p not in LEGAL], ids=lambda v: v.value if isinstance(v, RunState) else v
+)
 def test_illegal_transition_is_refused_not_ignored(state: RunState, trigger: str) -> None:
     assert not allowed(state, trigger)
     with pytest.raises(IllegalTransition) as err:
@@ -75,8 +78,9 @@ def test_a_cancel_once_the_committing_step_started_is_refused_naming_the_step(st
     assert "'publish' has started, which commits the run" in str(err.value)
 
 
-@pytest.mark.parametrize(("state", "trigger"), [p for p in LEGAL if p[1] != "cancel"],
-                         ids=lambda v: v.value if isinstance(v, RunState) else v)
+@pytest.mark.parametrize(
+    ("state", "trigger"), [p for p in LEGAL if p[1] != "cancel"], ids=lambda v: v.value if isinstance(v, RunState) else v
+)
 def test_a_committed_run_keeps_every_other_legal_transition(state: RunState, trigger: str) -> None:
     assert next_state("r1", state, trigger, committed="publish") is LEGAL[(state, trigger)]
 
@@ -88,6 +92,7 @@ def test_a_cancel_the_table_refuses_anyway_is_not_reported_as_too_late() -> None
 
 
 # --- the machine answers the daemon's state questions ----------------------------------------
+
 
 def _from(trigger: str) -> set[RunState]:
     return {s for (s, t) in LEGAL if t == trigger}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from domain.diagram import mermaid
-from domain.machine import TRANSITIONS, markup
+from davit.domain.diagram import mermaid
+from davit.domain.machine import TRANSITIONS, markup
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,6 +26,5 @@ def test_the_readme_draws_the_machine_as_it_exports_itself() -> None:
 
 def test_the_drawing_has_one_arrow_per_legal_move_and_nothing_else() -> None:
     arrows = {line.strip() for line in mermaid().splitlines()[1:] if ":" in line}
-    assert arrows == {f"{s.value} --> {dest.value}: {trigger.value}"
-                      for trigger, sources, dest in TRANSITIONS for s in sources}
+    assert arrows == {f"{s.value} --> {dest.value}: {trigger.value}" for trigger, sources, dest in TRANSITIONS for s in sources}
     assert mermaid(markup()) == mermaid()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.names import is_safe_name, unsafe_reason
+from davit.domain.names import is_safe_name, unsafe_reason
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "/", "/etc", "a/b", "../x", "a\0b", "x/"])

@@ -4,54 +4,65 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import InvalidJob
-from domain.jobs import parse_job
-from domain.namespaces import Matcher, PatternError, Renamer, select, split_ns
+from davit.domain.errors import InvalidJob
+from davit.domain.jobs import parse_job
+from davit.domain.namespaces import Matcher, PatternError, Renamer, select, split_ns
 
 
-@pytest.mark.parametrize(("pattern", "ns", "expected"), [
-    ("app.*", "app.users", True),
-    ("app.*", "app.users.archive", True),  # a star matches dots too
-    ("app.*", "app2.users", False),
-    ("app.user*", "app.users", True),
-    ("app.user*", "app.user", True),
-    ("app.user*", "app.orders", False),
-    ("*.users", "shop.users", True),
-    ("app.users", "app.users", True),
-    ("app.users", "app.usersx", False),
-    (r"app.\*", "app.*", True),  # an escaped star is a literal star
-    (r"app.\*", "app.users", False),
-    ("app.a+b", "app.a+b", True),  # regex characters are literal
-    ("app.a+b", "app.aab", False),
-    ("app.(x)", "app.(x)", True),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("pattern", "ns", "expected"),
+    [
+        ("app.*", "app.users", True),
+        ("app.*", "app.users.archive", True),  # a star matches dots too
+        ("app.*", "app2.users", False),
+        ("app.user*", "app.users", True),
+        ("app.user*", "app.user", True),
+        ("app.user*", "app.orders", False),
+        ("*.users", "shop.users", True),
+        ("app.users", "app.users", True),
+        ("app.users", "app.usersx", False),
+        (r"app.\*", "app.*", True),  # an escaped star is a literal star
+        (r"app.\*", "app.users", False),
+        ("app.a+b", "app.a+b", True),  # regex characters are literal
+        ("app.a+b", "app.aab", False),
+        ("app.(x)", "app.(x)", True),
+    ],
+    ids=lambda v: str(v),
+)
 def test_include_pattern_matches_like_mongorestore(pattern: str, ns: str, expected: bool) -> None:
     assert Matcher.of([pattern]).matches(ns) is expected
 
 
-@pytest.mark.parametrize(("sources", "targets", "ns", "expected"), [
-    (["app.*"], ["staging.*"], "app.users", "staging.users"),
-    (["app.*"], ["staging.*"], "other.users", "other.users"),  # unmatched: unchanged
-    (["*.*"], ["*_copy.*"], "app.users", "app_copy.users"),
-    (["app.user*"], ["app.person*"], "app.users", "app.persons"),
-    (["$db$.$coll$"], ["$coll$.$db$"], "app.users", "users.app"),
-    (["data.$prefix$_$customer$"], ["$customer$.$prefix$"], "data.sales_acme", "acme.sales"),
-    (["app.*", "app.users"], ["one.*", "two.users"], "app.users", "two.users"),  # the last pair given wins
-    (["app.*", "app.users"], ["one.*", "two.users"], "app.orders", "one.orders"),
-    ([r"app.\*"], [r"app.star"], "app.*", "app.star"),
-], ids=lambda v: str(v))
-def test_rename_maps_namespaces_like_mongorestore(sources: list[str], targets: list[str], ns: str,
-                                                  expected: str) -> None:
+@pytest.mark.parametrize(
+    ("sources", "targets", "ns", "expected"),
+    [
+        (["app.*"], ["staging.*"], "app.users", "staging.users"),
+        (["app.*"], ["staging.*"], "other.users", "other.users"),  # unmatched: unchanged
+        (["*.*"], ["*_copy.*"], "app.users", "app_copy.users"),
+        (["app.user*"], ["app.person*"], "app.users", "app.persons"),
+        (["$db$.$coll$"], ["$coll$.$db$"], "app.users", "users.app"),
+        (["data.$prefix$_$customer$"], ["$customer$.$prefix$"], "data.sales_acme", "acme.sales"),
+        (["app.*", "app.users"], ["one.*", "two.users"], "app.users", "two.users"),  # the last pair given wins
+        (["app.*", "app.users"], ["one.*", "two.users"], "app.orders", "one.orders"),
+        ([r"app.\*"], [r"app.star"], "app.*", "app.star"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_rename_maps_namespaces_like_mongorestore(sources: list[str], targets: list[str], ns: str, expected: str) -> None:
     assert Renamer.of(sources, targets).rename(ns) == expected
 
 
-@pytest.mark.parametrize(("sources", "targets", "reason"), [
-    (["app.*"], ["staging.users"], "different number of asterisks"),
-    (["$db$.x"], ["$other$.x"], "unknown variable 'other'"),
-    (["$db$.$db$"], ["$db$.x"], "used more than once"),
-    (["$db.x"], ["$db.x"], "odd number of dollar signs"),
-    (["a.*", "b.*"], ["c.*"], "ns_from has 2 patterns but ns_to has 1"),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("sources", "targets", "reason"),
+    [
+        (["app.*"], ["staging.users"], "different number of asterisks"),
+        (["$db$.x"], ["$other$.x"], "unknown variable 'other'"),
+        (["$db$.$db$"], ["$db$.x"], "used more than once"),
+        (["$db.x"], ["$db.x"], "odd number of dollar signs"),
+        (["a.*", "b.*"], ["c.*"], "ns_from has 2 patterns but ns_to has 1"),
+    ],
+    ids=lambda v: str(v),
+)
 def test_bad_renames_are_refused_with_the_reason(sources: list[str], targets: list[str], reason: str) -> None:
     with pytest.raises(PatternError, match=reason):
         Renamer.of(sources, targets)
@@ -75,8 +86,10 @@ def test_namespace_splits_at_the_first_dot() -> None:
 
 
 def test_a_restore_job_with_mismatched_renames_names_the_field() -> None:
-    text = ('name = "r"\nkind = "mongo.restore"\n[source]\njob = "b"\n[target]\nuri_env = "U"\n'
-            'ns_from = ["app.*"]\nns_to = ["staging"]\n')
+    text = (
+        'name = "r"\nkind = "mongo.restore"\n[source]\njob = "b"\n[target]\nuri_env = "U"\n'
+        'ns_from = ["app.*"]\nns_to = ["staging"]\n'
+    )
     with pytest.raises(InvalidJob) as err:
         parse_job(text, "r.toml")
     [problem] = err.value.problems

@@ -1,4 +1,4 @@
-"""Reading ahead (`adapters/prefetch.py`): order kept, read-ahead bounded, errors where they belong,
+"""Reading ahead (`davit/adapters/prefetch.py`): order kept, read-ahead bounded, errors where they belong,
 and the reading stops when the consumer does. Real threads and pools; the sources count what
 was drawn from them."""
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adapters.prefetch import calls_ahead, chunks_ahead, in_background
-from domain.errors import CorruptChunk
+from davit.adapters.prefetch import calls_ahead, chunks_ahead, in_background
+from davit.domain.errors import CorruptChunk
 
 
 class Counted:
@@ -38,6 +38,7 @@ def wait_for(condition: object, timeout: float = 5.0) -> None:
 
 
 # --- in_background -------------------------------------------------------------------------------
+
 
 def test_a_background_reader_hands_out_every_item_in_the_order_of_its_source() -> None:
     assert list(in_background(iter(Counted(limit=1000)), 3, "t-order")) == list(range(1000))
@@ -75,6 +76,7 @@ def test_leaving_the_loop_stops_the_background_thread_and_its_reading() -> None:
 
 
 # --- calls_ahead ---------------------------------------------------------------------------------
+
 
 class Started:
     """Counts the calls started, from any thread."""
@@ -133,6 +135,7 @@ def test_closing_calls_ahead_makes_no_further_call() -> None:
 
 
 # --- chunks_ahead --------------------------------------------------------------------------------
+
 
 @dataclass
 class Entry:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain.jobs import Retention
-from domain.retention import snapshots_to_keep
+from davit.domain.jobs import Retention
+from davit.domain.retention import snapshots_to_keep
 
 SNAPS = [
     ("a", "2026-01-01T03:00:00+00:00"),

@@ -1,4 +1,4 @@
-"""`run_steps` (adapters/steps.py), the step loop every job's `run` shares (issue 16, part 1): a
+"""`run_steps` (davit/adapters/steps.py), the step loop every job's `run` shares (issue 16, part 1): a
 step whose completion is recorded is not done again when the run resumes, the publish step is
 recorded as the one that commits the run, and a step that fails stops the loop so the steps
 after it never start. Driven by the real executor over a real SQLite event log, and judged by
@@ -12,16 +12,16 @@ from typing import Any
 import anyio
 import pytest
 
-from adapters.steps import PUBLISH, Step, publish_step, run_steps, step_names
-from daemon import executor as ex
-from daemon.config import RetrySection
-from daemon.recorder import RunRecorder, new_event_id
-from domain import events as ev
-from domain.errors import PermanentError, RetryableError, RunStopped
-from domain.machine import RunState
-from domain.ports import RunContext
-from domain.runs import RunView, fold
-from eventstore.sqlite import SqliteEventStore
+from davit.adapters.steps import PUBLISH, Step, publish_step, run_steps, step_names
+from davit.daemon import executor as ex
+from davit.daemon.config import RetrySection
+from davit.daemon.recorder import RunRecorder, new_event_id
+from davit.domain import events as ev
+from davit.domain.errors import PermanentError, RetryableError, RunStopped
+from davit.domain.machine import RunState
+from davit.domain.ports import RunContext
+from davit.domain.runs import RunView, fold
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.fakes import MemoryRunContext
 
 

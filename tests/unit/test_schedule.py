@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 
-from daemon.config import RetrySection
-from daemon.retry import retry_at
-from domain.schedule import due_fire
+from davit.daemon.config import RetrySection
+from davit.daemon.retry import retry_at
+from davit.domain.schedule import due_fire
 
 T = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
 
@@ -21,8 +21,9 @@ def test_a_nightly_job_defined_today_is_not_due_before_three() -> None:
 
 
 def test_a_nightly_job_is_due_once_three_has_passed() -> None:
-    assert due_fire("0 3 * * *", since=T.replace(hour=1), now=T.replace(hour=3, minute=0, second=5)) == \
-        T.replace(hour=3, minute=0, second=0)
+    assert due_fire("0 3 * * *", since=T.replace(hour=1), now=T.replace(hour=3, minute=0, second=5)) == T.replace(
+        hour=3, minute=0, second=0
+    )
 
 
 def test_after_firing_it_is_not_due_again_the_same_night() -> None:
@@ -47,7 +48,7 @@ def test_retry_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_the_timetable_gives_the_earliest_fire_and_what_is_due() -> None:
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     table.plan("nightly", "0 3 * * *", since=T, now=T)
@@ -59,7 +60,7 @@ def test_the_timetable_gives_the_earliest_fire_and_what_is_due() -> None:
 
 
 def test_a_popped_job_is_not_due_again_until_its_fire_is_planned_or_postponed() -> None:
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     table.plan("hourly", "0 * * * *", since=T, now=T)
@@ -73,7 +74,7 @@ def test_a_popped_job_is_not_due_again_until_its_fire_is_planned_or_postponed() 
 
 
 def test_many_replans_and_drops_keep_one_live_entry_per_job() -> None:
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     for round_ in range(50):
@@ -91,7 +92,7 @@ def test_many_replans_and_drops_keep_one_live_entry_per_job() -> None:
 
 def test_a_fire_recorded_a_year_ahead_does_not_block_the_next_night() -> None:
     """The clock was a year ahead when the job last fired, then corrected: the next night fires."""
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     fired_while_ahead = (T + timedelta(days=365)).replace(hour=3, minute=0, second=0)
@@ -105,7 +106,7 @@ def test_a_fire_recorded_a_year_ahead_does_not_block_the_next_night() -> None:
 
 
 def test_a_fire_a_few_seconds_ahead_is_honoured_so_a_small_step_back_does_not_repeat_it() -> None:
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     fired = T.replace(hour=3, minute=0, second=0)
@@ -114,7 +115,7 @@ def test_a_fire_a_few_seconds_ahead_is_honoured_so_a_small_step_back_does_not_re
 
 
 def test_the_clock_watch_reports_a_step_of_the_wall_clock_but_not_time_passing() -> None:
-    from daemon.scheduler import ClockWatch
+    from davit.daemon.scheduler import ClockWatch
 
     clock = FakeClock(T)
     watch = ClockWatch(clock)
@@ -128,7 +129,7 @@ def test_the_clock_watch_reports_a_step_of_the_wall_clock_but_not_time_passing()
 
 
 def test_a_retry_recorded_on_a_clock_a_year_ahead_waits_at_most_the_policy_cap() -> None:
-    from daemon.scheduler import retry_delay
+    from davit.daemon.scheduler import retry_delay
 
     assert retry_delay(T + timedelta(days=365), T, cap_seconds=600) == 600
     assert retry_delay(T + timedelta(seconds=30), T, cap_seconds=600) == 30
@@ -160,14 +161,13 @@ class FakeClock:
 def test_a_recorded_schedule_whose_day_never_comes_is_not_planned_instead_of_raising() -> None:
     """A job defined before its schedule was checked for a next fire (30 February) must not stop
     the scheduler (CroniterBadDateError escaped the planner and ended davitd)."""
-    from domain.schedule import Timetable
+    from davit.domain.schedule import Timetable
 
     table = Timetable()
     assert table.plan("never", "0 0 30 2 *", since=T, now=T) is None
     table.plan("nightly", "0 3 * * *", since=T, now=T)
     assert len(table) == 1 and table.plan_of("never") is None
-    assert table.pop_due(T + timedelta(days=1)) == [("nightly", (T + timedelta(days=1)).replace(hour=3, minute=0,
-                                                                                             second=0))]
+    assert table.pop_due(T + timedelta(days=1)) == [("nightly", (T + timedelta(days=1)).replace(hour=3, minute=0, second=0))]
 
 
 class _SimulatedNow(datetime):
@@ -184,23 +184,26 @@ BACK = (datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinf
 FORWARD = (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC))  # and forward
 
 
-@pytest.mark.parametrize(("schedule", "night", "expected"), [
-    ("0 3 * * *", BACK, ["25 03:00", "26 03:00"]),
-    ("0 3 * * *", FORWARD, ["29 03:00", "30 03:00"]),
-    ("30 2 * * *", BACK, ["25 02:30", "26 02:30"]),  # once, though 02:30 comes twice
-    ("30 2 * * *", FORWARD, ["29 03:30", "30 02:30"]),  # 02:30 never comes: once, as +01:00 places it
-    ("15 1-4 * * *", BACK, ["25 01:15", "25 02:15", "25 03:15", "25 04:15", "26 01:15", "26 02:15", "26 03:15",
-                            "26 04:15"]),
-])
+@pytest.mark.parametrize(
+    ("schedule", "night", "expected"),
+    [
+        ("0 3 * * *", BACK, ["25 03:00", "26 03:00"]),
+        ("0 3 * * *", FORWARD, ["29 03:00", "30 03:00"]),
+        ("30 2 * * *", BACK, ["25 02:30", "26 02:30"]),  # once, though 02:30 comes twice
+        ("30 2 * * *", FORWARD, ["29 03:30", "30 02:30"]),  # 02:30 never comes: once, as +01:00 places it
+        ("15 1-4 * * *", BACK, ["25 01:15", "25 02:15", "25 03:15", "25 04:15", "26 01:15", "26 02:15", "26 03:15", "26 04:15"]),
+    ],
+)
 def test_scheduled_jobs_fire_once_per_cron_time_in_local_time_on_the_nights_the_clocks_change(
-        monkeypatch: pytest.MonkeyPatch, schedule: str, night: tuple[datetime, datetime], expected: list[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, schedule: str, night: tuple[datetime, datetime], expected: list[str]
+) -> None:
     """The system clock's `now` carried the UTC offset of its instant, fixed, so a fire planned
     before a daylight-saving change kept the old offset: on the night the clocks went back the
     nightly job ran twice (02:00 and 03:00), on the night they went forward at 04:00. The real
     SystemClock in TZ=Europe/Berlin, read minute by minute as the scheduler does (only the
     instant `datetime.now` answers is simulated)."""
-    from daemon import scheduler
-    from domain.schedule import Timetable
+    from davit.daemon import scheduler
+    from davit.domain.schedule import Timetable
 
     try:
         berlin = ZoneInfo("Europe/Berlin")
@@ -231,7 +234,7 @@ def test_scheduled_jobs_fire_once_per_cron_time_in_local_time_on_the_nights_the_
 def test_the_hour_the_clocks_go_back_is_not_a_step_of_the_wall_clock() -> None:
     """Two readings in one zone differ by their wall times, which jump back an hour at the
     change: ClockWatch saw a step of -3600 s (a false ClockMoved and a replan) every autumn."""
-    from daemon.scheduler import ClockWatch
+    from davit.daemon.scheduler import ClockWatch
 
     berlin = ZoneInfo("Europe/Berlin")
     clock = FakeClock(datetime(2026, 10, 25, 0, 59, tzinfo=UTC).astimezone(berlin))  # 02:59 CEST

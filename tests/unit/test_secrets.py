@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.secrets import SecretUnavailable, redact, resolve
+from davit.adapters.secrets import SecretUnavailable, redact, resolve
 
 
 def test_a_uri_loses_its_credentials_but_keeps_where_it_points() -> None:

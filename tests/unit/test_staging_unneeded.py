@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain.machine import RunState
-from domain.runs import RunView, staging_unneeded
+from davit.domain.machine import RunState
+from davit.domain.runs import RunView, staging_unneeded
 
 
 def run(run_id: str, state: RunState, queued_at: str, job: str = "etc") -> RunView:
@@ -11,9 +11,14 @@ def run(run_id: str, state: RunState, queued_at: str, job: str = "etc") -> RunVi
 
 
 def test_ended_runs_other_than_failed_need_no_staging() -> None:
-    views = [run("ok", RunState.SUCCEEDED, "1"), run("cancel", RunState.CANCELLED, "2"),
-             run("back", RunState.ROLLED_BACK, "3"), run("live", RunState.RUNNING, "4"),
-             run("wait", RunState.WAITING_RETRY, "5"), run("cut", RunState.INTERRUPTED, "6")]
+    views = [
+        run("ok", RunState.SUCCEEDED, "1"),
+        run("cancel", RunState.CANCELLED, "2"),
+        run("back", RunState.ROLLED_BACK, "3"),
+        run("live", RunState.RUNNING, "4"),
+        run("wait", RunState.WAITING_RETRY, "5"),
+        run("cut", RunState.INTERRUPTED, "6"),
+    ]
     assert staging_unneeded(views) == {"ok", "cancel", "back"}
 
 

@@ -43,23 +43,32 @@ volumes:
 # The same stack, defined across more files: the worker takes its settings from an env file,
 # web extends a service in another file (which has an env file of its own), and web reads a
 # config and a secret from files. All must reach the target for the project to run there.
-COMPOSE_WITH_FILES = COMPOSE.replace("""    labels:
+COMPOSE_WITH_FILES = (
+    COMPOSE.replace(
+        """    labels:
       davit.test: "true"
-""", """    labels:
+""",
+        """    labels:
       davit.test: "true"
     extends:
       file: common/base.yaml
       service: base
     configs: [{source: appconf, target: /etc/app.conf}]
     secrets: [apikey]
-""").replace("""    command: ["sleep", "3600"]
-""", """    command: ["sleep", "3600"]
+""",
+    ).replace(
+        """    command: ["sleep", "3600"]
+""",
+        """    command: ["sleep", "3600"]
     env_file: [env/worker.env, {path: env/optional.env, required: false}]
-""") + """configs:
+""",
+    )
+    + """configs:
   appconf: {file: ./conf/app.conf}
 secrets:
   apikey: {file: ./secrets/api.key}
 """
+)
 DEFINITION_FILES = {
     "common/base.yaml": "services:\n  base:\n    env_file: base.env\n    environment: {FROM_BASE: yes}\n",
     "common/base.env": "BASE_ENV=from-base-env\n",
@@ -78,8 +87,14 @@ class Stack:
 
     def compose(self, *args: str, host: str | None = None, cwd: Path | None = None) -> str:
         env = {**os.environ, "DOCKER_HOST": host or self.source_host}
-        done = subprocess.run(["docker", "compose", "-p", self.name, *args], cwd=cwd or self.dir, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            ["docker", "compose", "-p", self.name, *args],
+            cwd=cwd or self.dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -91,8 +106,7 @@ class Stack:
         return {c.labels["com.docker.compose.service"]: c.status for c in found}
 
 
-def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str | None = None,
-               with_files: bool = False) -> Stack:
+def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str | None = None, with_files: bool = False) -> Stack:
     """The test stack, running on the source engine; `with_files` uses `COMPOSE_WITH_FILES`."""
     name = f"davitmig{uuid.uuid4().hex[:8]}"
     d = root / "src" / name
@@ -103,17 +117,24 @@ def make_stack(root: Path, source: DockerPeer, target: SshPeer, web_image: str |
             (d / rel).parent.mkdir(parents=True, exist_ok=True)
             (d / rel).write_text(text.replace("{{project}}", str(d)))
         os.chmod(d / "secrets" / "api.key", 0o600)
-    (d / ".env").write_text(f"WEB_IMAGE={web_image or source.image}\nWORKER_IMAGE={source.image}\n"
-                            "GREETING=ahoy\nDB_PASSWORD=hunter2-secret\n")
+    (d / ".env").write_text(
+        f"WEB_IMAGE={web_image or source.image}\nWORKER_IMAGE={source.image}\nGREETING=ahoy\nDB_PASSWORD=hunter2-secret\n"
+    )
     (d / "site" / "index.html").write_text("<h1>davit</h1>\n")
     (d / "site" / "assets" / "logo.bin").write_bytes(os.urandom(300_000))
     (d / "site" / "assets" / "notes.txt").write_text("keel winch hull\n" * 2000)
     os.chmod(d / "site" / "assets" / "notes.txt", 0o640)
     stack = Stack(name, d, source.host, target.docker_host)
     stack.compose("up", "-d", "--wait")
-    stack.compose("exec", "-T", "web", "sh", "-c",
-                  "mkdir -p /data/db && dd if=/dev/urandom of=/data/db/blob bs=1024 count=900 2>/dev/null && "
-                  "echo row1 > /data/db/table.txt && ln -s db/table.txt /data/current")
+    stack.compose(
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "mkdir -p /data/db && dd if=/dev/urandom of=/data/db/blob bs=1024 count=900 2>/dev/null && "
+        "echo row1 > /data/db/table.txt && ln -s db/table.txt /data/current",
+    )
     return stack
 
 

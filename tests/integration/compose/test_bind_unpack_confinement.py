@@ -10,8 +10,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from adapters.compose.source import Item
-from adapters.compose.target import BIND_UNPACK, unpacker_for
+from davit.adapters.compose.source import Item
+from davit.adapters.compose.target import BIND_UNPACK, unpacker_for
 
 
 def fingerprint(root: Path) -> dict[str, tuple[int, int, bytes | str]]:
@@ -20,14 +20,14 @@ def fingerprint(root: Path) -> dict[str, tuple[int, int, bytes | str]]:
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             st = path.lstat()
-            content: bytes | str = os.readlink(path) if path.is_symlink() else (
-                path.read_bytes() if path.is_file() else b"")
+            content: bytes | str = os.readlink(path) if path.is_symlink() else (path.read_bytes() if path.is_file() else b"")
             found[str(path.relative_to(root))] = (st.st_mode, st.st_nlink, content)
     return found
 
 
-def member(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
-           link: str = "", mode: int = 0o644) -> None:
+def member(
+    tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644
+) -> None:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, mode
     info.size = len(data) if kind == tarfile.REGTYPE else 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.compose.definition import project_definition
+from davit.adapters.compose.definition import project_definition
 
 
 def test_files_outside_the_project_are_reported_and_the_rest_keep_their_relative_names(tmp_path: Path) -> None:
@@ -15,12 +15,19 @@ def test_files_outside_the_project_are_reported_and_the_rest_keep_their_relative
     (tmp_path / "shared.env").write_text("A=1\n")
     (wd / "parts" / "db.yaml").write_text("services:\n  base:\n    image: x\n")
     (wd / "parts" / "more.yaml").write_text("services:\n  db:\n    extends: {file: db.yaml, service: base}\n")
-    (wd / "compose.yaml").write_text(
-        "include: [parts/more.yaml]\nservices:\n  web:\n    image: x\n    env_file: ../shared.env\n")
+    (wd / "compose.yaml").write_text("include: [parts/more.yaml]\nservices:\n  web:\n    image: x\n    env_file: ../shared.env\n")
     (wd / "web.env").write_text("B=2\n")
-    uninterpolated = {"services": {"web": {"env_file": [{"path": str(tmp_path / "shared.env"), "required": True},
-                                                        {"path": str(wd / "web.env"), "required": True},
-                                                        {"path": str(wd / "absent.env"), "required": False}]}}}
+    uninterpolated = {
+        "services": {
+            "web": {
+                "env_file": [
+                    {"path": str(tmp_path / "shared.env"), "required": True},
+                    {"path": str(wd / "web.env"), "required": True},
+                    {"path": str(wd / "absent.env"), "required": False},
+                ]
+            }
+        }
+    }
     found = project_definition("app", str(wd), [str(wd / "compose.yaml")], {"services": {"web": {}}}, uninterpolated)
 
     assert found.compose_files == ["compose.yaml"]

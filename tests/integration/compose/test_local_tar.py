@@ -9,19 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from adapters.compose.localtools import gnu_tar_version, require_gnu_tar
-from adapters.compose.target import PreflightFailed
+from davit.adapters.compose.localtools import gnu_tar_version, require_gnu_tar
+from davit.adapters.compose.target import PreflightFailed
 
 
-@pytest.mark.parametrize(("first_line", "version"), [
-    pytest.param("tar (GNU tar) 1.34", (1, 34), id="debian-12"),
-    pytest.param("tar (GNU tar) 1.28\n", (1, 28), id="first-with-sort"),
-    pytest.param("tar (GNU tar) 1.27.1", (1, 27), id="too-old-with-patch-level"),
-    pytest.param("tar (GNU tar) 2.0", (2, 0), id="a-future-major"),
-    pytest.param("bsdtar 3.7.2 - libarchive 3.7.2 zlib/1.2.12", None, id="bsdtar"),
-    pytest.param("tar: unrecognized option '--version'", None, id="busybox"),
-    pytest.param("", None, id="no-output"),
-])
+@pytest.mark.parametrize(
+    ("first_line", "version"),
+    [
+        pytest.param("tar (GNU tar) 1.34", (1, 34), id="debian-12"),
+        pytest.param("tar (GNU tar) 1.28\n", (1, 28), id="first-with-sort"),
+        pytest.param("tar (GNU tar) 1.27.1", (1, 27), id="too-old-with-patch-level"),
+        pytest.param("tar (GNU tar) 2.0", (2, 0), id="a-future-major"),
+        pytest.param("bsdtar 3.7.2 - libarchive 3.7.2 zlib/1.2.12", None, id="bsdtar"),
+        pytest.param("tar: unrecognized option '--version'", None, id="busybox"),
+        pytest.param("", None, id="no-output"),
+    ],
+)
 def test_gnu_tar_versions_are_read_from_the_first_line(first_line: str, version: tuple[int, int] | None) -> None:
     assert gnu_tar_version(first_line) == version
 

@@ -13,13 +13,13 @@ import asyncssh
 import docker
 import pytest
 
-from adapters.compose.migrate import EXPORT, FINALIZE, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
-from adapters.compose.target import PreflightFailed
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
-from domain.jobs import ComposeMigrateJob
+from davit.adapters.compose.migrate import EXPORT, FINALIZE, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
+from davit.adapters.compose.target import PreflightFailed
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
+from davit.domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext
 from tests.integration.compose.narrow_target import target_without
 from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
@@ -45,14 +45,25 @@ def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker
 
 
 def job(stack: Stack, ssh_peer: SshPeer, base: Path, known_hosts: str | None = None, **extra: Any) -> ComposeMigrateJob:
-    return ComposeMigrateJob.model_validate({
-        "name": "move", "kind": "compose.migrate", "verify_timeout": 90, "stop_timeout": 1,
-        "source": {"project": stack.name, "engine": stack.source_host},
-        "target": {"host": ssh_peer.host, "port": ssh_peer.port, "user": ssh_peer.user, "key_file": ssh_peer.key_file,
-                   "known_hosts": known_hosts or ssh_peer.known_hosts, "base_path": str(base),
-                   "helper_image": ssh_peer.image},
-        **extra,
-    })
+    return ComposeMigrateJob.model_validate(
+        {
+            "name": "move",
+            "kind": "compose.migrate",
+            "verify_timeout": 90,
+            "stop_timeout": 1,
+            "source": {"project": stack.name, "engine": stack.source_host},
+            "target": {
+                "host": ssh_peer.host,
+                "port": ssh_peer.port,
+                "user": ssh_peer.user,
+                "key_file": ssh_peer.key_file,
+                "known_hosts": known_hosts or ssh_peer.known_hosts,
+                "base_path": str(base),
+                "helper_image": ssh_peer.image,
+            },
+            **extra,
+        }
+    )
 
 
 def work_for(spec: ComposeMigrateJob, tmp_path: Path, run_id: str = "mig1") -> ComposeMigrateWork:
@@ -67,8 +78,9 @@ def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterato
 
 
 @contextmanager
-def stack_failing_at_start_target(source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer,
-                                  tmp_path: Path) -> Iterator[Stack]:
+def stack_failing_at_start_target(
+    source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path
+) -> Iterator[Stack]:
     """A stack whose web image is on the source engine only, so starting it on the target fails; cleaned up afterwards."""
     only_here = "davit-test/only-on-source:1"
     source.images.get(docker_peer.image).tag(only_here)
@@ -80,8 +92,8 @@ def stack_failing_at_start_target(source: docker.DockerClient, docker_peer: Dock
 
 
 def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_stopped(
-        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, target = engines
     before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
     ctx = SummaryContext()
@@ -94,8 +106,7 @@ def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_sto
     recorded_env = ctx.summaries[INSPECT]["model"]["services"]["web"]["environment"]
     assert recorded_env == {"GREETING": "***", "DB_PASSWORD": "***"}, "no environment value reaches the log"
     assert stack.states(target) == {"web": "running", "worker": "running"}
-    assert target.containers.list(filters={"label": f"com.docker.compose.project={stack.name}",
-                                           "health": "healthy"})
+    assert target.containers.list(filters={"label": f"com.docker.compose.project={stack.name}", "health": "healthy"})
     assert digest(stack.volume_dir(target)) == before_volume
     project_dir = tmp_path / "target" / stack.name
     assert digest(project_dir / "site") == before_site
@@ -105,8 +116,8 @@ def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_sto
 
 
 def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
-        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, target = engines
     with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume = digest(stack.volume_dir(source))
@@ -127,8 +138,8 @@ def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
 
 
 def test_an_unknown_host_key_fails_before_anything_is_stopped(
-        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, _ = engines
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     known = tmp_path / "known_hosts"
@@ -143,8 +154,8 @@ def test_an_unknown_host_key_fails_before_anything_is_stopped(
 
 
 def test_a_target_without_zstd_and_a_helper_image_without_tar_fail_preflight_before_anything_is_stopped(
-        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, target = engines
     image = bare_image(target)
     with target_without(ssh_peer, tmp_path, {"zstd"}) as narrow:
@@ -164,8 +175,8 @@ def test_a_target_without_zstd_and_a_helper_image_without_tar_fail_preflight_bef
 
 
 def test_a_dry_run_inspects_and_checks_the_target_only(
-        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, target = engines
     ctx = SummaryContext()
     work = work_for(job(stack, ssh_peer, tmp_path / "target", dry_run=True), tmp_path)
@@ -180,13 +191,16 @@ def test_a_dry_run_inspects_and_checks_the_target_only(
 
 @pytest.mark.parametrize("remove_volumes", [False, True], ids=["volumes-kept", "volumes-removed"])
 def test_remove_source_removes_the_source_containers_and_its_volumes_only_when_asked(
-        stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path, remove_volumes: bool) -> None:
+    stack: Stack,
+    ssh_peer: SshPeer,
+    engines: tuple[docker.DockerClient, docker.DockerClient],
+    tmp_path: Path,
+    remove_volumes: bool,
+) -> None:
     source, target = engines
     before_volume = digest(stack.volume_dir(source))
     ctx = SummaryContext()
-    work = work_for(job(stack, ssh_peer, tmp_path / "target", remove_source=True,
-                        remove_source_volumes=remove_volumes), tmp_path)
+    work = work_for(job(stack, ssh_peer, tmp_path / "target", remove_source=True, remove_source_volumes=remove_volumes), tmp_path)
     work.prepare(ctx)
     work.run(ctx)
     work.finish(ctx)
@@ -204,8 +218,8 @@ def test_remove_source_removes_the_source_containers_and_its_volumes_only_when_a
 
 
 def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_volumes(
-        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     source, target = engines
     with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
@@ -227,15 +241,14 @@ def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_v
         assert (project_dir / "compose.yaml").is_file() and (project_dir / ".env").is_file()
 
 
-def test_remove_source_volumes_without_remove_source_is_refused_as_a_job(
-        stack: Stack, ssh_peer: SshPeer, tmp_path: Path) -> None:
+def test_remove_source_volumes_without_remove_source_is_refused_as_a_job(stack: Stack, ssh_peer: SshPeer, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="remove_source_volumes = true needs remove_source = true"):
         job(stack, ssh_peer, tmp_path / "target", remove_source_volumes=True)
 
 
 def test_env_files_extended_files_configs_and_secrets_go_with_the_project(
-        docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient],
-        tmp_path: Path) -> None:
+    docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
     _source, target = engines
     stack = make_stack(tmp_path, docker_peer, ssh_peer, with_files=True)
     try:
@@ -256,14 +269,16 @@ def test_env_files_extended_files_configs_and_secrets_go_with_the_project(
         assert (project_dir / "conf" / "app.conf").read_bytes() == (stack.dir / "conf" / "app.conf").read_bytes()
 
         def env_in(service: str, name: str) -> str:
-            found = target.containers.list(filters={"label": [f"com.docker.compose.project={stack.name}",
-                                                              f"com.docker.compose.service={service}"]})
-            return found[0].exec_run(["sh", "-c", f"printf %s \"${name}\""]).output.decode()
+            found = target.containers.list(
+                filters={"label": [f"com.docker.compose.project={stack.name}", f"com.docker.compose.service={service}"]}
+            )
+            return found[0].exec_run(["sh", "-c", f'printf %s "${name}"']).output.decode()
 
         assert env_in("worker", "WORKER_MODE") == "night-shift"
         assert env_in("web", "BASE_ENV") == "from-base-env" and env_in("web", "FROM_BASE") == "yes"
-        web = target.containers.list(filters={"label": [f"com.docker.compose.project={stack.name}",
-                                                        "com.docker.compose.service=web"]})[0]
+        web = target.containers.list(
+            filters={"label": [f"com.docker.compose.project={stack.name}", "com.docker.compose.service=web"]}
+        )[0]
         assert web.exec_run(["cat", "/run/secrets/apikey"]).output == b"api-key-bollard-secret\n"
         assert web.exec_run(["cat", "/etc/app.conf"]).output == (stack.dir / "conf" / "app.conf").read_bytes()
         recorded = repr(ctx.summaries[INSPECT]) + repr(ctx.checkpoints)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.compose.pipeline import move_item, store_command
-from adapters.compose.source import Item
-from adapters.compose.target import TargetLayout, present_chunks, unpacker_for
-from adapters.ssh.remote import SshAddress, connect
+from davit.adapters.compose.pipeline import move_item, store_command
+from davit.adapters.compose.source import Item
+from davit.adapters.compose.target import TargetLayout, present_chunks, unpacker_for
+from davit.adapters.ssh.remote import SshAddress, connect
 from tests.integration.compose.stack import digest
 from tests.peers.state import SshPeer
 
@@ -34,8 +34,7 @@ def tree(root: Path) -> Path:
     return root
 
 
-def test_a_moved_directory_is_identical_on_the_target_and_a_second_move_sends_nothing(
-        ssh_peer: SshPeer, tmp_path: Path) -> None:
+def test_a_moved_directory_is_identical_on_the_target_and_a_second_move_sends_nothing(ssh_peer: SshPeer, tmp_path: Path) -> None:
     source = tree(tmp_path / "source")
     layout = TargetLayout(str(tmp_path / "target"), "proj")
     acknowledged: list[int] = []
@@ -43,14 +42,32 @@ def test_a_moved_directory_is_identical_on_the_target_and_a_second_move_sends_no
         first = Item("bind-0", "bind", str(source), str(tmp_path / "target" / "one"))
         present = present_chunks(host, layout)
         sent: set[str] = set()
-        moved = move_item(host, layout.store, first, unpacker_for(host, first, ssh_peer.image, "proj"), 1, present,
-                          sent, lambda _n, size: acknowledged.append(size), lambda: None)
+        moved = move_item(
+            host,
+            layout.store,
+            first,
+            unpacker_for(host, first, ssh_peer.image, "proj"),
+            1,
+            present,
+            sent,
+            lambda _n, size: acknowledged.append(size),
+            lambda: None,
+        )
         assert moved.sent_chunks == len(set(moved.ids)) < len(moved.ids), "the repeated zero chunk went once"
         assert sum(acknowledged) == moved.sent_bytes == sum(present_chunks(host, layout).values())
 
         second = Item("bind-0", "bind", str(source), str(tmp_path / "target" / "two"))
-        again = move_item(host, layout.store, second, unpacker_for(host, second, ssh_peer.image, "proj"), 1,
-                          present_chunks(host, layout), set(), lambda _n, _b: None, lambda: None)
+        again = move_item(
+            host,
+            layout.store,
+            second,
+            unpacker_for(host, second, ssh_peer.image, "proj"),
+            1,
+            present_chunks(host, layout),
+            set(),
+            lambda _n, _b: None,
+            lambda: None,
+        )
     assert again.ids == moved.ids and again.sent_chunks == 0 and again.sent_bytes == 0
     assert digest(tmp_path / "target" / "one") == digest(source) == digest(tmp_path / "target" / "two")
 
@@ -69,7 +86,8 @@ def test_a_chunk_cut_short_by_a_lost_sender_is_not_listed_as_present(ssh_peer: S
 
 @pytest.mark.parametrize("where", ["direct-capable disk", "busybox dd", "tmpfs"])
 def test_the_store_writer_files_every_chunk_whole_whether_or_not_it_can_write_past_the_page_cache(
-        ssh_peer: SshPeer, tmp_path: Path, where: str) -> None:
+    ssh_peer: SshPeer, tmp_path: Path, where: str
+) -> None:
     # chunk lengths that are and are not multiples of the 1 MiB block the direct path writes in
     chunks = [os.urandom(n) for n in (1, 4096, 1 << 20, (1 << 20) + 7, 3_000_001)]
     names = [f"c{i}" for i in range(len(chunks))]

@@ -36,6 +36,10 @@ def bare_image(engine: docker.DockerClient) -> str:
     try:
         engine.images.get(BARE_IMAGE)
     except docker.errors.ImageNotFound:
-        engine.api.import_image_from_data(_rootfs(), repository=BARE_IMAGE.split(":")[0], tag=BARE_IMAGE.split(":")[1],
-                                          changes=["ENV PATH=/bin", 'CMD ["/bin/sh"]'])
+        engine.api.import_image_from_data(
+            _rootfs(),
+            repository=BARE_IMAGE.split(":")[0],
+            tag=BARE_IMAGE.split(":")[1],
+            changes=["ENV PATH=/bin", 'CMD ["/bin/sh"]'],
+        )
     return BARE_IMAGE

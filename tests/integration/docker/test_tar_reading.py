@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header
-from adapters.docker.engine import EngineUnreachable
-from adapters.docker.tarread import members
-from adapters.repository.treeformat import DIR, FILE, LINK, Entry
+from davit.adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header
+from davit.adapters.docker.engine import EngineUnreachable
+from davit.adapters.docker.tarread import members
+from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry
 
 LONG = "deep/" + "a-rather-long-directory-name/" * 5 + "file-with-ünïcode name.txt"
 
@@ -28,7 +28,7 @@ class Pieces:
     def read(self, size: int = -1) -> bytes:
         n = self.sizes[self.turn % len(self.sizes)]
         self.turn += 1
-        piece = self.data[self.at:self.at + n]
+        piece = self.data[self.at : self.at + n]
         self.at += len(piece)
         return piece
 
@@ -92,8 +92,7 @@ def written(entries: list[tuple[Entry, bytes]]) -> Iterator[bytes]:
 def test_restore_headers_read_back_with_mode_owner_link_and_nanosecond_mtime() -> None:
     entries = [
         (Entry(path="d", type=DIR, mode=0o750, mtime_ns=1_000_000_000_123_456_789, uid=3, gid=4), b""),
-        (Entry(path="d/" + LONG, type=FILE, mode=0o4755, mtime_ns=1_600_000_000_000_000_001, size=3, uid=123,
-               gid=456), b"abc"),
+        (Entry(path="d/" + LONG, type=FILE, mode=0o4755, mtime_ns=1_600_000_000_000_000_001, size=3, uid=123, gid=456), b"abc"),
         (Entry(path="d/l", type=LINK, mode=0o777, mtime_ns=5_000_000_000, target="../elsewhere"), b""),
     ]
     with tarfile.open(fileobj=io.BytesIO(b"".join(written(entries))), mode="r:") as tar:

@@ -12,21 +12,23 @@ from typing import Any
 import docker
 import pytest
 
-from adapters.docker.backup import START, STOP, STORE, VolumeBackupWork
-from adapters.docker.restore import VolumeRestoreWork
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from domain.errors import PermanentError, TargetNotEmpty
-from domain.jobs import VolumeBackupJob, VolumeRestoreJob
+from davit.adapters.docker.backup import START, STOP, STORE, VolumeBackupWork
+from davit.adapters.docker.restore import VolumeRestoreWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import PermanentError, TargetNotEmpty
+from davit.domain.jobs import VolumeBackupJob, VolumeRestoreJob
 from tests.fakes import MemoryRunContext
 from tests.peers.state import DockerPeer
 
 SMALL = Tuning(chunk_size=64 << 10, pack_size=256 << 10, checkpoint_seconds=60, inflight_chunks=4)
-FILL = ("mkdir -p /v/sub/deep && echo hello > /v/greeting && "
-        "dd if=/dev/urandom of=/v/sub/random.bin bs=1024 count=700 2>/dev/null && "
-        "dd if=/dev/zero of=/v/sub/deep/zeros.bin bs=1024 count=300 2>/dev/null && "
-        "ln -s greeting /v/link && chmod 0640 /v/greeting && chown 123:456 /v/sub/random.bin")
+FILL = (
+    "mkdir -p /v/sub/deep && echo hello > /v/greeting && "
+    "dd if=/dev/urandom of=/v/sub/random.bin bs=1024 count=700 2>/dev/null && "
+    "dd if=/dev/zero of=/v/sub/deep/zeros.bin bs=1024 count=300 2>/dev/null && "
+    "ln -s greeting /v/link && chmod 0640 /v/greeting && chown 123:456 /v/sub/random.bin"
+)
 
 
 @pytest.fixture
@@ -39,8 +41,13 @@ def engine(docker_peer: DockerPeer) -> Iterator[docker.DockerClient]:
 @pytest.fixture
 def names(engine: docker.DockerClient) -> Iterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:8]
-    made = {"data": f"davit-vol-{tag}", "other": f"davit-other-{tag}", "restored": f"davit-restored-{tag}",
-            "app": f"davit-app-{tag}", "tag": tag}
+    made = {
+        "data": f"davit-vol-{tag}",
+        "other": f"davit-other-{tag}",
+        "restored": f"davit-restored-{tag}",
+        "app": f"davit-app-{tag}",
+        "tag": tag,
+    }
     yield made
     for c in engine.containers.list(all=True, filters={"label": f"davit-test={tag}"}):
         c.remove(force=True)
@@ -59,9 +66,14 @@ def run_in(engine: docker.DockerClient, image: str, volume: str, script: str) ->
 
 
 def app_container(engine: docker.DockerClient, image: str, names: dict[str, str], label: str = "true") -> Any:
-    return engine.containers.run(image, ["sleep", "600"], detach=True, name=names["app"],
-                                 labels={"davit.stop-during-backup": label, "davit-test": names["tag"]},
-                                 volumes={names["data"]: {"bind": "/v", "mode": "rw"}})
+    return engine.containers.run(
+        image,
+        ["sleep", "600"],
+        detach=True,
+        name=names["app"],
+        labels={"davit.stop-during-backup": label, "davit-test": names["tag"]},
+        volumes={names["data"]: {"bind": "/v", "mode": "rw"}},
+    )
 
 
 def digest(path: Path) -> dict[str, tuple[object, ...]]:
@@ -74,8 +86,14 @@ def digest(path: Path) -> dict[str, tuple[object, ...]]:
         elif p.is_dir():
             out[rel] = ("d", st.st_mode & 0o7777, st.st_uid, st.st_gid)
         else:
-            out[rel] = ("f", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns,
-                        hashlib.sha256(p.read_bytes()).hexdigest())
+            out[rel] = (
+                "f",
+                st.st_mode & 0o7777,
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            )
     return out
 
 
@@ -84,14 +102,24 @@ def mountpoint(engine: docker.DockerClient, name: str) -> Path:
 
 
 def backup_spec(docker_peer: DockerPeer, names: dict[str, str]) -> VolumeBackupJob:
-    return VolumeBackupJob(name="vols", kind="volume.backup", engine=docker_peer.host,
-                           source={"names": [names["data"], names["other"]]}, stop_timeout=1)  # type: ignore[arg-type]
+    return VolumeBackupJob(
+        name="vols",
+        kind="volume.backup",
+        engine=docker_peer.host,
+        source={"names": [names["data"], names["other"]]},
+        stop_timeout=1,
+    )  # type: ignore[arg-type]
 
 
 def restore_spec(docker_peer: DockerPeer, names: dict[str, str], overwrite: bool = False) -> VolumeRestoreJob:
-    return VolumeRestoreJob(name="vols-back", kind="volume.restore", engine=docker_peer.host,
-                            source={"job": "vols"}, volume=names["data"],  # type: ignore[arg-type]
-                            target={"volume": names["restored"], "overwrite": overwrite})  # type: ignore[arg-type]
+    return VolumeRestoreJob(
+        name="vols-back",
+        kind="volume.restore",
+        engine=docker_peer.host,
+        source={"job": "vols"},
+        volume=names["data"],  # type: ignore[arg-type]
+        target={"volume": names["restored"], "overwrite": overwrite},
+    )  # type: ignore[arg-type]
 
 
 def run_work(work: Any, ctx: MemoryRunContext, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,7 +146,8 @@ class WatchingContext(MemoryRunContext):
 
 
 def test_volume_round_trip_restores_identical_data_and_restarts_the_stopped_app(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     engine.volumes.create(names["data"])
     engine.volumes.create(names["other"])
     run_in(engine, docker_peer.image, names["data"], FILL)
@@ -139,7 +168,8 @@ def test_volume_round_trip_restores_identical_data_and_restarts_the_stopped_app(
 
 
 def test_unchanged_volume_content_is_not_stored_twice(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     engine.volumes.create(names["data"])
     engine.volumes.create(names["other"])
     run_in(engine, docker_peer.image, names["data"], FILL)
@@ -152,7 +182,8 @@ def test_unchanged_volume_content_is_not_stored_twice(
 
 
 def test_stopped_app_runs_again_after_a_failed_backup_and_is_stopped_again_on_resume(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     engine.volumes.create(names["data"])
     engine.volumes.create(names["other"])
     run_in(engine, docker_peer.image, names["data"], FILL)
@@ -176,7 +207,8 @@ def test_stopped_app_runs_again_after_a_failed_backup_and_is_stopped_again_on_re
 
 
 def test_app_of_another_stop_group_keeps_running(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     engine.volumes.create(names["data"])
     engine.volumes.create(names["other"])
     app_container(engine, docker_peer.image, names, label="nightly")
@@ -188,7 +220,8 @@ def test_app_of_another_stop_group_keeps_running(
 
 
 def test_restore_refuses_a_volume_with_data_unless_overwrite(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     engine.volumes.create(names["data"])
     engine.volumes.create(names["other"])
     run_in(engine, docker_peer.image, names["data"], FILL)
@@ -198,19 +231,21 @@ def test_restore_refuses_a_volume_with_data_unless_overwrite(
     run_in(engine, docker_peer.image, names["restored"], "echo precious > /v/keep.txt")
     with pytest.raises(TargetNotEmpty, match=names["restored"]):
         VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names), "r1", SMALL, repo=repo)).prepare(MemoryRunContext())
-    run_work(VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names, overwrite=True), "r2", SMALL, repo=repo)),
-             MemoryRunContext(run_id="r2"))
+    run_work(
+        VolumeRestoreWork(RunInputs(restore_spec(docker_peer, names, overwrite=True), "r2", SMALL, repo=repo)),
+        MemoryRunContext(run_id="r2"),
+    )
     restored = mountpoint(engine, names["restored"])
     assert (restored / "greeting").read_text() == "hello\n" and (restored / "keep.txt").exists()
 
 
 def test_volumes_of_a_compose_project_are_selected_by_its_label(
-        docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path) -> None:
+    docker_peer: DockerPeer, engine: docker.DockerClient, names: dict[str, str], tmp_path: Path
+) -> None:
     project = f"proj{names['tag']}"
     engine.volumes.create(names["data"], labels={"com.docker.compose.project": project})
     engine.volumes.create(names["other"])
-    spec = VolumeBackupJob(name="vols", kind="volume.backup", engine=docker_peer.host,
-                           source={"compose_project": project})  # type: ignore[arg-type]
+    spec = VolumeBackupJob(name="vols", kind="volume.backup", engine=docker_peer.host, source={"compose_project": project})  # type: ignore[arg-type]
     work = VolumeBackupWork(RunInputs(spec, "snap1", SMALL, repo=Repository.open(tmp_path / "repo")))
     details = work.prepare(MemoryRunContext())
     assert [v["name"] for v in details["volumes"]] == [names["data"]]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import adapters.docker.archive as archive
-from adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_archive_entries
-from adapters.files.tree import Skipped
-from adapters.repository.treeformat import CHAR, DIR, FIFO, FILE, Entry
+import davit.adapters.docker.archive as archive
+from davit.adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_archive_entries
+from davit.adapters.files.tree import Skipped
+from davit.adapters.repository.treeformat import CHAR, DIR, FIFO, FILE, Entry
 
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+ep, as setcap writes it
 
@@ -27,16 +27,27 @@ def stream(entries: list[tuple[Entry, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def test_fifos_devices_and_extended_attributes_in_the_engines_stream_become_entries(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fifos_devices_and_extended_attributes_in_the_engines_stream_become_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     written = [
-        (Entry(path="data", type=DIR, mode=0o755, mtime_ns=1_600_000_000_000_000_000,
-               xattrs={"user.note": b"on the volume root"}), b""),
-        (Entry(path="data/ping", type=FILE, mode=0o755, mtime_ns=1_600_000_000_000_000_000, size=4,
-               xattrs={"security.capability": CAPABILITY, "user.bin": b"\x00\xff"}), b"ELF!"),
+        (
+            Entry(
+                path="data", type=DIR, mode=0o755, mtime_ns=1_600_000_000_000_000_000, xattrs={"user.note": b"on the volume root"}
+            ),
+            b"",
+        ),
+        (
+            Entry(
+                path="data/ping",
+                type=FILE,
+                mode=0o755,
+                mtime_ns=1_600_000_000_000_000_000,
+                size=4,
+                xattrs={"security.capability": CAPABILITY, "user.bin": b"\x00\xff"},
+            ),
+            b"ELF!",
+        ),
         (Entry(path="data/pipe", type=FIFO, mode=0o600, mtime_ns=1_600_000_000_000_000_000), b""),
-        (Entry(path="data/tty", type=CHAR, mode=0o620, mtime_ns=1_600_000_000_000_000_000,
-               rdev=os.makedev(4, 1)), b""),
+        (Entry(path="data/tty", type=CHAR, mode=0o620, mtime_ns=1_600_000_000_000_000_000, rdev=os.makedev(4, 1)), b""),
     ]
     monkeypatch.setattr(archive, "open_archive", lambda *_args: io.BytesIO(stream(written)))
     read: list[Any] = list(volume_archive_entries(object(), "data", [], links=lambda: None))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from adapters.repository.repository import Repository
+from davit.adapters.repository.repository import Repository
 from tests.integration.mongo.helpers import URI_ENV, AuthServer, auth_server
 from tests.peers.state import MongoPeer
 

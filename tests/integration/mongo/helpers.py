@@ -14,12 +14,12 @@ from bson import Binary, Int64, ObjectId, Regex, Timestamp, encode, json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from adapters.mongo.backup import MongoBackupWork
-from adapters.mongo.restore import MongoRestoreWork
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from domain.jobs import job_from_dict
+from davit.adapters.mongo.backup import MongoBackupWork
+from davit.adapters.mongo.restore import MongoRestoreWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.domain.jobs import job_from_dict
 from tests.fakes import MemoryRunContext
 from tests.peers.state import MongoPeer, load
 
@@ -50,18 +50,43 @@ def every_type_docs() -> list[dict[str, Any]]:
     """Documents using each BSON type FerretDB 1.24 stores (no decimal128, no nested arrays)."""
     when = datetime.datetime(2024, 2, 29, 12, 30, 45, 123000, tzinfo=datetime.UTC)
     docs: list[dict[str, Any]] = [
-        {"_id": ObjectId("65f000000000000000000001"), "int32": 7, "int64": Int64(1 << 40), "double": 3.25,
-         "neg": -12, "big": Int64(-(1 << 62)), "tiny": 1e-300, "when": when, "yes": True, "no": False,
-         "nothing": None, "text": "plain ascii"},
-        {"_id": ObjectId("65f000000000000000000002"), "bin0": Binary(b"\x00\x01\xff", 0),
-         "bin2": Binary(b"old binary", 2), "uuid3": Binary(uuid.UUID(int=3).bytes, 3),
-         "uuid4": Binary(uuid.UUID(int=4).bytes, 4), "md5": Binary(b"0123456789abcdef", 5),
-         "user": Binary(b"custom", 0x80)},
-        {"_id": ObjectId("65f000000000000000000003"),
-         "nested": {"a": {"b": {"c": {"d": "deep", "n": 1}}}, "list": [{"x": 1}, {"y": [1, 2, 3]}]},
-         "array": [1, "two", 3.0, None, True, {"k": "v"}, Int64(5)], "empty_doc": {}, "empty_arr": []},
-        {"_id": ObjectId("65f000000000000000000004"), "ключ": "значение", "鍵": "値 🚢", "emoji 🪝": "davit ⚓",
-         "mixed": "äöü ß ÿ €"},
+        {
+            "_id": ObjectId("65f000000000000000000001"),
+            "int32": 7,
+            "int64": Int64(1 << 40),
+            "double": 3.25,
+            "neg": -12,
+            "big": Int64(-(1 << 62)),
+            "tiny": 1e-300,
+            "when": when,
+            "yes": True,
+            "no": False,
+            "nothing": None,
+            "text": "plain ascii",
+        },
+        {
+            "_id": ObjectId("65f000000000000000000002"),
+            "bin0": Binary(b"\x00\x01\xff", 0),
+            "bin2": Binary(b"old binary", 2),
+            "uuid3": Binary(uuid.UUID(int=3).bytes, 3),
+            "uuid4": Binary(uuid.UUID(int=4).bytes, 4),
+            "md5": Binary(b"0123456789abcdef", 5),
+            "user": Binary(b"custom", 0x80),
+        },
+        {
+            "_id": ObjectId("65f000000000000000000003"),
+            "nested": {"a": {"b": {"c": {"d": "deep", "n": 1}}}, "list": [{"x": 1}, {"y": [1, 2, 3]}]},
+            "array": [1, "two", 3.0, None, True, {"k": "v"}, Int64(5)],
+            "empty_doc": {},
+            "empty_arr": [],
+        },
+        {
+            "_id": ObjectId("65f000000000000000000004"),
+            "ключ": "значение",
+            "鍵": "値 🚢",
+            "emoji 🪝": "davit ⚓",
+            "mixed": "äöü ß ÿ €",
+        },
         {"_id": ObjectId("65f000000000000000000005"), "regex": Regex("^da+vit$", "i"), "ts": Timestamp(1700000000, 7)},
         {"_id": 42, "kind": "int id"},
         {"_id": Int64(1 << 50), "kind": "long id"},
@@ -96,18 +121,22 @@ def seed_raw(client: MongoClient[Any], ns: str, docs: list[dict[str, Any]]) -> N
 
 def backup_spec(name: str, **source: Any) -> Any:
     extra = {k: source.pop(k) for k in ("parallel", "chunk_kib", "retention") if k in source}
-    return job_from_dict({"name": name, "kind": "mongo.backup", "source": {"uri_env": URI_ENV, **source}, **extra},
-                         f"{name}.toml")
+    return job_from_dict(
+        {"name": name, "kind": "mongo.backup", "source": {"uri_env": URI_ENV, **source}, **extra}, f"{name}.toml"
+    )
 
 
 def restore_spec(name: str, source: dict[str, Any], **target: Any) -> Any:
     extra = {k: target.pop(k) for k in ("parallel", "batch_kib") if k in target}
-    return job_from_dict({"name": name, "kind": "mongo.restore", "source": source,
-                          "target": {"uri_env": URI_ENV, **target}, **extra}, f"{name}.toml")
+    return job_from_dict(
+        {"name": name, "kind": "mongo.restore", "source": source, "target": {"uri_env": URI_ENV, **target}, **extra},
+        f"{name}.toml",
+    )
 
 
-def run_backup(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None,
-               tuning: Tuning = SMALL) -> tuple[MemoryRunContext, dict[str, Any]]:
+def run_backup(
+    repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None, tuning: Tuning = SMALL
+) -> tuple[MemoryRunContext, dict[str, Any]]:
     ctx = ctx or MemoryRunContext(run_id=run_id)
     work = MongoBackupWork(RunInputs(spec, run_id, tuning, repo=repo))
     details = work.prepare(ctx)
@@ -115,8 +144,9 @@ def run_backup(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext |
     return ctx, {**details, **work.finish(ctx)}
 
 
-def run_restore(repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None,
-                details: dict[str, Any] | None = None) -> tuple[MemoryRunContext, dict[str, Any], dict[str, Any]]:
+def run_restore(
+    repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None
+) -> tuple[MemoryRunContext, dict[str, Any], dict[str, Any]]:
     ctx = ctx or MemoryRunContext(run_id=run_id)
     work = MongoRestoreWork(RunInputs(spec, run_id, SMALL, details or {}, repo=repo))
     if details is None:

@@ -16,8 +16,8 @@ import pytest
 from bson import ObjectId, json_util
 from bson.codec_options import CodecOptions
 
-from adapters.repository.repository import Repository
-from domain.errors import PermanentError
+from davit.adapters.repository.repository import Repository
+from davit.domain.errors import PermanentError
 from tests.integration.mongo.conftest import Mongo
 from tests.integration.mongo.helpers import backup_spec as bspec
 from tests.integration.mongo.helpers import every_type_docs, raw_by_id, restore_spec, run_backup, run_restore, seed_raw
@@ -29,8 +29,7 @@ DECODE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 
 
 def davit(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -54,8 +53,7 @@ def read_file(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
-def test_export_writes_a_directory_mongorestore_reads(mongo: Mongo, home: Path, tmp_path: Path,
-                                                      compress: bool) -> None:
+def test_export_writes_a_directory_mongorestore_reads(mongo: Mongo, home: Path, tmp_path: Path, compress: bool) -> None:
     app = mongo.db("app")
     seed(mongo, app)
     raw = {c: raw_by_id(mongo.client, f"{app}.{c}") for c in ("everything", "capped")}
@@ -67,7 +65,8 @@ def test_export_writes_a_directory_mongorestore_reads(mongo: Mongo, home: Path, 
 
     gz = ".gz" if compress else ""
     assert sorted(p.name for p in (out / app).iterdir()) == sorted(
-        f"{c}{s}{gz}" for c in ("capped", "everything") for s in (".bson", ".metadata.json"))
+        f"{c}{s}{gz}" for c in ("capped", "everything") for s in (".bson", ".metadata.json")
+    )
     for coll in ("everything", "capped"):
         data = read_file(out / app / f"{coll}.bson{gz}")
         # the file is the documents' raw BSON in _id order, byte for byte
@@ -100,8 +99,7 @@ def test_backup_export_import_restore_round_trip_is_byte_identical(mongo: Mongo,
     repo = Repository.open(home / "repository")
     run_backup(repo, bspec("orig", databases=[app]), "snap1")
     davit(home, "export", "mongodump", "snap1", str(tmp_path / "dump"), "--gzip")
-    imported = json.loads(davit(home, "import", "mongodump", str(tmp_path / "dump"), "--job", "legacy",
-                                "--json").stdout)
+    imported = json.loads(davit(home, "import", "mongodump", str(tmp_path / "dump"), "--job", "legacy", "--json").stdout)
     assert imported["job"] == "legacy" and imported["kind"] == "mongo"
     assert imported["stats"]["documents"] == sum(len(v) for v in raw.values())
     assert "0 problems" in davit(home, "verify", imported["id"]).stdout
@@ -122,16 +120,22 @@ def write_dump(root: Path, db: str, coll: str, docs: list[dict[str, Any]], meta:
     (root / db / f"{coll}.metadata.json").write_text(json_util.dumps(meta, json_options=CANONICAL))
 
 
-def test_restore_from_a_mongodump_directory_reports_rejected_index_and_option_by_name(mongo: Mongo,
-                                                                                      repo: Repository,
-                                                                                      tmp_path: Path) -> None:
+def test_restore_from_a_mongodump_directory_reports_rejected_index_and_option_by_name(
+    mongo: Mongo, repo: Repository, tmp_path: Path
+) -> None:
     db = mongo.db("legacy")
     docs = [{"_id": i, "at": i * 10} for i in range(3000)]
-    meta = {"options": {"validator": {"$jsonSchema": {"required": ["at"]}}},
-            "indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_"},
-                        {"v": 2, "key": {"at": 1}, "name": "at_ttl", "expireAfterSeconds": 60},
-                        {"v": 2, "key": {"at": -1}, "name": "at_desc"}],
-            "uuid": "0123456789abcdef0123456789abcdef", "collectionName": "events", "type": "collection"}
+    meta = {
+        "options": {"validator": {"$jsonSchema": {"required": ["at"]}}},
+        "indexes": [
+            {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+            {"v": 2, "key": {"at": 1}, "name": "at_ttl", "expireAfterSeconds": 60},
+            {"v": 2, "key": {"at": -1}, "name": "at_desc"},
+        ],
+        "uuid": "0123456789abcdef0123456789abcdef",
+        "collectionName": "events",
+        "type": "collection",
+    }
     write_dump(tmp_path / "dump", db, "events", docs, meta)
     spec = restore_spec("from-dump", {"from_mongodump": str(tmp_path / "dump")})
     ctx, details, summary = run_restore(repo, spec, "r1")
@@ -145,8 +149,12 @@ def test_restore_from_a_mongodump_directory_reports_rejected_index_and_option_by
 
 def test_strict_restore_fails_on_a_rejected_index_naming_it(mongo: Mongo, repo: Repository, tmp_path: Path) -> None:
     db = mongo.db("legacy")
-    meta = {"options": {}, "indexes": [{"v": 2, "key": {"at": 1}, "name": "at_ttl", "expireAfterSeconds": 60}],
-            "collectionName": "events", "type": "collection"}
+    meta = {
+        "options": {},
+        "indexes": [{"v": 2, "key": {"at": 1}, "name": "at_ttl", "expireAfterSeconds": 60}],
+        "collectionName": "events",
+        "type": "collection",
+    }
     write_dump(tmp_path / "dump", db, "events", [{"_id": 1, "at": 1}], meta)
     spec = restore_spec("strict", {"from_mongodump": str(tmp_path / "dump")}, strict=True)
     with pytest.raises(PermanentError, match="index at_ttl rejected"):

@@ -15,12 +15,12 @@ import bson
 import pytest
 from bson import json_util
 
-from adapters.mongo.dumpdir import list_dump
-from adapters.mongo.layout import meta_from_text, read_tree
-from adapters.mongo.restore import MongoRestoreWork
-from adapters.repository.repository import Repository
-from adapters.runwork import RunInputs
-from domain.errors import PermanentError
+from davit.adapters.mongo.dumpdir import list_dump
+from davit.adapters.mongo.layout import meta_from_text, read_tree
+from davit.adapters.mongo.restore import MongoRestoreWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import PermanentError
 from tests.fakes import MemoryRunContext
 from tests.integration.mongo.conftest import Mongo
 from tests.integration.mongo.helpers import SMALL, raw_by_id, restore_spec, run_backup, run_restore
@@ -30,19 +30,22 @@ pytestmark = pytest.mark.mongo
 BIN = Path(sys.executable).parent
 CANONICAL = json_util.CANONICAL_JSON_OPTIONS
 # each name, and its file name as mongodump writes it (Go's url.PathEscape)
-ODD_NAMES = {"a/b": "a%2Fb", "50% off": "50%25%20off", "ümlaut ß": "%C3%BCmlaut%20%C3%9F", "q?x;y,z": "q%3Fx%3By%2Cz",
-             "keep:&+=@~-_.x": "keep:&+=@~-_.x"}
+ODD_NAMES = {
+    "a/b": "a%2Fb",
+    "50% off": "50%25%20off",
+    "ümlaut ß": "%C3%BCmlaut%20%C3%9F",
+    "q?x;y,z": "q%3Fx%3By%2Cz",
+    "keep:&+=@~-_.x": "keep:&+=@~-_.x",
+}
 
 
 def davit(home: Path, *args: str) -> str:
-    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
-def test_system_collections_are_skipped_except_system_js_and_named_in_the_details(
-        mongo: Mongo, repo: Repository) -> None:
+def test_system_collections_are_skipped_except_system_js_and_named_in_the_details(mongo: Mongo, repo: Repository) -> None:
     db = mongo.db("sys")
     for name in ("items", "system.js", "system.profile_copy"):
         mongo.client[db][name].insert_one({"_id": 1, "in": name})
@@ -53,8 +56,7 @@ def test_system_collections_are_skipped_except_system_js_and_named_in_the_detail
     assert sorted(e.ns for e in read_tree(repo.tree_bytes(repo.resolve("snap1")))) == details["namespaces"]
 
 
-def test_odd_collection_names_round_trip_through_mongodump_export_and_import(
-        mongo: Mongo, tmp_path: Path) -> None:
+def test_odd_collection_names_round_trip_through_mongodump_export_and_import(mongo: Mongo, tmp_path: Path) -> None:
     db = mongo.db("odd")
     for i, name in enumerate(ODD_NAMES):
         mongo.client[db][name].insert_many([{"_id": n, "coll": name, "n": n * i} for n in range(50)])
@@ -66,7 +68,8 @@ def test_odd_collection_names_round_trip_through_mongodump_export_and_import(
     out = tmp_path / "dump"
     davit(home, "export", "mongodump", "snap1", str(out))
     assert sorted(p.name for p in (out / db).iterdir()) == sorted(
-        f"{escaped}{suffix}" for escaped in ODD_NAMES.values() for suffix in (".bson", ".metadata.json"))
+        f"{escaped}{suffix}" for escaped in ODD_NAMES.values() for suffix in (".bson", ".metadata.json")
+    )
     for name, escaped in ODD_NAMES.items():
         meta = json_util.loads((out / db / f"{escaped}.metadata.json").read_text(), json_options=CANONICAL)
         assert meta["collectionName"] == name
@@ -89,10 +92,15 @@ def test_odd_collection_names_round_trip_through_mongodump_export_and_import(
 def write_dump_with_a_view(root: Path, db: str) -> dict[str, object]:
     (root / db).mkdir(parents=True)
     (root / db / "orders.bson").write_bytes(b"".join(bson.encode({"_id": i, "open": i % 2 == 0}) for i in range(10)))
-    (root / db / "orders.metadata.json").write_text(json_util.dumps(
-        {"options": {}, "indexes": [], "collectionName": "orders", "type": "collection"}, json_options=CANONICAL))
-    view = {"options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}]}, "indexes": [],
-            "collectionName": "open orders", "type": "view"}
+    (root / db / "orders.metadata.json").write_text(
+        json_util.dumps({"options": {}, "indexes": [], "collectionName": "orders", "type": "collection"}, json_options=CANONICAL)
+    )
+    view = {
+        "options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}]},
+        "indexes": [],
+        "collectionName": "open orders",
+        "type": "view",
+    }
     (root / db / "open%20orders.metadata.json").write_text(json_util.dumps(view, json_options=CANONICAL))
     (root / db / "system.profile.bson").write_bytes(bson.encode({"_id": 1, "op": "query"}))
     return view
@@ -111,8 +119,11 @@ def test_a_view_is_kept_as_its_definition_and_its_restore_is_reported_by_name(mo
 
     out = tmp_path / "again"
     davit(home, "export", "mongodump", snap["id"], str(out))
-    assert sorted(p.name for p in (out / db).iterdir()) == ["open%20orders.metadata.json", "orders.bson",
-                                                             "orders.metadata.json"]  # a view has no .bson
+    assert sorted(p.name for p in (out / db).iterdir()) == [
+        "open%20orders.metadata.json",
+        "orders.bson",
+        "orders.metadata.json",
+    ]  # a view has no .bson
 
     ctx, details, summary = run_restore(repo, restore_spec("back", {"job": "legacy"}), "r1")
     assert details["namespaces"] == [[f"{db}.orders", f"{db}.orders"]]
@@ -120,14 +131,14 @@ def test_a_view_is_kept_as_its_definition_and_its_restore_is_reported_by_name(mo
     assert summary["documents"] == 10 and summary["views"] == 1
     # FerretDB 1.24 cannot create views: the warning names the view and what it is a view on
     assert [w for w in ctx.warnings if "view" in w] == [
-        f"{db}.open orders: view on orders rejected by the target: create: support for field \"viewOn\" with value "
-        f"orders is not implemented yet"]
+        f'{db}.open orders: view on orders rejected by the target: create: support for field "viewOn" with value '
+        f"orders is not implemented yet"
+    ]
     with pytest.raises(PermanentError, match=f"{db}.open orders: view on orders rejected"):
         run_restore(repo, restore_spec("strict", {"job": "legacy"}, strict=True, drop=True), "r2")
 
 
-def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_document(
-        mongo: Mongo, repo: Repository) -> None:
+def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_document(mongo: Mongo, repo: Repository) -> None:
     db, copy = mongo.db("src"), mongo.db("dst")
     mongo.client[db]["items"].insert_many([{"_id": i, "pad": "x" * 500} for i in range(3000)])
     run_backup(repo, bspec("src", databases=[db], chunk_kib=64), "snap1")
@@ -140,11 +151,21 @@ def test_restore_verification_catches_a_skipped_chunk_and_a_missing_last_documen
     work = MongoRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo))
     ctx = MemoryRunContext(run_id="r1")
     details = work.prepare(ctx)
-    ctx.cursors[f"restore:{copy}.items"] = {"chunks": 1, "docs": 0, "bytes": 0, "duplicates": 0, "acked": 0,
-                                            "last_id": None, "warnings": 0}
+    ctx.cursors[f"restore:{copy}.items"] = {
+        "chunks": 1,
+        "docs": 0,
+        "bytes": 0,
+        "duplicates": 0,
+        "acked": 0,
+        "last_id": None,
+        "warnings": 0,
+    }
     work.run(ctx)
-    with pytest.raises(PermanentError, match=rf"{copy}.items: \d+ documents read and \d+ acknowledged by the "
-                                             r"target, expected 3000"):
+    with pytest.raises(
+        PermanentError,
+        match=rf"{copy}.items: \d+ documents read and \d+ acknowledged by the "
+        r"target, expected 3000",
+    ):
         work.finish(ctx)
 
     # a complete restore whose last document is gone when the step looks it up (here: resumed

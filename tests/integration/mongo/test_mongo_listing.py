@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from bson import json_util
 
-from adapters.mongo.backup import classify, selection_warnings
+from davit.adapters.mongo.backup import classify, selection_warnings
 
 
 def test_views_become_definitions_and_timeseries_and_system_collections_are_skipped() -> None:
     listed = [
         ("app", {"name": "orders", "type": "collection", "options": {}, "info": {}}),
-        ("app", {"name": "open_orders", "type": "view",
-                 "options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}],
-                             "collation": {"locale": "fr"}}}),
+        (
+            "app",
+            {
+                "name": "open_orders",
+                "type": "view",
+                "options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}], "collation": {"locale": "fr"}},
+            },
+        ),
         ("app", {"name": "weather", "type": "timeseries", "options": {"timeseries": {"timeField": "at"}}}),
         ("app", {"name": "system.buckets.weather", "type": "collection", "options": {}}),
         ("app", {"name": "system.views", "type": "collection", "options": {}}),
@@ -27,11 +32,17 @@ def test_views_become_definitions_and_timeseries_and_system_collections_are_skip
     assert found == ["app.orders", "app.system.js", "logs.events"]
     assert list(views) == ["app.open_orders"]
     meta = json_util.loads(views["app.open_orders"], json_options=json_util.CANONICAL_JSON_OPTIONS)
-    assert meta == {"options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}],
-                                "collation": {"locale": "fr"}},
-                    "indexes": [], "collectionName": "open_orders", "type": "view"}
-    assert skipped == ["app.system.buckets.weather: a system collection", "app.system.views: a system collection",
-                       "app.weather: a time-series collection (not supported yet)"]
+    assert meta == {
+        "options": {"viewOn": "orders", "pipeline": [{"$match": {"open": True}}], "collation": {"locale": "fr"}},
+        "indexes": [],
+        "collectionName": "open_orders",
+        "type": "view",
+    }
+    assert skipped == [
+        "app.system.buckets.weather: a system collection",
+        "app.system.views: a system collection",
+        "app.weather: a time-series collection (not supported yet)",
+    ]
 
 
 def test_a_skipped_timeseries_collection_is_a_warning_and_a_system_collection_is_not() -> None:
@@ -47,4 +58,5 @@ def test_a_selection_of_only_timeseries_collections_warns_that_nothing_is_backed
     listed = [("metrics", {"name": "cpu", "type": "timeseries", "options": {"timeseries": {"timeField": "t"}}})]
     assert selection_warnings(*classify(listed)) == [
         "no collection to back up matches the job's databases/include/exclude",
-        "skipped metrics.cpu: a time-series collection (not supported yet)"]
+        "skipped metrics.cpu: a time-series collection (not supported yet)",
+    ]

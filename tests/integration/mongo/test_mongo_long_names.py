@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from adapters.mongo.dumpdir import dump_file_stem, list_dump
-from adapters.repository.repository import Repository
-from domain.errors import SourceMissing
+from davit.adapters.mongo.dumpdir import dump_file_stem, list_dump
+from davit.adapters.repository.repository import Repository
+from davit.domain.errors import SourceMissing
 from tests.integration.mongo.conftest import Mongo
 from tests.integration.mongo.helpers import backup_spec, raw_by_id, restore_spec, run_backup, run_restore
 
@@ -35,8 +35,7 @@ FILE_STEMS = {LONG: KEPT + "%24dEvNQwBTcfiHo4L0TYuTw8dSoaU", TWIN: KEPT + "%24MJ
 
 
 def davit(home: Path, *args: str) -> str:
-    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -63,19 +62,16 @@ def test_mongodump_file_stems_are_cut_past_238_bytes_with_the_names_hash() -> No
 
 
 @pytest.mark.mongo
-def test_long_names_are_exported_cut_as_mongodump_does_and_restored_under_their_full_names(
-        mongo: Mongo, tmp_path: Path) -> None:
+def test_long_names_are_exported_cut_as_mongodump_does_and_restored_under_their_full_names(mongo: Mongo, tmp_path: Path) -> None:
     db = mongo.db("long")
     _home, out = back_up_and_export(mongo, tmp_path, db, "--gzip")
     before = {name: raw_by_id(mongo.client, f"{db}.{name}") for name in FILE_STEMS}
 
     names = sorted(p.name for p in (out / db).iterdir())
-    assert names == sorted(f"{stem}{suffix}" for stem in FILE_STEMS.values()
-                           for suffix in (".bson.gz", ".metadata.json.gz"))
+    assert names == sorted(f"{stem}{suffix}" for stem in FILE_STEMS.values() for suffix in (".bson.gz", ".metadata.json.gz"))
     assert max(len(n.encode()) for n in names) == 255
     for name, stem in FILE_STEMS.items():
-        meta = json_util.loads(gzip.decompress((out / db / f"{stem}.metadata.json.gz").read_bytes()),
-                               json_options=CANONICAL)
+        meta = json_util.loads(gzip.decompress((out / db / f"{stem}.metadata.json.gz").read_bytes()), json_options=CANONICAL)
         assert meta["collectionName"] == name
         assert gzip.decompress((out / db / f"{stem}.bson.gz").read_bytes()) == b"".join(before[name].values())
 

@@ -10,9 +10,9 @@ import pytest
 from bson import ObjectId, encode
 from bson.raw_bson import RawBSONDocument
 
-from adapters.mongo.layout import meta_from_text, read_tree
-from adapters.repository.repository import Repository
-from domain.errors import RunStopped
+from davit.adapters.mongo.layout import meta_from_text, read_tree
+from davit.adapters.repository.repository import Repository
+from davit.domain.errors import RunStopped
 from tests.fakes import MemoryRunContext
 from tests.integration.mongo.conftest import Mongo
 from tests.integration.mongo.helpers import backup_spec as bspec
@@ -78,8 +78,14 @@ def test_remap_app_star_to_staging_star_with_include_and_exclude(mongo: Mongo, r
     seed_app(mongo, app)
     users = raw_by_id(mongo.client, f"{app}.users")
     run_backup(repo, bspec("remap", databases=[app], exclude=[f"{app}.empty"]), "snap1")
-    spec = restore_spec("remap-restore", {"job": "remap"}, ns_include=[f"{app}.u*", f"{app}.capped"],
-                        ns_exclude=[f"{app}.capped"], ns_from=[f"{app}.*"], ns_to=[f"{staging}.*"])
+    spec = restore_spec(
+        "remap-restore",
+        {"job": "remap"},
+        ns_include=[f"{app}.u*", f"{app}.capped"],
+        ns_exclude=[f"{app}.capped"],
+        ns_from=[f"{app}.*"],
+        ns_to=[f"{staging}.*"],
+    )
     _, details, _ = run_restore(repo, spec, "r1")
     assert details["namespaces"] == [[f"{app}.users", f"{staging}.users"]]
     assert sorted(mongo.client[staging].list_collection_names()) == ["users"]
@@ -101,24 +107,26 @@ def test_variables_in_ns_from_and_ns_to_swap_database_and_collection(mongo: Mong
 def test_query_filter_and_include_select_what_is_backed_up(mongo: Mongo, repo: Repository) -> None:
     app = mongo.db("app")
     seed_app(mongo, app)
-    spec = bspec("filtered", databases=[app], include=[f"{app}.u*", f"{app}.cap*"],
-                 query={f"{app}.users": '{"n": {"$gte": 2990}}'})
+    spec = bspec(
+        "filtered", databases=[app], include=[f"{app}.u*", f"{app}.cap*"], query={f"{app}.users": '{"n": {"$gte": 2990}}'}
+    )
     _, _result = run_backup(repo, spec, "snap1")
     entries = {e.ns: e.docs for e in read_tree(repo.tree_bytes(repo.resolve("snap1")))}
     assert entries == {f"{app}.capped": 50, f"{app}.users": 10}
 
 
-def test_backup_stopped_mid_collection_resumes_after_the_last_id_without_duplicates(mongo: Mongo,
-                                                                                   repo: Repository) -> None:
+def test_backup_stopped_mid_collection_resumes_after_the_last_id_without_duplicates(mongo: Mongo, repo: Repository) -> None:
     app = mongo.db("app")
     # mixed _id types: the resume filter must step over BSON type brackets
-    docs = [{"_id": i, "pad": os.urandom(450).hex()} for i in range(1500)] + \
-           [{"_id": f"s{i:05d}", "pad": os.urandom(450).hex()} for i in range(1500)] + \
-           [{"_id": ObjectId(), "pad": os.urandom(450).hex()} for _ in range(1500)]
+    docs = (
+        [{"_id": i, "pad": os.urandom(450).hex()} for i in range(1500)]
+        + [{"_id": f"s{i:05d}", "pad": os.urandom(450).hex()} for i in range(1500)]
+        + [{"_id": ObjectId(), "pad": os.urandom(450).hex()} for _ in range(1500)]
+    )
     seed_raw(mongo.client, f"{app}.mixed", docs)
     source = raw_by_id(mongo.client, f"{app}.mixed")
     spec = bspec("resume", databases=[app], chunk_kib=256)
-    from adapters.repository.tuning import Tuning
+    from davit.adapters.repository.tuning import Tuning
 
     tiny = Tuning(pack_size=300 << 10, checkpoint_seconds=60)
     ctx = MemoryRunContext(run_id="snap1", stop_after_checkpoints=3)

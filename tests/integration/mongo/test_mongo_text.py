@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from bson import Int64, ObjectId, json_util
 
-from adapters.mongo.textexport import MongoExportWork
-from adapters.mongo.textimport import BadRecord, MongoImportWork
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from domain.errors import RunStopped
-from domain.jobs import job_from_dict
+from davit.adapters.mongo.textexport import MongoExportWork
+from davit.adapters.mongo.textimport import BadRecord, MongoImportWork
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import RunStopped
+from davit.domain.jobs import job_from_dict
 from tests.fakes import MemoryRunContext
 from tests.integration.mongo.conftest import Mongo
 from tests.integration.mongo.helpers import URI_ENV
@@ -39,11 +39,24 @@ def export(run_id: str, ctx: MemoryRunContext | None = None, tuning: Tuning = DE
     return Path(fields["path"])
 
 
-def import_file(path: Path, ctx: MemoryRunContext | None = None, fmt: str = "jsonl", batch_docs: int = 1000,
-                inp: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
-    spec = job_from_dict({"name": "imp", "kind": "mongo.import", "batch_docs": batch_docs,
-                          "input": {"path": str(path), "format": fmt, **(inp or {})},
-                          "target": {"uri_env": URI_ENV, **target}}, "imp.toml")
+def import_file(
+    path: Path,
+    ctx: MemoryRunContext | None = None,
+    fmt: str = "jsonl",
+    batch_docs: int = 1000,
+    inp: dict[str, Any] | None = None,
+    **target: Any,
+) -> dict[str, Any]:
+    spec = job_from_dict(
+        {
+            "name": "imp",
+            "kind": "mongo.import",
+            "batch_docs": batch_docs,
+            "input": {"path": str(path), "format": fmt, **(inp or {})},
+            "target": {"uri_env": URI_ENV, **target},
+        },
+        "imp.toml",
+    )
     work = MongoImportWork(RunInputs(spec, "r1", Tuning()))
     ctx = ctx or MemoryRunContext(run_id="r1")
     work.prepare(ctx)
@@ -54,22 +67,43 @@ def import_file(path: Path, ctx: MemoryRunContext | None = None, fmt: str = "jso
 def seed(mongo: Mongo) -> str:
     db = mongo.db("txt")
     when = datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC)
-    mongo.client[db]["orders"].insert_many([
-        {"_id": i, "status": "shipped" if i % 3 else "open", "total": i * 1.5, "big": Int64(i << 33),
-         "when": when + datetime.timedelta(hours=i), "customer": {"name": f"c{i % 7}", "tier": i % 2},
-         "oid": ObjectId(f"{i:024x}")} for i in range(3000)])
+    mongo.client[db]["orders"].insert_many(
+        [
+            {
+                "_id": i,
+                "status": "shipped" if i % 3 else "open",
+                "total": i * 1.5,
+                "big": Int64(i << 33),
+                "when": when + datetime.timedelta(hours=i),
+                "customer": {"name": f"c{i % 7}", "tier": i % 2},
+                "oid": ObjectId(f"{i:024x}"),
+            }
+            for i in range(3000)
+        ]
+    )
     return db
 
 
 def test_export_jsonl_canonical_honours_query_sort_skip_and_limit_and_imports_back_identical(
-        mongo: Mongo, tmp_path: Path) -> None:
+    mongo: Mongo, tmp_path: Path
+) -> None:
     db = seed(mongo)
-    out = export("e1", source={"namespace": f"{db}.orders", "query": '{"status": "shipped"}',
-                               "sort": '{"customer.name": -1}', "skip": 5, "limit": 1000},
-                 path=str(tmp_path / "orders.jsonl"), json_mode="canonical")
+    out = export(
+        "e1",
+        source={
+            "namespace": f"{db}.orders",
+            "query": '{"status": "shipped"}',
+            "sort": '{"customer.name": -1}',
+            "skip": 5,
+            "limit": 1000,
+        },
+        path=str(tmp_path / "orders.jsonl"),
+        json_mode="canonical",
+    )
     lines = out.read_text().splitlines()
-    expected = list(mongo.client[db]["orders"].find({"status": "shipped"}, sort=[("customer.name", -1), ("_id", 1)],
-                                                    skip=5, limit=1000))
+    expected = list(
+        mongo.client[db]["orders"].find({"status": "shipped"}, sort=[("customer.name", -1), ("_id", 1)], skip=5, limit=1000)
+    )
     opts = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=False)
     assert [json_util.loads(line, json_options=opts) for line in lines] == expected
     assert '"$numberLong"' in lines[0] and '"$date"' in lines[0]
@@ -81,11 +115,20 @@ def test_export_jsonl_canonical_honours_query_sort_skip_and_limit_and_imports_ba
 
 def test_export_csv_writes_the_chosen_fields_as_columns(mongo: Mongo, tmp_path: Path) -> None:
     db = seed(mongo)
-    out = export("e1", source={"namespace": f"{db}.orders", "limit": 3}, path=str(tmp_path / "o.csv"), format="csv",
-                 fields=["_id", "status", "customer.name", "missing"])
+    out = export(
+        "e1",
+        source={"namespace": f"{db}.orders", "limit": 3},
+        path=str(tmp_path / "o.csv"),
+        format="csv",
+        fields=["_id", "status", "customer.name", "missing"],
+    )
     rows = list(csv.reader(out.open()))
-    assert rows == [["_id", "status", "customer.name", "missing"], ["0", "open", "c0", ""], ["1", "shipped", "c1", ""],
-                    ["2", "shipped", "c2", ""]]
+    assert rows == [
+        ["_id", "status", "customer.name", "missing"],
+        ["0", "open", "c0", ""],
+        ["1", "shipped", "c1", ""],
+        ["2", "shipped", "c2", ""],
+    ]
 
 
 def test_export_stopped_mid_file_resumes_to_the_same_file(mongo: Mongo, tmp_path: Path) -> None:
@@ -93,8 +136,7 @@ def test_export_stopped_mid_file_resumes_to_the_same_file(mongo: Mongo, tmp_path
     whole = export("e0", source={"namespace": f"{db}.orders"}, path=str(tmp_path / "whole.jsonl"))
     ctx = MemoryRunContext(run_id="e1", stop_after_checkpoints=700)
     with pytest.raises(RunStopped):
-        export("e1", ctx=ctx, tuning=EVERY_DOC, source={"namespace": f"{db}.orders"},
-               path=str(tmp_path / "resumed.jsonl"))
+        export("e1", ctx=ctx, tuning=EVERY_DOC, source={"namespace": f"{db}.orders"}, path=str(tmp_path / "resumed.jsonl"))
     assert (tmp_path / "resumed.jsonl.part").exists() and not (tmp_path / "resumed.jsonl").exists()
     ctx.stop.clear()
     ctx.stop_after_checkpoints = None
@@ -103,7 +145,8 @@ def test_export_stopped_mid_file_resumes_to_the_same_file(mongo: Mongo, tmp_path
 
 
 def test_import_stopped_mid_file_resumes_without_duplicates_and_upsert_and_merge_match_by_field(
-        mongo: Mongo, tmp_path: Path) -> None:
+    mongo: Mongo, tmp_path: Path
+) -> None:
     db = seed(mongo)
     out = export("e0", source={"namespace": f"{db}.orders"}, path=str(tmp_path / "all.jsonl"), json_mode="canonical")
     ctx = MemoryRunContext(run_id="r1", stop_after_checkpoints=2)
@@ -123,12 +166,13 @@ def test_import_stopped_mid_file_resumes_without_duplicates_and_upsert_and_merge
     people.write_text("email,address.city\na@x,Bergen\n")
     import_file(people, fmt="csv", namespace=f"{db}.people", mode="merge", upsert_fields=["email"])
     found = {d["email"]: d for d in mongo.client[db]["people"].find({}, {"_id": 0})}
-    assert found == {"a@x": {"email": "a@x", "name": "Ann", "address": {"city": "Bergen"}},
-                     "b@x": {"email": "b@x", "name": "Bob", "address": {"city": "Rome"}}}
+    assert found == {
+        "a@x": {"email": "a@x", "name": "Ann", "address": {"city": "Bergen"}},
+        "b@x": {"email": "b@x", "name": "Bob", "address": {"city": "Rome"}},
+    }
 
 
-def test_export_resumes_after_the_last_sort_key_when_documents_were_added_before_it(
-        mongo: Mongo, tmp_path: Path) -> None:
+def test_export_resumes_after_the_last_sort_key_when_documents_were_added_before_it(mongo: Mongo, tmp_path: Path) -> None:
     db = seed(mongo)
     orders = mongo.client[db]["orders"]
     source = {"namespace": f"{db}.orders", "sort": '{"total": -1}'}
@@ -151,12 +195,25 @@ def test_export_resumes_after_the_last_sort_key_when_documents_were_added_before
 def test_export_csv_without_header_then_typed_import_restores_the_types(mongo: Mongo, tmp_path: Path) -> None:
     db = seed(mongo)
     fields = ["_id", "status", "total", "big", "when", "customer.name", "oid"]
-    out = export("e1", source={"namespace": f"{db}.orders", "limit": 50}, path=str(tmp_path / "o.csv"),
-                 format="csv", fields=fields, header=False)
+    out = export(
+        "e1",
+        source={"namespace": f"{db}.orders", "limit": 50},
+        path=str(tmp_path / "o.csv"),
+        format="csv",
+        fields=fields,
+        header=False,
+    )
     first = out.read_text().splitlines()[0]
     assert first.startswith("0,open,0.0,0,") and '{""$date"": ""2024-05-01T00:00:00Z""}' in first
-    typed = ["_id.int32()", "status.string()", "total.double()", "big.auto()", "when.auto()", "customer.name.string()",
-             "oid.auto()"]
+    typed = [
+        "_id.int32()",
+        "status.string()",
+        "total.double()",
+        "big.auto()",
+        "when.auto()",
+        "customer.name.string()",
+        "oid.auto()",
+    ]
     result = import_file(out, fmt="csv", inp={"fields": typed, "columns_have_types": True}, namespace=f"{db}.copy")
     assert result["documents"] == 50
     projection = {"_id": 1, "status": 1, "total": 1, "big": 1, "when": 1, "customer.name": 1, "oid": 1}
@@ -169,27 +226,49 @@ def test_export_csv_without_header_then_typed_import_restores_the_types(mongo: M
 def test_csv_header_with_types_converts_each_column(mongo: Mongo, tmp_path: Path) -> None:
     db = mongo.db("txt")
     people = tmp_path / "people.csv"
-    people.write_text("name.string(),age.int32(),visits.int64(),born.date(2006-01-02),vip.boolean(),"
-                      "score.double(),photo.binary(hex),zip.string(),note.auto()\n"
-                      "Ann,41,5000000000,1983-07-14,yes,9.5,ff00,0042,\n"
-                      "Bob,7,1,2017-01-31,false,-1,,00123,{\"k\": 1}\n")
+    people.write_text(
+        "name.string(),age.int32(),visits.int64(),born.date(2006-01-02),vip.boolean(),"
+        "score.double(),photo.binary(hex),zip.string(),note.auto()\n"
+        "Ann,41,5000000000,1983-07-14,yes,9.5,ff00,0042,\n"
+        'Bob,7,1,2017-01-31,false,-1,,00123,{"k": 1}\n'
+    )
     import_file(people, fmt="csv", inp={"columns_have_types": True, "ignore_blanks": True}, namespace=f"{db}.p")
     found = {d["name"]: d for d in mongo.client[db]["p"].find({}, {"_id": 0})}
-    assert found["Ann"] == {"name": "Ann", "age": 41, "visits": Int64(5_000_000_000),
-                            "born": datetime.datetime(1983, 7, 14), "vip": True, "score": 9.5,
-                            "photo": b"\xff\x00", "zip": "0042"}
-    assert found["Bob"] == {"name": "Bob", "age": 7, "visits": 1, "born": datetime.datetime(2017, 1, 31),
-                            "vip": False, "score": -1.0, "zip": "00123", "note": {"k": 1}}
+    assert found["Ann"] == {
+        "name": "Ann",
+        "age": 41,
+        "visits": Int64(5_000_000_000),
+        "born": datetime.datetime(1983, 7, 14),
+        "vip": True,
+        "score": 9.5,
+        "photo": b"\xff\x00",
+        "zip": "0042",
+    }
+    assert found["Bob"] == {
+        "name": "Bob",
+        "age": 7,
+        "visits": 1,
+        "born": datetime.datetime(2017, 1, 31),
+        "vip": False,
+        "score": -1.0,
+        "zip": "00123",
+        "note": {"k": 1},
+    }
     assert type(found["Ann"]["visits"]) is Int64 and type(found["Ann"]["age"]) is int
 
 
-@pytest.mark.parametrize("text, line, reason, before", [
-    ('{"_id": 1}\n{"_id": 2}\n{"_id": 3, oops}\n{"_id": 4}\n', 3, "not Extended JSON", 2),
-    ('{"_id": 1}\n\n[1, 2]\n', 3, "a JSON list, not an object", 1),
-    ('{"_id": 1}\n{"_id": 2, "x": "\xff"}\n', 2, "not UTF-8", 1),
-], ids=["bad-json", "not-an-object", "not-utf8"])
+@pytest.mark.parametrize(
+    "text, line, reason, before",
+    [
+        ('{"_id": 1}\n{"_id": 2}\n{"_id": 3, oops}\n{"_id": 4}\n', 3, "not Extended JSON", 2),
+        ('{"_id": 1}\n\n[1, 2]\n', 3, "a JSON list, not an object", 1),
+        ('{"_id": 1}\n{"_id": 2, "x": "\xff"}\n', 2, "not UTF-8", 1),
+    ],
+    ids=["bad-json", "not-an-object", "not-utf8"],
+)
 def test_a_bad_json_line_fails_the_import_naming_file_line_and_reason(
-        mongo: Mongo, tmp_path: Path, text: str, line: int, reason: str, before: int) -> None:
+    mongo: Mongo, tmp_path: Path, text: str, line: int, reason: str, before: int
+) -> None:
     db = mongo.db("txt")
     path = tmp_path / "bad.jsonl"
     path.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
@@ -200,14 +279,19 @@ def test_a_bad_json_line_fails_the_import_naming_file_line_and_reason(
     assert mongo.client[db]["bad"].count_documents({}) == before  # the records before it are in
 
 
-@pytest.mark.parametrize("text, line, reason", [
-    ("n.int32(),s.string()\n1,a\n2,b\nthree,c\n", 4, "column n: 'three' is not an integer"),
-    ("n.int32(),s.string()\n1,a\n\"2\nstill two\",b,extra\n", 3, "3 values for 2 columns"),
-    ("n.int32(),when.date(2006-01-02)\n1,2024-02-30\n", 2, "column when: '2024-02-30' does not match"),
-    ("n.int32(),s.str()\n1,a\n", 1, "column names: column 's.str()': unknown type 'str'"),
-], ids=["bad-int", "column-count-after-multiline-value", "bad-date", "unknown-type"])
+@pytest.mark.parametrize(
+    "text, line, reason",
+    [
+        ("n.int32(),s.string()\n1,a\n2,b\nthree,c\n", 4, "column n: 'three' is not an integer"),
+        ('n.int32(),s.string()\n1,a\n"2\nstill two",b,extra\n', 3, "3 values for 2 columns"),
+        ("n.int32(),when.date(2006-01-02)\n1,2024-02-30\n", 2, "column when: '2024-02-30' does not match"),
+        ("n.int32(),s.str()\n1,a\n", 1, "column names: column 's.str()': unknown type 'str'"),
+    ],
+    ids=["bad-int", "column-count-after-multiline-value", "bad-date", "unknown-type"],
+)
 def test_a_bad_csv_row_fails_the_import_naming_file_line_and_reason(
-        mongo: Mongo, tmp_path: Path, text: str, line: int, reason: str) -> None:
+    mongo: Mongo, tmp_path: Path, text: str, line: int, reason: str
+) -> None:
     db = mongo.db("txt")
     path = tmp_path / "bad.csv"
     path.write_text(text)

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.docker
 
 def _run(client: docker.DockerClient, image: str, command: list[str], volume: str) -> bytes:
     """Run a container to completion with VOLUME at /data; return its output."""
-    container = client.containers.create(image, command,
-                                         volumes={volume: {"bind": "/data", "mode": "rw"}})
+    container = client.containers.create(image, command, volumes={volume: {"bind": "/data", "mode": "rw"}})
     try:
         container.start()
         assert container.wait(timeout=60)["StatusCode"] == 0
@@ -54,8 +53,15 @@ volumes:
     env = {**os.environ, "DOCKER_HOST": docker_peer.host}
 
     def compose(*args: str) -> str:
-        return subprocess.run(["docker", "compose", "-p", project, *args], cwd=tmp_path, env=env,
-                              check=True, capture_output=True, text=True, timeout=120).stdout
+        return subprocess.run(
+            ["docker", "compose", "-p", project, *args],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
 
     try:
         compose("up", "-d", "--wait")

@@ -17,8 +17,7 @@ def test_insert_and_read_back(mongo_peer: MongoPeer) -> None:
     db = client[f"davit_smoke_{uuid.uuid4().hex[:8]}"]
     try:
         db.things.insert_one({"_id": 1, "name": "davit", "tags": ["a", "b"], "n": 1.5})
-        assert db.things.find_one({"_id": 1}) == {"_id": 1, "name": "davit", "tags": ["a", "b"],
-                                                  "n": 1.5}
+        assert db.things.find_one({"_id": 1}) == {"_id": 1, "name": "davit", "tags": ["a", "b"], "n": 1.5}
         assert client.server_info()["version"]
     finally:
         client.drop_database(db.name)

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.ssh
 
 
 async def _ssh_run(peer: SshPeer, command: str, known_hosts: object) -> str:
-    async with asyncssh.connect(peer.host, peer.port, username=peer.user,
-                                client_keys=[peer.key_file], known_hosts=known_hosts,
-                                config=[]) as conn:
+    async with asyncssh.connect(
+        peer.host, peer.port, username=peer.user, client_keys=[peer.key_file], known_hosts=known_hosts, config=[]
+    ) as conn:
         result = await conn.run(command, check=True, timeout=60)
         return str(result.stdout)
 
@@ -27,13 +27,11 @@ def test_ssh_lists_the_second_engines_volumes(ssh_peer: SshPeer) -> None:
     engine2 = docker.DockerClient(base_url=ssh_peer.docker_host)
     engine2.volumes.create(name)
     try:
-        out = asyncio.run(_ssh_run(ssh_peer, "docker volume ls --format '{{.Name}}'",
-                                   ssh_peer.known_hosts))
+        out = asyncio.run(_ssh_run(ssh_peer, "docker volume ls --format '{{.Name}}'", ssh_peer.known_hosts))
         assert name in out.split()
         env = asyncio.run(_ssh_run(ssh_peer, "echo $DOCKER_HOST", ssh_peer.known_hosts))
         assert env.strip() == ssh_peer.docker_host
-        images = asyncio.run(_ssh_run(ssh_peer, "docker image ls --format '{{.Repository}}:{{.Tag}}'",
-                                      ssh_peer.known_hosts))
+        images = asyncio.run(_ssh_run(ssh_peer, "docker image ls --format '{{.Repository}}:{{.Tag}}'", ssh_peer.known_hosts))
         assert ssh_peer.image in images.split()
     finally:
         engine2.volumes.get(name).remove(force=True)

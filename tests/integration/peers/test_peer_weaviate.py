@@ -15,13 +15,18 @@ pytestmark = pytest.mark.weaviate
 
 def test_collection_object_and_vector(weaviate_peer: WeaviatePeer) -> None:
     client = weaviate.connect_to_custom(
-        http_host=weaviate_peer.host, http_port=weaviate_peer.http_port, http_secure=False,
-        grpc_host=weaviate_peer.host, grpc_port=weaviate_peer.grpc_port, grpc_secure=False)
+        http_host=weaviate_peer.host,
+        http_port=weaviate_peer.http_port,
+        http_secure=False,
+        grpc_host=weaviate_peer.host,
+        grpc_port=weaviate_peer.grpc_port,
+        grpc_secure=False,
+    )
     name = f"DavitSmoke{uuid.uuid4().hex[:8]}"
     try:
         collection = client.collections.create(
-            name, properties=[Property(name="title", data_type=DataType.TEXT)],
-            vector_config=Configure.Vectors.self_provided())
+            name, properties=[Property(name="title", data_type=DataType.TEXT)], vector_config=Configure.Vectors.self_provided()
+        )
         vector = [0.25, -0.5, 0.125, 1.0]
         object_id = collection.data.insert({"title": "hello"}, vector=vector)
         got = collection.query.fetch_object_by_id(object_id, include_vector=True)

@@ -15,16 +15,16 @@ import weaviate
 from weaviate.classes.query import QueryReference
 from weaviate.client import WeaviateClient
 
-from adapters.repository.repository import Repository
-from adapters.repository.tuning import Tuning
-from adapters.runwork import RunInputs
-from adapters.weaviate.backup import WeaviateBackupWork
-from adapters.weaviate.clear import WeaviateClearWork
-from adapters.weaviate.reader import reference_properties
-from adapters.weaviate.restore import WeaviateRestoreWork
-from adapters.weaviate.schema import multi_target_properties
-from domain.jobs import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
-from domain.ports import JobWork
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from davit.adapters.runwork import RunInputs
+from davit.adapters.weaviate.backup import WeaviateBackupWork
+from davit.adapters.weaviate.clear import WeaviateClearWork
+from davit.adapters.weaviate.reader import reference_properties
+from davit.adapters.weaviate.restore import WeaviateRestoreWork
+from davit.adapters.weaviate.schema import multi_target_properties
+from davit.domain.jobs import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
+from davit.domain.ports import JobWork
 from tests.fakes import MemoryRunContext
 from tests.peers.state import WeaviatePeer
 
@@ -38,8 +38,13 @@ def prefix() -> str:
 @contextmanager
 def connect(peer: WeaviatePeer) -> Iterator[WeaviateClient]:
     client = weaviate.connect_to_custom(
-        http_host=peer.host, http_port=peer.http_port, http_secure=False,
-        grpc_host=peer.host, grpc_port=peer.grpc_port, grpc_secure=False)
+        http_host=peer.host,
+        http_port=peer.http_port,
+        http_secure=False,
+        grpc_host=peer.host,
+        grpc_port=peer.grpc_port,
+        grpc_secure=False,
+    )
     try:
         yield client
     finally:
@@ -57,22 +62,24 @@ def conn(peer: WeaviatePeer) -> dict[str, Any]:
     return {"host": peer.host, "http_port": peer.http_port, "grpc_port": peer.grpc_port}
 
 
-def backup_spec(peer: WeaviatePeer, name: str = "wv-backup", retention: dict[str, int] | None = None,
-                **source: Any) -> WeaviateBackupJob:
+def backup_spec(
+    peer: WeaviatePeer, name: str = "wv-backup", retention: dict[str, int] | None = None, **source: Any
+) -> WeaviateBackupJob:
     return WeaviateBackupJob.model_validate(
-        {"name": name, "kind": "weaviate.backup", "source": {**conn(peer), **source}, "retention": retention or {}})
+        {"name": name, "kind": "weaviate.backup", "source": {**conn(peer), **source}, "retention": retention or {}}
+    )
 
 
 def restore_spec(peer: WeaviatePeer, job: str = "wv-backup", **target: Any) -> WeaviateRestoreJob:
     return WeaviateRestoreJob.model_validate(
-        {"name": "wv-restore", "kind": "weaviate.restore", "source": {"job": job},
-         "target": {**conn(peer), **target}})
+        {"name": "wv-restore", "kind": "weaviate.restore", "source": {"job": job}, "target": {**conn(peer), **target}}
+    )
 
 
 def clear_spec(peer: WeaviatePeer, collection: str) -> WeaviateClearJob:
     return WeaviateClearJob.model_validate(
-        {"name": "wv-clear", "kind": "weaviate.clear", "confirm": True,
-         "target": {**conn(peer), "collection": collection}})
+        {"name": "wv-clear", "kind": "weaviate.clear", "confirm": True, "target": {**conn(peer), "collection": collection}}
+    )
 
 
 def drive(work: JobWork, ctx: MemoryRunContext, details: dict[str, Any]) -> dict[str, Any]:
@@ -84,8 +91,9 @@ def drive(work: JobWork, ctx: MemoryRunContext, details: dict[str, Any]) -> dict
     return details
 
 
-def run_work(work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None,
-             details: dict[str, Any] | None) -> MemoryRunContext:
+def run_work(
+    work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: MemoryRunContext | None, details: dict[str, Any] | None
+) -> MemoryRunContext:
     """Prepare (unless `details` already hold what a prepare recorded), run and finish one work."""
     details = {} if details is None else details
     ctx = ctx or MemoryRunContext(run_id=run_id)
@@ -95,14 +103,24 @@ def run_work(work_class: Any, repo: Repository, spec: Any, run_id: str, ctx: Mem
     return ctx
 
 
-def run_backup(repo: Repository, spec: WeaviateBackupJob, run_id: str,
-               ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> str:
+def run_backup(
+    repo: Repository,
+    spec: WeaviateBackupJob,
+    run_id: str,
+    ctx: MemoryRunContext | None = None,
+    details: dict[str, Any] | None = None,
+) -> str:
     run_work(WeaviateBackupWork, repo, spec, run_id, ctx, details)
     return run_id
 
 
-def run_restore(repo: Repository, spec: WeaviateRestoreJob, run_id: str = "restore1",
-                ctx: MemoryRunContext | None = None, details: dict[str, Any] | None = None) -> MemoryRunContext:
+def run_restore(
+    repo: Repository,
+    spec: WeaviateRestoreJob,
+    run_id: str = "restore1",
+    ctx: MemoryRunContext | None = None,
+    details: dict[str, Any] | None = None,
+) -> MemoryRunContext:
     return run_work(WeaviateRestoreWork, repo, spec, run_id, ctx, details)
 
 
@@ -131,14 +149,14 @@ def dump(client: WeaviateClient, name: str, tenant: str | None = None) -> dict[s
     multi = multi_target_properties(config)  # gRPC cannot return these: see `ordered_references`
     out = {}
     for obj in collection.iterator(
-            include_vector=True, return_properties=props,
-            return_references=[QueryReference(link_on=r, return_properties=[]) for r in refs if r not in multi]
-            or None):
+        include_vector=True,
+        return_properties=props,
+        return_references=[QueryReference(link_on=r, return_properties=[]) for r in refs if r not in multi] or None,
+    ):
         out[str(obj.uuid)] = {
             "properties": {k: v for k, v in obj.properties.items() if v is not None},
             "vectors": {k: f32(v) for k, v in obj.vector.items()},
-            "refs": {k: sorted((o.collection, str(o.uuid)) for o in v.objects)
-                     for k, v in (obj.references or {}).items()},
+            "refs": {k: sorted((o.collection, str(o.uuid)) for o in v.objects) for k, v in (obj.references or {}).items()},
         }
     return out
 

@@ -8,18 +8,30 @@ from datetime import UTC, datetime
 
 from weaviate.classes.data import GeoCoordinate
 
-from adapters.weaviate.codec import Row, decode_rows, encode_rows
+from davit.adapters.weaviate.codec import Row, decode_rows, encode_rows
 
 
 def test_rows_round_trip_through_a_parquet_chunk_with_their_types() -> None:
     uid = uuid.uuid4()
     rows = [
-        Row(uuid=str(uuid.uuid4()),
-            properties={"t": "ü", "i": 3, "f": 0.1, "b": True, "d": datetime(2024, 5, 6, 7, 8, 9, 12, tzinfo=UTC),
-                        "u": uid, "g": GeoCoordinate(latitude=1.5, longitude=-2.25), "o": {"k": [1, 2], "n": None},
-                        "oa": [{"x": "y"}], "e": []},
-            vectors={"a": [0.5, -1.25], "b": [1.0]}, multi_vectors={"m": [[1.0, 2.0], [3.0, 4.0]]},
-            refs={"writtenBy": [("Author", str(uid))]}),
+        Row(
+            uuid=str(uuid.uuid4()),
+            properties={
+                "t": "ü",
+                "i": 3,
+                "f": 0.1,
+                "b": True,
+                "d": datetime(2024, 5, 6, 7, 8, 9, 12, tzinfo=UTC),
+                "u": uid,
+                "g": GeoCoordinate(latitude=1.5, longitude=-2.25),
+                "o": {"k": [1, 2], "n": None},
+                "oa": [{"x": "y"}],
+                "e": [],
+            },
+            vectors={"a": [0.5, -1.25], "b": [1.0]},
+            multi_vectors={"m": [[1.0, 2.0], [3.0, 4.0]]},
+            refs={"writtenBy": [("Author", str(uid))]},
+        ),
         Row(uuid=str(uuid.uuid4()), properties={}, vectors={"a": [0.1, 0.2]}),
     ]
     back = decode_rows(encode_rows(rows))

@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from adapters.secrets import SecretUnavailable
-from adapters.weaviate.client import Server, WeaviateUnavailable
-from domain.errors import RetryableError
-from domain.jobs.weaviate import WeaviateConnection
+from davit.adapters.secrets import SecretUnavailable
+from davit.adapters.weaviate.client import Server, WeaviateUnavailable
+from davit.domain.errors import RetryableError
+from davit.domain.jobs.weaviate import WeaviateConnection
 
 
 def free_port() -> int:
@@ -21,8 +21,9 @@ def free_port() -> int:
 
 def test_an_unreachable_server_is_a_retryable_error_without_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAVIT_TEST_WV_KEY", "s3cret-key-value")
-    conn = WeaviateConnection(host="127.0.0.1", http_port=free_port(), grpc_port=free_port(),
-                              api_key_env="DAVIT_TEST_WV_KEY", timeout_seconds=5)
+    conn = WeaviateConnection(
+        host="127.0.0.1", http_port=free_port(), grpc_port=free_port(), api_key_env="DAVIT_TEST_WV_KEY", timeout_seconds=5
+    )
     with pytest.raises(WeaviateUnavailable) as err:
         Server(conn)
     assert isinstance(err.value, RetryableError)

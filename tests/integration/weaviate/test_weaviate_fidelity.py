@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from weaviate.client import WeaviateClient
 
-from adapters.weaviate import tree
+from davit.adapters.weaviate import tree
 from tests.integration.weaviate.helpers import (
     backup_spec,
     comparable_config,
@@ -63,7 +63,8 @@ def state_of(client: WeaviateClient, names: dict[str, str]) -> dict[str, Any]:
 
 
 def test_backup_drop_restore_gives_back_every_config_object_vector_and_reference(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     before = state_of(client, seeded)
     assert len(before["articles"]["objects"]) == 120 and len(before["named"]["objects"]) == 60
@@ -89,7 +90,8 @@ def test_backup_drop_restore_gives_back_every_config_object_vector_and_reference
 
 
 def test_every_chunk_is_parquet_with_float32_vector_columns(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path
+) -> None:
     import io
 
     import pyarrow as pa
@@ -97,8 +99,7 @@ def test_every_chunk_is_parquet_with_float32_vector_columns(
 
     repo = open_repo(tmp_path)
     run_backup(repo, backup_spec(weaviate_peer, collections=[seeded["named"]]), "snap1")
-    chunks = [line for line in tree.read_zst(repo.tree_bytes(repo.resolve("snap1")))
-              if isinstance(line, tree.ChunkLine)]
+    chunks = [line for line in tree.read_zst(repo.tree_bytes(repo.resolve("snap1"))) if isinstance(line, tree.ChunkLine)]
     assert chunks
     pf = pq.ParquetFile(io.BytesIO(repo.read_chunk(bytes.fromhex(chunks[0].chunk))))
     schema = pf.schema_arrow
@@ -108,24 +109,34 @@ def test_every_chunk_is_parquet_with_float32_vector_columns(
 
 
 def test_dates_come_back_with_every_digit_the_server_stored_nanoseconds_and_year_0_included(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, tmp_path: Path
+) -> None:
     import uuid
 
     from weaviate.classes.config import Configure, DataType, Property
     from weaviate.classes.data import DataObject
 
     name = f"{prefix()}Dated"
-    written = ["2020-01-02T03:04:05.123456789Z", "2021-06-07T08:09:10.5Z", "1999-12-31T23:59:59Z",
-               "2022-02-03T04:05:06.000000001+02:00",
-               "0000-03-04T05:06:07.5Z"]  # year 0: the client reads it as datetime.min
+    written = [
+        "2020-01-02T03:04:05.123456789Z",
+        "2021-06-07T08:09:10.5Z",
+        "1999-12-31T23:59:59Z",
+        "2022-02-03T04:05:06.000000001+02:00",
+        "0000-03-04T05:06:07.5Z",
+    ]  # year 0: the client reads it as datetime.min
     coll = client.collections.create(
-        name, properties=[Property(name="at", data_type=DataType.DATE),
-                          Property(name="times", data_type=DataType.DATE_ARRAY)],
-        vector_config=Configure.Vectors.self_provided())
+        name,
+        properties=[Property(name="at", data_type=DataType.DATE), Property(name="times", data_type=DataType.DATE_ARRAY)],
+        vector_config=Configure.Vectors.self_provided(),
+    )
     try:
         ids = [str(uuid.uuid4()) for _ in written]
-        result = coll.data.insert_many([DataObject(properties={"at": at, "times": [at, written[0]]}, uuid=u,
-                                                   vector=[0.5, 0.25]) for u, at in zip(ids, written, strict=True)])
+        result = coll.data.insert_many(
+            [
+                DataObject(properties={"at": at, "times": [at, written[0]]}, uuid=u, vector=[0.5, 0.25])
+                for u, at in zip(ids, written, strict=True)
+            ]
+        )
         assert not result.errors
         before = {u: rest_properties(weaviate_peer, name, u) for u in ids}
         # What the server keeps, read over REST: nanoseconds survive (the client's datetimes would
@@ -153,7 +164,8 @@ def rest_properties(peer: WeaviatePeer, name: str, uid: str) -> dict[str, Any]:
 
 
 def test_other_client_reads_in_the_process_still_get_python_floats_and_datetimes(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, seeded: dict[str, str], tmp_path: Path
+) -> None:
     from datetime import datetime
 
     run_backup(open_repo(tmp_path), backup_spec(weaviate_peer, collections=[seeded["articles"]]), "snap1")

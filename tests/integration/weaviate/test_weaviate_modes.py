@@ -11,12 +11,12 @@ from weaviate.classes.data import DataObject
 from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.client import WeaviateClient
 
-from adapters.repository.repository import Repository
-from adapters.runwork import RunInputs
-from adapters.weaviate.restore import OBJECTS, TooManyFailedObjects
-from adapters.weaviate.schema import CollectionExists
-from domain.errors import InvalidJob, RunStopped, SourceMissing
-from domain.jobs import parse_job
+from davit.adapters.repository.repository import Repository
+from davit.adapters.runwork import RunInputs
+from davit.adapters.weaviate.restore import OBJECTS, TooManyFailedObjects
+from davit.adapters.weaviate.schema import CollectionExists
+from davit.domain.errors import InvalidJob, RunStopped, SourceMissing
+from davit.domain.jobs import parse_job
 from tests.fakes import MemoryRunContext
 from tests.integration.weaviate.helpers import (
     backup_spec,
@@ -60,7 +60,8 @@ def backed_up(peer: WeaviatePeer, repo: Repository, names: dict[str, str]) -> No
 
 
 def test_rename_restores_under_new_names_and_points_references_at_renamed_targets(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     p = names["prefix"]
@@ -79,7 +80,8 @@ def test_rename_restores_under_new_names_and_points_references_at_renamed_target
 
 
 def test_restore_refuses_an_existing_collection_when_if_exists_is_fail(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     with pytest.raises(CollectionExists, match=names["articles"]):
@@ -88,7 +90,8 @@ def test_restore_refuses_an_existing_collection_when_if_exists_is_fail(
 
 
 def test_merge_keeps_objects_not_in_the_snapshot_and_overwrites_those_that_are(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     before = dump(client, names["articles"])
@@ -104,7 +107,8 @@ def test_merge_keeps_objects_not_in_the_snapshot_and_overwrites_those_that_are(
 
 
 def test_replace_drops_the_existing_collection_and_recreates_it_from_the_snapshot(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     before = dump(client, names["articles"])
@@ -116,7 +120,8 @@ def test_replace_drops_the_existing_collection_and_recreates_it_from_the_snapsho
 
 
 def test_a_batch_import_with_an_existing_uuid_overwrites_instead_of_duplicating(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]
+) -> None:
     articles = client.collections.get(names["articles"])
     uid = next(iter(dump(client, names["articles"])))
     result = articles.data.insert_many([DataObject(properties={"title": "again"}, uuid=uid, vector=[0.25] * 16)])
@@ -127,7 +132,8 @@ def test_a_batch_import_with_an_existing_uuid_overwrites_instead_of_duplicating(
 
 
 def test_a_resumed_restore_replays_its_chunk_in_flight_without_duplicating(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     before = {n: dump(client, names[n]) for n in ("authors", "articles")}
@@ -150,11 +156,12 @@ def test_a_resumed_restore_replays_its_chunk_in_flight_without_duplicating(
 
 
 def test_a_stopped_backup_resumes_after_its_last_checkpoint_and_the_snapshot_is_whole(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     spec = backup_spec(weaviate_peer, collections=[names["articles"]], chunk_objects=10)
-    from adapters.repository.tuning import Tuning
-    from adapters.weaviate.backup import WeaviateBackupWork
+    from davit.adapters.repository.tuning import Tuning
+    from davit.adapters.weaviate.backup import WeaviateBackupWork
 
     tiny = Tuning(pack_size=1 << 20, pack_max_chunks=2, checkpoint_seconds=60)
     ctx = MemoryRunContext(run_id="snap1", stop_after_checkpoints=3)
@@ -175,25 +182,31 @@ def test_a_stopped_backup_resumes_after_its_last_checkpoint_and_the_snapshot_is_
 
 
 def test_objects_that_keep_failing_are_listed_and_fail_the_run_beyond_the_allowance(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     client.collections.delete(names["articles"])
     # A collection whose "words" is text: every stored int fails validation on import.
     from weaviate.classes.config import Configure, DataType, Property
 
-    client.collections.create(names["articles"], properties=[Property(name="words", data_type=DataType.TEXT)],
-                              vector_config=Configure.Vectors.self_provided())
+    client.collections.create(
+        names["articles"],
+        properties=[Property(name="words", data_type=DataType.TEXT)],
+        vector_config=Configure.Vectors.self_provided(),
+    )
     ctx = MemoryRunContext(run_id="restore1")
     with pytest.raises(TooManyFailedObjects, match="could not be imported"):
-        run_restore(repo, restore_spec(weaviate_peer, collections=[names["articles"]], if_exists="merge",
-                                       max_failed_objects=5), ctx=ctx)
+        run_restore(
+            repo, restore_spec(weaviate_peer, collections=[names["articles"]], if_exists="merge", max_failed_objects=5), ctx=ctx
+        )
     listed = [w for w in ctx.warnings if "was not imported" in w]
     assert len(listed) == 25 and all(names["articles"] in w for w in listed)  # the first chunk's objects
 
 
 def test_an_inactive_tenant_is_reported_or_activated_for_the_backup_and_set_back(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     name = f"{names['prefix']}Tenanted"
     create_tenanted(client, name, ("alpha", "beta", "gamma"), per_tenant=12)
     coll = client.collections.get(name)
@@ -216,7 +229,8 @@ def test_an_inactive_tenant_is_reported_or_activated_for_the_backup_and_set_back
 
 
 def test_clear_deletes_every_object_and_keeps_the_schema(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]
+) -> None:
     config = client.collections.get(names["articles"]).config.get().to_dict()
     ctx = run_clear(clear_spec(weaviate_peer, names["articles"]))
     assert count(client, names["articles"]) == 0
@@ -226,7 +240,8 @@ def test_clear_deletes_every_object_and_keeps_the_schema(
 
 
 def test_clear_of_a_multi_tenant_collection_empties_every_tenant(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str]
+) -> None:
     name = f"{names['prefix']}Tenanted"
     create_tenanted(client, name, ("alpha", "beta", "gamma"), per_tenant=12)
     run_clear(clear_spec(weaviate_peer, name))
@@ -244,12 +259,13 @@ def test_clear_needs_confirm_true_in_the_job_file() -> None:
     with pytest.raises(InvalidJob, match="confirm = true"):
         parse_job(text, "c.toml")
     with pytest.raises(InvalidJob, match="confirm"):
-        parse_job('confirm = false\n' + text, "c.toml")
+        parse_job("confirm = false\n" + text, "c.toml")
 
 
 def test_retention_prunes_old_weaviate_snapshots_and_keeps_every_chunk_of_the_kept_one(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
-    from adapters.weaviate import tree
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
+    from davit.adapters.weaviate import tree
 
     repo = open_repo(tmp_path)
     spec = backup_spec(weaviate_peer, collections=[names["articles"]], chunk_objects=25, retention={"keep_last": 1})
@@ -258,6 +274,5 @@ def test_retention_prunes_old_weaviate_snapshots_and_keeps_every_chunk_of_the_ke
     run_backup(repo, spec, "snap2")
     assert [s.id for s in repo.snapshots("wv-backup")] == ["snap2"]
     repo.reload_index()
-    chunks = [line.chunk for line in tree.read_zst(repo.tree_bytes(repo.resolve("snap2")))
-              if isinstance(line, tree.ChunkLine)]
+    chunks = [line.chunk for line in tree.read_zst(repo.tree_bytes(repo.resolve("snap2"))) if isinstance(line, tree.ChunkLine)]
     assert len(chunks) == 5 and all(repo.read_chunk(bytes.fromhex(c)) for c in chunks)

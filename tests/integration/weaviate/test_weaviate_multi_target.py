@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from weaviate.client import WeaviateClient
 
-from adapters.repository.repository import Repository
-from adapters.weaviate.restore import REFERENCES
+from davit.adapters.repository.repository import Repository
+from davit.adapters.weaviate.restore import REFERENCES
 from tests.fakes import MemoryRunContext
 from tests.integration.weaviate.helpers import (
     backup_spec,
@@ -49,7 +49,8 @@ def backed_up(peer: WeaviatePeer, repo: Repository, names: dict[str, str]) -> No
 
 
 def test_notes_pointing_at_articles_and_authors_come_back_pointing_at_the_same_objects_in_order(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     refs_before = ordered_references(weaviate_peer, names["notes"], "about")
     mixed = [t for t in refs_before.values() if len({c for c, _ in t}) == 2]
@@ -67,7 +68,8 @@ def test_notes_pointing_at_articles_and_authors_come_back_pointing_at_the_same_o
 
 
 def test_under_rename_each_reference_points_at_the_renamed_collection_of_its_target(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     renamed = {names[k]: names[k] + "Copy" for k in ("authors", "articles", "notes")}
@@ -83,7 +85,8 @@ def test_under_rename_each_reference_points_at_the_renamed_collection_of_its_tar
 
 
 def test_a_replayed_references_step_leaves_each_reference_once(
-        weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path) -> None:
+    weaviate_peer: WeaviatePeer, client: WeaviateClient, names: dict[str, str], tmp_path: Path
+) -> None:
     repo = open_repo(tmp_path)
     backed_up(weaviate_peer, repo, names)
     before = ordered_references(weaviate_peer, names["notes"], "about")

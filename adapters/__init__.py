@@ -1,1 +1,0 @@
-"""The data work: each package implements ports declared in `domain/ports.py`."""

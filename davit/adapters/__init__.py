@@ -1,0 +1,1 @@
+"""The data work: each package implements ports declared in `davit/domain/ports.py`."""

@@ -1,0 +1,328 @@
+"""compose.migrate: a compose project from the local engine to another host, as steps.
+
+Plan: `inspect` (find the project by its labels, record the resolved model's structure with
+its values masked: `model_mask.py`) -> `preflight`
+(over SSH: docker, compose, zstd, helper image, free space, names free) -> `stop_source` (the
+running containers are recorded, then stopped) -> `export` (each volume and bind path as a
+deterministic tar cut into content-addressed chunks) -> `transfer` (only the chunks the
+target's store lacks) -> `import` (volumes through a helper container, bind paths by the
+host's tar); these three overlap, item by item, as one bounded pipeline -> `write_project` (compose files, `.env`, env files,
+extended and included files, configs and secrets from files; paths under the project
+translated to `base_path` in compose and env files) -> `start_target` (`docker compose -p NAME up -d
+--pull never`) -> `verify` (every service running, healthchecks healthy) -> `finalize`.
+
+Each step is recorded, and those that move data checkpoint per item or per batch, so a
+resumed run continues where the last one stopped. A failure once the source was stopped is
+undone by `rollback` (driven by the executor): the target stack is stopped and removed
+(unless `keep_failed_target`), then the source containers that were running are started; a
+cancel rolls back the same way, unless `finalize` (the committing step) has started: then it
+is ignored and the migration ends as finalize does. `dry_run` plans only `inspect` and `preflight`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from davit.adapters.compose import target as tgt
+from davit.adapters.compose.localtools import require_gnu_tar
+from davit.adapters.compose.model_mask import masked_model
+from davit.adapters.compose.pipeline import move_item
+from davit.adapters.compose.source import Item, compose_args, inspect_project
+from davit.adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
+from davit.adapters.runwork import RunInputs, RunWork
+from davit.adapters.ssh.remote import SshAddress
+from davit.adapters.ssh.remote import connect as ssh_connect
+from davit.adapters.steps import Step, run_steps
+from davit.domain.errors import DavitError, PermanentError
+from davit.domain.jobs import ComposeMigrateJob
+from davit.domain.ports import RunContext
+
+INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER = "inspect", "preflight", "stop_source", "export", "transfer"
+IMPORT, WRITE, START, VERIFY, FINALIZE = "import", "write_project", "start_target", "verify", "finalize"
+ROLLBACK_TARGET, RESTART_SOURCE = "rollback_target", "restart_source"
+PLAN = [INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER, IMPORT, WRITE, START, VERIFY, FINALIZE]
+DATA_STEPS = (EXPORT, TRANSFER, IMPORT)
+CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often (acknowledged bytes)
+# The chunks are compressed for the wire only (the target's store is removed at finalize):
+# zstd's fastest level leaves the CPU to hashing, encryption and unpacking, which share it.
+WIRE_LEVEL = 1
+
+
+class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
+    def __init__(self, inputs: RunInputs[ComposeMigrateJob]) -> None:
+        super().__init__(inputs)
+        spec = self.spec
+        self.layout = tgt.TargetLayout(spec.target.base_path, spec.source.project)
+        t = spec.target
+        self.address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect(self.spec.source.engine)
+        return self._client
+
+    def plan(self) -> list[str]:
+        return [INSPECT, PREFLIGHT] if self.spec.dry_run else list(PLAN)
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        self.details = {
+            "project": self.spec.source.project,
+            "target": self.address.where,
+            "project_dir": self.layout.project_dir,
+            "dry_run": self.spec.dry_run,
+        }
+        return self.details
+
+    def steps(self) -> list[Step]:
+        work = {
+            INSPECT: self._inspect,
+            PREFLIGHT: self._preflight,
+            STOP: self._stop,
+            WRITE: self._write,
+            START: self._start,
+            VERIFY: self._verify,
+            FINALIZE: self._finalize,
+        }
+        # the three data steps overlap: `_move_data` starts and completes each; finalize removes
+        # the source's store (and the source, with remove_source): once it starts there is
+        # nothing a rollback could put back, so it commits and a later cancel is ignored
+        return [
+            Step(name, self._move_data, records_itself=True)
+            if name in DATA_STEPS
+            else Step(name, work[name], commits=name == FINALIZE)
+            for name in self.plan()
+        ]
+
+    def run(self, ctx: RunContext) -> None:
+        run_steps(ctx, self.steps(), stop_between=True)
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        summary = {
+            "project": info["name"],
+            "target": self.address.where,
+            "project_dir": self.layout.project_dir,
+            "services": info["services"],
+            "items": len(info["items"]),
+            "bytes": info["bytes"],
+        }
+        if self.spec.dry_run:
+            summary.update(dry_run=True, would_run=PLAN[2:])
+        if self._client is not None:
+            self._client.close()
+        return summary
+
+    # --- rollback (the executor calls these when the run fails for good) -----------------------
+
+    def needs_rollback(self, ctx: RunContext) -> bool:
+        return ctx.cursor(STOP) is not None and not ctx.step_done(FINALIZE)
+
+    def rollback(self, ctx: RunContext) -> None:
+        target_error: DavitError | None = None
+        if not ctx.step_done(ROLLBACK_TARGET):
+            ctx.step_started(ROLLBACK_TARGET)
+            try:
+                info = self._info(ctx)
+                with ssh_connect(self.address) as host:
+                    tgt.remove_target(
+                        host, self.layout, self._project_args(info), self._items(info), keep=self.spec.keep_failed_target
+                    )
+                ctx.step_completed(ROLLBACK_TARGET, {"removed": not self.spec.keep_failed_target})
+            except DavitError as exc:
+                target_error = exc
+                ctx.warn(f"the target could not be cleaned up: {exc}", ROLLBACK_TARGET)
+        if not ctx.step_done(RESTART_SOURCE):
+            ctx.step_started(RESTART_SOURCE)
+            containers = list((ctx.cursor(STOP) or {}).get("containers", []))
+            problems = start_containers(self.client, containers)
+            if problems:
+                raise PermanentError("the source could not be started again: " + "; ".join(problems))
+            ctx.step_completed(RESTART_SOURCE, {"started": [c["name"] for c in containers]})
+        if target_error is not None:
+            raise target_error
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _info(self, ctx: RunContext) -> dict[str, Any]:
+        info = ctx.cursor(INSPECT)
+        if info is None:
+            raise PermanentError("the migration has no inspection of its source recorded")
+        return info
+
+    @staticmethod
+    def _items(info: dict[str, Any]) -> list[Item]:
+        return [Item.from_json(d) for d in info["items"]]
+
+    def _project_args(self, info: dict[str, Any]) -> str:
+        return " ".join(shlex.quote(a) for a in compose_args(info["name"], info))
+
+    def _inspect(self, ctx: RunContext) -> dict[str, Any]:
+        project = inspect_project(self.client, self.spec.source.engine, self.spec.source.project, self.layout.project_dir)
+        info = project.to_json()
+        info["images"] = sorted({s.get("image", "") for s in project.model.get("services", {}).values()} - {""})
+        ctx.checkpoint(INSPECT, info, items_done=len(project.items))
+        if info["outside"]:
+            ctx.warn(
+                "files the project uses lie outside its directory and are not copied to the target: "
+                + ", ".join(info["outside"]),
+                INSPECT,
+            )
+        return {
+            "model": masked_model(project.model, project.written),
+            "working_dir": project.working_dir,
+            "config_files": project.config_files,
+            "files": sorted(info["files"]),
+            "outside": info["outside"],
+            "items": info["items"],
+            "bytes": project.bytes,
+            "engine": self.spec.source.engine or DEFAULT_ENGINE,
+        }
+
+    def _preflight(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
+        source_tar = require_gnu_tar()  # the export's `tar --sort=name`, on this host
+        with ssh_connect(self.address) as host:
+            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, info["images"])
+        facts["source_tar"] = source_tar
+        if facts.get("images_missing"):
+            ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(facts['images_missing'])}", PREFLIGHT)
+        return {**facts, "need_bytes": need, "plan": self.plan() if not self.spec.dry_run else PLAN}
+
+    def _stop(self, ctx: RunContext) -> dict[str, Any]:
+        cursor = ctx.cursor(STOP)
+        if cursor is None:
+            with engine_errors(f"listing the containers of {self.spec.source.project}"):
+                running = self.client.containers.list(
+                    filters={"label": f"{COMPOSE_PROJECT}={self.spec.source.project}", "status": "running"}
+                )
+            cursor = {"containers": sorted(({"id": c.id, "name": c.name} for c in running), key=lambda c: c["name"])}
+            # Recorded before stopping: a rollback knows what to start again.
+            ctx.checkpoint(STOP, cursor, items_done=len(cursor["containers"]))
+        for c in cursor["containers"]:
+            with engine_errors(f"stopping container {c['name']}"):
+                self.client.containers.get(c["id"]).stop(timeout=self.spec.stop_timeout)
+        return {"stopped": [c["name"] for c in cursor["containers"]]}
+
+    def _move_data(self, ctx: RunContext) -> None:
+        """Export, transfer and import as one pipeline per item (`pipeline.py`); each of the three
+        steps keeps its own checkpoints: export and import per item, transfer per acknowledged
+        bytes. An item cut short is redone whole on resume, sending only what the store lacks."""
+        info = self._info(ctx)
+        todo = [step for step in DATA_STEPS if not ctx.step_done(step)]
+        for step in todo:
+            ctx.step_started(step)
+        exported: dict[str, Any] = dict((ctx.cursor(EXPORT) or {}).get("done", {}))
+        imported: list[str] = list((ctx.cursor(IMPORT) or {}).get("done", []))
+        cursor = dict(ctx.cursor(TRANSFER) or {"chunks_sent": 0, "bytes_sent": 0})
+        this_attempt = {"chunks": 0, "bytes": 0, "unrecorded": 0}
+
+        def record_transfer() -> None:
+            ctx.checkpoint(TRANSFER, dict(cursor), bytes_done=cursor["bytes_sent"], items_done=cursor["chunks_sent"])
+            this_attempt["unrecorded"] = 0
+
+        def on_stored(chunks: int, size: int) -> None:
+            cursor["chunks_sent"] += chunks
+            cursor["bytes_sent"] += size
+            this_attempt["chunks"] += chunks
+            this_attempt["bytes"] += size
+            this_attempt["unrecorded"] += size
+            if this_attempt["unrecorded"] >= CHECKPOINT_BYTES:
+                record_transfer()
+
+        sent: set[str] = set()
+        with ssh_connect(self.address) as host:
+            present = tgt.present_chunks(host, self.layout)
+            at_start = set(present)
+            for item in self._items(info):
+                if item.id in imported:
+                    continue
+                ctx.check_stop()
+                unpack = tgt.unpacker_for(host, item, self.spec.target.helper_image, info["name"])
+                moved = move_item(host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop)
+                exported[item.id] = {"chunks": moved.ids, "sizes": moved.sizes, "bytes": moved.plain_bytes}
+                if EXPORT in todo:
+                    ctx.checkpoint(
+                        EXPORT,
+                        {"done": exported},
+                        bytes_done=sum(d["bytes"] for d in exported.values()),
+                        items_done=len(exported),
+                    )
+                if this_attempt["unrecorded"]:
+                    record_transfer()
+                imported.append(item.id)
+                ctx.checkpoint(IMPORT, {"done": imported}, items_done=len(imported))
+        size_of: dict[str, int] = {}
+        for d in exported.values():
+            size_of.update(zip(d["chunks"], d.get("sizes") or [0] * len(d["chunks"]), strict=True))
+        summaries = {
+            EXPORT: {"items": len(exported), "tar_bytes": sum(d["bytes"] for d in exported.values()), "chunks": len(size_of)},
+            TRANSFER: {
+                "chunks": len(size_of),
+                "already_on_target": len(size_of) - this_attempt["chunks"],
+                "bytes_needed": sum(size_of.values()),
+                "bytes_missing": sum(n for c, n in size_of.items() if c not in at_start),
+                "chunks_sent": this_attempt["chunks"],
+                "bytes_sent": this_attempt["bytes"],
+                "bytes_sent_all_attempts": cursor["bytes_sent"],
+            },
+            IMPORT: {"imported": imported},
+        }
+        for step in todo:
+            ctx.step_completed(step, summaries[step])
+
+    def _write(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        wd = info["working_dir"].rstrip("/")
+        # compose and env files name the project directory; configs and secrets go byte for byte
+        translated = set(info.get("translated", info["files"]))
+        files: dict[str, tuple[bytes, int]] = {}
+        for rel, local in info["files"].items():
+            data = Path(local).read_bytes()
+            if rel in translated:
+                data = data.replace(wd.encode(), self.layout.project_dir.encode())
+            files[rel] = (data, 0o600 if rel == ".env" else Path(local).stat().st_mode & 0o777)
+        with ssh_connect(self.address) as host:
+            tgt.write_project(host, self.layout, files)
+        return {"files": sorted(files), "project_dir": self.layout.project_dir}
+
+    def _start(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        with ssh_connect(self.address) as host:
+            out = tgt.compose(host, self.layout, f"{self._project_args(info)} up -d --pull never --remove-orphans")
+        return {"output": out[-2000:]}
+
+    def _verify(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        with ssh_connect(self.address) as host:
+            states = tgt.wait_healthy(
+                host, self.layout, self._project_args(info), info["services"], self.spec.verify_timeout, ctx.check_stop
+            )
+        return {"services": states}
+
+    def _finalize(self, ctx: RunContext) -> dict[str, Any]:
+        info = self._info(ctx)
+        removed: list[str] = []
+        if self.spec.remove_source:
+            label = f"{COMPOSE_PROJECT}={info['name']}"
+            with engine_errors(f"removing the source of {info['name']}"):
+                for c in self.client.containers.list(all=True, filters={"label": label}):
+                    c.remove(force=True)
+                    removed.append(c.name)
+                for n in self.client.networks.list(filters={"label": label}):
+                    n.remove()
+                if self.spec.remove_source_volumes:
+                    for item in self._items(info):
+                        if item.kind == "volume":
+                            self.client.volumes.get(item.target).remove(force=True)
+                            removed.append(f"volume {item.target}")
+        with ssh_connect(self.address) as host:
+            host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+        self.repo.staging(self.run_id).remove()  # where an earlier davit kept exported chunks
+        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}

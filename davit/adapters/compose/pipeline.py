@@ -1,0 +1,302 @@
+"""The migration's data path for one item, as a bounded pipeline: read, send and unpack at once.
+
+`tar c` of the item (GNU tar, names sorted, numeric owners: a stopped source gives the same
+stream every time) is cut into fixed-size chunks, each named by the sha256 of its bytes and
+zstd-compressed in worker threads. The chunks go in order over one SSH channel to a store
+writer on the target, which files each under its name and acknowledges it once whole; as
+soon as a chunk is acknowledged, or found already in the store, its name goes to an unpacker
+on a second channel that streams stored chunks, decompressed, into `tar x`. Reading,
+hashing, compressing, sending and unpacking therefore all overlap; at most `AHEAD` chunks
+wait in memory; a chunk the store already holds is never sent again, so a resumed migration
+sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import queue
+import shlex
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+import zstandard
+
+from davit.adapters.compose.source import Item
+from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
+from davit.domain.errors import PermanentError
+
+q = shlex.quote
+CHUNK = 4 << 20
+AHEAD = 6  # chunks read and sealed ahead of the sender: bounds memory at about 2 * AHEAD * CHUNK
+SEALERS = 2
+
+
+class ExportFailed(PermanentError):
+    pass
+
+
+@dataclass
+class Moved:
+    """What one item's pass through the pipeline did."""
+
+    ids: list[str] = field(default_factory=list)  # its chunks, in stream order
+    sizes: list[int] = field(default_factory=list)  # their compressed sizes
+    plain_bytes: int = 0
+    sent_chunks: int = 0
+    sent_bytes: int = 0
+
+
+def tar_command(item: Item) -> list[str]:
+    source = Path(item.source)
+    base = ["tar", "-c", "--format=gnu", "--sort=name", "--numeric-owner"]
+    if item.is_file:
+        return [*base, "-C", str(source.parent), source.name]
+    return [*base, "-C", str(source), "."]
+
+
+def store_command(store: str) -> str:
+    """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; writes each
+    chunk into the store and prints its name once the stream went on past it (`dd` ends a cut
+    stream without an error, so only what follows a chunk proves it whole). The chunk being
+    written is named in `writing` first: `present_chunks` drops it if the sender went away.
+    One process per chunk (`dd`): forks are dear on a loaded host. Where the store's file
+    system takes O_DIRECT and `dd` is GNU's, chunks are written past the page cache: the
+    target is busy unpacking the same data, and buffered writes of the store cost it several
+    times the CPU (dirty-page accounting and writeback) of direct ones."""
+    return (
+        f"cd {q(store)} && mkdir -p chunks || exit 1; p=; "
+        # a length that is not a multiple of the block size, as most chunks: GNU dd writes the
+        # tail without O_DIRECT, others fail (and so do file systems without O_DIRECT)
+        "if dd if=/dev/zero of=chunks/.probe bs=1M count=4097 iflag=count_bytes,fullblock oflag=direct "
+        'status=none 2>/dev/null && [ "$(wc -c < chunks/.probe)" -eq 4097 ]; '
+        'then put() { dd of="chunks/$1.zst" bs=1M count="$2" iflag=count_bytes,fullblock oflag=direct '
+        "status=none; }; "
+        'else put() { dd of="chunks/$1.zst" bs="$2" count=1 iflag=fullblock status=none; }; fi; '
+        "rm -f chunks/.probe; "
+        'while IFS=\' \' read -r c n; do : > writing; [ -n "$p" ] && echo "$p"; '
+        '[ "$c" = END ] && exit 0; '
+        'echo "$c" > writing && put "$c" "$n" || exit 1; p=$c; done; exit 1'
+    )
+
+
+def unpack_command(chunks: str, unpack: str) -> str:
+    """Reads chunk names, one a line, and streams those chunks, decompressed, into `unpack`.
+    POSIX sh has no pipefail: failures of the feeding side are noted in a status file."""
+    return (
+        f"st=$(mktemp) && cd {q(chunks)} && "
+        '{ (while IFS= read -r c; do cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; '
+        "done) | (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
+        'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; rm -f "$st"; exit $r'
+    )
+
+
+Sealed = tuple[str, bytes | None, int]  # name, compressed bytes (None: not needed), plain length
+
+
+class _Sealer:
+    """Hash and compress chunks in worker threads (hashlib and zstandard release the GIL); a
+    chunk the target already has (`known`) is not compressed at all."""
+
+    def __init__(self, level: int, known: Callable[[str], bool]) -> None:
+        self.level = level
+        self.known = known
+        self.local = threading.local()
+
+    def __call__(self, plain: bytes) -> Sealed:
+        name = hashlib.sha256(plain).hexdigest()
+        if self.known(name):
+            return name, None, len(plain)
+        cctx = getattr(self.local, "cctx", None)
+        if cctx is None:
+            cctx = self.local.cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+        return name, cctx.compress(plain), len(plain)
+
+
+class _Reader:
+    """`tar c` in a subprocess, cut into chunks sealed by a thread pool, handed over in order
+    through a bounded queue (None at the end, or the exception that stopped it)."""
+
+    def __init__(self, item: Item, level: int, known: Callable[[str], bool]) -> None:
+        self.item = item
+        self.queue: queue.Queue[Future[Sealed] | BaseException | None] = queue.Queue(AHEAD)
+        self.pool = ThreadPoolExecutor(SEALERS, thread_name_prefix="davit-seal")
+        self.sealer = _Sealer(level, known)
+        self.stopped = threading.Event()
+        self.proc = subprocess.Popen(tar_command(item), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.thread = threading.Thread(target=self._produce, name="davit-tar-reader", daemon=True)
+        self.thread.start()
+
+    def _put(self, entry: Future[Sealed] | BaseException | None) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(entry, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        try:
+            while not self.stopped.is_set():
+                plain = self.proc.stdout.read(CHUNK)
+                if not plain:
+                    break
+                if not self._put(self.pool.submit(self.sealer, plain)):
+                    return
+            status = self.proc.wait()
+            if status != 0 and not self.stopped.is_set():
+                err = self.proc.stderr.read().decode(errors="replace").strip()[-800:]
+                raise ExportFailed(f"tar of {self.item.source} exited {status}: {err}")
+            self._put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it in the run's thread
+            self._put(exc)
+
+    def next(self) -> Future[Sealed] | BaseException | None:
+        return self.queue.get()
+
+    def close(self) -> None:
+        self.stopped.set()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def move_item(
+    host: RemoteHost,
+    store: str,
+    item: Item,
+    unpack: str,
+    level: int,
+    present: dict[str, int],
+    sent: set[str],
+    on_stored: Callable[[int, int], None],
+    check_stop: Callable[[], None],
+) -> Moved:
+    """Send `item` into the target's chunk store at `store` and unpack it there with `unpack`
+    (a shell command reading the tar stream on stdin). `present` maps the names already in
+    the store to their sizes and grows as chunks are acknowledged; `sent` holds those sent by
+    this run (a chunk met twice is sent once). `on_stored(chunks, bytes)` follows each
+    acknowledgement."""
+    reader = _Reader(item, level, lambda name: name in present or name in sent)
+    try:
+        return host.run_async(lambda conn: _move(conn, host, store, unpack, reader, present, sent, on_stored, check_stop))
+    finally:
+        reader.close()
+
+
+async def _move(
+    conn: asyncssh.SSHClientConnection,
+    host: RemoteHost,
+    store: str,
+    unpack: str,
+    reader: _Reader,
+    present: dict[str, int],
+    sent: set[str],
+    on_stored: Callable[[int, int], None],
+    check_stop: Callable[[], None],
+) -> Moved:
+    loop = asyncio.get_running_loop()
+    moved = Moved()
+    writer_cmd = store_command(store)
+    unpack_cmd = unpack_command(f"{store}/chunks", unpack)
+    writer = await conn.create_process(writer_cmd, encoding=None)
+    unpacker = await conn.create_process(unpack_cmd, encoding=None)
+    waiting: deque[str] = deque()  # names not yet handed to the unpacker, in stream order
+    size_of: dict[str, int] = {}
+
+    def hand_over() -> None:
+        while waiting and waiting[0] in present:
+            unpacker.stdin.write(waiting.popleft().encode() + b"\n")
+
+    async def acknowledgements() -> None:
+        while line := await writer.stdout.readline():
+            name = line.decode().strip()
+            present[name] = size_of[name]
+            moved.sent_chunks += 1
+            moved.sent_bytes += size_of[name]
+            on_stored(1, size_of[name])
+            hand_over()
+
+    acks = asyncio.ensure_future(acknowledgements())
+    try:
+        while True:
+            check_stop()
+            entry = await loop.run_in_executor(None, reader.next)
+            if entry is None:
+                break
+            if isinstance(entry, BaseException):
+                raise entry
+            name, packed, plain_len = await asyncio.wrap_future(entry)
+            moved.ids.append(name)
+            moved.plain_bytes += plain_len
+            waiting.append(name)
+            if name not in present and name not in sent:
+                assert packed is not None  # only a chunk known when it was sealed comes without its bytes
+                sent.add(name)
+                size_of[name] = len(packed)
+                writer.stdin.write(f"{name} {len(packed)}\n".encode())
+                writer.stdin.write(packed)
+                await writer.stdin.drain()
+            moved.sizes.append(size_of.get(name, present.get(name, 0)))
+            del packed
+            if acks.done():
+                break  # the store writer stopped early: its status says why
+            hand_over()
+        writer.stdin.write(b"END 0\n")
+        writer.stdin.write_eof()
+        await acks
+        done = await writer.wait()
+        if done.exit_status != 0:
+            raise RemoteCommandFailed(host.address.where, writer_cmd, done.exit_status, _text(done.stderr))
+        hand_over()
+        if waiting:
+            raise RemoteCommandFailed(
+                host.address.where,
+                writer_cmd,
+                done.exit_status,
+                f"{len(waiting)} chunks were never acknowledged by the target's store",
+            )
+        unpacker.stdin.write_eof()
+        result = await unpacker.wait()
+        if result.exit_status != 0:
+            raise RemoteCommandFailed(host.address.where, unpack_cmd, result.exit_status, _text(result.stderr))
+        return moved
+    except (BrokenPipeError, ConnectionError, asyncssh.ChannelOpenError, asyncssh.DisconnectError):
+        # one side went away: its exit status and stderr say why better than the broken pipe
+        for proc, cmd in ((writer, writer_cmd), (unpacker, unpack_cmd)):
+            if proc.exit_status not in (None, 0):
+                raise RemoteCommandFailed(host.address.where, cmd, proc.exit_status, _text(await _stderr(proc))) from None
+        raise
+    finally:
+        acks.cancel()
+        with contextlib.suppress(BaseException):
+            await acks
+        for proc in (writer, unpacker):
+            proc.close()
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+async def _stderr(proc: asyncssh.SSHClientProcess[bytes]) -> bytes:
+    try:
+        return await asyncio.wait_for(proc.stderr.read(), 5)
+    except (TimeoutError, asyncssh.Error, OSError):
+        return b""

@@ -1,0 +1,229 @@
+"""The target side of a migration: what davit does on the other host, over SSH.
+
+Everything goes through one verified asyncssh connection (`davit/adapters/ssh/remote.py`): shell
+commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); the one chunk that may be cut
+short (its sender went away) is named in `writing` and dropped before the store is listed,
+so a listed chunk is always complete and a resumed transfer sends only what the store lacks (the streaming itself
+is `davit/adapters/compose/pipeline.py`). A volume is unpacked by `tar -x` in a helper container (a
+local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from davit.adapters.compose.source import Item
+from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
+from davit.domain.errors import PermanentError
+
+q = shlex.quote
+# What the target host runs (`pipeline.store_command`, `unpack_command`, `present_chunks`,
+# `unpacker_for`): each check prints the tool's name when it fails, with the flags used.
+HOST_TOOLS = {
+    "zstd": "command -v zstd >/dev/null",
+    # GNU tar: a bind path is unpacked by the host's tar as root, and GNU tar's defaults are what
+    # keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
+    # to an absolute or climbing target created only at the end so nothing is extracted through
+    # it, a symlink found where a directory is unpacked replaced rather than followed)
+    "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
+    "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
+    "stat -c": "stat -c %s / >/dev/null",
+}
+HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
+BIND_UNPACK = "tar -x --same-owner -p -C"  # GNU tar (checked by pre-flight), whose defaults confine it
+NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
+
+
+class PreflightFailed(PermanentError):
+    pass
+
+
+class TargetNotHealthy(PermanentError):
+    pass
+
+
+@dataclass(frozen=True)
+class TargetLayout:
+    base_path: str
+    project: str
+
+    @property
+    def project_dir(self) -> str:
+        return f"{self.base_path.rstrip('/')}/{self.project}"
+
+    @property
+    def store(self) -> str:
+        return f"{self.base_path.rstrip('/')}/.davit/{self.project}"
+
+    @property
+    def chunks(self) -> str:
+        return f"{self.store}/chunks"
+
+
+def preflight(
+    host: RemoteHost, layout: TargetLayout, items: list[Item], helper_image: str, need_bytes: int, images: list[str]
+) -> dict[str, Any]:
+    """Check the target can take the project; raise `PreflightFailed` listing every problem."""
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    version = host.run("docker version --format '{{.Server.Version}}'", check=False)
+    if version.status != 0:
+        problems.append(f"docker does not answer: {version.stderr.strip()[-300:]}")
+    facts["docker"] = version.stdout.strip()
+    compose = host.run("docker compose version --short", check=False)
+    if compose.status != 0:
+        problems.append(f"docker compose is not installed: {compose.stderr.strip()[-300:]}")
+    facts["compose"] = compose.stdout.strip()
+    missing_tools = missing_host_tools(host)
+    facts["zstd"] = "zstd" not in missing_tools
+    if missing_tools:
+        problems.append(f"the target lacks {', '.join(missing_tools)} on its PATH (the transfer and unpacking run them there)")
+    if host.run(f"docker image inspect {q(helper_image)} >/dev/null", check=False).status != 0:
+        problems.append(f"helper image {helper_image} is not on the target (it is never pulled)")
+    elif items_have_volumes(items) and (lacking := missing_helper_tools(host, helper_image)):
+        problems.append(f"helper image {helper_image} has no {', '.join(lacking)} (the helper unpacks each volume with it)")
+    taken = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}", check=False)
+    if taken.stdout.strip():
+        problems.append(f"compose project {layout.project} already has containers on the target")
+    for item in items:
+        if item.kind == "volume" and host.run(f"docker volume inspect {q(item.target)} >/dev/null 2>&1", check=False).status == 0:
+            problems.append(f"volume {item.target} already exists on the target")
+        elif (
+            item.kind == "bind"
+            and not item.target.startswith(layout.project_dir + "/")
+            and host.run(f"test -e {q(item.target)}", check=False).status == 0
+        ):
+            problems.append(f"bind path {item.target} already exists on the target")
+    if host.run(f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"', check=False).status == 0:
+        problems.append(f"project directory {layout.project_dir} exists and is not empty")
+    free = host.run(
+        f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1', check=False
+    )
+    try:
+        facts["free_bytes"] = int(free.stdout.split()[3]) * 1024
+        if facts["free_bytes"] < need_bytes:
+            problems.append(f"{facts['free_bytes']} bytes free under {layout.base_path}, {need_bytes} needed")
+    except (IndexError, ValueError):
+        problems.append(f"cannot tell the free space under {layout.base_path}: {free.stderr.strip()[-200:]}")
+    missing = [img for img in images if host.run(f"docker image inspect {q(img)} >/dev/null 2>&1", check=False).status != 0]
+    facts["images_missing"] = missing
+    if problems:
+        raise PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
+    return facts
+
+
+def missing_host_tools(host: RemoteHost) -> list[str]:
+    """The tools of `HOST_TOOLS` the target's shell cannot run as the migration runs them."""
+    script = "; ".join(f"{{ {check}; }} >/dev/null 2>&1 || echo {q(name)}" for name, check in HOST_TOOLS.items())
+    out = host.run(script, check=False).stdout
+    return [line for line in out.splitlines() if line in HOST_TOOLS]
+
+
+def items_have_volumes(items: list[Item]) -> bool:
+    return any(item.kind == "volume" for item in items)
+
+
+def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
+    """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot find."""
+    missing = []
+    for tool in HELPER_TOOLS:
+        probe = host.run(
+            f"docker run --rm --network none {q(helper_image)} {q(tool)} --help >/dev/null 2>&1", check=False, timeout=120
+        )
+        if probe.status in NOT_FOUND:
+            missing.append(tool)
+    return missing
+
+
+def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
+    """The chunks already in the target's store (complete by construction), with their sizes."""
+    # a chunk the store writer was writing when its sender went away may be cut short: drop it
+    out = host.run(
+        f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
+        'if [ -s writing ]; then read -r w < writing; rm -f "chunks/$w.zst"; fi; : > writing; '
+        'cd chunks && for f in *.zst; do [ -e "$f" ] && stat -c \'%n %s\' -- "$f"; done; true'
+    ).stdout
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        name, _, size = line.partition(" ")
+        if name.endswith(".zst") and size.isdigit():
+            found[name.removesuffix(".zst")] = int(size)
+    return found
+
+
+def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) -> str:
+    """Make the item's destination ready; the shell command that unpacks its tar stream there:
+    into its volume through a helper container, or into its path by the host's tar."""
+    if item.kind == "volume":
+        labels = f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}"
+        host.run(
+            f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || docker volume create {labels} {q(item.target)} >/dev/null"
+        )
+        return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+    dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
+    return f"mkdir -p {q(dest)} && {BIND_UNPACK} {q(dest)}"
+
+
+def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:
+    """Write the project's files (content and mode) under its directory on the target."""
+    for rel, (data, mode) in files.items():
+        host.write_file(f"{layout.project_dir}/{rel}", data, mode)
+
+
+def compose(host: RemoteHost, layout: TargetLayout, args: str, timeout: float = 600) -> str:
+    return host.run(f"cd {q(layout.project_dir)} && docker compose {args}", timeout=timeout).stdout
+
+
+def wait_healthy(
+    host: RemoteHost, layout: TargetLayout, project_args: str, services: list[str], timeout: float, check_stop: Callable[[], None]
+) -> dict[str, str]:
+    """Poll until every service has a running container that is healthy (or has no check)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while True:
+        check_stop()
+        out = compose(host, layout, f"{project_args} ps -a --format json", timeout=120)
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if len(rows) == 1 and out.strip().startswith("["):
+            rows = json.loads(out)
+        states = {s: "missing" for s in services}
+        for row in rows:
+            health = row.get("Health") or ""
+            states[row.get("Service", "?")] = row.get("State", "?") + (f"/{health}" if health else "")
+        if all(v in ("running", "running/healthy") for v in states.values()):
+            return states
+        if (
+            any(v.startswith(("exited", "dead")) or v.endswith("/unhealthy") for v in states.values())
+            or time.monotonic() > deadline
+        ):
+            raise TargetNotHealthy(
+                f"on {host.address.where} the services are not all running and healthy after {timeout:.0f}s: {states}"
+            )
+        time.sleep(1.0)
+
+
+def remove_target(host: RemoteHost, layout: TargetLayout, project_args: str, items: list[Item], keep: bool) -> None:
+    """Stop the target stack; unless `keep`, remove it with its volumes, bind data and files."""
+    exists = host.run(f"test -d {q(layout.project_dir)}", check=False).status == 0
+    if exists:
+        try:
+            compose(host, layout, f"{project_args} {'stop' if keep else 'down -v --remove-orphans'} --timeout 5")
+        except RemoteCommandFailed:
+            pass  # the stack may never have been written completely; clean up by label below
+    if keep:
+        return
+    ids = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}").stdout.split()
+    if ids:
+        host.run("docker rm -f " + " ".join(q(i) for i in ids))
+    for item in items:
+        if item.kind == "volume":
+            host.run(f"docker volume rm -f {q(item.target)} >/dev/null 2>&1 || true")
+        elif not item.target.startswith(layout.project_dir + "/"):
+            host.run(f"rm -rf {q(item.target)}")
+    host.run(f"rm -rf {q(layout.project_dir)}")

@@ -1,0 +1,453 @@
+"""files.backup: a directory tree into a snapshot, resumable from its last checkpoint.
+
+Steps: `store` walks the tree in walk order, stores new chunks into a pack and appends tree
+lines to a staging file; every checkpoint seals the pack, fsyncs the staging tree and only
+then records `CheckpointRecorded` (cursor = the last path done and the staging tree's
+length). A resumed run truncates the staging tree to that length and skips every path up to
+the cursor; chunks of a pack that was in flight were never recorded and are written again.
+`publish` turns the staging tree into a snapshot; `retention` applies the job's policy.
+
+Each file is read through `open_walked`: opened without following a symlink and checked to be
+the inode the walk saw; a path that changed in between is left out of the snapshot with a
+warning naming it (the next backup takes what is there then), never stored with what it now
+leads to.
+
+Reading, hashing and compressing overlap: chunks are hashed and compressed in worker threads
+(zstandard and hashlib release the GIL) while this thread reads ahead and writes the pack.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
+from davit.adapters.repository.packs import PackWriter
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
+from davit.adapters.runwork import RunInputs, RunWork
+from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
+from davit.domain.errors import RunStopped, SourceMissing
+from davit.domain.jobs import FilesBackupJob
+from davit.domain.ports import RunContext
+
+STORE = "store"
+MAX_SKIP_WARNINGS = 20
+
+
+Encoded = tuple[bytes, bytes | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
+
+
+# Where a file's content comes from: the file the walk saw (opened and checked when read), or a
+# stream positioned at it (a volume read through a helper container's archive), readable until
+# the walk takes its next entry.
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+Content = WalkedFile | Readable
+
+
+@dataclass
+class _Pending:
+    entry: Entry
+    futures: list[Future[Encoded | None]] = field(default_factory=list)
+    whole: bool = False  # read in one piece by a worker
+    changed: str | None = None  # why the entry is left out: its path changed since the walk
+    xattrs_problem: str | None = None  # why its extended attributes could not all be read
+
+
+def _encode(repo: Repository, data: bytes) -> Encoded:
+    cid, stored, codec = repo.encode(data)
+    return cid, stored, codec, len(data)
+
+
+def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending) -> Encoded | None:
+    """A small file, read to its end and encoded as one chunk; None if it is empty. (A file
+    that grew past the chunk size since its stat becomes one larger chunk, which is valid.)
+    Its extended attributes are read from the same descriptor into `pending` (seen by the
+    storing thread once this returns). Raises `ChangedSinceWalk` if the path no longer leads
+    to the file the walk saw."""
+    with open(open_walked(walked), "rb") as fh:
+        pending.entry.xattrs, pending.xattrs_problem = read_xattrs(fh.fileno())
+        data = fh.read()
+    return _encode(repo, data) if data else None
+
+
+@dataclass
+class _Progress:
+    bytes_done: int = 0
+    bytes_stored: int = 0
+    items_done: int = 0
+    last_path: str | None = None
+
+
+class FilesBackupWork(RunWork[FilesBackupJob]):
+    def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
+        super().__init__(inputs)
+        self.source = Path(self.spec.source.path)
+
+    def steps(self) -> list[Step]:
+        return [Step(STORE, self._store), *publish_then_retention(self, self._publish)]
+
+    def plan(self) -> list[str]:
+        return step_names(self.steps())
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        if not self.source.is_dir():
+            raise SourceMissing(str(self.source), "not a directory" if self.source.exists() else "does not exist")
+        parent = self._parent()
+        return {"source": str(self.source), "snapshot_id": self.run_id, "parent": parent.id if parent else None}
+
+    def run(self, ctx: RunContext) -> None:
+        run_steps(ctx, self.steps())
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        """Verify the published snapshot: its tree is intact and every chunk it names exists."""
+        info = self.repo.resolve(self.run_id)
+        entries = read_lines(self.repo.open_tree(info))
+        # Against the repository as it is now, not this object's index: another process may
+        # have pruned since (see Repository.missing_chunks).
+        missing = self.repo.missing_chunks(bytes.fromhex(c) for e in entries for c in e.chunks)
+        if missing:
+            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
+        return {"snapshot_id": self.run_id, **info.stats}
+
+    # --- store ---------------------------------------------------------------------------------
+
+    def _store(self, ctx: RunContext) -> dict[str, Any]:
+        cursor = ctx.cursor(STORE) or {}
+        progress = _Progress(
+            cursor.get("bytes_done", 0), cursor.get("bytes_stored", 0), cursor.get("items", 0), cursor.get("last")
+        )
+        last_key = walk_key(progress.last_path) if progress.last_path is not None else None
+        skipped: list[Skipped] = []
+        staging = self.repo.staging(self.run_id)
+        with (
+            self.repo.locked(exclusive=False),
+            staging.reopen_tree(cursor.get("tree_bytes", 0)) as tree,
+            ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool,
+        ):
+            tree.seek(0)
+            links = HardLinks()
+            links.replay(tree)
+            tree.seek(0, os.SEEK_END)
+            store = _Store(self, ctx, tree, pool, progress, links)
+            items = self._walk()
+            for item in items:
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    if len(skipped) <= MAX_SKIP_WARNINGS:
+                        ctx.warn(f"skipped {item.path}: {item.reason}", STORE)
+                    continue
+                entry, abspath = item
+                if last_key is not None and entry.key <= last_key:
+                    continue
+                links.note(entry)
+                try:
+                    store.add(entry, abspath)
+                except RunStopped:
+                    store.record_sealed(wait=True)
+                    raise
+            store.checkpoint(wait=True)
+            store.sealer.shutdown()
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the walk's directory descriptors, now rather than when collected
+        if len(skipped) > MAX_SKIP_WARNINGS:
+            ctx.warn(f"skipped {len(skipped)} entries in all", STORE)
+        return {
+            "items": progress.items_done,
+            "bytes": progress.bytes_done,
+            "bytes_stored": progress.bytes_stored,
+            "skipped": len(skipped),
+        }
+
+    def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
+        """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
+        return walk(self.source, list(self.spec.source.exclude))
+
+    def _parent(self) -> Any:
+        earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
+        return earlier[-1] if earlier else None
+
+    # --- publish -------------------------------------------------------------------------------
+
+    SNAPSHOT_KIND = "files"
+
+    def _snapshot_source(self) -> dict[str, Any]:
+        """What the manifest says was backed up."""
+        return {"path": str(self.source), "exclude": list(self.spec.source.exclude)}
+
+    def _parent_id(self) -> str | None:
+        parent = self._parent()
+        return parent.id if parent else None
+
+    def _publish(self, ctx: RunContext) -> dict[str, Any]:
+        if self.repo.snapshot_exists(self.run_id):
+            return {"snapshot_id": self.run_id, "already_published": True}
+        tree_path = self.repo.staging(self.run_id).tree
+        stats = {"files": 0, "dirs": 0, "links": 0, "specials": 0, "bytes": 0, "chunk_refs": 0}
+        kinds = {FILE: "files", DIR: "dirs", LINK: "links"}
+
+        def chunks_counted(lines: BinaryIO) -> Iterator[bytes]:
+            for entry in read_lines(lines):
+                stats[kinds.get(entry.type, "specials")] += 1  # specials: FIFOs and device nodes
+                stats["bytes"] += entry.size
+                stats["chunk_refs"] += len(entry.chunks)
+                for chunk in entry.chunks:
+                    yield bytes.fromhex(chunk)
+
+        with self.repo.locked(exclusive=False):  # held through the publish below (re-entrant)
+            with open(tree_path, "rb") as fh:
+                # The repository as it is now: this run's lock may have been taken over while it
+                # stored, and a prune have deleted chunks the tree names (Repository.publish_snapshot).
+                self.repo.refuse_missing(self.run_id, self.repo.missing_chunks(chunks_counted(fh)))
+            return self._publish_checked(ctx, tree_path, stats)
+
+    def _publish_checked(self, ctx: RunContext, tree_path: Path, stats: dict[str, int]) -> dict[str, Any]:
+        store = ctx.cursor(STORE) or {}
+        manifest = {
+            "id": self.run_id,
+            "job": self.spec.name,
+            "kind": self.SNAPSHOT_KIND,
+            "run_id": self.run_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": self._snapshot_source(),
+            "parent": self._parent_id(),
+            "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
+        }
+        with open(tree_path, "rb") as fh:
+            self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
+        self.repo.staging(self.run_id).remove()
+        return {"snapshot_id": self.run_id, **stats}
+
+
+class _Store:
+    """The pipeline of one `store` step: read ahead, hash and compress in threads, write packs."""
+
+    def __init__(
+        self,
+        work: FilesBackupWork,
+        ctx: RunContext,
+        tree: BinaryIO,
+        pool: ThreadPoolExecutor,
+        progress: _Progress,
+        links: HardLinks,
+    ) -> None:
+        self.work, self.repo, self.ctx, self.tree, self.pool = work, work.repo, ctx, tree, pool
+        self.links = links
+        self.tuning = work.tuning
+        self.progress = progress
+        self.pending: deque[_Pending] = deque()
+        self.inflight = 0
+        self.pack: PackWriter | None = None
+        self.last_checkpoint = time.monotonic()
+        self.parent = ParentCursor(self._parent_entries())
+        self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
+        self.sealing: Future[None] | None = None
+
+    def _parent_entries(self) -> Any:
+        parent = self.work._parent()
+        if parent is None:
+            return iter(())
+        return read_lines(self.repo.open_tree(parent))
+
+    def add(self, entry: Entry, abspath: Content | None) -> None:
+        pending = _Pending(entry)
+        self.pending.append(pending)
+        if entry.type == FILE and not isinstance(abspath, WalkedFile) and abspath is not None:
+            # A stream's entries have whole-second mtimes and no inode or ctime, too little
+            # for the files cache: its content is read and hashed (known chunks are not stored).
+            self._read(pending, abspath)
+        elif entry.type == FILE and abspath is not None:
+            previous = self.parent.find(entry.key)
+            if (
+                previous is not None
+                and entry.unchanged_since(previous)
+                and all(self.repo.has(bytes.fromhex(c)) for c in previous.chunks)
+            ):
+                # unchanged: same ctime, so the same extended attributes too (setting one moves it)
+                entry.chunks, entry.xattrs = list(previous.chunks), previous.xattrs
+            else:
+                self._read(pending, abspath)
+        self._drain(self.tuning.inflight_chunks)
+        self.record_sealed(wait=False)
+        if self._checkpoint_due():
+            self.checkpoint()
+
+    def _read(self, pending: _Pending, abspath: Content) -> None:
+        if isinstance(abspath, WalkedFile) and pending.entry.size < self.tuning.chunk_size:
+            # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
+            # the per-file system calls of many small files overlap.
+            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending))
+            pending.whole = True
+            self.inflight += 1
+            return
+        if isinstance(abspath, WalkedFile):
+            try:
+                source: Readable = open(open_walked(abspath), "rb", buffering=0)  # noqa: SIM115 - closed below
+                pending.entry.xattrs, pending.xattrs_problem = read_xattrs(source.fileno())  # type: ignore[attr-defined]
+            except ChangedSinceWalk as exc:
+                pending.changed = str(exc)
+                return
+            except OSError as exc:
+                self.ctx.warn(f"could not read {pending.entry.path}: {exc.strerror}; stored 0 bytes", STORE)
+                pending.entry.size = 0
+                return
+            closing: Any = source
+        else:
+            source, closing = abspath, nullcontext()  # the stream belongs to the walk
+        size = 0
+        try:
+            with closing:
+                while True:
+                    self.ctx.check_stop()
+                    data = source.read(self.tuning.chunk_size)
+                    if not data:
+                        break
+                    size += len(data)
+                    pending.futures.append(self.pool.submit(_encode, self.repo, data))
+                    self.inflight += 1
+                    if self.inflight > self.tuning.inflight_chunks:
+                        self._drain(self.tuning.inflight_chunks - 1, keep=pending)
+        except OSError as exc:
+            self.ctx.warn(f"could not read {pending.entry.path} fully: {exc.strerror}; stored {size} bytes", STORE)
+        pending.entry.size = size
+
+    def _drain(self, limit: int, keep: _Pending | None = None) -> None:
+        """Write finished entries in order until at most `limit` chunks are in flight."""
+        while self.pending and (self.inflight > limit or not self.pending[0].futures):
+            head = self.pending[0]
+            if head is keep:
+                # The file being read is at the head: write its finished chunks, keep its entry.
+                self._write_chunks(head, until=len(head.futures) - max(limit, 0))
+                return
+            self.pending.popleft()
+            self._write_chunks(head, until=len(head.futures))
+            self.progress.last_path = head.entry.path
+            if head.changed is not None:
+                self._leave_out(head)
+                continue
+            if head.xattrs_problem is not None:
+                self.ctx.warn(f"skipped {head.entry.path}: {head.xattrs_problem}", STORE)
+            self.tree.write(head.entry.to_line())
+            self.progress.items_done += 1
+            self.progress.bytes_done += head.entry.size
+
+    def _leave_out(self, pending: _Pending) -> None:
+        """An entry whose path changed since the walk is not stored (its chunks, if any were
+        written, are unreferenced and go at the next prune). Later paths to the same inode that
+        named it as their first link name the next of them instead."""
+        entry = pending.entry
+        self.ctx.warn(f"skipped {entry.path}: {pending.changed}", STORE)
+        successor: str | None = None
+        if entry.hardlink_to is None:
+            for later in self.pending:
+                if later.entry.hardlink_to == entry.path:
+                    later.entry.hardlink_to = successor
+                    successor = successor or later.entry.path
+        self.links.not_stored(entry, successor)
+
+    def _write_chunks(self, pending: _Pending, until: int) -> None:
+        for _ in range(max(until, 0)):
+            future = pending.futures.pop(0)
+            self.inflight -= 1
+            try:
+                encoded = future.result()
+            except ChangedSinceWalk as exc:  # only a small file's whole read can fail here
+                pending.changed = str(exc)
+                continue
+            except OSError as exc:
+                self.ctx.warn(f"could not read {pending.entry.path}: {exc.strerror}; stored 0 bytes", STORE)
+                pending.entry.size = 0
+                continue
+            if encoded is None:  # the small file turned out empty
+                pending.entry.size = 0
+                continue
+            cid, stored, codec, plain_len = encoded
+            if pending.whole:
+                pending.entry.size = plain_len  # what was read, should the file have changed since its stat
+            pending.entry.chunks.append(cid.hex())
+            if stored is None or self.repo.has(cid):
+                continue
+            if self.pack is None:
+                self.pack = self.repo.new_pack()
+            if cid in self.pack:
+                continue
+            self.pack.add(cid, stored, plain_len, codec)
+            self.progress.bytes_stored += len(stored)
+            if self._pack_full():
+                # Inside a large file: seal and record the chunks, the cursor stays put.
+                self.checkpoint(drain=False)
+
+    def _pack_full(self) -> bool:
+        return self.pack is not None and (
+            self.pack.size >= self.tuning.pack_size or len(self.pack) >= self.tuning.pack_max_chunks
+        )
+
+    def _checkpoint_due(self) -> bool:
+        return self._pack_full() or time.monotonic() - self.last_checkpoint >= self.tuning.checkpoint_seconds
+
+    def checkpoint(self, drain: bool = True, wait: bool = False) -> None:
+        """Seal the pack and make the staging tree durable in the background, then record
+        where to continue once that is done. At most one seal is in flight."""
+        if drain:
+            self._drain(-1)
+        self.record_sealed(wait=True)
+        pack, self.pack = self.pack, None
+        self.tree.flush()
+        cursor: dict[str, Any] = {
+            "tree_bytes": self.tree.tell(),
+            "last": self.progress.last_path,
+            "items": self.progress.items_done,
+            "bytes_done": self.progress.bytes_done,
+            "bytes_stored": self.progress.bytes_stored,
+        }
+        tree_fd = self.tree.fileno()
+
+        def seal_and_record() -> None:
+            written: list[bytes] = []
+            if pack is not None:
+                if len(pack):
+                    written = self.repo.seal_pack(pack)
+                else:
+                    pack.abort()
+            os.fsync(tree_fd)
+            # Recorded from this thread, so the store goes on reading while the event is made durable.
+            self.ctx.checkpoint(
+                STORE,
+                cursor,
+                chunks_written=[c.hex() for c in written],
+                bytes_done=cursor["bytes_done"],
+                bytes_stored=cursor["bytes_stored"],
+                items_done=cursor["items"],
+            )
+
+        self.sealing = self.sealer.submit(seal_and_record)
+        self.last_checkpoint = time.monotonic()
+        if wait:
+            self.record_sealed(wait=True)
+        try:
+            self.ctx.check_stop()
+        except RunStopped:
+            self.record_sealed(wait=True)
+            raise
+
+    def record_sealed(self, wait: bool) -> None:
+        """Settle the seal in flight (its checkpoint is recorded once its data is durable):
+        raise what it raised; with `wait`, block until it is done."""
+        if self.sealing is None:
+            return
+        if not wait and not self.sealing.done():
+            return
+        future, self.sealing = self.sealing, None
+        future.result()

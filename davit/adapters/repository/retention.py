@@ -1,0 +1,178 @@
+"""Retention and pruning: forget snapshots a policy does not keep, then delete the packs no
+kept snapshot and no backup in progress still references.
+
+A pack is deleted only when none of its chunks is referenced; a pack mostly unreferenced is
+first rewritten with its live chunks (copied as stored, never recompressed) into a new pack
+that is sealed before the old one goes.
+
+Why this is safe against a concurrent backup, in this process or another one sharing the
+repository: pruning holds the repository lock exclusively (`locks.py`) from listing the
+snapshots to its last deletion. Every writer holds it shared while it seals packs and until
+their chunks are named by a staging tree, and every publish holds it shared from the tree's
+first byte to the durable manifest, removing its staging tree only after. So what pruning
+reads (manifests, trees, staging trees) names every chunk any backup relies on, and no chunk
+can be picked as "already stored" while its pack is being removed. Before each deletion the
+prune checks that its lock is still its own and freshly refreshed (`HeldLock.ensure_held`),
+and stops with `RepositoryLockLost` if not.
+
+Hygiene: temporary files (`tmp/*`) and pack files without an index older than a grace period
+are left-overs of writers that died (a pack is renamed into place before its index is
+written); they are removed too. The grace period is a second guard, for a writer that lost its
+lock without knowing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from davit.adapters.repository.fsutil import NotRegularFile, open_regular
+from davit.adapters.repository.locks import HeldLock
+from davit.adapters.repository.packs import decode_index, index_path, pack_path
+from davit.adapters.repository.repository import DamagedSnapshot, Repository
+from davit.adapters.repository.staging import staged_trees
+from davit.adapters.repository.treeformat import read_lines
+from davit.domain.jobs import Retention
+from davit.domain.retention import snapshots_to_keep
+
+REPACK_WHEN_UNUSED_ABOVE = 0.5
+GRACE_SECONDS = 3600.0  # left-overs younger than this may belong to a writer still at work
+log = logging.getLogger("davit.repository.retention")
+
+
+def apply_retention(repo: Repository, job: str, policy: Retention, grace_seconds: float = GRACE_SECONDS) -> dict[str, Any]:
+    with repo.locked(exclusive=True) as lock:
+        snapshots = repo.snapshots(job)
+        keep = snapshots_to_keep([(s.id, s.created_at) for s in snapshots], policy)
+        forgotten = [s for s in snapshots if s.id not in keep]
+        for snap in forgotten:
+            lock.ensure_held()
+            _remove_snapshot(repo, snap.path)
+        if forgotten:
+            pruned = prune(repo, grace_seconds)
+        else:  # nothing became unreferenced: only the cheap clean-up
+            leftovers = _remove_leftovers(repo, lock, grace_seconds)
+            pruned = {"packs_deleted": 0, "packs_rewritten": 0, "bytes_freed": leftovers.pop("_bytes"), **leftovers}
+    return {"kept": sorted(keep), "forgotten": [s.id for s in forgotten], **pruned}
+
+
+def referenced_chunks(repo: Repository) -> set[bytes]:
+    """Chunks named by any snapshot's tree (also one whose manifest is damaged, as far as its
+    tree still reads) or any in-progress backup's staging tree.
+
+    Call it under the exclusive lock (as `prune` does): otherwise a publish between reading the
+    snapshots and listing the staging trees hides that snapshot's chunks from both."""
+    refs: set[bytes] = set()
+    for snap in repo.snapshots():
+        for entry in read_lines(repo.open_tree(snap)):
+            refs.update(bytes.fromhex(c) for c in entry.chunks)
+    for damaged in repo.damaged_snapshots():
+        refs.update(_chunks_of_damaged(repo, damaged))
+    for staged in staged_trees(repo.root):
+        try:
+            fh = open_regular(staged)
+        except FileNotFoundError:
+            # davitd removes an ended run's staging without a lock: its snapshot was published
+            # before this prune listed the snapshots, or will never be.
+            continue
+        except (NotRegularFile, OSError) as exc:  # a FIFO or symlink: no staging davit wrote
+            log.warning("prune passes over %s: %s", staged, exc)
+            continue
+        with fh:
+            try:
+                for entry in read_lines(fh):
+                    refs.update(bytes.fromhex(c) for c in entry.chunks)
+            except ValueError:
+                continue  # a torn last line past the run's checkpoint; the run truncates it
+    return refs
+
+
+def _chunks_of_damaged(repo: Repository, damaged: DamagedSnapshot) -> set[bytes]:
+    """The chunks a damaged snapshot's tree names, up to its first line that does not read."""
+    found: set[bytes] = set()
+    try:
+        with repo.open_damaged_tree(damaged) as lines:
+            for entry in read_lines(lines):
+                found.update(bytes.fromhex(c) for c in entry.chunks)
+    except Exception:  # best effort by design: whatever the damage, keep what was read
+        pass
+    return found
+
+
+def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, int]:
+    """Delete what no snapshot and no staged backup references, under the exclusive lock."""
+    with repo.locked(exclusive=True) as lock:
+        refs = referenced_chunks(repo)
+        deleted = rewritten = freed = 0
+        for idx in sorted((repo.root / "index").glob("*.idx")):
+            pack = idx.stem
+            entries = decode_index(pack, idx.read_bytes(), idx)
+            live = [(cid, ref) for cid, ref in entries if cid in refs]
+            total = sum(ref.stored_len for _, ref in entries)
+            unused = total - sum(ref.stored_len for _, ref in live)
+            if not live:
+                lock.ensure_held()
+                _delete_pack(repo, pack)
+                deleted += 1
+                freed += total
+            elif unused / max(total, 1) > REPACK_WHEN_UNUSED_ABOVE:
+                writer = repo.new_pack()
+                for cid, ref in live:
+                    writer.add(cid, repo.read_blob(ref), ref.plain_len, ref.codec)
+                repo.seal_pack(writer)
+                lock.ensure_held()
+                _delete_pack(repo, pack)
+                rewritten += 1
+                freed += unused
+        leftovers = _remove_leftovers(repo, lock, grace_seconds)
+        freed += leftovers.pop("_bytes")
+        repo.reload_index()
+    return {"packs_deleted": deleted, "packs_rewritten": rewritten, "bytes_freed": freed, **leftovers}
+
+
+def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) -> dict[str, int]:
+    """Temporary files and index-less packs older than the grace period (by mtime)."""
+    cutoff = time.time() - grace_seconds
+    tmp_removed = orphans = freed = 0
+    for path in (repo.root / "tmp").iterdir():
+        try:
+            st = path.lstat()  # another process's lock file may come and go meanwhile
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
+            lock.ensure_held()
+            path.unlink(missing_ok=True)
+            tmp_removed += 1
+            freed += st.st_size
+    indexed = {idx.stem for idx in (repo.root / "index").glob("*.idx")}
+    for path in (repo.root / "packs").glob("*/*.pack"):
+        if path.stem in indexed:
+            continue
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
+            lock.ensure_held()
+            repo.forget_pack(path.stem)
+            path.unlink(missing_ok=True)
+            orphans += 1
+            freed += st.st_size
+    return {"tmp_removed": tmp_removed, "orphan_packs_removed": orphans, "_bytes": freed}
+
+
+def _delete_pack(repo: Repository, pack: str) -> None:
+    # The index goes first: a pack without an index is invisible garbage, never a dangling entry.
+    index_path(repo.root, pack).unlink(missing_ok=True)
+    repo.forget_pack(pack)
+    pack_path(repo.root, pack).unlink(missing_ok=True)
+
+
+def _remove_snapshot(repo: Repository, path: Path) -> None:
+    # The manifest goes first, so a half-removed snapshot no longer exists rather than being torn.
+    (path / "manifest.json").unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""The step loop every job's `run` shares: `run_steps(ctx, steps)`, and the shared last steps.
+
+A run is a list of named steps. Resuming must never redo a step whose completion is recorded
+(guarantee 8), the step that makes the run's result exist (a snapshot's `publish`, a
+migration's `finalize`) must be started with `commits=True` so a cancel recorded before it
+wins and one after it is ignored, and each step is recorded started, then completed with its
+summary. Those rules live here once instead of in each adapter's hand-written `if not
+ctx.step_done(...)` chain. A step that fails raises out of the loop: the steps after it are
+not started, and the executor decides whether the run is retried (from this same loop, which
+then skips what was done) or fails.
+
+`publish_then_retention` gives a backup's last steps: `publish` (committing) and, when the job
+has a retention policy, `retention`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import apply_retention
+from davit.domain.jobs import Retention
+from davit.domain.ports import RunContext
+
+PUBLISH, RETENTION = "publish", "retention"
+
+StepWork = Callable[[RunContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step of a plan.
+
+    `work` does it and returns the summary recorded with its completion. `commits`: the step
+    makes the run's result exist (see `RunContext.step_started`). `records_itself`: `work`
+    records the start and completion of this step (and maybe of others: steps that overlap,
+    like a migration's export, transfer and import) itself; what it returns is not used."""
+
+    name: str
+    work: Callable[[RunContext], dict[str, Any] | None]
+    commits: bool = False
+    records_itself: bool = False
+
+
+def run_steps(ctx: RunContext, steps: Iterable[Step], *, stop_between: bool = False) -> None:
+    """Do each step not yet done, in order. `stop_between`: check for a stop request before
+    each step that is still to do (a migration does, so a cancel takes effect between steps)."""
+    for step in steps:
+        if ctx.step_done(step.name):
+            continue  # committed work is never redone
+        if stop_between:
+            ctx.check_stop()
+        if step.records_itself:
+            step.work(ctx)
+            continue
+        ctx.step_started(step.name, commits=step.commits)
+        summary = step.work(ctx)
+        ctx.step_completed(step.name, summary if summary is not None else {})
+
+
+def step_names(steps: Sequence[Step]) -> list[str]:
+    """The plan the steps make."""
+    return [step.name for step in steps]
+
+
+class BackupSpec(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def retention(self) -> Retention: ...
+
+
+class Backup(Protocol):
+    """What the shared last steps need of a backup's work: its job and its repository (read only
+    when retention runs, so building the plan does not open the repository)."""
+
+    @property
+    def spec(self) -> BackupSpec: ...
+
+    @property
+    def repo(self) -> Repository: ...
+
+
+def publish_then_retention(work: Backup, publish: StepWork) -> list[Step]:
+    """A backup's last steps: `publish` (which commits the run) and, if the job keeps only some
+    snapshots, `retention`."""
+    return [publish_step(publish), *retention_steps(work)]
+
+
+def publish_step(publish: StepWork) -> Step:
+    """`publish`: makes the snapshot exist, so it commits the run (a cancel recorded after it
+    started is ignored)."""
+    return Step(PUBLISH, publish, commits=True)
+
+
+def retention_steps(work: Backup) -> list[Step]:
+    """`retention` if the job's policy keeps only some snapshots, else nothing."""
+    if work.spec.retention.is_empty():
+        return []
+    return [Step(RETENTION, lambda _ctx: apply_retention(work.repo, work.spec.name, work.spec.retention))]

@@ -1,0 +1,61 @@
+"""`davit export mongodump SNAPSHOT DIR [--gzip]`: a MongoDB snapshot as a mongodump directory.
+
+Writes `DIR/DB/COLL.bson` (the collection's chunks, verified and concatenated: raw BSON,
+never decoded) and `DIR/DB/COLL.metadata.json` (as stored at backup time), or their `.gz`
+variants, so a davit backup is never a lock-in: `mongorestore --dir DIR` reads the result.
+A snapshot with a namespace that would write outside DIR (a database name that is absolute,
+`..`, empty or holds `/` or NUL) is refused whole, before anything is written (exit 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from davit.adapters.mongo.dumpdir import namespace_problem, write_collection
+from davit.adapters.mongo.layout import read_tree
+from davit.daemon.cli.common import emit_json
+from davit.daemon.cli.snapshots import resolve_snapshot
+from davit.domain.errors import InvalidArgument, UnsafeName
+
+
+@click.group("export")
+def command() -> None:
+    """Export a snapshot into another tool's format."""
+
+
+@command.command("mongodump")
+@click.argument("snapshot")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--gzip", "compress", is_flag=True, help="Write .bson.gz and .metadata.json.gz files.")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.pass_context
+def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool, as_json: bool) -> None:
+    """Write SNAPSHOT (an id or unique prefix) of a mongo.backup job into DIRECTORY."""
+    repo, snap = resolve_snapshot(ctx, snapshot)
+    if snap.kind != "mongo":
+        raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one")
+    collections = documents = size = 0
+    entries = list(read_tree(repo.tree_bytes(snap)))
+    for entry in entries:  # every name first: a hostile one refuses the snapshot, nothing written
+        problem = namespace_problem(entry.ns)
+        if problem is not None:
+            raise UnsafeName(snap.id, entry.ns, problem)
+    for entry in entries:
+        chunks = (repo.read_chunk(bytes.fromhex(c)) for c in entry.chunks)
+        size += write_collection(directory, entry.ns, entry.meta, chunks, compress)
+        collections += 1
+        documents += entry.docs
+    result = {
+        "snapshot": snap.id,
+        "directory": str(directory),
+        "collections": collections,
+        "documents": documents,
+        "bytes": size,
+        "gzip": compress,
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"{snap.id}: {result['collections']} collections, {result['documents']} documents written to {directory}")

@@ -1,0 +1,54 @@
+"""`davit import mongodump DIR --job NAME`: an existing mongodump directory (plain or gzip) as a
+snapshot of job NAME, in the repository of the daemon's config. Runs in the CLI process; the
+snapshot records the directory it came from and nothing secret."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import click
+
+from davit.adapters.mongo.importdump import import_mongodump
+from davit.daemon.cli.common import emit_json, state
+from davit.daemon.repositories import open_repository
+from davit.domain.errors import InvalidArgument
+from davit.domain.jobs.base import JOB_NAME_PATTERN
+
+
+@click.group("import")
+def command() -> None:
+    """Bring backups made by other tools into the repository."""
+
+
+@command.command("mongodump")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--job", required=True, help="The job the snapshot belongs to (as if that job had made it).")
+@click.option("--repository", "repo_name", default="local", show_default=True, help="Repository name.")
+@click.option("--json", "as_json", is_flag=True, help="The snapshot as one JSON object.")
+@click.pass_context
+def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_json: bool) -> None:
+    """Import DIRECTORY, a mongodump output (DB/COLL.bson and DB/COLL.metadata.json, or .gz)."""
+    import re
+
+    if not re.match(JOB_NAME_PATTERN, job):
+        raise InvalidArgument("--job", f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
+    settings = state(ctx).settings
+    if repo_name not in settings.repositories:
+        raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
+    model = settings.model.data_path
+    repo = open_repository(settings, repo_name)
+    try:
+        info = import_mongodump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], model.tuning())
+    finally:
+        repo.close()
+    result = {**info.to_json(), "repository": repo_name}
+    if as_json:
+        emit_json(result)
+    else:
+        stats = result["stats"]
+        assert isinstance(stats, dict)
+        click.echo(
+            f"{result['id']}: imported {stats['collections']} collections, {stats['documents']} documents "
+            f"from {directory} as a snapshot of job {job}"
+        )

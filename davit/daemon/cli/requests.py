@@ -1,0 +1,58 @@
+"""Appending requests for davitd and waiting for a run to reach a final state.
+
+`send` returns the position its request was recorded at; `wait_for_end` given that position
+also watches the daemon stream for `RequestFailed` naming it, so a request davitd could not
+handle ends the wait at once instead of at the timeout.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from davit.daemon.cli.common import load_run
+from davit.daemon.recorder import new_event_id
+from davit.domain import events as ev
+from davit.domain.errors import ConcurrencyError
+from davit.domain.machine import TERMINAL, RunState
+from davit.domain.runs import RunView
+from davit.eventstore.sqlite import SqliteEventStore
+
+
+async def send(store: SqliteEventStore, command: ev.Event) -> int:
+    """Append `command` to the requests stream; its position. The event id is fixed before the
+    first try, so a retry after a lost acknowledgement records it once."""
+    new = ev.NewEvent.of(new_event_id(), command)
+    for _ in range(100):
+        try:
+            (position,) = await store.append(ev.REQUESTS_STREAM, await store.stream_version(ev.REQUESTS_STREAM), [new])
+            return position
+        except ConcurrencyError:
+            continue  # another CLI appended a request first
+    raise ConcurrencyError(ev.REQUESTS_STREAM, -1, await store.stream_version(ev.REQUESTS_STREAM))
+
+
+async def wait_for_end(
+    store: SqliteEventStore, run_id: str, timeout: float | None, request: int | None = None
+) -> RunView | ev.RequestFailed | None:
+    """The run once it is final (`failed` counts); the `RequestFailed` for the request at
+    position `request` if davitd could not handle it; None if `timeout` passes first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = request or 0  # the daemon stream is read from here on, a page per poll
+    while True:
+        view = await load_run(store, run_id)
+        if view.version and view.state in TERMINAL:
+            return view
+        if request is not None:
+            for stored in await store.read_all(seen, 500, ev.DAEMON_STREAM):
+                seen = stored.position
+                if stored.type == ev.RequestFailed.type_name() and stored.data.get("position") == request:
+                    return ev.RequestFailed.model_validate(stored.data)
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        await anyio.sleep(0.2)
+
+
+def succeeded(view: RunView) -> bool:
+    return view.state is RunState.SUCCEEDED

@@ -1,0 +1,45 @@
+"""`davit run JOB`: ask the daemon to run a job now; print the run id; optionally wait."""
+
+from __future__ import annotations
+
+import click
+
+from davit.daemon.cli.common import with_store
+from davit.daemon.cli.requests import send, succeeded, wait_for_end
+from davit.daemon.jobs import JobRegistry
+from davit.daemon.recorder import new_run_id
+from davit.domain.commands import RunJobNow
+from davit.domain.errors import RunDidNotSucceed, UnknownJob
+from davit.domain.events import RequestFailed
+from davit.eventstore.sqlite import SqliteEventStore
+
+
+@click.command("run")
+@click.argument("job")
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit 0 if it succeeded, 1 otherwise.")
+@click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 1).")
+@click.pass_context
+def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> None:
+    """Run JOB now."""
+
+    async def go(store: SqliteEventStore) -> None:
+        registry = JobRegistry(store)
+        await registry.load()
+        if not any(j.name == job for j in registry.active()):
+            raise UnknownJob(job)
+        run_id = new_run_id()
+        position = await send(store, RunJobNow(job=job, run_id=run_id))
+        click.echo(run_id)
+        if not wait:
+            return
+        view = await wait_for_end(store, run_id, timeout, request=position)
+        if view is None:
+            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
+        if isinstance(view, RequestFailed):
+            raise RunDidNotSucceed(run_id, f"davitd could not handle the request to run {job}: {view.reason}")
+        outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
+        click.echo(outcome, err=True)
+        if not succeeded(view):
+            raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
+
+    with_store(ctx, go, write=True)

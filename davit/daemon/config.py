@@ -1,0 +1,213 @@
+"""The daemon configuration (`davit.toml`) and where everything lives.
+
+`--home DIR` makes one self-contained directory: `DIR/davit.toml` (davitd writes it with
+defaults if missing), `DIR/jobs.d/`, `DIR/state/davit.db`, `DIR/repository/`, `DIR/log.key`.
+Without it davit follows the system layout: `/etc/davit/davit.toml`, `/etc/davit/jobs.d` and
+`/etc/davit/log.key`, state under `/var/lib/davit`, honouring systemd's
+`CONFIGURATION_DIRECTORY` and `STATE_DIRECTORY`. Relative `jobs_dir` is read against the
+config file's directory; relative `state_dir` and repository paths against the state root
+(the home, or the system state directory).
+
+Only davitd creates a home (`create_home`): for the CLI a `--home` that is not a directory or
+a `--config` that is not a file is a usage error naming it, and nothing is created (a typo
+must not grow a second, empty davit).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from davit.adapters.repository.tuning import Tuning
+from davit.domain.errors import FieldProblem, InvalidConfig
+from davit.domain.jobs import nesting, problems_from_validation
+from davit.eventstore.boundedread import TooLarge, read_bounded
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+# davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
+PRIVATE_UMASK = 0o077
+MAX_CONFIG_BYTES = 1 << 20  # as a job file: a config larger than this is refused unread
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSection(_Section):
+    jobs_dir: str = "jobs.d"
+    state_dir: str = "state"
+    max_parallel_runs: int = Field(default=2, ge=1, le=64)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    request_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+
+
+class RetrySection(_Section):
+    max_attempts: int = Field(default=5, ge=1)
+    initial_seconds: float = Field(default=10.0, gt=0)
+    max_seconds: float = Field(default=600.0, gt=0)
+
+
+class DataPathSection(_Section):
+    chunk_size_kib: int = Field(default=1024, ge=64, le=65536)
+    pack_size_mib: int = Field(default=32, ge=1, le=1024)
+    checkpoint_seconds: float = Field(default=3.0, gt=0)
+    workers: int = Field(default=2, ge=1, le=64)
+    inflight_chunks: int = Field(default=16, ge=1, le=1024)
+    compression_level: int = Field(default=3, ge=1, le=22)
+
+    def tuning(self) -> Tuning:
+        return Tuning(
+            chunk_size=self.chunk_size_kib << 10,
+            pack_size=self.pack_size_mib << 20,
+            checkpoint_seconds=self.checkpoint_seconds,
+            workers=self.workers,
+            inflight_chunks=self.inflight_chunks,
+            compression_level=self.compression_level,
+        )
+
+
+class RepositorySection(_Section):
+    path: str
+    # An encrypted repository's passphrase, by reference only (never inline). Given when the
+    # repository is created, it makes the repository encrypted (AES-256-GCM); an existing
+    # encrypted repository needs it for every read and write of chunks and trees.
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> RepositorySection:
+        if self.passphrase_env is not None and self.passphrase_file is not None:
+            raise ValueError("give passphrase_env or passphrase_file, not both")
+        return self
+
+    @property
+    def encrypted(self) -> bool:
+        return self.passphrase_env is not None or self.passphrase_file is not None
+
+
+class ConfigModel(_Section):
+    daemon: DaemonSection = DaemonSection()
+    retry: RetrySection = RetrySection()
+    data_path: DataPathSection = DataPathSection()
+    repositories: dict[str, RepositorySection] = Field(default_factory=lambda: {"local": RepositorySection(path="repository")})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration with every path resolved."""
+
+    config_file: Path
+    model: ConfigModel
+    jobs_dir: Path
+    state_dir: Path
+    repositories: dict[str, Path]
+    state_root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "davit.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "davitd.lock"
+
+    @property
+    def log_key_path(self) -> Path:
+        """The event log's HMAC key: the systemd credential `log.key` when davitd is given one,
+        else `log.key` beside the config file, outside the state directory either way."""
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "log.key").exists():
+            return Path(credentials) / "log.key"
+        return self.config_file.parent / "log.key"
+
+
+def load_settings(home: Path | None = None, config_file: Path | None = None, create_home: bool = False) -> Settings:
+    if config_file is not None and not config_file.is_file():
+        raise InvalidConfig(str(config_file), [FieldProblem("--config", "no such file")])
+    if home is not None:
+        home = home.absolute()
+        if not home.is_dir() and not create_home:
+            raise InvalidConfig(str(home), [FieldProblem("--home", "no such directory")])
+        if config_file is None:
+            config_file = home / "davit.toml"
+            if create_home and not config_file.exists():
+                home.mkdir(parents=True, exist_ok=True)
+                config_file.write_text(DEFAULT_CONFIG.read_text())
+        state_root = home
+    else:
+        conf_dir = Path(os.environ.get("CONFIGURATION_DIRECTORY", "/etc/davit").split(":")[0])
+        config_file = config_file or conf_dir / "davit.toml"
+        state_root = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/davit").split(":")[0])
+    return _settings(config_file, read_config(config_file), state_root)
+
+
+def reload_settings(current: Settings) -> Settings:
+    """The settings as the config file says now (same file, same state root); `InvalidConfig`
+    if it no longer validates."""
+    return _settings(current.config_file, read_config(current.config_file), current.state_root)
+
+
+def changed_fields(old: ConfigModel, new: ConfigModel) -> list[str]:
+    """Dotted names of the settings that differ, e.g. `daemon.max_parallel_runs`, `repositories.offsite`."""
+    before, after = old.model_dump(), new.model_dump()
+    out = []
+    for section in sorted(set(before) | set(after)):
+        a, b = before.get(section) or {}, after.get(section) or {}
+        out += [f"{section}.{key}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return out
+
+
+def _settings(config_file: Path, model: ConfigModel, state_root: Path) -> Settings:
+    base = config_file.parent
+
+    def under(root: Path, value: str) -> Path:
+        return Path(value) if value.startswith("/") else root / value
+
+    return Settings(
+        config_file=config_file,
+        model=model,
+        jobs_dir=under(base, model.daemon.jobs_dir),
+        state_dir=under(state_root, model.daemon.state_dir),
+        repositories={name: under(state_root, r.path) for name, r in model.repositories.items()},
+        state_root=state_root,
+    )
+
+
+def read_config(path: Path) -> ConfigModel:
+    """The config file's settings (defaults if it is absent); `InvalidConfig` naming field and
+    reason for anything wrong with it, never another exception: a bad file read at SIGHUP must
+    leave the running daemon as it was. Like a job file: at most `MAX_CONFIG_BYTES`, UTF-8,
+    nested no deeper than the job files' bound."""
+    file = str(path)
+    try:
+        # O_NONBLOCK: a FIFO at the path opens at once and is refused, instead of hanging a reload
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidConfig(file, [FieldProblem("(file)", "not a regular file; not read")])
+            data = read_bounded(fd, MAX_CONFIG_BYTES, "the config file")
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        data = b""
+    except TooLarge as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", str(exc))]) from None
+    except OSError as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", exc.strerror or str(exc))]) from exc
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidConfig(file, [FieldProblem("(file)", f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
+    raw = nesting.loads_bounded(text)
+    if isinstance(raw, FieldProblem):
+        raise InvalidConfig(file, [raw])
+    try:
+        return ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidConfig(file, problems_from_validation(exc)) from exc
+    except RecursionError:
+        raise InvalidConfig(file, [FieldProblem("(toml)", nesting.too_deep())]) from None

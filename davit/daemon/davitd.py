@@ -1,0 +1,78 @@
+"""`davitd`: the daemon's entry point. Loads settings, opens the log, runs the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import click
+
+from davit.daemon.bootstrap import Parts
+from davit.daemon.config import PRIVATE_UMASK, load_settings
+from davit.daemon.loghealth import LogHealth
+from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
+from davit.daemon.notify import Notifier
+from davit.daemon.supervisor import Supervisor
+from davit.daemon.version import davit_version
+from davit.domain.errors import DavitError
+from davit.eventstore.sqlite import SqliteEventStore
+
+
+async def _serve(parts: Parts) -> None:
+    notifier = Notifier()
+    health = LogHealth(notifier)  # appends wait out a log that cannot be written
+    key = daemon_log_key(parts.settings)
+    store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
+    try:
+        finish_log_key(key)  # the log is sealed under it now: nobody seals again
+        await Supervisor(parts, store, notifier, davit_version(), health).run()
+    finally:
+        await store.close()
+        parts.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), help="Self-contained home directory.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="Config file.")
+@click.option(
+    "--make-log-key",
+    is_flag=True,
+    help="Only make the event log's key if it is missing and seal the log under it, then exit (systemd's ExecStartPre=+).",
+)
+@click.version_option(davit_version(), prog_name="davitd")
+def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> None:
+    """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
+    # Everything davitd creates (repository, log with its -wal and -shm, staging, exports) is
+    # its owner's alone, whatever umask it was started with: it holds copies of what it backs up.
+    os.umask(PRIVATE_UMASK)
+    try:
+        settings = load_settings(home, config_file, create_home=True)
+    except DavitError as exc:
+        click.echo(f"davitd: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if make_log_key:
+        try:
+            click.echo(f"davitd: log key {anyio.run(provision_log_key, settings).path}")
+        except DavitError as exc:
+            click.echo(f"davitd: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        return
+    logging.basicConfig(
+        level=settings.model.daemon.log_level.upper(),
+        format="%(asctime)s davitd %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        anyio.run(_serve, Parts(settings))
+    except DavitError as exc:
+        logging.getLogger("davitd").error("%s", exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The kinds davitd can run, one line each: the class that does a kind's work, and (for a kind
+whose runs may leave something outside the repository) what removes it when a run has ended.
+
+Adding a kind touches four places, which tests/unit/test_kinds.py checks against each other:
+a spec in `domain/jobs/`, an adapter module with its work class (one constructor shape,
+`Work(inputs: RunInputs[Spec])`, see `davit/adapters/runwork.py`), one line here, and an example in
+`config/jobs.d/`. `davit validate` and davitd refuse a job whose kind has no line here, so a
+forgotten line fails there, not when the first run starts.
+
+Lines name modules, they do not import them: a kind's module (with its client library: pymongo,
+weaviate-client and grpc, docker, asyncssh) is imported when a run of that kind needs it, which
+keeps an idle daemon small and the CLI quick. The table lives in the composition root because
+only it may name adapters (the domain must not).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+if TYPE_CHECKING:
+    from davit.adapters.runwork import RunInputs
+    from davit.domain.ports import JobWork
+
+
+class Kind(NamedTuple):
+    """One kind's registration; each is "module:name", imported when first needed."""
+
+    work: str  # the JobWork class, built as `Class(inputs: RunInputs[Spec])`
+    leftovers: str | None = None  # `function(inputs) -> names removed`, for an ended run; None: leaves nothing
+
+
+_HELPERS = "davit.adapters.docker.helper:remove_leftovers"
+
+KINDS: dict[str, Kind] = {
+    "files.backup": Kind("davit.adapters.files.backup:FilesBackupWork"),
+    "files.restore": Kind("davit.adapters.files.restore:FilesRestoreWork"),
+    "volume.backup": Kind("davit.adapters.docker.backup:VolumeBackupWork", leftovers=_HELPERS),
+    "volume.restore": Kind("davit.adapters.docker.restore:VolumeRestoreWork", leftovers=_HELPERS),
+    "compose.migrate": Kind("davit.adapters.compose.migrate:ComposeMigrateWork"),
+    "mongo.backup": Kind("davit.adapters.mongo.backup:MongoBackupWork"),
+    "mongo.restore": Kind("davit.adapters.mongo.restore:MongoRestoreWork"),
+    "mongo.export": Kind("davit.adapters.mongo.textexport:MongoExportWork"),
+    "mongo.import": Kind("davit.adapters.mongo.textimport:MongoImportWork"),
+    "weaviate.backup": Kind("davit.adapters.weaviate.backup:WeaviateBackupWork"),
+    "weaviate.restore": Kind("davit.adapters.weaviate.restore:WeaviateRestoreWork"),
+    "weaviate.clear": Kind("davit.adapters.weaviate.clear:WeaviateClearWork"),
+}
+
+WorkClass = Callable[["RunInputs[Any]"], "JobWork"]
+LeftoverRemover = Callable[["RunInputs[Any]"], list[str]]
+
+
+def load(ref: str) -> Any:
+    """The object a "module:name" line names, importing its module."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def work_class(kind: str) -> WorkClass:
+    """The class doing `kind`'s work (its module imported now); KeyError for an unregistered kind."""
+    return cast("WorkClass", load(KINDS[kind].work))
+
+
+def leftover_remover(kind: str) -> LeftoverRemover | None:
+    """What removes what an ended run of `kind` left outside the repository, if it may leave anything."""
+    ref = KINDS[kind].leftovers if kind in KINDS else None
+    return cast("LeftoverRemover", load(ref)) if ref is not None else None

@@ -1,0 +1,186 @@
+"""Recording a run's events: one writer per run, the fold kept current, legality checked first.
+
+`RunRecorder.record` refuses an event the run machine would refuse (before anything is
+written), appends with the run's current version as the expected version, and applies what
+was stored to the in-memory fold, so `view` is always what replaying the log would give.
+`WorkerContext` is the `RunContext` handed to blocking adapter code in worker threads (any
+thread: it holds the event loop's token): each call that records something blocks until the
+event is durable.
+
+When the log cannot be written (full disk, I/O error): an event whose append failed stays the
+recorder's *unsent* event, with the id it was given, and is appended before anything else on
+the run's stream, so it is never lost, and never written twice if the failed try did land. The
+executor's records wait the outage out (the store retries them); a worker's record tries once
+(and not at all while an outage is known), and on failure its run stops there with
+`EventLogStop`, so no worker thread sits on a full disk and shutdown stays prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import anyio.from_thread
+import anyio.lowlevel
+
+from davit.domain import events as ev
+from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, EventLogStop, IllegalTransition, RunStopped
+from davit.domain.machine import RunState
+from davit.domain.runs import RunView, admit, apply, fold
+from davit.eventstore.sqlite import SqliteEventStore
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+async def append_unordered(log: SqliteEventStore, stream: str, *events: ev.Event) -> None:
+    """Append to a stream where order against other writers does not matter (daemon, requests).
+
+    Event ids are fixed before the first try, so a retry after a lost acknowledgement is a no-op.
+    """
+    new = [ev.NewEvent.of(new_event_id(), e) for e in events]
+    for _ in range(100):
+        try:
+            await log.append(stream, await log.stream_version(stream), new)
+            return
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(stream, -1, await log.stream_version(stream))
+
+
+class RunRecorder:
+    def __init__(self, log: SqliteEventStore, view: RunView, ids: Callable[[], str] = new_event_id) -> None:
+        self.log = log
+        self.view = view
+        self._ids = ids
+        self._lock = asyncio.Lock()
+        self._unsent: list[ev.NewEvent] = []
+        # Set when a worker of this run was stopped because the log could not be written: the
+        # executor then treats whatever the work raised on its way out as that stop.
+        self.stopped_by_log: EventLogStop | None = None
+
+    @classmethod
+    async def load(cls, log: SqliteEventStore, run_id: str) -> RunRecorder:
+        return cls(log, fold(run_id, await log.read_stream(ev.run_stream(run_id))))
+
+    @property
+    def run_id(self) -> str:
+        return self.view.run_id
+
+    async def record(self, *events: ev.Event, patient: bool = True) -> None:
+        """Record events (after any unsent ones). `patient=False`: try once; a log that cannot
+        be written raises one of `LOG_UNWRITABLE` and leaves these events unsent."""
+        async with self._lock:
+            await self._send(patient)
+            if events:
+                admit(self.view, events)
+                self._unsent = [ev.NewEvent.of(self._ids(), e) for e in events]
+                await self._send(patient)
+
+    async def flush(self) -> None:
+        """Append the unsent events, waiting for the log to take them."""
+        await self.record()
+
+    async def _send(self, patient: bool) -> None:
+        if not self._unsent:
+            return
+        stream = ev.run_stream(self.view.run_id)
+        try:
+            # Same ids, same expected version on every try: a try that landed is replayed.
+            await self.log.append(stream, self.view.version, self._unsent, patient=patient)
+        except LOG_UNWRITABLE:
+            raise  # kept unsent: the log could not take them, they are still to be recorded
+        except BaseException:
+            self._unsent = []  # refused (stale version, bad event): as before, not retried
+            raise
+        self._unsent = []
+        for stored in await self.log.read_stream(stream, self.view.version + 1):
+            apply(self.view, stored)
+
+
+class WorkerContext:
+    """The `RunContext` of one run, used from the worker thread that runs its `JobWork`."""
+
+    def __init__(self, recorder: RunRecorder, stop: threading.Event, stop_reason: Callable[[], str]) -> None:
+        self.recorder = recorder
+        self.run_id = recorder.run_id
+        self._stop = stop
+        self._stop_reason = stop_reason
+        # Made on the event loop, so threads the adapter starts itself can record too.
+        self._loop = anyio.lowlevel.current_token()
+
+    def _record(self, event: ev.Event) -> None:
+        rec = self.recorder
+        if rec.log.writes_failing:
+            # A known outage: don't try, and don't queue behind the executor's waiting record;
+            # the run stops at this checkpoint and its work resumes from the previous one.
+            rec.stopped_by_log = EventLogStop("event log cannot be written (see davitd's log)")
+            raise rec.stopped_by_log
+        try:
+            anyio.from_thread.run(partial(rec.record, event, patient=False), token=self._loop)
+        except LOG_UNWRITABLE as exc:
+            rec.stopped_by_log = EventLogStop(f"event log cannot be written: {exc}")
+            raise rec.stopped_by_log from exc
+        rec.stopped_by_log = None  # the work went on (it caught the stop) and the log took this
+
+    def cursor(self, step: str) -> dict[str, Any] | None:
+        found = self.recorder.view.steps.get(step)
+        return found.cursor if found else None
+
+    def step_done(self, step: str) -> bool:
+        found = self.recorder.view.steps.get(step)
+        return found is not None and found.status == "done"
+
+    def step_started(self, step: str, *, commits: bool = False) -> None:
+        if not commits:
+            self._record(ev.StepStarted(step=step))
+            return
+        self.check_stop()
+        try:
+            self._record(ev.StepStarted(step=step, commits=True))
+        except IllegalTransition:
+            # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
+            # step that would have made the run's result exist never runs.
+            if self.recorder.view.state is RunState.CANCELLING:
+                raise RunStopped(f"cancelled before {step} started") from None
+            raise
+
+    def checkpoint(
+        self,
+        step: str,
+        cursor: dict[str, Any],
+        *,
+        chunks_written: Sequence[str] = (),
+        bytes_done: int = 0,
+        bytes_stored: int = 0,
+        items_done: int = 0,
+    ) -> None:
+        self._record(
+            ev.CheckpointRecorded(
+                step=step,
+                cursor=cursor,
+                chunks_written=list(chunks_written),
+                bytes_done=bytes_done,
+                bytes_stored=bytes_stored,
+                items_done=items_done,
+            )
+        )
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
+        self._record(ev.StepCompleted(step=step, summary=summary))
+
+    def warn(self, message: str, step: str | None = None) -> None:
+        self._record(ev.RunWarning(message=message, step=step))
+
+    def check_stop(self) -> None:
+        if self._stop.is_set():
+            raise RunStopped(self._stop_reason())

@@ -1,0 +1,618 @@
+"""davitd's supervisor: start-up recovery, the jobs watcher, the scheduler, CLI requests, and
+dispatching runs to the executor with bounded parallelism.
+
+SIGHUP (`systemctl reload davit`) re-reads the config file: an invalid one is rejected with
+an event naming field and reason and the daemon keeps what it had; a valid one applies to the
+runs that start from then on (parallelism, retry policy, data path, repositories, log level),
+and a change that needs a restart (jobs or state directory) is named in `ConfigReloaded`.
+
+Start-up: take the state directory's lock (one daemon per log), record `DaemonStarted`, fold
+every run; a run found preparing, running or verifying had no live owner, so it is recorded
+`interrupted` with the reason and requeued; then the jobs directory is synced. A run that
+ends (succeeded, failed, cancelled, rolled back) has what it may have left removed (helper
+containers of a step a crash cut short, its staging in the repository), and so, at start-up,
+has every run that ended while the previous daemon ran (it may have died before doing so); at
+start-up the staging of every run the log shows as ended is removed too (staging of runs the
+log does not know, another davitd's on a shared repository, is left alone). A job without
+a schedule runs once per revision, and a triggered revision is in the log, so a restart never
+runs it again. SIGTERM/SIGINT ask every run to stop at its next chunk boundary (left
+`interrupted`, resumed at the next start) and wait for them before exiting.
+
+A log that cannot be written (full disk, I/O error; `davit/daemon/loghealth.py`) never stops the
+daemon: its appends wait with backoff, runs stop at their next checkpoint and resume when the
+log takes writes again, no new run is dispatched meanwhile, and STATUS= says why. A shutdown
+during such an outage waits for the log at most `LOG_SHUTDOWN_PATIENCE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.to_thread
+import watchfiles
+from anyio.abc import TaskGroup
+
+from davit.daemon import executor as ex
+from davit.daemon.bootstrap import Parts
+from davit.daemon.config import changed_fields, reload_settings
+from davit.daemon.jobs import JobRegistry, JobState
+from davit.daemon.loghealth import LogHealth
+from davit.daemon.notify import Notifier
+from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
+from davit.daemon.requestfail import UnknownRequest, record_failure
+from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
+from davit.domain import events as ev
+from davit.domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
+from davit.domain.errors import IllegalTransition, InvalidConfig, PermanentError
+from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
+from davit.domain.runs import RunView, fold, staging_unneeded
+from davit.domain.schedule import MonotonicQueue, Timetable
+from davit.eventstore.sqlite import SqliteEventStore
+
+log = logging.getLogger("davitd")
+SHUTDOWN_GRACE_SECONDS = 60
+LOG_SHUTDOWN_PATIENCE_SECONDS = 10
+# The watcher reports changed paths; a reconcile that only lstat()s every job file catches what
+# it missed (a file written before the watch was set up, an overflowed inotify queue).
+FIRST_RECONCILE_SECONDS = 2.0
+RECONCILE_SECONDS = 30.0
+WATCH_RETRY_SECONDS = 5.0
+MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
+RETRY_FAILED_FIRE_SECONDS = 60.0
+RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
+
+
+class Supervisor:
+    def __init__(
+        self,
+        parts: Parts,
+        store: SqliteEventStore,
+        notifier: Notifier,
+        version: str,
+        health: LogHealth | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.store = store
+        self.notifier = notifier
+        self.health = health  # the store's WriteOutage, when it has one
+        self.version = version
+        self.clock: Clock = clock or SystemClock()
+        self.registry = JobRegistry(store)
+        self.registry.on_change = self._job_changed
+        self.timetable = Timetable()  # scheduled jobs by next fire (wall clock)
+        self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
+        self.schedule_changed = anyio.Event()
+        self.sync_lock = anyio.Lock()
+        self.runs: dict[str, RunView] = {}
+        self.recorders: dict[str, RunRecorder] = {}
+        self.handles: dict[str, ex.RunHandle] = {}
+        self.wakeup = anyio.Event()
+        self.requests_after = 0
+        self.previous_start = 0  # the log position of the previous daemon's start
+        self.ended_before_start: list[str] = []
+        max_parallel = self.settings.model.daemon.max_parallel_runs
+        self.limiter = anyio.CapacityLimiter(max_parallel + 2)
+        self.stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        lock_fd = self._take_lock()
+        try:
+            await append_unordered(
+                self.store,
+                ev.DAEMON_STREAM,
+                ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version),
+            )
+            await self._load()
+            await self._recover()
+            self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                await self._sync_jobs()
+            except Exception:
+                # The jobs already defined run; the watcher and the reconcile try the directory again.
+                log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
+            self.notifier.ready(self._status())
+            log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_jobs)
+                tg.start_soon(self._schedule_loop)
+                tg.start_soon(self._requests_loop)
+                tg.start_soon(self._dispatch_loop, tg)
+                tg.start_soon(self._watchdog_loop)
+                tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
+                await self._wait_for_signal()
+                await self._shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            os.close(lock_fd)
+
+    def _take_lock(self) -> int:
+        self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.settings.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PermanentError(f"another davitd is running with state directory {self.settings.state_dir}") from None
+        return fd
+
+    async def _wait_for_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload()
+                    continue
+                log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
+                return
+
+    async def _reload(self) -> None:
+        file = str(self.settings.config_file)
+        try:
+            new = reload_settings(self.settings)
+        except InvalidConfig as exc:
+            log.error("config not reloaded, keeping the current one: %s", exc)
+            await append_unordered(
+                self.store,
+                ev.DAEMON_STREAM,
+                ev.ConfigRejected(file=file, problems=[{"field": p.field, "reason": p.reason} for p in exc.problems]),
+            )
+            return
+        changed = changed_fields(self.settings.model, new.model)
+        needs_restart = [f for f in changed if f in RESTART_ONLY]
+        # Until a restart, the directories stay those the daemon started with.
+        kept = {name.split(".", 1)[1]: getattr(self.settings.model.daemon, name.split(".", 1)[1]) for name in needs_restart}
+        model = new.model.model_copy(update={"daemon": new.model.daemon.model_copy(update=kept)})
+        new = replace(new, model=model, jobs_dir=self.settings.jobs_dir, state_dir=self.settings.state_dir)
+        self.settings = new
+        self.parts.apply(new)
+        self.limiter.total_tokens = new.model.daemon.max_parallel_runs + 2
+        logging.getLogger().setLevel(new.model.daemon.log_level.upper())
+        await append_unordered(
+            self.store, ev.DAEMON_STREAM, ev.ConfigReloaded(file=file, changed=changed, needs_restart=needs_restart)
+        )
+        log.info(
+            "config reloaded from %s: %s%s",
+            file,
+            ", ".join(changed) or "nothing changed",
+            f"; restart davitd to apply {', '.join(needs_restart)}" if needs_restart else "",
+        )
+        self.wakeup.set()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        self.notifier.stopping()
+        for handle in list(self.handles.values()):
+            handle.request_stop(ex.SHUTDOWN)
+        failing_since: float | None = None
+        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
+            while self.handles:
+                if not self.store.writes_failing:
+                    failing_since = None
+                elif failing_since is None:
+                    failing_since = anyio.current_time()
+                elif anyio.current_time() - failing_since >= LOG_SHUTDOWN_PATIENCE_SECONDS:
+                    break  # runs waiting for the log are cancelled below; start-up recovery resumes them
+                await anyio.sleep(0.05)
+        if self.handles and self.store.writes_failing:
+            log.warning(
+                "the event log cannot be written: runs %s are left as the log shows them; they resume at the next start",
+                ", ".join(sorted(self.handles)),
+            )
+        # (if the log is still failing, it was waited for above: one more short try)
+        with anyio.move_on_after(1.0 if self.store.writes_failing else LOG_SHUTDOWN_PATIENCE_SECONDS) as waiting:
+            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+        if waiting.cancelled_caught:
+            log.warning("davitd's stop could not be recorded: the event log cannot be written")
+        log.info("davitd stopped")
+
+    # --- state ---------------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        await self.registry.load()
+        streams: dict[str, list[ev.StoredEvent]] = {}
+        async for stored in self.store.iter_all(stream_prefix="run-"):
+            streams.setdefault(stored.stream, []).append(stored)
+        for stream, items in streams.items():
+            run_id = stream.removeprefix("run-")
+            try:
+                self.runs[run_id] = fold(run_id, items)
+            except IllegalTransition as exc:
+                # A log that breaks the machine was written by something else than davitd;
+                # leave that run alone rather than refuse to start every other one.
+                log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
+        starts = []
+        async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
+            if stored.type == ev.RequestsHandled.type_name():
+                self.requests_after = max(self.requests_after, stored.data["upto_position"])
+            elif stored.type == ev.DaemonStarted.type_name():
+                starts.append(stored.position)
+        self.previous_start = starts[-2] if len(starts) > 1 else 0
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        if run_id not in self.recorders:
+            self.recorders[run_id] = RunRecorder(self.store, self.runs[run_id])
+        return self.recorders[run_id]
+
+    async def _recover(self) -> None:
+        for run_id, view in list(self.runs.items()):
+            state = view.state
+            if state in WORKING:
+                reason = f"found {state.value} at start-up: the daemon that ran it stopped without finishing"
+                await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), ev.RunRequeued(reason="resumed at start-up"))
+                log.warning("run %s (%s) was interrupted; resuming from its last checkpoint", run_id, view.job)
+            elif state is RunState.INTERRUPTED:
+                await self.recorder(run_id).record(ev.RunRequeued(reason="resumed at start-up"))
+                log.info("run %s (%s) resumes from its last checkpoint", run_id, view.job)
+            elif state is RunState.CANCELLING:
+                # the daemon died while honouring a cancel: end it now, rolling back if needed
+                await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
+            if view.state in TERMINAL and view.last_position > self.previous_start:
+                self.ended_before_start.append(run_id)
+            self._expect_retry(run_id)
+
+    async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            await self._remove_leftovers(run_id)
+        unneeded = staging_unneeded(self.runs.values())
+        try:
+            removed = await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, unneeded, limiter=self.limiter)
+        except Exception as exc:
+            log.warning("the staging of runs that ended could not all be removed: %s", exc)
+            return
+        if removed:
+            log.info("removed the staging of runs that had ended: %s", ", ".join(removed))
+
+    async def _remove_leftovers(self, run_id: str) -> None:
+        """Remove what an ended run left outside the repository. A failure is a log line, not
+        the run's: its result stands, and the leftovers carry its id for an operator."""
+        view = self.runs.get(run_id)
+        if view is None or view.state not in TERMINAL:
+            return
+        unneeded = staging_unneeded(v for v in self.runs.values() if v.job == view.job)
+        try:
+            removed = await anyio.to_thread.run_sync(self.parts.remove_leftovers, view, run_id in unneeded, limiter=self.limiter)
+            if view.state is RunState.SUCCEEDED:  # the job's earlier failed runs are superseded now
+                removed += await anyio.to_thread.run_sync(
+                    self.parts.remove_staging_of_ended, unneeded - {run_id}, limiter=self.limiter
+                )
+        except Exception as exc:
+            log.warning(
+                "run %s (%s) ended; what it left behind (labelled with its id) could not be removed: %s", run_id, view.job, exc
+            )
+            return
+        if removed:
+            log.info("run %s (%s) ended; removed what it left behind: %s", run_id, view.job, ", ".join(removed))
+
+    def _status(self) -> str:
+        status = f"{len(self.handles)} running, {self.registry.active_count()} jobs"
+        problem = self.health.problem if self.health is not None else None
+        return f"{problem}; retrying ({status})" if problem else status
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    async def _sync_jobs(self, names: Collection[str] | None = None) -> None:
+        """Sync the named job files (as the watcher reported them), or all of them (start-up,
+        reconcile: only stat()s files unchanged since they were read). One sync at a time."""
+        async with self.sync_lock:
+            if names is None:
+                await self.registry.sync_directory(self.settings.jobs_dir)
+                candidates = self.registry.active()
+            else:
+                defined = await self.registry.sync_paths(self.settings.jobs_dir, names)
+                candidates = [j for j in map(self.registry.by_name, defined) if j is not None]
+            for job in candidates:
+                if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
+                    await self.trigger(job, "new-revision")
+
+    async def _watch_jobs(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._reconcile_jobs)
+            while True:
+                try:
+                    async for changes in watchfiles.awatch(
+                        self.settings.jobs_dir, watch_filter=_is_job_file, debounce=300, step=100, recursive=False
+                    ):
+                        try:
+                            await self._sync_jobs({os.path.basename(path) for _change, path in changes})
+                        except Exception:
+                            log.exception("syncing changed job files failed; the next reconcile retries")
+                except Exception:
+                    log.exception("watching the jobs directory failed; watching again in %.0f s", WATCH_RETRY_SECONDS)
+                await anyio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _reconcile_jobs(self) -> None:
+        await anyio.sleep(FIRST_RECONCILE_SECONDS)
+        while True:
+            try:
+                await self._sync_jobs()
+            except Exception:
+                log.exception("reconciling the jobs directory failed; will retry")
+            await anyio.sleep(RECONCILE_SECONDS)
+
+    async def trigger(self, job: JobState, reason: str, run_id: str | None = None, scheduled_for: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        queued = ev.RunQueued(run_id=run_id, job=job.name, kind=job.kind, revision=job.revision, spec=job.spec, reason=reason)
+        run_part = ev.StreamAppend(ev.run_stream(run_id), 0, (ev.NewEvent.of(new_event_id(), queued),))
+        await self.registry.append(
+            job.name,
+            ev.JobRunTriggered(run_id=run_id, revision=job.revision, reason=reason, scheduled_for=scheduled_for),
+            extra=[run_part],
+        )
+        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+        log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
+        self.wakeup.set()
+        return run_id
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def _job_changed(self, job: JobState) -> None:
+        """The registry applied events to `job`: plan its next fire again (O(log n))."""
+        schedule = None if job.retired else job.spec.get("schedule")
+        if schedule:
+            self.timetable.plan(job.name, schedule, _since(job), self.clock.now())
+        else:
+            self.timetable.drop(job.name)
+        self.schedule_changed.set()
+
+    def _plan_all(self) -> dict[str, timedelta]:
+        """Plan every scheduled job from the clock's time now; the jobs whose previous fire (or
+        definition) was recorded ahead of it, with how far."""
+        now = self.clock.now()
+        self.timetable.clear()
+        ahead: dict[str, timedelta] = {}
+        for job in self.registry.active():
+            schedule = job.spec.get("schedule")
+            if schedule:
+                lead = self.timetable.plan(job.name, schedule, _since(job), now)
+                if lead is not None:
+                    ahead[job.name] = lead
+        return ahead
+
+    async def _schedule_loop(self) -> None:
+        """Sleep until the earliest fire or retry (at most a minute, woken early when the
+        registry changes), fire what is due. Never a pass over every job or run."""
+        watch = ClockWatch(self.clock)
+        await self._replan(None)
+        while True:
+            self.schedule_changed = anyio.Event()
+            step = watch.check()
+            if step is not None:
+                await self._replan(step)
+            await self._fire_due()
+            await self._retry_due()
+            with anyio.move_on_after(self._seconds_to_next()):
+                await self.schedule_changed.wait()
+
+    def _seconds_to_next(self) -> float:
+        wait = MAX_SCHEDULER_SLEEP_SECONDS
+        due = self.timetable.next_due()
+        if due is not None:
+            wait = min(wait, (due - self.clock.now()).total_seconds())
+        retry = self.retries.next_due()
+        if retry is not None:
+            wait = min(wait, retry - self.clock.monotonic())
+        return max(wait, 0.0)
+
+    async def _replan(self, step: float | None) -> None:
+        """Plan all fires again; say so with `ClockMoved` if the wall clock was seen stepped
+        (`step`) or fires had been recorded ahead of it."""
+        ahead = self._plan_all()
+        if step is None and not ahead:
+            return
+        now = self.clock.now()
+        jobs = sorted(ahead)
+        if step is not None:
+            seconds = step
+            detail = (
+                f"the wall clock moved {_span(step)} against the monotonic clock (a step, or a suspend); "
+                f"fires are planned again from {now.isoformat(timespec='seconds')}"
+            )
+        else:
+            lead = max(ahead.values())
+            seconds = -lead.total_seconds()
+            detail = (
+                f"{len(jobs)} job(s) had a fire or definition recorded up to {_span(lead.total_seconds())} "
+                f"ahead of the clock: it was ahead, then set back; their next fires count from "
+                f"{now.isoformat(timespec='seconds')}"
+            )
+        log.warning("clock moved: %s%s", detail, f" (jobs: {', '.join(jobs[:20])})" if jobs else "")
+        try:
+            await append_unordered(
+                self.store, ev.DAEMON_STREAM, ev.ClockMoved(seconds=round(seconds, 3), detail=detail, jobs=jobs[:100])
+            )
+        except Exception:
+            log.exception("the clock step could not be recorded")
+
+    async def _fire_due(self) -> None:
+        now = self.clock.now()
+        for name, at in self.timetable.pop_due(now):
+            job = self.registry.by_name(name)
+            if job is None:
+                self.timetable.drop(name)
+                continue
+            try:
+                await self.trigger(job, "schedule", scheduled_for=at.isoformat())
+            except Exception:
+                log.exception(
+                    "job %s: its scheduled run could not be queued; trying again in %.0f s", name, RETRY_FAILED_FIRE_SECONDS
+                )
+                self.timetable.postpone(name, now + timedelta(seconds=RETRY_FAILED_FIRE_SECONDS))
+
+    def _expect_retry(self, run_id: str) -> None:
+        """Wake for `run_id`'s retry: the wait is counted on the monotonic clock, capped by the
+        retry policy (a retry_at recorded on a clock that was ahead holds nothing back)."""
+        view = self.runs.get(run_id)
+        if view is None or view.state is not RunState.WAITING_RETRY or not view.retry_at:
+            return
+        delay = retry_delay(datetime.fromisoformat(view.retry_at), self.clock.now(), self.settings.model.retry.max_seconds)
+        self.retries.push(run_id, self.clock.monotonic() + delay)
+        self.schedule_changed.set()
+
+    async def _retry_due(self) -> None:
+        for run_id in self.retries.pop_due(self.clock.monotonic()):
+            view = self.runs.get(run_id)
+            if view is None or view.state is not RunState.WAITING_RETRY or run_id in self.handles:
+                continue
+            try:
+                await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
+            except Exception:
+                log.exception(
+                    "run %s could not be requeued for its retry; trying again in %.0f s", run_id, RETRY_FAILED_FIRE_SECONDS
+                )
+                self.retries.push(run_id, self.clock.monotonic() + RETRY_FAILED_FIRE_SECONDS)
+                continue
+            self.wakeup.set()
+
+    # --- requests from the CLI -----------------------------------------------------------------
+
+    async def _requests_loop(self) -> None:
+        unreadable_after: int | None = None  # said once per position
+        while True:
+            poll = self.settings.model.daemon.request_poll_seconds
+            try:
+                page = await self.store.read_all(self.requests_after, 200, ev.REQUESTS_STREAM)
+            except Exception as exc:
+                # an event whose data cannot be decoded (JSON nested deeper than this stack
+                # allows, appended by a writer with a higher recursion limit): davitd stays up
+                # and keeps running its jobs; the requests after it wait for an operator
+                if unreadable_after != self.requests_after:
+                    unreadable_after = self.requests_after
+                    log.error(
+                        "the requests after log position %d cannot be read (%s); they are not handled "
+                        "until the event is repaired",
+                        self.requests_after,
+                        type(exc).__name__,
+                    )
+                await anyio.sleep(poll)
+                continue
+            unreadable_after = None
+            handled = None
+            for stored in page:
+                if self.stopping:
+                    break  # left unhandled for the next start, where a run request still runs
+                if stored.stream != ev.REQUESTS_STREAM:
+                    # another stream the prefix matches ("requests-x", written by something
+                    # else than davit): passed over, or a page of them stalled every request
+                    handled = stored.position
+                    continue
+                try:
+                    await self._handle_request(stored)
+                except Exception as exc:
+                    # recorded, so a CLI waiting on it stops waiting (a log line alone left it
+                    # waiting until its timeout)
+                    await record_failure(self.store, stored, exc)
+                handled = stored.position
+            if handled is not None:
+                self.requests_after = handled
+                await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
+            else:
+                await anyio.sleep(poll)
+
+    async def _handle_request(self, stored: ev.StoredEvent) -> None:
+        command = decode_command(stored)
+        if command is None:
+            raise UnknownRequest(stored.type, self.version)
+        if isinstance(command, RunJobNow):
+            if command.run_id in self.runs:
+                return
+            job = self.registry.by_name(command.job)
+            if job is None:
+                await self._reject_run(command.run_id, command.job, f"no job named {command.job!r} is defined")
+            elif not self.stopping:
+                await self.trigger(job, "manual", run_id=command.run_id)
+        elif isinstance(command, ResumeRun):
+            view = self.runs.get(command.run_id)
+            if view and view.state in RESUMABLE and command.run_id not in self.handles:
+                await self.recorder(command.run_id).record(ev.RunRequeued(reason="resumed by operator"))
+                log.info("run %s resumed by operator", command.run_id)
+                self.wakeup.set()
+        elif isinstance(command, CancelRun):
+            await self._cancel(command.run_id)
+
+    async def _reject_run(self, run_id: str, job: str, reason: str) -> None:
+        queued = ev.RunQueued(run_id=run_id, job=job, kind="", revision="", spec={}, reason="manual")
+        failed = ev.RunFailed(error=reason, error_type="InvalidJob")
+        await self.store.append(
+            ev.run_stream(run_id), 0, [ev.NewEvent.of(new_event_id(), queued), ev.NewEvent.of(new_event_id(), failed)]
+        )
+        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+
+    async def _cancel(self, run_id: str) -> None:
+        view = self.runs.get(run_id)
+        # (the table alone: a cancel after the committing step started is recorded as ignored)
+        if view is None or view.state not in CANCELLABLE:
+            return
+        if await ex.cancel(self.recorder(run_id), self.handles.get(run_id), self.parts.work_for, self.limiter):
+            self.wakeup.set()  # the dispatcher runs the rollback
+        else:
+            await self._remove_leftovers(run_id)  # a run nobody executed, settled as cancelled
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self, tg: TaskGroup) -> None:
+        while True:
+            max_parallel = self.settings.model.daemon.max_parallel_runs
+            self.wakeup = anyio.Event()
+            busy_jobs = {self.runs[r].job for r in self.handles}
+            queued = sorted(
+                # A run found rolling back had its rollback cut short (crash): it resumes it.
+                (v for v in self.runs.values() if v.state in DISPATCHABLE and v.run_id not in self.handles),
+                key=lambda v: v.last_position,
+            )
+            for view in queued:
+                if len(self.handles) >= max_parallel or self.stopping or self.store.writes_failing:
+                    break  # (a run started while the log cannot be written would only wait)
+                if view.job in busy_jobs:
+                    continue
+                busy_jobs.add(view.job)
+                handle = ex.RunHandle(self.recorder(view.run_id))
+                self.handles[view.run_id] = handle
+                tg.start_soon(self._execute, handle)
+            self.notifier.status(self._status())
+            with anyio.move_on_after(1.0):
+                await self.wakeup.wait()
+
+    async def _execute(self, handle: ex.RunHandle) -> None:
+        try:
+            await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
+            await self._remove_leftovers(handle.recorder.run_id)
+        finally:
+            self.handles.pop(handle.recorder.run_id, None)
+            self._expect_retry(handle.recorder.run_id)
+            self.wakeup.set()
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_seconds
+        if not interval:
+            return
+        while True:
+            self.notifier.watchdog()
+            await anyio.sleep(interval / 2)
+
+
+def _is_job_file(_change: watchfiles.Change, path: str) -> bool:
+    return path.endswith(".toml")
+
+
+def _since(job: JobState) -> datetime:
+    """When the job's fires are counted from: its last scheduled fire, or its definition."""
+    return datetime.fromisoformat(job.last_scheduled_for or job.defined_at)
+
+
+def _span(seconds: float) -> str:
+    sign = "back " if seconds < 0 else "forward "
+    left = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if left >= size:
+            return f"{sign}{left / size:.1f} {unit}"
+    return f"{sign}{left:.0f} s"

@@ -1,0 +1,326 @@
+"""Events: past-tense facts, each a pydantic model with a `type` and a schema version.
+
+The eventstore persists an event as (id, type, schema, JSON data); `decode` turns a stored
+row back into its model. Old events stay readable: a model only ever gains optional fields,
+and a schema bump adds an upcaster here. Run events name the machine trigger they fire
+(`trigger`), which is how the fold derives a run's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from davit.domain.machine import Trigger
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    schema_version: ClassVar[int] = 1
+    trigger: ClassVar[Trigger | None] = None
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+# --- streams -------------------------------------------------------------------------------
+
+DAEMON_STREAM = "daemon"
+REQUESTS_STREAM = "requests"
+
+
+def run_stream(run_id: str) -> str:
+    return f"run-{run_id}"
+
+
+def job_stream(name: str) -> str:
+    return f"job-{name}"
+
+
+# --- envelopes shared with the eventstore ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; its id is chosen by the writer so a retried append is idempotent."""
+
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    schema: int = 1
+
+    @staticmethod
+    def of(event_id: str, event: Event) -> NewEvent:
+        return NewEvent(event_id, event.type_name(), event.model_dump(mode="json"), event.schema_version)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    position: int
+    stream: str
+    version: int
+    event_id: str
+    type: str
+    schema: int
+    data: dict[str, Any]
+    recorded_at: str
+    hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of an atomic append: all parts commit together or none does."""
+
+    stream: str
+    expected_version: int
+    events: tuple[NewEvent, ...]
+
+
+# --- daemon ---------------------------------------------------------------------------------
+
+
+class DaemonStarted(Event):
+    pid: int
+    home: str
+    version: str
+
+
+class DaemonStopped(Event):
+    reason: str
+
+
+class ConfigReloaded(Event):
+    """The daemon re-read its config (SIGHUP, `systemctl reload davit`) and applies it to new runs."""
+
+    file: str
+    changed: list[str]
+    needs_restart: list[str] = []
+
+
+class ConfigRejected(Event):
+    """A reload found the config invalid; the daemon keeps the settings it had."""
+
+    file: str
+    problems: list[dict[str, str]]
+
+
+class JobFileRejected(Event):
+    file: str
+    problems: list[dict[str, str]]
+    content_sha256: str = ""
+
+
+class RequestsHandled(Event):
+    upto_position: int
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+class JobDefined(Event):
+    name: str
+    kind: str
+    revision: str
+    file: str
+    spec: dict[str, Any]
+
+
+class JobRetired(Event):
+    name: str
+    file: str
+    reason: str
+
+
+class JobRunTriggered(Event):
+    run_id: str
+    revision: str
+    reason: str  # "new-revision" | "schedule" | "manual"
+    scheduled_for: str | None = None
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunQueued(Event):
+    run_id: str
+    job: str
+    kind: str
+    revision: str
+    spec: dict[str, Any]
+    reason: str
+
+
+class RunPreparing(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.PREPARE
+    attempt: int = 1
+
+
+class RunStarted(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.START
+    plan: list[str]
+    details: dict[str, Any] = {}
+
+
+class StepStarted(Event):
+    """`commits`: this step commits the run's result (a backup's `publish`, a migration's
+    `finalize`); once it has started a cancel no longer applies (see `davit/domain/machine.py`)."""
+
+    step: str
+    commits: bool = False
+
+
+class CheckpointRecorded(Event):
+    """A unit of work is durable; `cursor` says where to continue after it."""
+
+    step: str
+    cursor: dict[str, Any]
+    chunks_written: list[str] = []
+    bytes_done: int = 0
+    bytes_stored: int = 0
+    items_done: int = 0
+
+
+class StepCompleted(Event):
+    step: str
+    summary: dict[str, Any] = {}
+
+
+class RunWarning(Event):
+    message: str
+    step: str | None = None
+
+
+class RunVerifying(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.VERIFY
+
+
+class RunSucceeded(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.SUCCEED
+    snapshot_id: str | None = None
+    summary: dict[str, Any] = {}
+
+
+class RunFailed(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.FAIL
+    error: str
+    error_type: str
+
+
+class RunWaitingRetry(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.WAIT_RETRY
+    error: str
+    error_type: str
+    attempt: int
+    retry_at: str
+
+
+class RunInterrupted(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.INTERRUPT
+    reason: str
+
+
+class RunRequeued(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.REQUEUE
+    reason: str
+
+
+class RunCancelling(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.CANCEL
+    reason: str = "requested"
+
+
+class RunCancelled(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.CANCELLED
+
+
+class CancelIgnored(Event):
+    """A cancel arrived after the run's committing step `step` had started: the run goes on and
+    ends as its work does (a backup `succeeded`, with its snapshot), and says so."""
+
+    reason: str
+    step: str
+    state: str
+
+
+class RunRollingBack(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.ROLL_BACK
+    cause: str
+
+
+class RunRolledBack(Event):
+    trigger: ClassVar[Trigger | None] = Trigger.ROLLED_BACK
+    cause: str
+
+
+class RetentionApplied(Event):
+    forgotten: list[str]
+    kept: list[str]
+    packs_deleted: int = 0
+    bytes_freed: int = 0
+
+
+class ClockMoved(Event):
+    """The wall clock was found stepped (daemon stream): `seconds` is how far (negative: back;
+    at least that far when found from fires recorded ahead of it). Schedules were planned again
+    from the clock's new time, so a fire recorded while it was ahead holds nothing back."""
+
+    seconds: float
+    detail: str
+    jobs: list[str] = []
+
+
+class RequestFailed(Event):
+    """davitd could not handle the request recorded at `position` (it does not decode, names
+    a type this davitd does not know, or handling it raised): the CLI waiting on it stops
+    waiting and says why. `reason` names what failed, never the request's values."""
+
+    position: int
+    request_type: str
+    reason: str
+    run_id: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name(): cls
+    for cls in (
+        DaemonStarted,
+        DaemonStopped,
+        ConfigReloaded,
+        ConfigRejected,
+        JobFileRejected,
+        RequestsHandled,
+        JobDefined,
+        JobRetired,
+        JobRunTriggered,
+        RunQueued,
+        RunPreparing,
+        RunStarted,
+        StepStarted,
+        CheckpointRecorded,
+        StepCompleted,
+        RunWarning,
+        RunVerifying,
+        RunSucceeded,
+        RunFailed,
+        RunWaitingRetry,
+        RunInterrupted,
+        RunRequeued,
+        RunCancelling,
+        RunCancelled,
+        CancelIgnored,
+        RunRollingBack,
+        RunRolledBack,
+        RetentionApplied,
+        ClockMoved,
+        RequestFailed,
+    )
+}
+
+
+def decode(stored: StoredEvent) -> Event | None:
+    """The model of a stored event, or None for a type this version does not know."""
+    cls = EVENT_TYPES.get(stored.type)
+    return cls.model_validate(stored.data) if cls else None

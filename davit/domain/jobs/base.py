@@ -1,0 +1,140 @@
+"""What every job spec shares: the base model, retention, snapshot references, secret
+references, and turning pydantic's errors into (field, reason) problems.
+
+Secrets are declared by reference only: a `SecretRef` names an environment variable (`*_env`)
+or a file (`*_file`), never the value; resolving it is the adapters' business, at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import CroniterBadDateError, croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from davit.domain.errors import FieldProblem
+from davit.domain.redaction import has_uri_password
+
+JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+INLINE_SECRET_KEYS = frozenset({"password", "uri", "url", "api_key", "key", "token", "secret"})
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Retention(Spec):
+    """Which snapshots of a job to keep after a successful backup; the union is kept."""
+
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_daily: int | None = Field(default=None, ge=1)
+    keep_weekly: int | None = Field(default=None, ge=1)
+    keep_monthly: int | None = Field(default=None, ge=1)
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in (self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly))
+
+
+_A_LEAP_YEAR = datetime(2000, 1, 1, tzinfo=UTC)  # a fixed start: the verdict must not depend on the date
+
+
+class JobBase(Spec):
+    name: str = Field(pattern=JOB_NAME_PATTERN)
+    schedule: str | None = None
+    repository: str = "local"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * *')")
+        if value is not None:
+            # is_valid accepts a day that never comes (30 February), which has no next fire
+            try:
+                croniter(value, _A_LEAP_YEAR).get_next(datetime)
+            except CroniterBadDateError:
+                raise ValueError(f"{value!r}: the day it names never comes (e.g. 30 February)") from None
+        return value
+
+
+class SnapshotRef(Spec):
+    """`latest` of a job, or one snapshot by id (a unique prefix is enough)."""
+
+    job: str | None = Field(default=None, pattern=JOB_NAME_PATTERN)
+    snapshot: str = "latest"
+
+    @model_validator(mode="after")
+    def _latest_needs_job(self) -> SnapshotRef:
+        if self.snapshot == "latest" and self.job is None:
+            raise ValueError("snapshot = 'latest' needs the job whose latest snapshot to use")
+        return self
+
+
+def absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+def exactly_one_ref(env: str | None, file: str | None, what: str) -> None:
+    """A secret is given by exactly one reference: an environment variable or a file."""
+    if (env is None) == (file is None):
+        raise ValueError(f"give exactly one of {what}_env or {what}_file")
+
+
+def problems_from_validation(exc: ValidationError, skip_leading: int = 0) -> list[FieldProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]][skip_leading:]
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        elif err["type"] == "missing":
+            reason = "required field is missing"
+        problems.append(FieldProblem(".".join(loc) or "(job)", reason))
+    return problems
+
+
+def inline_secrets(node: dict[str, Any], prefix: str = "") -> list[FieldProblem]:
+    """Secrets written into the job file: a secret-named key with a value, or a URI carrying a
+    password in any field (a job's spec is recorded in the log, so it must hold none)."""
+    found = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += inline_secrets(value, path + ".")
+        elif key in INLINE_SECRET_KEYS and isinstance(value, str):
+            found.append(
+                FieldProblem(
+                    path,
+                    f"secrets are never written inline; use {key}_env (an environment variable) or {key}_file (a file) instead",
+                )
+            )
+        elif any(has_uri_password(text) for text in _strings(value)):
+            found.append(
+                FieldProblem(
+                    path,
+                    "holds a URI with a password; secrets are never written inline: "
+                    "put the URI in an environment variable or a file and name that",
+                )
+            )
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    return []
+
+
+def spec_revision(spec: BaseModel) -> str:
+    """A job's revision: the hash of its normalised spec, so comments and layout don't count."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

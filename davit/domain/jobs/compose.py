@@ -1,0 +1,55 @@
+"""Job spec of `compose.migrate`: move a compose project (definition, named volumes, bind
+mounted data, `.env`) from the local engine to another host over SSH.
+
+The source project is found on the local engine by its compose labels; the target is an SSH
+host whose sessions reach its Docker engine, verified against `known_hosts` (never
+auto-accepted). `base_path` is where the project directory lands; bind paths under the
+project directory are translated to it. `dry_run` runs inspect and pre-flight only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from davit.domain.jobs.base import JobBase, Spec, absolute_path
+
+
+class ComposeSource(Spec):
+    project: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    engine: str | None = None  # default: the daemon's DOCKER_HOST
+
+
+class SshTarget(Spec):
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    key_file: str
+    known_hosts: str
+    base_path: str
+    helper_image: str  # an image present on the target with tar, used to fill volumes
+    connect_timeout: float = Field(default=30, gt=0)
+
+    _absolute = field_validator("key_file", "known_hosts", "base_path")(absolute_path)
+
+
+class ComposeMigrateJob(JobBase):
+    kind: Literal["compose.migrate"]
+    source: ComposeSource
+    target: SshTarget
+    dry_run: bool = False
+    remove_source: bool = False
+    remove_source_volumes: bool = False
+    keep_failed_target: bool = False
+    verify_timeout: float = Field(default=120, gt=0)
+    stop_timeout: int = Field(default=30, ge=0)
+    min_free_bytes: int = Field(default=0, ge=0)  # extra headroom demanded on the target
+
+    @model_validator(mode="after")
+    def _volumes_go_with_the_source(self) -> ComposeMigrateJob:
+        if self.remove_source_volumes and not self.remove_source:
+            raise ValueError(
+                "remove_source_volumes = true needs remove_source = true (volumes are removed with the source's containers)"
+            )
+        return self

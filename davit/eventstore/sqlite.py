@@ -1,0 +1,795 @@
+"""The SQLite event store: atomic appends with expected versions, group commit, reads, tailing.
+
+Writers use one connection that opens every transaction with `BEGIN IMMEDIATE`, so a
+read-then-write transaction never fails its lock upgrade; readers use their own pool and never
+block the writer (WAL). Appends waiting at the same moment are gathered into one durable
+transaction (`synchronous=FULL`) and each is acknowledged only after that commit: this keeps
+every append durable while multiplying throughput. Each request in a batch is checked on its
+own, so a stale expected version rejects that request alone and writes nothing of it.
+
+A write the storage cannot take (full disk, file-size limit, I/O error) is raised as
+`EventLogFull` / `EventLogUnavailable` naming the state directory (davit/eventstore/failures.py).
+Given a `WriteOutage` (davitd's `LogHealth`), an append waits such a failure out instead: it
+is retried with backoff, unchanged, until it lands. Its event ids were fixed by the writer
+before the first try, so a try whose acknowledgement was lost is found and replayed, never
+written twice. `patient=False` tries once (a worker thread must not block on a full disk).
+
+A store opened `readonly` (the CLI's read commands) has no writer at all: its connections are
+SQLite `mode=ro` URIs, it runs no migration and takes no write lock, so it works on a
+read-only state directory while davitd writes. SQLite's own errors (not a database,
+malformed, a table gone) surface as one typed line, `EventLogDamaged`. With a log key the
+chain is keyed (`davit/eventstore/chain.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiosqlite
+from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError, NoResultFound
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError, EventStoreError
+from davit.domain.events import NewEvent, StoredEvent, StreamAppend
+from davit.eventstore import schema as s
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, canonical_json, event_hash, head_mac, key_id, same
+from davit.eventstore.failures import storage_failure
+from davit.eventstore.logkey import LogKey, LogKeyError
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class _Request:
+    parts: tuple[StreamAppend, ...]
+    done: asyncio.Future[list[int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    first_bad_position: int | None = None
+    reason: str | None = None
+    keyed_from: int | None = None  # the marker's position: events from it on are keyed
+
+
+class WriteOutage(Protocol):
+    """What a store does about writes the storage cannot take (davitd's `davit/daemon/loghealth.py`)."""
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed write until a write lands again."""
+        ...
+
+    def noticed(self, error: DavitError) -> None:
+        """A write failed with `error` (one of `LOG_UNWRITABLE`)."""
+
+    async def backoff(self, error: DavitError) -> None:
+        """Wait before the next try of a failed write, or raise `error` to give up on it."""
+
+    def succeeded(self) -> None:
+        """A write landed."""
+
+
+class EventLogMissing(EventStoreError):
+    """A command that must not create a log found none (a --home or state_dir typo, or davitd
+    has never run with this configuration)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no event log at {path} (has davitd run with this configuration?)")
+        self.path = path
+
+
+class EventLogDamaged(EventStoreError):
+    """The database cannot be read as a davit log: not SQLite, truncated, a table gone."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"event log {path} is damaged: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class EventLogTooNew(EventStoreError):
+    exit_code = EXIT_USAGE
+
+
+class EventLogReadOnly(EventStoreError):
+    """An append was asked of a log this process may only read (a read-only mount, another
+    user's state directory)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _configure(engine: Engine, begin: str, readonly: bool = False) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not readonly:  # setting the journal mode may write; a reader leaves the file as it is
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def _writer_engine(path: Path) -> Engine:
+    # The writer runs in one dedicated thread, so a whole group-commit transaction costs one
+    # hop off the event loop instead of one per statement.
+    engine = create_engine(f"sqlite:///{path}", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    _configure(engine, "BEGIN IMMEDIATE")
+    return engine
+
+
+def _reader_engine(path: Path) -> AsyncEngine:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=2, max_overflow=8)
+    _configure(engine.sync_engine, "BEGIN")
+    return engine
+
+
+def _readonly_uri(path: Path) -> str:
+    """`mode=ro`: SQLite opens the file read-only and refuses every write. A WAL log whose
+    -wal and -shm are gone (davitd stopped cleanly) in a directory we cannot write cannot be
+    opened that way (SQLite would have to create them); then all of the log is in the main
+    file and it is read as `immutable`."""
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() and not os.access(path.parent, os.W_OK):
+        uri += "&immutable=1"
+    return uri
+
+
+def _readonly_engine(path: Path) -> AsyncEngine:
+    uri = _readonly_uri(path)
+
+    async def connect() -> Any:
+        return await aiosqlite.connect(uri, uri=True, check_same_thread=False)
+
+    # The URL only picks the dialect and pool; `async_creator` makes every connection.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", async_creator=connect, pool_size=2, max_overflow=8)
+    _configure(engine.sync_engine, "BEGIN", readonly=True)
+    return engine
+
+
+def _object(text_: str, position: int) -> dict[str, Any]:
+    """An event's data: a JSON object, or `ValueError` naming the position (damage)."""
+    try:
+        data = json.loads(text_)
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested deeper than this stack
+        data = None
+    if not isinstance(data, dict):
+        raise ValueError(f"the data of the event at position {position} is not a JSON object")
+    return data
+
+
+def _stored(row: Row[Any]) -> StoredEvent:
+    return StoredEvent(
+        position=row.position,
+        stream=row.stream,
+        version=row.version,
+        event_id=row.event_id,
+        type=row.type,
+        schema=row.schema,
+        data=_object(row.data, row.position),
+        recorded_at=row.recorded_at,
+        hash=row.hash,
+    )
+
+
+class SqliteEventStore:
+    """The event log in one SQLite file. Open with `await store.open()`; close when done."""
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], str] = utc_now,
+        key: LogKey | None = None,
+        key_path: Path | None = None,
+        outage: WriteOutage | None = None,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._key = key
+        self._key_path = key.path if key is not None else key_path  # where a key was looked for
+        self._outage = outage
+        self._writer: Engine | None = None
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="davit-eventlog")
+        self._reader: AsyncEngine | None = None
+        self._pending: list[_Request] = []
+        self._commit_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self, create: bool = True, readonly: bool = False) -> SqliteEventStore:
+        """Open the log. `create` (davitd): make the log if missing, migrate it, and with a key
+        seal it (see `davit/eventstore/chain.py`). Without `create` (the CLI's requests) the log must
+        exist at the current schema. `readonly`: reads only, no write lock ever taken."""
+        if (readonly or not create) and not self.path.exists():
+            raise EventLogMissing(self.path)
+        if readonly:
+            self._reader = _readonly_engine(self.path)
+            try:
+                async with self._reading() as conn:
+                    await conn.run_sync(lambda c: _probe(c, self.path))
+            except BaseException:
+                await self.close()
+                raise
+            return self
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)):
+            # SQLite needs the directory too (-wal, -shm, the journal); say so before it fails.
+            raise EventLogReadOnly(f"the event log {self.path} is read-only here; this command appends to it")
+        self._writer = _writer_engine(self.path)
+        try:
+            while True:
+                try:
+                    await self._in_writer(self._migrate if create else self._check_current)
+                    break
+                except LOG_UNWRITABLE as exc:
+                    # Migrating or sealing writes too: davitd waits a full disk out here as it
+                    # does for every append (one transaction, so a retry starts afresh).
+                    if self._outage is None or not create:
+                        raise
+                    self._outage.noticed(exc)
+                    await self._outage.backoff(exc)
+        except BaseException:
+            # (storage failures arrive typed: `_migrate` and `_check_current` run under `_mapped`)
+            await self.close()
+            raise
+        if self._outage is not None and create:
+            self._outage.succeeded()
+        self._reader = _reader_engine(self.path)
+        return self
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.dispose()
+        if self._writer is not None:
+            await self._in_writer(self._writer.dispose)
+        self._writer_thread.shutdown(wait=True)
+        self._writer = self._reader = None
+
+    async def __aenter__(self) -> SqliteEventStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _migrate(self) -> None:
+        assert self._writer is not None
+        with _mapped(self.path), self._writer.begin() as conn:
+            current = _probe(conn, self.path, fresh_ok=True)
+            if current is None:  # a new log: the tables as they are now, every migration recorded
+                s.metadata.create_all(conn)
+                current = 0
+                for version in range(1, s.LATEST_VERSION + 1):
+                    conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
+            else:
+                for version in range(current + 1, s.LATEST_VERSION + 1):
+                    for statement in s.MIGRATIONS[version]:
+                        conn.execute(text(statement))
+                    conn.execute(insert(s.schema_version).values(version=version, applied_at=self._clock()))
+            if conn.execute(select(s.chain_head.c.id)).first() is None:
+                if conn.execute(select(s.events.c.position).limit(1)).first() is not None:
+                    # Recreated at genesis, it would let the next append collide or hide the
+                    # events' removal: the head of a log with events is never guessed.
+                    raise EventLogDamaged(self.path, "chain_head has no row")
+                conn.execute(insert(s.chain_head).values(id=1, position=0, hash=s.GENESIS_HASH))
+            if self._key is not None:
+                self._seal(conn, self._key)
+
+    def _check_current(self) -> None:
+        """A log the CLI appends requests to: there, at this davit's schema (davitd migrates)."""
+        assert self._writer is not None
+        with _mapped(self.path), self._writer.begin() as conn:
+            current = _probe(conn, self.path)
+            if current != s.LATEST_VERSION:
+                raise EventStoreError(
+                    f"{self.path} has log schema {current}, older than this davit "
+                    f"({s.LATEST_VERSION}); start davitd once to upgrade it"
+                )
+            sealed = _head(conn)[2] is not None
+            if sealed and self._key is None:
+                raise LogKeyError(
+                    f"the event log {self.path} is keyed and there is no log key at {self._key_path or 'the configured path'}"
+                )
+            if not sealed and self._key is not None and self._key.seal_done:
+                raise LogKeyError(rolled_back(self.path, self._key))
+            if not sealed and self._key is not None:
+                # Only davitd's seal may come next: a plain event appended now would move the
+                # head away from the one the key was made to seal, and davitd would refuse it.
+                raise LogKeyError(
+                    f"the event log {self.path} is not sealed with the key {self._key.path} yet; start davitd once first"
+                )
+
+    def _seal(self, conn: Connection, key: LogKey) -> None:
+        """Make this log keyed under `key` if it is not: one keyed marker event whose hash covers
+        the plain head, then the head sealed. A log already keyed must be keyed with `key`."""
+        marker = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first()
+        if marker is not None:
+            if _object(marker.data, marker.position).get("key_id") != key_id(key.secret):
+                raise LogKeyError(
+                    f"the event log {self.path} was keyed with another key than {key.path}; restore the key it was keyed with"
+                )
+            return
+        position, prev_hash, _ = _head(conn)
+        if key.seal_done:
+            # Its writer sealed the log under this key once: a log without the marker lost its
+            # keyed part, even with the head back at exactly the sealed pair. Sealing it again
+            # would hide that for good.
+            raise LogKeyError(rolled_back(self.path, key))
+        if key.sealed is not None and key.sealed != (position, prev_hash):
+            raise LogKeyError(
+                f"the event log {self.path} (head at position {position}) is not the log the key {key.path} "
+                f"was made for (head at position {key.sealed[0]}): its keyed part may have been removed. "
+                "If the log was replaced on purpose, move the key aside and start davitd again"
+            )
+        version = conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = ?", (MARKER_STREAM,)).scalar()
+        new = NewEvent(
+            uuid.uuid4().hex,
+            MARKER_TYPE,
+            {
+                "key_id": key_id(key.secret),
+                "plain_events": position,
+                "plain_head": prev_hash,
+            },
+        )
+        row = self._row(new, MARKER_STREAM, int(version or 0) + 1, position + 1, prev_hash, key.secret)
+        conn.exec_driver_sql(_INSERT_SQL, [row])
+        conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position + 1, row[-1], head_mac(key.secret, position + 1, row[-1])))
+
+    # --- appends -----------------------------------------------------------------------------
+
+    @property
+    def writes_failing(self) -> bool:
+        """True while writes fail for storage reasons (only known with a `WriteOutage`)."""
+        return self._outage is not None and self._outage.failing
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
+        """Append events to a stream whose version must be `expected_version`; their positions."""
+        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
+        """Append to several streams in one transaction: all parts are written, or none is.
+
+        With a `WriteOutage`, a storage failure is retried (the same parts, the same event ids)
+        until the append lands or the outage gives up; `patient=False` tries once.
+        """
+        while True:
+            try:
+                positions = await self._append_once(parts)
+            except LOG_UNWRITABLE as exc:
+                if self._outage is None:
+                    raise
+                self._outage.noticed(exc)
+                if not patient:
+                    raise
+                await self._outage.backoff(exc)
+                continue
+            if self._outage is not None:
+                self._outage.succeeded()
+            return positions
+
+    async def _append_once(self, parts: Sequence[StreamAppend]) -> list[int]:
+        request = _Request(tuple(parts))
+        self._pending.append(request)
+        async with self._commit_lock:
+            if not request.done.done():
+                # Let appenders that became ready in this loop turn (typically the ones whose
+                # previous append was just acknowledged) join this batch before it is taken.
+                await asyncio.sleep(0)
+                batch, self._pending = self._pending, []
+                await self._commit(batch)
+        return await request.done
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        try:
+            results = await self._in_writer(self._write, batch)
+        except Exception:
+            if len(batch) == 1:
+                raise_into(batch[0], self._map_error)
+                return
+            # One request broke the shared transaction in a way the checks did not foresee:
+            # commit each on its own so the others still land.
+            for request in batch:
+                try:
+                    (result,) = await self._in_writer(self._write, [request])
+                    _settle(request, result)
+                except Exception:
+                    raise_into(request, self._map_error)
+            return
+        for request, result in zip(batch, results, strict=True):
+            _settle(request, result)
+
+    def _map_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, DavitError):
+            return exc
+        mapped = storage_failure(exc, self.path) or EventStoreError(f"event log write failed: {type(exc).__name__}: {exc}")
+        mapped.__cause__ = exc
+        return mapped
+
+    def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
+        """One transaction for the whole batch, run in the writer thread (a single hop).
+
+        The hot path goes through `exec_driver_sql` with fixed statements: building
+        expressions per transaction cost several times the commit itself.
+        """
+        assert self._writer is not None
+        with self._writer.begin() as conn:
+            position, prev_hash, mac = conn.exec_driver_sql(_HEAD_SQL).one()
+            secret = self._link_key(mac)
+            versions, replays = _lookup(conn, batch)
+            rows: list[tuple[Any, ...]] = []
+            results: list[list[int] | BaseException] = []
+            for request in batch:
+                outcome = _check(request, versions, replays)
+                if outcome is not None:
+                    results.append(outcome)
+                    continue
+                positions = []
+                for part in request.parts:
+                    version = versions[part.stream]
+                    for new in part.events:
+                        position += 1
+                        version += 1
+                        row = self._row(new, part.stream, version, position, prev_hash, secret)
+                        prev_hash = row[-1]
+                        rows.append(row)
+                        replays[new.event_id] = position
+                        positions.append(position)
+                    versions[part.stream] = version
+                results.append(positions)
+            if rows:
+                conn.exec_driver_sql(_INSERT_SQL, rows)
+                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash, _seal_head(secret, position, prev_hash)))
+            return results
+
+    def _link_key(self, mac: str | None) -> bytes | None:
+        """The key new events are linked with: a keyed log (its head sealed) needs the key,
+        decided inside the write transaction so an append racing the sealing is keyed too."""
+        if mac is None:
+            return None
+        if self._key is None:
+            raise LogKeyError(f"the event log {self.path} is keyed and this process has no log key")
+        return self._key.secret
+
+    def _row(
+        self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str, secret: bytes | None = None
+    ) -> tuple[Any, ...]:
+        data = canonical_json(new.data)
+        recorded_at = self._clock()
+        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, secret)
+        return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
+
+    async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_thread, fn, *args)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
+        query = (
+            select(s.events).where(s.events.c.stream == stream, s.events.c.version >= from_version).order_by(s.events.c.version)
+        )
+        return await self._select(query)
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
+        query = select(s.events).where(s.events.c.position > after_position)
+        if stream_prefix is not None:
+            query = query.where(s.events.c.stream.startswith(stream_prefix, autoescape=True))
+        return await self._select(query.order_by(s.events.c.position).limit(limit))
+
+    async def iter_all(
+        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after a position, read page by page."""
+        while True:
+            rows = await self.read_all(after_position, page, stream_prefix)
+            for row in rows:
+                yield row
+            if len(rows) < page:
+                return
+            after_position = rows[-1].position
+
+    async def stream_version(self, stream: str) -> int:
+        async with self._reading() as conn:
+            current = (await conn.execute(select(func.max(s.events.c.version)).where(s.events.c.stream == stream))).scalar()
+            return int(current or 0)  # inside: a version that is text is damage, named as such
+
+    async def head_position(self) -> int:
+        async with self._reading() as conn:
+            current = (await conn.execute(select(func.max(s.events.c.position)))).scalar()
+            return int(current or 0)
+
+    async def streams(self, prefix: str) -> list[str]:
+        async with self._reading() as conn:
+            rows = await conn.execute(
+                select(s.events.c.stream)
+                .where(s.events.c.stream.startswith(prefix, autoescape=True), s.events.c.version == 1)
+                .order_by(s.events.c.position)
+            )
+            return [r.stream for r in rows]
+
+    async def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position`, in order, then new ones as they are committed."""
+        while True:
+            rows = await self.read_all(after_position, 1000, stream_prefix)
+            for row in rows:
+                yield row
+                after_position = row.position
+            if not rows:
+                await asyncio.sleep(poll_seconds)
+
+    async def _select(self, query: Any) -> list[StoredEvent]:
+        async with self._reading() as conn:
+            return [_stored(r) for r in await conn.execute(query)]
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A reader connection; SQLite's errors become one typed line (`EventLogDamaged`)."""
+        assert self._reader is not None
+        with _mapped(self.path):
+            async with self._reader.connect() as conn:
+                yield conn
+
+    async def integrity_check(self) -> str:
+        async with self._reading() as conn:
+            rows = (await conn.exec_driver_sql("PRAGMA integrity_check")).all()
+        return "; ".join(str(r[0]) for r in rows)
+
+    # --- integrity ---------------------------------------------------------------------------
+
+    async def verify_chain(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
+        """Recompute the chain from the first event; name the first position that breaks it.
+
+        Events up to the key marker are plain links, the marker and every event after it keyed
+        links (which needs `key`: `LogKeyError` naming the key without it), and a keyed log's
+        head must carry the key's seal. With a key, a log with no marker is broken: its keyed
+        part was removed (or the key made and davitd not started since)."""
+        prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
+        secret: bytes | None = None
+        keyed_from: int | None = None
+        async with self._reading() as conn:
+            result = await conn.stream(select(s.events).order_by(s.events.c.position))
+            async for row in result:
+                if row.position != expected_position:
+                    return ChainReport(False, checked, expected_position, "event missing (gap in positions)", keyed_from)
+                if row.prev_hash != prev_hash:
+                    return ChainReport(False, checked, row.position, "previous hash does not match", keyed_from)
+                if keyed_from is None and row.stream == MARKER_STREAM and row.type == MARKER_TYPE:
+                    if key is None:
+                        raise LogKeyError(
+                            f"the event log {self.path} is keyed (from position {row.position}) and "
+                            f"there is no log key at {key_path or 'the configured path'} to verify it"
+                        )
+                    secret, keyed_from = key.secret, row.position
+                digest = event_hash(
+                    prev_hash,
+                    row.position,
+                    row.event_id,
+                    row.stream,
+                    row.version,
+                    row.type,
+                    row.schema,
+                    row.data,
+                    row.recorded_at,
+                    secret,
+                )
+                if not same(digest, row.hash):
+                    reason = "content does not match its hash"
+                    if row.position == keyed_from and _object(row.data, row.position).get("key_id") != key_id(secret or b""):
+                        reason = f"the log was keyed with another key than {key.path if key else '?'}"
+                    return ChainReport(False, checked, row.position, reason, keyed_from)
+                prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
+            # SELECT *: a log not yet migrated to the keyed schema (read-only readers never
+            # migrate) has no mac column, and is not keyed.
+            head = (await conn.exec_driver_sql("SELECT * FROM chain_head WHERE id = 1")).one()._mapping
+        if head["position"] != expected_position - 1 or head["hash"] != prev_hash:
+            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)", keyed_from)
+        if secret is not None and not same(head.get("mac"), head_mac(secret, head["position"], head["hash"])):
+            return ChainReport(
+                False, checked, expected_position, "chain head not sealed by the key (newest events removed?)", keyed_from
+            )
+        if secret is None and key is not None and key.seal_done:
+            return ChainReport(False, checked, expected_position, rolled_back(self.path, key), None)
+        if secret is None and key is not None:
+            return ChainReport(
+                False,
+                checked,
+                expected_position,
+                f"no key marker though the key {key.path} exists: the log's keyed part was removed "
+                "or the log replaced (or davitd has not started since the key was made)",
+                None,
+            )
+        return ChainReport(True, checked, keyed_from=keyed_from)
+
+
+_HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
+_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = ?, hash = ?, mac = ? WHERE id = 1"
+_MARKER_SQL = "SELECT position, data FROM events WHERE stream = ? AND type = ? ORDER BY position LIMIT 1"
+_TABLES = ("events", "chain_head", "schema_version")
+
+
+def rolled_back(path: Path, key: LogKey) -> str:
+    """Why a log without a key marker is refused under a key its writer marked sealed."""
+    return (
+        f"the event log {path} was sealed under the key {key.path} but its keyed part is gone: "
+        "rolled back or truncated (if the log was replaced on purpose, move the key aside)"
+    )
+
+
+def _head(conn: Connection) -> tuple[int, str, str | None]:
+    position, hash_, mac = conn.exec_driver_sql(_HEAD_SQL).one()
+    return int(position), str(hash_), mac
+
+
+def _seal_head(secret: bytes | None, position: int, hash_: str) -> str | None:
+    return None if secret is None else head_mac(secret, position, hash_)
+
+
+def _probe(conn: Connection, path: Path, fresh_ok: bool = False) -> int | None:
+    """The log's schema version; None for a new, empty file if `fresh_ok`. `EventLogDamaged`
+    if it is not a whole davit log, `EventLogTooNew` if a newer davit wrote it."""
+    names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in _TABLES if t not in names]
+    if fresh_ok and not names:
+        return None
+    if missing:
+        raise EventLogDamaged(path, f"table {', '.join(missing)} missing")
+    current = conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").scalar()
+    if current is None:
+        raise EventLogDamaged(path, "no schema version recorded")
+    if int(current) > s.LATEST_VERSION:
+        raise EventLogTooNew(f"{path} has log schema {current}, newer than this davit ({s.LATEST_VERSION}); upgrade davit")
+    columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(chain_head)")}
+    if int(current) >= 2 and "mac" not in columns:
+        raise EventLogDamaged(path, "table chain_head has lost its mac column")
+    return int(current)
+
+
+class _mapped:
+    """SQLite's own errors (not a database, malformed, no such table, cannot open) as one
+    typed line naming the log; usable around sync and async code alike."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None or isinstance(exc, DavitError):
+            return
+        if isinstance(exc, NoResultFound | ValueError | TypeError):
+            # Rows of a shape davit never writes (a head row gone, data that is not JSON, a
+            # number that is text): someone edited the file. One line, not a traceback.
+            detail = "chain_head has no row" if isinstance(exc, NoResultFound) else str(exc).splitlines()[0]
+            raise EventLogDamaged(self.path, f"unexpected content ({detail})") from None
+        original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        if not isinstance(original, sqlite3.Error):
+            return
+        reason = str(original).splitlines()[0] if str(original) else type(original).__name__
+        if "locked" in reason or "busy" in reason or "unable to open" in reason:
+            raise EventStoreError(f"event log {self.path}: {reason}") from None
+        if "readonly" in reason:
+            raise EventLogReadOnly(f"the event log {self.path} is read-only here: {reason}") from None
+        # A full disk or an I/O error (a migration or the sealing writes too) is not damage:
+        # the same write succeeds once there is room.
+        failure = storage_failure(original, self.path)
+        if failure is not None:
+            raise failure from None
+        raise EventLogDamaged(self.path, reason) from None
+
+
+_INSERT_SQL = (
+    "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_LIMIT = 500  # bound parameters per IN (...) list
+
+
+def _lookup(conn: Connection, batch: list[_Request]) -> tuple[dict[str, int], dict[str, int]]:
+    """Current versions of the streams the batch touches, and which of its event ids exist."""
+    streams = sorted({part.stream for r in batch for part in r.parts})
+    ids = [e.event_id for r in batch for part in r.parts for e in part.events]
+    versions = dict.fromkeys(streams, 0)
+    replays: dict[str, int] = {}
+    for group in _groups(streams):
+        marks = ",".join("?" * len(group))
+        rows = conn.exec_driver_sql(
+            f"SELECT stream, MAX(version) FROM events WHERE stream IN ({marks}) GROUP BY stream", tuple(group)
+        )
+        versions.update((stream, int(version)) for stream, version in rows)
+    for group in _groups(ids):
+        marks = ",".join("?" * len(group))
+        rows = conn.exec_driver_sql(f"SELECT event_id, position FROM events WHERE event_id IN ({marks})", tuple(group))
+        replays.update((event_id, int(pos)) for event_id, pos in rows)
+    return versions, replays
+
+
+def _groups(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _IN_LIMIT] for i in range(0, len(items), _IN_LIMIT)]
+
+
+def _check(request: _Request, versions: dict[str, int], replays: dict[str, int]) -> list[int] | BaseException | None:
+    """None if the request may be written; otherwise its result (a replay or an error)."""
+    ids = [e.event_id for part in request.parts for e in part.events]
+    if len(set(ids)) != len(ids):
+        return EventStoreError("an append carries the same event id twice")
+    known = [i for i in ids if i in replays]
+    if known:
+        if len(known) == len(ids):  # a retry of an append that already landed
+            return [replays[i] for i in ids]
+        return EventStoreError("an append repeats some, not all, of its event ids")
+    for part in request.parts:
+        if versions[part.stream] != part.expected_version:
+            return ConcurrencyError(part.stream, part.expected_version, versions[part.stream])
+    return None
+
+
+def _settle(request: _Request, result: list[int] | BaseException) -> None:
+    if request.done.done():
+        return
+    if isinstance(result, BaseException):
+        request.done.set_exception(result)
+    else:
+        request.done.set_result(result)
+
+
+def raise_into(request: _Request, mapper: Callable[[BaseException], BaseException]) -> None:
+    import sys
+
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    if not request.done.done():
+        request.done.set_exception(mapper(exc))
+
+
+def log_head(path: Path) -> tuple[int, str, bool]:
+    """The head (position, hash) of the log at `path` and whether it is keyed, read-only;
+    (0, genesis, False) if there is no log yet. For making a key that will seal this head.
+    The log is checked as every opening checks it (`_probe`) before any key is made for it."""
+    if not path.exists():
+        return 0, s.GENESIS_HASH, False
+    uri = _readonly_uri(path)
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
+    _configure(engine, "BEGIN", readonly=True)  # one snapshot for every read below
+    try:
+        with _mapped(path), engine.begin() as conn:
+            if _probe(conn, path, fresh_ok=True) is None:
+                return 0, s.GENESIS_HASH, False
+            # not `_head`: a log of schema 1 (before keys) has no mac column until davitd migrates it
+            position, hash_ = conn.exec_driver_sql("SELECT position, hash FROM chain_head WHERE id = 1").one()
+            keyed = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first() is not None
+            return int(position), str(hash_), keyed
+    finally:
+        engine.dispose()

@@ -1,1 +1,0 @@
-"""The append-only event log on SQLAlchemy 2 async + aiosqlite (see `eventstore/sqlite.py`)."""
