@@ -49,6 +49,13 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_the_tree_is_ruff_formatted() -> None:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is a test dependency"
+    result = subprocess.run([ruff, "format", "--check", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, f"run `ruff format .`:\n{result.stdout}"
+
+
 def test_mypy_is_clean() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
