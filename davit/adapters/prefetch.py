@@ -100,7 +100,8 @@ def chunks_ahead(
 ) -> Iterator[tuple[E, Iterator[bytes]]]:
     """Entries with their chunks, read (and so verified, `read` being the repository's
     `read_chunk`) on `pool` up to `depth` chunks ahead of the writer: the chunks of the entry
-    being written first, then those of the entries after it."""
+    being written first, then those of the entries after it. Chunks of an entry the writer has
+    not taken when it asks for the next entry are dropped."""
     queued: deque[tuple[E, deque[Future[bytes]], list[str]]] = deque()
     inflight = 0
     source = iter(entries)
@@ -142,4 +143,11 @@ def chunks_ahead(
     while queued:
         entry, futures, todo = queued.popleft()
         yield entry, chunks_of(futures, todo)
+        # the writer moved on: chunks of this entry it did not take are no longer in flight (left
+        # counted, they would keep `fill` from taking the next entry and end the entries early)
+        inflight -= len(futures)
+        for future in futures:
+            future.cancel()
+        futures.clear()
+        todo.clear()
         fill()

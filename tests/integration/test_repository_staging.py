@@ -86,3 +86,28 @@ def test_a_name_that_is_not_a_run_id_gets_no_staging_directory(tmp_path: Path, r
     repo = Repository.open(tmp_path / "repo")
     with pytest.raises(PermanentError, match="not a run id"):
         repo.staging(run_id)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file"])
+def test_a_symlink_or_file_planted_at_a_runs_staging_is_refused_and_nothing_is_written_outside_the_repository(
+    tmp_path: Path, planted: str
+) -> None:
+    """Someone who can write the repository plants `staging/<run>` before the run stages there:
+    a symlink to a directory elsewhere made the backup write its staged tree (the names of every
+    file it stored) there, outside the repository; the run now fails, naming the path."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("hello")
+    repo = Repository.open(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    place = repo.root / "staging" / "b1"
+    place.parent.mkdir(exist_ok=True)
+    if planted == "symlink":
+        place.symlink_to(outside)
+    else:
+        place.write_text("not a directory\n")
+    with pytest.raises(PermanentError, match="staging/b1"):
+        backup(repo, source, "b1")
+    assert list(outside.iterdir()) == []
+    assert repo.snapshots() == []

@@ -201,3 +201,14 @@ def test_stopping_a_restore_stops_reading_its_chunks() -> None:
         assert list(chunks) == [b"data of " + bytes.fromhex(entry.chunks[0])]
         items.close()
     assert store.started <= 1 + 3
+
+
+def test_an_entry_whose_chunks_the_writer_leaves_does_not_end_the_entries_after_it() -> None:
+    """A writer that passes over an entry without taking all its chunks (today's writers take them
+    all, even for a hard link, or fail the run; a new writer skipping an entry with a warning need
+    not): those chunks stayed counted as in flight, and with `depth` of them left no further entry
+    was taken: the entries ended early, silently, a truncated restore."""
+    todo = [Entry("big", [f"{j:08x}" for j in range(6)]), *entries(20, 1)]
+    with ThreadPoolExecutor(4) as pool:
+        got = [entry.path for entry, _chunks in chunks_ahead(todo, Chunks().read, pool, 4)]
+    assert got == [e.path for e in todo]

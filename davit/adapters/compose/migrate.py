@@ -71,6 +71,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         return [INSPECT, PREFLIGHT] if self.spec.dry_run else list(PLAN)
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        # The repository is used only at `finalize`, after the source is removed: open it now, so
+        # one that cannot be opened fails the run before anything is stopped
+        _ = self.repo
         self.details = {
             "project": self.spec.source.project,
             "target": self.address.where,
@@ -308,6 +311,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
 
     def _finalize(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
+        # opened before anything is removed: a resumed run whose repository cannot be opened now
+        # fails here with its source still there for the rollback to start again
+        staging = self.repo.staging(self.run_id)
         removed: list[str] = []
         if self.spec.remove_source:
             label = f"{COMPOSE_PROJECT}={info['name']}"
@@ -324,5 +330,5 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                             removed.append(f"volume {item.target}")
         with ssh_connect(self.address) as host:
             host.run(f"rm -rf {shlex.quote(self.layout.store)}")
-        self.repo.staging(self.run_id).remove()  # where an earlier davit kept exported chunks
+        staging.remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}

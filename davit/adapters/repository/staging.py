@@ -55,7 +55,14 @@ class Staging:
         return self.path / TREE
 
     def create(self) -> Path:
-        """The directory, created (0700 whatever the umask) if it is not there; its path."""
+        """The directory, created (0700 whatever the umask) if it is not there; its path. A symlink
+        or file in its place (planted by someone who can write the repository) is refused: a
+        staged tree written through a symlink would land outside the repository."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            raise PermanentError(
+                f"{self.path}: a run's staging must be a directory of the repository; something "
+                f"else is in its place (a symlink or a file): remove it, then resume the run"
+            )
         make_dirs(self.path)
         return self.path
 

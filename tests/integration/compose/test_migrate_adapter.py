@@ -19,6 +19,7 @@ from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
+from davit.adapters.steps import run_steps
 from davit.domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext
 from tests.integration.compose.narrow_target import target_without
@@ -286,3 +287,58 @@ def test_env_files_extended_files_configs_and_secrets_go_with_the_project(
         assert set(DEFINITION_FILES) <= set(ctx.summaries[INSPECT]["files"]) and ctx.warnings == []
     finally:
         cleanup(stack, tmp_path / "target")
+
+
+def migration_with_unopenable_repository(spec: ComposeMigrateJob, tmp_path: Path) -> ComposeMigrateWork:
+    """The work as davitd builds it, its repository opened when first asked for; that repository's
+    path is taken by a file (as good as a passphrase gone or a disk not mounted): opening it fails."""
+    taken = tmp_path / "repo-taken"
+    taken.write_text("not a repository\n")
+    return ComposeMigrateWork(RunInputs(spec, "mig1", Tuning(), open_repo=lambda: Repository.open(taken)))
+
+
+def test_a_repository_that_cannot_be_opened_fails_the_migration_before_anything_is_stopped(
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
+    """Before the repository was opened lazily it was opened to build the work, so a run whose
+    repository cannot be opened failed before `prepare`. Lazily, the migration's first use of it
+    was in `finalize`, after the source (and its volumes) were removed: the run then failed and
+    rolled back, removing the target too."""
+    source, _target = engines
+    before_volume = digest(stack.volume_dir(source))
+    ctx = SummaryContext()
+    work = migration_with_unopenable_repository(
+        job(stack, ssh_peer, tmp_path / "target", remove_source=True, remove_source_volumes=True), tmp_path
+    )
+    with pytest.raises(OSError):
+        work.prepare(ctx)
+    assert not ctx.done
+    assert stack.states(source) == {"web": "running", "worker": "running"}
+    assert digest(stack.volume_dir(source)) == before_volume
+
+
+def test_a_resumed_migration_whose_repository_cannot_be_opened_removes_nothing_at_finalize(
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
+    """davitd stopped just before `finalize`; at its next start the repository cannot be opened:
+    `finalize` fails before it removes the source, which the rollback can then start again."""
+    source, _target = engines
+    before_volume = digest(stack.volume_dir(source))
+    spec = job(stack, ssh_peer, tmp_path / "target", remove_source=True, remove_source_volumes=True)
+    ctx = SummaryContext()
+    first = work_for(spec, tmp_path)
+    first.prepare(ctx)
+    steps = [s for s in first.steps() if s.name != FINALIZE]
+    run_steps(ctx, steps, stop_between=True)  # everything but finalize, as before a shutdown
+    assert FINALIZE not in ctx.done and {STOP, START} <= ctx.done
+
+    resumed = migration_with_unopenable_repository(spec, tmp_path)
+    with pytest.raises(OSError):
+        resumed.run(ctx)
+    assert FINALIZE not in ctx.done
+    assert f"{stack.name}_appdata" in [v.name for v in source.volumes.list(filters={"name": stack.name})]
+    assert digest(stack.volume_dir(source)) == before_volume
+    assert set(stack.states(source)) == {"web", "worker"}, "the source's containers are still there to restart"
+    assert resumed.needs_rollback(ctx)
+    resumed.rollback(ctx)
+    assert stack.states(source) == {"web": "running", "worker": "running"}
