@@ -309,6 +309,7 @@ async def _failed(
         attempt=view.attempt,
         max_attempts=retry.max_attempts,
         reversible=isinstance(work, ReversibleWork),
+        committed=view.committed_step is not None,
     )
     if then is Trigger.ROLL_BACK and await _changed(rec, work, ctx, in_thread):
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

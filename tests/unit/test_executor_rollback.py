@@ -94,6 +94,28 @@ def test_a_run_found_rolling_back_resumes_its_rollback(tmp_path: Path) -> None:
     assert calls == ["restart_source"]
 
 
+class FailsWhileCommitting(MigrationLike):
+    """Changes things, then starts its committing step (a migration's `finalize`, which removes
+    the source) and fails in it, as when the target host drops the link mid-finalize."""
+
+    def run(self, ctx: RunContext) -> None:
+        ctx.step_started("change")
+        ctx.checkpoint("change", {"changed": True})
+        ctx.step_started("more", commits=True)
+        self.calls.append("source removed")
+        raise PermanentError("ssh: the target host closed the connection")
+
+
+def test_a_failure_after_the_committing_step_started_fails_without_rolling_back(tmp_path: Path) -> None:
+    """Before, the executor rolled such a run back: the rollback removed the target, which by then
+    held the only copy of the stack whose source `finalize` had removed."""
+    calls: list[str] = []
+    view = anyio.run(_run, tmp_path / "log.db", FailsWhileCommitting(calls), [])
+    assert view.state is RunState.FAILED
+    assert view.error is not None and "closed the connection" in view.error
+    assert calls == ["source removed"], "no rollback step ran"
+
+
 class CancelledMigration(MigrationLike):
     """An operator cancels it while it runs, after its change (or before, with `early`)."""
 

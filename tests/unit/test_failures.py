@@ -48,3 +48,12 @@ def test_the_decision_is_always_a_move_the_machine_allows(state: RunState, retry
     for attempt in (1, MAX):
         then = after_failure(state, retryable=retryable, attempt=attempt, max_attempts=MAX, reversible=reversible)
         assert allowed(state, then), (state, then)
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.VERIFYING], ids=lambda s: s.value)
+def test_a_run_whose_committing_step_started_is_retried_or_fails_but_never_rolls_back(state: RunState) -> None:
+    """A migration's `finalize` removes the source: rolling back then would remove the target too."""
+    decide = dict(max_attempts=MAX, reversible=True, committed=True)
+    assert after_failure(state, retryable=False, attempt=1, **decide) is T.FAIL
+    assert after_failure(state, retryable=True, attempt=MAX, **decide) is T.FAIL
+    assert after_failure(state, retryable=True, attempt=1, **decide) is T.WAIT_RETRY
