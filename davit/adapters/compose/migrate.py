@@ -326,7 +326,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 if self.spec.remove_source_volumes:
                     for item in self._items(info):
                         if item.kind == "volume":
-                            self.client.volumes.get(item.target).remove(force=True)
+                            try:
+                                self.client.volumes.get(item.target).remove(force=True)
+                            except docker.errors.NotFound:
+                                continue  # removed by an earlier try of this step: finalize is resumed, not redone
                             removed.append(f"volume {item.target}")
         with ssh_connect(self.address) as host:
             host.run(f"rm -rf {shlex.quote(self.layout.store)}")

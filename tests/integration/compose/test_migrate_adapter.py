@@ -297,6 +297,24 @@ def migration_with_unopenable_repository(spec: ComposeMigrateJob, tmp_path: Path
     return ComposeMigrateWork(RunInputs(spec, "mig1", Tuning(), open_repo=lambda: Repository.open(taken)))
 
 
+def test_finalize_tried_again_after_it_removed_the_source_volumes_completes(
+    stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
+    """A finalize cut short after it removed the source's volumes (the link to the target dropped
+    at its `rm -rf`, davitd killed) is retried or resumed: the volume it already removed is not an
+    error. Before, the retry failed on the missing volume every time, so the run could never end."""
+    source, target = engines
+    ctx = SummaryContext()
+    work = work_for(job(stack, ssh_peer, tmp_path / "target", remove_source=True, remove_source_volumes=True), tmp_path)
+    work.prepare(ctx)
+    work.run(ctx)
+    assert not source.volumes.list(filters={"name": stack.name}), "the first finalize removed the source volume"
+    [finalize] = [s for s in work.steps() if s.name == FINALIZE]
+    again = finalize.work(ctx)
+    assert again is not None and again["removed"] == [] and again["source"] == "removed"
+    assert stack.states(target) == {"web": "running", "worker": "running"}
+
+
 def test_a_repository_that_cannot_be_opened_fails_the_migration_before_anything_is_stopped(
     stack: Stack, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
 ) -> None:
