@@ -768,6 +768,7 @@ def log_head(path: Path) -> tuple[int, str, bool]:
     The log is checked as every opening checks it (`_probe`) before any key is made for it."""
     if not path.exists():
         return 0, s.GENESIS_HASH, False
+    _refuse_special_file(path)
     uri = _readonly_uri(path)
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
     _configure(engine, "BEGIN", readonly=True)  # one snapshot for every read below

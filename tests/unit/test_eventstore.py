@@ -250,11 +250,12 @@ def test_the_schema_version_is_recorded_once_and_a_newer_log_is_refused(db: Path
 
 
 
-@pytest.mark.parametrize("mode", ["daemon", "request", "reader"])
+@pytest.mark.parametrize("mode", ["daemon", "request", "reader", "key"])
 def test_a_fifo_planted_at_the_log_is_refused_at_once_instead_of_hanging_the_open(db: Path, mode: str) -> None:
     """SQLite opens the log with a blocking open(2): a FIFO at davit.db hung every reading
     `davit` command forever (as one at davit.toml hung a reload), and davitd's start took the
-    read error for an outage and waited, silently, for the log to come back."""
+    read error for an outage and waited, silently, for the log to come back; before that, its
+reading of the log's head to make a log key (`log_head`, "key") hung it forever."""
     import os
     import subprocess
     import sys
@@ -262,16 +263,17 @@ def test_a_fifo_planted_at_the_log_is_refused_at_once_instead_of_hanging_the_ope
 
     db.parent.mkdir(parents=True)
     os.mkfifo(db)
-    args = {"daemon": "", "request": "create=False", "reader": "create=False, readonly=True"}[mode]
+    args = {"daemon": "", "request": "create=False", "reader": "create=False, readonly=True", "key": ""}[mode]
+    opening = "log_head(store.path)" if mode == "key" else f"await store.open({args})"
     # in a child: a hang is a timeout here, not a wedged test run
     script = textwrap.dedent(f"""
         import asyncio
         from pathlib import Path
-        from eventstore.sqlite import EventLogDamaged, SqliteEventStore
+        from eventstore.sqlite import EventLogDamaged, SqliteEventStore, log_head
         async def go():
             store = SqliteEventStore(Path({str(db)!r}))
             try:
-                await store.open({args})
+                {opening}
             except EventLogDamaged as exc:
                 print(exc)
                 return
