@@ -33,7 +33,7 @@ from pathlib import Path
 from davit.daemon.kinds import KINDS
 from davit.domain.errors import FieldProblem, InvalidJob
 from davit.domain.jobs import AnyJob, parse_job
-from davit.eventstore.boundedread import TooLarge, read_bounded
+from davit.eventstore.boundedread import TooLarge, file_kind, read_bounded
 
 MAX_JOB_FILE_BYTES = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -140,7 +140,7 @@ def _read_in(dir_fd: int, name: str, roots: set[str]) -> bytes:
         parent_fd = os.dup(dir_fd)
     try:
         if not stat.S_ISREG(st.st_mode):
-            raise _Refused(f"not a regular file ({_kind(st.st_mode)}); davitd reads only regular files", st)
+            raise _Refused(f"not a regular file ({file_kind(st.st_mode)}); davitd reads only regular files", st)
         try:
             fd = os.open(name, _OPEN_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
@@ -176,7 +176,7 @@ def _follow_inside(dir_fd: int, name: str, roots: set[str]) -> tuple[int, str, o
         while True:
             if not parts:  # the walk ended on a directory: the target was `.`, `sub/..`, the jobs directory
                 st = os.fstat(stack[-1])
-                raise _Refused(f"not a regular file ({_kind(st.st_mode)}); davitd reads only regular files", st)
+                raise _Refused(f"not a regular file ({file_kind(st.st_mode)}); davitd reads only regular files", st)
             part = parts.pop(0)
             if part in ("", "."):
                 continue
@@ -244,19 +244,6 @@ def _unsafe(st: os.stat_result) -> str | None:
     if st.st_uid not in (0, os.geteuid()):
         return f"owned by uid {st.st_uid}, not by root or davitd's user (uid {os.geteuid()})"
     return None
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return f"file type {stat.S_IFMT(mode):o}"
 
 
 def _unread_fingerprint(refused: _Refused) -> str:

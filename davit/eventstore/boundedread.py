@@ -3,7 +3,8 @@
 The job files, `davit.toml` and the log key are read whole before they are parsed; each has a
 cap, and a file over it is refused, never read into memory. `read_bounded` is that read, once:
 the size `fstat` gives is checked before a byte is read, and at most one byte more than the
-cap is read, so a file that grows between the two is refused too.
+cap is read, so a file that grows between the two is refused too. `file_kind` names what stands
+where a regular file should (a FIFO, a device) in the refusal, for the job files and the log.
 
 It lives in `eventstore` because that is the lowest layer with I/O that both of its users may
 import: the log key (`davit/eventstore/logkey.py`) and the daemon's config and job files.
@@ -12,6 +13,7 @@ import: the log key (`davit/eventstore/logkey.py`) and the daemon's config and j
 from __future__ import annotations
 
 import os
+import stat
 
 _READ = 1 << 16
 
@@ -35,3 +37,17 @@ def read_bounded(fd: int, limit: int, what: str) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     raise TooLarge(f"larger than the {limit} bytes {what} may be; not read")  # it grew after the fstat
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message: "a FIFO", "a directory", ..."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return f"file type {stat.S_IFMT(mode):o}"

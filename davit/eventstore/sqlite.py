@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.eventstore import schema as s
+from davit.eventstore.boundedread import file_kind
 from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, canonical_json, event_hash, head_mac, key_id, same
 from davit.eventstore.failures import storage_failure
 from davit.eventstore.logkey import LogKey, LogKeyError
@@ -109,6 +111,18 @@ class EventLogDamaged(EventStoreError):
         super().__init__(f"event log {path} is damaged: {reason}")
         self.path = path
         self.reason = reason
+
+
+def _refuse_special_file(path: Path) -> None:
+    """`EventLogDamaged` if something other than a regular file is at the log's path. SQLite
+    opens it with a blocking open(2): a FIFO planted there would hang a reader forever, and a
+    writer would take its read error for an outage and wait for it to pass."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # absent (davitd creates it) or unreadable: SQLite's own error says which
+    if not stat.S_ISREG(mode):
+        raise EventLogDamaged(path, f"it is {file_kind(mode)}, not a regular file; not opened")
 
 
 class EventLogTooNew(EventStoreError):
@@ -232,6 +246,7 @@ class SqliteEventStore:
         exist at the current schema. `readonly`: reads only, no write lock ever taken."""
         if (readonly or not create) and not self.path.exists():
             raise EventLogMissing(self.path)
+        _refuse_special_file(self.path)
         if readonly:
             self._reader = _readonly_engine(self.path)
             try:
@@ -780,6 +795,7 @@ def log_head(path: Path) -> tuple[int, str, bool]:
     The log is checked as every opening checks it (`_probe`) before any key is made for it."""
     if not path.exists():
         return 0, s.GENESIS_HASH, False
+    _refuse_special_file(path)
     uri = _readonly_uri(path)
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
     _configure(engine, "BEGIN", readonly=True)  # one snapshot for every read below

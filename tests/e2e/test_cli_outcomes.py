@@ -175,3 +175,28 @@ def test_run_and_cancel_answer_unknown_names_timeouts_and_outcomes(davit: Davit,
     finally:
         lock.release()
     davit.wait_run_state("ok", {"cancelled", "succeeded"})
+
+
+def test_an_empty_reference_selects_no_run_and_no_snapshot(davit: Davit, tmp_path: Path) -> None:
+    """`davit cancel "$RUN"` with RUN unset: an empty prefix starts every id, so it cancelled
+    (showed, verified, exported) whichever run or snapshot was the only one."""
+    source = tmp_path / "source"
+    source.mkdir()
+    davit.start()
+    write_job(davit, "ok.toml", f'name = "ok"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n[source]\npath = "{source}"\n')
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job defined")
+    run_id = davit.cli("run", "ok", "--wait", "--timeout", "60").stdout.strip()
+    (snapshot,) = [s["id"] for s in davit.json_lines("snapshots")]
+    assert snapshot and run_id
+
+    for args in (("show", ""), ("cancel", ""), ("resume", "")):
+        refused = davit.cli(*args, check=False)
+        assert refused.returncode == 2 and refused.stdout == "", (args, refused)
+        assert refused.stderr.splitlines()[-1] == "Error: RUN is empty: give a run id or a unique prefix of one"
+    assert answer(davit.cli("verify", "", check=False)) == (2, "", "davit: no snapshot matches ''\n")
+    assert answer(davit.cli("export", "mongodump", "", str(tmp_path / "out"), check=False)) == (
+        2,
+        "",
+        "davit: no snapshot matches ''\n",
+    )
+    assert davit.runs("ok")[-1]["state"] == "succeeded"

@@ -246,3 +246,42 @@ def test_the_schema_version_is_recorded_once_and_a_newer_log_is_refused(db: Path
         conn.execute("INSERT INTO schema_version VALUES (99, 'from the future')")
     with pytest.raises(EventStoreError, match="newer than this davit"):
         _create(db)
+
+
+@pytest.mark.parametrize("mode", ["daemon", "request", "reader", "key"])
+def test_a_fifo_planted_at_the_log_is_refused_at_once_instead_of_hanging_the_open(db: Path, mode: str) -> None:
+    """SQLite opens the log with a blocking open(2): a FIFO at davit.db hung every reading
+        `davit` command forever (as one at davit.toml hung a reload), and davitd's start took the
+        read error for an outage and waited, silently, for the log to come back; before that, its
+    reading of the log's head to make a log key (`log_head`, "key") hung it forever."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    db.parent.mkdir(parents=True)
+    os.mkfifo(db)
+    args = {"daemon": "", "request": "create=False", "reader": "create=False, readonly=True", "key": ""}[mode]
+    opening = "log_head(store.path)" if mode == "key" else f"await store.open({args})"
+    # in a child: a hang is a timeout here, not a wedged test run
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pathlib import Path
+        from davit.eventstore.sqlite import EventLogDamaged, SqliteEventStore, log_head
+        async def go():
+            store = SqliteEventStore(Path({str(db)!r}))
+            try:
+                {opening}
+            except EventLogDamaged as exc:
+                print(exc)
+                return
+            await store.close()
+            print("opened")
+        asyncio.run(go())
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"opening the log ({mode}) with a FIFO in its place hung")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"event log {db} is damaged: it is a FIFO, not a regular file; not opened"

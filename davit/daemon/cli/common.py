@@ -73,7 +73,10 @@ async def load_run(store: SqliteEventStore, run_id: str) -> RunView:
 
 
 async def resolve_run(store: SqliteEventStore, prefix: str) -> str:
-    """The run id that `prefix` uniquely starts; a usage error otherwise."""
+    """The run id that `prefix` uniquely starts; a usage error otherwise (an empty prefix, as
+    `"$RUN"` with RUN unset gives, starts every id and must not pick the only run there is)."""
+    if not prefix:
+        raise click.UsageError("RUN is empty: give a run id or a unique prefix of one")
     streams = await store.streams(f"run-{prefix}")
     ids = [s.removeprefix("run-") for s in streams]
     if len(ids) == 1:

@@ -51,7 +51,10 @@ def resolve_snapshot(ctx: click.Context, ref: str, damaged: bool = False) -> tup
     """The one snapshot `ref` names in the configured repositories, for every command that takes
     a SNAPSHOT: the snapshot with that id, else the only one whose id starts with it (so an id
     that starts another is still selectable). Damaged snapshots count only with `damaged` (verify
-    reports them; nothing can be read from one). `SnapshotNotFound` (exit 2) otherwise."""
+    reports them; nothing can be read from one). `SnapshotNotFound` (exit 2) otherwise, and for
+    an empty `ref`, which starts every id (`"$SNAP"` with SNAP unset must not pick the only one)."""
+    if not ref:
+        raise SnapshotNotFound(ref)
     entries = all_entries(ctx) if damaged else all_snapshots(ctx)
     matches = [(repo, snap) for _, repo, snap in entries if snap.id.startswith(ref)]
     matches = [m for m in matches if m[1].id == ref] or matches
