@@ -16,7 +16,7 @@ from davit.adapters.repository.packs import pack_path
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
-from davit.domain.errors import CorruptChunk, RunStopped, SourceMissing, TargetNotEmpty
+from davit.domain.errors import CorruptChunk, RunStopped, SnapshotNotFound, SourceMissing, TargetNotEmpty
 from davit.domain.jobs import FilesBackupJob, FilesRestoreJob
 from tests.fakes import MemoryRunContext
 
@@ -257,3 +257,10 @@ def test_an_overwrite_restore_replaces_a_symlink_in_the_way_instead_of_writing_t
     assert not (target / "docs" / "readme.txt").is_symlink()
     assert (target / "docs" / "readme.txt").read_text() == "hello davit\n" * 100
     assert outside.read_text() == "must stay untouched"
+
+
+def test_an_empty_snapshot_reference_names_no_snapshot_even_when_there_is_only_one(repo: Repository, tree: Path) -> None:
+    backup(repo, tree, "run1")
+    assert len(repo.snapshots("job")) == 1
+    with pytest.raises(SnapshotNotFound):
+        repo.resolve("", "job")

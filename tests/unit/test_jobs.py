@@ -114,3 +114,12 @@ def test_the_revision_ignores_comments_and_layout_but_not_content() -> None:
     b = parse_job("# a comment\n" + BACKUP.replace("keep_last = 3", "keep_last   =   3"), "b.toml")
     c = parse_job(BACKUP.replace("keep_last = 3", "keep_last = 4"), "c.toml")
     assert spec_revision(a) == spec_revision(b) != spec_revision(c)
+
+
+@pytest.mark.parametrize("kind", ["files.restore", "mongo.restore"])
+def test_an_empty_snapshot_in_a_restore_job_is_refused_not_read_as_a_prefix_of_every_id(kind: str) -> None:
+    """A templated job file whose variable was empty (`snapshot = ""`) restored the only snapshot
+    there was: the empty string is a prefix of every id."""
+    target = '[target]\npath = "/srv/restore"' if kind == "files.restore" else '[target]\nuri_file = "/etc/davit/m.uri"'
+    text = f'name = "r"\nkind = "{kind}"\n[source]\njob = "home"\nsnapshot = ""\n{target}\n'
+    assert [field for field, _reason in problems(text)] == ["source.snapshot"]

@@ -470,7 +470,7 @@ class Repository:
             if not candidates:
                 raise SnapshotNotFound(f"latest of job {job}")
             return candidates[-1]
-        matches = [s for s in candidates if s.id.startswith(ref)]
+        matches = [s for s in candidates if s.id.startswith(ref)] if ref else []  # "" would match every id
         if len(matches) != 1:
             raise SnapshotNotFound(ref if not matches else f"{ref} (ambiguous: {len(matches)} match)")
         return matches[0]

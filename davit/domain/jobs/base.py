@@ -64,7 +64,7 @@ class SnapshotRef(Spec):
     """`latest` of a job, or one snapshot by id (a unique prefix is enough)."""
 
     job: str | None = Field(default=None, pattern=JOB_NAME_PATTERN)
-    snapshot: str = "latest"
+    snapshot: str = Field(default="latest", min_length=1)  # "" would be a prefix of every id
 
     @model_validator(mode="after")
     def _latest_needs_job(self) -> SnapshotRef:

@@ -101,7 +101,7 @@ class MongoRestoreSource(Spec):
     """A davit snapshot (`job` + `snapshot`) or a mongodump directory (`from_mongodump`)."""
 
     job: str | None = Field(default=None, pattern=JOB_NAME_PATTERN)
-    snapshot: str = "latest"
+    snapshot: str = Field(default="latest", min_length=1)  # "" would be a prefix of every id
     from_mongodump: str | None = None
 
     _absolute = field_validator("from_mongodump")(lambda v: v if v is None else absolute_path(v))
