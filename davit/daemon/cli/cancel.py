@@ -8,10 +8,9 @@ from __future__ import annotations
 import click
 
 from davit.daemon.cli.common import resolve_run, with_store
-from davit.daemon.cli.requests import send, wait_for_end
+from davit.daemon.cli.requests import send, wait_for_run
 from davit.domain.commands import CancelRun
 from davit.domain.errors import RunDidNotSucceed
-from davit.domain.events import RequestFailed
 from davit.eventstore.sqlite import SqliteEventStore
 
 
@@ -29,11 +28,7 @@ def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> 
         click.echo(run_id)
         if not wait:
             return
-        view = await wait_for_end(store, run_id, timeout, request=position)
-        if view is None:
-            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
-        if isinstance(view, RequestFailed):
-            raise RunDidNotSucceed(run_id, f"davitd could not handle the cancel of {run_id}: {view.reason}")
+        view = await wait_for_run(store, run_id, timeout, position, f"the cancel of {run_id}")
         late = view.cancel_ignored
         outcome = f"{run_id} {view.state.value}" + (
             f" (the cancel came after step {late['step']} had started, which commits the run)" if late else ""

@@ -14,7 +14,7 @@ import anyio
 from davit.daemon.cli.common import load_run
 from davit.daemon.recorder import new_event_id
 from davit.domain import events as ev
-from davit.domain.errors import ConcurrencyError
+from davit.domain.errors import ConcurrencyError, RunDidNotSucceed
 from davit.domain.machine import TERMINAL, RunState
 from davit.domain.runs import RunView
 from davit.eventstore.sqlite import SqliteEventStore
@@ -52,6 +52,17 @@ async def wait_for_end(
         if deadline is not None and time.monotonic() >= deadline:
             return None
         await anyio.sleep(0.2)
+
+
+async def wait_for_run(store: SqliteEventStore, run_id: str, timeout: float | None, request: int, what: str) -> RunView:
+    """The run once it is final, for `--wait`; `RunDidNotSucceed` if `timeout` passes first or
+    davitd could not handle the request (`what` names it: "the cancel of R")."""
+    view = await wait_for_end(store, run_id, timeout, request=request)
+    if view is None:
+        raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
+    if isinstance(view, ev.RequestFailed):
+        raise RunDidNotSucceed(run_id, f"davitd could not handle {what}: {view.reason}")
+    return view
 
 
 def succeeded(view: RunView) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from davit.daemon.cli.common import with_store
-from davit.daemon.cli.requests import send, succeeded, wait_for_end
+from davit.daemon.cli.requests import send, succeeded, wait_for_run
 from davit.daemon.jobs import JobRegistry
 from davit.daemon.recorder import new_run_id
 from davit.domain.commands import RunJobNow
 from davit.domain.errors import RunDidNotSucceed, UnknownJob
-from davit.domain.events import RequestFailed
 from davit.eventstore.sqlite import SqliteEventStore
 
 
@@ -32,11 +31,7 @@ def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> 
         click.echo(run_id)
         if not wait:
             return
-        view = await wait_for_end(store, run_id, timeout, request=position)
-        if view is None:
-            raise RunDidNotSucceed(run_id, f"run {run_id} did not end within {timeout:g} s")
-        if isinstance(view, RequestFailed):
-            raise RunDidNotSucceed(run_id, f"davitd could not handle the request to run {job}: {view.reason}")
+        view = await wait_for_run(store, run_id, timeout, position, f"the request to run {job}")
         outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
         click.echo(outcome, err=True)
         if not succeeded(view):
