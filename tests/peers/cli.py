@@ -1,4 +1,9 @@
-"""`python -m tests.peers up|down|status|logs`: bring the test peers up and down."""
+"""`python -m tests.peers up|down|status|logs`: bring the test peers up and down.
+
+`up` starts the peers in parallel chains (`CHAINS`): the slow first builds (FerretDB, Weaviate,
+SeaweedFS) overlap, while docker and ssh, which share apt-get and the docker client, go one
+after the other.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import argparse
 import fcntl
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
-from tests.peers import docker_engine, ferretdb, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate
 from tests.peers.common import PeerError, log_dir, log_tail, run_dir, say, state_path
 from tests.peers.state import PEERS, load, save
 
@@ -20,12 +28,16 @@ MODULES: dict[str, ModuleType] = {
     "ssh": ssh_host,
     "mongo": ferretdb,
     "weaviate": weaviate,
+    "seaweedfs": seaweedfs,
 }
+# Peers in one chain start one after another; chains start in parallel.
+CHAINS: tuple[tuple[str, ...], ...] = (("docker", "ssh"), ("mongo",), ("weaviate",), ("seaweedfs",))
 LOGS: dict[str, list[str]] = {  # peer -> daemon log names under .peers/logs/
     "docker": ["dockerd1"],
     "ssh": ["dockerd2", "sshd"],
     "mongo": ["ferretdb"],
     "weaviate": ["weaviate"],
+    "seaweedfs": ["seaweedfs"],
 }
 
 
@@ -53,32 +65,47 @@ def peer_logs(name: str, lines: int = 40) -> str:
     return "\n".join(parts)
 
 
+def _start(name: str, state: dict[str, dict[str, Any]], guard: threading.Lock) -> None:
+    """Start one peer (or keep it if healthy) and record its entry; a failure is recorded, not raised."""
+    module, entry = MODULES[name], state.get(name) or {}
+    if entry.get("ok") and module.check(entry):
+        say(f"{name}: already up, reusing")
+        return
+    say(f"{name}: starting...")
+    t0 = time.monotonic()
+    try:
+        entry = module.up()
+        say(f"{name}: up in {time.monotonic() - t0:.1f}s")
+    except Exception as exc:
+        tail = getattr(exc, "log_tail", "") or peer_logs(name, 20)
+        entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log_tail": tail}
+        say(f"{name}: FAILED after {time.monotonic() - t0:.1f}s: {exc}")
+        if tail:
+            print(tail, file=sys.stderr, flush=True)
+        try:
+            module.down()
+        except Exception:
+            pass
+    with guard:
+        state[name] = entry
+        save(state)
+
+
 def up(names: list[str], strict: bool) -> int:
     started = time.monotonic()
     with locked():
         state = load()
-        for name in names:
-            module, entry = MODULES[name], state.get(name) or {}
-            if entry.get("ok") and module.check(entry):
-                say(f"{name}: already up, reusing")
-                continue
-            say(f"{name}: starting...")
-            t0 = time.monotonic()
-            try:
-                entry = module.up()
-                say(f"{name}: up in {time.monotonic() - t0:.1f}s")
-            except Exception as exc:
-                tail = getattr(exc, "log_tail", "") or peer_logs(name, 20)
-                entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log_tail": tail}
-                say(f"{name}: FAILED after {time.monotonic() - t0:.1f}s: {exc}")
-                if tail:
-                    print(tail, file=sys.stderr)
-                try:
-                    module.down()
-                except Exception:
-                    pass
-            state[name] = entry
-            save(state)
+        guard = threading.Lock()
+        chains = [[n for n in chain if n in names] for chain in CHAINS]
+        chains = [chain for chain in chains if chain]
+
+        def start_chain(chain: list[str]) -> None:
+            for name in chain:
+                _start(name, state, guard)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(chains)), thread_name_prefix="peer") as pool:
+            for future in [pool.submit(start_chain, chain) for chain in chains]:
+                future.result()
     failed = [n for n in names if not state[n].get("ok")]
     say(
         f"done in {time.monotonic() - started:.1f}s; state in {state_path()}"

@@ -1,7 +1,7 @@
 """pytest plugin: markers and session fixtures for the real peers.
 
 Register with `pytest_plugins = ["tests.peers.fixtures"]`. A test gets a peer by asking for
-its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`) or by its marker
+its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`, `seaweedfs_peer`) or by its marker
 (`@pytest.mark.docker`, ...). When the peer is not up: outside CI the test is skipped with one
 line saying how to get it; with CI=true the test fails with the peer's error and log tail.
 """
@@ -13,17 +13,24 @@ from typing import Any
 
 import pytest
 
-from tests.peers import docker_engine, ferretdb, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate
 from tests.peers.common import state_path
-from tests.peers.state import DockerPeer, MongoPeer, SshPeer, WeaviatePeer, from_entry, load
+from tests.peers.state import DockerPeer, MongoPeer, S3Peer, SshPeer, WeaviatePeer, from_entry, load, s3_peer_from_entry
 
 MARKERS = {
     "docker": "needs the Docker Engine peer (dockerd + compose + test image)",
     "ssh": "needs the second host peer (sshd + second dockerd)",
     "mongo": "needs the MongoDB-wire peer (FerretDB)",
     "weaviate": "needs the Weaviate peer",
+    "seaweedfs": "needs the S3-compatible storage peer (SeaweedFS)",
 }
-CHECKS = {"docker": docker_engine.check, "ssh": ssh_host.check, "mongo": ferretdb.check, "weaviate": weaviate.check}
+CHECKS = {
+    "docker": docker_engine.check,
+    "ssh": ssh_host.check,
+    "mongo": ferretdb.check,
+    "weaviate": weaviate.check,
+    "seaweedfs": seaweedfs.check,
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,6 +82,12 @@ def mongo_peer() -> MongoPeer:
 @pytest.fixture(scope="session")
 def weaviate_peer() -> WeaviatePeer:
     return from_entry(WeaviatePeer, _peer_entry("weaviate"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_peer() -> S3Peer:
+    """Endpoint, bucket, region and keys of the S3 peer; tests write under a prefix of their own."""
+    return s3_peer_from_entry(_peer_entry("seaweedfs"))
 
 
 @pytest.fixture(autouse=True)

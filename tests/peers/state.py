@@ -1,7 +1,7 @@
 """The state file that `python -m tests.peers up` writes and the pytest fixtures read.
 
 Shape: {"docker": {"ok": true, "host": ..., "image": ...}, "ssh": {...}, "mongo": {...},
-"weaviate": {...}}; a peer that failed is {"ok": false, "error": ..., "log_tail": ...}.
+"weaviate": {...}, "seaweedfs": {...}}; a peer that failed is {"ok": false, "error": ..., "log_tail": ...}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from tests.peers.common import state_path
 
-PEERS = ("docker", "ssh", "mongo", "weaviate")
+PEERS = ("docker", "ssh", "mongo", "weaviate", "seaweedfs")
 T = TypeVar("T")
 
 
@@ -46,6 +46,32 @@ class WeaviatePeer:
     host: str
     http_port: int
     grpc_port: int
+
+
+@dataclass(frozen=True)
+class S3Peer:
+    """SeaweedFS's S3 gateway: path-style, plain HTTP on loopback, one bucket made by `up`."""
+
+    endpoint: str  # http://127.0.0.1:PORT
+    bucket: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    access_key_id_file: str  # the same keys as files (0600), for configs that name credentials by reference
+    secret_access_key_file: str
+
+
+def s3_peer_from_entry(entry: dict[str, Any]) -> S3Peer:
+    """The state entry names the key files; the keys themselves are read from them."""
+    return S3Peer(
+        endpoint=entry["endpoint"],
+        bucket=entry["bucket"],
+        region=entry["region"],
+        access_key_id=Path(entry["access_key_id_file"]).read_text(),
+        secret_access_key=Path(entry["secret_access_key_file"]).read_text(),
+        access_key_id_file=entry["access_key_id_file"],
+        secret_access_key_file=entry["secret_access_key_file"],
+    )
 
 
 def load(path: Path | None = None) -> dict[str, dict[str, Any]]:
