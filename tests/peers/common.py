@@ -242,3 +242,33 @@ def log_tail(name: str, lines: int = 40) -> str:
 
 def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])[-4000:]
+
+
+def go_binary() -> str:
+    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if found is None:
+        raise PeerError("the Go toolchain (`go`) is not on PATH; it comes with the machine")
+    return found
+
+
+def go_build_cached(
+    module_dir: Path, sources: Sequence[str], target_dir: str, binary: str, package: str, what: str, timeout: float = 1800
+) -> Path:
+    """Build `package` from our small Go module at `module_dir` once per content of its
+    `sources` files, into `cache_dir()/<target_dir>-<digest>/<binary>`; the binary's path."""
+    digest = hashlib.sha256()
+    for name in sources:
+        digest.update((module_dir / name).read_bytes())
+    target = cache_dir() / f"{target_dir}-{digest.hexdigest()[:12]}" / binary
+    if not target.exists():
+        say(f"building {what}...")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        run(
+            [go_binary(), "build", "-trimpath", "-o", tmp, package],
+            cwd=module_dir,
+            env={"GOFLAGS": "-mod=readonly -buildvcs=false"},
+            timeout=timeout,
+        )
+        os.replace(tmp, target)
+    return target

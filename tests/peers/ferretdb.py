@@ -29,6 +29,8 @@ from tests.peers.common import (
     PeerError,
     cache_dir,
     fresh_dir,
+    go_binary,
+    go_build_cached,
     run,
     run_dir,
     running_pid,
@@ -47,26 +49,16 @@ FERRETDB_VERSION = "v1.24.2"
 MODULE_DIR = Path(__file__).resolve().parent / "ferretdb"
 
 
-def go_binary() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if found is None:
-        raise PeerError("the Go toolchain (`go`) is not on PATH; it comes with the machine")
-    return found
-
-
 def binary() -> Path:
     """Build (once per module content) and return the davit-ferretdb binary."""
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((MODULE_DIR / name).read_bytes())
-    target = cache_dir() / f"ferretdb-{FERRETDB_VERSION}-{digest.hexdigest()[:12]}" / "davit-ferretdb"
-    if not target.exists():
-        say(f"building FerretDB {FERRETDB_VERSION} (first time, ~2 min)...")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        run([go_binary(), "build", "-trimpath", "-o", tmp, "."], cwd=MODULE_DIR, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
-        os.replace(tmp, target)
-    return target
+    return go_build_cached(
+        MODULE_DIR,
+        ("go.mod", "go.sum", "main.go"),
+        f"ferretdb-{FERRETDB_VERSION}",
+        "davit-ferretdb",
+        ".",
+        f"FerretDB {FERRETDB_VERSION} (first time, ~2 min)",
+    )
 
 
 def patch_config(source: str) -> str:

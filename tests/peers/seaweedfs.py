@@ -18,7 +18,6 @@ import datetime
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import urllib.error
 import urllib.request
@@ -27,17 +26,14 @@ from typing import Any
 
 from tests.peers.common import (
     PeerError,
-    cache_dir,
     fresh_dir,
-    run,
+    go_build_cached,
     run_dir,
     running_pid,
-    say,
     spawn,
     stop,
     wait_until,
 )
-from tests.peers.ferretdb import go_binary
 from tests.peers.ports import free_port, port_free
 
 NAME = "seaweedfs"
@@ -51,22 +47,15 @@ GRPC_OFFSET = 10000  # SeaweedFS's default gRPC port is the HTTP port + 10000
 
 def binary() -> Path:
     """Build (once per module content) and return the `weed` binary."""
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "tools.go"):
-        digest.update((MODULE_DIR / name).read_bytes())
-    target = cache_dir() / f"seaweedfs-{digest.hexdigest()[:12]}" / "weed"
-    if not target.exists():
-        say("building SeaweedFS's weed (first time, ~6 min)...")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        run(
-            [go_binary(), "build", "-trimpath", "-o", tmp, "github.com/seaweedfs/seaweedfs/weed"],
-            cwd=MODULE_DIR,
-            env={"GOFLAGS": "-mod=readonly -buildvcs=false"},
-            timeout=3600,
-        )
-        os.replace(tmp, target)
-    return target
+    return go_build_cached(
+        MODULE_DIR,
+        ("go.mod", "go.sum", "tools.go"),
+        "seaweedfs",
+        "weed",
+        "github.com/seaweedfs/seaweedfs/weed",
+        "SeaweedFS's weed (first time, ~6 min)",
+        timeout=3600,
+    )
 
 
 def _ports() -> dict[str, int]:

@@ -16,6 +16,7 @@ from tests.peers.common import (
     PeerError,
     cache_dir,
     fresh_dir,
+    go_binary,
     run,
     run_dir,
     running_pid,
@@ -24,7 +25,6 @@ from tests.peers.common import (
     stop,
     wait_until,
 )
-from tests.peers.ferretdb import go_binary
 from tests.peers.ports import free_port, free_port_pair
 
 NAME = "weaviate"
