@@ -20,6 +20,7 @@ DavitError
 │   ├── UnsafeName              a stored name would be written outside its directory
 │   ├── StorageFull             no space left where davit writes
 │   │   └── EventLogFull        ... where the event log is (davitd waits for room, see below)
+│   ├── BackendDenied           a repository's server refused the credential or the operation
 │   ├── RepositoryKeyError      (adapters/repository/crypto) passphrase missing or wrong: exit 2
 │   ├── StagingGone             (adapters/repository/staging) a resumed run's staging was removed
 │   ├── SecretUnavailable       (adapters/secrets) a passphrase or password reference cannot be read
@@ -46,6 +47,7 @@ DavitError
 │   └── TooManyFailedObjects    (adapters/weaviate/restore) too many objects refused in a batch
 ├── RetryableError              back off and try again (network, busy server)
 │   ├── RepositoryLockLost      a held repository lock was taken over or not refreshed
+│   ├── BackendUnavailable      a repository's server did not answer (after the backend's retries)
 │   ├── EventLogUnavailable     the event log cannot be written now (I/O error, read-only)
 │   ├── RemoteUnreachable       (adapters/ssh/remote) the SSH host did not answer
 │   ├── EngineUnreachable       (adapters/docker/engine) the Docker engine did not answer
@@ -319,6 +321,26 @@ class StorageFull(PermanentError):
     def __init__(self, where: str) -> None:
         super().__init__(f"no space left on the device holding {where}")
         self.where = where
+
+
+class BackendDenied(PermanentError):
+    """The server holding a repository refused the credential or an operation (a wrong key, a
+    bucket policy without delete): retrying will not help; an operator must act."""
+
+    def __init__(self, repository: str, operation: str, reason: str) -> None:
+        super().__init__(f"repository {repository}: {operation} refused: {reason}")
+        self.repository = repository
+        self.operation = operation
+
+
+class BackendUnavailable(RetryableError):
+    """The server holding a repository did not answer, after the backend's own retries: the run
+    stops at this point and resumes from its checkpoint later."""
+
+    def __init__(self, repository: str, operation: str, reason: str) -> None:
+        super().__init__(f"repository {repository}: {operation} failed: {reason}")
+        self.repository = repository
+        self.operation = operation
 
 
 class RepositoryLockLost(RetryableError):

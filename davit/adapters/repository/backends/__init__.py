@@ -1,0 +1,1 @@
+"""Implementations of the repository's storage port (`..backend.Backend`)."""

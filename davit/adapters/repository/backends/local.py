@@ -1,0 +1,210 @@
+"""The repository's objects as files of a local directory: today's layout, byte for byte.
+
+A key is a path under the root. Files are created 0600 and directories 0700 whatever the
+umask (`fsutil`). Every write goes to a temporary name under `tmp/` first and is fsynced; it
+then appears by a hard link (create-exclusive: `put_if_absent`) or a rename (replace: `put`),
+and the directory is fsynced. So an object is whole or absent after a crash, and `tmp/` holds
+at most the debris that retention's grace clean-up removes.
+
+Nothing here follows a symlink at the last component or waits on a FIFO: anyone who can write
+the repository directory can plant one, and a reader blocked in open() would hold the
+repository's lock for good. Such a name reads as an error (`NotRegularFile`, ELOOP) and is
+left out of listings; the repository reports it as damage where it matters (a snapshot).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from davit.adapters.repository.backend import Caps, ObjectInfo, ObjectMissing, ObjectTooLarge, Source, check_key, check_prefix
+from davit.adapters.repository.fsutil import fsync_dir, make_dirs, open_new, open_regular, storage_error
+
+_OPEN_FDS = 64
+
+
+class LocalBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.where = str(root)
+        self.caps = Caps(conditional_create=True, can_delete=True, local_root=root)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fd_lock = threading.Lock()
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _spool(self, src: Source, name: str) -> Path:
+        """A fsynced temporary file under `tmp/` holding `src`; for a local file, a new hard
+        link to it when it is on this file system (no copy)."""
+        make_dirs(self.tmp)
+        tmp = self.tmp / f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        if isinstance(src, Path):
+            try:
+                os.link(src, tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                return tmp
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+            with open(src, "rb") as fh, open(open_new(tmp), "wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            return tmp
+        with open(open_new(tmp), "wb") as out:
+            out.write(src)
+            out.flush()
+            os.fsync(out.fileno())
+        return tmp
+
+    def put_if_absent(self, key: str, src: Source) -> bool:
+        final = self.path(key)
+        tmp: Path | None = None
+        try:
+            tmp = self._spool(src, final.name)
+            make_dirs(final.parent)
+            try:
+                os.link(tmp, final)  # fails if the name exists: create-exclusive
+            except FileExistsError:
+                return False
+            fsync_dir(final.parent)
+            return True
+        except OSError as exc:
+            raise storage_error(exc, final) from exc
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+    def put(self, key: str, src: Source) -> None:
+        final = self.path(key)
+        tmp: Path | None = None
+        try:
+            tmp = self._spool(src, final.name)
+            make_dirs(final.parent)
+            os.replace(tmp, final)
+            tmp = None
+            fsync_dir(final.parent)
+        except OSError as exc:
+            raise storage_error(exc, final) from exc
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._forget_fd(key)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        path = self.path(key)
+        try:
+            with open_regular(path) as fh:
+                if max_bytes is not None:
+                    size = os.fstat(fh.fileno()).st_size
+                    if size > max_bytes:
+                        raise ObjectTooLarge(self.where, key, size, max_bytes)
+                    data = fh.read(max_bytes + 1)
+                    if len(data) > max_bytes:  # grew since the fstat
+                        raise ObjectTooLarge(self.where, key, len(data), max_bytes)
+                    return data
+                return fh.read()
+        except FileNotFoundError:
+            raise ObjectMissing(self.where, key) from None
+
+    def get_to(self, key: str, dst: Path) -> None:
+        path = self.path(key)
+        tmp = dst.with_name(f".{dst.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            with open_regular(path) as fh, open(open_new(tmp), "wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            os.replace(tmp, dst)
+        except FileNotFoundError:
+            raise ObjectMissing(self.where, key) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        # pread under the lock: another thread's eviction must not close (and the kernel reuse)
+        # the descriptor between looking it up and reading it
+        with self._fd_lock:
+            fd = self._fds.get(key)
+            if fd is None:
+                try:
+                    with open_regular(self.path(key)) as fh:
+                        fd = os.dup(fh.fileno())
+                except FileNotFoundError:
+                    raise ObjectMissing(self.where, key) from None
+                self._fds[key] = fd
+                if len(self._fds) > _OPEN_FDS:
+                    os.close(self._fds.popitem(last=False)[1])
+            else:
+                self._fds.move_to_end(key)
+            return os.pread(fd, length, offset)
+
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return [self.get_range(key, offset, length) for offset, length in ranges]
+
+    def _forget_fd(self, key: str) -> None:
+        with self._fd_lock:
+            fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        yield from self._walk(self.root / prefix if prefix else self.root, prefix)
+
+    def _walk(self, directory: Path, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), f"{prefix}{entry.name}/")
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(f"{prefix}{entry.name}", st.st_size, st.st_mtime)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.lstat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    # --- removing --------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        self._forget_fd(key)
+        try:
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            return  # the directory is gone too
+        except OSError as exc:
+            raise storage_error(exc, path) from exc
+
+    def close(self) -> None:
+        with self._fd_lock:
+            fds = list(self._fds.values())
+            self._fds.clear()
+        for fd in fds:
+            os.close(fd)
