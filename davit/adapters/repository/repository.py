@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from davit.adapters.repository.backend import Backend
+from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs, write_atomic
 from davit.adapters.repository.locks import DirectoryLockBackend, HeldLock, RepositoryLocks
@@ -114,6 +116,8 @@ class Repository:
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._fd_lock = threading.Lock()
         self.locks = RepositoryLocks(DirectoryLockBackend(root / "locks", root / "tmp"))
+        # the storage port (`backend.py`); the methods below still use `root` until they are routed
+        self.backend: Backend = LocalBackend(root)
 
     # --- opening -----------------------------------------------------------------------------
 
