@@ -1,0 +1,97 @@
+"""The backend contract on the sshd peer: each test gets a fresh repository directory on it.
+
+The peer's sshd runs on this host, so the directory is a local one seen through SFTP, and a test
+can also look at it directly (modes, what is left in tmp/)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from davit.adapters.repository.backends.sftp import SftpBackend
+from davit.domain.errors import BackendDenied
+from tests.contract.backend_contract import BackendContract
+from tests.peers.state import SshPeer
+
+
+def sftp_backend(peer: SshPeer, directory: Path, **options: float) -> SftpBackend:
+    return SftpBackend(
+        f"sftp://{peer.user}@{peer.host}:{peer.port}{directory}",
+        known_hosts=Path(peer.known_hosts),
+        identity_file=Path(peer.key_file),
+        **options,
+    )
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "repo"
+    d.mkdir(mode=0o700)
+    return d
+
+
+class TestSftpBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, ssh_peer: SshPeer, repo_dir: Path) -> Iterator[SftpBackend]:
+        b = sftp_backend(ssh_peer, repo_dir)
+        yield b
+        b.close()
+
+    def test_objects_and_directories_are_private_and_no_temporary_file_is_left(self, backend: SftpBackend, repo_dir: Path) -> None:
+        assert backend.put_if_absent("packs/ab/ab02.pack", b"x" * 5000) is True
+        backend.put("config.json", b"{}")
+        assert stat.S_IMODE(os.stat(repo_dir / "packs/ab/ab02.pack").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(repo_dir / "packs/ab").st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(repo_dir / "packs").st_mode) == 0o700
+        assert list((repo_dir / "tmp").iterdir()) == []
+
+    def test_the_servers_rename_refuses_an_existing_target(self, backend: SftpBackend, repo_dir: Path) -> None:
+        # what put_if_absent stands on: OpenSSH's v3 RENAME links, so it fails on an existing name
+        (repo_dir / "tmp").mkdir()
+        (repo_dir / "tmp/new").write_bytes(b"new")
+        (repo_dir / "old").write_bytes(b"old")
+
+        async def rename(sftp: asyncssh.SFTPClient) -> None:
+            await sftp.rename(f"{repo_dir}/tmp/new", f"{repo_dir}/old")
+
+        with pytest.raises(asyncssh.SFTPFailure):
+            backend._session.call(rename)
+        assert (repo_dir / "old").read_bytes() == b"old"
+
+    def test_a_planted_symlink_is_neither_listed_nor_read(self, backend: SftpBackend, repo_dir: Path, tmp_path: Path) -> None:
+        secret = tmp_path / "outside"
+        secret.write_bytes(b"not the repository's")
+        (repo_dir / "index").mkdir()
+        (repo_dir / "index/evil.idx").symlink_to(secret)
+        (repo_dir / "snapshots").symlink_to(tmp_path)
+        os.mkfifo(repo_dir / "index/fifo.idx")
+        backend.put_if_absent("index/good.idx", b"ok")
+        assert {o.key for o in backend.list("")} == {"index/good.idx"}
+        assert list(backend.list("snapshots/")) == []
+        assert backend.stat("index/evil.idx") is None
+        with pytest.raises(ValueError, match="not a regular file"):
+            backend.get("index/evil.idx")
+        with pytest.raises(ValueError, match="not a regular file"):
+            backend.get_range("index/fifo.idx", 0, 1)
+
+    def test_the_mtime_is_the_servers(self, backend: SftpBackend, repo_dir: Path) -> None:
+        backend.put_if_absent("locks/l1.json", b"{}")
+        os.utime(repo_dir / "locks/l1.json", (1_000_000_000, 1_000_000_000))
+        info = backend.stat("locks/l1.json")
+        assert info is not None and info.mtime == 1_000_000_000
+        assert [o.mtime for o in backend.list("locks/")] == [1_000_000_000]
+
+    def test_a_missing_repository_directory_is_refused_for_good(self, ssh_peer: SshPeer, tmp_path: Path) -> None:
+        b = sftp_backend(ssh_peer, tmp_path / "nowhere")
+        try:
+            with pytest.raises(BackendDenied, match="no directory"):
+                b.get("config.json")
+            with pytest.raises(BackendDenied, match="no directory"):
+                b.stat("config.json")
+        finally:
+            b.close()
