@@ -42,7 +42,7 @@ class TestSftpBackend(BackendContract):
         yield b
         b.close()
 
-    def test_objects_and_directories_are_private_and_no_temporary_file_is_left(self, backend: SftpBackend, repo_dir: Path) -> None:
+    def test_objects_and_directories_are_private_and_no_temporary_is_left(self, backend: SftpBackend, repo_dir: Path) -> None:
         assert backend.put_if_absent("packs/ab/ab02.pack", b"x" * 5000) is True
         backend.put("config.json", b"{}")
         assert stat.S_IMODE(os.stat(repo_dir / "packs/ab/ab02.pack").st_mode) == 0o600
