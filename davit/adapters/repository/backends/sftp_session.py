@@ -159,9 +159,9 @@ class SftpSession:
                 ),
                 e.connect_timeout + 5,
             )
-        except (DavitError, *LOST_ERRORS):
+        except DavitError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a refused login is a DisconnectError too: sort before retrying
             raise connect_error(e, exc) from None
         try:
             sftp = await conn.start_sftp_client()
