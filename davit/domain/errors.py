@@ -24,7 +24,7 @@ DavitError
 │   ├── RepositoryKeyError      (adapters/repository/crypto) passphrase missing or wrong: exit 2
 │   ├── StagingGone             (adapters/repository/staging) a resumed run's staging was removed
 │   ├── SecretUnavailable       (adapters/secrets) a passphrase or password reference cannot be read
-│   ├── HostKeyRejected         (adapters/ssh/remote) the SSH host key is not trusted
+│   ├── HostKeyRejected         (adapters/sshtrust) the SSH host key is not trusted
 │   ├── RemoteLoginFailed       (adapters/ssh/remote) SSH authentication failed
 │   ├── RemoteRefused           (adapters/ssh/remote) the connection cannot be made as configured
 │   ├── RemoteCommandFailed     (adapters/ssh/remote) a remote command exited non-zero

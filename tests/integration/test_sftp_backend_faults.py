@@ -20,7 +20,7 @@ import pytest
 
 from davit.adapters.repository.backends.sftp import SftpBackend
 from davit.adapters.repository.backends.sftp_session import Lost
-from davit.adapters.ssh.remote import HostKeyRejected
+from davit.adapters.sshtrust import HostKeyRejected
 from davit.domain.errors import BackendDenied, BackendUnavailable
 from tests.peers.ports import free_port, port_open
 from tests.peers.state import SshPeer

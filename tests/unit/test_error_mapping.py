@@ -32,7 +32,6 @@ from davit.adapters.docker.engine import connect as engine_connect
 from davit.adapters.mongo.client import MongoAuthFailed, MongoBadUri, MongoRefused, MongoUnreachable, Server
 from davit.adapters.secrets import SecretUnavailable, redact, resolve
 from davit.adapters.ssh.remote import (
-    HostKeyRejected,
     RemoteLoginFailed,
     RemoteRefused,
     RemoteUnreachable,
@@ -41,6 +40,7 @@ from davit.adapters.ssh.remote import (
     connect_errors,
     session_errors,
 )
+from davit.adapters.sshtrust import HostKeyRejected
 from davit.adapters.weaviate.client import WeaviateRejected, WeaviateUnavailable, weaviate_errors
 from davit.domain.errors import DavitError, RunStopped, StorageFull
 

@@ -18,7 +18,8 @@ from davit.adapters.compose.target import PreflightFailed
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
-from davit.adapters.ssh.remote import HostKeyRejected, RemoteCommandFailed
+from davit.adapters.ssh.remote import RemoteCommandFailed
+from davit.adapters.sshtrust import HostKeyRejected
 from davit.adapters.steps import run_steps
 from davit.domain.jobs import ComposeMigrateJob
 from tests.fakes import MemoryRunContext

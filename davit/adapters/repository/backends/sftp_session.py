@@ -29,7 +29,7 @@ from typing import TypeVar
 import asyncssh
 
 from davit.adapters.secrets import redact
-from davit.adapters.ssh.remote import NEGOTIATION, PREFERRED_CIPHERS, HostKeyRejected
+from davit.adapters.sshtrust import NEGOTIATION, PREFERRED_CIPHERS, HostKeyRejected
 from davit.domain.errors import BackendDenied, DavitError
 
 T = TypeVar("T")
