@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,44 @@ class TestSftpBackend(BackendContract):
                 b.stat("config.json")
         finally:
             b.close()
+
+    def test_a_snapshot_directory_goes_with_its_last_object_and_comes_back_on_need(
+        self, backend: SftpBackend, repo_dir: Path
+    ) -> None:
+        backend.put_if_absent("snapshots/s1/manifest.json", b"m")
+        backend.put_if_absent("snapshots/s1/tree.jsonl.zst", b"t")
+        backend.delete("snapshots/s1/tree.jsonl.zst")
+        assert (repo_dir / "snapshots/s1").is_dir()
+        backend.delete("snapshots/s1/manifest.json")
+        assert not (repo_dir / "snapshots/s1").exists()
+        assert (repo_dir / "snapshots").is_dir()
+        # this backend made the directory before and removed it: it is made again, not assumed
+        assert backend.put_if_absent("snapshots/s1/manifest.json", b"m2") is True
+        backend.put("snapshots/s1/tree.jsonl.zst", b"t2")
+        assert {o.key for o in backend.list("snapshots/")} == {"snapshots/s1/manifest.json", "snapshots/s1/tree.jsonl.zst"}
+
+    def test_sixteen_threads_writing_into_new_directories_at_once_share_one_connection(self, backend: SftpBackend) -> None:
+        # every thread makes the same packs/xx directories at the same moment: a mkdir race
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(16)
+        backend.stat("config.json")
+        connection = backend._session._conn
+
+        def write(n: int) -> None:
+            barrier.wait()
+            try:
+                for i in range(12):
+                    key = f"packs/{i:02x}/{n:02x}{i:02x}.pack"
+                    assert backend.put_if_absent(key, key.encode() * 100) is True
+                    assert backend.get_range(key, 0, len(key)) == key.encode()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(list(backend.list("packs/"))) == 16 * 12
+        assert backend._session._conn is connection

@@ -150,7 +150,7 @@ class SftpBackend:
             ours = self._is_ours(key, src)
             if ours is not None:
                 return ours
-        tmp = self._upload(key, src, state)
+        tmp = self._upload("put_if_absent", key, src, state)
         state.uncertain = True
         state.debris.append(tmp)  # if the answer is lost, the rename may not have happened
 
@@ -177,7 +177,7 @@ class SftpBackend:
         state = _Create()
 
         def once() -> None:
-            tmp = self._upload(key, src, state)
+            tmp = self._upload("put", key, src, state)
             state.debris.append(tmp)
 
             async def replace_(sftp: asyncssh.SFTPClient) -> None:
@@ -197,7 +197,7 @@ class SftpBackend:
             if state.debris:
                 self._remove_quietly(state.debris)
 
-    def _upload(self, key: str, src: Source, state: _Create) -> str:
+    def _upload(self, operation: str, key: str, src: Source, state: _Create) -> str:
         """A new fsynced temporary file on the server holding `src`; its path."""
         tmp_dir = f"{self.root.rstrip('/')}/tmp"
         tmp = f"{tmp_dir}/.{key.rsplit('/', 1)[-1]}.{os.urandom(8).hex()}.tmp"
@@ -206,6 +206,7 @@ class SftpBackend:
             try:
                 file = await sftp.open(tmp, "xb", _FILE, max_requests=_MAX_REQUESTS)
             except asyncssh.SFTPNoSuchFile:
+                self._session.known_dirs.discard(tmp_dir)
                 await self._makedirs(sftp, tmp_dir)
                 file = await sftp.open(tmp, "xb", _FILE, max_requests=_MAX_REQUESTS)
             try:
@@ -221,7 +222,7 @@ class SftpBackend:
         try:
             self._session.call(upload)
         except asyncssh.SFTPError as exc:
-            raise self._denied("put", key, exc) from None
+            raise self._denied(operation, key, exc) from None
         state.debris.remove(tmp)
         return tmp
 
@@ -237,9 +238,9 @@ class SftpBackend:
         try:
             await rename(tmp, final)  # type: ignore[misc]
         except asyncssh.SFTPNoSuchFile:
+            # the parent is missing: never made, or removed by a delete since (see there)
             parent = final.rsplit("/", 1)[0]
-            if parent in self._session.known_dirs:
-                raise
+            self._session.known_dirs.discard(parent)
             await self._makedirs(sftp, parent)
             await rename(tmp, final)  # type: ignore[misc]
 
@@ -438,8 +439,20 @@ class SftpBackend:
                 self.caps = replace(self.caps, can_delete=False)
                 raise self._denied("delete", key, exc) from None
             self.caps = replace(self.caps, can_delete=True)
+            if key.count("/") >= 2:
+                await self._remove_dir_if_empty(sftp, path.rsplit("/", 1)[0])
 
         self._retry("delete", key, lambda: self._reading("delete", key, remove))
+
+    async def _remove_dir_if_empty(self, sftp: asyncssh.SFTPClient, directory: str) -> None:
+        """Remove a per-snapshot or per-run directory (`snapshots/<id>/`) once its last object
+        is gone: left behind, thousands of empty ones would each cost a listing round trip. A
+        writer racing into it finds the parent missing and makes it again (`_rename_into`)."""
+        self._session.known_dirs.discard(directory)
+        try:
+            await sftp.rmdir(directory)
+        except asyncssh.SFTPError:
+            pass  # not empty (the usual case), or gone already
 
     def close(self) -> None:
         self._session.close()
