@@ -9,7 +9,7 @@ copied: applied there after the copy, and a snapshot it would forget at once is 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,3 +31,21 @@ class RepositoryCopyJob(JobBase):
         if self.source_repository == self.repository:
             raise ValueError("source_repository and repository are the same: a copy needs two repositories")
         return self
+
+
+ADHOC_NAME = "repository-copy"  # the job name of a run of `davit repository copy` (no job file)
+
+
+def adhoc_copy(source_repository: str, repository: str, jobs: list[str], snapshot: str | None) -> dict[str, Any]:
+    """The spec (as a job file would give it) of an ad-hoc copy; validated like one by the caller.
+    Its runs share one job name, so two of them run one after the other, never at once."""
+    spec: dict[str, Any] = {
+        "name": ADHOC_NAME,
+        "kind": "repository.copy",
+        "source_repository": source_repository,
+        "repository": repository,
+        "jobs": list(jobs),
+    }
+    if snapshot is not None:
+        spec["snapshot"] = snapshot
+    return spec
