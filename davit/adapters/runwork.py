@@ -21,7 +21,8 @@ OtherSpecT = TypeVar("OtherSpecT")
 class RunInputs(Generic[SpecT]):
     """The job's spec, the run's id, the data-path tuning, the details recorded when the run was
     prepared (empty before that), and the repository: given opened (`repo`, as tests do) or as
-    `open_repo`, called the first time a work asks for it (as the daemon does)."""
+    `open_repo`, called the first time a work asks for it (as the daemon does). `open_named`
+    opens another configured repository by name, for a kind that reads two (a copy)."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class RunInputs(Generic[SpecT]):
         *,
         repo: Repository | None = None,
         open_repo: Callable[[], Repository] | None = None,
+        open_named: Callable[[str], Repository] | None = None,
     ) -> None:
         self.spec = spec
         self.run_id = run_id
@@ -39,6 +41,7 @@ class RunInputs(Generic[SpecT]):
         self.details = details if details is not None else {}
         self._repo = repo
         self._open_repo = open_repo
+        self._open_named = open_named
 
     @property
     def repo(self) -> Repository:
@@ -50,10 +53,20 @@ class RunInputs(Generic[SpecT]):
             self._repo = self._open_repo()
         return self._repo
 
+    def repository(self, name: str) -> Repository:
+        """Another configured repository, by name (a copy's source): opened by the composition
+        root like the run's own. Inputs given no way to open one (a test's) asked for one: a
+        programming error."""
+        if self._open_named is None:
+            raise RuntimeError(f"run {self.run_id}: these inputs were given no way to open repository {name!r}")
+        return self._open_named(name)
+
     def with_spec(self, spec: OtherSpecT) -> RunInputs[OtherSpecT]:
         """The same run's inputs for another spec (a kind carried out by another kind's work, as
         a volume backup is by a files backup): same repository, same details."""
-        return RunInputs(spec, self.run_id, self.tuning, self.details, repo=self._repo, open_repo=self._open_repo)
+        return RunInputs(
+            spec, self.run_id, self.tuning, self.details, repo=self._repo, open_repo=self._open_repo, open_named=self._open_named
+        )
 
 
 class RunWork(Generic[SpecT]):

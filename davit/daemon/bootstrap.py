@@ -58,7 +58,14 @@ class Parts:
     def inputs(self, view: RunView) -> RunInputs[AnyJob]:
         """What the run's work is built from; its repository is opened when first asked for."""
         spec = spec_from_json(view.spec)
-        return RunInputs(spec, view.run_id, self.tuning, dict(view.details), open_repo=lambda: self.repository(spec.repository))
+        return RunInputs(
+            spec,
+            view.run_id,
+            self.tuning,
+            dict(view.details),
+            open_repo=lambda: self.repository(spec.repository),
+            open_named=self.repository,
+        )
 
     def work_for(self, view: RunView) -> JobWork:
         inputs = self.inputs(view)

@@ -46,6 +46,7 @@ KINDS: dict[str, Kind] = {
     "weaviate.backup": Kind("davit.adapters.weaviate.backup:WeaviateBackupWork"),
     "weaviate.restore": Kind("davit.adapters.weaviate.restore:WeaviateRestoreWork"),
     "weaviate.clear": Kind("davit.adapters.weaviate.clear:WeaviateClearWork"),
+    "repository.copy": Kind("davit.adapters.copy.work:RepositoryCopyWork"),
 }
 
 WorkClass = Callable[["RunInputs[Any]"], "JobWork"]

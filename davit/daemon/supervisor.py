@@ -49,8 +49,10 @@ from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, n
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from davit.domain import events as ev
-from davit.domain.commands import CancelRun, ResumeRun, RunJobNow, decode_command
-from davit.domain.errors import IllegalTransition, InvalidConfig, PermanentError
+from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
+from davit.domain.errors import FieldProblem, IllegalTransition, InvalidConfig, PermanentError
+from davit.domain.jobs import job_from_dict, spec_revision
+from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
 from davit.domain.runs import RunView, fold, staging_unneeded
 from davit.domain.schedule import MonotonicQueue, Timetable
@@ -538,6 +540,31 @@ class Supervisor:
                 self.wakeup.set()
         elif isinstance(command, CancelRun):
             await self._cancel(command.run_id)
+        elif isinstance(command, CopyNow) and command.run_id not in self.runs and not self.stopping:
+            await self._queue_copy(command)
+
+    async def _queue_copy(self, command: CopyNow) -> None:
+        """Queue an ad-hoc copy: a run whose spec the request's fields make, checked like a job
+        file's, and whose repositories must be configured (otherwise the request fails, and the
+        CLI waiting on it says why)."""
+        raw = adhoc_copy(command.source_repository, command.repository, command.jobs, command.snapshot)
+        spec = job_from_dict(raw, "davit repository copy")
+        unknown = [name for name in (command.source_repository, command.repository) if name not in self.settings.repositories]
+        if unknown:
+            problems = [FieldProblem(f"repositories.{name}", "no repository of this name is configured") for name in unknown]
+            raise InvalidConfig(str(self.settings.config_file), problems)
+        queued = ev.RunQueued(
+            run_id=command.run_id,
+            job=spec.name,
+            kind=spec.kind,
+            revision=spec_revision(spec),
+            spec=spec.model_dump(mode="json"),
+            reason="manual",
+        )
+        await self.store.append(ev.run_stream(command.run_id), 0, [ev.NewEvent.of(new_event_id(), queued)])
+        self.runs[command.run_id] = fold(command.run_id, await self.store.read_stream(ev.run_stream(command.run_id)))
+        log.info("run %s (a copy from repository %s to %s) queued", command.run_id, command.source_repository, command.repository)
+        self.wakeup.set()
 
     async def _reject_run(self, run_id: str, job: str, reason: str) -> None:
         queued = ev.RunQueued(run_id=run_id, job=job, kind="", revision="", spec={}, reason="manual")

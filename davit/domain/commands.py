@@ -24,7 +24,19 @@ class CancelRun(Event):
     run_id: str
 
 
-COMMAND_TYPES: dict[str, type[Event]] = {c.type_name(): c for c in (RunJobNow, ResumeRun, CancelRun)}
+class CopyNow(Event):
+    """`davit repository copy`: a run of a `repository.copy` spec that no job file defines (the
+    daemon builds and validates the spec, `domain.jobs.copy.adhoc_copy`; the request names
+    repositories and snapshots, never a whole spec, so a request cannot start any other kind)."""
+
+    run_id: str
+    source_repository: str
+    repository: str
+    jobs: list[str] = []
+    snapshot: str | None = None
+
+
+COMMAND_TYPES: dict[str, type[Event]] = {c.type_name(): c for c in (RunJobNow, ResumeRun, CancelRun, CopyNow)}
 
 
 def decode_command(stored: StoredEvent) -> Event | None:

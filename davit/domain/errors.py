@@ -23,6 +23,7 @@ DavitError
 │   ├── BackendDenied           a repository's server refused the credential or the operation
 │   ├── RepositoryKeyError      (adapters/repository/crypto) passphrase missing or wrong: exit 2
 │   ├── StagingGone             (adapters/repository/staging) a resumed run's staging was removed
+│   ├── CopyNotPossible         (adapters/copy/lines) a snapshot cannot be copied into the destination as asked
 │   ├── SecretUnavailable       (adapters/secrets) a passphrase or password reference cannot be read
 │   ├── HostKeyRejected         (adapters/sshtrust) the SSH host key is not trusted
 │   ├── RemoteLoginFailed       (adapters/ssh/remote) SSH authentication failed

@@ -103,7 +103,9 @@ class Backend(Protocol):
 
     def put_if_absent(self, key: str, src: Source) -> bool:
         """Create `key` holding `src` (bytes, or the content of a local file) if no object of
-        that name exists; True if this call created it, False if one exists (left untouched)."""
+        that name exists; True if this call created it, False if one exists (left untouched).
+        A local file given as `src` must not be written to after the call (it may be deleted or
+        renamed): the local backend makes it the object itself, by a hard link, not a copy."""
         ...
 
     def put(self, key: str, src: Source) -> None:

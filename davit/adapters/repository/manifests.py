@@ -42,6 +42,7 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "source": (dict,),
     "stats": (dict,),
     "parent": (str, type(None)),
+    "copied_from": (str,),  # the name of the repository a copy was made from (`repository.copy`)
     MANIFEST_MAC_FIELD: (str,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", type(None): "null"}

@@ -225,6 +225,15 @@ class Repository:
         """A blob exactly as stored (for copying between packs without recompressing)."""
         return self._pread(ref)
 
+    def blob_ref(self, chunk_id: bytes) -> BlobRef | None:
+        """Where the chunk is stored (pack, offset, lengths, codec), for `read_blob`; None if the
+        repository lacks it (the index is refreshed once before answering so)."""
+        ref = self._index.get(chunk_id)
+        if ref is None:
+            self.refresh_index()
+            ref = self._index.get(chunk_id)
+        return ref
+
     def forget_pack(self, pack: str) -> None:
         with self._fd_lock:
             fd = self._fds.pop(pack, None)

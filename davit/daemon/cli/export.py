@@ -30,10 +30,11 @@ def command() -> None:
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--gzip", "compress", is_flag=True, help="Write .bson.gz and .metadata.json.gz files.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.option("--repository", help="Look in this repository only (a copied snapshot is in two).")
 @click.pass_context
-def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool, as_json: bool) -> None:
+def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool, as_json: bool, repository: str | None) -> None:
     """Write SNAPSHOT (an id or unique prefix) of a mongo.backup job into DIRECTORY."""
-    repo, snap = resolve_snapshot(ctx, snapshot)
+    repo, snap = resolve_snapshot(ctx, snapshot, repository=repository)
     if snap.kind != "mongo":
         raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} is a {snap.kind} snapshot, not a MongoDB one")
     collections = documents = size = 0

@@ -14,7 +14,7 @@ import click
 from davit.adapters.repository.repository import DamagedSnapshot, Repository, SnapshotInfo
 from davit.daemon.cli.common import emit_json, human_bytes, state, table
 from davit.daemon.repositories import open_repository
-from davit.domain.errors import SnapshotNotFound
+from davit.domain.errors import InvalidArgument, SnapshotNotFound
 
 
 def _repositories(ctx: click.Context) -> list[tuple[str, Repository]]:
@@ -42,20 +42,30 @@ def all_entries(ctx: click.Context, job: str | None = None) -> list[tuple[str, R
 
 
 @overload
-def resolve_snapshot(ctx: click.Context, ref: str, damaged: Literal[False] = False) -> tuple[Repository, SnapshotInfo]: ...
+def resolve_snapshot(
+    ctx: click.Context, ref: str, damaged: Literal[False] = False, repository: str | None = None
+) -> tuple[Repository, SnapshotInfo]: ...
 @overload
 def resolve_snapshot(
-    ctx: click.Context, ref: str, damaged: Literal[True]
+    ctx: click.Context, ref: str, damaged: Literal[True], repository: str | None = None
 ) -> tuple[Repository, SnapshotInfo | DamagedSnapshot]: ...
-def resolve_snapshot(ctx: click.Context, ref: str, damaged: bool = False) -> tuple[Repository, SnapshotInfo | DamagedSnapshot]:
+def resolve_snapshot(
+    ctx: click.Context, ref: str, damaged: bool = False, repository: str | None = None
+) -> tuple[Repository, SnapshotInfo | DamagedSnapshot]:
     """The one snapshot `ref` names in the configured repositories, for every command that takes
     a SNAPSHOT: the snapshot with that id, else the only one whose id starts with it (so an id
     that starts another is still selectable). Damaged snapshots count only with `damaged` (verify
     reports them; nothing can be read from one). `SnapshotNotFound` (exit 2) otherwise, and for
-    an empty `ref`, which starts every id (`"$SNAP"` with SNAP unset must not pick the only one)."""
+    an empty `ref`, which starts every id (`"$SNAP"` with SNAP unset must not pick the only one).
+    `repository` looks in that repository only: a copied snapshot has the same id in both
+    repositories (`davit repository copy`), and naming one picks which copy."""
     if not ref:
         raise SnapshotNotFound(ref)
     entries = all_entries(ctx) if damaged else all_snapshots(ctx)
+    if repository is not None:
+        if repository not in state(ctx).settings.repositories:
+            raise InvalidArgument("--repository", f"no repository named {repository!r} in the daemon config")
+        entries = [entry for entry in entries if entry[0] == repository]
     matches = [(repo, snap) for _, repo, snap in entries if snap.id.startswith(ref)]
     matches = [m for m in matches if m[1].id == ref] or matches
     if len(matches) != 1:

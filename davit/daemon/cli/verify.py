@@ -17,10 +17,11 @@ from davit.domain.errors import CorruptChunk, VerificationFailed
 @click.command("verify")
 @click.argument("snapshot")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.option("--repository", help="Look in this repository only (a copied snapshot is in two).")
 @click.pass_context
-def command(ctx: click.Context, snapshot: str, as_json: bool) -> None:
+def command(ctx: click.Context, snapshot: str, as_json: bool, repository: str | None) -> None:
     """Verify SNAPSHOT (an id or a unique prefix)."""
-    repo, found = resolve_snapshot(ctx, snapshot, damaged=True)
+    repo, found = resolve_snapshot(ctx, snapshot, damaged=True, repository=repository)
     if isinstance(found, DamagedSnapshot):
         if as_json:
             emit_json({"snapshot": found.id, "chunks_checked": 0, "problems": [found.reason], "ok": False, "damaged": True})

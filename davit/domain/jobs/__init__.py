@@ -19,6 +19,7 @@ from davit.domain.jobs import nesting
 from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, problems_from_validation, spec_revision
 from davit.domain.jobs.base import inline_secrets as _inline_secrets
 from davit.domain.jobs.compose import ComposeMigrateJob
+from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
 from davit.domain.jobs.mongo import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
@@ -38,6 +39,7 @@ AnyJob = (
     | WeaviateBackupJob
     | WeaviateRestoreJob
     | WeaviateClearJob
+    | RepositoryCopyJob
 )
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
@@ -56,6 +58,7 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "MongoRestoreJob",
     "MongoExportJob",
     "MongoImportJob",
+    "RepositoryCopyJob",
     "Retention",
     "SnapshotRef",
     "VolumeBackupJob",

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from davit.adapters.repository.backend import Caps, ObjectInfo, ObjectMissing, ObjectTooLarge, Source, check_key, check_prefix
-from davit.adapters.repository.fsutil import fsync_dir, make_dirs, open_new, open_regular, storage_error
+from davit.adapters.repository.fsutil import FILE_MODE, fsync_dir, make_dirs, open_new, open_regular, storage_error
 
 _OPEN_FDS = 64
 
@@ -49,14 +49,8 @@ class LocalBackend:
         make_dirs(self.tmp)
         tmp = self.tmp / f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
         if isinstance(src, Path):
-            try:
-                os.link(src, tmp)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
+            if self._link_spool(src, tmp):
                 return tmp
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
             with open(src, "rb") as fh, open(open_new(tmp), "wb") as out:
                 shutil.copyfileobj(fh, out, 1 << 20)
                 out.flush()
@@ -67,6 +61,27 @@ class LocalBackend:
             out.flush()
             os.fsync(out.fileno())
         return tmp
+
+    @staticmethod
+    def _link_spool(src: Path, tmp: Path) -> bool:
+        """Make `tmp` a hard link to the regular file `src`; False if it cannot be (another file
+        system, or `src` is a symlink: link() would link the symlink itself). The shared inode
+        is made 0600 and its mtime set to now: an object's mtime is when it was stored (lock
+        ages and the orphan grace read it), not when its source was last written."""
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            return False
+        if not stat.S_ISREG(os.lstat(tmp).st_mode):
+            tmp.unlink()
+            return False
+        os.chmod(tmp, FILE_MODE)
+        os.utime(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        return True
 
     def put_if_absent(self, key: str, src: Source) -> bool:
         final = self.path(key)

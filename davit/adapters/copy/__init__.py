@@ -1,0 +1,1 @@
+"""`repository.copy`: snapshots copied from one repository into another, chunks and trees alike."""
