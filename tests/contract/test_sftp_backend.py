@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
+from davit.adapters.repository.backend import Source
 from davit.adapters.repository.backends.sftp import SftpBackend
 from davit.domain.errors import BackendDenied
 from tests.contract.backend_contract import BackendContract
@@ -30,13 +32,41 @@ def sftp_backend(peer: SshPeer, directory: Path, **options: float) -> SftpBacken
 
 
 @pytest.fixture
-def repo_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "repo"
+def repo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sftp-repo") / "repo"  # not under tmp_path: tests own that
     d.mkdir(mode=0o700)
     return d
 
 
 class TestSftpBackend(BackendContract):
+    can_tear = True
+
+    @pytest.fixture
+    def tear(self, backend: SftpBackend) -> Callable[[str], None]:
+        """The next upload of a key sends half its bytes, then the connection is reset; with
+        no retry budget left, the put fails (with a budget it would be retried and succeed)."""
+
+        def arm(key: str) -> None:
+            upload = backend._upload
+            budget, backend.retry_budget = backend.retry_budget, 0
+
+            def torn(operation: str, k: str, src: Source, state: Any) -> str:
+                if k != key:
+                    return upload(operation, k, src, state)
+                backend._upload = upload  # type: ignore[method-assign]
+                backend.retry_budget = budget  # the failing call has its deadline already
+                data = src.read_bytes() if isinstance(src, Path) else bytes(src)
+                upload(operation, k, data[: len(data) // 2], state)
+
+                async def reset(sftp: asyncssh.SFTPClient) -> None:
+                    raise ConnectionResetError("connection reset in the middle of an upload")
+
+                return backend._session.call(reset)  # type: ignore[func-returns-value]
+
+            backend._upload = torn  # type: ignore[method-assign]
+
+        return arm
+
     @pytest.fixture
     def backend(self, ssh_peer: SshPeer, repo_dir: Path) -> Iterator[SftpBackend]:
         b = sftp_backend(ssh_peer, repo_dir)
