@@ -189,7 +189,7 @@ def sftp_url_problems(url: str) -> list[str]:
     if isinstance(parts, str):
         return [parts]
     if parts.password is not None:
-        return ["holds a password; davitd logs in with identity_file: remove the password from the URL"]
+        return ["holds a password, but davitd logs in with identity_file: remove the password from the URL"]
     problems = []
     if not parts.username:
         problems.append("give the user to log in as: sftp://USER@HOST[:PORT]/PATH")
@@ -217,7 +217,7 @@ def s3_url_problems(url: str) -> list[str]:
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         problems.append("the prefix may not contain empty, '.' or '..' segments")
     if parts.query or parts.fragment:
-        problems.append("an s3:// URL takes no query or fragment; set endpoint, region and path_style as fields")
+        problems.append("an s3:// URL takes no query or fragment (endpoint, region and path_style are fields of their own)")
     return problems
 
 
@@ -226,7 +226,7 @@ def endpoint_problems(endpoint: str) -> list[str]:
     if isinstance(parts, str):
         return [parts]
     if parts.username is not None or parts.password is not None:
-        return ["holds credentials; give the keys by access_key_id_env/_file and secret_access_key_env/_file"]
+        return ["holds credentials: give the keys by access_key_id_env/_file and secret_access_key_env/_file"]
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ["not an endpoint URL: give http(s)://HOST[:PORT]"]
     return []
