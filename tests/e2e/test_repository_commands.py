@@ -99,3 +99,17 @@ def test_a_remote_repository_with_a_key_in_the_config_is_refused_naming_file_and
         in result.stderr
     )
     assert SECRET_KEY not in result.stdout + result.stderr
+
+
+def test_a_valid_remote_section_leaves_the_local_repository_working(davit: Davit, tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text("[h]:22 ssh-ed25519 AAAA\n")
+    (tmp_path / "id").write_text("key\n")
+    davit.configure(
+        '[repositories.local]\npath = "repository"\n'
+        f'[repositories.offsite]\nurl = "sftp://davit@h/srv/davit"\nknown_hosts = "{tmp_path / "known_hosts"}"\n'
+        f'identity_file = "{tmp_path / "id"}"\n'
+        '[repositories.cloud]\nurl = "s3://davit-backups"\naccess_key_id_env = "K"\nsecret_access_key_env = "S"\n'
+    )
+    davit.cli("repository", "init", "local")
+    assert davit.cli("snapshots", "--json").stdout.strip() == ""
+    assert json.loads(davit.cli("repository", "stats", "local", "--json").stdout)["snapshots"] == 0
