@@ -25,7 +25,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,13 @@ def _server_argv(exe: Path, top: Path, data: Path, config: Path, ports: dict[str
     return argv
 
 
+def _answers(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except OSError:  # not listening yet
+        return False
+
+
 @dataclass
 class PrivateS3:
     """A SeaweedFS of one test's own (to stop, pause or configure without touching the shared
@@ -197,7 +204,7 @@ def private_instance(top: Path, identities: dict[str, list[str]], policies: dict
     try:
         admin = keys[next(iter(identities))]
         deadline = time.monotonic() + 120
-        while _signed_request(ports["s3"], "PUT", f"/{BUCKET}", *admin) not in (200, 409):
+        while not _answers(lambda: _signed_request(ports["s3"], "PUT", f"/{BUCKET}", *admin) in (200, 409)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise PeerError("private SeaweedFS did not come up", (top / "weed.log").read_text(errors="replace")[-3000:])
             time.sleep(0.3)

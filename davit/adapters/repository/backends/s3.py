@@ -81,7 +81,8 @@ _REQUEST_TIMEOUT = "300s"  # one request, body included: an 8 MiB part or a 32 M
 _READ_TIMEOUT = "30s"  # a response that stops sending data for this long is retried
 
 _STATUS = re.compile(r"status code: (\d{3})")
-_CODE = re.compile(r"<Code>([A-Za-z0-9]{1,64})</Code>")
+# the S3 error code: in the XML body, or (a DeleteObjects answer) in obstore's debug text
+_CODE = re.compile(r'<Code>([A-Za-z0-9]{1,64})</Code>|code: "([A-Za-z0-9]{1,64})"')
 _BAD_NAME = re.compile(r'Path "([^"\n]{0,300})')
 _CAUSES = ("connection refused", "connection reset", "timed out", "error sending request", "dns error", "broken pipe")
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"})
@@ -231,16 +232,17 @@ class S3Backend:
     def _fail(self, op: str, key: str, exc: BaseException) -> NoReturn:
         text = str(exc)
         status = _STATUS.search(text)
-        code = _CODE.search(text)
+        found = _CODE.search(text)
+        code = (found[1] or found[2]) if found else None
         what = f"{op} {key}" if key else op
-        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or (code and code[1] in _DENIED_CODES):
-            reason = _denied_reason(code[1] if code else None, self.bucket, self.endpoint)
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or code in _DENIED_CODES:
+            reason = _denied_reason(code, self.bucket, self.endpoint)
             raise BackendDenied(self.where, what, reason) from None
         if status and status[1].startswith("4") and status[1] not in ("408", "429"):
-            raise BackendDenied(self.where, what, f"the server answered {status[1]} {code[1] if code else ''}".rstrip()) from None
+            raise BackendDenied(self.where, what, f"the server answered {status[1]} {code or ''}".rstrip()) from None
         cause = next((c for c in _CAUSES if c in text.lower()), None)
         if status:
-            cause = f"the server answered {status[1]}" + (f" {code[1]}" if code else "")
+            cause = f"the server answered {status[1]}" + (f" {code}" if code else "")
         reason = f"no success within the retry budget of {self.retry_budget:g} s ({cause or type(exc).__name__})"
         raise BackendUnavailable(self.where, what, reason) from None
 
