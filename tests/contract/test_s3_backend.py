@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -98,3 +99,27 @@ def test_from_url_splits_bucket_and_prefix(seaweedfs_peer: S3Peer) -> None:
         with pytest.raises(ValueError) as raised:
             S3Backend.from_url(bad, access_key_id="k", secret_access_key="s")
         assert "pw" not in str(raised.value)
+
+
+def test_aws_variables_of_the_environment_do_not_unsign_requests_and_the_rest_are_named(
+    seaweedfs_peer: S3Peer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """obstore reads AWS_* variables in every constructor: a davitd started from a shell that
+    has them must still sign its requests, and hear of those it cannot pin (never their values)."""
+    monkeypatch.setenv("AWS_SKIP_SIGNATURE", "true")
+    monkeypatch.setenv("AWS_REQUEST_PAYER", "true")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-value-zzz")
+    b = peer_backend(seaweedfs_peer, f"contract/{uuid.uuid4().hex[:12]}")
+    b.put("config.json", b"{}")
+    assert b.get("config.json") == b"{}"
+    b.delete("config.json")
+    assert "AWS_SESSION_TOKEN" in caplog.text and "AWS_SKIP_SIGNATURE" not in caplog.text
+    assert "token-value-zzz" not in caplog.text
+
+
+def test_without_conditional_create_a_head_before_the_put_keeps_the_first_content(s3_backend: S3Backend) -> None:
+    """The fallback for a server that ignores If-None-Match (safe only for random names)."""
+    s3_backend._caps = replace(s3_backend.caps, conditional_create=False)
+    assert s3_backend.put_if_absent("packs/ab/ab02.pack", b"first") is True
+    assert s3_backend.put_if_absent("packs/ab/ab02.pack", b"second") is False
+    assert s3_backend.get("packs/ab/ab02.pack") == b"first"

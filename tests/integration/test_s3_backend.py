@@ -70,6 +70,17 @@ def test_a_wrong_secret_is_refused_naming_the_bucket_and_never_printing_the_secr
         assert f"s3://{seaweedfs_peer.bucket}/" in str(raised.value) and seaweedfs_peer.endpoint in str(raised.value)
     assert "SignatureDoesNotMatch" in str(raised.value)
     assert wrong_secret not in repr(backend)
+    unknown_key = S3Backend(
+        seaweedfs_peer.bucket,
+        "denied",
+        endpoint=seaweedfs_peer.endpoint,
+        path_style=True,
+        access_key_id="DAVITNOSUCHKEY",
+        secret_access_key=wrong_secret,
+    )
+    with pytest.raises(BackendDenied, match="InvalidAccessKeyId") as raised:
+        unknown_key.get("config.json")
+    assert wrong_secret not in everything_said(raised.value, caplog)
 
 
 def test_a_missing_bucket_is_a_permanent_refusal(seaweedfs_peer: S3Peer) -> None:

@@ -85,6 +85,26 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r'<Code>([A-Za-z0-9]{1,64})</Code>|code: "([A-Za-z0-9]{1,64})"')
 _BAD_NAME = re.compile(r'Path "([^"\n]{0,300})')
 _CAUSES = ("connection refused", "connection reset", "timed out", "error sending request", "dns error", "broken pipe")
+# environment variables whose settings the constructor passes explicitly (so they are ignored)
+_PINNED_ENV = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+        "AWS_CONDITIONAL_PUT",
+        "AWS_SKIP_SIGNATURE",
+        "AWS_REQUEST_PAYER",
+        "AWS_S3_EXPRESS",
+        "AWS_ALLOW_HTTP",
+        "AWS_BUCKET",
+        "AWS_BUCKET_NAME",
+    }
+)
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"})
 
 
@@ -123,7 +143,12 @@ class S3Backend:
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
             virtual_hosted_style_request=not path_style,
+            # obstore's constructors also read AWS_* variables of the environment: pin every
+            # one that would change how requests are made, and warn of the others below
             conditional_put="etag",
+            skip_signature=False,
+            request_payer=False,
+            s3_express=False,
             client_options={
                 "allow_http": allow_http,
                 "connect_timeout": _CONNECT_TIMEOUT,
@@ -138,6 +163,14 @@ class S3Backend:
         )
         self._caps: Caps | None = None
         self._probe_lock = threading.Lock()
+        inherited = sorted(name for name in os.environ if name.startswith("AWS_") and name not in _PINNED_ENV)
+        if inherited:
+            log.warning(
+                "%s: obstore also reads these environment variables of davitd, which may change how it talks to the "
+                "server (a session token, server-side encryption): %s",
+                self.where,
+                ", ".join(inherited),
+            )
 
     @classmethod
     def from_url(
