@@ -45,9 +45,9 @@ class Parts:
         with self._lock:
             old = self.settings.model.repositories
             for name in list(self._repos):
-                if settings.model.repositories.get(name) != old.get(name) or settings.repositories.get(
+                if settings.model.repositories.get(name) != old.get(name) or settings.locations.get(
                     name
-                ) != self.settings.repositories.get(name):
+                ) != self.settings.locations.get(name):
                     del self._repos[name]
             self.settings = settings
 

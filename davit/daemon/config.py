@@ -6,7 +6,9 @@ Without it davit follows the system layout: `/etc/davit/davit.toml`, `/etc/davit
 `/etc/davit/log.key`, state under `/var/lib/davit`, honouring systemd's
 `CONFIGURATION_DIRECTORY` and `STATE_DIRECTORY`. Relative `jobs_dir` is read against the
 config file's directory; relative `state_dir` and repository paths against the state root
-(the home, or the system state directory).
+(the home, or the system state directory). A repository may also be remote (an `sftp://` or
+`s3://` url): its section is validated in `repoconfig.py`, and the files it names (known_hosts,
+identity_file, key files) are read against the config file's directory.
 
 Only davitd creates a home (`create_home`): for the CLI a `--home` that is not a directory or
 a `--config` that is not a file is a usage error naming it, and nothing is created (a typo
@@ -20,9 +22,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.tuning import Tuning
+from davit.daemon.repoconfig import RepositorySection
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.domain.jobs import nesting, problems_from_validation
 from davit.eventstore.boundedread import TooLarge, read_bounded
@@ -70,25 +74,6 @@ class DataPathSection(_Section):
         )
 
 
-class RepositorySection(_Section):
-    path: str
-    # An encrypted repository's passphrase, by reference only (never inline). Given when the
-    # repository is created, it makes the repository encrypted (AES-256-GCM); an existing
-    # encrypted repository needs it for every read and write of chunks and trees.
-    passphrase_env: str | None = None
-    passphrase_file: str | None = None
-
-    @model_validator(mode="after")
-    def _one_reference(self) -> RepositorySection:
-        if self.passphrase_env is not None and self.passphrase_file is not None:
-            raise ValueError("give passphrase_env or passphrase_file, not both")
-        return self
-
-    @property
-    def encrypted(self) -> bool:
-        return self.passphrase_env is not None or self.passphrase_file is not None
-
-
 class ConfigModel(_Section):
     daemon: DaemonSection = DaemonSection()
     retry: RetrySection = RetrySection()
@@ -104,8 +89,15 @@ class Settings:
     model: ConfigModel
     jobs_dir: Path
     state_dir: Path
-    repositories: dict[str, Path]
+    # every configured repository, local or remote, by name
+    locations: dict[str, RepositoryLocation]
     state_root: Path
+
+    @property
+    def repositories(self) -> dict[str, Path]:
+        """The directories of the configured *local* repositories, by name (a remote one has
+        none: see `locations`)."""
+        return {name: loc.path for name, loc in self.locations.items() if loc.path is not None}
 
     @property
     def db_path(self) -> Path:
@@ -172,7 +164,7 @@ def _settings(config_file: Path, model: ConfigModel, state_root: Path) -> Settin
         model=model,
         jobs_dir=under(base, model.daemon.jobs_dir),
         state_dir=under(state_root, model.daemon.state_dir),
-        repositories={name: under(state_root, r.path) for name, r in model.repositories.items()},
+        locations={name: r.location(name, state_root, base) for name, r in model.repositories.items()},
         state_root=state_root,
     )
 
@@ -206,8 +198,16 @@ def read_config(path: Path) -> ConfigModel:
     if isinstance(raw, FieldProblem):
         raise InvalidConfig(file, [raw])
     try:
-        return ConfigModel.model_validate(raw)
+        model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
         raise InvalidConfig(file, problems_from_validation(exc)) from exc
     except RecursionError:
         raise InvalidConfig(file, [FieldProblem("(toml)", nesting.too_deep())]) from None
+    problems = [
+        FieldProblem(f"repositories.{name}.{p.field}", p.reason)
+        for name, section in model.repositories.items()
+        for p in section.problems(path.parent)
+    ]
+    if problems:
+        raise InvalidConfig(file, problems)
+    return model

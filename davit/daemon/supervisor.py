@@ -549,7 +549,7 @@ class Supervisor:
         CLI waiting on it says why)."""
         raw = adhoc_copy(command.source_repository, command.repository, command.jobs, command.snapshot)
         spec = job_from_dict(raw, "davit repository copy")
-        unknown = [name for name in (command.source_repository, command.repository) if name not in self.settings.repositories]
+        unknown = [name for name in (command.source_repository, command.repository) if name not in self.settings.locations]
         if unknown:
             problems = [FieldProblem(f"repositories.{name}", "no repository of this name is configured") for name in unknown]
             raise InvalidConfig(str(self.settings.config_file), problems)

@@ -18,9 +18,16 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import signal
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,23 +130,7 @@ def bucket_answers(entry: dict[str, Any]) -> bool:
     return _signed_request(int(entry["s3_port"]), "HEAD", f"/{entry['bucket']}", access_key, secret_key) == 200
 
 
-def up() -> dict[str, Any]:
-    exe = binary()
-    stop(NAME)
-    top = fresh_dir(run_dir() / "seaweedfs")
-    data = top / "data"
-    data.mkdir()
-    ports = _ports()
-    access_key, secret_key = "DAVIT" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
-    config = top / "s3.json"
-    key_files = {"access_key_id_file": top / "access_key_id", "secret_access_key_file": top / "secret_access_key"}
-    for path, text in (
-        (config, json.dumps(_s3_config(access_key, secret_key))),
-        (key_files["access_key_id_file"], access_key),
-        (key_files["secret_access_key_file"], secret_key),
-    ):
-        path.write_text(text)
-        path.chmod(0o600)
+def _server_argv(exe: Path, top: Path, data: Path, config: Path, ports: dict[str, int]) -> list[str | Path]:
     argv: list[str | Path] = [
         exe,
         "server",
@@ -158,6 +149,95 @@ def up() -> dict[str, Any]:
     ]
     for server in SERVERS:
         argv += [f"-{server}.port={ports[server]}", f"-{server}.port.grpc={ports[server + '_grpc']}"]
+    return argv
+
+
+def _answers(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except OSError:  # not listening yet
+        return False
+
+
+@dataclass
+class PrivateS3:
+    """A SeaweedFS of one test's own (to stop, pause or configure without touching the shared
+    peer): its endpoint, the process, and the keys of each identity by name."""
+
+    endpoint: str
+    port: int
+    process: subprocess.Popen[bytes]
+    keys: dict[str, tuple[str, str]]
+
+
+@contextmanager
+def private_instance(top: Path, identities: dict[str, list[str]], policies: dict[str, Any] | None = None) -> Iterator[PrivateS3]:
+    """`weed server` under `top` with one identity per entry of `identities` (name -> legacy
+    actions; a name in `policies` instead gets that IAM policy attached, which SeaweedFS then
+    applies in place of the actions), bucket BUCKET made by the first identity (give it Admin).
+    Stopped (SIGKILL after SIGTERM) on exit."""
+    exe = binary()
+    data = top / "data"
+    data.mkdir(parents=True)
+    keys = {name: ("DAVIT" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)) for name in identities}
+    doc: dict[str, Any] = {"identities": [], "policies": []}
+    for name, actions in identities.items():
+        ident: dict[str, Any] = {"name": name, "credentials": [{"accessKey": keys[name][0], "secretKey": keys[name][1]}]}
+        ident["actions"] = actions
+        if policies and name in policies:
+            ident["policyNames"] = [f"{name}-policy"]
+            doc["policies"].append({"name": f"{name}-policy", "content": json.dumps(policies[name])})
+        doc["identities"].append(ident)
+    config = top / "s3.json"
+    config.write_text(json.dumps(doc))
+    config.chmod(0o600)
+    ports = _ports()
+    with open(top / "weed.log", "ab") as out:
+        proc = subprocess.Popen(
+            [str(a) for a in _server_argv(exe, top, data, config, ports)],
+            cwd=top,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        admin = keys[next(iter(identities))]
+        deadline = time.monotonic() + 120
+        while not _answers(lambda: _signed_request(ports["s3"], "PUT", f"/{BUCKET}", *admin) in (200, 409)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise PeerError("private SeaweedFS did not come up", (top / "weed.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield PrivateS3(f"http://127.0.0.1:{ports['s3']}", ports["s3"], proc, keys)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)  # a test may leave it paused
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def up() -> dict[str, Any]:
+    exe = binary()
+    stop(NAME)
+    top = fresh_dir(run_dir() / "seaweedfs")
+    data = top / "data"
+    data.mkdir()
+    ports = _ports()
+    access_key, secret_key = "DAVIT" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    config = top / "s3.json"
+    key_files = {"access_key_id_file": top / "access_key_id", "secret_access_key_file": top / "secret_access_key"}
+    for path, text in (
+        (config, json.dumps(_s3_config(access_key, secret_key))),
+        (key_files["access_key_id_file"], access_key),
+        (key_files["secret_access_key_file"], secret_key),
+    ):
+        path.write_text(text)
+        path.chmod(0o600)
+    argv = _server_argv(exe, top, data, config, ports)
     spawn(NAME, argv, cwd=top)
     entry: dict[str, Any] = {
         "ok": True,

@@ -314,9 +314,12 @@ class Repository:
             self._loaded_idx.add(writer.pack_id)
         return [cid for cid, _ in entries]
 
-    def read_chunk(self, chunk_id: bytes) -> bytes:
-        """The plain bytes of a chunk, verified against its id before they are returned."""
-        ref = self._index.get(chunk_id)
+    def read_chunk(self, chunk_id: bytes, ref: BlobRef | None = None) -> bytes:
+        """The plain bytes of a chunk, verified against its id before they are returned. With
+        `ref`, that stored copy is read rather than the one the index answers with (`repository
+        check --read-data` reads every copy, a chunk stored twice included)."""
+        if ref is None:
+            ref = self._index.get(chunk_id)
         if ref is None:
             self.refresh_index()
             ref = self._index.get(chunk_id)

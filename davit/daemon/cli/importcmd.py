@@ -34,7 +34,7 @@ def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_
     if not re.match(JOB_NAME_PATTERN, job):
         raise InvalidArgument("--job", f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
     settings = state(ctx).settings
-    if repo_name not in settings.repositories:
+    if repo_name not in settings.locations:
         raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
     model = settings.model.data_path
     repo = open_repository(settings, repo_name)

@@ -1,5 +1,8 @@
-"""`davit repository passphrase NAME`: change an encrypted repository's passphrase.
+"""`davit repository init|check|stats|passphrase NAME`: the configured repositories themselves.
 `davit repository copy SRC DST`: ask davitd to copy snapshots from one repository into another.
+
+The logic is in the adapters (`repository/check.py`, `repository/stats.py`); opening a
+repository by name goes through `daemon/repositories.py`, like everywhere else.
 
 A copy is a run of davitd, like `davit run`, not work done in the CLI's own process: it can be
 long (every chunk DST lacks crosses over), and as a run it is recorded, resumes from its last
@@ -12,13 +15,15 @@ from pathlib import Path
 
 import click
 
-from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.check import CheckReport, Subset, check_repository
+from davit.adapters.repository.stats import RepositoryStats, repository_stats
 from davit.adapters.secrets import resolve
-from davit.daemon.cli.common import state, with_store
+from davit.daemon.cli.common import emit_json, human_bytes, state, table, with_store
 from davit.daemon.cli.requests import send, succeeded, wait_for_run
 from davit.daemon.recorder import new_run_id
+from davit.daemon.repositories import change_passphrase, configured_passphrase, init_repository, location_of, open_repository
 from davit.domain.commands import CopyNow
-from davit.domain.errors import InvalidArgument, RunDidNotSucceed
+from davit.domain.errors import InvalidArgument, RunDidNotSucceed, VerificationFailed
 from davit.domain.jobs import job_from_dict
 from davit.domain.jobs.copy import adhoc_copy
 from davit.eventstore.sqlite import SqliteEventStore
@@ -27,6 +32,114 @@ from davit.eventstore.sqlite import SqliteEventStore
 @click.group("repository")
 def command() -> None:
     """The configured repositories."""
+
+
+def _configured(ctx: click.Context, name: str) -> None:
+    if name not in state(ctx).settings.locations:
+        raise InvalidArgument("NAME", f"no repository named {name!r} in the daemon config")
+
+
+@command.command("init")
+@click.argument("name")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A file holding the passphrase, instead of where the config says (for a passphrase_env "
+    "set only in davitd's environment). The config must name a passphrase for NAME.",
+)
+@click.pass_context
+def init(ctx: click.Context, name: str, passphrase_file: Path | None) -> None:
+    """Create repository NAME where the config says: encrypted if its section names a
+    passphrase, else not. Refused if it exists already (nothing is changed)."""
+    _configured(ctx, name)
+    settings = state(ctx).settings
+    section = settings.model.repositories[name]
+    if passphrase_file is not None and not section.encrypted:
+        raise InvalidArgument(
+            "--passphrase-file",
+            f"repository {name!r} has no passphrase_env or passphrase_file in the daemon config: davitd could not open "
+            "it encrypted; name the passphrase there first",
+        )
+    passphrase = (
+        resolve(None, str(passphrase_file), "--passphrase-file") if passphrase_file else configured_passphrase(settings, name)
+    )
+    repo = init_repository(settings, name, passphrase)
+    repo.close()
+    kind = "encrypted (AES-256-GCM)" if passphrase is not None else "not encrypted"
+    click.echo(f"repository {name}: created at {location_of(settings, name).where}, {kind}")
+
+
+@command.command("check")
+@click.argument("name")
+@click.option("--read-data", is_flag=True, help="Also read every chunk back and check its hash.")
+@click.option("--subset", metavar="N/M", help="Read only part N of M of the packs (chosen by pack id; implies --read-data).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.pass_context
+def check(ctx: click.Context, name: str, read_data: bool, subset: str | None, as_json: bool) -> None:
+    """Check repository NAME: every index names a whole pack, every snapshot's manifest loads
+    and its chunks are all stored; with --read-data every chunk is read back and verified.
+    Exits 0 only if nothing is wrong."""
+    _configured(ctx, name)
+    try:
+        part = Subset.parse(subset) if subset is not None else None
+    except ValueError as exc:
+        raise InvalidArgument("--subset", str(exc)) from None
+    repo = open_repository(state(ctx).settings, name, create=False)
+    try:
+        report = check_repository(repo, read_data=read_data, subset=part)
+    finally:
+        repo.close()
+    if as_json:
+        emit_json({"repository": name, **report.to_json()})
+    else:
+        _print_check(name, report)
+    if not report.ok:
+        raise VerificationFailed(f"repository {name}", report.problems)
+
+
+def _print_check(name: str, report: CheckReport) -> None:
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    read = f", {report.chunks_read} chunks read back from {report.packs_read} packs" if report.packs_read else ""
+    click.echo(
+        f"repository {name}: {report.snapshots} snapshots, {report.packs} packs ({report.unindexed_packs} without an index), "
+        f"{report.chunks_referenced} chunk references{read}: {len(report.problems)} problems"
+    )
+
+
+@command.command("stats")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
+@click.pass_context
+def stats(ctx: click.Context, name: str, as_json: bool) -> None:
+    """What repository NAME holds: snapshots, packs, bytes stored and backed up, per job."""
+    _configured(ctx, name)
+    repo = open_repository(state(ctx).settings, name, create=False, listing_only=True)
+    try:
+        figures = repository_stats(repo)
+    finally:
+        repo.close()
+    if as_json:
+        emit_json({"repository": name, **figures.to_json()})
+    else:
+        _print_stats(name, figures)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _print_stats(name: str, s: RepositoryStats) -> None:
+    damaged = f" ({s.damaged_snapshots} damaged)" if s.damaged_snapshots else ""
+    click.echo(f"repository {name}: {s.snapshots} snapshots{damaged}, {s.packs} packs, {s.chunks} distinct chunks")
+    click.echo(f"stored:  {human_bytes(s.stored_bytes)} ({human_bytes(s.pack_bytes)} in packs)")
+    click.echo(f"logical: {human_bytes(s.logical_bytes)} backed up, {human_bytes(s.plain_bytes)} of distinct chunks")
+    click.echo(f"dedup {_ratio(s.dedup_ratio)}, compression {_ratio(s.compression_ratio)}")
+    if s.jobs:
+        table(
+            ([job, f["snapshots"], human_bytes(f["logical_bytes"])] for job, f in sorted(s.jobs.items())),
+            ["job", "snapshots", "logical"],
+        )
 
 
 @command.command("passphrase")
@@ -49,11 +162,11 @@ def passphrase(ctx: click.Context, name: str, new_passphrase_file: Path) -> None
     section = settings.model.repositories.get(name)
     if section is None:
         raise InvalidArgument("NAME", f"no repository named {name!r} in the daemon config")
-    if not section.encrypted:
+    old = configured_passphrase(settings, name)
+    if old is None:
         raise InvalidArgument("NAME", f"repository {name!r} has no passphrase_env or passphrase_file in the daemon config")
-    old = resolve(section.passphrase_env, section.passphrase_file, f"repositories.{name}.passphrase")
     new = resolve(None, str(new_passphrase_file), "--new-passphrase")
-    Repository.change_passphrase(settings.repositories[name], old, new)
+    change_passphrase(settings, name, old, new)
     click.echo(f"repository {name}: passphrase changed; now point its passphrase_file or passphrase_env at the new passphrase")
 
 
@@ -74,7 +187,7 @@ def copy(
     are sent. davitd does the copy as a run (resumable, see `davit runs`)."""
     settings = state(ctx).settings
     for what, name in (("SRC", src), ("DST", dst)):
-        if name not in settings.repositories:
+        if name not in settings.locations:
             raise InvalidArgument(what, f"no repository named {name!r} in the daemon config")
     job_from_dict(adhoc_copy(src, dst, list(jobs), snapshot), "davit repository copy")  # InvalidJob: exit 2, davitd not asked
 

@@ -13,17 +13,13 @@ import click
 
 from davit.adapters.repository.repository import DamagedSnapshot, Repository, SnapshotInfo
 from davit.daemon.cli.common import emit_json, human_bytes, state, table
-from davit.daemon.repositories import open_repository
+from davit.daemon.repositories import existing_repositories, open_repository
 from davit.domain.errors import InvalidArgument, SnapshotNotFound
 
 
 def _repositories(ctx: click.Context) -> list[tuple[str, Repository]]:
     settings = state(ctx).settings
-    return [
-        (name, open_repository(settings, name, create=False, listing_only=True))
-        for name, path in settings.repositories.items()
-        if (path / "config.json").exists()
-    ]
+    return [(name, open_repository(settings, name, create=False, listing_only=True)) for name in existing_repositories(settings)]
 
 
 def all_snapshots(ctx: click.Context, job: str | None = None) -> list[tuple[str, Repository, SnapshotInfo]]:
@@ -63,7 +59,7 @@ def resolve_snapshot(
         raise SnapshotNotFound(ref)
     entries = all_entries(ctx) if damaged else all_snapshots(ctx)
     if repository is not None:
-        if repository not in state(ctx).settings.repositories:
+        if repository not in state(ctx).settings.locations:
             raise InvalidArgument("--repository", f"no repository named {repository!r} in the daemon config")
         entries = [entry for entry in entries if entry[0] == repository]
     matches = [(repo, snap) for _, repo, snap in entries if snap.id.startswith(ref)]
