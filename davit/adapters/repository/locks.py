@@ -40,7 +40,9 @@ The protocol:
   reader's own lock object, created or refreshed just before (plus the time elapsed since, by
   this host's monotonic and wall clocks, whichever is less), so hosts whose clocks disagree still
   agree on a lock's age, and a forged lock whose `expires` lies in the year 9999 lasts one TTL.
-  Without an own lock object (`describe`), `expires` by this host's clock decides. A reader
+  Without an own lock object (`describe`), `expires` by this host's clock decides, and nothing
+  is removed (this host's clock may be the wrong one). A reader whose own lock object is missing
+  from its listing counts its lock lost and takes a new one. A reader
   logs once when its clock and the server's differ by more than TTL/10. A lock object that does
   not parse is stale (nothing writes one: creation is atomic with the content).
   A `kill -9`ed davitd's lock is taken over at once on its own host, and after TTL from
@@ -546,6 +548,11 @@ class RepositoryLocks:
         if this credential may delete, passed over otherwise."""
         groups = group_by_id(self.backend.list())
         own = groups.pop(exclude, None) if exclude is not None else None
+        mine = self._mine.get(exclude) if exclude is not None else None
+        if mine is not None and (own is None or not own.gens):
+            # Created before this listing, yet not in it: another process removed it as stale
+            # (or the listing is not consistent). Either way, this lock protects nothing.
+            mine.lost_reason = mine.lost_reason or "its lock object is gone from the listing"
         server_now = self._server_now(own)
         live = []
         for group in groups.values():
@@ -559,12 +566,15 @@ class RepositoryLocks:
         the time passed since its create returned (the lesser by our monotonic and wall clocks:
         it is never more than the server's time, so no live lock is taken for stale)."""
         lock = self._mine.get(own.id) if own is not None else None
-        if own is None or lock is None or own.newest is None:
+        if own is None or lock is None:
             return None
-        done = lock.written_at(own.newest)
-        if done is None:
+        # the newest generation whose create came back (one with an unknown outcome has no time)
+        known = [g for g in own.gens if lock.written_at(g) is not None]
+        if not known:
             return None
-        mtime = own.gens[own.newest]
+        done = lock.written_at(max(known))
+        assert done is not None
+        mtime = own.gens[max(known)]
         skew = done[1] - mtime
         if abs(skew) > self.ttl / 10 and not self._skew_warned:
             self._skew_warned = True
@@ -580,7 +590,8 @@ class RepositoryLocks:
     def _judge(self, group: LockObjects, server_now: float | None) -> LockInfo | None:
         """The lock `group` holds if it is live; None (and the objects removed, if we may) if not."""
         if group.released or group.newest is None:
-            self._remove(group)  # debris of a holder that could not delete
+            if server_now is not None:
+                self._remove(group)  # debris of a holder that could not delete
             return None
         data, mtime = self._read_state(group)
         if data is None:
@@ -591,7 +602,9 @@ class RepositoryLocks:
         reason = "it does not parse" if info is None else self.stale_reason(info, mtime, server_now)
         if reason is None:
             return info
-        if self.can_delete is not False:
+        # Judged by `expires` alone (no own object gave the server's time), a lock is only
+        # left out, never removed: this host's clock may be the one that is wrong.
+        if self.can_delete is not False and server_now is not None:
             log.warning("removing stale repository lock %s in %s: %s", group.id, self.backend.where, reason)
             self._remove(group)
         return None
