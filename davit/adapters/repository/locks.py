@@ -527,9 +527,9 @@ class RepositoryLocks:
         mine = (lock.info.created_at(), lock.id)
         delay = self.first_backoff
         while True:
-            if lock.lost:  # not refreshed while waiting (the storage failing): take a new one
-                return False
             others = self.live_locks(exclude=lock.id)
+            if lock.lost:  # not refreshed while waiting, or gone from the listing: take a new one
+                return False
             if not lock.exclusive:
                 return not any(o.exclusive for o in others)
             if any(o.exclusive and (o.created_at(), o.id) < mine for o in others):
