@@ -32,11 +32,14 @@ from tests.integration.test_files_adapter import backup
 from tests.integration.test_repository_locks import files_work, random_tree, stop_after, unreadable_chunks
 
 
-def _backup_while_a_prune_lands_mid_store(tmp_path: Path, pruner: Repository) -> tuple[Any, MemoryRunContext]:
+def _backup_while_a_prune_lands_mid_store(
+    tmp_path: Path, pruner: Repository, prune_after: float = 0.0
+) -> tuple[Any, MemoryRunContext]:
     """Job `a` has snapshots a0 (content X) and a1; job `b` backs up X again (every chunk
     deduplicated against a0). Once b's walk is done, and before its store step has flushed its
     staging tree, `pruner` applies keep_last=1 to `a` (forgetting a0) in another thread; b goes
-    on when that prune is done or is seen waiting for b's lock. Then b publishes and finishes."""
+    on when that prune is done or is seen waiting for b's lock. Then b publishes and finishes.
+    The prune starts `prune_after` seconds after b's walk."""
     writer = Repository.open(tmp_path / "repo")
     x = random_tree(tmp_path / "x")
     backup(writer, x, "a0", name="a")
@@ -71,6 +74,7 @@ def _backup_while_a_prune_lands_mid_store(tmp_path: Path, pruner: Repository) ->
 
     def walk() -> Any:
         yield from real_walk()
+        time.sleep(prune_after)
         pruning.start()
         assert prune_over.wait(30)
 
@@ -96,16 +100,16 @@ def test_a_clock_stepped_forward_does_not_let_a_prune_take_the_lock_of_a_live_wr
 
 
 def test_a_writer_whose_lock_another_host_took_over_never_publishes_a_snapshot_with_pruned_chunks(tmp_path: Path) -> None:
-    """Another host, whose clock runs ahead (or which saw this host suspended longer than the
-    TTL), takes b's lock as expired, as the protocol lets it, and prunes. b must not publish a
-    tree naming what that prune deleted: before the fix it did (and only its finish noticed);
-    now the publish checks the staged tree against the repository under its lock, and fails
-    the run without publishing. Every published snapshot still verifies."""
+    """Another host takes b's lock as stale and prunes: here because its TTL is shorter than
+    b's (a misconfiguration; a suspended or partitioned writer looks the same to it). b must
+    not publish a tree naming what that prune deleted: before the fix it did (and only its
+    finish noticed); now the publish checks the staged tree against the repository under its
+    lock, and fails the run without publishing. Every published snapshot still verifies."""
     pruner = Repository.open(tmp_path / "repo")
     pruner.locks.hostname = "another-host"
-    pruner.locks.clock = lambda: time.time() + 2 * pruner.locks.ttl
+    pruner.locks.ttl = 1.0  # b's lock, 300 s, is not refreshed within a second: stale to the pruner
     with pytest.raises(SourceMissing, match="pruned while this run did not hold its repository lock"):
-        _backup_while_a_prune_lands_mid_store(tmp_path, pruner)
+        _backup_while_a_prune_lands_mid_store(tmp_path, pruner, prune_after=1.5)
     repo = Repository.open(tmp_path / "repo", create=False)
     assert not repo.snapshot_exists("b0")
     assert unreadable_chunks(repo.root) == []
@@ -120,7 +124,7 @@ def test_a_publish_whose_lock_was_removed_meanwhile_writes_no_manifest(tmp_path:
     tree = zstandard.ZstdCompressor().compress(b'{"p": "f", "t": "f", "c": []}\n')
     manifest = {"id": "s0", "job": "j", "kind": "files", "created_at": "2024-01-01T00:00:00+00:00"}
     with repo.locked(exclusive=False) as lock:
-        (repo.root / "locks" / f"{lock.id}.json").unlink()  # as the other host does
+        (repo.root / "locks" / lock.name).unlink()  # as the other host does
         with pytest.raises(RepositoryLockLost):
             repo.publish_snapshot(manifest, tree)
     assert not repo.snapshot_exists("s0")
@@ -134,11 +138,13 @@ class _FullOnce(DirectoryLockBackend):
         self.refreshes = 0
         self.refreshed_after_full = threading.Event()
 
-    def overwrite(self, name: str, data: bytes) -> bool:
-        self.refreshes += 1
+    def create(self, name: str, data: bytes) -> bool:
+        if name.endswith(".000000.json"):  # taking the lock: there is room
+            return super().create(name, data)
+        self.refreshes += 1  # a refresh creates the next generation
         if self.refreshes == 1:
             raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.directory)
-        done = super().overwrite(name, data)
+        done = super().create(name, data)
         self.refreshed_after_full.set()
         return done
 

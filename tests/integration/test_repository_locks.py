@@ -65,8 +65,9 @@ def random_tree(root: Path, files: int = 3, size: int = 150_000) -> Path:
     return root
 
 
-def write_lock(repo: Repository, **fields: Any) -> Path:
-    """A lock file as another process (or host) would have left it."""
+def write_lock(repo: Repository, age: float = 0.0, **fields: Any) -> Path:
+    """A lock file as another process (or host) would have left it, last written `age`
+    seconds ago (its mtime: the repository server's clock, which judges another host's lock)."""
     now = datetime.now(UTC)
     lock = {
         "id": os.urandom(16).hex(),
@@ -83,6 +84,9 @@ def write_lock(repo: Repository, **fields: Any) -> Path:
     path = repo.root / "locks" / f"{lock['id']}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(lock))
+    if age:
+        written = time.time() - age
+        os.utime(path, (written, written))
     return path
 
 
@@ -221,7 +225,9 @@ def test_the_lock_of_a_killed_process_on_this_host_is_taken_over_at_once(tmp_pat
 def test_an_expired_lock_of_another_host_is_taken_over(tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     old = datetime.now(UTC) - timedelta(hours=1)
-    stale = write_lock(repo, exclusive=True, created=old.isoformat(), expires=(old + timedelta(seconds=300)).isoformat())
+    stale = write_lock(
+        repo, age=3600, exclusive=True, created=old.isoformat(), expires=(old + timedelta(seconds=300)).isoformat()
+    )
     started = time.monotonic()
     with repo.locked(exclusive=False, stop=stop_after(10)):
         assert time.monotonic() - started < 2
@@ -311,7 +317,8 @@ def test_a_held_lock_is_refreshed_and_is_not_taken_over_when_it_outlives_its_ttl
 def test_a_lock_file_names_its_holder_and_is_private(tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     with repo.locked(exclusive=False, run_id="run-7") as lock:
-        path = repo.root / "locks" / f"{lock.id}.json"
+        path = repo.root / "locks" / lock.name
+        assert path.name == f"{lock.id}.000000.json"  # generation 0 (lock format 2)
         info = json.loads(path.read_text())
         assert path.stat().st_mode & 0o777 == 0o600
         assert (repo.root / "locks").stat().st_mode & 0o777 == 0o700

@@ -1,38 +1,66 @@
 """Repository locks as small objects under `locks/`: shared for writers, exclusive for pruning.
 
 Why objects and not `flock`: the same protocol must hold between davitd processes on other
-hosts and on storage that has neither `flock` nor an atomic rename (S3, SFTP). It needs only
-five primitives (`LockBackend`): create-if-absent, list, read, overwrite-if-present, delete.
-Locally they are a hard link of a fsynced temporary file (exclusive and atomic with its
-content) and plain unlink/rename; on S3 create-if-absent is a PUT with `If-None-Match: *`.
+hosts and on storage that has neither `flock` nor an atomic rename (S3, SFTP). It needs four
+primitives (`LockBackend`, in `lockobjects.py`): create-if-absent, a read-after-write consistent
+listing giving each object's mtime *by the server's clock*, read, and delete. No overwrite: a
+credential that may create but not replace or delete (a backup-only one) can still take locks.
 
 The protocol:
-- A lock is `locks/<random id>.json`: {id, owner (hostname), boot_id, pid_ns, pid, start_time
-  (the pid's start time, so a reused pid is not mistaken for the holder), run_id, exclusive,
-  created, expires (UTC, wall clock)}. `pid_ns` names the pid namespace: two containers with
-  one hostname and one kernel (host networking) must not judge each other's pids.
+- A lock is an id (128 random bits) whose state is its newest *generation*, the object
+  `locks/<id>.<gen:06d>.json`: {id, owner (hostname), boot_id, pid_ns, pid, start_time (the
+  pid's start time, so a reused pid is not mistaken for the holder), run_id, exclusive,
+  created, expires (UTC, the holder's wall clock)}. `pid_ns` names the pid namespace: two
+  containers with one hostname and one kernel (host networking) must not judge each other's
+  pids. Names of lock format 1, `locks/<id>.json` (refreshed by overwriting), are still read.
 - Shared (store, publish, restore): create own lock, then list. Any other live exclusive lock:
-  delete own, back off with jitter, try again.
+  give own up, back off with jitter, try again.
 - Exclusive (prune): create own lock, then list. An exclusive lock created before ours (ties
-  broken by id): delete own, back off. Otherwise keep ours and wait until no live shared lock
+  broken by id): give own up, back off. Otherwise keep ours and wait until no live shared lock
   is left. Keeping it while waiting makes new shared lockers back off, so a steady stream of
   backups cannot starve a prune (a plain "delete own and retry" would wait for a moment with no
   writer at all, which two busy jobs may never leave). Mutual exclusion holds because each
   side creates before it lists: of a shared and an exclusive lock taken at once, at least one
-  lister sees the other.
-- A held lock is refreshed (its `expires` rewritten) every TTL/3 by a daemon thread.
-- A lock made on this host in this boot (and pid namespace) is stale exactly when its process
-  is gone (or the pid now names a process started at another time), whatever its expiry says:
-  a clock stepped forward must not take a lock from a process that is still using it. Any
-  other lock is stale when it expired by the reader's clock.
-  Whoever finds a stale lock deletes it: a `kill -9`ed davitd's lock is taken over at once on
-  its own host, and after TTL from another; no operator action, ever. (A davitd that is alive
-  but stopped, SIGSTOP or stuck in the kernel, keeps its lock on its own host, as `flock` would.) A lock file that does not
-  parse is stale too (nothing writes one: creation is atomic with the content).
-- The exclusive holder calls `HeldLock.ensure_held()` before each deletion: its lock must
-  still exist and have at least TTL/3 left; otherwise `RepositoryLockLost` stops the prune.
-  This assumes the clocks of hosts sharing a repository agree within a margin well under TTL/3
-  (100 s by default): a host whose clock runs ahead by more could take a live lock as expired.
+  lister sees the other (this needs a read-after-write consistent listing, not an exclusive
+  create).
+- Refresh, every TTL/3 by a daemon thread: create the next generation (create-if-absent), check
+  that the previous one is still there (else another process removed the lock as stale: it is
+  lost), then delete the generations older than the previous one, if the credential may. The
+  previous generation is kept until the next refresh so that a reader which listed it just
+  before the refresh still finds the lock when it reads (davit before lock format 2 reads what
+  it listed, and passes over what vanished).
+- Release: delete every generation; a credential that may not delete creates
+  `locks/<id>.released` instead, and the id counts as gone. Whoever may delete removes released
+  and stale ids whole; a process that may not just passes over them.
+- Staleness. A lock made on this host in this boot (and pid namespace) is stale exactly when its
+  process is gone (or the pid now names a process started at another time), whatever its age
+  says: a clock stepped forward must not take a lock from a process that is still using it.
+  Any other lock is stale when it was not refreshed for TTL *by the server's clock*:
+  `server_now - mtime(newest generation) > TTL`, where `server_now` is the server mtime of the
+  reader's own lock object, created or refreshed just before (plus the time elapsed since, by
+  this host's monotonic and wall clocks, whichever is less), so hosts whose clocks disagree still
+  agree on a lock's age, and a forged lock whose `expires` lies in the year 9999 lasts one TTL.
+  Without an own lock object (`describe`), `expires` by this host's clock decides, and nothing
+  is removed (this host's clock may be the wrong one). A reader whose own lock object is missing
+  from its listing counts its lock lost and takes a new one. A reader
+  logs once when its clock and the server's differ by more than TTL/10. A lock object that does
+  not parse is stale (nothing writes one: creation is atomic with the content).
+  A `kill -9`ed davitd's lock is taken over at once on its own host, and after TTL from
+  another; no operator action, ever. (A davitd that is alive but stopped, SIGSTOP or stuck in
+  the kernel, keeps its lock on its own host, as `flock` would.)
+- The holder stops itself. A lock whose last successful refresh was *sent* more than 2/3 TTL
+  ago by this host's monotonic clock or by its wall clock (a suspended VM's monotonic clock may
+  not advance) is lost: it is never refreshed again, and `HeldLock.check()` (no I/O, call it
+  before every write: sealing a pack, uploading staging) and `ensure_held()` (also reads the
+  lock back: before each deletion of a prune, before a publish) raise `RepositoryLockLost`. A
+  refresh that completes after that limit does not count. Since others may take the lock only
+  TTL after its last refresh *reached the server*, which was after it was sent, the holder
+  stops at least TTL/3 before anyone else may start (as long as the hosts' clocks run at the
+  same rate, whatever they read).
+- The publish window. `ensure_held()` returns a deadline on `time.monotonic()`: the last
+  successful refresh's send time plus TTL/3. A write that must complete while the lock is held
+  (the manifest, which makes a snapshot exist) starts only before it, so it has at least 2/3 TTL
+  of the server's clock to land, retries included, before anyone else may take the lock.
 
 Locks are re-entrant per thread and repository: a thread holding any lock on a repository gets
 it again at once (publishing inside a store's shared lock, pruning inside retention's
@@ -47,124 +75,37 @@ import logging
 import os
 import random
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from davit.adapters.repository.fsutil import fsync_dir, storage_error
-from davit.domain.errors import RepositoryLockLost, RunStopped, StorageFull
+from davit.adapters.repository.lockobjects import (
+    V1_GEN,
+    DirectoryLockBackend,
+    LockBackend,
+    LockObjects,
+    StorageLockBackend,
+    gen_name,
+    group_by_id,
+    released_name,
+)
+from davit.domain.errors import BackendDenied, BackendUnavailable, RepositoryLockLost, RunStopped, StorageFull
+
+__all__ = ["DirectoryLockBackend", "HeldLock", "LockBackend", "LockInfo", "RepositoryLocks", "StorageLockBackend"]
 
 DEFAULT_TTL = 300.0
+LOST_AFTER = 2 / 3  # of the TTL without a successful refresh: the holder counts its lock lost
+SAFE_WINDOW = 1 / 3  # of the TTL after a successful refresh: a publish may still start
 log = logging.getLogger("davit.repository.locks")
 
-
-class LockBackend(Protocol):
-    """The five operations the protocol needs from a storage backend."""
-
-    where: str  # names the repository in messages
-
-    def create(self, name: str, data: bytes) -> bool:
-        """Create `name` holding `data` if no object of that name exists; False if one does."""
-
-    def names(self) -> list[str]:
-        """The lock objects now present."""
-
-    def read(self, name: str) -> bytes | None:
-        """The object's bytes, or None if it is gone."""
-
-    def overwrite(self, name: str, data: bytes) -> bool:
-        """Replace `name`'s bytes if it still exists; False if it is gone."""
-
-    def delete(self, name: str) -> None:
-        """Remove `name`; no error if it is already gone."""
-
-
-class DirectoryLockBackend:
-    """Lock objects as files of a local directory (0700; files 0600)."""
-
-    def __init__(self, directory: Path, tmp_dir: Path) -> None:
-        self.directory = directory
-        self.tmp_dir = tmp_dir
-        self.where = str(directory.parent.resolve())
-
-    def _write_tmp(self, data: bytes) -> Path:
-        self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.tmp_dir / f".lock.{os.getpid()}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return tmp
-
-    def create(self, name: str, data: bytes) -> bool:
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        try:
-            tmp = self._write_tmp(data)
-            try:
-                os.link(tmp, self.directory / name)  # fails if the name exists: create-exclusive
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise storage_error(exc, self.directory) from exc
-        return True
-
-    def names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
-        except FileNotFoundError:
-            return []
-
-    def read(self, name: str) -> bytes | None:
-        # Only a regular file is a lock (creation links one): a directory, symlink or FIFO of
-        # that name is passed over, or one stray entry would stop (or hang, for a FIFO's open)
-        # every lock taken on this repository.
-        try:
-            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return None
-            raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            return os.read(fd, 1 << 16)
-        finally:
-            os.close(fd)
-
-    def overwrite(self, name: str, data: bytes) -> bool:
-        # Check, then rename: a lock deleted as stale in the instant between the two comes back
-        # (there is no compare-and-swap on a local file system; S3 has If-Match). The holder
-        # only loses it by missing refreshes for 2/3 of TTL, and ensure_held stops a prune then.
-        path = self.directory / name
-        if not path.exists():
-            return False
-        try:
-            tmp = self._write_tmp(data)
-            os.replace(tmp, path)
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise storage_error(exc, self.directory) from exc
-        return True
-
-    def delete(self, name: str) -> None:
-        try:
-            os.unlink(self.directory / name)
-            fsync_dir(self.directory)
-        except FileNotFoundError:
-            pass
+# What a refresh or a release may meet and survive: a full disk, a server that does not
+# answer, a credential refused an operation. Anything else is a bug and is raised.
+_STORAGE_ERRORS = (OSError, StorageFull, BackendUnavailable, BackendDenied)
 
 
 @dataclass(frozen=True)
@@ -179,10 +120,6 @@ class LockInfo:
     created: str
     expires: str
     pid_ns: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.id}.json"
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -262,14 +199,26 @@ _held_ids: set[str] = set()
 _held_guard = threading.Lock()
 _per_thread = threading.local()
 
+Instant = tuple[float, float]  # (time.monotonic(), the wall clock) at one moment
+
 
 class HeldLock:
-    """A lock this process holds; refreshed by a daemon thread until released."""
+    """A lock this process holds; refreshed by a daemon thread until released or lost.
 
-    def __init__(self, locks: RepositoryLocks, info: LockInfo) -> None:
+    For writers: `check()` before each write (cheap: no I/O), `ensure_held()` before a write
+    that makes something exist or go away (a manifest, a prune's deletion): it also reads the
+    lock back, and returns the monotonic deadline before which such a write may start."""
+
+    def __init__(self, locks: RepositoryLocks, info: LockInfo, sent: Instant, done: Instant) -> None:
         self.locks = locks
         self.info = info
+        self.gen = 0  # the newest generation this holder created
         self.lost_reason: str | None = None
+        self._next_gen = 1  # never reused, even after a failed attempt: it may have landed
+        self._present: set[int] = {0}  # generations that may exist and that we did not delete
+        self._ok_sent = sent  # when the write of the newest generation was sent
+        self._done: dict[int, Instant] = {0: done}  # when each generation's create returned
+        self._mutex = threading.Lock()  # one refresh or release at a time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name=f"davit-lock-{info.id[:8]}", daemon=True)
         self._thread.start()
@@ -282,48 +231,163 @@ class HeldLock:
     def exclusive(self) -> bool:
         return self.info.exclusive
 
+    @property
+    def name(self) -> str:
+        """The name under `locks/` of the lock's newest generation."""
+        return gen_name(self.id, self.gen)
+
+    def written_at(self, gen: int) -> Instant | None:
+        """When this holder's create of generation `gen` returned (None if unknown)."""
+        return self._done.get(gen)
+
+    # --- refreshing ----------------------------------------------------------------------
+
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.locks.ttl / 3):
+        interval = self.locks.ttl / 3
+        while not self._stop.wait(interval):
+            if self.lost:
+                log.error("repository lock %s in %s is lost: %s", self.id, self.locks.backend.where, self.lost_reason)
+                return
             try:
                 self.refresh()
-            except (OSError, StorageFull) as exc:  # a full or failing disk: ensure_held notices the expiry nearing
+                interval = self.locks.ttl / 3
+            except _STORAGE_ERRORS as exc:  # the lock is lost once this lasts 2/3 TTL: check() tells
                 log.warning("cannot refresh repository lock %s in %s: %s", self.id, self.locks.backend.where, exc)
+                interval = self.locks.ttl / 12  # try again soon, before 2/3 TTL is out
 
     def refresh(self) -> None:
-        info = LockInfo(**{**asdict(self.info), "expires": _stamp(self.locks.clock() + self.locks.ttl)})
-        if self.locks.backend.overwrite(info.name, info.encode()):
-            self.info = info
-        elif self.lost_reason is None:
-            self.lost_reason = "another process removed it as stale"
+        """Write the next generation. Marks the lock lost (and gives it up) if the previous
+        generation is gone or if this refresh came too late to count; raises the backend's
+        error if the write fails (the lock is not lost until 2/3 TTL has passed)."""
+        if self.lost:  # without the mutex: a refresh stuck in the backend must not hold this up
+            return
+        with self._mutex:
+            if self.lost:
+                return
+            self._refresh()
 
-    def ensure_held(self) -> None:
-        """Raise `RepositoryLockLost` unless the lock is still ours with a third of TTL left."""
+    def _refresh(self) -> None:
+        locks = self.locks
+        gen = self._next_gen
+        self._next_gen += 1
+        info = replace(self.info, expires=_stamp(locks.clock() + locks.ttl))
+        sent = (time.monotonic(), locks.clock())
+        self._present.add(gen)  # before the request: an unknown outcome may have created it
+        if not locks.backend.create(gen_name(self.id, gen), info.encode()):
+            self._present.discard(gen)  # not ours: nothing of davit's writes another's generation
+            self._lose(f"its generation {gen} exists already: another process wrote it")
+            return
+        done = (time.monotonic(), locks.clock())
+        self._done[gen] = done
+        late = self._overdue(done)
+        if late is not None:
+            self._lose(f"the refresh came too late: {late}")
+            return
+        if locks.backend.read(self.name) is None:
+            self._lose("another process removed it as stale")
+            return
+        self.info, self.gen, self._ok_sent = info, gen, sent
+        self._drop_old_generations()
+
+    def _drop_old_generations(self) -> None:
+        """Delete the generations older than the previous one, if the credential may."""
+        for gen in sorted(g for g in self._present if g < self.gen - 1):
+            if self.locks.can_delete is False:
+                return
+            try:
+                self.locks.backend.delete(gen_name(self.id, gen))
+            except BackendDenied as exc:
+                self.locks.deletes_denied(exc)
+                return
+            except _STORAGE_ERRORS as exc:  # tried again at the next refresh
+                log.info("cannot delete an old generation of lock %s: %s", self.id, exc)
+                return
+            self._present.discard(gen)
+            self._done.pop(gen, None)
+
+    # --- losing ------------------------------------------------------------------------------
+
+    def _overdue(self, now: Instant) -> str | None:
+        limit = self.locks.ttl * LOST_AFTER
+        waited = max(now[0] - self._ok_sent[0], now[1] - self._ok_sent[1])
+        if waited > limit:
+            return f"not refreshed for {waited:.1f} s (a lock is given up after {limit:.1f} s)"
+        return None
+
+    def _lose(self, reason: str) -> None:
+        """Count the lock lost for good and take its objects away (it is no lock any more)."""
+        self.lost_reason = reason
+        log.error("repository lock %s in %s is lost: %s", self.id, self.locks.backend.where, reason)
+        try:
+            self._withdraw()
+        except _STORAGE_ERRORS as exc:  # its objects are stale after TTL anyway
+            log.warning("cannot remove lost repository lock %s: %s", self.id, exc)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lock is lost: removed by another process, or not refreshed in time (by
+        this host's monotonic or wall clock). No I/O; once lost, lost for good."""
+        if self.lost_reason is None:
+            self.lost_reason = self._overdue((time.monotonic(), self.locks.clock()))
+        return self.lost_reason is not None
+
+    def check(self) -> None:
+        """`RepositoryLockLost` if the lock is lost; cheap enough to call before every write."""
+        if self.lost:
+            raise RepositoryLockLost(self.locks.backend.where, self.id, self.lost_reason or "")
+
+    def time_left(self) -> float:
+        """Seconds until `ensure_held`'s deadline (negative once it passed)."""
+        return self._ok_sent[0] + self.locks.ttl * SAFE_WINDOW - time.monotonic()
+
+    def ensure_held(self) -> float:
+        """Raise `RepositoryLockLost` unless the lock is still ours: not lost, and its newest
+        generation present and ours. Returns the deadline on `time.monotonic()` (the last
+        successful refresh's send time + TTL/3) before which a write that must land under the
+        lock may start: it then has at least 2/3 TTL before anyone else may take the lock.
+        Call `refresh()` first for a full window (a publish does)."""
+        self.check()
         where = self.locks.backend.where
-        if self.lost_reason is not None:
-            raise RepositoryLockLost(where, self.id, self.lost_reason)
-        data = self.locks.backend.read(self.info.name)
+        data = self.locks.backend.read(self.name)
         if data is None:
             self.lost_reason = "another process removed it as stale"
             raise RepositoryLockLost(where, self.id, self.lost_reason)
         try:
             stored = LockInfo.decode(data)
-            left = stored.expires_at() - self.locks.clock()
         except (ValueError, KeyError, TypeError):
-            raise RepositoryLockLost(where, self.id, "its lock file no longer parses") from None
+            raise RepositoryLockLost(where, self.id, "its lock object no longer parses") from None
         if stored.id != self.id:
-            raise RepositoryLockLost(where, self.id, "its lock file holds another lock")
-        if left < self.locks.ttl / 3:
-            raise RepositoryLockLost(where, self.id, f"not refreshed: {left:.0f} s left of {self.locks.ttl:.0f} s")
+            raise RepositoryLockLost(where, self.id, "its lock object holds another lock")
+        self.check()  # the read may have taken long
+        return self._ok_sent[0] + self.locks.ttl * SAFE_WINDOW
+
+    # --- releasing ---------------------------------------------------------------------------
+
+    def _withdraw(self) -> None:
+        """Delete every generation that may exist; where deleting is refused, mark the id released."""
+        for gen in sorted(self._present, reverse=True):
+            if self.locks.can_delete is False:
+                break
+            try:
+                self.locks.backend.delete(gen_name(self.id, gen))
+            except BackendDenied as exc:
+                self.locks.deletes_denied(exc)
+                break
+            self._present.discard(gen)
+        if self._present:
+            marker = json.dumps({"id": self.id, "released": _stamp(self.locks.clock())}).encode()
+            self.locks.backend.create(released_name(self.id), marker)
+            self._present.clear()
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
         try:
-            self.locks.backend.delete(self.info.name)
+            with self._mutex:
+                self._withdraw()
         finally:
-            with _held_guard:
-                _held_ids.discard(self.id)
+            self.locks.forget(self)
 
 
 class RepositoryLocks:
@@ -347,6 +411,11 @@ class RepositoryLocks:
         self.pid_ns = pid_namespace()
         self.pid = os.getpid()
         self.start_time = process_start_time(self.pid) or 0
+        # None until a delete is refused: then False, and stale or released ids are passed over
+        self.can_delete: bool | None = None
+        self._mine: dict[str, HeldLock] = {}  # the locks this object holds or is acquiring
+        self._mine_guard = threading.Lock()
+        self._skew_warned = False
 
     # --- holding ---------------------------------------------------------------------------
 
@@ -376,6 +445,31 @@ class RepositoryLocks:
             del held[self.backend.where]
             lock.release()
 
+    def check_held(self) -> None:
+        """`RepositoryLockLost` if any lock taken through this object is lost. For writers that
+        do not have the lock at hand (a pack sealed on a worker thread): cheap, no I/O."""
+        with self._mine_guard:
+            mine = list(self._mine.values())
+        for lock in mine:
+            lock.check()
+
+    def forget(self, lock: HeldLock) -> None:
+        """`lock` is released: it is no longer ours."""
+        with self._mine_guard:
+            self._mine.pop(lock.id, None)
+        with _held_guard:
+            _held_ids.discard(lock.id)
+
+    def deletes_denied(self, exc: BackendDenied) -> None:
+        if self.can_delete is not False:
+            self.can_delete = False
+            log.warning(
+                "%s: this credential may not delete lock objects (%s): released locks are marked as such, "
+                "and stale ones are left for a process that may delete (a prune)",
+                self.backend.where,
+                exc,
+            )
+
     def acquire(self, exclusive: bool, stop: threading.Event | None = None, run_id: str | None = None) -> HeldLock:
         delay = self.first_backoff
         while True:
@@ -388,16 +482,15 @@ class RepositoryLocks:
                 lock.release()
                 raise
             lock.release()
-            # Jitter breaks the tie between two that keep colliding.
-            if stop is not None:
-                stop.wait(delay * random.uniform(0.5, 1.5))
-            else:
-                time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.max_backoff)
+            _pause(stop, delay)
+            # Jitter breaks the tie between two that keep colliding. Without the right to
+            # delete, each round leaves two objects behind until a prune removes them: fewer.
+            cap = self.max_backoff if self.can_delete is not False else max(self.max_backoff, self.ttl / 10)
+            delay = min(delay * 2, cap)
 
     def _create(self, exclusive: bool, run_id: str | None) -> HeldLock:
-        now = self.clock()
         while True:
+            now = self.clock()
             info = LockInfo(
                 id=os.urandom(16).hex(),
                 owner=self.hostname,
@@ -414,14 +507,18 @@ class RepositoryLocks:
             # take it for a lock this process left behind.
             with _held_guard:
                 _held_ids.add(info.id)
+            sent = (time.monotonic(), self.clock())
             try:
-                created = self.backend.create(info.name, info.encode())
+                created = self.backend.create(gen_name(info.id, 0), info.encode())
             except BaseException:
                 with _held_guard:
                     _held_ids.discard(info.id)
                 raise
             if created:
-                return HeldLock(self, info)
+                lock = HeldLock(self, info, sent, (time.monotonic(), self.clock()))
+                with self._mine_guard:
+                    self._mine[info.id] = lock
+                return lock
             with _held_guard:
                 _held_ids.discard(info.id)
 
@@ -431,6 +528,8 @@ class RepositoryLocks:
         delay = self.first_backoff
         while True:
             others = self.live_locks(exclude=lock.id)
+            if lock.lost:  # not refreshed while waiting, or gone from the listing: take a new one
+                return False
             if not lock.exclusive:
                 return not any(o.exclusive for o in others)
             if any(o.exclusive and (o.created_at(), o.id) < mine for o in others):
@@ -438,46 +537,114 @@ class RepositoryLocks:
             if not any(not o.exclusive for o in others):
                 return True  # exclusives created after ours back off when they see it
             _check_stop(stop)
-            if stop is not None:
-                stop.wait(delay * random.uniform(0.5, 1.5))
-            else:
-                time.sleep(delay * random.uniform(0.5, 1.5))
+            _pause(stop, delay)
             delay = min(delay * 2, self.max_backoff)
 
     # --- looking at the others --------------------------------------------------------------
 
     def live_locks(self, exclude: str | None = None) -> list[LockInfo]:
-        """Every lock present that is not stale; stale ones are removed on the way."""
+        """Every lock present that is not stale, but `exclude` (the caller's own: its object's
+        server mtime gives the server's time). Stale and released ones are removed on the way
+        if this credential may delete, passed over otherwise."""
+        groups = group_by_id(self.backend.list())
+        own = groups.pop(exclude, None) if exclude is not None else None
+        mine = self._mine.get(exclude) if exclude is not None else None
+        if mine is not None and (own is None or not own.gens):
+            # Created before this listing, yet not in it: another process removed it as stale
+            # (or the listing is not consistent). Either way, this lock protects nothing.
+            mine.lost_reason = mine.lost_reason or "its lock object is gone from the listing"
+        server_now = self._server_now(own)
         live = []
-        for name in self.backend.names():
-            if exclude is not None and name == f"{exclude}.json":
-                continue
-            data = self.backend.read(name)
-            if data is None:
-                continue
-            try:
-                info: LockInfo | None = LockInfo.decode(data)
-            except (ValueError, KeyError, TypeError):
-                info = None
-            reason = "it does not parse" if info is None else self.stale_reason(info)
-            if reason is None and info is not None:
+        for group in groups.values():
+            info = self._judge(group, server_now)
+            if info is not None:
                 live.append(info)
-                continue
-            log.warning("removing stale repository lock %s in %s: %s", name, self.backend.where, reason)
-            self.backend.delete(name)
         return live
 
-    def stale_reason(self, info: LockInfo) -> str | None:
+    def _server_now(self, own: LockObjects | None) -> float | None:
+        """The server's time now, from the mtime of our own newest generation in the listing and
+        the time passed since its create returned (the lesser by our monotonic and wall clocks:
+        it is never more than the server's time, so no live lock is taken for stale)."""
+        lock = self._mine.get(own.id) if own is not None else None
+        if own is None or lock is None:
+            return None
+        # the newest generation whose create came back (one with an unknown outcome has no time)
+        known = [g for g in own.gens if lock.written_at(g) is not None]
+        if not known:
+            return None
+        done = lock.written_at(max(known))
+        assert done is not None
+        mtime = own.gens[max(known)]
+        skew = done[1] - mtime
+        if abs(skew) > self.ttl / 10 and not self._skew_warned:
+            self._skew_warned = True
+            log.warning(
+                "%s: this host's clock is %.0f s %s the repository server's; lock ages are taken by the server's",
+                self.backend.where,
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+            )
+        elapsed = max(0.0, min(time.monotonic() - done[0], self.clock() - done[1]))
+        return mtime + elapsed
+
+    def _judge(self, group: LockObjects, server_now: float | None) -> LockInfo | None:
+        """The lock `group` holds if it is live; None (and the objects removed, if we may) if not."""
+        if group.released or group.newest is None:
+            if server_now is not None:
+                self._remove(group)  # debris of a holder that could not delete
+            return None
+        data, mtime = self._read_state(group)
+        if data is None:
+            return None  # released or removed since the listing
+        info = _decode_for(group.id, data)
+        if mtime is None:
+            mtime = server_now  # written since the listing: as young as can be
+        reason = "it does not parse" if info is None else self.stale_reason(info, mtime, server_now)
+        if reason is None:
+            return info
+        # Judged by `expires` alone (no own object gave the server's time), a lock is only
+        # left out, never removed: this host's clock may be the one that is wrong.
+        if self.can_delete is not False and server_now is not None:
+            log.warning("removing stale repository lock %s in %s: %s", group.id, self.backend.where, reason)
+            self._remove(group)
+        return None
+
+    def _read_state(self, group: LockObjects) -> tuple[bytes | None, float | None]:
+        """The newest generation's bytes and mtime. If it vanished since the listing, its holder
+        may have refreshed twice meanwhile (it deletes a generation only once two newer exist):
+        the next ones are tried, and one found is as young as can be (mtime None)."""
+        newest = group.newest
+        assert newest is not None
+        data = self.backend.read(gen_name(group.id, newest))
+        if data is not None:
+            return data, group.gens[newest]
+        if newest == V1_GEN:
+            return None, None
+        for gen in range(newest + 1, newest + 4):
+            data = self.backend.read(gen_name(group.id, gen))
+            if data is not None:
+                return data, None
+        return None, None
+
+    def _remove(self, group: LockObjects) -> None:
+        for name in group.names():
+            if self.can_delete is False:
+                return
+            try:
+                self.backend.delete(name)
+            except BackendDenied as exc:
+                self.deletes_denied(exc)
+                return
+
+    def stale_reason(self, info: LockInfo, mtime: float | None = None, server_now: float | None = None) -> str | None:
+        """Why the lock `info` (whose newest object has server `mtime`) is stale, or None if it
+        is live; `server_now` is the server's time now (None if unknown: `expires` decides)."""
         if (
             (info.owner, info.boot_id, info.pid_ns) != (self.hostname, self.boot_id, self.pid_ns)
             or not info.boot_id
             or not info.pid_ns
         ):
-            # another host, boot or pid namespace: only expiry tells
-            try:
-                return f"expired at {info.expires}" if info.expires_at() < self.clock() else None
-            except ValueError:
-                return "its expiry does not parse"
+            return self._foreign_stale_reason(info, mtime, server_now)
         # This host, boot and pid namespace: whether the holder lives is known, and decides
         # whatever the expiry says. A wall clock stepped forward (a VM resumed, NTP) makes every
         # lock look expired until its next refresh; its process still relies on it.
@@ -491,9 +658,38 @@ class RepositoryLocks:
             return f"process {info.pid} on {info.owner} is another process now"
         return None
 
+    def _foreign_stale_reason(self, info: LockInfo, mtime: float | None, server_now: float | None) -> str | None:
+        """Another host, boot or pid namespace: only the lock's age tells, by the server's clock
+        when known (the holder's `expires` is its own word, and its clock may be off or forged)."""
+        if mtime is not None and server_now is not None:
+            age = server_now - mtime
+            if age > self.ttl:
+                return f"not refreshed for {age:.0f} s by the repository server's clock (TTL {self.ttl:.0f} s)"
+            return None
+        try:
+            return f"expired at {info.expires}" if info.expires_at() < self.clock() else None
+        except ValueError:
+            return "its expiry does not parse"
+
     def describe(self) -> list[dict[str, Any]]:
         """The live locks, for an operator."""
         return [asdict(i) for i in self.live_locks()]
+
+
+def _decode_for(lock_id: str, data: bytes) -> LockInfo | None:
+    """The lock in `data` if it parses and is the lock `lock_id` its name says."""
+    try:
+        info = LockInfo.decode(data)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return info if info.id == lock_id else None
+
+
+def _pause(stop: threading.Event | None, delay: float) -> None:
+    if stop is not None:
+        stop.wait(delay * random.uniform(0.5, 1.5))
+    else:
+        time.sleep(delay * random.uniform(0.5, 1.5))
 
 
 def _check_stop(stop: threading.Event | None) -> None:

@@ -9,7 +9,7 @@ Layout:
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
     staging/<run>/              a backup run's partial tree while it is in progress (`staging.py`)
     tmp/                        temporary names of files not yet renamed into place
-    locks/<id>.json             shared by writers, exclusive for pruning (see `locks.py`)
+    locks/<id>.<gen>.json       shared by writers, exclusive for pruning (see `locks.py`)
 
 Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids a line
 references (the tree format, `treeformat.py`); pruning and `davit verify`
@@ -31,6 +31,7 @@ import io
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -57,7 +58,7 @@ from davit.adapters.repository.packs import (
 )
 from davit.adapters.repository.staging import Staging, staging_path
 from davit.adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
-from davit.domain.errors import CorruptChunk, PermanentError, SnapshotNotFound, SourceMissing
+from davit.domain.errors import CorruptChunk, PermanentError, RepositoryLockLost, SnapshotNotFound, SourceMissing
 
 FORMAT_VERSION = 1
 
@@ -306,7 +307,10 @@ class Repository:
 
         Call it under a lock (`locked`), and name its chunks in a staging tree before that lock
         is released: a prune counts a sealed pack's chunks as used only once a tree names them.
+        Refused (`RepositoryLockLost`) once a lock held through this object is lost: a prune
+        may have taken over, and the pack would dedupe against chunks it deletes.
         """
+        self.locks.check_held()
         entries = writer.seal()
         with self._index_lock:
             for cid, ref in entries:
@@ -439,9 +443,12 @@ class Repository:
         # it over meanwhile, a prune may have run after the chunks were checked. Retried under a
         # new lock, the check runs again.
         lock.refresh()
-        lock.ensure_held()
+        deadline = lock.ensure_held()
         if self._key is not None:
             manifest["mac"] = self._key.manifest_mac(writer.path.parent.name, manifest)
+        lock.check()
+        if time.monotonic() >= deadline:  # the put must land well before anyone may take the lock
+            raise RepositoryLockLost(self.locks.backend.where, lock.id, "too little time left to publish")
         manifest_path = writer.path.parent / MANIFEST
         write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), self.root / "tmp")
         return self._snapshot_info(writer.path.parent)
