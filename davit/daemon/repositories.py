@@ -8,7 +8,9 @@ from davit.daemon.config import Settings
 from davit.domain.errors import FieldProblem, InvalidConfig
 
 
-def open_repository(settings: Settings, name: str, *, create: bool = True, listing_only: bool = False) -> Repository:
+def open_repository(
+    settings: Settings, name: str, *, create: bool = True, listing_only: bool = False, load_index: bool = True
+) -> Repository:
     """The repository `name` of the daemon config.
 
     `listing_only` is for reading snapshot manifests: an encrypted repository whose passphrase
@@ -28,4 +30,6 @@ def open_repository(settings: Settings, name: str, *, create: bool = True, listi
         except SecretUnavailable:
             if not listing_only:
                 raise
-    return Repository.open(path, settings.model.data_path.compression_level, create=create, passphrase=passphrase)
+    return Repository.open(
+        path, settings.model.data_path.compression_level, create=create, passphrase=passphrase, load_index=load_index
+    )

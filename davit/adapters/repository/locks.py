@@ -3,8 +3,9 @@
 Why objects and not `flock`: the same protocol must hold between davitd processes on other
 hosts and on storage that has neither `flock` nor an atomic rename (S3, SFTP). It needs only
 five primitives (`LockBackend`): create-if-absent, list, read, overwrite-if-present, delete.
-Locally they are a hard link of a fsynced temporary file (exclusive and atomic with its
-content) and plain unlink/rename; on S3 create-if-absent is a PUT with `If-None-Match: *`.
+They are a view of the `locks/` prefix of the repository's storage port (`ObjectLockBackend`):
+locally a hard link of a fsynced temporary file (exclusive and atomic with its content) and
+plain unlink/rename; on S3 create-if-absent is a PUT with `If-None-Match: *`.
 
 The protocol:
 - A lock is `locks/<random id>.json`: {id, owner (hostname), boot_id, pid_ns, pid, start_time
@@ -47,7 +48,6 @@ import logging
 import os
 import random
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,7 +57,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from davit.adapters.repository.fsutil import fsync_dir, storage_error
+from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
+from davit.adapters.repository.backends.local import LocalBackend
+from davit.adapters.repository.fsutil import NotRegularFile
 from davit.domain.errors import RepositoryLockLost, RunStopped, StorageFull
 
 DEFAULT_TTL = 300.0
@@ -85,86 +87,64 @@ class LockBackend(Protocol):
         """Remove `name`; no error if it is already gone."""
 
 
-class DirectoryLockBackend:
-    """Lock objects as files of a local directory (0700; files 0600)."""
+class ObjectLockBackend:
+    """The lock objects of a repository: the `locks/` prefix of its storage port."""
 
-    def __init__(self, directory: Path, tmp_dir: Path) -> None:
-        self.directory = directory
-        self.tmp_dir = tmp_dir
-        self.where = str(directory.parent.resolve())
+    PREFIX = "locks/"
+    MAX_BYTES = 1 << 16  # a lock object is a few hundred bytes
 
-    def _write_tmp(self, data: bytes) -> Path:
-        self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.tmp_dir / f".lock.{os.getpid()}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return tmp
+    def __init__(self, backend: Backend) -> None:
+        self.objects = backend
+        self.where = backend.where
 
     def create(self, name: str, data: bytes) -> bool:
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        try:
-            tmp = self._write_tmp(data)
-            try:
-                os.link(tmp, self.directory / name)  # fails if the name exists: create-exclusive
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise storage_error(exc, self.directory) from exc
-        return True
+        return self.objects.put_if_absent(self.PREFIX + name, data)
 
     def names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
-        except FileNotFoundError:
-            return []
+        found = []
+        for info in self.objects.list(self.PREFIX):
+            name = info.key[len(self.PREFIX) :]
+            if "/" not in name and name.endswith(".json"):
+                found.append(name)
+        return sorted(found)
 
     def read(self, name: str) -> bytes | None:
         # Only a regular file is a lock (creation links one): a directory, symlink or FIFO of
-        # that name is passed over, or one stray entry would stop (or hang, for a FIFO's open)
-        # every lock taken on this repository.
+        # that name in a local repository is passed over (the listing leaves them out; this is
+        # for one planted in between), or one stray entry would stop (or hang, for a FIFO's
+        # open) every lock taken on this repository.
         try:
-            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
+            return self.objects.get(self.PREFIX + name, max_bytes=self.MAX_BYTES)
+        except ObjectMissing:
+            return None
+        except ObjectTooLarge:
+            return b""  # nothing davit writes: it does not parse, so it is stale
+        except NotRegularFile:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return None
             raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            return os.read(fd, 1 << 16)
-        finally:
-            os.close(fd)
 
     def overwrite(self, name: str, data: bytes) -> bool:
-        # Check, then rename: a lock deleted as stale in the instant between the two comes back
+        # Check, then replace: a lock deleted as stale in the instant between the two comes back
         # (there is no compare-and-swap on a local file system; S3 has If-Match). The holder
         # only loses it by missing refreshes for 2/3 of TTL, and ensure_held stops a prune then.
-        path = self.directory / name
-        if not path.exists():
+        if self.objects.stat(self.PREFIX + name) is None:
             return False
-        try:
-            tmp = self._write_tmp(data)
-            os.replace(tmp, path)
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise storage_error(exc, self.directory) from exc
+        self.objects.put(self.PREFIX + name, data)
         return True
 
     def delete(self, name: str) -> None:
-        try:
-            os.unlink(self.directory / name)
-            fsync_dir(self.directory)
-        except FileNotFoundError:
-            pass
+        self.objects.delete(self.PREFIX + name)
+
+
+class DirectoryLockBackend(ObjectLockBackend):
+    """The lock objects of the local repository holding `directory` (its `locks/`)."""
+
+    def __init__(self, directory: Path, tmp_dir: Path | None = None) -> None:
+        super().__init__(LocalBackend(directory.parent))
+        self.directory = directory
 
 
 @dataclass(frozen=True)
