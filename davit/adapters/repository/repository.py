@@ -47,6 +47,7 @@ import zstandard
 from davit.adapters.repository import repoconfig, snapshots
 from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
+from davit.adapters.repository.chunkindex import ChunkIndex
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.locks import HeldLock, ObjectLockBackend, RepositoryLocks
@@ -57,9 +58,7 @@ from davit.adapters.repository.packs import (
     CODEC_ZSTD,
     BlobRef,
     PackWriter,
-    decode_index,
     index_key,
-    indexed_packs,
     pack_key,
 )
 from davit.adapters.repository.snapshots import DamagedSnapshot, SnapshotInfo
@@ -107,9 +106,8 @@ class Repository:
         self.compression_level = compression_level
         self.encrypted = encrypted or key is not None
         self._key = key
-        self._index: dict[bytes, BlobRef] = {}
-        self._index_lock = threading.Lock()
-        self._loaded_idx: set[str] = set()
+        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack)
+        self._index = self.index.entries  # chunk id -> where it is stored
         self._local = threading.local()
         self.locks = RepositoryLocks(ObjectLockBackend(self.backend))
 
@@ -146,6 +144,8 @@ class Repository:
         `load_index=False` skips reading every index (for removing staging only).
         """
         backend: Backend = LocalBackend(where) if isinstance(where, Path) else where
+        if backend.caps.local_root is None and local_dir is None:
+            raise ValueError(f"{backend.where}: a remote repository needs a local_dir for its staging")
         settings = repoconfig.read_config(backend)
         if settings is None:
             if not create:
@@ -188,63 +188,24 @@ class Repository:
         repoconfig.change_passphrase(backend, old, new)
 
     def refresh_index(self) -> None:
-        """Bring the loaded index up to the repository as it is now: drop the packs whose index
-        is gone (a prune, by this or another process or `Repository`), load the new ones.
+        """Bring the loaded index up to the repository as it is now (`ChunkIndex.refresh`).
 
         Called on every lock acquisition, so under a lock `has` answers for the repository as
         it is, not as it was when this object first looked.
         """
-        present = indexed_packs(self.backend)
-        with self._index_lock:
-            gone = self._loaded_idx - present
-            still = self._loaded_idx & present
-            dropped: set[bytes] = set()
-            if gone:
-                for cid, ref in list(self._index.items()):
-                    if ref.pack in gone:
-                        del self._index[cid]
-                        dropped.add(cid)
-                self._loaded_idx -= gone
-        for pack in gone:
-            self.forget_pack(pack)
-        for pack in sorted(present - still):
-            self._load_index(pack)
-        if dropped:
-            # A chunk was also in a pack loaded before (two backups stored it at once): its
-            # entry there was skipped at load time, and is the one to answer with now.
-            for pack in sorted(still):
-                self._load_index(pack, only=dropped)
-
-    def index_packs(self) -> list[str]:
-        """The packs that have an index now, listed afresh."""
-        return sorted(indexed_packs(self.backend))
-
-    def read_index(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
-        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
-        key = index_key(pack)
-        try:
-            data = self.backend.get(key)
-        except ObjectMissing:
-            return None
-        return decode_index(pack, data, f"{self.backend.where}/{key}")
-
-    def _load_index(self, pack: str, only: set[bytes] | None = None) -> None:
-        entries = self.read_index(pack)
-        if entries is None:
-            return  # pruned since it was listed
-        with self._index_lock:
-            for cid, ref in entries:
-                if only is None or cid in only:
-                    self._index.setdefault(cid, ref)
-            if only is None:
-                self._loaded_idx.add(pack)
+        self.index.refresh()
 
     def reload_index(self) -> None:
         """Forget what is loaded and read every index again (after packs were deleted)."""
-        with self._index_lock:
-            self._index.clear()
-            self._loaded_idx.clear()
-        self.refresh_index()
+        self.index.reload()
+
+    def index_packs(self) -> list[str]:
+        """The packs that have an index now, listed afresh."""
+        return self.index.packs()
+
+    def read_index(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
+        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
+        return self.index.read(pack)
 
     def read_blob(self, ref: BlobRef) -> bytes:
         """A blob exactly as stored (for copying between packs without recompressing)."""
@@ -328,10 +289,7 @@ class Repository:
         is released: a prune counts a sealed pack's chunks as used only once a tree names them.
         """
         entries = writer.seal()
-        with self._index_lock:
-            for cid, ref in entries:
-                self._index.setdefault(cid, ref)
-            self._loaded_idx.add(writer.pack_id)
+        self.index.add(writer.pack_id, entries)
         return [cid for cid, _ in entries]
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
