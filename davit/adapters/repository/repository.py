@@ -102,6 +102,8 @@ class Repository:
         if home is None:
             raise ValueError(f"{self.backend.where}: a remote repository needs a local_dir for its staging")
         self._home = home
+        # TODO(issue 17, increment 2): for a remote repository, `<local_dir>/tmp` keeps the spool
+        # of a davitd killed mid-seal; nothing removes it yet (retention cleans the backend's tmp/).
         self._spool = home / "tmp"
         self.compression_level = compression_level
         self.encrypted = encrypted or key is not None
