@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from davit.adapters.repository.repository import Repository
-from davit.adapters.repository.staging import ended_runs_staging, remove_run_staging, remove_staging
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.daemon.config import Settings
 from davit.daemon.kinds import KINDS, leftover_remover, work_class
 from davit.daemon.repositories import open_repository
-from davit.domain.errors import FieldProblem, InvalidConfig
+from davit.domain.errors import FieldProblem, InvalidConfig, PermanentError
 from davit.domain.jobs import AnyJob, spec_from_json
 from davit.domain.ports import JobWork
 from davit.domain.runs import RunView
@@ -75,16 +73,16 @@ class Parts:
 
     def remove_leftovers(self, view: RunView, staging: bool) -> list[str]:
         """Remove what an ended run may have left (helper containers of a step that a crash cut
-        short, and with `staging` its staging in the repository, when nothing will resume from
-        it: see `staging_unneeded`); the names of what was removed. Blocking."""
+        short, and with `staging` its staging, when nothing will resume from it: see
+        `staging_unneeded`); the names of what was removed. Blocking."""
         if not view.spec:
             return []
         inputs = self.inputs(view)
         remover = leftover_remover(view.kind)
         removed = remover(inputs) if remover is not None else []
-        root = self._repository_root(inputs.spec.repository)
-        if root is not None and staging:
-            removed += remove_run_staging(root, view.run_id)
+        repo = self._existing_repository(inputs.spec.repository) if staging else None
+        if repo is not None:
+            removed += repo.remove_staging({view.run_id})
         return removed
 
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
@@ -93,16 +91,23 @@ class Parts:
         know belongs to another davitd and is left alone. Blocking."""
         removed = []
         for name in self.settings.repositories:
-            root = self._repository_root(name)
-            if root is None:
-                continue
-            removed += [remove_staging(path) for path in ended_runs_staging(root, ended)]
+            repo = self._existing_repository(name)
+            if repo is not None:
+                removed += repo.remove_staging(ended)
         return removed
 
-    def _repository_root(self, name: str | None) -> Path | None:
-        """The directory of the configured repository `name`, if it is one (never created here)."""
-        root = self.settings.repositories.get(name) if name else None
-        return root if root is not None and (root / "config.json").exists() else None
+    def _existing_repository(self, name: str | None) -> Repository | None:
+        """The configured repository `name`, if it exists (never created here): the one open
+        already, or one opened for its staging only (its index is not read)."""
+        if not name or name not in self.settings.repositories:
+            return None
+        with self._lock:
+            if name in self._repos:
+                return self._repos[name]
+        try:
+            return open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
+        except PermanentError:
+            return None  # not a repository (yet), or one this config cannot open: nothing staged in it
 
     def close(self) -> None:
         for repo in self._repos.values():

@@ -48,7 +48,9 @@ def configured_passphrase(settings: Settings, name: str) -> str | None:
     return resolve(section.passphrase_env, section.passphrase_file, f"repositories.{name}.passphrase")
 
 
-def open_repository(settings: Settings, name: str, *, create: bool = True, listing_only: bool = False) -> Repository:
+def open_repository(
+    settings: Settings, name: str, *, create: bool = True, listing_only: bool = False, load_index: bool = True
+) -> Repository:
     """The repository `name` of the daemon config.
 
     `listing_only` is for reading snapshot manifests: an encrypted repository whose passphrase
@@ -62,7 +64,9 @@ def open_repository(settings: Settings, name: str, *, create: bool = True, listi
         if not listing_only:
             raise
         passphrase = None
-    return Repository.open(_root(location), settings.model.data_path.compression_level, create=create, passphrase=passphrase)
+    return Repository.open(
+        _root(location), settings.model.data_path.compression_level, create=create, passphrase=passphrase, load_index=load_index
+    )
 
 
 def repository_exists(settings: Settings, name: str) -> bool:

@@ -98,7 +98,7 @@ def test_a_sealed_tree_cut_at_a_segment_boundary_or_reordered_is_refused(tmp_pat
     repo = Repository.open(tmp_path / "repo", passphrase=PASSPHRASE)
     with io.BytesIO(os.urandom(3 * SEGMENT)) as noise:  # incompressible: three full segments and a last
         info = repo.publish_snapshot_from(manifest("s1"), noise)
-    stored = (info.path / "tree.jsonl.zst").read_bytes()
+    stored = (repo.root / "snapshots" / info.id / "tree.jsonl.zst").read_bytes()
     magic_len = stored.index(b"\n") + 1
     first_len = int.from_bytes(stored[magic_len : magic_len + 4], "big")
     first_end = magic_len + 4 + first_len
@@ -119,7 +119,7 @@ def test_a_tree_that_differs_from_its_manifest_is_refused_before_any_line_is_rea
     repo = Repository.open(tmp_path / "repo")
     plain = io.BytesIO(tree_lines(1000))
     info = repo.publish_snapshot_from(manifest("s1"), plain)
-    path = info.path / "tree.jsonl.zst"
+    path = repo.root / "snapshots" / info.id / "tree.jsonl.zst"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -118,7 +118,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         # have pruned since (see Repository.missing_chunks).
         missing = self.repo.missing_chunks(bytes.fromhex(c) for e in entries for c in e.chunks)
         if missing:
-            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
+            raise SourceMissing(info.where, f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     # --- store ---------------------------------------------------------------------------------

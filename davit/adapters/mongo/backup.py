@@ -33,7 +33,6 @@ from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
 from davit.adapters.prefetch import in_background
 from davit.adapters.repository.chunkwriter import ChunkWriter
-from davit.adapters.repository.fsutil import write_atomic
 from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.secrets import redact
@@ -42,6 +41,8 @@ from davit.domain.errors import PermanentError, SourceMissing
 from davit.domain.jobs import MongoBackupJob
 from davit.domain.namespaces import select, split_ns
 from davit.domain.ports import RunContext
+
+METADATA = "metadata.json"  # a collection's options and indexes, beside its staged tree
 
 DUMP = "dump:"
 BATCH_DOCS = 1000
@@ -92,7 +93,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         info = self.repo.resolve(self.run_id)
         missing = self.repo.missing_chunks(bytes.fromhex(c) for e in read_tree(self.repo.tree_bytes(info)) for c in e.chunks)
         if missing:
-            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
+            raise SourceMissing(info.where, f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     # --- selection -----------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
                 stream.close()  # ends the prefetching thread and the server cursor now
         with self.server.errors(f"reading the options and indexes of {ns}"):
             meta = meta_to_text(collection_metadata(self.server.client[db_name], coll_name))
-        write_atomic(staging.path / "metadata.json", meta.encode(), self.repo.root / "tmp")
+        staging.write_meta(METADATA, meta.encode())
         return {"ns": ns, "documents": docs, "bytes": nbytes}
 
     def _query(self, ns: str) -> dict[str, Any]:
@@ -232,7 +233,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
             staging = self._staging(index)
             cursor = ctx.cursor(DUMP + ns) or {}
             entry = CollectionEntry(
-                ns=ns, meta=(staging.path / "metadata.json").read_text(), docs=cursor.get("docs", 0), size=cursor.get("bytes", 0)
+                ns=ns, meta=staging.read_meta(METADATA).decode(), docs=cursor.get("docs", 0), size=cursor.get("bytes", 0)
             )
             with open(staging.tree, "rb") as fh:
                 data = fh.read(cursor.get("list_bytes", 0))

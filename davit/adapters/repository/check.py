@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
@@ -119,7 +118,7 @@ def _check_indexes(backend: Backend, report: CheckReport, listed: set[str]) -> d
         report.indexes += 1
         listed.add(pack)
         try:
-            entries = decode_index(pack, backend.get(info.key, max_bytes=MAX_INDEX_BYTES), Path(info.key))
+            entries = decode_index(pack, backend.get(info.key, max_bytes=MAX_INDEX_BYTES), info.key)
         except ObjectMissing:
             report.problems.append(f"{info.key}: listed, then missing when read")
             continue

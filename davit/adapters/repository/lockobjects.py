@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
-from davit.adapters.repository.fsutil import fsync_dir, storage_error
+from davit.adapters.repository.fsutil import NotRegularFile, fsync_dir, storage_error
 
 PREFIX = "locks/"
 MAX_LOCK_BYTES = 1 << 16  # a lock object is a few hundred bytes; a larger one is planted
@@ -207,12 +207,20 @@ class StorageLockBackend:
         return found
 
     def read(self, name: str) -> bytes | None:
+        # Only a regular file is a lock (creation links one): a directory, symlink or FIFO of
+        # that name in a local repository is passed over (the listing leaves them out; this is
+        # for one planted in between), or one stray entry would stop (or hang, for a FIFO's
+        # open) every lock taken on this repository.
         try:
             return self.backend.get(PREFIX + name, max_bytes=MAX_LOCK_BYTES)
-        except ObjectMissing:
+        except (ObjectMissing, NotRegularFile):
             return None
         except ObjectTooLarge:
             return b""  # no lock davit writes is that large: it does not parse, and is stale
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None
+            raise
 
     def delete(self, name: str) -> None:
         self.backend.delete(PREFIX + name)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge, check_key
 from davit.adapters.repository.crypto import MANIFEST_MAC_FIELD, RepositoryKey
+from davit.adapters.repository.fsutil import NotRegularFile
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few hundred bytes; a larger file is not parsed
@@ -56,10 +55,15 @@ class Loaded:
     authenticated: bool | None
 
 
-def load_manifest(directory: Path, key: RepositoryKey | None, encrypted: bool) -> Loaded | str:
-    """The manifest in `directory` (a snapshot's directory), or the reason it is damaged."""
-    raw = _read(directory / MANIFEST)
-    if isinstance(raw, str):
+def manifest_key(snapshot_id: str) -> str:
+    return check_key(f"snapshots/{snapshot_id}/{MANIFEST}")
+
+
+def load_manifest(backend: Backend, snapshot_id: str, key: RepositoryKey | None, encrypted: bool) -> Loaded | str | None:
+    """The manifest of snapshot `snapshot_id`, or the reason it is damaged; None if it is gone
+    (removed since it was listed: a snapshot being forgotten)."""
+    raw = _read(backend, manifest_key(snapshot_id))
+    if raw is None or isinstance(raw, str):
         return raw
     try:
         manifest = json.loads(raw)
@@ -67,7 +71,7 @@ def load_manifest(directory: Path, key: RepositoryKey | None, encrypted: bool) -
         return f"manifest is not JSON ({type(exc).__name__}: {str(exc)[:120]})"
     if not isinstance(manifest, dict):
         return f"manifest is a JSON {type(manifest).__name__}, not an object"
-    problem = _shape_problem(manifest, directory.name)
+    problem = _shape_problem(manifest, snapshot_id)
     if problem is not None:
         return problem
     if not encrypted:
@@ -75,7 +79,7 @@ def load_manifest(directory: Path, key: RepositoryKey | None, encrypted: bool) -
     if key is None:
         return Loaded(manifest, None)  # listing only: the MAC cannot be checked without the key
     try:
-        authentic = key.manifest_authentic(directory.name, manifest)
+        authentic = key.manifest_authentic(snapshot_id, manifest)
     except ValueError:  # a value canonical JSON refuses (NaN): not what davit wrote
         authentic = False
     if not authentic:
@@ -88,28 +92,21 @@ def load_manifest(directory: Path, key: RepositoryKey | None, encrypted: bool) -
     return Loaded(manifest, True)
 
 
-def _read(path: Path) -> bytes | str:
-    """The manifest's bytes (a regular file, read without following a symlink), or why not."""
+def _read(backend: Backend, key: str) -> bytes | str | None:
+    """The manifest's bytes, or why not. A local repository never follows a symlink nor waits
+    on a FIFO to read one (`LocalBackend.get`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
+        return backend.get(key, max_bytes=MAX_MANIFEST_BYTES)
+    except ObjectMissing:
+        return None
+    except ObjectTooLarge:
+        return f"manifest is larger than a manifest can be ({MAX_MANIFEST_BYTES} bytes)"
+    except NotRegularFile:
+        return "manifest is not a regular file"
+    except OSError as exc:  # a local repository's file that cannot be opened
         if exc.errno == errno.ELOOP:
             return "manifest is a symbolic link"
-        return f"manifest cannot be opened: {exc.strerror}"
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return "manifest is not a regular file"
-        if st.st_size > MAX_MANIFEST_BYTES:
-            return f"manifest is {st.st_size} bytes, larger than a manifest can be ({MAX_MANIFEST_BYTES})"
-        data = os.read(fd, MAX_MANIFEST_BYTES + 1)
-        if len(data) > MAX_MANIFEST_BYTES:
-            return f"manifest is larger than a manifest can be ({MAX_MANIFEST_BYTES} bytes)"
-        return data
-    except OSError as exc:
         return f"manifest cannot be read: {exc.strerror}"
-    finally:
-        os.close(fd)
 
 
 def _shape_problem(manifest: dict[str, Any], dir_name: str) -> str | None:

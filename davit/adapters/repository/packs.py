@@ -3,21 +3,24 @@ large files instead of one small file per chunk.
 
 A pack is the concatenation of stored blobs. Its index (`index/<pack>.idx`) lists, per blob,
 the chunk id (sha256 of the plain bytes), offset, stored length, plain length and codec. A
-pack is written under a temporary name, fsynced, renamed, its directory fsynced, and only
-then is its index written the same way: an index on disk always names a complete pack.
+pack is spooled to a local temporary file, then created in the repository whole
+(`Backend.put_if_absent`: a hard link of the spool on a local repository, an upload on a
+remote one), and only then is its index created the same way: an index in the repository
+always names a complete pack.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
+import re
 import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from davit.adapters.repository.fsutil import fsync_dir, make_dirs, open_new, storage_error, write_atomic
+from davit.adapters.repository.backend import Backend
+from davit.adapters.repository.fsutil import make_dirs, open_new, storage_error
 from davit.domain.errors import CorruptChunk
 
 IDX_MAGIC = b"DAVITIDX1\n"
@@ -42,12 +45,12 @@ def encode_index(entries: list[tuple[bytes, BlobRef]]) -> bytes:
     return IDX_MAGIC + body + hashlib.sha256(body).digest()
 
 
-def decode_index(pack: str, data: bytes, where: Path) -> list[tuple[bytes, BlobRef]]:
+def decode_index(pack: str, data: bytes, where: str) -> list[tuple[bytes, BlobRef]]:
     if not data.startswith(IDX_MAGIC) or len(data) < len(IDX_MAGIC) + 32:
-        raise CorruptChunk("(index)", str(where), "not a davit pack index")
+        raise CorruptChunk("(index)", where, "not a davit pack index")
     body, digest = data[len(IDX_MAGIC) : -32], data[-32:]
     if hashlib.sha256(body).digest() != digest or len(body) % _ENTRY.size:
-        raise CorruptChunk("(index)", str(where), "index checksum mismatch")
+        raise CorruptChunk("(index)", where, "index checksum mismatch")
     out = []
     for offset in range(0, len(body), _ENTRY.size):
         cid, off, stored, plain, codec = _ENTRY.unpack_from(body, offset)
@@ -56,16 +59,19 @@ def decode_index(pack: str, data: bytes, where: Path) -> list[tuple[bytes, BlobR
 
 
 class PackWriter:
-    """Appends blobs to one temporary pack file; `seal` makes it durable and visible.
+    """Appends blobs to one local temporary pack file; `seal` puts it into the repository.
 
     Offsets are assigned at `add`, in the caller's thread; the bytes are written by a
     background thread in the same order, so reading the next chunk overlaps writing this one.
+    The spool is in `spool_dir`: the repository's own `tmp/` when it is a local directory (so
+    sealing links it, without a copy), else a directory of this host.
     """
 
-    def __init__(self, root: Path, pack_id: str, queue_depth: int = 8) -> None:
-        self.root = root
+    def __init__(self, backend: Backend, spool_dir: Path, pack_id: str, queue_depth: int = 8) -> None:
+        self.backend = backend
         self.pack_id = pack_id
-        self.tmp_path = root / "tmp" / f"{pack_id}.pack.tmp"
+        make_dirs(spool_dir)
+        self.tmp_path = spool_dir / f"{pack_id}.pack.tmp"
         self._fh = open(open_new(self.tmp_path), "wb", buffering=0)  # noqa: SIM115 - closed by seal/abort
         self.size = 0
         self.entries: list[tuple[bytes, BlobRef]] = []
@@ -91,7 +97,7 @@ class PackWriter:
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise storage_error(self._error, self.root) from self._error
+            raise storage_error(self._error, self.tmp_path) from self._error
 
     def add(self, chunk_id: bytes, stored: bytes | memoryview, plain_len: int, codec: int) -> None:
         self._raise_error()
@@ -107,17 +113,19 @@ class PackWriter:
         self._raise_error()
 
     def seal(self) -> list[tuple[bytes, BlobRef]]:
-        final = pack_path(self.root, self.pack_id)
+        """The pack, then its index, created in the repository (the backend makes each durable
+        before it is visible); the spool is removed."""
         try:
             self._finish_writes()
-            os.fsync(self._fh.fileno())
             self._fh.close()
-            make_dirs(final.parent)
-            os.replace(self.tmp_path, final)
-            fsync_dir(final.parent)
         except OSError as exc:
-            raise storage_error(exc, self.root) from exc
-        write_atomic(index_path(self.root, self.pack_id), encode_index(self.entries), self.root / "tmp")
+            raise storage_error(exc, self.tmp_path) from exc
+        try:
+            _create(self.backend, pack_key(self.pack_id), self.tmp_path, self.size)
+            index = encode_index(self.entries)
+            _create(self.backend, index_key(self.pack_id), index, len(index))
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
         return self.entries
 
     def abort(self) -> None:
@@ -130,9 +138,43 @@ class PackWriter:
         self.tmp_path.unlink(missing_ok=True)
 
 
+def _create(backend: Backend, key: str, src: bytes | Path, size: int) -> None:
+    """Create `key`; one already there of the same size is this pack's own, created by an
+    earlier attempt whose answer was lost (pack ids are 128 random bits)."""
+    if backend.put_if_absent(key, src):
+        return
+    found = backend.stat(key)
+    if found is None or found.size != size:
+        raise CorruptChunk("(pack)", f"{backend.where}/{key}", "another object already has this pack's name")
+
+
+PACK_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def pack_key(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}.pack"
+
+
+def index_key(pack_id: str) -> str:
+    return f"index/{pack_id}.idx"
+
+
+def indexed_packs(backend: Backend) -> set[str]:
+    """The packs that have an index, as listed now (`index/<pack>.idx`; any other name there is
+    not davit's and is passed over: a listing's names are checked before they become keys)."""
+    found = set()
+    for info in backend.list("index/"):
+        name = info.key[len("index/") :]
+        if name.endswith(".idx") and PACK_ID.fullmatch(name[:-4]):
+            found.add(name[:-4])
+    return found
+
+
 def pack_path(root: Path, pack_id: str) -> Path:
-    return root / "packs" / pack_id[:2] / f"{pack_id}.pack"
+    """Where a local repository at `root` keeps a pack (for tests that damage one)."""
+    return root / pack_key(pack_id)
 
 
 def index_path(root: Path, pack_id: str) -> Path:
-    return root / "index" / f"{pack_id}.idx"
+    """Where a local repository at `root` keeps a pack's index (for tests)."""
+    return root / index_key(pack_id)

@@ -1,6 +1,12 @@
-"""The repository on a local directory: chunk store, snapshot manifests, staging, locks.
+"""The repository: chunk store, snapshot manifests, staging, locks.
 
-Layout:
+Every object goes through the storage port, `Repository.backend` (`backend.py`): a local
+directory (`LocalBackend`) or a remote store. Nothing here builds a path of the repository;
+the local files the Repository keeps itself (the staged trees of runs in progress and spooled
+packs and trees) are under `caps.local_root` for a local repository (its `staging/` and
+`tmp/`, as always) and under `local_dir` (given at open) for a remote one.
+
+Layout (keys of the port; files of a local repository):
     config.json                 format version and chunking parameters
     packs/<xx>/<pack>.pack      compressed chunks, see `packs.py`
     index/<pack>.idx            what each pack holds
@@ -8,7 +14,7 @@ Layout:
                                   one that cannot be used is listed as damaged, nothing else)
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
     staging/<run>/              a backup run's partial tree while it is in progress (`staging.py`)
-    tmp/                        temporary names of files not yet renamed into place
+    tmp/                        temporary names of objects not yet in place (a local or SFTP backend's)
     locks/<id>.<gen>.json       shared by writers, exclusive for pruning (see `locks.py`)
 
 Every tree, published or staged, is JSON lines whose `c` key lists the chunk ids a line
@@ -32,195 +38,177 @@ import json
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import zstandard
 
-from davit.adapters.repository.backend import Backend
+from davit.adapters.repository import repoconfig, snapshots
+from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
+from davit.adapters.repository.chunkindex import ChunkIndex
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
-from davit.adapters.repository.fsutil import make_dirs, write_atomic
-from davit.adapters.repository.locks import DirectoryLockBackend, HeldLock, RepositoryLocks
-from davit.adapters.repository.manifests import MANIFEST, Loaded, load_manifest
+from davit.adapters.repository.fsutil import make_dirs
+from davit.adapters.repository.locks import HeldLock, RepositoryLocks, StorageLockBackend
+from davit.adapters.repository.manifests import Loaded, load_manifest, manifest_key
 from davit.adapters.repository.packs import (
     CODEC_RAW,
     CODEC_SEALED,
     CODEC_ZSTD,
     BlobRef,
     PackWriter,
-    decode_index,
-    pack_path,
+    index_key,
+    pack_key,
 )
-from davit.adapters.repository.staging import Staging, staging_path
-from davit.adapters.repository.trees import TreeWriter, check_stored, compressed_stream, plain_lines, write_plain_tree
+from davit.adapters.repository.snapshots import DamagedSnapshot, SnapshotInfo
+from davit.adapters.repository.staging import (
+    STAGING,
+    Staging,
+    ended_runs_staging,
+    remove_staging,
+    staged_runs,
+    staged_trees,
+    staging_path,
+)
+from davit.adapters.repository.trees import (
+    TreeWriter,
+    check_stored,
+    compressed_stream,
+    fetch_tree,
+    plain_lines,
+    write_plain_tree,
+)
 from davit.domain.errors import CorruptChunk, PermanentError, RepositoryLockLost, SnapshotNotFound, SourceMissing
 
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    id: str
-    job: str
-    kind: str
-    created_at: str
-    run_id: str
-    source: dict[str, Any]
-    stats: dict[str, Any]
-    path: Path
-    # True: its MAC verified under the repository key; None: nothing to verify it with (a plain
-    # repository, or an encrypted one opened without its passphrase, for listing)
-    authenticated: bool | None = None
-    parent: str | None = None
-    tree_sha256: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "job": self.job,
-            "kind": self.kind,
-            "created_at": self.created_at,
-            "run_id": self.run_id,
-            "source": self.source,
-            "stats": self.stats,
-            "damaged": False,
-        }
-
-
-@dataclass(frozen=True)
-class DamagedSnapshot:
-    """A snapshot directory whose manifest cannot be used, and why: listed, never used."""
-
-    id: str  # the directory's name
-    reason: str
-    path: Path
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "damaged": True, "reason": self.reason}
+FORMAT_VERSION = repoconfig.FORMAT_VERSION
+__all__ = ["DamagedSnapshot", "Repository", "SnapshotInfo"]
 
 
 class Repository:
-    def __init__(self, root: Path, compression_level: int = 3, key: RepositoryKey | None = None, encrypted: bool = False) -> None:
-        self.root = root
+    def __init__(
+        self,
+        backend: Backend | Path,
+        compression_level: int = 3,
+        key: RepositoryKey | None = None,
+        encrypted: bool = False,
+        local_dir: Path | None = None,
+    ) -> None:
+        self.backend: Backend = LocalBackend(backend) if isinstance(backend, Path) else backend
+        # This host's files of the repository: staged trees (`staging/`) and spooled packs and
+        # trees (`tmp/`). In a local repository, the repository itself, so a prune of any davitd
+        # sharing it sees every staging and a sealed pack is linked, not copied.
+        home = self.backend.caps.local_root or local_dir
+        if home is None:
+            raise ValueError(f"{self.backend.where}: a remote repository needs a local_dir for its staging")
+        self._home = home
+        # TODO(issue 17, increment 2): for a remote repository, `<local_dir>/tmp` keeps the spool
+        # of a davitd killed mid-seal; nothing removes it yet (retention cleans the backend's tmp/).
+        self._spool = home / "tmp"
         self.compression_level = compression_level
         self.encrypted = encrypted or key is not None
         self._key = key
-        self._index: dict[bytes, BlobRef] = {}
-        self._index_lock = threading.Lock()
-        self._loaded_idx: set[str] = set()
+        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack)
+        self._index = self.index.entries  # chunk id -> where it is stored
         self._local = threading.local()
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        self._fd_lock = threading.Lock()
-        self.locks = RepositoryLocks(DirectoryLockBackend(root / "locks", root / "tmp"))
-        # the storage port (`backend.py`); the methods below still use `root` until they are routed
-        self.backend: Backend = LocalBackend(root)
+        self.locks = RepositoryLocks(StorageLockBackend(self.backend))
+
+    @property
+    def root(self) -> Path:
+        """The directory of a local repository (tests and tools that look at its files)."""
+        if not isinstance(self.backend, LocalBackend):
+            raise AttributeError(f"{self.backend.where} is not a local directory")
+        return self.backend.root
+
+    @property
+    def where(self) -> str:
+        """The repository, for messages (never a secret)."""
+        return self.backend.where
 
     # --- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path, compression_level: int = 3, create: bool = True, passphrase: str | None = None) -> Repository:
-        """Open (or create) the repository at `root`.
+    def open(
+        cls,
+        where: Path | Backend,
+        compression_level: int = 3,
+        create: bool = True,
+        passphrase: str | None = None,
+        local_dir: Path | None = None,
+        load_index: bool = True,
+    ) -> Repository:
+        """Open (or create) the repository at `where`: a local directory or a backend.
 
         With `passphrase`, a new repository is created encrypted and an existing one must be
         encrypted with it. Without, an encrypted repository still opens, for listing snapshots;
-        reading or writing its chunks and trees raises `RepositoryKeyError`.
+        reading or writing its chunks and trees raises `RepositoryKeyError`. `local_dir` is
+        this host's directory for a remote repository's staging (see the module's docstring).
+        `load_index=False` skips reading every index (for removing staging only).
         """
-        config = root / "config.json"
-        if not config.exists():
+        backend: Backend = LocalBackend(where) if isinstance(where, Path) else where
+        if backend.caps.local_root is None and local_dir is None:
+            raise ValueError(f"{backend.where}: a remote repository needs a local_dir for its staging")
+        settings = repoconfig.read_config(backend)
+        if settings is None:
             if not create:
-                raise PermanentError(f"{root} is not a davit repository (no config.json)")
-            make_dirs(root)
-            for sub in ("packs", "index", "snapshots", "staging", "tmp"):
-                make_dirs(root / sub)
-            settings: dict[str, Any] = {"format": FORMAT_VERSION}
-            key = None
-            if passphrase is not None:
-                key, settings["encryption"] = RepositoryKey.create(passphrase)
-            write_atomic(config, json.dumps(settings, indent=1).encode(), root / "tmp")
-            return cls(root, compression_level, key)
-        settings = json.loads(config.read_text())
-        found = settings.get("format")
-        if found != FORMAT_VERSION:
-            raise PermanentError(f"{root}: repository format {found} is not supported")
-        for sub in ("packs", "index", "snapshots", "staging", "tmp"):
-            make_dirs(root / sub)
+                raise PermanentError(f"{backend.where} is not a davit repository (no config.json)")
+            created, key = repoconfig.create_config(backend, passphrase)
+            if created:
+                repo = cls(backend, compression_level, key, local_dir=local_dir)
+                repo._make_local_layout()
+                return repo
+            settings = repoconfig.read_config(backend)  # another process created it meanwhile
+            if settings is None:
+                raise PermanentError(f"{backend.where}: its config.json was created and is gone again")
         section = settings.get("encryption")
         if section is None and passphrase is not None:
             raise RepositoryKeyError(
-                f"{root}: a passphrase is configured but this repository was created without encryption; "
+                f"{backend.where}: a passphrase is configured but this repository was created without encryption; "
                 "remove the passphrase from its configuration or give the repository a new path"
             )
-        key = RepositoryKey.open(passphrase, section, str(root)) if section is not None and passphrase else None
-        repo = cls(root, compression_level, key, encrypted=section is not None)
-        repo.refresh_index()
+        key = RepositoryKey.open(passphrase, section, backend.where) if section is not None and passphrase else None
+        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir)
+        repo._make_local_layout()
+        if load_index:
+            repo.refresh_index()
         return repo
 
+    def _make_local_layout(self) -> None:
+        # The directories of a local repository exist from its creation on, as they always did
+        # (an operator looking at a new repository sees its layout); a remote one has none.
+        local = self.backend.caps.local_root
+        if local is not None:
+            for sub in ("packs", "index", "snapshots"):
+                make_dirs(local / sub)
+        make_dirs(self._home / STAGING)
+        make_dirs(self._spool)
+
     @staticmethod
-    def change_passphrase(root: Path, old: str, new: str) -> None:
+    def change_passphrase(where: Path | Backend, old: str, new: str) -> None:
         """Seal the repository's key under `new` instead of `old`; the data is not rewritten."""
-        config = root / "config.json"
-        if not config.exists():
-            raise PermanentError(f"{root} is not a davit repository (no config.json)")
-        settings = json.loads(config.read_text())
-        section = settings.get("encryption")
-        if section is None:
-            raise RepositoryKeyError(f"{root} is not encrypted: it has no passphrase to change")
-        settings["encryption"] = RepositoryKey.rewrap(old, new, section, str(root))
-        write_atomic(config, json.dumps(settings, indent=1).encode(), root / "tmp")
+        backend: Backend = LocalBackend(where) if isinstance(where, Path) else where
+        repoconfig.change_passphrase(backend, old, new)
 
     def refresh_index(self) -> None:
-        """Bring the loaded index up to the repository as it is now: drop the packs whose index
-        is gone (a prune, by this or another process or `Repository`), load the new ones.
+        """Bring the loaded index up to the repository as it is now (`ChunkIndex.refresh`).
 
         Called on every lock acquisition, so under a lock `has` answers for the repository as
         it is, not as it was when this object first looked.
         """
-        present = {idx.stem for idx in (self.root / "index").glob("*.idx")}
-        with self._index_lock:
-            gone = self._loaded_idx - present
-            still = self._loaded_idx & present
-            dropped: set[bytes] = set()
-            if gone:
-                for cid, ref in list(self._index.items()):
-                    if ref.pack in gone:
-                        del self._index[cid]
-                        dropped.add(cid)
-                self._loaded_idx -= gone
-        for pack in gone:
-            self.forget_pack(pack)
-        for pack in sorted(present - still):
-            self._load_index(pack)
-        if dropped:
-            # A chunk was also in a pack loaded before (two backups stored it at once): its
-            # entry there was skipped at load time, and is the one to answer with now.
-            for pack in sorted(still):
-                self._load_index(pack, only=dropped)
-
-    def _load_index(self, pack: str, only: set[bytes] | None = None) -> None:
-        idx = self.root / "index" / f"{pack}.idx"
-        try:
-            data = idx.read_bytes()
-        except FileNotFoundError:
-            return  # pruned since it was listed
-        entries = decode_index(pack, data, idx)
-        with self._index_lock:
-            for cid, ref in entries:
-                if only is None or cid in only:
-                    self._index.setdefault(cid, ref)
-            if only is None:
-                self._loaded_idx.add(pack)
+        self.index.refresh()
 
     def reload_index(self) -> None:
         """Forget what is loaded and read every index again (after packs were deleted)."""
-        with self._index_lock:
-            self._index.clear()
-            self._loaded_idx.clear()
-        self.refresh_index()
+        self.index.reload()
+
+    def index_packs(self) -> list[str]:
+        """The packs that have an index now, listed afresh."""
+        return self.index.packs()
+
+    def read_index(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
+        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
+        return self.index.read(pack)
 
     def read_blob(self, ref: BlobRef) -> bytes:
         """A blob exactly as stored (for copying between packs without recompressing)."""
@@ -236,16 +224,20 @@ class Repository:
         return ref
 
     def forget_pack(self, pack: str) -> None:
-        with self._fd_lock:
-            fd = self._fds.pop(pack, None)
-            if fd is not None:
-                os.close(fd)
+        """A pack was deleted (by anyone): a backend that keeps it open lets it go, so its disk
+        space is freed now rather than when the handle is next evicted."""
+        forget = getattr(self.backend, "forget", None)
+        if forget is not None:
+            forget(pack_key(pack))
+
+    def delete_pack(self, pack: str) -> None:
+        """Delete a pack: its index first, so a pack without an index is invisible garbage,
+        never a dangling entry. Only under the exclusive lock (`retention.py`)."""
+        self.backend.delete(index_key(pack))
+        self.backend.delete(pack_key(pack))
 
     def close(self) -> None:
-        with self._fd_lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        self.backend.close()
 
     # --- chunks ------------------------------------------------------------------------------
 
@@ -266,7 +258,7 @@ class Repository:
                 missing.add(cid)
                 continue
             if ref.pack not in packs:
-                packs[ref.pack] = pack_path(self.root, ref.pack).is_file()
+                packs[ref.pack] = self.backend.stat(pack_key(ref.pack)) is not None
             if not packs[ref.pack]:
                 missing.add(cid)
         return missing
@@ -295,12 +287,12 @@ class Repository:
 
     def _key_required(self) -> RepositoryKeyError:
         return RepositoryKeyError(
-            f"{self.root} is encrypted: configure the passphrase of this repository "
+            f"{self.backend.where} is encrypted: configure the passphrase of this repository "
             "(passphrase_env or passphrase_file in its [repositories.NAME] section)"
         )
 
     def new_pack(self) -> PackWriter:
-        return PackWriter(self.root, os.urandom(16).hex())
+        return PackWriter(self.backend, self._spool, os.urandom(16).hex())
 
     def seal_pack(self, writer: PackWriter) -> list[bytes]:
         """Make a pack durable and visible; the ids of the chunks it holds.
@@ -312,10 +304,7 @@ class Repository:
         """
         self.locks.check_held()
         entries = writer.seal()
-        with self._index_lock:
-            for cid, ref in entries:
-                self._index.setdefault(cid, ref)
-            self._loaded_idx.add(writer.pack_id)
+        self.index.add(writer.pack_id, entries)
         return [cid for cid, _ in entries]
 
     def read_chunk(self, chunk_id: bytes, ref: BlobRef | None = None) -> bytes:
@@ -328,7 +317,7 @@ class Repository:
             self.refresh_index()
             ref = self._index.get(chunk_id)
         if ref is None:
-            raise CorruptChunk(chunk_id.hex(), str(self.root), "chunk is missing from the repository")
+            raise CorruptChunk(chunk_id.hex(), self.backend.where, "chunk is missing from the repository")
         stored = self._pread(ref)
         if len(stored) != ref.stored_len:
             raise CorruptChunk(chunk_id.hex(), ref.pack, "pack file is truncated")
@@ -355,20 +344,10 @@ class Repository:
         return plain
 
     def _pread(self, ref: BlobRef) -> bytes:
-        with self._fd_lock:
-            fd = self._fds.get(ref.pack)
-            if fd is None:
-                path = pack_path(self.root, ref.pack)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError as exc:
-                    raise CorruptChunk("(pack)", ref.pack, "pack file is missing") from exc
-                self._fds[ref.pack] = fd
-                if len(self._fds) > 64:
-                    os.close(self._fds.popitem(last=False)[1])
-            else:
-                self._fds.move_to_end(ref.pack)
-            return os.pread(fd, ref.stored_len, ref.offset)
+        try:
+            return self.backend.get_range(pack_key(ref.pack), ref.offset, ref.stored_len)
+        except ObjectMissing:
+            raise CorruptChunk("(pack)", ref.pack, "pack file is missing") from None
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         comp = getattr(self._local, "cctx", None)
@@ -388,7 +367,19 @@ class Repository:
         """The staging of backup run `run_id` (or of its `part`, a MongoDB collection): where its
         partial tree is kept until `publish`, protecting the chunks it names from pruning (see
         `staging.py`). Not created until the run writes to it."""
-        return Staging(staging_path(self.root, run_id, part))
+        return Staging(staging_path(self._home, run_id, part))
+
+    def staged_trees(self) -> list[Path]:
+        """The staged trees of every run in progress (what pruning must protect): local files."""
+        return staged_trees(self._home)
+
+    def staged_runs(self) -> list[str]:
+        """The runs that have staging here."""
+        return staged_runs(self._home)
+
+    def remove_staging(self, run_ids: Iterable[str]) -> list[str]:
+        """Remove the staging of runs that ended (nothing resumes from it); what was removed."""
+        return [remove_staging(path) for path in ended_runs_staging(self._home, set(run_ids))]
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
         """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).
@@ -400,6 +391,7 @@ class Repository:
         expired) may name chunks a prune deleted meanwhile, and such a snapshot is refused."""
         with self.locked(exclusive=False) as lock:
             self.refuse_missing(manifest["id"], self.missing_chunks(_tree_chunks(tree_zst)))
+            self._refuse_existing(manifest["id"])
             writer = self._tree_writer(manifest["id"])
             writer.write_compressed(tree_zst)
             return self._publish(manifest, writer, lock)
@@ -409,6 +401,7 @@ class Repository:
         (under a shared lock, see `publish_snapshot`). The caller checks the tree's chunks with
         `missing_chunks` under the same lock first (it reads the tree anyway, for its stats)."""
         with self.locked(exclusive=False) as lock:
+            self._refuse_existing(manifest["id"])
             writer = self._tree_writer(manifest["id"])
             try:
                 write_plain_tree(writer, plain_tree, self.compression_level)
@@ -427,16 +420,21 @@ class Repository:
                 "hold its repository lock); nothing was published: run the job again",
             )
 
+    def _refuse_existing(self, snapshot_id: str) -> None:
+        # Checked before the tree is written: the tree's put would replace the one an existing
+        # manifest vouches for. (A resumed publish asks `snapshot_exists` first.)
+        if self.snapshot_exists(snapshot_id):
+            raise PermanentError(f"{self.backend.where}: snapshot {snapshot_id} exists already; nothing was published")
+
     def _tree_writer(self, snapshot_id: str) -> TreeWriter:
         if self.encrypted and self._key is None:
             raise self._key_required()
-        path = self.root / "snapshots" / snapshot_id / "tree.jsonl.zst"
-        make_dirs(path.parent)
-        return TreeWriter(path, self.root / "tmp", snapshot_id, self._key)
+        return TreeWriter(self.backend, self._spool, snapshot_id, self._key)
 
     def _publish(self, manifest: dict[str, Any], writer: TreeWriter, lock: HeldLock) -> SnapshotInfo:
-        """The tree, then the manifest: the manifest's rename makes the snapshot exist. In an
+        """The tree, then the manifest: creating the manifest makes the snapshot exist. In an
         encrypted repository the manifest carries a MAC under the key (`crypto.py`)."""
+        snapshot_id = manifest["id"]
         manifest = {k: v for k, v in manifest.items() if k != "mac"}
         manifest["tree_sha256"] = writer.commit()
         # The lock must still be ours when the snapshot comes to exist: if another process took
@@ -445,17 +443,21 @@ class Repository:
         lock.refresh()
         deadline = lock.ensure_held()
         if self._key is not None:
-            manifest["mac"] = self._key.manifest_mac(writer.path.parent.name, manifest)
+            manifest["mac"] = self._key.manifest_mac(snapshot_id, manifest)
+        data = json.dumps(manifest, indent=1).encode()
+        key = manifest_key(snapshot_id)
         lock.check()
         if time.monotonic() >= deadline:  # the put must land well before anyone may take the lock
-            raise RepositoryLockLost(self.locks.backend.where, lock.id, "too little time left to publish")
-        manifest_path = writer.path.parent / MANIFEST
-        write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), self.root / "tmp")
-        return self._snapshot_info(writer.path.parent)
+            raise RepositoryLockLost(self.backend.where, lock.id, "too little time left to publish")
+        # Created, never replaced: a manifest that exists is a published snapshot. One with our
+        # very bytes is this publish's own, whose answer was lost (a remote backend's retry).
+        if not self.backend.put_if_absent(key, data) and self.backend.get(key, max_bytes=len(data) + 1) != data:
+            raise PermanentError(f"{self.backend.where}: snapshot {snapshot_id} was published by another writer meanwhile")
+        return self._snapshot_info(snapshot_id)
 
     def snapshot_exists(self, snapshot_id: str) -> bool:
         """Whether `snapshot_id` has a manifest (usable or damaged: either way the id is taken)."""
-        return os.path.lexists(self.root / "snapshots" / snapshot_id / MANIFEST)
+        return snapshots.exists(self.backend, snapshot_id)
 
     def snapshots(self, job: str | None = None) -> list[SnapshotInfo]:
         """The usable snapshots (of `job`), oldest first; damaged ones are left out (see
@@ -469,22 +471,7 @@ class Repository:
         return sorted((s for s in self._scan() if isinstance(s, DamagedSnapshot)), key=lambda s: s.id)
 
     def _scan(self) -> list[SnapshotInfo | DamagedSnapshot]:
-        found: list[SnapshotInfo | DamagedSnapshot] = []
-        with os.scandir(self.root / "snapshots") as entries:
-            for entry in entries:
-                directory = Path(entry.path)
-                if entry.is_symlink():
-                    found.append(DamagedSnapshot(entry.name, "snapshot directory is a symbolic link", directory))
-                    continue
-                # lexists: a manifest that is a dangling symlink is damaged, not absent
-                if not entry.is_dir(follow_symlinks=False) or not os.path.lexists(directory / MANIFEST):
-                    continue  # a stray file, or a publish in progress (its tree before its manifest)
-                loaded = load_manifest(directory, self._key, self.encrypted)
-                if isinstance(loaded, Loaded):
-                    found.append(self._info_of(loaded, directory))
-                else:
-                    found.append(DamagedSnapshot(entry.name, loaded, directory))
-        return found
+        return snapshots.scan(self.backend, self._key, self.encrypted)
 
     def resolve(self, ref: str, job: str | None = None) -> SnapshotInfo:
         """`latest` (of `job`), an id, or a unique prefix of one."""
@@ -512,40 +499,31 @@ class Repository:
         """The tree of a snapshot whose manifest is damaged, unchecked (there is no trusted
         checksum to check it against): only for pruning, which keeps the chunks it still names
         rather than deleting what an operator may want to recover."""
-        return plain_lines(
-            compressed_stream(damaged.path / "tree.jsonl.zst", damaged.id, self._key, self.encrypted, self._key_required())
-        )
+        fh = fetch_tree(self.backend, damaged.id, self._spool, damaged.where)
+        return plain_lines(compressed_stream(fh, damaged.where, damaged.id, self._key, self.encrypted, self._key_required()))
 
     def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
-        path = info.path / "tree.jsonl.zst"
-        # read again, not taken from `info`: the manifest may have changed since it was listed
-        current = self._snapshot_info(info.path)
-        check_stored(path, current.tree_sha256)
-        return compressed_stream(path, info.id, self._key, self.encrypted, self._key_required())
+        # the manifest read again, not taken from `info`: it may have changed since it was listed
+        current = self._snapshot_info(info.id)
+        fh = fetch_tree(self.backend, info.id, self._spool, info.where)
+        check_stored(fh, current.tree_sha256, info.where)
+        return compressed_stream(fh, info.where, info.id, self._key, self.encrypted, self._key_required())
 
-    def _snapshot_info(self, directory: Path) -> SnapshotInfo:
-        """The snapshot in `directory`; `CorruptChunk` naming the reason if its manifest is damaged."""
-        loaded = load_manifest(directory, self._key, self.encrypted)
+    def _snapshot_info(self, snapshot_id: str) -> SnapshotInfo:
+        """Snapshot `snapshot_id`; `CorruptChunk` naming the reason if its manifest is damaged."""
+        where = snapshots.snapshot_where(self.backend, snapshot_id)
+        loaded = load_manifest(self.backend, snapshot_id, self._key, self.encrypted)
         if not isinstance(loaded, Loaded):
-            raise CorruptChunk("(manifest)", str(directory), loaded)
-        return self._info_of(loaded, directory)
+            raise CorruptChunk("(manifest)", where, loaded or "manifest is gone (the snapshot was forgotten)")
+        return snapshots.info_of(loaded, where)
 
-    @staticmethod
-    def _info_of(loaded: Loaded, directory: Path) -> SnapshotInfo:
-        m = loaded.manifest
-        return SnapshotInfo(
-            id=m["id"],
-            job=m["job"],
-            kind=m["kind"],
-            created_at=m["created_at"],
-            run_id=m.get("run_id", ""),
-            source=m.get("source", {}),
-            stats=m.get("stats", {}),
-            path=directory,
-            authenticated=loaded.authenticated,
-            parent=m.get("parent"),
-            tree_sha256=m["tree_sha256"],
-        )
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Forget a snapshot: its manifest first, so a half-removed snapshot no longer exists
+        rather than being torn; then everything else under its name. Only under the exclusive
+        lock (`retention.py`)."""
+        self.backend.delete(manifest_key(snapshot_id))
+        for info in list(self.backend.list(f"{snapshots.PREFIX}{snapshot_id}/")):
+            self.backend.delete(info.key)
 
     # --- locks -------------------------------------------------------------------------------
 

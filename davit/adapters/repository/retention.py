@@ -15,26 +15,22 @@ can be picked as "already stored" while its pack is being removed. Before each d
 prune checks that its lock is still its own and freshly refreshed (`HeldLock.ensure_held`),
 and stops with `RepositoryLockLost` if not.
 
-Hygiene: temporary files (`tmp/*`) and pack files without an index older than a grace period
-are left-overs of writers that died (a pack is renamed into place before its index is
-written); they are removed too. The grace period is a second guard, for a writer that lost its
+Hygiene: temporary objects (`tmp/*`, a local or SFTP backend's) and packs without an index
+older than a grace period (by the storage's mtime) are left-overs of writers that died (a pack
+is created before its index); they are removed too. The grace period is a second guard, for a writer that lost its
 lock without knowing it.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import stat
 import time
-from pathlib import Path
 from typing import Any
 
 from davit.adapters.repository.fsutil import NotRegularFile, open_regular
 from davit.adapters.repository.locks import HeldLock
-from davit.adapters.repository.packs import decode_index, index_path, pack_path
+from davit.adapters.repository.packs import PACK_ID
 from davit.adapters.repository.repository import DamagedSnapshot, Repository
-from davit.adapters.repository.staging import staged_trees
 from davit.adapters.repository.treeformat import read_lines
 from davit.domain.jobs import Retention
 from davit.domain.retention import snapshots_to_keep
@@ -51,7 +47,7 @@ def apply_retention(repo: Repository, job: str, policy: Retention, grace_seconds
         forgotten = [s for s in snapshots if s.id not in keep]
         for snap in forgotten:
             lock.ensure_held()
-            _remove_snapshot(repo, snap.path)
+            repo.delete_snapshot(snap.id)
         if forgotten:
             pruned = prune(repo, grace_seconds)
         else:  # nothing became unreferenced: only the cheap clean-up
@@ -72,7 +68,7 @@ def referenced_chunks(repo: Repository) -> set[bytes]:
             refs.update(bytes.fromhex(c) for c in entry.chunks)
     for damaged in repo.damaged_snapshots():
         refs.update(_chunks_of_damaged(repo, damaged))
-    for staged in staged_trees(repo.root):
+    for staged in repo.staged_trees():
         try:
             fh = open_regular(staged)
         except FileNotFoundError:
@@ -108,15 +104,16 @@ def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, i
     with repo.locked(exclusive=True) as lock:
         refs = referenced_chunks(repo)
         deleted = rewritten = freed = 0
-        for idx in sorted((repo.root / "index").glob("*.idx")):
-            pack = idx.stem
-            entries = decode_index(pack, idx.read_bytes(), idx)
+        for pack in repo.index_packs():
+            entries = repo.read_index(pack)
+            if entries is None:
+                continue
             live = [(cid, ref) for cid, ref in entries if cid in refs]
             total = sum(ref.stored_len for _, ref in entries)
             unused = total - sum(ref.stored_len for _, ref in live)
             if not live:
                 lock.ensure_held()
-                _delete_pack(repo, pack)
+                repo.delete_pack(pack)
                 deleted += 1
                 freed += total
             elif unused / max(total, 1) > REPACK_WHEN_UNUSED_ABOVE:
@@ -125,7 +122,7 @@ def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, i
                     writer.add(cid, repo.read_blob(ref), ref.plain_len, ref.codec)
                 repo.seal_pack(writer)
                 lock.ensure_held()
-                _delete_pack(repo, pack)
+                repo.delete_pack(pack)
                 rewritten += 1
                 freed += unused
         leftovers = _remove_leftovers(repo, lock, grace_seconds)
@@ -135,44 +132,28 @@ def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, i
 
 
 def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) -> dict[str, int]:
-    """Temporary files and index-less packs older than the grace period (by mtime)."""
+    """Temporary objects and index-less packs older than the grace period (by mtime)."""
     cutoff = time.time() - grace_seconds
-    tmp_removed = orphans = freed = 0
-    for path in (repo.root / "tmp").iterdir():
-        try:
-            st = path.lstat()  # another process's lock file may come and go meanwhile
-        except FileNotFoundError:
-            continue
-        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
-            lock.ensure_held()
-            path.unlink(missing_ok=True)
-            tmp_removed += 1
-            freed += st.st_size
-    indexed = {idx.stem for idx in (repo.root / "index").glob("*.idx")}
-    for path in (repo.root / "packs").glob("*/*.pack"):
-        if path.stem in indexed:
-            continue
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode):
-            lock.ensure_held()
-            repo.forget_pack(path.stem)
-            path.unlink(missing_ok=True)
-            orphans += 1
-            freed += st.st_size
-    return {"tmp_removed": tmp_removed, "orphan_packs_removed": orphans, "_bytes": freed}
+    backend = repo.backend
+    old_tmp = [o for o in backend.list("tmp/") if o.mtime < cutoff]
+    indexed = set(repo.index_packs())
+    orphans = [o for o in backend.list("packs/") if o.mtime < cutoff and _pack_of(o.key) not in {None, *indexed}]
+    freed = 0
+    for obj in old_tmp:
+        lock.ensure_held()
+        backend.delete(obj.key)
+        freed += obj.size
+    for obj in orphans:
+        lock.ensure_held()
+        backend.delete(obj.key)
+        freed += obj.size
+    return {"tmp_removed": len(old_tmp), "orphan_packs_removed": len(orphans), "_bytes": freed}
 
 
-def _delete_pack(repo: Repository, pack: str) -> None:
-    # The index goes first: a pack without an index is invisible garbage, never a dangling entry.
-    index_path(repo.root, pack).unlink(missing_ok=True)
-    repo.forget_pack(pack)
-    pack_path(repo.root, pack).unlink(missing_ok=True)
-
-
-def _remove_snapshot(repo: Repository, path: Path) -> None:
-    # The manifest goes first, so a half-removed snapshot no longer exists rather than being torn.
-    (path / "manifest.json").unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)
+def _pack_of(key: str) -> str | None:
+    """The pack id of a `packs/<xx>/<id>.pack` key; None for anything else (left alone)."""
+    parts = key.split("/")
+    if len(parts) != 3 or not parts[2].endswith(".pack"):
+        return None
+    pack = parts[2][: -len(".pack")]
+    return pack if PACK_ID.fullmatch(pack) and parts[1] == pack[:2] else None

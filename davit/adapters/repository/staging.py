@@ -1,4 +1,15 @@
-"""A run's staging in the repository: found, reopened on resume, and removed once the run ends.
+"""A run's staging: found, reopened on resume, and removed once the run ends.
+
+The staged tree is always a file of this host (adapters append to it, truncate it to a
+checkpoint and fsync it). For a local repository it lives in the repository,
+`<repository>/staging/`, where every davitd sharing it and its prune see it. For a remote
+one it lives in a directory of davitd's home given when the repository is opened
+(`Repository.open(..., local_dir=)`, `<local_dir>/staging/`). TODO(issue 17, increment 2:
+staging segments): a remote repository's prune does not see that staging yet; each
+checkpoint is to upload the bytes staged since the last one as `staging/<run>/<offset>-...`
+objects (plan17.md §2 note b). Until then a remote repository must not be pruned while a
+backup of another host is in progress. The functions below take `root`, the directory
+holding `staging/` (the repository's, or the local one).
 
 A backup run keeps its partial tree under `staging/<run_id>/` (a MongoDB backup one directory
 per collection, `staging/<run_id>.c<N>/`) so a resume continues where its last checkpoint
@@ -24,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from davit.adapters.repository.fsutil import FILE_MODE, make_dirs
+from davit.adapters.repository.fsutil import FILE_MODE, make_dirs, open_regular, write_atomic
 from davit.domain.errors import PermanentError
 
 STAGING = "staging"
@@ -76,6 +87,21 @@ class Staging:
         """Remove the directory once its tree is published (gone already is fine)."""
         shutil.rmtree(self.path, ignore_errors=True)
 
+    def write_meta(self, name: str, data: bytes) -> None:
+        """Keep `data` as the file `name` beside the staged tree (a MongoDB collection's options
+        and indexes), whole or not at all."""
+        write_atomic(self._meta(name), data, self.create())
+
+    def read_meta(self, name: str) -> bytes:
+        """What `write_meta` kept under `name`."""
+        with open_regular(self._meta(name)) as fh:
+            return fh.read()
+
+    def _meta(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith(".") or name == TREE:
+            raise ValueError(f"not a name for a staged file: {name!r}")
+        return self.path / name
+
 
 def staging_path(root: Path, run_id: str, part: int | None = None) -> Path:
     """Where the repository at `root` keeps the staging of `run_id` (or of its `part`)."""
@@ -88,6 +114,15 @@ def staging_path(root: Path, run_id: str, part: int | None = None) -> Path:
 def staged_trees(root: Path) -> list[Path]:
     """The staged trees of every run in the repository at `root` (what pruning must protect)."""
     return sorted((root / STAGING).glob(f"*/{TREE}"))
+
+
+def staged_runs(root: Path) -> list[str]:
+    """The runs that have staging under `root`."""
+    try:
+        names = os.listdir(root / STAGING)
+    except FileNotFoundError:
+        return []
+    return sorted({run_of(n) for n in names if n and not n.startswith(".")})
 
 
 def run_of(staging_name: str) -> str:

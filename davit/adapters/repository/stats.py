@@ -16,7 +16,6 @@ manifests and indexes, never a chunk, so an encrypted repository needs no passph
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from davit.adapters.repository.backend import ObjectMissing, ObjectTooLarge
@@ -75,7 +74,7 @@ def repository_stats(repo: Repository) -> RepositoryStats:
         if info.key != index_key(pack) or not PACK_ID.match(pack):
             continue
         try:
-            entries = decode_index(pack, backend.get(info.key, max_bytes=MAX_INDEX_BYTES), Path(info.key))
+            entries = decode_index(pack, backend.get(info.key, max_bytes=MAX_INDEX_BYTES), info.key)
         except (ObjectMissing, ObjectTooLarge, CorruptChunk):
             stats.unreadable_indexes += 1  # `repository check` says why
             continue

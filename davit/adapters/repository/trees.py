@@ -7,8 +7,9 @@ the compressed stream is cut into segments of `SEGMENT` bytes, each sealed on it
 the rest is the length) || sealed segment` after a magic line. A segment's associated data is
 the snapshot id, its index and whether it is the last, so segments cannot be reordered, moved
 to another snapshot, or cut off at the end unnoticed.
-The manifest records the sha256 of the stored file; a reader checks it before handing out a
-single line.
+The manifest records the sha256 of the stored object; a reader fetches it into a local
+temporary file (one read of the repository, whatever the backend) and checks it there before
+handing out a single line, then streams from that same file.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import BinaryIO
 
 import zstandard
 
+from davit.adapters.repository.backend import Backend, ObjectMissing, check_key
 from davit.adapters.repository.crypto import RepositoryKey, SealedBlobError
-from davit.adapters.repository.fsutil import NotRegularFile, fsync_dir, make_dirs, open_new, open_regular, storage_error
+from davit.adapters.repository.fsutil import NotRegularFile, make_dirs, open_new, storage_error
 from davit.domain.errors import CorruptChunk
 
 SEALED_MAGIC = b"DAVITSEALEDTREE2\n"
@@ -39,12 +41,21 @@ def _associated(snapshot_id: str, index: int, last: bool) -> bytes:
     return snapshot_id.encode() + struct.pack(">QB", index, last)
 
 
-class TreeWriter:
-    """Writes a stored tree to a temporary file; `commit` makes it durable under its name."""
+TREE = "tree.jsonl.zst"
 
-    def __init__(self, path: Path, tmp_dir: Path, snapshot_id: str, key: RepositoryKey | None) -> None:
-        self.path = path
-        self._tmp = tmp_dir / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+
+def tree_key(snapshot_id: str) -> str:
+    return f"snapshots/{snapshot_id}/{TREE}"
+
+
+class TreeWriter:
+    """Writes a stored tree to a local temporary file; `commit` puts it into the repository."""
+
+    def __init__(self, backend: Backend, spool_dir: Path, snapshot_id: str, key: RepositoryKey | None) -> None:
+        self.backend = backend
+        self.key = check_key(tree_key(snapshot_id))
+        make_dirs(spool_dir)
+        self._tmp = spool_dir / f".{TREE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         self._fh = open(open_new(self._tmp), "wb")  # noqa: SIM115 - closed in commit/abort
         self._sha = hashlib.sha256()
         self._key = key
@@ -64,19 +75,17 @@ class TreeWriter:
             del self._pending[:SEGMENT]
 
     def commit(self) -> str:
-        """Flush, fsync, rename into place; the sha256 of the stored bytes."""
+        """Put the tree into the repository (durable once this returns); the sha256 of the
+        stored bytes."""
         try:
             if self._key is not None:
                 self._seal(bytes(self._pending), last=True)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
             self._fh.close()
-            make_dirs(self.path.parent)
-            os.replace(self._tmp, self.path)
-            fsync_dir(self.path.parent)
+            self.backend.put(self.key, self._tmp)
         except OSError as exc:
+            raise storage_error(exc, self._tmp) from exc
+        finally:
             self.abort()
-            raise storage_error(exc, self.path) from exc
         return self._sha.hexdigest()
 
     def abort(self) -> None:
@@ -95,7 +104,7 @@ class TreeWriter:
             self._fh.write(data)
         except OSError as exc:
             self.abort()
-            raise storage_error(exc, self.path) from exc
+            raise storage_error(exc, self._tmp) from exc
 
 
 def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int) -> None:
@@ -108,40 +117,54 @@ def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int) -> None:
     writer.write_compressed(compressor.flush())
 
 
-def _open_stored(path: Path) -> BinaryIO:
+def fetch_tree(backend: Backend, snapshot_id: str, spool_dir: Path, where: str) -> BinaryIO:
+    """A snapshot's stored tree, fetched whole into an unnamed local file, open for reading.
+    `CorruptChunk` (naming `where`, the snapshot) if it is missing or, in a local repository,
+    a symlink or a FIFO (never followed, never waited on: see `LocalBackend`)."""
+    make_dirs(spool_dir)
+    dst = spool_dir / f".{TREE}.read.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        return open_regular(path)
+        backend.get_to(tree_key(snapshot_id), dst)
+        fh = open(dst, "rb")  # noqa: SIM115 - handed to the caller
+    except ObjectMissing:
+        raise CorruptChunk("(tree)", where, "snapshot tree is missing") from None
     except NotRegularFile:
-        raise CorruptChunk("(tree)", str(path.parent), "snapshot tree is not a regular file") from None
+        raise CorruptChunk("(tree)", where, "snapshot tree is not a regular file") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise CorruptChunk("(tree)", str(path.parent), "snapshot tree is a symbolic link") from None
+            raise CorruptChunk("(tree)", where, "snapshot tree is a symbolic link") from None
         raise
+    finally:
+        dst.unlink(missing_ok=True)  # read through `fh`: nothing is left behind however it ends
+    return fh
 
 
-def check_stored(path: Path, expected_sha256: str | None) -> None:
+def check_stored(fh: BinaryIO, expected_sha256: str | None, where: str) -> None:
+    """`CorruptChunk` unless the stored tree read from `fh` has the sha256 its manifest records;
+    `fh` is left at its start."""
     sha = hashlib.sha256()
-    with _open_stored(path) as fh:
-        while block := fh.read(_READ):
-            sha.update(block)
+    while block := fh.read(_READ):
+        sha.update(block)
+    fh.seek(0)
     if sha.hexdigest() != expected_sha256:
-        raise CorruptChunk("(tree)", str(path.parent), "snapshot tree does not match its manifest")
+        fh.close()
+        raise CorruptChunk("(tree)", where, "snapshot tree does not match its manifest")
 
 
 def compressed_stream(
-    path: Path, snapshot_id: str, key: RepositoryKey | None, encrypted: bool, key_required: Exception
+    fh: BinaryIO, where: str, snapshot_id: str, key: RepositoryKey | None, encrypted: bool, key_required: Exception
 ) -> BinaryIO:
-    """The zstd stream of a stored tree (already checked against its manifest)."""
-    fh = _open_stored(path)  # handed to the caller inside the returned stream
+    """The zstd stream of the stored tree in `fh` (already checked against its manifest); `fh`
+    is closed with the stream."""
     head = fh.read(len(SEALED_MAGIC))
     if head == SEALED_MAGIC:
         if key is None:
             fh.close()
             raise key_required
-        return io.BufferedReader(_SegmentReader(fh, path, snapshot_id, key), buffer_size=_READ)
+        return io.BufferedReader(_SegmentReader(fh, where, snapshot_id, key), buffer_size=_READ)
     if encrypted:
         fh.close()
-        raise CorruptChunk("(tree)", str(path.parent), "tree of an encrypted repository is stored unsealed")
+        raise CorruptChunk("(tree)", where, "tree of an encrypted repository is stored unsealed")
     fh.seek(0)
     return fh
 
@@ -155,8 +178,8 @@ def plain_lines(compressed: BinaryIO) -> BinaryIO:
 class _SegmentReader(io.RawIOBase):
     """Opens the sealed segments of a stored tree one at a time, in order."""
 
-    def __init__(self, fh: BinaryIO, path: Path, snapshot_id: str, key: RepositoryKey) -> None:
-        self._fh, self._path, self._snapshot_id, self._key = fh, path, snapshot_id, key
+    def __init__(self, fh: BinaryIO, where: str, snapshot_id: str, key: RepositoryKey) -> None:
+        self._fh, self._where, self._snapshot_id, self._key = fh, where, snapshot_id, key
         self._segments = self._open_segments()
         self._current = b""
         self._offset = 0
@@ -200,4 +223,4 @@ class _SegmentReader(io.RawIOBase):
             index += 1
 
     def _corrupt(self, reason: str) -> CorruptChunk:
-        return CorruptChunk("(tree)", str(self._path.parent), reason)
+        return CorruptChunk("(tree)", self._where, reason)

@@ -89,7 +89,7 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
             bytes.fromhex(line.chunk) for line in tree.read_zst(self.repo.tree_bytes(info)) if isinstance(line, tree.ChunkLine)
         )
         if missing:
-            raise SourceMissing(str(info.path), f"{len(missing)} chunks it names are missing from the repository")
+            raise SourceMissing(info.where, f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
 
     def _publish(self, ctx: RunContext) -> dict[str, Any]:

@@ -20,13 +20,27 @@ import shutil
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from davit.adapters.repository.backend import Caps, ObjectInfo, ObjectMissing, ObjectTooLarge, Source, check_key, check_prefix
 from davit.adapters.repository.fsutil import FILE_MODE, fsync_dir, make_dirs, open_new, open_regular, storage_error
 
 _OPEN_FDS = 64
+
+
+def _in_place(move: Callable[[], None], parent: Path) -> None:
+    """`move` a spooled file to its name in `parent`, made first (0700); again if a concurrent
+    `delete` removed the emptied directory in between."""
+    for _ in range(8):
+        make_dirs(parent)
+        try:
+            move()
+            return
+        except FileNotFoundError:
+            if parent.is_dir():
+                raise
+    move()
 
 
 class LocalBackend:
@@ -88,9 +102,8 @@ class LocalBackend:
         tmp: Path | None = None
         try:
             tmp = self._spool(src, final.name)
-            make_dirs(final.parent)
             try:
-                os.link(tmp, final)  # fails if the name exists: create-exclusive
+                _in_place(lambda: os.link(tmp, final), final.parent)  # fails if the name exists: create-exclusive
             except FileExistsError:
                 return False
             fsync_dir(final.parent)
@@ -105,9 +118,8 @@ class LocalBackend:
         final = self.path(key)
         tmp: Path | None = None
         try:
-            tmp = self._spool(src, final.name)
-            make_dirs(final.parent)
-            os.replace(tmp, final)
+            tmp = spooled = self._spool(src, final.name)
+            _in_place(lambda: os.replace(spooled, final), final.parent)
             tmp = None
             fsync_dir(final.parent)
         except OSError as exc:
@@ -168,6 +180,11 @@ class LocalBackend:
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         return [self.get_range(key, offset, length) for offset, length in ranges]
 
+    def forget(self, key: str) -> None:
+        """Close the descriptor kept for `key`, if any: the object was deleted by someone else
+        (another process's prune), and an open descriptor would keep its disk space in use."""
+        self._forget_fd(key)
+
     def _forget_fd(self, key: str) -> None:
         with self._fd_lock:
             fd = self._fds.pop(key, None)
@@ -195,6 +212,29 @@ class LocalBackend:
                     continue
                 yield ObjectInfo(f"{prefix}{entry.name}", st.st_size, st.st_mtime)
 
+    def non_files(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every entry under `prefix` that `list` leaves out or walks into, as (key, what):
+        what is "directory", "symbolic link" or "special file" (a FIFO, socket or device). Only a
+        local directory can hold such names; the repository reports the ones where an object
+        should be (a snapshot directory that is a symlink, a manifest that is a FIFO) as damage."""
+        check_prefix(prefix)
+        yield from self._walk_non_files(self.root / prefix if prefix else self.root, prefix)
+
+    def _walk_non_files(self, directory: Path, prefix: str) -> Iterator[tuple[str, str]]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            key = f"{prefix}{entry.name}"
+            if entry.is_symlink():
+                yield key, "symbolic link"
+            elif entry.is_dir(follow_symlinks=False):
+                yield key, "directory"
+                yield from self._walk_non_files(Path(entry.path), f"{key}/")
+            elif not entry.is_file(follow_symlinks=False):
+                yield key, "special file"
+
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = os.lstat(self.path(key))
@@ -216,6 +256,14 @@ class LocalBackend:
             return  # the directory is gone too
         except OSError as exc:
             raise storage_error(exc, path) from exc
+        if key.count("/") >= 2:
+            # A directory of objects below a top-level one (`snapshots/<id>/`, `packs/ab/`)
+            # goes with its last object, as an rmtree did: a key space has no empty directories.
+            # A writer putting into it meanwhile makes it again (`_in_place`).
+            try:
+                os.rmdir(path.parent)
+            except OSError:
+                pass  # not empty (or gone): nothing to do
 
     def close(self) -> None:
         with self._fd_lock:

@@ -1,0 +1,86 @@
+"""Which chunks a repository holds: its `index/` objects, loaded into memory.
+
+Each pack has an index object (`packs.py`) listing the chunks it holds; the repository answers
+"is this chunk stored?" from the union of them. The loaded union is brought up to date by
+listing `index/` (on every lock taken, see `Repository.locked`): indexes gone since (a prune,
+by anyone) are dropped, new ones are read. Under a lock, so, it is exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from davit.adapters.repository.backend import Backend, ObjectMissing
+from davit.adapters.repository.packs import BlobRef, decode_index, index_key, indexed_packs
+
+
+class ChunkIndex:
+    def __init__(self, backend: Backend, on_gone: Callable[[str], None]) -> None:
+        self.backend = backend
+        self.entries: dict[bytes, BlobRef] = {}
+        self._lock = threading.Lock()
+        self._loaded: set[str] = set()
+        self._on_gone = on_gone  # told of each pack whose index went away
+
+    def packs(self) -> list[str]:
+        """The packs that have an index now, listed afresh."""
+        return sorted(indexed_packs(self.backend))
+
+    def read(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
+        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
+        key = index_key(pack)
+        try:
+            data = self.backend.get(key)
+        except ObjectMissing:
+            return None
+        return decode_index(pack, data, f"{self.backend.where}/{key}")
+
+    def refresh(self) -> None:
+        """Bring the loaded index up to the repository as it is now: drop the packs whose index
+        is gone (a prune, by this or another process or `Repository`), load the new ones."""
+        present = indexed_packs(self.backend)
+        with self._lock:
+            gone = self._loaded - present
+            still = self._loaded & present
+            dropped: set[bytes] = set()
+            if gone:
+                for cid, ref in list(self.entries.items()):
+                    if ref.pack in gone:
+                        del self.entries[cid]
+                        dropped.add(cid)
+                self._loaded -= gone
+        for pack in gone:
+            self._on_gone(pack)
+        for pack in sorted(present - still):
+            self._load(pack)
+        if dropped:
+            # A chunk was also in a pack loaded before (two backups stored it at once): its
+            # entry there was skipped at load time, and is the one to answer with now.
+            for pack in sorted(still):
+                self._load(pack, only=dropped)
+
+    def reload(self) -> None:
+        """Forget what is loaded and read every index again (after packs were deleted)."""
+        with self._lock:
+            self.entries.clear()
+            self._loaded.clear()
+        self.refresh()
+
+    def add(self, pack: str, entries: list[tuple[bytes, BlobRef]]) -> None:
+        """A pack this process just sealed (its index is in the repository)."""
+        with self._lock:
+            for cid, ref in entries:
+                self.entries.setdefault(cid, ref)
+            self._loaded.add(pack)
+
+    def _load(self, pack: str, only: set[bytes] | None = None) -> None:
+        entries = self.read(pack)
+        if entries is None:
+            return  # pruned since it was listed
+        with self._lock:
+            for cid, ref in entries:
+                if only is None or cid in only:
+                    self.entries.setdefault(cid, ref)
+            if only is None:
+                self._loaded.add(pack)

@@ -1,0 +1,64 @@
+"""A repository's `config.json`: its format version and, if encrypted, its sealed key.
+
+Read through the storage port like every other object. It is created with `put_if_absent`,
+so of two `init`s of one repository at once exactly one config wins and both go on with it
+(the loser re-reads it). Changing the passphrase replaces it whole (`put`): the only object
+davit ever rewrites in place besides lock objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
+from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError
+from davit.domain.errors import PermanentError
+
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+MAX_CONFIG_BYTES = 1 << 20  # a config is under a kilobyte
+
+
+def read_config(backend: Backend) -> dict[str, Any] | None:
+    """The repository's settings, None if it has no config (not a repository yet)."""
+    try:
+        data = backend.get(CONFIG, max_bytes=MAX_CONFIG_BYTES)
+    except ObjectMissing:
+        return None
+    except ObjectTooLarge:
+        raise PermanentError(f"{backend.where}: its config.json is too large to be davit's") from None
+    try:
+        settings = json.loads(data)
+    except ValueError:
+        raise PermanentError(f"{backend.where}: its config.json is not JSON") from None
+    if not isinstance(settings, dict):
+        raise PermanentError(f"{backend.where}: its config.json is not a JSON object")
+    found = settings.get("format")
+    if found != FORMAT_VERSION:
+        raise PermanentError(f"{backend.where}: repository format {found} is not supported")
+    return settings
+
+
+def create_config(backend: Backend, passphrase: str | None) -> tuple[bool, RepositoryKey | None]:
+    """Make `backend` a repository (encrypted under `passphrase` if given): (True, its key), or
+    (False, None) if another process created it meanwhile (open it as an existing one)."""
+    settings: dict[str, Any] = {"format": FORMAT_VERSION}
+    key = None
+    if passphrase is not None:
+        key, settings["encryption"] = RepositoryKey.create(passphrase)
+    if backend.put_if_absent(CONFIG, json.dumps(settings, indent=1).encode()):
+        return True, key
+    return False, None
+
+
+def change_passphrase(backend: Backend, old: str, new: str) -> None:
+    """Seal the repository's key under `new` instead of `old`; the data is not rewritten."""
+    settings = read_config(backend)
+    if settings is None:
+        raise PermanentError(f"{backend.where} is not a davit repository (no config.json)")
+    section = settings.get("encryption")
+    if section is None:
+        raise RepositoryKeyError(f"{backend.where} is not encrypted: it has no passphrase to change")
+    settings["encryption"] = RepositoryKey.rewrap(old, new, section, backend.where)
+    backend.put(CONFIG, json.dumps(settings, indent=1).encode())
