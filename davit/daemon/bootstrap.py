@@ -10,6 +10,7 @@ which keeps an idle daemon small and the CLI quick.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -19,10 +20,12 @@ from davit.adapters.runwork import RunInputs
 from davit.daemon.config import Settings
 from davit.daemon.kinds import KINDS, leftover_remover, work_class
 from davit.daemon.repositories import open_repository
-from davit.domain.errors import FieldProblem, InvalidConfig, PermanentError
+from davit.domain.errors import BackendDenied, FieldProblem, InvalidConfig, PermanentError
 from davit.domain.jobs import AnyJob, spec_from_json
 from davit.domain.ports import JobWork
 from davit.domain.runs import RunView
+
+log = logging.getLogger("davitd.parts")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Parts:
     settings: Settings
     _repos: dict[str, Repository] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _staging_denied: set[str] = field(default_factory=set)  # repositories whose staging we may not remove
 
     def repository(self, name: str) -> Repository:
         with self._lock:
@@ -82,7 +86,7 @@ class Parts:
         removed = remover(inputs) if remover is not None else []
         repo = self._existing_repository(inputs.spec.repository) if staging else None
         if repo is not None:
-            removed += repo.remove_staging({view.run_id})
+            removed += self._remove_staging(inputs.spec.repository, repo, {view.run_id})
         return removed
 
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
@@ -93,8 +97,28 @@ class Parts:
         for name in self.settings.repositories:
             repo = self._existing_repository(name)
             if repo is not None:
-                removed += repo.remove_staging(ended)
+                removed += self._remove_staging(name, repo, ended)
         return removed
+
+    def _remove_staging(self, name: str, repo: Repository, runs: set[str]) -> list[str]:
+        """`repo.remove_staging(runs)`; a backup-only credential may not delete it: then it is
+        left (marked ended, see `Repository.remove_staging`) for a maintenance prune, and said
+        once per repository rather than at every run's end."""
+        try:
+            return repo.remove_staging(runs)
+        except BackendDenied as exc:
+            with self._lock:
+                first = name not in self._staging_denied
+                self._staging_denied.add(name)
+            if first:
+                log.warning(
+                    "repository %s: the staging of ended runs is left in place (%s); "
+                    "`davit repository prune %s` with a maintenance credential removes it",
+                    name,
+                    exc,
+                    name,
+                )
+            return []
 
     def _existing_repository(self, name: str | None) -> Repository | None:
         """The configured repository `name`, if it exists (never created here): the one open

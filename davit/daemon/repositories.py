@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.backends.factory import open_backend
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.repository import Repository
@@ -39,6 +40,12 @@ def _root(location: RepositoryLocation) -> Path:
     return location.path
 
 
+def _backend(location: RepositoryLocation) -> Backend:
+    """The location's backend (one declared backup-only knows it: `delete = false`)."""
+    _root(location)
+    return open_backend(location)
+
+
 def configured_passphrase(settings: Settings, name: str) -> str | None:
     """The passphrase the config names for `name` (None if it names none); `SecretUnavailable`
     if it names one that cannot be read here."""
@@ -64,9 +71,8 @@ def open_repository(
         if not listing_only:
             raise
         passphrase = None
-    return Repository.open(
-        _root(location), settings.model.data_path.compression_level, create=create, passphrase=passphrase, load_index=load_index
-    )
+    level = settings.model.data_path.compression_level
+    return Repository.open(_backend(location), level, create=create, passphrase=passphrase, load_index=load_index)
 
 
 def repository_exists(settings: Settings, name: str) -> bool:
@@ -89,7 +95,7 @@ def init_repository(settings: Settings, name: str, passphrase: str | None) -> Re
     location = location_of(settings, name)
     if repository_exists(settings, name):
         raise InvalidArgument("NAME", f"repository {name} already exists at {location.where}; nothing was changed")
-    return Repository.open(_root(location), settings.model.data_path.compression_level, create=True, passphrase=passphrase)
+    return Repository.open(_backend(location), settings.model.data_path.compression_level, create=True, passphrase=passphrase)
 
 
 def change_passphrase(settings: Settings, name: str, old: str, new: str) -> None:

@@ -28,9 +28,8 @@ from typing import Any, BinaryIO
 from davit.adapters.copy.chunks import ChunkMover, same_key_material
 from davit.adapters.copy.lines import chunk_ids, refuse_unrewritable, renamed
 from davit.adapters.repository.repository import Repository, SnapshotInfo
-from davit.adapters.repository.retention import apply_retention
 from davit.adapters.runwork import RunInputs, RunWork
-from davit.adapters.steps import RETENTION, Step, run_steps, step_names
+from davit.adapters.steps import RETENTION, Step, retention_unless_denied, run_steps, step_names
 from davit.domain.errors import SnapshotNotFound
 from davit.domain.jobs import RepositoryCopyJob
 from davit.domain.ports import RunContext
@@ -181,9 +180,9 @@ class RepositoryCopyWork(RunWork[RepositoryCopyJob]):
             "bytes_sent": cursor.get("bytes_sent", 0),
         }
 
-    def _retention(self, _ctx: RunContext) -> dict[str, Any]:
+    def _retention(self, ctx: RunContext) -> dict[str, Any]:
         """DST's policy for each job copied; SRC keeps to its own jobs' policies."""
-        return {job: apply_retention(self.repo, job, self.spec.retention) for job in self._jobs()}
+        return retention_unless_denied(ctx, self.repo, self.spec.repository, self._jobs(), self.spec.retention)
 
 
 class _Copier:

@@ -48,6 +48,8 @@ class RepositoryLocation:
     url: str | None = None
     sftp: SftpOptions | None = None
     s3: S3Options | None = None
+    # False: declared backup-only (`delete = false`), no delete is ever tried; None: found out
+    can_delete: bool | None = None
 
     @property
     def scheme(self) -> str:

@@ -80,7 +80,14 @@ from davit.adapters.repository.trees import (
     plain_lines,
     write_plain_tree,
 )
-from davit.domain.errors import CorruptChunk, PermanentError, RepositoryLockLost, SnapshotNotFound, SourceMissing
+from davit.domain.errors import (
+    BackendDenied,
+    CorruptChunk,
+    PermanentError,
+    RepositoryLockLost,
+    SnapshotNotFound,
+    SourceMissing,
+)
 
 FORMAT_VERSION = repoconfig.FORMAT_VERSION
 __all__ = ["DamagedSnapshot", "Repository", "SnapshotInfo"]
@@ -113,6 +120,9 @@ class Repository:
         self._index = self.index.entries  # chunk id -> where it is stored
         self._local = threading.local()
         self.locks = RepositoryLocks(StorageLockBackend(self.backend))
+        self._can_delete: bool | None = None
+        if self.backend.caps.can_delete is False:  # declared or probed: the locks need not try
+            self.locks.can_delete = False
 
     @property
     def root(self) -> Path:
@@ -235,6 +245,31 @@ class Repository:
         never a dangling entry. Only under the exclusive lock (`retention.py`)."""
         self.backend.delete(index_key(pack))
         self.backend.delete(pack_key(pack))
+
+    def can_delete(self) -> bool:
+        """Whether this repository's credential may delete objects (a backup-only one may not:
+        retention and pruning are then left to a maintenance credential, see `retention.py`).
+
+        As the backend knows it (declared by the config's `delete = false`, found by S3's probe
+        at open, or by a delete refused earlier); else found out once here by creating and
+        deleting an object of our own under `tmp/`. A refused probe object stays there until a
+        maintenance prune's clean-up of `tmp/` removes it."""
+        known = self.backend.caps.can_delete
+        if known is False:
+            return False
+        if self._can_delete is None:
+            self._can_delete = known if known is not None else self._probe_delete()
+        return self._can_delete
+
+    def _probe_delete(self) -> bool:
+        key = f"tmp/probe-delete-{os.urandom(8).hex()}"
+        self.backend.put_if_absent(key, b"davit: may this credential delete?")
+        try:
+            self.backend.delete(key)
+        except BackendDenied:
+            self.locks.can_delete = False
+            return False
+        return True
 
     def close(self) -> None:
         self.backend.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 from davit.adapters.repository.backend import Backend
@@ -29,20 +30,19 @@ def resolve_ref(ref: SecretRef) -> str:
 
 
 def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_ref) -> Backend:
-    """A backend for `location`; nothing is created on the server."""
+    """A backend for `location`; nothing is created on the server. A location declared
+    backup-only (`can_delete=False`) gives a backend that knows it, so nothing tries a delete."""
     if location.path is not None:
-        return LocalBackend(location.path)
+        return _declared(LocalBackend(location.path), location)
     if location.sftp is not None and location.url is not None:
         sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
-        return cast(
-            Backend,
-            sftp.SftpBackend(
-                location.url,
-                known_hosts=location.sftp.known_hosts,
-                identity_file=location.sftp.identity_file,
-                retry_budget=SFTP_RETRY_BUDGET_SECONDS,
-            ),
+        backend = sftp.SftpBackend(
+            location.url,
+            known_hosts=location.sftp.known_hosts,
+            identity_file=location.sftp.identity_file,
+            retry_budget=SFTP_RETRY_BUDGET_SECONDS,
         )
+        return _declared(cast(Backend, backend), location)
     if location.s3 is not None and location.url is not None:
         s3 = importlib.import_module("davit.adapters.repository.backends.s3")
         opts = location.s3
@@ -55,6 +55,13 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
                 path_style=opts.path_style,
                 access_key_id=secret(opts.access_key_id),
                 secret_access_key=secret(opts.secret_access_key),
+                can_delete=location.can_delete,
             ),
         )
     raise ValueError(f"repository {location.name}: no backend for {location.where!r}")
+
+
+def _declared(backend: Backend, location: RepositoryLocation) -> Backend:
+    if location.can_delete is False:
+        backend.caps = replace(backend.caps, can_delete=False)
+    return backend
