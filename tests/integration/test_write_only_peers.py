@@ -5,7 +5,8 @@ backup credential cannot destroy what was stored.
 - S3: a private SeaweedFS with an `admin` identity and a `backup` identity whose IAM policy
   allows only s3:GetObject, s3:PutObject and s3:ListBucket.
 - SFTP: a private sshd whose sftp subsystem is `internal-sftp -P remove,rmdir,posix-rename`
-  (the test user is root, so file permissions deny nothing: the refused requests do).
+  (the test user is root, so file permissions deny nothing: the refused requests do;
+  objects are created 0400, which stops a login that is not root from overwriting them).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_s3_a_backup_only_identity_backs_up_and_an_admin_prunes_what_retention_s
 
 @pytest.fixture
 def restricted_sshd(ssh_peer: SshPeer, tmp_path: Path) -> Iterator[tuple[PrivateSshd, Path]]:
-    """A private sshd whose sftp-server refuses remove, rmdir and posix-rename (and the client
+    """A private sshd whose sftp-server refuses remove, rmdir, posix-rename and setstat (and the client
     key to log in with)."""
     key = keygen(tmp_path / "id_client", "davit-write-only")
     d = tmp_path / "sshd"
@@ -117,7 +118,7 @@ def restricted_sshd(ssh_peer: SshPeer, tmp_path: Path) -> Iterator[tuple[Private
     server = PrivateSshd(d, key)
     text = server.config.read_text()
     assert "Subsystem sftp internal-sftp\n" in text
-    restricted = "Subsystem sftp internal-sftp -P remove,rmdir,posix-rename\n"
+    restricted = "Subsystem sftp internal-sftp -P remove,rmdir,posix-rename,setstat,fsetstat,lsetstat\n"
     server.config.write_text(text.replace("Subsystem sftp internal-sftp\n", restricted))
     server.start()
     yield server, key
@@ -148,6 +149,8 @@ def test_sftp_a_server_that_refuses_remove_and_rename_over_still_takes_backups_a
             with pytest.raises(BackendDenied, match=r"put .* refused"):
                 backend.put(key_, b"ransom note")  # a replace is a posix-rename: refused too
         assert [s.id for s in repo.snapshots("home")] == ["run1", "run2"]
+        # every object is read-only: a login that is not root cannot reopen one to overwrite it
+        assert {oct(p.stat().st_mode & 0o777) for p in repo_dir.rglob("*") if p.is_file()} == {"0o400"}
     finally:
         backend.close()
     # the same directory, read as a local repository: both snapshots whole
