@@ -51,6 +51,7 @@ import zstandard
 from davit.adapters.repository import repoconfig, snapshots
 from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
+from davit.adapters.repository.cache import LocalCache, cache_key, remove_old_files
 from davit.adapters.repository.chunkindex import ChunkIndex
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
@@ -82,12 +83,14 @@ from davit.adapters.repository.trees import (
     compressed_stream,
     fetch_tree,
     plain_lines,
+    tree_key,
     write_plain_tree,
 )
 from davit.domain.errors import CorruptChunk, PermanentError, RepositoryLockLost, SnapshotNotFound, SourceMissing
 
 FORMAT_VERSION = repoconfig.FORMAT_VERSION
 log = logging.getLogger("davit.repository")
+SPOOL_GRACE_SECONDS = 3600.0  # a spooled file younger than this may be another Repository object's, at work
 __all__ = ["DamagedSnapshot", "Repository", "SnapshotInfo"]
 
 
@@ -99,6 +102,7 @@ class Repository:
         key: RepositoryKey | None = None,
         encrypted: bool = False,
         local_dir: Path | None = None,
+        uuid: object = None,
     ) -> None:
         self.backend: Backend = LocalBackend(backend) if isinstance(backend, Path) else backend
         # This host's files of the repository: staged trees (`staging/`) and spooled packs and
@@ -108,13 +112,16 @@ class Repository:
         if home is None:
             raise ValueError(f"{self.backend.where}: a remote repository needs a local_dir for its staging")
         self._home = home
-        # TODO(issue 17, increment 2): for a remote repository, `<local_dir>/tmp` keeps the spool
-        # of a davitd killed mid-seal; nothing removes it yet (retention cleans the backend's tmp/).
         self._spool = home / "tmp"
         self.compression_level = compression_level
         self.encrypted = encrypted or key is not None
         self._key = key
-        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack)
+        # A remote repository's immutable objects (indexes, trees) are kept on this host too
+        # (`cache.py`); a local one's are files here already.
+        self.cache = (
+            None if self.backend.caps.local_root is not None else LocalCache(home / "cache" / cache_key(uuid, self.backend.where))
+        )
+        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack, cache=self.cache)
         self._index = self.index.entries  # chunk id -> where it is stored
         self._local = threading.local()
         self.locks = RepositoryLocks(StorageLockBackend(self.backend))
@@ -161,9 +168,9 @@ class Repository:
         if settings is None:
             if not create:
                 raise PermanentError(f"{backend.where} is not a davit repository (no config.json)")
-            created, key = repoconfig.create_config(backend, passphrase)
+            created, key, uuid = repoconfig.create_config(backend, passphrase)
             if created:
-                repo = cls(backend, compression_level, key, local_dir=local_dir)
+                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid)
                 repo._make_local_layout()
                 return repo
             settings = repoconfig.read_config(backend)  # another process created it meanwhile
@@ -176,7 +183,7 @@ class Repository:
                 "remove the passphrase from its configuration or give the repository a new path"
             )
         key = RepositoryKey.open(passphrase, section, backend.where) if section is not None and passphrase else None
-        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir)
+        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir, uuid=settings.get("uuid"))
         repo._make_local_layout()
         if load_index:
             repo.refresh_index()
@@ -191,6 +198,12 @@ class Repository:
                 make_dirs(local / sub)
         make_dirs(self._home / STAGING)
         make_dirs(self._spool)
+        if self.cache is not None:
+            # Spooled packs and trees of a davitd killed mid-seal (a local repository's `tmp/` is
+            # the repository's, cleaned by prune). Only old ones: another Repository object of
+            # this process may be spooling into this very directory now.
+            remove_old_files(self._spool, SPOOL_GRACE_SECONDS)
+            self.cache.clean(SPOOL_GRACE_SECONDS)
 
     @staticmethod
     def change_passphrase(where: Path | Backend, old: str, new: str) -> None:
@@ -531,8 +544,18 @@ class Repository:
     def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
         # the manifest read again, not taken from `info`: it may have changed since it was listed
         current = self._snapshot_info(info.id)
-        fh = fetch_tree(self.backend, info.id, self._spool, info.where)
-        check_stored(fh, current.tree_sha256, info.where)
+        cached = None
+        if self.cache is not None and current.tree_sha256:
+            # checked against the manifest's sha256 whether it was kept or just fetched
+            try:
+                cached = self.cache.tree(current.tree_sha256, lambda dst: self.backend.get_to(tree_key(info.id), dst))
+            except ObjectMissing:
+                cached = None  # reported below, as without a cache
+        if cached is not None:
+            fh: BinaryIO = cached
+        else:
+            fh = fetch_tree(self.backend, info.id, self._spool, info.where)
+            check_stored(fh, current.tree_sha256, info.where)
         return compressed_stream(fh, info.where, info.id, self._key, self.encrypted, self._key_required())
 
     def _snapshot_info(self, snapshot_id: str) -> SnapshotInfo:
