@@ -103,16 +103,16 @@ def test_the_tree_cache_keeps_to_its_budget_dropping_the_least_recently_used(tmp
         if i < 3:
             backup(repo, src, f"b{i}", name=f"job{i}")
     assert repo.cache is not None
-    sizes = {p.name: p.stat().st_size for p in repo.cache.root.glob("trees/*")}
+    sizes = {p.name: p.stat().st_size for p in repo.cache.directory.glob("trees/*")}
     assert len(sizes) == 3
     repo.cache.tree_budget = sum(sizes.values()) - 1
-    oldest = repo.cache.root / "trees" / sorted(sizes, key=lambda n: (repo.cache.root / "trees" / n).stat().st_mtime)[0]
+    oldest = repo.cache.directory / "trees" / sorted(sizes, key=lambda n: (repo.cache.directory / "trees" / n).stat().st_mtime)[0]
     os.utime(oldest, (time.time() - 100, time.time() - 100))
     other = Repository.open(storage, local_dir=tmp_path / "elsewhere")
     backup(other, tmp_path / "src3", "b3", name="job3")  # a new tree, fetched into *its* cache
     repo.open_tree(repo.resolve("b3")).close()  # kept by `repo`'s cache: over budget
     assert not oldest.exists()
-    assert sum(p.stat().st_size for p in repo.cache.root.glob("trees/*")) <= repo.cache.tree_budget
+    assert sum(p.stat().st_size for p in repo.cache.directory.glob("trees/*")) <= repo.cache.tree_budget
 
 
 def test_spool_left_overs_of_a_killed_davitd_are_removed_at_open_and_young_ones_are_left(tmp_path: Path) -> None:
@@ -137,4 +137,4 @@ def test_a_new_repository_has_a_uuid_and_its_cache_is_keyed_by_it(tmp_path: Path
     uuid = json.loads(storage.get("config.json"))["uuid"]
     assert len(uuid) == 32 and int(uuid, 16) >= 0
     other = Repository.open(MemoryBackend(), local_dir=tmp_path / "home")
-    assert repo.cache.root != other.cache.root
+    assert repo.cache.directory != other.cache.directory

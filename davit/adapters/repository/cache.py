@@ -45,7 +45,7 @@ def cache_key(uuid: object, where: str) -> str:
 
 class LocalCache:
     def __init__(self, root: Path, tree_budget: int = TREE_BUDGET) -> None:
-        self.root = root
+        self.directory = root
         self.tree_budget = tree_budget
         self._indexes = root / "index"
         self._trees = root / "trees"
