@@ -15,7 +15,9 @@ can be picked as "already stored" while its pack is being removed. Before each d
 prune checks that its lock is still its own and freshly refreshed (`HeldLock.ensure_held`),
 and stops with `RepositoryLockLost` if not.
 
-Hygiene: temporary objects (`tmp/*`, a local or SFTP backend's) and packs without an index
+Hygiene: the staging segments of runs marked ended (by a davitd whose credential may not
+delete, `segments.py`) longer than the grace period ago; temporary objects (`tmp/*`, a local
+or SFTP backend's) and packs without an index
 older than a grace period (by the storage's mtime) are left-overs of writers that died (a pack
 is created before its index); they are removed too. The grace period is a second guard, for a writer that lost its
 lock without knowing it.
@@ -132,10 +134,14 @@ def unreferenced_packs(repo: Repository, refs: set[bytes]) -> list[str]:
     return found
 
 
-def referenced_chunks(repo: Repository, leaving_out: set[str] | frozenset[str] = frozenset()) -> set[bytes]:
+def referenced_chunks(
+    repo: Repository, leaving_out: set[str] | frozenset[str] = frozenset(), grace_seconds: float = GRACE_SECONDS
+) -> set[bytes]:
     """Chunks named by any snapshot's tree (also one whose manifest is damaged, as far as its
-    tree still reads) or any in-progress backup's staging tree; `leaving_out` snapshots aside
-    (a dry run's would-be forgotten).
+    tree still reads) or any in-progress backup's staging tree: this host's staged trees and,
+    in a remote repository, the staging segments every host uploaded (`segments.py`; those of a
+    run marked ended more than `grace_seconds` ago protect nothing); `leaving_out` snapshots
+    aside (a dry run's would-be forgotten).
 
     Call it under the exclusive lock (as `prune` does): otherwise a publish between reading the
     snapshots and listing the staging trees hides that snapshot's chunks from both."""
@@ -163,6 +169,7 @@ def referenced_chunks(repo: Repository, leaving_out: set[str] | frozenset[str] =
                     refs.update(bytes.fromhex(c) for c in entry.chunks)
             except ValueError:
                 continue  # a torn last line past the run's checkpoint; the run truncates it
+    refs |= repo.staged_segment_chunks(grace_seconds)
     return refs
 
 
@@ -183,7 +190,7 @@ def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, i
     `DeletesDenied` if the credential may not delete."""
     require_delete(repo, "prune")
     with _deleting(repo), repo.locked(exclusive=True) as lock:
-        refs = referenced_chunks(repo)
+        refs = referenced_chunks(repo, grace_seconds=grace_seconds)
         deleted = rewritten = freed = 0
         for pack in repo.index_packs():
             entries = repo.read_index(pack)
@@ -228,7 +235,8 @@ def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) ->
         lock.ensure_held()
         backend.delete(obj.key)
         freed += obj.size
-    return {"tmp_removed": len(old_tmp), "orphan_packs_removed": len(orphans), "_bytes": freed}
+    ended = repo.remove_ended_segments(grace_seconds, lock.ensure_held)
+    return {"tmp_removed": len(old_tmp), "orphan_packs_removed": len(orphans), "ended_stagings_removed": ended, "_bytes": freed}
 
 
 def _pack_of(key: str) -> str | None:
