@@ -4,15 +4,24 @@ Each pack has an index object (`packs.py`) listing the chunks it holds; the repo
 "is this chunk stored?" from the union of them. The loaded union is brought up to date by
 listing `index/` (on every lock taken, see `Repository.locked`): indexes gone since (a prune,
 by anyone) are dropped, new ones are read. Under a lock, so, it is exact.
+
+An index that does not decode (or is larger than any davit writes) is passed over with a
+warning, not loaded: its chunks read as absent, so a backup stores them again, and one damaged
+object does not make the whole repository unusable (nor `repository check`, which reports it).
+Prune reads every index itself (`read`) and stops at a damaged one, deleting nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
-from davit.adapters.repository.backend import Backend, ObjectMissing
-from davit.adapters.repository.packs import BlobRef, decode_index, index_key, indexed_packs
+from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
+from davit.adapters.repository.packs import MAX_INDEX_BYTES, BlobRef, decode_index, index_key, indexed_packs
+from davit.domain.errors import CorruptChunk
+
+log = logging.getLogger("davit.repository.index")
 
 
 class ChunkIndex:
@@ -21,6 +30,7 @@ class ChunkIndex:
         self.entries: dict[bytes, BlobRef] = {}
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
+        self._damaged: set[str] = set()  # indexes passed over: not read again while listed
         self._on_gone = on_gone  # told of each pack whose index went away
 
     def packs(self) -> list[str]:
@@ -28,12 +38,15 @@ class ChunkIndex:
         return sorted(indexed_packs(self.backend))
 
     def read(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
-        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
+        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed).
+        `CorruptChunk` if it does not decode or is too large to be davit's."""
         key = index_key(pack)
         try:
-            data = self.backend.get(key)
+            data = self.backend.get(key, max_bytes=MAX_INDEX_BYTES)
         except ObjectMissing:
             return None
+        except ObjectTooLarge as exc:
+            raise CorruptChunk("(index)", f"{self.backend.where}/{key}", str(exc)) from None
         return decode_index(pack, data, f"{self.backend.where}/{key}")
 
     def refresh(self) -> None:
@@ -42,6 +55,7 @@ class ChunkIndex:
         present = indexed_packs(self.backend)
         with self._lock:
             gone = self._loaded - present
+            self._damaged &= present
             still = self._loaded & present
             dropped: set[bytes] = set()
             if gone:
@@ -52,7 +66,7 @@ class ChunkIndex:
                 self._loaded -= gone
         for pack in gone:
             self._on_gone(pack)
-        for pack in sorted(present - still):
+        for pack in sorted(present - still - self._damaged):
             self._load(pack)
         if dropped:
             # A chunk was also in a pack loaded before (two backups stored it at once): its
@@ -65,6 +79,7 @@ class ChunkIndex:
         with self._lock:
             self.entries.clear()
             self._loaded.clear()
+            self._damaged.clear()
         self.refresh()
 
     def add(self, pack: str, entries: list[tuple[bytes, BlobRef]]) -> None:
@@ -75,7 +90,13 @@ class ChunkIndex:
             self._loaded.add(pack)
 
     def _load(self, pack: str, only: set[bytes] | None = None) -> None:
-        entries = self.read(pack)
+        try:
+            entries = self.read(pack)
+        except CorruptChunk as exc:
+            log.warning("passing over a damaged index (its chunks are stored again when needed): %s", exc)
+            with self._lock:
+                self._damaged.add(pack)
+            return
         if entries is None:
             return  # pruned since it was listed
         with self._lock:
