@@ -17,6 +17,7 @@ from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import prune
 from davit.adapters.repository.stats import repository_stats
 from davit.domain.errors import CorruptChunk
+from tests.integration.crafted_trees import ROOT, publish
 from tests.integration.test_files_adapter import SMALL, backup
 
 PASSPHRASE = "check reads sealed chunks too"
@@ -217,3 +218,15 @@ def test_an_index_larger_than_any_davit_writes_is_not_read_into_memory(repo: Rep
         fresh.index.read(huge)
     report = check_repository(fresh)
     assert any(p.startswith(index_key(huge)) and "more than the" in p for p in report.problems), report.problems
+
+
+def test_a_tree_line_nested_deeper_than_python_parses_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """`davit repository check` on a repository where someone published a tree holding a line of
+    100 000 `[` (a valid manifest and checksum): RecursionError escaped check; now it is reported."""
+    repo = Repository.open(tmp_path / "repo")
+    publish(repo, "h1", [ROOT, b"[" * 100_000])
+    report = check_repository(repo)
+    assert [p for p in report.problems if p.startswith("snapshot h1")] == [
+        "snapshot h1: its tree holds a malformed line: maximum recursion depth exceeded while decoding a JSON array "
+        "from a unicode string"
+    ]

@@ -169,7 +169,7 @@ def _check_snapshot(repo: Repository, snap: SnapshotInfo, present: set[bytes], r
     except CorruptChunk as exc:
         report.problems.append(f"snapshot {snap.id}: its tree cannot be read: {exc}")
         return
-    except (ValueError, AttributeError, TypeError) as exc:  # a tree line davit did not write
+    except (ValueError, AttributeError, TypeError, RecursionError) as exc:  # a tree line davit did not write
         report.problems.append(f"snapshot {snap.id}: its tree holds a malformed line: {exc}")
         return
     if missing:
