@@ -92,7 +92,7 @@ def test_s3_a_backup_only_identity_backs_up_and_an_admin_prunes_what_retention_s
     admin = s3_backend(private_s3, "admin", prefix)
     maintenance = Repository.open(admin, passphrase=PASSPHRASE, local_dir=tmp_path / "operator")
     assert admin.caps.can_delete is True
-    planned = prune_repository(maintenance, {"home": Retention(keep_last=1)}, dry_run=True)
+    planned = prune_repository(maintenance, {"home": Retention(keep_last=1)}, dry_run=True, grace_seconds=0)
     done = prune_repository(maintenance, {"home": Retention(keep_last=1)}, grace_seconds=0)
     assert done["jobs"]["home"] == {"kept": ["run3"], "forgotten": ["run1", "run2"]} == planned["jobs"]["home"]
     assert done["packs_deleted"] == planned["packs_deleted"] >= 1

@@ -130,7 +130,7 @@ def test_the_maintenance_prune_is_refused_with_the_backup_credential_and_works_w
         backup_with_retention(repo, source, run)
     with pytest.raises(DeletesDenied, match="prune refused: this credential may not delete objects"):
         prune_repository(repo, {"home": Retention(keep_last=1)})
-    dry = prune_repository(repo, {"home": Retention(keep_last=1)}, dry_run=True)
+    dry = prune_repository(repo, {"home": Retention(keep_last=1)}, dry_run=True, grace_seconds=0)
     assert dry["jobs"]["home"]["forgotten"] == ["run1", "run2"] and dry["packs_deleted"] >= 1
     assert len(repo.snapshots()) == 3
 

@@ -137,7 +137,11 @@ class Repository:
             self.locks.can_delete = False
         # A remote repository's prune reads staged trees from segments this host uploads (see
         # `segments.py`); a local one's reads the files in the repository, so it has none.
-        self.segments = None if self.backend.caps.local_root is not None else Segments(self.backend, self.check_held)
+        self.segments = (
+            None
+            if self.backend.caps.local_root is not None
+            else Segments(self.backend, self.check_held, lambda: self.locks.can_delete is False or self._can_delete is False)
+        )
 
     @property
     def root(self) -> Path:

@@ -111,7 +111,7 @@ def prune_repository(
         with repo.locked(exclusive=False):
             jobs = {job: _forget(repo, None, job, policy) for job, policy in sorted(policies.items())}
             forgotten = {sid for _, gone in jobs.values() for sid in gone}
-            packs = unreferenced_packs(repo, referenced_chunks(repo, forgotten))
+            packs = unreferenced_packs(repo, referenced_chunks(repo, forgotten, grace_seconds))
         return {
             "jobs": {job: {"kept": sorted(keep), "forgotten": gone} for job, (keep, gone) in jobs.items()},
             "packs_deleted": len(packs),

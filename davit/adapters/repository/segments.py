@@ -59,9 +59,13 @@ class Segments:
     segments of every host. `check_lock` raises if the lock this process writes under is lost
     (`RepositoryLocks.check_held`): a segment uploaded then could lie about what a prune may do."""
 
-    def __init__(self, backend: Backend, check_lock: Callable[[], None]) -> None:
+    def __init__(
+        self, backend: Backend, check_lock: Callable[[], None], deletes_denied: Callable[[], bool] = lambda: False
+    ) -> None:
         self.backend = backend
         self._check_lock = check_lock
+        # known already (declared `delete = false`, probed, or refused earlier): mark, never ask
+        self._deletes_denied = deletes_denied
         self._guard = threading.Lock()
         self._synced: dict[str, int] = {}  # staging name -> bytes of its tree uploaded (in this process)
         self._trees: dict[str, Path] = {}
@@ -214,12 +218,14 @@ class Segments:
     def remove_or_mark(self, run: str, names: list[str], listing: dict[str, list[ObjectInfo]] | None = None) -> bool:
         """Delete the segments `names` of `run`; True. With a credential that may not delete,
         mark the run ended instead (a maintenance prune deletes them after its grace); False."""
-        try:
-            self.remove_names(names, listing)
-        except BackendDenied:
-            self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
-            return False
-        return True
+        if not self._deletes_denied():
+            try:
+                self.remove_names(names, listing)
+                return True
+            except BackendDenied:
+                pass
+        self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
+        return False
 
     def remove_names(self, names: Iterable[str], listing: dict[str, list[ObjectInfo]] | None = None) -> None:
         """Delete every object of these stagings (the `ended` marker last)."""
