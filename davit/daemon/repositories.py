@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from davit.adapters.repository.backend import Backend
@@ -26,7 +27,7 @@ from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.staging import ended_runs_staging, remove_staging
 from davit.adapters.secrets import SecretUnavailable, resolve
 from davit.daemon.config import Settings
-from davit.domain.errors import FieldProblem, InvalidArgument, InvalidConfig
+from davit.domain.errors import DavitError, FieldProblem, InvalidArgument, InvalidConfig
 
 CONFIG_KEY = "config.json"  # a repository exists once this object does
 REMOTE_STATE = "repositories"  # under davitd's state directory: remote repositories' local files
@@ -122,10 +123,21 @@ def repository_exists(settings: Settings, name: str) -> bool:
         backend.close()
 
 
-def existing_repositories(settings: Settings) -> list[str]:
-    """The names of the configured repositories that exist (local and remote: a remote one is
-    asked, and one that cannot be reached raises)."""
-    return [name for name in settings.locations if repository_exists(settings, name)]
+def existing_repositories(settings: Settings, unusable: Callable[[str, DavitError], None] | None = None) -> list[str]:
+    """The names of the configured repositories that exist (a remote one is asked). With
+    `unusable`, a repository that cannot be asked (a server down, refused credentials, a key
+    this process cannot read) is handed to it and left out, so the others are still listed;
+    without, its error is raised."""
+    found = []
+    for name in settings.locations:
+        try:
+            if repository_exists(settings, name):
+                found.append(name)
+        except DavitError as exc:
+            if unusable is None:
+                raise
+            unusable(name, exc)
+    return found
 
 
 def init_repository(settings: Settings, name: str, passphrase: str | None) -> Repository:

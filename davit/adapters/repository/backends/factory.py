@@ -8,6 +8,7 @@ here, at open, from the references the location holds, and go nowhere but the ba
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import cast
 
@@ -29,7 +30,11 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
     if location.path is not None:
         return LocalBackend(location.path)
     if location.sftp is not None and location.url is not None:
-        sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
+        with warnings.catch_warnings():
+            # asyncssh's import warns that `cryptography` deprecates DSA (which davit never uses):
+            # noise on the stderr of every CLI command that opens an sftp:// repository
+            warnings.filterwarnings("ignore", message="DSA is deprecated")
+            sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
         return cast(
             Backend,
             sftp.SftpBackend(
