@@ -32,27 +32,31 @@ class Parts:
     # repositories a reload replaced: runs may still use them, so they are closed with the Parts
     _retired: list[Repository] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per repository name
 
     def repository(self, name: str) -> Repository:
         """The repository `name`, opened once and shared by the runs that use it. It is opened
-        outside the lock: a remote one that does not answer holds up only the runs that use it
-        (they fail as retryable once its retry budget is spent), never those of other repositories."""
+        under a lock of its own, not the Parts' lock: a remote one that does not answer holds up
+        only the runs that use it (they fail as retryable once its retry budget is spent), never
+        those of other repositories; two runs starting at once read its indexes once."""
         with self._lock:
             repo = self._repos.get(name)
-            settings = self.settings
-        if repo is not None:
-            return repo
-        opened = open_repository(settings, name)
-        with self._lock:
-            repo = self._repos.get(name)
-            if repo is None and settings is self.settings:
-                self._repos[name] = opened
-                return opened
-        if repo is None:  # the settings were reloaded meanwhile: this one is for the run that asked
-            self._retired.append(opened)
+            if repo is not None:
+                return repo
+            opening = self._opening.setdefault(name, threading.Lock())
+        with opening:
+            with self._lock:
+                repo = self._repos.get(name)
+                settings = self.settings
+            if repo is not None:
+                return repo
+            opened = open_repository(settings, name)
+            with self._lock:
+                if settings is self.settings:
+                    self._repos[name] = opened
+                else:  # reloaded meanwhile: this one serves only the run that asked
+                    self._retired.append(opened)
             return opened
-        opened.close()  # another run opened it first
-        return repo
 
     def apply(self, settings: Settings) -> None:
         """New settings for the runs that start from now on. A repository whose section changed

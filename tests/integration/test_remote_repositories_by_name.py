@@ -6,7 +6,9 @@ ended runs there without connecting, and closing davitd's parts closes the conne
 
 from __future__ import annotations
 
+import socket
 import stat
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +25,7 @@ from davit.daemon.repositories import (
     open_repository,
     repository_exists,
 )
-from davit.domain.errors import BackendDenied, InvalidArgument
+from davit.domain.errors import BackendDenied, BackendUnavailable, InvalidArgument
 from tests.peers.state import S3Peer, SshPeer
 
 
@@ -144,3 +146,46 @@ def test_closing_davitds_parts_closes_the_connections_of_its_repositories(
     parts.close()
     with pytest.raises(BackendDenied, match="closed"):
         repo.backend.stat("config.json")
+
+
+def test_a_remote_that_does_not_answer_holds_up_only_the_runs_that_use_it(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers (a paused host): a run opening that
+    repository waits out its retry budget and fails as retryable; meanwhile another run opens
+    the local repository at once."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel completes handshakes; nobody ever reads or answers
+    try:
+        port = silent.getsockname()[1]
+        hung = (
+            f'url = "s3://silent-bucket/r"\nendpoint = "http://127.0.0.1:{port}"\npath_style = true\n'
+            'access_key_id_env = "HOME"\nsecret_access_key_env = "HOME"\nretry_seconds = 1\n'
+        )
+        settings = settings_with(tmp_path / "home", {"local": 'path = "repository"\n', "silent": hung})
+        parts = Parts(settings)
+        outcome: dict[str, BaseException | float] = {}
+
+        def run_on_silent() -> None:
+            started = time.monotonic()
+            try:
+                parts.repository("silent")
+            except BaseException as exc:
+                outcome["error"] = exc
+            outcome["took"] = time.monotonic() - started
+
+        worker = threading.Thread(target=run_on_silent)
+        worker.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert parts.repository("local").snapshots() == []
+        assert time.monotonic() - started < 5 and worker.is_alive()  # not behind the silent one
+        worker.join(120)
+        assert isinstance(outcome["error"], BackendUnavailable) and outcome["error"].retryable
+        assert f"127.0.0.1:{port}" in str(outcome["error"])
+        # the first request that went unanswered is named, and no clean-up request is sent after
+        # it to the same silent server (each costs the client's 30 s read timeout)
+        assert "probe tmp/probe-conditional-create-" in str(outcome["error"]) and "delete" not in str(outcome["error"])
+        assert isinstance(outcome["took"], float) and outcome["took"] < 45
+        parts.close()
+    finally:
+        silent.close()
