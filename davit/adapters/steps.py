@@ -10,7 +10,9 @@ not started, and the executor decides whether the run is retried (from this same
 then skips what was done) or fails.
 
 `publish_then_retention` gives a backup's last steps: `publish` (committing) and, when the job
-has a retention policy, `retention`.
+has a retention policy, `retention`. In a repository whose credential may not delete (a
+backup-only one), `retention` is skipped, not failed: the run succeeds, and a warning and the
+step's summary say to run `davit repository prune NAME` with a maintenance credential.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import apply_retention
+from davit.domain.errors import DeletesDenied
 from davit.domain.jobs import Retention
 from davit.domain.ports import RunContext
 
@@ -70,6 +73,9 @@ class BackupSpec(Protocol):
     def name(self) -> str: ...
 
     @property
+    def repository(self) -> str: ...
+
+    @property
     def retention(self) -> Retention: ...
 
 
@@ -100,4 +106,30 @@ def retention_steps(work: Backup) -> list[Step]:
     """`retention` if the job's policy keeps only some snapshots, else nothing."""
     if work.spec.retention.is_empty():
         return []
-    return [Step(RETENTION, lambda _ctx: apply_retention(work.repo, work.spec.name, work.spec.retention))]
+    spec = work.spec
+
+    def retention(ctx: RunContext) -> dict[str, Any]:
+        summary = retention_unless_denied(ctx, work.repo, spec.repository, [spec.name], spec.retention)
+        return summary.get(spec.name, summary)  # the job's own figures, or what was skipped
+
+    return [Step(RETENTION, retention)]
+
+
+def retention_unless_denied(
+    ctx: RunContext, repo: Repository, repository: str, jobs: Sequence[str], policy: Retention
+) -> dict[str, Any]:
+    """`policy` applied to each of `jobs` in `repo` (configured as `repository`): the summary of
+    each job. If the credential may not delete, nothing more is tried: a warning says so and the
+    summary's `skipped` too; the run goes on (a backup-only daemon, see the module docstring)."""
+    done: dict[str, Any] = {}
+    try:
+        for job in jobs:
+            done[job] = apply_retention(repo, job, policy)
+    except DeletesDenied as exc:
+        message = (
+            f"retention skipped: repository {repository} allows no delete; run `davit repository prune {repository}` "
+            "with a maintenance credential"
+        )
+        ctx.warn(f"{message} ({exc})", step=RETENTION)
+        return {**done, "skipped": message}
+    return done

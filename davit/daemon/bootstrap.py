@@ -10,6 +10,7 @@ which keeps an idle daemon small and the CLI quick.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -18,11 +19,13 @@ from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.daemon.config import Settings
 from davit.daemon.kinds import KINDS, leftover_remover, work_class
-from davit.daemon.repositories import open_repository, remove_local_staging
-from davit.domain.errors import FieldProblem, InvalidConfig, PermanentError
+from davit.daemon.repositories import open_repository
+from davit.domain.errors import BackendDenied, FieldProblem, InvalidConfig, PermanentError, RetryableError
 from davit.domain.jobs import AnyJob, spec_from_json
 from davit.domain.ports import JobWork
 from davit.domain.runs import RunView
+
+log = logging.getLogger("davitd.parts")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Parts:
     _retired: list[Repository] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per repository name
+    _staging_denied: set[str] = field(default_factory=set)  # repositories whose staging we may not remove
 
     def repository(self, name: str) -> Repository:
         """The repository `name`, opened once and shared by the runs that use it. It is opened
@@ -108,33 +112,50 @@ class Parts:
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
         """Remove the staging, in every configured repository, of the runs in `ended` (runs this
         daemon's log shows as ended that nothing resumes from). Staging of runs the log does not
-        know belongs to another davitd and is left alone. Blocking."""
+        know belongs to another davitd and is left alone. A repository that cannot be reached now
+        is skipped with a log line (its staging is removed at a later run's end or start-up).
+        Blocking."""
         removed = []
         for name in self.settings.locations:
-            removed += self._remove_staging(name, ended)
+            try:
+                removed += self._remove_staging(name, ended)
+            except RetryableError as exc:
+                log.warning("repository %s: the staging of ended runs was not removed this time: %s", name, exc)
         return removed
 
-    def _remove_staging(self, name: str, ended: set[str]) -> list[str]:
-        """Remove the staging of the runs in `ended` in the configured repository `name`. A remote
-        repository's staging is this host's (`local_dir`): removed without connecting."""
-        settings = self.settings
-        if name not in settings.locations:
+    def _remove_staging(self, name: str, runs: set[str]) -> list[str]:
+        """Remove the staging of `runs` in the configured repository `name` (this host's files,
+        and a remote one's segments on the server). A backup-only credential may not delete the
+        segments: they are left (marked ended, see `Repository.remove_staging`) for a maintenance
+        prune, and that is said once per repository rather than at every run's end."""
+        if name not in self.settings.locations:
             return []
-        local = remove_local_staging(settings, name, ended)
-        if local is not None:
-            return local
         with self._lock:
             repo = self._repos.get(name)
-        if repo is not None:
-            return repo.remove_staging(ended)
-        try:  # opened for its staging only (its index is not read), and closed again
-            repo = open_repository(settings, name, create=False, listing_only=True, load_index=False)
-        except PermanentError:
-            return []  # not a repository (yet), or one this config cannot open: nothing staged in it
+        opened_here = repo is None
+        if repo is None:
+            try:  # opened for its staging only (its index is not read), and closed again
+                repo = open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
+            except PermanentError:
+                return []  # not a repository (yet), or one this config cannot open: nothing staged in it
         try:
-            return repo.remove_staging(ended)
+            return repo.remove_staging(runs)
+        except BackendDenied as exc:
+            with self._lock:
+                first = name not in self._staging_denied
+                self._staging_denied.add(name)
+            if first:
+                log.warning(
+                    "repository %s: the staging of ended runs is left in place (%s); "
+                    "`davit repository prune %s` with a maintenance credential removes it",
+                    name,
+                    exc,
+                    name,
+                )
+            return []
         finally:
-            repo.close()
+            if opened_here:
+                repo.close()
 
     def close(self) -> None:
         with self._lock:

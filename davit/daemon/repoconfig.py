@@ -10,8 +10,11 @@ A section gives exactly one of `path` (a local directory) or `url`:
 Both remote kinds take `retry_seconds` (default 60): how long an operation retries a server
 that does not answer before the run fails as retryable.
 A key written into the file (`secret_access_key = "..."`) is refused by name, without its
-value in the message. Every problem names its field (`repositories.NAME.FIELD`) and reason;
-`read_config` adds the file.
+value in the message. Any section may say `delete = false`: its credential may not delete
+(a backup-only one, ransomware-resistant writing), so davitd never tries: a backup's retention
+step is skipped with a warning, and `davit repository prune NAME` run with a config that holds
+a maintenance credential does it. Left out, davit finds out (a probe, or a refused delete).
+Every problem names its field (`repositories.NAME.FIELD`) and reason; `read_config` adds the file.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class RepositorySection(BaseModel):
     # encrypted repository needs it for every read and write of chunks and trees.
     passphrase_env: str | None = None
     passphrase_file: str | None = None
+    # False: this credential may not delete (backup-only); None: found out when needed
+    delete: bool | None = None
     # Secrets written inline: accepted by the parser only to be refused with a clear reason
     # (as unknown fields they would read "unknown field"); never stored, never echoed.
     access_key_id: Any = Field(default=None, exclude=True, repr=False)
@@ -143,11 +148,11 @@ class RepositorySection(BaseModel):
         """The location of a section without `problems`: relative `path` against the state
         root, relative file names against the config file's directory `base`."""
         if self.path is not None:
-            return RepositoryLocation(name, path=resolve_path(state_root, self.path))
+            return RepositoryLocation(name, path=resolve_path(state_root, self.path), can_delete=self.delete)
         url = self.url or ""
         if url.lower().startswith("sftp://"):
             sftp = SftpOptions(resolve_path(base, self.known_hosts or ""), resolve_path(base, self.identity_file or ""))
-            return RepositoryLocation(name, url=url, sftp=sftp, retry_seconds=self.retry_seconds or DEFAULT_RETRY_SECONDS)
+            return RepositoryLocation(name, url=url, sftp=sftp, can_delete=self.delete, retry_seconds=self._retry_seconds)
         s3 = S3Options(
             endpoint=self.endpoint,
             region=self.region or DEFAULT_REGION,
@@ -155,7 +160,11 @@ class RepositorySection(BaseModel):
             access_key_id=self._secret(name, "access_key_id", base),
             secret_access_key=self._secret(name, "secret_access_key", base),
         )
-        return RepositoryLocation(name, url=url, s3=s3, retry_seconds=self.retry_seconds or DEFAULT_RETRY_SECONDS)
+        return RepositoryLocation(name, url=url, s3=s3, can_delete=self.delete, retry_seconds=self._retry_seconds)
+
+    @property
+    def _retry_seconds(self) -> float:
+        return self.retry_seconds or DEFAULT_RETRY_SECONDS
 
     def _secret(self, name: str, key: str, base: Path) -> SecretRef:
         file = getattr(self, f"{key}_file")

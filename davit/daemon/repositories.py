@@ -6,10 +6,11 @@ place that knows how.
 
 A remote repository keeps this host's files of it (the staged trees of backup runs in progress,
 spooled packs and trees) in `<state_dir>/repositories/<name>/` (`local_dir`, 0700), the same
-directory for davitd and for the CLI run on the same home. Sharing it at once is safe: spool
-files have random names, and staging belongs to davitd's runs (only davitd, from its own log,
-removes any; the CLI never does). Nothing in it is needed to read the repository: a lost
-state directory loses only the resumability of the runs in progress.
+directory for davitd and for the CLI run on the same home (its `cache/` of indexes and trees
+too). Sharing it at once is safe: spool files have random names, cache files appear by rename,
+and staging belongs to davitd's runs (only davitd, from its own log, removes any; the CLI never
+does). Nothing in it is needed to read the repository: a lost state directory costs downloads
+and the resume of the runs in progress (their staged lines are also on the server, as segments).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from davit.adapters.repository.backends.factory import open_backend
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.repository import Repository
-from davit.adapters.repository.staging import ended_runs_staging, remove_staging
 from davit.adapters.secrets import SecretUnavailable, resolve
 from davit.daemon.config import Settings
 from davit.domain.errors import DavitError, FieldProblem, InvalidArgument, InvalidConfig
@@ -52,11 +52,11 @@ def local_dir(settings: Settings, name: str) -> Path:
     return settings.state_dir / REMOTE_STATE / plain
 
 
-def _open_at(settings: Settings, location: RepositoryLocation) -> tuple[Path | Backend, Path | None]:
-    """What `Repository.open` takes for `location`: its directory, or a backend and this host's
-    directory for it (created 0700)."""
+def _open_at(settings: Settings, location: RepositoryLocation) -> tuple[Backend, Path | None]:
+    """What `Repository.open` takes for `location`: its backend (one declared backup-only knows
+    it: `delete = false`), and for a remote one this host's directory for it (created 0700)."""
     if location.path is not None:
-        return location.path, None
+        return open_backend(location), None
     home = local_dir(settings, location.name)
     make_dirs(home)
     return open_backend(location), home
@@ -99,8 +99,7 @@ def open_repository(
             load_index=load_index,
         )
     except BaseException:
-        if not isinstance(where, Path):
-            where.close()
+        where.close()
         raise
 
 
@@ -153,29 +152,14 @@ def init_repository(settings: Settings, name: str, passphrase: str | None) -> Re
             where, settings.model.data_path.compression_level, create=True, passphrase=passphrase, local_dir=home
         )
     except BaseException:
-        if not isinstance(where, Path):
-            where.close()
+        where.close()
         raise
 
 
 def change_passphrase(settings: Settings, name: str, old: str, new: str) -> None:
     """Seal repository `name`'s key under `new` instead of `old`."""
-    location = location_of(settings, name)
-    if location.path is not None:
-        Repository.change_passphrase(location.path, old, new)
-        return
-    backend = open_backend(location)
+    backend = open_backend(location_of(settings, name))
     try:
         Repository.change_passphrase(backend, old, new)
     finally:
         backend.close()
-
-
-def remove_local_staging(settings: Settings, name: str, ended: set[str]) -> list[str] | None:
-    """For a remote repository `name`: remove this host's staging of the runs in `ended` without
-    connecting to the server (a server that is down must not hold up davitd's start-up); what
-    was removed. None for a local repository (its staging is in the repository: open it)."""
-    location = settings.locations.get(name)
-    if location is None or location.path is not None:
-        return None
-    return [remove_staging(path) for path in ended_runs_staging(local_dir(settings, name), ended)]

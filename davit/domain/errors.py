@@ -21,6 +21,7 @@ DavitError
 │   ├── StorageFull             no space left where davit writes
 │   │   └── EventLogFull        ... where the event log is (davitd waits for room, see below)
 │   ├── BackendDenied           a repository's server refused the credential or the operation
+│   │   └── DeletesDenied       ... a delete: pruning needs a maintenance credential
 │   ├── RepositoryKeyError      (adapters/repository/crypto) passphrase missing or wrong: exit 2
 │   ├── StagingGone             (adapters/repository/staging) a resumed run's staging was removed
 │   ├── CopyNotPossible         (adapters/copy/lines) a snapshot cannot be copied into the destination as asked
@@ -332,6 +333,12 @@ class BackendDenied(PermanentError):
         super().__init__(f"repository {repository}: {operation} refused: {reason}")
         self.repository = repository
         self.operation = operation
+
+
+class DeletesDenied(BackendDenied):
+    """A repository's credential may not delete (a backup-only credential, by policy or by the
+    config's `delete = false`): retention and pruning are left to a maintenance credential
+    (`davit repository prune NAME`); backups still work."""
 
 
 class BackendUnavailable(RetryableError):

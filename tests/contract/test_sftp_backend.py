@@ -76,7 +76,8 @@ class TestSftpBackend(BackendContract):
     def test_objects_and_directories_are_private_and_no_temporary_is_left(self, backend: SftpBackend, repo_dir: Path) -> None:
         assert backend.put_if_absent("packs/ab/ab02.pack", b"x" * 5000) is True
         backend.put("config.json", b"{}")
-        assert stat.S_IMODE(os.stat(repo_dir / "packs/ab/ab02.pack").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(repo_dir / "packs/ab/ab02.pack").st_mode) == 0o400  # private and read-only
+        assert stat.S_IMODE(os.stat(repo_dir / "config.json").st_mode) == 0o400
         assert stat.S_IMODE(os.stat(repo_dir / "packs/ab").st_mode) == 0o700
         assert stat.S_IMODE(os.stat(repo_dir / "packs").st_mode) == 0o700
         assert list((repo_dir / "tmp").iterdir()) == []

@@ -118,3 +118,49 @@ def test_a_valid_remote_section_leaves_the_local_repository_working(davit: Davit
     assert "warning: repository offsite left out: " in listed.stderr
     assert "DSA is deprecated" not in listed.stderr
     assert json.loads(davit.cli("repository", "stats", "local", "--json").stdout)["snapshots"] == 0
+
+
+def test_a_backup_only_repository_skips_retention_and_an_operator_prunes_with_a_maintenance_config(
+    davit: Davit, tmp_path: Path
+) -> None:
+    """davitd's section says `delete = false` (its credential may not delete): runs succeed and
+    say their retention was skipped; `davit repository prune` refuses with that config and
+    works with the operator's, which names the same repository without it."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "notes.txt").write_text("remember the milk\n" * 5000)
+    davit.configure('[repositories.local]\npath = "repository"\ndelete = false\n')
+    davit.cli("repository", "init", "local")
+    davit.start()
+    write_job(
+        davit,
+        "home.toml",
+        f'name = "home"\nkind = "files.backup"\nschedule = "0 0 1 1 *"\n[source]\npath = "{source}"\n'
+        "[retention]\nkeep_last = 1\n",
+    )
+    davit.wait_for(lambda: len(davit.json_lines("jobs")) == 1, 20, "the job")
+    for _ in range(3):
+        (source / "changing.bin").write_bytes(os.urandom(200_000))
+        assert davit.cli("run", "home", "--wait", "--timeout", "60", check=False).returncode == 0
+    assert len(davit.json_lines("snapshots")) == 3
+    warnings = [e for e in davit.events("type = 'RunWarning'") if "retention skipped" in json.dumps(e[3])]
+    assert len(warnings) == 3
+    assert "run `davit repository prune local` with a maintenance credential" in json.dumps(warnings[0][3])
+
+    refused = davit.cli("repository", "prune", "local", check=False)
+    assert refused.returncode == 1 and "prune refused: this credential may not delete objects" in refused.stderr
+
+    maintenance = tmp_path / "maintenance.toml"
+    maintenance.write_text(
+        f'[daemon]\njobs_dir = "{davit.jobs_dir}"\n[repositories.local]\npath = "{davit.home / "repository"}"\n'
+    )
+    dry = davit.cli("--config", str(maintenance), "repository", "prune", "local", "--dry-run")
+    assert "job home: kept 1, would forget 2" in dry.stdout and "(dry run: nothing was)" in dry.stdout
+    assert len(davit.json_lines("snapshots")) == 3
+    unknown = davit.cli("--config", str(maintenance), "repository", "prune", "local", "--job", "nope", check=False)
+    assert unknown.returncode == 2 and "no job named 'nope'" in unknown.stderr
+    done = json.loads(davit.cli("--config", str(maintenance), "repository", "prune", "local", "--json").stdout)
+    assert len(done["jobs"]["home"]["forgotten"]) == 2 and done["packs_deleted"] >= 1
+    assert len(davit.json_lines("snapshots")) == 1
+    check = davit.cli("repository", "check", "local", "--read-data")
+    assert "repository local: 1 snapshots" in check.stdout and check.stdout.rstrip().endswith(": 0 problems")

@@ -60,8 +60,12 @@ def test_backup_list_restore_and_prune_work_on_a_backend_that_is_not_a_directory
     restore(Repository.open(backend, passphrase=passphrase, local_dir=home), tmp_path / "again", snapshot="b3")
     assert snapshot_of(tmp_path / "again") == without_excluded(snapshot_of(source))
 
-    # all the repository is in the backend: this host kept only the (now removed) staging and spool
-    assert set(files_under(home)) == set()
+    # all the repository is in the backend: this host kept only the (now removed) staging and
+    # spool, and its cache of immutable objects: indexes of packs that exist, and trees
+    kept = files_under(home)
+    assert [f for f in kept if not f.startswith("cache/")] == []
+    cached_indexes = {f.rsplit("/", 1)[1] for f in kept if "/index/" in f}
+    assert cached_indexes and cached_indexes <= {k.rsplit("/", 1)[1] for k in backend.objects if k.startswith("index/")}
     assert {k.split("/", 1)[0] for k in backend.objects} == {"config.json", "index", "packs", "snapshots"}
     assert backend.calls[("list", "locks")] > 0  # the locks went through the port too
 

@@ -45,6 +45,12 @@ def test_a_local_location_is_a_local_backend_on_its_directory(tmp_path: Path) ->
     assert not (tmp_path / "repo").exists()  # opening creates nothing
 
 
+def test_a_location_declared_backup_only_gives_a_backend_that_never_tries_a_delete(tmp_path: Path) -> None:
+    declared = open_backend(RepositoryLocation("local", path=tmp_path / "repo", can_delete=False))
+    assert declared.caps.can_delete is False
+    assert open_backend(RepositoryLocation("local", path=tmp_path / "repo")).caps.can_delete is True
+
+
 def test_an_sftp_location_opens_the_sftp_backend_with_its_files(tmp_path: Path, fake_remotes: list[Any]) -> None:
     location = RepositoryLocation(
         "off",
@@ -96,6 +102,7 @@ def test_an_s3_location_opens_the_s3_backend_with_its_keys_resolved(
                 "access_key_id": "AKIDEXAMPLE",
                 "secret_access_key": "the-secret-key",
                 "retry_budget": 60.0,  # the default: a 30 s restart of the server does not fail a run
+                "can_delete": None,  # found out by the backend's probe at open
             },
         )
     ]

@@ -19,7 +19,6 @@ the step was recorded, or another copy) skips it.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -28,9 +27,9 @@ from typing import Any, BinaryIO
 from davit.adapters.copy.chunks import ChunkMover, same_key_material
 from davit.adapters.copy.lines import chunk_ids, refuse_unrewritable, renamed
 from davit.adapters.repository.repository import Repository, SnapshotInfo
-from davit.adapters.repository.retention import apply_retention
+from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
-from davit.adapters.steps import RETENTION, Step, run_steps, step_names
+from davit.adapters.steps import RETENTION, Step, retention_unless_denied, run_steps, step_names
 from davit.domain.errors import SnapshotNotFound
 from davit.domain.jobs import RepositoryCopyJob
 from davit.domain.ports import RunContext
@@ -146,7 +145,7 @@ class RepositoryCopyWork(RunWork[RepositoryCopyJob]):
             closing(self.src.open_tree(info)) as lines,
         ):
             try:
-                _Copier(ctx, step, mover, tree, cursor, sid, self.spec.source_repository).copy(lines, same)
+                _Copier(ctx, step, mover, tree, cursor, sid, self.spec.source_repository, staging).copy(lines, same)
             except BaseException:
                 mover.abort()
                 raise
@@ -181,9 +180,9 @@ class RepositoryCopyWork(RunWork[RepositoryCopyJob]):
             "bytes_sent": cursor.get("bytes_sent", 0),
         }
 
-    def _retention(self, _ctx: RunContext) -> dict[str, Any]:
+    def _retention(self, ctx: RunContext) -> dict[str, Any]:
         """DST's policy for each job copied; SRC keeps to its own jobs' policies."""
-        return {job: apply_retention(self.repo, job, self.spec.retention) for job in self._jobs()}
+        return retention_unless_denied(ctx, self.repo, self.spec.repository, self._jobs(), self.spec.retention)
 
 
 class _Copier:
@@ -198,8 +197,10 @@ class _Copier:
         cursor: dict[str, Any],
         sid: str,
         source: str,
+        staging: Staging,
     ) -> None:
         self.ctx, self.step, self.mover, self.tree = ctx, step, mover, tree
+        self.staging = staging
         self.sid, self.source = sid, source
         self.lines_done = cursor.get("lines", 0)
         self.chunks_before = cursor.get("chunks_sent", 0)
@@ -228,13 +229,12 @@ class _Copier:
     def checkpoint(self) -> None:
         """Pack sealed, staging tree durable, then the cursor: the order a resume relies on."""
         written = self.mover.seal()
-        self.tree.flush()
-        os.fsync(self.tree.fileno())
+        tree_bytes = self.staging.durable(self.tree)
         chunks = self.chunks_before + self.mover.chunks_sent
         sent = self.bytes_before + self.mover.bytes_sent
         self.ctx.checkpoint(
             self.step,
-            {"lines": self.lines_done, "tree_bytes": self.tree.tell(), "chunks_sent": chunks, "bytes_sent": sent},
+            {"lines": self.lines_done, "tree_bytes": tree_bytes, "chunks_sent": chunks, "bytes_sent": sent},
             chunks_written=written,
             bytes_stored=sent,
             items_done=self.lines_done,

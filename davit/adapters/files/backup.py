@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Protocol
 from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
 from davit.adapters.repository.packs import PackWriter
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.staging import Staging
 from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
@@ -140,7 +141,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             links = HardLinks()
             links.replay(tree)
             tree.seek(0, os.SEEK_END)
-            store = _Store(self, ctx, tree, pool, progress, links)
+            store = _Store(self, ctx, tree, pool, progress, links, staging)
             items = self._walk()
             for item in items:
                 if isinstance(item, Skipped):
@@ -242,8 +243,10 @@ class _Store:
         pool: ThreadPoolExecutor,
         progress: _Progress,
         links: HardLinks,
+        staging: Staging,
     ) -> None:
         self.work, self.repo, self.ctx, self.tree, self.pool = work, work.repo, ctx, tree, pool
+        self.staging = staging
         self.links = links
         self.tuning = work.tuning
         self.progress = progress
@@ -422,6 +425,8 @@ class _Store:
                 else:
                     pack.abort()
             os.fsync(tree_fd)
+            # what the checkpoint names is visible to the prune of every host before it is recorded
+            self.staging.sync(cursor["tree_bytes"])
             # Recorded from this thread, so the store goes on reading while the event is made durable.
             self.ctx.checkpoint(
                 STORE,

@@ -21,7 +21,6 @@ buckets are not dumped yet). What was skipped and why is in the run's details (`
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,10 +147,9 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
 
             def checkpoint() -> None:
                 written = writer.seal()
-                listing.flush()
-                os.fsync(listing.fileno())
+                length = staging.durable(listing)
                 new_cursor = {
-                    "list_bytes": listing.tell(),
+                    "list_bytes": length,
                     "docs": docs,
                     "bytes": nbytes,
                     "bytes_stored": stored + writer.bytes_stored,

@@ -3,7 +3,9 @@
 Each pack has an index object (`packs.py`) listing the chunks it holds; the repository answers
 "is this chunk stored?" from the union of them. The loaded union is brought up to date by
 listing `index/` (on every lock taken, see `Repository.locked`): indexes gone since (a prune,
-by anyone) are dropped, new ones are read. Under a lock, so, it is exact.
+by anyone) are dropped, new ones are read. Under a lock, so, it is exact. An index never
+changes once created, so a remote repository's are read from this host's cache (`cache.py`)
+when it has them; which indexes exist always comes from the listing, never from the cache.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import threading
 from collections.abc import Callable
 
 from davit.adapters.repository.backend import Backend, ObjectMissing
-from davit.adapters.repository.packs import BlobRef, decode_index, index_key, indexed_packs
+from davit.adapters.repository.cache import LocalCache
+from davit.adapters.repository.packs import BlobRef, decode_index, encode_index, index_key, indexed_packs
+from davit.domain.errors import CorruptChunk
 
 
 class ChunkIndex:
-    def __init__(self, backend: Backend, on_gone: Callable[[str], None]) -> None:
+    def __init__(self, backend: Backend, on_gone: Callable[[str], None], cache: LocalCache | None = None) -> None:
         self.backend = backend
+        self.cache = cache
         self.entries: dict[bytes, BlobRef] = {}
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
@@ -30,11 +35,21 @@ class ChunkIndex:
     def read(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
         """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
         key = index_key(pack)
+        where = f"{self.backend.where}/{key}"
+        cached = self.cache.index(pack) if self.cache is not None else None
+        if cached is not None:
+            try:
+                return decode_index(pack, cached, where)
+            except CorruptChunk:
+                pass  # the cached copy was damaged: fetched again below
         try:
             data = self.backend.get(key)
         except ObjectMissing:
             return None
-        return decode_index(pack, data, f"{self.backend.where}/{key}")
+        entries = decode_index(pack, data, where)
+        if self.cache is not None:
+            self.cache.keep_index(pack, data)
+        return entries
 
     def refresh(self) -> None:
         """Bring the loaded index up to the repository as it is now: drop the packs whose index
@@ -52,6 +67,8 @@ class ChunkIndex:
                 self._loaded -= gone
         for pack in gone:
             self._on_gone(pack)
+        if self.cache is not None:
+            self.cache.drop_indexes_except(present)
         for pack in sorted(present - still):
             self._load(pack)
         if dropped:
@@ -73,6 +90,8 @@ class ChunkIndex:
             for cid, ref in entries:
                 self.entries.setdefault(cid, ref)
             self._loaded.add(pack)
+        if self.cache is not None:
+            self.cache.keep_index(pack, encode_index(entries))  # the very bytes sealed
 
     def _load(self, pack: str, only: set[bytes] | None = None) -> None:
         entries = self.read(pack)

@@ -48,6 +48,8 @@ class RepositoryLocation:
     url: str | None = None
     sftp: SftpOptions | None = None
     s3: S3Options | None = None
+    # False: declared backup-only (`delete = false`), no delete is ever tried; None: found out
+    can_delete: bool | None = None
     # how long a remote backend retries one operation before `BackendUnavailable`
     retry_seconds: float = 60.0
 

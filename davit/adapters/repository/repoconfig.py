@@ -9,6 +9,7 @@ davit ever rewrites in place besides lock objects.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
@@ -40,16 +41,17 @@ def read_config(backend: Backend) -> dict[str, Any] | None:
     return settings
 
 
-def create_config(backend: Backend, passphrase: str | None) -> tuple[bool, RepositoryKey | None]:
-    """Make `backend` a repository (encrypted under `passphrase` if given): (True, its key), or
-    (False, None) if another process created it meanwhile (open it as an existing one)."""
-    settings: dict[str, Any] = {"format": FORMAT_VERSION}
+def create_config(backend: Backend, passphrase: str | None) -> tuple[bool, RepositoryKey | None, str]:
+    """Make `backend` a repository (encrypted under `passphrase` if given): (True, its key, its
+    uuid), or (False, None, "") if another process created it meanwhile (open it as an existing one)."""
+    # the uuid names this repository's cache on every host (`cache.py`), wherever it is reached from
+    settings: dict[str, Any] = {"format": FORMAT_VERSION, "uuid": uuid.uuid4().hex}
     key = None
     if passphrase is not None:
         key, settings["encryption"] = RepositoryKey.create(passphrase)
     if backend.put_if_absent(CONFIG, json.dumps(settings, indent=1).encode()):
-        return True, key
-    return False, None
+        return True, key, settings["uuid"]
+    return False, None, ""
 
 
 def change_passphrase(backend: Backend, old: str, new: str) -> None:

@@ -13,7 +13,9 @@ Layout (keys of the port; files of a local repository):
     snapshots/<id>/manifest.json  a snapshot exists once its manifest is durable (`manifests.py`:
                                   one that cannot be used is listed as damaged, nothing else)
     snapshots/<id>/tree.jsonl.zst the tree the manifest describes
-    staging/<run>/              a backup run's partial tree while it is in progress (`staging.py`)
+    staging/<run>/              a backup run's partial tree while it is in progress (`staging.py`);
+                                in a remote repository, segments of it uploaded at each checkpoint
+                                (`segments.py`), the tree itself being a file of the backing-up host
     tmp/                        temporary names of objects not yet in place (a local or SFTP backend's)
     locks/<id>.<gen>.json       shared by writers, exclusive for pruning (see `locks.py`)
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -48,6 +51,7 @@ import zstandard
 from davit.adapters.repository import repoconfig, snapshots
 from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
+from davit.adapters.repository.cache import LocalCache, cache_key, remove_old_files
 from davit.adapters.repository.chunkindex import ChunkIndex
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
@@ -62,6 +66,7 @@ from davit.adapters.repository.packs import (
     index_key,
     pack_key,
 )
+from davit.adapters.repository.segments import Segments
 from davit.adapters.repository.snapshots import DamagedSnapshot, SnapshotInfo
 from davit.adapters.repository.staging import (
     STAGING,
@@ -78,11 +83,21 @@ from davit.adapters.repository.trees import (
     compressed_stream,
     fetch_tree,
     plain_lines,
+    tree_key,
     write_plain_tree,
 )
-from davit.domain.errors import CorruptChunk, PermanentError, RepositoryLockLost, SnapshotNotFound, SourceMissing
+from davit.domain.errors import (
+    BackendDenied,
+    CorruptChunk,
+    PermanentError,
+    RepositoryLockLost,
+    SnapshotNotFound,
+    SourceMissing,
+)
 
 FORMAT_VERSION = repoconfig.FORMAT_VERSION
+log = logging.getLogger("davit.repository")
+SPOOL_GRACE_SECONDS = 3600.0  # a spooled file younger than this may be another Repository object's, at work
 __all__ = ["DamagedSnapshot", "Repository", "SnapshotInfo"]
 
 
@@ -94,6 +109,7 @@ class Repository:
         key: RepositoryKey | None = None,
         encrypted: bool = False,
         local_dir: Path | None = None,
+        uuid: object = None,
     ) -> None:
         self.backend: Backend = LocalBackend(backend) if isinstance(backend, Path) else backend
         # This host's files of the repository: staged trees (`staging/`) and spooled packs and
@@ -103,16 +119,25 @@ class Repository:
         if home is None:
             raise ValueError(f"{self.backend.where}: a remote repository needs a local_dir for its staging")
         self._home = home
-        # TODO(issue 17, increment 2): for a remote repository, `<local_dir>/tmp` keeps the spool
-        # of a davitd killed mid-seal; nothing removes it yet (retention cleans the backend's tmp/).
         self._spool = home / "tmp"
         self.compression_level = compression_level
         self.encrypted = encrypted or key is not None
         self._key = key
-        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack)
+        # A remote repository's immutable objects (indexes, trees) are kept on this host too
+        # (`cache.py`); a local one's are files here already.
+        self.cache = (
+            None if self.backend.caps.local_root is not None else LocalCache(home / "cache" / cache_key(uuid, self.backend.where))
+        )
+        self.index = ChunkIndex(self.backend, on_gone=self.forget_pack, cache=self.cache)
         self._index = self.index.entries  # chunk id -> where it is stored
         self._local = threading.local()
         self.locks = RepositoryLocks(StorageLockBackend(self.backend))
+        self._can_delete: bool | None = None
+        if self.backend.caps.can_delete is False:  # declared or probed: the locks need not try
+            self.locks.can_delete = False
+        # A remote repository's prune reads staged trees from segments this host uploads (see
+        # `segments.py`); a local one's reads the files in the repository, so it has none.
+        self.segments = None if self.backend.caps.local_root is not None else Segments(self.backend, self.check_held)
 
     @property
     def root(self) -> Path:
@@ -153,9 +178,9 @@ class Repository:
         if settings is None:
             if not create:
                 raise PermanentError(f"{backend.where} is not a davit repository (no config.json)")
-            created, key = repoconfig.create_config(backend, passphrase)
+            created, key, uuid = repoconfig.create_config(backend, passphrase)
             if created:
-                repo = cls(backend, compression_level, key, local_dir=local_dir)
+                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid)
                 repo._make_local_layout()
                 return repo
             settings = repoconfig.read_config(backend)  # another process created it meanwhile
@@ -168,7 +193,7 @@ class Repository:
                 "remove the passphrase from its configuration or give the repository a new path"
             )
         key = RepositoryKey.open(passphrase, section, backend.where) if section is not None and passphrase else None
-        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir)
+        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir, uuid=settings.get("uuid"))
         repo._make_local_layout()
         if load_index:
             repo.refresh_index()
@@ -183,6 +208,12 @@ class Repository:
                 make_dirs(local / sub)
         make_dirs(self._home / STAGING)
         make_dirs(self._spool)
+        if self.cache is not None:
+            # Spooled packs and trees of a davitd killed mid-seal (a local repository's `tmp/` is
+            # the repository's, cleaned by prune). Only old ones: another Repository object of
+            # this process may be spooling into this very directory now.
+            remove_old_files(self._spool, SPOOL_GRACE_SECONDS)
+            self.cache.clean(SPOOL_GRACE_SECONDS)
 
     @staticmethod
     def change_passphrase(where: Path | Backend, old: str, new: str) -> None:
@@ -236,6 +267,31 @@ class Repository:
         self.backend.delete(index_key(pack))
         self.backend.delete(pack_key(pack))
 
+    def can_delete(self) -> bool:
+        """Whether this repository's credential may delete objects (a backup-only one may not:
+        retention and pruning are then left to a maintenance credential, see `retention.py`).
+
+        As the backend knows it (declared by the config's `delete = false`, found by S3's probe
+        at open, or by a delete refused earlier); else found out once here by creating and
+        deleting an object of our own under `tmp/`. A refused probe object stays there until a
+        maintenance prune's clean-up of `tmp/` removes it."""
+        known = self.backend.caps.can_delete
+        if known is False:
+            return False
+        if self._can_delete is None:
+            self._can_delete = known if known is not None else self._probe_delete()
+        return self._can_delete
+
+    def _probe_delete(self) -> bool:
+        key = f"tmp/probe-delete-{os.urandom(8).hex()}"
+        self.backend.put_if_absent(key, b"davit: may this credential delete?")
+        try:
+            self.backend.delete(key)
+        except BackendDenied:
+            self.locks.can_delete = False
+            return False
+        return True
+
     def close(self) -> None:
         self.backend.close()
 
@@ -247,21 +303,13 @@ class Repository:
         return chunk_id in self._index
 
     def missing_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
-        """Which of `chunk_ids` the repository lacks as it is now: the index is refreshed first
-        (packs pruned by anyone are dropped), and a chunk whose pack file is gone is missing."""
+        """Which of `chunk_ids` the repository lacks as it is now: those whose pack's index is
+        not in a fresh listing of `index/`. Sound without asking for each pack (a request each on
+        a remote store): a prune deletes a pack's index before the pack, and only under the
+        exclusive lock, so under a shared one a listed index means its pack is there.
+        (`repository check` still looks at every pack.)"""
         self.refresh_index()
-        missing: set[bytes] = set()
-        packs: dict[str, bool] = {}
-        for cid in chunk_ids:
-            ref = self._index.get(cid)
-            if ref is None:
-                missing.add(cid)
-                continue
-            if ref.pack not in packs:
-                packs[ref.pack] = self.backend.stat(pack_key(ref.pack)) is not None
-            if not packs[ref.pack]:
-                missing.add(cid)
-        return missing
+        return {cid for cid in chunk_ids if cid not in self._index}
 
     def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
         """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec)."""
@@ -367,7 +415,27 @@ class Repository:
         """The staging of backup run `run_id` (or of its `part`, a MongoDB collection): where its
         partial tree is kept until `publish`, protecting the chunks it names from pruning (see
         `staging.py`). Not created until the run writes to it."""
-        return Staging(staging_path(self._home, run_id, part))
+        return Staging(staging_path(self._home, run_id, part), self.segments)
+
+    def check_held(self) -> None:
+        """`RepositoryLockLost` if a lock taken through this object was lost (no I/O)."""
+        self.locks.check_held()
+
+    def staged_segment_chunks(self, grace_seconds: float) -> set[bytes]:
+        """The chunks the staging segments of every host name (a remote repository; nothing
+        for a local one, whose staged trees are `staged_trees`): what pruning must protect
+        besides this host's staged trees. Segments of a run marked ended more than
+        `grace_seconds` ago protect nothing."""
+        if self.segments is None:
+            return set()
+        return self.segments.protected_chunks(time.time() - grace_seconds)
+
+    def remove_ended_segments(self, grace_seconds: float, before_delete: Any) -> int:
+        """Delete the segments of runs marked ended more than `grace_seconds` ago (a prune's
+        hygiene); how many stagings went."""
+        if self.segments is None:
+            return 0
+        return self.segments.remove_ended(time.time() - grace_seconds, before_delete)
 
     def staged_trees(self) -> list[Path]:
         """The staged trees of every run in progress (what pruning must protect): local files."""
@@ -378,8 +446,14 @@ class Repository:
         return staged_runs(self._home)
 
     def remove_staging(self, run_ids: Iterable[str]) -> list[str]:
-        """Remove the staging of runs that ended (nothing resumes from it); what was removed."""
-        return [remove_staging(path) for path in ended_runs_staging(self._home, set(run_ids))]
+        """Remove the staging of runs that ended (nothing resumes from it), with their segments
+        in a remote repository (marked ended instead where the credential may not delete);
+        what was removed."""
+        runs = set(run_ids)
+        removed = [remove_staging(path) for path in ended_runs_staging(self._home, runs)]
+        if self.segments is not None and runs:
+            removed += self.segments.remove_runs(runs)
+        return removed
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
         """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).
@@ -505,8 +579,18 @@ class Repository:
     def _compressed_tree(self, info: SnapshotInfo) -> BinaryIO:
         # the manifest read again, not taken from `info`: it may have changed since it was listed
         current = self._snapshot_info(info.id)
-        fh = fetch_tree(self.backend, info.id, self._spool, info.where)
-        check_stored(fh, current.tree_sha256, info.where)
+        cached = None
+        if self.cache is not None and current.tree_sha256:
+            # checked against the manifest's sha256 whether it was kept or just fetched
+            try:
+                cached = self.cache.tree(current.tree_sha256, lambda dst: self.backend.get_to(tree_key(info.id), dst))
+            except ObjectMissing:
+                cached = None  # reported below, as without a cache
+        if cached is not None:
+            fh: BinaryIO = cached
+        else:
+            fh = fetch_tree(self.backend, info.id, self._spool, info.where)
+            check_stored(fh, current.tree_sha256, info.where)
         return compressed_stream(fh, info.where, info.id, self._key, self.encrypted, self._key_required())
 
     def _snapshot_info(self, snapshot_id: str) -> SnapshotInfo:
@@ -538,7 +622,21 @@ class Repository:
         with self.locks.hold(exclusive, stop, run_id) as (lock, new):
             if new:
                 self.refresh_index()
-            yield lock
+            if not new or self.segments is None:
+                yield lock
+                return
+            try:
+                yield lock
+            except BaseException:
+                # Still protect what was staged under this lock; the error that ended it is the one to raise.
+                try:
+                    self.segments.sync_all()
+                except Exception as exc:
+                    log.warning("%s: staged trees not uploaded before the lock was released: %s", self.where, exc)
+                raise
+            # A pack sealed under this lock is named by no object of the repository until its
+            # staged lines are: upload them while the lock still keeps every prune out.
+            self.segments.sync_all()
 
 
 def _tree_chunks(tree_zst: bytes) -> Iterator[bytes]:

@@ -15,16 +15,28 @@ can be picked as "already stored" while its pack is being removed. Before each d
 prune checks that its lock is still its own and freshly refreshed (`HeldLock.ensure_held`),
 and stops with `RepositoryLockLost` if not.
 
-Hygiene: temporary objects (`tmp/*`, a local or SFTP backend's) and packs without an index
+Hygiene: the staging segments of runs marked ended (by a davitd whose credential may not
+delete, `segments.py`) longer than the grace period ago; temporary objects (`tmp/*`, a local
+or SFTP backend's) and packs without an index
 older than a grace period (by the storage's mtime) are left-overs of writers that died (a pack
 is created before its index); they are removed too. The grace period is a second guard, for a writer that lost its
 lock without knowing it.
+
+A backup-only credential (ransomware-resistant writing: it may create objects but not delete
+or replace them) cannot forget or prune: `apply_retention` and `prune` then raise
+`DeletesDenied` before taking the exclusive lock (which would only hold up the writers), or,
+if a delete is refused midway (a policy that allows deleting some prefixes only), at that
+delete: every order of deletions here leaves a consistent repository when cut short. A
+backup's retention step reports it skipped (`steps.py`); an operator runs `davit repository
+prune NAME` (`prune_repository`) with a maintenance credential.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from davit.adapters.repository.fsutil import NotRegularFile, open_regular
@@ -32,6 +44,7 @@ from davit.adapters.repository.locks import HeldLock
 from davit.adapters.repository.packs import PACK_ID
 from davit.adapters.repository.repository import DamagedSnapshot, Repository
 from davit.adapters.repository.treeformat import read_lines
+from davit.domain.errors import BackendDenied, DeletesDenied
 from davit.domain.jobs import Retention
 from davit.domain.retention import snapshots_to_keep
 
@@ -40,30 +53,102 @@ GRACE_SECONDS = 3600.0  # left-overs younger than this may belong to a writer st
 log = logging.getLogger("davit.repository.retention")
 
 
+def require_delete(repo: Repository, operation: str) -> None:
+    """`DeletesDenied` if this repository's credential may not delete (see `Repository.can_delete`)."""
+    if not repo.can_delete():
+        raise DeletesDenied(repo.where, operation, DELETES_DENIED)
+
+
+DELETES_DENIED = "this credential may not delete objects: retention and pruning need a maintenance credential"
+
+
+@contextmanager
+def _deleting(repo: Repository) -> Iterator[None]:
+    """A delete refused midway is `DeletesDenied` (what was deleted before it is consistent)."""
+    try:
+        yield
+    except DeletesDenied:
+        raise
+    except BackendDenied as exc:
+        if not exc.operation.startswith("delete"):
+            raise
+        raise DeletesDenied(repo.where, exc.operation, f"{DELETES_DENIED} ({exc})") from None
+
+
 def apply_retention(repo: Repository, job: str, policy: Retention, grace_seconds: float = GRACE_SECONDS) -> dict[str, Any]:
-    with repo.locked(exclusive=True) as lock:
-        snapshots = repo.snapshots(job)
-        keep = snapshots_to_keep([(s.id, s.created_at) for s in snapshots], policy)
-        forgotten = [s for s in snapshots if s.id not in keep]
-        for snap in forgotten:
-            lock.ensure_held()
-            repo.delete_snapshot(snap.id)
+    """Forget `job`'s snapshots that `policy` does not keep, then prune. `DeletesDenied` if the
+    credential may not delete."""
+    require_delete(repo, "retention")
+    with _deleting(repo), repo.locked(exclusive=True) as lock:
+        keep, forgotten = _forget(repo, lock, job, policy)
         if forgotten:
             pruned = prune(repo, grace_seconds)
         else:  # nothing became unreferenced: only the cheap clean-up
             leftovers = _remove_leftovers(repo, lock, grace_seconds)
             pruned = {"packs_deleted": 0, "packs_rewritten": 0, "bytes_freed": leftovers.pop("_bytes"), **leftovers}
-    return {"kept": sorted(keep), "forgotten": [s.id for s in forgotten], **pruned}
+    return {"kept": sorted(keep), "forgotten": forgotten, **pruned}
 
 
-def referenced_chunks(repo: Repository) -> set[bytes]:
+def _forget(repo: Repository, lock: HeldLock | None, job: str, policy: Retention) -> tuple[set[str], list[str]]:
+    """Forget (without `lock`: only list) the snapshots of `job` that `policy` does not keep."""
+    snapshots = repo.snapshots(job)
+    keep = snapshots_to_keep([(s.id, s.created_at) for s in snapshots], policy)
+    forgotten = [s.id for s in snapshots if s.id not in keep]
+    if lock is not None:
+        for snapshot_id in forgotten:
+            lock.ensure_held()
+            repo.delete_snapshot(snapshot_id)
+    return keep, forgotten
+
+
+def prune_repository(
+    repo: Repository, policies: Mapping[str, Retention], *, dry_run: bool = False, grace_seconds: float = GRACE_SECONDS
+) -> dict[str, Any]:
+    """Maintenance (`davit repository prune`): apply each job's policy, then delete what no
+    snapshot references, under one exclusive lock. `dry_run`: only say what would go (under a
+    shared lock: nothing is deleted). `DeletesDenied` first if the credential may not delete."""
+    if dry_run:
+        with repo.locked(exclusive=False):
+            jobs = {job: _forget(repo, None, job, policy) for job, policy in sorted(policies.items())}
+            forgotten = {sid for _, gone in jobs.values() for sid in gone}
+            packs = unreferenced_packs(repo, referenced_chunks(repo, forgotten))
+        return {
+            "jobs": {job: {"kept": sorted(keep), "forgotten": gone} for job, (keep, gone) in jobs.items()},
+            "packs_deleted": len(packs),
+            "dry_run": True,
+        }
+    require_delete(repo, "prune")
+    with _deleting(repo), repo.locked(exclusive=True) as lock:
+        jobs = {job: _forget(repo, lock, job, policy) for job, policy in sorted(policies.items())}
+        pruned = prune(repo, grace_seconds)
+    return {"jobs": {job: {"kept": sorted(keep), "forgotten": gone} for job, (keep, gone) in jobs.items()}, **pruned}
+
+
+def unreferenced_packs(repo: Repository, refs: set[bytes]) -> list[str]:
+    """The packs none of whose chunks is in `refs`."""
+    found = []
+    for pack in repo.index_packs():
+        entries = repo.read_index(pack)
+        if entries is not None and not any(cid in refs for cid, _ in entries):
+            found.append(pack)
+    return found
+
+
+def referenced_chunks(
+    repo: Repository, leaving_out: set[str] | frozenset[str] = frozenset(), grace_seconds: float = GRACE_SECONDS
+) -> set[bytes]:
     """Chunks named by any snapshot's tree (also one whose manifest is damaged, as far as its
-    tree still reads) or any in-progress backup's staging tree.
+    tree still reads) or any in-progress backup's staging tree: this host's staged trees and,
+    in a remote repository, the staging segments every host uploaded (`segments.py`; those of a
+    run marked ended more than `grace_seconds` ago protect nothing); `leaving_out` snapshots
+    aside (a dry run's would-be forgotten).
 
     Call it under the exclusive lock (as `prune` does): otherwise a publish between reading the
     snapshots and listing the staging trees hides that snapshot's chunks from both."""
     refs: set[bytes] = set()
     for snap in repo.snapshots():
+        if snap.id in leaving_out:
+            continue
         for entry in read_lines(repo.open_tree(snap)):
             refs.update(bytes.fromhex(c) for c in entry.chunks)
     for damaged in repo.damaged_snapshots():
@@ -84,6 +169,7 @@ def referenced_chunks(repo: Repository) -> set[bytes]:
                     refs.update(bytes.fromhex(c) for c in entry.chunks)
             except ValueError:
                 continue  # a torn last line past the run's checkpoint; the run truncates it
+    refs |= repo.staged_segment_chunks(grace_seconds)
     return refs
 
 
@@ -100,9 +186,11 @@ def _chunks_of_damaged(repo: Repository, damaged: DamagedSnapshot) -> set[bytes]
 
 
 def prune(repo: Repository, grace_seconds: float = GRACE_SECONDS) -> dict[str, int]:
-    """Delete what no snapshot and no staged backup references, under the exclusive lock."""
-    with repo.locked(exclusive=True) as lock:
-        refs = referenced_chunks(repo)
+    """Delete what no snapshot and no staged backup references, under the exclusive lock.
+    `DeletesDenied` if the credential may not delete."""
+    require_delete(repo, "prune")
+    with _deleting(repo), repo.locked(exclusive=True) as lock:
+        refs = referenced_chunks(repo, grace_seconds=grace_seconds)
         deleted = rewritten = freed = 0
         for pack in repo.index_packs():
             entries = repo.read_index(pack)
@@ -147,7 +235,8 @@ def _remove_leftovers(repo: Repository, lock: HeldLock, grace_seconds: float) ->
         lock.ensure_held()
         backend.delete(obj.key)
         freed += obj.size
-    return {"tmp_removed": len(old_tmp), "orphan_packs_removed": len(orphans), "_bytes": freed}
+    ended = repo.remove_ended_segments(grace_seconds, lock.ensure_held)
+    return {"tmp_removed": len(old_tmp), "orphan_packs_removed": len(orphans), "ended_stagings_removed": ended, "_bytes": freed}
 
 
 def _pack_of(key: str) -> str | None:

@@ -1,22 +1,26 @@
-"""A run's staging: found, reopened on resume, and removed once the run ends.
+"""A run's staging: found, reopened on resume, uploaded at each checkpoint, and removed once the run ends.
 
 The staged tree is always a file of this host (adapters append to it, truncate it to a
 checkpoint and fsync it). For a local repository it lives in the repository,
 `<repository>/staging/`, where every davitd sharing it and its prune see it. For a remote
 one it lives in a directory of davitd's home given when the repository is opened
-(`Repository.open(..., local_dir=)`, `<local_dir>/staging/`). TODO(issue 17, increment 2:
-staging segments): a remote repository's prune does not see that staging yet; each
-checkpoint is to upload the bytes staged since the last one as `staging/<run>/<offset>-...`
-objects (plan17.md §2 note b). Until then a remote repository must not be pruned while a
-backup of another host is in progress. The functions below take `root`, the directory
-holding `staging/` (the repository's, or the local one).
+(`Repository.open(..., local_dir=)`, `<local_dir>/staging/`), and a prune of another host cannot
+see it: so `Staging.sync` uploads the lines staged since its last upload as a segment object
+`staging/<run>[.c<N>]/<offset>-<sha8>.jsonl.zst` (`segments.py`), which that prune reads. Every
+adapter calls `sync` after making its tree durable and before recording the checkpoint, so
+whatever a recorded checkpoint names is protected on every host; the Repository also syncs
+every staged tree opened through it before it releases a lock (`Repository.locked`), so a
+pack sealed under that lock is never left named only by a file of this host. On a local
+repository `sync` does nothing (there is no `Segments`). The functions below take `root`, the
+directory holding `staging/` (the repository's, or the local one).
 
 A backup run keeps its partial tree under `staging/<run_id>/` (a MongoDB backup one directory
 per collection, `staging/<run_id>.c<N>/`) so a resume continues where its last checkpoint
 left off and pruning keeps the chunks it names. This module owns that layout: adapters get
 their directory from `Repository.staging(run_id)` (a `Staging`), and pruning lists the staged
-trees through `staged_trees`, so what a backup stages is what pruning protects. Once nothing will resume from it davitd
-removes it: when the run ends succeeded, cancelled or rolled back, and for a failed run (which
+trees through `staged_trees` (and the segments through `Segments.protected_chunks`), so what a
+backup stages is what pruning protects. Once nothing will resume from it davitd removes it (the
+segments too): when the run ends succeeded, cancelled or rolled back, and for a failed run (which
 an operator may still `davit resume`) once a later run of its job has succeeded (see
 `domain.runs.staging_unneeded`); at start-up the same rule is applied to every run the log
 knows. Staging whose run this log does not know (another davitd sharing the repository) is
@@ -31,11 +35,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from davit.adapters.repository.fsutil import FILE_MODE, make_dirs, open_regular, write_atomic
+from davit.adapters.repository.segments import Segments, run_of
 from davit.domain.errors import PermanentError
 
 STAGING = "staging"
@@ -56,9 +61,16 @@ class StagingGone(PermanentError):
 @dataclass(frozen=True)
 class Staging:
     """One run's staging directory, or one part of it (a MongoDB backup's collection `<N>`:
-    `staging/<run>.c<N>/`). Nothing is created until `create` or `reopen_tree`."""
+    `staging/<run>.c<N>/`). Nothing is created until `create` or `reopen_tree`. `segments` is
+    the remote repository's upload of staged trees (None for a local repository)."""
 
     path: Path
+    segments: Segments | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        """`<run>` or `<run>.c<N>`: the staging's name, here and in the repository."""
+        return self.path.name
 
     @property
     def tree(self) -> Path:
@@ -81,11 +93,34 @@ class Staging:
         """The staged tree opened for appending at a checkpoint's `length` (see `reopen_staged`),
         its directory created first."""
         self.create()
-        return reopen_staged(self.tree, length)
+        fh = reopen_staged(self.tree, length)
+        if self.segments is not None:
+            self.segments.opened(self.name, self.tree, length)
+        return fh
+
+    def sync(self, upto: int | None = None) -> None:
+        """Make the staged tree's lines up to `upto` (a checkpoint's length, after the tree was
+        fsynced; None: as far as whole lines go) visible to the prune of every host, before the
+        checkpoint is recorded. Nothing to do for a local repository, whose prune reads the file.
+        `RepositoryLockLost` if the lock this process writes under was lost."""
+        if self.segments is not None:
+            self.segments.sync(self.name, upto)
+
+    def durable(self, tree: BinaryIO) -> int:
+        """A checkpoint's staged tree, open for appending: flushed, fsynced and synced (`sync`);
+        its length, the checkpoint's. Call it before recording the checkpoint."""
+        tree.flush()
+        os.fsync(tree.fileno())
+        length = tree.tell()
+        self.sync(length)
+        return length
 
     def remove(self) -> None:
-        """Remove the directory once its tree is published (gone already is fine)."""
+        """Remove the directory once its tree is published (gone already is fine), and its
+        segments in the repository."""
         shutil.rmtree(self.path, ignore_errors=True)
+        if self.segments is not None:
+            self.segments.remove_names([self.name])
 
     def write_meta(self, name: str, data: bytes) -> None:
         """Keep `data` as the file `name` beside the staged tree (a MongoDB collection's options
@@ -123,11 +158,6 @@ def staged_runs(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted({run_of(n) for n in names if n and not n.startswith(".")})
-
-
-def run_of(staging_name: str) -> str:
-    """The run id a staging directory belongs to (`<run>` or `<run>.c<N>`)."""
-    return staging_name.split(".", 1)[0]
 
 
 def staging_of(root: Path, run_id: str) -> list[Path]:

@@ -28,7 +28,7 @@ import zstandard
 from davit.adapters.repository.backend import Backend, ObjectMissing, check_key
 from davit.adapters.repository.crypto import RepositoryKey, SealedBlobError
 from davit.adapters.repository.fsutil import NotRegularFile, make_dirs, open_new, storage_error
-from davit.domain.errors import CorruptChunk
+from davit.domain.errors import BackendDenied, CorruptChunk
 
 SEALED_MAGIC = b"DAVITSEALEDTREE2\n"
 SEGMENT = 1 << 20
@@ -49,7 +49,14 @@ def tree_key(snapshot_id: str) -> str:
 
 
 class TreeWriter:
-    """Writes a stored tree to a local temporary file; `commit` puts it into the repository."""
+    """Writes a stored tree to a local temporary file; `commit` puts it into the repository.
+
+    The tree is created, not replaced (`put_if_absent`): a backup-only credential may create
+    objects but not overwrite them (SFTP with posix-rename denied, an S3 bucket whose policy
+    forbids it). A tree found in place is an earlier attempt of this same publish (the id is
+    the run's, and no manifest vouches for it yet, see `Repository._refuse_existing`); it is
+    kept if it holds the same tree (the same compressed stream: an encrypted tree is sealed
+    with fresh nonces on every attempt, so its stored bytes differ), else replaced."""
 
     def __init__(self, backend: Backend, spool_dir: Path, snapshot_id: str, key: RepositoryKey | None) -> None:
         self.backend = backend
@@ -57,7 +64,8 @@ class TreeWriter:
         make_dirs(spool_dir)
         self._tmp = spool_dir / f".{TREE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         self._fh = open(open_new(self._tmp), "wb")  # noqa: SIM115 - closed in commit/abort
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256()  # of the stored bytes: the manifest records it
+        self._zst_sha = hashlib.sha256()  # of the compressed stream, before any sealing
         self._key = key
         self._snapshot_id = snapshot_id
         self._pending = bytearray()
@@ -66,6 +74,7 @@ class TreeWriter:
             self._emit(SEALED_MAGIC)
 
     def write_compressed(self, data: bytes) -> None:
+        self._zst_sha.update(data)
         if self._key is None:
             self._emit(data)
             return
@@ -81,12 +90,49 @@ class TreeWriter:
             if self._key is not None:
                 self._seal(bytes(self._pending), last=True)
             self._fh.close()
-            self.backend.put(self.key, self._tmp)
+            stored = self._sha.hexdigest()
+            if not self.backend.put_if_absent(self.key, self._tmp):
+                stored = self._settle_existing(stored)
         except OSError as exc:
             raise storage_error(exc, self._tmp) from exc
         finally:
             self.abort()
-        return self._sha.hexdigest()
+        return stored
+
+    def _settle_existing(self, ours: str) -> str:
+        """The sha256 of the tree to publish when one is in place already: the one there if it
+        holds our tree, else ours, put over it (`BackendDenied` if the credential may not)."""
+        try:
+            fh = fetch_tree(self.backend, self._snapshot_id, self._tmp.parent, self.backend.where)
+        except CorruptChunk:
+            fh = None  # gone again, or not a regular file: replace it
+        if fh is not None:
+            with fh:
+                there = _sha256_of(fh)
+                if there == ours or self._holds_our_tree(fh):
+                    return there
+        try:
+            self.backend.put(self.key, self._tmp)
+        except BackendDenied as exc:
+            raise BackendDenied(
+                self.backend.where,
+                f"put {self.key}",
+                "a different tree of this snapshot is there from an earlier attempt, and this credential may not "
+                f"replace it ({exc}); nothing was published: run the job again (a new run publishes under a new id)",
+            ) from None
+        return ours
+
+    def _holds_our_tree(self, fh: BinaryIO) -> bool:
+        """Whether the stored tree in `fh` unseals to the compressed stream this writer wrote."""
+        fh.seek(0)
+        where = self.backend.where
+        try:
+            stream = compressed_stream(
+                fh, where, self._snapshot_id, self._key, self._key is not None, CorruptChunk("(tree)", where, "sealed")
+            )
+            return _sha256_of(stream) == self._zst_sha.hexdigest()
+        except CorruptChunk:
+            return False
 
     def abort(self) -> None:
         self._fh.close()
@@ -105,6 +151,13 @@ class TreeWriter:
         except OSError as exc:
             self.abort()
             raise storage_error(exc, self._tmp) from exc
+
+
+def _sha256_of(fh: BinaryIO) -> str:
+    sha = hashlib.sha256()
+    while block := fh.read(_READ):
+        sha.update(block)
+    return sha.hexdigest()
 
 
 def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int) -> None:

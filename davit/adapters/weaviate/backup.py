@@ -16,7 +16,6 @@ it happens, so a run killed meanwhile still sets it back when it resumes.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -25,6 +24,7 @@ import zstandard
 
 from davit.adapters.prefetch import in_background
 from davit.adapters.repository.chunkwriter import ChunkWriter
+from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
 from davit.adapters.weaviate import tree
@@ -151,6 +151,7 @@ class _Export:
         staging = self.work.repo.staging(self.work.run_id)
         with self.work.repo.locked(exclusive=False), staging.reopen_tree(self.cursor["tree_bytes"]) as fh:
             self.tree = fh
+            self.staging: Staging = staging
             try:
                 self._run()
             finally:
@@ -241,9 +242,7 @@ class _Export:
     def _checkpoint(self) -> None:
         """Seal the pack and fsync the tree, then record where to continue."""
         written = self.writer.seal()
-        self.tree.flush()
-        os.fsync(self.tree.fileno())
-        self.cursor["tree_bytes"] = self.tree.tell()
+        self.cursor["tree_bytes"] = self.staging.durable(self.tree)
         self.cursor["bytes_stored"] = self.stored_before + self.writer.bytes_stored
         self.ctx.checkpoint(
             self.step,

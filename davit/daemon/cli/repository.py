@@ -1,4 +1,4 @@
-"""`davit repository init|check|stats|passphrase NAME`: the configured repositories themselves.
+"""`davit repository init|check|stats|passphrase|prune NAME`: the configured repositories themselves.
 `davit repository copy SRC DST`: ask davitd to copy snapshots from one repository into another.
 
 The logic is in the adapters (`repository/check.py`, `repository/stats.py`); opening a
@@ -7,7 +7,14 @@ repository by name goes through `daemon/repositories.py`, like everywhere else.
 A copy is a run of davitd, like `davit run`, not work done in the CLI's own process: it can be
 long (every chunk DST lacks crosses over), and as a run it is recorded, resumes from its last
 checkpoint after a crash or kill, is serialised with the runs that use the same repositories,
-and reads the repositories' passphrases where davitd has them (an operator's shell may not)."""
+and reads the repositories' passphrases where davitd has them (an operator's shell may not).
+
+A prune is the opposite: done here, in the CLI's own process, not by davitd. It is the
+maintenance of a repository whose davitd holds a backup-only credential (one that may not
+delete), so the credential that may delete is in the config this command is run with (`davit
+--config maintenance.toml`), often on another host, never in davitd's. It needs no run: the
+exclusive repository lock keeps every davitd's backups out while it deletes, and a prune cut
+short leaves a consistent repository and is simply run again."""
 
 from __future__ import annotations
 
@@ -16,12 +23,14 @@ from pathlib import Path
 import click
 
 from davit.adapters.repository.check import CheckReport, Subset, check_repository
+from davit.adapters.repository.retention import prune_repository
 from davit.adapters.repository.stats import RepositoryStats, repository_stats
 from davit.adapters.secrets import resolve
 from davit.daemon.cli.common import emit_json, human_bytes, state, table, with_store
 from davit.daemon.cli.requests import send, succeeded, wait_for_run
 from davit.daemon.recorder import new_run_id
 from davit.daemon.repositories import change_passphrase, configured_passphrase, init_repository, location_of, open_repository
+from davit.daemon.retentionpolicies import job_specs, policies_for
 from davit.domain.commands import CopyNow
 from davit.domain.errors import InvalidArgument, RunDidNotSucceed, VerificationFailed
 from davit.domain.jobs import job_from_dict
@@ -206,3 +215,42 @@ def copy(
             raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
 
     with_store(ctx, go, write=True)
+
+
+@command.command("prune")
+@click.argument("name")
+@click.option("--job", "jobs", multiple=True, help="Apply only this job's policy (repeatable); default: every job's.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be forgotten and how many packs would go.")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.pass_context
+def prune(ctx: click.Context, name: str, jobs: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Apply the retention policies of NAME's jobs (from the job files) and delete the packs no
+    snapshot references, under the repository's exclusive lock.
+
+    For a repository whose davitd has a backup-only credential (it skips its retention steps):
+    run this with a config holding a maintenance credential (`davit --config FILE`). Refused
+    (exit 1) if this config's credential may not delete either."""
+    _configured(ctx, name)
+    settings = state(ctx).settings
+    repo = open_repository(settings, name, create=False)
+    try:
+        present = {s.job for s in repo.snapshots()}
+        policies = policies_for(job_specs(settings.jobs_dir), name, present, jobs)
+        result = prune_repository(repo, policies.by_job, dry_run=dry_run)
+    finally:
+        repo.close()
+    if as_json:
+        emit_json({"repository": name, **result, "notes": policies.notes})
+        return
+    for note in policies.notes:
+        click.echo(f"note: {note}", err=True)
+    verb = "would forget" if dry_run else "forgot"
+    for job, figures in result["jobs"].items():
+        click.echo(f"job {job}: kept {len(figures['kept'])}, {verb} {len(figures['forgotten'])}")
+    if dry_run:
+        click.echo(f"repository {name}: {result['packs_deleted']} packs would be deleted (dry run: nothing was)")
+    else:
+        click.echo(
+            f"repository {name}: {result['packs_deleted']} packs deleted, {result['packs_rewritten']} rewritten, "
+            f"{human_bytes(result['bytes_freed'])} freed"
+        )

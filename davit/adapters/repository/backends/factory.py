@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 from davit.adapters.repository.backend import Backend
@@ -26,24 +27,23 @@ def resolve_ref(ref: SecretRef) -> str:
 
 
 def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_ref) -> Backend:
-    """A backend for `location`; nothing is created on the server."""
+    """A backend for `location`; nothing is created on the server. A location declared
+    backup-only (`can_delete=False`) gives a backend that knows it, so nothing tries a delete."""
     if location.path is not None:
-        return LocalBackend(location.path)
+        return _declared(LocalBackend(location.path), location)
     if location.sftp is not None and location.url is not None:
         with warnings.catch_warnings():
             # asyncssh's import warns that `cryptography` deprecates DSA (which davit never uses):
             # noise on the stderr of every CLI command that opens an sftp:// repository
             warnings.filterwarnings("ignore", message="DSA is deprecated")
             sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
-        return cast(
-            Backend,
-            sftp.SftpBackend(
-                location.url,
-                known_hosts=location.sftp.known_hosts,
-                identity_file=location.sftp.identity_file,
-                retry_budget=location.retry_seconds,
-            ),
+        backend = sftp.SftpBackend(
+            location.url,
+            known_hosts=location.sftp.known_hosts,
+            identity_file=location.sftp.identity_file,
+            retry_budget=location.retry_seconds,
         )
+        return _declared(cast(Backend, backend), location)
     if location.s3 is not None and location.url is not None:
         s3 = importlib.import_module("davit.adapters.repository.backends.s3")
         opts = location.s3
@@ -57,6 +57,13 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
                 access_key_id=secret(opts.access_key_id),
                 secret_access_key=secret(opts.secret_access_key),
                 retry_budget=location.retry_seconds,
+                can_delete=location.can_delete,
             ),
         )
     raise ValueError(f"repository {location.name}: no backend for {location.where!r}")
+
+
+def _declared(backend: Backend, location: RepositoryLocation) -> Backend:
+    if location.can_delete is False:
+        backend.caps = replace(backend.caps, can_delete=False)
+    return backend

@@ -10,7 +10,10 @@ backoff, for at most `retry_budget` seconds); this module adds what the port pro
   ETag, and its bytes when it is at most 1 MiB) to tell our own earlier attempt from another
   writer's object. Whether the server honours the condition is probed once, on first use of
   `caps` (a probe key created twice under `tmp/`); a server that ignores it gets a HEAD, then
-  PUT, which is only safe for randomly named objects, and a warning says so.
+  PUT, which is only safe for randomly named objects, and a warning says so. Deleting the probe
+  key tells whether the credential may delete (`caps.can_delete`: a backup-only credential may
+  not, and its probe key stays for a maintenance prune), unless the config declared it may not
+  (`can_delete=False`: then no delete is tried at all).
 - Every error becomes the port's: `ObjectMissing`, `BackendDenied` (a refused credential or
   operation, a missing bucket: permanent) or `BackendUnavailable` (no answer within the retry
   budget: the run resumes later). Their messages are built here from the HTTP status and the
@@ -126,6 +129,7 @@ class S3Backend:
         secret_access_key: str,
         retry_budget: float = 60.0,
         allow_http: bool | None = None,
+        can_delete: bool | None = None,
     ) -> None:
         prefix = prefix.strip("/")
         if prefix:
@@ -165,6 +169,7 @@ class S3Backend:
             },
         )
         self._caps: Caps | None = None
+        self._declared_can_delete = can_delete
         self._probe_lock = threading.Lock()
         inherited = sorted(name for name in os.environ if name.startswith("AWS_") and name not in _PINNED_ENV)
         if inherited:
@@ -187,6 +192,7 @@ class S3Backend:
         secret_access_key: str,
         retry_budget: float = 60.0,
         allow_http: bool | None = None,
+        can_delete: bool | None = None,
     ) -> S3Backend:
         """`s3://bucket/prefix` (the prefix may be empty or several segments)."""
         parts = urlsplit(url)
@@ -202,6 +208,7 @@ class S3Backend:
             secret_access_key=secret_access_key,
             retry_budget=retry_budget,
             allow_http=allow_http,
+            can_delete=can_delete,
         )
 
     def __repr__(self) -> str:
@@ -214,14 +221,15 @@ class S3Backend:
 
     @property
     def caps(self) -> Caps:
-        """Probed on first use: whether the server honours `If-None-Match: *`."""
+        """Probed on first use: whether the server honours `If-None-Match: *`, and whether this
+        credential may delete (unless declared)."""
         if self._caps is None:
             with self._probe_lock:
                 if self._caps is None:
-                    self._caps = Caps(conditional_create=self._probe_conditional_create(), can_delete=None)
+                    self._caps = self._probe()
         return self._caps
 
-    def _probe_conditional_create(self) -> bool:
+    def _probe(self) -> Caps:
         key = f"tmp/probe-conditional-create-{os.urandom(8).hex()}"
         path = self._path(key)
         # a first create that fails (the server down) is not followed by a delete sent to the same
@@ -237,10 +245,13 @@ class S3Backend:
             except (NotSupportedError, PreconditionError):
                 honoured = False
         finally:
-            try:
-                self.delete(key)
-            except BackendDenied:
-                pass  # a backup-only credential: prune's tmp/ clean-up removes it
+            can_delete = self._declared_can_delete
+            if can_delete is not False:
+                try:
+                    self.delete(key)
+                    can_delete = True
+                except BackendDenied:
+                    can_delete = False  # a backup-only credential: prune's tmp/ clean-up removes the key
         if not honoured:
             log.warning(
                 "%s: the server ignores If-None-Match: * (conditional create); davit falls back to a HEAD "
@@ -248,7 +259,7 @@ class S3Backend:
                 "two writers racing on one manifest or lock",
                 self.where,
             )
-        return honoured
+        return Caps(conditional_create=honoured, can_delete=can_delete)
 
     # --- errors ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ be in `known_hosts`: an unknown or changed one is `HostKeyRejected`, never accep
 
 How each promise of the port is kept (see `backend.py`):
 - `put_if_absent`: the content goes to an exclusive temporary file `tmp/.<name>.<random>.tmp`
-  (created 0600, written with pipelined requests, fsynced when the server offers
+  (created 0400, written with pipelined requests, fsynced when the server offers
   fsync@openssh.com), then a v3 RENAME to the key. OpenSSH implements that rename of a regular
   file as link()+unlink(), so it fails when the key exists: create-exclusive and atomic with the
   content. (On a file system without hard links OpenSSH falls back to stat+rename, which is
@@ -53,7 +53,11 @@ _CHUNK = 8 << 20  # local file <-> server, per pipelined burst
 _MAX_REQUESTS = 64  # SFTP requests in flight per file
 _SMALL = 1 << 20  # an unknown create outcome is settled by comparing bytes up to this size
 _MAX_DEPTH = 8  # the repository's keys are at most 3 deep; a deeper tree is not davit's
-_FILE = asyncssh.SFTPAttrs(permissions=0o600)
+# Read-only from birth (the open handle still writes it): nothing davit does ever writes into an
+# object again (a replace is a rename, a delete needs only the directory), and a backup-only
+# login (`internal-sftp -P ...,setstat,fsetstat,lsetstat`, not root) cannot reopen one to
+# overwrite it, nor chmod it back.
+_FILE = asyncssh.SFTPAttrs(permissions=0o400)
 _DIR = asyncssh.SFTPAttrs(permissions=0o700)
 
 
