@@ -8,10 +8,14 @@ and pass every message that could carry it through `redact` before it leaves the
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import select
+import stat
 
 from davit.domain.errors import PermanentError
 from davit.domain.redaction import URI_CREDENTIALS, strip_uri_credentials
+
+MAX_SECRET_BYTES = 64 << 10  # a key, a passphrase or a URI with credentials; not more
+PIPE_WAIT_SECONDS = 10.0
 
 
 class SecretUnavailable(PermanentError):
@@ -27,12 +31,31 @@ def resolve(env: str | None, file: str | None, what: str) -> str:
         return value
     if file is not None:
         try:
-            return Path(file).read_text().strip()
+            return _read_secret_file(file, what).decode().strip()
         except OSError as exc:
             raise SecretUnavailable(f"{what}: cannot read {file}: {exc.strerror}") from None
         except UnicodeDecodeError:  # its text would quote the secret's bytes: say only where
             raise SecretUnavailable(f"{what}: {file} is not UTF-8 text") from None
     raise SecretUnavailable(f"{what}: no {what}_env or {what}_file given")
+
+
+def _read_secret_file(file: str, what: str) -> bytes:
+    """At most `MAX_SECRET_BYTES` of `file`. A config may name anything: /dev/zero or a huge
+    file would be read without end, a FIFO nobody writes would block davitd's thread for good.
+    A pipe that has data within `PIPE_WAIT_SECONDS` (`--passphrase-file <(pass show x)`) is read."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) and not select.select([fd], [], [], PIPE_WAIT_SECONDS)[0]:
+            raise SecretUnavailable(f"{what}: {file} is not a regular file, and nothing could be read from it")
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= MAX_SECRET_BYTES and (block := os.read(fd, MAX_SECRET_BYTES + 1 - len(data))):
+            data += block
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretUnavailable(f"{what}: {file} is larger than a secret can be ({MAX_SECRET_BYTES} bytes)")
+    return data
 
 
 def redact(text: str, *secrets: str) -> str:

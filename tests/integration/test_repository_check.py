@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from davit.adapters.repository.check import Subset, check_repository, index_key, pack_key
-from davit.adapters.repository.packs import BlobRef, decode_index, encode_index
+from davit.adapters.repository.packs import MAX_INDEX_BYTES, BlobRef, decode_index, encode_index
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.retention import prune
 from davit.adapters.repository.stats import repository_stats
+from davit.domain.errors import CorruptChunk
+from tests.integration.crafted_trees import ROOT, publish
 from tests.integration.test_files_adapter import SMALL, backup
 
 PASSPHRASE = "check reads sealed chunks too"
@@ -178,3 +181,52 @@ def test_stats_equal_what_was_stored(tmp_path: Path, sources: dict[str, Path]) -
     assert stats.dedup_ratio == stats.logical_bytes / stats.plain_bytes > 1  # the shared file and the second run
     assert stats.to_json()["jobs"]["db"]["snapshots"] == 1
     json.dumps(stats.to_json())  # what --json prints
+
+
+def test_a_damaged_index_is_reported_by_a_fresh_check_and_does_not_stop_backups(
+    repo: Repository, sources: dict[str, Path]
+) -> None:
+    """An index that does not decode (garbage planted under a pack's index name) made every
+    later open of the repository raise: no backup could run, and `davit repository check`, which
+    opens the repository as every command does, raised instead of reporting it. Now the index is
+    passed over (its chunks are stored again when needed), check names it, and a prune, which
+    must know every pack's content, still refuses to delete anything."""
+    damaged = "cd" + os.urandom(15).hex()
+    repo.backend.put(index_key(damaged), b"DAVITIDX1\n" + b"\x00" * 100)
+    packs_before = sorted(o.key for o in repo.backend.list("packs/"))
+    fresh = Repository.open(repo.root, passphrase=PASSPHRASE if repo.encrypted else None, create=False)
+    report = check_repository(fresh)
+    assert [p for p in report.problems if p.startswith(index_key(damaged))] == [
+        f"{index_key(damaged)}: chunk (index) in {index_key(damaged)} is corrupt: index checksum mismatch"
+    ]
+    backup(fresh, sources["db"], "run-db-2", name="db")
+    assert "run-db-2" in [s.id for s in fresh.snapshots()]
+    with pytest.raises(CorruptChunk, match=damaged):
+        prune(fresh, grace_seconds=0)
+    assert set(packs_before) <= {o.key for o in repo.backend.list("packs/")}
+
+
+def test_an_index_larger_than_any_davit_writes_is_not_read_into_memory(repo: Repository) -> None:
+    """A sparse 65 MiB file planted as an index: passed over at open (before, read whole on
+    every lock taken), reported by check as too large."""
+    huge = "ef" + os.urandom(15).hex()
+    repo.backend.put(index_key(huge), b"DAVITIDX1\n")
+    os.truncate(repo.root / index_key(huge), MAX_INDEX_BYTES + 1)
+    fresh = Repository.open(repo.root, passphrase=PASSPHRASE if repo.encrypted else None, create=False)
+    assert fresh.index.read(packs_of(repo)[0]) is not None
+    with pytest.raises(CorruptChunk, match="more than the"):
+        fresh.index.read(huge)
+    report = check_repository(fresh)
+    assert any(p.startswith(index_key(huge)) and "more than the" in p for p in report.problems), report.problems
+
+
+def test_a_tree_line_nested_deeper_than_python_parses_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """`davit repository check` on a repository where someone published a tree holding a line of
+    100 000 `[` (a valid manifest and checksum): RecursionError escaped check; now it is reported."""
+    repo = Repository.open(tmp_path / "repo")
+    publish(repo, "h1", [ROOT, b"[" * 100_000])
+    report = check_repository(repo)
+    assert [p for p in report.problems if p.startswith("snapshot h1")] == [
+        "snapshot h1: its tree holds a malformed line: maximum recursion depth exceeded while decoding a JSON array "
+        "from a unicode string"
+    ]

@@ -294,3 +294,13 @@ def test_a_tree_naming_something_else_than_a_chunk_id_is_refused(tmp_path: Path)
     with pytest.raises(CopyNotPossible, match="not a chunk id"):
         copy(src, dst)
     assert not dst.snapshots()
+
+
+def test_a_tree_line_nested_deeper_than_python_parses_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """A line of 100 000 `[`: json.loads raised RecursionError, which escaped the copy run as an
+    untyped error; it is a line that is not JSON, and the copy is refused naming the snapshot."""
+    src, dst = Repository.open(tmp_path / "main"), Repository.open(tmp_path / "offsite")
+    publish(src, "h1", [ROOT, b"[" * 100_000])  # as an attacker could
+    with pytest.raises(CopyNotPossible, match=r"h1.*not JSON"):
+        copy(src, dst)
+    assert not dst.snapshots()

@@ -11,6 +11,7 @@ with real backups, prunes and threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -419,3 +420,57 @@ def test_the_lock_objects_of_a_listing_that_are_no_lock_are_passed_over_and_kept
     lock = host(storage, "host-a").acquire(exclusive=True, stop=stop_after(5))
     lock.release()
     assert lock_keys(storage) == before
+
+
+# --- hostile lock objects: parsed, never trusted, never fatal ------------------------------------
+
+_VALID_LOCK = {
+    "owner": "mallory-host",
+    "boot_id": "b",
+    "pid": 1,
+    "start_time": 1,
+    "exclusive": True,
+    "created": "2020-01-01T00:00:00+00:00",
+    "expires": "9999-12-31T23:59:59+00:00",
+    "pid_ns": "p",
+}
+
+
+def _planted(lock_id: str, **fields: Any) -> bytes:
+    return json.dumps({"id": lock_id, **_VALID_LOCK, **fields}).encode().replace(b'"INF"', b"1e400")
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["nested 60000 deep", "pid 1e400", "created not a time", "expires not a time"],
+)
+def test_a_planted_lock_object_that_does_not_parse_stops_nobody(what: str) -> None:
+    """Someone with a write credential plants a lock object davit cannot have written: JSON
+    nested deeper than Python's recursion limit, a pid of 1e400 (an infinite float), a time that
+    does not parse. The first two made every lock taken on the repository raise (RecursionError,
+    OverflowError), a bad `created` made an exclusive one raise (ValueError), so no backup,
+    prune or `repository check` could run; now such a lock does not parse, is not live, and is
+    removed as stale by a holder that may delete."""
+    clock = ServerClock()
+    storage = MemoryBackend(clock=clock)
+    lock_id = os.urandom(16).hex()
+    payload = {
+        "nested 60000 deep": b"[" * 60000,
+        "pid 1e400": _planted(lock_id, pid="INF"),
+        "created not a time": _planted(lock_id, created="x"),
+        "expires not a time": _planted(lock_id, expires="x"),
+    }[what]
+    key = f"locks/{lock_id}.000000.json"
+    assert storage.put_if_absent(key, payload)
+    locks = host(storage, "a")
+    assert locks.describe() == []
+    for exclusive in (False, True):
+        give_up = threading.Event()
+        timer = threading.Timer(10.0, give_up.set)  # a lock that parsed would be waited on for good
+        timer.start()
+        try:
+            lock = locks.acquire(exclusive=exclusive, stop=give_up)
+        finally:
+            timer.cancel()
+        lock.release()
+    assert key not in lock_keys(storage)

@@ -42,7 +42,7 @@ def chunk_ids(line: bytes, snapshot: str, source: str) -> tuple[dict[str, Any] |
         return None, []
     try:
         entry = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python parses
         raise CopyNotPossible(snapshot, source, f"a line of its tree is not JSON ({type(exc).__name__})") from None
     if not isinstance(entry, dict):
         raise CopyNotPossible(snapshot, source, "a line of its tree is not a JSON object")

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
-from davit.adapters.repository.packs import BlobRef, decode_index
+from davit.adapters.repository.packs import MAX_INDEX_BYTES, BlobRef, decode_index
 from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.domain.errors import CorruptChunk
 
 PACK_ID = re.compile(r"^[0-9a-f]{32}$")
-MAX_INDEX_BYTES = 64 << 20  # a 1 GiB pack of 64 KiB chunks indexes in under 1 MiB
 EXAMPLES = 5  # problems of one pack or snapshot spelled out; the rest are counted
 
 Entries = list[tuple[bytes, BlobRef]]
@@ -170,7 +169,7 @@ def _check_snapshot(repo: Repository, snap: SnapshotInfo, present: set[bytes], r
     except CorruptChunk as exc:
         report.problems.append(f"snapshot {snap.id}: its tree cannot be read: {exc}")
         return
-    except (ValueError, AttributeError, TypeError) as exc:  # a tree line davit did not write
+    except (ValueError, AttributeError, TypeError, RecursionError) as exc:  # a tree line davit did not write
         report.problems.append(f"snapshot {snap.id}: its tree holds a malformed line: {exc}")
         return
     if missing:

@@ -6,17 +6,25 @@ listing `index/` (on every lock taken, see `Repository.locked`): indexes gone si
 by anyone) are dropped, new ones are read. Under a lock, so, it is exact. An index never
 changes once created, so a remote repository's are read from this host's cache (`cache.py`)
 when it has them; which indexes exist always comes from the listing, never from the cache.
+
+An index that does not decode (or is larger than any davit writes) is passed over with a
+warning, not loaded: its chunks read as absent, so a backup stores them again, and one damaged
+object does not make the whole repository unusable (nor `repository check`, which reports it).
+Prune reads every index itself (`read`) and stops at a damaged one, deleting nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
-from davit.adapters.repository.backend import Backend, ObjectMissing
+from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
 from davit.adapters.repository.cache import LocalCache
-from davit.adapters.repository.packs import BlobRef, decode_index, encode_index, index_key, indexed_packs
+from davit.adapters.repository.packs import MAX_INDEX_BYTES, BlobRef, decode_index, encode_index, index_key, indexed_packs
 from davit.domain.errors import CorruptChunk
+
+log = logging.getLogger("davit.repository.index")
 
 
 class ChunkIndex:
@@ -26,6 +34,7 @@ class ChunkIndex:
         self.entries: dict[bytes, BlobRef] = {}
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
+        self._damaged: set[str] = set()  # indexes passed over: not read again while listed
         self._on_gone = on_gone  # told of each pack whose index went away
 
     def packs(self) -> list[str]:
@@ -33,7 +42,8 @@ class ChunkIndex:
         return sorted(indexed_packs(self.backend))
 
     def read(self, pack: str) -> list[tuple[bytes, BlobRef]] | None:
-        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed)."""
+        """What pack `pack`'s index lists; None if it is gone (pruned since it was listed).
+        `CorruptChunk` if it does not decode or is too large to be davit's."""
         key = index_key(pack)
         where = f"{self.backend.where}/{key}"
         cached = self.cache.index(pack) if self.cache is not None else None
@@ -43,9 +53,11 @@ class ChunkIndex:
             except CorruptChunk:
                 pass  # the cached copy was damaged: fetched again below
         try:
-            data = self.backend.get(key)
+            data = self.backend.get(key, max_bytes=MAX_INDEX_BYTES)
         except ObjectMissing:
             return None
+        except ObjectTooLarge as exc:
+            raise CorruptChunk("(index)", where, str(exc)) from None
         entries = decode_index(pack, data, where)
         if self.cache is not None:
             self.cache.keep_index(pack, data)
@@ -57,6 +69,7 @@ class ChunkIndex:
         present = indexed_packs(self.backend)
         with self._lock:
             gone = self._loaded - present
+            self._damaged &= present
             still = self._loaded & present
             dropped: set[bytes] = set()
             if gone:
@@ -69,7 +82,7 @@ class ChunkIndex:
             self._on_gone(pack)
         if self.cache is not None:
             self.cache.drop_indexes_except(present)
-        for pack in sorted(present - still):
+        for pack in sorted(present - still - self._damaged):
             self._load(pack)
         if dropped:
             # A chunk was also in a pack loaded before (two backups stored it at once): its
@@ -82,6 +95,7 @@ class ChunkIndex:
         with self._lock:
             self.entries.clear()
             self._loaded.clear()
+            self._damaged.clear()
         self.refresh()
 
     def add(self, pack: str, entries: list[tuple[bytes, BlobRef]]) -> None:
@@ -94,7 +108,13 @@ class ChunkIndex:
             self.cache.keep_index(pack, encode_index(entries))  # the very bytes sealed
 
     def _load(self, pack: str, only: set[bytes] | None = None) -> None:
-        entries = self.read(pack)
+        try:
+            entries = self.read(pack)
+        except CorruptChunk as exc:
+            log.warning("passing over a damaged index (its chunks are stored again when needed): %s", exc)
+            with self._lock:
+                self._damaged.add(pack)
+            return
         if entries is None:
             return  # pruned since it was listed
         with self._lock:

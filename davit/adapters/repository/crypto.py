@@ -44,6 +44,10 @@ CIPHER = "aes-256-gcm"
 _NONCE = 12
 _WRAP_CONTEXT = b"davit repository key v1"
 _DEFAULT_COST = {"n": 2**15, "r": 8, "p": 1}
+# The costs a config.json may ask for: anyone who can write the repository (a bucket shared
+# with another tenant) can write them, and scrypt with n=2**30 takes 1 TiB, p=2**30 forever.
+_MAX_SCRYPT_BYTES = 1 << 30  # 128 * n * r: 32 MiB by default
+_MAX_SCRYPT_P = 16
 _MANIFEST_KEY_INFO = b"davit manifest mac v1"
 _MANIFEST_CONTEXT = b"davit manifest v1\0"
 MANIFEST_MAC_FIELD = "mac"
@@ -83,8 +87,8 @@ class RepositoryKey:
     @staticmethod
     def rewrap(old_passphrase: str, new_passphrase: str, section: dict[str, Any], where: str) -> dict[str, Any]:
         """The `encryption` section with the same key, sealed under `new_passphrase` instead."""
-        cost = {k: int(section[k]) for k in ("n", "r", "p")}
-        return _wrap(_unwrap(old_passphrase, section, where), new_passphrase, cost)
+        master = _unwrap(old_passphrase, section, where)
+        return _wrap(master, new_passphrase, _cost(section, where))
 
     # --- use ---------------------------------------------------------------------------------
 
@@ -126,13 +130,31 @@ def _wrap(master: bytes, passphrase: str, cost: dict[str, int]) -> dict[str, Any
 def _unwrap(passphrase: str, section: dict[str, Any], where: str) -> bytes:
     if section.get("cipher") != CIPHER or section.get("kdf") != "scrypt":
         raise RepositoryKeyError(f"{where}: encryption {section.get('cipher')!r} is not supported")
-    cost = {k: int(section[k]) for k in ("n", "r", "p")}
-    wrapped = base64.b64decode(section["key"])
-    kek = _stretch(passphrase, base64.b64decode(section["salt"]), cost)
+    cost = _cost(section, where)
+    try:
+        wrapped = base64.b64decode(section["key"], validate=True)
+        salt = base64.b64decode(section["salt"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise RepositoryKeyError(f"{where}: the encryption section of its config.json is damaged (key or salt)") from None
+    kek = _stretch(passphrase, salt, cost)
     try:
         return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _WRAP_CONTEXT)
     except InvalidTag:
         raise RepositoryKeyError(f"{where}: the passphrase does not open this repository") from None
+
+
+def _cost(section: dict[str, Any], where: str) -> dict[str, int]:
+    """The scrypt costs of an `encryption` section, if davit could have written them."""
+    cost = {k: section.get(k) for k in ("n", "r", "p")}
+    n, r, p = cost["n"], cost["r"], cost["p"]
+    if not (type(n) is int and type(r) is int and type(p) is int and n > 1 and r > 0 and p > 0):
+        raise RepositoryKeyError(f"{where}: the encryption section of its config.json is damaged (scrypt costs)")
+    if 128 * n * r > _MAX_SCRYPT_BYTES or p > _MAX_SCRYPT_P:
+        raise RepositoryKeyError(
+            f"{where}: its config.json asks for scrypt costs davit never writes (n={n}, r={r}, p={p}: more than "
+            f"{_MAX_SCRYPT_BYTES >> 20} MiB or p > {_MAX_SCRYPT_P}); refused rather than exhaust this host"
+        )
+    return {"n": n, "r": r, "p": p}
 
 
 def _stretch(passphrase: str, salt: bytes, cost: dict[str, int]) -> bytes:

@@ -354,7 +354,7 @@ class HeldLock:
             raise RepositoryLockLost(where, self.id, self.lost_reason)
         try:
             stored = LockInfo.decode(data)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             raise RepositoryLockLost(where, self.id, "its lock object no longer parses") from None
         if stored.id != self.id:
             raise RepositoryLockLost(where, self.id, "its lock object holds another lock")
@@ -677,10 +677,13 @@ class RepositoryLocks:
 
 
 def _decode_for(lock_id: str, data: bytes) -> LockInfo | None:
-    """The lock in `data` if it parses and is the lock `lock_id` its name says."""
+    """The lock in `data` if it parses and is the lock `lock_id` its name says. A lock object is
+    hostile input: JSON nested too deep (RecursionError), a pid of 1e400 (OverflowError) or a
+    time that does not parse must read as "does not parse", not stop every lock taken here."""
     try:
         info = LockInfo.decode(data)
-    except (ValueError, KeyError, TypeError):
+        info.created_at(), info.expires_at()  # compared while waiting: they must parse now
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
     return info if info.id == lock_id else None
 

@@ -24,6 +24,7 @@ from davit.adapters.repository.fsutil import make_dirs, open_new, storage_error
 from davit.domain.errors import CorruptChunk
 
 IDX_MAGIC = b"DAVITIDX1\n"
+MAX_INDEX_BYTES = 64 << 20  # a 1 GiB pack of 64 KiB chunks indexes in under 1 MiB; larger is planted
 _ENTRY = struct.Struct(">32sQIIB")  # id, offset, stored length, plain length, codec
 
 CODEC_RAW = 0

@@ -31,13 +31,15 @@ def read_config(backend: Backend) -> dict[str, Any] | None:
         raise PermanentError(f"{backend.where}: its config.json is too large to be davit's") from None
     try:
         settings = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # a config nested deeper than Python's recursion limit
         raise PermanentError(f"{backend.where}: its config.json is not JSON") from None
     if not isinstance(settings, dict):
         raise PermanentError(f"{backend.where}: its config.json is not a JSON object")
     found = settings.get("format")
-    if found != FORMAT_VERSION:
-        raise PermanentError(f"{backend.where}: repository format {found} is not supported")
+    if type(found) is not int or found != FORMAT_VERSION:  # `true` and 1.0 equal 1 in Python
+        raise PermanentError(f"{backend.where}: repository format {str(found)[:40]} is not supported")
+    if not isinstance(settings.get("encryption", {}), dict):
+        raise PermanentError(f"{backend.where}: its config.json has an encryption section that is not an object")
     return settings
 
 

@@ -205,14 +205,21 @@ class Segments:
             names = sorted(n for n in listing if run_of(n) == run)
             if not names:
                 continue
-            try:
-                self.remove_names(names, listing)
-            except BackendDenied:
-                self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
+            if self.remove_or_mark(run, names, listing):
+                done += [f"{self.backend.where}/{PREFIX}{n}/" for n in names]
+            else:
                 done.append(f"{self.backend.where}/{PREFIX}{run}/{ENDED}")
-                continue
-            done += [f"{self.backend.where}/{PREFIX}{n}/" for n in names]
         return done
+
+    def remove_or_mark(self, run: str, names: list[str], listing: dict[str, list[ObjectInfo]] | None = None) -> bool:
+        """Delete the segments `names` of `run`; True. With a credential that may not delete,
+        mark the run ended instead (a maintenance prune deletes them after its grace); False."""
+        try:
+            self.remove_names(names, listing)
+        except BackendDenied:
+            self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
+            return False
+        return True
 
     def remove_names(self, names: Iterable[str], listing: dict[str, list[ObjectInfo]] | None = None) -> None:
         """Delete every object of these stagings (the `ended` marker last)."""

@@ -13,6 +13,7 @@ the storage port existed.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -128,7 +129,12 @@ def exists(backend: Backend, snapshot_id: str) -> bool:
     if backend.stat(check_key(key)) is not None:
         return True
     if isinstance(backend, HasNonFiles):
-        return any(found == key for found, _ in backend.non_files(f"{PREFIX}{snapshot_id}/"))
+        try:
+            return any(found == key for found, _ in backend.non_files(f"{PREFIX}{snapshot_id}/"))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return True  # its directory is a symlink: listed as damaged, and the id is taken
+            raise
     return False
 
 

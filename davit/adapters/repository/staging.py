@@ -120,7 +120,7 @@ class Staging:
         segments in the repository."""
         shutil.rmtree(self.path, ignore_errors=True)
         if self.segments is not None:
-            self.segments.remove_names([self.name])
+            self.segments.remove_or_mark(run_of(self.name), [self.name])
 
     def write_meta(self, name: str, data: bytes) -> None:
         """Keep `data` as the file `name` beside the staged tree (a MongoDB collection's options

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from davit.adapters.repository.backend import ObjectMissing, ObjectTooLarge
-from davit.adapters.repository.check import MAX_INDEX_BYTES, PACK_ID, index_key, pack_key
-from davit.adapters.repository.packs import decode_index
+from davit.adapters.repository.check import PACK_ID, index_key, pack_key
+from davit.adapters.repository.packs import MAX_INDEX_BYTES, decode_index
 from davit.adapters.repository.repository import Repository
 from davit.domain.errors import CorruptChunk
 

@@ -10,6 +10,11 @@ Nothing here follows a symlink at the last component or waits on a FIFO: anyone 
 the repository directory can plant one, and a reader blocked in open() would hold the
 repository's lock for good. Such a name reads as an error (`NotRegularFile`, ELOOP) and is
 left out of listings; the repository reports it as damage where it matters (a snapshot).
+Nor is a symlink followed at a directory *inside* the repository (`index -> /elsewhere`,
+`packs/ab -> /`, `tmp -> $HOME`): through one, a listing would walk, a write land in and a
+prune's clean-up of `tmp/` delete files outside the repository. A key or prefix reached
+through one is refused (ELOOP). The repository directory itself may be a symlink (the
+operator's choice).
 """
 
 from __future__ import annotations
@@ -53,13 +58,30 @@ class LocalBackend:
         self._fd_lock = threading.Lock()
 
     def path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        """The file of `key`; `OSError(ELOOP)` if a directory on the way is a symlink."""
+        check_key(key)
+        self._refuse_symlinked_dirs(key.split("/")[:-1])
+        return self.root / key
+
+    def _refuse_symlinked_dirs(self, parts: list[str]) -> None:
+        """`OSError(ELOOP)` if one of the directories `parts` (from the root down) is a symlink.
+        One missing ends the check: what is under it is made by `make_dirs`, as a directory."""
+        here = self.root
+        for part in parts:
+            here = here / part
+            try:
+                mode = os.lstat(here).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, "a directory of the repository is a symbolic link (not followed)", str(here))
 
     # --- writing ---------------------------------------------------------------------------
 
     def _spool(self, src: Source, name: str) -> Path:
         """A fsynced temporary file under `tmp/` holding `src`; for a local file, a new hard
         link to it when it is on this file system (no copy)."""
+        self._refuse_symlinked_dirs(["tmp"])
         make_dirs(self.tmp)
         tmp = self.tmp / f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
         if isinstance(src, Path):
@@ -195,6 +217,8 @@ class LocalBackend:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         check_prefix(prefix)
+        # refused, not listed as empty: an empty `snapshots/` would let a prune delete every pack
+        self._refuse_symlinked_dirs(prefix.split("/")[:-1])
         yield from self._walk(self.root / prefix if prefix else self.root, prefix)
 
     def _walk(self, directory: Path, prefix: str) -> Iterator[ObjectInfo]:
@@ -218,6 +242,7 @@ class LocalBackend:
         local directory can hold such names; the repository reports the ones where an object
         should be (a snapshot directory that is a symlink, a manifest that is a FIFO) as damage."""
         check_prefix(prefix)
+        self._refuse_symlinked_dirs(prefix.split("/")[:-1])
         yield from self._walk_non_files(self.root / prefix if prefix else self.root, prefix)
 
     def _walk_non_files(self, directory: Path, prefix: str) -> Iterator[tuple[str, str]]:
@@ -240,6 +265,10 @@ class LocalBackend:
             st = os.lstat(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # behind a symlinked directory: not an object of the repository
+            raise
         if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime)
