@@ -20,7 +20,7 @@ from davit.adapters.runwork import RunInputs
 from davit.daemon.config import Settings
 from davit.daemon.kinds import KINDS, leftover_remover, work_class
 from davit.daemon.repositories import open_repository
-from davit.domain.errors import BackendDenied, FieldProblem, InvalidConfig, PermanentError
+from davit.domain.errors import BackendDenied, FieldProblem, InvalidConfig, PermanentError, RetryableError
 from davit.domain.jobs import AnyJob, spec_from_json
 from davit.domain.ports import JobWork
 from davit.domain.runs import RunView
@@ -32,14 +32,35 @@ log = logging.getLogger("davitd.parts")
 class Parts:
     settings: Settings
     _repos: dict[str, Repository] = field(default_factory=dict)
+    # repositories a reload replaced: runs may still use them, so they are closed with the Parts
+    _retired: list[Repository] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per repository name
     _staging_denied: set[str] = field(default_factory=set)  # repositories whose staging we may not remove
 
     def repository(self, name: str) -> Repository:
+        """The repository `name`, opened once and shared by the runs that use it. It is opened
+        under a lock of its own, not the Parts' lock: a remote one that does not answer holds up
+        only the runs that use it (they fail as retryable once its retry budget is spent), never
+        those of other repositories; two runs starting at once read its indexes once."""
         with self._lock:
-            if name not in self._repos:
-                self._repos[name] = open_repository(self.settings, name)
-            return self._repos[name]
+            repo = self._repos.get(name)
+            if repo is not None:
+                return repo
+            opening = self._opening.setdefault(name, threading.Lock())
+        with opening:
+            with self._lock:
+                repo = self._repos.get(name)
+                settings = self.settings
+            if repo is not None:
+                return repo
+            opened = open_repository(settings, name)
+            with self._lock:
+                if settings is self.settings:
+                    self._repos[name] = opened
+                else:  # reloaded meanwhile: this one serves only the run that asked
+                    self._retired.append(opened)
+            return opened
 
     def apply(self, settings: Settings) -> None:
         """New settings for the runs that start from now on. A repository whose section changed
@@ -50,7 +71,7 @@ class Parts:
                 if settings.model.repositories.get(name) != old.get(name) or settings.locations.get(
                     name
                 ) != self.settings.locations.get(name):
-                    del self._repos[name]
+                    self._retired.append(self._repos.pop(name))
             self.settings = settings
 
     @property
@@ -84,26 +105,39 @@ class Parts:
         inputs = self.inputs(view)
         remover = leftover_remover(view.kind)
         removed = remover(inputs) if remover is not None else []
-        repo = self._existing_repository(inputs.spec.repository) if staging else None
-        if repo is not None:
-            removed += self._remove_staging(inputs.spec.repository, repo, {view.run_id})
+        if staging and inputs.spec.repository:
+            removed += self._remove_staging(inputs.spec.repository, {view.run_id})
         return removed
 
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
         """Remove the staging, in every configured repository, of the runs in `ended` (runs this
         daemon's log shows as ended that nothing resumes from). Staging of runs the log does not
-        know belongs to another davitd and is left alone. Blocking."""
+        know belongs to another davitd and is left alone. A repository that cannot be reached now
+        is skipped with a log line (its staging is removed at a later run's end or start-up).
+        Blocking."""
         removed = []
-        for name in self.settings.repositories:
-            repo = self._existing_repository(name)
-            if repo is not None:
-                removed += self._remove_staging(name, repo, ended)
+        for name in self.settings.locations:
+            try:
+                removed += self._remove_staging(name, ended)
+            except RetryableError as exc:
+                log.warning("repository %s: the staging of ended runs was not removed this time: %s", name, exc)
         return removed
 
-    def _remove_staging(self, name: str, repo: Repository, runs: set[str]) -> list[str]:
-        """`repo.remove_staging(runs)`; a backup-only credential may not delete it: then it is
-        left (marked ended, see `Repository.remove_staging`) for a maintenance prune, and said
-        once per repository rather than at every run's end."""
+    def _remove_staging(self, name: str, runs: set[str]) -> list[str]:
+        """Remove the staging of `runs` in the configured repository `name` (this host's files,
+        and a remote one's segments on the server). A backup-only credential may not delete the
+        segments: they are left (marked ended, see `Repository.remove_staging`) for a maintenance
+        prune, and that is said once per repository rather than at every run's end."""
+        if name not in self.settings.locations:
+            return []
+        with self._lock:
+            repo = self._repos.get(name)
+        opened_here = repo is None
+        if repo is None:
+            try:  # opened for its staging only (its index is not read), and closed again
+                repo = open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
+            except PermanentError:
+                return []  # not a repository (yet), or one this config cannot open: nothing staged in it
         try:
             return repo.remove_staging(runs)
         except BackendDenied as exc:
@@ -119,20 +153,14 @@ class Parts:
                     name,
                 )
             return []
-
-    def _existing_repository(self, name: str | None) -> Repository | None:
-        """The configured repository `name`, if it exists (never created here): the one open
-        already, or one opened for its staging only (its index is not read)."""
-        if not name or name not in self.settings.repositories:
-            return None
-        with self._lock:
-            if name in self._repos:
-                return self._repos[name]
-        try:
-            return open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
-        except PermanentError:
-            return None  # not a repository (yet), or one this config cannot open: nothing staged in it
+        finally:
+            if opened_here:
+                repo.close()
 
     def close(self) -> None:
-        for repo in self._repos.values():
+        with self._lock:
+            repos = [*self._repos.values(), *self._retired]
+            self._repos.clear()
+            self._retired.clear()
+        for repo in repos:
             repo.close()

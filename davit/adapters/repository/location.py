@@ -50,6 +50,8 @@ class RepositoryLocation:
     s3: S3Options | None = None
     # False: declared backup-only (`delete = false`), no delete is ever tried; None: found out
     can_delete: bool | None = None
+    # how long a remote backend retries one operation before `BackendUnavailable`
+    retry_seconds: float = 60.0
 
     @property
     def scheme(self) -> str:

@@ -14,12 +14,19 @@ import click
 from davit.adapters.repository.repository import DamagedSnapshot, Repository, SnapshotInfo
 from davit.daemon.cli.common import emit_json, human_bytes, state, table
 from davit.daemon.repositories import existing_repositories, open_repository
-from davit.domain.errors import InvalidArgument, SnapshotNotFound
+from davit.domain.errors import DavitError, InvalidArgument, SnapshotNotFound
 
 
 def _repositories(ctx: click.Context) -> list[tuple[str, Repository]]:
+    """Every configured repository that exists; one that cannot be reached or read from here
+    is named on stderr and left out, so the others are still listed."""
     settings = state(ctx).settings
-    return [(name, open_repository(settings, name, create=False, listing_only=True)) for name in existing_repositories(settings)]
+    names = existing_repositories(settings, unusable=_skipped)
+    return [(name, open_repository(settings, name, create=False, listing_only=True)) for name in names]
+
+
+def _skipped(name: str, exc: DavitError) -> None:
+    click.echo(f"warning: repository {name} left out: {exc}", err=True)
 
 
 def all_snapshots(ctx: click.Context, job: str | None = None) -> list[tuple[str, Repository, SnapshotInfo]]:

@@ -8,6 +8,7 @@ here, at open, from the references the location holds, and go nowhere but the ba
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
@@ -16,10 +17,6 @@ from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.location import RepositoryLocation, SecretRef
 from davit.adapters.secrets import resolve
-
-# How long an SFTP backend keeps reconnecting (with backoff) before an operation raises
-# `BackendUnavailable`: a server restart of half a minute does not fail a run (plan §2 note d)
-SFTP_RETRY_BUDGET_SECONDS = 60.0
 
 SecretResolver = Callable[[SecretRef], str]
 
@@ -35,12 +32,16 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
     if location.path is not None:
         return _declared(LocalBackend(location.path), location)
     if location.sftp is not None and location.url is not None:
-        sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
+        with warnings.catch_warnings():
+            # asyncssh's import warns that `cryptography` deprecates DSA (which davit never uses):
+            # noise on the stderr of every CLI command that opens an sftp:// repository
+            warnings.filterwarnings("ignore", message="DSA is deprecated")
+            sftp = importlib.import_module("davit.adapters.repository.backends.sftp")
         backend = sftp.SftpBackend(
             location.url,
             known_hosts=location.sftp.known_hosts,
             identity_file=location.sftp.identity_file,
-            retry_budget=SFTP_RETRY_BUDGET_SECONDS,
+            retry_budget=location.retry_seconds,
         )
         return _declared(cast(Backend, backend), location)
     if location.s3 is not None and location.url is not None:
@@ -55,6 +56,7 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
                 path_style=opts.path_style,
                 access_key_id=secret(opts.access_key_id),
                 secret_access_key=secret(opts.secret_access_key),
+                retry_budget=location.retry_seconds,
                 can_delete=location.can_delete,
             ),
         )

@@ -232,8 +232,11 @@ class S3Backend:
     def _probe(self) -> Caps:
         key = f"tmp/probe-conditional-create-{os.urandom(8).hex()}"
         path = self._path(key)
+        # a first create that fails (the server down) is not followed by a delete sent to the same
+        # silent server: the error is the create's, and comes one request timeout sooner (if
+        # the create landed after all, prune's tmp/ clean-up removes the probe object)
+        self._call("probe", key, obstore.put, self._store, path, b"1", mode="create")
         try:
-            self._call("probe", key, obstore.put, self._store, path, b"1", mode="create")
             try:
                 self._call("probe", key, obstore.put, self._store, path, b"2", mode="create")
                 honoured = False
