@@ -18,7 +18,7 @@ from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.daemon.config import Settings
 from davit.daemon.kinds import KINDS, leftover_remover, work_class
-from davit.daemon.repositories import open_repository
+from davit.daemon.repositories import open_repository, remove_local_staging
 from davit.domain.errors import FieldProblem, InvalidConfig, PermanentError
 from davit.domain.jobs import AnyJob, spec_from_json
 from davit.domain.ports import JobWork
@@ -29,13 +29,30 @@ from davit.domain.runs import RunView
 class Parts:
     settings: Settings
     _repos: dict[str, Repository] = field(default_factory=dict)
+    # repositories a reload replaced: runs may still use them, so they are closed with the Parts
+    _retired: list[Repository] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def repository(self, name: str) -> Repository:
+        """The repository `name`, opened once and shared by the runs that use it. It is opened
+        outside the lock: a remote one that does not answer holds up only the runs that use it
+        (they fail as retryable once its retry budget is spent), never those of other repositories."""
         with self._lock:
-            if name not in self._repos:
-                self._repos[name] = open_repository(self.settings, name)
-            return self._repos[name]
+            repo = self._repos.get(name)
+            settings = self.settings
+        if repo is not None:
+            return repo
+        opened = open_repository(settings, name)
+        with self._lock:
+            repo = self._repos.get(name)
+            if repo is None and settings is self.settings:
+                self._repos[name] = opened
+                return opened
+        if repo is None:  # the settings were reloaded meanwhile: this one is for the run that asked
+            self._retired.append(opened)
+            return opened
+        opened.close()  # another run opened it first
+        return repo
 
     def apply(self, settings: Settings) -> None:
         """New settings for the runs that start from now on. A repository whose section changed
@@ -46,7 +63,7 @@ class Parts:
                 if settings.model.repositories.get(name) != old.get(name) or settings.locations.get(
                     name
                 ) != self.settings.locations.get(name):
-                    del self._repos[name]
+                    self._retired.append(self._repos.pop(name))
             self.settings = settings
 
     @property
@@ -80,9 +97,8 @@ class Parts:
         inputs = self.inputs(view)
         remover = leftover_remover(view.kind)
         removed = remover(inputs) if remover is not None else []
-        repo = self._existing_repository(inputs.spec.repository) if staging else None
-        if repo is not None:
-            removed += repo.remove_staging({view.run_id})
+        if staging and inputs.spec.repository:
+            removed += self._remove_staging(inputs.spec.repository, {view.run_id})
         return removed
 
     def remove_staging_of_ended(self, ended: set[str]) -> list[str]:
@@ -90,25 +106,36 @@ class Parts:
         daemon's log shows as ended that nothing resumes from). Staging of runs the log does not
         know belongs to another davitd and is left alone. Blocking."""
         removed = []
-        for name in self.settings.repositories:
-            repo = self._existing_repository(name)
-            if repo is not None:
-                removed += repo.remove_staging(ended)
+        for name in self.settings.locations:
+            removed += self._remove_staging(name, ended)
         return removed
 
-    def _existing_repository(self, name: str | None) -> Repository | None:
-        """The configured repository `name`, if it exists (never created here): the one open
-        already, or one opened for its staging only (its index is not read)."""
-        if not name or name not in self.settings.repositories:
-            return None
+    def _remove_staging(self, name: str, ended: set[str]) -> list[str]:
+        """Remove the staging of the runs in `ended` in the configured repository `name`. A remote
+        repository's staging is this host's (`local_dir`): removed without connecting."""
+        settings = self.settings
+        if name not in settings.locations:
+            return []
+        local = remove_local_staging(settings, name, ended)
+        if local is not None:
+            return local
         with self._lock:
-            if name in self._repos:
-                return self._repos[name]
-        try:
-            return open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
+            repo = self._repos.get(name)
+        if repo is not None:
+            return repo.remove_staging(ended)
+        try:  # opened for its staging only (its index is not read), and closed again
+            repo = open_repository(settings, name, create=False, listing_only=True, load_index=False)
         except PermanentError:
-            return None  # not a repository (yet), or one this config cannot open: nothing staged in it
+            return []  # not a repository (yet), or one this config cannot open: nothing staged in it
+        try:
+            return repo.remove_staging(ended)
+        finally:
+            repo.close()
 
     def close(self) -> None:
-        for repo in self._repos.values():
+        with self._lock:
+            repos = [*self._repos.values(), *self._retired]
+            self._repos.clear()
+            self._retired.clear()
+        for repo in repos:
             repo.close()

@@ -7,6 +7,8 @@ A section gives exactly one of `path` (a local directory) or `url`:
 - `s3://BUCKET[/PREFIX]` with `endpoint` (optional), `region` (default us-east-1),
   `path_style`, and the keys by reference only: one of `access_key_id_env` /
   `access_key_id_file` and one of `secret_access_key_env` / `secret_access_key_file`.
+Both remote kinds take `retry_seconds` (default 60): how long an operation retries a server
+that does not answer before the run fails as retryable.
 A key written into the file (`secret_access_key = "..."`) is refused by name, without its
 value in the message. Every problem names its field (`repositories.NAME.FIELD`) and reason;
 `read_config` adds the file.
@@ -27,6 +29,8 @@ from davit.adapters.repository.location import RepositoryLocation, S3Options, Se
 from davit.domain.errors import FieldProblem
 
 DEFAULT_REGION = "us-east-1"
+# a server restart of half a minute does not fail a run (plan17.md §2 note d)
+DEFAULT_RETRY_SECONDS = 60.0
 SFTP_FIELDS = ("known_hosts", "identity_file")
 S3_FIELDS = (
     "endpoint",
@@ -64,6 +68,9 @@ class RepositorySection(BaseModel):
     access_key_id_file: str | None = None
     secret_access_key_env: str | None = None
     secret_access_key_file: str | None = None
+    # sftp:// and s3://: how long one operation keeps retrying a server that does not answer
+    # before the run fails as retryable (it resumes later from its last checkpoint)
+    retry_seconds: float | None = Field(default=None, gt=0, le=3600)
     # An encrypted repository's passphrase, by reference only (never inline). Given when the
     # repository is created, it makes the repository encrypted (AES-256-GCM); an existing
     # encrypted repository needs it for every read and write of chunks and trees.
@@ -97,7 +104,7 @@ class RepositorySection(BaseModel):
         if (self.path is None) == (self.url is None):
             return [FieldProblem("path", "give exactly one of path (a local directory) or url (sftp://... or s3://...)")]
         if self.path is not None:
-            return self._foreign(SFTP_FIELDS + S3_FIELDS, "only for a repository given by url")
+            return self._foreign((*SFTP_FIELDS, *S3_FIELDS, "retry_seconds"), "only for a repository given by url")
         url = self.url or ""
         scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme == "sftp":
@@ -140,7 +147,7 @@ class RepositorySection(BaseModel):
         url = self.url or ""
         if url.lower().startswith("sftp://"):
             sftp = SftpOptions(resolve_path(base, self.known_hosts or ""), resolve_path(base, self.identity_file or ""))
-            return RepositoryLocation(name, url=url, sftp=sftp)
+            return RepositoryLocation(name, url=url, sftp=sftp, retry_seconds=self.retry_seconds or DEFAULT_RETRY_SECONDS)
         s3 = S3Options(
             endpoint=self.endpoint,
             region=self.region or DEFAULT_REGION,
@@ -148,7 +155,7 @@ class RepositorySection(BaseModel):
             access_key_id=self._secret(name, "access_key_id", base),
             secret_access_key=self._secret(name, "secret_access_key", base),
         )
-        return RepositoryLocation(name, url=url, s3=s3)
+        return RepositoryLocation(name, url=url, s3=s3, retry_seconds=self.retry_seconds or DEFAULT_RETRY_SECONDS)
 
     def _secret(self, name: str, key: str, base: Path) -> SecretRef:
         file = getattr(self, f"{key}_file")

@@ -1,23 +1,36 @@
 """Opening the configured repositories by name, with their passphrase when they have one.
 
 Every command and davitd turn a configured name into a `Repository` here, from its location
-(`Settings.locations`: a local directory, or an `sftp://` / `s3://` url). This is the one
-place that knows how: the repository still works on a local directory, so a remote location
-is refused here, with its name, until the repository runs on its backend.
+(`Settings.locations`: a local directory, or an `sftp://` / `s3://` url): this is the one
+place that knows how.
+
+A remote repository keeps this host's files of it (the staged trees of backup runs in progress,
+spooled packs and trees) in `<state_dir>/repositories/<name>/` (`local_dir`, 0700), the same
+directory for davitd and for the CLI run on the same home. Sharing it at once is safe: spool
+files have random names, and staging belongs to davitd's runs (only davitd, from its own log,
+removes any; the CLI never does). Nothing in it is needed to read the repository: a lost
+state directory loses only the resumability of the runs in progress.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
+from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.backends.factory import open_backend
+from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.staging import ended_runs_staging, remove_staging
 from davit.adapters.secrets import SecretUnavailable, resolve
 from davit.daemon.config import Settings
-from davit.domain.errors import FieldProblem, InvalidArgument, InvalidConfig, PermanentError
+from davit.domain.errors import FieldProblem, InvalidArgument, InvalidConfig
 
 CONFIG_KEY = "config.json"  # a repository exists once this object does
+REMOTE_STATE = "repositories"  # under davitd's state directory: remote repositories' local files
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def location_of(settings: Settings, name: str) -> RepositoryLocation:
@@ -30,13 +43,22 @@ def location_of(settings: Settings, name: str) -> RepositoryLocation:
     return location
 
 
-def _root(location: RepositoryLocation) -> Path:
-    if location.path is None:
-        raise PermanentError(
-            f"repository {location.name} ({location.where}): {location.scheme}:// repositories cannot be read or "
-            "written by this davit yet (only their configuration is checked)"
-        )
-    return location.path
+def local_dir(settings: Settings, name: str) -> Path:
+    """This host's directory for remote repository `name` (not created here). A name that is not
+    a plain file name (TOML allows `"../x"` as a key) gets a digest of it instead, so no
+    configured name can point the directory elsewhere."""
+    plain = name if _PLAIN_NAME.match(name) else f"x-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
+    return settings.state_dir / REMOTE_STATE / plain
+
+
+def _open_at(settings: Settings, location: RepositoryLocation) -> tuple[Path | Backend, Path | None]:
+    """What `Repository.open` takes for `location`: its directory, or a backend and this host's
+    directory for it (created 0700)."""
+    if location.path is not None:
+        return location.path, None
+    home = local_dir(settings, location.name)
+    make_dirs(home)
+    return open_backend(location), home
 
 
 def configured_passphrase(settings: Settings, name: str) -> str | None:
@@ -51,7 +73,8 @@ def configured_passphrase(settings: Settings, name: str) -> str | None:
 def open_repository(
     settings: Settings, name: str, *, create: bool = True, listing_only: bool = False, load_index: bool = True
 ) -> Repository:
-    """The repository `name` of the daemon config.
+    """The repository `name` of the daemon config; close it when done (a remote one holds a
+    connection).
 
     `listing_only` is for reading snapshot manifests: an encrypted repository whose passphrase
     cannot be resolved here (an operator's shell without the daemon's environment) still opens,
@@ -64,34 +87,83 @@ def open_repository(
         if not listing_only:
             raise
         passphrase = None
-    return Repository.open(
-        _root(location), settings.model.data_path.compression_level, create=create, passphrase=passphrase, load_index=load_index
-    )
+    where, home = _open_at(settings, location)
+    try:
+        return Repository.open(
+            where,
+            settings.model.data_path.compression_level,
+            create=create,
+            passphrase=passphrase,
+            local_dir=home,
+            load_index=load_index,
+        )
+    except BaseException:
+        if not isinstance(where, Path):
+            where.close()
+        raise
 
 
 def repository_exists(settings: Settings, name: str) -> bool:
-    """Whether repository `name` has been created (its config object exists); nothing is created."""
-    backend = open_backend(location_of(settings, name))
+    """Whether repository `name` has been created (its config object exists); nothing is created.
+    A remote one that cannot be reached raises `BackendUnavailable`; a missing bucket or SFTP
+    directory, or refused credentials, `BackendDenied` naming the repository."""
+    location = location_of(settings, name)
+    backend = open_backend(location)
     try:
-        return backend.stat(CONFIG_KEY) is not None
+        if backend.stat(CONFIG_KEY) is not None:
+            return True
+        if location.path is None:
+            # S3 answers a HEAD in a missing bucket with a bare 404, like a missing object, and
+            # some servers (SeaweedFS) create a bucket on the first PUT: a listing says which
+            for _ in backend.list("locks/"):
+                break
+        return False
     finally:
         backend.close()
 
 
 def existing_repositories(settings: Settings) -> list[str]:
-    """The names of the configured repositories that exist and this davit can open."""
-    return [name for name, loc in settings.locations.items() if loc.path is not None and repository_exists(settings, name)]
+    """The names of the configured repositories that exist (local and remote: a remote one is
+    asked, and one that cannot be reached raises)."""
+    return [name for name in settings.locations if repository_exists(settings, name)]
 
 
 def init_repository(settings: Settings, name: str, passphrase: str | None) -> Repository:
     """Create repository `name`, encrypted under `passphrase` if one is given; `InvalidArgument`
-    if it exists already (it is left untouched)."""
+    if it exists already (it is left untouched). A remote one needs its bucket or SFTP directory
+    to exist (`BackendDenied` says which is missing): davit creates objects, not buckets."""
     location = location_of(settings, name)
     if repository_exists(settings, name):
         raise InvalidArgument("NAME", f"repository {name} already exists at {location.where}; nothing was changed")
-    return Repository.open(_root(location), settings.model.data_path.compression_level, create=True, passphrase=passphrase)
+    where, home = _open_at(settings, location)
+    try:
+        return Repository.open(
+            where, settings.model.data_path.compression_level, create=True, passphrase=passphrase, local_dir=home
+        )
+    except BaseException:
+        if not isinstance(where, Path):
+            where.close()
+        raise
 
 
 def change_passphrase(settings: Settings, name: str, old: str, new: str) -> None:
     """Seal repository `name`'s key under `new` instead of `old`."""
-    Repository.change_passphrase(_root(location_of(settings, name)), old, new)
+    location = location_of(settings, name)
+    if location.path is not None:
+        Repository.change_passphrase(location.path, old, new)
+        return
+    backend = open_backend(location)
+    try:
+        Repository.change_passphrase(backend, old, new)
+    finally:
+        backend.close()
+
+
+def remove_local_staging(settings: Settings, name: str, ended: set[str]) -> list[str] | None:
+    """For a remote repository `name`: remove this host's staging of the runs in `ended` without
+    connecting to the server (a server that is down must not hold up davitd's start-up); what
+    was removed. None for a local repository (its staging is in the repository: open it)."""
+    location = settings.locations.get(name)
+    if location is None or location.path is not None:
+        return None
+    return [remove_staging(path) for path in ended_runs_staging(local_dir(settings, name), ended)]

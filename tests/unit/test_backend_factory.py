@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from davit.adapters.repository.backends.factory import SFTP_RETRY_BUDGET_SECONDS, open_backend
+from davit.adapters.repository.backends.factory import open_backend
 from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.location import RepositoryLocation, S3Options, SecretRef, SftpOptions
 from davit.adapters.secrets import SecretUnavailable
@@ -47,7 +47,10 @@ def test_a_local_location_is_a_local_backend_on_its_directory(tmp_path: Path) ->
 
 def test_an_sftp_location_opens_the_sftp_backend_with_its_files(tmp_path: Path, fake_remotes: list[Any]) -> None:
     location = RepositoryLocation(
-        "off", url="sftp://davit@h:2222/srv/r", sftp=SftpOptions(tmp_path / "known_hosts", tmp_path / "id")
+        "off",
+        url="sftp://davit@h:2222/srv/r",
+        sftp=SftpOptions(tmp_path / "known_hosts", tmp_path / "id"),
+        retry_seconds=12.5,
     )
     backend = open_backend(location)
     assert type(backend).__name__ == "SftpBackend"
@@ -58,7 +61,7 @@ def test_an_sftp_location_opens_the_sftp_backend_with_its_files(tmp_path: Path, 
             {
                 "known_hosts": tmp_path / "known_hosts",
                 "identity_file": tmp_path / "id",
-                "retry_budget": SFTP_RETRY_BUDGET_SECONDS,
+                "retry_budget": 12.5,
             },
         )
     ]
@@ -92,6 +95,7 @@ def test_an_s3_location_opens_the_s3_backend_with_its_keys_resolved(
                 "path_style": True,
                 "access_key_id": "AKIDEXAMPLE",
                 "secret_access_key": "the-secret-key",
+                "retry_budget": 60.0,  # the default: a 30 s restart of the server does not fail a run
             },
         )
     ]

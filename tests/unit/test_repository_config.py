@@ -175,6 +175,18 @@ def test_valid_remote_sections_become_locations_with_paths_read_against_the_conf
     assert set(settings.locations) == {"local", "ssh", "s3"}
 
 
+def test_a_remote_repository_may_retry_longer_than_a_minute_and_a_local_one_takes_no_retry_budget(conf: Path) -> None:
+    (conf / "davit.toml").write_text(
+        f'[repositories.ssh]\n{SFTP}\nretry_seconds = 300\n[repositories.s3]\nurl = "s3://b-1"\n{S3_KEYS}\n'
+    )
+    settings = load_settings(home=conf)
+    assert settings.locations["ssh"].retry_seconds == 300
+    assert settings.locations["s3"].retry_seconds == 60  # the default: a 30 s restart of the server does not fail a run
+    local = problems(conf, 'path = "/r"\nretry_seconds = 5')
+    assert local == {"repositories.off.retry_seconds": "only for a repository given by url"}
+    assert "greater than 0" in problems(conf, f"{SFTP}\nretry_seconds = 0")["repositories.off.retry_seconds"]
+
+
 def test_the_default_home_still_has_one_local_repository(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path / "h", create_home=True)
     assert settings.locations["local"].path == tmp_path / "h" / "repository"

@@ -48,6 +48,8 @@ class RepositoryLocation:
     url: str | None = None
     sftp: SftpOptions | None = None
     s3: S3Options | None = None
+    # how long a remote backend retries one operation before `BackendUnavailable`
+    retry_seconds: float = 60.0
 
     @property
     def scheme(self) -> str:

@@ -16,10 +16,6 @@ from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.location import RepositoryLocation, SecretRef
 from davit.adapters.secrets import resolve
 
-# How long an SFTP backend keeps reconnecting (with backoff) before an operation raises
-# `BackendUnavailable`: a server restart of half a minute does not fail a run (plan §2 note d)
-SFTP_RETRY_BUDGET_SECONDS = 60.0
-
 SecretResolver = Callable[[SecretRef], str]
 
 
@@ -40,7 +36,7 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
                 location.url,
                 known_hosts=location.sftp.known_hosts,
                 identity_file=location.sftp.identity_file,
-                retry_budget=SFTP_RETRY_BUDGET_SECONDS,
+                retry_budget=location.retry_seconds,
             ),
         )
     if location.s3 is not None and location.url is not None:
@@ -55,6 +51,7 @@ def open_backend(location: RepositoryLocation, secret: SecretResolver = resolve_
                 path_style=opts.path_style,
                 access_key_id=secret(opts.access_key_id),
                 secret_access_key=secret(opts.secret_access_key),
+                retry_budget=location.retry_seconds,
             ),
         )
     raise ValueError(f"repository {location.name}: no backend for {location.where!r}")

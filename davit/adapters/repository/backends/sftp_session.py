@@ -99,6 +99,8 @@ class SftpSession:
         return self.submit(job).result()
 
     def submit(self, job: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> Future[T]:
+        if self._loop.is_closed():  # used after `close` (a run still holding a replaced repository)
+            raise self._permanent or BackendDenied(self.endpoint.where, "use", "the backend was closed")
         return asyncio.run_coroutine_threadsafe(self._run(job), self._loop)
 
     async def _run(self, job: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> T:
