@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from benchlib import cpu_count, disk_of, load_note, table
+from benchlib import LogReader, Row, cpu_count, disk_of, load_note, table, ts
 from files import (
     ROOT,
     Measure,
@@ -52,7 +52,7 @@ from files import (
     tree_stats,
     warm,
 )
-from s3count import S3Counter, tally
+from s3count import Request, S3Counter, tally
 
 sys.path.insert(0, str(ROOT))  # tests.peers: the private SeaweedFS and the free-port helpers
 
@@ -217,6 +217,8 @@ class Result:
     seconds: dict[str, float]
     rss_mb: dict[str, float | None]
     counts: dict[str, Counts] = field(default_factory=dict)
+    # davit over S3, counted round: the unchanged backup's listings by phase of its run
+    phases: list[tuple[str, Counts]] = field(default_factory=list)
 
 
 class OpCounter:
@@ -263,20 +265,34 @@ def run_restic(server: Server, tree: Path, work: Path, label: str, counted: bool
     return Result({k: m.seconds for k, m in out.items()}, {k: m.rss_mb for k, m in out.items()}, ops.counts)
 
 
-def run_davit(server: Server, tree: Path, work: Path, label: str, counted: bool, passphrase: bool) -> Result:
+def run_davit(
+    server: Server, tree: Path, work: Path, label: str, counted: bool, passphrase: bool, data_path: list[str]
+) -> Result:
     home = fresh_dir(work / f"davit-home-{server.name}")
     secret = ""
     if passphrase:
         (home / "passphrase").write_text("bench")
         secret = f'passphrase_file = "{home / "passphrase"}"\n'
+    tuning = "".join(f"{line}\n" for line in data_path)
     (home / "davit.toml").write_text(
         f"# bench/remote.py: davit's defaults, one {server.name} repository\n"
-        f"[repositories.bench]\n{server.davit_section(label, counted)}{secret}"
+        f"[repositories.bench]\n{server.davit_section(label, counted)}{secret}" + (f"\n[data_path]\n{tuning}" if tuning else "")
     )
     ops = OpCounter(server, label, counted)
     target = work / f"restore-davit-{server.name}"
-    timings: dict[str, RunTiming] = davit_operations(tree, home, target, "bench", ops.before)
+    marks: dict[str, int] = {}
+
+    def before(op: str) -> None:
+        ops.before(op)
+        marks[op] = server.mark()
+
+    timings: dict[str, RunTiming] = davit_operations(tree, home, target, "bench", before)
     ops.end()
+    phases = []
+    if counted and isinstance(server, S3Server):
+        run = LogReader(home / "state" / "davit.db").stream(f"run-{timings['unchanged backup'].run_id}")
+        requests = server.counter.since(marks["unchanged backup"])[: marks["restore"] - marks["unchanged backup"]]
+        phases = by_phase(run, requests, label)
     problems = compare_trees(tree, target)
     if problems:
         print(f"\nFAIL: davit's restore from {server.name} differs from the source in {len(problems)} places:")
@@ -284,7 +300,30 @@ def run_davit(server: Server, tree: Path, work: Path, label: str, counted: bool,
         raise SystemExit(1)
     shutil.rmtree(target)
     shutil.rmtree(home)
-    return Result({k: t.wall for k, t in timings.items()}, {k: t.rss_mb for k, t in timings.items()}, ops.counts)
+    return Result({k: t.wall for k, t in timings.items()}, {k: t.rss_mb for k, t in timings.items()}, ops.counts, phases)
+
+
+def by_phase(run: list[Row], requests: list[Request], label: str) -> list[tuple[str, Counts]]:
+    """`requests` (the run's, and the daemon's around it) split by the phases of the run its
+    events draw: before it was queued, queued to the first step, each step, after the last."""
+    bounds: list[tuple[float, str]] = []  # (start, phase)
+    for event in run:
+        if event.type == "RunQueued":
+            bounds.append((ts(event.recorded_at), "prepare"))
+        elif event.type == "StepStarted":
+            bounds.append((ts(event.recorded_at), f"step {event.data['step']}"))
+        elif event.type == "StepCompleted":
+            bounds.append((ts(event.recorded_at), "verify and end"))
+        elif event.type == "RunSucceeded":
+            bounds.append((ts(event.recorded_at), "after the run"))
+    out: dict[str, Counts] = {}
+    for r in requests:
+        phase = "before the run"
+        for start, name in bounds:
+            if r.at >= start:
+                phase = name
+        out.setdefault(phase, Counter()).update(tally([r], BUCKET, label))
+    return list(out.items())
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -377,9 +416,13 @@ def print_counts(backend: str, series: dict[str, Series]) -> None:
         if backend == "sftp"
         else "counted on the wire between the tool and SeaweedFS: one LIST per page of up to 1000 keys"
     )
-    print(
-        table(["operation", "tool", f"{listing} per area", "requests", "other requests"], rows, f"\n{backend}: requests ({how})")
-    )
+    headers = ["operation", "tool", f"{listing} per area", "requests", "other requests"]
+    print(table(headers, rows, f"\n{backend}: requests ({how})"))
+    counted = series["davit"].counted if "davit" in series else None
+    if counted is not None and counted.phases:
+        print("davit's unchanged backup, LISTs by phase of its run (request times against the run's events):")
+        for phase, c in counted.phases:
+            print(f"  {phase}: {describe(c, 'LIST')} (requests: {sum(c.values())})")
 
 
 def unchanged_lists(backend: str, series: dict[str, Series]) -> int | None:
@@ -438,11 +481,12 @@ def servers(work: Path, wanted: list[str]) -> Iterator[dict[str, Server]]:
         yield out
 
 
-def measure(server: Server, tree: Path, work: Path, runs: int, passphrase: bool, tools: tuple[str, ...]) -> dict[str, Series]:
+def measure(server: Server, tree: Path, work: Path, args: argparse.Namespace) -> dict[str, Series]:
+    runs, tools = args.runs, tuple(args.tools.split(","))
     series = {tool: Series() for tool in tools}
     runners: dict[str, Callable[[str, bool], Result]] = {
         "restic": lambda label, counted: run_restic(server, tree, work, label, counted),
-        "davit": lambda label, counted: run_davit(server, tree, work, label, counted, passphrase),
+        "davit": lambda label, counted: run_davit(server, tree, work, label, counted, args.encrypted, args.data_path),
     }
     for i in range(runs):
         order = tools if i % 2 == 0 else tools[::-1]
@@ -464,6 +508,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(".bench"), help="where the tree, servers and restores go")
     parser.add_argument("--tools", default="restic,davit", help="comma-separated: restic, davit (default both)")
     parser.add_argument("--encrypted", action="store_true", help="davit's repository gets a passphrase (restic always encrypts)")
+    parser.add_argument(
+        "--data-path",
+        action="append",
+        default=[],
+        metavar="'KEY = VALUE'",
+        help="a line for davit.toml's [data_path] (repeatable), e.g. 'workers = 8', to try a tuning",
+    )
     args = parser.parse_args()
     work: Path = args.workdir.resolve()
     tree = cached_tree(work, args.size_mb)
@@ -473,11 +524,13 @@ def main() -> None:
     if "restic" in reasons or "/usr/bin/time" in reasons:
         raise SystemExit(f"FAIL: {reasons.get('restic') or reasons['/usr/bin/time']}")
     print(f"davit's repositories are {'encrypted' if args.encrypted else 'not encrypted'}; restic's always are", flush=True)
+    if args.data_path:
+        print(f"davit's [data_path]: {'; '.join(args.data_path)}", flush=True)
     remote = fresh_dir(work / "remote")
     all_series: dict[str, dict[str, Series]] = {}
     with servers(remote, args.backends.split(",")) as by_name:
         for name, server in by_name.items():
-            all_series[name] = measure(server, tree, remote, args.runs, args.encrypted, tuple(args.tools.split(",")))
+            all_series[name] = measure(server, tree, remote, args)
     for name, series in all_series.items():
         print_times(name, series, total)
         print_counts(name, series)

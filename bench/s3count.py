@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,6 +29,7 @@ class Request:
     method: str
     path: str  # unquoted, e.g. /bucket/davit/index/ab.idx
     query: dict[str, list[str]]
+    at: float  # time.time() when its request line arrived
 
 
 class S3Counter:
@@ -93,7 +95,9 @@ class S3Counter:
             method, target, _version = lines[0].split(" ", 2)
             parts = urlsplit(target)
             with self._lock:
-                self._requests.append(Request(method, unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)))
+                self._requests.append(
+                    Request(method, unquote(parts.path), parse_qs(parts.query, keep_blank_values=True), time.time())
+                )
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 await _relay_chunked(reader, up)
