@@ -17,6 +17,7 @@ of the pipeline).
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import os
 import random
@@ -283,6 +284,7 @@ class Daemon:
         self.log_file = home / f"davitd-{label}.log"
         with open(self.log_file, "wb") as out:
             self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)], stdout=out, stderr=subprocess.STDOUT)
+        atexit.register(self.proc.kill)  # a bench stopped by ^C or a failure leaves no davitd behind (no-op once it exited)
         deadline = time.monotonic() + 60
         while not any(r.data.get("pid") == self.proc.pid for r in self.log.after(0, "DaemonStarted")):
             self.check_alive()
