@@ -17,6 +17,7 @@ of the pipeline).
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import os
 import random
@@ -110,6 +111,18 @@ def generate_tree(root: Path, size_mb: int) -> None:
                 _write_random(fh, data)
                 left -= data
         zero_budget, index = zero_budget - size, index + 1
+
+
+def cached_tree(work: Path, size_mb: int) -> Path:
+    """The generated tree of `size_mb` in `work`, generated the first time it is asked for."""
+    work.mkdir(parents=True, exist_ok=True)
+    tree = work / f"tree-{size_mb}mb"
+    marker = work / f"tree-{size_mb}mb.v{TREE_FORMAT}.done"
+    if not marker.exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        generate_tree(tree, size_mb)
+        marker.touch()
+    return tree
 
 
 def tree_stats(root: Path) -> tuple[int, int]:
@@ -271,6 +284,7 @@ class Daemon:
         self.log_file = home / f"davitd-{label}.log"
         with open(self.log_file, "wb") as out:
             self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)], stdout=out, stderr=subprocess.STDOUT)
+        atexit.register(self.proc.kill)  # a bench stopped by ^C or a failure leaves no davitd behind (no-op once it exited)
         deadline = time.monotonic() + 60
         while not any(r.data.get("pid") == self.proc.pid for r in self.log.after(0, "DaemonStarted")):
             self.check_alive()
@@ -359,16 +373,27 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
         )
     else:
         (home / "davit.toml").write_text("# bench/files.py: davit's defaults, nothing special\n")
-    out: dict[str, RunTiming] = {}
 
     daemon = Daemon(home, "idle")
     time.sleep(1)
     idle_rss = daemon.stop()
+    target = work / "restore-davit"
+    return davit_operations(tree, home, target), target, idle_rss
 
+
+def davit_operations(
+    tree: Path, home: Path, target: Path, repository: str = "local", before: Callable[[str], None] = lambda op: None
+) -> dict[str, RunTiming]:
+    """First backup, unchanged backup (`davit run --wait`) and restore into `target` with the
+    davit.toml already in `home`, one fresh daemon each; `before(op)` is called just before each
+    operation is started (after the daemon is up), e.g. to reset a request counter."""
+    where = f'repository = "{repository}"\n' if repository != "local" else ""
+    out: dict[str, RunTiming] = {}
     warm(tree)
     os.sync()
     daemon = Daemon(home, "first")
-    dropped = drop_job(home, BACKUP_JOB, f'name = "{BACKUP_JOB}"\nkind = "files.backup"\n\n[source]\npath = "{tree}"\n')
+    before("first backup")
+    dropped = drop_job(home, BACKUP_JOB, f'name = "{BACKUP_JOB}"\nkind = "files.backup"\n{where}\n[source]\npath = "{tree}"\n')
     out["first backup"] = daemon.wait_run(BACKUP_JOB, 0, dropped, ("store",))
     out["first backup"].rss_mb = daemon.stop()
 
@@ -376,6 +401,7 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
     os.sync()
     daemon = Daemon(home, "unchanged")
     head = daemon.log.head()
+    before("unchanged backup")
     cli = subprocess.run(
         [str(VENV_BIN / "davit"), "--home", str(home), "run", BACKUP_JOB, "--wait", "--timeout", "3600"],
         capture_output=True,
@@ -387,20 +413,20 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
     out["unchanged backup"] = daemon.wait_run(BACKUP_JOB, head, ts(request[0].recorded_at), ("store",))
     out["unchanged backup"].rss_mb = daemon.stop()
 
-    target = work / "restore-davit"
     shutil.rmtree(target, ignore_errors=True)
     os.sync()
     daemon = Daemon(home, "restore")
     head = daemon.log.head()
+    before("restore")
     dropped = drop_job(
         home,
         RESTORE_JOB,
-        f'name = "{RESTORE_JOB}"\nkind = "files.restore"\n\n[source]\njob = "{BACKUP_JOB}"\nsnapshot = "latest"\n\n'
+        f'name = "{RESTORE_JOB}"\nkind = "files.restore"\n{where}\n[source]\njob = "{BACKUP_JOB}"\nsnapshot = "latest"\n\n'
         f'[target]\npath = "{target}"\n',
     )
     out["restore"] = daemon.wait_run(RESTORE_JOB, head, dropped, ("restore",))
     out["restore"].rss_mb = daemon.stop()
-    return out, target, idle_rss
+    return out
 
 
 def compare_trees(source: Path, restored: Path) -> list[str]:
@@ -572,13 +598,7 @@ def main() -> None:
     parser.add_argument("--encrypted", action="store_true", help="davit and borg encrypt their repositories")
     args = parser.parse_args()
     work: Path = args.workdir.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    tree = work / f"tree-{args.size_mb}mb"
-    marker = work / f"tree-{args.size_mb}mb.v{TREE_FORMAT}.done"
-    if not marker.exists():
-        shutil.rmtree(tree, ignore_errors=True)
-        generate_tree(tree, args.size_mb)
-        marker.touch()
+    tree = cached_tree(work, args.size_mb)
     files, total = tree_stats(tree)
     print(f"tree: {tree} ({files} files, {total / MiB:.0f} MiB); workdir on {disk_of(work)}; {cpu_count()} CPUs; {load_note()}")
 
