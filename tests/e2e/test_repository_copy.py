@@ -1,14 +1,18 @@
 """`davit repository copy` through davitd, as an operator keeps an off-site copy: killed with
 `kill -9` in the middle, the copy resumes after a restart without sending a sealed pack again,
-and the copy restores identical; copying again sends nothing."""
+and the copy restores identical; copying again sends nothing. A copy into an S3 bucket and from
+it into a third repository restores identical too."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Davit, make_big_tree, tree_digest, write_job
+from tests.e2e.test_remote_repository_kinds import bucket_view, make_source, s3_section
+from tests.peers.state import S3Peer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -99,3 +103,59 @@ def test_a_copy_naming_a_repository_the_config_lacks_is_refused_before_davitd_is
     same = davit.cli("repository", "copy", "local", "local", check=False)
     assert same.returncode == 2 and "same" in same.stderr
     assert not davit.runs(ADHOC)
+
+
+def passphrase(davit: Davit, name: str, text: str) -> Path:
+    key = davit.home / f"{name}.passphrase"
+    key.write_text(text)
+    key.chmod(0o600)
+    return key
+
+
+def test_a_copy_into_an_s3_repository_and_back_into_a_third_restores_identical(
+    davit: Davit, seaweedfs_peer: S3Peer, tmp_path: Path
+) -> None:
+    """An operator copies the local repository (plain) into a bucket (encrypted) and, to recover,
+    from the bucket into a new local one under another passphrase: every hop seals again under
+    its destination's key, and what comes back is what went in."""
+    prefix = f"e2e-copy/{uuid.uuid4().hex[:10]}"
+    cloud_key = passphrase(davit, "cloud", "the bucket's passphrase\n")
+    back_key = passphrase(davit, "back", "the recovered repository's passphrase, a third one\n")
+    sealed_in_the_bucket = f'passphrase_file = "{cloud_key}"\n'
+    davit.configure(
+        "[data_path]\npack_size_mib = 1\ncheckpoint_seconds = 0.5\n"
+        '[repositories.local]\npath = "repository"\n'
+        f"[repositories.cloud]\n{s3_section(seaweedfs_peer, prefix, sealed_in_the_bucket)}"
+        f'[repositories.back]\npath = "back"\npassphrase_file = "{back_key}"\n'
+    )
+    source = tmp_path / "source"
+    make_source(source)
+    davit.start()
+    write_job(davit, "f.toml", f'name = "f"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
+    backup = davit.wait_run_state("f", {"succeeded", "failed"}, timeout=300)
+    assert backup["state"] == "succeeded", backup
+
+    for origin, destination in (("local", "cloud"), ("cloud", "back")):
+        davit.cli("repository", "copy", origin, destination, "--wait", timeout=300)
+        copied = davit.runs(ADHOC)[-1]
+        assert copied["state"] == "succeeded", copied
+        verified = davit.json_lines("verify", backup["run_id"], "--repository", destination)[0]
+        assert verified["ok"] and verified["chunks_checked"] > 0, verified
+    # the bucket holds the snapshot, sealed: no chunk of the source is there in the clear
+    bucket = bucket_view(seaweedfs_peer, prefix)
+    assert bucket.stat(f"snapshots/{backup['run_id']}/manifest.json") is not None
+    packs = [info.key for info in bucket.list("packs/")]
+    assert packs
+    plain = (source / "random.bin").read_bytes()[1000:1064]  # incompressible: stored as is if not sealed
+    assert all(plain not in bucket.get(key) for key in packs)
+    assert [s["authenticated"] for s in davit.json_lines("snapshots") if s["repository"] != "local"] == [True, True]
+
+    write_job(
+        davit,
+        "restore.toml",
+        f'name = "restore"\nkind = "files.restore"\nrepository = "back"\n'
+        f'[source]\njob = "f"\n[target]\npath = "{tmp_path / "restored"}"\n',
+    )
+    restored = davit.wait_run_state("restore", {"succeeded", "failed"}, timeout=300)
+    assert restored["state"] == "succeeded", restored
+    assert tree_digest(tmp_path / "restored") == tree_digest(source)
