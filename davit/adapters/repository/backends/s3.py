@@ -114,6 +114,11 @@ _PINNED_ENV = frozenset(
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"})
 
 
+# Variables an operator sets on purpose that change only whom TLS trusts: read, not warned of.
+_TRUST_ENV = frozenset({"AWS_CA_BUNDLE"})
+_warned_env: set[str] = set()
+
+
 class S3Backend:
     """One repository in `bucket` under `prefix`. Thread-safe (obstore's store is)."""
 
@@ -171,8 +176,11 @@ class S3Backend:
         self._caps: Caps | None = None
         self._declared_can_delete = can_delete
         self._probe_lock = threading.Lock()
-        inherited = sorted(name for name in os.environ if name.startswith("AWS_") and name not in _PINNED_ENV)
+        inherited = sorted(
+            name for name in os.environ if name.startswith("AWS_") and name not in _PINNED_ENV | _TRUST_ENV | _warned_env
+        )
         if inherited:
+            _warned_env.update(inherited)  # once per process: the CLI opens a backend per command
             log.warning(
                 "%s: obstore also reads these environment variables of davitd, which may change how it talks to the "
                 "server (a session token, server-side encryption): %s",
