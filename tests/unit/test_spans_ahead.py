@@ -101,7 +101,7 @@ def test_reading_ahead_stays_within_its_byte_bound_and_stops_with_the_restore() 
     todo = tree(2000, 1, store)  # 80 MB of chunks
     items = spans_ahead(todo, store, reads=2, max_bytes=1 << 20)
     for _n in range(10):
-        entry, chunks = next(items)
+        _entry, chunks = next(items)
         list(chunks)
     items.close()
     assert store.chunks_read * CHUNK <= 2 * (1 << 20)  # about the bound ahead of 10 chunks, not 80 MB
