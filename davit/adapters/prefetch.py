@@ -9,7 +9,10 @@ before a byte of it is used), and each stopping its reading when the consumer st
   a Weaviate collection, the batches of a MongoDB cursor, the chunks prepared for a write);
 - `calls_ahead`: one call per argument on a pool, a few calls ahead (a collection's chunks);
 - `chunks_ahead`: tree entries with their chunks, read on a pool up to a number of chunks
-  ahead across entries (a files or volume restore: many small files in flight at once).
+  ahead across entries (a files or volume restore: many small files in flight at once);
+- `spans_ahead`: the same for a remote repository, where a request costs a round trip: the
+  chunks ahead (up to a number of bytes) are grouped by pack, and the nearby ones of a pack
+  fetched in one ranged read, several reads in flight at once.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from davit.adapters.repository.packs import BlobRef
+from davit.adapters.repository.tuning import Tuning
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -97,7 +103,7 @@ E = TypeVar("E", bound=HasChunks)
 
 def chunks_ahead(
     entries: Iterable[E], read: Callable[[bytes], bytes], pool: Executor, depth: int
-) -> Iterator[tuple[E, Iterator[bytes]]]:
+) -> Generator[tuple[E, Iterator[bytes]], None, None]:
     """Entries with their chunks, read (and so verified, `read` being the repository's
     `read_chunk`) on `pool` up to `depth` chunks ahead of the writer: the chunks of the entry
     being written first, then those of the entries after it. Chunks of an entry the writer has
@@ -151,3 +157,176 @@ def chunks_ahead(
         futures.clear()
         todo.clear()
         fill()
+
+
+# --- spans_ahead ---------------------------------------------------------------------------------
+
+SPAN_GAP = 256 << 10  # unwanted bytes between two wanted chunks of a pack still read through: cheaper than a request
+SPAN_MAX = 8 << 20  # bytes one ranged read spans at most, so several reads run at once
+BATCH_SLOTS = 4096  # entries and chunks planned at once at most (empty files weigh no bytes)
+
+
+class SpanReader(Protocol):
+    """The repository as `spans_ahead` reads it."""
+
+    def blob_ref(self, chunk_id: bytes) -> BlobRef | None: ...
+
+    def read_chunk(self, chunk_id: bytes) -> bytes: ...
+
+    def read_span(self, pack: str, members: Sequence[tuple[bytes, BlobRef]]) -> Sequence[bytes | Exception]: ...
+
+
+Member = tuple[int, bytes, BlobRef]  # (slot in the batch, chunk id, where it is stored)
+
+
+def pack_spans(members: list[Member]) -> list[list[Member]]:
+    """`members` (of one pack) in runs read by one ranged request each: by offset, a run going
+    on while the next member starts within `SPAN_GAP` of its end and it stays within `SPAN_MAX`."""
+    ordered = sorted(members, key=lambda m: m[2].offset)
+    spans: list[list[Member]] = []
+    start = end = 0
+    for member in ordered:
+        ref = member[2]
+        stop = ref.offset + ref.stored_len
+        if spans and ref.offset - end <= SPAN_GAP and max(end, stop) - start <= SPAN_MAX:
+            spans[-1].append(member)
+            end = max(end, stop)
+        else:
+            spans.append([member])
+            start, end = ref.offset, stop
+    return spans
+
+
+def spans_ahead(
+    entries: Iterable[E], reader: SpanReader, reads: int, max_bytes: int
+) -> Generator[tuple[E, Iterator[bytes]], None, None]:
+    """What `chunks_ahead` hands out (entries with their verified chunks, in order, the chunks
+    an entry's writer did not take dropped), read for a remote repository: the chunks up to
+    about `max_bytes` (plain) ahead of the writer are fetched by pack span on a pool of `reads`
+    threads, which also verify them (a chunk that fails raises where the writer reaches it).
+    Closing the generator cancels the reads not started and waits for those under way."""
+    with ThreadPoolExecutor(reads, thread_name_prefix="davit-read") as pool:
+        plan = _SpanPlan(entries, reader, pool, max_bytes)
+        try:
+            yield from plan.entries()
+        finally:
+            plan.cancel()
+
+
+class RestoreSource(SpanReader, Protocol):
+    @property
+    def is_remote(self) -> bool: ...
+
+
+def restore_reads(
+    entries: Iterable[E], repo: RestoreSource, pool: Executor, tuning: Tuning
+) -> Generator[tuple[E, Iterator[bytes]], None, None]:
+    """The entries of a restore with their chunks: from a local repository one read per chunk
+    on `pool` (a read is a cheap pread), from a remote one by pack span (a read is a request)."""
+    if repo.is_remote:
+        return spans_ahead(entries, repo, tuning.remote_reads, tuning.remote_read_ahead)
+    return chunks_ahead(entries, repo.read_chunk, pool, tuning.inflight_chunks)
+
+
+def _flat(entries: Iterable[E]) -> Iterator[tuple[E, str | None]]:
+    """Each entry (None), then each of its chunks (hex id): the order the writer takes them."""
+    for entry in entries:
+        yield entry, None
+        for chunk in entry.chunks:
+            yield entry, chunk
+
+
+Slot = tuple[Any, "Future[Sequence[bytes | Exception]] | None", int, int]  # entry, its read, index in it, bytes
+
+
+class _SpanPlan(Generic[E]):
+    """The slots (entries and chunks) planned ahead of the writer, with their reads under way."""
+
+    def __init__(self, entries: Iterable[E], reader: SpanReader, pool: Executor, max_bytes: int) -> None:
+        self.source, self.reader, self.pool = _flat(entries), reader, pool
+        self.max_bytes, self.batch_bytes = max_bytes, max(1, max_bytes // 4)
+        self.slots: deque[Slot] = deque()
+        self.ahead = 0  # plain bytes of the chunk slots planned
+        self.exhausted = False
+        self.taken = 0  # entries handed out: a chunk iterator of an earlier one stops
+
+    def entries(self) -> Iterator[tuple[E, Iterator[bytes]]]:
+        self.fill()
+        while self.slots:
+            entry: E = self.pop()[0]
+            self.taken += 1
+            yield entry, self.chunks(self.taken)
+            while self.head_is_chunk():  # the writer moved on: drop what it did not take
+                self.pop()
+
+    def chunks(self, turn: int) -> Iterator[bytes]:
+        while turn == self.taken and self.head_is_chunk():
+            _entry, read, index, _size = self.pop()
+            if read is None:  # not reached: a chunk slot always has its read
+                return
+            got = read.result()[index]
+            if isinstance(got, Exception):
+                raise got
+            yield got
+
+    def head_is_chunk(self) -> bool:
+        self.fill()
+        return bool(self.slots) and self.slots[0][1] is not None
+
+    def pop(self) -> Slot:
+        slot = self.slots.popleft()
+        self.ahead -= slot[3]
+        self.fill()
+        return slot
+
+    def fill(self) -> None:
+        while not self.exhausted and (not self.slots or self.ahead <= self.max_bytes - self.batch_bytes):
+            self.plan()
+
+    def plan(self) -> None:
+        """Take the next batch of slots from the source and start the reads of its chunks."""
+        batch: list[tuple[E, bytes | None, BlobRef | None]] = []
+        size = 0
+        while size < self.batch_bytes and len(batch) < BATCH_SLOTS:
+            item = next(self.source, None)
+            if item is None:
+                self.exhausted = True
+                break
+            entry, chunk = item
+            cid = bytes.fromhex(chunk) if chunk is not None else None
+            ref = self.reader.blob_ref(cid) if cid is not None else None
+            size += ref.plain_len if ref is not None else 0
+            batch.append((entry, cid, ref))
+        reads = self.start_reads(batch)
+        for n, (entry, _cid, ref) in enumerate(batch):
+            read, index = reads.get(n, (None, 0))
+            self.slots.append((entry, read, index, ref.plain_len if ref is not None else 0))
+        self.ahead += size
+
+    def start_reads(
+        self, batch: list[tuple[E, bytes | None, BlobRef | None]]
+    ) -> dict[int, tuple[Future[Sequence[bytes | Exception]], int]]:
+        """The read of each chunk slot of `batch` (by its position), and its index in that read."""
+        by_pack: dict[str, list[Member]] = {}
+        reads: dict[int, tuple[Future[Sequence[bytes | Exception]], int]] = {}
+        for n, (_entry, cid, ref) in enumerate(batch):
+            if cid is not None and ref is None:  # not in the index: `read_chunk` says so, in its place
+                reads[n] = (self.pool.submit(_read_one, self.reader, cid), 0)
+            elif cid is not None and ref is not None:
+                by_pack.setdefault(ref.pack, []).append((n, cid, ref))
+        spans = [span for members in by_pack.values() for span in pack_spans(members)]
+        for span in sorted(spans, key=lambda s: min(m[0] for m in s)):  # the writer's order first
+            read = self.pool.submit(self.reader.read_span, span[0][2].pack, [(cid, ref) for _n, cid, ref in span])
+            for index, (n, _cid, _ref) in enumerate(span):
+                reads[n] = (read, index)
+        return reads
+
+    def cancel(self) -> None:
+        for _entry, read, _index, _size in self.slots:
+            if read is not None:
+                read.cancel()
+        self.slots.clear()
+
+
+def _read_one(reader: SpanReader, chunk_id: bytes) -> Sequence[bytes | Exception]:
+    return [reader.read_chunk(chunk_id)]

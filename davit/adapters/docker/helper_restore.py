@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 from davit.adapters.docker.archive import END_OF_ARCHIVE, padding, tar_header, volume_archive_entries
@@ -24,7 +25,7 @@ from davit.adapters.docker.engine import EngineError, engine_errors
 from davit.adapters.docker.helper import MOUNT_ROOT, open_archive
 from davit.adapters.docker.tarread import members
 from davit.adapters.files.tree import Skipped
-from davit.adapters.prefetch import chunks_ahead
+from davit.adapters.prefetch import restore_reads
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.treeformat import DIR, FILE, SPECIAL, Entry, walk_key
 from davit.adapters.repository.tuning import Tuning
@@ -104,8 +105,11 @@ def restore_entries(
     last_key = walk_key(cursor["last"]) if cursor.get("last") is not None else None
     progress = {"last": cursor.get("last"), "items": cursor.get("items", 0), "bytes_done": cursor.get("bytes_done", 0)}
     todo = (e for e in entries() if last_key is None or e.key > last_key)
-    with repo.locked(exclusive=False), ThreadPoolExecutor(tuning.workers, thread_name_prefix="davit-restore") as pool:
-        items = chunks_ahead(todo, repo.read_chunk, pool, tuning.inflight_chunks)
+    with (
+        repo.locked(exclusive=False),
+        ThreadPoolExecutor(tuning.workers, thread_name_prefix="davit-restore") as pool,
+        closing(restore_reads(todo, repo, pool, tuning)) as items,
+    ):
         finished = False
 
         def batch() -> Iterator[bytes]:

@@ -21,13 +21,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from davit.adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
 from davit.adapters.files.treecheck import checked, parsed, validate
-from davit.adapters.prefetch import chunks_ahead
+from davit.adapters.prefetch import restore_reads
 from davit.adapters.repository.fsutil import syncfs
 from davit.adapters.repository.repository import SnapshotInfo
 from davit.adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
@@ -119,6 +120,7 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool,
                 _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small,
                 _Flusher(self.target, ctx) as flusher,
+                closing(restore_reads(entries, self.repo, pool, self.tuning)) as items,
             ):
 
                 def barrier() -> None:
@@ -128,7 +130,7 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
                         os.close(deferred.pop())
 
                 try:
-                    for entry, chunks in chunks_ahead(entries, self.repo.read_chunk, pool, self.tuning.inflight_chunks):
+                    for entry, chunks in items:
                         ctx.check_stop()
                         self._put(writer, walk, entry, chunks, small, barrier)
                         if len(deferred) > MAX_DEFERRED_FDS:

@@ -41,7 +41,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -149,6 +149,12 @@ class Repository:
         if not isinstance(self.backend, LocalBackend):
             raise AttributeError(f"{self.backend.where} is not a local directory")
         return self.backend.root
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the repository is off this host (every read a request to a server), so a
+        restore reads the chunks it needs by pack span rather than one by one."""
+        return self.backend.caps.local_root is None
 
     @property
     def where(self) -> str:
@@ -370,7 +376,29 @@ class Repository:
             ref = self._index.get(chunk_id)
         if ref is None:
             raise CorruptChunk(chunk_id.hex(), self.backend.where, "chunk is missing from the repository")
-        stored = self._pread(ref)
+        return self._open_stored(chunk_id, ref, self._pread(ref))
+
+    def read_span(self, pack: str, members: Sequence[tuple[bytes, BlobRef]]) -> list[bytes | CorruptChunk]:
+        """Chunks of one pack fetched in one ranged read (from the first member's offset to the
+        last one's end, gaps included), each verified as `read_chunk` does: its plain bytes, or
+        the `CorruptChunk` it fails with, in `members`' order (one bad chunk fails only itself)."""
+        start = min(ref.offset for _cid, ref in members)
+        end = max(ref.offset + ref.stored_len for _cid, ref in members)
+        try:
+            data = self.backend.get_range(pack_key(pack), start, end - start)
+        except ObjectMissing:
+            missing = CorruptChunk("(pack)", pack, "pack file is missing")
+            return [missing for _ in members]
+        out: list[bytes | CorruptChunk] = []
+        for cid, ref in members:
+            try:
+                out.append(self._open_stored(cid, ref, data[ref.offset - start : ref.offset - start + ref.stored_len]))
+            except CorruptChunk as exc:
+                out.append(exc)
+        return out
+
+    def _open_stored(self, chunk_id: bytes, ref: BlobRef, stored: bytes) -> bytes:
+        """The plain bytes of chunk `chunk_id` read as `stored` from `ref`, verified against its id."""
         if len(stored) != ref.stored_len:
             raise CorruptChunk(chunk_id.hex(), ref.pack, "pack file is truncated")
         if ref.codec & CODEC_SEALED:
