@@ -15,4 +15,4 @@ class Tuning:
     inflight_chunks: int = 16  # chunks read ahead of the writer (bounds memory)
     compression_level: int = 3
     remote_reads: int = 8  # ranged reads in flight restoring from a remote repository (network, not CPU)
-    remote_read_ahead: int = 48 << 20  # plain bytes read ahead of the writer from a remote repository (peak RSS)
+    remote_read_ahead: int = 32 << 20  # plain bytes read ahead of the writer from a remote repository (peak RSS)
