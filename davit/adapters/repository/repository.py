@@ -146,7 +146,12 @@ class Repository:
         self.segments = (
             None
             if self.backend.caps.local_root is not None
-            else Segments(self.backend, self.check_held, lambda: self.locks.can_delete is False or self._can_delete is False)
+            else Segments(
+                self.backend,
+                self.check_held,
+                lambda: self.locks.can_delete is False or self._can_delete is False,
+                self._deletes_refused,
+            )
         )
 
     @property
@@ -296,6 +301,12 @@ class Repository:
         if self._can_delete is None:
             self._can_delete = known if known is not None else self._probe_delete()
         return self._can_delete
+
+    def _deletes_refused(self, exc: BackendDenied) -> None:
+        """A staging's delete was refused (a backup-only credential): the locks mark released
+        ids from now on instead of asking the server again. (`can_delete` still probes: a
+        policy may allow deleting some objects and not others.)"""
+        self.locks.deletes_denied(exc)
 
     def _probe_delete(self) -> bool:
         key = f"tmp/probe-delete-{os.urandom(8).hex()}"
