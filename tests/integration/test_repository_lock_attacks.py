@@ -33,7 +33,7 @@ from tests.integration.test_repository_locks import files_work, random_tree, sto
 
 
 def _backup_while_a_prune_lands_mid_store(
-    tmp_path: Path, pruner: Repository, prune_after: float = 0.0
+    tmp_path: Path, pruner: Repository, prune_after: float = 0.0, started: list[Any] | None = None
 ) -> tuple[Any, MemoryRunContext]:
     """Job `a` has snapshots a0 (content X) and a1; job `b` backs up X again (every chunk
     deduplicated against a0). Once b's walk is done, and before its store step has flushed its
@@ -49,6 +49,8 @@ def _backup_while_a_prune_lands_mid_store(
     work = files_work(writer, tmp_path / "b", "b0", "b")
     ctx = MemoryRunContext(run_id="b0")
     work.prepare(ctx)
+    if started is not None:
+        started += [work, ctx]
     prune_over = threading.Event()
     prune_errors: list[BaseException] = []
     real_live_locks = pruner.locks.live_locks
@@ -103,14 +105,21 @@ def test_a_writer_whose_lock_another_host_took_over_never_publishes_a_snapshot_w
     """Another host takes b's lock as stale and prunes: here because its TTL is shorter than
     b's (a misconfiguration; a suspended or partitioned writer looks the same to it). b must
     not publish a tree naming what that prune deleted: before the fix it did (and only its
-    finish noticed); now the publish checks the staged tree against the repository under its
-    lock, and fails the run without publishing. Every published snapshot still verifies."""
+    finish noticed). b holds one lock from store through publish, so its publish finds that
+    lock taken away before creating the manifest (RepositoryLockLost, retried); the retry
+    takes a new lock, checks the staged tree against the repository as it is then, and fails
+    the run without publishing. Every published snapshot still verifies."""
     pruner = Repository.open(tmp_path / "repo")
     pruner.locks.hostname = "another-host"
     pruner.locks.ttl = 1.0  # b's lock, 300 s, is not refreshed within a second: stale to the pruner
-    with pytest.raises(SourceMissing, match="pruned while this run did not hold its repository lock"):
-        _backup_while_a_prune_lands_mid_store(tmp_path, pruner, prune_after=1.5)
+    started: list[Any] = []
+    with pytest.raises(RepositoryLockLost, match="removed it as stale"):
+        _backup_while_a_prune_lands_mid_store(tmp_path, pruner, prune_after=1.5, started=started)
     repo = Repository.open(tmp_path / "repo", create=False)
+    assert not repo.snapshot_exists("b0")
+    work, ctx = started
+    with pytest.raises(SourceMissing, match="pruned while this run did not hold its repository lock"):
+        work.run(ctx)  # the executor's retry of the run
     assert not repo.snapshot_exists("b0")
     assert unreadable_chunks(repo.root) == []
 

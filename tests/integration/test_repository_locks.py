@@ -176,18 +176,23 @@ def test_a_pack_pruned_through_another_repository_object_is_no_longer_answered_a
 
 
 def test_a_backup_whose_chunks_vanished_before_its_finish_fails_naming_them(tmp_path: Path) -> None:
-    """A pack deleted behind the backup's back (another process's prune, a lost lock): finish
-    looks at the repository as it is now and fails, instead of reporting success."""
+    """A pack deleted behind the backup's back (another process's prune, a lost lock) while
+    davitd was down between the run's publish and its finish: the finish of the restarted
+    davitd looks at the repository as it is now and fails, instead of reporting success. (A
+    finish right after a publish by the same process relies on that publish's check, made
+    under the lock held when the manifest was created.)"""
     repo = Repository.open(tmp_path / "repo")
-    work = files_work(repo, random_tree(tmp_path / "src"), "r0", "j")
+    source = random_tree(tmp_path / "src")
+    work = files_work(repo, source, "r0", "j")
     ctx = MemoryRunContext(run_id="r0")
     work.prepare(ctx)
     work.run(ctx)
     pack = next(p.stem for p in (repo.root / "index").glob("*.idx"))
     index_path(repo.root, pack).unlink()
     pack_path(repo.root, pack).unlink()
+    restarted = files_work(Repository.open(tmp_path / "repo", create=False), source, "r0", "j")
     with pytest.raises(SourceMissing, match="chunks it names are missing"):
-        work.finish(ctx)
+        restarted.finish(ctx)
 
 
 # --- stale and live locks ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.backends.counting import CountingBackend
 from davit.adapters.repository.backends.memory import MemoryBackend
 from davit.adapters.repository.repository import SPOOL_GRACE_SECONDS, Repository
+from tests.dict_backend import DictBackend
 from tests.integration.test_files_adapter import backup, make_tree, restore, snapshot_of, without_excluded
 
 
@@ -38,9 +39,9 @@ class KeyLog(CountingBackend):
 
 def test_an_unchanged_second_backup_by_a_new_davitd_reads_no_tree_no_index_and_no_pack(tmp_path: Path) -> None:
     """The first backup fills this host's cache; davitd restarts (a new Repository object on the
-    same home) and backs up the same tree. It lists `index/` once per lock taken and per
-    `missing_chunks` check (publish and finish: never a request per pack), reads the parent
-    tree (its files cache) and every index from the cache, and reads no pack."""
+    same home) and backs up the same tree. It takes the lock once (for store and publish) and
+    lists `index/` then only (never a request per pack), reads the parent tree (its files cache)
+    and every index from the cache, and reads no pack."""
     storage = KeyLog(MemoryBackend())
     source = tmp_path / "src"
     source.mkdir()
@@ -57,13 +58,78 @@ def test_an_unchanged_second_backup_by_a_new_davitd_reads_no_tree_no_index_and_n
     counts = storage.counts
     assert [k for k in storage.read if not k.endswith("manifest.json") and not k.startswith("locks/")] == []
     assert counts.total("stat", "packs/") == 0 and counts.total(None, "packs/") == 0
-    locks_taken = counts["list", "locks/"]  # each acquisition lists the locks once
-    assert locks_taken == 2  # the store step's and the publish's
-    assert counts["list", "index/"] == locks_taken + 2  # + the publish's and the finish's missing_chunks
+    assert counts["list", "locks/"] == 1  # one acquisition, held from store through publish
+    assert counts["list", "index/"] == 1  # when it was taken; the publish's check answered from it
+    assert counts["list", "snapshots/"] == 1  # the parent, looked up once
     assert counts["list", "staging/"] == 1  # removing the run's segments once published
 
     restore(repo, tmp_path / "out", snapshot="b2")
     assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(source))
+
+
+def test_an_unchanged_second_backup_lists_each_area_at_most_once_from_opening_on(tmp_path: Path) -> None:
+    """The issue's goal, counted from the opening of a fresh Repository object (a davitd started
+    for this run) to the end of the run: `index/` and `snapshots/` are listed at most once, and
+    `locks/` once per lock taken (one)."""
+    storage = CountingBackend(DictBackend())
+    source = tmp_path / "src"
+    source.mkdir()
+    make_tree(source)
+    backup(Repository.open(storage, local_dir=tmp_path / "home"), source, "b1")
+
+    storage.counts.reset()
+    ctx = backup(Repository.open(storage, local_dir=tmp_path / "home"), source, "b2")
+    assert ctx.chunks_written == []
+    assert storage.counts["list", "index/"] == 1
+    assert storage.counts["list", "snapshots/"] == 1
+    assert storage.counts["list", "locks/"] == 1
+    assert storage.counts.total("list", "packs/") == 0
+    assert [s.id for s in Repository.open(storage, local_dir=tmp_path / "home").snapshots("job")] == ["b1", "b2"]
+
+
+def test_missing_chunks_lists_again_unless_the_lock_is_still_the_one_whose_taking_listed(tmp_path: Path) -> None:
+    """Under the hold whose taking listed `index/`, `missing_chunks` answers from memory; outside
+    a lock, under a lock taken again (a prune may have run in between) or under a lost one it
+    lists afresh, and a pack pruned in between reads as missing."""
+    storage = CountingBackend(DictBackend())
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"only in b1 " * 100)
+    home = tmp_path / "home"
+    repo = Repository.open(storage, local_dir=home)
+    backup(repo, source, "b1")
+    chunk = next(iter(repo.index.entries))
+
+    def listings() -> int:
+        return storage.counts["list", "index/"]
+
+    before = listings()
+    with repo.locked(exclusive=False):
+        assert listings() == before + 1  # taking it lists
+        assert repo.missing_chunks([chunk]) == set()
+        with repo.locked(exclusive=False):  # re-entrant: the same hold
+            assert repo.missing_chunks([chunk]) == set()
+        assert listings() == before + 1
+    assert repo.missing_chunks([chunk]) == set()  # no lock held: a listing
+    assert listings() == before + 2
+
+    # Between two holds another Repository object prunes the pack (index first, then pack).
+    pruner = Repository.open(storage, local_dir=tmp_path / "pruner")
+    with pruner.locked(exclusive=True):
+        pruner.delete_pack(repo.index.entries[chunk].pack)
+    with repo.locked(exclusive=False):
+        assert repo.missing_chunks([chunk]) == {chunk}  # the new hold's listing saw the prune
+
+    repo2 = Repository.open(storage, local_dir=tmp_path / "other")
+    (source / "a").write_bytes(b"now in b2 " * 100)
+    backup(repo2, source, "b2")
+    chunk2 = next(iter(repo2.index.entries))
+    with repo2.locked(exclusive=False) as lock:
+        lock.lost_reason = "the refresh came too late"  # as `HeldLock` finds it when its refresh stalls
+        counted = listings()
+        assert repo2.missing_chunks([chunk2]) == set()
+        assert listings() == counted + 1  # a lost lock vouches for nothing: listed again
+        lock.lost_reason = None  # released as a held lock, not as a lost one
 
 
 def test_a_cached_tree_or_index_edited_on_this_host_is_fetched_again_not_believed(tmp_path: Path) -> None:

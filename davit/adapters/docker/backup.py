@@ -150,7 +150,8 @@ class VolumeBackupWork(FilesBackupWork):
         steps = self.steps(stopped)
         while_stopped = step_names(steps).index(START)
         try:
-            run_steps(ctx, steps[:while_stopped])
+            with self.held_through_publish(ctx):
+                run_steps(ctx, steps[:while_stopped])
         except BaseException as exc:
             if stopped and not ctx.step_done(START):
                 self._start_after_failure(ctx, stopped, exc)

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +31,11 @@ from typing import Any, BinaryIO, Protocol
 
 from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
 from davit.adapters.repository.packs import PackWriter
-from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.staging import Staging
 from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
 from davit.adapters.runwork import RunInputs, RunWork
-from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
+from davit.adapters.steps import PUBLISH, Step, publish_then_retention, run_steps, step_names
 from davit.domain.errors import RunStopped, SourceMissing
 from davit.domain.jobs import FilesBackupJob
 from davit.domain.ports import RunContext
@@ -95,6 +95,10 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
         super().__init__(inputs)
         self.source = Path(self.spec.source.path)
+        # Looked up once per run (a listing of `snapshots/`): prepare, store and publish agree on
+        # the parent. It only saves reading unchanged files: `store` still asks `has` under the lock.
+        self._parent_found: list[SnapshotInfo | None] = []
+        self._published: SnapshotInfo | None = None  # by this process, in this run
 
     def steps(self) -> list[Step]:
         return [Step(STORE, self._store), *publish_then_retention(self, self._publish)]
@@ -109,12 +113,36 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         return {"source": str(self.source), "snapshot_id": self.run_id, "parent": parent.id if parent else None}
 
     def run(self, ctx: RunContext) -> None:
-        run_steps(ctx, self.steps())
+        steps = self.steps()
+        through_publish = step_names(steps).index(PUBLISH) + 1
+        with self.held_through_publish(ctx):
+            run_steps(ctx, steps[:through_publish])
+        run_steps(ctx, steps[through_publish:])
+
+    @contextmanager
+    def held_through_publish(self, ctx: RunContext) -> Iterator[None]:
+        """One shared lock for `store` and `publish` (each takes it again, re-entrantly): taking
+        it lists `index/` once, and the publish's check of the tree's chunks is answered by that
+        listing (`Repository.missing_chunks`) rather than by another after taking a new lock.
+        Not for `retention`, which takes the exclusive lock."""
+        if ctx.step_done(PUBLISH):
+            yield
+            return
+        with self.repo.locked(exclusive=False):
+            yield
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
-        info = self.repo.resolve(self.run_id)
+        info = self._published or self.repo.resolve(self.run_id)
         entries = read_lines(self.repo.open_tree(info))
+        if self._published is not None:
+            # Published by this process in this run: `_publish` checked every chunk against the
+            # repository under the lock still held when the manifest was created, and no prune
+            # deletes a chunk a published snapshot names. Listing `index/` again would prove it
+            # again; the tree is still read through to the end, so a tree that is not intact fails.
+            for _ in entries:
+                pass
+            return {"snapshot_id": self.run_id, **info.stats}
         # Against the repository as it is now, not this object's index: another process may
         # have pruned since (see Repository.missing_chunks).
         missing = self.repo.missing_chunks(bytes.fromhex(c) for e in entries for c in e.chunks)
@@ -176,9 +204,11 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
         return walk(self.source, list(self.spec.source.exclude))
 
-    def _parent(self) -> Any:
-        earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
-        return earlier[-1] if earlier else None
+    def _parent(self) -> SnapshotInfo | None:
+        if not self._parent_found:
+            earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
+            self._parent_found.append(earlier[-1] if earlier else None)
+        return self._parent_found[0]
 
     # --- publish -------------------------------------------------------------------------------
 
@@ -227,7 +257,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             "stats": {**stats, "bytes_stored": store.get("bytes_stored", 0)},
         }
         with open(tree_path, "rb") as fh:
-            self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
+            self._published = self.repo.publish_snapshot_from(manifest, fh)  # a block at a time: any number of files
         self.repo.staging(self.run_id).remove()
         return {"snapshot_id": self.run_id, **stats}
 

@@ -33,6 +33,10 @@ class ChunkIndex:
         self.cache = cache
         self.entries: dict[bytes, BlobRef] = {}
         self._lock = threading.Lock()
+        # One refresh at a time, listing and loading together: a refresh that listed before a
+        # prune must not apply its listing after one that listed since (it would bring back a
+        # pruned pack's entries, read from this host's cache, under a lock that vouches for them).
+        self._refreshing = threading.Lock()
         self._loaded: set[str] = set()
         self._damaged: set[str] = set()  # indexes passed over: not read again while listed
         self._on_gone = on_gone  # told of each pack whose index went away
@@ -66,6 +70,10 @@ class ChunkIndex:
     def refresh(self) -> None:
         """Bring the loaded index up to the repository as it is now: drop the packs whose index
         is gone (a prune, by this or another process or `Repository`), load the new ones."""
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         present = indexed_packs(self.backend)
         with self._lock:
             gone = self._loaded - present
@@ -92,11 +100,12 @@ class ChunkIndex:
 
     def reload(self) -> None:
         """Forget what is loaded and read every index again (after packs were deleted)."""
-        with self._lock:
-            self.entries.clear()
-            self._loaded.clear()
-            self._damaged.clear()
-        self.refresh()
+        with self._refreshing:
+            with self._lock:
+                self.entries.clear()
+                self._loaded.clear()
+                self._damaged.clear()
+            self._refresh()
 
     def add(self, pack: str, entries: list[tuple[bytes, BlobRef]]) -> None:
         """A pack this process just sealed (its index is in the repository)."""

@@ -445,6 +445,10 @@ class RepositoryLocks:
             del held[self.backend.where]
             lock.release()
 
+    def current(self) -> HeldLock | None:
+        """The lock this thread holds on this repository (through `hold`), if any."""
+        return self._thread_held().get(self.backend.where)
+
     def check_held(self) -> None:
         """`RepositoryLockLost` if any lock taken through this object is lost. For writers that
         do not have the lock at hand (a pack sealed on a worker thread): cheap, no I/O."""

@@ -130,6 +130,12 @@ class Repository:
         )
         self.index = ChunkIndex(self.backend, on_gone=self.forget_pack, cache=self.cache)
         self._index = self.index.entries  # chunk id -> where it is stored
+        # Loaded when first needed rather than at open: a lock taken first lists `index/` anyway
+        # (`locked`), and a listing before it would be one more round trip, vouching for nothing.
+        self._index_due = False
+        # The holds (of any thread) whose taking listed `index/`: under one of them, while it is
+        # not lost, the loaded index answers `missing_chunks` (see there).
+        self._listed_holds: set[HeldLock] = set()
         self._local = threading.local()
         self.locks = RepositoryLocks(StorageLockBackend(self.backend))
         self._can_delete: bool | None = None
@@ -140,7 +146,12 @@ class Repository:
         self.segments = (
             None
             if self.backend.caps.local_root is not None
-            else Segments(self.backend, self.check_held, lambda: self.locks.can_delete is False or self._can_delete is False)
+            else Segments(
+                self.backend,
+                self.check_held,
+                lambda: self.locks.can_delete is False or self._can_delete is False,
+                self._deletes_refused,
+            )
         )
 
     @property
@@ -179,7 +190,8 @@ class Repository:
         encrypted with it. Without, an encrypted repository still opens, for listing snapshots;
         reading or writing its chunks and trees raises `RepositoryKeyError`. `local_dir` is
         this host's directory for a remote repository's staging (see the module's docstring).
-        `load_index=False` skips reading every index (for removing staging only).
+        `load_index=False` skips reading every index (for removing staging only); otherwise the
+        indexes are read when first needed (taking a lock, `has`, `encode`, a chunk not found).
         """
         backend: Backend = LocalBackend(where) if isinstance(where, Path) else where
         if backend.caps.local_root is None and local_dir is None:
@@ -205,8 +217,7 @@ class Repository:
         key = RepositoryKey.open(passphrase, section, backend.where) if section is not None and passphrase else None
         repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir, uuid=settings.get("uuid"))
         repo._make_local_layout()
-        if load_index:
-            repo.refresh_index()
+        repo._index_due = load_index
         return repo
 
     def _make_local_layout(self) -> None:
@@ -237,7 +248,12 @@ class Repository:
         Called on every lock acquisition, so under a lock `has` answers for the repository as
         it is, not as it was when this object first looked.
         """
+        self._index_due = False
         self.index.refresh()
+
+    def _ensure_index(self) -> None:
+        if self._index_due:
+            self.refresh_index()
 
     def reload_index(self) -> None:
         """Forget what is loaded and read every index again (after packs were deleted)."""
@@ -292,6 +308,12 @@ class Repository:
             self._can_delete = known if known is not None else self._probe_delete()
         return self._can_delete
 
+    def _deletes_refused(self, exc: BackendDenied) -> None:
+        """A staging's delete was refused (a backup-only credential): the locks mark released
+        ids from now on instead of asking the server again. (`can_delete` still probes: a
+        policy may allow deleting some objects and not others.)"""
+        self.locks.deletes_denied(exc)
+
     def _probe_delete(self) -> bool:
         key = f"tmp/probe-delete-{os.urandom(8).hex()}"
         self.backend.put_if_absent(key, b"davit: may this credential delete?")
@@ -310,6 +332,7 @@ class Repository:
     def has(self, chunk_id: bytes) -> bool:
         """Whether the loaded index names the chunk. Exact while a lock is held (taking one
         refreshes the index, and no prune runs meanwhile); outside one, see `missing_chunks`."""
+        self._ensure_index()
         return chunk_id in self._index
 
     def missing_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
@@ -317,8 +340,24 @@ class Repository:
         not in a fresh listing of `index/`. Sound without asking for each pack (a request each on
         a remote store): a prune deletes a pack's index before the pack, and only under the
         exclusive lock, so under a shared one a listed index means its pack is there.
-        (`repository check` still looks at every pack.)"""
-        self.refresh_index()
+        (`repository check` still looks at every pack.)
+
+        Under a lock whose taking listed `index/` (`locked`) and that is not lost, the loaded
+        index is that fresh listing already, and answers without listing again: a prune needs
+        the exclusive lock, so none has run since that listing, and every pack it named still has
+        its index and pack (a prune deletes both, index first, only under that lock); the packs
+        sealed since by this object were added as they were sealed; those sealed by others since
+        are not loaded, so a chunk only they hold reads as missing (a refusal, never a wrong
+        "present"). Whether the lock really was held all along (not taken over by another host
+        that judged it expired, then pruned) is what every publish proves before its manifest is
+        created (`_publish`: a refresh, which reads back the previous generation, then
+        `ensure_held`; once lost, lost for good): a takeover at any time since the lock was taken
+        fails the publish with `RepositoryLockLost`, and its retry takes a new lock, which lists
+        again. A fresh listing here instead would only have turned that into a `SourceMissing`
+        one step earlier. Outside any lock, or under one already known lost, this lists."""
+        held = self.locks.current()
+        if held is None or held not in self._listed_holds or held.lost:
+            self.refresh_index()
         return {cid for cid in chunk_ids if cid not in self._index}
 
     def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
@@ -327,6 +366,7 @@ class Repository:
         if key is None and self.encrypted:
             raise self._key_required()
         cid = key.chunk_id(plain) if key is not None else plain_chunk_id(plain)
+        self._ensure_index()
         if cid in self._index:
             return cid, None, CODEC_RAW
         stored = self._compressor().compress(plain)
@@ -652,23 +692,32 @@ class Repository:
         pruned meanwhile by anyone are no longer answered as present. Re-entrant per thread.
         """
         with self.locks.hold(exclusive, stop, run_id) as (lock, new):
-            if new:
-                self.refresh_index()
-            if not new or self.segments is None:
+            if not new:
                 yield lock
                 return
+            self.refresh_index()
+            self._listed_holds.add(lock)
             try:
-                yield lock
-            except BaseException:
-                # Still protect what was staged under this lock; the error that ended it is the one to raise.
-                try:
-                    self.segments.sync_all()
-                except Exception as exc:
-                    log.warning("%s: staged trees not uploaded before the lock was released: %s", self.where, exc)
-                raise
-            # A pack sealed under this lock is named by no object of the repository until its
-            # staged lines are: upload them while the lock still keeps every prune out.
-            self.segments.sync_all()
+                yield from self._held(lock)
+            finally:
+                self._listed_holds.discard(lock)
+
+    def _held(self, lock: HeldLock) -> Iterator[HeldLock]:
+        if self.segments is None:
+            yield lock
+            return
+        try:
+            yield lock
+        except BaseException:
+            # Still protect what was staged under this lock; the error that ended it is the one to raise.
+            try:
+                self.segments.sync_all()
+            except Exception as exc:
+                log.warning("%s: staged trees not uploaded before the lock was released: %s", self.where, exc)
+            raise
+        # A pack sealed under this lock is named by no object of the repository until its
+        # staged lines are: upload them while the lock still keeps every prune out.
+        self.segments.sync_all()
 
 
 def _tree_chunks(tree_zst: bytes) -> Iterator[bytes]:

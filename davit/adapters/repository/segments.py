@@ -60,12 +60,17 @@ class Segments:
     (`RepositoryLocks.check_held`): a segment uploaded then could lie about what a prune may do."""
 
     def __init__(
-        self, backend: Backend, check_lock: Callable[[], None], deletes_denied: Callable[[], bool] = lambda: False
+        self,
+        backend: Backend,
+        check_lock: Callable[[], None],
+        deletes_denied: Callable[[], bool] = lambda: False,
+        on_denied: Callable[[BackendDenied], None] = lambda exc: None,
     ) -> None:
         self.backend = backend
         self._check_lock = check_lock
         # known already (declared `delete = false`, probed, or refused earlier): mark, never ask
         self._deletes_denied = deletes_denied
+        self._on_denied = on_denied  # told of a delete refused here, so the locks do not ask again
         self._guard = threading.Lock()
         self._synced: dict[str, int] = {}  # staging name -> bytes of its tree uploaded (in this process)
         self._trees: dict[str, Path] = {}
@@ -222,8 +227,8 @@ class Segments:
             try:
                 self.remove_names(names, listing)
                 return True
-            except BackendDenied:
-                pass
+            except BackendDenied as exc:
+                self._on_denied(exc)
         self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
         return False
 
