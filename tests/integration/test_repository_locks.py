@@ -446,3 +446,25 @@ def test_two_jobs_one_pruning_with_keep_last_1_while_the_other_publishes_lose_no
     assert not errors, errors
     assert rounds["p"] >= 3 and rounds["w"] >= 3, rounds
     assert unreadable_chunks(root) == []
+
+
+def test_a_parent_forgotten_by_a_prune_between_prepare_and_store_is_picked_again(tmp_path: Path) -> None:
+    """`prepare` names the parent (the files cache); a prune on another host may forget it before
+    `store` takes its lock: the backup then looks again (an older parent, or none) instead of
+    failing on a tree that is gone, and publishes a complete snapshot naming the parent it used."""
+    repo = Repository.open(tmp_path / "repo")
+    source = random_tree(tmp_path / "src")
+    for run in ("r0", "r1"):
+        work = files_work(repo, source, run, "j")
+        ctx = MemoryRunContext(run_id=run)
+        work.prepare(ctx)
+        work.run(ctx)
+    work = files_work(repo, source, "r2", "j")
+    ctx = MemoryRunContext(run_id="r2")
+    work.prepare(ctx)
+    assert work._parent_id() == "r1"
+    repo.delete_snapshot("r1")  # what a prune's forget does, between the two steps
+    work.run(ctx)
+    published = repo.resolve("r2")
+    assert published.parent == "r0"
+    assert repo.missing_chunks(c for e in read_lines(repo.open_tree(published)) for c in map(bytes.fromhex, e.chunks)) == set()

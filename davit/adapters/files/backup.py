@@ -204,7 +204,9 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
         return walk(self.source, list(self.spec.source.exclude))
 
-    def _parent(self) -> SnapshotInfo | None:
+    def _parent(self, again: bool = False) -> SnapshotInfo | None:
+        if again:
+            self._parent_found.clear()
         if not self._parent_found:
             earlier = [s for s in self.repo.snapshots(self.spec.name) if s.id != self.run_id]
             self._parent_found.append(earlier[-1] if earlier else None)
@@ -290,6 +292,10 @@ class _Store:
 
     def _parent_entries(self) -> Any:
         parent = self.work._parent()
+        if parent is not None and not self.repo.snapshot_exists(parent.id):
+            # forgotten by a prune since `prepare` looked (one HEAD, no listing): under the store's
+            # lock, the parent picked now stays until the run publishes
+            parent = self.work._parent(again=True)
         if parent is None:
             return iter(())
         return read_lines(self.repo.open_tree(parent))
