@@ -160,3 +160,22 @@ def _stored(repo: Repository, data: bytes) -> bytes:
         pack.add(cid, stored, len(data), codec)
         repo.seal_pack(pack)
     return cid
+
+
+def test_davitd_asking_again_to_remove_the_staging_of_runs_already_cleared_lists_nothing(tmp_path: Path) -> None:
+    """davitd asks to remove the staging of every ended run at each run's end: once a listing
+    found a run's segments gone (or removed them), asking again costs no request of the server."""
+    storage = MemoryBackend()
+    repo = Repository.open(storage, local_dir=tmp_path / "home")
+    stopped_backup(repo, random_tree(tmp_path / "src", files=8, size=100_000), "r1")
+    assert segment_keys(storage, "r1")
+
+    def listings_of(run_ids: set[str]) -> int:
+        before = storage.counts.total("list", "staging/")
+        repo.remove_staging(run_ids)
+        return storage.counts.total("list", "staging/") - before
+
+    assert listings_of({"r1", "r0"}) == 1  # r1's segments removed, r0 had none
+    assert segment_keys(storage, "r1") == []
+    assert listings_of({"r0", "r1"}) == 0  # settled: not listed again
+    assert listings_of({"r1", "r2"}) == 1  # a run not seen before

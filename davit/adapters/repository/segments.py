@@ -75,6 +75,9 @@ class Segments:
         self._synced: dict[str, int] = {}  # staging name -> bytes of its tree uploaded (in this process)
         self._trees: dict[str, Path] = {}
         self._locks: dict[str, threading.Lock] = {}
+        # ended runs whose segments a listing here found gone, removed or marked ended: davitd asks
+        # again for every ended run at each run's end, and an ended run uploads nothing more
+        self._settled: set[str] = set()
 
     # --- this host's stagings ------------------------------------------------------------------
 
@@ -207,7 +210,10 @@ class Segments:
     def remove_runs(self, run_ids: Iterable[str]) -> list[str]:
         """Delete the segments of ended runs; with a credential that may not delete, mark each
         run ended instead (a prune deletes them after its grace period). What was removed or marked."""
-        runs = set(run_ids)
+        with self._guard:
+            runs = set(run_ids) - self._settled
+        if not runs:
+            return []  # no listing: nothing of these runs was left when last looked
         listing = self.listing()
         done: list[str] = []
         for run in sorted(runs):
@@ -218,6 +224,8 @@ class Segments:
                 done += [f"{self.backend.where}/{PREFIX}{n}/" for n in names]
             else:
                 done.append(f"{self.backend.where}/{PREFIX}{run}/{ENDED}")
+        with self._guard:
+            self._settled |= runs
         return done
 
     def remove_or_mark(self, run: str, names: list[str], listing: dict[str, list[ObjectInfo]] | None = None) -> bool:
