@@ -27,12 +27,12 @@ from davit.adapters.repository.retention import prune_repository
 from davit.adapters.repository.stats import RepositoryStats, repository_stats
 from davit.adapters.secrets import resolve
 from davit.daemon.cli.common import emit_json, human_bytes, state, table, with_store
-from davit.daemon.cli.requests import send, succeeded, wait_for_run
+from davit.daemon.cli.requests import report_outcome, send, wait_for_run
 from davit.daemon.recorder import new_run_id
 from davit.daemon.repositories import change_passphrase, configured_passphrase, init_repository, location_of, open_repository
 from davit.daemon.retentionpolicies import job_specs, policies_for
 from davit.domain.commands import CopyNow
-from davit.domain.errors import InvalidArgument, RunDidNotSucceed, VerificationFailed
+from davit.domain.errors import InvalidArgument, VerificationFailed
 from davit.domain.jobs import job_from_dict
 from davit.domain.jobs.copy import adhoc_copy
 from davit.eventstore.sqlite import SqliteEventStore
@@ -209,10 +209,7 @@ def copy(
         if not wait:
             return
         view = await wait_for_run(store, run_id, timeout, position, f"the copy from {src} to {dst}")
-        outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
-        click.echo(outcome, err=True)
-        if not succeeded(view):
-            raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
+        report_outcome(run_id, view)
 
     with_store(ctx, go, write=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import anyio
+import click
 
 from davit.daemon.cli.common import load_run
 from davit.daemon.recorder import new_event_id
@@ -67,3 +68,12 @@ async def wait_for_run(store: SqliteEventStore, run_id: str, timeout: float | No
 
 def succeeded(view: RunView) -> bool:
     return view.state is RunState.SUCCEEDED
+
+
+def report_outcome(run_id: str, view: RunView) -> None:
+    """Print how the waited-for run ended (with its error) on stderr; `RunDidNotSucceed` (already
+    reported) unless it succeeded."""
+    outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
+    click.echo(outcome, err=True)
+    if not succeeded(view):
+        raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)

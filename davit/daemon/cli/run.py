@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from davit.daemon.cli.common import with_store
-from davit.daemon.cli.requests import send, succeeded, wait_for_run
+from davit.daemon.cli.requests import report_outcome, send, wait_for_run
 from davit.daemon.jobs import JobRegistry
 from davit.daemon.recorder import new_run_id
 from davit.domain.commands import RunJobNow
-from davit.domain.errors import RunDidNotSucceed, UnknownJob
+from davit.domain.errors import UnknownJob
 from davit.eventstore.sqlite import SqliteEventStore
 
 
@@ -32,9 +32,6 @@ def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> 
         if not wait:
             return
         view = await wait_for_run(store, run_id, timeout, position, f"the request to run {job}")
-        outcome = f"{run_id} {view.state.value}" + (f": {view.error}" if view.error else "")
-        click.echo(outcome, err=True)
-        if not succeeded(view):
-            raise RunDidNotSucceed(run_id, outcome, view.state.value, reported=True)
+        report_outcome(run_id, view)
 
     with_store(ctx, go, write=True)
