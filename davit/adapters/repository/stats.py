@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from davit.adapters.repository.backend import ObjectMissing, ObjectTooLarge
-from davit.adapters.repository.check import PACK_ID, index_key, pack_key
-from davit.adapters.repository.packs import MAX_INDEX_BYTES, decode_index
+from davit.adapters.repository.check import PACK_ID, pack_key
 from davit.adapters.repository.repository import Repository
 from davit.domain.errors import CorruptChunk
 
@@ -69,14 +67,13 @@ def repository_stats(repo: Repository) -> RepositoryStats:
             stats.packs += 1
             stats.pack_bytes += info.size
     seen: set[bytes] = set()
-    for info in backend.list("index/"):
-        pack = info.key.removeprefix("index/").removesuffix(".idx")
-        if info.key != index_key(pack) or not PACK_ID.match(pack):
-            continue
+    for pack in repo.index_packs():
         try:
-            entries = decode_index(pack, backend.get(info.key, max_bytes=MAX_INDEX_BYTES), info.key)
-        except (ObjectMissing, ObjectTooLarge, CorruptChunk):
-            stats.unreadable_indexes += 1  # `repository check` says why
+            entries = repo.read_index(pack)
+        except CorruptChunk:
+            entries = None
+        if entries is None:
+            stats.unreadable_indexes += 1  # damaged, or gone since listed: `repository check` says why
             continue
         for cid, ref in entries:
             if cid not in seen:
