@@ -37,6 +37,9 @@ class Parts:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per repository name
     _staging_denied: set[str] = field(default_factory=set)  # repositories whose staging we may not remove
+    # per repository, the ended runs whose staging was removed (or found gone) already: davitd
+    # asks for every ended run at each run's end, and asking a remote repository costs a listing
+    _staging_cleared: dict[str, set[str]] = field(default_factory=dict)
 
     def repository(self, name: str) -> Repository:
         """The repository `name`, opened once and shared by the runs that use it. It is opened
@@ -72,6 +75,9 @@ class Parts:
                     name
                 ) != self.settings.locations.get(name):
                     self._retired.append(self._repos.pop(name))
+            for name in list(self._staging_cleared):
+                if settings.locations.get(name) != self.settings.locations.get(name):
+                    del self._staging_cleared[name]
             self.settings = settings
 
     @property
@@ -128,18 +134,24 @@ class Parts:
         and a remote one's segments on the server). A backup-only credential may not delete the
         segments: they are left (marked ended, see `Repository.remove_staging`) for a maintenance
         prune, and that is said once per repository rather than at every run's end."""
-        if name not in self.settings.locations:
-            return []
         with self._lock:
+            runs = runs - self._staging_cleared.get(name, set())
             repo = self._repos.get(name)
+            settings = self.settings
+        if name not in settings.locations or not runs:
+            return []
         opened_here = repo is None
         if repo is None:
             try:  # opened for its staging only (its index is not read), and closed again
-                repo = open_repository(self.settings, name, create=False, listing_only=True, load_index=False)
+                repo = open_repository(settings, name, create=False, listing_only=True, load_index=False)
             except PermanentError:
                 return []  # not a repository (yet), or one this config cannot open: nothing staged in it
         try:
-            return repo.remove_staging(runs)
+            removed = repo.remove_staging(runs)
+            with self._lock:
+                if self.settings is settings:
+                    self._staging_cleared.setdefault(name, set()).update(runs)
+            return removed
         except BackendDenied as exc:
             with self._lock:
                 first = name not in self._staging_denied

@@ -263,8 +263,8 @@ class Supervisor:
             self._expect_retry(run_id)
 
     async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
-            await self._remove_leftovers(run_id)
+        for run_id in run_ids:  # their staging with all the others' below: one listing per repository
+            await self._remove_leftovers(run_id, staging=False)
         unneeded = staging_unneeded(self.runs.values())
         try:
             removed = await anyio.to_thread.run_sync(self.parts.remove_staging_of_ended, unneeded, limiter=self.limiter)
@@ -274,16 +274,17 @@ class Supervisor:
         if removed:
             log.info("removed the staging of runs that had ended: %s", ", ".join(removed))
 
-    async def _remove_leftovers(self, run_id: str) -> None:
-        """Remove what an ended run left outside the repository. A failure is a log line, not
-        the run's: its result stands, and the leftovers carry its id for an operator."""
+    async def _remove_leftovers(self, run_id: str, staging: bool = True) -> None:
+        """Remove what an ended run left outside the repository (with `staging`, its staging and
+        that of the job's runs it supersedes). A failure is a log line, not the run's: its result
+        stands, and the leftovers carry its id for an operator."""
         view = self.runs.get(run_id)
         if view is None or view.state not in TERMINAL:
             return
-        unneeded = staging_unneeded(v for v in self.runs.values() if v.job == view.job)
+        unneeded = staging_unneeded(v for v in self.runs.values() if v.job == view.job) if staging else set()
         try:
             removed = await anyio.to_thread.run_sync(self.parts.remove_leftovers, view, run_id in unneeded, limiter=self.limiter)
-            if view.state is RunState.SUCCEEDED:  # the job's earlier failed runs are superseded now
+            if staging and view.state is RunState.SUCCEEDED:  # the job's earlier failed runs are superseded now
                 removed += await anyio.to_thread.run_sync(
                     self.parts.remove_staging_of_ended, unneeded - {run_id}, limiter=self.limiter
                 )

@@ -18,6 +18,8 @@ from davit.adapters.repository.backends.memory import MemoryBackend
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import prune
 from davit.adapters.repository.tuning import Tuning
+from davit.daemon.bootstrap import Parts
+from davit.daemon.config import load_settings
 from davit.domain.errors import BackendUnavailable, RunStopped
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import backup, restore, snapshot_of
@@ -179,3 +181,129 @@ def test_davitd_asking_again_to_remove_the_staging_of_runs_already_cleared_lists
     assert segment_keys(storage, "r1") == []
     assert listings_of({"r0", "r1"}) == 0  # settled: not listed again
     assert listings_of({"r1", "r2"}) == 1  # a run not seen before
+
+
+def staging_listings(storage: MemoryBackend) -> int:
+    return storage.counts.total("list", "staging/")
+
+
+def test_a_backup_begun_and_published_by_one_process_removes_its_segments_without_listing_staging(tmp_path: Path) -> None:
+    """An unchanged backup on a remote repository lists each area once at most (issue 17): a run
+    that created its staged tree here knows every segment it uploaded, so its publish and its
+    run's end delete them by name, and `staging/` is not listed for it at all."""
+    storage = MemoryBackend()
+    repo = Repository.open(storage, local_dir=tmp_path / "home")
+    before = staging_listings(storage)
+    backup(repo, random_tree(tmp_path / "src", files=8, size=100_000), "r1", tuning=TINY)
+    assert storage.counts.total("put_if_absent", "staging/") >= 2, "the checkpoints uploaded no segments"
+    assert repo.remove_staging({"r1"}) == []  # published: gone already
+    assert staging_listings(storage) == before
+    assert segment_keys(storage, "r1") == []
+
+
+def test_a_backup_resumed_by_a_restarted_davitd_removes_the_segments_of_the_first_process_too(tmp_path: Path) -> None:
+    """The first process uploaded segments and was stopped; the restarted one reopens a staged
+    tree it did not create, so it cannot name every segment: it lists, and none is left."""
+    storage = MemoryBackend()
+    first = Repository.open(storage, local_dir=tmp_path / "home")
+    source = random_tree(tmp_path / "src", files=8, size=100_000)
+    ctx = stopped_backup(first, source, "r1")
+    earlier = segment_keys(storage, "r1")
+    assert earlier
+    first.close()
+
+    restarted = Repository.open(storage, local_dir=tmp_path / "home")
+    before = staging_listings(storage)
+    backup(restarted, source, "r1", ctx, tuning=TINY)
+    assert staging_listings(storage) > before  # the publish listed what the first process left
+    assert segment_keys(storage, "r1") == []
+    restarted.remove_staging({"r1"})
+    assert segment_keys(storage, "r1") == []
+
+
+def test_a_run_whose_other_part_has_a_staged_tree_here_is_not_taken_as_begun_by_this_process(tmp_path: Path) -> None:
+    """A MongoDB backup stages one tree per collection: a restarted davitd that creates the tree
+    of collection 2 while collection 1's tree (with its segments) is still here must not take the
+    run as its own from the start, or the run's end would leave collection 1's segments behind."""
+    storage = MemoryBackend()
+    first = Repository.open(storage, local_dir=tmp_path / "home")
+    with first.staging("r1", part=1).reopen_tree(0) as fh:
+        fh.write(b'{"c": ["' + b"ab" * 32 + b'"]}\n')
+        first.staging("r1", part=1).durable(fh)
+    assert segment_keys(storage, "r1.c1")
+    first.close()
+
+    restarted = Repository.open(storage, local_dir=tmp_path / "home")
+    with restarted.staging("r1", part=2).reopen_tree(0) as fh:
+        fh.write(b'{"c": ["' + b"cd" * 32 + b'"]}\n')
+        restarted.staging("r1", part=2).durable(fh)
+    restarted.remove_staging({"r1"})
+    assert segment_keys(storage, "r1.c1") == [] and segment_keys(storage, "r1.c2") == []
+
+
+def test_segments_that_could_not_be_deleted_keep_their_staged_tree_on_this_host(tmp_path: Path) -> None:
+    """The staged tree is removed only after its segments: were it removed first and davitd
+    killed in between, a later run could no longer tell that segments of that staging exist."""
+    storage = MemoryBackend()
+    repo = Repository.open(storage, local_dir=tmp_path / "home")
+    staging = repo.staging("r1")
+    with staging.reopen_tree(0) as fh:
+        fh.write(b'{"c": []}\n')
+        staging.durable(fh)
+    storage.unavailable(ops={"delete"})
+    with pytest.raises(BackendUnavailable):
+        staging.remove()
+    assert staging.tree.exists()
+    storage.available()
+    staging.remove()
+    assert not staging.path.exists() and segment_keys(storage, "r1") == []
+
+
+def test_a_segment_stored_whose_answer_was_lost_is_still_deleted_by_name(tmp_path: Path) -> None:
+    """The server stored a segment but the connection broke before it said so: the run fails
+    its checkpoint, and the segment is still among those it deletes by name at its end."""
+    storage = MemoryBackend()
+    repo = Repository.open(storage, local_dir=tmp_path / "home")
+    staging = repo.staging("r1")
+    storage.tear("staging/r1/", after_store=True)
+    with staging.reopen_tree(0) as fh, pytest.raises(BackendUnavailable):
+        fh.write(b'{"c": []}\n')
+        staging.durable(fh)
+    assert segment_keys(storage, "r1")
+    before = staging_listings(storage)
+    repo.remove_staging({"r1"})
+    assert staging_listings(storage) == before  # (before segment_keys, which lists)
+    assert segment_keys(storage, "r1") == []
+
+
+def test_a_restarted_davitd_lists_staging_once_for_an_unchanged_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """davitd's own clean-up around a run (issue 17's listing goal): at start-up it removes the
+    staging of the runs the previous davitd ended (one listing), and at the run's end that of the
+    run and of every ended run again, which it now knows are cleared (none). The S3 repository of
+    the config is a MemoryBackend here, so its requests can be counted."""
+    storage = MemoryBackend()
+    monkeypatch.setattr("davit.daemon.repositories.open_backend", lambda location: storage)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "davit.toml").write_text(
+        '[repositories.cloud]\nurl = "s3://bucket/prefix"\nendpoint = "http://127.0.0.1:9"\nregion = "r"\n'
+        'access_key_id_env = "NONE"\nsecret_access_key_env = "NONE"\n'
+    )
+    settings = load_settings(home)
+    Repository.open(storage, create=True, local_dir=tmp_path / "init").close()
+    source = random_tree(tmp_path / "src", files=8, size=100_000)
+
+    first = Parts(settings)
+    backup(first.repository("cloud"), source, "r1", tuning=TINY)
+    first.remove_staging_of_ended({"r1"})
+    first.close()
+
+    second = Parts(settings)  # davitd restarted: the unchanged backup r2
+    before = staging_listings(storage)
+    second.remove_staging_of_ended({"r1"})  # start-up: runs that ended under the previous davitd
+    backup(second.repository("cloud"), source, "r2", tuning=TINY)
+    second.remove_staging_of_ended({"r2"})  # r2's end: its own staging...
+    second.remove_staging_of_ended({"r1"})  # ...and that of the job's runs it supersedes
+    assert staging_listings(storage) - before == 1
+    second.close()
+    assert segment_keys(storage, "r1") == [] and segment_keys(storage, "r2") == []

@@ -522,10 +522,10 @@ class Repository:
         in a remote repository (marked ended instead where the credential may not delete);
         what was removed."""
         runs = set(run_ids)
-        removed = [remove_staging(path) for path in ended_runs_staging(self._home, runs)]
-        if self.segments is not None and runs:
+        removed = []
+        if self.segments is not None and runs:  # first: a tree file gone means its segments are
             removed += self.segments.remove_runs(runs)
-        return removed
+        return [remove_staging(path) for path in ended_runs_staging(self._home, runs)] + removed
 
     def publish_snapshot(self, manifest: dict[str, Any], tree_zst: bytes) -> SnapshotInfo:
         """Publish a snapshot whose tree is given whole, zstd-compressed (a small tree).

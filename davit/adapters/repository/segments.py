@@ -78,16 +78,39 @@ class Segments:
         # ended runs whose segments a listing here found gone, removed or marked ended: davitd asks
         # again for every ended run at each run's end, and an ended run uploads nothing more
         self._settled: set[str] = set()
+        # What this process knows without listing. `_keys[name]`: every key it may have uploaded
+        # for a staging whose tree it created (no tree file, so no segment, existed before: a
+        # tree's segments are deleted before its file). `_run_names[run]`: every staging of a run
+        # whose first staging this process created while no other of the run had a tree here.
+        # Removing those costs deletes only; any other staging is found by a listing.
+        self._keys: dict[str, set[str]] = {}
+        self._run_names: dict[str, set[str]] = {}
+        self._runs_seen: set[str] = set()
 
     # --- this host's stagings ------------------------------------------------------------------
 
-    def opened(self, name: str, tree: Path, length: int) -> None:
+    def opened(self, name: str, tree: Path, length: int, created: bool = False, others: bool = True) -> None:
         """The staged tree `tree` of staging `name` was (re)opened at a checkpoint's `length`:
-        everything before it was uploaded before that checkpoint was recorded."""
+        everything before it was uploaded before that checkpoint was recorded. `created`: the
+        tree file was created by this opening (no process uploaded a segment of it before);
+        `others`: another staging of the same run has a tree file here."""
+        run = run_of(name)
         with self._guard:
             self._trees[name] = tree
             self._synced[name] = length
             self._locks.setdefault(name, threading.Lock())
+            if run not in self._runs_seen:
+                self._runs_seen.add(run)
+                if created and not others:
+                    self._run_names[run] = set()
+            if name in self._keys:
+                return  # created by this process earlier: reopened after a retry, still all known
+            if created:
+                self._keys[name] = set()
+                if run in self._run_names:
+                    self._run_names[run].add(name)
+            else:  # a tree this process did not create: its run's segments may include others' uploads
+                self._run_names.pop(run, None)
 
     def forget(self, name: str) -> None:
         with self._guard:
@@ -135,13 +158,22 @@ class Segments:
         stored = zstandard.ZstdCompressor(level=3).compress(data)
         digest = hashlib.sha256(data).hexdigest()
         key = check_key(f"{PREFIX}{name}/{offset:016x}-{digest[:8]}.jsonl.zst")
+        self._may_exist(name, key)  # before the request: a lost answer may still have stored it
         if self.backend.put_if_absent(key, stored):
             return
         # There already: this very upload, whose answer was lost (a torn connection, a resume
         # redoing the same lines). Only a different object (an 8-hex-digit collision, or one
         # planted) needs the long name.
         if self.backend.get(key, max_bytes=MAX_STORED) != stored:
-            self.backend.put_if_absent(check_key(f"{PREFIX}{name}/{offset:016x}-{digest}.jsonl.zst"), stored)
+            long_key = check_key(f"{PREFIX}{name}/{offset:016x}-{digest}.jsonl.zst")
+            self._may_exist(name, long_key)
+            self.backend.put_if_absent(long_key, stored)
+
+    def _may_exist(self, name: str, key: str) -> None:
+        with self._guard:
+            known = self._keys.get(name)
+            if known is not None:
+                known.add(key)
 
     # --- every host's segments -----------------------------------------------------------------
 
@@ -209,23 +241,27 @@ class Segments:
 
     def remove_runs(self, run_ids: Iterable[str]) -> list[str]:
         """Delete the segments of ended runs; with a credential that may not delete, mark each
-        run ended instead (a prune deletes them after its grace period). What was removed or marked."""
+        run ended instead (a prune deletes them after its grace period). What was removed or
+        marked. Only runs whose segments this process cannot name (`opened`) cost a listing."""
         with self._guard:
             runs = set(run_ids) - self._settled
-        if not runs:
-            return []  # no listing: nothing of these runs was left when last looked
-        listing = self.listing()
+            known = {r: sorted(n for n in self._run_names[r] if self._keys.get(n)) for r in runs if r in self._run_names}
+        unknown = runs - known.keys()
+        listing = self.listing() if unknown else {}
+        found = {r: sorted(n for n in listing if run_of(n) == r) for r in unknown}
         done: list[str] = []
-        for run in sorted(runs):
-            names = sorted(n for n in listing if run_of(n) == run)
+        for run, names in sorted((known | found).items()):
             if not names:
                 continue
-            if self.remove_or_mark(run, names, listing):
+            if self.remove_or_mark(run, names, listing if run in unknown else None):
                 done += [f"{self.backend.where}/{PREFIX}{n}/" for n in names]
             else:
                 done.append(f"{self.backend.where}/{PREFIX}{run}/{ENDED}")
         with self._guard:
             self._settled |= runs
+            for run in runs:
+                for name in self._run_names.pop(run, ()):
+                    self._keys.pop(name, None)
         return done
 
     def remove_or_mark(self, run: str, names: list[str], listing: dict[str, list[ObjectInfo]] | None = None) -> bool:
@@ -238,16 +274,35 @@ class Segments:
             except BackendDenied as exc:
                 self._on_denied(exc)
         self.backend.put_if_absent(check_key(f"{PREFIX}{run}/{ENDED}"), b"")
+        with self._guard:  # settled by the marker: the run's end need not mark it again
+            for name in names:
+                if name in self._keys:
+                    self._keys[name] = set()
         return False
 
     def remove_names(self, names: Iterable[str], listing: dict[str, list[ObjectInfo]] | None = None) -> None:
-        """Delete every object of these stagings (the `ended` marker last)."""
+        """Delete every object of these stagings (the `ended` marker last): by the keys this
+        process uploaded when it knows them all (`opened`), else by a listing (given, or made)."""
+        names = list(names)
+        with self._guard:
+            known = {n: sorted(self._keys[n]) for n in names if n in self._keys}
+        if listing is None and len(known) == len(names):
+            for name in names:
+                self.forget(name)
+                for key in known[name]:
+                    self.backend.delete(key)
+                    with self._guard:
+                        self._keys.get(name, set()).discard(key)
+            return
         listing = self.listing() if listing is None else listing
         for name in names:
             self.forget(name)
             objs = sorted(listing.get(name, []), key=lambda o: o.key.endswith(f"/{ENDED}"))
             for info in objs:
                 self.backend.delete(info.key)
+            with self._guard:
+                if name in self._keys:
+                    self._keys[name] = set()
 
 
 def _line_chunks(line: bytes) -> set[bytes]:

@@ -93,9 +93,13 @@ class Staging:
         """The staged tree opened for appending at a checkpoint's `length` (see `reopen_staged`),
         its directory created first."""
         self.create()
+        created = not os.path.lexists(self.tree)
         fh = reopen_staged(self.tree, length)
         if self.segments is not None:
-            self.segments.opened(self.name, self.tree, length)
+            others = any(
+                p != self.path and os.path.lexists(p / TREE) for p in staging_of(self.path.parent.parent, run_of(self.name))
+            )
+            self.segments.opened(self.name, self.tree, length, created=created, others=others)
         return fh
 
     def sync(self, upto: int | None = None) -> None:
@@ -118,9 +122,9 @@ class Staging:
     def remove(self) -> None:
         """Remove the directory once its tree is published (gone already is fine), and its
         segments in the repository."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self.segments is not None:
+        if self.segments is not None:  # first: a tree file gone means its segments are (`Segments.opened`)
             self.segments.remove_or_mark(run_of(self.name), [self.name])
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def write_meta(self, name: str, data: bytes) -> None:
         """Keep `data` as the file `name` beside the staged tree (a MongoDB collection's options
