@@ -61,7 +61,7 @@ def test_an_unchanged_second_backup_by_a_new_davitd_reads_no_tree_no_index_and_n
     assert counts["list", "locks/"] == 1  # one acquisition, held from store through publish
     assert counts["list", "index/"] == 1  # when it was taken; the publish's check answered from it
     assert counts["list", "snapshots/"] == 1  # the parent, looked up once
-    assert counts["list", "staging/"] == 1  # removing the run's segments once published
+    assert counts["list", "staging/"] == 0  # its segments deleted by the keys it uploaded: no listing
 
     restore(repo, tmp_path / "out", snapshot="b2")
     assert snapshot_of(tmp_path / "out") == without_excluded(snapshot_of(source))
