@@ -146,3 +146,20 @@ def test_once_fastcdc_is_recorded_unchanged_files_keep_the_fixed_chunks_of_their
     assert set(after.chunks_written) == set(now["changed.bin"].chunks)
     restore(repo, tmp_path / "out", snapshot="cdc")
     assert snapshot_of(tmp_path / "out") == snapshot_of(big_file)
+
+
+def test_an_encrypted_repository_cuts_by_its_own_key_so_chunk_lengths_tell_nothing(tmp_path: Path, big_file: Path) -> None:
+    # Chunk lengths are readable in the pack indexes without the passphrase; with a public gear
+    # table they would show whether a file someone knows is stored.
+    lengths = []
+    for name in ("one", "other"):
+        repo = Repository.open(tmp_path / name, passphrase="correct horse", chunking=SCALED)
+        assert json.loads((repo.root / "config.json").read_bytes())["chunking"]["keyed"] is True
+        backup(repo, big_file, "b1")
+        lengths.append([len(repo.read_chunk(bytes.fromhex(c))) for c in files_of(repo, "b1")["disk.img"].chunks])
+        restore(repo, tmp_path / f"out-{name}", snapshot="b1")
+        assert snapshot_of(tmp_path / f"out-{name}") == snapshot_of(big_file)
+    plain = Repository.open(tmp_path / "plain", chunking=SCALED)
+    backup(plain, big_file, "b1")
+    public = [len(plain.read_chunk(bytes.fromhex(c))) for c in files_of(plain, "b1")["disk.img"].chunks]
+    assert lengths[0] != lengths[1] and public not in lengths

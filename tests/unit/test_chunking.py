@@ -117,3 +117,15 @@ def test_the_daemon_chunk_size_gives_the_target_of_a_new_repository(kib: int, av
     chunking = Chunking.around(kib << 10)
     assert chunking.avg_size == avg_kib << 10
     Chunking.from_config(chunking.to_config(), "repo")  # within pyfastcdc's bounds
+
+
+def test_a_keyed_chunking_cuts_by_its_seed_and_refuses_to_cut_without_it() -> None:
+    keyed = SMALL.with_key()
+    data = content(2 << 20)
+    assert Chunking.from_config(keyed.to_config(), "repo") == keyed
+    seeded = [len(c) for c in keyed.chunker(seed=12345).cut(io.BytesIO(data))]
+    assert seeded != sizes(SMALL, io.BytesIO(data)) and sum(seeded) == len(data)
+    with pytest.raises(ValueError, match="seed"):
+        keyed.chunker()
+    with pytest.raises(ValueError, match="seed"):
+        SMALL.chunker(seed=12345)

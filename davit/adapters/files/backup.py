@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
-from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.packs import PackWriter
 from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.staging import Staging
@@ -292,7 +291,7 @@ class _Store:
         self.parent = ParentCursor(self._parent_entries())
         # Cut as the repository says (content-defined), or in fixed pieces in one made before it
         # said; a file whose parent entry is unchanged keeps its chunks however they were cut.
-        self.chunker = (self.repo.chunking or Chunking.fixed(self.tuning.chunk_size)).chunker()
+        self.chunker = self.repo.chunker(self.tuning.chunk_size)
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
         self.sealing: Future[None] | None = None
 

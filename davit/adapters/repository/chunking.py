@@ -47,6 +47,10 @@ class Chunking:
     min_size: int
     avg_size: int
     max_size: int
+    keyed: bool = False  # an encrypted repository's gear table is seeded from its key
+
+    def with_key(self) -> Chunking:
+        return Chunking(self.algorithm, self.min_size, self.avg_size, self.max_size, keyed=self.algorithm == FASTCDC)
 
     @classmethod
     def fastcdc(cls, avg_size: int = DEFAULT_AVG) -> Chunking:
@@ -71,6 +75,7 @@ class Chunking:
             "avg_size": self.avg_size,
             "max_size": self.max_size,
             "normalization": NORMALIZATION,
+            "keyed": self.keyed,
         }
 
     @classmethod
@@ -89,7 +94,10 @@ class Chunking:
             raise PermanentError(f"{where}: its config.json has a chunking this version of davit cannot follow")
         if sizes["avg_size"] & (sizes["avg_size"] - 1):
             raise PermanentError(f"{where}: its config.json has a chunking avg_size that is not a power of two")
-        return cls(FASTCDC, **sizes)
+        keyed = section.get("keyed", False)
+        if type(keyed) is not bool:
+            raise PermanentError(f"{where}: its config.json has a chunking whose keyed is not true or false")
+        return cls(FASTCDC, **sizes, keyed=keyed)
 
     @property
     def one_chunk_up_to(self) -> int:
@@ -100,19 +108,28 @@ class Chunking:
     def max_chunk(self) -> int:
         return self.max_size
 
-    def chunker(self) -> Chunker:
-        return Chunker(self)
+    def chunker(self, seed: int = 0) -> Chunker:
+        """`seed`: the repository key's (`RepositoryKey.chunker_seed`) if `keyed`, else 0."""
+        if self.keyed != (seed != 0):
+            raise ValueError("a keyed chunking needs the repository key's seed, and only it")
+        return Chunker(self, seed)
 
 
 class Chunker:
     """Cuts streams by one `Chunking`. The FastCDC object only holds the parameters and gear
     table; each `cut` has its own position, so one Chunker serves several threads."""
 
-    def __init__(self, chunking: Chunking) -> None:
+    def __init__(self, chunking: Chunking, seed: int = 0) -> None:
         self.chunking = chunking
         self.read_size = max(2 * chunking.max_size, 8 << 20) if chunking.algorithm == FASTCDC else chunking.max_size
         self._cdc = (
-            FastCDC(chunking.avg_size, min_size=chunking.min_size, max_size=chunking.max_size, normalized_chunking=NORMALIZATION)
+            FastCDC(
+                chunking.avg_size,
+                min_size=chunking.min_size,
+                max_size=chunking.max_size,
+                normalized_chunking=NORMALIZATION,
+                seed=seed,
+            )
             if chunking.algorithm == FASTCDC
             else None
         )

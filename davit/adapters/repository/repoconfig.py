@@ -60,10 +60,12 @@ def create_config(
     # the uuid names this repository's cache on every host (`cache.py`), wherever it is reached from
     settings: dict[str, Any] = {"format": FORMAT_VERSION, "uuid": uuid.uuid4().hex}
     # in the config, so every host cuts alike and their chunks dedupe (`chunking.py`)
-    settings["chunking"] = (chunking or Chunking.fastcdc()).to_config()
+    chunking = chunking or Chunking.fastcdc()
     key = None
     if passphrase is not None:
         key, settings["encryption"] = RepositoryKey.create(passphrase)
+        chunking = chunking.with_key()
+    settings["chunking"] = chunking.to_config()
     if backend.put_if_absent(CONFIG, json.dumps(settings, indent=1).encode()):
         return True, key, settings["uuid"]
     return False, None, ""

@@ -53,7 +53,7 @@ from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.cache import LocalCache, cache_key, remove_old_files
 from davit.adapters.repository.chunkindex import ChunkIndex
-from davit.adapters.repository.chunking import Chunking
+from davit.adapters.repository.chunking import Chunker, Chunking
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.locks import HeldLock, RepositoryLocks, StorageLockBackend
@@ -209,7 +209,8 @@ class Repository:
             chunking = chunking or Chunking.fastcdc()
             created, key, uuid = repoconfig.create_config(backend, passphrase, chunking)
             if created:
-                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid, chunking=chunking)
+                recorded = chunking.with_key() if key is not None else chunking  # as create_config wrote it
+                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid, chunking=recorded)
                 repo._make_local_layout()
                 return repo
             settings = repoconfig.read_config(backend)  # another process created it meanwhile
@@ -391,6 +392,16 @@ class Repository:
         if key is not None:
             return cid, key.seal(stored, cid), codec | CODEC_SEALED
         return cid, stored, codec
+
+    def chunker(self, fixed_size: int) -> Chunker:
+        """How a backup cuts files into this repository: its recorded chunking (seeded by its
+        key if encrypted), or fixed pieces of `fixed_size` if it was made before one was recorded."""
+        chunking = self.chunking or Chunking.fixed(fixed_size)
+        if not chunking.keyed:
+            return chunking.chunker()
+        if self._key is None:
+            raise self._key_required()
+        return chunking.chunker(self._key.chunker_seed())
 
     def chunk_id(self, plain: bytes | memoryview) -> bytes:
         """The id `plain` has (or would have) in this repository."""
