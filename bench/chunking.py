@@ -13,7 +13,8 @@ the first backup against `tar | zstd` with this code and, given `--base`, the co
 - First backup: `tar cf - . | zstd -T0 -3`, davit (this checkout) and davit (`--base`, a checkout
   of the code before) on the tree of `bench/files.py`, `--rounds` rounds in alternating order, a
   fresh `davitd --home` each time (run with PYTHONPATH set to the checkout, checked by whether the
-  repository's config.json records a chunking); medians and ratios.
+  repository's config.json records a chunking); medians and ratios, and the CPU seconds each
+  used (davitd's from its start-up's end; tar's and zstd's), which a busy machine moves less.
 """
 
 from __future__ import annotations
@@ -173,8 +174,15 @@ def shifted_inserts(work: Path, size_mb: int) -> None:
     print(table(["tool", "growth"], rows, title))
 
 
-def davit_first_backup(tree: Path, work: Path, checkout: Path) -> tuple[float, bool]:
-    """One first backup by a fresh davitd running `checkout`'s code: (seconds, config records a chunking)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def davit_first_backup(tree: Path, work: Path, checkout: Path) -> tuple[float, float, bool]:
+    """One first backup by a fresh davitd running `checkout`'s code: (seconds, CPU seconds of
+    davitd from its start-up's end to the run's end, config records a chunking)."""
     home = fresh_dir(work / "cdc-home")
     (home / "davit.toml").write_text("# bench/chunking.py: davit's defaults\n")
     os.environ["PYTHONPATH"] = str(checkout)
@@ -182,14 +190,16 @@ def davit_first_backup(tree: Path, work: Path, checkout: Path) -> tuple[float, b
         warm(tree)
         os.sync()
         daemon = Daemon(home, "first")
+        started = cpu_seconds(daemon.proc.pid)
         dropped = drop_job(home, "bench-files", f'name = "bench-files"\nkind = "files.backup"\n\n[source]\npath = "{tree}"\n')
         timing = daemon.wait_run("bench-files", 0, dropped, ("store",))
+        cpu = cpu_seconds(daemon.proc.pid) - started
         daemon.stop()
     finally:
         del os.environ["PYTHONPATH"]
     records = "chunking" in json.loads((home / "repository" / "config.json").read_bytes())
     shutil.rmtree(home)
-    return timing.wall, records
+    return timing.wall, cpu, records
 
 
 def first_backups(work: Path, size_mb: int, rounds: int, base: Path | None) -> None:
@@ -199,31 +209,36 @@ def first_backups(work: Path, size_mb: int, rounds: int, base: Path | None) -> N
     if base is not None:
         variants.append(("davit (--base)", base))
     seconds: dict[str, list[float]] = {name: [] for name, _ in variants}
+    cpus: dict[str, list[float]] = {name: [] for name, _ in variants}
     for n in range(rounds):
         order = variants if n % 2 == 0 else variants[::-1]
         for name, checkout in order:
             if checkout is None:
                 archive = fresh_dir(work / "tar") / "tree.tar.zst"
                 warm(tree)
+                before = os.times()
                 seconds[name].append(timed(f"tar cf - . | zstd -q -T0 -3 > {archive}", tree).seconds)
+                after = os.times()
+                cpus[name].append(after.children_user + after.children_system - before.children_user - before.children_system)
                 shutil.rmtree(archive.parent)
             else:
-                took, records = davit_first_backup(tree, work, checkout)
+                took, cpu, records = davit_first_backup(tree, work, checkout)
+                cpus[name].append(cpu)
                 expected = checkout == ROOT
                 if records != expected:
                     raise SystemExit(f"FAIL: {name}'s daemon did not run {checkout}'s code (chunking recorded: {records})")
                 seconds[name].append(took)
-            print(f"  round {n + 1}: {name} {seconds[name][-1]:.2f} s ({load_note()})", flush=True)
+            print(f"  round {n + 1}: {name} {seconds[name][-1]:.2f} s, CPU {cpus[name][-1]:.2f} s ({load_note()})", flush=True)
     tar = statistics.median(seconds["tar|zstd"])
     rows = []
     for name, _ in variants:
         med = statistics.median(seconds[name])
         ratio = tar / med
         goal = "" if name == "tar|zstd" else ("met" if ratio >= 0.8 else "missed")
-        rows.append([name, f"{med:.2f}", " ".join(f"{s:.2f}" for s in seconds[name]), f"{ratio:.2f}x", goal])
-    print(
-        table(["first backup", "median s", "rounds", "tar|zstd / it", "goal >= 0.8x"], rows, f"\nFirst backup, {size_mb} MB tree")
-    )
+        cpu = statistics.median(cpus[name])
+        rows.append([name, f"{med:.2f}", " ".join(f"{s:.2f}" for s in seconds[name]), f"{ratio:.2f}x", goal, f"{cpu:.2f}"])
+    headers = ["first backup", "median s", "rounds", "tar|zstd / it", "goal >= 0.8x", "median CPU s"]
+    print(table(headers, rows, f"\nFirst backup, {size_mb} MB tree"))
 
 
 def main() -> None:
