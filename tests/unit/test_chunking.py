@@ -7,6 +7,7 @@ import io
 import random
 
 import pytest
+from pyfastcdc.cy.fastcdc import FastCDC
 
 from davit.adapters.repository.chunking import FASTCDC, Chunking
 from davit.domain.errors import PermanentError
@@ -52,6 +53,28 @@ def test_cut_points_are_those_recorded_when_the_chunking_was_introduced() -> Non
         *(91119, 87256, 53757, 36284, 35991, 73291, 34796, 69508, 38783, 45497),
         *(44237, 86888, 37695, 35421, 77695, 33665, 35144, 40059, 61956, 29534),
     ]
+
+
+def disk_image(seed: int) -> bytes:
+    """Random data with runs of zeros of all lengths, starting anywhere (a sparse disk image)."""
+    rng = random.Random(seed)
+    parts = []
+    for i in range(24):
+        parts.append(rng.randbytes(rng.randrange(1, 300_000)))
+        parts.append(bytes((1, 100, 40_000, 300_000, 1 << 20, 3 << 20)[i % 6]))
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("seed", [0, 12345], ids=["public-gear-table", "keyed"])
+def test_streaming_cuts_exactly_where_fastcdc_cuts_the_whole_content(seed: int) -> None:
+    # The chunker reads in blocks, carries a chunk over, and skips scanning runs of zeros; none
+    # of it may move a cut point from where FastCDC over the whole content puts it.
+    chunking = SMALL.with_key() if seed else SMALL
+    data = disk_image(seed=4)
+    whole = FastCDC(SMALL.avg_size, min_size=SMALL.min_size, max_size=SMALL.max_size, normalized_chunking=1, seed=seed)
+    expected = [c.length for c in whole.cut_buf(data)]
+    for reads in range(3):
+        assert [len(c) for c in chunking.chunker(seed).cut(ShortReads(data, reads))] == expected
 
 
 def test_chunks_keep_within_their_bounds() -> None:

@@ -18,7 +18,7 @@ sizes (tests/unit/test_chunking.py cuts one content with many read sizes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +139,12 @@ class Chunker:
             if chunking.algorithm == FASTCDC
             else None
         )
+        # A run of zeros (disk images, sparse files) is the slowest input for FastCDC: no cut
+        # point is found, so every byte up to max_size is scanned. Where a chunk's whole window
+        # (max_size bytes) is zeros, its cut is the one FastCDC made once here on zeros, found
+        # by comparing bytes instead (the cut depends only on the bytes from the chunk's start).
+        self._zeros = bytes(chunking.max_size) if self._cdc is not None else b""
+        self._zero_cut = next(iter(self._cdc.cut_buf(self._zeros))).length if self._cdc is not None else 0
 
     def cut(self, source: Readable) -> Iterator[bytes | memoryview]:
         """The chunks of `source` read to its end, in order (none for an empty one)."""
@@ -146,24 +152,34 @@ class Chunker:
             while data := source.read(self.read_size):
                 yield data
             return
-        cdc = self._cdc
         held: bytes | memoryview = b""
         while True:
             buf, ended = _read_block(source, held, self.read_size)
             if not buf:
                 return
-            view = memoryview(buf)
-            held = b""
-            for chunk in cdc.cut_buf(view):
-                if not ended and chunk.offset + chunk.length == len(buf):
+            held = yield from self._cut_block(buf, ended)
+            if ended:
+                return
+
+    def _cut_block(self, buf: bytes, ended: bool) -> Generator[memoryview, None, memoryview | bytes]:
+        """Yield the chunks of `buf` whose end is final; return the rest (the last chunk, if the
+        bytes after the block may move its end)."""
+        assert self._cdc is not None
+        view, size, pos = memoryview(buf), len(buf), 0
+        window = self.chunking.max_size
+        while pos < size:
+            if pos + window <= size and buf.startswith(self._zeros, pos):
+                end = pos + self._zero_cut
+            else:
+                end = pos + next(iter(self._cdc.cut_buf(view[pos:]))).length
+                if end == size and not ended:
                     # No cut point found before the block's end (or the rest is under min_size):
                     # the next bytes decide where this chunk ends. Any earlier cut is final, as
                     # FastCDC decides a cut from the bytes before it alone.
-                    held = chunk.data
-                    break
-                yield chunk.data
-            if ended:
-                return
+                    return view[pos:]
+            yield view[pos:end]
+            pos = end
+        return b""
 
 
 def _read_block(source: Readable, held: bytes | memoryview, size: int) -> tuple[bytes, bool]:
