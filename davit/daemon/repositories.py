@@ -22,6 +22,7 @@ from pathlib import Path
 
 from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.backends.factory import open_backend
+from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.repository import Repository
@@ -94,6 +95,7 @@ def open_repository(
             where,
             settings.model.data_path.compression_level,
             create=create,
+            chunking=Chunking.around(settings.model.data_path.chunk_size_kib << 10),
             passphrase=passphrase,
             local_dir=home,
             load_index=load_index,
@@ -149,7 +151,12 @@ def init_repository(settings: Settings, name: str, passphrase: str | None) -> Re
     where, home = _open_at(settings, location)
     try:
         return Repository.open(
-            where, settings.model.data_path.compression_level, create=True, passphrase=passphrase, local_dir=home
+            where,
+            settings.model.data_path.compression_level,
+            create=True,
+            passphrase=passphrase,
+            local_dir=home,
+            chunking=Chunking.around(settings.model.data_path.chunk_size_kib << 10),
         )
     except BaseException:
         where.close()

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from davit.adapters.repository.check import Subset, check_repository, index_key, pack_key
+from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.packs import MAX_INDEX_BYTES, BlobRef, decode_index, encode_index
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import prune
 from davit.adapters.repository.stats import repository_stats
 from davit.domain.errors import CorruptChunk
 from tests.integration.crafted_trees import ROOT, publish
-from tests.integration.test_files_adapter import SMALL, backup
+from tests.integration.test_files_adapter import backup
 
 PASSPHRASE = "check reads sealed chunks too"
 
@@ -146,15 +147,15 @@ def test_a_subset_is_n_of_m(text: str) -> None:
         Subset.parse(text)
 
 
-def distinct_chunks(sources: dict[str, Path], chunk_size: int) -> dict[bytes, int]:
-    """The plain chunks the files backup cuts the sources into (fixed-size slices), by hash."""
+def distinct_chunks(sources: dict[str, Path], chunking: Chunking) -> dict[bytes, int]:
+    """The plain chunks the files backup cuts the sources into (as the repository says), by hash."""
     found: dict[bytes, int] = {}
     for root in sources.values():
         for path in root.rglob("*"):
-            data = path.read_bytes()
-            for start in range(0, len(data), chunk_size):
-                piece = data[start : start + chunk_size]
-                found[hashlib.sha256(piece).digest()] = len(piece)
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    for piece in chunking.chunker().cut(fh):
+                        found[hashlib.sha256(piece).digest()] = len(piece)
     return found
 
 
@@ -166,7 +167,8 @@ def test_stats_equal_what_was_stored(tmp_path: Path, sources: dict[str, Path]) -
     stats = repository_stats(repo)
 
     size = {job: sum(p.stat().st_size for p in root.rglob("*")) for job, root in sources.items()}
-    chunks = distinct_chunks(sources, SMALL.chunk_size)
+    assert repo.chunking is not None  # a new repository records FastCDC
+    chunks = distinct_chunks(sources, repo.chunking)
     on_disk = [p for p in (tmp_path / "repo").rglob("*") if p.is_file()]
     assert stats.snapshots == 3 and stats.damaged_snapshots == 0
     assert stats.jobs == {

@@ -13,7 +13,9 @@ warning naming it (the next backup takes what is there then), never stored with 
 leads to.
 
 Reading, hashing and compressing overlap: chunks are hashed and compressed in worker threads
-(zstandard and hashlib release the GIL) while this thread reads ahead and writes the pack.
+(zstandard and hashlib release the GIL) while this thread reads ahead, cuts the chunks (the
+repository's chunking, `chunking.py`; FastCDC releases the GIL too) and writes the pack. A file
+read again after a resume is cut at the same places, so what a sealed pack holds is not stored again.
 """
 
 from __future__ import annotations
@@ -66,14 +68,14 @@ class _Pending:
     xattrs_problem: str | None = None  # why its extended attributes could not all be read
 
 
-def _encode(repo: Repository, data: bytes) -> Encoded:
+def _encode(repo: Repository, data: bytes | memoryview) -> Encoded:
     cid, stored, codec = repo.encode(data)
     return cid, stored, codec, len(data)
 
 
 def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending) -> Encoded | None:
-    """A small file, read to its end and encoded as one chunk; None if it is empty. (A file
-    that grew past the chunk size since its stat becomes one larger chunk, which is valid.)
+    """A small file (one chunk however it is cut), read to its end and encoded as one chunk;
+    None if it is empty. (A file that grew since its stat becomes one larger chunk, which is valid.)
     Its extended attributes are read from the same descriptor into `pending` (seen by the
     storing thread once this returns). Raises `ChangedSinceWalk` if the path no longer leads
     to the file the walk saw."""
@@ -287,6 +289,9 @@ class _Store:
         self.pack: PackWriter | None = None
         self.last_checkpoint = time.monotonic()
         self.parent = ParentCursor(self._parent_entries())
+        # Cut as the repository says (content-defined), or in fixed pieces in one made before it
+        # said; a file whose parent entry is unchanged keeps its chunks however they were cut.
+        self.chunker = self.repo.chunker(self.tuning.chunk_size)
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
         self.sealing: Future[None] | None = None
 
@@ -324,7 +329,7 @@ class _Store:
             self.checkpoint()
 
     def _read(self, pending: _Pending, abspath: Content) -> None:
-        if isinstance(abspath, WalkedFile) and pending.entry.size < self.tuning.chunk_size:
+        if isinstance(abspath, WalkedFile) and pending.entry.size <= self.chunker.chunking.one_chunk_up_to:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
             # the per-file system calls of many small files overlap.
             pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending))
@@ -348,11 +353,8 @@ class _Store:
         size = 0
         try:
             with closing:
-                while True:
+                for data in self.chunker.cut(source):
                     self.ctx.check_stop()
-                    data = source.read(self.tuning.chunk_size)
-                    if not data:
-                        break
                     size += len(data)
                     pending.futures.append(self.pool.submit(_encode, self.repo, data))
                     self.inflight += 1

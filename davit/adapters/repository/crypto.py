@@ -49,6 +49,7 @@ _DEFAULT_COST = {"n": 2**15, "r": 8, "p": 1}
 _MAX_SCRYPT_BYTES = 1 << 30  # 128 * n * r: 32 MiB by default
 _MAX_SCRYPT_P = 16
 _MANIFEST_KEY_INFO = b"davit manifest mac v1"
+_CHUNKER_SEED_INFO = b"davit chunker seed v1"
 _MANIFEST_CONTEXT = b"davit manifest v1\0"
 MANIFEST_MAC_FIELD = "mac"
 
@@ -91,6 +92,14 @@ class RepositoryKey:
         return _wrap(master, new_passphrase, _cost(section, where))
 
     # --- use ---------------------------------------------------------------------------------
+
+    def chunker_seed(self) -> int:
+        """The seed of this repository's FastCDC gear table (`chunking.py`): with the public
+        table, the lengths of chunks, readable in the pack indexes, would tell someone without
+        the passphrase whether a file they know is stored (as restic and borg key their chunkers).
+        62 bits: pyfastcdc shifts it left once into 64."""
+        seed = HKDF(algorithm=hashes.SHA256(), length=8, salt=None, info=_CHUNKER_SEED_INFO).derive(self._id_key)
+        return int.from_bytes(seed, "little") & ((1 << 62) - 1) or 1
 
     def chunk_id(self, plain: bytes | memoryview) -> bytes:
         return hmac.digest(self._id_key, plain, "sha256")

@@ -1,4 +1,4 @@
-"""A repository's `config.json`: its format version and, if encrypted, its sealed key.
+"""A repository's `config.json`: its format version, its chunking and, if encrypted, its sealed key.
 
 Read through the storage port like every other object. It is created with `put_if_absent`,
 so of two `init`s of one repository at once exactly one config wins and both go on with it
@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from davit.adapters.repository.backend import Backend, ObjectMissing, ObjectTooLarge
+from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError
 from davit.domain.errors import PermanentError
 
@@ -43,14 +44,28 @@ def read_config(backend: Backend) -> dict[str, Any] | None:
     return settings
 
 
-def create_config(backend: Backend, passphrase: str | None) -> tuple[bool, RepositoryKey | None, str]:
-    """Make `backend` a repository (encrypted under `passphrase` if given): (True, its key, its
-    uuid), or (False, None, "") if another process created it meanwhile (open it as an existing one)."""
+def chunking_of(settings: dict[str, Any], where: str) -> Chunking | None:
+    """How the repository's files are cut; None for a repository made before davit recorded it
+    (fixed pieces of the daemon's `chunk_size`)."""
+    section = settings.get("chunking")
+    return None if section is None else Chunking.from_config(section, where)
+
+
+def create_config(
+    backend: Backend, passphrase: str | None, chunking: Chunking | None = None
+) -> tuple[bool, RepositoryKey | None, str]:
+    """Make `backend` a repository (encrypted under `passphrase` if given) whose files are cut
+    by `chunking` (FastCDC by default): (True, its key, its uuid), or (False, None, "") if
+    another process created it meanwhile (open it as an existing one)."""
     # the uuid names this repository's cache on every host (`cache.py`), wherever it is reached from
     settings: dict[str, Any] = {"format": FORMAT_VERSION, "uuid": uuid.uuid4().hex}
+    # in the config, so every host cuts alike and their chunks dedupe (`chunking.py`)
+    chunking = chunking or Chunking.fastcdc()
     key = None
     if passphrase is not None:
         key, settings["encryption"] = RepositoryKey.create(passphrase)
+        chunking = chunking.with_key()
+    settings["chunking"] = chunking.to_config()
     if backend.put_if_absent(CONFIG, json.dumps(settings, indent=1).encode()):
         return True, key, settings["uuid"]
     return False, None, ""

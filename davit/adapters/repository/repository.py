@@ -53,6 +53,7 @@ from davit.adapters.repository.backend import Backend, ObjectMissing
 from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.cache import LocalCache, cache_key, remove_old_files
 from davit.adapters.repository.chunkindex import ChunkIndex
+from davit.adapters.repository.chunking import Chunker, Chunking
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.locks import HeldLock, RepositoryLocks, StorageLockBackend
@@ -110,6 +111,7 @@ class Repository:
         encrypted: bool = False,
         local_dir: Path | None = None,
         uuid: object = None,
+        chunking: Chunking | None = None,
     ) -> None:
         self.backend: Backend = LocalBackend(backend) if isinstance(backend, Path) else backend
         # This host's files of the repository: staged trees (`staging/`) and spooled packs and
@@ -121,6 +123,8 @@ class Repository:
         self._home = home
         self._spool = home / "tmp"
         self.compression_level = compression_level
+        # how a backup cuts files into this repository; None: fixed pieces (made before it was recorded)
+        self.chunking = chunking
         self.encrypted = encrypted or key is not None
         self._key = key
         # A remote repository's immutable objects (indexes, trees) are kept on this host too
@@ -183,6 +187,7 @@ class Repository:
         passphrase: str | None = None,
         local_dir: Path | None = None,
         load_index: bool = True,
+        chunking: Chunking | None = None,
     ) -> Repository:
         """Open (or create) the repository at `where`: a local directory or a backend.
 
@@ -192,6 +197,7 @@ class Repository:
         this host's directory for a remote repository's staging (see the module's docstring).
         `load_index=False` skips reading every index (for removing staging only); otherwise the
         indexes are read when first needed (taking a lock, `has`, `encode`, a chunk not found).
+        A repository created here records `chunking` (default: FastCDC, `chunking.py`).
         """
         backend: Backend = LocalBackend(where) if isinstance(where, Path) else where
         if backend.caps.local_root is None and local_dir is None:
@@ -200,9 +206,11 @@ class Repository:
         if settings is None:
             if not create:
                 raise PermanentError(f"{backend.where} is not a davit repository (no config.json)")
-            created, key, uuid = repoconfig.create_config(backend, passphrase)
+            chunking = chunking or Chunking.fastcdc()
+            created, key, uuid = repoconfig.create_config(backend, passphrase, chunking)
             if created:
-                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid)
+                recorded = chunking.with_key() if key is not None else chunking  # as create_config wrote it
+                repo = cls(backend, compression_level, key, local_dir=local_dir, uuid=uuid, chunking=recorded)
                 repo._make_local_layout()
                 return repo
             settings = repoconfig.read_config(backend)  # another process created it meanwhile
@@ -215,7 +223,15 @@ class Repository:
                 "remove the passphrase from its configuration or give the repository a new path"
             )
         key = RepositoryKey.open(passphrase, section, backend.where) if section is not None and passphrase else None
-        repo = cls(backend, compression_level, key, encrypted=section is not None, local_dir=local_dir, uuid=settings.get("uuid"))
+        repo = cls(
+            backend,
+            compression_level,
+            key,
+            encrypted=section is not None,
+            local_dir=local_dir,
+            uuid=settings.get("uuid"),
+            chunking=repoconfig.chunking_of(settings, backend.where),
+        )
         repo._make_local_layout()
         repo._index_due = load_index
         return repo
@@ -376,6 +392,16 @@ class Repository:
         if key is not None:
             return cid, key.seal(stored, cid), codec | CODEC_SEALED
         return cid, stored, codec
+
+    def chunker(self, fixed_size: int) -> Chunker:
+        """How a backup cuts files into this repository: its recorded chunking (seeded by its
+        key if encrypted), or fixed pieces of `fixed_size` if it was made before one was recorded."""
+        chunking = self.chunking or Chunking.fixed(fixed_size)
+        if not chunking.keyed:
+            return chunking.chunker()
+        if self._key is None:
+            raise self._key_required()
+        return chunking.chunker(self._key.chunker_seed())
 
     def chunk_id(self, plain: bytes | memoryview) -> bytes:
         """The id `plain` has (or would have) in this repository."""
