@@ -171,6 +171,7 @@ class _ChunkPlan(Generic[E]):
         self.queued: deque[tuple[E, Pending, list[str]]] = deque()
         self.inflight = 0
         self.exhausted = False
+        self.held: E | None = None  # taken from the source, not queued yet
 
     def fill(self) -> None:
         batch: list[tuple[Pending, bytes]] = []
@@ -179,10 +180,16 @@ class _ChunkPlan(Generic[E]):
             if self.queued and self.queued[-1][2]:
                 self.submit_next(*self.queued[-1][1:])
                 continue
-            entry = next(self.source, None)
+            entry = self.held if self.held is not None else next(self.source, None)
+            self.held = None
             if entry is None:
                 self.exhausted = True
             elif len(entry.chunks) == 1:
+                if not batch and self.queued and self.depth - self.inflight < min(READ_BATCH, self.depth):
+                    # reads are under way: wait for room for a whole batch, or the small files
+                    # after the first `depth` would go one per task again
+                    self.held = entry
+                    break
                 self.queued.append((entry, deque(), []))
                 batch.append((self.queued[-1][1], bytes.fromhex(entry.chunks[0])))
                 if len(batch) >= READ_BATCH:

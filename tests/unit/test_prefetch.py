@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from davit.adapters.prefetch import calls_ahead, chunks_ahead, in_background
+from davit.adapters.prefetch import READ_BATCH, calls_ahead, chunks_ahead, in_background
 from davit.domain.errors import CorruptChunk
 
 
@@ -229,3 +229,25 @@ def test_small_files_read_together_each_get_their_own_chunk_and_a_bad_one_fails_
             got.append((entry.path, list(chunks)))
     assert [path for path, _ in got] == [f"f{i}" for i in range(13) if i != 3]
     assert all(data == [b"data of " + bytes.fromhex(todo[int(p[1:])].chunks[0])] for p, data in got)
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A pool that counts the tasks submitted to it."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_small_files_are_read_a_whole_batch_per_task_all_through_the_restore() -> None:
+    """Not only the first `depth` of them: once reads are under way, the next batch waits for
+    room for a whole batch rather than going out one entry at a time."""
+    todo = entries(400, 1)
+    with CountingPool(2) as pool:
+        got = [(e.path, list(chunks)) for e, chunks in chunks_ahead(todo, Chunks().read, pool, 16)]
+    assert got == [(e.path, [b"data of " + bytes.fromhex(e.chunks[0])]) for e in todo]
+    assert pool.tasks <= 400 // READ_BATCH + 2
