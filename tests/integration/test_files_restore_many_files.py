@@ -4,11 +4,13 @@ the snapshot's tree read once per run. Driven without a daemon, on a real reposi
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
 import pytest
 
+from davit.adapters.files import confined
 from davit.adapters.files import restore as restore_module
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.files.treecheck import parsed
@@ -115,3 +117,47 @@ def test_a_small_file_the_target_refuses_fails_the_run_by_its_name_and_no_checkp
 def _tree_entries(repo: Repository) -> list[Entry]:
     snap = repo.resolve("latest", "job")
     return list(parsed(repo.open_tree(snap), snap.id))
+
+
+def test_a_restore_starts_writing_each_file_to_disk_as_it_goes_covering_every_byte_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Early writeback: the restored bytes are handed to the kernel's writeback in steps while
+    the restore goes on (the checkpoint's flush then has little left to write)."""
+    source = tmp_path / "source"
+    many_small_files(source, 20)
+    (source / "big.bin").write_bytes(os.urandom(confined.WRITEBACK_STEP * 2 + 12345))
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, source, "b1")
+    started: list[tuple[int, int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def recording_fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        started.append((os.fstat(fd).st_ino, offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording_fadvise)
+    restore(Repository.open(repo.root), tmp_path / "out")
+    assert snapshot_of(tmp_path / "out") == snapshot_of(source)
+    big = (source / "big.bin").stat().st_size
+    big_ino = (tmp_path / "out" / "big.bin").stat().st_ino
+    ranges = [(offset, length) for ino, offset, length in started if ino == big_ino]
+    assert len(ranges) >= 2 and ranges[0][0] == 0  # in steps, from the start ...
+    assert all(a + n == b for (a, n), (b, _m) in itertools.pairwise(ranges))  # ... back to back ...
+    assert ranges[-1][0] + ranges[-1][1] == big  # ... to the end
+    small = {p.stat().st_ino: p.stat().st_size for p in (tmp_path / "out").rglob("*.txt")}
+    assert sorted((ino, o, n) for ino, o, n in started if ino in small) == sorted((ino, 0, n) for ino, n in small.items())
+
+
+def test_a_target_that_refuses_early_writeback_still_restores_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "source"
+    many_small_files(source, 30)
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, source, "b1")
+
+    def refusing_fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fadvise", refusing_fadvise)
+    restore(Repository.open(repo.root), tmp_path / "out")
+    assert snapshot_of(tmp_path / "out") == snapshot_of(source)
