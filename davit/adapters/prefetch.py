@@ -101,62 +101,126 @@ class HasChunks(Protocol):
 E = TypeVar("E", bound=HasChunks)
 
 
+READ_BATCH = 8  # chunks of consecutive one-chunk entries read by one task (a hand-off per small file costs as much as its read)
+
+
+class _Part:
+    """One chunk's result within a batch read by one task (`_read_all`): a future's view."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Future[list[bytes | Exception]], index: int) -> None:
+        self._batch, self._index = batch, index
+
+    def result(self) -> bytes:
+        got = self._batch.result()[self._index]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def cancel(self) -> bool:
+        # Never cancels the batch: it holds the chunks of the entries after this one too (the
+        # read goes on, within the `depth` bound, and its result is dropped).
+        return False
+
+
+def _read_all(read: Callable[[bytes], bytes], chunk_ids: list[bytes]) -> list[bytes | Exception]:
+    """Each chunk read (and verified) by `read`, or the error its read raised, in order: a
+    chunk that fails fails only the entry it belongs to, where the writer reaches it."""
+    out: list[bytes | Exception] = []
+    for chunk_id in chunk_ids:
+        try:
+            out.append(read(chunk_id))
+        except Exception as exc:  # handed to the writer in the chunk's place
+            out.append(exc)
+    return out
+
+
+Pending = deque["Future[bytes] | _Part"]
+
+
 def chunks_ahead(
     entries: Iterable[E], read: Callable[[bytes], bytes], pool: Executor, depth: int
 ) -> Generator[tuple[E, Iterator[bytes]], None, None]:
     """Entries with their chunks, read (and so verified, `read` being the repository's
     `read_chunk`) on `pool` up to `depth` chunks ahead of the writer: the chunks of the entry
     being written first, then those of the entries after it. Chunks of an entry the writer has
-    not taken when it asks for the next entry are dropped."""
-    queued: deque[tuple[E, deque[Future[bytes]], list[str]]] = deque()
-    inflight = 0
-    source = iter(entries)
-    exhausted = False
-
-    def fill() -> None:
-        nonlocal inflight, exhausted
-        while not exhausted and inflight < depth:
-            # top up the newest queued entry's chunks before taking a new entry
-            if queued and queued[-1][2]:
-                _entry, futures, todo = queued[-1]
-                futures.append(pool.submit(read, bytes.fromhex(todo.pop(0))))
-                inflight += 1
-                continue
-            entry = next(source, None)
-            if entry is None:
-                exhausted = True
-                return
-            queued.append((entry, deque(), list(entry.chunks)))
-
-    def chunks_of(futures: deque[Future[bytes]], todo: list[str]) -> Iterator[bytes]:
-        nonlocal inflight
-        while futures or todo:
-            if not futures:
-                futures.append(pool.submit(read, bytes.fromhex(todo.pop(0))))
-                inflight += 1
-            data = futures.popleft().result()
-            inflight -= 1
-            fill_current(futures, todo)
-            yield data
-
-    def fill_current(futures: deque[Future[bytes]], todo: list[str]) -> None:
-        nonlocal inflight
-        while todo and inflight < depth:
-            futures.append(pool.submit(read, bytes.fromhex(todo.pop(0))))
-            inflight += 1
-
-    fill()
-    while queued:
-        entry, futures, todo = queued.popleft()
-        yield entry, chunks_of(futures, todo)
+    not taken when it asks for the next entry are dropped. The chunks of consecutive one-chunk
+    entries (small files) are read up to `READ_BATCH` per task."""
+    plan = _ChunkPlan(entries, read, pool, depth)
+    plan.fill()
+    while plan.queued:
+        entry, futures, todo = plan.queued.popleft()
+        yield entry, plan.chunks_of(futures, todo)
         # the writer moved on: chunks of this entry it did not take are no longer in flight (left
         # counted, they would keep `fill` from taking the next entry and end the entries early)
-        inflight -= len(futures)
+        plan.inflight -= len(futures)
         for future in futures:
             future.cancel()
         futures.clear()
         todo.clear()
-        fill()
+        plan.fill()
+
+
+class _ChunkPlan(Generic[E]):
+    """The entries queued ahead of the writer, each with its chunk reads under way and the ids
+    of its chunks not submitted yet; `inflight` chunks submitted and not taken, at most `depth`."""
+
+    def __init__(self, entries: Iterable[E], read: Callable[[bytes], bytes], pool: Executor, depth: int) -> None:
+        self.source, self.read, self.pool, self.depth = iter(entries), read, pool, depth
+        self.queued: deque[tuple[E, Pending, list[str]]] = deque()
+        self.inflight = 0
+        self.exhausted = False
+        self.held: E | None = None  # taken from the source, not queued yet
+
+    def fill(self) -> None:
+        batch: list[tuple[Pending, bytes]] = []
+        while not self.exhausted and self.inflight + len(batch) < self.depth:
+            # top up the newest queued entry's chunks before taking a new entry
+            if self.queued and self.queued[-1][2]:
+                self.submit_next(*self.queued[-1][1:])
+                continue
+            entry = self.held if self.held is not None else next(self.source, None)
+            self.held = None
+            if entry is None:
+                self.exhausted = True
+            elif len(entry.chunks) == 1:
+                if not batch and self.queued and self.depth - self.inflight < min(READ_BATCH, self.depth):
+                    # reads are under way: wait for room for a whole batch, or the small files
+                    # after the first `depth` would go one per task again
+                    self.held = entry
+                    break
+                self.queued.append((entry, deque(), []))
+                batch.append((self.queued[-1][1], bytes.fromhex(entry.chunks[0])))
+                if len(batch) >= READ_BATCH:
+                    self.send(batch)
+            else:
+                self.send(batch)  # submitted in the writer's order
+                self.queued.append((entry, deque(), list(entry.chunks)))
+        self.send(batch)
+
+    def send(self, batch: list[tuple[Pending, bytes]]) -> None:
+        """One task reading the chunks of `batch` (one-chunk entries), each entry its part."""
+        if batch:
+            read_batch = self.pool.submit(_read_all, self.read, [cid for _futures, cid in batch])
+            for index, (futures, _cid) in enumerate(batch):
+                futures.append(_Part(read_batch, index))
+            self.inflight += len(batch)
+            batch.clear()
+
+    def submit_next(self, futures: Pending, todo: list[str]) -> None:
+        futures.append(self.pool.submit(self.read, bytes.fromhex(todo.pop(0))))
+        self.inflight += 1
+
+    def chunks_of(self, futures: Pending, todo: list[str]) -> Iterator[bytes]:
+        while futures or todo:
+            if not futures:
+                self.submit_next(futures, todo)
+            data = futures.popleft().result()
+            self.inflight -= 1
+            while todo and self.inflight < self.depth:
+                self.submit_next(futures, todo)
+            yield data
 
 
 # --- spans_ahead ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from davit.adapters.prefetch import calls_ahead, chunks_ahead, in_background
+from davit.adapters.prefetch import READ_BATCH, calls_ahead, chunks_ahead, in_background
 from davit.domain.errors import CorruptChunk
 
 
@@ -212,3 +212,42 @@ def test_an_entry_whose_chunks_the_writer_leaves_does_not_end_the_entries_after_
     with ThreadPoolExecutor(4) as pool:
         got = [entry.path for entry, _chunks in chunks_ahead(todo, Chunks().read, pool, 4)]
     assert got == [e.path for e in todo]
+
+
+def test_small_files_read_together_each_get_their_own_chunk_and_a_bad_one_fails_only_its_file() -> None:
+    """One-chunk entries are read several per task: each still gets its own chunk, in order;
+    a chunk that fails its check is raised for its own entry, the ones before it in the same
+    read were handed out whole; an entry the writer passes over leaves the next ones intact."""
+    todo = [*entries(20, 1), Entry("dir"), Entry("big", ["aaaa0000", "aaaa0001"]), *entries(5, 1)]
+    bad = bytes.fromhex(todo[13].chunks[0])
+    store = Chunks(frozenset({bad}))
+    got: list[tuple[str, list[bytes]]] = []
+    with ThreadPoolExecutor(2) as pool, pytest.raises(CorruptChunk, match=bad.hex()):
+        for entry, chunks in chunks_ahead(todo, store.read, pool, 16):
+            if entry.path == "f3":
+                continue  # passed over: its chunk is dropped, not the batch it was read with
+            got.append((entry.path, list(chunks)))
+    assert [path for path, _ in got] == [f"f{i}" for i in range(13) if i != 3]
+    assert all(data == [b"data of " + bytes.fromhex(todo[int(p[1:])].chunks[0])] for p, data in got)
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A pool that counts the tasks submitted to it."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_small_files_are_read_a_whole_batch_per_task_all_through_the_restore() -> None:
+    """Not only the first `depth` of them: once reads are under way, the next batch waits for
+    room for a whole batch rather than going out one entry at a time."""
+    todo = entries(400, 1)
+    with CountingPool(2) as pool:
+        got = [(e.path, list(chunks)) for e, chunks in chunks_ahead(todo, Chunks().read, pool, 16)]
+    assert got == [(e.path, [b"data of " + bytes.fromhex(e.chunks[0])]) for e in todo]
+    assert pool.tasks <= 400 // READ_BATCH + 2

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from davit.adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
-from davit.adapters.files.treecheck import checked, parsed, validate
+from davit.adapters.files.treecheck import checked, parsed
 from davit.adapters.prefetch import restore_reads
 from davit.adapters.repository.fsutil import syncfs
 from davit.adapters.repository.repository import SnapshotInfo
@@ -42,6 +42,13 @@ RESTORE, METADATA = "restore", "metadata"
 # Directory descriptors popped while small-file writers may still use them are closed at the
 # next barrier; this many force one (the soft RLIMIT_NOFILE may be 1024).
 MAX_DEFERRED_FDS = 256
+# A tree of at most this many entries, checked whole by `prepare`, is kept in memory for the
+# steps and the final check of the same process (a few MB), rather than read, parsed and
+# checked three times; a larger one is read again each time (its memory stays bounded).
+KEPT_TREE_ENTRIES = 20_000
+# Small files handed to a writer thread at once: up to this many, or this many bytes.
+SMALL_BATCH_FILES = 32
+SMALL_BATCH_BYTES = 1 << 20
 
 
 class FilesRestoreWork(RunWork[FilesRestoreJob]):
@@ -52,13 +59,15 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
         # The directories met by a `restore` step that went through the whole tree in this
         # process: the `metadata` step then needs no further pass over it.
         self._dirs: list[Entry] | None = None
+        # (snapshot id, its entries) once `prepare` checked a tree of at most KEPT_TREE_ENTRIES
+        self._tree: tuple[str, list[Entry]] | None = None
 
     def plan(self) -> list[str]:
         return [RESTORE, METADATA]
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
-        validate(self._entries(snap))  # before anything is written: a corrupt tree fails here
+        self._keep_checked(snap)  # before anything is written: a corrupt tree fails here
         if self.target.exists() and any(self.target.iterdir()) and not self.overwrite:
             raise TargetNotEmpty(str(self.target))
         self.details = {"snapshot_id": snap.id, "target": str(self.target), "bytes": snap.stats.get("bytes", 0)}
@@ -90,8 +99,23 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
     # --- steps ---------------------------------------------------------------------------------
 
     def _entries(self, snap: SnapshotInfo) -> Iterator[Entry]:
-        """The snapshot's entries, each checked (`treecheck`) before it is used."""
+        """The snapshot's entries, each checked (`treecheck`) before it is used: those `prepare`
+        checked and kept, or read and checked again."""
+        if self._tree is not None and self._tree[0] == snap.id:
+            return iter(self._tree[1])
         return checked(parsed(self.repo.open_tree(snap), snap.id), snap.id)
+
+    def _keep_checked(self, snap: SnapshotInfo) -> None:
+        """Check the whole tree (`CorruptSnapshot` on the first bad entry); keep it if small."""
+        self._tree = None
+        kept: list[Entry] | None = []
+        for entry in self._entries(snap):
+            if kept is not None:
+                kept.append(entry)
+                if len(kept) > KEPT_TREE_ENTRIES:
+                    kept = None
+        if kept is not None:
+            self._tree = (snap.id, kept)
 
     def _restore(self, ctx: RunContext, snap: SnapshotInfo) -> dict[str, Any]:
         cursor = ctx.cursor(RESTORE) or {}
@@ -282,10 +306,13 @@ class _Flusher:
 
 
 class _SmallFileWriters:
-    """A few threads writing whole small files; `wait_all` is the barrier before a checkpoint.
+    """A few threads writing whole small files, a batch of them per task (a hand-off between
+    threads costs about as much as creating a small file, so it is paid once per batch, not per
+    file); `wait_all` is the barrier before a checkpoint.
 
     At most `max_bytes` of file content waits in memory; a failed write is raised to the
-    restoring thread at the next submit or barrier.
+    restoring thread at a later submit or at the barrier (the files after it in its batch are
+    not written: the run fails, and nothing after its last checkpoint was recorded done).
     """
 
     def __init__(self, threads: int, max_bytes: int) -> None:
@@ -293,16 +320,30 @@ class _SmallFileWriters:
         self._pending: deque[tuple[Future[None], int]] = deque()
         self._bytes = 0
         self._max_bytes = max_bytes
+        self._batch: list[Callable[[], None]] = []
+        self._batch_bytes = 0
+        self._batch_max_bytes = max(1, min(SMALL_BATCH_BYTES, max_bytes // (threads + 1)))
 
     def submit(self, write: Callable[[], None], size: int) -> None:
+        self._batch.append(write)
+        self._batch_bytes += size
+        if len(self._batch) >= SMALL_BATCH_FILES or self._batch_bytes >= self._batch_max_bytes:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._batch:
+            return
+        batch, size = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
         while self._pending and (self._bytes + size > self._max_bytes or self._pending[0][0].done()):
             future, held = self._pending.popleft()
             future.result()
             self._bytes -= held
-        self._pending.append((self._pool.submit(write), size))
+        self._pending.append((self._pool.submit(_write_all, batch), size))
         self._bytes += size
 
     def wait_all(self) -> None:
+        self._send()
         while self._pending:
             future, held = self._pending.popleft()
             future.result()
@@ -313,3 +354,8 @@ class _SmallFileWriters:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _write_all(batch: list[Callable[[], None]]) -> None:
+    for write in batch:
+        write()
