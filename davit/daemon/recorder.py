@@ -96,15 +96,16 @@ class RunRecorder:
         stream = ev.run_stream(self.view.run_id)
         try:
             # Same ids, same expected version on every try: a try that landed is replayed.
-            await self.log.append(stream, self.view.version, self._unsent, patient=patient)
+            # The stored events come back from the writer (no read of the stream per event).
+            stored = await self.log.append_read_back(stream, self.view.version, self._unsent, patient=patient)
         except LOG_UNWRITABLE:
             raise  # kept unsent: the log could not take them, they are still to be recorded
         except BaseException:
             self._unsent = []  # refused (stale version, bad event): as before, not retried
             raise
         self._unsent = []
-        for stored in await self.log.read_stream(stream, self.view.version + 1):
-            apply(self.view, stored)
+        for item in stored:
+            apply(self.view, item)
 
 
 class WorkerContext:
@@ -118,7 +119,7 @@ class WorkerContext:
         # Made on the event loop, so threads the adapter starts itself can record too.
         self._loop = anyio.lowlevel.current_token()
 
-    def _record(self, event: ev.Event) -> None:
+    def _record(self, *events: ev.Event) -> None:
         rec = self.recorder
         if rec.log.writes_failing:
             # A known outage: don't try, and don't queue behind the executor's waiting record;
@@ -126,7 +127,7 @@ class WorkerContext:
             rec.stopped_by_log = EventLogStop("event log cannot be written (see davitd's log)")
             raise rec.stopped_by_log
         try:
-            anyio.from_thread.run(partial(rec.record, event, patient=False), token=self._loop)
+            anyio.from_thread.run(partial(rec.record, *events, patient=False), token=self._loop)
         except LOG_UNWRITABLE as exc:
             rec.stopped_by_log = EventLogStop(f"event log cannot be written: {exc}")
             raise rec.stopped_by_log from exc
@@ -141,16 +142,27 @@ class WorkerContext:
         return found is not None and found.status == "done"
 
     def step_started(self, step: str, *, commits: bool = False) -> None:
+        self._start(step, commits)
+
+    def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:
+        # One append (one commit, one fsync) for the two events a step boundary records; both
+        # are durable before the next step's work begins, exactly as when recorded apart.
+        self._start(next_step, commits, ev.StepCompleted(step=done, summary=summary))
+
+    def _start(self, step: str, commits: bool, *before: ev.Event) -> None:
+        """Record `before` (a step's completion), then `step` started: together when they can be."""
         if not commits:
-            self._record(ev.StepStarted(step=step))
+            self._record(*before, ev.StepStarted(step=step))
             return
-        self.check_stop()
         try:
-            self._record(ev.StepStarted(step=step, commits=True))
-        except IllegalTransition:
-            # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
-            # step that would have made the run's result exist never runs.
-            if self.recorder.view.state is RunState.CANCELLING:
+            self.check_stop()
+            self._record(*before, ev.StepStarted(step=step, commits=True))
+        except (RunStopped, IllegalTransition) as refused:
+            if before:
+                self._record(*before)  # what was done is recorded done, whatever stops what is next
+            if isinstance(refused, IllegalTransition) and self.recorder.view.state is RunState.CANCELLING:
+                # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
+                # step that would have made the run's result exist never runs.
                 raise RunStopped(f"cancelled before {step} started") from None
             raise
 

@@ -6,6 +6,8 @@ the events it recorded."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,77 @@ def test_a_step_that_records_itself_is_called_once_and_covers_the_steps_it_compl
 
     run_steps(ctx, [Step(name, move_data, records_itself=True) for name in ("export", "transfer", "import")])
     assert calls == ["move"] and ctx.done == {"export", "transfer", "import"}
+
+
+class CountingStore(SqliteEventStore):
+    """The real store, noting the event types of each append a run's recorder makes."""
+
+    appends: list[list[str]]
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[ev.NewEvent], *, patient: bool = True
+    ) -> list[ev.StoredEvent]:
+        self.appends.append([e.type for e in events])
+        return await super().append_read_back(stream, expected_version, events, patient=patient)
+
+
+def test_each_step_boundary_is_one_append_that_completes_a_step_and_starts_the_next(tmp_path: Path) -> None:
+    """Fewer commits per run: `store` done and `check` started land together, and so do `check`
+    done and the committing `publish` started; the log reads as before, event by event."""
+
+    async def go() -> tuple[list[list[str]], list[ev.StoredEvent]]:
+        async with CountingStore(tmp_path / "log.db") as store:
+            store.appends = []
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            work = StoreCheckPublish(ServerBusy("unused"))
+            work.failure = None
+            await ex.execute(ex.RunHandle(rec), lambda _view: work, RetrySection(), anyio.CapacityLimiter(2))
+            return store.appends, await store.read_stream("run-r1")
+
+    appends, stored = anyio.run(go)
+    assert ["StepCompleted", "StepStarted"] in appends and appends.count(["StepCompleted", "StepStarted"]) == 2
+    assert fold("r1", stored).state is RunState.SUCCEEDED
+    assert [(s.type, s.data.get("step")) for s in stored if s.type.startswith("Step")] == [
+        ("StepStarted", "store"),
+        ("StepCompleted", "store"),
+        ("StepStarted", "check"),
+        ("StepCompleted", "check"),
+        ("StepStarted", PUBLISH),
+        ("StepCompleted", PUBLISH),
+    ]
+    assert _started(stored)[-1] == (PUBLISH, True)
+
+
+def test_a_cancel_recorded_while_the_step_before_publish_runs_wins_and_that_step_is_still_recorded_done(
+    tmp_path: Path,
+) -> None:
+    """The step boundary before a committing step is one append; a cancel recorded first refuses
+    the publish's start, but the step that finished is recorded completed, and publish never runs."""
+
+    async def go() -> tuple[RunView, StoreCheckPublish]:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            handle = ex.RunHandle(rec)
+            limiter = anyio.CapacityLimiter(2)
+            work = StoreCheckPublish(ServerBusy("unused"))
+            work.failure = None
+            checked = work._check
+
+            def check_then_cancel(ctx: RunContext) -> dict[str, Any]:
+                # the operator's cancel is recorded, and the work is not told to stop yet
+                anyio.from_thread.run(partial(rec.record, ev.RunCancelling(reason=ex.BY_OPERATOR)))
+                return checked(ctx)
+
+            work._check = check_then_cancel  # type: ignore[method-assign]
+            await ex.execute(handle, lambda _view: work, RetrySection(), limiter)
+            return fold("r1", await store.read_stream("run-r1")), work
+
+    view, work = anyio.run(go)
+    assert view.state is RunState.CANCELLED
+    assert work.ran == {"store": 1, "check": 1, PUBLISH: 0}
+    assert view.steps["check"].status == "done" and view.steps[PUBLISH].status == "pending"
+    assert view.committed_step is None
