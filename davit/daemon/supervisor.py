@@ -349,12 +349,12 @@ class Supervisor:
         run_id = run_id or new_run_id()
         queued = ev.RunQueued(run_id=run_id, job=job.name, kind=job.kind, revision=job.revision, spec=job.spec, reason=reason)
         run_part = ev.StreamAppend(ev.run_stream(run_id), 0, (ev.NewEvent.of(new_event_id(), queued),))
-        await self.registry.append(
+        stored = await self.registry.append(
             job.name,
             ev.JobRunTriggered(run_id=run_id, revision=job.revision, reason=reason, scheduled_for=scheduled_for),
             extra=[run_part],
         )
-        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+        self.runs[run_id] = fold(run_id, [item for item in stored if item.stream == run_part.stream])
         log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
         self.wakeup.set()
         return run_id

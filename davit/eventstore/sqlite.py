@@ -415,11 +415,18 @@ class SqliteEventStore:
         """`append`, giving back the stored events as a read of the stream would (position,
         version, recorded_at, hash), without reading them: the writer built them from the rows
         it inserted. A retry of an append that had already landed reads them."""
-        request = await self._append_until_done([StreamAppend(stream, expected_version, tuple(events))], patient)
+        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
+        """`append_atomic`, giving back the stored events of every part, in order (see
+        `append_read_back`)."""
+        request = await self._append_until_done(parts, patient)
         if request.written is not None:
             return request.written
-        first = expected_version + 1
-        return (await self.read_stream(stream, first))[: len(events)]
+        stored: list[StoredEvent] = []
+        for part in parts:
+            stored += (await self.read_stream(part.stream, part.expected_version + 1))[: len(part.events)]
+        return stored
 
     async def _append_until_done(self, parts: Sequence[StreamAppend], patient: bool) -> _Request:
         while True:

@@ -301,5 +301,7 @@ def test_the_events_an_append_gives_back_are_those_a_read_of_the_stream_gives(db
             assert [e.hash for e in given] == [e.hash for e in await store.read_stream("s")]
             again = await store.append_read_back("s", 0, events)  # the retry after a lost acknowledgement
             assert again == given and await store.head_position() == 3
+            both = await store.append_atomic_read_back([StreamAppend("s", 2, (new(n=3),)), StreamAppend("t", 0, (new(n=4),))])
+            assert both == (await store.read_stream("s", 3)) + (await store.read_stream("t"))
 
     run(go())
