@@ -64,6 +64,7 @@ class RunRecorder:
         self._ids = ids
         self._lock = asyncio.Lock()
         self._unsent: list[ev.NewEvent] = []
+        self._deferred: list[ev.Event] = []  # admitted, not tried yet: they go with the next record
         # Set when a worker of this run was stopped because the log could not be written: the
         # executor then treats whatever the work raised on its way out as that stop.
         self.stopped_by_log: EventLogStop | None = None
@@ -81,13 +82,29 @@ class RunRecorder:
         be written raises one of `LOG_UNWRITABLE` and leaves these events unsent."""
         async with self._lock:
             await self._send(patient)
+            events = (*self._deferred, *events)
             if events:
-                admit(self.view, events)
+                admit(self.view, events)  # (refused: the deferred ones stay deferred)
+                self._deferred = []
                 self._unsent = [ev.NewEvent.of(self._ids(), e) for e in events]
                 await self._send(patient)
 
+    async def defer(self, *events: ev.Event) -> None:
+        """Admit events now and append them with the next `record`, in the same transaction:
+        for an event nothing waits on being durable (the completion of a run's last step, which
+        `RunVerifying` follows at once). Not durable until then: after a crash in between, the
+        run resumes as if the events had not happened (the step is done again, as after a crash
+        just before its completion was recorded)."""
+        async with self._lock:
+            admit(self.view, (*self._deferred, *events))
+            self._deferred += events
+
+    def deferred_completion(self, step: str) -> bool:
+        """Whether the completion of `step` is deferred (`defer`): done, not yet in the log."""
+        return any(isinstance(e, ev.StepCompleted) and e.step == step for e in self._deferred)
+
     async def flush(self) -> None:
-        """Append the unsent events, waiting for the log to take them."""
+        """Append the unsent and deferred events, waiting for the log to take them."""
         await self.record()
 
     async def _send(self, patient: bool) -> None:
@@ -139,7 +156,7 @@ class WorkerContext:
 
     def step_done(self, step: str) -> bool:
         found = self.recorder.view.steps.get(step)
-        return found is not None and found.status == "done"
+        return (found is not None and found.status == "done") or self.recorder.deferred_completion(step)
 
     def step_started(self, step: str, *, commits: bool = False) -> None:
         self._start(step, commits)
@@ -188,7 +205,19 @@ class WorkerContext:
         )
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
-        self._record(ev.StepCompleted(step=step, summary=summary))
+        completed = ev.StepCompleted(step=step, summary=summary)
+        plan = self.recorder.view.plan
+        if plan and step == plan[-1]:
+            # The run's last step: what follows is the executor's `RunVerifying`, which takes
+            # this completion along (one commit less per run). Nothing waits on it being durable
+            # before then: a crash in between redoes the step, as a crash just before this
+            # event was recorded always could (every step is idempotent on resume, guarantee 8).
+            self._call(self.recorder.defer, completed)
+            return
+        self._record(completed)
+
+    def _call(self, fn: Callable[..., Any], *events: ev.Event) -> None:
+        anyio.from_thread.run(partial(fn, *events), token=self._loop)
 
     def warn(self, message: str, step: str | None = None) -> None:
         self._record(ev.RunWarning(message=message, step=step))

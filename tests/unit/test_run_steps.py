@@ -162,7 +162,8 @@ class CountingStore(SqliteEventStore):
 
 def test_each_step_boundary_is_one_append_that_completes_a_step_and_starts_the_next(tmp_path: Path) -> None:
     """Fewer commits per run: `store` done and `check` started land together, and so do `check`
-    done and the committing `publish` started; the log reads as before, event by event."""
+    done and the committing `publish` started, and the last step's completion goes with
+    `RunVerifying`; the log reads as before, event by event."""
 
     async def go() -> tuple[list[list[str]], list[ev.StoredEvent]]:
         async with CountingStore(tmp_path / "log.db") as store:
@@ -176,7 +177,9 @@ def test_each_step_boundary_is_one_append_that_completes_a_step_and_starts_the_n
             return store.appends, await store.read_stream("run-r1")
 
     appends, stored = anyio.run(go)
-    assert ["StepCompleted", "StepStarted"] in appends and appends.count(["StepCompleted", "StepStarted"]) == 2
+    assert appends.count(["StepCompleted", "StepStarted"]) == 2
+    assert ["StepCompleted", "RunVerifying"] in appends
+    assert len(appends) == 8  # preparing, started, store started, its checkpoint, 2 boundaries, verifying, succeeded
     assert fold("r1", stored).state is RunState.SUCCEEDED
     assert [(s.type, s.data.get("step")) for s in stored if s.type.startswith("Step")] == [
         ("StepStarted", "store"),
@@ -220,3 +223,22 @@ def test_a_cancel_recorded_while_the_step_before_publish_runs_wins_and_that_step
     assert work.ran == {"store": 1, "check": 1, PUBLISH: 0}
     assert view.steps["check"].status == "done" and view.steps[PUBLISH].status == "pending"
     assert view.committed_step is None
+
+
+def test_a_run_whose_work_fails_after_its_last_step_completed_records_that_completion_with_the_failure(
+    tmp_path: Path,
+) -> None:
+    """The last step's completion waits for the run's next event; when that is a failure, not
+    `RunVerifying`, it is still recorded, first, so the fold shows the step done."""
+
+    class FailsAfterItsSteps(StoreCheckPublish):
+        def run(self, ctx: RunContext) -> None:
+            super().run(ctx)
+            raise PermanentError("the work broke after its last step")
+
+    work = FailsAfterItsSteps(ServerBusy("unused"))
+    work.failure = None
+    view, stored = _execute(tmp_path / "log.db", work, attempts=1)
+    assert view.state is RunState.FAILED and view.error == "the work broke after its last step"
+    assert view.steps[PUBLISH].status == "done" and work.ran[PUBLISH] == 1
+    assert [s.type for s in stored][-2:] == ["StepCompleted", "RunFailed"]
