@@ -6,6 +6,7 @@ the events it recorded."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -242,3 +243,26 @@ def test_a_run_whose_work_fails_after_its_last_step_completed_records_that_compl
     assert view.state is RunState.FAILED and view.error == "the work broke after its last step"
     assert view.steps[PUBLISH].status == "done" and work.ran[PUBLISH] == 1
     assert [s.type for s in stored][-2:] == ["StepCompleted", "RunFailed"]
+
+
+def test_a_runs_work_is_built_off_the_event_loop_so_importing_its_kind_blocks_no_other_run(tmp_path: Path) -> None:
+    """Building the work may import its kind's module and client library (Weaviate's takes about
+    a second): it happens in a worker thread, never on the loop that records every run's events."""
+    built_in: list[threading.Thread] = []
+
+    def work_for(_view: RunView) -> StoreCheckPublish:
+        built_in.append(threading.current_thread())
+        work = StoreCheckPublish(ServerBusy("unused"))
+        work.failure = None
+        return work
+
+    async def go() -> RunState:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            await ex.execute(ex.RunHandle(rec), work_for, RetrySection(), anyio.CapacityLimiter(2))
+            return rec.view.state
+
+    assert anyio.run(go) is RunState.SUCCEEDED
+    assert built_in and threading.main_thread() not in built_in
