@@ -128,8 +128,8 @@ class Supervisor:
             self.notifier.ready(self._status())
             log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._preload_kinds)
                 tg.start_soon(self._watch_jobs)
+                tg.start_soon(self._preload_kinds)  # (after the watch is set up: imports take the GIL)
                 tg.start_soon(self._schedule_loop)
                 tg.start_soon(self._requests_loop)
                 tg.start_soon(self._dispatch_loop, tg)
