@@ -51,6 +51,10 @@ class MemoryRunContext:
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         self.done.add(step)
 
+    def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:
+        self.step_completed(done, summary)
+        self.step_started(next_step, commits=commits)
+
     def warn(self, message: str, step: str | None = None) -> None:
         self.warnings.append(message)
 

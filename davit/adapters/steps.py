@@ -50,17 +50,28 @@ class Step:
 def run_steps(ctx: RunContext, steps: Iterable[Step], *, stop_between: bool = False) -> None:
     """Do each step not yet done, in order. `stop_between`: check for a stop request before
     each step that is still to do (a migration does, so a cancel takes effect between steps)."""
+    # A step whose work returned; its completion is recorded with the next step's start (one
+    # append at the boundary: `RunContext.step_handover`), or alone after the last step.
+    finished: tuple[str, dict[str, Any]] | None = None
     for step in steps:
         if ctx.step_done(step.name):
             continue  # committed work is never redone
+        if finished is not None and (stop_between or step.records_itself):
+            ctx.step_completed(*finished)
+            finished = None
         if stop_between:
             ctx.check_stop()
         if step.records_itself:
             step.work(ctx)
             continue
-        ctx.step_started(step.name, commits=step.commits)
+        if finished is not None:
+            ctx.step_handover(*finished, step.name, commits=step.commits)
+        else:
+            ctx.step_started(step.name, commits=step.commits)
         summary = step.work(ctx)
-        ctx.step_completed(step.name, summary if summary is not None else {})
+        finished = (step.name, summary if summary is not None else {})
+    if finished is not None:
+        ctx.step_completed(*finished)
 
 
 def step_names(steps: Sequence[Step]) -> list[str]:

@@ -168,7 +168,8 @@ async def _drive(
             stage = _stage(rec.view)
             result = None
             if stage.work is not None:
-                work = work or work_for(rec.view)
+                # (in a thread: building the work may import its kind's module, see kinds.preload)
+                work = work or await in_thread(work_for, rec.view)
                 result = await in_thread(stage.work, work, ctx)
             await rec.record(stage.done(rec.view, work, result))
             _log_end(rec)

@@ -135,12 +135,15 @@ class JobRegistry:
             self._by_file[job.file] = job.name
             self._file_of[job.name] = job.file
 
-    async def append(self, name: str, *events: ev.Event, extra: list[ev.StreamAppend] | None = None) -> None:
+    async def append(self, name: str, *events: ev.Event, extra: list[ev.StreamAppend] | None = None) -> list[ev.StoredEvent]:
+        """Append `events` to the job's stream (and `extra` in the same transaction); every
+        stored event, the job's first (as written: no read of the log)."""
         state = self.jobs.setdefault(name, JobState(name))
         stream = ev.job_stream(name)
         part = ev.StreamAppend(stream, state.version, tuple(ev.NewEvent.of(new_event_id(), e) for e in events))
-        await self.log.append_atomic([part, *(extra or [])])
-        self._applied(state, await self.log.read_stream(stream, state.version + 1))
+        stored = await self.log.append_atomic_read_back([part, *(extra or [])])
+        self._applied(state, [item for item in stored if item.stream == stream])
+        return stored
 
     def _applied(self, state: JobState, stored: Iterable[ev.StoredEvent]) -> None:
         for item in stored:

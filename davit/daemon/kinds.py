@@ -9,13 +9,16 @@ forgotten line fails there, not when the first run starts.
 
 Lines name modules, they do not import them: a kind's module (with its client library: pymongo,
 weaviate-client and grpc, docker, asyncssh) is imported when a run of that kind needs it, which
-keeps an idle daemon small and the CLI quick. The table lives in the composition root because
-only it may name adapters (the domain must not).
+keeps an idle daemon small and the CLI quick. davitd imports the kinds of the jobs it has
+(`preload`, in a thread, when a job is defined or at start-up), so a run does not spend its own
+time importing its kind (Weaviate's client takes about a second) and the event loop never does.
+The table lives in the composition root because only it may name adapters (the domain must not).
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -53,10 +56,24 @@ WorkClass = Callable[["RunInputs[Any]"], "JobWork"]
 LeftoverRemover = Callable[["RunInputs[Any]"], list[str]]
 
 
+# One import of a kind's module at a time: davitd's preloading thread and a run's worker may
+# ask for the same module at once, and two threads importing one chain of modules in
+# different orders can see each other's half-initialised modules.
+_importing = threading.Lock()
+
+
 def load(ref: str) -> Any:
     """The object a "module:name" line names, importing its module."""
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    with _importing:
+        return getattr(importlib.import_module(module), name)
+
+
+def preload(kind: str) -> None:
+    """Import what a run of `kind` will need (its work class and leftover remover) now."""
+    if kind in KINDS:
+        work_class(kind)
+        leftover_remover(kind)
 
 
 def work_class(kind: str) -> WorkClass:

@@ -64,6 +64,7 @@ class RunRecorder:
         self._ids = ids
         self._lock = asyncio.Lock()
         self._unsent: list[ev.NewEvent] = []
+        self._deferred: list[ev.Event] = []  # admitted, not tried yet: they go with the next record
         # Set when a worker of this run was stopped because the log could not be written: the
         # executor then treats whatever the work raised on its way out as that stop.
         self.stopped_by_log: EventLogStop | None = None
@@ -81,13 +82,29 @@ class RunRecorder:
         be written raises one of `LOG_UNWRITABLE` and leaves these events unsent."""
         async with self._lock:
             await self._send(patient)
+            events = (*self._deferred, *events)
             if events:
-                admit(self.view, events)
+                admit(self.view, events)  # (refused: the deferred ones stay deferred)
+                self._deferred = []
                 self._unsent = [ev.NewEvent.of(self._ids(), e) for e in events]
                 await self._send(patient)
 
+    async def defer(self, *events: ev.Event) -> None:
+        """Admit events now and append them with the next `record`, in the same transaction:
+        for an event nothing waits on being durable (the completion of a run's last step, which
+        `RunVerifying` follows at once). Not durable until then: after a crash in between, the
+        run resumes as if the events had not happened (the step is done again, as after a crash
+        just before its completion was recorded)."""
+        async with self._lock:
+            admit(self.view, (*self._deferred, *events))
+            self._deferred += events
+
+    def deferred_completion(self, step: str) -> bool:
+        """Whether the completion of `step` is deferred (`defer`): done, not yet in the log."""
+        return any(isinstance(e, ev.StepCompleted) and e.step == step for e in self._deferred)
+
     async def flush(self) -> None:
-        """Append the unsent events, waiting for the log to take them."""
+        """Append the unsent and deferred events, waiting for the log to take them."""
         await self.record()
 
     async def _send(self, patient: bool) -> None:
@@ -96,15 +113,16 @@ class RunRecorder:
         stream = ev.run_stream(self.view.run_id)
         try:
             # Same ids, same expected version on every try: a try that landed is replayed.
-            await self.log.append(stream, self.view.version, self._unsent, patient=patient)
+            # The stored events come back from the writer (no read of the stream per event).
+            stored = await self.log.append_read_back(stream, self.view.version, self._unsent, patient=patient)
         except LOG_UNWRITABLE:
             raise  # kept unsent: the log could not take them, they are still to be recorded
         except BaseException:
             self._unsent = []  # refused (stale version, bad event): as before, not retried
             raise
         self._unsent = []
-        for stored in await self.log.read_stream(stream, self.view.version + 1):
-            apply(self.view, stored)
+        for item in stored:
+            apply(self.view, item)
 
 
 class WorkerContext:
@@ -118,7 +136,7 @@ class WorkerContext:
         # Made on the event loop, so threads the adapter starts itself can record too.
         self._loop = anyio.lowlevel.current_token()
 
-    def _record(self, event: ev.Event) -> None:
+    def _record(self, *events: ev.Event) -> None:
         rec = self.recorder
         if rec.log.writes_failing:
             # A known outage: don't try, and don't queue behind the executor's waiting record;
@@ -126,7 +144,7 @@ class WorkerContext:
             rec.stopped_by_log = EventLogStop("event log cannot be written (see davitd's log)")
             raise rec.stopped_by_log
         try:
-            anyio.from_thread.run(partial(rec.record, event, patient=False), token=self._loop)
+            anyio.from_thread.run(partial(rec.record, *events, patient=False), token=self._loop)
         except LOG_UNWRITABLE as exc:
             rec.stopped_by_log = EventLogStop(f"event log cannot be written: {exc}")
             raise rec.stopped_by_log from exc
@@ -138,19 +156,30 @@ class WorkerContext:
 
     def step_done(self, step: str) -> bool:
         found = self.recorder.view.steps.get(step)
-        return found is not None and found.status == "done"
+        return (found is not None and found.status == "done") or self.recorder.deferred_completion(step)
 
     def step_started(self, step: str, *, commits: bool = False) -> None:
+        self._start(step, commits)
+
+    def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:
+        # One append (one commit, one fsync) for the two events a step boundary records; both
+        # are durable before the next step's work begins, exactly as when recorded apart.
+        self._start(next_step, commits, ev.StepCompleted(step=done, summary=summary))
+
+    def _start(self, step: str, commits: bool, *before: ev.Event) -> None:
+        """Record `before` (a step's completion), then `step` started: together when they can be."""
         if not commits:
-            self._record(ev.StepStarted(step=step))
+            self._record(*before, ev.StepStarted(step=step))
             return
-        self.check_stop()
         try:
-            self._record(ev.StepStarted(step=step, commits=True))
-        except IllegalTransition:
-            # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
-            # step that would have made the run's result exist never runs.
-            if self.recorder.view.state is RunState.CANCELLING:
+            self.check_stop()
+            self._record(*before, ev.StepStarted(step=step, commits=True))
+        except (RunStopped, IllegalTransition) as refused:
+            if before:
+                self._record(*before)  # what was done is recorded done, whatever stops what is next
+            if isinstance(refused, IllegalTransition) and self.recorder.view.state is RunState.CANCELLING:
+                # A cancel was recorded first (the stop flag may not be set yet): it wins, and the
+                # step that would have made the run's result exist never runs.
                 raise RunStopped(f"cancelled before {step} started") from None
             raise
 
@@ -176,7 +205,19 @@ class WorkerContext:
         )
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
-        self._record(ev.StepCompleted(step=step, summary=summary))
+        completed = ev.StepCompleted(step=step, summary=summary)
+        plan = self.recorder.view.plan
+        if plan and step == plan[-1]:
+            # The run's last step: what follows is the executor's `RunVerifying`, which takes
+            # this completion along (one commit less per run). Nothing waits on it being durable
+            # before then: a crash in between redoes the step, as a crash just before this
+            # event was recorded always could (every step is idempotent on resume, guarantee 8).
+            self._call(self.recorder.defer, completed)
+            return
+        self._record(completed)
+
+    def _call(self, fn: Callable[..., Any], *events: ev.Event) -> None:
+        anyio.from_thread.run(partial(fn, *events), token=self._loop)
 
     def warn(self, message: str, step: str | None = None) -> None:
         self._record(ev.RunWarning(message=message, step=step))

@@ -43,6 +43,7 @@ from davit.daemon import executor as ex
 from davit.daemon.bootstrap import Parts
 from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.jobs import JobRegistry, JobState
+from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
@@ -93,6 +94,7 @@ class Supervisor:
         self.timetable = Timetable()  # scheduled jobs by next fire (wall clock)
         self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
         self.schedule_changed = anyio.Event()
+        self.kinds_changed = anyio.Event()  # a job was defined or changed: its kind may be new
         self.sync_lock = anyio.Lock()
         self.runs: dict[str, RunView] = {}
         self.recorders: dict[str, RunRecorder] = {}
@@ -127,6 +129,7 @@ class Supervisor:
             log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_jobs)
+                tg.start_soon(self._preload_kinds)  # (after the watch is set up: imports take the GIL)
                 tg.start_soon(self._schedule_loop)
                 tg.start_soon(self._requests_loop)
                 tg.start_soon(self._dispatch_loop, tg)
@@ -346,12 +349,12 @@ class Supervisor:
         run_id = run_id or new_run_id()
         queued = ev.RunQueued(run_id=run_id, job=job.name, kind=job.kind, revision=job.revision, spec=job.spec, reason=reason)
         run_part = ev.StreamAppend(ev.run_stream(run_id), 0, (ev.NewEvent.of(new_event_id(), queued),))
-        await self.registry.append(
+        stored = await self.registry.append(
             job.name,
             ev.JobRunTriggered(run_id=run_id, revision=job.revision, reason=reason, scheduled_for=scheduled_for),
             extra=[run_part],
         )
-        self.runs[run_id] = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+        self.runs[run_id] = fold(run_id, [item for item in stored if item.stream == run_part.stream])
         log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
         self.wakeup.set()
         return run_id
@@ -366,6 +369,21 @@ class Supervisor:
         else:
             self.timetable.drop(job.name)
         self.schedule_changed.set()
+        self.kinds_changed.set()
+
+    async def _preload_kinds(self) -> None:
+        """Import the modules of the defined jobs' kinds in a thread, each once per daemon, so
+        a run neither spends its own time nor blocks the event loop importing them."""
+        loaded: set[str] = set()
+        while True:
+            self.kinds_changed = anyio.Event()
+            for kind in sorted({job.kind for job in self.registry.active()} - loaded):
+                loaded.add(kind)
+                try:
+                    await anyio.to_thread.run_sync(preload, kind)
+                except Exception as exc:  # the run of that kind imports it again and fails with the reason
+                    log.warning("the modules of kind %s could not be imported ahead of its runs: %s", kind, exc)
+            await self.kinds_changed.wait()
 
     def _plan_all(self) -> dict[str, timedelta]:
         """Plan every scheduled job from the clock's time now; the jobs whose previous fire (or

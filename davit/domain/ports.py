@@ -40,6 +40,12 @@ class RunContext(Protocol):
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None: ...
 
+    def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:
+        """`step_completed(done, summary)` then `step_started(next_step, commits=commits)`, with
+        the same outcomes (a cancel recorded first still wins over a committing `next_step`;
+        `done` is recorded completed whatever happens to `next_step`), in one durable append."""
+        ...
+
     def warn(self, message: str, step: str | None = None) -> None: ...
 
     def check_stop(self) -> None:

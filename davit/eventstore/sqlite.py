@@ -64,6 +64,9 @@ def utc_now() -> str:
 class _Request:
     parts: tuple[StreamAppend, ...]
     done: asyncio.Future[list[int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # The events as the transaction wrote them (what a read would give), set by the writer;
+    # None for a retry of an append that had already landed (a replay writes nothing).
+    written: list[StoredEvent] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,13 @@ def _object(text_: str, position: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"the data of the event at position {position} is not a JSON object")
     return data
+
+
+def _written(row: tuple[Any, ...]) -> StoredEvent:
+    """The stored event an inserted row (`_row`'s tuple) is, as `_stored` would read it back:
+    its data decoded from the very JSON text stored, so the fold sees what a replay sees."""
+    position, event_id, stream, version, type_, schema, data, recorded_at, _prev_hash, hash_ = row
+    return StoredEvent(position, stream, version, event_id, type_, schema, _object(data, position), recorded_at, hash_)
 
 
 def _stored(row: Row[Any]) -> StoredEvent:
@@ -397,9 +407,31 @@ class SqliteEventStore:
         With a `WriteOutage`, a storage failure is retried (the same parts, the same event ids)
         until the append lands or the outage gives up; `patient=False` tries once.
         """
+        return (await self._append_until_done(parts, patient)).done.result()
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
+    ) -> list[StoredEvent]:
+        """`append`, giving back the stored events as a read of the stream would (position,
+        version, recorded_at, hash), without reading them: the writer built them from the rows
+        it inserted. A retry of an append that had already landed reads them."""
+        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
+        """`append_atomic`, giving back the stored events of every part, in order (see
+        `append_read_back`)."""
+        request = await self._append_until_done(parts, patient)
+        if request.written is not None:
+            return request.written
+        stored: list[StoredEvent] = []
+        for part in parts:
+            stored += (await self.read_stream(part.stream, part.expected_version + 1))[: len(part.events)]
+        return stored
+
+    async def _append_until_done(self, parts: Sequence[StreamAppend], patient: bool) -> _Request:
         while True:
             try:
-                positions = await self._append_once(parts)
+                request = await self._append_once(parts)
             except LOG_UNWRITABLE as exc:
                 if self._outage is None:
                     raise
@@ -410,9 +442,9 @@ class SqliteEventStore:
                 continue
             if self._outage is not None:
                 self._outage.succeeded()
-            return positions
+            return request
 
-    async def _append_once(self, parts: Sequence[StreamAppend]) -> list[int]:
+    async def _append_once(self, parts: Sequence[StreamAppend]) -> _Request:
         request = _Request(tuple(parts))
         self._pending.append(request)
         async with self._commit_lock:
@@ -422,7 +454,8 @@ class SqliteEventStore:
                 await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 await self._commit(batch)
-        return await request.done
+        await request.done  # (raises what the append raised)
+        return request
 
     async def _commit(self, batch: list[_Request]) -> None:
         try:
@@ -469,6 +502,7 @@ class SqliteEventStore:
                     results.append(outcome)
                     continue
                 positions = []
+                written: list[StoredEvent] = []
                 for part in request.parts:
                     version = versions[part.stream]
                     for new in part.events:
@@ -477,9 +511,11 @@ class SqliteEventStore:
                         row = self._row(new, part.stream, version, position, prev_hash, secret)
                         prev_hash = row[-1]
                         rows.append(row)
+                        written.append(_written(row))
                         replays[new.event_id] = position
                         positions.append(position)
                     versions[part.stream] = version
+                request.written = written
                 results.append(positions)
             if rows:
                 conn.exec_driver_sql(_INSERT_SQL, rows)

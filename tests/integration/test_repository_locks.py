@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from davit.adapters.files.backup import FilesBackupWork
-from davit.adapters.repository.locks import boot_id, pid_namespace, process_start_time
+from davit.adapters.repository.locks import HeldLock, boot_id, pid_namespace, process_start_time
 from davit.adapters.repository.packs import index_path, pack_path
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import apply_retention, prune
@@ -468,3 +468,30 @@ def test_a_parent_forgotten_by_a_prune_between_prepare_and_store_is_picked_again
     published = repo.resolve("r2")
     assert published.parent == "r0"
     assert repo.missing_chunks(c for e in read_lines(repo.open_tree(published)) for c in map(bytes.fromhex, e.chunks)) == set()
+
+
+# --- the publish refreshes its lock only late in the lock's window ------------------------------
+
+
+@pytest.mark.parametrize(("window_left", "refreshes"), [(None, 0), (10.0, 1)], ids=["lock-just-taken", "late-in-window"])
+def test_a_publish_refreshes_its_lock_first_only_when_little_of_the_publish_window_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window_left: float | None, refreshes: int
+) -> None:
+    """A backup's lock, taken when its store began, has nearly all of its publish window left
+    when it publishes: writing a new lock generation then (and deleting it at release) buys
+    nothing. With less than TTL/6 left (10 s of a 300 s TTL's 100 s window), it refreshes first,
+    so the manifest is still written with a full window. Either way the snapshot is published."""
+    repo = Repository.open(tmp_path / "repo")
+    refreshed: list[str] = []
+    real_refresh = HeldLock.refresh
+
+    def counting(lock: HeldLock) -> None:
+        refreshed.append(lock.id)
+        real_refresh(lock)
+
+    monkeypatch.setattr(HeldLock, "refresh", counting)
+    if window_left is not None:
+        monkeypatch.setattr(HeldLock, "time_left", lambda _lock: window_left)
+    backup(repo, random_tree(tmp_path / "src"), "r1")
+    assert len(refreshed) == refreshes
+    assert [s.id for s in Repository.open(repo.root).snapshots()] == ["r1"]

@@ -6,6 +6,9 @@ the events it recorded."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,122 @@ def test_a_step_that_records_itself_is_called_once_and_covers_the_steps_it_compl
 
     run_steps(ctx, [Step(name, move_data, records_itself=True) for name in ("export", "transfer", "import")])
     assert calls == ["move"] and ctx.done == {"export", "transfer", "import"}
+
+
+class CountingStore(SqliteEventStore):
+    """The real store, noting the event types of each append a run's recorder makes."""
+
+    appends: list[list[str]]
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[ev.NewEvent], *, patient: bool = True
+    ) -> list[ev.StoredEvent]:
+        self.appends.append([e.type for e in events])
+        return await super().append_read_back(stream, expected_version, events, patient=patient)
+
+
+def test_each_step_boundary_is_one_append_that_completes_a_step_and_starts_the_next(tmp_path: Path) -> None:
+    """Fewer commits per run: `store` done and `check` started land together, and so do `check`
+    done and the committing `publish` started, and the last step's completion goes with
+    `RunVerifying`; the log reads as before, event by event."""
+
+    async def go() -> tuple[list[list[str]], list[ev.StoredEvent]]:
+        async with CountingStore(tmp_path / "log.db") as store:
+            store.appends = []
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            work = StoreCheckPublish(ServerBusy("unused"))
+            work.failure = None
+            await ex.execute(ex.RunHandle(rec), lambda _view: work, RetrySection(), anyio.CapacityLimiter(2))
+            return store.appends, await store.read_stream("run-r1")
+
+    appends, stored = anyio.run(go)
+    assert appends.count(["StepCompleted", "StepStarted"]) == 2
+    assert ["StepCompleted", "RunVerifying"] in appends
+    assert len(appends) == 8  # preparing, started, store started, its checkpoint, 2 boundaries, verifying, succeeded
+    assert fold("r1", stored).state is RunState.SUCCEEDED
+    assert [(s.type, s.data.get("step")) for s in stored if s.type.startswith("Step")] == [
+        ("StepStarted", "store"),
+        ("StepCompleted", "store"),
+        ("StepStarted", "check"),
+        ("StepCompleted", "check"),
+        ("StepStarted", PUBLISH),
+        ("StepCompleted", PUBLISH),
+    ]
+    assert _started(stored)[-1] == (PUBLISH, True)
+
+
+def test_a_cancel_recorded_while_the_step_before_publish_runs_wins_and_that_step_is_still_recorded_done(
+    tmp_path: Path,
+) -> None:
+    """The step boundary before a committing step is one append; a cancel recorded first refuses
+    the publish's start, but the step that finished is recorded completed, and publish never runs."""
+
+    async def go() -> tuple[RunView, StoreCheckPublish]:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            handle = ex.RunHandle(rec)
+            limiter = anyio.CapacityLimiter(2)
+            work = StoreCheckPublish(ServerBusy("unused"))
+            work.failure = None
+            checked = work._check
+
+            def check_then_cancel(ctx: RunContext) -> dict[str, Any]:
+                # the operator's cancel is recorded, and the work is not told to stop yet
+                anyio.from_thread.run(partial(rec.record, ev.RunCancelling(reason=ex.BY_OPERATOR)))
+                return checked(ctx)
+
+            work._check = check_then_cancel  # type: ignore[method-assign]
+            await ex.execute(handle, lambda _view: work, RetrySection(), limiter)
+            return fold("r1", await store.read_stream("run-r1")), work
+
+    view, work = anyio.run(go)
+    assert view.state is RunState.CANCELLED
+    assert work.ran == {"store": 1, "check": 1, PUBLISH: 0}
+    assert view.steps["check"].status == "done" and view.steps[PUBLISH].status == "pending"
+    assert view.committed_step is None
+
+
+def test_a_run_whose_work_fails_after_its_last_step_completed_records_that_completion_with_the_failure(
+    tmp_path: Path,
+) -> None:
+    """The last step's completion waits for the run's next event; when that is a failure, not
+    `RunVerifying`, it is still recorded, first, so the fold shows the step done."""
+
+    class FailsAfterItsSteps(StoreCheckPublish):
+        def run(self, ctx: RunContext) -> None:
+            super().run(ctx)
+            raise PermanentError("the work broke after its last step")
+
+    work = FailsAfterItsSteps(ServerBusy("unused"))
+    work.failure = None
+    view, stored = _execute(tmp_path / "log.db", work, attempts=1)
+    assert view.state is RunState.FAILED and view.error == "the work broke after its last step"
+    assert view.steps[PUBLISH].status == "done" and work.ran[PUBLISH] == 1
+    assert [s.type for s in stored][-2:] == ["StepCompleted", "RunFailed"]
+
+
+def test_a_runs_work_is_built_off_the_event_loop_so_importing_its_kind_blocks_no_other_run(tmp_path: Path) -> None:
+    """Building the work may import its kind's module and client library (Weaviate's takes about
+    a second): it happens in a worker thread, never on the loop that records every run's events."""
+    built_in: list[threading.Thread] = []
+
+    def work_for(_view: RunView) -> StoreCheckPublish:
+        built_in.append(threading.current_thread())
+        work = StoreCheckPublish(ServerBusy("unused"))
+        work.failure = None
+        return work
+
+    async def go() -> RunState:
+        async with SqliteEventStore(tmp_path / "log.db") as store:
+            queued = ev.RunQueued(run_id="r1", job="j", kind="files.backup", revision="x", spec={}, reason="manual")
+            await store.append("run-r1", 0, [ev.NewEvent.of(new_event_id(), queued)])
+            rec = RunRecorder(store, fold("r1", await store.read_stream("run-r1")))
+            await ex.execute(ex.RunHandle(rec), work_for, RetrySection(), anyio.CapacityLimiter(2))
+            return rec.view.state
+
+    assert anyio.run(go) is RunState.SUCCEEDED
+    assert built_in and threading.main_thread() not in built_in

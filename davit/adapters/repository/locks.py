@@ -60,7 +60,9 @@ The protocol:
 - The publish window. `ensure_held()` returns a deadline on `time.monotonic()`: the last
   successful refresh's send time plus TTL/3. A write that must complete while the lock is held
   (the manifest, which makes a snapshot exist) starts only before it, so it has at least 2/3 TTL
-  of the server's clock to land, retries included, before anyone else may take the lock.
+  of the server's clock to land, retries included, before anyone else may take the lock. A
+  publish refreshes first only when less than TTL/6 of the window is left (a backup's lock,
+  taken when its store began, usually has nearly all of it): one lock object less to write.
 
 Locks are re-entrant per thread and repository: a thread holding any lock on a repository gets
 it again at once (publishing inside a store's shared lock, pruning inside retention's
@@ -101,6 +103,7 @@ __all__ = ["DirectoryLockBackend", "HeldLock", "LockBackend", "LockInfo", "Repos
 DEFAULT_TTL = 300.0
 LOST_AFTER = 2 / 3  # of the TTL without a successful refresh: the holder counts its lock lost
 SAFE_WINDOW = 1 / 3  # of the TTL after a successful refresh: a publish may still start
+FRESH_FOR_PUBLISH = 1 / 6  # of the TTL: a lock with this much of its publish window left is not refreshed first
 log = logging.getLogger("davit.repository.locks")
 
 # What a refresh or a release may meet and survive: a full disk, a server that does not
@@ -340,12 +343,22 @@ class HeldLock:
         """Seconds until `ensure_held`'s deadline (negative once it passed)."""
         return self._ok_sent[0] + self.locks.ttl * SAFE_WINDOW - time.monotonic()
 
+    def refresh_for_publish(self) -> None:
+        """Refresh before a publish, unless less than TTL/6 of the publish window is gone: a
+        lock taken or refreshed moments ago (a backup's, held since its store began) would only
+        gain one more lock object to write and later delete. What keeps the publish safe is
+        `ensure_held`, whatever this does: it reads the lock back, and its deadline is still
+        met with at least TTL/6 to spare, so the write has 2/3 TTL to land as before."""
+        if self.time_left() < self.locks.ttl * FRESH_FOR_PUBLISH:
+            self.refresh()
+
     def ensure_held(self) -> float:
         """Raise `RepositoryLockLost` unless the lock is still ours: not lost, and its newest
         generation present and ours. Returns the deadline on `time.monotonic()` (the last
         successful refresh's send time + TTL/3) before which a write that must land under the
         lock may start: it then has at least 2/3 TTL before anyone else may take the lock.
-        Call `refresh()` first for a full window (a publish does)."""
+        Call `refresh()` first for a full window (a publish does when less than TTL/6 of it is
+        left: `refresh_for_publish`)."""
         self.check()
         where = self.locks.backend.where
         data = self.locks.backend.read(self.name)

@@ -612,7 +612,7 @@ class Repository:
         # The lock must still be ours when the snapshot comes to exist: if another process took
         # it over meanwhile, a prune may have run after the chunks were checked. Retried under a
         # new lock, the check runs again.
-        lock.refresh()
+        lock.refresh_for_publish()
         deadline = lock.ensure_held()
         if self._key is not None:
             manifest["mac"] = self._key.manifest_mac(snapshot_id, manifest)
