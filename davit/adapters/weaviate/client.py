@@ -83,13 +83,17 @@ class Server:
                     timeout=Timeout(init=30, query=conn.timeout_seconds, insert=conn.timeout_seconds)
                 ),
                 # The client's init checks cost about 0.5 s per connect and reach out of the
-                # machine: a GET of pypi.org (a "newer client" warning), a discovery request
+                # machine: a GET of pypi.org (a "newer client" warning) and a discovery request
                 # with an HTTP client of its own (OIDC, which davit does not use: a key is sent
-                # as a bearer header) and a gRPC health ping. The REST side is still checked
-                # (connect reads /v1/meta); an unreachable gRPC port fails the first gRPC call
-                # with UNAVAILABLE, which is retryable like the ping's failure was.
+                # as a bearer header). The REST side is still checked (connect reads /v1/meta)
+                # and the gRPC side by the one check worth keeping, the health ping below.
                 skip_init_checks=True,
             )
+            # (a few milliseconds; without it, a gRPC port that does not answer shows at the
+            # first query, after the client's own retries: a minute later, still retryable)
+            ping = getattr(self.client._connection, "_ping_grpc", None)
+            if callable(ping):
+                ping("sync")
 
     def close(self) -> None:
         try:

@@ -1,6 +1,7 @@
 """How a run uses its connection: a backup or a restore connects once for all its stages and
-closes the connection when it ends; without the client's start-up checks, a server whose gRPC
-port does not answer still fails the run with a retryable error."""
+closes the connection when it ends; without the client's costly start-up checks, a server whose
+gRPC port does not answer still fails the run at once (not after the client's retries) with a
+retryable error."""
 
 from __future__ import annotations
 
