@@ -8,7 +8,8 @@ soon as a chunk is acknowledged, or found already in the store, its name goes to
 on a second channel that streams stored chunks, decompressed, into `tar x`. Reading,
 hashing, compressing, sending and unpacking therefore all overlap; at most `AHEAD` chunks
 wait in memory; a chunk the store already holds is never sent again, so a resumed migration
-sends only what is missing.
+sends only what is missing. An item whose files did not change since a pass recorded its
+chunk list in the store (`tarindex.py`) is not read at all: its chunks go to the unpacker.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import asyncssh
 import zstandard
 
+from davit.adapters.compose import tarindex
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -191,11 +193,44 @@ def move_item(
     the store to their sizes and grows as chunks are acknowledged; `sent` holds those sent by
     this run (a chunk met twice is sent once). `on_stored(chunks, bytes)` follows each
     acknowledgement."""
+    key = tarindex.fingerprint(item, tar_command(item))
+    listed = tarindex.lookup(host, store, key) if key else None
+    if listed is not None and all(name in present for name in listed.ids):
+        return _unpack_listed(host, store, unpack, listed, present, check_stop)
     reader = _Reader(item, level, lambda name: name in present or name in sent)
     try:
-        return host.run_async(lambda conn: _move(conn, host, store, unpack, reader, present, sent, on_stored, check_stop))
+        moved = host.run_async(lambda conn: _move(conn, host, store, unpack, reader, present, sent, on_stored, check_stop))
     finally:
         reader.close()
+    if key:
+        tarindex.record(host, store, key, moved.ids, moved.plain_bytes)
+    return moved
+
+
+def _unpack_listed(
+    host: RemoteHost, store: str, unpack: str, listed: tarindex.Listed, present: dict[str, int], check_stop: Callable[[], None]
+) -> Moved:
+    """Unpack an item whose stream is a recorded list of chunks, all in the store: nothing is
+    read here, nothing sent."""
+    cmd = unpack_command(f"{store}/chunks", unpack)
+
+    async def go(conn: asyncssh.SSHClientConnection) -> None:
+        proc = await conn.create_process(cmd, encoding=None)
+        try:
+            proc.stdin.write("".join(f"{name}\n" for name in listed.ids).encode())
+            proc.stdin.write_eof()
+            done = asyncio.ensure_future(proc.wait())
+            while not done.done():
+                check_stop()
+                await asyncio.wait([done], timeout=0.5)
+            result = done.result()
+            if result.exit_status != 0:
+                raise RemoteCommandFailed(host.address.where, cmd, result.exit_status, _text(result.stderr))
+        finally:
+            proc.close()
+
+    host.run_async(go)
+    return Moved(ids=list(listed.ids), sizes=[present[name] for name in listed.ids], plain_bytes=listed.plain_bytes)
 
 
 async def _move(

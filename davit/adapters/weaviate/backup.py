@@ -28,7 +28,7 @@ from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
 from davit.adapters.weaviate import tree
-from davit.adapters.weaviate.client import Server, collection_config
+from davit.adapters.weaviate.client import Connection, Server, collection_config
 from davit.adapters.weaviate.codec import Row, encode_rows, row_size
 from davit.adapters.weaviate.reader import CollectionReader
 from davit.domain.errors import RunStopped, SourceMissing
@@ -47,6 +47,7 @@ def export_step(collection: str) -> str:
 class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
     def __init__(self, inputs: RunInputs[WeaviateBackupJob]) -> None:
         super().__init__(inputs)
+        self.connection = Connection(self.spec.source)
 
     def steps(self) -> list[Step]:
         collections = self.details.get("collections", [])
@@ -60,7 +61,7 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         src = self.spec.source
-        with Server(src) as server, server.errors("listing collections"):
+        with self.connection.use() as server, server.errors("listing collections"):
             existing = sorted(server.client.collections.list_all(simple=True))
         if src.collections == "all":
             chosen = existing
@@ -74,12 +75,15 @@ class WeaviateBackupWork(RunWork[WeaviateBackupJob]):
         return self.details
 
     def run(self, ctx: RunContext) -> None:
-        run_steps(ctx, self.steps())
+        try:
+            run_steps(ctx, self.steps())
+        finally:
+            self.connection.close()  # (finish reads the repository only)
 
     def _export(self, ctx: RunContext, collections: list[str], index: int) -> dict[str, Any]:
         """Export `collections[index]`, appending to the staging tree where the one before ended."""
         previous = ctx.cursor(export_step(collections[index - 1])) if index else None
-        with Server(self.spec.source) as server:
+        with self.connection.use() as server:
             return _Export(self, ctx, server, collections[index], (previous or {}).get("tree_bytes", 0)).run()
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Connecting to Weaviate and translating the client's errors at the adapter's boundary.
 
-`connect` opens a weaviate-client v4 connection (HTTP + gRPC) from a job's connection
-section, resolving the API key reference at run time. `weaviate_errors` maps what the client
-raises to davit's error tree: an unreachable or busy server (connection refused, gRPC
-unavailable, timeouts, 5xx, 429) is retryable; everything else (bad key, 4xx, invalid input)
-fails the run. Every message passes through `redact` with the key, so it never leaves here.
+`Server` opens a weaviate-client v4 connection (HTTP + gRPC) from a job's connection
+section, resolving the API key reference at run time; `Connection` keeps one open across a
+run's stages (prepare, run, finish), so a run connects once, not once per stage and
+collection. `weaviate_errors` maps what the client raises to davit's error tree: an
+unreachable or busy server (connection refused, gRPC unavailable, timeouts, 5xx, 429) is
+retryable; everything else (bad key, 4xx, invalid input) fails the run. Every message passes
+through `redact` with the key, so it never leaves here.
 """
 
 from __future__ import annotations
@@ -80,8 +82,18 @@ class Server:
                 additional_config=AdditionalConfig(
                     timeout=Timeout(init=30, query=conn.timeout_seconds, insert=conn.timeout_seconds)
                 ),
-                skip_init_checks=False,
+                # The client's init checks cost about 0.5 s per connect and reach out of the
+                # machine: a GET of pypi.org (a "newer client" warning) and a discovery request
+                # with an HTTP client of its own (OIDC, which davit does not use: a key is sent
+                # as a bearer header). The REST side is still checked (connect reads /v1/meta)
+                # and the gRPC side by the one check worth keeping, the health ping below.
+                skip_init_checks=True,
             )
+            # (a few milliseconds; without it, a gRPC port that does not answer shows at the
+            # first query, after the client's own retries: a minute later, still retryable)
+            ping = getattr(self.client._connection, "_ping_grpc", None)
+            if callable(ping):
+                ping("sync")
 
     def close(self) -> None:
         try:
@@ -93,6 +105,11 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A run stopped between its stages leaves its Connection to the collector: close
+        # the client then, quietly, instead of leaving a warning about an unclosed one.
         self.close()
 
     def rest_get(self, path: str, params: dict[str, str], doing: str, missing_ok: bool = False) -> Any:
@@ -126,6 +143,31 @@ class Server:
 
     def translate(self, exc: BaseException, doing: str) -> DavitError:
         return translate(exc, self.where, doing, self.redact)
+
+
+class Connection:
+    """One run's connection to a server, opened at first use and kept across the run's stages
+    (the executor calls prepare, run and finish of one work object in turn). A stage that
+    raises closes it, so a retried run starts from a fresh connection; `close` ends it."""
+
+    def __init__(self, conn: WeaviateConnection) -> None:
+        self.conn = conn
+        self._server: Server | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[Server]:
+        if self._server is None:
+            self._server = Server(self.conn)
+        try:
+            yield self._server
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from typing import Any
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import Step, run_steps
 from davit.adapters.weaviate import tree
-from davit.adapters.weaviate.client import Server, collection_exists
+from davit.adapters.weaviate.client import Connection, Server, collection_exists
 from davit.adapters.weaviate.codec import decode_batches
 from davit.adapters.weaviate.schema import (
     CollectionExists,
@@ -50,6 +50,7 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
     def __init__(self, inputs: RunInputs[WeaviateRestoreJob]) -> None:
         super().__init__(inputs)
         self.target = self.spec.target
+        self.connection = Connection(self.target)
 
     def plan(self) -> list[str]:
         names = [t for _, t in self.details.get("collections", [])]
@@ -67,7 +68,7 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
             raise SnapshotNotFound(f"collection {', '.join(missing)} in snapshot {snap.id}")
         pairs = [[c, target_name(c, self.target.rename)] for c in wanted]
         if self.target.if_exists == "fail":
-            with Server(self.target) as server:
+            with self.connection.use() as server:
                 existing = [name for _, name in pairs if collection_exists(server, name)]
                 if existing:
                     raise CollectionExists(", ".join(existing), server.where)
@@ -81,7 +82,7 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
 
     def run(self, ctx: RunContext) -> None:
         pairs = [(s, t) for s, t in self.details["collections"]]
-        with Server(self.target) as server:
+        with self.connection.use() as server:
             importer = Importer(server, self.target.batch_size, self.target.concurrent_requests)
             steps: list[Step] = []
             for stored, name in pairs:
@@ -109,7 +110,7 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
         failed = sum((ctx.cursor(OBJECTS + t) or {}).get("failed", 0) for _, t in self.details["collections"])
         counts: dict[str, int] = {}
         problems = []
-        with Server(self.target) as server:
+        with self.connection.use() as server:
             for stored, name in self.details["collections"]:
                 statuses = self._tenant_status_map(stored)
                 total = 0
@@ -125,6 +126,7 @@ class WeaviateRestoreWork(RunWork[WeaviateRestoreJob]):
                     if got < want - failed:
                         problems.append(f"{name}{'/' + tenant if tenant else ''}: {got} objects, expected {want}")
                 counts[name] = total
+        self.connection.close()  # the run's last use of it
         if problems:
             raise PermanentError("restored collections differ from the snapshot: " + "; ".join(problems[:5]))
         return {"snapshot_id": self.details["snapshot_id"], "objects": counts, "failed_objects": failed}
