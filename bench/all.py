@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.peers: the peers' state file and their checks
 
 from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate  # noqa: E402
+from tests.peers.common import state_path  # noqa: E402
 from tests.peers.state import load  # noqa: E402
 
 # bench -> the shared peers it needs (remote.py starts its own servers, but from the SeaweedFS
@@ -76,7 +77,7 @@ def main() -> int:
     for bench in args.only.split(","):
         absent = missing_peers(BENCHES[bench])
         if absent:
-            why = f"bench/{bench}.py needs the peers {', '.join(absent)}, which are not up (make peers)"
+            why = f"bench/{bench}.py needs the peers {', '.join(absent)}, which do not answer (make peers; state: {state_path()})"
             (failed if os.environ.get("CI") == "true" else skipped).append(why)
             print(f"\n{'FAILED' if os.environ.get('CI') == 'true' else 'SKIPPED'}: {why}", flush=True)
             continue
