@@ -1,7 +1,7 @@
 """rustic (restic's repository format, in Rust), built once with cargo and cached for the benches.
 
 No distribution packages rustic, so the bench builds the pinned release with `cargo install
-rustic-rs --locked --version 0.11.4 --root CACHE` (about 10+ minutes on 2 cores) into
+rustic-rs --locked --version 0.11.4 --root CACHE` (tens of minutes on 2 cores: 44 measured on a shared machine) into
 `$DAVIT_BENCH_CACHE/rustic` (default `~/.cache/davit-bench/rustic`) and reuses it from then on.
 A machine without cargo, or a `--quick` run (CI never builds it), skips rustic with one line
 saying why.
@@ -42,7 +42,7 @@ def provide(build: bool) -> tuple[Path | None, str]:
         return None, f"cargo not found, so rustic-rs {VERSION} cannot be built (install rustup to get it)"
     log = cache_dir() / "build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"building rustic-rs {VERSION} with cargo into {cache_dir()} (once; 10+ minutes on 2 cores; log {log}) ...", flush=True)
+    print(f"building rustic-rs {VERSION} with cargo into {cache_dir()} (once; tens of minutes; log {log}) ...", flush=True)
     with open(log, "wb") as out:
         argv = [tool, "install", "rustic-rs", "--locked", "--version", VERSION, "--root", str(cache_dir())]
         code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode
