@@ -109,3 +109,110 @@ def load_note() -> str:
     """The machine's load averages: other work on it skews every figure, so say how busy it was."""
     one, five, _fifteen = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+# --- goals: one line per goal, and the JSON `make bench` gathers into its summary ------------
+
+GOALS_MISSED = 3  # exit code of a bench that measured everything but missed a goal (0: all met)
+GOAL_PREFIX = "GOAL"  # every goal line starts with it, so scripts and tests can pick them out
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A goal as the issues state it: `measure` compared with `op` against `limit` (in `unit`:
+    "x" for a ratio davit / baseline figure, else an absolute figure such as "%" or " MiB")."""
+
+    measure: str
+    op: str  # ">=", "<=" or "<"
+    limit: float
+    unit: str
+    issue: int
+
+    def holds(self, value: float) -> bool:
+        return {">=": value >= self.limit, "<=": value <= self.limit, "<": value < self.limit}[self.op]
+
+    @property
+    def text(self) -> str:
+        return f"{self.op} {self.limit:.1f}x" if self.unit == "x" else f"{self.op} {self.limit:g}{self.unit}"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal line: what was measured, davit's figure, the baseline's, their ratio, the verdict."""
+
+    bench: str
+    measure: str
+    davit: str
+    baseline: str
+    ratio: str
+    goal: str
+    verdict: str  # "met", "missed" or "skipped"
+    note: str
+    load: str
+    issue: int
+
+    def line(self) -> str:
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"{GOAL_PREFIX} {self.bench}: {self.measure} | davit {self.davit} | baseline {self.baseline} | "
+            f"ratio {self.ratio} | goal {self.goal} | {self.verdict}{note} | load {self.load}"
+        )
+
+
+def load_short() -> str:
+    one, five, _fifteen = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}"
+
+
+class Goals:
+    """The goal lines of one bench run: each bench declares its `Spec`s at its top, reports a
+    figure (or why it has none) for every one, and `finish` prints them, writes them as JSON for
+    `bench/summary.py` and gives the exit code. A spec left without a line is a bench bug."""
+
+    def __init__(self, bench: str, specs: dict[str, Spec]) -> None:
+        self.bench, self.specs = bench, specs
+        self.lines: dict[str, Goal] = {}
+
+    def _add(self, key: str, davit: str, baseline: str, ratio: str, verdict: str, note: str) -> None:
+        spec = self.specs[key]
+        self.lines[key] = Goal(
+            self.bench, spec.measure, davit, baseline, ratio, spec.text, verdict, note, load_short(), spec.issue
+        )
+
+    def ratio(self, key: str, value: float, davit: str, baseline: str, note: str = "") -> None:
+        """A ratio goal: `value` is the ratio, `davit` and `baseline` the figures it came from."""
+        self._add(key, davit, baseline, f"{value:.2f}x", "met" if self.specs[key].holds(value) else "missed", note)
+
+    def absolute(self, key: str, value: float, shown: str, note: str = "") -> None:
+        """A goal on davit's own figure (a peak RSS, a share of time): no baseline, no ratio."""
+        self._add(key, shown, "-", "-", "met" if self.specs[key].holds(value) else "missed", note)
+
+    def skipped(self, key: str, why: str) -> None:
+        self._add(key, "-", "-", "-", "skipped", why)
+
+    def finish(self, json_path: Path | None) -> int:
+        """Print the goal lines, write them to `json_path`; 0 if none was missed, else GOALS_MISSED."""
+        missing = [self.specs[k].measure for k in self.specs if k not in self.lines]
+        print(f"\nGoals of bench/{self.bench}.py ({load_note()}):")
+        for key in self.specs:
+            if key in self.lines:
+                print(self.lines[key].line())
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            in_order = [vars(self.lines[k]) for k in self.specs if k in self.lines]
+            json_path.write_text(json.dumps(in_order, indent=1) + "\n")
+        if missing:
+            raise SystemExit(f"FAIL: bench/{self.bench}.py printed no line for: {'; '.join(missing)}")
+        missed = [g for g in self.lines.values() if g.verdict == "missed"]
+        if missed:
+            print(f"{len(missed)} of {len(self.lines)} goals missed (exit {GOALS_MISSED})")
+            return GOALS_MISSED
+        return 0
+
+
+def add_goal_arguments(parser: Any) -> None:
+    """`--quick` and `--goals-json`, the same on every bench."""
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny size and one round: every goal line, ratios meaningless (CI's smoke run)"
+    )
+    parser.add_argument("--goals-json", type=Path, default=None, help="also write the goal lines to this file as JSON")

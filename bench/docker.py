@@ -8,7 +8,9 @@ davit's volume backup through the mountpoint and through a helper container (`ac
 (export -> content-addressed transfer over asyncssh -> unpack on the target; cold, then
 repeated) vs `tar c | zstd -T0 | ssh target 'zstd -d | tar x'`. Prints MB/s, peak RSS (largest process of the measured
 command, from wait4) and ratios. Needs the docker and ssh peers (`python -m tests.peers up
---only docker,ssh`); run as root on the engine's host.
+--only docker,ssh`, found through the peers' state file, `.peers/state.json` or
+DAVIT_PEERS_STATE); run as root on the engine's host. `--quick`: a 24 MB volume (fewer small
+files, less zeros); `--goals-json PATH` writes the goal lines for `make bench`'s summary.
 """
 
 from __future__ import annotations
@@ -30,8 +32,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # `docker` package: put the repository root there instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-from bench.benchlib import cpu_count, disk_of, table  # noqa: E402
+from bench.benchlib import Goals, Spec, add_goal_arguments, cpu_count, disk_of, table  # noqa: E402
 from tests.fakes import MemoryRunContext  # noqa: E402
+
+QUICK_MB = 24
+NO_LOG_PIPELINE = "docker run --log-driver none tar | zstd"
+SSH_PIPELINE = "tar | zstd -T0 | ssh 'zstd -d | tar x'"
+
+# Issue 6's goals for the volume backups (against the pipeline without a log driver, the fairer
+# baseline) and issue 18's for the migration's data path. Ratios: pipeline seconds / davit's,
+# except the repeat's: repeated run seconds / cold run seconds.
+GOALS = {
+    "volume": Spec(f"volume backup (mountpoint) vs `{NO_LOG_PIPELINE}`", ">=", 0.8, "x", 6),
+    "helper": Spec(f"volume backup (helper container) vs `{NO_LOG_PIPELINE}`", ">=", 0.8, "x", 6),
+    "migrate": Spec(f"compose.migrate data path vs `{SSH_PIPELINE}`", ">=", 0.8, "x", 18),
+    "migrate-repeat": Spec("compose.migrate data path repeated on unchanged data, share of the cold run", "<", 0.1, "x", 18),
+}
 
 
 def measured(fn: Callable[[], None]) -> tuple[float, float]:
@@ -60,14 +76,17 @@ def shell(cmd: str) -> Callable[[], None]:
 
 
 def fill(root: Path, megabytes: int) -> None:
+    """3,000 small text files (about 25 MB), 64 MB of zeros and blobs for the rest; a volume under
+    1 GB gets proportionally fewer small files and zeros."""
     rnd = random.Random(11)
     words = ["davit", "crane", "winch", "hull", "keel", "deck", "rope", "lifeboat"]
-    for i in range(3000):
+    small, zeros = max(50, min(3000, megabytes * 3000 // 1024)), max(1, min(64, megabytes // 16))
+    for i in range(small):
         d = root / "small" / f"d{i % 40}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"n{i}.txt").write_text(" ".join(rnd.choice(words) for _ in range(rnd.randint(10, 2000))))
-    (root / "zeros.img").write_bytes(b"\0" * (64 << 20))
-    left, n = megabytes - 64 - 25, 0
+    (root / "zeros.img").write_bytes(b"\0" * (zeros << 20))
+    left, n = megabytes - zeros - small * 25 // 3000, 0
     while left > 0:
         size = min(left, 64)
         with open(root / f"blob{n:02d}.bin", "wb") as fh:
@@ -75,9 +94,6 @@ def fill(root: Path, megabytes: int) -> None:
                 fh.write(rnd.randbytes(1 << 20) if n % 2 == 0 else (rnd.randbytes(4096) * 256))
         left -= size
         n += 1
-
-
-NO_LOG_PIPELINE = "docker run --log-driver none tar | zstd"
 
 
 def report_volume(results: dict[str, tuple[float, float]], size_mb: int) -> None:
@@ -95,12 +111,15 @@ def report_volume(results: dict[str, tuple[float, float]], size_mb: int) -> None
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, default=Path(".bench/docker"))
     parser.add_argument("--volume-only", action="store_true", help="measure the volume backups, not the migration")
+    add_goal_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.size_mb = QUICK_MB
 
     import docker
 
@@ -181,7 +200,7 @@ def main() -> None:
 
         if args.volume_only:
             report_volume(results, args.size_mb)
-            return
+            return goals_of(results, args.size_mb).finish(args.goals_json)
         address = SshAddress(sh["host"], int(sh["port"]), sh["user"], sh["key_file"], sh["known_hosts"])
         layout = tgt.TargetLayout(str(work / "target"), "bench")
 
@@ -217,7 +236,7 @@ def main() -> None:
             f"ssh -i {sh['key_file']} -p {sh['port']} -o UserKnownHostsFile={sh['known_hosts']} "
             f"-o StrictHostKeyChecking=yes {sh['user']}@{sh['host']}"
         )
-        results["tar | zstd -T0 | ssh 'zstd -d | tar x'"] = measured(
+        results[SSH_PIPELINE] = measured(
             shell(
                 f"mkdir -p {work / 'target' / 'p1'} && tar c -C {mp} . | zstd -q -T0 | "
                 f"{ssh} 'zstd -dq | tar x -C {work / 'target' / 'p1'}'"
@@ -225,16 +244,36 @@ def main() -> None:
         )
 
         report_volume(results, args.size_mb)
-        m, mpipe = results["davit migration data path (cold)"][0], results["tar | zstd -T0 | ssh 'zstd -d | tar x'"][0]
+        m, mpipe = results["davit migration data path (cold)"][0], results[SSH_PIPELINE][0]
         print(
             f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
             f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time"
         )
+        goals = goals_of(results, args.size_mb)
     finally:
         client.volumes.get(vol).remove(force=True)
         client.close()
         shutil.rmtree(work, ignore_errors=True)
+    return goals.finish(args.goals_json)
+
+
+def goals_of(results: dict[str, tuple[float, float]], size_mb: int) -> Goals:
+    goals = Goals("docker", GOALS)
+    pipeline = results[NO_LOG_PIPELINE][0]
+    for key, path in (("volume", "volume"), ("helper", "helper")):
+        cold = results[f"davit {path} backup (cold)"][0]
+        goals.ratio(key, pipeline / cold, f"{cold:.2f} s", f"pipeline {pipeline:.2f} s", f"{size_mb} MB volume")
+    if "davit migration data path (cold)" not in results:
+        goals.skipped("migrate", "--volume-only")
+        goals.skipped("migrate-repeat", "--volume-only")
+        return goals
+    cold, repeat, ssh = (
+        results[k][0] for k in ("davit migration data path (cold)", "davit migration data path (repeat)", SSH_PIPELINE)
+    )
+    goals.ratio("migrate", ssh / cold, f"{cold:.2f} s", f"pipeline {ssh:.2f} s", f"{size_mb} MB")
+    goals.ratio("migrate-repeat", repeat / cold, f"{repeat:.2f} s", f"cold run {cold:.2f} s", f"{size_mb} MB")
+    return goals
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

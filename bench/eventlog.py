@@ -1,6 +1,7 @@
 """Event log benchmark: davit's SqliteEventStore (group commit) against raw sqlite3, one event per commit.
 
-Run: `.venv/bin/python bench/eventlog.py [--seconds S]`.
+Run: `.venv/bin/python bench/eventlog.py [--seconds S] [--quick] [--goals-json PATH]` (`--quick`: 0.5 s per
+measurement).
 
 N concurrent appenders (1, 8, 32) each append small events to their own stream, one event per
 append, every append durable (WAL, `synchronous=FULL`) before it returns. The baseline, in the
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_count, disk_of, load_note, table, ts
+from benchlib import Goals, Spec, add_goal_arguments, cpu_count, disk_of, load_note, table, ts
 
 from davit.domain.events import NewEvent
 from davit.eventstore.sqlite import SqliteEventStore
@@ -38,6 +39,13 @@ from davit.eventstore.sqlite import SqliteEventStore
 ROOT = Path(__file__).resolve().parent.parent
 COUNTS = (1, 8, 32)
 TAIL_WRITERS = 8
+
+# The goals of issue 9.
+GOALS = {
+    "group-commit": Spec("8 appenders vs raw sqlite3, one commit per event (its best N)", ">=", 1.0, "x", 9),
+    "locked": Spec("'database is locked' errors seen by a tailing reader", "<=", 0, "", 9),
+    "unseen": Spec("events the tailing reader missed", "<=", 0, "", 9),
+}
 
 
 def payload(writer: int, n: int) -> dict[str, Any]:
@@ -209,9 +217,14 @@ async def _create(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each measurement runs (default 4)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench", help="where the databases go (default ./.bench)")
+    add_goal_arguments(parser)
     args = parser.parse_args()
-    base = ROOT / ".bench"
-    base.mkdir(exist_ok=True)
+    if args.quick:
+        args.seconds = 0.5
+    goals = Goals("eventlog", GOALS)
+    base = args.workdir.resolve()
+    base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="eventlog-", dir=base))
     print(f"databases in {tmp} on {disk_of(tmp)}; {cpu_count()} CPUs; {args.seconds:.0f} s per measurement; {load_note()}")
     try:
@@ -276,19 +289,13 @@ def main() -> None:
 
         best_raw = max(r for _, r in rates.values())
         store8 = rates[8][0]
-        goals = [
-            [
-                "8 appenders >= 1.0x raw one-commit-per-event (best raw rate)",
-                f"{store8 / best_raw:.2f}x",
-                "PASS" if store8 >= best_raw else "MISS",
-            ],
-            ["no 'database is locked' for the tailing reader", str(rep["locked"]), "PASS" if rep["locked"] == 0 else "MISS"],
-            ["reader saw every event", f"{rep['seen']}/{written}", "PASS" if rep["seen"] == written else "MISS"],
-        ]
-        print(table(["goal (issue 9)", "measured", "verdict"], goals, "\nGoals"))
+        goals.ratio("group-commit", store8 / best_raw, f"{store8:,.0f} ev/s", f"raw {best_raw:,.0f} ev/s")
+        goals.absolute("locked", rep["locked"], str(rep["locked"]))
+        goals.absolute("unseen", written - rep["seen"], str(written - rep["seen"]), f"saw {rep['seen']} of {written}")
         print(f"\nat the end: {load_note()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    raise SystemExit(goals.finish(args.goals_json))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Files benchmark: davit's backup and restore against tar|zstd, restic and borg on one generated tree.
+"""Files benchmark: davit's backup and restore against tar|zstd, restic, rustic and borg on one generated tree.
 
-Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--encrypted]` (default 800 MB
-in `./.bench/`). `--encrypted` gives davit's repository a passphrase (AES-256-GCM) and borg's a
-`repokey-blake2` one, so every tool but tar|zstd encrypts (restic always does).
+Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--encrypted] [--quick]
+[--goals-json PATH]` (default 800 MB in `./.bench/`). `--encrypted` gives davit's repository a
+passphrase (AES-256-GCM) and borg's a `repokey-blake2` one, so every tool but tar|zstd encrypts
+(restic and rustic always do). `--quick` is a 16 MB tree and a 4 MiB shifted file.
 
 The tree (thousands of small text-like files, large incompressible files, files with long zero
 runs) is generated once and cached in the workdir. Every tool works on the same tree in the same
@@ -10,6 +11,8 @@ run, with a warm page cache. davit is run as an operator would: `davitd --home H
 subprocess, job files dropped into `H/jobs.d/`, and every figure taken from the run's own events
 in `H/state/davit.db` (read-only). Each davit operation gets a fresh daemon, so the peak RSS
 (`VmHWM`) printed for it is that daemon's whole lifetime: start-up plus that one operation.
+rustic is built once with cargo and cached (bench/rustic.py). The shifted-insert case
+(bench/shifted.py) gives each tool's repository growth after 12 small inserts into one file.
 Baselines are timed by wall clock, their peak RSS by `/usr/bin/time -v` (the largest process
 of the pipeline).
 """
@@ -32,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
-from benchlib import LogReader, cpu_count, disk_of, load_note, table, ts, vm_hwm_mb
+import rustic
+import shifted
+from benchlib import Goals, LogReader, Spec, add_goal_arguments, cpu_count, disk_of, load_note, table, ts, vm_hwm_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -40,6 +45,25 @@ TREE_FORMAT = 1  # bump when the generator changes, so cached trees are regenera
 MiB = 1 << 20
 OPS = ("first backup", "unchanged backup", "restore")
 BACKUP_JOB, RESTORE_JOB = "bench-files", "bench-restore"
+PEERS = ("tar|zstd", "restic", "rustic", "borg")
+QUICK_MB = 16
+
+# The goals this bench checks (issue 18's table, and issue 9's that still hold); ratios are
+# baseline seconds / davit seconds (above 1: davit is faster), growth is davit's / the peer's.
+GOALS = {
+    "restore-restic": Spec("restore vs restic", ">=", 1.0, "x", 18),
+    "restore-rustic": Spec(f"restore vs rustic {rustic.VERSION}", ">=", 1.0, "x", 18),
+    "restore-flushed": Spec("restore vs `zstd -d -T0 | tar xf - && sync`", ">=", 0.8, "x", 18),
+    "backup-tar": Spec("first backup vs `tar | zstd -T0 -3`", ">=", 0.8, "x", 18),
+    "backup-restic": Spec("first backup vs restic", ">=", 1.5, "x", 18),
+    "backup-borg": Spec("first backup vs borg", ">=", 1.5, "x", 18),
+    "overhead-share": Spec("orchestration outside the data step, share of the first backup", "<", 5, "%", 18),
+    "overhead-seconds": Spec("orchestration outside the data step, seconds of the first backup", "<", 0.1, " s", 18),
+    "growth-restic": Spec("shifted inserts: repository growth vs restic's", "<=", 1.0, "x", 18),
+    "growth-borg": Spec("shifted inserts: repository growth vs borg's", "<=", 1.0, "x", 18),
+    "unchanged-borg": Spec("unchanged backup vs borg", ">=", 1.0, "x", 9),
+    "rss": Spec("peak RSS, every davitd", "<", 200, " MiB", 9),
+}
 
 
 # --- the tree ----------------------------------------------------------------------------------
@@ -226,6 +250,23 @@ def run_restic(tree: Path, work: Path) -> dict[str, Measure]:
     return out
 
 
+def rustic_command(exe: Path, repo: Path, cache: Path) -> str:
+    """rustic's command line with the repository, password and cache given (no profile needed)."""
+    return f"{exe} -r {repo} --password bench --cache-dir {cache} --no-progress"
+
+
+def run_rustic(exe: Path, tree: Path, work: Path) -> dict[str, Measure]:
+    """rustic as restic is run: a fresh repository (restic's format, compressed), two backups, a restore."""
+    cmd = rustic_command(exe, work / "rustic-repo", fresh_dir(work / "rustic-cache"))
+    shutil.rmtree(work / "rustic-repo", ignore_errors=True)
+    subprocess.run(f"{cmd} init", shell=True, capture_output=True, check=True)
+    out = {"first backup": timed(f"{cmd} backup .", tree), "unchanged backup": timed(f"{cmd} backup .", tree)}
+    target = fresh_dir(work / "restore-rustic")
+    out["restore"] = timed(f"{cmd} restore latest {target}", work)
+    check_total(target, tree, "rustic")
+    return out
+
+
 def run_borg(tree: Path, work: Path, encrypted: bool) -> dict[str, Measure]:
     repo = work / "borg-repo"
     shutil.rmtree(repo, ignore_errors=True)
@@ -270,9 +311,13 @@ class RunTiming:
     data_steps: tuple[str, ...] = ()
 
     @property
+    def outside(self) -> float:
+        """Seconds of the run outside its data steps."""
+        return self.wall - sum(self.steps.get(s, 0.0) for s in self.data_steps)
+
+    @property
     def overhead(self) -> float:
-        inside = sum(self.steps.get(s, 0.0) for s in self.data_steps)
-        return (self.wall - inside) / self.wall * 100 if self.wall else 0.0
+        return self.outside / self.wall * 100 if self.wall else 0.0
 
 
 class Daemon:
@@ -362,9 +407,7 @@ def drop_job(home: Path, name: str, body: str) -> float:
     return time.time()
 
 
-def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTiming], Path, float | None]:
-    """The three operations, one fresh daemon each; also the peak RSS of a daemon that only started."""
-    home = fresh_dir(work / "davit-home")
+def write_config(home: Path, encrypted: bool) -> None:
     if encrypted:
         (home / "passphrase").write_text("bench")
         (home / "davit.toml").write_text(
@@ -374,6 +417,11 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTim
     else:
         (home / "davit.toml").write_text("# bench/files.py: davit's defaults, nothing special\n")
 
+
+def run_davit(tree: Path, work: Path, encrypted: bool) -> tuple[dict[str, RunTiming], Path, float | None]:
+    """The three operations, one fresh daemon each; also the peak RSS of a daemon that only started."""
+    home = fresh_dir(work / "davit-home")
+    write_config(home, encrypted)
     daemon = Daemon(home, "idle")
     time.sleep(1)
     idle_rss = daemon.stop()
@@ -429,6 +477,112 @@ def davit_operations(
     return out
 
 
+# --- the shifted-insert case: repository growth after 12 small inserts into one big file ----------
+
+
+def shift_mb(size_mb: int) -> int:
+    """The shifted file's size: 256 MiB beside the default 800 MB tree, scaled with the tree."""
+    return max(4, size_mb * 256 // 800)
+
+
+def restic_backups(repo: Path, work: Path) -> Callable[[Path, int], None]:
+    env = {
+        **os.environ,
+        "RESTIC_REPOSITORY": str(repo),
+        "RESTIC_PASSWORD": "bench",
+        "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+    }
+    subprocess.run(["restic", "init", "--repository-version", "2"], env=env, capture_output=True, check=True)
+
+    def backup(src: Path, n: int) -> None:
+        subprocess.run(
+            ["restic", "backup", "-q", "--compression", "auto", "."], cwd=src, env=env, capture_output=True, check=True
+        )
+
+    return backup
+
+
+def rustic_backups(exe: Path, repo: Path, work: Path) -> Callable[[Path, int], None]:
+    cmd = rustic_command(exe, repo, work / "rustic-cache")
+    subprocess.run(f"{cmd} init", shell=True, capture_output=True, check=True)
+
+    def backup(src: Path, n: int) -> None:
+        subprocess.run(f"{cmd} backup .", shell=True, cwd=src, capture_output=True, check=True)
+
+    return backup
+
+
+def borg_backups(repo: Path, work: Path, encrypted: bool) -> Callable[[Path, int], None]:
+    env = {
+        **os.environ,
+        "BORG_BASE_DIR": str(fresh_dir(work / "borg-base")),
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        "BORG_PASSPHRASE": "bench",
+    }
+    subprocess.run(
+        ["borg", "init", "-e", "repokey-blake2" if encrypted else "none", str(repo)], env=env, capture_output=True, check=True
+    )
+
+    def backup(src: Path, n: int) -> None:
+        subprocess.run(
+            ["borg", "create", "--compression", "zstd,3", f"{repo}::v{n}", "."], cwd=src, env=env, capture_output=True, check=True
+        )
+
+    return backup
+
+
+def davit_backups(home: Path, encrypted: bool) -> Callable[[Path, int], None]:
+    """davit as in the main case: the first backup by a dropped job file, the second by `davit run --wait`."""
+    write_config(home, encrypted)
+    daemon = Daemon(home, "shifted")
+    job = "bench-shifted"
+
+    def backup(src: Path, n: int) -> None:
+        if n == 1:
+            daemon.wait_run(
+                job, 0, drop_job(home, job, f'name = "{job}"\nkind = "files.backup"\n\n[source]\npath = "{src}"\n'), ()
+            )
+            return
+        cli = subprocess.run([str(VENV_BIN / "davit"), "--home", str(home), "run", job, "--wait"], capture_output=True, text=True)
+        daemon.stop()
+        if cli.returncode != 0:
+            daemon.fail(f"davit run {job} --wait exited {cli.returncode}: {cli.stdout}{cli.stderr}")
+
+    return backup
+
+
+def run_shifted(work: Path, size_mb: int, skipped: dict[str, str], rustic_exe: Path | None, encrypted: bool) -> dict[str, int]:
+    """Bytes each tool's repository grew by when the shifted file was backed up after the original."""
+    base = work / "shifted"
+    runs: dict[str, Callable[[Path], Callable[[Path, int], None]]] = {
+        "davit": lambda repo: davit_backups(repo.parent, encrypted),
+        "restic": lambda repo: restic_backups(repo, base),
+        "rustic": lambda repo: rustic_backups(rustic_exe, repo, base) if rustic_exe else fail_now("rustic not built"),
+        "borg": lambda repo: borg_backups(repo, base, encrypted),
+    }
+    added: dict[str, int] = {}
+    for tool, make in runs.items():
+        if tool in skipped:
+            continue
+        print(f"shifted inserts ({size_mb} MiB file): {tool} ...", flush=True)
+        home = fresh_dir(base / f"{tool}-home")
+        try:
+            grown = shifted.growth(base, size_mb, home / "repository", make(home / "repository"))
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"SKIPPING {tool}'s shifted-insert case: it failed: {exc}")
+            continue
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        added[tool] = grown.added
+        print(f"  repository {grown.first / MiB:.1f} MiB after the first backup; the second added {grown.added / MiB:.2f} MiB")
+    shutil.rmtree(base, ignore_errors=True)
+    return added
+
+
+def fail_now(why: str) -> NoReturn:
+    raise RuntimeError(why)
+
+
 def compare_trees(source: Path, restored: Path) -> list[str]:
     """Differences in paths, types, sizes, modes, mtimes and sha256 of every file; empty if identical."""
 
@@ -467,8 +621,11 @@ class Report:
     peers: dict[str, dict[str, Measure]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     idle_rss: float | None = None
+    growth: dict[str, int] = field(default_factory=dict)  # shifted-insert case: bytes the second backup added
 
     def seconds(self, tool: str, op: str) -> float | None:
+        if tool == "davit" and op == "restore+sync":
+            return self.davit["restore"].wall
         if tool == "davit":
             return self.davit[op].wall if op in self.davit else None
         m = self.peers.get(tool, {}).get(op)
@@ -483,7 +640,7 @@ class Report:
         mb = self.tree_bytes / MiB
         rows = []
         for op in OPS:
-            for tool in ("davit", "tar|zstd", "restic", "borg"):
+            for tool in ("davit", *PEERS):
                 s = self.seconds(tool, op)
                 if s is None:
                     if tool in self.skipped or (tool == "tar|zstd" and op == "unchanged backup"):
@@ -550,74 +707,74 @@ class Report:
         durable = self.peers.get("tar|zstd", {}).get("restore+sync")
         if durable:
             print(
-                f"for reference (not a goal): zstd -d|tar x followed by `sync` took {durable.seconds:.2f} s; "
-                "davit's restore flushes the target (syncfs) at each checkpoint, the peers do not flush at all"
+                f"flushed restore baseline: `zstd -d -T0 | tar xf - && sync` took {durable.seconds:.2f} s (timed as one); "
+                "davit's restore flushes the target (syncfs) at each checkpoint, the other peers do not flush at all"
             )
-        self.print_goals()
-
-    def print_goals(self) -> None:
-        def check(name: str, value: float | None, ok: bool | None, shown: str) -> list[str]:
-            return [name, shown if value is not None else "-", "SKIP" if value is None else "PASS" if ok else "MISS"]
-
-        def faster(peer: str, op: str, floor: float = 1.0) -> list[str]:
-            r = self.ratio(peer, op)
-            name = "zstd -d|tar x" if peer == "tar|zstd" and op == "restore" else peer
-            return check(
-                f"{op}: davit >= {floor}x {name}" if floor != 1.0 else f"{op}: faster than {name}",
-                r,
-                r is not None and (r >= floor if floor != 1.0 else r > 1.0),
-                f"{r:.2f}x" if r else "",
+        if self.growth:
+            rows = [[tool, f"{added / MiB:.2f}", f"{added}"] for tool, added in self.growth.items()]
+            print(
+                table(
+                    ["tool", "MiB added", "bytes added"],
+                    rows,
+                    f"\nshifted inserts: repository growth of the second backup ({shifted.INSERTS} x {shifted.INSERT_BYTES}-byte "
+                    "inserts at random places in one file of random bytes)",
+                )
             )
 
+    def faster(self, goals: Goals, key: str, peer: str, op: str) -> None:
+        """A ratio goal of speed: peer seconds / davit seconds."""
+        if peer in self.skipped:
+            goals.skipped(key, f"{peer}: {self.skipped[peer]}")
+            return
+        p, d = self.seconds(peer, op), self.seconds("davit", op)
+        if not p or not d:
+            goals.skipped(key, f"{peer} has no {op} figure")
+            return
+        goals.ratio(key, p / d, f"{d:.2f} s", f"{peer} {p:.2f} s")
+
+    def smaller(self, goals: Goals, key: str, peer: str) -> None:
+        """A ratio goal of repository growth in the shifted-insert case: davit's / the peer's."""
+        d, p = self.growth.get("davit"), self.growth.get(peer)
+        if d is None or not p:
+            goals.skipped(key, self.skipped.get(peer) or f"no shifted-insert figure for {'davit' if d is None else peer}")
+            return
+        goals.ratio(key, d / p, f"{d / MiB:.2f} MiB", f"{peer} {p / MiB:.2f} MiB")
+
+    def goals(self, goals: Goals) -> None:
+        for key, peer, op in (
+            ("restore-restic", "restic", "restore"),
+            ("restore-rustic", "rustic", "restore"),
+            ("backup-tar", "tar|zstd", "first backup"),
+            ("backup-restic", "restic", "first backup"),
+            ("backup-borg", "borg", "first backup"),
+            ("unchanged-borg", "borg", "unchanged backup"),
+        ):
+            self.faster(goals, key, peer, op)
+        self.faster(goals, "restore-flushed", "tar|zstd", "restore+sync")
+        first = self.davit["first backup"]
+        goals.absolute("overhead-share", first.overhead, f"{first.overhead:.1f}%", f"of {first.wall:.2f} s")
+        goals.absolute("overhead-seconds", first.outside, f"{first.outside:.2f} s")
+        self.smaller(goals, "growth-restic", "restic")
+        self.smaller(goals, "growth-borg", "borg")
         rss = [t.rss_mb for t in self.davit.values() if t.rss_mb is not None]
-        peak = max(rss) if rss else None
-        overhead, unchanged = self.davit["first backup"].overhead, self.davit["unchanged backup"].overhead
-        rows = [
-            faster("restic", "first backup"),
-            faster("borg", "first backup"),
-            faster("tar|zstd", "first backup", 0.8),
-            faster("borg", "unchanged backup"),
-            faster("restic", "restore"),
-            faster("tar|zstd", "restore", 0.8),
-            check("peak RSS < 200 MiB (all daemons)", peak, peak is not None and peak < 200, f"{peak:.0f} MiB" if peak else ""),
-            check(
-                "orchestration overhead < 5% (first backup)",
-                overhead,
-                overhead < 5,
-                f"{overhead:.1f}% (unchanged: {unchanged:.1f}%)",
-            ),
-        ]
-        print(table(["goal (issue 9)", "measured", "verdict"], rows, "\nGoals"))
+        if rss:
+            goals.absolute("rss", max(rss), f"{max(rss):.0f} MiB")
+        else:
+            goals.skipped("rss", "no VmHWM read")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=800, help="size of the generated tree (default 800)")
-    parser.add_argument("--workdir", type=Path, default=Path(".bench"), help="where the tree, repos and restores go")
-    parser.add_argument("--skip-peers", action="store_true", help="measure davit only (for quick iterations)")
-    parser.add_argument("--encrypted", action="store_true", help="davit and borg encrypt their repositories")
-    args = parser.parse_args()
-    work: Path = args.workdir.resolve()
-    tree = cached_tree(work, args.size_mb)
-    files, total = tree_stats(tree)
-    print(f"tree: {tree} ({files} files, {total / MiB:.0f} MiB); workdir on {disk_of(work)}; {cpu_count()} CPUs; {load_note()}")
-
-    skipped = {} if not args.skip_peers else {"restic": "--skip-peers", "borg": "--skip-peers", "tar|zstd": "--skip-peers"}
-    if not args.skip_peers:
-        reasons = ensure_tools()
-        for tool in ("restic", "borg"):
-            if tool in reasons:
-                print(f"SKIPPING {tool}: {reasons[tool]}")
-                skipped[tool] = reasons[tool]
-        if "zstd" in reasons or "tar" in reasons:
-            skipped["tar|zstd"] = reasons.get("zstd") or reasons["tar"]
-    print("warming the page cache ...", flush=True)
-    warm(tree)
-
+def measure_peers(tree: Path, work: Path, args: argparse.Namespace, skipped: dict[str, str]) -> dict[str, dict[str, Measure]]:
+    """tar|zstd, restic, rustic and borg on the tree, each skipped with a line if it cannot run."""
+    exe, why = rustic.provide(build=not args.quick) if "rustic" not in skipped else (None, "")
+    if exe is None and "rustic" not in skipped:
+        print(f"SKIPPING rustic: {why}")
+        skipped["rustic"] = why
+    args.rustic = exe
     peers: dict[str, dict[str, Measure]] = {}
     runners: dict[str, Callable[[Path, Path], dict[str, Measure]]] = {
         "tar|zstd": run_tar,
         "restic": run_restic,
+        "rustic": lambda t, w: run_rustic(exe, t, w) if exe else fail_now("rustic not built"),
         "borg": lambda t, w: run_borg(t, w, args.encrypted),
     }
     for tool, runner in runners.items():
@@ -630,15 +787,45 @@ def main() -> None:
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"SKIPPING {tool}: it failed: {exc}")
             skipped[tool] = f"failed: {exc}"
-    for leftover in ("restic-repo", "restic-cache", "borg-repo", "borg-base"):
+    for leftover in ("restic-repo", "restic-cache", "rustic-repo", "rustic-cache", "borg-repo", "borg-base"):
         shutil.rmtree(work / leftover, ignore_errors=True)
+    return peers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=800, help="size of the generated tree (default 800)")
+    parser.add_argument("--workdir", type=Path, default=Path(".bench"), help="where the tree, repos and restores go")
+    parser.add_argument("--skip-peers", action="store_true", help="measure davit only (for quick iterations)")
+    parser.add_argument("--encrypted", action="store_true", help="davit and borg encrypt their repositories")
+    add_goal_arguments(parser)
+    args = parser.parse_args()
+    size_mb = QUICK_MB if args.quick else args.size_mb
+    work: Path = args.workdir.resolve()
+    tree = cached_tree(work, size_mb)
+    files, total = tree_stats(tree)
+    print(f"tree: {tree} ({files} files, {total / MiB:.0f} MiB); workdir on {disk_of(work)}; {cpu_count()} CPUs; {load_note()}")
+
+    skipped = {tool: "--skip-peers" for tool in PEERS} if args.skip_peers else {}
+    if not args.skip_peers:
+        reasons = ensure_tools()
+        for tool in ("restic", "borg"):
+            if tool in reasons:
+                print(f"SKIPPING {tool}: {reasons[tool]}")
+                skipped[tool] = reasons[tool]
+        if "zstd" in reasons or "tar" in reasons:
+            skipped["tar|zstd"] = reasons.get("zstd") or reasons["tar"]
+    print("warming the page cache ...", flush=True)
+    warm(tree)
+    peers = measure_peers(tree, work, args, skipped)
 
     print("measuring davit ...", flush=True)
     print(f"davit's repository is {'encrypted' if args.encrypted else 'not encrypted'}", flush=True)
     davit, restored, idle_rss = run_davit(tree, work, args.encrypted)
     print("verifying davit's restore against the tree (paths, modes, mtimes, sha256) ...", flush=True)
     problems = compare_trees(tree, restored)
-    report = Report(total, davit, peers, skipped, idle_rss)
+    growth = run_shifted(work, shift_mb(size_mb), skipped, args.rustic, args.encrypted)
+    report = Report(total, davit, peers, skipped, idle_rss, growth)
     report.print()
     print(f"\nat the end: {load_note()}")
     if problems:
@@ -648,6 +835,9 @@ def main() -> None:
     print("\ndavit's restore is identical to the source (paths, types, sizes, modes, mtimes, sha256).")
     shutil.rmtree(restored)
     shutil.rmtree(work / "davit-home")
+    goals = Goals("files", GOALS)
+    report.goals(goals)
+    raise SystemExit(goals.finish(args.goals_json))
 
 
 if __name__ == "__main__":

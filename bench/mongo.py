@@ -1,10 +1,11 @@
 """MongoDB benchmark: davit's mongo.backup and mongo.restore against the bare pymongo ceilings.
 
-Run: `.venv/bin/python bench/mongo.py [--docs N] [--uri URI] [--workdir DIR] [--repeat R]` (defaults:
-200,000 documents of about 1 KB, the FerretDB test peer from `.peers/state.json`, `./.bench/mongo`,
-1 repetition). With `--repeat R` each measurement is taken R times, the ceiling and davit
-alternating, and the fastest of each is compared (all times are printed): on a shared machine
-the other load only ever slows a measurement down.
+Run: `.venv/bin/python bench/mongo.py [--docs N] [--uri URI] [--workdir DIR] [--repeat R] [--quick]
+[--goals-json PATH]` (defaults: 200,000 documents of about 1 KB, the FerretDB test peer from the
+peers' state file (`.peers/state.json` or DAVIT_PEERS_STATE), `./.bench/mongo`, 3 repetitions;
+`--quick`: 2,000 documents, 1 repetition). Each measurement is taken R times, the ceiling and
+davit alternating; the table compares the fastest of each (on a shared machine the other load
+only ever slows a measurement down), the goal lines the median of the R paired ratios (issue 18).
 
 Same server, same data, same run. The backup ceiling is a bare `find_raw_batches()` loop in
 `_id` order writing to /dev/null; the restore ceiling is a bare unordered `insert_many` of
@@ -27,18 +28,29 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import LogReader, cpu_count, load_note, table, ts, vm_hwm_mb
+from benchlib import Goals, LogReader, Spec, add_goal_arguments, cpu_count, load_note, table, ts, vm_hwm_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-DB, COPY, BARE = "bench_mongo", "bench_mongo_davit", "bench_mongo_bare"
+# --quick (CI's smoke run) uses databases of its own, so that it never meets a full run's on the shared peer.
+TAG = "_quick" if "--quick" in sys.argv else ""
+DB, COPY, BARE = f"bench_mongo{TAG}", f"bench_mongo{TAG}_davit", f"bench_mongo{TAG}_bare"
 MB = 1e6
+
+# Issue 18's goals (whole runs, median of the paired ratios: ceiling seconds / davit seconds) and
+# the RSS ceiling every davitd keeps.
+GOALS = {
+    "backup": Spec("backup, whole run vs bare find_raw_batches loop", ">=", 0.9, "x", 18),
+    "restore": Spec("restore, whole run vs bare insert_many loop", ">=", 0.9, "x", 18),
+    "rss": Spec("peak RSS, every davitd", "<", 200, " MB", 9),
+}
 
 BARE_BACKUP = """
 import json, resource, sys, time
@@ -75,8 +87,14 @@ print(json.dumps({"seconds": seconds, "index_seconds": time.monotonic() - t, "by
 
 
 def peer_uri() -> str:
-    state = json.loads((ROOT / ".peers" / "state.json").read_text())
-    return str(state["mongo"]["uri"])
+    """The mongo peer's URI from the peers' state file (DAVIT_PEERS_STATE, as the tests read it)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.peers.state import load
+
+    entry = load().get("mongo", {})
+    if not entry.get("ok"):
+        sys.exit("the mongo peer is not up: python -m tests.peers up --only mongo")
+    return str(entry["uri"])
 
 
 def seed(uri: str, docs: int) -> int:
@@ -161,9 +179,12 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=200_000)
     parser.add_argument("--uri", default=None, help="MongoDB-wire server (default: the FerretDB test peer)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "mongo")
-    parser.add_argument("--repeat", type=int, default=1, help="measure each R times, alternating; compare the fastest")
+    parser.add_argument("--repeat", type=int, default=3, help="measure each R times, alternating (default 3)")
     parser.add_argument("--writers", type=int, default=None, help="the restore job's `writers` (default: the job's default)")
+    add_goal_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.docs, args.repeat = 2000, 1
     uri = args.uri or peer_uri()
     docs = seed(uri, args.docs)
     work = args.workdir
@@ -280,11 +301,19 @@ def main() -> None:
     )
     with_index = bare_restore["seconds"] + bare_restore["index_seconds"]
     print(f"context: davit's whole restore run against the bare loop that also builds the index: {with_index / restore_s:.2f}x")
-    print(
-        f"goals (whole runs): backup >= 0.9x -> {'met' if docs / backup_s >= 0.9 * bb else 'NOT met'}; "
-        f"restore >= 0.9x -> {'met' if docs / restore_s >= 0.9 * br else 'NOT met'}; "
-        f"peak RSS < 200 MB -> {'met' if max(r or 0 for r in backup_rss + restore_rss) < 200 else 'NOT met'}"
-    )
+    goals = Goals("mongo", GOALS)
+    for key, bare, davit in (("backup", bare_backups, backups), ("restore", bare_restores, restores)):
+        ratios = [b["seconds"] / d[0] for b, d in zip(bare, davit, strict=True)]
+        goals.ratio(
+            key,
+            statistics.median(ratios),
+            f"{statistics.median(d[0] for d in davit):.2f} s",
+            f"bare {statistics.median(b['seconds'] for b in bare):.2f} s",
+            f"median of {len(ratios)} paired runs, {docs:,} docs",
+        )
+    peak = max(r or 0 for r in backup_rss + restore_rss)
+    goals.absolute("rss", peak, f"{peak:.0f} MB")
+    raise SystemExit(goals.finish(args.goals_json))
 
 
 if __name__ == "__main__":

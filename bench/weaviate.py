@@ -1,9 +1,11 @@
 """Weaviate benchmark: davit's weaviate.backup and weaviate.restore against the bare client loops.
 
-Run: `.venv/bin/python bench/weaviate.py [--objects N] [--dims D] [--rounds R] [--index flat]
-[--workdir DIR]` (default 100,000 objects with 384-dim vectors, one round, HNSW index, workdir
-`./.bench/weaviate/`), against the Weaviate test
-peer (`python -m tests.peers up --only weaviate`; its address is read from `.peers/state.json`).
+Run: `.venv/bin/python bench/weaviate.py [--objects N] [--dims D] [--rounds R] [--index hnsw]
+[--workdir DIR] [--quick] [--goals-json PATH]` (default 100,000 objects with 384-dim vectors, 3
+rounds, flat index (issue 18's goals are stated for it), workdir `./.bench/weaviate/`; `--quick`:
+300 objects of 16 dims, one round), against the Weaviate test peer (`python -m tests.peers up
+--only weaviate`; its address is read from the peers' state file, `.peers/state.json` or
+DAVIT_PEERS_STATE).
 
 Same server, same run, same data:
 - bare import: a `collection.batch.fixed_size(batch_size=200, concurrent_requests=2)` loop
@@ -23,6 +25,7 @@ end, and the ratios' medians are printed: on a shared machine one round proves l
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -37,18 +40,32 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import LogReader, cpu_count, load_note, table, ts, vm_hwm_mb
+from benchlib import Goals, LogReader, Spec, add_goal_arguments, cpu_count, load_note, table, ts, vm_hwm_mb
 
 # This file is named like the client package: take its directory off the path, so that
 # `import weaviate` below finds weaviate-client and not this script.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SOURCE, RESTORED, BARE = "BenchWvSource", "BenchWvRestored", "BenchWvBare"
+# --quick (CI's smoke run) uses collections of its own, so that it never meets a full run's on the shared peer.
+TAG = "Quick" if "--quick" in sys.argv else ""
+SOURCE, RESTORED, BARE = f"BenchWv{TAG}Source", f"BenchWv{TAG}Restored", f"BenchWv{TAG}Bare"
+
+# Issue 18's goals: whole runs (RunPreparing -> RunSucceeded) against the bare loops, median of
+# the rounds' ratios (davit objects/s / bare objects/s), and the peak RSS of every davitd.
+GOALS = {
+    "backup": Spec("backup, whole run vs bare iterator", ">=", 0.9, "x", 18),
+    "restore": Spec("restore, whole run vs bare batch import", ">=", 0.9, "x", 18),
+    "rss": Spec("peak RSS, every davitd (goal stated at 100k objects)", "<", 200, " MB", 18),
+}
 
 
 def peer() -> dict[str, Any]:
-    state = json.loads((ROOT / ".peers" / "state.json").read_text())["weaviate"]
+    """The weaviate peer's address from the peers' state file (DAVIT_PEERS_STATE, as the tests read it)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.peers.state import load
+
+    state = load().get("weaviate", {})
     if not state.get("ok"):
         sys.exit("the weaviate peer is not up: python -m tests.peers up --only weaviate")
     return dict(state)
@@ -131,6 +148,7 @@ class Daemon:
         self.log = LogReader(home / "state" / "davit.db")
         log = open(home / "davitd.log", "wb")  # noqa: SIM115 (the daemon writes it while it runs)
         self.proc = subprocess.Popen([str(VENV_BIN / "davitd"), "--home", str(home)], stdout=log, stderr=subprocess.STDOUT)
+        atexit.register(self.proc.kill)  # a failed run (sys.exit) leaves no davitd behind; a no-op once it exited
 
     def run(self, job: str, text: str, timeout: float = 1800) -> dict[str, Any]:
         (self.home / "jobs.d" / f"{job}.toml").write_text(text)
@@ -221,17 +239,20 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=384)
     ap.add_argument(
-        "--rounds", type=int, default=1, help="repeat the four measurements this many times (the source is imported once)"
+        "--rounds", type=int, default=3, help="repeat the four measurements this many times (the source is imported once)"
     )
     ap.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "weaviate")
     ap.add_argument(
         "--index",
         choices=("hnsw", "flat"),
-        default="hnsw",
-        help="vector index of the collections (flat imports far faster on small machines)",
+        default="flat",
+        help="vector index of the collections (default flat: it imports far faster on small machines)",
     )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    add_goal_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.objects, args.dims, args.rounds = 300, 16, 1
     if args.child:
         rss_kind = args.child[0]
         result = (
@@ -322,6 +343,20 @@ def main() -> None:
         f"{max(r['restore']['rss'] for r in rounds):.0f} MB; {load_note()}"
     )
     drop(p, SOURCE, RESTORED, BARE)
+    goals = Goals("weaviate", GOALS)
+    size = f"{args.objects:,} x {args.dims}, {args.index}"
+    for key, op, bare, baseline in (("backup", "backup", "bare_out", "iterator"), ("restore", "restore", "bare_in", "import")):
+        ratios = [(r[op]["objects"] / r[op]["run_seconds"]) / rate(r[bare]) for r in rounds]
+        goals.ratio(
+            key,
+            statistics.median(ratios),
+            f"{statistics.median(r[op]['run_seconds'] for r in rounds):.2f} s",
+            f"bare {baseline} {statistics.median(r[bare]['seconds'] for r in rounds):.2f} s",
+            f"median of {len(rounds)} rounds, {size}",
+        )
+    peak = max(max(r["backup"]["rss"], r["restore"]["rss"]) for r in rounds)
+    goals.absolute("rss", peak, f"{peak:.0f} MB", f"at {args.objects:,} objects")
+    raise SystemExit(goals.finish(args.goals_json))
 
 
 if __name__ == "__main__":
