@@ -56,7 +56,10 @@ peers-down:
 
 ## make bench: every bench (those whose peers are up), then one summary table of every goal line.
 ## A missed goal is shown there, not an error of make (bench/all.py exits 3 for it); see bench/README.md.
+## davit's modules are compiled first, as an install from a wheel has them: with
+## PYTHONDONTWRITEBYTECODE set, a fresh davitd would otherwise compile them inside the figures.
 bench: $(VENV)/.installed
+	$(PY) -m compileall -q davit
 	$(PY) bench/all.py || [ $$? -eq 3 ]
 
 ## make bench-quick: the same at a tiny size (a smoke run: the ratios mean nothing).
