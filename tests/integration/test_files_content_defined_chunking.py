@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
 
+from davit.adapters.files import backup as backup_module
 from davit.adapters.files.backup import FilesBackupWork
+from davit.adapters.files.tree import WalkedFile
 from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.treeformat import FILE, Entry, read_lines
@@ -163,3 +166,32 @@ def test_an_encrypted_repository_cuts_by_its_own_key_so_chunk_lengths_tell_nothi
     backup(plain, big_file, "b1")
     public = [len(plain.read_chunk(bytes.fromhex(c))) for c in files_of(plain, "b1")["disk.img"].chunks]
     assert lengths[0] != lengths[1] and public not in lengths
+
+
+def test_a_small_file_that_becomes_huge_between_the_walk_and_its_read_is_not_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the walk saw small is read whole, as one chunk, by a worker. Another user of the
+    source can extend it (here to a 1 GiB sparse file) after the walk saw it and before the worker
+    opens it: before, the worker read all of it into memory (a small file grown to any size,
+    one chunk of that size: an out-of-memory kill of davitd for a `truncate -s`). Now no more
+    than a chunk's maximum is read; the file is left out with a warning, as any file that
+    changed since the walk (the next backup takes it)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "keep.txt").write_bytes(b"stays small")
+    grows = source / "grows.log"
+    grows.write_bytes(b"x" * 1000)
+    real_open = backup_module.open_walked
+
+    def extended_meanwhile(walked: WalkedFile) -> int:
+        if walked.path.endswith("grows.log"):
+            os.truncate(walked.path, 1 << 30)
+        return real_open(walked)
+
+    monkeypatch.setattr(backup_module, "open_walked", extended_meanwhile)
+    repo = Repository.open(tmp_path / "repo", chunking=SCALED)
+    ctx = backup(repo, source, "run-grown")
+    stored = files_of(repo, "latest")
+    assert "grows.log" not in stored and stored["keep.txt"].size == len(b"stays small")
+    assert any("grows.log" in w and "grew" in w for w in ctx.warnings)

@@ -474,3 +474,37 @@ def test_a_planted_lock_object_that_does_not_parse_stops_nobody(what: str) -> No
             timer.cancel()
         lock.release()
     assert key not in lock_keys(storage)
+
+
+class SlowReads(DirectoryLockBackend):
+    """The lock directory, whose reads (the publish's read-back of the lock) can be made slow."""
+
+    def __init__(self, directory: Path, tmp_dir: Path) -> None:
+        super().__init__(directory, tmp_dir)
+        self.delay = 0.0
+
+    def read(self, name: str) -> bytes | None:
+        time.sleep(self.delay)
+        return super().read(name)
+
+
+def test_a_publish_that_skipped_its_refresh_and_then_read_its_lock_slowly_does_not_publish_late(tmp_path: Path) -> None:
+    """The lock was refreshed a little under TTL/6 ago, so the publish does not refresh it first
+    (`refresh_for_publish`); then the read-back of the lock is slow, past the deadline (last
+    refresh + TTL/3). The manifest must not be written then: it could land after another host
+    took the lock over. It is refused (`RepositoryLockLost`), and nothing is published."""
+    ttl = 3.0
+    root = tmp_path / "repo"
+    writer = Repository.open(root)
+    slow = SlowReads(root / "locks", root / "tmp")
+    writer.locks = RepositoryLocks(slow, ttl=ttl)
+    tree = zstandard.ZstdCompressor().compress(b'{"p": "f", "t": "f", "c": []}\n')
+    manifest = {"id": "late0", "job": "w", "kind": "files", "created_at": "2024-01-01T00:00:00+00:00"}
+    with writer.locked(exclusive=False) as lock:
+        time.sleep(max(0.0, ttl / 6 - 0.2 - (ttl / 3 - lock.time_left())))  # TTL/6 + 0.2 s of the window left
+        assert ttl / 6 < lock.time_left() < ttl / 3
+        slow.delay = lock.time_left() + 0.2  # the read-back ends past the deadline
+        with pytest.raises(RepositoryLockLost, match="too little time"):
+            writer.publish_snapshot(manifest, tree)
+        slow.delay = 0.0
+    assert not writer.snapshot_exists("late0")

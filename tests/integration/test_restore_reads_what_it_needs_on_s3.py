@@ -61,8 +61,10 @@ def test_restoring_a_small_snapshot_reads_only_its_own_packs(seaweedfs_peer: S3P
     large, small = tmp_path / "large", tmp_path / "small"
     large.mkdir()
     small.mkdir()
-    for i in range(6):
-        (large / f"blob{i}.bin").write_bytes(os.urandom(1 << 20))  # 6 MiB in 256 KiB packs: about 24 packs
+    # 6 MiB in 256 KiB packs: about 24 packs. Files of 256 KiB, each one chunk under FastCDC's
+    # 512 KiB minimum (1 MiB files made a chunk or two each, chunks larger than a pack: 10 packs)
+    for i in range(24):
+        (large / f"blob{i}.bin").write_bytes(os.urandom(256 << 10))
     (small / "notes.txt").write_text("a small file of a small snapshot\n" * 20)
     backup(repo, large, "b-large", name="large")
     packs_of_large = {o.key for o in s3.list("packs/")}

@@ -80,3 +80,30 @@ def test_an_encryption_section_davit_cannot_have_written_fails_fast_naming_the_r
 def test_the_default_costs_still_open(tmp_path: Path) -> None:
     backend = _planted(_encrypted_config(tmp_path))
     assert Repository.open(backend, local_dir=tmp_path, passphrase="pw").encrypted
+
+
+def _with_chunking(config: dict[str, object], **change: object) -> dict[str, object]:
+    section = config["chunking"]
+    assert isinstance(section, dict)
+    return {**config, "chunking": {**section, **change}}
+
+
+def test_an_encrypted_repository_whose_chunking_was_made_unkeyed_is_refused(tmp_path: Path) -> None:
+    """Whoever can write the bucket (not the key) could set `keyed: false`: every later backup
+    would then cut by FastCDC's public gear table, and the chunk lengths readable in the pack
+    indexes would tell them whether a file they know is stored. Before: opened and used."""
+    config = _with_chunking(_encrypted_config(tmp_path), keyed=False)
+    with pytest.raises(PermanentError, match="chunking") as refused:
+        Repository.open(_planted(config), local_dir=tmp_path, passphrase="pw").chunker(1 << 20)
+    assert "s3://shared-bucket/repo" in str(refused.value)
+
+
+def test_a_plain_repository_whose_chunking_says_keyed_is_refused_as_such(tmp_path: Path) -> None:
+    """Before: opened, then every backup failed asking for the passphrase of a repository that
+    has none."""
+    backend = MemoryBackend()
+    Repository.open(backend, local_dir=tmp_path).close()
+    config = _with_chunking(json.loads(backend.get("config.json")), keyed=True)
+    with pytest.raises(PermanentError, match="chunking") as refused:
+        Repository.open(_planted(config), local_dir=tmp_path).chunker(1 << 20)
+    assert "passphrase" not in str(refused.value)

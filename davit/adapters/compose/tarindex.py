@@ -93,7 +93,11 @@ def lookup(host: RemoteHost, store: str, key: str) -> Listed | None:
     if len(out) < 2 or not out[0].startswith("bytes ") or out[-1] != f"end {len(out) - 2}":
         return None
     ids = out[1:-1]
-    if not out[0][6:].isdigit() or not all(len(i) == 64 and all(c in "0123456789abcdef" for c in i) for i in ids):
+    # ASCII digits only: `str.isdigit` also takes a superscript (which `int` refuses) and other
+    # scripts' digits (which `int` reads as another number)
+    if not (out[0][6:].isascii() and out[0][6:].isdigit()) or not all(
+        len(i) == 64 and all(c in "0123456789abcdef" for c in i) for i in ids
+    ):
         return None
     return Listed(ids, int(out[0][6:]))
 

@@ -73,15 +73,20 @@ def _encode(repo: Repository, data: bytes | memoryview) -> Encoded:
     return cid, stored, codec, len(data)
 
 
-def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending) -> Encoded | None:
+def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending, limit: int) -> Encoded | None:
     """A small file (one chunk however it is cut), read to its end and encoded as one chunk;
-    None if it is empty. (A file that grew since its stat becomes one larger chunk, which is valid.)
+    None if it is empty. A file that grew since its stat becomes one larger chunk, up to `limit`
+    (the chunking's largest chunk); one that grew past it (another user's `truncate -s 1T` after
+    the walk saw it small) is not read into memory: it is left out like a file that changed since
+    the walk (`ChangedSinceWalk`), and the next backup takes it in chunks.
     Its extended attributes are read from the same descriptor into `pending` (seen by the
     storing thread once this returns). Raises `ChangedSinceWalk` if the path no longer leads
     to the file the walk saw."""
     with open(open_walked(walked), "rb") as fh:
         pending.entry.xattrs, pending.xattrs_problem = read_xattrs(fh.fileno())
-        data = fh.read()
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ChangedSinceWalk(f"grew past {limit} bytes since it was walked at {pending.entry.size}; not stored")
     return _encode(repo, data) if data else None
 
 
@@ -332,7 +337,7 @@ class _Store:
         if isinstance(abspath, WalkedFile) and pending.entry.size <= self.chunker.chunking.one_chunk_up_to:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
             # the per-file system calls of many small files overlap.
-            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending))
+            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending, self.chunker.chunking.max_chunk))
             pending.whole = True
             self.inflight += 1
             return

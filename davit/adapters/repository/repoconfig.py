@@ -48,7 +48,17 @@ def chunking_of(settings: dict[str, Any], where: str) -> Chunking | None:
     """How the repository's files are cut; None for a repository made before davit recorded it
     (fixed pieces of the daemon's `chunk_size`)."""
     section = settings.get("chunking")
-    return None if section is None else Chunking.from_config(section, where)
+    if section is None:
+        return None
+    chunking = Chunking.from_config(section, where)
+    # Keyed exactly when encrypted, as `create_config` writes it: the chunking section is not
+    # sealed, so whoever can write the repository (not the key) could turn `keyed` off, and the
+    # chunk lengths of every later backup, readable in the pack indexes, would then tell them
+    # whether a file they know is stored.
+    if chunking.keyed != (settings.get("encryption") is not None):
+        state = "encrypted" if settings.get("encryption") is not None else "not encrypted"
+        raise PermanentError(f"{where}: its config.json has a chunking whose keyed does not match the repository ({state})")
+    return chunking
 
 
 def create_config(

@@ -114,3 +114,21 @@ def test_a_chunk_list_cut_short_is_not_used(ssh_peer: SshPeer, tmp_path: Path) -
         again = move(host, ssh_peer, layout, source, tmp_path / "target" / "two")
     assert again.ids == first.ids
     assert digest(tmp_path / "target" / "two") == digest(source)
+
+
+@pytest.mark.parametrize(
+    "first_line", ["bytes ²", "bytes ٣", "bytes -1", "bytes 1e3"], ids=["superscript", "arabic-indic", "negative", "exponent"]
+)
+def test_a_chunk_list_whose_length_is_not_plain_ascii_digits_is_not_used(
+    ssh_peer: SshPeer, tmp_path: Path, first_line: str
+) -> None:
+    """A list on the target is a cache anyone with the target's store may have written over:
+    one whose length line `str.isdigit` takes (a superscript two) but `int` refuses, or reads
+    as another number, is ignored like one cut short. Before: ValueError out of the migration."""
+    layout = TargetLayout(str(tmp_path / "target"), "proj")
+    key = "0" * 64
+    listed = Path(layout.store) / tarindex.TARS / key
+    listed.parent.mkdir(parents=True)
+    listed.write_text(f"{first_line}\n{'a' * 64}\nend 1\n")
+    with connect(address(ssh_peer)) as host:
+        assert tarindex.lookup(host, layout.store, key) is None
