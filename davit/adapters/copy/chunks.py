@@ -76,7 +76,7 @@ class ChunkMover:
             raise CorruptChunk(cid.hex(), f"repository {self.source_name}", "pack is truncated")
         self._add(cid, blob, ref.plain_len, ref.codec)
 
-    def _add(self, cid: bytes, stored: bytes, plain_len: int, codec: int) -> None:
+    def _add(self, cid: bytes, stored: bytes | memoryview, plain_len: int, codec: int) -> None:
         if self.pack is None:
             self.pack = self.dst.new_pack()
         self.pack.add(cid, stored, plain_len, codec)

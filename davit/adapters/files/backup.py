@@ -46,7 +46,7 @@ STORE = "store"
 MAX_SKIP_WARNINGS = 20
 
 
-Encoded = tuple[bytes, bytes | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
+Encoded = tuple[bytes, bytes | memoryview | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
 
 
 # Where a file's content comes from: the file the walk saw (opened and checked when read), or a
@@ -299,6 +299,7 @@ class _Store:
         self.chunker = self.repo.chunker(self.tuning.chunk_size)
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
         self.sealing: Future[None] | None = None
+        self.zeros: Future[Encoded | None] | None = None  # the encoding of `chunker.zero_chunk`, once per run
 
     def _parent_entries(self) -> Any:
         parent = self.work._parent()
@@ -361,13 +362,23 @@ class _Store:
                 for data in self.chunker.cut(source):
                     self.ctx.check_stop()
                     size += len(data)
-                    pending.futures.append(self.pool.submit(_encode, self.repo, data))
+                    pending.futures.append(self._encoding(data))
                     self.inflight += 1
                     if self.inflight > self.tuning.inflight_chunks:
                         self._drain(self.tuning.inflight_chunks - 1, keep=pending)
         except OSError as exc:
             self.ctx.warn(f"could not read {pending.entry.path} fully: {exc.strerror}; stored {size} bytes", STORE)
         pending.entry.size = size
+
+    def _encoding(self, data: bytes | memoryview) -> Future[Encoded | None]:
+        """`data` named and compressed by a worker; a whole window of zeros (the chunker's one
+        `zero_chunk` object: its id is the hash of its content, the same for every such chunk)
+        only the first time, its result shared by every later one."""
+        if data is not self.chunker.zero_chunk:
+            return self.pool.submit(_encode, self.repo, data)
+        if self.zeros is None:
+            self.zeros = self.pool.submit(_encode, self.repo, data)
+        return self.zeros
 
     def _drain(self, limit: int, keep: _Pending | None = None) -> None:
         """Write finished entries in order until at most `limit` chunks are in flight."""

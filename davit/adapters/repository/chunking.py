@@ -145,6 +145,9 @@ class Chunker:
         # by comparing bytes instead (the cut depends only on the bytes from the chunk's start).
         self._zeros = bytes(chunking.max_size) if self._cdc is not None else b""
         self._zero_cut = next(iter(self._cdc.cut_buf(self._zeros))).length if self._cdc is not None else 0
+        # Every such chunk is this one object (`is` tells it apart): a backup names and compresses
+        # it once, not once per chunk of every zero run.
+        self.zero_chunk: bytes = self._zeros[: self._zero_cut] if self._zero_cut < len(self._zeros) else self._zeros
 
     def cut(self, source: Readable) -> Iterator[bytes | memoryview]:
         """The chunks of `source` read to its end, in order (none for an empty one)."""
@@ -161,7 +164,7 @@ class Chunker:
             if ended:
                 return
 
-    def _cut_block(self, buf: bytes, ended: bool) -> Generator[memoryview, None, memoryview | bytes]:
+    def _cut_block(self, buf: bytes, ended: bool) -> Generator[memoryview | bytes, None, memoryview | bytes]:
         """Yield the chunks of `buf` whose end is final; return the rest (the last chunk, if the
         bytes after the block may move its end)."""
         assert self._cdc is not None
@@ -169,14 +172,15 @@ class Chunker:
         window = self.chunking.max_size
         while pos < size:
             if pos + window <= size and buf.startswith(self._zeros, pos):
-                end = pos + self._zero_cut
-            else:
-                end = pos + next(iter(self._cdc.cut_buf(view[pos:]))).length
-                if end == size and not ended:
-                    # No cut point found before the block's end (or the rest is under min_size):
-                    # the next bytes decide where this chunk ends. Any earlier cut is final, as
-                    # FastCDC decides a cut from the bytes before it alone.
-                    return view[pos:]
+                yield self.zero_chunk
+                pos += self._zero_cut
+                continue
+            end = pos + next(iter(self._cdc.cut_buf(view[pos:]))).length
+            if end == size and not ended:
+                # No cut point found before the block's end (or the rest is under min_size):
+                # the next bytes decide where this chunk ends. Any earlier cut is final, as
+                # FastCDC decides a cut from the bytes before it alone.
+                return view[pos:]
             yield view[pos:end]
             pos = end
         return b""

@@ -116,7 +116,7 @@ class RepositoryKey:
             return False
         return hmac.compare_digest(given.encode(), self.manifest_mac(snapshot_id, manifest).encode())
 
-    def seal(self, data: bytes, associated: bytes) -> bytes:
+    def seal(self, data: bytes | memoryview, associated: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
         return nonce + self._aead.encrypt(nonce, data, associated)
 

@@ -54,6 +54,7 @@ from davit.adapters.repository.backends.local import LocalBackend
 from davit.adapters.repository.cache import LocalCache, cache_key, remove_old_files
 from davit.adapters.repository.chunkindex import ChunkIndex
 from davit.adapters.repository.chunking import Chunker, Chunking
+from davit.adapters.repository.compressibility import incompressible
 from davit.adapters.repository.crypto import RepositoryKey, RepositoryKeyError, SealedBlobError, plain_chunk_id
 from davit.adapters.repository.fsutil import make_dirs
 from davit.adapters.repository.locks import HeldLock, RepositoryLocks, StorageLockBackend
@@ -376,7 +377,7 @@ class Repository:
             self.refresh_index()
         return {cid for cid in chunk_ids if cid not in self._index}
 
-    def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | None, int]:
+    def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | memoryview | None, int]:
         """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec)."""
         key = self._key
         if key is None and self.encrypted:
@@ -385,13 +386,23 @@ class Repository:
         self._ensure_index()
         if cid in self._index:
             return cid, None, CODEC_RAW
-        stored = self._compressor().compress(plain)
-        codec = CODEC_ZSTD
-        if len(stored) >= len(plain):
-            stored, codec = bytes(plain), CODEC_RAW
+        stored, codec = self._compressed(plain)
         if key is not None:
             return cid, key.seal(stored, cid), codec | CODEC_SEALED
         return cid, stored, codec
+
+    def _compressed(self, plain: bytes | memoryview) -> tuple[bytes | memoryview, int]:
+        """`plain` compressed (CODEC_ZSTD), or as it is (CODEC_RAW) if zstd would not make it
+        smaller: judged first on a sample (`incompressible`), so random or already compressed
+        data (archives, media, encrypted files) is not run through zstd at all."""
+        if not incompressible(plain, self._compressor()):
+            stored = self._compressor().compress(plain)
+            if len(stored) < len(plain):
+                return stored, CODEC_ZSTD
+        # Immutable bytes are stored as they are (a pack writes them later, from its thread);
+        # anything else is copied, as its owner may reuse it once `encode` returns.
+        owner = plain.obj if isinstance(plain, memoryview) else plain
+        return (plain if isinstance(owner, bytes) else bytes(plain)), CODEC_RAW
 
     def chunker(self, fixed_size: int) -> Chunker:
         """How a backup cuts files into this repository: its recorded chunking (seeded by its
