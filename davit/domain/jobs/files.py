@@ -25,6 +25,8 @@ class FilesBackupJob(JobBase):
 class FilesRestoreTarget(Spec):
     path: str
     overwrite: bool = False
+    # zero chunks become holes (the content reads back identical; see adapters/files/holes.py)
+    sparse: bool = True
 
     _absolute = field_validator("path")(absolute_path)
 
