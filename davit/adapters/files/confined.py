@@ -41,6 +41,11 @@ O_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 O_NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_WARNINGS = 20  # per step, like the backup's skipped files; the rest are counted
 WRITEBACK_STEP = 8 << 20  # bytes of a large file written between two starts of early writeback
+# A file smaller than this gets no early writeback: the checkpoint's `syncfs` writes thousands
+# of small files in one pass, with their blocks allocated and their writes merged together;
+# starting each alone (one `posix_fadvise` per file, from the writer threads) made a restore of
+# small files about a third slower (30 MB of 200 B-64 KiB files: 0.26 s against 0.41 s).
+WRITEBACK_MIN = 1 << 20
 MAX_OPEN_DIRS = 64  # descriptors a walk keeps open for its ancestors (the soft NOFILE may be 1024)
 ROOT_ONLY_XATTRS = ("security.", "trusted.")
 # what a file system (or a user namespace) answers for an attribute it does not keep
@@ -315,7 +320,7 @@ class Writer:
                     self.made[entry.path] = (st.st_dev, st.st_ino)
                 self.apply(fd, entry, os.fchown, os.fchmod)
                 os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-                if end > started:
+                if end > started and end >= WRITEBACK_MIN:
                     _start_writeback(fd, started, end)
             finally:
                 os.close(fd)
