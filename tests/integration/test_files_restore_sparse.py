@@ -1,18 +1,21 @@
 """files.restore of files with long runs of zeros (disk images): the zero chunks become holes,
 the restored files read back byte-identical, a zero chunk is read and verified once per run
-(a damaged stored copy still fails the run), and `sparse = false` writes the zeros. Driven
-without a daemon, on a real repository on disk (ext4 and most Linux file systems keep holes)."""
+(a damaged stored copy still fails the run), a restore from S3 by pack span makes the same
+holes, and `sparse = false` writes the zeros. Driven without a daemon, on real repositories
+(the target on ext4; most Linux file systems keep holes)."""
 
 from __future__ import annotations
 
 import collections
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.files.treecheck import parsed
+from davit.adapters.repository.backends.s3 import S3Backend
 from davit.adapters.repository.chunking import Chunking
 from davit.adapters.repository.packs import pack_path
 from davit.adapters.repository.repository import Repository
@@ -22,6 +25,7 @@ from davit.domain.jobs import FilesRestoreJob
 from tests.fakes import MemoryRunContext
 from tests.integration.test_files_adapter import SMALL, backup, snapshot_of
 from tests.integration.test_files_content_defined_chunking import made_before_chunking_was_recorded
+from tests.peers.state import S3Peer
 
 ZERO_RUN = 2 << 20  # many chunks of the largest size (256 KiB) alike
 SCALED = Chunking.fastcdc(64 << 10)
@@ -124,3 +128,23 @@ def _most_named_chunk(repo: Repository) -> tuple[bytes, int]:
     named = collections.Counter(chunk for entry in parsed(repo.open_tree(snap), snap.id) for chunk in entry.chunks)
     chunk, count = named.most_common(1)[0]
     return bytes.fromhex(chunk), count
+
+
+def test_a_restore_from_s3_by_pack_span_makes_the_same_holes(seaweedfs_peer: S3Peer, tmp_path: Path) -> None:
+    zeros = disk_images(tmp_path / "source")
+    backend = S3Backend(
+        seaweedfs_peer.bucket,
+        f"restore-sparse/{uuid.uuid4().hex[:10]}",
+        endpoint=seaweedfs_peer.endpoint,
+        path_style=True,
+        access_key_id=seaweedfs_peer.access_key_id,
+        secret_access_key=seaweedfs_peer.secret_access_key,
+    )
+    repo = Repository.open(backend, local_dir=tmp_path / "home", chunking=SCALED)
+    backup(repo, tmp_path / "source", "b1")
+    assert _most_named_chunk(repo)[1] >= 8
+    restore_into(Repository.open(backend, local_dir=tmp_path / "restore-home"), tmp_path / "out")
+    assert snapshot_of(tmp_path / "out") == snapshot_of(tmp_path / "source")
+    restored = tmp_path / "out" / "disk.img"
+    assert allocated(restored) <= restored.stat().st_size - zeros["disk.img"] + 4 * SCALED.max_size
+    assert allocated(tmp_path / "out" / "all-zeros.img") == 0
