@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from davit.adapters.files import holes
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.files.treecheck import parsed
 from davit.adapters.repository.backends.s3 import S3Backend
@@ -148,3 +149,16 @@ def test_a_restore_from_s3_by_pack_span_makes_the_same_holes(seaweedfs_peer: S3P
     restored = tmp_path / "out" / "disk.img"
     assert allocated(restored) <= restored.stat().st_size - zeros["disk.img"] + 4 * SCALED.max_size
     assert allocated(tmp_path / "out" / "all-zeros.img") == 0
+
+
+def test_zero_chunks_of_more_lengths_than_are_remembered_are_written_as_data() -> None:
+    """The shared zero buffers stay bounded: past `MAX_LENGTHS` lengths a zero chunk is handed
+    out as read (written as data, the file still identical)."""
+    lengths = [holes.MIN_HOLE + n for n in range(holes.MAX_LENGTHS + 3)]
+    zeros = holes.ZeroChunks(lambda chunk_id: bytes(int.from_bytes(chunk_id, "big")))
+    handed = [zeros.read(n.to_bytes(4, "big")) for n in lengths]
+    assert all(data == bytes(n) for data, n in zip(handed, lengths, strict=True))
+    assert [zeros.is_zeros(data) for data in handed] == [True] * holes.MAX_LENGTHS + [False] * 3
+    assert not zeros.is_zeros(bytes(holes.MIN_HOLE))  # equal bytes, but not the shared buffer: written
+    small = holes.ZeroChunks(lambda chunk_id: bytes(holes.MIN_HOLE - 1))
+    assert not small.is_zeros(small.read(b"x"))  # too short to be worth a hole

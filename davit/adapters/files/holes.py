@@ -26,9 +26,10 @@ from davit.adapters.repository.packs import BlobRef
 
 # Zero chunks shorter than this are written as data: a hole of less than a few blocks saves nothing.
 MIN_HOLE = 64 << 10
-# Lengths of zero chunks remembered at most (a shared calloc'd buffer each, with no resident
-# pages; content-defined chunking gives zero runs one length, its largest, plus the tails).
-MAX_LENGTHS = 64
+# Lengths of zero chunks remembered at most, a shared buffer each (calloc'd: usually no resident
+# pages, at worst one chunk's memory): content-defined chunking gives a zero run one length,
+# its largest, plus the tails; a zero chunk of a further length is written as data.
+MAX_LENGTHS = 16
 
 
 class ZeroChunks:
