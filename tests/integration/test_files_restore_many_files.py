@@ -119,11 +119,11 @@ def _tree_entries(repo: Repository) -> list[Entry]:
     return list(parsed(repo.open_tree(snap), snap.id))
 
 
-def test_a_restore_starts_writing_each_file_to_disk_as_it_goes_covering_every_byte_once(
+def test_a_restore_starts_writing_each_large_file_to_disk_as_it_goes_and_leaves_small_files_to_the_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Early writeback: the restored bytes are handed to the kernel's writeback in steps while
-    the restore goes on (the checkpoint's flush then has little left to write)."""
+    """Early writeback: the restored bytes of a large file are handed to the kernel's writeback
+    in steps while the restore goes on (the checkpoint's flush then has little left to write)."""
     source = tmp_path / "source"
     many_small_files(source, 20)
     (source / "big.bin").write_bytes(os.urandom(confined.WRITEBACK_STEP * 2 + 12345))
@@ -145,8 +145,10 @@ def test_a_restore_starts_writing_each_file_to_disk_as_it_goes_covering_every_by
     assert len(ranges) >= 2 and ranges[0][0] == 0  # in steps, from the start ...
     assert all(a + n == b for (a, n), (b, _m) in itertools.pairwise(ranges))  # ... back to back ...
     assert ranges[-1][0] + ranges[-1][1] == big  # ... to the end
-    small = {p.stat().st_ino: p.stat().st_size for p in (tmp_path / "out").rglob("*.txt")}
-    assert sorted((ino, o, n) for ino, o, n in started if ino in small) == sorted((ino, 0, n) for ino, n in small.items())
+    # small files are left to the checkpoint's flush, which writes them all in one pass
+    small = {p.stat().st_ino for p in (tmp_path / "out").rglob("*.txt")}
+    assert small and all(p.stat().st_size < confined.WRITEBACK_MIN for p in (tmp_path / "out").rglob("*.txt"))
+    assert not [ino for ino, _o, _n in started if ino in small]
 
 
 def test_a_target_that_refuses_early_writeback_still_restores_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,3 +123,17 @@ def test_an_empty_snapshot_in_a_restore_job_is_refused_not_read_as_a_prefix_of_e
     target = '[target]\npath = "/srv/restore"' if kind == "files.restore" else '[target]\nuri_file = "/etc/davit/m.uri"'
     text = f'name = "r"\nkind = "{kind}"\n[source]\njob = "home"\nsnapshot = ""\n{target}\n'
     assert [field for field, _reason in problems(text)] == ["source.snapshot"]
+
+
+def test_a_restore_job_written_before_the_sparse_option_keeps_its_revision() -> None:
+    """A new revision runs an unscheduled restore job again: upgrading davit must not do that.
+    The revision hashes the dumped spec, which leaves `sparse` out at its default, as before."""
+    text = 'name = "r"\nkind = "files.restore"\n[source]\njob = "home"\n[target]\npath = "/srv/restore"\n'
+    job = parse_job(text, "r.toml")
+    assert isinstance(job, FilesRestoreJob) and job.target.sparse
+    assert job.model_dump(mode="json")["target"] == {"path": "/srv/restore", "overwrite": False}  # as dumped before
+    assert spec_revision(job) == spec_revision(parse_job(text + "sparse = true\n", "r.toml"))
+    dense = parse_job(text + "sparse = false\n", "r.toml")
+    assert isinstance(dense, FilesRestoreJob) and not dense.target.sparse
+    assert spec_revision(dense) != spec_revision(job)
+    assert FilesRestoreJob.model_validate(dense.model_dump(mode="json")) == dense  # a recorded spec reads back

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from davit.adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
+from davit.adapters.files.holes import SparseSource
 from davit.adapters.files.treecheck import checked, parsed
-from davit.adapters.prefetch import restore_reads
+from davit.adapters.prefetch import RestoreSource, restore_reads
 from davit.adapters.repository.fsutil import syncfs
 from davit.adapters.repository.repository import SnapshotInfo
 from davit.adapters.repository.treeformat import DIR, FILE, LINK, SPECIAL, Entry, walk_key
@@ -125,7 +126,11 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
         last_checkpoint = time.monotonic()
         since_checkpoint = 0
         warnings = Warnings(ctx, RESTORE)
+        source: RestoreSource = self.repo
         writer = Writer(self.target, self.overwrite, warnings)
+        if self.spec.target.sparse:
+            source = sparse = SparseSource(self.repo)
+            writer = Writer(self.target, self.overwrite, warnings, is_hole=sparse.zeros.is_zeros)
         deferred: list[int] = []
         walk = DirWalk(open_root(self.target), deferred.append)
         dirs: list[Entry] = []
@@ -144,7 +149,7 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
                 ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-restore") as pool,
                 _SmallFileWriters(self.tuning.workers * 2, self.tuning.chunk_size * self.tuning.inflight_chunks) as small,
                 _Flusher(self.target, ctx) as flusher,
-                closing(restore_reads(entries, self.repo, pool, self.tuning)) as items,
+                closing(restore_reads(entries, source, pool, self.tuning)) as items,
             ):
 
                 def barrier() -> None:

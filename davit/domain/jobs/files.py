@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, Spec, absolute_path
 
@@ -25,8 +25,20 @@ class FilesBackupJob(JobBase):
 class FilesRestoreTarget(Spec):
     path: str
     overwrite: bool = False
+    # zero chunks become holes (the content reads back identical; see adapters/files/holes.py)
+    sparse: bool = True
 
     _absolute = field_validator("path")(absolute_path)
+
+    @model_serializer(mode="wrap")
+    def _without_default_sparse(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`sparse` at its default is left out: a job's revision is the hash of its dumped
+        spec, and a restore job written before this option must keep its revision (a new one
+        would run it again after an upgrade)."""
+        dumped: dict[str, Any] = handler(self)
+        if self.sparse:
+            dumped.pop("sparse", None)
+        return dumped
 
 
 class FilesRestoreJob(JobBase):

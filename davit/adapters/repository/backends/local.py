@@ -54,7 +54,7 @@ class LocalBackend:
         self.tmp = root / "tmp"
         self.where = str(root)
         self.caps = Caps(conditional_create=True, can_delete=True, local_root=root)
-        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fds: OrderedDict[str, _HeldFd] = OrderedDict()
         self._fd_lock = threading.Lock()
 
     def path(self, key: str) -> Path:
@@ -182,22 +182,30 @@ class LocalBackend:
             tmp.unlink(missing_ok=True)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        # pread under the lock: another thread's eviction must not close (and the kernel reuse)
-        # the descriptor between looking it up and reading it
+        # The pread runs outside the lock, so a restore's reader threads read at once; the
+        # descriptor is counted in use meanwhile, and an eviction or `forget` in another thread
+        # leaves its closing to the last user (the kernel must not reuse it under a pread).
         with self._fd_lock:
-            fd = self._fds.get(key)
-            if fd is None:
+            held = self._fds.get(key)
+            if held is None:
                 try:
                     with open_regular(self.path(key)) as fh:
-                        fd = os.dup(fh.fileno())
+                        held = _HeldFd(os.dup(fh.fileno()))
                 except FileNotFoundError:
                     raise ObjectMissing(self.where, key) from None
-                self._fds[key] = fd
+                self._fds[key] = held
                 if len(self._fds) > _OPEN_FDS:
-                    os.close(self._fds.popitem(last=False)[1])
+                    self._fds.popitem(last=False)[1].retire()
             else:
                 self._fds.move_to_end(key)
-            return os.pread(fd, length, offset)
+            held.users += 1
+        try:
+            return os.pread(held.fd, length, offset)
+        finally:
+            with self._fd_lock:
+                held.users -= 1
+                if held.retired and not held.users:
+                    os.close(held.fd)
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         return [self.get_range(key, offset, length) for offset, length in ranges]
@@ -209,9 +217,9 @@ class LocalBackend:
 
     def _forget_fd(self, key: str) -> None:
         with self._fd_lock:
-            fd = self._fds.pop(key, None)
-        if fd is not None:
-            os.close(fd)
+            held = self._fds.pop(key, None)
+            if held is not None:
+                held.retire()
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -296,7 +304,21 @@ class LocalBackend:
 
     def close(self) -> None:
         with self._fd_lock:
-            fds = list(self._fds.values())
+            for held in self._fds.values():
+                held.retire()
             self._fds.clear()
-        for fd in fds:
-            os.close(fd)
+
+
+class _HeldFd:
+    """A pack's descriptor kept open for ranged reads, with the reads using it (under the
+    backend's `_fd_lock`): one retired (evicted, forgotten) is closed once no read uses it."""
+
+    __slots__ = ("fd", "retired", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.users, self.retired = fd, 0, False
+
+    def retire(self) -> None:
+        self.retired = True
+        if not self.users:
+            os.close(self.fd)
