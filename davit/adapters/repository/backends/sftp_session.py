@@ -198,18 +198,19 @@ class SftpSession:
     # --- read handles ----------------------------------------------------------------------
 
     async def acquire(self, path: str, opener: Callable[[], Awaitable[asyncssh.SFTPClientFile]]) -> _Handle:
-        handle = self._handles.get(path)
-        if handle is None:
-            file = await opener()
-            handle = self._handles.get(path)  # another coroutine may have opened it meanwhile
+        while True:  # the cache is only read and changed between awaits, never across one
+            handle = self._handles.get(path)
             if handle is None:
-                handle = self._handles[path] = _Handle(file)
-                self._evict()
-            else:
-                await quietly(file.close())
-        self._handles.move_to_end(path)
-        handle.users += 1
-        return handle
+                file = await opener()
+                if path not in self._handles:
+                    handle = self._handles[path] = _Handle(file)
+                    self._evict()
+                else:  # another coroutine opened it meanwhile; it may be forgotten while we close ours
+                    await quietly(file.close())
+                    continue
+            self._handles.move_to_end(path)
+            handle.users += 1
+            return handle
 
     async def release(self, handle: _Handle) -> None:
         handle.users -= 1
