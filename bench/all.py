@@ -26,8 +26,8 @@ from summary import read, render
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.peers: the peers' state file and their checks
 
-from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate  # noqa: E402
 from tests.peers.common import state_path  # noqa: E402
+from tests.peers.fixtures import CHECKS  # noqa: E402  (the peers' checks, as the tests use them)
 from tests.peers.state import load  # noqa: E402
 
 # bench -> the shared peers it needs (remote.py starts its own servers, but from the SeaweedFS
@@ -40,13 +40,6 @@ BENCHES = {
     "mongo": ("mongo",),
     "weaviate": ("weaviate",),
     "docker": ("docker", "ssh"),
-}
-CHECKS = {
-    "docker": docker_engine.check,
-    "ssh": ssh_host.check,
-    "mongo": ferretdb.check,
-    "weaviate": weaviate.check,
-    "seaweedfs": seaweedfs.check,
 }
 
 
