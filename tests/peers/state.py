@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from tests.peers.common import state_path
 
-PEERS = ("docker", "ssh", "mongo", "weaviate", "seaweedfs")
+PEERS = ("docker", "ssh", "mongo", "weaviate", "seaweedfs", "postgres")
 T = TypeVar("T")
 
 
@@ -59,6 +59,22 @@ class S3Peer:
     secret_access_key: str
     access_key_id_file: str  # the same keys as files (0600), for configs that name credentials by reference
     secret_access_key_file: str
+
+
+@dataclass(frozen=True)
+class PostgresPeer:
+    """PostgreSQL on loopback; the admin (superuser) password is in `password_file` (0600)."""
+
+    host: str
+    port: int
+    user: str
+    password_file: str
+    socket_dir: str
+    version: str
+
+    @property
+    def password(self) -> str:
+        return Path(self.password_file).read_text().strip()
 
 
 def s3_peer_from_entry(entry: dict[str, Any]) -> S3Peer:
