@@ -50,6 +50,8 @@ KINDS: dict[str, Kind] = {
     "weaviate.restore": Kind("davit.adapters.weaviate.restore:WeaviateRestoreWork"),
     "weaviate.clear": Kind("davit.adapters.weaviate.clear:WeaviateClearWork"),
     "repository.copy": Kind("davit.adapters.copy.work:RepositoryCopyWork"),
+    "postgres.backup": Kind("davit.adapters.postgres.backup:PostgresBackupWork"),
+    "postgres.restore": Kind("davit.adapters.postgres.restore:PostgresRestoreWork"),
 }
 
 WorkClass = Callable[["RunInputs[Any]"], "JobWork"]

@@ -44,6 +44,8 @@ DavitError
 │   ├── MongoRefused            (adapters/mongo/client) MongoDB refused an operation
 │   │   └── MongoConflict       (adapters/mongo/client) a unique index holds the value already
 │   ├── BadRecord               (adapters/mongo/textimport) a line of a JSON/CSV import is wrong
+│   ├── PostgresAuthFailed      (adapters/postgres/client) PostgreSQL refused the user's password
+│   ├── PostgresRefused         (adapters/postgres/client) PostgreSQL or pg_dump/pg_restore refused an operation
 │   ├── WeaviateRejected        (adapters/weaviate/client) Weaviate refused a request
 │   ├── CollectionExists        (adapters/weaviate/schema) the restore's collection is there already
 │   └── TooManyFailedObjects    (adapters/weaviate/restore) too many objects refused in a batch
@@ -54,6 +56,7 @@ DavitError
 │   ├── RemoteUnreachable       (adapters/ssh/remote) the SSH host did not answer
 │   ├── EngineUnreachable       (adapters/docker/engine) the Docker engine did not answer
 │   ├── MongoUnreachable        (adapters/mongo/client) MongoDB did not answer
+│   ├── PostgresUnreachable     (adapters/postgres/client) PostgreSQL did not answer
 │   └── WeaviateUnavailable     (adapters/weaviate/client) Weaviate did not answer
 ├── ConcurrencyError            an append's expected version was stale (eventstore)
 ├── EventStoreError             the event log cannot be opened or used as asked (eventstore)

@@ -23,6 +23,7 @@ from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
 from davit.domain.jobs.mongo import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
+from davit.domain.jobs.postgres import PostgresBackupJob, PostgresRestoreJob
 from davit.domain.jobs.weaviate import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 
 # One line per kind; keep the list in sync with config/jobs.d/ (a test checks).
@@ -40,6 +41,8 @@ AnyJob = (
     | WeaviateRestoreJob
     | WeaviateClearJob
     | RepositoryCopyJob
+    | PostgresBackupJob
+    | PostgresRestoreJob
 )
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
@@ -58,6 +61,8 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "MongoRestoreJob",
     "MongoExportJob",
     "MongoImportJob",
+    "PostgresBackupJob",
+    "PostgresRestoreJob",
     "RepositoryCopyJob",
     "Retention",
     "SnapshotRef",

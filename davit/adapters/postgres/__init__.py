@@ -1,0 +1,1 @@
+"""The PostgreSQL adapter: postgres.backup and postgres.restore (psycopg 3, pg_dump, pg_restore)."""

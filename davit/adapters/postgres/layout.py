@@ -1,0 +1,73 @@
+"""What a PostgreSQL snapshot holds: one tree line per unit of a database.
+
+A line has the keys of a tree entry (`p`, `t` = "f", `s` bytes, `c` chunk ids in order) so
+`davit verify` and retention read it unchanged, plus `pg`: what the unit is.
+
+- `DB/schema`: pg_dump's custom-format archive, schema only (`pg_restore --section=pre-data`
+  and `post-data` read it); `pg` carries the sequences' values, the materialized views that
+  were populated, and the run's snapshot points for the database.
+- `DB/table/SCHEMA.TABLE`: the table's rows as `COPY ... TO STDOUT` text (what pg_dump
+  writes in its data entries), columns in `pg.columns`, row count in `pg.rows`.
+- `DB/large-objects`: every large object, each as a 16-byte header (oid, length: big-endian
+  unsigned 64-bit) followed by its bytes; count in `pg.rows`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+LO_HEADER = struct.Struct(">QQ")
+
+
+@dataclass
+class Unit:
+    path: str
+    pg: dict[str, Any]
+    chunks: list[str] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def db(self) -> str:
+        return str(self.pg["db"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.pg["kind"])
+
+    def to_line(self) -> bytes:
+        line = {"p": self.path, "t": "f", "m": 0o644, "mt": 0, "u": 0, "g": 0, "s": self.size, "c": self.chunks, "pg": self.pg}
+        return json.dumps(line, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+    @staticmethod
+    def from_line(line: bytes) -> Unit:
+        d = json.loads(line)
+        return Unit(path=d["p"], pg=d["pg"], chunks=d["c"], size=d["s"])
+
+
+def schema_path(db: str) -> str:
+    return f"{db}/schema"
+
+
+def table_path(db: str, schema: str, table: str) -> str:
+    return f"{db}/table/{schema}.{table}"
+
+
+def lo_path(db: str) -> str:
+    return f"{db}/large-objects"
+
+
+def tree_zst(units: Iterable[Unit], level: int = 3) -> bytes:
+    return zstandard.ZstdCompressor(level=level).compress(b"".join(u.to_line() for u in units))
+
+
+def read_tree(data: bytes) -> Iterator[Unit]:
+    plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
+    for line in plain.splitlines():
+        if line.strip():
+            yield Unit.from_line(line)

@@ -1,0 +1,249 @@
+"""postgres.restore: a postgres.backup snapshot into a server, under the same or another name.
+
+Per database (target name after `rename`), steps in order:
+
+- `create:DB` - `if_exists`: "fail" refuses a database that exists, "drop" drops it (ending
+  its sessions) and creates it again, "merge" loads into it. A checkpoint is recorded before
+  the CREATE, so a kill -9 between the CREATE and the step's completion is recognised on
+  resume as this run's own database, not someone else's.
+- `pre-data:DB` - `pg_restore --section=pre-data --single-transaction` from the schema
+  archive's chunks on its stdin: all or nothing, so a resumed run meets no half schema.
+  With "merge", objects that exist already are kept (pg_restore's errors become a warning).
+- `table:DB.SCHEMA.TABLE` - `TRUNCATE ONLY` then `COPY (columns) FROM STDIN` of the table's
+  chunks, in ONE transaction: a table half-loaded at a kill -9 was never committed, and is
+  loaded again whole, never doubled. Tables run on `parallel` connections.
+- `lo:DB` - the large objects with their oids, in one transaction (ones that exist are replaced).
+- `post-data:DB` - `pg_restore --section=post-data --single-transaction` (indexes,
+  constraints, triggers), then the sequences' values, then materialized views refreshed.
+- `finish` verifies: every table's row count and every sequence's value against the snapshot.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from psycopg import sql
+
+from davit.adapters.mongo.parallel import Relay, run_parallel
+from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
+from davit.adapters.postgres.layout import LO_HEADER, Unit, lo_path, read_tree, schema_path, table_path
+from davit.adapters.prefetch import calls_ahead
+from davit.adapters.runwork import RunInputs, RunWork
+from davit.domain.errors import PermanentError
+from davit.domain.jobs import PostgresRestoreJob
+from davit.domain.jobs.postgres import select_tables
+from davit.domain.ports import RunContext
+
+CREATE, PRE, TABLE, LO, POST = "create:", "pre-data:", "table:", "lo:", "post-data:"
+SETVAL = """
+SELECT setval(c.oid, %s, %s) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'S'
+"""
+
+
+class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
+    def __init__(self, inputs: RunInputs[PostgresRestoreJob]) -> None:
+        super().__init__(inputs)
+        self._server: Server | None = None
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            self._server = Server(self.spec.target, f"postgres.restore {self.spec.name}")
+        return self._server
+
+    def plan(self) -> list[str]:
+        steps = []
+        for db in self.details.get("databases", []):
+            dst = db["target"]
+            steps += [CREATE + dst, PRE + dst]
+            steps += [_table_step(dst, s, t) for s, t in db["tables"]]
+            steps += [LO + dst, POST + dst]
+        return steps
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        src, tgt = self.spec.source, self.spec.target
+        snap = self.repo.resolve(src.snapshot, src.job)
+        if snap.kind != "postgres":
+            raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a PostgreSQL one")
+        units = list(read_tree(self.repo.tree_bytes(snap)))
+        in_snapshot = sorted({u.db for u in units})
+        unknown = sorted(set(tgt.databases) - set(in_snapshot))
+        if unknown:
+            raise PermanentError(f"snapshot {snap.id} holds no database {', '.join(unknown)} (it has {', '.join(in_snapshot)})")
+        databases = []
+        for db in tgt.databases or in_snapshot:
+            dst = tgt.rename.get(db, db)
+            names = [f"{u.db}.{u.pg['schema']}.{u.pg['table']}" for u in units if u.db == db and u.kind == "table"]
+            chosen = select_tables(names, tgt.include, tgt.exclude)
+            pairs = [(u.pg["schema"], u.pg["table"]) for u in units if u.db == db and u.kind == "table"]
+            tables = [list(p) for p, n in zip(pairs, names, strict=True) if n in set(chosen)]
+            databases.append({"source": db, "target": dst, "tables": tables})
+        with self.server.connect(autocommit=True) as conn, self.server.errors("connecting"):
+            version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        self.details = {"snapshot_id": snap.id, "databases": databases, "server_version": version}
+        return self.details
+
+    def _units(self) -> dict[str, Unit]:
+        snap = self.repo.resolve(self.details["snapshot_id"])
+        return {u.path: u for u in read_tree(self.repo.tree_bytes(snap))}
+
+    def run(self, ctx: RunContext) -> None:
+        units = self._units()
+        with self.repo.locked(exclusive=False):
+            for db in self.details["databases"]:
+                self._database(ctx, db, units)
+
+    def _database(self, ctx: RunContext, db: dict[str, Any], units: dict[str, Unit]) -> None:
+        src, dst = db["source"], db["target"]
+        schema = units[schema_path(src)]
+        if not ctx.step_done(CREATE + dst):
+            ctx.step_started(CREATE + dst)
+            ctx.step_completed(CREATE + dst, self._create(ctx, dst))
+        if not ctx.step_done(PRE + dst):
+            ctx.step_started(PRE + dst)
+            ctx.step_completed(PRE + dst, self._pg_restore(ctx, schema, dst, "pre-data"))
+        tables = [
+            (_table_step(dst, s, t), units[table_path(src, s, t)])
+            for s, t in db["tables"]
+            if not ctx.step_done(_table_step(dst, s, t))
+        ]
+        run_parallel([self._table_task(ctx, dst, name, unit) for name, unit in tables], self.spec.parallel)
+        lo = units.get(lo_path(src))
+        if not ctx.step_done(LO + dst):
+            ctx.step_started(LO + dst)
+            ctx.step_completed(LO + dst, self._large_objects(dst, lo) if lo is not None else {"rows": 0})
+        if not ctx.step_done(POST + dst):
+            ctx.step_started(POST + dst)
+            summary = self._pg_restore(ctx, schema, dst, "post-data")
+            summary.update(self._sequences_and_matviews(dst, schema))
+            ctx.step_completed(POST + dst, summary)
+
+    # --- create ---------------------------------------------------------------------------------
+
+    def _create(self, ctx: RunContext, dst: str) -> dict[str, Any]:
+        mode = self.spec.target.if_exists
+        ours = bool((ctx.cursor(CREATE + dst) or {}).get("creating"))
+        with self.server.connect(autocommit=True) as conn, self.server.errors(f"creating database {dst}"):
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dst,)).fetchone() is not None
+            if exists and mode == "merge" and not ours:
+                return {"database": dst, "created": False}
+            if exists and mode == "fail" and not ours:
+                raise PermanentError(
+                    f"database {dst} exists on {self.server.where}: if_exists = 'fail' (use 'drop' or 'merge', or rename)"
+                )
+            ctx.checkpoint(CREATE + dst, {"creating": True})
+            if exists:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dst)))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dst)))
+        return {"database": dst, "created": True, "dropped": exists}
+
+    # --- schema ---------------------------------------------------------------------------------
+
+    def _chunks(self, unit: Unit) -> Iterator[bytes]:
+        ids = [bytes.fromhex(c) for c in unit.chunks]
+        with ThreadPoolExecutor(1, thread_name_prefix="davit-pg-read") as pool:
+            yield from calls_ahead(pool, self.repo.read_chunk, ids, depth=2)
+
+    def _pg_restore(self, ctx: RunContext, schema: Unit, dst: str, section: str) -> dict[str, Any]:
+        merge = self.spec.target.if_exists == "merge"
+        argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}", "--no-owner"]
+        argv += [] if merge else ["--single-transaction", "--exit-on-error"]
+        leave_out = set(map(tuple, schema.pg.get("data_only", [])))
+        with self.server.passfile_env() as env, tempfile.TemporaryFile() as errfile:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile, env=env)
+            assert proc.stdin is not None
+            try:
+                for chunk in self._chunks(schema):
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # pg_restore ended early: its exit status and stderr say why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            try:
+                finish_tool(self.server, proc, errfile, argv, f"restoring the {section} of {dst}")
+            except PostgresRefused as exc:
+                if not merge:
+                    raise
+                ctx.warn(f"{dst}: {section}: objects that exist were kept: {str(exc)[-500:]}")
+        return {"section": section, "left_out": len(leave_out)}
+
+    # --- tables ---------------------------------------------------------------------------------
+
+    def _table_task(self, ctx: RunContext, dst: str, step: str, unit: Unit) -> Any:
+        def task(relay: Relay) -> None:
+            relay.call(ctx.step_started, step)
+            relay.call(ctx.step_completed, step, self._table(dst, step.removeprefix(TABLE), unit))
+
+        return task
+
+    def _table(self, dst: str, name: str, unit: Unit) -> dict[str, Any]:
+        table = sql.Identifier(unit.pg["schema"], unit.pg["table"])
+        columns = sql.SQL(", ").join(map(sql.Identifier, unit.pg["columns"]))
+        with self.server.connect(dst) as conn, self.server.errors(f"loading table {name}"):
+            # one transaction: the TRUNCATE and the rows commit together or not at all
+            conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table))
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns)) as copy:
+                for chunk in self._chunks(unit):
+                    copy.write(chunk)
+            conn.commit()
+        return {"table": name, "rows": unit.pg.get("rows", 0), "bytes": unit.size}
+
+    def _large_objects(self, dst: str, unit: Unit) -> dict[str, Any]:
+        data = b"".join(self._chunks(unit))  # held whole: large objects are read into memory for now
+        count, pos = 0, 0
+        with self.server.connect(dst) as conn, self.server.errors(f"loading the large objects of {dst}"):
+            while pos < len(data):
+                oid, size = LO_HEADER.unpack_from(data, pos)
+                pos += LO_HEADER.size
+                conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = %s", (oid,))
+                conn.execute("SELECT lo_from_bytea(%s, %s)", (oid, data[pos : pos + size]))
+                pos += size
+                count += 1
+            conn.commit()
+        return {"rows": count}
+
+    def _sequences_and_matviews(self, dst: str, schema: Unit) -> dict[str, Any]:
+        with self.server.connect(dst) as conn, self.server.errors(f"setting the sequences of {dst}"):
+            for s, name, value, called in schema.pg.get("sequences", []):
+                conn.execute(SETVAL, (value, called, s, name))
+            for s, name in schema.pg.get("matviews", []):
+                conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(s, name)))
+            conn.commit()
+        return {"sequences": len(schema.pg.get("sequences", [])), "matviews": len(schema.pg.get("matviews", []))}
+
+    # --- verification ---------------------------------------------------------------------------
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        units = self._units()
+        problems, rows = [], 0
+        for db in self.details["databases"]:
+            src, dst = db["source"], db["target"]
+            with self.server.connect(dst, autocommit=True) as conn, self.server.errors(f"verifying {dst}"):
+                for s, t in db["tables"]:
+                    name = f"{dst}.{s}.{t}"
+                    unit = units[table_path(src, s, t)]
+                    query = sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(s, t))
+                    found = conn.execute(query).fetchone()[0]  # type: ignore[index]
+                    rows += int(found)
+                    if found != unit.pg.get("rows", 0):
+                        problems.append(f"{name}: {found} rows, the snapshot has {unit.pg.get('rows', 0)}")
+                for s, name, value, called in units[schema_path(src)].pg.get("sequences", []):
+                    query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(s, name))
+                    got = conn.execute(query).fetchone()
+                    if got != (value, called):
+                        problems.append(f"{dst}.{s}.{name}: sequence at {got}, the snapshot has {(value, called)}")
+        if problems:
+            raise PermanentError(f"the restored databases differ from the snapshot: {'; '.join(problems[:5])}")
+        return {"snapshot_id": self.details["snapshot_id"], "databases": len(self.details["databases"]), "rows": rows}
+
+
+def _table_step(dst: str, schema: str, table: str) -> str:
+    return f"{TABLE}{dst}.{schema}.{table}"
