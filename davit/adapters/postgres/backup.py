@@ -60,6 +60,28 @@ SEQUENCES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
 """
+# per table, the catalog entries pg_restore -l names by (catalog, oid) that go with it when the
+# restore leaves the table out (see davit/adapters/postgres/toc.py), and its owned sequences
+TABLE_OBJECTS = """
+SELECT n.nspname, c.relname, array(
+  SELECT DISTINCT x FROM unnest(ARRAY['1259:' || c.oid]
+    || array(SELECT '1259:' || indexrelid FROM pg_index WHERE indrelid = c.oid)
+    || array(SELECT '2606:' || oid FROM pg_constraint WHERE conrelid = c.oid OR confrelid = c.oid)
+    || array(SELECT '2620:' || oid FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal)
+    || array(SELECT '2604:' || oid FROM pg_attrdef WHERE adrelid = c.oid)
+    || array(SELECT '2618:' || oid FROM pg_rewrite WHERE ev_class = c.oid)
+    || array(SELECT '3256:' || oid FROM pg_policy WHERE polrelid = c.oid)
+    || array(SELECT '1259:' || d.objid FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             WHERE d.classid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype IN ('a', 'i'))
+    || array(SELECT '1259:' || r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = c.oid AND r.ev_class <> c.oid)
+  ) x ORDER BY 1),
+  array(SELECT s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype IN ('a', 'i') ORDER BY 1)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 1, 2
+"""
 MATVIEWS = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1, 2
@@ -253,7 +275,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 ).fetchone()  # type: ignore[misc]
                 sequences.append([s, name, int(value), bool(called)])
             matviews = [list(r) for r in conn.execute(MATVIEWS)]
-        return {"sequences": sequences, "matviews": matviews, "data_only": unit.get("leave_out", [])}
+            tables = [[s, t, list(objects), list(owned)] for s, t, objects, owned in conn.execute(TABLE_OBJECTS)]
+        return {"sequences": sequences, "matviews": matviews, "data_only": unit.get("leave_out", []), "tables": tables}
 
     # --- publish -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ Per database (target name after `rename`), steps in order:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from typing import Any
 from psycopg import sql
 
 from davit.adapters.mongo.parallel import Relay, run_parallel
+from davit.adapters.postgres import toc
 from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
 from davit.adapters.postgres.layout import LO_HEADER, Unit, lo_path, read_tree, schema_path, table_path
 from davit.adapters.prefetch import calls_ahead
@@ -39,6 +41,12 @@ from davit.domain.jobs.postgres import select_tables
 from davit.domain.ports import RunContext
 
 CREATE, PRE, TABLE, LO, POST = "create:", "pre-data:", "table:", "lo:", "post-data:"
+FOREIGN_KEYS = """
+SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE k.contype = 'f' AND EXISTS (SELECT 1 FROM unnest(%s::text[]) x WHERE to_regclass(x) IN (k.conrelid, k.confrelid))
+ORDER BY 1, 2, 3
+"""
 SETVAL = """
 SELECT setval(c.oid, %s, %s) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'S'
@@ -82,11 +90,26 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             chosen = select_tables(names, tgt.include, tgt.exclude)
             pairs = [(u.pg["schema"], u.pg["table"]) for u in units if u.db == db and u.kind == "table"]
             tables = [list(p) for p, n in zip(pairs, names, strict=True) if n in set(chosen)]
-            databases.append({"source": db, "target": dst, "tables": tables})
+            databases.append({"source": db, "target": dst, "tables": tables, "left_out": self._left_out(units, db)})
         with self.server.connect(autocommit=True) as conn, self.server.errors("connecting"):
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         self.details = {"snapshot_id": snap.id, "databases": databases, "server_version": version}
         return self.details
+
+    def _left_out(self, units: list[Unit], db: str) -> list[list[Any]]:
+        """The snapshot's tables of `db` the target's include/exclude leave out: their schema
+        entries are not restored either (with their catalog oids, see postgres/toc.py)."""
+        tgt = self.spec.target
+        if not tgt.include and not tgt.exclude:
+            return []
+        [schema] = [u for u in units if u.db == db and u.kind == "schema"]
+        listed = schema.pg.get("tables")
+        if listed is None:
+            raise PermanentError(
+                f"snapshot's schema of {db} predates table selection on restore: restore it whole (no include/exclude)"
+            )
+        chosen = set(select_tables([f"{db}.{s}.{t}" for s, t, *_ in listed], tgt.include, tgt.exclude))
+        return [entry for entry in listed if f"{db}.{entry[0]}.{entry[1]}" not in chosen]
 
     def _units(self) -> dict[str, Unit]:
         snap = self.repo.resolve(self.details["snapshot_id"])
@@ -106,7 +129,10 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             ctx.step_completed(CREATE + dst, self._create(ctx, dst))
         if not ctx.step_done(PRE + dst):
             ctx.step_started(PRE + dst)
-            ctx.step_completed(PRE + dst, self._pg_restore(ctx, schema, dst, "pre-data"))
+            summary = self._pg_restore(ctx, schema, dst, "pre-data", db.get("left_out", []))
+            if self.spec.target.if_exists == "merge":
+                summary["foreign_keys_set_aside"] = self._set_aside_foreign_keys(ctx, dst, db["tables"])
+            ctx.step_completed(PRE + dst, summary)
         tables = [
             (_table_step(dst, s, t), units[table_path(src, s, t)])
             for s, t in db["tables"]
@@ -119,8 +145,9 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             ctx.step_completed(LO + dst, self._large_objects(dst, lo) if lo is not None else {"rows": 0})
         if not ctx.step_done(POST + dst):
             ctx.step_started(POST + dst)
-            summary = self._pg_restore(ctx, schema, dst, "post-data")
-            summary.update(self._sequences_and_matviews(dst, schema))
+            summary = self._pg_restore(ctx, schema, dst, "post-data", db.get("left_out", []))
+            summary.update(self._sequences_and_matviews(dst, schema, db.get("left_out", [])))
+            summary["foreign_keys_restored"] = self._restore_foreign_keys(ctx, dst)
             ctx.step_completed(POST + dst, summary)
 
     # --- create ---------------------------------------------------------------------------------
@@ -149,31 +176,85 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         with ThreadPoolExecutor(1, thread_name_prefix="davit-pg-read") as pool:
             yield from calls_ahead(pool, self.repo.read_chunk, ids, depth=2)
 
-    def _pg_restore(self, ctx: RunContext, schema: Unit, dst: str, section: str) -> dict[str, Any]:
-        merge = self.spec.target.if_exists == "merge"
-        argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}", "--no-owner"]
-        argv += [] if merge else ["--single-transaction", "--exit-on-error"]
-        leave_out = set(map(tuple, schema.pg.get("data_only", [])))
+    def _feed(self, argv: list[str], schema: Unit, out: Any, doing: str) -> None:
+        """Run a PostgreSQL tool with the schema archive's chunks on its stdin, its stdout to `out`."""
         with self.server.passfile_env() as env, tempfile.TemporaryFile() as errfile:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile, env=env)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errfile, env=env)
             assert proc.stdin is not None
             try:
                 for chunk in self._chunks(schema):
                     proc.stdin.write(chunk)
             except BrokenPipeError:
-                pass  # pg_restore ended early: its exit status and stderr say why
+                pass  # the tool ended early: its exit status and stderr say why
             finally:
                 try:
                     proc.stdin.close()
                 except BrokenPipeError:
                     pass
+            finish_tool(self.server, proc, errfile, argv, doing)
+
+    def _pg_restore(self, ctx: RunContext, schema: Unit, dst: str, section: str, left_out: list[list[Any]]) -> dict[str, Any]:
+        merge = self.spec.target.if_exists == "merge"
+        argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}", "--no-owner"]
+        argv += [] if merge else ["--single-transaction", "--exit-on-error"]
+        with tempfile.TemporaryDirectory(prefix="davit-pg-list-") as private:
+            dropped = 0
+            if left_out:
+                # the archive's table of contents without the left-out tables' entries
+                with tempfile.TemporaryFile() as listing:
+                    self._feed([tool("pg_restore"), "--list"], schema, listing, f"listing the schema of {dst}")
+                    listing.seek(0)
+                    kept, dropped = toc.leave_out(listing.read().decode(), left_out)
+                path = f"{private}/toc.list"
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as fh:
+                    fh.write(kept)
+                argv += ["--use-list", path]
             try:
-                finish_tool(self.server, proc, errfile, argv, f"restoring the {section} of {dst}")
+                self._feed(argv, schema, subprocess.DEVNULL, f"restoring the {section} of {dst}")
             except PostgresRefused as exc:
                 if not merge:
                     raise
                 ctx.warn(f"{dst}: {section}: objects that exist were kept: {str(exc)[-500:]}")
-        return {"section": section, "left_out": len(leave_out)}
+        return {"section": section, "left_out_entries": dropped}
+
+    # --- merge: the target's foreign keys --------------------------------------------------------
+
+    def _set_aside_foreign_keys(self, ctx: RunContext, dst: str, tables: list[list[str]]) -> int:
+        """Merging into a database that has foreign keys on or to the tables about to be loaded:
+        TRUNCATE refuses a referenced table and a COPY's rows may point at rows loaded later. The
+        keys are recorded (in the step's checkpoint, merged with an earlier attempt's: a kill
+        after the DROP loses none), dropped, and added back after post-data."""
+        names = [sql.Identifier(s, t) for s, t in tables]
+        with self.server.connect(dst) as conn, self.server.errors(f"setting aside the foreign keys of {dst}"):
+            found = [list(r) for r in conn.execute(FOREIGN_KEYS, ([n.as_string(conn) for n in names],)).fetchall()]
+            earlier = (ctx.cursor(PRE + dst) or {}).get("foreign_keys", [])
+            keys = earlier + [k for k in found if k not in earlier]
+            conn.rollback()
+            ctx.checkpoint(PRE + dst, {"foreign_keys": keys})
+            for s, t, name, _definition in found:
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(s, t), sql.Identifier(name)))
+            conn.commit()
+        return len(keys)
+
+    def _restore_foreign_keys(self, ctx: RunContext, dst: str) -> int:
+        keys = (ctx.cursor(PRE + dst) or {}).get("foreign_keys", [])
+        added = 0
+        with self.server.connect(dst, autocommit=True) as conn:
+            for s, t, name, definition in keys:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass(%s)",
+                    (name, sql.Identifier(s, t).as_string(conn)),
+                ).fetchone()
+                if exists:
+                    continue  # the snapshot's post-data brought it back
+                query = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(s, t), sql.Identifier(name))
+                try:
+                    with self.server.errors(f"adding back foreign key {name} of {dst}.{s}.{t}"):
+                        conn.execute(query + sql.SQL(definition))
+                    added += 1
+                except PostgresRefused as exc:
+                    ctx.warn(f"{dst}: the target's foreign key {name} on {s}.{t} no longer holds after the merge: {exc}")
+        return added
 
     # --- tables ---------------------------------------------------------------------------------
 
@@ -210,14 +291,19 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             conn.commit()
         return {"rows": count}
 
-    def _sequences_and_matviews(self, dst: str, schema: Unit) -> dict[str, Any]:
+    def _sequences_and_matviews(self, dst: str, schema: Unit, left_out: list[list[Any]]) -> dict[str, Any]:
+        sequences = _sequences(schema, left_out)
+        matviews = schema.pg.get("matviews", [])
         with self.server.connect(dst) as conn, self.server.errors(f"setting the sequences of {dst}"):
-            for s, name, value, called in schema.pg.get("sequences", []):
+            for s, name, value, called in sequences:
                 conn.execute(SETVAL, (value, called, s, name))
-            for s, name in schema.pg.get("matviews", []):
-                conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(s, name)))
+            for s, name in matviews:
+                view = sql.Identifier(s, name)
+                # a view read from a left-out table was left out with it
+                if conn.execute("SELECT to_regclass(%s)", (view.as_string(conn),)).fetchone()[0] is not None:  # type: ignore[index]
+                    conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(view))
             conn.commit()
-        return {"sequences": len(schema.pg.get("sequences", [])), "matviews": len(schema.pg.get("matviews", []))}
+        return {"sequences": len(sequences), "matviews": len(matviews)}
 
     # --- verification ---------------------------------------------------------------------------
 
@@ -235,7 +321,7 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
                     rows += int(found)
                     if found != unit.pg.get("rows", 0):
                         problems.append(f"{name}: {found} rows, the snapshot has {unit.pg.get('rows', 0)}")
-                for s, name, value, called in units[schema_path(src)].pg.get("sequences", []):
+                for s, name, value, called in _sequences(units[schema_path(src)], db.get("left_out", [])):
                     query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(s, name))
                     got = conn.execute(query).fetchone()
                     if got != (value, called):
@@ -243,6 +329,12 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         if problems:
             raise PermanentError(f"the restored databases differ from the snapshot: {'; '.join(problems[:5])}")
         return {"snapshot_id": self.details["snapshot_id"], "databases": len(self.details["databases"]), "rows": rows}
+
+
+def _sequences(schema: Unit, left_out: list[list[Any]]) -> list[list[Any]]:
+    """The snapshot's sequence values but those owned by a left-out table."""
+    gone = {(str(t[0]), str(seq)) for t in left_out for seq in t[3]}
+    return [q for q in schema.pg.get("sequences", []) if (q[0], q[1]) not in gone]
 
 
 def _table_step(dst: str, schema: str, table: str) -> str:
