@@ -33,7 +33,8 @@ from psycopg import sql
 
 from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.postgres.client import Server, finish_tool, tool
-from davit.adapters.postgres.layout import LO_HEADER, Unit, lo_path, schema_path, table_path, tree_zst
+from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, schema_path, table_path, tree_zst
+from davit.adapters.postgres.roles import DATABASE_ACL, read_roles
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import publish_then_retention, run_steps, step_names
@@ -41,7 +42,7 @@ from davit.domain.jobs import PostgresBackupJob
 from davit.domain.jobs.postgres import matches, select_tables
 from davit.domain.ports import RunContext
 
-SCHEMA, TABLE, LO = "schema:", "table:", "lo:"
+SCHEMA, TABLE, LO, ROLES = "schema:", "table:", "lo:", "roles"
 READ_SIZE = 1 << 20
 UNIT_META = "unit.json"
 
@@ -116,7 +117,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         missing = sorted(set(src.databases) - set(listed))
         if missing:
             ctx.warn(f"databases not found on {self.server.where}: {', '.join(missing)}")
-        units: list[dict[str, Any]] = []
+        units: list[dict[str, Any]] = [{"step": ROLES, "kind": "roles", "db": ""}] if self.spec.roles else []
         for db in [d for d in (src.databases or listed) if d in listed]:
             units += self._units_of(db)
         if not units:
@@ -151,6 +152,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 by_db.setdefault(unit["db"], []).append((index, unit))
         self.chunker = self.repo.chunker(self.tuning.chunk_size)
         with self.repo.locked(exclusive=False):
+            cluster = by_db.pop("", [])  # the roles: the cluster's, read outside any database's snapshot
+            run_parallel([self._task(ctx, i, u, "") for i, u in cluster], 1)
             for db, todo in by_db.items():
                 with self.server.connect(db) as coordinator, self.server.errors(f"exporting a snapshot of {db}"):
                     coordinator.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -208,6 +211,11 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
     def _read_unit(self, unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
         if unit["kind"] == "schema":
             return self._schema(unit, snapshot, store)
+        if unit["kind"] == "roles":
+            with self.server.connect(autocommit=True) as conn, self.server.errors("reading the roles"):
+                found = read_roles(conn)
+            store(iter([_json(found)]))
+            return {"rows": len(found["roles"]), "passwords": found["passwords"]}
         with self.server.connect(unit["db"]) as conn:
             with self.server.errors(f"joining the snapshot of {unit['db']}"):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -276,7 +284,14 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 sequences.append([s, name, int(value), bool(called)])
             matviews = [list(r) for r in conn.execute(MATVIEWS)]
             tables = [[s, t, list(objects), list(owned)] for s, t, objects, owned in conn.execute(TABLE_OBJECTS)]
-        return {"sequences": sequences, "matviews": matviews, "data_only": unit.get("leave_out", []), "tables": tables}
+            owner, acl = conn.execute(DATABASE_ACL).fetchone()  # type: ignore[misc]
+        return {
+            "sequences": sequences,
+            "matviews": matviews,
+            "data_only": unit.get("leave_out", []),
+            "tables": tables,
+            "database": {"owner": owner, "acl": acl},
+        }
 
     # --- publish -------------------------------------------------------------------------------
 
@@ -290,12 +305,13 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         for index, unit in enumerate(self.units):
             staging = self.repo.staging(self.run_id, part=index)
             pg = json.loads(staging.read_meta(UNIT_META))
-            points.setdefault(unit["db"], set()).add(pg.pop("snapshot"))
+            point = pg.pop("snapshot")
+            if unit["kind"] != "roles":
+                points.setdefault(unit["db"], set()).add(point)
             with open(staging.tree, "rb") as fh:
                 chunks = [c for line in fh.read().splitlines() if line for c in json.loads(line)["c"]]
-            path = {"schema": schema_path(unit["db"]), "lo": lo_path(unit["db"])}.get(unit["kind"]) or table_path(
-                unit["db"], unit["schema"], unit["table"]
-            )
+            paths = {"schema": schema_path(unit["db"]), "lo": lo_path(unit["db"]), "roles": ROLES_PATH}
+            path = paths.get(unit["kind"]) or table_path(unit["db"], unit["schema"], unit["table"])
             units.append(Unit(path=path, pg=pg, chunks=chunks, size=int(pg.pop("bytes"))))
         for u in units:
             if u.kind == "schema":

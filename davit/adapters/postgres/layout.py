@@ -8,6 +8,9 @@ A line has the keys of a tree entry (`p`, `t` = "f", `s` bytes, `c` chunk ids in
   were populated, and the run's snapshot points for the database.
 - `DB/table/SCHEMA.TABLE`: the table's rows as `COPY ... TO STDOUT` text (what pg_dump
   writes in its data entries), columns in `pg.columns`, row count in `pg.rows`.
+- `roles` (when the job has `roles = true`): the cluster's roles as one JSON document (see
+  davit/adapters/postgres/roles.py); `pg.rows` is their number, `pg.passwords` whether their
+  password hashes could be read (only a superuser can).
 - `DB/large-objects`: every large object, each as a 16-byte header (oid, length: big-endian
   unsigned 64-bit) followed by its bytes; count in `pg.rows`.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import zstandard
 
 LO_HEADER = struct.Struct(">QQ")
+ROLES_PATH = "roles"
 
 
 @dataclass

@@ -20,6 +20,7 @@ Per database (target name after `rename`), steps in order:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -32,7 +33,8 @@ from psycopg import sql
 from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.postgres import toc
 from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
-from davit.adapters.postgres.layout import LO_HEADER, Unit, lo_path, read_tree, schema_path, table_path
+from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, read_tree, schema_path, table_path
+from davit.adapters.postgres.roles import apply_database_acl, apply_roles
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import PermanentError
@@ -40,7 +42,7 @@ from davit.domain.jobs import PostgresRestoreJob
 from davit.domain.jobs.postgres import select_tables
 from davit.domain.ports import RunContext
 
-CREATE, PRE, TABLE, LO, POST = "create:", "pre-data:", "table:", "lo:", "post-data:"
+CREATE, PRE, TABLE, LO, POST, ROLES = "create:", "pre-data:", "table:", "lo:", "post-data:", "roles"
 FOREIGN_KEYS = """
 SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -65,7 +67,7 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         return self._server
 
     def plan(self) -> list[str]:
-        steps = []
+        steps = [ROLES] if self.spec.roles else []
         for db in self.details.get("databases", []):
             dst = db["target"]
             steps += [CREATE + dst, PRE + dst]
@@ -79,7 +81,9 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         if snap.kind != "postgres":
             raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a PostgreSQL one")
         units = list(read_tree(self.repo.tree_bytes(snap)))
-        in_snapshot = sorted({u.db for u in units})
+        if self.spec.roles and not any(u.kind == "roles" for u in units):
+            raise PermanentError(f"snapshot {snap.id} holds no roles (its backup job had roles = false): set roles = false")
+        in_snapshot = sorted({u.db for u in units if u.kind != "roles"})
         unknown = sorted(set(tgt.databases) - set(in_snapshot))
         if unknown:
             raise PermanentError(f"snapshot {snap.id} holds no database {', '.join(unknown)} (it has {', '.join(in_snapshot)})")
@@ -118,6 +122,9 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
     def run(self, ctx: RunContext) -> None:
         units = self._units()
         with self.repo.locked(exclusive=False):
+            if self.spec.roles and not ctx.step_done(ROLES):
+                ctx.step_started(ROLES)
+                ctx.step_completed(ROLES, self._roles(ctx, units[ROLES_PATH]))
             for db in self.details["databases"]:
                 self._database(ctx, db, units)
 
@@ -148,6 +155,9 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             summary = self._pg_restore(ctx, schema, dst, "post-data", db.get("left_out", []))
             summary.update(self._sequences_and_matviews(dst, schema, db.get("left_out", [])))
             summary["foreign_keys_restored"] = self._restore_foreign_keys(ctx, dst)
+            if self.spec.roles:
+                with self.server.connect(autocommit=True) as conn, self.server.errors(f"granting on database {dst}"):
+                    apply_database_acl(conn, dst, schema.pg.get("database", {}))
             ctx.step_completed(POST + dst, summary)
 
     # --- create ---------------------------------------------------------------------------------
@@ -195,7 +205,8 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
 
     def _pg_restore(self, ctx: RunContext, schema: Unit, dst: str, section: str, left_out: list[list[Any]]) -> dict[str, Any]:
         merge = self.spec.target.if_exists == "merge"
-        argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}", "--no-owner"]
+        argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}"]
+        argv += [] if self.spec.roles else ["--no-owner"]  # owners exist when the roles were restored
         argv += [] if merge else ["--single-transaction", "--exit-on-error"]
         with tempfile.TemporaryDirectory(prefix="davit-pg-list-") as private:
             dropped = 0
@@ -216,6 +227,20 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
                     raise
                 ctx.warn(f"{dst}: {section}: objects that exist were kept: {str(exc)[-500:]}")
         return {"section": section, "left_out_entries": dropped}
+
+    # --- roles ---------------------------------------------------------------------------------
+
+    def _roles(self, ctx: RunContext, unit: Unit) -> dict[str, Any]:
+        found = json.loads(b"".join(self._chunks(unit)))
+        if not found.get("passwords"):
+            ctx.warn("the snapshot's roles were read without their passwords (the backup's user is not a superuser)")
+        with self.server.connect() as conn, self.server.errors("creating the roles"):
+            done = apply_roles(conn, found, self.spec.replace_role_passwords)
+            conn.commit()
+        kept = [r for r in done["kept"] if r not in done["passwords_replaced"]]
+        if kept:
+            ctx.warn(f"roles that exist on {self.server.where} were kept as they are (password unchanged): {', '.join(kept)}")
+        return {k: (len(v) if isinstance(v, list) else v) for k, v in done.items()}
 
     # --- merge: the target's foreign keys --------------------------------------------------------
 

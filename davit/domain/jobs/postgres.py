@@ -86,14 +86,8 @@ class PostgresBackupJob(JobBase):
     kind: Literal["postgres.backup"]
     source: PostgresBackupSource
     retention: Retention = Field(default_factory=Retention)
-    roles: bool = False  # also the cluster's roles (pg_dumpall --roles-only): not done yet, refused
+    roles: bool = False  # also the cluster's roles: attributes, password hashes, memberships (superuser for hashes)
     parallel: int = Field(default=2, ge=1, le=16)  # tables dumped at once
-
-    @model_validator(mode="after")
-    def _roles_not_yet(self) -> PostgresBackupJob:
-        if self.roles:
-            raise ValueError("roles = true is not supported yet by postgres.backup")
-        return self
 
 
 class PostgresRestoreTarget(PostgresServer):
@@ -123,11 +117,12 @@ class PostgresRestoreJob(JobBase):
     kind: Literal["postgres.restore"]
     source: SnapshotRef
     target: PostgresRestoreTarget
-    roles: bool = False  # restore the snapshot's roles first: not done yet, refused
+    roles: bool = False  # create the snapshot's roles first (existing ones are kept), owners and database grants
+    replace_role_passwords: bool = False  # with roles: also set the snapshot's password hash on roles that exist
     parallel: int = Field(default=2, ge=1, le=16)  # tables loaded at once
 
     @model_validator(mode="after")
-    def _roles_not_yet(self) -> PostgresRestoreJob:
-        if self.roles:
-            raise ValueError("roles = true is not supported yet by postgres.restore")
+    def _passwords_need_roles(self) -> PostgresRestoreJob:
+        if self.replace_role_passwords and not self.roles:
+            raise ValueError("replace_role_passwords needs roles = true")
         return self

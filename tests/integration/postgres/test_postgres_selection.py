@@ -55,8 +55,8 @@ def make_db(pg: Pg, name: str, script: str) -> None:
             conn.execute(script)
 
 
-def backup(pg: Pg, repo: Repository, shop: str, **source: Any) -> None:
-    spec = {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop], **source)}
+def backup(pg: Pg, repo: Repository, shop: str, job: dict[str, Any] | None = None, **source: Any) -> None:
+    spec = {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop], **source), **(job or {})}
     ctx = MemoryRunContext(run_id="b1")
     work = PostgresBackupWork(RunInputs(job_from_dict(spec, "pg.toml"), "b1", repo=repo))
     work.prepare(ctx)
@@ -64,12 +64,15 @@ def backup(pg: Pg, repo: Repository, shop: str, **source: Any) -> None:
     work.finish(ctx)
 
 
-def restore(pg: Pg, repo: Repository, shop: str, copy: str, run_id: str = "r1", **target: Any) -> MemoryRunContext:
+def restore(
+    pg: Pg, repo: Repository, shop: str, copy: str, run_id: str = "r1", job: dict[str, Any] | None = None, **target: Any
+) -> MemoryRunContext:
     spec = {
         "name": "pgr",
         "kind": "postgres.restore",
         "source": {"job": "pg"},
         "target": pg.server(rename={shop: copy}, **target),
+        **(job or {}),
     }
     ctx = MemoryRunContext(run_id=run_id)
     work = PostgresRestoreWork(RunInputs(job_from_dict(spec, "pgr.toml"), run_id, repo=repo))
