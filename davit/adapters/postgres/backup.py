@@ -44,6 +44,8 @@ from davit.domain.ports import RunContext
 
 SCHEMA, TABLE, LO, ROLES = "schema:", "table:", "lo:", "roles"
 READ_SIZE = 1 << 20
+LO_PIECE = 1 << 20  # bytes of a large object read or written at once
+INV_READ = 0x40000  # lo_open's read mode (libpq-fs.h)
 UNIT_META = "unit.json"
 
 LIST_TABLES = """
@@ -245,6 +247,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         return {"columns": columns, "rows": rows}
 
     def _large_objects(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any) -> dict[str, Any]:
+        """Every large object as a header (oid, length) and its bytes, read in LO_PIECE pieces:
+        a large object is never held whole in memory."""
         count = 0
         with self.server.errors(f"reading the large objects of {unit['db']}"):
             oids = [r[0] for r in conn.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY oid")]
@@ -252,9 +256,14 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             def blobs() -> Iterator[bytes]:
                 nonlocal count
                 for oid in oids:
-                    data = conn.execute("SELECT lo_get(%s)", (oid,)).fetchone()[0]  # type: ignore[index]
+                    fd = conn.execute("SELECT lo_open(%s, %s)", (oid, INV_READ)).fetchone()[0]  # type: ignore[index]
+                    size = int(conn.execute("SELECT lo_lseek64(%s, 0, 2)", (fd,)).fetchone()[0])  # type: ignore[index]
+                    conn.execute("SELECT lo_close(%s)", (fd,))
+                    yield LO_HEADER.pack(int(oid), size)
+                    for offset in range(0, size, LO_PIECE):
+                        piece = conn.execute("SELECT lo_get(%s, %s, %s)", (oid, offset, LO_PIECE)).fetchone()[0]  # type: ignore[index]
+                        yield bytes(piece)
                     count += 1
-                    yield LO_HEADER.pack(int(oid), len(data)) + bytes(data)
 
             store(blobs())
         return {"rows": count}

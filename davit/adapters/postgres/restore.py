@@ -42,6 +42,7 @@ from davit.domain.jobs import PostgresRestoreJob
 from davit.domain.jobs.postgres import select_tables
 from davit.domain.ports import RunContext
 
+LO_PIECE = 1 << 20  # bytes of a large object written at once
 CREATE, PRE, TABLE, LO, POST, ROLES = "create:", "pre-data:", "table:", "lo:", "post-data:", "roles"
 FOREIGN_KEYS = """
 SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
@@ -303,15 +304,17 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         return {"table": name, "rows": unit.pg.get("rows", 0), "bytes": unit.size}
 
     def _large_objects(self, dst: str, unit: Unit) -> dict[str, Any]:
-        data = b"".join(self._chunks(unit))  # held whole: large objects are read into memory for now
-        count, pos = 0, 0
+        """The large objects with their oids, written in pieces as the snapshot's chunks arrive
+        (never whole in memory), all in one transaction; one that exists is replaced."""
+        stream = _Exact(self._chunks(unit))
+        count = 0
         with self.server.connect(dst) as conn, self.server.errors(f"loading the large objects of {dst}"):
-            while pos < len(data):
-                oid, size = LO_HEADER.unpack_from(data, pos)
-                pos += LO_HEADER.size
+            while header := stream.read(LO_HEADER.size):
+                oid, size = LO_HEADER.unpack(header)
                 conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = %s", (oid,))
-                conn.execute("SELECT lo_from_bytea(%s, %s)", (oid, data[pos : pos + size]))
-                pos += size
+                conn.execute("SELECT lo_create(%s)", (oid,))
+                for offset in range(0, size, LO_PIECE):
+                    conn.execute("SELECT lo_put(%s, %s, %s)", (oid, offset, stream.read(min(LO_PIECE, size - offset))))
                 count += 1
             conn.commit()
         return {"rows": count}
@@ -354,6 +357,26 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         if problems:
             raise PermanentError(f"the restored databases differ from the snapshot: {'; '.join(problems[:5])}")
         return {"snapshot_id": self.details["snapshot_id"], "databases": len(self.details["databases"]), "rows": rows}
+
+
+class _Exact:
+    """Exactly `n` bytes at a time from an iterator of blocks (the snapshot's chunks)."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._held = bytearray()
+
+    def read(self, n: int) -> bytes:
+        while len(self._held) < n:
+            block = next(self._blocks, b"")
+            if not block:
+                if self._held:
+                    raise PermanentError("the snapshot's large objects end in the middle of one")
+                return b""
+            self._held += block
+        out = bytes(self._held[:n])
+        del self._held[:n]
+        return out
 
 
 def _sequences(schema: Unit, left_out: list[list[Any]]) -> list[list[Any]]:

@@ -14,6 +14,7 @@ from psycopg import sql
 from davit.adapters.postgres.backup import PostgresBackupWork
 from davit.adapters.postgres.restore import PostgresRestoreWork
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import job_from_dict
@@ -55,10 +56,12 @@ def make_db(pg: Pg, name: str, script: str) -> None:
             conn.execute(script)
 
 
-def backup(pg: Pg, repo: Repository, shop: str, job: dict[str, Any] | None = None, **source: Any) -> None:
+def backup(
+    pg: Pg, repo: Repository, shop: str, job: dict[str, Any] | None = None, tuning: Tuning | None = None, **source: Any
+) -> None:
     spec = {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop], **source), **(job or {})}
     ctx = MemoryRunContext(run_id="b1")
-    work = PostgresBackupWork(RunInputs(job_from_dict(spec, "pg.toml"), "b1", repo=repo))
+    work = PostgresBackupWork(RunInputs(job_from_dict(spec, "pg.toml"), "b1", tuning, repo=repo))
     work.prepare(ctx)
     work.run(ctx)
     work.finish(ctx)
