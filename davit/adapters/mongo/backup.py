@@ -28,8 +28,8 @@ from pymongo.errors import OperationFailure
 
 from davit.adapters.mongo.client import SYSTEM_DBS, Server
 from davit.adapters.mongo.layout import CollectionEntry, collection_metadata, meta_to_text, tree_zst
-from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
+from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import in_background
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.staging import Staging

@@ -42,9 +42,9 @@ from pymongo.errors import OperationFailure, PyMongoError
 from davit.adapters.mongo.client import Server
 from davit.adapters.mongo.dumpdir import DumpCollection, list_dump
 from davit.adapters.mongo.layout import CollectionEntry, meta_from_text, read_tree
-from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.mongo.rawbson import RAW_CODEC, BadBson, doc_id, id_from_json, id_to_json, split_docs
 from davit.adapters.mongo.writes import ChunkWrites
+from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead, in_background
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import CorruptChunk, PermanentError, SourceMissing

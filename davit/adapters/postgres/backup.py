@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from davit.adapters.mongo.parallel import Relay, run_parallel
+from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres.client import Server, finish_tool, tool
 from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, schema_path, table_path, tree_zst
 from davit.adapters.postgres.roles import DATABASE_ACL, read_roles
@@ -206,6 +206,10 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         pg.update(
             {k: v for k, v in unit.items() if k in ("kind", "db", "schema", "table")}, snapshot=snapshot, bytes=stats["bytes"]
         )
+        if pg.get("skipped"):
+            relay.call(
+                ctx.warn, f"table {unit['db']}.{unit['schema']}.{unit['table']} was dropped after the run was prepared: left out"
+            )
         staging.write_meta(UNIT_META, _json(pg))
         relay.call(ctx.checkpoint, unit["step"], {"done": True}, chunks_written=written, bytes_done=stats["bytes"])
         return {"bytes": stats["bytes"], "rows": pg.get("rows", 0)}
@@ -230,20 +234,26 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         name = f"{unit['db']}.{unit['schema']}.{unit['table']}"
         rows = 0
         with self.server.errors(f"reading table {name}"):
+            qualified = sql.Identifier(unit["schema"], unit["table"]).as_string(conn)
+            if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:  # type: ignore[index]
+                return {"skipped": True, "rows": 0}  # dropped since the run was prepared
             columns = [r[0] for r in conn.execute(COLUMNS, (unit["schema"], unit["table"]))]
             query = sql.SQL("COPY {} ({}) TO STDOUT").format(
                 sql.Identifier(unit["schema"], unit["table"]), sql.SQL(", ").join(map(sql.Identifier, columns))
             )
-            with conn.cursor() as cur, cur.copy(query) as copy:
+            try:
+                with conn.cursor() as cur, cur.copy(query) as copy:
 
-                def blocks() -> Iterator[bytes]:
-                    nonlocal rows
-                    for block in copy:
-                        data = bytes(block)
-                        rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
-                        yield data
+                    def blocks() -> Iterator[bytes]:
+                        nonlocal rows
+                        for block in copy:
+                            data = bytes(block)
+                            rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
+                            yield data
 
-                store(blocks())
+                    store(blocks())
+            except psycopg.errors.UndefinedTable:
+                return {"skipped": True, "rows": 0}  # dropped between the check and the COPY
         return {"columns": columns, "rows": rows}
 
     def _large_objects(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any) -> dict[str, Any]:
@@ -314,6 +324,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         for index, unit in enumerate(self.units):
             staging = self.repo.staging(self.run_id, part=index)
             pg = json.loads(staging.read_meta(UNIT_META))
+            if pg.get("skipped"):
+                continue
             point = pg.pop("snapshot")
             if unit["kind"] != "roles":
                 points.setdefault(unit["db"], set()).add(point)

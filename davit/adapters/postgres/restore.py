@@ -30,7 +30,7 @@ from typing import Any
 
 from psycopg import sql
 
-from davit.adapters.mongo.parallel import Relay, run_parallel
+from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres import toc
 from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
 from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, read_tree, schema_path, table_path

@@ -165,3 +165,23 @@ def test_schema_only_tables_come_back_empty_and_data_only_rows_go_into_the_targe
     expected = [("a", "Alpha", "target"), ("b", "Beta", "target")]
     assert rows(pg, copy, "SELECT code, label, note FROM lookup ORDER BY 1") == expected
     assert rows(pg, copy, "SELECT count(*) FROM orders") == [(500,)]
+
+
+def test_a_table_dropped_after_the_backup_was_prepared_is_left_out_with_a_warning(pg: Pg, tmp_path: Path) -> None:
+    shop, copy = pg.name("shop"), pg.name("copy")
+    make_db(pg, shop, SHOP)
+    repo = Repository.open(tmp_path / "repo")
+    spec = {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop])}
+    ctx = MemoryRunContext(run_id="b1")
+    work = PostgresBackupWork(RunInputs(job_from_dict(spec, "pg.toml"), "b1", repo=repo))
+    work.prepare(ctx)
+    assert f"table:{shop}.public.log" in work.plan()
+    with pg.connect(shop) as conn:
+        conn.execute("DROP TABLE log")  # an operator's migration, between the run's prepare and its run
+    work.run(ctx)
+    summary = work.finish(ctx)
+    assert summary["tables"] == 4
+    assert [w for w in ctx.warnings if f"{shop}.public.log was dropped" in w]
+    restore(pg, repo, shop, copy)
+    assert "log" not in relations(pg, copy)
+    assert rows(pg, copy, "SELECT count(*) FROM orders") == [(500,)]
