@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, mariadb, seaweedfs, ssh_host, weaviate
 from tests.peers.common import PeerError, log_dir, log_tail, run_dir, say, state_path
 from tests.peers.state import PEERS, load, save
 
@@ -29,15 +29,17 @@ MODULES: dict[str, ModuleType] = {
     "mongo": ferretdb,
     "weaviate": weaviate,
     "seaweedfs": seaweedfs,
+    "mariadb": mariadb,
 }
 # Peers in one chain start one after another; chains start in parallel.
-CHAINS: tuple[tuple[str, ...], ...] = (("docker", "ssh"), ("mongo",), ("weaviate",), ("seaweedfs",))
+CHAINS: tuple[tuple[str, ...], ...] = (("docker", "ssh"), ("mongo",), ("weaviate",), ("seaweedfs",), ("mariadb",))
 LOGS: dict[str, list[str]] = {  # peer -> daemon log names under .peers/logs/
     "docker": ["dockerd1"],
     "ssh": ["dockerd2", "sshd"],
     "mongo": ["ferretdb"],
     "weaviate": ["weaviate"],
     "seaweedfs": ["seaweedfs"],
+    "mariadb": ["mariadb", "mariadbd-error"],
 }
 
 

@@ -1,7 +1,7 @@
 """pytest plugin: markers and session fixtures for the real peers.
 
 Register with `pytest_plugins = ["tests.peers.fixtures"]`. A test gets a peer by asking for
-its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`, `seaweedfs_peer`) or by its marker
+its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`, `seaweedfs_peer`, `mariadb_peer`) or by its marker
 (`@pytest.mark.docker`, ...). When the peer is not up: outside CI the test is skipped with one
 line saying how to get it; with CI=true the test fails with the peer's error and log tail.
 """
@@ -13,9 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.peers import docker_engine, ferretdb, seaweedfs, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, mariadb, seaweedfs, ssh_host, weaviate
 from tests.peers.common import state_path
-from tests.peers.state import DockerPeer, MongoPeer, S3Peer, SshPeer, WeaviatePeer, from_entry, load, s3_peer_from_entry
+from tests.peers.state import (
+    DockerPeer,
+    MariadbPeer,
+    MongoPeer,
+    S3Peer,
+    SshPeer,
+    WeaviatePeer,
+    from_entry,
+    load,
+    s3_peer_from_entry,
+)
 
 MARKERS = {
     "docker": "needs the Docker Engine peer (dockerd + compose + test image)",
@@ -23,6 +33,7 @@ MARKERS = {
     "mongo": "needs the MongoDB-wire peer (FerretDB)",
     "weaviate": "needs the Weaviate peer",
     "seaweedfs": "needs the S3-compatible storage peer (SeaweedFS)",
+    "mariadb": "needs the MariaDB peer (mariadbd, admin user with a password file)",
 }
 CHECKS = {
     "docker": docker_engine.check,
@@ -30,6 +41,7 @@ CHECKS = {
     "mongo": ferretdb.check,
     "weaviate": weaviate.check,
     "seaweedfs": seaweedfs.check,
+    "mariadb": mariadb.check,
 }
 
 
@@ -96,3 +108,9 @@ def _peers_for_markers(request: pytest.FixtureRequest) -> None:
     for name in MARKERS:
         if request.node.get_closest_marker(name) is not None:
             request.getfixturevalue(f"{name}_peer")
+
+
+@pytest.fixture(scope="session")
+def mariadb_peer() -> MariadbPeer:
+    """Host, port, admin user and password file of the MariaDB peer; tests make databases of their own."""
+    return from_entry(MariadbPeer, _peer_entry("mariadb"))
