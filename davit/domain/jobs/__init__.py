@@ -23,6 +23,7 @@ from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
 from davit.domain.jobs.mongo import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
+from davit.domain.jobs.mysql import MysqlBackupJob, MysqlRestoreJob
 from davit.domain.jobs.weaviate import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 
 # One line per kind; keep the list in sync with config/jobs.d/ (a test checks).
@@ -36,6 +37,8 @@ AnyJob = (
     | MongoRestoreJob
     | MongoExportJob
     | MongoImportJob
+    | MysqlBackupJob
+    | MysqlRestoreJob
     | WeaviateBackupJob
     | WeaviateRestoreJob
     | WeaviateClearJob
@@ -58,6 +61,8 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "MongoRestoreJob",
     "MongoExportJob",
     "MongoImportJob",
+    "MysqlBackupJob",
+    "MysqlRestoreJob",
     "RepositoryCopyJob",
     "Retention",
     "SnapshotRef",

@@ -1,0 +1,129 @@
+"""Reading what a restore needs besides the rows: databases, tables, columns, key order, and
+the objects created after the data (views, functions, procedures, triggers, events).
+
+Definitions come from the server's own `SHOW CREATE` statements, read after `USE db` so that
+the server leaves the database's name out of what lives in it (a restore may rename it);
+names of other databases written inside a body (a procedure that reads `other.t`) stay as
+written. Each view, routine and trigger is kept with the `sql_mode` and character set it was
+created under, which the restore sets again before creating it, as mariadb-dump does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from davit.adapters.mysql.client import quote_name, quote_text
+
+# What a transaction sees as of its snapshot: the engines whose rows are consistent across tables.
+TRANSACTIONAL = {"InnoDB"}
+TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
+
+
+def one(cur: Any, sql: str) -> Any:
+    cur.execute(sql)
+    row = cur.fetchone()
+    return row
+
+
+def databases(cur: Any) -> list[str]:
+    cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME")
+    return [str(r[0]) for r in cur.fetchall()]
+
+
+def tables(cur: Any, db: str) -> list[tuple[str, str, str]]:
+    """(name, TABLE_TYPE, engine) of every table and view of `db`, sorted by name."""
+    cur.execute(
+        "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, '') FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA = {quote_text(db)} ORDER BY TABLE_NAME"
+    )
+    return [(str(n), str(t), str(e)) for n, t, e in cur.fetchall()]
+
+
+def columns(cur: Any, db: str, table: str) -> list[str]:
+    """The columns a row is restored into: all but generated ones (invisible ones included:
+    `SELECT *` would leave those out), in their order."""
+    cur.execute(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = {quote_text(db)} AND TABLE_NAME = {quote_text(table)} AND IS_GENERATED = 'NEVER' "
+        "ORDER BY ORDINAL_POSITION"
+    )
+    return [str(r[0]) for r in cur.fetchall()]
+
+
+def order_by(cur: Any, db: str, table: str, cols: list[str]) -> list[str]:
+    """A deterministic row order: the primary key, else the first unique key whose columns are
+    all NOT NULL, else every column."""
+    cur.execute(
+        "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s "
+        "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+        "AND c.COLUMN_NAME = s.COLUMN_NAME "
+        f"WHERE s.TABLE_SCHEMA = {quote_text(db)} AND s.TABLE_NAME = {quote_text(table)} AND s.NON_UNIQUE = 0 "
+        "ORDER BY s.INDEX_NAME = 'PRIMARY' DESC, s.INDEX_NAME, s.SEQ_IN_INDEX"
+    )
+    keys: dict[str, list[tuple[str, str]]] = {}
+    for index, column, nullable in cur.fetchall():
+        keys.setdefault(str(index), []).append((str(column), str(nullable)))
+    for key in keys.values():
+        if all(nullable == "NO" for _, nullable in key):
+            return [column for column, _ in key]
+    return cols
+
+
+def create_table(cur: Any, table: str) -> str:
+    """SHOW CREATE TABLE, on a connection whose current database is the table's."""
+    return str(one(cur, f"SHOW CREATE TABLE {quote_name(table)}")[1])
+
+
+def create_database(cur: Any, db: str) -> str:
+    return str(one(cur, f"SHOW CREATE DATABASE {quote_name(db)}")[1])
+
+
+def objects(cur: Any, db: str) -> list[dict[str, str]]:
+    """Views, functions, procedures, triggers and events of `db`, in the order a restore creates
+    them, each as {type, name, create, sql_mode, charset, collation}; the connection's current
+    database becomes `db`."""
+    cur.execute(f"USE {quote_name(db)}")
+    found: list[dict[str, str]] = []
+    cur.execute(f"SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {quote_text(db)} ORDER BY TABLE_NAME")
+    for (name,) in cur.fetchall():
+        row = one(cur, f"SHOW CREATE VIEW {quote_name(str(name))}")
+        found.append(
+            {
+                "type": "view",
+                "name": str(name),
+                "create": str(row[1]),
+                "sql_mode": "",
+                "charset": str(row[2]),
+                "collation": str(row[3]),
+            }
+        )
+    cur.execute(
+        "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
+        f"WHERE ROUTINE_SCHEMA = {quote_text(db)} ORDER BY ROUTINE_TYPE, ROUTINE_NAME"
+    )
+    for kind, name in cur.fetchall():
+        row = one(cur, f"SHOW CREATE {kind} {quote_name(str(name))}")
+        found.append(_object(str(kind).lower(), str(name), row[2], row[1], row[3], row[4]))
+    cur.execute(
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+        f"WHERE TRIGGER_SCHEMA = {quote_text(db)} ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"
+    )
+    for (name,) in cur.fetchall():
+        row = one(cur, f"SHOW CREATE TRIGGER {quote_name(str(name))}")
+        found.append(_object("trigger", str(name), row[2], row[1], row[3], row[4]))
+    cur.execute(f"SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {quote_text(db)} ORDER BY EVENT_NAME")
+    for (name,) in cur.fetchall():
+        row = one(cur, f"SHOW CREATE EVENT {quote_name(str(name))}")
+        found.append(_object("event", str(name), row[3], row[1], row[4], row[5]))
+    return found
+
+
+def _object(kind: str, name: str, create: Any, sql_mode: Any, charset: Any, collation: Any) -> dict[str, str]:
+    return {
+        "type": kind,
+        "name": name,
+        "create": str(create),
+        "sql_mode": str(sql_mode),
+        "charset": str(charset),
+        "collation": str(collation),
+    }
