@@ -95,6 +95,7 @@ def run_restore(
     return ctx, {**details, **work.finish(ctx)}
 
 
+ROUTINES = "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE"
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
 
 
@@ -124,11 +125,11 @@ def contents(maria: Maria, db: str) -> dict[str, Any]:
             for kind, query in (
                 (
                     "procedure",
-                    "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
+                    f"{ROUTINES} = 'PROCEDURE'",
                 ),
                 (
                     "function",
-                    "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'FUNCTION'",
+                    f"{ROUTINES} = 'FUNCTION'",
                 ),
                 ("trigger", "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"),
                 ("event", "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()"),

@@ -45,7 +45,8 @@ FIDELITY_SCHEMA = [
 AWKWARD_ROWS = [
     "SET SESSION sql_mode = ''",  # zero dates are allowed only outside strict mode
     """INSERT INTO everything
-       (id, b, j, d, dt, ts, bits, g, p, poly, s4, latin, bin_ci, vb, zd, zdt, f, dbl, e, st, y, tm, u, t, inv) VALUES (1, 0x00FF00DEADBEEF, '{"k": [1, 2.5, "x\\\\u00e9"], "n": null}',
+       (id, b, j, d, dt, ts, bits, g, p, poly, s4, latin, bin_ci, vb, zd, zdt, f, dbl, e, st, y, tm, u, t, inv)
+       VALUES (1, 0x00FF00DEADBEEF, '{"k": [1, 2.5, "x\\\\u00e9"], "n": null}',
        '12345678901234567890123456789012345.123456789012345678901234567890',
        '2024-02-29 23:59:59.999999', '2038-01-19 03:14:07.499999', b'1010101010101',
        ST_GeomFromText('LINESTRING(0 0, 1 1, 2 3.5)'), POINT(1.5, -2.25),
