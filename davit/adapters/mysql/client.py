@@ -63,11 +63,14 @@ def quote_text(text: str) -> str:
     return "'" + pymysql.converters.escape_string(text) + "'"
 
 
-# What every connection sets first: the SQL mode of mariadb-dump's restore scripts (no strict
-# mode, so zero dates load; an explicit 0 in an AUTO_INCREMENT column is kept as 0), UTC, and
-# no foreign key checks (tables are loaded in any order, each in its own transaction).
+# What every connection sets first: strict mode (a value the target's column cannot hold fails
+# the load naming the table, instead of being changed silently; a value the source server
+# stored is always one its column takes back) without NO_ZERO_DATE (zero dates load), an
+# explicit 0 in an AUTO_INCREMENT column kept as 0 (as in mariadb-dump's scripts), UTC, and no
+# foreign key checks (tables are loaded in any order, each in its own transaction).
+SQL_MODE = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO"
 SESSION_SETUP = (
-    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00', foreign_key_checks = 0, "
+    f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', foreign_key_checks = 0, "
     "unique_checks = 0, character_set_results = 'utf8mb4'"
 )
 

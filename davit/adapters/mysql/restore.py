@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from davit.adapters.mongo.parallel import Relay, run_parallel
-from davit.adapters.mysql.client import Server, quote_name, quote_text
+from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, read_tree
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
@@ -281,7 +281,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(obj["create"])
             finally:
                 cur.execute(
-                    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', character_set_client = 'utf8mb4', "
+                    f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
                     "collation_connection = 'utf8mb4_general_ci'"
                 )
 
