@@ -1,0 +1,74 @@
+"""mysql.backup / mysql.restore job files: the server by reference only, table patterns checked,
+renames that cannot collide; and rows as SQL text (values exact, statements cut by content)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from davit.adapters.mysql.sqltext import insert_head, sql_row, statements
+from davit.domain.errors import InvalidJob
+from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob, job_from_dict
+
+
+def backup(**source: Any) -> Any:
+    return job_from_dict({"name": "b", "kind": "mysql.backup", "source": source}, "b.toml")
+
+
+def restore(**target: Any) -> Any:
+    return job_from_dict({"name": "r", "kind": "mysql.restore", "source": {"job": "b"}, "target": target}, "r.toml")
+
+
+def problems(exc: pytest.ExceptionInfo[InvalidJob]) -> str:
+    return "; ".join(f"{p.field}: {p.reason}" for p in exc.value.problems)
+
+
+def test_a_backup_names_its_password_by_reference_and_keeps_user_databases_by_default() -> None:
+    spec = backup(user="backup", password_file="/etc/davit/pw")
+    assert isinstance(spec, MysqlBackupJob)
+    assert spec.source.databases == [] and spec.parallel == 2 and spec.source.users is False
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ({"user": "u", "password": "inline"}, "never written inline"),
+        ({"user": "u"}, "exactly one of password_file or password_env"),
+        ({"user": "u", "password_file": "/a", "password_env": "B"}, "exactly one of password_file or password_env"),
+        ({"password_env": "B"}, "give user"),
+        ({"defaults_file": "/etc/my.cnf", "password_env": "B"}, "not both"),
+        ({"user": "u", "password_file": "relative/pw"}, "absolute path"),
+        ({"user": "u", "password_env": "B", "include": ["shop"]}, "DB.TABLE"),
+        ({"user": "u", "password_env": "B", "databases": ["a/b"]}, "not a database name"),
+    ],
+)
+def test_a_bad_backup_source_is_refused_naming_the_field(source: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidJob) as exc:
+        backup(**source)
+    assert reason in problems(exc)
+
+
+def test_a_restore_may_rename_but_never_two_databases_into_one() -> None:
+    spec = restore(user="u", password_env="P", rename={"shop": "shop_restored"}, if_exists="merge")
+    assert isinstance(spec, MysqlRestoreJob) and spec.target.rename == {"shop": "shop_restored"}
+    with pytest.raises(InvalidJob) as exc:
+        restore(user="u", password_env="P", rename={"a": "same", "b": "same"})
+    assert "several databases renamed to same" in problems(exc)
+    with pytest.raises(InvalidJob) as exc:
+        restore(user="u", password_env="P", if_exists="replace")
+    assert "target.if_exists" in problems(exc)
+
+
+def test_values_are_written_exactly_as_sql_literals() -> None:
+    row = sql_row(["it's \\ \x00 \U0001f600", b"\x00\xff", b"", None, "12.50"])
+    assert row == "('it\\'s \\\\ \\0 \U0001f600',0x00ff,X'',NULL,'12.50')".encode()
+    assert insert_head("odd`name", ["a b"]) == b"INSERT INTO `odd``name` (`a b`) VALUES\n"
+
+
+def test_statements_hold_whole_rows_and_cut_at_the_same_rows_after_an_insert_before_them() -> None:
+    rows = [sql_row([str(i), f"value {i}" * 3]) for i in range(5000)]
+    first = list(statements(b"H\n", rows, 4096))
+    assert sum(n for _, n in first) == 5000 and all(len(s) <= 4096 for s, _ in first)
+    changed = list(statements(b"H\n", [*rows[:100], sql_row(["new", "row"]), *rows[100:]], 4096))
+    assert len(set(first) & set(changed)) >= len(first) - 3  # only the statements near the new row differ
