@@ -1,5 +1,5 @@
 """mysql.backup / mysql.restore job files: the server by reference only, table patterns checked,
-renames that cannot collide; and rows as SQL text (values exact, statements cut by content)."""
+renames that cannot collide; and rows as SQL text (literals the server writes per column type, statements cut by content)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from davit.adapters.mysql.sqltext import insert_head, sql_row, statements
+from davit.adapters.mysql.sqltext import insert_head, literal_expression, row_expression, statements
 from davit.domain.errors import InvalidJob
 from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob, job_from_dict
 
@@ -60,15 +60,19 @@ def test_a_restore_may_rename_but_never_two_databases_into_one() -> None:
     assert "target.if_exists" in problems(exc)
 
 
-def test_values_are_written_exactly_as_sql_literals() -> None:
-    row = sql_row(["it's \\ \x00 \U0001f600", b"\x00\xff", b"", None, "12.50"])
-    assert row == "('it\\'s \\\\ \\0 \U0001f600',0x00ff,X'',NULL,'12.50')".encode()
+def test_the_server_is_asked_for_exact_literals_per_column_type() -> None:
+    assert literal_expression("b", "blob", False).endswith("CONCAT('0x', LOWER(HEX(`b`)))))")  # bytes as hex
+    assert literal_expression("g", "point", False).startswith("IF(`g` IS NULL, 'NULL'")  # spatial: internal form as hex
+    assert literal_expression("f", "bit", False) == "IF(`f` IS NULL, 'NULL', CONCAT('b''', BIN(`f`), ''''))"
+    assert literal_expression("odd`", "varchar", True) == "QUOTE(CONVERT(`odd``` USING utf8mb4))"  # NULL -> 'NULL'
+    assert literal_expression("n", "decimal", False) == "QUOTE(CONVERT(`n` USING utf8mb4))"  # exact text, quoted
+    assert row_expression([("a", "int", False), ("b", "blob", False)]).startswith("CAST(CONCAT('(', QUOTE(")
     assert insert_head("odd`name", ["a b"]) == b"INSERT INTO `odd``name` (`a b`) VALUES\n"
 
 
 def test_statements_hold_whole_rows_and_cut_at_the_same_rows_after_an_insert_before_them() -> None:
-    rows = [sql_row([str(i), f"value {i}" * 3]) for i in range(5000)]
+    rows = [f"({i},'value {i} value {i} value {i}')".encode() for i in range(5000)]
     first = list(statements(b"H\n", rows, 4096))
     assert sum(n for _, n in first) == 5000 and all(len(s) <= 4096 for s, _ in first)
-    changed = list(statements(b"H\n", [*rows[:100], sql_row(["new", "row"]), *rows[100:]], 4096))
+    changed = list(statements(b"H\n", [*rows[:100], b"(100.5,'new row')", *rows[100:]], 4096))
     assert len(set(first) & set(changed)) >= len(first) - 3  # only the statements near the new row differ

@@ -29,7 +29,7 @@ from davit.adapters.mysql import schema
 from davit.adapters.mysql.client import Server, quote_name
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
-from davit.adapters.mysql.sqltext import insert_head, sql_row, statements
+from davit.adapters.mysql.sqltext import insert_head, row_expression, statements
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
@@ -159,12 +159,13 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         staging = self._staging(index)
         with self.server.errors(f"reading the definition of {db}.{name}"), conn.cursor() as cur:
             cur.execute(f"USE {quote_name(db)}")
+            typed = schema.columns(cur, db, name)
             entry = TableEntry(
                 db=db,
                 table=name,
                 create=schema.create_table(cur, name) if what != "data" else None,
                 engine=engine,
-                columns=schema.columns(cur, db, name),
+                columns=[c[0] for c in typed],
                 data=what != "schema",
             )
             order = schema.order_by(cur, db, name, entry.columns) if entry.data else []
@@ -195,7 +196,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._rows(conn, name, entry.columns, order),
+                            self._rows(conn, name, typed, order),
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk)))
@@ -212,15 +213,21 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return {"table": f"{db}.{name}", "rows": entry.rows, "bytes": entry.size}
 
     @staticmethod
-    def _rows(conn: Any, table: str, columns: list[str], order: list[str]) -> Any:
-        cols = ",".join(quote_name(c) for c in columns)
+    def _rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Any:
+        """The table's rows as `(...)` literals, which the server writes (`row_expression`):
+        Python handles one value per row instead of one per column."""
         keys = ",".join(quote_name(c) for c in order)
         cur = conn.cursor(SSCursor)
         try:
-            cur.execute(f"SELECT {cols} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
+            cur.execute(f"SELECT {row_expression(columns)} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
             while batch := cur.fetchmany(FETCH_ROWS):
-                for row in batch:
-                    yield sql_row(row)
+                for (row,) in batch:
+                    if row is None:  # CONCAT's result would exceed the server's max_allowed_packet
+                        raise PermanentError(
+                            f"{table}: a row is larger than the server's max_allowed_packet once written as SQL; "
+                            "raise max_allowed_packet on the server"
+                        )
+                    yield row
         finally:
             cur.close()  # reads what is left of the result, so the connection can be used again
 

@@ -39,15 +39,15 @@ def tables(cur: Any, db: str) -> list[tuple[str, str, str]]:
     return [(str(n), str(t), str(e)) for n, t, e in cur.fetchall()]
 
 
-def columns(cur: Any, db: str, table: str) -> list[str]:
+def columns(cur: Any, db: str, table: str) -> list[tuple[str, str, bool]]:
     """The columns a row is restored into: all but generated ones (invisible ones included:
-    `SELECT *` would leave those out), in their order."""
+    `SELECT *` would leave those out), in their order: (name, data type, has a character set)."""
     cur.execute(
-        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+        "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME IS NOT NULL FROM information_schema.COLUMNS "
         f"WHERE TABLE_SCHEMA = {quote_text(db)} AND TABLE_NAME = {quote_text(table)} AND IS_GENERATED = 'NEVER' "
         "ORDER BY ORDINAL_POSITION"
     )
-    return [str(r[0]) for r in cur.fetchall()]
+    return [(str(n), str(t).lower(), str(c) == "1") for n, t, c in cur.fetchall()]
 
 
 def order_by(cur: Any, db: str, table: str, cols: list[str]) -> list[str]:

