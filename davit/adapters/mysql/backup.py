@@ -4,7 +4,8 @@
 `databases`/`include`/`exclude` and `schema_only`/`data_only`, and warns of tables whose
 engine is not transactional (MyISAM, Aria...: no snapshot covers them, they are read as they
 are at that moment). The plan has one step `dump:DB.TABLE` per table, `objects` (views,
-routines, triggers and events of each database), then `publish` and `retention`.
+routines, triggers and events of each database; with `users = true` also the roles and users,
+their password hashes and grants: `schema.accounts`), then `publish` and `retention`.
 
 `run` opens the connections (`snapshot.py`: one consistent point for every table it reads)
 and dumps the tables in parallel. A table is read in primary-key order through an unbuffered
@@ -27,7 +28,7 @@ from pymysql.cursors import SSCursor
 from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.mysql import schema
 from davit.adapters.mysql.client import Server, quote_name
-from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, read_tree, tree_zst
+from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
 from davit.adapters.mysql.sqltext import insert_head, row_expression, statements
 from davit.adapters.repository.chunkwriter import ChunkWriter
@@ -68,8 +69,6 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return publish_then_retention(self, self._publish)
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
-        if self.spec.source.users:
-            raise PermanentError("users = true: keeping accounts and grants is not supported yet; set users = false")
         info = self.server.ping()
         dbs, chosen, skipped = self._select()
         if not chosen:
@@ -242,8 +241,25 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     entries.append(DatabaseEntry(db, schema.create_database(cur, db), schema.objects(cur, db)).to_dict())
         finally:
             conn.close()
-        self._staging(len(self.tables)).write_meta(OBJECTS_META, json.dumps(entries).encode())
-        return {"databases": len(entries), "objects": sum(len(e["objects"]) for e in entries)}
+        users = self._accounts() if self.spec.source.users else None
+        staged = {"databases": entries, "users": users}
+        self._staging(len(self.tables)).write_meta(OBJECTS_META, json.dumps(staged).encode())
+        return {
+            "databases": len(entries),
+            "objects": sum(len(e["objects"]) for e in entries),
+            "account_statements": len(users or []),
+        }
+
+    def _accounts(self) -> list[str]:
+        conn = self.server.connect()
+        try:
+            with (
+                self.server.errors("reading accounts and grants (users = true needs SELECT on mysql.user)"),
+                conn.cursor() as cur,
+            ):
+                return schema.accounts(cur)
+        finally:
+            conn.close()
 
     def _publish(self, ctx: RunContext) -> dict[str, Any]:
         if self.repo.snapshot_exists(self.run_id):
@@ -259,7 +275,9 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
             stored += cursor.get("bytes_stored", 0)
             tables.append(entry)
         objects_staging = self._staging(len(self.tables))
-        databases = [DatabaseEntry.from_dict(d) for d in json.loads(objects_staging.read_meta(OBJECTS_META))]
+        staged = json.loads(objects_staging.read_meta(OBJECTS_META))
+        databases = [DatabaseEntry.from_dict(d) for d in staged["databases"]]
+        users = [UsersEntry(staged["users"])] if staged.get("users") is not None else []
         stats = {
             "databases": len(databases),
             "tables": len(tables),
@@ -286,7 +304,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
             "parent": None,
             "stats": stats,
         }
-        self.repo.publish_snapshot(manifest, tree_zst([*databases, *tables], self.tuning.compression_level))
+        self.repo.publish_snapshot(manifest, tree_zst([*databases, *tables, *users], self.tuning.compression_level))
         for index in range(len(self.tables) + 1):
             self._staging(index).remove()
         return {"snapshot_id": self.run_id, **stats}

@@ -2,10 +2,12 @@
 
 `prepare` resolves the snapshot, selects its tables (`include`/`exclude`, named as in the
 snapshot), maps each database through `rename`, and applies `if_exists` to the target
-databases that exist: `fail` stops the run here naming them. The plan: `schema:DB` per target
-database (`drop`: the database is dropped and created again; otherwise created if missing;
-then each selected table is dropped and created from its definition, `merge`: created only if
-missing; a resumed step does the same again), one `data:DB.TABLE` per table, then
+databases that exist: `fail` stops the run here naming them. The plan: `schema:DB` per
+target database (`drop`: the database is dropped and created again; otherwise created if
+missing; then each selected table is dropped and created from its definition, `merge`: created only if
+missing; a resumed step does the same again), `users` when `users = true` (roles, users with
+their password hashes, grants: after the tables, which a grant may name; grants on a renamed
+database follow it), one `data:DB.TABLE` per table, then
 `objects:DB` (views, functions, procedures, triggers, events: after the data, so no trigger
 fires while rows load).
 
@@ -30,7 +32,7 @@ from typing import Any
 
 from davit.adapters.mongo.parallel import Relay, run_parallel
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
-from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, read_tree
+from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, read_tree
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import PermanentError
@@ -38,7 +40,7 @@ from davit.domain.jobs import MysqlRestoreJob
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
-SCHEMA, DATA, OBJECTS = "schema:", "data:", "objects:"
+SCHEMA, DATA, OBJECTS, USERS = "schema:", "data:", "objects:", "users"
 
 
 class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
@@ -65,18 +67,19 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
     def plan(self) -> list[str]:
         return (
             [SCHEMA + dst for _, dst in self.databases]
+            + ([USERS] if self.spec.target.users else [])
             + [DATA + f"{dst}.{table}" for _, table, dst in self.tables]
             + [OBJECTS + dst for _, dst in self.databases]
         )
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         tgt = self.spec.target
-        if tgt.users:
-            raise PermanentError("users = true: restoring accounts and grants is not supported yet; set users = false")
         snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
         if snap.kind != KIND:
             raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a MariaDB/MySQL one")
         entries = list(read_tree(self.repo.tree_bytes(snap)))
+        if tgt.users and not any(isinstance(e, UsersEntry) for e in entries):
+            raise PermanentError(f"users = true, but snapshot {snap.id} holds no accounts (its backup had users = false)")
         tables = {e.name: e for e in entries if isinstance(e, TableEntry)}
         chosen = select(sorted(tables), tgt.include, tgt.exclude)
         dbs = sorted(
@@ -119,6 +122,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             if not ctx.step_done(SCHEMA + dst):
                 ctx.step_started(SCHEMA + dst)
                 ctx.step_completed(SCHEMA + dst, self._schema(entries, src, dst))
+        if self.spec.target.users and not ctx.step_done(USERS):  # after the tables: a grant may name one
+            ctx.step_started(USERS)
+            ctx.step_completed(USERS, self._users(entries[USERS_PATH]))
         todo = [t for t in self.tables if not ctx.step_done(DATA + f"{t[2]}.{t[1]}")]
         with self.repo.locked(exclusive=False):
             run_parallel([self._data_task(ctx, entries[f"{s}.{t}"], d) for s, t, d in todo], self.spec.parallel)
@@ -156,7 +162,22 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 out[e.name] = e
             elif isinstance(e, DatabaseEntry):
                 out[e.db] = e
+            else:
+                out[USERS_PATH] = e
         return out
+
+    def _users(self, users: UsersEntry) -> dict[str, Any]:
+        """Roles and users first (an existing account keeps its password), then their grants, with
+        the grants on a renamed database moved to its new name."""
+        conn = self.server.connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in users.statements:
+                    with self.server.errors("restoring accounts and grants"):
+                        cur.execute(_renamed_grant(statement, dict(self.databases)))
+        finally:
+            conn.close()
+        return {"statements": len(users.statements)}
 
     # --- schema --------------------------------------------------------------------------------
 
@@ -305,3 +326,13 @@ def _if_not_exists(create: str) -> str:
         if create.startswith(head):
             return "CREATE TABLE IF NOT EXISTS " + create[len(head) :]
     return create
+
+
+def _renamed_grant(statement: str, renames: dict[str, str]) -> str:
+    """A GRANT on `src`.* or `src`.`t` as one on the database it is restored into."""
+    if not statement.startswith("GRANT "):
+        return statement
+    for src, dst in renames.items():
+        if src != dst:
+            statement = statement.replace(f" ON {quote_name(src)}.", f" ON {quote_name(dst)}.")
+    return statement

@@ -10,6 +10,7 @@ created under, which the restore sets again before creating it, as mariadb-dump 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from davit.adapters.mysql.client import quote_name, quote_text
@@ -127,3 +128,28 @@ def _object(kind: str, name: str, create: Any, sql_mode: Any, charset: Any, coll
         "charset": str(charset),
         "collation": str(collation),
     }
+
+
+# The server's own accounts: never kept (a restore must not touch root's grants or password).
+SYSTEM_ACCOUNTS = {"root", "mariadb.sys", "mysql", "PUBLIC"}
+_GRANT_PASSWORD = re.compile(r" IDENTIFIED (?:BY PASSWORD|VIA \S+ USING) '[^']*'")
+
+
+def accounts(cur: Any) -> list[str]:
+    """Roles and users with their password hashes and grants, as statements a restore replays
+    in order: roles, users (`CREATE ... IF NOT EXISTS`: an account the target has keeps its
+    password), then every grant (without the password clause SHOW GRANTS adds to USAGE, for the
+    same reason) and default roles."""
+    cur.execute("SELECT User, Host, is_role FROM mysql.user ORDER BY is_role DESC, User, Host")
+    found = [(str(u), str(h), str(r) == "Y") for u, h, r in cur.fetchall() if str(u) not in SYSTEM_ACCOUNTS]
+    creates, grants = [], []
+    for user, host, is_role in found:
+        who = quote_name(user) if is_role else f"{quote_name(user)}@{quote_name(host)}"
+        if is_role:
+            creates.append(f"CREATE ROLE IF NOT EXISTS {who}")
+        else:
+            create = str(one(cur, f"SHOW CREATE USER {who}")[0])
+            creates.append(create.replace("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1))
+        cur.execute(f"SHOW GRANTS FOR {who}")
+        grants += [_GRANT_PASSWORD.sub("", str(r[0])) for r in cur.fetchall()]
+    return creates + [g for g in grants if g.startswith("GRANT")] + [g for g in grants if not g.startswith("GRANT")]
