@@ -8,7 +8,7 @@ a spec in `domain/jobs/`, an adapter module with its work class (one constructor
 forgotten line fails there, not when the first run starts.
 
 Lines name modules, they do not import them: a kind's module (with its client library: pymongo,
-weaviate-client and grpc, docker, asyncssh) is imported when a run of that kind needs it, which
+weaviate-client and grpc, docker, asyncssh, PyMySQL) is imported when a run of that kind needs it, which
 keeps an idle daemon small and the CLI quick. davitd imports the kinds of the jobs it has
 (`preload`, in a thread, when a job is defined or at start-up), so a run does not spend its own
 time importing its kind (Weaviate's client takes about a second) and the event loop never does.
@@ -46,6 +46,8 @@ KINDS: dict[str, Kind] = {
     "mongo.restore": Kind("davit.adapters.mongo.restore:MongoRestoreWork"),
     "mongo.export": Kind("davit.adapters.mongo.textexport:MongoExportWork"),
     "mongo.import": Kind("davit.adapters.mongo.textimport:MongoImportWork"),
+    "mysql.backup": Kind("davit.adapters.mysql.backup:MysqlBackupWork"),
+    "mysql.restore": Kind("davit.adapters.mysql.restore:MysqlRestoreWork"),
     "weaviate.backup": Kind("davit.adapters.weaviate.backup:WeaviateBackupWork"),
     "weaviate.restore": Kind("davit.adapters.weaviate.restore:WeaviateRestoreWork"),
     "weaviate.clear": Kind("davit.adapters.weaviate.clear:WeaviateClearWork"),

@@ -43,6 +43,8 @@ DavitError
 │   ├── MongoBadUri             (adapters/mongo/client) the URI cannot be used
 │   ├── MongoRefused            (adapters/mongo/client) MongoDB refused an operation
 │   │   └── MongoConflict       (adapters/mongo/client) a unique index holds the value already
+│   ├── MysqlAuthFailed         (adapters/mysql/client) MariaDB/MySQL refused the login or an access
+│   ├── MysqlRefused            (adapters/mysql/client) MariaDB/MySQL refused an operation
 │   ├── BadRecord               (adapters/mongo/textimport) a line of a JSON/CSV import is wrong
 │   ├── PostgresAuthFailed      (adapters/postgres/client) PostgreSQL refused the user's password
 │   ├── PostgresRefused         (adapters/postgres/client) PostgreSQL or pg_dump/pg_restore refused an operation
@@ -57,6 +59,7 @@ DavitError
 │   ├── EngineUnreachable       (adapters/docker/engine) the Docker engine did not answer
 │   ├── MongoUnreachable        (adapters/mongo/client) MongoDB did not answer
 │   ├── PostgresUnreachable     (adapters/postgres/client) PostgreSQL did not answer
+│   ├── MysqlUnreachable        (adapters/mysql/client) MariaDB/MySQL did not answer (or was busy)
 │   └── WeaviateUnavailable     (adapters/weaviate/client) Weaviate did not answer
 ├── ConcurrencyError            an append's expected version was stale (eventstore)
 ├── EventStoreError             the event log cannot be opened or used as asked (eventstore)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-from tests.peers import docker_engine, ferretdb, postgres, seaweedfs, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, mariadb, postgres, seaweedfs, ssh_host, weaviate
 from tests.peers.common import PeerError, log_dir, log_tail, run_dir, say, state_path
 from tests.peers.state import PEERS, load, save
 
@@ -30,9 +30,17 @@ MODULES: dict[str, ModuleType] = {
     "weaviate": weaviate,
     "seaweedfs": seaweedfs,
     "postgres": postgres,
+    "mariadb": mariadb,
 }
 # Peers in one chain start one after another; chains start in parallel.
-CHAINS: tuple[tuple[str, ...], ...] = (("docker", "ssh"), ("mongo",), ("weaviate",), ("seaweedfs",), ("postgres",))
+CHAINS: tuple[tuple[str, ...], ...] = (
+    ("docker", "ssh"),
+    ("mongo",),
+    ("weaviate",),
+    ("seaweedfs",),
+    ("postgres",),
+    ("mariadb",),
+)
 LOGS: dict[str, list[str]] = {  # peer -> daemon log names under .peers/logs/
     "docker": ["dockerd1"],
     "ssh": ["dockerd2", "sshd"],
@@ -40,6 +48,7 @@ LOGS: dict[str, list[str]] = {  # peer -> daemon log names under .peers/logs/
     "weaviate": ["weaviate"],
     "seaweedfs": ["seaweedfs"],
     "postgres": ["postgres"],
+    "mariadb": ["mariadb", "mariadbd-error"],
 }
 
 

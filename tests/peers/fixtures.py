@@ -1,7 +1,8 @@
 """pytest plugin: markers and session fixtures for the real peers.
 
 Register with `pytest_plugins = ["tests.peers.fixtures"]`. A test gets a peer by asking for
-its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`, `seaweedfs_peer`, `postgres_peer`) or by its marker
+its fixture (`docker_peer`, `ssh_peer`, `mongo_peer`, `weaviate_peer`, `seaweedfs_peer`, `postgres_peer`,
+`mariadb_peer`) or by its marker
 (`@pytest.mark.docker`, ...). When the peer is not up: outside CI the test is skipped with one
 line saying how to get it; with CI=true the test fails with the peer's error and log tail.
 """
@@ -13,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.peers import docker_engine, ferretdb, postgres, seaweedfs, ssh_host, weaviate
+from tests.peers import docker_engine, ferretdb, mariadb, postgres, seaweedfs, ssh_host, weaviate
 from tests.peers.common import state_path
 from tests.peers.state import (
     DockerPeer,
+    MariadbPeer,
     MongoPeer,
     PostgresPeer,
     S3Peer,
@@ -34,6 +36,7 @@ MARKERS = {
     "weaviate": "needs the Weaviate peer",
     "seaweedfs": "needs the S3-compatible storage peer (SeaweedFS)",
     "postgres": "needs the PostgreSQL peer",
+    "mariadb": "needs the MariaDB peer (mariadbd, admin user with a password file)",
 }
 CHECKS = {
     "docker": docker_engine.check,
@@ -42,6 +45,7 @@ CHECKS = {
     "weaviate": weaviate.check,
     "seaweedfs": seaweedfs.check,
     "postgres": postgres.check,
+    "mariadb": mariadb.check,
 }
 
 
@@ -114,3 +118,9 @@ def _peers_for_markers(request: pytest.FixtureRequest) -> None:
 def postgres_peer() -> PostgresPeer:
     """Host, port and admin user of the PostgreSQL peer; the password is read from its 0600 file."""
     return from_entry(PostgresPeer, _peer_entry("postgres"))
+
+
+@pytest.fixture(scope="session")
+def mariadb_peer() -> MariadbPeer:
+    """Host, port, admin user and password file of the MariaDB peer; tests make databases of their own."""
+    return from_entry(MariadbPeer, _peer_entry("mariadb"))

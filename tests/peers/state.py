@@ -1,7 +1,7 @@
 """The state file that `python -m tests.peers up` writes and the pytest fixtures read.
 
 Shape: {"docker": {"ok": true, "host": ..., "image": ...}, "ssh": {...}, "mongo": {...},
-"weaviate": {...}, "seaweedfs": {...}}; a peer that failed is {"ok": false, "error": ..., "log_tail": ...}.
+"weaviate": {...}, "seaweedfs": {...}, "mariadb": {...}}; a peer that failed is {"ok": false, "error": ..., "log_tail": ...}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from tests.peers.common import state_path
 
-PEERS = ("docker", "ssh", "mongo", "weaviate", "seaweedfs", "postgres")
+PEERS = ("docker", "ssh", "mongo", "weaviate", "seaweedfs", "postgres", "mariadb")
 T = TypeVar("T")
 
 
@@ -75,6 +75,21 @@ class PostgresPeer:
     @property
     def password(self) -> str:
         return Path(self.password_file).read_text().strip()
+
+
+@dataclass(frozen=True)
+class MariadbPeer:
+    """MariaDB on loopback; `user` is an admin (ALL ... WITH GRANT OPTION) whose password is in `password_file` (0600)."""
+
+    host: str
+    port: int
+    user: str
+    password_file: str
+    version: str
+
+    @property
+    def password(self) -> str:
+        return Path(self.password_file).read_text()
 
 
 def s3_peer_from_entry(entry: dict[str, Any]) -> S3Peer:

@@ -23,6 +23,7 @@ from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
 from davit.domain.jobs.mongo import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
+from davit.domain.jobs.mysql import MysqlBackupJob, MysqlRestoreJob
 from davit.domain.jobs.postgres import PostgresBackupJob, PostgresRestoreJob
 from davit.domain.jobs.weaviate import WeaviateBackupJob, WeaviateClearJob, WeaviateRestoreJob
 
@@ -37,6 +38,8 @@ AnyJob = (
     | MongoRestoreJob
     | MongoExportJob
     | MongoImportJob
+    | MysqlBackupJob
+    | MysqlRestoreJob
     | WeaviateBackupJob
     | WeaviateRestoreJob
     | WeaviateClearJob
@@ -63,6 +66,8 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "MongoImportJob",
     "PostgresBackupJob",
     "PostgresRestoreJob",
+    "MysqlBackupJob",
+    "MysqlRestoreJob",
     "RepositoryCopyJob",
     "Retention",
     "SnapshotRef",

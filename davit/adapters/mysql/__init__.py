@@ -1,0 +1,1 @@
+"""The MariaDB/MySQL kinds: `mysql.backup` and `mysql.restore` (PyMySQL, text protocol)."""

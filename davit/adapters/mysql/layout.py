@@ -1,0 +1,124 @@
+"""What a MariaDB/MySQL snapshot holds: one JSON line per database and per table.
+
+The lines have the keys of a tree entry (`treeformat.py`: `p` path, `t` = "f", `s` bytes,
+`c` chunk ids in order), so `davit verify`, pruning and retention read them unchanged, plus
+`mysql`: what the line is.
+
+- `database` (`p` = the database's name): its `CREATE DATABASE` statement (character set and
+  collation) and its other objects in creation order (`objects`: views, then functions and
+  procedures, then triggers, then events, each with the `sql_mode` and character set it was
+  created under), which a restore creates after the data.
+- `table` (`p` = `DB/TABLE`): `create` (SHOW CREATE TABLE, without the database's name, or
+  null for a `data_only` table), `engine`, `columns` (what the rows hold: every column but
+  generated ones, invisible ones included), `rows`, `data` (false: `schema_only`), and the
+  chunks. Each chunk is one `INSERT INTO `table` (columns) VALUES (...),(...);` statement of
+  whole rows in primary-key order, so a table's data is its chunks in order, a script that
+  `mariadb` replays after `USE db` (the database is not named in it: a restore may rename it).
+- `users` (`p` = "(users)"): `CREATE USER` and `GRANT` statements, when the job kept them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+KIND = "mysql"  # the manifest's kind
+USERS_PATH = "(users)"
+
+
+@dataclass
+class TableEntry:
+    db: str
+    table: str
+    create: str | None
+    engine: str
+    columns: list[str]
+    data: bool = True
+    rows: int = 0
+    size: int = 0
+    chunks: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.db}.{self.table}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **_entry(f"{self.db}/{self.table}", self.size, self.chunks),
+            "mysql": "table",
+            "db": self.db,
+            "table": self.table,
+            "create": self.create,
+            "engine": self.engine,
+            "columns": self.columns,
+            "data": self.data,
+            "rows": self.rows,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TableEntry:
+        return TableEntry(
+            db=d["db"],
+            table=d["table"],
+            create=d["create"],
+            engine=d["engine"],
+            columns=list(d["columns"]),
+            data=bool(d["data"]),
+            rows=int(d["rows"]),
+            size=int(d["s"]),
+            chunks=list(d["c"]),
+        )
+
+
+@dataclass
+class DatabaseEntry:
+    db: str
+    create: str
+    objects: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_entry(self.db, 0, []), "mysql": "database", "db": self.db, "create": self.create, "objects": self.objects}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> DatabaseEntry:
+        return DatabaseEntry(db=d["db"], create=d["create"], objects=list(d["objects"]))
+
+
+@dataclass
+class UsersEntry:
+    statements: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_entry(USERS_PATH, 0, []), "mysql": "users", "statements": self.statements}
+
+
+Entry = TableEntry | DatabaseEntry | UsersEntry
+
+
+def _entry(path: str, size: int, chunks: list[str]) -> dict[str, Any]:
+    return {"p": path, "t": "f", "m": 0o644, "mt": 0, "u": 0, "g": 0, "s": size, "c": chunks}
+
+
+def tree_zst(entries: Iterable[Entry], level: int = 3) -> bytes:
+    lines = sorted((e.to_dict() for e in entries), key=lambda d: str(d["p"]).split("/"))
+    text = b"".join(json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for d in lines)
+    return zstandard.ZstdCompressor(level=level).compress(text)
+
+
+def read_tree(data: bytes) -> Iterator[Entry]:
+    plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
+    for line in plain.splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        kind = d.get("mysql")
+        if kind == "table":
+            yield TableEntry.from_dict(d)
+        elif kind == "database":
+            yield DatabaseEntry.from_dict(d)
+        elif kind == "users":
+            yield UsersEntry(statements=list(d["statements"]))

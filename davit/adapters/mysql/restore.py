@@ -1,0 +1,338 @@
+"""mysql.restore: a mysql.backup snapshot into a server, under the same or other database names.
+
+`prepare` resolves the snapshot, selects its tables (`include`/`exclude`, named as in the
+snapshot), maps each database through `rename`, and applies `if_exists` to the target
+databases that exist: `fail` stops the run here naming them. The plan: `schema:DB` per
+target database (`drop`: the database is dropped and created again; otherwise created if
+missing; then each selected table is dropped and created from its definition, `merge`: created only if
+missing; a resumed step does the same again), `users` when `users = true` (roles, users with
+their password hashes, grants: after the tables, which a grant may name; grants on a renamed
+database follow it), one `data:DB.TABLE` per table, then
+`objects:DB` (views, functions, procedures, triggers, events: after the data, so no trigger
+fires while rows load).
+
+A table's rows load in ONE transaction on one connection: `DELETE FROM` the table (not
+TRUNCATE, which commits by itself in MariaDB), every chunk's INSERT in order (each chunk read
+and verified before a byte of it is sent), the row count taken inside that transaction, then
+COMMIT. A kill -9 before the COMMIT leaves the table as it was before the step (the server
+rolls the transaction back when the connection drops); the resumed step deletes and loads
+again, so no row is ever there twice. Only tables of a transactional engine (InnoDB) have
+that guarantee: a MyISAM/Aria table half loaded at a kill is emptied by the resumed step's
+DELETE and loaded again, which also never doubles rows but is visible meanwhile.
+
+Verification (`finish`): each table's count, taken in its loading transaction, equals the
+rows the snapshot holds for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
+from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, read_tree
+from davit.adapters.parallel import Relay, run_parallel
+from davit.adapters.prefetch import calls_ahead
+from davit.adapters.runwork import RunInputs, RunWork
+from davit.domain.errors import PermanentError
+from davit.domain.jobs import MysqlRestoreJob
+from davit.domain.namespaces import select
+from davit.domain.ports import RunContext
+
+SCHEMA, DATA, OBJECTS, USERS = "schema:", "data:", "objects:", "users"
+
+
+class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
+    def __init__(self, inputs: RunInputs[MysqlRestoreJob]) -> None:
+        super().__init__(inputs)
+        self._server: Server | None = None
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            self._server = Server(self.spec.target, f"mysql.restore {self.spec.name}")
+        return self._server
+
+    @property
+    def databases(self) -> list[list[str]]:
+        """[source db, target db] pairs."""
+        return [list(p) for p in self.details.get("databases", [])]
+
+    @property
+    def tables(self) -> list[list[str]]:
+        """[source db, table, target db] of each selected table."""
+        return [list(t) for t in self.details.get("tables", [])]
+
+    def plan(self) -> list[str]:
+        return (
+            [SCHEMA + dst for _, dst in self.databases]
+            + ([USERS] if self.spec.target.users else [])
+            + [DATA + f"{dst}.{table}" for _, table, dst in self.tables]
+            + [OBJECTS + dst for _, dst in self.databases]
+        )
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        tgt = self.spec.target
+        snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
+        if snap.kind != KIND:
+            raise PermanentError(f"snapshot {snap.id} is a {snap.kind} snapshot, not a MariaDB/MySQL one")
+        entries = list(read_tree(self.repo.tree_bytes(snap)))
+        if tgt.users and not any(isinstance(e, UsersEntry) for e in entries):
+            raise PermanentError(f"users = true, but snapshot {snap.id} holds no accounts (its backup had users = false)")
+        tables = {e.name: e for e in entries if isinstance(e, TableEntry)}
+        chosen = select(sorted(tables), tgt.include, tgt.exclude)
+        dbs = sorted(
+            {tables[name].db for name in chosen}
+            | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)}
+        )
+        pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
+        unknown = sorted(set(tgt.rename) - {e.db for e in entries if isinstance(e, DatabaseEntry)})
+        if unknown:
+            raise PermanentError(f"rename names database(s) the snapshot {snap.id} does not hold: {', '.join(unknown)}")
+        info = self.server.ping()
+        existing = self._existing([dst for _, dst in pairs])
+        if existing and tgt.if_exists == "fail":
+            raise PermanentError(
+                f"{self.server.what}: database(s) {', '.join(existing)} exist on {self.server.where} "
+                "(if_exists = 'fail'; use 'drop' to replace them or 'merge' to load into them)"
+            )
+        self.details = {
+            "snapshot_id": snap.id,
+            "databases": pairs,
+            "tables": [[tables[n].db, tables[n].table, tgt.rename.get(tables[n].db, tables[n].db)] for n in chosen],
+            "existed": existing,
+            **info,
+        }
+        return self.details
+
+    def _existing(self, names: list[str]) -> list[str]:
+        conn = self.server.connect()
+        try:
+            with self.server.errors("listing databases"), conn.cursor() as cur:
+                cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+                present = {str(r[0]) for r in cur.fetchall()}
+        finally:
+            conn.close()
+        return [n for n in names if n in present]
+
+    def run(self, ctx: RunContext) -> None:
+        entries = self._entries()
+        for src, dst in self.databases:
+            if not ctx.step_done(SCHEMA + dst):
+                ctx.step_started(SCHEMA + dst)
+                ctx.step_completed(SCHEMA + dst, self._schema(entries, src, dst))
+        if self.spec.target.users and not ctx.step_done(USERS):  # after the tables: a grant may name one
+            ctx.step_started(USERS)
+            ctx.step_completed(USERS, self._users(entries[USERS_PATH]))
+        todo = [t for t in self.tables if not ctx.step_done(DATA + f"{t[2]}.{t[1]}")]
+        with self.repo.locked(exclusive=False):
+            run_parallel([self._data_task(ctx, entries[f"{s}.{t}"], d) for s, t, d in todo], self.spec.parallel)
+        for src, dst in self.databases:
+            if not ctx.step_done(OBJECTS + dst):
+                ctx.step_started(OBJECTS + dst)
+                ctx.step_completed(OBJECTS + dst, self._objects(entries, src, dst))
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        entries = self._entries()
+        problems, rows = [], 0
+        for src, table, dst in self.tables:
+            entry = entries[f"{src}.{table}"]
+            assert isinstance(entry, TableEntry)
+            if not entry.data:
+                continue
+            found = (ctx.cursor(DATA + f"{dst}.{table}") or {}).get("count")
+            rows += entry.rows
+            if found != entry.rows:
+                problems.append(f"{dst}.{table}: {found} rows after loading, the snapshot holds {entry.rows}")
+        if problems:
+            raise PermanentError(f"restored tables differ from the snapshot: {'; '.join(problems[:5])}")
+        return {
+            "snapshot_id": self.details.get("snapshot_id"),
+            "databases": len(self.databases),
+            "tables": len(self.tables),
+            "rows": rows,
+        }
+
+    def _entries(self) -> dict[str, Any]:
+        snap = self.repo.resolve(self.details["snapshot_id"])
+        out: dict[str, Any] = {}
+        for e in read_tree(self.repo.tree_bytes(snap)):
+            if isinstance(e, TableEntry):
+                out[e.name] = e
+            elif isinstance(e, DatabaseEntry):
+                out[e.db] = e
+            else:
+                out[USERS_PATH] = e
+        return out
+
+    def _users(self, users: UsersEntry) -> dict[str, Any]:
+        """Roles and users first (an existing account keeps its password), then their grants, with
+        the grants on a renamed database moved to its new name."""
+        conn = self.server.connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in users.statements:
+                    with self.server.errors("restoring accounts and grants"):
+                        cur.execute(_renamed_grant(statement, dict(self.databases)))
+        finally:
+            conn.close()
+        return {"statements": len(users.statements)}
+
+    # --- schema --------------------------------------------------------------------------------
+
+    def _schema(self, entries: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
+        db: DatabaseEntry | None = entries.get(src)
+        how = self.spec.target.if_exists
+        conn = self.server.connect()
+        created = 0
+        try:
+            with self.server.errors(f"creating database {dst} and its tables"), conn.cursor() as cur:
+                if how == "drop":
+                    cur.execute(f"DROP DATABASE IF EXISTS {quote_name(dst)}")
+                create = db.create if db is not None else f"CREATE DATABASE {quote_name(src)}"
+                cur.execute(_create_database_as(create, src, dst))
+                cur.execute(f"USE {quote_name(dst)}")
+                for s, table, d in self.tables:
+                    entry = entries[f"{s}.{table}"]
+                    if d != dst or entry.create is None:
+                        continue
+                    if how == "merge":
+                        cur.execute(_if_not_exists(entry.create))
+                    else:
+                        cur.execute(f"DROP TABLE IF EXISTS {quote_name(table)}")
+                        cur.execute(entry.create)
+                    created += 1
+        finally:
+            conn.close()
+        return {"database": dst, "tables": created}
+
+    # --- data ----------------------------------------------------------------------------------
+
+    def _data_task(self, ctx: RunContext, entry: TableEntry, dst: str) -> Any:
+        def task(relay: Relay) -> None:
+            step = DATA + f"{dst}.{entry.table}"
+            relay.call(ctx.step_started, step)
+            summary = self._load(ctx, relay, entry, dst)
+            relay.call(ctx.step_completed, step, summary)
+
+        return task
+
+    def _load(self, ctx: RunContext, relay: Relay, entry: TableEntry, dst: str) -> dict[str, Any]:
+        step = DATA + f"{dst}.{entry.table}"
+        name = f"{dst}.{entry.table}"
+        if not entry.data:
+            relay.call(ctx.checkpoint, step, {"count": None, "schema_only": True})
+            return {"table": name, "rows": 0, "schema_only": True}
+        conn = self.server.connect(autocommit=False)
+        try:
+            with self.server.errors(f"loading {name}"), conn.cursor() as cur:
+                cur.execute(f"USE {quote_name(dst)}")
+                cur.execute("START TRANSACTION")
+                cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                done = 0
+                for chunk in self._chunks(entry):
+                    cur.execute(chunk)
+                    done += len(chunk)
+                    ctx.check_stop()
+                cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}")
+                count = int(cur.fetchone()[0])
+                conn.commit()
+        finally:
+            conn.close()
+        relay.call(ctx.checkpoint, step, {"count": count}, bytes_done=done, items_done=count)
+        return {"table": name, "rows": count, "bytes": done}
+
+    def _chunks(self, entry: TableEntry) -> Iterator[bytes]:
+        """The table's statements in order, each read and verified (`read_chunk`), one read ahead."""
+        ids = [bytes.fromhex(c) for c in entry.chunks]
+        with ThreadPoolExecutor(1, thread_name_prefix="davit-mysql-read") as pool:
+            yield from calls_ahead(pool, self.repo.read_chunk, ids, depth=1)
+
+    # --- objects -------------------------------------------------------------------------------
+
+    def _objects(self, entries: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
+        db: DatabaseEntry | None = entries.get(src)
+        if db is None:
+            return {"database": dst, "objects": 0}
+        conn = self.server.connect()
+        try:
+            with conn.cursor() as cur:
+                with self.server.errors(f"opening database {dst}"):
+                    cur.execute(f"USE {quote_name(dst)}")
+                views = [o for o in db.objects if o["type"] == "view"]
+                self._views(cur, dst, views)
+                for obj in db.objects:
+                    if obj["type"] != "view":
+                        self._create(cur, dst, obj)
+        finally:
+            conn.close()
+        return {"database": dst, "objects": len(db.objects)}
+
+    def _views(self, cur: Any, dst: str, views: list[dict[str, str]]) -> None:
+        """Views in an order where each one's views exist first: retried while one more succeeds."""
+        left = list(views)
+        while left:
+            failed: list[dict[str, str]] = []
+            last: Exception | None = None
+            for view in left:
+                try:
+                    self._create(cur, dst, view)
+                except PermanentError as exc:
+                    failed.append(view)
+                    last = exc
+            if len(failed) == len(left):
+                raise PermanentError(f"view(s) {', '.join(v['name'] for v in failed)} of {dst} cannot be created: {last}")
+            left = failed
+
+    def _create(self, cur: Any, dst: str, obj: dict[str, str]) -> None:
+        """Create one object under the SQL mode and character set it was made with (replacing one of
+        the same name: a resumed step, or `merge`)."""
+        kind, name = obj["type"], obj["name"]
+        with self.server.errors(f"creating {kind} {dst}.{name}"):
+            cur.execute(
+                f"SET SESSION character_set_client = {quote_text(obj['charset'])}, "
+                f"collation_connection = {quote_text(obj['collation'])}"
+            )
+            if obj["sql_mode"] or kind != "view":
+                cur.execute(f"SET SESSION sql_mode = {quote_text(obj['sql_mode'])}")
+            drop = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
+            cur.execute(f"DROP {drop[kind]} IF EXISTS {quote_name(name)}")
+            try:
+                cur.execute(obj["create"])
+            finally:
+                cur.execute(
+                    f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
+                    "collation_connection = 'utf8mb4_general_ci'"
+                )
+
+
+def _wanted(db: str, include: list[str]) -> bool:
+    """A database whose objects a restore creates: every database, or those an include pattern names."""
+    return not include or any(p.split(".", 1)[0] in (db, "*") for p in include)
+
+
+def _create_database_as(create: str, src: str, dst: str) -> str:
+    """`CREATE DATABASE `src` ...` as `CREATE DATABASE IF NOT EXISTS `dst` ...`."""
+    head = "CREATE DATABASE "
+    body = create[len(head) :] if create.startswith(head) else ""
+    body = body.removeprefix("/*!32312 IF NOT EXISTS*/ ").removeprefix("IF NOT EXISTS ")
+    rest = body[len(quote_name(src)) :] if body.startswith(quote_name(src)) else ""
+    return f"CREATE DATABASE IF NOT EXISTS {quote_name(dst)}{rest}"
+
+
+def _if_not_exists(create: str) -> str:
+    for head in ("CREATE TABLE ", "CREATE OR REPLACE TABLE "):
+        if create.startswith(head):
+            return "CREATE TABLE IF NOT EXISTS " + create[len(head) :]
+    return create
+
+
+def _renamed_grant(statement: str, renames: dict[str, str]) -> str:
+    """A GRANT on `src`.* or `src`.`t` as one on the database it is restored into."""
+    if not statement.startswith("GRANT "):
+        return statement
+    for src, dst in renames.items():
+        if src != dst:
+            statement = statement.replace(f" ON {quote_name(src)}.", f" ON {quote_name(dst)}.")
+    return statement
