@@ -44,7 +44,9 @@ def data_dir() -> Path:
 
 
 def socket_path() -> Path:
-    return sock_dir() / "mariadb.sock"
+    # A directory of its own, 0700: the root socket admits root without a password, and the
+    # shared sock_dir() must stay traversable by other peers' users (PostgreSQL runs as postgres).
+    return sock_dir() / "mariadb" / "mariadb.sock"
 
 
 def password_file() -> Path:
@@ -73,8 +75,8 @@ def up() -> dict[str, Any]:
     _install()
     stop(NAME)
     data = fresh_dir(data_dir())
-    sock_dir().mkdir(parents=True, exist_ok=True)
-    os.chmod(sock_dir(), 0o700)
+    socket_path().parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(socket_path().parent, 0o700)
     socket_path().unlink(missing_ok=True)
     run(
         [
