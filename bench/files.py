@@ -1,13 +1,19 @@
 """Files benchmark: davit's backup and restore against tar|zstd, restic, rustic and borg on one generated tree.
 
-Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--encrypted] [--quick]
-[--goals-json PATH]` (default 800 MB in `./.bench/`). `--encrypted` gives davit's repository a
+Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--rounds N] [--encrypted]
+[--quick] [--goals-json PATH]` (default 800 MB in `./.bench/`, 3 rounds). `--encrypted` gives davit's repository a
 passphrase (AES-256-GCM) and borg's a `repokey-blake2` one, so every tool but tar|zstd encrypts
 (restic and rustic always do). `--quick` is a 16 MB tree and a 4 MiB shifted file.
 
 The tree (thousands of small text-like files, large incompressible files, files with long zero
 runs) is generated once and cached in the workdir. Every tool works on the same tree in the same
-run, with a warm page cache. davit is run as an operator would: `davitd --home H` as a
+run, with a warm page cache. A run is `--rounds` rounds (3; 1 with `--quick`): each round runs
+every tool once (davit, tar|zstd, restic, rustic, borg; that order in odd rounds, reversed in
+even ones) with fresh repositories, and each ratio is taken within one round (paired); a goal
+line gives the median of the rounds' ratios, and the ratios and load of each round beside it.
+The shared disk and CPUs move one tool's time by 3x between runs, so a single round is no
+record. Restores and repositories are moved aside while a round runs and deleted between rounds
+(then 30 s for ext4's recently-deleted window). davit is run as an operator would: `davitd --home H` as a
 subprocess, job files dropped into `H/jobs.d/`, and every figure taken from the run's own events
 in `H/state/davit.db` (read-only). Each davit operation gets a fresh daemon, so the peak RSS
 (`VmHWM`) printed for it is that daemon's whole lifetime: start-up plus that one operation.
