@@ -881,13 +881,21 @@ class Report:
         if peer in self.skipped:
             goals.skipped(key, f"{peer}: {self.skipped[peer]}")
             return
-        ratios = self.ratios(peer, op)
-        if not ratios:
+        paired = [(x, r) for r in self.rounds if (x := r.ratio(peer, op)) is not None]
+        if not paired:
             goals.skipped(key, f"{peer} has no {op} figure")
             return
-        d, p = statistics.median(self.all_seconds("davit", op)), statistics.median(self.all_seconds(peer, op))
+        ratios = [x for x, _r in paired]
+        median = statistics.median(ratios)
         note = self.rounds_note(listed(ratios, ".2f"))
-        goals.ratio(key, statistics.median(ratios), f"{d:.2f} s", f"{peer} {p:.2f} s", note)
+        middle = [r for x, r in paired if x == median]
+        if middle:  # an odd number of rounds: the figures of the round whose ratio is the median
+            d, p = middle[0].seconds("davit", op), middle[0].seconds(peer, op)
+            note += f"; seconds of round {middle[0].number}" if len(paired) > 1 else ""
+        else:  # an even number: the medians of each side's seconds (their ratio may differ)
+            d, p = statistics.median(self.all_seconds("davit", op)), statistics.median(self.all_seconds(peer, op))
+            note += "; median seconds"
+        goals.ratio(key, median, f"{d:.2f} s", f"{peer} {p:.2f} s", note)
 
     def smaller(self, goals: Goals, key: str, peer: str) -> None:
         """A ratio goal of repository growth in the shifted-insert case: davit's / the peer's."""
@@ -901,9 +909,9 @@ class Report:
         """Orchestration outside the data step of each round's first backup: median share and seconds."""
         firsts = [r.davit["first backup"] for r in self.rounds]
         shares, outside = [t.overhead for t in firsts], [t.outside for t in firsts]
-        wall = statistics.median(t.wall for t in firsts)
         share, seconds = statistics.median(shares), statistics.median(outside)
-        goals.absolute("overhead-share", share, f"{share:.1f}%", f"of {wall:.2f} s; " + self.rounds_note(listed(shares, ".1f")))
+        walls = listed([t.wall for t in firsts], ".2f")
+        goals.absolute("overhead-share", share, f"{share:.1f}%", self.rounds_note(listed(shares, ".1f")) + f"; walls {walls} s")
         goals.absolute("overhead-seconds", seconds, f"{seconds:.2f} s", self.rounds_note(listed(outside, ".2f")))
 
     def goals(self, goals: Goals) -> None:
@@ -971,7 +979,7 @@ def main() -> None:
     rounds = []
     for number in range(1, args.rounds + 1):
         if number > 1:
-            settle(SETTLE_SECONDS)
+            settle(0 if args.quick else SETTLE_SECONDS)  # a quick run's trash is small
         rounds.append(measure_round(number, tree, work, args, skipped))
     print("\ndavit's restore was identical to the source in every round (paths, types, sizes, modes, mtimes, sha256).")
     empty_trash()
