@@ -14,6 +14,7 @@ from davit.adapters.files.backup import FilesBackupWork
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.repository.packs import pack_path
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.treeformat import read_lines
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.domain.errors import CorruptChunk, RunStopped, SnapshotNotFound, SourceMissing, TargetNotEmpty
@@ -264,3 +265,37 @@ def test_an_empty_snapshot_reference_names_no_snapshot_even_when_there_is_only_o
     assert len(repo.snapshots("job")) == 1
     with pytest.raises(SnapshotNotFound):
         repo.resolve("", "job")
+
+
+def test_a_tree_damaged_after_its_publish_fails_the_backups_verification(tree: Path, repo: Repository) -> None:
+    # The verification of a snapshot published by the same run no longer parses the tree's lines
+    # (publish did, from the same bytes): it must still notice a stored tree that is not intact.
+    spec = FilesBackupJob(name="job", kind="files.backup", source={"path": str(tree), "exclude": ["*.tmp"]})
+    work = FilesBackupWork(RunInputs(spec, "b1", SMALL, repo=repo))
+    ctx = MemoryRunContext(run_id="b1")
+    work.prepare(ctx)
+    work.run(ctx)
+    stored = repo.root / "snapshots" / "b1" / "tree.jsonl.zst"
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    stored.chmod(0o644)
+    stored.write_bytes(bytes(damaged))
+
+    with pytest.raises(CorruptChunk, match="does not match its manifest"):
+        work.finish(ctx)
+
+
+def test_a_snapshots_stats_count_what_its_tree_holds(tree: Path, repo: Repository) -> None:
+    # publish counts the staged lines without building an Entry per line (read_counts): its
+    # figures must be those of the entries the published tree holds.
+    backup(repo, tree, "b1")
+    info = repo.resolve("b1")
+    entries = list(read_lines(repo.open_tree(info)))
+    kinds = {"f": "files", "d": "dirs", "l": "links"}
+    want = {"files": 0, "dirs": 0, "links": 0, "specials": 0}
+    for e in entries:
+        want[kinds.get(e.type, "specials")] += 1
+    want |= {"bytes": sum(e.size for e in entries), "chunk_refs": sum(len(e.chunks) for e in entries)}
+
+    assert {k: info.stats[k] for k in want} == want
+    assert want["files"] == 8 and want["links"] == 2 and want["chunk_refs"] > 0

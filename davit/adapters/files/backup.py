@@ -35,7 +35,7 @@ from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, Walk
 from davit.adapters.repository.packs import PackWriter
 from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.staging import Staging
-from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_lines, walk_key
+from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry, ParentCursor, read_counts, read_lines, walk_key
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import PUBLISH, Step, publish_then_retention, run_steps, step_names
 from davit.domain.errors import RunStopped, SourceMissing
@@ -141,15 +141,20 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Verify the published snapshot: its tree is intact and every chunk it names exists."""
         info = self._published or self.repo.resolve(self.run_id)
-        entries = read_lines(self.repo.open_tree(info))
         if self._published is not None:
             # Published by this process in this run: `_publish` checked every chunk against the
             # repository under the lock still held when the manifest was created, and no prune
             # deletes a chunk a published snapshot names. Listing `index/` again would prove it
-            # again; the tree is still read through to the end, so a tree that is not intact fails.
-            for _ in entries:
-                pass
+            # again. The stored tree is still fetched, checked against the manifest's sha256
+            # and decompressed to its end, so a tree that is not intact fails; its lines are not
+            # parsed again: `_publish` parsed every one of them from the very bytes it then
+            # compressed into it (the sha256 vouches they are the ones stored). Parsing them
+            # was most of this step (0.07 s of CPU for 11k files).
+            with self.repo.open_tree(info) as lines:
+                while lines.read(1 << 20):
+                    pass
             return {"snapshot_id": self.run_id, **info.stats}
+        entries = read_lines(self.repo.open_tree(info))
         # Against the repository as it is now, not this object's index: another process may
         # have pruned since (see Repository.missing_chunks).
         missing = self.repo.missing_chunks(bytes.fromhex(c) for e in entries for c in e.chunks)
@@ -239,11 +244,11 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         kinds = {FILE: "files", DIR: "dirs", LINK: "links"}
 
         def chunks_counted(lines: BinaryIO) -> Iterator[bytes]:
-            for entry in read_lines(lines):
-                stats[kinds.get(entry.type, "specials")] += 1  # specials: FIFOs and device nodes
-                stats["bytes"] += entry.size
-                stats["chunk_refs"] += len(entry.chunks)
-                for chunk in entry.chunks:
+            for kind, size, chunks in read_counts(lines):
+                stats[kinds.get(kind, "specials")] += 1  # specials: FIFOs and device nodes
+                stats["bytes"] += size
+                stats["chunk_refs"] += len(chunks)
+                for chunk in chunks:
                     yield bytes.fromhex(chunk)
 
         with self.repo.locked(exclusive=False):  # held through the publish below (re-entrant)

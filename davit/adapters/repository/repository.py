@@ -587,7 +587,7 @@ class Repository:
             self._refuse_existing(manifest["id"])
             writer = self._tree_writer(manifest["id"])
             try:
-                write_plain_tree(writer, plain_tree, self.compression_level)
+                write_plain_tree(writer, plain_tree)
             except BaseException:
                 writer.abort()
                 raise

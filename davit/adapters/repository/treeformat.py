@@ -134,6 +134,20 @@ def read_lines(lines: Iterable[bytes]) -> Iterator[Entry]:
             yield Entry.from_line(line)
 
 
+_DECODER = json.JSONDecoder()
+
+
+def read_counts(lines: Iterable[bytes]) -> Iterator[tuple[str, int, list[str]]]:
+    """The type, size and chunk ids (hex) of each line, without building an `Entry`: what a
+    publish reads every line of a new tree for (its stats and the check that every chunk it
+    names exists). A third less time than `read_lines`: the dataclass per line and `json.loads`
+    guessing the encoding of bytes were that much of a publish of 11k files."""
+    for line in lines:
+        if line.strip():
+            d = _DECODER.decode(line.decode())
+            yield d["t"], d.get("s", 0), d.get("c", [])
+
+
 class ParentCursor:
     """Walks a previous snapshot's tree alongside the current walk (both in walk order)."""
 

@@ -160,7 +160,15 @@ def _sha256_of(fh: BinaryIO) -> str:
     return sha.hexdigest()
 
 
-def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int) -> None:
+# zstd level of a tree's JSON lines, whatever level the repository's chunks use (the setting
+# `compression_level` is documented as the chunks'). Trees are mostly hex chunk ids and paths:
+# level 1 compressed them both faster and smaller than level 3 (bench tree of 11k files: 2.2 MB
+# of lines to 575 KB in 0.009 s against 645 KB in 0.021 s; 21k system files: 1.10 MB in 0.016 s
+# against 1.19 MB in 0.023 s), and the compression is part of every publish. Any level reads back alike.
+TREE_LEVEL = 1
+
+
+def write_plain_tree(writer: TreeWriter, plain: BinaryIO, level: int = TREE_LEVEL) -> None:
     """Compress the JSON lines read from `plain` into `writer`, a block at a time."""
     compressor = zstandard.ZstdCompressor(level=level).compressobj()
     while block := plain.read(_READ):
