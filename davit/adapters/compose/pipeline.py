@@ -9,7 +9,9 @@ on a second channel that streams stored chunks, decompressed, into `tar x`. Read
 hashing, compressing, sending and unpacking therefore all overlap; at most `AHEAD` chunks
 wait in memory; a chunk the store already holds is never sent again, so a resumed migration
 sends only what is missing. An item whose files did not change since a pass recorded its
-chunk list in the store (`tarindex.py`) is not read at all: its chunks go to the unpacker.
+chunk list in the store (`tarindex.py`) is not read at all: its chunks go to the unpacker;
+and where its destination still holds that stream as a pass recorded it (`unpacked.py`),
+one round trip finds so and nothing is unpacked or written.
 """
 
 from __future__ import annotations
@@ -219,12 +221,22 @@ def move_item(
     this run (a chunk met twice is sent once). `on_stored(chunks, bytes)` follows each
     acknowledgement. With `walker` (a shell command listing the destination:
     `target.walker_for`), a destination still holding what a pass recorded is not written."""
-    unpack_cmd = unpack_command(f"{store}/chunks", unpack, *_record_of(store, unpack, walker))
+    record, walker = _record_of(store, unpack, walker)
+    unpack_cmd = unpack_command(f"{store}/chunks", unpack, record, walker)
     key = tarindex.fingerprint(item, tar_command(item))
-    listed = tarindex.lookup(host, store, key) if key else None
+    listed = None
+    if key and record and walker:
+        out = host.run(unpacked.check_command(tarindex.path(store, key), record, walker)).stdout.splitlines()
+        held = out[:1] == ["unchanged"]
+        listed = tarindex.parse(out[1:] if held else out)
+        if held and listed is not None:  # the destination holds this stream, as recorded
+            sizes = [present.get(name, 0) for name in listed.ids]
+            return Moved(ids=list(listed.ids), sizes=sizes, plain_bytes=listed.plain_bytes, unpacked=False)
+    elif key:
+        listed = tarindex.lookup(host, store, key)
     if listed is not None and all(name in present for name in listed.ids):
         expect = unpacked.stream_id(listed.ids, listed.plain_bytes)
-        cmd = unpack_command(f"{store}/chunks", unpack, *_record_of(store, unpack, walker), expect=expect)
+        cmd = unpack_command(f"{store}/chunks", unpack, record, walker, expect=expect)
         return _unpack_listed(host, cmd, listed, present, check_stop)
     reader = _Reader(item, level, lambda name: name in present or name in sent)
     try:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import shlex
 
+from davit.adapters.compose import tarindex
+
 RECORDS = "unpacked"  # under the store, next to `chunks/` and `tars/`
-VERSION = b"davit-unpacked 1\n"
 RACY_S = 0.05  # an entry changed less than this before the listing: no record
 SETTLE_S = 0.1  # waited after an unpack before the listing, so its last writes are not racy
 # One line per entry, the name last (a name holding `|` cannot shift the fields before it).
@@ -50,8 +51,10 @@ _RACY_AWK = (
 
 
 def stream_id(ids: list[str], plain_bytes: int) -> str:
-    """The identity of a tar stream made of the chunks `ids` (in order): it names every byte."""
-    return hashlib.sha256(VERSION + f"{plain_bytes}\n".encode() + "\n".join(ids).encode()).hexdigest()
+    """The identity of a tar stream made of the chunks `ids` (in order): it names every byte.
+    It is the sha256 of the stream's recorded list (`tarindex.body`), so the target can name
+    the stream of a list it holds without davit reading the list first."""
+    return hashlib.sha256(tarindex.body(ids, plain_bytes).encode()).hexdigest()
 
 
 def record_path(store: str, unpack: str, walker: str) -> str:
@@ -72,4 +75,16 @@ def snap_function(walker: str) -> str:
         ': > "$l.stamp" && t=$(stat -c \'%Z|%z\' "$l.stamp") && '
         f'({walker}) > "$l" 2>/dev/null && awk -F\'|\' -v t="$t" {q(_RACY_AWK)} "$l" && '
         'd=$(sha256sum < "$l") && printf \'%s\\n\' "${d%% *}"; r=$?; rm -f "$l" "$l.stamp"; return $r; }; '
+    )
+
+
+def check_command(listed: str, record: str, walker: str) -> str:
+    """Print the list of chunks filed at `listed` (`tarindex`), preceded by a line `unchanged`
+    where the destination still holds that stream as recorded: one round trip tells davit
+    both what the stream is and that nothing needs writing."""
+    return (
+        snap_function(walker)
+        + f"l={q(listed)}; rec={q(record)}; "
+        + 'if [ -s "$l" ] && [ -s "$rec" ] && d=$(snap) && s=$(sha256sum < "$l") && '
+        + '[ "$(cat "$rec")" = "${s%% *} $d" ]; then echo unchanged; fi; cat "$l" 2>/dev/null; true'
     )
