@@ -92,23 +92,16 @@ def store_command(store: str) -> str:
     )
 
 
-def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: str | None = None, expect: str = "") -> str:
+def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: str | None = None) -> str:
     """Reads chunk names, one a line, then `END <count> <stream id>`, and streams those chunks,
     decompressed, into `unpack`; a list cut short (no `END`, or another count) fails even where
     `tar x` took the stream as whole. With `record` and `walker` (`unpacked.py`): the record of
     the destination is removed before anything is unpacked and written once the unpack ended
-    well; with `expect` (the stream's id, known before it is sent) a destination whose
-    listing is the recorded one for that stream is left as it is: the command prints
-    `unchanged` and reads nothing. POSIX sh has no pipefail: failures of the feeding side are
-    noted in a status file."""
+    well (whether a destination holds a stream already is `unpacked.check_command`'s). POSIX
+    sh has no pipefail: failures of the feeding side are noted in a status file."""
     script = f"st=$(mktemp) && cd {q(chunks)} || exit 1; "
     if record and walker:
         script += unpacked.snap_function(walker) + f"rec={q(record)}; "
-        if expect:
-            script += (
-                f'if [ -s "$rec" ] && d=$(snap) && [ "$(cat "$rec")" = "{expect} $d" ]; '
-                'then rm -f "$st"; echo unchanged; exit 0; fi; '
-            )
         script += 'mkdir -p "${rec%/*}" && rm -f "$rec" || exit 1; '
     script += (
         "{ (n=0; while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
@@ -235,9 +228,7 @@ def move_item(
     elif key:
         listed = tarindex.lookup(host, store, key)
     if listed is not None and all(name in present for name in listed.ids):
-        expect = unpacked.stream_id(listed.ids, listed.plain_bytes)
-        cmd = unpack_command(f"{store}/chunks", unpack, record, walker, expect=expect)
-        return _unpack_listed(host, cmd, listed, present, check_stop)
+        return _unpack_listed(host, unpack_cmd, listed, present, check_stop)
     reader = _Reader(item, level, lambda name: name in present or name in sent)
     try:
         moved = host.run_async(lambda conn: _move(conn, host, store, unpack_cmd, reader, present, sent, on_stored, check_stop))
@@ -260,9 +251,9 @@ def _unpack_listed(
     host: RemoteHost, cmd: str, listed: tarindex.Listed, present: dict[str, int], check_stop: Callable[[], None]
 ) -> Moved:
     """Unpack an item whose stream is a recorded list of chunks, all in the store: nothing is
-    read here, nothing sent; nothing written where the target says it holds that stream."""
+    read here, nothing sent."""
 
-    async def go(conn: asyncssh.SSHClientConnection) -> bool:
+    async def go(conn: asyncssh.SSHClientConnection) -> None:
         proc = await conn.create_process(cmd, encoding=None)
         try:
             proc.stdin.write("".join(f"{name}\n" for name in listed.ids).encode())
@@ -275,14 +266,11 @@ def _unpack_listed(
             result = done.result()
             if result.exit_status != 0:
                 raise RemoteCommandFailed(host.address.where, cmd, result.exit_status, _text(result.stderr))
-            return _text(result.stdout).strip() != "unchanged"
         finally:
             proc.close()
 
-    wrote = host.run_async(go)
-    return Moved(
-        ids=list(listed.ids), sizes=[present[name] for name in listed.ids], plain_bytes=listed.plain_bytes, unpacked=wrote
-    )
+    host.run_async(go)
+    return Moved(ids=list(listed.ids), sizes=[present[name] for name in listed.ids], plain_bytes=listed.plain_bytes)
 
 
 async def _move(
