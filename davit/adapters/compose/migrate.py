@@ -240,6 +240,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 record_transfer()
 
         sent: set[str] = set()
+        unchanged: list[str] = []  # items the target held already: nothing written
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
@@ -248,7 +249,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     continue
                 ctx.check_stop()
                 unpack = tgt.unpacker_for(host, item, self.spec.target.helper_image, info["name"])
-                moved = move_item(host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop)
+                walker = tgt.walker_for(item, self.spec.target.helper_image)
+                moved = move_item(
+                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker
+                )
+                if not moved.unpacked:
+                    unchanged.append(item.id)
                 exported[item.id] = {"chunks": moved.ids, "sizes": moved.sizes, "bytes": moved.plain_bytes}
                 if EXPORT in todo:
                     ctx.checkpoint(
@@ -275,7 +281,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 "bytes_sent": this_attempt["bytes"],
                 "bytes_sent_all_attempts": cursor["bytes_sent"],
             },
-            IMPORT: {"imported": imported},
+            IMPORT: {"imported": imported, "unchanged_on_target": unchanged},
         }
         for step in todo:
             ctx.step_completed(step, summaries[step])

@@ -9,7 +9,9 @@ on a second channel that streams stored chunks, decompressed, into `tar x`. Read
 hashing, compressing, sending and unpacking therefore all overlap; at most `AHEAD` chunks
 wait in memory; a chunk the store already holds is never sent again, so a resumed migration
 sends only what is missing. An item whose files did not change since a pass recorded its
-chunk list in the store (`tarindex.py`) is not read at all: its chunks go to the unpacker.
+chunk list in the store (`tarindex.py`) is not read at all: its chunks go to the unpacker;
+and where its destination still holds that stream as a pass recorded it (`unpacked.py`),
+one round trip finds so and nothing is unpacked or written.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import asyncssh
 import zstandard
 
-from davit.adapters.compose import tarindex
+from davit.adapters.compose import tarindex, unpacked
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -54,6 +56,7 @@ class Moved:
     plain_bytes: int = 0
     sent_chunks: int = 0
     sent_bytes: int = 0
+    unpacked: bool = True  # False: the target held this stream already (`unpacked.py`), nothing written
 
 
 def tar_command(item: Item) -> list[str]:
@@ -89,15 +92,31 @@ def store_command(store: str) -> str:
     )
 
 
-def unpack_command(chunks: str, unpack: str) -> str:
-    """Reads chunk names, one a line, and streams those chunks, decompressed, into `unpack`.
-    POSIX sh has no pipefail: failures of the feeding side are noted in a status file."""
-    return (
-        f"st=$(mktemp) && cd {q(chunks)} && "
-        '{ (while IFS= read -r c; do cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; '
-        "done) | (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
-        'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; rm -f "$st"; exit $r'
+def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: str | None = None) -> str:
+    """Reads chunk names, one a line, then `END <count> <stream id>`, and streams those chunks,
+    decompressed, into `unpack`; a list cut short (no `END`, or another count) fails even where
+    `tar x` took the stream as whole. With `record` and `walker` (`unpacked.py`): the record of
+    the destination is removed before anything is unpacked and written once the unpack ended
+    well (whether a destination holds a stream already is `unpacked.check_command`'s). POSIX
+    sh has no pipefail: failures of the feeding side are noted in a status file."""
+    script = f"st=$(mktemp) && cd {q(chunks)} || exit 1; "
+    if record and walker:
+        script += unpacked.snap_function(walker) + f"rec={q(record)}; "
+        script += 'mkdir -p "${rec%/*}" && rm -f "$rec" || exit 1; '
+    script += (
+        "{ (n=0; while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
+        '[ "$m" = "$n" ] && printf \'%s\\n\' "$s" > "$st.end"; break; fi; '
+        'cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; n=$((n+1)); done) '
+        "| (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
+        '[ -s "$st.end" ] || [ -s "$st" ] || echo "the list of chunks was cut short" >>"$st"; '
+        'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; '
     )
+    if record and walker:
+        script += (
+            f"if [ $r -eq 0 ]; then sleep {unpacked.SETTLE_S}; d=$(snap) && "
+            'printf \'%s %s\\n\' "$(cat "$st.end")" "$d" > "$rec.tmp" && mv -f "$rec.tmp" "$rec"; fi; '
+        )
+    return script + 'rm -f "$st" "$st.end"; exit $r'
 
 
 Sealed = tuple[str, bytes | None, int]  # name, compressed bytes (None: not needed), plain length
@@ -187,19 +206,32 @@ def move_item(
     sent: set[str],
     on_stored: Callable[[int, int], None],
     check_stop: Callable[[], None],
+    walker: str | None = None,
 ) -> Moved:
     """Send `item` into the target's chunk store at `store` and unpack it there with `unpack`
     (a shell command reading the tar stream on stdin). `present` maps the names already in
     the store to their sizes and grows as chunks are acknowledged; `sent` holds those sent by
     this run (a chunk met twice is sent once). `on_stored(chunks, bytes)` follows each
-    acknowledgement."""
+    acknowledgement. With `walker` (a shell command listing the destination:
+    `target.walker_for`), a destination still holding what a pass recorded is not written."""
+    record, walker = _record_of(store, unpack, walker)
+    unpack_cmd = unpack_command(f"{store}/chunks", unpack, record, walker)
     key = tarindex.fingerprint(item, tar_command(item))
-    listed = tarindex.lookup(host, store, key) if key else None
+    listed = None
+    if key and record and walker:
+        out = host.run(unpacked.check_command(tarindex.path(store, key), record, walker)).stdout.splitlines()
+        held = out[:1] == ["unchanged"]
+        listed = tarindex.parse(out[1:] if held else out)
+        if held and listed is not None:  # the destination holds this stream, as recorded
+            sizes = [present.get(name, 0) for name in listed.ids]
+            return Moved(ids=list(listed.ids), sizes=sizes, plain_bytes=listed.plain_bytes, unpacked=False)
+    elif key:
+        listed = tarindex.lookup(host, store, key)
     if listed is not None and all(name in present for name in listed.ids):
-        return _unpack_listed(host, store, unpack, listed, present, check_stop)
+        return _unpack_listed(host, unpack_cmd, listed, present, check_stop)
     reader = _Reader(item, level, lambda name: name in present or name in sent)
     try:
-        moved = host.run_async(lambda conn: _move(conn, host, store, unpack, reader, present, sent, on_stored, check_stop))
+        moved = host.run_async(lambda conn: _move(conn, host, store, unpack_cmd, reader, present, sent, on_stored, check_stop))
     finally:
         reader.close()
     if key:
@@ -207,17 +239,25 @@ def move_item(
     return moved
 
 
+def _record_of(store: str, unpack: str, walker: str | None) -> tuple[str | None, str | None]:
+    return (unpacked.record_path(store, unpack, walker), walker) if walker else (None, None)
+
+
+def _end_line(ids: list[str], plain_bytes: int) -> bytes:
+    return f"END {len(ids)} {unpacked.stream_id(ids, plain_bytes)}\n".encode()
+
+
 def _unpack_listed(
-    host: RemoteHost, store: str, unpack: str, listed: tarindex.Listed, present: dict[str, int], check_stop: Callable[[], None]
+    host: RemoteHost, cmd: str, listed: tarindex.Listed, present: dict[str, int], check_stop: Callable[[], None]
 ) -> Moved:
     """Unpack an item whose stream is a recorded list of chunks, all in the store: nothing is
     read here, nothing sent."""
-    cmd = unpack_command(f"{store}/chunks", unpack)
 
     async def go(conn: asyncssh.SSHClientConnection) -> None:
         proc = await conn.create_process(cmd, encoding=None)
         try:
             proc.stdin.write("".join(f"{name}\n" for name in listed.ids).encode())
+            proc.stdin.write(_end_line(listed.ids, listed.plain_bytes))
             proc.stdin.write_eof()
             done = asyncio.ensure_future(proc.wait())
             while not done.done():
@@ -237,7 +277,7 @@ async def _move(
     conn: asyncssh.SSHClientConnection,
     host: RemoteHost,
     store: str,
-    unpack: str,
+    unpack_cmd: str,
     reader: _Reader,
     present: dict[str, int],
     sent: set[str],
@@ -247,7 +287,6 @@ async def _move(
     loop = asyncio.get_running_loop()
     moved = Moved()
     writer_cmd = store_command(store)
-    unpack_cmd = unpack_command(f"{store}/chunks", unpack)
     writer = await conn.create_process(writer_cmd, encoding=None)
     unpacker = await conn.create_process(unpack_cmd, encoding=None)
     waiting: deque[str] = deque()  # names not yet handed to the unpacker, in stream order
@@ -305,6 +344,7 @@ async def _move(
                 done.exit_status,
                 f"{len(waiting)} chunks were never acknowledged by the target's store",
             )
+        unpacker.stdin.write(_end_line(moved.ids, moved.plain_bytes))
         unpacker.stdin.write_eof()
         result = await unpacker.wait()
         if result.exit_status != 0:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from davit.adapters.compose import unpacked
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -169,6 +170,19 @@ def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) 
         return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
     return f"mkdir -p {q(dest)} && {BIND_UNPACK} {q(dest)}"
+
+
+def walker_for(item: Item, helper_image: str) -> str:
+    """The shell command listing what `unpacker_for`'s command wrote (`unpacked.LISTING`): the
+    volume read-only through a helper container, a bind path by the host's `find` and `stat`.
+    It only reads; where it fails (a helper image without `find`), nothing is recorded and a
+    repeat unpacks again."""
+    if item.kind == "volume":
+        inner = unpacked.listing_command("/v")
+        return f"docker run --rm --network none -v {q(item.target)}:/v:ro {q(helper_image)} sh -c {q(inner)}"
+    if item.is_file:
+        return unpacked.listing_command(item.target.rsplit("/", 1)[0] or "/", "./" + item.source.rstrip("/").rsplit("/", 1)[-1])
+    return unpacked.listing_command(item.target)
 
 
 def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:

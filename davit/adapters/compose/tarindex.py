@@ -83,13 +83,17 @@ def _walk(digest: hashlib._Hash, top: bytes, rel: bytes, started: int) -> bool:
     return True
 
 
-def _path(store: str, key: str) -> str:
+def path(store: str, key: str) -> str:
     return f"{store}/{TARS}/{key}"
 
 
 def lookup(host: RemoteHost, store: str, key: str) -> Listed | None:
     """The list recorded under `key` in the target's store; None if there is none (or it is cut short)."""
-    out = host.run(f"cat {q(_path(store, key))} 2>/dev/null; true").stdout.splitlines()
+    return parse(host.run(f"cat {q(path(store, key))} 2>/dev/null; true").stdout.splitlines())
+
+
+def parse(out: list[str]) -> Listed | None:
+    """A recorded list from its lines; None if it is cut short or garbled."""
     if len(out) < 2 or not out[0].startswith("bytes ") or out[-1] != f"end {len(out) - 2}":
         return None
     ids = out[1:-1]
@@ -102,7 +106,11 @@ def lookup(host: RemoteHost, store: str, key: str) -> Listed | None:
     return Listed(ids, int(out[0][6:]))
 
 
+def body(ids: list[str], plain_bytes: int) -> str:
+    """The recorded list's text: its sha256 names the stream (`unpacked.stream_id`)."""
+    return f"bytes {plain_bytes}\n" + "".join(f"{i}\n" for i in ids) + f"end {len(ids)}\n"
+
+
 def record(host: RemoteHost, store: str, key: str, ids: list[str], plain_bytes: int) -> None:
     """File the item's chunk list under `key` (after every chunk of it is in the store)."""
-    body = f"bytes {plain_bytes}\n" + "".join(f"{i}\n" for i in ids) + f"end {len(ids)}\n"
-    host.write_file(_path(store, key), body.encode(), 0o600)
+    host.write_file(path(store, key), body(ids, plain_bytes).encode(), 0o600)
