@@ -48,6 +48,9 @@ MAX_SKIP_WARNINGS = 20
 
 Encoded = tuple[bytes, bytes | memoryview | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
 
+SMALL_BATCH = 8  # small files read by one worker task: a hand-off per small file costs about what its read does
+SMALL_BATCH_BYTES = 4 << 20  # ... or fewer, once their sizes add up to this (bounds what one task holds)
+
 
 # Where a file's content comes from: the file the walk saw (opened and checked when read), or a
 # stream positioned at it (a volume read through a helper container's archive), readable until
@@ -59,10 +62,16 @@ class Readable(Protocol):
 Content = WalkedFile | Readable
 
 
+class _Result(Protocol):
+    """An encoding under way: a worker's future, or one small file's part of a `_SmallFiles` task."""
+
+    def result(self) -> Encoded | None: ...
+
+
 @dataclass
 class _Pending:
     entry: Entry
-    futures: list[Future[Encoded | None]] = field(default_factory=list)
+    futures: list[_Result] = field(default_factory=list)
     whole: bool = False  # read in one piece by a worker
     changed: str | None = None  # why the entry is left out: its path changed since the walk
     xattrs_problem: str | None = None  # why its extended attributes could not all be read
@@ -88,6 +97,59 @@ def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending, limit: 
     if len(data) > limit:
         raise ChangedSinceWalk(f"grew past {limit} bytes since it was walked at {pending.entry.size}; not stored")
     return _encode(repo, data) if data else None
+
+
+def _read_all_whole(repo: Repository, files: list[tuple[WalkedFile, _Pending]], limit: int) -> list[Encoded | Exception | None]:
+    """`_read_whole` of each of `files`, or the exception it raised, in order: a file that fails
+    (changed since the walk, unreadable) fails only its own entry, where the writer reaches it."""
+    out: list[Encoded | Exception | None] = []
+    for walked, pending in files:
+        try:
+            out.append(_read_whole(repo, walked, pending, limit))
+        except Exception as exc:  # handed to the writer in the file's place
+            out.append(exc)
+    return out
+
+
+class _SmallFiles:
+    """Consecutive small files read, hashed and compressed by one worker task (`_read_all_whole`),
+    sent when full, when a large file's read begins, or when the writer first needs one of them:
+    each file's `_Part` sends the task if it was not sent yet, so the writer never waits on a task
+    that was not sent."""
+
+    def __init__(self, pool: ThreadPoolExecutor, repo: Repository, limit: int) -> None:
+        self.pool, self.repo, self.limit = pool, repo, limit
+        self.files: list[tuple[WalkedFile, _Pending]] = []
+        self.size = 0
+        self.future: Future[list[Encoded | Exception | None]] | None = None
+
+    def add(self, walked: WalkedFile, pending: _Pending) -> None:
+        pending.futures.append(_Part(self, len(self.files)))
+        self.files.append((walked, pending))
+        self.size += pending.entry.size
+
+    def full(self) -> bool:
+        return len(self.files) >= SMALL_BATCH or self.size >= SMALL_BATCH_BYTES
+
+    def send(self) -> Future[list[Encoded | Exception | None]]:
+        if self.future is None:
+            self.future = self.pool.submit(_read_all_whole, self.repo, self.files, self.limit)
+        return self.future
+
+
+class _Part:
+    """One small file's result within a `_SmallFiles` task: what `_Result` asks."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _SmallFiles, index: int) -> None:
+        self._batch, self._index = batch, index
+
+    def result(self) -> Encoded | None:
+        got = self._batch.send().result()[self._index]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
 
 @dataclass
@@ -305,6 +367,7 @@ class _Store:
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
         self.sealing: Future[None] | None = None
         self.zeros: Future[Encoded | None] | None = None  # the encoding of `chunker.zero_chunk`, once per run
+        self.small: _SmallFiles | None = None  # small files not sent to a worker yet
 
     def _parent_entries(self) -> Any:
         parent = self.work._parent()
@@ -342,11 +405,16 @@ class _Store:
     def _read(self, pending: _Pending, abspath: Content) -> None:
         if isinstance(abspath, WalkedFile) and pending.entry.size <= self.chunker.chunking.one_chunk_up_to:
             # A small file is one chunk: a worker opens, reads, hashes and compresses it, so
-            # the per-file system calls of many small files overlap.
-            pending.futures.append(self.pool.submit(_read_whole, self.repo, abspath, pending, self.chunker.chunking.max_chunk))
+            # the per-file system calls of many small files overlap; several per task.
+            if self.small is None or self.small.future is not None:  # none open, or sent by the writer's wait
+                self.small = _SmallFiles(self.pool, self.repo, self.chunker.chunking.max_chunk)
+            self.small.add(abspath, pending)
             pending.whole = True
             self.inflight += 1
+            if self.small.full():
+                self._send_small()
             return
+        self._send_small()  # the small files before this one are read while it is
         if isinstance(abspath, WalkedFile):
             try:
                 source: Readable = open(open_walked(abspath), "rb", buffering=0)  # noqa: SIM115 - closed below
@@ -374,6 +442,11 @@ class _Store:
         except OSError as exc:
             self.ctx.warn(f"could not read {pending.entry.path} fully: {exc.strerror}; stored {size} bytes", STORE)
         pending.entry.size = size
+
+    def _send_small(self) -> None:
+        if self.small is not None:
+            self.small.send()
+            self.small = None
 
     def _encoding(self, data: bytes | memoryview) -> Future[Encoded | None]:
         """`data` named and compressed by a worker; a whole window of zeros (the chunker's one

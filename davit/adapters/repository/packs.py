@@ -31,6 +31,10 @@ CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_SEALED = 0x80  # flag: the stored bytes are an AES-256-GCM sealed blob (see crypto.py)
 
+# Blobs under this size are handed to the writing thread together, once they add up to it: one
+# hand-off (a queue put, a thread wake-up) per compressed small file cost more than its write.
+GATHER_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class BlobRef:
@@ -63,7 +67,8 @@ class PackWriter:
     """Appends blobs to one local temporary pack file; `seal` puts it into the repository.
 
     Offsets are assigned at `add`, in the caller's thread; the bytes are written by a
-    background thread in the same order, so reading the next chunk overlaps writing this one.
+    background thread in the same order, so reading the next chunk overlaps writing this one
+    (small blobs gathered up to `GATHER_BYTES` per hand-off; `seal` writes whatever is gathered).
     The spool is in `spool_dir`: the repository's own `tmp/` when it is a local directory (so
     sealing links it, without a copy), else a directory of this host.
     """
@@ -77,7 +82,9 @@ class PackWriter:
         self.size = 0
         self.entries: list[tuple[bytes, BlobRef]] = []
         self._ids: set[bytes] = set()
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=queue_depth)
+        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=queue_depth)
+        self._gathered: list[bytes | memoryview] = []
+        self._gathered_size = 0
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._write_loop, name=f"davit-pack-{pack_id[:8]}", daemon=True)
         self._thread.start()
@@ -89,10 +96,11 @@ class PackWriter:
         return len(self.entries)
 
     def _write_loop(self) -> None:
-        while (data := self._queue.get()) is not None:
+        while (blobs := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._fh.write(data)
+                    for data in blobs:
+                        self._fh.write(data)
                 except OSError as exc:
                     self._error = exc
 
@@ -105,10 +113,19 @@ class PackWriter:
         self.entries.append((chunk_id, BlobRef(self.pack_id, self.size, len(stored), plain_len, codec)))
         self._ids.add(chunk_id)
         self.size += len(stored)
-        self._queue.put(stored)
+        self._gathered.append(stored)
+        self._gathered_size += len(stored)
+        if self._gathered_size >= GATHER_BYTES:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self._gathered:
+            self._queue.put(self._gathered)
+            self._gathered, self._gathered_size = [], 0
 
     def _finish_writes(self) -> None:
         if self._thread.is_alive():
+            self._hand_off()
             self._queue.put(None)
             self._thread.join()
         self._raise_error()
