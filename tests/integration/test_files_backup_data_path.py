@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from davit.adapters.files import backup as backup_module
+from davit.adapters.files.tree import WalkedFile
 from davit.adapters.repository.packs import CODEC_RAW, CODEC_SEALED, CODEC_ZSTD
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.treeformat import read_lines
@@ -92,3 +94,40 @@ def test_a_disk_image_with_long_zero_runs_names_its_zero_chunk_once_and_restores
     assert ref is not None and ref.codec == CODEC_ZSTD and ref.stored_len < 4096
     restore(repo, target, "first")
     assert (target / "disk.img").read_bytes() == (source / "disk.img").read_bytes()
+
+
+@pytest.mark.parametrize("inflight", [1, 3, 16])
+def test_many_small_files_read_several_to_a_task_all_restore_and_one_changed_meanwhile_alone_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inflight: int
+) -> None:
+    """Small files are read, hashed and compressed several to a worker task. The writer may
+    need a file of a task not yet full (few chunks allowed in flight): that task is sent then,
+    and the files after it go into a new one (an earlier version added them to the task already
+    running, and the backup failed). A file swapped for another between the walk and its read is
+    left out with a warning; the other files of its task are stored."""
+    source = tmp_path / "source"
+    for i in range(45):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"f{i:02d}.txt").write_bytes(_text(100 + 997 * i))
+    (source / "large.bin").write_bytes(os.urandom(3 * MiB))  # a large file between small ones
+    (source / "z-after.txt").write_bytes(_text(5000))
+    real_open = backup_module.open_walked
+
+    def swapped_meanwhile(walked: WalkedFile) -> int:
+        if walked.path.endswith("f10.txt"):
+            os.replace(source / "z-after.txt", walked.path)  # another inode under the walked name
+            (source / "z-after.txt").write_bytes(_text(5000))
+        return real_open(walked)
+
+    monkeypatch.setattr(backup_module, "open_walked", swapped_meanwhile)
+    repo = Repository.open(tmp_path / "repo")
+    ctx = backup(repo, source, "b1", tuning=Tuning(pack_size=8 * MiB, checkpoint_seconds=60, inflight_chunks=inflight))
+    stored = _chunks_of(repo, "b1")
+    assert "d1/f10.txt" not in stored
+    assert any("d1/f10.txt" in w and "changed since it was walked" in w for w in ctx.warnings)
+    restore(repo, tmp_path / "out", snapshot="b1")
+    for path in source.rglob("*"):
+        rel = str(path.relative_to(source))
+        if path.is_file() and rel != "d1/f10.txt":
+            assert (tmp_path / "out" / rel).read_bytes() == path.read_bytes(), rel
+    assert not (tmp_path / "out" / "d1" / "f10.txt").exists()
