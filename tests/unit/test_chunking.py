@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import pytest
 from pyfastcdc.cy.fastcdc import FastCDC
@@ -155,3 +156,19 @@ def test_a_keyed_chunking_cuts_by_its_seed_and_refuses_to_cut_without_it() -> No
         keyed.chunker()
     with pytest.raises(ValueError, match="seed"):
         SMALL.chunker(seed=12345)
+
+
+def test_a_file_read_in_blocks_is_cut_where_fastcdc_cuts_its_whole_content(tmp_path: Path) -> None:
+    # From a file, the chunk carried over a block's end is read again with the next block (a seek
+    # back) instead of being copied in front of it: the cut points must not move either way.
+    data = disk_image(seed=5)
+    (tmp_path / "disk.img").write_bytes(data)
+    whole = FastCDC(SMALL.avg_size, min_size=SMALL.min_size, max_size=SMALL.max_size, normalized_chunking=1)
+    expected = [c.length for c in whole.cut_buf(data)]
+    for read_size in (2 * SMALL.max_size, 2 * SMALL.max_size + 12_345, 1 << 20):  # at least twice max_size, as `Chunker` reads
+        chunker = SMALL.chunker()
+        chunker.read_size = read_size  # many blocks from a few MiB
+        with open(tmp_path / "disk.img", "rb", buffering=0) as fh:
+            chunks = [bytes(c) for c in chunker.cut(fh)]
+        assert [len(c) for c in chunks] == expected, f"read size {read_size}"
+        assert b"".join(chunks) == data
