@@ -17,9 +17,12 @@ Each bare loop runs in its own Python process, so its peak RSS (`ru_maxrss`) is 
 davit operation gets a fresh daemon, and its peak RSS (`VmHWM`) covers start-up and that one
 operation. davit's objects/s is timed from its own events: the export (or objects) step's
 start to its completion; the whole run's time is shown beside it. With `--rounds R` the four
-measurements are repeated R times back to back (the source collection is imported once; later
-rounds import into a scratch collection), each round with the load average at its start and
-end, and the ratios' medians are printed: on a shared machine one round proves little.
+measurements are repeated R times back to back, each round with the load average at its start
+and end, and the ratios' medians are printed: on a shared machine one round proves little.
+Every round imports its own bare baseline into a scratch collection next to its davit restore,
+in alternating order (odd rounds restore first, even rounds import first), so each restore is
+paired with an import under the same load; the source's import (into an empty server, before
+the rounds) is never a round's baseline.
 """
 
 from __future__ import annotations
@@ -200,10 +203,16 @@ def rate(r: dict[str, Any]) -> float:
     return r["objects"] / r["seconds"] if r["seconds"] else 0.0
 
 
-def one_round(
-    p: dict[str, Any], args: argparse.Namespace, index: int, bare_in: dict[str, Any] | None
-) -> dict[str, dict[str, Any]]:
-    """bare iterate, davit backup, davit restore, bare import: one figure each, back to back."""
+def bare_import_round(p: dict[str, Any], args: argparse.Namespace, index: int) -> dict[str, Any]:
+    bare_in = child(["--child", "import", BARE, str(args.objects), str(args.dims), args.index])
+    drop(p, BARE)
+    print(f"round {index}: bare import: {bare_in}", flush=True)
+    return bare_in
+
+
+def one_round(p: dict[str, Any], args: argparse.Namespace, index: int) -> dict[str, dict[str, Any]]:
+    """bare iterate, davit backup, then davit restore and bare import (in alternating order,
+    see the docstring): one figure each, back to back."""
     load = os.getloadavg()[0]
     bare_out = child(["--child", "iterate", SOURCE])
     print(f"round {index}: bare iterate: {bare_out}", flush=True)
@@ -213,6 +222,7 @@ def one_round(
     )
     print(f"round {index}: davit backup: {backup}", flush=True)
     drop(p, RESTORED)
+    bare_in = bare_import_round(p, args, index) if index % 2 == 0 else None
     restore = Daemon(args.workdir / f"restore{index}", f'[repositories.bench]\npath = "{home / "repository"}"\n').run(
         "bench-wv-restore",
         f'name = "bench-wv-restore"\nkind = "weaviate.restore"\nrepository = "bench"\n[source]\njob = "bench-wv"\n'
@@ -221,9 +231,7 @@ def one_round(
     print(f"round {index}: davit restore: {restore}", flush=True)
     drop(p, RESTORED)
     if bare_in is None:
-        bare_in = child(["--child", "import", BARE, str(args.objects), str(args.dims), args.index])
-        drop(p, BARE)
-        print(f"round {index}: bare import: {bare_in}", flush=True)
+        bare_in = bare_import_round(p, args, index)
     shutil.rmtree(home, ignore_errors=True)
     return {
         "bare_out": bare_out,
@@ -274,7 +282,7 @@ def main() -> None:
 
     first_import = child(["--child", "import", SOURCE, str(args.objects), str(args.dims), args.index])
     print(f"bare import (the source): {first_import}", flush=True)
-    rounds = [one_round(p, args, i + 1, first_import if i == 0 else None) for i in range(args.rounds)]
+    rounds = [one_round(p, args, i + 1) for i in range(args.rounds)]
 
     rows = []
     for i, r in enumerate(rounds, 1):

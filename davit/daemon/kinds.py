@@ -12,11 +12,16 @@ weaviate-client and grpc, docker, asyncssh, PyMySQL) is imported when a run of t
 keeps an idle daemon small and the CLI quick. davitd imports the kinds of the jobs it has
 (`preload`, in a thread, when a job is defined or at start-up), so a run does not spend its own
 time importing its kind (Weaviate's client takes about a second) and the event loop never does.
+What is imported then stays for the daemon's life, so it is frozen out of the cyclic garbage
+collector's way (`settle_heap`): davitd holds about 130,000 objects once Weaviate's client is
+in, and without that every full collection during a restore scanned them all again (13% of
+davitd's busy py-spy samples during a 100k-object Weaviate restore; 3% with them frozen).
 The table lives in the composition root because only it may name adapters (the domain must not).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
 from collections.abc import Callable
@@ -78,6 +83,20 @@ def preload(kind: str) -> None:
     if kind in KINDS:
         work_class(kind)
         leftover_remover(kind)
+        settle_heap()
+
+
+def settle_heap() -> None:
+    """Move every object alive now (modules, classes, functions: what imports left) out of the
+    collector's generations, so that later collections scan only what was made since.
+
+    Reference counting still frees frozen objects; only a cycle among objects alive at this
+    moment that later becomes garbage is never reclaimed, which is why garbage is collected
+    first. Once per kind and daemon (a full collection: tens of milliseconds, in the preloading
+    thread)."""
+    with _importing:  # (not while another thread is halfway through an import)
+        gc.collect()
+        gc.freeze()
 
 
 def work_class(kind: str) -> WorkClass:

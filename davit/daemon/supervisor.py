@@ -95,6 +95,7 @@ class Supervisor:
         self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
         self.schedule_changed = anyio.Event()
         self.kinds_changed = anyio.Event()  # a job was defined or changed: its kind may be new
+        self.kinds_loaded: dict[str, anyio.Event] = {}  # kind -> set once its preload ended (see _kind_loaded)
         self.sync_lock = anyio.Lock()
         self.runs: dict[str, RunView] = {}
         self.recorders: dict[str, RunRecorder] = {}
@@ -377,13 +378,30 @@ class Supervisor:
         loaded: set[str] = set()
         while True:
             self.kinds_changed = anyio.Event()
-            for kind in sorted({job.kind for job in self.registry.active()} - loaded):
+            kinds = sorted(({job.kind for job in self.registry.active()} | set(self.kinds_loaded)) - loaded)
+            for kind in kinds:
+                self.kinds_loaded.setdefault(kind, anyio.Event())
+            for kind in kinds:
                 loaded.add(kind)
                 try:
                     await anyio.to_thread.run_sync(preload, kind)
                 except Exception as exc:  # the run of that kind imports it again and fails with the reason
                     log.warning("the modules of kind %s could not be imported ahead of its runs: %s", kind, exc)
+                finally:
+                    self.kinds_loaded[kind].set()
             await self.kinds_changed.wait()
+
+    async def _kind_loaded(self, kind: str) -> None:
+        """Wait, queued, until the preload of `kind` has ended. A daemon that has just started
+        (or just met a new kind) is still importing its client library (Weaviate's takes about
+        a second); the run would only wait for it behind the import lock, inside its own
+        stages and holding a worker thread, so it waits here instead, before it is dispatched.
+        Once a daemon has loaded a kind, its runs never wait."""
+        event = self.kinds_loaded.get(kind)
+        if event is None:  # a kind the preloading loop has not met yet (e.g. of a retired job's run)
+            event = self.kinds_loaded[kind] = anyio.Event()
+            self.kinds_changed.set()
+        await event.wait()
 
     def _plan_all(self) -> dict[str, timedelta]:
         """Plan every scheduled job from the clock's time now; the jobs whose previous fire (or
@@ -630,6 +648,7 @@ class Supervisor:
 
     async def _execute(self, handle: ex.RunHandle) -> None:
         try:
+            await self._kind_loaded(handle.recorder.view.kind)
             await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
             await self._remove_leftovers(handle.recorder.run_id)
         finally:
