@@ -7,13 +7,15 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from davit.adapters.files import backup as backup_module
 from davit.adapters.files.backup import FilesBackupWork
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.repository.packs import pack_path
-from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.treeformat import read_lines
 from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
@@ -285,17 +287,66 @@ def test_a_tree_damaged_after_its_publish_fails_the_backups_verification(tree: P
         work.finish(ctx)
 
 
-def test_a_snapshots_stats_count_what_its_tree_holds(tree: Path, repo: Repository) -> None:
-    # publish counts the staged lines without building an Entry per line (read_counts): its
-    # figures must be those of the entries the published tree holds.
-    backup(repo, tree, "b1")
-    info = repo.resolve("b1")
+def _stats_of_the_stored_tree(repo: Repository, info: SnapshotInfo) -> dict[str, int]:
     entries = list(read_lines(repo.open_tree(info)))
     kinds = {"f": "files", "d": "dirs", "l": "links"}
     want = {"files": 0, "dirs": 0, "links": 0, "specials": 0}
     for e in entries:
         want[kinds.get(e.type, "specials")] += 1
-    want |= {"bytes": sum(e.size for e in entries), "chunk_refs": sum(len(e.chunks) for e in entries)}
+    return want | {"bytes": sum(e.size for e in entries), "chunk_refs": sum(len(e.chunks) for e in entries)}
+
+
+@pytest.mark.parametrize("stopped_once", [False, True], ids=["stored-in-one-go", "resumed-after-a-stop"])
+def test_a_snapshots_stats_count_what_its_tree_holds(tree: Path, repo: Repository, stopped_once: bool) -> None:
+    # The store step counts the lines it writes (the publish does not read them back); a resumed
+    # one's publish counts the staged lines again (read_counts). Either way the manifest's
+    # figures must be those of the entries the published tree holds: a FIFO and a hard link too.
+    os.mkfifo(tree / "a-fifo")
+    os.link(tree / "script.sh", tree / "script-hardlink.sh")
+    ctx = MemoryRunContext(run_id="b1", stop_after_checkpoints=1 if stopped_once else None)
+    if stopped_once:
+        with pytest.raises(RunStopped):
+            backup(repo, tree, "b1", ctx)
+        assert not repo.snapshot_exists("b1") and ctx.cursor("store")
+        ctx.stop.clear()
+        ctx.stop_after_checkpoints = None
+    backup(repo, tree, "b1", ctx)
+    info = repo.resolve("b1")
+    want = _stats_of_the_stored_tree(repo, info)
 
     assert {k: info.stats[k] for k in want} == want
-    assert want["files"] == 8 and want["links"] == 2 and want["chunk_refs"] > 0
+    assert want["files"] == 9 and want["links"] == 2 and want["specials"] == 1 and want["chunk_refs"] > 0
+
+
+def test_only_a_resumed_backups_publish_reads_its_staged_tree_back(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup whose store step wrote the whole staged tree under the lock its publish holds
+    checked every chunk as it named it: the publish does not read the tree back (that reading
+    was most of a publish). One resumed after a stop staged lines under an earlier lock, so its
+    publish reads them all back and checks each chunk against the repository as it is now."""
+    reads: list[str] = []
+    real_read_counts = backup_module.read_counts
+
+    def read_counts(lines: Any) -> Any:
+        reads.append("staged tree")
+        return real_read_counts(lines)
+
+    monkeypatch.setattr(backup_module, "read_counts", read_counts)
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(6):
+        (source / f"f{i}.bin").write_bytes(os.urandom(150_000))
+    backup(repo, source, "whole")
+    assert reads == []
+    assert repo.resolve("whole").stats["files"] == 6
+
+    (source / "new.bin").write_bytes(os.urandom(300_000))
+    ctx = MemoryRunContext(run_id="resumed", stop_after_checkpoints=1)
+    with pytest.raises(RunStopped):
+        backup(repo, source, "resumed", ctx)
+    ctx.stop.clear()
+    ctx.stop_after_checkpoints = None
+    backup(repo, source, "resumed", ctx)
+    assert reads == ["staged tree"]
+    assert repo.resolve("resumed").stats["files"] == 7

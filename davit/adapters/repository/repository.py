@@ -581,8 +581,9 @@ class Repository:
 
     def publish_snapshot_from(self, manifest: dict[str, Any], plain_tree: BinaryIO) -> SnapshotInfo:
         """Publish a snapshot whose tree's JSON lines are read from `plain_tree`, a block at a time
-        (under a shared lock, see `publish_snapshot`). The caller checks the tree's chunks with
-        `missing_chunks` under the same lock first (it reads the tree anyway, for its stats)."""
+        (under a shared lock, see `publish_snapshot`). The caller checks the tree's chunks under the
+        same lock first: with `missing_chunks`, or, if it staged the tree whole under this very
+        lock, by naming a chunk only once this lock's index held it (files.backup's `_publish`)."""
         with self.locked(exclusive=False) as lock:
             self._refuse_existing(manifest["id"])
             writer = self._tree_writer(manifest["id"])

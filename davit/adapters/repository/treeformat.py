@@ -152,6 +152,50 @@ def read_counts(lines: Iterable[bytes]) -> Iterator[tuple[str, int, list[str]]]:
             yield d["t"], d.get("s", 0), d.get("c", [])
 
 
+@dataclass
+class TreeStats:
+    """What a snapshot's manifest says its tree holds (`stats`): entries of each type, the
+    files' bytes and the chunk references, counted as the lines say them (`s` and `c` are
+    written for files only, see `Entry.to_line`). Counted by the store step as it writes each
+    line (`count`), or by reading a staged tree back (`count_line`): the same figures."""
+
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    specials: int = 0  # FIFOs and device nodes
+    bytes: int = 0
+    chunk_refs: int = 0
+
+    def count(self, entry: Entry) -> None:
+        """`entry`, as its line (`entry.to_line()`) holds it."""
+        if entry.type == FILE:
+            self.count_line(FILE, entry.size, len(entry.chunks))
+        else:
+            self.count_line(entry.type, 0, 0)
+
+    def count_line(self, kind: str, size: int, chunk_refs: int) -> None:
+        if kind == FILE:
+            self.files += 1
+        elif kind == DIR:
+            self.dirs += 1
+        elif kind == LINK:
+            self.links += 1
+        else:
+            self.specials += 1
+        self.bytes += size
+        self.chunk_refs += chunk_refs
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "files": self.files,
+            "dirs": self.dirs,
+            "links": self.links,
+            "specials": self.specials,
+            "bytes": self.bytes,
+            "chunk_refs": self.chunk_refs,
+        }
+
+
 class ParentCursor:
     """Walks a previous snapshot's tree alongside the current walk (both in walk order)."""
 
