@@ -75,7 +75,10 @@ def store_command(store: str) -> str:
     One process per chunk (`dd`): forks are dear on a loaded host. Where the store's file
     system takes O_DIRECT and `dd` is GNU's, chunks are written past the page cache: the
     target is busy unpacking the same data, and buffered writes of the store cost it several
-    times the CPU (dirty-page accounting and writeback) of direct ones."""
+    times the CPU (dirty-page accounting and writeback) of direct ones. GNU dd, turning
+    O_DIRECT off for a chunk's last partial block, then fsyncs the file (seen with strace: one
+    fsync per chunk), so there a chunk is on disk before its name is printed; the fallback
+    `put` (BusyBox dd, or no O_DIRECT) writes through the page cache without one."""
     return (
         f"cd {q(store)} && mkdir -p chunks || exit 1; p=; "
         # a length that is not a multiple of the block size, as most chunks: GNU dd writes the
