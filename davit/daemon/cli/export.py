@@ -1,4 +1,6 @@
-"""`davit export mongodump SNAPSHOT DIR [--gzip]`: a MongoDB snapshot as a mongodump directory.
+"""`davit export mongodump SNAPSHOT DIR [--gzip]`: a MongoDB snapshot as a mongodump directory;
+`davit export pgdump SNAPSHOT DIR [--database DB]`: a PostgreSQL snapshot as pg_dump directory
+archives (see davit/adapters/postgres/dumpdir.py).
 
 Writes `DIR/DB/COLL.bson` (the collection's chunks, verified and concatenated: raw BSON,
 never decoded) and `DIR/DB/COLL.metadata.json` (as stored at backup time), or their `.gz`
@@ -10,6 +12,7 @@ A snapshot with a namespace that would write outside DIR (a database name that i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +21,7 @@ from davit.adapters.mongo.layout import read_tree
 from davit.daemon.cli.common import emit_json
 from davit.daemon.cli.snapshots import resolve_snapshot
 from davit.domain.errors import InvalidArgument, UnsafeName
+from davit.domain.names import unsafe_reason
 
 
 @click.group("export")
@@ -60,3 +64,52 @@ def mongodump(ctx: click.Context, snapshot: str, directory: Path, compress: bool
         emit_json(result)
     else:
         click.echo(f"{snap.id}: {result['collections']} collections, {result['documents']} documents written to {directory}")
+
+
+@command.command("pgdump")
+@click.argument("snapshot")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--database", "databases", multiple=True, help="Only this database (repeatable); one alone is written as DIRECTORY itself."
+)
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@click.option("--repository", help="Look in this repository only (a copied snapshot is in two).")
+@click.pass_context
+def pgdump(
+    ctx: click.Context, snapshot: str, directory: Path, databases: tuple[str, ...], as_json: bool, repository: str | None
+) -> None:
+    """Write SNAPSHOT (an id or unique prefix) of a postgres.backup job into DIRECTORY as a pg_dump
+    directory archive (`pg_restore -d NEWDB DIRECTORY`); with several databases, DIRECTORY/DB each."""
+    from davit.adapters.postgres.dumpdir import export_databases
+    from davit.adapters.postgres.layout import read_tree as read_pg_tree
+
+    repo, snap = resolve_snapshot(ctx, snapshot, repository=repository)
+    if snap.kind != "postgres":
+        raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} is a {snap.kind} snapshot, not a PostgreSQL one")
+    per_db: dict[str, list[Any]] = {}
+    for unit in read_pg_tree(repo.tree_bytes(snap)):
+        if unit.kind != "roles":
+            per_db.setdefault(unit.db, []).append(unit)
+    missing = sorted(set(databases) - set(per_db))
+    if missing:
+        raise InvalidArgument(
+            "--database",
+            f"snapshot {snap.id} holds no database {', '.join(missing)} (it holds {', '.join(sorted(per_db)) or 'none'})",
+        )
+    if databases:
+        per_db = {db: per_db[db] for db in databases}
+    if not per_db:
+        raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} holds no database")
+    for db in per_db:  # every name first: a hostile one refuses the snapshot, nothing written
+        problem = unsafe_reason(db)
+        if problem is not None and len(per_db) > 1:
+            raise UnsafeName(snap.id, db, problem)
+    stats = export_databases(directory, per_db, repo.read_chunk, f"snapshot {snap.id}", nested=len(per_db) > 1)
+    result = {"snapshot": snap.id, "directory": str(directory), **stats}
+    if as_json:
+        emit_json(result)
+    else:
+        for db, info in stats["databases"].items():
+            where = directory / db if len(per_db) > 1 else directory
+            counts = f"{info['tables']} tables, {info['rows']} rows, {info['large_objects']} large objects"
+            click.echo(f"{snap.id}: database {db}: {counts} written to {where}")
