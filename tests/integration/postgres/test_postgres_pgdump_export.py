@@ -6,8 +6,10 @@ databases, a directory each; an export that fails leaves nothing that looks like
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from tests.integration.postgres.test_postgres_roundtrip import pg as pg  # the f
 from tests.integration.postgres.test_postgres_selection import SHOP, make_db
 
 pytestmark = pytest.mark.postgres
+BIN = Path(sys.executable).parent
 
 
 def units_by_db(repo: Repository, snapshot: str) -> dict[str, list[Unit]]:
@@ -76,16 +79,24 @@ def test_an_exported_snapshot_restored_by_pg_restore_equals_the_source(pg: Pg, t
     assert pg.snapshot_of(copy) == pg.snapshot_of(shop)
 
 
+def davit(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def test_two_databases_export_a_directory_each_and_one_can_be_chosen(pg: Pg, tmp_path: Path) -> None:
     first, second = pg.name("sqlx_one"), pg.name("sqlx_two")
     make_db(pg, first, SHOP)
     make_db(pg, second, "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('hi')")
-    repo = Repository.open(tmp_path / "repo")
+    home = tmp_path / "home"
+    repo = Repository.open(home / "repository")
     backup(repo, {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[first, second])}, "b1")
-    per_db = units_by_db(repo, "b1")
-    export_databases(tmp_path / "all", per_db, repo.read_chunk, "snapshot b1", nested=True)
+    result = json.loads(davit(home, "export", "pgdump", "b1", str(tmp_path / "all"), "--json").stdout)
+    assert result["databases"][second] == {"tables": 1, "rows": 1, "large_objects": 0}
     assert sorted(os.listdir(tmp_path / "all")) == sorted([first, second])
-    export_databases(tmp_path / "one", {second: per_db[second]}, repo.read_chunk, "snapshot b1", nested=False)
+    said = davit(home, "export", "pgdump", "b1", str(tmp_path / "one"), "--database", second).stdout
+    assert f"database {second}: 1 tables, 1 rows, 0 large objects written to {tmp_path / 'one'}" in said
     env = pg_env(pg, tmp_path)
     for db, directory in ((first, tmp_path / "all" / first), (second, tmp_path / "one")):
         target = pg.name(f"{db}_r")
@@ -94,6 +105,14 @@ def test_two_databases_export_a_directory_each_and_one_can_be_chosen(pg: Pg, tmp
         assert pg.snapshot_of(target) == pg.snapshot_of(db)
     with pg.connect(pg.created[-1]) as conn:
         assert conn.execute("SELECT nextval('notes_id_seq')").fetchone() == (2,)
+    refused = subprocess.run(
+        [str(BIN / "davit"), "--home", str(home), "export", "pgdump", "b1", str(tmp_path / "x"), "--database", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "snapshot b1 holds no database nope" in refused.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_an_export_that_fails_midway_leaves_no_directory(pg: Pg, tmp_path: Path) -> None:
