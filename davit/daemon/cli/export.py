@@ -1,6 +1,7 @@
 """`davit export mongodump SNAPSHOT DIR [--gzip]`: a MongoDB snapshot as a mongodump directory;
 `davit export pgdump SNAPSHOT DIR [--database DB]`: a PostgreSQL snapshot as pg_dump directory
-archives (see davit/adapters/postgres/dumpdir.py).
+archives (see davit/adapters/postgres/dumpdir.py); `davit export sql SNAPSHOT FILE`: a
+MariaDB/MySQL snapshot as a script `mariadb` replays (see davit/adapters/mysql/script.py).
 
 Writes `DIR/DB/COLL.bson` (the collection's chunks, verified and concatenated: raw BSON,
 never decoded) and `DIR/DB/COLL.metadata.json` (as stored at backup time), or their `.gz`
@@ -11,6 +12,7 @@ A snapshot with a namespace that would write outside DIR (a database name that i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,51 @@ def pgdump(
             where = directory / db if len(per_db) > 1 else directory
             counts = f"{info['tables']} tables, {info['rows']} rows, {info['large_objects']} large objects"
             click.echo(f"{snap.id}: database {db}: {counts} written to {where}")
+
+
+@command.command("sql")
+@click.argument("snapshot")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@click.option("--database", "databases", multiple=True, help="Only this database (repeatable).")
+@click.option("--rename", "renames", multiple=True, metavar="SRC=DST", help="Create database SRC as DST (repeatable).")
+@click.option("--repository", help="Look in this repository only (a copied snapshot is in two).")
+@click.pass_context
+def sql(
+    ctx: click.Context, snapshot: str, file: Path, databases: tuple[str, ...], renames: tuple[str, ...], repository: str | None
+) -> None:
+    """Write SNAPSHOT (an id or unique prefix) of a mysql.backup job as one SQL script that
+    `mariadb < FILE` replays (`-`: standard output)."""
+    from davit.adapters.mysql.layout import DatabaseEntry, TableEntry
+    from davit.adapters.mysql.layout import read_tree as read_mysql_tree
+    from davit.adapters.mysql.script import script
+    from davit.adapters.outfile import write_atomically
+
+    repo, snap = resolve_snapshot(ctx, snapshot, repository=repository)
+    if snap.kind != "mysql":
+        raise InvalidArgument("SNAPSHOT", f"snapshot {snap.id} is a {snap.kind} snapshot, not a MariaDB/MySQL one")
+    entries = [e for e in read_mysql_tree(repo.tree_bytes(snap)) if isinstance(e, TableEntry | DatabaseEntry)]
+    held = {e.db for e in entries}
+    rename = dict(_pair(r) for r in renames)
+    for option, names in (("--database", set(databases)), ("--rename", set(rename))):
+        if names - held:
+            missing = ", ".join(sorted(names - held))
+            raise InvalidArgument(option, f"snapshot {snap.id} holds no database {missing} (it holds {', '.join(sorted(held))})")
+    if databases:
+        entries = [e for e in entries if e.db in databases]
+    heading = f"davit export sql: snapshot {snap.id} of job {snap.job}\nreplay with: mariadb < FILE"
+    blocks = script(entries, repo.read_chunk, rename, heading)
+    if str(file) == "-":
+        out = sys.stdout.buffer
+        for block in blocks:
+            out.write(block)
+        out.flush()
+    else:
+        write_atomically(file, blocks)
+        click.echo(f"{snap.id}: {len(set(databases) or held)} databases written to {file}", err=True)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    src, sep, dst = text.partition("=")
+    if not sep or not src or not dst:
+        raise InvalidArgument("--rename", f"--rename {text!r} is not SRC=DST")
+    return src, dst
