@@ -19,6 +19,7 @@ kept as bytes, so names in any encoding are written back unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from davit.domain.errors import PermanentError
@@ -27,6 +28,7 @@ MAGIC = b"PGDMP"
 FORMAT_CUSTOM, FORMAT_DIRECTORY = 1, 3  # the format byte pg_dump 15 writes for -Fc and -Fd
 SECTION_NONE, SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 1, 2, 3, 4
 READABLE_VERSIONS = ((1, 14), (1, 15))
+K_OFFSET_NO_DATA = 3  # a custom archive's entry without data
 
 
 class ArchiveError(PermanentError):
@@ -154,7 +156,19 @@ def _str(value: bytes | None, size: int) -> bytes:
 
 def directory_toc(archive: Archive) -> bytes:
     """`archive` as a directory archive's toc.dat, uncompressed (its data files are plain)."""
-    h = replace(archive.header, fmt=FORMAT_DIRECTORY, compression=0)
+    return _write(archive, FORMAT_DIRECTORY, lambda e, h: _str(e.filename or b"", h.int_size))
+
+
+def custom_schema_archive(archive: Archive) -> bytes:
+    """`archive` (entries without data) as a custom archive, as `pg_dump -Fc --schema-only`
+    writes one: each entry's offset says "no data" (flag 3, zero offset)."""
+    if any(e.has_data for e in archive.entries):
+        raise ArchiveError("a schema archive holds no data entries")
+    return _write(archive, FORMAT_CUSTOM, lambda e, h: bytes([K_OFFSET_NO_DATA]) + bytes(h.off_size))
+
+
+def _write(archive: Archive, fmt: int, extra: Callable[[Entry, Header], bytes]) -> bytes:
+    h = replace(archive.header, fmt=fmt, compression=0)
     n = h.int_size
     out = [MAGIC, bytes([*h.version, h.int_size, h.off_size, h.fmt])]
     out.append(bytes([0]) if h.version[:2] >= (1, 15) else _int(0, n))
@@ -166,5 +180,5 @@ def directory_toc(archive: Archive) -> bytes:
         out += [_str(v, n) for v in (e.defn, e.drop, e.copy, e.namespace, e.tablespace, e.tableam, e.owner)]
         out.append(_str(b"false", n))
         out += [_str(str(d).encode(), n) for d in e.deps]
-        out += [_str(None, n), _str(e.filename or b"", n)]
+        out += [_str(None, n), extra(e, h)]
     return b"".join(out)

@@ -1,0 +1,65 @@
+"""`davit import pgdump`: a directory archive written by pg_dump itself (`-Fd`, gzip or plain
+data files) imported as a snapshot of a job, then restored by postgres.restore under another
+name, against the real PostgreSQL peer: every row, object, large object and sequence as in the
+source. A custom-format file and a data file cut short are refused by name, publishing nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from davit.adapters.postgres.client import tool
+from davit.adapters.repository.repository import Repository
+from tests.integration.postgres.test_postgres_pgdump_export import pg_env
+from tests.integration.postgres.test_postgres_roundtrip import FIDELITY, Pg, restore
+from tests.integration.postgres.test_postgres_roundtrip import pg as pg  # the fixture
+from tests.integration.postgres.test_postgres_selection import SHOP, make_db
+
+pytestmark = pytest.mark.postgres
+BIN = Path(sys.executable).parent
+
+
+def davit(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=300)
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("compression", ["0", "6"], ids=["plain", "gzip"])
+def test_a_pg_dump_directory_imported_is_restored_by_postgres_restore(pg: Pg, tmp_path: Path, compression: str) -> None:
+    shop, copy = pg.name("sqlx_legacy"), pg.name("sqlx_legacy_restored")
+    make_db(pg, shop, FIDELITY)
+    dump = tmp_path / "dump"
+    subprocess.run([tool("pg_dump"), "-Fd", f"-Z{compression}", "-f", str(dump), shop], env=pg_env(pg, tmp_path), check=True)
+    home = tmp_path / "home"
+    Repository.open(home / "repository").close()
+    imported = json.loads(davit(home, "import", "pgdump", str(dump), "--job", "legacy", "--json").stdout)
+    assert imported["job"] == "legacy" and imported["kind"] == "postgres"
+    assert imported["stats"]["tables"] == 6 and imported["stats"]["rows"] == 3003 + 2 + 400 + 2 + 2
+    assert "0 problems" in davit(home, "verify", imported["id"]).stdout
+    repo = Repository.open(home / "repository")
+    spec = {"name": "pgr", "kind": "postgres.restore", "source": {"job": "legacy"}, "target": pg.server(rename={shop: copy})}
+    restored = restore(repo, spec, "r1")
+    assert restored["rows"] == imported["stats"]["rows"]
+    assert pg.snapshot_of(copy) == pg.snapshot_of(shop)
+
+
+def test_a_custom_format_file_and_a_truncated_data_file_are_refused_by_name(pg: Pg, tmp_path: Path) -> None:
+    shop = pg.name("sqlx_legacy")
+    make_db(pg, shop, SHOP)
+    env = pg_env(pg, tmp_path)
+    subprocess.run([tool("pg_dump"), "-Fc", "-f", str(tmp_path / "shop.dump"), shop], env=env, check=True)
+    subprocess.run([tool("pg_dump"), "-Fd", "-Z0", "-f", str(tmp_path / "dir"), shop], env=env, check=True)
+    home = tmp_path / "home"
+    Repository.open(home / "repository").close()
+    refused = davit(home, "import", "pgdump", str(tmp_path / "shop.dump"), "--job", "legacy", ok=False)
+    assert f"{tmp_path / 'shop.dump'}: a file, not a pg_dump directory archive" in refused.stderr
+    biggest = max((tmp_path / "dir").glob("[0-9]*.dat"), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:-20])
+    refused = davit(home, "import", "pgdump", str(tmp_path / "dir"), "--job", "legacy", ok=False)
+    assert "does not end with pg_dump's end marker (truncated?)" in refused.stderr and str(tmp_path / "dir") in refused.stderr
+    assert davit(home, "snapshots", "--json").stdout == ""  # nothing published
