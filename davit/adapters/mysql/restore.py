@@ -230,6 +230,8 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(f"USE {quote_name(dst)}")
                 cur.execute("START TRANSACTION")
                 cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
+                    cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
                 for chunk in self._chunks(entry):
                     cur.execute(chunk)

@@ -16,12 +16,12 @@ nothing is held whole.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 
 from davit.adapters.mysql.client import SESSION_SETUP, SQL_MODE, quote_name, quote_text
 from davit.adapters.mysql.layout import DatabaseEntry, Entry, TableEntry
 from davit.adapters.mysql.restore import create_database_as
-from davit.adapters.mysql.sqltext import insert_head
 
 DROP = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
 DELIMITERS = (";;", "$$", "//", "@@", "#;#;")
@@ -49,23 +49,34 @@ def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dic
                 yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
                 if table.create is None:
                     yield f"DELETE FROM {quote_name(table.table)};\n".encode()
-                head = len(insert_head(table.table, table.columns))
+                if table.load_mode is not None:
+                    yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
                 for chunk in table.chunks:
-                    yield _cr_escaped(read(bytes.fromhex(chunk)), head)
+                    yield _cr_escaped(read(bytes.fromhex(chunk)))
+                if table.load_mode is not None:
+                    yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
         if entry is not None:
             for obj in _views_first(entry.objects):
                 yield _object(dst, obj).encode()
     yield b"\n-- end of the davit export\n"
 
 
-def _cr_escaped(statement: bytes, head: int) -> bytes:
+def _cr_escaped(statement: bytes) -> bytes:
     """An INSERT statement whose values' carriage returns are written `\\r`: the `mariadb`
-    client reads its input by lines and turns CR LF into LF, even inside a quoted string. In the
-    values a CR can only be inside a quoted string (the others are hex, bits, numbers, NULL),
+    client reads its input by lines and turns CR LF into LF, even inside a quoted string. After
+    VALUES a CR can only be inside a quoted string (the others are hex, bits, numbers, NULL),
     where `\\r` means CR; the head (table and column names) is left as it is."""
-    if b"\r" not in statement[head:]:
+    if b"\r" not in statement:
         return statement
+    head = _values_at(statement)
     return statement[:head] + statement[head:].replace(b"\r", b"\\r")
+
+
+def _values_at(statement: bytes) -> int:
+    """Where the VALUES keyword of an INSERT ends, backquoted names skipped."""
+    blanked = re.sub(rb"`(?:[^`]|``)*`", lambda m: b" " * len(m.group(0)), statement)
+    found = re.search(rb"\bVALUES\b", blanked, re.I)
+    return found.end() if found else len(statement)
 
 
 def _object(dst: str, obj: dict[str, str]) -> str:

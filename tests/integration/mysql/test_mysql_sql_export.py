@@ -6,6 +6,7 @@ export leaves no file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from davit.adapters.outfile import write_atomically
 from davit.adapters.repository.repository import Repository
-from tests.integration.mysql.helpers import Maria, backup_spec, contents, run_backup
+from tests.integration.mysql.helpers import Maria, backup_spec, contents, restore_spec, run_backup, run_restore
 from tests.integration.mysql.test_mysql_roundtrip import make_fidelity_db
 
 pytestmark = pytest.mark.mariadb
@@ -96,3 +97,56 @@ def test_an_export_that_fails_midway_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="chunk 1 is missing"):
         write_atomically(tmp_path / "out.sql", blocks())
     assert os.listdir(tmp_path) == []
+
+
+def mariadb_dump(maria: Maria, tmp_path: Path, *args: str) -> bytes:
+    options = tmp_path / "dump.cnf"
+    if not options.exists():
+        fd = os.open(options, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            p = maria.peer
+            fh.write(f"[client]\nhost={p.host}\nport={p.port}\nuser={p.user}\npassword={p.password}\n")
+    dump = shutil.which("mariadb-dump") or "mysqldump"
+    done = subprocess.run([dump, f"--defaults-extra-file={options}", *args], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["with-databases", "one-database-script"])
+def test_a_mariadb_dump_script_imported_is_restored_by_mysql_restore(maria: Maria, tmp_path: Path, whole: bool) -> None:
+    shop, copy = maria.db("sqlx_legacy"), maria.db("sqlx_legacy_restored")
+    make_fidelity_db(maria, shop)
+    flags = ["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"]
+    script = tmp_path / "legacy.sql"
+    script.write_bytes(mariadb_dump(maria, tmp_path, *flags, *(["--databases", shop] if whole else [shop])))
+    home = tmp_path / "home"
+    Repository.open(home / "repository").close()
+    named = [] if whole else ["--database", shop]
+    imported = json.loads(davit(home, "import", "sql", str(script), "--job", "legacy", "--json", *named).stdout)
+    assert imported["kind"] == "mysql" and imported["stats"]["tables"] == 8
+    assert imported["stats"]["rows"] == 3 + 2 + 2 + 4 + 1 + 0 + 3000 + 1
+    assert "0 problems" in davit(home, "verify", imported["id"]).stdout.decode()
+    repo = Repository.open(home / "repository")
+    run_restore(repo, restore_spec("back", maria, {"job": "legacy"}, rename={shop: copy}), "r1")
+    original, restored = contents(maria, shop), contents(maria, copy)
+    assert sorted(restored) == sorted(original)
+    for key in original:
+        assert restored[key] == original[key], key
+
+
+def test_a_script_cut_short_is_refused_and_nothing_is_published(maria: Maria, tmp_path: Path) -> None:
+    shop = maria.db("sqlx_legacy")
+    maria.execute(None, f"CREATE DATABASE `{shop}`")
+    maria.execute(shop, "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END")
+    text = mariadb_dump(maria, tmp_path, "--routines", "--databases", shop)
+    cut = text[: text.index(b"SELECT 2")]
+    (tmp_path / "cut.sql").write_bytes(cut)
+    home = tmp_path / "home"
+    Repository.open(home / "repository").close()
+    refused = subprocess.run(
+        [str(BIN / "davit"), "--home", str(home), "import", "sql", str(tmp_path / "cut.sql"), "--job", "legacy"],
+        capture_output=True,
+    )
+    assert refused.returncode != 0
+    assert f"{tmp_path / 'cut.sql'}: the script ends inside a statement (truncated?)".encode() in refused.stderr
+    assert davit(home, "snapshots", "--json").stdout == b""
