@@ -19,8 +19,10 @@ kept as bytes, so names in any encoding are written back unchanged.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import IO
 
 from davit.domain.errors import PermanentError
 
@@ -28,6 +30,7 @@ MAGIC = b"PGDMP"
 FORMAT_CUSTOM, FORMAT_DIRECTORY = 1, 3  # the format byte pg_dump 15 writes for -Fc and -Fd
 SECTION_NONE, SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 1, 2, 3, 4
 READABLE_VERSIONS = ((1, 14), (1, 15))
+BLOCK_DATA, BLOCK_BLOBS = 1, 3  # a custom archive's data block kinds (pg_backup_archiver.h)
 K_OFFSET_NO_DATA = 3  # a custom archive's entry without data
 
 
@@ -78,15 +81,18 @@ class Archive:
 
 
 class _Reader:
-    def __init__(self, data: bytes, where: str) -> None:
-        self.data, self.pos, self.where = data, 0, where
+    def __init__(self, source: bytes | IO[bytes], where: str) -> None:
+        self.fh = io.BytesIO(source) if isinstance(source, bytes) else source
+        self.pos, self.where = 0, where
         self.int_size = 4
         self.off_size = 8
 
     def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise ArchiveError(f"{self.where}: the archive ends early (at byte {self.pos}, {n} more wanted)")
-        out = self.data[self.pos : self.pos + n]
+        out = self.fh.read(n)
+        if len(out) < n:
+            raise ArchiveError(
+                f"{self.where}: the archive ends early (at byte {self.pos + len(out)}, {n - len(out)} more wanted)"
+            )
         self.pos += n
         return out
 
@@ -103,13 +109,14 @@ class _Reader:
         return None if size < 0 else self.take(size)
 
 
-def read_archive(data: bytes, where: str) -> Archive:
-    """The header and entries of a custom archive (pg_dump -Fc) of no data, or of a directory
-    archive's toc.dat; `where` names it in errors."""
-    r = _Reader(data, where)
-    if not data.startswith(MAGIC):
+def read_archive(source: bytes | IO[bytes], where: str) -> Archive:
+    """The header and entries of a custom archive (pg_dump -Fc) or of a directory archive's
+    toc.dat; `where` names it in errors. A file is left where the entries end (in a custom
+    archive, where its data blocks begin)."""
+    r = _Reader(source, where)
+    if r.fh.read(len(MAGIC)) != MAGIC:
         raise ArchiveError(f"{where}: not a pg_dump archive (no PGDMP magic)")
-    r.take(len(MAGIC))
+    r.pos = len(MAGIC)
     version = (r.byte(), r.byte(), r.byte())
     if version[:2] not in READABLE_VERSIONS:
         raise ArchiveError(
@@ -182,3 +189,12 @@ def _write(archive: Archive, fmt: int, extra: Callable[[Entry, Header], bytes]) 
         out += [_str(str(d).encode(), n) for d in e.deps]
         out += [_str(None, n), extra(e, h)]
     return b"".join(out)
+
+
+def read_int(fh: IO[bytes], header: Header, where: str) -> int:
+    """One integer of a custom archive's data part."""
+    raw = fh.read(1 + header.int_size)
+    if len(raw) < 1 + header.int_size:
+        raise ArchiveError(f"{where}: the archive ends in the middle of its data (truncated?)")
+    value = int.from_bytes(raw[1:], "little")
+    return -value if raw[0] else value

@@ -1,29 +1,47 @@
-"""Bringing a pg_dump directory archive (`pg_dump -Fd`, plain or gzip data files) into the
-repository as a snapshot of a job, in postgres.backup's layout, so postgres.restore restores it:
-`davit import pgdump`.
+"""Bringing a pg_dump archive into the repository as a snapshot of a job, in postgres.backup's
+layout, so postgres.restore restores it: `davit import pgdump`. A directory archive (`pg_dump
+-Fd`, plain or gzip data files) or a custom archive file (`pg_dump -Fc`, plain or zlib).
 
 The archive's entries split in two: the schema (every entry but the data ones) becomes the
 custom archive of no data that a backup stores (davit/adapters/postgres/archive.py); the data
 entries become units: each `TABLE DATA` file (its COPY text, without pg_dump's `\\.` end
 marker) a table unit, with its columns from the entry's COPY statement; `SEQUENCE SET` values
-the schema's sequences; `MATERIALIZED VIEW DATA` the views to refresh; `blobs.toc` and its
-`blob_OID.dat` files the large objects. Data files are cut by the repository's chunker as they
-are read (nothing is held whole), and the snapshot is published only once every pack is
-durable: an interrupted import leaves no snapshot. `-Fc` files are refused by name (their data
-blocks are not read here; `pg_restore -Fc FILE -Fd` does not exist, but `pg_dump -Fd` does).
+the schema's sequences; `MATERIALIZED VIEW DATA` the views to refresh; the large objects
+(`blobs.toc` and its `blob_OID.dat` files, or a custom archive's blobs block) a unit of them.
+A custom archive's data is read in one pass over its blocks (pg_backup_custom.c: a kind byte,
+the entry's dump id, then chunks each preceded by its length, a zero length ending them; one
+zlib stream per table and per large object when compressed); a large object of a custom
+archive is spooled to a private temporary file first, since the snapshot records its length
+before its bytes. Data is cut by the repository's chunker as it is read (nothing is held
+whole), and the snapshot is published only once every pack is durable: an interrupted import
+leaves no snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
+import tempfile
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from davit.adapters.postgres.archive import Archive, Entry, custom_schema_archive, read_archive
+from davit.adapters.postgres.archive import (
+    BLOCK_BLOBS,
+    BLOCK_DATA,
+    FORMAT_CUSTOM,
+    Archive,
+    ArchiveError,
+    Entry,
+    Header,
+    custom_schema_archive,
+    read_archive,
+    read_int,
+)
 from davit.adapters.postgres.backup import _Reader
 from davit.adapters.postgres.layout import LO_HEADER, Unit, lo_path, schema_path, table_path, tree_zst
 from davit.adapters.repository.chunkwriter import ChunkWriter
@@ -42,7 +60,21 @@ HELD = 64  # bytes kept back at a data file's end, where pg_dump's end marker is
 def import_pgdump(repo: Repository, root: Path, job: str, snapshot_id: str, tuning: Tuning, db: str | None) -> SnapshotInfo:
     """Import directory archive `root` as snapshot `snapshot_id` of `job`; its database is
     named `db`, else as in the archive."""
-    archive = _read_toc(root)
+    with contextlib.ExitStack() as stack:
+        archive, items = _open_archive(root, stack)
+        return _import(repo, root, archive, items, job, snapshot_id, tuning, db)
+
+
+def _import(
+    repo: Repository,
+    root: Path,
+    archive: Archive,
+    items: Iterator[Any],
+    job: str,
+    snapshot_id: str,
+    tuning: Tuning,
+    db: str | None,
+) -> SnapshotInfo:
     name = db or (archive.header.dbname or b"").decode()
     if not name:
         raise PermanentError(f"{root}: the archive names no database: give --database")
@@ -63,11 +95,11 @@ def import_pgdump(repo: Repository, root: Path, job: str, snapshot_id: str, tuni
 
         try:
             store(schema, iter([custom_schema_archive(Archive(archive.header, schema_entries))]))
-            for entry in archive.entries:
-                if entry.desc == b"TABLE DATA":
-                    units.append(_table(root, name, entry, store))
-                elif entry.desc == b"BLOBS":
-                    units.append(_blobs(root, name, entry, store))
+            for kind, entry, data in items:
+                if kind == "table":
+                    units.append(_table(f"{root}, table", name, entry, data, store))
+                else:
+                    units.append(_blobs(name, data, store))
             writer.seal()
             stored = writer.bytes_stored
         except BaseException:
@@ -99,14 +131,87 @@ def import_pgdump(repo: Repository, root: Path, job: str, snapshot_id: str, tuni
         return repo.publish_snapshot(manifest, tree_zst(units, tuning.compression_level))
 
 
-def _read_toc(root: Path) -> Archive:
-    if root.is_file():
-        raise PermanentError(f"{root}: a file, not a pg_dump directory archive: dump with `pg_dump -Fd -f DIR` and import DIR")
+def _open_archive(root: Path, stack: contextlib.ExitStack) -> tuple[Archive, Iterator[Any]]:
+    """The archive's entries and its data, as ("table", entry, blocks) and ("blobs", entry,
+    blobs) items, from a directory archive or a custom archive file."""
+    if root.is_dir():
+        try:
+            data = (root / "toc.dat").read_bytes()
+        except OSError as exc:
+            raise SourceMissing(str(root), f"no toc.dat in it ({exc.strerror}): not a pg_dump -Fd directory") from exc
+        archive = read_archive(data, str(root / "toc.dat"))
+        return archive, _directory_items(root, archive)
+    fh = stack.enter_context(open(os.open(root, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb"))  # noqa: SIM115 (closed by the stack)
+    archive = read_archive(fh, str(root))
+    if archive.header.fmt != FORMAT_CUSTOM:
+        raise ArchiveError(
+            f"{root}: a pg_dump archive of format {archive.header.fmt}: import a directory (-Fd) or custom (-Fc) one"
+        )
+    return archive, _custom_items(fh, archive, str(root))
+
+
+def _directory_items(root: Path, archive: Archive) -> Iterator[Any]:
+    for entry in archive.entries:
+        if entry.desc == b"TABLE DATA":
+            with _open(root, entry.filename or b"") as fh:
+                yield "table", entry, iter(lambda: fh.read(READ), b"")
+        elif entry.desc == b"BLOBS":
+            yield "blobs", entry, _directory_blobs(root, entry)
+
+
+def _custom_items(fh: IO[bytes], archive: Archive, where: str) -> Iterator[Any]:
+    """A custom archive's data blocks in file order; each item's data is read to its end
+    before the next block is looked at, whether the caller read it all or not."""
+    header = archive.header
+    if header.compression not in (0, -1, *range(1, 10)) or (header.version[:2] >= (1, 15) and header.compression > 1):
+        raise ArchiveError(f"{where}: compression {header.compression} is not one davit reads (none or gzip)")
+    by_id = {e.dump_id: e for e in archive.entries}
+    while kind := fh.read(1):
+        entry = by_id.get(read_int(fh, header, where))
+        if kind[0] == BLOCK_DATA:
+            blocks = _inflated(_pieces(fh, header, where), header.compression != 0, where)
+            if entry is not None and entry.desc == b"TABLE DATA":
+                yield "table", entry, blocks
+            for _ in blocks:
+                pass
+        elif kind[0] == BLOCK_BLOBS:
+            blobs = _custom_blobs(fh, header, where)
+            yield "blobs", entry, blobs
+            for _ in blobs:
+                pass
+        else:
+            raise ArchiveError(f"{where}: a data block of unknown kind {kind[0]} (not a pg_dump custom archive, or damaged)")
+
+
+def _pieces(fh: IO[bytes], header: Header, where: str) -> Iterator[bytes]:
+    while size := read_int(fh, header, where):
+        piece = fh.read(size)
+        if len(piece) < size:
+            raise ArchiveError(f"{where}: the archive ends in the middle of its data (truncated?)")
+        yield piece
+
+
+def _inflated(pieces: Iterator[bytes], compressed: bool, where: str) -> Iterator[bytes]:
+    if not compressed:
+        yield from pieces
+        return
+    inflater = zlib.decompressobj()
     try:
-        data = (root / "toc.dat").read_bytes()
-    except OSError as exc:
-        raise SourceMissing(str(root), f"no toc.dat in it ({exc.strerror}): not a pg_dump -Fd directory") from exc
-    return read_archive(data, str(root / "toc.dat"))
+        for piece in pieces:
+            yield inflater.decompress(piece)
+        yield inflater.flush()
+    except zlib.error as exc:
+        raise ArchiveError(f"{where}: compressed data that does not inflate: {exc}") from exc
+
+
+def _custom_blobs(fh: IO[bytes], header: Header, where: str) -> Iterator[tuple[int, int, Iterator[bytes]]]:
+    while oid := read_int(fh, header, where):
+        with tempfile.TemporaryFile() as spool:
+            for block in _inflated(_pieces(fh, header, where), header.compression != 0, where):
+                spool.write(block)
+            size = spool.tell()
+            spool.seek(0)
+            yield oid, size, iter(lambda: spool.read(READ), b"")
 
 
 def _schema_entries(entries: list[Entry]) -> list[Entry]:
@@ -187,9 +292,9 @@ def _open(root: Path, filename: bytes) -> IO[bytes]:
     raise SourceMissing(str(root), f"data file {name} (or {name}.gz) named by toc.dat is missing")
 
 
-def _table(root: Path, db: str, entry: Entry, store: Any) -> Unit:
+def _table(where: str, db: str, entry: Entry, data: Iterator[bytes], store: Any) -> Unit:
     schema, table = _text(entry.namespace), _text(entry.tag)
-    where = f"{root}, table {schema}.{table}"
+    where = f"{where} {schema}.{table}"
     unit = Unit(table_path(db, schema, table), {"kind": "table", "db": db, "schema": schema, "table": table})
     unit.pg["columns"] = _columns(entry, where)
     rows = 0
@@ -200,16 +305,15 @@ def _table(root: Path, db: str, entry: Entry, store: Any) -> Unit:
             rows += block.count(b"\n")  # text COPY escapes newlines in values: one per row
             yield block
 
-    with _open(root, entry.filename or b"") as fh:
-        store(unit, counted(_without_end(fh, where)))
+    store(unit, counted(_without_end(data, where)))
     unit.pg["rows"] = rows
     return unit
 
 
-def _without_end(fh: IO[bytes], where: str) -> Iterator[bytes]:
-    """A data file's COPY text without the `\\.` line (and blank lines) pg_dump ends it with."""
+def _without_end(data: Iterator[bytes], where: str) -> Iterator[bytes]:
+    """A table's COPY text without the `\\.` line (and blank lines) pg_dump ends it with."""
     held = b""
-    while block := fh.read(READ):
+    for block in data:
         held += block
         if len(held) > HELD:
             yield held[:-HELD]
@@ -223,21 +327,27 @@ def _without_end(fh: IO[bytes], where: str) -> Iterator[bytes]:
         yield held
 
 
-def _blobs(root: Path, db: str, entry: Entry, store: Any) -> Unit:
-    """The large objects blobs.toc lists, each as a header (oid, length) and its bytes."""
-    unit = Unit(lo_path(db), {"kind": "lo", "db": db})
+def _directory_blobs(root: Path, entry: Entry) -> Iterator[tuple[int, int, Iterator[bytes]]]:
+    """The large objects blobs.toc lists: (oid, length, bytes) each."""
     with _open(root, entry.filename or b"blobs.toc") as fh:
         listed = [line.split(b" ", 1) for line in fh.read().splitlines() if line.strip()]
+    for oid, filename in listed:
+        with _open(root, filename) as fh:  # its length first: a gzip one is read twice
+            size = sum(len(b) for b in iter(lambda: fh.read(READ), b""))
+        with _open(root, filename) as fh:
+            yield int(oid), size, iter(lambda: fh.read(READ), b"")
+
+
+def _blobs(db: str, blobs: Iterator[tuple[int, int, Iterator[bytes]]], store: Any) -> Unit:
+    """The large objects, each as a header (oid, length) and its bytes."""
+    unit = Unit(lo_path(db), {"kind": "lo", "db": db})
     count = 0
 
     def stream() -> Iterator[bytes]:
         nonlocal count
-        for oid, filename in listed:
-            with _open(root, filename) as fh:  # its length first: a gzip one is read twice
-                size = sum(len(b) for b in iter(lambda: fh.read(READ), b""))
-            yield LO_HEADER.pack(int(oid), size)
-            with _open(root, filename) as fh:
-                yield from iter(lambda: fh.read(READ), b"")
+        for oid, size, data in blobs:
+            yield LO_HEADER.pack(oid, size)
+            yield from data
             count += 1
 
     store(unit, stream())

@@ -1,6 +1,6 @@
 """`davit import mongodump DIR --job NAME`: an existing mongodump directory (plain or gzip) as a
 snapshot of job NAME, in the repository of the daemon's config; `davit import pgdump DIR --job
-NAME`: a pg_dump directory archive as a PostgreSQL snapshot; `davit import sql FILE --job NAME`:
+NAME`: a pg_dump directory or custom archive as a PostgreSQL snapshot; `davit import sql FILE --job NAME`:
 a mariadb-dump script as a MariaDB/MySQL snapshot. Runs in the CLI process; the
 snapshot records the directory it came from and nothing secret."""
 
@@ -65,8 +65,8 @@ def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_
 @click.option("--json", "as_json", is_flag=True, help="The snapshot as one JSON object.")
 @click.pass_context
 def pgdump(ctx: click.Context, directory: Path, job: str, database: str | None, repo_name: str, as_json: bool) -> None:
-    """Import DIRECTORY, a `pg_dump -Fd` archive (plain or gzip data files), as a snapshot
-    postgres.restore restores."""
+    """Import DIRECTORY, a `pg_dump -Fd` archive (plain or gzip data files), or a `pg_dump -Fc`
+    file, as a snapshot postgres.restore restores."""
     from davit.adapters.postgres.importdump import import_pgdump
 
     repo, tuning = _target(ctx, job, repo_name)

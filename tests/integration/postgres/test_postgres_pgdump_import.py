@@ -1,7 +1,8 @@
-"""`davit import pgdump`: a directory archive written by pg_dump itself (`-Fd`, gzip or plain
+"""`davit import pgdump`: an archive written by pg_dump itself (`-Fd`, gzip or plain
 data files) imported as a snapshot of a job, then restored by postgres.restore under another
 name, against the real PostgreSQL peer: every row, object, large object and sequence as in the
-source. A custom-format file and a data file cut short are refused by name, publishing nothing."""
+source; likewise a custom archive file (`-Fc`, plain or zlib). Either cut short is refused by
+name, publishing nothing."""
 
 from __future__ import annotations
 
@@ -29,12 +30,17 @@ def davit(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProces
     return result
 
 
-@pytest.mark.parametrize("compression", ["0", "6"], ids=["plain", "gzip"])
-def test_a_pg_dump_directory_imported_is_restored_by_postgres_restore(pg: Pg, tmp_path: Path, compression: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "compression"),
+    [("d", "0"), ("d", "6"), ("c", "0"), ("c", "6")],
+    ids=["dir-plain", "dir-gzip", "custom-plain", "custom-zlib"],
+)
+def test_a_pg_dump_archive_imported_is_restored_by_postgres_restore(pg: Pg, tmp_path: Path, fmt: str, compression: str) -> None:
     shop, copy = pg.name("sqlx_legacy"), pg.name("sqlx_legacy_restored")
     make_db(pg, shop, FIDELITY)
     dump = tmp_path / "dump"
-    subprocess.run([tool("pg_dump"), "-Fd", f"-Z{compression}", "-f", str(dump), shop], env=pg_env(pg, tmp_path), check=True)
+    argv = [tool("pg_dump"), f"-F{fmt}", f"-Z{compression}", "-f", str(dump), shop]
+    subprocess.run(argv, env=pg_env(pg, tmp_path), check=True)
     home = tmp_path / "home"
     Repository.open(home / "repository").close()
     imported = json.loads(davit(home, "import", "pgdump", str(dump), "--job", "legacy", "--json").stdout)
@@ -48,7 +54,7 @@ def test_a_pg_dump_directory_imported_is_restored_by_postgres_restore(pg: Pg, tm
     assert pg.snapshot_of(copy) == pg.snapshot_of(shop)
 
 
-def test_a_custom_format_file_and_a_truncated_data_file_are_refused_by_name(pg: Pg, tmp_path: Path) -> None:
+def test_a_truncated_custom_archive_and_data_file_are_refused_by_name(pg: Pg, tmp_path: Path) -> None:
     shop = pg.name("sqlx_legacy")
     make_db(pg, shop, SHOP)
     env = pg_env(pg, tmp_path)
@@ -56,8 +62,10 @@ def test_a_custom_format_file_and_a_truncated_data_file_are_refused_by_name(pg: 
     subprocess.run([tool("pg_dump"), "-Fd", "-Z0", "-f", str(tmp_path / "dir"), shop], env=env, check=True)
     home = tmp_path / "home"
     Repository.open(home / "repository").close()
+    whole = (tmp_path / "shop.dump").read_bytes()
+    (tmp_path / "shop.dump").write_bytes(whole[: len(whole) - 300])
     refused = davit(home, "import", "pgdump", str(tmp_path / "shop.dump"), "--job", "legacy", ok=False)
-    assert f"{tmp_path / 'shop.dump'}: a file, not a pg_dump directory archive" in refused.stderr
+    assert f"{tmp_path / 'shop.dump'}: the archive ends in the middle of its data (truncated?)" in refused.stderr
     biggest = max((tmp_path / "dir").glob("[0-9]*.dat"), key=lambda p: p.stat().st_size)
     biggest.write_bytes(biggest.read_bytes()[:-20])
     refused = davit(home, "import", "pgdump", str(tmp_path / "dir"), "--job", "legacy", ok=False)
