@@ -35,7 +35,8 @@ from davit.adapters.postgres.archive import (
     read_archive,
 )
 from davit.adapters.postgres.layout import LO_HEADER, Unit
-from davit.domain.errors import PermanentError
+from davit.domain.errors import PermanentError, UnsafeName
+from davit.domain.names import unsafe_reason
 
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -56,6 +57,10 @@ def quote_literal(text: str) -> str:
 def export_databases(dest: Path, per_db: dict[str, list[Unit]], read: ReadChunk, where: str, nested: bool) -> dict[str, Any]:
     """Write each database of `per_db` as a directory archive: `dest` itself (one database,
     `nested` false) or `dest/DB` each. `dest` must not exist; it appears whole or not at all."""
+    for db in per_db if nested else ():  # every name first: a hostile one refuses it all, nothing written
+        problem = unsafe_reason(db)
+        if problem is not None:
+            raise UnsafeName(where.removeprefix("snapshot "), db, problem)
     if os.path.lexists(dest):
         raise PermanentError(f"{dest} exists: pg_dump's directory format wants a directory that does not exist yet")
     tmp = dest.parent / f".{dest.name}.davit-partial-{secrets.token_hex(6)}"

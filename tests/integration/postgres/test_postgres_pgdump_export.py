@@ -19,7 +19,7 @@ from davit.adapters.postgres.client import tool
 from davit.adapters.postgres.dumpdir import export_databases
 from davit.adapters.postgres.layout import Unit, read_tree
 from davit.adapters.repository.repository import Repository
-from davit.domain.errors import PermanentError
+from davit.domain.errors import PermanentError, UnsafeName
 from tests.integration.postgres.test_postgres_roundtrip import FIDELITY, Pg, backup
 from tests.integration.postgres.test_postgres_roundtrip import pg as pg  # the fixture
 from tests.integration.postgres.test_postgres_selection import SHOP, make_db
@@ -134,6 +134,18 @@ def test_an_export_that_fails_midway_leaves_no_directory(pg: Pg, tmp_path: Path)
     assert os.listdir(tmp_path) == ["repo"]
     with pytest.raises(PermanentError, match="exists"):
         export_databases(tmp_path / "repo", units_by_db(repo, "b1"), repo.read_chunk, "snapshot b1", nested=False)
+
+
+def test_a_database_name_that_would_write_outside_the_directory_refuses_the_export(pg: Pg, tmp_path: Path) -> None:
+    shop = pg.name("sqlx_shop")
+    make_db(pg, shop, SHOP)
+    repo = Repository.open(tmp_path / "repo")
+    backup(repo, {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop])}, "b1")
+    units = units_by_db(repo, "b1")[shop]
+    hostile = {"../escaped": units, shop: units}
+    with pytest.raises(UnsafeName, match=r"snapshot b1 is refused: '\.\./escaped' cannot be written as a path"):
+        export_databases(tmp_path / "out" / "dump", hostile, repo.read_chunk, "snapshot b1", nested=True)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped").exists()
 
 
 def test_the_toc_of_a_real_pg_dump_directory_archive_is_read_and_written_back_byte_for_byte(pg: Pg, tmp_path: Path) -> None:
