@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from davit.adapters.postgres.client import tool
+from davit.adapters.postgres.importdump import import_pgdump
 from davit.adapters.repository.repository import Repository
+from davit.adapters.repository.tuning import Tuning
+from tests.integration.postgres import test_postgres_selection as selection
 from tests.integration.postgres.test_postgres_pgdump_export import pg_env
 from tests.integration.postgres.test_postgres_roundtrip import FIDELITY, Pg, restore
 from tests.integration.postgres.test_postgres_roundtrip import pg as pg  # the fixture
@@ -71,3 +74,18 @@ def test_a_truncated_custom_archive_and_data_file_are_refused_by_name(pg: Pg, tm
     refused = davit(home, "import", "pgdump", str(tmp_path / "dir"), "--job", "legacy", ok=False)
     assert "does not end with pg_dump's end marker (truncated?)" in refused.stderr and str(tmp_path / "dir") in refused.stderr
     assert davit(home, "snapshots", "--json").stdout == ""  # nothing published
+
+
+def test_a_table_left_out_of_restoring_an_imported_archive_is_left_out_of_its_schema_too(pg: Pg, tmp_path: Path) -> None:
+    shop, copy = pg.name("sqlx_shop"), pg.name("sqlx_copy")
+    make_db(pg, shop, SHOP)
+    subprocess.run([tool("pg_dump"), "-Fd", "-f", str(tmp_path / "dir"), shop], env=pg_env(pg, tmp_path), check=True)
+    repo = Repository.open(tmp_path / "repo")
+    import_pgdump(repo, tmp_path / "dir", "pg", "imported1", Tuning(), None)
+    selection.restore(pg, repo, shop, copy, exclude=[f"{shop}.public.audit"])
+    found = selection.relations(pg, copy)
+    assert {"customers", "orders", "log", "lookup", "customers_pkey", "orders_pkey", "orders_id_seq"} <= found
+    assert not found & {"audit", "audit_id_seq", "audit_pkey", "audit_what", "recent"}
+    assert selection.rows(pg, copy, "SELECT count(*) FROM orders") == [(500,)]
+    constraints = {r[0] for r in selection.rows(pg, copy, "SELECT conname FROM pg_constraint WHERE contype = 'f'")}
+    assert constraints == {"orders_customer_fkey"}  # the one pointing at audit went with it
