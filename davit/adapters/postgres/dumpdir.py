@@ -126,9 +126,7 @@ def write_archive(fd: int, units: list[Unit], read: ReadChunk, where: str) -> di
     if blobs:
         _write_file(fd, b"blobs.toc", iter([b"".join(b"%d blob_%d.dat\n" % (o, o) for o in blobs)]))
         data.append(Entry(new_id(), True, b"0", b"0", b"BLOBS", b"BLOBS", SECTION_DATA, filename=b"blobs.toc"))
-    refresh = [
-        _refresh(view, new_id()) for s, v in schema.pg.get("matviews", []) if (view := _find(archive, "MATERIALIZED VIEW", s, v))
-    ]
+    refresh = _refreshes(archive, schema.pg.get("matviews", []), new_id)
     toc = directory_toc(Archive(archive.header, pre + blob_entries + data + post + refresh))
     _write_file(fd, b"toc.dat", iter([toc]))
     return {"tables": sum(1 for e in data if e.desc == b"TABLE DATA"), "rows": rows, "large_objects": len(blobs)}
@@ -197,6 +195,34 @@ def _blob(oid: int, dump_id: int) -> Entry:
     create = b"SELECT pg_catalog.lo_create('%d');\n" % oid
     drop = b"SELECT pg_catalog.lo_unlink('%d');\n" % oid
     return Entry(dump_id, False, b"2613", b"%d" % oid, b"%d" % oid, b"BLOB", SECTION_PRE_DATA, defn=create, drop=drop, owner=b"")
+
+
+def _refreshes(archive: Archive, populated: list[list[str]], new_id: Callable[[], int]) -> list[Entry]:
+    """A MATERIALIZED VIEW DATA entry per populated view, in the archive's (dependency) order,
+    each depending on the refresh of every materialized view it reads, directly or through
+    views, as pg_dump makes them: `pg_restore -j` refreshes a view only after those."""
+    views = [v for v in archive.entries if v.desc == b"MATERIALIZED VIEW"]
+    wanted = {(s.encode(), name.encode()) for s, name in populated}
+    by_id = {e.dump_id: e for e in archive.entries}
+    refresh_of: dict[int, Entry] = {}
+    for view in (v for v in views if (v.namespace, v.tag) in wanted):
+        entry = _refresh(view, new_id())
+        entry.deps += [refresh_of[d].dump_id for d in sorted(_read_views(view, by_id)) if d in refresh_of]
+        refresh_of[view.dump_id] = entry
+    return list(refresh_of.values())
+
+
+def _read_views(view: Entry, by_id: dict[int, Entry]) -> set[int]:
+    """The materialized views `view` reads, through plain views too (their dump ids)."""
+    found: set[int] = set()
+    todo = list(view.deps)
+    while todo:
+        dep = by_id.get(todo.pop())
+        if dep is None or dep.dump_id in found or dep.desc not in (b"VIEW", b"MATERIALIZED VIEW"):
+            continue
+        found.add(dep.dump_id)
+        todo += dep.deps
+    return found
 
 
 def _refresh(view: Entry, dump_id: int) -> Entry:
