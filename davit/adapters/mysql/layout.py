@@ -14,6 +14,10 @@ The lines have the keys of a tree entry (`treeformat.py`: `p` path, `t` = "f", `
   chunks. Each chunk is one `INSERT INTO `table` (columns) VALUES (...),(...);` statement of
   whole rows in primary-key order, so a table's data is its chunks in order, a script that
   `mariadb` replays after `USE db` (the database is not named in it: a restore may rename it).
+  A table imported from a mariadb-dump script (`davit import sql`) also has `load_mode`: the
+  `sql_mode` the script's INSERTs ran under (mariadb-dump sets a non-strict one, in which a
+  value given for a generated column is ignored), which a restore loads them under; a backup's
+  table has none (the restore's strict mode).
 - `users` (`p` = "(users)"): `CREATE USER` and `GRANT` statements, when the job kept them.
 """
 
@@ -41,6 +45,7 @@ class TableEntry:
     rows: int = 0
     size: int = 0
     chunks: list[str] = field(default_factory=list)
+    load_mode: str | None = None  # imported scripts: the sql_mode their INSERTs ran under
 
     @property
     def name(self) -> str:
@@ -57,6 +62,7 @@ class TableEntry:
             "columns": self.columns,
             "data": self.data,
             "rows": self.rows,
+            **({"load_mode": self.load_mode} if self.load_mode is not None else {}),
         }
 
     @staticmethod
@@ -71,6 +77,7 @@ class TableEntry:
             rows=int(d["rows"]),
             size=int(d["s"]),
             chunks=list(d["c"]),
+            load_mode=d.get("load_mode"),
         )
 
 

@@ -191,7 +191,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 if how == "drop":
                     cur.execute(f"DROP DATABASE IF EXISTS {quote_name(dst)}")
                 create = db.create if db is not None else f"CREATE DATABASE {quote_name(src)}"
-                cur.execute(_create_database_as(create, src, dst))
+                cur.execute(create_database_as(create, src, dst))
                 cur.execute(f"USE {quote_name(dst)}")
                 for s, table, d in self.tables:
                     entry = entries[f"{s}.{table}"]
@@ -230,6 +230,8 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(f"USE {quote_name(dst)}")
                 cur.execute("START TRANSACTION")
                 cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
+                    cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
                 for chunk in self._chunks(entry):
                     cur.execute(chunk)
@@ -312,7 +314,7 @@ def _wanted(db: str, include: list[str]) -> bool:
     return not include or any(p.split(".", 1)[0] in (db, "*") for p in include)
 
 
-def _create_database_as(create: str, src: str, dst: str) -> str:
+def create_database_as(create: str, src: str, dst: str) -> str:
     """`CREATE DATABASE `src` ...` as `CREATE DATABASE IF NOT EXISTS `dst` ...`."""
     head = "CREATE DATABASE "
     body = create[len(head) :] if create.startswith(head) else ""

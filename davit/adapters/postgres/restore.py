@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from davit.adapters.parallel import Relay, run_parallel
@@ -50,6 +51,7 @@ FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n O
 WHERE k.contype = 'f' AND EXISTS (SELECT 1 FROM unnest(%s::text[]) x WHERE to_regclass(x) IN (k.conrelid, k.confrelid))
 ORDER BY 1, 2, 3
 """
+EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 SETVAL = """
 SELECT setval(c.oid, %s, %s) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'S'
@@ -325,11 +327,9 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         with self.server.connect(dst) as conn, self.server.errors(f"setting the sequences of {dst}"):
             for s, name, value, called in sequences:
                 conn.execute(SETVAL, (value, called, s, name))
-            for s, name in matviews:
-                view = sql.Identifier(s, name)
-                # a view read from a left-out table was left out with it
-                if conn.execute("SELECT to_regclass(%s)", (view.as_string(conn),)).fetchone()[0] is not None:  # type: ignore[index]
-                    conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(view))
+            views = [sql.Identifier(s, name) for s, name in matviews]
+            # a view read from a left-out table was left out with it
+            _refresh_in_dependency_order(conn, [v for v in views if conn.execute(EXISTS, (v.as_string(conn),)).fetchone()[0]])  # type: ignore[index]
             conn.commit()
         return {"sequences": len(sequences), "matviews": len(matviews)}
 
@@ -377,6 +377,26 @@ class _Exact:
         out = bytes(self._held[:n])
         del self._held[:n]
         return out
+
+
+def _refresh_in_dependency_order(conn: psycopg.Connection[Any], views: list[sql.Identifier]) -> None:
+    """REFRESH each materialized view after the ones it reads: the snapshot lists them by name,
+    and one that reads another not yet populated fails (55000). Each attempt runs in a
+    savepoint; the views that failed are tried again while a round populates one more."""
+    left = views
+    while left:
+        failed: list[sql.Identifier] = []
+        last: psycopg.Error | None = None
+        for view in left:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(view))
+            except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+                failed.append(view)
+                last = exc
+        if len(failed) == len(left) and last is not None:
+            raise last
+        left = failed
 
 
 def _sequences(schema: Unit, left_out: list[list[Any]]) -> list[list[Any]]:

@@ -1,11 +1,14 @@
 """`davit import mongodump DIR --job NAME`: an existing mongodump directory (plain or gzip) as a
-snapshot of job NAME, in the repository of the daemon's config. Runs in the CLI process; the
+snapshot of job NAME, in the repository of the daemon's config; `davit import pgdump DIR --job
+NAME`: a pg_dump directory or custom archive as a PostgreSQL snapshot; `davit import sql FILE --job NAME`:
+a mariadb-dump script as a MariaDB/MySQL snapshot. Runs in the CLI process; the
 snapshot records the directory it came from and nothing secret."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,4 +54,71 @@ def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_
         click.echo(
             f"{result['id']}: imported {stats['collections']} collections, {stats['documents']} documents "
             f"from {directory} as a snapshot of job {job}"
+        )
+
+
+@command.command("pgdump")
+@click.argument("directory", type=click.Path(path_type=Path, exists=True))
+@click.option("--job", required=True, help="The job the snapshot belongs to (as if that job had made it).")
+@click.option("--database", help="The database's name in the snapshot (default: the one the archive was dumped from).")
+@click.option("--repository", "repo_name", default="local", show_default=True, help="Repository name.")
+@click.option("--json", "as_json", is_flag=True, help="The snapshot as one JSON object.")
+@click.pass_context
+def pgdump(ctx: click.Context, directory: Path, job: str, database: str | None, repo_name: str, as_json: bool) -> None:
+    """Import DIRECTORY, a `pg_dump -Fd` archive (plain or gzip data files), or a `pg_dump -Fc`
+    file, as a snapshot postgres.restore restores."""
+    from davit.adapters.postgres.importdump import import_pgdump
+
+    repo, tuning = _target(ctx, job, repo_name)
+    try:
+        info = import_pgdump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], tuning, database)
+    finally:
+        repo.close()
+    result = {**info.to_json(), "repository": repo_name}
+    if as_json:
+        emit_json(result)
+    else:
+        stats = result["stats"]
+        assert isinstance(stats, dict)
+        click.echo(
+            f"{result['id']}: imported {stats['tables']} tables, {stats['rows']} rows from {directory} as a snapshot of job {job}"
+        )
+
+
+def _target(ctx: click.Context, job: str, repo_name: str) -> tuple[Any, Any]:
+    """The repository an import writes into, and its tuning; the job name checked."""
+    import re
+
+    if not re.match(JOB_NAME_PATTERN, job):
+        raise InvalidArgument("--job", f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
+    settings = state(ctx).settings
+    if repo_name not in settings.locations:
+        raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
+    return open_repository(settings, repo_name), settings.model.data_path.tuning()
+
+
+@command.command("sql")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--job", required=True, help="The job the snapshot belongs to (as if that job had made it).")
+@click.option("--database", help="The database of a script without CREATE DATABASE/USE (`mariadb-dump DB`).")
+@click.option("--repository", "repo_name", default="local", show_default=True, help="Repository name.")
+@click.option("--json", "as_json", is_flag=True, help="The snapshot as one JSON object.")
+@click.pass_context
+def sql(ctx: click.Context, file: Path, job: str, database: str | None, repo_name: str, as_json: bool) -> None:
+    """Import FILE, a mariadb-dump/mysqldump script, as a snapshot mysql.restore restores."""
+    from davit.adapters.mysql.importdump import import_sql
+
+    repo, tuning = _target(ctx, job, repo_name)
+    try:
+        info = import_sql(repo, file.resolve(), job, uuid.uuid4().hex[:12], tuning, database)
+    finally:
+        repo.close()
+    result = {**info.to_json(), "repository": repo_name}
+    if as_json:
+        emit_json(result)
+    else:
+        stats = result["stats"]
+        assert isinstance(stats, dict)
+        click.echo(
+            f"{result['id']}: imported {stats['tables']} tables, {stats['rows']} rows from {file} as a snapshot of job {job}"
         )

@@ -1,0 +1,240 @@
+"""Bringing a mariadb-dump (or mysqldump) script into the repository as a snapshot of a job, in
+mysql.backup's layout, so mysql.restore restores it: `davit import sql`.
+
+The script is read line by line and cut into statements as the `mariadb` client cuts it (its
+`DELIMITER` lines, quoted strings and comments honoured), never held whole. Executable comments
+(`/*!50001 ... */`) are read as the server would read them. What is kept, per database
+(`CREATE DATABASE` and `USE`, or `--database` for a dump of one database without them):
+`CREATE TABLE` statements (definition and engine), each `INSERT` as one chunk of its table
+(rows counted), and views, functions, procedures, triggers and events with the character set,
+collation and `sql_mode` the script set before creating them (as a backup records them).
+mariadb-dump's stand-in for a view (a view or table of the same name made before the data) is
+replaced by the view's final definition. Everything else (`SET`, `LOCK TABLES`, `DROP ...`,
+`ALTER TABLE ... KEYS`) is what a restore does by itself and is left out. The snapshot is
+published only once every chunk is durable: an interrupted import leaves no snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from davit.adapters.mysql.client import quote_name
+from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, tree_zst
+from davit.adapters.repository.chunkwriter import ChunkWriter
+from davit.adapters.repository.repository import Repository, SnapshotInfo
+from davit.adapters.repository.tuning import Tuning
+from davit.domain.errors import PermanentError
+
+NAME = r"(`(?:[^`]|``)+`|[\w$]+)"
+EXECUTABLE = re.compile(r"/\*M?!\d*\s?(.*?)\*/", re.S)
+QUOTED_OR_COMMENT = re.compile(
+    rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n", re.S
+)
+TUPLES = re.compile(rb"'(?:[^'\\]|\\.|'')*'|[()]", re.S)
+CREATE_OBJECT = re.compile(r"^CREATE\b.*?\b(VIEW|FUNCTION|PROCEDURE|TRIGGER|EVENT)\s+" + NAME, re.S | re.I)
+CREATE_TABLE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + NAME, re.I)
+CREATE_DATABASE = re.compile(r"^CREATE\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+NOT\s+EXISTS\s+)?" + NAME, re.I)
+USE = re.compile(r"^USE\s+" + NAME + r"\s*$", re.I)
+INSERT = re.compile(rb"^(?:INSERT|REPLACE)\s+(?:IGNORE\s+)?INTO\s+(`(?:[^`]|``)+`|[\w$]+)", re.I)
+ENGINE = re.compile(r"\bENGINE\s*=\s*(\w+)", re.I)
+SET_ITEM = re.compile(r"(?:SESSION\s+)?(@?@?[\w.]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^,]+)", re.I)
+SESSION_KEYS = {"character_set_client": "charset", "collation_connection": "collation", "sql_mode": "sql_mode"}
+DEFAULT_SESSION = {"charset": "utf8mb4", "collation": "utf8mb4_general_ci", "sql_mode": ""}
+READ = 1 << 20
+
+
+def statements(fh: IO[bytes], where: str) -> Iterator[bytes]:
+    """The script's statements, without their delimiter, as the `mariadb` client cuts them."""
+    delimiter = b";"
+    held: list[bytes] = []
+    for number, line in enumerate(fh, 1):
+        if not held:
+            stripped = line.strip()
+            if not stripped or stripped.startswith((b"-- ", b"#")) or stripped == b"--":
+                continue
+            if stripped[:10].upper() == b"DELIMITER ":
+                delimiter = stripped[10:].strip()
+                continue
+        held.append(line)
+        text = line.rstrip(b"\r\n").rstrip()
+        if text.endswith(delimiter):
+            statement = b"".join(held).rstrip()
+            if _balanced(statement):
+                yield statement[: -len(delimiter)].strip()
+                held = []
+        elif len(held) > 1_000_000:
+            raise PermanentError(f"{where}: line {number}: a statement runs on without its delimiter {delimiter.decode()!r}")
+    if held and b"".join(held).strip():
+        raise PermanentError(f"{where}: the script ends inside a statement (truncated?)")
+
+
+def _balanced(statement: bytes) -> bool:
+    """No quote or comment left open (the delimiter that ends the line is a real one)."""
+    rest = QUOTED_OR_COMMENT.sub(b"", statement + b"\n")
+    return not any(q in rest for q in (b"'", b'"', b"`", b"/*"))
+
+
+def effective(statement: str) -> str:
+    """The statement as the server reads it: executable comments' content kept, markers dropped."""
+    return EXECUTABLE.sub(lambda m: m.group(1), statement).strip()
+
+
+def unquote(name: str) -> str:
+    return name[1:-1].replace("``", "`") if name.startswith("`") else name
+
+
+def count_rows(insert: bytes) -> int:
+    """The rows an extended INSERT holds: its top-level parenthesised tuples after VALUES."""
+    values = re.search(rb"\bVALUES\b", QUOTED_OR_COMMENT.sub(lambda m: b" " * len(m.group(0)), insert), re.I)
+    if values is None:
+        return 0
+    depth = rows = 0
+    for token in TUPLES.finditer(insert, values.end()):
+        if token.group(0) == b"(":
+            rows += depth == 0
+            depth += 1
+        elif token.group(0) == b")":
+            depth -= 1
+    return rows
+
+
+@dataclass
+class _Database:
+    create: str
+    tables: dict[str, TableEntry] = field(default_factory=dict)
+    objects: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+
+class _Script:
+    """What the statements build up: databases, tables, objects, and the session's settings."""
+
+    def __init__(self, where: str, default_db: str | None) -> None:
+        self.where = where
+        self.dbs: dict[str, _Database] = {}
+        self.current: str | None = None
+        self.session = dict(DEFAULT_SESSION)
+        if default_db:
+            self._use(default_db)
+
+    def _use(self, db: str) -> _Database:
+        self.current = db
+        return self.dbs.setdefault(db, _Database(f"CREATE DATABASE {quote_name(db)}"))
+
+    def db(self, what: str) -> _Database:
+        if self.current is None:
+            raise PermanentError(f"{self.where}: {what} before any USE or CREATE DATABASE: give --database")
+        return self.dbs[self.current]
+
+    def take(self, raw: bytes, store: Any) -> None:
+        if INSERT.match(raw):
+            return self._insert(raw, store)
+        text = effective(raw.decode("utf-8", errors="surrogateescape"))
+        head = text[:12].upper()
+        if head.startswith("SET "):
+            self._set(text[4:])
+        elif m := USE.match(text):
+            self._use(unquote(m.group(1)))
+        elif m := CREATE_DATABASE.match(text):
+            name = unquote(m.group(1))
+            self._use(name).create = f"CREATE DATABASE {quote_name(name)}{text[m.end() :]}"
+        elif m := CREATE_TABLE.match(text):
+            name = unquote(m.group(1))
+            engine = ENGINE.search(text)
+            db = self.db(f"table {name}")
+            db.objects.pop(("view", name), None)
+            db.tables[name] = TableEntry(self.current or "", name, text, engine.group(1) if engine else "", [])
+        elif head.startswith("CREATE") and (m := CREATE_OBJECT.match(text)):
+            self._object(m.group(1).lower(), unquote(m.group(2)), text)
+        return None
+
+    def _set(self, assignments: str) -> None:
+        for name, value in SET_ITEM.findall(assignments):
+            key = SESSION_KEYS.get(name.lower().lstrip("@").removeprefix("session."))
+            if key is None or (name.startswith("@") and not name.startswith("@@")):
+                continue
+            value = value.strip()
+            if value.startswith("@"):  # back to what was saved: the session's default
+                self.session[key] = DEFAULT_SESSION[key]
+            else:
+                self.session[key] = value.strip("'")
+
+    def _object(self, kind: str, name: str, create: str) -> None:
+        db = self.db(f"{kind} {name}")
+        if kind == "view":
+            db.tables.pop(name, None)  # mariadb-dump's stand-in table, if one was made
+        create = create.strip()
+        db.objects[(kind, name)] = {"type": kind, "name": name, "create": create, **self.session}
+
+    def _insert(self, raw: bytes, store: Any) -> None:
+        m = INSERT.match(raw)
+        assert m is not None
+        name = unquote(m.group(1).decode("utf-8", errors="surrogateescape"))
+        db = self.db(f"rows of {name}")
+        table = db.tables.get(name)
+        if table is None:
+            table = db.tables[name] = TableEntry(self.current or "", name, None, "", [])
+        table.load_mode = self.session["sql_mode"]
+        chunk = raw + b";\n"
+        table.chunks.append(store(chunk))
+        table.size += len(chunk)
+        table.rows += count_rows(raw)
+
+
+def _ordered_objects(objects: dict[tuple[str, str], dict[str, str]]) -> list[dict[str, str]]:
+    """Views, then functions and procedures, then triggers, then events (a backup's order)."""
+    rank = {"view": 0, "function": 1, "procedure": 1, "trigger": 2, "event": 3}
+    return sorted(objects.values(), key=lambda o: rank[o["type"]])
+
+
+def import_sql(repo: Repository, path: Path, job: str, snapshot_id: str, tuning: Tuning, db: str | None) -> SnapshotInfo:
+    """Import the script at `path` as snapshot `snapshot_id` of `job`."""
+    where = str(path)
+    script = _Script(where, db)
+    with repo.locked(exclusive=False):
+        writer = ChunkWriter(repo, tuning)
+
+        def store(chunk: bytes) -> str:
+            cid = writer.put(chunk)
+            if writer.checkpoint_due():
+                writer.seal()
+            return cid
+
+        try:
+            with open(path, "rb") as fh:
+                for statement in statements(fh, where):
+                    script.take(statement, store)
+            writer.seal()
+            stored = writer.bytes_stored
+        except BaseException:
+            writer.abort()
+            raise
+        if not script.dbs:
+            raise PermanentError(f"{where}: no database in it (no CREATE DATABASE or USE): give --database")
+        entries: list[Any] = []
+        for name, found in script.dbs.items():
+            entries.append(DatabaseEntry(name, found.create, _ordered_objects(found.objects)))
+            entries += found.tables.values()
+        tables = [e for e in entries if isinstance(e, TableEntry)]
+        stats = {
+            "databases": len(script.dbs),
+            "tables": len(tables),
+            "rows": sum(t.rows for t in tables),
+            "chunk_refs": sum(len(t.chunks) for t in tables),
+            "bytes_stored": stored,
+        }
+        manifest = {
+            "id": snapshot_id,
+            "job": job,
+            "kind": KIND,
+            "run_id": "",
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {"sql": where, "databases": sorted(script.dbs)},
+            "parent": None,
+            "stats": stats,
+        }
+        return repo.publish_snapshot(manifest, tree_zst(entries, tuning.compression_level))

@@ -1,0 +1,115 @@
+"""A MariaDB/MySQL snapshot as one SQL script the `mariadb` client replays: `davit export sql`.
+
+The script does what mysql.restore does, in the same order and with the same session settings
+(`client.SESSION_SETUP`): per database `CREATE DATABASE IF NOT EXISTS` (under its new name
+when renamed) and `USE`; each table dropped and created from its definition; each table's rows
+as the snapshot's INSERT statements, chunk after chunk in order (a data-only table is emptied
+first, as the restore does); then views (each after the views it reads), functions,
+procedures, triggers and events, each under the `sql_mode` and character set it was created
+with, behind a `DELIMITER` that does not occur in its text. The client turns CR LF into LF
+when it reads a script (unless `--binary-mode`): the rows' carriage returns are written `\\r`;
+one in a definition (a routine's body written on Windows) needs `mariadb --binary-mode`. The
+snapshot's statements name no database, so the script follows a rename. Accounts are not written (a script that changes
+users is a different thing to hand someone). Chunks are read (and verified) one at a time:
+nothing is held whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+from davit.adapters.mysql.client import SESSION_SETUP, SQL_MODE, quote_name, quote_text
+from davit.adapters.mysql.layout import DatabaseEntry, Entry, TableEntry
+from davit.adapters.mysql.restore import create_database_as
+
+DROP = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
+DELIMITERS = (";;", "$$", "//", "@@", "#;#;")
+RESET = f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', collation_connection = 'utf8mb4_general_ci';\n"
+
+
+def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dict[str, str], heading: str) -> Iterator[bytes]:
+    """The script's bytes, piece by piece, for the databases and tables of `entries`."""
+    yield "".join(f"-- {line}\n" for line in heading.splitlines()).encode()
+    yield f"SET NAMES utf8mb4;\n{SESSION_SETUP};\n".encode()
+    tables = [e for e in entries if isinstance(e, TableEntry)]
+    databases = {e.db: e for e in entries if isinstance(e, DatabaseEntry)}
+    for db in sorted({t.db for t in tables} | set(databases)):
+        dst = rename.get(db, db)
+        entry = databases.get(db)
+        create = entry.create if entry is not None else f"CREATE DATABASE {quote_name(db)}"
+        yield f"\n-- database {dst}\n{create_database_as(create, db, dst)};\nUSE {quote_name(dst)};\n".encode()
+        mine = [t for t in tables if t.db == db]
+        for table in mine:
+            if table.create is not None:
+                name = quote_name(table.table)
+                yield f"\n-- table {dst}.{table.table}\nDROP TABLE IF EXISTS {name};\n{table.create};\n".encode()
+        for table in mine:
+            if table.data:
+                yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
+                if table.create is None:
+                    yield f"DELETE FROM {quote_name(table.table)};\n".encode()
+                if table.load_mode is not None:
+                    yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
+                for chunk in table.chunks:
+                    yield _cr_escaped(read(bytes.fromhex(chunk)))
+                if table.load_mode is not None:
+                    yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
+        if entry is not None:
+            for obj in _views_first(entry.objects):
+                yield _object(dst, obj).encode()
+    yield b"\n-- end of the davit export\n"
+
+
+def _cr_escaped(statement: bytes) -> bytes:
+    """An INSERT statement whose values' carriage returns are written `\\r`: the `mariadb`
+    client reads its input by lines and turns CR LF into LF, even inside a quoted string. After
+    VALUES a CR can only be inside a quoted string (the others are hex, bits, numbers, NULL),
+    where `\\r` means CR; the head (table and column names) is left as it is."""
+    if b"\r" not in statement:
+        return statement
+    head = _values_at(statement)
+    return statement[:head] + statement[head:].replace(b"\r", b"\\r")
+
+
+def _values_at(statement: bytes) -> int:
+    """Where the VALUES keyword of an INSERT ends, backquoted names skipped."""
+    blanked = re.sub(rb"`(?:[^`]|``)*`", lambda m: b" " * len(m.group(0)), statement)
+    found = re.search(rb"\bVALUES\b", blanked, re.I)
+    return found.end() if found else len(statement)
+
+
+def _object(dst: str, obj: dict[str, str]) -> str:
+    kind, name, create = obj["type"], obj["name"], obj["create"]
+    delimiter = next((d for d in DELIMITERS if d not in create), None)
+    if delimiter is None:  # every one occurs in it: one made of its absence
+        delimiter = ";" + "#" * (max(len(create), 1)) + ";"
+    out = f"\n-- {kind} {dst}.{name}\n"
+    charset, collation = quote_text(obj["charset"]), quote_text(obj["collation"])
+    out += f"SET SESSION character_set_client = {charset}, collation_connection = {collation};\n"
+    if obj["sql_mode"] or kind != "view":
+        out += f"SET SESSION sql_mode = {quote_text(obj['sql_mode'])};\n"
+    out += f"DROP {DROP[kind]} IF EXISTS {quote_name(name)};\n"
+    out += f"DELIMITER {delimiter}\n{create}{delimiter}\nDELIMITER ;\n"
+    return out + RESET
+
+
+def _views_first(objects: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The objects with each view after the views its definition names (by their quoted name),
+    then the others in the snapshot's order (routines, triggers, events)."""
+    views = {o["name"]: o for o in objects if o["type"] == "view"}
+    ordered: list[dict[str, str]] = []
+    placed: set[str] = set()
+
+    def place(name: str, seen: frozenset[str]) -> None:
+        if name in placed or name in seen:
+            return
+        for other in views:
+            if other != name and quote_name(other) in views[name]["create"]:
+                place(other, seen | {name})
+        placed.add(name)
+        ordered.append(views[name])
+
+    for name in views:
+        place(name, frozenset())
+    return ordered + [o for o in objects if o["type"] != "view"]

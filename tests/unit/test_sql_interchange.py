@@ -1,0 +1,62 @@
+"""Pure pieces of the SQL interchange commands: a mariadb-dump script cut into statements as
+the `mariadb` client cuts it, rows counted in an extended INSERT, carriage returns escaped
+only in the values, and a MariaDB tree line that stays as it was unless imported."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from davit.adapters.mysql.importdump import count_rows, effective, statements
+from davit.adapters.mysql.layout import TableEntry, read_tree, tree_zst
+from davit.adapters.mysql.script import _cr_escaped
+from davit.domain.errors import PermanentError
+
+SCRIPT = b"""-- MariaDB dump
+/*!40101 SET NAMES utf8mb4 */;
+INSERT INTO `t` VALUES (1,'a;\\nb'),(2,'it''s (not) a tuple');
+DELIMITER ;;
+CREATE PROCEDURE p() BEGIN SELECT ';'; SELECT 2; END ;;
+DELIMITER ;
+CREATE VIEW v AS SELECT 'x;
+y' AS z;
+"""
+
+
+def test_a_script_is_cut_at_its_delimiters_outside_quotes() -> None:
+    found = list(statements(io.BytesIO(SCRIPT), "dump.sql"))
+    assert found == [
+        b"/*!40101 SET NAMES utf8mb4 */",
+        b"INSERT INTO `t` VALUES (1,'a;\\nb'),(2,'it''s (not) a tuple')",
+        b"CREATE PROCEDURE p() BEGIN SELECT ';'; SELECT 2; END",
+        b"CREATE VIEW v AS SELECT 'x;\ny' AS z",
+    ]
+
+
+def test_a_script_that_ends_inside_a_statement_is_refused_naming_the_file() -> None:
+    with pytest.raises(PermanentError, match=r"dump\.sql: the script ends inside a statement"):
+        list(statements(io.BytesIO(b"CREATE TABLE t (\n  id int\n"), "dump.sql"))
+
+
+def test_rows_of_an_extended_insert_are_its_top_level_tuples() -> None:
+    assert count_rows(b"INSERT INTO `VALUES (x)` VALUES (1,'(',POINT(1,2)),(2,'\\')'),(3,NULL)") == 3
+    assert count_rows(b"INSERT INTO t (a) VALUES\n(1)") == 1
+
+
+def test_executable_comments_are_read_as_the_server_reads_them() -> None:
+    text = "/*!50003 CREATE*/ /*!50017 DEFINER=`u`@`%`*/ /*!50003 TRIGGER x BEFORE INSERT ON t FOR EACH ROW SET @a = 1 */"
+    assert effective(text) == "CREATE DEFINER=`u`@`%` TRIGGER x BEFORE INSERT ON t FOR EACH ROW SET @a = 1"
+
+
+def test_carriage_returns_are_escaped_in_values_not_in_names() -> None:
+    statement = b"INSERT INTO `a\rb` (`c`) VALUES\n('x\r\ny');\n"
+    assert _cr_escaped(statement) == b"INSERT INTO `a\rb` (`c`) VALUES\n('x\\r\ny');\n"
+
+
+def test_a_backed_up_table_line_has_no_load_mode_and_an_imported_one_keeps_it() -> None:
+    backed_up = TableEntry("db", "t", "CREATE TABLE t (id int)", "InnoDB", ["id"], rows=1, size=3, chunks=["ab"])
+    imported = TableEntry("db", "u", None, "", [], load_mode="NO_AUTO_VALUE_ON_ZERO")
+    assert "load_mode" not in backed_up.to_dict()
+    read = list(read_tree(tree_zst([backed_up, imported])))
+    assert read == [backed_up, imported]
