@@ -395,7 +395,7 @@ def main() -> None:
             statistics.median(ratios),
             f"{statistics.median(d[0] for d in davit):.2f} s",
             f"bare {statistics.median(seconds):.2f} s",
-            f"median of {len(ratios)} paired runs, {docs:,} docs",
+            f"median of {len(ratios)} paired runs ({' '.join(f'{r:.2f}' for r in ratios)}), {docs:,} docs",
         )
     peak = max(r or 0 for r in backup_rss + restore_rss)
     goals.absolute("rss", peak, f"{peak:.0f} MB")
