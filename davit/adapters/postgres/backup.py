@@ -10,8 +10,9 @@ REPEATABLE READ READ ONLY transaction and exports its snapshot (`pg_export_snaps
 `pg_dump -j` does; it stays open while that database's units run on `parallel` workers, each
 of which imports it (`SET TRANSACTION SNAPSHOT`) so every table is read at the same point.
 The schema is `pg_dump --snapshot=ID --schema-only -Fc`; a table's rows are `COPY (columns)
-TO STDOUT` in text form (what pg_dump writes, and what `pg_restore` would read back), cut by
-the repository's chunker and stored as they arrive: nothing is staged whole on disk.
+TO STDOUT` in text form (what pg_dump writes, and what `pg_restore` would read back; read
+through libpq in blocks of rows, `copyout.py`), cut by the repository's chunker and stored as
+they arrive: nothing is staged whole on disk.
 
 One checkpoint per unit: a unit interrupted by a kill -9 starts again (its chunks already in
 packs are found again and not stored twice: same rows, same bytes, same chunks). The exported
@@ -33,6 +34,7 @@ from psycopg import sql
 
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres.client import Server, finish_tool, tool
+from davit.adapters.postgres.copyout import copy_out
 from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, schema_path, table_path, tree_zst
 from davit.adapters.postgres.roles import DATABASE_ACL, read_roles
 from davit.adapters.repository.chunkwriter import ChunkWriter
@@ -242,16 +244,14 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 sql.Identifier(unit["schema"], unit["table"]), sql.SQL(", ").join(map(sql.Identifier, columns))
             )
             try:
-                with conn.cursor() as cur, cur.copy(query) as copy:
 
-                    def blocks() -> Iterator[bytes]:
-                        nonlocal rows
-                        for block in copy:
-                            data = bytes(block)
-                            rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
-                            yield data
+                def blocks() -> Iterator[bytes]:
+                    nonlocal rows
+                    for data in copy_out(conn, query.as_bytes(conn)):
+                        rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
+                        yield data
 
-                    store(blocks())
+                store(blocks())
             except psycopg.errors.UndefinedTable:
                 return {"skipped": True, "rows": 0}  # dropped between the check and the COPY
         return {"columns": columns, "rows": rows}
