@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,15 +73,32 @@ def peers() -> dict[str, Any]:
 class Timed:
     seconds: float
     load: float
+    client_cpu: float = 0.0  # CPU seconds of the bare tools' processes, or of davitd
+    server_cpu: float = 0.0  # CPU seconds of the database server (its processes, exited ones included)
 
 
-def timed(argv: list[str] | str, env: dict[str, str], shell: bool = False) -> Timed:
-    start = time.monotonic()
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU of a process (and of its reaped children: PostgreSQL's exited backends)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str] | str, env: dict[str, str], server_pid: int, shell: bool = False) -> Timed:
+    start, cpu, server = time.monotonic(), children_cpu(), cpu_seconds(server_pid)
     proc = subprocess.run(argv, env=env, shell=shell, capture_output=True, text=True)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"FAIL: {argv if isinstance(argv, str) else ' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return Timed(seconds, os.getloadavg()[0])
+    return Timed(seconds, os.getloadavg()[0], children_cpu() - cpu, cpu_seconds(server_pid) - server)
 
 
 def du(path: Path) -> int:
@@ -104,9 +122,10 @@ class Daemon:
                 sys.exit(f"FAIL: davitd did not start; see {self.log_path}")
             time.sleep(0.1)
 
-    def run(self, name: str, body: str) -> tuple[Timed, dict[str, Any]]:
-        """Drop a job file; the run's seconds (RunPreparing -> RunSucceeded) and its result."""
+    def run(self, name: str, body: str, server_pid: int = 0) -> tuple[Timed, dict[str, Any]]:
+        """Drop a job file; the run's seconds (RunPreparing -> RunSucceeded), CPU and result."""
         start = self.log.head()
+        cpu, server = cpu_seconds(self.proc.pid, children=False), cpu_seconds(server_pid)
         jobs = self.home / "jobs.d"
         jobs.mkdir(exist_ok=True)
         (jobs / f"{name}.tmp").write_text(f'name = "{name}"\n{body}')
@@ -118,14 +137,16 @@ class Daemon:
                 if done[0].type == "RunFailed":
                     sys.exit(f"FAIL: davit run {name} failed: {done[0].data}\n(log: {self.log_path})")
                 began = next(r for r in self.log.stream(done[0].stream) if r.type == "RunPreparing")
-                return Timed(ts(done[0].recorded_at) - ts(began.recorded_at), os.getloadavg()[0]), done[0].data
+                seconds = ts(done[0].recorded_at) - ts(began.recorded_at)
+                used = cpu_seconds(self.proc.pid, children=False) - cpu, cpu_seconds(server_pid) - server
+                return Timed(seconds, os.getloadavg()[0], *used), done[0].data
             if self.proc.poll() is not None:
                 sys.exit(f"FAIL: davitd exited {self.proc.returncode}; see {self.log_path}")
             time.sleep(0.2)
         sys.exit(f"FAIL: davit run {name} timed out")
 
-    def seconds(self, name: str, body: str) -> Timed:
-        return self.run(name, body)[0]
+    def seconds(self, name: str, body: str, server_pid: int) -> Timed:
+        return self.run(name, body, server_pid)[0]
 
     def stop(self) -> float | None:
         rss = vm_hwm_mb(self.proc.pid)
@@ -167,6 +188,13 @@ class Postgres:
             "PGUSER": str(entry["user"]),
         }
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's: its children's CPU (backends, exited) is counted in its own."""
+        with self.connect() as conn:
+            data = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
+        return int((Path(data) / "postmaster.pid").read_text().split()[0])
+
     def connect(self, db: str = "postgres") -> Any:
         import psycopg
 
@@ -201,11 +229,11 @@ class Postgres:
 
     def bare_backup(self, out: Path) -> Timed:
         shutil.rmtree(out, ignore_errors=True)
-        return timed(["pg_dump", "-Fd", "-j2", "-f", str(out), DB], self.env)
+        return timed(["pg_dump", "-Fd", "-j2", "-f", str(out), DB], self.env, self.pid)
 
     def bare_restore(self, dump: Path) -> Timed:
         script = f"dropdb --if-exists {BARE_COPY} && createdb {BARE_COPY} && pg_restore -j2 -d {BARE_COPY} {dump}"
-        return timed(script, self.env, shell=True)
+        return timed(script, self.env, self.pid, shell=True)
 
     def backup_job(self) -> str:
         return f'kind = "postgres.backup"\nparallel = 2\n[source]\n{self.job_source()}databases = ["{DB}"]\n'
@@ -248,6 +276,10 @@ class Mariadb:
             f"[client]\nhost={entry['host']}\nport={entry['port']}\nuser={entry['user']}\npassword={self.password}\n"
         )
         self.env = dict(os.environ)
+
+    @property
+    def pid(self) -> int:
+        return int(Path(self.sql("SELECT @@pid_file")[0][0]).read_text().split()[0])
 
     def connect(self, db: str | None = None) -> Any:
         import pymysql
@@ -297,7 +329,7 @@ class Mariadb:
 
     def bare_backup(self, out: Path) -> Timed:
         script = f"set -o pipefail; mariadb-dump --defaults-extra-file={self.cnf} --single-transaction {DB} | zstd -q -f -o {out}"
-        return timed(["bash", "-c", script], self.env)
+        return timed(["bash", "-c", script], self.env, self.pid)
 
     def bare_restore(self, dump: Path) -> Timed:
         cnf = f"--defaults-extra-file={self.cnf}"
@@ -305,7 +337,7 @@ class Mariadb:
             f"set -o pipefail; mariadb {cnf} -e 'DROP DATABASE IF EXISTS {BARE_COPY}; CREATE DATABASE {BARE_COPY}' && "
             f"zstd -d -q -c {dump} | mariadb {cnf} {BARE_COPY}"
         )
-        return timed(["bash", "-c", script], self.env)
+        return timed(["bash", "-c", script], self.env, self.pid)
 
     def backup_job(self) -> str:
         return f'kind = "mysql.backup"\nparallel = 2\n[source]\n{self.job_source()}databases = ["{DB}"]\n'
@@ -339,13 +371,14 @@ def measure(key: str, label: str, server: Postgres | Mariadb, size_mb: float, ro
     dump = work / (f"{key}-dump" if key == "pg" else f"{key}-dump.sql.zst")
     bare_b, davit_b, bare_r, davit_r, again = [], [], [], [], []
     rss: list[float] = []
+    pid = server.pid
     for i in range(rounds):
         home = work / f"home-{key}-{i}"
         shutil.rmtree(work / f"home-{key}-{i - 1}", ignore_errors=True)
         daemon = Daemon(home)
         backup = f"bench-{key}-backup-{i}"
         try:
-            b, d = paired(i % 2 == 0, lambda: server.bare_backup(dump), partial(daemon.seconds, backup, server.backup_job()))
+            b, d = paired(i % 2 == 0, lambda: server.bare_backup(dump), partial(daemon.seconds, backup, server.backup_job(), pid))
             bare_b.append(b)
             davit_b.append(d)
             stored = du(home / "repository")
@@ -358,7 +391,7 @@ def measure(key: str, label: str, server: Postgres | Mariadb, size_mb: float, ro
             b, d = paired(
                 i % 2 == 1,
                 lambda: server.bare_restore(dump),
-                partial(daemon.seconds, f"bench-{key}-restore-{i}", server.restore_job(backup)),
+                partial(daemon.seconds, f"bench-{key}-restore-{i}", server.restore_job(backup), pid),
             )
             bare_r.append(b)
             davit_r.append(d)
@@ -384,12 +417,15 @@ def report(engines: list[Engine], goals: Goals, rounds: int) -> None:
                         f"{b.seconds:.1f}",
                         f"{d.seconds:.1f}",
                         f"{b.seconds / d.seconds:.2f}x",
+                        f"{b.client_cpu:.1f} + {b.server_cpu:.1f}",
+                        f"{d.client_cpu:.1f} + {d.server_cpu:.1f}",
                         f"{b.load:.1f}/{d.load:.1f}",
                     ]
                 )
+    print("CPU s: the bare tools' processes (or davitd) + the server's, a figure the machine's load does not move much")
     print(
         table(
-            ["operation", "round", "bare s", "davit s", "ratio", "load bare/davit"],
+            ["operation", "round", "bare s", "davit s", "ratio", "CPU s bare", "CPU s davit", "load bare/davit"],
             rows,
             title=f"{rounds} paired rounds; {cpu_count()} CPUs, {load_note()}",
         )
