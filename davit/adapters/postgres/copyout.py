@@ -1,80 +1,61 @@
-"""`COPY ... TO STDOUT` read through libpq directly, rows gathered into blocks of about 1 MB.
+"""A table's `COPY ... TO STDOUT` read through `psql`, at the run's exported snapshot.
 
-The server sends one CopyData message per row, and psycopg's `Copy` iterator hands each one up
-through a stack of Python generators: on pgbench_accounts (7 million rows of ~120 bytes) that
-per-row Python cost was most of a backup's time (py-spy: `Copy.__iter__`/`read`/`wait` and the
-per-block code around them, ~0.34x of `pg_dump -Fd -j2`). Here each row costs one call into
-psycopg's compiled libpq wrapper (`PGconn.get_copy_data`, non-blocking, the socket polled when it
-has nothing) and a list append; the caller gets the same bytes, in larger blocks.
+Why a subprocess: the server sends one CopyData message per row, and any Python reader pays
+per row. py-spy on pgbench_accounts (7 million rows of ~120 bytes): psycopg's `Copy`
+iterator took most of a backup's time (~0.34x of `pg_dump -Fd -j2`); one `get_copy_data`
+call per row through psycopg's compiled libpq wrapper still ~1 µs of Python per row (6-7 CPU
+seconds, ~0.3x). `psql` does the per-row work in C (1.0 CPU second for the same table) and
+davitd reads its stdout in 1 MiB blocks; both run on their own cores.
 
-The connection is a psycopg one, inside its transaction (the run's exported snapshot): the query
-goes out on its `pgconn` and every result is read back before returning, so psycopg finds the
-connection idle in that transaction afterwards. An error from the server is raised as psycopg
-raises it (`psycopg.errors.error_from_result`), so callers' `except` clauses stay as they were.
+The bytes are those psycopg's COPY gave (the repository's chunks do not change, so a backup
+after this change deduplicates against the ones before): the script joins the exported
+snapshot, then sets the session settings that shape COPY's text (client encoding, DateStyle,
+IntervalStyle, TimeZone, extra_float_digits) to the values of the davit connection that joined
+the same snapshot, then copies. The password reaches psql only through PGPASSFILE
+(`Server.passfile_env`); its stderr goes to a file, its failure is classified as pg_dump's are.
 """
 
 from __future__ import annotations
 
-import select
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg import pq
-from psycopg.errors import error_from_result
+from psycopg import sql
 
-BLOCK = 1 << 20
-POLL_MS = 60_000  # poll() wakes up at least this often (nothing to do then but poll again)
+from davit.adapters.postgres.client import Server, finish_tool, tool
 
-
-def _wait_readable(pgconn: Any) -> None:
-    poller = select.poll()  # not select(): a daemon may hold more than FD_SETSIZE descriptors
-    poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-    while not poller.poll(POLL_MS):
-        pass
-    pgconn.consume_input()
+READ_SIZE = 1 << 20
+# session settings that change how COPY writes values as text
+SETTINGS = ("client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits")
 
 
-def _result(pgconn: Any) -> Any:
-    """The next result of the query in flight (None: no more)."""
-    while pgconn.is_busy():
-        _wait_readable(pgconn)
-    return pgconn.get_result()
+def script(conn: psycopg.Connection[Any], snapshot: str, query: sql.Composable) -> bytes:
+    """psql's input: join `snapshot`, take `conn`'s COPY-shaping settings, run `query`."""
+    lines = ["BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"]
+    lines.append(sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(conn))
+    for name in SETTINGS:
+        value = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name.lower()))).fetchone()[0]  # type: ignore[index]
+        lines.append(sql.SQL("SET {} TO {};").format(sql.Identifier(name.lower()), sql.Literal(value)).as_string(conn))
+    lines += [query.as_string(conn) + ";", "COMMIT;", ""]
+    return "\n".join(lines).encode()
 
 
-def _raise_if_failed(conn: psycopg.Connection[Any], res: Any, wanted: pq.ExecStatus) -> None:
-    """Raise psycopg's error for a result that is not `wanted`, after reading every result
-    left, so that the connection can take its next command (a rollback, another query)."""
-    if res is not None and res.status == wanted:
-        return
-    while _result(conn.pgconn) is not None:
-        pass
-    if res is None:
-        raise psycopg.OperationalError("the server ended the COPY without a result")
-    raise error_from_result(res, encoding=conn.info.encoding)
-
-
-def copy_out(conn: psycopg.Connection[Any], query: bytes, block: int = BLOCK) -> Iterator[bytes]:
-    """The output of `query` (a `COPY ... TO STDOUT`) in blocks of whole rows, about `block` bytes each."""
-    pgconn = conn.pgconn
-    pgconn.send_query(query)
-    _raise_if_failed(conn, _result(pgconn), pq.ExecStatus.COPY_OUT)
-    parts: list[Any] = []
-    size = 0
-    while True:
-        nbytes, data = pgconn.get_copy_data(1)
-        if nbytes > 0:
-            parts.append(data)
-            size += nbytes
-            if size >= block:
-                yield b"".join(parts)
-                parts, size = [], 0
-        elif nbytes == 0:
-            _wait_readable(pgconn)
-        else:
-            break  # -1: the COPY is over (its result follows); -2: an error (its result follows)
-    if parts:
-        yield b"".join(parts)
-    _raise_if_failed(conn, _result(pgconn), pq.ExecStatus.COMMAND_OK)
-    while _result(pgconn) is not None:  # read to the end, so the connection is idle again
-        pass
+def copy_blocks(server: Server, db: str, text: bytes, doing: str) -> Iterator[bytes]:
+    """Run `psql` with the script `text` against `db`; its stdout in blocks (any size, any
+    boundary). Raises the classified error if psql fails (after the last block)."""
+    argv = [tool("psql"), *server.tool_args(db), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+    with server.passfile_env() as env, tempfile.TemporaryFile() as errfile, tempfile.TemporaryFile() as infile:
+        infile.write(text)
+        infile.seek(0)
+        proc = subprocess.Popen(argv, stdin=infile, stdout=subprocess.PIPE, stderr=errfile, env=env)
+        assert proc.stdout is not None
+        try:
+            while block := proc.stdout.read(READ_SIZE):
+                yield block
+        finally:
+            proc.stdout.close()  # a reader that stopped early: psql ends on the closed pipe
+            proc.wait()
+        finish_tool(server, proc, errfile, argv, doing)

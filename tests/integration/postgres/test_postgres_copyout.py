@@ -1,55 +1,80 @@
-"""A table's rows read for a backup through libpq directly (`copyout.py`, blocks of rows instead
-of psycopg's one call per row): the same bytes psycopg's COPY gives, whole rows per block, a
-server error raised as psycopg raises it, and the connection still in its transaction after."""
+"""A table's rows read for a backup through `psql` joined to the run's exported snapshot
+(`copyout.py`): the very bytes psycopg's COPY gave before (so a backup after the change stores
+nothing new), the snapshot's rows and not rows committed after it, and a failure raised as a
+classified error naming what was being read, never the password."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
+from psycopg import sql
 
-from davit.adapters.postgres.copyout import copy_out
+from davit.adapters.postgres import copyout
+from davit.adapters.postgres.client import Server
+from davit.domain.errors import DavitError
+from davit.domain.jobs.postgres import PostgresServer
 from tests.integration.postgres.test_postgres_roundtrip import Pg
 from tests.integration.postgres.test_postgres_roundtrip import pg as pg  # the fixture
 
 pytestmark = pytest.mark.postgres
 
 AWKWARD = """
-CREATE TABLE notes (id int PRIMARY KEY, body text, raw bytea, tags text[]);
-INSERT INTO notes SELECT i, 'line ' || i || E'\\nsecond\\tline \\\\ back' || repeat('x', i % 300),
-  decode(md5(i::text), 'hex'), ARRAY['a,b', NULL, E'q"uote']
+CREATE TABLE notes (id int PRIMARY KEY, body text, raw bytea, tags text[], at timestamptz, span interval,
+  f double precision, d date, n numeric);
+INSERT INTO notes SELECT i, 'line ' || i || E'\\nsecond\\tline \\\\ back é ✓' || repeat('x', i % 300),
+  decode(md5(i::text), 'hex'), ARRAY['a,b', NULL, E'q"uote'],
+  '2024-02-29 23:59:59.123456+05:30'::timestamptz + i * interval '1 hour',
+  make_interval(months => i, secs => i / 7.0), 1.0 / (i + 3), 'infinity', 1e30 / i
 FROM generate_series(1, 20000) i;
-INSERT INTO notes VALUES (0, NULL, NULL, NULL), (-1, '', '', '{}');
+INSERT INTO notes VALUES (0, NULL, NULL, NULL, NULL, NULL, 'NaN', '-infinity', NULL),
+  (-1, '', '', '{}', 'epoch', '0', 0, NULL, 0);
 """
-QUERY = "COPY public.notes (id, body, raw, tags) TO STDOUT"
+QUERY = sql.SQL("COPY public.notes (id, body, raw, tags, at, span, f, d, n) TO STDOUT")
 
 
-def test_rows_read_in_blocks_are_the_bytes_psycopgs_copy_gives(pg: Pg) -> None:
-    db = pg.name("copyout")
+def server(pg: Pg) -> Server:
+    return Server(PostgresServer(**pg.server()), "postgres.backup test")
+
+
+def make(pg: Pg, base: str, script: str) -> str:
+    db = pg.name(base)
     with pg.connect() as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(db)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     with pg.connect(db) as conn:
-        conn.execute(AWKWARD)
-    with pg.connect(db) as conn, conn.cursor() as cur, cur.copy(QUERY) as copy:
-        expected = b"".join(bytes(block) for block in copy)
-    with pg.connect(db, autocommit=False) as conn:
+        conn.execute(script)
+    return db
+
+
+def read(pg: Pg, db: str, conn: psycopg.Connection[Any], snapshot: str) -> bytes:
+    text = copyout.script(conn, snapshot, QUERY)
+    return b"".join(copyout.copy_blocks(server(pg), db, text, f"reading table {db}.public.notes"))
+
+
+def test_psql_gives_the_bytes_psycopgs_copy_gave_at_the_snapshot_even_after_later_commits(pg: Pg) -> None:
+    db = make(pg, "copyout", AWKWARD)
+    with pg.connect(db, autocommit=False) as coordinator, pg.connect(db, autocommit=False) as conn:
+        coordinator.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = str(coordinator.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        blocks = list(copy_out(conn, QUERY.encode(), block=64 << 10))
-        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (20002,)  # the connection goes on
-    assert b"".join(blocks) == expected
-    assert len(blocks) > 10 and all(b.endswith(b"\n") for b in blocks)  # whole rows in every block
-    assert expected.count(b"\n") == 20002  # COPY's text escapes the newlines inside values
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        conn.execute("SET TIME ZONE 'Asia/Kolkata'")  # a setting that shapes COPY's text: psql must take it
+        with conn.cursor() as cur, cur.copy(QUERY) as copy:
+            expected = b"".join(bytes(block) for block in copy)
+        with pg.connect(db) as writer:  # committed after the snapshot: not seen
+            writer.execute("INSERT INTO notes (id, body) VALUES (99999, 'late')")
+        got = read(pg, db, conn, snapshot)
+    assert got == expected
+    assert expected.count(b"\n") == 20002 and b"+05:30" in expected and b"late" not in got
 
 
-def test_an_error_from_the_server_is_raised_as_psycopg_raises_it(pg: Pg) -> None:
-    db = pg.name("copyout_err")
-    with pg.connect() as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(db)))
-    with pg.connect(db) as conn:
-        conn.execute("CREATE TABLE t (x int)")
-        with pytest.raises(psycopg.errors.UndefinedTable):
-            list(copy_out(conn, b"COPY public.missing (x) TO STDOUT"))
-        # a failure in the middle of the rows: division by zero at row 5000
-        with pytest.raises(psycopg.errors.DivisionByZero):
-            list(copy_out(conn, b"COPY (SELECT 1 / (5000 - i) FROM generate_series(1, 10000) i) TO STDOUT", block=1024))
-        assert conn.execute("SELECT 42").fetchone() == (42,)
+def test_a_failing_copy_is_a_classified_error_naming_the_table_never_the_password(pg: Pg) -> None:
+    db = make(pg, "copyout_err", "CREATE TABLE notes (id int)")
+    with pg.connect(db, autocommit=False) as conn:
+        text = copyout.script(conn, "00000003-00000002-1", QUERY)  # a snapshot that does not exist
+    with pytest.raises(DavitError) as caught:
+        b"".join(copyout.copy_blocks(server(pg), db, text, f"reading table {db}.public.notes"))
+    message = str(caught.value)
+    assert f"reading table {db}.public.notes" in message and "snapshot" in message
+    assert pg.peer.password not in message
