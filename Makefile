@@ -10,6 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	sh tools/install-mysql-driver.sh $(PY)
 	touch $@
 
 ## make run: the daemon on its embedded defaults with an example files.backup job.

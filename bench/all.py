@@ -40,6 +40,7 @@ BENCHES = {
     "mongo": ("mongo",),
     "weaviate": ("weaviate",),
     "docker": ("docker", "ssh"),
+    "sql": ("postgres", "mariadb"),
 }
 
 

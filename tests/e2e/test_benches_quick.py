@@ -35,6 +35,7 @@ BENCHES = {
     "mongo": ("mongo",),
     "weaviate": ("weaviate",),
     "docker": ("docker", "ssh"),
+    "sql": ("postgres", "mariadb"),
 }
 
 

@@ -9,7 +9,8 @@ their password hashes and grants: `schema.accounts`), then `publish` and `retent
 
 `run` opens the connections (`snapshot.py`: one consistent point for every table it reads)
 and dumps the tables in parallel. A table is read in primary-key order through an unbuffered
-cursor (`SSCursor`: rows stream, nothing is staged whole), turned into INSERT statements cut
+cursor (`SSCursor`: rows stream, nothing is staged whole; through the C driver mysqlclient
+when installed, `cdriver.py`), turned into INSERT statements cut
 by content (`sqltext.py`), each statement a chunk stored as it comes; its definition is read
 on the same connection. A table is one step: after a kill -9 the run resumes at the first
 table not recorded done and dumps it again from its first row, through new connections that
@@ -23,9 +24,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pymysql.cursors import SSCursor
-
-from davit.adapters.mysql import schema
+from davit.adapters.mysql import cdriver, schema
 from davit.adapters.mysql.client import Server, quote_name
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
@@ -83,7 +82,14 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
             )
         for reason in skipped:
             ctx.warn(f"skipped {reason}")
-        self.details = {"snapshot_id": self.run_id, "databases": dbs, "tables": chosen, "skipped": skipped, **info}
+        self.details = {
+            "snapshot_id": self.run_id,
+            "databases": dbs,
+            "tables": chosen,
+            "skipped": skipped,
+            "driver": cdriver.name(),
+            **info,
+        }
         return self.details
 
     def _select(self) -> tuple[list[str], list[list[str]], list[str]]:
@@ -216,7 +222,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         """The table's rows as `(...)` literals, which the server writes (`row_expression`):
         Python handles one value per row instead of one per column."""
         keys = ",".join(quote_name(c) for c in order)
-        cur = conn.cursor(SSCursor)
+        cur = cdriver.stream_cursor(conn)
         try:
             cur.execute(f"SELECT {row_expression(columns)} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
             while batch := cur.fetchmany(FETCH_ROWS):

@@ -47,7 +47,7 @@ class ConsistentConnections:
         return self
 
     def _new(self) -> Any:
-        conn = self.server.connect()
+        conn = self.server.connect(rows=True)
         self._all.append(conn)
         self._pool.put(conn)
         with self.server.errors("starting a consistent snapshot"), conn.cursor() as cur:

@@ -10,8 +10,9 @@ REPEATABLE READ READ ONLY transaction and exports its snapshot (`pg_export_snaps
 `pg_dump -j` does; it stays open while that database's units run on `parallel` workers, each
 of which imports it (`SET TRANSACTION SNAPSHOT`) so every table is read at the same point.
 The schema is `pg_dump --snapshot=ID --schema-only -Fc`; a table's rows are `COPY (columns)
-TO STDOUT` in text form (what pg_dump writes, and what `pg_restore` would read back), cut by
-the repository's chunker and stored as they arrive: nothing is staged whole on disk.
+TO STDOUT` in text form (what pg_dump writes, and what `pg_restore` would read back; read
+through `psql` joined to the same snapshot, `copyout.py`), cut by the repository's chunker and
+stored as they arrive: nothing is staged whole on disk.
 
 One checkpoint per unit: a unit interrupted by a kill -9 starts again (its chunks already in
 packs are found again and not stored twice: same rows, same bytes, same chunks). The exported
@@ -32,12 +33,14 @@ import psycopg
 from psycopg import sql
 
 from davit.adapters.parallel import Relay, run_parallel
+from davit.adapters.postgres import copyout
 from davit.adapters.postgres.client import Server, finish_tool, tool
 from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, schema_path, table_path, tree_zst
 from davit.adapters.postgres.roles import DATABASE_ACL, read_roles
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import publish_then_retention, run_steps, step_names
+from davit.domain.errors import DavitError
 from davit.domain.jobs import PostgresBackupJob
 from davit.domain.jobs.postgres import matches, select_tables
 from davit.domain.ports import RunContext
@@ -227,10 +230,10 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             if unit["kind"] == "table":
-                return self._table(conn, unit, store)
+                return self._table(conn, unit, snapshot, store)
             return self._large_objects(conn, unit, store)
 
-    def _table(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any) -> dict[str, Any]:
+    def _table(self, conn: psycopg.Connection[Any], unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
         name = f"{unit['db']}.{unit['schema']}.{unit['table']}"
         rows = 0
         with self.server.errors(f"reading table {name}"):
@@ -241,19 +244,21 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             query = sql.SQL("COPY {} ({}) TO STDOUT").format(
                 sql.Identifier(unit["schema"], unit["table"]), sql.SQL(", ").join(map(sql.Identifier, columns))
             )
-            try:
-                with conn.cursor() as cur, cur.copy(query) as copy:
+            text = copyout.script(conn, snapshot, query)
 
-                    def blocks() -> Iterator[bytes]:
-                        nonlocal rows
-                        for block in copy:
-                            data = bytes(block)
-                            rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
-                            yield data
+        def blocks() -> Iterator[bytes]:
+            nonlocal rows
+            for data in copyout.copy_blocks(self.server, unit["db"], text, f"reading table {name}"):
+                rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
+                yield data
 
-                    store(blocks())
-            except psycopg.errors.UndefinedTable:
-                return {"skipped": True, "rows": 0}  # dropped between the check and the COPY
+        try:
+            store(blocks())
+        except DavitError:
+            with self.server.errors(f"reading table {name}"):
+                if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:  # type: ignore[index]
+                    return {"skipped": True, "rows": 0}  # dropped between the check and the COPY
+            raise
         return {"columns": columns, "rows": rows}
 
     def _large_objects(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any) -> dict[str, Any]:
