@@ -29,6 +29,7 @@ from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.tuning import Tuning
 from davit.domain.errors import PermanentError
+from davit.domain.jobs.mysql import SYSTEM_DATABASES
 
 NAME = r"(`(?:[^`]|``)+`|[\w$]+)"
 EXECUTABLE = re.compile(r"/\*M?!\d*\s?(.*?)\*/", re.S)
@@ -137,11 +138,17 @@ class _Script:
         self.dbs: dict[str, _Database] = {}
         self.current: str | None = None
         self.session = dict(DEFAULT_SESSION)
+        self.left_out: set[str] = set()  # the server's own databases the script holds (accounts...)
         if default_db:
             self._use(default_db)
 
-    def _use(self, db: str) -> _Database:
+    def _use(self, db: str) -> _Database | None:
+        """`db` is the current database; the server's own (`mysql`: accounts, password hashes,
+        grants; `sys`...) is left out with everything in it, as a backup leaves it out."""
         self.current = db
+        if db.lower() in SYSTEM_DATABASES:
+            self.left_out.add(db)
+            return None
         return self.dbs.setdefault(db, _Database(f"CREATE DATABASE {quote_name(db)}"))
 
     def db(self, what: str) -> _Database:
@@ -150,8 +157,9 @@ class _Script:
         return self.dbs[self.current]
 
     def take(self, raw: bytes, store: Any) -> None:
+        skipping = self.current is not None and self.current in self.left_out
         if INSERT.match(raw):
-            return self._insert(raw, store)
+            return None if skipping else self._insert(raw, store)
         text = effective(raw.decode("utf-8", errors="surrogateescape"))
         head = text[:12].upper()
         if head.startswith("SET "):
@@ -160,7 +168,10 @@ class _Script:
             self._use(unquote(m.group(1)))
         elif m := CREATE_DATABASE.match(text):
             name = unquote(m.group(1))
-            self._use(name).create = f"CREATE DATABASE {quote_name(name)}{text[m.end() :]}"
+            if found := self._use(name):
+                found.create = f"CREATE DATABASE {quote_name(name)}{text[m.end() :]}"
+        elif skipping:
+            return None
         elif m := CREATE_TABLE.match(text):
             name = unquote(m.group(1))
             self._own_table(name, text, m.end())
@@ -280,7 +291,7 @@ def import_sql(repo: Repository, path: Path, job: str, snapshot_id: str, tuning:
             "kind": KIND,
             "run_id": "",
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {"sql": where, "databases": sorted(script.dbs)},
+            "source": {"sql": where, "databases": sorted(script.dbs), "left_out": sorted(script.left_out)},
             "parent": None,
             "stats": stats,
         }

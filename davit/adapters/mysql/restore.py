@@ -37,6 +37,7 @@ from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import MysqlRestoreJob
+from davit.domain.jobs.mysql import SYSTEM_DATABASES
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
@@ -87,6 +88,12 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)}
         )
         pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
+        own = sorted(dst for _, dst in pairs if dst.lower() in SYSTEM_DATABASES)
+        if own:  # (drop would drop the server's accounts; merge would replace its grant tables)
+            raise PermanentError(
+                f"database {', '.join(own)} is the server's own: not restored into (rename it to restore its tables "
+                "for a look; accounts are restored by users = true)"
+            )
         unknown = sorted(set(tgt.rename) - {e.db for e in entries if isinstance(e, DatabaseEntry)})
         if unknown:
             raise PermanentError(f"rename names database(s) the snapshot {snap.id} does not hold: {', '.join(unknown)}")

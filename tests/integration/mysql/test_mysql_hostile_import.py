@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from davit.adapters.mysql.importdump import import_sql
+from davit.adapters.mysql.restore import MysqlRestoreWork
 from davit.adapters.repository.repository import Repository
+from davit.adapters.runwork import RunInputs
 from davit.domain.errors import PermanentError
+from tests.fakes import MemoryRunContext
 from tests.integration.mysql.helpers import SMALL, Maria, restore_spec, rows_of, run_restore
 
 pytestmark = pytest.mark.mariadb
@@ -113,3 +116,37 @@ def test_a_dump_of_ordinary_literals_still_imports_and_restores(maria: Maria, re
     rows = rows_of(maria, copy, "t")
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
     assert rows[0][2:4] == ("it's 'q' ; (x)", b"\n\xff") and rows[1][2] == "caf\u00e9" and rows[2][2] == "SELECT 1 FROM dual"
+
+
+def test_the_servers_own_databases_in_a_script_are_left_out(maria: Maria, repo: Repository, tmp_path: Path) -> None:
+    """`mariadb-dump --all-databases` writes the `mysql` database (accounts, password hashes,
+    grants): imported, a restore with if_exists = 'drop' would drop the target server's own
+    `mysql` database and load the script's accounts in its place. The import leaves the
+    server's own databases out and says so; accounts go through `users = true`."""
+    db = maria.db("atk_app")
+    script = tmp_path / "all.sql"
+    script.write_bytes(
+        b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `mysql`;\nUSE `mysql`;\n"
+        b"CREATE TABLE `global_priv` (`Host` char(255) NOT NULL, `User` char(128) NOT NULL, `Priv` longtext);\n"
+        b"INSERT INTO `global_priv` VALUES ('%','mallory','{\"access\":18446744073709551615}');\n"
+        b"CREATE DATABASE `sys`;\nUSE `sys`;\nCREATE TABLE `t` (`a` int);\n"
+        + f"CREATE DATABASE `{db}`;\nUSE `{db}`;\nCREATE TABLE `t` (`id` int);\nINSERT INTO `t` VALUES (1);\n".encode()
+    )
+    info = import_sql(repo, script, "all", "s1", SMALL, None)
+    assert info.source["databases"] == [db]
+    assert info.source["left_out"] == ["mysql", "sys"]
+    assert info.stats["tables"] == 1 and info.stats["rows"] == 1
+
+
+def test_a_restore_into_the_servers_own_database_is_refused(maria: Maria, repo: Repository, tmp_path: Path) -> None:
+    """Renaming a snapshot's database to `mysql` (or restoring a backup that named it) with
+    if_exists = 'drop' would drop the server's accounts: refused at prepare, naming it."""
+    db = maria.db("atk_app")
+    script = tmp_path / "app.sql"
+    script.write_bytes(f"CREATE DATABASE `{db}`;\nUSE `{db}`;\nCREATE TABLE `t` (`id` int);\n".encode())
+    import_sql(repo, script, "app", "s1", SMALL, None)
+    for target in ("mysql", "sys", "performance_schema", "information_schema"):
+        spec = restore_spec("back", maria, {"job": "app"}, rename={db: target}, if_exists="drop")
+        work = MysqlRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo))
+        with pytest.raises(PermanentError, match=f"database {target} is the server's own"):
+            work.prepare(MemoryRunContext(run_id="r1"))  # (only prepare: a run would drop it on a server without the check)
