@@ -284,8 +284,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         leave_out = [a for s, t in unit.get("leave_out", []) for a in ("--exclude-table", _pattern(s, t))]
         argv = [tool("pg_dump"), *self.server.tool_args(db), f"--snapshot={snapshot}", "--schema-only", "-Fc", *leave_out]
         with self.server.passfile_env() as env, tempfile.TemporaryFile() as errfile:
-            fds = self.server.tool_fds(env)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=env, pass_fds=fds)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=env)
             assert proc.stdout is not None
             try:
                 store(iter(lambda: proc.stdout.read(READ_SIZE), b""))  # type: ignore[union-attr]

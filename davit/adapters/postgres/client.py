@@ -2,7 +2,7 @@
 
 The password (from `password_file`, `password_env`, or inside `dsn_file`) is given to psycopg
 in-process, and to pg_dump/pg_restore through a `PGPASSFILE` that is an anonymous memory file
-(memfd, 0600) handed to the tool as an open descriptor (`/dev/fd/N`): never in argv, never in
+(memfd, 0600) open in davitd, which the tool opens by its path `/proc/PID/fd/N`: never in argv, never in
 the environment (only the passfile's path is), never in a message, and never on disk: it is
 gone with the last process holding it, even when davitd is killed -9 while the tool runs (a
 file in a temporary directory would survive that). Without memfd (not Linux), a 0600 file in
@@ -132,9 +132,8 @@ class Server:
 
     @contextmanager
     def passfile_env(self) -> Iterator[dict[str, str]]:
-        """The environment for a PostgreSQL tool (run it with `pass_fds=tool_fds(env)`):
-        PGPASSFILE naming a memory file open in this process, closed on exit; the password
-        never enters the environment itself."""
+        """The environment for a PostgreSQL tool: PGPASSFILE naming a memory file open in this
+        process, closed on exit; the password never enters the environment itself."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         if not self.password:
             yield env
@@ -149,7 +148,9 @@ class Server:
         try:
             os.fchmod(fd, 0o600)  # libpq ignores a passfile others may read
             os.write(fd, line)
-            yield {**env, "PGPASSFILE": f"/dev/fd/{fd}"}
+            # this process's descriptor by its /proc path: a tool started without `pass_fds`
+            # (close_fds) still opens it, as a process of the same user
+            yield {**env, "PGPASSFILE": f"/proc/{os.getpid()}/fd/{fd}"}
         finally:
             os.close(fd)
 
@@ -165,12 +166,6 @@ class Server:
             yield {**env, "PGPASSFILE": str(path)}
         finally:
             shutil.rmtree(private, ignore_errors=True)
-
-    @staticmethod
-    def tool_fds(env: dict[str, str]) -> tuple[int, ...]:
-        """The descriptors a tool run with `env` (from `passfile_env`) must inherit."""
-        passfile = env.get("PGPASSFILE", "")
-        return (int(passfile.removeprefix("/dev/fd/")),) if passfile.startswith("/dev/fd/") else ()
 
     def tool_failed(self, argv: Sequence[str], returncode: int, stderr: str, doing: str) -> DavitError:
         """The error of a pg_dump/pg_restore that exited non-zero, classified like psycopg's."""

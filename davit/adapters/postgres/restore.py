@@ -201,8 +201,7 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
     def _feed(self, argv: list[str], schema: Unit, out: Any, doing: str) -> None:
         """Run a PostgreSQL tool with the schema archive's chunks on its stdin, its stdout to `out`."""
         with self.server.passfile_env() as env, tempfile.TemporaryFile() as errfile:
-            fds = self.server.tool_fds(env)
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errfile, env=env, pass_fds=fds)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errfile, env=env)
             assert proc.stdin is not None
             try:
                 for chunk in self._chunks(schema):

@@ -66,8 +66,7 @@ def test_pg_dump_logs_in_with_the_password_it_is_given(postgres_peer: PostgresPe
     with server.passfile_env() as env:
         done = subprocess.run(
             [tool("pg_dump"), "--schema-only", *server.tool_args("postgres")],
-            env=env,
-            pass_fds=server.tool_fds(env),
+            env=env,  # (no pass_fds: subprocess closes the other descriptors, as every caller does)
             capture_output=True,
             timeout=120,
         )
