@@ -83,3 +83,38 @@ def test_a_run_of_a_just_started_daemon_is_prepared_after_its_kind_was_imported(
     [queued] = recorded(db, "RunQueued")
     assert preparing >= imported["files.backup"] - 0.01  # (the log's clock and time.time() are the same clock)
     assert preparing - queued >= SLOW_IMPORT - 0.05  # it waited, queued, for the import
+
+
+def test_a_kind_whose_preload_fails_still_runs_its_queued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken client library (its import raises) must not leave the runs of its kind queued
+    for ever: the run is dispatched once the preload has failed, and imports (or fails) itself."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.txt").write_text("some data\n")
+    settings = load_settings(home)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    (settings.jobs_dir / "once.toml").write_text(
+        f'name = "once"\nkind = "files.backup"\n[source]\npath = "{tmp_path / "tree"}"\n'
+    )
+
+    def broken_preload(kind: str) -> None:
+        raise ImportError(f"No module named 'broken_{kind}'")
+
+    monkeypatch.setattr(supervisor_module, "preload", broken_preload)
+    db = settings.db_path
+
+    async def main() -> None:
+        async with SqliteEventStore(db) as store:
+            sup = Supervisor(Parts(settings), store, Notifier(), "test")
+            await sup._load()
+            await sup._sync_jobs()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup._preload_kinds)
+                tg.start_soon(sup._dispatch_loop, tg)
+                await until(lambda: bool(recorded(db, "RunSucceeded") or recorded(db, "RunFailed")), "the run's end")
+                tg.cancel_scope.cancel()
+            sup.parts.close()
+
+    anyio.run(main)
+    assert recorded(db, "RunSucceeded"), "the run did not import its kind itself"

@@ -75,19 +75,20 @@ def store_command(store: str) -> str:
     One process per chunk (`dd`): forks are dear on a loaded host. Where the store's file
     system takes O_DIRECT and `dd` is GNU's, chunks are written past the page cache: the
     target is busy unpacking the same data, and buffered writes of the store cost it several
-    times the CPU (dirty-page accounting and writeback) of direct ones. GNU dd, turning
-    O_DIRECT off for a chunk's last partial block, then fsyncs the file (seen with strace: one
-    fsync per chunk), so there a chunk is on disk before its name is printed; the fallback
-    `put` (BusyBox dd, or no O_DIRECT) writes through the page cache without one."""
+    times the CPU (dirty-page accounting and writeback) of direct ones. Both ways `dd` fsyncs
+    each chunk (`conv=fsync`, which GNU's and BusyBox's dd have) before its name is printed: a
+    direct write leaves the file's size and blocks to the journal, and BusyBox's dd takes the
+    direct path too where the file system takes O_DIRECT (GNU dd also fsyncs when it turns
+    O_DIRECT off for a chunk's last partial block: strace shows one fsync per chunk either way)"""
     return (
         f"cd {q(store)} && mkdir -p chunks || exit 1; p=; "
         # a length that is not a multiple of the block size, as most chunks: GNU dd writes the
         # tail without O_DIRECT, others fail (and so do file systems without O_DIRECT)
         "if dd if=/dev/zero of=chunks/.probe bs=1M count=4097 iflag=count_bytes,fullblock oflag=direct "
         'status=none 2>/dev/null && [ "$(wc -c < chunks/.probe)" -eq 4097 ]; '
-        'then put() { dd of="chunks/$1.zst" bs=1M count="$2" iflag=count_bytes,fullblock oflag=direct '
+        'then put() { dd of="chunks/$1.zst" bs=1M count="$2" iflag=count_bytes,fullblock oflag=direct conv=fsync '
         "status=none; }; "
-        'else put() { dd of="chunks/$1.zst" bs="$2" count=1 iflag=fullblock status=none; }; fi; '
+        'else put() { dd of="chunks/$1.zst" bs="$2" count=1 iflag=fullblock conv=fsync status=none; }; fi; '
         "rm -f chunks/.probe; "
         'while IFS=\' \' read -r c n; do : > writing; [ -n "$p" ] && echo "$p"; '
         '[ "$c" = END ] && exit 0; '

@@ -26,7 +26,7 @@ from typing import Any
 
 from davit.adapters.mysql import cdriver, schema
 from davit.adapters.mysql.client import Server, quote_name
-from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, read_tree, tree_zst
+from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
 from davit.adapters.mysql.sqltext import insert_head, row_expression, statements
 from davit.adapters.parallel import Relay, run_parallel
@@ -62,7 +62,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return [list(t) for t in self.details.get("tables", [])]
 
     def plan(self) -> list[str]:
-        return [DUMP + f"{db}.{table}" for db, table, _, _ in self.tables] + [OBJECTS] + step_names(self._last_steps())
+        return [DUMP + qualified(db, table) for db, table, _, _ in self.tables] + [OBJECTS] + step_names(self._last_steps())
 
     def _last_steps(self) -> list[Step]:
         return publish_then_retention(self, self._publish)
@@ -106,13 +106,18 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 missing = [d for d in src.databases if d not in present]
                 if missing:
                     raise SourceMissing(f"{self.server.where}", f"database(s) {', '.join(missing)} not found")
-                listed = {f"{db}.{name}": (db, name, kind, engine) for db in dbs for name, kind, engine in schema.tables(cur, db)}
+                # a list, not a dict by "db.table": two tables may read alike (layout.qualified)
+                listed = sorted(
+                    (f"{db}.{name}", db, name, kind, engine) for db in dbs for name, kind, engine in schema.tables(cur, db)
+                )
         finally:
             conn.close()
         chosen, skipped = [], []
         schema_only, data_only = Matcher.of(src.schema_only), Matcher.of(src.data_only)
-        for full in select(sorted(listed), src.include, src.exclude):
-            db, name, kind, engine = listed[full]
+        selected = set(select([t[0] for t in listed], src.include, src.exclude))
+        for full, db, name, kind, engine in listed:
+            if full not in selected:
+                continue
             if kind == "VIEW":
                 continue  # kept with the database's objects
             if kind not in schema.TABLE_TYPES:
@@ -123,7 +128,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return dbs, chosen, skipped
 
     def run(self, ctx: RunContext) -> None:
-        todo = [(i, t) for i, t in enumerate(self.tables) if not ctx.step_done(DUMP + f"{t[0]}.{t[1]}")]
+        todo = [(i, t) for i, t in enumerate(self.tables) if not ctx.step_done(DUMP + qualified(t[0], t[1]))]
         with self.repo.locked(exclusive=False):
             if todo:
                 pool = ConsistentConnections(self.server, min(self.spec.parallel, len(todo)))
@@ -150,7 +155,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
 
     def _dump_task(self, ctx: RunContext, pool: ConsistentConnections, index: int, table: list[str]) -> Any:
         def task(relay: Relay) -> None:
-            step = DUMP + f"{table[0]}.{table[1]}"
+            step = DUMP + qualified(table[0], table[1])
             relay.call(ctx.step_started, step)
             with pool.take() as conn:
                 summary = self._dump(ctx, relay, conn, index, table)
@@ -160,7 +165,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
 
     def _dump(self, ctx: RunContext, relay: Relay, conn: Any, index: int, table: list[str]) -> dict[str, Any]:
         db, name, engine, what = table
-        step = DUMP + f"{db}.{name}"
+        step = DUMP + qualified(db, name)
         staging = self._staging(index)
         with self.server.errors(f"reading the definition of {db}.{name}"), conn.cursor() as cur:
             cur.execute(f"USE {quote_name(db)}")
@@ -273,7 +278,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         tables, stored = [], 0
         for index, (db, name, _, _) in enumerate(self.tables):
             staging = self._staging(index)
-            cursor = ctx.cursor(DUMP + f"{db}.{name}") or {}
+            cursor = ctx.cursor(DUMP + qualified(db, name)) or {}
             entry = TableEntry.from_dict(json.loads(staging.read_meta(TABLE_META)))
             with open(staging.tree, "rb") as fh:
                 data = fh.read(cursor.get("list_bytes", 0))

@@ -29,6 +29,7 @@ from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.repository import Repository, SnapshotInfo
 from davit.adapters.repository.tuning import Tuning
 from davit.domain.errors import PermanentError
+from davit.domain.jobs.mysql import SYSTEM_DATABASES
 
 NAME = r"(`(?:[^`]|``)+`|[\w$]+)"
 EXECUTABLE = re.compile(r"/\*M?!\d*\s?(.*?)\*/", re.S)
@@ -42,6 +43,25 @@ CREATE_DATABASE = re.compile(r"^CREATE\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+NOT\s+EXI
 USE = re.compile(r"^USE\s+" + NAME + r"\s*$", re.I)
 INSERT = re.compile(rb"^(?:INSERT|REPLACE)\s+(?:IGNORE\s+)?INTO\s+(`(?:[^`]|``)+`|[\w$]+)", re.I)
 ENGINE = re.compile(r"\bENGINE\s*=\s*(\w+)", re.I)
+# An INSERT of the script's own table given as literal rows: the table unqualified, its
+# columns, then VALUES and nothing but literals (quoted strings with an optional introducer or
+# X/B prefix, numbers, hex and bit values, NULL, DEFAULT, TRUE/FALSE), as mariadb-dump and
+# mysqldump write them. Anything else (another database's table, INSERT ... SELECT, a
+# subquery, a function, an executable comment, ON DUPLICATE KEY UPDATE) would run with the
+# restoring account's rights: refused.
+ROWS_HEAD = re.compile(
+    rb"(?:INSERT|REPLACE)\s+(?:(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE)\s+)*INTO\s+(?:`(?:[^`]|``)+`|[\w$]+)\s*"
+    rb"(?:\(\s*(?:`(?:[^`]|``)+`|[\w$]+)(?:\s*,\s*(?:`(?:[^`]|``)+`|[\w$]+))*\s*\)\s*)?VALUES?\b",
+    re.I,
+)
+LITERALS = re.compile(
+    rb"(?:'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|[(),\s+-]+|0x[0-9a-f]+|(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?(?![\w$])"
+    rb"|(?:NULL|DEFAULT|TRUE|FALSE)(?![\w$])|_[a-z0-9]+\s*(?=[xbn]?'|0[xb])|[xbn](?=')|0b[01]+)*",
+    re.I | re.S,
+)
+# A table definition that reaches outside its own table: another database's (`db`.`t`), or
+# filled by a SELECT (CREATE TABLE ... [AS] SELECT, with the restoring account's rights).
+SELECT_WORD = re.compile(r"\bSELECT\b", re.I)
 SET_ITEM = re.compile(r"(?:SESSION\s+)?(@?@?[\w.]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^,]+)", re.I)
 SESSION_KEYS = {"character_set_client": "charset", "collation_connection": "collation", "sql_mode": "sql_mode"}
 DEFAULT_SESSION = {"charset": "utf8mb4", "collation": "utf8mb4_general_ci", "sql_mode": ""}
@@ -90,7 +110,7 @@ def unquote(name: str) -> str:
 
 def count_rows(insert: bytes) -> int:
     """The rows an extended INSERT holds: its top-level parenthesised tuples after VALUES."""
-    values = re.search(rb"\bVALUES\b", QUOTED_OR_COMMENT.sub(lambda m: b" " * len(m.group(0)), insert), re.I)
+    values = re.search(rb"\bVALUES?\b", QUOTED_OR_COMMENT.sub(lambda m: b" " * len(m.group(0)), insert), re.I)
     if values is None:
         return 0
     depth = rows = 0
@@ -118,11 +138,17 @@ class _Script:
         self.dbs: dict[str, _Database] = {}
         self.current: str | None = None
         self.session = dict(DEFAULT_SESSION)
+        self.left_out: set[str] = set()  # the server's own databases the script holds (accounts...)
         if default_db:
             self._use(default_db)
 
-    def _use(self, db: str) -> _Database:
+    def _use(self, db: str) -> _Database | None:
+        """`db` is the current database; the server's own (`mysql`: accounts, password hashes,
+        grants; `sys`...) is left out with everything in it, as a backup leaves it out."""
         self.current = db
+        if db.lower() in SYSTEM_DATABASES:
+            self.left_out.add(db)
+            return None
         return self.dbs.setdefault(db, _Database(f"CREATE DATABASE {quote_name(db)}"))
 
     def db(self, what: str) -> _Database:
@@ -131,8 +157,9 @@ class _Script:
         return self.dbs[self.current]
 
     def take(self, raw: bytes, store: Any) -> None:
+        skipping = self.current is not None and self.current in self.left_out
         if INSERT.match(raw):
-            return self._insert(raw, store)
+            return None if skipping else self._insert(raw, store)
         text = effective(raw.decode("utf-8", errors="surrogateescape"))
         head = text[:12].upper()
         if head.startswith("SET "):
@@ -141,16 +168,32 @@ class _Script:
             self._use(unquote(m.group(1)))
         elif m := CREATE_DATABASE.match(text):
             name = unquote(m.group(1))
-            self._use(name).create = f"CREATE DATABASE {quote_name(name)}{text[m.end() :]}"
+            if found := self._use(name):
+                found.create = f"CREATE DATABASE {quote_name(name)}{text[m.end() :]}"
+        elif skipping:
+            return None
         elif m := CREATE_TABLE.match(text):
             name = unquote(m.group(1))
+            self._own_table(name, text, m.end())
             engine = ENGINE.search(text)
             db = self.db(f"table {name}")
             db.objects.pop(("view", name), None)
             db.tables[name] = TableEntry(self.current or "", name, text, engine.group(1) if engine else "", [])
         elif head.startswith("CREATE") and (m := CREATE_OBJECT.match(text)):
+            if text[m.end() :].lstrip().startswith("."):
+                raise PermanentError(f"{self.where}: {m.group(1).lower()} {m.group(2)}: names another database: refused")
             self._object(m.group(1).lower(), unquote(m.group(2)), text)
         return None
+
+    def _own_table(self, name: str, text: str, end: int) -> None:
+        """Refuse a definition of another database's table, or one filled by a SELECT."""
+        rest = text[end:]
+        blanked = QUOTED_OR_COMMENT.sub(lambda q: b" " * len(q.group(0)), rest.encode("utf-8", "surrogateescape") + b"\n")
+        if rest.lstrip().startswith(".") or SELECT_WORD.search(blanked.decode("utf-8", "surrogateescape")):
+            raise PermanentError(
+                f"{self.where}: table {name}: only a table of the script's own database, defined by its columns, "
+                f"is imported: refused {_shown(text)}"
+            )
 
     def _set(self, assignments: str) -> None:
         for name, value in SET_ITEM.findall(assignments):
@@ -174,6 +217,15 @@ class _Script:
         m = INSERT.match(raw)
         assert m is not None
         name = unquote(m.group(1).decode("utf-8", errors="surrogateescape"))
+        head = ROWS_HEAD.match(raw)
+        if "NO_BACKSLASH_ESCAPES" in self.session["sql_mode"].upper():  # its strings end elsewhere than LITERALS reads
+            raise PermanentError(f"{self.where}: table {name}: rows under an sql_mode with NO_BACKSLASH_ESCAPES are not imported")
+        if head is None or LITERALS.fullmatch(raw, head.end()) is None:
+            raise PermanentError(
+                f"{self.where}: table {name}: only rows given as literal values are imported "
+                f"(INSERT INTO table [(columns)] VALUES (...), as mariadb-dump writes them): "
+                f"refused {_shown(raw.decode('utf-8', 'replace'))}"
+            )
         db = self.db(f"rows of {name}")
         table = db.tables.get(name)
         if table is None:
@@ -183,6 +235,12 @@ class _Script:
         table.chunks.append(store(chunk))
         table.size += len(chunk)
         table.rows += count_rows(raw)
+
+
+def _shown(statement: str) -> str:
+    """The start of a refused statement, on one line."""
+    flat = " ".join(statement.split())
+    return repr(flat if len(flat) <= 160 else flat[:160] + "...")
 
 
 def _ordered_objects(objects: dict[tuple[str, str], dict[str, str]]) -> list[dict[str, str]]:
@@ -233,7 +291,7 @@ def import_sql(repo: Repository, path: Path, job: str, snapshot_id: str, tuning:
             "kind": KIND,
             "run_id": "",
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {"sql": where, "databases": sorted(script.dbs)},
+            "source": {"sql": where, "databases": sorted(script.dbs), "left_out": sorted(script.left_out)},
             "parent": None,
             "stats": stats,
         }

@@ -49,7 +49,12 @@ class TableEntry:
 
     @property
     def name(self) -> str:
+        """`db.table`, as include/exclude patterns name it (two tables may read alike: `key`)."""
         return f"{self.db}.{self.table}"
+
+    @property
+    def key(self) -> str:
+        return qualified(self.db, self.table)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +109,15 @@ class UsersEntry:
 
 
 Entry = TableEntry | DatabaseEntry | UsersEntry
+
+
+def qualified(db: str, table: str) -> str:
+    """`db.table`, one text per table (step names, keys): database `shop` with table `a.b` and
+    database `shop.a` with table `b` both read `shop.a.b`, so a name holding a dot or a
+    backquote is written backquoted. Other names as before: older runs' steps stay the same."""
+    if not any(c in db or c in table for c in ".`"):
+        return f"{db}.{table}"
+    return "`" + db.replace("`", "``") + "`.`" + table.replace("`", "``") + "`"
 
 
 def _entry(path: str, size: int, chunks: list[str]) -> dict[str, Any]:

@@ -31,12 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
-from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, read_tree
+from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import MysqlRestoreJob
+from davit.domain.jobs.mysql import SYSTEM_DATABASES
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
@@ -68,7 +69,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         return (
             [SCHEMA + dst for _, dst in self.databases]
             + ([USERS] if self.spec.target.users else [])
-            + [DATA + f"{dst}.{table}" for _, table, dst in self.tables]
+            + [DATA + qualified(dst, table) for _, table, dst in self.tables]
             + [OBJECTS + dst for _, dst in self.databases]
         )
 
@@ -80,13 +81,19 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         entries = list(read_tree(self.repo.tree_bytes(snap)))
         if tgt.users and not any(isinstance(e, UsersEntry) for e in entries):
             raise PermanentError(f"users = true, but snapshot {snap.id} holds no accounts (its backup had users = false)")
-        tables = {e.name: e for e in entries if isinstance(e, TableEntry)}
-        chosen = select(sorted(tables), tgt.include, tgt.exclude)
+        found = sorted((e for e in entries if isinstance(e, TableEntry)), key=lambda e: (e.name, e.db))
+        selected = set(select([e.name for e in found], tgt.include, tgt.exclude))
+        chosen = [e for e in found if e.name in selected]  # (two tables may read alike: layout.qualified)
         dbs = sorted(
-            {tables[name].db for name in chosen}
-            | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)}
+            {e.db for e in chosen} | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)}
         )
         pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
+        own = sorted(dst for _, dst in pairs if dst.lower() in SYSTEM_DATABASES)
+        if own:  # (drop would drop the server's accounts; merge would replace its grant tables)
+            raise PermanentError(
+                f"database {', '.join(own)} is the server's own: not restored into (rename it to restore its tables "
+                "for a look; accounts are restored by users = true)"
+            )
         unknown = sorted(set(tgt.rename) - {e.db for e in entries if isinstance(e, DatabaseEntry)})
         if unknown:
             raise PermanentError(f"rename names database(s) the snapshot {snap.id} does not hold: {', '.join(unknown)}")
@@ -100,7 +107,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         self.details = {
             "snapshot_id": snap.id,
             "databases": pairs,
-            "tables": [[tables[n].db, tables[n].table, tgt.rename.get(tables[n].db, tables[n].db)] for n in chosen],
+            "tables": [[e.db, e.table, tgt.rename.get(e.db, e.db)] for e in chosen],
             "existed": existing,
             **info,
         }
@@ -125,9 +132,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         if self.spec.target.users and not ctx.step_done(USERS):  # after the tables: a grant may name one
             ctx.step_started(USERS)
             ctx.step_completed(USERS, self._users(entries[USERS_PATH]))
-        todo = [t for t in self.tables if not ctx.step_done(DATA + f"{t[2]}.{t[1]}")]
+        todo = [t for t in self.tables if not ctx.step_done(DATA + qualified(t[2], t[1]))]
         with self.repo.locked(exclusive=False):
-            run_parallel([self._data_task(ctx, entries[f"{s}.{t}"], d) for s, t, d in todo], self.spec.parallel)
+            run_parallel([self._data_task(ctx, entries[qualified(s, t)], d) for s, t, d in todo], self.spec.parallel)
         for src, dst in self.databases:
             if not ctx.step_done(OBJECTS + dst):
                 ctx.step_started(OBJECTS + dst)
@@ -137,11 +144,11 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         entries = self._entries()
         problems, rows = [], 0
         for src, table, dst in self.tables:
-            entry = entries[f"{src}.{table}"]
+            entry = entries[qualified(src, table)]
             assert isinstance(entry, TableEntry)
             if not entry.data:
                 continue
-            found = (ctx.cursor(DATA + f"{dst}.{table}") or {}).get("count")
+            found = (ctx.cursor(DATA + qualified(dst, table)) or {}).get("count")
             rows += entry.rows
             if found != entry.rows:
                 problems.append(f"{dst}.{table}: {found} rows after loading, the snapshot holds {entry.rows}")
@@ -159,7 +166,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         out: dict[str, Any] = {}
         for e in read_tree(self.repo.tree_bytes(snap)):
             if isinstance(e, TableEntry):
-                out[e.name] = e
+                out[e.key] = e
             elif isinstance(e, DatabaseEntry):
                 out[e.db] = e
             else:
@@ -194,7 +201,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(create_database_as(create, src, dst))
                 cur.execute(f"USE {quote_name(dst)}")
                 for s, table, d in self.tables:
-                    entry = entries[f"{s}.{table}"]
+                    entry = entries[qualified(s, table)]
                     if d != dst or entry.create is None:
                         continue
                     if how == "merge":
@@ -211,7 +218,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
 
     def _data_task(self, ctx: RunContext, entry: TableEntry, dst: str) -> Any:
         def task(relay: Relay) -> None:
-            step = DATA + f"{dst}.{entry.table}"
+            step = DATA + qualified(dst, entry.table)
             relay.call(ctx.step_started, step)
             summary = self._load(ctx, relay, entry, dst)
             relay.call(ctx.step_completed, step, summary)
@@ -219,7 +226,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         return task
 
     def _load(self, ctx: RunContext, relay: Relay, entry: TableEntry, dst: str) -> dict[str, Any]:
-        step = DATA + f"{dst}.{entry.table}"
+        step = DATA + qualified(dst, entry.table)
         name = f"{dst}.{entry.table}"
         if not entry.data:
             relay.call(ctx.checkpoint, step, {"count": None, "schema_only": True})

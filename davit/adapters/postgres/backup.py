@@ -35,7 +35,7 @@ from psycopg import sql
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres import copyout
 from davit.adapters.postgres.client import Server, finish_tool, tool
-from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, schema_path, table_path, tree_zst
+from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, qualified, schema_path, table_path, tree_zst
 from davit.adapters.postgres.roles import DATABASE_ACL, read_roles
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.runwork import RunInputs, RunWork
@@ -134,17 +134,18 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         src = self.spec.source
         with self.server.connect(db, autocommit=True) as conn, self.server.errors(f"listing the tables of {db}"):
             tables = [(s, t) for s, t in conn.execute(LIST_TABLES)]
-        names = {f"{db}.{s}.{t}": (s, t) for s, t in tables}
-        chosen = set(select_tables(list(names), src.include, src.exclude))
-        excluded = [names[n] for n in names if n not in chosen]
-        data_only = [names[n] for n in names if n in chosen and matches(n, src.data_only)]
+        # (a list, not a dict by "db.schema.table": two tables may read alike, see layout.qualified)
+        names = sorted((f"{db}.{s}.{t}", s, t) for s, t in tables)
+        chosen = set(select_tables([n for n, _, _ in names], src.include, src.exclude))
+        excluded = [(s, t) for n, s, t in names if n not in chosen]
+        data_only = [(s, t) for n, s, t in names if n in chosen and matches(n, src.data_only)]
         units: list[dict[str, Any]] = [
             {"step": SCHEMA + db, "kind": "schema", "db": db, "leave_out": [list(t) for t in excluded + data_only]}
         ]
-        for name in sorted(chosen):
-            if not matches(name, src.schema_only):
-                s, t = names[name]
-                units.append({"step": f"{TABLE}{name}", "kind": "table", "db": db, "schema": s, "table": t})
+        for name, s, t in names:
+            if name in chosen and not matches(name, src.schema_only):
+                step = f"{TABLE}{db}.{qualified(s, t)}"
+                units.append({"step": step, "kind": "table", "db": db, "schema": s, "table": t})
         units.append({"step": LO + db, "kind": "lo", "db": db})
         return units
 

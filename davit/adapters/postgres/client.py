@@ -1,9 +1,12 @@
 """Connecting to a PostgreSQL server named by a job, and translating failures at the boundary.
 
 The password (from `password_file`, `password_env`, or inside `dsn_file`) is given to psycopg
-in-process, and to pg_dump/pg_restore through a `PGPASSFILE` written 0600 in a private
-temporary directory (0700) that is removed when the tool has ended: never in argv, never in
-the environment (only the passfile's path is), never in a message. A refused login is a
+in-process, and to pg_dump/pg_restore through a `PGPASSFILE` that is an anonymous memory file
+(memfd, 0600) open in davitd, which the tool opens by its path `/proc/PID/fd/N`: never in argv, never in
+the environment (only the passfile's path is), never in a message, and never on disk: it is
+gone with the last process holding it, even when davitd is killed -9 while the tool runs (a
+file in a temporary directory would survive that). Without memfd (not Linux), a 0600 file in
+a private 0700 temporary directory, removed when the tool has ended. A refused login is a
 permanent failure naming the user and the server; a server that cannot be reached is
 retryable (the executor backs off); anything else the server refuses is permanent and names
 what was being done.
@@ -129,18 +132,38 @@ class Server:
 
     @contextmanager
     def passfile_env(self) -> Iterator[dict[str, str]]:
-        """The environment for a PostgreSQL tool: PGPASSFILE naming a 0600 file in a private
-        0700 directory, removed on exit; the password never enters the environment itself."""
+        """The environment for a PostgreSQL tool: PGPASSFILE naming a memory file open in this
+        process, closed on exit; the password never enters the environment itself."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if not self.password:
+            yield env
+            return
+        line = f"*:*:*:{_escape(self.user or '*')}:{_escape(self.password)}\n".encode()
+        try:
+            fd = os.memfd_create("davit-pgpass", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):
+            with self._passfile_on_disk(line, env) as on_disk:
+                yield on_disk
+            return
+        try:
+            os.fchmod(fd, 0o600)  # libpq ignores a passfile others may read
+            os.write(fd, line)
+            # this process's descriptor by its /proc path: a tool started without `pass_fds`
+            # (close_fds) still opens it, as a process of the same user
+            yield {**env, "PGPASSFILE": f"/proc/{os.getpid()}/fd/{fd}"}
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _passfile_on_disk(self, line: bytes, env: dict[str, str]) -> Iterator[dict[str, str]]:
+        """Without memfd: a 0600 file in a private 0700 directory, removed on exit."""
         private = tempfile.mkdtemp(prefix="davit-pg-")
         try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-            if self.password:
-                path = Path(private) / "pgpass"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(f"*:*:*:{_escape(self.user or '*')}:{_escape(self.password)}\n")
-                env["PGPASSFILE"] = str(path)
-            yield env
+            path = Path(private) / "pgpass"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(line)
+            yield {**env, "PGPASSFILE": str(path)}
         finally:
             shutil.rmtree(private, ignore_errors=True)
 

@@ -59,7 +59,17 @@ def schema_path(db: str) -> str:
 
 
 def table_path(db: str, schema: str, table: str) -> str:
-    return f"{db}/table/{schema}.{table}"
+    return f"{db}/table/{qualified(schema, table)}"
+
+
+def qualified(schema: str, table: str) -> str:
+    """`schema.table`, one text per table (in paths and step names): schema `a` with table
+    `b.c` and schema `a.b` with table `c` both read `a.b.c`, so a name holding a dot, a double
+    quote or a slash is written quoted (`"a"."b.c"`, `"a.b"."c"`). Other names are written as
+    before, so the paths of older snapshots and the steps of older runs stay the same."""
+    if not any(c in schema or c in table for c in '."/'):
+        return f"{schema}.{table}"
+    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
 
 
 def lo_path(db: str) -> str:

@@ -34,7 +34,16 @@ from psycopg import sql
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres import toc
 from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
-from davit.adapters.postgres.layout import LO_HEADER, ROLES_PATH, Unit, lo_path, read_tree, schema_path, table_path
+from davit.adapters.postgres.layout import (
+    LO_HEADER,
+    ROLES_PATH,
+    Unit,
+    lo_path,
+    qualified,
+    read_tree,
+    schema_path,
+    table_path,
+)
 from davit.adapters.postgres.roles import apply_database_acl, apply_roles
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
@@ -406,4 +415,4 @@ def _sequences(schema: Unit, left_out: list[list[Any]]) -> list[list[Any]]:
 
 
 def _table_step(dst: str, schema: str, table: str) -> str:
-    return f"{TABLE}{dst}.{schema}.{table}"
+    return f"{TABLE}{dst}.{qualified(schema, table)}"
