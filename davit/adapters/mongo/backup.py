@@ -233,9 +233,7 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
             entry = CollectionEntry(
                 ns=ns, meta=staging.read_meta(METADATA).decode(), docs=cursor.get("docs", 0), size=cursor.get("bytes", 0)
             )
-            with open(staging.tree, "rb") as fh:
-                data = fh.read(cursor.get("list_bytes", 0))
-            entry.chunks = [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
+            entry.chunks = staging.chunk_list(cursor.get("list_bytes", 0))
             stored += cursor.get("bytes_stored", 0)
             entries.append(entry)
         views = [CollectionEntry(ns=ns, meta=meta) for ns, meta in dict(self.details.get("views") or {}).items()]

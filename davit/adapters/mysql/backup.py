@@ -280,9 +280,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
             staging = self._staging(index)
             cursor = ctx.cursor(DUMP + qualified(db, name)) or {}
             entry = TableEntry.from_dict(json.loads(staging.read_meta(TABLE_META)))
-            with open(staging.tree, "rb") as fh:
-                data = fh.read(cursor.get("list_bytes", 0))
-            entry.chunks = [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
+            entry.chunks = staging.chunk_list(cursor.get("list_bytes", 0))
             stored += cursor.get("bytes_stored", 0)
             tables.append(entry)
         objects_staging = self._staging(len(self.tables))

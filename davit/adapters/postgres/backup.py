@@ -335,8 +335,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             point = pg.pop("snapshot")
             if unit["kind"] != "roles":
                 points.setdefault(unit["db"], set()).add(point)
-            with open(staging.tree, "rb") as fh:
-                chunks = [c for line in fh.read().splitlines() if line for c in json.loads(line)["c"]]
+            chunks = staging.chunk_list()
             paths = {"schema": schema_path(unit["db"]), "lo": lo_path(unit["db"]), "roles": ROLES_PATH}
             path = paths.get(unit["kind"]) or table_path(unit["db"], unit["schema"], unit["table"])
             units.append(Unit(path=path, pg=pg, chunks=chunks, size=int(pg.pop("bytes"))))

@@ -33,6 +33,7 @@ with `StagingGone` rather than extending the file with zeros or publishing part 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -125,6 +126,14 @@ class Staging:
         if self.segments is not None:  # first: a tree file gone means its segments are (`Segments.opened`)
             self.segments.remove_or_mark(run_of(self.name), [self.name])
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def chunk_list(self, upto: int | None = None) -> list[str]:
+        """The chunk ids the staged tree's lines name (each line's `c`), in order, from its first
+        `upto` bytes (a checkpoint's length; None: the whole file): a part's data as a backup
+        of databases publishes it."""
+        with open(self.tree, "rb") as fh:
+            data = fh.read() if upto is None else fh.read(upto)
+        return [c for line in data.splitlines() if line for c in json.loads(line)["c"]]
 
     def write_meta(self, name: str, data: bytes) -> None:
         """Keep `data` as the file `name` beside the staged tree (a MongoDB collection's options

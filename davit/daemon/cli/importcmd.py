@@ -7,6 +7,7 @@ snapshot records the directory it came from and nothing secret."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +33,15 @@ def command() -> None:
 @click.pass_context
 def mongodump(ctx: click.Context, directory: Path, job: str, repo_name: str, as_json: bool) -> None:
     """Import DIRECTORY, a mongodump output (DB/COLL.bson and DB/COLL.metadata.json, or .gz)."""
-    import re
-
-    if not re.match(JOB_NAME_PATTERN, job):
-        raise InvalidArgument("--job", f"--job {job!r} is not a job name (lower-case letters, digits, '.', '_', '-')")
-    settings = state(ctx).settings
-    if repo_name not in settings.locations:
-        raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
-    model = settings.model.data_path
-    repo = open_repository(settings, repo_name)
-    try:
-        info = import_mongodump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], model.tuning())
-    finally:
-        repo.close()
-    result = {**info.to_json(), "repository": repo_name}
-    if as_json:
-        emit_json(result)
-    else:
-        stats = result["stats"]
-        assert isinstance(stats, dict)
-        click.echo(
-            f"{result['id']}: imported {stats['collections']} collections, {stats['documents']} documents "
-            f"from {directory} as a snapshot of job {job}"
-        )
+    _import(
+        ctx,
+        job,
+        repo_name,
+        as_json,
+        directory,
+        lambda repo, snapshot, tuning: import_mongodump(repo, directory.resolve(), job, snapshot, tuning),
+        lambda stats: f"{stats['collections']} collections, {stats['documents']} documents",
+    )
 
 
 @command.command("pgdump")
@@ -69,24 +56,28 @@ def pgdump(ctx: click.Context, directory: Path, job: str, database: str | None, 
     file, as a snapshot postgres.restore restores."""
     from davit.adapters.postgres.importdump import import_pgdump
 
-    repo, tuning = _target(ctx, job, repo_name)
-    try:
-        info = import_pgdump(repo, directory.resolve(), job, uuid.uuid4().hex[:12], tuning, database)
-    finally:
-        repo.close()
-    result = {**info.to_json(), "repository": repo_name}
-    if as_json:
-        emit_json(result)
-    else:
-        stats = result["stats"]
-        assert isinstance(stats, dict)
-        click.echo(
-            f"{result['id']}: imported {stats['tables']} tables, {stats['rows']} rows from {directory} as a snapshot of job {job}"
-        )
+    _import(
+        ctx,
+        job,
+        repo_name,
+        as_json,
+        directory,
+        lambda repo, snapshot, tuning: import_pgdump(repo, directory.resolve(), job, snapshot, tuning, database),
+        _tables_and_rows,
+    )
 
 
-def _target(ctx: click.Context, job: str, repo_name: str) -> tuple[Any, Any]:
-    """The repository an import writes into, and its tuning; the job name checked."""
+def _import(
+    ctx: click.Context,
+    job: str,
+    repo_name: str,
+    as_json: bool,
+    source: Path,
+    run: Callable[[Any, str, Any], Any],
+    describe: Callable[[dict[str, Any]], str],
+) -> None:
+    """Check the job name and the repository, `run(repo, snapshot_id, tuning)` the import into
+    it, and say what it made: one JSON object, or a line with `describe(stats)`."""
     import re
 
     if not re.match(JOB_NAME_PATTERN, job):
@@ -94,7 +85,22 @@ def _target(ctx: click.Context, job: str, repo_name: str) -> tuple[Any, Any]:
     settings = state(ctx).settings
     if repo_name not in settings.locations:
         raise InvalidArgument("--repository", f"no repository named {repo_name!r} in the daemon config")
-    return open_repository(settings, repo_name), settings.model.data_path.tuning()
+    repo = open_repository(settings, repo_name)
+    try:
+        info = run(repo, uuid.uuid4().hex[:12], settings.model.data_path.tuning())
+    finally:
+        repo.close()
+    result = {**info.to_json(), "repository": repo_name}
+    if as_json:
+        emit_json(result)
+        return
+    stats = result["stats"]
+    assert isinstance(stats, dict)
+    click.echo(f"{result['id']}: imported {describe(stats)} from {source} as a snapshot of job {job}")
+
+
+def _tables_and_rows(stats: dict[str, Any]) -> str:
+    return f"{stats['tables']} tables, {stats['rows']} rows"
 
 
 @command.command("sql")
@@ -108,17 +114,12 @@ def sql(ctx: click.Context, file: Path, job: str, database: str | None, repo_nam
     """Import FILE, a mariadb-dump/mysqldump script, as a snapshot mysql.restore restores."""
     from davit.adapters.mysql.importdump import import_sql
 
-    repo, tuning = _target(ctx, job, repo_name)
-    try:
-        info = import_sql(repo, file.resolve(), job, uuid.uuid4().hex[:12], tuning, database)
-    finally:
-        repo.close()
-    result = {**info.to_json(), "repository": repo_name}
-    if as_json:
-        emit_json(result)
-    else:
-        stats = result["stats"]
-        assert isinstance(stats, dict)
-        click.echo(
-            f"{result['id']}: imported {stats['tables']} tables, {stats['rows']} rows from {file} as a snapshot of job {job}"
-        )
+    _import(
+        ctx,
+        job,
+        repo_name,
+        as_json,
+        file,
+        lambda repo, snapshot, tuning: import_sql(repo, file.resolve(), job, snapshot, tuning, database),
+        _tables_and_rows,
+    )

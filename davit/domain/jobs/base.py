@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +77,19 @@ class SnapshotRef(Spec):
 def absolute_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must be an absolute path")
+    return value
+
+
+def distinct_renames(value: dict[str, str], check_name: Callable[[str], str]) -> dict[str, str]:
+    """A restore's `rename` table (snapshot database -> target database): every name passes the
+    engine's `check_name`, and no two databases are renamed to one (their tables would mix)."""
+    for source, target in value.items():
+        check_name(source)
+        check_name(target)
+    targets = list(value.values())
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise ValueError(f"several databases renamed to {', '.join(twice)}")
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, Spec, absolute_path
+from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, Spec, absolute_path, distinct_renames
 from davit.domain.namespaces import PatternError, check_pattern
 
 # The server's own databases: never backed up unless named in `databases`.
@@ -101,14 +101,7 @@ class MysqlRestoreTarget(MysqlServer):
     @field_validator("rename")
     @classmethod
     def _renames(cls, value: dict[str, str]) -> dict[str, str]:
-        for source, target in value.items():
-            _database_name(source)
-            _database_name(target)
-        targets = list(value.values())
-        twice = sorted({t for t in targets if targets.count(t) > 1})
-        if twice:
-            raise ValueError(f"several databases renamed to {', '.join(twice)}")
-        return value
+        return distinct_renames(value, _database_name)
 
 
 class MysqlRestoreJob(JobBase):

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, Spec, absolute_path
+from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, Spec, absolute_path, distinct_renames
 
 IDENTIFIER_MAX = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
 
@@ -103,14 +103,7 @@ class PostgresRestoreTarget(PostgresServer):
     @field_validator("rename")
     @classmethod
     def _renames(cls, value: dict[str, str]) -> dict[str, str]:
-        for source, target in value.items():
-            _database_name(source)
-            _database_name(target)
-        targets = list(value.values())
-        clash = sorted({t for t in targets if targets.count(t) > 1})
-        if clash:
-            raise ValueError(f"several databases renamed to {', '.join(clash)}")
-        return value
+        return distinct_renames(value, _database_name)
 
 
 class PostgresRestoreJob(JobBase):
