@@ -16,6 +16,7 @@ from typing import Any
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from davit.domain.durations import parse_duration
 from davit.domain.errors import FieldProblem
 from davit.domain.redaction import has_uri_password
 
@@ -46,6 +47,19 @@ class JobBase(Spec):
     name: str = Field(pattern=JOB_NAME_PATTERN)
     schedule: str | None = None
     repository: str = "local"
+    # how old the last successful run may grow before the job is stale (status, notifications)
+    max_age: str | None = None
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_is_a_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def max_age_seconds(self) -> int | None:
+        return None if self.max_age is None else parse_duration(self.max_age)
 
     @field_validator("schedule")
     @classmethod
