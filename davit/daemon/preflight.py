@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from davit.adapters.files.checks import free_space
+from davit.adapters.pathchecks import free_space
 from davit.adapters.repository.backends.factory import open_backend
 from davit.adapters.repository.crypto import RepositoryKey
 from davit.adapters.repository.repoconfig import chunking_of, read_config

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from davit.adapters.files.checks import free_space, readable_file, writable_place
 from davit.adapters.mongo.client import Server
+from davit.adapters.pathchecks import free_space, readable_file, writable_place
 from davit.domain.checks import CheckInputs, Checklist
 from davit.domain.jobs import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
 from davit.domain.jobs.mongo import MongoServer
