@@ -108,7 +108,9 @@ def _check_contents(backend: Any, path: Any, passphrase: str | None, cl: Checkli
         else:
             key = RepositoryKey.open(passphrase, section, backend.where)  # RepositoryKeyError: wrong passphrase
             c.ok("the passphrase opens the repository's key")
-    if not c.passed:
+    if not c.passed:  # (its room is still worth knowing)
+        if path is not None:
+            _check_local_room(path, cl, subject)
         return None
     usable: list[SnapshotInfo] | None = None
     with cl.check(subject, "snapshots") as c:

@@ -5,11 +5,16 @@ before and after."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
+import anyio
 import pytest
 
+from davit.daemon.config import load_settings
+from davit.daemon.jobs import JobRegistry
+from davit.eventstore.sqlite import SqliteEventStore
 from tests.integration.check.helpers import check, davit, job_file, listing, make_home
 from tests.integration.test_remote_repositories_by_name import s3_section, sftp_section
 from tests.peers.state import S3Peer, SshPeer
@@ -130,3 +135,29 @@ def test_an_s3_repository_passes_with_its_keys_and_fails_with_a_wrong_secret_key
     bad = check(make_home(tmp_path / "home2", {"cloud": section}), job)
     assert bad.exit_code == 1 and bad.failed()[0][0] == "repository cloud", bad.lines
     assert "not-the-secret-key" not in bad.text and seaweedfs_peer.secret_access_key not in bad.text
+
+
+def test_check_all_checks_every_job_davitd_has_and_fails_if_one_fails(tmp_path: Path, source: Path) -> None:
+    """`--all` takes the jobs from the log, as davitd defined them from its jobs directory; an
+    unknown name is a usage error."""
+    home = make_home(tmp_path / "home", {"local": f'path = "{tmp_path / "repo"}"'})
+    davit(home, "repository", "init", "local")
+    settings = load_settings(home=home)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    for name, path in (("good", source), ("bad", tmp_path / "gone")):
+        job_file(settings.jobs_dir, name, f'kind = "files.backup"\n[source]\npath = "{path}"\n')
+
+    async def define() -> None:
+        store = await SqliteEventStore(settings.db_path).open(create=True)
+        try:
+            await JobRegistry(store).sync_directory(settings.jobs_dir)
+        finally:
+            await store.close()
+
+    anyio.run(define)
+    code, out = davit(home, "check", "--all", "--json")
+    verdicts = {(line["job"], line["subject"], line["verdict"]) for line in map(json.loads, out.splitlines())}
+    assert code == 1
+    assert ("good", "source", "ok") in verdicts and ("bad", "source", "FAIL") in verdicts
+    assert davit(home, "check", "good")[0] == 0
+    assert davit(home, "check", "nosuchjob")[0] == 2
