@@ -13,6 +13,7 @@ import click
 
 from davit.daemon.cli import (
     cancel,
+    check,
     export,
     history,
     importcmd,
@@ -58,6 +59,7 @@ for module in (
     export,
     importcmd,
     repository,
+    check,
 ):
     cli.add_command(module.command)
 
