@@ -18,6 +18,7 @@ from davit.daemon.cli import (
     importcmd,
     jobs,
     logcmd,
+    report,
     repository,
     resume,
     run,
@@ -58,6 +59,7 @@ for module in (
     export,
     importcmd,
     repository,
+    report,
 ):
     cli.add_command(module.command)
 
