@@ -50,7 +50,7 @@ def retried_and_interrupted(job: str = "docs", text: str = "disk busy") -> list[
         (18, ev.RunStarted(plan=["store", "publish"])),
         (18, ev.StepStarted(step="store")),
         (20, ev.CheckpointRecorded(step="store", cursor={}, bytes_done=5000, bytes_stored=4000, items_done=9)),
-        (21, ev.RunInterrupted(reason="davitd stopped (SIGKILL)")),
+        (21.5, ev.RunInterrupted(reason="davitd stopped (SIGKILL)")),
         (22, ev.RunRequeued(reason="resume after restart")),
         (23, ev.RunPreparing(attempt=2)),
         (23, ev.RunStarted(plan=["store", "publish"])),
@@ -112,12 +112,12 @@ def test_a_retried_interrupted_and_resumed_run_shows_each_on_its_timeline() -> N
         ("queued", 0, 1, "done"),
         ("attempt", 1, 8, "retry"),
         ("waiting", 8, 18, "done"),
-        ("attempt", 18, 21, "interrupted"),
-        ("waiting", 21, 23, "done"),
+        ("attempt", 18, 20, "interrupted"),  # last seen at its checkpoint, not when found interrupted
+        ("waiting", 20, 23, "done"),
         ("attempt", 23, 31, "done"),
     ]
     store = [(s.start, s.end, s.status) for s in pic.spans if s.lane == "store"]
-    assert store == [(2, 8, "retry"), (18, 21, "interrupted"), (23, 30, "done")]
+    assert store == [(2, 8, "retry"), (18, 20, "interrupted"), (23, 30, "done")]
     assert [(s.at, s.bytes_done) for s in pic.samples] == [(5, 1000), (20, 5000), (30, 9000)]
     assert pic.end == 31 and pic.lanes == ["run", "store", "publish"]
     root = assert_inert(run_page(pic, "now"))

@@ -107,6 +107,7 @@ class _Builder:
         self.progress: dict[str, tuple[int, int, int]] = {}
         self.run_span: Span | None = None
         self.steps: dict[str, Span] = {}
+        self.last_at = 0.0  # when the run's stream last recorded anything
         self.handlers: dict[type[ev.Event], Callable[[Any, float], None]] = {
             ev.RunQueued: self._queued,
             ev.RunPreparing: self._preparing,
@@ -133,6 +134,7 @@ class _Builder:
         handler = self.handlers.get(type(event))
         if handler is not None:
             handler(event, at)
+        self.last_at = at
 
     # --- spans ---------------------------------------------------------------------------------
 
@@ -195,8 +197,10 @@ class _Builder:
         self.end_attempt(at, "retry", f"waiting to retry at {event.retry_at}")
 
     def _interrupted(self, event: ev.RunInterrupted, at: float) -> None:
+        # An interruption is recorded when davitd finds the run at its next start: the attempt
+        # was last seen alive at the run's previous event, so its bars end there, not here.
         self.marks.append(Mark(at, "interrupted", event.reason))
-        self.end_attempt(at, "interrupted", f"interrupted: {event.reason}")
+        self.end_attempt(self.last_at, "interrupted", f"interrupted: {event.reason}")
 
     def _cancelling(self, event: ev.RunCancelling, at: float) -> None:
         self.marks.append(Mark(at, "cancel", f"cancel: {event.reason}"))
