@@ -176,3 +176,15 @@ def test_job_trends_show_the_last_runs_of_that_job_only() -> None:
 
 def test_job_trends_of_a_hostile_job_name_stay_inert() -> None:
     assert_inert(trends_page(HOSTILE, [], "now"))
+
+
+def test_the_report_shows_no_part_of_the_job_spec() -> None:
+    """A spec holds secrets by reference only, but the page shows none of it anyway: what the
+    run did, not how the job is configured."""
+    timeline = retried_and_interrupted()
+    queued = timeline[0][1]
+    assert isinstance(queued, ev.RunQueued)
+    spec = {"source": {"uri_env": "SPEC-ONLY-VALUE", "password_file": "/etc/SPEC-ONLY-PATH"}}
+    timeline[0] = (0, queued.model_copy(update={"spec": spec}))
+    page = run_page(picture("r1", stored("r1", timeline), T0), "now")
+    assert "SPEC-ONLY" not in page
