@@ -19,6 +19,7 @@ from davit.daemon.cli import (
     importcmd,
     jobs,
     logcmd,
+    report,
     repository,
     resume,
     run,
@@ -60,6 +61,7 @@ for module in (
     importcmd,
     repository,
     check,
+    report,
 ):
     cli.add_command(module.command)
 
