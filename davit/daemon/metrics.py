@@ -305,7 +305,7 @@ class Metrics:
 async def serving_metrics(settings: Settings, store: SqliteEventStore, version: str) -> AsyncIterator[Metrics | None]:
     """Keep davitd's metrics up to date while the body runs, if the config asks for them."""
     section = settings.model.metrics
-    if section.listen is None and section.textfile is None:
+    if not section.listen and not section.textfile:
         yield None
         return
     metrics = Metrics(section, store, version)

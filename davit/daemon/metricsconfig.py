@@ -1,6 +1,7 @@
 """The `[metrics]` section of davit.toml: where davitd exposes its Prometheus metrics.
 
-Both outputs are opt-in; with neither set davitd exposes nothing and reads nothing for it.
+Both outputs are opt-in (an empty value is off); with neither set davitd exposes nothing and
+reads nothing for it.
 - `listen = "127.0.0.1:9808"`: an HTTP listener serving the exposition format (any path).
   The address is an IP literal (`[::1]:9808` for IPv6) or `localhost`: a host name could
   resolve somewhere else than the operator meant. An address that is not loopback is refused
@@ -52,22 +53,22 @@ def is_loopback(host: str) -> bool:
 class MetricsSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    listen: str | None = None
+    listen: str = ""  # "" for no listener
     allow_remote: bool = False
-    textfile: str | None = None
+    textfile: str = ""  # "" for no textfile
     refresh_seconds: float = Field(default=5.0, ge=0.1, le=3600)
 
     @field_validator("listen")
     @classmethod
-    def _listen_is_an_address(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _listen_is_an_address(cls, value: str) -> str:
+        if value:
             parse_listen(value)
         return value
 
     @field_validator("textfile")
     @classmethod
-    def _textfile_is_a_prom_file(cls, value: str | None) -> str | None:
-        if value is None:
+    def _textfile_is_a_prom_file(cls, value: str) -> str:
+        if not value:
             return value
         path = Path(value)
         if not path.is_absolute():
@@ -80,7 +81,7 @@ class MetricsSection(BaseModel):
 
     @model_validator(mode="after")
     def _remote_is_stated(self) -> MetricsSection:
-        if self.listen is not None and not self.allow_remote:
+        if self.listen and not self.allow_remote:
             host, _ = parse_listen(self.listen)
             if not is_loopback(host):
                 raise ValueError(
@@ -90,4 +91,4 @@ class MetricsSection(BaseModel):
         return self
 
     def address(self) -> tuple[str, int] | None:
-        return parse_listen(self.listen) if self.listen is not None else None
+        return parse_listen(self.listen) if self.listen else None

@@ -145,6 +145,8 @@ class LogFigures:
         if stored.type == ev.RunQueued.type_name():
             self._repository_of[run_id] = str(view.spec.get("repository") or "")
             view.spec, view.details = {}, {}  # (only the repository's name is needed from them)
+        if not view.kind:
+            return  # a request for a job that does not exist, refused at once: no job's figure
         job = self.job(view.job)
         if stored.type == ev.RunWaitingRetry.type_name():
             job.retries += 1
