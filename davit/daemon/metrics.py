@@ -41,7 +41,7 @@ from davit.domain.machine import NON_TERMINAL, TERMINAL
 from davit.eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd.metrics")
-PAGE = 2000  # events read per query while catching up with the log
+PAGE = 500  # events per query while catching up with a long log (a page folds in ~50 ms of the loop)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ENDED_STATES = sorted(s.value for s in TERMINAL)
 _OPEN_STATES = sorted(s.value for s in NON_TERMINAL)
