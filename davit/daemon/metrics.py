@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from davit.daemon.config import Settings
 from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.metricsfile import write_textfile
+from davit.domain.events import DaemonStarted
 from davit.domain.logfigures import JobFigures, LogFigures, RepositoryFigures
 from davit.domain.machine import NON_TERMINAL, TERMINAL
 from davit.eventstore.sqlite import SqliteEventStore
@@ -220,9 +221,14 @@ def log_size(db_path: Path) -> int:
 class Metrics:
     """The figures of one davitd's log, kept up to date, and the outputs that show them."""
 
-    def __init__(self, section: MetricsSection, store: SqliteEventStore, version: str) -> None:
+    def __init__(self, section: MetricsSection, store: SqliteEventStore, version: str, after: int = 0) -> None:
         self.section = section
         self.store = store
+        # The outputs start once this process's DaemonStarted is in the log after position
+        # `after`: davitd records it once it holds the state directory's lock, so a second davitd
+        # started by mistake (refused that lock) never serves or overwrites the first one's figures.
+        self.after = after
+        self.owner = False
         self.figures = LogFigures()
         self.latency = LatencyHistogram()
         self.collector = DavitCollector(version, self.latency)
@@ -231,6 +237,7 @@ class Metrics:
         self.textfile = Path(section.textfile) if section.textfile else None
         self._server: WSGIServer | None = None
         self._textfile_problem: str | None = None  # the last one logged (said once, not every refresh)
+        self._refresh_problem: str | None = None
 
     async def refresh(self) -> None:
         """Fold in the log's events since the last refresh, then swap in the new families."""
@@ -238,6 +245,8 @@ class Metrics:
             page = await self.store.read_all(self.figures.position, PAGE)
             for stored in page:
                 self.figures.apply(stored)
+                if stored.type == DaemonStarted.type_name() and stored.position > self.after:
+                    self.owner = self.owner or stored.data.get("pid") == os.getpid()
             if len(page) < PAGE:
                 break
             await anyio.sleep(0)  # (catching up with a long log: let the runs' appends through)
@@ -275,19 +284,25 @@ class Metrics:
         log.info("metrics served on http://%s/metrics", self.section.listen)
 
     async def run(self) -> None:
-        """Refresh every `refresh_seconds` (the listener starts after the first, so no scrape
-        sees a log half read); a refresh that fails is logged and tried again."""
-        first = True
+        """Refresh every `refresh_seconds`; a refresh that fails is logged (once per reason) and
+        tried again. The outputs start after the refresh that found this davitd's start in the
+        log (see `owner`), so no scrape sees a log half read."""
+        listening = False
         while True:
             try:
                 await self.refresh()
             except Exception as exc:
-                log.error("metrics not refreshed from the event log: %s", exc)
+                problem = f"metrics not refreshed from the event log: {exc}"
+                if problem != self._refresh_problem:
+                    log.error("%s", problem)
+                self._refresh_problem = problem
             else:
-                if first:
+                self._refresh_problem = None
+                if self.owner and not listening:
                     self.listen()
-                    first = False
-                await anyio.to_thread.run_sync(self.write_textfile)
+                    listening = True
+                if self.owner:
+                    await anyio.to_thread.run_sync(self.write_textfile)
             await anyio.sleep(self.section.refresh_seconds)
 
     def close(self) -> None:
@@ -296,7 +311,7 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self.textfile is not None:
+        if self.textfile is not None and self.owner:
             self.collector.up = 0
             self.write_textfile()
 
@@ -308,7 +323,7 @@ async def serving_metrics(settings: Settings, store: SqliteEventStore, version: 
     if not section.listen and not section.textfile:
         yield None
         return
-    metrics = Metrics(section, store, version)
+    metrics = Metrics(section, store, version, after=await store.head_position())
     store.append_observer = metrics.latency.observe
     try:
         async with anyio.create_task_group() as tg:

@@ -4,14 +4,16 @@ valid for promtool, equal to what the log says, and still so after a restart."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Davit, make_big_tree, write_job
+from tests.e2e.conftest import BIN, Davit, make_big_tree, write_job
 from tests.fixtures.promtool import check_metrics, promtool
 from tests.peers.ports import free_port
 
@@ -72,7 +74,10 @@ def caught_up(davit: Davit, port: int) -> Samples:
 
     def done() -> bool:
         found.clear()
-        found.update(parse(scrape(port)))
+        try:
+            found.update(parse(scrape(port)))
+        except urllib.error.URLError:
+            return False  # (a davitd just started serves once it has read its log through)
         return value(found, "davit_log_events_total") == log_counts(davit)[0]
 
     davit.wait_for(done, 30, "the metrics to catch up with the log", poll=0.1)
@@ -178,3 +183,18 @@ def test_a_symlink_planted_at_the_textfile_is_not_written_through_and_backups_go
     assert (textdir / "davit.prom").is_symlink() and sorted(p.name for p in textdir.iterdir()) == ["davit.prom"]
     said = [line for line in davit.logs[-1].read_text().splitlines() if "is a symbolic link; not written through it" in line]
     assert len(said) == 1, said  # once, not at every refresh
+
+
+def test_a_second_davitd_on_the_same_state_neither_serves_nor_overwrites_the_first_ones_metrics(
+    davit: Davit, tmp_path: Path
+) -> None:
+    port = free_port()
+    textfile = tmp_path / "davit.prom"
+    configure(davit, port, textfile)
+    davit.start()
+    davit.wait_for(textfile.exists, 30, "the first davitd's textfile")
+    second = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0 and "another davitd is running" in second.stderr
+    assert value(parse(textfile.read_bytes()), "davit_up") == 1
+    assert value(parse(scrape(port)), "davit_up") == 1
+    assert davit.proc is not None and davit.proc.poll() is None
