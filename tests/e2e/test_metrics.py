@@ -11,11 +11,14 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import BIN, Davit, make_big_tree, write_job
 from tests.fixtures.promtool import check_metrics, promtool
 from tests.peers.ports import free_port
+
+pytestmark = pytest.mark.e2e
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -84,6 +87,7 @@ def caught_up(davit: Davit, port: int) -> Samples:
     return found
 
 
+@pytest.mark.slow
 def test_metrics_scraped_during_and_after_files_backups_match_the_log(davit: Davit, tmp_path: Path) -> None:
     promtool()  # (fails under CI=true, skips with a hint elsewhere, before davitd is started for nothing)
     port = free_port()
