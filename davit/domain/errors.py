@@ -51,6 +51,7 @@ DavitError
 │   ├── ArchiveError            (adapters/postgres/archive) a pg_dump archive cannot be read
 │   ├── WeaviateRejected        (adapters/weaviate/client) Weaviate refused a request
 │   ├── CollectionExists        (adapters/weaviate/schema) the restore's collection is there already
+│   ├── TextfileRefused         (daemon/metricsfile) a link or directory is at the metrics textfile's name
 │   └── TooManyFailedObjects    (adapters/weaviate/restore) too many objects refused in a batch
 ├── RetryableError              back off and try again (network, busy server)
 │   ├── RepositoryLockLost      a held repository lock was taken over or not refreshed
