@@ -24,6 +24,7 @@ from davit.daemon.cli import (
     runs,
     show,
     snapshots,
+    status,
     validate,
     verify,
 )
@@ -58,6 +59,7 @@ for module in (
     export,
     importcmd,
     repository,
+    status,
 ):
     cli.add_command(module.command)
 
