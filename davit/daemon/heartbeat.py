@@ -21,6 +21,7 @@ the status says "not running" whatever the file holds; durability would buy noth
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -93,7 +94,8 @@ class HeartbeatWriter:
                 _TEMPORARY_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
             )
             try:
-                os.write(fd, data)
+                if os.write(fd, data) != len(data):  # (a short write: the disk filled up)
+                    raise OSError(errno.ENOSPC, "the heartbeat was written short")
             finally:
                 os.close(fd)
             os.replace(_TEMPORARY_NAME, HEARTBEAT_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
