@@ -26,6 +26,7 @@ from davit.daemon.cli import (
     runs,
     show,
     snapshots,
+    status,
     validate,
     verify,
 )
@@ -62,6 +63,7 @@ for module in (
     repository,
     check,
     report,
+    status,
 ):
     cli.add_command(module.command)
 
