@@ -76,6 +76,7 @@ DavitError
 │   ├── RunDidNotSucceed        `run`/`cancel --wait`: the run ended otherwise, not in time, or was refused
 │   ├── VerificationFailed      `verify`, `log verify`: damage found
 │   ├── JobFilesInvalid         `validate`: a job file is not valid: exit 2
+│   ├── ChecksFailed            (daemon/cli/check) `check`: a check of these jobs failed: exit 1
 │   └── HealthNotOk             `status`: the verdict is WARNING, CRITICAL or UNKNOWN: exit 1, 2 or 3
 └── RunStopped                  a worker is asked to stop (shutdown, cancel)
     └── EventLogStop            ... because its run's events cannot be recorded now
