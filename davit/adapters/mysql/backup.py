@@ -207,7 +207,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._rows(conn, name, entry.columns, order),
+                            self._rows(conn, name, typed, order),
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk)))
@@ -224,19 +224,19 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return {"table": f"{db}.{name}", "rows": entry.rows, "bytes": entry.size}
 
     @staticmethod
-    def _rows(conn: Any, table: str, columns: list[str], order: list[str]) -> Iterator[bytes]:
+    def _rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Iterator[bytes]:
         """The table's rows as `(...)` literals, built here from the server's plain values
         (`literals.py`; the server only reads and sends, as it does for mariadb-dump)."""
-        names, keys = (",".join(quote_name(c) for c in cols) for cols in (columns, order))
+        names, keys = (",".join(quote_name(c) for c in cols) for cols in ([c[0] for c in columns], order))
         c_driver = cdriver.is_c(conn)
-        if c_driver:  # the rows' values come out of mysqlclient's C code as literals already
-            text_results, conn.converter = conn.converter, literals.C_CONVERTERS
+        if c_driver:  # every value as the bytes the server sent (no converter: mysqlclient's fast path)
+            text_results, conn.converter = conn.converter, {}
         cur = cdriver.stream_cursor(conn)
         try:
             cur.execute(f"SELECT {names} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
-            make = literals.row_text if c_driver else literals.py_row(cur.description)
+            make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
             while batch := cur.fetchmany(FETCH_ROWS):
-                yield from map(make, batch)
+                yield from make(batch)
         finally:
             cur.close()  # reads what is left of the result, so the connection can be used again
             if c_driver:

@@ -1,65 +1,69 @@
-"""A backup's rows as `(...)` tuples of SQL literals, built in this process from the server's raw values.
+"""A backup's rows as `(...)` tuples of SQL literals, built in this process from the server's plain values.
 
 Why here and not on the server: asking the server for the literals (`QUOTE`, `HEX`, `CONCAT`
-per column) cost mariadbd three to four times the CPU of sending the plain values, and held
-the backup to ~0.6x of `mariadb-dump | zstd` (README, bench/sql.py). Like mariadb-dump, the
-server now sends each value as its own text and the client escapes it.
+per column) cost mariadbd three to four times the CPU of sending the plain values and held
+the backup to ~0.6x of `mariadb-dump | zstd` (README). Like mariadb-dump, the server now sends
+each value as its own text (utf8mb4, `client.SESSION_SETUP`) and davit writes the literals.
 
-Each value's literal is exact whatever its type, as the server's text of it:
+The literals are those the server wrote before, byte for byte (so a backup after this change
+deduplicates against the ones before it, and `restore`/`export sql` read both alike):
 - NULL as NULL (never confused with '': the drivers give None for NULL);
-- integers (TINYINT...BIGINT, signed or not) as their digits, unquoted;
-- bytes (binary strings and BLOBs: character set `binary`, told apart from `*_bin`
-  collations by the field's character set number, 63; spatial values in the server's internal
+- binary strings and BLOBs (no character set) and spatial values (the server's internal
   form) as a hex literal `0x...` (`X''` when empty), as `mariadb-dump --hex-blob` writes them;
 - BIT as `b'...'` (its bits, no leading zeros);
-- anything else (text in utf8mb4, DECIMAL's exact text, FLOAT/DOUBLE, dates, zero dates,
-  DATETIME(6), TIME, YEAR, JSON, ENUM, SET) as a quoted string, escaped as libmariadb's
-  `mysql_escape_string` does: backslash, both quotes, NUL, newline, carriage return, Ctrl-Z.
-  The server converts the string back to the column's type, as it did with `QUOTE`.
+- anything else (integers, DECIMAL's exact text, FLOAT/DOUBLE, dates, zero dates,
+  DATETIME(6), TIME, YEAR, JSON, ENUM, SET, text in any collation) as `QUOTE` quotes it: in
+  single quotes, a backslash before backslash and quote, NUL as `\\0`, Ctrl-Z as `\\Z`; the
+  server converts the string back to the column's type on restore.
 
-Byte-wise escaping is right because every connection reads in utf8mb4 (`client.SESSION_SETUP`):
-no byte of a multi-byte UTF-8 character is ASCII, so none can be taken for a quote or a
-backslash (the charsets where that happens, sjis/gbk/big5, are never the results' charset).
+Escaping byte by byte is right because the text is UTF-8: no byte of a multi-byte character
+is ASCII, so none is taken for a quote or a backslash.
 
-Two builders give the very same bytes (tests/integration/mysql/test_mysql_driver.py,
-tests/unit/test_mysql_literals.py): through mysqlclient, `C_CONVERTERS` makes its C code call
-libmariadb's escaping per value while it reads the row (no Python per text value); through
-PyMySQL, `py_row` does it in Python from the description's field types.
+Speed: most tables hold no binary or BIT column. Their rows are built a batch at a time with
+a few calls over the whole batch: each row's values joined by a separator byte, the rows by
+another, NULL as a third, all three bytes that never occur in UTF-8 (0xFF, 0xFE, 0xFD); the
+batch escaped at once, the separators replaced by `','` and `'),('` and `'<NULL byte>'` by
+NULL, then split into rows. Python touches each row once (one `join`), never each value. A
+batch whose values hold one of those bytes after all (counted: there must be exactly as many
+of them as separators were put in) is built value by value, with the same result.
 """
 
 from __future__ import annotations
 
 from binascii import hexlify
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from pymysql.constants import FIELD_TYPE, FLAG
-
-try:
-    from MySQLdb import _mysql
-except ImportError:  # mysqlclient not installed: PyMySQL reads the rows (cdriver.py)
-    _mysql = None
+from collections.abc import Sequence
 
 NULL = b"NULL"
-INTEGER_TYPES = frozenset({FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24})
-# Field types the server uses for strings and BLOBs, text or binary alike (the character set tells).
-STRING_TYPES = (
-    FIELD_TYPE.STRING,
-    FIELD_TYPE.VAR_STRING,
-    FIELD_TYPE.VARCHAR,
-    FIELD_TYPE.TINY_BLOB,
-    FIELD_TYPE.MEDIUM_BLOB,
-    FIELD_TYPE.LONG_BLOB,
-    FIELD_TYPE.BLOB,
+BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
+SPATIAL_TYPES = frozenset(
+    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 )
+TEXT, HEX, BIT = "text", "hex", "bit"
 
-_ESCAPES = {0: b"\\0", 10: b"\\n", 13: b"\\r", 26: b"\\Z", 34: b'\\"', 39: b"\\'", 92: b"\\\\"}
-_ESCAPE_TABLE = {k: v.decode() for k, v in _ESCAPES.items()}
+# What QUOTE escapes, backslash first (the later replacements add backslashes of their own).
+_ESCAPES = ((b"\\", b"\\\\"), (b"'", b"\\'"), (b"\x00", b"\\0"), (b"\x1a", b"\\Z"))
+_COL, _ROW, _NUL = b"\xff", b"\xfe", b"\xfd"  # never in UTF-8
+_SEPARATORS = _COL + _ROW + _NUL
 
 
-def quote(text: str) -> bytes:
-    """A quoted string literal, escaped as libmariadb's `mysql_escape_string` (utf8mb4)."""
-    return b"'" + text.translate(_ESCAPE_TABLE).encode() + b"'"
+def kind(data_type: str, has_charset: bool) -> str:
+    """How a column's values are written, from its `information_schema.COLUMNS` type."""
+    if data_type == "bit":
+        return BIT
+    if not has_charset and (data_type in BINARY_TYPES or data_type in SPATIAL_TYPES):
+        return HEX
+    return TEXT
+
+
+def escape(data: bytes) -> bytes:
+    for special, escaped in _ESCAPES:
+        if special in data:
+            data = data.replace(special, escaped)
+    return data
+
+
+def quote(text: bytes) -> bytes:
+    return b"'" + escape(text) + b"'"
 
 
 def hex_literal(value: bytes) -> bytes:
@@ -70,47 +74,53 @@ def bit_literal(value: bytes) -> bytes:
     return b"b'" + format(int.from_bytes(value, "big"), "b").encode() + b"'"
 
 
-def row_text(row: Sequence[bytes | None]) -> bytes:
-    """A row of literals (None for NULL) as `(...)`."""
-    if None in row:
-        row = [NULL if v is None else v for v in row]
-    return b"(" + b",".join(row) + b")"  # type: ignore[arg-type]
+def literal(kind: str, value: bytes | str | None) -> bytes:
+    """One value's literal. `value`: the server's text as bytes (mysqlclient, no converters) or
+    as str (PyMySQL decodes text), bytes for binary values, None for NULL."""
+    if value is None:
+        return NULL
+    raw = value.encode() if isinstance(value, str) else value
+    if kind == HEX:
+        return hex_literal(raw)
+    if kind == BIT:
+        return bit_literal(raw)
+    return quote(raw)
 
 
-def _c_converters() -> dict[int, Any]:
-    """mysqlclient's converters (field type -> callable, or a list of (flag mask, callable) it
-    picks from by the field's flags, with BINARY meaning character set 63) giving literals."""
-    if _mysql is None:
-        return {}
-    text = _mysql.string_literal  # C: escapes with mysql_escape_string, adds the quotes
-    conv: dict[int, Any] = {t: text for t in range(256) if t not in INTEGER_TYPES}  # integers: raw bytes
-    for t in STRING_TYPES:
-        conv[t] = [(FLAG.BINARY, hex_literal), (None, text)]
-    conv[FIELD_TYPE.GEOMETRY] = hex_literal
-    conv[FIELD_TYPE.BIT] = bit_literal
-    return conv
+class Rows:
+    """Builds a table's rows, a batch (the driver's rows, in order) at a time."""
 
+    def __init__(self, kinds: Sequence[str], raw: bool) -> None:
+        """`kinds`: per column (`kind`); `raw`: every value comes as bytes (mysqlclient)."""
+        self.kinds = list(kinds)
+        self.fast = raw and all(k == TEXT for k in self.kinds)
 
-C_CONVERTERS = _c_converters()
+    def __call__(self, batch: Sequence[Sequence[bytes | str | None]]) -> list[bytes]:
+        if self.fast and batch:
+            built = self._text_batch(batch)  # type: ignore[arg-type]
+            if built is not None:
+                return built
+        return [self.row(r) for r in batch]
 
+    def row(self, row: Sequence[bytes | str | None]) -> bytes:
+        return b"(" + b",".join(literal(k, v) for k, v in zip(self.kinds, row, strict=True)) + b")"
 
-def _py_literal(field_type: int) -> Callable[[Any], bytes]:
-    if field_type == FIELD_TYPE.BIT:
-        return bit_literal
-    if field_type in INTEGER_TYPES:
-        return str.encode
-
-    def other(value: Any) -> bytes:  # PyMySQL gives bytes for character set binary, str otherwise
-        return hex_literal(value) if isinstance(value, bytes) else quote(value)
-
-    return other
-
-
-def py_row(description: Sequence[Sequence[Any]]) -> Callable[[Sequence[Any]], bytes]:
-    """For PyMySQL (decoders off): a function turning a row of the result `description` names into `(...)`."""
-    makers = [_py_literal(int(d[1])) for d in description]
-
-    def make(row: Sequence[Any]) -> bytes:
-        return b"(" + b",".join(NULL if v is None else f(v) for f, v in zip(makers, row, strict=True)) + b")"
-
-    return make
+    def _text_batch(self, batch: Sequence[Sequence[bytes | None]]) -> list[bytes] | None:
+        """Every value text: the batch's rows with a few calls over all of it, or None if a
+        value holds one of the separator bytes (then `row` builds them one by one)."""
+        joined, nulls = [], 0
+        for r in batch:
+            try:
+                joined.append(_COL.join(r))  # type: ignore[arg-type]
+            except TypeError:  # a NULL among them
+                nulls += r.count(None)
+                joined.append(_COL.join(_NUL if v is None else v for v in r))
+        data = _ROW.join(joined)
+        rows = len(batch)
+        # exactly the separators put in, none from a value (one pass: cheaper than three counts)
+        if len(data) - len(data.translate(None, _SEPARATORS)) != rows * len(self.kinds) - 1 + nulls:
+            return None
+        data = b"('" + escape(data).replace(_COL, b"','").replace(_ROW, b"')\xfe('") + b"')"
+        if nulls:
+            data = data.replace(b"'" + _NUL + b"'", NULL)
+        return data.split(_ROW)
