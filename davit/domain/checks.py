@@ -14,7 +14,6 @@ Pure: no I/O here. The adapters' `checks.py` modules do the looking; the CLI pri
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,8 +21,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from davit.domain.errors import DavitError
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from davit.domain.terminaltext import for_terminal
 
 
 class Verdict(StrEnum):
@@ -43,14 +41,10 @@ class CheckResult:
         """One line for a terminal: control characters (from a server's answer, a job file, an
         error) are written as escapes, so no text can move the cursor or recolour the screen."""
         text = f"{self.verdict.value:<4}  {self.subject}: {self.what}" + (f": {self.detail}" if self.detail else "")
-        return printable(text)
+        return for_terminal(text)
 
     def to_json(self) -> dict[str, str]:
         return {"subject": self.subject, "check": self.what, "verdict": self.verdict.value, "detail": self.detail}
-
-
-def printable(text: str) -> str:
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class Check:
@@ -144,4 +138,4 @@ def summary(lists: list[Checklist]) -> Iterator[str]:
         fails = sum(r.verdict is Verdict.FAIL for r in cl.results)
         warns = sum(r.verdict is Verdict.WARN for r in cl.results)
         verdict = "FAIL" if fails else "ok"
-        yield printable(f"{cl.job} ({cl.kind}): {verdict}, {len(cl.results)} checks, {fails} failed, {warns} warnings")
+        yield for_terminal(f"{cl.job} ({cl.kind}): {verdict}, {len(cl.results)} checks, {fails} failed, {warns} warnings")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from davit.daemon.cli.safetext import for_terminal
 from davit.daemon.heartbeat import (
     HEARTBEAT_NAME,
     MAX_HEARTBEAT_BYTES,
@@ -22,6 +21,7 @@ from davit.daemon.heartbeat import (
     lock_held,
     read_heartbeat,
 )
+from davit.domain.terminaltext import for_terminal
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -24,7 +24,6 @@ import click
 
 from davit.daemon.cli.common import emit_json, human_bytes, state
 from davit.daemon.cli.common import table as plain_table
-from davit.daemon.cli.safetext import for_terminal
 from davit.daemon.config import Settings
 from davit.daemon.heartbeat import daemon_facts
 from davit.daemon.jobs import JobRegistry
@@ -42,6 +41,7 @@ from davit.domain.health import (
     span,
 )
 from davit.domain.runs import RunView, fold
+from davit.domain.terminaltext import for_terminal
 from davit.eventstore.sqlite import EventLogMissing, SqliteEventStore
 
 MAX_PENDING_COUNTED = 10_000  # requests davitd has not handled, counted up to this many
