@@ -58,4 +58,4 @@ def test_warnings_pass_and_failures_do_not() -> None:
 def test_a_line_escapes_control_characters_from_a_server_or_a_job_file() -> None:
     line = CheckResult("source", "version", Verdict.OK, "evil\x1b[2J\rname").line()
     assert "\x1b" not in line and "\r" not in line
-    assert line == "ok    source: version: evil\\x1b[2J\\rname"
+    assert line == "ok    source: version: evil\\x1b[2J\\x0dname"
