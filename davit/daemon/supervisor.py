@@ -45,6 +45,7 @@ from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
+from davit.daemon.notifications.service import NotificationService
 from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
@@ -107,6 +108,10 @@ class Supervisor:
         max_parallel = self.settings.model.daemon.max_parallel_runs
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
+        # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
+        self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
+        if health is not None:
+            health.on_outage = self.notifications.outage
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class Supervisor:
                 tg.start_soon(self._requests_loop)
                 tg.start_soon(self._dispatch_loop, tg)
                 tg.start_soon(self._watchdog_loop)
+                tg.start_soon(self._notifications)
                 tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
                 await self._wait_for_signal()
                 await self._shutdown()
@@ -655,6 +661,12 @@ class Supervisor:
             self.handles.pop(handle.recorder.run_id, None)
             self._expect_retry(handle.recorder.run_id)
             self.wakeup.set()
+
+    async def _notifications(self) -> None:
+        try:
+            await self.notifications.run()
+        except Exception:  # notifications stop; the runs go on (davitd is not taken down by them)
+            log.exception("notifications stopped")
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_seconds
