@@ -255,9 +255,10 @@ class Deliveries:
         key = (message.key, target)
         if key in self.settled or key in self.pending or key in self.in_flight:
             return False
-        made = self.attempts.get(key, 0)
-        due = now + (self.backoff.delay(made, self.rng) if made else 0.0)
-        self.pending[key] = Delivery(message, target, made, due)
+        # attempts recorded before a restart count against the limit, but the first attempt
+        # of this process is due at once: the wait was counted on the old process's clock, and
+        # a restart is when a target fixed meanwhile should hear what it missed
+        self.pending[key] = Delivery(message, target, self.attempts.get(key, 0), now)
         while len(self.pending) > MAX_PENDING:
             del self.pending[next(iter(self.pending))]
             self.dropped += 1

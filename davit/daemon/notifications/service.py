@@ -2,8 +2,8 @@
 to which target (`davit/domain/notifications.py`), and delivers them.
 
 It never holds up a run: it reads the log as any reader does (by position, a page a second),
-and each delivery runs in a thread of its own limiter, at most `PARALLEL` at a time, bounded in
-time; a target that is down or hangs only delays its own retries. Each attempt is recorded as
+and each delivery runs in a child process, at most `PARALLEL` at a time, killed at its
+deadline; a target that is down or hangs only delays its own retries. Each attempt is recorded as
 `NotificationSent` or `NotificationFailed` in the `notifications` stream, and that record is what
 makes a message settled: at start-up the records are read back and the runs the supervisor
 folded are seeded into the outbox, so a message owed when davitd was killed is sent after the
@@ -25,7 +25,7 @@ import anyio
 
 from davit.adapters.secrets import SecretUnavailable
 from davit.daemon.config import NotifyTarget, Settings
-from davit.daemon.notifications.sender import deliver, quiet_apprise
+from davit.daemon.notifications.sender import deliver
 from davit.daemon.notifications.targets import resolve_target
 from davit.daemon.recorder import append_unordered
 from davit.daemon.scheduler import Clock
@@ -60,7 +60,6 @@ class NotificationService:
         section = settings().model.notifications
         self._outbox = Outbox(catch_up_seconds=section.catch_up_hours * 3600)
         self._deliveries = Deliveries(self._backoff(), rng or random.Random())
-        self._limiter = anyio.CapacityLimiter(PARALLEL)
         self._wake = anyio.Event()
         self._after = 0
         self._next_stale_check = 0.0
@@ -82,7 +81,6 @@ class NotificationService:
     # --- the task --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        quiet_apprise()
         async for stored in self._store.iter_all(stream_prefix=ev.NOTIFICATIONS_STREAM):
             if stored.stream == ev.NOTIFICATIONS_STREAM:
                 self._deliveries.record(stored)
@@ -189,7 +187,7 @@ class NotificationService:
             else:
                 failure = message.event in (NotifyEvent.RUN_FAILED, NotifyEvent.JOB_STALE, NotifyEvent.LOG_UNWRITABLE)
                 timeout = settings.model.notifications.timeout_seconds
-                reason = await deliver(target, message.title, message.body, failure, timeout, self._limiter)
+                reason = await deliver(target, message.title, message.body, failure, timeout)
         await self._record(delivery, reason)
         self._wake.set()
 
