@@ -224,3 +224,19 @@ def test_a_failure_reason_loses_the_url_and_its_tokens() -> None:
     for secret in ("T0KEN1", "S3CRETT", "K3YVALUE", "hunter22", "hooks.example:8443", "\x1b", "\n"):
         assert secret not in reason
     assert "500" in reason and "refused" in reason
+
+
+def test_an_event_log_outage_is_told_once_per_outage() -> None:
+    from davit.daemon.loghealth import LogHealth
+    from davit.daemon.notify import Notifier
+    from davit.domain.errors import PermanentError
+
+    told: list[str] = []
+    health = LogHealth(Notifier({}))
+    health.on_outage = told.append
+    health.noticed(PermanentError("disk full"))
+    health.noticed(PermanentError("disk full"))  # the same outage, retried
+    assert len(told) == 1 and "event log cannot be written: disk full" in told[0]
+    health.succeeded()
+    health.noticed(PermanentError("I/O error"))  # a new outage
+    assert len(told) == 2
