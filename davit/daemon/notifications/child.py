@@ -27,12 +27,24 @@ def send(request: dict[str, Any]) -> str | None:
         if not box.add(url):
             return f"URL {index} of the target is not one apprise understands"
     kind = apprise.NotifyType.FAILURE if request["failure"] else apprise.NotifyType.INFO
-    result = box.notify(body=request["body"], title=request["title"], notify_type=kind, timeout=request["timeout"])
+    # as plain text: apprise escapes it where a service renders HTML (a job's error is hostile text)
+    result = box.notify(
+        body=_printable(request["body"], keep="\n"),
+        title=_printable(request["title"]),
+        notify_type=kind,
+        body_format=apprise.NotifyFormat.TEXT,
+        timeout=request["timeout"],
+    )
     if result:
         return None
     lines = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")]
     status = getattr(result.status, "name", str(result.status)).lower()
     return f"{status}: {'; '.join(lines[-3:]) or 'the service did not accept the message'}"
+
+
+def _printable(text: str, keep: str = "") -> str:
+    """`text` without control characters (a terminal escape, a header-breaking newline)."""
+    return "".join(ch if ch.isprintable() or ch in keep else " " for ch in text)
 
 
 def main() -> None:
