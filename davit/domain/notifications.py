@@ -80,8 +80,8 @@ class Outbox:
         since = now - timedelta(seconds=self.catch_up_seconds)
         owed: list[Message] = []
         for view in sorted(views, key=lambda v: v.last_position):
-            if not view.job:
-                continue
+            if not view.job or not view.kind:
+                continue  # a request refused before it became a run (`davit run NOSUCHJOB`)
             finished = _time(view.finished_at)
             recent = finished is None or finished >= since
             if view.state is RunState.SUCCEEDED:
@@ -102,7 +102,8 @@ class Outbox:
         run_id = stored.stream.removeprefix("run-")
         if stored.type == ev.RunQueued.type_name():
             data = stored.data
-            self.runs.setdefault(run_id, _Run(str(data.get("job", "")), _notify_of(data.get("spec") or {})))
+            if data.get("kind"):  # (none: a refused request, `davit run NOSUCHJOB`, not a job's failure)
+                self.runs.setdefault(run_id, _Run(str(data.get("job", "")), _notify_of(data.get("spec") or {})))
             return []
         run = self.runs.get(run_id)
         if run is None or not run.job:

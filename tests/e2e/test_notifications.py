@@ -141,3 +141,29 @@ def test_a_target_that_hangs_or_is_down_does_not_hold_up_runs(davit: Davit, hung
     assert any(n["target"] == "down" for n in notices(davit, "NotificationFailed"))
     davit.stop()
     secrets_absent(davit, TOKEN)
+
+
+def test_an_event_log_that_cannot_be_written_is_told_while_it_cannot(davit: Davit, webhook: Webhook) -> None:
+    from tests.fixtures.fullfs import fill, mounted_tmpfs
+
+    state = davit.home / "state"
+    state.mkdir(mode=0o700)
+    with mounted_tmpfs(state, "size=8m,mode=0700"):
+        try:
+            configure(davit, {"hook": [webhook.url(TOKEN)]})
+            davit.start()
+            filler = fill(state)
+            write_job(davit, "docs.toml", backup_job("docs", Path("/nonexistent"), 'schedule = "0 3 1 1 *"'))
+            # told through the webhook while nothing can be recorded
+            davit.wait_for(lambda: len(webhook.posts) == 1, 60, "the outage to be told")
+            assert webhook.posts[0][1]["title"] == "davit: event log cannot be written"
+            assert "no space left" in webhook.posts[0][1]["message"]
+            filler.unlink()  # room again: the attempt's record lands
+            davit.wait_for(lambda: len(notices(davit, "NotificationSent")) == 1, 60, "the record of the message")
+            assert notices(davit, "NotificationSent")[0]["event"] == "log_unwritable"
+            assert len(webhook.posts) == 1
+            assert davit.stop() == 0
+        finally:
+            if davit.proc is not None and davit.proc.poll() is None:
+                davit.proc.kill()
+                davit.proc.wait(10)

@@ -102,6 +102,13 @@ def test_a_failure_davitd_was_killed_before_telling_is_owed_after_the_restart_an
     assert not again.add(Outbox(catch_up_seconds=86400).seed(log.views(), T0)[0], "ops", now=0.0)
 
 
+def test_a_run_request_for_no_such_job_is_not_a_job_failure() -> None:
+    log, outbox = Log(), Outbox(catch_up_seconds=86400)
+    queued = ev.RunQueued(run_id="r9", job="typo", kind="", revision="", spec={}, reason="manual")
+    refused = [log.add("r9", queued), log.add("r9", ev.RunFailed(error="no job named 'typo'", error_type="InvalidJob"))]
+    assert live(log, outbox, refused) == [] and outbox.seed(log.views(), T0) == []
+
+
 def test_old_failures_are_not_owed_when_notifications_are_first_turned_on() -> None:
     log = Log()
     log.run("r1", "docs", "failed")
