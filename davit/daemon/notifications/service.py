@@ -81,9 +81,9 @@ class NotificationService:
     # --- the task --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async for stored in self._store.iter_all(stream_prefix=ev.NOTIFICATIONS_STREAM):
-            if stored.stream == ev.NOTIFICATIONS_STREAM:
-                self._deliveries.record(stored)
+        # by the (stream, version) key: not a scan of the whole log at every start
+        for stored in await self._store.read_stream(ev.NOTIFICATIONS_STREAM):
+            self._deliveries.record(stored)
         # the runs as folded up to the head, then the log after it (nothing awaited in between)
         self._after = await self._store.head_position()
         self._owe(self._outbox.seed(list(self._runs.values()), self._clock.now()))
