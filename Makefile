@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	sh tools/install-mysql-driver.sh $(PY)
+	sh tools/install-chromium.sh
+	sh tools/install-promtool.sh $(PY)
 	touch $@
 
 ## make run: the daemon on its embedded defaults with an example files.backup job.

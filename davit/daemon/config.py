@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.tuning import Tuning
+from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.repoconfig import RepositorySection
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.domain.jobs import nesting, problems_from_validation
@@ -111,6 +112,7 @@ class ConfigModel(_Section):
     retry: RetrySection = RetrySection()
     data_path: DataPathSection = DataPathSection()
     repositories: dict[str, RepositorySection] = Field(default_factory=lambda: {"local": RepositorySection(path="repository")})
+    metrics: MetricsSection = MetricsSection()
     notifications: NotificationsSection = NotificationsSection()
 
 

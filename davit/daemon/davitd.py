@@ -15,6 +15,7 @@ from davit.daemon.bootstrap import Parts
 from davit.daemon.config import PRIVATE_UMASK, load_settings
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
+from davit.daemon.metrics import serving_metrics
 from davit.daemon.notify import Notifier
 from davit.daemon.supervisor import Supervisor
 from davit.daemon.version import davit_version
@@ -29,7 +30,8 @@ async def _serve(parts: Parts) -> None:
     store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
     try:
         finish_log_key(key)  # the log is sealed under it now: nobody seals again
-        await Supervisor(parts, store, notifier, davit_version(), health).run()
+        async with serving_metrics(parts.settings, store, davit_version()):
+            await Supervisor(parts, store, notifier, davit_version(), health).run()
     finally:
         await store.close()
         parts.close()

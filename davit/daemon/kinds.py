@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 if TYPE_CHECKING:
     from davit.adapters.runwork import RunInputs
+    from davit.domain.checks import KindChecks
     from davit.domain.ports import JobWork
 
 
@@ -59,6 +60,29 @@ KINDS: dict[str, Kind] = {
     "repository.copy": Kind("davit.adapters.copy.work:RepositoryCopyWork"),
     "postgres.backup": Kind("davit.adapters.postgres.backup:PostgresBackupWork"),
     "postgres.restore": Kind("davit.adapters.postgres.restore:PostgresRestoreWork"),
+}
+
+# `davit check JOB`: each kind's pre-flight checks (a `domain.checks.KindChecks`), "module:name"
+# like the lines above, imported when a check of that kind runs; tests/unit/test_kinds.py
+# checks that every kind has one.
+CHECKS: dict[str, str] = {
+    "files.backup": "davit.adapters.files.checks:backup_checks",
+    "files.restore": "davit.adapters.files.checks:restore_checks",
+    "volume.backup": "davit.adapters.docker.checks:backup_checks",
+    "volume.restore": "davit.adapters.docker.checks:restore_checks",
+    "compose.migrate": "davit.adapters.compose.checks:migrate_checks",
+    "mongo.backup": "davit.adapters.mongo.checks:backup_checks",
+    "mongo.restore": "davit.adapters.mongo.checks:restore_checks",
+    "mongo.export": "davit.adapters.mongo.checks:export_checks",
+    "mongo.import": "davit.adapters.mongo.checks:import_checks",
+    "mysql.backup": "davit.adapters.mysql.checks:backup_checks",
+    "mysql.restore": "davit.adapters.mysql.checks:restore_checks",
+    "weaviate.backup": "davit.adapters.weaviate.checks:backup_checks",
+    "weaviate.restore": "davit.adapters.weaviate.checks:restore_checks",
+    "weaviate.clear": "davit.adapters.weaviate.checks:clear_checks",
+    "repository.copy": "davit.adapters.copy.checks:copy_checks",
+    "postgres.backup": "davit.adapters.postgres.checks:backup_checks",
+    "postgres.restore": "davit.adapters.postgres.checks:restore_checks",
 }
 
 WorkClass = Callable[["RunInputs[Any]"], "JobWork"]
@@ -108,3 +132,8 @@ def leftover_remover(kind: str) -> LeftoverRemover | None:
     """What removes what an ended run of `kind` left outside the repository, if it may leave anything."""
     ref = KINDS[kind].leftovers if kind in KINDS else None
     return cast("LeftoverRemover", load(ref)) if ref is not None else None
+
+
+def kind_checks(kind: str) -> KindChecks:
+    """`kind`'s pre-flight checks (their module imported now); KeyError for a kind without any."""
+    return cast("KindChecks", load(CHECKS[kind]))

@@ -32,7 +32,7 @@ import os
 import signal
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.to_thread
@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup
 from davit.daemon import executor as ex
 from davit.daemon.bootstrap import Parts
 from davit.daemon.config import changed_fields, reload_settings
+from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
@@ -70,7 +71,7 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
-RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
+RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir", "metrics.listen", "metrics.allow_remote", "metrics.textfile"})
 
 
 class Supervisor:
@@ -108,6 +109,7 @@ class Supervisor:
         max_parallel = self.settings.model.daemon.max_parallel_runs
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
+        self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, datetime.now(UTC).isoformat())
         # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
         self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
         if health is not None:
@@ -131,6 +133,7 @@ class Supervisor:
             except Exception:
                 # The jobs already defined run; the watcher and the reconcile try the directory again.
                 log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
+            await self.heartbeat.beat(self._beat_facts)  # (before ready: a status right after it sees davitd alive)
             self.notifier.ready(self._status())
             log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
             async with anyio.create_task_group() as tg:
@@ -140,6 +143,7 @@ class Supervisor:
                 tg.start_soon(self._requests_loop)
                 tg.start_soon(self._dispatch_loop, tg)
                 tg.start_soon(self._watchdog_loop)
+                tg.start_soon(self.heartbeat.beat_forever, self._beat_facts)
                 tg.start_soon(self._notifications)
                 tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
                 await self._wait_for_signal()
@@ -661,6 +665,11 @@ class Supervisor:
             self.handles.pop(handle.recorder.run_id, None)
             self._expect_retry(handle.recorder.run_id)
             self.wakeup.set()
+
+    def _beat_facts(self) -> tuple[list[str], str | None]:
+        """What davitd's heartbeat says besides its identity: the runs it executes, and why
+        the log cannot be written (if it cannot)."""
+        return sorted(self.handles), self.health.problem if self.health is not None else None
 
     async def _notifications(self) -> None:
         try:

@@ -51,6 +51,7 @@ DavitError
 │   ├── ArchiveError            (adapters/postgres/archive) a pg_dump archive cannot be read
 │   ├── WeaviateRejected        (adapters/weaviate/client) Weaviate refused a request
 │   ├── CollectionExists        (adapters/weaviate/schema) the restore's collection is there already
+│   ├── TextfileRefused         (daemon/metricsfile) a link or directory is at the metrics textfile's name
 │   └── TooManyFailedObjects    (adapters/weaviate/restore) too many objects refused in a batch
 ├── RetryableError              back off and try again (network, busy server)
 │   ├── RepositoryLockLost      a held repository lock was taken over or not refreshed
@@ -74,7 +75,9 @@ DavitError
 ├── CommandFailed               a command's answer is "no"; its own output may have said why
 │   ├── RunDidNotSucceed        `run`/`cancel --wait`: the run ended otherwise, not in time, or was refused
 │   ├── VerificationFailed      `verify`, `log verify`: damage found
-│   └── JobFilesInvalid         `validate`: a job file is not valid: exit 2
+│   ├── JobFilesInvalid         `validate`: a job file is not valid: exit 2
+│   ├── ChecksFailed            (daemon/cli/check) `check`: a check of these jobs failed: exit 1
+│   └── HealthNotOk             `status`: the verdict is WARNING, CRITICAL or UNKNOWN: exit 1, 2 or 3
 └── RunStopped                  a worker is asked to stop (shutdown, cancel)
     └── EventLogStop            ... because its run's events cannot be recorded now
 ```
@@ -198,6 +201,15 @@ class JobFilesInvalid(CommandFailed):
     def __init__(self, files: list[str]) -> None:
         super().__init__(f"not valid jobs: {', '.join(files)}", reported=True)
         self.files = files
+
+
+class HealthNotOk(CommandFailed):
+    """`davit status`: the verdict is not OK; it exits with the Nagios plugin code the verdict
+    names (1 WARNING, 2 CRITICAL, 3 UNKNOWN), the command having printed why."""
+
+    def __init__(self, code: int, summary: str) -> None:
+        super().__init__(summary, reported=True)
+        self.exit_code = code
 
 
 @dataclass(frozen=True)

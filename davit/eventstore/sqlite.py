@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -247,6 +248,9 @@ class SqliteEventStore:
         self._reader: AsyncEngine | None = None
         self._pending: list[_Request] = []
         self._commit_lock = asyncio.Lock()
+        # Told the seconds each acknowledged append took (waiting for its batch included), on
+        # the event loop's thread: davitd's metrics set it (`davit/daemon/metrics.py`).
+        self.append_observer: Callable[[float], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -445,6 +449,7 @@ class SqliteEventStore:
             return request
 
     async def _append_once(self, parts: Sequence[StreamAppend]) -> _Request:
+        started = time.perf_counter()
         request = _Request(tuple(parts))
         self._pending.append(request)
         async with self._commit_lock:
@@ -455,6 +460,8 @@ class SqliteEventStore:
                 batch, self._pending = self._pending, []
                 await self._commit(batch)
         await request.done  # (raises what the append raised)
+        if self.append_observer is not None:
+            self.append_observer(time.perf_counter() - started)
         return request
 
     async def _commit(self, batch: list[_Request]) -> None:

@@ -69,8 +69,11 @@ def test_the_cpu_seconds_of_a_busy_process_grow_and_a_gone_one_reads_zero(bench:
 
 
 def test_the_server_is_found_by_the_address_in_its_command_line(bench: ModuleType) -> None:
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-listen-addr", "127.0.0.1:1"])
+    program = "import time; print('up', flush=True); time.sleep(30)"
+    server = subprocess.Popen([sys.executable, "-c", program, "-listen-addr", "127.0.0.1:1"], stdout=subprocess.PIPE)
     try:
+        # until it prints, /proc may still show the forked parent's command line (flaky otherwise)
+        assert server.stdout is not None and server.stdout.readline() == b"up\n"
         assert bench.server_pid("mongodb://127.0.0.1:1/") == server.pid
         assert bench.server_pid("mongodb://user@db.example:27017/") is None
     finally:

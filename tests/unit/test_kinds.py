@@ -24,7 +24,7 @@ from davit.daemon.bootstrap import Parts
 from davit.daemon.cli import validate
 from davit.daemon.config import load_settings
 from davit.daemon.jobfiles import load_job_file
-from davit.daemon.kinds import KINDS, leftover_remover, load, work_class
+from davit.daemon.kinds import CHECKS, KINDS, kind_checks, leftover_remover, load, work_class
 from davit.domain.errors import EXIT_USAGE, InvalidConfig, JobFilesInvalid
 from davit.domain.jobs import KINDS as SPEC_KINDS
 from davit.domain.jobs import AnyJob, VolumeBackupJob
@@ -234,3 +234,19 @@ def test_what_a_preloaded_kind_imported_is_no_longer_scanned_by_every_full_colle
     before, after, frozen, tracked = json.loads(out.stdout.splitlines()[-1])
     assert before and not after
     assert frozen > 50_000 and tracked < frozen / 10, (frozen, tracked)
+
+
+def test_every_kind_has_pre_flight_checks_taking_the_check_inputs() -> None:
+    """`davit check JOB` works for every kind: a kind added without checks fails here."""
+    assert set(CHECKS) == set(KINDS), f"kinds without checks: {sorted(set(KINDS) - set(CHECKS))}"
+    for kind in sorted(CHECKS):
+        checks = kind_checks(kind)
+        assert callable(checks), CHECKS[kind]
+        assert list(inspect.signature(checks).parameters) == ["inputs"], f"{CHECKS[kind]}: one shape, (inputs)"
+
+
+def test_the_cli_imports_no_module_of_a_kinds_checks() -> None:
+    """Like the work classes, a kind's checks (and their client library) load when a check of
+    that kind runs, not when `davit` starts."""
+    named = {ref.partition(":")[0] for ref in CHECKS.values()}
+    assert not named & imported_by("davit.daemon.cli.main")

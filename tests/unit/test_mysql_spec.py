@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from davit.adapters.mysql.sqltext import insert_head, literal_expression, row_expression, statements
+from davit.adapters.mysql.sqltext import insert_head, statements
 from davit.domain.errors import InvalidJob
 from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob, job_from_dict
 
@@ -60,13 +60,7 @@ def test_a_restore_may_rename_but_never_two_databases_into_one() -> None:
     assert "target.if_exists" in problems(exc)
 
 
-def test_the_server_is_asked_for_exact_literals_per_column_type() -> None:
-    assert literal_expression("b", "blob", False).endswith("CONCAT('0x', LOWER(HEX(`b`)))))")  # bytes as hex
-    assert literal_expression("g", "point", False).startswith("IF(`g` IS NULL, 'NULL'")  # spatial: internal form as hex
-    assert literal_expression("f", "bit", False) == "IF(`f` IS NULL, 'NULL', CONCAT('b''', BIN(`f`), ''''))"
-    assert literal_expression("odd`", "varchar", True) == "QUOTE(CONVERT(`odd``` USING utf8mb4))"  # NULL -> 'NULL'
-    assert literal_expression("n", "decimal", False) == "QUOTE(CONVERT(`n` USING utf8mb4))"  # exact text, quoted
-    assert row_expression([("a", "int", False), ("b", "blob", False)]).startswith("CAST(CONCAT('(', QUOTE(")
+def test_an_insert_names_its_table_and_columns_quoted() -> None:
     assert insert_head("odd`name", ["a b"]) == b"INSERT INTO `odd``name` (`a b`) VALUES\n"
 
 

@@ -21,20 +21,21 @@ the tables dumped after the resume, not across the interruption (the README says
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from davit.adapters.mysql import cdriver, schema
+from davit.adapters.mysql import cdriver, literals, schema
 from davit.adapters.mysql.client import Server, quote_name
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
-from davit.adapters.mysql.sqltext import insert_head, row_expression, statements
+from davit.adapters.mysql.sqltext import insert_head, statements
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.steps import Step, publish_then_retention, run_steps, step_names
-from davit.domain.errors import PermanentError, SourceMissing
+from davit.domain.errors import SourceMissing
 from davit.domain.jobs import MysqlBackupJob
 from davit.domain.jobs.mysql import SYSTEM_DATABASES
 from davit.domain.namespaces import Matcher, select
@@ -223,23 +224,23 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return {"table": f"{db}.{name}", "rows": entry.rows, "bytes": entry.size}
 
     @staticmethod
-    def _rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Any:
-        """The table's rows as `(...)` literals, which the server writes (`row_expression`):
-        Python handles one value per row instead of one per column."""
-        keys = ",".join(quote_name(c) for c in order)
+    def _rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Iterator[bytes]:
+        """The table's rows as `(...)` literals, built here from the server's plain values
+        (`literals.py`; the server only reads and sends, as it does for mariadb-dump)."""
+        names, keys = (",".join(quote_name(c) for c in cols) for cols in ([c[0] for c in columns], order))
+        c_driver = cdriver.is_c(conn)
+        if c_driver:  # every value as the bytes the server sent (no converter: mysqlclient's fast path)
+            text_results, conn.converter = conn.converter, {}
         cur = cdriver.stream_cursor(conn)
         try:
-            cur.execute(f"SELECT {row_expression(columns)} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
+            cur.execute(f"SELECT {names} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
+            make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
             while batch := cur.fetchmany(FETCH_ROWS):
-                for (row,) in batch:
-                    if row is None:  # CONCAT's result would exceed the server's max_allowed_packet
-                        raise PermanentError(
-                            f"{table}: a row is larger than the server's max_allowed_packet once written as SQL; "
-                            "raise max_allowed_packet on the server"
-                        )
-                    yield row
+                yield from make(batch)
         finally:
             cur.close()  # reads what is left of the result, so the connection can be used again
+            if c_driver:
+                conn.converter = text_results
 
     # --- objects and publish -------------------------------------------------------------------
 

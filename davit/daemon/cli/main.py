@@ -13,17 +13,20 @@ import click
 
 from davit.daemon.cli import (
     cancel,
+    check,
     export,
     history,
     importcmd,
     jobs,
     logcmd,
+    report,
     repository,
     resume,
     run,
     runs,
     show,
     snapshots,
+    status,
     validate,
     verify,
 )
@@ -58,6 +61,9 @@ for module in (
     export,
     importcmd,
     repository,
+    check,
+    report,
+    status,
 ):
     cli.add_command(module.command)
 

@@ -1,0 +1,90 @@
+"""Pre-flight checks of `compose.migrate` (`davit check`): the source project on the local
+engine, and the target host over SSH, through the adapters' own calls (`inspect_project`, the
+SSH `connect` that verifies the host key against the job's known_hosts and never accepts a new
+one, `missing_host_tools`, `missing_helper_tools`).
+
+Read-only: on the target only `docker version`, `docker image inspect`, `test`, `df` and `ls`
+run; nothing is created there (the migration's own pre-flight, with its stricter verdicts on
+what is in the way, still runs when the migration starts).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from davit.adapters.compose.source import inspect_project
+from davit.adapters.compose.target import TargetLayout, missing_helper_tools, missing_host_tools
+from davit.adapters.docker.engine import connect as engine_connect
+from davit.adapters.ssh.remote import RemoteHost, SshAddress
+from davit.adapters.ssh.remote import connect as ssh_connect
+from davit.domain.checks import CheckInputs, Checklist
+from davit.domain.jobs import ComposeMigrateJob
+
+q = shlex.quote
+
+
+def migrate_checks(inputs: CheckInputs) -> None:
+    spec: ComposeMigrateJob = inputs.spec
+    cl = inputs.checklist
+    layout = TargetLayout(spec.target.base_path, spec.source.project)
+    need = 0
+    with cl.check("source", "project") as c:
+        client = engine_connect(spec.source.engine)
+        try:
+            project = inspect_project(client, spec.source.engine, spec.source.project, layout.project_dir)
+        finally:
+            client.close()
+        need = int(getattr(project, "bytes", 0) or 0)
+        c.ok(f"compose project {spec.source.project}: {len(project.model.get('services', {}))} services, {need} bytes of data")
+    t = spec.target
+    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+    with cl.check("target", "ssh") as c, ssh_connect(address) as host:
+        c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
+        _target_checks(cl, host, layout, spec, need)
+
+
+def _target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeMigrateJob, need: int) -> None:
+    with cl.check("target", "docker") as c:
+        version = host.run("docker version --format '{{.Server.Version}}'", check=False)
+        compose = host.run("docker compose version --short", check=False)
+        if version.status != 0:
+            c.fail(f"docker does not answer on {host.address.where}: {version.stderr.strip()[-200:]}")
+        elif compose.status != 0:
+            c.fail(f"docker compose is not installed on {host.address.where}")
+        else:
+            c.ok(f"Docker Engine {version.stdout.strip()}, compose {compose.stdout.strip()}")
+    with cl.check("target", "tools") as c:
+        missing = missing_host_tools(host)
+        if missing:
+            c.fail(f"{host.address.where} lacks {', '.join(missing)} on its PATH")
+        elif host.run(f"docker image inspect {q(spec.target.helper_image)} >/dev/null 2>&1", check=False).status != 0:
+            c.fail(f"helper image {spec.target.helper_image} is not on {host.address.where} (it is never pulled)")
+        elif lacking := missing_helper_tools(host, spec.target.helper_image):
+            c.fail(f"helper image {spec.target.helper_image} has no {', '.join(lacking)}")
+        else:
+            c.ok(f"host tools and helper image {spec.target.helper_image} present")
+    _base_path(cl, host, layout, spec.min_free_bytes + need)
+
+
+def _base_path(cl: Checklist, host: RemoteHost, layout: TargetLayout, need: int) -> None:
+    base = layout.base_path
+    nearest = f'p={q(base)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done'
+    with cl.check("target", "base path writable") as c:
+        if host.run(f'{nearest}; test -w "$p" && test -x "$p"', check=False).status != 0:
+            c.fail(f"{host.address.user} may not write {base} (or the directory it would be made in) on {host.address.host}")
+        elif host.run(f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"', check=False).status == 0:
+            c.fail(f"project directory {layout.project_dir} exists on {host.address.host} and is not empty")
+        else:
+            c.ok(f"{host.address.user} may write {base} on {host.address.host}")
+    with cl.check("target", "free space") as c:
+        free = host.run(f'{nearest}; df -Pk "$p" | tail -1', check=False)
+        try:
+            free_bytes = int(free.stdout.split()[3]) * 1024
+        except (IndexError, ValueError):
+            c.fail(f"cannot tell the free space under {base}: {free.stderr.strip()[-200:]}")
+        else:
+            text = f"{free_bytes / (1 << 30):.1f} GiB free under {base} on {host.address.host}"
+            if free_bytes < need:
+                c.fail(f"{text}, {need} bytes needed")
+            else:
+                c.ok(text)
