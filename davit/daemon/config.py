@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from davit.adapters.repository.location import RepositoryLocation
 from davit.adapters.repository.tuning import Tuning
@@ -30,6 +30,7 @@ from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.repoconfig import RepositorySection
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.domain.jobs import nesting, problems_from_validation
+from davit.domain.notifyspec import ALL_EVENTS, ENV_NAME_PATTERN, NotifyEvent
 from davit.eventstore.boundedread import TooLarge, read_bounded
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -75,12 +76,44 @@ class DataPathSection(_Section):
         )
 
 
+class NotifyTarget(_Section):
+    """Where messages go: apprise URLs in a file (one a line) or an environment variable
+    (separated by spaces or commas), never inline: they hold tokens."""
+
+    urls_file: str | None = None
+    urls_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(ALL_EVENTS))
+
+    @model_validator(mode="after")
+    def _some_urls(self) -> NotifyTarget:
+        if self.urls_file is None and self.urls_env is None:
+            raise ValueError("give urls_file (a file, one apprise URL a line) or urls_env (an environment variable)")
+        return self
+
+
+class NotificationsSection(_Section):
+    """`[notifications]`: how deliveries are tried, and the targets, `[notifications.targets.NAME]`,
+    each with the URLs it reads and the events it wants."""
+
+    targets: dict[str, NotifyTarget] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    initial_backoff_seconds: float = Field(default=30.0, gt=0)
+    max_backoff_seconds: float = Field(default=1800.0, gt=0)
+    catch_up_hours: float = Field(default=24.0, ge=0)
+    stale_check_seconds: float = Field(default=60.0, gt=0)
+
+    def all_targets(self) -> dict[str, NotifyTarget]:
+        return dict(self.targets)
+
+
 class ConfigModel(_Section):
     daemon: DaemonSection = DaemonSection()
     retry: RetrySection = RetrySection()
     data_path: DataPathSection = DataPathSection()
     repositories: dict[str, RepositorySection] = Field(default_factory=lambda: {"local": RepositorySection(path="repository")})
     metrics: MetricsSection = MetricsSection()
+    notifications: NotificationsSection = NotificationsSection()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -42,6 +43,7 @@ class LogHealth:
         self._reminded = 0.0
         self._failures = 0
         self._recovered = anyio.Event()
+        self.on_outage: Callable[[str], None] | None = None  # told once per outage (notifications)
 
     @property
     def failing(self) -> bool:
@@ -59,6 +61,8 @@ class LogHealth:
             self._error, self._since, self._reminded = error, now, now
             log.error("%s; runs stop at their next checkpoint and resume when it can be written again; retrying", self.problem)
             self._notifier.status(str(self.problem))
+            if self.on_outage is not None:
+                self.on_outage(str(self.problem))
         elif str(error) != str(self._error) or now - self._reminded >= REMIND_SECONDS:
             self._error, self._reminded = error, now
             log.error("%s (for %.0f s, %d failed writes); retrying", self.problem, now - self._since, self._failures)

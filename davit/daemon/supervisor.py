@@ -46,6 +46,7 @@ from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
+from davit.daemon.notifications.service import NotificationService
 from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
@@ -109,6 +110,10 @@ class Supervisor:
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
         self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, datetime.now(UTC).isoformat())
+        # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
+        self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
+        if health is not None:
+            health.on_outage = self.notifications.outage
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class Supervisor:
                 tg.start_soon(self._dispatch_loop, tg)
                 tg.start_soon(self._watchdog_loop)
                 tg.start_soon(self.heartbeat.beat_forever, self._beat_facts)
+                tg.start_soon(self._notifications)
                 tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
                 await self._wait_for_signal()
                 await self._shutdown()
@@ -664,6 +670,12 @@ class Supervisor:
         """What davitd's heartbeat says besides its identity: the runs it executes, and why
         the log cannot be written (if it cannot)."""
         return sorted(self.handles), self.health.problem if self.health is not None else None
+
+    async def _notifications(self) -> None:
+        try:
+            await self.notifications.run()
+        except Exception:  # notifications stop; the runs go on (davitd is not taken down by them)
+            log.exception("notifications stopped")
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_seconds

@@ -30,6 +30,7 @@ class Event(BaseModel):
 
 DAEMON_STREAM = "daemon"
 REQUESTS_STREAM = "requests"
+NOTIFICATIONS_STREAM = "notifications"
 
 
 def run_stream(run_id: str) -> str:
@@ -283,6 +284,32 @@ class RequestFailed(Event):
     run_id: str | None = None
 
 
+class NotificationSent(Event):
+    """A message (`key`: what caused it, see `davit/domain/notifications.py`) reached the
+    target named `target` (a name from davit.toml or `job:NAME`, never its URL)."""
+
+    key: str
+    target: str
+    event: str
+    attempt: int
+    job: str | None = None
+    run_id: str | None = None
+
+
+class NotificationFailed(Event):
+    """An attempt to deliver a message failed; `reason` has every URL and token taken out.
+    `final`: that was the last attempt, the message is given up."""
+
+    key: str
+    target: str
+    event: str
+    attempt: int
+    reason: str
+    final: bool = False
+    job: str | None = None
+    run_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
@@ -316,6 +343,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetentionApplied,
         ClockMoved,
         RequestFailed,
+        NotificationSent,
+        NotificationFailed,
     )
 }
 

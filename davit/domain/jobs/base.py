@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from davit.domain.durations import parse_duration
 from davit.domain.errors import FieldProblem
+from davit.domain.notifyspec import JobNotify
 from davit.domain.redaction import has_uri_password
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -49,6 +50,8 @@ class JobBase(Spec):
     repository: str = "local"
     # how old the last successful run may grow before the job is stale (status, notifications)
     max_age: str | None = None
+    # who hears of this job's failures, recoveries, staleness (davit/domain/notifyspec.py)
+    notify: JobNotify | None = None
 
     @field_validator("max_age")
     @classmethod
