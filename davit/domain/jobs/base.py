@@ -165,7 +165,27 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+# Fields added after a release, left out of a job's revision while they hold their default. davitd
+# compares revisions to tell that a job changed, and runs an unscheduled job once per new revision:
+# an upgrade alone must not make every job (a restore among them) run again. A field added later
+# goes here with its default; its name must not be one a user's own table (rename, labels) holds.
+LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None}
+
+
 def spec_revision(spec: BaseModel) -> str:
     """A job's revision: the hash of its normalised spec, so comments and layout don't count."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    normalised = _without_later_defaults(spec.model_dump(mode="json"))
+    canonical = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _without_later_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _without_later_defaults(value)
+            for key, value in node.items()
+            if not (key in LATER_FIELDS and value == LATER_FIELDS[key])
+        }
+    if isinstance(node, list):
+        return [_without_later_defaults(item) for item in node]
+    return node
