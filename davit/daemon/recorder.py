@@ -135,6 +135,8 @@ class WorkerContext:
         self._stop_reason = stop_reason
         # Made on the event loop, so threads the adapter starts itself can record too.
         self._loop = anyio.lowlevel.current_token()
+        # Each step's totals as its work last told them (`step_total`), for its checkpoints.
+        self._totals: dict[str, tuple[int | None, int | None]] = {}
 
     def _record(self, *events: ev.Event) -> None:
         rec = self.recorder
@@ -193,6 +195,7 @@ class WorkerContext:
         bytes_stored: int = 0,
         items_done: int = 0,
     ) -> None:
+        bytes_total, items_total = self._totals.get(step, (None, None))
         self._record(
             ev.CheckpointRecorded(
                 step=step,
@@ -201,8 +204,13 @@ class WorkerContext:
                 bytes_done=bytes_done,
                 bytes_stored=bytes_stored,
                 items_done=items_done,
+                bytes_total=bytes_total,
+                items_total=items_total,
             )
         )
+
+    def step_total(self, step: str, *, bytes_total: int | None = None, items_total: int | None = None) -> None:
+        self._totals[step] = (bytes_total, items_total)
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         completed = ev.StepCompleted(step=step, summary=summary)
