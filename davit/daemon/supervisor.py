@@ -45,6 +45,7 @@ from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
+from davit.daemon.logsetup import apply_level as apply_log_level
 from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
@@ -182,7 +183,7 @@ class Supervisor:
         self.settings = new
         self.parts.apply(new)
         self.limiter.total_tokens = new.model.daemon.max_parallel_runs + 2
-        logging.getLogger().setLevel(new.model.daemon.log_level.upper())
+        apply_log_level(new.model.daemon.log_level)
         await append_unordered(
             self.store, ev.DAEMON_STREAM, ev.ConfigReloaded(file=file, changed=changed, needs_restart=needs_restart)
         )
