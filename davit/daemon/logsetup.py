@@ -87,6 +87,10 @@ class LibraryChatter(logging.Filter):
     what its child loggers log.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings" and "DeprecationWarning" in record.getMessage():
+            # a library's deprecation notice (asyncssh's DSA imports) is for its developers
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         if record.levelno < logging.WARNING and _library(record.name):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -198,4 +202,7 @@ def configure(level: str, log_format: str) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler_for(log_format))
+    # Python's warnings as log records: one line in the chosen format (a raw two-line warning on
+    # stderr would break JSON lines), and library deprecations kept to debug (`LibraryChatter`).
+    logging.captureWarnings(True)
     apply_level(level)

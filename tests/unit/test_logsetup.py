@@ -150,6 +150,13 @@ def test_at_info_a_librarys_chatter_and_a_remote_command_stay_out(root_capture: 
     assert "WARNING asyncssh: connection lost" in text
 
 
+def test_a_librarys_deprecation_warning_stays_out_at_info(root_capture: io.StringIO) -> None:
+    apply_level("info")
+    logging.getLogger("py.warnings").warning("misc.py:32: CryptographyDeprecationWarning: DSA is deprecated")
+    logging.getLogger("py.warnings").warning("x.py:1: UserWarning: something davit should hear")
+    assert root_capture.getvalue().splitlines() == ["WARNING py.warnings: x.py:1: UserWarning: something davit should hear"]
+
+
 def test_at_debug_a_remote_command_is_heard_but_only_at_debug(root_capture: io.StringIO) -> None:
     apply_level("debug")
     logging.getLogger("asyncssh").info("[conn=0, chan=1] Command: cat > /srv/x")

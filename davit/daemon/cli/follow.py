@@ -48,7 +48,10 @@ def amount(p: StepProgress, value: int | float) -> str:
 
 def describe(step: StepView, p: StepProgress) -> str:
     """One step's progress as words: `store 1.2 GiB / 3.4 GiB 35.3% 12.0 MiB/s ETA 3m05s`."""
-    parts = [safe(step.name), step.status, amount(p, p.done) + (f" / {amount(p, p.total)}" if p.total is not None else "")]
+    parts = [safe(step.name), step.status]
+    if p.total is None and not p.done:
+        return " ".join(parts)  # a step that counts nothing (a publish): its status says it all
+    parts.append(amount(p, p.done) + (f" / {amount(p, p.total)}" if p.total is not None else ""))
     if p.percent is not None:
         parts.append(f"{p.percent:.1f}%")
     if p.rate is not None:
