@@ -70,7 +70,7 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
-RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir"})
+RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format"})
 
 
 class Supervisor:

@@ -178,7 +178,7 @@ class _Export:
         else:
             self.config = collection_config(self.server, self.name)
         self.tenants: list[dict[str, str]] | None = self.cursor["config_tenants"]
-        total = collection_total(self.server, self.name, self.tenants, ACTIVE)
+        total = collection_total(self.server, self.name, self.tenants, ACTIVE, self.src.activate_inactive_tenants)
         if total is not None:
             self.ctx.step_total(self.step, items_total=total)
         units: list[dict[str, str] | None] = list(self.tenants) if self.tenants is not None else [None]

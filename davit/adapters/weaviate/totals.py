@@ -13,15 +13,18 @@ from typing import Any
 from davit.adapters.weaviate.client import Server
 
 
-def collection_total(server: Server, name: str, tenants: list[dict[str, str]] | None, active: str) -> int | None:
-    """Objects in collection `name` (all its listed tenants, which must all be `active`)."""
+def collection_total(
+    server: Server, name: str, tenants: list[dict[str, str]] | None, active: str, activating: bool
+) -> int | None:
+    """Objects the export of collection `name` reads: those of its `active` tenants (an inactive
+    one is skipped, or, when `activating`, read but not countable: then None)."""
     try:
         collection = server.client.collections.get(name)
         if tenants is None:
             return _count(collection)
-        if any(t["status"] != active for t in tenants):
+        if activating and any(t["status"] != active for t in tenants):
             return None
-        return sum(_count(collection.with_tenant(t["name"])) for t in tenants)
+        return sum(_count(collection.with_tenant(t["name"])) for t in tenants if t["status"] == active)
     except Exception:  # an estimate for a progress bar: unknown is the honest answer
         return None
 
