@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from davit.adapters.files.totals import TreeScan, parent_totals
+from davit.adapters.files.totals import TreeScan, snapshot_totals
 from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
 from davit.adapters.repository.locks import HeldLock
 from davit.adapters.repository.packs import PackWriter
@@ -301,7 +301,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
     def _totals(self, ctx: RunContext) -> TreeScan | nullcontext[None]:
         """Tell the store step's total: the parent snapshot's, or a scan's (see `totals.py`)."""
         parent = self._parent()
-        known = parent_totals(parent.stats) if parent is not None else None
+        known = snapshot_totals(parent.stats) if parent is not None else None
         if known is not None:
             ctx.step_total(STORE, bytes_total=known[0], items_total=known[1])
         if known is not None or not self.SCANS_FOR_TOTAL:

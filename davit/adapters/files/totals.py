@@ -1,4 +1,5 @@
-"""What a files (or volume) backup's `store` step amounts to, for its progress: bytes and entries.
+"""What a files (or volume) backup's `store` step, or a files restore, amounts to, for its
+progress: bytes and entries.
 
 Taken from the parent snapshot's manifest when there is one (no I/O beyond what the run read
 already: a tree changes little between backups, and the figure is an estimate anyway), else from
@@ -18,8 +19,9 @@ from davit.adapters.repository.treeformat import FILE
 from davit.domain.ports import RunContext
 
 
-def parent_totals(stats: dict[str, Any]) -> tuple[int, int] | None:
-    """(bytes, entries) of a snapshot as its manifest's `stats` count them; None if it does not."""
+def snapshot_totals(stats: dict[str, Any]) -> tuple[int, int] | None:
+    """(bytes, entries) of a snapshot as its manifest's `stats` count them (a backup's parent:
+    an estimate; a restore's snapshot: exact); None if it does not."""
     try:
         items = sum(int(stats.get(k, 0)) for k in ("files", "dirs", "links", "specials"))
         size = int(stats["bytes"])
@@ -41,7 +43,12 @@ class TreeScan:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # the store is done (or stopped): a total it can no longer use is not waited for
         self._stop.set()
+        self._thread.join()
+
+    def wait(self) -> None:
+        """Until the scan has told its total (or failed)."""
         self._thread.join()
 
     def _scan(self) -> None:
