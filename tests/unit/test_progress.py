@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from davit.daemon.cli.follow import run_progress
 from davit.domain import events as ev
 from davit.domain.progress import Sample, duration, eta, progress, rate
 from davit.domain.runs import fold
@@ -143,3 +144,19 @@ def test_time_the_run_spent_stopped_does_not_count_against_its_rate() -> None:
         ),
     )
     assert view.steps["store"].progress().rate == pytest.approx(10.0)
+
+
+def test_runs_shows_a_running_steps_percent_and_eta() -> None:
+    view = fold("r1", stored([*started(0), (10, cp(250, bytes_total=1000)), (20, cp(500, bytes_total=1000))]))
+    assert run_progress(view) == "store 50% ETA 20s"
+
+
+def test_runs_shows_which_step_a_run_without_totals_is_on() -> None:
+    events = [*started(0), (5, ev.StepCompleted(step="store")), (5, ev.StepStarted(step="publish"))]
+    assert run_progress(fold("r1", stored(events))) == "publish (step 2/2)"
+
+
+def test_a_hostile_step_name_reaches_the_terminal_escaped() -> None:
+    events = [*started(0), (5, ev.StepStarted(step="dump:db.\x1b]0;pwned\x07coll"))]
+    shown = run_progress(fold("r1", stored(events)))
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;pwned\\x07" in shown

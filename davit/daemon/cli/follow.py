@@ -62,14 +62,18 @@ def describe(step: StepView, p: StepProgress) -> str:
 
 
 def run_progress(view: RunView) -> str:
-    """`davit runs`' progress of a run: its current step's percent and ETA, else "-"."""
+    """`davit runs`' progress of a run: its current step's percent and ETA, else which step of
+    the plan it is on (a SQL backup's steps are its tables); "-" when it is not working."""
     step = view.current_step
     if step is None or view.state in TERMINAL:
         return "-"
+    name = safe(step.name)
+    name = name if len(name) <= 32 else name[:31] + "…"
     p = step.progress()
-    if p.percent is None:
-        return safe(step.name)
-    return f"{safe(step.name)} {p.percent:.0f}% ETA {duration(p.eta_seconds)}"
+    if p.percent is not None:
+        return f"{name} {p.percent:.0f}% ETA {duration(p.eta_seconds)}"
+    done = sum(1 for s in view.steps.values() if s.status == "done")
+    return f"{name} (step {done + 1}/{len(view.plan)})" if view.plan else name
 
 
 async def _next(store: SqliteEventStore, view: RunView) -> bool:
