@@ -1,6 +1,6 @@
 """davitd's log during a compose migration over SSH, at the default level: a line per state
 change of the run, and no remote command's text (asyncssh logs each one at INFO; davitd keeps
-the libraries' chatter at DEBUG)."""
+the libraries' chatter at DEBUG). The migration's export and import know their totals."""
 
 from __future__ import annotations
 
@@ -45,3 +45,7 @@ def test_a_migration_over_ssh_logs_its_states_and_no_remote_command_at_info(
     run_id = run["run_id"]
     for state in ("preparing", "running", "verifying", "succeeded"):
         assert sum(f"run {run_id} (move" in line and f" {state}" in line for line in log.splitlines()) == 1, state
+    checkpoints = [e[3] for e in davit.events(f"stream = 'run-{run_id}' AND type = 'CheckpointRecorded'")]
+    for step in ("export", "import"):
+        last = [c for c in checkpoints if c["step"] == step][-1]
+        assert last["items_total"] == last["items_done"] > 0, last
