@@ -19,6 +19,7 @@ from davit.daemon.logsetup import (
     LibraryChatter,
     RunFields,
     apply_level,
+    handler_for,
     run_context,
     stderr_is_journal,
 )
@@ -166,3 +167,18 @@ def test_at_debug_a_remote_command_is_heard_but_only_at_debug(root_capture: io.S
         "DEBUG asyncssh: [conn=0, chan=1] Command: cat > /srv/x",
         "DEBUG asyncssh.sftp: [conn=0] Starting SFTP client",
     ]
+
+
+def test_under_systemd_davitd_writes_to_the_journal_else_to_stderr_in_its_format(
+    tmp_path: Path, journal: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open(tmp_path / "stderr", "w") as stream:
+        monkeypatch.setattr("sys.stderr", stream)
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        chosen = handler_for("json", journal_socket=str(tmp_path / "journal.sock"))
+        assert isinstance(chosen, JournalHandler)
+        chosen.close()
+        monkeypatch.delenv("JOURNAL_STREAM")
+        plain = handler_for("json")
+        assert isinstance(plain, logging.StreamHandler) and isinstance(plain.formatter, JsonFormatter)
