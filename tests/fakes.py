@@ -22,6 +22,7 @@ class MemoryRunContext:
     warnings: list[str] = field(default_factory=list)
     chunks_written: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    totals: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
     def cursor(self, step: str) -> dict[str, Any] | None:
         return self.cursors.get(step)
@@ -47,6 +48,9 @@ class MemoryRunContext:
         self.checkpoints.append({"step": step, "cursor": cursor, "chunks": list(chunks_written)})
         if self.stop_after_checkpoints is not None and len(self.checkpoints) >= self.stop_after_checkpoints:
             self.stop.set()
+
+    def step_total(self, step: str, *, bytes_total: int | None = None, items_total: int | None = None) -> None:
+        self.totals[step] = (bytes_total, items_total)
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         self.done.add(step)

@@ -48,6 +48,7 @@ class DaemonSection(_Section):
     state_dir: str = "state"
     max_parallel_runs: int = Field(default=2, ge=1, le=64)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    log_format: str = Field(default="text", pattern="^(text|json)$")  # on stderr; ignored under the journal
     request_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
 
 

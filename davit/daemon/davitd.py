@@ -15,6 +15,7 @@ from davit.daemon.bootstrap import Parts
 from davit.daemon.config import PRIVATE_UMASK, load_settings
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
+from davit.daemon.logsetup import configure as configure_logging
 from davit.daemon.metrics import serving_metrics
 from davit.daemon.notify import Notifier
 from davit.daemon.supervisor import Supervisor
@@ -45,8 +46,13 @@ async def _serve(parts: Parts) -> None:
     is_flag=True,
     help="Only make the event log's key if it is missing and seal the log under it, then exit (systemd's ExecStartPre=+).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Lines on stderr as text or one JSON object each (default: the config's log_format).",
+)
 @click.version_option(davit_version(), prog_name="davitd")
-def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> None:
+def main(home: Path | None, config_file: Path | None, make_log_key: bool, log_format: str | None) -> None:
     """Run the davit daemon: watch the jobs directory, run jobs, resume interrupted runs."""
     # Everything davitd creates (repository, log with its -wal and -shm, staging, exports) is
     # its owner's alone, whatever umask it was started with: it holds copies of what it backs up.
@@ -64,11 +70,7 @@ def main(home: Path | None, config_file: Path | None, make_log_key: bool) -> Non
             sys.exit(exc.exit_code)
         return
     keep_freed_buffers()  # a backup's blocks reuse freed memory, without a page fault per 4 KiB
-    logging.basicConfig(
-        level=settings.model.daemon.log_level.upper(),
-        format="%(asctime)s davitd %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.model.daemon.log_level, log_format or settings.model.daemon.log_format)
     try:
         anyio.run(_serve, Parts(settings))
     except DavitError as exc:

@@ -33,6 +33,7 @@ import anyio
 import anyio.to_thread
 
 from davit.daemon.config import RetrySection
+from davit.daemon.logsetup import run_context
 from davit.daemon.recorder import RunRecorder, WorkerContext
 from davit.daemon.retry import retry_at
 from davit.domain import events as ev
@@ -124,6 +125,17 @@ async def execute(
 ) -> None:
     """Drive the run until it ends or stops: each pass goes through the states' stages; a pass
     whose failure, stop or cancel started a rollback is followed by one that does it."""
+    rec = handle.recorder
+    with run_context(rec.run_id, rec.view.job, rec.view.kind):
+        await _execute(handle, work_for, retry, limiter)
+
+
+async def _execute(
+    handle: RunHandle,
+    work_for: Callable[[RunView], JobWork],
+    retry: RetrySection,
+    limiter: anyio.CapacityLimiter,
+) -> None:
     rec = handle.recorder
     try:
         while await _drive(handle, work_for, retry, limiter):

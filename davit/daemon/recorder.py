@@ -18,6 +18,7 @@ executor's records wait the outage out (the store retries them); a worker's reco
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,6 +33,32 @@ from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, EventLogStop, 
 from davit.domain.machine import RunState
 from davit.domain.runs import RunView, admit, apply, fold
 from davit.eventstore.sqlite import SqliteEventStore
+
+log = logging.getLogger("davitd.run")
+
+# States whose entry other code already logs with its reason (the executor: an end, a retry,
+# an interruption, a rollback; the supervisor: queued): the recorder says the others.
+_SAID_ELSEWHERE = frozenset(
+    {
+        RunState.QUEUED,
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.WAITING_RETRY,
+        RunState.INTERRUPTED,
+        RunState.ROLLING_BACK,
+        RunState.ROLLED_BACK,
+        RunState.CANCELLING,
+        RunState.CANCELLED,
+    }
+)
+
+
+def _say(view: RunView, before: RunState, event: ev.Event) -> None:
+    """One line per state change and per warning, at INFO (a warning at WARNING)."""
+    if isinstance(event, ev.RunWarning):
+        log.warning("run %s (%s): %s", view.run_id, view.job, event.message)
+    elif view.state is not before and view.state not in _SAID_ELSEWHERE:
+        log.info("run %s (%s, %s) %s (attempt %d)", view.run_id, view.job, view.kind, view.state.value, view.attempt)
 
 
 def new_event_id() -> str:
@@ -122,7 +149,11 @@ class RunRecorder:
             raise
         self._unsent = []
         for item in stored:
+            before = self.view.state
             apply(self.view, item)
+            event = ev.decode(item) if item.type == ev.RunWarning.type_name() or self.view.state is not before else None
+            if event is not None:
+                _say(self.view, before, event)
 
 
 class WorkerContext:
@@ -135,6 +166,8 @@ class WorkerContext:
         self._stop_reason = stop_reason
         # Made on the event loop, so threads the adapter starts itself can record too.
         self._loop = anyio.lowlevel.current_token()
+        # Each step's totals as its work last told them (`step_total`), for its checkpoints.
+        self._totals: dict[str, tuple[int | None, int | None]] = {}
 
     def _record(self, *events: ev.Event) -> None:
         rec = self.recorder
@@ -193,6 +226,7 @@ class WorkerContext:
         bytes_stored: int = 0,
         items_done: int = 0,
     ) -> None:
+        bytes_total, items_total = self._totals.get(step, (None, None))
         self._record(
             ev.CheckpointRecorded(
                 step=step,
@@ -201,8 +235,13 @@ class WorkerContext:
                 bytes_done=bytes_done,
                 bytes_stored=bytes_stored,
                 items_done=items_done,
+                bytes_total=bytes_total,
+                items_total=items_total,
             )
         )
+
+    def step_total(self, step: str, *, bytes_total: int | None = None, items_total: int | None = None) -> None:
+        self._totals[step] = (bytes_total, items_total)
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         completed = ev.StepCompleted(step=step, summary=summary)

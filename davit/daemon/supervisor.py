@@ -46,6 +46,7 @@ from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.loghealth import LogHealth
+from davit.daemon.logsetup import apply_level as apply_log_level
 from davit.daemon.notifications.service import NotificationService
 from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
@@ -71,7 +72,9 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
-RESTART_ONLY = frozenset({"daemon.jobs_dir", "daemon.state_dir", "metrics.listen", "metrics.allow_remote", "metrics.textfile"})
+RESTART_ONLY = frozenset(
+    {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
+)
 
 
 class Supervisor:
@@ -192,7 +195,7 @@ class Supervisor:
         self.settings = new
         self.parts.apply(new)
         self.limiter.total_tokens = new.model.daemon.max_parallel_runs + 2
-        logging.getLogger().setLevel(new.model.daemon.log_level.upper())
+        apply_log_level(new.model.daemon.log_level)
         await append_unordered(
             self.store, ev.DAEMON_STREAM, ev.ConfigReloaded(file=file, changed=changed, needs_restart=needs_restart)
         )

@@ -174,7 +174,10 @@ class StepStarted(Event):
 
 
 class CheckpointRecorded(Event):
-    """A unit of work is durable; `cursor` says where to continue after it."""
+    """A unit of work is durable; `cursor` says where to continue after it. `bytes_total` and
+    `items_total`: what the whole step amounts to, when its work could tell (a scan, collection
+    stats, volume sizes; an estimate for some kinds); None in logs written before they existed
+    and for steps that cannot tell. They ride on the checkpoints, so progress adds no events."""
 
     step: str
     cursor: dict[str, Any]
@@ -182,6 +185,8 @@ class CheckpointRecorded(Event):
     bytes_done: int = 0
     bytes_stored: int = 0
     items_done: int = 0
+    bytes_total: int | None = None
+    items_total: int | None = None
 
 
 class StepCompleted(Event):

@@ -38,6 +38,12 @@ class RunContext(Protocol):
         items_done: int = 0,
     ) -> None: ...
 
+    def step_total(self, step: str, *, bytes_total: int | None = None, items_total: int | None = None) -> None:
+        """What `step` amounts to, when the work can tell (a scan, collection stats, sizes; an
+        estimate is fine). Records nothing by itself: it rides on the step's next checkpoints,
+        so progress adds no events to the log."""
+        ...
+
     def step_completed(self, step: str, summary: dict[str, Any]) -> None: ...
 
     def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from davit.domain import events as ev
 from davit.domain.errors import IllegalTransition
 from davit.domain.machine import COMMITTABLE, RECORDING, TERMINAL, RunState, next_state
+from davit.domain.progress import MAX_SAMPLES, Progress, Sample, progress, timestamp
 
 # The cause of a rollback that a cancel started (a migration cancelled after it stopped its
 # source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
@@ -33,6 +34,19 @@ class StepView:
     bytes_stored: int = 0
     items_done: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    bytes_total: int | None = None  # None: the step's work could not tell (or an older log)
+    items_total: int | None = None
+    # Recent checkpoints (when, how much), for the rate: since the run last started, bounded.
+    samples: list[Sample] = field(default_factory=list)
+
+    def sample(self, at: str) -> None:
+        when = timestamp(at)
+        if when is not None:
+            self.samples.append(Sample(when, self.bytes_done, self.items_done))
+            del self.samples[:-MAX_SAMPLES]
+
+    def progress(self) -> Progress:
+        return progress(self.samples, self.bytes_total, self.items_total, self.bytes_done, self.items_done)
 
 
 @dataclass
@@ -77,6 +91,12 @@ class RunView:
         return self.steps.setdefault(name, StepView(name))
 
     @property
+    def current_step(self) -> StepView | None:
+        """The step the run is working on: the last one started and not done."""
+        running = [s for s in self.steps.values() if s.status == "running"]
+        return running[-1] if running else None
+
+    @property
     def cancelled(self) -> bool:
         """Ended by an operator's cancel: `cancelled`, or rolled back because of it."""
         return self.state is RunState.CANCELLED or (self.state is RunState.ROLLED_BACK and self.error == CANCELLED_BY_OPERATOR)
@@ -97,6 +117,8 @@ class RunView:
                     "cursor": s.cursor,
                     "bytes_done": s.bytes_done,
                     "items_done": s.items_done,
+                    "bytes_total": s.bytes_total,
+                    "items_total": s.items_total,
                     "summary": s.summary,
                 }
                 for n, s in self.steps.items()
@@ -171,20 +193,17 @@ def _record(view: RunView, event: ev.Event, at: str) -> None:
             view.plan, view.details = event.plan, event.details
             for name in event.plan:
                 view.step(name)
+            for step in view.steps.values():
+                # the rate counts from here: time the run spent stopped is not its pace
+                step.samples.clear()
+                step.sample(at)
         case ev.StepStarted():
             step = view.step(event.step)
             step.status = "running" if step.status != "done" else "done"
+            step.samples.clear()
+            step.sample(at)
         case ev.CheckpointRecorded():
-            step = view.step(event.step)
-            step.cursor = event.cursor
-            step.checkpoints += 1
-            step.bytes_done, step.bytes_stored, step.items_done = (
-                event.bytes_done,
-                event.bytes_stored,
-                event.items_done,
-            )
-            view.checkpoints += 1
-            view.chunks_written += len(event.chunks_written)
+            _checkpoint(view, event, at)
         case ev.StepCompleted():
             step = view.step(event.step)
             step.status, step.summary = "done", event.summary
@@ -209,6 +228,23 @@ def _record(view: RunView, event: ev.Event, at: str) -> None:
             view.cancel_ignored = {"reason": event.reason, "step": event.step, "state": event.state}
         case _:
             pass
+
+
+def _checkpoint(view: RunView, event: ev.CheckpointRecorded, at: str) -> None:
+    step = view.step(event.step)
+    step.cursor = event.cursor
+    step.checkpoints += 1
+    step.bytes_done, step.bytes_stored, step.items_done = (
+        event.bytes_done,
+        event.bytes_stored,
+        event.items_done,
+    )
+    # (a checkpoint without totals keeps those an earlier one gave: older logs have none)
+    step.bytes_total = event.bytes_total if event.bytes_total is not None else step.bytes_total
+    step.items_total = event.items_total if event.items_total is not None else step.items_total
+    step.sample(at)
+    view.checkpoints += 1
+    view.chunks_written += len(event.chunks_written)
 
 
 def staging_unneeded(views: Iterable[RunView]) -> set[str]:

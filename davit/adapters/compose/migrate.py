@@ -221,6 +221,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         todo = [step for step in DATA_STEPS if not ctx.step_done(step)]
         for step in todo:
             ctx.step_started(step)
+        # the totals inspect found (the items, their sizes as the engine reports them: an
+        # estimate of the tar bytes exported); the transfer's bytes depend on what the target
+        # already holds, so it has none
+        items = len(info["items"])
+        ctx.step_total(EXPORT, bytes_total=int(info["bytes"]), items_total=items)
+        ctx.step_total(IMPORT, items_total=items)
         exported: dict[str, Any] = dict((ctx.cursor(EXPORT) or {}).get("done", {}))
         imported: list[str] = list((ctx.cursor(IMPORT) or {}).get("done", []))
         cursor = dict(ctx.cursor(TRANSFER) or {"chunks_sent": 0, "bytes_sent": 0})

@@ -70,6 +70,8 @@ def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterato
 
 
 class VolumeBackupWork(FilesBackupWork):
+    SCANS_FOR_TOTAL = False  # its walk runs a helper container: the parent snapshot's total or none
+
     def __init__(self, inputs: RunInputs[VolumeBackupJob]) -> None:
         spec = inputs.spec
         files_spec = FilesBackupJob(

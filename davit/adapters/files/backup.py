@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from davit.adapters.files.totals import TreeScan, snapshot_totals
 from davit.adapters.files.tree import ChangedSinceWalk, HardLinks, Skipped, WalkedFile, open_walked, read_xattrs, walk
 from davit.adapters.repository.locks import HeldLock
 from davit.adapters.repository.packs import PackWriter
@@ -172,6 +173,10 @@ class _Progress:
 
 
 class FilesBackupWork(RunWork[FilesBackupJob]):
+    # Without a parent snapshot, a scan beside the store tells the step's total (`totals.py`);
+    # a walk that cannot be done twice cheaply (a volume's, through a helper container) does not.
+    SCANS_FOR_TOTAL = True
+
     def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
         super().__init__(inputs)
         self.source = Path(self.spec.source.path)
@@ -251,6 +256,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         self._stored_here = None
         resumed_at = cursor.get("tree_bytes", 0)
         with (
+            self._totals(ctx),
             self.repo.locked(exclusive=False) as lock,
             staging.reopen_tree(resumed_at) as tree,
             ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="davit-chunk") as pool,
@@ -291,6 +297,16 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             "bytes_stored": progress.bytes_stored,
             "skipped": len(skipped),
         }
+
+    def _totals(self, ctx: RunContext) -> TreeScan | nullcontext[None]:
+        """Tell the store step's total: the parent snapshot's, or a scan's (see `totals.py`)."""
+        parent = self._parent()
+        known = snapshot_totals(parent.stats) if parent is not None else None
+        if known is not None:
+            ctx.step_total(STORE, bytes_total=known[0], items_total=known[1])
+        if known is not None or not self.SCANS_FOR_TOTAL:
+            return nullcontext()
+        return TreeScan(ctx, STORE, self._walk)
 
     def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
         """The entries to store, in walk order (a volume backup walks several roots or a stream)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from davit.adapters.files.confined import DirWalk, Warnings, Writer, kind_of, one_name, open_root
 from davit.adapters.files.holes import SparseSource
+from davit.adapters.files.totals import snapshot_totals
 from davit.adapters.files.treecheck import checked, parsed
 from davit.adapters.prefetch import RestoreSource, restore_reads
 from davit.adapters.repository.fsutil import syncfs
@@ -76,6 +77,9 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
 
     def run(self, ctx: RunContext) -> None:
         snap = self.repo.resolve(self.details["snapshot_id"])
+        known = snapshot_totals(snap.stats)  # what the snapshot holds: the restore's 100%
+        if known is not None:
+            ctx.step_total(RESTORE, bytes_total=known[0], items_total=known[1])
         run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pymongo.errors import OperationFailure
 from davit.adapters.mongo.client import SYSTEM_DBS, Server
 from davit.adapters.mongo.layout import CollectionEntry, collection_metadata, meta_to_text, tree_zst
 from davit.adapters.mongo.rawbson import after_id_filter, chunks_of, doc_id, id_from_json, id_to_json, split_docs
+from davit.adapters.mongo.totals import collection_documents
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import in_background
 from davit.adapters.repository.chunkwriter import ChunkWriter
@@ -142,6 +143,9 @@ class MongoBackupWork(RunWork[MongoBackupJob]):
         writer = ChunkWriter(self.repo, self.tuning)
         limit = self.spec.chunk_kib << 10
         coll = self.server.client[db_name][coll_name]
+        known = None if base else collection_documents(self.server.client[db_name], coll_name)
+        if known is not None:
+            ctx.step_total(step, items_total=known)
         last_doc: bytes | None = None
         with staging.reopen_tree(cursor.get("list_bytes", 0)) as listing:
 

@@ -31,6 +31,7 @@ from davit.adapters.weaviate import tree
 from davit.adapters.weaviate.client import Connection, Server, collection_config
 from davit.adapters.weaviate.codec import Row, encode_rows, row_size
 from davit.adapters.weaviate.reader import CollectionReader
+from davit.adapters.weaviate.totals import collection_total
 from davit.domain.errors import RunStopped, SourceMissing
 from davit.domain.jobs import WeaviateBackupJob
 from davit.domain.ports import RunContext
@@ -177,6 +178,9 @@ class _Export:
         else:
             self.config = collection_config(self.server, self.name)
         self.tenants: list[dict[str, str]] | None = self.cursor["config_tenants"]
+        total = collection_total(self.server, self.name, self.tenants, ACTIVE, self.src.activate_inactive_tenants)
+        if total is not None:
+            self.ctx.step_total(self.step, items_total=total)
         units: list[dict[str, str] | None] = list(self.tenants) if self.tenants is not None else [None]
         while self.cursor["tenant_index"] < len(units):
             unit = units[self.cursor["tenant_index"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from davit.daemon.cli.common import emit_json, human_bytes, load_runs, table, with_store
+from davit.daemon.cli.follow import run_progress
 from davit.domain.machine import RunState
 from davit.eventstore.sqlite import SqliteEventStore
 
@@ -26,10 +27,20 @@ def command(ctx: click.Context, job: str | None, state: str | None, as_json: boo
             return
         table(
             (
-                [v.run_id, v.job, v.kind, v.state.value, v.attempt, human_bytes(v.bytes_done), v.queued_at, (v.error or "")[:60]]
+                [
+                    v.run_id,
+                    v.job,
+                    v.kind,
+                    v.state.value,
+                    v.attempt,
+                    human_bytes(v.bytes_done),
+                    run_progress(v),
+                    v.queued_at,
+                    (v.error or "")[:60],
+                ]
                 for v in views
             ),
-            ["run", "job", "kind", "state", "try", "done", "queued", "error"],
+            ["run", "job", "kind", "state", "try", "done", "progress", "queued", "error"],
         )
 
     with_store(ctx, go)

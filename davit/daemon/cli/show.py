@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from davit.daemon.cli.common import emit_json, human_bytes, load_run, resolve_run, with_store
+from davit.daemon.cli.follow import describe
+from davit.daemon.cli.follow import follow as follow_run
+from davit.daemon.cli.requests import report_outcome
 from davit.eventstore.sqlite import SqliteEventStore
 
 
 @click.command("show")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="The run as one JSON object.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Follow the run until it ends: a bar per step with rate and ETA (plain lines when not a terminal); "
+    "exit 0 only if it succeeded.",
+)
 @click.pass_context
-def command(ctx: click.Context, run: str, as_json: bool) -> None:
+def command(ctx: click.Context, run: str, as_json: bool, follow: bool) -> None:
     """Show a run (RUN may be any unique prefix of its id)."""
 
     async def go(store: SqliteEventStore) -> None:
-        view = await load_run(store, await resolve_run(store, run))
+        run_id = await resolve_run(store, run)
+        if follow:
+            ended = await follow_run(store, run_id, live=not as_json and sys.stdout.isatty())
+            report_outcome(run_id, ended)
+            return
+        view = await load_run(store, run_id)
         if as_json:
             emit_json(view.to_json())
             return
@@ -37,6 +53,8 @@ def command(ctx: click.Context, run: str, as_json: bool) -> None:
                 f"step      {name:<12} {step.status:<8} {step.checkpoints} checkpoints  "
                 f"{human_bytes(step.bytes_done)}  cursor={step.cursor.get('last') if step.cursor else '-'}"
             )
+            if step.bytes_total is not None or step.items_total is not None:
+                click.echo(f"          {describe(step, step.progress())}")
         for warning in view.warnings:
             click.echo(f"warning   {warning}")
         if view.cancel_ignored:
