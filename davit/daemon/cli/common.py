@@ -17,6 +17,7 @@ import click
 from davit.daemon.config import Settings, load_settings
 from davit.domain import events as ev
 from davit.domain.runs import RunView, fold
+from davit.domain.terminaltext import for_terminal
 from davit.eventstore.logkey import read_log_key
 from davit.eventstore.sqlite import SqliteEventStore
 
@@ -86,12 +87,18 @@ async def resolve_run(store: SqliteEventStore, prefix: str) -> str:
     raise click.UsageError(f"{prefix!r} is ambiguous: {', '.join(ids[:5])}")
 
 
+def say(line: str) -> None:
+    """One line of human output whose text may come from the log, a job file or a peer: control
+    and format characters are escaped so no such text can drive the terminal or forge a line."""
+    click.echo(for_terminal(line))
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, sort_keys=True))
 
 
 def table(rows: Iterable[Iterable[Any]], headers: list[str]) -> None:
-    data = [[("" if c is None else str(c)) for c in row] for row in rows]
+    data = [[for_terminal("" if c is None else str(c)) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in data)) if data else len(h) for i, h in enumerate(headers)]
     click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in data:

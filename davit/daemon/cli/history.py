@@ -6,7 +6,7 @@ import json
 
 import click
 
-from davit.daemon.cli.common import emit_json, resolve_run, with_store
+from davit.daemon.cli.common import emit_json, resolve_run, say, with_store
 from davit.domain import events as ev
 from davit.eventstore.sqlite import SqliteEventStore
 
@@ -65,9 +65,7 @@ def command(ctx: click.Context, run: str | None, job: str | None, all_: bool, fo
                     }
                 )
             else:
-                click.echo(
-                    f"{stored.position:>7} {stored.recorded_at[:23]} {stored.stream:<18} {stored.type:<20} {_brief(stored.data)}"
-                )
+                say(f"{stored.position:>7} {stored.recorded_at[:23]} {stored.stream:<18} {stored.type:<20} {_brief(stored.data)}")
 
     try:
         with_store(ctx, go)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from davit.daemon.cli.common import emit_json, human_bytes, load_run, resolve_run, with_store
+from davit.daemon.cli.common import emit_json, human_bytes, load_run, resolve_run, say, with_store
 from davit.daemon.cli.follow import describe
 from davit.daemon.cli.follow import follow as follow_run
 from davit.daemon.cli.requests import report_outcome
@@ -36,36 +36,36 @@ def command(ctx: click.Context, run: str, as_json: bool, follow: bool) -> None:
         if as_json:
             emit_json(view.to_json())
             return
-        click.echo(f"run       {view.run_id}")
-        click.echo(f"job       {view.job} ({view.kind}), {view.reason}")
-        click.echo(f"state     {view.state.value}   attempt {view.attempt}   interruptions {view.interruptions}")
-        click.echo(f"queued    {view.queued_at}   started {view.started_at or '-'}   finished {view.finished_at or '-'}")
-        click.echo(
+        say(f"run       {view.run_id}")
+        say(f"job       {view.job} ({view.kind}), {view.reason}")
+        say(f"state     {view.state.value}   attempt {view.attempt}   interruptions {view.interruptions}")
+        say(f"queued    {view.queued_at}   started {view.started_at or '-'}   finished {view.finished_at or '-'}")
+        say(
             f"progress  {human_bytes(view.bytes_done)} in {view.items_done} items, "
             f"{view.checkpoints} checkpoints, {view.chunks_written} chunks written"
         )
         if view.snapshot_id:
-            click.echo(f"snapshot  {view.snapshot_id}")
+            say(f"snapshot  {view.snapshot_id}")
         if view.details:
-            click.echo("details   " + ", ".join(f"{k}={v}" for k, v in view.details.items()))
+            say("details   " + ", ".join(f"{k}={v}" for k, v in view.details.items()))
         for name, step in view.steps.items():
-            click.echo(
+            say(
                 f"step      {name:<12} {step.status:<8} {step.checkpoints} checkpoints  "
                 f"{human_bytes(step.bytes_done)}  cursor={step.cursor.get('last') if step.cursor else '-'}"
             )
             if step.bytes_total is not None or step.items_total is not None:
-                click.echo(f"          {describe(step, step.progress())}")
+                say(f"          {describe(step, step.progress())}")
         for warning in view.warnings:
-            click.echo(f"warning   {warning}")
+            say(f"warning   {warning}")
         if view.cancel_ignored:
             late = view.cancel_ignored
-            click.echo(
+            say(
                 f"cancel    ignored: {late['reason']} while {late['state']}, after step {late['step']} had "
                 "started (it commits the run)"
             )
         if view.error:
-            click.echo(f"error     {view.error_type}: {view.error}")
+            say(f"error     {view.error_type}: {view.error}")
         if view.retry_at:
-            click.echo(f"retry at  {view.retry_at}")
+            say(f"retry at  {view.retry_at}")
 
     with_store(ctx, go)
