@@ -23,7 +23,7 @@ from typing import Any
 from davit.domain import events as ev
 from davit.domain.machine import RunState
 from davit.domain.notifyspec import NotifyEvent
-from davit.domain.runs import RunView
+from davit.domain.runs import CANCELLED_BY_OPERATOR, RunView
 
 MAX_PENDING = 1000  # deliveries waiting at most; beyond it the oldest are dropped (and logged)
 
@@ -87,7 +87,7 @@ class Outbox:
             if view.state is RunState.SUCCEEDED:
                 message = self._succeeded(view.run_id, view.job, _notify_of(view.spec), view.last_position, finished)
                 owed += [message] if message and recent else []
-            elif view.state is RunState.FAILED:
+            elif view.state is RunState.FAILED or (view.state is RunState.ROLLED_BACK and not view.cancelled):
                 message = self._failed(view.run_id, view.job, _notify_of(view.spec), view.last_position, view.error or "")
                 owed += [message] if recent else []
             else:
@@ -111,6 +111,10 @@ class Outbox:
         if stored.type == ev.RunFailed.type_name():
             del self.runs[run_id]
             return [self._failed(run_id, run.job, run.notify, stored.position, str(stored.data.get("error", "")))]
+        cause = str(stored.data.get("cause", ""))
+        if stored.type == ev.RunRolledBack.type_name() and cause != CANCELLED_BY_OPERATOR:
+            del self.runs[run_id]  # a failure whose changes were undone (a migration rolled back) is a failure
+            return [self._failed(run_id, run.job, run.notify, stored.position, f"rolled back: {cause}")]
         if stored.type == ev.RunSucceeded.type_name():
             del self.runs[run_id]
             message = self._succeeded(run_id, run.job, run.notify, stored.position, _time(stored.recorded_at))

@@ -17,7 +17,7 @@ from davit.domain.errors import InvalidJob
 from davit.domain.jobs import parse_job
 from davit.domain.notifications import MAX_PENDING, Backoff, Deliveries, Message, Outbox
 from davit.domain.notifyspec import NotifyEvent, route
-from davit.domain.runs import RunView, fold
+from davit.domain.runs import CANCELLED_BY_OPERATOR, RunView, fold
 
 T0 = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 ALL = frozenset(NotifyEvent)
@@ -56,6 +56,9 @@ class Log:
         ]
         if outcome == "failed":
             out.append(self.add(run_id, ev.RunFailed(error="source gone", error_type="PermanentError")))
+        elif outcome.startswith("rolled back"):
+            cause = outcome.removeprefix("rolled back:").strip() or "target did not come up"
+            out += [self.add(run_id, ev.RunRollingBack(cause=cause)), self.add(run_id, ev.RunRolledBack(cause=cause))]
         else:
             out += [self.add(run_id, ev.RunVerifying()), self.add(run_id, ev.RunSucceeded(snapshot_id="s"))]
         return out
@@ -100,6 +103,14 @@ def test_a_failure_davitd_was_killed_before_telling_is_owed_after_the_restart_an
     again = deliveries()
     again.record(sent_record("run_failed:r1", "ops"))
     assert not again.add(Outbox(catch_up_seconds=86400).seed(log.views(), T0)[0], "ops", now=0.0)
+
+
+def test_a_migration_rolled_back_after_a_failure_is_told_as_a_failure_but_a_cancelled_one_is_not() -> None:
+    log, outbox = Log(), Outbox(catch_up_seconds=86400)
+    assert keys(live(log, outbox, log.run("r1", "shop", "rolled back"))) == ["run_failed:r1"]
+    assert live(log, outbox, log.run("r2", "shop", f"rolled back: {CANCELLED_BY_OPERATOR}")) == []
+    # the same verdicts when davitd learns of them at its start
+    assert keys(Outbox(catch_up_seconds=86400).seed(log.views(), T0)) == ["run_failed:r1"]
 
 
 def test_a_run_request_for_no_such_job_is_not_a_job_failure() -> None:
