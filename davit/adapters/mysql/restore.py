@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
+from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead
@@ -307,8 +308,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(f"SET SESSION sql_mode = {quote_text(obj['sql_mode'])}")
             drop = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
             cur.execute(f"DROP {drop[kind]} IF EXISTS {quote_name(name)}")
+            create = obj["create"] if self.spec.target.privileges == "keep" else without_definer(obj["create"])
             try:
-                cur.execute(obj["create"])
+                cur.execute(create)
             finally:
                 cur.execute(
                     f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
