@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from davit.adapters.mysql import schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree
@@ -237,7 +238,8 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:
                 cur.execute(f"USE {quote_name(dst)}")
                 cur.execute("START TRANSACTION")
-                cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                if not schema.is_sequence(entry.create):  # a sequence cannot be emptied: its row insert sets its state
+                    cur.execute(f"DELETE FROM {quote_name(entry.table)}")
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
