@@ -49,6 +49,7 @@ DavitError
 │   ├── PostgresAuthFailed      (adapters/postgres/client) PostgreSQL refused the user's password
 │   ├── PostgresRefused         (adapters/postgres/client) PostgreSQL or pg_dump/pg_restore refused an operation
 │   ├── ArchiveError            (adapters/postgres/archive) a pg_dump archive cannot be read
+│   ├── TreeRefused             (adapters/sqltree) a SQL snapshot's tree line a restore must not act on
 │   ├── WeaviateRejected        (adapters/weaviate/client) Weaviate refused a request
 │   ├── CollectionExists        (adapters/weaviate/schema) the restore's collection is there already
 │   ├── TextfileRefused         (daemon/metricsfile) a link or directory is at the metrics textfile's name

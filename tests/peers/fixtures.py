@@ -10,6 +10,10 @@ line saying how to get it; with CI=true the test fails with the peer's error and
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +128,32 @@ def postgres_peer() -> PostgresPeer:
 def mariadb_peer() -> MariadbPeer:
     """Host, port, admin user and password file of the MariaDB peer; tests make databases of their own."""
     return from_entry(MariadbPeer, _peer_entry("mariadb"))
+
+
+@pytest.fixture
+def fresh_postgres_server(postgres_peer: PostgresPeer) -> Iterator[PostgresPeer]:
+    """A second PostgreSQL cluster, empty (none of the peer's roles), started for this test and
+    removed after it; same admin user name as the peer, its own password file."""
+    base = Path(tempfile.mkdtemp(prefix="davit-fresh-pg-"))  # short: its socket lives in it
+    base.rmdir()
+    try:
+        yield from_entry(PostgresPeer, postgres.start_instance(base))
+    finally:
+        postgres.stop_instance(base)
+
+
+@pytest.fixture
+def fresh_mariadb_server(mariadb_peer: MariadbPeer) -> Iterator[MariadbPeer]:
+    """A second MariaDB server, empty (none of the peer's accounts), started for this test and
+    removed after it; same admin user name as the peer, its own password file."""
+    base = Path(tempfile.mkdtemp(prefix="davit-fresh-maria-"))
+    base.rmdir()
+    server = None
+    try:
+        entry, server = mariadb.start_instance(base)
+        yield from_entry(MariadbPeer, entry)
+    finally:
+        if server is not None:
+            mariadb.stop_instance(base, server)
+        else:
+            shutil.rmtree(base, ignore_errors=True)

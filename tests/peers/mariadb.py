@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,63 @@ def down() -> None:
     socket_path().unlink(missing_ok=True)
     if data_dir().exists():
         fresh_dir(data_dir()).rmdir()
+
+
+def start_instance(base: Path) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+    """A second, empty server of its own under `base` (a new directory): for a test that needs a
+    server holding none of the peer's accounts (a restore into a fresh server). Same binary and
+    settings as the peer; its own data dir, socket, port, log and admin password (0600 file).
+    Returns the entry a `MariadbPeer` is made from and the server process for `stop_instance`."""
+    base.mkdir(mode=0o700)
+    data, socket = base / "data", base / "mariadb.sock"
+    install = ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal"]
+    run([*install, "--skip-test-db", "--user=root"], timeout=300)
+    port = free_port()
+    with open(base / "mariadbd.log", "ab") as log:
+        server = subprocess.Popen(
+            [
+                "/usr/sbin/mariadbd",
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={socket}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={base / 'mariadbd.pid'}",
+                "--skip-name-resolve",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci",
+                "--innodb-flush-log-at-trx-commit=0",  # a throwaway server
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    as_root = ["mariadb", "--no-defaults", f"--socket={socket}", "--user=root", "--batch", "--skip-column-names"]
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            raise PeerError(f"the MariaDB server in {base} exited", (base / "mariadbd.log").read_text()[-4000:])
+        return socket.exists() and port_open(port)
+
+    wait_until(answers, what=f"the MariaDB server in {base}", name=NAME, timeout=120)
+    password = secrets.token_urlsafe(18)
+    pw_file = base / "admin.password"
+    fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    sql = f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}';\n"
+    sql += f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'%' WITH GRANT OPTION;\n"
+    run(as_root, input=sql.encode(), timeout=60)  # on stdin: the password is never in argv
+    version = run([*as_root, "-e", "SELECT VERSION()"], timeout=60).strip()
+    entry = {"ok": True, "host": "127.0.0.1", "port": port, "user": USER, "password_file": str(pw_file), "version": version}
+    return entry, server
+
+
+def stop_instance(base: Path, server: subprocess.Popen[bytes]) -> None:
+    """End a server `start_instance(base)` started and remove `base`."""
+    if server.poll() is None:
+        server.kill()  # thrown away: nothing in it needs a clean shutdown
+        server.wait(timeout=30)
+    shutil.rmtree(base, ignore_errors=True)

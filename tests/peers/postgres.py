@@ -54,9 +54,9 @@ def _chown(path: Path, owner: pwd.struct_passwd) -> None:
     os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
-def _initdb(data: Path, password: str, owner: pwd.struct_passwd) -> None:
+def _initdb(data: Path, password: str, owner: pwd.struct_passwd, workdir: Path | None = None) -> None:
     """A fresh cluster; the password file initdb reads is the postgres user's and goes at once."""
-    pwfile = _base() / "initdb.pw"
+    pwfile = (workdir or _base()) / "initdb.pw"
     fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
@@ -135,3 +135,53 @@ def down() -> None:
             shutil.rmtree(path, ignore_errors=True)
     if running_pid(NAME) is not None:
         raise PeerError("postgres did not stop")
+
+
+def start_instance(base: Path) -> dict[str, Any]:
+    """A second, empty cluster of its own under `base` (a new directory): for a test that needs
+    a server holding none of the peer's roles (a restore into a fresh server). Same binaries and
+    settings as the peer; its own data dir, sockets, log, port and admin password (0600 file).
+    Returns the entry a `PostgresPeer` is made from; `stop_instance(base)` ends it."""
+    owner = pwd.getpwnam("postgres")
+    base.mkdir(mode=0o755)
+    data, sockets = base / "data", base / "s"
+    data.mkdir(mode=0o700)
+    sockets.mkdir(mode=0o700)
+    for path in (data, sockets):
+        _chown(path, owner)
+    password = secrets.token_urlsafe(18)
+    password_file = base / "admin.password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    work = base / "initdb"
+    work.mkdir(mode=0o700)
+    _chown(work, owner)
+    _initdb(data, password, owner, work)
+    port = free_port()
+    log = base / "postgres.log"
+    log.touch()
+    _chown(log, owner)
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"  # a throwaway server
+    run(_as_postgres([BIN / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"]))
+    deadline = 60.0
+    wait_until(lambda: _connects(port, str(password_file)), what=f"the cluster in {base}", name=NAME, timeout=deadline)
+    version = run([BIN / "postgres", "--version"]).split()[2]
+    return {
+        "ok": True,
+        "host": "127.0.0.1",
+        "port": port,
+        "user": USER,
+        "password_file": str(password_file),
+        "socket_dir": str(sockets),
+        "version": version,
+    }
+
+
+def stop_instance(base: Path) -> None:
+    """End a cluster `start_instance(base)` started (immediately: it is thrown away) and remove `base`."""
+    data = base / "data"
+    if (data / "postmaster.pid").exists():
+        argv = _as_postgres([BIN / "pg_ctl", "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"])
+        subprocess.run(argv, capture_output=True, check=False)
+    shutil.rmtree(base, ignore_errors=True)

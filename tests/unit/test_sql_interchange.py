@@ -55,7 +55,7 @@ def test_carriage_returns_are_escaped_in_values_not_in_names() -> None:
 
 
 def test_a_backed_up_table_line_has_no_load_mode_and_an_imported_one_keeps_it() -> None:
-    backed_up = TableEntry("db", "t", "CREATE TABLE t (id int)", "InnoDB", ["id"], rows=1, size=3, chunks=["ab"])
+    backed_up = TableEntry("db", "t", "CREATE TABLE t (id int)", "InnoDB", ["id"], rows=1, size=3, chunks=["ab" * 32])
     imported = TableEntry("db", "u", None, "", [], load_mode="NO_AUTO_VALUE_ON_ZERO")
     assert "load_mode" not in backed_up.to_dict()
     read = list(read_tree(tree_zst([backed_up, imported])))

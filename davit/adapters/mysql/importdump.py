@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from davit.adapters.mysql.client import quote_name
+from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, tree_zst
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.repository import Repository, SnapshotInfo
@@ -62,6 +63,13 @@ LITERALS = re.compile(
 # A table definition that reaches outside its own table: another database's (`db`.`t`), or
 # filled by a SELECT (CREATE TABLE ... [AS] SELECT, with the restoring account's rights).
 SELECT_WORD = re.compile(r"\bSELECT\b", re.I)
+# Table options that reach past the server's own data directory: engines that read and write
+# files anywhere the server can (CONNECT), or other servers (FEDERATED, SPIDER), a connection
+# string, and data or index files placed elsewhere (DATA/INDEX DIRECTORY, on the table or a
+# partition). Read on the definition with its quoted parts and comments blanked out.
+OUTSIDE_OPTIONS = re.compile(
+    r"\bENGINE\s*=?\s*(?:CONNECT|FEDERATED|FEDERATEDX|SPIDER)\b|\b(?:DATA|INDEX)\s+DIRECTORY\b|\bCONNECTION\s*=", re.I
+)
 SET_ITEM = re.compile(r"(?:SESSION\s+)?(@?@?[\w.]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^,]+)", re.I)
 SESSION_KEYS = {"character_set_client": "charset", "collation_connection": "collation", "sql_mode": "sql_mode"}
 DEFAULT_SESSION = {"charset": "utf8mb4", "collation": "utf8mb4_general_ci", "sql_mode": ""}
@@ -194,6 +202,11 @@ class _Script:
                 f"{self.where}: table {name}: only a table of the script's own database, defined by its columns, "
                 f"is imported: refused {_shown(text)}"
             )
+        if m := OUTSIDE_OPTIONS.search(blanked.decode("utf-8", "surrogateescape")):
+            raise PermanentError(
+                f"{self.where}: table {name}: {' '.join(m.group(0).split())!r} reaches files or servers outside the "
+                f"server's own tables: refused {_shown(text)}"
+            )
 
     def _set(self, assignments: str) -> None:
         for name, value in SET_ITEM.findall(assignments):
@@ -210,7 +223,9 @@ class _Script:
         db = self.db(f"{kind} {name}")
         if kind == "view":
             db.tables.pop(name, None)  # mariadb-dump's stand-in table, if one was made
-        create = create.strip()
+        # Without its DEFINER: created by the restoring account, a script cannot choose the
+        # account its objects run as (mariadb-dump --skip-definer's output).
+        create = without_definer(create.strip())
         db.objects[(kind, name)] = {"type": kind, "name": name, "create": create, **self.session}
 
     def _insert(self, raw: bytes, store: Any) -> None:

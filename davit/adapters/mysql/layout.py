@@ -30,6 +30,8 @@ from typing import Any
 
 import zstandard
 
+from davit.adapters.sqltree import Line, lines
+
 KIND = "mysql"  # the manifest's kind
 USERS_PATH = "(users)"
 
@@ -130,16 +132,40 @@ def tree_zst(entries: Iterable[Entry], level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(text)
 
 
-def read_tree(data: bytes) -> Iterator[Entry]:
-    plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
-    for line in plain.splitlines():
-        if not line.strip():
-            continue
-        d = json.loads(line)
-        kind = d.get("mysql")
+def read_tree(data: bytes, what: str = "the snapshot") -> Iterator[Entry]:
+    """The entries of a tree, each line checked first (`davit/adapters/sqltree.py`): a line a
+    restore must not act on (a name with NUL, '/' or '..', a field of the wrong type, a huge or
+    deeply nested line) is refused naming the line and the field, before anything is written."""
+    for n, d in lines(data, what):
+        line = Line(what, n, d)
+        kind = line.text("mysql")
         if kind == "table":
-            yield TableEntry.from_dict(d)
+            yield _table(line)
         elif kind == "database":
-            yield DatabaseEntry.from_dict(d)
+            objects = line.get("objects", list)
+            for obj in objects:
+                if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+                    raise line.refuse("objects", "holds an object that is not a mapping of texts")
+                for key in ("type", "name", "create", "sql_mode", "charset", "collation"):
+                    line.text(key, obj)
+            yield DatabaseEntry(db=line.name("db", database=True), create=line.text("create"), objects=list(objects))
         elif kind == "users":
-            yield UsersEntry(statements=list(d["statements"]))
+            yield UsersEntry(statements=line.texts("statements"))
+        else:
+            raise line.refuse("mysql", f"is {kind[:40]!r}, not table, database or users")
+
+
+def _table(line: Line) -> TableEntry:
+    load_mode = line.text("load_mode", optional=True)
+    return TableEntry(
+        db=line.name("db", database=True),
+        table=line.name("table"),
+        create=line.text("create", optional=True),
+        engine=line.text("engine"),
+        columns=line.texts("columns"),
+        data=bool(line.get("data", bool)),
+        rows=line.count("rows"),
+        size=line.count("s"),
+        chunks=line.chunks(),
+        load_mode=load_mode,
+    )

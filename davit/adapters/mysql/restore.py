@@ -30,7 +30,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from davit.adapters.mysql import schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
+from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead
@@ -236,7 +238,8 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:
                 cur.execute(f"USE {quote_name(dst)}")
                 cur.execute("START TRANSACTION")
-                cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                if not schema.is_sequence(entry.create):  # a sequence cannot be emptied: its row insert sets its state
+                    cur.execute(f"DELETE FROM {quote_name(entry.table)}")
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
@@ -307,8 +310,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 cur.execute(f"SET SESSION sql_mode = {quote_text(obj['sql_mode'])}")
             drop = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
             cur.execute(f"DROP {drop[kind]} IF EXISTS {quote_name(name)}")
+            create = obj["create"] if self.spec.target.privileges == "keep" else without_definer(obj["create"])
             try:
-                cur.execute(obj["create"])
+                cur.execute(create)
             finally:
                 cur.execute(
                     f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "

@@ -17,7 +17,16 @@ from davit.adapters.mysql.client import quote_name, quote_text
 
 # What a transaction sees as of its snapshot: the engines whose rows are consistent across tables.
 TRANSACTIONAL = {"InnoDB"}
-TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
+# A SEQUENCE is a table of one row (its state: next_not_cached_value, bounds, increment, cache,
+# cycle): SHOW CREATE TABLE gives `CREATE TABLE ... SEQUENCE=1`, and inserting that row into a
+# new sequence sets its state, as mariadb-dump's SETVAL does.
+TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED", "SEQUENCE")
+_SEQUENCE_OPTION = re.compile(r"\bSEQUENCE\s*=\s*1\b", re.I)
+
+
+def is_sequence(create: str | None) -> bool:
+    """Does a table definition create a sequence (`SEQUENCE=1` among its options, after the columns)?"""
+    return create is not None and _SEQUENCE_OPTION.search(create.rsplit(")", 1)[-1]) is not None
 
 
 def one(cur: Any, sql: str) -> Any:

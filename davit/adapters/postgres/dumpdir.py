@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from davit.adapters.outfile import open_parent
 from davit.adapters.postgres.archive import (
     SECTION_DATA,
     SECTION_POST_DATA,
@@ -61,35 +62,38 @@ def export_databases(dest: Path, per_db: dict[str, list[Unit]], read: ReadChunk,
         problem = unsafe_reason(db)
         if problem is not None:
             raise UnsafeName(where.removeprefix("snapshot "), db, problem)
-    if os.path.lexists(dest):
-        raise PermanentError(f"{dest} exists: pg_dump's directory format wants a directory that does not exist yet")
-    tmp = dest.parent / f".{dest.name}.davit-partial-{secrets.token_hex(6)}"
-    os.mkdir(tmp, 0o700)
+    parent = open_parent(dest)  # every step below is relative to it: no link planted above DIR is followed
     try:
-        stats: dict[str, Any] = {"databases": {}}
-        root = os.open(tmp, DIRECTORY)
         try:
-            for db, units in per_db.items():
-                if nested:
-                    os.mkdir(db, 0o700, dir_fd=root)
-                fd = os.open(db, DIRECTORY, dir_fd=root) if nested else os.dup(root)
-                try:
-                    stats["databases"][db] = write_archive(fd, units, read, f"{where}, database {db}")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.fsync(root)
-        finally:
-            os.close(root)
-        os.rename(tmp, dest)
-        parent = os.open(dest.parent, DIRECTORY)
+            os.stat(dest.name, dir_fd=parent, follow_symlinks=False)
+            raise PermanentError(f"{dest} exists: pg_dump's directory format wants a directory that does not exist yet")
+        except FileNotFoundError:
+            pass
+        tmp = f".{dest.name}.davit-partial-{secrets.token_hex(6)}"
+        os.mkdir(tmp, 0o700, dir_fd=parent)
         try:
+            stats: dict[str, Any] = {"databases": {}}
+            root = os.open(tmp, DIRECTORY, dir_fd=parent)
+            try:
+                for db, units in per_db.items():
+                    if nested:
+                        os.mkdir(db, 0o700, dir_fd=root)
+                    fd = os.open(db, DIRECTORY, dir_fd=root) if nested else os.dup(root)
+                    try:
+                        stats["databases"][db] = write_archive(fd, units, read, f"{where}, database {db}")
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                os.fsync(root)
+            finally:
+                os.close(root)
+            os.rename(tmp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
             os.fsync(parent)
-        finally:
-            os.close(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(tmp, dir_fd=parent, ignore_errors=True)
+            raise
+    finally:
+        os.close(parent)
     return stats
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import zstandard
 
+from davit.adapters.sqltree import Line, lines
+
 LO_HEADER = struct.Struct(">QQ")
 ROLES_PATH = "roles"
 
@@ -80,8 +82,27 @@ def tree_zst(units: Iterable[Unit], level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(b"".join(u.to_line() for u in units))
 
 
-def read_tree(data: bytes) -> Iterator[Unit]:
-    plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
-    for line in plain.splitlines():
-        if line.strip():
-            yield Unit.from_line(line)
+UNIT_KINDS = ("schema", "table", "lo", "roles")
+
+
+def read_tree(data: bytes, what: str = "the snapshot") -> Iterator[Unit]:
+    """The units of a tree, each line checked first (`davit/adapters/sqltree.py`): a line a
+    restore or an export must not act on (a database, schema or table name with NUL or '..', a
+    field of the wrong type, a huge or deeply nested line) is refused naming the line and the
+    field, before anything is written."""
+    for n, d in lines(data, what):
+        line = Line(what, n, d)
+        pg = line.get("pg", dict)
+        kind = line.text("kind", pg)
+        if kind not in UNIT_KINDS:
+            raise line.refuse("pg.kind", f"is {kind[:40]!r}, not one of {', '.join(UNIT_KINDS)}")
+        if kind != "roles":
+            line.name("db", pg)  # PostgreSQL allows '/' in a database name: an export nests it safely or refuses it
+        if kind == "table":
+            line.name("schema", pg)
+            line.name("table", pg)
+            if "columns" in pg:
+                line.texts("columns", pg)
+        if kind in ("table", "lo", "roles") and "rows" in pg:
+            line.count("rows", pg)
+        yield Unit(path=line.text("p"), pg=pg, chunks=line.chunks(), size=line.count("s"))

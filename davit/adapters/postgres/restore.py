@@ -219,6 +219,7 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         merge = self.spec.target.if_exists == "merge"
         argv = [tool("pg_restore"), *self.server.tool_args(dst), f"--section={section}"]
         argv += [] if self.spec.roles else ["--no-owner"]  # owners exist when the roles were restored
+        argv += ["--no-privileges"] if self.spec.privileges == "skip" else []  # no GRANT naming a missing role
         argv += [] if merge else ["--single-transaction", "--exit-on-error"]
         with tempfile.TemporaryDirectory(prefix="davit-pg-list-") as private:
             dropped = 0

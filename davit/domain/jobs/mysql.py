@@ -95,8 +95,17 @@ class MysqlRestoreTarget(MysqlServer):
     include: list[str] = Field(default_factory=list)  # DB.TABLE patterns, as named in the snapshot
     exclude: list[str] = Field(default_factory=list)
     users: bool = False  # also restore the snapshot's accounts and grants (first)
+    # "skip": views, routines, triggers and events are created without their DEFINER (they run as
+    # the restoring account), for a server that lacks the snapshot's accounts
+    privileges: Literal["keep", "skip"] = "keep"
 
     _checked = field_validator("include", "exclude")(_patterns)
+
+    @model_validator(mode="after")
+    def _skip_without_users(self) -> MysqlRestoreTarget:
+        if self.privileges == "skip" and self.users:
+            raise ValueError("privileges = 'skip' leaves the snapshot's accounts out: it needs users = false")
+        return self
 
     @field_validator("rename")
     @classmethod

@@ -112,10 +112,15 @@ class PostgresRestoreJob(JobBase):
     target: PostgresRestoreTarget
     roles: bool = False  # create the snapshot's roles first (existing ones are kept), owners and database grants
     replace_role_passwords: bool = False  # with roles: also set the snapshot's password hash on roles that exist
+    # "skip": no owner and no GRANT/REVOKE of the snapshot is applied (pg_restore --no-owner
+    # --no-privileges): everything belongs to the restoring user, for a cluster lacking the roles
+    privileges: Literal["keep", "skip"] = "keep"
     parallel: int = Field(default=2, ge=1, le=16)  # tables loaded at once
 
     @model_validator(mode="after")
     def _passwords_need_roles(self) -> PostgresRestoreJob:
         if self.replace_role_passwords and not self.roles:
             raise ValueError("replace_role_passwords needs roles = true")
+        if self.privileges == "skip" and self.roles:
+            raise ValueError("privileges = 'skip' leaves the snapshot's owners and grants out: it needs roles = false")
         return self
