@@ -169,7 +169,7 @@ def _strings(value: Any) -> list[str]:
 # compares revisions to tell that a job changed, and runs an unscheduled job once per new revision:
 # an upgrade alone must not make every job (a restore among them) run again. A field added later
 # goes here with its default; its name must not be one a user's own table (rename, labels) holds.
-LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None}
+LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None, "privileges": "keep"}
 
 
 def spec_revision(spec: BaseModel) -> str:
