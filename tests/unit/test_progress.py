@@ -180,6 +180,14 @@ def test_a_forged_huge_amount_done_still_prints() -> None:
     assert human_bytes(10**400).endswith(" TiB")
 
 
+def test_a_bidi_override_in_a_step_name_reaches_the_terminal_escaped() -> None:
+    # U+202E turns the rest of a line around: `show --follow` escapes it as `status` does
+    events = [*started(0), (5, ev.StepStarted(step="dump:db.\u202etxt.exe"))]
+    view = fold("r1", stored(events))
+    assert "\u202e" not in run_progress(view) and "\\u202e" in run_progress(view)
+    assert "\u202e" not in describe(view.steps["dump:db.\u202etxt.exe"], view.steps["dump:db.\u202etxt.exe"].progress())
+
+
 @pytest.mark.parametrize(
     "stats",
     [
