@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from davit.adapters.mysql import cdriver
+from davit.adapters.mysql.client import MysqlRefused, MysqlUnreachable
 from davit.adapters.repository.repository import Repository
 from tests.integration.mysql.helpers import Maria, backup_spec, contents, restore_spec, run_backup, run_restore
 
@@ -48,3 +49,18 @@ def test_hostile_values_come_back_byte_for_byte_and_run_nothing(
     assert sorted(copy) == sorted(original)
     for key in original:
         assert copy[key] == original[key], key
+
+
+def test_a_row_too_big_to_restore_into_a_server_like_its_own_is_warned_of_at_backup(maria: Maria, repo: Repository) -> None:
+    # 9 MiB fits the server's 16 MiB max_allowed_packet; its hex literal (18 MiB) does not: the
+    # restore into a server set alike is refused. The backup says so, naming table and size.
+    src, dst = maria.db("atk_huge"), maria.db("atk_huge_r")
+    maria.execute(None, f"CREATE DATABASE `{src}`")
+    maria.execute(src, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB)", "INSERT INTO t VALUES (1, REPEAT(0xab, 9 << 20))")
+    ctx, _ = run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
+    warned = [w for w in ctx.warnings if "max_allowed_packet" in w]
+    assert len(warned) == 1 and f"{src}.t: a row is a 1887" in warned[0], ctx.warnings
+    # (refused with error 1153, or, when the server hangs up while the packet is still being
+    # sent, a lost connection)
+    with pytest.raises((MysqlRefused, MysqlUnreachable)):
+        run_restore(repo, restore_spec("atk-r", maria, {"snapshot": "b1"}, rename={src: dst}), "r1")
