@@ -18,6 +18,17 @@ from datetime import datetime
 RATE_WINDOW_SECONDS = 120.0
 # How many samples a step keeps (the fold bounds its memory with it, whatever the run's length).
 MAX_SAMPLES = 32
+# The largest total a step can have (a 64-bit count): beyond it, or below 0, a total in the log
+# is forged (or a hostile manifest's figure) and is read as unknown, never computed with (a
+# Python int beyond a float's range makes the percent and ETA raise OverflowError).
+MAX_TOTAL = (1 << 63) - 1
+
+
+def plausible(total: int | None) -> int | None:
+    """`total` if a step could have it, else None (unknown)."""
+    if total is None or isinstance(total, bool) or not 0 <= total <= MAX_TOTAL:
+        return None
+    return total
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from davit.domain import events as ev
 from davit.domain.errors import IllegalTransition
 from davit.domain.machine import COMMITTABLE, RECORDING, TERMINAL, RunState, next_state
-from davit.domain.progress import MAX_SAMPLES, Progress, Sample, progress, timestamp
+from davit.domain.progress import MAX_SAMPLES, Progress, Sample, plausible, progress, timestamp
 
 # The cause of a rollback that a cancel started (a migration cancelled after it stopped its
 # source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
@@ -240,8 +240,10 @@ def _checkpoint(view: RunView, event: ev.CheckpointRecorded, at: str) -> None:
         event.items_done,
     )
     # (a checkpoint without totals keeps those an earlier one gave: older logs have none)
-    step.bytes_total = event.bytes_total if event.bytes_total is not None else step.bytes_total
-    step.items_total = event.items_total if event.items_total is not None else step.items_total
+    # (one no step could have, a forged one, reads as unknown: `plausible`)
+    bytes_total, items_total = plausible(event.bytes_total), plausible(event.items_total)
+    step.bytes_total = bytes_total if bytes_total is not None else step.bytes_total
+    step.items_total = items_total if items_total is not None else step.items_total
     step.sample(at)
     view.checkpoints += 1
     view.chunks_written += len(event.chunks_written)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
-from davit.daemon.cli.follow import run_progress
+from davit.adapters.files.totals import snapshot_totals
+from davit.daemon.cli.common import human_bytes
+from davit.daemon.cli.follow import describe, run_progress
 from davit.domain import events as ev
 from davit.domain.progress import Sample, duration, eta, progress, rate
 from davit.domain.runs import fold
@@ -160,3 +163,43 @@ def test_a_hostile_step_name_reaches_the_terminal_escaped() -> None:
     events = [*started(0), (5, ev.StepStarted(step="dump:db.\x1b]0;pwned\x07coll"))]
     shown = run_progress(fold("r1", stored(events)))
     assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;pwned\\x07" in shown
+
+
+@pytest.mark.parametrize("total", [10**400, 2**63, -5], ids=["beyond-a-float", "beyond-int64", "negative"])
+def test_a_forged_total_in_the_log_reads_as_unknown_and_crashes_no_view(total: int) -> None:
+    # A total no step could have (a forged log, or a hostile manifest's stats taken as a
+    # parent's figures): `runs`, `show` and `show --follow` print the run without it.
+    view = fold("r1", stored([*started(0), (10, cp(250, 3, bytes_total=total, items_total=total)), (20, cp(500, 6))]))
+    step = view.steps["store"]
+    assert (step.bytes_total, step.items_total) == (None, None)
+    assert run_progress(view) == "store (step 1/2)"
+    assert describe(step, step.progress()) == "store running 500 B 25 B/s"
+
+
+def test_a_forged_huge_amount_done_still_prints() -> None:
+    assert human_bytes(10**400).endswith(" TiB")
+
+
+def test_a_bidi_override_in_a_step_name_reaches_the_terminal_escaped() -> None:
+    # U+202E turns the rest of a line around: `show --follow` escapes it as `status` does
+    events = [*started(0), (5, ev.StepStarted(step="dump:db.\u202etxt.exe"))]
+    view = fold("r1", stored(events))
+    assert "\u202e" not in run_progress(view) and "\\u202e" in run_progress(view)
+    assert "\u202e" not in describe(view.steps["dump:db.\u202etxt.exe"], view.steps["dump:db.\u202etxt.exe"].progress())
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        '{"bytes": Infinity, "files": 1}',
+        '{"bytes": 1e400, "files": 1}',
+        f'{{"bytes": {10**400}, "files": 1}}',
+        '{"bytes": 5, "files": -9}',
+    ],
+    ids=["infinity", "float-infinity", "beyond-int64", "negative"],
+)
+def test_a_hostile_parent_manifests_figures_are_no_estimate(stats: str) -> None:
+    # The repository's manifest is read with json, which takes Infinity: a backup whose parent
+    # says so neither fails on it nor records it as its total.
+    assert snapshot_totals(json.loads(stats)) is None
+    assert snapshot_totals(json.loads('{"bytes": 5, "files": 2, "dirs": 1}')) == (5, 3)

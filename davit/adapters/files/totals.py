@@ -17,6 +17,7 @@ from typing import Any
 from davit.adapters.files.tree import Skipped
 from davit.adapters.repository.treeformat import FILE
 from davit.domain.ports import RunContext
+from davit.domain.progress import plausible
 
 
 def snapshot_totals(stats: dict[str, Any]) -> tuple[int, int] | None:
@@ -25,7 +26,10 @@ def snapshot_totals(stats: dict[str, Any]) -> tuple[int, int] | None:
     try:
         items = sum(int(stats.get(k, 0)) for k in ("files", "dirs", "links", "specials"))
         size = int(stats["bytes"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # (OverflowError: `Infinity`, which json reads)
+        return None
+    # a figure no snapshot could have (a hostile manifest's) is no estimate: the log never gets it
+    if plausible(size) is None or plausible(items) is None:
         return None
     return size, items
 

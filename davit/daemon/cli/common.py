@@ -106,7 +106,8 @@ def table(rows: Iterable[Iterable[Any]], headers: list[str]) -> None:
 
 
 def human_bytes(n: int) -> str:
-    value = float(n)
+    # (an amount beyond a float, from a forged log, prints as inf rather than raising OverflowError)
+    value = float(n) if abs(n) < 1 << 1000 else float("inf")
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"

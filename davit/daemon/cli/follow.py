@@ -13,7 +13,6 @@ characters in them are escaped before they reach the terminal, and never read as
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,16 +29,17 @@ from davit.domain.machine import TERMINAL
 from davit.domain.progress import Progress as StepProgress
 from davit.domain.progress import duration
 from davit.domain.runs import RunView, StepView, apply
+from davit.domain.terminaltext import for_terminal
 from davit.eventstore.sqlite import SqliteEventStore
 
 POLL_SECONDS = 0.5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def safe(text: str) -> str:
-    """`text` without control characters (written as escapes): a name from a job file or a
-    server must not move the cursor, clear the screen or set a terminal title."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """`text` without control or format characters (written as escapes, `terminaltext.py`): a
+    name from a job file or a server must not move the cursor, clear the screen, set a terminal
+    title, or turn the line around with a bidi override."""
+    return for_terminal(text)
 
 
 def amount(p: StepProgress, value: int | float) -> str:
