@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from davit.adapters.secrets import SecretUnavailable
 from davit.daemon.config import NotifyTarget, Settings
@@ -181,7 +182,11 @@ class NotificationService:
             reason = "the target is no longer configured"
         else:
             try:
-                target = resolve_target(delivery.target, config, settings.config_file.parent)
+                # in a thread: a urls_file may be a pipe, read for up to secrets.PIPE_WAIT_SECONDS,
+                # and this loop runs every run, the scheduler and the heartbeat
+                target = await anyio.to_thread.run_sync(
+                    resolve_target, delivery.target, config, settings.config_file.parent, abandon_on_cancel=True
+                )
             except SecretUnavailable as exc:
                 reason = str(exc)  # names the file or variable, never a URL
             else:
