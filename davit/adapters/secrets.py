@@ -31,6 +31,8 @@ def resolve(env: str | None, file: str | None, what: str) -> str:
             raise SecretUnavailable(f"{what}: environment variable {env} is not set for davitd")
         return value
     if file is not None:
+        if "\0" in file:  # (os.open's ValueError would say neither what nor where)
+            raise SecretUnavailable(f"{what}: the file's name {file!r} holds a NUL byte")
         try:
             return _read_secret_file(file, what).decode().strip()
         except OSError as exc:
