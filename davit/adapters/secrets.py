@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import stat
+import time
 
 from davit.domain.errors import PermanentError
 from davit.domain.redaction import URI_CREDENTIALS, strip_uri_credentials
@@ -30,6 +31,8 @@ def resolve(env: str | None, file: str | None, what: str) -> str:
             raise SecretUnavailable(f"{what}: environment variable {env} is not set for davitd")
         return value
     if file is not None:
+        if "\0" in file:  # (os.open's ValueError would say neither what nor where)
+            raise SecretUnavailable(f"{what}: the file's name {file!r} holds a NUL byte")
         try:
             return _read_secret_file(file, what).decode().strip()
         except OSError as exc:
@@ -45,16 +48,39 @@ def _read_secret_file(file: str, what: str) -> bytes:
     A pipe that has data within `PIPE_WAIT_SECONDS` (`--passphrase-file <(pass show x)`) is read."""
     fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) and not select.select([fd], [], [], PIPE_WAIT_SECONDS)[0]:
-            raise SecretUnavailable(f"{what}: {file} is not a regular file, and nothing could be read from it")
-        os.set_blocking(fd, True)
-        data = b""
-        while len(data) <= MAX_SECRET_BYTES and (block := os.read(fd, MAX_SECRET_BYTES + 1 - len(data))):
-            data += block
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+            data = b""
+            while len(data) <= MAX_SECRET_BYTES and (block := os.read(fd, MAX_SECRET_BYTES + 1 - len(data))):
+                data += block
+        else:
+            data = _read_pipe(fd, file, what)
     finally:
         os.close(fd)
     if len(data) > MAX_SECRET_BYTES:
         raise SecretUnavailable(f"{what}: {file} is larger than a secret can be ({MAX_SECRET_BYTES} bytes)")
+    return data
+
+
+def _read_pipe(fd: int, file: str, what: str) -> bytes:
+    """What a pipe or device gives until its end, all within `PIPE_WAIT_SECONDS`: a writer that
+    sends a byte and then holds the pipe open would otherwise keep the reader waiting for good
+    (the notification task, davitd's event loop, a run's thread)."""
+    deadline = time.monotonic() + PIPE_WAIT_SECONDS
+    data = b""
+    while len(data) <= MAX_SECRET_BYTES:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            said = "not all of it" if data else "nothing"
+            raise SecretUnavailable(
+                f"{what}: {file} is not a regular file, and {said} could be read from it within {PIPE_WAIT_SECONDS:.0f} s"
+            )
+        try:
+            block = os.read(fd, MAX_SECRET_BYTES + 1 - len(data))
+        except BlockingIOError:
+            continue
+        if not block:
+            break
+        data += block
     return data
 
 

@@ -28,6 +28,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
+from davit.domain.terminaltext import for_terminal
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 TEXT_FORMAT = "%(asctime)s davitd %(levelname)s %(name)s: %(message)s"
 
@@ -113,7 +115,24 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        # JSON leaves these line breaks raw in a string; many line readers split at them
+        return json.dumps(line, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
+
+
+_JSON_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+class TextFormatter(logging.Formatter):
+    """The plain line (`TEXT_FORMAT`), its message with control characters escaped: a message
+    quotes hostile text (a server's error, a path), whose newline would start a forged line.
+    A traceback, appended after the message, keeps its lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
 
 
 # syslog priorities journald files a line under (PRIORITY=)
@@ -155,7 +174,7 @@ class JournalHandler(logging.Handler):
                     fields.append(journal_field(name.upper(), str(value)))
             self._sock.sendto(b"".join(fields), self._path)
         except OSError:
-            self._fallback.write(logging.Formatter(TEXT_FORMAT).format(record) + "\n")
+            self._fallback.write(TextFormatter().format(record) + "\n")
         except Exception:
             self.handleError(record)
 
@@ -183,7 +202,7 @@ def handler_for(log_format: str, journal_socket: str = JOURNAL_SOCKET) -> loggin
         handler = JournalHandler(journal_socket)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RunFields())
     handler.addFilter(LibraryChatter())
     return handler

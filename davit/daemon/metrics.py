@@ -29,13 +29,14 @@ from wsgiref.simple_server import WSGIServer
 
 import anyio
 import anyio.to_thread
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from davit.daemon.config import Settings
 from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.metricsfile import write_textfile
+from davit.daemon.metricsserver import serve_metrics
 from davit.domain.events import DaemonStarted
 from davit.domain.logfigures import JobFigures, LogFigures, RepositoryFigures
 from davit.domain.machine import NON_TERMINAL, TERMINAL
@@ -276,7 +277,7 @@ class Metrics:
             return
         host, port = address
         try:
-            self._server, _thread = start_http_server(port, host, registry=self.registry)
+            self._server = serve_metrics(host, port, self.registry)  # bounded: metricsserver.py
         except OSError as exc:
             # Backups matter more than their metrics: davitd goes on, and says so.
             log.error("metrics are not served on %s: %s", self.section.listen, exc.strerror or exc)

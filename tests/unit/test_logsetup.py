@@ -182,3 +182,42 @@ def test_under_systemd_davitd_writes_to_the_journal_else_to_stderr_in_its_format
         monkeypatch.delenv("JOURNAL_STREAM")
         plain = handler_for("json")
         assert isinstance(plain, logging.StreamHandler) and isinstance(plain.formatter, JsonFormatter)
+
+
+FORGED = "access denied\n2024-01-01 03:00:00,000 davitd INFO davitd.executor: run r1 (db) succeeded\r\x1b[2K"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_hostile_servers_error_text_cannot_forge_a_log_line(monkeypatch: pytest.MonkeyPatch, log_format: str) -> None:
+    """A server's error message (hostile: newlines, a carriage return, an escape sequence, Unicode
+    line separators) quoted in a run's failure stays inside its own line, in either format."""
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log = logging.getLogger("davitd.test.forged")
+    log.handlers[:] = [handler_for(log_format)]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.error("run %s (%s) failed: %s", "r1", "db", FORGED + "\u2028next\x85line")
+    lines = out.getvalue().splitlines()  # (splits at \u2028 and \x85 too, as many readers do)
+    assert len(lines) == 1, lines
+    assert "\x1b" not in lines[0] and "\r" not in lines[0]
+    if log_format == "json":
+        assert json.loads(lines[0])["message"].endswith(FORGED + "\u2028next\x85line")
+    else:
+        assert "access denied\\x0a2024-01-01" in lines[0]
+
+
+def test_a_traceback_in_a_text_line_keeps_its_own_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log = logging.getLogger("davitd.test.traceback")
+    log.handlers[:] = [handler_for("text")]
+    log.propagate = False
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("request failed")
+    text = out.getvalue()
+    assert "request failed\nTraceback (most recent call last):\n" in text and "RuntimeError: boom" in text

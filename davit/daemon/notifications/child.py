@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any
 
+NICENESS = 10
+
 
 def send(request: dict[str, Any]) -> str | None:
     """Send; None if every URL took it, else the reason (unredacted: the parent redacts)."""
@@ -48,6 +50,9 @@ def _printable(text: str, keep: str = "") -> str:
 
 
 def main() -> None:
+    # below davitd's priority: an attempt costs about half a second of CPU (apprise's import),
+    # and a thousand failing jobs' messages must not take the cores from the runs
+    os.nice(NICENESS)
     logging.getLogger("apprise").setLevel(logging.WARNING)
     logging.getLogger("apprise").propagate = False
     logging.getLogger("apprise").addHandler(logging.NullHandler())

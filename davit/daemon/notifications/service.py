@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from davit.adapters.secrets import SecretUnavailable
 from davit.daemon.config import NotifyTarget, Settings
@@ -173,23 +174,31 @@ class NotificationService:
         return self._targets().get(delivery.target)
 
     async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            reason = await self._send(delivery)
+        except Exception as exc:  # this delivery's failure, not the end of every notification
+            # (the type only: what an unexpected error says is not known to be free of a URL)
+            log.error("notification %s to %s: %s while sending", delivery.message.key, delivery.target, type(exc).__name__)
+            reason = f"{type(exc).__name__} while sending (an error of davit's, not of the target)"
+        await self._record(delivery, reason)
+        self._wake.set()
+
+    async def _send(self, delivery: Delivery) -> str | None:
         message = delivery.message
         config = self._target_config(delivery)
         settings = self._settings()
-        reason: str | None
         if config is None:
-            reason = "the target is no longer configured"
-        else:
-            try:
-                target = resolve_target(delivery.target, config, settings.config_file.parent)
-            except SecretUnavailable as exc:
-                reason = str(exc)  # names the file or variable, never a URL
-            else:
-                failure = message.event in (NotifyEvent.RUN_FAILED, NotifyEvent.JOB_STALE, NotifyEvent.LOG_UNWRITABLE)
-                timeout = settings.model.notifications.timeout_seconds
-                reason = await deliver(target, message.title, message.body, failure, timeout)
-        await self._record(delivery, reason)
-        self._wake.set()
+            return "the target is no longer configured"
+        try:
+            # in a thread: a urls_file may be a pipe, read for up to secrets.PIPE_WAIT_SECONDS,
+            # and this loop runs every run, the scheduler and the heartbeat
+            target = await anyio.to_thread.run_sync(
+                resolve_target, delivery.target, config, settings.config_file.parent, abandon_on_cancel=True
+            )
+        except SecretUnavailable as exc:
+            return str(exc)  # names the file or variable, never a URL
+        failure = message.event in (NotifyEvent.RUN_FAILED, NotifyEvent.JOB_STALE, NotifyEvent.LOG_UNWRITABLE)
+        return await deliver(target, message.title, message.body, failure, settings.model.notifications.timeout_seconds)
 
     async def _record(self, delivery: Delivery, reason: str | None) -> None:
         message = delivery.message

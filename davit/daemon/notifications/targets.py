@@ -31,13 +31,13 @@ class ResolvedTarget:
 def resolve_target(name: str, target: NotifyTarget, base: Path) -> ResolvedTarget:
     """The URLs of `target` (a relative urls_file is read against the config's directory);
     `SecretUnavailable` naming the file or variable (never a URL) if they cannot be had."""
-    texts = []
+    texts = []  # (text, from a variable)
     if target.urls_file is not None:
         path = target.urls_file if target.urls_file.startswith("/") else str(base / target.urls_file)
-        texts.append(resolve(None, path, f"notification target {name}: urls"))
+        texts.append((resolve(None, path, f"notification target {name}: urls"), False))
     if target.urls_env is not None:
-        texts.append(resolve(target.urls_env, None, f"notification target {name}: urls"))
-    urls = [u for text in texts for u in _urls(text, from_env=target.urls_file is None)]
+        texts.append((resolve(target.urls_env, None, f"notification target {name}: urls"), True))
+    urls = [u for text, from_env in texts for u in _urls(text, from_env)]
     if not urls:
         raise SecretUnavailable(f"notification target {name}: no URL given")
     return ResolvedTarget(name, tuple(urls))
