@@ -67,8 +67,9 @@ def open_parent(path: Path) -> int:
     return fd
 
 
-def write_atomically(path: Path, blocks: Iterable[bytes]) -> int:
-    """Write `blocks` to `path` (replacing a file there, or a symlink there: never followed);
+def write_atomically(path: Path, blocks: Iterable[bytes], mode: int = 0o600) -> int:
+    """Write `blocks` to `path` (replacing a file there, or a symlink there: never followed) with
+    permissions `mode` (davit's outputs are its owner's alone unless a reader needs otherwise);
     the bytes written."""
     parent = open_parent(path)
     try:
@@ -77,6 +78,8 @@ def write_atomically(path: Path, blocks: Iterable[bytes]) -> int:
         size = 0
         try:
             try:
+                if mode != 0o600:
+                    os.fchmod(fd, mode)  # (the umask would narrow it)
                 for block in blocks:
                     view = memoryview(block)
                     while view:

@@ -18,10 +18,10 @@ hold no secret (names of jobs and repositories, figures, times).
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
+from davit.adapters.outfile import write_atomically
 from davit.domain.errors import PermanentError
 
 FILE_MODE = 0o644
@@ -33,36 +33,15 @@ class TextfileRefused(PermanentError):
 
 def write_textfile(path: Path, text: bytes) -> None:
     """Replace `path` with `text`, atomically and durably. `TextfileRefused` if something
-    other than a regular file is at `path`; `OSError` if the directory does not take it."""
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        _refuse_non_regular(dirfd, path)
-        temp = f".{path.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dirfd)
-        try:
-            try:
-                os.fchmod(fd, FILE_MODE)  # (davitd's umask would leave it 0600, unreadable to node_exporter)
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, path.name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-        except BaseException:
-            try:
-                os.unlink(temp, dir_fd=dirfd)
-            except OSError:
-                pass
-            raise
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    other than a regular file is at `path`; `OSError` (or a `PermanentError` naming a planted
+    link above it) if the directory does not take it."""
+    _refuse_non_regular(path)
+    write_atomically(path, [text], mode=FILE_MODE)
 
 
-def _refuse_non_regular(dirfd: int, path: Path) -> None:
+def _refuse_non_regular(path: Path) -> None:
     try:
-        mode = os.stat(path.name, dir_fd=dirfd, follow_symlinks=False).st_mode
+        mode = os.stat(path, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return
     if stat.S_ISLNK(mode):

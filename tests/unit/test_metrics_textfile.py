@@ -50,8 +50,8 @@ def test_a_directory_at_the_textfile_is_refused(tmp_path: Path) -> None:
 def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep\n")
-    monkeypatch.setattr("davit.daemon.metricsfile.secrets.token_hex", lambda _n: "guessed")
-    (tmp_path / ".davit.prom.guessed.tmp").symlink_to(victim)
+    monkeypatch.setattr("davit.adapters.outfile.secrets.token_hex", lambda _n: "guessed")
+    (tmp_path / ".davit.prom.davit-partial-guessed").symlink_to(victim)
     with pytest.raises(FileExistsError):
         write_textfile(tmp_path / "davit.prom", b"davit_up 1\n")
     assert victim.read_text() == "keep\n"
