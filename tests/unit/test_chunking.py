@@ -32,6 +32,11 @@ class ShortReads(io.RawIOBase):
         self.pos += len(piece)
         return piece
 
+    def readinto(self, buffer: memoryview, /) -> int:  # type: ignore[override]
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
 
 def sizes(chunking: Chunking, stream: io.RawIOBase | io.BytesIO) -> list[int]:
     return [len(c) for c in chunking.chunker().cut(stream)]
@@ -172,3 +177,53 @@ def test_a_file_read_in_blocks_is_cut_where_fastcdc_cuts_its_whole_content(tmp_p
             chunks = [bytes(c) for c in chunker.cut(fh)]
         assert [len(c) for c in chunks] == expected, f"read size {read_size}"
         assert b"".join(chunks) == data
+
+
+@pytest.mark.parametrize("seed", [0, 12345], ids=["public-gear-table", "keyed"])
+def test_a_pipe_read_into_one_reused_buffer_is_cut_where_fastcdc_cuts_the_whole_content(seed: int) -> None:
+    # A table's rows from psql are read into one buffer, reused for every block, the carried chunk
+    # moved to its front: the cut points, and so the dedup with earlier backups, must not move.
+    chunking = SMALL.with_key() if seed else SMALL
+    data = disk_image(seed=6)
+    whole = FastCDC(SMALL.avg_size, min_size=SMALL.min_size, max_size=SMALL.max_size, normalized_chunking=1, seed=seed)
+    expected = [c.length for c in whole.cut_buf(data)]
+    for reads, read_size in enumerate((2 * SMALL.max_size, 2 * SMALL.max_size + 12_345, 8 << 20)):
+        chunker = chunking.chunker(seed)
+        chunker.read_size = read_size  # many blocks from a few MiB
+        buffer = bytearray(read_size)
+        chunks = []
+        for chunk in chunker.cut_into(ShortReads(data, reads), buffer):
+            assert chunk is chunker.zero_chunk or (isinstance(chunk, memoryview) and chunk.obj is buffer)
+            chunks.append(bytes(chunk))  # copied before the next is asked for, as a chunk is stored
+        assert [len(c) for c in chunks] == expected, f"read size {read_size}"
+        assert b"".join(chunks) == data
+
+
+def test_every_byte_read_into_the_buffer_is_reported_once_so_rows_can_be_counted() -> None:
+    rows = b"".join(b"%d\tline %d\n" % (i, i * 7) for i in range(300_000))
+    chunker = SMALL.chunker()
+    chunker.read_size = 2 * SMALL.max_size
+    buffer = bytearray(chunker.read_size)
+    seen = []
+    counted = 0
+
+    def filled(start: int, end: int) -> None:
+        nonlocal counted
+        seen.append(bytes(buffer[start:end]))
+        counted += buffer.count(b"\n", start, end)
+
+    stored = b"".join(bytes(c) for c in chunker.cut_into(ShortReads(rows, 1), buffer, filled))
+    assert stored == rows and b"".join(seen) == rows and counted == 300_000
+
+
+def test_fixed_chunking_read_into_a_buffer_cuts_the_pieces_it_always_did() -> None:
+    fixed = Chunking.fixed(64 << 10)
+    data = content(200 << 10)
+    chunks = [bytes(c) for c in fixed.chunker().cut_into(ShortReads(data, 2), bytearray(64 << 10))]
+    assert [len(c) for c in chunks] == [64 << 10] * 3 + [8 << 10] and b"".join(chunks) == data
+    assert [bytes(c) for c in SMALL.chunker().cut_into(io.BytesIO(b""), bytearray(8 << 20))] == []
+
+
+def test_a_buffer_smaller_than_a_block_is_refused() -> None:
+    with pytest.raises(ValueError, match="read size"):
+        next(SMALL.chunker().cut_into(io.BytesIO(b"x"), bytearray(1 << 20)))

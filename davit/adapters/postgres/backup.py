@@ -187,8 +187,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         stats = {"bytes": 0, "stored": 0}
         with staging.reopen_tree(0) as listing:  # a unit is redone whole: its earlier lines go
 
-            def store(stream: Iterator[bytes]) -> None:
-                for chunk in self.chunker.cut(_Reader(stream)):
+            def store(chunks: Iterator[bytes | memoryview]) -> None:
+                for chunk in chunks:  # each put before the next is asked for (`Chunker.cut_into`)
                     cid = writer.put(chunk)
                     listing.write(b'{"c":["' + cid.encode() + b'"]}\n')
                     stats["bytes"] += len(chunk)
@@ -224,7 +224,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         if unit["kind"] == "roles":
             with self.server.connect(autocommit=True) as conn, self.server.errors("reading the roles"):
                 found = read_roles(conn)
-            store(iter([_json(found)]))
+            store(self._cut(iter([_json(found)])))
             return {"rows": len(found["roles"]), "passwords": found["passwords"]}
         with self.server.connect(unit["db"]) as conn:
             with self.server.errors(f"joining the snapshot of {unit['db']}"):
@@ -233,6 +233,9 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             if unit["kind"] == "table":
                 return self._table(conn, unit, snapshot, store)
             return self._large_objects(conn, unit, store)
+
+    def _cut(self, stream: Iterator[bytes]) -> Iterator[bytes | memoryview]:
+        return self.chunker.cut(_Reader(stream))
 
     def _table(self, conn: psycopg.Connection[Any], unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
         name = f"{unit['db']}.{unit['schema']}.{unit['table']}"
@@ -247,14 +250,15 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             )
             text = copyout.script(conn, snapshot, query)
 
-        def blocks() -> Iterator[bytes]:
+        buffer = bytearray(self.chunker.read_size)  # every block of the table read into it
+
+        def filled(start: int, end: int) -> None:
             nonlocal rows
-            for data in copyout.copy_blocks(self.server, unit["db"], text, f"reading table {name}"):
-                rows += data.count(b"\n")  # text COPY escapes newlines in values: one per row
-                yield data
+            rows += buffer.count(b"\n", start, end)  # text COPY escapes newlines in values: one per row
 
         try:
-            store(blocks())
+            with copyout.copy_out(self.server, unit["db"], text, f"reading table {name}") as stdout:
+                store(self.chunker.cut_into(stdout, buffer, filled))
         except DavitError:
             with self.server.errors(f"reading table {name}"):
                 if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:  # type: ignore[index]
@@ -281,7 +285,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                         yield bytes(piece)
                     count += 1
 
-            store(blobs())
+            store(self._cut(blobs()))
         return {"rows": count}
 
     def _schema(self, unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
@@ -292,7 +296,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=env)
             assert proc.stdout is not None
             try:
-                store(iter(lambda: proc.stdout.read(READ_SIZE), b""))  # type: ignore[union-attr]
+                store(self._cut(iter(lambda: proc.stdout.read(READ_SIZE), b"")))  # type: ignore[union-attr]
             finally:
                 proc.stdout.close()
                 if proc.poll() is None and proc.returncode is None:

@@ -5,7 +5,8 @@ per row. py-spy on pgbench_accounts (7 million rows of ~120 bytes): psycopg's `C
 iterator took most of a backup's time (~0.34x of `pg_dump -Fd -j2`); one `get_copy_data`
 call per row through psycopg's compiled libpq wrapper still ~1 µs of Python per row (6-7 CPU
 seconds, ~0.3x). `psql` does the per-row work in C (1.0 CPU second for the same table) and
-davitd reads its stdout in 1 MiB blocks; both run on their own cores.
+davitd reads its stdout straight into the chunker's reused buffer (`Chunker.cut_into`); both
+run on their own cores.
 
 The bytes are those psycopg's COPY gave (the repository's chunks do not change, so a backup
 after this change deduplicates against the ones before): the script joins the exported
@@ -17,9 +18,11 @@ the same snapshot, then copies. The password reaches psql only through PGPASSFIL
 
 from __future__ import annotations
 
+import io
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -43,19 +46,27 @@ def script(conn: psycopg.Connection[Any], snapshot: str, query: sql.Composable) 
     return "\n".join(lines).encode()
 
 
-def copy_blocks(server: Server, db: str, text: bytes, doing: str) -> Iterator[bytes]:
-    """Run `psql` with the script `text` against `db`; its stdout in blocks (any size, any
-    boundary). Raises the classified error if psql fails (after the last block)."""
+@contextmanager
+def copy_out(server: Server, db: str, text: bytes, doing: str) -> Iterator[io.RawIOBase]:
+    """Run `psql` with the script `text` against `db`; its stdout, unbuffered (`readinto`
+    reads the pipe straight into the caller's buffer). Raises the classified error if psql
+    fails (once the block ends, after the last byte)."""
     argv = [tool("psql"), *server.tool_args(db), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     with server.passfile_env() as env, tempfile.TemporaryFile() as errfile, tempfile.TemporaryFile() as infile:
         infile.write(text)
         infile.seek(0)
-        proc = subprocess.Popen(argv, stdin=infile, stdout=subprocess.PIPE, stderr=errfile, env=env)
-        assert proc.stdout is not None
+        proc = subprocess.Popen(argv, stdin=infile, stdout=subprocess.PIPE, stderr=errfile, env=env, bufsize=0)
+        assert isinstance(proc.stdout, io.RawIOBase)
         try:
-            while block := proc.stdout.read(READ_SIZE):
-                yield block
+            yield proc.stdout
         finally:
             proc.stdout.close()  # a reader that stopped early: psql ends on the closed pipe
             proc.wait()
         finish_tool(server, proc, errfile, argv, doing)
+
+
+def copy_blocks(server: Server, db: str, text: bytes, doing: str) -> Iterator[bytes]:
+    """`copy_out`'s bytes in blocks (any size, any boundary)."""
+    with copy_out(server, db, text, doing) as stdout:
+        while block := stdout.read(READ_SIZE):
+            yield block
