@@ -148,7 +148,7 @@ class _SmallFiles:
         self.future: Future[list[Encoded | Exception | None]] | None = None
 
     def add(self, walked: WalkedFile, pending: _Pending) -> None:
-        pending.futures.append(_Part(self, len(self.files)))
+        pending.futures.append(_Part(self, len(self.files), weight=0 if self.files else 1))
         self.files.append((walked, pending))
         self.size += pending.entry.size
 
@@ -162,12 +162,18 @@ class _SmallFiles:
 
 
 class _Part:
-    """One small file's result within a `_SmallFiles` task: what `_Result` asks."""
+    """One small file's result within a `_SmallFiles` task: what `_Result` asks. The task takes
+    one of the store's in-flight slots (`Tuning.inflight_chunks`), carried by its first file's
+    part (`weight` 1, the others 0): it holds about `SMALL_BATCH_BYTES` (plus the last file
+    added, itself under the smallest large chunk), what one large chunk may (the chunking's
+    largest is 4 MiB), so the memory in flight stays bounded as before, while
+    a slot per file let only two tasks be read ahead of the writer, and the workers waited on
+    the storing thread's walk."""
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ("_batch", "_index", "weight")
 
-    def __init__(self, batch: _SmallFiles, index: int) -> None:
-        self._batch, self._index = batch, index
+    def __init__(self, batch: _SmallFiles, index: int, weight: int) -> None:
+        self._batch, self._index, self.weight = batch, index, weight
 
     def result(self) -> Encoded | None:
         got = self._batch.send().result()[self._index]
@@ -475,9 +481,9 @@ class _Store:
             # the per-file system calls of many small files overlap; several per task.
             if self.small is None or self.small.future is not None:  # none open, or sent by the writer's wait
                 self.small = _SmallFiles(self.pool, self.repo, self.chunker.chunking.max_chunk)
+                self.inflight += 1  # one slot per task (see `_Part`)
             self.small.add(abspath, pending)
             pending.whole = True
-            self.inflight += 1
             if self.small.full():
                 self._send_small()
             return
@@ -563,7 +569,7 @@ class _Store:
     def _write_chunks(self, pending: _Pending, until: int) -> None:
         for _ in range(max(until, 0)):
             future = pending.futures.pop(0)
-            self.inflight -= 1
+            self.inflight -= future.weight if isinstance(future, _Part) else 1
             try:
                 encoded = future.result()
             except ChangedSinceWalk as exc:  # only a small file's whole read can fail here
