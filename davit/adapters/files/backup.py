@@ -93,12 +93,35 @@ def _read_whole(repo: Repository, walked: WalkedFile, pending: _Pending, limit: 
     Its extended attributes are read from the same descriptor into `pending` (seen by the
     storing thread once this returns). Raises `ChangedSinceWalk` if the path no longer leads
     to the file the walk saw."""
-    with open(open_walked(walked), "rb") as fh:
-        pending.entry.xattrs, pending.xattrs_problem = read_xattrs(fh.fileno())
-        data = fh.read(limit + 1)
+    fd = open_walked(walked)
+    try:
+        pending.entry.xattrs, pending.xattrs_problem = read_xattrs(fd)
+        data = _read_to_end(fd, limit + 1, pending.entry.size + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ChangedSinceWalk(f"grew past {limit} bytes since it was walked at {pending.entry.size}; not stored")
     return _encode(repo, data) if data else None
+
+
+def _read_to_end(fd: int, cap: int, first: int) -> bytes:
+    """What `fd` holds from its offset to its end, up to `cap` bytes: read with the raw
+    descriptor (a buffered file object costs three more system calls per small file: fstat,
+    ioctl, lseek, each a GIL hand-off among the store's threads), `first` bytes asked for first
+    (the size the walk saw, plus one: a file that did not change is read in one call, and a
+    second that returns nothing confirms its end), then the rest in growing pieces, so a read
+    that only confirms the end never allocates `cap` bytes."""
+    pieces: list[bytes] = []
+    got = 0
+    want = min(first, cap)
+    while got < cap:
+        piece = os.read(fd, want)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+        want = min(cap - got, max(got, 1 << 16))
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _read_all_whole(repo: Repository, files: list[tuple[WalkedFile, _Pending]], limit: int) -> list[Encoded | Exception | None]:
@@ -126,7 +149,7 @@ class _SmallFiles:
         self.future: Future[list[Encoded | Exception | None]] | None = None
 
     def add(self, walked: WalkedFile, pending: _Pending) -> None:
-        pending.futures.append(_Part(self, len(self.files)))
+        pending.futures.append(_Part(self, len(self.files), weight=0 if self.files else 1))
         self.files.append((walked, pending))
         self.size += pending.entry.size
 
@@ -140,12 +163,18 @@ class _SmallFiles:
 
 
 class _Part:
-    """One small file's result within a `_SmallFiles` task: what `_Result` asks."""
+    """One small file's result within a `_SmallFiles` task: what `_Result` asks. The task takes
+    one of the store's in-flight slots (`Tuning.inflight_chunks`), carried by its first file's
+    part (`weight` 1, the others 0): it holds about `SMALL_BATCH_BYTES` (plus the last file
+    added, itself under the smallest large chunk), what one large chunk may (the chunking's
+    largest is 4 MiB), so the memory in flight stays bounded as before, while
+    a slot per file let only two tasks be read ahead of the writer, and the workers waited on
+    the storing thread's walk."""
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ("_batch", "_index", "weight")
 
-    def __init__(self, batch: _SmallFiles, index: int) -> None:
-        self._batch, self._index = batch, index
+    def __init__(self, batch: _SmallFiles, index: int, weight: int) -> None:
+        self._batch, self._index, self.weight = batch, index, weight
 
     def result(self) -> Encoded | None:
         got = self._batch.send().result()[self._index]
@@ -468,9 +497,9 @@ class _Store:
             # the per-file system calls of many small files overlap; several per task.
             if self.small is None or self.small.future is not None:  # none open, or sent by the writer's wait
                 self.small = _SmallFiles(self.pool, self.repo, self.chunker.chunking.max_chunk)
+                self.inflight += 1  # one slot per task (see `_Part`)
             self.small.add(abspath, pending)
             pending.whole = True
-            self.inflight += 1
             if self.small.full():
                 self._send_small()
             return
@@ -556,7 +585,7 @@ class _Store:
     def _write_chunks(self, pending: _Pending, until: int) -> None:
         for _ in range(max(until, 0)):
             future = pending.futures.pop(0)
-            self.inflight -= 1
+            self.inflight -= future.weight if isinstance(future, _Part) else 1
             try:
                 encoded = future.result()
             except ChangedSinceWalk as exc:  # only a small file's whole read can fail here

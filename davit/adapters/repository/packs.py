@@ -11,13 +11,17 @@ always names a complete pack.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import queue
 import re
 import struct
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from davit.adapters.repository.backend import Backend
 from davit.adapters.repository.fsutil import make_dirs, open_new, storage_error
@@ -34,6 +38,26 @@ CODEC_SEALED = 0x80  # flag: the stored bytes are an AES-256-GCM sealed blob (se
 # Blobs under this size are handed to the writing thread together, once they add up to it: one
 # hand-off (a queue put, a thread wake-up) per compressed small file cost more than its write.
 GATHER_BYTES = 1 << 20
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
+
+
+def write_all(fd: int, blobs: list[bytes | memoryview], writev: Callable[[int, Sequence[Any]], int] = os.writev) -> None:
+    """Every byte of `blobs`, in order, at `fd`'s offset: one `writev` per hand-off of gathered
+    blobs rather than a `write` per blob (a system call, so a GIL hand-off, for each compressed
+    small file), looping over partial writes and at most `_IOV_MAX` buffers per call."""
+    views = [memoryview(b).cast("B") for b in blobs if len(b)]
+    start = 0
+    while start < len(views):
+        written = writev(fd, views[start : start + _IOV_MAX])
+        if written <= 0:  # never for a file with room; refused rather than looped on
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while written and written >= len(views[start]):
+            written -= len(views[start])
+            start += 1
+        if written:  # a partial write ended inside this buffer
+            views[start] = views[start][written:]
 
 
 @dataclass(frozen=True)
@@ -99,8 +123,7 @@ class PackWriter:
         while (blobs := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    for data in blobs:
-                        self._fh.write(data)
+                    write_all(self._fh.fileno(), blobs)
                 except OSError as exc:
                     self._error = exc
 
