@@ -335,7 +335,9 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             ctx.step_total(STORE, bytes_total=known[0], items_total=known[1])
         if known is not None or not self.SCANS_FOR_TOTAL:
             return nullcontext()
-        return TreeScan(ctx, STORE, self._walk)
+        # its own walk of the source, not `_walk`: what the store walks (and a subclass adds to
+        # it) is the store's alone; a scan only counts entries
+        return TreeScan(ctx, STORE, lambda: walk(self.source, list(self.spec.source.exclude)))
 
     def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
         """The entries to store, in walk order (a volume backup walks several roots or a stream)."""
