@@ -66,7 +66,7 @@ def test_an_insert_names_its_table_and_columns_quoted() -> None:
 
 def test_statements_hold_whole_rows_and_cut_at_the_same_rows_after_an_insert_before_them() -> None:
     rows = [f"({i},'value {i} value {i} value {i}')".encode() for i in range(5000)]
-    first = list(statements(b"H\n", rows, 4096))
+    first = list(statements(b"H\n", [rows[:1000], rows[1000:]], 4096))
     assert sum(n for _, n in first) == 5000 and all(len(s) <= 4096 for s, _ in first)
-    changed = list(statements(b"H\n", [*rows[:100], b"(100.5,'new row')", *rows[100:]], 4096))
+    changed = list(statements(b"H\n", [[*rows[:100], b"(100.5,'new row')", *rows[100:]]], 4096))
     assert len(set(first) & set(changed)) >= len(first) - 3  # only the statements near the new row differ

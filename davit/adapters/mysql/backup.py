@@ -210,10 +210,10 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._rows(conn, name, typed, order),
+                            self._batches(conn, name, typed, order),
                             self.spec.chunk_kib << 10,
                         ):
-                            listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk)))
+                            listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))
                             oversized = max(oversized, len(chunk) if len(chunk) > packet else 0)
                             entry.rows += count
                             entry.size += len(chunk)
@@ -238,9 +238,10 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return {"table": f"{db}.{name}", "rows": entry.rows, "bytes": entry.size}
 
     @staticmethod
-    def _rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Iterator[bytes]:
-        """The table's rows as `(...)` literals, built here from the server's plain values
-        (`literals.py`; the server only reads and sends, as it does for mariadb-dump)."""
+    def _batches(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Iterator[list[bytes]]:
+        """The table's rows as `(...)` literals, a fetch at a time (`statements` cuts whole batches),
+        built here from the server's plain values (`literals.py`; the server only reads and
+        sends, as it does for mariadb-dump)."""
         names, keys = (",".join(quote_name(c) for c in cols) for cols in ([c[0] for c in columns], order))
         c_driver = cdriver.is_c(conn)
         if c_driver:  # every value as the bytes the server sent (no converter: mysqlclient's fast path)
@@ -250,7 +251,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
             cur.execute(f"SELECT {names} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
             make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
             while batch := cur.fetchmany(FETCH_ROWS):
-                yield from make(batch)
+                yield make(batch)
         finally:
             cur.close()  # reads what is left of the result, so the connection can be used again
             if c_driver:

@@ -24,9 +24,10 @@ class ChunkWriter:
         self._since = time.monotonic()
         self.bytes_stored = 0
 
-    def put(self, data: bytes | memoryview) -> str:
-        """Store one chunk (once: identical content is kept once); its id, in hex."""
-        cid, stored, codec = self.repo.encode(data)
+    def put(self, data: bytes | memoryview, *, text: bool = False) -> str:
+        """Store one chunk (once: identical content is kept once); its id, in hex. `text`: the
+        caller knows it is text (SQL statements), so the repository compresses it unsampled."""
+        cid, stored, codec = self.repo.encode(data, text=text)
         if stored is not None and not self.repo.has(cid):
             if self._pack is None:
                 self._pack = self.repo.new_pack()

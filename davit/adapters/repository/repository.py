@@ -377,8 +377,9 @@ class Repository:
             self.refresh_index()
         return {cid for cid in chunk_ids if cid not in self._index}
 
-    def encode(self, plain: bytes | memoryview) -> tuple[bytes, bytes | memoryview | None, int]:
-        """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec)."""
+    def encode(self, plain: bytes | memoryview, *, text: bool = False) -> tuple[bytes, bytes | memoryview | None, int]:
+        """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec).
+        `text`: the caller knows `plain` is text (SQL statements), so it skips the sample."""
         key = self._key
         if key is None and self.encrypted:
             raise self._key_required()
@@ -386,16 +387,20 @@ class Repository:
         self._ensure_index()
         if cid in self._index:
             return cid, None, CODEC_RAW
-        stored, codec = self._compressed(plain)
+        stored, codec = self._compressed(plain, text)
         if key is not None:
             return cid, key.seal(stored, cid), codec | CODEC_SEALED
         return cid, stored, codec
 
-    def _compressed(self, plain: bytes | memoryview) -> tuple[bytes | memoryview, int]:
+    def _compressed(self, plain: bytes | memoryview, text: bool = False) -> tuple[bytes | memoryview, int]:
         """`plain` compressed (CODEC_ZSTD), or as it is (CODEC_RAW) if zstd would not make it
         smaller: judged first on a sample (`incompressible`), so random or already compressed
-        data (archives, media, encrypted files) is not run through zstd at all."""
-        if not incompressible(plain, self._compressor()):
+        data (archives, media, encrypted files) is not run through zstd at all. `text` (SQL
+        statements: binary values are hex literals, half their size under zstd even when
+        random) passes any sample, so it is compressed without one; should it not shrink after
+        all, it is stored raw as below. Either way the chunk's id (over its plain bytes) and
+        what a read returns are the same."""
+        if text or not incompressible(plain, self._compressor()):
             stored = self._compressor().compress(plain)
             if len(stored) < len(plain):
                 return stored, CODEC_ZSTD

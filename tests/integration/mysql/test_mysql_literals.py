@@ -46,7 +46,7 @@ def rows_both_ways(server: Server, db: str, table: str) -> tuple[list[bytes], li
             keys = ",".join(quote_name(c) for c in order)
             cur.execute(f"SELECT CAST(CONCAT('(', {parts}, ')') AS BINARY) FROM {quote_name(table)} ORDER BY {keys}")
             reference = [bytes(r[0]) for r in cur.fetchall()]
-        built = list(MysqlBackupWork._rows(conn, table, columns, order))
+        built = [row for batch in MysqlBackupWork._batches(conn, table, columns, order) for row in batch]
     finally:
         conn.close()
     return reference, built
