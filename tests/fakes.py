@@ -65,3 +65,40 @@ class MemoryRunContext:
     def check_stop(self) -> None:
         if self.stop.is_set():
             raise RunStopped("test asked to stop")
+
+
+@dataclass
+class ProgressRunContext(MemoryRunContext):
+    """A `MemoryRunContext` that also keeps, per checkpoint, the amounts done and the step's
+    totals as the daemon's `WorkerContext` sends them along (the last `step_total` told)."""
+
+    progress: list[dict[str, Any]] = field(default_factory=list)
+
+    def checkpoint(
+        self,
+        step: str,
+        cursor: dict[str, Any],
+        *,
+        chunks_written: Sequence[str] = (),
+        bytes_done: int = 0,
+        bytes_stored: int = 0,
+        items_done: int = 0,
+    ) -> None:
+        bytes_total, items_total = self.totals.get(step, (None, None))
+        self.progress.append(
+            {
+                "step": step,
+                "cursor": cursor,
+                "bytes_done": bytes_done,
+                "items_done": items_done,
+                "bytes_total": bytes_total,
+                "items_total": items_total,
+            }
+        )
+        super().checkpoint(
+            step, cursor, chunks_written=chunks_written, bytes_done=bytes_done, bytes_stored=bytes_stored, items_done=items_done
+        )
+
+    def of(self, step: str) -> list[dict[str, Any]]:
+        """The checkpoints of `step`, in order."""
+        return [c for c in self.progress if c["step"] == step]

@@ -25,6 +25,7 @@ INSERT INTO items SELECT i, 'item ' || i, md5(i::text) || md5((i * 7)::text) || 
   timestamptz '2024-01-01' + i * interval '1 second' FROM generate_series(1, {ROWS}) i;
 CREATE TABLE small (id serial PRIMARY KEY, note text);
 INSERT INTO small (note) SELECT 'note ' || i FROM generate_series(1, 100) i;
+ANALYZE items;
 """
 DIGEST = "SELECT count(*), count(DISTINCT id), md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {} t"
 
@@ -115,6 +116,10 @@ def test_backup_killed_inside_a_table_resumes_and_the_snapshot_restores_identica
     assert run["run_id"] == run_id and run["interruptions"] == 1
     written = [c for cp in events_of(davit, run_id, "CheckpointRecorded") for c in cp["chunks_written"]]
     assert len(written) == len(set(written)), "a chunk was written twice"
+    # progress rode on the checkpoints: the catalog's estimate of the rows, and the rows read
+    table = [c for c in events_of(davit, run_id, "CheckpointRecorded") if c["step"] == step]
+    assert all(c["items_done"] > 0 and ROWS // 2 <= c["items_total"] <= ROWS * 2 for c in table)
+    assert table[-1]["cursor"].get("done") and table[-1]["items_done"] == ROWS
     [snap] = davit.json_lines("snapshots", "--job", "big")
     assert snap["stats"]["rows"] == ROWS + 100
     assert "0 problems" in davit.cli("verify", run_id, timeout=600).stdout
@@ -154,6 +159,8 @@ def test_restore_killed_inside_a_table_reloads_that_table_once(
         assert run["state"] == "succeeded", run
         assert run["run_id"] == run_id and run["interruptions"] == 1
         assert len([s for s in events_of(davit, run_id, "StepStarted") if s["step"] == step]) == 2, "items loaded again"
+        [loaded] = [c for c in events_of(davit, run_id, "CheckpointRecorded") if c["step"] == step]
+        assert loaded["items_done"] == loaded["items_total"] == ROWS  # the snapshot's own count
         assert digest(postgres_peer, target, "items") == expected  # same count, every id once, same content
         assert digest(postgres_peer, target, "small")[:2] == (100, 100)
     finally:

@@ -14,7 +14,9 @@ when installed, `cdriver.py`), turned into INSERT statements cut
 by content (`sqltext.py`), each statement a chunk stored as it comes; its definition is read
 on the same connection. A table is one step: after a kill -9 the run resumes at the first
 table not recorded done and dumps it again from its first row, through new connections that
-start a new consistent point. A resumed backup is therefore consistent per table and across
+start a new consistent point. Progress: each table's step is told the server's estimate of
+its rows (`information_schema.TABLES.TABLE_ROWS`), and every checkpoint carries the rows read
+so far. A resumed backup is therefore consistent per table and across
 the tables dumped after the resume, not across the interruption (the README says so).
 """
 
@@ -180,8 +182,11 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 data=what != "schema",
             )
             order = schema.order_by(cur, db, name, entry.columns) if entry.data else []
+            estimate = schema.estimated_rows(cur, db, name) if entry.data else None
             cur.execute("SELECT @@max_allowed_packet")
             packet = int(cur.fetchone()[0])
+        if estimate is not None:  # rides on the step's checkpoints, which carry the rows done
+            relay.call(ctx.step_total, step, items_total=estimate)
         oversized = 0  # the largest statement that a server set like this one would refuse
         writer = ChunkWriter(self.repo, self.tuning)
         # A table resumed after a kill starts again from its first row (a new snapshot point):

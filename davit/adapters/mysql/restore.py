@@ -233,6 +233,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         if not entry.data:
             relay.call(ctx.checkpoint, step, {"count": None, "schema_only": True})
             return {"table": name, "rows": 0, "schema_only": True}
+        relay.call(ctx.step_total, step, items_total=entry.rows)  # the snapshot's own count: exact
         conn = self.server.connect(autocommit=False)
         try:
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:

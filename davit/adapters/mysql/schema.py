@@ -49,6 +49,17 @@ def tables(cur: Any, db: str) -> list[tuple[str, str, str]]:
     return [(str(n), str(t), str(e)) for n, t, e in cur.fetchall()]
 
 
+def estimated_rows(cur: Any, db: str, table: str) -> int | None:
+    """The server's estimate of a table's rows (`TABLE_ROWS`: InnoDB samples it, it can be off
+    by a good fraction; exact for MyISAM/Aria), for progress only; None when it has none."""
+    cur.execute(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA = {quote_text(db)} AND TABLE_NAME = {quote_text(table)}"
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None and int(row[0]) >= 0 else None
+
+
 def columns(cur: Any, db: str, table: str) -> list[tuple[str, str, bool]]:
     """The columns a row is restored into: all but generated ones (invisible ones included:
     `SELECT *` would leave those out), in their order: (name, data type, has a character set)."""

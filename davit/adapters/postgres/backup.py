@@ -14,6 +14,11 @@ TO STDOUT` in text form (what pg_dump writes, and what `pg_restore` would read b
 through `psql` joined to the same snapshot, `copyout.py`), cut by the repository's chunker and
 stored as they arrive: nothing is staged whole on disk.
 
+Progress: a table's step is told its rows as the catalog estimates them (`pg_class.reltuples`,
+read in the unit's snapshot: what the last VACUUM/ANALYZE counted, unknown if never), the
+large objects' step their exact count; every checkpoint, partial ones too, carries the rows
+and bytes read so far. Totals ride on those checkpoints: no event is added for them.
+
 One checkpoint per unit: a unit interrupted by a kill -9 starts again (its chunks already in
 packs are found again and not stored twice: same rows, same bytes, same chunks). The exported
 snapshot dies with the coordinator, so a resumed run reads the remaining units at a *new*
@@ -88,6 +93,8 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1, 2
 """
+# the planner's row estimate of one table; negative (PostgreSQL 14+) when never vacuumed or analyzed
+ESTIMATED_ROWS = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)"
 MATVIEWS = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1, 2
@@ -185,6 +192,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         staging = self.repo.staging(self.run_id, part=index)
         writer = ChunkWriter(self.repo, self.tuning)
         stats = {"bytes": 0, "stored": 0}
+        tally = _Tally(ctx, relay, unit["step"])
         with staging.reopen_tree(0) as listing:  # a unit is redone whole: its earlier lines go
 
             def store(chunks: Iterator[bytes | memoryview]) -> None:
@@ -197,11 +205,18 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                         # checkpoint (its completion) comes at its end
                         written = writer.seal()
                         staging.durable(listing)
-                        relay.call(ctx.checkpoint, unit["step"], {"partial": True}, chunks_written=written)
+                        relay.call(
+                            ctx.checkpoint,
+                            unit["step"],
+                            {"partial": True},
+                            chunks_written=written,
+                            bytes_done=stats["bytes"],
+                            items_done=tally.rows,
+                        )
                         ctx.check_stop()
 
             try:
-                pg = self._read_unit(unit, snapshot, store)
+                pg = self._read_unit(unit, snapshot, store, tally)
                 written = writer.seal()
             except BaseException:
                 writer.abort()
@@ -215,10 +230,17 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 ctx.warn, f"table {unit['db']}.{unit['schema']}.{unit['table']} was dropped after the run was prepared: left out"
             )
         staging.write_meta(UNIT_META, _json(pg))
-        relay.call(ctx.checkpoint, unit["step"], {"done": True}, chunks_written=written, bytes_done=stats["bytes"])
+        relay.call(
+            ctx.checkpoint,
+            unit["step"],
+            {"done": True},
+            chunks_written=written,
+            bytes_done=stats["bytes"],
+            items_done=int(pg.get("rows", 0)),
+        )
         return {"bytes": stats["bytes"], "rows": pg.get("rows", 0)}
 
-    def _read_unit(self, unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
+    def _read_unit(self, unit: dict[str, Any], snapshot: str, store: Any, tally: _Tally) -> dict[str, Any]:
         if unit["kind"] == "schema":
             return self._schema(unit, snapshot, store)
         if unit["kind"] == "roles":
@@ -231,13 +253,15 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             if unit["kind"] == "table":
-                return self._table(conn, unit, snapshot, store)
-            return self._large_objects(conn, unit, store)
+                return self._table(conn, unit, snapshot, store, tally)
+            return self._large_objects(conn, unit, store, tally)
 
     def _cut(self, stream: Iterator[bytes]) -> Iterator[bytes | memoryview]:
         return self.chunker.cut(_Reader(stream))
 
-    def _table(self, conn: psycopg.Connection[Any], unit: dict[str, Any], snapshot: str, store: Any) -> dict[str, Any]:
+    def _table(
+        self, conn: psycopg.Connection[Any], unit: dict[str, Any], snapshot: str, store: Any, tally: _Tally
+    ) -> dict[str, Any]:
         name = f"{unit['db']}.{unit['schema']}.{unit['table']}"
         rows = 0
         with self.server.errors(f"reading table {name}"):
@@ -245,6 +269,8 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:  # type: ignore[index]
                 return {"skipped": True, "rows": 0}  # dropped since the run was prepared
             columns = [r[0] for r in conn.execute(COLUMNS, (unit["schema"], unit["table"]))]
+            estimate = conn.execute(ESTIMATED_ROWS, (qualified,)).fetchone()
+            tally.total(int(estimate[0]) if estimate is not None and estimate[0] >= 0 else None)
             query = sql.SQL("COPY {} ({}) TO STDOUT").format(
                 sql.Identifier(unit["schema"], unit["table"]), sql.SQL(", ").join(map(sql.Identifier, columns))
             )
@@ -255,6 +281,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         def filled(start: int, end: int) -> None:
             nonlocal rows
             rows += buffer.count(b"\n", start, end)  # text COPY escapes newlines in values: one per row
+            tally.rows = rows
 
         try:
             with copyout.copy_out(self.server, unit["db"], text, f"reading table {name}") as stdout:
@@ -266,12 +293,13 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
             raise
         return {"columns": columns, "rows": rows}
 
-    def _large_objects(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any) -> dict[str, Any]:
+    def _large_objects(self, conn: psycopg.Connection[Any], unit: dict[str, Any], store: Any, tally: _Tally) -> dict[str, Any]:
         """Every large object as a header (oid, length) and its bytes, read in LO_PIECE pieces:
         a large object is never held whole in memory."""
         count = 0
         with self.server.errors(f"reading the large objects of {unit['db']}"):
             oids = [r[0] for r in conn.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY oid")]
+            tally.total(len(oids))
 
             def blobs() -> Iterator[bytes]:
                 nonlocal count
@@ -284,6 +312,7 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
                         piece = conn.execute("SELECT lo_get(%s, %s, %s)", (oid, offset, LO_PIECE)).fetchone()[0]  # type: ignore[index]
                         yield bytes(piece)
                     count += 1
+                    tally.rows = count
 
             store(self._cut(blobs()))
         return {"rows": count}
@@ -384,6 +413,19 @@ class PostgresBackupWork(RunWork[PostgresBackupJob]):
         if missing:
             raise SourceMissing(info.where, f"{len(missing)} chunks it names are missing from the repository")
         return {"snapshot_id": self.run_id, **info.stats}
+
+
+class _Tally:
+    """A unit's rows read so far, for its checkpoints, and its step's total told to the run
+    (through the relay: every context call is made from the run's thread)."""
+
+    def __init__(self, ctx: RunContext, relay: Relay, step: str) -> None:
+        self._ctx, self._relay, self._step = ctx, relay, step
+        self.rows = 0
+
+    def total(self, items: int | None) -> None:
+        if items is not None:
+            self._relay.call(self._ctx.step_total, self._step, items_total=items)
 
 
 class _Reader:

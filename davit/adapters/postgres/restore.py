@@ -299,7 +299,15 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
     def _table_task(self, ctx: RunContext, dst: str, step: str, unit: Unit) -> Any:
         def task(relay: Relay) -> None:
             relay.call(ctx.step_started, step)
-            relay.call(ctx.step_completed, step, self._table(dst, step.removeprefix(TABLE), unit))
+            rows = unit.pg.get("rows")  # the snapshot's own count: exact
+            if isinstance(rows, int):
+                relay.call(ctx.step_total, step, items_total=rows)
+            summary = self._table(dst, step.removeprefix(TABLE), unit)
+            # The table's rows are committed: one checkpoint says how many, so the step's
+            # progress (and the run's rows done) shows them, as mysql.restore's does. The
+            # cursor is not read on resume: a step not recorded done is loaded again whole.
+            relay.call(ctx.checkpoint, step, {"done": True}, bytes_done=unit.size, items_done=summary["rows"])
+            relay.call(ctx.step_completed, step, summary)
 
         return task
 
