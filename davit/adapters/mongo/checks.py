@@ -2,7 +2,8 @@
 URI resolved from its reference as a run does; errors translated and redacted there).
 
 Read-only: a ping, the server's version, the databases and collections listed. A text export's
-output file and an import's input file are checked as the files kinds check paths.
+output file, an import's input file and a restore's mongodump directory are checked as the
+files kinds check paths.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from davit.adapters.mongo.client import Server
-from davit.adapters.pathchecks import free_space, readable_file, writable_place
+from davit.adapters.pathchecks import free_space, readable_directory, readable_file, writable_place
 from davit.domain.checks import CheckInputs, Checklist
 from davit.domain.jobs import MongoBackupJob, MongoExportJob, MongoImportJob, MongoRestoreJob
 from davit.domain.jobs.mongo import MongoServer
@@ -56,7 +57,9 @@ def backup_checks(inputs: CheckInputs) -> None:
 def restore_checks(inputs: CheckInputs) -> None:
     spec: MongoRestoreJob = inputs.spec
     if spec.source.from_mongodump is None:
-        inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+        inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, "mongo")
+    else:  # the run reads the dump directory instead of a snapshot
+        readable_directory(inputs.checklist, "source", Path(spec.source.from_mongodump))
     server = _connect(inputs.checklist, "target", spec.target)
     if server is not None:
         server.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from davit.adapters.mysql.client import Server
+from davit.adapters.mysql.layout import KIND
 from davit.domain.checks import CheckInputs, Checklist
 from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob
 from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlServer
@@ -100,7 +101,7 @@ def _backup_privileges(cl: Checklist, server: Server, conn: Any, spec: MysqlBack
 def restore_checks(inputs: CheckInputs) -> None:
     spec: MysqlRestoreJob = inputs.spec
     cl = inputs.checklist
-    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, KIND)
     opened = _connect(cl, "target", spec.target)
     if opened is None:
         return

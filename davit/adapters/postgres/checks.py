@@ -124,7 +124,7 @@ def _named(what: str, names: list[str]) -> str:
 def restore_checks(inputs: CheckInputs) -> None:
     spec: PostgresRestoreJob = inputs.spec
     cl = inputs.checklist
-    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, "postgres")
     opened = _connect(cl, "target", spec.target)
     if opened is None:
         return

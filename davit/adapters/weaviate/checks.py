@@ -56,7 +56,7 @@ def backup_checks(inputs: CheckInputs) -> None:
 
 def restore_checks(inputs: CheckInputs) -> None:
     spec: WeaviateRestoreJob = inputs.spec
-    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, "weaviate")
     opened = _connect(inputs.checklist, "target", spec.target)
     if opened is None:
         return
