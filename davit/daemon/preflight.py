@@ -37,11 +37,13 @@ class JobCheck:
     settings: Settings
     checklist: Checklist
     _checked: dict[str, list[SnapshotInfo] | None] = field(default_factory=dict)
+    _subjects: dict[str, str] = field(default_factory=dict)  # name -> "source main", "repository local"...
 
     def check_repository(self, name: str, subject: str = "repository") -> bool:
         """Record repository `name`'s checks (once per job); whether it can be read."""
         if name not in self._checked:
-            self._checked[name] = check_repository(self.settings, name, self.checklist, f"{subject} {name}")
+            self._subjects[name] = f"{subject} {name}"
+            self._checked[name] = check_repository(self.settings, name, self.checklist, self._subjects[name])
         return self._checked[name] is not None
 
     def check_snapshot(self, repository: str, ref: str, job: str | None, kind: str | None = None) -> dict[str, Any] | None:
@@ -53,7 +55,7 @@ class JobCheck:
             return None
         found = self._checked[repository] or []
         candidates = sorted((s for s in found if job is None or s.job == job), key=lambda s: (s.created_at, s.id))
-        subject = f"repository {repository}"
+        subject = self._subjects[repository]  # the snapshot's line beside its repository's
         with self.checklist.check(subject, "snapshot") as c:
             chosen = candidates[-1:] if ref == "latest" else [s for s in candidates if s.id.startswith(ref)]
             if len(chosen) != 1:
