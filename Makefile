@@ -36,7 +36,7 @@ run: $(VENV)/.installed
 ## make test: install, start the real test peers, run the whole suite, stop the peers.
 test: $(VENV)/.installed
 	$(PY) -m tests.peers up
-	status=0; $(PY) -m pytest tests || status=$$?; $(PY) -m tests.peers down; exit $$status
+	status=0; $(PY) -m pytest tests --durations=30 || status=$$?; $(PY) -m tests.peers down; exit $$status
 
 ## make test-unit: the fast tests only (no peers, no daemon subprocesses).
 test-unit: $(VENV)/.installed
