@@ -35,20 +35,13 @@ from davit.eventstore.sqlite import SqliteEventStore
 POLL_SECONDS = 0.5
 
 
-def safe(text: str) -> str:
-    """`text` without control or format characters (written as escapes, `terminaltext.py`): a
-    name from a job file or a server must not move the cursor, clear the screen, set a terminal
-    title, or turn the line around with a bidi override."""
-    return for_terminal(text)
-
-
 def amount(p: StepProgress, value: int | float) -> str:
     return human_bytes(int(value)) if p.unit == "bytes" else f"{int(value)} items"
 
 
 def describe(step: StepView, p: StepProgress) -> str:
     """One step's progress as words: `store 1.2 GiB / 3.4 GiB 35.3% 12.0 MiB/s ETA 3m05s`."""
-    parts = [safe(step.name), step.status]
+    parts = [for_terminal(step.name), step.status]
     if p.total is None and not p.done:
         return " ".join(parts)  # a step that counts nothing (a publish): its status says it all
     parts.append(amount(p, p.done) + (f" / {amount(p, p.total)}" if p.total is not None else ""))
@@ -67,7 +60,7 @@ def run_progress(view: RunView) -> str:
     step = view.current_step
     if step is None or view.state in TERMINAL:
         return "-"
-    name = safe(step.name)
+    name = for_terminal(step.name)
     name = name if len(name) <= 32 else name[:31] + "…"
     p = step.progress()
     if p.percent is not None:
@@ -138,13 +131,13 @@ class _Bars:
         for step in view.steps.values():
             p = step.progress()
             if step.name not in self._tasks:
-                self._tasks[step.name] = self._progress.add_task(safe(step.name), total=None)
+                self._tasks[step.name] = self._progress.add_task(for_terminal(step.name), total=None)
             tid = self._tasks[step.name]
             done = step.status == "done"
             total = 1.0 if done else (p.total if p.total else None)
             completed = 1.0 if done else float(p.done)
             self._progress.update(tid, total=total, completed=completed)
-            self._facts[tid] = describe(step, p).removeprefix(safe(step.name) + " ")
+            self._facts[tid] = describe(step, p).removeprefix(for_terminal(step.name) + " ")
 
     def close(self) -> None:
         self._progress.stop()
