@@ -14,7 +14,6 @@ Everything printed that came from a job file, an error or the log is escaped for
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn
@@ -22,8 +21,7 @@ from typing import NoReturn
 import anyio
 import click
 
-from davit.daemon.cli.common import emit_json, human_bytes, state
-from davit.daemon.cli.common import table as plain_table
+from davit.daemon.cli.common import emit_json, human_bytes, say, state, table
 from davit.daemon.config import Settings
 from davit.daemon.heartbeat import daemon_facts
 from davit.daemon.jobs import JobRegistry
@@ -41,7 +39,6 @@ from davit.domain.health import (
     span,
 )
 from davit.domain.runs import RunView, fold
-from davit.domain.terminaltext import for_terminal
 from davit.eventstore.sqlite import EventLogMissing, SqliteEventStore
 
 MAX_PENDING_COUNTED = 10_000  # requests davitd has not handled, counted up to this many
@@ -134,7 +131,7 @@ def _unknown(now: datetime, reason: str, as_json: bool) -> NoReturn:
     if as_json:
         emit_json({"format": 1, "status": "UNKNOWN", "exit_code": 3, "summary": summary, "checked_at": _iso(now)})
     else:
-        click.echo(for_terminal(summary))
+        say(summary)
     raise HealthNotOk(int(Status.UNKNOWN), summary)
 
 
@@ -152,8 +149,8 @@ def _log_unreadable(now: datetime, daemon: DaemonFacts, reason: str, as_json: bo
 
 
 def _print(report: Report, now: datetime) -> None:
-    click.echo(for_terminal(report.summary))
-    click.echo(for_terminal(_daemon_line(report)))
+    say(report.summary)
+    say(_daemon_line(report))
     click.echo(
         f"queue: {len(report.queued)} queued, {len(report.waiting_retry)} waiting for a retry, "
         f"{report.requests_pending} requests not yet handled"
@@ -185,12 +182,7 @@ def _print(report: Report, now: datetime) -> None:
         )
     for finding in report.findings:
         who = f"job {finding.job}: " if finding.job else ""
-        click.echo(for_terminal(f"{finding.status.name}: {who}{finding.reason}"))
-
-
-def table(rows: Iterable[Iterable[object]], headers: list[str]) -> None:
-    """`common.table`, every cell escaped for the terminal (names and states come from the log)."""
-    plain_table(([for_terminal("" if c is None else str(c)) for c in row] for row in rows), headers)
+        say(f"{finding.status.name}: {who}{finding.reason}")
 
 
 def _daemon_line(report: Report) -> str:
