@@ -18,6 +18,7 @@ from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_k
 from davit.daemon.logsetup import configure as configure_logging
 from davit.daemon.metrics import serving_metrics
 from davit.daemon.notify import Notifier
+from davit.daemon.statelock import holding_state_lock
 from davit.daemon.supervisor import Supervisor
 from davit.daemon.version import davit_version
 from davit.domain.errors import DavitError
@@ -25,6 +26,11 @@ from davit.eventstore.sqlite import SqliteEventStore
 
 
 async def _serve(parts: Parts) -> None:
+    with holding_state_lock(parts.settings):
+        await _serve_locked(parts)
+
+
+async def _serve_locked(parts: Parts) -> None:
     notifier = Notifier()
     health = LogHealth(notifier)  # appends wait out a log that cannot be written
     key = daemon_log_key(parts.settings)

@@ -26,7 +26,6 @@ during such an outage waits for the log at most `LOG_SHUTDOWN_PATIENCE_SECONDS`.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -54,7 +53,7 @@ from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
-from davit.domain.errors import FieldProblem, IllegalTransition, InvalidConfig, PermanentError
+from davit.domain.errors import FieldProblem, IllegalTransition, InvalidConfig
 from davit.domain.jobs import job_from_dict, spec_revision
 from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
@@ -121,49 +120,36 @@ class Supervisor:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        lock_fd = self._take_lock()
+        """Run until a signal stops davitd. The caller holds the state directory's lock."""
+        await append_unordered(
+            self.store,
+            ev.DAEMON_STREAM,
+            ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version),
+        )
+        await self._load()
+        await self._recover()
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         try:
-            await append_unordered(
-                self.store,
-                ev.DAEMON_STREAM,
-                ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version),
-            )
-            await self._load()
-            await self._recover()
-            self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                await self._sync_jobs()
-            except Exception:
-                # The jobs already defined run; the watcher and the reconcile try the directory again.
-                log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
-            await self.heartbeat.beat(self._beat_facts)  # (before ready: a status right after it sees davitd alive)
-            self.notifier.ready(self._status())
-            log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_jobs)
-                tg.start_soon(self._preload_kinds)  # (after the watch is set up: imports take the GIL)
-                tg.start_soon(self._schedule_loop)
-                tg.start_soon(self._requests_loop)
-                tg.start_soon(self._dispatch_loop, tg)
-                tg.start_soon(self._watchdog_loop)
-                tg.start_soon(self.heartbeat.beat_forever, self._beat_facts)
-                tg.start_soon(self._notifications)
-                tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
-                await self._wait_for_signal()
-                await self._shutdown()
-                tg.cancel_scope.cancel()
-        finally:
-            os.close(lock_fd)
-
-    def _take_lock(self) -> int:
-        self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.settings.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise PermanentError(f"another davitd is running with state directory {self.settings.state_dir}") from None
-        return fd
+            await self._sync_jobs()
+        except Exception:
+            # The jobs already defined run; the watcher and the reconcile try the directory again.
+            log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
+        await self.heartbeat.beat(self._beat_facts)  # (before ready: a status right after it sees davitd alive)
+        self.notifier.ready(self._status())
+        log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_jobs)
+            tg.start_soon(self._preload_kinds)  # (after the watch is set up: imports take the GIL)
+            tg.start_soon(self._schedule_loop)
+            tg.start_soon(self._requests_loop)
+            tg.start_soon(self._dispatch_loop, tg)
+            tg.start_soon(self._watchdog_loop)
+            tg.start_soon(self.heartbeat.beat_forever, self._beat_facts)
+            tg.start_soon(self._notifications)
+            tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
+            await self._wait_for_signal()
+            await self._shutdown()
+            tg.cancel_scope.cancel()
 
     async def _wait_for_signal(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

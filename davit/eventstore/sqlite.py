@@ -40,6 +40,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiosqlite
+import anyio
+import anyio.lowlevel
 from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, NoResultFound
@@ -612,15 +614,21 @@ class SqliteEventStore:
             return [_stored(r) for r in await conn.execute(query)]
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[AsyncConnection]:
-        """A reader connection; SQLite's errors become one typed line (`EventLogDamaged`)."""
+    async def _reading(self, whole_log: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A reader connection; SQLite's errors become one typed line (`EventLogDamaged`).
+
+        Bounded reads (a page, a count: all but the audits, `whole_log`, which only the CLI runs)
+        finish even if their caller is cancelled meanwhile: a query cut off in aiosqlite's thread leaves a connection whose
+        close never completes, and the event loop then waits for it forever at exit (a second
+        davitd refused the lock hung so, and so could any davitd stopping while a follower read)."""
         assert self._reader is not None
-        with _mapped(self.path):
+        await anyio.lowlevel.checkpoint_if_cancelled()  # (a loop of reads still ends when cancelled)
+        with anyio.CancelScope(shield=not whole_log), _mapped(self.path):
             async with self._reader.connect() as conn:
                 yield conn
 
     async def integrity_check(self) -> str:
-        async with self._reading() as conn:
+        async with self._reading(whole_log=True) as conn:
             rows = (await conn.exec_driver_sql("PRAGMA integrity_check")).all()
         return "; ".join(str(r[0]) for r in rows)
 
@@ -636,7 +644,7 @@ class SqliteEventStore:
         prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
         secret: bytes | None = None
         keyed_from: int | None = None
-        async with self._reading() as conn:
+        async with self._reading(whole_log=True) as conn:
             result = await conn.stream(select(s.events).order_by(s.events.c.position))
             async for row in result:
                 if row.position != expected_position:

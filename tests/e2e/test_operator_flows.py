@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import sqlite3
 import subprocess
@@ -233,6 +234,17 @@ def test_a_second_daemon_on_the_same_state_refuses_to_start(davit: Davit) -> Non
     davit.start()
     second = subprocess.run([str(BIN / "davitd"), "--home", str(davit.home)], capture_output=True, text=True, timeout=30)
     assert second.returncode == 1 and "another davitd is running" in second.stderr
+
+
+def test_a_daemon_refused_the_state_lock_touches_neither_the_log_nor_its_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    state = home / "state"
+    state.mkdir(parents=True, mode=0o700)
+    with open(state / "davitd.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running davitd holds it
+        second = subprocess.run([str(BIN / "davitd"), "--home", str(home)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and "another davitd is running" in second.stderr
+    assert sorted(p.name for p in state.iterdir()) == ["davitd.lock"]
 
 
 def test_history_follow_prints_new_events_as_they_happen(davit: Davit, source: Path) -> None:

@@ -104,7 +104,8 @@ def test_files_backup_and_restore_through_s3(davit: Davit, seaweedfs_peer: S3Pee
     davit.configure(cloud_config(seaweedfs_peer, prefix))
     files_round_trip(davit, tmp_path)
     assert_stored_remotely(davit, seaweedfs_peer, prefix, "f")
-    assert len(list(bucket_view(seaweedfs_peer, prefix).list("packs/"))) >= 3  # 1 MiB packs of about 4.5 MiB
+    # 1 MiB packs of about 3 MiB stored: several, however the keyed content-defined cut falls
+    assert len(list(bucket_view(seaweedfs_peer, prefix).list("packs/"))) >= 2
 
 
 def test_files_backup_and_restore_through_sftp(
@@ -119,7 +120,7 @@ def test_files_backup_and_restore_through_sftp(
     )
     run_id = files_round_trip(davit, tmp_path)
     assert (server_dir / "snapshots" / run_id / "manifest.json").is_file()  # the sshd peer runs on this host
-    assert len(list(server_dir.glob("packs/*/*.pack"))) >= 3
+    assert len(list(server_dir.glob("packs/*/*.pack"))) >= 2  # (as through S3 above)
 
 
 @pytest.fixture

@@ -184,7 +184,17 @@ def ensure_docker_client() -> None:
 
 # No default bridge (a shared `docker0` breaks when two engines or checkouts start and stop it):
 # plain `docker run` gets network "none"; Compose and user networks get their own bridges.
-ENGINE1_ARGS = ["--bridge=none", "--default-address-pool", "base=10.213.0.0/17,size=24"]
+# A second checkout's peers on the same machine (a clean clone's CI run beside a working copy)
+# take other pools: DAVIT_PEERS_ADDRESS_POOLS="10.215.0.0/17,10.216.0.0/17".
+ADDRESS_POOLS = os.environ.get("DAVIT_PEERS_ADDRESS_POOLS", "10.213.0.0/17,10.214.0.0/17").split(",")
+
+
+def engine_args(number: int) -> list[str]:
+    """Engine `number` (1: the docker peer, 2: the ssh peer's host): no default bridge, its own pool."""
+    return ["--bridge=none", "--default-address-pool", f"base={ADDRESS_POOLS[number - 1].strip()},size=24"]
+
+
+ENGINE1_ARGS = engine_args(1)
 
 
 def up() -> dict[str, Any]:

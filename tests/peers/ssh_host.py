@@ -22,13 +22,13 @@ from tests.peers.common import (
     stop,
     wait_until,
 )
-from tests.peers.docker_engine import DEB_PACKAGES, IMAGE, Engine, ensure_docker_client
+from tests.peers.docker_engine import DEB_PACKAGES, IMAGE, Engine, engine_args, ensure_docker_client
 from tests.peers.ports import free_port, port_open
 
 NAME = "sshd"
 ENGINE2 = "dockerd2"
 # Like engine 1, no default bridge; a distinct address pool for user networks.
-ENGINE2_ARGS = ["--bridge=none", "--default-address-pool", "base=10.214.0.0/17,size=24"]
+ENGINE2_ARGS = engine_args(2)
 
 
 def _dir() -> Path:
