@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from davit.domain.progress import duration as progress_duration
+
 # not XML 1.0 Chars (tab, LF and CR are), C1 controls, and bidi/format controls (Trojan Source)
 _UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 MAX_TEXT = 2000  # characters of one string shown; the rest is counted
@@ -52,15 +54,11 @@ TIME_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 
 
 
 def duration(seconds: float) -> str:
-    """`seconds` as `4.2s`, `3m05s`, `2h10m`, `3d4h`."""
-    if seconds < 60:
+    """`seconds` as `4.2s` (a chart's short runs differ in tenths), else as progress shows
+    durations: `3m05s`, `2h10m`, `3d04h`."""
+    if seconds < 59.95:
         return f"{seconds:.1f}s".replace(".0s", "s")
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d{hours}h"
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+    return progress_duration(seconds)
 
 
 @dataclass
