@@ -34,6 +34,7 @@ DavitError
 │   ├── ExportFailed            (adapters/compose/pipeline) a volume's tar export failed
 │   ├── PreflightFailed         (adapters/compose/target) a host lacks what a migration needs
 │   ├── TargetNotHealthy        (adapters/compose/target) the migrated stack did not come up
+│   ├── BindsMisplaced          (adapters/compose/binds) the target's compose mounts a bind elsewhere
 │   ├── EngineError             (adapters/docker/engine) the Docker engine refused a request
 │   ├── ArchiveOutOfOrder       (adapters/docker/archive) the engine's archive not in walk order
 │   ├── HelperAccessNotAvailable (adapters/docker/helper) no way to reach the engine's volumes

@@ -27,6 +27,7 @@ from typing import Any
 
 import docker
 
+from davit.adapters.compose import binds
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
 from davit.adapters.compose.model_mask import masked_model
@@ -167,7 +168,11 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
 
     def _inspect(self, ctx: RunContext) -> dict[str, Any]:
         project = inspect_project(self.client, self.spec.source.engine, self.spec.source.project, self.layout.project_dir)
+        # where each bind lands (path_map, outside_binds): its problems fail pre-flight, next
+        plan = binds.plan_binds(project.model, project.working_dir, self.layout, self.spec.path_map, self.spec.outside_binds)
+        project.items = binds.apply_plan(project.items, plan)
         info = project.to_json()
+        info["binds"] = plan.to_json()
         info["images"] = sorted({s.get("image", "") for s in project.model.get("services", {}).values()} - {""})
         ctx.checkpoint(INSPECT, info, items_done=len(project.items))
         if info["outside"]:
@@ -176,6 +181,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 + ", ".join(info["outside"]),
                 INSPECT,
             )
+        if plan.skipped:
+            skipped = "; ".join(plan.skipped)
+            ctx.warn(f'bind paths outside the project are left behind (outside_binds = "skip"): {skipped}', INSPECT)
         return {
             "model": masked_model(project.model, project.written),
             "working_dir": project.working_dir,
@@ -192,6 +200,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
         source_tar = require_gnu_tar()  # the export's `tar --sort=name`, on this host
         with ssh_connect(self.address) as host:
+            if problems := binds.preflight_problems(info, self.layout, host):
+                raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
             facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, info["images"])
         facts["source_tar"] = source_tar
         if facts.get("images_missing"):
@@ -255,6 +265,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     continue
                 ctx.check_stop()
                 unpack = tgt.unpacker_for(host, item, self.spec.target.helper_image, info["name"])
+                unpack = binds.guarded_unpack(item, unpack, self.layout)  # no symlink followed outside the project
                 walker = tgt.walker_for(item, self.spec.target.helper_image)
                 moved = move_item(
                     host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker
@@ -298,13 +309,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # compose and env files name the project directory; configs and secrets go byte for byte
         translated = set(info.get("translated", info["files"]))
         files: dict[str, tuple[bytes, int]] = {}
+        compose_texts = binds.compose_texts(info, self.layout)  # outside binds placed (path_map)
         for rel, local in info["files"].items():
             data = Path(local).read_bytes()
-            if rel in translated:
+            if rel in compose_texts:
+                data = compose_texts[rel].text.encode()
+            elif rel in translated:
                 data = data.replace(wd.encode(), self.layout.project_dir.encode())
             files[rel] = (data, 0o600 if rel == ".env" else Path(local).stat().st_mode & 0o777)
         with ssh_connect(self.address) as host:
             tgt.write_project(host, self.layout, files)
+            binds.verify_on_target(host, self.layout, self._project_args(info), info)
         return {"files": sorted(files), "project_dir": self.layout.project_dir}
 
     def _start(self, ctx: RunContext) -> dict[str, Any]:

@@ -4,7 +4,9 @@ mounted data, `.env`) from the local engine to another host over SSH.
 The source project is found on the local engine by its compose labels; the target is an SSH
 host whose sessions reach its Docker engine, verified against `known_hosts` (never
 auto-accepted). `base_path` is where the project directory lands; bind paths under the
-project directory are translated to it. `dry_run` runs inspect and pre-flight only.
+project directory are translated to it; a bind path outside it goes where `path_map` puts it
+(`davit/domain/pathmap.py`), or, unmapped, as `outside_binds` says: fail pre-flight (the
+default), keep its path on the target, or skip it. `dry_run` runs inspect and pre-flight only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from davit.domain.jobs.base import JobBase, Spec, absolute_path
+from davit.domain.pathmap import check_path_map
 
 
 class ComposeSource(Spec):
@@ -45,6 +48,11 @@ class ComposeMigrateJob(JobBase):
     verify_timeout: float = Field(default=120, gt=0)
     stop_timeout: int = Field(default=30, ge=0)
     min_free_bytes: int = Field(default=0, ge=0)  # extra headroom demanded on the target
+    # bind sources outside the project directory: where they land on the target, by longest prefix
+    path_map: dict[str, str] = Field(default_factory=dict)
+    outside_binds: Literal["fail", "keep-path", "skip"] = "fail"  # for an outside bind path_map does not name
+
+    _path_map = field_validator("path_map")(check_path_map)
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:
