@@ -244,7 +244,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
+                packet = _max_packet(cur)
                 for chunk in self._chunks(entry):
+                    _fits(chunk, packet, name, self.server.where)
                     cur.execute(chunk)
                     done += len(chunk)
                     ctx.check_stop()
@@ -319,6 +321,27 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                     f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
                     "collation_connection = 'utf8mb4_general_ci'"
                 )
+
+
+def _max_packet(cur: Any) -> int:
+    cur.execute("SELECT @@max_allowed_packet")
+    return int(cur.fetchone()[0])
+
+
+def _fits(statement: bytes, packet: int, table: str, where: str) -> None:
+    """Refuse, before sending it, a statement the server would refuse as too large: it answers
+    error 1153 or, while the packet is still arriving, hangs up (error 2006/2013, which reads as
+    a server gone and would be retried forever). Only a setting of the server helps: say which.
+    (The session's max_allowed_packet is read-only; a row is one statement, and a value cannot
+    be built on the server in pieces beyond that size either: CONCAT's result is capped by it.)"""
+    needed = len(statement) + 1  # the packet: a command byte and the statement
+    if needed > packet:
+        at_least = -(-needed // 1024) * 1024  # the variable is a multiple of 1024
+        raise PermanentError(
+            f"{table}: a row of the snapshot is a {len(statement)}-byte INSERT, more than the max_allowed_packet "
+            f"({packet}) of {where}: set max_allowed_packet to at least {at_least} on that server "
+            f"(SET GLOBAL max_allowed_packet = {at_least}, or in its configuration) and run the restore again"
+        )
 
 
 def _wanted(db: str, include: list[str]) -> bool:
