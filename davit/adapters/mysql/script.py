@@ -12,6 +12,9 @@ one in a definition (a routine's body written on Windows) needs `mariadb --binar
 snapshot's statements name no database, so the script follows a rename. Accounts are not written (a script that changes
 users is a different thing to hand someone). Chunks are read (and verified) one at a time:
 nothing is held whole.
+
+A system-versioned table's rows carry their row start and
+end (its history): they are written under `system_versioning_insert_history = 1`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from davit.adapters.mysql.client import SESSION_SETUP, SQL_MODE, quote_name, quote_text
 from davit.adapters.mysql.layout import DatabaseEntry, Entry, TableEntry
 from davit.adapters.mysql.restore import create_database_as
+from davit.adapters.mysql.schema import is_versioned
 
 DROP = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
 DELIMITERS = (";;", "$$", "//", "@@", "#;#;")
@@ -46,19 +50,29 @@ def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dic
                 yield f"\n-- table {dst}.{table.table}\nDROP TABLE IF EXISTS {name};\n{table.create};\n".encode()
         for table in mine:
             if table.data:
-                yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
-                if table.create is None:
-                    yield f"DELETE FROM {quote_name(table.table)};\n".encode()
-                if table.load_mode is not None:
-                    yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
-                for chunk in table.chunks:
-                    yield _cr_escaped(read(bytes.fromhex(chunk)))
-                if table.load_mode is not None:
-                    yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
+                yield from _rows(table, dst, read)
         if entry is not None:
             for obj in _views_first(entry.objects):
                 yield _object(dst, obj).encode()
     yield b"\n-- end of the davit export\n"
+
+
+def _rows(table: TableEntry, dst: str, read: Callable[[bytes], bytes]) -> Iterator[bytes]:
+    """A table's rows: its INSERT statements under the session settings they were written for."""
+    yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
+    if table.create is None:
+        yield f"DELETE FROM {quote_name(table.table)};\n".encode()
+    if table.load_mode is not None:
+        yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
+    history = is_versioned(table.create)
+    if history:
+        yield b"SET SESSION system_versioning_insert_history = 1;\n"
+    for chunk in table.chunks:
+        yield _cr_escaped(read(bytes.fromhex(chunk)))
+    if history:
+        yield b"SET SESSION system_versioning_insert_history = 0;\n"
+    if table.load_mode is not None:
+        yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
 
 
 def _cr_escaped(statement: bytes) -> bytes:
