@@ -13,7 +13,12 @@ snapshot's statements name no database, so the script follows a rename. Accounts
 users is a different thing to hand someone). Chunks are read (and verified) one at a time:
 nothing is held whole.
 
-A system-versioned table's rows carry their row start and
+The script is UTF-8, and its first line is the client's own command `\\C utf8mb4` (honoured
+even with `--binary-mode`, as DELIMITER is): the client splits a script into statements with
+ITS character set, and one whose default is sjis, cp932, gbk or big5 reads some UTF-8
+sequences as its two-byte characters, the second byte swallowing the backslash before a quote
+or the backquote closing a name: a value would end early and the rest of it run as SQL. `SET
+NAMES` alone tells only the server. A system-versioned table's rows carry their row start and
 end (its history): they are written under `system_versioning_insert_history = 1`.
 """
 
@@ -34,6 +39,7 @@ RESET = f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4',
 
 def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dict[str, str], heading: str) -> Iterator[bytes]:
     """The script's bytes, piece by piece, for the databases and tables of `entries`."""
+    yield b"\\C utf8mb4\n"  # first: the client reads what follows as UTF-8, whatever its default
     yield "".join(f"-- {line}\n" for line in heading.splitlines()).encode()
     yield f"SET NAMES utf8mb4;\n{SESSION_SETUP};\n".encode()
     tables = [e for e in entries if isinstance(e, TableEntry)]
