@@ -60,3 +60,13 @@ def test_a_backed_up_table_line_has_no_load_mode_and_an_imported_one_keeps_it() 
     assert "load_mode" not in backed_up.to_dict()
     read = list(read_tree(tree_zst([backed_up, imported])))
     assert read == [backed_up, imported]
+
+
+def test_a_script_that_sets_the_clients_charset_to_utf8_is_cut_as_before() -> None:
+    found = list(statements(io.BytesIO(b"\\C utf8mb4\n-- davit export\nSET NAMES utf8mb4;\n"), "export.sql"))
+    assert found == [b"SET NAMES utf8mb4"]
+
+
+def test_a_script_in_another_client_charset_is_refused_naming_the_line() -> None:
+    with pytest.raises(PermanentError, match=r"sjis\.sql: line 2: .*character set 'sjis'"):
+        list(statements(io.BytesIO(b"SET NAMES utf8mb4;\n\\C sjis\nSELECT 1;\n"), "sjis.sql"))

@@ -172,21 +172,33 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         staging = self._staging(index)
         with self.server.errors(f"reading the definition of {db}.{name}"), conn.cursor() as cur:
             cur.execute(f"USE {quote_name(db)}")
-            typed = schema.columns(cur, db, name)
+            create = schema.create_table(cur, name)
+            period = schema.system_period(create)
+            history = period is not None and period[2] == "timestamp"
+            typed = schema.columns(cur, db, name) + _period_columns(period if history else None)
             entry = TableEntry(
                 db=db,
                 table=name,
-                create=schema.create_table(cur, name) if what != "data" else None,
+                create=create if what != "data" else None,
                 engine=engine,
                 columns=[c[0] for c in typed],
                 data=what != "schema",
             )
             order = schema.order_by(cur, db, name, entry.columns) if entry.data else []
+            if history and period is not None and period[1] not in order:
+                order.append(period[1])  # a row's versions share its key: they differ by their end
             estimate = schema.estimated_rows(cur, db, name) if entry.data else None
             cur.execute("SELECT @@max_allowed_packet")
             packet = int(cur.fetchone()[0])
         if estimate is not None:  # rides on the step's checkpoints, which carry the rows done
             relay.call(ctx.step_total, step, items_total=estimate)
+        if period is not None and not history and entry.data:
+            relay.call(
+                ctx.warn,
+                f"{db}.{name}: transaction-precise system versioning: only the current rows are kept, not the "
+                "history (its versions are stamped with this server's transaction ids, which no other server has)",
+                step,
+            )
         oversized = 0  # the largest statement that a server set like this one would refuse
         writer = ChunkWriter(self.repo, self.tuning)
         # A table resumed after a kill starts again from its first row (a new snapshot point):
@@ -215,7 +227,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._batches(conn, name, typed, order),
+                            self._batches(conn, name, typed, order, history),
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))
@@ -243,17 +255,21 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         return {"table": f"{db}.{name}", "rows": entry.rows, "bytes": entry.size}
 
     @staticmethod
-    def _batches(conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str]) -> Iterator[list[bytes]]:
+    def _batches(
+        conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str], history: bool = False
+    ) -> Iterator[list[bytes]]:
         """The table's rows as `(...)` literals, a fetch at a time (`statements` cuts whole batches),
         built here from the server's plain values (`literals.py`; the server only reads and
-        sends, as it does for mariadb-dump)."""
+        sends, as it does for mariadb-dump). `history`: every version of a system-versioned
+        table's rows, with their row start and end (mariadb-dump's --dump-history)."""
         names, keys = (",".join(quote_name(c) for c in cols) for cols in ([c[0] for c in columns], order))
         c_driver = cdriver.is_c(conn)
         if c_driver:  # every value as the bytes the server sent (no converter: mysqlclient's fast path)
             text_results, conn.converter = conn.converter, {}
         cur = cdriver.stream_cursor(conn)
         try:
-            cur.execute(f"SELECT {names} FROM {quote_name(table)}" + (f" ORDER BY {keys}" if keys else ""))
+            versions = " FOR SYSTEM_TIME ALL" if history else ""
+            cur.execute(f"SELECT {names} FROM {quote_name(table)}{versions}" + (f" ORDER BY {keys}" if keys else ""))
             make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
             while batch := cur.fetchmany(FETCH_ROWS):
                 yield make(batch)
@@ -338,6 +354,12 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
         for index in range(len(self.tables) + 1):
             self._staging(index).remove()
         return {"snapshot_id": self.run_id, **stats}
+
+
+def _period_columns(period: tuple[str, str, str] | None) -> list[tuple[str, str, bool]]:
+    """A timestamp-versioned table's row start and end, read and restored with its other columns
+    (information_schema lists them as generated, or not at all when implicit)."""
+    return [] if period is None else [(period[0], "timestamp", False), (period[1], "timestamp", False)]
 
 
 def _chunks(entry: Any) -> list[str]:

@@ -88,6 +88,9 @@ def statements(fh: IO[bytes], where: str) -> Iterator[bytes]:
             if stripped[:10].upper() == b"DELIMITER ":
                 delimiter = stripped[10:].strip()
                 continue
+            if stripped[:3] == b"\\C ":  # the client's `charset` command (davit's own exports begin with one)
+                _utf8_only(stripped[3:].strip(), where, number)
+                continue
         held.append(line)
         text = line.rstrip(b"\r\n").rstrip()
         if text.endswith(delimiter):
@@ -99,6 +102,14 @@ def statements(fh: IO[bytes], where: str) -> Iterator[bytes]:
             raise PermanentError(f"{where}: line {number}: a statement runs on without its delimiter {delimiter.decode()!r}")
     if held and b"".join(held).strip():
         raise PermanentError(f"{where}: the script ends inside a statement (truncated?)")
+
+
+def _utf8_only(charset: bytes, where: str, number: int) -> None:
+    if charset.lower().rstrip(b";") not in (b"utf8mb4", b"utf8", b"utf8mb3"):
+        raise PermanentError(
+            f"{where}: line {number}: the script switches the client to character set "
+            f"{charset.decode(errors='replace')[:40]!r}: only UTF-8 scripts are imported"
+        )
 
 
 def _balanced(statement: bytes) -> bool:

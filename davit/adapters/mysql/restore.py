@@ -238,17 +238,23 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         try:
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:
                 cur.execute(f"USE {quote_name(dst)}")
+                versioned = _versioned(cur, dst, entry.table)
                 cur.execute("START TRANSACTION")
                 if not schema.is_sequence(entry.create):  # a sequence cannot be emptied: its row insert sets its state
                     cur.execute(f"DELETE FROM {quote_name(entry.table)}")
+                if versioned:  # the DELETE made the rows history: that goes too, and the snapshot's comes back
+                    cur.execute(f"DELETE HISTORY FROM {quote_name(entry.table)}")
+                    cur.execute("SET SESSION system_versioning_insert_history = 1")
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
                 done = 0
+                packet = _max_packet(cur)
                 for chunk in self._chunks(entry):
+                    _fits(chunk, packet, name, self.server.where)
                     cur.execute(chunk)
                     done += len(chunk)
                     ctx.check_stop()
-                cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}")
+                cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}" + (" FOR SYSTEM_TIME ALL" if versioned else ""))
                 count = int(cur.fetchone()[0])
                 conn.commit()
         finally:
@@ -319,6 +325,39 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                     f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
                     "collation_connection = 'utf8mb4_general_ci'"
                 )
+
+
+def _versioned(cur: Any, db: str, table: str) -> bool:
+    """Is the target's table system-versioned? Its rows load with their row start and end when
+    the snapshot has them (`system_versioning_insert_history`, MariaDB 10.11), and its count
+    takes every version, as the backup's did."""
+    cur.execute(
+        "SELECT TABLE_TYPE FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA = {quote_text(db)} AND TABLE_NAME = {quote_text(table)}"
+    )
+    row = cur.fetchone()
+    return row is not None and str(row[0]) == "SYSTEM VERSIONED"
+
+
+def _max_packet(cur: Any) -> int:
+    cur.execute("SELECT @@max_allowed_packet")
+    return int(cur.fetchone()[0])
+
+
+def _fits(statement: bytes, packet: int, table: str, where: str) -> None:
+    """Refuse, before sending it, a statement the server would refuse as too large: it answers
+    error 1153 or, while the packet is still arriving, hangs up (error 2006/2013, which reads as
+    a server gone and would be retried forever). Only a setting of the server helps: say which.
+    (The session's max_allowed_packet is read-only; a row is one statement, and a value cannot
+    be built on the server in pieces beyond that size either: CONCAT's result is capped by it.)"""
+    needed = len(statement) + 1  # the packet: a command byte and the statement
+    if needed > packet:
+        at_least = -(-needed // 1024) * 1024  # the variable is a multiple of 1024
+        raise PermanentError(
+            f"{table}: a row of the snapshot is a {len(statement)}-byte INSERT, more than the max_allowed_packet "
+            f"({packet}) of {where}: set max_allowed_packet to at least {at_least} on that server "
+            f"(SET GLOBAL max_allowed_packet = {at_least}, or in its configuration) and run the restore again"
+        )
 
 
 def _wanted(db: str, include: list[str]) -> bool:

@@ -24,6 +24,31 @@ TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED", "SEQUENCE")
 _SEQUENCE_OPTION = re.compile(r"\bSEQUENCE\s*=\s*1\b", re.I)
 
 
+# A system-versioned table's period: explicit columns (`PERIOD FOR SYSTEM_TIME (`s`, `e`)`) or
+# the implicit ROW_START/ROW_END, which SHOW CREATE TABLE does not list.
+_PERIOD = re.compile(r"PERIOD FOR SYSTEM_TIME \((`(?:[^`]|``)+`), (`(?:[^`]|``)+`)\)")
+_VERSIONED = re.compile(r"\n\) [^\n]*\bWITH SYSTEM VERSIONING\b")
+
+
+def is_versioned(create: str | None) -> bool:
+    """Does a table definition keep history (`WITH SYSTEM VERSIONING` among the table's options)?"""
+    return create is not None and _VERSIONED.search(create) is not None
+
+
+def system_period(create: str) -> tuple[str, str, str] | None:
+    """(row start column, row end column, their data type) of a system-versioned table, None
+    for another table. The type is `timestamp` for timestamp versioning; `bigint` for
+    transaction-precise versioning, whose values are the source server's transaction ids."""
+    if not is_versioned(create):
+        return None
+    found = _PERIOD.search(create)
+    if found is None:
+        return "ROW_START", "ROW_END", "timestamp"
+    start, end = (q[1:-1].replace("``", "`") for q in (found[1], found[2]))
+    typed = re.search("^  " + re.escape(found[1]) + r" (\w+)", create, re.M)
+    return start, end, typed[1].lower() if typed else ""
+
+
 def is_sequence(create: str | None) -> bool:
     """Does a table definition create a sequence (`SEQUENCE=1` among its options, after the columns)?"""
     return create is not None and _SEQUENCE_OPTION.search(create.rsplit(")", 1)[-1]) is not None

@@ -12,6 +12,14 @@ one in a definition (a routine's body written on Windows) needs `mariadb --binar
 snapshot's statements name no database, so the script follows a rename. Accounts are not written (a script that changes
 users is a different thing to hand someone). Chunks are read (and verified) one at a time:
 nothing is held whole.
+
+The script is UTF-8, and its first line is the client's own command `\\C utf8mb4` (honoured
+even with `--binary-mode`, as DELIMITER is): the client splits a script into statements with
+ITS character set, and one whose default is sjis, cp932, gbk or big5 reads some UTF-8
+sequences as its two-byte characters, the second byte swallowing the backslash before a quote
+or the backquote closing a name: a value would end early and the rest of it run as SQL. `SET
+NAMES` alone tells only the server. A system-versioned table's rows carry their row start and
+end (its history): they are written under `system_versioning_insert_history = 1`.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from davit.adapters.mysql.client import SESSION_SETUP, SQL_MODE, quote_name, quote_text
 from davit.adapters.mysql.layout import DatabaseEntry, Entry, TableEntry
 from davit.adapters.mysql.restore import create_database_as
+from davit.adapters.mysql.schema import is_versioned
 
 DROP = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
 DELIMITERS = (";;", "$$", "//", "@@", "#;#;")
@@ -30,6 +39,7 @@ RESET = f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4',
 
 def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dict[str, str], heading: str) -> Iterator[bytes]:
     """The script's bytes, piece by piece, for the databases and tables of `entries`."""
+    yield b"\\C utf8mb4\n"  # first: the client reads what follows as UTF-8, whatever its default
     yield "".join(f"-- {line}\n" for line in heading.splitlines()).encode()
     yield f"SET NAMES utf8mb4;\n{SESSION_SETUP};\n".encode()
     tables = [e for e in entries if isinstance(e, TableEntry)]
@@ -46,19 +56,29 @@ def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dic
                 yield f"\n-- table {dst}.{table.table}\nDROP TABLE IF EXISTS {name};\n{table.create};\n".encode()
         for table in mine:
             if table.data:
-                yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
-                if table.create is None:
-                    yield f"DELETE FROM {quote_name(table.table)};\n".encode()
-                if table.load_mode is not None:
-                    yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
-                for chunk in table.chunks:
-                    yield _cr_escaped(read(bytes.fromhex(chunk)))
-                if table.load_mode is not None:
-                    yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
+                yield from _rows(table, dst, read)
         if entry is not None:
             for obj in _views_first(entry.objects):
                 yield _object(dst, obj).encode()
     yield b"\n-- end of the davit export\n"
+
+
+def _rows(table: TableEntry, dst: str, read: Callable[[bytes], bytes]) -> Iterator[bytes]:
+    """A table's rows: its INSERT statements under the session settings they were written for."""
+    yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
+    if table.create is None:
+        yield f"DELETE FROM {quote_name(table.table)};\n".encode()
+    if table.load_mode is not None:
+        yield f"SET SESSION sql_mode = {quote_text(table.load_mode)};\n".encode()
+    history = is_versioned(table.create)
+    if history:
+        yield b"SET SESSION system_versioning_insert_history = 1;\n"
+    for chunk in table.chunks:
+        yield _cr_escaped(read(bytes.fromhex(chunk)))
+    if history:
+        yield b"SET SESSION system_versioning_insert_history = 0;\n"
+    if table.load_mode is not None:
+        yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
 
 
 def _cr_escaped(statement: bytes) -> bytes:

@@ -33,6 +33,7 @@ from psycopg import sql
 
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.postgres import toc
+from davit.adapters.postgres.archive import custom_schema_archive, read_archive
 from davit.adapters.postgres.client import PostgresRefused, Server, finish_tool, tool
 from davit.adapters.postgres.layout import (
     LO_HEADER,
@@ -44,6 +45,7 @@ from davit.adapters.postgres.layout import (
     schema_path,
     table_path,
 )
+from davit.adapters.postgres.policies import fit_policies
 from davit.adapters.postgres.roles import apply_database_acl, apply_roles
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
@@ -198,13 +200,14 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         with ThreadPoolExecutor(1, thread_name_prefix="davit-pg-read") as pool:
             yield from calls_ahead(pool, self.repo.read_chunk, ids, depth=2)
 
-    def _feed(self, argv: list[str], schema: Unit, out: Any, doing: str) -> None:
-        """Run a PostgreSQL tool with the schema archive's chunks on its stdin, its stdout to `out`."""
+    def _feed(self, argv: list[str], schema: Unit | bytes, out: Any, doing: str) -> None:
+        """Run a PostgreSQL tool with the schema archive (its chunks, or the archive rewritten
+        whole) on its stdin, its stdout to `out`."""
         with self.server.passfile_env() as env, tempfile.TemporaryFile() as errfile:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errfile, env=env)
             assert proc.stdin is not None
             try:
-                for chunk in self._chunks(schema):
+                for chunk in [schema] if isinstance(schema, bytes) else self._chunks(schema):
                     proc.stdin.write(chunk)
             except BrokenPipeError:
                 pass  # the tool ended early: its exit status and stderr say why
@@ -221,12 +224,15 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
         argv += [] if self.spec.roles else ["--no-owner"]  # owners exist when the roles were restored
         argv += ["--no-privileges"] if self.spec.privileges == "skip" else []  # no GRANT naming a missing role
         argv += [] if merge else ["--single-transaction", "--exit-on-error"]
+        source: Unit | bytes = schema
+        if self.spec.privileges == "skip" and section == "post-data":
+            source = self._fit_policies(ctx, schema, dst)
         with tempfile.TemporaryDirectory(prefix="davit-pg-list-") as private:
             dropped = 0
             if left_out:
                 # the archive's table of contents without the left-out tables' entries
                 with tempfile.TemporaryFile() as listing:
-                    self._feed([tool("pg_restore"), "--list"], schema, listing, f"listing the schema of {dst}")
+                    self._feed([tool("pg_restore"), "--list"], source, listing, f"listing the schema of {dst}")
                     listing.seek(0)
                     kept, dropped = toc.leave_out(listing.read().decode(), left_out)
                 path = f"{private}/toc.list"
@@ -234,12 +240,27 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
                     fh.write(kept)
                 argv += ["--use-list", path]
             try:
-                self._feed(argv, schema, subprocess.DEVNULL, f"restoring the {section} of {dst}")
+                self._feed(argv, source, subprocess.DEVNULL, f"restoring the {section} of {dst}")
             except PostgresRefused as exc:
                 if not merge:
                     raise
                 ctx.warn(f"{dst}: {section}: objects that exist were kept: {str(exc)[-500:]}")
         return {"section": section, "left_out_entries": dropped}
+
+    def _fit_policies(self, ctx: RunContext, schema: Unit, dst: str) -> Unit | bytes:
+        """The schema archive with its row-level security policies fitted to the roles the
+        target has (see postgres/policies.py), or the unit itself when none names a missing role."""
+        with self.server.connect(autocommit=True) as conn, self.server.errors("reading the target's roles"):
+            existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
+        archive = read_archive(b"".join(self._chunks(schema)), f"schema archive of {schema.db}")
+        fitted, changes = fit_policies(archive, existing)
+        if not changes:
+            return schema
+        ctx.warn(
+            f"{dst}: privileges = 'skip': policies naming roles {self.server.where} lacks: "
+            + "; ".join(c.describe() for c in changes)
+        )
+        return custom_schema_archive(fitted)
 
     # --- roles ---------------------------------------------------------------------------------
 

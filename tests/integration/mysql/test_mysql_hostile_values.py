@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from davit.adapters.mysql import cdriver
-from davit.adapters.mysql.client import MysqlRefused, MysqlUnreachable
 from davit.adapters.repository.repository import Repository
+from davit.domain.errors import PermanentError, RetryableError
 from tests.integration.mysql.helpers import Maria, backup_spec, contents, restore_spec, run_backup, run_restore
 
 pytestmark = pytest.mark.mariadb
@@ -54,13 +54,31 @@ def test_hostile_values_come_back_byte_for_byte_and_run_nothing(
 def test_a_row_too_big_to_restore_into_a_server_like_its_own_is_warned_of_at_backup(maria: Maria, repo: Repository) -> None:
     # 9 MiB fits the server's 16 MiB max_allowed_packet; its hex literal (18 MiB) does not: the
     # restore into a server set alike is refused. The backup says so, naming table and size.
-    src, dst = maria.db("atk_huge"), maria.db("atk_huge_r")
+    src = maria.db("atk_huge")
     maria.execute(None, f"CREATE DATABASE `{src}`")
     maria.execute(src, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB)", "INSERT INTO t VALUES (1, REPEAT(0xab, 9 << 20))")
     ctx, _ = run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
     warned = [w for w in ctx.warnings if "max_allowed_packet" in w]
     assert len(warned) == 1 and f"{src}.t: a row is a 1887" in warned[0], ctx.warnings
-    # (refused with error 1153, or, when the server hangs up while the packet is still being
-    # sent, a lost connection)
-    with pytest.raises((MysqlRefused, MysqlUnreachable)):
+
+
+def test_a_row_larger_than_the_targets_packet_fails_the_restore_at_once_saying_what_to_set(
+    maria: Maria, repo: Repository
+) -> None:
+    # The server would refuse the 18 MiB statement with error 1153 or hang up while it arrives
+    # (a lost connection, which reads as retryable): the restore refuses it before sending,
+    # as a permanent failure naming the table and the max_allowed_packet it needs.
+    src, dst = maria.db("atk_huge"), maria.db("atk_huge_r")
+    maria.execute(None, f"CREATE DATABASE `{src}`")
+    maria.execute(src, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB)", "INSERT INTO t VALUES (1, REPEAT(0xab, 9 << 20))")
+    run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
+    with pytest.raises(PermanentError) as caught:
         run_restore(repo, restore_spec("atk-r", maria, {"snapshot": "b1"}, rename={src: dst}), "r1")
+    assert not isinstance(caught.value, RetryableError)
+    message = str(caught.value)
+    assert f"{dst}.t: a row of the snapshot is a 1887" in message
+    assert "set max_allowed_packet to at least 18875392" in message, message
+    assert maria.peer.password not in message
+    with maria.connect(dst) as conn, conn.cursor() as cur:  # the table's transaction was rolled back
+        cur.execute("SELECT COUNT(*) FROM t")
+        assert cur.fetchone()[0] == 0
