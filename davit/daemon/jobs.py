@@ -31,7 +31,7 @@ from davit.daemon.recorder import append_unordered, new_event_id
 from davit.domain import events as ev
 from davit.domain.errors import FieldProblem
 from davit.domain.jobs import AnyJob, spec_revision
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 log = logging.getLogger("davitd.jobs")
 BATCH_STREAMS = 256  # job streams per transaction when defining many files at once
@@ -87,7 +87,7 @@ class JobState:
 
 
 class JobRegistry:
-    def __init__(self, log_: SqliteEventStore) -> None:
+    def __init__(self, log_: EventLog) -> None:
         self.log = log_
         self.jobs: dict[str, JobState] = {}
         self.rejected: dict[str, str] = {}  # file -> content hash of its latest rejection

@@ -31,8 +31,8 @@ import anyio.lowlevel
 from davit.domain import events as ev
 from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, EventLogStop, IllegalTransition, RunStopped
 from davit.domain.machine import RunState
+from davit.domain.ports import RunLog
 from davit.domain.runs import RunView, admit, apply, fold
-from davit.eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd.run")
 
@@ -69,7 +69,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-async def append_unordered(log: SqliteEventStore, stream: str, *events: ev.Event) -> None:
+async def append_unordered(log: RunLog, stream: str, *events: ev.Event) -> None:
     """Append to a stream where order against other writers does not matter (daemon, requests).
 
     Event ids are fixed before the first try, so a retry after a lost acknowledgement is a no-op.
@@ -85,7 +85,7 @@ async def append_unordered(log: SqliteEventStore, stream: str, *events: ev.Event
 
 
 class RunRecorder:
-    def __init__(self, log: SqliteEventStore, view: RunView, ids: Callable[[], str] = new_event_id) -> None:
+    def __init__(self, log: RunLog, view: RunView, ids: Callable[[], str] = new_event_id) -> None:
         self.log = log
         self.view = view
         self._ids = ids
@@ -97,7 +97,7 @@ class RunRecorder:
         self.stopped_by_log: EventLogStop | None = None
 
     @classmethod
-    async def load(cls, log: SqliteEventStore, run_id: str) -> RunRecorder:
+    async def load(cls, log: RunLog, run_id: str) -> RunRecorder:
         return cls(log, fold(run_id, await log.read_stream(ev.run_stream(run_id))))
 
     @property

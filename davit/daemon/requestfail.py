@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from davit.daemon.recorder import append_unordered
 from davit.domain import events as ev
+from davit.domain.ports import RunLog
 from davit.domain.redaction import strip_uri_credentials
-from davit.eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
 MAX_REASON = 500
@@ -44,7 +44,7 @@ def describe(exc: BaseException) -> str:
     return strip_uri_credentials(text)[:MAX_REASON]
 
 
-async def record_failure(store: SqliteEventStore, stored: ev.StoredEvent, exc: BaseException) -> None:
+async def record_failure(store: RunLog, stored: ev.StoredEvent, exc: BaseException) -> None:
     """Record that the request at `stored.position` failed; a log line whatever happens."""
     reason = describe(exc)
     expected = isinstance(exc, ValidationError | UnknownRequest)

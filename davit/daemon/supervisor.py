@@ -57,9 +57,9 @@ from davit.domain.errors import FieldProblem, IllegalTransition, InvalidConfig
 from davit.domain.jobs import job_from_dict, spec_revision
 from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
+from davit.domain.ports import EventLog
 from davit.domain.runs import RunView, fold, staging_unneeded
 from davit.domain.schedule import MonotonicQueue, Timetable
-from davit.eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd")
 SHUTDOWN_GRACE_SECONDS = 60
@@ -80,7 +80,7 @@ class Supervisor:
     def __init__(
         self,
         parts: Parts,
-        store: SqliteEventStore,
+        store: EventLog,
         notifier: Notifier,
         version: str,
         health: LogHealth | None = None,

@@ -1,14 +1,20 @@
-"""Ports: the narrow roles the daemon asks of its adapters (the event store is used as it is,
-`eventstore.sqlite.SqliteEventStore`, until a second store makes a port of it worth having).
+"""Ports: the narrow roles the daemon asks of its adapters.
 
 Each is a `typing.Protocol`; adapters implement them without importing this module's
-callers, and tests drive the daemon with fakes of the same shape.
+callers, and tests drive the daemon with fakes of the same shape. The event log is two roles:
+`RunLog` (what a writer asks: append, read a stream back, its version) and `LogReader` (what
+a reader of the whole log asks: pages, tails, streams, the head); `EventLog` is both. The
+stores (`eventstore/sqlite.py`, `eventstore/memory.py`) serve them and pass one contract suite
+(`tests/contract/eventlog_contract.py`); audits (chain check, integrity check) stay on each
+concrete store, which alone knows how it keeps its rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 
 
 class RunContext(Protocol):
@@ -88,3 +94,83 @@ class ReversibleWork(Protocol):
     def needs_rollback(self, ctx: RunContext) -> bool: ...
 
     def rollback(self, ctx: RunContext) -> None: ...
+
+
+class RunLog(Protocol):
+    """What a writer of the event log asks of it (the supervisor, a run's recorder, the job
+    registry, a CLI request). Every append is durable when it returns, checked against the
+    stream's `expected_version` (a stale one raises `ConcurrencyError` and writes nothing),
+    and idempotent by event id (appending the same events again gives their first positions).
+    `patient=False`: try once, even if the store would wait out a storage outage."""
+
+    @property
+    def writes_failing(self) -> bool:
+        """True while the store cannot take writes (it waits them out); False if it cannot tell."""
+        ...
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
+        """Append `events` to `stream`, whose version must be `expected_version`; their positions."""
+        ...
+
+    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
+        """Append to several streams at once: every part is written, or none is."""
+        ...
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
+    ) -> list[StoredEvent]:
+        """`append`, giving back the events as a read of the stream would give them."""
+        ...
+
+    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
+        """`append_atomic`, giving back the stored events of every part, in order."""
+        ...
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
+        """The events of `stream` from `from_version` on, in version order."""
+        ...
+
+    async def stream_version(self, stream: str) -> int:
+        """The version of the stream's last event; 0 for a stream with none."""
+        ...
+
+
+class LogReader(Protocol):
+    """What a reader of the whole log asks of it (start-up folds, `davit history`, `status`,
+    notifications). Positions are global and only grow; a reader that pages or tails from a
+    position sees every later event exactly once, in order, while writers append.
+    `stream_prefix` matches stream names literally (no wildcard characters)."""
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
+        """At most `limit` events after `after_position`, in position order."""
+        ...
+
+    def iter_all(self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position` there is now, read page by page."""
+        ...
+
+    def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position`, then new ones as they are committed; never ends."""
+        ...
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
+        """The events of `stream` from `from_version` on, in version order."""
+        ...
+
+    async def stream_version(self, stream: str) -> int:
+        """The version of the stream's last event; 0 for a stream with none."""
+        ...
+
+    async def streams(self, prefix: str) -> list[str]:
+        """The names of the streams starting with `prefix`, in the order of their first events."""
+        ...
+
+    async def head_position(self) -> int:
+        """The position of the newest event; 0 for an empty log."""
+        ...
+
+
+class EventLog(RunLog, LogReader, Protocol):
+    """Both roles: what davitd's parts that write and fold the whole log need (the supervisor)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any
 
 MARKER_STREAM = "log"
@@ -27,6 +28,18 @@ KEY_BYTES = 32
 _EVENT_TAG = b"davit-log-event-v1\x1f"
 _HEAD_TAG = b"davit-log-head-v1\x1f"
 _KEY_ID_TAG = b"davit-log-key-id-v1"
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What a check of a store's chain found: `ok`, how many events it checked, and if broken
+    the first bad position and why (every store's `verify_chain` answers with one)."""
+
+    ok: bool
+    checked: int
+    first_bad_position: int | None = None
+    reason: str | None = None
+    keyed_from: int | None = None  # the marker's position: events from it on are keyed
 
 
 def canonical_json(data: dict[str, Any]) -> str:

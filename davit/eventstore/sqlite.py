@@ -42,7 +42,7 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import anyio.lowlevel
-from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy import and_, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -52,7 +52,7 @@ from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, Da
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.eventstore import schema as s
 from davit.eventstore.boundedread import file_kind
-from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, canonical_json, event_hash, head_mac, key_id, same
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, head_mac, key_id, same
 from davit.eventstore.failures import storage_failure
 from davit.eventstore.logkey import LogKey, LogKeyError
 
@@ -70,15 +70,6 @@ class _Request:
     # The events as the transaction wrote them (what a read would give), set by the writer;
     # None for a retry of an append that had already landed (a replay writes nothing).
     written: list[StoredEvent] | None = None
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    ok: bool
-    checked: int
-    first_bad_position: int | None = None
-    reason: str | None = None
-    keyed_from: int | None = None  # the marker's position: events from it on are keyed
 
 
 class WriteOutage(Protocol):
@@ -563,7 +554,7 @@ class SqliteEventStore:
     async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
         query = select(s.events).where(s.events.c.position > after_position)
         if stream_prefix is not None:
-            query = query.where(s.events.c.stream.startswith(stream_prefix, autoescape=True))
+            query = query.where(_starts_with(stream_prefix))
         return await self._select(query.order_by(s.events.c.position).limit(limit))
 
     async def iter_all(
@@ -591,9 +582,7 @@ class SqliteEventStore:
     async def streams(self, prefix: str) -> list[str]:
         async with self._reading() as conn:
             rows = await conn.execute(
-                select(s.events.c.stream)
-                .where(s.events.c.stream.startswith(prefix, autoescape=True), s.events.c.version == 1)
-                .order_by(s.events.c.position)
+                select(s.events.c.stream).where(_starts_with(prefix), s.events.c.version == 1).order_by(s.events.c.position)
             )
             return [r.stream for r in rows]
 
@@ -697,6 +686,13 @@ class SqliteEventStore:
                 None,
             )
         return ChainReport(True, checked, keyed_from=keyed_from)
+
+
+def _starts_with(prefix: str) -> Any:
+    """Streams whose names start with `prefix`, literally. SQLite's LIKE ignores the case of
+    ASCII letters ("run_" matched "Run_4" too), so the exact comparison of the first characters
+    decides; the escaped LIKE stays beside it as it was."""
+    return and_(s.events.c.stream.startswith(prefix, autoescape=True), func.substr(s.events.c.stream, 1, len(prefix)) == prefix)
 
 
 _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"

@@ -11,7 +11,7 @@ from davit.daemon.cli.common import resolve_run, with_store
 from davit.daemon.cli.requests import send, wait_for_run
 from davit.domain.commands import CancelRun
 from davit.domain.errors import RunDidNotSucceed
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 @click.command("cancel")
@@ -22,7 +22,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, run: str, wait: bool, timeout: float | None) -> None:
     """Cancel RUN (any unique prefix of its id)."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: EventLog) -> None:
         run_id = await resolve_run(store, run)
         position = await send(store, CancelRun(run_id=run_id))
         click.echo(run_id)

@@ -24,7 +24,7 @@ from davit.daemon.preflight import check_job
 from davit.domain.checks import Checklist, summary
 from davit.domain.errors import CommandFailed, JobFilesInvalid, UnknownJob
 from davit.domain.jobs import AnyJob, spec_from_json
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 class ChecksFailed(CommandFailed):
@@ -49,7 +49,7 @@ def _specs(ctx: click.Context, names: tuple[str, ...], every: bool) -> list[AnyJ
     if not wanted and not every:
         return specs
 
-    async def go(store: SqliteEventStore) -> list[AnyJob]:
+    async def go(store: EventLog) -> list[AnyJob]:
         registry = JobRegistry(store)
         await registry.load()
         active = {j.name: j for j in registry.jobs.values() if not j.retired}

@@ -16,6 +16,7 @@ import click
 
 from davit.daemon.config import Settings, load_settings
 from davit.domain import events as ev
+from davit.domain.ports import LogReader
 from davit.domain.runs import RunView, fold
 from davit.domain.terminaltext import for_terminal
 from davit.eventstore.logkey import read_log_key
@@ -62,18 +63,18 @@ def with_store(ctx: click.Context, fn: Callable[[SqliteEventStore], Awaitable[T]
     return anyio.run(go)
 
 
-async def load_runs(store: SqliteEventStore) -> dict[str, RunView]:
+async def load_runs(store: LogReader) -> dict[str, RunView]:
     streams: dict[str, list[ev.StoredEvent]] = {}
     async for stored in store.iter_all(stream_prefix="run-"):
         streams.setdefault(stored.stream, []).append(stored)
     return {s.removeprefix("run-"): fold(s.removeprefix("run-"), items) for s, items in streams.items()}
 
 
-async def load_run(store: SqliteEventStore, run_id: str) -> RunView:
+async def load_run(store: LogReader, run_id: str) -> RunView:
     return fold(run_id, await store.read_stream(ev.run_stream(run_id)))
 
 
-async def resolve_run(store: SqliteEventStore, prefix: str) -> str:
+async def resolve_run(store: LogReader, prefix: str) -> str:
     """The run id that `prefix` uniquely starts; a usage error otherwise (an empty prefix, as
     `"$RUN"` with RUN unset gives, starts every id and must not pick the only run there is)."""
     if not prefix:

@@ -26,11 +26,11 @@ from rich.text import Text
 from davit.daemon.cli.common import human_bytes, load_run
 from davit.domain import events as ev
 from davit.domain.machine import TERMINAL
+from davit.domain.ports import LogReader
 from davit.domain.progress import Progress as StepProgress
 from davit.domain.progress import duration
 from davit.domain.runs import RunView, StepView, apply
 from davit.domain.terminaltext import for_terminal
-from davit.eventstore.sqlite import SqliteEventStore
 
 POLL_SECONDS = 0.5
 
@@ -69,7 +69,7 @@ def run_progress(view: RunView) -> str:
     return f"{name} (step {done + 1}/{len(view.plan)})" if view.plan else name
 
 
-async def _next(store: SqliteEventStore, view: RunView) -> bool:
+async def _next(store: LogReader, view: RunView) -> bool:
     """Apply what was appended to the run's stream since `view`; True if anything was."""
     new = await store.read_stream(ev.run_stream(view.run_id), from_version=view.version + 1)
     for stored in new:
@@ -143,7 +143,7 @@ class _Bars:
         self._progress.stop()
 
 
-async def follow(store: SqliteEventStore, run_id: str, live: bool) -> RunView:
+async def follow(store: LogReader, run_id: str, live: bool) -> RunView:
     """Show the run until it ends; its final view."""
     view = await load_run(store, run_id)
     display: _PlainLines | _Bars = _Bars() if live else _PlainLines()

@@ -8,7 +8,7 @@ import click
 
 from davit.daemon.cli.common import emit_json, resolve_run, say, with_store
 from davit.domain import events as ev
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import LogReader
 
 
 def _brief(data: dict[str, object]) -> str:
@@ -34,7 +34,7 @@ def command(ctx: click.Context, run: str | None, job: str | None, all_: bool, fo
     if sum(bool(x) for x in (run, job, all_)) > 1:
         raise click.UsageError("give one of RUN, --job or --all")
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: LogReader) -> None:
         prefix: str | None = None
         wanted: set[str] | None = None
         if run:

@@ -6,7 +6,7 @@ import click
 
 from davit.daemon.cli.common import emit_json, load_runs, table, with_store
 from davit.daemon.jobs import JobRegistry
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 @click.command("jobs")
@@ -16,7 +16,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     """List jobs with their kind, schedule and last run."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: EventLog) -> None:
         registry = JobRegistry(store)
         await registry.load()
         runs = await load_runs(store)

@@ -24,7 +24,7 @@ from davit.daemon.report.picture import picture
 from davit.daemon.report.trends import trend_rows, trends_page
 from davit.domain import events as ev
 from davit.domain.errors import InvalidArgument
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import LogReader
 
 
 @click.command("report")
@@ -44,7 +44,7 @@ def command(ctx: click.Context, run: str | None, job: str | None, last: int, out
     now = datetime.now(UTC)
     generated = now.isoformat(timespec="seconds")
 
-    async def go(store: SqliteEventStore) -> str:
+    async def go(store: LogReader) -> str:
         if job:
             views = (await load_runs(store)).values()
             return trends_page(job, trend_rows(list(views), job, last, now), generated)

@@ -35,7 +35,7 @@ from davit.domain.commands import CopyNow
 from davit.domain.errors import InvalidArgument, VerificationFailed
 from davit.domain.jobs import job_from_dict
 from davit.domain.jobs.copy import adhoc_copy
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 @click.group("repository")
@@ -200,7 +200,7 @@ def copy(
             raise InvalidArgument(what, f"no repository named {name!r} in the daemon config")
     job_from_dict(adhoc_copy(src, dst, list(jobs), snapshot), "davit repository copy")  # InvalidJob: exit 2, davitd not asked
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: EventLog) -> None:
         run_id = new_run_id()
         position = await send(
             store, CopyNow(run_id=run_id, source_repository=src, repository=dst, jobs=list(jobs), snapshot=snapshot)

@@ -17,11 +17,11 @@ from davit.daemon.recorder import new_event_id
 from davit.domain import events as ev
 from davit.domain.errors import ConcurrencyError, RunDidNotSucceed
 from davit.domain.machine import TERMINAL, RunState
+from davit.domain.ports import LogReader, RunLog
 from davit.domain.runs import RunView
-from davit.eventstore.sqlite import SqliteEventStore
 
 
-async def send(store: SqliteEventStore, command: ev.Event) -> int:
+async def send(store: RunLog, command: ev.Event) -> int:
     """Append `command` to the requests stream; its position. The event id is fixed before the
     first try, so a retry after a lost acknowledgement records it once."""
     new = ev.NewEvent.of(new_event_id(), command)
@@ -35,7 +35,7 @@ async def send(store: SqliteEventStore, command: ev.Event) -> int:
 
 
 async def wait_for_end(
-    store: SqliteEventStore, run_id: str, timeout: float | None, request: int | None = None
+    store: LogReader, run_id: str, timeout: float | None, request: int | None = None
 ) -> RunView | ev.RequestFailed | None:
     """The run once it is final (`failed` counts); the `RequestFailed` for the request at
     position `request` if davitd could not handle it; None if `timeout` passes first."""
@@ -55,7 +55,7 @@ async def wait_for_end(
         await anyio.sleep(0.2)
 
 
-async def wait_for_run(store: SqliteEventStore, run_id: str, timeout: float | None, request: int, what: str) -> RunView:
+async def wait_for_run(store: LogReader, run_id: str, timeout: float | None, request: int, what: str) -> RunView:
     """The run once it is final, for `--wait`; `RunDidNotSucceed` if `timeout` passes first or
     davitd could not handle the request (`what` names it: "the cancel of R")."""
     view = await wait_for_end(store, run_id, timeout, request=request)

@@ -7,7 +7,7 @@ import click
 from davit.daemon.cli.common import resolve_run, with_store
 from davit.daemon.cli.requests import send
 from davit.domain.commands import ResumeRun
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 @click.command("resume")
@@ -16,7 +16,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, run: str) -> None:
     """Resume RUN (any unique prefix of its id)."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: EventLog) -> None:
         run_id = await resolve_run(store, run)
         await send(store, ResumeRun(run_id=run_id))
         click.echo(run_id)

@@ -10,7 +10,7 @@ from davit.daemon.jobs import JobRegistry
 from davit.daemon.recorder import new_run_id
 from davit.domain.commands import RunJobNow
 from davit.domain.errors import UnknownJob
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import EventLog
 
 
 @click.command("run")
@@ -21,7 +21,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, job: str, wait: bool, timeout: float | None) -> None:
     """Run JOB now."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: EventLog) -> None:
         registry = JobRegistry(store)
         await registry.load()
         if not any(j.name == job for j in registry.active()):

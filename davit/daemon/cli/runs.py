@@ -7,7 +7,7 @@ import click
 from davit.daemon.cli.common import emit_json, human_bytes, load_runs, table, with_store
 from davit.daemon.cli.follow import run_progress
 from davit.domain.machine import RunState
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import LogReader
 
 
 @click.command("runs")
@@ -18,7 +18,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, job: str | None, state: str | None, as_json: bool) -> None:
     """List runs."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: LogReader) -> None:
         views = sorted((await load_runs(store)).values(), key=lambda v: v.queued_at or "")
         views = [v for v in views if (job is None or v.job == job) and (state is None or v.state.value == state)]
         if as_json:

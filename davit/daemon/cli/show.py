@@ -10,7 +10,7 @@ from davit.daemon.cli.common import emit_json, human_bytes, load_run, resolve_ru
 from davit.daemon.cli.follow import describe
 from davit.daemon.cli.follow import follow as follow_run
 from davit.daemon.cli.requests import report_outcome
-from davit.eventstore.sqlite import SqliteEventStore
+from davit.domain.ports import LogReader
 
 
 @click.command("show")
@@ -26,7 +26,7 @@ from davit.eventstore.sqlite import SqliteEventStore
 def command(ctx: click.Context, run: str, as_json: bool, follow: bool) -> None:
     """Show a run (RUN may be any unique prefix of its id)."""
 
-    async def go(store: SqliteEventStore) -> None:
+    async def go(store: LogReader) -> None:
         run_id = await resolve_run(store, run)
         if follow:
             ended = await follow_run(store, run_id, live=not as_json and sys.stdout.isatty())

@@ -38,6 +38,7 @@ from davit.domain.health import (
     report_json,
     span,
 )
+from davit.domain.ports import LogReader
 from davit.domain.runs import RunView, fold
 from davit.eventstore.sqlite import EventLogMissing, SqliteEventStore
 
@@ -97,7 +98,7 @@ async def _read_log(settings: Settings) -> LogFacts:
         await store.close()
 
 
-async def _load_runs(store: SqliteEventStore) -> tuple[list[RunView], list[Finding]]:
+async def _load_runs(store: LogReader) -> tuple[list[RunView], list[Finding]]:
     """Every run folded; a run whose events do not form a legal run (written by something
     else than davit) is left out with a warning, as davitd leaves it alone."""
     streams: dict[str, list[ev.StoredEvent]] = {}
@@ -113,7 +114,7 @@ async def _load_runs(store: SqliteEventStore) -> tuple[list[RunView], list[Findi
     return views, ignored
 
 
-async def _requests_pending(store: SqliteEventStore) -> int:
+async def _requests_pending(store: LogReader) -> int:
     """Requests (`davit run`, `resume`, `cancel`) recorded after the last one davitd handled."""
     handled = 0
     async for stored in store.iter_all(stream_prefix=ev.DAEMON_STREAM):

@@ -34,8 +34,8 @@ from davit.domain import events as ev
 from davit.domain.durations import parse_duration
 from davit.domain.notifications import Backoff, Deliveries, Delivery, Message, Outbox, log_unwritable
 from davit.domain.notifyspec import JobNotify, NotifyEvent, job_target_name, route
+from davit.domain.ports import EventLog
 from davit.domain.runs import RunView
-from davit.eventstore.sqlite import SqliteEventStore
 
 log = logging.getLogger("davitd.notify")
 POLL_SECONDS = 1.0
@@ -46,7 +46,7 @@ PARALLEL = 2  # deliveries at a time; a hanging target blocks at most one of the
 class NotificationService:
     def __init__(
         self,
-        store: SqliteEventStore,
+        store: EventLog,
         settings: Callable[[], Settings],
         runs: Mapping[str, RunView],
         jobs: Callable[[], Iterable[Any]],

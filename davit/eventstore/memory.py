@@ -1,0 +1,234 @@
+"""The event log in memory: the same promises as the SQLite store, for tests without files.
+
+It serves the ports `RunLog` and `LogReader` (`davit/domain/ports.py`) with the semantics of
+`eventstore/sqlite.py`, checked by the same contract suite (`tests/contract/`): an append
+with a stale expected version raises `ConcurrencyError` and writes nothing; an append whose
+event ids are all known gives back their first positions (a retry), one that repeats only
+some of them, or one id twice, is refused; an atomic append to several streams lands whole or
+not at all; positions are global, gap-free and only grow; the data is stored as the canonical
+JSON text SQLite stores, so a read gives a fresh copy and data that is not JSON is refused as
+SQLite refuses it; each event carries the plain hash chain, which `verify_chain` checks.
+
+Everything an append checks and writes happens without an await in between, on the event
+loop's thread, so of concurrent appenders exactly one wins, as under SQLite's write lock. It
+is not durable and takes no key (a keyed chain is the SQLite store's alone). A tail waits for
+the next append instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from davit.domain.errors import ConcurrencyError, EventStoreError
+from davit.domain.events import NewEvent, StoredEvent, StreamAppend
+from davit.domain.ports import EventLog
+from davit.eventstore.chain import ChainReport, canonical_json, event_hash, same
+from davit.eventstore.schema import GENESIS_HASH
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")  # (as the SQLite store stamps events)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One event as the SQLite store's `events` table holds it (data as JSON text)."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    schema: int
+    data: str
+    recorded_at: str
+    prev_hash: str
+    hash: str
+
+    def stored(self) -> StoredEvent:
+        data = json.loads(self.data)
+        return StoredEvent(
+            self.position, self.stream, self.version, self.event_id, self.type, self.schema, data, self.recorded_at, self.hash
+        )
+
+
+class MemoryEventStore:
+    """The event log in a list. `async with MemoryEventStore() as store:` or use it as it is."""
+
+    def __init__(self, clock: Callable[[], str] = utc_now) -> None:
+        self._clock = clock
+        self._rows: list[_Row] = []  # by position - 1
+        self._by_id: dict[str, int] = {}  # event id -> position
+        self._versions: dict[str, int] = {}
+        self._by_stream: dict[str, list[int]] = {}  # stream -> positions, in version order
+        self._head = (0, GENESIS_HASH)  # (position, hash) of the newest event, kept apart like `chain_head`
+        self._appended: asyncio.Event | None = None  # set at each append, then replaced (wakes tails)
+
+    # --- lifecycle (nothing to open; the same shape as the SQLite store) ----------------------
+
+    async def open(self) -> MemoryEventStore:
+        return self
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> MemoryEventStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def writes_failing(self) -> bool:
+        return False  # memory always takes writes
+
+    # --- appends -----------------------------------------------------------------------------
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
+        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
+        return [e.position for e in await self.append_atomic_read_back(parts, patient=patient)]
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
+    ) -> list[StoredEvent]:
+        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
+        """Check, then write every part; nothing awaits in between (see the module's docstring)."""
+        await asyncio.sleep(0)  # an append is a suspension point, as with a real store
+        ids = [e.event_id for part in parts for e in part.events]
+        if len(set(ids)) != len(ids):
+            raise EventStoreError("an append carries the same event id twice")
+        known = [i for i in ids if i in self._by_id]
+        if known:
+            if len(known) == len(ids):  # a retry of an append that already landed
+                return [self._rows[self._by_id[i] - 1].stored() for i in ids]
+            raise EventStoreError("an append repeats some, not all, of its event ids")
+        for part in parts:
+            actual = self._versions.get(part.stream, 0)
+            if actual != part.expected_version:
+                raise ConcurrencyError(part.stream, part.expected_version, actual)
+        rows = self._rows_for(parts)
+        for row in rows:
+            self._rows.append(row)
+            self._by_id[row.event_id] = row.position
+            self._versions[row.stream] = row.version
+            self._by_stream.setdefault(row.stream, []).append(row.position)
+        if rows:
+            self._head = (rows[-1].position, rows[-1].hash)
+            self._wake_tails()
+        return [row.stored() for row in rows]
+
+    def _rows_for(self, parts: Sequence[StreamAppend]) -> list[_Row]:
+        """The rows an append would write, linked on from the head; writes nothing (so data
+        that is not JSON fails the append before any of it is stored)."""
+        position, prev_hash = self._head
+        versions = dict(self._versions)
+        rows: list[_Row] = []
+        for part in parts:
+            for new in part.events:
+                try:
+                    data = canonical_json(new.data)
+                except (TypeError, ValueError, RecursionError) as exc:
+                    raise EventStoreError(f"event log write failed: {type(exc).__name__}: {exc}") from exc
+                position += 1
+                version = versions.get(part.stream, 0) + 1
+                versions[part.stream] = version
+                recorded_at = self._clock()
+                fields = (new.event_id, part.stream, version, new.type, new.schema, data, recorded_at)
+                digest = event_hash(prev_hash, position, *fields)
+                rows.append(_Row(position, *fields, prev_hash, digest))
+                prev_hash = digest
+        return rows
+
+    def _wake_tails(self) -> None:
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
+        positions = self._by_stream.get(stream, [])
+        return [self._rows[p - 1].stored() for p in positions[max(from_version, 1) - 1 :]]
+
+    async def stream_version(self, stream: str) -> int:
+        return self._versions.get(stream, 0)
+
+    async def head_position(self) -> int:
+        return self._head[0]
+
+    async def streams(self, prefix: str) -> list[str]:
+        firsts = [(positions[0], stream) for stream, positions in self._by_stream.items() if stream.startswith(prefix)]
+        return [stream for _position, stream in sorted(firsts)]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        for row in self._rows[max(after_position, 0) :]:
+            if len(out) >= limit:
+                break
+            if stream_prefix is None or row.stream.startswith(stream_prefix):
+                out.append(row.stored())
+        return out
+
+    async def iter_all(
+        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
+    ) -> AsyncIterator[StoredEvent]:
+        while True:
+            rows = await self.read_all(after_position, page, stream_prefix)
+            for row in rows:
+                yield row
+            if len(rows) < page:
+                return
+            after_position = rows[-1].position
+
+    async def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position`, then each new one as it is appended. The wait
+        is registered before the read that found nothing, with no await in between, so an
+        append between the two cannot be missed; `poll_seconds` only bounds each wait."""
+        while True:
+            if self._appended is None:
+                self._appended = asyncio.Event()
+            appended = self._appended
+            rows = await self.read_all(after_position, 1000, stream_prefix)
+            for row in rows:
+                yield row
+                after_position = row.position
+            if not rows:
+                try:
+                    await asyncio.wait_for(appended.wait(), poll_seconds)
+                except TimeoutError:
+                    pass
+
+    # --- integrity ---------------------------------------------------------------------------
+
+    async def verify_chain(self) -> ChainReport:
+        """Recompute the chain from the first event; name the first position that breaks it
+        (as `SqliteEventStore.verify_chain` does for a log without a key)."""
+        prev_hash, checked = GENESIS_HASH, 0
+        for expected, row in enumerate(self._rows, start=1):
+            if row.position != expected:
+                return ChainReport(False, checked, expected, "event missing (gap in positions)")
+            if row.prev_hash != prev_hash:
+                return ChainReport(False, checked, row.position, "previous hash does not match")
+            fields = (row.event_id, row.stream, row.version, row.type, row.schema, row.data, row.recorded_at)
+            digest = event_hash(prev_hash, row.position, *fields)
+            if not same(digest, row.hash):
+                return ChainReport(False, checked, row.position, "content does not match its hash")
+            prev_hash, checked = digest, checked + 1
+        if self._head != (checked, prev_hash):
+            return ChainReport(False, checked, checked + 1, "newest events missing (chain head ahead)")
+        return ChainReport(True, checked)
+
+
+if TYPE_CHECKING:  # mypy checks here that the memory store serves both ports
+    _serves: type[EventLog] = MemoryEventStore
