@@ -77,10 +77,13 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
 
     def run(self, ctx: RunContext) -> None:
         snap = self.repo.resolve(self.details["snapshot_id"])
+        self._tell_total(ctx, snap)
+        run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
+
+    def _tell_total(self, ctx: RunContext, snap: SnapshotInfo) -> None:
         known = snapshot_totals(snap.stats)  # what the snapshot holds: the restore's 100%
         if known is not None:
             ctx.step_total(RESTORE, bytes_total=known[0], items_total=known[1])
-        run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Check the target holds every entry of the snapshot with its type and size (looked up
