@@ -46,7 +46,9 @@ class JobCheck:
             self._checked[name] = check_repository(self.settings, name, self.checklist, self._subjects[name])
         return self._checked[name] is not None
 
-    def check_snapshot(self, repository: str, ref: str, job: str | None, kind: str | None = None) -> dict[str, Any] | None:
+    def check_snapshot(
+        self, repository: str, ref: str, job: str | None, kind: str | tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
         """Record whether snapshot `ref` (`latest` of `job`, an id or a unique prefix) is in
         `repository` (checked first) and, given `kind`, is a snapshot of that kind (the one the
         run picks, as it picks it: a restore's run refuses another kind's snapshot); its stats
@@ -62,8 +64,11 @@ class JobCheck:
                 of_job = f" of job {job}" if job else ""
                 c.fail(f"{ref}{of_job}: {'ambiguous' if chosen else 'no such snapshot'} in {repository}")
                 return None
-            if kind is not None and chosen[0].kind != kind:
-                c.fail(f"{ref} is {chosen[0].id}, a {chosen[0].kind} snapshot of job {chosen[0].job}, not a {kind} one")
+            kinds = (kind,) if isinstance(kind, str) else kind
+            if kinds is not None and chosen[0].kind not in kinds:
+                c.fail(
+                    f"{ref} is {chosen[0].id}, a {chosen[0].kind} snapshot of job {chosen[0].job}, not a {' or '.join(kinds)} one"
+                )
                 return None
             c.ok(f"{ref} is {chosen[0].id} of job {chosen[0].job}, made {chosen[0].created_at}")
         return dict(chosen[0].stats)

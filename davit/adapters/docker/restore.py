@@ -51,6 +51,7 @@ from davit.adapters.docker.helper_restore import (
 from davit.adapters.docker.totals import entry_totals
 from davit.adapters.files.restore import FilesRestoreWork
 from davit.adapters.files.treecheck import checked, parsed
+from davit.adapters.files.treekinds import VOLUME_RESTORE_KINDS, require_kind
 from davit.adapters.repository.repository import SnapshotInfo
 from davit.adapters.repository.treeformat import Entry
 from davit.adapters.runwork import RunInputs
@@ -96,6 +97,7 @@ class VolumeRestoreWork(FilesRestoreWork):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
+        require_kind(snap.id, snap.kind, snap.job, VOLUME_RESTORE_KINDS, "volume.restore")
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
         # the whole subtree is checked before anything is written: a corrupt one fails here
         volume_bytes, volume_items = entry_totals(self._volume_entries(snap, self.volume_spec.volume))
