@@ -129,6 +129,11 @@ class CheckInputs(Protocol):
         stats, or None."""
         ...
 
+    def snapshot_tree(self, repository: str) -> bytes:
+        """The zstd-compressed tree of the snapshot `check_snapshot` found in `repository` (only
+        after it found one), read without writing anything; raises what reading it raises."""
+        ...
+
 
 class KindChecks(Protocol):
     """A kind's pre-flight checks: record into `inputs.checklist`, change nothing."""
