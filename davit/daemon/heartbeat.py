@@ -48,6 +48,7 @@ MAX_HEARTBEAT_BYTES = 64 << 10
 MAX_LISTED_RUNS = 64  # run ids in a beat (a count beyond)
 FORMAT = 1
 PROC_LOCKS = Path("/proc/locks")
+PROC_MOUNTINFO = Path("/proc/self/mountinfo")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -141,26 +142,54 @@ def daemon_facts(state_dir: Path, lock_path: Path, now: datetime | None = None) 
     return DaemonFacts(lock_held=held, heartbeat=beat)
 
 
-def lock_held(lock_path: Path, locks: Path = PROC_LOCKS) -> bool:
-    """Whether some process holds an exclusive `flock` on `lock_path`, as `/proc/locks` lists it.
-    Matched by device and inode; by inode alone if no line matches both (a file system whose
-    device numbers `stat` and the lock table write differently): a false "held" can only come
-    with a stale heartbeat, which the verdict calls critical anyway."""
+def lock_held(lock_path: Path, locks: Path = PROC_LOCKS, mounts: Path = PROC_MOUNTINFO) -> bool:
+    """Whether some process holds an exclusive `flock` on `lock_path`, as `/proc/locks` lists it:
+    a line naming its device and its inode, both. The lock table writes the device of the file's
+    file system (its superblock's); `stat` can say another (a btrfs subvolume's, an overlay's),
+    so the device of the mount the file is on, as `/proc/self/mountinfo` gives it, is taken too.
+    An inode number alone is no match: another file system's file with the same number, locked
+    by anyone, would make a stopped davitd look alive. The file is opened to learn its mount
+    (read-only, not following a link); opening takes no lock and disturbs none."""
     try:
-        st = os.stat(lock_path, follow_symlinks=False)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no davitd ever ran here (or a link planted there: not davitd's)
+    try:
+        st = os.fstat(fd)
+        mount_device = _mount_device(fd, mounts)
+    finally:
+        os.close(fd)
+    try:
         table = locks.read_text()
     except OSError:
-        return False  # no lock file: no davitd ever ran here; no lock table: cannot be held that we see
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    inode_only = False
+        return False  # no lock table: cannot be held that we see
+    devices = {(os.major(st.st_dev), os.minor(st.st_dev))}
+    if mount_device is not None:
+        devices.add(mount_device)
+    wanted = {f"{major:02x}:{minor:02x}:{st.st_ino}" for major, minor in devices}
     for line in table.splitlines():
         fields = line.split()
         if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK" or fields[3] != "WRITE":
             continue
-        if fields[5] == device:
+        if fields[5] in wanted:
             return True
-        inode_only = inode_only or fields[5].rsplit(":", 1)[-1] == str(st.st_ino)
-    return inode_only
+    return False
+
+
+def _mount_device(fd: int, mounts: Path) -> tuple[int, int] | None:
+    """(major, minor) of the mount `fd` is on, as mountinfo lists it (its `mnt_id` read from the
+    descriptor's fdinfo); None if either cannot be read (an old kernel: the stat device alone)."""
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        mount_id = next(line.split()[1] for line in info.splitlines() if line.startswith("mnt_id:"))
+        for line in mounts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[0] == mount_id:
+                major, minor = fields[2].split(":")
+                return int(major), int(minor)
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return None
 
 
 class HeartbeatUnreadable(Exception):

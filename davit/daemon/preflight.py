@@ -6,7 +6,8 @@ and cleans its spool: a check writes nothing. Its backend is opened (a remote on
 verifying the SFTP host key against the configured known_hosts, or signing in to S3), its
 `config.json` is read and its format checked, the passphrase is resolved and the sealed key
 decrypted with it, its snapshots' manifests are read (and authenticated with the key), a
-restore's snapshot reference is resolved among them, and a local one's free space and
+restore's snapshot reference is resolved among them (and its tree read where a kind's check needs
+it: `checktrees.py`), and a local one's free space and
 write permission are read with `statvfs` and `access`. No lock is taken: a check never holds
 up a backup, and a running backup never makes a check fail.
 """
@@ -22,6 +23,7 @@ from davit.adapters.repository.backends.factory import open_backend
 from davit.adapters.repository.crypto import RepositoryKey
 from davit.adapters.repository.repoconfig import chunking_of, read_config
 from davit.adapters.repository.snapshots import DamagedSnapshot, SnapshotInfo, scan
+from davit.daemon.checktrees import compressed_tree
 from davit.daemon.config import Settings
 from davit.daemon.kinds import kind_checks
 from davit.daemon.repositories import configured_passphrase, location_of
@@ -38,6 +40,7 @@ class JobCheck:
     checklist: Checklist
     _checked: dict[str, list[SnapshotInfo] | None] = field(default_factory=dict)
     _subjects: dict[str, str] = field(default_factory=dict)  # name -> "source main", "repository local"...
+    _chosen: dict[str, SnapshotInfo] = field(default_factory=dict)  # repository -> the snapshot check_snapshot chose
 
     def check_repository(self, name: str, subject: str = "repository") -> bool:
         """Record repository `name`'s checks (once per job); whether it can be read."""
@@ -46,7 +49,9 @@ class JobCheck:
             self._checked[name] = check_repository(self.settings, name, self.checklist, self._subjects[name])
         return self._checked[name] is not None
 
-    def check_snapshot(self, repository: str, ref: str, job: str | None, kind: str | None = None) -> dict[str, Any] | None:
+    def check_snapshot(
+        self, repository: str, ref: str, job: str | None, kind: str | tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
         """Record whether snapshot `ref` (`latest` of `job`, an id or a unique prefix) is in
         `repository` (checked first) and, given `kind`, is a snapshot of that kind (the one the
         run picks, as it picks it: a restore's run refuses another kind's snapshot); its stats
@@ -62,11 +67,20 @@ class JobCheck:
                 of_job = f" of job {job}" if job else ""
                 c.fail(f"{ref}{of_job}: {'ambiguous' if chosen else 'no such snapshot'} in {repository}")
                 return None
-            if kind is not None and chosen[0].kind != kind:
-                c.fail(f"{ref} is {chosen[0].id}, a {chosen[0].kind} snapshot of job {chosen[0].job}, not a {kind} one")
+            kinds = (kind,) if isinstance(kind, str) else kind
+            if kinds is not None and chosen[0].kind not in kinds:
+                c.fail(
+                    f"{ref} is {chosen[0].id}, a {chosen[0].kind} snapshot of job {chosen[0].job}, not a {' or '.join(kinds)} one"
+                )
                 return None
             c.ok(f"{ref} is {chosen[0].id} of job {chosen[0].job}, made {chosen[0].created_at}")
+        self._chosen[repository] = chosen[0]
         return dict(chosen[0].stats)
+
+    def snapshot_tree(self, repository: str) -> bytes:
+        """The zstd-compressed tree of the snapshot `check_snapshot` chose in `repository`
+        (`checktrees.py`: nothing written); raises what reading it raises."""
+        return compressed_tree(self.settings, repository, self._chosen[repository])
 
 
 def check_repository(settings: Settings, name: str, cl: Checklist, subject: str) -> list[SnapshotInfo] | None:

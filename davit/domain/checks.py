@@ -121,9 +121,17 @@ class CheckInputs(Protocol):
         """Record the checks of configured repository `name`; whether it opens for reading."""
         ...
 
-    def check_snapshot(self, repository: str, ref: str, job: str | None, kind: str | None = None) -> dict[str, Any] | None:
+    def check_snapshot(
+        self, repository: str, ref: str, job: str | None, kind: str | tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
         """Record whether snapshot `ref` of `job` is in `repository` (and, given `kind`, is a
-        snapshot of that kind, as the restore's run requires); its stats, or None."""
+        snapshot of that kind, or of one of those kinds, as the restore's run requires); its
+        stats, or None."""
+        ...
+
+    def snapshot_tree(self, repository: str) -> bytes:
+        """The zstd-compressed tree of the snapshot `check_snapshot` found in `repository` (only
+        after it found one), read without writing anything; raises what reading it raises."""
         ...
 
 

@@ -96,6 +96,12 @@ def test_backup_killed_while_the_app_is_stopped_resumes_and_starts_the_app_again
     assert back["state"] == "succeeded", back
     assert digest(mountpoint(engine, restored)) == digest(mountpoint(engine, data))
     assert "0 problems" in davit.cli("verify", run["run_id"]).stdout
+    # progress: the first backup's store (no parent) scanned the volume for its total, the
+    # restore knows the volume's size; both ride on the checkpoints davit show --follow reads
+    for run_id, step in ((run["run_id"], "store"), (back["run_id"], "restore")):
+        points = [e[3] for e in davit.events(f"stream = 'run-{run_id}'") if e[2] == "CheckpointRecorded" and e[3]["step"] == step]
+        assert points and points[-1]["bytes_total"] is not None, (step, points[-1:])
+        assert points[-1]["bytes_total"] >= points[-1]["bytes_done"] >= 60 << 20, (step, points[-1])
 
 
 def test_helper_backup_killed_mid_stream_resumes_writes_no_chunk_twice_and_leaves_no_helper(

@@ -115,14 +115,70 @@ def test_the_lock_is_held_only_while_a_process_holds_it_and_looking_never_takes_
         os.close(fd)
 
 
-def test_a_lock_table_line_for_another_file_is_not_davitds(tmp_path: Path) -> None:
-    lock = tmp_path / "davitd.lock"
-    lock.touch()
+def lock_line(device: str, inode: int, kind: str = "FLOCK", mode: str = "WRITE") -> str:
+    return f"1: {kind}  ADVISORY  {mode} 77 {device}:{inode} 0 EOF\n"
+
+
+def stat_device(path: Path) -> str:
+    st = path.stat()
+    return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+
+
+def mount_id(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+    finally:
+        os.close(fd)
+    return next(line.split()[1] for line in info.splitlines() if line.startswith("mnt_id:"))
+
+
+@pytest.fixture
+def lock(tmp_path: Path) -> Path:
+    path = tmp_path / "davitd.lock"
+    path.touch()
+    return path
+
+
+def test_a_lock_on_the_lock_files_device_and_inode_is_davitds(lock: Path, tmp_path: Path) -> None:
     table = tmp_path / "locks"
-    table.write_text(f"1: FLOCK  ADVISORY  WRITE 77 00:00:{lock.stat().st_ino + 1} 0 EOF\n2: POSIX ADVISORY WRITE 1 x 0 EOF\n")
+    table.write_text(lock_line(stat_device(lock), lock.stat().st_ino))
+    assert lock_held(lock, table)
+
+
+def test_a_lock_on_another_file_of_the_same_inode_number_elsewhere_is_not_davitds(lock: Path, tmp_path: Path) -> None:
+    """A defect: an inode number alone was taken for the lock file's when no line matched both,
+    so a flock on a file of another file system with that number made a stopped davitd look
+    alive."""
+    table = tmp_path / "locks"
+    table.write_text(lock_line("ff:99", lock.stat().st_ino) + lock_line(stat_device(lock), lock.stat().st_ino + 1))
     assert not lock_held(lock, table)
-    table.write_text(f"1: FLOCK  ADVISORY  WRITE 77 ff:99:{lock.stat().st_ino} 0 EOF\n")
-    assert lock_held(lock, table)  # same inode, device written otherwise (see lock_held)
+
+
+@pytest.mark.parametrize(("kind", "mode"), [("POSIX", "WRITE"), ("FLOCK", "READ")], ids=["a-posix-lock", "a-shared-flock"])
+def test_a_lock_of_another_kind_on_the_lock_file_is_not_davitds(lock: Path, tmp_path: Path, kind: str, mode: str) -> None:
+    table = tmp_path / "locks"
+    table.write_text(lock_line(stat_device(lock), lock.stat().st_ino, kind, mode))
+    assert not lock_held(lock, table)
+
+
+def test_a_lock_on_the_device_of_the_lock_files_mount_is_davitds(lock: Path, tmp_path: Path) -> None:
+    """The lock table writes the file system's device, which `stat` may not (a btrfs subvolume,
+    an overlay): the mount's device from mountinfo counts too, with the inode."""
+    table, mounts = tmp_path / "locks", tmp_path / "mountinfo"
+    mounts.write_text(f"{mount_id(lock)} 1 0:99 / / rw - btrfs /dev/sda1 rw\n")
+    table.write_text(lock_line("00:63", lock.stat().st_ino))  # 0:99, as the lock table writes it
+    assert lock_held(lock, table, mounts)
+    mounts.write_text(f"{mount_id(lock)} 1 0:98 / / rw - btrfs /dev/sda1 rw\n")
+    assert not lock_held(lock, table, mounts)
+
+
+def test_a_symlink_planted_as_the_lock_file_is_not_davitds_lock(lock: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.lock"
+    link.symlink_to(lock)
+    table = tmp_path / "locks"
+    table.write_text(lock_line(stat_device(lock), lock.stat().st_ino))
+    assert lock_held(lock, table) and not lock_held(link, table)
 
 
 @pytest.mark.parametrize(

@@ -232,10 +232,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         for step in todo:
             ctx.step_started(step)
         # the totals inspect found (the items, their sizes as the engine reports them: an
-        # estimate of the tar bytes exported); the transfer's bytes depend on what the target
-        # already holds, so it has none
+        # estimate of the tar bytes exported). The transfer sends at most those bytes (chunks
+        # compressed for the wire, less what the target holds already): the same figure is its
+        # estimate, a ceiling its bar may end below.
         items = len(info["items"])
         ctx.step_total(EXPORT, bytes_total=int(info["bytes"]), items_total=items)
+        ctx.step_total(TRANSFER, bytes_total=int(info["bytes"]))
         ctx.step_total(IMPORT, items_total=items)
         exported: dict[str, Any] = dict((ctx.cursor(EXPORT) or {}).get("done", {}))
         imported: list[str] = list((ctx.cursor(IMPORT) or {}).get("done", []))

@@ -19,6 +19,7 @@ what the staging tree holds.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from davit.adapters.docker.helper import (
     remove_helper,
     require_image,
 )
+from davit.adapters.docker.totals import EngineVolumeSizes
 from davit.adapters.files.backup import Content, FilesBackupWork
+from davit.adapters.files.totals import TreeScan
 from davit.adapters.files.tree import Skipped, WalkedFile, walk_root
 from davit.adapters.repository.treeformat import DIR, Entry, walk_key
 from davit.adapters.runwork import RunInputs
@@ -70,8 +73,6 @@ def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterato
 
 
 class VolumeBackupWork(FilesBackupWork):
-    SCANS_FOR_TOTAL = False  # its walk runs a helper container: the parent snapshot's total or none
-
     def __init__(self, inputs: RunInputs[VolumeBackupJob]) -> None:
         spec = inputs.spec
         files_spec = FilesBackupJob(
@@ -230,6 +231,14 @@ class VolumeBackupWork(FilesBackupWork):
                 raise HelperAccessNotAvailable(f"volume {ref.name}: mountpoint {ref.mountpoint} is not readable here")
             roots.append((ref.name, path))
         return roots
+
+    def _first_total(self, ctx: RunContext) -> AbstractContextManager[object]:
+        """A first backup's total (`docker/totals.py`): a scan of the mountpoints, or through a
+        helper container the engine's volume sizes."""
+        if not self._through_helper():
+            return TreeScan(ctx, STORE, lambda: walk_volumes(self._volume_roots(), list(self.spec.source.exclude)))
+        names = [v["name"] for v in self.details["volumes"]]
+        return EngineVolumeSizes(ctx, STORE, self.volume_spec.engine, names)
 
     def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
         if self._helper is None:

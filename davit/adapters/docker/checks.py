@@ -13,6 +13,7 @@ import docker
 
 from davit.adapters.docker.engine import connect, engine_address, engine_on_this_host, readable_mountpoint, select_volumes
 from davit.adapters.docker.helper import require_image
+from davit.adapters.files.treekinds import VOLUME_RESTORE_KINDS
 from davit.adapters.secrets import redact
 from davit.domain.checks import CheckInputs, Checklist
 from davit.domain.jobs import VolumeBackupJob, VolumeRestoreJob
@@ -64,7 +65,7 @@ def backup_checks(inputs: CheckInputs) -> None:
 def restore_checks(inputs: CheckInputs) -> None:
     spec: VolumeRestoreJob = inputs.spec
     cl = inputs.checklist
-    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, VOLUME_RESTORE_KINDS)
     client = _engine(cl, "target", spec)
     if client is None:
         return

@@ -48,8 +48,10 @@ from davit.adapters.docker.helper_restore import (
     restore_entries,
     volume_holds_data,
 )
+from davit.adapters.docker.totals import entry_totals
 from davit.adapters.files.restore import FilesRestoreWork
-from davit.adapters.files.treecheck import checked, parsed, validate
+from davit.adapters.files.treecheck import checked, parsed
+from davit.adapters.files.treekinds import VOLUME_RESTORE_KINDS, require_kind
 from davit.adapters.repository.repository import SnapshotInfo
 from davit.adapters.repository.treeformat import Entry
 from davit.adapters.runwork import RunInputs
@@ -59,6 +61,7 @@ from davit.domain.errors import PermanentError, SnapshotNotFound, TargetNotEmpty
 from davit.domain.jobs import FilesRestoreJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesRestoreTarget
 from davit.domain.ports import RunContext
+from davit.domain.progress import plausible
 
 
 def volume_entries(entries: Iterator[Entry], volume: str) -> Iterator[Entry]:
@@ -94,9 +97,11 @@ class VolumeRestoreWork(FilesRestoreWork):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.volume_spec.source.snapshot, self.volume_spec.source.job)
+        require_kind(snap.id, snap.kind, snap.job, VOLUME_RESTORE_KINDS, "volume.restore")
         names = [str(v.get("name")) for v in snap.source.get("volumes", [])]
         # the whole subtree is checked before anything is written: a corrupt one fails here
-        if not validate(self._volume_entries(snap, self.volume_spec.volume)):
+        volume_bytes, volume_items = entry_totals(self._volume_entries(snap, self.volume_spec.volume))
+        if not volume_items:
             raise SnapshotNotFound(
                 f"volume {self.volume_spec.volume} in snapshot {snap.id}" + (f" (it holds {', '.join(names)})" if names else "")
             )
@@ -146,6 +151,9 @@ class VolumeRestoreWork(FilesRestoreWork):
             "mountpoint": volume.mountpoint if through_helper else str(path),
             "engine": engine,
             "bytes": snap.stats.get("bytes", 0),
+            # what this volume's restore amounts to (its progress total; absent in older runs)
+            "volume_bytes": volume_bytes,
+            "volume_items": volume_items,
             "access": "helper" if through_helper else "mountpoint",
             "access_reason": why,
         }
@@ -168,6 +176,13 @@ class VolumeRestoreWork(FilesRestoreWork):
             return
         self.target = Path(self.details["mountpoint"])
         super().run(ctx)
+
+    def _tell_total(self, ctx: RunContext, snap: SnapshotInfo) -> None:
+        """The chosen volume's figures as prepare counted them (the snapshot's `stats` cover
+        every volume it holds); a run prepared before they were recorded has none."""
+        size, items = plausible(self.details.get("volume_bytes")), plausible(self.details.get("volume_items"))
+        if size is not None and items is not None:
+            ctx.step_total(RESTORE, bytes_total=size, items_total=items)
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         if self._through_helper():
@@ -193,6 +208,7 @@ class VolumeRestoreWork(FilesRestoreWork):
     def _run_through_helper(self, ctx: RunContext) -> None:
         snap = self.repo.resolve(self.details["snapshot_id"])
         volume = self.details["target_volume"]
+        self._tell_total(ctx, snap)
         client = connect(self.volume_spec.engine)
         try:
             for role in ("check", "links"):  # what a crash during prepare's look or a check left

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,8 +202,8 @@ class _Progress:
 
 
 class FilesBackupWork(RunWork[FilesBackupJob]):
-    # Without a parent snapshot, a scan beside the store tells the step's total (`totals.py`);
-    # a walk that cannot be done twice cheaply (a volume's, through a helper container) does not.
+    # Without a parent snapshot, a scan beside the store tells the step's total (`totals.py`;
+    # a volume backup says how in `_first_total`).
     SCANS_FOR_TOTAL = True
 
     def __init__(self, inputs: RunInputs[FilesBackupJob]) -> None:
@@ -327,7 +327,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             "skipped": len(skipped),
         }
 
-    def _totals(self, ctx: RunContext) -> TreeScan | nullcontext[None]:
+    def _totals(self, ctx: RunContext) -> AbstractContextManager[object]:
         """Tell the store step's total: the parent snapshot's, or a scan's (see `totals.py`)."""
         parent = self._parent()
         known = snapshot_totals(parent.stats) if parent is not None else None
@@ -335,6 +335,10 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
             ctx.step_total(STORE, bytes_total=known[0], items_total=known[1])
         if known is not None or not self.SCANS_FOR_TOTAL:
             return nullcontext()
+        return self._first_total(ctx)
+
+    def _first_total(self, ctx: RunContext) -> AbstractContextManager[object]:
+        """What tells a first backup's total, beside the store: a scan of the source."""
         # its own walk of the source, not `_walk`: what the store walks (and a subclass adds to
         # it) is the store's alone; a scan only counts entries
         return TreeScan(ctx, STORE, lambda: walk(self.source, list(self.spec.source.exclude)))

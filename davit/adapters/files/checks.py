@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from davit.adapters.files.treekinds import FILES_RESTORE_KINDS
 from davit.adapters.pathchecks import free_space, readable_directory, writable_place
 from davit.domain.checks import CheckInputs
 from davit.domain.jobs import FilesBackupJob, FilesRestoreJob
@@ -21,7 +22,7 @@ def backup_checks(inputs: CheckInputs) -> None:
 
 def restore_checks(inputs: CheckInputs) -> None:
     spec: FilesRestoreJob = inputs.spec
-    stats = inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job)
+    stats = inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, FILES_RESTORE_KINDS)
     target = Path(spec.target.path)
     writable_place(inputs.checklist, "target", target, spec.target.overwrite)
     need = stats.get("bytes") if stats else None

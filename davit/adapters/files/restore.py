@@ -30,6 +30,7 @@ from davit.adapters.files.confined import DirWalk, Warnings, Writer, kind_of, on
 from davit.adapters.files.holes import SparseSource
 from davit.adapters.files.totals import snapshot_totals
 from davit.adapters.files.treecheck import checked, parsed
+from davit.adapters.files.treekinds import FILES_RESTORE_KINDS, require_kind
 from davit.adapters.prefetch import RestoreSource, restore_reads
 from davit.adapters.repository.fsutil import syncfs
 from davit.adapters.repository.repository import SnapshotInfo
@@ -69,6 +70,7 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         snap = self.repo.resolve(self.spec.source.snapshot, self.spec.source.job)
+        require_kind(snap.id, snap.kind, snap.job, FILES_RESTORE_KINDS, "files.restore")
         self._keep_checked(snap)  # before anything is written: a corrupt tree fails here
         if self.target.exists() and any(self.target.iterdir()) and not self.overwrite:
             raise TargetNotEmpty(str(self.target))
@@ -77,10 +79,13 @@ class FilesRestoreWork(RunWork[FilesRestoreJob]):
 
     def run(self, ctx: RunContext) -> None:
         snap = self.repo.resolve(self.details["snapshot_id"])
+        self._tell_total(ctx, snap)
+        run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
+
+    def _tell_total(self, ctx: RunContext, snap: SnapshotInfo) -> None:
         known = snapshot_totals(snap.stats)  # what the snapshot holds: the restore's 100%
         if known is not None:
             ctx.step_total(RESTORE, bytes_total=known[0], items_total=known[1])
-        run_steps(ctx, [Step(RESTORE, partial(self._restore, snap=snap)), Step(METADATA, partial(self._metadata, snap=snap))])
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         """Check the target holds every entry of the snapshot with its type and size (looked up

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from davit.adapters.mysql.client import Server
-from davit.adapters.mysql.layout import KIND
+from davit.adapters.mysql.layout import KIND, read_tree
+from davit.adapters.mysql.restore import restore_selection
 from davit.domain.checks import CheckInputs, Checklist
 from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob
 from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlServer
@@ -101,7 +102,7 @@ def _backup_privileges(cl: Checklist, server: Server, conn: Any, spec: MysqlBack
 def restore_checks(inputs: CheckInputs) -> None:
     spec: MysqlRestoreJob = inputs.spec
     cl = inputs.checklist
-    inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, KIND)
+    found = inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, KIND) is not None
     opened = _connect(cl, "target", spec.target)
     if opened is None:
         return
@@ -117,5 +118,28 @@ def restore_checks(inputs: CheckInputs) -> None:
                 c.warn(f"{server.user} at {server.where} lacks global {', '.join(lacking)} (granted per database?)")
             else:
                 c.ok(f"{server.user} has {', '.join(sorted(needed))}")
+        if found and spec.target.if_exists == "fail":
+            _targets_free(inputs, server, conn, spec)
     finally:
         conn.close()
+
+
+def _targets_free(inputs: CheckInputs, server: Server, conn: Any, spec: MysqlRestoreJob) -> None:
+    """With `if_exists = "fail"`, a database the restore would create that exists already makes
+    the run fail: a warning (it may be dropped before the run), naming the databases. Which
+    ones the restore creates is read from the snapshot's tree, as the run reads it."""
+    with inputs.checklist.check("target", "databases") as c:
+        entries = list(read_tree(inputs.snapshot_tree(spec.repository)))
+        _chosen, pairs = restore_selection(entries, spec.target)
+        names = [dst for _src, dst in pairs]
+        with server.errors("listing databases"), conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+            present = {str(r[0]) for r in cur.fetchall()}
+        taken = [n for n in names if n in present]
+        if taken:
+            c.warn(
+                f"{', '.join(taken[:LISTED])}{' ...' if len(taken) > LISTED else ''} exist(s) on {server.where}: with "
+                "if_exists = 'fail' the run will fail (drop them first, or use 'drop' or 'merge')"
+            )
+        else:
+            c.ok(f"none of {', '.join(names[:LISTED])}{' ...' if len(names) > LISTED else ''} exists yet")

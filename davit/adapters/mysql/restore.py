@@ -33,13 +33,13 @@ from typing import Any
 from davit.adapters.mysql import schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
-from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree
+from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, TableEntry, UsersEntry, qualified, read_tree
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import MysqlRestoreJob
-from davit.domain.jobs.mysql import SYSTEM_DATABASES
+from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlRestoreTarget
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
@@ -83,13 +83,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         entries = list(read_tree(self.repo.tree_bytes(snap)))
         if tgt.users and not any(isinstance(e, UsersEntry) for e in entries):
             raise PermanentError(f"users = true, but snapshot {snap.id} holds no accounts (its backup had users = false)")
-        found = sorted((e for e in entries if isinstance(e, TableEntry)), key=lambda e: (e.name, e.db))
-        selected = set(select([e.name for e in found], tgt.include, tgt.exclude))
-        chosen = [e for e in found if e.name in selected]  # (two tables may read alike: layout.qualified)
-        dbs = sorted(
-            {e.db for e in chosen} | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)}
-        )
-        pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
+        chosen, pairs = restore_selection(entries, tgt)
         own = sorted(dst for _, dst in pairs if dst.lower() in SYSTEM_DATABASES)
         if own:  # (drop would drop the server's accounts; merge would replace its grant tables)
             raise PermanentError(
@@ -358,6 +352,17 @@ def _fits(statement: bytes, packet: int, table: str, where: str) -> None:
             f"({packet}) of {where}: set max_allowed_packet to at least {at_least} on that server "
             f"(SET GLOBAL max_allowed_packet = {at_least}, or in its configuration) and run the restore again"
         )
+
+
+def restore_selection(entries: list[Entry], tgt: MysqlRestoreTarget) -> tuple[list[TableEntry], list[list[str]]]:
+    """The snapshot's tables a restore loads (by the target's include and exclude) and its
+    databases as [snapshot name, target name] pairs (through `rename`): what `prepare` acts on,
+    and what `davit check` looks for on the target."""
+    found = sorted((e for e in entries if isinstance(e, TableEntry)), key=lambda e: (e.name, e.db))
+    selected = set(select([e.name for e in found], tgt.include, tgt.exclude))
+    chosen = [e for e in found if e.name in selected]  # (two tables may read alike: layout.qualified)
+    dbs = sorted({e.db for e in chosen} | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)})
+    return chosen, [[db, tgt.rename.get(db, db)] for db in dbs]
 
 
 def _wanted(db: str, include: list[str]) -> bool:

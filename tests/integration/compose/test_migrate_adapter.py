@@ -22,7 +22,7 @@ from davit.adapters.ssh.remote import RemoteCommandFailed
 from davit.adapters.sshtrust import HostKeyRejected
 from davit.adapters.steps import run_steps
 from davit.domain.jobs import ComposeMigrateJob
-from tests.fakes import MemoryRunContext
+from tests.fakes import ProgressRunContext
 from tests.integration.compose.narrow_target import target_without
 from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
 from tests.integration.docker.bare_image import bare_image
@@ -31,7 +31,7 @@ from tests.peers.state import DockerPeer, SshPeer
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
 
 
-class SummaryContext(MemoryRunContext):
+class SummaryContext(ProgressRunContext):
     def __init__(self) -> None:
         super().__init__()
         self.summaries: dict[str, dict[str, Any]] = {}
@@ -115,6 +115,11 @@ def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_sto
     assert (project_dir / ".env").read_text() == (stack.dir / ".env").read_text()
     assert stack.states(source) == {"web": "exited", "worker": "exited"}
     assert not (tmp_path / "target" / ".davit" / stack.name).exists()
+    # the data steps' checkpoints carry inspect's sizes as their totals, the transfer's too
+    for step in (EXPORT, TRANSFER):
+        points = ctx.of(step)
+        assert points and all(p["bytes_total"] == ctx.summaries[INSPECT]["bytes"] > 0 for p in points), step
+    assert ctx.of(TRANSFER)[-1]["bytes_done"] <= ctx.of(TRANSFER)[-1]["bytes_total"]
 
 
 def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
