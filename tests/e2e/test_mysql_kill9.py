@@ -140,6 +140,8 @@ def test_backup_killed_mid_table_resumes_and_restores_every_row_once(
         run = davit.wait_run_state("back", {"succeeded", "failed"}, timeout=600)
         assert run["state"] == "succeeded", run
         assert run["run_id"] == restore_id and run["interruptions"] == 1
+        # the resumed load waited for the killed one's rollback instead of failing on its locks
+        assert not davit.events(f"stream = 'run-{restore_id}' AND type = 'RunWaitingRetry'")
         assert fingerprint(mariadb_peer, target) == expected
     finally:
         conn = connect(mariadb_peer)

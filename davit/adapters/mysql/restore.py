@@ -11,7 +11,9 @@ database follow it), one `data:DB.TABLE` per table, then
 `objects:DB` (views, functions, procedures, triggers, events: after the data, so no trigger
 fires while rows load).
 
-A table's rows load in ONE transaction on one connection: `DELETE FROM` the table (not
+A table's rows load in ONE transaction on one connection, which the step's cursor names
+before the first row is sent (`rollbackwait`: a resumed load waits for that connection's
+rollback to end instead of failing on its row locks): `DELETE FROM` the table (not
 TRUNCATE, which commits by itself in MariaDB), every chunk's INSERT in order (each chunk read
 and verified before a byte of it is sent), the row count taken inside that transaction, then
 COMMIT. A kill -9 before the COMMIT leaves the table as it was before the step (the server
@@ -30,7 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from davit.adapters.mysql import schema
+from davit.adapters.mysql import rollbackwait, schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, TableEntry, UsersEntry, qualified, read_tree
@@ -231,6 +233,11 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         conn = self.server.connect(autocommit=False)
         try:
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:
+                # an interrupted load's transaction holds the rows until its rollback ends:
+                # wait for its connection (rollbackwait), then name this one before any row
+                earlier = (relay.call(ctx.cursor, step) or {}).get("loading")
+                rollbackwait.wait_gone(cur, earlier, ctx.check_stop, f"{self.server.what}: loading {name}")
+                relay.call(ctx.checkpoint, step, {"count": None, "loading": rollbackwait.identity(cur)})
                 cur.execute(f"USE {quote_name(dst)}")
                 versioned = _versioned(cur, dst, entry.table)
                 cur.execute("START TRANSACTION")
