@@ -86,9 +86,10 @@ def killed_load(maria: Maria, db: str) -> dict[str, int]:
     while not str((processlist(maria, loading["connection"]) or (None, None, ""))[2]).startswith("INSERT"):
         assert time.monotonic() < deadline, "the load's INSERT never showed running"
         time.sleep(0.02)
-    conn._sock.shutdown(socket.SHUT_RDWR)  # the client vanishes, as with kill -9: no COM_QUIT
-    conn._sock.close()
+    sock = conn._sock  # (pymysql drops its reference once the read in flight fails)
+    sock.shutdown(socket.SHUT_RDWR)  # the client vanishes, as with kill -9: no COM_QUIT
     thread.join()
+    sock.close()
     return loading
 
 
