@@ -74,18 +74,31 @@ def source_images(client: docker.DockerClient, project: str) -> dict[str, dict[s
                 image = client.images.get(ref) if ref else client.images.get(c.attrs["Image"])
             except docker.errors.ImageNotFound:
                 image = client.images.get(c.attrs["Image"])
-            entry = found.setdefault(
-                image.id,
-                {
-                    "id": image.id,
-                    "refs": [],
-                    "bytes": int(image.attrs.get("Size") or 0),
-                    "layers": list(image.attrs.get("RootFS", {}).get("Layers") or []),
-                },
-            )
-            if ref and not ref.startswith("sha256:") and ref not in entry["refs"]:
-                entry["refs"].append(ref)
+            _add(found, image, ref)
     return found
+
+
+def describe(client: docker.DockerClient, refs: list[str]) -> dict[str, dict[str, Any]]:
+    """The images these names (or IDs) stand for on the engine, as `source_images` lists them."""
+    found: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        with engine_errors(f"inspecting image {ref}"):
+            _add(found, client.images.get(ref), ref)
+    return found
+
+
+def _add(found: dict[str, dict[str, Any]], image: Any, ref: str) -> None:
+    entry = found.setdefault(
+        image.id,
+        {
+            "id": image.id,
+            "refs": [],
+            "bytes": int(image.attrs.get("Size") or 0),
+            "layers": list(image.attrs.get("RootFS", {}).get("Layers") or []),
+        },
+    )
+    if ref and not ref.startswith("sha256:") and ref not in entry["refs"]:
+        entry["refs"].append(ref)
 
 
 def target_chains(host: RemoteHost) -> set[str]:
