@@ -138,9 +138,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     tgt.remove_target(
                         host, self.layout, self._project_args(info), self._items(info), keep=self.spec.keep_failed_target
                     )
-                    # a kept target keeps the images it runs
-                    images = [] if self.spec.keep_failed_target else imgs.undo(host, self._images(ctx))
-                ctx.step_completed(ROLLBACK_TARGET, {"removed": not self.spec.keep_failed_target, "images": images})
+                    summary: dict[str, Any] = {"removed": not self.spec.keep_failed_target}
+                    if not self.spec.keep_failed_target:  # a kept target keeps the images it runs
+                        summary["images"] = imgs.undo(host, self._images(ctx))
+                ctx.step_completed(ROLLBACK_TARGET, summary)
             except DavitError as exc:
                 target_error = exc
                 ctx.warn(f"the target could not be cleaned up: {exc}", ROLLBACK_TARGET)
