@@ -35,6 +35,7 @@ DavitError
 │   ├── PreflightFailed         (adapters/compose/target) a host lacks what a migration needs
 │   ├── TargetNotHealthy        (adapters/compose/target) the migrated stack did not come up
 │   ├── BindsMisplaced          (adapters/compose/binds) the target's compose mounts a bind elsewhere
+│   ├── ImageMismatch           (adapters/compose/images) the target loaded another image ID than the source's
 │   ├── EngineError             (adapters/docker/engine) the Docker engine refused a request
 │   ├── ArchiveOutOfOrder       (adapters/docker/archive) the engine's archive not in walk order
 │   ├── HelperAccessNotAvailable (adapters/docker/helper) no way to reach the engine's volumes

@@ -103,7 +103,9 @@ def test_failure_at_start_target_ends_rolled_back_with_the_source_running(
     try:
         before = digest(stack.volume_dir(source))
         davit.start()
-        write_job(davit, "move.toml", job_text(stack, ssh_peer, tmp_path / "target"))
+        # images = "none": the image stays behind (with the default it would travel), so start fails
+        text = job_text(stack, ssh_peer, tmp_path / "target").replace("[source]", 'images = "none"\n[source]')
+        write_job(davit, "move.toml", text)
         run = davit.wait_run_state("move", {"succeeded", "failed", "rolled_back"}, timeout=300)
         assert run["state"] == "rolled_back", run
         assert "only-on-source" in run["error"]

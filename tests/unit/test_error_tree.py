@@ -27,6 +27,8 @@ MAY_EXIT = {
     Path("davit/daemon/davitd.py"),
     # the notification child's own process: it leaves without joining a thread apprise left behind
     Path("davit/daemon/notifications/child.py"),
+    # a migration's image export, run as a child whose exit status and stderr the pipeline reads
+    Path("davit/adapters/docker/imageexport.py"),
 }
 EXITS = {"exit", "_exit", "quit"}  # sys.exit, os._exit, the builtins exit and quit, ctx.exit
 

@@ -28,6 +28,7 @@ from typing import Any
 import docker
 
 from davit.adapters.compose import binds
+from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
 from davit.adapters.compose.model_mask import masked_model
@@ -35,7 +36,7 @@ from davit.adapters.compose.pipeline import move_item
 from davit.adapters.compose.source import Item, compose_args, inspect_project
 from davit.adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from davit.adapters.runwork import RunInputs, RunWork
-from davit.adapters.ssh.remote import SshAddress
+from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.adapters.steps import Step, run_steps
 from davit.domain.errors import DavitError, PermanentError
@@ -137,7 +138,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     tgt.remove_target(
                         host, self.layout, self._project_args(info), self._items(info), keep=self.spec.keep_failed_target
                     )
-                ctx.step_completed(ROLLBACK_TARGET, {"removed": not self.spec.keep_failed_target})
+                    summary: dict[str, Any] = {"removed": not self.spec.keep_failed_target}
+                    if not self.spec.keep_failed_target:  # a kept target keeps the images it runs
+                        summary["images"] = imgs.undo(host, self._images(ctx))
+                ctx.step_completed(ROLLBACK_TARGET, summary)
             except DavitError as exc:
                 target_error = exc
                 ctx.warn(f"the target could not be cleaned up: {exc}", ROLLBACK_TARGET)
@@ -199,14 +203,29 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         info = self._info(ctx)
         need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
         source_tar = require_gnu_tar()  # the export's `tar --sort=name`, on this host
+        running = imgs.source_images(self.client, info["name"])
+        # the model names no image for a service built from `build:`: its containers do
+        names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
         with ssh_connect(self.address) as host:
             if problems := binds.preflight_problems(info, self.layout, host):
                 raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
-            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, info["images"])
+            planned = imgs.plan(host, self.spec.images, running)
+            # an image sent lies in the store and then in the engine: twice its size
+            need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
+            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, names)
+        ctx.checkpoint(PREFLIGHT, {"images": planned}, items_done=len(planned))
         facts["source_tar"] = source_tar
-        if facts.get("images_missing"):
-            ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(facts['images_missing'])}", PREFLIGHT)
+        facts["images_to_send"] = imgs.listing(planned)
+        facts["images_bytes"] = sum(p["bytes"] for p in facts["images_to_send"])
+        sent_refs = {ref for entry in planned for ref in entry["refs"]}
+        if missing := [ref for ref in facts.get("images_missing", []) if ref not in sent_refs]:
+            ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(missing)}", PREFLIGHT)
         return {**facts, "need_bytes": need, "plan": self.plan() if not self.spec.dry_run else PLAN}
+
+    @staticmethod
+    def _images(ctx: RunContext) -> list[dict[str, Any]]:
+        # a run recorded before images travelled has no plan: it sends none
+        return list((ctx.cursor(PREFLIGHT) or {}).get("images", []))
 
     def _stop(self, ctx: RunContext) -> dict[str, Any]:
         cursor = ctx.cursor(STOP)
@@ -232,12 +251,14 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         for step in todo:
             ctx.step_started(step)
         # the totals inspect found (the items, their sizes as the engine reports them: an
-        # estimate of the tar bytes exported). The transfer sends at most those bytes (chunks
-        # compressed for the wire, less what the target holds already): the same figure is its
-        # estimate, a ceiling its bar may end below.
-        items = len(info["items"])
-        ctx.step_total(EXPORT, bytes_total=int(info["bytes"]), items_total=items)
-        ctx.step_total(TRANSFER, bytes_total=int(info["bytes"]))
+        # estimate of the tar bytes exported, and the images to send). The transfer sends at
+        # most those bytes (chunks compressed for the wire, less what the target holds
+        # already): the same figure is its estimate, a ceiling its bar may end below.
+        planned = self._images(ctx)
+        image_bytes = sum(int(p["bytes"]) for p in planned if p["send"])
+        items = len(info["items"]) + sum(1 for p in planned if p["send"])
+        ctx.step_total(EXPORT, bytes_total=int(info["bytes"]) + image_bytes, items_total=items)
+        ctx.step_total(TRANSFER, bytes_total=int(info["bytes"]) + image_bytes)
         ctx.step_total(IMPORT, items_total=items)
         exported: dict[str, Any] = dict((ctx.cursor(EXPORT) or {}).get("done", {}))
         imported: list[str] = list((ctx.cursor(IMPORT) or {}).get("done", []))
@@ -262,16 +283,15 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
-            for item in self._items(info):
+            for item in self._items(info) + imgs.items(planned, self.spec.source.engine, host):
                 if item.id in imported:
                     continue
                 ctx.check_stop()
-                unpack = tgt.unpacker_for(host, item, self.spec.target.helper_image, info["name"])
-                unpack = binds.guarded_unpack(item, unpack, self.layout)  # no symlink followed outside the project
-                walker = tgt.walker_for(item, self.spec.target.helper_image)
+                unpack, walker = self._unpacker(host, item, info["name"])
                 moved = move_item(
                     host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker
                 )
+                imgs.check_loaded(host, self.layout.store, item)  # an image's ID, before it counts as imported
                 if not moved.unpacked:
                     unchanged.append(item.id)
                 exported[item.id] = {"chunks": moved.ids, "sizes": moved.sizes, "bytes": moved.plain_bytes}
@@ -286,6 +306,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     record_transfer()
                 imported.append(item.id)
                 ctx.checkpoint(IMPORT, {"done": imported}, items_done=len(imported))
+            tagged = imgs.tag(host, planned)
         size_of: dict[str, int] = {}
         for d in exported.values():
             size_of.update(zip(d["chunks"], d.get("sizes") or [0] * len(d["chunks"]), strict=True))
@@ -300,10 +321,19 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 "bytes_sent": this_attempt["bytes"],
                 "bytes_sent_all_attempts": cursor["bytes_sent"],
             },
-            IMPORT: {"imported": imported, "unchanged_on_target": unchanged},
+            IMPORT: {"imported": imported, "unchanged_on_target": unchanged, "images_tagged": tagged},
         }
         for step in todo:
             ctx.step_completed(step, summaries[step])
+
+    def _unpacker(self, host: RemoteHost, item: Item, project: str) -> tuple[str, str | None]:
+        """The command that unpacks the item's stream on the target, and its walker (none for an image)."""
+        if isinstance(item, imgs.ImageItem):
+            return imgs.unpacker(host, self.layout.store, item), None
+        helper = self.spec.target.helper_image
+        unpack = tgt.unpacker_for(host, item, helper, project)
+        unpack = binds.guarded_unpack(item, unpack, self.layout)  # no symlink followed outside the project
+        return unpack, tgt.walker_for(item, helper)
 
     def _write(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)

@@ -33,6 +33,7 @@ import asyncssh
 import zstandard
 
 from davit.adapters.compose import tarindex, unpacked
+from davit.adapters.compose.images import ImageItem
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -60,6 +61,8 @@ class Moved:
 
 
 def tar_command(item: Item) -> list[str]:
+    if isinstance(item, ImageItem):  # an image's export, less the layers the target holds
+        return item.export_command()
     source = Path(item.source)
     base = ["tar", "-c", "--format=gnu", "--sort=name", "--numeric-owner"]
     if item.is_file:
@@ -155,7 +158,8 @@ class _Reader:
         self.pool = ThreadPoolExecutor(SEALERS, thread_name_prefix="davit-seal")
         self.sealer = _Sealer(level, known)
         self.stopped = threading.Event()
-        self.proc = subprocess.Popen(tar_command(item), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env = item.export_environment() if isinstance(item, ImageItem) else None
+        self.proc = subprocess.Popen(tar_command(item), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.thread = threading.Thread(target=self._produce, name="davit-tar-reader", daemon=True)
         self.thread.start()
 
@@ -220,7 +224,8 @@ def move_item(
     `target.walker_for`), a destination still holding what a pass recorded is not written."""
     record, walker = _record_of(store, unpack, walker)
     unpack_cmd = unpack_command(f"{store}/chunks", unpack, record, walker)
-    key = tarindex.fingerprint(item, tar_command(item))
+    # an image has no files to fingerprint: it is exported again (and only missing chunks sent)
+    key = None if isinstance(item, ImageItem) else tarindex.fingerprint(item, tar_command(item))
     listed = None
     if key and record and walker:
         out = host.run(unpacked.check_command(tarindex.path(store, key), record, walker)).stdout.splitlines()

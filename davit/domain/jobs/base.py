@@ -170,7 +170,7 @@ def _strings(value: Any) -> list[str]:
 # an upgrade alone must not make every job (a restore among them) run again. A field added later
 # goes here with its default; its name must not be one a user's own table (rename, labels) holds.
 LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None, "privileges": "keep"}
-LATER_FIELDS.update(path_map={}, outside_binds="fail")  # compose.migrate, issue 21
+LATER_FIELDS.update(path_map={}, outside_binds="fail", images="missing")  # compose.migrate, issue 21
 
 
 def spec_revision(spec: BaseModel) -> str:

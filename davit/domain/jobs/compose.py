@@ -53,6 +53,9 @@ class ComposeMigrateJob(JobBase):
     outside_binds: Literal["fail", "keep-path", "skip"] = "fail"  # for an outside bind path_map does not name
 
     _path_map = field_validator("path_map")(check_path_map)
+    # which images the project's containers run go with it: those the target lacks (by image
+    # ID), all, or none (the target must have or build them)
+    images: Literal["missing", "all", "none"] = "missing"
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:

@@ -83,7 +83,8 @@ def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterato
 def stack_failing_at_start_target(
     source: docker.DockerClient, docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path
 ) -> Iterator[Stack]:
-    """A stack whose web image is on the source engine only, so starting it on the target fails; cleaned up afterwards."""
+    """A stack whose web image is on the source engine only, so starting it on the target fails
+    (with `images = "none"`, which the tests using it set); cleaned up afterwards."""
     only_here = "davit-test/only-on-source:1"
     source.images.get(docker_peer.image).tag(only_here)
     stack = make_stack(tmp_path, docker_peer, ssh_peer, web_image=only_here)
@@ -129,7 +130,7 @@ def test_a_failure_at_start_target_rolls_back_and_the_source_runs_with_its_data(
     with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume = digest(stack.volume_dir(source))
         ctx = SummaryContext()
-        work = work_for(job(stack, ssh_peer, tmp_path / "target"), tmp_path)
+        work = work_for(job(stack, ssh_peer, tmp_path / "target", images="none"), tmp_path)
         work.prepare(ctx)
         with pytest.raises(RemoteCommandFailed, match="only-on-source"):
             work.run(ctx)
@@ -231,7 +232,7 @@ def test_keep_failed_target_leaves_the_failed_stack_stopped_with_its_files_and_v
     with stack_failing_at_start_target(source, docker_peer, ssh_peer, tmp_path) as stack:
         before_volume, before_site = digest(stack.volume_dir(source)), digest(stack.dir / "site")
         ctx = SummaryContext()
-        work = work_for(job(stack, ssh_peer, tmp_path / "target", keep_failed_target=True), tmp_path)
+        work = work_for(job(stack, ssh_peer, tmp_path / "target", keep_failed_target=True, images="none"), tmp_path)
         work.prepare(ctx)
         with pytest.raises(RemoteCommandFailed, match="only-on-source"):
             work.run(ctx)
