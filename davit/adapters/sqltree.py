@@ -18,6 +18,7 @@ from typing import Any
 
 import zstandard
 
+from davit.adapters.zstdlimit import TooLarge, decompress_bounded
 from davit.domain.errors import PermanentError
 
 TREE_LIMIT = 1 << 30  # a tree decompressed: what older readers allowed
@@ -34,8 +35,8 @@ class TreeRefused(PermanentError):
 def lines(data: bytes, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of every line of a zstd tree, each checked for size and depth."""
     try:
-        plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=TREE_LIMIT)
-    except zstandard.ZstdError as exc:
+        plain = decompress_bounded(data, TREE_LIMIT)  # (not `decompress`: it believes the frame's size)
+    except (zstandard.ZstdError, TooLarge) as exc:
         raise TreeRefused(f"{what}: the tree does not decompress within {TREE_LIMIT >> 20} MiB: {exc}") from exc
     for n, line in enumerate(plain.split(b"\n"), 1):
         if not line.strip():

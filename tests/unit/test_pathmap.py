@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from davit.adapters.compose.binds import BindPlan, bind_mismatches, plan_binds, rewrite_compose, unwritten_mapped
@@ -161,3 +162,29 @@ def test_a_target_model_mounting_an_unplaced_path_is_named() -> None:
 
 def test_a_file_that_is_not_yaml_is_only_translated() -> None:
     assert rewrite_compose("a: [", "/p", {"/x": "/y"}, lambda s: s.upper()).text == "A: ["
+
+
+ANCHORED = """x-up: &up /srv/uploads
+services:
+  web:
+    image: nginx
+    environment:
+      UPLOAD_DIR: *up
+    volumes:
+      - type: bind
+        source: *up
+        target: /up
+"""
+
+
+def test_a_bind_source_behind_a_yaml_anchor_is_left_whole_and_named_at_preflight() -> None:
+    """Rewriting the anchored scalar dropped its `&up` (every `*up` then undefined: the target's
+    compose file no longer parsed) and would have changed the environment variable aliasing it."""
+    plan = plan_binds(model(("web", "/srv/uploads")), "/proj", LAYOUT, MAP, "fail")
+    out = rewrite_compose(ANCHORED, "/proj", plan.targets())
+    assert out.text == ANCHORED
+    assert yaml.safe_load(out.text)["services"]["web"]["environment"]["UPLOAD_DIR"] == "/srv/uploads"
+    assert unwritten_mapped(plan, [out]) == [
+        "service web: bind source /srv/uploads is mapped to /data/shop/uploads, but no compose file names it literally "
+        "(entries behind a YAML anchor, shared with what aliases it: /srv/uploads); davit rewrites literal paths only"
+    ]

@@ -131,6 +131,7 @@ class Rewrite:
     text: str
     rewritten: set[str] = field(default_factory=set)  # sources written literally (rewritten or already right)
     interpolated: list[str] = field(default_factory=list)  # bind entries the rewrite cannot read
+    anchored: list[str] = field(default_factory=list)  # bind sources under a YAML anchor: not rewritten
 
 
 def rewrite_compose(text: str, base_dir: str, targets: dict[str, str], between: Callable[[str], str] = lambda s: s) -> Rewrite:
@@ -147,6 +148,13 @@ def rewrite_compose(text: str, base_dir: str, targets: dict[str, str], between: 
     for node, raw, rebuild in _bind_entries(root):
         if "$" in raw:
             result.interpolated.append(raw)
+            continue
+        if text.startswith(("&", "!"), node.start_mark.index):
+            # an anchored (or tagged) scalar: its span begins at `&name`, so replacing it dropped
+            # the anchor and left every `*name` undefined (the target's compose file no longer
+            # parsed), and the value is shared with whatever else aliases it (an environment
+            # variable, a label): not rewritten, so pre-flight names it (`unwritten_mapped`)
+            result.anchored.append(raw)
             continue
         source = os.path.normpath(os.path.join(base_dir, os.path.expanduser(raw)))
         target = targets.get(source)
@@ -207,10 +215,12 @@ def unwritten_mapped(plan: BindPlan, rewrites: list[Rewrite]) -> list[str]:
     """Pre-flight: mapped sources no compose file names literally (so none could be rewritten)."""
     found = set().union(*(r.rewritten for r in rewrites)) if rewrites else set()
     interpolated = sorted({raw for r in rewrites for raw in r.interpolated})
+    anchored = sorted({raw for r in rewrites for raw in r.anchored})
     return [
         f"service{'s' if len(b['services']) > 1 else ''} {', '.join(b['services'])}: bind source {b['source']} is mapped "
         f"to {b['target']}, but no compose file names it literally"
         + (f" (interpolated entries: {', '.join(interpolated)})" if interpolated else "")
+        + (f" (entries behind a YAML anchor, shared with what aliases it: {', '.join(anchored)})" if anchored else "")
         + "; davit rewrites literal paths only"
         for b in plan.binds
         if b["how"] == MAPPED and b["source"] not in found

@@ -31,6 +31,14 @@ _HEAD = re.compile(
     rb"(?: AS RESTRICTIVE)?(?: FOR (?:ALL|SELECT|INSERT|UPDATE|DELETE))? TO "
 )
 _ROLE = re.compile(_IDENT)
+# Role specifications that name no role of pg_roles but always mean someone (gram.y `RoleSpec`:
+# PUBLIC spelt bare or quoted, the three keywords bare only; a quoted "current_user" is a role).
+# They are never "missing": taking `public` out of `TO public, ghost` (which PostgreSQL reads as
+# PUBLIC) would leave out a RESTRICTIVE policy that applied to every role, widening what they see.
+_SPECIFIERS = {b"public", b'"public"', b"current_user", b"current_role", b"session_user"}
+# What pg_dump writes after the TO list; a list followed by anything else (`TO a,b` without the
+# space, a bare name with letters the pattern stops at) is not read, so never cut short.
+_AFTER_ROLES = (b" USING (", b" WITH CHECK (", b";")
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def _roles_at(defn: bytes, start: int) -> tuple[list[bytes], int] | None:
         roles.append(m.group())
         pos = m.end()
         if not defn.startswith(b", ", pos):
-            return roles, pos
+            return (roles, pos) if defn.startswith(_AFTER_ROLES, pos) else None
         pos += 2
     return None
 
@@ -75,7 +83,7 @@ def fit_policy(defn: bytes, existing: set[str]) -> tuple[bytes | None, Fitted | 
     if found is None:
         return defn, None
     roles, end = found
-    kept = [r for r in roles if _unquote(r) in existing]
+    kept = [r for r in roles if r in _SPECIFIERS or _unquote(r) in existing]
     if len(kept) == len(roles):
         return defn, None
     fitted = Fitted(
