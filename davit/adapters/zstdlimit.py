@@ -19,11 +19,11 @@ class TooLarge(Exception):
     """The frame declares more than the limit."""
 
 
-def decompress_bounded(data: bytes, limit: int) -> bytes:
+def decompress_bounded(data: bytes, limit: int, decompressor: zstandard.ZstdDecompressor | None = None) -> bytes:
     """The first zstd frame of `data` decompressed into at most `limit` bytes: `TooLarge` if its
     header declares more, `zstandard.ZstdError` if it is not zstd, truncated, or larger than
-    `limit` without declaring a size."""
+    `limit` without declaring a size. `decompressor`: one the caller reuses (a thread's own)."""
     declared = zstandard.get_frame_parameters(data).content_size
     if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > limit:
         raise TooLarge(f"its frame declares {declared:,} bytes")
-    return zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+    return (decompressor or zstandard.ZstdDecompressor()).decompress(data, max_output_size=limit)

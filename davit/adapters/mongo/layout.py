@@ -20,6 +20,7 @@ from bson import json_util
 from pymongo.database import Database
 
 from davit.adapters.mongo.rawbson import JSON
+from davit.adapters.zstdlimit import TooLarge, decompress_bounded
 
 
 @dataclass
@@ -64,8 +65,14 @@ def tree_zst(entries: Iterable[CollectionEntry], level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(b"".join(e.to_line() for e in entries))
 
 
+TREE_LIMIT = 1 << 30  # a snapshot's collection tree, decompressed
+
+
 def read_tree(data: bytes) -> Iterator[CollectionEntry]:
-    plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
+    try:  # (a frame declaring more than the bound is refused before any memory is taken)
+        plain = decompress_bounded(data, TREE_LIMIT)
+    except TooLarge as exc:
+        raise zstandard.ZstdError(f"collection tree too large: {exc}") from None
     for line in plain.splitlines():
         if line.strip():
             yield CollectionEntry.from_line(line)

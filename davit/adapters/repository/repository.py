@@ -88,6 +88,7 @@ from davit.adapters.repository.trees import (
     tree_key,
     write_plain_tree,
 )
+from davit.adapters.zstdlimit import TooLarge, decompress_bounded
 from davit.domain.errors import (
     BackendDenied,
     CorruptChunk,
@@ -494,11 +495,12 @@ class Repository:
             raise CorruptChunk(chunk_id.hex(), ref.pack, "chunk of an encrypted repository is stored unsealed")
         try:
             plain = (
-                self._decompressor().decompress(stored, max_output_size=ref.plain_len)
+                decompress_bounded(stored, ref.plain_len, self._decompressor())
                 if ref.codec & ~CODEC_SEALED == CODEC_ZSTD
                 else stored
             )
-        except zstandard.ZstdError as exc:
+        except (zstandard.ZstdError, TooLarge) as exc:
+            # (a frame declaring more than the index's length is refused before any memory is taken)
             raise CorruptChunk(chunk_id.hex(), ref.pack, f"cannot decompress: {exc}") from exc
         expected = self._key.chunk_id(plain) if self._key is not None else plain_chunk_id(plain)
         if expected != chunk_id:
