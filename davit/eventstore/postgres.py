@@ -27,9 +27,10 @@ log. `tail` polls (`poll_seconds`); no LISTEN/NOTIFY yet.
 The chain is the plain one (`chain.event_hash`, the same links as SQLite's and the memory
 store's); a keyed chain (the log key) is not yet supported here and is refused. Whoever can
 write these tables is the database's roles' business; `verify_chain` still finds an edited,
-deleted or truncated event. `integrity_check` has no PostgreSQL twin: the server checksums
-pages itself (if the cluster was made with `--data-checksums`) and `verify_chain` reads every
-row, so it is the check `davit log verify` runs here.
+deleted or truncated event. SQLite's `PRAGMA integrity_check` has no PostgreSQL twin: the
+server checksums pages itself (a cluster made with `--data-checksums`), so `integrity_check`
+here reports the checksum failures the server counted in this database, and `verify_chain`,
+which reads every row, is the content check `davit log verify` runs.
 
 The URL (with its password) is read by reference by the caller and never put in an error, a
 log line or `repr`: errors name `where` (`host:port/database`).
@@ -431,6 +432,17 @@ class PostgresEventStore:
             raise EventLogDamaged(self.where, f"unexpected content ({_first_line(exc)})") from None  # type: ignore[arg-type]
 
     # --- integrity ---------------------------------------------------------------------------
+
+    async def integrity_check(self) -> str:
+        """What stands here for SQLite's `PRAGMA integrity_check`: "ok" unless the server has
+        counted page checksum failures in this database (`pg_stat_database.checksum_failures`;
+        NULL, so "ok", on a cluster made without `--data-checksums`). Every row's content is
+        checked by `verify_chain`."""
+        async with self._reading() as conn:
+            failures = (
+                await conn.exec_driver_sql("SELECT checksum_failures FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+        return "ok" if not failures else f"{failures} page checksum failures in {self.where}"
 
     async def verify_chain(self) -> ChainReport:
         """Recompute the chain from the first event, in one snapshot (REPEATABLE READ, so the
