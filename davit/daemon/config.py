@@ -52,7 +52,7 @@ class DaemonSection(_Section):
     request_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
     # A file holding a postgresql:// URL (with its password): the event log on PostgreSQL
     # instead of SQLite (davit/daemon/eventlogs.py). Read by reference, never logged.
-    event_store_url_file: str | None = None
+    event_store_url_file: str = ""  # "": SQLite
 
 
 class RetrySection(_Section):
@@ -146,7 +146,7 @@ class Settings:
     def event_store_url_path(self) -> Path | None:
         """The file naming the PostgreSQL event log, read against the config file's directory; None: SQLite."""
         value = self.model.daemon.event_store_url_file
-        if value is None:
+        if not value:
             return None
         return Path(value) if value.startswith("/") else self.config_file.parent / value
 
