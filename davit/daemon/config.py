@@ -50,6 +50,9 @@ class DaemonSection(_Section):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     log_format: str = Field(default="text", pattern="^(text|json)$")  # on stderr; ignored under the journal
     request_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+    # A file holding a postgresql:// URL (with its password): the event log on PostgreSQL
+    # instead of SQLite (davit/daemon/eventlogs.py). Read by reference, never logged.
+    event_store_url_file: str = ""  # "": SQLite
 
 
 class RetrySection(_Section):
@@ -138,6 +141,14 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "davit.db"
+
+    @property
+    def event_store_url_path(self) -> Path | None:
+        """The file naming the PostgreSQL event log, read against the config file's directory; None: SQLite."""
+        value = self.model.daemon.event_store_url_file
+        if not value:
+            return None
+        return Path(value) if value.startswith("/") else self.config_file.parent / value
 
     @property
     def lock_path(self) -> Path:

@@ -13,6 +13,7 @@ import click
 from davit.daemon.allocator import keep_freed_buffers
 from davit.daemon.bootstrap import Parts
 from davit.daemon.config import PRIVATE_UMASK, load_settings
+from davit.daemon.eventlogs import AnyEventStore, on_postgres, postgres_store
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
 from davit.daemon.logsetup import configure as configure_logging
@@ -33,10 +34,15 @@ async def _serve(parts: Parts) -> None:
 async def _serve_locked(parts: Parts) -> None:
     notifier = Notifier()
     health = LogHealth(notifier)  # appends wait out a log that cannot be written
-    key = daemon_log_key(parts.settings)
-    store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
+    store: AnyEventStore
+    if on_postgres(parts.settings):  # (no log key there: davit/daemon/eventlogs.py)
+        store = await postgres_store(parts.settings, outage=health).open()
+    else:
+        key = daemon_log_key(parts.settings)
+        store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
     try:
-        finish_log_key(key)  # the log is sealed under it now: nobody seals again
+        if isinstance(store, SqliteEventStore):
+            finish_log_key(key)  # the log is sealed under it now: nobody seals again
         async with serving_metrics(parts.settings, store, davit_version()):
             await Supervisor(parts, store, notifier, davit_version(), health).run()
     finally:
@@ -68,6 +74,9 @@ def main(home: Path | None, config_file: Path | None, make_log_key: bool, log_fo
     except DavitError as exc:
         click.echo(f"davitd: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if make_log_key and on_postgres(settings):
+        click.echo("davitd: the event log is on PostgreSQL: no log key (keyed chains are SQLite's for now)")
+        return
     if make_log_key:
         try:
             click.echo(f"davitd: log key {anyio.run(provision_log_key, settings).path}")

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from davit.daemon.config import Settings
+from davit.daemon.eventlogs import AnyEventStore
 from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.metricsfile import write_textfile
 from davit.daemon.metricsserver import serve_metrics
@@ -100,7 +101,7 @@ class DavitCollector(Collector):
         return []  # (registering must not collect: nothing is refreshed yet)
 
 
-def families(figures: LogFigures, log_size: int, writes_failing: bool, refreshed_at: float) -> list[Metric]:
+def families(figures: LogFigures, log_size: int | None, writes_failing: bool, refreshed_at: float) -> list[Metric]:
     """Every family the figures give, built once per refresh."""
     out: list[Metric] = []
     open_runs = figures.runs_by_state()
@@ -111,7 +112,10 @@ def families(figures: LogFigures, log_size: int, writes_failing: bool, refreshed
     out += _job_families([j for j in figures.jobs.values() if j.name and not j.retired])
     out += _repository_families([r for r in figures.repositories.values() if r.name])
     out.append(CounterMetricFamily("davit_log_events", "Events in the event log.", value=figures.events))
-    out.append(_gauge("davit_log_size_bytes", "Size of the event log's files (the database and its write-ahead log).", log_size))
+    if log_size is not None:
+        out.append(
+            _gauge("davit_log_size_bytes", "Size of the event log's files (the database and its write-ahead log).", log_size)
+        )
     out.append(
         _gauge("davit_log_writes_failing", "1 while the event log cannot be written (full disk, I/O error).", writes_failing)
     )
@@ -222,7 +226,7 @@ def log_size(db_path: Path) -> int:
 class Metrics:
     """The figures of one davitd's log, kept up to date, and the outputs that show them."""
 
-    def __init__(self, section: MetricsSection, store: SqliteEventStore, version: str, after: int = 0) -> None:
+    def __init__(self, section: MetricsSection, store: AnyEventStore, version: str, after: int = 0) -> None:
         self.section = section
         self.store = store
         # The outputs start once this process's DaemonStarted is in the log after position
@@ -251,7 +255,9 @@ class Metrics:
             if len(page) < PAGE:
                 break
             await anyio.sleep(0)  # (catching up with a long log: let the runs' appends through)
-        self.collector.families = families(self.figures, log_size(self.store.path), self.store.writes_failing, time.time())
+        # (a PostgreSQL log has no files here: its size is the server's to report, so no gauge)
+        size = log_size(self.store.path) if isinstance(self.store, SqliteEventStore) else None
+        self.collector.families = families(self.figures, size, self.store.writes_failing, time.time())
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -318,7 +324,7 @@ class Metrics:
 
 
 @asynccontextmanager
-async def serving_metrics(settings: Settings, store: SqliteEventStore, version: str) -> AsyncIterator[Metrics | None]:
+async def serving_metrics(settings: Settings, store: AnyEventStore, version: str) -> AsyncIterator[Metrics | None]:
     """Keep davitd's metrics up to date while the body runs, if the config asks for them."""
     section = settings.model.metrics
     if not section.listen and not section.textfile:

@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup
 from davit.daemon import executor as ex
 from davit.daemon.bootstrap import Parts
 from davit.daemon.config import changed_fields, reload_settings
+from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
@@ -74,6 +75,7 @@ RETRY_FAILED_FIRE_SECONDS = 60.0
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
+RESTART_ONLY |= {"daemon.event_store_url_file"}  # the log is opened once, at start (davit/daemon/eventlogs.py)
 
 
 class Supervisor:
@@ -136,7 +138,7 @@ class Supervisor:
             log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
         await self.heartbeat.beat(self._beat_facts)  # (before ready: a status right after it sees davitd alive)
         self.notifier.ready(self._status())
-        log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, self.settings.db_path)
+        log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, log_location(self.settings))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_jobs)
             tg.start_soon(self._preload_kinds)  # (after the watch is set up: imports take the GIL)

@@ -71,7 +71,8 @@ DavitError
 │   ├── EventLogMissing         (eventstore/sqlite) no log where one must be: exit 2
 │   ├── EventLogDamaged         (eventstore/sqlite) the database cannot be read as a davit log
 │   ├── EventLogTooNew          (eventstore/sqlite) written by a newer davit: exit 2
-│   └── EventLogReadOnly        (eventstore/sqlite) an append asked of a read-only log: exit 2
+│   ├── EventLogReadOnly        (eventstore/sqlite) an append asked of a read-only log: exit 2
+│   └── EventStoreUrlError      (eventstore/postgres) the PostgreSQL log's URL cannot be used (never shown)
 ├── LogKeyError                 (eventstore/logkey) the log key is missing, unreadable or malformed: exit 2
 ├── InvalidArgument             a command's argument names nothing usable: exit 2
 │   └── UnknownJob              ... a job no file defines

@@ -15,12 +15,11 @@ import anyio
 import click
 
 from davit.daemon.config import Settings, load_settings
+from davit.daemon.eventlogs import AnyEventStore, open_for_cli
 from davit.domain import events as ev
 from davit.domain.ports import LogReader
 from davit.domain.runs import RunView, fold
 from davit.domain.terminaltext import for_terminal
-from davit.eventstore.logkey import read_log_key
-from davit.eventstore.sqlite import SqliteEventStore
 
 T = TypeVar("T")
 
@@ -44,17 +43,15 @@ def state(ctx: click.Context) -> CliState:
     return obj
 
 
-def with_store(ctx: click.Context, fn: Callable[[SqliteEventStore], Awaitable[T]], write: bool = False) -> T:
+def with_store(ctx: click.Context, fn: Callable[[AnyEventStore], Awaitable[T]], write: bool = False) -> T:
     """Run `fn` on the log. Read commands open it read-only (no migration, no write lock: they
     work on a read-only state directory while davitd writes); `write` (requests for davitd)
-    opens it for appends, with the log key if the log is keyed. Neither creates a log."""
+    opens it for appends, with the log key if the log is keyed. Neither creates a log. With
+    `event_store_url_file` the log is the PostgreSQL one (davit/daemon/eventlogs.py)."""
     settings = state(ctx).settings
-    key = read_log_key(settings.log_key_path) if write else None
 
     async def go() -> T:
-        store = await SqliteEventStore(settings.db_path, key=key, key_path=settings.log_key_path).open(
-            create=False, readonly=not write
-        )
+        store = await open_for_cli(settings, write)
         try:
             return await fn(store)
         finally:

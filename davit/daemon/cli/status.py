@@ -23,6 +23,7 @@ import click
 
 from davit.daemon.cli.common import emit_json, human_bytes, say, state, table
 from davit.daemon.config import Settings
+from davit.daemon.eventlogs import open_for_cli
 from davit.daemon.heartbeat import daemon_facts
 from davit.daemon.jobs import JobRegistry
 from davit.domain import events as ev
@@ -40,7 +41,7 @@ from davit.domain.health import (
 )
 from davit.domain.ports import LogReader
 from davit.domain.runs import RunView, fold
-from davit.eventstore.sqlite import EventLogMissing, SqliteEventStore
+from davit.eventstore.sqlite import EventLogMissing
 
 MAX_PENDING_COUNTED = 10_000  # requests davitd has not handled, counted up to this many
 
@@ -85,7 +86,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
 
 
 async def _read_log(settings: Settings) -> LogFacts:
-    store = await SqliteEventStore(settings.db_path, key_path=settings.log_key_path).open(create=False, readonly=True)
+    store = await open_for_cli(settings, write=False)  # (SQLite or PostgreSQL: davit/daemon/eventlogs.py)
     try:
         registry = JobRegistry(store)
         await registry.load()

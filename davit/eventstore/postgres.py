@@ -1,0 +1,500 @@
+"""The event log on PostgreSQL: the SQLite store's promises on a server several hosts share.
+
+Same tables and ideas as `eventstore/sqlite.py` (see `eventstore/schema.py`): `events` with a
+global `position`, `UNIQUE (stream, version)` (optimistic concurrency) and `UNIQUE (event_id)`
+(idempotent appends), the data as the canonical JSON text the hash covers, `chain_head` and
+`schema_version`. An append checks the expected versions and known event ids inside its
+transaction and raises `ConcurrencyError` / gives back the first positions exactly as SQLite
+does (the checks are the SQLite store's own `_check`); appends waiting at the same moment are
+gathered into one transaction (group commit), each acknowledged after the commit. Commits are
+durable: every writer connection runs with `synchronous_commit = on`, whatever the role's or
+database's default.
+
+Why a tailing reader never misses an event. PostgreSQL sequences hand out numbers at once
+but transactions commit in any order, so a reader that remembers "last position seen" could
+read 11 before a slower transaction holding 10 commits, and never look back. Here no
+sequence is used: every writing transaction first takes `pg_advisory_xact_lock(LOCK_KEY)`
+(one lock for the whole log, released only when the transaction ends), and only then, in
+later statements, reads the head (`chain_head`) and assigns the next positions. Under READ
+COMMITTED each statement takes a new snapshot, so the head read after the lock sees the
+previous holder's commit; and PostgreSQL marks a transaction committed (visible) before it
+releases its locks (`CommitTransaction`: `ProcArrayEndTransaction` precedes the release of
+locks). So position N+1 is assigned only after N is visible: commit order is position order,
+a snapshot that shows position P shows every position below it, and `read_all(after=P)` is a
+safe way to tail. The lock also serializes several davitd and CLI processes appending to one
+log. `tail` polls (`poll_seconds`); no LISTEN/NOTIFY yet.
+
+The chain is the plain one (`chain.event_hash`, the same links as SQLite's and the memory
+store's); a keyed chain (the log key) is not yet supported here and is refused. Whoever can
+write these tables is the database's roles' business; `verify_chain` still finds an edited,
+deleted or truncated event. SQLite's `PRAGMA integrity_check` has no PostgreSQL twin: the
+server checksums pages itself (a cluster made with `--data-checksums`), so `integrity_check`
+here reports the checksum failures the server counted in this database, and `verify_chain`,
+which reads every row, is the content check `davit log verify` runs.
+
+The URL (with its password) is read by reference by the caller and never put in an error, a
+log line or `repr`: errors name `where` (`host:port/database`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import psycopg.errors
+from sqlalchemy import select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from davit.domain.errors import LOG_UNWRITABLE, DavitError, EventLogFull, EventLogUnavailable, EventStoreError
+from davit.domain.events import NewEvent, StoredEvent, StreamAppend
+from davit.eventstore import schema as s
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, same
+from davit.eventstore.sqlite import (
+    EventLogDamaged,
+    EventLogMissing,
+    EventLogTooNew,
+    WriteOutage,
+    _check,
+    _Request,
+    _settle,
+    _starts_with,
+    _stored,
+    _written,
+    raise_into,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from davit.domain.ports import EventLog
+
+# The one advisory lock every writing transaction takes first (the ASCII of "davitlog").
+LOCK_KEY = 0x646176_69746C6F67
+SCHEMA_VERSION = 1  # of the PostgreSQL tables; forward-only, like `schema.MIGRATIONS`
+
+_DDL = (
+    """CREATE TABLE events (
+        position BIGINT PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        stream TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        schema INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        CONSTRAINT uq_stream_version UNIQUE (stream, version)
+    )""",
+    "CREATE INDEX ix_events_type ON events (type)",
+    "CREATE INDEX ix_events_stream_prefix ON events (stream text_pattern_ops, position)",  # LIKE 'run-%'
+    "CREATE TABLE chain_head (id INTEGER PRIMARY KEY, position BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT)",
+    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+)
+_TABLES = ("events", "chain_head", "schema_version")
+
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
+_HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
+_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = %s, hash = %s WHERE id = 1"
+_VERSIONS_SQL = "SELECT stream, MAX(version) FROM events WHERE stream = ANY(%s) GROUP BY stream"
+_KNOWN_SQL = "SELECT event_id, position FROM events WHERE event_id = ANY(%s)"
+_INSERT_SQL = (
+    "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+class EventStoreUrlError(EventStoreError):
+    """The event store URL cannot be used (never shown: it holds a password)."""
+
+
+def where(url: URL) -> str:
+    """How errors name the log: `postgresql host:port/database`, without user or password."""
+    return f"postgresql {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def parse_url(text: str, source: str) -> URL:
+    """A `postgresql://` URL read from `source` (a file name), for psycopg 3; an error naming
+    `source` and the reason, never the URL."""
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        raise EventStoreUrlError(f"{source}: not a URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)") from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise EventStoreUrlError(f"{source}: the URL's scheme must be postgresql://, not {url.get_backend_name()!r}")
+    if not url.database:
+        raise EventStoreUrlError(f"{source}: the URL names no database (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)")
+    return url.set(drivername="postgresql+psycopg")
+
+
+class PostgresEventStore:
+    """The event log in a PostgreSQL database. Open with `await store.open()`; close when done."""
+
+    def __init__(self, url: URL, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
+        self._url = url.set(drivername="postgresql+psycopg")
+        self.where = where(self._url)
+        self._clock = clock
+        self._outage = outage
+        self._engine: AsyncEngine | None = None
+        self._readonly = False
+        self._pending: list[_Request] = []
+        self._commit_lock = asyncio.Lock()
+        self.append_observer: Callable[[float], None] | None = None  # as `SqliteEventStore.append_observer`
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self.where!r})"  # never the URL: it carries the password
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self, create: bool = True, readonly: bool = False) -> PostgresEventStore:
+        """Connect. `create` (davitd): make the tables if the database has none. Without it
+        the log must be there at this davit's schema. `readonly`: every transaction is READ ONLY."""
+        options = "-c default_transaction_read_only=on" if readonly else "-c synchronous_commit=on"
+        self._readonly = readonly
+        self._engine = create_async_engine(
+            self._url,
+            pool_size=4,
+            max_overflow=8,
+            pool_pre_ping=True,
+            connect_args={"options": options, "connect_timeout": 10, "application_name": "davit"},
+        )
+        try:
+            async with self._mapped(), self._engine.begin() as conn:
+                if create and not readonly:
+                    await conn.exec_driver_sql(_LOCK_SQL, (LOCK_KEY,))  # two daemons starting at once
+                current = await self._probe(conn, fresh_ok=create and not readonly)
+                if current is None:
+                    for statement in _DDL:
+                        await conn.exec_driver_sql(statement)
+                    await conn.exec_driver_sql(
+                        "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)", (SCHEMA_VERSION, self._clock())
+                    )
+                    await conn.exec_driver_sql("INSERT INTO chain_head (id, position, hash) VALUES (1, 0, %s)", (s.GENESIS_HASH,))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _probe(self, conn: AsyncConnection, fresh_ok: bool) -> int | None:
+        rows = await conn.exec_driver_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+            (list(_TABLES),),
+        )
+        names = {r[0] for r in rows}
+        if not names and fresh_ok:
+            return None
+        if not names:
+            raise EventLogMissing(self.where)  # type: ignore[arg-type]  # (names where, as path names the file)
+        missing = [t for t in _TABLES if t not in names]
+        if missing:
+            raise EventLogDamaged(self.where, f"table {', '.join(missing)} missing")  # type: ignore[arg-type]
+        current = (await conn.exec_driver_sql("SELECT MAX(version) FROM schema_version")).scalar()
+        if current is None:
+            raise EventLogDamaged(self.where, "no schema version recorded")  # type: ignore[arg-type]
+        if int(current) > SCHEMA_VERSION:
+            raise EventLogTooNew(
+                f"{self.where} has log schema {current}, newer than this davit ({SCHEMA_VERSION}); upgrade davit"
+            )
+        if (await conn.exec_driver_sql(_HEAD_SQL)).first() is None:
+            raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
+        return int(current)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine = None
+
+    async def __aenter__(self) -> PostgresEventStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def writes_failing(self) -> bool:
+        return self._outage is not None and self._outage.failing
+
+    # --- appends -----------------------------------------------------------------------------
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
+        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
+        """All parts in one transaction, or none. With a `WriteOutage`, a lost connection or a
+        full disk is retried with the same event ids (a try whose commit was acknowledged but
+        whose answer was lost is then found and replayed); `patient=False` tries once."""
+        return (await self._append_until_done(parts, patient)).done.result()
+
+    async def append_read_back(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
+    ) -> list[StoredEvent]:
+        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
+
+    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
+        request = await self._append_until_done(parts, patient)
+        if request.written is not None:
+            return request.written
+        stored: list[StoredEvent] = []
+        for part in parts:  # a replay: read what the first try wrote
+            stored += (await self.read_stream(part.stream, part.expected_version + 1))[: len(part.events)]
+        return stored
+
+    async def _append_until_done(self, parts: Sequence[StreamAppend], patient: bool) -> _Request:
+        if self._readonly:
+            raise EventStoreError(f"the event log {self.where} was opened read-only; this command appends to it")
+        while True:
+            try:
+                request = await self._append_once(parts)
+            except LOG_UNWRITABLE as exc:
+                if self._outage is None:
+                    raise
+                self._outage.noticed(exc)
+                if not patient:
+                    raise
+                await self._outage.backoff(exc)
+                continue
+            if self._outage is not None:
+                self._outage.succeeded()
+            return request
+
+    async def _append_once(self, parts: Sequence[StreamAppend]) -> _Request:
+        started = time.perf_counter()
+        request = _Request(tuple(parts))
+        self._pending.append(request)
+        async with self._commit_lock:
+            if not request.done.done():
+                await asyncio.sleep(0)  # let appenders ready in this loop turn join the batch
+                batch, self._pending = self._pending, []
+                await self._commit(batch)
+        await request.done
+        if self.append_observer is not None:
+            self.append_observer(time.perf_counter() - started)
+        return request
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        try:
+            results = await self._write(batch)
+        except Exception:
+            if len(batch) == 1:
+                raise_into(batch[0], self._map_error)
+                return
+            for request in batch:  # something the checks did not foresee: each on its own
+                try:
+                    (result,) = await self._write([request])
+                    _settle(request, result)
+                except Exception:
+                    raise_into(request, self._map_error)
+            return
+        for request, result in zip(batch, results, strict=True):
+            _settle(request, result)
+
+    async def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
+        """One transaction for the batch: the log's lock first, then the head, checks, rows."""
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
+            await conn.exec_driver_sql(_LOCK_SQL, (LOCK_KEY,))
+            position, prev_hash, mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())
+            if mac is not None:
+                raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
+            versions, replays = await self._lookup(conn, batch)
+            rows: list[tuple[Any, ...]] = []
+            results: list[list[int] | BaseException] = []
+            for request in batch:
+                outcome = _check(request, versions, replays)
+                if outcome is not None:
+                    results.append(outcome)
+                    continue
+                positions: list[int] = []
+                written: list[StoredEvent] = []
+                for part in request.parts:
+                    version = versions[part.stream]
+                    for new in part.events:
+                        position, version = position + 1, version + 1
+                        row = self._row(new, part.stream, version, position, prev_hash)
+                        prev_hash = row[-1]
+                        rows.append(row)
+                        written.append(_written(row))
+                        replays[new.event_id] = position
+                        positions.append(position)
+                    versions[part.stream] = version
+                request.written = written
+                results.append(positions)
+            if rows:
+                await conn.exec_driver_sql(_INSERT_SQL, rows)
+                await conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash))
+            return results
+
+    async def _lookup(self, conn: AsyncConnection, batch: list[_Request]) -> tuple[dict[str, int], dict[str, int]]:
+        streams = sorted({part.stream for r in batch for part in r.parts})
+        ids = [e.event_id for r in batch for part in r.parts for e in part.events]
+        versions = dict.fromkeys(streams, 0)
+        versions.update((r[0], int(r[1])) for r in map(tuple, await conn.exec_driver_sql(_VERSIONS_SQL, (streams,))))
+        replays = {r[0]: int(r[1]) for r in map(tuple, await conn.exec_driver_sql(_KNOWN_SQL, (ids,)))}
+        return versions, replays
+
+    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
+        data = canonical_json(new.data)
+        recorded_at = self._clock()
+        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at)
+        return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
+
+    def _map_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, DavitError):
+            return exc
+        mapped = _server_failure(exc, self.where) or EventStoreError(
+            f"event log write failed: {type(exc).__name__}: {_first_line(exc)}"
+        )
+        mapped.__cause__ = exc
+        return mapped
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
+        query = (
+            select(s.events).where(s.events.c.stream == stream, s.events.c.version >= from_version).order_by(s.events.c.version)
+        )
+        return await self._select(query)
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
+        query = select(s.events).where(s.events.c.position > after_position)
+        if stream_prefix is not None:
+            query = query.where(_starts_with(stream_prefix))
+        return await self._select(query.order_by(s.events.c.position).limit(limit))
+
+    async def iter_all(
+        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
+    ) -> AsyncIterator[StoredEvent]:
+        while True:
+            rows = await self.read_all(after_position, page, stream_prefix)
+            for row in rows:
+                yield row
+            if len(rows) < page:
+                return
+            after_position = rows[-1].position
+
+    async def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position`, then new ones as they commit (safe by the lock:
+        see the module's docstring)."""
+        while True:
+            rows = await self.read_all(after_position, 1000, stream_prefix)
+            for row in rows:
+                yield row
+                after_position = row.position
+            if not rows:
+                await asyncio.sleep(poll_seconds)
+
+    async def stream_version(self, stream: str) -> int:
+        async with self._reading() as conn:
+            current = (await conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = %s", (stream,))).scalar()
+            return int(current or 0)
+
+    async def head_position(self) -> int:
+        async with self._reading() as conn:
+            return int((await conn.exec_driver_sql("SELECT MAX(position) FROM events")).scalar() or 0)
+
+    async def streams(self, prefix: str) -> list[str]:
+        async with self._reading() as conn:
+            rows = await conn.execute(
+                select(s.events.c.stream).where(_starts_with(prefix), s.events.c.version == 1).order_by(s.events.c.position)
+            )
+            return [r.stream for r in rows]
+
+    async def _select(self, query: Any) -> list[StoredEvent]:
+        async with self._reading() as conn:
+            return [_stored(r) for r in await conn.execute(query)]
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
+        async with self._mapped(), self._engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _mapped(self) -> AsyncIterator[None]:
+        """The server's and driver's errors as davit's, naming `where` (never the URL)."""
+        try:
+            yield
+        except DavitError:
+            raise
+        except (DBAPIError, psycopg.Error, OSError) as exc:
+            failure = _server_failure(exc, self.where)
+            if failure is not None:
+                raise failure from None
+            raise EventStoreError(f"event log {self.where}: {_first_line(exc)}") from None
+        except (ValueError, TypeError) as exc:
+            raise EventLogDamaged(self.where, f"unexpected content ({_first_line(exc)})") from None  # type: ignore[arg-type]
+
+    # --- integrity ---------------------------------------------------------------------------
+
+    async def integrity_check(self) -> str:
+        """What stands here for SQLite's `PRAGMA integrity_check`: "ok" unless the server has
+        counted page checksum failures in this database (`pg_stat_database.checksum_failures`;
+        NULL, so "ok", on a cluster made without `--data-checksums`). Every row's content is
+        checked by `verify_chain`."""
+        async with self._reading() as conn:
+            failures = (
+                await conn.exec_driver_sql("SELECT checksum_failures FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+        return "ok" if not failures else f"{failures} page checksum failures in {self.where}"
+
+    async def verify_chain(self) -> ChainReport:
+        """Recompute the chain from the first event, in one snapshot (REPEATABLE READ, so the
+        head read at the end belongs to the rows read); name the first position that breaks it."""
+        assert self._engine is not None
+        prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
+        async with self._mapped(), self._engine.connect() as raw:
+            conn = await raw.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                result = await conn.stream(select(s.events).order_by(s.events.c.position).execution_options(yield_per=2000))
+                async for row in result:
+                    if row.position != expected_position:
+                        return ChainReport(False, checked, expected_position, "event missing (gap in positions)")
+                    if row.prev_hash != prev_hash:
+                        return ChainReport(False, checked, row.position, "previous hash does not match")
+                    if row.stream == MARKER_STREAM and row.type == MARKER_TYPE:
+                        return ChainReport(False, checked, row.position, "keyed logs on PostgreSQL are not yet supported")
+                    fields = (row.event_id, row.stream, row.version, row.type, row.schema, row.data, row.recorded_at)
+                    digest = event_hash(prev_hash, row.position, *fields)
+                    if not same(digest, row.hash):
+                        return ChainReport(False, checked, row.position, "content does not match its hash")
+                    prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
+                head = tuple((await conn.exec_driver_sql("SELECT position, hash FROM chain_head WHERE id = 1")).one())
+        if (int(head[0]), head[1]) != (checked, prev_hash):
+            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
+        return ChainReport(True, checked)
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def _server_failure(exc: BaseException, where_: str) -> DavitError | None:
+    """`EventLogFull` / `EventLogUnavailable` for what passes once the server can take writes
+    again (a full disk, a lost connection, a server shutting down or read-only); None else."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, psycopg.errors.DiskFull | psycopg.errors.InsufficientResources):
+        return EventLogFull(where_, _first_line(cause))
+    retryable = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.AdminShutdown,
+        psycopg.errors.CannotConnectNow,
+        OSError,
+    )
+    if isinstance(cause, retryable) and not isinstance(cause, psycopg.errors.InvalidPassword):
+        return EventLogUnavailable(where_, _first_line(cause))
+    return None
+
+
+if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store serves both ports
+    _serves: type[EventLog] = PostgresEventStore

@@ -1,0 +1,133 @@
+"""The PostgreSQL event store keeps the event log's contract (tests/contract/eventlog_contract.py)
+on the postgres peer: one fresh database for this module, emptied before each test; the writer
+is davitd's kind of store, the reader the CLI's (read-only transactions, its own connections).
+With CI=true a missing peer fails these tests (tests/peers/fixtures.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from davit.domain.errors import ConcurrencyError
+from davit.eventstore.chain import ChainReport
+from davit.eventstore.postgres import PostgresEventStore
+from tests.contract.eventlog_contract import EventLogContract, Tampering, new, run
+from tests.peers.state import PostgresPeer
+
+_TAMPER = {
+    "edit": """UPDATE events SET data = '{"n":999}' WHERE position = %s""",
+    "delete": "DELETE FROM events WHERE position = %s",
+    "delete-newest": "DELETE FROM events WHERE position >= %s",
+}
+
+
+def admin(peer: PostgresPeer, dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(host=peer.host, port=peer.port, user=peer.user, password=peer.password, dbname=dbname, autocommit=True)
+
+
+class PostgresLog:
+    def __init__(self, peer: PostgresPeer, database: str) -> None:
+        self.peer = peer
+        self.url = URL.create("postgresql+psycopg", peer.user, peer.password, peer.host, peer.port, database)
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[PostgresEventStore]:
+        async with PostgresEventStore(self.url) as store:
+            yield store
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[PostgresEventStore]:
+        store = await PostgresEventStore(self.url).open(create=False, readonly=True)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    def tamper(self, how: Tampering, position: int) -> None:
+        with admin(self.peer, str(self.url.database)) as conn:
+            conn.execute(_TAMPER[how], (position,))
+
+    async def verify(self) -> ChainReport:
+        store = await PostgresEventStore(self.url).open(create=False, readonly=True)
+        try:
+            return await store.verify_chain()
+        finally:
+            await store.close()
+
+
+@pytest.fixture(scope="module")
+def database(postgres_peer: PostgresPeer) -> Iterator[str]:
+    name = f"davit_log_{uuid.uuid4().hex[:12]}"
+    with admin(postgres_peer) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with admin(postgres_peer) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def log(postgres_peer: PostgresPeer, database: str) -> PostgresLog:
+    """An empty log: the module's database without the tables (the writer makes them)."""
+    with admin(postgres_peer, database) as conn:
+        conn.execute("DROP TABLE IF EXISTS events, chain_head, schema_version")
+    return PostgresLog(postgres_peer, database)
+
+
+class TestPostgresEventLog(EventLogContract):
+    pass
+
+
+class TestSeveralWritersOnOnePostgresLog:
+    """What only a shared server shows: writers with connections of their own (several davitd,
+    a CLI request) each group-committing, so only the log's advisory lock orders them."""
+
+    def test_of_writers_with_their_own_connections_to_one_stream_exactly_one_wins(self, log: PostgresLog) -> None:
+        async def go() -> None:
+            async with log.writer() as a, log.writer() as b, log.writer() as c:
+                stores = (a, b, c)
+                results = await asyncio.gather(
+                    *(stores[i % 3].append("s", 0, [new(who=i)]) for i in range(12)), return_exceptions=True
+                )
+                assert sum(isinstance(r, list) for r in results) == 1
+                assert sum(isinstance(r, ConcurrencyError) for r in results) == 11
+                assert await a.head_position() == 1 and len(await c.read_stream("s")) == 1
+
+        run(go())
+
+    def test_a_tail_misses_nothing_while_four_writers_with_their_own_connections_append(self, log: PostgresLog) -> None:
+        writers, rounds = 4, 50
+        total = writers * rounds * 2  # two events per append
+
+        async def go() -> None:
+            async with log.writer():
+                pass  # davitd made the log before anyone tails it
+            async with log.reader() as reader:
+
+                async def tail() -> list[int]:
+                    seen: list[int] = []
+                    async for event in reader.tail(0, poll_seconds=0.005):
+                        seen.append(event.position)
+                        if len(seen) == total:
+                            return seen
+                    raise AssertionError("a tail ended")
+
+                async def write(k: int) -> None:
+                    async with log.writer() as store:
+                        for i in range(rounds):
+                            await store.append(f"w{k}", 2 * i, [new(k=k, i=i), new(k=k, i=i)])
+
+                tailer = asyncio.create_task(tail())
+                await asyncio.gather(*(write(k) for k in range(writers)))
+                assert await asyncio.wait_for(tailer, 30) == list(range(1, total + 1))
+            assert (await log.verify()).ok
+
+        run(go())
