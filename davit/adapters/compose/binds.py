@@ -13,8 +13,10 @@ be rewritten; pre-flight fails for a mapped one, and after the files are written
 own `docker compose config` must name every bind where the migration put it.
 
 The target side is confined: a placement must not lie in davit's store or hold the project
-directory, and no existing component of its path on the target may be a symlink (checked at
-pre-flight and again by the shell right before the unpack), so nothing is unpacked through one.
+directory, and no existing component of its path on the target may be a symlink, wherever it
+lies (the project directory included). Pre-flight checks so, by name, to fail before anything
+stops; the unpack itself reaches the place one component at a time from `/` and unpacks into
+the directory it holds (`confined.py`), so a symlink planted after any check is never followed.
 """
 
 from __future__ import annotations
@@ -240,22 +242,16 @@ def symlink_guard(path: str) -> str:
     )
 
 
-def guarded_unpack(item: Item, unpack: str, layout: TargetLayout) -> str:
-    """`unpack` preceded by the symlink guard, for a bind placed outside the project directory."""
-    if item.kind != "bind" or within(item.target, layout.project_dir):
-        return unpack
-    return f"( {symlink_guard(item.target)} ) && {unpack}"
-
-
 class BindsMisplaced(PermanentError):
     pass
 
 
 def check_target_paths(host: RemoteHost, plan: BindPlan) -> list[str]:
-    """Pre-flight on the target: no placement outside the project reaches through a symlink."""
+    """Pre-flight on the target: no placement reaches through a symlink, the project's own
+    (under its directory) included."""
     problems = []
     for bind in plan.binds:
-        if bind["how"] in (MAPPED, KEPT):
+        if bind["how"] in (MAPPED, KEPT, PROJECT):
             done = host.run(symlink_guard(bind["target"]), check=False)
             if done.status != 0:
                 problems.append(f"{bind['source']} would land at {bind['target']}: {done.stderr.strip()[-300:]} (never followed)")

@@ -331,8 +331,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if isinstance(item, imgs.ImageItem):
             return imgs.unpacker(host, self.layout.store, item), None
         helper = self.spec.target.helper_image
-        unpack = tgt.unpacker_for(host, item, helper, project)
-        unpack = binds.guarded_unpack(item, unpack, self.layout)  # no symlink followed outside the project
+        unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)
 
     def _write(self, ctx: RunContext) -> dict[str, Any]:

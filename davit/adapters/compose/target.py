@@ -12,13 +12,14 @@ local image on the target, never pulled) with the volume mounted; a bind path by
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from davit.adapters.compose import unpacked
+from davit.adapters.compose import confined, unpacked
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -169,7 +170,10 @@ def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) 
         )
         return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
-    return f"mkdir -p {q(dest)} && {BIND_UNPACK} {q(dest)}"
+    # reached from `/` one component at a time and unpacked into the directory the shell holds
+    # (`confined.py`): a symlink swapped in after any check is never followed, wherever the
+    # bind is placed (in the project directory too)
+    return confined.unpack_into(dest, f"{BIND_UNPACK} .")
 
 
 def walker_for(item: Item, helper_image: str) -> str:
@@ -186,9 +190,18 @@ def walker_for(item: Item, helper_image: str) -> str:
 
 
 def write_project(host: RemoteHost, layout: TargetLayout, files: dict[str, tuple[bytes, int]]) -> None:
-    """Write the project's files (content and mode) under its directory on the target."""
+    """Write the project's files (content and mode) under its directory on the target, each
+    from inside its directory reached without following a symlink (`confined.py`), through a
+    temporary name created exclusively (`set -C`: a symlink planted there is not followed) and
+    renamed over the file (a symlink there is replaced)."""
     for rel, (data, mode) in files.items():
-        host.write_file(f"{layout.project_dir}/{rel}", data, mode)
+        parent, name = posixpath.split(f"{layout.project_dir}/{rel}")
+        tmp, final = q(f"./{name}.davit-tmp"), q(f"./{name}")
+        host.run(
+            f"{confined.walk_into(parent, create=True)}; rm -f {tmp} && (set -C; cat > {tmp}) "
+            f"&& chmod {mode:o} {tmp} && mv -f {tmp} {final}",
+            input=data,
+        )
 
 
 def compose(host: RemoteHost, layout: TargetLayout, args: str, timeout: float = 600) -> str:
@@ -240,5 +253,5 @@ def remove_target(host: RemoteHost, layout: TargetLayout, project_args: str, ite
         if item.kind == "volume":
             host.run(f"docker volume rm -f {q(item.target)} >/dev/null 2>&1 || true")
         elif not item.target.startswith(layout.project_dir + "/"):
-            host.run(f"rm -rf {q(item.target)}")
-    host.run(f"rm -rf {q(layout.project_dir)}")
+            host.run(confined.remove(item.target))  # never through a symlink planted since
+    host.run(confined.remove(layout.project_dir))
