@@ -8,9 +8,17 @@ and the bytes retention freed; and the runs not ended, by state. Counters come f
 so they survive restarts and say the same after a replay.
 
 Each run is folded with the run machine's own fold (`davit/domain/runs.py`), so a run's state
-here is the state `davit runs` shows. A run that has ended for good (succeeded, cancelled,
-rolled back: no transition leaves those) is dropped to its id; a failed run is kept, since an
-operator may resume it. A run whose events do not fold is left out, as davitd leaves it alone.
+here is the state `davit runs` shows. A run whose events do not fold is left out, as davitd
+leaves it alone.
+
+The state is bounded, not a record of history (davitd folds every event of a log that grows for
+years): a run that has ended for good (succeeded, cancelled, rolled back: no transition leaves
+those) is forgotten altogether, and an event of a run not held is passed over unless it is the
+run's first (`RunQueued` at version 1), so no set of ended ids is needed. A failed run is kept,
+since an operator may resume it, but only the last `FAILED_KEPT_PER_JOB` of each job, and
+without its warnings, error and summary (the figures use none of them); a running run's
+warnings are not kept either. Resuming a failed run older than those is still done by davitd,
+but its end is not counted here: the one figure the bound may miss.
 
 What the log cannot know is said where it is exposed: snapshots published by another host or
 removed by `davit repository prune` are seen at the next retention step of the job (its `kept`
@@ -19,7 +27,7 @@ list), and a repository's size is what this log's runs stored less what its rete
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +43,7 @@ from davit.domain.runs import RunView, apply
 RETENTION_STEP = "retention"  # the step name of davit/adapters/steps.py
 # Ended for good: the machine has no transition out of them (a failed run may be resumed).
 FINAL = TERMINAL - {RunState.FAILED}
+FAILED_KEPT_PER_JOB = 100  # failed runs held per job for a resume (each a few hundred bytes)
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,8 @@ class LogFigures:
     repositories: dict[str, RepositoryFigures] = field(default_factory=dict)
     runs: dict[str, RunView] = field(default_factory=dict)  # runs that may still change
     _repository_of: dict[str, str] = field(default_factory=dict)
-    _finished: set[str] = field(default_factory=set)
-    _ignored: set[str] = field(default_factory=set)
+    # per job, its failed runs held (oldest first), so the oldest is forgotten past the bound
+    _failed: dict[str, OrderedDict[str, None]] = field(default_factory=dict)
 
     def apply(self, stored: ev.StoredEvent) -> None:
         self.position = max(self.position, stored.position)
@@ -131,21 +140,27 @@ class LogFigures:
     # --- runs ----------------------------------------------------------------------------------
 
     def _run_event(self, run_id: str, stored: ev.StoredEvent) -> None:
-        if run_id in self._finished or run_id in self._ignored:
-            return
-        view = self.runs.get(run_id) or RunView(run_id)
+        view = self.runs.get(run_id)
+        if view is None:
+            if stored.type != ev.RunQueued.type_name() or stored.version != 1:
+                return  # a run ended (or left alone) before, or one forgotten: nothing to fold
+            view = RunView(run_id)
         before = view.state
         try:
             apply(view, stored)
         except (IllegalTransition, ValidationError):
-            self._ignored.add(run_id)  # as davitd does: a run that does not fold is left alone
-            self.runs.pop(run_id, None)
+            self._forget(run_id)  # as davitd does: a run that does not fold is left alone
             return
         self.runs[run_id] = view
+        view.warnings.clear()  # (the figures count none: a run's thousands of warnings are not kept)
+        if before is RunState.FAILED and view.state is not before:
+            self._failed.get(view.job, OrderedDict()).pop(run_id, None)  # resumed
         if stored.type == ev.RunQueued.type_name():
             self._repository_of[run_id] = str(view.spec.get("repository") or "")
             view.spec, view.details = {}, {}  # (only the repository's name is needed from them)
         if not view.kind:
+            if view.state in TERMINAL:
+                self._forget(run_id)
             return  # a request for a job that does not exist, refused at once: no job's figure
         job = self.job(view.job)
         if stored.type == ev.RunWaitingRetry.type_name():
@@ -183,9 +198,17 @@ class LogFigures:
             if view.snapshot_id:
                 repo.snapshots_by_job.setdefault(view.job, set()).add(view.snapshot_id)
         if view.state in FINAL:
-            self._finished.add(view.run_id)
-            self.runs.pop(view.run_id, None)
-            self._repository_of.pop(view.run_id, None)
+            self._forget(view.run_id)
+        elif view.state is RunState.FAILED:
+            view.error, view.summary, view.plan = None, {}, []
+            held = self._failed.setdefault(view.job, OrderedDict())
+            held[view.run_id] = None
+            while len(held) > FAILED_KEPT_PER_JOB:
+                self._forget(held.popitem(last=False)[0])
+
+    def _forget(self, run_id: str) -> None:
+        self.runs.pop(run_id, None)
+        self._repository_of.pop(run_id, None)
 
     def _retention(self, view: RunView, summary: Any) -> None:
         """A retention step's summary: the job's kept snapshots (a copy's: per job copied) and

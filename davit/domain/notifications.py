@@ -22,6 +22,7 @@ from typing import Any
 
 from davit.domain import events as ev
 from davit.domain.machine import RunState
+from davit.domain.notifysettled import MAX_SETTLED, SettledKeys
 from davit.domain.notifyspec import NotifyEvent
 from davit.domain.runs import CANCELLED_BY_OPERATOR, RunView
 
@@ -239,8 +240,9 @@ class Deliveries:
 
     backoff: Backoff
     rng: random.Random = field(default_factory=random.Random)
-    settled: set[tuple[str, str]] = field(default_factory=set)
-    attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # recorded failures
+    settled: SettledKeys = field(default_factory=SettledKeys)  # bounded: notifysettled.py
+    # recorded failures of deliveries not settled (bounded too: a settled one's count is dropped)
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
     pending: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     dropped: int = 0
@@ -251,10 +253,22 @@ class Deliveries:
         if stored.type == ev.NotificationSent.type_name() or (
             stored.type == ev.NotificationFailed.type_name() and stored.data.get("final")
         ):
-            self.settled.add(key)
+            self._settle(key)
             self.pending.pop(key, None)
         elif stored.type == ev.NotificationFailed.type_name():
-            self.attempts[key] = max(self.attempts.get(key, 0), int(stored.data.get("attempt", 0)))
+            self._count(key, max(self.attempts.get(key, 0), int(stored.data.get("attempt", 0))))
+
+    def _settle(self, key: tuple[str, str]) -> None:
+        self.settled.add(key)
+        self.attempts.pop(key, None)
+
+    def _count(self, key: tuple[str, str], attempts: int) -> None:
+        """Remember `key`'s failed attempts; past the bound the oldest counts go (a delivery
+        dropped from the outbox, never settled, would otherwise hold its count for ever)."""
+        self.attempts.pop(key, None)
+        self.attempts[key] = attempts
+        while len(self.attempts) > MAX_SETTLED:
+            del self.attempts[next(iter(self.attempts))]
 
     def add(self, message: Message, target: str, now: float) -> bool:
         key = (message.key, target)
@@ -283,16 +297,16 @@ class Deliveries:
     def sent(self, delivery: Delivery) -> None:
         key = (delivery.message.key, delivery.target)
         self.in_flight.discard(key)
-        self.settled.add(key)
+        self._settle(key)
 
     def failed(self, delivery: Delivery, now: float) -> bool:
         """Count the failed attempt; True if it was the last (the delivery is given up)."""
         key = (delivery.message.key, delivery.target)
         self.in_flight.discard(key)
         delivery.attempts += 1
-        self.attempts[key] = delivery.attempts
+        self._count(key, delivery.attempts)
         if delivery.attempts >= self.backoff.max_attempts:
-            self.settled.add(key)
+            self._settle(key)
             return True
         delivery.due = now + self.backoff.delay(delivery.attempts, self.rng)
         self.pending[key] = delivery

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from davit.daemon.cli import common
 from davit.daemon.report.picture import RUN_LANE, Mark, RunPicture, Sample, Span
-from davit.daemon.report.svg import TIME_STEPS, Plot, duration, num, polyline, text
+from davit.daemon.report.svg import TIME_STEPS, Plot, columns, duration, num, polyline, text
 
 MAX_MARKS_DRAWN = 300  # warnings beyond these are listed (up to MAX_WARNINGS_LISTED), not drawn
 MAX_WARNINGS_LISTED = 500
@@ -213,9 +213,16 @@ def _throughput(pic: RunPicture) -> list[str]:
     if not pic.samples:
         return ["<p>No checkpoint was recorded, so there is no progress to draw.</p>"]
     start = min((s.start for s in pic.spans if s.kind == "step"), default=0.0)
+    drawn = columns(Plot(960, 220, 1.0, 1.0))
+    merged = (
+        f" {len(pic.samples)} checkpoints: each line is drawn from the lowest and highest point of each of"
+        f" {drawn} pixel columns, so no peak or stall is lost."
+        if len(pic.samples) > drawn
+        else ""
+    )
     return [
         "<p>Bytes read (solid) and stored (dashed) as the checkpoints recorded them (a files backup counts a file"
-        " as read once it is whole).</p>",
+        f" as read once it is whole).{merged}</p>",
         progress_svg(pic.samples, pic.end),
         "<p>Read (solid) and stored (dashed) bytes per second between consecutive checkpoints.</p>",
         rate_svg(pic.samples, start, pic.end),

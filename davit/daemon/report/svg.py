@@ -12,6 +12,7 @@ Numbers are formatted here, never taken as text from the log.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -112,16 +113,43 @@ class Plot:
         return out
 
 
-def downsample(points: Sequence[tuple[float, float]], most: int = 600) -> list[tuple[float, float]]:
-    """At most `most` of `points`, evenly taken, always keeping the last (a long run's thousands
-    of checkpoints would otherwise make a page of megabytes)."""
-    if len(points) <= most:
+def downsample(points: Sequence[tuple[float, float]], columns: int) -> list[tuple[float, float]]:
+    """`points` (in x order) as at most `2 * columns + 2` points: the first, the last, and in each
+    of `columns` equal slices of x the lowest and the highest point, in their order. A line drawn
+    through them covers what the whole line covers at that width (a spike a pixel wide stays),
+    where taking every n-th point would drop a run's one stall or burst. Points not in x order
+    (never from the log's clock, but a chart must not grow because of it) are sliced by index."""
+    if len(points) <= 2 * columns + 2:
         return list(points)
-    stride = len(points) / most
-    kept = [points[int(i * stride)] for i in range(most)]
-    return [*kept, points[-1]] if kept[-1] != points[-1] else kept
+    first, last = points[0][0], points[-1][0]
+    ordered = last > first and all(a[0] <= b[0] for a, b in itertools.pairwise(points))
+    span = (last - first) if ordered else float(len(points))
+    out = [points[0]]
+    bucket, low, high = -1, 0, 0
+    for index in range(1, len(points) - 1):
+        position = (points[index][0] - first) if ordered else float(index)
+        slot = min(int(position / span * columns), columns - 1)
+        if slot != bucket:
+            out += _extremes(points, low, high) if bucket >= 0 else []
+            bucket, low, high = slot, index, index
+        elif points[index][1] < points[low][1]:
+            low = index
+        elif points[index][1] > points[high][1]:
+            high = index
+    out += _extremes(points, low, high)
+    out.append(points[-1])
+    return out
+
+
+def _extremes(points: Sequence[tuple[float, float]], low: int, high: int) -> list[tuple[float, float]]:
+    return [points[i] for i in sorted({low, high})]
+
+
+def columns(plot: Plot) -> int:
+    """The plot's width in pixels: how many slices a line is drawn with at most."""
+    return max(1, plot.width - plot.left - plot.right)
 
 
 def polyline(plot: Plot, points: Sequence[tuple[float, float]], css: str) -> str:
-    coords = " ".join(f"{num(plot.x(x))},{num(plot.y(y))}" for x, y in downsample(points))
+    coords = " ".join(f"{num(plot.x(x))},{num(plot.y(y))}" for x, y in downsample(points, columns(plot)))
     return f'<polyline class="{css}" points="{coords}"/>'
