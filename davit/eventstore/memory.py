@@ -29,6 +29,7 @@ from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.domain.ports import EventLog
 from davit.eventstore.chain import ChainReport, canonical_json, event_hash, same
 from davit.eventstore.schema import GENESIS_HASH
+from davit.eventstore.sqlreads import iter_pages
 
 
 def utc_now() -> str:
@@ -181,13 +182,8 @@ class MemoryEventStore:
     async def iter_all(
         self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
     ) -> AsyncIterator[StoredEvent]:
-        while True:
-            rows = await self.read_all(after_position, page, stream_prefix)
-            for row in rows:
-                yield row
-            if len(rows) < page:
-                return
-            after_position = rows[-1].position
+        async for row in iter_pages(self.read_all, after_position, stream_prefix, page):
+            yield row
 
     async def tail(
         self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2

@@ -63,12 +63,11 @@ from davit.eventstore.sqlite import (
     _check,
     _Request,
     _settle,
-    _starts_with,
-    _stored,
     _written,
     raise_into,
     utc_now,
 )
+from davit.eventstore.sqlreads import SqlReads
 
 if TYPE_CHECKING:
     from davit.domain.ports import EventLog
@@ -132,7 +131,7 @@ def parse_url(text: str, source: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
-class PostgresEventStore:
+class PostgresEventStore(SqlReads):
     """The event log in a PostgreSQL database. Open with `await store.open()`; close when done."""
 
     def __init__(self, url: URL, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
@@ -353,62 +352,6 @@ class PostgresEventStore:
         return mapped
 
     # --- reads -------------------------------------------------------------------------------
-
-    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
-        query = (
-            select(s.events).where(s.events.c.stream == stream, s.events.c.version >= from_version).order_by(s.events.c.version)
-        )
-        return await self._select(query)
-
-    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
-        query = select(s.events).where(s.events.c.position > after_position)
-        if stream_prefix is not None:
-            query = query.where(_starts_with(stream_prefix))
-        return await self._select(query.order_by(s.events.c.position).limit(limit))
-
-    async def iter_all(
-        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
-    ) -> AsyncIterator[StoredEvent]:
-        while True:
-            rows = await self.read_all(after_position, page, stream_prefix)
-            for row in rows:
-                yield row
-            if len(rows) < page:
-                return
-            after_position = rows[-1].position
-
-    async def tail(
-        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
-    ) -> AsyncIterator[StoredEvent]:
-        """Every event after `after_position`, then new ones as they commit (safe by the lock:
-        see the module's docstring)."""
-        while True:
-            rows = await self.read_all(after_position, 1000, stream_prefix)
-            for row in rows:
-                yield row
-                after_position = row.position
-            if not rows:
-                await asyncio.sleep(poll_seconds)
-
-    async def stream_version(self, stream: str) -> int:
-        async with self._reading() as conn:
-            current = (await conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = %s", (stream,))).scalar()
-            return int(current or 0)
-
-    async def head_position(self) -> int:
-        async with self._reading() as conn:
-            return int((await conn.exec_driver_sql("SELECT MAX(position) FROM events")).scalar() or 0)
-
-    async def streams(self, prefix: str) -> list[str]:
-        async with self._reading() as conn:
-            rows = await conn.execute(
-                select(s.events.c.stream).where(_starts_with(prefix), s.events.c.version == 1).order_by(s.events.c.position)
-            )
-            return [r.stream for r in rows]
-
-    async def _select(self, query: Any) -> list[StoredEvent]:
-        async with self._reading() as conn:
-            return [_stored(r) for r in await conn.execute(query)]
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:

@@ -24,7 +24,6 @@ chain is keyed (`davit/eventstore/chain.py`).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import stat
@@ -42,8 +41,8 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import anyio.lowlevel
-from sqlalchemy import and_, create_engine, event, func, insert, select, text
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
@@ -55,6 +54,7 @@ from davit.eventstore.boundedread import file_kind
 from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, head_mac, key_id, same
 from davit.eventstore.failures import storage_failure
 from davit.eventstore.logkey import LogKey, LogKeyError
+from davit.eventstore.sqlreads import SqlReads, json_object
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -188,39 +188,14 @@ def _readonly_engine(path: Path) -> AsyncEngine:
     return engine
 
 
-def _object(text_: str, position: int) -> dict[str, Any]:
-    """An event's data: a JSON object, or `ValueError` naming the position (damage)."""
-    try:
-        data = json.loads(text_)
-    except (ValueError, TypeError, RecursionError):  # RecursionError: nested deeper than this stack
-        data = None
-    if not isinstance(data, dict):
-        raise ValueError(f"the data of the event at position {position} is not a JSON object")
-    return data
-
-
 def _written(row: tuple[Any, ...]) -> StoredEvent:
-    """The stored event an inserted row (`_row`'s tuple) is, as `_stored` would read it back:
+    """The stored event an inserted row (`_row`'s tuple) is, as `stored_event` would read it back:
     its data decoded from the very JSON text stored, so the fold sees what a replay sees."""
     position, event_id, stream, version, type_, schema, data, recorded_at, _prev_hash, hash_ = row
-    return StoredEvent(position, stream, version, event_id, type_, schema, _object(data, position), recorded_at, hash_)
+    return StoredEvent(position, stream, version, event_id, type_, schema, json_object(data, position), recorded_at, hash_)
 
 
-def _stored(row: Row[Any]) -> StoredEvent:
-    return StoredEvent(
-        position=row.position,
-        stream=row.stream,
-        version=row.version,
-        event_id=row.event_id,
-        type=row.type,
-        schema=row.schema,
-        data=_object(row.data, row.position),
-        recorded_at=row.recorded_at,
-        hash=row.hash,
-    )
-
-
-class SqliteEventStore:
+class SqliteEventStore(SqlReads):
     """The event log in one SQLite file. Open with `await store.open()`; close when done."""
 
     def __init__(
@@ -356,7 +331,7 @@ class SqliteEventStore:
         the plain head, then the head sealed. A log already keyed must be keyed with `key`."""
         marker = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first()
         if marker is not None:
-            if _object(marker.data, marker.position).get("key_id") != key_id(key.secret):
+            if json_object(marker.data, marker.position).get("key_id") != key_id(key.secret):
                 raise LogKeyError(
                     f"the event log {self.path} was keyed with another key than {key.path}; restore the key it was keyed with"
                 )
@@ -545,63 +520,6 @@ class SqliteEventStore:
 
     # --- reads -------------------------------------------------------------------------------
 
-    async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
-        query = (
-            select(s.events).where(s.events.c.stream == stream, s.events.c.version >= from_version).order_by(s.events.c.version)
-        )
-        return await self._select(query)
-
-    async def read_all(self, after_position: int = 0, limit: int = 1000, stream_prefix: str | None = None) -> list[StoredEvent]:
-        query = select(s.events).where(s.events.c.position > after_position)
-        if stream_prefix is not None:
-            query = query.where(_starts_with(stream_prefix))
-        return await self._select(query.order_by(s.events.c.position).limit(limit))
-
-    async def iter_all(
-        self, after_position: int = 0, stream_prefix: str | None = None, page: int = 2000
-    ) -> AsyncIterator[StoredEvent]:
-        """Every event after a position, read page by page."""
-        while True:
-            rows = await self.read_all(after_position, page, stream_prefix)
-            for row in rows:
-                yield row
-            if len(rows) < page:
-                return
-            after_position = rows[-1].position
-
-    async def stream_version(self, stream: str) -> int:
-        async with self._reading() as conn:
-            current = (await conn.execute(select(func.max(s.events.c.version)).where(s.events.c.stream == stream))).scalar()
-            return int(current or 0)  # inside: a version that is text is damage, named as such
-
-    async def head_position(self) -> int:
-        async with self._reading() as conn:
-            current = (await conn.execute(select(func.max(s.events.c.position)))).scalar()
-            return int(current or 0)
-
-    async def streams(self, prefix: str) -> list[str]:
-        async with self._reading() as conn:
-            rows = await conn.execute(
-                select(s.events.c.stream).where(_starts_with(prefix), s.events.c.version == 1).order_by(s.events.c.position)
-            )
-            return [r.stream for r in rows]
-
-    async def tail(
-        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
-    ) -> AsyncIterator[StoredEvent]:
-        """Every event after `after_position`, in order, then new ones as they are committed."""
-        while True:
-            rows = await self.read_all(after_position, 1000, stream_prefix)
-            for row in rows:
-                yield row
-                after_position = row.position
-            if not rows:
-                await asyncio.sleep(poll_seconds)
-
-    async def _select(self, query: Any) -> list[StoredEvent]:
-        async with self._reading() as conn:
-            return [_stored(r) for r in await conn.execute(query)]
-
     @asynccontextmanager
     async def _reading(self, whole_log: bool = False) -> AsyncIterator[AsyncConnection]:
         """A reader connection; SQLite's errors become one typed line (`EventLogDamaged`).
@@ -661,7 +579,7 @@ class SqliteEventStore:
                 )
                 if not same(digest, row.hash):
                     reason = "content does not match its hash"
-                    if row.position == keyed_from and _object(row.data, row.position).get("key_id") != key_id(secret or b""):
+                    if row.position == keyed_from and json_object(row.data, row.position).get("key_id") != key_id(secret or b""):
                         reason = f"the log was keyed with another key than {key.path if key else '?'}"
                     return ChainReport(False, checked, row.position, reason, keyed_from)
                 prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
@@ -686,13 +604,6 @@ class SqliteEventStore:
                 None,
             )
         return ChainReport(True, checked, keyed_from=keyed_from)
-
-
-def _starts_with(prefix: str) -> Any:
-    """Streams whose names start with `prefix`, literally. SQLite's LIKE ignores the case of
-    ASCII letters ("run_" matched "Run_4" too), so the exact comparison of the first characters
-    decides; the escaped LIKE stays beside it as it was."""
-    return and_(s.events.c.stream.startswith(prefix, autoescape=True), func.substr(s.events.c.stream, 1, len(prefix)) == prefix)
 
 
 _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
