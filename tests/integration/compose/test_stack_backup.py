@@ -3,7 +3,8 @@ named volume, a bind inside its project directory (a directory and a single file
 outside it, an `.env` the compose file interpolates and an `env_file:`. One snapshot holds the
 definition files, the volume and every bind, byte for byte; the labelled service is stopped
 while it is read and runs again after; a second backup stores nothing new; a failed backup
-starts the service again and its resume completes the same tree."""
+starts the service again and its resume completes the same tree; `davit check` looks and stops
+nothing."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from davit.adapters.runwork import RunInputs
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import ComposeBackupJob
 from tests.fakes import MemoryRunContext
+from tests.integration.check.helpers import check, davit, job_file, make_home
 from tests.integration.compose.stack import Stack, cleanup
 from tests.peers.state import DockerPeer
 
@@ -213,3 +215,26 @@ def test_a_definition_file_reached_through_a_symlinked_directory_is_not_read(tmp
     assert entries["definition/.env"][0].type == LINK and entries["definition/.env"][0].target == "compose.yaml"
     assert entries["definition/.env"][1] is None, "a link is stored as a link, never read through"
     assert entries["definition/compose.yaml"][1] is not None
+
+
+def checked(tmp_path: Path, peer: DockerPeer, project: str) -> Any:
+    home = make_home(tmp_path / "home", {"local": f'path = "{tmp_path / "repo"}"'})
+    assert davit(home, "repository", "init", "local")[0] == 0
+    body = f'kind = "compose.backup"\nengine = "{peer.host}"\n[source]\nproject = "{project}"\n'
+    return check(home, job_file(tmp_path / "jobs", "shop", body))
+
+
+def test_davit_check_of_a_stack_backup_counts_its_parts_and_stops_nothing(
+    stack: tuple[Stack, Path], docker_peer: DockerPeer, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    s, _uploads = stack
+    out = checked(tmp_path, docker_peer, s.name)
+    assert out.exit_code == 0, out.lines
+    assert "2 services, 3 definition files, 1 volumes, 3 bind sources" in out.detail("source", "project")
+    assert s.states(engine) == {"app": "running", "worker": "running"}
+
+
+def test_davit_check_of_a_stack_backup_of_a_missing_project_fails_naming_it(docker_peer: DockerPeer, tmp_path: Path) -> None:
+    out = checked(tmp_path, docker_peer, "davitcb-no-such-project")
+    assert out.exit_code == 1 and out.failed() == [("source", "project")]
+    assert "davitcb-no-such-project" in out.detail("source", "project")
