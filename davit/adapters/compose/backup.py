@@ -7,6 +7,10 @@ is walked (`compose/stacktree.py`, which also documents the snapshot's layout) a
 containers are stopped: the project's running containers labelled `davit.stop-during-backup`
 (`=true`, or `=GROUP` with `stop_group`), whether they use a volume or only binds.
 
+With `images = true` the images the project's containers run are stored too, each as the
+engine's export of it (`compose/stackimages.py`), read again by every backup (an export has no
+mtime to compare) but cut into the same chunks, so an unchanged image stores nothing.
+
 `prepare` inspects the project as `compose.migrate` does (`compose/source.py`) and records in
 the run's details every part to store (the definition's files, each volume's mountpoint, each
 bind source and its type), so a resumed run walks exactly the parts the first attempt chose.
@@ -23,6 +27,7 @@ from typing import Any
 
 from davit.adapters.compose.binds import bind_sources
 from davit.adapters.compose.source import inspect_project
+from davit.adapters.compose.stackimages import ImageExport, project_images
 from davit.adapters.compose.stacktree import BINDS, DIR_TYPE, FILE_TYPE, VOLUMES, StackParts, Walked, stack_walk
 from davit.adapters.docker.backup import MOUNTPOINT, STORE, VolumeBackupWork
 from davit.adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors, engine_on_this_host
@@ -83,6 +88,7 @@ class ComposeBackupWork(VolumeBackupWork):
             if i.kind == "volume"
         ]
         binds, skipped = _binds(project.model, wd)
+        images = project_images(self.client, name) if self.compose_spec.images else []
         for problem in skipped:
             ctx.warn(f"bind source {problem['source']} is not stored: {problem['reason']}")
         if definition.outside:
@@ -99,6 +105,7 @@ class ComposeBackupWork(VolumeBackupWork):
             "volumes": volumes,
             "binds": binds,
             "skipped_binds": skipped,
+            "images": images,
             "snapshot_id": self.run_id,
             "parent": parent.id if parent else None,
             "access": MOUNTPOINT,
@@ -120,7 +127,7 @@ class ComposeBackupWork(VolumeBackupWork):
         return TreeScan(ctx, STORE, lambda: stack_walk(self._parts()))
 
     def _walk(self) -> Iterator[tuple[Entry, Content | None] | Skipped]:
-        walk: Iterator[Walked] = stack_walk(self._parts())
+        walk: Iterator[Walked] = stack_walk(self._parts(), lambda image_id: ImageExport(self.client, image_id))
         return walk
 
     def _snapshot_source(self) -> dict[str, Any]:
@@ -136,6 +143,7 @@ class ComposeBackupWork(VolumeBackupWork):
             "volumes": [{"key": v["key"], "name": v["name"], "path": v["path"]} for v in d["volumes"]],
             "binds": d["binds"],
             "skipped_binds": d["skipped_binds"],
+            "images": d.get("images") or [],
         }
 
 

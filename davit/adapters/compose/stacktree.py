@@ -13,6 +13,8 @@ files or volumes one. The tree's top-level directories:
                          named relative to the project directory (a compose file outside it by
                          its file name), with the directories between; `definition` itself
                          carries the project directory's mode and owner
+    images/<id>.tar      with `images = true`: each image the project's containers run, as the
+                         engine exports it (`docker save`'s format; `compose/stackimages.py`)
     volumes/<key>/       each named volume's content, by its key in the compose file (its
                          engine name carries the project's name, which a restore may change)
 
@@ -21,7 +23,8 @@ The manifest's `source` says what each part was (see `ComposeBackupWork._snapsho
 `compose_files` (relative, in `-f` order), `services`, `definition` (`files`: the relative names
 stored; `outside`: files the project references outside its directory, named but not stored),
 `volumes` ([{key, name, path}]), `binds` ([{source (absolute), path, type "dir"|"file",
-in_project, services}]) and `skipped_binds` ([{source, reason}]: a socket, a device, a source
+in_project, services}]), `images` ([{id, refs, bytes, path}]; empty without `images = true`)
+and `skipped_binds` ([{source, reason}]: a socket, a device, a source
 gone). A restore puts the definition into a project directory, each volume into the volume
 compose makes for its key, and each bind where its source (translated by `path_map`, or into
 the new project directory) says.
@@ -37,19 +40,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from davit.adapters.files.backup import Readable
 from davit.adapters.files.tree import Skipped, WalkedFile, stat_entry, walk_root
-from davit.adapters.repository.treeformat import DIR, Entry, walk_key
+from davit.adapters.repository.treeformat import DIR, FILE, Entry, walk_key
 from davit.domain.errors import SourceMissing
 
-BINDS, DEFINITION, VOLUMES = "binds", "definition", "volumes"
+BINDS, DEFINITION, IMAGES, VOLUMES = "binds", "definition", "images", "volumes"
 DIR_TYPE, FILE_TYPE = "dir", "file"
 
-Walked = tuple[Entry, WalkedFile | None] | Skipped
+Walked = tuple[Entry, WalkedFile | Readable | None] | Skipped
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -63,6 +67,7 @@ class StackParts:
     definition: dict[str, str]  # relative name -> local path
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {key, name, mountpoint, labels, path}
     binds: list[dict[str, Any]] = field(default_factory=list)  # {source, path, type, in_project, services}
+    images: list[dict[str, Any]] = field(default_factory=list)  # {id, refs, bytes, path}
 
     @staticmethod
     def from_details(details: dict[str, Any]) -> StackParts:
@@ -71,17 +76,34 @@ class StackParts:
             dict(details["definition"]["files"]),
             list(details["volumes"]),
             list(details["binds"]),
+            list(details.get("images") or []),
         )
 
 
-def stack_walk(parts: StackParts) -> Iterator[Walked]:
-    """Every entry of the stack's tree, in walk order (`walk_key`), as the store step wants them."""
+def stack_walk(parts: StackParts, export: Callable[[str], Readable] | None = None) -> Iterator[Walked]:
+    """Every entry of the stack's tree, in walk order (`walk_key`), as the store step wants them;
+    each image's content is `export(image_id)`, open until the next entry is taken (without
+    `export`, as a scan for the total wants it: the image's entry alone, sized as inspected)."""
     yield Entry(path=".", type=DIR, mode=0o755, mtime_ns=0), None
     if parts.binds:
         yield Entry(path=BINDS, type=DIR, mode=0o755, mtime_ns=0), None
         for bind in sorted(parts.binds, key=lambda b: walk_key(b["path"])):
             yield from _bind_walk(bind)
     yield from definition_walk(parts.working_dir, parts.definition)
+    if parts.images:
+        yield Entry(path=IMAGES, type=DIR, mode=0o755, mtime_ns=0), None
+        for image in sorted(parts.images, key=lambda i: walk_key(i["path"])):
+            entry = Entry(path=image["path"], type=FILE, mode=0o644, mtime_ns=0, size=int(image["bytes"]))
+            if export is None:
+                yield entry, None
+                continue
+            stream = export(image["id"])
+            try:
+                yield entry, stream
+            finally:
+                stream_close = getattr(stream, "close", None)
+                if stream_close is not None:
+                    stream_close()
     if parts.volumes:
         yield Entry(path=VOLUMES, type=DIR, mode=0o755, mtime_ns=0), None
         for volume in sorted(parts.volumes, key=lambda v: walk_key(v["path"])):

@@ -5,7 +5,8 @@ The project is found on the local engine by its compose labels, as `compose.migr
 davitd must run on that engine's host (it reads the definition files, the bind sources and the
 volumes' mountpoints directly). Containers of the project labelled `davit.stop-during-backup=true`
 (or `=GROUP` with `stop_group`) are stopped for the backup and started again, as `volume.backup`
-does. Images are not stored yet (see the README: left for a later version).
+does. `images = true` stores each image the project's containers run too (as `docker save`
+exports it, by image ID): opt-in, since images can mostly be pulled again and are large.
 """
 
 from __future__ import annotations
@@ -27,4 +28,5 @@ class ComposeBackupJob(JobBase):
     engine: str | None = None  # a unix:// socket on this host; default: davitd's DOCKER_HOST
     stop_group: str | None = None  # only containers labelled davit.stop-during-backup=GROUP
     stop_timeout: int = Field(default=30, ge=0)
+    images: bool = False  # also store the images the project's containers run
     retention: Retention = Field(default_factory=Retention)

@@ -1,7 +1,8 @@
 """compose.backup against the real Docker engine peer, driven without a daemon: a stack with a
 named volume, a bind inside its project directory (a directory and a single file), a bind
 outside it, an `.env` the compose file interpolates and an `env_file:`. One snapshot holds the
-definition files, the volume and every bind, byte for byte; the labelled service is stopped
+definition files, the volume and every bind, byte for byte (and with `images = true` the
+images, as `docker save` gives them); the labelled service is stopped
 while it is read and runs again after; a second backup stores nothing new; a failed backup
 starts the service again and its resume completes the same tree; `davit check` looks and stops
 nothing."""
@@ -102,12 +103,26 @@ class WatchingContext(MemoryRunContext):
         super().checkpoint(step, cursor, **kw)
 
 
-def job(stack: Stack, peer: DockerPeer) -> ComposeBackupJob:
-    return ComposeBackupJob(name="stack", kind="compose.backup", engine=peer.host, source={"project": stack.name}, stop_timeout=1)  # type: ignore[arg-type]
+def job(stack: Stack, peer: DockerPeer, images: bool = False) -> ComposeBackupJob:
+    return ComposeBackupJob(
+        name="stack",
+        kind="compose.backup",
+        engine=peer.host,
+        source={"project": stack.name},  # type: ignore[arg-type]
+        stop_timeout=1,
+        images=images,
+    )
 
 
-def backup(stack: Stack, peer: DockerPeer, repo: Repository, ctx: MemoryRunContext, details: dict[str, Any] | None = None) -> Any:
-    work = ComposeBackupWork(RunInputs(job(stack, peer), ctx.run_id, SMALL, details, repo=repo))
+def backup(
+    stack: Stack,
+    peer: DockerPeer,
+    repo: Repository,
+    ctx: MemoryRunContext,
+    details: dict[str, Any] | None = None,
+    images: bool = False,
+) -> Any:
+    work = ComposeBackupWork(RunInputs(job(stack, peer, images), ctx.run_id, SMALL, details, repo=repo))
     if details is None:
         work.details = work.prepare(ctx)
     work.run(ctx)
@@ -171,6 +186,24 @@ def test_a_second_stack_backup_stores_nothing_new(
     assert first.chunks_written and second.chunks_written == []
     assert repo.resolve("s2").parent == "s1"
     assert set(tree_of(repo, "s1")[1]) == set(tree_of(repo, "s2")[1])
+
+
+def test_with_images_the_stack_snapshot_holds_each_image_as_the_engine_exports_it_and_stores_it_once(
+    stack: tuple[Stack, Path], docker_peer: DockerPeer, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    s, _uploads = stack
+    repo = Repository.open(tmp_path / "repo")
+    first, second = MemoryRunContext(run_id="s1"), MemoryRunContext(run_id="s2")
+    backup(s, docker_peer, repo, first, images=True)
+    info, tree = tree_of(repo, "s1")
+    image_id = engine.images.get(docker_peer.image).id
+    [image] = info.source["images"]
+    assert (image["id"], image["refs"], image["path"]) == (image_id, [docker_peer.image], f"images/{image_id[7:]}.tar")
+    assert content(repo, tree[image["path"]]) == b"".join(engine.api.get_image(image_id)), "docker save's bytes"
+    assert tree[image["path"]].size == len(content(repo, tree[image["path"]]))
+    backup(s, docker_peer, repo, second, images=True)
+    assert second.chunks_written == [], "an unchanged image is not stored again"
+    assert tree_of(repo, "s2")[1][image["path"]].chunks == tree[image["path"]].chunks
 
 
 def test_a_failed_stack_backup_starts_the_service_again_and_its_resume_completes_the_same_tree(
