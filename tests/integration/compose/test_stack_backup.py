@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pytest
 
-from davit.adapters.compose.backup import ComposeBackupWork
+from davit.adapters.compose.backup import ComposeBackupWork, EngineNotLocal
 from davit.adapters.compose.stacktree import definition_walk
 from davit.adapters.docker.backup import START, STOP, STORE
 from davit.adapters.files.tree import Skipped
@@ -271,3 +271,17 @@ def test_davit_check_of_a_stack_backup_of_a_missing_project_fails_naming_it(dock
     out = checked(tmp_path, docker_peer, "davitcb-no-such-project")
     assert out.exit_code == 1 and out.failed() == [("source", "project")]
     assert "davitcb-no-such-project" in out.detail("source", "project")
+
+
+def test_a_stack_backup_of_an_engine_on_another_host_fails_at_prepare_without_its_password(tmp_path: Path) -> None:
+    """Its files, binds and mountpoints would be another host's: refused before anything is read."""
+    spec = ComposeBackupJob(
+        name="stack",
+        kind="compose.backup",
+        engine="tcp://admin:oar-lock-secret@127.0.0.1:9",
+        source={"project": "shop"},  # type: ignore[arg-type]
+    )
+    work = ComposeBackupWork(RunInputs(spec, "r1", SMALL, repo=Repository.open(tmp_path / "repo")))
+    with pytest.raises(EngineNotLocal, match="not reached through a socket here") as caught:
+        work.prepare(MemoryRunContext(run_id="r1"))
+    assert "oar-lock-secret" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)
