@@ -60,6 +60,7 @@ KINDS: dict[str, Kind] = {
     "repository.copy": Kind("davit.adapters.copy.work:RepositoryCopyWork"),
     "postgres.backup": Kind("davit.adapters.postgres.backup:PostgresBackupWork"),
     "postgres.restore": Kind("davit.adapters.postgres.restore:PostgresRestoreWork"),
+    "compose.backup": Kind("davit.adapters.compose.backup:ComposeBackupWork"),
 }
 
 # `davit check JOB`: each kind's pre-flight checks (a `domain.checks.KindChecks`), "module:name"
@@ -83,6 +84,7 @@ CHECKS: dict[str, str] = {
     "repository.copy": "davit.adapters.copy.checks:copy_checks",
     "postgres.backup": "davit.adapters.postgres.checks:backup_checks",
     "postgres.restore": "davit.adapters.postgres.checks:restore_checks",
+    "compose.backup": "davit.adapters.compose.checks:backup_checks",
 }
 
 WorkClass = Callable[["RunInputs[Any]"], "JobWork"]

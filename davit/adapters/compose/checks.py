@@ -1,4 +1,4 @@
-"""Pre-flight checks of `compose.migrate` (`davit check`): the source project on the local
+"""Pre-flight checks of `compose.migrate` and `compose.backup` (`davit check`): the source project on the local
 engine, and the target host over SSH, through the adapters' own calls (`inspect_project`, the
 SSH `connect` that verifies the host key against the job's known_hosts and never accepts a new
 one, `missing_host_tools`, `missing_helper_tools`).
@@ -15,10 +15,12 @@ import shlex
 from davit.adapters.compose.source import inspect_project
 from davit.adapters.compose.target import TargetLayout, missing_helper_tools, missing_host_tools
 from davit.adapters.docker.engine import connect as engine_connect
+from davit.adapters.docker.engine import engine_address, engine_on_this_host
+from davit.adapters.secrets import redact
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.domain.checks import CheckInputs, Checklist
-from davit.domain.jobs import ComposeMigrateJob
+from davit.domain.jobs import ComposeBackupJob, ComposeMigrateJob
 
 q = shlex.quote
 
@@ -41,6 +43,31 @@ def migrate_checks(inputs: CheckInputs) -> None:
     with cl.check("target", "ssh") as c, ssh_connect(address) as host:
         c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
         _target_checks(cl, host, layout, spec, need)
+
+
+def backup_checks(inputs: CheckInputs) -> None:
+    """`compose.backup`: the engine is on this host, the project is found and its volumes'
+    mountpoints are readable here (`inspect_project` fails naming one that is not); the repository."""
+    spec: ComposeBackupJob = inputs.spec
+    cl = inputs.checklist
+    with cl.check("source", "project") as c:
+        address = engine_address(spec.engine)
+        if not engine_on_this_host(address):
+            c.fail(f"the engine {redact(address)} is not reached through a socket on this host (compose.backup reads there)")
+        else:
+            client = engine_connect(spec.engine)
+            try:
+                project = inspect_project(client, spec.engine, spec.source.project, "", measure=False)
+            finally:
+                client.close()
+            volumes = sum(1 for i in project.items if i.kind == "volume")
+            binds = sum(1 for i in project.items if i.kind == "bind")
+            files = len(project.definition.files) if project.definition else 0
+            c.ok(
+                f"compose project {spec.source.project}: {len(project.model.get('services', {}))} services, "
+                f"{files} definition files, {volumes} volumes, {binds} bind sources"
+            )
+    inputs.check_repository(spec.repository)
 
 
 def _target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeMigrateJob, need: int) -> None:

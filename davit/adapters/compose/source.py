@@ -103,7 +103,9 @@ class Project:
         }
 
 
-def inspect_project(client: docker.DockerClient, engine: str | None, name: str, target_dir: str) -> Project:
+def inspect_project(client: docker.DockerClient, engine: str | None, name: str, target_dir: str, measure: bool = True) -> Project:
+    """The project as its containers and `docker compose config` describe it; with `measure`, the
+    bytes of its data too (a walk of every item: a backup's store counts them itself)."""
     with engine_errors(f"listing the containers of compose project {name}"):
         containers = client.containers.list(all=True, filters={"label": f"{COMPOSE_PROJECT}={name}"})
     if not containers:
@@ -135,7 +137,7 @@ def inspect_project(client: docker.DockerClient, engine: str | None, name: str, 
     project.written = as_written
     _collect_items(client, project, target_dir)
     project.definition = project_definition(name, working_dir, config_files, model, as_written)
-    project.bytes = sum(_size(Path(i.source)) for i in project.items)
+    project.bytes = sum(_size(Path(i.source)) for i in project.items) if measure else 0
     return project
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from davit.domain.errors import PermanentError
 
 # snapshot kinds (a manifest's `kind`) whose trees name chunks in `c` only
-REWRITABLE = frozenset({"files", "volumes", "mongo", "weaviate"})
+REWRITABLE = frozenset({"files", "volumes", "mongo", "weaviate", "compose"})  # compose: files-format lines (compose/stacktree.py)
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")
 

@@ -177,8 +177,7 @@ class VolumeBackupWork(FilesBackupWork):
         cursor = ctx.cursor(STOP)
         if cursor is None:
             ctx.step_started(STOP)
-            names = [v["name"] for v in self.details["volumes"]]
-            containers = containers_to_stop(self.client, names, self.volume_spec.stop_group)
+            containers = self._containers_to_stop()
             # Recorded before stopping: whatever happens next, the run knows what to start.
             ctx.checkpoint(STOP, {"containers": containers}, items_done=len(containers))
         else:
@@ -187,6 +186,12 @@ class VolumeBackupWork(FilesBackupWork):
         if not ctx.step_done(STOP):
             ctx.step_completed(STOP, {"stopped": [c["name"] for c in containers]})
         return containers
+
+    def _containers_to_stop(self) -> list[dict[str, str]]:
+        """The running containers to stop for this backup ([{"id", "name"}]): those labelled for
+        it that use a selected volume (a compose stack's backup stops those of its project)."""
+        names = [v["name"] for v in self.details["volumes"]]
+        return containers_to_stop(self.client, names, self.volume_spec.stop_group)
 
     def _start(self, ctx: RunContext, stopped: Sequence[dict[str, str]]) -> dict[str, Any]:
         problems = start_containers(self.client, list(stopped))

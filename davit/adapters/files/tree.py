@@ -243,6 +243,13 @@ def _kind(mode: int) -> str | None:
     return TYPE_OF_MODE.get(stat.S_IFMT(mode))
 
 
+def stat_entry(rel: str, st: os.stat_result, target: str | None = None) -> Entry:
+    """The tree entry named `rel` of what `st` (an lstat, or an fstat of a descriptor) describes:
+    for walks assembled elsewhere from descriptors of their own (a compose stack's definition
+    files, `adapters/compose/stacktree.py`); a regular file, directory or symlink (`target`)."""
+    return _entry(rel, st, target)
+
+
 def _entry(rel: str, st: os.stat_result, target: str | None, xattrs: dict[str, bytes] | None = None) -> Entry:
     kind = _kind(st.st_mode)
     assert kind is not None, f"{rel}: the walk passes only storable types"

@@ -19,6 +19,7 @@ from davit.domain.jobs import nesting
 from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, problems_from_validation, spec_revision
 from davit.domain.jobs.base import inline_secrets as _inline_secrets
 from davit.domain.jobs.compose import ComposeMigrateJob
+from davit.domain.jobs.compose_backup import ComposeBackupJob
 from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
@@ -46,6 +47,7 @@ AnyJob = (
     | RepositoryCopyJob
     | PostgresBackupJob
     | PostgresRestoreJob
+    | ComposeBackupJob
 )
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
@@ -57,6 +59,7 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "AnyJob",
     "JobSpec",
     "ComposeMigrateJob",
+    "ComposeBackupJob",
     "FilesBackupJob",
     "FilesRestoreJob",
     "JobBase",
