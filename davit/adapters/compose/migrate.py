@@ -288,6 +288,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
 
         sent: set[str] = set()
         unchanged: list[str] = []  # items the target held already: nothing written
+        spawn = self._spawner()  # where each item's export runs: here, or on the source's host
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
@@ -297,17 +298,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 ctx.check_stop()
                 unpack, walker = self._unpacker(host, item, info["name"])
                 moved = move_item(
-                    host,
-                    self.layout.store,
-                    item,
-                    unpack,
-                    WIRE_LEVEL,
-                    present,
-                    sent,
-                    on_stored,
-                    ctx.check_stop,
-                    walker,
-                    self._spawner(),
+                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker, spawn
                 )
                 imgs.check_loaded(host, self.layout.store, item)  # an image's ID, before it counts as imported
                 if not moved.unpacked:
@@ -411,12 +402,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     def _start_source(self, containers: list[dict[str, str]]) -> list[str]:
         return start_containers(self.client, containers)
 
-    @staticmethod
-    def _read_source(path: str) -> bytes:
+    def _read_source(self, path: str) -> bytes:
         return Path(path).read_bytes()
 
-    @staticmethod
-    def _source_mode(path: str) -> int:
+    def _source_mode(self, path: str) -> int:
         return Path(path).stat().st_mode & 0o777
 
     def _spawner(self) -> Spawn | None:

@@ -261,11 +261,11 @@ class SshSourceMigrateWork(ComposeMigrateWork):
         with self._source() as src:
             return src.start(containers)
 
-    def _read_source(self, path: str) -> bytes:  # type: ignore[override]
+    def _read_source(self, path: str) -> bytes:
         with self._source() as src:
             return src.host.read_bytes(f"cat -- {q(path)}")
 
-    def _source_mode(self, path: str) -> int:  # type: ignore[override]
+    def _source_mode(self, path: str) -> int:
         with self._source() as src:
             return int(src.host.run(f"stat -c %a -- {q(path)}").stdout.strip(), 8) & 0o777
 
