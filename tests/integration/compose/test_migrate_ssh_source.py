@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from davit.adapters.compose import migrate, pipeline
-from davit.adapters.compose.migrate import IMPORT, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
+from davit.adapters.compose.migrate import FINALIZE, IMPORT, INSPECT, ROLLBACK_TARGET, START, STOP, TRANSFER, ComposeMigrateWork
 from davit.adapters.compose.sshsource import SshSourceMigrateWork
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.tuning import Tuning
@@ -28,7 +28,7 @@ from davit.adapters.runwork import RunInputs
 from davit.adapters.ssh.remote import RemoteCommandFailed
 from davit.adapters.sshtrust import HostKeyRejected
 from davit.domain.jobs import ComposeMigrateJob
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
 from tests.integration.compose.test_migrate_adapter import SummaryContext
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -204,3 +204,35 @@ def test_an_unknown_source_host_key_fails_before_anything_is_stopped(
         work.run(ctx)
     assert INSPECT not in ctx.done and STOP not in ctx.cursors and not work.needs_rollback(ctx)
     assert stack.states(source) == {"web": "running", "worker": "running"}
+
+
+def test_a_stack_defined_across_files_moves_from_an_ssh_source_which_remove_source_then_removes_with_its_volumes(
+    docker_peer: DockerPeer, ssh_peer: SshPeer, engines: tuple[docker.DockerClient, docker.DockerClient], tmp_path: Path
+) -> None:
+    source, target = engines
+    stack = make_stack(tmp_path, docker_peer, ssh_peer, with_files=True)
+    try:
+        before_volume = digest(stack.volume_dir(source))
+        ctx = SummaryContext()
+        spec = job(stack, ssh_peer, tmp_path / "target", remove_source=True, remove_source_volumes=True)
+        work = work_for(spec, tmp_path)
+        work.prepare(ctx)
+        work.run(ctx)
+        work.finish(ctx)
+
+        assert stack.states(target) == {"web": "running", "worker": "running"}
+        assert digest(stack.volume_dir(target)) == before_volume
+        project_dir = tmp_path / "target" / stack.name
+        for rel in DEFINITION_FILES:  # found through the source's session: extends, env files, configs, secrets
+            assert (project_dir / rel).is_file(), f"{rel} was not copied"
+        assert (project_dir / "secrets" / "api.key").stat().st_mode & 0o777 == 0o600
+        assert (project_dir / "conf" / "app.conf").read_bytes() == (stack.dir / "conf" / "app.conf").read_bytes()
+        assert (project_dir / "common" / "base.yaml").read_text() == DEFINITION_FILES["common/base.yaml"]
+
+        assert stack.states(source) == {}, "the source's containers are gone, on its host"
+        assert not source.networks.list(filters={"label": f"com.docker.compose.project={stack.name}"})
+        assert not source.volumes.list(filters={"name": stack.name})
+        assert f"volume {stack.name}_appdata" in ctx.summaries[FINALIZE]["removed"]
+        assert (stack.dir / "site" / "index.html").is_file(), "bind-mounted data on the source is never removed"
+    finally:
+        cleanup(stack, tmp_path / "target")
