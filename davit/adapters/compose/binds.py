@@ -283,10 +283,10 @@ def plan_from(info: dict[str, Any]) -> BindPlan | None:
     return BindPlan(list(recorded["binds"]), list(recorded["problems"]), list(recorded["skipped"]))
 
 
-def compose_texts(info: dict[str, Any], layout: TargetLayout) -> dict[str, Rewrite]:
+def compose_texts(info: dict[str, Any], layout: TargetLayout, read: Callable[[str], bytes] | None = None) -> dict[str, Rewrite]:
     """Each compose file of the project (the `-f` files, and extended or included YAML files
     that move with it), rewritten for the target: outside binds placed, the project directory
-    translated in the rest of the text."""
+    translated in the rest of the text. `read` reads a file of the source (default: this host's)."""
     plan = plan_from(info)
     wd = info["working_dir"].rstrip("/")
     targets = {b["source"]: b["target"] for b in plan.binds if b["how"] in (MAPPED, KEPT)} if plan else {}
@@ -297,7 +297,7 @@ def compose_texts(info: dict[str, Any], layout: TargetLayout) -> dict[str, Rewri
             continue
         local = info["files"][rel]
         try:
-            text = Path(local).read_text(encoding="utf-8")
+            text = read(local).decode("utf-8") if read else Path(local).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # not text compose can read either: copied byte for byte (translated as before)
         base = wd if rel in compose_files else os.path.dirname(local)
@@ -305,13 +305,15 @@ def compose_texts(info: dict[str, Any], layout: TargetLayout) -> dict[str, Rewri
     return out
 
 
-def preflight_problems(info: dict[str, Any], layout: TargetLayout, host: RemoteHost) -> list[str]:
+def preflight_problems(
+    info: dict[str, Any], layout: TargetLayout, host: RemoteHost, read: Callable[[str], bytes] | None = None
+) -> list[str]:
     """What fails pre-flight about the binds: unplaced or clashing placements, mapped sources no
     compose file names literally, placements reaching through a symlink on the target."""
     plan = plan_from(info)
     if plan is None:
         return []
-    problems = plan.problems + unwritten_mapped(plan, list(compose_texts(info, layout).values()))
+    problems = plan.problems + unwritten_mapped(plan, list(compose_texts(info, layout, read).values()))
     return problems + check_target_paths(host, plan)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 
 from davit.adapters.compose.source import inspect_project
+from davit.adapters.compose.sshsource_checks import remote_source_checks
 from davit.adapters.compose.target import TargetLayout, missing_helper_tools, missing_host_tools
 from davit.adapters.docker.engine import connect as engine_connect
 from davit.adapters.docker.engine import engine_address, engine_on_this_host
@@ -29,6 +30,16 @@ def migrate_checks(inputs: CheckInputs) -> None:
     spec: ComposeMigrateJob = inputs.spec
     cl = inputs.checklist
     layout = TargetLayout(spec.target.base_path, spec.source.project)
+    # the source's engine here, or on another host over SSH (`[source] host`)
+    need = remote_source_checks(cl, spec, layout) if spec.source.host is not None else _local_source(cl, spec, layout)
+    t = spec.target
+    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+    with cl.check("target", "ssh") as c, ssh_connect(address) as host:
+        c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
+        _target_checks(cl, host, layout, spec, need)
+
+
+def _local_source(cl: Checklist, spec: ComposeMigrateJob, layout: TargetLayout) -> int:
     need = 0
     with cl.check("source", "project") as c:
         client = engine_connect(spec.source.engine)
@@ -38,11 +49,7 @@ def migrate_checks(inputs: CheckInputs) -> None:
             client.close()
         need = int(getattr(project, "bytes", 0) or 0)
         c.ok(f"compose project {spec.source.project}: {len(project.model.get('services', {}))} services, {need} bytes of data")
-    t = spec.target
-    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
-    with cl.check("target", "ssh") as c, ssh_connect(address) as host:
-        c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
-        _target_checks(cl, host, layout, spec, need)
+    return need
 
 
 def backup_checks(inputs: CheckInputs) -> None:

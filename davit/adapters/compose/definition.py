@@ -15,11 +15,27 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from davit.domain.errors import SourceMissing
+
+
+class SourceFiles(Protocol):
+    """How the definition's files are looked at: on this host, or on a source reached over SSH."""
+
+    def is_file(self, path: str) -> bool: ...
+
+    def read_text(self, path: str) -> str: ...
+
+
+class LocalFiles:
+    def is_file(self, path: str) -> bool:
+        return Path(path).is_file()
+
+    def read_text(self, path: str) -> str:
+        return Path(path).read_text()
 
 
 @dataclass
@@ -31,10 +47,16 @@ class Definition:
 
 
 def project_definition(
-    project_name: str, working_dir: str, config_files: list[str], model: dict[str, Any], uninterpolated: dict[str, Any]
+    project_name: str,
+    working_dir: str,
+    config_files: list[str],
+    model: dict[str, Any],
+    uninterpolated: dict[str, Any],
+    files: SourceFiles | None = None,
 ) -> Definition:
     """What to copy: `model` is the resolved model, `uninterpolated` the one from `config
     --no-interpolate --no-env-resolution` (the only one that still names the env files)."""
+    files = files or LocalFiles()
     wd = working_dir.rstrip("/")
     found: dict[str, str] = {}
     outside: list[str] = []
@@ -61,23 +83,23 @@ def project_definition(
             found[rel] = f
             translated.append(rel)
         compose_files.append(rel)
-    for extra in _written_references(config_files, project_name):
+    for extra in _written_references(config_files, project_name, files):
         add(extra, text=True)
-    if (Path(wd) / ".env").is_file():
+    if files.is_file(f"{wd}/.env"):
         add(f"{wd}/.env", text=True)
-    for path in _env_files(uninterpolated):
+    for path in _env_files(uninterpolated, files):
         add(path, text=True)
     for path in _model_references(model):
         add(path, text=False)
     return Definition(compose_files, found, outside, translated)
 
 
-def _env_files(model: dict[str, Any]) -> Iterator[str]:
+def _env_files(model: dict[str, Any], files: SourceFiles) -> Iterator[str]:
     for service in (model.get("services") or {}).values():
         for entry in service.get("env_file") or []:
             path = entry.get("path") if isinstance(entry, dict) else entry
             # a missing `required: false` file is fine; an interpolated name cannot be followed
-            if isinstance(path, str) and "$" not in path and Path(path).is_file():
+            if isinstance(path, str) and "$" not in path and files.is_file(path):
                 yield path
 
 
@@ -91,7 +113,7 @@ def _model_references(model: dict[str, Any]) -> Iterator[str]:
                 yield spec["file"]
 
 
-def _written_references(config_files: Iterable[str], project_name: str) -> Iterator[str]:
+def _written_references(config_files: Iterable[str], project_name: str, files: SourceFiles) -> Iterator[str]:
     """Files that `extends:` and `include:` name, from the compose files as written, recursively."""
     seen: set[str] = set()
     config_files = [os.path.normpath(f) for f in config_files]
@@ -102,19 +124,19 @@ def _written_references(config_files: Iterable[str], project_name: str) -> Itera
             continue
         seen.add(current)
         here = os.path.dirname(current)
-        for ref in _references_in(current, project_name):
+        for ref in _references_in(current, project_name, files):
             if "$" in ref:
                 continue  # interpolated: compose resolves it; the model's env files cover the common case
             path = os.path.normpath(os.path.join(here, ref))
-            if Path(path).suffix in (".yml", ".yaml") and Path(path).is_file():
+            if Path(path).suffix in (".yml", ".yaml") and files.is_file(path):
                 pending.append(path)
             if path not in config_files:
                 yield path
 
 
-def _references_in(compose_file: str, project_name: str) -> Iterator[str]:
+def _references_in(compose_file: str, project_name: str, files: SourceFiles) -> Iterator[str]:
     try:
-        doc = yaml.safe_load(Path(compose_file).read_text())
+        doc = yaml.safe_load(files.read_text(compose_file))
     except (OSError, yaml.YAMLError) as exc:
         raise SourceMissing(f"compose project {project_name}", f"cannot read {compose_file}: {exc}") from exc
     if not isinstance(doc, dict):

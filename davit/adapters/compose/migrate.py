@@ -32,8 +32,8 @@ from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
 from davit.adapters.compose.model_mask import masked_model
-from davit.adapters.compose.pipeline import move_item
-from davit.adapters.compose.source import Item, compose_args, inspect_project
+from davit.adapters.compose.pipeline import Spawn, move_item
+from davit.adapters.compose.source import Item, Project, compose_args, inspect_project
 from davit.adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
@@ -55,6 +55,14 @@ WIRE_LEVEL = 1
 
 
 class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
+    def __new__(cls, inputs: RunInputs[ComposeMigrateJob]) -> ComposeMigrateWork:
+        # a source on another host (`[source] host`) is read over SSH: `sshsource.py`
+        if cls is ComposeMigrateWork and inputs.spec.source.host is not None:
+            from davit.adapters.compose.sshsource import SshSourceMigrateWork  # it builds on this module
+
+            cls = SshSourceMigrateWork
+        return super().__new__(cls)
+
     def __init__(self, inputs: RunInputs[ComposeMigrateJob]) -> None:
         super().__init__(inputs)
         spec = self.spec
@@ -148,7 +156,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if not ctx.step_done(RESTART_SOURCE):
             ctx.step_started(RESTART_SOURCE)
             containers = list((ctx.cursor(STOP) or {}).get("containers", []))
-            problems = start_containers(self.client, containers)
+            problems = self._start_source(containers)
             if problems:
                 raise PermanentError("the source could not be started again: " + "; ".join(problems))
             ctx.step_completed(RESTART_SOURCE, {"started": [c["name"] for c in containers]})
@@ -171,7 +179,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         return " ".join(shlex.quote(a) for a in compose_args(info["name"], info))
 
     def _inspect(self, ctx: RunContext) -> dict[str, Any]:
-        project = inspect_project(self.client, self.spec.source.engine, self.spec.source.project, self.layout.project_dir)
+        project = self._inspect_source()
         # where each bind lands (path_map, outside_binds): its problems fail pre-flight, next
         plan = binds.plan_binds(project.model, project.working_dir, self.layout, self.spec.path_map, self.spec.outside_binds)
         project.items = binds.apply_plan(project.items, plan)
@@ -202,12 +210,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     def _preflight(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
         need = 2 * int(info["bytes"]) + self.spec.min_free_bytes
-        source_tar = require_gnu_tar()  # the export's `tar --sort=name`, on this host
-        running = imgs.source_images(self.client, info["name"])
+        source_tar = self._source_tar()  # the export's `tar --sort=name`, where the source is
+        running = self._source_images(info["name"])
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
         with ssh_connect(self.address) as host:
-            if problems := binds.preflight_problems(info, self.layout, host):
+            if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
                 raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
             planned = imgs.plan(host, self.spec.images, running)
             # an image sent lies in the store and then in the engine: twice its size
@@ -280,6 +288,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
 
         sent: set[str] = set()
         unchanged: list[str] = []  # items the target held already: nothing written
+        spawn = self._spawner()  # where each item's export runs: here, or on the source's host
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
@@ -289,7 +298,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 ctx.check_stop()
                 unpack, walker = self._unpacker(host, item, info["name"])
                 moved = move_item(
-                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker
+                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker, spawn
                 )
                 imgs.check_loaded(host, self.layout.store, item)  # an image's ID, before it counts as imported
                 if not moved.unpacked:
@@ -340,14 +349,14 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # compose and env files name the project directory; configs and secrets go byte for byte
         translated = set(info.get("translated", info["files"]))
         files: dict[str, tuple[bytes, int]] = {}
-        compose_texts = binds.compose_texts(info, self.layout)  # outside binds placed (path_map)
+        compose_texts = binds.compose_texts(info, self.layout, self._read_source)  # outside binds placed (path_map)
         for rel, local in info["files"].items():
-            data = Path(local).read_bytes()
+            data = self._read_source(local)
             if rel in compose_texts:
                 data = compose_texts[rel].text.encode()
             elif rel in translated:
                 data = data.replace(wd.encode(), self.layout.project_dir.encode())
-            files[rel] = (data, 0o600 if rel == ".env" else Path(local).stat().st_mode & 0o777)
+            files[rel] = (data, 0o600 if rel == ".env" else self._source_mode(local))
         with ssh_connect(self.address) as host:
             tgt.write_project(host, self.layout, files)
             binds.verify_on_target(host, self.layout, self._project_args(info), info)
@@ -372,24 +381,50 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # opened before anything is removed: a resumed run whose repository cannot be opened now
         # fails here with its source still there for the rollback to start again
         staging = self.repo.staging(self.run_id)
-        removed: list[str] = []
-        if self.spec.remove_source:
-            label = f"{COMPOSE_PROJECT}={info['name']}"
-            with engine_errors(f"removing the source of {info['name']}"):
-                for c in self.client.containers.list(all=True, filters={"label": label}):
-                    c.remove(force=True)
-                    removed.append(c.name)
-                for n in self.client.networks.list(filters={"label": label}):
-                    n.remove()
-                if self.spec.remove_source_volumes:
-                    for item in self._items(info):
-                        if item.kind == "volume":
-                            try:
-                                self.client.volumes.get(item.target).remove(force=True)
-                            except docker.errors.NotFound:
-                                continue  # removed by an earlier try of this step: finalize is resumed, not redone
-                            removed.append(f"volume {item.target}")
+        removed = self._remove_source(info) if self.spec.remove_source else []
         with ssh_connect(self.address) as host:
             host.run(f"rm -rf {shlex.quote(self.layout.store)}")
         staging.remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}
+
+    # --- the source's engine and files: this host's (a source over SSH: `sshsource.py`) ---------
+
+    def _inspect_source(self) -> Project:
+        return inspect_project(self.client, self.spec.source.engine, self.spec.source.project, self.layout.project_dir)
+
+    def _source_tar(self) -> str:
+        return require_gnu_tar()
+
+    def _source_images(self, project: str) -> dict[str, dict[str, Any]]:
+        return imgs.source_images(self.client, project)
+
+    def _start_source(self, containers: list[dict[str, str]]) -> list[str]:
+        return start_containers(self.client, containers)
+
+    def _read_source(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def _source_mode(self, path: str) -> int:
+        return Path(path).stat().st_mode & 0o777
+
+    def _spawner(self) -> Spawn | None:
+        return None  # the export runs here
+
+    def _remove_source(self, info: dict[str, Any]) -> list[str]:
+        removed: list[str] = []
+        label = f"{COMPOSE_PROJECT}={info['name']}"
+        with engine_errors(f"removing the source of {info['name']}"):
+            for c in self.client.containers.list(all=True, filters={"label": label}):
+                c.remove(force=True)
+                removed.append(c.name)
+            for n in self.client.networks.list(filters={"label": label}):
+                n.remove()
+            if self.spec.remove_source_volumes:
+                for item in self._items(info):
+                    if item.kind == "volume":
+                        try:
+                            self.client.volumes.get(item.target).remove(force=True)
+                        except docker.errors.NotFound:
+                            continue  # removed by an earlier try of this step: finalize is resumed, not redone
+                        removed.append(f"volume {item.target}")
+        return removed

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import zstandard
@@ -126,6 +127,8 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
     return script + 'rm -f "$st" "$st.end"; exit $r'
 
 
+# starts an export command elsewhere: returns what `_Reader` uses of a Popen (`ssh/threaded.py`)
+Spawn = Callable[[list[str]], Any]
 Sealed = tuple[str, bytes | None, int]  # name, compressed bytes (None: not needed), plain length
 
 
@@ -152,14 +155,18 @@ class _Reader:
     """`tar c` in a subprocess, cut into chunks sealed by a thread pool, handed over in order
     through a bounded queue (None at the end, or the exception that stopped it)."""
 
-    def __init__(self, item: Item, level: int, known: Callable[[str], bool]) -> None:
+    def __init__(self, item: Item, level: int, known: Callable[[str], bool], spawn: Spawn | None = None) -> None:
         self.item = item
         self.queue: queue.Queue[Future[Sealed] | BaseException | None] = queue.Queue(AHEAD)
         self.pool = ThreadPoolExecutor(SEALERS, thread_name_prefix="davit-seal")
         self.sealer = _Sealer(level, known)
         self.stopped = threading.Event()
         env = item.export_environment() if isinstance(item, ImageItem) else None
-        self.proc = subprocess.Popen(tar_command(item), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.proc: Any
+        if spawn is not None:  # the source is another host's (`compose/sshsource.py`)
+            self.proc = spawn(tar_command(item))
+        else:
+            self.proc = subprocess.Popen(tar_command(item), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.thread = threading.Thread(target=self._produce, name="davit-tar-reader", daemon=True)
         self.thread.start()
 
@@ -215,17 +222,20 @@ def move_item(
     on_stored: Callable[[int, int], None],
     check_stop: Callable[[], None],
     walker: str | None = None,
+    spawn: Spawn | None = None,
 ) -> Moved:
     """Send `item` into the target's chunk store at `store` and unpack it there with `unpack`
     (a shell command reading the tar stream on stdin). `present` maps the names already in
     the store to their sizes and grows as chunks are acknowledged; `sent` holds those sent by
     this run (a chunk met twice is sent once). `on_stored(chunks, bytes)` follows each
     acknowledgement. With `walker` (a shell command listing the destination:
-    `target.walker_for`), a destination still holding what a pass recorded is not written."""
+    `target.walker_for`), a destination still holding what a pass recorded is not written.
+    With `spawn`, the export runs where `spawn` starts it (a source reached over SSH), not here."""
     record, walker = _record_of(store, unpack, walker)
     unpack_cmd = unpack_command(f"{store}/chunks", unpack, record, walker)
     # an image has no files to fingerprint: it is exported again (and only missing chunks sent)
-    key = None if isinstance(item, ImageItem) else tarindex.fingerprint(item, tar_command(item))
+    # nor does a remote source's item (its files are on another host: this host's lstat says nothing)
+    key = None if isinstance(item, ImageItem) or spawn is not None else tarindex.fingerprint(item, tar_command(item))
     listed = None
     if key and record and walker:
         out = host.run(unpacked.check_command(tarindex.path(store, key), record, walker)).stdout.splitlines()
@@ -238,7 +248,7 @@ def move_item(
         listed = tarindex.lookup(host, store, key)
     if listed is not None and all(name in present for name in listed.ids):
         return _unpack_listed(host, unpack_cmd, listed, present, check_stop)
-    reader = _Reader(item, level, lambda name: name in present or name in sent)
+    reader = _Reader(item, level, lambda name: name in present or name in sent, spawn)
     try:
         moved = host.run_async(lambda conn: _move(conn, host, store, unpack_cmd, reader, present, sent, on_stored, check_stop))
     finally:

@@ -108,27 +108,9 @@ def connect(address: SshAddress) -> Iterator[RemoteHost]:
     """One verified connection for the duration of the block."""
     loop = asyncio.new_event_loop()
     try:
-        try:
-            known = asyncssh.read_known_hosts(address.known_hosts)
-        except (OSError, ValueError) as exc:
-            raise HostKeyRejected(address.where, address.known_hosts, f"cannot read known_hosts: {exc}") from exc
+        known = read_known_hosts(address)
         with connect_errors(address):
-            conn = loop.run_until_complete(
-                asyncio.wait_for(
-                    asyncssh.connect(
-                        address.host,
-                        address.port,
-                        username=address.user,
-                        client_keys=[address.key_file],
-                        known_hosts=known,
-                        config=[],
-                        agent_path=None,
-                        encryption_algs=PREFERRED_CIPHERS,
-                        connect_timeout=address.connect_timeout,
-                    ),
-                    address.connect_timeout + 5,
-                )
-            )
+            conn = loop.run_until_complete(open_connection(address, known))
         try:
             yield RemoteHost(address, loop, conn)
         finally:
@@ -136,6 +118,33 @@ def connect(address: SshAddress) -> Iterator[RemoteHost]:
             loop.run_until_complete(conn.wait_closed())
     finally:
         loop.close()
+
+
+async def open_connection(address: SshAddress, known: Any) -> asyncssh.SSHClientConnection:
+    """The verified connection `connect` opens (also `threaded.py`'s): the host key against
+    `known` (read from the job's known_hosts), the job's key only, no agent, no ssh config."""
+    return await asyncio.wait_for(
+        asyncssh.connect(
+            address.host,
+            address.port,
+            username=address.user,
+            client_keys=[address.key_file],
+            known_hosts=known,
+            config=[],
+            agent_path=None,
+            encryption_algs=PREFERRED_CIPHERS,
+            connect_timeout=address.connect_timeout,
+        ),
+        address.connect_timeout + 5,
+    )
+
+
+def read_known_hosts(address: SshAddress) -> Any:
+    """The job's known_hosts, parsed; `HostKeyRejected` if it cannot be read."""
+    try:
+        return asyncssh.read_known_hosts(address.known_hosts)
+    except (OSError, ValueError) as exc:
+        raise HostKeyRejected(address.where, address.known_hosts, f"cannot read known_hosts: {exc}") from exc
 
 
 @contextmanager

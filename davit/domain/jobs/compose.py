@@ -1,7 +1,8 @@
 """Job spec of `compose.migrate`: move a compose project (definition, named volumes, bind
-mounted data, `.env`) from the local engine to another host over SSH.
+mounted data, `.env`) from the local engine, or one on another host reached over SSH
+(`[source] host = ...`), to another host over SSH.
 
-The source project is found on the local engine by its compose labels; the target is an SSH
+The source project is found on its engine by its compose labels; the target is an SSH
 host whose sessions reach its Docker engine, verified against `known_hosts` (never
 auto-accepted). `base_path` is where the project directory lands; bind paths under the
 project directory are translated to it; a bind path outside it goes where `path_map` puts it
@@ -11,9 +12,9 @@ default), keep its path on the target, or skip it. `dry_run` runs inspect and pr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from davit.domain.jobs.base import JobBase, Spec, absolute_path
 from davit.domain.pathmap import check_path_map
@@ -21,7 +22,37 @@ from davit.domain.pathmap import check_path_map
 
 class ComposeSource(Spec):
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    engine: str | None = None  # default: the daemon's DOCKER_HOST
+    engine: str | None = None  # default: the daemon's DOCKER_HOST (with `host`: that host's DOCKER_HOST)
+    # The source's engine on another host, reached over SSH as the target is (issue 21): its
+    # host key checked against `known_hosts`, never auto-accepted
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    key_file: str | None = None
+    known_hosts: str | None = None
+    connect_timeout: float = Field(default=30, gt=0)
+
+    _absolute = field_validator("key_file", "known_hosts")(absolute_path)
+
+    @model_validator(mode="after")
+    def _ssh_needs_its_keys(self) -> ComposeSource:
+        if self.host is not None and (self.key_file is None or self.known_hosts is None):
+            raise ValueError("a source with `host` needs `key_file` and `known_hosts` (its host key is checked, never accepted)")
+        if self.host is None and (self.key_file is not None or self.known_hosts is not None):
+            raise ValueError("`key_file` and `known_hosts` are for a source reached over SSH: set `host` too")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _local_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a local source dumps as it did before `host` existed: its job keeps its revision
+        dumped: dict[str, Any] = handler(self)
+        if self.host is None:
+            for name in _SSH_FIELDS:
+                dumped.pop(name, None)
+        return dumped
+
+
+_SSH_FIELDS = ("host", "port", "user", "key_file", "known_hosts", "connect_timeout")
 
 
 class SshTarget(Spec):
@@ -56,6 +87,15 @@ class ComposeMigrateJob(JobBase):
     # which images the project's containers run go with it: those the target lacks (by image
     # ID), all, or none (the target must have or build them)
     images: Literal["missing", "all", "none"] = "missing"
+
+    @model_validator(mode="after")
+    def _images_from_a_local_source(self) -> ComposeMigrateJob:
+        if self.source.host is not None and self.images != "none":
+            raise ValueError(
+                'images cannot travel from a source reached over SSH yet: set images = "none" '
+                "(the target must have or build the stack's images)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:
