@@ -121,9 +121,14 @@ def where(url: URL) -> str:
 def parse_url(text: str, source: str) -> URL:
     """A `postgresql://` URL read from `source` (a file name), for psycopg 3; an error naming
     `source` and the reason, never the URL."""
+    text = text.strip()
+    # A raw `@` in the password would make the URL parser take the password's tail for the host
+    # (or port, or database), which errors and `where` then show: refuse any `@` but the one.
+    if text.count("@") > 1:
+        raise EventStoreUrlError(f"{source}: the URL holds more than one '@'; write an '@' in the password as %40")
     try:
-        url = make_url(text.strip())
-    except ArgumentError:
+        url = make_url(text)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (never echoed: may hold the password)
         raise EventStoreUrlError(f"{source}: not a URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)") from None
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise EventStoreUrlError(f"{source}: the URL's scheme must be postgresql://, not {url.get_backend_name()!r}")
