@@ -16,8 +16,9 @@ read 11 before a slower transaction holding 10 commits, and never look back. Her
 sequence is used: every writing transaction first takes `pg_advisory_xact_lock(LOCK_KEY)`
 (one lock for the whole log, released only when the transaction ends), and only then, in
 later statements, reads the head (`chain_head`) and assigns the next positions. Under READ
-COMMITTED each statement takes a new snapshot, so the head read after the lock sees the
-previous holder's commit; and PostgreSQL marks a transaction committed (visible) before it
+COMMITTED (set on every connection, whatever the database's default) each statement takes
+a new snapshot, so the head read after the lock sees the previous holder's commit; and
+PostgreSQL marks a transaction committed (visible) before it
 releases its locks (`CommitTransaction`: `ProcArrayEndTransaction` precedes the release of
 locks). So position N+1 is assigned only after N is visible: commit order is position order,
 a snapshot that shows position P shows every position below it, and `read_all(after=P)` is a
@@ -166,6 +167,10 @@ class PostgresEventStore:
             pool_size=4,
             max_overflow=8,
             pool_pre_ping=True,
+            # Always READ COMMITTED, whatever the database's or role's default: the head must be
+            # read in a statement after the lock's (a snapshot of its own), not in one taken
+            # when the transaction began and the lock was still held by another writer.
+            isolation_level="READ COMMITTED",
             connect_args={"options": options, "connect_timeout": 10, "application_name": "davit"},
         )
         try:
