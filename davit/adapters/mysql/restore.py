@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from davit.adapters.mysql import rollbackwait, schema
+from davit.adapters.mysql import loadlock, rollbackwait, schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, TableEntry, UsersEntry, qualified, read_tree
@@ -239,6 +239,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 rollbackwait.wait_gone(cur, earlier, ctx.check_stop, f"{self.server.what}: loading {name}")
                 relay.call(ctx.checkpoint, step, {"count": None, "loading": rollbackwait.identity(cur)})
                 cur.execute(f"USE {quote_name(dst)}")
+                # another load of this table (another run) holds it until its commit: then this
+                # one sees its rows and empties the table (the check below takes no lock)
+                loadlock.hold(cur, dst, entry.table, ctx.check_stop, f"{self.server.what}: loading {name}")
                 versioned = _versioned(cur, dst, entry.table)
                 cur.execute("START TRANSACTION")
                 # a sequence cannot be emptied: its row insert sets its state. An empty table
