@@ -16,8 +16,9 @@ read 11 before a slower transaction holding 10 commits, and never look back. Her
 sequence is used: every writing transaction first takes `pg_advisory_xact_lock(LOCK_KEY)`
 (one lock for the whole log, released only when the transaction ends), and only then, in
 later statements, reads the head (`chain_head`) and assigns the next positions. Under READ
-COMMITTED each statement takes a new snapshot, so the head read after the lock sees the
-previous holder's commit; and PostgreSQL marks a transaction committed (visible) before it
+COMMITTED (set on every connection, whatever the database's default) each statement takes
+a new snapshot, so the head read after the lock sees the previous holder's commit; and
+PostgreSQL marks a transaction committed (visible) before it
 releases its locks (`CommitTransaction`: `ProcArrayEndTransaction` precedes the release of
 locks). So position N+1 is assigned only after N is visible: commit order is position order,
 a snapshot that shows position P shows every position below it, and `read_all(after=P)` is a
@@ -120,9 +121,14 @@ def where(url: URL) -> str:
 def parse_url(text: str, source: str) -> URL:
     """A `postgresql://` URL read from `source` (a file name), for psycopg 3; an error naming
     `source` and the reason, never the URL."""
+    text = text.strip()
+    # A raw `@` in the password would make the URL parser take the password's tail for the host
+    # (or port, or database), which errors and `where` then show: refuse any `@` but the one.
+    if text.count("@") > 1:
+        raise EventStoreUrlError(f"{source}: the URL holds more than one '@'; write an '@' in the password as %40")
     try:
-        url = make_url(text.strip())
-    except ArgumentError:
+        url = make_url(text)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (never echoed: may hold the password)
         raise EventStoreUrlError(f"{source}: not a URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)") from None
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise EventStoreUrlError(f"{source}: the URL's scheme must be postgresql://, not {url.get_backend_name()!r}")
@@ -160,6 +166,10 @@ class PostgresEventStore(SqlReads):
             pool_size=4,
             max_overflow=8,
             pool_pre_ping=True,
+            # Always READ COMMITTED, whatever the database's or role's default: the head must be
+            # read in a statement after the lock's (a snapshot of its own), not in one taken
+            # when the transaction began and the lock was still held by another writer.
+            isolation_level="READ COMMITTED",
             connect_args={"options": options, "connect_timeout": 10, "application_name": "davit"},
         )
         try:

@@ -131,3 +131,39 @@ class TestSeveralWritersOnOnePostgresLog:
             assert (await log.verify()).ok
 
         run(go())
+
+
+@pytest.fixture
+def strict_database_default(log: PostgresLog) -> Iterator[PostgresLog]:
+    """The log's database made SERIALIZABLE by default, as a DBA may set it for an application's database."""
+    database = sql.Identifier(str(log.url.database))
+    with admin(log.peer) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = 'serializable'").format(database))
+    try:
+        yield log
+    finally:
+        with admin(log.peer) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_isolation").format(database))
+
+
+def test_writers_on_a_database_whose_default_isolation_is_serializable_still_all_append(
+    strict_database_default: PostgresLog,
+) -> None:
+    """The lock-then-read-the-head order needs each statement's own snapshot (READ COMMITTED):
+    under a database default of REPEATABLE READ or SERIALIZABLE the snapshot would be taken
+    before the lock was granted, the head read stale, and a writer that waited would fail."""
+    log = strict_database_default
+    writers, rounds = 3, 15
+
+    async def go() -> None:
+        async def write(k: int) -> None:
+            async with log.writer() as store:
+                for i in range(rounds):
+                    await store.append(f"w{k}", i, [new(k=k, i=i)])
+
+        await asyncio.gather(*(write(k) for k in range(writers)))
+        async with log.reader() as reader:
+            assert [e.position for e in await reader.read_all(0)] == list(range(1, writers * rounds + 1))
+        assert (await log.verify()).ok
+
+    run(go())

@@ -41,8 +41,10 @@ def _refusal(tmp_path: Path, url_text: str | None) -> str:
         (f"postgresql://u:{SECRET}@h:5432\n", "names no database"),
         (f"postgresql://u:{SECRET}@h/db\npostgresql://u:{SECRET}@h/db2\n", "one URL on one line"),
         ("\n", "one URL on one line"),
+        (f"postgresql://u:{SECRET}@h:port/db\n", "not a URL"),
+        (f"postgresql://u:{SECRET}@h:{SECRET}/db\n", "not a URL"),
     ],
-    ids=["missing", "another-scheme", "no-database", "two-urls", "empty"],
+    ids=["missing", "another-scheme", "no-database", "two-urls", "empty", "port-not-a-number", "password-as-port"],
 )
 def test_an_unusable_url_file_is_refused_naming_the_file_and_why(tmp_path: Path, text: str | None, reason: str) -> None:
     assert reason in _refusal(tmp_path, text)
@@ -70,3 +72,19 @@ def test_without_the_setting_the_log_stays_sqlite_in_the_state_directory(tmp_pat
     (home / "davit.toml").write_text("[daemon]\n")
     settings = load_settings(home)
     assert settings.event_store_url_path is None and settings.db_path == home / "state" / "davit.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u:pw@{SECRET}@h/db\n",  # the tail would be taken for the host
+        f"postgresql://u:pw@x:{SECRET}@h/db\n",  # ... for the port
+        f"postgresql://u:pw@x/{SECRET}@h/db\n",  # ... for the database
+    ],
+    ids=["tail-as-host", "tail-as-port", "tail-as-database"],
+)
+def test_a_password_with_a_raw_at_sign_is_refused_without_showing_any_of_it(tmp_path: Path, url: str) -> None:
+    """An operator pastes a password holding '@' unencoded: the URL parser would cut the password
+    at the first '@' and show the rest as the host in every error and log line."""
+    message = _refusal(tmp_path, url)
+    assert "%40" in message and "h:5432" not in message

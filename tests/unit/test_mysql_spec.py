@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from davit.adapters.mysql.layout import DatabaseEntry, TableEntry
+from davit.adapters.mysql.restore import restore_selection
 from davit.adapters.mysql.sqltext import insert_head, statements
-from davit.domain.errors import InvalidJob
+from davit.domain.errors import InvalidJob, PermanentError
 from davit.domain.jobs import MysqlBackupJob, MysqlRestoreJob, job_from_dict
 
 
@@ -58,6 +60,20 @@ def test_a_restore_may_rename_but_never_two_databases_into_one() -> None:
     with pytest.raises(InvalidJob) as exc:
         restore(user="u", password_env="P", if_exists="replace")
     assert "target.if_exists" in problems(exc)
+
+
+def test_a_rename_onto_a_database_the_snapshot_also_holds_is_refused_before_any_table_loads() -> None:
+    """The snapshot holds `shop` and `shop_old`; `rename = { shop_old = "shop" }` would load both
+    `orders` tables into `shop.orders` as one step name: one load's rows emptied or doubled by the
+    other's. The job's own check sees only rename's targets, so the snapshot's names decide."""
+    entries: list[Any] = [DatabaseEntry(db, f"CREATE DATABASE `{db}`") for db in ("shop", "shop_old")]
+    entries += [TableEntry(db, "orders", "CREATE TABLE `orders` (id INT)", "InnoDB", ["id"]) for db in ("shop", "shop_old")]
+    spec = restore(user="u", password_env="P", rename={"shop_old": "shop"}, if_exists="merge")
+    with pytest.raises(PermanentError, match="databases shop and shop_old of the snapshot would both be restored into shop"):
+        restore_selection(entries, spec.target)
+    only_old = restore(user="u", password_env="P", rename={"shop_old": "shop"}, include=["shop_old.*"], if_exists="merge")
+    _chosen, pairs = restore_selection(entries, only_old.target)
+    assert pairs == [["shop_old", "shop"]]
 
 
 def test_an_insert_names_its_table_and_columns_quoted() -> None:

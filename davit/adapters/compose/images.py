@@ -166,14 +166,18 @@ def unpacker(host: RemoteHost, store: str, item: Item) -> str:
 
 
 def check_loaded(host: RemoteHost, store: str, item: Item) -> None:
-    """For an image: raise `ImageMismatch` unless the target's load gave the source's image ID."""
+    """For an image: raise `ImageMismatch` unless the target's load gave the source's image ID,
+    and nothing else: not another image, not a name (`Loaded image: NAME`, a load that tagged)."""
     if not isinstance(item, ImageItem):
         return
     said = host.run(f"cat {q(loaded_file(store, item))} 2>/dev/null; true").stdout
-    loaded = [line.split(":", 1)[1].strip() for line in said.splitlines() if line.startswith("Loaded image ID:")]
+    loaded = [
+        line.split(":", 1)[1].strip() for line in said.splitlines() if line.startswith(("Loaded image ID:", "Loaded image:"))
+    ]
+    others = [got for got in loaded if got != item.source]
     found = _target_id(host, item.source)
-    if found != item.source or (loaded and loaded[-1] != item.source):
-        got = loaded[-1] if loaded else (found or "nothing")
+    if found != item.source or others:
+        got = others[0] if others else (found or "nothing")
         raise ImageMismatch(f"image {item.target}: the target loaded {got}, the source's image is {item.source}")
 
 

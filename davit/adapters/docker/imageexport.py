@@ -11,6 +11,14 @@ when the engine lacks it, so a layer the target already holds needs no bytes (ch
 Docker Engine 20.10 by `tests/integration/compose/test_images.py`). The caller names only diff
 IDs whose whole chain the target holds.
 
+The export must be the one image asked for, under no name: `docker load` tags every name a
+`manifest.json` entry's `RepoTags` or a `repositories` file lists, and loads every entry, so a
+crafted export (a source engine not to be trusted, or a proxy before it) could repoint a name
+the target's other stacks run, which the rollback knows nothing of. An engine's export by ID
+has one entry, whose config is the image ID, no names and no `repositories` (or an empty one):
+anything else, or a member whose name leaves the archive, stops the export (`UnexpectedExport`)
+before the target reads it.
+
 The engine's export is deterministic (names sorted, times fixed: two saves are byte for byte
 equal), and so is this copy, so a resumed transfer cuts the same chunks and sends only those
 the target's store lacks. A layer's diff ID is the sha256 of its uncompressed tar, which is
@@ -23,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import posixpath
 import sys
 import tarfile
 import tempfile
@@ -38,6 +48,12 @@ ENGINE_ENV = "DAVIT_IMAGE_ENGINE"
 SPOOL_MEMORY = 8 << 20
 COPY = 1 << 20
 BLOB_PREFIX = "blobs/sha256/"
+MANIFEST, REPOSITORIES = "manifest.json", "repositories"  # what `docker load` reads names from
+MAX_METADATA = 1 << 20
+
+
+class UnexpectedExport(tarfile.TarError):
+    """The export is not the one image asked for, unnamed (see the module's docstring)."""
 
 
 class _Chunks(io.RawIOBase):
@@ -66,18 +82,53 @@ def _is_layer(name: str) -> bool:
     return name.endswith("/layer.tar") or name.startswith(BLOB_PREFIX)
 
 
-def filter_export(source: IO[bytes], out: IO[bytes], skip: set[str]) -> list[str]:
+def filter_export(source: IO[bytes], out: IO[bytes], skip: set[str], image_id: str = "") -> list[str]:
     """Copy the export tar `source` to `out`, without the layers whose diff IDs (hex) are in
-    `skip`; the names left out."""
+    `skip`; the names left out. `UnexpectedExport` if it is not the export of `image_id`
+    (`sha256:...`; "" checks only that nothing is named) alone and unnamed."""
     dropped: list[str] = []
     with tarfile.open(fileobj=source, mode="r|") as src, tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as dst:
         for member in src:
             data = src.extractfile(member) if member.isfile() else None
-            if data is None or not skip or not _is_layer(member.name):
+            if _metadata_name(member) is not None:
+                dst.addfile(member, io.BytesIO(_checked_metadata(member, data, image_id)))
+            elif data is None or not skip or not _is_layer(member.name):
                 dst.addfile(member, data)
             elif not _copy_layer(dst, member, data, skip):
                 dropped.append(member.name)
     return dropped
+
+
+def _metadata_name(member: tarfile.TarInfo) -> str | None:
+    """`manifest.json` or `repositories` if `member` is where `docker load` reads them; None for
+    another member. A name that leaves the archive is refused."""
+    name = posixpath.normpath(member.name)
+    if member.name.startswith("/") or name == ".." or name.startswith("../"):
+        raise UnexpectedExport(f"the export holds {member.name!r}, outside the archive")
+    return name if name in (MANIFEST, REPOSITORIES) else None
+
+
+def _checked_metadata(member: tarfile.TarInfo, data: IO[bytes] | None, image_id: str) -> bytes:
+    """The bytes of `manifest.json` / `repositories`, once they name nothing and list only `image_id`."""
+    if data is None or member.size > MAX_METADATA:
+        raise UnexpectedExport(f"the export's {member.name!r} is not a small regular file")
+    raw = data.read()
+    try:
+        content = json.loads(raw)
+    except ValueError:
+        raise UnexpectedExport(f"the export's {member.name!r} is not JSON") from None
+    if _metadata_name(member) == REPOSITORIES:
+        if content:
+            raise UnexpectedExport("the export's 'repositories' names images; the target's load would tag them")
+        return raw
+    if not isinstance(content, list) or len(content) != 1 or not isinstance(content[0], dict):
+        raise UnexpectedExport("the export's manifest.json does not list exactly one image")
+    if content[0].get("RepoTags"):
+        raise UnexpectedExport("the export's manifest.json names the image; the target's load would tag those names")
+    config = posixpath.basename(str(content[0].get("Config", ""))).removesuffix(".json")
+    if image_id and config != image_id.removeprefix("sha256:"):
+        raise UnexpectedExport(f"the export is of image {config[:19]!r}, not {image_id}")
+    return raw
 
 
 def _copy_layer(dst: tarfile.TarFile, member: tarfile.TarInfo, data: IO[bytes], skip: set[str]) -> bool:
@@ -116,7 +167,8 @@ def main(argv: list[str]) -> int:
     client = docker.DockerClient(base_url=os.environ[ENGINE_ENV], timeout=600)
     try:
         stream = client.api.get_image(image, chunk_size=COPY)
-        filter_export(io.BufferedReader(_Chunks(iter(stream)), COPY), sys.stdout.buffer, skip)
+        expected = image if image.startswith("sha256:") else ""  # the migration exports by ID
+        filter_export(io.BufferedReader(_Chunks(iter(stream)), COPY), sys.stdout.buffer, skip, expected)
         sys.stdout.buffer.flush()
     except (docker.errors.DockerException, OSError, tarfile.TarError) as exc:
         # a connection error may quote the address, credentials and all

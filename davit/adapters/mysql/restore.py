@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from davit.adapters.mysql import rollbackwait, schema
+from davit.adapters.mysql import loadlock, rollbackwait, schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, TableEntry, UsersEntry, qualified, read_tree
@@ -239,6 +239,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 rollbackwait.wait_gone(cur, earlier, ctx.check_stop, f"{self.server.what}: loading {name}")
                 relay.call(ctx.checkpoint, step, {"count": None, "loading": rollbackwait.identity(cur)})
                 cur.execute(f"USE {quote_name(dst)}")
+                # another load of this table (another run) holds it until its commit: then this
+                # one sees its rows and empties the table (the check below takes no lock)
+                loadlock.hold(cur, dst, entry.table, ctx.check_stop, f"{self.server.what}: loading {name}")
                 versioned = _versioned(cur, dst, entry.table)
                 cur.execute("START TRANSACTION")
                 # a sequence cannot be emptied: its row insert sets its state. An empty table
@@ -379,7 +382,24 @@ def restore_selection(entries: list[Entry], tgt: MysqlRestoreTarget) -> tuple[li
     selected = set(select([e.name for e in found], tgt.include, tgt.exclude))
     chosen = [e for e in found if e.name in selected]  # (two tables may read alike: layout.qualified)
     dbs = sorted({e.db for e in chosen} | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)})
-    return chosen, [[db, tgt.rename.get(db, db)] for db in dbs]
+    pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
+    _one_source_each(pairs)
+    return chosen, pairs
+
+
+def _one_source_each(pairs: list[list[str]]) -> None:
+    """Refuse two snapshot databases restored into one (`rename = { old = "shop" }` with `shop`
+    in the snapshot too): the job's check only sees `rename`'s own targets, and here two loads of
+    `shop.orders` would run as one step, each emptying or doubling the other's rows."""
+    into: dict[str, list[str]] = {}
+    for src, dst in pairs:
+        into.setdefault(dst, []).append(src)
+    for dst, sources in into.items():
+        if len(sources) > 1:
+            raise PermanentError(
+                f"databases {' and '.join(sources)} of the snapshot would both be restored into {dst} (their tables "
+                "would mix): rename one of them to another name, or leave one out with include"
+            )
 
 
 def _wanted(db: str, include: list[str]) -> bool:

@@ -6,6 +6,8 @@ byte the same (what a resumed transfer relies on to find its chunks again)."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import subprocess
 import tarfile
@@ -17,6 +19,7 @@ import docker
 import pytest
 
 from davit.adapters.compose import images
+from davit.adapters.docker.imageexport import UnexpectedExport, filter_export
 from davit.adapters.ssh.remote import SshAddress, connect
 from tests.integration.compose.stack import clients
 from tests.peers.state import DockerPeer, SshPeer
@@ -130,3 +133,71 @@ def test_a_load_that_gave_another_image_id_fails_naming_the_image(ssh_peer: SshP
         host.write_file(images.loaded_file(store, item), f"Loaded image ID: sha256:{'b' * 64}\n".encode())
         with pytest.raises(images.ImageMismatch, match=f"image shop-app: the target loaded sha256:{'b' * 64}"):
             images.check_loaded(host, store, item)
+
+
+def _rewritten(export: bytes, change: dict[str, bytes], extra: dict[str, bytes]) -> bytes:
+    """`export` with the members named in `change` given new content and the `extra` ones added."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(export)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name in change:
+                member.size = len(change[member.name])
+                data = io.BytesIO(change[member.name])
+            dst.addfile(member, data)
+        for name, content in extra.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            dst.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def test_an_export_that_would_name_or_add_images_on_the_target_is_stopped_before_the_target_reads_it(
+    docker_peer: DockerPeer, ssh_peer: SshPeer
+) -> None:
+    """A source engine (or a proxy before it) that is not to be trusted answers the export by ID
+    with a manifest naming `shop/db:16`: the target's `docker load` would point that name, which
+    the target's other stacks run, at the source's image, and the rollback would never know."""
+    for source, _target in clients(docker_peer, ssh_peer):
+        image_id = str(source.images.get(docker_peer.image).id)
+        honest = b"".join(source.api.get_image(image_id))
+    with tarfile.open(fileobj=io.BytesIO(honest)) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    named = [{**manifest[0], "RepoTags": ["shop/db:16"]}]
+    other = [{**manifest[0], "Config": "b" * 64 + ".json"}]
+    crafted = {
+        "named": _rewritten(honest, {"manifest.json": json.dumps(named).encode()}, {}),
+        "two-images": _rewritten(honest, {"manifest.json": json.dumps(manifest * 2).encode()}, {}),
+        "another-image": _rewritten(honest, {"manifest.json": json.dumps(other).encode()}, {}),
+        "repositories": _rewritten(honest, {}, {"repositories": json.dumps({"shop/db": {"16": image_id}}).encode()}),
+        "second-manifest": _rewritten(honest, {}, {"./manifest.json": json.dumps(named).encode()}),
+        "outside": _rewritten(honest, {}, {"../manifest.json": b"[]"}),
+    }
+    for how, export in crafted.items():
+        with pytest.raises(UnexpectedExport):
+            filter_export(io.BytesIO(export), io.BytesIO(), set(), image_id)
+            pytest.fail(f"the {how} export went through")
+
+    copied = io.BytesIO()
+    assert filter_export(io.BytesIO(honest), copied, set(), image_id) == []  # the engine's own export passes, whole
+    with tarfile.open(fileobj=io.BytesIO(honest)) as a, tarfile.open(fileobj=io.BytesIO(copied.getvalue())) as b:
+        assert a.getnames() == b.getnames()
+
+
+def test_a_load_that_tagged_a_name_fails_even_when_the_image_is_the_sources(ssh_peer: SshPeer, tmp_path: Path) -> None:
+    """`docker load` of an export carrying a name prints `Loaded image: NAME` (no ID line): the
+    target now has that name pointing elsewhere than before, which the migration did not plan."""
+    target = docker.DockerClient(base_url=ssh_peer.docker_host)
+    try:
+        image_id = str(target.images.get(ssh_peer.image).id)  # on the target, as a load would leave it
+    finally:
+        target.close()
+    item = images.ImageItem("image-0", "image", image_id, "shop-app")
+    store = str(tmp_path / "store")
+    address = SshAddress(ssh_peer.host, ssh_peer.port, ssh_peer.user, ssh_peer.key_file, ssh_peer.known_hosts)
+    with connect(address) as host:
+        host.write_file(images.loaded_file(store, item), b"Loaded image: shop/db:16\n")
+        with pytest.raises(images.ImageMismatch, match="image shop-app: the target loaded shop/db:16"):
+            images.check_loaded(host, store, item)
+        host.write_file(images.loaded_file(store, item), f"Loaded image ID: {image_id}\n".encode())
+        images.check_loaded(host, store, item)  # the source's image, unnamed: fine
