@@ -39,6 +39,7 @@ from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, 
 from davit.adapters.parallel import Relay, run_parallel
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
+from davit.adapters.sqlrename import one_source_each
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import MysqlRestoreJob
 from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlRestoreTarget
@@ -383,23 +384,8 @@ def restore_selection(entries: list[Entry], tgt: MysqlRestoreTarget) -> tuple[li
     chosen = [e for e in found if e.name in selected]  # (two tables may read alike: layout.qualified)
     dbs = sorted({e.db for e in chosen} | {e.db for e in entries if isinstance(e, DatabaseEntry) and _wanted(e.db, tgt.include)})
     pairs = [[db, tgt.rename.get(db, db)] for db in dbs]
-    _one_source_each(pairs)
+    one_source_each(pairs)
     return chosen, pairs
-
-
-def _one_source_each(pairs: list[list[str]]) -> None:
-    """Refuse two snapshot databases restored into one (`rename = { old = "shop" }` with `shop`
-    in the snapshot too): the job's check only sees `rename`'s own targets, and here two loads of
-    `shop.orders` would run as one step, each emptying or doubling the other's rows."""
-    into: dict[str, list[str]] = {}
-    for src, dst in pairs:
-        into.setdefault(dst, []).append(src)
-    for dst, sources in into.items():
-        if len(sources) > 1:
-            raise PermanentError(
-                f"databases {' and '.join(sources)} of the snapshot would both be restored into {dst} (their tables "
-                "would mix): rename one of them to another name, or leave one out with include"
-            )
 
 
 def _wanted(db: str, include: list[str]) -> bool:

@@ -49,6 +49,7 @@ from davit.adapters.postgres.policies import fit_policies
 from davit.adapters.postgres.roles import apply_database_acl, apply_roles
 from davit.adapters.prefetch import calls_ahead
 from davit.adapters.runwork import RunInputs, RunWork
+from davit.adapters.sqlrename import one_source_each
 from davit.domain.errors import PermanentError
 from davit.domain.jobs import PostgresRestoreJob
 from davit.domain.jobs.postgres import select_tables
@@ -109,6 +110,7 @@ class PostgresRestoreWork(RunWork[PostgresRestoreJob]):
             pairs = [(u.pg["schema"], u.pg["table"]) for u in units if u.db == db and u.kind == "table"]
             tables = [list(p) for p, n in zip(pairs, names, strict=True) if n in set(chosen)]
             databases.append({"source": db, "target": dst, "tables": tables, "left_out": self._left_out(units, db)})
+        one_source_each([[db, tgt.rename.get(db, db)] for db in tgt.databases or in_snapshot])
         with self.server.connect(autocommit=True) as conn, self.server.errors("connecting"):
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         self.details = {"snapshot_id": snap.id, "databases": databases, "server_version": version}

@@ -185,3 +185,19 @@ def test_a_table_dropped_after_the_backup_was_prepared_is_left_out_with_a_warnin
     restore(pg, repo, shop, copy)
     assert "log" not in relations(pg, copy)
     assert rows(pg, copy, "SELECT count(*) FROM orders") == [(500,)]
+
+
+def test_a_rename_onto_a_database_the_snapshot_also_holds_is_refused_before_anything_is_restored(pg: Pg, tmp_path: Path) -> None:
+    shop, old = pg.name("shop"), pg.name("old")
+    make_db(pg, shop, SHOP)
+    make_db(pg, old, SHOP)
+    repo = Repository.open(tmp_path / "repo")
+    spec = {"name": "pg", "kind": "postgres.backup", "source": pg.server(databases=[shop, old])}
+    ctx = MemoryRunContext(run_id="b1")
+    work = PostgresBackupWork(RunInputs(job_from_dict(spec, "pg.toml"), "b1", repo=repo))
+    work.prepare(ctx)
+    work.run(ctx)
+    work.finish(ctx)
+    with pytest.raises(PermanentError, match=f"databases {old} and {shop} of the snapshot would both be restored into {shop}"):
+        restore(pg, repo, old, shop, job=None, if_exists="merge")
+    assert rows(pg, shop, "SELECT count(*) FROM orders") == [(500,)]  # left alone
