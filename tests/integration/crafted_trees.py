@@ -45,10 +45,13 @@ def file_line(repo: Repository, path: str, data: bytes, mode: int = 0o644, **ext
     }
 
 
-def publish(repo: Repository, snapshot_id: str, lines: list[dict[str, Any] | bytes], job: str = "job") -> str:
-    """Publish `lines` (dicts, or raw bytes for lines that are not even JSON) as a files snapshot."""
+def publish(
+    repo: Repository, snapshot_id: str, lines: list[dict[str, Any] | bytes], job: str = "job", kind: str = "files"
+) -> str:
+    """Publish `lines` (dicts, or raw bytes for lines that are not even JSON) as a snapshot of
+    `kind` (a files one, or a volumes one: the same tree format)."""
     raw = b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
-    manifest = {"id": snapshot_id, "job": job, "kind": "files", "run_id": snapshot_id, "created_at": "2026-01-01T00:00:00"}
+    manifest = {"id": snapshot_id, "job": job, "kind": kind, "run_id": snapshot_id, "created_at": "2026-01-01T00:00:00"}
     repo.publish_snapshot_from(manifest, io.BytesIO(raw))
     return snapshot_id
 

@@ -221,6 +221,7 @@ def test_a_volume_restore_checks_the_volumes_subtree_before_it_reaches_the_engin
         "vols1",
         [ROOT, {"p": "data", "t": "d", "m": 0o755, "mt": 1}, file_line(repo, "data/../../escape", b"out of the volume")],
         job="vols",
+        kind="volumes",
     )
     spec = VolumeRestoreJob(
         name="back",
