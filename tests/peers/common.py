@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -119,13 +120,24 @@ def apt_install(packages: Sequence[str]) -> None:
         return
     if os.geteuid() != 0:
         raise PeerError(f"need root to apt-get install {' '.join(missing)}")
-    say(f"installing Debian packages {' '.join(missing)} (first time)...")
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
-    except PeerError:
-        run(["apt-get", "update"], env=env)
-        run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
+    # peers start in parallel threads and dpkg takes one installer at a time: without the lock
+    # a second peer's install failed at once on dpkg's lock (mariadb beside docker, stop 30);
+    # DPkg::Lock::Timeout waits for an apt-get of another process instead of failing
+    with _APT:
+        missing = [pkg for pkg in missing if not deb_installed(pkg)]
+        if not missing:
+            return
+        say(f"installing Debian packages {' '.join(missing)} (first time)...")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+        try:
+            run([*apt, "install", "-y", "--no-install-recommends", *missing], env=env)
+        except PeerError:
+            run([*apt, "update"], env=env)
+            run([*apt, "install", "-y", "--no-install-recommends", *missing], env=env)
+
+
+_APT = threading.Lock()
 
 
 def deb_installed(package: str) -> bool:
