@@ -1,7 +1,8 @@
 """Event log benchmark: davit's SqliteEventStore (group commit) against raw sqlite3, one event per commit.
 
 Run: `.venv/bin/python bench/eventlog.py [--seconds S] [--quick] [--goals-json PATH]` (`--quick`: 0.5 s per
-measurement).
+measurement). `--store postgresql`: the same against a raw psycopg loop on the postgres peer
+(bench/eventlog_postgres.py).
 
 N concurrent appenders (1, 8, 32) each append small events to their own stream, one event per
 append, every append durable (WAL, `synchronous=FULL`) before it returns. The baseline, in the
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import eventlog_postgres
 from benchlib import Goals, Spec, add_goal_arguments, cpu_count, disk_of, load_note, table, ts
 
 from davit.domain.events import NewEvent
@@ -218,10 +220,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each measurement runs (default 4)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench", help="where the databases go (default ./.bench)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite", help="which store (default sqlite)")
+    eventlog_postgres.arguments(parser)
     add_goal_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.seconds = 0.5
+    if args.store == "postgresql":  # the postgres peer's own bench (bench/eventlog_postgres.py)
+        raise SystemExit(eventlog_postgres.run(args))
     goals = Goals("eventlog", GOALS)
     base = args.workdir.resolve()
     base.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ global `position`, `UNIQUE (stream, version)` (optimistic concurrency) and `UNIQ
 (idempotent appends), the data as the canonical JSON text the hash covers, `chain_head` and
 `schema_version`. An append checks the expected versions and known event ids inside its
 transaction and raises `ConcurrencyError` / gives back the first positions exactly as SQLite
-does (the checks are the SQLite store's own `_check`); appends waiting at the same moment are
+does (the checks are the SQL stores' shared `sqlappends.py`); appends waiting at the same moment are
 gathered into one transaction (group commit), each acknowledged after the commit. Commits are
 durable: every writer connection runs with `synchronous_commit = on`, whatever the role's or
 database's default.
@@ -40,34 +40,24 @@ log line or `repr`: errors name `where` (`host:port/database`).
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg.errors
+from psycopg.pq import TransactionStatus
 from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from davit.domain.errors import LOG_UNWRITABLE, DavitError, EventLogFull, EventLogUnavailable, EventStoreError
-from davit.domain.events import NewEvent, StoredEvent, StreamAppend
+from davit.domain.errors import DavitError, EventLogFull, EventLogUnavailable, EventStoreError
+from davit.domain.events import NewEvent
 from davit.eventstore import schema as s
 from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, same
-from davit.eventstore.sqlite import (
-    EventLogDamaged,
-    EventLogMissing,
-    EventLogTooNew,
-    WriteOutage,
-    _check,
-    _Request,
-    _settle,
-    _written,
-    raise_into,
-    utc_now,
-)
+from davit.eventstore.sqlappends import GroupCommitAppends, Result, WriteOutage, _Request, link_batch
+from davit.eventstore.sqlite import EventLogDamaged, EventLogMissing, EventLogTooNew, utc_now
 from davit.eventstore.sqlreads import SqlReads
 
 if TYPE_CHECKING:
@@ -100,12 +90,21 @@ _TABLES = ("events", "chain_head", "schema_version")
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
 _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
-_HEAD_UPDATE_SQL = "UPDATE chain_head SET position = %s, hash = %s WHERE id = 1"
-_VERSIONS_SQL = "SELECT stream, MAX(version) FROM events WHERE stream = ANY(%s) GROUP BY stream"
-_KNOWN_SQL = "SELECT event_id, position FROM events WHERE event_id = ANY(%s)"
-_INSERT_SQL = (
-    "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# One snapshot: the head, the current version of each stream the batch appends to, and which
+# of its event ids are stored (retries), as JSON objects.
+_LOOKUP_SQL = (
+    "SELECT h.position, h.hash, h.mac,"
+    " (SELECT COALESCE(json_object_agg(v.stream, v.version), '{}') FROM"
+    "  (SELECT stream, MAX(version) AS version FROM events WHERE stream = ANY(%s::text[]) GROUP BY stream) v),"
+    " (SELECT COALESCE(json_object_agg(e.event_id, e.position), '{}') FROM events e WHERE e.event_id = ANY(%s::text[]))"
+    " FROM chain_head h WHERE h.id = 1"
+)
+# Every row of the batch (one array a column) and the new head, in one statement.
+_WRITE_SQL = (
+    "WITH written AS (INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[]))"
+    " UPDATE chain_head SET position = %s, hash = %s WHERE id = 1"
 )
 
 
@@ -137,7 +136,7 @@ def parse_url(text: str, source: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
-class PostgresEventStore(SqlReads):
+class PostgresEventStore(SqlReads, GroupCommitAppends):
     """The event log in a PostgreSQL database. Open with `await store.open()`; close when done."""
 
     def __init__(self, url: URL, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
@@ -146,6 +145,7 @@ class PostgresEventStore(SqlReads):
         self._clock = clock
         self._outage = outage
         self._engine: AsyncEngine | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None  # the appends' (`_writer`)
         self._readonly = False
         self._pending: list[_Request] = []
         self._commit_lock = asyncio.Lock()
@@ -214,6 +214,7 @@ class PostgresEventStore(SqlReads):
         return int(current)
 
     async def close(self) -> None:
+        await self._drop_writer()
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = None
@@ -224,127 +225,69 @@ class PostgresEventStore(SqlReads):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def writes_failing(self) -> bool:
-        return self._outage is not None and self._outage.failing
+    # --- appends (`sqlappends.GroupCommitAppends`; here the transaction) ------------------------
 
-    # --- appends -----------------------------------------------------------------------------
-
-    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
-        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
-
-    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
-        """All parts in one transaction, or none. With a `WriteOutage`, a lost connection or a
-        full disk is retried with the same event ids (a try whose commit was acknowledged but
-        whose answer was lost is then found and replayed); `patient=False` tries once."""
-        return (await self._append_until_done(parts, patient)).done.result()
-
-    async def append_read_back(
-        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
-    ) -> list[StoredEvent]:
-        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
-
-    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
-        request = await self._append_until_done(parts, patient)
-        if request.written is not None:
-            return request.written
-        stored: list[StoredEvent] = []
-        for part in parts:  # a replay: read what the first try wrote
-            stored += (await self.read_stream(part.stream, part.expected_version + 1))[: len(part.events)]
-        return stored
-
-    async def _append_until_done(self, parts: Sequence[StreamAppend], patient: bool) -> _Request:
+    def _refuse_appends(self) -> None:
         if self._readonly:
             raise EventStoreError(f"the event log {self.where} was opened read-only; this command appends to it")
-        while True:
-            try:
-                request = await self._append_once(parts)
-            except LOG_UNWRITABLE as exc:
-                if self._outage is None:
-                    raise
-                self._outage.noticed(exc)
-                if not patient:
-                    raise
-                await self._outage.backoff(exc)
-                continue
-            if self._outage is not None:
-                self._outage.succeeded()
-            return request
 
-    async def _append_once(self, parts: Sequence[StreamAppend]) -> _Request:
-        started = time.perf_counter()
-        request = _Request(tuple(parts))
-        self._pending.append(request)
-        async with self._commit_lock:
-            if not request.done.done():
-                await asyncio.sleep(0)  # let appenders ready in this loop turn join the batch
-                batch, self._pending = self._pending, []
-                await self._commit(batch)
-        await request.done
-        if self.append_observer is not None:
-            self.append_observer(time.perf_counter() - started)
-        return request
-
-    async def _commit(self, batch: list[_Request]) -> None:
-        try:
-            results = await self._write(batch)
-        except Exception:
-            if len(batch) == 1:
-                raise_into(batch[0], self._map_error)
-                return
-            for request in batch:  # something the checks did not foresee: each on its own
-                try:
-                    (result,) = await self._write([request])
-                    _settle(request, result)
-                except Exception:
-                    raise_into(request, self._map_error)
-            return
-        for request, result in zip(batch, results, strict=True):
-            _settle(request, result)
-
-    async def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
-        """One transaction for the batch: the log's lock first, then the head, checks, rows."""
-        assert self._engine is not None
-        async with self._engine.begin() as conn:
-            await conn.exec_driver_sql(_LOCK_SQL, (LOCK_KEY,))
-            position, prev_hash, mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())
-            if mac is not None:
-                raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
-            versions, replays = await self._lookup(conn, batch)
-            rows: list[tuple[Any, ...]] = []
-            results: list[list[int] | BaseException] = []
-            for request in batch:
-                outcome = _check(request, versions, replays)
-                if outcome is not None:
-                    results.append(outcome)
-                    continue
-                positions: list[int] = []
-                written: list[StoredEvent] = []
-                for part in request.parts:
-                    version = versions[part.stream]
-                    for new in part.events:
-                        position, version = position + 1, version + 1
-                        row = self._row(new, part.stream, version, position, prev_hash)
-                        prev_hash = row[-1]
-                        rows.append(row)
-                        written.append(_written(row))
-                        replays[new.event_id] = position
-                        positions.append(position)
-                    versions[part.stream] = version
-                request.written = written
-                results.append(positions)
-            if rows:
-                await conn.exec_driver_sql(_INSERT_SQL, rows)
-                await conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash))
-            return results
-
-    async def _lookup(self, conn: AsyncConnection, batch: list[_Request]) -> tuple[dict[str, int], dict[str, int]]:
+    async def _transact(self, batch: list[_Request]) -> list[Result]:
+        """One transaction for the batch in two round trips, pipelined on the writer's own
+        connection: (BEGIN, the log's lock, one SELECT of the head, the batch's streams'
+        versions and its known event ids), then (one INSERT of every row and the head's UPDATE,
+        COMMIT). The chain is linked in between, once for the batch. Fixed statement texts
+        (arrays, not a row of placeholders per event), so psycopg prepares them once."""
+        conn = await self._writer()
         streams = sorted({part.stream for r in batch for part in r.parts})
         ids = [e.event_id for r in batch for part in r.parts for e in part.events]
-        versions = dict.fromkeys(streams, 0)
-        versions.update((r[0], int(r[1])) for r in map(tuple, await conn.exec_driver_sql(_VERSIONS_SQL, (streams,))))
-        replays = {r[0]: int(r[1]) for r in map(tuple, await conn.exec_driver_sql(_KNOWN_SQL, (ids,)))}
-        return versions, replays
+        try:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(_LOCK_SQL, (LOCK_KEY,))
+                # A statement after the lock's: its snapshot shows the previous holder's commit.
+                cursor = await conn.execute(_LOOKUP_SQL, (streams, ids))
+                head = await cursor.fetchone()
+                if head is None:
+                    raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
+                position, prev_hash, mac, stored_versions, known = head
+                if mac is not None:
+                    raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
+                versions = dict.fromkeys(streams, 0)
+                versions.update((k, int(v)) for k, v in stored_versions.items())
+                replays = {k: int(v) for k, v in known.items()}
+                rows, results, position, prev_hash = link_batch(batch, versions, replays, int(position), prev_hash, self._row)
+                if rows:
+                    await conn.execute(_WRITE_SQL, (*(list(column) for column in zip(*rows, strict=True)), position, prev_hash))
+        except BaseException:
+            if conn.broken or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+                await self._drop_writer()  # never reuse a connection left mid-transaction or broken
+            raise
+        return results
+
+    async def _writer(self) -> psycopg.AsyncConnection[Any]:
+        """The appends' own connection (not the pool's: no ping, no checkout per batch), opened
+        at the first append and again after a failure broke it."""
+        if self._conn is not None and not (self._conn.broken or self._conn.closed):
+            return self._conn
+        await self._drop_writer()
+        assert self._engine is not None
+        _cargs, params = self._engine.dialect.create_connect_args(self._engine.url)
+        params.pop("context", None)
+        self._conn = await psycopg.AsyncConnection.connect(
+            **params,
+            autocommit=True,  # transactions are explicit (`conn.transaction()`)
+            options="-c synchronous_commit=on -c default_transaction_isolation=read\\ committed",
+            connect_timeout=10,
+            application_name="davit",
+        )
+        return self._conn
+
+    async def _drop_writer(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # closing a broken connection: nothing more to do
+                pass
 
     def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
         data = canonical_json(new.data)

@@ -5,14 +5,13 @@ read-then-write transaction never fails its lock upgrade; readers use their own 
 block the writer (WAL). Appends waiting at the same moment are gathered into one durable
 transaction (`synchronous=FULL`) and each is acknowledged only after that commit: this keeps
 every append durable while multiplying throughput. Each request in a batch is checked on its
-own, so a stale expected version rejects that request alone and writes nothing of it.
+own, so a stale expected version rejects that request alone and writes nothing of it. (The
+group commit, the checks and the retries are the SQL stores' shared `sqlappends.py`; this
+module gives the transaction.)
 
 A write the storage cannot take (full disk, file-size limit, I/O error) is raised as
-`EventLogFull` / `EventLogUnavailable` naming the state directory (davit/eventstore/failures.py).
-Given a `WriteOutage` (davitd's `LogHealth`), an append waits such a failure out instead: it
-is retried with backoff, unchanged, until it lands. Its event ids were fixed by the writer
-before the first try, so a try whose acknowledgement was lost is found and replayed, never
-written twice. `patient=False` tries once (a worker thread must not block on a full disk).
+`EventLogFull` / `EventLogUnavailable` naming the state directory (davit/eventstore/failures.py);
+given a `WriteOutage`, an append waits it out (`sqlappends.py`).
 
 A store opened `readonly` (the CLI's read commands) has no writer at all: its connections are
 SQLite `mode=ro` URIs, it runs no migration and takes no write lock, so it works on a
@@ -27,15 +26,13 @@ import asyncio
 import os
 import sqlite3
 import stat
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiosqlite
@@ -47,13 +44,14 @@ from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, ConcurrencyError, DavitError, EventStoreError
-from davit.domain.events import NewEvent, StoredEvent, StreamAppend
+from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, DavitError, EventStoreError
+from davit.domain.events import NewEvent
 from davit.eventstore import schema as s
 from davit.eventstore.boundedread import file_kind
 from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, head_mac, key_id, same
 from davit.eventstore.failures import storage_failure
 from davit.eventstore.logkey import LogKey, LogKeyError
+from davit.eventstore.sqlappends import GroupCommitAppends, Result, WriteOutage, _Request, link_batch
 from davit.eventstore.sqlreads import SqlReads, json_object
 
 BUSY_TIMEOUT_MS = 30_000
@@ -61,33 +59,6 @@ BUSY_TIMEOUT_MS = 30_000
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass
-class _Request:
-    parts: tuple[StreamAppend, ...]
-    done: asyncio.Future[list[int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    # The events as the transaction wrote them (what a read would give), set by the writer;
-    # None for a retry of an append that had already landed (a replay writes nothing).
-    written: list[StoredEvent] | None = None
-
-
-class WriteOutage(Protocol):
-    """What a store does about writes the storage cannot take (davitd's `davit/daemon/loghealth.py`)."""
-
-    @property
-    def failing(self) -> bool:
-        """True from a failed write until a write lands again."""
-        ...
-
-    def noticed(self, error: DavitError) -> None:
-        """A write failed with `error` (one of `LOG_UNWRITABLE`)."""
-
-    async def backoff(self, error: DavitError) -> None:
-        """Wait before the next try of a failed write, or raise `error` to give up on it."""
-
-    def succeeded(self) -> None:
-        """A write landed."""
 
 
 class EventLogMissing(EventStoreError):
@@ -188,14 +159,7 @@ def _readonly_engine(path: Path) -> AsyncEngine:
     return engine
 
 
-def _written(row: tuple[Any, ...]) -> StoredEvent:
-    """The stored event an inserted row (`_row`'s tuple) is, as `stored_event` would read it back:
-    its data decoded from the very JSON text stored, so the fold sees what a replay sees."""
-    position, event_id, stream, version, type_, schema, data, recorded_at, _prev_hash, hash_ = row
-    return StoredEvent(position, stream, version, event_id, type_, schema, json_object(data, position), recorded_at, hash_)
-
-
-class SqliteEventStore(SqlReads):
+class SqliteEventStore(SqlReads, GroupCommitAppends):
     """The event log in one SQLite file. Open with `await store.open()`; close when done."""
 
     def __init__(
@@ -216,8 +180,6 @@ class SqliteEventStore(SqlReads):
         self._reader: AsyncEngine | None = None
         self._pending: list[_Request] = []
         self._commit_lock = asyncio.Lock()
-        # Told the seconds each acknowledged append took (waiting for its batch included), on
-        # the event loop's thread: davitd's metrics set it (`davit/daemon/metrics.py`).
         self.append_observer: Callable[[float], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -364,92 +326,8 @@ class SqliteEventStore(SqlReads):
 
     # --- appends -----------------------------------------------------------------------------
 
-    @property
-    def writes_failing(self) -> bool:
-        """True while writes fail for storage reasons (only known with a `WriteOutage`)."""
-        return self._outage is not None and self._outage.failing
-
-    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True) -> list[int]:
-        """Append events to a stream whose version must be `expected_version`; their positions."""
-        return await self.append_atomic([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
-
-    async def append_atomic(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[int]:
-        """Append to several streams in one transaction: all parts are written, or none is.
-
-        With a `WriteOutage`, a storage failure is retried (the same parts, the same event ids)
-        until the append lands or the outage gives up; `patient=False` tries once.
-        """
-        return (await self._append_until_done(parts, patient)).done.result()
-
-    async def append_read_back(
-        self, stream: str, expected_version: int, events: Sequence[NewEvent], *, patient: bool = True
-    ) -> list[StoredEvent]:
-        """`append`, giving back the stored events as a read of the stream would (position,
-        version, recorded_at, hash), without reading them: the writer built them from the rows
-        it inserted. A retry of an append that had already landed reads them."""
-        return await self.append_atomic_read_back([StreamAppend(stream, expected_version, tuple(events))], patient=patient)
-
-    async def append_atomic_read_back(self, parts: Sequence[StreamAppend], *, patient: bool = True) -> list[StoredEvent]:
-        """`append_atomic`, giving back the stored events of every part, in order (see
-        `append_read_back`)."""
-        request = await self._append_until_done(parts, patient)
-        if request.written is not None:
-            return request.written
-        stored: list[StoredEvent] = []
-        for part in parts:
-            stored += (await self.read_stream(part.stream, part.expected_version + 1))[: len(part.events)]
-        return stored
-
-    async def _append_until_done(self, parts: Sequence[StreamAppend], patient: bool) -> _Request:
-        while True:
-            try:
-                request = await self._append_once(parts)
-            except LOG_UNWRITABLE as exc:
-                if self._outage is None:
-                    raise
-                self._outage.noticed(exc)
-                if not patient:
-                    raise
-                await self._outage.backoff(exc)
-                continue
-            if self._outage is not None:
-                self._outage.succeeded()
-            return request
-
-    async def _append_once(self, parts: Sequence[StreamAppend]) -> _Request:
-        started = time.perf_counter()
-        request = _Request(tuple(parts))
-        self._pending.append(request)
-        async with self._commit_lock:
-            if not request.done.done():
-                # Let appenders that became ready in this loop turn (typically the ones whose
-                # previous append was just acknowledged) join this batch before it is taken.
-                await asyncio.sleep(0)
-                batch, self._pending = self._pending, []
-                await self._commit(batch)
-        await request.done  # (raises what the append raised)
-        if self.append_observer is not None:
-            self.append_observer(time.perf_counter() - started)
-        return request
-
-    async def _commit(self, batch: list[_Request]) -> None:
-        try:
-            results = await self._in_writer(self._write, batch)
-        except Exception:
-            if len(batch) == 1:
-                raise_into(batch[0], self._map_error)
-                return
-            # One request broke the shared transaction in a way the checks did not foresee:
-            # commit each on its own so the others still land.
-            for request in batch:
-                try:
-                    (result,) = await self._in_writer(self._write, [request])
-                    _settle(request, result)
-                except Exception:
-                    raise_into(request, self._map_error)
-            return
-        for request, result in zip(batch, results, strict=True):
-            _settle(request, result)
+    async def _transact(self, batch: list[_Request]) -> list[Result]:
+        return await self._in_writer(self._write, batch)
 
     def _map_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, DavitError):
@@ -458,7 +336,7 @@ class SqliteEventStore(SqlReads):
         mapped.__cause__ = exc
         return mapped
 
-    def _write(self, batch: list[_Request]) -> list[list[int] | BaseException]:
+    def _write(self, batch: list[_Request]) -> list[Result]:
         """One transaction for the whole batch, run in the writer thread (a single hop).
 
         The hot path goes through `exec_driver_sql` with fixed statements: building
@@ -469,29 +347,11 @@ class SqliteEventStore(SqlReads):
             position, prev_hash, mac = conn.exec_driver_sql(_HEAD_SQL).one()
             secret = self._link_key(mac)
             versions, replays = _lookup(conn, batch)
-            rows: list[tuple[Any, ...]] = []
-            results: list[list[int] | BaseException] = []
-            for request in batch:
-                outcome = _check(request, versions, replays)
-                if outcome is not None:
-                    results.append(outcome)
-                    continue
-                positions = []
-                written: list[StoredEvent] = []
-                for part in request.parts:
-                    version = versions[part.stream]
-                    for new in part.events:
-                        position += 1
-                        version += 1
-                        row = self._row(new, part.stream, version, position, prev_hash, secret)
-                        prev_hash = row[-1]
-                        rows.append(row)
-                        written.append(_written(row))
-                        replays[new.event_id] = position
-                        positions.append(position)
-                    versions[part.stream] = version
-                request.written = written
-                results.append(positions)
+
+            def row(new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
+                return self._row(new, stream, version, position, prev_hash, secret)
+
+            rows, results, position, prev_hash = link_batch(batch, versions, replays, position, prev_hash, row)
             if rows:
                 conn.exec_driver_sql(_INSERT_SQL, rows)
                 conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash, _seal_head(secret, position, prev_hash)))
@@ -711,40 +571,6 @@ def _lookup(conn: Connection, batch: list[_Request]) -> tuple[dict[str, int], di
 
 def _groups(items: list[str]) -> list[list[str]]:
     return [items[i : i + _IN_LIMIT] for i in range(0, len(items), _IN_LIMIT)]
-
-
-def _check(request: _Request, versions: dict[str, int], replays: dict[str, int]) -> list[int] | BaseException | None:
-    """None if the request may be written; otherwise its result (a replay or an error)."""
-    ids = [e.event_id for part in request.parts for e in part.events]
-    if len(set(ids)) != len(ids):
-        return EventStoreError("an append carries the same event id twice")
-    known = [i for i in ids if i in replays]
-    if known:
-        if len(known) == len(ids):  # a retry of an append that already landed
-            return [replays[i] for i in ids]
-        return EventStoreError("an append repeats some, not all, of its event ids")
-    for part in request.parts:
-        if versions[part.stream] != part.expected_version:
-            return ConcurrencyError(part.stream, part.expected_version, versions[part.stream])
-    return None
-
-
-def _settle(request: _Request, result: list[int] | BaseException) -> None:
-    if request.done.done():
-        return
-    if isinstance(result, BaseException):
-        request.done.set_exception(result)
-    else:
-        request.done.set_result(result)
-
-
-def raise_into(request: _Request, mapper: Callable[[BaseException], BaseException]) -> None:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    if not request.done.done():
-        request.done.set_exception(mapper(exc))
 
 
 def log_head(path: Path) -> tuple[int, str, bool]:
