@@ -106,6 +106,16 @@ _WRITE_SQL = (
     " %s::text[], %s::text[]))"
     " UPDATE chain_head SET position = %s, hash = %s WHERE id = 1"
 )
+# The same, written only if the head is still the one given (then nobody appended since): 1 if written, 0 if not.
+_WRITE_KNOWN_SQL = (
+    "WITH head AS (SELECT 1 FROM chain_head WHERE id = 1 AND position = %s AND hash = %s AND mac IS NULL),"
+    " written AS (INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[]) WHERE EXISTS (SELECT 1 FROM head)),"
+    " moved AS (UPDATE chain_head SET position = %s, hash = %s WHERE id = 1 AND EXISTS (SELECT 1 FROM head) RETURNING 1)"
+    " SELECT count(*) FROM moved"
+)
+_KNOWN_STREAMS = 10_000  # streams whose versions a store remembers at most (then it forgets them all)
 
 
 class EventStoreUrlError(EventStoreError):
@@ -146,6 +156,9 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         self._outage = outage
         self._engine: AsyncEngine | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None  # the appends' (`_writer`)
+        # The head this store committed last and the versions of streams at it (`_transact_known`).
+        self._head: tuple[int, str] | None = None
+        self._versions: dict[str, int] = {}
         self._readonly = False
         self._pending: list[_Request] = []
         self._commit_lock = asyncio.Lock()
@@ -232,36 +245,89 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             raise EventStoreError(f"the event log {self.where} was opened read-only; this command appends to it")
 
     async def _transact(self, batch: list[_Request]) -> list[Result]:
-        """One transaction for the batch in two round trips, pipelined on the writer's own
-        connection: (BEGIN, the log's lock, one SELECT of the head, the batch's streams'
-        versions and its known event ids), then (one INSERT of every row and the head's UPDATE,
-        COMMIT). The chain is linked in between, once for the batch. Fixed statement texts
-        (arrays, not a row of placeholders per event), so psycopg prepares them once."""
+        """One transaction for the batch on the writer's own connection, pipelined. When this
+        store wrote (or read) the head last and knows the version of every stream the batch
+        appends to, one round trip (`_transact_known`); else, or if that finds the head moved,
+        two (`_transact_looked_up`). Either way the rows are linked once for the batch and sent
+        as one statement with fixed text (arrays, not a row of placeholders per event), so
+        psycopg prepares it once."""
         conn = await self._writer()
-        streams = sorted({part.stream for r in batch for part in r.parts})
-        ids = [e.event_id for r in batch for part in r.parts for e in part.events]
         try:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(_LOCK_SQL, (LOCK_KEY,))
-                # A statement after the lock's: its snapshot shows the previous holder's commit.
-                cursor = await conn.execute(_LOOKUP_SQL, (streams, ids))
-                head = await cursor.fetchone()
-                if head is None:
-                    raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
-                position, prev_hash, mac, stored_versions, known = head
-                if mac is not None:
-                    raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
-                versions = dict.fromkeys(streams, 0)
-                versions.update((k, int(v)) for k, v in stored_versions.items())
-                replays = {k: int(v) for k, v in known.items()}
-                rows, results, position, prev_hash = link_batch(batch, versions, replays, int(position), prev_hash, self._row)
-                if rows:
-                    await conn.execute(_WRITE_SQL, (*(list(column) for column in zip(*rows, strict=True)), position, prev_hash))
+            results = await self._transact_known(conn, batch)
+            if results is None:
+                results = await self._transact_looked_up(conn, batch)
         except BaseException:
+            self._forget_head()
             if conn.broken or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
                 await self._drop_writer()  # never reuse a connection left mid-transaction or broken
             raise
         return results
+
+    async def _transact_looked_up(self, conn: psycopg.AsyncConnection[Any], batch: list[_Request]) -> list[Result]:
+        """(BEGIN, the log's lock, one SELECT of the head, the batch's streams' versions and
+        its known event ids), then (the rows and the head's UPDATE in one INSERT, COMMIT)."""
+        streams = sorted({part.stream for r in batch for part in r.parts})
+        ids = [e.event_id for r in batch for part in r.parts for e in part.events]
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(_LOCK_SQL, (LOCK_KEY,))
+            # A statement after the lock's: its snapshot shows the previous holder's commit.
+            cursor = await conn.execute(_LOOKUP_SQL, (streams, ids))
+            head = await cursor.fetchone()
+            if head is None:
+                raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
+            position, prev_hash, mac, stored_versions, known = head
+            if mac is not None:
+                raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
+            versions = dict.fromkeys(streams, 0)
+            versions.update((k, int(v)) for k, v in stored_versions.items())
+            replays = {k: int(v) for k, v in known.items()}
+            if (int(position), prev_hash) != self._head:
+                self._forget_head()  # another writer appended: what was known of streams may be stale
+            self._versions.update(versions)
+            rows, results, position, prev_hash = link_batch(batch, versions, replays, int(position), prev_hash, self._row)
+            if rows:
+                await conn.execute(_WRITE_SQL, (*_columns(rows), position, prev_hash))
+        self._knew(position, prev_hash, versions)
+        return results
+
+    async def _transact_known(self, conn: psycopg.AsyncConnection[Any], batch: list[_Request]) -> list[Result] | None:
+        """(BEGIN, the log's lock, the rows linked on from the head this store knows, COMMIT) in
+        one round trip: the INSERT writes only if the head is still that one (nobody appended
+        since, so the versions known are the stored ones). None, having written nothing, if
+        the head moved, a stream is unknown here, or an event id is already stored (a retry:
+        the UNIQUE index refuses it; the lookup finds it and answers with its positions)."""
+        if self._head is None or any(part.stream not in self._versions for r in batch for part in r.parts):
+            return None
+        head_position, head_hash = self._head
+        versions = {part.stream: self._versions[part.stream] for r in batch for part in r.parts}
+        rows, results, position, prev_hash = link_batch(batch, versions, {}, head_position, head_hash, self._row)
+        if not rows:
+            return None  # every request refused by versions known here, maybe stale: only a lookup may say so
+        try:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(_LOCK_SQL, (LOCK_KEY,))
+                cursor = await conn.execute(_WRITE_KNOWN_SQL, (head_position, head_hash, *_columns(rows), position, prev_hash))
+                # (fetched only after the pipeline's end, COMMIT included: one round trip)
+            written = await cursor.fetchone()
+        except psycopg.errors.UniqueViolation:
+            self._forget_head()  # (the transaction block rolled back: the connection is idle)
+            return None
+        if not written or not written[0]:
+            self._forget_head()
+            return None
+        self._knew(position, prev_hash, versions)
+        return results
+
+    def _knew(self, position: int, hash_: str, versions: dict[str, int]) -> None:
+        """The head this store just committed, and the streams' versions at it."""
+        if len(self._versions) > _KNOWN_STREAMS:
+            self._versions.clear()
+        self._head = (position, hash_)
+        self._versions.update(versions)
+
+    def _forget_head(self) -> None:
+        self._head = None
+        self._versions.clear()
 
     async def _writer(self) -> psycopg.AsyncConnection[Any]:
         """The appends' own connection (not the pool's: no ping, no checkout per batch), opened
@@ -365,6 +431,11 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         if (int(head[0]), head[1]) != (checked, prev_hash):
             return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
         return ChainReport(True, checked)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The rows as one list a column, for `unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _first_line(exc: BaseException) -> str:

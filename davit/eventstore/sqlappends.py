@@ -100,6 +100,7 @@ def link_batch(
     rows: list[tuple[Any, ...]] = []
     results: list[Result] = []
     for request in batch:
+        request.written = None  # (a try that did not commit may have set it)
         outcome = _check(request, versions, replays)
         if outcome is not None:
             results.append(outcome)

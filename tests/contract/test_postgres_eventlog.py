@@ -133,6 +133,49 @@ class TestSeveralWritersOnOnePostgresLog:
         run(go())
 
 
+class TestTheHeadAWriterRemembers:
+    """A store appends in one round trip while the head is the one it committed last, with the
+    stream versions it knew then (`PostgresEventStore._transact_known`); whatever another writer
+    did since must make it look again, never answer from what it remembers."""
+
+    def test_a_stream_another_writer_appended_to_is_appended_at_its_stored_version(self, log: PostgresLog) -> None:
+        async def go() -> None:
+            async with log.writer() as a, log.writer() as b:
+                assert await a.append("s", 0, [new(n=1)]) == [1]  # a now knows s at version 1
+                assert await b.append("s", 1, [new(n=2)]) == [2]
+                assert await a.append("s", 2, [new(n=3)]) == [3]  # not refused by the version a knew
+                with pytest.raises(ConcurrencyError) as refused:
+                    await b.append("s", 2, [new(n=4)])
+                assert refused.value.actual == 3
+                with pytest.raises(ConcurrencyError) as again:
+                    await a.append("s", 1, [new(n=5)])  # stale for real: refused with the stored version
+                assert again.value.actual == 3
+                assert [e.data["n"] for e in await b.read_stream("s")] == [1, 2, 3]
+            assert (await log.verify()).ok
+
+        run(go())
+
+    def test_an_event_id_stored_behind_the_writers_back_is_answered_as_a_retry_and_the_writer_goes_on(
+        self, log: PostgresLog
+    ) -> None:
+        landed = new(n=1)
+
+        async def go() -> None:
+            async with log.writer() as store:
+                await store.append("s", 0, [new(n=0)])  # head and s known: the next append takes one round trip
+                with admin(log.peer, str(log.url.database)) as conn:  # its id stored, the head left as it was
+                    conn.execute(
+                        "INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at,"
+                        " prev_hash, hash) VALUES (1000, %s, 'elsewhere', 1, 'Thing', 1, '{}', 'then', 'x', 'y')",
+                        (landed.event_id,),
+                    )
+                assert await store.append("s", 1, [landed]) == [1000]  # the UNIQUE index refused the row
+                assert await store.append("s", 1, [new(n=2)]) == [2]  # same connection, usable
+                assert [e.position for e in await store.read_stream("s")] == [1, 2]
+
+        run(go())
+
+
 @pytest.fixture
 def strict_database_default(log: PostgresLog) -> Iterator[PostgresLog]:
     """The log's database made SERIALIZABLE by default, as a DBA may set it for an application's database."""
