@@ -41,6 +41,7 @@ BENCHES = {
     "weaviate": ("weaviate",),
     "docker": ("docker", "ssh"),
     "sql": ("postgres", "mariadb"),
+    "eventlog_postgres": ("postgres",),
 }
 
 

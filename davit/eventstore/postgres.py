@@ -25,6 +25,15 @@ a snapshot that shows position P shows every position below it, and `read_all(af
 safe way to tail. The lock also serializes several davitd and CLI processes appending to one
 log. `tail` polls (`poll_seconds`); no LISTEN/NOTIFY yet.
 
+Round trips. Appends go through connections of their own (psycopg, pipeline mode), not the
+pool. A batch normally takes one round trip: BEGIN, the lock, one INSERT of every row (the
+chain linked once for the batch, in Python) with the head's UPDATE, COMMIT; the INSERT is
+guarded by the head this store committed last, so it writes only if nobody appended since
+(then the stream versions it remembers are the stored ones). If the head moved, or a stream
+is new to this store, or an event id is already stored, it writes nothing and the batch
+takes the two round trips of a lookup (head, versions and known ids read under the lock).
+bench/eventlog_postgres.py measures it against a raw psycopg loop.
+
 The chain is the plain one (`chain.event_hash`, the same links as SQLite's and the memory
 store's); a keyed chain (the log key) is not yet supported here and is refused. Whoever can
 write these tables is the database's roles' business; `verify_chain` still finds an edited,
