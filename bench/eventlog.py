@@ -28,14 +28,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import eventlog_postgres
 from benchlib import Goals, Spec, add_goal_arguments, cpu_count, disk_of, load_note, table, ts
 
 from davit.domain.events import NewEvent
+from davit.domain.ports import RunLog
 from davit.eventstore.sqlite import SqliteEventStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,28 +65,34 @@ def percentile(values: list[float], q: float) -> float:
 
 async def store_appenders(path: Path, writers: int, seconds: float) -> tuple[int, list[float], int]:
     """Events appended, append latencies (s) and errors, with `writers` concurrent appenders."""
+    async with SqliteEventStore(path) as store:
+        return await appenders(store, writers, seconds)
+
+
+async def appenders(store: RunLog, writers: int, seconds: float) -> tuple[int, list[float], int]:
+    """`writers` concurrent appenders to `store` for `seconds`, each to its own stream, one
+    event per append: events appended, append latencies (s) and errors."""
     latencies: list[float] = []
     errors = 0
-    async with SqliteEventStore(path) as store:
-        deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds
 
-        async def appender(i: int) -> int:
-            nonlocal errors
-            version = 0
-            while time.monotonic() < deadline:
-                event = NewEvent(uuid.uuid4().hex, "BenchAppended", payload(i, version))
-                start = time.perf_counter()
-                try:
-                    await store.append(f"bench-{i}", version, [event])
-                except Exception as exc:
-                    errors += 1
-                    print(f"append error: {type(exc).__name__}: {exc}")
-                    continue
-                latencies.append(time.perf_counter() - start)
-                version += 1
-            return version
+    async def appender(i: int) -> int:
+        nonlocal errors
+        version = 0
+        while time.monotonic() < deadline:
+            event = NewEvent(uuid.uuid4().hex, "BenchAppended", payload(i, version))
+            start = time.perf_counter()
+            try:
+                await store.append(f"bench-{i}", version, [event])
+            except Exception as exc:
+                errors += 1
+                print(f"append error: {type(exc).__name__}: {exc}")
+                continue
+            latencies.append(time.perf_counter() - start)
+            version += 1
+        return version
 
-        counts = await asyncio.gather(*(appender(i) for i in range(writers)))
+    counts = await asyncio.gather(*(appender(i) for i in range(writers)))
     return sum(counts), latencies, errors
 
 
@@ -98,6 +105,15 @@ CREATE TABLE events (
     recorded_at TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE(stream, version));
 CREATE INDEX ix_events_type ON events(type);
 """
+
+
+def raw_row(writer: int, version: int, prev: str) -> tuple[Any, ...]:
+    """A baseline row: event id, stream, version, type, data, recorded_at, previous hash and
+    its hash (the schema is 1 and the position the table's), as davit's rows hold them."""
+    data = json.dumps(payload(writer, version), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(f"{prev}{writer}{version}{data}".encode()).hexdigest()
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    return (uuid.uuid4().hex, f"bench-{writer}", version, "BenchAppended", data, now, prev, digest)
 
 
 def raw_connect(path: Path) -> sqlite3.Connection:
@@ -121,25 +137,15 @@ def raw_appenders(path: Path, writers: int, seconds: float) -> int:
         version, prev = 0, "0" * 64
         while time.monotonic() < deadline:
             version += 1
-            data = json.dumps(payload(i, version), sort_keys=True, separators=(",", ":"))
-            digest = hashlib.sha256(f"{prev}{i}{version}{data}".encode()).hexdigest()
+            row = raw_row(i, version, prev)
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO events (event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
                 " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (
-                    uuid.uuid4().hex,
-                    f"bench-{i}",
-                    version,
-                    "BenchAppended",
-                    data,
-                    datetime.now(UTC).isoformat(timespec="microseconds"),
-                    prev,
-                    digest,
-                ),
+                row,
             )
             conn.execute("COMMIT")
-            prev, counts[i] = digest, version
+            prev, counts[i] = row[-1], version
         conn.close()
 
     threads = [threading.Thread(target=appender, args=(i,)) for i in range(writers)]
@@ -151,6 +157,20 @@ def raw_appenders(path: Path, writers: int, seconds: float) -> int:
 
 
 # --- the tailing reader ------------------------------------------------------------------------
+
+
+async def follow_until(stop: Any, follow: Callable[[], Awaitable[None]]) -> None:
+    """Run a reader's `follow` until `stop` is set, one second more (it catches up with the
+    last commits), then cancel it."""
+    task = asyncio.create_task(follow())
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def tail_reader(path: str, ready: Any, stop: Any, results: Any) -> None:
@@ -174,15 +194,7 @@ def tail_reader(path: str, ready: Any, stop: Any, results: Any) -> None:
                     print(f"reader error: {type(exc).__name__}: {exc}")
 
     async def main() -> dict[str, Any]:
-        task = asyncio.create_task(follow())
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # let the reader catch up with the last commits
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await follow_until(stop, follow)
         return {
             "seen": len(lags),
             **counts,
@@ -221,6 +233,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each measurement runs (default 4)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench", help="where the databases go (default ./.bench)")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite", help="which store (default sqlite)")
+    import eventlog_postgres  # (it imports this module's helpers)
+
     eventlog_postgres.arguments(parser)
     add_goal_arguments(parser)
     args = parser.parse_args()

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -34,11 +32,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchlib import Goals, Spec, add_goal_arguments, cpu_count, load_note, load_short, table, ts
+from eventlog import appenders, follow_until, percentile, raw_row
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 8
@@ -64,15 +62,6 @@ RAW_INSERT = (
     "INSERT INTO raw_events (event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
     " VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s)"
 )
-
-
-def payload(writer: int, n: int) -> dict[str, Any]:
-    return {"writer": writer, "n": n, "step": "store", "cursor": {"path": f"dir/sub/file{n:06d}.bin"}, "bytes": n * 1024}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 # --- the peer and the bench's own database -----------------------------------------------------
@@ -130,32 +119,10 @@ def fresh_tables(p: dict[str, Any], dbname: str) -> None:
 
 async def store_appenders(p: dict[str, Any], dbname: str, seconds: float) -> tuple[int, list[float], int]:
     """Events appended, append latencies (s) and errors of `WRITERS` concurrent appenders."""
-    from davit.domain.events import NewEvent
     from davit.eventstore.postgres import PostgresEventStore
 
-    latencies: list[float] = []
-    errors = 0
     async with PostgresEventStore(url(p, dbname)) as store:
-        deadline = time.monotonic() + seconds
-
-        async def appender(i: int) -> int:
-            nonlocal errors
-            version = 0
-            while time.monotonic() < deadline:
-                event = NewEvent(uuid.uuid4().hex, "BenchAppended", payload(i, version))
-                start = time.perf_counter()
-                try:
-                    await store.append(f"bench-{i}", version, [event])
-                except Exception as exc:
-                    errors += 1
-                    print(f"append error: {type(exc).__name__}: {exc}")
-                    continue
-                latencies.append(time.perf_counter() - start)
-                version += 1
-            return version
-
-        counts = await asyncio.gather(*(appender(i) for i in range(WRITERS)))
-    return sum(counts), latencies, errors
+        return await appenders(store, WRITERS, seconds)
 
 
 # --- raw psycopg -------------------------------------------------------------------------------
@@ -177,25 +144,12 @@ def raw_appenders(p: dict[str, Any], dbname: str, seconds: float) -> tuple[int, 
         start_gate.wait()
         while time.monotonic() < deadline[0]:
             version += 1
-            data = json.dumps(payload(i, version), sort_keys=True, separators=(",", ":"))
-            digest = hashlib.sha256(f"{prev}{i}{version}{data}".encode()).hexdigest()
+            row = raw_row(i, version, prev)
             began = time.perf_counter()
-            conn.execute(
-                RAW_INSERT,
-                (
-                    uuid.uuid4().hex,
-                    f"bench-{i}",
-                    version,
-                    "BenchAppended",
-                    data,
-                    datetime.now(UTC).isoformat(timespec="microseconds"),
-                    prev,
-                    digest,
-                ),
-            )
+            conn.execute(RAW_INSERT, row)
             conn.commit()
             latencies[i].append(time.perf_counter() - began)
-            prev, counts[i] = digest, version
+            prev, counts[i] = row[-1], version
 
     threads = [threading.Thread(target=appender, args=(i,)) for i in range(WRITERS)]
     for t in threads:
@@ -239,15 +193,7 @@ def tail_reader(p: dict[str, Any], dbname: str, ready: Any, stop: Any, results: 
             await store.close()
 
     async def main() -> dict[str, Any]:
-        task = asyncio.create_task(follow())
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # let the reader catch up with the last commits
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await follow_until(stop, follow)
         return {
             "seen": len(positions),
             "in_order": positions == list(range(1, len(positions) + 1)),

@@ -23,7 +23,8 @@ releases its locks (`CommitTransaction`: `ProcArrayEndTransaction` precedes the 
 locks). So position N+1 is assigned only after N is visible: commit order is position order,
 a snapshot that shows position P shows every position below it, and `read_all(after=P)` is a
 safe way to tail. The lock also serializes several davitd and CLI processes appending to one
-log. `tail` polls (`poll_seconds`); no LISTEN/NOTIFY yet.
+log. `tail` is woken by LISTEN/NOTIFY (every write NOTIFYs `davit_log` in its transaction,
+delivered at the commit) and reads again every `poll_seconds` anyway.
 
 Round trips. Appends go through connections of their own (psycopg, pipeline mode), not the
 pool. A batch normally takes one round trip: BEGIN, the lock, one INSERT of every row (the
@@ -62,7 +63,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from davit.domain.errors import DavitError, EventLogFull, EventLogUnavailable, EventStoreError
-from davit.domain.events import NewEvent
+from davit.domain.events import NewEvent, StoredEvent
 from davit.eventstore import schema as s
 from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, same
 from davit.eventstore.sqlappends import GroupCommitAppends, Result, WriteOutage, _Request, link_batch
@@ -98,6 +99,10 @@ _DDL = (
 _TABLES = ("events", "chain_head", "schema_version")
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
+# Sent by every write in its transaction, so delivered at its commit (never for a rollback):
+# wakes the tails (`tail`) listening on this database.
+CHANNEL = "davit_log"
+_NOTIFY_SQL = f"NOTIFY {CHANNEL}"
 _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
 # One snapshot: the head, the current version of each stream the batch appends to, and which
 # of its event ids are stored (retries), as JSON objects.
@@ -296,6 +301,7 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             rows, results, position, prev_hash = link_batch(batch, versions, replays, int(position), prev_hash, self._row)
             if rows:
                 await conn.execute(_WRITE_SQL, (*_columns(rows), position, prev_hash))
+                await conn.execute(_NOTIFY_SQL)
         self._knew(position, prev_hash, versions)
         return results
 
@@ -316,6 +322,7 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             async with conn.pipeline(), conn.transaction():
                 await conn.execute(_LOCK_SQL, (LOCK_KEY,))
                 cursor = await conn.execute(_WRITE_KNOWN_SQL, (head_position, head_hash, *_columns(rows), position, prev_hash))
+                await conn.execute(_NOTIFY_SQL)  # (when the head moved, a reader woken for nothing reads nothing)
                 # (fetched only after the pipeline's end, COMMIT included: one round trip)
             written = await cursor.fetchone()
         except psycopg.errors.UniqueViolation:
@@ -344,11 +351,8 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         if self._conn is not None and not (self._conn.broken or self._conn.closed):
             return self._conn
         await self._drop_writer()
-        assert self._engine is not None
-        _cargs, params = self._engine.dialect.create_connect_args(self._engine.url)
-        params.pop("context", None)
         self._conn = await psycopg.AsyncConnection.connect(
-            **params,
+            **self._connect_params(),
             autocommit=True,  # transactions are explicit (`conn.transaction()`)
             options="-c synchronous_commit=on -c default_transaction_isolation=read\\ committed",
             connect_timeout=10,
@@ -359,10 +363,14 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
     async def _drop_writer(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # closing a broken connection: nothing more to do
-                pass
+            await _close(conn)
+
+    def _connect_params(self) -> dict[str, Any]:
+        """psycopg's connect arguments for this log's URL (connections outside the pool)."""
+        assert self._engine is not None
+        _cargs, params = self._engine.dialect.create_connect_args(self._engine.url)
+        params.pop("context", None)  # (SQLAlchemy's adapters: these connections use psycopg's own)
+        return dict(params)
 
     def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
         data = canonical_json(new.data)
@@ -402,6 +410,52 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         except (ValueError, TypeError) as exc:
             raise EventLogDamaged(self.where, f"unexpected content ({_first_line(exc)})") from None  # type: ignore[arg-type]
 
+    async def tail(
+        self, after_position: int = 0, stream_prefix: str | None = None, poll_seconds: float = 0.2
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after `after_position`, in order, then new ones as they are committed
+        (safe by the position lock: see the module's docstring). Woken by the writers' NOTIFY
+        on a connection of its own that LISTENs (opened before the first read, so a commit
+        between a read and the wait still wakes it), and reading again every `poll_seconds`
+        anyway (a writer of an older davit does not notify; a pooler may refuse LISTEN: then
+        polling alone)."""
+        listener = await self._listener()
+        try:
+            while True:
+                rows = await self.read_all(after_position, 1000, stream_prefix)
+                for row in rows:
+                    yield row
+                    after_position = row.position
+                if rows:
+                    continue
+                if listener is None:
+                    await asyncio.sleep(poll_seconds)
+                    continue
+                try:
+                    async for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
+                        pass
+                except psycopg.Error:  # the listening connection lost: poll from now on
+                    await _close(listener)
+                    listener = None
+        finally:
+            if listener is not None:
+                await _close(listener)
+
+    async def _listener(self) -> psycopg.AsyncConnection[Any] | None:
+        """A connection LISTENing on `CHANNEL`; None if it cannot be had (polling then)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                **self._connect_params(), autocommit=True, connect_timeout=10, application_name="davit tail"
+            )
+        except psycopg.Error:
+            return None
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error:
+            await _close(conn)
+            return None
+        return conn
+
     # --- integrity ---------------------------------------------------------------------------
 
     async def integrity_check(self) -> str:
@@ -440,6 +494,13 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         if (int(head[0]), head[1]) != (checked, prev_hash):
             return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
         return ChainReport(True, checked)
+
+
+async def _close(conn: psycopg.AsyncConnection[Any]) -> None:
+    try:
+        await conn.close()
+    except Exception:  # closing a broken connection: nothing more to do
+        pass
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:

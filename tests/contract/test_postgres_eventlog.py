@@ -6,6 +6,7 @@ With CI=true a missing peer fails these tests (tests/peers/fixtures.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -131,6 +132,35 @@ class TestSeveralWritersOnOnePostgresLog:
             assert (await log.verify()).ok
 
         run(go())
+
+
+def test_a_tail_waiting_for_events_is_woken_by_a_commit_not_by_its_next_poll(log: PostgresLog) -> None:
+    """`davit history --follow` on PostgreSQL: the writers NOTIFY, the tail LISTENs. With a poll
+    of a minute, only the notification can bring the second event within the wait below."""
+
+    async def go() -> None:
+        async with log.writer() as store:
+            await store.append("s", 0, [new(n=0)])
+            async with log.reader() as reader:
+                seen: list[int] = []
+
+                async def follow() -> None:
+                    async for event in reader.tail(0, poll_seconds=60):
+                        seen.append(event.position)
+                        if len(seen) == 2:
+                            return
+
+                task = asyncio.create_task(follow())
+                while not seen:  # it has read the log and waits
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                await store.append("s", 1, [new(n=1)])
+                await asyncio.wait_for(task, 10)
+                assert seen == [1, 2]
+                assert time.monotonic() - started < 10
+
+    run(go())
 
 
 class TestTheHeadAWriterRemembers:
