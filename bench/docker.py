@@ -11,6 +11,10 @@ command, from wait4) and ratios. Needs the docker and ssh peers (`python -m test
 --only docker,ssh`, found through the peers' state file, `.peers/state.json` or
 DAVIT_PEERS_STATE); run as root on the engine's host. `--quick`: a 24 MB volume (fewer small
 files, less zeros); `--goals-json PATH` writes the goal lines for `make bench`'s summary.
+Also, unless `--volume-only`: `compose.migrate` of a whole stack with a locally built image
+against `docker save | zstd | ssh 'zstd -d | docker load'` plus the tar pipelines, and a
+repeated migration's bytes on the wire (`bench/dockerstack.py`, issue 21; `--compose-only`
+measures that alone).
 """
 
 from __future__ import annotations

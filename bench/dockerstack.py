@@ -207,9 +207,12 @@ def _context() -> Any:
             self.summaries: dict[str, Any] = {}
             self.started: dict[str, float] = {}
             self.seconds: dict[str, float] = {}
+            self.current = ""
+            self.remote: dict[str, list[float]] = {}  # step -> [commands run on the target, their seconds]
 
         def step_started(self, step: str, *, commits: bool = False) -> None:
             self.started[step] = time.monotonic()
+            self.current = step
 
         def step_completed(self, step: str, summary: dict[str, Any]) -> None:
             self.summaries[step] = summary
@@ -217,6 +220,25 @@ def _context() -> Any:
             super().step_completed(step, summary)
 
     return Recording()
+
+
+def count_remote_commands(ctx: Any) -> None:
+    """Count each command davit runs on the target over SSH (`RemoteHost.run`: one session
+    each), and its seconds, under the step running (`ctx.current`); in the forked child only."""
+    from davit.adapters.ssh.remote import RemoteHost
+
+    plain = RemoteHost.run
+
+    def run(self: RemoteHost, command: str, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return plain(self, command, **kwargs)
+        finally:
+            entry = ctx.remote.setdefault(ctx.current or "-", [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.monotonic() - start
+
+    RemoteHost.run = run  # type: ignore[method-assign]
 
 
 DavitRun = tuple[float, float, Wire, dict[str, Any]]  # seconds, peak RSS MB, wire, step summaries
@@ -289,11 +311,14 @@ class StackBench:
 
         def go() -> None:
             ctx = _context()
+            count_remote_commands(ctx)
             w = ComposeMigrateWork(RunInputs(spec, run_id, Tuning(), repo=Repository.open(self.work / f"repo-{run_id}")))
             w.details = w.prepare(ctx)
             w.run(ctx)
             w.finish(ctx)
-            out.write_text(json.dumps({"steps": ctx.summaries, "seconds": ctx.seconds, "warnings": ctx.warnings}))
+            out.write_text(
+                json.dumps({"steps": ctx.summaries, "seconds": ctx.seconds, "remote": ctx.remote, "warnings": ctx.warnings})
+            )
 
         return go
 
@@ -329,7 +354,9 @@ class StackBench:
         used = self.wire.totals() - before
         recorded = json.loads((self.work / f"{run_id}.json").read_text())
         by_step = ", ".join(f"{k} {v:.1f}" for k, v in recorded["seconds"].items())
+        remote = ", ".join(f"{k} {n:.0f} in {t:.1f} s" for k, (n, t) in recorded["remote"].items())
         print(f"  davit {run_id}: {secs:.1f} s; seconds by step: {by_step}", flush=True)
+        print(f"    commands run on the target (each an SSH session) by step: {remote}", flush=True)
         self.check_image(run_id)
         for what, path in self.src.data.items():
             kind, key = what.split()
