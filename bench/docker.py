@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's directory comes first on sys.path and its name would hide the
@@ -333,9 +334,19 @@ def stack_goals(goals: Goals, stack: StackResult | None) -> None:
         stack.repeat_share,
         f"{stack.repeat_wire.sent / 1e6:.1f} MB",
         f"cold run {stack.cold_wire.sent / 1e6:.1f} MB",
-        f"{100 * stack.repeat_share:.1f}%; repeat {stack.repeat_s or 0:.1f} s; the target's chunk store is removed at finalize",
+        f"{100 * stack.repeat_share:.1f}%; repeat {stack.repeat_s or 0:.1f} s; {repeat_note(stack.repeat_steps)}",
         digits=3,
     )
+
+
+def repeat_note(steps: dict[str, Any]) -> str:
+    """What the repeat sent, from its transfer's summary, and why when it was everything."""
+    t, images = steps.get("transfer", {}), steps.get("preflight", {}).get("images_to_send", [])
+    sent, chunks = int(t.get("chunks_sent", 0)), int(t.get("chunks", 0))
+    note = f"{sent} of {chunks} chunks sent, {len(images)} images"
+    if chunks and sent == chunks:
+        note += "; every chunk again: finalize removes the target's chunk store, the project's removal its data"
+    return note
 
 
 if __name__ == "__main__":

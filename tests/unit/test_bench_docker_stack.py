@@ -85,6 +85,7 @@ def stack_result(ratios: list[tuple[float, float]], repeat_sent: int | None) -> 
     result = StackResult(1024, 200, rounds, cold_wire=Wire(1000, 10))
     if repeat_sent is not None:
         result.repeat_s, result.repeat_wire = 5.0, Wire(repeat_sent, 1)
+        result.repeat_steps = {"transfer": {"chunks_sent": 3 if repeat_sent > 100 else 0, "chunks": 3}}
     return result
 
 
@@ -97,10 +98,12 @@ def test_the_goal_lines_give_the_median_round_and_the_repeat_share() -> None:
     assert (stack.ratio, stack.verdict, stack.davit, stack.baseline) == ("0.50x", "missed", "10.00 s", "pipelines 5.00 s")
     assert "median of 3 paired rounds: 0.90, 0.50, 0.50" in stack.note
     assert (repeat.ratio, repeat.verdict, repeat.goal) == ("0.015x", "met", "< 0.02x")
+    assert "0 of 3 chunks sent" in repeat.note and "every chunk again" not in repeat.note
 
     goals = Goals("docker", docker_bench.GOALS)
     docker_bench.stack_goals(goals, stack_result([(10.0, 9.0)], repeat_sent=840))
     assert (goals.lines["stack"].verdict, goals.lines["stack-repeat"].verdict) == ("met", "missed")
+    assert "3 of 3 chunks sent, 0 images; every chunk again" in goals.lines["stack-repeat"].note
 
     goals = Goals("docker", docker_bench.GOALS)
     docker_bench.stack_goals(goals, stack_result([(10.0, 9.0)], repeat_sent=None))
