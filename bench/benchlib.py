@@ -133,7 +133,9 @@ class Spec:
 
     @property
     def text(self) -> str:
-        return f"{self.op} {self.limit:.1f}x" if self.unit == "x" else f"{self.op} {self.limit:g}{self.unit}"
+        if self.unit == "x":  # one decimal, as every goal had it, unless the limit needs more (0.02x)
+            return f"{self.op} {self.limit:.1f}x" if round(self.limit, 1) == self.limit else f"{self.op} {self.limit:g}x"
+        return f"{self.op} {self.limit:g}{self.unit}"
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,9 @@ class Goals:
             self.bench, spec.measure, davit, baseline, ratio, spec.text, verdict, note, load_short(), spec.issue
         )
 
-    def ratio(self, key: str, value: float, davit: str, baseline: str, note: str = "") -> None:
+    def ratio(self, key: str, value: float, davit: str, baseline: str, note: str = "", digits: int = 2) -> None:
         """A ratio goal: `value` is the ratio, `davit` and `baseline` the figures it came from."""
-        self._add(key, davit, baseline, f"{value:.2f}x", "met" if self.specs[key].holds(value) else "missed", note)
+        self._add(key, davit, baseline, f"{value:.{digits}f}x", "met" if self.specs[key].holds(value) else "missed", note)
 
     def absolute(self, key: str, value: float, shown: str, note: str = "") -> None:
         """A goal on davit's own figure (a peak RSS, a share of time): no baseline, no ratio."""

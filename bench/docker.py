@@ -11,6 +11,10 @@ command, from wait4) and ratios. Needs the docker and ssh peers (`python -m test
 --only docker,ssh`, found through the peers' state file, `.peers/state.json` or
 DAVIT_PEERS_STATE); run as root on the engine's host. `--quick`: a 24 MB volume (fewer small
 files, less zeros); `--goals-json PATH` writes the goal lines for `make bench`'s summary.
+Also, unless `--volume-only`: `compose.migrate` of a whole stack with a locally built image
+against `docker save | zstd | ssh 'zstd -d | docker load'` plus the tar pipelines, and a
+repeated migration's bytes on the wire (`bench/dockerstack.py`, issue 21; `--compose-only`
+measures that alone).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import os
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's directory comes first on sys.path and its name would hide the
@@ -33,11 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from bench.benchlib import Goals, Spec, add_goal_arguments, cpu_count, disk_of, table  # noqa: E402
+from bench.dockerstack import StackResult, measure_stack  # noqa: E402
 from tests.fakes import MemoryRunContext  # noqa: E402
 
 QUICK_MB = 24
 NO_LOG_PIPELINE = "docker run --log-driver none tar | zstd"
 SSH_PIPELINE = "tar | zstd -T0 | ssh 'zstd -d | tar x'"
+SAVE_PIPELINE = "docker save | zstd -T0 | ssh 'zstd -d | docker load'"
+QUICK_IMAGE_MB = 8
 
 # Issue 6's goals for the volume backups (against the pipeline without a log driver, the fairer
 # baseline) and issue 18's for the migration's data path. Ratios: pipeline seconds / davit's,
@@ -47,6 +56,11 @@ GOALS = {
     "helper": Spec(f"volume backup (helper container) vs `{NO_LOG_PIPELINE}`", ">=", 0.8, "x", 6),
     "migrate": Spec(f"compose.migrate data path vs `{SSH_PIPELINE}`", ">=", 0.8, "x", 18),
     "migrate-repeat": Spec("compose.migrate data path repeated on unchanged data, share of the cold run", "<", 0.1, "x", 18),
+    # issue 21: the whole migration of a stack with a local image (`bench/dockerstack.py`)
+    "stack": Spec(f"compose.migrate of a stack with a local image vs `{SAVE_PIPELINE}` + `{SSH_PIPELINE}`", ">=", 0.8, "x", 21),
+    "stack-repeat": Spec(
+        "compose.migrate repeated (target project removed): bytes sent on the wire, share of the cold run's", "<", 0.02, "x", 21
+    ),
 }
 
 
@@ -116,10 +130,13 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, default=Path(".bench/docker"))
     parser.add_argument("--volume-only", action="store_true", help="measure the volume backups, not the migration")
+    parser.add_argument("--compose-only", action="store_true", help="measure the whole-stack migration only (issue 21)")
+    parser.add_argument("--image-mb", type=int, default=200, help="the stack's locally built image")
+    parser.add_argument("--rounds", type=int, default=2, help="paired rounds of the whole-stack migration")
     add_goal_arguments(parser)
     args = parser.parse_args()
     if args.quick:
-        args.size_mb = QUICK_MB
+        args.size_mb, args.image_mb, args.rounds = QUICK_MB, QUICK_IMAGE_MB, 1
 
     import docker
 
@@ -147,6 +164,9 @@ def main() -> int:
     vol = f"davit-bench-{uuid.uuid4().hex[:6]}"
     mp = Path(client.volumes.create(vol).attrs["Mountpoint"])
     try:
+        if args.compose_only:
+            stack = measure_stack(client, work, dk, sh, fill, measured, args.size_mb, args.image_mb, args.rounds, not args.quick)
+            return goals_of({}, args.size_mb, stack, "--compose-only").finish(args.goals_json)
         print(f"filling volume {vol} with {args.size_mb} MB of mixed files; {cpu_count()} CPUs; repository on {disk_of(work)}")
         fill(mp, args.size_mb)
         tuning = Tuning()
@@ -246,13 +266,14 @@ def main() -> int:
             )
         )
 
+        stack = measure_stack(client, work, dk, sh, fill, measured, args.size_mb, args.image_mb, args.rounds, not args.quick)
         report_volume(results, args.size_mb)
         m, mpipe = results["davit migration data path (cold)"][0], results[SSH_PIPELINE][0]
         print(
             f"migration: davit at {mpipe / m:.2f}x the pipeline's speed (goal >= 0.8x); repeated run takes "
             f"{results['davit migration data path (repeat)'][0] / m:.2f}x the cold run's time"
         )
-        goals = goals_of(results, args.size_mb)
+        goals = goals_of(results, args.size_mb, stack)
     finally:
         client.volumes.get(vol).remove(force=True)
         client.close()
@@ -260,15 +281,22 @@ def main() -> int:
     return goals.finish(args.goals_json)
 
 
-def goals_of(results: dict[str, tuple[float, float]], size_mb: int) -> Goals:
+def goals_of(
+    results: dict[str, tuple[float, float]], size_mb: int, stack: StackResult | None = None, only: str = "--volume-only"
+) -> Goals:
     goals = Goals("docker", GOALS)
+    stack_goals(goals, stack)
+    if not results:
+        for key in ("volume", "helper", "migrate", "migrate-repeat"):
+            goals.skipped(key, only)
+        return goals
     pipeline = results[NO_LOG_PIPELINE][0]
     for key, path in (("volume", "volume"), ("helper", "helper")):
         cold = results[f"davit {path} backup (cold)"][0]
         goals.ratio(key, pipeline / cold, f"{cold:.2f} s", f"pipeline {pipeline:.2f} s", f"{size_mb} MB volume")
     if "davit migration data path (cold)" not in results:
-        goals.skipped("migrate", "--volume-only")
-        goals.skipped("migrate-repeat", "--volume-only")
+        goals.skipped("migrate", only)
+        goals.skipped("migrate-repeat", only)
         return goals
     cold, repeat, ssh = (
         results[k][0] for k in ("davit migration data path (cold)", "davit migration data path (repeat)", SSH_PIPELINE)
@@ -276,6 +304,49 @@ def goals_of(results: dict[str, tuple[float, float]], size_mb: int) -> Goals:
     goals.ratio("migrate", ssh / cold, f"{cold:.2f} s", f"pipeline {ssh:.2f} s", f"{size_mb} MB")
     goals.ratio("migrate-repeat", repeat / cold, f"{repeat:.2f} s", f"cold run {cold:.2f} s", f"{size_mb} MB")
     return goals
+
+
+def stack_goals(goals: Goals, stack: StackResult | None) -> None:
+    """Issue 21's lines: the median of the paired rounds' ratios, and the repeat's share."""
+    if stack is None:
+        goals.skipped("stack", "--volume-only")
+        goals.skipped("stack-repeat", "--volume-only")
+        return
+    ordered = sorted(stack.rounds, key=lambda r: r.ratio)
+    mid = ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else None
+    davit_s = mid.davit_s if mid else statistics.median(r.davit_s for r in stack.rounds)
+    base_s = mid.baseline_s if mid else statistics.median(r.baseline_s for r in stack.rounds)
+    rounds = ", ".join(f"{r.ratio:.2f}" for r in stack.rounds)
+    loads = ", ".join(r.load for r in stack.rounds)
+    goals.ratio(
+        "stack",
+        stack.median,
+        f"{davit_s:.2f} s",
+        f"pipelines {base_s:.2f} s",
+        f"median of {len(stack.rounds)} paired rounds: {rounds}; load by round {loads}; "
+        f"{stack.size_mb} MB of data, {stack.image_mb} MB image",
+    )
+    if stack.repeat_wire is None or stack.repeat_share is None:
+        goals.skipped("stack-repeat", "--quick: one migration, so that the smoke run stays small")
+        return
+    goals.ratio(
+        "stack-repeat",
+        stack.repeat_share,
+        f"{stack.repeat_wire.sent / 1e6:.1f} MB",
+        f"cold run {stack.cold_wire.sent / 1e6:.1f} MB",
+        f"{100 * stack.repeat_share:.1f}%; repeat {stack.repeat_s or 0:.1f} s; {repeat_note(stack.repeat_steps)}",
+        digits=3,
+    )
+
+
+def repeat_note(steps: dict[str, Any]) -> str:
+    """What the repeat sent, from its transfer's summary, and why when it was everything."""
+    t, images = steps.get("transfer", {}), steps.get("preflight", {}).get("images_to_send", [])
+    sent, chunks = int(t.get("chunks_sent", 0)), int(t.get("chunks", 0))
+    note = f"{sent} of {chunks} chunks sent, {len(images)} images"
+    if chunks and sent == chunks:
+        note += "; every chunk again: finalize removes the target's chunk store, the project's removal its data"
+    return note
 
 
 if __name__ == "__main__":
