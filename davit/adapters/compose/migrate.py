@@ -292,7 +292,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
-            for item in self._items(info) + imgs.items(planned, self.spec.source.engine, host):
+            for item in self._items(info) + self._image_items(planned, host):
                 if item.id in imported:
                     continue
                 ctx.check_stop()
@@ -334,6 +334,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         }
         for step in todo:
             ctx.step_completed(step, summaries[step])
+
+    def _image_items(self, planned: list[dict[str, Any]], host: RemoteHost) -> list[imgs.ImageItem]:
+        """The planned images to send, as pipeline items (a restore's come from its snapshot)."""
+        return imgs.items(planned, self.spec.source.engine, host)
 
     def _unpacker(self, host: RemoteHost, item: Item, project: str) -> tuple[str, str | None]:
         """The command that unpacks the item's stream on the target, and its walker (none for an image)."""
