@@ -35,9 +35,15 @@ services:
     image: BASE
     command: ["sleep", "3600"]
     volumes: ["appdata:/shared:ro"]
+SIDE_HEALTH
 volumes:
   appdata: {}
 """
+
+
+# `side` healthy only where its container holds a flag file, which only the source's does (a
+# container's own files are in no backup): restored, it turns unhealthy and verify fails
+FLAGGED = """    healthcheck: {test: ["CMD", "test", "-e", "/tmp/on-source"], interval: 1s, retries: 2}"""
 
 
 @dataclass
@@ -53,8 +59,9 @@ class BuiltStack:
 
 
 def make_built_stack(
-    root: Path, source: docker.DockerClient, peer: DockerPeer, target_host: str, data_mib: int = 2
+    root: Path, source: docker.DockerClient, peer: DockerPeer, target_host: str, data_mib: int = 2, flagged: bool = False
 ) -> BuiltStack:
+    """The stack, running on the source engine; `flagged`: `side` healthy on the source only."""
     name = f"davitrs{uuid.uuid4().hex[:8]}"
     uploads, outside = root / "srv" / "uploads", root / "outside"
     (uploads / "img").mkdir(parents=True)
@@ -68,11 +75,18 @@ def make_built_stack(
     (d / "site").mkdir()
     (d / "app" / "blob").write_bytes(os.urandom(1 << 20))
     (d / "app" / "Dockerfile").write_text(f"FROM {peer.image}\nCOPY blob /blob\n")
-    (d / "compose.yaml").write_text(COMPOSE.replace("UPLOADS", str(uploads)).replace("BASE", peer.image))
+    (d / "compose.yaml").write_text(
+        COMPOSE.replace("UPLOADS", str(uploads))
+        .replace("BASE", peer.image)
+        .replace("SIDE_HEALTH\n", FLAGGED + "\n" if flagged else "")
+    )
     (d / ".env").write_text("GREETING=ahoy\n")
     (d / "site" / "index.html").write_text("<h1>davit</h1>\n")
     stack = Stack(name, d, peer.host, target_host)
     image, _ = source.images.build(path=str(d / "app"), tag=f"{name}-app", rm=True)
+    stack.compose("up", "-d")
+    if flagged:
+        stack.compose("exec", "-T", "side", "touch", "/tmp/on-source")
     stack.compose("up", "-d", "--wait")
     fill = (
         f"mkdir -p /data/db && dd if=/dev/urandom of=/data/db/blob bs=1048576 count={data_mib} 2>/dev/null "

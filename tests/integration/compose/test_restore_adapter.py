@@ -37,6 +37,7 @@ from tests.integration.compose.restore_stack import (
     restore_job,
 )
 from tests.integration.compose.stack import digest
+from tests.integration.crafted_trees import store_chunk
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
@@ -248,6 +249,17 @@ def test_an_unmapped_outside_bind_fails_preflight_before_anything_is_created(
     assert states(target, restored_name) == {} and not (tmp_path / "target" / restored_name).exists()
 
 
+def unhealthy(repo: Repository, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for line in lines:
+        if line["p"] == "definition/compose.yaml":
+            text = b"".join(repo.read_chunk(bytes.fromhex(c)) for c in line["c"]).decode()
+            health = '    healthcheck: {test: ["CMD", "false"], interval: 1s, retries: 1}\n'
+            text = text.replace('    volumes: ["appdata:/shared:ro"]\n', '    volumes: ["appdata:/shared:ro"]\n' + health)
+            assert health in text
+            line.update(s=len(text.encode()), c=[store_chunk(repo, text.encode())])
+    return lines
+
+
 # --- crafted snapshots -----------------------------------------------------------------------------
 
 
@@ -354,7 +366,6 @@ def test_an_image_export_holding_another_image_is_refused_before_the_engine_load
         other = b"".join(source.api.get_image(source.images.get(docker_peer.image).id))
     finally:
         source.close()
-    from tests.integration.crafted_trees import store_chunk
 
     def swap(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for line in lines:
