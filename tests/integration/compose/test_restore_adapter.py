@@ -28,6 +28,7 @@ from davit.adapters.runwork import RunInputs
 from davit.domain.errors import CorruptSnapshot, RunStopped, UnsafeName
 from davit.domain.jobs import ComposeBackupJob, ComposeRestoreJob
 from tests.fakes import MemoryRunContext
+from tests.integration.check.helpers import check, job_file, make_home
 from tests.integration.compose.restore_stack import (
     BuiltStack,
     make_built_stack,
@@ -386,3 +387,29 @@ def test_an_image_export_holding_another_image_is_refused_before_the_engine_load
     with pytest.raises(docker.errors.ImageNotFound):
         target.images.get(built.image_id)
     assert states(target, restored_name) == {}
+
+
+def test_davit_check_of_a_restore_finds_the_snapshot_and_the_target_and_fails_on_a_taken_name(
+    backed_up: tuple[BuiltStack, Repository, str],
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,
+    restored_name: str,
+    tmp_path: Path,
+) -> None:
+    built, repo, _snapshot = backed_up
+    home = make_home(tmp_path / "home", {"local": f'path = "{repo.root}"'})
+    body = (
+        f'kind = "compose.restore"\nproject = "{restored_name}"\n[source]\njob = "stack"\n'
+        f'[path_map]\n"{built.uploads}" = "{tmp_path / "mapped" / "u"}"\n'
+        f'[target]\nhost = "{ssh_peer.host}"\nport = {ssh_peer.port}\nuser = "{ssh_peer.user}"\n'
+        f'key_file = "{ssh_peer.key_file}"\nknown_hosts = "{ssh_peer.known_hosts}"\n'
+        f'base_path = "{tmp_path / "target"}"\nhelper_image = "{ssh_peer.image}"\n'
+    )
+    job = job_file(tmp_path / "jobs", "back", body)
+    out = check(home, job)
+    assert out.exit_code == 0, out.lines
+    assert out.verdict("target", "project") == "ok" and out.verdict("target", "tools") == "ok"
+    target.volumes.create(f"{restored_name}_appdata", labels={"com.docker.compose.project": restored_name})
+    taken = check(home, job)
+    assert taken.exit_code == 1 and taken.failed() == [("target", "project")]
+    assert states(target, restored_name) == {} and not (tmp_path / "target").exists(), "a check creates nothing"
