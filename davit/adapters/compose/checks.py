@@ -11,7 +11,10 @@ what is in the way, still runs when the migration starts).
 from __future__ import annotations
 
 import shlex
+from typing import cast
 
+from davit.adapters.compose.localhost import LocalAddress
+from davit.adapters.compose.localhost import connect as local_connect
 from davit.adapters.compose.source import inspect_project
 from davit.adapters.compose.sshsource_checks import remote_source_checks
 from davit.adapters.compose.target import TargetLayout, missing_helper_tools, missing_host_tools
@@ -87,18 +90,28 @@ def restore_checks(inputs: CheckInputs) -> None:
     stats = inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, "compose")
     need = int((stats or {}).get("bytes", 0) or 0)
     t = spec.target
-    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
     layout = TargetLayout(t.base_path, spec.project or "")
+    if t.host is None or t.key_file is None or t.known_hosts is None:  # this host's engine
+        local = LocalAddress(engine_address(t.engine))
+        with local_connect(local) as here:
+            host = cast("RemoteHost", here)
+            _restore_target_checks(cl, host, layout, spec, need)
+        return
+    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
     with cl.check("target", "ssh") as c, ssh_connect(address) as host:
         c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
-        if spec.project is not None:
-            with cl.check("target", "project") as p:
-                label = q(f"label=com.docker.compose.project={spec.project}")
-                if host.run(f"docker ps -aq --filter {label}; docker volume ls -q --filter {label}", check=False).stdout.strip():
-                    p.fail(f"compose project {spec.project} already has containers or volumes on {host.address.host}")
-                else:
-                    p.ok(f"no compose project {spec.project} on {host.address.host}")
-        _target_checks(cl, host, layout, spec, need)
+        _restore_target_checks(cl, host, layout, spec, need)
+
+
+def _restore_target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeRestoreJob, need: int) -> None:
+    if spec.project is not None:
+        with cl.check("target", "project") as p:
+            label = q(f"label=com.docker.compose.project={spec.project}")
+            if host.run(f"docker ps -aq --filter {label}; docker volume ls -q --filter {label}", check=False).stdout.strip():
+                p.fail(f"compose project {spec.project} already has containers or volumes on {host.address.host}")
+            else:
+                p.ok(f"no compose project {spec.project} on {host.address.host}")
+    _target_checks(cl, host, layout, spec, need)
 
 
 def _target_checks(

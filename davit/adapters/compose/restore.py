@@ -32,12 +32,15 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from davit.adapters.compose import binds as bnd
 from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
+from davit.adapters.compose.localhost import LocalAddress
+from davit.adapters.compose.localhost import connect as local_connect
 from davit.adapters.compose.migrate import (
     DATA_STEPS,
     EXPORT,
@@ -58,6 +61,7 @@ from davit.adapters.compose.snapshotplan import SnapshotPlan, read_snapshot
 from davit.adapters.compose.snapshotstream import StreamProcess, content, part_entries, snapshot_entries, tar_stream
 from davit.adapters.compose.source import Item
 from davit.adapters.compose.stacktree import FILE_TYPE
+from davit.adapters.docker.engine import engine_address
 from davit.adapters.files.treekinds import require_kind
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
@@ -103,10 +107,19 @@ class ComposeRestoreWork(ComposeMigrateWork):
         RunWork.__init__(self, cast("RunInputs[Any]", inputs))
         self.restore_spec: ComposeRestoreJob = inputs.spec
         t = self.restore_spec.target
-        self.address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+        self.target_address: SshAddress | LocalAddress
+        if t.host is not None and t.key_file is not None and t.known_hosts is not None:
+            self.address = self.target_address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+        else:  # this host's engine, through the same commands run here (`localhost.py`)
+            self.target_address = LocalAddress(engine_address(t.engine))
         self._client = None
         recorded = self.details.get("restore") or {}
         self.layout = tgt.TargetLayout(t.base_path, str(recorded.get("name") or self.restore_spec.project or "unprepared"))
+
+    def _connect(self) -> AbstractContextManager[RemoteHost]:
+        if isinstance(self.target_address, LocalAddress):
+            return cast("AbstractContextManager[RemoteHost]", local_connect(self.target_address))
+        return ssh_connect(self.target_address)
 
     def plan(self) -> list[str]:
         return list(PLAN)
@@ -148,13 +161,13 @@ class ComposeRestoreWork(ComposeMigrateWork):
             ctx.warn(f"definition file {skipped}", INSPECT)
         if plan.outside:
             ctx.warn("files outside the project directory were not in the backup: " + ", ".join(plan.outside), INSPECT)
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             self._refuse_existing(host, info)
         self.details = {
             "snapshot_id": snap.id,
             "snapshot_project": plan.project,
             "project": name,
-            "target": self.address.where,
+            "target": self.target_address.where,
             "project_dir": self.layout.project_dir,
             "restore": info,
         }
@@ -266,7 +279,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         spec = self.restore_spec
         need = 2 * int(info["bytes"]) + spec.min_free_bytes
         wanted = {i["id"]: i for i in info["snapshot_images"]} if spec.images != "none" else {}
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             if problems := bnd.preflight_problems(info, self.layout, host, self._read_source):
                 raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
             planned = imgs.plan(host, "missing", wanted) if wanted else []
@@ -336,7 +349,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         return int(info["definition"][rel]["mode"]) & 0o777
 
     def _finalize(self, ctx: RunContext) -> dict[str, Any]:
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             host.run(f"rm -rf {q(self.layout.store)}")
         return {"store": "removed"}
 
@@ -345,7 +358,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         return {
             "snapshot_id": info["snapshot_id"],
             "project": info["name"],
-            "target": self.address.where,
+            "target": self.target_address.where,
             "project_dir": self.layout.project_dir,
             "services": info["services"],
             "items": len(info["items"]),
@@ -364,7 +377,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         ctx.step_started(ROLLBACK_TARGET)
         info = self._info(ctx)
         keep = self.restore_spec.keep_failed_target
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             tgt.remove_target(host, self.layout, self._project_args(info), self._items(info), keep=keep)
             summary: dict[str, Any] = {"removed": not keep}
             if not keep:

@@ -413,3 +413,46 @@ def test_davit_check_of_a_restore_finds_the_snapshot_and_the_target_and_fails_on
     taken = check(home, job)
     assert taken.exit_code == 1 and taken.failed() == [("target", "project")]
     assert states(target, restored_name) == {} and not (tmp_path / "target").exists(), "a check creates nothing"
+
+
+def test_a_restore_onto_this_hosts_engine_runs_under_another_name_beside_the_source(
+    backed_up: tuple[BuiltStack, Repository, str], docker_peer: DockerPeer, restored_name: str, tmp_path: Path
+) -> None:
+    """No `[target] host`: the same steps through local processes (`localhost.py`), onto the
+    engine the stack was backed up from, beside the running source; its image is there by ID
+    already, so it is only tagged with the new project's name, never loaded."""
+    built, repo, snapshot = backed_up
+    mapped = tmp_path / "mapped" / "uploads"
+    spec = ComposeRestoreJob.model_validate(
+        {
+            "name": "restore",
+            "kind": "compose.restore",
+            "verify_timeout": 60,
+            "project": restored_name,
+            "source": {"snapshot": snapshot},
+            "path_map": {str(built.uploads): str(mapped)},
+            "target": {"engine": docker_peer.host, "base_path": str(tmp_path / "target"), "helper_image": docker_peer.image},
+        }
+    )
+    local = docker.DockerClient(base_url=docker_peer.host)
+    try:
+        ctx = SummaryContext()
+        work = work_for(repo, spec)
+        details = work.prepare(ctx)
+        assert details["target"] == f"this host ({docker_peer.host})"
+        work.run(ctx)
+        work.finish(ctx)
+        assert states(local, restored_name) == {"app": "running", "side": "running"}
+        assert states(local, built.stack.name) == {"app": "running", "side": "running"}, "the source is left alone"
+        assert local.images.get(f"{restored_name}-app").id == built.image_id
+        assert ctx.summaries[PREFLIGHT]["images_to_send"] == [], "the engine has the image: nothing loaded"
+        assert digest(mapped) == digest(built.uploads)
+        assert digest(volume_dir(local, f"{restored_name}_appdata")) == digest(volume_dir(local, f"{built.stack.name}_appdata"))
+        assert digest(tmp_path / "target" / restored_name / "site") == digest(built.stack.dir / "site")
+    finally:
+        remove_project(docker_peer.host, restored_name)
+        try:
+            local.images.remove(f"{restored_name}-app")  # the name only: the image is the source's
+        except docker.errors.ImageNotFound:
+            pass
+        local.close()
