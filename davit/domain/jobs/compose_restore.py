@@ -38,7 +38,13 @@ class RestoreTarget(Spec):
     helper_image: str  # an image present on the target with tar, used to fill volumes
     connect_timeout: float = Field(default=30, gt=0)
 
-    _absolute = field_validator("key_file", "known_hosts", "base_path")(absolute_path)
+    _absolute = field_validator("base_path")(absolute_path)
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _absolute_if_given(cls, value: str | None) -> str | None:
+        # a null (a JSON job) is "not given", never a crash in `absolute_path`
+        return None if value is None else absolute_path(value)
 
     @model_validator(mode="after")
     def _ssh_or_local(self) -> RestoreTarget:
