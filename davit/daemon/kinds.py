@@ -61,6 +61,7 @@ KINDS: dict[str, Kind] = {
     "postgres.backup": Kind("davit.adapters.postgres.backup:PostgresBackupWork"),
     "postgres.restore": Kind("davit.adapters.postgres.restore:PostgresRestoreWork"),
     "compose.backup": Kind("davit.adapters.compose.backup:ComposeBackupWork"),
+    "compose.restore": Kind("davit.adapters.compose.restore:ComposeRestoreWork"),
 }
 
 # `davit check JOB`: each kind's pre-flight checks (a `domain.checks.KindChecks`), "module:name"
@@ -85,6 +86,7 @@ CHECKS: dict[str, str] = {
     "postgres.backup": "davit.adapters.postgres.checks:backup_checks",
     "postgres.restore": "davit.adapters.postgres.checks:restore_checks",
     "compose.backup": "davit.adapters.compose.checks:backup_checks",
+    "compose.restore": "davit.adapters.compose.checks:restore_checks",
 }
 
 WorkClass = Callable[["RunInputs[Any]"], "JobWork"]

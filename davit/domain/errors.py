@@ -37,6 +37,7 @@ DavitError
 │   ├── BindsMisplaced          (adapters/compose/binds) the target's compose mounts a bind elsewhere
 │   ├── ImageMismatch           (adapters/compose/images) the target loaded another image ID than the source's
 │   ├── EngineNotLocal          (adapters/compose/backup) a stack backup's engine is not on this host
+│   ├── ProjectExists           (adapters/compose/restore) a restore's project name is taken on the target
 │   ├── EngineError             (adapters/docker/engine) the Docker engine refused a request
 │   ├── ArchiveOutOfOrder       (adapters/docker/archive) the engine's archive not in walk order
 │   ├── HelperAccessNotAvailable (adapters/docker/helper) no way to reach the engine's volumes

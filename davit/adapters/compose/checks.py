@@ -11,7 +11,10 @@ what is in the way, still runs when the migration starts).
 from __future__ import annotations
 
 import shlex
+from typing import cast
 
+from davit.adapters.compose.localhost import LocalAddress
+from davit.adapters.compose.localhost import connect as local_connect
 from davit.adapters.compose.source import inspect_project
 from davit.adapters.compose.sshsource_checks import remote_source_checks
 from davit.adapters.compose.target import TargetLayout, missing_helper_tools, missing_host_tools
@@ -21,7 +24,7 @@ from davit.adapters.secrets import redact
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.domain.checks import CheckInputs, Checklist
-from davit.domain.jobs import ComposeBackupJob, ComposeMigrateJob
+from davit.domain.jobs import ComposeBackupJob, ComposeMigrateJob, ComposeRestoreJob
 
 q = shlex.quote
 
@@ -77,7 +80,43 @@ def backup_checks(inputs: CheckInputs) -> None:
     inputs.check_repository(spec.repository)
 
 
-def _target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeMigrateJob, need: int) -> None:
+def restore_checks(inputs: CheckInputs) -> None:
+    """`compose.restore`: the snapshot is in the repository and of kind `compose`; the target
+    over SSH as a migration's (docker, compose, host tools, helper image, base path, free
+    space against the snapshot's size). The project's name, when the job gives one, must be
+    free there; otherwise the snapshot's own is checked when the run starts."""
+    spec: ComposeRestoreJob = inputs.spec
+    cl = inputs.checklist
+    stats = inputs.check_snapshot(spec.repository, spec.source.snapshot, spec.source.job, "compose")
+    need = int((stats or {}).get("bytes", 0) or 0)
+    t = spec.target
+    layout = TargetLayout(t.base_path, spec.project or "")
+    if t.host is None or t.key_file is None or t.known_hosts is None:  # this host's engine
+        local = LocalAddress(engine_address(t.engine))
+        with local_connect(local) as here:
+            host = cast("RemoteHost", here)
+            _restore_target_checks(cl, host, layout, spec, need)
+        return
+    address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
+    with cl.check("target", "ssh") as c, ssh_connect(address) as host:
+        c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
+        _restore_target_checks(cl, host, layout, spec, need)
+
+
+def _restore_target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeRestoreJob, need: int) -> None:
+    if spec.project is not None:
+        with cl.check("target", "project") as p:
+            label = q(f"label=com.docker.compose.project={spec.project}")
+            if host.run(f"docker ps -aq --filter {label}; docker volume ls -q --filter {label}", check=False).stdout.strip():
+                p.fail(f"compose project {spec.project} already has containers or volumes on {host.address.host}")
+            else:
+                p.ok(f"no compose project {spec.project} on {host.address.host}")
+    _target_checks(cl, host, layout, spec, need)
+
+
+def _target_checks(
+    cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeMigrateJob | ComposeRestoreJob, need: int
+) -> None:
     with cl.check("target", "docker") as c:
         version = host.run("docker version --format '{{.Server.Version}}'", check=False)
         compose = host.run("docker compose version --short", check=False)
@@ -106,7 +145,11 @@ def _base_path(cl: Checklist, host: RemoteHost, layout: TargetLayout, need: int)
     with cl.check("target", "base path writable") as c:
         if host.run(f'{nearest}; test -w "$p" && test -x "$p"', check=False).status != 0:
             c.fail(f"{host.address.user} may not write {base} (or the directory it would be made in) on {host.address.host}")
-        elif host.run(f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"', check=False).status == 0:
+        elif (
+            layout.project
+            and host.run(f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"', check=False).status
+            == 0
+        ):
             c.fail(f"project directory {layout.project_dir} exists on {host.address.host} and is not empty")
         else:
             c.ok(f"{host.address.user} may write {base} on {host.address.host}")

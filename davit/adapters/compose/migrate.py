@@ -22,6 +22,7 @@ is ignored and the migration ends as finalize does. `dry_run` plans only `inspec
 from __future__ import annotations
 
 import shlex
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             ctx.step_started(ROLLBACK_TARGET)
             try:
                 info = self._info(ctx)
-                with ssh_connect(self.address) as host:
+                with self._connect() as host:
                     tgt.remove_target(
                         host, self.layout, self._project_args(info), self._items(info), keep=self.spec.keep_failed_target
                     )
@@ -214,7 +215,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         running = self._source_images(info["name"])
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
                 raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
             planned = imgs.plan(host, self.spec.images, running)
@@ -289,10 +290,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         sent: set[str] = set()
         unchanged: list[str] = []  # items the target held already: nothing written
         spawn = self._spawner()  # where each item's export runs: here, or on the source's host
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
-            for item in self._items(info) + imgs.items(planned, self.spec.source.engine, host):
+            for item in self._items(info) + self._image_items(planned, host):
                 if item.id in imported:
                     continue
                 ctx.check_stop()
@@ -335,6 +336,14 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         for step in todo:
             ctx.step_completed(step, summaries[step])
 
+    def _connect(self) -> AbstractContextManager[RemoteHost]:
+        """The target's session (a restore onto this host's engine: `localhost.py`)."""
+        return ssh_connect(self.address)
+
+    def _image_items(self, planned: list[dict[str, Any]], host: RemoteHost) -> list[imgs.ImageItem]:
+        """The planned images to send, as pipeline items (a restore's come from its snapshot)."""
+        return imgs.items(planned, self.spec.source.engine, host)
+
     def _unpacker(self, host: RemoteHost, item: Item, project: str) -> tuple[str, str | None]:
         """The command that unpacks the item's stream on the target, and its walker (none for an image)."""
         if isinstance(item, imgs.ImageItem):
@@ -357,20 +366,20 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             elif rel in translated:
                 data = data.replace(wd.encode(), self.layout.project_dir.encode())
             files[rel] = (data, 0o600 if rel == ".env" else self._source_mode(local))
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             tgt.write_project(host, self.layout, files)
             binds.verify_on_target(host, self.layout, self._project_args(info), info)
         return {"files": sorted(files), "project_dir": self.layout.project_dir}
 
     def _start(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             out = tgt.compose(host, self.layout, f"{self._project_args(info)} up -d --pull never --remove-orphans")
         return {"output": out[-2000:]}
 
     def _verify(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             states = tgt.wait_healthy(
                 host, self.layout, self._project_args(info), info["services"], self.spec.verify_timeout, ctx.check_stop
             )
@@ -382,7 +391,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # fails here with its source still there for the rollback to start again
         staging = self.repo.staging(self.run_id)
         removed = self._remove_source(info) if self.spec.remove_source else []
-        with ssh_connect(self.address) as host:
+        with self._connect() as host:
             host.run(f"rm -rf {shlex.quote(self.layout.store)}")
         staging.remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}

@@ -20,6 +20,7 @@ from davit.domain.jobs.base import JobBase, Retention, SnapshotRef, problems_fro
 from davit.domain.jobs.base import inline_secrets as _inline_secrets
 from davit.domain.jobs.compose import ComposeMigrateJob
 from davit.domain.jobs.compose_backup import ComposeBackupJob
+from davit.domain.jobs.compose_restore import ComposeRestoreJob
 from davit.domain.jobs.copy import RepositoryCopyJob
 from davit.domain.jobs.docker import VolumeBackupJob, VolumeRestoreJob
 from davit.domain.jobs.files import FilesBackupJob, FilesRestoreJob
@@ -48,6 +49,7 @@ AnyJob = (
     | PostgresBackupJob
     | PostgresRestoreJob
     | ComposeBackupJob
+    | ComposeRestoreJob
 )
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 
@@ -60,6 +62,7 @@ __all__ = [  # noqa: RUF022 - grouped: registry, specs, functions
     "JobSpec",
     "ComposeMigrateJob",
     "ComposeBackupJob",
+    "ComposeRestoreJob",
     "FilesBackupJob",
     "FilesRestoreJob",
     "JobBase",

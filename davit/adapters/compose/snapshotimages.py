@@ -1,0 +1,74 @@
+"""An image of a `compose` snapshot (`images/<id>.tar`, the engine's export by ID), checked
+before a restore lets the target's engine load it.
+
+A snapshot is hostile input: its image file could hold another image than its name and the
+manifest say, or name tags (`RepoTags`, `repositories`) that `docker load` would point at it,
+moving a name the target's other stacks use. The export is read once through (a stream, never
+held whole): `manifest.json` must describe exactly one image, with no tags, whose config member
+hashes to the expected ID (the ID *is* the config's sha256, and the engine checks each layer
+against the config's diff IDs as it loads). After the load `images.check_loaded` compares again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from typing import Any
+
+from davit.domain.errors import CorruptSnapshot
+
+SMALL = 4 << 20  # members hashed while read: configs and manifests are far smaller
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._left = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            try:
+                self._left = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Iterator[bytes]) -> None:
+    """Raise `CorruptSnapshot` (naming `path`) unless the export is the one untagged image `image_id`."""
+    digests: dict[str, str] = {}
+    manifest: Any = None
+    repositories: Any = None
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(_Chunks(chunks), 1 << 20), mode="r|") as tar:
+            for member in tar:
+                if not member.isfile() or member.size > SMALL:
+                    continue
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                name = member.name.removeprefix("./")
+                digests[name] = "sha256:" + hashlib.sha256(data).hexdigest()
+                if name == "manifest.json":
+                    manifest = json.loads(data)
+                elif name == "repositories":
+                    repositories = json.loads(data)
+    except (tarfile.TarError, ValueError, EOFError) as exc:
+        raise CorruptSnapshot(snapshot_id, path, f"not an image export the engine could load: {exc}") from None
+    if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
+        raise CorruptSnapshot(snapshot_id, path, "its manifest.json does not describe exactly one image")
+    tags = manifest[0].get("RepoTags") or []
+    if tags or repositories:
+        named = ", ".join(str(t) for t in tags) or json.dumps(repositories)[:200]
+        raise CorruptSnapshot(snapshot_id, path, f"it would tag names on the target when loaded ({named}); refused")
+    config = str(manifest[0].get("Config") or "")
+    found = digests.get(config.removeprefix("./"))
+    if found != image_id:
+        raise CorruptSnapshot(snapshot_id, path, f"it holds image {found or 'without a config'}, its name says {image_id}")
