@@ -274,5 +274,8 @@ class WorkerContext:
         self._record(ev.RunWarning(message=message, step=step))
 
     def check_stop(self) -> None:
+        rec = self.recorder
+        if rec.lease is not None and rec.lease_clock is not None:
+            rec.lease.check(rec.lease_clock)  # a daemon continued after a pause past its lease stops here
         if self._stop.is_set():
             raise RunStopped(self._stop_reason())

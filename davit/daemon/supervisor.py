@@ -110,6 +110,7 @@ class Supervisor:
         self.name = leases.name if leases is not None else None
         self.registry.daemon_name = self.name
         self.followed_after = 0  # the log position the follow loop starts after
+        self.taken_from: dict[str, str] = {}  # run id -> the daemon whose lapsed lease this one ended
         self.registry.on_change = self._job_changed
         self.timetable = Timetable()  # scheduled jobs by next fire (wall clock)
         self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
@@ -740,7 +741,7 @@ class Supervisor:
         assert self.book is not None
         rec = handle.recorder
         view = rec.view
-        taken_from = view.owner if view.owner not in (None, self.name) else None
+        taken_from = self.taken_from.pop(rec.run_id, None) or (view.owner if view.owner not in (None, self.name) else None)
         claim, lease = self.book.claim_event(view, taken_from)
         try:
             await rec.record(claim)
@@ -875,6 +876,7 @@ class Supervisor:
                     reason = f"the lease of daemon {owner} lapsed (no renewal seen for {view.lease_seconds:.0f} s)"
                     requeued = ev.RunRequeued(reason=f"taken over by {self.name}")
                     await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), requeued)
+                    self.taken_from[run_id] = owner  # named by this daemon's claim, if it dispatches it
                     log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
                 elif view.state is RunState.INTERRUPTED:
                     await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
