@@ -360,6 +360,8 @@ class Supervisor:
             else:
                 defined = await self.registry.sync_paths(self.settings.jobs_dir, names)
                 candidates = [j for j in map(self.registry.by_name, defined) if j is not None]
+            if self.name is not None:  # (several daemons: each triggers the jobs its directory defines)
+                candidates = [j for j in candidates if j.daemon in (None, self.name)]
             for job in candidates:
                 if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
                     await self.trigger(job, "new-revision")
@@ -524,7 +526,11 @@ class Supervisor:
                 continue
             try:
                 await self.trigger(job, "schedule", scheduled_for=at.isoformat())
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ConcurrencyError) and self.book is not None:
+                    # another daemon fired it first (or changed the job): the follower applies
+                    # its events and the job's next fire is planned from them
+                    continue
                 log.exception(
                     "job %s: its scheduled run could not be queued; trying again in %.0f s", name, RETRY_FAILED_FIRE_SECONDS
                 )
@@ -547,7 +553,10 @@ class Supervisor:
                 continue
             try:
                 await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ConcurrencyError) and self.book is not None:
+                    await self._refold(run_id)  # another daemon requeued it first
+                    continue
                 log.exception(
                     "run %s could not be requeued for its retry; trying again in %.0f s", run_id, RETRY_FAILED_FIRE_SECONDS
                 )
@@ -592,8 +601,8 @@ class Supervisor:
                 except ConcurrencyError as exc:
                     if self.book is None:
                         await record_failure(self.store, stored, exc)
-                    else:  # another daemon of this log handled it first; its stream moved on
-                        await self._refold(exc.stream.removeprefix("run-")) if exc.stream.startswith("run-") else None
+                    elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
+                        await self._refold(exc.stream.removeprefix("run-"))
                 except Exception as exc:
                     # recorded, so a CLI waiting on it stops waiting (a log line alone left it
                     # waiting until its timeout)
@@ -758,12 +767,14 @@ class Supervisor:
 
     async def _renew_forever(self, handle: ex.RunHandle) -> None:
         assert self.leases is not None
-        while await self.renew(handle):
+        while True:  # (the claim just made is the first renewal)
             await anyio.sleep(self.leases.renew_seconds)
+            if not await self.renew(handle):
+                return
 
     async def renew(self, handle: ex.RunHandle) -> bool:
-        """Renew the run's lease once (past the first call's claim); False once it is gone, and
-        then the run's work is asked to stop at its next chunk boundary."""
+        """Renew the run's lease once; False once it is gone (or the run ended), and then the
+        run's work is asked to stop at its next chunk boundary."""
         assert self.book is not None
         rec = handle.recorder
         lease = rec.lease

@@ -293,3 +293,34 @@ def test_a_renewal_interval_above_half_the_lease_is_refused(tmp_path: Path) -> N
     (home / "davit.toml").write_text("[daemon]\nlease_seconds = 30\nlease_renew_seconds = 20\n")
     with pytest.raises(InvalidConfig, match="lease_renew_seconds"):
         load_settings(home)
+
+
+def test_a_daemons_jobs_directory_retires_only_its_own_jobs_and_it_learns_the_others_from_the_log(tmp_path: Path) -> None:
+    """Per-host jobs directories on one log: `b`'s sync of its directory, which lacks `a`'s
+    file, must not retire `a`'s job (it did, as the one daemon's registry retires every job
+    whose file is gone); `b` knows `a`'s job from the `JobDefined` event it followed."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        registries = {}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            registry = JobRegistry(store)
+            registry.daemon_name = name
+            await registry.load()
+            registries[name] = registry
+        (tmp_path / "a" / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv"\n')
+        assert await registries["a"].sync_directory(tmp_path / "a") == ["docs"]
+        for stored in await store.read_all(0, 100, "job-"):
+            await registries["b"].follow(stored)
+            await registries["b"].follow(stored)  # (twice: applied once)
+        docs = registries["b"].by_name("docs")
+        assert docs is not None and docs.daemon == "a" and docs.version == 1
+        await registries["b"].sync_directory(tmp_path / "b")
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+        (tmp_path / "a" / "docs.toml").unlink()
+        await registries["a"].sync_directory(tmp_path / "a")  # its owner's directory still retires it
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined", "JobRetired"]
+
+    anyio.run(main)

@@ -29,7 +29,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
     settings = state(ctx).settings
 
     async def go(store: AnyEventStore) -> list[dict[str, object]]:
-        if not isinstance(store, DaemonRoster) or settings.event_store_url_path is None:
+        if not isinstance(store, DaemonRoster):
             return [_local(settings)]
         views = await load_runs(store)
         held: dict[str, list[str]] = {}
@@ -56,7 +56,8 @@ def command(ctx: click.Context, as_json: bool) -> None:
             )
         return rows
 
-    rows = with_store(ctx, go)
+    # (SQLite: the one daemon's heartbeat file; the log need not even exist yet)
+    rows = [_local(settings)] if settings.event_store_url_path is None else with_store(ctx, go)
     if as_json:
         for row in rows:
             emit_json(row)
@@ -67,7 +68,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
                 r["name"],
                 r["version"],
                 r["last_beat"],
-                f"{r['age_seconds']} s" + ("" if r["alive"] else " (not beating)"),
+                ("-" if r["age_seconds"] == -1.0 else f"{r['age_seconds']} s") + ("" if r["alive"] else " (not beating)"),
                 ", ".join(r["runs_held"]) or "-",  # type: ignore[arg-type]
             ]
             for r in rows
