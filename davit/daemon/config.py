@@ -18,6 +18,8 @@ must not grow a second, empty davit).
 from __future__ import annotations
 
 import os
+import re
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +32,17 @@ from davit.daemon.metricsconfig import MetricsSection
 from davit.daemon.repoconfig import RepositorySection
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.domain.jobs import nesting, problems_from_validation
+from davit.domain.jobs.base import DAEMON_NAME_PATTERN as JOB_DAEMON_NAME
 from davit.domain.notifyspec import ALL_EVENTS, ENV_NAME_PATTERN, NotifyEvent
 from davit.eventstore.boundedread import TooLarge, read_bounded
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # davitd and davit set this umask first thing: what they create is 0700/0600, the owner's alone
 PRIVATE_UMASK = 0o077
-MAX_CONFIG_BYTES = 1 << 20  # as a job file: a config larger than this is refused unread
+MAX_CONFIG_BYTES = 1 << 20
+DAEMON_NAME_PATTERN = (
+    f"^({JOB_DAEMON_NAME.strip('^$')})?$"  # ("": the host name)  # as a job file: a config larger than this is refused unread
+)
 
 
 class _Section(BaseModel):
@@ -53,6 +59,19 @@ class DaemonSection(_Section):
     # A file holding a postgresql:// URL (with its password): the event log on PostgreSQL
     # instead of SQLite (davit/daemon/eventlogs.py). Read by reference, never logged.
     event_store_url_file: str = ""  # "": SQLite
+    # This daemon's name among the daemons sharing one log ("": the host name); recorded on its
+    # runs' claims and its heartbeat row (`davit daemons`).
+    name: str = Field(default="", pattern=DAEMON_NAME_PATTERN)
+    # Several daemons on one (PostgreSQL) log: a run is executed under a lease the owner renews
+    # every `lease_renew_seconds`; one not renewed for `lease_seconds` is taken over.
+    lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    lease_renew_seconds: float = Field(default=20.0, ge=1, le=1200)
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> DaemonSection:
+        if self.lease_renew_seconds * 2 > self.lease_seconds:
+            raise ValueError("lease_renew_seconds must be at most half of lease_seconds (a renewal may be late once)")
+        return self
 
 
 class RetrySection(_Section):
@@ -151,6 +170,11 @@ class Settings:
         return Path(value) if value.startswith("/") else self.config_file.parent / value
 
     @property
+    def daemon_name(self) -> str:
+        """`[daemon] name`, or the host name (its first label, as `hostname -s` gives it)."""
+        return self.model.daemon.name or daemon_name_of_host()
+
+    @property
     def lock_path(self) -> Path:
         return self.state_dir / "davitd.lock"
 
@@ -162,6 +186,16 @@ class Settings:
         if credentials and (Path(credentials) / "log.key").exists():
             return Path(credentials) / "log.key"
         return self.config_file.parent / "log.key"
+
+
+def daemon_name_of_host() -> str:
+    """The host's short name, as a daemon name may be; `InvalidConfig` if it cannot be one."""
+    host = socket.gethostname().split(".", 1)[0]
+    if not re.fullmatch(JOB_DAEMON_NAME, host):
+        raise InvalidConfig(
+            "davit.toml", [FieldProblem("daemon.name", f"the host name {host!r} is not a daemon name: set [daemon] name")]
+        )
+    return host
 
 
 def load_settings(home: Path | None = None, config_file: Path | None = None, create_home: bool = False) -> Settings:

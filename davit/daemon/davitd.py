@@ -12,8 +12,9 @@ import click
 
 from davit.daemon.allocator import keep_freed_buffers
 from davit.daemon.bootstrap import Parts
-from davit.daemon.config import PRIVATE_UMASK, load_settings
+from davit.daemon.config import PRIVATE_UMASK, Settings, load_settings
 from davit.daemon.eventlogs import AnyEventStore, on_postgres, postgres_store
+from davit.daemon.leases import LeasePolicy
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
 from davit.daemon.logsetup import configure as configure_logging
@@ -24,6 +25,12 @@ from davit.daemon.supervisor import Supervisor
 from davit.daemon.version import davit_version
 from davit.domain.errors import DavitError
 from davit.eventstore.sqlite import SqliteEventStore
+
+
+def lease_policy(settings: Settings) -> LeasePolicy:
+    """Leases on a log several daemons may share (PostgreSQL; SQLite's is one daemon's)."""
+    daemon = settings.model.daemon
+    return LeasePolicy(settings.daemon_name, daemon.lease_seconds, daemon.lease_renew_seconds)
 
 
 async def _serve(parts: Parts) -> None:
@@ -44,7 +51,8 @@ async def _serve_locked(parts: Parts) -> None:
         if isinstance(store, SqliteEventStore):
             finish_log_key(key)  # the log is sealed under it now: nobody seals again
         async with serving_metrics(parts.settings, store, davit_version()):
-            await Supervisor(parts, store, notifier, davit_version(), health).run()
+            leases = lease_policy(parts.settings) if on_postgres(parts.settings) else None
+            await Supervisor(parts, store, notifier, davit_version(), health, leases=leases).run()
     finally:
         await store.close()
         parts.close()

@@ -143,6 +143,14 @@ async def _execute(
                 # the cancel is being honoured by this rollback; it must not stop it
                 handle.stop.clear()
                 handle.stop_reason = SHUTDOWN
+    except ConcurrencyError as exc:
+        if rec.lease is None:
+            raise
+        # Another daemon appended to the run (it took it over after this daemon's lease
+        # lapsed): this daemon's appends are refused from now on, and its work has stopped.
+        reason = rec.lease.lost or f"another daemon appended to the run ({exc})"
+        rec.lease.lost = reason
+        log.warning("run %s (%s): lease lost, this daemon lets the run go: %s", rec.run_id, rec.view.job, reason)
     except LOG_UNWRITABLE as exc:
         # davitd's store waits for the log instead of raising this; a store without a
         # `WriteOutage` (a tool's, a test's) raises it: the run stays as the log shows it.
@@ -189,6 +197,8 @@ async def _drive(
     except LOG_UNWRITABLE:
         raise  # see `execute`
     except Exception as raw:
+        if isinstance(raw, ConcurrencyError) and rec.lease is not None:
+            raise  # the lease is lost: nothing more is recorded (see `_execute`)
         # The one failure path. A stop (shutdown, cancel, a checkpoint the log could not take)
         # says how the run goes on, whatever the work raised on its way out of it.
         if isinstance(raw, RunStopped) or rec.stopped_by_log is not None:

@@ -70,6 +70,7 @@ class JobState:
     triggered_revisions: set[str] = field(default_factory=set)
     last_scheduled_for: str | None = None
     defined_at: str = ""
+    daemon: str | None = None  # the daemon whose jobs directory defines it (None: the log's one daemon)
 
     def apply(self, stored: ev.StoredEvent) -> None:
         self.version = stored.version
@@ -78,6 +79,7 @@ class JobState:
             case ev.JobDefined():
                 self.kind, self.file, self.revision, self.spec = event.kind, event.file, event.revision, event.spec
                 self.retired, self.defined_at = False, stored.recorded_at
+                self.daemon = event.daemon
             case ev.JobRetired():
                 self.retired = True
             case ev.JobRunTriggered():
@@ -98,6 +100,9 @@ class JobRegistry:
         self._by_file: dict[str, str] = {}  # file -> name of the active job it defines
         self._file_of: dict[str, str] = {}  # name -> the file it is indexed under in _by_file
         self._claims: dict[str, str] = {}  # file -> the name it was refused because another file has it
+        # Several daemons on one log: this daemon's name. Its jobs directory then speaks only for
+        # the jobs it defined (another daemon's file is not "gone" from this one's directory).
+        self.daemon_name: str | None = None
 
     async def load(self) -> None:
         async for stored in self.log.iter_all(stream_prefix="job-"):
@@ -145,9 +150,22 @@ class JobRegistry:
         self._applied(state, [item for item in stored if item.stream == stream])
         return stored
 
+    async def follow(self, stored: ev.StoredEvent) -> None:
+        """Apply an event another daemon appended to a job's stream (several daemons on one
+        log); an event this registry already applied is passed over, a gap read from the log."""
+        name = stored.stream.removeprefix("job-")
+        state = self.jobs.setdefault(name, JobState(name))
+        if stored.version <= state.version:
+            return
+        if stored.version == state.version + 1:
+            self._applied(state, [stored])
+        else:
+            self._applied(state, await self.log.read_stream(stored.stream, state.version + 1))
+
     def _applied(self, state: JobState, stored: Iterable[ev.StoredEvent]) -> None:
         for item in stored:
-            state.apply(item)
+            if item.version > state.version:  # (the follower of the log may have applied it first)
+                state.apply(item)
         self._index(state)
         if self.on_change is not None:
             self.on_change(state)
@@ -166,6 +184,8 @@ class JobRegistry:
                     if stamp is not None:
                         present[str(path)] = stamp
         gone = (set(self._by_file) | set(self.stamps)) - set(present)
+        if self.daemon_name is not None:
+            gone = {f for f in gone if (job := self.by_file(f)) is None or job.daemon == self.daemon_name}
         changed = {f: s for f, s in present.items() if self.stamps.get(f) != s}
         st = os.stat(jobs_dir)
         if (st.st_mode, st.st_uid) != self.directory_stamp:
@@ -247,7 +267,14 @@ class JobRegistry:
             return None
         batch.add(
             spec.name,
-            ev.JobDefined(name=spec.name, kind=spec.kind, revision=revision, file=file, spec=spec.model_dump(mode="json")),
+            ev.JobDefined(
+                name=spec.name,
+                kind=spec.kind,
+                revision=revision,
+                file=file,
+                spec=spec.model_dump(mode="json"),
+                daemon=self.daemon_name,
+            ),
         )
         log.info("job %s defined from %s (revision %s)", spec.name, file, revision)
         return spec.name

@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 import anyio.lowlevel
@@ -33,6 +33,10 @@ from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, EventLogStop, 
 from davit.domain.machine import RunState
 from davit.domain.ports import RunLog
 from davit.domain.runs import RunView, admit, apply, fold
+
+if TYPE_CHECKING:
+    from davit.daemon.leases import OwnLease
+    from davit.daemon.scheduler import Clock
 
 log = logging.getLogger("davitd.run")
 
@@ -95,6 +99,10 @@ class RunRecorder:
         # Set when a worker of this run was stopped because the log could not be written: the
         # executor then treats whatever the work raised on its way out as that stop.
         self.stopped_by_log: EventLogStop | None = None
+        # The lease this daemon holds on the run (several daemons on one log, `leases.py`):
+        # a worker's record is not even tried once it is lost or past its deadline.
+        self.lease: OwnLease | None = None
+        self.lease_clock: Clock | None = None
 
     @classmethod
     async def load(cls, log: RunLog, run_id: str) -> RunRecorder:
@@ -149,6 +157,8 @@ class RunRecorder:
             raise
         self._unsent = []
         for item in stored:
+            if item.version <= self.view.version:
+                continue  # already applied by the daemon's follower of the log (several daemons)
             before = self.view.state
             apply(self.view, item)
             event = ev.decode(item) if item.type == ev.RunWarning.type_name() or self.view.state is not before else None
@@ -171,6 +181,8 @@ class WorkerContext:
 
     def _record(self, *events: ev.Event) -> None:
         rec = self.recorder
+        if rec.lease is not None and rec.lease_clock is not None:
+            rec.lease.check(rec.lease_clock)  # a lost lease: stop before this step's record
         if rec.log.writes_failing:
             # A known outage: don't try, and don't queue behind the executor's waiting record;
             # the run stops at this checkpoint and its work resumes from the previous one.
@@ -262,5 +274,8 @@ class WorkerContext:
         self._record(ev.RunWarning(message=message, step=step))
 
     def check_stop(self) -> None:
+        rec = self.recorder
+        if rec.lease is not None and rec.lease_clock is not None:
+            rec.lease.check(rec.lease_clock)  # a daemon continued after a pause past its lease stops here
         if self._stop.is_set():
             raise RunStopped(self._stop_reason())

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import JobRegistry, JobState
 from davit.daemon.kinds import preload
+from davit.daemon.leases import LEASE_LOST, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logsetup import apply_level as apply_log_level
 from davit.daemon.notifications.service import NotificationService
@@ -54,12 +56,13 @@ from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
-from davit.domain.errors import FieldProblem, IllegalTransition, InvalidConfig
+from davit.domain.daemons import DaemonBeat
+from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, FieldProblem, IllegalTransition, InvalidConfig
 from davit.domain.jobs import job_from_dict, spec_revision
 from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
-from davit.domain.ports import EventLog
-from davit.domain.runs import RunView, fold, staging_unneeded
+from davit.domain.ports import DaemonRoster, EventLog
+from davit.domain.runs import RunView, apply, fold, staging_unneeded
 from davit.domain.schedule import MonotonicQueue, Timetable
 
 log = logging.getLogger("davitd")
@@ -72,6 +75,9 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
+TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
+# Kinds whose data is on the daemon's host: run by the daemon whose jobs directory defines the job.
+LOCAL_KINDS = frozenset({"files", "volume", "compose"})
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
@@ -87,6 +93,7 @@ class Supervisor:
         version: str,
         health: LogHealth | None = None,
         clock: Clock | None = None,
+        leases: LeasePolicy | None = None,
     ) -> None:
         self.parts = parts
         self.settings = parts.settings
@@ -96,6 +103,14 @@ class Supervisor:
         self.version = version
         self.clock: Clock = clock or SystemClock()
         self.registry = JobRegistry(store)
+        # Several daemons on one log (PostgreSQL): runs are claimed under leases, and this
+        # daemon follows what the others append (runs, jobs). None: the one daemon of its log.
+        self.leases = leases
+        self.book = LeaseBook(leases, self.clock) if leases is not None else None
+        self.name = leases.name if leases is not None else None
+        self.registry.daemon_name = self.name
+        self.followed_after = 0  # the log position the follow loop starts after
+        self.taken_from: dict[str, str] = {}  # run id -> the daemon whose lapsed lease this one ended
         self.registry.on_change = self._job_changed
         self.timetable = Timetable()  # scheduled jobs by next fire (wall clock)
         self.retries = MonotonicQueue()  # runs waiting to retry, by monotonic due time
@@ -113,7 +128,8 @@ class Supervisor:
         max_parallel = self.settings.model.daemon.max_parallel_runs
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
-        self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, datetime.now(UTC).isoformat())
+        self.started_at = datetime.now(UTC).isoformat()
+        self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, self.started_at)
         # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
         self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
         if health is not None:
@@ -126,8 +142,9 @@ class Supervisor:
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,
-            ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version),
+            ev.DaemonStarted(pid=os.getpid(), home=str(self.settings.config_file.parent), version=self.version, name=self.name),
         )
+        self.followed_after = await self.store.head_position()
         await self._load()
         await self._recover()
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +166,10 @@ class Supervisor:
             tg.start_soon(self.heartbeat.beat_forever, self._beat_facts)
             tg.start_soon(self._notifications)
             tg.start_soon(self._remove_leftovers_of_ended, self.ended_before_start)
+            if self.book is not None:
+                tg.start_soon(self._follow_log)
+                tg.start_soon(self._takeover_loop)
+                tg.start_soon(self._roster_loop)
             await self._wait_for_signal()
             await self._shutdown()
             tg.cancel_scope.cancel()
@@ -250,22 +271,43 @@ class Supervisor:
             self.recorders[run_id] = RunRecorder(self.store, self.runs[run_id])
         return self.recorders[run_id]
 
+    async def _refold(self, run_id: str) -> RunView:
+        """Fold the run again from the log (another daemon appended to it), in place of the
+        view this daemon had; its recorder, if any, records on from the new one."""
+        view = fold(run_id, await self.store.read_stream(ev.run_stream(run_id)))
+        self.runs[run_id] = view
+        if run_id in self.recorders:
+            self.recorders[run_id].view = view
+        return view
+
     async def _recover(self) -> None:
         for run_id, view in list(self.runs.items()):
-            state = view.state
-            if state in WORKING:
-                reason = f"found {state.value} at start-up: the daemon that ran it stopped without finishing"
-                await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), ev.RunRequeued(reason="resumed at start-up"))
-                log.warning("run %s (%s) was interrupted; resuming from its last checkpoint", run_id, view.job)
-            elif state is RunState.INTERRUPTED:
-                await self.recorder(run_id).record(ev.RunRequeued(reason="resumed at start-up"))
-                log.info("run %s (%s) resumes from its last checkpoint", run_id, view.job)
-            elif state is RunState.CANCELLING:
-                # the daemon died while honouring a cancel: end it now, rolling back if needed
-                await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
+            if self.book is not None and self.book.held_elsewhere(view):
+                # another live daemon's run (or one whose lease has not been seen to lapse yet:
+                # the takeover loop decides once `lease_seconds` pass without a renewal)
+                self.book.observe(view)
+                continue
+            try:
+                await self._recover_one(run_id, view)
+            except ConcurrencyError:
+                await self._refold(run_id)  # another daemon starting at once recovered it first
+            view = self.runs[run_id]
             if view.state in TERMINAL and view.last_position > self.previous_start:
                 self.ended_before_start.append(run_id)
             self._expect_retry(run_id)
+
+    async def _recover_one(self, run_id: str, view: RunView) -> None:
+        state = view.state
+        if state in WORKING:
+            reason = f"found {state.value} at start-up: the daemon that ran it stopped without finishing"
+            await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), ev.RunRequeued(reason="resumed at start-up"))
+            log.warning("run %s (%s) was interrupted; resuming from its last checkpoint", run_id, view.job)
+        elif state is RunState.INTERRUPTED:
+            await self.recorder(run_id).record(ev.RunRequeued(reason="resumed at start-up"))
+            log.info("run %s (%s) resumes from its last checkpoint", run_id, view.job)
+        elif state is RunState.CANCELLING:
+            # the daemon died while honouring a cancel: end it now, rolling back if needed
+            await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
 
     async def _remove_leftovers_of_ended(self, run_ids: list[str]) -> None:
         for run_id in run_ids:  # their staging with all the others' below: one listing per repository
@@ -318,6 +360,8 @@ class Supervisor:
             else:
                 defined = await self.registry.sync_paths(self.settings.jobs_dir, names)
                 candidates = [j for j in map(self.registry.by_name, defined) if j is not None]
+            if self.name is not None:  # (several daemons: each triggers the jobs its directory defines)
+                candidates = [j for j in candidates if j.daemon in (None, self.name)]
             for job in candidates:
                 if job.spec.get("schedule") is None and job.revision not in job.triggered_revisions:
                     await self.trigger(job, "new-revision")
@@ -482,7 +526,11 @@ class Supervisor:
                 continue
             try:
                 await self.trigger(job, "schedule", scheduled_for=at.isoformat())
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ConcurrencyError) and self.book is not None:
+                    # another daemon fired it first (or changed the job): the follower applies
+                    # its events and the job's next fire is planned from them
+                    continue
                 log.exception(
                     "job %s: its scheduled run could not be queued; trying again in %.0f s", name, RETRY_FAILED_FIRE_SECONDS
                 )
@@ -505,7 +553,10 @@ class Supervisor:
                 continue
             try:
                 await self.recorder(run_id).record(ev.RunRequeued(reason=f"retry after {view.error_type}"))
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ConcurrencyError) and self.book is not None:
+                    await self._refold(run_id)  # another daemon requeued it first
+                    continue
                 log.exception(
                     "run %s could not be requeued for its retry; trying again in %.0f s", run_id, RETRY_FAILED_FIRE_SECONDS
                 )
@@ -547,6 +598,11 @@ class Supervisor:
                     continue
                 try:
                     await self._handle_request(stored)
+                except ConcurrencyError as exc:
+                    if self.book is None:
+                        await record_failure(self.store, stored, exc)
+                    elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
+                        await self._refold(exc.stream.removeprefix("run-"))
                 except Exception as exc:
                     # recorded, so a CLI waiting on it stops waiting (a log line alone left it
                     # waiting until its timeout)
@@ -617,6 +673,8 @@ class Supervisor:
         # (the table alone: a cancel after the committing step started is recorded as ignored)
         if view is None or view.state not in CANCELLABLE:
             return
+        if self.book is not None and self.book.held_elsewhere(view):
+            return  # its owner reads the same request and honours it
         if await ex.cancel(self.recorder(run_id), self.handles.get(run_id), self.parts.work_for, self.limiter):
             self.wakeup.set()  # the dispatcher runs the rollback
         else:
@@ -634,6 +692,10 @@ class Supervisor:
                 (v for v in self.runs.values() if v.state in DISPATCHABLE and v.run_id not in self.handles),
                 key=lambda v: v.last_position,
             )
+            if self.book is not None:
+                # runs of one job never overlap, whichever daemons run them
+                busy_jobs |= {v.job for v in self.runs.values() if v.owner is not None and self.book.held_elsewhere(v)}
+                queued = [v for v in queued if self._placed_here(v) and not self.book.held_elsewhere(v)]
             for view in queued:
                 if len(self.handles) >= max_parallel or self.stopping or self.store.writes_failing:
                     break  # (a run started while the log cannot be written would only wait)
@@ -648,14 +710,195 @@ class Supervisor:
                 await self.wakeup.wait()
 
     async def _execute(self, handle: ex.RunHandle) -> None:
+        run_id = handle.recorder.run_id
         try:
             await self._kind_loaded(handle.recorder.view.kind)
-            await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
-            await self._remove_leftovers(handle.recorder.run_id)
+            if self.book is None:
+                await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
+            elif await self._claim(handle):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._renew_forever, handle)
+                    await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
+                    tg.cancel_scope.cancel()
+            await self._remove_leftovers(run_id)
         finally:
-            self.handles.pop(handle.recorder.run_id, None)
-            self._expect_retry(handle.recorder.run_id)
+            self.handles.pop(run_id, None)
+            if self.book is not None:
+                self.book.own.pop(run_id, None)
+                handle.recorder.lease = None
+                with anyio.CancelScope(shield=True):
+                    await self._refold_quietly(run_id)  # what the log says now (another daemon may hold it)
+            self._expect_retry(run_id)
             self.wakeup.set()
+
+    # --- several daemons: leases, placement, following the others ------------------------------
+
+    def _placed_here(self, view: RunView) -> bool:
+        """Whether this daemon may run `view`: its job's `runs_on`, else for kinds whose data is
+        on the host (files, volumes, compose projects) the daemon whose jobs directory defined
+        the job; other kinds (network servers, repository copies) anywhere."""
+        runs_on = view.spec.get("runs_on")
+        if runs_on:
+            return bool(runs_on == self.name)
+        if view.kind.split(".", 1)[0] in LOCAL_KINDS:
+            job = self.registry.jobs.get(view.job)
+            return job is None or job.daemon is None or job.daemon == self.name
+        return True
+
+    async def _claim(self, handle: ex.RunHandle) -> bool:
+        """Claim the run for this daemon; False if another daemon appended to it first."""
+        assert self.book is not None
+        rec = handle.recorder
+        view = rec.view
+        taken_from = self.taken_from.pop(rec.run_id, None) or (view.owner if view.owner not in (None, self.name) else None)
+        claim, lease = self.book.claim_event(view, taken_from)
+        try:
+            await rec.record(claim)
+        except (ConcurrencyError, IllegalTransition):
+            await self._refold(rec.run_id)
+            log.info("run %s (%s) was claimed by another daemon first", rec.run_id, view.job)
+            return False
+        rec.lease = lease
+        rec.lease_clock = self.clock
+        self.book.own[rec.run_id] = lease
+        if taken_from:
+            log.warning("run %s (%s) taken over from daemon %s, whose lease expired", rec.run_id, view.job, taken_from)
+        return True
+
+    async def _renew_forever(self, handle: ex.RunHandle) -> None:
+        assert self.leases is not None
+        while True:  # (the claim just made is the first renewal)
+            await anyio.sleep(self.leases.renew_seconds)
+            if not await self.renew(handle):
+                return
+
+    async def renew(self, handle: ex.RunHandle) -> bool:
+        """Renew the run's lease once; False once it is gone (or the run ended), and then the
+        run's work is asked to stop at its next chunk boundary."""
+        assert self.book is not None
+        rec = handle.recorder
+        lease = rec.lease
+        if lease is None:
+            return False
+        if lease.lost is not None:
+            pass  # (a worker found it lost first)
+        elif self.clock.monotonic() > lease.deadline:
+            lease.lost = "its lease expired before this daemon could renew it (was davitd paused?)"
+        else:
+            renewal, deadline = self.book.renewal(lease)
+            try:
+                await rec.record(renewal, patient=False)
+            except ConcurrencyError:
+                lease.lost = "another daemon appended to the run: it was taken over"
+            except IllegalTransition:
+                return False  # the run ended
+            except LOG_UNWRITABLE:
+                return True  # tried again at the next renewal; the deadline decides meanwhile
+            else:
+                lease.deadline = deadline
+                return True
+        if not handle.stop.is_set():
+            log.warning("run %s (%s): %s; its work stops here", rec.run_id, rec.view.job, lease.lost)
+            handle.request_stop(f"{LEASE_LOST}: {lease.lost}")
+        return False
+
+    async def _refold_quietly(self, run_id: str) -> None:
+        try:
+            await self._refold(run_id)
+        except Exception as exc:
+            log.warning("run %s could not be read back from the log: %s", run_id, exc)
+
+    async def _follow_log(self) -> None:
+        """Apply what the other daemons append (runs, jobs) to this daemon's views."""
+        assert self.leases is not None
+        while True:
+            try:
+                async for stored in self.store.tail(self.followed_after, None, poll_seconds=0.5):
+                    await self._followed(stored)
+                    self.followed_after = stored.position
+            except Exception:
+                log.exception("following the event log failed; following again in %.0f s", WATCH_RETRY_SECONDS)
+                await anyio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _followed(self, stored: ev.StoredEvent) -> None:
+        if stored.stream.startswith("job-"):
+            await self.registry.follow(stored)
+            return
+        if not stored.stream.startswith("run-"):
+            return
+        run_id = stored.stream.removeprefix("run-")
+        if run_id in self.handles:
+            return  # executed here: its recorder keeps its view; another daemon's append fences it
+        view = self.runs.get(run_id)
+        if view is not None and stored.version <= view.version:
+            return  # this daemon's own append, already applied
+        if (view is not None and stored.version == view.version + 1) or (view is None and stored.version == 1):
+            view = view or self.runs.setdefault(run_id, RunView(run_id))
+            try:
+                apply(view, stored)
+            except IllegalTransition:
+                view = await self._refold(run_id)
+        else:
+            view = await self._refold(run_id)
+        assert self.book is not None
+        self.book.observe(view)
+        self._expect_retry(run_id)
+        self.wakeup.set()
+
+    async def _roster_loop(self) -> None:
+        """This daemon's row among the log's daemons (`davit daemons`), every `ROSTER_SECONDS`."""
+        if not isinstance(self.store, DaemonRoster) or self.name is None:
+            return
+        failing: str | None = None
+        while True:
+            running, problem = self._beat_facts()
+            beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at, running, problem)
+            try:
+                await self.store.beat(beat)
+                failing = None
+            except Exception as exc:
+                if str(exc) != failing:
+                    log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
+                failing = str(exc)
+            await anyio.sleep(ROSTER_SECONDS)
+
+    async def _takeover_loop(self) -> None:
+        """Take over the runs whose lease lapsed (their daemon died or hangs): a run cut off
+        while it worked is recorded interrupted and requeued (the dispatcher claims it and it
+        resumes from its checkpoints), a rollback is claimed by the dispatcher as it is; a run
+        interrupted by its daemon's shutdown is requeued here, for any daemon to resume."""
+        assert self.leases is not None and self.book is not None
+        while True:
+            await anyio.sleep(min(self.leases.renew_seconds, TAKEOVER_CHECK_SECONDS))
+            if self.stopping:
+                return
+            await self.take_over_lapsed()
+
+    async def take_over_lapsed(self) -> list[str]:
+        """One pass of `_takeover_loop`; the runs it recorded interrupted or requeued."""
+        assert self.book is not None
+        done = []
+        for run_id, view in list(self.runs.items()):
+            if run_id in self.handles or not self._placed_here(view):
+                continue
+            try:
+                if view.state in WORKING and self.book.takeover_due(view):
+                    owner = view.owner or "an older davitd"
+                    reason = f"the lease of daemon {owner} lapsed (no renewal seen for {view.lease_seconds:.0f} s)"
+                    requeued = ev.RunRequeued(reason=f"taken over by {self.name}")
+                    await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), requeued)
+                    self.taken_from[run_id] = owner  # named by this daemon's claim, if it dispatches it
+                    log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
+                elif view.state is RunState.INTERRUPTED:
+                    await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
+                else:
+                    continue
+            except (ConcurrencyError, IllegalTransition):
+                await self._refold(run_id)  # another daemon was first
+                continue
+            done.append(run_id)
+            self.wakeup.set()
+        return done
 
     def _beat_facts(self) -> tuple[list[str], str | None]:
         """What davitd's heartbeat says besides its identity: the runs it executes, and why

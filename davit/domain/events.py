@@ -87,6 +87,7 @@ class DaemonStarted(Event):
     pid: int
     home: str
     version: str
+    name: str | None = None  # `[daemon] name` (None in logs written before daemons had names)
 
 
 class DaemonStopped(Event):
@@ -127,6 +128,7 @@ class JobDefined(Event):
     revision: str
     file: str
     spec: dict[str, Any]
+    daemon: str | None = None  # the daemon whose jobs directory holds `file` (several daemons on one log)
 
 
 class JobRetired(Event):
@@ -261,6 +263,28 @@ class RunRolledBack(Event):
     cause: str
 
 
+class RunClaimed(Event):
+    """Daemon `owner` executes the run from now on, under the lease `token` (several daemons on
+    one log: `davit/daemon/leases.py`). Appended at the run's expected stream version, so of two
+    daemons claiming at once one wins; `expires_at` (the owner's wall clock) is informative, a
+    lease ends when no renewal was seen for `lease_seconds`. `taken_from`: the daemon whose
+    lease had expired when this one took the run over."""
+
+    owner: str
+    token: str
+    lease_seconds: float
+    expires_at: str
+    taken_from: str | None = None
+
+
+class LeaseRenewed(Event):
+    """The owner of the lease `token` still works on the run (every `lease_renew_seconds`)."""
+
+    owner: str
+    token: str
+    expires_at: str
+
+
 class RetentionApplied(Event):
     forgotten: list[str]
     kept: list[str]
@@ -347,6 +371,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunRolledBack,
         RetentionApplied,
         ClockMoved,
+        RunClaimed,
+        LeaseRenewed,
         RequestFailed,
         NotificationSent,
         NotificationFailed,

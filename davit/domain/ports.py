@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 
 
@@ -174,3 +175,14 @@ class LogReader(Protocol):
 
 class EventLog(RunLog, LogReader, Protocol):
     """Both roles: what davitd's parts that write and fold the whole log need (the supervisor)."""
+
+
+@runtime_checkable
+class DaemonRoster(Protocol):
+    """Where the daemons sharing a log leave their heartbeats (a row each, replaced at each
+    beat: not the log, which would grow by every beat). PostgreSQL and memory stores serve it;
+    on SQLite the one daemon's heartbeat is its state directory's file (`daemon/heartbeat.py`)."""
+
+    async def beat(self, beat: DaemonBeat) -> None: ...
+
+    async def daemons(self) -> list[DaemonSeen]: ...

@@ -19,6 +19,10 @@ from davit.domain.errors import IllegalTransition
 from davit.domain.machine import COMMITTABLE, RECORDING, TERMINAL, RunState, next_state
 from davit.domain.progress import MAX_SAMPLES, Progress, Sample, plausible, progress, timestamp
 
+# States in which no daemon holds the run: entering one ends the lease (a requeued run is
+# claimed again by whichever daemon dispatches it).
+UNOWNED = TERMINAL | {RunState.QUEUED, RunState.INTERRUPTED, RunState.WAITING_RETRY}
+
 # The cause of a rollback that a cancel started (a migration cancelled after it stopped its
 # source ends `rolled_back` with it): the CLI tells such a cancel from a failure by it.
 CANCELLED_BY_OPERATOR = "cancelled by operator"
@@ -78,6 +82,12 @@ class RunView:
     started_at: str | None = None
     finished_at: str | None = None
     last_position: int = 0
+    # The lease of the daemon executing the run (several daemons on one log); None when none
+    # holds it: never claimed, or the run left the states a daemon works in (see `_record`).
+    owner: str | None = None
+    lease_token: str | None = None
+    lease_seconds: float = 0.0
+    lease_expires_at: str | None = None
 
     @property
     def bytes_done(self) -> int:
@@ -139,6 +149,8 @@ class RunView:
             "queued_at": self.queued_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "owner": self.owner,
+            "lease_expires_at": self.lease_expires_at,
         }
 
 
@@ -173,6 +185,8 @@ def _legal(run_id: str, state: RunState, committed: str | None, event: ev.Event)
         return next_state(run_id, state, event.trigger, committed), committed
     if isinstance(event, (ev.StepStarted, ev.CheckpointRecorded, ev.StepCompleted)) and state not in RECORDING:
         raise IllegalTransition(run_id, state.value, event.type_name())
+    if isinstance(event, (ev.RunClaimed, ev.LeaseRenewed)) and state in TERMINAL:
+        raise IllegalTransition(run_id, state.value, event.type_name())
     if isinstance(event, ev.StepStarted) and event.commits:
         if state not in COMMITTABLE:
             raise IllegalTransition(run_id, state.value, f"commit:{event.step}")
@@ -181,7 +195,16 @@ def _legal(run_id: str, state: RunState, committed: str | None, event: ev.Event)
 
 
 def _record(view: RunView, event: ev.Event, at: str) -> None:
+    if event.trigger is not None and view.state in UNOWNED:
+        # No daemon works on a run in these states: whoever picks it up claims it anew.
+        view.owner = view.lease_token = view.lease_expires_at = None
     match event:
+        case ev.RunClaimed():
+            view.owner, view.lease_token = event.owner, event.token
+            view.lease_seconds, view.lease_expires_at = event.lease_seconds, event.expires_at
+        case ev.LeaseRenewed():
+            if event.token == view.lease_token:
+                view.lease_expires_at = event.expires_at
         case ev.RunQueued():
             view.job, view.kind, view.revision = event.job, event.kind, event.revision
             view.spec, view.reason, view.queued_at = event.spec, event.reason, at

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import ConcurrencyError, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.domain.ports import EventLog
@@ -69,6 +71,7 @@ class MemoryEventStore:
         self._by_stream: dict[str, list[int]] = {}  # stream -> positions, in version order
         self._head = (0, GENESIS_HASH)  # (position, hash) of the newest event, kept apart like `chain_head`
         self._appended: asyncio.Event | None = None  # set at each append, then replaced (wakes tails)
+        self._beats: dict[str, tuple[DaemonBeat, str, float]] = {}  # name -> (beat, when, monotonic)
 
     # --- lifecycle (nothing to open; the same shape as the SQLite store) ----------------------
 
@@ -204,6 +207,15 @@ class MemoryEventStore:
                     await asyncio.wait_for(appended.wait(), poll_seconds)
                 except TimeoutError:
                     pass
+
+    # --- the daemons' heartbeats (davit/domain/daemons.py) ------------------------------------
+
+    async def beat(self, beat: DaemonBeat) -> None:
+        self._beats[beat.name] = (beat, utc_now(), time.monotonic())
+
+    async def daemons(self) -> list[DaemonSeen]:
+        now = time.monotonic()
+        return [DaemonSeen(beat, at, now - mono) for _name, (beat, at, mono) in sorted(self._beats.items())]
 
     # --- integrity ---------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ log line or `repr`: errors name `where` (`host:port/database`).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import DavitError, EventLogFull, EventLogUnavailable, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent
 from davit.eventstore import schema as s
@@ -98,6 +100,22 @@ _DDL = (
 )
 _TABLES = ("events", "chain_head", "schema_version")
 
+_DAEMONS_DDL = """CREATE TABLE IF NOT EXISTS daemons (
+    name TEXT PRIMARY KEY, version TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    started_at TEXT NOT NULL, runs TEXT NOT NULL, runs_count INTEGER NOT NULL, log_problem TEXT,
+    beat_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+_BEAT_SQL = (
+    "INSERT INTO daemons (name, version, pid, host, started_at, runs, runs_count, log_problem, beat_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, "
+    "pid = EXCLUDED.pid, host = EXCLUDED.host, started_at = EXCLUDED.started_at, runs = EXCLUDED.runs, "
+    "runs_count = EXCLUDED.runs_count, log_problem = EXCLUDED.log_problem, beat_at = now()"
+)
+_DAEMONS_SQL = (
+    "SELECT name, version, pid, host, started_at, runs, log_problem, beat_at, "
+    "EXTRACT(EPOCH FROM now() - beat_at) FROM daemons ORDER BY name"
+)
+MAX_BEAT_RUNS = 64
+DAEMONS_LOCK_KEY = LOCK_KEY + 1
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
 # Sent by every write in its transaction, so delivered at its commit (never for a rollback):
 # wakes the tails (`tail`) listening on this database.
@@ -177,6 +195,7 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         self._pending: list[_Request] = []
         self._commit_lock = asyncio.Lock()
         self.append_observer: Callable[[float], None] | None = None  # as `SqliteEventStore.append_observer`
+        self._daemons_made = False  # the `daemons` table exists (this store made or saw it)
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self.where!r})"  # never the URL: it carries the password
@@ -455,6 +474,37 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             await _close(conn)
             return None
         return conn
+
+    # --- the daemons' heartbeats (davit/domain/daemons.py) ------------------------------------
+
+    async def beat(self, beat: DaemonBeat) -> None:
+        """Replace this daemon's row in `daemons` (made by the first beat: a log made before
+        daemons beat here gets it then, and its schema version does not change)."""
+        assert self._engine is not None
+        runs = json.dumps(beat.runs[:MAX_BEAT_RUNS])
+        async with self._mapped(), self._engine.begin() as conn:
+            if not self._daemons_made:
+                # (a lock of its own: two daemons making the table at once would collide in the catalog)
+                await conn.exec_driver_sql(_LOCK_SQL, (DAEMONS_LOCK_KEY,))
+                await conn.exec_driver_sql(_DAEMONS_DDL)
+            await conn.exec_driver_sql(
+                _BEAT_SQL, (beat.name, beat.version, beat.pid, beat.host, beat.started_at, runs, len(beat.runs), beat.log_problem)
+            )
+        self._daemons_made = True
+
+    async def daemons(self) -> list[DaemonSeen]:
+        """Every daemon's last beat, by name; ages by the server's clock. None beat yet: []."""
+        async with self._reading() as conn:
+            if (await conn.exec_driver_sql("SELECT to_regclass('daemons')")).scalar() is None:
+                return []
+            rows = (await conn.exec_driver_sql(_DAEMONS_SQL)).all()
+        seen = []
+        for row in rows:
+            name, version, pid, host, started_at, runs, log_problem, beat_at, age = tuple(row)
+            listed = json.loads(runs)
+            beat = DaemonBeat(name, version, int(pid), host, started_at, [str(r) for r in listed], log_problem)
+            seen.append(DaemonSeen(beat, str(beat_at), float(age)))
+        return seen
 
     # --- integrity ---------------------------------------------------------------------------
 

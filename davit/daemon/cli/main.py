@@ -14,6 +14,7 @@ import click
 from davit.daemon.cli import (
     cancel,
     check,
+    daemons,
     export,
     history,
     importcmd,
@@ -64,6 +65,7 @@ for module in (
     check,
     report,
     status,
+    daemons,
 ):
     cli.add_command(module.command)
 

@@ -22,6 +22,7 @@ from davit.domain.notifyspec import JobNotify
 from davit.domain.redaction import has_uri_password
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+DAEMON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # `[daemon] name`, a job's `runs_on`
 INLINE_SECRET_KEYS = frozenset({"password", "uri", "url", "api_key", "key", "token", "secret"})
 
 
@@ -52,6 +53,8 @@ class JobBase(Spec):
     max_age: str | None = None
     # who hears of this job's failures, recoveries, staleness (davit/domain/notifyspec.py)
     notify: JobNotify | None = None
+    # the daemon that runs this job when several share one log ("Several daemons" in the README)
+    runs_on: str | None = Field(default=None, pattern=DAEMON_NAME_PATTERN)
 
     @field_validator("max_age")
     @classmethod
@@ -171,6 +174,7 @@ def _strings(value: Any) -> list[str]:
 # goes here with its default; its name must not be one a user's own table (rename, labels) holds.
 LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None, "privileges": "keep"}
 LATER_FIELDS.update(path_map={}, outside_binds="fail", images="missing")  # compose.migrate, issue 21
+LATER_FIELDS.update(runs_on=None)  # several daemons, issue 22
 
 
 def spec_revision(spec: BaseModel) -> str:

@@ -1,0 +1,326 @@
+"""Several daemons on one log (`davit/daemon/leases.py`), on the in-memory store with an
+injected clock: two supervisors, `a` and `b`, share the log as two davitd on one PostgreSQL
+would. Claims race at one stream version, renewals move the lease, a lapsed lease is taken
+over, and the old owner's next append is refused (the fence), after which its work stops.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from davit.daemon import executor as ex
+from davit.daemon.bootstrap import Parts
+from davit.daemon.config import RetrySection, load_settings
+from davit.daemon.leases import LEASE_LOST, LeasePolicy
+from davit.daemon.notify import Notifier
+from davit.daemon.supervisor import Supervisor
+from davit.domain import events as ev
+from davit.domain.errors import InvalidConfig, RunStopped
+from davit.domain.machine import RunState
+from davit.domain.ports import RunContext
+from davit.domain.runs import RunView, fold
+from davit.eventstore.memory import MemoryEventStore
+from tests.unit.test_schedule import FakeClock
+from tests.unit.test_supervisor_memory import NOW, RUNNING, seed_run, types
+
+LEASE, RENEW = 60.0, 20.0
+
+
+@asynccontextmanager
+async def daemon(tmp_path: Path, name: str, store: MemoryEventStore, clock: FakeClock) -> AsyncIterator[Supervisor]:
+    home = tmp_path / name
+    home.mkdir(exist_ok=True)
+    settings = load_settings(home)
+    sup = Supervisor(Parts(settings), store, Notifier(), "test", clock=clock, leases=LeasePolicy(name, LEASE, RENEW))
+    try:
+        await sup._load()
+        yield sup
+    finally:
+        sup.parts.close()
+
+
+async def follow(sup: Supervisor) -> None:
+    """What `_follow_log` does as the log grows: apply every event after the last one seen."""
+    for stored in await sup.store.read_all(sup.followed_after, 10_000):
+        await sup._followed(stored)
+        sup.followed_after = stored.position
+
+
+def handle_of(sup: Supervisor, run_id: str) -> ex.RunHandle:
+    handle = ex.RunHandle(sup.recorder(run_id))
+    sup.handles[run_id] = handle
+    return handle
+
+
+async def stream(store: MemoryEventStore, run_id: str) -> list[ev.StoredEvent]:
+    return await store.read_stream(ev.run_stream(run_id))
+
+
+def test_of_two_daemons_claiming_one_queued_run_at_once_exactly_one_holds_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            won = await a._claim(handle_of(a, "r1"))
+            lost = await b._claim(handle_of(b, "r1"))  # b's view is at the version a claimed at
+            assert (won, lost) == (True, False)
+            claims = [e for e in await stream(store, "r1") if e.type == "RunClaimed"]
+            assert [c.data["owner"] for c in claims] == ["a"]
+            assert b.runs["r1"].owner == "a"  # b read the run again after its refused claim
+            b.handles.pop("r1")
+            assert b.book is not None and b.book.held_elsewhere(b.runs["r1"])
+
+    anyio.run(main)
+
+
+def test_a_renewal_moves_the_lease_and_a_lease_renewed_in_time_is_never_taken_over(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await a.recorder("r1").record(*RUNNING)
+            for _ in range(6):  # two minutes, a renewal every 20 s: the lease never lapses
+                clock.advance(RENEW)
+                assert await a.renew(handle)
+                await follow(b)
+                assert await b.take_over_lapsed() == []
+            renewals = [e for e in await stream(store, "r1") if e.type == "LeaseRenewed"]
+            assert len(renewals) == 6
+            assert b.runs["r1"].lease_expires_at == renewals[-1].data["expires_at"]
+            assert not handle.stop.is_set()
+
+    anyio.run(main)
+
+
+def test_a_lapsed_lease_is_taken_over_once_and_the_old_owners_appends_are_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await a.recorder("r1").record(*RUNNING, ev.CheckpointRecorded(step="store", cursor={"at": 1}))
+            await follow(b)
+            clock.advance(LEASE - 1)  # a stops renewing (paused, or dead)
+            assert await b.take_over_lapsed() == []  # not yet
+            clock.advance(2)
+            assert await b.take_over_lapsed() == ["r1"]
+            assert await b.take_over_lapsed() == []  # once
+            assert (await types(store, "r1"))[-2:] == ["RunInterrupted", "RunRequeued"]
+            assert "lease of daemon a lapsed" in b.runs["r1"].error  # type: ignore[operator]
+            assert b.runs["r1"].state is RunState.QUEUED and b.runs["r1"].owner is None
+            # b dispatches it: claimed from its queued state
+            assert await b._claim(handle_of(b, "r1"))
+            before = await types(store, "r1")
+            # a, continued, tries its next checkpoint: refused by its own deadline, not even sent
+            with pytest.raises(RunStopped, match=LEASE_LOST):
+                ctx = ex.WorkerContext(a.recorder("r1"), handle.stop, lambda: handle.stop_reason)
+                await anyio.to_thread.run_sync(lambda: ctx.checkpoint("store", {"at": 2}))
+            # and its renewal finds the lease gone: its work is asked to stop
+            assert not await a.renew(handle)
+            assert handle.stop.is_set() and handle.stop_reason.startswith(LEASE_LOST)
+            assert await types(store, "r1") == before
+            assert fold("r1", await stream(store, "r1")).owner == "b"
+
+    anyio.run(main)
+
+
+def test_an_owner_whose_deadline_has_not_passed_is_fenced_by_the_stream_version(tmp_path: Path) -> None:
+    """Clocks running at different rates: b took the run over while a still believed in its
+    lease. a's append at the version it knew is refused, and its renewal says it lost the run."""
+
+    async def main() -> None:
+        store, clock_a, clock_b = MemoryEventStore(), FakeClock(NOW), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock_a) as a, daemon(tmp_path, "b", store, clock_b) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await a.recorder("r1").record(*RUNNING)
+            await follow(b)
+            clock_b.advance(LEASE + 1)
+            assert await b.take_over_lapsed() == ["r1"]
+            before = await types(store, "r1")
+            assert not await a.renew(handle)  # refused: the stream moved on
+            assert "taken over" in handle.stop_reason
+            assert await types(store, "r1") == before
+
+    anyio.run(main)
+
+
+class SteppedWork:
+    """A job's work of three checkpointed chunks; after the first it waits until `go` is set."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.chunks: list[int] = []
+
+    def plan(self) -> list[str]:
+        return ["store"]
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        return {}
+
+    def run(self, ctx: RunContext) -> None:
+        for chunk in (1, 2, 3):
+            if chunk == 2:
+                assert self.go.wait(10)
+            ctx.check_stop()
+            self.chunks.append(chunk)  # the data step
+            ctx.checkpoint("store", {"chunk": chunk})
+        ctx.step_completed("store", {})
+
+    def finish(self, ctx: RunContext) -> dict[str, Any]:
+        return {}
+
+
+def test_a_daemon_whose_append_is_refused_stops_the_run_and_records_nothing_more(tmp_path: Path) -> None:
+    """The executor of the old owner: its checkpoint after the takeover is refused, so it does
+    no further data step and appends nothing (no failure, no interruption) to the run."""
+
+    async def main() -> None:
+        store, clock_a, clock_b = MemoryEventStore(), FakeClock(NOW), FakeClock(NOW)
+        await seed_run(store, "r1")
+        work = SteppedWork()
+        async with daemon(tmp_path, "a", store, clock_a) as a, daemon(tmp_path, "b", store, clock_b) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+
+            async def take_over() -> None:
+                while "CheckpointRecorded" not in await types(store, "r1"):
+                    await anyio.sleep(0.01)
+                await follow(b)
+                clock_b.advance(LEASE + 1)
+                assert await b.take_over_lapsed() == ["r1"]
+                work.go.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take_over)
+                await ex.execute(handle, lambda _view: work, RetrySection(), anyio.CapacityLimiter(4))
+            assert work.chunks == [1, 2]  # chunk 2's data was written, its checkpoint refused; no chunk 3
+            assert (await types(store, "r1"))[-2:] == ["RunInterrupted", "RunRequeued"]  # b's, nothing after
+            assert a.recorder("r1").lease is not None and a.recorder("r1").lease.lost
+
+    anyio.run(main)
+
+
+def test_start_up_recovery_leaves_another_live_daemons_run_and_recovers_its_own_previous_lifes(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        for run_id, owner in (("held-by-a", "a"), ("held-by-b-before", "b"), ("never-leased", None)):
+            await seed_run(store, run_id)
+            if owner is not None:
+                claim = ev.RunClaimed(owner=owner, token="t", lease_seconds=LEASE, expires_at=NOW.isoformat())
+                await seed_more(store, run_id, claim)
+            await seed_more(store, run_id, *RUNNING)
+        async with daemon(tmp_path, "b", store, clock) as b:
+            await b._recover()
+            assert b.runs["held-by-a"].state is RunState.RUNNING  # a may be alive: its lease decides
+            assert b.runs["held-by-b-before"].state is RunState.QUEUED  # b's own, from before it restarted
+            assert b.runs["never-leased"].state is RunState.QUEUED
+            clock.advance(LEASE + 1)  # a's lease seen to lapse since b started
+            assert await b.take_over_lapsed() == ["held-by-a"]
+
+    anyio.run(main)
+
+
+async def seed_more(store: MemoryEventStore, run_id: str, *events: ev.Event) -> None:
+    from davit.daemon.recorder import RunRecorder
+
+    recorder = await RunRecorder.load(store, run_id)
+    await recorder.record(*events)
+
+
+def test_a_run_is_placed_by_runs_on_else_a_local_kind_on_the_daemon_that_defined_its_job(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a:
+            a.registry.jobs["nightly"] = _job("nightly", daemon="b")
+            files = RunView("r1", job="nightly", kind="files.backup", spec={})
+            assert not a._placed_here(files)
+            a.registry.jobs["nightly"] = _job("nightly", daemon="a")
+            assert a._placed_here(files)
+            network = RunView("r2", job="db", kind="postgres.backup", spec={})
+            assert a._placed_here(network)
+            assert not a._placed_here(RunView("r3", job="db", kind="postgres.backup", spec={"runs_on": "b"}))
+            assert a._placed_here(RunView("r4", job="db", kind="postgres.backup", spec={"runs_on": "a"}))
+
+    anyio.run(main)
+
+
+def _job(name: str, daemon: str | None = None) -> Any:
+    from davit.daemon.jobs import JobState
+
+    return JobState(name, kind="files.backup", retired=False, daemon=daemon)
+
+
+def test_the_fold_ends_a_lease_when_the_run_leaves_the_states_a_daemon_works_in() -> None:
+    async def main() -> None:
+        store = MemoryEventStore()
+        await seed_run(store, "r1")
+        claim = ev.RunClaimed(owner="a", token="t", lease_seconds=LEASE, expires_at=NOW.isoformat())
+        await seed_more(store, "r1", claim, *RUNNING)
+        assert fold("r1", await stream(store, "r1")).owner == "a"
+        await seed_more(store, "r1", ev.RunInterrupted(reason="x"))
+        assert fold("r1", await stream(store, "r1")).owner is None
+        await seed_more(store, "r1", ev.RunRequeued(reason="y"), ev.RunPreparing())
+        assert fold("r1", await stream(store, "r1")).owner is None  # unclaimed until claimed again
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("name", ["-x", "a b", "x" * 64, "é"])
+def test_a_daemon_name_that_is_not_one_is_refused_naming_the_field(tmp_path: Path, name: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "davit.toml").write_text(f'[daemon]\nname = "{name}"\n')
+    with pytest.raises(InvalidConfig) as err:
+        load_settings(home)
+    assert "daemon.name" in str(err.value)
+
+
+def test_a_renewal_interval_above_half_the_lease_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "davit.toml").write_text("[daemon]\nlease_seconds = 30\nlease_renew_seconds = 20\n")
+    with pytest.raises(InvalidConfig, match="lease_renew_seconds"):
+        load_settings(home)
+
+
+def test_a_daemons_jobs_directory_retires_only_its_own_jobs_and_it_learns_the_others_from_the_log(tmp_path: Path) -> None:
+    """Per-host jobs directories on one log: `b`'s sync of its directory, which lacks `a`'s
+    file, must not retire `a`'s job (it did, as the one daemon's registry retires every job
+    whose file is gone); `b` knows `a`'s job from the `JobDefined` event it followed."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        registries = {}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            registry = JobRegistry(store)
+            registry.daemon_name = name
+            await registry.load()
+            registries[name] = registry
+        (tmp_path / "a" / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv"\n')
+        assert await registries["a"].sync_directory(tmp_path / "a") == ["docs"]
+        for stored in await store.read_all(0, 100, "job-"):
+            await registries["b"].follow(stored)
+            await registries["b"].follow(stored)  # (twice: applied once)
+        docs = registries["b"].by_name("docs")
+        assert docs is not None and docs.daemon == "a" and docs.version == 1
+        await registries["b"].sync_directory(tmp_path / "b")
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+        (tmp_path / "a" / "docs.toml").unlink()
+        await registries["a"].sync_directory(tmp_path / "a")  # its owner's directory still retires it
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined", "JobRetired"]
+
+    anyio.run(main)
