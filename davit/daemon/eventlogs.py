@@ -14,18 +14,23 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from davit.daemon.config import Settings
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.eventstore.boundedread import TooLarge, read_bounded
 from davit.eventstore.logkey import read_log_key
-from davit.eventstore.postgres import EventStoreUrlError, PostgresEventStore, parse_url
 from davit.eventstore.sqlite import SqliteEventStore, WriteOutage
+
+if TYPE_CHECKING:
+    # imported where a PostgreSQL log is opened: psycopg is a tenth of every CLI command's
+    # start-up, and most installations' log is SQLite (`python -X importtime`)
+    from davit.eventstore.postgres import PostgresEventStore
 
 MAX_URL_FILE_BYTES = 4096
 FIELD = "daemon.event_store_url_file"
 
-AnyEventStore = SqliteEventStore | PostgresEventStore
+AnyEventStore: TypeAlias = "SqliteEventStore | PostgresEventStore"
 
 
 def on_postgres(settings: Settings) -> bool:
@@ -70,6 +75,8 @@ def read_url_file(path: Path) -> str:
 
 def postgres_store(settings: Settings, outage: WriteOutage | None = None) -> PostgresEventStore:
     """The PostgreSQL store the config names (not opened yet)."""
+    from davit.eventstore.postgres import EventStoreUrlError, PostgresEventStore, parse_url
+
     path = settings.event_store_url_path
     assert path is not None
     try:
