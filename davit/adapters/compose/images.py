@@ -88,13 +88,18 @@ def describe(client: docker.DockerClient, refs: list[str]) -> dict[str, dict[str
 
 
 def _add(found: dict[str, dict[str, Any]], image: Any, ref: str) -> None:
+    add_inspected(found, str(image.id), image.attrs, ref)
+
+
+def add_inspected(found: dict[str, dict[str, Any]], image_id: str, attrs: dict[str, Any], ref: str) -> None:
+    """Note the image `docker image inspect` gave as `attrs` in `found`, run by the name `ref`."""
     entry = found.setdefault(
-        image.id,
+        image_id,
         {
-            "id": image.id,
+            "id": image_id,
             "refs": [],
-            "bytes": int(image.attrs.get("Size") or 0),
-            "layers": list(image.attrs.get("RootFS", {}).get("Layers") or []),
+            "bytes": int(attrs.get("Size") or 0),
+            "layers": list((attrs.get("RootFS") or {}).get("Layers") or []),
         },
     )
     if ref and not ref.startswith("sha256:") and ref not in entry["refs"]:
