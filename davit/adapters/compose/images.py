@@ -28,7 +28,7 @@ from davit.adapters.compose.source import Item
 from davit.adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors
 from davit.adapters.docker.imageexport import command as export_command
 from davit.adapters.docker.imageexport import environment as export_environment
-from davit.adapters.ssh.remote import RemoteHost
+from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
 
 q = shlex.quote
@@ -108,10 +108,17 @@ def add_inspected(found: dict[str, dict[str, Any]], image_id: str, attrs: dict[s
 
 def target_chains(host: RemoteHost) -> set[str]:
     """The chain IDs of every layer of every image on the target."""
-    out = host.run(
+    command = (
         "ids=$(docker image ls -a -q --no-trunc | sort -u); "
         "[ -z \"$ids\" ] || docker image inspect --format '{{range .RootFS.Layers}}{{.}} {{end}}' $ids"
-    ).stdout
+    )
+    done = host.run(command, check=False)
+    # an image removed between the listing and its inspection (another stack's `docker image
+    # rm`, a prune) is not an error: it holds no layer any more; the others are printed still
+    errors = [line for line in done.stderr.strip().splitlines() if "no such image" not in line.lower()]
+    if done.status != 0 and (errors or not done.stderr.strip()):
+        raise RemoteCommandFailed(host.address.where, command, done.status, done.stderr)
+    out = done.stdout
     chains: set[str] = set()
     for line in out.splitlines():
         chains.update(chain_ids(line.split()))

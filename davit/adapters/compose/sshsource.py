@@ -16,9 +16,8 @@ the engine's address on the source host (`DOCKER_HOST` there), its own default w
 Images travel as from a local source (`images = "missing" | "all"`): listed there, exported
 there by `docker save` and filtered here (`sshimages.py`).
 
-Not (yet) for a remote source: the repeat path that skips reading an unchanged item
-(`tarindex.py` fingerprints this host's files): each pass reads the source again, and still
-sends only the chunks the target's store lacks.
+A repeated or retried pass skips reading an unchanged item as for a local source
+(`tarindex.py`): its fingerprint is taken on the source host (`sshfingerprint.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from davit.adapters.compose.localtools import GNU_TAR_MIN, gnu_tar_version
 from davit.adapters.compose.migrate import STOP, ComposeMigrateWork
 from davit.adapters.compose.pipeline import Spawn
 from davit.adapters.compose.source import CONFIG_FILES, WORKING_DIR, Item, Project
+from davit.adapters.compose.sshfingerprint import remote_fingerprint
 from davit.adapters.compose.target import PreflightFailed
 from davit.adapters.docker.engine import COMPOSE_PROJECT
 from davit.adapters.docker.imageexport import parse_command as parse_export
@@ -204,6 +204,22 @@ class SshSource:
         return removed
 
 
+class SshSpawn:
+    """Where a remote source's exports run (`pipeline.Spawn`), and its items' fingerprints are taken."""
+
+    def __init__(self, src: SshSource) -> None:
+        self.src = src
+
+    def __call__(self, argv: list[str]) -> Any:
+        # an image's export: `docker save` there, its layers filtered here (`sshimages.py`)
+        if (image := parse_export(argv)) is not None:
+            return sshimages.RemoteImageExport(self.src.host, self.src.docker, image[0], image[1])
+        return self.src.host.popen(shlex.join(argv))
+
+    def fingerprint(self, item: Item, tar_args: list[str]) -> str | None:
+        return remote_fingerprint(self.src.host, item, tar_args)
+
+
 class SshSourceMigrateWork(ComposeMigrateWork):
     """`compose.migrate` with its source on another host (`ComposeMigrateWork` builds this
     class for a job whose `[source]` has a `host`)."""
@@ -285,14 +301,7 @@ class SshSourceMigrateWork(ComposeMigrateWork):
     def _spawner(self) -> Spawn | None:
         src = self._open
         assert src is not None, "the source is spawned from only while `_move_data` holds it open"
-
-        def spawn(argv: list[str]) -> Any:
-            # an image's export: `docker save` there, its layers filtered here (`sshimages.py`)
-            if (image := parse_export(argv)) is not None:
-                return sshimages.RemoteImageExport(src.host, src.docker, image[0], image[1])
-            return src.host.popen(shlex.join(argv))
-
-        return spawn
+        return SshSpawn(src)
 
     def _remove_source(self, info: dict[str, Any]) -> list[str]:
         volumes = [i.target for i in self._items(info) if i.kind == "volume"] if self.spec.remove_source_volumes else []
