@@ -51,6 +51,7 @@ def test_a_source_over_ssh_without_what_checks_its_host_is_refused(source: dict[
         migrate(source, images="none")
 
 
-def test_images_from_a_source_over_ssh_are_refused_naming_the_setting() -> None:
-    with pytest.raises(ValidationError, match='images cannot travel from a source reached over SSH yet: set images = "none"'):
-        migrate(REMOTE)  # images defaults to "missing"
+@pytest.mark.parametrize("images", ["missing", "all", "none"])
+def test_images_travel_from_a_source_over_ssh_as_from_a_local_one(images: str) -> None:
+    assert migrate(REMOTE, images=images).images == images
+    assert migrate(REMOTE).images == "missing"  # the default, as for a local source

@@ -1,18 +1,21 @@
 """Pre-flight checks of `compose.migrate` and `compose.backup` (`davit check`): the source project on the local
 engine, and the target host over SSH, through the adapters' own calls (`inspect_project`, the
 SSH `connect` that verifies the host key against the job's known_hosts and never accepts a new
-one, `missing_host_tools`, `missing_helper_tools`).
+one, `missing_host_tools`, `missing_helper_tools`), and the images a run would send (as its
+pre-flight plans them, `images.plan`: name, ID, size), whose bytes count in the free space.
 
-Read-only: on the target only `docker version`, `docker image inspect`, `test`, `df` and `ls`
-run; nothing is created there (the migration's own pre-flight, with its stricter verdicts on
+Read-only: on the target only `docker version`, `docker image ls`/`inspect`, `test`, `df` and
+`ls` run; nothing is created there (the migration's own pre-flight, with its stricter verdicts on
 what is in the way, still runs when the migration starts).
 """
 
 from __future__ import annotations
 
 import shlex
-from typing import cast
+from typing import Any, cast
 
+from davit.adapters.compose import images as imgs
+from davit.adapters.compose.images import source_images
 from davit.adapters.compose.localhost import LocalAddress
 from davit.adapters.compose.localhost import connect as local_connect
 from davit.adapters.compose.source import inspect_project
@@ -23,7 +26,7 @@ from davit.adapters.docker.engine import engine_address, engine_on_this_host
 from davit.adapters.secrets import redact
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
-from davit.domain.checks import CheckInputs, Checklist
+from davit.domain.checks import CheckInputs, Checklist, Verdict
 from davit.domain.jobs import ComposeBackupJob, ComposeMigrateJob, ComposeRestoreJob
 
 q = shlex.quote
@@ -34,25 +37,28 @@ def migrate_checks(inputs: CheckInputs) -> None:
     cl = inputs.checklist
     layout = TargetLayout(spec.target.base_path, spec.source.project)
     # the source's engine here, or on another host over SSH (`[source] host`)
-    need = remote_source_checks(cl, spec, layout) if spec.source.host is not None else _local_source(cl, spec, layout)
+    need, images = remote_source_checks(cl, spec, layout) if spec.source.host is not None else _local_source(cl, spec, layout)
     t = spec.target
     address = SshAddress(t.host, t.port, t.user, t.key_file, t.known_hosts, t.connect_timeout)
     with cl.check("target", "ssh") as c, ssh_connect(address) as host:
         c.ok(f"{address.where}: host key matches {t.known_hosts}; key {t.key_file} accepted")
-        _target_checks(cl, host, layout, spec, need)
+        _target_checks(cl, host, layout, spec, need, images)
 
 
-def _local_source(cl: Checklist, spec: ComposeMigrateJob, layout: TargetLayout) -> int:
+def _local_source(cl: Checklist, spec: ComposeMigrateJob, layout: TargetLayout) -> tuple[int, dict[str, Any] | None]:
     need = 0
+    images: dict[str, Any] | None = None
     with cl.check("source", "project") as c:
         client = engine_connect(spec.source.engine)
         try:
             project = inspect_project(client, spec.source.engine, spec.source.project, layout.project_dir)
+            if spec.images != "none":
+                images = source_images(client, spec.source.project)
         finally:
             client.close()
         need = int(getattr(project, "bytes", 0) or 0)
         c.ok(f"compose project {spec.source.project}: {len(project.model.get('services', {}))} services, {need} bytes of data")
-    return need
+    return need, images
 
 
 def backup_checks(inputs: CheckInputs) -> None:
@@ -115,7 +121,12 @@ def _restore_target_checks(cl: Checklist, host: RemoteHost, layout: TargetLayout
 
 
 def _target_checks(
-    cl: Checklist, host: RemoteHost, layout: TargetLayout, spec: ComposeMigrateJob | ComposeRestoreJob, need: int
+    cl: Checklist,
+    host: RemoteHost,
+    layout: TargetLayout,
+    spec: ComposeMigrateJob | ComposeRestoreJob,
+    need: int,
+    images: dict[str, Any] | None = None,
 ) -> None:
     with cl.check("target", "docker") as c:
         version = host.run("docker version --format '{{.Server.Version}}'", check=False)
@@ -136,7 +147,36 @@ def _target_checks(
             c.fail(f"helper image {spec.target.helper_image} has no {', '.join(lacking)}")
         else:
             c.ok(f"host tools and helper image {spec.target.helper_image} present")
+    if isinstance(spec, ComposeMigrateJob):  # (a restore's images are in its snapshot)
+        need += _images(cl, host, spec, images)
     _base_path(cl, host, layout, spec.min_free_bytes + need)
+
+
+def _images(cl: Checklist, host: RemoteHost, spec: ComposeMigrateJob, images: dict[str, Any] | None) -> int:
+    """The images a run would send (as its pre-flight plans them: `images.plan`), each named
+    with its ID and size; the bytes they need on the target (in the store, then the engine)."""
+    if spec.images == "none":
+        cl.add("target", "images", Verdict.OK, 'none sent (images = "none": the target must have or build them)')
+        return 0
+    if images is None:
+        return 0  # the source's project was not found: its check failed already
+    with cl.check("target", "images") as c:
+        to_send = imgs.listing(imgs.plan(host, spec.images, images))
+        if not to_send:
+            c.ok(f"none to send: {host.address.host} holds every image the project runs ({len(images)})")
+            return 0
+        total = sum(int(i["bytes"]) for i in to_send)
+        listed = "; ".join(
+            f"{i['image']} ({i['id'][:19]}, {_mib(i['bytes'])}, {i['layers_on_target']} of {i['layers']} layers there)"
+            for i in to_send
+        )
+        c.ok(f"{len(to_send)} to send, {_mib(total)}: {listed}")
+        return 2 * total
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _base_path(cl: Checklist, host: RemoteHost, layout: TargetLayout, need: int) -> None:

@@ -28,7 +28,7 @@ from davit.adapters.compose.source import Item
 from davit.adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors
 from davit.adapters.docker.imageexport import command as export_command
 from davit.adapters.docker.imageexport import environment as export_environment
-from davit.adapters.ssh.remote import RemoteHost
+from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
 
 q = shlex.quote
@@ -88,13 +88,18 @@ def describe(client: docker.DockerClient, refs: list[str]) -> dict[str, dict[str
 
 
 def _add(found: dict[str, dict[str, Any]], image: Any, ref: str) -> None:
+    add_inspected(found, str(image.id), image.attrs, ref)
+
+
+def add_inspected(found: dict[str, dict[str, Any]], image_id: str, attrs: dict[str, Any], ref: str) -> None:
+    """Note the image `docker image inspect` gave as `attrs` in `found`, run by the name `ref`."""
     entry = found.setdefault(
-        image.id,
+        image_id,
         {
-            "id": image.id,
+            "id": image_id,
             "refs": [],
-            "bytes": int(image.attrs.get("Size") or 0),
-            "layers": list(image.attrs.get("RootFS", {}).get("Layers") or []),
+            "bytes": int(attrs.get("Size") or 0),
+            "layers": list((attrs.get("RootFS") or {}).get("Layers") or []),
         },
     )
     if ref and not ref.startswith("sha256:") and ref not in entry["refs"]:
@@ -103,10 +108,17 @@ def _add(found: dict[str, dict[str, Any]], image: Any, ref: str) -> None:
 
 def target_chains(host: RemoteHost) -> set[str]:
     """The chain IDs of every layer of every image on the target."""
-    out = host.run(
+    command = (
         "ids=$(docker image ls -a -q --no-trunc | sort -u); "
         "[ -z \"$ids\" ] || docker image inspect --format '{{range .RootFS.Layers}}{{.}} {{end}}' $ids"
-    ).stdout
+    )
+    done = host.run(command, check=False)
+    # an image removed between the listing and its inspection (another stack's `docker image
+    # rm`, a prune) is not an error: it holds no layer any more; the others are printed still
+    errors = [line for line in done.stderr.strip().splitlines() if "no such image" not in line.lower()]
+    if done.status != 0 and (errors or not done.stderr.strip()):
+        raise RemoteCommandFailed(host.address.where, command, done.status, done.stderr)
+    out = done.stdout
     chains: set[str] = set()
     for line in out.splitlines():
         chains.update(chain_ids(line.split()))

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 import zstandard
@@ -129,6 +129,15 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
 
 # starts an export command elsewhere: returns what `_Reader` uses of a Popen (`ssh/threaded.py`)
 Spawn = Callable[[list[str]], Any]
+
+
+@runtime_checkable
+class Fingerprints(Protocol):
+    """A `Spawn` that can also fingerprint an item where it runs the export (`tarindex.py`)."""
+
+    def fingerprint(self, item: Item, tar_args: list[str]) -> str | None: ...
+
+
 Sealed = tuple[str, bytes | None, int]  # name, compressed bytes (None: not needed), plain length
 
 
@@ -233,9 +242,7 @@ def move_item(
     With `spawn`, the export runs where `spawn` starts it (a source reached over SSH), not here."""
     record, walker = _record_of(store, unpack, walker)
     unpack_cmd = unpack_command(f"{store}/chunks", unpack, record, walker)
-    # an image has no files to fingerprint: it is exported again (and only missing chunks sent)
-    # nor does a remote source's item (its files are on another host: this host's lstat says nothing)
-    key = None if isinstance(item, ImageItem) or spawn is not None else tarindex.fingerprint(item, tar_command(item))
+    key = _fingerprint(item, spawn)
     listed = None
     if key and record and walker:
         out = host.run(unpacked.check_command(tarindex.path(store, key), record, walker)).stdout.splitlines()
@@ -256,6 +263,17 @@ def move_item(
     if key:
         tarindex.record(host, store, key, moved.ids, moved.plain_bytes)
     return moved
+
+
+def _fingerprint(item: Item, spawn: Spawn | None) -> str | None:
+    # an image has no files to fingerprint: it is exported again (and only missing chunks sent)
+    if isinstance(item, ImageItem):
+        return None
+    if spawn is None:
+        return tarindex.fingerprint(item, tar_command(item))
+    # a remote source's files are on another host (this host's lstat says nothing): its spawner
+    # fingerprints them there, if it can (`compose/sshfingerprint.py`)
+    return spawn.fingerprint(item, tar_command(item)) if isinstance(spawn, Fingerprints) else None
 
 
 def _record_of(store: str, unpack: str, walker: str | None) -> tuple[str | None, str | None]:

@@ -13,10 +13,11 @@ and compresses it and sends the chunks to the target as for a local source: sour
 davitd -> target ssh, with the same chunks, checkpoints and resume. `[source] engine` is then
 the engine's address on the source host (`DOCKER_HOST` there), its own default when unset.
 
-Not (yet) for a remote source: images travelling with the stack (the job spec refuses
-`images` other than "none"), and the repeat path that skips reading an unchanged item
-(`tarindex.py` fingerprints this host's files): each pass reads the source again, and still
-sends only the chunks the target's store lacks.
+Images travel as from a local source (`images = "missing" | "all"`): listed there, exported
+there by `docker save` and filtered here (`sshimages.py`).
+
+A repeated or retried pass skips reading an unchanged item as for a local source
+(`tarindex.py`): its fingerprint is taken on the source host (`sshfingerprint.py`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from davit.adapters.compose import sshimages
 from davit.adapters.compose.definition import project_definition
 from davit.adapters.compose.localtools import GNU_TAR_MIN, gnu_tar_version
 from davit.adapters.compose.migrate import STOP, ComposeMigrateWork
 from davit.adapters.compose.pipeline import Spawn
 from davit.adapters.compose.source import CONFIG_FILES, WORKING_DIR, Item, Project
+from davit.adapters.compose.sshfingerprint import remote_fingerprint
 from davit.adapters.compose.target import PreflightFailed
 from davit.adapters.docker.engine import COMPOSE_PROJECT
+from davit.adapters.docker.imageexport import parse_command as parse_export
 from davit.adapters.runwork import RunInputs
 from davit.adapters.ssh.remote import SshAddress
 from davit.adapters.ssh.threaded import ThreadedHost, connect_threaded
@@ -200,6 +204,22 @@ class SshSource:
         return removed
 
 
+class SshSpawn:
+    """Where a remote source's exports run (`pipeline.Spawn`), and its items' fingerprints are taken."""
+
+    def __init__(self, src: SshSource) -> None:
+        self.src = src
+
+    def __call__(self, argv: list[str]) -> Any:
+        # an image's export: `docker save` there, its layers filtered here (`sshimages.py`)
+        if (image := parse_export(argv)) is not None:
+            return sshimages.RemoteImageExport(self.src.host, self.src.docker, image[0], image[1])
+        return self.src.host.popen(shlex.join(argv))
+
+    def fingerprint(self, item: Item, tar_args: list[str]) -> str | None:
+        return remote_fingerprint(self.src.host, item, tar_args)
+
+
 class SshSourceMigrateWork(ComposeMigrateWork):
     """`compose.migrate` with its source on another host (`ComposeMigrateWork` builds this
     class for a job whose `[source]` has a `host`)."""
@@ -242,7 +262,8 @@ class SshSourceMigrateWork(ComposeMigrateWork):
             return src.tar_version()
 
     def _source_images(self, project: str) -> dict[str, dict[str, Any]]:
-        return {}  # images = "none" (the spec refuses others for a remote source)
+        with self._source() as src:
+            return sshimages.source_images(src, project)
 
     def _stop(self, ctx: RunContext) -> dict[str, Any]:
         with self._source() as src:
@@ -280,7 +301,7 @@ class SshSourceMigrateWork(ComposeMigrateWork):
     def _spawner(self) -> Spawn | None:
         src = self._open
         assert src is not None, "the source is spawned from only while `_move_data` holds it open"
-        return lambda argv: src.host.popen(shlex.join(argv))
+        return SshSpawn(src)
 
     def _remove_source(self, info: dict[str, Any]) -> list[str]:
         volumes = [i.target for i in self._items(info) if i.kind == "volume"] if self.spec.remove_source_volumes else []

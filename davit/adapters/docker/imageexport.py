@@ -155,6 +155,15 @@ def command(image: str, skip: list[str]) -> list[str]:
     return [sys.executable, "-m", "davit.adapters.docker.imageexport", image, *sorted(skip)]
 
 
+def parse_command(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(image, skip) if `argv` is what `command` gives; None for any other command (a source
+    reached over SSH runs the export its own way: `compose/sshimages.py`)."""
+    head = command("", [])[:3]
+    if len(argv) < 4 or argv[:3] != head:
+        return None
+    return argv[3], argv[4:]
+
+
 def environment(engine: str) -> dict[str, str]:
     return {**os.environ, ENGINE_ENV: engine}
 

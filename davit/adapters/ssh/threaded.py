@@ -158,7 +158,10 @@ class RemoteProcess:
         self._proc = proc
         self.stdout = _Stream(host, proc.stdout)
         self.stderr = _Stream(host, proc.stderr)
-        self._done: Future[asyncssh.SSHCompletedProcess] = asyncio.run_coroutine_threadsafe(proc.wait(), host._loop)
+        # `wait_closed`, not asyncssh's `wait`: that one lifts the flow control (the whole output
+        # would pile up in memory) and, once the command ends, takes the output not yet read,
+        # which `stdout.read` then never returns (a stream cut short at its tail)
+        self._done: Future[None] = asyncio.run_coroutine_threadsafe(proc.wait_closed(), host._loop)
 
     def poll(self) -> int | None:
         return self._status() if self._done.done() else None
@@ -170,9 +173,10 @@ class RemoteProcess:
 
     def _status(self) -> int:
         try:
-            status = self._done.result().exit_status
+            self._done.result()
         except (asyncssh.Error, OSError):
             return -1
+        status = self._proc.exit_status
         return status if status is not None else -1
 
     def kill(self) -> None:

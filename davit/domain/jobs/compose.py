@@ -85,17 +85,9 @@ class ComposeMigrateJob(JobBase):
 
     _path_map = field_validator("path_map")(check_path_map)
     # which images the project's containers run go with it: those the target lacks (by image
-    # ID), all, or none (the target must have or build them)
+    # ID), all, or none (the target must have or build them); from a local source or one
+    # reached over SSH alike
     images: Literal["missing", "all", "none"] = "missing"
-
-    @model_validator(mode="after")
-    def _images_from_a_local_source(self) -> ComposeMigrateJob:
-        if self.source.host is not None and self.images != "none":
-            raise ValueError(
-                'images cannot travel from a source reached over SSH yet: set images = "none" '
-                "(the target must have or build the stack's images)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:
