@@ -73,7 +73,7 @@ def test_a_snapshot_read_through_the_c_driver_restores_every_value(maria: Maria,
 PAGED_KEYS = [
     "CREATE TABLE composite (name VARCHAR(20) COLLATE utf8mb4_unicode_ci NOT NULL, n INT NOT NULL, "
     "d DECIMAL(30,10) NOT NULL, at DATETIME(6) NOT NULL, v TEXT, PRIMARY KEY (name, n, d, at))",
-    "INSERT INTO composite SELECT ELT(1 + seq % 6, 'a', 'B', 'é', 'Z', 'ü', 'o''k'), (seq % 5) - 2, "
+    "INSERT INTO composite SELECT ELT(1 + seq % 6, 'a', 'B', 'é', 'Z', 'ü', 'o''k'), CAST(seq % 5 AS SIGNED) - 2, "
     "(seq % 3) / 7, '2024-01-01' + INTERVAL (seq % 4) SECOND + INTERVAL seq MICROSECOND, REPEAT('x', seq % 50) "
     "FROM seq_1_to_600",
     "CREATE TABLE big (id BIGINT UNSIGNED PRIMARY KEY, v INT)",
