@@ -189,6 +189,9 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 history=[period[0], period[1]] if history and period is not None else None,
             )
             key = schema.unique_key(cur, db, name) if entry.data else None
+            # pages only inside a snapshot: a MyISAM table's one unbuffered read holds its lock
+            # throughout, pages read apart could meet a row twice if its key changed between them
+            paged = not history and engine in schema.TRANSACTIONAL and pages.usable(key, typed)
             order = (key or list(entry.columns)) if entry.data else []
             if history and period is not None and period[1] not in order:
                 order.append(period[1])  # a row's versions share its key: they differ by their end
@@ -232,7 +235,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._batches(conn, name, typed, order, history, paged=not history and pages.usable(key, typed)),
+                            self._batches(conn, name, typed, order, history, paged=paged),
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))

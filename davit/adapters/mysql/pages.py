@@ -15,7 +15,8 @@ optimizer reads it (`a > x OR (a = x AND b > y)`). Only keys whose comparison wi
 orders exactly as ORDER BY does are read this way (integers and DECIMAL as number literals,
 strings in the column's own collation, binary strings as hex, dates and times): FLOAT/DOUBLE
 (a value's text may round), ENUM/SET (ordered by position, compared as text), BIT and others
-keep the unbuffered read, as do tables without such a key and system-versioned history.
+keep the unbuffered read, as do tables without such a key, system-versioned history and
+tables of a non-transactional engine (no snapshot holds them still between two pages).
 
 A page holds about `PAGE_BYTES` of rows: the first `FIRST_ROWS` rows, then as many as the
 previous page's average row size allows (peak memory stays bounded whatever the rows' size).
