@@ -8,11 +8,9 @@ routines, triggers and events of each database; with `users = true` also the rol
 their password hashes and grants: `schema.accounts`), then `publish` and `retention`.
 
 `run` opens the connections (`snapshot.py`: one consistent point for every table it reads)
-and dumps the tables in parallel. A table is read in primary-key order: through the C driver
-mysqlclient when installed (`cdriver.py`) a buffered page at a time along its key
-(`pages.py`: mysqlclient's unbuffered reads take the GIL back for every row), else, and for
-tables without a key to page along, through an unbuffered cursor (`SSCursor`: rows stream,
-nothing is staged whole); the rows are turned into INSERT statements cut
+and dumps the tables in parallel. A table is read in primary-key order through an unbuffered
+cursor (`SSCursor`: rows stream, nothing is staged whole; through the C driver mysqlclient
+when installed, `cdriver.py`), turned into INSERT statements cut
 by content (`sqltext.py`), each statement a chunk stored as it comes; its definition is read
 on the same connection. A table is one step: after a kill -9 the run resumes at the first
 table not recorded done and dumps it again from its first row, through new connections that
@@ -29,7 +27,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from davit.adapters.mysql import cdriver, literals, pages, pieces, schema
+from davit.adapters.mysql import cdriver, literals, pieces, schema
 from davit.adapters.mysql.client import Server, quote_name
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
@@ -48,7 +46,6 @@ from davit.domain.ports import RunContext
 DUMP, OBJECTS = "dump:", "objects"
 TABLE_META, OBJECTS_META = "table.json", "objects.json"
 FETCH_ROWS = 1000
-PAGED = True  # tests and bench set it False to read every table through one unbuffered result
 
 
 class MysqlBackupWork(RunWork[MysqlBackupJob]):
@@ -188,11 +185,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 data=what != "schema",
                 history=[period[0], period[1]] if history and period is not None else None,
             )
-            key = schema.unique_key(cur, db, name) if entry.data else None
-            # pages only inside a snapshot: a MyISAM table's one unbuffered read holds its lock
-            # throughout, pages read apart could meet a row twice if its key changed between them
-            paged = not history and engine in schema.TRANSACTIONAL and pages.usable(key, typed)
-            order = (key or list(entry.columns)) if entry.data else []
+            order = schema.order_by(cur, db, name, entry.columns) if entry.data else []
             if history and period is not None and period[1] not in order:
                 order.append(period[1])  # a row's versions share its key: they differ by their end
             estimate = schema.estimated_rows(cur, db, name) if entry.data else None
@@ -235,7 +228,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                     with self.server.errors(f"reading {db}.{name}"):
                         for chunk, count in statements(
                             insert_head(name, entry.columns),
-                            self._batches(conn, name, typed, order, history, paged=paged),
+                            self._batches(conn, name, typed, order, history),
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))
@@ -265,38 +258,25 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
 
     @staticmethod
     def _batches(
-        conn: Any,
-        table: str,
-        columns: list[tuple[str, str, bool]],
-        order: list[str],
-        history: bool = False,
-        paged: bool = False,
+        conn: Any, table: str, columns: list[tuple[str, str, bool]], order: list[str], history: bool = False
     ) -> Iterator[list[bytes]]:
         """The table's rows as `(...)` literals, a fetch at a time (`statements` cuts whole batches),
         built here from the server's plain values (`literals.py`; the server only reads and
         sends, as it does for mariadb-dump). `history`: every version of a system-versioned
-        table's rows, with their row start and end (mariadb-dump's --dump-history). `paged`:
-        `order` is a key `pages.py` may page along; through mysqlclient the rows are then read
-        a buffered page at a time (the same rows in the same order)."""
+        table's rows, with their row start and end (mariadb-dump's --dump-history)."""
         names, keys = (",".join(quote_name(c) for c in cols) for cols in ([c[0] for c in columns], order))
         c_driver = cdriver.is_c(conn)
         if c_driver:  # every value as the bytes the server sent (no converter: mysqlclient's fast path)
             text_results, conn.converter = conn.converter, {}
-        make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
-        versions = " FOR SYSTEM_TIME ALL" if history else ""
-        select = f"SELECT {names} FROM {quote_name(table)}{versions}"
+        cur = cdriver.stream_cursor(conn)
         try:
-            if c_driver and paged and PAGED:
-                yield from pages.pages(conn, select, order, columns, make)
-                return
-            cur = cdriver.stream_cursor(conn)
-            try:
-                cur.execute(select + (f" ORDER BY {keys}" if keys else ""))
-                while batch := cur.fetchmany(FETCH_ROWS):
-                    yield make(batch)
-            finally:
-                cur.close()  # reads what is left of the result, so the connection can be used again
+            versions = " FOR SYSTEM_TIME ALL" if history else ""
+            cur.execute(f"SELECT {names} FROM {quote_name(table)}{versions}" + (f" ORDER BY {keys}" if keys else ""))
+            make = literals.Rows([literals.kind(t, charset) for _, t, charset in columns], raw=c_driver)
+            while batch := cur.fetchmany(FETCH_ROWS):
+                yield make(batch)
         finally:
+            cur.close()  # reads what is left of the result, so the connection can be used again
             if c_driver:
                 conn.converter = text_results
 

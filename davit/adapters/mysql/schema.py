@@ -99,12 +99,6 @@ def columns(cur: Any, db: str, table: str) -> list[tuple[str, str, bool]]:
 def order_by(cur: Any, db: str, table: str, cols: list[str]) -> list[str]:
     """A deterministic row order: the primary key, else the first unique key whose columns are
     all NOT NULL, else every column."""
-    return unique_key(cur, db, table) or cols
-
-
-def unique_key(cur: Any, db: str, table: str) -> list[str] | None:
-    """The primary key's columns, else those of the first unique key whose columns are all NOT
-    NULL; None if the table has neither (then rows may repeat)."""
     cur.execute(
         "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s "
         "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
@@ -118,7 +112,7 @@ def unique_key(cur: Any, db: str, table: str) -> list[str] | None:
     for key in keys.values():
         if all(nullable == "NO" for _, nullable in key):
             return [column for column, _ in key]
-    return None
+    return cols
 
 
 def create_table(cur: Any, table: str) -> str:

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from davit.adapters.mysql import backup, cdriver, pages
+from davit.adapters.mysql import cdriver
 from davit.adapters.mysql.layout import TableEntry, read_tree
 from davit.adapters.repository.repository import Repository
 from tests.integration.mysql.helpers import Maria, backup_spec, contents, restore_spec, run_backup, run_restore
@@ -64,46 +64,3 @@ def test_a_snapshot_read_through_the_c_driver_restores_every_value(maria: Maria,
     assert sorted(copy) == sorted(original)
     for key in original:
         assert copy[key] == original[key], key
-
-
-# Keys whose order a page boundary must keep exactly: a case- and accent-insensitive collation
-# (ORDER BY and `>` agree on 'a' < 'B' < 'é' < 'Z'), negative numbers, DECIMAL, BIGINT
-# UNSIGNED beyond a double's precision, dates, binary strings; a composite key, whose pages
-# continue mid-prefix.
-PAGED_KEYS = [
-    "CREATE TABLE composite (name VARCHAR(20) COLLATE utf8mb4_unicode_ci NOT NULL, n INT NOT NULL, "
-    "d DECIMAL(30,10) NOT NULL, at DATETIME(6) NOT NULL, v TEXT, PRIMARY KEY (name, n, d, at))",
-    "INSERT INTO composite SELECT ELT(1 + seq % 6, 'a', 'B', 'é', 'Z', 'ü', 'o''k'), CAST(seq % 5 AS SIGNED) - 2, "
-    "(seq % 3) / 7, '2024-01-01' + INTERVAL (seq % 4) SECOND + INTERVAL seq MICROSECOND, REPEAT('x', seq % 50) "
-    "FROM seq_1_to_600",
-    "CREATE TABLE big (id BIGINT UNSIGNED PRIMARY KEY, v INT)",
-    "INSERT INTO big SELECT 18446744073709551615 - seq, seq FROM seq_0_to_299",
-    "CREATE TABLE bin (k VARBINARY(8) NOT NULL, UNIQUE KEY (k), v INT)",
-    "INSERT INTO bin SELECT UNHEX(LPAD(HEX(seq * 2654435761 % 4294967296), 8, '0')), seq FROM seq_1_to_300",
-]
-
-
-def test_rows_read_in_pages_along_the_key_are_those_of_one_result(
-    maria: Maria, repo: Repository, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # mysqlclient reads a keyed table a buffered page at a time (pages.py); pages of a few rows
-    # here, so that hundreds of boundaries fall everywhere in the keys
-    shop = maria.db("paged")
-    maria.execute(None, f"CREATE DATABASE `{shop}`")
-    maria.execute(shop, *PAGED_KEYS)
-    spec = backup_spec("paged", maria, databases=[shop], chunk_kib=16)
-    monkeypatch.setattr(backup, "PAGED", False)
-    _, before = run_backup(repo, spec, "b1")
-    monkeypatch.setattr(backup, "PAGED", True)
-    monkeypatch.setattr(pages, "PAGE_BYTES", 300)
-    monkeypatch.setattr(pages, "FIRST_ROWS", 3)
-    used: list[str] = []
-    real = pages.pages
-    monkeypatch.setattr(pages, "pages", lambda conn, select, *a: used.append(select) or real(conn, select, *a))
-    _, after = run_backup(repo, spec, "b2")
-    assert len(used) == 3  # every table of them was paged
-    assert before["rows"] == after["rows"] == 1200
-    assert before["bytes_stored"] > 0 and after["bytes_stored"] == 0  # the same statements: every chunk was there
-    old, new = tables(repo, "b1"), tables(repo, "b2")
-    for name, entry in old.items():
-        assert new[name].to_dict() == entry.to_dict(), name
