@@ -49,6 +49,8 @@ DavitError
 │   │   └── MongoConflict       (adapters/mongo/client) a unique index holds the value already
 │   ├── MysqlAuthFailed         (adapters/mysql/client) MariaDB/MySQL refused the login or an access
 │   ├── MysqlRefused            (adapters/mysql/client) MariaDB/MySQL refused an operation
+│   ├── ValueTooLarge           (adapters/mysql/pieces) a value over the target's max_allowed_packet
+│   ├── TableMismatch           (adapters/mysql/restore) the target's table cannot take the snapshot's rows
 │   ├── BadRecord               (adapters/mongo/textimport) a line of a JSON/CSV import is wrong
 │   ├── PostgresAuthFailed      (adapters/postgres/client) PostgreSQL refused the user's password
 │   ├── PostgresRefused         (adapters/postgres/client) PostgreSQL or pg_dump/pg_restore refused an operation

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from davit.adapters.mysql import cdriver, literals, schema
+from davit.adapters.mysql import cdriver, literals, pieces, schema
 from davit.adapters.mysql.client import Server, quote_name
 from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEntry, qualified, read_tree, tree_zst
 from davit.adapters.mysql.snapshot import ConsistentConnections
@@ -183,6 +183,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 engine=engine,
                 columns=[c[0] for c in typed],
                 data=what != "schema",
+                history=[period[0], period[1]] if history and period is not None else None,
             )
             order = schema.order_by(cur, db, name, entry.columns) if entry.data else []
             if history and period is not None and period[1] not in order:
@@ -199,7 +200,7 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                 "history (its versions are stamped with this server's transaction ids, which no other server has)",
                 step,
             )
-        oversized = 0  # the largest statement that a server set like this one would refuse
+        oversized = 0  # the largest value of a statement over the packet (`pieces.largest_value`)
         writer = ChunkWriter(self.repo, self.tuning)
         # A table resumed after a kill starts again from its first row (a new snapshot point):
         # the staged list restarts empty.
@@ -231,19 +232,20 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
                             self.spec.chunk_kib << 10,
                         ):
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))
-                            oversized = max(oversized, len(chunk) if len(chunk) > packet else 0)
+                            if len(chunk) >= packet:  # (rare: only then is a value looked for)
+                                oversized = max(oversized, pieces.largest_value(chunk))
                             entry.rows += count
                             entry.size += len(chunk)
                             if writer.checkpoint_due():
                                 seal(final=False)
                                 ctx.check_stop()
-                if oversized:
-                    # A value the server holds can take twice its size as a literal (hex, escapes):
-                    # the restore sends each statement whole, so it needs a larger packet. Said now,
-                    # not found out at the restore (mariadb-dump's scripts have the same limit).
+                if oversized > packet:
+                    # A row over the packet is restored in pieces (`pieces.py`), but no server
+                    # builds a string over its packet: a value that large needs a target whose
+                    # packet is larger. Said now, not found out at the restore.
                     relay.call(
                         ctx.warn,
-                        f"{db}.{name}: a row is a {oversized}-byte INSERT, more than this server's max_allowed_packet "
+                        f"{db}.{name}: a value of about {oversized} bytes, more than this server's max_allowed_packet "
                         f"({packet}): restoring it needs a server whose max_allowed_packet is at least {oversized}",
                         step,
                     )

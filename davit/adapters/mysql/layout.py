@@ -17,7 +17,9 @@ The lines have the keys of a tree entry (`treeformat.py`: `p` path, `t` = "f", `
   A table imported from a mariadb-dump script (`davit import sql`) also has `load_mode`: the
   `sql_mode` the script's INSERTs ran under (mariadb-dump sets a non-strict one, in which a
   value given for a generated column is ignored), which a restore loads them under; a backup's
-  table has none (the restore's strict mode).
+  table has none (the restore's strict mode). A system-versioned table's line has `history`:
+  its row start and end columns, which its rows hold (every version of each row); older
+  snapshots' lines lack it.
 - `users` (`p` = "(users)"): `CREATE USER` and `GRANT` statements, when the job kept them.
 """
 
@@ -48,6 +50,7 @@ class TableEntry:
     size: int = 0
     chunks: list[str] = field(default_factory=list)
     load_mode: str | None = None  # imported scripts: the sql_mode their INSERTs ran under
+    history: list[str] | None = None  # system-versioned: every version kept, [row start, row end] columns
 
     @property
     def name(self) -> str:
@@ -70,6 +73,7 @@ class TableEntry:
             "data": self.data,
             "rows": self.rows,
             **({"load_mode": self.load_mode} if self.load_mode is not None else {}),
+            **({"history": self.history} if self.history is not None else {}),
         }
 
     @staticmethod
@@ -85,6 +89,7 @@ class TableEntry:
             size=int(d["s"]),
             chunks=list(d["c"]),
             load_mode=d.get("load_mode"),
+            history=d.get("history"),
         )
 
 
@@ -168,4 +173,5 @@ def _table(line: Line) -> TableEntry:
         size=line.count("s"),
         chunks=line.chunks(),
         load_mode=load_mode,
+        history=line.texts("history") if line.value.get("history") is not None else None,
     )

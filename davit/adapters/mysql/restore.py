@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from davit.adapters.mysql import loadlock, rollbackwait, schema
+from davit.adapters.mysql import loadlock, pieces, rollbackwait, schema
 from davit.adapters.mysql.client import SQL_MODE, Server, quote_name, quote_text
 from davit.adapters.mysql.definer import without_definer
 from davit.adapters.mysql.layout import KIND, USERS_PATH, DatabaseEntry, Entry, TableEntry, UsersEntry, qualified, read_tree
@@ -244,6 +244,8 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 # one sees its rows and empties the table (the check below takes no lock)
                 loadlock.hold(cur, dst, entry.table, ctx.check_stop, f"{self.server.what}: loading {name}")
                 versioned = _versioned(cur, dst, entry.table)
+                if not versioned:  # (a versioned table's implicit row start and end are listed nowhere)
+                    _columns_present(cur, dst, entry, name, self.server.where)
                 cur.execute("START TRANSACTION")
                 # a sequence cannot be emptied: its row insert sets its state. An empty table
                 # (every fresh restore, and a resumed one once the killed load rolled back) is not
@@ -259,8 +261,11 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 done = 0
                 packet = _max_packet(cur)
                 for chunk in self._chunks(entry):
-                    _fits(chunk, packet, name, self.server.where)
-                    cur.execute(chunk)
+                    # a statement over the server's packet goes in pieces under it (`pieces.py`)
+                    for statement in pieces.split(chunk, packet, name):
+                        cur.execute(statement)
+                        if pieces.is_check(statement) and int(cur.fetchone()[0]):
+                            raise pieces.too_large(name, packet)
                     done += len(chunk)
                     ctx.check_stop()
                 cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}" + (" FOR SYSTEM_TIME ALL" if versioned else ""))
@@ -354,25 +359,39 @@ def _versioned(cur: Any, db: str, table: str) -> bool:
     return row is not None and str(row[0]) == "SYSTEM VERSIONED"
 
 
+class TableMismatch(PermanentError):
+    """The target's table cannot take the snapshot's rows as they are (a data_only load into a
+    table defined otherwise)."""
+
+
+def _columns_present(cur: Any, db: str, entry: TableEntry, name: str, where: str) -> None:
+    """Refuse, before any row, a target table lacking a column the snapshot's rows fill: above all
+    a system-versioned table's history (every version, with its row start and end) loaded into a
+    table without versioning (a `data_only` restore into an existing table), where the rows
+    would otherwise fail on a column the server names, or on a key the versions share. A table
+    that does not exist is left to the server's own error, which names it."""
+    cur.execute(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = {quote_text(db)} AND TABLE_NAME = {quote_text(entry.table)}"
+    )
+    present = {str(r[0]).lower() for r in cur.fetchall()}
+    missing = [c for c in entry.columns if c.lower() not in present]
+    if not present or not missing:
+        return
+    if entry.history and {c.lower() for c in entry.history} & {c.lower() for c in missing}:
+        start, end = entry.history
+        raise TableMismatch(
+            f"{name}: the snapshot holds every version of the rows of a system-versioned table (each with its row start "
+            f"and end, columns {start} and {end}), and {name} on {where} is not system-versioned: restore the table with "
+            f"its definition (not data_only), or make {name} system-versioned with row start {start} and row end {end} "
+            "first (ALTER TABLE ... ADD SYSTEM VERSIONING)"
+        )
+    raise TableMismatch(f"{name}: the snapshot's rows fill column(s) {', '.join(missing)}, which {name} on {where} lacks")
+
+
 def _max_packet(cur: Any) -> int:
     cur.execute("SELECT @@max_allowed_packet")
     return int(cur.fetchone()[0])
-
-
-def _fits(statement: bytes, packet: int, table: str, where: str) -> None:
-    """Refuse, before sending it, a statement the server would refuse as too large: it answers
-    error 1153 or, while the packet is still arriving, hangs up (error 2006/2013, which reads as
-    a server gone and would be retried forever). Only a setting of the server helps: say which.
-    (The session's max_allowed_packet is read-only; a row is one statement, and a value cannot
-    be built on the server in pieces beyond that size either: CONCAT's result is capped by it.)"""
-    needed = len(statement) + 1  # the packet: a command byte and the statement
-    if needed > packet:
-        at_least = -(-needed // 1024) * 1024  # the variable is a multiple of 1024
-        raise PermanentError(
-            f"{table}: a row of the snapshot is a {len(statement)}-byte INSERT, more than the max_allowed_packet "
-            f"({packet}) of {where}: set max_allowed_packet to at least {at_least} on that server "
-            f"(SET GLOBAL max_allowed_packet = {at_least}, or in its configuration) and run the restore again"
-        )
 
 
 def restore_selection(entries: list[Entry], tgt: MysqlRestoreTarget) -> tuple[list[TableEntry], list[list[str]]]:

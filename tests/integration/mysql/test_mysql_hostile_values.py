@@ -9,7 +9,6 @@ import pytest
 
 from davit.adapters.mysql import cdriver
 from davit.adapters.repository.repository import Repository
-from davit.domain.errors import PermanentError, RetryableError
 from tests.integration.mysql.helpers import Maria, backup_spec, contents, restore_spec, run_backup, run_restore
 
 pytestmark = pytest.mark.mariadb
@@ -51,34 +50,37 @@ def test_hostile_values_come_back_byte_for_byte_and_run_nothing(
         assert copy[key] == original[key], key
 
 
-def test_a_row_too_big_to_restore_into_a_server_like_its_own_is_warned_of_at_backup(maria: Maria, repo: Repository) -> None:
-    # 9 MiB fits the server's 16 MiB max_allowed_packet; its hex literal (18 MiB) does not: the
-    # restore into a server set alike is refused. The backup says so, naming table and size.
-    src = maria.db("atk_huge")
-    maria.execute(None, f"CREATE DATABASE `{src}`")
-    maria.execute(src, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB)", "INSERT INTO t VALUES (1, REPEAT(0xab, 9 << 20))")
-    ctx, _ = run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
-    warned = [w for w in ctx.warnings if "max_allowed_packet" in w]
-    assert len(warned) == 1 and f"{src}.t: a row is a 1887" in warned[0], ctx.warnings
+# One row whose INSERT (about 47 MiB: hex doubles the blob and the geometry) is far over the
+# server's 16 MiB max_allowed_packet, each value under it: a 9 MiB blob of NUL, quote and
+# backslash bytes, 9 MiB of text of 1- to 4-byte characters, quotes and backslashes, and a
+# 9.6 MiB LINESTRING (built on the server from its WKB), between two small rows.
+BIG_ROW = [
+    "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB, x LONGTEXT CHARACTER SET utf8mb4, g GEOMETRY)",
+    "INSERT INTO t VALUES (1, 0x00, 'a', NULL)",
+    "INSERT INTO t VALUES (2, REPEAT(0xab00275c, 9 << 18), REPEAT(_utf8mb4 'é\\'\\\\€😀x', (9 << 20) DIV 12), "
+    "ST_GeomFromWKB(CONCAT(0x0102000000, REVERSE(UNHEX(LPAD(HEX(600000), 8, '0'))), "
+    "REPEAT(0x000000000000f03f0000000000000040, 600000))))",
+    "INSERT INTO t VALUES (3, NULL, '', POINT(1, 2))",
+]
+DIGESTS = "SELECT id, MD5(b), LENGTH(b), MD5(x), CHAR_LENGTH(x), MD5(ST_AsWKB(g)), ST_NumPoints(g) FROM t ORDER BY id"
 
 
-def test_a_row_larger_than_the_targets_packet_fails_the_restore_at_once_saying_what_to_set(
-    maria: Maria, repo: Repository
-) -> None:
-    # The server would refuse the 18 MiB statement with error 1153 or hang up while it arrives
-    # (a lost connection, which reads as retryable): the restore refuses it before sending,
-    # as a permanent failure naming the table and the max_allowed_packet it needs.
+def _digests(maria: Maria, db: str) -> list[tuple[object, ...]]:
+    with maria.connect(db) as conn, conn.cursor() as cur:
+        cur.execute(DIGESTS)
+        return list(cur.fetchall())
+
+
+def test_a_row_over_the_targets_packet_is_restored_in_pieces_under_it(maria: Maria, repo: Repository) -> None:
+    # Before: the backup warned that a server set like its own could not take the row, and the
+    # restore failed naming the table and the max_allowed_packet it needed.
     src, dst = maria.db("atk_huge"), maria.db("atk_huge_r")
     maria.execute(None, f"CREATE DATABASE `{src}`")
-    maria.execute(src, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB)", "INSERT INTO t VALUES (1, REPEAT(0xab, 9 << 20))")
-    run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
-    with pytest.raises(PermanentError) as caught:
-        run_restore(repo, restore_spec("atk-r", maria, {"snapshot": "b1"}, rename={src: dst}), "r1")
-    assert not isinstance(caught.value, RetryableError)
-    message = str(caught.value)
-    assert f"{dst}.t: a row of the snapshot is a 1887" in message
-    assert "set max_allowed_packet to at least 18875392" in message, message
-    assert maria.peer.password not in message
-    with maria.connect(dst) as conn, conn.cursor() as cur:  # the table's transaction was rolled back
-        cur.execute("SELECT COUNT(*) FROM t")
-        assert cur.fetchone()[0] == 0
+    maria.execute(src, *BIG_ROW)
+    before = _digests(maria, src)
+    assert before[1][2] == 9 << 20 and before[1][4] == 6 * ((9 << 20) // 12) and before[1][6] == 600000, before[1]
+    ctx, _ = run_backup(repo, backup_spec("atk", maria, databases=[src]), "b1")
+    assert not [w for w in ctx.warnings if "max_allowed_packet" in w], ctx.warnings
+    _, restored = run_restore(repo, restore_spec("atk-r", maria, {"snapshot": "b1"}, rename={src: dst}), "r1")
+    assert restored["rows"] == 3
+    assert _digests(maria, dst) == before

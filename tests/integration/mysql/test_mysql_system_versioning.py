@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from davit.adapters.repository.repository import Repository
+from davit.domain.errors import PermanentError
 from tests.integration.mysql.helpers import Maria, backup_spec, restore_spec, run_backup, run_restore
 from tests.integration.mysql.test_mysql_sql_export import davit, replay
 
@@ -96,3 +97,39 @@ def test_history_comes_back_through_an_exported_script_too(maria: Maria, tmp_pat
     replay(maria, tmp_path, out.read_bytes())
     for table in PERIODS:
         assert versions(maria, dst, table) == versions(maria, src, table), table
+
+
+def test_history_restored_data_only_into_a_table_without_versioning_is_refused_naming_it(maria: Maria, repo: Repository) -> None:
+    # The snapshot's rows are every version, each with its row start and end: an existing table
+    # without versioning has no such columns (and its key would meet each row's versions).
+    # Before: the server's "Unknown column 'ROW_START'", which said nothing of versioning.
+    src, dst = maria.db("sv_src"), maria.db("sv_plain")
+    maria.execute(None, f"CREATE DATABASE `{src}`", f"CREATE DATABASE `{dst}`")
+    maria.execute(src, HISTORY[0], *[e.format(t="implicit") for e in EDITS])
+    maria.execute(dst, "CREATE TABLE implicit (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO implicit VALUES (9, 'kept')")
+    run_backup(repo, backup_spec("sv", maria, databases=[src], data_only=[f"{src}.implicit"]), "b1")
+    with pytest.raises(PermanentError) as caught:
+        run_restore(repo, restore_spec("sv-r", maria, {"snapshot": "b1"}, rename={src: dst}, if_exists="merge"), "r1")
+    message = str(caught.value)
+    assert f"{dst}.implicit: the snapshot holds every version" in message, message
+    assert "is not system-versioned" in message and "ROW_START and ROW_END" in message, message
+    assert current(maria, dst, "implicit") == [(9, "kept")]  # refused before any row
+
+
+def test_rows_without_history_load_data_only_into_a_versioned_table(maria: Maria, repo: Repository) -> None:
+    # The reverse: plain rows into an existing system-versioned table become its current rows
+    # (their row start the load's time); the table's earlier versions go, as its rows do: a
+    # restore replaces what the table holds.
+    src, dst = maria.db("sv_plain"), maria.db("sv_dst")
+    maria.execute(None, f"CREATE DATABASE `{src}`", f"CREATE DATABASE `{dst}`")
+    maria.execute(
+        src, "CREATE TABLE implicit (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO implicit VALUES (1, 'a'), (4, 'd')"
+    )
+    maria.execute(dst, HISTORY[0], *[e.format(t="implicit") for e in EDITS])
+    run_backup(repo, backup_spec("sv", maria, databases=[src], data_only=[f"{src}.implicit"]), "b1")
+    _, restored = run_restore(repo, restore_spec("sv-r", maria, {"snapshot": "b1"}, rename={src: dst}, if_exists="merge"), "r1")
+    assert restored["rows"] == 2
+    assert current(maria, dst, "implicit") == [(1, "a"), (4, "d")]
+    history = versions(maria, dst, "implicit")
+    assert [(i, v) for i, v, _, _ in history] == [(1, "a"), (4, "d")]
+    assert all(end.year == 2106 or end.year == 2038 for _, _, _, end in history), history  # current, none ended
