@@ -49,7 +49,7 @@ ROLLBACK_TARGET, RESTART_SOURCE = "rollback_target", "restart_source"
 PLAN = [INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER, IMPORT, WRITE, START, VERIFY, FINALIZE]
 DATA_STEPS = (EXPORT, TRANSFER, IMPORT)
 CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often (acknowledged bytes)
-# The chunks are compressed for the wire only (the target's store is removed at finalize):
+# The chunks are compressed for the wire (the target's store, kept as a transfer cache, holds them so):
 # zstd's fastest level leaves the CPU to hashing, encryption and unpacking, which share it.
 WIRE_LEVEL = 1
 
@@ -382,10 +382,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # fails here with its source still there for the rollback to start again
         staging = self.repo.staging(self.run_id)
         removed = self._remove_source(info) if self.spec.remove_source else []
+        cache: dict[str, Any] = {}
         with ssh_connect(self.address) as host:
-            host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+            if self.spec.keep_transfer_cache:
+                # a repeat sends only the chunks the store lacks: keep those this migration used
+                used = {c for d in (ctx.cursor(EXPORT) or {}).get("done", {}).values() for c in d["chunks"]}
+                cache = {"transfer_cache": self.layout.store, "cached_chunks": len(used)}
+                cache["pruned_chunks"] = tgt.prune_store(host, self.layout, used)
+            else:
+                host.run(f"rm -rf {shlex.quote(self.layout.store)}")
         staging.remove()  # where an earlier davit kept exported chunks
-        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}
+        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed, **cache}
 
     # --- the source's engine and files: this host's (a source over SSH: `sshsource.py`) ---------
 

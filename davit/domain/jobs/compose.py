@@ -87,6 +87,10 @@ class ComposeMigrateJob(JobBase):
     # which images the project's containers run go with it: those the target lacks (by image
     # ID), all, or none (the target must have or build them)
     images: Literal["missing", "all", "none"] = "missing"
+    # the target's chunk store outlives a successful migration as a transfer cache (pruned to the
+    # chunks that migration used: about its compressed data on the target's disk), so a repeat
+    # sends only what changed; false removes it at finalize
+    keep_transfer_cache: bool = True
 
     @model_validator(mode="after")
     def _images_from_a_local_source(self) -> ComposeMigrateJob:
