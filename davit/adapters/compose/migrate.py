@@ -292,6 +292,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         with ssh_connect(self.address) as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
+            # every volume still to fill made in one session, not one each (`_unpacker`)
+            tgt.create_volumes(host, [i for i in self._items(info) if i.id not in imported], info["name"])
             for item in self._items(info) + imgs.items(planned, self.spec.source.engine, host):
                 if item.id in imported:
                     continue
@@ -340,6 +342,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if isinstance(item, imgs.ImageItem):
             return imgs.unpacker(host, self.layout.store, item), None
         helper = self.spec.target.helper_image
+        if item.kind == "volume":  # made by `tgt.create_volumes` before the items went through
+            return tgt.volume_unpacker(item, helper), tgt.walker_for(item, helper)
         unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)
 

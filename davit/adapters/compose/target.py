@@ -222,16 +222,35 @@ def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) 
     """Make the item's destination ready; the shell command that unpacks its tar stream there:
     into its volume through a helper container, or into its path by the host's tar."""
     if item.kind == "volume":
-        labels = f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}"
-        host.run(
-            f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || docker volume create {labels} {q(item.target)} >/dev/null"
-        )
-        return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+        host.run(volume_create_command(item, project))
+        return volume_unpacker(item, helper_image)
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
     # reached from `/` one component at a time and unpacked into the directory the shell holds
     # (`confined.py`): a symlink swapped in after any check is never followed, wherever the
     # bind is placed (in the project directory too)
     return confined.unpack_into(dest, f"{BIND_UNPACK} .")
+
+
+def volume_create_command(item: Item, project: str) -> str:
+    """Create the item's volume, labelled as compose labels it, unless it exists."""
+    labels = f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}"
+    return f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || docker volume create {labels} {q(item.target)} >/dev/null"
+
+
+def volume_unpacker(item: Item, helper_image: str) -> str:
+    """The command unpacking a tar stream into the item's volume (made by `volume_create_command`)."""
+    return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+
+
+def create_volumes(host: RemoteHost, items: list[Item], project: str) -> None:
+    """`volume_create_command` for every volume item, side by side in one session."""
+    volumes = [item for item in items if item.kind == "volume"]
+    if not volumes:
+        return
+    commands = {item.target: volume_create_command(item, project) for item in volumes}
+    for name, result in remotebatch.run_batch(host, commands).items():
+        if result.status != 0:
+            raise RemoteCommandFailed(host.address.where, commands[name], result.status, result.stderr)
 
 
 def walker_for(item: Item, helper_image: str) -> str:
