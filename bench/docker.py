@@ -345,7 +345,7 @@ def repeat_note(steps: dict[str, Any]) -> str:
     sent, chunks = int(t.get("chunks_sent", 0)), int(t.get("chunks", 0))
     note = f"{sent} of {chunks} chunks sent, {len(images)} images"
     if chunks and sent == chunks:
-        note += "; every chunk again: finalize removes the target's chunk store, the project's removal its data"
+        note += "; every chunk again: the target's chunk store (the transfer cache) was not there or not kept"
     return note
 
 

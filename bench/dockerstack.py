@@ -338,10 +338,11 @@ class StackBench:
             lines.append(f"tar c -C {shlex.quote(str(path))} . | zstd -q -T0 | {ssh} {remote}")
         return "set -e -o pipefail\n" + "\n".join(lines)
 
-    def clear_target(self, image_too: bool) -> None:
+    def clear_target(self, image_too: bool, cache_too: bool = True) -> None:
         remove_project(self.target_client, self.src.name)
         shutil.rmtree(self.base / self.src.name, ignore_errors=True)
-        shutil.rmtree(self.base / ".davit" / self.src.name, ignore_errors=True)
+        if cache_too:  # a cold round starts without davit's transfer cache; the repeat keeps it, as `down -v` does
+            shutil.rmtree(self.base / ".davit" / self.src.name, ignore_errors=True)
         shutil.rmtree(self.baseline_dir, ignore_errors=True)
         if image_too:
             remove_image(self.target_client, self.src)
@@ -434,7 +435,7 @@ def measure_stack(
         result = StackResult(size_mb, image_mb, done, cold[2])
         if repeat:
             # the target's project removed as an operator does (`down -v`: the image stays)
-            bench.clear_target(image_too=False)
+            bench.clear_target(image_too=False, cache_too=False)
             result.repeat_s, _rss, result.repeat_wire, result.repeat_steps = bench.run_davit("repeat")
         report(result, cold[3])
         return result

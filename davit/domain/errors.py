@@ -65,6 +65,7 @@ DavitError
 │   ├── BackendUnavailable      a repository's server did not answer (after the backend's retries)
 │   ├── EventLogUnavailable     the event log cannot be written now (I/O error, read-only)
 │   ├── RemoteUnreachable       (adapters/ssh/remote) the SSH host did not answer
+│   ├── ChunkMismatch           (adapters/compose/pipeline) a chunk kept on a migration's target is not what its name says
 │   ├── EngineUnreachable       (adapters/docker/engine) the Docker engine did not answer
 │   ├── MongoUnreachable        (adapters/mongo/client) MongoDB did not answer
 │   ├── PostgresUnreachable     (adapters/postgres/client) PostgreSQL did not answer

@@ -50,7 +50,7 @@ ROLLBACK_TARGET, RESTART_SOURCE = "rollback_target", "restart_source"
 PLAN = [INSPECT, PREFLIGHT, STOP, EXPORT, TRANSFER, IMPORT, WRITE, START, VERIFY, FINALIZE]
 DATA_STEPS = (EXPORT, TRANSFER, IMPORT)
 CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often (acknowledged bytes)
-# The chunks are compressed for the wire only (the target's store is removed at finalize):
+# The chunks are compressed for the wire (the target's store, kept as a transfer cache, holds them so):
 # zstd's fastest level leaves the CPU to hashing, encryption and unpacking, which share it.
 WIRE_LEVEL = 1
 
@@ -293,6 +293,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         with self._connect() as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
+            # every volume still to fill made in one session, not one each (`_unpacker`)
+            tgt.create_volumes(host, [i for i in self._items(info) if i.id not in imported], info["name"])
             for item in self._items(info) + self._image_items(planned, host):
                 if item.id in imported:
                     continue
@@ -349,6 +351,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if isinstance(item, imgs.ImageItem):
             return imgs.unpacker(host, self.layout.store, item), None
         helper = self.spec.target.helper_image
+        if item.kind == "volume":  # made by `tgt.create_volumes` before the items went through
+            return tgt.volume_unpacker(item, helper), tgt.walker_for(item, helper)
         unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)
 
@@ -391,10 +395,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # fails here with its source still there for the rollback to start again
         staging = self.repo.staging(self.run_id)
         removed = self._remove_source(info) if self.spec.remove_source else []
+        cache: dict[str, Any] = {}
         with self._connect() as host:
-            host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+            if self.spec.keep_transfer_cache:
+                # a repeat sends only the chunks the store lacks: keep those this migration used
+                used = {c for d in (ctx.cursor(EXPORT) or {}).get("done", {}).values() for c in d["chunks"]}
+                cache = {"transfer_cache": self.layout.store, "cached_chunks": len(used)}
+                cache["pruned_chunks"] = tgt.prune_store(host, self.layout, used)
+            else:
+                host.run(f"rm -rf {shlex.quote(self.layout.store)}")
         staging.remove()  # where an earlier davit kept exported chunks
-        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed}
+        return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed, **cache}
 
     # --- the source's engine and files: this host's (a source over SSH: `sshsource.py`) ---------
 

@@ -37,7 +37,7 @@ from davit.adapters.compose import tarindex, unpacked
 from davit.adapters.compose.images import ImageItem
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
-from davit.domain.errors import PermanentError
+from davit.domain.errors import PermanentError, RetryableError
 
 q = shlex.quote
 CHUNK = 4 << 20
@@ -47,6 +47,15 @@ SEALERS = 2
 
 class ExportFailed(PermanentError):
     pass
+
+
+# what the unpacker says of a stored chunk whose content is not what its name says
+CHUNK_MISMATCH = "does not match its name: removed from the store"
+
+
+class ChunkMismatch(RetryableError):
+    """A chunk found in the target's store (kept from an earlier migration) is not what its
+    name says: it was not unpacked and is gone from the store, so another attempt resends it."""
 
 
 @dataclass
@@ -106,15 +115,27 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
     `tar x` took the stream as whole. With `record` and `walker` (`unpacked.py`): the record of
     the destination is removed before anything is unpacked and written once the unpack ended
     well (whether a destination holds a stream already is `unpacked.check_command`'s). POSIX
-    sh has no pipefail: failures of the feeding side are noted in a status file."""
-    script = f"st=$(mktemp) && cd {q(chunks)} || exit 1; "
+    sh has no pipefail: failures of the feeding side are noted in a status file.
+
+    A name line `NAME check` marks a chunk this run did not write itself (found in the store: a
+    transfer cache kept from an earlier migration, or an earlier attempt's): it is copied to a
+    private temporary file, its decompressed content hashed, and only that copy, if the hash is
+    its name, goes into the stream (what was checked is what is unpacked, whatever happens to
+    the store's file meanwhile). A chunk that does not match is removed from the store and the
+    unpack fails (`CHUNK_MISMATCH`), so the next attempt sends it again."""
+    script = f"st=$(mktemp) && v=$(mktemp) && cd {q(chunks)} || exit 1; "
     if record and walker:
         script += unpacked.snap_function(walker) + f"rec={q(record)}; "
         script += 'mkdir -p "${rec%/*}" && rm -f "$rec" || exit 1; '
     script += (
         "{ (n=0; while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
         '[ "$m" = "$n" ] && printf \'%s\\n\' "$s" > "$st.end"; break; fi; '
-        'cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; n=$((n+1)); done) '
+        'if [ "$m" = check ]; then '
+        'cat "$c.zst" > "$v" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; '
+        'h=$(zstd -dcq < "$v" | sha256sum); '
+        f'if [ "${{h%% *}}" != "$c" ]; then rm -f "$c.zst"; echo "chunk $c {CHUNK_MISMATCH}" >>"$st"; exit 1; fi; '
+        'cat "$v"; '
+        'else cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; fi; n=$((n+1)); done) '
         "| (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
         '[ -s "$st.end" ] || [ -s "$st" ] || echo "the list of chunks was cut short" >>"$st"; '
         'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; '
@@ -124,7 +145,7 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
             f"if [ $r -eq 0 ]; then sleep {unpacked.SETTLE_S}; d=$(snap) && "
             'printf \'%s %s\\n\' "$(cat "$st.end")" "$d" > "$rec.tmp" && mv -f "$rec.tmp" "$rec"; fi; '
         )
-    return script + 'rm -f "$st" "$st.end"; exit $r'
+    return script + 'rm -f "$st" "$st.end" "$v"; exit $r'
 
 
 # starts an export command elsewhere: returns what `_Reader` uses of a Popen (`ssh/threaded.py`)
@@ -254,7 +275,7 @@ def move_item(
     elif key:
         listed = tarindex.lookup(host, store, key)
     if listed is not None and all(name in present for name in listed.ids):
-        return _unpack_listed(host, unpack_cmd, listed, present, check_stop)
+        return _unpack_listed(host, store, unpack_cmd, listed, present, sent, check_stop)
     reader = _Reader(item, level, lambda name: name in present or name in sent, spawn)
     try:
         moved = host.run_async(lambda conn: _move(conn, host, store, unpack_cmd, reader, present, sent, on_stored, check_stop))
@@ -284,8 +305,28 @@ def _end_line(ids: list[str], plain_bytes: int) -> bytes:
     return f"END {len(ids)} {unpacked.stream_id(ids, plain_bytes)}\n".encode()
 
 
+def _name_line(name: str, sent: set[str]) -> bytes:
+    """The unpacker's line for a chunk: one this run did not send itself is checked there."""
+    return f"{name}\n".encode() if name in sent else f"{name} check\n".encode()
+
+
+def _unpack_failed(host: RemoteHost, store: str, cmd: str, status: int | None, stderr: str) -> PermanentError | RetryableError:
+    """The unpacker's failure: a chunk that did not match its name (`ChunkMismatch`, naming it), or else its status."""
+    for line in stderr.splitlines():
+        words = line.split()
+        if CHUNK_MISMATCH in line and len(words) > 1:
+            return ChunkMismatch(f"on {host.address.where}: {store}/chunks/{words[1]}.zst {CHUNK_MISMATCH}")
+    return RemoteCommandFailed(host.address.where, cmd, status, stderr)
+
+
 def _unpack_listed(
-    host: RemoteHost, cmd: str, listed: tarindex.Listed, present: dict[str, int], check_stop: Callable[[], None]
+    host: RemoteHost,
+    store: str,
+    cmd: str,
+    listed: tarindex.Listed,
+    present: dict[str, int],
+    sent: set[str],
+    check_stop: Callable[[], None],
 ) -> Moved:
     """Unpack an item whose stream is a recorded list of chunks, all in the store: nothing is
     read here, nothing sent."""
@@ -293,7 +334,7 @@ def _unpack_listed(
     async def go(conn: asyncssh.SSHClientConnection) -> None:
         proc = await conn.create_process(cmd, encoding=None)
         try:
-            proc.stdin.write("".join(f"{name}\n" for name in listed.ids).encode())
+            proc.stdin.write(b"".join(_name_line(name, sent) for name in listed.ids))
             proc.stdin.write(_end_line(listed.ids, listed.plain_bytes))
             proc.stdin.write_eof()
             done = asyncio.ensure_future(proc.wait())
@@ -302,7 +343,7 @@ def _unpack_listed(
                 await asyncio.wait([done], timeout=0.5)
             result = done.result()
             if result.exit_status != 0:
-                raise RemoteCommandFailed(host.address.where, cmd, result.exit_status, _text(result.stderr))
+                raise _unpack_failed(host, store, cmd, result.exit_status, _text(result.stderr))
         finally:
             proc.close()
 
@@ -331,7 +372,7 @@ async def _move(
 
     def hand_over() -> None:
         while waiting and waiting[0] in present:
-            unpacker.stdin.write(waiting.popleft().encode() + b"\n")
+            unpacker.stdin.write(_name_line(waiting.popleft(), sent))
 
     async def acknowledgements() -> None:
         while line := await writer.stdout.readline():
@@ -385,13 +426,13 @@ async def _move(
         unpacker.stdin.write_eof()
         result = await unpacker.wait()
         if result.exit_status != 0:
-            raise RemoteCommandFailed(host.address.where, unpack_cmd, result.exit_status, _text(result.stderr))
+            raise _unpack_failed(host, store, unpack_cmd, result.exit_status, _text(result.stderr))
         return moved
     except (BrokenPipeError, ConnectionError, asyncssh.ChannelOpenError, asyncssh.DisconnectError):
         # one side went away: its exit status and stderr say why better than the broken pipe
         for proc, cmd in ((writer, writer_cmd), (unpacker, unpack_cmd)):
             if proc.exit_status not in (None, 0):
-                raise RemoteCommandFailed(host.address.where, cmd, proc.exit_status, _text(await _stderr(proc))) from None
+                raise _unpack_failed(host, store, cmd, proc.exit_status, _text(await _stderr(proc))) from None
         raise
     finally:
         acks.cancel()

@@ -5,7 +5,9 @@ commands, and data streamed to their stdin. Chunks live in a content-addressed s
 target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); the one chunk that may be cut
 short (its sender went away) is named in `writing` and dropped before the store is listed,
 so a listed chunk is always complete and a resumed transfer sends only what the store lacks (the streaming itself
-is `davit/adapters/compose/pipeline.py`). A volume is unpacked by `tar -x` in a helper container (a
+is `davit/adapters/compose/pipeline.py`). After a migration the store stays as a transfer cache
+(`keep_transfer_cache`, `prune_store`): its chunks only, which a later migration checks against
+their names before it unpacks them. A volume is unpacked by `tar -x` in a helper container (a
 local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
 """
 
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from davit.adapters.compose import confined, unpacked
+from davit.adapters.compose import confined, remotebatch, unpacked
 from davit.adapters.compose.source import Item
 from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
 from davit.domain.errors import PermanentError
@@ -36,6 +38,9 @@ HOST_TOOLS = {
     "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
     "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
     "stat -c": "stat -c %s / >/dev/null",
+    # a chunk kept in the store from an earlier migration is checked against its name before
+    # it is unpacked (`pipeline.unpack_command`)
+    "sha256sum": "echo | sha256sum >/dev/null",
 }
 HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
 BIND_UNPACK = "tar -x --same-owner -p -C"  # GNU tar (checked by pre-flight), whose defaults confine it
@@ -71,59 +76,87 @@ class TargetLayout:
 def preflight(
     host: RemoteHost, layout: TargetLayout, items: list[Item], helper_image: str, need_bytes: int, images: list[str]
 ) -> dict[str, Any]:
-    """Check the target can take the project; raise `PreflightFailed` listing every problem."""
+    """Check the target can take the project; raise `PreflightFailed` listing every problem.
+    The checks are independent of each other: they run side by side in one session
+    (`remotebatch.py`), not one session each."""
     problems: list[str] = []
     facts: dict[str, Any] = {}
-    version = host.run("docker version --format '{{.Server.Version}}'", check=False)
+    checks = {
+        "version": "docker version --format '{{.Server.Version}}'",
+        "compose": "docker compose version --short",
+        "tools": host_tools_script(),
+        "helper": helper_script(helper_image, probe=items_have_volumes(items)),
+        "taken": f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}",
+        "project_dir": f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"',
+        "free": f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1',
+    }
+    for n, item in enumerate(items):
+        if item.kind == "volume":
+            checks[f"item{n}"] = f"docker volume inspect {q(item.target)} >/dev/null 2>&1"
+        elif item.kind == "bind" and not item.target.startswith(layout.project_dir + "/"):
+            checks[f"item{n}"] = f"test -e {q(item.target)}"
+    for n, img in enumerate(images):
+        checks[f"image{n}"] = f"docker image inspect {q(img)} >/dev/null 2>&1"
+    got = remotebatch.run_batch(host, checks, timeout=600)
+    version = got["version"]
     if version.status != 0:
         problems.append(f"docker does not answer: {version.stderr.strip()[-300:]}")
     facts["docker"] = version.stdout.strip()
-    compose = host.run("docker compose version --short", check=False)
+    compose = got["compose"]
     if compose.status != 0:
         problems.append(f"docker compose is not installed: {compose.stderr.strip()[-300:]}")
     facts["compose"] = compose.stdout.strip()
-    missing_tools = missing_host_tools(host)
+    missing_tools = [line for line in got["tools"].stdout.splitlines() if line in HOST_TOOLS]
     facts["zstd"] = "zstd" not in missing_tools
     if missing_tools:
         problems.append(f"the target lacks {', '.join(missing_tools)} on its PATH (the transfer and unpacking run them there)")
-    if host.run(f"docker image inspect {q(helper_image)} >/dev/null", check=False).status != 0:
+    helper = got["helper"].stdout.splitlines()
+    if got["helper"].status != 0 or "absent" in helper:
         problems.append(f"helper image {helper_image} is not on the target (it is never pulled)")
-    elif items_have_volumes(items) and (lacking := missing_helper_tools(host, helper_image)):
+    elif lacking := [line.removeprefix("lacks ") for line in helper if line.removeprefix("lacks ") in HELPER_TOOLS]:
         problems.append(f"helper image {helper_image} has no {', '.join(lacking)} (the helper unpacks each volume with it)")
-    taken = host.run(f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}", check=False)
-    if taken.stdout.strip():
+    if got["taken"].stdout.strip():
         problems.append(f"compose project {layout.project} already has containers on the target")
-    for item in items:
-        if item.kind == "volume" and host.run(f"docker volume inspect {q(item.target)} >/dev/null 2>&1", check=False).status == 0:
-            problems.append(f"volume {item.target} already exists on the target")
-        elif (
-            item.kind == "bind"
-            and not item.target.startswith(layout.project_dir + "/")
-            and host.run(f"test -e {q(item.target)}", check=False).status == 0
-        ):
-            problems.append(f"bind path {item.target} already exists on the target")
-    if host.run(f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"', check=False).status == 0:
+    for n, item in enumerate(items):
+        if f"item{n}" in got and got[f"item{n}"].status == 0:
+            where = "volume" if item.kind == "volume" else "bind path"
+            problems.append(f"{where} {item.target} already exists on the target")
+    if got["project_dir"].status == 0:
         problems.append(f"project directory {layout.project_dir} exists and is not empty")
-    free = host.run(
-        f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1', check=False
-    )
+    free = got["free"]
     try:
         facts["free_bytes"] = int(free.stdout.split()[3]) * 1024
         if facts["free_bytes"] < need_bytes:
             problems.append(f"{facts['free_bytes']} bytes free under {layout.base_path}, {need_bytes} needed")
     except (IndexError, ValueError):
         problems.append(f"cannot tell the free space under {layout.base_path}: {free.stderr.strip()[-200:]}")
-    missing = [img for img in images if host.run(f"docker image inspect {q(img)} >/dev/null 2>&1", check=False).status != 0]
-    facts["images_missing"] = missing
+    facts["images_missing"] = [img for n, img in enumerate(images) if got[f"image{n}"].status != 0]
     if problems:
         raise PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
     return facts
 
 
+def host_tools_script() -> str:
+    """Prints the name of each tool of `HOST_TOOLS` the target's shell cannot run as the migration runs it."""
+    return "; ".join(f"{{ {check}; }} >/dev/null 2>&1 || echo {q(name)}" for name, check in HOST_TOOLS.items())
+
+
+def helper_script(helper_image: str, probe: bool) -> str:
+    """Prints `absent` where the helper image is not on the target, else (with `probe`)
+    `lacks TOOL` for each tool of `HELPER_TOOLS` a container of it cannot find."""
+    script = f"docker image inspect {q(helper_image)} >/dev/null 2>&1 || {{ echo absent; exit 0; }}"
+    if probe:
+        for tool in HELPER_TOOLS:
+            script += (
+                f"; docker run --rm --network none {q(helper_image)} {q(tool)} --help >/dev/null 2>&1; s=$?; "
+                f"if [ $s -eq {NOT_FOUND[0]} ] || [ $s -eq {NOT_FOUND[1]} ]; then echo {q('lacks ' + tool)}; fi"
+            )
+    return script
+
+
 def missing_host_tools(host: RemoteHost) -> list[str]:
     """The tools of `HOST_TOOLS` the target's shell cannot run as the migration runs them."""
-    script = "; ".join(f"{{ {check}; }} >/dev/null 2>&1 || echo {q(name)}" for name, check in HOST_TOOLS.items())
-    out = host.run(script, check=False).stdout
+    out = host.run(host_tools_script(), check=False).stdout
     return [line for line in out.splitlines() if line in HOST_TOOLS]
 
 
@@ -160,20 +193,64 @@ def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     return found
 
 
+def prune_store(host: RemoteHost, layout: TargetLayout, keep: set[str]) -> int:
+    """Keep the store as a transfer cache (`keep_transfer_cache`): only the chunks in `keep` (the
+    finished migration's), nothing else of it. The tar indexes, unpack records and image load
+    notes go: they describe this migration's sources and destinations, and a later migration
+    must unpack into its own destinations whatever they say (a kept record could let it skip an
+    unpack; a kept index could name chunks that are not its source's). What is removed is only
+    ever a `<sha256>.zst` file in `chunks/` (names as `ls` prints them, matched whole: a name
+    with a newline in it cannot make another path); `chunks` must not be a symlink. Returns
+    the number of chunks removed."""
+    names = "".join(f"{name}\n" for name in sorted(keep) if _is_chunk_name(name))
+    out = host.run(
+        f"cd {q(layout.store)} 2>/dev/null || {{ echo 0; exit 0; }}; "
+        "rm -rf tars unpacked images writing && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
+        "l=$(mktemp) || exit 1; { cat; echo END; ls -A | grep -xE '[0-9a-f]{64}[.]zst'; } "
+        '| awk \'e { if (!($0 in k)) print; next } $0 == "END" { e = 1; next } { k[$0 ".zst"] = 1 }\' > "$l" '
+        '&& n=$(wc -l < "$l") && xargs rm -f -- < "$l"; r=$?; rm -f "$l"; [ $r -eq 0 ] && echo "$n"',
+        input=names.encode(),
+    ).stdout
+    return int(out.split()[-1]) if out.split() and out.split()[-1].isdigit() else 0
+
+
+def _is_chunk_name(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) -> str:
     """Make the item's destination ready; the shell command that unpacks its tar stream there:
     into its volume through a helper container, or into its path by the host's tar."""
     if item.kind == "volume":
-        labels = f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}"
-        host.run(
-            f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || docker volume create {labels} {q(item.target)} >/dev/null"
-        )
-        return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+        host.run(volume_create_command(item, project))
+        return volume_unpacker(item, helper_image)
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
     # reached from `/` one component at a time and unpacked into the directory the shell holds
     # (`confined.py`): a symlink swapped in after any check is never followed, wherever the
     # bind is placed (in the project directory too)
     return confined.unpack_into(dest, f"{BIND_UNPACK} .")
+
+
+def volume_create_command(item: Item, project: str) -> str:
+    """Create the item's volume, labelled as compose labels it, unless it exists."""
+    labels = f"--label com.docker.compose.project={q(project)} --label com.docker.compose.volume={q(item.key)}"
+    return f"docker volume inspect {q(item.target)} >/dev/null 2>&1 || docker volume create {labels} {q(item.target)} >/dev/null"
+
+
+def volume_unpacker(item: Item, helper_image: str) -> str:
+    """The command unpacking a tar stream into the item's volume (made by `volume_create_command`)."""
+    return f"docker run --rm -i --network none -v {q(item.target)}:/v {q(helper_image)} tar -x -C /v"
+
+
+def create_volumes(host: RemoteHost, items: list[Item], project: str) -> None:
+    """`volume_create_command` for every volume item, side by side in one session."""
+    volumes = [item for item in items if item.kind == "volume"]
+    if not volumes:
+        return
+    commands = {item.target: volume_create_command(item, project) for item in volumes}
+    for name, result in remotebatch.run_batch(host, commands).items():
+        if result.status != 0:
+            raise RemoteCommandFailed(host.address.where, commands[name], result.status, result.stderr)
 
 
 def walker_for(item: Item, helper_image: str) -> str:

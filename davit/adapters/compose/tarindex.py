@@ -15,7 +15,8 @@ through the pipeline as before) when any entry changed within `RACY_NS` of the w
 timestamp too coarse to see a second write in the same tick: git's "racy clean" rule), or when
 the walk cannot read something. A list that is cut short or garbled (it is written without
 fsync: it is a cache; the store's chunks are not) is not used: it ends with a line holding
-its own count. The store, and this index with it, is removed when the migration finalizes.
+its own count. This index is removed when the migration finalizes (the store's chunks stay as
+a transfer cache, `target.prune_store`): a later migration reads its source again.
 """
 
 from __future__ import annotations

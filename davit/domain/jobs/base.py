@@ -175,6 +175,7 @@ def _strings(value: Any) -> list[str]:
 LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None, "privileges": "keep"}
 LATER_FIELDS.update(path_map={}, outside_binds="fail", images="missing")  # compose.migrate, issue 21
 LATER_FIELDS.update(runs_on=None)  # several daemons, issue 22
+LATER_FIELDS.update(keep_transfer_cache=True)  # compose.migrate, issue 21's repeat
 
 
 def spec_revision(spec: BaseModel) -> str:

@@ -88,6 +88,10 @@ class ComposeMigrateJob(JobBase):
     # ID), all, or none (the target must have or build them); from a local source or one
     # reached over SSH alike
     images: Literal["missing", "all", "none"] = "missing"
+    # the target's chunk store outlives a successful migration as a transfer cache (pruned to the
+    # chunks that migration used: about its compressed data on the target's disk), so a repeat
+    # sends only what changed; false removes it at finalize
+    keep_transfer_cache: bool = True
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:

@@ -115,7 +115,8 @@ def test_migration_moves_the_stack_with_identical_data_and_leaves_the_source_sto
     assert digest(project_dir / "site") == before_site
     assert (project_dir / ".env").read_text() == (stack.dir / ".env").read_text()
     assert stack.states(source) == {"web": "exited", "worker": "exited"}
-    assert not (tmp_path / "target" / ".davit" / stack.name).exists()
+    # the store stays as a transfer cache (`keep_transfer_cache`, the default): its chunks only
+    assert [p.name for p in (tmp_path / "target" / ".davit" / stack.name).iterdir()] == ["chunks"]
     # the data steps' checkpoints carry inspect's sizes as their totals, the transfer's too
     for step in (EXPORT, TRANSFER):
         points = ctx.of(step)

@@ -134,7 +134,8 @@ def test_a_stack_on_a_host_reached_over_ssh_moves_to_another_host_with_identical
     assert digest(project_dir / "site") == before_site
     assert (project_dir / ".env").read_text() == (stack.dir / ".env").read_text()
     assert stack.states(source) == {"web": "exited", "worker": "exited"}
-    assert not (tmp_path / "target" / ".davit" / stack.name).exists()
+    # the store stays as a transfer cache (`keep_transfer_cache`, the default): its chunks only
+    assert [p.name for p in (tmp_path / "target" / ".davit" / stack.name).iterdir()] == ["chunks"]
 
 
 def test_a_migration_from_an_ssh_source_cut_after_its_first_item_resumes_sending_only_what_the_target_lacks(
