@@ -99,18 +99,44 @@ class _Connection:
         self._procs: list[_Process] = []
 
     async def create_process(self, command: str, encoding: Any = None) -> _Process:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._env,
-        )
-        wrapped = _Process(proc)
+        wrapped = _Process(await _shell(command, self._env))
         self._procs.append(wrapped)
         return wrapped
+
+    async def run(self, command: str, encoding: Any = None, check: bool = False, timeout: float | None = None) -> _Completed:
+        """asyncssh's `run` as `remotebatch.run_batch` uses it: bytes out, never raising on status."""
+        status, out, err = await _communicate(command, self._env, b"", timeout)
+        return _Completed(status, out, err)
+
+
+@dataclass
+class _Completed:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def _shell(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def _communicate(command: str, env: dict[str, str], input: bytes, timeout: float | None) -> tuple[int, bytes, bytes]:
+    proc = await _shell(command, env)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, b"", f"timed out after {timeout}s".encode()
+    return proc.returncode if proc.returncode is not None else -1, out, err
 
 
 class LocalHost:
@@ -122,25 +148,7 @@ class LocalHost:
         self._env = {**os.environ, "DOCKER_HOST": address.engine}
 
     def run(self, command: str, *, input: bytes | None = None, check: bool = True, timeout: float | None = 600) -> Result:
-        async def go() -> tuple[int, bytes, bytes]:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._env,
-            )
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(input or b""), timeout)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                return -1, b"", f"timed out after {timeout}s".encode()
-            return proc.returncode if proc.returncode is not None else -1, out, err
-
-        status, out_b, err_b = self._loop.run_until_complete(go())
+        status, out_b, err_b = self._loop.run_until_complete(_communicate(command, self._env, input or b"", timeout))
         out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
         if check and status != 0:
             raise RemoteCommandFailed(self.address.where, command, status, err)
