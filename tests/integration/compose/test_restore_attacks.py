@@ -1,0 +1,159 @@
+"""compose.restore attacked (issue 21), against the real peers: what a second run or a crafted
+snapshot could do to a target. Each test here failed before the fix it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from davit.adapters.compose.migrate import PREFLIGHT, ROLLBACK_TARGET
+from davit.adapters.compose.restore import ComposeRestoreWork, ProjectExists
+from davit.adapters.compose.target import PreflightFailed
+from davit.adapters.repository.repository import Repository
+from davit.adapters.runwork import RunInputs
+from davit.domain.errors import RunStopped
+from davit.domain.jobs import ComposeRestoreJob
+from tests.fakes import MemoryRunContext
+from tests.integration.compose.restore_stack import BuiltStack, remove_image, remove_paths, remove_project, restore_job
+from tests.integration.compose.test_restore_adapter import SMALL, backed_up, republish, states, target  # noqa: F401
+from tests.peers.state import SshPeer
+
+pytestmark = [pytest.mark.docker, pytest.mark.ssh]
+
+
+class StopAfter(MemoryRunContext):
+    """Stops the run once `step` is done (as a stop request between steps does)."""
+
+    def __init__(self, run_id: str, step: str | None = None) -> None:
+        super().__init__(run_id=run_id)
+        self.stop_after = step
+
+    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
+        super().step_completed(step, summary)
+        if step == self.stop_after:
+            self.stop.set()
+
+
+def work_as(repo: Repository, spec: ComposeRestoreJob, run_id: str, details: dict[str, Any] | None = None) -> ComposeRestoreWork:
+    return ComposeRestoreWork(RunInputs(spec, run_id, SMALL, details, repo=repo))
+
+
+@pytest.fixture
+def name(backed_up: tuple[BuiltStack, Repository, str], ssh_peer: SshPeer, tmp_path: Path) -> Iterator[str]:  # noqa: F811
+    project = "atkrestore" + "".join(ch for ch in tmp_path.name[-6:].lower() if ch.isalnum())
+    yield project
+    remove_project(ssh_peer.docker_host, project)
+    client = docker.DockerClient(base_url=ssh_peer.docker_host)
+    try:
+        for ref in (f"{project}-app",):
+            try:
+                client.images.remove(ref)
+            except docker.errors.ImageNotFound:
+                pass
+    finally:
+        client.close()
+    remove_image(ssh_peer.docker_host, backed_up[0].image_id)
+    remove_paths(tmp_path / "target", tmp_path / "mapped")
+
+
+def test_two_restores_of_one_project_name_the_second_is_refused_and_cannot_touch_the_first(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """Both prepared while the name is free; the first passes pre-flight and is stopped there
+    (it has created nothing yet that names the project). Before the fix the second passed
+    pre-flight too, unpacked into the first's volumes and store and started; a rollback of
+    either then removed the other's project."""
+    built, repo, snapshot = backed_up
+    spec = restore_job(ssh_peer, snapshot, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
+    first_ctx, second_ctx = StopAfter("atk-first", PREFLIGHT), StopAfter("atk-second")
+    first_details = work_as(repo, spec, "atk-first").prepare(first_ctx)
+    second_details = work_as(repo, spec, "atk-second").prepare(second_ctx)
+    with pytest.raises(RunStopped):
+        work_as(repo, spec, "atk-first", first_details).run(first_ctx)
+    assert PREFLIGHT in first_ctx.done
+
+    second = work_as(repo, spec, "atk-second", second_details)
+    with pytest.raises(PreflightFailed, match="another run \\(atk-first\\) is restoring project"):
+        second.run(second_ctx)
+    assert PREFLIGHT not in second_ctx.done and not second.needs_rollback(second_ctx)
+    with pytest.raises(ProjectExists, match="a restore of that name under way \\(run atk-first"):
+        work_as(repo, spec, "atk-third").prepare(StopAfter("atk-third"))
+
+    first_ctx.stop.clear()
+    first_ctx.stop_after = None
+    resumed = work_as(repo, spec, "atk-first", first_details)  # its own claim: resumed
+    resumed.run(first_ctx)
+    resumed.finish(first_ctx)
+    assert states(target, name) == {"app": "running", "side": "running"}
+    assert not (tmp_path / "target" / ".davit" / f"{name}.run").is_symlink(), "the claim is released at finalize"
+
+
+def test_a_rollback_releases_the_claim_and_a_failed_preflight_leaves_none(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    built, repo, snapshot = backed_up
+    claim = tmp_path / "target" / ".davit" / f"{name}.run"
+    unmapped = restore_job(ssh_peer, snapshot, name, tmp_path / "target", {})
+    ctx = StopAfter("atk-unmapped")
+    work = work_as(repo, unmapped, "atk-unmapped")
+    work.details = work.prepare(ctx)
+    with pytest.raises(PreflightFailed, match="outside the project directory"):
+        work.run(ctx)
+    assert not claim.is_symlink(), "a failed pre-flight frees the name"
+
+    spec = restore_job(ssh_peer, snapshot, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
+    ctx = StopAfter("atk-rolled", PREFLIGHT)
+    work = work_as(repo, spec, "atk-rolled")
+    work.details = work.prepare(ctx)
+    with pytest.raises(RunStopped):
+        work.run(ctx)
+    assert claim.is_symlink()
+    work.rollback(ctx)
+    assert ROLLBACK_TARGET in ctx.done and not claim.is_symlink()
+
+
+def test_a_snapshot_image_naming_a_tag_the_target_holds_for_another_image_is_refused_and_the_tag_stays(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The manifest's `refs` of an image are as hostile as the export's own `RepoTags` (which
+    are refused): before the fix a snapshot naming one of the target's tags moved it to the
+    snapshot's image, so every other stack of the target running that name ran the snapshot's."""
+    built, repo, snapshot = backed_up
+    victim = f"{name}-victim:1"
+    own = target.images.get(ssh_peer.image)
+    own.tag(victim)
+
+    def claim_victim(source: dict[str, Any]) -> None:
+        for image in source["images"]:
+            if image["id"] == built.image_id:
+                image["refs"] = [*image["refs"], victim]
+
+    try:
+        crafted = republish(repo, snapshot, f"crafted-ref-{name}", edit_source=claim_victim)
+        spec = restore_job(ssh_peer, crafted, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
+        ctx = StopAfter("atk-ref")
+        work = work_as(repo, spec, "atk-ref")
+        work.details = work.prepare(ctx)
+        with pytest.raises(PreflightFailed, match=f"{victim}.*{own.id}"):
+            work.run(ctx)
+        assert PREFLIGHT not in ctx.done and not work.needs_rollback(ctx)
+        assert target.images.get(victim).id == own.id, "the target's tag still names its own image"
+        assert states(target, name) == {}
+    finally:
+        target.images.remove(victim)
