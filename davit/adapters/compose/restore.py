@@ -70,6 +70,7 @@ from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.adapters.steps import Step, run_steps
 from davit.domain.errors import PermanentError, UnsafeName
 from davit.domain.jobs.compose_restore import PROJECT_PATTERN, ComposeRestoreJob
+from davit.domain.pathmap import map_path, within
 from davit.domain.ports import RunContext
 
 q = shlex.quote
@@ -194,6 +195,17 @@ class ComposeRestoreWork(ComposeMigrateWork):
         bind_plan.binds += [
             {"source": s, "target": s, "how": bnd.SKIPPED, "services": list(plan.services)} for s in plan.unstored
         ]
+        # ... but the stack mounts the target's own path there: outside the project directory and
+        # unmapped, `outside_binds = "fail"` (the default) holds for it as for a stored one, or a
+        # snapshot naming any path (`/`) "not stored" would have it mounted unasked
+        if self.restore_spec.outside_binds == "fail":
+            bind_plan.problems += [
+                f"services {', '.join(plan.services)} bind-mount {s}, outside the project directory {wd}, which the "
+                "snapshot holds no data of: the restored stack would mount the target's own "
+                f'{s} (set outside_binds = "keep-path" or "skip" to allow it)'
+                for s in plan.unstored
+                if not within(s, wd) and map_path(s, self.restore_spec.path_map) is None
+            ]
         items = bnd.apply_plan(items, bind_plan)
         images = [
             {

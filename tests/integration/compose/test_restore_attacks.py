@@ -3,6 +3,7 @@ snapshot could do to a target. Each test here failed before the fix it names."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from davit.domain.jobs import ComposeRestoreJob
 from tests.fakes import MemoryRunContext
 from tests.integration.compose.restore_stack import BuiltStack, remove_image, remove_paths, remove_project, restore_job
 from tests.integration.compose.test_restore_adapter import SMALL, backed_up, republish, states, target  # noqa: F401
+from tests.integration.crafted_trees import store_chunk
 from tests.peers.state import SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
@@ -31,9 +33,11 @@ class StopAfter(MemoryRunContext):
     def __init__(self, run_id: str, step: str | None = None) -> None:
         super().__init__(run_id=run_id)
         self.stop_after = step
+        self.summaries: dict[str, dict[str, Any]] = {}
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         super().step_completed(step, summary)
+        self.summaries[step] = summary
         if step == self.stop_after:
             self.stop.set()
 
@@ -91,8 +95,11 @@ def test_two_restores_of_one_project_name_the_second_is_refused_and_cannot_touch
     first_ctx.stop_after = None
     resumed = work_as(repo, spec, "atk-first", first_details)  # its own claim: resumed
     resumed.run(first_ctx)
-    resumed.finish(first_ctx)
+    finished = resumed.finish(first_ctx)
     assert states(target, name) == {"app": "running", "side": "running"}
+    recorded = json.dumps([first_details, first_ctx.summaries, first_ctx.checkpoints, first_ctx.warnings, finished])
+    assert "ahoy" not in recorded, "the snapshot's .env value (GREETING=ahoy) is in no summary, cursor or warning"
+    assert oct((tmp_path / "target" / name / ".env").stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "target" / ".davit" / f"{name}.run").is_symlink(), "the claim is released at finalize"
 
 
@@ -157,3 +164,59 @@ def test_a_snapshot_image_naming_a_tag_the_target_holds_for_another_image_is_ref
         assert states(target, name) == {}
     finally:
         target.images.remove(victim)
+
+
+def _mount_host_root(repo: Repository) -> Any:
+    def edit(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for line in lines:
+            if line["p"] == "definition/compose.yaml":
+                text = b"".join(repo.read_chunk(bytes.fromhex(c)) for c in line["c"]).decode()
+                old = 'volumes: ["appdata:/shared:ro"]'
+                assert old in text
+                text = text.replace(old, 'volumes: ["appdata:/shared:ro", "/:/host:ro"]')
+                line.update(s=len(text.encode()), c=[store_chunk(repo, text.encode())])
+        return lines
+
+    return edit
+
+
+def test_a_bind_the_snapshot_says_it_did_not_store_is_held_to_outside_binds_fail(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """A compose file mounting `/` of the target, with the manifest saying the backup skipped
+    that bind (as it says of a socket): before the fix the restore planned it as "kept, unchecked"
+    and started the stack with the target's `/` mounted, although `outside_binds` was "fail",
+    the default that makes any bind outside the project directory fail pre-flight."""
+    built, repo, snapshot = backed_up
+
+    def skipped_root(source: dict[str, Any]) -> None:
+        source["skipped_binds"] = [{"source": "/", "reason": "a socket"}]
+
+    crafted = republish(repo, snapshot, f"crafted-root-{name}", edit_source=skipped_root, edit_lines=_mount_host_root(repo))
+    spec = restore_job(ssh_peer, crafted, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
+    ctx = StopAfter("atk-root")
+    work = work_as(repo, spec, "atk-root")
+    work.details = work.prepare(ctx)
+    with pytest.raises(PreflightFailed, match=r"bind-mount /, outside the project directory .* the target.s own /"):
+        work.run(ctx)
+    assert PREFLIGHT not in ctx.done and states(target, name) == {}
+    # the operator who means it says so: the target's own `/` is mounted, nothing written there
+    kept = restore_job(
+        ssh_peer,
+        crafted,
+        name,
+        tmp_path / "target",
+        {str(built.uploads): str(tmp_path / "mapped" / "u")},
+        outside_binds="keep-path",
+    )
+    ctx = StopAfter("atk-root-kept", PREFLIGHT)
+    work = work_as(repo, kept, "atk-root-kept")
+    work.details = work.prepare(ctx)
+    with pytest.raises(RunStopped):
+        work.run(ctx)
+    assert PREFLIGHT in ctx.done
+    work.rollback(ctx)
