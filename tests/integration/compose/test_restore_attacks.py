@@ -13,7 +13,7 @@ import pytest
 
 from davit.adapters.compose.migrate import PREFLIGHT, ROLLBACK_TARGET
 from davit.adapters.compose.restore import ComposeRestoreWork, ProjectExists
-from davit.adapters.compose.target import PreflightFailed
+from davit.adapters.compose.target import PreflightFailed, TargetNotHealthy
 from davit.adapters.repository.repository import Repository
 from davit.adapters.runwork import RunInputs
 from davit.domain.errors import RunStopped
@@ -22,7 +22,7 @@ from tests.fakes import MemoryRunContext
 from tests.integration.compose.restore_stack import BuiltStack, remove_image, remove_paths, remove_project, restore_job
 from tests.integration.compose.test_restore_adapter import SMALL, backed_up, republish, states, target  # noqa: F401
 from tests.integration.crafted_trees import store_chunk
-from tests.peers.state import SshPeer
+from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
 
@@ -53,7 +53,7 @@ def name(backed_up: tuple[BuiltStack, Repository, str], ssh_peer: SshPeer, tmp_p
     remove_project(ssh_peer.docker_host, project)
     client = docker.DockerClient(base_url=ssh_peer.docker_host)
     try:
-        for ref in (f"{project}-app",):
+        for ref in (f"{project}-app", f"{project}-own:1"):
             try:
                 client.images.remove(ref)
             except docker.errors.ImageNotFound:
@@ -220,3 +220,36 @@ def test_a_bind_the_snapshot_says_it_did_not_store_is_held_to_outside_binds_fail
         work.run(ctx)
     assert PREFLIGHT in ctx.done
     work.rollback(ctx)
+
+
+def test_a_rolled_back_restore_leaves_an_image_the_target_already_had_under_the_same_id(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The snapshot's image ID collides with one the target holds (its own, under its own tag):
+    nothing is loaded, the project's name is added, and the rollback takes back only that name."""
+    built, repo, snapshot = backed_up
+    source = docker.DockerClient(base_url=docker_peer.host)
+    try:
+        target.images.load(b"".join(source.api.get_image(built.image_id)))
+    finally:
+        source.close()
+    own = f"{name}-own:1"
+    target.images.get(built.image_id).tag(own)
+    spec = restore_job(
+        ssh_peer, snapshot, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")}, verify_timeout=1
+    )
+    ctx = StopAfter("atk-collide")
+    work = work_as(repo, spec, "atk-collide")
+    work.details = work.prepare(ctx)
+    with pytest.raises(TargetNotHealthy):
+        work.run(ctx)
+    assert ctx.summaries[PREFLIGHT]["images_to_send"] == [], "the target holds the ID: nothing loaded"
+    work.rollback(ctx)
+    assert ctx.summaries[ROLLBACK_TARGET]["images"] == [f"untagged {name}-app"]
+    assert target.images.get(own).id == built.image_id, "the target's own image and name stay"
+    assert states(target, name) == {}
