@@ -11,7 +11,8 @@ from typing import Any
 import docker
 import pytest
 
-from davit.adapters.compose.migrate import PREFLIGHT, ROLLBACK_TARGET
+from davit.adapters.compose.binds import BindsMisplaced
+from davit.adapters.compose.migrate import PREFLIGHT, ROLLBACK_TARGET, START
 from davit.adapters.compose.restore import ComposeRestoreWork, ProjectExists
 from davit.adapters.compose.target import PreflightFailed, TargetNotHealthy
 from davit.adapters.repository.repository import Repository
@@ -253,3 +254,25 @@ def test_a_rolled_back_restore_leaves_an_image_the_target_already_had_under_the_
     assert ctx.summaries[ROLLBACK_TARGET]["images"] == [f"untagged {name}-app"]
     assert target.images.get(own).id == built.image_id, "the target's own image and name stay"
     assert states(target, name) == {}
+
+
+def test_a_compose_file_mounting_a_path_the_manifest_does_not_name_is_refused_before_up(
+    backed_up: tuple[BuiltStack, Repository, str],  # noqa: F811
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,  # noqa: F811
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The compose file mounts the target's `/`, the manifest names no such bind: the written
+    project's resolved model is held against the plan before `up` (attack not reproduced)."""
+    built, repo, snapshot = backed_up
+    crafted = republish(repo, snapshot, f"crafted-unnamed-{name}", edit_lines=_mount_host_root(repo))
+    spec = restore_job(ssh_peer, crafted, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
+    ctx = StopAfter("atk-unnamed")
+    work = work_as(repo, spec, "atk-unnamed")
+    work.details = work.prepare(ctx)
+    with pytest.raises(BindsMisplaced, match="service side on the target bind-mounts /, not where"):
+        work.run(ctx)
+    assert START not in ctx.done and states(target, name) == {}, "nothing started with the target's / mounted"
+    work.rollback(ctx)
+    assert not (tmp_path / "target" / name).exists()
