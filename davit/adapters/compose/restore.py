@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from davit.adapters.compose import binds as bnd
+from davit.adapters.compose import confined
 from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localhost import LocalAddress
@@ -69,6 +70,7 @@ from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.adapters.steps import Step, run_steps
 from davit.domain.errors import PermanentError, UnsafeName
 from davit.domain.jobs.compose_restore import PROJECT_PATTERN, ComposeRestoreJob
+from davit.domain.pathmap import map_path, within
 from davit.domain.ports import RunContext
 
 q = shlex.quote
@@ -193,6 +195,17 @@ class ComposeRestoreWork(ComposeMigrateWork):
         bind_plan.binds += [
             {"source": s, "target": s, "how": bnd.SKIPPED, "services": list(plan.services)} for s in plan.unstored
         ]
+        # ... but the stack mounts the target's own path there: outside the project directory and
+        # unmapped, `outside_binds = "fail"` (the default) holds for it as for a stored one, or a
+        # snapshot naming any path (`/`) "not stored" would have it mounted unasked
+        if self.restore_spec.outside_binds == "fail":
+            bind_plan.problems += [
+                f"services {', '.join(plan.services)} bind-mount {s}, outside the project directory {wd}, which the "
+                "snapshot holds no data of: the restored stack would mount the target's own "
+                f'{s} (set outside_binds = "keep-path" or "skip" to allow it)'
+                for s in plan.unstored
+                if not within(s, wd) and map_path(s, self.restore_spec.path_map) is None
+            ]
         items = bnd.apply_plan(items, bind_plan)
         images = [
             {
@@ -247,6 +260,8 @@ class ComposeRestoreWork(ComposeMigrateWork):
         project_dir = self.layout.project_dir
         if host.run(f'test -e {q(project_dir)} && test -n "$(ls -A {q(project_dir)})"', check=False).status == 0:
             found.append(f"a non-empty project directory {project_dir}")
+        if (owner := _claim_owner(host, self._claim_path(name))) is not None:
+            found.append(f"a restore of that name under way (run {owner}, {self._claim_path(name)})")
         if found:
             raise ProjectExists(
                 f"compose project {name} already exists on {host.address.where} ({'; '.join(found)}); "
@@ -280,24 +295,77 @@ class ComposeRestoreWork(ComposeMigrateWork):
         need = 2 * int(info["bytes"]) + spec.min_free_bytes
         wanted = {i["id"]: i for i in info["snapshot_images"]} if spec.images != "none" else {}
         with self._connect() as host:
-            if problems := bnd.preflight_problems(info, self.layout, host, self._read_source):
-                raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
-            planned = imgs.plan(host, "missing", wanted) if wanted else []
-            snap_id = info["snapshot_id"]
-            for p in planned:
-                if p["send"]:  # read through before the engine sees a byte of it
-                    check_image_export(
-                        snap_id, p["path"], p["id"], content(self.repo, snap_id, p["path"], p["chunks"], p["bytes"])
-                    )
-            need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
-            before = sorted(set(host.run("docker image ls -aq --no-trunc").stdout.split()))
-            facts = tgt.preflight(host, self.layout, self._items(info), spec.target.helper_image, need, [])
+            self._claim(host)
+            try:
+                return self._checked_preflight(ctx, host, info, wanted, need)
+            except Exception:
+                # nothing was created and no rollback follows a failed pre-flight: the name is free again
+                self._release(host)
+                raise
+
+    def _checked_preflight(
+        self, ctx: RunContext, host: RemoteHost, info: dict[str, Any], wanted: dict[str, Any], need: int
+    ) -> dict[str, Any]:
+        spec = self.restore_spec
+        if problems := bnd.preflight_problems(info, self.layout, host, self._read_source):
+            raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
+        planned = imgs.plan(host, "missing", wanted) if wanted else []
+        # a snapshot's names are hostile as its export's own tags are: a restore never moves a
+        # name the target holds for another image (its other stacks would run the snapshot's)
+        if moved := [
+            f"{ref} (image {p['id']} of the snapshot; the target's {ref} is {before})"
+            for p in planned
+            for ref, before in sorted(p["previous"].items())
+            if before is not None and before != p["id"]
+        ]:
+            raise tgt.PreflightFailed(
+                f"pre-flight on {host.address.where} failed: the snapshot would move names the target holds for other "
+                f'images: {", ".join(moved)}; remove or rename them there, or restore with images = "none"'
+            )
+        snap_id = info["snapshot_id"]
+        for p in planned:
+            if p["send"]:  # read through before the engine sees a byte of it
+                check_image_export(snap_id, p["path"], p["id"], content(self.repo, snap_id, p["path"], p["chunks"], p["bytes"]))
+        need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
+        before = sorted(set(host.run("docker image ls -aq --no-trunc").stdout.split()))
+        facts = tgt.preflight(host, self.layout, self._items(info), spec.target.helper_image, need, [])
         # what a rollback may remove: images loaded by this restore, never one the target had
         recorded = [{k: v for k, v in p.items() if k != "chunks"} | {"chunks": p["chunks"]} for p in planned]
         ctx.checkpoint(PREFLIGHT, {"images": recorded, "images_before": before}, items_done=len(planned))
         facts["images_to_send"] = imgs.listing(planned)
         facts["images_bytes"] = sum(p["bytes"] for p in facts["images_to_send"])
         return {**facts, "need_bytes": need, "plan": PLAN}
+
+    # --- the claim: one run restores a project name on a target at a time -------------------------
+
+    def _claim_path(self, name: str | None = None) -> str:
+        return tgt.TargetLayout(self.layout.base_path, name or self.layout.project).store + ".run"
+
+    def _claim(self, host: RemoteHost) -> None:
+        """Claim the project's name on the target for this run, before pre-flight checks that
+        nothing of it exists: two restores of one name (both prepared while it was free) would
+        otherwise both pass, unpack into the same volumes and store, and the rollback of one
+        would remove the other's project. The claim is a symlink naming the run (created
+        atomically, never over one that exists); a resumed run finds its own."""
+        claim = self._claim_path()
+        parent, name = claim.rsplit("/", 1)
+        made = host.run(f"{confined.walk_into(parent, create=True)}; ln -sT {q(self.run_id)} {q('./' + name)}", check=False)
+        if made.status == 0:
+            return
+        owner = _claim_owner(host, claim)
+        if owner != self.run_id:
+            raise tgt.PreflightFailed(
+                f"pre-flight on {host.address.where} failed: another run ({owner or 'unknown'}) is restoring project "
+                f"{self.layout.project} there (its claim {claim}; remove it if that run is gone)"
+                + ("" if owner is not None else f": {made.stderr.strip()[-300:]}")
+            )
+
+    def _release(self, host: RemoteHost) -> None:
+        """Remove this run's claim (never another run's)."""
+        claim = self._claim_path()
+        if _claim_owner(host, claim) == self.run_id:
+            parent, name = claim.rsplit("/", 1)
+            host.run(f"{confined.walk_into(parent, create=False)}; rm -f -- {q('./' + name)}")
 
     def _image_items(self, planned: list[dict[str, Any]], host: RemoteHost) -> list[imgs.ImageItem]:
         out: list[imgs.ImageItem] = []
@@ -351,6 +419,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
     def _finalize(self, ctx: RunContext) -> dict[str, Any]:
         with self._connect() as host:
             host.run(f"rm -rf {q(self.layout.store)}")
+            self._release(host)
         return {"store": "removed"}
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
@@ -383,6 +452,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
             if not keep:
                 summary["images"] = imgs.undo(host, self._images(ctx)) + self._remove_stray_loads(host, ctx)
                 host.run(f"rm -rf {q(self.layout.store)}")
+            self._release(host)
         ctx.step_completed(ROLLBACK_TARGET, summary)
 
     def _remove_stray_loads(self, host: RemoteHost, ctx: RunContext) -> list[str]:
@@ -398,6 +468,12 @@ class ComposeRestoreWork(ComposeMigrateWork):
             if not used and host.run(f"docker image rm {q(image_id)} >/dev/null 2>&1", check=False).status == 0:
                 removed.append(f"removed {image_id}")
         return removed
+
+
+def _claim_owner(host: RemoteHost, claim: str) -> str | None:
+    """The run named by a claim on the target; None when there is none."""
+    found = host.run(f"readlink -- {q(claim)}", check=False)
+    return found.stdout.strip() or None if found.status == 0 else None
 
 
 def _is_project_name(name: str) -> bool:
