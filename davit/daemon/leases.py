@@ -106,13 +106,15 @@ class LeaseBook:
     def forget(self, run_id: str) -> None:
         self._seen.pop(run_id, None)
 
-    def held_elsewhere(self, view: RunView) -> bool:
+    def held_elsewhere(self, view: RunView, at_start: bool = False) -> bool:
         """Whether another daemon holds a live lease on the run (it must be left alone)."""
         # (the fold clears the owner when the run enters a state no daemon works in)
         if view.owner is None or view.run_id in self.own:
             return False
-        if view.owner == self.policy.name:
-            return False  # a lease of this daemon's name it does not hold: a previous life's, dead
+        if at_start and view.owner == self.policy.name:
+            return False  # a lease of this daemon's name it does not hold, at start-up: a previous life's, dead
+        # Later, a lease of this daemon's name it does not hold is a twin's (two daemons given
+        # one name): taken as dead, the two would fence each other's runs at every pass.
         return not self.expired(view)
 
     def expired(self, view: RunView) -> bool:
@@ -126,6 +128,6 @@ class LeaseBook:
         """A run some daemon worked on, whose lease is not held here and is over."""
         if view.run_id in self.own or view.state not in HELD_STATES:
             return False
-        if view.owner is None or view.owner == self.policy.name:
-            return True  # never leased (an older davitd's) or this daemon's previous life's
-        return self.expired(view)
+        if view.owner is None:
+            return True  # never leased (an older davitd's)
+        return self.expired(view)  # (this daemon's name too: its previous life's were recovered at start-up)

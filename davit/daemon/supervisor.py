@@ -282,7 +282,7 @@ class Supervisor:
 
     async def _recover(self) -> None:
         for run_id, view in list(self.runs.items()):
-            if self.book is not None and self.book.held_elsewhere(view):
+            if self.book is not None and self.book.held_elsewhere(view, at_start=True):
                 # another live daemon's run (or one whose lease has not been seen to lapse yet:
                 # the takeover loop decides once `lease_seconds` pass without a renewal)
                 self.book.observe(view)

@@ -324,3 +324,41 @@ def test_a_daemons_jobs_directory_retires_only_its_own_jobs_and_it_learns_the_ot
         assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined", "JobRetired"]
 
     anyio.run(main)
+
+
+def test_two_daemons_sharing_a_name_do_not_take_each_others_live_runs_over_again_and_again(tmp_path: Path) -> None:
+    """Two davitd given one name (the host name of two clones, a copied config): a lease of this
+    daemon's name that it does not hold is a previous life's only at start-up; later it is a
+    twin's, and it is taken over only once it lapses, not at every pass (the two fencing each
+    other's run every two seconds, forever)."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        await seed_run(store, "r2")
+        (tmp_path / "one").mkdir()
+        (tmp_path / "two").mkdir()
+        async with daemon(tmp_path / "one", "a", store, clock) as a1, daemon(tmp_path / "two", "a", store, clock) as a2:
+            handle = handle_of(a1, "r1")
+            assert await a1._claim(handle)
+            await a1.recorder("r1").record(*RUNNING)
+            await follow(a2)
+            for _ in range(3):
+                clock.advance(RENEW)
+                assert await a1.renew(handle)
+                await follow(a2)
+                assert await a2.take_over_lapsed() == []
+            assert a2.book is not None and a2.book.held_elsewhere(a2.runs["r1"])
+            assert not handle.stop.is_set()
+            # nor is a run the twin holds dispatched here
+            rb = handle_of(a1, "r2")
+            assert await a1._claim(rb)
+            await a1.recorder("r2").record(*RUNNING)
+            await follow(a2)
+            assert a2.book.held_elsewhere(a2.runs["r2"])
+            # once the twin stops renewing, its run is taken over as any lapsed lease is
+            clock.advance(LEASE + 1)
+            await follow(a2)
+            assert sorted(await a2.take_over_lapsed()) == ["r1", "r2"]
+
+    anyio.run(main)
