@@ -252,11 +252,20 @@ class JobRegistry:
     async def _define(self, batch: _Batch, file: str, spec: AnyJob, content_hash: str) -> str | None:
         """Plan what `file`'s valid spec records, into `batch`; the name if it (re)defines a job."""
         previous = self.by_file(file)
+        if previous is not None and previous.daemon not in (None, self.daemon_name):
+            previous = None  # another host's job, from a file at the same path there: not this file's to rename
         await self._room_for(batch, {spec.name, *([previous.name] if previous else [])})
         revision = spec_revision(spec)
         owner = self.by_name(spec.name)
         if owner is not None and owner.file != file:
             taken = FieldProblem("name", f"job {spec.name!r} is already defined by {owner.file}")
+            await self._reject(file, content_hash, [taken])
+            self._claims[file] = spec.name
+            return None
+        if owner is not None and owner.daemon not in (None, self.daemon_name):
+            # Another host's jobs directory may sit at the same path (`/etc/davit/jobs` on both):
+            # its file of that name is not this one's, and a files job must stay on its host.
+            taken = FieldProblem("name", f"job {spec.name!r} is already defined by daemon {owner.daemon!r} ({owner.file})")
             await self._reject(file, content_hash, [taken])
             self._claims[file] = spec.name
             return None

@@ -362,3 +362,39 @@ def test_two_daemons_sharing_a_name_do_not_take_each_others_live_runs_over_again
             assert sorted(await a2.take_over_lapsed()) == ["r1", "r2"]
 
     anyio.run(main)
+
+
+def test_a_job_file_at_the_same_path_on_another_daemons_host_does_not_take_the_job_over(tmp_path: Path) -> None:
+    """Two hosts with jobs directories at one path (`/etc/davit/jobs` on both): `a` defined
+    `docs` from `jobs/docs.toml`; `b`'s own `jobs/docs.toml`, of other content, used to define
+    it anew in `b`'s name (same file path, so not "defined by another file"), and `a`'s files
+    job then ran on `b`'s host. It is refused, naming the daemon that defined the job."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        jobs = tmp_path / "jobs"
+        jobs.mkdir()
+        registries = {}
+        for name in ("a", "b"):
+            registry = JobRegistry(store)
+            registry.daemon_name = name
+            await registry.load()
+            registries[name] = registry
+        (jobs / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv/a"\n')
+        assert await registries["a"].sync_directory(jobs) == ["docs"]
+        for stored in await store.read_all(0, 100, "job-"):
+            await registries["b"].follow(stored)
+        (jobs / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv/b-host"\n')
+        assert await registries["b"].sync_directory(jobs) == []
+        docs = registries["b"].by_name("docs")
+        assert docs is not None and docs.daemon == "a" and docs.spec["source"]["path"] == "/srv/a"
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+        rejected = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "JobFileRejected"]
+        assert len(rejected) == 1 and "daemon 'a'" in rejected[0].data["problems"][0]["reason"]
+        # nor does `b`'s file, renamed to another job, retire `a`'s as the job it renamed
+        (jobs / "docs.toml").write_text('name = "docs2"\nkind = "files.backup"\n[source]\npath = "/srv/b-host"\n')
+        assert await registries["b"].sync_directory(jobs) == ["docs2"]
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+
+    anyio.run(main)
