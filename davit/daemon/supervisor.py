@@ -891,6 +891,11 @@ class Supervisor:
                     log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
                 elif view.state is RunState.INTERRUPTED:
                     await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
+                elif view.state is RunState.CANCELLING and self.book.takeover_due(view):
+                    # its daemon died honouring a cancel: end it here, as a start-up would (a
+                    # rollback it needs is dispatched, the lapsed lease no longer holding it)
+                    log.warning("run %s (%s): the daemon cancelling it is gone; settling the cancel here", run_id, view.job)
+                    await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
                 else:
                     continue
             except (ConcurrencyError, IllegalTransition):

@@ -398,3 +398,26 @@ def test_a_job_file_at_the_same_path_on_another_daemons_host_does_not_take_the_j
         assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
 
     anyio.run(main)
+
+
+def test_a_run_whose_daemon_died_while_it_was_cancelling_is_settled_once_its_lease_lapses(tmp_path: Path) -> None:
+    """`a` recorded an operator's cancel of its run and died before settling it: the run was
+    left `cancelling` until some daemon restarted, as the takeover passed
+    over every state but the working ones and `interrupted`."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            assert await a._claim(handle_of(a, "r1"))
+            await a.recorder("r1").record(*RUNNING, ev.RunCancelling(reason="cancelled by operator"))
+            await follow(b)
+            assert await b.take_over_lapsed() == []  # a's lease is still live
+            assert b.runs["r1"].state is RunState.CANCELLING
+            clock.advance(LEASE + 1)  # a is gone
+            assert await b.take_over_lapsed() == ["r1"]
+            assert b.runs["r1"].state is RunState.CANCELLED
+            assert (await types(store, "r1"))[-2:] == ["RunCancelling", "RunCancelled"]
+            assert await b.take_over_lapsed() == []
+
+    anyio.run(main)
