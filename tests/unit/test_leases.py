@@ -356,6 +356,13 @@ def test_two_daemons_sharing_a_name_do_not_take_each_others_live_runs_over_again
             await a1.recorder("r2").record(*RUNNING)
             await follow(a2)
             assert a2.book.held_elsewhere(a2.runs["r2"])
+            # a start of the twin took its leases as a previous life's (davit cannot tell them apart)
+            (tmp_path / "three").mkdir()
+            async with daemon(tmp_path / "three", "a", store, clock) as restarted:
+                for run_id in ("r1", "r2"):
+                    assert restarted.book is not None
+                    assert not restarted.book.held_elsewhere(restarted.runs[run_id], at_start=True)
+                    assert not restarted.book.held_elsewhere(restarted.runs[run_id])  # (still, after start-up)
             # once the twin stops renewing, its run is taken over as any lapsed lease is
             clock.advance(LEASE + 1)
             await follow(a2)
@@ -419,5 +426,29 @@ def test_a_run_whose_daemon_died_while_it_was_cancelling_is_settled_once_its_lea
             assert b.runs["r1"].state is RunState.CANCELLED
             assert (await types(store, "r1"))[-2:] == ["RunCancelling", "RunCancelled"]
             assert await b.take_over_lapsed() == []
+
+    anyio.run(main)
+
+
+def test_a_restarted_daemon_dispatches_its_previous_lifes_claimed_or_rolling_back_runs_at_once(tmp_path: Path) -> None:
+    """Killed right after its claim (the run still `queued`) or during a rollback: start-up
+    recovery leaves both states to the dispatcher, which must take them as the previous life's
+    (dead) at once, not wait a lease for them to lapse."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        claim = ev.RunClaimed(owner="a", token="t-old", lease_seconds=LEASE, expires_at=NOW.isoformat())
+        await seed_run(store, "claimed")
+        await seed_more(store, "claimed", claim)
+        await seed_run(store, "rolling")
+        await seed_more(store, "rolling", claim, *RUNNING, ev.RunRollingBack(cause="failed"))
+        async with daemon(tmp_path, "a", store, clock) as a:
+            await a._recover()
+            assert a.book is not None
+            for run_id, state in (("claimed", RunState.QUEUED), ("rolling", RunState.ROLLING_BACK)):
+                view = a.runs[run_id]
+                assert view.state is state and view.owner == "a"
+                assert not a.book.held_elsewhere(view)  # dispatched now
+            assert await a._claim(handle_of(a, "rolling"))
 
     anyio.run(main)
