@@ -44,7 +44,7 @@ from davit.daemon.bootstrap import Parts
 from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
-from davit.daemon.jobs import JobRegistry, JobState
+from davit.daemon.jobs import LOCAL_KINDS, JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.leases import LEASE_LOST, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
@@ -76,8 +76,6 @@ WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
-# Kinds whose data is on the daemon's host: run by the daemon whose jobs directory defines the job.
-LOCAL_KINDS = frozenset({"files", "volume", "compose"})
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
@@ -738,12 +736,12 @@ class Supervisor:
         on the host (files, volumes, compose projects) the daemon whose jobs directory defined
         the job; other kinds (network servers, repository copies) anywhere."""
         runs_on = view.spec.get("runs_on")
-        if runs_on:
-            return bool(runs_on == self.name)
         if view.kind.split(".", 1)[0] in LOCAL_KINDS:
+            # (`runs_on` never moves a job that reads a host's data to another host)
             job = self.registry.jobs.get(view.job)
-            return job is None or job.daemon is None or job.daemon == self.name
-        return True
+            if job is not None and job.daemon is not None and job.daemon != self.name:
+                return False
+        return not runs_on or bool(runs_on == self.name)
 
     async def _claim(self, handle: ex.RunHandle) -> bool:
         """Claim the run for this daemon; False if another daemon appended to it first."""

@@ -452,3 +452,30 @@ def test_a_restarted_daemon_dispatches_its_previous_lifes_claimed_or_rolling_bac
             assert await a._claim(handle_of(a, "rolling"))
 
     anyio.run(main)
+
+
+def test_a_files_job_is_never_run_by_a_daemon_other_than_the_one_that_defined_it_runs_on_or_not(tmp_path: Path) -> None:
+    """`runs_on` used to outrank the rule for kinds whose data is on the host: a files job in
+    `a`'s directory saying `runs_on = "b"` was run by `b`, on `b`'s host's files. Its file is
+    refused naming the field, and a run of it (from a log written before) is placed on `a` only."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        jobs = tmp_path / "jobs"
+        jobs.mkdir()
+        registry = JobRegistry(store)
+        registry.daemon_name = "a"
+        await registry.load()
+        text = 'name = "docs"\nkind = "files.backup"\nruns_on = "b"\n[source]\npath = "/srv"\n'
+        (jobs / "docs.toml").write_text(text)
+        assert await registry.sync_directory(jobs) == []
+        rejected = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "JobFileRejected"]
+        assert [p["field"] for p in rejected[0].data["problems"]] == ["runs_on"]
+        (jobs / "db.toml").write_text('name = "db"\nkind = "files.backup"\nruns_on = "a"\n[source]\npath = "/srv"\n')
+        assert await registry.sync_directory(jobs) == ["db"]  # its own name: allowed
+        async with daemon(tmp_path, "b", store, clock) as b:
+            b.registry.jobs["docs"] = _job("docs", daemon="a")
+            assert not b._placed_here(RunView("r1", job="docs", kind="files.backup", spec={"runs_on": "b"}))
+
+    anyio.run(main)
