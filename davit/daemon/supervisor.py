@@ -400,8 +400,28 @@ class Supervisor:
         )
         self.runs[run_id] = fold(run_id, [item for item in stored if item.stream == run_part.stream])
         log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
+        await self._warn_if_placed_nowhere(run_id, job)
         self.wakeup.set()
         return run_id
+
+    async def _warn_if_placed_nowhere(self, run_id: str, job: JobState) -> None:
+        """A run whose `runs_on` names a daemon that never beat on this log waits, queued, for
+        one of that name: say so, or an operator sees only `queued` (a typo in `runs_on`)."""
+        runs_on = job.spec.get("runs_on")
+        if not runs_on or runs_on == self.name or self.name is None or not isinstance(self.store, DaemonRoster):
+            return
+        try:
+            names = {seen.beat.name for seen in await self.store.daemons()}
+        except Exception:
+            return  # (only a warning: the run waits either way)
+        if runs_on not in names:
+            log.warning(
+                "run %s of job %s waits for daemon %r (its runs_on), which has never beaten on this log: "
+                "no daemon runs it until one of that name starts",
+                run_id,
+                job.name,
+                runs_on,
+            )
 
     # --- scheduling ----------------------------------------------------------------------------
 

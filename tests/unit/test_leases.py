@@ -479,3 +479,26 @@ def test_a_files_job_is_never_run_by_a_daemon_other_than_the_one_that_defined_it
             assert not b._placed_here(RunView("r1", job="docs", kind="files.backup", spec={"runs_on": "b"}))
 
     anyio.run(main)
+
+
+def test_a_run_whose_runs_on_names_a_daemon_that_never_beat_is_said_to_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the operator sees of `runs_on = "ghost"` (a typo): the run stays queued, and used
+    to say nothing more; now davitd's log says which daemon it waits for."""
+    from davit.daemon.jobs import JobState
+    from davit.domain.daemons import DaemonBeat
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await store.beat(DaemonBeat("b", "test", 1, "h", NOW.isoformat()))
+        async with daemon(tmp_path, "a", store, clock) as a:
+            for runs_on in ("ghost", "b", "a"):
+                spec = {"name": f"db-{runs_on}", "kind": "postgres.backup", "runs_on": runs_on}
+                job = JobState(f"db-{runs_on}", kind="postgres.backup", retired=False, daemon="a", spec=spec)
+                await a.trigger(job, "manual")
+
+    with caplog.at_level("WARNING", logger="davitd"):
+        anyio.run(main)
+    waiting = [r.getMessage() for r in caplog.records if "never beaten" in r.getMessage()]
+    assert len(waiting) == 1 and "'ghost'" in waiting[0] and "db-ghost" in waiting[0]
