@@ -502,3 +502,48 @@ def test_a_run_whose_runs_on_names_a_daemon_that_never_beat_is_said_to_wait(
         anyio.run(main)
     waiting = [r.getMessage() for r in caplog.records if "never beaten" in r.getMessage()]
     assert len(waiting) == 1 and "'ghost'" in waiting[0] and "db-ghost" in waiting[0]
+
+
+def test_an_owner_cut_off_from_the_log_longer_than_its_lease_stops_and_never_appends_after_the_takeover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a`'s connection to PostgreSQL drops for longer than the lease: its renewals cannot be
+    written (tried again, the deadline decides), past its deadline its work is asked to stop
+    and its next checkpoint is refused unsent; `b` takes the run over, and when `a`'s
+    connection is back nothing of `a` (not the renewal it kept unsent) lands after the claim."""
+    from davit.domain.errors import EventLogUnavailable
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await a.recorder("r1").record(*RUNNING)
+            await follow(b)
+            real = store.append_atomic_read_back
+
+            async def cut_off(*args: Any, **kw: Any) -> Any:
+                raise EventLogUnavailable("postgresql", "connection refused")
+
+            monkeypatch.setattr(store, "append_atomic_read_back", cut_off)
+            clock.advance(RENEW)
+            assert await a.renew(handle)  # not written; tried again
+            clock.advance(RENEW)
+            assert await a.renew(handle)
+            clock.advance(RENEW + 1)  # past the deadline of the last renewal written
+            assert not await a.renew(handle)
+            assert handle.stop.is_set() and handle.stop_reason.startswith(LEASE_LOST)
+            monkeypatch.setattr(store, "append_atomic_read_back", real)
+            clock.advance(1)
+            assert await b.take_over_lapsed() == ["r1"]
+            assert await b._claim(handle_of(b, "r1"))
+            after_claim = await types(store, "r1")
+            with pytest.raises(RunStopped, match=LEASE_LOST):
+                ctx = ex.WorkerContext(a.recorder("r1"), handle.stop, lambda: handle.stop_reason)
+                await anyio.to_thread.run_sync(lambda: ctx.checkpoint("store", {"at": 2}))
+            assert not await a.renew(handle)
+            assert await types(store, "r1") == after_claim
+            assert fold("r1", await stream(store, "r1")).owner == "b"
+
+    anyio.run(main)
