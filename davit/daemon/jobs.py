@@ -33,6 +33,8 @@ from davit.domain.errors import FieldProblem
 from davit.domain.jobs import AnyJob, spec_revision
 from davit.domain.ports import EventLog
 
+# Kinds whose data is on the host: with several daemons, run only by the daemon that defined the job.
+LOCAL_KINDS = frozenset({"files", "volume", "compose"})
 log = logging.getLogger("davitd.jobs")
 BATCH_STREAMS = 256  # job streams per transaction when defining many files at once
 JOB_FILE_SUFFIX = ".toml"
@@ -252,6 +254,8 @@ class JobRegistry:
     async def _define(self, batch: _Batch, file: str, spec: AnyJob, content_hash: str) -> str | None:
         """Plan what `file`'s valid spec records, into `batch`; the name if it (re)defines a job."""
         previous = self.by_file(file)
+        if previous is not None and previous.daemon not in (None, self.daemon_name):
+            previous = None  # another host's job, from a file at the same path there: not this file's to rename
         await self._room_for(batch, {spec.name, *([previous.name] if previous else [])})
         revision = spec_revision(spec)
         owner = self.by_name(spec.name)
@@ -259,6 +263,22 @@ class JobRegistry:
             taken = FieldProblem("name", f"job {spec.name!r} is already defined by {owner.file}")
             await self._reject(file, content_hash, [taken])
             self._claims[file] = spec.name
+            return None
+        if owner is not None and owner.daemon not in (None, self.daemon_name):
+            # Another host's jobs directory may sit at the same path (`/etc/davit/jobs` on both):
+            # its file of that name is not this one's, and a files job must stay on its host.
+            taken = FieldProblem("name", f"job {spec.name!r} is already defined by daemon {owner.daemon!r} ({owner.file})")
+            await self._reject(file, content_hash, [taken])
+            self._claims[file] = spec.name
+            return None
+        runs_on = getattr(spec, "runs_on", None)
+        if runs_on and self.daemon_name is not None and spec.kind.split(".", 1)[0] in LOCAL_KINDS and runs_on != self.daemon_name:
+            elsewhere = FieldProblem(
+                "runs_on",
+                f"a {spec.kind} job reads this host's data: it runs on the daemon whose jobs directory "
+                f"defines it ({self.daemon_name}), not {runs_on!r}",
+            )
+            await self._reject(file, content_hash, [elsewhere])
             return None
         if previous is not None and previous.name != spec.name:
             batch.add(previous.name, ev.JobRetired(name=previous.name, file=file, reason=f"renamed to {spec.name}"))

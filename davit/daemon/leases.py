@@ -72,6 +72,8 @@ class LeaseBook:
     clock: Clock
     own: dict[str, OwnLease] = field(default_factory=dict)  # run id -> lease held here
     _seen: dict[str, tuple[tuple[str | None, str | None], float]] = field(default_factory=dict)
+    # tokens of leases in this daemon's name found at its start-up: its previous life's, dead
+    _previous_life: set[str] = field(default_factory=set)
 
     def claim_event(self, view: RunView, taken_from: str | None = None) -> tuple[ev.RunClaimed, OwnLease]:
         """The claim to append for `view`, and the lease it gives once appended (the deadline
@@ -106,13 +108,17 @@ class LeaseBook:
     def forget(self, run_id: str) -> None:
         self._seen.pop(run_id, None)
 
-    def held_elsewhere(self, view: RunView) -> bool:
+    def held_elsewhere(self, view: RunView, at_start: bool = False) -> bool:
         """Whether another daemon holds a live lease on the run (it must be left alone)."""
         # (the fold clears the owner when the run enters a state no daemon works in)
         if view.owner is None or view.run_id in self.own:
             return False
-        if view.owner == self.policy.name:
-            return False  # a lease of this daemon's name it does not hold: a previous life's, dead
+        if view.owner == self.policy.name and (at_start or view.lease_token in self._previous_life):
+            # a lease of this daemon's name it does not hold, found at start-up: a previous life's, dead
+            self._previous_life.add(view.lease_token or "")
+            return False
+        # Later, a lease of this daemon's name it does not hold is a twin's (two daemons given
+        # one name): taken as dead, the two would fence each other's runs at every pass.
         return not self.expired(view)
 
     def expired(self, view: RunView) -> bool:
@@ -126,6 +132,6 @@ class LeaseBook:
         """A run some daemon worked on, whose lease is not held here and is over."""
         if view.run_id in self.own or view.state not in HELD_STATES:
             return False
-        if view.owner is None or view.owner == self.policy.name:
-            return True  # never leased (an older davitd's) or this daemon's previous life's
-        return self.expired(view)
+        if view.owner is None or (view.owner == self.policy.name and view.lease_token in self._previous_life):
+            return True  # never leased (an older davitd's), or this daemon's previous life's
+        return self.expired(view)  # (this daemon's name too: its previous life's were recovered at start-up)

@@ -44,7 +44,7 @@ from davit.daemon.bootstrap import Parts
 from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
-from davit.daemon.jobs import JobRegistry, JobState
+from davit.daemon.jobs import LOCAL_KINDS, JobRegistry, JobState
 from davit.daemon.kinds import preload
 from davit.daemon.leases import LEASE_LOST, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
@@ -76,8 +76,6 @@ WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
-# Kinds whose data is on the daemon's host: run by the daemon whose jobs directory defines the job.
-LOCAL_KINDS = frozenset({"files", "volume", "compose"})
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
@@ -282,7 +280,7 @@ class Supervisor:
 
     async def _recover(self) -> None:
         for run_id, view in list(self.runs.items()):
-            if self.book is not None and self.book.held_elsewhere(view):
+            if self.book is not None and self.book.held_elsewhere(view, at_start=True):
                 # another live daemon's run (or one whose lease has not been seen to lapse yet:
                 # the takeover loop decides once `lease_seconds` pass without a renewal)
                 self.book.observe(view)
@@ -402,8 +400,28 @@ class Supervisor:
         )
         self.runs[run_id] = fold(run_id, [item for item in stored if item.stream == run_part.stream])
         log.info("run %s of job %s queued (%s)", run_id, job.name, reason)
+        await self._warn_if_placed_nowhere(run_id, job)
         self.wakeup.set()
         return run_id
+
+    async def _warn_if_placed_nowhere(self, run_id: str, job: JobState) -> None:
+        """A run whose `runs_on` names a daemon that never beat on this log waits, queued, for
+        one of that name: say so, or an operator sees only `queued` (a typo in `runs_on`)."""
+        runs_on = job.spec.get("runs_on")
+        if not runs_on or runs_on == self.name or self.name is None or not isinstance(self.store, DaemonRoster):
+            return
+        try:
+            names = {seen.beat.name for seen in await self.store.daemons()}
+        except Exception:
+            return  # (only a warning: the run waits either way)
+        if runs_on not in names:
+            log.warning(
+                "run %s of job %s waits for daemon %r (its runs_on), which has never beaten on this log: "
+                "no daemon runs it until one of that name starts",
+                run_id,
+                job.name,
+                runs_on,
+            )
 
     # --- scheduling ----------------------------------------------------------------------------
 
@@ -738,12 +756,12 @@ class Supervisor:
         on the host (files, volumes, compose projects) the daemon whose jobs directory defined
         the job; other kinds (network servers, repository copies) anywhere."""
         runs_on = view.spec.get("runs_on")
-        if runs_on:
-            return bool(runs_on == self.name)
         if view.kind.split(".", 1)[0] in LOCAL_KINDS:
+            # (`runs_on` never moves a job that reads a host's data to another host)
             job = self.registry.jobs.get(view.job)
-            return job is None or job.daemon is None or job.daemon == self.name
-        return True
+            if job is not None and job.daemon is not None and job.daemon != self.name:
+                return False
+        return not runs_on or bool(runs_on == self.name)
 
     async def _claim(self, handle: ex.RunHandle) -> bool:
         """Claim the run for this daemon; False if another daemon appended to it first."""
@@ -891,6 +909,11 @@ class Supervisor:
                     log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
                 elif view.state is RunState.INTERRUPTED:
                     await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
+                elif view.state is RunState.CANCELLING and self.book.takeover_due(view):
+                    # its daemon died honouring a cancel: end it here, as a start-up would (a
+                    # rollback it needs is dispatched, the lapsed lease no longer holding it)
+                    log.warning("run %s (%s): the daemon cancelling it is gone; settling the cancel here", run_id, view.job)
+                    await ex.settle_cancel(self.recorder(run_id), None, self.parts.work_for, self.limiter)
                 else:
                     continue
             except (ConcurrencyError, IllegalTransition):

@@ -178,6 +178,22 @@ def parse_url(text: str, source: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
+def _seen(row: tuple[Any, ...]) -> DaemonSeen:
+    """One `daemons` row as a beat. Any user of the database may have written the row: a `runs`
+    that is no JSON list, NULLs where davitd never writes them, a list of a million runs; it is
+    read as what it can be rather than failing the listing of every daemon."""
+    name, version, pid, host, started_at, runs, log_problem, beat_at, age = row
+    try:
+        listed = json.loads(runs) if isinstance(runs, str) else []
+    except ValueError:
+        listed = []
+    if not isinstance(listed, list):
+        listed = []
+    text = [str(r) for r in listed[:MAX_BEAT_RUNS]]
+    beat = DaemonBeat(str(name), str(version or ""), int(pid or 0), str(host or ""), str(started_at or ""), text, log_problem)
+    return DaemonSeen(beat, str(beat_at or ""), float("inf") if age is None else float(age))
+
+
 class PostgresEventStore(SqlReads, GroupCommitAppends):
     """The event log in a PostgreSQL database. Open with `await store.open()`; close when done."""
 
@@ -498,13 +514,7 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             if (await conn.exec_driver_sql("SELECT to_regclass('daemons')")).scalar() is None:
                 return []
             rows = (await conn.exec_driver_sql(_DAEMONS_SQL)).all()
-        seen = []
-        for row in rows:
-            name, version, pid, host, started_at, runs, log_problem, beat_at, age = tuple(row)
-            listed = json.loads(runs)
-            beat = DaemonBeat(name, version, int(pid), host, started_at, [str(r) for r in listed], log_problem)
-            seen.append(DaemonSeen(beat, str(beat_at), float(age)))
-        return seen
+        return [_seen(tuple(row)) for row in rows]
 
     # --- integrity ---------------------------------------------------------------------------
 

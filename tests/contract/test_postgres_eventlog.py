@@ -6,6 +6,7 @@ With CI=true a missing peer fails these tests (tests/peers/fixtures.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,9 +17,10 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import ConcurrencyError
 from davit.eventstore.chain import ChainReport
-from davit.eventstore.postgres import PostgresEventStore
+from davit.eventstore.postgres import MAX_BEAT_RUNS, PostgresEventStore
 from tests.contract.eventlog_contract import EventLogContract, Tampering, new, run
 from tests.peers.state import PostgresPeer
 
@@ -240,3 +242,43 @@ def test_writers_on_a_database_whose_default_isolation_is_serializable_still_all
         assert (await log.verify()).ok
 
     run(go())
+
+
+def test_daemons_rows_crafted_by_another_database_user_are_each_read_not_one_failing_the_listing(
+    log: PostgresLog,
+) -> None:
+    """`davit daemons` lists the `daemons` table's rows; a row another user of the database wrote
+    (a `runs` that is no JSON list, NULLs where davitd never writes them, a huge list) is read
+    as what it can be, and never hides the other daemons (the listing used to raise)."""
+
+    async def go() -> list[DaemonSeen]:
+        async with log.writer() as store:
+            await store.beat(DaemonBeat("honest", "1", 10, "h", "2026-01-01T00:00:00+00:00", ["r1"]))
+        with admin(log.peer, str(log.url.database)) as conn:
+            conn.execute("ALTER TABLE daemons ALTER COLUMN version DROP NOT NULL, ALTER COLUMN pid DROP NOT NULL")
+            conn.execute("ALTER TABLE daemons ALTER COLUMN host DROP NOT NULL, ALTER COLUMN runs DROP NOT NULL")
+            conn.execute("ALTER TABLE daemons ALTER COLUMN beat_at DROP NOT NULL")
+            crafted = (
+                "INSERT INTO daemons (name, version, pid, host, started_at, runs, runs_count, beat_at) "
+                "VALUES (%s, %s, %s, %s, 's', %s, 0, %s)"
+            )
+            conn.execute(crafted, ("not-json", "1", 1, "h", "{{{", "now"))
+            conn.execute(crafted, ("an-object", "1", 1, "h", '{"a": 1}', "now"))
+            conn.execute(crafted, ("a-number", "1", 1, "h", "5", "now"))
+            conn.execute(crafted, ("nulls", None, None, None, None, None))
+            conn.execute(crafted, ("huge", "1", 1, "h", json.dumps([f"r{i}" for i in range(100_000)]), "now"))
+        async with log.reader() as reader:
+            return await reader.daemons()
+
+    try:
+        seen = {s.beat.name: s for s in run(go())}
+    finally:
+        with admin(log.peer, str(log.url.database)) as conn:
+            conn.execute("DROP TABLE IF EXISTS daemons")
+    assert sorted(seen) == ["a-number", "an-object", "honest", "huge", "not-json", "nulls"]
+    assert seen["honest"].beat.runs == ["r1"] and seen["honest"].age_seconds < 60
+    assert seen["not-json"].beat.runs == seen["an-object"].beat.runs == seen["a-number"].beat.runs == []
+    assert len(seen["huge"].beat.runs) == MAX_BEAT_RUNS  # (no more than a daemon ever writes)
+    nulls = seen["nulls"].beat
+    assert (nulls.version, nulls.pid, nulls.host, nulls.runs) == ("", 0, "", [])
+    assert seen["nulls"].age_seconds == float("inf")  # never beat: never shown alive

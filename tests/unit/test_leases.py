@@ -324,3 +324,226 @@ def test_a_daemons_jobs_directory_retires_only_its_own_jobs_and_it_learns_the_ot
         assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined", "JobRetired"]
 
     anyio.run(main)
+
+
+def test_two_daemons_sharing_a_name_do_not_take_each_others_live_runs_over_again_and_again(tmp_path: Path) -> None:
+    """Two davitd given one name (the host name of two clones, a copied config): a lease of this
+    daemon's name that it does not hold is a previous life's only at start-up; later it is a
+    twin's, and it is taken over only once it lapses, not at every pass (the two fencing each
+    other's run every two seconds, forever)."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        await seed_run(store, "r2")
+        (tmp_path / "one").mkdir()
+        (tmp_path / "two").mkdir()
+        async with daemon(tmp_path / "one", "a", store, clock) as a1, daemon(tmp_path / "two", "a", store, clock) as a2:
+            handle = handle_of(a1, "r1")
+            assert await a1._claim(handle)
+            await a1.recorder("r1").record(*RUNNING)
+            await follow(a2)
+            for _ in range(3):
+                clock.advance(RENEW)
+                assert await a1.renew(handle)
+                await follow(a2)
+                assert await a2.take_over_lapsed() == []
+            assert a2.book is not None and a2.book.held_elsewhere(a2.runs["r1"])
+            assert not handle.stop.is_set()
+            # nor is a run the twin holds dispatched here
+            rb = handle_of(a1, "r2")
+            assert await a1._claim(rb)
+            await a1.recorder("r2").record(*RUNNING)
+            await follow(a2)
+            assert a2.book.held_elsewhere(a2.runs["r2"])
+            # a start of the twin took its leases as a previous life's (davit cannot tell them apart)
+            (tmp_path / "three").mkdir()
+            async with daemon(tmp_path / "three", "a", store, clock) as restarted:
+                for run_id in ("r1", "r2"):
+                    assert restarted.book is not None
+                    assert not restarted.book.held_elsewhere(restarted.runs[run_id], at_start=True)
+                    assert not restarted.book.held_elsewhere(restarted.runs[run_id])  # (still, after start-up)
+            # once the twin stops renewing, its run is taken over as any lapsed lease is
+            clock.advance(LEASE + 1)
+            await follow(a2)
+            assert sorted(await a2.take_over_lapsed()) == ["r1", "r2"]
+
+    anyio.run(main)
+
+
+def test_a_job_file_at_the_same_path_on_another_daemons_host_does_not_take_the_job_over(tmp_path: Path) -> None:
+    """Two hosts with jobs directories at one path (`/etc/davit/jobs` on both): `a` defined
+    `docs` from `jobs/docs.toml`; `b`'s own `jobs/docs.toml`, of other content, used to define
+    it anew in `b`'s name (same file path, so not "defined by another file"), and `a`'s files
+    job then ran on `b`'s host. It is refused, naming the daemon that defined the job."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        jobs = tmp_path / "jobs"
+        jobs.mkdir()
+        registries = {}
+        for name in ("a", "b"):
+            registry = JobRegistry(store)
+            registry.daemon_name = name
+            await registry.load()
+            registries[name] = registry
+        (jobs / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv/a"\n')
+        assert await registries["a"].sync_directory(jobs) == ["docs"]
+        for stored in await store.read_all(0, 100, "job-"):
+            await registries["b"].follow(stored)
+        (jobs / "docs.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv/b-host"\n')
+        assert await registries["b"].sync_directory(jobs) == []
+        docs = registries["b"].by_name("docs")
+        assert docs is not None and docs.daemon == "a" and docs.spec["source"]["path"] == "/srv/a"
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+        rejected = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "JobFileRejected"]
+        assert len(rejected) == 1 and "daemon 'a'" in rejected[0].data["problems"][0]["reason"]
+        # nor does `b`'s file, renamed to another job, retire `a`'s as the job it renamed
+        (jobs / "docs.toml").write_text('name = "docs2"\nkind = "files.backup"\n[source]\npath = "/srv/b-host"\n')
+        assert await registries["b"].sync_directory(jobs) == ["docs2"]
+        assert [e.type for e in await store.read_stream(ev.job_stream("docs"))] == ["JobDefined"]
+
+    anyio.run(main)
+
+
+def test_a_run_whose_daemon_died_while_it_was_cancelling_is_settled_once_its_lease_lapses(tmp_path: Path) -> None:
+    """`a` recorded an operator's cancel of its run and died before settling it: the run was
+    left `cancelling` until some daemon restarted, as the takeover passed
+    over every state but the working ones and `interrupted`."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            assert await a._claim(handle_of(a, "r1"))
+            await a.recorder("r1").record(*RUNNING, ev.RunCancelling(reason="cancelled by operator"))
+            await follow(b)
+            assert await b.take_over_lapsed() == []  # a's lease is still live
+            assert b.runs["r1"].state is RunState.CANCELLING
+            clock.advance(LEASE + 1)  # a is gone
+            assert await b.take_over_lapsed() == ["r1"]
+            assert b.runs["r1"].state is RunState.CANCELLED
+            assert (await types(store, "r1"))[-2:] == ["RunCancelling", "RunCancelled"]
+            assert await b.take_over_lapsed() == []
+
+    anyio.run(main)
+
+
+def test_a_restarted_daemon_dispatches_its_previous_lifes_claimed_or_rolling_back_runs_at_once(tmp_path: Path) -> None:
+    """Killed right after its claim (the run still `queued`) or during a rollback: start-up
+    recovery leaves both states to the dispatcher, which must take them as the previous life's
+    (dead) at once, not wait a lease for them to lapse."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        claim = ev.RunClaimed(owner="a", token="t-old", lease_seconds=LEASE, expires_at=NOW.isoformat())
+        await seed_run(store, "claimed")
+        await seed_more(store, "claimed", claim)
+        await seed_run(store, "rolling")
+        await seed_more(store, "rolling", claim, *RUNNING, ev.RunRollingBack(cause="failed"))
+        async with daemon(tmp_path, "a", store, clock) as a:
+            await a._recover()
+            assert a.book is not None
+            for run_id, state in (("claimed", RunState.QUEUED), ("rolling", RunState.ROLLING_BACK)):
+                view = a.runs[run_id]
+                assert view.state is state and view.owner == "a"
+                assert not a.book.held_elsewhere(view)  # dispatched now
+            assert await a._claim(handle_of(a, "rolling"))
+
+    anyio.run(main)
+
+
+def test_a_files_job_is_never_run_by_a_daemon_other_than_the_one_that_defined_it_runs_on_or_not(tmp_path: Path) -> None:
+    """`runs_on` used to outrank the rule for kinds whose data is on the host: a files job in
+    `a`'s directory saying `runs_on = "b"` was run by `b`, on `b`'s host's files. Its file is
+    refused naming the field, and a run of it (from a log written before) is placed on `a` only."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        jobs = tmp_path / "jobs"
+        jobs.mkdir()
+        registry = JobRegistry(store)
+        registry.daemon_name = "a"
+        await registry.load()
+        text = 'name = "docs"\nkind = "files.backup"\nruns_on = "b"\n[source]\npath = "/srv"\n'
+        (jobs / "docs.toml").write_text(text)
+        assert await registry.sync_directory(jobs) == []
+        rejected = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "JobFileRejected"]
+        assert [p["field"] for p in rejected[0].data["problems"]] == ["runs_on"]
+        (jobs / "db.toml").write_text('name = "db"\nkind = "files.backup"\nruns_on = "a"\n[source]\npath = "/srv"\n')
+        assert await registry.sync_directory(jobs) == ["db"]  # its own name: allowed
+        async with daemon(tmp_path, "b", store, clock) as b:
+            b.registry.jobs["docs"] = _job("docs", daemon="a")
+            assert not b._placed_here(RunView("r1", job="docs", kind="files.backup", spec={"runs_on": "b"}))
+
+    anyio.run(main)
+
+
+def test_a_run_whose_runs_on_names_a_daemon_that_never_beat_is_said_to_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the operator sees of `runs_on = "ghost"` (a typo): the run stays queued, and used
+    to say nothing more; now davitd's log says which daemon it waits for."""
+    from davit.daemon.jobs import JobState
+    from davit.domain.daemons import DaemonBeat
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await store.beat(DaemonBeat("b", "test", 1, "h", NOW.isoformat()))
+        async with daemon(tmp_path, "a", store, clock) as a:
+            for runs_on in ("ghost", "b", "a"):
+                spec = {"name": f"db-{runs_on}", "kind": "postgres.backup", "runs_on": runs_on}
+                job = JobState(f"db-{runs_on}", kind="postgres.backup", retired=False, daemon="a", spec=spec)
+                await a.trigger(job, "manual")
+
+    with caplog.at_level("WARNING", logger="davitd"):
+        anyio.run(main)
+    waiting = [r.getMessage() for r in caplog.records if "never beaten" in r.getMessage()]
+    assert len(waiting) == 1 and "'ghost'" in waiting[0] and "db-ghost" in waiting[0]
+
+
+def test_an_owner_cut_off_from_the_log_longer_than_its_lease_stops_and_never_appends_after_the_takeover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a`'s connection to PostgreSQL drops for longer than the lease: its renewals cannot be
+    written (tried again, the deadline decides), past its deadline its work is asked to stop
+    and its next checkpoint is refused unsent; `b` takes the run over, and when `a`'s
+    connection is back nothing of `a` (not the renewal it kept unsent) lands after the claim."""
+    from davit.domain.errors import EventLogUnavailable
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await a.recorder("r1").record(*RUNNING)
+            await follow(b)
+            real = store.append_atomic_read_back
+
+            async def cut_off(*args: Any, **kw: Any) -> Any:
+                raise EventLogUnavailable("postgresql", "connection refused")
+
+            monkeypatch.setattr(store, "append_atomic_read_back", cut_off)
+            clock.advance(RENEW)
+            assert await a.renew(handle)  # not written; tried again
+            clock.advance(RENEW)
+            assert await a.renew(handle)
+            clock.advance(RENEW + 1)  # past the deadline of the last renewal written
+            assert not await a.renew(handle)
+            assert handle.stop.is_set() and handle.stop_reason.startswith(LEASE_LOST)
+            monkeypatch.setattr(store, "append_atomic_read_back", real)
+            clock.advance(1)
+            assert await b.take_over_lapsed() == ["r1"]
+            assert await b._claim(handle_of(b, "r1"))
+            after_claim = await types(store, "r1")
+            with pytest.raises(RunStopped, match=LEASE_LOST):
+                ctx = ex.WorkerContext(a.recorder("r1"), handle.stop, lambda: handle.stop_reason)
+                await anyio.to_thread.run_sync(lambda: ctx.checkpoint("store", {"at": 2}))
+            assert not await a.renew(handle)
+            assert await types(store, "r1") == after_claim
+            assert fold("r1", await stream(store, "r1")).owner == "b"
+
+    anyio.run(main)
