@@ -226,7 +226,11 @@ def test_thirty_jobs_on_three_daemons_one_killed_every_run_ends_once_held_by_one
     seed_tree(seed)
     a = daemons[0]
     write_job(a, "seed.toml", f'name = "seed"\nkind = "files.backup"\n[source]\npath = "{seed}"\n')
-    assert a.wait_run_state("seed", {"succeeded", "failed"}, timeout=120)["state"] == "succeeded"
+    seeded = a.wait_run_state("seed", {"succeeded", "failed"}, timeout=120)
+    assert seeded["state"] == "succeeded", seeded
+    seed_events = log.run(seeded["run_id"])
+    assert any(e[2] == "CheckpointRecorded" for e in seed_events)
+    assert_no_checkpoint_twice(seeded["run_id"], seed_events)
 
     # ten copy jobs in each daemon's jobs directory; each may run on any daemon
     for index, job in enumerate(JOBS):
