@@ -195,6 +195,11 @@ class WorkerContext:
             raise rec.stopped_by_log from exc
         rec.stopped_by_log = None  # the work went on (it caught the stop) and the log took this
 
+    def _lease(self) -> str | None:
+        """The token of the lease held on the run, stamped on its step events (who wrote them)."""
+        lease = self.recorder.lease
+        return lease.token if lease is not None else None
+
     def cursor(self, step: str) -> dict[str, Any] | None:
         found = self.recorder.view.steps.get(step)
         return found.cursor if found else None
@@ -209,16 +214,16 @@ class WorkerContext:
     def step_handover(self, done: str, summary: dict[str, Any], next_step: str, *, commits: bool = False) -> None:
         # One append (one commit, one fsync) for the two events a step boundary records; both
         # are durable before the next step's work begins, exactly as when recorded apart.
-        self._start(next_step, commits, ev.StepCompleted(step=done, summary=summary))
+        self._start(next_step, commits, ev.StepCompleted(step=done, summary=summary, lease=self._lease()))
 
     def _start(self, step: str, commits: bool, *before: ev.Event) -> None:
         """Record `before` (a step's completion), then `step` started: together when they can be."""
         if not commits:
-            self._record(*before, ev.StepStarted(step=step))
+            self._record(*before, ev.StepStarted(step=step, lease=self._lease()))
             return
         try:
             self.check_stop()
-            self._record(*before, ev.StepStarted(step=step, commits=True))
+            self._record(*before, ev.StepStarted(step=step, commits=True, lease=self._lease()))
         except (RunStopped, IllegalTransition) as refused:
             if before:
                 self._record(*before)  # what was done is recorded done, whatever stops what is next
@@ -249,6 +254,7 @@ class WorkerContext:
                 items_done=items_done,
                 bytes_total=bytes_total,
                 items_total=items_total,
+                lease=self._lease(),
             )
         )
 
@@ -256,7 +262,7 @@ class WorkerContext:
         self._totals[step] = (bytes_total, items_total)
 
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
-        completed = ev.StepCompleted(step=step, summary=summary)
+        completed = ev.StepCompleted(step=step, summary=summary, lease=self._lease())
         plan = self.recorder.view.plan
         if plan and step == plan[-1]:
             # The run's last step: what follows is the executor's `RunVerifying`, which takes

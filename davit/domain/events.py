@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from davit.domain.machine import Trigger
 
@@ -167,7 +167,23 @@ class RunStarted(Event):
     details: dict[str, Any] = {}
 
 
-class StepStarted(Event):
+class LeaseStamped(BaseModel):
+    """Mixed into the step events: `lease` is the token of the lease (`RunClaimed.token`) its
+    daemon held when it appended the event (several daemons on one log), so the log alone says
+    which claim wrote each step. None, and then left out of the stored data, where no lease is
+    held (one daemon, SQLite): such logs are written byte for byte as before."""
+
+    lease: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _lease_only_when_held(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("lease") is None:
+            data.pop("lease", None)
+        return data
+
+
+class StepStarted(LeaseStamped, Event):
     """`commits`: this step commits the run's result (a backup's `publish`, a migration's
     `finalize`); once it has started a cancel no longer applies (see `davit/domain/machine.py`)."""
 
@@ -175,7 +191,7 @@ class StepStarted(Event):
     commits: bool = False
 
 
-class CheckpointRecorded(Event):
+class CheckpointRecorded(LeaseStamped, Event):
     """A unit of work is durable; `cursor` says where to continue after it. `bytes_total` and
     `items_total`: what the whole step amounts to, when its work could tell (a scan, collection
     stats, volume sizes; an estimate for some kinds); None in logs written before they existed
@@ -191,7 +207,7 @@ class CheckpointRecorded(Event):
     items_total: int | None = None
 
 
-class StepCompleted(Event):
+class StepCompleted(LeaseStamped, Event):
     step: str
     summary: dict[str, Any] = {}
 

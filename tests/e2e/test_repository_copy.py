@@ -5,6 +5,7 @@ it into a third repository restores identical too."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -65,7 +66,12 @@ def test_a_copy_killed_mid_run_resumes_without_resending_and_the_copy_restores_i
     assert run["state"] == "succeeded", run
     assert run["run_id"] == run_id and run["interruptions"] == 1
     after = checkpoints(davit, run_id)
-    assert len(after) > len(before)
+    # the resume went on from what was recorded, and recorded no checkpoint again (a kill after
+    # the copy's last line was checkpointed leaves nothing more to record: no `len(after) >
+    # len(before)`, which held only by the closing checkpoint being recorded a second time)
+    assert after[: len(before)] == before
+    cursors = [json.dumps(cp["cursor"], sort_keys=True) for cp in after]
+    assert len(cursors) == len(set(cursors)), "a checkpoint was recorded twice"
     written = [c for cp in after for c in cp["chunks_written"]]  # type: ignore[attr-defined]
     assert len(written) == len(set(written)), "a chunk was sent twice"
     # every pack in the destination is one a checkpoint recorded, but for at most the one a kill

@@ -3,6 +3,7 @@ keeping a second copy (3-2-1) relies on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -19,6 +20,7 @@ from davit.adapters.repository.packs import decode_index
 from davit.adapters.repository.repository import Repository
 from davit.adapters.repository.retention import prune
 from davit.adapters.repository.treeformat import read_lines
+from davit.adapters.repository.tuning import Tuning
 from davit.adapters.runwork import RunInputs
 from davit.domain.errors import RunStopped
 from davit.domain.jobs import RepositoryCopyJob
@@ -42,13 +44,14 @@ def copy(
     dst: Repository,
     run_id: str = "copy1",
     ctx: MemoryRunContext | None = None,
+    tuning: Tuning = SMALL,
     **fields: object,
 ) -> tuple[RepositoryCopyWork, MemoryRunContext]:
     spec = RepositoryCopyJob.model_validate(
         {"name": "offsite", "kind": "repository.copy", "source_repository": "main", "repository": "offsite", **fields}
     )
     repos = {"main": src}
-    work = RepositoryCopyWork(RunInputs(spec, run_id, SMALL, repo=dst, open_named=repos.__getitem__))
+    work = RepositoryCopyWork(RunInputs(spec, run_id, tuning, repo=dst, open_named=repos.__getitem__))
     ctx = ctx or MemoryRunContext(run_id=run_id)
     if not ctx.cursors and not ctx.done:
         work.details = work.prepare(ctx)
@@ -304,3 +307,27 @@ def test_a_tree_line_nested_deeper_than_python_parses_is_refused_not_a_crash(tmp
     with pytest.raises(CopyNotPossible, match=r"h1.*not JSON"):
         copy(src, dst)
     assert not dst.snapshots()
+
+
+def test_no_checkpoint_of_a_copy_is_recorded_twice_neither_at_its_end_nor_on_a_resume_there(tree: Path, tmp_path: Path) -> None:
+    """A checkpoint at every line (the clock's, as on a slow disk): the last line's is the step's
+    last, not recorded again as its closing one; and a copy stopped right after it resumes at
+    the tree's end recording nothing more (issue 22's 30-job run found both in the log)."""
+    src, dst = Repository.open(tmp_path / "main"), Repository.open(tmp_path / "offsite")
+    backup(src, tree, "b1")
+    every_line = dataclasses.replace(SMALL, checkpoint_seconds=0)
+    _work, whole = copy(src, dst, "copy1", tuning=every_line)
+    cursors = [json.dumps(c["cursor"], sort_keys=True) for c in whole.checkpoints]
+    lines = sum(1 for _ in src.open_tree(src.resolve("b1")))
+    assert len(cursors) == lines == len(set(cursors))
+
+    other = Repository.open(tmp_path / "second")
+    ctx = MemoryRunContext(run_id="copy2", stop_after_checkpoints=lines)  # stops after the last line's
+    with pytest.raises(RunStopped):
+        copy(src, other, "copy2", ctx=ctx, tuning=every_line)
+    assert len(ctx.checkpoints) == lines and not other.snapshots()
+    ctx.stop.clear()
+    ctx.stop_after_checkpoints = None
+    copy(src, other, "copy2", ctx=ctx, tuning=every_line)
+    assert len(ctx.checkpoints) == lines  # the resume at the end recorded nothing again
+    assert [s.id for s in other.snapshots()] == ["b1"] and verify_all(other) > 0

@@ -547,3 +547,42 @@ def test_an_owner_cut_off_from_the_log_longer_than_its_lease_stops_and_never_app
             assert fold("r1", await stream(store, "r1")).owner == "b"
 
     anyio.run(main)
+
+
+class StartedWork(SteppedWork):
+    """`SteppedWork` that records its step's start first, as the adapters' works do."""
+
+    def run(self, ctx: RunContext) -> None:
+        ctx.step_started("store")
+        super().run(ctx)
+
+
+def test_every_step_event_carries_the_token_of_the_lease_its_daemon_held_and_none_without_a_lease(tmp_path: Path) -> None:
+    """Who wrote a step is read from the log alone: `StepStarted`, `CheckpointRecorded` and
+    `StepCompleted` name the claim (`RunClaimed.token`) under which they were appended. A daemon
+    holding no lease (one daemon, SQLite) writes them exactly as before: no `lease` key."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        await seed_run(store, "r2")
+        work = StartedWork()
+        work.go.set()
+        async with daemon(tmp_path, "a", store, clock) as a:
+            handle = handle_of(a, "r1")
+            assert await a._claim(handle)
+            await ex.execute(handle, lambda _view: work, RetrySection(), anyio.CapacityLimiter(4))
+            events = await stream(store, "r1")
+            [token] = [e.data["token"] for e in events if e.type == "RunClaimed"]
+            steps = [e for e in events if e.type in ("StepStarted", "CheckpointRecorded", "StepCompleted")]
+            assert [e.type for e in steps] == ["StepStarted", *["CheckpointRecorded"] * 3, "StepCompleted"]
+            assert [e.data.get("lease") for e in steps] == [token] * 5
+            assert fold("r1", events).state is RunState.SUCCEEDED
+
+            unleased = StartedWork()
+            unleased.go.set()
+            await ex.execute(handle_of(a, "r2"), lambda _view: unleased, RetrySection(), anyio.CapacityLimiter(4))
+            plain = [e for e in await stream(store, "r2") if e.type.startswith(("Step", "Checkpoint"))]
+            assert len(plain) == 5 and not any("lease" in e.data for e in plain)
+
+    anyio.run(main)

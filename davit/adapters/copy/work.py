@@ -206,6 +206,10 @@ class _Copier:
         self.chunks_before = cursor.get("chunks_sent", 0)
         self.bytes_before = cursor.get("bytes_sent", 0)
         self.last_checkpoint = time.monotonic()
+        # The lines the last recorded checkpoint covers (None: none recorded yet), so the step's
+        # closing checkpoint is not recorded again when nothing moved since: after a resume at the
+        # tree's end, or when the last line's pack or clock already made one.
+        self.lines_recorded: int | None = cursor.get("lines") if cursor else None
 
     def copy(self, lines: BinaryIO, same_keys: bool) -> None:
         skip = self.lines_done
@@ -224,7 +228,8 @@ class _Copier:
             if self.mover.pack_full() or time.monotonic() - self.last_checkpoint >= self.mover.tuning.checkpoint_seconds:
                 self.checkpoint()
                 self.ctx.check_stop()
-        self.checkpoint()
+        if self.lines_done != self.lines_recorded:
+            self.checkpoint()
 
     def checkpoint(self) -> None:
         """Pack sealed, staging tree durable, then the cursor: the order a resume relies on."""
@@ -239,6 +244,7 @@ class _Copier:
             bytes_stored=sent,
             items_done=self.lines_done,
         )
+        self.lines_recorded = self.lines_done
         self.last_checkpoint = time.monotonic()
 
 
