@@ -80,6 +80,10 @@ class RemoteHost:
         """Run `command` through the login shell; `input` is streamed to its stdin."""
 
         async def go() -> Any:
+            if input is not None and not input:
+                # asyncssh sends no EOF for empty input: a command reading its stdin waited forever
+                # (prune_store with no chunk to keep hung the second migration of an unchanged stack)
+                return await self._conn.run(command, stdin=asyncssh.DEVNULL, encoding=None, check=False, timeout=timeout)
             return await self._conn.run(command, input=input, encoding=None, check=False, timeout=timeout)
 
         with session_errors(f"on {self.address.where}: `{command[:200]}` was cut off"):
