@@ -43,7 +43,6 @@ from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localhost import LocalAddress
 from davit.adapters.compose.localhost import connect as local_connect
 from davit.adapters.compose.migrate import (
-    DATA_STEPS,
     EXPORT,
     FINALIZE,
     IMPORT,
@@ -67,7 +66,7 @@ from davit.adapters.files.treekinds import require_kind
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
-from davit.adapters.steps import Step, run_steps
+from davit.adapters.steps import run_steps
 from davit.domain.errors import PermanentError, UnsafeName
 from davit.domain.jobs.compose_restore import PROJECT_PATTERN, ComposeRestoreJob
 from davit.domain.pathmap import map_path, within
@@ -125,22 +124,6 @@ class ComposeRestoreWork(ComposeMigrateWork):
 
     def plan(self) -> list[str]:
         return list(PLAN)
-
-    def steps(self) -> list[Step]:
-        work = {
-            INSPECT: self._inspect,
-            PREFLIGHT: self._preflight,
-            WRITE: self._write,
-            START: self._start,
-            VERIFY: self._verify,
-            FINALIZE: self._finalize,
-        }
-        return [
-            Step(name, self._move_data, records_itself=True)
-            if name in DATA_STEPS
-            else Step(name, work[name], commits=name == FINALIZE)
-            for name in PLAN
-        ]
 
     def run(self, ctx: RunContext) -> None:
         run_steps(ctx, self.steps(), stop_between=True)

@@ -18,28 +18,10 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
+from davit.adapters.docker.imageexport import ChunkReader
 from davit.domain.errors import CorruptSnapshot
 
 SMALL = 4 << 20  # members hashed while read: configs and manifests are far smaller
-
-
-class _Chunks(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._left = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            try:
-                self._left = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
 
 
 def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Iterator[bytes]) -> None:
@@ -48,7 +30,7 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
     manifest: Any = None
     repositories: Any = None
     try:
-        with tarfile.open(fileobj=io.BufferedReader(_Chunks(chunks), 1 << 20), mode="r|") as tar:
+        with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks), 1 << 20), mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or member.size > SMALL:
                     continue

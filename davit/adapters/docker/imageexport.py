@@ -56,7 +56,7 @@ class UnexpectedExport(tarfile.TarError):
     """The export is not the one image asked for, unnamed (see the module's docstring)."""
 
 
-class _Chunks(io.RawIOBase):
+class ChunkReader(io.RawIOBase):
     """A raw stream over the SDK's chunk iterator, for `tarfile`'s stream mode."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
     try:
         stream = client.api.get_image(image, chunk_size=COPY)
         expected = image if image.startswith("sha256:") else ""  # the migration exports by ID
-        filter_export(io.BufferedReader(_Chunks(iter(stream)), COPY), sys.stdout.buffer, skip, expected)
+        filter_export(io.BufferedReader(ChunkReader(iter(stream)), COPY), sys.stdout.buffer, skip, expected)
         sys.stdout.buffer.flush()
     except (docker.errors.DockerException, OSError, tarfile.TarError) as exc:
         # a connection error may quote the address, credentials and all
