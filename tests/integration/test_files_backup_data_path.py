@@ -115,8 +115,11 @@ def test_many_small_files_read_several_to_a_task_all_restore_and_one_changed_mea
 
     def swapped_meanwhile(walked: WalkedFile) -> int:
         if walked.path.endswith("f10.txt"):
-            os.replace(source / "z-after.txt", walked.path)  # another inode under the walked name
-            (source / "z-after.txt").write_bytes(_text(5000))
+            # Another inode under the walked name, made outside the tree: a file of the tree swapped
+            # here could be read by a parallel task after the swap, and be left out too.
+            replacement = tmp_path / "replacement.txt"
+            replacement.write_bytes(_text(5000))
+            os.replace(replacement, walked.path)
         return real_open(walked)
 
     monkeypatch.setattr(backup_module, "open_walked", swapped_meanwhile)
