@@ -2,10 +2,12 @@
 mysql.backup that succeed with the peers' real passwords (read from `password_file`), and one
 of each with a wrong password for the peers' admin user, which fails at once (permanent, never
 retried) naming the user and the server. The passwords, right or wrong, appear nowhere: not in
-the event log, the daemon's log, nor any `--json` output."""
+the event log, the daemon's log, nor any `--json` output. A server that is down is retried
+with backoff (bounded by `[retry]`), then the run fails naming the server."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +95,28 @@ def test_sql_backups_right_and_wrong_passwords_never_show_them(
     for text in outputs:
         for secret in (WRONG, pg.password, maria.password):
             assert secret not in text
+
+
+def test_a_sql_server_that_is_down_is_retried_with_backoff_then_fails_naming_it(
+    davit: Davit, tmp_path: Path, postgres_peer: PostgresPeer, mariadb_peer: MariadbPeer
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    secret = tmp_path / "down.password"
+    secret.write_text(WRONG)
+    secret.chmod(0o600)
+    davit.configure("[retry]\nmax_attempts = 2\ninitial_seconds = 1\nmax_seconds = 2\n")
+    davit.start()
+    write_job(davit, "pg-down.toml", _job("pg-down", "postgres.backup", "127.0.0.1", port, "admin", secret, "shop"))
+    write_job(davit, "my-down.toml", _job("my-down", "mysql.backup", "127.0.0.1", port, "admin", secret, "shop"))
+    for name in ("pg-down", "my-down"):
+        run = davit.wait_run_state(name, {"failed", "succeeded"}, timeout=300)
+        assert run["state"] == "failed", run
+        history = davit.history(run["run_id"])
+        types = [e["type"] for e in history]
+        assert types.count("RunWaitingRetry") == 1 and types.count("RunFailed") == 1, types  # retried once, then given up
+        failed = str(next(e for e in history if e["type"] == "RunFailed"))
+        assert f"127.0.0.1:{port}" in failed and WRONG not in failed, failed
+    for text in [str(davit.events()), *(log.read_text() for log in davit.logs)]:
+        assert WRONG not in text
