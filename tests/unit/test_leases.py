@@ -586,3 +586,63 @@ def test_every_step_event_carries_the_token_of_the_lease_its_daemon_held_and_non
             assert len(plain) == 5 and not any("lease" in e.data for e in plain)
 
     anyio.run(main)
+
+
+async def handle_requests(*daemons: Supervisor, seconds: float = 0.6) -> None:
+    """What each daemon's request loop does in `seconds`: they read the same requests at once."""
+    async with anyio.create_task_group() as tg:
+        for sup in daemons:
+            tg.start_soon(sup._requests_loop)
+        await anyio.sleep(seconds)
+        tg.cancel_scope.cancel()
+
+
+def test_every_request_is_answered_by_one_daemon_and_the_others_record_no_failure(tmp_path: Path) -> None:
+    """Two daemons read every CLI request: a request neither can handle (a type they do not
+    know, a copy naming repositories not configured) used to be failed by each, a
+    `RequestFailed` per daemon; one claims it (`RequestClaimed` at version 0 of its claim
+    stream) and answers, the other leaves it. A run request is queued once."""
+    from davit.daemon.cli.requests import send
+    from davit.domain.commands import CopyNow, RunJobNow
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            version = await store.stream_version(ev.REQUESTS_STREAM)
+            (unknown,) = await store.append(ev.REQUESTS_STREAM, version, [ev.NewEvent("req-1", "FutureRequest", {"x": 1})])
+            copy = await send(store, CopyNow(run_id="c1", source_repository="nowhere", repository="neither"))
+            run = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            await handle_requests(a, b)
+            failed = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "RequestFailed"]
+            assert sorted(e.data["position"] for e in failed) == [unknown, copy]
+            for position in (unknown, copy, run):
+                claims = await store.read_stream(ev.request_claim_stream(position))
+                assert [c.type for c in claims] == ["RequestClaimed"]
+                assert claims[0].data["owner"] in ("a", "b")
+            assert (await types(store, "r9")) == ["RunQueued", "RunFailed"]  # (no job named weekly), once
+            for sup in (a, b):
+                assert sup.requests_after == run  # each passed every request
+
+    anyio.run(main)
+
+
+def test_a_cancel_of_a_run_a_daemon_holds_is_answered_by_that_daemon_alone(tmp_path: Path) -> None:
+    from davit.daemon.cli.requests import send
+    from davit.domain.commands import CancelRun
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            assert await b._claim(handle_of(b, "r1"))
+            await b.recorder("r1").record(*RUNNING)
+            await follow(a)
+            position = await send(store, CancelRun(run_id="r1"))
+            await handle_requests(a)
+            assert await store.read_stream(ev.request_claim_stream(position)) == []  # left to b, unclaimed
+            assert "RunCancelling" not in await types(store, "r1")
+            await handle_requests(b)
+            assert "RunCancelling" in await types(store, "r1")
+            assert not [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "RequestFailed"]
+
+    anyio.run(main)
