@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +116,47 @@ def test_a_second_daemon_of_a_live_daemons_name_refuses_to_start_and_interrupts_
     assert "RunInterrupted" not in types
     assert types.count("DaemonStarted") == 1
     assert first.stop() == 0
+
+
+@pytest.mark.parametrize("pair", [("e-gaps22-old",)], indirect=True)
+def test_a_renamed_daemon_gets_its_jobs_back_once_the_old_name_is_forgotten(
+    pair: tuple[str, list[Davit]], tmp_path: Path
+) -> None:
+    url, (d,) = pair
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("alpha\n")
+    d.start()
+    write_job(d, "docs.toml", f'name = "docs"\nkind = "files.backup"\n[source]\npath = "{source}"\n')
+    assert d.wait_run_state("docs", {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
+    assert d.stop() == 0
+    d.configure(d.home.joinpath("davit.toml").read_text().replace("e-gaps22-old", "e-gaps22-new"))
+    d.start()
+
+    def rejected() -> list[str]:
+        return [str(e.data) for e in asyncio.run(_log(url, unknown=False)) if e.type == "JobFileRejected"]
+
+    d.wait_for(lambda: bool(rejected()), 30, "the renamed daemon's file refused")
+    assert "daemon 'e-gaps22-old'" in rejected()[0]
+    own = d.cli("daemons", "forget", "e-gaps22-new", check=False)
+    assert own.returncode == 2 and "own daemon name" in own.stderr, own.stderr
+    # the old name may still look alive just after the stop: refused until its last beat is old
+    deadline = time.monotonic() + 40
+    while True:
+        forgot = d.cli("daemons", "forget", "e-gaps22-old", check=False)
+        if forgot.returncode == 0 or time.monotonic() > deadline:
+            break
+        assert "beat" in forgot.stderr and "stop it first" in forgot.stderr, forgot.stderr
+        time.sleep(2)
+    assert forgot.returncode == 0, forgot.stderr
+    assert "job docs retired (defined by daemon e-gaps22-old)" in forgot.stdout
+    assert "no job is defined by daemon e-gaps22-old" in d.cli("daemons", "forget", "e-gaps22-old").stdout  # once
+
+    def defined_by() -> list[str | None]:
+        return [e.data.get("daemon") for e in asyncio.run(_log(url, unknown=False)) if e.type == "JobDefined"]
+
+    d.wait_for(lambda: defined_by()[-1] == "e-gaps22-new", 45, "docs defined again in the new name")
+    ran = d.cli("run", "docs", "--wait", "--timeout", "60", check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert len(d.runs("docs")) == 2  # the old name's run is still its history
+    assert d.stop() == 0
