@@ -122,6 +122,7 @@ class Supervisor:
         self.handles: dict[str, ex.RunHandle] = {}
         self.wakeup = anyio.Event()
         self.requests_after = 0
+        self._unlearnt_at: int | None = None  # the request whose answerer could not be learnt (logged once)
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -617,8 +618,8 @@ class Supervisor:
                     # else than davit): passed over, or a page of them stalled every request
                     handled = stored.position
                     continue
-                if self.book is None or await self._answers(stored):  # (else another daemon answers it)
-                    await self._answer(stored)
+                if not await self._answer(stored):
+                    break  # read again at the next poll
                 handled = stored.position
             if handled is not None:
                 self.requests_after = handled
@@ -626,7 +627,22 @@ class Supervisor:
             else:
                 await anyio.sleep(poll)
 
-    async def _answer(self, stored: ev.StoredEvent) -> None:
+    async def _answer(self, stored: ev.StoredEvent) -> bool:
+        """Handle the request if this daemon answers it; False if that could not be learnt
+        (the log failing): it is read again later, not passed over."""
+        if self.book is not None:
+            try:
+                if not await self._answers(stored):
+                    return True  # another daemon answers it
+            except Exception as exc:
+                if self._unlearnt_at != stored.position:  # (said once per request, not at every poll)
+                    self._unlearnt_at = stored.position
+                    log.warning(
+                        "request at log position %d: whether this daemon answers it could not be learnt (%s); it is read again",
+                        stored.position,
+                        type(exc).__name__,
+                    )
+                return False
         try:
             await self._handle_request(stored)
         except ConcurrencyError as exc:
@@ -638,6 +654,7 @@ class Supervisor:
             # recorded, so a CLI waiting on it stops waiting (a log line alone left it
             # waiting until its timeout)
             await record_failure(self.store, stored, exc)
+        return True
 
     async def _answers(self, stored: ev.StoredEvent) -> bool:
         """With several daemons every one reads every request, but one answers it (the CLI
@@ -652,10 +669,11 @@ class Supervisor:
         except Exception:
             command = None  # the claimer records why it does not decode
         if isinstance(command, CancelRun):
-            view = self.runs.get(command.run_id)
-            if view is not None and command.run_id in self.book.own:
-                return True
-            if view is not None and self.book.held_elsewhere(view):
+            if command.run_id in self.book.own:
+                return True  # held here: answered here
+            known = command.run_id in self.runs or await self.store.stream_version(ev.run_stream(command.run_id)) > 0
+            # who holds it now, from the log (the follower may not have applied its latest claim yet)
+            if known and self.book.held_elsewhere(await self._refold(command.run_id)):
                 return False
         name = self.book.policy.name
         stream = ev.request_claim_stream(stored.position)

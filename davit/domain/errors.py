@@ -8,6 +8,7 @@ DavitError
 ├── PermanentError              fail the run at once; an operator must act
 │   ├── InvalidJob              a job file or spec is wrong (file, field, reason)
 │   ├── InvalidConfig           the daemon configuration is wrong
+│   ├── DaemonNameInUse         another live davitd beats on the log under this one's name: exit 2
 │   ├── IllegalTransition       the run machine refused a trigger
 │   │   └── AlreadyCommitted    ... because the run's committing step has started (a late cancel)
 │   ├── CorruptChunk            a stored chunk does not match its hash
@@ -422,7 +423,7 @@ class EventLogStop(RunStopped):
     written: the run stops at this checkpoint and resumes once the log takes writes again."""
 
 
-class DaemonNameInUse(DavitError):
+class DaemonNameInUse(PermanentError):
     """Another live davitd beats on this log under the same `[daemon] name`: a second one would
     take the first one's leases for its own previous life's and interrupt its runs."""
 
