@@ -139,8 +139,12 @@ class JobRegistry:
             self._active.pop(job.name, None)
         else:
             self._active[job.name] = job
-            self._by_file[job.file] = job.name
-            self._file_of[job.name] = job.file
+            if job.daemon is None or self.daemon_name is None or job.daemon == self.daemon_name:
+                # (by file: this daemon's directory's jobs only. Another host's file at the
+                # same path, of another job name, would take the entry over: this daemon's file
+                # removed or renamed then retired nothing)
+                self._by_file[job.file] = job.name
+                self._file_of[job.name] = job.file
 
     async def append(self, name: str, *events: ev.Event, extra: list[ev.StreamAppend] | None = None) -> list[ev.StoredEvent]:
         """Append `events` to the job's stream (and `extra` in the same transaction); every

@@ -54,6 +54,7 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
+from davit.daemon.twins import refuse_live_twin
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
@@ -121,6 +122,7 @@ class Supervisor:
         self.handles: dict[str, ex.RunHandle] = {}
         self.wakeup = anyio.Event()
         self.requests_after = 0
+        self._unlearnt_at: int | None = None  # the request whose answerer could not be learnt (logged once)
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -137,6 +139,8 @@ class Supervisor:
 
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
+        if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
+            await refuse_live_twin(self.store, self.name, str(self.settings.config_file))
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,
@@ -614,23 +618,72 @@ class Supervisor:
                     # else than davit): passed over, or a page of them stalled every request
                     handled = stored.position
                     continue
-                try:
-                    await self._handle_request(stored)
-                except ConcurrencyError as exc:
-                    if self.book is None:
-                        await record_failure(self.store, stored, exc)
-                    elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
-                        await self._refold(exc.stream.removeprefix("run-"))
-                except Exception as exc:
-                    # recorded, so a CLI waiting on it stops waiting (a log line alone left it
-                    # waiting until its timeout)
-                    await record_failure(self.store, stored, exc)
+                if not await self._answer(stored):
+                    break  # read again at the next poll
                 handled = stored.position
             if handled is not None:
                 self.requests_after = handled
                 await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
             else:
                 await anyio.sleep(poll)
+
+    async def _answer(self, stored: ev.StoredEvent) -> bool:
+        """Handle the request if this daemon answers it; False if that could not be learnt
+        (the log failing): it is read again later, not passed over."""
+        if self.book is not None:
+            try:
+                if not await self._answers(stored):
+                    return True  # another daemon answers it
+            except Exception as exc:
+                if self._unlearnt_at != stored.position:  # (said once per request, not at every poll)
+                    self._unlearnt_at = stored.position
+                    log.warning(
+                        "request at log position %d: whether this daemon answers it could not be learnt (%s); it is read again",
+                        stored.position,
+                        type(exc).__name__,
+                    )
+                return False
+        try:
+            await self._handle_request(stored)
+        except ConcurrencyError as exc:
+            if self.book is None:
+                await record_failure(self.store, stored, exc)
+            elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
+                await self._refold(exc.stream.removeprefix("run-"))
+        except Exception as exc:
+            # recorded, so a CLI waiting on it stops waiting (a log line alone left it
+            # waiting until its timeout)
+            await record_failure(self.store, stored, exc)
+        return True
+
+    async def _answers(self, stored: ev.StoredEvent) -> bool:
+        """With several daemons every one reads every request, but one answers it (the CLI
+        waits for one outcome, and a loser's `RequestFailed` would end its wait wrongly): a
+        cancel of a run another daemon holds is its lease owner's; any other request is the
+        daemon's whose `RequestClaimed` lands at version 0 of the request's claim stream (a
+        claim in this daemon's own name is its previous life's, which stopped before handling
+        it: handling is idempotent by run id)."""
+        assert self.book is not None
+        try:
+            command = decode_command(stored)
+        except Exception:
+            command = None  # the claimer records why it does not decode
+        if isinstance(command, CancelRun):
+            if command.run_id in self.book.own:
+                return True  # held here: answered here
+            known = command.run_id in self.runs or await self.store.stream_version(ev.run_stream(command.run_id)) > 0
+            # who holds it now, from the log (the follower may not have applied its latest claim yet)
+            if known and self.book.held_elsewhere(await self._refold(command.run_id)):
+                return False
+        name = self.book.policy.name
+        stream = ev.request_claim_stream(stored.position)
+        claim = ev.RequestClaimed(position=stored.position, owner=name)
+        try:
+            await self.store.append(stream, 0, [ev.NewEvent.of(new_event_id(), claim)])
+            return True
+        except ConcurrencyError:
+            first = await self.store.read_stream(stream)
+            return bool(first) and first[0].data.get("owner") == name
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
