@@ -210,6 +210,7 @@ def _context() -> Any:
             self.current = ""
             self.remote: dict[str, list[float]] = {}  # step -> [commands run on the target, their seconds]
             self.sessions: dict[str, int] = {}  # step -> SSH sessions opened (every channel)
+            self.items: list[str] = []  # each item's kind and seconds in the data pipeline
 
         def step_started(self, step: str, *, commits: bool = False) -> None:
             self.started[step] = time.monotonic()
@@ -251,6 +252,20 @@ def count_remote_commands(ctx: Any) -> None:
         return await opened(self, *args, **kwargs)
 
     asyncssh.SSHClientConnection.create_session = create_session  # type: ignore[method-assign]
+
+    # each item's pass through the data pipeline, timed (volume, bind, image)
+    from davit.adapters.compose import migrate
+
+    moving = migrate.move_item
+
+    def move_item(host: Any, store: str, item: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return moving(host, store, item, *args, **kwargs)
+        finally:
+            ctx.items.append(f"{item.kind} {time.monotonic() - start:.1f}")
+
+    migrate.move_item = move_item  # type: ignore[assignment]
 
 
 DavitRun = tuple[float, float, Wire, dict[str, Any]]  # seconds, peak RSS MB, wire, step summaries
@@ -335,6 +350,7 @@ class StackBench:
                         "seconds": ctx.seconds,
                         "remote": ctx.remote,
                         "sessions": ctx.sessions,
+                        "items": ctx.items,
                         "warnings": ctx.warnings,
                     }
                 )
@@ -381,6 +397,7 @@ class StackBench:
         sessions = recorded.get("sessions", {})
         by_session = ", ".join(f"{k} {n}" for k, n in sessions.items())
         print(f"    SSH sessions opened by step (every channel): {sum(sessions.values())}: {by_session}", flush=True)
+        print(f"    seconds by item in the data pipeline: {', '.join(recorded.get('items', []))}", flush=True)
         self.check_image(run_id)
         for what, path in self.src.data.items():
             kind, key = what.split()

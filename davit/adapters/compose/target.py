@@ -7,11 +7,11 @@ target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a chunk is written 
 store is listed (an earlier davit's store names its one chunk that may be cut short in
 `writing`: dropped too), so a listed chunk is always complete and a resumed transfer sends only
 what the store lacks (the streaming itself is `davit/adapters/compose/pipeline.py`). After a
-migration the store stays as a transfer cache
-(`keep_transfer_cache`, `prune_store`): its chunks only, which a later migration checks against
-their names before it unpacks them. A volume is unpacked by `tar -x` in a helper container (a
-local image on the target, never pulled) with the volume mounted, or by the host's tar straight
-into its mountpoint where that is the same directory (`direct_mountpoints`); a bind path by the host's tar.
+migration the store stays as a transfer cache (`keep_transfer_cache`, `prune_store`): its
+chunks only, which a later migration checks against their names before it unpacks them. A
+volume is unpacked by `tar -x` in a helper container (a local image on the target, never
+pulled) with the volume mounted, or by the host's tar straight into its mountpoint where that
+is the engine's very directory (`direct_mountpoints`); a bind path by the host's tar.
 """
 
 from __future__ import annotations
