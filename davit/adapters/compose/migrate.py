@@ -295,6 +295,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             at_start = set(present)
             # every volume still to fill made in one session, not one each (`_unpacker`)
             tgt.create_volumes(host, [i for i in self._items(info) if i.id not in imported], info["name"])
+            # volumes whose mountpoint the SSH user reaches: unpacked there, not through the helper
+            self._direct = tgt.direct_mountpoints(
+                host, [i for i in self._items(info) if i.id not in imported], self.spec.target.helper_image
+            )
             for item in self._items(info) + self._image_items(planned, host):
                 if item.id in imported:
                     continue
@@ -352,6 +356,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             return imgs.unpacker(host, self.layout.store, item), None
         helper = self.spec.target.helper_image
         if item.kind == "volume":  # made by `tgt.create_volumes` before the items went through
+            if mountpoint := getattr(self, "_direct", {}).get(item.target):
+                return tgt.direct_unpacker(mountpoint), tgt.direct_walker(mountpoint)
             return tgt.volume_unpacker(item, helper), tgt.walker_for(item, helper)
         unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)

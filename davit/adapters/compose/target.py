@@ -2,13 +2,16 @@
 
 Everything goes through one verified asyncssh connection (`davit/adapters/ssh/remote.py`): shell
 commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
-target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); the one chunk that may be cut
-short (its sender went away) is named in `writing` and dropped before the store is listed,
-so a listed chunk is always complete and a resumed transfer sends only what the store lacks (the streaming itself
-is `davit/adapters/compose/pipeline.py`). After a migration the store stays as a transfer cache
-(`keep_transfer_cache`, `prune_store`): its chunks only, which a later migration checks against
-their names before it unpacks them. A volume is unpacked by `tar -x` in a helper container (a
-local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a chunk is written under
+`incoming/` and renamed into `chunks/` only once fsynced, and `incoming/` is dropped before the
+store is listed (an earlier davit's store names its one chunk that may be cut short in
+`writing`: dropped too), so a listed chunk is always complete and a resumed transfer sends only
+what the store lacks (the streaming itself is `davit/adapters/compose/pipeline.py`). After a
+migration the store stays as a transfer cache (`keep_transfer_cache`, `prune_store`): its
+chunks only, which a later migration checks against their names before it unpacks them. A
+volume is unpacked by `tar -x` in a helper container (a local image on the target, never
+pulled) with the volume mounted, or by the host's tar straight into its mountpoint where that
+is the engine's very directory (`direct_mountpoints`); a bind path by the host's tar.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ HOST_TOOLS = {
     "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
     "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
     "stat -c": "stat -c %s / >/dev/null",
+    # the store's writer fsyncs the files and the directory it names (`pipeline.store_command`)
+    "sync FILE": 't=$(mktemp) && sync -- "$t" "${t%/*}"; r=$?; rm -f "$t"; [ $r -eq 0 ]',
     # a chunk kept in the store from an earlier migration is checked against its name before
     # it is unpacked (`pipeline.unpack_command`)
     "sha256sum": "echo | sha256sum >/dev/null",
@@ -182,6 +187,8 @@ def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     out = host.run(
         f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
         'if [ -s writing ]; then read -r w < writing; rm -f "chunks/$w.zst"; fi; : > writing; '
+        # chunks written but not yet filed (`pipeline.store_command`): never complete by construction
+        "rm -rf incoming; "
         # one `stat` for many chunks (xargs batches them), not one process per chunk
         "cd chunks && printf '%s\\0' *.zst | xargs -0 stat -c '%n %s' -- 2>/dev/null; true"
     ).stdout
@@ -205,7 +212,7 @@ def prune_store(host: RemoteHost, layout: TargetLayout, keep: set[str]) -> int:
     names = "".join(f"{name}\n" for name in sorted(keep) if _is_chunk_name(name))
     out = host.run(
         f"cd {q(layout.store)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        "rm -rf tars unpacked images writing && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
+        "rm -rf tars unpacked images writing incoming && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
         "l=$(mktemp) || exit 1; { cat; echo END; ls -A | grep -xE '[0-9a-f]{64}[.]zst'; } "
         '| awk \'e { if (!($0 in k)) print; next } $0 == "END" { e = 1; next } { k[$0 ".zst"] = 1 }\' > "$l" '
         '&& n=$(wc -l < "$l") && xargs rm -f -- < "$l"; r=$?; rm -f "$l"; [ $r -eq 0 ] && echo "$n"',
@@ -251,6 +258,68 @@ def create_volumes(host: RemoteHost, items: list[Item], project: str) -> None:
     for name, result in remotebatch.run_batch(host, commands).items():
         if result.status != 0:
             raise RemoteCommandFailed(host.address.where, commands[name], result.status, result.stderr)
+
+
+# A volume unpacked by the host's tar straight into its mountpoint: the stream then skips the
+# docker CLI, dockerd and the container's stdin, which cost the target more CPU than the unpack.
+DIRECT_UNPACK = "tar -x --numeric-owner --same-owner -p -C ."
+# what is compared of a volume's directory from the SSH user's shell and from a container
+SAME_DIR = "%d:%i:%u:%g:%Z"
+
+
+def direct_mountpoints(host: RemoteHost, items: list[Item], helper_image: str) -> dict[str, str]:
+    """The volumes (by name) whose mountpoint the SSH user's shell reaches as the very directory
+    the engine mounts into containers: unpacked there by the host's tar (`direct_unpacker`),
+    the others through the helper. One session, one helper container for all of them.
+
+    Only where the shell is root (it sets owners as the helper's root does) and the volume is
+    the `local` driver's without options (with options the engine mounts something over the
+    mountpoint only while a container uses it: writes under it would land beneath). The
+    directory's device, inode, owner and ctime must be the same seen from the shell (reached
+    from `/` without a symlink: `confined.py`) and from a helper container: an engine on another
+    host (the session's DOCKER_HOST may point anywhere) or one remapping user IDs (userns-remap,
+    rootless) differs in one of them, and keeps the helper."""
+    volumes = sorted({item.target for item in items if item.kind == "volume"})
+    if not volumes:
+        return {}
+    inspect = "docker volume inspect --format '{{.Driver}}|{{json .Options}}|{{.Mountpoint}}'"
+    lines = [
+        '[ "$(id -u)" = 0 ] || exit 0',
+        # `h N DIR-FACTS` and `p N PATH` for a local volume without options whose mountpoint
+        # the shell enters from `/` without a symlink (`pwd -P` names it as the engine does)
+        "probe() { m=$(" + inspect + ' "$2") || return 0; case "$m" in "local|null|/"*|"local|{}|/"*) ;; *) return 0;; esac; '
+        'p=${m#*|*|}; f=$(cd / && cd -P -- "$p" 2>/dev/null && [ "$(env pwd -P)" = "$p" ] && stat -c ' + q(SAME_DIR) + " .) "
+        '|| return 0; printf \'h %s %s\\np %s %s\\n\' "$1" "$f" "$1" "$p"; }',
+    ]
+    lines += [f"probe {n} {q(name)}" for n, name in enumerate(volumes)]
+    mounts = " ".join(f"-v {q(name)}:/v{n}:ro" for n, name in enumerate(volumes))
+    paths = " ".join(f"/v{n}" for n in range(len(volumes)))
+    lines.append(f"docker run --rm --network none {mounts} {q(helper_image)} stat -c {q('c %n ' + SAME_DIR)} {paths}")
+    out = host.run("\n".join(lines), check=False, timeout=120).stdout
+    seen: dict[str, dict[str, str]] = {"h": {}, "p": {}, "c": {}}
+    for line in out.splitlines():
+        kind, _, rest = line.partition(" ")
+        key, _, value = rest.partition(" ")
+        if kind in seen and value:
+            seen[kind][key.removeprefix("/v")] = value
+    direct = {}
+    for n, name in enumerate(volumes):
+        path, mine, theirs = seen["p"].get(str(n)), seen["h"].get(str(n)), seen["c"].get(str(n))
+        if path and mine and mine == theirs and path.startswith("/") and "\n" not in path:
+            direct[name] = path
+    return direct
+
+
+def direct_unpacker(mountpoint: str) -> str:
+    """The command unpacking a tar stream into a volume's mountpoint (`direct_mountpoints`),
+    reached from `/` without following a symlink, by the host's GNU tar (confined by its
+    defaults, as a bind path's unpack)."""
+    return confined.unpack_into(mountpoint, DIRECT_UNPACK)
+
+
+def direct_walker(mountpoint: str) -> str:
+    """`walker_for` of a volume unpacked into its mountpoint: the host's `find` and `stat`."""
+    return unpacked.listing_command(mountpoint)
 
 
 def walker_for(item: Item, helper_image: str) -> str:
