@@ -207,3 +207,12 @@ def test_a_snapshot_export_streams_without_the_layers_to_leave_out_and_its_error
     assert base not in kept.values() and top in kept.values() and "manifest.json" in kept
     with pytest.raises(tarfile.TarError, match="not sha256:0"):
         b"".join(filtered(iter([data]), skip, "sha256:" + "0" * 64))
+
+
+def test_an_export_stuffed_with_json_members_is_refused_before_they_fill_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from davit.adapters.compose import snapshotimages
+
+    monkeypatch.setattr(snapshotimages, "OBJECTS", 1000)  # the bound, small enough to reach here
+    data = image_export(b'{"pad": "' + b"x" * 1200 + b'"}', lambda c: [{"Config": c, "RepoTags": None}])
+    with pytest.raises(CorruptSnapshot, match="over 1000 bytes of JSON members"):
+        check_image_export("snap", "images/x.tar", IMAGE_ID, iter([data]))

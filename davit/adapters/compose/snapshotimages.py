@@ -23,6 +23,7 @@ from davit.adapters.docker.imageexport import ChunkReader
 from davit.domain.errors import CorruptSnapshot
 
 SMALL = 4 << 20  # members hashed while read: configs and manifests are far smaller
+OBJECTS = 16 << 20  # JSON members kept until the manifest names the config: a real image has a few KiB
 DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -31,6 +32,7 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
     its layers' diff IDs (its config's `rootfs.diff_ids`), bottom first."""
     digests: dict[str, str] = {}
     objects: dict[str, bytes] = {}  # small JSON members (configs): a layer is a tar, never `{...`
+    kept = 0
     manifest: Any = None
     repositories: Any = None
     try:
@@ -44,6 +46,9 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
                 digests[name] = "sha256:" + hashlib.sha256(data).hexdigest()
                 if data[:1] == b"{":
                     objects[name] = data
+                    kept += len(data)
+                    if kept > OBJECTS:
+                        raise CorruptSnapshot(snapshot_id, path, f"it holds over {OBJECTS} bytes of JSON members; refused")
                 if name == "manifest.json":
                     manifest = json.loads(data)
                 elif name == "repositories":
