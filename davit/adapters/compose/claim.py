@@ -75,8 +75,21 @@ def take(host: RemoteHost, layout: TargetLayout, run_id: str, doing: str, ended:
     )
 
 
-def release(host: RemoteHost, layout: TargetLayout, run_id: str) -> None:
-    """Remove `run_id`'s claim (never another run's)."""
+def missing_top(host: RemoteHost, layout: TargetLayout) -> str | None:
+    """The topmost directory above the claim that does not exist yet (`take` creates it): what a
+    failed pre-flight removes again, so that it leaves nothing on the target."""
+    parent = claim_path(layout).rsplit("/", 1)[0]
+    found = host.run(
+        f'p={q(parent)}; top=; while [ ! -e "$p" ] && [ ! -L "$p" ]; do top=$p; p=$(dirname "$p"); done; echo "$top"'
+    )
+    return found.stdout.strip() or None
+
+
+def release(host: RemoteHost, layout: TargetLayout, run_id: str, made: str | None = None) -> None:
+    """Remove `run_id`'s claim (never another run's); with `made` (`missing_top` before `take`),
+    the directories the claim made, from its own up to `made`, while they are empty."""
+    parent, name = claim_path(layout).rsplit("/", 1)
     if owner(host, layout) == run_id:
-        parent, name = claim_path(layout).rsplit("/", 1)
         host.run(f"{confined.walk_into(parent, create=False)}; rm -f -- {q('./' + name)}")
+    if made is not None and (parent + "/").startswith(made.rstrip("/") + "/"):
+        host.run(f'd={q(parent)}; while rmdir -- "$d" 2>/dev/null && [ "$d" != {q(made)} ]; do d=$(dirname "$d"); done; true')

@@ -221,12 +221,13 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         with self._connect() as host:
             # one run writes a project on a target at a time (`claim.py`): taken before the checks
             # that nothing of it exists, kept until finalize or rollback (a dry run lets it go)
+            made = claim.missing_top(host, self.layout)
             if taken_from := claim.take(host, self.layout, self.run_id, "migrating", self.inputs.run_ended):
                 ctx.warn(f"took over the claim on {self.layout.project} left by run {taken_from}, which ended", PREFLIGHT)
             try:
                 planned, facts, need = self._check_target(host, info, running, names, need)
             except BaseException:
-                claim.release(host, self.layout, self.run_id)  # nothing was created: the name is free again
+                claim.release(host, self.layout, self.run_id, made)  # nothing else was created: nothing is left
                 raise
             if self.spec.dry_run:
                 claim.release(host, self.layout, self.run_id)

@@ -283,12 +283,13 @@ class ComposeRestoreWork(ComposeMigrateWork):
         need = 2 * int(info["bytes"]) + spec.min_free_bytes
         wanted = {i["id"]: i for i in info["snapshot_images"]} if spec.images != "none" else {}
         with self._connect() as host:
+            made = claim.missing_top(host, self.layout)
             self._claim(host, ctx)
             try:
                 return self._checked_preflight(ctx, host, info, wanted, need)
             except Exception:
-                # nothing was created and no rollback follows a failed pre-flight: the name is free again
-                self._release(host)
+                # nothing else was created and no rollback follows a failed pre-flight: nothing is left
+                claim.release(host, self.layout, self.run_id, made)
                 raise
 
     def _checked_preflight(
