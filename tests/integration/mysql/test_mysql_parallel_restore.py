@@ -7,45 +7,15 @@ parallel = 1 the other table's load starts only after the held one is done."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from davit.adapters.mysql.restore import DATA
 from davit.adapters.repository.repository import Repository
-from tests.fakes import MemoryRunContext
 from tests.integration.mysql.helpers import Maria, backup_spec, restore_spec, run_backup, run_restore
+from tests.integration.parallel_evidence import DEADLINE, OrderedContext, wait_for
 
 pytestmark = pytest.mark.mariadb
-DEADLINE = 60.0  # seconds: a bound on waiting for what the server shows, not a measure
-
-
-@dataclass
-class OrderedContext(MemoryRunContext):
-    """A `MemoryRunContext` that also keeps the order of step starts and ends, and the test's marks."""
-
-    order: list[tuple[str, str]] = field(default_factory=list)
-
-    def step_started(self, step: str, *, commits: bool = False) -> None:
-        self.order.append(("started", step))
-
-    def step_completed(self, step: str, summary: dict[str, Any]) -> None:
-        self.order.append(("completed", step))
-        super().step_completed(step, summary)
-
-    def at(self, what: str, step: str) -> int:
-        return self.order.index((what, step))
-
-
-def wait_for(what: str, check: Callable[[], bool], failed: list[BaseException]) -> None:
-    end = time.monotonic() + DEADLINE
-    while not check():
-        assert not failed, f"the restore failed while waiting for {what}: {failed[0]!r}"
-        assert time.monotonic() < end, f"not seen within {DEADLINE}s: {what}"
-        time.sleep(0.05)
 
 
 def count(maria: Maria, db: str, table: str) -> int:
