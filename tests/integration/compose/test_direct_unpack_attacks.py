@@ -106,3 +106,30 @@ def test_a_container_mounting_the_volume_after_the_probe_makes_the_direct_unpack
         ssh_peer.image, ["ls", "-A", "/v"], volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True
     )
     assert listing == b"", "nothing was unpacked"
+
+
+def test_symlinks_a_removed_container_left_in_the_volume_are_replaced_not_followed(
+    ssh_peer: SshPeer, engine: docker.DockerClient, volume: str, tmp_path: Path
+) -> None:
+    # what a container of the stack (gone since) or an earlier partial pass left: the source's
+    # directory `a`, its file `a/zz` and a file `top` each a symlink to a host path outside
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "file").write_text("mine\n")
+    plant = f"ln -s {outside / 'dir'} /v/a && ln -s {outside / 'file'} /v/top"
+    engine.containers.run(ssh_peer.image, ["sh", "-c", plant], volumes={volume: {"bind": "/v", "mode": "rw"}}, remove=True)
+    source = tmp_path / "source"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "zz").write_text("inside\n")
+    (source / "top").write_text("top\n")
+    item = Item("volume-0", "volume", str(source), volume)
+    layout = tgt.TargetLayout(str(tmp_path / "target"), "proj")
+    with connect(address(ssh_peer)) as host:
+        mountpoint = tgt.direct_mountpoints(host, [item], ssh_peer.image)[volume]  # nobody mounts it now
+        move_item(host, layout.store, item, tgt.direct_unpacker(mountpoint, volume), 1, tgt.present_chunks(host, layout),
+                  set(), lambda _n, _b: None, lambda: None, tgt.direct_walker(mountpoint))  # fmt: skip
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == ["dir", "file"]
+    assert (outside / "file").read_text() == "mine\n"
+    seen = engine.containers.run(ssh_peer.image, ["sh", "-c", "cd /v && ls -l && cat a/zz top"],
+                                 volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True).decode()  # fmt: skip
+    assert "->" not in seen and seen.endswith("inside\ntop\n")
