@@ -118,6 +118,7 @@ class Supervisor:
         self.kinds_loaded: dict[str, anyio.Event] = {}  # kind -> set once its preload ended (see _kind_loaded)
         self.sync_lock = anyio.Lock()
         self.runs: dict[str, RunView] = {}
+        parts.run_ended = self._run_ended
         self.recorders: dict[str, RunRecorder] = {}
         self.handles: dict[str, ex.RunHandle] = {}
         self.wakeup = anyio.Event()
@@ -267,6 +268,12 @@ class Supervisor:
             elif stored.type == ev.DaemonStarted.type_name():
                 starts.append(stored.position)
         self.previous_start = starts[-2] if len(starts) > 1 else 0
+
+    def _run_ended(self, run_id: str) -> bool:
+        """Whether this daemon's fold of the log shows `run_id` ended (a terminal state never
+        changes); an unknown run, or one another daemon holds as this one last saw it, is not."""
+        view = self.runs.get(run_id)
+        return view is not None and view.state in TERMINAL
 
     def recorder(self, run_id: str) -> RunRecorder:
         if run_id not in self.recorders:

@@ -28,7 +28,7 @@ from typing import Any
 
 import docker
 
-from davit.adapters.compose import binds
+from davit.adapters.compose import binds, claim
 from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
@@ -135,7 +135,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     # --- rollback (the executor calls these when the run fails for good) -----------------------
 
     def needs_rollback(self, ctx: RunContext) -> bool:
-        return ctx.cursor(STOP) is not None and not ctx.step_done(FINALIZE)
+        # past pre-flight the run holds the target's claim (`claim.py`): the rollback lets it go
+        began = ctx.cursor(STOP) is not None or (ctx.step_done(PREFLIGHT) and not self.spec.dry_run)
+        return began and not ctx.step_done(FINALIZE)
 
     def rollback(self, ctx: RunContext) -> None:
         target_error: DavitError | None = None
@@ -150,6 +152,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     summary: dict[str, Any] = {"removed": not self.spec.keep_failed_target}
                     if not self.spec.keep_failed_target:  # a kept target keeps the images it runs
                         summary["images"] = imgs.undo(host, self._images(ctx))
+                    claim.release(host, self.layout, self.run_id)
                 ctx.step_completed(ROLLBACK_TARGET, summary)
             except DavitError as exc:
                 target_error = exc
@@ -216,12 +219,18 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
         with self._connect() as host:
-            if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
-                raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
-            planned = imgs.plan(host, self.spec.images, running)
-            # an image sent lies in the store and then in the engine: twice its size
-            need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
-            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, names)
+            # one run writes a project on a target at a time (`claim.py`): taken before the checks
+            # that nothing of it exists, kept until finalize or rollback (a dry run lets it go)
+            made = claim.missing_top(host, self.layout)
+            if taken_from := claim.take(host, self.layout, self.run_id, "migrating", self.inputs.run_ended):
+                ctx.warn(f"took over the claim on {self.layout.project} left by run {taken_from}, which ended", PREFLIGHT)
+            try:
+                planned, facts, need = self._check_target(host, info, running, names, need)
+            except BaseException:
+                claim.release(host, self.layout, self.run_id, made)  # nothing else was created: nothing is left
+                raise
+            if self.spec.dry_run:
+                claim.release(host, self.layout, self.run_id)
         ctx.checkpoint(PREFLIGHT, {"images": planned}, items_done=len(planned))
         facts["source_tar"] = source_tar
         facts["images_to_send"] = imgs.listing(planned)
@@ -230,6 +239,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if missing := [ref for ref in facts.get("images_missing", []) if ref not in sent_refs]:
             ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(missing)}", PREFLIGHT)
         return {**facts, "need_bytes": need, "plan": self.plan() if not self.spec.dry_run else PLAN}
+
+    def _check_target(
+        self, host: RemoteHost, info: dict[str, Any], running: dict[str, dict[str, Any]], names: list[str], need: int
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+        if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
+            raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
+        planned = imgs.plan(host, self.spec.images, running)
+        # an image sent lies in the store and then in the engine: twice its size
+        need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
+        facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, names)
+        return planned, facts, need
 
     @staticmethod
     def _images(ctx: RunContext) -> list[dict[str, Any]]:
@@ -410,6 +430,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 cache["pruned_chunks"] = tgt.prune_store(host, self.layout, used)
             else:
                 host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+            claim.release(host, self.layout, self.run_id)
         staging.remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed, **cache}
 

@@ -24,7 +24,7 @@ from davit.adapters.compose.pipeline import move_item
 from davit.adapters.compose.source import Item
 from davit.adapters.compose.target import TargetLayout, present_chunks, unpacker_for, walker_for
 from davit.adapters.ssh.remote import RemoteCommandFailed, SshAddress, connect
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import Stack, cleanup, digest, make_stack
 from tests.integration.compose.test_migrate_adapter import SummaryContext, job, work_for
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -144,8 +144,3 @@ def test_a_bind_mapped_into_the_project_directory_is_not_unpacked_through_a_syml
     work.rollback(ctx)
     assert stack.states(source) == {"web": "running", "worker": "running"}
     assert list(elsewhere.iterdir()) == [], "the rollback removed nothing through it either"
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
