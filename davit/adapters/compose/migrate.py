@@ -377,7 +377,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         helper = self.spec.target.helper_image
         if item.kind == "volume":  # made by `tgt.create_volumes` before the items went through
             if mountpoint := getattr(self, "_direct", {}).get(item.target):
-                return tgt.direct_unpacker(mountpoint), tgt.direct_walker(mountpoint)
+                return tgt.direct_unpacker(mountpoint, item.target), tgt.direct_walker(mountpoint)
             return tgt.volume_unpacker(item, helper), tgt.walker_for(item, helper)
         unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)

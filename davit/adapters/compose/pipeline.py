@@ -84,7 +84,8 @@ def tar_command(item: Item) -> list[str]:
 def store_command(store: str) -> str:
     """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; files each chunk
     in the store and prints its name once it is there for good. Chunks are written (plain
-    writes, one `dd` each: forks are dear on a loaded host) under `incoming/`, which no listing
+    writes, one `dd` each: forks are dear on a loaded host) under `incoming/` (in a directory
+    of the writer's own: two runs at once on one store never write one file), which no listing
     reads, and filed by batches of `SYNC_BATCH`: once the stream went on past the batch's last
     chunk (`dd` ends a cut stream without an error, so only what follows a chunk proves it
     whole), one `sync` fsyncs the batch's files, `mv` renames them into `chunks/`, a second
@@ -97,14 +98,16 @@ def store_command(store: str) -> str:
     the disk 244 times in a 1 GiB stack; and written past the page cache, the unpacker read
     every chunk back from the disk."""
     return (
-        f"cd {q(store)} && mkdir -p chunks incoming || exit 1; b=; k=0; "
+        # a directory of its own under incoming/: a second writer (another run on the same
+        # store) sending the same chunk would otherwise truncate the file this one files
+        f"cd {q(store)} && mkdir -p chunks incoming && w=$(mktemp -d incoming/w.XXXXXX) || exit 1; b=; k=0; "
         "flush() { [ $k -eq 0 ] && return 0; "
-        "(cd incoming && sync -- $b && mv -f -- $b ../chunks/) && sync -- chunks || return 1; "
+        '(cd "$w" && sync -- $b && mv -f -- $b ../../chunks/) && sync -- chunks || return 1; '
         'for f in $b; do echo "${f%.zst}"; done; b=; k=0; }; '
         "while IFS=' ' read -r c n; do "
         f"if [ $k -ge {SYNC_BATCH} ]; then flush || exit 1; fi; "
-        'if [ "$c" = END ]; then flush && exit 0; exit 1; fi; '
-        'dd of="incoming/$c.zst" bs="$n" count=1 iflag=fullblock status=none || exit 1; '
+        'if [ "$c" = END ]; then flush && rmdir "$w" && exit 0; exit 1; fi; '
+        'dd of="$w/$c.zst" bs="$n" count=1 iflag=fullblock status=none || exit 1; '
         'b="$b $c.zst"; k=$((k+1)); done; exit 1'
     )
 

@@ -278,7 +278,14 @@ def direct_mountpoints(host: RemoteHost, items: list[Item], helper_image: str) -
     directory's device, inode, owner and ctime must be the same seen from the shell (reached
     from `/` without a symlink: `confined.py`) and from a helper container: an engine on another
     host (the session's DOCKER_HOST may point anywhere) or one remapping user IDs (userns-remap,
-    rootless) differs in one of them, and keeps the helper."""
+    rootless) differs in one of them, and keeps the helper.
+
+    Nor where any container, running or not, mounts the volume: GNU tar resolves a member's
+    parent directories again at each open, so a container writing in the volume while the
+    host's tar runs (it moves a directory tar made aside and puts a symlink to a host path in
+    its place) would have root write outside the volume; the helper resolves such a symlink in
+    its own file system. A container made later needs the engine's API (root's equal); one
+    mounting it already would keep it, and `direct_unpacker` checks again just before tar."""
     volumes = sorted({item.target for item in items if item.kind == "volume"})
     if not volumes:
         return {}
@@ -287,7 +294,11 @@ def direct_mountpoints(host: RemoteHost, items: list[Item], helper_image: str) -
         '[ "$(id -u)" = 0 ] || exit 0',
         # `h N DIR-FACTS` and `p N PATH` for a local volume without options whose mountpoint
         # the shell enters from `/` without a symlink (`pwd -P` names it as the engine does)
-        "probe() { m=$(" + inspect + ' "$2") || return 0; case "$m" in "local|null|/"*|"local|{}|/"*) ;; *) return 0;; esac; '
+        "probe() { m=$("
+        + inspect
+        + ' "$2") || return 0; case "$m" in "local|null|/"*|"local|{}|/"*) ;; *) return 0;; esac; '
+        + in_use('"$2"')
+        + "&& return 0; "
         'p=${m#*|*|}; f=$(cd / && cd -P -- "$p" 2>/dev/null && [ "$(env pwd -P)" = "$p" ] && stat -c ' + q(SAME_DIR) + " .) "
         '|| return 0; printf \'h %s %s\\np %s %s\\n\' "$1" "$f" "$1" "$p"; }',
     ]
@@ -310,11 +321,21 @@ def direct_mountpoints(host: RemoteHost, items: list[Item], helper_image: str) -
     return direct
 
 
-def direct_unpacker(mountpoint: str) -> str:
+def in_use(volume: str) -> str:
+    """A shell test true where a container (running or not) mounts `volume` (a shell word), or
+    where the engine cannot tell."""
+    return f'{{ u=$(docker ps -aq --filter volume={volume}) || u=unknown; [ -n "$u" ]; }} '
+
+
+def direct_unpacker(mountpoint: str, volume: str) -> str:
     """The command unpacking a tar stream into a volume's mountpoint (`direct_mountpoints`),
     reached from `/` without following a symlink, by the host's GNU tar (confined by its
-    defaults, as a bind path's unpack)."""
-    return confined.unpack_into(mountpoint, DIRECT_UNPACK)
+    defaults, as a bind path's unpack); refused (`confined.REFUSED`) where a container mounts
+    the volume by then (`direct_mountpoints`: it could swap a directory for a symlink under tar)."""
+    refuse = q(f"volume {volume} is mounted by a container: not unpacked by the host's tar: refused")
+    return f"if {in_use(q(volume))}; then printf '%s\\n' {refuse} >&2; exit {confined.REFUSED}; fi; " + confined.unpack_into(
+        mountpoint, DIRECT_UNPACK
+    )
 
 
 def direct_walker(mountpoint: str) -> str:

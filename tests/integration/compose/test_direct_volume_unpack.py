@@ -82,7 +82,7 @@ def test_what_is_unpacked_into_the_mountpoint_is_what_a_container_sees_and_a_rep
                 host,
                 layout.store,
                 item,
-                tgt.direct_unpacker(mountpoint),
+                tgt.direct_unpacker(mountpoint, plain),
                 1,
                 tgt.present_chunks(host, layout),
                 set(),

@@ -97,7 +97,7 @@ def test_chunks_of_a_stream_cut_before_their_batch_was_filed_are_neither_acknowl
         result = host.run(store_command(layout.store), input=stream, check=False)
         assert result.status != 0 and result.stdout == ""
         incoming = Path(layout.store) / "incoming"
-        assert sorted(p.name for p in incoming.iterdir()) == ["c0.zst", "c1.zst", "c2.zst", "c3.zst"]
+        assert sorted(p.name for p in incoming.glob("*/*")) == ["c0.zst", "c1.zst", "c2.zst", "c3.zst"]
         assert present_chunks(host, layout) == {} and not incoming.exists()
 
 

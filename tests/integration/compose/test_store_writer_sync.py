@@ -86,7 +86,9 @@ def test_a_chunk_is_named_only_after_its_data_and_its_rename_into_the_store_are_
         return found[0]
 
     for name in names:
-        synced = first(lambda line, n=name: "sync(" in line and f"incoming/{n}.zst>" in line, f"fsync of {name}")
+        synced = first(
+            lambda line, n=name: "sync(" in line and "/incoming/w." in line and f"/{n}.zst>" in line, f"fsync of {name}"
+        )
         renamed = first(lambda line, n=name: "rename" in line and f"{n}.zst" in line and "chunks" in line, f"rename of {name}")
         dir_synced = first(
             lambda line, r=renamed: "sync(" in line and line.rstrip().endswith(f"{store}/chunks>) = 0") and lines.index(line) > r,
