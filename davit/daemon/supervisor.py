@@ -123,6 +123,9 @@ class Supervisor:
         self.wakeup = anyio.Event()
         self.requests_after = 0
         self._unlearnt_at: int | None = None  # the request whose answerer could not be learnt (logged once)
+        # runs whose cancel this daemon left to their lease owner: honoured here if this daemon
+        # takes the run over (the owner died before it read the cancel)
+        self.cancels_left: set[str] = set()
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -261,11 +264,28 @@ class Supervisor:
                 # leave that run alone rather than refuse to start every other one.
                 log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
         starts = []
+        # Several daemons: each restarts from its own progress, not the furthest any reached
+        # (another passed the requests this one had claimed and died before answering: they are
+        # read again and answered now, their claims being in this daemon's name). Without
+        # progress of its own: from where the others were at this name's first start (it claimed
+        # nothing before), and never before progress recorded before daemons were named.
+        own: int | None = None
+        before_own_start = 0
+        started = False
         async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
             if stored.type == ev.RequestsHandled.type_name():
-                self.requests_after = max(self.requests_after, stored.data["upto_position"])
+                upto = stored.data["upto_position"]
+                self.requests_after = max(self.requests_after, upto)
+                by = stored.data.get("daemon")
+                if self.name is not None and by == self.name:
+                    own = max(own or 0, upto)
+                elif by is None or not started:
+                    before_own_start = max(before_own_start, upto)
             elif stored.type == ev.DaemonStarted.type_name():
                 starts.append(stored.position)
+                started = started or (self.name is not None and stored.data.get("name") == self.name)
+        if self.book is not None and started:
+            self.requests_after = max(own or 0, before_own_start)
         self.previous_start = starts[-2] if len(starts) > 1 else 0
 
     def recorder(self, run_id: str) -> RunRecorder:
@@ -623,7 +643,8 @@ class Supervisor:
                 handled = stored.position
             if handled is not None:
                 self.requests_after = handled
-                await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
+                handled_event = ev.RequestsHandled(upto_position=self.requests_after, daemon=self.name)
+                await append_unordered(self.store, ev.DAEMON_STREAM, handled_event)
             else:
                 await anyio.sleep(poll)
 
@@ -674,6 +695,7 @@ class Supervisor:
             known = command.run_id in self.runs or await self.store.stream_version(ev.run_stream(command.run_id)) > 0
             # who holds it now, from the log (the follower may not have applied its latest claim yet)
             if known and self.book.held_elsewhere(await self._refold(command.run_id)):
+                self.cancels_left.add(command.run_id)
                 return False
         name = self.book.policy.name
         stream = ev.request_claim_stream(stored.position)
@@ -973,6 +995,11 @@ class Supervisor:
                 await self._refold(run_id)  # another daemon was first
                 continue
             done.append(run_id)
+            if run_id in self.cancels_left:
+                # its owner died before it read the operator's cancel: honoured here, not resumed
+                self.cancels_left.discard(run_id)
+                log.warning("run %s (%s): cancelled as requested while daemon %s held it", run_id, view.job, view.owner)
+                await self._cancel(run_id)
             self.wakeup.set()
         return done
 

@@ -1,0 +1,68 @@
+"""Adversary tests of who answers a CLI request with several daemons on one log (issue 22):
+a daemon that claimed a request, or held the run a cancel names, and died before answering.
+On the in-memory store with an injected clock (see tests/unit/test_leases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from davit.daemon.cli.requests import send
+from davit.daemon.recorder import append_unordered
+from davit.domain import events as ev
+from davit.domain.commands import CancelRun, RunJobNow
+from davit.domain.machine import RunState
+from davit.eventstore.memory import MemoryEventStore
+from tests.unit.test_leases import LEASE, daemon, follow, handle_of, handle_requests
+from tests.unit.test_schedule import FakeClock
+from tests.unit.test_supervisor_memory import NOW, RUNNING, seed_run, types
+
+
+def test_a_request_claimed_by_a_daemon_that_died_before_answering_is_answered_by_its_restart(tmp_path: Path) -> None:
+    """`a` claims a run request (its `RequestClaimed` lands) and is killed -9 before it handles
+    it; `b` leaves the request to `a` and records its `RequestsHandled` past it. `a` restarted
+    took the log's highest `RequestsHandled` (b's) as its own: it never read the request again,
+    so the run was never queued and the CLI waited until its timeout."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        for name in ("a", "b"):  # what each one's `run` records before it loads the log
+            await append_unordered(store, ev.DAEMON_STREAM, ev.DaemonStarted(pid=1, home=name, version="test", name=name))
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            position = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            (stored,) = [e for e in await store.read_all(0, 100, ev.REQUESTS_STREAM) if e.position == position]
+            assert await a._answers(stored)  # a's claim lands; a dies here (kill -9)
+            await handle_requests(b)
+            assert b.requests_after == position  # b passed it: a's to answer
+            assert await types(store, "r9") == []
+        await append_unordered(store, ev.DAEMON_STREAM, ev.DaemonStarted(pid=2, home="a", version="test", name="a"))
+        async with daemon(tmp_path, "a", store, clock) as restarted:
+            await handle_requests(restarted)
+            assert await types(store, "r9") == ["RunQueued", "RunFailed"]  # (no job named weekly)
+
+    anyio.run(main)
+
+
+def test_a_cancel_left_to_a_lease_owner_that_died_is_honoured_by_the_daemon_taking_the_run_over(tmp_path: Path) -> None:
+    """`b` holds run r1; `a` reads a cancel of r1 and leaves it to `b`, which dies before it
+    reads it (and never comes back). `a` takes the lapsed run over: it requeued the run and ran
+    it to its end, the operator's cancel lost."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            assert await b._claim(handle_of(b, "r1"))
+            await b.recorder("r1").record(*RUNNING)
+            await follow(a)
+            await send(store, CancelRun(run_id="r1"))
+            await handle_requests(a)  # left to b; b dies now
+            assert "RunCancelling" not in await types(store, "r1")
+            clock.advance(LEASE + 1)
+            await follow(a)
+            assert await a.take_over_lapsed() == ["r1"]
+            assert a.runs["r1"].state not in (RunState.QUEUED, RunState.RUNNING), await types(store, "r1")
+            assert a.runs["r1"].state in (RunState.CANCELLED, RunState.CANCELLING), await types(store, "r1")
+
+    anyio.run(main)
