@@ -76,6 +76,8 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
+# A request's claimer whose heartbeat is this old is gone: another daemon answers the request.
+ORPHAN_CLAIM_SECONDS = 3 * ROSTER_SECONDS
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
@@ -126,6 +128,9 @@ class Supervisor:
         # runs whose cancel this daemon left to their lease owner: honoured here if this daemon
         # takes the run over (the owner died before it read the cancel)
         self.cancels_left: set[str] = set()
+        # requests another daemon claimed and has not yet recorded as handled (its own
+        # `RequestsHandled` past them): answered here if that daemon stops beating first
+        self.claimed_elsewhere: dict[int, tuple[str, ev.StoredEvent]] = {}
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -664,6 +669,10 @@ class Supervisor:
                         type(exc).__name__,
                     )
                 return False
+        await self._answer_here(stored)
+        return True
+
+    async def _answer_here(self, stored: ev.StoredEvent) -> None:
         try:
             await self._handle_request(stored)
         except ConcurrencyError as exc:
@@ -675,7 +684,6 @@ class Supervisor:
             # recorded, so a CLI waiting on it stops waiting (a log line alone left it
             # waiting until its timeout)
             await record_failure(self.store, stored, exc)
-        return True
 
     async def _answers(self, stored: ev.StoredEvent) -> bool:
         """With several daemons every one reads every request, but one answers it (the CLI
@@ -705,7 +713,41 @@ class Supervisor:
             return True
         except ConcurrencyError:
             first = await self.store.read_stream(stream)
-            return bool(first) and first[0].data.get("owner") == name
+            owner = str(first[0].data.get("owner")) if first else ""
+            if owner != name:
+                self.claimed_elsewhere[stored.position] = (owner, stored)
+            return owner == name
+
+    async def answer_orphaned_requests(self) -> list[int]:
+        """Answer the requests claimed by a daemon that no longer beats (it died after its
+        claim and before handling them, and has not come back): of the daemons doing this at
+        once, the one whose claim lands next on the claim stream answers (handling is idempotent
+        by run id). The positions answered here."""
+        if not self.claimed_elsewhere or self.book is None or not isinstance(self.store, DaemonRoster):
+            return []
+        alive = {seen.beat.name for seen in await self.store.daemons() if seen.age_seconds < ORPHAN_CLAIM_SECONDS}
+        answered = []
+        for position, (owner, stored) in sorted(self.claimed_elsewhere.items()):
+            if owner in alive:
+                continue
+            stream = ev.request_claim_stream(position)
+            claims = await self.store.read_stream(stream)
+            last = str(claims[-1].data.get("owner")) if claims else ""
+            if last != owner:  # another daemon took it first
+                self.claimed_elsewhere[position] = (last, stored)
+                if last == self.book.policy.name:
+                    self.claimed_elsewhere.pop(position)  # (this daemon's: answered when it took it)
+                continue
+            claim = ev.RequestClaimed(position=position, owner=self.book.policy.name)
+            try:
+                await self.store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
+            except ConcurrencyError:
+                continue  # seen at the next pass
+            self.claimed_elsewhere.pop(position)
+            log.warning("request at log position %d: daemon %s claimed it and no longer beats; answered here", position, owner)
+            await self._answer_here(stored)
+            answered.append(position)
+        return answered
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
@@ -914,6 +956,13 @@ class Supervisor:
                 await anyio.sleep(WATCH_RETRY_SECONDS)
 
     async def _followed(self, stored: ev.StoredEvent) -> None:
+        if stored.stream == ev.DAEMON_STREAM and stored.type == ev.RequestsHandled.type_name() and self.claimed_elsewhere:
+            # the daemon that claimed them has handled them
+            by, upto = stored.data.get("daemon"), stored.data.get("upto_position", 0)
+            for position, (owner, _) in list(self.claimed_elsewhere.items()):
+                if owner == by and position <= upto:
+                    del self.claimed_elsewhere[position]
+            return
         if stored.stream.startswith("job-"):
             await self.registry.follow(stored)
             return
@@ -966,6 +1015,10 @@ class Supervisor:
             if self.stopping:
                 return
             await self.take_over_lapsed()
+            try:
+                await self.answer_orphaned_requests()
+            except Exception as exc:  # (the log failing: tried again at the next pass)
+                log.warning("requests claimed by daemons that no longer beat could not be answered: %s", exc)
 
     async def take_over_lapsed(self) -> list[str]:
         """One pass of `_takeover_loop`; the runs it recorded interrupted or requeued."""

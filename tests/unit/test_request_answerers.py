@@ -12,6 +12,7 @@ from davit.daemon.cli.requests import send
 from davit.daemon.recorder import append_unordered
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, RunJobNow
+from davit.domain.daemons import DaemonBeat
 from davit.domain.machine import RunState
 from davit.eventstore.memory import MemoryEventStore
 from tests.unit.test_leases import LEASE, daemon, follow, handle_of, handle_requests
@@ -64,5 +65,66 @@ def test_a_cancel_left_to_a_lease_owner_that_died_is_honoured_by_the_daemon_taki
             assert await a.take_over_lapsed() == ["r1"]
             assert a.runs["r1"].state not in (RunState.QUEUED, RunState.RUNNING), await types(store, "r1")
             assert a.runs["r1"].state in (RunState.CANCELLED, RunState.CANCELLING), await types(store, "r1")
+
+    anyio.run(main)
+
+
+def test_a_request_claimed_by_a_daemon_that_never_comes_back_is_answered_by_another(tmp_path: Path) -> None:
+    """`a` claims a run request and dies for good (renamed, its host gone): `b` left the
+    request to `a` and nobody ever answered it. Once `a` no longer beats, `b` claims it next
+    on its claim stream and answers it; while `a` beats, it is left to `a`."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            position = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            (stored,) = [e for e in await store.read_all(0, 100, ev.REQUESTS_STREAM) if e.position == position]
+            assert await a._answers(stored)  # a's claim lands; a dies here
+            await handle_requests(b)
+            await store.beat(DaemonBeat("a", "test", 1, "host-a", "2026-01-01T00:00:00+00:00"))
+            assert await b.answer_orphaned_requests() == []  # a beats: its to answer
+            assert await types(store, "r9") == []
+            store._beats.pop("a")  # (its beat is old: the memory store ages rows by its own clock)
+            assert await b.answer_orphaned_requests() == [position]
+            assert await types(store, "r9") == ["RunQueued", "RunFailed"]
+            claims = await store.read_stream(ev.request_claim_stream(position))
+            assert [c.data["owner"] for c in claims] == ["a", "b"]
+            assert await b.answer_orphaned_requests() == []  # once
+
+    anyio.run(main)
+
+
+def test_a_request_whose_claim_stream_was_crafted_for_a_daemon_that_does_not_exist_is_answered(tmp_path: Path) -> None:
+    """Something else than davit wrote `request-N` first (a claim by `ghost`): every daemon left
+    the request to `ghost`, for ever."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            position = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            crafted = ev.RequestClaimed(position=position, owner="ghost")
+            await store.append(ev.request_claim_stream(position), 0, [ev.NewEvent.of("x1", crafted)])
+            await handle_requests(a, b)
+            assert await types(store, "r9") == []
+            answered = [await a.answer_orphaned_requests(), await b.answer_orphaned_requests()]
+            assert sorted(answered) == [[], [position]]
+            assert await types(store, "r9") == ["RunQueued", "RunFailed"]
+
+    anyio.run(main)
+
+
+def test_a_request_its_claimer_handled_is_not_answered_again_when_the_claimer_stops_beating(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            position = await send(store, CancelRun(run_id="nothing"))
+            (stored,) = [e for e in await store.read_all(0, 100, ev.REQUESTS_STREAM) if e.position == position]
+            assert await a._answers(stored)
+            await handle_requests(b)
+            assert position in b.claimed_elsewhere
+            await handle_requests(a)  # a answers it and records its progress past it
+            await follow(b)
+            assert b.claimed_elsewhere == {}
+            assert await b.answer_orphaned_requests() == []
 
     anyio.run(main)
