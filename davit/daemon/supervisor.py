@@ -131,6 +131,7 @@ class Supervisor:
         # requests another daemon claimed and has not yet recorded as handled (its own
         # `RequestsHandled` past them): answered here if that daemon stops beating first
         self.claimed_elsewhere: dict[int, tuple[str, ev.StoredEvent]] = {}
+        self.handled_by: dict[str, int] = {}  # daemon name -> the request position it handled up to
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -282,6 +283,8 @@ class Supervisor:
                 upto = stored.data["upto_position"]
                 self.requests_after = max(self.requests_after, upto)
                 by = stored.data.get("daemon")
+                if by is not None:
+                    self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
                 if self.name is not None and by == self.name:
                     own = max(own or 0, upto)
                 elif by is None or not started:
@@ -714,7 +717,7 @@ class Supervisor:
         except ConcurrencyError:
             first = await self.store.read_stream(stream)
             owner = str(first[0].data.get("owner")) if first else ""
-            if owner != name:
+            if owner != name and self.handled_by.get(owner, 0) < stored.position:  # (not answered yet)
                 self.claimed_elsewhere[stored.position] = (owner, stored)
             return owner == name
 
@@ -956,9 +959,11 @@ class Supervisor:
                 await anyio.sleep(WATCH_RETRY_SECONDS)
 
     async def _followed(self, stored: ev.StoredEvent) -> None:
-        if stored.stream == ev.DAEMON_STREAM and stored.type == ev.RequestsHandled.type_name() and self.claimed_elsewhere:
+        if stored.stream == ev.DAEMON_STREAM and stored.type == ev.RequestsHandled.type_name():
             # the daemon that claimed them has handled them
             by, upto = stored.data.get("daemon"), stored.data.get("upto_position", 0)
+            if by is not None:
+                self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
             for position, (owner, _) in list(self.claimed_elsewhere.items()):
                 if owner == by and position <= upto:
                     del self.claimed_elsewhere[position]

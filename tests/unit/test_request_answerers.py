@@ -128,3 +128,27 @@ def test_a_request_its_claimer_handled_is_not_answered_again_when_the_claimer_st
             assert await b.answer_orphaned_requests() == []
 
     anyio.run(main)
+
+
+def test_a_restarted_daemon_reading_requests_again_does_not_answer_those_a_gone_daemon_answered(tmp_path: Path) -> None:
+    """`b` stops; `a` claims and answers a resume request, records its progress past it, and is
+    gone for good. `b` restarted reads the request again (from its own progress): it must not
+    take `a`'s claim for an unanswered one and resume the run a second time."""
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        for name in ("a", "b"):
+            await append_unordered(store, ev.DAEMON_STREAM, ev.DaemonStarted(pid=1, home=name, version="test", name=name))
+        async with daemon(tmp_path, "b", store, clock) as b:
+            await send(store, CancelRun(run_id="nothing"))
+            await handle_requests(b)  # b has progress of its own, then stops
+        async with daemon(tmp_path, "a", store, clock) as a:
+            position = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            await handle_requests(a)
+            assert await types(store, "r9") == ["RunQueued", "RunFailed"]
+        async with daemon(tmp_path, "b", store, clock) as restarted:
+            await handle_requests(restarted)
+            assert position not in restarted.claimed_elsewhere
+            assert await restarted.answer_orphaned_requests() == []
+
+    anyio.run(main)
