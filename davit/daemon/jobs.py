@@ -167,6 +167,11 @@ class JobRegistry:
             self._applied(state, [stored])
         else:
             self._applied(state, await self.log.read_stream(stored.stream, state.version + 1))
+        if state.retired and self.daemon_name is not None and state.daemon == self.daemon_name and state.file:
+            # one of this daemon's jobs retired by another process (`davit daemons forget` while
+            # this daemon was paused): its file, unchanged, is read again at the next pass and
+            # defines it again (its stamp alone kept it retired until the file changed)
+            self.stamps.pop(state.file, None)
 
     def _applied(self, state: JobState, stored: Iterable[ev.StoredEvent]) -> None:
         for item in stored:

@@ -76,6 +76,8 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
+# A request's claimer whose heartbeat is this old is gone: another daemon answers the request.
+ORPHAN_CLAIM_SECONDS = 3 * ROSTER_SECONDS
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
@@ -124,6 +126,13 @@ class Supervisor:
         self.wakeup = anyio.Event()
         self.requests_after = 0
         self._unlearnt_at: int | None = None  # the request whose answerer could not be learnt (logged once)
+        # runs whose cancel this daemon left to their lease owner: honoured here if this daemon
+        # takes the run over (the owner died before it read the cancel)
+        self.cancels_left: set[str] = set()
+        # requests another daemon claimed and has not yet recorded as handled (its own
+        # `RequestsHandled` past them): answered here if that daemon stops beating first
+        self.claimed_elsewhere: dict[int, tuple[str, ev.StoredEvent]] = {}
+        self.handled_by: dict[str, int] = {}  # daemon name -> the request position it handled up to
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -262,11 +271,30 @@ class Supervisor:
                 # leave that run alone rather than refuse to start every other one.
                 log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
         starts = []
+        # Several daemons: each restarts from its own progress, not the furthest any reached
+        # (another passed the requests this one had claimed and died before answering: they are
+        # read again and answered now, their claims being in this daemon's name). Without
+        # progress of its own: from where the others were at this name's first start (it claimed
+        # nothing before), and never before progress recorded before daemons were named.
+        own: int | None = None
+        before_own_start = 0
+        started = False
         async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
             if stored.type == ev.RequestsHandled.type_name():
-                self.requests_after = max(self.requests_after, stored.data["upto_position"])
+                upto = stored.data["upto_position"]
+                self.requests_after = max(self.requests_after, upto)
+                by = stored.data.get("daemon")
+                if by is not None:
+                    self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
+                if self.name is not None and by == self.name:
+                    own = max(own or 0, upto)
+                elif by is None or not started:
+                    before_own_start = max(before_own_start, upto)
             elif stored.type == ev.DaemonStarted.type_name():
                 starts.append(stored.position)
+                started = started or (self.name is not None and stored.data.get("name") == self.name)
+        if self.book is not None and started:
+            self.requests_after = max(own or 0, before_own_start)
         self.previous_start = starts[-2] if len(starts) > 1 else 0
 
     def _run_ended(self, run_id: str) -> bool:
@@ -630,7 +658,8 @@ class Supervisor:
                 handled = stored.position
             if handled is not None:
                 self.requests_after = handled
-                await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
+                handled_event = ev.RequestsHandled(upto_position=self.requests_after, daemon=self.name)
+                await append_unordered(self.store, ev.DAEMON_STREAM, handled_event)
             else:
                 await anyio.sleep(poll)
 
@@ -650,6 +679,10 @@ class Supervisor:
                         type(exc).__name__,
                     )
                 return False
+        await self._answer_here(stored)
+        return True
+
+    async def _answer_here(self, stored: ev.StoredEvent) -> None:
         try:
             await self._handle_request(stored)
         except ConcurrencyError as exc:
@@ -661,7 +694,6 @@ class Supervisor:
             # recorded, so a CLI waiting on it stops waiting (a log line alone left it
             # waiting until its timeout)
             await record_failure(self.store, stored, exc)
-        return True
 
     async def _answers(self, stored: ev.StoredEvent) -> bool:
         """With several daemons every one reads every request, but one answers it (the CLI
@@ -681,6 +713,7 @@ class Supervisor:
             known = command.run_id in self.runs or await self.store.stream_version(ev.run_stream(command.run_id)) > 0
             # who holds it now, from the log (the follower may not have applied its latest claim yet)
             if known and self.book.held_elsewhere(await self._refold(command.run_id)):
+                self.cancels_left.add(command.run_id)
                 return False
         name = self.book.policy.name
         stream = ev.request_claim_stream(stored.position)
@@ -690,7 +723,41 @@ class Supervisor:
             return True
         except ConcurrencyError:
             first = await self.store.read_stream(stream)
-            return bool(first) and first[0].data.get("owner") == name
+            owner = str(first[0].data.get("owner")) if first else ""
+            if owner != name and self.handled_by.get(owner, 0) < stored.position:  # (not answered yet)
+                self.claimed_elsewhere[stored.position] = (owner, stored)
+            return owner == name
+
+    async def answer_orphaned_requests(self) -> list[int]:
+        """Answer the requests claimed by a daemon that no longer beats (it died after its
+        claim and before handling them, and has not come back): of the daemons doing this at
+        once, the one whose claim lands next on the claim stream answers (handling is idempotent
+        by run id). The positions answered here."""
+        if not self.claimed_elsewhere or self.book is None or not isinstance(self.store, DaemonRoster):
+            return []
+        alive = {seen.beat.name for seen in await self.store.daemons() if seen.age_seconds < ORPHAN_CLAIM_SECONDS}
+        answered = []
+        for position, (owner, stored) in sorted(self.claimed_elsewhere.items()):
+            if owner in alive:
+                continue
+            stream = ev.request_claim_stream(position)
+            claims = await self.store.read_stream(stream)
+            last = str(claims[-1].data.get("owner")) if claims else ""
+            if last != owner:  # another daemon took it first
+                self.claimed_elsewhere[position] = (last, stored)
+                if last == self.book.policy.name:
+                    self.claimed_elsewhere.pop(position)  # (this daemon's: answered when it took it)
+                continue
+            claim = ev.RequestClaimed(position=position, owner=self.book.policy.name)
+            try:
+                await self.store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
+            except ConcurrencyError:
+                continue  # seen at the next pass
+            self.claimed_elsewhere.pop(position)
+            log.warning("request at log position %d: daemon %s claimed it and no longer beats; answered here", position, owner)
+            await self._answer_here(stored)
+            answered.append(position)
+        return answered
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
@@ -899,6 +966,15 @@ class Supervisor:
                 await anyio.sleep(WATCH_RETRY_SECONDS)
 
     async def _followed(self, stored: ev.StoredEvent) -> None:
+        if stored.stream == ev.DAEMON_STREAM and stored.type == ev.RequestsHandled.type_name():
+            # the daemon that claimed them has handled them
+            by, upto = stored.data.get("daemon"), stored.data.get("upto_position", 0)
+            if by is not None:
+                self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
+            for position, (owner, _) in list(self.claimed_elsewhere.items()):
+                if owner == by and position <= upto:
+                    del self.claimed_elsewhere[position]
+            return
         if stored.stream.startswith("job-"):
             await self.registry.follow(stored)
             return
@@ -951,6 +1027,10 @@ class Supervisor:
             if self.stopping:
                 return
             await self.take_over_lapsed()
+            try:
+                await self.answer_orphaned_requests()
+            except Exception as exc:  # (the log failing: tried again at the next pass)
+                log.warning("requests claimed by daemons that no longer beat could not be answered: %s", exc)
 
     async def take_over_lapsed(self) -> list[str]:
         """One pass of `_takeover_loop`; the runs it recorded interrupted or requeued."""
@@ -980,6 +1060,11 @@ class Supervisor:
                 await self._refold(run_id)  # another daemon was first
                 continue
             done.append(run_id)
+            if run_id in self.cancels_left:
+                # its owner died before it read the operator's cancel: honoured here, not resumed
+                self.cancels_left.discard(run_id)
+                log.warning("run %s (%s): cancelled as requested while daemon %s held it", run_id, view.job, view.owner)
+                await self._cancel(run_id)
             self.wakeup.set()
         return done
 

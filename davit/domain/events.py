@@ -122,6 +122,9 @@ class JobFileRejected(Event):
 
 class RequestsHandled(Event):
     upto_position: int
+    # the daemon whose progress it is (several daemons on one log: each restarts from its own,
+    # not from another's that passed a request this one had claimed). None: the one daemon.
+    daemon: str | None = None
 
 
 # --- jobs -----------------------------------------------------------------------------------
