@@ -5,8 +5,9 @@ its values masked: `model_mask.py`) -> `preflight`
 (over SSH: docker, compose, zstd, helper image, free space, names free) -> `stop_source` (the
 running containers are recorded, then stopped) -> `export` (each volume and bind path as a
 deterministic tar cut into content-addressed chunks) -> `transfer` (only the chunks the
-target's store lacks) -> `import` (volumes through a helper container, bind paths by the
-host's tar); these three overlap, item by item, as one bounded pipeline -> `write_project` (compose files, `.env`, env files,
+target's store lacks) -> `import` (volumes through a helper container, bind paths through
+one with their directory mounted); these three overlap, item by item, as one bounded pipeline
+-> `write_project` (compose files, `.env`, env files,
 extended and included files, configs and secrets from files; paths under the project
 translated to `base_path` in compose and env files) -> `start_target` (`docker compose -p NAME up -d
 --pull never`) -> `verify` (every service running, healthchecks healthy) -> `finalize`.

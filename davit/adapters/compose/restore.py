@@ -4,8 +4,8 @@ The snapshot takes the place of the migration's source: `ComposeMigrateWork`'s s
 the snapshot as their item source (`snapshotstream.py` makes each volume's and bind's tar
 stream, and each image's export, from the snapshot's verified chunks), so everything on the
 target is the migration's: the content-addressed chunk store (a resumed restore sends only the
-chunks the store lacks), volumes unpacked in a helper container, bind paths by the host's GNU
-tar confined to their directory (`confined.py`), the project's files written with the project
+chunks the store lacks), volumes unpacked in a helper container, bind paths through a
+helper container with their directory (reached by `confined.py`) mounted, the project's files written with the project
 directory and `path_map` translated, images loaded and their IDs checked, `docker compose -p
 NAME up -d --pull never`, verify; a failure once pre-flight passed is undone by `rollback`.
 

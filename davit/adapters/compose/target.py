@@ -11,7 +11,8 @@ migration the store stays as a transfer cache (`keep_transfer_cache`, `prune_sto
 chunks only, which a later migration checks against their names before it unpacks them. A
 volume is unpacked by `tar -x` in a helper container (a local image on the target, never
 pulled) with the volume mounted, or by the host's tar straight into its mountpoint where that
-is the engine's very directory (`direct_mountpoints`); a bind path by the host's tar.
+is the engine's very directory (`direct_mountpoints`); a bind path through a helper container
+too, with its directory mounted (`bind_unpacker`): never by the host's tar.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ q = shlex.quote
 # `unpacker_for`): each check prints the tool's name when it fails, with the flags used.
 HOST_TOOLS = {
     "zstd": "command -v zstd >/dev/null",
-    # GNU tar: a bind path is unpacked by the host's tar as root, and GNU tar's defaults are what
-    # keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
+    # GNU tar: a volume's direct unpack (`direct_unpacker`) is by the host's tar as root, and GNU
+    # tar's defaults are what keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
     # to an absolute or climbing target created only at the end so nothing is extracted through
     # it, a symlink found where a directory is unpacked replaced rather than followed)
     "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
@@ -47,8 +48,11 @@ HOST_TOOLS = {
     # it is unpacked (`pipeline.unpack_command`)
     "sha256sum": "echo | sha256sum >/dev/null",
 }
-HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
-BIND_UNPACK = "tar -x --same-owner -p -C"  # GNU tar (checked by pre-flight), whose defaults confine it
+HELPER_TOOLS = ("tar",)  # a volume or bind path is unpacked by `tar -x` in a helper container
+# run in the helper with the bind directory mounted at BIND_MOUNT: the stream's owners are numeric
+# (`pipeline.py` writes them so), root in the helper sets them and the modes and mtimes
+BIND_MOUNT = "/b"
+BIND_UNPACK = f"tar -x --numeric-owner -C {BIND_MOUNT}"
 NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 
 
@@ -90,7 +94,7 @@ def preflight(
         "version": "docker version --format '{{.Server.Version}}'",
         "compose": "docker compose version --short",
         "tools": host_tools_script(),
-        "helper": helper_script(helper_image, probe=items_have_volumes(items)),
+        "helper": helper_script(helper_image, probe=items_have_volumes(items) or items_have_binds(items)),
         "taken": f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}",
         "project_dir": f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"',
         "free": f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1',
@@ -169,6 +173,10 @@ def items_have_volumes(items: list[Item]) -> bool:
     return any(item.kind == "volume" for item in items)
 
 
+def items_have_binds(items: list[Item]) -> bool:
+    return any(item.kind == "bind" for item in items)
+
+
 def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
     """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot find."""
     missing = []
@@ -227,15 +235,36 @@ def _is_chunk_name(name: str) -> bool:
 
 def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) -> str:
     """Make the item's destination ready; the shell command that unpacks its tar stream there:
-    into its volume through a helper container, or into its path by the host's tar."""
+    into its volume or its bind directory through a helper container."""
     if item.kind == "volume":
         host.run(volume_create_command(item, project))
         return volume_unpacker(item, helper_image)
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
-    # reached from `/` one component at a time and unpacked into the directory the shell holds
-    # (`confined.py`): a symlink swapped in after any check is never followed, wherever the
-    # bind is placed (in the project directory too)
-    return confined.unpack_into(dest, f"{BIND_UNPACK} .")
+    return bind_unpacker(dest, helper_image)
+
+
+def bind_unpacker(dest: str, helper_image: str) -> str:
+    """The command unpacking a tar stream into the bind directory `dest` (created as needed)
+    through a helper container with `dest` mounted at `BIND_MOUNT`, never by the host's tar.
+
+    A container or a local user writing in `dest` while tar runs can swap a directory tar made
+    for a symlink to a host path; tar resolves a member's parents again at each open and would
+    follow it. Inside the helper such a symlink resolves in the helper's own throwaway root
+    file system, never on the host. `dest` is reached from `/` without following a symlink,
+    created as needed (`confined.py`); the engine resolves the path again when it mounts it, so
+    a component swapped for a symlink after the walk would mount another directory: the helper
+    compares the device and inode of what it got with those of the directory the walk holds,
+    and refuses (`confined.REFUSED`) before it writes anything where they differ."""
+    mount = f'type=bind,"source={dest.replace(chr(34), chr(34) * 2)}",target={BIND_MOUNT}'
+    refused = f"{dest} changed while davit mounted it (a symlink or a move on the target): refused"
+    inner = (
+        f"m=$(stat -c %d:%i {BIND_MOUNT}) || {{ echo 'no stat in the helper image' >&2; exit {confined.REFUSED}; }}; "
+        f'[ "$m" = "$1" ] || {{ printf \'%s\\n\' "$2" >&2; exit {confined.REFUSED}; }}; '
+        f"exec {BIND_UNPACK}"
+    )
+    held = f"f=$(stat -c %d:%i .) || exit {confined.REFUSED}"
+    run = f'docker run --rm -i --network none --mount {q(mount)} {q(helper_image)} sh -c {q(inner)} sh "$f" {q(refused)}'
+    return confined.unpack_into(dest, f"{held}; {run}")
 
 
 def volume_create_command(item: Item, project: str) -> str:
@@ -330,7 +359,7 @@ def in_use(volume: str) -> str:
 def direct_unpacker(mountpoint: str, volume: str) -> str:
     """The command unpacking a tar stream into a volume's mountpoint (`direct_mountpoints`),
     reached from `/` without following a symlink, by the host's GNU tar (confined by its
-    defaults, as a bind path's unpack); refused (`confined.REFUSED`) where a container mounts
+    defaults); refused (`confined.REFUSED`) where a container mounts
     the volume by then (`direct_mountpoints`: it could swap a directory for a symlink under tar)."""
     refuse = q(f"volume {volume} is mounted by a container: not unpacked by the host's tar: refused")
     return f"if {in_use(q(volume))}; then printf '%s\\n' {refuse} >&2; exit {confined.REFUSED}; fi; " + confined.unpack_into(

@@ -1,11 +1,10 @@
-"""A bind path is unpacked on the target by the host's GNU tar as root (`target.unpacker_for`):
+"""A bind path was unpacked on the target by the host's GNU tar as root (`target.unpacker_for`):
 a container (or a local user) writing in that directory while tar runs moves aside a directory
 tar just made and puts a symlink to a host path in its place; GNU tar resolves a member's parent
 directories again at each open, follows it, and writes outside the bind (guarantee 13).
 
-KNOWN DEFECT, not fixed (the fix is a design change: unpack binds through a helper container
-with the directory mounted, whose file system confines such a symlink, or refuse while any
-container mounts the directory): strict xfail, so it fails once fixed and must then be unmarked."""
+Fixed by unpacking bind data through a helper container with the directory mounted
+(`target.bind_unpacker`): the swapped symlink resolves in the helper's own file system."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from tests.peers.state import SshPeer
 pytestmark = [pytest.mark.ssh]
 
 
-@pytest.mark.xfail(strict=True, reason="host tar follows a symlink swapped in under it (atk-mig finding)")
 def test_a_symlink_a_container_swaps_into_a_bind_directory_during_the_unpack_is_not_followed(
     ssh_peer: SshPeer, tmp_path: Path
 ) -> None:
