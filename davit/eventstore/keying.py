@@ -1,4 +1,4 @@
-"""What the SQL stores (SQLite, PostgreSQL) share of the keyed chain (`davit/eventstore/chain.py`):
+"""What the stores (SQLite, PostgreSQL, memory) share of the keyed chain (`davit/eventstore/chain.py`):
 the row an event becomes, the key a batch is linked with, the marker that seals a log under
 its key, the checks of a writer that may not seal, and the walk `verify_chain` makes.
 

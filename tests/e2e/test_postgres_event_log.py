@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from davit.eventstore.logkey import read_log_key
+from davit.eventstore.schema import GENESIS_HASH
 from tests.e2e.conftest import BIN, Davit, write_job
 from tests.peers.state import PostgresPeer
 
@@ -124,3 +126,20 @@ def test_a_second_davitd_on_a_keyed_postgresql_log_starts_only_with_the_one_key(
     ) as conn:
         markers = conn.execute("SELECT count(*) FROM events WHERE type = 'LogKeyed'").fetchone()
     assert markers is not None and markers[0] == 1
+
+
+def test_make_log_key_on_a_postgresql_log_makes_the_key_seals_the_log_and_marks_the_key(
+    davit: Davit, postgres_peer: PostgresPeer, log_database: str
+) -> None:
+    """`davitd --make-log-key` (systemd's ExecStartPre=+) on PostgreSQL as on SQLite: it used to
+    say "no log key" and leave the log plain."""
+    url = f"postgresql://{postgres_peer.user}:{postgres_peer.password}@{postgres_peer.host}:{postgres_peer.port}/{log_database}"
+    _on_postgres(davit, url)
+    made = subprocess.run(
+        [str(BIN / "davitd"), "--home", str(davit.home), "--make-log-key"], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0 and f"log key {davit.home / 'log.key'}" in made.stdout, made.stdout + made.stderr
+    key = read_log_key(davit.home / "log.key")
+    assert key is not None and key.seal_done and key.sealed == (0, GENESIS_HASH)
+    verify = davit.cli("log", "verify")
+    assert f"log ok: 1 events, hash chain intact, keyed from position 1 with {davit.home / 'log.key'}" in verify.stdout
