@@ -4,7 +4,8 @@ procedure run by whoever can write the key file.
 The key lives outside the state directory (`Settings.log_key_path`). Its writer (davitd with
 `--home`, which can write `<home>/log.key`; `davitd --make-log-key` under systemd, as root
 before the sandbox) makes it when it is missing and the log is not keyed yet, recording the
-head it will seal; seals the log (opening it migrates and seals: `SqliteEventStore.open`);
+head it will seal; seals the log (opening it migrates and seals: `SqliteEventStore.open`,
+`PostgresEventStore.open` alike);
 then marks the key file `sealed = true`. A key marked sealed is never used to seal again, so
 a log rolled back to the moment before its sealing is refused instead of sealed a second
 time (see `davit/eventstore/logkey.py`). A crash between making and marking is finished by the
