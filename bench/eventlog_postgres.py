@@ -218,7 +218,7 @@ def tail_reader(p: dict[str, Any], dbname: str, ready: Any, stop: Any, results: 
 
 def with_tail_reader(p: dict[str, Any], dbname: str, seconds: float) -> tuple[int, int, dict[str, Any]]:
     fresh_tables(p, dbname)
-    asyncio.run(_create(p, dbname))  # the log exists before anyone tails it, as davitd makes it
+    sealed = asyncio.run(_create(p, dbname))  # the log exists before anyone tails it, as davitd makes it
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
     reader = ctx.Process(target=tail_reader, args=(p, dbname, ready, stop, results))
@@ -229,14 +229,15 @@ def with_tail_reader(p: dict[str, Any], dbname: str, seconds: float) -> tuple[in
     stop.set()
     report = results.get(timeout=120)
     reader.join(30)
-    return written, errors, report
+    return written + sealed, errors, report
 
 
-async def _create(p: dict[str, Any], dbname: str) -> None:
+async def _create(p: dict[str, Any], dbname: str) -> int:
+    """Make the log, keyed: its events then (the key's marker), which the reader sees too."""
     from davit.eventstore.postgres import PostgresEventStore
 
-    async with PostgresEventStore(url(p, dbname), key=bench_key()):
-        pass
+    async with PostgresEventStore(url(p, dbname), key=bench_key()) as store:
+        return await store.head_position()
 
 
 async def _verify(p: dict[str, Any], dbname: str) -> Any:
