@@ -46,7 +46,7 @@ from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import LOCAL_KINDS, JobRegistry, JobState
 from davit.daemon.kinds import preload
-from davit.daemon.leases import LEASE_LOST, ROSTER_SECONDS, LeaseBook, LeasePolicy
+from davit.daemon.leases import LEASE_LOST, ROSTER_LIVE_SECONDS, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logsetup import apply_level as apply_log_level
 from davit.daemon.notifications.service import NotificationService
@@ -76,8 +76,6 @@ RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
-# A request's claimer whose heartbeat is this old is gone: another daemon answers the request.
-ORPHAN_CLAIM_SECONDS = 3 * ROSTER_SECONDS
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
 RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
@@ -736,7 +734,7 @@ class Supervisor:
         by run id). The positions answered here."""
         if not self.claimed_elsewhere or self.book is None or not isinstance(self.store, DaemonRoster):
             return []
-        alive = {seen.beat.name for seen in await self.store.daemons() if seen.age_seconds < ORPHAN_CLAIM_SECONDS}
+        alive = {seen.beat.name for seen in await self.store.daemons() if seen.age_seconds < ROSTER_LIVE_SECONDS}
         answered = []
         for position, (owner, stored) in sorted(self.claimed_elsewhere.items()):
             if owner in alive:

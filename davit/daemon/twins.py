@@ -5,7 +5,7 @@ interrupts and resumes their runs: that is right after a crash and wrong when an
 daemon bears the name (two clones of a host, a copied config), whose runs it would interrupt.
 So before it records `DaemonStarted` or recovers anything, a daemon reads the log's heartbeat
 rows and refuses to start while a live daemon of its name beats there (within
-`TWIN_FRESH_SECONDS`, three of its beats), naming the other's host and pid. Its previous life
+`ROSTER_LIVE_SECONDS`, three of its beats), naming the other's host and pid. Its previous life
 (same host, a process that is gone) does not count.
 """
 
@@ -14,12 +14,10 @@ from __future__ import annotations
 import os
 import socket
 
-from davit.daemon.leases import ROSTER_SECONDS
+from davit.daemon.leases import ROSTER_LIVE_SECONDS
 from davit.domain.daemons import live_twin
 from davit.domain.errors import DaemonNameInUse
 from davit.domain.ports import DaemonRoster
-
-TWIN_FRESH_SECONDS = 3 * ROSTER_SECONDS
 
 
 def pid_alive(pid: int) -> bool:
@@ -34,6 +32,6 @@ def pid_alive(pid: int) -> bool:
 
 async def refuse_live_twin(roster: DaemonRoster, name: str, config_file: str) -> None:
     """Raise `DaemonNameInUse` if another live daemon beats on the log under `name`."""
-    twin = live_twin(await roster.daemons(), name, socket.gethostname(), os.getpid(), pid_alive, TWIN_FRESH_SECONDS)
+    twin = live_twin(await roster.daemons(), name, socket.gethostname(), os.getpid(), pid_alive, ROSTER_LIVE_SECONDS)
     if twin is not None:
-        raise DaemonNameInUse(config_file, name, twin.beat.host, twin.beat.pid, twin.age_seconds, TWIN_FRESH_SECONDS)
+        raise DaemonNameInUse(config_file, name, twin.beat.host, twin.beat.pid, twin.age_seconds, ROSTER_LIVE_SECONDS)

@@ -10,7 +10,8 @@ import socket
 import anyio
 import pytest
 
-from davit.daemon.twins import TWIN_FRESH_SECONDS, pid_alive, refuse_live_twin
+from davit.daemon.leases import ROSTER_LIVE_SECONDS
+from davit.daemon.twins import pid_alive, refuse_live_twin
 from davit.domain.daemons import DaemonBeat, DaemonSeen, live_twin
 from davit.domain.errors import DaemonNameInUse
 from davit.eventstore.memory import MemoryEventStore
@@ -46,7 +47,7 @@ def test_the_start_of_a_second_daemon_of_a_name_is_refused_naming_the_first(tmp_
             await refuse_live_twin(store, "a", "/etc/davit/davit.toml")
         text = str(raised.value)
         assert "/etc/davit/davit.toml" in text and "[daemon] name 'a'" in text
-        assert "host-one" in text and "4242" in text and f"{TWIN_FRESH_SECONDS:.0f} s" in text
+        assert "host-one" in text and "4242" in text and f"{ROSTER_LIVE_SECONDS:.0f} s" in text
         await refuse_live_twin(store, "b", "/etc/davit/davit.toml")  # another name starts
         # its own previous life on this host (the pid gone) does not hold it back
         await store.beat(DaemonBeat("c", "1", os.getpid(), socket.gethostname(), "2026-01-01T00:00:00+00:00"))

@@ -14,7 +14,7 @@ from davit.daemon.cli.common import emit_json, load_runs, state, table, with_sto
 from davit.daemon.config import Settings
 from davit.daemon.eventlogs import AnyEventStore
 from davit.daemon.heartbeat import HEARTBEAT_SECONDS, daemon_facts
-from davit.daemon.leases import ROSTER_SECONDS
+from davit.daemon.leases import ROSTER_LIVE_SECONDS
 from davit.domain.machine import TERMINAL
 from davit.domain.ports import DaemonRoster
 
@@ -51,7 +51,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
                     "started_at": beat.started_at,
                     "last_beat": seen.beat_at,
                     "age_seconds": round(seen.age_seconds, 1),
-                    "alive": seen.age_seconds <= STALE_BEATS * ROSTER_SECONDS,
+                    "alive": seen.age_seconds <= ROSTER_LIVE_SECONDS,
                     "runs_held": sorted(held.get(beat.name, [])),
                     "runs_executing": beat.runs,
                     "log_problem": beat.log_problem,

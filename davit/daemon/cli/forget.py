@@ -18,14 +18,11 @@ import click
 from davit.daemon.cli.common import state, with_store
 from davit.daemon.eventlogs import AnyEventStore
 from davit.daemon.jobs import JobRegistry
-from davit.daemon.leases import ROSTER_SECONDS
+from davit.daemon.leases import ROSTER_LIVE_SECONDS
 from davit.daemon.recorder import new_event_id
 from davit.domain import events as ev
 from davit.domain.errors import InvalidArgument
 from davit.domain.ports import DaemonRoster
-
-# A daemon whose last beat is younger than this may still be alive: it is not forgotten.
-ALIVE_SECONDS = 3 * ROSTER_SECONDS
 
 
 @click.command("forget")
@@ -41,11 +38,11 @@ def command(ctx: click.Context, old: str) -> None:
         if not isinstance(store, DaemonRoster):
             raise InvalidArgument("OLD", "this event log (SQLite) is one daemon's: there is no other daemon to forget")
         for seen in await store.daemons():
-            if seen.beat.name == old and seen.age_seconds < ALIVE_SECONDS:
+            if seen.beat.name == old and seen.age_seconds < ROSTER_LIVE_SECONDS:
                 raise InvalidArgument(
                     "OLD",
                     f"daemon {old!r} on host {seen.beat.host!r} (pid {seen.beat.pid}) beat {seen.age_seconds:.0f} s ago: "
-                    f"stop it first, then forget it once its last beat is {ALIVE_SECONDS:.0f} s old",
+                    f"stop it first, then forget it once its last beat is {ROSTER_LIVE_SECONDS:.0f} s old",
                 )
         registry = JobRegistry(store)
         await registry.load()
