@@ -81,6 +81,7 @@ RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
 RESTART_ONLY |= {"daemon.event_store_url_file"}  # the log is opened once, at start (davit/daemon/eventlogs.py)
+RESTART_ONLY |= {"daemon.log_key_file"}  # the log is opened with its key once, at start
 
 
 class Supervisor:
