@@ -47,6 +47,9 @@ HOST_TOOLS = {
     # a chunk kept in the store from an earlier migration is checked against its name before
     # it is unpacked (`pipeline.unpack_command`)
     "sha256sum": "echo | sha256sum >/dev/null",
+    # a store writer holds a lock on its directory; the listing drops only unlocked ones
+    # (`pipeline.WRITER_DIR`, `DROP_ABANDONED`)
+    "flock (on a directory)": "flock -n / true",
 }
 HELPER_TOOLS = ("tar",)  # a volume or bind path is unpacked by `tar -x` in a helper container
 # run in the helper with the bind directory mounted at BIND_MOUNT: the stream's owners are numeric
@@ -189,14 +192,29 @@ def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
     return missing
 
 
+# Run in the store: removes what abandoned writers left under incoming/, never what a live
+# writer holds. A writer holds a `flock` on its own directory while it lives
+# (`pipeline.WRITER_DIR`); a directory is removed only under that lock, taken without waiting,
+# so a live writer's (a killed attempt's writer still draining its stream, another item's or
+# another daemon's run on the same store) is left alone. Anything else there (no writer's
+# directory: an older davit's file, a symlink) is removed as the entry itself, never followed.
+DROP_ABANDONED = (
+    "if [ -L incoming ] || { [ -e incoming ] && [ ! -d incoming ]; }; then rm -f incoming; fi; "
+    "for d in incoming/* incoming/.[!.]* incoming/..?*; do "
+    '[ -e "$d" ] || [ -L "$d" ] || continue; '
+    'if [ -d "$d" ] && [ ! -L "$d" ]; then flock -n "$d" rm -rf -- "$d" || true; else rm -f -- "$d"; fi; done;'
+)
+
+
 def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     """The chunks already in the target's store (complete by construction), with their sizes."""
     # a chunk the store writer was writing when its sender went away may be cut short: drop it
     out = host.run(
         f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
         'if [ -s writing ]; then read -r w < writing; rm -f "chunks/$w.zst"; fi; : > writing; '
-        # chunks written but not yet filed (`pipeline.store_command`): never complete by construction
-        "rm -rf incoming; "
+        # chunks written but not yet filed (`pipeline.store_command`): never complete by
+        # construction; only an abandoned writer's go, a live one's stay (`DROP_ABANDONED`)
+        f"{DROP_ABANDONED} "
         # one `stat` for many chunks (xargs batches them), not one process per chunk
         "cd chunks && printf '%s\\0' *.zst | xargs -0 stat -c '%n %s' -- 2>/dev/null; true"
     ).stdout
@@ -220,7 +238,8 @@ def prune_store(host: RemoteHost, layout: TargetLayout, keep: set[str]) -> int:
     names = "".join(f"{name}\n" for name in sorted(keep) if _is_chunk_name(name))
     out = host.run(
         f"cd {q(layout.store)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        "rm -rf tars unpacked images writing incoming && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
+        "rm -rf tars unpacked images writing || { echo 0; exit 0; }; "
+        f"{DROP_ABANDONED} [ ! -L chunks ] && cd chunks || {{ echo 0; exit 0; }}; "
         "l=$(mktemp) || exit 1; { cat; echo END; ls -A | grep -xE '[0-9a-f]{64}[.]zst'; } "
         '| awk \'e { if (!($0 in k)) print; next } $0 == "END" { e = 1; next } { k[$0 ".zst"] = 1 }\' > "$l" '
         '&& n=$(wc -l < "$l") && xargs rm -f -- < "$l"; r=$?; rm -f "$l"; [ $r -eq 0 ] && echo "$n"',
