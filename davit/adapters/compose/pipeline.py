@@ -82,15 +82,11 @@ def tar_command(item: Item) -> list[str]:
 
 
 # The writer's directory, held by a `flock` on it for as long as the writer (or a child of it
-# still writing there) lives: the store's listing (`target.drop_abandoned`) removes only a
-# directory whose lock it can take, so never a live writer's. The lister removes a directory
-# while it holds its lock, so a writer that got the lock and still finds its directory keeps it
-# to the end; one that lost it to the lister (between `mktemp` and `flock`) makes another.
-# `command exec`: a failed redirection must not end the shell (POSIX special built-in).
-WRITER_DIR = (
-    "i=0; while :; do i=$((i+1)); [ $i -le 5 ] && w=$(mktemp -d incoming/w.XXXXXX) || exit 1; "
-    'if command exec 9<"$w" && flock -n 9 && [ -d "$w" ]; then break; fi; exec 9<&-; done 2>/dev/null;'
-)
+# still writing there) lives: the store's listing (`target.DROP_ABANDONED`) removes only a
+# directory whose lock it can take, so never a live writer's. Made and locked while holding
+# an exclusive lock on `chunks/`, which the listing holds while it removes: so it never sees
+# a writer's directory between `mktemp` and `flock`.
+WRITER_DIR = 'exec 7<chunks && flock -x 7 && w=$(mktemp -d incoming/w.XXXXXX) && exec 9<"$w" && flock -n 9 || exit 1; exec 7<&-;'
 
 
 def store_command(store: str) -> str:
@@ -112,7 +108,9 @@ def store_command(store: str) -> str:
     return (
         # a directory of its own under incoming/: a second writer (another run on the same
         # store) sending the same chunk would otherwise truncate the file this one files
-        f"cd {q(store)} && mkdir -p chunks incoming || exit 1; {WRITER_DIR} b=; k=0; "
+        # a shared lock on the store while the writer lives: `incoming/` itself is removed only
+        # under an exclusive one (`target.prune_store`), never between this `mkdir` and `mktemp`
+        f"cd {q(store)} && exec 8<. && flock -s 8 && mkdir -p chunks incoming || exit 1; {WRITER_DIR} b=; k=0; "
         "flush() { [ $k -eq 0 ] && return 0; "
         '(cd "$w" && sync -- $b && mv -f -- $b ../../chunks/) && sync -- chunks || return 1; '
         'for f in $b; do echo "${f%.zst}"; done; b=; k=0; }; '

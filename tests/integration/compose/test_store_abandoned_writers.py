@@ -108,6 +108,6 @@ def test_a_writer_whose_directory_a_listing_took_makes_another_and_files_its_chu
 
 
 def _drop_in(store: Path) -> str:
-    from davit.adapters.compose.target import DROP_ABANDONED
+    from davit.adapters.compose.target import DROP_ABANDONED, DROP_EMPTY_INCOMING
 
-    return f"cd {store} && {DROP_ABANDONED}"
+    return f"cd {store} && {DROP_ABANDONED} {DROP_EMPTY_INCOMING}"
