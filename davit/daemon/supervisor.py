@@ -54,7 +54,7 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
-from davit.daemon.twins import refuse_live_twin
+from davit.daemon.twins import claim_name
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
@@ -148,7 +148,9 @@ class Supervisor:
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
-            await refuse_live_twin(self.store, self.name, str(self.settings.config_file))
+            # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
+            first_beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at)
+            await claim_name(self.store, first_beat, str(self.settings.config_file))
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,

@@ -1,0 +1,52 @@
+"""Several davitd on one PostgreSQL log, what issue 22's last stop left: two daemons of one
+name started at the same moment (exactly one runs); `davit daemons forget OLD` (OLD no longer
+listed); a cancel of a run whose owner died, honoured by whoever takes the run over."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+
+import pytest
+
+from davit.domain import events as ev
+from tests.e2e.conftest import BIN, Davit
+from tests.e2e.test_postgres_event_log import log_database  # noqa: F401 (a fixture)
+from tests.e2e.test_several_daemons_gaps import _log, pair  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.e2e
+
+ATTEMPTS = 3
+
+
+def _start(d: Davit) -> subprocess.Popen[bytes]:
+    log = d.home / f"davitd-{len(d.logs)}.log"
+    d.logs.append(log)
+    with open(log, "wb") as output:
+        d.proc = subprocess.Popen([str(BIN / "davitd"), "--home", str(d.home)], stdout=output, stderr=subprocess.STDOUT)
+    return d.proc
+
+
+@pytest.mark.parametrize("pair", [("e-gaps22c-same", "e-gaps22c-same")], indirect=True)
+def test_two_daemons_of_one_name_started_at_once_one_runs(pair: tuple[str, list[Davit]]) -> None:  # noqa: F811
+    url, (first, second) = pair
+    for attempt in range(ATTEMPTS):
+        procs = [_start(first), _start(second)]  # (one right after the other: both start up at once)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        time.sleep(3)  # the other one, had it started too, would still run now
+        exited = [d for d, p in zip((first, second), procs, strict=True) if p.poll() is not None]
+        running = [d for d, p in zip((first, second), procs, strict=True) if p.poll() is None]
+        assert len(exited) == 1 and len(running) == 1, (attempt, [d.logs[-1].read_text()[-1500:] for d in (first, second)])
+        said = exited[0].logs[-1].read_text()
+        assert exited[0].proc is not None and exited[0].proc.returncode != 0
+        assert "[daemon] name 'e-gaps22c-same' is in use" in said and socket.gethostname() in said, said
+        assert str(running[0].proc.pid if running[0].proc else "") in said, said  # it names the twin's pid
+        running[0].wait_for(lambda d=running[0]: "ready" in d.logs[-1].read_text(), 30, "the one to be ready")
+        assert running[0].stop() == 0
+    events = asyncio.run(_log(url, unknown=False))
+    assert [e.type for e in events].count("DaemonStarted") == ATTEMPTS
+    assert [e.type for e in events if e.stream == ev.name_stream("e-gaps22c-same")].count("NameClaimed") == ATTEMPTS
