@@ -50,3 +50,29 @@ def test_two_daemons_of_one_name_started_at_once_one_runs(pair: tuple[str, list[
     events = asyncio.run(_log(url, unknown=False))
     assert [e.type for e in events].count("DaemonStarted") == ATTEMPTS
     assert [e.type for e in events if e.stream == ev.name_stream("e-gaps22c-same")].count("NameClaimed") == ATTEMPTS
+
+
+@pytest.mark.parametrize("pair", [("e-gaps22c-old", "e-gaps22c-new")], indirect=True)
+def test_a_forgotten_daemon_is_no_longer_listed(pair: tuple[str, list[Davit]]) -> None:  # noqa: F811
+    _url, (old, new) = pair
+    old.start()
+    assert old.stop() == 0
+    new.start()
+
+    def listed() -> list[str]:
+        return [row["name"] for row in new.json_lines("daemons")]
+
+    assert listed() == ["e-gaps22c-new", "e-gaps22c-old"]
+    deadline = time.monotonic() + 40
+    while True:  # refused until old's last beat is ROSTER_LIVE_SECONDS old
+        forgot = new.cli("daemons", "forget", "e-gaps22c-old", check=False)
+        if forgot.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert forgot.returncode == 0, forgot.stderr
+    assert listed() == ["e-gaps22c-new"]
+    assert "e-gaps22c-old" not in new.cli("daemons").stdout
+    assert new.cli("daemons", "forget", "e-gaps22c-old").returncode == 0  # again: nothing more to do
+    old.start()  # the name claimed again: listed again
+    new.wait_for(lambda: listed() == ["e-gaps22c-new", "e-gaps22c-old"], 20, "old listed again")
+    assert old.stop() == 0 and new.stop() == 0
