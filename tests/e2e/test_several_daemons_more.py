@@ -5,16 +5,20 @@ listed); a cancel of a run whose owner died, honoured by whoever takes the run o
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from davit.domain import events as ev
-from tests.e2e.conftest import BIN, Davit
+from tests.e2e.conftest import BIN, Davit, write_job
 from tests.e2e.test_postgres_event_log import log_database  # noqa: F401 (a fixture)
+from tests.e2e.test_several_daemons import ADHOC, LEASE, NAMES, Log, big_tree, daemons, start_copy  # noqa: F401 (fixtures)
 from tests.e2e.test_several_daemons_gaps import _log, pair  # noqa: F401 (a fixture)
+from tests.peers.state import PostgresPeer
 
 pytestmark = pytest.mark.e2e
 
@@ -76,3 +80,42 @@ def test_a_forgotten_daemon_is_no_longer_listed(pair: tuple[str, list[Davit]]) -
     old.start()  # the name claimed again: listed again
     new.wait_for(lambda: listed() == ["e-gaps22c-new", "e-gaps22c-old"], 20, "old listed again")
     assert old.stop() == 0 and new.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_cancel_of_a_run_whose_owner_was_killed_is_honoured_by_the_daemon_taking_it_over(
+    daemons: list[Davit],  # noqa: F811
+    postgres_peer: PostgresPeer,
+    log_database: str,  # noqa: F811
+    big_tree: Path,  # noqa: F811
+) -> None:
+    log = Log(postgres_peer, log_database)
+    a, b, _c = daemons
+    by_name = dict(zip(NAMES, daemons, strict=True))
+    for d in daemons:
+        d.start()
+    write_job(a, "big.toml", f'name = "big"\nkind = "files.backup"\n[source]\npath = "{big_tree}"\n')
+    assert a.wait_run_state("big", {"succeeded", "failed"}, timeout=300)["state"] == "succeeded"
+    run_id, owner = start_copy(b, log, "offsite")
+    victim = by_name[owner]
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGSTOP)  # it never reads the cancel: stopped, then killed
+    asker = next(d for d in daemons if d is not victim)
+    sent = asker.cli("cancel", run_id, check=False)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    victim.kill9()
+    asker.wait_run_state(ADHOC, {"succeeded", "failed", "cancelled", "rolled_back"}, timeout=LEASE + 60)
+    [request] = [e for e in log.events(f"stream = '{ev.REQUESTS_STREAM}'") if e[2] == "CancelRun"]
+    events = log.run(run_id)
+    types = [e[2] for e in events]
+    ends = [t for t in types if t in ("RunSucceeded", "RunFailed", "RunCancelled", "RunRolledBack")]
+    assert ends == ["RunCancelled"], types
+    assert types.count("RunCancelling") == 1 and "RunVerifying" not in types, types
+    interrupted = next(e for e in events if e[2] == "RunInterrupted")
+    assert request[0] < interrupted[0]  # the cancel was in the log before the takeover
+    assert f"lease of daemon {owner} lapsed" in interrupted[3]["reason"]
+    # no daemon resumed it after the takeover: no claim after the interruption
+    assert not [e for e in events if e[2] == "RunClaimed" and e[0] > interrupted[0]], types
+    for d in daemons:
+        if d is not victim:
+            assert d.stop() == 0
