@@ -54,7 +54,7 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
-from davit.daemon.twins import claim_name
+from davit.daemon.twins import claim_name, keep_name
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
@@ -1018,12 +1018,23 @@ class Supervisor:
         if not isinstance(self.store, DaemonRoster) or self.name is None:
             return
         failing: str | None = None
+        claimed_by: str | None = None  # the other daemon that claimed this one's name (said once)
         while True:
             running, problem = self._beat_facts()
             beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at, running, problem)
             try:
                 await self.store.beat(beat)
                 failing = None
+                twin = await keep_name(self.store, beat)
+                if twin is not None and twin != claimed_by:
+                    log.error(
+                        "[daemon] name %r was claimed by another daemon, on %s, after this one had not beaten for %.0f s: "
+                        "two daemons bear this name; stop one of them",
+                        self.name,
+                        twin,
+                        ROSTER_LIVE_SECONDS,
+                    )
+                claimed_by = twin
             except Exception as exc:
                 if str(exc) != failing:
                     log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)

@@ -107,3 +107,24 @@ async def claim_name(
             continue  # another daemon's claim landed first: read again (its beat follows)
         await store.beat(first_beat)
         return
+
+
+async def keep_name(store: SharedLog, beat: DaemonBeat) -> str | None:
+    """At each beat of a running daemon: claim its name again if `davit daemons forget` retired
+    it while the daemon was paused or cut off (else `davit daemons` would not list a live
+    daemon); the name of the daemon (host, pid) that claimed it since, if one did (it found this
+    one silent for `ROSTER_LIVE_SECONDS`: two daemons now bear the name), for the caller to say."""
+    stream = ev.name_stream(beat.name)
+    claims = await store.read_stream(stream)
+    last = claims[-1] if claims else None
+    if last is None or last.type == ev.NameForgotten.type_name():
+        claim = ev.NameClaimed(name=beat.name, host=beat.host, pid=beat.pid)
+        try:
+            await store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
+        except ConcurrencyError:
+            pass  # another append since: looked at again at the next beat
+        return None
+    by_host, by_pid = str(last.data.get("host")), int(last.data.get("pid") or 0)
+    if last.type == ev.NameClaimed.type_name() and (by_host, by_pid) != (beat.host, beat.pid):
+        return f"host {by_host!r} (pid {by_pid})"
+    return None

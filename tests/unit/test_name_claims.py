@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from davit.daemon.leases import ROSTER_LIVE_SECONDS
-from davit.daemon.twins import claim_name
+from davit.daemon.twins import claim_name, keep_name
 from davit.domain import events as ev
 from davit.domain.daemons import DaemonBeat
 from davit.domain.errors import DaemonNameInUse
@@ -100,5 +100,29 @@ def test_a_live_daemon_of_the_name_on_another_host_refuses_the_start() -> None:
         with pytest.raises(DaemonNameInUse, match=r"host 'host-two' \(pid 202\)"):
             await claim_name(store, beat(101), "/h/davit.toml", ALIVE.__contains__, clock.sleep, clock.monotonic)
         assert await store.stream_version(ev.name_stream("a")) == 1
+
+    anyio.run(main)
+
+
+def test_a_name_forgotten_under_a_live_daemon_is_claimed_again_and_a_later_claimer_is_named() -> None:
+    """`davit daemons forget` run while the daemon was paused: continued, it claims its name
+    again at its next beat (so `davit daemons` lists it). A claim by another daemon since (it
+    found this one silent) is named, not overwritten."""
+    from davit.daemon.cli.daemons import forgotten
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        clock = Clock()
+        await claim_name(store, beat(101), "/h/davit.toml", ALIVE.__contains__, clock.sleep, clock.monotonic)
+        assert await keep_name(store, beat(101)) is None
+        assert await store.stream_version(ev.name_stream("a")) == 1  # nothing appended at each beat
+        await store.append(ev.name_stream("a"), 1, [ev.NewEvent.of("f1", ev.NameForgotten(name="a"))])
+        assert await forgotten(store, "a")  # type: ignore[arg-type]
+        assert await keep_name(store, beat(101)) is None
+        assert not await forgotten(store, "a")  # type: ignore[arg-type]
+        other = ev.NameClaimed(name="a", host="host-two", pid=7)
+        await store.append(ev.name_stream("a"), 3, [ev.NewEvent.of("c2", other)])
+        assert await keep_name(store, beat(101)) == "host 'host-two' (pid 7)"
+        assert await store.stream_version(ev.name_stream("a")) == 4
 
     anyio.run(main)
