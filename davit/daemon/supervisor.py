@@ -54,11 +54,11 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
-from davit.daemon.twins import refuse_live_twin
+from davit.daemon.twins import claim_name, keep_name
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
-from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, FieldProblem, IllegalTransition, InvalidConfig
+from davit.domain.errors import LOG_UNWRITABLE, AlreadyCommitted, ConcurrencyError, FieldProblem, IllegalTransition, InvalidConfig
 from davit.domain.jobs import job_from_dict, spec_revision
 from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
@@ -149,7 +149,9 @@ class Supervisor:
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
-            await refuse_live_twin(self.store, self.name, str(self.settings.config_file))
+            # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
+            first_beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at)
+            await claim_name(self.store, first_beat, str(self.settings.config_file))
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,
@@ -859,7 +861,7 @@ class Supervisor:
             await self._kind_loaded(handle.recorder.view.kind)
             if self.book is None:
                 await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
-            elif await self._claim(handle):
+            elif await self._claim(handle) and not await self._cancelled_at_claim(handle):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._renew_forever, handle)
                     await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
@@ -908,6 +910,20 @@ class Supervisor:
         if taken_from:
             log.warning("run %s (%s) taken over from daemon %s, whose lease expired", rec.run_id, view.job, taken_from)
         return True
+
+    async def _cancelled_at_claim(self, handle: ex.RunHandle) -> bool:
+        """A run just claimed here whose cancel this daemon left to its previous owner (who
+        died, or let it go, before reading it; the daemon that requeued it may never have read
+        it): cancelled now rather than resumed. True if it ended so (nothing to execute); a
+        rollback the cancel needs, or a cancel refused once the committing step started
+        (`CancelIgnored`), is executed as usual."""
+        rec = handle.recorder
+        if rec.run_id not in self.cancels_left or rec.view.state not in CANCELLABLE:
+            return False
+        self.cancels_left.discard(rec.run_id)
+        log.warning("run %s (%s): cancelled as requested while another daemon held it", rec.run_id, rec.view.job)
+        await ex.cancel(rec, None, self.parts.work_for, self.limiter)
+        return rec.view.state in TERMINAL
 
     async def _renew_forever(self, handle: ex.RunHandle) -> None:
         assert self.leases is not None
@@ -1003,12 +1019,23 @@ class Supervisor:
         if not isinstance(self.store, DaemonRoster) or self.name is None:
             return
         failing: str | None = None
+        claimed_by: str | None = None  # the other daemon that claimed this one's name (said once)
         while True:
             running, problem = self._beat_facts()
             beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at, running, problem)
             try:
                 await self.store.beat(beat)
                 failing = None
+                twin = await keep_name(self.store, beat)
+                if twin is not None and twin != claimed_by:
+                    log.error(
+                        "[daemon] name %r was claimed by another daemon, on %s, after this one had not beaten for %.0f s: "
+                        "two daemons bear this name; stop one of them",
+                        self.name,
+                        twin,
+                        ROSTER_LIVE_SECONDS,
+                    )
+                claimed_by = twin
             except Exception as exc:
                 if str(exc) != failing:
                     log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
@@ -1042,10 +1069,18 @@ class Supervisor:
                 if view.state in WORKING and self.book.takeover_due(view):
                     owner = view.owner or "an older davitd"
                     reason = f"the lease of daemon {owner} lapsed (no renewal seen for {view.lease_seconds:.0f} s)"
+                    if await self._take_over_cancelled(run_id, reason):
+                        done.append(run_id)
+                        self.wakeup.set()
+                        continue
                     requeued = ev.RunRequeued(reason=f"taken over by {self.name}")
                     await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), requeued)
                     self.taken_from[run_id] = owner  # named by this daemon's claim, if it dispatches it
                     log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
+                elif view.state is RunState.INTERRUPTED and run_id in self.cancels_left:
+                    self.cancels_left.discard(run_id)  # (cancelled rather than requeued for anyone to claim)
+                    log.warning("run %s (%s): cancelled as requested while daemon %s held it", run_id, view.job, view.owner)
+                    await self._cancel(run_id)
                 elif view.state is RunState.INTERRUPTED:
                     await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
                 elif view.state is RunState.CANCELLING and self.book.takeover_due(view):
@@ -1066,6 +1101,26 @@ class Supervisor:
                 await self._cancel(run_id)
             self.wakeup.set()
         return done
+
+    async def _take_over_cancelled(self, run_id: str, reason: str) -> bool:
+        """Take over a run whose lapsed owner never read the operator's cancel (`cancels_left`):
+        interrupted and cancelling in one append, so no daemon can claim it requeued in between
+        (its dispatcher would resume it and the cancel would be lost), then settled here (a
+        rollback it needs is dispatched). False, having recorded nothing, if it is not such a
+        run, or if its committing step started (then taken over as any run, and the cancel
+        recorded as ignored)."""
+        if run_id not in self.cancels_left:
+            return False
+        rec = self.recorder(run_id)
+        try:
+            await rec.record(ev.RunInterrupted(reason=reason), ev.RunCancelling(reason=ex.BY_OPERATOR))
+        except AlreadyCommitted:
+            return False
+        self.cancels_left.discard(run_id)
+        log.warning("run %s (%s): %s; cancelled as requested while it held it", run_id, rec.view.job, reason)
+        if not await ex.settle_cancel(rec, None, self.parts.work_for, self.limiter):
+            await self._remove_leftovers(run_id)
+        return True
 
     def _beat_facts(self) -> tuple[list[str], str | None]:
         """What davitd's heartbeat says besides its identity: the runs it executes, and why

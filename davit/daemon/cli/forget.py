@@ -9,6 +9,11 @@ forgotten", in one atomic append at the versions read), and the daemon whose fil
 defines them again in its name at its next pass over its directory (within 30 s). Their runs
 and history stay. Refused while OLD beats (stop it first), for the name of this home's own
 daemon, and on a SQLite log (one daemon's).
+
+The name itself is retired too: `NameForgotten` on OLD's name stream (`name_stream`), in the
+same atomic append, so `davit daemons` no longer lists OLD (its heartbeat row, which only the
+log's store writes, stays in the table, hidden). A daemon started later under OLD claims the
+name again (`NameClaimed`) and is listed again.
 """
 
 from __future__ import annotations
@@ -47,18 +52,23 @@ def command(ctx: click.Context, old: str) -> None:
         registry = JobRegistry(store)
         await registry.load()
         jobs = sorted((job for job in registry.active() if job.daemon == old), key=lambda job: job.name)
-        if jobs:
-            reason = f"daemon {old} forgotten"
-            await store.append_atomic(
-                [
-                    ev.StreamAppend(
-                        ev.job_stream(job.name),
-                        job.version,
-                        (ev.NewEvent.of(new_event_id(), ev.JobRetired(name=job.name, file=job.file, reason=reason)),),
-                    )
-                    for job in jobs
-                ]
+        reason = f"daemon {old} forgotten"
+        appends = [
+            ev.StreamAppend(
+                ev.job_stream(job.name),
+                job.version,
+                (ev.NewEvent.of(new_event_id(), ev.JobRetired(name=job.name, file=job.file, reason=reason)),),
             )
+            for job in jobs
+        ]
+        # the name, once: listed (a row) or claimed, and not forgotten since
+        names = await store.read_stream(ev.name_stream(old))
+        listed = any(seen.beat.name == old for seen in await store.daemons())
+        if (listed or names) and not (names and names[-1].type == ev.NameForgotten.type_name()):
+            forgotten = ev.NewEvent.of(new_event_id(), ev.NameForgotten(name=old))
+            appends.append(ev.StreamAppend(ev.name_stream(old), len(names), (forgotten,)))
+        if appends:
+            await store.append_atomic(appends)
         return [job.name for job in jobs]
 
     retired = with_store(ctx, go, write=True)
