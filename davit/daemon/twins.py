@@ -70,10 +70,19 @@ def _claim_holds(
     """Whether the last `NameClaimed` may be a live daemon's that has not beaten yet (its row
     is not there: the caller has already refused a live row)."""
     by_host, by_pid = str(claim.data.get("host")), int(claim.data.get("pid") or 0)
+    by_start = str(claim.data.get("started_at") or "")
     if by_host == host and (by_pid == pid or not alive(by_pid)):
         return False  # this daemon's previous life
-    # its own row there (and not live, or the caller had refused): it beat and stopped beating
-    return not any(s.beat.name == name and s.beat.host == by_host and s.beat.pid == by_pid for s in seen)
+    # its own row there (and not live, or the caller had refused): it beat and stopped beating.
+    # The row must be of the claim's life: a container restarted keeps its host name and pid 1,
+    # and its previous life's stale row would let a claim not yet followed by a beat go unheld.
+    return not any(
+        s.beat.name == name
+        and s.beat.host == by_host
+        and s.beat.pid == by_pid
+        and (not by_start or s.beat.started_at == by_start)
+        for s in seen
+    )
 
 
 async def claim_name(
@@ -100,7 +109,7 @@ async def claim_name(
             if monotonic() - waiting_since < ROSTER_LIVE_SECONDS:
                 await sleep(CLAIM_POLL_SECONDS)
                 continue
-        claim = ev.NameClaimed(name=name, host=host, pid=pid)
+        claim = ev.NameClaimed(name=name, host=host, pid=pid, started_at=first_beat.started_at)
         try:
             await store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
         except ConcurrencyError:
@@ -118,7 +127,7 @@ async def keep_name(store: SharedLog, beat: DaemonBeat) -> str | None:
     claims = await store.read_stream(stream)
     last = claims[-1] if claims else None
     if last is None or last.type == ev.NameForgotten.type_name():
-        claim = ev.NameClaimed(name=beat.name, host=beat.host, pid=beat.pid)
+        claim = ev.NameClaimed(name=beat.name, host=beat.host, pid=beat.pid, started_at=beat.started_at)
         try:
             await store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
         except ConcurrencyError:

@@ -385,6 +385,9 @@ class NameClaimed(Event):
     name: str
     host: str
     pid: int
+    # its `DaemonBeat.started_at`: which life of (host, pid) claimed (a container restarted
+    # keeps both; "" in a claim recorded before this field)
+    started_at: str = ""
 
 
 class NameForgotten(Event):

@@ -1,0 +1,90 @@
+"""Attacks on the `[daemon] name` claim (`davit/daemon/twins.py`) and on `davit daemons forget`
+racing it, on the memory store: races the first tests (`test_name_claims.py`) left open."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from davit.daemon.twins import claim_name
+from davit.domain import events as ev
+from davit.domain.daemons import DaemonBeat, DaemonSeen
+from davit.domain.errors import DaemonNameInUse, InvalidArgument
+from davit.eventstore.memory import MemoryEventStore
+from tests.unit.test_name_claims import Clock
+
+
+def test_a_container_restarted_under_its_pid_and_a_start_elsewhere_do_not_both_claim_the_name() -> None:
+    """A daemon in a container (pid 1, the container's host name kept across `docker restart`)
+    left a stale row; restarted, it claims the name and is about to beat when a daemon of the
+    same name starts on another host. Its claim matches the stale row's host and pid, which
+    must not make the claim look like one whose daemon "beat and stopped beating": else both
+    start."""
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        clock = Clock()
+        old = DaemonBeat("a", "1", 1, "box-c2", "2026-01-01T00:00:00.000001+00:00")
+        await store.beat(old)
+        store._beats["a"] = (old, "2026-01-01T00:00:00+00:00", -1000.0)  # (beat long ago: stale)
+        restarted = DaemonBeat("a", "1", 1, "box-c2", "2026-01-01T01:00:00.000002+00:00")
+        claim = ev.NameClaimed(name="a", host="box-c2", pid=1, started_at=restarted.started_at)
+        await store.append(ev.name_stream("a"), 0, [ev.NewEvent.of("c1", claim)])  # its first beat not yet written
+
+        async def restarted_beats() -> None:
+            await anyio.sleep(0)
+            await store.beat(restarted)  # (right after its claim, as `claim_name` does)
+
+        other = DaemonBeat("a", "1", 4242, "box-c3", "2026-01-01T01:00:00.000003+00:00")
+        refused: list[DaemonNameInUse] = []
+
+        async def other_starts() -> None:
+            try:
+                await claim_name(store, other, "/c3/davit.toml", lambda pid: True, clock.sleep, clock.monotonic)
+            except DaemonNameInUse as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other_starts)
+            tg.start_soon(restarted_beats)
+        assert refused and "box-c2" in str(refused[0]), [e.data for e in await store.read_stream(ev.name_stream("a"))]
+        assert [e.data["host"] for e in await store.read_stream(ev.name_stream("a"))] == ["box-c2"]
+
+    anyio.run(main)
+
+
+class StartsDuringForget(MemoryEventStore):
+    """A daemon of the forgotten name claims it and beats right after `forget` looked at the
+    heartbeat rows (and found none live)."""
+
+    def __init__(self, starting: DaemonBeat) -> None:
+        super().__init__()
+        self.starting: DaemonBeat | None = starting
+
+    async def daemons(self) -> list[DaemonSeen]:
+        seen = await super().daemons()
+        if self.starting is not None:
+            starting, self.starting = self.starting, None
+            clock = Clock()
+            await claim_name(self, starting, "/old/davit.toml", lambda pid: True, clock.sleep, clock.monotonic)
+        return seen
+
+
+def test_forget_racing_a_start_of_the_name_does_not_retire_the_started_daemons_name() -> None:
+    """`davit daemons forget old` finds no live row of old, then old starts (claim, first beat)
+    before forget appends: the append must fail (the name stream moved on), not leave old
+    running under a forgotten name (hidden from `davit daemons`)."""
+    from davit.daemon.cli.daemons import forgotten
+    from davit.daemon.cli.forget import forget_daemon
+
+    async def main() -> None:
+        starting = DaemonBeat("old", "1", 4242, "box-b", "2026-01-01T01:00:00.000001+00:00")
+        store = StartsDuringForget(starting)
+        dead = ev.NameClaimed(name="old", host="box-b", pid=17, started_at="2026-01-01T00:00:00.000001+00:00")
+        await store.append(ev.name_stream("old"), 0, [ev.NewEvent.of("c0", dead)])  # its last life, gone
+        with pytest.raises(InvalidArgument, match=r"did a daemon of this name start\? nothing retired"):
+            await forget_daemon(store, "old")  # type: ignore[arg-type]
+        assert not await forgotten(store, "old")  # type: ignore[arg-type]
+        assert [e.type for e in await store.read_stream(ev.name_stream("old"))] == ["NameClaimed", "NameClaimed"]
+
+    anyio.run(main)
