@@ -138,6 +138,11 @@ class Supervisor:
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
         self.started_at = datetime.now(UTC).isoformat()
+        self.host = socket.gethostname()  # as claimed at start: the name's claim is checked against it
+        # set when another daemon claimed this one's name (it was paused or cut off past
+        # `ROSTER_LIVE_SECONDS`): two daemons must never bear one name, so this one stops
+        self.superseded = anyio.Event()
+        self._roster_failing: str | None = None
         self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, self.started_at)
         # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
         self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
@@ -150,7 +155,7 @@ class Supervisor:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
             # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
-            first_beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at)
+            first_beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at)
             await claim_name(self.store, first_beat, str(self.settings.config_file))
         await append_unordered(
             self.store,
@@ -183,9 +188,28 @@ class Supervisor:
                 tg.start_soon(self._follow_log)
                 tg.start_soon(self._takeover_loop)
                 tg.start_soon(self._roster_loop)
-            await self._wait_for_signal()
-            await self._shutdown()
+            reason = await self._wait_for_stop()
+            await self._shutdown(reason)
             tg.cancel_scope.cancel()
+
+    async def _wait_for_stop(self) -> str:
+        """Until a signal stops davitd or another daemon took its name; the reason recorded."""
+        reason = "signal"
+        async with anyio.create_task_group() as tg:
+
+            async def signalled() -> None:
+                await self._wait_for_signal()
+                tg.cancel_scope.cancel()
+
+            async def superseded() -> None:
+                nonlocal reason
+                await self.superseded.wait()
+                reason = "name claimed by another daemon"
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(signalled)
+            tg.start_soon(superseded)
+        return reason
 
     async def _wait_for_signal(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -229,7 +253,7 @@ class Supervisor:
         )
         self.wakeup.set()
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, reason: str = "signal") -> None:
         self.stopping = True
         self.notifier.stopping()
         for handle in list(self.handles.values()):
@@ -251,7 +275,7 @@ class Supervisor:
             )
         # (if the log is still failing, it was waited for above: one more short try)
         with anyio.move_on_after(1.0 if self.store.writes_failing else LOG_SHUTDOWN_PATIENCE_SECONDS) as waiting:
-            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason=reason))
         if waiting.cancelled_caught:
             log.warning("davitd's stop could not be recorded: the event log cannot be written")
         log.info("davitd stopped")
@@ -1015,32 +1039,41 @@ class Supervisor:
         self.wakeup.set()
 
     async def _roster_loop(self) -> None:
-        """This daemon's row among the log's daemons (`davit daemons`), every `ROSTER_SECONDS`."""
+        """This daemon's row among the log's daemons (`davit daemons`), every `ROSTER_SECONDS`,
+        until another daemon took its name."""
         if not isinstance(self.store, DaemonRoster) or self.name is None:
             return
-        failing: str | None = None
-        claimed_by: str | None = None  # the other daemon that claimed this one's name (said once)
-        while True:
-            running, problem = self._beat_facts()
-            beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at, running, problem)
-            try:
-                await self.store.beat(beat)
-                failing = None
-                twin = await keep_name(self.store, beat)
-                if twin is not None and twin != claimed_by:
-                    log.error(
-                        "[daemon] name %r was claimed by another daemon, on %s, after this one had not beaten for %.0f s: "
-                        "two daemons bear this name; stop one of them",
-                        self.name,
-                        twin,
-                        ROSTER_LIVE_SECONDS,
-                    )
-                claimed_by = twin
-            except Exception as exc:
-                if str(exc) != failing:
-                    log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
-                failing = str(exc)
+        while not await self._roster_pass():
             await anyio.sleep(ROSTER_SECONDS)
+
+    async def _roster_pass(self) -> bool:
+        """One beat, after checking the name is still this daemon's (`keep_name`); True when
+        another daemon claimed it since: this one then writes no beat (the row is the other's
+        now) and stops as for SIGTERM (`superseded`), since two daemons of one name would run
+        each other's host-bound jobs (files, volumes, restores) on the wrong host."""
+        assert isinstance(self.store, DaemonRoster) and self.name is not None
+        running, problem = self._beat_facts()
+        beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at, running, problem)
+        try:
+            twin = await keep_name(self.store, beat)
+            if twin is not None:
+                log.error(
+                    "[daemon] name %r was claimed by another daemon, on %s, after this one had not beaten for %.0f s: "
+                    "two daemons must not bear one name, so this one stops (its runs are the other's to take over); "
+                    "give each host's davitd its own [daemon] name",
+                    self.name,
+                    twin,
+                    ROSTER_LIVE_SECONDS,
+                )
+                self.superseded.set()
+                return True
+            await self.store.beat(beat)
+            self._roster_failing = None
+        except Exception as exc:
+            if str(exc) != self._roster_failing:
+                log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
+            self._roster_failing = str(exc)
+        return False
 
     async def _takeover_loop(self) -> None:
         """Take over the runs whose lease lapsed (their daemon died or hangs): a run cut off
