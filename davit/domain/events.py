@@ -388,6 +388,9 @@ class NameClaimed(Event):
     # its `DaemonBeat.started_at`: which life of (host, pid) claimed (a container restarted
     # keeps both; "" in a claim recorded before this field)
     started_at: str = ""
+    # the claiming machine's boot id (Linux `/proc/sys/kernel/random/boot_id`): two machines of
+    # one host name (a cloned VM) are told apart by it; "" where unknown or recorded before it
+    boot_id: str = ""
 
 
 class NameForgotten(Event):

@@ -3,10 +3,12 @@ racing it, on the memory store: races the first tests (`test_name_claims.py`) le
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
-from davit.daemon.twins import claim_name
+from davit.daemon.twins import claim_name, keep_name
 from davit.domain import events as ev
 from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import DaemonNameInUse, InvalidArgument
@@ -90,11 +92,6 @@ def test_forget_racing_a_start_of_the_name_does_not_retire_the_started_daemons_n
     anyio.run(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a host is known by its host name alone; two machines of one host name (a cloned VM) "
-    "cannot be told apart from this host's previous life (a beat needs a boot id: a new column of `daemons`)",
-)
 def test_a_live_daemon_on_a_clone_of_this_host_bearing_its_host_name_refuses_the_start() -> None:
     """Two clones of one VM (one host name, the case the start-up check is for): the other's
     daemon beats live under the name with a pid this machine does not run. It is taken for
@@ -105,9 +102,50 @@ def test_a_live_daemon_on_a_clone_of_this_host_bearing_its_host_name_refuses_the
         store = MemoryEventStore()
         clock = Clock()
         other_machine = DaemonBeat("a", "1", 4242, "vm-clone", "2026-01-01T00:00:00.000001+00:00")
-        await claim_name(store, other_machine, "/h/davit.toml", lambda pid: pid == 4242, clock.sleep, clock.monotonic)
+        await claim_name(
+            store, other_machine, "/h/davit.toml", lambda pid: pid == 4242, clock.sleep, clock.monotonic, boot="boot-of-clone-1"
+        )
         here = DaemonBeat("a", "1", 101, "vm-clone", "2026-01-01T00:00:01.000001+00:00")
         with pytest.raises(DaemonNameInUse):
-            await claim_name(store, here, "/h/davit.toml", lambda pid: pid == 101, clock.sleep, clock.monotonic)
+            await claim_name(
+                store, here, "/h/davit.toml", lambda pid: pid == 101, clock.sleep, clock.monotonic, boot="boot-of-clone-2"
+            )
+
+    anyio.run(main)
+
+
+def test_this_machine_restarted_after_a_reboot_takes_its_stale_claim_for_its_previous_life() -> None:
+    """The boot id tells clones apart, not lives of one machine: after a reboot (a new boot id)
+    the daemon's old row is stale and its old claim does not hold the name."""
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        clock = Clock()
+        before = DaemonBeat("a", "1", 4242, "vm-one", "2026-01-01T00:00:00.000001+00:00")
+        await claim_name(store, before, "/h/davit.toml", lambda pid: True, clock.sleep, clock.monotonic, boot="boot-before")
+        store._beats["a"] = (before, "2026-01-01T00:00:00+00:00", time.monotonic() - 3600)  # beat an hour ago
+        after = DaemonBeat("a", "1", 101, "vm-one", "2026-01-01T01:00:00.000001+00:00")
+        await claim_name(store, after, "/h/davit.toml", lambda pid: pid == 101, clock.sleep, clock.monotonic, boot="boot-after")
+        last = (await store.read_stream(ev.name_stream("a")))[-1]
+        assert (last.data["pid"], last.data["boot_id"]) == (101, "boot-after")
+        assert clock.now < 1  # it did not wait for a daemon that is gone
+
+    anyio.run(main)
+
+
+def test_a_running_daemon_finds_its_name_claimed_by_another_life_of_its_host_and_pid() -> None:
+    """Two clones whose daemons both run as pid 1 (containers) under one host name: the claim of
+    the other's life (another start) is named by `keep_name`, so the superseded daemon stops."""
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        clock = Clock()
+        mine = DaemonBeat("a", "1", 1, "vm-clone", "2026-01-01T00:00:00.000001+00:00")
+        await claim_name(store, mine, "/h/davit.toml", lambda pid: pid == 1, clock.sleep, clock.monotonic, boot="boot-1")
+        assert await keep_name(store, mine, boot="boot-1") is None
+        theirs = ev.NameClaimed(name="a", host="vm-clone", pid=1, started_at="2026-01-01T00:05:00.000001+00:00", boot_id="boot-2")
+        claims = await store.read_stream(ev.name_stream("a"))
+        await store.append(ev.name_stream("a"), len(claims), [ev.NewEvent.of("clone-claim", theirs)])
+        assert await keep_name(store, mine, boot="boot-1") == "host 'vm-clone' (pid 1)"
 
     anyio.run(main)
