@@ -91,6 +91,12 @@ async def _refuse(
         raise DaemonNameInUse(config_file, name, twin.beat.host, twin.beat.pid, twin.age_seconds, ROSTER_LIVE_SECONDS)
 
 
+def _life(claim: ev.StoredEvent) -> tuple[str, int, str]:
+    """The (host, pid, start) of the daemon's life a `NameClaimed` was made by ("" start in a
+    claim recorded before starts were)."""
+    return str(claim.data.get("host")), int(claim.data.get("pid") or 0), str(claim.data.get("started_at") or "")
+
+
 def _other_boot(claim: ev.StoredEvent, boot: str) -> bool:
     """Whether `claim` was made on another machine than this one (booted as `boot`)."""
     theirs = str(claim.data.get("boot_id") or "")
@@ -107,7 +113,7 @@ def _clone_twin(seen: list[DaemonSeen], claims: list[ev.StoredEvent], name: str,
         for claim in claims:
             if claim.type != ev.NameClaimed.type_name():
                 continue
-            if (str(claim.data.get("host")), int(claim.data.get("pid") or 0), str(claim.data.get("started_at") or "")) != life:
+            if _life(claim) != life:
                 continue
             if _other_boot(claim, boot):
                 return other
@@ -125,8 +131,7 @@ def _claim_holds(
 ) -> bool:
     """Whether the last `NameClaimed` may be a live daemon's that has not beaten yet (its row
     is not there: the caller has already refused a live row)."""
-    by_host, by_pid = str(claim.data.get("host")), int(claim.data.get("pid") or 0)
-    by_start = str(claim.data.get("started_at") or "")
+    by_host, by_pid, by_start = _life(claim)
     if by_host == host and (by_pid == pid or not alive(by_pid)) and not _other_boot(claim, boot):
         return False  # this daemon's previous life
     # its own row there (and not live, or the caller had refused): it beat and stopped beating.
@@ -195,8 +200,7 @@ async def keep_name(store: SharedLog, beat: DaemonBeat, boot: str | None = None)
         except ConcurrencyError:
             pass  # another append since: looked at again at the next beat
         return None
-    by_host, by_pid = str(last.data.get("host")), int(last.data.get("pid") or 0)
-    by_start = str(last.data.get("started_at") or "")
+    by_host, by_pid, by_start = _life(last)
     if last.type == ev.NameClaimed.type_name() and (
         (by_host, by_pid) != (beat.host, beat.pid) or (by_start and by_start != beat.started_at)
     ):
