@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -153,6 +153,13 @@ class Supervisor:
 
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
+        # Signals are received from the first step, not from when the stop is awaited: a
+        # SIGTERM sent right after READY (systemd stopping a unit that just started) would
+        # otherwise meet Python's default action and kill davitd without its shutdown.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            await self._run(signals)
+
+    async def _run(self, signals: AsyncIterator[int]) -> None:
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
             # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
             first_beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at)
@@ -188,17 +195,17 @@ class Supervisor:
                 tg.start_soon(self._follow_log)
                 tg.start_soon(self._takeover_loop)
                 tg.start_soon(self._roster_loop)
-            reason = await self._wait_for_stop()
+            reason = await self._wait_for_stop(signals)
             await self._shutdown(reason)
             tg.cancel_scope.cancel()
 
-    async def _wait_for_stop(self) -> str:
+    async def _wait_for_stop(self, signals: AsyncIterator[int]) -> str:
         """Until a signal stops davitd or another daemon took its name; the reason recorded."""
         reason = "signal"
         async with anyio.create_task_group() as tg:
 
             async def signalled() -> None:
-                await self._wait_for_signal()
+                await self._wait_for_signal(signals)
                 tg.cancel_scope.cancel()
 
             async def superseded() -> None:
@@ -211,14 +218,13 @@ class Supervisor:
             tg.start_soon(superseded)
         return reason
 
-    async def _wait_for_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self._reload()
-                    continue
-                log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
-                return
+    async def _wait_for_signal(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await self._reload()
+                continue
+            log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
+            return
 
     async def _reload(self) -> None:
         file = str(self.settings.config_file)

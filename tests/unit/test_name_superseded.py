@@ -8,6 +8,7 @@ and asks the daemon to stop as for SIGTERM, recording why."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -39,8 +40,8 @@ def test_a_paused_daemon_whose_name_another_daemon_claimed_stops_and_writes_no_b
             assert paused.superseded.is_set()
             (seen,) = await store.daemons()
             assert (seen.beat.host, seen.beat.pid) == ("host-two", 7)
-            with anyio.fail_after(5):
-                assert await paused._wait_for_stop() == "name claimed by another daemon"
+            with anyio.fail_after(5), anyio.open_signal_receiver(signal.SIGUSR2) as no_signals:
+                assert await paused._wait_for_stop(no_signals) == "name claimed by another daemon"
 
     anyio.run(main)
 
