@@ -160,6 +160,12 @@ class Supervisor:
             await self._run(signals)
 
     async def _run(self, signals: AsyncIterator[int]) -> None:
+        # What davitd imported stays for its life: frozen now (before the log is read, so that
+        # no run can be queued yet), the first kind's preload collects only what was made
+        # since. Otherwise that collection scanned all of davitd (~85,000 objects, 0.1-0.2 s
+        # holding the GIL) while the first run of a job waited for it, queued (issue 18: most
+        # of a fresh daemon's first backup's fixed cost).
+        await anyio.to_thread.run_sync(settle_heap)
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
             # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
             first_beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at)
@@ -179,11 +185,6 @@ class Supervisor:
             # The jobs already defined run; the watcher and the reconcile try the directory again.
             log.exception("syncing the jobs directory at start-up failed; jobs defined before keep running")
         await self.heartbeat.beat(self._beat_facts)  # (before ready: a status right after it sees davitd alive)
-        # What start-up imported and loaded stays for the daemon's life: frozen now, the first
-        # kind's preload collects only what its own import made. Otherwise that collection
-        # scanned all of davitd (~0.1-0.2 s, holding the GIL) while the first run of a new
-        # job waited for it queued (issue 18: most of a first backup's fixed cost).
-        await anyio.to_thread.run_sync(settle_heap)
         self.notifier.ready(self._status())
         log.info("davitd %s ready: jobs from %s, log %s", self.version, self.settings.jobs_dir, log_location(self.settings))
         async with anyio.create_task_group() as tg:

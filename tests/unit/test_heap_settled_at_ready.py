@@ -1,4 +1,5 @@
-"""davitd freezes what its start-up imported and loaded before it says READY (issue 18), so
+"""davitd freezes what it imported before it reads the log, so before any run is queued and
+before it says READY (issue 18), so
 the first kind's preload (`kinds.settle_heap`: a full collection, then a freeze) collects only
 what that kind's import made. Before, that collection scanned all of davitd (~85,000 objects,
 0.1-0.2 s holding the GIL) while the first run of a job defined after the start waited for
