@@ -5,6 +5,10 @@ For each state the executor does the work, then records the event that says it w
 RunRolledBack: the table `STAGES`), in a loop with one failure path; what follows a failure
 (retry, rollback, fail) is decided by `davit/domain/failures.py`. Checkpoints
 inside `run` are recorded by the work itself, each after the data it describes is durable.
+The entries into `preparing` and `verifying` (`RunPreparing`, `RunVerifying`: `Stage.deferred`)
+go to the log with the event that records that state's work done, in one append (one commit,
+one fsync): the work they announce is redone after a crash anyway, and a failure, stop or
+cancel records them first, so the log reads as if each had been appended on its own.
 A stop request ends the work at the next chunk boundary: a cancel ends the run `cancelled`
 (or, when the work already changed something it must put back, rolls it back like a failure
 and ends `rolled_back`), a daemon shutdown leaves it `interrupted` and resumable. A cancel that
@@ -80,6 +84,13 @@ class Stage:
 
     work: Callable[[JobWork, WorkerContext], Any] | None
     done: Callable[[RunView, JobWork | None, Any], ev.Event]
+    # The event enters a state whose work follows and is deferred (`RunRecorder.defer`): it is
+    # appended with the next event, which records that work done (or with whatever the
+    # failure path records first). Not durable before then: after a crash, the run resumes
+    # as if it had not been recorded, and the next state's work (`prepare`, idempotent; or
+    # `finish`, which only reads, with the completion of the last step it follows) is done
+    # again, as after a crash during that work.
+    deferred: bool = False
 
 
 def _roll_back(work: JobWork, ctx: WorkerContext) -> None:
@@ -90,11 +101,11 @@ def _roll_back(work: JobWork, ctx: WorkerContext) -> None:
 
 
 STAGES: dict[RunState, Stage] = {
-    RunState.QUEUED: Stage(None, lambda view, _work, _result: ev.RunPreparing(attempt=view.attempt + 1)),
+    RunState.QUEUED: Stage(None, lambda view, _work, _result: ev.RunPreparing(attempt=view.attempt + 1), deferred=True),
     RunState.PREPARING: Stage(
         lambda work, ctx: work.prepare(ctx), lambda _view, work, details: ev.RunStarted(plan=_plan(work), details=details)
     ),
-    RunState.RUNNING: Stage(lambda work, ctx: work.run(ctx), lambda _view, _work, _result: ev.RunVerifying()),
+    RunState.RUNNING: Stage(lambda work, ctx: work.run(ctx), lambda _view, _work, _result: ev.RunVerifying(), deferred=True),
     RunState.VERIFYING: Stage(
         lambda work, ctx: work.finish(ctx),
         lambda _view, _work, summary: ev.RunSucceeded(snapshot_id=summary.get("snapshot_id"), summary=summary),
@@ -111,10 +122,11 @@ def _plan(work: JobWork | None) -> list[str]:
     return work.plan()
 
 
-def _stage(view: RunView) -> Stage:
-    if view.state is RunState.PREPARING and view.plan:
+def _stage(state: RunState, view: RunView) -> Stage:
+    """The stage of `state` (the run's state once its deferred events are appended)."""
+    if state is RunState.PREPARING and view.plan:
         return RESUMED
-    return STAGES[view.state]
+    return STAGES[state]
 
 
 async def execute(
@@ -180,18 +192,19 @@ async def _drive(
 
     try:
         # (a run that ended, succeeded or rolled back, has no stage: the pass is over)
-        while rec.view.state in STAGES or rec.view.state is RunState.CANCELLING:
-            if rec.view.state is RunState.CANCELLING or (handle.stop.is_set() and handle.stop_reason == CANCEL):
-                raise RunStopped(CANCEL)
-            if handle.stop.is_set():
-                raise RunStopped(handle.stop_reason)
-            stage = _stage(rec.view)
+        while (state := rec.ahead) in STAGES or state is RunState.CANCELLING:
+            _check_stop(state, handle)
+            stage = _stage(state, rec.view)
             result = None
             if stage.work is not None:
                 # (in a thread: building the work may import its kind's module, see kinds.preload)
                 work = work or await in_thread(work_for, rec.view)
                 result = await in_thread(stage.work, work, ctx)
-            await rec.record(stage.done(rec.view, work, result))
+            done = stage.done(rec.view, work, result)
+            if stage.deferred:
+                await rec.defer(done)
+                continue
+            await rec.record(done)
             _log_end(rec)
         return False
     except LOG_UNWRITABLE:
@@ -199,6 +212,10 @@ async def _drive(
     except Exception as raw:
         if isinstance(raw, ConcurrencyError) and rec.lease is not None:
             raise  # the lease is lost: nothing more is recorded (see `_execute`)
+        if rec.deferring:
+            # What was done before the failure or stop is in the log before what follows it,
+            # which is decided from the state it leaves (as when each was appended on its own).
+            await rec.flush()
         # The one failure path. A stop (shutdown, cancel, a checkpoint the log could not take)
         # says how the run goes on, whatever the work raised on its way out of it.
         if isinstance(raw, RunStopped) or rec.stopped_by_log is not None:
@@ -210,6 +227,14 @@ async def _drive(
             # the work failed on its way out of a cancel: the cancel decides how the run ends
             return await settle_cancel(rec, work, work_for, limiter)
         return await _failed(rec, work, ctx, failure, retry, in_thread)
+
+
+def _check_stop(state: RunState, handle: RunHandle) -> None:
+    """`RunStopped` if the run is to stop before the work of `state`: cancelled, or asked to."""
+    if state is RunState.CANCELLING or (handle.stop.is_set() and handle.stop_reason == CANCEL):
+        raise RunStopped(CANCEL)
+    if handle.stop.is_set():
+        raise RunStopped(handle.stop_reason)
 
 
 def _log_end(rec: RunRecorder) -> None:

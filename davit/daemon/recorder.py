@@ -96,6 +96,7 @@ class RunRecorder:
         self._lock = asyncio.Lock()
         self._unsent: list[ev.NewEvent] = []
         self._deferred: list[ev.Event] = []  # admitted, not tried yet: they go with the next record
+        self._ahead = view.state  # the state once they are (`ahead`)
         # Set when a worker of this run was stopped because the log could not be written: the
         # executor then treats whatever the work raised on its way out as that stop.
         self.stopped_by_log: EventLogStop | None = None
@@ -126,13 +127,23 @@ class RunRecorder:
 
     async def defer(self, *events: ev.Event) -> None:
         """Admit events now and append them with the next `record`, in the same transaction:
-        for an event nothing waits on being durable (the completion of a run's last step, which
-        `RunVerifying` follows at once). Not durable until then: after a crash in between, the
-        run resumes as if the events had not happened (the step is done again, as after a crash
-        just before its completion was recorded)."""
+        for an event nothing waits on being durable (the completion of a run's last step; the
+        executor's entry into a state whose work follows, `RunPreparing` and `RunVerifying`).
+        Not durable until then: after a crash in between, the run resumes as if the events had
+        not happened (the step is done again, as after a crash just before its completion was
+        recorded; `prepare` or `finish` is done again, as after a crash during it)."""
         async with self._lock:
-            admit(self.view, (*self._deferred, *events))
+            self._ahead = admit(self.view, (*self._deferred, *events))
             self._deferred += events
+
+    @property
+    def ahead(self) -> RunState:
+        """The run's state once its deferred events are appended (`view.state` if none are)."""
+        return self._ahead if self._deferred else self.view.state
+
+    @property
+    def deferring(self) -> bool:
+        return bool(self._deferred)
 
     def deferred_completion(self, step: str) -> bool:
         """Whether the completion of `step` is deferred (`defer`): done, not yet in the log."""

@@ -45,7 +45,7 @@ from davit.daemon.config import changed_fields, reload_settings
 from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import LOCAL_KINDS, JobRegistry, JobState
-from davit.daemon.kinds import preload
+from davit.daemon.kinds import preload, settle_heap
 from davit.daemon.leases import LEASE_LOST, ROSTER_LIVE_SECONDS, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logsetup import apply_level as apply_log_level
@@ -164,6 +164,12 @@ class Supervisor:
             await self._run(signals)
 
     async def _run(self, signals: AsyncIterator[int]) -> None:
+        # What davitd imported stays for its life: frozen now (before the log is read, so that
+        # no run can be queued yet), the first kind's preload collects only what was made
+        # since. Otherwise that collection scanned all of davitd (~85,000 objects, 0.1-0.2 s
+        # holding the GIL) while the first run of a job waited for it, queued (issue 18: most
+        # of a fresh daemon's first backup's fixed cost).
+        await anyio.to_thread.run_sync(settle_heap)
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
             # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
             first_beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at)

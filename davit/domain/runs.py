@@ -172,11 +172,13 @@ def apply(view: RunView, item: ev.StoredEvent) -> RunView:
     return view
 
 
-def admit(view: RunView, events: Sequence[ev.Event]) -> None:
-    """Raise `IllegalTransition` unless `events`, appended in this order now, fold legally."""
+def admit(view: RunView, events: Sequence[ev.Event]) -> RunState:
+    """Raise `IllegalTransition` unless `events`, appended in this order now, fold legally;
+    the run's state once they are."""
     state, committed = view.state, view.committed_step
     for event in events:
         state, committed = _legal(view.run_id, state, committed, event)
+    return state
 
 
 def _legal(run_id: str, state: RunState, committed: str | None, event: ev.Event) -> tuple[RunState, str | None]:
