@@ -23,7 +23,8 @@ is ignored and the migration ends as finalize does. `dry_run` plans only `inspec
 from __future__ import annotations
 
 import shlex
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
 from davit.adapters.compose.model_mask import masked_model
-from davit.adapters.compose.pipeline import Spawn, move_item
+from davit.adapters.compose.pipeline import Moved, Spawn, move_item
+from davit.adapters.compose.sidelane import SideLane
 from davit.adapters.compose.source import Item, Project, compose_args, inspect_project
 from davit.adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from davit.adapters.runwork import RunInputs, RunWork
@@ -115,7 +117,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         ]
 
     def run(self, ctx: RunContext) -> None:
-        run_steps(ctx, self.steps(), stop_between=True)
+        with self._target_held():
+            run_steps(ctx, self.steps(), stop_between=True)
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
@@ -219,7 +222,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         running = self._source_images(info["name"])
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
-        with self._connect() as host:
+        with self._target() as host:
             # one run writes a project on a target at a time (`claim.py`): taken before the checks
             # that nothing of it exists, kept until finalize or rollback (a dry run lets it go)
             made = claim.missing_top(host, self.layout)
@@ -311,7 +314,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         sent: set[str] = set()
         unchanged: list[str] = []  # items the target held already: nothing written
         spawn = self._spawner()  # where each item's export runs: here, or on the source's host
-        with self._connect() as host:
+        with self._target() as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
             # every volume still to fill made in one session, not one each (`_unpacker`)
@@ -320,15 +323,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             self._direct = tgt.direct_mountpoints(
                 host, [i for i in self._items(info) if i.id not in imported], self.spec.target.helper_image
             )
-            for item in self._items(info) + self._image_items(planned, host):
-                if item.id in imported:
-                    continue
-                ctx.check_stop()
-                unpack, walker = self._unpacker(host, item, info["name"])
-                moved = move_item(
-                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker, spawn
-                )
-                imgs.check_loaded(host, self.layout.store, item)  # an image's ID, before it counts as imported
+            todo_items = [i for i in self._items(info) + self._image_items(planned, host) if i.id not in imported]
+
+            def record_item(item: Item, moved: Moved) -> None:
                 if not moved.unpacked:
                     unchanged.append(item.id)
                 exported[item.id] = {"chunks": moved.ids, "sizes": moved.sizes, "bytes": moved.plain_bytes}
@@ -343,6 +340,16 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     record_transfer()
                 imported.append(item.id)
                 ctx.checkpoint(IMPORT, {"done": imported}, items_done=len(imported))
+
+            def move(
+                on: RemoteHost, item: Item, sent: set[str], stored: Callable[[int, int], None], stop: Callable[[], None]
+            ) -> Moved:
+                unpack, walker = self._unpacker(on, item, info["name"])
+                moved = move_item(on, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, stored, stop, walker, spawn)
+                imgs.check_loaded(on, self.layout.store, item)  # an image's ID, before it counts as imported
+                return moved
+
+            self._move_items(ctx, host, todo_items, sent, move, on_stored, record_item, spawn)
             tagged = imgs.tag(host, planned)
         size_of: dict[str, int] = {}
         for d in exported.values():
@@ -362,6 +369,67 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         }
         for step in todo:
             ctx.step_completed(step, summaries[step])
+
+    def _move_items(
+        self,
+        ctx: RunContext,
+        host: RemoteHost,
+        items: list[Item],
+        sent: set[str],
+        move: Callable[[RemoteHost, Item, set[str], Callable[[int, int], None], Callable[[], None]], Moved],
+        on_stored: Callable[[int, int], None],
+        record_item: Callable[[Item, Moved], None],
+        spawn: Spawn | None,
+    ) -> None:
+        """Move `items`, each recorded (`record_item`) in this thread once moved. Images
+        exported here go in a side lane on a connection of their own, beside the volumes and
+        bind paths (`sidelane.py`); the lane's `sent` is its own (a chunk both lanes meet at
+        once may go twice: each store writer files it whole, under its one name)."""
+        side: list[Item] = [i for i in items if isinstance(i, imgs.ImageItem)] if spawn is None else []
+        if len(side) == len(items):
+            side = []  # nothing to overlap with
+        in_lane = {i.id for i in side}
+        lane_sent: set[str] = set()
+        lane = (
+            SideLane(self._connect, lambda on, item, stored, stop: move(on, item, lane_sent, stored, stop), side).start()
+            if side
+            else None
+        )
+        try:
+            for item in items:
+                if item.id in in_lane:
+                    continue
+                ctx.check_stop()
+                if lane is not None:
+                    lane.pump(on_stored, record_item)
+                record_item(item, move(host, item, sent, on_stored, ctx.check_stop))
+            if lane is not None:
+                lane.wait(ctx.check_stop, on_stored, record_item)
+        finally:
+            if lane is not None:
+                lane.close()
+
+    @contextmanager
+    def _target_held(self) -> Iterator[None]:
+        """The steps of one `run` share one connection to the target (`_target`), opened by
+        the first step that needs it and closed when the run returns or fails: a connection
+        per step cost a key exchange and a login each, seconds on a loaded host."""
+        with ExitStack() as stack:
+            self._held: tuple[ExitStack, list[RemoteHost]] | None = (stack, [])
+            try:
+                yield
+            finally:
+                self._held = None
+
+    def _target(self) -> AbstractContextManager[RemoteHost]:
+        """The target's connection for a step: the run's held one (`_target_held`), else a new one."""
+        held = getattr(self, "_held", None)
+        if held is None:
+            return self._connect()
+        stack, hosts = held
+        if not hosts:
+            hosts.append(stack.enter_context(self._connect()))
+        return nullcontext(hosts[0])
 
     def _connect(self) -> AbstractContextManager[RemoteHost]:
         """The target's session (a restore onto this host's engine: `localhost.py`)."""
@@ -397,20 +465,20 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             elif rel in translated:
                 data = data.replace(wd.encode(), self.layout.project_dir.encode())
             files[rel] = (data, 0o600 if rel == ".env" else self._source_mode(local))
-        with self._connect() as host:
+        with self._target() as host:
             tgt.write_project(host, self.layout, files)
             binds.verify_on_target(host, self.layout, self._project_args(info), info)
         return {"files": sorted(files), "project_dir": self.layout.project_dir}
 
     def _start(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with self._connect() as host:
+        with self._target() as host:
             out = tgt.compose(host, self.layout, f"{self._project_args(info)} up -d --pull never --remove-orphans")
         return {"output": out[-2000:]}
 
     def _verify(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with self._connect() as host:
+        with self._target() as host:
             states = tgt.wait_healthy(
                 host, self.layout, self._project_args(info), info["services"], self.spec.verify_timeout, ctx.check_stop
             )
@@ -423,7 +491,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         staging = self.repo.staging(self.run_id)
         removed = self._remove_source(info) if self.spec.remove_source else []
         cache: dict[str, Any] = {}
-        with self._connect() as host:
+        with self._target() as host:
             if self.spec.keep_transfer_cache:
                 # a repeat sends only the chunks the store lacks: keep those this migration used
                 used = {c for d in (ctx.cursor(EXPORT) or {}).get("done", {}).values() for c in d["chunks"]}
