@@ -25,6 +25,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -381,32 +382,37 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         record_item: Callable[[Item, Moved], None],
         spawn: Spawn | None,
     ) -> None:
-        """Move `items`, each recorded (`record_item`) in this thread once moved. Images
-        exported here go in a side lane on a connection of their own, beside the volumes and
-        bind paths (`sidelane.py`); the lane's `sent` is its own (a chunk both lanes meet at
-        once may go twice: each store writer files it whole, under its one name)."""
-        side: list[Item] = [i for i in items if isinstance(i, imgs.ImageItem)] if spawn is None else []
-        if len(side) == len(items):
-            side = []  # nothing to overlap with
-        in_lane = {i.id for i in side}
-        lane_sent: set[str] = set()
-        lane = (
-            SideLane(self._connect, lambda on, item, stored, stop: move(on, item, lane_sent, stored, stop), side).start()
-            if side
-            else None
-        )
+        """Move `items`, each recorded (`record_item`) in this thread once moved. Where the
+        exports run here, images and bind paths go in side lanes of their own (one each, on a
+        connection of their own: `sidelane.py`) beside the volumes: an image's pace is its
+        load's, a bind path's its helper container's, and they overlap the volumes' transfer.
+        Each lane's `sent` is its own (a chunk two lanes meet at once may go twice: each store
+        writer files it whole, under its one name)."""
+        groups: list[list[Item]] = []
+        if spawn is None:
+            groups = [[i for i in items if isinstance(i, imgs.ImageItem)], [i for i in items if i.kind == "bind"]]
+            groups = [g for g in groups if g]
+        in_lanes = {i.id for g in groups for i in g}
+        if len(in_lanes) == len(items):  # this thread would have nothing to overlap with
+            groups, in_lanes = groups[1:], {i.id for g in groups[1:] for i in g}
+        lanes: list[SideLane] = []
         try:
+            for group in groups:
+                lane_sent: set[str] = set()
+                lanes.append(SideLane(self._connect, partial(_lane_move, move, lane_sent), group).start())
             for item in items:
-                if item.id in in_lane:
+                if item.id in in_lanes:
                     continue
                 ctx.check_stop()
-                if lane is not None:
+                for lane in lanes:
                     lane.pump(on_stored, record_item)
                 record_item(item, move(host, item, sent, on_stored, ctx.check_stop))
-            if lane is not None:
+            for lane in lanes:
                 lane.wait(ctx.check_stop, on_stored, record_item)
         finally:
-            if lane is not None:
+            for lane in lanes:
+                lane.stop.set()  # all told first: they stop side by side
+            for lane in lanes:
                 lane.close()
 
     @contextmanager
@@ -544,3 +550,15 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                             continue  # removed by an earlier try of this step: finalize is resumed, not redone
                         removed.append(f"volume {item.target}")
         return removed
+
+
+def _lane_move(
+    move: Callable[[RemoteHost, Item, set[str], Callable[[int, int], None], Callable[[], None]], Moved],
+    sent: set[str],
+    host: RemoteHost,
+    item: Item,
+    stored: Callable[[int, int], None],
+    stop: Callable[[], None],
+) -> Moved:
+    """`move` for a side lane, with the lane's own `sent`."""
+    return move(host, item, sent, stored, stop)
