@@ -108,3 +108,51 @@ def test_a_stop_in_the_callers_thread_stops_the_lane_at_its_next_check() -> None
     assert time.monotonic() - started < 5
     assert isinstance(lane.error, LaneStopped)
     assert host.closed  # its connection is closed once the lane stopped
+
+
+class Ctx:
+    """The run's context as `_move_items` uses it: only its stop check."""
+
+    def check_stop(self) -> None:
+        pass
+
+
+def test_a_lane_that_fails_stops_the_volumes_moving_in_the_runs_thread() -> None:
+    """An image whose load failed in its lane stopped the run's own item only once that item
+    (a large volume, any number of them) had gone through whole: `wait` alone raised the lane's
+    error, after every volume. The run's thread stops at its next chunk once a lane failed."""
+    from davit.adapters.compose import images as imgs
+    from davit.adapters.compose.migrate import ComposeMigrateWork
+
+    class Work:
+        def _connect(self) -> Any:
+            return connector(Host())()
+
+    volume_chunks: list[int] = []
+
+    def move(on: Any, item: Item, sent: set[str], stored: Callable[[int, int], None], stop: Callable[[], None]) -> Moved:
+        if isinstance(item, imgs.ImageItem):
+            raise RuntimeError("the target's docker load failed")
+        for n in range(400):  # a volume of many chunks, the stop checked before each
+            stop()
+            volume_chunks.append(n)
+            time.sleep(0.01)
+        return Moved(ids=[item.id])
+
+    image = imgs.ImageItem("image-0", "image", "sha256:0", "img0")
+    volume = Item("volume-0", "volume", "/src", "vol0")
+    recorded: list[str] = []
+    with pytest.raises(RuntimeError, match="docker load failed"):
+        ComposeMigrateWork._move_items(
+            Work(),  # type: ignore[arg-type]
+            Ctx(),  # type: ignore[arg-type]
+            Host(),  # type: ignore[arg-type]
+            [volume, image],
+            set(),
+            move,
+            lambda n, b: None,
+            lambda item, m: recorded.append(item.id),
+            None,
+        )
+    assert len(volume_chunks) < 100, "the volume went on after its side lane failed"
+    assert recorded == []

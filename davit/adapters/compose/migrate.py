@@ -407,6 +407,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if len(in_lanes) == len(items):  # this thread would have nothing to overlap with
             groups, in_lanes = groups[1:], {i.id for g in groups[1:] for i in g}
         lanes: list[SideLane] = []
+
+        def check_stop() -> None:  # a lane's failure stops the run's thread as a cancel would
+            ctx.check_stop()
+            for lane in lanes:
+                lane.raise_failure()
+
         try:
             for group in groups:
                 lane_sent: set[str] = set()
@@ -414,12 +420,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             for item in items:
                 if item.id in in_lanes:
                     continue
-                ctx.check_stop()
+                check_stop()
                 for lane in lanes:
                     lane.pump(on_stored, record_item)
-                record_item(item, move(host, item, sent, on_stored, ctx.check_stop))
+                record_item(item, move(host, item, sent, on_stored, check_stop))
             for lane in lanes:
-                lane.wait(ctx.check_stop, on_stored, record_item)
+                lane.wait(check_stop, on_stored, record_item)
         finally:
             for lane in lanes:
                 lane.stop.set()  # all told first: they stop side by side

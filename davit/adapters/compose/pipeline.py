@@ -144,16 +144,21 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
         script += unpacked.snap_function(walker) + f"rec={q(record)}; "
         script += 'mkdir -p "${rec%/*}" && rm -f "$rec" || exit 1; '
     script += (
-        "{ (n=0; while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
+        # a chunk this run wrote is streamed unread: only a regular file, never a symlink put in
+        # its place (removed, so the next attempt sends it again); a batch's chunks are each
+        # checked before its `cat`, which would stream the ones after a missing one
+        '{ (set -f; n=0; own() { if [ -f "$1.zst" ] && [ ! -h "$1.zst" ]; then return 0; fi; '
+        '[ -h "$1.zst" ] && rm -f "$1.zst"; echo "chunk $1 unreadable: missing or not a regular file" >>"$st"; exit 1; }; '
+        "while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
         '[ "$m" = "$n" ] && printf \'%s\\n\' "$s" > "$st.end"; break; fi; '
         'if [ "$m" = check ]; then '
         'cat "$c.zst" > "$v" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; '
         'h=$(zstd -dcq < "$v" | sha256sum); '
         f'if [ "${{h%% *}}" != "$c" ]; then rm -f "$c.zst"; echo "chunk $c {CHUNK_MISMATCH}" >>"$st"; exit 1; fi; '
         'cat "$v"; '
-        'elif [ "$c" = + ]; then set --; for f in $m $s; do set -- "$@" "$f.zst"; done; '
+        'elif [ "$c" = + ]; then set --; for f in $m $s; do own "$f"; set -- "$@" "$f.zst"; done; '
         'cat -- "$@" || { echo "chunks $m $s: one unreadable" >>"$st"; exit 1; }; n=$((n+$#-1)); '
-        'else cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; fi; n=$((n+1)); done) '
+        'else own "$c"; cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; fi; n=$((n+1)); done) '
         "| (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
         '[ -s "$st.end" ] || [ -s "$st" ] || echo "the list of chunks was cut short" >>"$st"; '
         'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; '

@@ -60,6 +60,13 @@ class SideLane:
         except BaseException as exc:  # handed to the run's thread, which raises it in `wait`
             self.error = exc
 
+    def raise_failure(self) -> None:
+        """The lane's error, raised in the run's thread as soon as the lane failed: part of the
+        run's stop check, so the volumes moving there (and the other lanes' waits) stop at their
+        next chunk, not once they went through whole."""
+        if self.error is not None and not isinstance(self.error, LaneStopped):
+            raise self.error
+
     def pump(self, on_stored: Callable[[int, int], None], on_done: Callable[[Item, Moved], None]) -> None:
         """Hand what the lane did so far to the run's thread's callbacks."""
         while True:
