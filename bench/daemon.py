@@ -12,7 +12,9 @@ files with `schedule = "0 3 * * *"` renamed one by one into `H/jobs.d/` while it
   its "ready" line, for information;
 - idle CPU: (utime + stime) of the daemon from `/proc/<pid>/stat` over `--idle-seconds` once
   everything is defined, as % of one core, goal < 2%;
-- RSS: `VmRSS` at the end of the idle window, goal < 150 MB.
+- RSS: `VmRSS` at the end of the idle window, goal < 150 MB;
+- stop: seconds from SIGTERM to the idle daemon's exit, for information (every test and bench
+  that stops a davitd waits this long: the jobs-directory watcher's thread is waited for).
 
 `--base WORKTREE` measures the same with `PYTHONPATH=WORKTREE` (another checkout of davit, e.g. the
 commit before a change) and prints both side by side. On a shared machine other work moves every
@@ -52,6 +54,7 @@ class Figures:
     restart_s: float
     cpu_pct: float
     rss_mb: float
+    stop_s: float
 
 
 class Daemon:
@@ -105,13 +108,16 @@ class Daemon:
             self.proc.kill()
         raise SystemExit(f"FAIL: {why}\n--- {self.log_file} (tail) ---\n{tail}")
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM; the seconds until the process exited."""
+        sent = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             print("WARNING: davitd did not stop within 90 s of SIGTERM; killed it")
+        return time.monotonic() - sent
 
 
 def job_body(name: str, source: Path) -> str:
@@ -154,9 +160,10 @@ def measure(label: str, pythonpath: Path, work: Path, jobs: int, idle_seconds: f
         f"[{label}] ready {restart_s:.2f} s after start; idle {cpu_pct:.2f}% of a core over {t1 - t0:.0f} s; RSS {rss:.0f} MB",
         flush=True,
     )
-    daemon.stop()
+    stop_s = daemon.stop()
+    print(f"[{label}] stopped {stop_s:.2f} s after SIGTERM", flush=True)
     shutil.rmtree(home, ignore_errors=True)
-    return Figures(label, define_s, restart_s, cpu_pct, rss)
+    return Figures(label, define_s, restart_s, cpu_pct, rss, stop_s)
 
 
 def main() -> None:
@@ -194,6 +201,7 @@ def main() -> None:
         ],
         ["idle RSS (MB)", GOALS["rss_mb"].text, *(f"{r.rss_mb:.0f} ({verdict('rss_mb', r.rss_mb)})" for r in results)],
         ["restart to ready (s)", "-", *(f"{r.restart_s:.2f}" for r in results)],
+        ["SIGTERM to exit, idle (s)", "-", *(f"{r.stop_s:.2f}" for r in results)],
     ]
     print()
     print(table(headers, rows, title=f"davitd with {args.jobs} scheduled jobs"))

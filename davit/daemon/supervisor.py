@@ -74,6 +74,10 @@ LOG_SHUTDOWN_PATIENCE_SECONDS = 10
 FIRST_RECONCILE_SECONDS = 2.0
 RECONCILE_SECONDS = 30.0
 WATCH_RETRY_SECONDS = 5.0
+# How long the jobs directory's watcher thread waits for a change before it looks whether it
+# was stopped: a stopping davitd waits for it (watchfiles' own 5 s kept every stop up to 5 s
+# longer: systemd's stop, a restart, each test's daemon). Changes are not lost in between.
+WATCH_TIMEOUT_MS = 500
 MAX_SCHEDULER_SLEEP_SECONDS = 60.0  # bounded, so a wall-clock step is noticed within a minute
 RETRY_FAILED_FIRE_SECONDS = 60.0
 TAKEOVER_CHECK_SECONDS = 2.0  # how often lapsed leases are looked for (a takeover within lease + this)
@@ -440,7 +444,12 @@ class Supervisor:
             while True:
                 try:
                     async for changes in watchfiles.awatch(
-                        self.settings.jobs_dir, watch_filter=_is_job_file, debounce=300, step=100, recursive=False
+                        self.settings.jobs_dir,
+                        watch_filter=_is_job_file,
+                        debounce=300,
+                        step=100,
+                        recursive=False,
+                        rust_timeout=WATCH_TIMEOUT_MS,
                     ):
                         try:
                             await self._sync_jobs({os.path.basename(path) for _change, path in changes})

@@ -10,9 +10,12 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -343,16 +346,46 @@ def test_a_hostile_key_file_is_refused_naming_it(
     assert "Traceback" not in verify.stdout + verify.stderr
 
 
-@pytest.fixture
-def keyed_log(postgres_peer: PostgresPeer, log_database: str, tmp_path: Path) -> tuple[Davit, str]:  # noqa: F811
-    """A keyed PostgreSQL log with plain events before the marker and davitd's after it."""
-    url = _url(postgres_peer, log_database)
-    asyncio.run(_plain_log(url, PLAIN_EVENTS))
-    d = _home(tmp_path, "a", url, tmp_path / "log.key")
+@pytest.fixture(scope="module")
+def keyed_template(postgres_peer: PostgresPeer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Davit]]:
+    """One keyed PostgreSQL log made by davitd, with plain events before the marker and
+    davitd's after it, and the home (key beside it) that keyed it: each test below tampers
+    with a copy of it (`keyed_log`) rather than keying a log of its own, which took a daemon
+    start and stop per test for the same log every time."""
+    top = tmp_path_factory.mktemp("keyed")
+    database = f"davit_e2e_{uuid.uuid4().hex[:12]}"
+    _query(postgres_peer, "postgres", f'CREATE DATABASE "{database}"')
     try:
-        d.start()
+        url = _url(postgres_peer, database)
+        asyncio.run(_plain_log(url, PLAIN_EVENTS))
+        d = _home(top, "a", url, top / "log.key")
+        try:
+            d.start()
+        finally:
+            _stop_all(d)
+        assert "hash chain intact" in d.cli("log", "verify").stdout
+        yield database, d
     finally:
-        _stop_all(d)
+        _query(postgres_peer, "postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def keyed_log(
+    postgres_peer: PostgresPeer,
+    keyed_template: tuple[str, Davit],
+    log_database: str,  # noqa: F811
+    tmp_path: Path,
+) -> tuple[Davit, str]:
+    """This test's own copy of the keyed log (PostgreSQL's `CREATE DATABASE ... TEMPLATE`: the
+    same rows, hashes and marker), and of the home and key that keyed it, pointed at the copy."""
+    template, keyer = keyed_template
+    _query(postgres_peer, "postgres", f'DROP DATABASE "{log_database}"')
+    _query(postgres_peer, "postgres", f'CREATE DATABASE "{log_database}" TEMPLATE "{template}"')
+    shutil.copy2(keyer.home.parent / "log.key", tmp_path / "log.key")
+    d = Davit(tmp_path / keyer.home.name, logs=[tmp_path / keyer.home.name / log.name for log in keyer.logs])
+    shutil.copytree(keyer.home, d.home, symlinks=True)
+    (d.home / "event-store.url").write_text(_url(postgres_peer, log_database) + "\n")
+    d.configure((d.home / "davit.toml").read_text().replace(str(keyer.home.parent / "log.key"), str(tmp_path / "log.key")))
     assert "hash chain intact" in d.cli("log", "verify").stdout
     return d, log_database
 

@@ -151,15 +151,23 @@ def test_every_string_field_of_every_kind_is_checked_in_linear_time(example: Pat
     for path in string_leaves(job):
         for shape, make in SHAPES.items():
             mutated = _with(job, path, make(100_000))
-            started = time.perf_counter()
-            try:
-                job_from_dict(mutated, example.name)
-            except InvalidJob:
-                pass
-            elapsed = time.perf_counter() - started
+            elapsed = _checking_time(mutated, example.name)
+            if elapsed > 0.5:
+                # tried twice more: a loaded machine stalls one try now and then, a quadratic
+                # check is slow every time
+                elapsed = min(elapsed, *(_checking_time(mutated, example.name) for _ in range(2)))
             if elapsed > 0.5:
                 slow.append(f"{'.'.join(map(str, path))} = {shape}: {elapsed:.2f}s")
     assert not slow
+
+
+def _checking_time(job: dict[str, Any], file: str) -> float:
+    started = time.perf_counter()
+    try:
+        job_from_dict(job, file)
+    except InvalidJob:
+        pass
+    return time.perf_counter() - started
 
 
 def _with(node: Any, path: tuple[Any, ...], value: str) -> Any:

@@ -47,6 +47,10 @@ from davit.domain.ports import RunContext
 
 q = shlex.quote
 
+# what `RemoteFiles.realpath` gives for a path the source host could not resolve: no place
+# inside any project, so a definition file resolved to it is not read (`symlinked_out`)
+UNRESOLVED = "(unresolved on the source host)"
+
 
 class RemoteFiles:
     """The source host's files, for `definition.project_definition`."""
@@ -61,9 +65,15 @@ class RemoteFiles:
         return self.host.read_bytes(f"cat -- {q(path)}").decode()
 
     def realpath(self, path: str) -> str:
-        # GNU and BusyBox readlink alike; a path that cannot be resolved is taken as named
-        out = self.host.run(f"readlink -f -- {q(path)}", check=False)
-        return out.stdout.rstrip("\n") if out.status == 0 and out.stdout.strip() else path
+        """As `os.path.realpath`: every link followed, a part that does not exist (yet) kept
+        as named. GNU's `readlink -m` does that; BusyBox has only `-f`, which fails on a link
+        to a place that does not exist. A path that cannot be resolved is never taken as named:
+        a dangling link out of the project, taken as a file inside it, would be read once its
+        owner filled the place in."""
+        quoted = q(path)
+        out = self.host.run(f"readlink -m -- {quoted} 2>/dev/null || readlink -f -- {quoted}", check=False)
+        resolved = out.stdout[:-1] if out.stdout.endswith("\n") else out.stdout
+        return resolved if out.status == 0 and resolved.startswith("/") else UNRESOLVED
 
 
 class SshSource:
