@@ -24,11 +24,12 @@ from typing import Any
 
 import docker
 
+from davit.adapters.compose import remotebatch
 from davit.adapters.compose.source import Item
 from davit.adapters.docker.engine import COMPOSE_PROJECT, engine_address, engine_errors
 from davit.adapters.docker.imageexport import command as export_command
 from davit.adapters.docker.imageexport import environment as export_environment
-from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost
+from davit.adapters.ssh.remote import RemoteCommandFailed, RemoteHost, Result
 from davit.domain.errors import PermanentError
 
 q = shlex.quote
@@ -107,39 +108,54 @@ def add_inspected(found: dict[str, dict[str, Any]], image_id: str, attrs: dict[s
         entry["refs"].append(ref)
 
 
+CHAINS_COMMAND = (
+    "ids=$(docker image ls -a -q --no-trunc | sort -u); "
+    "[ -z \"$ids\" ] || docker image inspect --format '{{range .RootFS.Layers}}{{.}} {{end}}' $ids"
+)
+
+
 def target_chains(host: RemoteHost) -> set[str]:
     """The chain IDs of every layer of every image on the target."""
-    command = (
-        "ids=$(docker image ls -a -q --no-trunc | sort -u); "
-        "[ -z \"$ids\" ] || docker image inspect --format '{{range .RootFS.Layers}}{{.}} {{end}}' $ids"
-    )
-    done = host.run(command, check=False)
+    return _chains_of(host, host.run(CHAINS_COMMAND, check=False))
+
+
+def _chains_of(host: RemoteHost, done: Result) -> set[str]:
     # an image removed between the listing and its inspection (another stack's `docker image
     # rm`, a prune) is not an error: it holds no layer any more; the others are printed still
     errors = [line for line in done.stderr.strip().splitlines() if "no such image" not in line.lower()]
     if done.status != 0 and (errors or not done.stderr.strip()):
-        raise RemoteCommandFailed(host.address.where, command, done.status, done.stderr)
-    out = done.stdout
+        raise RemoteCommandFailed(host.address.where, CHAINS_COMMAND, done.status, done.stderr)
     chains: set[str] = set()
-    for line in out.splitlines():
+    for line in done.stdout.splitlines():
         chains.update(chain_ids(line.split()))
     return chains
 
 
-def _target_id(host: RemoteHost, ref: str) -> str | None:
-    done = host.run(f"docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null", check=False)
+def _id_command(ref: str) -> str:
+    return f"docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null"
+
+
+def _id_of(done: Result) -> str | None:
     return done.stdout.strip() or None if done.status == 0 else None
+
+
+def _target_id(host: RemoteHost, ref: str) -> str | None:
+    return _id_of(host.run(_id_command(ref), check=False))
 
 
 def plan(host: RemoteHost, mode: str, images: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """What to send (`send`), what to tag, and what the target held before, per image."""
     if mode == "none":
         return []
-    chains = target_chains(host)
+    # the layers the target holds and what each ID and name is there: one session, side by side
+    refs = sorted(set(images).union(*(entry["refs"] for entry in images.values())))
+    got = remotebatch.run_batch(host, {"chains": CHAINS_COMMAND} | {f"id{n}": _id_command(r) for n, r in enumerate(refs)})
+    chains = _chains_of(host, got["chains"])
+    ids = {ref: _id_of(got[f"id{n}"]) for n, ref in enumerate(refs)}
     planned = []
     for image_id, entry in sorted(images.items()):
-        on_target = _target_id(host, image_id) == image_id
-        previous = {ref: _target_id(host, ref) for ref in entry["refs"]}
+        on_target = ids[image_id] == image_id
+        previous = {ref: ids[ref] for ref in entry["refs"]}
         send = mode == "all" or not on_target
         if not send and all(p == image_id for p in previous.values()):
             continue  # there, under every name: nothing to do

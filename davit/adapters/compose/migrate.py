@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import shlex
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
 from davit.adapters.compose.model_mask import masked_model
-from davit.adapters.compose.pipeline import Spawn, move_item
+from davit.adapters.compose.pipeline import Moved, Spawn, move_item
+from davit.adapters.compose.sidelane import SideLane
 from davit.adapters.compose.source import Item, Project, compose_args, inspect_project
 from davit.adapters.docker.engine import COMPOSE_PROJECT, DEFAULT_ENGINE, connect, engine_errors, start_containers
 from davit.adapters.runwork import RunInputs, RunWork
@@ -120,7 +123,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         ]
 
     def run(self, ctx: RunContext) -> None:
-        run_steps(ctx, self.steps(), stop_between=True)
+        with self._target_held():
+            run_steps(ctx, self.steps(), stop_between=True)
 
     def finish(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
@@ -230,7 +234,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         running = self._source_images(info["name"])
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
-        with self._connect() as host:
+        with self._target() as host:
             # one run writes a project on a target at a time (`claim.py`): taken before the checks
             # that nothing of it exists, kept until finalize or rollback (a dry run lets it go)
             made = claim.missing_top(host, self.layout)
@@ -322,7 +326,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         sent: set[str] = set()
         unchanged: list[str] = []  # items the target held already: nothing written
         spawn = self._spawner()  # where each item's export runs: here, or on the source's host
-        with self._connect() as host:
+        with self._target() as host:
             present = tgt.present_chunks(host, self.layout)
             at_start = set(present)
             # every volume still to fill made in one session, not one each (`_unpacker`)
@@ -331,15 +335,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             self._direct = tgt.direct_mountpoints(
                 host, [i for i in self._items(info) if i.id not in imported], self.spec.target.helper_image
             )
-            for item in self._items(info) + self._image_items(planned, host):
-                if item.id in imported:
-                    continue
-                ctx.check_stop()
-                unpack, walker = self._unpacker(host, item, info["name"])
-                moved = move_item(
-                    host, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, on_stored, ctx.check_stop, walker, spawn
-                )
-                imgs.check_loaded(host, self.layout.store, item)  # an image's ID, before it counts as imported
+            todo_items = [i for i in self._items(info) + self._image_items(planned, host) if i.id not in imported]
+
+            def record_item(item: Item, moved: Moved) -> None:
                 if not moved.unpacked:
                     unchanged.append(item.id)
                 exported[item.id] = {"chunks": moved.ids, "sizes": moved.sizes, "bytes": moved.plain_bytes}
@@ -354,6 +352,16 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     record_transfer()
                 imported.append(item.id)
                 ctx.checkpoint(IMPORT, {"done": imported}, items_done=len(imported))
+
+            def move(
+                on: RemoteHost, item: Item, sent: set[str], stored: Callable[[int, int], None], stop: Callable[[], None]
+            ) -> Moved:
+                unpack, walker = self._unpacker(on, item, info["name"])
+                moved = move_item(on, self.layout.store, item, unpack, WIRE_LEVEL, present, sent, stored, stop, walker, spawn)
+                imgs.check_loaded(on, self.layout.store, item)  # an image's ID, before it counts as imported
+                return moved
+
+            self._move_items(ctx, host, todo_items, sent, move, on_stored, record_item, spawn)
             tagged = imgs.tag(host, planned)
         size_of: dict[str, int] = {}
         for d in exported.values():
@@ -373,6 +381,78 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         }
         for step in todo:
             ctx.step_completed(step, summaries[step])
+
+    def _move_items(
+        self,
+        ctx: RunContext,
+        host: RemoteHost,
+        items: list[Item],
+        sent: set[str],
+        move: Callable[[RemoteHost, Item, set[str], Callable[[int, int], None], Callable[[], None]], Moved],
+        on_stored: Callable[[int, int], None],
+        record_item: Callable[[Item, Moved], None],
+        spawn: Spawn | None,
+    ) -> None:
+        """Move `items`, each recorded (`record_item`) in this thread once moved. Where the
+        exports run here, images and bind paths go in side lanes of their own (one each, on a
+        connection of their own: `sidelane.py`) beside the volumes: an image's pace is its
+        load's, a bind path's its helper container's, and they overlap the volumes' transfer.
+        Each lane's `sent` is its own (a chunk two lanes meet at once may go twice: each store
+        writer files it whole, under its one name)."""
+        groups: list[list[Item]] = []
+        if spawn is None:
+            groups = [[i for i in items if isinstance(i, imgs.ImageItem)], [i for i in items if i.kind == "bind"]]
+            groups = [g for g in groups if g]
+        in_lanes = {i.id for g in groups for i in g}
+        if len(in_lanes) == len(items):  # this thread would have nothing to overlap with
+            groups, in_lanes = groups[1:], {i.id for g in groups[1:] for i in g}
+        lanes: list[SideLane] = []
+
+        def check_stop() -> None:  # a lane's failure stops the run's thread as a cancel would
+            ctx.check_stop()
+            for lane in lanes:
+                lane.raise_failure()
+
+        try:
+            for group in groups:
+                lane_sent: set[str] = set()
+                lanes.append(SideLane(self._connect, partial(_lane_move, move, lane_sent), group).start())
+            for item in items:
+                if item.id in in_lanes:
+                    continue
+                check_stop()
+                for lane in lanes:
+                    lane.pump(on_stored, record_item)
+                record_item(item, move(host, item, sent, on_stored, check_stop))
+            for lane in lanes:
+                lane.wait(check_stop, on_stored, record_item)
+        finally:
+            for lane in lanes:
+                lane.stop.set()  # all told first: they stop side by side
+            for lane in lanes:
+                lane.close()
+
+    @contextmanager
+    def _target_held(self) -> Iterator[None]:
+        """The steps of one `run` share one connection to the target (`_target`), opened by
+        the first step that needs it and closed when the run returns or fails: a connection
+        per step cost a key exchange and a login each, seconds on a loaded host."""
+        with ExitStack() as stack:
+            self._held: tuple[ExitStack, list[RemoteHost]] | None = (stack, [])
+            try:
+                yield
+            finally:
+                self._held = None
+
+    def _target(self) -> AbstractContextManager[RemoteHost]:
+        """The target's connection for a step: the run's held one (`_target_held`), else a new one."""
+        held = getattr(self, "_held", None)
+        if held is None:
+            return self._connect()
+        stack, hosts = held
+        if not hosts:
+            hosts.append(stack.enter_context(self._connect()))
+        return nullcontext(hosts[0])
 
     def _connect(self) -> AbstractContextManager[RemoteHost]:
         """The target's session (a restore onto this host's engine: `localhost.py`)."""
@@ -409,20 +489,20 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             elif rel in translated:
                 data = data.replace(wd.encode(), self.layout.project_dir.encode())
             files[rel] = (data, 0o600 if rel == ".env" else self._source_mode(local))
-        with self._connect() as host:
+        with self._target() as host:
             tgt.write_project(host, self.layout, files)
             binds.verify_on_target(host, self.layout, self._project_args(info), info)
         return {"files": sorted(files), "project_dir": self.layout.project_dir}
 
     def _start(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with self._connect() as host:
+        with self._target() as host:
             out = tgt.compose(host, self.layout, f"{self._project_args(info)} up -d --pull never --remove-orphans")
         return {"output": out[-2000:]}
 
     def _verify(self, ctx: RunContext) -> dict[str, Any]:
         info = self._info(ctx)
-        with self._connect() as host:
+        with self._target() as host:
             states = tgt.wait_healthy(
                 host, self.layout, self._project_args(info), info["services"], self.spec.verify_timeout, ctx.check_stop
             )
@@ -435,7 +515,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         staging = self.repo.staging(self.run_id)
         removed = self._remove_source(info) if self.spec.remove_source else []
         cache: dict[str, Any] = {}
-        with self._connect() as host:
+        with self._target() as host:
             if self.spec.keep_transfer_cache:
                 # a repeat sends only the chunks the store lacks: keep those this migration used
                 used = {c for d in (ctx.cursor(EXPORT) or {}).get("done", {}).values() for c in d["chunks"]}
@@ -515,3 +595,15 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                             continue  # removed by an earlier try of this step: finalize is resumed, not redone
                         removed.append(f"volume {item.target}")
         return removed
+
+
+def _lane_move(
+    move: Callable[[RemoteHost, Item, set[str], Callable[[int, int], None], Callable[[], None]], Moved],
+    sent: set[str],
+    host: RemoteHost,
+    item: Item,
+    stored: Callable[[int, int], None],
+    stop: Callable[[], None],
+) -> Moved:
+    """`move` for a side lane, with the lane's own `sent`."""
+    return move(host, item, sent, stored, stop)

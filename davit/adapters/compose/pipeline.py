@@ -44,6 +44,7 @@ CHUNK = 4 << 20
 AHEAD = 6  # chunks read and sealed ahead of the sender: bounds memory at about 2 * AHEAD * CHUNK
 SEALERS = 2
 SYNC_BATCH = 8  # chunks the target's store fsyncs and files together (`store_command`)
+CAT_BATCH = 16  # chunks the unpacker streams with one `cat` (`unpack_command`)
 
 
 class ExportFailed(PermanentError):
@@ -130,6 +131,8 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
     well (whether a destination holds a stream already is `unpacked.check_command`'s). POSIX
     sh has no pipefail: failures of the feeding side are noted in a status file.
 
+    A line `+ NAME NAME ...` names several chunks this run wrote itself, streamed by one `cat`
+    (a process per chunk cost the target a fork each, a wait for the scheduler on a loaded host).
     A name line `NAME check` marks a chunk this run did not write itself (found in the store: a
     transfer cache kept from an earlier migration, or an earlier attempt's): it is copied to a
     private temporary file, its decompressed content hashed, and only that copy, if the hash is
@@ -141,14 +144,21 @@ def unpack_command(chunks: str, unpack: str, record: str | None = None, walker: 
         script += unpacked.snap_function(walker) + f"rec={q(record)}; "
         script += 'mkdir -p "${rec%/*}" && rm -f "$rec" || exit 1; '
     script += (
-        "{ (n=0; while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
+        # a chunk this run wrote is streamed unread: only a regular file, never a symlink put in
+        # its place (removed, so the next attempt sends it again); a batch's chunks are each
+        # checked before its `cat`, which would stream the ones after a missing one
+        '{ (set -f; n=0; own() { if [ -f "$1.zst" ] && [ ! -h "$1.zst" ]; then return 0; fi; '
+        '[ -h "$1.zst" ] && rm -f "$1.zst"; echo "chunk $1 unreadable: missing or not a regular file" >>"$st"; exit 1; }; '
+        "while IFS=' ' read -r c m s; do if [ \"$c\" = END ]; then "
         '[ "$m" = "$n" ] && printf \'%s\\n\' "$s" > "$st.end"; break; fi; '
         'if [ "$m" = check ]; then '
         'cat "$c.zst" > "$v" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; '
         'h=$(zstd -dcq < "$v" | sha256sum); '
         f'if [ "${{h%% *}}" != "$c" ]; then rm -f "$c.zst"; echo "chunk $c {CHUNK_MISMATCH}" >>"$st"; exit 1; fi; '
         'cat "$v"; '
-        'else cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; fi; n=$((n+1)); done) '
+        'elif [ "$c" = + ]; then set --; for f in $m $s; do own "$f"; set -- "$@" "$f.zst"; done; '
+        'cat -- "$@" || { echo "chunks $m $s: one unreadable" >>"$st"; exit 1; }; n=$((n+$#-1)); '
+        'else own "$c"; cat "$c.zst" || { echo "chunk $c unreadable" >>"$st"; exit 1; }; fi; n=$((n+1)); done) '
         "| (zstd -dcq || echo 'zstd failed' >>\"$st\") | (" + unpack + "); r=$?; }; "
         '[ -s "$st.end" ] || [ -s "$st" ] || echo "the list of chunks was cut short" >>"$st"; '
         'if [ -s "$st" ]; then cat "$st" >&2; r=1; fi; '
@@ -323,6 +333,26 @@ def _name_line(name: str, sent: set[str]) -> bytes:
     return f"{name}\n".encode() if name in sent else f"{name} check\n".encode()
 
 
+def _name_lines(names: list[str], sent: set[str]) -> bytes:
+    """The unpacker's lines for `names` in order: runs of chunks this run sent itself as `+`
+    lines of at most `CAT_BATCH` names (one `cat` each), every other chunk on a line of its own."""
+    out: list[bytes] = []
+    run: list[str] = []
+    for name in names:
+        if name in sent:
+            run.append(name)
+            if len(run) < CAT_BATCH:
+                continue
+        if run:
+            out.append(("+ " + " ".join(run) + "\n").encode() if len(run) > 1 else f"{run[0]}\n".encode())
+            run = []
+        if name not in sent:
+            out.append(_name_line(name, sent))
+    if run:
+        out.append(("+ " + " ".join(run) + "\n").encode() if len(run) > 1 else f"{run[0]}\n".encode())
+    return b"".join(out)
+
+
 def _unpack_failed(host: RemoteHost, store: str, cmd: str, status: int | None, stderr: str) -> PermanentError | RetryableError:
     """The unpacker's failure: a chunk that did not match its name (`ChunkMismatch`, naming it), or else its status."""
     for line in stderr.splitlines():
@@ -347,7 +377,7 @@ def _unpack_listed(
     async def go(conn: asyncssh.SSHClientConnection) -> None:
         proc = await conn.create_process(cmd, encoding=None)
         try:
-            proc.stdin.write(b"".join(_name_line(name, sent) for name in listed.ids))
+            proc.stdin.write(_name_lines(listed.ids, sent))
             proc.stdin.write(_end_line(listed.ids, listed.plain_bytes))
             proc.stdin.write_eof()
             done = asyncio.ensure_future(proc.wait())
@@ -384,8 +414,11 @@ async def _move(
     size_of: dict[str, int] = {}
 
     def hand_over() -> None:
+        ready = []
         while waiting and waiting[0] in present:
-            unpacker.stdin.write(_name_line(waiting.popleft(), sent))
+            ready.append(waiting.popleft())
+        if ready:
+            unpacker.stdin.write(_name_lines(ready, sent))
 
     async def acknowledgements() -> None:
         while line := await writer.stdout.readline():

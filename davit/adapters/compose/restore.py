@@ -130,7 +130,8 @@ class ComposeRestoreWork(ComposeMigrateWork):
         return list(PLAN)
 
     def run(self, ctx: RunContext) -> None:
-        run_steps(ctx, self.steps(), stop_between=True)
+        with self._target_held():  # one connection to the target for the steps (`migrate.py`)
+            run_steps(ctx, self.steps(), stop_between=True)
 
     # --- prepare: the snapshot read and checked, the target's name free ---------------------------
 
@@ -282,7 +283,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         spec = self.restore_spec
         need = 2 * int(info["bytes"]) + spec.min_free_bytes
         wanted = {i["id"]: i for i in info["snapshot_images"]} if spec.images != "none" else {}
-        with self._connect() as host:
+        with self._target() as host:
             made = claim.missing_top(host, self.layout)
             self._claim(host, ctx)
             try:
@@ -402,7 +403,7 @@ class ComposeRestoreWork(ComposeMigrateWork):
         return int(info["definition"][rel]["mode"]) & 0o777
 
     def _finalize(self, ctx: RunContext) -> dict[str, Any]:
-        with self._connect() as host:
+        with self._target() as host:
             host.run(f"rm -rf {q(self.layout.store)}")
             self._release(host)
         return {"store": "removed"}
