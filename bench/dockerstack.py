@@ -209,6 +209,8 @@ def _context() -> Any:
             self.seconds: dict[str, float] = {}
             self.current = ""
             self.remote: dict[str, list[float]] = {}  # step -> [commands run on the target, their seconds]
+            self.sessions: dict[str, int] = {}  # step -> SSH sessions opened (every channel)
+            self.items: list[str] = []  # each item's kind and seconds in the data pipeline
 
         def step_started(self, step: str, *, commits: bool = False) -> None:
             self.started[step] = time.monotonic()
@@ -239,6 +241,31 @@ def count_remote_commands(ctx: Any) -> None:
             entry[1] += time.monotonic() - start
 
     RemoteHost.run = run  # type: ignore[method-assign]
+
+    # every SSH session (channel) opened, whatever opens it: `run`, a pipeline's processes, batches
+    import asyncssh
+
+    opened = asyncssh.SSHClientConnection.create_session
+
+    async def create_session(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx.sessions[ctx.current or "-"] = ctx.sessions.get(ctx.current or "-", 0) + 1
+        return await opened(self, *args, **kwargs)
+
+    asyncssh.SSHClientConnection.create_session = create_session  # type: ignore[method-assign]
+
+    # each item's pass through the data pipeline, timed (volume, bind, image)
+    from davit.adapters.compose import migrate
+
+    moving = migrate.move_item
+
+    def move_item(host: Any, store: str, item: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return moving(host, store, item, *args, **kwargs)
+        finally:
+            ctx.items.append(f"{item.kind} {time.monotonic() - start:.1f}")
+
+    migrate.move_item = move_item  # type: ignore[assignment]
 
 
 DavitRun = tuple[float, float, Wire, dict[str, Any]]  # seconds, peak RSS MB, wire, step summaries
@@ -317,7 +344,16 @@ class StackBench:
             w.run(ctx)
             w.finish(ctx)
             out.write_text(
-                json.dumps({"steps": ctx.summaries, "seconds": ctx.seconds, "remote": ctx.remote, "warnings": ctx.warnings})
+                json.dumps(
+                    {
+                        "steps": ctx.summaries,
+                        "seconds": ctx.seconds,
+                        "remote": ctx.remote,
+                        "sessions": ctx.sessions,
+                        "items": ctx.items,
+                        "warnings": ctx.warnings,
+                    }
+                )
             )
 
         return go
@@ -358,6 +394,10 @@ class StackBench:
         remote = ", ".join(f"{k} {n:.0f} in {t:.1f} s" for k, (n, t) in recorded["remote"].items())
         print(f"  davit {run_id}: {secs:.1f} s; seconds by step: {by_step}", flush=True)
         print(f"    commands run on the target (each an SSH session) by step: {remote}", flush=True)
+        sessions = recorded.get("sessions", {})
+        by_session = ", ".join(f"{k} {n}" for k, n in sessions.items())
+        print(f"    SSH sessions opened by step (every channel): {sum(sessions.values())}: {by_session}", flush=True)
+        print(f"    seconds by item in the data pipeline: {', '.join(recorded.get('items', []))}", flush=True)
         self.check_image(run_id)
         for what, path in self.src.data.items():
             kind, key = what.split()

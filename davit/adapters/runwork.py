@@ -34,8 +34,12 @@ class RunInputs(Generic[SpecT]):
         repo: Repository | None = None,
         open_repo: Callable[[], Repository] | None = None,
         open_named: Callable[[str], Repository] | None = None,
+        run_ended: Callable[[str], bool] | None = None,
     ) -> None:
         self.spec = spec
+        # whether the event log shows another run ended for good (a claim it left may be taken
+        # over: `compose/claim.py`); without a log (a test's inputs) no run is known ended
+        self.run_ended: Callable[[str], bool] = run_ended or (lambda _run_id: False)
         self.run_id = run_id
         self.tuning = tuning if tuning is not None else Tuning()
         self.details = details if details is not None else {}
@@ -65,7 +69,14 @@ class RunInputs(Generic[SpecT]):
         """The same run's inputs for another spec (a kind carried out by another kind's work, as
         a volume backup is by a files backup): same repository, same details."""
         return RunInputs(
-            spec, self.run_id, self.tuning, self.details, repo=self._repo, open_repo=self._open_repo, open_named=self._open_named
+            spec,
+            self.run_id,
+            self.tuning,
+            self.details,
+            repo=self._repo,
+            open_repo=self._open_repo,
+            open_named=self._open_named,
+            run_ended=self.run_ended,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from davit.adapters.repository.repository import Repository
@@ -40,6 +41,8 @@ class Parts:
     # per repository, the ended runs whose staging was removed (or found gone) already: davitd
     # asks for every ended run at each run's end, and asking a remote repository costs a listing
     _staging_cleared: dict[str, set[str]] = field(default_factory=dict)
+    # whether the log shows a run ended for good (the supervisor sets it: it folds the runs)
+    run_ended: Callable[[str], bool] | None = None
 
     def repository(self, name: str) -> Repository:
         """The repository `name`, opened once and shared by the runs that use it. It is opened
@@ -94,6 +97,7 @@ class Parts:
             dict(view.details),
             open_repo=lambda: self.repository(spec.repository),
             open_named=self.repository,
+            run_ended=self.run_ended,
         )
 
     def work_for(self, view: RunView) -> JobWork:

@@ -87,6 +87,7 @@ class DataPathSection(_Section):
     workers: int = Field(default=2, ge=1, le=64)
     inflight_chunks: int = Field(default=16, ge=1, le=1024)
     compression_level: int = Field(default=3, ge=1, le=22)
+    text_compression_level: int = Field(default=1, ge=1, le=22)  # SQL statements (`Tuning`)
 
     def tuning(self) -> Tuning:
         return Tuning(
@@ -96,6 +97,7 @@ class DataPathSection(_Section):
             workers=self.workers,
             inflight_chunks=self.inflight_chunks,
             compression_level=self.compression_level,
+            text_compression_level=self.text_compression_level,
         )
 
 

@@ -139,8 +139,12 @@ class JobRegistry:
             self._active.pop(job.name, None)
         else:
             self._active[job.name] = job
-            self._by_file[job.file] = job.name
-            self._file_of[job.name] = job.file
+            if job.daemon is None or self.daemon_name is None or job.daemon == self.daemon_name:
+                # (by file: this daemon's directory's jobs only. Another host's file at the
+                # same path, of another job name, would take the entry over: this daemon's file
+                # removed or renamed then retired nothing)
+                self._by_file[job.file] = job.name
+                self._file_of[job.name] = job.file
 
     async def append(self, name: str, *events: ev.Event, extra: list[ev.StreamAppend] | None = None) -> list[ev.StoredEvent]:
         """Append `events` to the job's stream (and `extra` in the same transaction); every
@@ -163,6 +167,11 @@ class JobRegistry:
             self._applied(state, [stored])
         else:
             self._applied(state, await self.log.read_stream(stored.stream, state.version + 1))
+        if state.retired and self.daemon_name is not None and state.daemon == self.daemon_name and state.file:
+            # one of this daemon's jobs retired by another process (`davit daemons forget` while
+            # this daemon was paused): its file, unchanged, is read again at the next pass and
+            # defines it again (its stamp alone kept it retired until the file changed)
+            self.stamps.pop(state.file, None)
 
     def _applied(self, state: JobState, stored: Iterable[ev.StoredEvent]) -> None:
         for item in stored:

@@ -37,6 +37,9 @@ log = logging.getLogger("davitd.leases")
 
 LEASE_LOST = "lease lost"
 ROSTER_SECONDS = 5.0  # each daemon's heartbeat row (`davit daemons`): replaced in place, the log does not grow by it
+# a daemon whose row is younger than three of its beats may still be alive: not forgotten, not
+# started twice, its claimed requests not taken over
+ROSTER_LIVE_SECONDS = 3 * ROSTER_SECONDS
 # States in which a daemon works on a run (a lease matters); `cancelling` too: its owner settles it.
 HELD_STATES = ACTIVE | {RunState.CANCELLING}
 

@@ -46,7 +46,7 @@ from davit.daemon.eventlogs import log_location
 from davit.daemon.heartbeat import HeartbeatWriter
 from davit.daemon.jobs import LOCAL_KINDS, JobRegistry, JobState
 from davit.daemon.kinds import preload
-from davit.daemon.leases import LEASE_LOST, ROSTER_SECONDS, LeaseBook, LeasePolicy
+from davit.daemon.leases import LEASE_LOST, ROSTER_LIVE_SECONDS, ROSTER_SECONDS, LeaseBook, LeasePolicy
 from davit.daemon.loghealth import LogHealth
 from davit.daemon.logsetup import apply_level as apply_log_level
 from davit.daemon.notifications.service import NotificationService
@@ -54,6 +54,7 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
+from davit.daemon.twins import refuse_live_twin
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
@@ -117,10 +118,19 @@ class Supervisor:
         self.kinds_loaded: dict[str, anyio.Event] = {}  # kind -> set once its preload ended (see _kind_loaded)
         self.sync_lock = anyio.Lock()
         self.runs: dict[str, RunView] = {}
+        parts.run_ended = self._run_ended
         self.recorders: dict[str, RunRecorder] = {}
         self.handles: dict[str, ex.RunHandle] = {}
         self.wakeup = anyio.Event()
         self.requests_after = 0
+        self._unlearnt_at: int | None = None  # the request whose answerer could not be learnt (logged once)
+        # runs whose cancel this daemon left to their lease owner: honoured here if this daemon
+        # takes the run over (the owner died before it read the cancel)
+        self.cancels_left: set[str] = set()
+        # requests another daemon claimed and has not yet recorded as handled (its own
+        # `RequestsHandled` past them): answered here if that daemon stops beating first
+        self.claimed_elsewhere: dict[int, tuple[str, ev.StoredEvent]] = {}
+        self.handled_by: dict[str, int] = {}  # daemon name -> the request position it handled up to
         self.previous_start = 0  # the log position of the previous daemon's start
         self.ended_before_start: list[str] = []
         max_parallel = self.settings.model.daemon.max_parallel_runs
@@ -137,6 +147,8 @@ class Supervisor:
 
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
+        if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
+            await refuse_live_twin(self.store, self.name, str(self.settings.config_file))
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,
@@ -257,12 +269,37 @@ class Supervisor:
                 # leave that run alone rather than refuse to start every other one.
                 log.error("run %s is ignored: its events do not form a legal run (%s)", run_id, exc)
         starts = []
+        # Several daemons: each restarts from its own progress, not the furthest any reached
+        # (another passed the requests this one had claimed and died before answering: they are
+        # read again and answered now, their claims being in this daemon's name). Without
+        # progress of its own: from where the others were at this name's first start (it claimed
+        # nothing before), and never before progress recorded before daemons were named.
+        own: int | None = None
+        before_own_start = 0
+        started = False
         async for stored in self.store.iter_all(stream_prefix=ev.DAEMON_STREAM):
             if stored.type == ev.RequestsHandled.type_name():
-                self.requests_after = max(self.requests_after, stored.data["upto_position"])
+                upto = stored.data["upto_position"]
+                self.requests_after = max(self.requests_after, upto)
+                by = stored.data.get("daemon")
+                if by is not None:
+                    self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
+                if self.name is not None and by == self.name:
+                    own = max(own or 0, upto)
+                elif by is None or not started:
+                    before_own_start = max(before_own_start, upto)
             elif stored.type == ev.DaemonStarted.type_name():
                 starts.append(stored.position)
+                started = started or (self.name is not None and stored.data.get("name") == self.name)
+        if self.book is not None and started:
+            self.requests_after = max(own or 0, before_own_start)
         self.previous_start = starts[-2] if len(starts) > 1 else 0
+
+    def _run_ended(self, run_id: str) -> bool:
+        """Whether this daemon's fold of the log shows `run_id` ended (a terminal state never
+        changes); an unknown run, or one another daemon holds as this one last saw it, is not."""
+        view = self.runs.get(run_id)
+        return view is not None and view.state in TERMINAL
 
     def recorder(self, run_id: str) -> RunRecorder:
         if run_id not in self.recorders:
@@ -614,23 +651,111 @@ class Supervisor:
                     # else than davit): passed over, or a page of them stalled every request
                     handled = stored.position
                     continue
-                try:
-                    await self._handle_request(stored)
-                except ConcurrencyError as exc:
-                    if self.book is None:
-                        await record_failure(self.store, stored, exc)
-                    elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
-                        await self._refold(exc.stream.removeprefix("run-"))
-                except Exception as exc:
-                    # recorded, so a CLI waiting on it stops waiting (a log line alone left it
-                    # waiting until its timeout)
-                    await record_failure(self.store, stored, exc)
+                if not await self._answer(stored):
+                    break  # read again at the next poll
                 handled = stored.position
             if handled is not None:
                 self.requests_after = handled
-                await append_unordered(self.store, ev.DAEMON_STREAM, ev.RequestsHandled(upto_position=self.requests_after))
+                handled_event = ev.RequestsHandled(upto_position=self.requests_after, daemon=self.name)
+                await append_unordered(self.store, ev.DAEMON_STREAM, handled_event)
             else:
                 await anyio.sleep(poll)
+
+    async def _answer(self, stored: ev.StoredEvent) -> bool:
+        """Handle the request if this daemon answers it; False if that could not be learnt
+        (the log failing): it is read again later, not passed over."""
+        if self.book is not None:
+            try:
+                if not await self._answers(stored):
+                    return True  # another daemon answers it
+            except Exception as exc:
+                if self._unlearnt_at != stored.position:  # (said once per request, not at every poll)
+                    self._unlearnt_at = stored.position
+                    log.warning(
+                        "request at log position %d: whether this daemon answers it could not be learnt (%s); it is read again",
+                        stored.position,
+                        type(exc).__name__,
+                    )
+                return False
+        await self._answer_here(stored)
+        return True
+
+    async def _answer_here(self, stored: ev.StoredEvent) -> None:
+        try:
+            await self._handle_request(stored)
+        except ConcurrencyError as exc:
+            if self.book is None:
+                await record_failure(self.store, stored, exc)
+            elif exc.stream.startswith("run-"):  # another daemon of this log handled it first
+                await self._refold(exc.stream.removeprefix("run-"))
+        except Exception as exc:
+            # recorded, so a CLI waiting on it stops waiting (a log line alone left it
+            # waiting until its timeout)
+            await record_failure(self.store, stored, exc)
+
+    async def _answers(self, stored: ev.StoredEvent) -> bool:
+        """With several daemons every one reads every request, but one answers it (the CLI
+        waits for one outcome, and a loser's `RequestFailed` would end its wait wrongly): a
+        cancel of a run another daemon holds is its lease owner's; any other request is the
+        daemon's whose `RequestClaimed` lands at version 0 of the request's claim stream (a
+        claim in this daemon's own name is its previous life's, which stopped before handling
+        it: handling is idempotent by run id)."""
+        assert self.book is not None
+        try:
+            command = decode_command(stored)
+        except Exception:
+            command = None  # the claimer records why it does not decode
+        if isinstance(command, CancelRun):
+            if command.run_id in self.book.own:
+                return True  # held here: answered here
+            known = command.run_id in self.runs or await self.store.stream_version(ev.run_stream(command.run_id)) > 0
+            # who holds it now, from the log (the follower may not have applied its latest claim yet)
+            if known and self.book.held_elsewhere(await self._refold(command.run_id)):
+                self.cancels_left.add(command.run_id)
+                return False
+        name = self.book.policy.name
+        stream = ev.request_claim_stream(stored.position)
+        claim = ev.RequestClaimed(position=stored.position, owner=name)
+        try:
+            await self.store.append(stream, 0, [ev.NewEvent.of(new_event_id(), claim)])
+            return True
+        except ConcurrencyError:
+            first = await self.store.read_stream(stream)
+            owner = str(first[0].data.get("owner")) if first else ""
+            if owner != name and self.handled_by.get(owner, 0) < stored.position:  # (not answered yet)
+                self.claimed_elsewhere[stored.position] = (owner, stored)
+            return owner == name
+
+    async def answer_orphaned_requests(self) -> list[int]:
+        """Answer the requests claimed by a daemon that no longer beats (it died after its
+        claim and before handling them, and has not come back): of the daemons doing this at
+        once, the one whose claim lands next on the claim stream answers (handling is idempotent
+        by run id). The positions answered here."""
+        if not self.claimed_elsewhere or self.book is None or not isinstance(self.store, DaemonRoster):
+            return []
+        alive = {seen.beat.name for seen in await self.store.daemons() if seen.age_seconds < ROSTER_LIVE_SECONDS}
+        answered = []
+        for position, (owner, stored) in sorted(self.claimed_elsewhere.items()):
+            if owner in alive:
+                continue
+            stream = ev.request_claim_stream(position)
+            claims = await self.store.read_stream(stream)
+            last = str(claims[-1].data.get("owner")) if claims else ""
+            if last != owner:  # another daemon took it first
+                self.claimed_elsewhere[position] = (last, stored)
+                if last == self.book.policy.name:
+                    self.claimed_elsewhere.pop(position)  # (this daemon's: answered when it took it)
+                continue
+            claim = ev.RequestClaimed(position=position, owner=self.book.policy.name)
+            try:
+                await self.store.append(stream, len(claims), [ev.NewEvent.of(new_event_id(), claim)])
+            except ConcurrencyError:
+                continue  # seen at the next pass
+            self.claimed_elsewhere.pop(position)
+            log.warning("request at log position %d: daemon %s claimed it and no longer beats; answered here", position, owner)
+            await self._answer_here(stored)
+            answered.append(position)
+        return answered
 
     async def _handle_request(self, stored: ev.StoredEvent) -> None:
         command = decode_command(stored)
@@ -839,6 +964,15 @@ class Supervisor:
                 await anyio.sleep(WATCH_RETRY_SECONDS)
 
     async def _followed(self, stored: ev.StoredEvent) -> None:
+        if stored.stream == ev.DAEMON_STREAM and stored.type == ev.RequestsHandled.type_name():
+            # the daemon that claimed them has handled them
+            by, upto = stored.data.get("daemon"), stored.data.get("upto_position", 0)
+            if by is not None:
+                self.handled_by[by] = max(self.handled_by.get(by, 0), upto)
+            for position, (owner, _) in list(self.claimed_elsewhere.items()):
+                if owner == by and position <= upto:
+                    del self.claimed_elsewhere[position]
+            return
         if stored.stream.startswith("job-"):
             await self.registry.follow(stored)
             return
@@ -891,6 +1025,10 @@ class Supervisor:
             if self.stopping:
                 return
             await self.take_over_lapsed()
+            try:
+                await self.answer_orphaned_requests()
+            except Exception as exc:  # (the log failing: tried again at the next pass)
+                log.warning("requests claimed by daemons that no longer beat could not be answered: %s", exc)
 
     async def take_over_lapsed(self) -> list[str]:
         """One pass of `_takeover_loop`; the runs it recorded interrupted or requeued."""
@@ -920,6 +1058,11 @@ class Supervisor:
                 await self._refold(run_id)  # another daemon was first
                 continue
             done.append(run_id)
+            if run_id in self.cancels_left:
+                # its owner died before it read the operator's cancel: honoured here, not resumed
+                self.cancels_left.discard(run_id)
+                log.warning("run %s (%s): cancelled as requested while daemon %s held it", run_id, view.job, view.owner)
+                await self._cancel(run_id)
             self.wakeup.set()
         return done
 

@@ -8,6 +8,7 @@ is in the run streams; its start and stop are `DaemonStarted`/`DaemonStopped` ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -30,3 +31,19 @@ class DaemonSeen:
     beat: DaemonBeat
     beat_at: str
     age_seconds: float
+
+
+def live_twin(
+    seen: list[DaemonSeen], name: str, host: str, pid: int, pid_alive: Callable[[int], bool], fresh_seconds: float
+) -> DaemonSeen | None:
+    """The daemon of `name` that beat within `fresh_seconds` and is not this one's previous life,
+    or None. A previous life beat from this host with a process that is gone (killed -9 and
+    restarted at once) or this very pid (a container restarted under one pid); a beat from
+    another host, or from a live process of this host (a second home), is a twin's."""
+    for other in seen:
+        if other.beat.name != name or other.age_seconds >= fresh_seconds:
+            continue
+        if other.beat.host == host and (other.beat.pid == pid or not pid_alive(other.beat.pid)):
+            continue
+        return other
+    return None

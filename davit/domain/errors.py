@@ -8,6 +8,7 @@ DavitError
 ├── PermanentError              fail the run at once; an operator must act
 │   ├── InvalidJob              a job file or spec is wrong (file, field, reason)
 │   ├── InvalidConfig           the daemon configuration is wrong
+│   ├── DaemonNameInUse         another live davitd beats on the log under this one's name: exit 2
 │   ├── IllegalTransition       the run machine refused a trigger
 │   │   └── AlreadyCommitted    ... because the run's committing step has started (a late cancel)
 │   ├── CorruptChunk            a stored chunk does not match its hash
@@ -420,3 +421,19 @@ LOG_UNWRITABLE: tuple[type[DavitError], ...] = (EventLogFull, EventLogUnavailabl
 class EventLogStop(RunStopped):
     """Raised inside a worker whose event could not be recorded because the log cannot be
     written: the run stops at this checkpoint and resumes once the log takes writes again."""
+
+
+class DaemonNameInUse(PermanentError):
+    """Another live davitd beats on this log under the same `[daemon] name`: a second one would
+    take the first one's leases for its own previous life's and interrupt its runs."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, config_file: str, name: str, host: str, pid: int, age_seconds: float, fresh_seconds: float) -> None:
+        super().__init__(
+            f"{config_file}: [daemon] name {name!r} is in use: daemon {name!r} on host {host!r} (pid {pid}) beat on this "
+            f"event log {age_seconds:.0f} s ago; give this daemon another name, or stop that one and start this one once "
+            f"its last beat is {fresh_seconds:.0f} s old"
+        )
+        self.name = name
+        self.host = host

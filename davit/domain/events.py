@@ -41,6 +41,11 @@ def job_stream(name: str) -> str:
     return f"job-{name}"
 
 
+def request_claim_stream(position: int) -> str:
+    """Where the daemon answering the request at `position` claims it (several daemons on one log)."""
+    return f"request-{position}"
+
+
 # --- envelopes shared with the eventstore ---------------------------------------------------
 
 
@@ -117,6 +122,9 @@ class JobFileRejected(Event):
 
 class RequestsHandled(Event):
     upto_position: int
+    # the daemon whose progress it is (several daemons on one log: each restarts from its own,
+    # not from another's that passed a request this one had claimed). None: the one daemon.
+    daemon: str | None = None
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -329,6 +337,15 @@ class RequestFailed(Event):
     run_id: str | None = None
 
 
+class RequestClaimed(Event):
+    """With several daemons on one log, `owner` answers the request at `position` (handles it,
+    or records its `RequestFailed`); appended at version 0 of `request_claim_stream(position)`,
+    so of daemons claiming at once one lands and the others leave the request alone."""
+
+    position: int
+    owner: str
+
+
 class NotificationSent(Event):
     """A message (`key`: what caused it, see `davit/domain/notifications.py`) reached the
     target named `target` (a name from davit.toml or `job:NAME`, never its URL)."""
@@ -392,6 +409,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RequestFailed,
         NotificationSent,
         NotificationFailed,
+        RequestClaimed,
     )
 }
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import ConcurrencyError
+from davit.eventstore import postgres as pg
 from davit.eventstore.chain import ChainReport
 from davit.eventstore.postgres import MAX_BEAT_RUNS, PostgresEventStore
 from tests.contract.eventlog_contract import EventLogContract, Tampering, new, run
@@ -282,3 +283,48 @@ def test_daemons_rows_crafted_by_another_database_user_are_each_read_not_one_fai
     nulls = seen["nulls"].beat
     assert (nulls.version, nulls.pid, nulls.host, nulls.runs) == ("", 0, "", [])
     assert seen["nulls"].age_seconds == float("inf")  # never beat: never shown alive
+
+
+class TestASlowAppender:
+    """Commit order is position order (the module docstring of `eventstore/postgres.py`): an
+    appender whose transaction stays open holds up the positions after its own, so a tail
+    reading "position > last seen" never passes it. (A design that assigns positions otherwise,
+    from a sequence or under a commit-order watermark, must give its tail the same test.)"""
+
+    def test_a_tail_does_not_skip_a_slow_appenders_event_while_a_later_append_waits(self, log: PostgresLog) -> None:
+        """A slow appender holds its transaction open (position 2 taken, not committed) while
+        another appends: the other's append may not commit a later position first (a tail that
+        read it would go past 2 and never look back); the tail sees 1, 2, 3, 4 in order."""
+
+        async def go() -> None:
+            async with log.writer() as store, log.reader() as reader:
+                await store.append("fast", 0, [new(n=0)])
+                seen: list[int] = []
+
+                async def follow() -> None:
+                    async for event in reader.tail(0, poll_seconds=0.01):
+                        seen.append(event.position)
+                        if len(seen) == 4:
+                            return
+
+                tailer = asyncio.create_task(follow())
+                slow = await psycopg.AsyncConnection.connect(**store._connect_params(), autocommit=True)
+                try:
+                    async with slow.transaction():  # what an appender does, held open
+                        await slow.execute(pg._LOCK_SQL, (pg.LOCK_KEY,))
+                        head = await (await slow.execute(pg._HEAD_SQL)).fetchone()
+                        assert head is not None
+                        row = store._row(new(n=1), "slow", 1, int(head[0]) + 1, head[1])
+                        await slow.execute(pg._WRITE_SQL, (*pg._columns([row]), row[0], row[-1]))
+                        fast = asyncio.create_task(store.append("fast", 1, [new(n=2), new(n=3)]))
+                        await asyncio.sleep(0.5)
+                        assert not fast.done()  # it waits for the lock, position unassigned
+                        assert seen == [1]
+                finally:
+                    await slow.close()
+                assert await asyncio.wait_for(fast, 10) == [3, 4]
+                await asyncio.wait_for(tailer, 10)
+                assert seen == [1, 2, 3, 4]
+            assert (await log.verify()).ok
+
+        run(go())

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PACK_MIB = 4
 SOURCE_MIB = 48
+FAST_RETRY = "initial_seconds = 2\nmax_seconds = 4\n"
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +65,22 @@ def key_files(tmp_path: Path, access: str, secret: str) -> tuple[Path, Path]:
     return a, s
 
 
-def configure(davit: Davit, endpoint: str, prefix: str, keys: tuple[Path, Path], extra: str = "") -> None:
+def configure(
+    davit: Davit, endpoint: str, prefix: str, keys: tuple[Path, Path], extra: str = "", retry: str = FAST_RETRY
+) -> None:
     davit.configure(
         f"[data_path]\npack_size_mib = {PACK_MIB}\ncheckpoint_seconds = 0.5\n"
-        "[retry]\ninitial_seconds = 2\nmax_seconds = 4\n"
+        f"[retry]\n{retry}"
         '[repositories.local]\npath = "repository"\n'
         f'[repositories.cloud]\nurl = "s3://{seaweedfs.BUCKET}/{prefix}"\nendpoint = "{endpoint}"\npath_style = true\n'
         f'access_key_id_file = "{keys[0]}"\nsecret_access_key_file = "{keys[1]}"\n{extra}'
     )
 
 
-def admin_configure(davit: Davit, server: seaweedfs.PrivateS3, prefix: str, tmp_path: Path, extra: str = "") -> None:
-    configure(davit, server.endpoint, prefix, key_files(tmp_path, *server.keys["admin"]), extra)
+def admin_configure(
+    davit: Davit, server: seaweedfs.PrivateS3, prefix: str, tmp_path: Path, extra: str = "", retry: str = FAST_RETRY
+) -> None:
+    configure(davit, server.endpoint, prefix, key_files(tmp_path, *server.keys["admin"]), extra, retry)
 
 
 def bucket(server: seaweedfs.PrivateS3, prefix: str) -> S3Backend:
@@ -160,17 +165,22 @@ def test_a_server_paused_mid_upload_within_the_budget_only_delays_the_run(
 def test_a_server_gone_longer_than_the_budget_fails_the_run_as_retryable_and_the_retry_continues(
     davit: Davit, server: seaweedfs.PrivateS3, source: Path, prefix: str, tmp_path: Path
 ) -> None:
-    admin_configure(davit, server, prefix, tmp_path, extra="retry_seconds = 5\n")
+    # a 5 s budget fails each request to the paused server after 5 s (its read timeout is bounded
+    # by the budget); the retry comes 3-6 s after the failure, and the server is resumed as soon
+    # as the failure is in the log (read directly: a CLI poll may take seconds on a loaded machine)
+    admin_configure(davit, server, prefix, tmp_path, extra="retry_seconds = 5\n", retry="initial_seconds = 6\n")
     davit.start()
     write_job(davit, "up.toml", backup_job(source))
     run_id = wait_for_checkpoints(davit, "up", 1)
     pause(server)
     try:
         assert not ended(davit, run_id), "the pause must land in the middle of the upload"
-        davit.wait_for(lambda: "RunWaitingRetry" in history_types(davit, run_id), 180, "the run to wait for a retry", 0.5)
+        waits = f"stream = 'run-{run_id}' AND type = 'RunWaitingRetry'"
+        davit.wait_for(lambda: bool(davit.events(waits)), 180, "the run to wait for a retry", 0.05)
         before = checkpoints(davit, run_id)
     finally:
         resume(server)
+    assert "RunWaitingRetry" in history_types(davit, run_id)
     [waiting] = [e[3] for e in davit.events(f"stream = 'run-{run_id}' AND type = 'RunWaitingRetry'")]
     assert waiting["error_type"] == "BackendUnavailable", waiting
     assert f"s3://{seaweedfs.BUCKET}/{prefix}" in waiting["error"]

@@ -190,9 +190,11 @@ def test_a_remote_that_does_not_answer_holds_up_only_the_runs_that_use_it(tmp_pa
         assert isinstance(outcome["error"], BackendUnavailable) and outcome["error"].retryable
         assert f"127.0.0.1:{port}" in str(outcome["error"])
         # the first request that went unanswered is named, and no clean-up request is sent after
-        # it to the same silent server (each costs the client's 30 s read timeout)
+        # it to the same silent server (each would cost a read timeout more)
         assert "probe tmp/probe-conditional-create-" in str(outcome["error"]) and "delete" not in str(outcome["error"])
-        assert isinstance(outcome["took"], float) and outcome["took"] < 45
+        # about the 1 s budget, not the client's 30 s read timeout (which it took before the
+        # read timeout was bounded by the budget); the margin is for a loaded machine
+        assert isinstance(outcome["took"], float) and outcome["took"] < 12, outcome["took"]
         parts.close()
     finally:
         silent.close()

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,10 @@ def down() -> None:
         fresh_dir(data_dir()).rmdir()
 
 
-def start_instance(base: Path) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+def start_instance(base: Path, options: Sequence[str] = ()) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
     """A second, empty server of its own under `base` (a new directory): for a test that needs a
-    server holding none of the peer's accounts (a restore into a fresh server). Same binary and
+    server holding none of the peer's accounts (a restore into a fresh server), or set unlike
+    the peer (`options`, more mariadbd options: a small max_allowed_packet). Same binary and
     settings as the peer; its own data dir, socket, port, log and admin password (0600 file).
     Returns the entry a `MariadbPeer` is made from and the server process for `stop_instance`."""
     base.mkdir(mode=0o700)
@@ -179,6 +181,7 @@ def start_instance(base: Path) -> tuple[dict[str, Any], subprocess.Popen[bytes]]
                 "--character-set-server=utf8mb4",
                 "--collation-server=utf8mb4_general_ci",
                 "--innodb-flush-log-at-trx-commit=0",  # a throwaway server
+                *options,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

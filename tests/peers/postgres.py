@@ -185,3 +185,20 @@ def stop_instance(base: Path) -> None:
         argv = _as_postgres([BIN / "pg_ctl", "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"])
         subprocess.run(argv, capture_output=True, check=False)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def halt_instance(base: Path, mode: str = "immediate") -> None:
+    """Stop a cluster `start_instance(base)` started but keep its data: an outage of the server
+    (`immediate` is a crash: sessions cut, recovery at the next start). `resume_instance` starts it again."""
+    argv = _as_postgres([BIN / "pg_ctl", "-D", base / "data", "-m", mode, "-w", "-t", "30", "stop"])
+    run(argv)
+
+
+def resume_instance(base: Path, entry: dict[str, Any]) -> None:
+    """Start again, on its port, a cluster `halt_instance(base)` stopped; returns once it takes logins."""
+    options = f"-p {entry['port']} -k {base / 's'} -c listen_addresses=127.0.0.1 -c fsync=off"
+    log = base / "postgres.log"
+    run(_as_postgres([BIN / "pg_ctl", "-D", base / "data", "-o", options, "-l", log, "-w", "-t", "60", "start"]))
+    wait_until(
+        lambda: _connects(int(entry["port"]), str(entry["password_file"])), what=f"the cluster in {base}", name=NAME, timeout=60
+    )

@@ -15,6 +15,7 @@ import pytest
 from davit.adapters.compose.restore import renamed_ref
 from davit.adapters.compose.snapshotimages import check_image_export
 from davit.adapters.compose.snapshotstream import StreamProcess, part_entries, tar_stream
+from davit.adapters.docker.imageexport import filtered
 from davit.adapters.repository.treeformat import DIR, FILE, LINK, Entry
 from davit.domain.errors import CorruptSnapshot
 
@@ -165,3 +166,53 @@ def test_a_built_services_image_follows_the_project_name_and_other_names_stay() 
     assert renamed_ref("shop_app:latest", "shop", "shop2", services) == "shop2_app:latest"
     assert renamed_ref("busybox:1", "shop", "shop2", services) == "busybox:1"
     assert renamed_ref("shop-other", "shop", "shop2", services) == "shop-other"
+
+
+def test_the_check_gives_the_images_layers_and_refuses_diff_ids_that_are_no_digests() -> None:
+    layer = "sha256:" + "ab" * 32
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [layer]}}).encode()
+    image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+    data = image_export(config, lambda c: [{"Config": c, "RepoTags": None, "Layers": []}])
+    assert check_image_export("snap", "images/x.tar", image_id, iter([data])) == [layer]
+    crafted = json.dumps({"rootfs": {"diff_ids": ["../../etc"]}}).encode()
+    data = image_export(crafted, lambda c: [{"Config": c, "RepoTags": None, "Layers": []}])
+    with pytest.raises(CorruptSnapshot, match=r"images/x\.tar.*not sha256 digests"):
+        check_image_export("snap", "images/x.tar", "sha256:" + hashlib.sha256(crafted).hexdigest(), iter([data]))
+
+
+def export_with_layers(layers: list[bytes]) -> tuple[bytes, str]:
+    """A legacy-layout export of one unnamed image with these layers; (the tar, the image ID)."""
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    names = [f"{n:064x}/layer.tar" for n in range(len(layers))]
+    files = {config_name: config, "manifest.json": json.dumps([{"Config": config_name, "RepoTags": None, "Layers": names}])}
+    files.update(zip(names, layers, strict=True))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for n, data in sorted(files.items()):
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data.encode() if isinstance(data, str) else data))
+    return buf.getvalue(), "sha256:" + config_name.removesuffix(".json")
+
+
+def test_a_snapshot_export_streams_without_the_layers_to_leave_out_and_its_errors_reach_the_reader() -> None:
+    base, top = b"b" * 300_000, b"t" * 5_000
+    data, image_id = export_with_layers([base, top])
+    skip = {hashlib.sha256(base).hexdigest()}
+    out = b"".join(filtered(iter([data[i : i + 4096] for i in range(0, len(data), 4096)]), skip, image_id))
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        kept = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    assert base not in kept.values() and top in kept.values() and "manifest.json" in kept
+    with pytest.raises(tarfile.TarError, match="not sha256:0"):
+        b"".join(filtered(iter([data]), skip, "sha256:" + "0" * 64))
+
+
+def test_an_export_stuffed_with_json_members_is_refused_before_they_fill_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from davit.adapters.compose import snapshotimages
+
+    monkeypatch.setattr(snapshotimages, "OBJECTS", 1000)  # the bound, small enough to reach here
+    data = image_export(b'{"pad": "' + b"x" * 1200 + b'"}', lambda c: [{"Config": c, "RepoTags": None}])
+    with pytest.raises(CorruptSnapshot, match="over 1000 bytes of JSON members"):
+        check_image_export("snap", "images/x.tar", IMAGE_ID, iter([data]))

@@ -586,3 +586,147 @@ def test_every_step_event_carries_the_token_of_the_lease_its_daemon_held_and_non
             assert len(plain) == 5 and not any("lease" in e.data for e in plain)
 
     anyio.run(main)
+
+
+async def handle_requests(*daemons: Supervisor, seconds: float = 0.6) -> None:
+    """What each daemon's request loop does in `seconds`: they read the same requests at once."""
+    async with anyio.create_task_group() as tg:
+        for sup in daemons:
+            tg.start_soon(sup._requests_loop)
+        await anyio.sleep(seconds)
+        tg.cancel_scope.cancel()
+
+
+def test_every_request_is_answered_by_one_daemon_and_the_others_record_no_failure(tmp_path: Path) -> None:
+    """Two daemons read every CLI request: a request neither can handle (a type they do not
+    know, a copy naming repositories not configured) used to be failed by each, a
+    `RequestFailed` per daemon; one claims it (`RequestClaimed` at version 0 of its claim
+    stream) and answers, the other leaves it. A run request is queued once."""
+    from davit.daemon.cli.requests import send
+    from davit.domain.commands import CopyNow, RunJobNow
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            version = await store.stream_version(ev.REQUESTS_STREAM)
+            (unknown,) = await store.append(ev.REQUESTS_STREAM, version, [ev.NewEvent("req-1", "FutureRequest", {"x": 1})])
+            copy = await send(store, CopyNow(run_id="c1", source_repository="nowhere", repository="neither"))
+            run = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            await handle_requests(a, b)
+            failed = [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "RequestFailed"]
+            assert sorted(e.data["position"] for e in failed) == [unknown, copy]
+            for position in (unknown, copy, run):
+                claims = await store.read_stream(ev.request_claim_stream(position))
+                assert [c.type for c in claims] == ["RequestClaimed"]
+                assert claims[0].data["owner"] in ("a", "b")
+            assert (await types(store, "r9")) == ["RunQueued", "RunFailed"]  # (no job named weekly), once
+            for sup in (a, b):
+                assert sup.requests_after == run  # each passed every request
+
+    anyio.run(main)
+
+
+def test_a_cancel_of_a_run_a_daemon_holds_is_answered_by_that_daemon_alone(tmp_path: Path) -> None:
+    from davit.daemon.cli.requests import send
+    from davit.domain.commands import CancelRun
+
+    async def main() -> None:
+        store, clock = MemoryEventStore(), FakeClock(NOW)
+        await seed_run(store, "r1")
+        async with daemon(tmp_path, "a", store, clock) as a, daemon(tmp_path, "b", store, clock) as b:
+            assert await b._claim(handle_of(b, "r1"))
+            await b.recorder("r1").record(*RUNNING)
+            await follow(a)
+            position = await send(store, CancelRun(run_id="r1"))
+            await handle_requests(a)
+            assert await store.read_stream(ev.request_claim_stream(position)) == []  # left to b, unclaimed
+            assert "RunCancelling" not in await types(store, "r1")
+            await handle_requests(b)
+            assert "RunCancelling" in await types(store, "r1")
+            assert not [e for e in await store.read_stream(ev.DAEMON_STREAM) if e.type == "RequestFailed"]
+
+    anyio.run(main)
+
+
+def test_a_job_file_at_one_path_on_two_hosts_of_different_names_keeps_each_hosts_job_its_own(tmp_path: Path) -> None:
+    """`a` defines `docs` from `jobs/x.toml`, `b` defines `other` from its own `jobs/x.toml`
+    (same path, another host). Each registry indexed the path under one job only, the last
+    one it saw: `a`'s file removed then retired nothing (the index named `b`'s job, which `a`
+    leaves alone), and `a`'s file renamed to `docs2` left `docs` active too."""
+    from davit.daemon.jobs import JobRegistry
+
+    async def main() -> None:
+        store = MemoryEventStore()
+        dirs = {name: tmp_path / name / "jobs" for name in ("a", "b")}
+        registries = {}
+        for name, jobs in dirs.items():
+            jobs.mkdir(parents=True)
+            registry = JobRegistry(store)
+            registry.daemon_name = name
+            await registry.load()
+            registries[name] = registry
+
+        async def follow_all() -> None:
+            for registry in registries.values():
+                for stored in await store.read_all(0, 1000, "job-"):
+                    await registry.follow(stored)
+
+        # one path on both hosts (here: a symlink, so the two directories name one path string)
+        shared = tmp_path / "etc-jobs"
+        (dirs["a"] / "x.toml").write_text('name = "docs"\nkind = "files.backup"\n[source]\npath = "/srv/a"\n')
+        shared.symlink_to(dirs["a"])
+        assert await registries["a"].sync_directory(shared) == ["docs"]
+        await follow_all()
+        shared.unlink()
+        (dirs["b"] / "x.toml").write_text('name = "other"\nkind = "files.backup"\n[source]\npath = "/srv/b"\n')
+        shared.symlink_to(dirs["b"])
+        assert await registries["b"].sync_directory(shared) == ["other"]
+        await follow_all()
+        for registry in registries.values():
+            assert registry.by_name("docs") is not None and registry.by_name("other") is not None
+        # a renames its file's job: docs retires, docs2 is defined; b's `other` stays
+        shared.unlink()
+        shared.symlink_to(dirs["a"])
+        (dirs["a"] / "x.toml").write_text('name = "docs2"\nkind = "files.backup"\n[source]\npath = "/srv/a"\n')
+        assert await registries["a"].sync_directory(shared) == ["docs2"]
+        await follow_all()
+        assert registries["a"].by_name("docs") is None and registries["b"].by_name("docs") is None
+        assert registries["a"].by_name("other") is not None
+        # a's file removed: docs2 retires, b's `other` stays
+        (dirs["a"] / "x.toml").unlink()
+        await registries["a"].sync_directory(shared)
+        await follow_all()
+        assert registries["a"].by_name("docs2") is None and registries["b"].by_name("docs2") is None
+        other = registries["a"].by_name("other")
+        assert other is not None and other.daemon == "b"
+        assert [e.type for e in await store.read_stream(ev.job_stream("other"))] == ["JobDefined"]
+
+    anyio.run(main)
+
+
+def test_a_request_whose_claim_cannot_be_written_is_read_again_not_passed_over(tmp_path: Path) -> None:
+    """The log failing at the claim (a PostgreSQL outage): the request is neither answered nor
+    marked handled, and the daemon's request loop goes on; at the next poll it is answered."""
+    from davit.daemon.cli.requests import send
+    from davit.domain.commands import RunJobNow
+    from davit.domain.errors import EventLogUnavailable
+
+    class ClaimsFailOnce(MemoryEventStore):
+        failures = 1
+
+        async def append(self, stream: str, expected_version: int, events: Any, *, patient: bool = True) -> list[int]:
+            if stream.startswith("request-") and self.failures:
+                self.failures -= 1
+                raise EventLogUnavailable("the test's log", "the server is down")
+            return await super().append(stream, expected_version, events, patient=patient)
+
+    async def main() -> None:
+        store, clock = ClaimsFailOnce(), FakeClock(NOW)
+        async with daemon(tmp_path, "a", store, clock) as a:
+            position = await send(store, RunJobNow(job="weekly", run_id="r9"))
+            await handle_requests(a, seconds=1.0)
+            assert store.failures == 0
+            assert (await types(store, "r9")) == ["RunQueued", "RunFailed"]
+            assert a.requests_after == position
+
+    anyio.run(main)

@@ -10,7 +10,8 @@ import pytest
 
 from davit.adapters.mysql.importdump import count_rows, effective, statements
 from davit.adapters.mysql.layout import TableEntry, read_tree, tree_zst
-from davit.adapters.mysql.script import _cr_escaped
+from davit.adapters.mysql.pieces import ValueTooLarge
+from davit.adapters.mysql.script import _cr_escaped, script
 from davit.domain.errors import PermanentError
 
 SCRIPT = b"""-- MariaDB dump
@@ -70,3 +71,34 @@ def test_a_script_that_sets_the_clients_charset_to_utf8_is_cut_as_before() -> No
 def test_a_script_in_another_client_charset_is_refused_naming_the_line() -> None:
     with pytest.raises(PermanentError, match=r"sjis\.sql: line 2: .*character set 'sjis'"):
         list(statements(io.BytesIO(b"SET NAMES utf8mb4;\n\\C sjis\nSELECT 1;\n"), "sjis.sql"))
+
+
+def _exported(statement: bytes, packet: int) -> bytes:
+    table = TableEntry("db", "t", "CREATE TABLE t (id int, b blob)", "InnoDB", ["id", "b"], rows=3, size=1, chunks=["ab" * 32])
+    return b"".join(script([table], lambda _id: statement, {}, "heading", packet))
+
+
+def test_an_insert_over_the_packet_is_written_in_statements_under_it_each_ended() -> None:
+    big = b"0x" + b"61" * 40_000
+    statement = b"INSERT INTO `t` VALUES (1,0x00),(2," + big + b"),(3,'x');\n"
+    text = _exported(statement, 1 << 16)
+    assert statement not in text  # before: the INSERT was written whole, over the packet
+    rows = text[text.index(b"-- rows of db.t") :]
+    parts = rows.split(b";\n")
+    assert max(len(p) for p in parts) < 1 << 16
+    assert b"INSERT INTO `t` VALUES\n(1,0x00);\n" in rows and b"INSERT INTO `t` VALUES\n(3,'x');\n" in rows
+    assert b"SET @davit_v0 = CONCAT(X'6161" in rows and b"(2,@davit_v0);\n" in rows
+    guard = rows.index(b"IF @davit_v0 IS NULL THEN SIGNAL SQLSTATE '45000'")
+    assert rows.index(b"SET @davit_v0 = CONCAT(") < guard < rows.index(b"(2,@davit_v0)")  # checked before the INSERT
+    assert b"SET @davit_v0 = NULL;\n" in rows
+
+
+def test_an_insert_under_the_packet_is_written_as_it_is() -> None:
+    statement = b"INSERT INTO `t` VALUES (1,0x00),(2,'x');\n"
+    assert statement in _exported(statement, 1 << 16)
+
+
+def test_a_value_over_the_packet_refuses_the_export_naming_the_table_and_the_option() -> None:
+    statement = b"INSERT INTO `t` VALUES (1,0x" + b"61" * 70_000 + b");\n"
+    with pytest.raises(ValueTooLarge, match=r"db\.t: .*column 2.* export again with --max-allowed-packet 65536"):
+        _exported(statement, 1 << 16)

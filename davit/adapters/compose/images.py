@@ -33,6 +33,7 @@ from davit.domain.errors import PermanentError
 
 q = shlex.quote
 MODES = ("missing", "all", "none")
+ID_MARK = "--- davit: image ID ---"  # between the load's note and the inspected ID (`check_loaded`)
 
 
 class ImageMismatch(PermanentError):
@@ -172,9 +173,9 @@ def loaded_file(store: str, item: Item) -> str:
 
 
 def unpacker(host: RemoteHost, store: str, item: Item) -> str:
-    """The command that loads the image's stream on the target, noting what it loaded."""
-    host.run(f"mkdir -p {q(store)}/images")
-    return f"docker load -q > {q(loaded_file(store, item))}"
+    """The command that loads the image's stream on the target, noting what it loaded (its
+    directory made by the command itself: no session of its own)."""
+    return f"mkdir -p {q(store)}/images && docker load -q > {q(loaded_file(store, item))}"
 
 
 def check_loaded(host: RemoteHost, store: str, item: Item) -> None:
@@ -182,12 +183,17 @@ def check_loaded(host: RemoteHost, store: str, item: Item) -> None:
     and nothing else: not another image, not a name (`Loaded image: NAME`, a load that tagged)."""
     if not isinstance(item, ImageItem):
         return
-    said = host.run(f"cat {q(loaded_file(store, item))} 2>/dev/null; true").stdout
+    # what the load said, then the ID the engine holds under the source's ID: one session
+    out = host.run(
+        f"cat {q(loaded_file(store, item))} 2>/dev/null; echo; echo {q(ID_MARK)}; "
+        f"docker image inspect --format '{{{{.Id}}}}' {q(item.source)} 2>/dev/null; true"
+    ).stdout
+    said, _, inspected = out.rpartition(f"\n{ID_MARK}\n")
     loaded = [
         line.split(":", 1)[1].strip() for line in said.splitlines() if line.startswith(("Loaded image ID:", "Loaded image:"))
     ]
     others = [got for got in loaded if got != item.source]
-    found = _target_id(host, item.source)
+    found = inspected.strip() or None
     if found != item.source or others:
         got = others[0] if others else (found or "nothing")
         raise ImageMismatch(f"image {item.target}: the target loaded {got}, the source's image is {item.source}")

@@ -5,8 +5,9 @@ its values masked: `model_mask.py`) -> `preflight`
 (over SSH: docker, compose, zstd, helper image, free space, names free) -> `stop_source` (the
 running containers are recorded, then stopped) -> `export` (each volume and bind path as a
 deterministic tar cut into content-addressed chunks) -> `transfer` (only the chunks the
-target's store lacks) -> `import` (volumes through a helper container, bind paths by the
-host's tar); these three overlap, item by item, as one bounded pipeline -> `write_project` (compose files, `.env`, env files,
+target's store lacks) -> `import` (volumes through a helper container, bind paths through
+one with their directory mounted); these three overlap, item by item, as one bounded pipeline
+-> `write_project` (compose files, `.env`, env files,
 extended and included files, configs and secrets from files; paths under the project
 translated to `base_path` in compose and env files) -> `start_target` (`docker compose -p NAME up -d
 --pull never`) -> `verify` (every service running, healthchecks healthy) -> `finalize`.
@@ -28,7 +29,7 @@ from typing import Any
 
 import docker
 
-from davit.adapters.compose import binds
+from davit.adapters.compose import binds, claim
 from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localtools import require_gnu_tar
@@ -135,7 +136,9 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     # --- rollback (the executor calls these when the run fails for good) -----------------------
 
     def needs_rollback(self, ctx: RunContext) -> bool:
-        return ctx.cursor(STOP) is not None and not ctx.step_done(FINALIZE)
+        # past pre-flight the run holds the target's claim (`claim.py`): the rollback lets it go
+        began = ctx.cursor(STOP) is not None or (ctx.step_done(PREFLIGHT) and not self.spec.dry_run)
+        return began and not ctx.step_done(FINALIZE)
 
     def rollback(self, ctx: RunContext) -> None:
         target_error: DavitError | None = None
@@ -150,6 +153,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                     summary: dict[str, Any] = {"removed": not self.spec.keep_failed_target}
                     if not self.spec.keep_failed_target:  # a kept target keeps the images it runs
                         summary["images"] = imgs.undo(host, self._images(ctx))
+                    claim.release(host, self.layout, self.run_id)
                 ctx.step_completed(ROLLBACK_TARGET, summary)
             except DavitError as exc:
                 target_error = exc
@@ -216,12 +220,18 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # the model names no image for a service built from `build:`: its containers do
         names = sorted(set(info["images"]).union(*(entry["refs"] for entry in running.values())))
         with self._connect() as host:
-            if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
-                raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
-            planned = imgs.plan(host, self.spec.images, running)
-            # an image sent lies in the store and then in the engine: twice its size
-            need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
-            facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, names)
+            # one run writes a project on a target at a time (`claim.py`): taken before the checks
+            # that nothing of it exists, kept until finalize or rollback (a dry run lets it go)
+            made = claim.missing_top(host, self.layout)
+            if taken_from := claim.take(host, self.layout, self.run_id, "migrating", self.inputs.run_ended):
+                ctx.warn(f"took over the claim on {self.layout.project} left by run {taken_from}, which ended", PREFLIGHT)
+            try:
+                planned, facts, need = self._check_target(host, info, running, names, need)
+            except BaseException:
+                claim.release(host, self.layout, self.run_id, made)  # nothing else was created: nothing is left
+                raise
+            if self.spec.dry_run:
+                claim.release(host, self.layout, self.run_id)
         ctx.checkpoint(PREFLIGHT, {"images": planned}, items_done=len(planned))
         facts["source_tar"] = source_tar
         facts["images_to_send"] = imgs.listing(planned)
@@ -230,6 +240,17 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         if missing := [ref for ref in facts.get("images_missing", []) if ref not in sent_refs]:
             ctx.warn(f"images not on the target (never pulled; start will fail): {', '.join(missing)}", PREFLIGHT)
         return {**facts, "need_bytes": need, "plan": self.plan() if not self.spec.dry_run else PLAN}
+
+    def _check_target(
+        self, host: RemoteHost, info: dict[str, Any], running: dict[str, dict[str, Any]], names: list[str], need: int
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+        if problems := binds.preflight_problems(info, self.layout, host, self._read_source):
+            raise tgt.PreflightFailed(f"pre-flight on {host.address.where} failed: " + "; ".join(problems))
+        planned = imgs.plan(host, self.spec.images, running)
+        # an image sent lies in the store and then in the engine: twice its size
+        need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
+        facts = tgt.preflight(host, self.layout, self._items(info), self.spec.target.helper_image, need, names)
+        return planned, facts, need
 
     @staticmethod
     def _images(ctx: RunContext) -> list[dict[str, Any]]:
@@ -295,6 +316,10 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             at_start = set(present)
             # every volume still to fill made in one session, not one each (`_unpacker`)
             tgt.create_volumes(host, [i for i in self._items(info) if i.id not in imported], info["name"])
+            # volumes whose mountpoint the SSH user reaches: unpacked there, not through the helper
+            self._direct = tgt.direct_mountpoints(
+                host, [i for i in self._items(info) if i.id not in imported], self.spec.target.helper_image
+            )
             for item in self._items(info) + self._image_items(planned, host):
                 if item.id in imported:
                     continue
@@ -352,6 +377,8 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             return imgs.unpacker(host, self.layout.store, item), None
         helper = self.spec.target.helper_image
         if item.kind == "volume":  # made by `tgt.create_volumes` before the items went through
+            if mountpoint := getattr(self, "_direct", {}).get(item.target):
+                return tgt.direct_unpacker(mountpoint, item.target), tgt.direct_walker(mountpoint)
             return tgt.volume_unpacker(item, helper), tgt.walker_for(item, helper)
         unpack = tgt.unpacker_for(host, item, helper, project)  # never through a symlink (`confined.py`)
         return unpack, tgt.walker_for(item, helper)
@@ -404,6 +431,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
                 cache["pruned_chunks"] = tgt.prune_store(host, self.layout, used)
             else:
                 host.run(f"rm -rf {shlex.quote(self.layout.store)}")
+            claim.release(host, self.layout, self.run_id)
         staging.remove()  # where an earlier davit kept exported chunks
         return {"source": "removed" if self.spec.remove_source else "stopped", "removed": removed, **cache}
 

@@ -43,6 +43,7 @@ q = shlex.quote
 CHUNK = 4 << 20
 AHEAD = 6  # chunks read and sealed ahead of the sender: bounds memory at about 2 * AHEAD * CHUNK
 SEALERS = 2
+SYNC_BATCH = 8  # chunks the target's store fsyncs and files together (`store_command`)
 
 
 class ExportFailed(PermanentError):
@@ -81,31 +82,33 @@ def tar_command(item: Item) -> list[str]:
 
 
 def store_command(store: str) -> str:
-    """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; writes each
-    chunk into the store and prints its name once the stream went on past it (`dd` ends a cut
-    stream without an error, so only what follows a chunk proves it whole). The chunk being
-    written is named in `writing` first: `present_chunks` drops it if the sender went away.
-    One process per chunk (`dd`): forks are dear on a loaded host. Where the store's file
-    system takes O_DIRECT and `dd` is GNU's, chunks are written past the page cache: the
-    target is busy unpacking the same data, and buffered writes of the store cost it several
-    times the CPU (dirty-page accounting and writeback) of direct ones. Both ways `dd` fsyncs
-    each chunk (`conv=fsync`, which GNU's and BusyBox's dd have) before its name is printed: a
-    direct write leaves the file's size and blocks to the journal, and BusyBox's dd takes the
-    direct path too where the file system takes O_DIRECT (GNU dd also fsyncs when it turns
-    O_DIRECT off for a chunk's last partial block: strace shows one fsync per chunk either way)"""
+    """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; files each chunk
+    in the store and prints its name once it is there for good. Chunks are written (plain
+    writes, one `dd` each: forks are dear on a loaded host) under `incoming/` (in a directory
+    of the writer's own: two runs at once on one store never write one file), which no listing
+    reads, and filed by batches of `SYNC_BATCH`: once the stream went on past the batch's last
+    chunk (`dd` ends a cut stream without an error, so only what follows a chunk proves it
+    whole), one `sync` fsyncs the batch's files, `mv` renames them into `chunks/`, a second
+    `sync` fsyncs `chunks/`, and only then are their names printed (acknowledged). So a name in
+    `chunks/` is always a whole chunk: a kill -9 at any instant leaves the chunks not yet
+    renamed in `incoming/` (dropped by `present_chunks`); after a power loss a rename that
+    persisted was made after its file's data was on disk, and an acknowledged one persisted
+    (the directory was fsynced). One fsync per chunk (what this did before, with `dd
+    conv=fsync` or O_DIRECT, whose last partial block GNU dd fsyncs) made the writer wait on
+    the disk 244 times in a 1 GiB stack; and written past the page cache, the unpacker read
+    every chunk back from the disk."""
     return (
-        f"cd {q(store)} && mkdir -p chunks || exit 1; p=; "
-        # a length that is not a multiple of the block size, as most chunks: GNU dd writes the
-        # tail without O_DIRECT, others fail (and so do file systems without O_DIRECT)
-        "if dd if=/dev/zero of=chunks/.probe bs=1M count=4097 iflag=count_bytes,fullblock oflag=direct "
-        'status=none 2>/dev/null && [ "$(wc -c < chunks/.probe)" -eq 4097 ]; '
-        'then put() { dd of="chunks/$1.zst" bs=1M count="$2" iflag=count_bytes,fullblock oflag=direct conv=fsync '
-        "status=none; }; "
-        'else put() { dd of="chunks/$1.zst" bs="$2" count=1 iflag=fullblock conv=fsync status=none; }; fi; '
-        "rm -f chunks/.probe; "
-        'while IFS=\' \' read -r c n; do : > writing; [ -n "$p" ] && echo "$p"; '
-        '[ "$c" = END ] && exit 0; '
-        'echo "$c" > writing && put "$c" "$n" || exit 1; p=$c; done; exit 1'
+        # a directory of its own under incoming/: a second writer (another run on the same
+        # store) sending the same chunk would otherwise truncate the file this one files
+        f"cd {q(store)} && mkdir -p chunks incoming && w=$(mktemp -d incoming/w.XXXXXX) || exit 1; b=; k=0; "
+        "flush() { [ $k -eq 0 ] && return 0; "
+        '(cd "$w" && sync -- $b && mv -f -- $b ../../chunks/) && sync -- chunks || return 1; '
+        'for f in $b; do echo "${f%.zst}"; done; b=; k=0; }; '
+        "while IFS=' ' read -r c n; do "
+        f"if [ $k -ge {SYNC_BATCH} ]; then flush || exit 1; fi; "
+        'if [ "$c" = END ]; then flush && rmdir "$w" && exit 0; exit 1; fi; '
+        'dd of="$w/$c.zst" bs="$n" count=1 iflag=fullblock status=none || exit 1; '
+        'b="$b $c.zst"; k=$((k+1)); done; exit 1'
     )
 
 

@@ -4,8 +4,8 @@ The snapshot takes the place of the migration's source: `ComposeMigrateWork`'s s
 the snapshot as their item source (`snapshotstream.py` makes each volume's and bind's tar
 stream, and each image's export, from the snapshot's verified chunks), so everything on the
 target is the migration's: the content-addressed chunk store (a resumed restore sends only the
-chunks the store lacks), volumes unpacked in a helper container, bind paths by the host's GNU
-tar confined to their directory (`confined.py`), the project's files written with the project
+chunks the store lacks), volumes unpacked in a helper container, bind paths through a
+helper container with their directory (reached by `confined.py`) mounted, the project's files written with the project
 directory and `path_map` translated, images loaded and their IDs checked, `docker compose -p
 NAME up -d --pull never`, verify; a failure once pre-flight passed is undone by `rollback`.
 
@@ -17,7 +17,9 @@ Plan: `inspect` (the plan of record made at prepare) -> `preflight` -> `export`/
 another kind, hostile names in it (`snapshotplan.py`), a target project name compose refuses,
 and a project that already exists on the target (containers or volumes of its name, or a
 non-empty project directory). An image the snapshot holds is loaded only if the target lacks its
-ID; its export is read through first and must be that one untagged image (`snapshotimages.py`).
+ID; its export is read through first and must be that one untagged image (`snapshotimages.py`),
+and is sent without the layers whose chain the target holds (`imageexport.filtered`), as a
+migration sends one. One run restores a project on a target at a time (`claim.py`).
 A rollback removes the target project, its volumes and bind data, the images this restore
 loaded that nothing else uses, and the chunk store (all but the store kept with
 `keep_failed_target`).
@@ -31,13 +33,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import tarfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from davit.adapters.compose import binds as bnd
-from davit.adapters.compose import confined
+from davit.adapters.compose import claim
 from davit.adapters.compose import images as imgs
 from davit.adapters.compose import target as tgt
 from davit.adapters.compose.localhost import LocalAddress
@@ -62,12 +65,13 @@ from davit.adapters.compose.snapshotstream import StreamProcess, content, part_e
 from davit.adapters.compose.source import Item
 from davit.adapters.compose.stacktree import FILE_TYPE
 from davit.adapters.docker.engine import engine_address
+from davit.adapters.docker.imageexport import filtered
 from davit.adapters.files.treekinds import require_kind
 from davit.adapters.runwork import RunInputs, RunWork
 from davit.adapters.ssh.remote import RemoteHost, SshAddress
 from davit.adapters.ssh.remote import connect as ssh_connect
 from davit.adapters.steps import run_steps
-from davit.domain.errors import PermanentError, UnsafeName
+from davit.domain.errors import CorruptSnapshot, PermanentError, UnsafeName
 from davit.domain.jobs.compose_restore import PROJECT_PATTERN, ComposeRestoreJob
 from davit.domain.pathmap import map_path, within
 from davit.domain.ports import RunContext
@@ -89,7 +93,7 @@ class SnapshotImageItem(imgs.ImageItem):
     path: str = ""
 
     def export_command(self) -> list[str]:
-        return [SNAPSHOT_COMMAND, self.path]
+        return [SNAPSHOT_COMMAND, self.path, *sorted(self.skip)]
 
 
 def renamed_ref(ref: str, old: str, new: str, services: list[str]) -> str:
@@ -243,7 +247,8 @@ class ComposeRestoreWork(ComposeMigrateWork):
         project_dir = self.layout.project_dir
         if host.run(f'test -e {q(project_dir)} && test -n "$(ls -A {q(project_dir)})"', check=False).status == 0:
             found.append(f"a non-empty project directory {project_dir}")
-        if (owner := _claim_owner(host, self._claim_path(name))) is not None:
+        owner = claim.owner(host, tgt.TargetLayout(self.layout.base_path, name))
+        if owner is not None and not self.inputs.run_ended(owner):  # an ended run's claim is taken over
             found.append(f"a restore of that name under way (run {owner}, {self._claim_path(name)})")
         if found:
             raise ProjectExists(
@@ -278,12 +283,13 @@ class ComposeRestoreWork(ComposeMigrateWork):
         need = 2 * int(info["bytes"]) + spec.min_free_bytes
         wanted = {i["id"]: i for i in info["snapshot_images"]} if spec.images != "none" else {}
         with self._connect() as host:
-            self._claim(host)
+            made = claim.missing_top(host, self.layout)
+            self._claim(host, ctx)
             try:
                 return self._checked_preflight(ctx, host, info, wanted, need)
             except Exception:
-                # nothing was created and no rollback follows a failed pre-flight: the name is free again
-                self._release(host)
+                # nothing else was created and no rollback follows a failed pre-flight: nothing is left
+                claim.release(host, self.layout, self.run_id, made)
                 raise
 
     def _checked_preflight(
@@ -306,9 +312,12 @@ class ComposeRestoreWork(ComposeMigrateWork):
                 f'images: {", ".join(moved)}; remove or rename them there, or restore with images = "none"'
             )
         snap_id = info["snapshot_id"]
+        chains = imgs.target_chains(host) if planned else set()
         for p in planned:
-            if p["send"]:  # read through before the engine sees a byte of it
-                check_image_export(snap_id, p["path"], p["id"], content(self.repo, snap_id, p["path"], p["chunks"], p["bytes"]))
+            if p["send"]:  # read through before the engine sees a byte of it; its layers from its config
+                exported = content(self.repo, snap_id, p["path"], p["chunks"], p["bytes"])
+                p["layers"] = check_image_export(snap_id, p["path"], p["id"], exported)
+                p["layers_on_target"] = sum(c in chains for c in imgs.chain_ids(p["layers"]))
         need += 2 * sum(int(p["bytes"]) for p in planned if p["send"])
         before = sorted(set(host.run("docker image ls -aq --no-trunc").stdout.split()))
         facts = tgt.preflight(host, self.layout, self._items(info), spec.target.helper_image, need, [])
@@ -319,42 +328,30 @@ class ComposeRestoreWork(ComposeMigrateWork):
         facts["images_bytes"] = sum(p["bytes"] for p in facts["images_to_send"])
         return {**facts, "need_bytes": need, "plan": PLAN}
 
-    # --- the claim: one run restores a project name on a target at a time -------------------------
+    # --- the claim: one run restores a project name on a target at a time (`claim.py`) -----------
 
     def _claim_path(self, name: str | None = None) -> str:
-        return tgt.TargetLayout(self.layout.base_path, name or self.layout.project).store + ".run"
+        return claim.claim_path(tgt.TargetLayout(self.layout.base_path, name or self.layout.project))
 
-    def _claim(self, host: RemoteHost) -> None:
+    def _claim(self, host: RemoteHost, ctx: RunContext) -> None:
         """Claim the project's name on the target for this run, before pre-flight checks that
-        nothing of it exists: two restores of one name (both prepared while it was free) would
-        otherwise both pass, unpack into the same volumes and store, and the rollback of one
-        would remove the other's project. The claim is a symlink naming the run (created
-        atomically, never over one that exists); a resumed run finds its own."""
-        claim = self._claim_path()
-        parent, name = claim.rsplit("/", 1)
-        made = host.run(f"{confined.walk_into(parent, create=True)}; ln -sT {q(self.run_id)} {q('./' + name)}", check=False)
-        if made.status == 0:
-            return
-        owner = _claim_owner(host, claim)
-        if owner != self.run_id:
-            raise tgt.PreflightFailed(
-                f"pre-flight on {host.address.where} failed: another run ({owner or 'unknown'}) is restoring project "
-                f"{self.layout.project} there (its claim {claim}; remove it if that run is gone)"
-                + ("" if owner is not None else f": {made.stderr.strip()[-300:]}")
-            )
+        nothing of it exists (two restores of one name would otherwise both pass)."""
+        if taken_from := claim.take(host, self.layout, self.run_id, "restoring", self.inputs.run_ended):
+            ctx.warn(f"took over the claim on {self.layout.project} left by run {taken_from}, which ended", PREFLIGHT)
 
     def _release(self, host: RemoteHost) -> None:
-        """Remove this run's claim (never another run's)."""
-        claim = self._claim_path()
-        if _claim_owner(host, claim) == self.run_id:
-            parent, name = claim.rsplit("/", 1)
-            host.run(f"{confined.walk_into(parent, create=False)}; rm -f -- {q('./' + name)}")
+        claim.release(host, self.layout, self.run_id)
 
     def _image_items(self, planned: list[dict[str, Any]], host: RemoteHost) -> list[imgs.ImageItem]:
+        """As the migration's: the layers whose chain the target holds are left out of the stream
+        (decided now; a run recorded before the layers were read sends its images whole)."""
+        chains = imgs.target_chains(host) if any(p["send"] for p in planned) else set()
         out: list[imgs.ImageItem] = []
         for n, entry in enumerate(p for p in planned if p["send"]):
             name = entry["refs"][0] if entry["refs"] else entry["id"]
-            out.append(SnapshotImageItem(f"image-{n}", "image", entry["id"], name, path=entry["path"]))
+            layers = list(entry.get("layers") or [])
+            skip = tuple(d for d, c in zip(layers, imgs.chain_ids(layers), strict=True) if c in chains)
+            out.append(SnapshotImageItem(f"image-{n}", "image", entry["id"], name, skip=skip, path=entry["path"]))
         return out
 
     def _move_data(self, ctx: RunContext) -> None:
@@ -380,7 +377,9 @@ class ComposeRestoreWork(ComposeMigrateWork):
         def spawn(argv: list[str]) -> StreamProcess:
             if argv[:1] == [SNAPSHOT_COMMAND]:
                 image = images[argv[1]]
-                return StreamProcess(content(self.repo, snap.id, image["path"], image["chunks"], image["bytes"]))
+                export = content(self.repo, snap.id, image["path"], image["chunks"], image["bytes"])
+                skip = {d.removeprefix("sha256:") for d in argv[2:]}
+                return StreamProcess(_without_layers(snap.id, image, export, skip) if skip else export)
             part, single = streams[tuple(argv)]
             return StreamProcess(_part_stream(self, snap, part, single))
 
@@ -453,12 +452,6 @@ class ComposeRestoreWork(ComposeMigrateWork):
         return removed
 
 
-def _claim_owner(host: RemoteHost, claim: str) -> str | None:
-    """The run named by a claim on the target; None when there is none."""
-    found = host.run(f"readlink -- {q(claim)}", check=False)
-    return found.stdout.strip() or None if found.status == 0 else None
-
-
 def _is_project_name(name: str) -> bool:
     return re.match(PROJECT_PATTERN, name) is not None
 
@@ -474,3 +467,12 @@ def _bind_model(plan: SnapshotPlan) -> dict[str, Any]:
 
 def _part_stream(work: ComposeRestoreWork, snap: Any, part: str, single: str | None) -> Iterator[bytes]:
     return tar_stream(work.repo, snap.id, part_entries(snapshot_entries(work.repo, snap), part), single)
+
+
+def _without_layers(snapshot_id: str, image: dict[str, Any], export: Iterator[bytes], skip: set[str]) -> Iterator[bytes]:
+    """The snapshot's export less the layers in `skip` (`imageexport.filtered`, checked again as
+    the one untagged image `image["id"]`); a crafted export fails as the snapshot's fault."""
+    try:
+        yield from filtered(export, skip, image["id"])
+    except tarfile.TarError as exc:
+        raise CorruptSnapshot(snapshot_id, image["path"], f"not an image export the engine could load: {exc}") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterator
 from typing import Any
@@ -22,11 +23,16 @@ from davit.adapters.docker.imageexport import ChunkReader
 from davit.domain.errors import CorruptSnapshot
 
 SMALL = 4 << 20  # members hashed while read: configs and manifests are far smaller
+OBJECTS = 16 << 20  # JSON members kept until the manifest names the config: a real image has a few KiB
+DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Iterator[bytes]) -> None:
-    """Raise `CorruptSnapshot` (naming `path`) unless the export is the one untagged image `image_id`."""
+def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Iterator[bytes]) -> list[str]:
+    """Raise `CorruptSnapshot` (naming `path`) unless the export is the one untagged image `image_id`;
+    its layers' diff IDs (its config's `rootfs.diff_ids`), bottom first."""
     digests: dict[str, str] = {}
+    objects: dict[str, bytes] = {}  # small JSON members (configs): a layer is a tar, never `{...`
+    kept = 0
     manifest: Any = None
     repositories: Any = None
     try:
@@ -38,6 +44,11 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
                 data = handle.read() if handle is not None else b""
                 name = member.name.removeprefix("./")
                 digests[name] = "sha256:" + hashlib.sha256(data).hexdigest()
+                if data[:1] == b"{":
+                    objects[name] = data
+                    kept += len(data)
+                    if kept > OBJECTS:
+                        raise CorruptSnapshot(snapshot_id, path, f"it holds over {OBJECTS} bytes of JSON members; refused")
                 if name == "manifest.json":
                     manifest = json.loads(data)
                 elif name == "repositories":
@@ -54,3 +65,15 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
     found = digests.get(config.removeprefix("./"))
     if found != image_id:
         raise CorruptSnapshot(snapshot_id, path, f"it holds image {found or 'without a config'}, its name says {image_id}")
+    return _diff_ids(snapshot_id, path, objects.get(config.removeprefix("./"), b""))
+
+
+def _diff_ids(snapshot_id: str, path: str, config: bytes) -> list[str]:
+    """The config's layers: what a restore leaves out of the stream where the target holds them."""
+    try:
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError):
+        raise CorruptSnapshot(snapshot_id, path, "its image config lists no rootfs.diff_ids") from None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIFF_ID.fullmatch(d) for d in diff_ids):
+        raise CorruptSnapshot(snapshot_id, path, "its image config's rootfs.diff_ids are not sha256 digests")
+    return diff_ids

@@ -10,13 +10,13 @@ the run (typed by `engine_errors`), never a partial image stored as if whole.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import docker
 
 from davit.adapters.compose.images import source_images
 from davit.adapters.docker.engine import engine_errors
+from davit.adapters.docker.imageexport import ChunkReader
 
 IMAGES = "images"
 READ = 1 << 20
@@ -31,33 +31,22 @@ def project_images(client: docker.DockerClient, project: str) -> list[dict[str, 
     ]
 
 
-class ImageExport(io.RawIOBase):
+class ImageExport(ChunkReader):
     """The engine's export of one image as a readable stream; errors typed at each read."""
 
     def __init__(self, client: docker.DockerClient, image_id: str) -> None:
         self.image_id = image_id
         self._what = f"exporting image {image_id}"
         with engine_errors(self._what):
-            self._chunks = iter(client.api.get_image(image_id, chunk_size=READ))
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
+            chunks = iter(client.api.get_image(image_id, chunk_size=READ))
+        super().__init__(chunks)
 
     def readinto(self, buffer: Any) -> int:
-        with engine_errors(self._what):
-            while not self._left:
-                try:
-                    self._left = next(self._chunks)
-                except StopIteration:
-                    return 0
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+        with engine_errors(self._what):  # the next chunk comes off the engine's HTTP response
+            return super().readinto(buffer)
 
     def close(self) -> None:
-        close = getattr(self._chunks, "close", None) if hasattr(self, "_chunks") else None
+        close = getattr(self.chunks, "close", None) if hasattr(self, "chunks") else None
         if close is not None:
             close()  # the HTTP response under the generator: an export not read to its end stops
         super().close()

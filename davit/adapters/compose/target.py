@@ -2,13 +2,17 @@
 
 Everything goes through one verified asyncssh connection (`davit/adapters/ssh/remote.py`): shell
 commands, and data streamed to their stdin. Chunks live in a content-addressed store on the
-target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); the one chunk that may be cut
-short (its sender went away) is named in `writing` and dropped before the store is listed,
-so a listed chunk is always complete and a resumed transfer sends only what the store lacks (the streaming itself
-is `davit/adapters/compose/pipeline.py`). After a migration the store stays as a transfer cache
-(`keep_transfer_cache`, `prune_store`): its chunks only, which a later migration checks against
-their names before it unpacks them. A volume is unpacked by `tar -x` in a helper container (a
-local image on the target, never pulled) with the volume mounted; a bind path by the host's tar.
+target (`<base_path>/.davit/<project>/chunks/<sha256>.zst`); a chunk is written under
+`incoming/` and renamed into `chunks/` only once fsynced, and `incoming/` is dropped before the
+store is listed (an earlier davit's store names its one chunk that may be cut short in
+`writing`: dropped too), so a listed chunk is always complete and a resumed transfer sends only
+what the store lacks (the streaming itself is `davit/adapters/compose/pipeline.py`). After a
+migration the store stays as a transfer cache (`keep_transfer_cache`, `prune_store`): its
+chunks only, which a later migration checks against their names before it unpacks them. A
+volume is unpacked by `tar -x` in a helper container (a local image on the target, never
+pulled) with the volume mounted, or by the host's tar straight into its mountpoint where that
+is the engine's very directory (`direct_mountpoints`); a bind path through a helper container
+too, with its directory mounted (`bind_unpacker`): never by the host's tar.
 """
 
 from __future__ import annotations
@@ -31,19 +35,24 @@ q = shlex.quote
 # `unpacker_for`): each check prints the tool's name when it fails, with the flags used.
 HOST_TOOLS = {
     "zstd": "command -v zstd >/dev/null",
-    # GNU tar: a bind path is unpacked by the host's tar as root, and GNU tar's defaults are what
-    # keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
+    # GNU tar: a volume's direct unpack (`direct_unpacker`) is by the host's tar as root, and GNU
+    # tar's defaults are what keep that inside its directory (members with `..` refused, leading `/` stripped, a symlink
     # to an absolute or climbing target created only at the end so nothing is extracted through
     # it, a symlink found where a directory is unpacked replaced rather than followed)
     "GNU tar": "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'",
     "dd (with iflag=fullblock, status=none)": "dd if=/dev/null of=/dev/null bs=1 count=1 iflag=fullblock status=none",
     "stat -c": "stat -c %s / >/dev/null",
+    # the store's writer fsyncs the files and the directory it names (`pipeline.store_command`)
+    "sync FILE": 't=$(mktemp) && sync -- "$t" "${t%/*}"; r=$?; rm -f "$t"; [ $r -eq 0 ]',
     # a chunk kept in the store from an earlier migration is checked against its name before
     # it is unpacked (`pipeline.unpack_command`)
     "sha256sum": "echo | sha256sum >/dev/null",
 }
-HELPER_TOOLS = ("tar",)  # a volume is unpacked by `tar -x` in a helper container
-BIND_UNPACK = "tar -x --same-owner -p -C"  # GNU tar (checked by pre-flight), whose defaults confine it
+HELPER_TOOLS = ("tar",)  # a volume or bind path is unpacked by `tar -x` in a helper container
+# run in the helper with the bind directory mounted at BIND_MOUNT: the stream's owners are numeric
+# (`pipeline.py` writes them so), root in the helper sets them and the modes and mtimes
+BIND_MOUNT = "/b"
+BIND_UNPACK = f"tar -x --numeric-owner -C {BIND_MOUNT}"
 NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 
 
@@ -85,7 +94,7 @@ def preflight(
         "version": "docker version --format '{{.Server.Version}}'",
         "compose": "docker compose version --short",
         "tools": host_tools_script(),
-        "helper": helper_script(helper_image, probe=items_have_volumes(items)),
+        "helper": helper_script(helper_image, probe=items_have_volumes(items) or items_have_binds(items)),
         "taken": f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}",
         "project_dir": f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"',
         "free": f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1',
@@ -164,6 +173,10 @@ def items_have_volumes(items: list[Item]) -> bool:
     return any(item.kind == "volume" for item in items)
 
 
+def items_have_binds(items: list[Item]) -> bool:
+    return any(item.kind == "bind" for item in items)
+
+
 def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
     """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot find."""
     missing = []
@@ -182,6 +195,8 @@ def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     out = host.run(
         f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
         'if [ -s writing ]; then read -r w < writing; rm -f "chunks/$w.zst"; fi; : > writing; '
+        # chunks written but not yet filed (`pipeline.store_command`): never complete by construction
+        "rm -rf incoming; "
         # one `stat` for many chunks (xargs batches them), not one process per chunk
         "cd chunks && printf '%s\\0' *.zst | xargs -0 stat -c '%n %s' -- 2>/dev/null; true"
     ).stdout
@@ -205,7 +220,7 @@ def prune_store(host: RemoteHost, layout: TargetLayout, keep: set[str]) -> int:
     names = "".join(f"{name}\n" for name in sorted(keep) if _is_chunk_name(name))
     out = host.run(
         f"cd {q(layout.store)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        "rm -rf tars unpacked images writing && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
+        "rm -rf tars unpacked images writing incoming && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
         "l=$(mktemp) || exit 1; { cat; echo END; ls -A | grep -xE '[0-9a-f]{64}[.]zst'; } "
         '| awk \'e { if (!($0 in k)) print; next } $0 == "END" { e = 1; next } { k[$0 ".zst"] = 1 }\' > "$l" '
         '&& n=$(wc -l < "$l") && xargs rm -f -- < "$l"; r=$?; rm -f "$l"; [ $r -eq 0 ] && echo "$n"',
@@ -220,15 +235,36 @@ def _is_chunk_name(name: str) -> bool:
 
 def unpacker_for(host: RemoteHost, item: Item, helper_image: str, project: str) -> str:
     """Make the item's destination ready; the shell command that unpacks its tar stream there:
-    into its volume through a helper container, or into its path by the host's tar."""
+    into its volume or its bind directory through a helper container."""
     if item.kind == "volume":
         host.run(volume_create_command(item, project))
         return volume_unpacker(item, helper_image)
     dest = item.target.rsplit("/", 1)[0] or "/" if item.is_file else item.target
-    # reached from `/` one component at a time and unpacked into the directory the shell holds
-    # (`confined.py`): a symlink swapped in after any check is never followed, wherever the
-    # bind is placed (in the project directory too)
-    return confined.unpack_into(dest, f"{BIND_UNPACK} .")
+    return bind_unpacker(dest, helper_image)
+
+
+def bind_unpacker(dest: str, helper_image: str) -> str:
+    """The command unpacking a tar stream into the bind directory `dest` (created as needed)
+    through a helper container with `dest` mounted at `BIND_MOUNT`, never by the host's tar.
+
+    A container or a local user writing in `dest` while tar runs can swap a directory tar made
+    for a symlink to a host path; tar resolves a member's parents again at each open and would
+    follow it. Inside the helper such a symlink resolves in the helper's own throwaway root
+    file system, never on the host. `dest` is reached from `/` without following a symlink,
+    created as needed (`confined.py`); the engine resolves the path again when it mounts it, so
+    a component swapped for a symlink after the walk would mount another directory: the helper
+    compares the device and inode of what it got with those of the directory the walk holds,
+    and refuses (`confined.REFUSED`) before it writes anything where they differ."""
+    mount = f'type=bind,"source={dest.replace(chr(34), chr(34) * 2)}",target={BIND_MOUNT}'
+    refused = f"{dest} changed while davit mounted it (a symlink or a move on the target): refused"
+    inner = (
+        f"m=$(stat -c %d:%i {BIND_MOUNT}) || {{ echo 'no stat in the helper image' >&2; exit {confined.REFUSED}; }}; "
+        f'[ "$m" = "$1" ] || {{ printf \'%s\\n\' "$2" >&2; exit {confined.REFUSED}; }}; '
+        f"exec {BIND_UNPACK}"
+    )
+    held = f"f=$(stat -c %d:%i .) || exit {confined.REFUSED}"
+    run = f'docker run --rm -i --network none --mount {q(mount)} {q(helper_image)} sh -c {q(inner)} sh "$f" {q(refused)}'
+    return confined.unpack_into(dest, f"{held}; {run}")
 
 
 def volume_create_command(item: Item, project: str) -> str:
@@ -251,6 +287,89 @@ def create_volumes(host: RemoteHost, items: list[Item], project: str) -> None:
     for name, result in remotebatch.run_batch(host, commands).items():
         if result.status != 0:
             raise RemoteCommandFailed(host.address.where, commands[name], result.status, result.stderr)
+
+
+# A volume unpacked by the host's tar straight into its mountpoint: the stream then skips the
+# docker CLI, dockerd and the container's stdin, which cost the target more CPU than the unpack.
+DIRECT_UNPACK = "tar -x --numeric-owner --same-owner -p -C ."
+# what is compared of a volume's directory from the SSH user's shell and from a container
+SAME_DIR = "%d:%i:%u:%g:%Z"
+
+
+def direct_mountpoints(host: RemoteHost, items: list[Item], helper_image: str) -> dict[str, str]:
+    """The volumes (by name) whose mountpoint the SSH user's shell reaches as the very directory
+    the engine mounts into containers: unpacked there by the host's tar (`direct_unpacker`),
+    the others through the helper. One session, one helper container for all of them.
+
+    Only where the shell is root (it sets owners as the helper's root does) and the volume is
+    the `local` driver's without options (with options the engine mounts something over the
+    mountpoint only while a container uses it: writes under it would land beneath). The
+    directory's device, inode, owner and ctime must be the same seen from the shell (reached
+    from `/` without a symlink: `confined.py`) and from a helper container: an engine on another
+    host (the session's DOCKER_HOST may point anywhere) or one remapping user IDs (userns-remap,
+    rootless) differs in one of them, and keeps the helper.
+
+    Nor where any container, running or not, mounts the volume: GNU tar resolves a member's
+    parent directories again at each open, so a container writing in the volume while the
+    host's tar runs (it moves a directory tar made aside and puts a symlink to a host path in
+    its place) would have root write outside the volume; the helper resolves such a symlink in
+    its own file system. A container made later needs the engine's API (root's equal); one
+    mounting it already would keep it, and `direct_unpacker` checks again just before tar."""
+    volumes = sorted({item.target for item in items if item.kind == "volume"})
+    if not volumes:
+        return {}
+    inspect = "docker volume inspect --format '{{.Driver}}|{{json .Options}}|{{.Mountpoint}}'"
+    lines = [
+        '[ "$(id -u)" = 0 ] || exit 0',
+        # `h N DIR-FACTS` and `p N PATH` for a local volume without options whose mountpoint
+        # the shell enters from `/` without a symlink (`pwd -P` names it as the engine does)
+        "probe() { m=$("
+        + inspect
+        + ' "$2") || return 0; case "$m" in "local|null|/"*|"local|{}|/"*) ;; *) return 0;; esac; '
+        + in_use('"$2"')
+        + "&& return 0; "
+        'p=${m#*|*|}; f=$(cd / && cd -P -- "$p" 2>/dev/null && [ "$(env pwd -P)" = "$p" ] && stat -c ' + q(SAME_DIR) + " .) "
+        '|| return 0; printf \'h %s %s\\np %s %s\\n\' "$1" "$f" "$1" "$p"; }',
+    ]
+    lines += [f"probe {n} {q(name)}" for n, name in enumerate(volumes)]
+    mounts = " ".join(f"-v {q(name)}:/v{n}:ro" for n, name in enumerate(volumes))
+    paths = " ".join(f"/v{n}" for n in range(len(volumes)))
+    lines.append(f"docker run --rm --network none {mounts} {q(helper_image)} stat -c {q('c %n ' + SAME_DIR)} {paths}")
+    out = host.run("\n".join(lines), check=False, timeout=120).stdout
+    seen: dict[str, dict[str, str]] = {"h": {}, "p": {}, "c": {}}
+    for line in out.splitlines():
+        kind, _, rest = line.partition(" ")
+        key, _, value = rest.partition(" ")
+        if kind in seen and value:
+            seen[kind][key.removeprefix("/v")] = value
+    direct = {}
+    for n, name in enumerate(volumes):
+        path, mine, theirs = seen["p"].get(str(n)), seen["h"].get(str(n)), seen["c"].get(str(n))
+        if path and mine and mine == theirs and path.startswith("/") and "\n" not in path:
+            direct[name] = path
+    return direct
+
+
+def in_use(volume: str) -> str:
+    """A shell test true where a container (running or not) mounts `volume` (a shell word), or
+    where the engine cannot tell."""
+    return f'{{ u=$(docker ps -aq --filter volume={volume}) || u=unknown; [ -n "$u" ]; }} '
+
+
+def direct_unpacker(mountpoint: str, volume: str) -> str:
+    """The command unpacking a tar stream into a volume's mountpoint (`direct_mountpoints`),
+    reached from `/` without following a symlink, by the host's GNU tar (confined by its
+    defaults); refused (`confined.REFUSED`) where a container mounts
+    the volume by then (`direct_mountpoints`: it could swap a directory for a symlink under tar)."""
+    refuse = q(f"volume {volume} is mounted by a container: not unpacked by the host's tar: refused")
+    return f"if {in_use(q(volume))}; then printf '%s\\n' {refuse} >&2; exit {confined.REFUSED}; fi; " + confined.unpack_into(
+        mountpoint, DIRECT_UNPACK
+    )
+
+
+def direct_walker(mountpoint: str) -> str:
+    """`walker_for` of a volume unpacked into its mountpoint: the host's `find` and `stat`."""
+    return unpacked.listing_command(mountpoint)
 
 
 def walker_for(item: Item, helper_image: str) -> str:

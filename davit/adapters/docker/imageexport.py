@@ -37,6 +37,7 @@ import posixpath
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -97,6 +98,32 @@ def filter_export(source: IO[bytes], out: IO[bytes], skip: set[str], image_id: s
             elif not _copy_layer(dst, member, data, skip):
                 dropped.append(member.name)
     return dropped
+
+
+def filtered(chunks: Iterator[bytes], skip: set[str], image_id: str) -> Iterator[bytes]:
+    """`filter_export` of an export given as chunks (a snapshot's file), as chunks: the copy runs
+    in a thread writing into a pipe read here, so a layer is never held whole. Its error is
+    raised here once the pipe ends; a reader that stops early closes the pipe, which ends it."""
+    read_end, write_end = os.pipe()
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            with open(write_end, "wb", buffering=COPY) as out:
+                filter_export(io.BufferedReader(ChunkReader(chunks), COPY), out, skip, image_id)
+        except BaseException as exc:  # handed to the reader: this thread has no one else to tell
+            failed.append(exc)
+
+    thread = threading.Thread(target=copy, name=f"export-filter-{image_id[7:19]}", daemon=True)
+    thread.start()
+    try:
+        with open(read_end, "rb", buffering=0) as pipe:
+            while block := pipe.read(COPY):
+                yield block
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _metadata_name(member: tarfile.TarInfo) -> str | None:

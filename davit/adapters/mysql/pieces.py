@@ -127,10 +127,14 @@ def largest_value(statement: bytes) -> int:
     return max((decoded_size(v) for row in parsed.rows for v in row), default=0)
 
 
-def split(statement: bytes, packet: int, table: str) -> Iterator[bytes]:
+RESTORE_AGAIN = "on that server and run the restore again"
+
+
+def split(statement: bytes, packet: int, table: str, remedy: str = RESTORE_AGAIN) -> Iterator[bytes]:
     """`statement` as statements each of at most `packet - 1` bytes (the packet's command byte
     aside): the same rows, in the same order. A statement that does not parse as an INSERT of
-    literal rows is given back as it is."""
+    literal rows is given back as it is. `remedy` ends the error of a value over `packet`
+    (what to do after setting max_allowed_packet: the restore and the export differ)."""
     budget = packet - OVERHEAD
     if len(statement) < packet:
         yield statement
@@ -151,12 +155,12 @@ def split(statement: bytes, packet: int, table: str) -> Iterator[bytes]:
             batch.append(row)
             size += len(row) + 2
             continue
-        yield from _one_row(head, values, packet, budget, table)
+        yield from _one_row(head, values, packet, budget, table, remedy)
     if batch:
         yield head + b",\n".join(batch) + b";\n"
 
 
-def _one_row(head: bytes, values: list[bytes], packet: int, budget: int, table: str) -> Iterator[bytes]:
+def _one_row(head: bytes, values: list[bytes], packet: int, budget: int, table: str, remedy: str) -> Iterator[bytes]:
     """A row too large for one statement: its largest values into variables, then the INSERT."""
     values = list(values)
     row_size = len(head) + sum(len(v) + 1 for v in values) + 4
@@ -169,8 +173,7 @@ def _one_row(head: bytes, values: list[bytes], packet: int, budget: int, table: 
             raise ValueTooLarge(
                 f"{table}: a row of the snapshot holds a value (column {index + 1}) of about {decoded_size(literal)} bytes, "
                 f"more than the target server's max_allowed_packet ({packet}), the largest string it builds: set "
-                f"max_allowed_packet to at least {-(-(decoded_size(literal) + 1) // 1024) * 1024} on that server and run "
-                "the restore again"
+                f"max_allowed_packet to at least {-(-(decoded_size(literal) + 1) // 1024) * 1024} {remedy}"
             )
         variable = VARIABLE.format(len(named)).encode()
         named.append((index, variable))
@@ -230,6 +233,11 @@ def _check(variable: bytes) -> bytes:
 def is_check(statement: bytes) -> bool:
     """Is this one of `split`'s checks, whose result says whether the variable was cut to NULL?"""
     return statement.startswith(CHECK_HEAD)
+
+
+def checked_variable(statement: bytes) -> bytes:
+    """The variable a check (`is_check`) looks at: `@davit_v0`."""
+    return statement[len(b"SELECT ") : statement.index(b" IS NULL")]
 
 
 def too_large(table: str, packet: int) -> ValueTooLarge:

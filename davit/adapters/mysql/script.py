@@ -20,6 +20,16 @@ sequences as its two-byte characters, the second byte swallowing the backslash b
 or the backquote closing a name: a value would end early and the rest of it run as SQL. `SET
 NAMES` alone tells only the server. A system-versioned table's rows carry their row start and
 end (its history): they are written under `system_versioning_insert_history = 1`.
+
+A row's INSERT can be far larger than the `max_allowed_packet` the client and server replaying
+the script accept (BLOBs are written in hex; a 24 MB blob is a 48 MB statement), and the
+client cannot send a statement over it. So each INSERT over `packet` (16 MiB, MariaDB's
+default for both, or `--max-allowed-packet`) is written in pieces under it, as mysql.restore
+sends it (`pieces.py`): fewer rows per INSERT, and a row too large alone has its largest values
+built in user variables first. After each value built, a guard ends the replay with an error
+naming the table when the server cut the variable to NULL (it caps a string at its
+max_allowed_packet), where the INSERT would have stored NULL. A single value over `packet` is
+refused at export, naming the table and the setting that would take it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 
+from davit.adapters.mysql import pieces
 from davit.adapters.mysql.client import SESSION_SETUP, SQL_MODE, quote_name, quote_text
 from davit.adapters.mysql.layout import DatabaseEntry, Entry, TableEntry
 from davit.adapters.mysql.restore import create_database_as
@@ -34,11 +45,15 @@ from davit.adapters.mysql.schema import is_versioned
 
 DROP = {"view": "VIEW", "procedure": "PROCEDURE", "function": "FUNCTION", "trigger": "TRIGGER", "event": "EVENT"}
 DELIMITERS = (";;", "$$", "//", "@@", "#;#;")
+PACKET = 16 << 20  # MariaDB's default max_allowed_packet, the server's and the mariadb client's
 RESET = f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', collation_connection = 'utf8mb4_general_ci';\n"
 
 
-def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dict[str, str], heading: str) -> Iterator[bytes]:
-    """The script's bytes, piece by piece, for the databases and tables of `entries`."""
+def script(
+    entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dict[str, str], heading: str, packet: int = PACKET
+) -> Iterator[bytes]:
+    """The script's bytes, piece by piece, for the databases and tables of `entries`, no
+    statement longer than `packet - 1` bytes but a table's or object's definition."""
     yield b"\\C utf8mb4\n"  # first: the client reads what follows as UTF-8, whatever its default
     yield "".join(f"-- {line}\n" for line in heading.splitlines()).encode()
     yield f"SET NAMES utf8mb4;\n{SESSION_SETUP};\n".encode()
@@ -56,14 +71,14 @@ def script(entries: Sequence[Entry], read: Callable[[bytes], bytes], rename: dic
                 yield f"\n-- table {dst}.{table.table}\nDROP TABLE IF EXISTS {name};\n{table.create};\n".encode()
         for table in mine:
             if table.data:
-                yield from _rows(table, dst, read)
+                yield from _rows(table, dst, read, packet)
         if entry is not None:
             for obj in _views_first(entry.objects):
                 yield _object(dst, obj).encode()
     yield b"\n-- end of the davit export\n"
 
 
-def _rows(table: TableEntry, dst: str, read: Callable[[bytes], bytes]) -> Iterator[bytes]:
+def _rows(table: TableEntry, dst: str, read: Callable[[bytes], bytes], packet: int) -> Iterator[bytes]:
     """A table's rows: its INSERT statements under the session settings they were written for."""
     yield f"\n-- rows of {dst}.{table.table}: {table.rows}\n".encode()
     if table.create is None:
@@ -73,12 +88,33 @@ def _rows(table: TableEntry, dst: str, read: Callable[[bytes], bytes]) -> Iterat
     history = is_versioned(table.create)
     if history:
         yield b"SET SESSION system_versioning_insert_history = 1;\n"
+    name = f"{dst}.{table.table}"
     for chunk in table.chunks:
-        yield _cr_escaped(read(bytes.fromhex(chunk)))
+        yield from _in_pieces(_cr_escaped(read(bytes.fromhex(chunk))), packet, name)
     if history:
         yield b"SET SESSION system_versioning_insert_history = 0;\n"
     if table.load_mode is not None:
         yield f"SET SESSION sql_mode = '{SQL_MODE}';\n".encode()
+
+
+def _in_pieces(statement: bytes, packet: int, table: str) -> Iterator[bytes]:
+    """An INSERT as statements under `packet` (`pieces.split`; one under it as it is), each
+    ended by `;`, a check of a built value as a guard that fails the replay."""
+    remedy = f"on the target server and export again with --max-allowed-packet {packet} raised to it"
+    for piece in pieces.split(statement, packet, table, remedy):
+        if pieces.is_check(piece):
+            yield _guard(pieces.checked_variable(piece), table, packet)
+        else:
+            yield piece if piece[-8:].rstrip().endswith(b";") else piece + b";\n"
+
+
+def _guard(variable: bytes, table: str, packet: int) -> bytes:
+    """A compound IF (MariaDB runs one outside a routine) that signals an error naming `table`
+    when `variable` is NULL: the server cut it, its max_allowed_packet is under the value's."""
+    said = f"davit: a value of {table} is larger than this server's max_allowed_packet; the script was cut for {packet}"
+    text = f"IF {variable.decode()} IS NULL THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {quote_text(said[:500])}; END IF"
+    delimiter = next((d for d in DELIMITERS if d not in text), ";" + "#" * len(text) + ";")
+    return f"DELIMITER {delimiter}\n{text}{delimiter}\nDELIMITER ;\n".encode()
 
 
 def _cr_escaped(statement: bytes) -> bytes:

@@ -26,8 +26,10 @@ class ChunkWriter:
 
     def put(self, data: bytes | memoryview, *, text: bool = False) -> str:
         """Store one chunk (once: identical content is kept once); its id, in hex. `text`: the
-        caller knows it is text (SQL statements), so the repository compresses it unsampled."""
-        cid, stored, codec = self.repo.encode(data, text=text)
+        caller knows it is text (SQL statements), so the repository compresses it unsampled, at
+        the tuning's `text_compression_level`."""
+        level = self.tuning.text_compression_level if text else None
+        cid, stored, codec = self.repo.encode(data, text=text, level=level)
         if stored is not None and not self.repo.has(cid):
             if self._pack is None:
                 self._pack = self.repo.new_pack()

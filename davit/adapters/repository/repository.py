@@ -378,9 +378,12 @@ class Repository:
             self.refresh_index()
         return {cid for cid in chunk_ids if cid not in self._index}
 
-    def encode(self, plain: bytes | memoryview, *, text: bool = False) -> tuple[bytes, bytes | memoryview | None, int]:
+    def encode(
+        self, plain: bytes | memoryview, *, text: bool = False, level: int | None = None
+    ) -> tuple[bytes, bytes | memoryview | None, int]:
         """Name `plain`; compress (and seal) it only if the repository lacks it. (id, stored, codec).
-        `text`: the caller knows `plain` is text (SQL statements), so it skips the sample."""
+        `text`: the caller knows `plain` is text (SQL statements), so it skips the sample.
+        `level`: zstd's level for this chunk (default: the repository's `compression_level`)."""
         key = self._key
         if key is None and self.encrypted:
             raise self._key_required()
@@ -388,12 +391,14 @@ class Repository:
         self._ensure_index()
         if cid in self._index:
             return cid, None, CODEC_RAW
-        stored, codec = self._compressed(plain, text)
+        stored, codec = self._compressed(plain, text, level)
         if key is not None:
             return cid, key.seal(stored, cid), codec | CODEC_SEALED
         return cid, stored, codec
 
-    def _compressed(self, plain: bytes | memoryview, text: bool = False) -> tuple[bytes | memoryview, int]:
+    def _compressed(
+        self, plain: bytes | memoryview, text: bool = False, level: int | None = None
+    ) -> tuple[bytes | memoryview, int]:
         """`plain` compressed (CODEC_ZSTD), or as it is (CODEC_RAW) if zstd would not make it
         smaller: judged first on a sample (`incompressible`), so random or already compressed
         data (archives, media, encrypted files) is not run through zstd at all. `text` (SQL
@@ -402,7 +407,7 @@ class Repository:
         all, it is stored raw as below. Either way the chunk's id (over its plain bytes) and
         what a read returns are the same."""
         if text or not incompressible(plain, self._compressor()):
-            stored = self._compressor().compress(plain)
+            stored = self._compressor(level).compress(plain)
             if len(stored) < len(plain):
                 return stored, CODEC_ZSTD
         # Immutable bytes are stored as they are (a pack writes them later, from its thread);
@@ -513,10 +518,15 @@ class Repository:
         except ObjectMissing:
             raise CorruptChunk("(pack)", ref.pack, "pack file is missing") from None
 
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        comp = getattr(self._local, "cctx", None)
+    def _compressor(self, level: int | None = None) -> zstandard.ZstdCompressor:
+        """This thread's compressor at `level` (default: the repository's `compression_level`)."""
+        level = self.compression_level if level is None else level
+        made = getattr(self._local, "cctx", None)
+        if made is None:
+            made = self._local.cctx = {}
+        comp = made.get(level)
         if comp is None:
-            comp = self._local.cctx = zstandard.ZstdCompressor(level=self.compression_level)
+            comp = made[level] = zstandard.ZstdCompressor(level=level)
         return comp
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:

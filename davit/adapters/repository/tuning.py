@@ -14,5 +14,9 @@ class Tuning:
     workers: int = 2  # threads hashing, compressing, decompressing
     inflight_chunks: int = 16  # chunks read ahead of the writer (bounds memory)
     compression_level: int = 3
+    # Chunks a caller marks as text (a SQL backup's INSERT statements): zstd level 1 made them
+    # smaller than level 3 did (bench/sql.py's sysbench-like table: 0.447 against 0.481 of its 123 MB)
+    # in 0.35 CPU s instead of 1.18, and compressing was most of a MariaDB backup's CPU (bench/README.md).
+    text_compression_level: int = 1
     remote_reads: int = 8  # ranged reads in flight restoring from a remote repository (network, not CPU)
     remote_read_ahead: int = 32 << 20  # plain bytes read ahead of the writer from a remote repository (peak RSS)

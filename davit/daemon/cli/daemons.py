@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import click
 
+from davit.daemon.cli import forget
 from davit.daemon.cli.common import emit_json, load_runs, state, table, with_store
 from davit.daemon.config import Settings
 from davit.daemon.eventlogs import AnyEventStore
 from davit.daemon.heartbeat import HEARTBEAT_SECONDS, daemon_facts
-from davit.daemon.leases import ROSTER_SECONDS
+from davit.daemon.leases import ROSTER_LIVE_SECONDS
 from davit.domain.machine import TERMINAL
 from davit.domain.ports import DaemonRoster
 
@@ -21,11 +22,13 @@ from davit.domain.ports import DaemonRoster
 STALE_BEATS = 3
 
 
-@click.command("daemons")
+@click.group("daemons", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per daemon.")
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:
     """List the daemons of this event log and the runs each holds."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = state(ctx).settings
 
     async def go(store: AnyEventStore) -> list[dict[str, object]]:
@@ -48,7 +51,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
                     "started_at": beat.started_at,
                     "last_beat": seen.beat_at,
                     "age_seconds": round(seen.age_seconds, 1),
-                    "alive": seen.age_seconds <= STALE_BEATS * ROSTER_SECONDS,
+                    "alive": seen.age_seconds <= ROSTER_LIVE_SECONDS,
                     "runs_held": sorted(held.get(beat.name, [])),
                     "runs_executing": beat.runs,
                     "log_problem": beat.log_problem,
@@ -94,3 +97,6 @@ def _local(settings: Settings) -> dict[str, object]:
         "runs_executing": [],
         "log_problem": beat.log_problem if beat else None,
     }
+
+
+command.add_command(forget.command)

@@ -118,12 +118,27 @@ def pgdump(
 @click.option("--database", "databases", multiple=True, help="Only this database (repeatable).")
 @click.option("--rename", "renames", multiple=True, metavar="SRC=DST", help="Create database SRC as DST (repeatable).")
 @click.option("--repository", help="Look in this repository only (a copied snapshot is in two).")
+@click.option(
+    "--max-allowed-packet",
+    "packet",
+    type=click.IntRange(min=1 << 16, max=1 << 30),
+    default=16 << 20,
+    show_default=True,
+    help="No row statement longer than this (bytes): the max_allowed_packet of the server and client replaying the script.",
+)
 @click.pass_context
 def sql(
-    ctx: click.Context, snapshot: str, file: Path, databases: tuple[str, ...], renames: tuple[str, ...], repository: str | None
+    ctx: click.Context,
+    snapshot: str,
+    file: Path,
+    databases: tuple[str, ...],
+    renames: tuple[str, ...],
+    repository: str | None,
+    packet: int,
 ) -> None:
     """Write SNAPSHOT (an id or unique prefix) of a mysql.backup job as one SQL script that
-    `mariadb < FILE` replays (`-`: standard output)."""
+    `mariadb < FILE` replays (`-`: standard output); an INSERT longer than --max-allowed-packet
+    is written in pieces under it."""
     from davit.adapters.mysql.layout import DatabaseEntry, TableEntry
     from davit.adapters.mysql.layout import read_tree as read_mysql_tree
     from davit.adapters.mysql.script import script
@@ -142,7 +157,7 @@ def sql(
     if databases:
         entries = [e for e in entries if e.db in databases]
     heading = f"davit export sql: snapshot {snap.id} of job {snap.job}\nreplay with: mariadb < FILE"
-    blocks = script(entries, repo.read_chunk, rename, heading)
+    blocks = script(entries, repo.read_chunk, rename, heading, packet)
     if str(file) == "-":
         out = sys.stdout.buffer
         for block in blocks:

@@ -24,7 +24,7 @@ from davit.adapters.steps import run_steps
 from davit.domain.jobs import ComposeMigrateJob
 from tests.fakes import ProgressRunContext
 from tests.integration.compose.narrow_target import target_without
-from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, digest, make_stack
 from tests.integration.docker.bare_image import bare_image
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -39,11 +39,6 @@ class SummaryContext(ProgressRunContext):
     def step_completed(self, step: str, summary: dict[str, Any]) -> None:
         self.summaries[step] = summary
         super().step_completed(step, summary)
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 def job(stack: Stack, ssh_peer: SshPeer, base: Path, known_hosts: str | None = None, **extra: Any) -> ComposeMigrateJob:
@@ -70,13 +65,6 @@ def job(stack: Stack, ssh_peer: SshPeer, base: Path, known_hosts: str | None = N
 
 def work_for(spec: ComposeMigrateJob, tmp_path: Path, run_id: str = "mig1") -> ComposeMigrateWork:
     return ComposeMigrateWork(RunInputs(spec, run_id, Tuning(), repo=Repository.open(tmp_path / "repo")))
-
-
-@pytest.fixture
-def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterator[Stack]:
-    made = make_stack(tmp_path, docker_peer, ssh_peer)
-    yield made
-    cleanup(made, tmp_path / "target")
 
 
 @contextmanager

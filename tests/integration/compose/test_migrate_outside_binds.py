@@ -15,16 +15,11 @@ import pytest
 
 from davit.adapters.compose.migrate import INSPECT, STOP
 from davit.adapters.compose.target import PreflightFailed
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import Stack, cleanup, digest, make_stack
 from tests.integration.compose.test_migrate_adapter import SummaryContext, job, work_for
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 @pytest.fixture

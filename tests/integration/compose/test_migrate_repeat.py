@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,11 @@ import zstandard
 
 from davit.adapters.compose.migrate import EXPORT, FINALIZE, IMPORT, INSPECT, TRANSFER
 from davit.adapters.compose.pipeline import CHUNK_MISMATCH, ChunkMismatch
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import Stack, digest
 from tests.integration.compose.test_migrate_adapter import SummaryContext, job, work_for
-from tests.peers.state import DockerPeer, SshPeer
+from tests.peers.state import SshPeer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh]
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
-
-
-@pytest.fixture
-def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterator[Stack]:
-    made = make_stack(tmp_path, docker_peer, ssh_peer)
-    yield made
-    cleanup(made, tmp_path / "target")
 
 
 def migrate(stack: Stack, ssh_peer: SshPeer, tmp_path: Path, run_id: str, **extra: Any) -> SummaryContext:

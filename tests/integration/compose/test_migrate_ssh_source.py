@@ -10,7 +10,6 @@ SSH session. Driven without a daemon, as `test_migrate_adapter.py` does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NoReturn
@@ -28,7 +27,7 @@ from davit.adapters.runwork import RunInputs
 from davit.adapters.ssh.remote import RemoteCommandFailed
 from davit.adapters.sshtrust import HostKeyRejected
 from davit.domain.jobs import ComposeMigrateJob
-from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import DEFINITION_FILES, Stack, cleanup, digest, make_stack
 from tests.integration.compose.test_migrate_adapter import SummaryContext
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -63,18 +62,6 @@ def no_local_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(migrate, "start_containers", _local_source_used)
     monkeypatch.setattr(migrate, "Path", _local_source_used)
     monkeypatch.setattr(pipeline, "subprocess", SimpleNamespace(Popen=_local_source_used, PIPE=-1))
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
-
-
-@pytest.fixture
-def stack(docker_peer: DockerPeer, ssh_peer: SshPeer, tmp_path: Path) -> Iterator[Stack]:
-    made = make_stack(tmp_path, docker_peer, ssh_peer)
-    yield made
-    cleanup(made, tmp_path / "target")
 
 
 def job(stack: Stack, ssh_peer: SshPeer, base: Path, source_known_hosts: str | None = None, **extra: Any) -> ComposeMigrateJob:

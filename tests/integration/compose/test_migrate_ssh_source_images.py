@@ -48,11 +48,6 @@ services:
 """
 
 
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
-
-
 @contextmanager
 def built_stack(
     tmp_path: Path, docker_peer: DockerPeer, ssh_peer: SshPeer, source: docker.DockerClient, blob_mib: int, health: str = ""

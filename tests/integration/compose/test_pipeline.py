@@ -84,6 +84,23 @@ def test_a_chunk_cut_short_by_a_lost_sender_is_not_listed_as_present(ssh_peer: S
         assert whole.stdout == "abc\n" and present_chunks(host, layout) == {"abc": 1000}
 
 
+def test_chunks_of_a_stream_cut_before_their_batch_was_filed_are_neither_acknowledged_nor_listed(
+    ssh_peer: SshPeer, tmp_path: Path
+) -> None:
+    # whole chunks, then the sender is gone (no END): the batch was never fsynced and filed, so
+    # none is acknowledged nor listed, and listing the store drops what was written of them
+    layout = TargetLayout(str(tmp_path / "target"), "proj")
+    chunks = [os.urandom(1000) for _ in range(3)]
+    stream = b"".join(f"c{i} {len(c)}\n".encode() + c for i, c in enumerate(chunks)) + b"c3 1000\n" + b"x" * 10
+    with connect(address(ssh_peer)) as host:
+        present_chunks(host, layout)
+        result = host.run(store_command(layout.store), input=stream, check=False)
+        assert result.status != 0 and result.stdout == ""
+        incoming = Path(layout.store) / "incoming"
+        assert sorted(p.name for p in incoming.glob("*/*")) == ["c0.zst", "c1.zst", "c2.zst", "c3.zst"]
+        assert present_chunks(host, layout) == {} and not incoming.exists()
+
+
 @pytest.mark.parametrize("where", ["direct-capable disk", "busybox dd", "tmpfs"])
 def test_the_store_writer_files_every_chunk_whole_whether_or_not_it_can_write_past_the_page_cache(
     ssh_peer: SshPeer, tmp_path: Path, where: str

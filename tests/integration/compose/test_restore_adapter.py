@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from davit.adapters.compose.backup import ComposeBackupWork
-from davit.adapters.compose.migrate import PREFLIGHT, ROLLBACK_TARGET, TRANSFER, VERIFY
+from davit.adapters.compose.migrate import EXPORT, PREFLIGHT, ROLLBACK_TARGET, TRANSFER, VERIFY
 from davit.adapters.compose.restore import ComposeRestoreWork, ProjectExists
 from davit.adapters.compose.target import TargetNotHealthy
 from davit.adapters.repository.repository import Repository
@@ -181,6 +181,38 @@ def test_a_restore_stopped_mid_transfer_resumes_sending_only_what_the_store_lack
     assert sent["already_on_target"] >= first and sent["chunks_sent"] == sent["chunks"] - sent["already_on_target"]
     assert states(target, restored_name) == {"app": "running", "side": "running"}
     assert target.images.get(f"{restored_name}-app").id == built.image_id
+
+
+def test_a_restore_sends_only_the_image_layers_the_target_lacks(
+    backed_up: tuple[BuiltStack, Repository, str],
+    ssh_peer: SshPeer,
+    target: docker.DockerClient,
+    restored_name: str,
+    tmp_path: Path,
+) -> None:
+    """The built image is the peers' base image (on the target) and one layer (`COPY blob`, 1 MiB):
+    before layers were left out the restore sent the whole export, base layers and all."""
+    built, repo, snapshot = backed_up
+    spec = restore_job(
+        ssh_peer, snapshot, restored_name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")}
+    )
+    base = target.images.get(ssh_peer.image)
+    base_layers = base.attrs["RootFS"]["Layers"]
+    ctx = SummaryContext()
+    work = work_for(repo, spec)
+    details = work.prepare(ctx)
+    work.run(ctx)
+    work.finish(ctx)
+
+    (image,) = [i for i in details["restore"]["snapshot_images"] if i["id"] == built.image_id]
+    whole, sent = image["bytes"], ctx.cursors[EXPORT]["done"]["image-0"]["bytes"]
+    assert whole > (2 << 20), "the base layers make up most of the export (else this test shows nothing)"
+    assert (1 << 20) < sent < (1 << 20) + (256 << 10), f"only the blob's layer and the metadata: {sent} of {whole} bytes"
+    (listed,) = ctx.summaries[PREFLIGHT]["images_to_send"]  # the base image (`side`) is there: not sent
+    assert listed["id"] == built.image_id
+    assert listed["layers"] == len(base_layers) + 1 and listed["layers_on_target"] == len(base_layers)
+    assert target.images.get(f"{restored_name}-app").id == built.image_id, "the target's load gave the source's image ID"
+    assert states(target, restored_name) == {"app": "running", "side": "running"}
 
 
 def test_a_failing_verify_rolls_back_the_project_its_volumes_binds_and_the_image_it_loaded(

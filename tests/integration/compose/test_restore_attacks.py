@@ -120,6 +120,7 @@ def test_a_rollback_releases_the_claim_and_a_failed_preflight_leaves_none(
     with pytest.raises(PreflightFailed, match="outside the project directory"):
         work.run(ctx)
     assert not claim.is_symlink(), "a failed pre-flight frees the name"
+    assert not (tmp_path / "target").exists(), "and leaves no directory the claim made"
 
     spec = restore_job(ssh_peer, snapshot, name, tmp_path / "target", {str(built.uploads): str(tmp_path / "mapped" / "u")})
     ctx = StopAfter("atk-rolled", PREFLIGHT)

@@ -84,7 +84,8 @@ COMPARE_BYTES_MAX = 1 << 20  # an unknown create outcome is settled by reading b
 _STREAM_CHUNK = 4 << 20
 _CONNECT_TIMEOUT = "5s"
 _REQUEST_TIMEOUT = "300s"  # one request, body included: an 8 MiB part or a 32 MiB pack on a slow link
-_READ_TIMEOUT = "30s"  # a response that stops sending data for this long is retried
+_READ_TIMEOUT = 30.0  # seconds: a response that stops sending data for this long is retried
+_READ_TIMEOUT_MIN = 1.0  # seconds: a tiny retry budget still lets a live server pause briefly
 
 _STATUS = re.compile(r"status code: (\d{3})")
 # the S3 error code: in the XML body, or (a DeleteObjects answer) in obstore's debug text
@@ -117,6 +118,14 @@ _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesN
 # Variables an operator sets on purpose that change only whom TLS trusts: read, not warned of.
 _TRUST_ENV = frozenset({"AWS_CA_BUNDLE"})
 _warned_env: set[str] = set()
+
+
+def read_timeout(retry_budget: float) -> timedelta:
+    """How long one request may wait for the server's next bytes: at most the retry budget.
+    obstore checks the budget only between attempts, so a silent server held each request for
+    the full 30 s whatever `retry_seconds` said (a 1 s budget failed after 30 s, and each
+    clean-up request after the failure cost 30 s more)."""
+    return timedelta(seconds=max(_READ_TIMEOUT_MIN, min(_READ_TIMEOUT, retry_budget)))
 
 
 class S3Backend:
@@ -165,7 +174,7 @@ class S3Backend:
                 "allow_http": allow_http,
                 "connect_timeout": _CONNECT_TIMEOUT,
                 "timeout": _REQUEST_TIMEOUT,
-                "read_timeout": _READ_TIMEOUT,
+                "read_timeout": read_timeout(retry_budget),
             },
             retry_config={
                 "max_retries": 1000,  # the time budget is the bound, not the count
