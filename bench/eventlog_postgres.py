@@ -9,7 +9,8 @@ peers' state file (`.peers/state.json` or DAVIT_PEERS_STATE), and works in a dat
 own (`davit_bench_eventlog_e-pg_<random>`), dropped at the end whatever happens.
 
 - Appends: 8 concurrent appenders through `PostgresEventStore`, each to its own stream, one
-  event per append, every append durable (`synchronous_commit = on`) before it returns.
+  event per append, every append durable (`synchronous_commit = on`) before it returns. The
+  store is keyed as davitd's is (a log key: every event an HMAC link, the head sealed).
   The baseline, in the same run: 8 threads with a psycopg connection each, `INSERT` of one
   row of the same shape (a position from an identity column, the same indexes) and `COMMIT`
   per event. Paired rounds, the order alternating (store first in odd rounds), each on fresh
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing as mp
+import secrets
 import statistics
 import sys
 import threading
@@ -117,11 +120,19 @@ def fresh_tables(p: dict[str, Any], dbname: str) -> None:
 # --- davit's store -----------------------------------------------------------------------------
 
 
+@functools.cache
+def bench_key() -> Any:
+    """The log key of this run (one a process; only the main process writes and verifies)."""
+    from davit.eventstore.logkey import LogKey
+
+    return LogKey(Path("(the bench's key, in memory)"), secrets.token_bytes(32))
+
+
 async def store_appenders(p: dict[str, Any], dbname: str, seconds: float) -> tuple[int, list[float], int]:
     """Events appended, append latencies (s) and errors of `WRITERS` concurrent appenders."""
     from davit.eventstore.postgres import PostgresEventStore
 
-    async with PostgresEventStore(url(p, dbname)) as store:
+    async with PostgresEventStore(url(p, dbname), key=bench_key()) as store:
         return await appenders(store, WRITERS, seconds)
 
 
@@ -207,7 +218,7 @@ def tail_reader(p: dict[str, Any], dbname: str, ready: Any, stop: Any, results: 
 
 def with_tail_reader(p: dict[str, Any], dbname: str, seconds: float) -> tuple[int, int, dict[str, Any]]:
     fresh_tables(p, dbname)
-    asyncio.run(_create(p, dbname))  # the log exists before anyone tails it, as davitd makes it
+    sealed = asyncio.run(_create(p, dbname))  # the log exists before anyone tails it, as davitd makes it
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
     reader = ctx.Process(target=tail_reader, args=(p, dbname, ready, stop, results))
@@ -218,14 +229,15 @@ def with_tail_reader(p: dict[str, Any], dbname: str, seconds: float) -> tuple[in
     stop.set()
     report = results.get(timeout=120)
     reader.join(30)
-    return written, errors, report
+    return written + sealed, errors, report
 
 
-async def _create(p: dict[str, Any], dbname: str) -> None:
+async def _create(p: dict[str, Any], dbname: str) -> int:
+    """Make the log, keyed: its events then (the key's marker), which the reader sees too."""
     from davit.eventstore.postgres import PostgresEventStore
 
-    async with PostgresEventStore(url(p, dbname)):
-        pass
+    async with PostgresEventStore(url(p, dbname), key=bench_key()) as store:
+        return await store.head_position()
 
 
 async def _verify(p: dict[str, Any], dbname: str) -> Any:
@@ -233,7 +245,7 @@ async def _verify(p: dict[str, Any], dbname: str) -> Any:
 
     store = await PostgresEventStore(url(p, dbname)).open(create=False, readonly=True)
     try:
-        return await store.verify_chain()
+        return await store.verify_chain(bench_key())
     finally:
         await store.close()
 

@@ -59,6 +59,9 @@ class DaemonSection(_Section):
     # A file holding a postgresql:// URL (with its password): the event log on PostgreSQL
     # instead of SQLite (davit/daemon/eventlogs.py). Read by reference, never logged.
     event_store_url_file: str = ""  # "": SQLite
+    # The event log's HMAC key (`Settings.log_key_path`): several daemons sharing one log each
+    # name their copy of the one key. "": the systemd credential log.key, else beside this file.
+    log_key_file: str = ""
     # This daemon's name among the daemons sharing one log ("": the host name); recorded on its
     # runs' claims and its heartbeat row (`davit daemons`).
     name: str = Field(default="", pattern=DAEMON_NAME_PATTERN)
@@ -182,8 +185,12 @@ class Settings:
 
     @property
     def log_key_path(self) -> Path:
-        """The event log's HMAC key: the systemd credential `log.key` when davitd is given one,
-        else `log.key` beside the config file, outside the state directory either way."""
+        """The event log's HMAC key: `[daemon] log_key_file` if the config names one (read against
+        the config file's directory), else the systemd credential `log.key` when davitd is given
+        one, else `log.key` beside the config file; outside the state directory either way."""
+        named = self.model.daemon.log_key_file
+        if named:
+            return Path(named) if named.startswith("/") else self.config_file.parent / named
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
         if credentials and (Path(credentials) / "log.key").exists():
             return Path(credentials) / "log.key"

@@ -13,10 +13,10 @@ import click
 from davit.daemon.allocator import keep_freed_buffers
 from davit.daemon.bootstrap import Parts
 from davit.daemon.config import PRIVATE_UMASK, Settings, load_settings
-from davit.daemon.eventlogs import AnyEventStore, on_postgres, postgres_store
+from davit.daemon.eventlogs import on_postgres
 from davit.daemon.leases import LeasePolicy
 from davit.daemon.loghealth import LogHealth
-from davit.daemon.logkeys import daemon_log_key, finish_log_key, provision_log_key
+from davit.daemon.logkeys import find_log_key, finish_log_key, open_keyed, provision_log_key
 from davit.daemon.logsetup import configure as configure_logging
 from davit.daemon.metrics import serving_metrics
 from davit.daemon.notify import Notifier
@@ -24,7 +24,6 @@ from davit.daemon.statelock import holding_state_lock
 from davit.daemon.supervisor import Supervisor
 from davit.daemon.version import davit_version
 from davit.domain.errors import DavitError
-from davit.eventstore.sqlite import SqliteEventStore
 
 
 def lease_policy(settings: Settings) -> LeasePolicy:
@@ -41,15 +40,10 @@ async def _serve(parts: Parts) -> None:
 async def _serve_locked(parts: Parts) -> None:
     notifier = Notifier()
     health = LogHealth(notifier)  # appends wait out a log that cannot be written
-    store: AnyEventStore
-    if on_postgres(parts.settings):  # (no log key there: davit/daemon/eventlogs.py)
-        store = await postgres_store(parts.settings, outage=health).open()
-    else:
-        key = daemon_log_key(parts.settings)
-        store = await SqliteEventStore(parts.settings.db_path, key=key, outage=health).open()
+    key = await find_log_key(parts.settings)
+    store = await open_keyed(parts.settings, key, outage=health)
     try:
-        if isinstance(store, SqliteEventStore):
-            finish_log_key(key)  # the log is sealed under it now: nobody seals again
+        finish_log_key(key)  # the log is sealed under it now: nobody seals again
         async with serving_metrics(parts.settings, store, davit_version()):
             leases = lease_policy(parts.settings) if on_postgres(parts.settings) else None
             await Supervisor(parts, store, notifier, davit_version(), health, leases=leases).run()
@@ -82,9 +76,6 @@ def main(home: Path | None, config_file: Path | None, make_log_key: bool, log_fo
     except DavitError as exc:
         click.echo(f"davitd: {exc}", err=True)
         sys.exit(exc.exit_code)
-    if make_log_key and on_postgres(settings):
-        click.echo("davitd: the event log is on PostgreSQL: no log key (keyed chains are SQLite's for now)")
-        return
     if make_log_key:
         try:
             click.echo(f"davitd: log key {anyio.run(provision_log_key, settings).path}")

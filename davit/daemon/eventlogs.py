@@ -5,8 +5,9 @@ holding one `postgresql://USER:PASSWORD@HOST:PORT/DATABASE` URL: then every proc
 config opens that database instead (`davit/eventstore/postgres.py`). The URL is read by
 reference, at most `MAX_URL_FILE_BYTES`, without following a symlink planted at the file's
 name, and never shown: errors name the file and the reason, and the store names itself
-`postgresql host:port/database`. The log key (a keyed chain) is SQLite's alone for now: on
-PostgreSQL davitd neither makes nor uses one.
+`postgresql host:port/database`. The log key (`Settings.log_key_path`) keys either log the
+same way (`davit/eventstore/keying.py`); several davitd on one PostgreSQL log each name a copy
+of the one key (`[daemon] log_key_file`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, TypeAlias
 from davit.daemon.config import Settings
 from davit.domain.errors import FieldProblem, InvalidConfig
 from davit.eventstore.boundedread import TooLarge, read_bounded
-from davit.eventstore.logkey import read_log_key
-from davit.eventstore.sqlite import SqliteEventStore, WriteOutage
+from davit.eventstore.logkey import LogKey, read_log_key
+from davit.eventstore.schema import GENESIS_HASH
+from davit.eventstore.sqlite import EventLogMissing, SqliteEventStore, WriteOutage
 
 if TYPE_CHECKING:
     # imported where a PostgreSQL log is opened: psycopg is a tenth of every CLI command's
@@ -73,8 +75,8 @@ def read_url_file(path: Path) -> str:
     return lines[0]
 
 
-def postgres_store(settings: Settings, outage: WriteOutage | None = None) -> PostgresEventStore:
-    """The PostgreSQL store the config names (not opened yet)."""
+def postgres_store(settings: Settings, outage: WriteOutage | None = None, key: LogKey | None = None) -> PostgresEventStore:
+    """The PostgreSQL store the config names (not opened yet), appending under `key` if given."""
     from davit.eventstore.postgres import EventStoreUrlError, PostgresEventStore, parse_url
 
     path = settings.event_store_url_path
@@ -83,14 +85,27 @@ def postgres_store(settings: Settings, outage: WriteOutage | None = None) -> Pos
         url = parse_url(read_url_file(path), str(path))
     except EventStoreUrlError as exc:
         raise _problem(path, str(exc).removeprefix(f"{path}: ")) from None
-    return PostgresEventStore(url, outage=outage)
+    return PostgresEventStore(url, outage=outage, key=key, key_path=settings.log_key_path)
+
+
+async def postgres_log_head(settings: Settings) -> tuple[int, str, bool]:
+    """The PostgreSQL log's head and whether it is keyed (`sqlite.log_head`'s twin), read-only;
+    (0, genesis, False) if the database has no log yet."""
+    try:
+        store = await postgres_store(settings).open(create=False, readonly=True)
+    except EventLogMissing:
+        return 0, GENESIS_HASH, False
+    try:
+        return await store.log_head()
+    finally:
+        await store.close()
 
 
 async def open_for_cli(settings: Settings, write: bool) -> AnyEventStore:
     """The log for a CLI command: read-only unless `write` (a request for davitd); never created."""
-    if on_postgres(settings):
-        return await postgres_store(settings).open(create=False, readonly=not write)
     key = read_log_key(settings.log_key_path) if write else None
+    if on_postgres(settings):
+        return await postgres_store(settings, key=key).open(create=False, readonly=not write)
     return await SqliteEventStore(settings.db_path, key=key, key_path=settings.log_key_path).open(
         create=False, readonly=not write
     )

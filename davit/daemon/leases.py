@@ -135,6 +135,11 @@ class LeaseBook:
         """A run some daemon worked on, whose lease is not held here and is over."""
         if view.run_id in self.own or view.state not in HELD_STATES:
             return False
+        if view.owner is None and view.state is RunState.CANCELLING:
+            # a daemon taking a lapsed run over to honour a cancel left to its dead owner records
+            # it interrupted and cancelling, unleased, and settles it (`_take_over_cancelled`):
+            # left to it for a lease's length (it may be probing whether a rollback is needed)
+            return self.expired(view)
         if view.owner is None or (view.owner == self.policy.name and view.lease_token in self._previous_life):
             return True  # never leased (an older davitd's), or this daemon's previous life's
         return self.expired(view)  # (this daemon's name too: its previous life's were recovered at start-up)

@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -54,11 +54,11 @@ from davit.daemon.notify import Notifier
 from davit.daemon.recorder import RunRecorder, append_unordered, new_event_id, new_run_id
 from davit.daemon.requestfail import UnknownRequest, record_failure
 from davit.daemon.scheduler import Clock, ClockWatch, SystemClock, retry_delay
-from davit.daemon.twins import refuse_live_twin
+from davit.daemon.twins import claim_name, keep_name
 from davit.domain import events as ev
 from davit.domain.commands import CancelRun, CopyNow, ResumeRun, RunJobNow, decode_command
 from davit.domain.daemons import DaemonBeat
-from davit.domain.errors import LOG_UNWRITABLE, ConcurrencyError, FieldProblem, IllegalTransition, InvalidConfig
+from davit.domain.errors import LOG_UNWRITABLE, AlreadyCommitted, ConcurrencyError, FieldProblem, IllegalTransition, InvalidConfig
 from davit.domain.jobs import job_from_dict, spec_revision
 from davit.domain.jobs.copy import adhoc_copy
 from davit.domain.machine import CANCELLABLE, DISPATCHABLE, RESUMABLE, TERMINAL, WORKING, RunState
@@ -81,6 +81,7 @@ RESTART_ONLY = frozenset(
     {"daemon.jobs_dir", "daemon.state_dir", "daemon.log_format", "metrics.listen", "metrics.allow_remote", "metrics.textfile"}
 )
 RESTART_ONLY |= {"daemon.event_store_url_file"}  # the log is opened once, at start (davit/daemon/eventlogs.py)
+RESTART_ONLY |= {"daemon.log_key_file"}  # the log is opened with its key once, at start
 
 
 class Supervisor:
@@ -137,6 +138,11 @@ class Supervisor:
         self.limiter = anyio.CapacityLimiter(max_parallel + 2)
         self.stopping = False
         self.started_at = datetime.now(UTC).isoformat()
+        self.host = socket.gethostname()  # as claimed at start: the name's claim is checked against it
+        # set when another daemon claimed this one's name (it was paused or cut off past
+        # `ROSTER_LIVE_SECONDS`): two daemons must never bear one name, so this one stops
+        self.superseded = anyio.Event()
+        self._roster_failing: str | None = None
         self.heartbeat = HeartbeatWriter(self.settings.state_dir, os.getpid(), version, self.started_at)
         # messages owed (failures, recoveries, stale jobs...), derived from the log; never holds up a run
         self.notifications = NotificationService(store, lambda: self.settings, self.runs, self.registry.active, self.clock)
@@ -147,8 +153,17 @@ class Supervisor:
 
     async def run(self) -> None:
         """Run until a signal stops davitd. The caller holds the state directory's lock."""
+        # Signals are received from the first step, not from when the stop is awaited: a
+        # SIGTERM sent right after READY (systemd stopping a unit that just started) would
+        # otherwise meet Python's default action and kill davitd without its shutdown.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            await self._run(signals)
+
+    async def _run(self, signals: AsyncIterator[int]) -> None:
         if self.book is not None and isinstance(self.store, DaemonRoster) and self.name is not None:
-            await refuse_live_twin(self.store, self.name, str(self.settings.config_file))
+            # (atomic: of two daemons of one name starting at once, one claims it; see twins.py)
+            first_beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at)
+            await claim_name(self.store, first_beat, str(self.settings.config_file))
         await append_unordered(
             self.store,
             ev.DAEMON_STREAM,
@@ -180,18 +195,36 @@ class Supervisor:
                 tg.start_soon(self._follow_log)
                 tg.start_soon(self._takeover_loop)
                 tg.start_soon(self._roster_loop)
-            await self._wait_for_signal()
-            await self._shutdown()
+            reason = await self._wait_for_stop(signals)
+            await self._shutdown(reason)
             tg.cancel_scope.cancel()
 
-    async def _wait_for_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self._reload()
-                    continue
-                log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
-                return
+    async def _wait_for_stop(self, signals: AsyncIterator[int]) -> str:
+        """Until a signal stops davitd or another daemon took its name; the reason recorded."""
+        reason = "signal"
+        async with anyio.create_task_group() as tg:
+
+            async def signalled() -> None:
+                await self._wait_for_signal(signals)
+                tg.cancel_scope.cancel()
+
+            async def superseded() -> None:
+                nonlocal reason
+                await self.superseded.wait()
+                reason = "name claimed by another daemon"
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(signalled)
+            tg.start_soon(superseded)
+        return reason
+
+    async def _wait_for_signal(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await self._reload()
+                continue
+            log.info("received %s: stopping runs at their next checkpoint", signal.Signals(signum).name)
+            return
 
     async def _reload(self) -> None:
         file = str(self.settings.config_file)
@@ -226,7 +259,7 @@ class Supervisor:
         )
         self.wakeup.set()
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, reason: str = "signal") -> None:
         self.stopping = True
         self.notifier.stopping()
         for handle in list(self.handles.values()):
@@ -248,7 +281,7 @@ class Supervisor:
             )
         # (if the log is still failing, it was waited for above: one more short try)
         with anyio.move_on_after(1.0 if self.store.writes_failing else LOG_SHUTDOWN_PATIENCE_SECONDS) as waiting:
-            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason="signal"))
+            await append_unordered(self.store, ev.DAEMON_STREAM, ev.DaemonStopped(reason=reason))
         if waiting.cancelled_caught:
             log.warning("davitd's stop could not be recorded: the event log cannot be written")
         log.info("davitd stopped")
@@ -858,7 +891,7 @@ class Supervisor:
             await self._kind_loaded(handle.recorder.view.kind)
             if self.book is None:
                 await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
-            elif await self._claim(handle):
+            elif await self._claim(handle) and not await self._cancelled_at_claim(handle):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._renew_forever, handle)
                     await ex.execute(handle, self.parts.work_for, self.settings.model.retry, self.limiter)
@@ -907,6 +940,20 @@ class Supervisor:
         if taken_from:
             log.warning("run %s (%s) taken over from daemon %s, whose lease expired", rec.run_id, view.job, taken_from)
         return True
+
+    async def _cancelled_at_claim(self, handle: ex.RunHandle) -> bool:
+        """A run just claimed here whose cancel this daemon left to its previous owner (who
+        died, or let it go, before reading it; the daemon that requeued it may never have read
+        it): cancelled now rather than resumed. True if it ended so (nothing to execute); a
+        rollback the cancel needs, or a cancel refused once the committing step started
+        (`CancelIgnored`), is executed as usual."""
+        rec = handle.recorder
+        if rec.run_id not in self.cancels_left or rec.view.state not in CANCELLABLE:
+            return False
+        self.cancels_left.discard(rec.run_id)
+        log.warning("run %s (%s): cancelled as requested while another daemon held it", rec.run_id, rec.view.job)
+        await ex.cancel(rec, None, self.parts.work_for, self.limiter)
+        return rec.view.state in TERMINAL
 
     async def _renew_forever(self, handle: ex.RunHandle) -> None:
         assert self.leases is not None
@@ -998,21 +1045,41 @@ class Supervisor:
         self.wakeup.set()
 
     async def _roster_loop(self) -> None:
-        """This daemon's row among the log's daemons (`davit daemons`), every `ROSTER_SECONDS`."""
+        """This daemon's row among the log's daemons (`davit daemons`), every `ROSTER_SECONDS`,
+        until another daemon took its name."""
         if not isinstance(self.store, DaemonRoster) or self.name is None:
             return
-        failing: str | None = None
-        while True:
-            running, problem = self._beat_facts()
-            beat = DaemonBeat(self.name, self.version, os.getpid(), socket.gethostname(), self.started_at, running, problem)
-            try:
-                await self.store.beat(beat)
-                failing = None
-            except Exception as exc:
-                if str(exc) != failing:
-                    log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
-                failing = str(exc)
+        while not await self._roster_pass():
             await anyio.sleep(ROSTER_SECONDS)
+
+    async def _roster_pass(self) -> bool:
+        """One beat, after checking the name is still this daemon's (`keep_name`); True when
+        another daemon claimed it since: this one then writes no beat (the row is the other's
+        now) and stops as for SIGTERM (`superseded`), since two daemons of one name would run
+        each other's host-bound jobs (files, volumes, restores) on the wrong host."""
+        assert isinstance(self.store, DaemonRoster) and self.name is not None
+        running, problem = self._beat_facts()
+        beat = DaemonBeat(self.name, self.version, os.getpid(), self.host, self.started_at, running, problem)
+        try:
+            twin = await keep_name(self.store, beat)
+            if twin is not None:
+                log.error(
+                    "[daemon] name %r was claimed by another daemon, on %s, after this one had not beaten for %.0f s: "
+                    "two daemons must not bear one name, so this one stops (its runs are the other's to take over); "
+                    "give each host's davitd its own [daemon] name",
+                    self.name,
+                    twin,
+                    ROSTER_LIVE_SECONDS,
+                )
+                self.superseded.set()
+                return True
+            await self.store.beat(beat)
+            self._roster_failing = None
+        except Exception as exc:
+            if str(exc) != self._roster_failing:
+                log.warning("this daemon's heartbeat could not be written to the log's daemons table: %s", exc)
+            self._roster_failing = str(exc)
+        return False
 
     async def _takeover_loop(self) -> None:
         """Take over the runs whose lease lapsed (their daemon died or hangs): a run cut off
@@ -1041,10 +1108,18 @@ class Supervisor:
                 if view.state in WORKING and self.book.takeover_due(view):
                     owner = view.owner or "an older davitd"
                     reason = f"the lease of daemon {owner} lapsed (no renewal seen for {view.lease_seconds:.0f} s)"
+                    if await self._take_over_cancelled(run_id, reason):
+                        done.append(run_id)
+                        self.wakeup.set()
+                        continue
                     requeued = ev.RunRequeued(reason=f"taken over by {self.name}")
                     await self.recorder(run_id).record(ev.RunInterrupted(reason=reason), requeued)
                     self.taken_from[run_id] = owner  # named by this daemon's claim, if it dispatches it
                     log.warning("run %s (%s): %s; resuming it here from its last checkpoint", run_id, view.job, reason)
+                elif view.state is RunState.INTERRUPTED and run_id in self.cancels_left:
+                    self.cancels_left.discard(run_id)  # (cancelled rather than requeued for anyone to claim)
+                    log.warning("run %s (%s): cancelled as requested while daemon %s held it", run_id, view.job, view.owner)
+                    await self._cancel(run_id)
                 elif view.state is RunState.INTERRUPTED:
                     await self.recorder(run_id).record(ev.RunRequeued(reason=f"resumed by {self.name}"))
                 elif view.state is RunState.CANCELLING and self.book.takeover_due(view):
@@ -1065,6 +1140,26 @@ class Supervisor:
                 await self._cancel(run_id)
             self.wakeup.set()
         return done
+
+    async def _take_over_cancelled(self, run_id: str, reason: str) -> bool:
+        """Take over a run whose lapsed owner never read the operator's cancel (`cancels_left`):
+        interrupted and cancelling in one append, so no daemon can claim it requeued in between
+        (its dispatcher would resume it and the cancel would be lost), then settled here (a
+        rollback it needs is dispatched). False, having recorded nothing, if it is not such a
+        run, or if its committing step started (then taken over as any run, and the cancel
+        recorded as ignored)."""
+        if run_id not in self.cancels_left:
+            return False
+        rec = self.recorder(run_id)
+        try:
+            await rec.record(ev.RunInterrupted(reason=reason), ev.RunCancelling(reason=ex.BY_OPERATOR))
+        except AlreadyCommitted:
+            return False
+        self.cancels_left.discard(run_id)
+        log.warning("run %s (%s): %s; cancelled as requested while it held it", run_id, rec.view.job, reason)
+        if not await ex.settle_cancel(rec, None, self.parts.work_for, self.limiter):
+            await self._remove_leftovers(run_id)
+        return True
 
     def _beat_facts(self) -> tuple[list[str], str | None]:
         """What davitd's heartbeat says besides its identity: the runs it executes, and why

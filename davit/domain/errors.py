@@ -39,6 +39,8 @@ DavitError
 │   ├── ImageMismatch           (adapters/compose/images) the target loaded another image ID than the source's
 │   ├── EngineNotLocal          (adapters/compose/backup) a stack backup's engine is not on this host
 │   ├── ProjectExists           (adapters/compose/restore) a restore's project name is taken on the target
+│   ├── DefinitionClash         (adapters/compose/definition) two project files would be copied under one name
+│   ├── DefinitionSymlinkedOut  (adapters/compose/migrate) a definition file resolves outside its project
 │   ├── EngineError             (adapters/docker/engine) the Docker engine refused a request
 │   ├── ArchiveOutOfOrder       (adapters/docker/archive) the engine's archive not in walk order
 │   ├── HelperAccessNotAvailable (adapters/docker/helper) no way to reach the engine's volumes

@@ -41,6 +41,12 @@ def job_stream(name: str) -> str:
     return f"job-{name}"
 
 
+def name_stream(name: str) -> str:
+    """Where daemons claim a `[daemon] name` at start (`NameClaimed`) and `davit daemons forget`
+    retires it (`NameForgotten`): several daemons on one log."""
+    return f"name-{name}"
+
+
 def request_claim_stream(position: int) -> str:
     """Where the daemon answering the request at `position` claims it (several daemons on one log)."""
     return f"request-{position}"
@@ -372,6 +378,28 @@ class NotificationFailed(Event):
     run_id: str | None = None
 
 
+class NameClaimed(Event):
+    """A daemon starting under `name` on a shared log claimed it, appended at the version of
+    `name_stream(name)` it read: of two daemons starting at once under one name, one lands."""
+
+    name: str
+    host: str
+    pid: int
+    # its `DaemonBeat.started_at`: which life of (host, pid) claimed (a container restarted
+    # keeps both; "" in a claim recorded before this field)
+    started_at: str = ""
+    # the claiming machine's boot id (Linux `/proc/sys/kernel/random/boot_id`): two machines of
+    # one host name (a cloned VM) are told apart by it; "" where unknown or recorded before it
+    boot_id: str = ""
+
+
+class NameForgotten(Event):
+    """`davit daemons forget NAME`: the daemon of this name is gone; `davit daemons` no longer
+    lists it (until a daemon claims the name again)."""
+
+    name: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
@@ -410,6 +438,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NotificationSent,
         NotificationFailed,
         RequestClaimed,
+        NameClaimed,
+        NameForgotten,
     )
 }
 

@@ -24,6 +24,7 @@ credential) is accepted too; it pins nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -66,11 +67,15 @@ def read_log_key(path: Path) -> LogKey | None:
     """The key at `path`, or None if there is no file; `LogKeyError` if it cannot be used."""
     try:
         # O_NONBLOCK: a FIFO planted at the key's path must not hang davitd's start or a
-        # `davit log verify`; fstat then refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # `davit log verify`; fstat then refuses it. O_NOFOLLOW: a symlink planted at the key's
+        # name would have davit read (and, marking it sealed, replace) a file of someone else's
+        # choosing; the key is named by the file itself.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LogKeyError(f"log key {path} is a symbolic link: name the key file itself") from None
         raise LogKeyError(f"log key {path} is unreadable: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)

@@ -7,12 +7,12 @@ event ids are all known gives back their first positions (a retry), one that rep
 some of them, or one id twice, is refused; an atomic append to several streams lands whole or
 not at all; positions are global, gap-free and only grow; the data is stored as the canonical
 JSON text SQLite stores, so a read gives a fresh copy and data that is not JSON is refused as
-SQLite refuses it; each event carries the plain hash chain, which `verify_chain` checks.
+SQLite refuses it; each event carries the hash chain, which `verify_chain` checks, keyed as
+the SQL stores key it once given the log key (`use_key`; `davit/eventstore/keying.py`).
 
 Everything an append checks and writes happens without an await in between, on the event
 loop's thread, so of concurrent appenders exactly one wins, as under SQLite's write lock. It
-is not durable and takes no key (a keyed chain is the SQLite store's alone). A tail waits for
-the next append instead of polling.
+is not durable. A tail waits for the next append instead of polling.
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import ConcurrencyError, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.domain.ports import EventLog
-from davit.eventstore.chain import ChainReport, canonical_json, event_hash, same
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport
+from davit.eventstore.keying import ChainWalk, chain_row, link_key, marker_to_write, seal_head
+from davit.eventstore.logkey import LogKey
 from davit.eventstore.schema import GENESIS_HASH
 from davit.eventstore.sqlreads import iter_pages
+
+_WHERE = "in memory"  # how errors name this log
 
 
 def utc_now() -> str:
@@ -63,8 +68,10 @@ class _Row:
 class MemoryEventStore:
     """The event log in a list. `async with MemoryEventStore() as store:` or use it as it is."""
 
-    def __init__(self, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(self, clock: Callable[[], str] = utc_now, key: LogKey | None = None) -> None:
         self._clock = clock
+        self._key = key
+        self._mac: str | None = None  # the head's seal once the log is keyed (`chain_head.mac`)
         self._rows: list[_Row] = []  # by position - 1
         self._by_id: dict[str, int] = {}  # event id -> position
         self._versions: dict[str, int] = {}
@@ -76,7 +83,20 @@ class MemoryEventStore:
     # --- lifecycle (nothing to open; the same shape as the SQLite store) ----------------------
 
     async def open(self) -> MemoryEventStore:
+        self.use_key(self._key)
         return self
+
+    def use_key(self, key: LogKey | None) -> None:
+        """Append from now on as a store opened with `key` does (`key` None: as one without):
+        a key seals the log under it first if it is not keyed (the SQL stores' `open`), and a
+        keyed log refuses appends without its key."""
+        if key is not None:
+            marker = next((r for r in self._rows if r.stream == MARKER_STREAM and r.type == MARKER_TYPE), None)
+            new = marker_to_write(_WHERE, key, None if marker is None else json.loads(marker.data), self._head)
+            if new is not None:
+                part = StreamAppend(MARKER_STREAM, self._versions.get(MARKER_STREAM, 0), (new,))
+                self._write(self._rows_for([part], key.secret), key.secret)
+        self._key = key  # (only once it fits the log)
 
     async def close(self) -> None:
         return None
@@ -119,7 +139,12 @@ class MemoryEventStore:
             actual = self._versions.get(part.stream, 0)
             if actual != part.expected_version:
                 raise ConcurrencyError(part.stream, part.expected_version, actual)
-        rows = self._rows_for(parts)
+        secret = link_key(_WHERE, self._mac, self._key)
+        rows = self._rows_for(parts, secret)
+        self._write(rows, secret)
+        return [row.stored() for row in rows]
+
+    def _write(self, rows: list[_Row], secret: bytes | None) -> None:
         for row in rows:
             self._rows.append(row)
             self._by_id[row.event_id] = row.position
@@ -127,10 +152,10 @@ class MemoryEventStore:
             self._by_stream.setdefault(row.stream, []).append(row.position)
         if rows:
             self._head = (rows[-1].position, rows[-1].hash)
+            self._mac = seal_head(secret, *self._head)
             self._wake_tails()
-        return [row.stored() for row in rows]
 
-    def _rows_for(self, parts: Sequence[StreamAppend]) -> list[_Row]:
+    def _rows_for(self, parts: Sequence[StreamAppend], secret: bytes | None) -> list[_Row]:
         """The rows an append would write, linked on from the head; writes nothing (so data
         that is not JSON fails the append before any of it is stored)."""
         position, prev_hash = self._head
@@ -138,18 +163,15 @@ class MemoryEventStore:
         rows: list[_Row] = []
         for part in parts:
             for new in part.events:
-                try:
-                    data = canonical_json(new.data)
-                except (TypeError, ValueError, RecursionError) as exc:
-                    raise EventStoreError(f"event log write failed: {type(exc).__name__}: {exc}") from exc
                 position += 1
                 version = versions.get(part.stream, 0) + 1
                 versions[part.stream] = version
-                recorded_at = self._clock()
-                fields = (new.event_id, part.stream, version, new.type, new.schema, data, recorded_at)
-                digest = event_hash(prev_hash, position, *fields)
-                rows.append(_Row(position, *fields, prev_hash, digest))
-                prev_hash = digest
+                try:
+                    row = _Row(*chain_row(new, part.stream, version, position, prev_hash, self._clock(), secret))
+                except (TypeError, ValueError, RecursionError) as exc:
+                    raise EventStoreError(f"event log write failed: {type(exc).__name__}: {exc}") from exc
+                rows.append(row)
+                prev_hash = row.hash
         return rows
 
     def _wake_tails(self) -> None:
@@ -219,23 +241,15 @@ class MemoryEventStore:
 
     # --- integrity ---------------------------------------------------------------------------
 
-    async def verify_chain(self) -> ChainReport:
+    async def verify_chain(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
         """Recompute the chain from the first event; name the first position that breaks it
-        (as `SqliteEventStore.verify_chain` does for a log without a key)."""
-        prev_hash, checked = GENESIS_HASH, 0
-        for expected, row in enumerate(self._rows, start=1):
-            if row.position != expected:
-                return ChainReport(False, checked, expected, "event missing (gap in positions)")
-            if row.prev_hash != prev_hash:
-                return ChainReport(False, checked, row.position, "previous hash does not match")
-            fields = (row.event_id, row.stream, row.version, row.type, row.schema, row.data, row.recorded_at)
-            digest = event_hash(prev_hash, row.position, *fields)
-            if not same(digest, row.hash):
-                return ChainReport(False, checked, row.position, "content does not match its hash")
-            prev_hash, checked = digest, checked + 1
-        if self._head != (checked, prev_hash):
-            return ChainReport(False, checked, checked + 1, "newest events missing (chain head ahead)")
-        return ChainReport(True, checked)
+        (as `SqliteEventStore.verify_chain` does: `keying.ChainWalk`)."""
+        walk = ChainWalk(_WHERE, key, key_path)
+        for row in self._rows:
+            broken = walk.row(row)
+            if broken is not None:
+                return broken
+        return walk.head(*self._head, self._mac)
 
 
 if TYPE_CHECKING:  # mypy checks here that the memory store serves both ports

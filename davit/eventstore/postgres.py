@@ -35,12 +35,18 @@ is new to this store, or an event id is already stored, it writes nothing and th
 takes the two round trips of a lookup (head, versions and known ids read under the lock).
 bench/eventlog_postgres.py measures it against a raw psycopg loop.
 
-The chain is the plain one (`chain.event_hash`, the same links as SQLite's and the memory
-store's); a keyed chain (the log key) is not yet supported here and is refused. Whoever can
+The chain is SQLite's (`chain.py`), and so is its keying (`keying.py`, shared with SQLite):
+given a log key, davitd's `open` seals the log under it in the same locked transaction that
+makes or checks the tables (a keyed `LogKeyed` marker after the plain prefix, the head's `mac`
+set), and from then on every append links its events with HMAC-SHA256 under the key and seals
+the new head, in the same statements as before (no extra round trip: the one-round-trip write
+is guarded by the remembered head's `mac` too). Several davitd sharing the log share the key
+(each one's config names its copy); one with another key, or none, is refused. Whoever can
 write these tables is the database's roles' business; `verify_chain` still finds an edited,
-deleted or truncated event. SQLite's `PRAGMA integrity_check` has no PostgreSQL twin: the
-server checksums pages itself (a cluster made with `--data-checksums`), so `integrity_check`
-here reports the checksum failures the server counted in this database, and `verify_chain`,
+deleted or truncated event, and with the key an event rewritten with the public hashes.
+SQLite's `PRAGMA integrity_check` has no PostgreSQL twin: the server checksums pages itself
+(a cluster made with `--data-checksums`), so `integrity_check` here reports the checksum
+failures the server counted in this database, and `verify_chain`,
 which reads every row, is the content check `davit log verify` runs.
 
 The URL (with its password) is read by reference by the caller and never put in an error, a
@@ -53,6 +59,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -67,10 +74,12 @@ from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import DavitError, EventLogFull, EventLogUnavailable, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent
 from davit.eventstore import schema as s
-from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, same
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport
+from davit.eventstore.keying import ChainWalk, chain_row, check_writer_key, link_key, marker_to_write, seal_head
+from davit.eventstore.logkey import LogKey
 from davit.eventstore.sqlappends import GroupCommitAppends, Result, WriteOutage, _Request, link_batch
 from davit.eventstore.sqlite import EventLogDamaged, EventLogMissing, EventLogTooNew, utc_now
-from davit.eventstore.sqlreads import SqlReads
+from davit.eventstore.sqlreads import SqlReads, json_object
 
 if TYPE_CHECKING:
     from davit.domain.ports import EventLog
@@ -136,17 +145,19 @@ _WRITE_SQL = (
     "WITH written AS (INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
     " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[], %s::text[],"
     " %s::text[], %s::text[]))"
-    " UPDATE chain_head SET position = %s, hash = %s WHERE id = 1"
+    " UPDATE chain_head SET position = %s, hash = %s, mac = %s WHERE id = 1"
 )
 # The same, written only if the head is still the one given (then nobody appended since): 1 if written, 0 if not.
 _WRITE_KNOWN_SQL = (
-    "WITH head AS (SELECT 1 FROM chain_head WHERE id = 1 AND position = %s AND hash = %s AND mac IS NULL),"
+    "WITH head AS (SELECT 1 FROM chain_head WHERE id = 1 AND position = %s AND hash = %s AND mac IS NOT DISTINCT FROM %s::text),"
     " written AS (INSERT INTO events (position, event_id, stream, version, type, schema, data, recorded_at, prev_hash, hash)"
     " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[], %s::text[],"
     " %s::text[], %s::text[]) WHERE EXISTS (SELECT 1 FROM head)),"
-    " moved AS (UPDATE chain_head SET position = %s, hash = %s WHERE id = 1 AND EXISTS (SELECT 1 FROM head) RETURNING 1)"
+    " moved AS (UPDATE chain_head SET position = %s, hash = %s, mac = %s WHERE id = 1"
+    " AND EXISTS (SELECT 1 FROM head) RETURNING 1)"
     " SELECT count(*) FROM moved"
 )
+_MARKER_SQL = "SELECT position, data FROM events WHERE stream = %s AND type = %s ORDER BY position LIMIT 1"
 _KNOWN_STREAMS = 10_000  # streams whose versions a store remembers at most (then it forgets them all)
 
 
@@ -197,15 +208,25 @@ def _seen(row: tuple[Any, ...]) -> DaemonSeen:
 class PostgresEventStore(SqlReads, GroupCommitAppends):
     """The event log in a PostgreSQL database. Open with `await store.open()`; close when done."""
 
-    def __init__(self, url: URL, clock: Callable[[], str] = utc_now, outage: WriteOutage | None = None) -> None:
+    def __init__(
+        self,
+        url: URL,
+        clock: Callable[[], str] = utc_now,
+        outage: WriteOutage | None = None,
+        key: LogKey | None = None,
+        key_path: Path | None = None,
+    ) -> None:
         self._url = url.set(drivername="postgresql+psycopg")
         self.where = where(self._url)
         self._clock = clock
         self._outage = outage
+        self._key = key
+        self._key_path = key.path if key is not None else key_path  # where a key was looked for
         self._engine: AsyncEngine | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None  # the appends' (`_writer`)
-        # The head this store committed last and the versions of streams at it (`_transact_known`).
-        self._head: tuple[int, str] | None = None
+        # The head (position, hash, mac) this store committed last and the versions of streams
+        # at it (`_transact_known`).
+        self._head: tuple[int, str, str | None] | None = None
         self._versions: dict[str, int] = {}
         self._readonly = False
         self._pending: list[_Request] = []
@@ -246,6 +267,11 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
                         "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)", (SCHEMA_VERSION, self._clock())
                     )
                     await conn.exec_driver_sql("INSERT INTO chain_head (id, position, hash) VALUES (1, 0, %s)", (s.GENESIS_HASH,))
+                if create and not readonly and self._key is not None:
+                    await self._seal(conn, self._key)  # (under the lock: two daemons sealing at once write one marker)
+                elif not readonly:
+                    mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())[2]
+                    check_writer_key(self.where, mac is not None, self._key, self._key_path)
         except BaseException:
             await self.close()
             raise
@@ -274,6 +300,29 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         if (await conn.exec_driver_sql(_HEAD_SQL)).first() is None:
             raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
         return int(current)
+
+    async def _seal(self, conn: AsyncConnection, key: LogKey) -> None:
+        """Make this log keyed under `key` if it is not (as `SqliteEventStore._seal`): one keyed
+        marker event whose hash covers the plain head, then the head sealed."""
+        marker = (await conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE))).first()
+        position, prev_hash, _mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())
+        data = None if marker is None else json_object(marker.data, marker.position)
+        new = marker_to_write(self.where, key, data, (int(position), prev_hash))
+        if new is None:
+            return
+        version = (await conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = %s", (MARKER_STREAM,))).scalar()
+        row = self._row(new, MARKER_STREAM, int(version or 0) + 1, int(position) + 1, prev_hash, key.secret)
+        head = seal_head(key.secret, row[0], row[-1])
+        await conn.exec_driver_sql(_WRITE_SQL, (*_columns([row]), row[0], row[-1], head))
+        await conn.exec_driver_sql(_NOTIFY_SQL)
+
+    async def log_head(self) -> tuple[int, str, bool]:
+        """The head (position, hash) and whether the log is keyed, as `sqlite.log_head` gives
+        them: for making a key that will seal this head."""
+        async with self._reading() as conn:
+            position, hash_, _mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())
+            keyed = (await conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE))).first() is not None
+        return int(position), str(hash_), keyed
 
     async def close(self) -> None:
         await self._drop_writer()
@@ -325,19 +374,21 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             if head is None:
                 raise EventLogDamaged(self.where, "chain_head has no row")  # type: ignore[arg-type]
             position, prev_hash, mac, stored_versions, known = head
-            if mac is not None:
-                raise EventStoreError(f"the event log {self.where} is keyed; keyed logs on PostgreSQL are not yet supported")
+            secret = link_key(self.where, mac, self._key)
             versions = dict.fromkeys(streams, 0)
             versions.update((k, int(v)) for k, v in stored_versions.items())
             replays = {k: int(v) for k, v in known.items()}
-            if (int(position), prev_hash) != self._head:
+            if (int(position), prev_hash, mac) != self._head:
                 self._forget_head()  # another writer appended: what was known of streams may be stale
             self._versions.update(versions)
-            rows, results, position, prev_hash = link_batch(batch, versions, replays, int(position), prev_hash, self._row)
+            rows, results, position, prev_hash = link_batch(
+                batch, versions, replays, int(position), prev_hash, self._linker(secret)
+            )
+            mac = seal_head(secret, position, prev_hash) if rows else mac
             if rows:
-                await conn.execute(_WRITE_SQL, (*_columns(rows), position, prev_hash))
+                await conn.execute(_WRITE_SQL, (*_columns(rows), position, prev_hash, mac))
                 await conn.execute(_NOTIFY_SQL)
-        self._knew(position, prev_hash, versions)
+        self._knew(position, prev_hash, mac, versions)
         return results
 
     async def _transact_known(self, conn: psycopg.AsyncConnection[Any], batch: list[_Request]) -> list[Result] | None:
@@ -348,15 +399,18 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         the UNIQUE index refuses it; the lookup finds it and answers with its positions)."""
         if self._head is None or any(part.stream not in self._versions for r in batch for part in r.parts):
             return None
-        head_position, head_hash = self._head
+        head_position, head_hash, head_mac = self._head
+        secret = link_key(self.where, head_mac, self._key)
         versions = {part.stream: self._versions[part.stream] for r in batch for part in r.parts}
-        rows, results, position, prev_hash = link_batch(batch, versions, {}, head_position, head_hash, self._row)
+        rows, results, position, prev_hash = link_batch(batch, versions, {}, head_position, head_hash, self._linker(secret))
         if not rows:
             return None  # every request refused by versions known here, maybe stale: only a lookup may say so
+        mac = seal_head(secret, position, prev_hash)
         try:
             async with conn.pipeline(), conn.transaction():
                 await conn.execute(_LOCK_SQL, (LOCK_KEY,))
-                cursor = await conn.execute(_WRITE_KNOWN_SQL, (head_position, head_hash, *_columns(rows), position, prev_hash))
+                known = (head_position, head_hash, head_mac, *_columns(rows), position, prev_hash, mac)
+                cursor = await conn.execute(_WRITE_KNOWN_SQL, known)
                 await conn.execute(_NOTIFY_SQL)  # (when the head moved, a reader woken for nothing reads nothing)
                 # (fetched only after the pipeline's end, COMMIT included: one round trip)
             written = await cursor.fetchone()
@@ -366,14 +420,14 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         if not written or not written[0]:
             self._forget_head()
             return None
-        self._knew(position, prev_hash, versions)
+        self._knew(position, prev_hash, mac, versions)
         return results
 
-    def _knew(self, position: int, hash_: str, versions: dict[str, int]) -> None:
+    def _knew(self, position: int, hash_: str, mac: str | None, versions: dict[str, int]) -> None:
         """The head this store just committed, and the streams' versions at it."""
         if len(self._versions) > _KNOWN_STREAMS:
             self._versions.clear()
-        self._head = (position, hash_)
+        self._head = (position, hash_, mac)
         self._versions.update(versions)
 
     def _forget_head(self) -> None:
@@ -407,11 +461,18 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
         params.pop("context", None)  # (SQLAlchemy's adapters: these connections use psycopg's own)
         return dict(params)
 
-    def _row(self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
-        data = canonical_json(new.data)
-        recorded_at = self._clock()
-        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at)
-        return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
+    def _row(
+        self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str, secret: bytes | None = None
+    ) -> tuple[Any, ...]:
+        return chain_row(new, stream, version, position, prev_hash, self._clock(), secret)
+
+    def _linker(self, secret: bytes | None) -> Callable[[NewEvent, str, int, int, str], tuple[Any, ...]]:
+        """`link_batch`'s row maker, keyed under `secret` (None: the plain chain)."""
+
+        def row(new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
+            return self._row(new, stream, version, position, prev_hash, secret)
+
+        return row
 
     def _map_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, DavitError):
@@ -529,31 +590,22 @@ class PostgresEventStore(SqlReads, GroupCommitAppends):
             ).scalar()
         return "ok" if not failures else f"{failures} page checksum failures in {self.where}"
 
-    async def verify_chain(self) -> ChainReport:
+    async def verify_chain(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
         """Recompute the chain from the first event, in one snapshot (REPEATABLE READ, so the
-        head read at the end belongs to the rows read); name the first position that breaks it."""
+        head read at the end belongs to the rows read); name the first position that breaks it.
+        Keyed as SQLite's (`keying.ChainWalk`): a keyed log needs `key`."""
         assert self._engine is not None
-        prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
+        walk = ChainWalk(self.where, key, key_path)
         async with self._mapped(), self._engine.connect() as raw:
             conn = await raw.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
                 result = await conn.stream(select(s.events).order_by(s.events.c.position).execution_options(yield_per=2000))
                 async for row in result:
-                    if row.position != expected_position:
-                        return ChainReport(False, checked, expected_position, "event missing (gap in positions)")
-                    if row.prev_hash != prev_hash:
-                        return ChainReport(False, checked, row.position, "previous hash does not match")
-                    if row.stream == MARKER_STREAM and row.type == MARKER_TYPE:
-                        return ChainReport(False, checked, row.position, "keyed logs on PostgreSQL are not yet supported")
-                    fields = (row.event_id, row.stream, row.version, row.type, row.schema, row.data, row.recorded_at)
-                    digest = event_hash(prev_hash, row.position, *fields)
-                    if not same(digest, row.hash):
-                        return ChainReport(False, checked, row.position, "content does not match its hash")
-                    prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
-                head = tuple((await conn.exec_driver_sql("SELECT position, hash FROM chain_head WHERE id = 1")).one())
-        if (int(head[0]), head[1]) != (checked, prev_hash):
-            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)")
-        return ChainReport(True, checked)
+                    broken = walk.row(row)
+                    if broken is not None:
+                        return broken
+                position, hash_, mac = tuple((await conn.exec_driver_sql(_HEAD_SQL)).one())
+        return walk.head(int(position), hash_, mac)
 
 
 async def _close(conn: psycopg.AsyncConnection[Any]) -> None:

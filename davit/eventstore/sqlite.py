@@ -26,7 +26,6 @@ import asyncio
 import os
 import sqlite3
 import stat
-import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -48,9 +47,10 @@ from davit.domain.errors import EXIT_USAGE, LOG_UNWRITABLE, DavitError, EventSto
 from davit.domain.events import NewEvent
 from davit.eventstore import schema as s
 from davit.eventstore.boundedread import file_kind
-from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, head_mac, key_id, same
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, head_mac
 from davit.eventstore.failures import storage_failure
-from davit.eventstore.logkey import LogKey, LogKeyError
+from davit.eventstore.keying import ChainWalk, chain_row, check_writer_key, link_key, marker_to_write, seal_head
+from davit.eventstore.logkey import LogKey
 from davit.eventstore.sqlappends import GroupCommitAppends, Result, WriteOutage, _Request, link_batch
 from davit.eventstore.sqlreads import SqlReads, json_object
 
@@ -274,52 +274,19 @@ class SqliteEventStore(SqlReads, GroupCommitAppends):
                     f"{self.path} has log schema {current}, older than this davit "
                     f"({s.LATEST_VERSION}); start davitd once to upgrade it"
                 )
-            sealed = _head(conn)[2] is not None
-            if sealed and self._key is None:
-                raise LogKeyError(
-                    f"the event log {self.path} is keyed and there is no log key at {self._key_path or 'the configured path'}"
-                )
-            if not sealed and self._key is not None and self._key.seal_done:
-                raise LogKeyError(rolled_back(self.path, self._key))
-            if not sealed and self._key is not None:
-                # Only davitd's seal may come next: a plain event appended now would move the
-                # head away from the one the key was made to seal, and davitd would refuse it.
-                raise LogKeyError(
-                    f"the event log {self.path} is not sealed with the key {self._key.path} yet; start davitd once first"
-                )
+            check_writer_key(self.path, _head(conn)[2] is not None, self._key, self._key_path)
 
     def _seal(self, conn: Connection, key: LogKey) -> None:
         """Make this log keyed under `key` if it is not: one keyed marker event whose hash covers
         the plain head, then the head sealed. A log already keyed must be keyed with `key`."""
         marker = conn.exec_driver_sql(_MARKER_SQL, (MARKER_STREAM, MARKER_TYPE)).first()
-        if marker is not None:
-            if json_object(marker.data, marker.position).get("key_id") != key_id(key.secret):
-                raise LogKeyError(
-                    f"the event log {self.path} was keyed with another key than {key.path}; restore the key it was keyed with"
-                )
-            return
         position, prev_hash, _ = _head(conn)
-        if key.seal_done:
-            # Its writer sealed the log under this key once: a log without the marker lost its
-            # keyed part, even with the head back at exactly the sealed pair. Sealing it again
-            # would hide that for good.
-            raise LogKeyError(rolled_back(self.path, key))
-        if key.sealed is not None and key.sealed != (position, prev_hash):
-            raise LogKeyError(
-                f"the event log {self.path} (head at position {position}) is not the log the key {key.path} "
-                f"was made for (head at position {key.sealed[0]}): its keyed part may have been removed. "
-                "If the log was replaced on purpose, move the key aside and start davitd again"
-            )
-        version = conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = ?", (MARKER_STREAM,)).scalar()
-        new = NewEvent(
-            uuid.uuid4().hex,
-            MARKER_TYPE,
-            {
-                "key_id": key_id(key.secret),
-                "plain_events": position,
-                "plain_head": prev_hash,
-            },
+        new = marker_to_write(
+            self.path, key, None if marker is None else json_object(marker.data, marker.position), (position, prev_hash)
         )
+        if new is None:
+            return
+        version = conn.exec_driver_sql("SELECT MAX(version) FROM events WHERE stream = ?", (MARKER_STREAM,)).scalar()
         row = self._row(new, MARKER_STREAM, int(version or 0) + 1, position + 1, prev_hash, key.secret)
         conn.exec_driver_sql(_INSERT_SQL, [row])
         conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position + 1, row[-1], head_mac(key.secret, position + 1, row[-1])))
@@ -345,7 +312,7 @@ class SqliteEventStore(SqlReads, GroupCommitAppends):
         assert self._writer is not None
         with self._writer.begin() as conn:
             position, prev_hash, mac = conn.exec_driver_sql(_HEAD_SQL).one()
-            secret = self._link_key(mac)
+            secret = link_key(self.path, mac, self._key)
             versions, replays = _lookup(conn, batch)
 
             def row(new: NewEvent, stream: str, version: int, position: int, prev_hash: str) -> tuple[Any, ...]:
@@ -354,25 +321,13 @@ class SqliteEventStore(SqlReads, GroupCommitAppends):
             rows, results, position, prev_hash = link_batch(batch, versions, replays, position, prev_hash, row)
             if rows:
                 conn.exec_driver_sql(_INSERT_SQL, rows)
-                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash, _seal_head(secret, position, prev_hash)))
+                conn.exec_driver_sql(_HEAD_UPDATE_SQL, (position, prev_hash, seal_head(secret, position, prev_hash)))
             return results
-
-    def _link_key(self, mac: str | None) -> bytes | None:
-        """The key new events are linked with: a keyed log (its head sealed) needs the key,
-        decided inside the write transaction so an append racing the sealing is keyed too."""
-        if mac is None:
-            return None
-        if self._key is None:
-            raise LogKeyError(f"the event log {self.path} is keyed and this process has no log key")
-        return self._key.secret
 
     def _row(
         self, new: NewEvent, stream: str, version: int, position: int, prev_hash: str, secret: bytes | None = None
     ) -> tuple[Any, ...]:
-        data = canonical_json(new.data)
-        recorded_at = self._clock()
-        digest = event_hash(prev_hash, position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, secret)
-        return (position, new.event_id, stream, version, new.type, new.schema, data, recorded_at, prev_hash, digest)
+        return chain_row(new, stream, version, position, prev_hash, self._clock(), secret)
 
     async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -408,62 +363,17 @@ class SqliteEventStore(SqlReads, GroupCommitAppends):
         links (which needs `key`: `LogKeyError` naming the key without it), and a keyed log's
         head must carry the key's seal. With a key, a log with no marker is broken: its keyed
         part was removed (or the key made and davitd not started since)."""
-        prev_hash, expected_position, checked = s.GENESIS_HASH, 1, 0
-        secret: bytes | None = None
-        keyed_from: int | None = None
+        walk = ChainWalk(self.path, key, key_path)
         async with self._reading(whole_log=True) as conn:
             result = await conn.stream(select(s.events).order_by(s.events.c.position))
             async for row in result:
-                if row.position != expected_position:
-                    return ChainReport(False, checked, expected_position, "event missing (gap in positions)", keyed_from)
-                if row.prev_hash != prev_hash:
-                    return ChainReport(False, checked, row.position, "previous hash does not match", keyed_from)
-                if keyed_from is None and row.stream == MARKER_STREAM and row.type == MARKER_TYPE:
-                    if key is None:
-                        raise LogKeyError(
-                            f"the event log {self.path} is keyed (from position {row.position}) and "
-                            f"there is no log key at {key_path or 'the configured path'} to verify it"
-                        )
-                    secret, keyed_from = key.secret, row.position
-                digest = event_hash(
-                    prev_hash,
-                    row.position,
-                    row.event_id,
-                    row.stream,
-                    row.version,
-                    row.type,
-                    row.schema,
-                    row.data,
-                    row.recorded_at,
-                    secret,
-                )
-                if not same(digest, row.hash):
-                    reason = "content does not match its hash"
-                    if row.position == keyed_from and json_object(row.data, row.position).get("key_id") != key_id(secret or b""):
-                        reason = f"the log was keyed with another key than {key.path if key else '?'}"
-                    return ChainReport(False, checked, row.position, reason, keyed_from)
-                prev_hash, expected_position, checked = digest, expected_position + 1, checked + 1
+                broken = walk.row(row)
+                if broken is not None:
+                    return broken
             # SELECT *: a log not yet migrated to the keyed schema (read-only readers never
             # migrate) has no mac column, and is not keyed.
             head = (await conn.exec_driver_sql("SELECT * FROM chain_head WHERE id = 1")).one()._mapping
-        if head["position"] != expected_position - 1 or head["hash"] != prev_hash:
-            return ChainReport(False, checked, expected_position, "newest events missing (chain head ahead)", keyed_from)
-        if secret is not None and not same(head.get("mac"), head_mac(secret, head["position"], head["hash"])):
-            return ChainReport(
-                False, checked, expected_position, "chain head not sealed by the key (newest events removed?)", keyed_from
-            )
-        if secret is None and key is not None and key.seal_done:
-            return ChainReport(False, checked, expected_position, rolled_back(self.path, key), None)
-        if secret is None and key is not None:
-            return ChainReport(
-                False,
-                checked,
-                expected_position,
-                f"no key marker though the key {key.path} exists: the log's keyed part was removed "
-                "or the log replaced (or davitd has not started since the key was made)",
-                None,
-            )
-        return ChainReport(True, checked, keyed_from=keyed_from)
+        return walk.head(head["position"], head["hash"], head.get("mac"))
 
 
 _HEAD_SQL = "SELECT position, hash, mac FROM chain_head WHERE id = 1"
@@ -472,21 +382,9 @@ _MARKER_SQL = "SELECT position, data FROM events WHERE stream = ? AND type = ? O
 _TABLES = ("events", "chain_head", "schema_version")
 
 
-def rolled_back(path: Path, key: LogKey) -> str:
-    """Why a log without a key marker is refused under a key its writer marked sealed."""
-    return (
-        f"the event log {path} was sealed under the key {key.path} but its keyed part is gone: "
-        "rolled back or truncated (if the log was replaced on purpose, move the key aside)"
-    )
-
-
 def _head(conn: Connection) -> tuple[int, str, str | None]:
     position, hash_, mac = conn.exec_driver_sql(_HEAD_SQL).one()
     return int(position), str(hash_), mac
-
-
-def _seal_head(secret: bytes | None, position: int, hash_: str) -> str | None:
-    return None if secret is None else head_mac(secret, position, hash_)
 
 
 def _probe(conn: Connection, path: Path, fresh_ok: bool = False) -> int | None:

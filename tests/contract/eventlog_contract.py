@@ -12,9 +12,11 @@ while davitd writes. `log.tamper` edits or removes rows behind the store's back,
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import pytest
@@ -22,7 +24,8 @@ import pytest
 from davit.domain.errors import ConcurrencyError, EventStoreError
 from davit.domain.events import NewEvent, StoredEvent, StreamAppend
 from davit.domain.ports import EventLog, LogReader
-from davit.eventstore.chain import ChainReport, canonical_json, event_hash
+from davit.eventstore.chain import MARKER_STREAM, MARKER_TYPE, ChainReport, canonical_json, event_hash, key_id
+from davit.eventstore.logkey import LogKey, LogKeyError
 from davit.eventstore.schema import GENESIS_HASH
 
 T = TypeVar("T")
@@ -61,9 +64,9 @@ def with_writer(log: LogUnderTest, fn: Callable[[EventLog], Awaitable[T]]) -> T:
     return run(go())
 
 
-async def fill(store: EventLog, n: int, streams: int = 3) -> None:
+async def fill(store: EventLog, n: int, streams: int = 3, prefix: str = "s") -> None:
     for i in range(n):
-        await store.append(f"s{i % streams}", i // streams, [new(n=i)])
+        await store.append(f"{prefix}{i % streams}", i // streams, [new(n=i)])
 
 
 class EventLogContract:
@@ -320,3 +323,157 @@ class EventLogContract:
         report = run(log.verify())
         assert not report.ok and report.first_bad_position == position
         assert reason in (report.reason or "")
+
+
+# --- the keyed chain (the log key: davit/eventstore/chain.py, keying.py) ------------------------
+
+KeyedTampering = Literal["edit", "delete-newest", "rewind", "forge"]
+Row = tuple[int, str, str, int, str, int, str, str, str]
+ROW_COLUMNS = "position, event_id, stream, version, type, schema, data, recorded_at, hash"  # a `Row`, as SQL selects it
+
+
+class KeyedLogUnderTest(Protocol):
+    """A log whose store takes the log key: `writer(key)` opens it as davitd does with that key
+    (sealing it under the key if it is not keyed yet), `verify(key, key_path)` runs its chain
+    check with it. `tamper` adds what a forger who can write the log but not read the key does:
+    `rewind` removes the events from `position` on and sets the head back to the one before
+    (its seal untouched); `forge` edits the data at `position` and recomputes every hash from
+    there on, and the head, with the public algorithm."""
+
+    def writer(self, key: LogKey | None = None) -> AbstractAsyncContextManager[EventLog]: ...
+
+    def tamper(self, how: KeyedTampering, position: int) -> None: ...
+
+    async def verify(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport: ...
+
+
+def forged(rows: list[Row], position: int) -> tuple[list[tuple[str, str, str, int]], tuple[int, str]]:
+    """The forger's rewrite (`forge`): for every row from `position` on, its (data, prev_hash,
+    hash, position) recomputed publicly after the data at `position` became {"n":999}; and the
+    new head. The rows before `position` keep their stored hashes."""
+    out: list[tuple[str, str, str, int]] = []
+    prev = GENESIS_HASH
+    for pos, event_id, stream, version, type_, schema, data, recorded_at, stored in rows:
+        if pos < position:
+            prev = stored
+            continue
+        if pos == position:
+            data = '{"n":999}'
+        digest = event_hash(prev, pos, event_id, stream, version, type_, schema, data, recorded_at)
+        out.append((data, prev, digest, pos))
+        prev = digest
+    return out, (rows[-1][0], prev)
+
+
+def a_key(name: str = "log.key") -> LogKey:
+    """A key that pins no head (as one given as 64 hex digits); the path is only named."""
+    return LogKey(Path(f"/keys/{name}"), secrets.token_bytes(32))
+
+
+def with_keyed_writer(log: KeyedLogUnderTest, key: LogKey | None, fn: Callable[[EventLog], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with log.writer(key) as store:
+            return await fn(store)
+
+    return run(go())
+
+
+class KeyedEventLogContract:
+    """What a store that takes the log key promises (README "Tamper evidence"), as SQLite first did."""
+
+    def test_keying_a_plain_log_seals_it_with_a_keyed_marker_and_links_on_with_the_key(
+        self, keyed_log: KeyedLogUnderTest
+    ) -> None:
+        key = a_key()
+        with_keyed_writer(keyed_log, None, lambda store: fill(store, 3))
+        plain_head = run(keyed_log.verify())
+        assert plain_head.ok and plain_head.keyed_from is None
+
+        async def go(store: EventLog) -> list[StoredEvent]:
+            await store.append("s0", 1, [new(n=3)])
+            return await store.read_all(0, 100)
+
+        events = with_keyed_writer(keyed_log, key, go)
+        marker = events[3]
+        assert (marker.position, marker.stream, marker.type) == (4, MARKER_STREAM, MARKER_TYPE)
+        assert marker.data == {"key_id": key_id(key.secret), "plain_events": 3, "plain_head": events[2].hash}
+        prev = GENESIS_HASH
+        for e in events:  # plain links up to the marker, keyed from it on
+            secret = key.secret if e.position >= 4 else None
+            data = canonical_json(e.data)
+            fields = (e.position, e.event_id, e.stream, e.version, e.type, e.schema, data, e.recorded_at)
+            assert e.hash == event_hash(prev, *fields, key=secret)
+            prev = e.hash
+        report = run(keyed_log.verify(key))
+        assert report.ok and report.checked == 5 and report.keyed_from == 4
+
+    def test_a_keyed_log_is_verified_only_with_its_key_and_without_one_the_key_path_is_named(
+        self, keyed_log: KeyedLogUnderTest
+    ) -> None:
+        key = a_key("right.key")
+        with_keyed_writer(keyed_log, key, lambda store: fill(store, 4))
+        assert run(keyed_log.verify(key)).ok
+        with pytest.raises(LogKeyError, match=r"keyed .*no log key at /keys/missing\.key"):
+            run(keyed_log.verify(None, Path("/keys/missing.key")))
+        wrong = run(keyed_log.verify(a_key("wrong.key")))
+        assert not wrong.ok and wrong.first_bad_position == 1 and "another key than /keys/wrong.key" in (wrong.reason or "")
+
+    def test_a_writer_with_another_key_or_none_appends_nothing_to_a_keyed_log(self, keyed_log: KeyedLogUnderTest) -> None:
+        key = a_key()
+        with_keyed_writer(keyed_log, key, lambda store: fill(store, 2))
+        with pytest.raises(LogKeyError, match="another key"):
+            with_keyed_writer(keyed_log, a_key("other.key"), lambda store: store.append("s", 0, [new()]))
+        with pytest.raises(LogKeyError, match="keyed"):
+            with_keyed_writer(keyed_log, None, lambda store: store.append("s", 0, [new()]))
+        report = run(keyed_log.verify(key))
+        assert report.ok and report.checked == 3  # the marker and two events: nothing else landed
+
+    def test_a_key_made_for_another_head_does_not_seal_this_log(self, keyed_log: KeyedLogUnderTest) -> None:
+        with_keyed_writer(keyed_log, None, lambda store: fill(store, 2))
+        made_elsewhere = LogKey(Path("/keys/log.key"), secrets.token_bytes(32), sealed=(7, "f" * 64))
+        with pytest.raises(LogKeyError, match=r"not the log the key /keys/log\.key was made for"):
+            with_keyed_writer(keyed_log, made_elsewhere, lambda store: store.append("s", 0, [new()]))
+        assert run(keyed_log.verify()).ok  # still plain, untouched
+
+    def test_several_writers_sharing_one_key_seal_once_and_all_link_with_it(self, keyed_log: KeyedLogUnderTest) -> None:
+        """Several davitd on one log, each with its copy of the key: the first to open seals, the
+        others find the log keyed with their key; their appends interleave on one keyed chain."""
+        key = a_key()
+        with_keyed_writer(keyed_log, None, lambda store: fill(store, 2))
+        copy = LogKey(Path("/keys/copy.key"), key.secret)
+
+        async def go() -> list[StoredEvent]:
+            async with keyed_log.writer(key) as a, keyed_log.writer(copy) as b:
+                for i in range(5):
+                    await a.append("a", i, [new(i=i)])
+                    await b.append("b", i, [new(i=i)])
+                await asyncio.gather(*(w.append(f"c{k}", 0, [new()]) for k, w in enumerate((a, b, a, b))))
+                return await a.read_all(0, 100)
+
+        events = run(go())
+        assert [e.type for e in events].count(MARKER_TYPE) == 1 and len(events) == 2 + 1 + 10 + 4
+        report = run(keyed_log.verify(copy))
+        assert report.ok and report.keyed_from == 3 and report.checked == len(events)
+
+    @pytest.mark.parametrize(
+        ("how", "position", "reason"),
+        [
+            ("edit", 5, "content does not match its hash"),
+            ("forge", 5, "content does not match its hash"),
+            ("forge", 2, "content does not match its hash"),
+            ("rewind", 7, "chain head not sealed by the key"),
+            ("delete-newest", 7, "newest events missing"),
+        ],
+        ids=["an-edited-event", "a-forged-keyed-event", "a-forged-plain-event", "the-head-rewound", "the-newest-deleted"],
+    )
+    def test_what_a_forger_without_the_key_does_is_found_at_its_first_position(
+        self, keyed_log: KeyedLogUnderTest, how: KeyedTampering, position: int, reason: str
+    ) -> None:
+        key = a_key()
+        with_keyed_writer(keyed_log, None, lambda store: fill(store, 2))
+        with_keyed_writer(keyed_log, key, lambda store: fill(store, 6, streams=6, prefix="k"))  # marker at 3, keyed 4..9
+        keyed_log.tamper(how, position)
+        report = run(keyed_log.verify(key))
+        # (a forged plain event is found where the keyed marker no longer matches the plain head it covers)
+        first = 3 if (how, position) == ("forge", 2) else position
+        assert not report.ok and report.first_bad_position == first and reason in (report.reason or ""), report

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,8 +22,19 @@ from davit.domain.daemons import DaemonBeat, DaemonSeen
 from davit.domain.errors import ConcurrencyError
 from davit.eventstore import postgres as pg
 from davit.eventstore.chain import ChainReport
+from davit.eventstore.logkey import LogKey
 from davit.eventstore.postgres import MAX_BEAT_RUNS, PostgresEventStore
-from tests.contract.eventlog_contract import EventLogContract, Tampering, new, run
+from tests.contract.eventlog_contract import (
+    ROW_COLUMNS,
+    EventLogContract,
+    KeyedEventLogContract,
+    KeyedTampering,
+    Row,
+    Tampering,
+    forged,
+    new,
+    run,
+)
 from tests.peers.state import PostgresPeer
 
 _TAMPER = {
@@ -42,8 +54,8 @@ class PostgresLog:
         self.url = URL.create("postgresql+psycopg", peer.user, peer.password, peer.host, peer.port, database)
 
     @asynccontextmanager
-    async def writer(self) -> AsyncIterator[PostgresEventStore]:
-        async with PostgresEventStore(self.url) as store:
+    async def writer(self, key: LogKey | None = None) -> AsyncIterator[PostgresEventStore]:
+        async with PostgresEventStore(self.url, key=key) as store:
             yield store
 
     @asynccontextmanager
@@ -54,14 +66,27 @@ class PostgresLog:
         finally:
             await store.close()
 
-    def tamper(self, how: Tampering, position: int) -> None:
+    def tamper(self, how: Tampering | KeyedTampering, position: int) -> None:
         with admin(self.peer, str(self.url.database)) as conn:
-            conn.execute(_TAMPER[how], (position,))
+            if how == "forge":
+                rows: list[Row] = conn.execute(f"SELECT {ROW_COLUMNS} FROM events ORDER BY position").fetchall()
+                changed, head = forged(rows, position)
+                with conn.cursor() as cursor:
+                    cursor.executemany("UPDATE events SET data = %s, prev_hash = %s, hash = %s WHERE position = %s", changed)
+                conn.execute("UPDATE chain_head SET position = %s, hash = %s WHERE id = 1", head)
+            elif how == "rewind":
+                conn.execute("DELETE FROM events WHERE position >= %s", (position,))
+                conn.execute(
+                    "UPDATE chain_head SET position = %s, hash = (SELECT hash FROM events WHERE position = %s) WHERE id = 1",
+                    (position - 1, position - 1),
+                )
+            else:
+                conn.execute(_TAMPER[how], (position,))
 
-    async def verify(self) -> ChainReport:
+    async def verify(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
         store = await PostgresEventStore(self.url).open(create=False, readonly=True)
         try:
-            return await store.verify_chain()
+            return await store.verify_chain(key, key_path)
         finally:
             await store.close()
 
@@ -86,8 +111,10 @@ def log(postgres_peer: PostgresPeer, database: str) -> PostgresLog:
     return PostgresLog(postgres_peer, database)
 
 
-class TestPostgresEventLog(EventLogContract):
-    pass
+class TestPostgresEventLog(EventLogContract, KeyedEventLogContract):
+    @pytest.fixture
+    def keyed_log(self, log: PostgresLog) -> PostgresLog:
+        return log
 
 
 class TestSeveralWritersOnOnePostgresLog:
@@ -315,7 +342,7 @@ class TestASlowAppender:
                         head = await (await slow.execute(pg._HEAD_SQL)).fetchone()
                         assert head is not None
                         row = store._row(new(n=1), "slow", 1, int(head[0]) + 1, head[1])
-                        await slow.execute(pg._WRITE_SQL, (*pg._columns([row]), row[0], row[-1]))
+                        await slow.execute(pg._WRITE_SQL, (*pg._columns([row]), row[0], row[-1], None))
                         fast = asyncio.create_task(store.append("fast", 1, [new(n=2), new(n=3)]))
                         await asyncio.sleep(0.5)
                         assert not fast.done()  # it waits for the lock, position unassigned

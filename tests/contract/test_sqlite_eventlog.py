@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from davit.eventstore.chain import ChainReport
+from davit.eventstore.logkey import LogKey
 from davit.eventstore.sqlite import SqliteEventStore
-from tests.contract.eventlog_contract import EventLogContract, Tampering
+from tests.contract.eventlog_contract import (
+    ROW_COLUMNS,
+    EventLogContract,
+    KeyedEventLogContract,
+    KeyedTampering,
+    Tampering,
+    forged,
+)
 
 _TAMPER = {
     "edit": """UPDATE events SET data = '{"n":999}' WHERE position = ?""",
@@ -23,15 +31,15 @@ _TAMPER = {
 
 
 class SqliteLog:
-    """A log file; the writer is davitd's kind of store, the reader the CLI's (read-only, its
-    own connections), both opened on the same file."""
+    """A log file; the writer is davitd's kind of store (with the log key if given), the reader
+    the CLI's (read-only, its own connections), both opened on the same file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @asynccontextmanager
-    async def writer(self) -> AsyncIterator[SqliteEventStore]:
-        async with SqliteEventStore(self.path) as store:
+    async def writer(self, key: LogKey | None = None) -> AsyncIterator[SqliteEventStore]:
+        async with SqliteEventStore(self.path, key=key) as store:
             yield store
 
     @asynccontextmanager
@@ -42,20 +50,36 @@ class SqliteLog:
         finally:
             await store.close()
 
-    def tamper(self, how: Tampering, position: int) -> None:
+    def tamper(self, how: Tampering | KeyedTampering, position: int) -> None:
         with sqlite3.connect(self.path) as conn:
-            conn.execute(_TAMPER[how], (position,))
+            if how == "forge":
+                rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM events ORDER BY position").fetchall()
+                changed, head = forged(rows, position)
+                conn.executemany("UPDATE events SET data = ?, prev_hash = ?, hash = ? WHERE position = ?", changed)
+                conn.execute("UPDATE chain_head SET position = ?, hash = ? WHERE id = 1", head)
+            elif how == "rewind":
+                conn.execute("DELETE FROM events WHERE position >= ?", (position,))
+                conn.execute(
+                    "UPDATE chain_head SET position = ?, hash = (SELECT hash FROM events WHERE position = ?) WHERE id = 1",
+                    (position - 1, position - 1),
+                )
+            else:
+                conn.execute(_TAMPER[how], (position,))
         conn.close()
 
-    async def verify(self) -> ChainReport:
+    async def verify(self, key: LogKey | None = None, key_path: Path | None = None) -> ChainReport:
         store = await SqliteEventStore(self.path).open(create=False, readonly=True)
         try:
-            return await store.verify_chain()
+            return await store.verify_chain(key, key_path)
         finally:
             await store.close()
 
 
-class TestSqliteEventLog(EventLogContract):
+class TestSqliteEventLog(EventLogContract, KeyedEventLogContract):
     @pytest.fixture
     def log(self, tmp_path: Path) -> SqliteLog:
         return SqliteLog(tmp_path / "state" / "davit.db")
+
+    @pytest.fixture
+    def keyed_log(self, log: SqliteLog) -> SqliteLog:
+        return log

@@ -13,7 +13,8 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,13 @@ def source(tmp_path: Path) -> Path:
 
 def davit_at(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "davit"), "--home", str(home), *args], capture_output=True, text=True, timeout=120)
+
+
+def each_at_once(check: Callable[[Callable[[Path], None]], None], damages: tuple[Callable[[Path], None], ...]) -> None:
+    """`check` for every damage, two at a time (each on a copy of its own: the commands of one
+    run in order), so that the CLI's start-ups use both cores; the first failure is raised."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(check, damages))
 
 
 def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -160,7 +168,8 @@ def test_every_command_reports_a_damaged_log_in_one_line(davit: Davit, source: P
     write_job(davit, "docs.toml", backup_job("docs", source))
     run_id = davit.wait_run_state("docs", {"succeeded"})["run_id"]
     davit.stop()
-    for damage in (_garbage, _truncated, _events_table_dropped, _events_page_overwritten):
+
+    def check(damage: Callable[[Path], None]) -> None:
         home = tmp_path / damage.__name__.strip("_")
         shutil.copytree(davit.home, home)
         db = home / "state" / "davit.db"
@@ -174,6 +183,8 @@ def test_every_command_reports_a_damaged_log_in_one_line(davit: Davit, source: P
         out = lines(verify)
         assert verify.returncode == 1 and "Traceback" not in verify.stdout + verify.stderr, (damage, verify)
         assert out and ("damaged" in out[0] or "integrity_check" in out[0]), (damage, out)
+
+    each_at_once(check, (_garbage, _truncated, _events_table_dropped, _events_page_overwritten))
 
 
 def _head_row_deleted(db: Path) -> None:
@@ -213,7 +224,8 @@ def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_d
     write_job(davit, "docs.toml", backup_job("docs", source))
     run_id = davit.wait_run_state("docs", {"succeeded"})["run_id"]
     davit.stop()
-    for damage in (_head_row_deleted, _data_not_json, _data_nested_too_deep, _marker_data_an_array, _version_text):
+
+    def check(damage: Callable[[Path], None]) -> None:
         home = tmp_path / damage.__name__.strip("_")
         shutil.copytree(davit.home, home)
         db = home / "state" / "davit.db"
@@ -227,10 +239,12 @@ def test_rows_of_a_shape_davit_never_writes_are_one_line_for_every_command_and_d
         verify = davit_at(home, "log", "verify")
         assert verify.returncode == 1 and "Traceback" not in verify.stdout + verify.stderr, (damage, verify)
         if damage not in (_head_row_deleted, _marker_data_an_array):
-            continue  # davitd reads these rows only when a run needs them
+            return  # davitd reads these rows only when a run needs them
         started = subprocess.run([str(BIN / "davitd"), "--home", str(home)], capture_output=True, text=True, timeout=60)
         assert started.returncode == 1 and "Traceback" not in started.stdout + started.stderr, (damage, started)
         assert f"event log {db} is damaged" in started.stderr, (damage, started.stderr)
+
+    each_at_once(check, (_head_row_deleted, _data_not_json, _data_nested_too_deep, _marker_data_an_array, _version_text))
 
 
 def test_a_log_newer_than_this_davit_is_refused_by_readers_in_one_line(davit: Davit) -> None:

@@ -17,6 +17,7 @@ from tests.fixtures.notify_targets import Mailbox, Webhook, free_port, hung_targ
 pytestmark = pytest.mark.e2e
 __all__ = ["hung_target", "mailbox", "webhook"]  # fixtures
 TOKEN = "S3cretHookToken42"
+HUNG_DEADLINE = 10  # seconds: a notification attempt's deadline against the hung target
 
 
 def configure(davit: Davit, targets: dict[str, list[str]], **settings: Any) -> None:
@@ -116,7 +117,9 @@ def test_a_failure_owed_when_davitd_is_killed_is_sent_after_the_restart_once(dav
 def test_a_target_that_hangs_or_is_down_does_not_hold_up_runs(davit: Davit, hung_target: int, tmp_path: Path) -> None:
     hung = f"json://127.0.0.1:{hung_target}/hook/{TOKEN}"
     down = f"json://127.0.0.1:{free_port()}/hook/{TOKEN}"
-    configure(davit, {"hung": [hung], "down": [down]}, timeout_seconds=30)
+    # a deadline 10 times the hung target's 1 s between bytes (so no read timeout could end it
+    # first), and far longer than the two tiny docs runs take
+    configure(davit, {"hung": [hung], "down": [down]}, timeout_seconds=HUNG_DEADLINE)
     davit.start()
     write_job(davit, "broken.toml", backup_job("broken", tmp_path / "missing"))
     davit.wait_run_state("broken", {"failed"})  # its message goes to both targets
@@ -131,11 +134,11 @@ def test_a_target_that_hangs_or_is_down_does_not_hold_up_runs(davit: Davit, hung
     def hung_failed() -> list[tuple[int, dict[str, Any]]]:
         return [(e[0], e[3]) for e in davit.events() if e[2] == "NotificationFailed" and e[3]["target"] == "hung"]
 
-    davit.wait_for(lambda: bool(hung_failed()), 90, "the hung attempt to reach its deadline", poll=0.2)
+    davit.wait_for(lambda: bool(hung_failed()), HUNG_DEADLINE + 60, "the hung attempt to reach its deadline", poll=0.2)
     [(position, failed)] = hung_failed()[:1]
     assert failed["final"] is False and failed["reason"].startswith("timeout") and TOKEN not in failed["reason"]
     # the docs runs were queued, ran and succeeded while that attempt hung (it began with the
-    # broken run's failure, before them, and was recorded after its 30 s deadline)
+    # broken run's failure, before them, and was recorded after its deadline)
     succeeded = [e[0] for e in davit.events() if e[2] == "RunSucceeded"]
     assert succeeded and succeeded[0] < position
     assert any(n["target"] == "down" for n in notices(davit, "NotificationFailed"))

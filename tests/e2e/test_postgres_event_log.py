@@ -1,10 +1,13 @@
 """davitd and the CLI on an event log in PostgreSQL (`[daemon] event_store_url_file`): a files
 backup runs, `davit runs`, `history` and `log verify` read it from the database, nothing is
-written to `state/davit.db`, and the URL's password appears in no output."""
+written to `state/davit.db`, and the URL's password appears in no output. The log is keyed
+under davitd's log key as on SQLite; a second davitd on it needs the one key."""
 
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.conftest import Davit, write_job
+from davit.eventstore.logkey import read_log_key
+from davit.eventstore.schema import GENESIS_HASH
+from tests.e2e.conftest import BIN, Davit, write_job
 from tests.peers.state import PostgresPeer
 
 pytestmark = pytest.mark.e2e
@@ -62,10 +67,10 @@ def test_a_files_backup_on_a_postgresql_log_shows_in_runs_history_and_verifies(
     types = [e["type"] for e in davit.history()]
     assert "JobDefined" in types and "RunSucceeded" in types
     verify = davit.cli("log", "verify")
-    assert "log ok" in verify.stdout and "NOT keyed (PostgreSQL" in verify.stdout
+    assert "log ok" in verify.stdout and f"keyed from position 1 with {davit.home / 'log.key'}" in verify.stdout
     assert davit.stop() == 0
     assert not (davit.home / "state" / "davit.db").exists()
-    assert not (davit.home / "log.key").exists()
+    assert stat.S_IMODE((davit.home / "log.key").stat().st_mode) == 0o400
     with psycopg.connect(
         host=postgres_peer.host, port=postgres_peer.port, user=postgres_peer.user, password=password, dbname=log_database
     ) as conn:
@@ -81,3 +86,60 @@ def test_a_bad_event_store_url_file_is_named_and_its_password_never_shown(davit:
     assert result.returncode != 0
     assert "event-store.url" in result.stderr and "postgresql://" in result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_a_second_davitd_on_a_keyed_postgresql_log_starts_only_with_the_one_key(
+    davit: Davit, postgres_peer: PostgresPeer, log_database: str, tmp_path: Path
+) -> None:
+    """Several davitd share one log and so its key: one whose config names no copy of it makes
+    no key of its own for a keyed log (appending under another key would break the chain) and
+    refuses to start naming its key path; named with `[daemon] log_key_file`, it starts and
+    links its events with the key, and the whole log verifies with it from either home."""
+    url = f"postgresql://{postgres_peer.user}:{postgres_peer.password}@{postgres_peer.host}:{postgres_peer.port}/{log_database}"
+    _on_postgres(davit, url)
+    davit.start()
+    second = Davit(tmp_path / "home-b")
+    _on_postgres(second, url)
+    second.configure('[daemon]\nname = "e-pgkey-b"\nevent_store_url_file = "event-store.url"\n')
+    refused = subprocess.run([str(BIN / "davitd"), "--home", str(second.home)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"its key {second.home / 'log.key'} is missing" in refused.stdout + refused.stderr
+    assert not (second.home / "log.key").exists()
+    second.configure(
+        f'[daemon]\nname = "e-pgkey-b"\nevent_store_url_file = "event-store.url"\nlog_key_file = "{davit.home / "log.key"}"\n'
+    )
+    try:
+        second.start()
+        assert davit.stop() == 0  # (the second davitd appends on alone, under the key)
+        for home in (davit, second):
+            verify = home.cli("log", "verify")
+            assert f"keyed from position 1 with {davit.home / 'log.key'}" in verify.stdout, verify.stdout
+    finally:
+        if second.proc is not None and second.proc.poll() is None:
+            assert second.stop() == 0
+    with psycopg.connect(
+        host=postgres_peer.host,
+        port=postgres_peer.port,
+        user=postgres_peer.user,
+        password=postgres_peer.password,
+        dbname=log_database,
+    ) as conn:
+        markers = conn.execute("SELECT count(*) FROM events WHERE type = 'LogKeyed'").fetchone()
+    assert markers is not None and markers[0] == 1
+
+
+def test_make_log_key_on_a_postgresql_log_makes_the_key_seals_the_log_and_marks_the_key(
+    davit: Davit, postgres_peer: PostgresPeer, log_database: str
+) -> None:
+    """`davitd --make-log-key` (systemd's ExecStartPre=+) on PostgreSQL as on SQLite: it used to
+    say "no log key" and leave the log plain."""
+    url = f"postgresql://{postgres_peer.user}:{postgres_peer.password}@{postgres_peer.host}:{postgres_peer.port}/{log_database}"
+    _on_postgres(davit, url)
+    made = subprocess.run(
+        [str(BIN / "davitd"), "--home", str(davit.home), "--make-log-key"], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0 and f"log key {davit.home / 'log.key'}" in made.stdout, made.stdout + made.stderr
+    key = read_log_key(davit.home / "log.key")
+    assert key is not None and key.seal_done and key.sealed == (0, GENESIS_HASH)
+    verify = davit.cli("log", "verify")
+    assert f"log ok: 1 events, hash chain intact, keyed from position 1 with {davit.home / 'log.key'}" in verify.stdout

@@ -19,6 +19,7 @@ import pytest
 
 from davit.daemon.recorder import new_event_id
 from davit.domain import events as ev
+from davit.eventstore.logkey import read_log_key
 from davit.eventstore.postgres import PostgresEventStore, parse_url
 from tests.e2e.conftest import BIN, Davit, make_big_tree, write_job
 from tests.e2e.test_postgres_event_log import log_database  # noqa: F401 (a fixture)
@@ -45,7 +46,10 @@ def pair(
         fd = os.open(d.home / "event-store.url", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(url + "\n")
-        d.configure(f'[daemon]\nname = "{name}"\nevent_store_url_file = "event-store.url"\n')
+        # (the daemons of one log share its key: `_log` appends with it too)
+        d.configure(
+            f'[daemon]\nname = "{name}"\nevent_store_url_file = "event-store.url"\nlog_key_file = "{tmp_path / "log.key"}"\n'
+        )
         out.append(d)
     yield url, out
     for d in out:
@@ -54,12 +58,18 @@ def pair(
             d.proc.wait(10)
 
 
-async def _log(url: str, unknown: bool) -> list[ev.StoredEvent]:
-    async with PostgresEventStore(parse_url(url, "the test")) as store:
+async def _log(url: str, unknown: bool, key: Path | None = None) -> list[ev.StoredEvent]:
+    """The log's events; with `unknown`, after appending a request nobody knows, as a writer
+    with the daemons' log key at `key` (a keyed log takes no append without it)."""
+    log_key = read_log_key(key) if key is not None else None
+    store = await PostgresEventStore(parse_url(url, "the test"), key=log_key).open(create=False, readonly=not unknown)
+    try:
         if unknown:
             version = await store.stream_version(ev.REQUESTS_STREAM)
             await store.append(ev.REQUESTS_STREAM, version, [ev.NewEvent(new_event_id(), "PruneNow", {"run_id": "feedface0001"})])
         return [e async for e in store.iter_all(0)]
+    finally:
+        await store.close()
 
 
 def test_two_daemons_answer_each_request_once(pair: tuple[str, list[Davit]], tmp_path: Path) -> None:
@@ -76,7 +86,7 @@ def test_two_daemons_answer_each_request_once(pair: tuple[str, list[Davit]], tmp
     assert ran.returncode == 0, ran.stdout + ran.stderr
     missing = b.cli("run", "nosuchjob", "--wait", "--timeout", "60", check=False)
     assert missing.returncode != 0 and "nosuchjob" in missing.stdout + missing.stderr
-    unknown = asyncio.run(_log(url, unknown=True))[-1].position
+    unknown = asyncio.run(_log(url, unknown=True, key=tmp_path / "log.key"))[-1].position
     b.wait_for(lambda: any(e.type == "RequestFailed" for e in asyncio.run(_log(url, unknown=False))), 30, "the failure recorded")
     events = asyncio.run(_log(url, unknown=False))
     requests = [e for e in events if e.stream == ev.REQUESTS_STREAM]

@@ -56,6 +56,7 @@ def daemons(tmp_path: Path, postgres_peer: PostgresPeer, log_database: str) -> I
             f.write(url + "\n")
         d.configure(
             f'[daemon]\nname = "{name}"\nevent_store_url_file = "event-store.url"\n'
+            f'log_key_file = "{shared / "log.key"}"\n'  # the daemons of one log share its key
             f"lease_seconds = {LEASE}\nlease_renew_seconds = {RENEW}\nmax_parallel_runs = 3\n"
             "[data_path]\npack_size_mib = 1\ncheckpoint_seconds = 0.2\n"
             f'[repositories.local]\npath = "{shared / "repository"}"\n' + destinations

@@ -67,6 +67,20 @@ def test_the_log_key_is_beside_the_config_or_the_systemd_credential(tmp_path: Pa
     assert load_settings().log_key_path == tmp_path / "creds" / "log.key"
 
 
+def test_a_log_key_file_the_config_names_is_the_log_key_even_with_a_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several davitd sharing one log each name their copy of its one key (README "Tamper evidence")."""
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "log.key").write_text("ab" * 32)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "davit.toml").write_text('[daemon]\nlog_key_file = "../shared/log.key"\n')
+    assert load_settings(home=tmp_path / "home").log_key_path == tmp_path / "home" / ".." / "shared" / "log.key"
+    (tmp_path / "home" / "davit.toml").write_text(f'[daemon]\nlog_key_file = "{tmp_path / "keys" / "log.key"}"\n')
+    assert load_settings(home=tmp_path / "home").log_key_path == tmp_path / "keys" / "log.key"
+
+
 def test_only_davitd_creates_a_home_a_typo_is_named_and_nothing_is_made(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfig, match="--home: no such directory"):
         load_settings(home=tmp_path / "typo")

@@ -264,6 +264,19 @@ def test_a_fifo_at_the_key_path_is_refused_at_once_instead_of_hanging_the_reader
     assert time.monotonic() - started < 5
 
 
+def test_a_symlink_at_the_key_path_is_refused_naming_it(key: LogKey, tmp_path: Path) -> None:
+    """Followed, it would have davit read (and rename over when marking) a file of whoever
+    planted the link's choosing; refused even when it points at a good key."""
+    link = tmp_path / "linked.key"
+    link.symlink_to(key.path)
+    with pytest.raises(LogKeyError, match=f"log key {link} is a symbolic link"):
+        read_log_key(link)
+    dangling = tmp_path / "dangling.key"
+    dangling.symlink_to(tmp_path / "nowhere.key")
+    with pytest.raises(LogKeyError, match=f"log key {dangling} is a symbolic link"):
+        read_log_key(dangling)
+
+
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
 def test_a_key_others_can_read_or_its_group_can_write_is_refused_naming_its_mode(key: LogKey, mode: int) -> None:
     os.chmod(key.path, mode)

@@ -78,7 +78,9 @@ class ComposeBackupWork(VolumeBackupWork):
                 "is not reached through a socket here"
             )
         name = self.compose_spec.source.project
-        project = inspect_project(self.client, self.compose_spec.engine, name, "", measure=False)
+        # the snapshot's walk never follows a symlink (`stacktree.py`: one is stored as the link
+        # it is), so a definition file symlinked out of the project is listed to be stored so
+        project = inspect_project(self.client, self.compose_spec.engine, name, "", measure=False, follow_symlinks=True)
         definition = project.definition
         assert definition is not None  # inspect_project always collects it
         wd = project.working_dir.rstrip("/")

@@ -7,19 +7,33 @@ files by absolute path, and env files too when asked not to interpolate and not 
 them; `extends:` and `include:` are merged away by then, so they are read from the compose
 files as written (YAML), following them recursively. Only files inside the project directory can be moved (their relative name
 is kept); any other is reported so the operator learns it was left behind.
+
+Symlinks: compose follows them, davit does not, by default. A file named inside the project
+directory whose resolved path (every symlink followed, on the source host) lies outside the
+project directory's resolved path is not read (`symlinked_out`, named in a warning): a link such
+as `app.env -> /etc/shadow` would otherwise copy a host file into the target's project (or a
+snapshot). `follow_definition_symlinks = true` (compose.migrate) lets the operator allow it:
+the file's content is then copied under its name. A `-f` compose file is the operator's own
+choice and read as compose reads it. Each name stands for one file: two compose files outside
+the project with one file name (they would land on one name beside the others) are refused
+(`DefinitionClash`) rather than one silently replacing the other.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from davit.domain.errors import SourceMissing
+from davit.domain.errors import PermanentError, SourceMissing
+
+
+class DefinitionClash(PermanentError):
+    """Two of the project's files would be copied under one name."""
 
 
 class SourceFiles(Protocol):
@@ -29,10 +43,15 @@ class SourceFiles(Protocol):
 
     def read_text(self, path: str) -> str: ...
 
+    def realpath(self, path: str) -> str: ...
+
 
 class LocalFiles:
     def is_file(self, path: str) -> bool:
         return Path(path).is_file()
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
 
     def read_text(self, path: str) -> str:
         return Path(path).read_text()
@@ -44,6 +63,8 @@ class Definition:
     files: dict[str, str]  # relative name on the target -> local path; every file to copy
     outside: list[str] = field(default_factory=list)  # referenced, but outside the project directory
     translated: list[str] = field(default_factory=list)  # relative names whose text names the project dir
+    # named inside the project, resolved outside it through a symlink: "NAME -> RESOLVED", not read
+    symlinked_out: list[str] = field(default_factory=list)
 
 
 def project_definition(
@@ -53,45 +74,91 @@ def project_definition(
     model: dict[str, Any],
     uninterpolated: dict[str, Any],
     files: SourceFiles | None = None,
+    follow_symlinks: bool = False,
 ) -> Definition:
     """What to copy: `model` is the resolved model, `uninterpolated` the one from `config
     --no-interpolate --no-env-resolution` (the only one that still names the env files)."""
     files = files or LocalFiles()
-    wd = working_dir.rstrip("/")
-    found: dict[str, str] = {}
-    outside: list[str] = []
-    translated: list[str] = []
-
-    def add(path: str, text: bool) -> str | None:
-        real = os.path.normpath(path if os.path.isabs(path) else os.path.join(wd, path))
-        if not real.startswith(wd + "/"):
-            if real not in outside:
-                outside.append(real)
-            return None
-        rel = real[len(wd) + 1 :]
-        found.setdefault(rel, real)
-        if text and rel not in translated:
-            translated.append(rel)
-        return rel
-
-    compose_files = []
-    for f in config_files:
-        rel = add(f, text=True)
-        if rel is None:  # compose files outside the project land beside the others, by name
-            outside.remove(os.path.normpath(f))
-            rel = Path(f).name
-            found[rel] = f
-            translated.append(rel)
-        compose_files.append(rel)
-    for extra in _written_references(config_files, project_name, files):
-        add(extra, text=True)
-    if files.is_file(f"{wd}/.env"):
-        add(f"{wd}/.env", text=True)
+    found = _Collector(project_name, working_dir, files, follow_symlinks)
+    compose_files = [found.add_compose_file(f) for f in config_files]
+    for extra in _written_references(config_files, project_name, files, found.may_parse):
+        found.add(extra, text=True)
+    if files.is_file(f"{found.wd}/.env"):
+        found.add(f"{found.wd}/.env", text=True)
     for path in _env_files(uninterpolated, files):
-        add(path, text=True)
+        found.add(path, text=True)
     for path in _model_references(model):
-        add(path, text=False)
-    return Definition(compose_files, found, outside, translated)
+        found.add(path, text=False)
+    return Definition(compose_files, found.files, found.outside, found.translated, found.symlinked_out)
+
+
+class _Collector:
+    """The definition's files as they are found, under the rules of this module's docstring."""
+
+    def __init__(self, project_name: str, working_dir: str, files: SourceFiles, follow_symlinks: bool) -> None:
+        self.project_name = project_name
+        self.wd = working_dir.rstrip("/")
+        self.source = files
+        self.follow = follow_symlinks
+        self.resolved_wd = files.realpath(self.wd).rstrip("/")
+        self.files: dict[str, str] = {}
+        self.outside: list[str] = []
+        self.translated: list[str] = []
+        self.symlinked_out: list[str] = []
+
+    def readable(self, path: str) -> bool:
+        """Whether davit reads `path` (named inside the project): not when a symlink takes it out."""
+        if self.follow:
+            return True
+        resolved = self.source.realpath(path)
+        if resolved.startswith(self.resolved_wd + "/"):
+            return True
+        if (note := f"{path} -> {resolved}") not in self.symlinked_out:
+            self.symlinked_out.append(note)
+        return False
+
+    def may_parse(self, path: str) -> bool:
+        """Whether an `extends:`/`include:` file is read for the files it names in turn: one
+        named outside the project is (it is only reported), one inside only if `readable`."""
+        real = os.path.normpath(path)
+        return not real.startswith(self.wd + "/") or self.readable(real)
+
+    def claim(self, rel: str, path: str) -> None:
+        # one name, one file: by what the paths resolve to (two names of one file are one file)
+        found = self.files
+        if rel in found and found[rel] != path and self.source.realpath(found[rel]) != self.source.realpath(path):
+            raise DefinitionClash(
+                f"compose project {self.project_name}: {found[rel]} and {path} would both be copied as {rel} "
+                "(a compose file outside the project directory lands beside the others by its name): rename one"
+            )
+        found.setdefault(rel, path)
+
+    def add(self, path: str, text: bool) -> None:
+        real = os.path.normpath(path if os.path.isabs(path) else os.path.join(self.wd, path))
+        if not real.startswith(self.wd + "/"):
+            if real not in self.outside:
+                self.outside.append(real)
+            return
+        if not self.readable(real):
+            return
+        rel = real[len(self.wd) + 1 :]
+        self.claim(rel, real)
+        if text and rel not in self.translated:
+            self.translated.append(rel)
+
+    def add_compose_file(self, path: str) -> str:
+        """A `-f` compose file: the operator's own, read as compose reads it; one outside the
+        project lands beside the others, by its file name."""
+        real = os.path.normpath(path)
+        if real.startswith(self.wd + "/"):
+            rel = real[len(self.wd) + 1 :]
+            self.claim(rel, real)
+        else:
+            rel = Path(path).name
+            self.claim(rel, path)
+        if rel not in self.translated:
+            self.translated.append(rel)
+        return rel
 
 
 def _env_files(model: dict[str, Any], files: SourceFiles) -> Iterator[str]:
@@ -113,8 +180,11 @@ def _model_references(model: dict[str, Any]) -> Iterator[str]:
                 yield spec["file"]
 
 
-def _written_references(config_files: Iterable[str], project_name: str, files: SourceFiles) -> Iterator[str]:
-    """Files that `extends:` and `include:` name, from the compose files as written, recursively."""
+def _written_references(
+    config_files: Iterable[str], project_name: str, files: SourceFiles, readable: Callable[[str], bool]
+) -> Iterator[str]:
+    """Files that `extends:` and `include:` name, from the compose files as written, recursively
+    (into those inside the project that davit reads: `readable`)."""
     seen: set[str] = set()
     config_files = [os.path.normpath(f) for f in config_files]
     pending = list(config_files)
@@ -128,7 +198,7 @@ def _written_references(config_files: Iterable[str], project_name: str, files: S
             if "$" in ref:
                 continue  # interpolated: compose resolves it; the model's env files cover the common case
             path = os.path.normpath(os.path.join(here, ref))
-            if Path(path).suffix in (".yml", ".yaml") and files.is_file(path):
+            if Path(path).suffix in (".yml", ".yaml") and files.is_file(path) and readable(path):
                 pending.append(path)
             if path not in config_files:
                 yield path

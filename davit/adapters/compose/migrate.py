@@ -22,6 +22,7 @@ is ignored and the migration ends as finalize does. `dry_run` plans only `inspec
 
 from __future__ import annotations
 
+import os
 import shlex
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -54,6 +55,10 @@ CHECKPOINT_BYTES = 16 << 20  # transfer progress is recorded at least this often
 # The chunks are compressed for the wire (the target's store, kept as a transfer cache, holds them so):
 # zstd's fastest level leaves the CPU to hashing, encryption and unpacking, which share it.
 WIRE_LEVEL = 1
+
+
+class DefinitionSymlinkedOut(PermanentError):
+    """A definition file resolves outside the project directory (`definition.py`'s rule)."""
 
 
 class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
@@ -196,6 +201,12 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
             ctx.warn(
                 "files the project uses lie outside its directory and are not copied to the target: "
                 + ", ".join(info["outside"]),
+                INSPECT,
+            )
+        if info.get("symlinked_out"):
+            ctx.warn(
+                "files the project uses are symlinks out of its directory and are not followed nor copied "
+                "(follow_definition_symlinks = true copies them): " + ", ".join(info["symlinked_out"]),
                 INSPECT,
             )
         if plan.skipped:
@@ -389,6 +400,7 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
         # compose and env files name the project directory; configs and secrets go byte for byte
         translated = set(info.get("translated", info["files"]))
         files: dict[str, tuple[bytes, int]] = {}
+        self._require_inside(info)  # before any of them is read (`compose_texts` reads some)
         compose_texts = binds.compose_texts(info, self.layout, self._read_source)  # outside binds placed (path_map)
         for rel, local in info["files"].items():
             data = self._read_source(local)
@@ -438,7 +450,13 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
     # --- the source's engine and files: this host's (a source over SSH: `sshsource.py`) ---------
 
     def _inspect_source(self) -> Project:
-        return inspect_project(self.client, self.spec.source.engine, self.spec.source.project, self.layout.project_dir)
+        return inspect_project(
+            self.client,
+            self.spec.source.engine,
+            self.spec.source.project,
+            self.layout.project_dir,
+            follow_symlinks=self.spec.follow_definition_symlinks,
+        )
 
     def _source_tar(self) -> str:
         return require_gnu_tar()
@@ -451,6 +469,27 @@ class ComposeMigrateWork(RunWork[ComposeMigrateJob]):
 
     def _read_source(self, path: str) -> bytes:
         return Path(path).read_bytes()
+
+    def _realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def _require_inside(self, info: dict[str, Any]) -> None:
+        """Each definition file named inside the project still resolves inside it as it is read
+        (a symlink swapped in after inspect is not followed either; `definition.py`'s rule)."""
+        if self.spec.follow_definition_symlinks:
+            return
+        wd = info["working_dir"].rstrip("/")
+        resolved_wd = self._realpath(wd).rstrip("/")
+        named = {os.path.normpath(f) for f in info.get("config_files") or []}
+        for local in info["files"].values():
+            if os.path.normpath(local) in named:
+                continue  # a `-f` compose file: the operator's own, read as compose reads it
+            resolved = self._realpath(local)
+            if not resolved.startswith(resolved_wd + "/"):
+                raise DefinitionSymlinkedOut(
+                    f"definition file {local} of compose project {info['name']} now resolves to {resolved}, "
+                    "outside the project directory (a symlink): not followed (follow_definition_symlinks = true allows it)"
+                )
 
     def _source_mode(self, path: str) -> int:
         return Path(path).stat().st_mode & 0o777

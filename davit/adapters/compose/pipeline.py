@@ -81,6 +81,14 @@ def tar_command(item: Item) -> list[str]:
     return [*base, "-C", str(source), "."]
 
 
+# The writer's directory, held by a `flock` on it for as long as the writer (or a child of it
+# still writing there) lives: the store's listing (`target.DROP_ABANDONED`) removes only a
+# directory whose lock it can take, so never a live writer's. Made and locked while holding
+# an exclusive lock on `chunks/`, which the listing holds while it removes: so it never sees
+# a writer's directory between `mktemp` and `flock`.
+WRITER_DIR = 'exec 7<chunks && flock -x 7 && w=$(mktemp -d incoming/w.XXXXXX) && exec 9<"$w" && flock -n 9 || exit 1; exec 7<&-;'
+
+
 def store_command(store: str) -> str:
     """Reads `NAME LENGTH\\n` + LENGTH bytes per chunk and `END 0\\n` at the end; files each chunk
     in the store and prints its name once it is there for good. Chunks are written (plain
@@ -91,7 +99,7 @@ def store_command(store: str) -> str:
     whole), one `sync` fsyncs the batch's files, `mv` renames them into `chunks/`, a second
     `sync` fsyncs `chunks/`, and only then are their names printed (acknowledged). So a name in
     `chunks/` is always a whole chunk: a kill -9 at any instant leaves the chunks not yet
-    renamed in `incoming/` (dropped by `present_chunks`); after a power loss a rename that
+    renamed in `incoming/` (dropped by `present_chunks` once no writer holds them); after a power loss a rename that
     persisted was made after its file's data was on disk, and an acknowledged one persisted
     (the directory was fsynced). One fsync per chunk (what this did before, with `dd
     conv=fsync` or O_DIRECT, whose last partial block GNU dd fsyncs) made the writer wait on
@@ -100,7 +108,9 @@ def store_command(store: str) -> str:
     return (
         # a directory of its own under incoming/: a second writer (another run on the same
         # store) sending the same chunk would otherwise truncate the file this one files
-        f"cd {q(store)} && mkdir -p chunks incoming && w=$(mktemp -d incoming/w.XXXXXX) || exit 1; b=; k=0; "
+        # a shared lock on the store while the writer lives: `incoming/` itself is removed only
+        # under an exclusive one (`target.prune_store`), never between this `mkdir` and `mktemp`
+        f"cd {q(store)} && exec 8<. && flock -s 8 && mkdir -p chunks incoming || exit 1; {WRITER_DIR} b=; k=0; "
         "flush() { [ $k -eq 0 ] && return 0; "
         '(cd "$w" && sync -- $b && mv -f -- $b ../../chunks/) && sync -- chunks || return 1; '
         'for f in $b; do echo "${f%.zst}"; done; b=; k=0; }; '

@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
-from davit.adapters.docker.imageexport import ChunkReader
+from davit.adapters.docker.imageexport import ChunkReader, index_problem
 from davit.domain.errors import CorruptSnapshot
 
 SMALL = 4 << 20  # members hashed while read: configs and manifests are far smaller
@@ -39,6 +39,7 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
         with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks), 1 << 20), mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or member.size > SMALL:
+                    _not_metadata(snapshot_id, path, member)
                     continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
@@ -53,6 +54,9 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
                     manifest = json.loads(data)
                 elif name == "repositories":
                     repositories = json.loads(data)
+                elif name == "index.json" and (problem := index_problem(json.loads(data))):
+                    # an OCI layout (Docker 25+): its load reads names from here too
+                    raise CorruptSnapshot(snapshot_id, path, f"its index.json {problem}; refused")
     except (tarfile.TarError, ValueError, EOFError) as exc:
         raise CorruptSnapshot(snapshot_id, path, f"not an image export the engine could load: {exc}") from None
     if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
@@ -66,6 +70,12 @@ def check_image_export(snapshot_id: str, path: str, image_id: str, chunks: Itera
     if found != image_id:
         raise CorruptSnapshot(snapshot_id, path, f"it holds image {found or 'without a config'}, its name says {image_id}")
     return _diff_ids(snapshot_id, path, objects.get(config.removeprefix("./"), b""))
+
+
+def _not_metadata(snapshot_id: str, path: str, member: tarfile.TarInfo) -> None:
+    """A member the check skips (not a small regular file) must not be one `docker load` reads names from."""
+    if member.name.removeprefix("./") in ("manifest.json", "repositories", "index.json"):
+        raise CorruptSnapshot(snapshot_id, path, f"its {member.name!r} is not a small regular file")
 
 
 def _diff_ids(snapshot_id: str, path: str, config: bytes) -> list[str]:

@@ -98,12 +98,20 @@ class Project:
             "compose_files": d.compose_files,
             "translated": d.translated,
             "outside": d.outside,
+            "symlinked_out": d.symlinked_out,
             "bytes": self.bytes,
             "services": sorted(self.model.get("services", {})),
         }
 
 
-def inspect_project(client: docker.DockerClient, engine: str | None, name: str, target_dir: str, measure: bool = True) -> Project:
+def inspect_project(
+    client: docker.DockerClient,
+    engine: str | None,
+    name: str,
+    target_dir: str,
+    measure: bool = True,
+    follow_symlinks: bool = False,
+) -> Project:
     """The project as its containers and `docker compose config` describe it; with `measure`, the
     bytes of its data too (a walk of every item: a backup's store counts them itself)."""
     with engine_errors(f"listing the containers of compose project {name}"):
@@ -136,7 +144,7 @@ def inspect_project(client: docker.DockerClient, engine: str | None, name: str, 
     )
     project.written = as_written
     _collect_items(client, project, target_dir)
-    project.definition = project_definition(name, working_dir, config_files, model, as_written)
+    project.definition = project_definition(name, working_dir, config_files, model, as_written, None, follow_symlinks)
     project.bytes = sum(_size(Path(i.source)) for i in project.items) if measure else 0
     return project
 

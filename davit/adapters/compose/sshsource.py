@@ -60,6 +60,11 @@ class RemoteFiles:
     def read_text(self, path: str) -> str:
         return self.host.read_bytes(f"cat -- {q(path)}").decode()
 
+    def realpath(self, path: str) -> str:
+        # GNU and BusyBox readlink alike; a path that cannot be resolved is taken as named
+        out = self.host.run(f"readlink -f -- {q(path)}", check=False)
+        return out.stdout.rstrip("\n") if out.status == 0 and out.stdout.strip() else path
+
 
 class SshSource:
     """The source engine and files on another host, through an open `ThreadedHost`."""
@@ -85,7 +90,7 @@ class SshSource:
     def compose(self, args: list[str], cwd: str) -> str:
         return self.host.run(f"cd {q(cwd)} && {self.docker} compose {shlex.join(args)}", timeout=300).stdout
 
-    def inspect(self, name: str, target_dir: str) -> Project:
+    def inspect(self, name: str, target_dir: str, follow_symlinks: bool = False) -> Project:
         """As `source.inspect_project`, on the source host."""
         containers = self.containers(name)
         what = f"compose project {name} on {self.where}"
@@ -113,7 +118,7 @@ class SshSource:
         project = Project(name, working_dir, config_files, model, listed)
         project.written = written
         project.items = self._volumes(project) + self._binds(project, target_dir)
-        project.definition = project_definition(name, working_dir, config_files, model, written, files)
+        project.definition = project_definition(name, working_dir, config_files, model, written, files, follow_symlinks)
         project.bytes = sum(self._size(i.source) for i in project.items)
         return project
 
@@ -251,7 +256,7 @@ class SshSourceMigrateWork(ComposeMigrateWork):
 
     def _inspect_source(self) -> Project:
         with self._source() as src:
-            return src.inspect(self.spec.source.project, self.layout.project_dir)
+            return src.inspect(self.spec.source.project, self.layout.project_dir, self.spec.follow_definition_symlinks)
 
     def _preflight(self, ctx: RunContext) -> dict[str, Any]:
         with self._source():  # one connection for the whole step
@@ -285,6 +290,10 @@ class SshSourceMigrateWork(ComposeMigrateWork):
     def _read_source(self, path: str) -> bytes:
         with self._source() as src:
             return src.host.read_bytes(f"cat -- {q(path)}")
+
+    def _realpath(self, path: str) -> str:
+        with self._source() as src:
+            return RemoteFiles(src.host).realpath(path)
 
     def _source_mode(self, path: str) -> int:
         with self._source() as src:

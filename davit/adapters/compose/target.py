@@ -47,13 +47,26 @@ HOST_TOOLS = {
     # a chunk kept in the store from an earlier migration is checked against its name before
     # it is unpacked (`pipeline.unpack_command`)
     "sha256sum": "echo | sha256sum >/dev/null",
+    # a store writer holds a lock on its directory; the listing drops only unlocked ones
+    # (`pipeline.WRITER_DIR`, `DROP_ABANDONED`)
+    "flock (on a directory)": "flock -n / true",
 }
-HELPER_TOOLS = ("tar",)  # a volume or bind path is unpacked by `tar -x` in a helper container
+# What a helper container runs, checked as it is run there. A volume is unpacked by `tar -x`
+# run as the container's command (`volume_unpacker`): `tar` is looked for the same way. A bind
+# path's helper runs `sh -c`, which first compares the device and inode of its mount (`stat -c
+# %d:%i`, `bind_unpacker`) with what davit holds, then `tar -x`: a `stat` missing or printing
+# something else would refuse every bind unpack after the source was stopped, so pre-flight
+# runs those in the helper's `sh` and checks what `stat` prints.
+HELPER_TOOLS = ("tar", "sh", "stat -c %d:%i")
+HELPER_SH_CHECKS = {
+    "stat -c %d:%i": "s=$(stat -c %d:%i /) && case $s in *[!0-9:]* | :* | *: | *:*:*) exit 1 ;; *:*) exit 0 ;; esac; exit 1",
+    "tar": "command -v tar",
+}
+NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 # run in the helper with the bind directory mounted at BIND_MOUNT: the stream's owners are numeric
 # (`pipeline.py` writes them so), root in the helper sets them and the modes and mtimes
 BIND_MOUNT = "/b"
 BIND_UNPACK = f"tar -x --numeric-owner -C {BIND_MOUNT}"
-NOT_FOUND = (126, 127)  # docker run's exit status when the command is not in the image
 
 
 class PreflightFailed(PermanentError):
@@ -94,7 +107,9 @@ def preflight(
         "version": "docker version --format '{{.Server.Version}}'",
         "compose": "docker compose version --short",
         "tools": host_tools_script(),
-        "helper": helper_script(helper_image, probe=items_have_volumes(items) or items_have_binds(items)),
+        "helper": helper_script(
+            helper_image, probe=items_have_volumes(items) or items_have_binds(items), binds=items_have_binds(items)
+        ),
         "taken": f"docker ps -aq --filter label=com.docker.compose.project={q(layout.project)}",
         "project_dir": f'test -e {q(layout.project_dir)} && test -n "$(ls -A {q(layout.project_dir)})"',
         "free": f'p={q(layout.base_path)}; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | tail -1',
@@ -122,8 +137,11 @@ def preflight(
     helper = got["helper"].stdout.splitlines()
     if got["helper"].status != 0 or "absent" in helper:
         problems.append(f"helper image {helper_image} is not on the target (it is never pulled)")
-    elif lacking := [line.removeprefix("lacks ") for line in helper if line.removeprefix("lacks ") in HELPER_TOOLS]:
-        problems.append(f"helper image {helper_image} has no {', '.join(lacking)} (the helper unpacks each volume with it)")
+    elif lacking := list(dict.fromkeys(t for line in helper if (t := line.removeprefix("lacks ")) in HELPER_TOOLS)):
+        problems.append(
+            f"helper image {helper_image} has no {', '.join(lacking)} "
+            "(the helper unpacks each volume and bind path with `tar`, checking a bind's mount with `stat`)"
+        )
     if got["taken"].stdout.strip():
         problems.append(f"compose project {layout.project} already has containers on the target")
     for n, item in enumerate(items):
@@ -150,16 +168,27 @@ def host_tools_script() -> str:
     return "; ".join(f"{{ {check}; }} >/dev/null 2>&1 || echo {q(name)}" for name, check in HOST_TOOLS.items())
 
 
-def helper_script(helper_image: str, probe: bool) -> str:
+def helper_script(helper_image: str, probe: bool, binds: bool = True) -> str:
     """Prints `absent` where the helper image is not on the target, else (with `probe`)
-    `lacks TOOL` for each tool of `HELPER_TOOLS` a container of it cannot find."""
+    `lacks TOOL` for each tool of `HELPER_TOOLS` a container of it cannot run as davit runs it
+    (`sh` and what runs in it only with `binds`)."""
     script = f"docker image inspect {q(helper_image)} >/dev/null 2>&1 || {{ echo absent; exit 0; }}"
-    if probe:
-        for tool in HELPER_TOOLS:
-            script += (
-                f"; docker run --rm --network none {q(helper_image)} {q(tool)} --help >/dev/null 2>&1; s=$?; "
-                f"if [ $s -eq {NOT_FOUND[0]} ] || [ $s -eq {NOT_FOUND[1]} ]; then echo {q('lacks ' + tool)}; fi"
-            )
+    if not probe:
+        return script
+    run = f"docker run --rm --network none {q(helper_image)}"
+    script += (
+        f"; {run} tar --help >/dev/null 2>&1; s=$?; "
+        f"if [ $s -eq {NOT_FOUND[0]} ] || [ $s -eq {NOT_FOUND[1]} ]; then echo 'lacks tar'; fi"
+    )
+    if binds:
+        inner = "".join(f"( {check} ) >/dev/null 2>&1 || echo {q('lacks ' + tool)}; " for tool, check in HELPER_SH_CHECKS.items())
+        # a container that cannot run the checks (no `sh`: 126/127) lacks `sh`; of its output
+        # only these lines count
+        script += (
+            f"; o=$({run} sh -c {q(inner)} 2>/dev/null); s=$?; "
+            f"if [ $s -eq {NOT_FOUND[0]} ] || [ $s -eq {NOT_FOUND[1]} ]; then echo 'lacks sh'; "
+            "else printf '%s\\n' \"$o\" | grep '^lacks '; fi; true"
+        )
     return script
 
 
@@ -178,15 +207,28 @@ def items_have_binds(items: list[Item]) -> bool:
 
 
 def missing_helper_tools(host: RemoteHost, helper_image: str) -> list[str]:
-    """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot find."""
-    missing = []
-    for tool in HELPER_TOOLS:
-        probe = host.run(
-            f"docker run --rm --network none {q(helper_image)} {q(tool)} --help >/dev/null 2>&1", check=False, timeout=120
-        )
-        if probe.status in NOT_FOUND:
-            missing.append(tool)
-    return missing
+    """The tools of `HELPER_TOOLS` that a container of `helper_image` cannot run as davit runs them."""
+    out = host.run(helper_script(helper_image, probe=True), check=False, timeout=120).stdout
+    return list(dict.fromkeys(t for line in out.splitlines() if (t := line.removeprefix("lacks ")) in HELPER_TOOLS))
+
+
+# Run in the store: removes what abandoned writers left under incoming/, never what a live
+# writer holds. A writer holds a `flock` on its own directory while it lives
+# (`pipeline.WRITER_DIR`); a directory is removed only under that lock, taken without waiting,
+# so a live writer's (a killed attempt's writer still draining its stream, another item's or
+# another daemon's run on the same store) is left alone. Anything else there (no writer's
+# directory: an older davit's file, a symlink) is removed as the entry itself, never followed.
+DROP_ABANDONED = (
+    "mkdir -p chunks && exec 7<chunks && flock -x 7 || exit 1; "  # no writer between mktemp and flock
+    "if [ -L incoming ] || { [ -e incoming ] && [ ! -d incoming ]; }; then rm -f incoming; fi; "
+    "for d in incoming/* incoming/.[!.]* incoming/..?*; do "
+    '[ -e "$d" ] || [ -L "$d" ] || continue; '
+    'if [ -d "$d" ] && [ ! -L "$d" ]; then flock -n "$d" rm -rf -- "$d" || true; else rm -f -- "$d"; fi; done; exec 7<&-;'
+)
+
+# Run in the store: an empty incoming/ goes too, only while no writer runs (each holds a shared
+# lock on the store for its life, `pipeline.store_command`; one starting meanwhile waits)
+DROP_EMPTY_INCOMING = "flock -n . rmdir incoming 2>/dev/null;"
 
 
 def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
@@ -195,8 +237,9 @@ def present_chunks(host: RemoteHost, layout: TargetLayout) -> dict[str, int]:
     out = host.run(
         f"mkdir -p {q(layout.chunks)} && cd {q(layout.store)} && "
         'if [ -s writing ]; then read -r w < writing; rm -f "chunks/$w.zst"; fi; : > writing; '
-        # chunks written but not yet filed (`pipeline.store_command`): never complete by construction
-        "rm -rf incoming; "
+        # chunks written but not yet filed (`pipeline.store_command`): never complete by
+        # construction; only an abandoned writer's go, a live one's stay (`DROP_ABANDONED`)
+        f"{DROP_ABANDONED} "
         # one `stat` for many chunks (xargs batches them), not one process per chunk
         "cd chunks && printf '%s\\0' *.zst | xargs -0 stat -c '%n %s' -- 2>/dev/null; true"
     ).stdout
@@ -220,7 +263,8 @@ def prune_store(host: RemoteHost, layout: TargetLayout, keep: set[str]) -> int:
     names = "".join(f"{name}\n" for name in sorted(keep) if _is_chunk_name(name))
     out = host.run(
         f"cd {q(layout.store)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        "rm -rf tars unpacked images writing incoming && [ ! -L chunks ] && cd chunks || { echo 0; exit 0; }; "
+        "rm -rf tars unpacked images writing || { echo 0; exit 0; }; "
+        f"{DROP_ABANDONED} {DROP_EMPTY_INCOMING} [ ! -L chunks ] && cd chunks || {{ echo 0; exit 0; }}; "
         "l=$(mktemp) || exit 1; { cat; echo END; ls -A | grep -xE '[0-9a-f]{64}[.]zst'; } "
         '| awk \'e { if (!($0 in k)) print; next } $0 == "END" { e = 1; next } { k[$0 ".zst"] = 1 }\' > "$l" '
         '&& n=$(wc -l < "$l") && xargs rm -f -- < "$l"; r=$?; rm -f "$l"; [ $r -eq 0 ] && echo "$n"',

@@ -17,7 +17,11 @@ crafted export (a source engine not to be trusted, or a proxy before it) could r
 the target's other stacks run, which the rollback knows nothing of. An engine's export by ID
 has one entry, whose config is the image ID, no names and no `repositories` (or an empty one):
 anything else, or a member whose name leaves the archive, stops the export (`UnexpectedExport`)
-before the target reads it.
+before the target reads it. Docker 25+ writes the OCI layout besides (`oci-layout`,
+`index.json`, `blobs/sha256/<digest>`, with `manifest.json` still there), and its load reads
+names from `index.json` too (the `io.containerd.image.name` and
+`org.opencontainers.image.ref.name` annotations): an `index.json` must list one manifest and
+name nothing, and an export without `manifest.json` (whose config names the image) is refused.
 
 The engine's export is deterministic (names sorted, times fixed: two saves are byte for byte
 equal), and so is this copy, so a resumed transfer cuts the same chunks and sends only those
@@ -49,7 +53,9 @@ ENGINE_ENV = "DAVIT_IMAGE_ENGINE"
 SPOOL_MEMORY = 8 << 20
 COPY = 1 << 20
 BLOB_PREFIX = "blobs/sha256/"
-MANIFEST, REPOSITORIES = "manifest.json", "repositories"  # what `docker load` reads names from
+MANIFEST, REPOSITORIES, INDEX = "manifest.json", "repositories", "index.json"  # what `docker load` reads names from
+# the annotations of an OCI index (or its entries) that name an image where it is loaded
+NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 MAX_METADATA = 1 << 20
 
 
@@ -88,15 +94,21 @@ def filter_export(source: IO[bytes], out: IO[bytes], skip: set[str], image_id: s
     `skip`; the names left out. `UnexpectedExport` if it is not the export of `image_id`
     (`sha256:...`; "" checks only that nothing is named) alone and unnamed."""
     dropped: list[str] = []
+    seen: set[str] = set()
     with tarfile.open(fileobj=source, mode="r|") as src, tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as dst:
         for member in src:
             data = src.extractfile(member) if member.isfile() else None
-            if _metadata_name(member) is not None:
+            if (meta := _metadata_name(member)) is not None:
+                if meta in seen:  # `docker load` would read one of the two: which, the check cannot know
+                    raise UnexpectedExport(f"the export holds {meta!r} twice")
+                seen.add(meta)
                 dst.addfile(member, io.BytesIO(_checked_metadata(member, data, image_id)))
             elif data is None or not skip or not _is_layer(member.name):
                 dst.addfile(member, data)
             elif not _copy_layer(dst, member, data, skip):
                 dropped.append(member.name)
+    if MANIFEST not in seen:  # an OCI-only export: nothing above checked which image it is
+        raise UnexpectedExport("the export has no manifest.json (which names its image's config)")
     return dropped
 
 
@@ -132,7 +144,7 @@ def _metadata_name(member: tarfile.TarInfo) -> str | None:
     name = posixpath.normpath(member.name)
     if member.name.startswith("/") or name == ".." or name.startswith("../"):
         raise UnexpectedExport(f"the export holds {member.name!r}, outside the archive")
-    return name if name in (MANIFEST, REPOSITORIES) else None
+    return name if name in (MANIFEST, REPOSITORIES, INDEX) else None
 
 
 def _checked_metadata(member: tarfile.TarInfo, data: IO[bytes] | None, image_id: str) -> bytes:
@@ -148,6 +160,10 @@ def _checked_metadata(member: tarfile.TarInfo, data: IO[bytes] | None, image_id:
         if content:
             raise UnexpectedExport("the export's 'repositories' names images; the target's load would tag them")
         return raw
+    if _metadata_name(member) == INDEX:
+        if problem := index_problem(content):
+            raise UnexpectedExport(f"the export's index.json {problem}")
+        return raw
     if not isinstance(content, list) or len(content) != 1 or not isinstance(content[0], dict):
         raise UnexpectedExport("the export's manifest.json does not list exactly one image")
     if content[0].get("RepoTags"):
@@ -156,6 +172,22 @@ def _checked_metadata(member: tarfile.TarInfo, data: IO[bytes] | None, image_id:
     if image_id and config != image_id.removeprefix("sha256:"):
         raise UnexpectedExport(f"the export is of image {config[:19]!r}, not {image_id}")
     return raw
+
+
+def index_problem(index: Any) -> str | None:
+    """What is wrong with an OCI `index.json` of one unnamed image's export; None if nothing."""
+    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+        return "is not an OCI index"
+    manifests = index["manifests"]
+    if len(manifests) != 1 or not isinstance(manifests[0], dict):
+        return "does not list exactly one image"
+    for where in (index, manifests[0]):
+        annotations = where.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            return "has annotations that are not a mapping"
+        if named := [f"{k}={annotations[k]}" for k in NAME_ANNOTATIONS if annotations.get(k)]:
+            return f"names the image ({', '.join(named)[:200]}); the target's load would tag it"
+    return None
 
 
 def _copy_layer(dst: tarfile.TarFile, member: tarfile.TarInfo, data: IO[bytes], skip: set[str]) -> bool:

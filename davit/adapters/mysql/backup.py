@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from davit.adapters.mysql.layout import KIND, DatabaseEntry, TableEntry, UsersEn
 from davit.adapters.mysql.snapshot import ConsistentConnections
 from davit.adapters.mysql.sqltext import insert_head, statements
 from davit.adapters.parallel import Relay, run_parallel
+from davit.adapters.prefetch import in_background
 from davit.adapters.repository.chunkwriter import ChunkWriter
 from davit.adapters.repository.staging import Staging
 from davit.adapters.runwork import RunInputs, RunWork
@@ -46,6 +48,7 @@ from davit.domain.ports import RunContext
 DUMP, OBJECTS = "dump:", "objects"
 TABLE_META, OBJECTS_META = "table.json", "objects.json"
 FETCH_ROWS = 1000
+READ_AHEAD = 4  # statements read ahead of the one being stored (each about chunk_kib / 4)
 
 
 class MysqlBackupWork(RunWork[MysqlBackupJob]):
@@ -225,12 +228,21 @@ class MysqlBackupWork(RunWork[MysqlBackupJob]):
 
             try:
                 if entry.data and entry.columns:
-                    with self.server.errors(f"reading {db}.{name}"):
-                        for chunk, count in statements(
-                            insert_head(name, entry.columns),
-                            self._batches(conn, name, typed, order, history),
-                            self.spec.chunk_kib << 10,
-                        ):
+                    # The rows are fetched, written as literals and cut into statements on a
+                    # thread of their own, a few statements ahead, while this one hashes,
+                    # compresses and stores the ones before (SHA-256 and zstd run without the
+                    # GIL): fetching and compressing overlap. Order is kept; the reader's error
+                    # comes here after the statements before it; leaving the loop stops the
+                    # reader, then closes its cursor here, before the connection goes back.
+                    cut = statements(
+                        insert_head(name, entry.columns),
+                        self._batches(conn, name, typed, order, history),
+                        self.spec.chunk_kib << 10,
+                    )
+                    ahead = in_background(cut, READ_AHEAD, "davit-mysql-read")
+                    # (closed in reverse: the reader thread ends before its cursor closes)
+                    with self.server.errors(f"reading {db}.{name}"), closing(cut), closing(ahead):
+                        for chunk, count in ahead:
                             listing.write(_chunk_line(f"{db}/{name}", writer.put(chunk, text=True)))
                             if len(chunk) >= packet:  # (rare: only then is a value looked for)
                                 oversized = max(oversized, pieces.largest_value(chunk))

@@ -1,7 +1,7 @@
 """One table load at a time per target table, across connections, runs and davitd processes.
 
-A restore's load skips its `DELETE` when the table holds no row (`restore._has_rows`: InnoDB's
-insert into an empty table then keeps table-level undo). That check is a plain consistent read
+A restore's load skips its `DELETE` when the table holds no row (`restore._has_rows`). That check
+is a plain consistent read
 and takes no lock, so two loads of one table at once (two restore jobs into one database, with
 `if_exists = "merge"` or both past pre-flight) would each find it empty, each skip the DELETE
 and each insert: every row twice in a table without a unique key (before the skip, their

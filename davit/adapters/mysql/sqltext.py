@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from functools import partial
 from itertools import accumulate, compress, count, repeat
 from operator import add, floordiv, lt, mul
@@ -28,7 +28,7 @@ def insert_head(table: str, columns: Sequence[str]) -> bytes:
     return f"INSERT INTO {quote_name(table)} ({','.join(quote_name(c) for c in columns)}) VALUES\n".encode()
 
 
-def statements(head: bytes, batches: Iterable[Sequence[bytes]], limit: int) -> Iterator[tuple[bytes, int]]:
+def statements(head: bytes, batches: Iterable[Sequence[bytes]], limit: int) -> Generator[tuple[bytes, int], None, None]:
     """INSERT statements of whole rows (each about `limit / 4` bytes, never more than `limit` unless
     one row alone is larger), and how many rows each holds; the rows come in batches (the
     driver's fetches), and where a batch falls does not move a cut.

@@ -2,7 +2,8 @@
 
 On PostgreSQL (several daemons may share the log) each daemon's row in the log's `daemons`
 table, aged by the database server's clock, with the runs whose lease it holds as the log shows
-them. On SQLite the log is one daemon's: its heartbeat file in the state directory.
+them (a daemon `davit daemons forget` retired is not listed). On SQLite the log is one daemon's:
+its heartbeat file in the state directory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from davit.daemon.config import Settings
 from davit.daemon.eventlogs import AnyEventStore
 from davit.daemon.heartbeat import HEARTBEAT_SECONDS, daemon_facts
 from davit.daemon.leases import ROSTER_LIVE_SECONDS
+from davit.domain import events as ev
 from davit.domain.machine import TERMINAL
 from davit.domain.ports import DaemonRoster
 
@@ -42,6 +44,8 @@ def command(ctx: click.Context, as_json: bool) -> None:
         rows = []
         for seen in await store.daemons():
             beat = seen.beat
+            if await forgotten(store, beat.name):
+                continue  # `davit daemons forget` retired it (its row stays in the table)
             rows.append(
                 {
                     "name": beat.name,
@@ -78,6 +82,12 @@ def command(ctx: click.Context, as_json: bool) -> None:
         ),
         ["daemon", "version", "last heartbeat", "age", "runs held"],
     )
+
+
+async def forgotten(store: AnyEventStore, name: str) -> bool:
+    """Whether `davit daemons forget NAME` retired the name and no daemon claimed it since."""
+    names = await store.read_stream(ev.name_stream(name))
+    return bool(names) and names[-1].type == ev.NameForgotten.type_name()
 
 
 def _local(settings: Settings) -> dict[str, object]:

@@ -1,18 +1,19 @@
 """`davit log verify`: recompute the event log's hash chain; name the first bad position.
 
-Read-only: the log is opened `mode=ro`. A keyed log (see `davit/eventstore/chain.py`) needs the log
-key (`Settings.log_key_path`); without it, or with a damaged database, the answer is one line
-naming the key or what is damaged, never a traceback."""
+Read-only: the log is opened `mode=ro` (on PostgreSQL, in read-only transactions). A keyed log
+(see `davit/eventstore/chain.py`) needs the log key (`Settings.log_key_path`); without it, or
+with a damaged database, the answer is one line naming the key or what is damaged, never a
+traceback."""
 
 from __future__ import annotations
 
 import click
 
 from davit.daemon.cli.common import emit_json, state, with_store
-from davit.daemon.eventlogs import AnyEventStore, on_postgres
+from davit.daemon.eventlogs import AnyEventStore
 from davit.domain.errors import VerificationFailed
 from davit.eventstore.logkey import read_log_key
-from davit.eventstore.sqlite import ChainReport, EventLogDamaged, SqliteEventStore
+from davit.eventstore.sqlite import ChainReport, EventLogDamaged
 
 
 @click.group("log")
@@ -30,10 +31,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
     async def go(store: AnyEventStore) -> tuple[ChainReport, str]:
         try:
-            if isinstance(store, SqliteEventStore):
-                report = await store.verify_chain(key, key_path)
-            else:  # PostgreSQL: the plain chain (no log key there yet)
-                report = await store.verify_chain()
+            report = await store.verify_chain(key, key_path)  # (SQLite or PostgreSQL: keyed alike)
         except EventLogDamaged as exc:
             report = ChainReport(False, 0, None, f"damaged: {exc.reason}")
         try:
@@ -64,8 +62,6 @@ def verify(ctx: click.Context, as_json: bool) -> None:
             if keyed
             else f"NOT keyed (no key at {key_path}: anyone who can write the log can recompute it)"
         )
-        if on_postgres(state(ctx).settings):
-            how = "NOT keyed (PostgreSQL: whoever the database lets write the tables can recompute it)"
         click.echo(f"log ok: {report.checked} events, hash chain intact, {how}, integrity_check ok")
     else:
         if not report.ok:

@@ -176,6 +176,7 @@ LATER_FIELDS: dict[str, Any] = {"max_age": None, "notify": None, "privileges": "
 LATER_FIELDS.update(path_map={}, outside_binds="fail", images="missing")  # compose.migrate, issue 21
 LATER_FIELDS.update(runs_on=None)  # several daemons, issue 22
 LATER_FIELDS.update(keep_transfer_cache=True)  # compose.migrate, issue 21's repeat
+LATER_FIELDS.update(follow_definition_symlinks=False)  # compose.migrate, issue 21's symlinked definition files
 
 
 def spec_revision(spec: BaseModel) -> str:

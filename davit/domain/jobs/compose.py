@@ -92,6 +92,10 @@ class ComposeMigrateJob(JobBase):
     # chunks that migration used: about its compressed data on the target's disk), so a repeat
     # sends only what changed; false removes it at finalize
     keep_transfer_cache: bool = True
+    # a definition file (env file, extends/include target, config or secret file) named inside
+    # the project but a symlink resolving outside it is not read unless this allows it
+    # (`adapters/compose/definition.py`): it would copy a host file into the target's project
+    follow_definition_symlinks: bool = False
 
     @model_validator(mode="after")
     def _volumes_go_with_the_source(self) -> ComposeMigrateJob:

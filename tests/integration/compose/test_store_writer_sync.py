@@ -94,5 +94,7 @@ def test_a_chunk_is_named_only_after_its_data_and_its_rename_into_the_store_are_
             lambda line, r=renamed: "sync(" in line and line.rstrip().endswith(f"{store}/chunks>) = 0") and lines.index(line) > r,
             f"fsync of chunks/ after {name}'s rename",
         )
-        named = first(lambda line, n=name: line.split(" ", 1)[-1].startswith("write(1") and f'"{n}\\n"' in line, f"ack of {name}")
+        named = first(
+            lambda line, n=name: line.split(maxsplit=1)[-1].startswith("write(1") and f'"{n}\\n"' in line, f"ack of {name}"
+        )
         assert synced < renamed < dir_synced < named, (name, synced, renamed, dir_synced, named)
