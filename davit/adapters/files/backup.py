@@ -489,6 +489,9 @@ class _Store:
         self.chunker = self.repo.chunker(self.tuning.chunk_size)
         self.sealer = ThreadPoolExecutor(1, thread_name_prefix="davit-seal")
         self.sealing: Future[None] | None = None
+        # The pack that seal is sealing: its chunks are not in the index until the seal is done,
+        # and one met again meanwhile (small files of the same content) was stored a second time.
+        self.sealing_pack: PackWriter | None = None
         self.zeros: Future[Encoded | None] | None = None  # the encoding of `chunker.zero_chunk`, once per run
         self.small: _SmallFiles | None = None  # small files not sent to a worker yet
         self.stats = TreeStats()  # of the lines this step wrote
@@ -639,6 +642,10 @@ class _Store:
             pending.entry.chunks.append(cid.hex())
             if stored is None or self.repo.has(cid):
                 continue
+            if self.sealing_pack is not None and cid in self.sealing_pack:
+                # in the pack being sealed: in the index once the seal is done, which comes before
+                # any later checkpoint records (one seal in flight at most), this line's included
+                continue
             if self.pack is None:
                 self.pack = self.repo.new_pack()
             if cid in self.pack:
@@ -664,6 +671,7 @@ class _Store:
             self._drain(-1)
         self.record_sealed(wait=True)
         pack, self.pack = self.pack, None
+        self.sealing_pack = pack
         self.tree.flush()
         cursor: dict[str, Any] = {
             "tree_bytes": self.tree.tell(),
@@ -713,3 +721,4 @@ class _Store:
             return
         future, self.sealing = self.sealing, None
         future.result()
+        self.sealing_pack = None  # sealed: its chunks are in the index now
