@@ -377,3 +377,77 @@ def test_a_directory_the_walk_may_not_list_is_a_recorded_skip_naming_it(tmp_path
     stored = _stored(Repository.open(tmp_path / "repo"))
     assert stored["open.txt"][1] == b"yes"
     assert stored["locked"][0].type == DIR and "locked/secret" not in stored
+
+
+def _long_path_tree(source: Path) -> list[str]:
+    """20 directories of 255-byte names below `source`, two files in the deepest: their names."""
+    source.mkdir()
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    rel: list[str] = []
+    for level in range(20):
+        name = f"{level:02}" + "n" * 253
+        os.mkdir(name, dir_fd=fd)
+        below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+        rel.append(name)
+    for name, content in (("deep-file", b"far down\n" * 20_000), ("small", b"small and far down\n")):
+        out = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, content)  # several chunks (read by the store's thread), one (by a worker)
+        os.close(out)
+    os.close(fd)
+    return rel
+
+
+def test_a_file_whose_path_is_longer_than_path_max_is_stored_with_its_content(tmp_path: Path) -> None:
+    """Names of 255 bytes 20 directories deep: the file's full path (over 5000 bytes) is longer
+    than the kernel takes in one lookup (PATH_MAX, 4096). Its read failed with ENAMETOOLONG and
+    the file was recorded as empty ("stored 0 bytes"): a snapshot saying what it did not read."""
+    source = tmp_path / "s"
+    rel = _long_path_tree(source)
+    assert len(str(source)) + 20 * 256 > 4096
+    repo = Repository.open(tmp_path / "repo")
+    try:
+        ctx = _backup(repo, source)
+        stored = _stored(repo)
+    finally:
+        _remove_deep(source)
+    assert ctx.warnings == []
+    prefix = "/".join(rel) + "/"
+    assert stored[prefix + "deep-file"][1] == b"far down\n" * 20_000
+    assert stored[prefix + "deep-file"][0].size == 180_000
+    assert stored[prefix + "small"][1] == b"small and far down\n"
+
+
+def test_a_directory_of_a_long_path_swapped_for_a_symlink_after_the_walk_leads_nowhere_else(tmp_path: Path) -> None:
+    """The long path is resolved a directory at a time, an intermediate symlink followed as the
+    kernel's lookup does: the inode check still refuses what it leads to."""
+    source = tmp_path / "s"
+    rel = _long_path_tree(source)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("deep-file", "small"):
+        (outside / name).write_bytes(b"root-only secret\n" * 10)
+    parent = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    for name in rel[:-1]:
+        below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent)
+        os.close(parent)
+        parent = below
+
+    def hook(path: str) -> None:
+        if path.endswith("/deep-file"):  # the walk saw both files: swap the directory above them
+            os.rename(rel[-1], "moved-away", src_dir_fd=parent, dst_dir_fd=parent)
+            os.symlink(str(outside), rel[-1], dir_fd=parent)
+
+    HookedWalk.hook = staticmethod(hook)  # type: ignore[assignment]
+    repo = Repository.open(tmp_path / "repo")
+    try:
+        ctx = _backup(repo, source)
+        stored = _stored(repo)
+    finally:
+        os.close(parent)
+        _remove_deep(source)
+    prefix = "/".join(rel) + "/"
+    assert prefix + "deep-file" not in stored and prefix + "small" not in stored
+    assert all(b"secret" not in content for _entry, content in stored.values())
+    assert sum("changed since it was walked" in w for w in ctx.warnings) == 2, ctx.warnings

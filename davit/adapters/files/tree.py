@@ -55,6 +55,7 @@ class Skipped:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in does not block
 _HANDLE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a handle on the inode: nothing of it is opened
+_STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC  # a directory of a long path, resolved a step at a time
 # Extended attributes of a name in a directory held open: `listxattr` has no `dir_fd`, but the
 # descriptor's /proc entry resolves to that very directory (not a path looked up again).
 _PROC_FD = os.path.isdir("/proc/self/fd")
@@ -87,7 +88,7 @@ def open_walked(walked: WalkedFile) -> int:
     if not _PROC_FD:
         return _open_walked_by_path(walked)
     try:
-        handle = os.open(walked.path, _HANDLE_FLAGS)
+        handle = _handle(walked.path)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise ChangedSinceWalk(f"changed since it was walked ({exc.strerror}); not stored") from exc
@@ -97,6 +98,30 @@ def open_walked(walked: WalkedFile) -> int:
         return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(handle)
+
+
+def _handle(path: str) -> int:
+    """An `O_PATH` handle on `path`, its last component not followed. A path longer than the
+    kernel resolves in one lookup (PATH_MAX: names of 255 bytes 16 directories deep) fails with
+    ENAMETOOLONG, and such a file was recorded as empty: it is resolved a directory at a time
+    instead, each step as the kernel's own lookup takes it (an intermediate symlink followed),
+    so the inode check that follows is the guard in both cases."""
+    try:
+        return os.open(path, _HANDLE_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    head, _, last = path.rpartition("/")
+    fd = os.open("/" if path.startswith("/") else ".", _STEP_FLAGS)
+    try:
+        for part in head.split("/"):
+            if part:
+                below = os.open(part, _STEP_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = below
+        return os.open(last, _HANDLE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _check_walked(walked: WalkedFile, st: os.stat_result) -> None:
