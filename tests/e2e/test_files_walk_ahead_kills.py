@@ -52,20 +52,32 @@ def test_a_first_backup_of_many_small_files_survives_kill_9_at_random_instants(d
 
 def test_a_cancel_while_the_walk_is_under_way_ends_the_run_promptly(davit: Davit, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
-    small_files(tree, 20_000)
+    small_files(tree, 60_000)  # a backup of several seconds: the cancel lands while it walks
     davit.configure(CONFIG)
     davit.start()
     write_job(davit, "many.toml", f'name = "many"\nkind = "files.backup"\n[source]\npath = "{tree}"\n')
-    davit.wait_for(lambda: any(e[2] == "CheckpointRecorded" for e in davit.events()), 60, "a checkpoint")
+    davit.wait_for(lambda: any(e[2] == "StepStarted" for e in davit.events()), 60, "the store step", poll=0.01)
     run_id = next(e[3]["run_id"] for e in davit.events("type = 'RunQueued'"))
-    asked = time.monotonic()
-    result = davit.cli("cancel", run_id[:6], "--wait", "--timeout", "30", check=False)
+    stream = f"stream = 'run-{run_id}'"
+
+    def types() -> list[str]:
+        return [e[2] for e in davit.events(stream)]
+
+    asked = time.monotonic()  # the CLI's start included: a second of CPU on a loaded machine
+    result = davit.cli("cancel", run_id[:6], check=False)
+    ended = {"RunCancelled", "RunSucceeded", "RunFailed"}
+    davit.wait_for(lambda: bool(ended & set(types())), 30, "the end of the run", poll=0.01)
     took = time.monotonic() - asked
     state = davit.runs("many")[-1]["state"]
-    assert (result.returncode, state) in ((0, "cancelled"), (1, "succeeded")), result
+    print(f"the cancel: {state} {took:.2f} s after it was asked")
+    assert result.returncode == 0 or state == "succeeded", result
     if state == "cancelled":
-        assert took < 15, f"the cancel took {took:.1f} s to end the run"
+        # the walk's thread stopped with the step: one left walking the 60k files to their end
+        # (or blocked on its full queue) would hold the step's end back
+        assert took < 10, f"the run ended {took:.1f} s after the cancel was asked"
         assert davit.json_lines("snapshots") == []
+    else:
+        assert state == "succeeded" and "RunCancelling" not in types()  # it was past publish first
     # the daemon is still healthy: the next backup of the same tree runs to the end
     again = davit.cli("run", "many", "--wait", "--timeout", "300", check=False, timeout=330)
     assert again.returncode == 0, again
