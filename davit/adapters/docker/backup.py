@@ -73,6 +73,8 @@ def walk_volumes(volumes: list[tuple[str, Path]], exclude: list[str]) -> Iterato
 
 
 class VolumeBackupWork(FilesBackupWork):
+    WALKS_AHEAD = False  # through a helper, the walk yields a stream positioned at each entry
+
     def __init__(self, inputs: RunInputs[VolumeBackupJob]) -> None:
         spec = inputs.spec
         files_spec = FilesBackupJob(

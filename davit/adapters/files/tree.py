@@ -12,7 +12,7 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -55,6 +55,7 @@ class Skipped:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in does not block
 _HANDLE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a handle on the inode: nothing of it is opened
+_STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC  # a directory of a long path, resolved a step at a time
 # Extended attributes of a name in a directory held open: `listxattr` has no `dir_fd`, but the
 # descriptor's /proc entry resolves to that very directory (not a path looked up again).
 _PROC_FD = os.path.isdir("/proc/self/fd")
@@ -87,7 +88,7 @@ def open_walked(walked: WalkedFile) -> int:
     if not _PROC_FD:
         return _open_walked_by_path(walked)
     try:
-        handle = os.open(walked.path, _HANDLE_FLAGS)
+        handle = _handle(walked.path)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise ChangedSinceWalk(f"changed since it was walked ({exc.strerror}); not stored") from exc
@@ -97,6 +98,30 @@ def open_walked(walked: WalkedFile) -> int:
         return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(handle)
+
+
+def _handle(path: str) -> int:
+    """An `O_PATH` handle on `path`, its last component not followed. A path longer than the
+    kernel resolves in one lookup (PATH_MAX: names of 255 bytes 16 directories deep) fails with
+    ENAMETOOLONG, and such a file was recorded as empty: it is resolved a directory at a time
+    instead, each step as the kernel's own lookup takes it (an intermediate symlink followed),
+    so the inode check that follows is the guard in both cases."""
+    try:
+        return os.open(path, _HANDLE_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    head, _, last = path.rpartition("/")
+    fd = os.open("/" if path.startswith("/") else ".", _STEP_FLAGS)
+    try:
+        for part in head.split("/"):
+            if part:
+                below = os.open(part, _STEP_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = below
+        return os.open(last, _HANDLE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _check_walked(walked: WalkedFile, st: os.stat_result) -> None:
@@ -147,64 +172,130 @@ def walk_root(root: Path, rel: str, exclude: list[str]) -> Iterator[tuple[Entry,
         os.close(fd)
 
 
+class _Level(NamedTuple):
+    """A directory of the walk being listed: its descriptor, where it is, its children left."""
+
+    fd: int
+    base: str  # its path, ending in "/"
+    prefix: str  # its name in the tree, ending in "/" ("" for the root)
+    children: Iterator[os.DirEntry[str]]
+    owned: bool  # opened by this walk (closed when its children are done), not the caller's
+
+
 def _walk_dir(fd: int, dir_path: str, prefix: str, exclude: list[str]) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
-    """The children of the directory open at `fd` (at `dir_path`, named `prefix` in the tree)."""
+    """The entries below the directory open at `fd` (at `dir_path`, named `prefix` in the tree),
+    depth first in name order. Iterative, with a stack of the directories being listed: a
+    generator per level (`yield from` one level down) raised `RecursionError` some 490
+    directories deep, an untyped failure of the whole backup that named no path; now the depth
+    is bounded only by the descriptors open at once, one per level (past the process's limit a
+    directory is recorded as "cannot list", as any directory that cannot be opened)."""
+    levels: list[_Level] = []
+    try:
+        listed = _listing(fd, prefix)
+        if isinstance(listed, Skipped):
+            yield listed
+            return
+        levels.append(_Level(fd, dir_path if dir_path.endswith("/") else dir_path + "/", prefix, iter(listed), False))
+        while levels:
+            level = levels[-1]
+            child = next(level.children, None)
+            if child is None:
+                levels.pop()
+                if level.owned:
+                    os.close(level.fd)
+                continue
+            name = child.name
+            rel = level.prefix + name
+            if is_excluded(rel, name, exclude):
+                continue
+            try:
+                st = child.stat(follow_symlinks=False)  # fstatat(fd, name): no path lookup
+            except OSError as exc:
+                yield Skipped(rel, f"cannot stat: {exc.strerror}")
+                continue
+            path = level.base + name
+            if stat.S_ISDIR(st.st_mode):
+                below = yield from _descend(level.fd, name, path, rel, st)
+                if below is not None:
+                    levels.append(below)
+                continue
+            yield from _non_directory(level.fd, name, path, rel, st)
+    finally:
+        for level in levels:  # closed early (the consumer stopped) or failed: the descriptors now
+            if level.owned:
+                os.close(level.fd)
+
+
+def _listing(fd: int, prefix: str) -> list[os.DirEntry[str]] | Skipped:
+    """The children of the directory open at `fd`, by name; or why it cannot be listed."""
     try:
         with os.scandir(fd) as it:
-            children = sorted(it, key=lambda d: d.name)
+            return sorted(it, key=lambda d: d.name)
     except OSError as exc:
-        yield Skipped(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror}")
-        return
-    base = dir_path if dir_path.endswith("/") else dir_path + "/"
-    for child in children:
-        name = child.name
-        rel = prefix + name
-        if is_excluded(rel, name, exclude):
-            continue
-        try:
-            st = child.stat(follow_symlinks=False)  # fstatat(fd, name): no path lookup
-        except OSError as exc:
-            yield Skipped(rel, f"cannot stat: {exc.strerror}")
-            continue
-        path = base + name
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk_subdir(fd, name, path, rel, st, exclude)
-            continue
-        if stat.S_ISSOCK(st.st_mode) or _kind(st.st_mode) is None:
-            yield Skipped(rel, "a socket: not stored" if stat.S_ISSOCK(st.st_mode) else "of an unknown type")
-            continue
-        target = None
-        if stat.S_ISLNK(st.st_mode):
-            try:
-                target = os.readlink(name, dir_fd=fd)
-            except OSError as exc:
-                yield Skipped(rel, f"cannot read the link (changed since it was walked?): {exc.strerror}")
-                continue
-        if stat.S_ISREG(st.st_mode):  # its attributes are read with its content (see `walk`)
-            yield _entry(rel, st, None), WalkedFile(path, st.st_dev, st.st_ino)
-            continue
-        xattrs, problem = read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
-        if problem:
-            yield Skipped(rel, problem)
-        yield _entry(rel, st, target, xattrs), None
+        return Skipped(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror}")
 
 
-def _walk_subdir(
-    parent_fd: int, name: str, path: str, rel: str, st: os.stat_result, exclude: list[str]
+def _descend(
+    parent_fd: int, name: str, path: str, rel: str, st: os.stat_result
+) -> Generator[tuple[Entry, WalkedFile | None] | Skipped, None, _Level | None]:
+    """Yield the subdirectory's entry (`_open_subdir`) and return it opened and listed, its
+    children to walk next; None if it is not to be listed (its skip yielded)."""
+    sub = yield from _open_subdir(parent_fd, name, path, rel, st)
+    if sub is None:
+        return None
+    try:
+        listed = _listing(sub, rel + "/")
+    except BaseException:
+        os.close(sub)
+        raise
+    if isinstance(listed, Skipped):
+        os.close(sub)
+        yield listed
+        return None
+    return _Level(sub, path + "/", rel + "/", iter(listed), True)
+
+
+def _non_directory(
+    fd: int, name: str, path: str, rel: str, st: os.stat_result
 ) -> Iterator[tuple[Entry, WalkedFile | None] | Skipped]:
+    """The entry of a child (not a directory) of the directory open at `fd`."""
+    if stat.S_ISSOCK(st.st_mode) or _kind(st.st_mode) is None:
+        yield Skipped(rel, "a socket: not stored" if stat.S_ISSOCK(st.st_mode) else "of an unknown type")
+        return
+    target = None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(name, dir_fd=fd)
+        except OSError as exc:
+            yield Skipped(rel, f"cannot read the link (changed since it was walked?): {exc.strerror}")
+            return
+    if stat.S_ISREG(st.st_mode):  # its attributes are read with its content (see `walk`)
+        yield _entry(rel, st, None), WalkedFile(path, st.st_dev, st.st_ino)
+        return
+    xattrs, problem = read_xattrs(f"/proc/self/fd/{fd}/{name}" if _PROC_FD else path)
+    if problem:
+        yield Skipped(rel, problem)
+    yield _entry(rel, st, target, xattrs), None
+
+
+def _open_subdir(
+    parent_fd: int, name: str, path: str, rel: str, st: os.stat_result
+) -> Generator[tuple[Entry, WalkedFile | None] | Skipped, None, int | None]:
+    """Yield the entry of the subdirectory `name` of the directory open at `parent_fd` (or why it
+    is not stored) and return its descriptor, to be listed; None if it is not to be listed."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
             # Swapped for a symlink or a file (or removed) since the listing: never followed.
             yield Skipped(rel, f"changed since it was walked ({exc.strerror}); not stored")
-            return
+            return None
         xattrs, problem = read_xattrs(f"/proc/self/fd/{parent_fd}/{name}" if _PROC_FD else path)
         if problem:
             yield Skipped(rel, problem)
         yield _entry(rel, st, None, xattrs), None
         yield Skipped(rel, f"cannot list: {exc.strerror}")
-        return
+        return None
     try:
         # What the descriptor holds is what is stored and listed: it was opened under the parent
         # without following a link, so even if it is another directory than the lstat saw (one
@@ -214,9 +305,10 @@ def _walk_subdir(
         if problem:
             yield Skipped(rel, problem)
         yield _entry(rel, now, None, xattrs), None
-        yield from _walk_dir(fd, path, rel + "/", exclude)
-    finally:
+    except BaseException:  # closed while its entry was out (the consumer stopped): not leaked
         os.close(fd)
+        raise
+    return fd
 
 
 def read_xattrs(target: int | str) -> tuple[dict[str, bytes], str | None]:
