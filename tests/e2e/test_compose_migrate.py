@@ -12,35 +12,16 @@ from typing import Any
 import docker
 import pytest
 
+from tests.e2e.compose_job import migrate_job_text
 from tests.e2e.conftest import Davit, write_job
-from tests.integration.compose.stack import Stack, cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import Stack, cleanup, digest, make_stack
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
 
 
 def job_text(stack: Stack, ssh_peer: SshPeer, base: Path) -> str:
-    return f"""name = "move"
-kind = "compose.migrate"
-verify_timeout = 120
-stop_timeout = 1
-[source]
-project = "{stack.name}"
-engine = "{stack.source_host}"
-[target]
-host = "{ssh_peer.host}"
-port = {ssh_peer.port}
-user = "{ssh_peer.user}"
-key_file = "{ssh_peer.key_file}"
-known_hosts = "{ssh_peer.known_hosts}"
-base_path = "{base}"
-helper_image = "{ssh_peer.image}"
-"""
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
+    return migrate_job_text(stack, ssh_peer, base, verify_timeout=120)
 
 
 @contextmanager

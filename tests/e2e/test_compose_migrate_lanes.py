@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.e2e.compose_job import migrate_job_text
 from tests.e2e.conftest import Davit, write_job
 from tests.integration.compose.stack import Stack, cleanup, clients, digest
 from tests.peers.state import DockerPeer, SshPeer
@@ -38,28 +39,8 @@ volumes:
 """
 
 
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
-
-
 def job_text(stack: Stack, ssh_peer: SshPeer, base: Path) -> str:
-    return f"""name = "move"
-kind = "compose.migrate"
-verify_timeout = 60
-stop_timeout = 1
-[source]
-project = "{stack.name}"
-engine = "{stack.source_host}"
-[target]
-host = "{ssh_peer.host}"
-port = {ssh_peer.port}
-user = "{ssh_peer.user}"
-key_file = "{ssh_peer.key_file}"
-known_hosts = "{ssh_peer.known_hosts}"
-base_path = "{base}"
-helper_image = "{ssh_peer.image}"
-"""
+    return migrate_job_text(stack, ssh_peer, base)
 
 
 @contextmanager

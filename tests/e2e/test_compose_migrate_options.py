@@ -19,8 +19,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.e2e.compose_job import migrate_job_text
 from tests.e2e.conftest import Davit, write_job
-from tests.integration.compose.stack import Stack, cleanup, clients, digest
+from tests.integration.compose.stack import Stack, cleanup, digest
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
@@ -37,11 +38,6 @@ services:
   appdata: {{}}
 """
 FLAGGED = '    healthcheck: {test: ["CMD", "test", "-e", "/tmp/flag"], interval: 1s, timeout: 5s, retries: 3}\n'
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 @contextmanager
@@ -63,24 +59,7 @@ def run_job(davit: Davit, stack: Stack, ssh_peer: SshPeer, base: Path, options: 
     write_job(
         davit,
         "move.toml",
-        f"""name = "move"
-kind = "compose.migrate"
-schedule = "0 0 1 1 *"
-verify_timeout = 40
-stop_timeout = 1
-{options}
-[source]
-project = "{stack.name}"
-engine = "{stack.source_host}"
-[target]
-host = "{ssh_peer.host}"
-port = {ssh_peer.port}
-user = "{ssh_peer.user}"
-key_file = "{ssh_peer.key_file}"
-known_hosts = "{ssh_peer.known_hosts}"
-base_path = "{base}"
-helper_image = "{ssh_peer.image}"
-""",
+        migrate_job_text(stack, ssh_peer, base, verify_timeout=40, extra=f'schedule = "0 0 1 1 *"\n{options}'),
     )
     davit.wait_for(lambda: [j["name"] for j in davit.json_lines("jobs")] == ["move"], 30, "the job defined")
     done = davit.cli("run", "move", "--wait", "--timeout", "300", check=False, timeout=360)

@@ -5,7 +5,6 @@ with `remove_source_volumes` leaves nothing of the stack on the source engine bu
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -13,15 +12,10 @@ import pytest
 
 from tests.e2e.conftest import Davit, write_job
 from tests.e2e.test_compose_migrate import job_text
-from tests.integration.compose.stack import cleanup, clients, digest, make_stack
+from tests.integration.compose.stack import cleanup, digest, make_stack
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 def test_a_mapped_outside_bind_moves_and_remove_source_leaves_no_container_network_or_volume(

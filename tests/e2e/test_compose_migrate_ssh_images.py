@@ -5,7 +5,6 @@ host (engine 1 through it) and the target (engine 2)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -13,15 +12,10 @@ import pytest
 
 from tests.e2e.conftest import Davit, write_job
 from tests.e2e.test_compose_migrate_images import built_stack, job_text, step_summary, target_image_id
-from tests.integration.compose.stack import cleanup, clients
+from tests.integration.compose.stack import cleanup
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 def test_a_built_image_travels_from_an_ssh_source_through_davitd_and_a_second_migration_sends_none(

@@ -25,14 +25,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
 
 
 @pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    a, b = docker.DockerClient(base_url=docker_peer.host), docker.DockerClient(base_url=ssh_peer.docker_host)
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
 def built(
     docker_peer: DockerPeer,
     ssh_peer: SshPeer,

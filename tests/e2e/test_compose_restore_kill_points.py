@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from tests.e2e.conftest import Davit, write_job
-from tests.e2e.test_compose_restore import backup, built, engines, image_id, restore_text, states  # noqa: F401
+from tests.e2e.test_compose_restore import backup, built, image_id, restore_text, states  # noqa: F401
 from tests.integration.compose.restore_stack import BuiltStack
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -26,7 +26,7 @@ def test_a_restore_killed_after_preflight_or_after_its_stack_started_resumes_wit
     davit: Davit,
     docker_peer: DockerPeer,
     ssh_peer: SshPeer,
-    engines: tuple[docker.DockerClient, docker.DockerClient],  # noqa: F811
+    engines: tuple[docker.DockerClient, docker.DockerClient],
     built: BuiltStack,  # noqa: F811
     tmp_path: Path,
     kill_at: str,

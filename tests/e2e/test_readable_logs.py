@@ -10,13 +10,11 @@ import docker
 import pytest
 
 from tests.e2e.conftest import Davit, write_job
-from tests.e2e.test_compose_migrate import engines, job_text
+from tests.e2e.test_compose_migrate import job_text
 from tests.integration.compose.stack import cleanup, make_stack
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
-
-__all__ = ["engines"]  # (the fixture, used by name)
 
 # Commands davit runs on the target host (davit/adapters/compose/target.py): none may be logged.
 REMOTE_COMMANDS = ("docker version --format", "docker compose version --short", "docker ps -aq --filter", "Command:")

@@ -94,6 +94,20 @@ def ssh_peer() -> SshPeer:
     return from_entry(SshPeer, _peer_entry("ssh"))
 
 
+@pytest.fixture
+def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[Any, Any]]:
+    """(the source engine, the target's engine behind sshd) as Docker SDK clients: the docker
+    peer's engine and the one the ssh peer's sessions reach."""
+    import docker  # (only tests of the engines pay for its import)
+
+    source, target = docker.DockerClient(base_url=docker_peer.host), docker.DockerClient(base_url=ssh_peer.docker_host)
+    try:
+        yield source, target
+    finally:
+        source.close()
+        target.close()
+
+
 @pytest.fixture(scope="session")
 def mongo_peer() -> MongoPeer:
     return from_entry(MongoPeer, _peer_entry("mongo"))

@@ -5,14 +5,13 @@ target's engine gets no image)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.integration.check.helpers import check, davit, job_file, make_home
-from tests.integration.compose.stack import Stack, clients
+from tests.integration.compose.stack import Stack
 from tests.integration.compose.test_migrate_ssh_source_images import built_stack, image_id
 from tests.peers.state import DockerPeer, SshPeer
 
@@ -24,11 +23,6 @@ def home(tmp_path: Path) -> Path:
     h = make_home(tmp_path / "home", {"local": f'path = "{tmp_path / "repo"}"'})
     assert davit(h, "repository", "init", "local")[0] == 0
     return h
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    yield from clients(docker_peer, ssh_peer)
 
 
 def job(tmp_path: Path, stack: Stack, peer: SshPeer, images: str, over_ssh: bool) -> Path:

@@ -6,17 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
-from tests.integration.compose.stack import Stack, cleanup, clients, make_stack
+from tests.integration.compose.stack import Stack, cleanup, make_stack
 from tests.peers.state import DockerPeer, SshPeer
-
-
-@pytest.fixture
-def engines(docker_peer: DockerPeer, ssh_peer: SshPeer) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    """(the source engine, the target's engine behind sshd)."""
-    yield from clients(docker_peer, ssh_peer)
 
 
 @pytest.fixture
