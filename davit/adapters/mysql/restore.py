@@ -33,6 +33,7 @@ rows the snapshot holds for it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,6 +52,7 @@ from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlRestoreTarget
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
+log = logging.getLogger("davit.mysql")
 SCHEMA, DATA, OBJECTS, USERS = "schema:", "data:", "objects:", "users"
 BATCHED = "batched"  # a data step's cursor: its load commits chunk by chunk (`_load`)
 
@@ -286,18 +288,7 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                     cur.execute("SET SESSION system_versioning_insert_history = 1")
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
-                done = 0
-                packet = _max_packet(cur)
-                for chunk in self._chunks(entry):
-                    # a statement over the server's packet goes in pieces under it (`pieces.py`)
-                    for statement in pieces.split(chunk, packet, name):
-                        cur.execute(statement)
-                        if pieces.is_check(statement) and int(cur.fetchone()[0]):
-                            raise pieces.too_large(name, packet)
-                    done += len(chunk)
-                    if batched:  # (a chunk's pieces, which share user variables, commit together)
-                        conn.commit()
-                    ctx.check_stop()
+                done = self._send(ctx, conn, cur, entry, name, batched)
                 cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}" + (" FOR SYSTEM_TIME ALL" if versioned else ""))
                 count = int(cur.fetchone()[0])
                 conn.commit()
@@ -305,6 +296,27 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             conn.close()
         relay.call(ctx.checkpoint, step, {"count": count}, bytes_done=done, items_done=count)
         return {"table": name, "rows": count, "bytes": done}
+
+    def _send(self, ctx: RunContext, conn: Any, cur: Any, entry: TableEntry, name: str, batched: bool) -> int:
+        """Every chunk's statements in order (`batched`: a commit after each chunk); the bytes sent."""
+        done = 0
+        packet = _max_packet(cur)
+        try:
+            for chunk in self._chunks(entry):
+                # a statement over the server's packet goes in pieces under it (`pieces.py`)
+                for statement in pieces.split(chunk, packet, name):
+                    cur.execute(statement)
+                    if pieces.is_check(statement) and int(cur.fetchone()[0]):
+                        raise pieces.too_large(name, packet)
+                done += len(chunk)
+                if batched:  # (a chunk's pieces, which share user variables, commit together)
+                    conn.commit()
+                ctx.check_stop()
+        except Exception:
+            if batched:  # a failed or stopped load leaves the table empty, as a rolled-back one did
+                _emptied_after_failure(conn, cur, entry.table, name)
+            raise
+        return done
 
     def _chunks(self, entry: TableEntry) -> Iterator[bytes]:
         """The table's statements in order, each read and verified (`read_chunk`), one read ahead."""
@@ -384,6 +396,20 @@ def _truncate(cur: Any, table: str) -> None:
     cur.execute(f"TRUNCATE TABLE {quote_name(table)}")
     if row is not None and row[0] is not None:
         cur.execute(f"ALTER TABLE {quote_name(table)} AUTO_INCREMENT = {int(row[0])}")
+
+
+def _emptied_after_failure(conn: Any, cur: Any, table: str, name: str) -> None:
+    """Best effort: a batched load that failed (a value the target refuses, a cancel) takes its
+    committed chunks back out. When that fails too (the server gone) the rows stay until the
+    resumed or next load, which empties the table first (its cursor says `batched`)."""
+    try:
+        conn.rollback()
+        _truncate(cur, table)
+    except Exception as exc:  # (the load's own error is the one to raise)
+        # (the exception's type only: a server's message is the caller's to redact)
+        log.warning(
+            "%s: the failed load's rows could not be taken out (%s); the next load empties the table", name, type(exc).__name__
+        )
 
 
 def _has_rows(cur: Any, table: str) -> bool:

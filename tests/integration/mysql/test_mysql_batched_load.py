@@ -25,13 +25,18 @@ ROWS = 20_000
 COUNTER = 50_000  # the source's AUTO_INCREMENT, above its largest id
 
 
+class Killed(BaseException):
+    """davitd killed: no code of the load runs after it (a BaseException, which no cleanup catches)."""
+
+
 class Watching(MemoryRunContext):
     """A run context that, at each chunk's end of the table's load (its `check_stop`), counts the
-    target table's rows as another connection sees them, and stops the run at chunk `stop_at`."""
+    target table's rows as another connection sees them, and at chunk `stop_at` stops the run
+    (RunStopped, a cancel) or, with `kill`, ends the load as a kill -9 would."""
 
-    def __init__(self, maria: Maria, db: str, stop_at: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, maria: Maria, db: str, stop_at: int | None = None, kill: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.maria, self.db, self.stop_at = maria, db, stop_at
+        self.maria, self.db, self.stop_at, self.kill = maria, db, stop_at, kill
         self.seen: list[int] = []
         self.loading: set[str] = set()
 
@@ -45,6 +50,8 @@ class Watching(MemoryRunContext):
             return
         self.seen.append(rows(self.maria, self.db))
         if self.stop_at is not None and len(self.seen) >= self.stop_at:
+            if self.kill:
+                raise Killed()
             raise RunStopped("test stops the load mid-table")
 
 
@@ -92,9 +99,9 @@ def test_an_empty_table_loads_chunk_by_chunk_and_a_resumed_load_empties_it_and_l
     shop, target = snapshot, maria.db("target")
     spec = restore_spec("r", maria, {"snapshot": "b1"}, rename={shop: target})
     work = MysqlRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo))
-    ctx = Watching(maria, target, stop_at=3, run_id="r1")
+    ctx = Watching(maria, target, stop_at=3, kill=True, run_id="r1")
     details = work.prepare(ctx)
-    with pytest.raises(RunStopped):
+    with pytest.raises(Killed):
         work.run(ctx)
     # committed chunk by chunk: another connection saw rows while the load ran, and the
     # interrupted load left them (a single transaction shows 0 until its commit)
@@ -137,3 +144,16 @@ def test_a_table_holding_rows_of_its_own_is_replaced_in_one_transaction(maria: M
     work.run(ctx)
     assert work.finish(ctx)["rows"] == ROWS
     assert contents(maria, target) == contents(maria, shop)
+
+
+def test_a_stopped_batched_load_takes_its_committed_chunks_back_out(maria: Maria, repo: Repository, snapshot: str) -> None:
+    shop, target = snapshot, maria.db("target")
+    spec = restore_spec("r", maria, {"snapshot": "b1"}, rename={shop: target})
+    work = MysqlRestoreWork(RunInputs(spec, "r1", SMALL, repo=repo))
+    ctx = Watching(maria, target, stop_at=3, run_id="r1")
+    work.prepare(ctx)
+    with pytest.raises(RunStopped):
+        work.run(ctx)
+    assert 0 < ctx.seen[-1] < ROWS, ctx.seen  # chunks were committed, and then taken out
+    assert rows(maria, target) == 0
+    assert counter(maria, target) == COUNTER
