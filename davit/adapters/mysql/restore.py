@@ -11,16 +11,21 @@ database follow it), one `data:DB.TABLE` per table, then
 `objects:DB` (views, functions, procedures, triggers, events: after the data, so no trigger
 fires while rows load).
 
-A table's rows load in ONE transaction on one connection, which the step's cursor names
-before the first row is sent (`rollbackwait`: a resumed load waits for that connection's
-rollback to end instead of failing on its row locks): `DELETE FROM` the table if it holds
-rows (not TRUNCATE, which commits by itself in MariaDB), every chunk's INSERT in order (each chunk read
-and verified before a byte of it is sent), the row count taken inside that transaction, then
-COMMIT. A kill -9 before the COMMIT leaves the table as it was before the step (the server
-rolls the transaction back when the connection drops); the resumed step deletes and loads
-again, so no row is ever there twice. Only tables of a transactional engine (InnoDB) have
-that guarantee: a MyISAM/Aria table half loaded at a kill is emptied by the resumed step's
-DELETE and loaded again, which also never doubles rows but is visible meanwhile.
+A table's rows load on one connection, which the step's cursor names before the first row is
+sent (`rollbackwait`: a resumed load waits for that connection's rollback to end instead of
+failing on its row locks). A table that is empty when its load begins (every fresh restore)
+loads one committed transaction per chunk, as `mariadb` replays a dump: the cursor says
+`batched` before the first commit, so a resumed load that finds rows knows they are its own
+partial load, empties the table (TRUNCATE, keeping its AUTO_INCREMENT counter) and loads it
+again; no row is ever there twice. A table holding rows of its own (merge, data_only), a
+system-versioned table and a sequence load in ONE transaction: `DELETE FROM` the table if it
+holds rows (not TRUNCATE, which commits by itself in MariaDB), every chunk's INSERT in order
+(each chunk read and verified before a byte of it is sent), then COMMIT; a kill -9 before the
+COMMIT leaves the table as it was before the step (the server rolls the transaction back when
+the connection drops), and the resumed step deletes and loads again. Only tables of a
+transactional engine (InnoDB) have that guarantee: a MyISAM/Aria table half loaded at a kill
+is emptied by the resumed step and loaded again, which also never doubles rows but is visible
+meanwhile. The row count is taken after the last commit, under the table's load lock.
 
 Verification (`finish`): each table's count, taken in its loading transaction, equals the
 rows the snapshot holds for it.
@@ -28,6 +33,7 @@ rows the snapshot holds for it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,7 +52,9 @@ from davit.domain.jobs.mysql import SYSTEM_DATABASES, MysqlRestoreTarget
 from davit.domain.namespaces import select
 from davit.domain.ports import RunContext
 
+log = logging.getLogger("davit.mysql")
 SCHEMA, DATA, OBJECTS, USERS = "schema:", "data:", "objects:", "users"
+BATCHED = "batched"  # a data step's cursor: its load commits chunk by chunk (`_load`)
 
 
 class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
@@ -235,10 +243,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
         try:
             with self.server.errors(f"loading {name}"), conn.cursor() as cur:
                 # an interrupted load's transaction holds the rows until its rollback ends:
-                # wait for its connection (rollbackwait), then name this one before any row
-                earlier = (relay.call(ctx.cursor, step) or {}).get("loading")
-                rollbackwait.wait_gone(cur, earlier, ctx.check_stop, f"{self.server.what}: loading {name}")
-                relay.call(ctx.checkpoint, step, {"count": None, "loading": rollbackwait.identity(cur)})
+                # wait for its connection (rollbackwait), then name this one before any row (below)
+                before = relay.call(ctx.cursor, step) or {}
+                rollbackwait.wait_gone(cur, before.get("loading"), ctx.check_stop, f"{self.server.what}: loading {name}")
                 cur.execute(f"USE {quote_name(dst)}")
                 # another load of this table (another run) holds it until its commit: then this
                 # one sees its rows and empties the table (the check below takes no lock)
@@ -254,27 +261,34 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 # log row undo: a killed load's rollback takes about as long as its inserts did
                 # (`rollbackwait` waits for it). A duplicate key now fails the load naming the table.
                 cur.execute("SET SESSION unique_checks = 1")
+                sequence = schema.is_sequence(entry.create)
+                held = not sequence and _has_rows(cur, entry.table)
+                # Batched: a table that was empty when this restore's load of it began (every
+                # fresh restore) loads one committed transaction per chunk, as `mariadb` replays
+                # a dump (a commit per statement), instead of all its rows in one transaction,
+                # whose row undo outgrew a 128 MB buffer pool and cost the server twice the CPU
+                # (bench/README.md, s-maria4). A kill leaves some chunks committed; the cursor
+                # says `batched` before the first one, so the resumed load knows every row there
+                # is its own and empties the table (TRUNCATE) before loading it again: never
+                # doubled. A table that held rows of its own (merge, data_only) keeps the one
+                # transaction, so a failed load leaves them as they were.
+                batched = not versioned and not sequence and (not held or bool(before.get(BATCHED)))
+                mark = {"count": None, "loading": rollbackwait.identity(cur), **({BATCHED: True} if batched else {})}
+                relay.call(ctx.checkpoint, step, mark)  # (before any row: a resumed load reads it)
+                if batched and held:
+                    _truncate(cur, entry.table)
                 cur.execute("START TRANSACTION")
                 # a sequence cannot be emptied: its row insert sets its state. An empty table
                 # (every fresh restore, and a resumed one once the killed load rolled back) is not
                 # "emptied": there is nothing to delete (`loadlock` keeps that true to the commit)
-                if not schema.is_sequence(entry.create) and _has_rows(cur, entry.table):
+                if held and not batched:
                     cur.execute(f"DELETE FROM {quote_name(entry.table)}")
                 if versioned:  # the DELETE made the rows history: that goes too, and the snapshot's comes back
                     cur.execute(f"DELETE HISTORY FROM {quote_name(entry.table)}")
                     cur.execute("SET SESSION system_versioning_insert_history = 1")
                 if entry.load_mode is not None:  # an imported script's rows: the mode they were written for
                     cur.execute(f"SET SESSION sql_mode = {quote_text(entry.load_mode)}")
-                done = 0
-                packet = _max_packet(cur)
-                for chunk in self._chunks(entry):
-                    # a statement over the server's packet goes in pieces under it (`pieces.py`)
-                    for statement in pieces.split(chunk, packet, name):
-                        cur.execute(statement)
-                        if pieces.is_check(statement) and int(cur.fetchone()[0]):
-                            raise pieces.too_large(name, packet)
-                    done += len(chunk)
-                    ctx.check_stop()
+                done = self._send(ctx, conn, cur, entry, name, batched)
                 cur.execute(f"SELECT COUNT(*) FROM {quote_name(entry.table)}" + (" FOR SYSTEM_TIME ALL" if versioned else ""))
                 count = int(cur.fetchone()[0])
                 conn.commit()
@@ -282,6 +296,27 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
             conn.close()
         relay.call(ctx.checkpoint, step, {"count": count}, bytes_done=done, items_done=count)
         return {"table": name, "rows": count, "bytes": done}
+
+    def _send(self, ctx: RunContext, conn: Any, cur: Any, entry: TableEntry, name: str, batched: bool) -> int:
+        """Every chunk's statements in order (`batched`: a commit after each chunk); the bytes sent."""
+        done = 0
+        packet = _max_packet(cur)
+        try:
+            for chunk in self._chunks(entry):
+                # a statement over the server's packet goes in pieces under it (`pieces.py`)
+                for statement in pieces.split(chunk, packet, name):
+                    cur.execute(statement)
+                    if pieces.is_check(statement) and int(cur.fetchone()[0]):
+                        raise pieces.too_large(name, packet)
+                done += len(chunk)
+                if batched:  # (a chunk's pieces, which share user variables, commit together)
+                    conn.commit()
+                ctx.check_stop()
+        except Exception:
+            if batched:  # a failed or stopped load leaves the table empty, as a rolled-back one did
+                _emptied_after_failure(conn, cur, entry.table, name)
+            raise
+        return done
 
     def _chunks(self, entry: TableEntry) -> Iterator[bytes]:
         """The table's statements in order, each read and verified (`read_chunk`), one read ahead."""
@@ -346,6 +381,35 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                     f"SET SESSION sql_mode = '{SQL_MODE}', character_set_client = 'utf8mb4', "
                     "collation_connection = 'utf8mb4_general_ci'"
                 )
+
+
+def _truncate(cur: Any, table: str) -> None:
+    """Empty a table an interrupted batched load half filled, keeping its AUTO_INCREMENT counter
+    (TRUNCATE resets it; the schema step had set it from the snapshot's definition, and the
+    loaded ids, all below it, never moved it). TRUNCATE commits by itself: it runs before the
+    load's first transaction."""
+    cur.execute(
+        "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+        f"AND TABLE_NAME = {quote_text(table)}"
+    )
+    row = cur.fetchone()
+    cur.execute(f"TRUNCATE TABLE {quote_name(table)}")
+    if row is not None and row[0] is not None:
+        cur.execute(f"ALTER TABLE {quote_name(table)} AUTO_INCREMENT = {int(row[0])}")
+
+
+def _emptied_after_failure(conn: Any, cur: Any, table: str, name: str) -> None:
+    """Best effort: a batched load that failed (a value the target refuses, a cancel) takes its
+    committed chunks back out. When that fails too (the server gone) the rows stay until the
+    resumed or next load, which empties the table first (its cursor says `batched`)."""
+    try:
+        conn.rollback()
+        _truncate(cur, table)
+    except Exception as exc:  # (the load's own error is the one to raise)
+        # (the exception's type only: a server's message is the caller's to redact)
+        log.warning(
+            "%s: the failed load's rows could not be taken out (%s); the next load empties the table", name, type(exc).__name__
+        )
 
 
 def _has_rows(cur: Any, table: str) -> bool:
