@@ -207,9 +207,15 @@ def check_run(job: str, events: list[Event], victim_name: str, killed_at: float,
         return None
     taken = [c for c in claims if at(c["claimed_at"]) > killed_at]
     assert taken and taken[0]["owner"] != victim_name, (run_id, claims)
-    assert taken[0]["taken_from"] in (victim_name, None)
-    reasons = [e[3]["reason"] for e in events if e[2] == "RunInterrupted"]
-    assert f"lease of daemon {victim_name} lapsed" in reasons[-1], reasons
+    reasons = [e[3]["reason"] for e in events if e[2] == "RunInterrupted" and at(e[4]) > killed_at]
+    if reasons:  # it was working, as the log says: recorded interrupted, why, then claimed here
+        assert taken[0]["taken_from"] in (victim_name, None)
+        assert f"lease of daemon {victim_name} lapsed" in reasons[-1], reasons
+    else:
+        # claimed by the victim, still queued in the log (its `prepare` ran, `RunPreparing` goes
+        # to the log with `RunStarted`): nothing to interrupt; the claim names whose it took
+        assert [e[2] for e in events if e[2] in ("RunPreparing", "RunStarted") and at(e[4]) < killed_at] == [], events
+        assert taken[0]["taken_from"] == victim_name, (run_id, claims)
     return at(taken[0]["claimed_at"]) - killed_at
 
 
