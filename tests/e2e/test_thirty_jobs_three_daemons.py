@@ -123,8 +123,16 @@ def assert_one_holder_at_a_time(run_id: str, events: list[Event]) -> list[dict[s
     current: dict[str, Any] | None = None
     for position, _s, kind, data, recorded in events:
         if kind == "RunClaimed":
+            if current is not None and data.get("taken_from") == current["owner"]:
+                # its holder's lease lapsed while the run was still queued in the log (in its
+                # `prepare`: RunPreparing goes to the log with RunStarted): nothing to
+                # interrupt, this claim takes it over once the lease lapsed; the holder's token
+                # holds nothing more
+                idle = at(recorded) - at(current["last_at"])
+                assert idle >= LEASE - 1, f"run {run_id}: claimed at {position} {idle:.1f} s after {current}'s last sign"
+                current = None
             assert current is None, f"run {run_id}: claimed at {position} while {current} still held it"
-            current = {"owner": data["owner"], "token": data["token"], "claimed": position, "last": position}
+            current = {"owner": data["owner"], "token": data["token"], "claimed": position, "last": position, "last_at": recorded}
             current.update(claimed_at=recorded, taken_from=data.get("taken_from"))
             claims.append(current)
         elif kind == "LeaseRenewed" or kind in STEP_EVENTS:
@@ -134,7 +142,7 @@ def assert_one_holder_at_a_time(run_id: str, events: list[Event]) -> list[dict[s
                 f"run {run_id}: {kind} at {position} appended under lease {token}, "
                 f"but {current['owner']}'s claim {current['token']} held the run then"
             )
-            current["last"] = position
+            current.update(last=position, last_at=recorded)
         elif kind == "RunInterrupted" or kind in ENDS:
             current = None  # the holder let go (interrupted, or the run ended)
     for before, after in itertools.pairwise(claims):
