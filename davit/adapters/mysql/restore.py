@@ -14,10 +14,9 @@ fires while rows load).
 A table's rows load on one connection, which the step's cursor names before the first row is
 sent (`rollbackwait`: a resumed load waits for that connection's rollback to end instead of
 failing on its row locks). A table that is empty when its load begins (every fresh restore)
-loads one committed transaction per chunk, as `mariadb` replays a dump: the cursor says
-`batched` before the first commit, so a resumed load that finds rows knows they are its own
-partial load, empties the table (TRUNCATE, keeping its AUTO_INCREMENT counter) and loads it
-again; no row is ever there twice. A table holding rows of its own (merge, data_only), a
+loads one committed transaction per chunk, as `mariadb` replays a dump (the cursor says
+`batched` before the first commit). A table that holds rows when its load begins (a resumed
+load finding an interrupted batched load's rows, or rows of its own: merge, data_only), a
 system-versioned table and a sequence load in ONE transaction: `DELETE FROM` the table if it
 holds rows (not TRUNCATE, which commits by itself in MariaDB), every chunk's INSERT in order
 (each chunk read and verified before a byte of it is sent), then COMMIT; a kill -9 before the
@@ -267,16 +266,14 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
                 # fresh restore) loads one committed transaction per chunk, as `mariadb` replays
                 # a dump (a commit per statement), instead of all its rows in one transaction,
                 # whose row undo outgrew a 128 MB buffer pool and cost the server twice the CPU
-                # (bench/README.md, s-maria4). A kill leaves some chunks committed; the cursor
-                # says `batched` before the first one, so the resumed load knows every row there
-                # is its own and empties the table (TRUNCATE) before loading it again: never
-                # doubled. A table that held rows of its own (merge, data_only) keeps the one
-                # transaction, so a failed load leaves them as they were.
-                batched = not versioned and not sequence and (not held or bool(before.get(BATCHED)))
+                # (bench/README.md, s-maria4). A kill leaves some chunks committed (the cursor
+                # says `batched` before the first one); the resumed load finds rows, so it
+                # empties the table and loads it again in ONE transaction (DELETE, every chunk,
+                # COMMIT), as a table that held rows of its own (merge, data_only) always loads:
+                # never doubled, and a failure of that load leaves the table as it found it.
+                batched = not versioned and not sequence and not held
                 mark = {"count": None, "loading": rollbackwait.identity(cur), **({BATCHED: True} if batched else {})}
                 relay.call(ctx.checkpoint, step, mark)  # (before any row: a resumed load reads it)
-                if batched and held:
-                    _truncate(cur, entry.table)
                 cur.execute("START TRANSACTION")
                 # a sequence cannot be emptied: its row insert sets its state. An empty table
                 # (every fresh restore, and a resumed one once the killed load rolled back) is not
@@ -384,10 +381,9 @@ class MysqlRestoreWork(RunWork[MysqlRestoreJob]):
 
 
 def _truncate(cur: Any, table: str) -> None:
-    """Empty a table an interrupted batched load half filled, keeping its AUTO_INCREMENT counter
+    """Empty a table a failed batched load half filled, keeping its AUTO_INCREMENT counter
     (TRUNCATE resets it; the schema step had set it from the snapshot's definition, and the
-    loaded ids, all below it, never moved it). TRUNCATE commits by itself: it runs before the
-    load's first transaction."""
+    loaded ids, all below it, never moved it). TRUNCATE commits by itself."""
     cur.execute(
         "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
         f"AND TABLE_NAME = {quote_text(table)}"
@@ -401,7 +397,7 @@ def _truncate(cur: Any, table: str) -> None:
 def _emptied_after_failure(conn: Any, cur: Any, table: str, name: str) -> None:
     """Best effort: a batched load that failed (a value the target refuses, a cancel) takes its
     committed chunks back out. When that fails too (the server gone) the rows stay until the
-    resumed or next load, which empties the table first (its cursor says `batched`)."""
+    resumed or next load, which finds them and replaces them in one transaction."""
     try:
         conn.rollback()
         _truncate(cur, table)
