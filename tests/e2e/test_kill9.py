@@ -3,6 +3,8 @@ the run completes, the result is identical, and the log shows no chunk written t
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,11 @@ def checkpoints(davit: Davit, run_id: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("big") / "tree"
     make_big_tree(root, 520)
-    return root
+    yield root
+    shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def kill_after_checkpoints(davit: Davit, job: str, count: int) -> str:

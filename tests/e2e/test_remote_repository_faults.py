@@ -11,6 +11,7 @@ this module's own (paused with SIGSTOP; the shared peer is never touched):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import time
@@ -41,14 +42,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, seaweedfs_peer: S3Peer) -> 
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Incompressible content: what is stored is what was read, so stored bytes count work."""
     root = tmp_path_factory.mktemp("faults-source") / "tree"
     root.mkdir()
     for i in range(SOURCE_MIB // 8):
         (root / f"blob{i}.bin").write_bytes(os.urandom(8 << 20))
     (root / "notes.txt").write_text("small\n")
-    return root
+    yield root
+    shutil.rmtree(root.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ it into a third repository restores identical too."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +42,11 @@ def packs(root: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("big") / "tree"
     make_big_tree(root, 150)
-    return root
+    yield root
+    shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def test_a_copy_killed_mid_run_resumes_without_resending_and_the_copy_restores_identical(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -51,10 +52,11 @@ class Log:
 
 
 @pytest.fixture(scope="module")
-def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("big") / "tree"
     make_big_tree(root, 200)
-    return root
+    yield root
+    shutil.rmtree(root.parent, ignore_errors=True)
 
 
 @pytest.fixture
