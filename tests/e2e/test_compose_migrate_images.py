@@ -6,8 +6,6 @@ transfer resumes sending only what the target's store lacks."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from tests.e2e.compose_job import migrate_job_text
 from tests.e2e.conftest import Davit, write_job
-from tests.integration.compose.stack import Stack, cleanup, clients
+from tests.integration.compose.stack import Stack, built_image_stack, cleanup
 from tests.peers.state import DockerPeer, SshPeer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.ssh]
@@ -44,26 +42,9 @@ def built_stack(
 ) -> Iterator[tuple[Stack, str]]:
     """A running stack whose `app` service's image was built on the source only (the peer's
     test image plus `blob_mib` MiB of random bytes); yields it and that image's ID."""
-    name = f"davitimg{uuid.uuid4().hex[:8]}"
-    d = tmp_path / "src" / name
-    (d / "app").mkdir(parents=True)
-    (d / "app" / "blob").write_bytes(os.urandom(blob_mib << 20))
-    (d / "app" / "Dockerfile").write_text(f"FROM {docker_peer.image}\nCOPY blob /blob\n")
-    (d / "compose.yaml").write_text(COMPOSE.format(health=health, base=docker_peer.image))
-    stack = Stack(name, d, docker_peer.host, ssh_peer.docker_host)
-    tag = f"{name}-app"  # the name compose gives a built service's image
-    try:
-        image, _ = source.images.build(path=str(d / "app"), tag=tag, rm=True)
-        stack.compose("up", "-d")
-        yield stack, str(image.id)
-    finally:
-        cleanup(stack, tmp_path / "target")
-        for client in clients(docker_peer, ssh_peer):
-            for c in client:
-                try:
-                    c.images.remove(tag, force=True)
-                except docker.errors.NotFound:
-                    pass
+    compose = COMPOSE.format(health=health, base=docker_peer.image)
+    with built_image_stack(tmp_path, docker_peer, ssh_peer, source, compose, prefix="davitimg", blob_mib=blob_mib) as made:
+        yield made
 
 
 def target_image_id(target: docker.DockerClient, ref: str) -> str | None:

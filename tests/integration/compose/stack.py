@@ -7,7 +7,8 @@ import hashlib
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,54 @@ def clients(source: DockerPeer, target: SshPeer) -> Iterator[tuple[docker.Docker
     finally:
         a.close()
         b.close()
+
+
+@contextmanager
+def built_image_stack(
+    tmp_path: Path,
+    docker_peer: DockerPeer,
+    ssh_peer: SshPeer,
+    source: docker.DockerClient,
+    compose: str,
+    *,
+    prefix: str,
+    blob_mib: int,
+    site_mib: int = 0,
+    volume_mib: int = 0,
+    before_cleanup: Callable[[], None] | None = None,
+) -> Iterator[tuple[Stack, str]]:
+    """A running stack (`compose`, named `prefix` + a random suffix) whose `app` service's image
+    was built on the source engine only: the peer's test image plus `blob_mib` MiB of random
+    bytes. With `site_mib`, a bind directory `site` of that many MiB (4 MiB files); with
+    `volume_mib`, that many MiB written into `/data` of `app`. Yields the stack and the image's
+    ID; afterwards `before_cleanup` (a test that failed early stops its daemon there), then the
+    stack, the target's directory and the image on both engines go."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    d = tmp_path / "src" / name
+    (d / "app").mkdir(parents=True)
+    (d / "app" / "blob").write_bytes(os.urandom(blob_mib << 20))
+    (d / "app" / "Dockerfile").write_text(f"FROM {docker_peer.image}\nCOPY blob /blob\n")
+    if site_mib:
+        (d / "site").mkdir()
+        for n in range(site_mib // 4):
+            (d / "site" / f"part{n}.bin").write_bytes(os.urandom(4 << 20))
+    (d / "compose.yaml").write_text(compose)
+    stack = Stack(name, d, docker_peer.host, ssh_peer.docker_host)
+    tag = f"{name}-app"  # the name compose gives a built service's image
+    try:
+        image, _ = source.images.build(path=str(d / "app"), tag=tag, rm=True)
+        stack.compose("up", "-d")
+        if volume_mib:
+            fill = f"dd if=/dev/urandom of=/data/big bs=1048576 count={volume_mib} 2>/dev/null"
+            stack.compose("exec", "-T", "app", "sh", "-c", fill)
+        yield stack, str(image.id)
+    finally:
+        if before_cleanup is not None:
+            before_cleanup()
+        cleanup(stack, tmp_path / "target")
+        for client in clients(docker_peer, ssh_peer):
+            for c in client:
+                try:
+                    c.images.remove(tag, force=True)
+                except docker.errors.NotFound:
+                    pass

@@ -10,8 +10,6 @@ client, no local subprocess: the export cannot have run here)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +22,7 @@ from davit.adapters.compose.sshimages import RemoteImageExport
 from davit.adapters.compose.sshsource import SshSourceMigrateWork
 from davit.adapters.ssh.remote import SshAddress
 from davit.adapters.ssh.threaded import connect_threaded
-from tests.integration.compose.stack import Stack, cleanup, clients
+from tests.integration.compose.stack import Stack, built_image_stack
 from tests.integration.compose.test_migrate_adapter import SummaryContext
 from tests.integration.compose.test_migrate_ssh_source import (  # noqa: F401  (no_local_source: an autouse fixture)
     Crash,
@@ -52,28 +50,11 @@ services:
 def built_stack(
     tmp_path: Path, docker_peer: DockerPeer, ssh_peer: SshPeer, source: docker.DockerClient, blob_mib: int, health: str = ""
 ) -> Iterator[tuple[Stack, str]]:
-    """A running stack whose `app` image was built on the source engine only (the peer's test
-    image plus `blob_mib` MiB of random bytes); yields it and that image's ID."""
-    name = f"davitsshimg{uuid.uuid4().hex[:8]}"
-    d = tmp_path / "src" / name
-    (d / "app").mkdir(parents=True)
-    (d / "app" / "blob").write_bytes(os.urandom(blob_mib << 20))
-    (d / "app" / "Dockerfile").write_text(f"FROM {docker_peer.image}\nCOPY blob /blob\n")
-    (d / "compose.yaml").write_text(COMPOSE.format(health=health, base=docker_peer.image))
-    stack = Stack(name, d, docker_peer.host, ssh_peer.docker_host)
-    tag = f"{name}-app"  # the name compose gives a built service's image
-    try:
-        image, _ = source.images.build(path=str(d / "app"), tag=tag, rm=True)
-        stack.compose("up", "-d")
-        yield stack, str(image.id)
-    finally:
-        cleanup(stack, tmp_path / "target")
-        for client in clients(docker_peer, ssh_peer):
-            for c in client:
-                try:
-                    c.images.remove(tag, force=True)
-                except docker.errors.NotFound:
-                    pass
+    """A running stack whose `app` service's image was built on the source only (the peer's
+    test image plus `blob_mib` MiB of random bytes); yields it and that image's ID."""
+    compose = COMPOSE.format(health=health, base=docker_peer.image)
+    with built_image_stack(tmp_path, docker_peer, ssh_peer, source, compose, prefix="davitsshimg", blob_mib=blob_mib) as made:
+        yield made
 
 
 def image_id(client: docker.DockerClient, ref: str) -> str | None:
