@@ -1,9 +1,11 @@
 """Files benchmark: davit's backup and restore against tar|zstd, restic, rustic and borg on one generated tree.
 
 Run: `.venv/bin/python bench/files.py [--size-mb N] [--workdir DIR] [--rounds N] [--encrypted]
-[--quick] [--goals-json PATH]` (default 800 MB in `./.bench/`, 3 rounds). `--encrypted` gives davit's repository a
+[--quick] [--goals-json PATH] [--only first]` (default 800 MB in `./.bench/`, 3 rounds). `--encrypted` gives davit's repository a
 passphrase (AES-256-GCM) and borg's a `repokey-blake2` one, so every tool but tar|zstd encrypts
-(restic and rustic always do). `--quick` is a 16 MB tree and a 4 MiB shifted file.
+(restic and rustic always do). `--quick` is a 16 MB tree and a 4 MiB shifted file. `--only first`
+times the first backup alone, davit's and `tar | zstd`'s (no restic, rustic, borg, restore or
+shifted case; their goal lines say skipped): a quicker loop on that one goal.
 
 The tree (thousands of small text-like files, large incompressible files, files with long zero
 runs) is generated once and cached in the workdir. Every tool works on the same tree in the same
@@ -255,7 +257,7 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def run_tar(tree: Path, work: Path) -> dict[str, Measure]:
+def run_tar(tree: Path, work: Path, first_only: bool = False) -> dict[str, Measure]:
     archive = work / "tar" / "tree.tar.zst"
     fresh_dir(archive.parent)
     out = {"first backup": timed(f"tar cf - . | zstd -q -T0 -3 > {archive}", tree)}
@@ -263,6 +265,9 @@ def run_tar(tree: Path, work: Path) -> dict[str, Measure]:
     # checkpoints: context beside the goal, which the issue states against the unflushed pipe.
     fresh_dir(archive.parent)
     out["first backup+sync"] = timed(f"tar cf - . | zstd -q -T0 -3 > {archive} && sync {archive}", tree)
+    if first_only:
+        discard(work / "tar")
+        return out
     target = fresh_dir(work / "restore-tar")
     out["restore"] = timed(f"zstd -q -d -T0 < {archive} | tar xf -", target)
     check_total(target, tree, "zstd -d | tar x")
@@ -467,13 +472,17 @@ def idle_daemon_rss(work: Path, encrypted: bool) -> float | None:
     return rss
 
 
-def run_davit(tree: Path, work: Path, encrypted: bool) -> dict[str, RunTiming]:
+def run_davit(tree: Path, work: Path, encrypted: bool, first_only: bool = False) -> dict[str, RunTiming]:
     """The three operations in a fresh home (so a fresh repository), one fresh daemon each; the
-    restore is compared with the tree (a difference fails the bench), then both are discarded."""
+    restore is compared with the tree (a difference fails the bench), then both are discarded.
+    `first_only`: the first backup alone (nothing restored to compare)."""
     home = fresh_dir(work / "davit-home")
     write_config(home, encrypted)
     target = work / "restore-davit"
-    timings = davit_operations(tree, home, target)
+    timings = davit_operations(tree, home, target, first_only=first_only)
+    if first_only:
+        discard(home)
+        return timings
     print("  verifying davit's restore against the tree (paths, modes, mtimes, sha256) ...", flush=True)
     problems = compare_trees(tree, target)
     if problems:
@@ -486,11 +495,17 @@ def run_davit(tree: Path, work: Path, encrypted: bool) -> dict[str, RunTiming]:
 
 
 def davit_operations(
-    tree: Path, home: Path, target: Path, repository: str = "local", before: Callable[[str], None] = lambda op: None
+    tree: Path,
+    home: Path,
+    target: Path,
+    repository: str = "local",
+    before: Callable[[str], None] = lambda op: None,
+    first_only: bool = False,
 ) -> dict[str, RunTiming]:
     """First backup, unchanged backup (`davit run --wait`) and restore into `target` with the
     davit.toml already in `home`, one fresh daemon each; `before(op)` is called just before each
-    operation is started (after the daemon is up), e.g. to reset a request counter."""
+    operation is started (after the daemon is up), e.g. to reset a request counter.
+    `first_only`: the first backup alone."""
     where = f'repository = "{repository}"\n' if repository != "local" else ""
     out: dict[str, RunTiming] = {}
     warm(tree)
@@ -500,6 +515,8 @@ def davit_operations(
     dropped = drop_job(home, BACKUP_JOB, f'name = "{BACKUP_JOB}"\nkind = "files.backup"\n{where}\n[source]\npath = "{tree}"\n')
     out["first backup"] = daemon.wait_run(BACKUP_JOB, 0, dropped, ("store",))
     out["first backup"].rss_mb = daemon.stop()
+    if first_only:
+        return out
 
     warm(tree)
     os.sync()
@@ -715,7 +732,7 @@ class Round:
 def peer_runners(args: argparse.Namespace) -> dict[str, Callable[[Path, Path], dict[str, Measure]]]:
     exe: Path | None = args.rustic
     return {
-        "tar|zstd": run_tar,
+        "tar|zstd": lambda t, w: run_tar(t, w, first_only=args.only == "first"),
         "restic": run_restic,
         "rustic": lambda t, w: run_rustic(exe, t, w) if exe else fail_now("rustic not built"),
         "borg": lambda t, w: run_borg(t, w, args.encrypted),
@@ -733,7 +750,7 @@ def measure_round(number: int, tree: Path, work: Path, args: argparse.Namespace,
         print(f"  measuring {tool} ...", flush=True)
         warm(tree)
         if tool == "davit":
-            rnd.davit = run_davit(tree, work, args.encrypted)
+            rnd.davit = run_davit(tree, work, args.encrypted, first_only=args.only == "first")
             continue
         try:
             rnd.peers[tool] = runners[tool](tree, work)
@@ -951,6 +968,12 @@ def check_peers(args: argparse.Namespace) -> dict[str, str]:
     args.rustic = None
     if args.skip_peers:
         return {tool: "--skip-peers" for tool in PEERS}
+    if args.only == "first":  # tar|zstd alone, checked as below
+        skipped = {tool: "--only first" for tool in PEERS if tool != "tar|zstd"}
+        missing = [tool for tool in ("tar", "zstd") if shutil.which(tool) is None]
+        if missing:
+            skipped["tar|zstd"] = f"{' and '.join(missing)} not found on PATH"
+        return skipped
     skipped: dict[str, str] = {}
     reasons = ensure_tools()
     for tool in ("restic", "borg"):
@@ -973,6 +996,12 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true", help="measure davit only (for quick iterations)")
     parser.add_argument("--encrypted", action="store_true", help="davit and borg encrypt their repositories")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every tool (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--only",
+        choices=("first",),
+        default=None,
+        help="first: time only the first backup, davit's and tar|zstd's (the other goals print as skipped)",
+    )
     add_goal_arguments(parser)
     args = parser.parse_args()
     size_mb = QUICK_MB if args.quick else args.size_mb
@@ -992,9 +1021,10 @@ def main() -> None:
         if number > 1:
             settle(0 if args.quick else SETTLE_SECONDS)  # a quick run's trash is small
         rounds.append(measure_round(number, tree, work, args, skipped))
-    print("\ndavit's restore was identical to the source in every round (paths, types, sizes, modes, mtimes, sha256).")
+    if args.only != "first":
+        print("\ndavit's restore was identical to the source in every round (paths, types, sizes, modes, mtimes, sha256).")
     empty_trash()
-    growth = run_shifted(work, shift_mb(size_mb), skipped, args.rustic, args.encrypted)
+    growth = {} if args.only == "first" else run_shifted(work, shift_mb(size_mb), skipped, args.rustic, args.encrypted)
     report = Report(total, rounds, skipped, idle_rss, growth)
     report.print()
     print(f"\nat the end: {load_note()}")
