@@ -75,6 +75,48 @@ def test_leaving_the_loop_stops_the_background_thread_and_its_reading() -> None:
     assert source.drawn == drawn <= 3 + 2 + 1
 
 
+def test_a_batched_background_reader_keeps_the_order_and_the_items_before_an_error() -> None:
+    assert list(in_background(iter(Counted(limit=1000)), 20, "t-batch-order", batch=7)) == list(range(1000))
+    got: list[int] = []
+    with pytest.raises(CorruptChunk, match="#10"):
+        for item in in_background(iter(Counted(fail_at=10)), 8, "t-batch-error", batch=4):
+            got.append(item)
+    assert got == list(range(10))  # the partial group drawn before the error comes first
+
+
+def test_a_batched_background_reader_hands_over_a_partial_batch_when_the_consumer_waits() -> None:
+    released = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 0
+        released.wait(10)  # the walk of a slow directory: no more items for now
+        yield 1
+
+    items = in_background(source(), 256, "t-batch-partial", batch=64)
+    started = time.monotonic()
+    assert next(items) == 0  # not held back until 64 items are drawn
+    assert time.monotonic() - started < 5
+    released.set()
+    assert list(items) == [1]
+
+
+def test_a_batched_background_reader_stays_bounded_and_stops_when_left() -> None:
+    source = Counted()  # endless
+    depth, batch = 8, 4
+    items = in_background(iter(source), depth, "t-batch-bounded", batch=batch)
+    for consumed, _item in enumerate(items, start=1):
+        time.sleep(0.005)
+        # the queue's groups, the group in the producer's hand and the rest of the consumer's
+        assert source.drawn <= consumed + depth + 2 * batch
+        if consumed == 40:
+            break
+    items.close()
+    assert "t-batch-bounded" not in [t.name for t in threading.enumerate()]
+    drawn = source.drawn
+    time.sleep(0.3)
+    assert source.drawn == drawn <= 40 + depth + 2 * batch + 1  # and one drawn as it stops
+
+
 # --- calls_ahead ---------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ from davit.domain.ports import RunContext
 STORE = "store"
 MAX_SKIP_WARNINGS = 20
 WALK_AHEAD = 256  # entries the walk's thread may be ahead of the store (a few hundred small objects)
+WALK_BATCH = 64  # entries handed from the walk's thread at once (a queue hand-off per entry cost more than the entry)
 
 
 Encoded = tuple[bytes, bytes | memoryview | None, int, int]  # chunk id, stored bytes (None: already stored), codec, plain length
@@ -374,7 +375,7 @@ class FilesBackupWork(RunWork[FilesBackupJob]):
         little earlier changes nothing a concurrent change could do anyway."""
         if not self.WALKS_AHEAD:
             return self._walk()
-        return in_background(self._walk(), WALK_AHEAD, "davit-walk")
+        return in_background(self._walk(), WALK_AHEAD, "davit-walk", batch=WALK_BATCH)
 
     def _parent(self, again: bool = False) -> SnapshotInfo | None:
         if again:
