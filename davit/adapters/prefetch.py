@@ -37,7 +37,7 @@ _POLL = 0.2  # how often a blocked producer looks whether the consumer has stopp
 def in_background(items: Iterator[T], depth: int, name: str, batch: int = 1) -> Generator[T, None, None]:
     """`items` drawn by a thread named `name`, at most `depth` ahead of the consumer. An error
     of `items` is raised to the consumer after the items before it. Closing the generator (or
-    leaving a loop over it) stops the thread before it draws more than one further item.
+    leaving a loop over it) stops the thread before it draws more than `batch` further items.
 
     `batch`: items handed over together, up to that many (a partial batch goes at once when the
     consumer has nothing left to take). Each hand-off is a queue put and get, a lock and a
