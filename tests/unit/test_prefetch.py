@@ -68,11 +68,16 @@ def test_leaving_the_loop_stops_the_background_thread_and_its_reading() -> None:
     for item in items:
         if item == 2:
             break
-    items.close()
-    assert "t-cancel" not in [t.name for t in threading.enumerate()]
+    assert_stopped(items, "t-cancel", source, 3 + 2 + 1)
+
+
+def assert_stopped(items: Iterator[int], name: str, source: Counted, most: int) -> None:
+    """Closing `items` ends its thread, which draws nothing more and has drawn at most `most`."""
+    items.close()  # type: ignore[attr-defined]
+    assert name not in [t.name for t in threading.enumerate()]
     drawn = source.drawn
     time.sleep(0.3)
-    assert source.drawn == drawn <= 3 + 2 + 1
+    assert source.drawn == drawn <= most
 
 
 def test_a_batched_background_reader_keeps_the_order_and_the_items_before_an_error() -> None:
@@ -110,11 +115,7 @@ def test_a_batched_background_reader_stays_bounded_and_stops_when_left() -> None
         assert source.drawn <= consumed + depth + 2 * batch
         if consumed == 40:
             break
-    items.close()
-    assert "t-batch-bounded" not in [t.name for t in threading.enumerate()]
-    drawn = source.drawn
-    time.sleep(0.3)
-    assert source.drawn == drawn <= 40 + depth + 2 * batch + 1  # and one drawn as it stops
+    assert_stopped(items, "t-batch-bounded", source, 40 + depth + 2 * batch + 1)  # and one drawn as it stops
 
 
 # --- calls_ahead ---------------------------------------------------------------------------------
